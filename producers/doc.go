@@ -1,0 +1,2 @@
+// Package producers puts work on the bus: dataset ingestion, batch job submission and the HTTP gateway.
+package producers

@@ -1,0 +1,38 @@
+package schemas
+
+import "errors"
+
+// Sentinel errors. Where DATA_DICTIONARY §7.1 names an error string, the
+// sentinel's message is exactly that string, and Validate methods return the
+// sentinel itself so that err.Error() is the dictionary's message.
+var (
+	// ErrInvalidRecord is matched (errors.Is) by every *ValidationError
+	// returned for a training record.
+	ErrInvalidRecord = errors.New("invalid record")
+	// ErrModelNameRequired: model_name / model is empty (§7.1).
+	ErrModelNameRequired = errors.New("Model name required")
+	// ErrPromptTooLong: prompt longer than MaxPromptChars code points (§7.1).
+	ErrPromptTooLong = errors.New("Prompt too long")
+	// ErrInvalidMaxTokens: max_tokens outside 1..MaxMaxTokens (§7.1).
+	ErrInvalidMaxTokens = errors.New("Invalid max_tokens")
+	// ErrTemperatureOutOfRange: temperature outside [0, 2] (§7.1).
+	ErrTemperatureOutOfRange = errors.New("Temperature out of range")
+	// ErrLearningRateNotPositive: learning_rate <= 0 (§7.1).
+	ErrLearningRateNotPositive = errors.New("Learning rate must be positive")
+	// ErrBatchSizeTooSmall: per_device_batch_size < 1 (§7.1).
+	ErrBatchSizeTooSmall = errors.New("Batch size must be at least 1")
+	// ErrInvalidModelPath: a model name or path containing ".." (§7.2).
+	ErrInvalidModelPath = errors.New("Invalid model path")
+	// ErrUnknownFormat: a training data format name other than alpaca,
+	// sharegpt or dpo.
+	ErrUnknownFormat = errors.New("unknown format")
+	// ErrInvalidConfig is wrapped by every config error that has no
+	// dictionary string of its own (bad syntax, unknown keys, range checks).
+	ErrInvalidConfig = errors.New("invalid config")
+	// ErrInvalidRequest is wrapped by every API request error that has no
+	// dictionary string of its own (bad JSON, top_p, top_k, roles, ...).
+	ErrInvalidRequest = errors.New("invalid request")
+	// ErrSchemaMismatch: an Arrow schema or record does not have the columns
+	// ArrowSchema gives for the format.
+	ErrSchemaMismatch = errors.New("arrow schema mismatch")
+)

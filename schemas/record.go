@@ -1,0 +1,568 @@
+package schemas
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+	"unicode/utf8"
+)
+
+// Length limits of the §1 JSON Schemas, in Unicode code points.
+const (
+	AlpacaInstructionMaxLen = 10000
+	AlpacaInputMaxLen       = 10000
+	AlpacaOutputMaxLen      = 50000
+	ShareGPTMinTurns        = 2
+)
+
+// ShareGPT speakers allowed in conversations[].from, in the schema's order.
+const (
+	SpeakerHuman  = "human"
+	SpeakerGPT    = "gpt"
+	SpeakerSystem = "system"
+)
+
+// Alpaca is an instruction-following record (§1.1). An absent input is "".
+type Alpaca struct {
+	Instruction string `json:"instruction"`
+	Input       string `json:"input"`
+	Output      string `json:"output"`
+}
+
+// ShareGPT is a multi-turn conversation record (§1.2).
+type ShareGPT struct {
+	Conversations []Turn `json:"conversations"`
+}
+
+// Turn is one turn of a ShareGPT conversation; From is "human", "gpt" or
+// "system".
+type Turn struct {
+	From  string `json:"from"`
+	Value string `json:"value"`
+}
+
+// DPO is a preference record (§1.3).
+type DPO struct {
+	Prompt   string `json:"prompt"`
+	Chosen   string `json:"chosen"`
+	Rejected string `json:"rejected"`
+}
+
+// Record is one validated training record; exactly one of Alpaca, ShareGPT
+// and DPO is set, the one Format names.
+type Record struct {
+	Format   Format
+	Alpaca   Alpaca
+	ShareGPT ShareGPT
+	DPO      DPO
+}
+
+// ValidationError describes why one training record was rejected.
+// errors.Is(err, ErrInvalidRecord) holds for every ValidationError.
+type ValidationError struct {
+	// Field is the path of the offending field: "instruction",
+	// "conversations[2].from", or "" for the whole record.
+	Field string
+	// Rule is the JSON Schema keyword or rule broken: "json", "type",
+	// "required", "minLength", "maxLength", "enum", "minItems", "utf8".
+	Rule string
+	// Message is human readable and names the field and rule, e.g.
+	// `field "output": maxLength: 50001 characters exceeds the maximum of 50000`.
+	Message string
+}
+
+// Error returns Message.
+func (e *ValidationError) Error() string { return e.Message }
+
+// Is reports whether target is ErrInvalidRecord.
+func (e *ValidationError) Is(target error) bool { return target == ErrInvalidRecord }
+
+func newValidationError(field, rule, format string, args ...any) *ValidationError {
+	where := "record"
+	if field != "" {
+		where = fmt.Sprintf("field %q", field)
+	}
+	return &ValidationError{
+		Field:   field,
+		Rule:    rule,
+		Message: where + ": " + rule + ": " + fmt.Sprintf(format, args...),
+	}
+}
+
+// scanError turns a scanner error met inside field into a ValidationError.
+func scanError(field string, err error) *ValidationError {
+	if errors.Is(err, errBadUTF8) {
+		return newValidationError(field, "utf8", "invalid UTF-8 in string")
+	}
+	return newValidationError("", "json", "invalid JSON: %v", err)
+}
+
+func typeError(field string, got jsonKind, want string) *ValidationError {
+	return newValidationError(field, "type", "got %s, want %s", got, want)
+}
+
+// CanonicalJSON returns the record's dictionary fields as JSON with keys
+// sorted, no insignificant whitespace and a fixed escaping (RFC 8785 style:
+// only '"', '\\' and control characters are escaped; \b \t \n \f \r use their
+// short forms, other controls \u00xx in lower-case hex; everything else,
+// including non-ASCII, is written as UTF-8). Properties outside the
+// dictionary are not included, and an absent alpaca input is "", so
+// records that differ only in key order, whitespace, escaping, extra keys or
+// absent-versus-empty input give the same bytes.
+func (r Record) CanonicalJSON() []byte {
+	switch r.Format {
+	case FormatAlpaca:
+		a := r.Alpaca
+		b := make([]byte, 0, len(a.Input)+len(a.Instruction)+len(a.Output)+48)
+		b = append(b, `{"input":`...)
+		b = appendJSONString(b, a.Input)
+		b = append(b, `,"instruction":`...)
+		b = appendJSONString(b, a.Instruction)
+		b = append(b, `,"output":`...)
+		b = appendJSONString(b, a.Output)
+		return append(b, '}')
+	case FormatShareGPT:
+		n := 24
+		for _, t := range r.ShareGPT.Conversations {
+			n += len(t.From) + len(t.Value) + 24
+		}
+		b := make([]byte, 0, n)
+		b = append(b, `{"conversations":[`...)
+		for i, t := range r.ShareGPT.Conversations {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = append(b, `{"from":`...)
+			b = appendJSONString(b, t.From)
+			b = append(b, `,"value":`...)
+			b = appendJSONString(b, t.Value)
+			b = append(b, '}')
+		}
+		return append(b, "]}"...)
+	case FormatDPO:
+		d := r.DPO
+		b := make([]byte, 0, len(d.Chosen)+len(d.Prompt)+len(d.Rejected)+40)
+		b = append(b, `{"chosen":`...)
+		b = appendJSONString(b, d.Chosen)
+		b = append(b, `,"prompt":`...)
+		b = appendJSONString(b, d.Prompt)
+		b = append(b, `,"rejected":`...)
+		b = appendJSONString(b, d.Rejected)
+		return append(b, '}')
+	}
+	return []byte("{}")
+}
+
+// ID returns the lower-case hex SHA-256 of CanonicalJSON(): the record's
+// stable identity (message ids are "<dataset>/<ID>").
+func (r Record) ID() string {
+	sum := sha256.Sum256(r.CanonicalJSON())
+	return hex.EncodeToString(sum[:])
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendJSONString appends s as a JSON string with the canonical escaping.
+// Invalid UTF-8 (impossible in a decoded Record) is written as U+FFFD.
+func appendJSONString(b []byte, s string) []byte {
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c >= 0x20 && c != '"' && c != '\\' && c < utf8.RuneSelf {
+			i++
+			continue
+		}
+		if c >= utf8.RuneSelf {
+			r, size := utf8.DecodeRuneInString(s[i:])
+			if r == utf8.RuneError && size == 1 {
+				b = append(b, s[start:i]...)
+				b = append(b, "\uFFFD"...)
+				i++
+				start = i
+				continue
+			}
+			i += size
+			continue
+		}
+		b = append(b, s[start:i]...)
+		switch c {
+		case '"', '\\':
+			b = append(b, '\\', c)
+		case '\b':
+			b = append(b, '\\', 'b')
+		case '\t':
+			b = append(b, '\\', 't')
+		case '\n':
+			b = append(b, '\\', 'n')
+		case '\f':
+			b = append(b, '\\', 'f')
+		case '\r':
+			b = append(b, '\\', 'r')
+		default:
+			b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xF])
+		}
+		i++
+		start = i
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
+}
+
+// checkString applies a string property's minLength/maxLength (0 = none).
+func checkString(field string, kind jsonKind, v string, minLen, maxLen int) *ValidationError {
+	if kind != kindString {
+		return typeError(field, kind, "string")
+	}
+	if minLen == 0 && maxLen == 0 {
+		return nil
+	}
+	n := len(v)
+	// A valid UTF-8 string has at most one code point per byte and at least
+	// one when non-empty, so the byte length often settles both bounds.
+	if minLen <= 1 && n >= minLen && (maxLen == 0 || n <= maxLen) {
+		return nil
+	}
+	n = utf8.RuneCountInString(v)
+	if n < minLen {
+		return newValidationError(field, "minLength", "%d characters is below the minimum of %d", n, minLen)
+	}
+	if maxLen > 0 && n > maxLen {
+		return newValidationError(field, "maxLength", "%d characters exceeds the maximum of %d", n, maxLen)
+	}
+	return nil
+}
+
+// DecodeRecord decodes one JSON object and validates it against f's §1 JSON
+// Schema. It is a hand-written fast path that accepts exactly the documents
+// that the compiled schema (Schema(f)) accepts, after encoding/json's
+// decoding rules (duplicate keys: the last wins), and also rejects invalid
+// UTF-8 inside strings. A rejected record gives a *ValidationError (which
+// Is ErrInvalidRecord); an unknown f an error wrapping ErrUnknownFormat.
+func DecodeRecord(f Format, data []byte) (Record, error) {
+	var (
+		rec Record
+		err *ValidationError
+	)
+	switch f {
+	case FormatAlpaca:
+		rec.Alpaca, err = decodeAlpaca(data)
+	case FormatShareGPT:
+		rec.ShareGPT, err = decodeShareGPT(data)
+	case FormatDPO:
+		rec.DPO, err = decodeDPO(data)
+	default:
+		_, ferr := ParseFormat(string(f))
+		return Record{}, ferr
+	}
+	if err != nil {
+		return Record{}, err
+	}
+	rec.Format = f
+	return rec, nil
+}
+
+// beginRecord positions s inside the top-level object, or explains why the
+// document is not one.
+func beginRecord(s *scanner) *ValidationError {
+	s.skipWS()
+	if s.pos < len(s.data) && s.data[s.pos] == '{' {
+		s.pos++
+		if err := s.push(); err != nil {
+			return scanError("", err)
+		}
+		return nil
+	}
+	kind := s.peekKind()
+	if err := s.skipValue(); err != nil {
+		return scanError("", err)
+	}
+	if err := s.end(); err != nil {
+		return scanError("", err)
+	}
+	return typeError("", kind, "object")
+}
+
+// field is one string property as decoded: last occurrence wins.
+type field struct {
+	kind jsonKind
+	val  string
+}
+
+// readField reads the value at pos into f: strings are decoded, anything else
+// is scanned and only its kind kept.
+func (s *scanner) readField(name string, f *field) *ValidationError {
+	f.kind = s.peekKind()
+	if f.kind == kindString {
+		v, err := s.readString()
+		if err != nil {
+			return scanError(name, err)
+		}
+		f.val = v
+		return nil
+	}
+	f.val = ""
+	if err := s.skipValue(); err != nil {
+		return scanError(name, err)
+	}
+	return nil
+}
+
+// skipMember skips the value of a property that the schema does not name.
+func (s *scanner) skipMember() *ValidationError {
+	if err := s.skipValue(); err != nil {
+		return scanError("", err)
+	}
+	return nil
+}
+
+func decodeAlpaca(data []byte) (Alpaca, *ValidationError) {
+	s := scanner{data: data}
+	if err := beginRecord(&s); err != nil {
+		return Alpaca{}, err
+	}
+	var instruction, input, output field
+	for first := true; ; first = false {
+		key, more, err := s.nextMember(first)
+		if err != nil {
+			return Alpaca{}, scanError("", err)
+		}
+		if !more {
+			break
+		}
+		var verr *ValidationError
+		switch string(key) {
+		case "instruction":
+			verr = s.readField("instruction", &instruction)
+		case "input":
+			verr = s.readField("input", &input)
+		case "output":
+			verr = s.readField("output", &output)
+		default:
+			verr = s.skipMember()
+		}
+		if verr != nil {
+			return Alpaca{}, verr
+		}
+	}
+	if err := s.end(); err != nil {
+		return Alpaca{}, scanError("", err)
+	}
+	if instruction.kind == kindAbsent {
+		return Alpaca{}, requiredError("instruction")
+	}
+	if output.kind == kindAbsent {
+		return Alpaca{}, requiredError("output")
+	}
+	if err := checkString("instruction", instruction.kind, instruction.val, 1, AlpacaInstructionMaxLen); err != nil {
+		return Alpaca{}, err
+	}
+	if input.kind != kindAbsent {
+		if err := checkString("input", input.kind, input.val, 0, AlpacaInputMaxLen); err != nil {
+			return Alpaca{}, err
+		}
+	}
+	if err := checkString("output", output.kind, output.val, 1, AlpacaOutputMaxLen); err != nil {
+		return Alpaca{}, err
+	}
+	return Alpaca{Instruction: instruction.val, Input: input.val, Output: output.val}, nil
+}
+
+func requiredError(field string) *ValidationError {
+	return newValidationError(field, "required", "missing required field")
+}
+
+func decodeDPO(data []byte) (DPO, *ValidationError) {
+	s := scanner{data: data}
+	if err := beginRecord(&s); err != nil {
+		return DPO{}, err
+	}
+	var prompt, chosen, rejected field
+	for first := true; ; first = false {
+		key, more, err := s.nextMember(first)
+		if err != nil {
+			return DPO{}, scanError("", err)
+		}
+		if !more {
+			break
+		}
+		var verr *ValidationError
+		switch string(key) {
+		case "prompt":
+			verr = s.readField("prompt", &prompt)
+		case "chosen":
+			verr = s.readField("chosen", &chosen)
+		case "rejected":
+			verr = s.readField("rejected", &rejected)
+		default:
+			verr = s.skipMember()
+		}
+		if verr != nil {
+			return DPO{}, verr
+		}
+	}
+	if err := s.end(); err != nil {
+		return DPO{}, scanError("", err)
+	}
+	fields := [...]struct {
+		name string
+		f    *field
+	}{{"prompt", &prompt}, {"chosen", &chosen}, {"rejected", &rejected}}
+	for _, x := range fields {
+		if x.f.kind == kindAbsent {
+			return DPO{}, requiredError(x.name)
+		}
+	}
+	for _, x := range fields {
+		if err := checkString(x.name, x.f.kind, x.f.val, 1, 0); err != nil {
+			return DPO{}, err
+		}
+	}
+	return DPO{Prompt: prompt.val, Chosen: chosen.val, Rejected: rejected.val}, nil
+}
+
+// turnScan is one element of conversations as decoded.
+type turnScan struct {
+	kind        jsonKind // of the element
+	from, value field
+}
+
+func decodeShareGPT(data []byte) (ShareGPT, *ValidationError) {
+	s := scanner{data: data}
+	if err := beginRecord(&s); err != nil {
+		return ShareGPT{}, err
+	}
+	var (
+		convKind jsonKind
+		turns    []turnScan
+	)
+	for first := true; ; first = false {
+		key, more, err := s.nextMember(first)
+		if err != nil {
+			return ShareGPT{}, scanError("", err)
+		}
+		if !more {
+			break
+		}
+		if string(key) != "conversations" {
+			if verr := s.skipMember(); verr != nil {
+				return ShareGPT{}, verr
+			}
+			continue
+		}
+		convKind = s.peekKind()
+		turns = turns[:0]
+		if convKind != kindArray {
+			if err := s.skipValue(); err != nil {
+				return ShareGPT{}, scanError("conversations", err)
+			}
+			continue
+		}
+		var verr *ValidationError
+		if turns, verr = s.readTurns(turns); verr != nil {
+			return ShareGPT{}, verr
+		}
+	}
+	if err := s.end(); err != nil {
+		return ShareGPT{}, scanError("", err)
+	}
+	if convKind == kindAbsent {
+		return ShareGPT{}, requiredError("conversations")
+	}
+	if convKind != kindArray {
+		return ShareGPT{}, typeError("conversations", convKind, "array")
+	}
+	if len(turns) < ShareGPTMinTurns {
+		return ShareGPT{}, newValidationError("conversations", "minItems", "%d items is below the minimum of %d", len(turns), ShareGPTMinTurns)
+	}
+	out := make([]Turn, len(turns))
+	for i, t := range turns {
+		if t.kind != kindObject {
+			return ShareGPT{}, typeError(turnPath(i, ""), t.kind, "object")
+		}
+		if t.from.kind == kindAbsent {
+			return ShareGPT{}, requiredError(turnPath(i, "from"))
+		}
+		if t.value.kind == kindAbsent {
+			return ShareGPT{}, requiredError(turnPath(i, "value"))
+		}
+		if t.from.kind != kindString {
+			return ShareGPT{}, typeError(turnPath(i, "from"), t.from.kind, "string")
+		}
+		switch t.from.val {
+		case SpeakerHuman, SpeakerGPT, SpeakerSystem:
+		default:
+			return ShareGPT{}, newValidationError(turnPath(i, "from"), "enum", "%q is not one of %q, %q, %q", t.from.val, SpeakerHuman, SpeakerGPT, SpeakerSystem)
+		}
+		if err := checkString(turnPath(i, "value"), t.value.kind, t.value.val, 1, 0); err != nil {
+			return ShareGPT{}, err
+		}
+		out[i] = Turn{From: t.from.val, Value: t.value.val}
+	}
+	return ShareGPT{Conversations: out}, nil
+}
+
+func turnPath(i int, name string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "conversations[%d]", i)
+	if name != "" {
+		b.WriteByte('.')
+		b.WriteString(name)
+	}
+	return b.String()
+}
+
+// readTurns reads the conversations array at pos.
+func (s *scanner) readTurns(turns []turnScan) ([]turnScan, *ValidationError) {
+	s.skipWS()
+	s.pos++ // '['
+	if err := s.push(); err != nil {
+		return nil, scanError("", err)
+	}
+	for first := true; ; first = false {
+		more, err := s.nextElement(first)
+		if err != nil {
+			return nil, scanError("", err)
+		}
+		if !more {
+			return turns, nil
+		}
+		i := len(turns)
+		t := turnScan{kind: s.peekKind()}
+		if t.kind != kindObject {
+			if err := s.skipValue(); err != nil {
+				return nil, scanError(turnPath(i, ""), err)
+			}
+			turns = append(turns, t)
+			continue
+		}
+		s.pos++ // '{'
+		if err := s.push(); err != nil {
+			return nil, scanError("", err)
+		}
+		for first := true; ; first = false {
+			key, more, err := s.nextMember(first)
+			if err != nil {
+				return nil, scanError("", err)
+			}
+			if !more {
+				break
+			}
+			var verr *ValidationError
+			switch string(key) {
+			case "from":
+				verr = s.readField(turnPath(i, "from"), &t.from)
+			case "value":
+				verr = s.readField(turnPath(i, "value"), &t.value)
+			default:
+				verr = s.skipMember()
+			}
+			if verr != nil {
+				return nil, verr
+			}
+		}
+		turns = append(turns, t)
+	}
+}

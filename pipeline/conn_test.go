@@ -1,0 +1,141 @@
+package pipeline_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/largeforge/largeforge/pipeline"
+	"github.com/largeforge/largeforge/pipeline/pipelinetest"
+)
+
+func TestConnConfigValidate(t *testing.T) {
+	const u = "nats://127.0.0.1:4222"
+	tests := []struct {
+		name    string
+		cfg     pipeline.ConnConfig
+		wantErr bool
+	}{
+		{name: "url only", cfg: pipeline.ConnConfig{URL: u}},
+		{name: "several urls", cfg: pipeline.ConnConfig{URL: u + ", tls://10.0.0.2:4222"}},
+		{name: "user and password", cfg: pipeline.ConnConfig{URL: u, User: "a", Password: "b"}},
+		{name: "token", cfg: pipeline.ConnConfig{URL: u, Token: "t"}},
+		{name: "nkey", cfg: pipeline.ConnConfig{URL: u, NKeySeedFile: "/x.nk"}},
+		{name: "creds", cfg: pipeline.ConnConfig{URL: u, CredsFile: "/x.creds"}},
+		{name: "tls cert and key with ca", cfg: pipeline.ConnConfig{URL: "tls://h:4222", TLSCertFile: "c", TLSKeyFile: "k", TLSCAFile: "ca"}},
+		{name: "token with tls", cfg: pipeline.ConnConfig{URL: u, Token: "t", TLSCAFile: "ca", TLSInsecureSkipVerify: true}},
+		{name: "no url", cfg: pipeline.ConnConfig{}, wantErr: true},
+		{name: "bad scheme", cfg: pipeline.ConnConfig{URL: "http://h:4222"}, wantErr: true},
+		{name: "no host", cfg: pipeline.ConnConfig{URL: "nats://"}, wantErr: true},
+		{name: "user without password", cfg: pipeline.ConnConfig{URL: u, User: "a"}, wantErr: true},
+		{name: "password without user", cfg: pipeline.ConnConfig{URL: u, Password: "b"}, wantErr: true},
+		{name: "token with user", cfg: pipeline.ConnConfig{URL: u, User: "a", Password: "b", Token: "t"}, wantErr: true},
+		{name: "nkey with creds", cfg: pipeline.ConnConfig{URL: u, NKeySeedFile: "n", CredsFile: "c"}, wantErr: true},
+		{name: "token with creds", cfg: pipeline.ConnConfig{URL: u, Token: "t", CredsFile: "c"}, wantErr: true},
+		{name: "cert without key", cfg: pipeline.ConnConfig{URL: u, TLSCertFile: "c"}, wantErr: true},
+		{name: "key without cert", cfg: pipeline.ConnConfig{URL: u, TLSKeyFile: "k"}, wantErr: true},
+		{name: "url user and token", cfg: pipeline.ConnConfig{URL: "nats://a:b@h:4222", Token: "t"}, wantErr: true},
+		{name: "negative reconnect wait", cfg: pipeline.ConnConfig{URL: u, ReconnectWait: -time.Second}, wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.cfg.Validate()
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("Validate() = %v, wantErr %v", err, tt.wantErr)
+			}
+			if err != nil && !errors.Is(err, pipeline.ErrInvalidOption) {
+				t.Errorf("error %v does not wrap ErrInvalidOption", err)
+			}
+		})
+	}
+}
+
+func TestConnectAuth(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	confWith := func(auth string) []byte {
+		return []byte(pipeline.DefaultNATSConf + "\n" + auth + "\n")
+	}
+	userSrv := pipelinetest.StartServerWith(t, pipeline.EmbeddedConfig{DataDir: t.TempDir(), Conf: confWith(`authorization { user: lf, password: s3cret }`)})
+	tokenSrv := pipelinetest.StartServerWith(t, pipeline.EmbeddedConfig{DataDir: t.TempDir(), Conf: confWith(`authorization { token: tok-123 }`)})
+
+	tests := []struct {
+		name    string
+		cfg     pipeline.ConnConfig
+		wantErr bool
+	}{
+		{name: "user password", cfg: pipeline.ConnConfig{URL: userSrv.ClientURL(), User: "lf", Password: "s3cret"}},
+		{name: "wrong password", cfg: pipeline.ConnConfig{URL: userSrv.ClientURL(), User: "lf", Password: "nope"}, wantErr: true},
+		{name: "no credentials", cfg: pipeline.ConnConfig{URL: userSrv.ClientURL()}, wantErr: true},
+		{name: "token", cfg: pipeline.ConnConfig{URL: tokenSrv.ClientURL(), Token: "tok-123"}},
+		{name: "wrong token", cfg: pipeline.ConnConfig{URL: tokenSrv.ClientURL(), Token: "tok-999"}, wantErr: true},
+		{name: "nkey seed file missing", cfg: pipeline.ConnConfig{URL: tokenSrv.ClientURL(), NKeySeedFile: "/does/not/exist.nk"}, wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b, err := pipeline.Connect(ctx, tt.cfg, pipelinetest.Logger(t))
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("Connect() = %v, wantErr %v", err, tt.wantErr)
+			}
+			if err != nil {
+				if !errors.Is(err, pipeline.ErrConnect) {
+					t.Errorf("error %v does not wrap ErrConnect", err)
+				}
+				if tt.cfg.Password != "" && strings.Contains(err.Error(), tt.cfg.Password) {
+					t.Errorf("error leaks the password: %v", err)
+				}
+				return
+			}
+			defer b.Close()
+			if err := b.EnsureTopology(ctx); err != nil {
+				t.Fatalf("EnsureTopology over an authenticated connection: %v", err)
+			}
+		})
+	}
+}
+
+func TestConnectNoServer(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	e := pipelinetest.StartServer(t)
+	url := e.ClientURL()
+	e.Shutdown()
+	_, err := pipeline.Connect(ctx, pipeline.ConnConfig{URL: url}, zerolog.Nop())
+	if !errors.Is(err, pipeline.ErrConnect) {
+		t.Fatalf("Connect to a stopped server = %v, want ErrConnect", err)
+	}
+}
+
+func ExampleConnect() {
+	ctx := context.Background()
+	e, err := pipeline.StartEmbedded(ctx, pipeline.EmbeddedConfig{DataDir: exampleDir(), Listen: "127.0.0.1:-1"}, zerolog.Nop())
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer e.Shutdown()
+	bus, err := pipeline.Connect(ctx, pipeline.ConnConfig{URL: e.ClientURL(), Name: "example"}, zerolog.Nop())
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer bus.Close()
+	if err := bus.EnsureTopology(ctx); err != nil {
+		fmt.Println(err)
+		return
+	}
+	subj, _ := pipeline.RequestSubject("job1", "stories260K")
+	ack, err := bus.Publish(ctx, subj, []byte(`{"prompt":"Once upon a time"}`), "job1/req-1", nil)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	again, _ := bus.Publish(ctx, subj, []byte(`{"prompt":"Once upon a time"}`), "job1/req-1", nil)
+	fmt.Println(ack.Stream, ack.Sequence, again.Duplicate)
+	// Output: LF_REQUESTS 1 true
+}

@@ -1,0 +1,161 @@
+package pipeline_test
+
+import (
+	"context"
+	"errors"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/rs/zerolog"
+
+	"github.com/largeforge/largeforge/internal/testenv"
+	"github.com/largeforge/largeforge/pipeline"
+	"github.com/largeforge/largeforge/pipeline/pipelinetest"
+)
+
+func repoNATSConf(t *testing.T) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(testenv.ModuleRoot(t), "nats.conf"))
+	if err != nil {
+		t.Fatalf("read repo nats.conf: %v", err)
+	}
+	return b
+}
+
+func TestEmbeddedLoadsRepoConf(t *testing.T) {
+	conf := repoNATSConf(t)
+	dir := t.TempDir()
+	e := pipelinetest.StartServerWith(t, pipeline.EmbeddedConfig{DataDir: dir, Conf: conf})
+	v, err := e.Server().Varz(nil)
+	if err != nil {
+		t.Fatalf("varz: %v", err)
+	}
+	if v.Name != "largeforge" {
+		t.Errorf("server name = %q, want largeforge", v.Name)
+	}
+	if v.MaxPayload != 1<<20 {
+		t.Errorf("max_payload = %d, want %d", v.MaxPayload, 1<<20)
+	}
+	if v.MaxPending != 64<<20 {
+		t.Errorf("max_pending = %d, want %d", v.MaxPending, 64<<20)
+	}
+	if v.WriteDeadline != 10*time.Second {
+		t.Errorf("write_deadline = %v, want 10s", v.WriteDeadline)
+	}
+	js := e.Server().JetStreamConfig()
+	if js == nil {
+		t.Fatal("jetstream not enabled")
+	}
+	if js.MaxMemory != 256<<20 || js.MaxStore != 20<<30 {
+		t.Errorf("jetstream limits memory=%d store=%d, want %d and %d", js.MaxMemory, js.MaxStore, 256<<20, 20<<30)
+	}
+	if js.SyncInterval != 2*time.Minute {
+		t.Errorf("sync_interval = %v, want 2m", js.SyncInterval)
+	}
+	if want := filepath.Join(dir, "jetstream"); js.StoreDir != want || e.StoreDir() != want {
+		t.Errorf("store dir = %q (StoreDir() %q), want %q", js.StoreDir, e.StoreDir(), want)
+	}
+	// The listen address of the conf is replaced by the random port.
+	if strings.HasSuffix(e.ClientURL(), ":4222") {
+		t.Errorf("client url %s uses the conf's port, want a random one", e.ClientURL())
+	}
+}
+
+// DefaultNATSConf must stay equal to the repo's nats.conf.
+func TestDefaultConfMatchesRepoConf(t *testing.T) {
+	parse := func(conf string) *server.Options {
+		t.Helper()
+		o := &server.Options{}
+		if err := o.ProcessConfigString(conf); err != nil {
+			t.Fatalf("parse: %v", err)
+		}
+		return o
+	}
+	repo, def := parse(string(repoNATSConf(t))), parse(pipeline.DefaultNATSConf)
+	type key struct {
+		Name                   string
+		Host                   string
+		Port                   int
+		MaxPayload             int32
+		MaxPending             int64
+		WriteDeadline          time.Duration
+		JetStream              bool
+		JSMaxMemory, JSMaxStore int64
+		SyncInterval           time.Duration
+	}
+	k := func(o *server.Options) key {
+		return key{o.ServerName, o.Host, o.Port, o.MaxPayload, o.MaxPending, o.WriteDeadline, o.JetStream, o.JetStreamMaxMemory, o.JetStreamMaxStore, o.SyncInterval}
+	}
+	if k(repo) != k(def) {
+		t.Errorf("DefaultNATSConf differs from nats.conf:\n repo    %+v\n default %+v", k(repo), k(def))
+	}
+	if string(repoNATSConf(t)) != pipeline.DefaultNATSConf {
+		t.Errorf("DefaultNATSConf text differs from the repo's nats.conf")
+	}
+}
+
+func TestEmbeddedConfigValidate(t *testing.T) {
+	tests := []struct {
+		name    string
+		cfg     pipeline.EmbeddedConfig
+		wantErr bool
+	}{
+		{name: "defaults", cfg: pipeline.EmbeddedConfig{DataDir: "/tmp/x"}},
+		{name: "random port", cfg: pipeline.EmbeddedConfig{DataDir: "/tmp/x", Listen: "127.0.0.1:-1"}},
+		{name: "all interfaces", cfg: pipeline.EmbeddedConfig{DataDir: "/tmp/x", Listen: ":4333"}},
+		{name: "no data dir", cfg: pipeline.EmbeddedConfig{}, wantErr: true},
+		{name: "blank data dir", cfg: pipeline.EmbeddedConfig{DataDir: "  "}, wantErr: true},
+		{name: "listen without port", cfg: pipeline.EmbeddedConfig{DataDir: "/tmp/x", Listen: "127.0.0.1"}, wantErr: true},
+		{name: "listen bad port", cfg: pipeline.EmbeddedConfig{DataDir: "/tmp/x", Listen: "127.0.0.1:99999"}, wantErr: true},
+		{name: "listen port not a number", cfg: pipeline.EmbeddedConfig{DataDir: "/tmp/x", Listen: "127.0.0.1:abc"}, wantErr: true},
+		{name: "bad conf", cfg: pipeline.EmbeddedConfig{DataDir: "/tmp/x", Conf: []byte("listen: {{{")}, wantErr: true},
+		{name: "unknown conf field", cfg: pipeline.EmbeddedConfig{DataDir: "/tmp/x", Conf: []byte("no_such_option: 1\n")}, wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.cfg.Validate()
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("Validate() = %v, wantErr %v", err, tt.wantErr)
+			}
+			if err != nil && !errors.Is(err, pipeline.ErrInvalidOption) {
+				t.Errorf("error %v does not wrap ErrInvalidOption", err)
+			}
+		})
+	}
+}
+
+func TestEmbeddedPortTaken(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	start := time.Now()
+	e, err := pipeline.StartEmbedded(ctx, pipeline.EmbeddedConfig{DataDir: t.TempDir(), Listen: l.Addr().String()}, zerolog.Nop())
+	if err == nil {
+		e.Shutdown()
+		t.Fatal("StartEmbedded on a taken port succeeded")
+	}
+	if !errors.Is(err, pipeline.ErrListen) {
+		t.Errorf("error %v does not wrap ErrListen", err)
+	}
+	if !strings.Contains(err.Error(), l.Addr().String()) && !strings.Contains(err.Error(), "in use") {
+		t.Errorf("error %q names neither the address nor the cause", err)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("failure took %v", d)
+	}
+}
+
+func TestEmbeddedShutdownTwice(t *testing.T) {
+	e := pipelinetest.StartServer(t)
+	e.Shutdown()
+	e.Shutdown() // and once more in Cleanup
+}

@@ -1,0 +1,68 @@
+package pipeline
+
+import "errors"
+
+var (
+	// ErrInvalidOption is wrapped by every configuration error (Validate, constructors).
+	ErrInvalidOption = errors.New("invalid option")
+
+	// ErrInvalid marks a message that can never be processed (bad input, poison).
+	// A Handler returns an error wrapping it (see Invalid); the consume loop then
+	// writes a dead-letter record and terminates the message instead of retrying.
+	ErrInvalid = errors.New("invalid message")
+
+	// ErrEmbeddedStart is wrapped when the embedded server cannot start.
+	ErrEmbeddedStart = errors.New("embedded nats server did not start")
+
+	// ErrListen is wrapped when the embedded server cannot listen on its address
+	// (most often: the port is already taken).
+	ErrListen = errors.New("embedded nats server cannot listen")
+
+	// ErrConnect is wrapped when a connection to NATS cannot be made.
+	ErrConnect = errors.New("connect to nats")
+
+	// ErrPublisherFailed is wrapped by Publisher.Publish and Publisher.Flush after
+	// an asynchronous publish has failed; the Publisher stays failed.
+	ErrPublisherFailed = errors.New("async publish failed")
+)
+
+// invalidError is an ErrInvalid with the reason that goes to the DLQ record and
+// to TermWithReason.
+type invalidError struct {
+	reason string
+	err    error
+}
+
+func (e *invalidError) Error() string {
+	if e.err == nil {
+		return e.reason
+	}
+	return e.reason + ": " + e.err.Error()
+}
+
+func (e *invalidError) Unwrap() []error {
+	if e.err == nil {
+		return []error{ErrInvalid}
+	}
+	return []error{ErrInvalid, e.err}
+}
+
+// Invalid returns an error wrapping ErrInvalid (and err, when not nil) that keeps
+// reason: the consume loop writes reason into the DLQ record and passes it to
+// TermWithReason.
+func Invalid(reason string, err error) error {
+	return &invalidError{reason: reason, err: err}
+}
+
+// InvalidReason returns the reason given to Invalid somewhere in err's chain, or
+// err.Error() when there is none ("" for nil).
+func InvalidReason(err error) string {
+	if err == nil {
+		return ""
+	}
+	var ie *invalidError
+	if errors.As(err, &ie) {
+		return ie.reason
+	}
+	return err.Error()
+}

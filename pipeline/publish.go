@@ -1,0 +1,256 @@
+package pipeline
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// DefaultAsyncAckTimeout is how long a Publisher waits for one publish ack
+// before the publish counts as failed.
+const DefaultAsyncAckTimeout = 30 * time.Second
+
+func newMsg(subject string, data []byte, msgID string, hdr nats.Header) *nats.Msg {
+	m := &nats.Msg{Subject: subject, Data: data, Header: hdr}
+	if msgID != "" {
+		if m.Header == nil {
+			m.Header = nats.Header{}
+		} else {
+			m.Header = maps.Clone(hdr) // never change the caller's map
+		}
+		m.Header.Set(jetstream.MsgIDHeader, msgID)
+	}
+	return m
+}
+
+// Publish stores data on subject and waits for the stream's ack. msgID, when
+// not empty, is sent as Nats-Msg-Id: a second publish with the same id inside
+// the duplicate window is acked with PubAck.Duplicate set and no error.
+func (b *Bus) Publish(ctx context.Context, subject string, data []byte, msgID string, hdr nats.Header) (*jetstream.PubAck, error) {
+	ack, err := b.js.PublishMsg(ctx, newMsg(subject, data, msgID, hdr))
+	if err != nil {
+		return nil, fmt.Errorf("publish %s (msg id %q): %w", subject, msgID, err)
+	}
+	return ack, nil
+}
+
+// Publisher publishes asynchronously with at most window acks pending. It is
+// safe for concurrent use. After the first failed publish it stays failed:
+// Publish and Flush return that error (wrapping ErrPublisherFailed).
+type Publisher struct {
+	js     jetstream.JetStream
+	slots  chan struct{}
+	window int
+
+	mu      sync.Mutex
+	err     error
+	failed  int
+	pending int
+	idle    chan struct{} // closed when pending drops to 0; nil while 0
+	acked   int
+	dups    int
+}
+
+// NewPublisher returns a Publisher whose window of pending acks is window
+// (values below 1 mean 1).
+func (b *Bus) NewPublisher(window int) *Publisher {
+	if window < 1 {
+		window = 1
+	}
+	p := &Publisher{slots: make(chan struct{}, window), window: window}
+	js, err := jetstream.New(b.nc,
+		jetstream.WithPublishAsyncMaxPending(window),
+		jetstream.WithPublishAsyncTimeout(DefaultAsyncAckTimeout),
+		jetstream.WithPublishAsyncAckHandler(func(_ jetstream.JetStream, _ *nats.Msg, ack *jetstream.PubAck) {
+			p.done(nil, ack)
+		}),
+		jetstream.WithPublishAsyncErrHandler(func(_ jetstream.JetStream, m *nats.Msg, err error) {
+			p.done(fmt.Errorf("%w: %s (msg id %q): %w", ErrPublisherFailed, m.Subject, m.Header.Get(jetstream.MsgIDHeader), err), nil)
+		}),
+	)
+	if err != nil { // only invalid options fail, and ours are valid
+		panic(fmt.Sprintf("pipeline: jetstream.New: %v", err))
+	}
+	p.js = js
+	return p
+}
+
+func (p *Publisher) done(err error, ack *jetstream.PubAck) {
+	p.mu.Lock()
+	if err != nil {
+		p.failed++
+		if p.err == nil {
+			p.err = err
+		}
+	} else {
+		p.acked++
+		if ack != nil && ack.Duplicate {
+			p.dups++
+		}
+	}
+	p.pending--
+	if p.pending == 0 && p.idle != nil {
+		close(p.idle)
+		p.idle = nil
+	}
+	p.mu.Unlock()
+	<-p.slots
+}
+
+// Publish sends one message and returns once it is on its way; it blocks while
+// window acks are pending. It returns an earlier asynchronous failure instead
+// of publishing.
+func (p *Publisher) Publish(ctx context.Context, subject string, data []byte, msgID string, hdr nats.Header) error {
+	if err := p.Err(); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("publish %s: %w", subject, err)
+	}
+	select {
+	case p.slots <- struct{}{}:
+	case <-ctx.Done():
+		return fmt.Errorf("publish %s: %w", subject, ctx.Err())
+	}
+	p.mu.Lock()
+	if p.err != nil {
+		err := p.err
+		p.mu.Unlock()
+		<-p.slots
+		return err
+	}
+	p.pending++
+	if p.pending == 1 {
+		p.idle = make(chan struct{})
+	}
+	p.mu.Unlock()
+	if _, err := p.js.PublishMsgAsync(newMsg(subject, data, msgID, hdr)); err != nil {
+		p.done(fmt.Errorf("%w: %s (msg id %q): %w", ErrPublisherFailed, subject, msgID, err), nil)
+		return p.Err()
+	}
+	return nil
+}
+
+// Flush waits until every pending publish is acked (or failed) and returns the
+// first failure, if any.
+func (p *Publisher) Flush(ctx context.Context) error {
+	p.mu.Lock()
+	idle := p.idle
+	p.mu.Unlock()
+	if idle != nil {
+		select {
+		case <-idle:
+		case <-ctx.Done():
+			return fmt.Errorf("flush publisher (%d pending): %w", p.Pending(), ctx.Err())
+		}
+	}
+	return p.Err()
+}
+
+// Err returns the first asynchronous failure, or nil.
+func (p *Publisher) Err() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.err
+}
+
+// Pending is the number of publishes waiting for their ack.
+func (p *Publisher) Pending() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.pending
+}
+
+// PublisherStats counts a Publisher's outcomes.
+type PublisherStats struct {
+	Acked      int // acks received (duplicates included)
+	Duplicates int // acks that reported a duplicate Nats-Msg-Id
+	Failed     int
+	Pending    int
+}
+
+// Stats returns the counts so far.
+func (p *Publisher) Stats() PublisherStats {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return PublisherStats{Acked: p.acked, Duplicates: p.dups, Failed: p.failed, Pending: p.pending}
+}
+
+// DLQRecord is what the dead-letter stream stores for a message that could not
+// be processed.
+type DLQRecord struct {
+	Reason     string              `json:"reason"`
+	Error      string              `json:"error,omitempty"` // the full error text, when it says more than Reason
+	Stage      string              `json:"stage"`
+	Stream     string              `json:"stream,omitempty"`
+	Subject    string              `json:"subject"`
+	Sequence   uint64              `json:"sequence,omitempty"`
+	Deliveries uint64              `json:"deliveries,omitempty"`
+	Headers    map[string][]string `json:"headers,omitempty"`
+	Data       []byte              `json:"data"`                // original bytes (base64 in JSON)
+	DataSize   int                 `json:"data_size"`           // length of the original bytes
+	Truncated  bool                `json:"truncated,omitempty"` // Data was cut to fit max_payload
+	Time       time.Time           `json:"time"`
+}
+
+// DLQMsgIDHeader carries the dead-lettered message's own Nats-Msg-Id, if it had one.
+const DLQMsgIDHeader = "Lf-Original-Msg-Id"
+
+// PublishDLQ writes rec to lf.dlq.<stage>.<token> with msgID as Nats-Msg-Id
+// (empty: none). Data is cut so that the record fits the server's max_payload.
+// Stage and Time are filled in when empty.
+func (b *Bus) PublishDLQ(ctx context.Context, stage, token string, rec DLQRecord, msgID string) error {
+	subj, err := DLQSubject(stage, token)
+	if err != nil {
+		return fmt.Errorf("dlq: %w", err)
+	}
+	if rec.Stage == "" {
+		rec.Stage = stage
+	}
+	if rec.Time.IsZero() {
+		rec.Time = time.Now().UTC()
+	}
+	if rec.DataSize == 0 {
+		rec.DataSize = len(rec.Data)
+	}
+	var hdr nats.Header
+	if id := firstHeader(rec.Headers, jetstream.MsgIDHeader); id != "" {
+		hdr = nats.Header{DLQMsgIDHeader: []string{id}}
+	}
+	body, err := json.Marshal(rec)
+	if err != nil {
+		return fmt.Errorf("dlq: encode record: %w", err)
+	}
+	limit := int(b.nc.MaxPayload()) - 1024 // headers and subject
+	if limit > MaxMsgSize-1024 {
+		limit = MaxMsgSize - 1024
+	}
+	if len(body) > limit {
+		over := len(body) - limit
+		keep := len(rec.Data) - (over*3+3)/4 - 4 // base64: 4 chars per 3 bytes
+		if keep < 0 {
+			keep = 0
+		}
+		rec.Data, rec.Truncated = rec.Data[:keep], true
+		if body, err = json.Marshal(rec); err != nil {
+			return fmt.Errorf("dlq: encode record: %w", err)
+		}
+	}
+	if _, err := b.Publish(ctx, subj, body, msgID, hdr); err != nil {
+		return fmt.Errorf("dlq: %w", err)
+	}
+	return nil
+}
+
+func firstHeader(h map[string][]string, key string) string {
+	if v := h[key]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}

@@ -1,0 +1,258 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Stream names.
+const (
+	StreamDatasets = "LF_DATASETS"
+	StreamRequests = "LF_REQUESTS"
+	StreamRoutes   = "LF_ROUTES"
+	StreamResults  = "LF_RESULTS"
+	StreamDLQ      = "LF_DLQ"
+)
+
+// KV bucket and object store names.
+const (
+	BucketJobs     = "lf_jobs"
+	BucketWorkers  = "lf_workers"
+	BucketExperts  = "lf_experts"
+	BucketDatasets = "lf_datasets"
+	BucketModels   = "lf_models" // object store
+)
+
+// Topology limits.
+const (
+	// MaxMsgSize is the largest message (headers and data) any stream accepts.
+	MaxMsgSize = 1 << 20
+	// DuplicateWindow is how long a stream remembers Nats-Msg-Id values.
+	DuplicateWindow = 2 * time.Minute
+	// WorkerHeartbeatTTL is the TTL of the lf_workers bucket.
+	WorkerHeartbeatTTL = 30 * time.Second
+)
+
+// ValidToken reports whether s can be one token of a subject: not empty, no
+// whitespace, no '.', '*' or '>'. The error wraps ErrInvalidOption.
+func ValidToken(s string) error {
+	if s == "" {
+		return fmt.Errorf("%w: empty subject token", ErrInvalidOption)
+	}
+	if i := strings.IndexFunc(s, func(r rune) bool {
+		return r == '.' || r == '*' || r == '>' || r == ' ' || r == '\t' || r == '\r' || r == '\n' || r == '\f' || r == '\v' || r < 0x20 || r == 0x7f
+	}); i >= 0 {
+		return fmt.Errorf("%w: subject token %q has a forbidden character %q (no spaces, '.', '*', '>')", ErrInvalidOption, s, s[i])
+	}
+	return nil
+}
+
+func subject(parts ...string) (string, error) {
+	for _, p := range parts[2:] { // parts[0:2] are constants
+		if err := ValidToken(p); err != nil {
+			return "", err
+		}
+	}
+	return strings.Join(parts, "."), nil
+}
+
+// DatasetRawSubject is lf.data.<ds>.raw: raw records from any client.
+func DatasetRawSubject(ds string) (string, error) { return subject("lf", "data", ds, "raw") }
+
+// DatasetShardSubject is lf.data.<ds>.shard: validated shards.
+func DatasetShardSubject(ds string) (string, error) { return subject("lf", "data", ds, "shard") }
+
+// RequestSubject is lf.req.<job>.<model>.
+func RequestSubject(job, model string) (string, error) { return subject("lf", "req", job, model) }
+
+// RouteSubject is lf.route.<job>.
+func RouteSubject(job string) (string, error) { return subject("lf", "route", job) }
+
+// ResultSubject is lf.res.<job>.
+func ResultSubject(job string) (string, error) { return subject("lf", "res", job) }
+
+// DLQSubject is lf.dlq.<stage>.<token> (token: the job or dataset).
+func DLQSubject(stage, token string) (string, error) { return subject("lf", "dlq", stage, token) }
+
+// Topology is the set of streams, KV buckets and object stores that
+// EnsureTopology applies.
+type Topology struct {
+	Streams      []jetstream.StreamConfig
+	KeyValues    []jetstream.KeyValueConfig
+	ObjectStores []jetstream.ObjectStoreConfig
+}
+
+// DefaultTopology returns LargeForge's topology with the given replica count
+// (1 for the embedded single node, 3 for a cluster).
+func DefaultTopology(replicas int) Topology {
+	if replicas < 1 {
+		replicas = 1
+	}
+	stream := func(name, subj, desc string, ret jetstream.RetentionPolicy) jetstream.StreamConfig {
+		return jetstream.StreamConfig{
+			Name:        name,
+			Description: desc,
+			Subjects:    []string{subj},
+			Retention:   ret,
+			Storage:     jetstream.FileStorage,
+			Discard:     jetstream.DiscardOld,
+			MaxMsgSize:  MaxMsgSize,
+			Duplicates:  DuplicateWindow,
+			Replicas:    replicas,
+		}
+	}
+	kv := func(bucket, desc string, history uint8, ttl time.Duration) jetstream.KeyValueConfig {
+		return jetstream.KeyValueConfig{
+			Bucket:      bucket,
+			Description: desc,
+			History:     history,
+			TTL:         ttl,
+			Storage:     jetstream.FileStorage,
+			Replicas:    replicas,
+		}
+	}
+	return Topology{
+		Streams: []jetstream.StreamConfig{
+			stream(StreamDatasets, "lf.data.>", "raw records and validated shards per dataset", jetstream.LimitsPolicy),
+			stream(StreamRequests, "lf.req.>", "completion, chat and scoring requests (work queue)", jetstream.WorkQueuePolicy),
+			stream(StreamRoutes, "lf.route.>", "routing decisions", jetstream.LimitsPolicy),
+			stream(StreamResults, "lf.res.>", "one result or error row per request", jetstream.LimitsPolicy),
+			stream(StreamDLQ, "lf.dlq.>", "dead letters: what could not be processed, with the reason and original bytes", jetstream.LimitsPolicy),
+		},
+		KeyValues: []jetstream.KeyValueConfig{
+			kv(BucketJobs, "job state", 1, 0),
+			kv(BucketWorkers, "worker heartbeats", 1, WorkerHeartbeatTTL),
+			kv(BucketExperts, "expert configs", 1, 0),
+			kv(BucketDatasets, "dataset manifests", 1, 0),
+		},
+		ObjectStores: []jetstream.ObjectStoreConfig{
+			{Bucket: BucketModels, Description: "model directories", Storage: jetstream.FileStorage, Replicas: replicas},
+		},
+	}
+}
+
+// EnsureTopology applies DefaultTopology(1) idempotently: see ApplyTopology.
+func (b *Bus) EnsureTopology(ctx context.Context) error {
+	return b.ApplyTopology(ctx, DefaultTopology(1))
+}
+
+// ApplyTopology creates what is missing and updates what differs. It never
+// deletes anything: an existing stream whose retention or storage differs (which
+// the server cannot change in place), or whose update the server rejects, is
+// left as it is with a warning. An existing stream keeps its replica count.
+func (b *Bus) ApplyTopology(ctx context.Context, topo Topology) error {
+	for _, want := range topo.Streams {
+		if err := b.ensureStream(ctx, want); err != nil {
+			return err
+		}
+	}
+	for _, want := range topo.KeyValues {
+		if _, err := b.js.CreateOrUpdateKeyValue(ctx, want); err != nil {
+			if !isAPIError(err) {
+				return fmt.Errorf("kv bucket %s: %w", want.Bucket, err)
+			}
+			if _, gerr := b.js.KeyValue(ctx, want.Bucket); gerr != nil {
+				return fmt.Errorf("kv bucket %s: %w", want.Bucket, err)
+			}
+			b.log.Warn().Err(err).Str("bucket", want.Bucket).Msg("kv bucket exists with a configuration that cannot be updated; leaving it")
+		}
+	}
+	for _, want := range topo.ObjectStores {
+		if _, err := b.js.CreateOrUpdateObjectStore(ctx, want); err != nil {
+			if !isAPIError(err) {
+				return fmt.Errorf("object store %s: %w", want.Bucket, err)
+			}
+			if _, gerr := b.js.ObjectStore(ctx, want.Bucket); gerr != nil {
+				return fmt.Errorf("object store %s: %w", want.Bucket, err)
+			}
+			b.log.Warn().Err(err).Str("bucket", want.Bucket).Msg("object store exists with a configuration that cannot be updated; leaving it")
+		}
+	}
+	return nil
+}
+
+func (b *Bus) ensureStream(ctx context.Context, want jetstream.StreamConfig) error {
+	s, err := b.js.Stream(ctx, want.Name)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		if _, err := b.js.CreateStream(ctx, want); err != nil {
+			if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) { // another process won the race
+				return b.ensureStream(ctx, want)
+			}
+			return fmt.Errorf("create stream %s: %w", want.Name, err)
+		}
+		b.log.Info().Str("stream", want.Name).Msg("stream created")
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("stream %s: %w", want.Name, err)
+	}
+	have := s.CachedInfo().Config
+	log := b.log.With().Str("stream", want.Name).Logger()
+	if have.Retention != want.Retention || have.Storage != want.Storage {
+		log.Warn().Str("have_retention", have.Retention.String()).Str("want_retention", want.Retention.String()).
+			Str("have_storage", have.Storage.String()).Str("want_storage", want.Storage.String()).
+			Msg("existing stream has an incompatible retention or storage; leaving it as it is")
+		return nil
+	}
+	if streamMatches(have, want) {
+		return nil
+	}
+	upd := have // keep what we do not manage (replicas, placement, metadata, ...)
+	upd.Description = want.Description
+	upd.Subjects = want.Subjects
+	upd.Discard = want.Discard
+	upd.MaxMsgSize = want.MaxMsgSize
+	upd.Duplicates = want.Duplicates
+	upd.MaxAge = want.MaxAge
+	upd.MaxBytes = want.MaxBytes
+	upd.MaxMsgs = want.MaxMsgs
+	if _, err := b.js.UpdateStream(ctx, upd); err != nil {
+		if !isAPIError(err) {
+			return fmt.Errorf("update stream %s: %w", want.Name, err)
+		}
+		log.Warn().Err(err).Msg("existing stream cannot be updated to the declared configuration; leaving it as it is")
+		return nil
+	}
+	log.Info().Msg("stream updated")
+	return nil
+}
+
+func streamMatches(have, want jetstream.StreamConfig) bool {
+	return have.Description == want.Description &&
+		slices.Equal(have.Subjects, want.Subjects) &&
+		have.Discard == want.Discard &&
+		have.MaxMsgSize == want.MaxMsgSize &&
+		have.Duplicates == want.Duplicates &&
+		have.MaxAge == want.MaxAge &&
+		(have.MaxBytes == want.MaxBytes || (have.MaxBytes <= 0 && want.MaxBytes <= 0)) &&
+		(have.MaxMsgs == want.MaxMsgs || (have.MaxMsgs <= 0 && want.MaxMsgs <= 0))
+}
+
+func isAPIError(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr)
+}
+
+// KV returns the key-value bucket (it must exist: see EnsureTopology).
+func (b *Bus) KV(ctx context.Context, bucket string) (jetstream.KeyValue, error) {
+	kv, err := b.js.KeyValue(ctx, bucket)
+	if err != nil {
+		return nil, fmt.Errorf("kv bucket %s: %w", bucket, err)
+	}
+	return kv, nil
+}
+
+// ObjectStore returns the object store (it must exist: see EnsureTopology).
+func (b *Bus) ObjectStore(ctx context.Context, bucket string) (jetstream.ObjectStore, error) {
+	os, err := b.js.ObjectStore(ctx, bucket)
+	if err != nil {
+		return nil, fmt.Errorf("object store %s: %w", bucket, err)
+	}
+	return os, nil
+}

@@ -1,0 +1,204 @@
+package pipeline_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/largeforge/largeforge/pipeline"
+	"github.com/largeforge/largeforge/pipeline/pipelinetest"
+)
+
+func TestValidToken(t *testing.T) {
+	tests := []struct {
+		name    string
+		tok     string
+		wantErr bool
+	}{
+		{name: "plain", tok: "alpaca-2024_v1"},
+		{name: "unicode", tok: "données"},
+		{name: "empty", tok: "", wantErr: true},
+		{name: "dot", tok: "a.b", wantErr: true},
+		{name: "star", tok: "a*", wantErr: true},
+		{name: "gt", tok: ">", wantErr: true},
+		{name: "space", tok: "a b", wantErr: true},
+		{name: "tab", tok: "a\tb", wantErr: true},
+		{name: "newline", tok: "a\n", wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := pipeline.ValidToken(tt.tok)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("ValidToken(%q) = %v, wantErr %v", tt.tok, err, tt.wantErr)
+			}
+			if err != nil && !errors.Is(err, pipeline.ErrInvalidOption) {
+				t.Errorf("error does not wrap ErrInvalidOption: %v", err)
+			}
+		})
+	}
+}
+
+func TestSubjects(t *testing.T) {
+	must := func(s string, err error) string {
+		t.Helper()
+		if err != nil {
+			t.Fatalf("unexpected error: %v", err)
+		}
+		return s
+	}
+	tests := []struct {
+		name string
+		got  string
+		want string
+	}{
+		{name: "raw", got: must(pipeline.DatasetRawSubject("ds1")), want: "lf.data.ds1.raw"},
+		{name: "shard", got: must(pipeline.DatasetShardSubject("ds1")), want: "lf.data.ds1.shard"},
+		{name: "request", got: must(pipeline.RequestSubject("job1", "stories260K")), want: "lf.req.job1.stories260K"},
+		{name: "route", got: must(pipeline.RouteSubject("job1")), want: "lf.route.job1"},
+		{name: "result", got: must(pipeline.ResultSubject("job1")), want: "lf.res.job1"},
+		{name: "dlq", got: must(pipeline.DLQSubject("infer", "job1")), want: "lf.dlq.infer.job1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.got != tt.want {
+				t.Errorf("got %q, want %q", tt.got, tt.want)
+			}
+		})
+	}
+	bad := []func() (string, error){
+		func() (string, error) { return pipeline.DatasetRawSubject("a.b") },
+		func() (string, error) { return pipeline.RequestSubject("job", "") },
+		func() (string, error) { return pipeline.RequestSubject("j*", "m") },
+		func() (string, error) { return pipeline.DLQSubject("in fer", "job") },
+	}
+	for i, f := range bad {
+		if s, err := f(); err == nil {
+			t.Errorf("bad subject %d: got %q, want an error", i, s)
+		}
+	}
+}
+
+func TestEnsureTopologyIdempotentAndSurvivesRestart(t *testing.T) {
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	e := pipelinetest.StartServerWith(t, pipeline.EmbeddedConfig{DataDir: dir})
+	b := pipelinetest.Connect(t, e)
+	for i := range 2 {
+		if err := b.EnsureTopology(ctx); err != nil {
+			t.Fatalf("EnsureTopology #%d: %v", i+1, err)
+		}
+	}
+	subj, _ := pipeline.DatasetRawSubject("ds")
+	for _, id := range []string{"a", "b", "c"} {
+		if _, err := b.Publish(ctx, subj, []byte("record "+id), "ds/"+id, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	kv, err := b.KV(ctx, pipeline.BucketJobs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(ctx, "job1", []byte(`{"state":"running"}`)); err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
+	e.Shutdown()
+
+	e2 := pipelinetest.StartServerWith(t, pipeline.EmbeddedConfig{DataDir: dir})
+	b2 := pipelinetest.Connect(t, e2)
+	if err := b2.EnsureTopology(ctx); err != nil {
+		t.Fatalf("EnsureTopology after restart: %v", err)
+	}
+	s, err := b2.JetStream().Stream(ctx, pipeline.StreamDatasets)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Msgs != 3 {
+		t.Errorf("after restart %s has %d msgs, want 3", pipeline.StreamDatasets, info.State.Msgs)
+	}
+	cfg := info.Config
+	if cfg.Retention != jetstream.LimitsPolicy || cfg.Storage != jetstream.FileStorage || cfg.Duplicates != 2*time.Minute || cfg.MaxMsgSize != 1<<20 {
+		t.Errorf("stream config = retention %v storage %v duplicates %v max msg %d", cfg.Retention, cfg.Storage, cfg.Duplicates, cfg.MaxMsgSize)
+	}
+	rq, err := b2.JetStream().Stream(ctx, pipeline.StreamRequests)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := rq.CachedInfo().Config.Retention; r != jetstream.WorkQueuePolicy {
+		t.Errorf("%s retention = %v, want work queue", pipeline.StreamRequests, r)
+	}
+	kv2, err := b2.KV(ctx, pipeline.BucketJobs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ent, err := kv2.Get(ctx, "job1"); err != nil || string(ent.Value()) != `{"state":"running"}` {
+		t.Errorf("kv after restart: %v %v", ent, err)
+	}
+	w, err := b2.KV(ctx, pipeline.BucketWorkers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, err := w.Status(ctx); err != nil || st.TTL() != 30*time.Second {
+		t.Errorf("%s TTL: %v %v", pipeline.BucketWorkers, st, err)
+	}
+	for _, bucket := range []string{pipeline.BucketExperts, pipeline.BucketDatasets} {
+		if _, err := b2.KV(ctx, bucket); err != nil {
+			t.Error(err)
+		}
+	}
+	if _, err := b2.ObjectStore(ctx, pipeline.BucketModels); err != nil {
+		t.Error(err)
+	}
+}
+
+// An existing stream with a retention we cannot change is left alone, with its data.
+func TestEnsureTopologyLeavesIncompatibleStream(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	e := pipelinetest.StartServer(t)
+	b := pipelinetest.Connect(t, e)
+	if _, err := b.JetStream().CreateStream(ctx, jetstream.StreamConfig{
+		Name: pipeline.StreamRequests, Subjects: []string{"lf.req.>"}, Retention: jetstream.LimitsPolicy, Storage: jetstream.FileStorage,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Publish(ctx, "lf.req.j.m", []byte("x"), "", nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.EnsureTopology(ctx); err != nil {
+		t.Fatalf("EnsureTopology with an incompatible stream: %v", err)
+	}
+	s, err := b.JetStream().Stream(ctx, pipeline.StreamRequests)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info := s.CachedInfo()
+	if info.Config.Retention != jetstream.LimitsPolicy || info.State.Msgs != 1 {
+		t.Errorf("incompatible stream was changed: retention %v msgs %d", info.Config.Retention, info.State.Msgs)
+	}
+	// A compatible difference (duplicate window) is updated in place.
+	if _, err := b.JetStream().UpdateStream(ctx, jetstream.StreamConfig{
+		Name: pipeline.StreamRoutes, Subjects: []string{"lf.route.>"}, Storage: jetstream.FileStorage, Duplicates: time.Minute,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.EnsureTopology(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rs, err := b.JetStream().Stream(ctx, pipeline.StreamRoutes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := rs.CachedInfo().Config.Duplicates; d != pipeline.DuplicateWindow {
+		t.Errorf("duplicate window = %v, want %v", d, pipeline.DuplicateWindow)
+	}
+}

@@ -78,15 +78,15 @@ func TestDefaultConfMatchesRepoConf(t *testing.T) {
 	}
 	repo, def := parse(string(repoNATSConf(t))), parse(pipeline.DefaultNATSConf)
 	type key struct {
-		Name                   string
-		Host                   string
-		Port                   int
-		MaxPayload             int32
-		MaxPending             int64
-		WriteDeadline          time.Duration
-		JetStream              bool
+		Name                    string
+		Host                    string
+		Port                    int
+		MaxPayload              int32
+		MaxPending              int64
+		WriteDeadline           time.Duration
+		JetStream               bool
 		JSMaxMemory, JSMaxStore int64
-		SyncInterval           time.Duration
+		SyncInterval            time.Duration
 	}
 	k := func(o *server.Options) key {
 		return key{o.ServerName, o.Host, o.Port, o.MaxPayload, o.MaxPending, o.WriteDeadline, o.JetStream, o.JetStreamMaxMemory, o.JetStreamMaxStore, o.SyncInterval}

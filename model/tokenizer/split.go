@@ -1,0 +1,322 @@
+package tokenizer
+
+import (
+	"fmt"
+	"regexp"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+)
+
+// matcher finds the non-overlapping matches of a Split pattern, left to right,
+// as byte spans of s.
+type matcher interface {
+	find(s string, dst [][2]int) [][2]int
+}
+
+// The split regexes of the byte-level families. They use a lookahead (\s+(?!\S))
+// that Go's regexp lacks, so they are matched by hand with wordScanner.
+const (
+	gpt2Pattern   = `'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+`
+	llama3Pattern = `(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`
+	qwen2Pattern  = `(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`
+)
+
+// knownPatterns maps the exact regex text of a tokenizer.json Split pattern to
+// its hand-written scanner.
+var knownPatterns = map[string]wordScanner{
+	gpt2Pattern:   {},
+	llama3Pattern: {llama3: true, maxDigits: 3},
+	qwen2Pattern:  {llama3: true, maxDigits: 1},
+}
+
+// newRegexMatcher returns the matcher for a Split regex: a hand scanner for the
+// known byte-level patterns, Go's regexp for any other pattern it accepts, and
+// an ErrUnsupported error otherwise.
+func newRegexMatcher(pattern string) (matcher, error) {
+	if sc, ok := knownPatterns[pattern]; ok {
+		return sc, nil
+	}
+	re, err := regexp.Compile(pattern)
+	if err != nil {
+		return nil, fmt.Errorf("%w: Split regex %q: %v", ErrUnsupported, pattern, err)
+	}
+	return regexMatcher{re}, nil
+}
+
+type regexMatcher struct{ re *regexp.Regexp }
+
+func (m regexMatcher) find(s string, dst [][2]int) [][2]int {
+	for _, loc := range m.re.FindAllStringIndex(s, -1) {
+		if loc[0] == loc[1] {
+			continue
+		}
+		dst = append(dst, [2]int{loc[0], loc[1]})
+	}
+	return dst
+}
+
+type literalMatcher struct{ lit string }
+
+func (m literalMatcher) find(s string, dst [][2]int) [][2]int {
+	if m.lit == "" {
+		return dst
+	}
+	off := 0
+	for {
+		i := strings.Index(s[off:], m.lit)
+		if i < 0 {
+			return dst
+		}
+		dst = append(dst, [2]int{off + i, off + i + len(m.lit)})
+		off += i + len(m.lit)
+	}
+}
+
+// wordScanner matches the GPT-2 pattern (llama3 false) or the Llama-3 / Qwen2
+// pattern (llama3 true, digits grouped by at most maxDigits) over Unicode
+// categories: \s is unicode.IsSpace, \p{L} unicode.IsLetter, \p{N} unicode.IsNumber.
+type wordScanner struct {
+	llama3    bool
+	maxDigits int
+}
+
+func isOther(r rune) bool { return !unicode.IsSpace(r) && !unicode.IsLetter(r) && !unicode.IsNumber(r) }
+
+// runeAt decodes the rune at byte offset i (utf8.RuneError, 0 at the end).
+func runeAt(s string, i int) (rune, int) {
+	if i >= len(s) {
+		return utf8.RuneError, 0
+	}
+	if c := s[i]; c < utf8.RuneSelf {
+		return rune(c), 1
+	}
+	return utf8.DecodeRuneInString(s[i:])
+}
+
+// spanWhile returns the end of the run of runes from i that satisfy f.
+func spanWhile(s string, i int, f func(rune) bool) int {
+	for i < len(s) {
+		r, n := runeAt(s, i)
+		if !f(r) {
+			break
+		}
+		i += n
+	}
+	return i
+}
+
+func (sc wordScanner) find(s string, dst [][2]int) [][2]int {
+	for i := 0; i < len(s); {
+		end := sc.matchAt(s, i)
+		dst = append(dst, [2]int{i, end})
+		i = end
+	}
+	return dst
+}
+
+// contraction reports the length of 's 't 're 've 'm 'll 'd at i (0 if none).
+func contraction(s string, i int, fold bool) int {
+	if s[i] != '\'' || i+1 >= len(s) {
+		return 0
+	}
+	lower := func(c byte) byte {
+		if fold && c >= 'A' && c <= 'Z' {
+			return c + 'a' - 'A'
+		}
+		return c
+	}
+	switch lower(s[i+1]) {
+	case 's', 't', 'm', 'd':
+		return 2
+	case 'r', 'v':
+		if i+2 < len(s) && lower(s[i+2]) == 'e' {
+			return 3
+		}
+	case 'l':
+		if i+2 < len(s) && lower(s[i+2]) == 'l' {
+			return 3
+		}
+	}
+	return 0
+}
+
+// matchAt returns the end of the match that starts at i; the patterns cover
+// every rune, so there always is one.
+func (sc wordScanner) matchAt(s string, i int) int {
+	if n := contraction(s, i, sc.llama3); n > 0 {
+		return i + n
+	}
+	r, n := runeAt(s, i)
+	r2, n2 := runeAt(s, i+n)
+	if sc.llama3 {
+		// [^\r\n\p{L}\p{N}]?\p{L}+
+		if unicode.IsLetter(r) {
+			return spanWhile(s, i+n, unicode.IsLetter)
+		}
+		if n2 > 0 && r != '\r' && r != '\n' && !unicode.IsNumber(r) && unicode.IsLetter(r2) {
+			return spanWhile(s, i+n+n2, unicode.IsLetter)
+		}
+		// \p{N}{1,k}
+		if unicode.IsNumber(r) {
+			j := i + n
+			for k := 1; (sc.maxDigits == 0 || k < sc.maxDigits) && j < len(s); k++ {
+				r3, n3 := runeAt(s, j)
+				if !unicode.IsNumber(r3) {
+					break
+				}
+				j += n3
+			}
+			return j
+		}
+		//  ?[^\s\p{L}\p{N}]+[\r\n]*
+		start := -1
+		if r == ' ' && n2 > 0 && isOther(r2) {
+			start = i + n
+		} else if isOther(r) {
+			start = i
+		}
+		if start >= 0 {
+			j := spanWhile(s, start, isOther)
+			return spanWhile(s, j, func(c rune) bool { return c == '\r' || c == '\n' })
+		}
+		// \s*[\r\n]+
+		j := spanWhile(s, i, unicode.IsSpace)
+		if last := strings.LastIndexAny(s[i:j], "\r\n"); last >= 0 {
+			return i + last + 1
+		}
+		return sc.spaces(s, i, j)
+	}
+	//  ?\p{L}+ |  ?\p{N}+ |  ?[^\s\p{L}\p{N}]+
+	for _, class := range [...]func(rune) bool{unicode.IsLetter, unicode.IsNumber, isOther} {
+		if class(r) {
+			return spanWhile(s, i+n, class)
+		}
+		if r == ' ' && n2 > 0 && class(r2) {
+			return spanWhile(s, i+n+n2, class)
+		}
+	}
+	return sc.spaces(s, i, spanWhile(s, i, unicode.IsSpace))
+}
+
+// spaces implements \s+(?!\S)|\s+ for the whitespace run s[i:j].
+func (wordScanner) spaces(s string, i, j int) int {
+	if j >= len(s) {
+		return j
+	}
+	// Followed by a non-space: give back the last whitespace rune if the run
+	// has more than one.
+	_, last := utf8.DecodeLastRuneInString(s[i:j])
+	if j-last > i {
+		return j - last
+	}
+	return j
+}
+
+// splitBehavior is a Split pre-tokenizer's "behavior".
+type splitBehavior int
+
+const (
+	behRemoved splitBehavior = iota
+	behIsolated
+	behMergedWithPrevious
+	behMergedWithNext
+	behContiguous
+)
+
+func parseBehavior(s string) (splitBehavior, error) {
+	switch s {
+	case "Removed":
+		return behRemoved, nil
+	case "Isolated":
+		return behIsolated, nil
+	case "MergedWithPrevious":
+		return behMergedWithPrevious, nil
+	case "MergedWithNext":
+		return behMergedWithNext, nil
+	case "Contiguous":
+		return behContiguous, nil
+	}
+	return 0, fmt.Errorf("%w: Split behavior %q", ErrUnsupported, s)
+}
+
+// splitBy cuts s at the matches of m and combines the parts per behavior,
+// appending the non-empty pieces to dst.
+func splitBy(s string, m matcher, beh splitBehavior, invert bool, dst []string) []string {
+	var buf [64][2]int
+	spans := m.find(s, buf[:0])
+	type seg struct {
+		start, end int
+		match      bool
+	}
+	var sb [64]seg
+	segs := sb[:0]
+	prev := 0
+	for _, sp := range spans {
+		if sp[0] > prev {
+			segs = append(segs, seg{prev, sp[0], invert})
+		}
+		segs = append(segs, seg{sp[0], sp[1], !invert})
+		prev = sp[1]
+	}
+	if prev < len(s) {
+		segs = append(segs, seg{prev, len(s), invert})
+	}
+	switch beh {
+	case behRemoved:
+		for _, g := range segs {
+			if !g.match {
+				dst = append(dst, s[g.start:g.end])
+			}
+		}
+	case behIsolated:
+		for _, g := range segs {
+			dst = append(dst, s[g.start:g.end])
+		}
+	case behMergedWithPrevious:
+		// A match joins the piece before it unless that piece ended in a match.
+		var out [64][2]int
+		pieces := out[:0]
+		prevMatch := false
+		for _, g := range segs {
+			if g.match && !prevMatch && len(pieces) > 0 {
+				pieces[len(pieces)-1][1] = g.end
+			} else {
+				pieces = append(pieces, [2]int{g.start, g.end})
+			}
+			prevMatch = g.match
+		}
+		for _, p := range pieces {
+			dst = append(dst, s[p[0]:p[1]])
+		}
+	case behMergedWithNext:
+		// A match joins the piece after it unless that piece is a match.
+		var out [64][2]int
+		pieces := out[:0]
+		nextMatch := false
+		for k := len(segs) - 1; k >= 0; k-- {
+			g := segs[k]
+			if g.match && !nextMatch && len(pieces) > 0 {
+				pieces[len(pieces)-1][0] = g.start
+			} else {
+				pieces = append(pieces, [2]int{g.start, g.end})
+			}
+			nextMatch = g.match
+		}
+		for k := len(pieces) - 1; k >= 0; k-- {
+			dst = append(dst, s[pieces[k][0]:pieces[k][1]])
+		}
+	case behContiguous:
+		start := -1
+		for k, g := range segs {
+			if start < 0 {
+				start = g.start
+			}
+			if !(g.match && k+1 < len(segs) && segs[k+1].match) {
+				dst = append(dst, s[start:g.end])
+				start = -1
+			}
+		}
+	}
+	return dst
+}

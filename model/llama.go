@@ -1,0 +1,181 @@
+package model
+
+import (
+	"math"
+
+	"github.com/gomlx/gomlx/pkg/core/dtypes"
+	. "github.com/gomlx/gomlx/pkg/core/graph" //nolint:revive,staticcheck // the GoMLX convention for graph code
+	"github.com/gomlx/gomlx/pkg/core/shapes"
+
+	"github.com/largeforge/largeforge/model/checkpoint"
+)
+
+// Weights are the graph nodes of a Llama-family decoder's parameters, in the
+// Hugging Face layout (projections are [out, in]). The trainer builds one from
+// its own parameter nodes and calls Forward, so inference and training share
+// one implementation.
+type Weights struct {
+	Embed     *Node // [vocab, hidden]
+	FinalNorm *Node // [hidden]
+	LMHead    *Node // [vocab, hidden]; the embedding itself when tied
+	Layers    []LayerWeights
+	// RopeCos and RopeSin are the rotary tables [maxPos, headDim/2], see RopeTables.
+	RopeCos, RopeSin *Node
+}
+
+// LayerWeights are one decoder layer's parameters. Biases are nil when absent.
+type LayerWeights struct {
+	AttnNorm                   *Node // [hidden]
+	Q, K, V, O                 *Node // [heads*headDim, hidden], [kvHeads*headDim, hidden] x2, [hidden, heads*headDim]
+	QBias, KBias, VBias, OBias *Node
+	MLPNorm                    *Node // [hidden]
+	Gate, Up, Down             *Node // [inter, hidden] x2, [hidden, inter]
+}
+
+// RopeTables returns the rotary cos and sin tables [maxPos][headDim/2],
+// computed in float64 (with llama3 rope_scaling applied when configured).
+func RopeTables(cfg checkpoint.Config, maxPos int) (cos, sin []float32) {
+	half := cfg.HeadDim / 2
+	inv := make([]float64, half)
+	for i := range half {
+		inv[i] = 1 / math.Pow(cfg.RopeTheta, float64(2*i)/float64(cfg.HeadDim))
+	}
+	if rs := cfg.RopeScaling; rs != nil && rs.Factor > 0 {
+		switch rs.Type {
+		case "llama3":
+			lowWave := float64(rs.OriginalMaxPositionEmbeddings) / rs.LowFreqFactor
+			highWave := float64(rs.OriginalMaxPositionEmbeddings) / rs.HighFreqFactor
+			for i, f := range inv {
+				wave := 2 * math.Pi / f
+				switch {
+				case wave < highWave:
+				case wave > lowWave:
+					inv[i] = f / rs.Factor
+				default:
+					smooth := (float64(rs.OriginalMaxPositionEmbeddings)/wave - rs.LowFreqFactor) / (rs.HighFreqFactor - rs.LowFreqFactor)
+					inv[i] = (1-smooth)*f/rs.Factor + smooth*f
+				}
+			}
+		case "linear":
+			for i := range inv {
+				inv[i] /= rs.Factor
+			}
+		}
+	}
+	cos = make([]float32, maxPos*half)
+	sin = make([]float32, maxPos*half)
+	for p := range maxPos {
+		for i, f := range inv {
+			a := float64(p) * f
+			cos[p*half+i] = float32(math.Cos(a))
+			sin[p*half+i] = float32(math.Sin(a))
+		}
+	}
+	return cos, sin
+}
+
+// Forward returns the logits [B, S, vocab] of a right-padded batch of token
+// ids [B, S] (Int32) at positions 0..S-1 with causal attention. Padding at
+// the end of a row does not change the logits of the row's real tokens.
+func Forward(cfg checkpoint.Config, w *Weights, tokens *Node) *Node {
+	g := tokens.Graph()
+	b, s := tokens.Shape().Dim(0), tokens.Shape().Dim(1)
+	positions := Iota(g, shapes.Make(dtypes.Int32, b, s), 1)
+	mask := causalMask(g, cfg, b, s)
+	h := decoderStack(cfg, w, tokens, positions, mask, nil)
+	return linear(h, w.LMHead, nil)
+}
+
+// causalMask is [B, S, S]: query i sees keys j <= i (within the sliding
+// window when the config has one).
+func causalMask(g *Graph, cfg checkpoint.Config, b, s int) *Node {
+	q := Iota(g, shapes.Make(dtypes.Int32, b, s, s), 1)
+	k := Iota(g, shapes.Make(dtypes.Int32, b, s, s), 2)
+	m := LessOrEqual(k, q)
+	if cfg.SlidingWindow > 0 {
+		m = And(m, GreaterThan(k, SubScalar(q, cfg.SlidingWindow)))
+	}
+	return m
+}
+
+// kvHook receives a layer's new keys and values [B, C, kvHeads, headDim] and
+// returns the keys and values to attend over [B, Tk, kvHeads, headDim]
+// (a KV cache updated with them). nil attends over the new ones only.
+type kvHook func(layer int, k, v *Node) (*Node, *Node)
+
+// decoderStack runs the embedding and every layer, and returns the final
+// normalised hidden states [B, C, hidden]. mask is [B, C, Tk] Bool.
+func decoderStack(cfg checkpoint.Config, w *Weights, tokens, positions, mask *Node, hook kvHook) *Node {
+	x := Gather(w.Embed, InsertAxes(tokens, -1)) // [B, C, hidden]
+	cos := Gather(w.RopeCos, InsertAxes(positions, -1))
+	sin := Gather(w.RopeSin, InsertAxes(positions, -1))
+	cos, sin = InsertAxes(cos, 2), InsertAxes(sin, 2) // [B, C, 1, D/2]
+	eps := cfg.RMSNormEps
+	for l := range w.Layers {
+		lw := &w.Layers[l]
+		h := rmsNorm(x, lw.AttnNorm, eps)
+		x = Add(x, attention(cfg, lw, l, h, cos, sin, mask, hook))
+		h = rmsNorm(x, lw.MLPNorm, eps)
+		x = Add(x, mlp(lw, h))
+	}
+	return rmsNorm(x, w.FinalNorm, eps)
+}
+
+func attention(cfg checkpoint.Config, lw *LayerWeights, layer int, h, cos, sin, mask *Node, hook kvHook) *Node {
+	b, c := h.Shape().Dim(0), h.Shape().Dim(1)
+	nh, nkv, d := cfg.NumHeads, cfg.NumKVHeads, cfg.HeadDim
+	grp := nh / nkv
+	q := Reshape(linear(h, lw.Q, lw.QBias), b, c, nh, d)
+	k := Reshape(linear(h, lw.K, lw.KBias), b, c, nkv, d)
+	v := Reshape(linear(h, lw.V, lw.VBias), b, c, nkv, d)
+	q = rope(q, cos, sin)
+	k = rope(k, cos, sin)
+	if hook != nil {
+		k, v = hook(layer, k, v)
+	}
+	// Head h uses KV head h/grp (Hugging Face repeat_kv).
+	q = Reshape(q, b, c, nkv, grp, d)
+	q = MulScalar(q, 1/math.Sqrt(float64(d)))
+	// scores [B, kv, C, grp, Tk]
+	scores := DotGeneral(q, []int{4}, []int{0, 2}, k, []int{3}, []int{0, 2})
+	tk := k.Shape().Dim(1)
+	m := BroadcastToDims(Reshape(mask, b, 1, c, 1, tk), b, nkv, c, grp, tk)
+	scores = Where(m, scores, Scalar(h.Graph(), scores.DType(), -1e30))
+	probs := Softmax(scores, -1)
+	// out [B, kv, C, grp, D]
+	out := DotGeneral(probs, []int{4}, []int{0, 1}, v, []int{1}, []int{0, 2})
+	out = Reshape(Transpose(out, 1, 2), b, c, nh*d)
+	return linear(out, lw.O, lw.OBias)
+}
+
+// rope rotates x [B, C, H, D] in the rotate-half layout; cos and sin are [B, C, 1, D/2].
+func rope(x, cos, sin *Node) *Node {
+	d := x.Shape().Dim(3)
+	x1 := Slice(x, AxisRange(), AxisRange(), AxisRange(), AxisRange(0, d/2))
+	x2 := Slice(x, AxisRange(), AxisRange(), AxisRange(), AxisRange(d/2, d))
+	return Concatenate([]*Node{
+		Sub(Mul(x1, cos), Mul(x2, sin)),
+		Add(Mul(x2, cos), Mul(x1, sin)),
+	}, 3)
+}
+
+func mlp(lw *LayerWeights, h *Node) *Node {
+	gate := linear(h, lw.Gate, nil)
+	up := linear(h, lw.Up, nil)
+	return linear(Mul(Mul(gate, Sigmoid(gate)), up), lw.Down, nil)
+}
+
+// linear is x [..., in] times w [out, in] transposed, plus an optional bias [out].
+func linear(x, w, bias *Node) *Node {
+	y := DotGeneral(x, []int{x.Rank() - 1}, nil, w, []int{1}, nil)
+	if bias != nil {
+		y = Add(y, ExpandLeftToRank(bias, y.Rank()))
+	}
+	return y
+}
+
+func rmsNorm(x, w *Node, eps float64) *Node {
+	ms := ReduceAndKeep(Square(x), ReduceMean, -1)
+	y := Mul(x, Rsqrt(AddScalar(ms, eps)))
+	return Mul(y, ExpandLeftToRank(w, y.Rank()))
+}

@@ -1,0 +1,384 @@
+package model
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gomlx/gomlx/backends"
+	_ "github.com/gomlx/gomlx/backends/simplego" // the default, pure Go backend ("go")
+	"github.com/gomlx/gomlx/pkg/core/dtypes"
+	"github.com/gomlx/gomlx/pkg/core/graph"
+	"github.com/gomlx/gomlx/pkg/core/shapes"
+	"github.com/gomlx/gomlx/pkg/core/tensors"
+	"github.com/rs/zerolog"
+
+	"github.com/largeforge/largeforge/model/checkpoint"
+)
+
+// BackendEnv is the environment variable that selects the GoMLX backend
+// when WithBackend is not given.
+const BackendEnv = "GOMLX_BACKEND"
+
+// DefaultBackend is the pure Go backend, used when nothing else is asked for.
+const DefaultBackend = "go"
+
+// Model is a Llama-family decoder on a GoMLX backend. Its weights are
+// uploaded once and shared by every graph (every batch size and length
+// bucket). A Model is safe for concurrent use.
+type Model struct {
+	cfg     checkpoint.Config
+	gen     checkpoint.GenerationConfig
+	opts    options
+	log     zerolog.Logger
+	backend backends.Backend
+	maxSeq  int
+
+	names   []string          // weight parameter names, in graph parameter order
+	weights []*tensors.Tensor // on the backend, same order
+
+	mu     sync.Mutex
+	graphs map[graphKey]*compiledGraph
+	closed bool
+	runs   sync.WaitGroup
+}
+
+type graphKey struct {
+	kind       string
+	a, b, c, d int
+}
+
+type compiledGraph struct {
+	once sync.Once
+	g    *graph.Graph
+	err  error
+}
+
+// Load reads a Hugging Face checkpoint directory and builds the Model.
+func Load(dir string, opts ...Option) (*Model, error) {
+	ck, err := checkpoint.Load(dir)
+	if err != nil {
+		return nil, fmt.Errorf("load model %s: %w", dir, err)
+	}
+	return New(ck, opts...)
+}
+
+// New builds a Model from a loaded checkpoint: it checks every tensor,
+// creates the backend and uploads the weights once.
+func New(ck *checkpoint.Checkpoint, opts ...Option) (m *Model, err error) {
+	if ck == nil {
+		return nil, fmt.Errorf("%w: nil checkpoint", ErrWeights)
+	}
+	o := defaultOptions()
+	if err := applyOptions(&o, opts); err != nil {
+		return nil, err
+	}
+	cfg := ck.Config
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrWeights, err)
+	}
+	maxSeq := cfg.MaxPositionEmbeddings
+	if o.maxSeqLen > 0 {
+		maxSeq = o.maxSeqLen
+	} else if maxSeq > DefaultMaxSeqLen {
+		maxSeq = DefaultMaxSeqLen
+	}
+	specs := weightSpecs(cfg)
+	host := make([]*tensors.Tensor, 0, len(specs)+2)
+	names := make([]string, 0, len(specs)+2)
+	for _, s := range specs {
+		t, ok := ck.Tensors[s.name]
+		if !ok {
+			return nil, fmt.Errorf("%w: tensor %s is missing", ErrWeights, s.name)
+		}
+		if !slices.Equal(t.Shape, s.shape) || len(t.Data) != product(s.shape) {
+			return nil, fmt.Errorf("%w: tensor %s has shape %v (%d values), want %v", ErrWeights, s.name, t.Shape, len(t.Data), s.shape)
+		}
+		host = append(host, tensors.FromFlatDataAndDimensions(t.Data, s.shape...))
+		names = append(names, s.name)
+	}
+	cos, sin := RopeTables(cfg, maxSeq)
+	host = append(host, tensors.FromFlatDataAndDimensions(cos, maxSeq, cfg.HeadDim/2),
+		tensors.FromFlatDataAndDimensions(sin, maxSeq, cfg.HeadDim/2))
+	names = append(names, "rope.cos", "rope.sin")
+
+	be, err := newBackend(o.backend)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: upload weights: %v", ErrBackend, r)
+			be.Finalize()
+		}
+	}()
+	for _, t := range host {
+		t.MustMaterializeOnDevice(be, false, 0)
+		t.FinalizeLocal()
+	}
+	o.logger.Info().Str("backend", be.Name()).Str("backend_description", be.Description()).
+		Str("architecture", cfg.Architecture).Int("layers", cfg.NumLayers).Int("hidden", cfg.HiddenSize).
+		Int("vocab", cfg.VocabSize).Int("max_seq_len", maxSeq).Msg("model loaded")
+	return &Model{
+		cfg: cfg, gen: ck.Generation, opts: o, log: o.logger, backend: be, maxSeq: maxSeq,
+		names: names, weights: host, graphs: map[graphKey]*compiledGraph{},
+	}, nil
+}
+
+// newBackend creates the backend named by name, GOMLX_BACKEND, or the pure Go default.
+func newBackend(name string) (b backends.Backend, err error) {
+	if name == "" {
+		name = os.Getenv(BackendEnv)
+	}
+	if name == "" {
+		name = DefaultBackend
+	}
+	kind, _, _ := strings.Cut(name, ":")
+	if !slices.Contains(backends.List(), kind) {
+		return nil, fmt.Errorf("%w: backend %q is not compiled in (have %v; XLA needs the build tag xla)", ErrBackend, kind, backends.List())
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: backend %q: %v", ErrBackend, name, r)
+		}
+	}()
+	b, err = backends.NewWithConfig(name)
+	if err != nil {
+		return nil, fmt.Errorf("%w: backend %q: %w", ErrBackend, name, err)
+	}
+	return b, nil
+}
+
+// Config returns the model's configuration.
+func (m *Model) Config() checkpoint.Config { return m.cfg }
+
+// GenerationConfig returns the checkpoint's generation defaults.
+func (m *Model) GenerationConfig() checkpoint.GenerationConfig { return m.gen }
+
+// MaxSeqLen is the longest context (prompt plus completion) the model runs.
+func (m *Model) MaxSeqLen() int { return m.maxSeq }
+
+// Backend returns the name of the GoMLX backend in use.
+func (m *Model) Backend() string { return m.backend.Name() }
+
+// Close releases the compiled graphs, the weights and the backend. It waits
+// for running calls to end.
+func (m *Model) Close() error {
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return nil
+	}
+	m.closed = true
+	m.mu.Unlock()
+	m.runs.Wait()
+	for _, c := range m.graphs {
+		if c.g != nil {
+			c.g.Finalize()
+		}
+	}
+	for _, t := range m.weights {
+		t.FinalizeAll()
+	}
+	m.backend.Finalize()
+	return nil
+}
+
+type weightSpec struct {
+	name  string
+	shape []int
+}
+
+// weightSpecs lists the checkpoint tensors the decoder reads, in graph order.
+func weightSpecs(cfg checkpoint.Config) []weightSpec {
+	e, qd, kvd := cfg.HiddenSize, cfg.NumHeads*cfg.HeadDim, cfg.NumKVHeads*cfg.HeadDim
+	specs := []weightSpec{{"model.embed_tokens.weight", []int{cfg.VocabSize, e}}}
+	for l := range cfg.NumLayers {
+		p := fmt.Sprintf("model.layers.%d.", l)
+		specs = append(specs,
+			weightSpec{p + "input_layernorm.weight", []int{e}},
+			weightSpec{p + "self_attn.q_proj.weight", []int{qd, e}},
+			weightSpec{p + "self_attn.k_proj.weight", []int{kvd, e}},
+			weightSpec{p + "self_attn.v_proj.weight", []int{kvd, e}},
+			weightSpec{p + "self_attn.o_proj.weight", []int{e, qd}},
+		)
+		if cfg.AttentionBias {
+			specs = append(specs,
+				weightSpec{p + "self_attn.q_proj.bias", []int{qd}},
+				weightSpec{p + "self_attn.k_proj.bias", []int{kvd}},
+				weightSpec{p + "self_attn.v_proj.bias", []int{kvd}},
+			)
+			if cfg.ModelType != "qwen2" {
+				specs = append(specs, weightSpec{p + "self_attn.o_proj.bias", []int{e}})
+			}
+		}
+		specs = append(specs,
+			weightSpec{p + "post_attention_layernorm.weight", []int{e}},
+			weightSpec{p + "mlp.gate_proj.weight", []int{cfg.IntermediateSize, e}},
+			weightSpec{p + "mlp.up_proj.weight", []int{cfg.IntermediateSize, e}},
+			weightSpec{p + "mlp.down_proj.weight", []int{e, cfg.IntermediateSize}},
+		)
+	}
+	specs = append(specs, weightSpec{"model.norm.weight", []int{e}})
+	if !cfg.TieWordEmbeddings {
+		specs = append(specs, weightSpec{"lm_head.weight", []int{cfg.VocabSize, e}})
+	}
+	return specs
+}
+
+// WeightsFromNodes assembles Weights from nodes keyed by checkpoint tensor
+// name (plus "rope.cos" and "rope.sin"), as the trainer does with its own
+// parameters.
+func WeightsFromNodes(cfg checkpoint.Config, nodes map[string]*graph.Node) *Weights {
+	w := &Weights{
+		Embed:     nodes["model.embed_tokens.weight"],
+		FinalNorm: nodes["model.norm.weight"],
+		LMHead:    nodes["lm_head.weight"],
+		RopeCos:   nodes["rope.cos"],
+		RopeSin:   nodes["rope.sin"],
+		Layers:    make([]LayerWeights, cfg.NumLayers),
+	}
+	if cfg.TieWordEmbeddings || w.LMHead == nil {
+		w.LMHead = w.Embed
+	}
+	for l := range cfg.NumLayers {
+		p := fmt.Sprintf("model.layers.%d.", l)
+		w.Layers[l] = LayerWeights{
+			AttnNorm: nodes[p+"input_layernorm.weight"],
+			Q:        nodes[p+"self_attn.q_proj.weight"],
+			K:        nodes[p+"self_attn.k_proj.weight"],
+			V:        nodes[p+"self_attn.v_proj.weight"],
+			O:        nodes[p+"self_attn.o_proj.weight"],
+			QBias:    nodes[p+"self_attn.q_proj.bias"],
+			KBias:    nodes[p+"self_attn.k_proj.bias"],
+			VBias:    nodes[p+"self_attn.v_proj.bias"],
+			OBias:    nodes[p+"self_attn.o_proj.bias"],
+			MLPNorm:  nodes[p+"post_attention_layernorm.weight"],
+			Gate:     nodes[p+"mlp.gate_proj.weight"],
+			Up:       nodes[p+"mlp.up_proj.weight"],
+			Down:     nodes[p+"mlp.down_proj.weight"],
+		}
+	}
+	return w
+}
+
+// weightParams creates the weight parameters of g, in m.names order.
+func (m *Model) weightParams(g *graph.Graph) *Weights {
+	nodes := make(map[string]*graph.Node, len(m.names))
+	for i, n := range m.names {
+		nodes[n] = graph.Parameter(g, n, m.weights[i].Shape())
+	}
+	return WeightsFromNodes(m.cfg, nodes)
+}
+
+// run compiles (once per key) and runs a graph. build creates the graph's
+// parameters after the weights (when withWeights) and returns its outputs;
+// inputs are the values of those extra parameters (tensors, Go slices, or
+// donated buffers).
+func (m *Model) run(ctx context.Context, key graphKey, withWeights bool, build func(g *graph.Graph, w *Weights) []*graph.Node, inputs ...any) (out []*tensors.Tensor, err error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return nil, ErrClosed
+	}
+	m.runs.Add(1)
+	c, ok := m.graphs[key]
+	if !ok {
+		c = &compiledGraph{}
+		m.graphs[key] = c
+	}
+	m.mu.Unlock()
+	defer m.runs.Done()
+
+	c.once.Do(func() {
+		start := time.Now()
+		c.g, c.err = m.compile(key, withWeights, build)
+		m.log.Info().Str("graph", key.kind).Ints("shape", []int{key.a, key.b, key.c, key.d}).
+			Dur("took", time.Since(start)).Err(c.err).Msg("compiled graph")
+	})
+	if c.err != nil {
+		return nil, c.err
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: run %s%v: %v", ErrBackend, key.kind, []int{key.a, key.b, key.c, key.d}, r)
+		}
+	}()
+	args := inputs
+	if withWeights {
+		args = make([]any, 0, len(m.weights)+len(inputs))
+		for _, t := range m.weights {
+			args = append(args, t)
+		}
+		args = append(args, inputs...)
+	}
+	return c.g.Run(args...), nil
+}
+
+func (m *Model) compile(key graphKey, withWeights bool, build func(g *graph.Graph, w *Weights) []*graph.Node) (g *graph.Graph, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			if e, ok := r.(error); ok {
+				err = fmt.Errorf("%w: compile %s: %w", ErrBackend, key.kind, e)
+			} else {
+				err = fmt.Errorf("%w: compile %s: %v", ErrBackend, key.kind, r)
+			}
+			if g != nil {
+				g.Finalize()
+				g = nil
+			}
+		}
+	}()
+	g = graph.NewGraph(m.backend, fmt.Sprintf("%s_%d_%d_%d_%d", key.kind, key.a, key.b, key.c, key.d))
+	var w *Weights
+	if withWeights {
+		w = m.weightParams(g)
+	}
+	outs := build(g, w)
+	g.Compile(outs...)
+	return g, nil
+}
+
+// int32Tensor makes a tensor of the ids with the given dimensions.
+func int32Tensor(vals []int32, dims ...int) *tensors.Tensor {
+	return tensors.FromFlatDataAndDimensions(vals, dims...)
+}
+
+func param(g *graph.Graph, name string, dt dtypes.DType, dims ...int) *graph.Node {
+	return graph.Parameter(g, name, shapes.Make(dt, dims...))
+}
+
+// float32s copies a float32 tensor's values out and releases the tensor.
+func float32s(t *tensors.Tensor) ([]float32, error) {
+	defer t.FinalizeAll()
+	v, err := tensors.CopyFlatData[float32](t)
+	if err != nil {
+		return nil, errors.Join(ErrBackend, err)
+	}
+	return v, nil
+}
+
+func product(dims []int) int {
+	n := 1
+	for _, d := range dims {
+		n *= d
+	}
+	return n
+}
+
+// pow2 is the smallest power of two >= n (at least lo).
+func pow2(n, lo int) int {
+	p := lo
+	for p < n {
+		p *= 2
+	}
+	return p
+}

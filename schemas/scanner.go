@@ -1,9 +1,10 @@
 package schemas
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
+	"unicode"
+	"unicode/utf16"
 	"unicode/utf8"
 )
 
@@ -174,23 +175,77 @@ func isHex(c byte) bool {
 	return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F')
 }
 
-// unquote turns raw string bytes into the string encoding/json would decode.
-// Strings without escapes are copied as they are; escaped strings go through
-// encoding/json itself, so surrogate handling is identical.
+// unquote turns raw string bytes (already checked by scanString) into the
+// string encoding/json would decode: the same escapes, and a lone or
+// mismatched UTF-16 surrogate escape becomes U+FFFD exactly as there.
 func unquote(raw []byte, escaped bool) string {
 	if !escaped {
 		return string(raw)
 	}
-	q := make([]byte, 0, len(raw)+2)
-	q = append(q, '"')
-	q = append(q, raw...)
-	q = append(q, '"')
-	var out string
-	if err := json.Unmarshal(q, &out); err != nil {
-		// Unreachable: the scanner has already checked the syntax.
-		return string(raw)
+	b := make([]byte, 0, len(raw))
+	for r := 0; r < len(raw); {
+		c := raw[r]
+		if c != '\\' {
+			start := r
+			for r < len(raw) && raw[r] != '\\' {
+				r++
+			}
+			b = append(b, raw[start:r]...)
+			continue
+		}
+		r++
+		switch e := raw[r]; e {
+		case 'b':
+			b = append(b, '\b')
+		case 'f':
+			b = append(b, '\f')
+		case 'n':
+			b = append(b, '\n')
+		case 'r':
+			b = append(b, '\r')
+		case 't':
+			b = append(b, '\t')
+		case 'u':
+			rr := getu4(raw[r-1:])
+			r += 5
+			if utf16.IsSurrogate(rr) {
+				if dec := utf16.DecodeRune(rr, getu4(raw[r:])); dec != unicode.ReplacementChar {
+					r += 6
+					b = utf8.AppendRune(b, dec)
+					continue
+				}
+				rr = unicode.ReplacementChar
+			}
+			b = utf8.AppendRune(b, rr)
+			continue
+		default: // '"', '\\', '/'
+			b = append(b, e)
+		}
+		r++
 	}
-	return out
+	return string(b)
+}
+
+// getu4 decodes \uXXXX at the start of s, or returns -1.
+func getu4(s []byte) rune {
+	if len(s) < 6 || s[0] != '\\' || s[1] != 'u' {
+		return -1
+	}
+	var r rune
+	for _, c := range s[2:6] {
+		switch {
+		case '0' <= c && c <= '9':
+			c -= '0'
+		case 'a' <= c && c <= 'f':
+			c = c - 'a' + 10
+		case 'A' <= c && c <= 'F':
+			c = c - 'A' + 10
+		default:
+			return -1
+		}
+		r = r*16 + rune(c)
+	}
+	return r
 }
 
 // readString scans a string at pos and decodes it.

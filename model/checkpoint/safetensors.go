@@ -81,7 +81,13 @@ func readSTHeader(r io.ReaderAt, size int64, name string) (*stHeader, error) {
 	}
 	h := &stHeader{DataBase: 8 + int64(n)}
 	dataLen := size - h.DataBase
-	for key, val := range fields {
+	keys := make([]string, 0, len(fields))
+	for key := range fields {
+		keys = append(keys, key)
+	}
+	sort.Strings(keys) // deterministic errors
+	for _, key := range keys {
+		val := fields[key]
 		if key == "__metadata__" {
 			if err := json.Unmarshal(val, &h.Metadata); err != nil {
 				return nil, fmt.Errorf("safetensors %s: %w: __metadata__ must map strings to strings: %v", name, ErrBadHeader, err)
@@ -115,6 +121,16 @@ func readSTHeader(r io.ReaderAt, size int64, name string) (*stHeader, error) {
 		}
 		return h.Entries[i].Name < h.Entries[j].Name
 	})
+	// Tensors must not share bytes: this bounds what a reader allocates by
+	// the file size, whatever the header says.
+	var prevEnd int64
+	prevName := ""
+	for _, e := range h.Entries {
+		if e.DataOffsets[0] < prevEnd {
+			return nil, fmt.Errorf("safetensors %s: tensor %q: %w: data_offsets %v overlap tensor %q", name, e.Name, ErrBadHeader, e.DataOffsets, prevName)
+		}
+		prevEnd, prevName = e.DataOffsets[1], e.Name
+	}
 	return h, nil
 }
 

@@ -138,7 +138,7 @@ func TestDecodeRecord(t *testing.T) {
 		{name: "bad number in extra", format: FormatAlpaca, in: `{"instruction":"i","output":"o","n":01}`, wantErr: true, wantRule: "json"},
 		{name: "bad escape", format: FormatAlpaca, in: `{"instruction":"\x","output":"o"}`, wantErr: true, wantRule: "json"},
 		{name: "sharegpt ok", format: FormatShareGPT,
-			in: `{"conversations":[{"from":"system","value":"s"},{"from":"human","value":"h","x":1},{"from":"gpt","value":"g"}],"id":7}`,
+			in:   `{"conversations":[{"from":"system","value":"s"},{"from":"human","value":"h","x":1},{"from":"gpt","value":"g"}],"id":7}`,
 			want: Record{Format: FormatShareGPT, ShareGPT: ShareGPT{Conversations: []Turn{{"system", "s"}, {"human", "h"}, {"gpt", "g"}}}}},
 		{name: "sharegpt one turn", format: FormatShareGPT, in: `{"conversations":[{"from":"human","value":"h"}]}`,
 			wantErr: true, wantField: "conversations", wantRule: "minItems"},

@@ -7,6 +7,7 @@ import (
 	"io"
 	"math"
 	"os"
+	"sort"
 )
 
 // GGUF value types (ggml/include/gguf.h).
@@ -317,6 +318,49 @@ func readGGUFTensor(r io.ReaderAt, size int64, f *ggufFile, ti ggufTensorInfo, n
 		return nil, err
 	}
 	return t, nil
+}
+
+// checkGGUFLayout checks, before any tensor is read, that every tensor has
+// a readable type, lies inside the file and shares no bytes with another,
+// so that reading all of them allocates at most twice the file size.
+func checkGGUFLayout(f *ggufFile, size int64, name string) error {
+	type span struct {
+		begin, end uint64
+		name       string
+	}
+	dataLen := size - f.DataBase
+	if dataLen < 0 {
+		dataLen = 0
+	}
+	spans := make([]span, 0, len(f.Tensors))
+	for _, ti := range f.Tensors {
+		width, _, ok := ggufTypeSize(ti.Type)
+		if !ok {
+			return fmt.Errorf("gguf %s: tensor %q: %w %s (only F32, F16 and BF16 import)", name, ti.Name, ErrDType, ggmlTypeName(ti.Type))
+		}
+		if ti.Offset > uint64(dataLen) {
+			return fmt.Errorf("gguf %s: tensor %q: %w: offset %d beyond the data section", name, ti.Name, ErrTruncated, ti.Offset)
+		}
+		limit := (uint64(dataLen) - ti.Offset) / uint64(width)
+		count := uint64(1)
+		for _, d := range ti.Dims {
+			if d != 0 && count > limit/d {
+				return fmt.Errorf("gguf %s: tensor %q: %w: dims %v need more bytes than the file holds", name, ti.Name, ErrTruncated, ti.Dims)
+			}
+			count *= d
+		}
+		if count > limit {
+			return fmt.Errorf("gguf %s: tensor %q: %w: dims %v need more bytes than the file holds", name, ti.Name, ErrTruncated, ti.Dims)
+		}
+		spans = append(spans, span{ti.Offset, ti.Offset + count*uint64(width), ti.Name})
+	}
+	sort.Slice(spans, func(i, j int) bool { return spans[i].begin < spans[j].begin })
+	for i := 1; i < len(spans); i++ {
+		if spans[i].begin < spans[i-1].end {
+			return fmt.Errorf("gguf %s: tensor %q: %w: data overlaps tensor %q", name, spans[i].name, ErrBadHeader, spans[i-1].name)
+		}
+	}
+	return nil
 }
 
 // openGGUF opens and parses a GGUF file's header.

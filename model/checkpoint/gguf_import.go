@@ -229,6 +229,9 @@ func ImportGGUF(ggufPath, outDir string) error {
 	if err != nil {
 		return fmt.Errorf("gguf %s: %w", ggufPath, err)
 	}
+	if err := checkGGUFLayout(f, size, ggufPath); err != nil {
+		return err
+	}
 	tensors := make(map[string]*Tensor, len(f.Tensors))
 	for _, ti := range f.Tensors {
 		hf, ok := hfTensorName(ti.Name)

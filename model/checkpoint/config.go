@@ -195,8 +195,27 @@ type hfConfig struct {
 	BOSTokenID            *int            `json:"bos_token_id"`
 	EOSTokenID            json.RawMessage `json:"eos_token_id"`
 	TorchDtype            string          `json:"torch_dtype"`
+	DType                 string          `json:"dtype"` // transformers >= 4.56 name of torch_dtype
+	RopeParameters        *ropeParameters `json:"rope_parameters"`
 	SlidingWindow         *int            `json:"sliding_window"`
 	UseSlidingWindow      *bool           `json:"use_sliding_window"`
+}
+
+// ropeParameters is the transformers v5 form of rope_theta + rope_scaling.
+type ropeParameters struct {
+	RopeTheta *float64 `json:"rope_theta"`
+	RopeScaling
+}
+
+func (r *ropeParameters) UnmarshalJSON(b []byte) error {
+	var theta struct {
+		RopeTheta *float64 `json:"rope_theta"`
+	}
+	if err := json.Unmarshal(b, &theta); err != nil {
+		return err
+	}
+	r.RopeTheta = theta.RopeTheta
+	return r.RopeScaling.UnmarshalJSON(b)
 }
 
 // parseIDs decodes an int, a list of ints or null.
@@ -287,6 +306,15 @@ func ParseConfig(data []byte) (Config, error) {
 		c.RopeTheta = *h.RopeTheta
 	}
 	c.RopeScaling = h.RopeScaling
+	if rp := h.RopeParameters; rp != nil {
+		if h.RopeTheta == nil && rp.RopeTheta != nil {
+			c.RopeTheta = *rp.RopeTheta
+		}
+		if c.RopeScaling == nil {
+			rs := rp.RopeScaling
+			c.RopeScaling = &rs
+		}
+	}
 	if c.RopeScaling != nil && (c.RopeScaling.Type == "default" || c.RopeScaling.Type == "") {
 		c.RopeScaling = nil
 	}
@@ -308,6 +336,9 @@ func ParseConfig(data []byte) (Config, error) {
 	}
 	c.EOSTokenIDs = eos
 	c.TorchDtype = h.TorchDtype
+	if c.TorchDtype == "" {
+		c.TorchDtype = h.DType
+	}
 	if h.SlidingWindow != nil && (h.UseSlidingWindow == nil || *h.UseSlidingWindow) && c.Architecture != ArchLlama {
 		c.SlidingWindow = *h.SlidingWindow
 	}

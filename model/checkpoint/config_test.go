@@ -79,6 +79,20 @@ func TestParseConfig(t *testing.T) {
 			json: `{"architectures":["MistralForCausalLM"],"vocab_size":512,"hidden_size":64,"intermediate_size":172,"num_hidden_layers":5,"num_attention_heads":8,"num_key_value_heads":4,"rms_norm_eps":1e-5,"bos_token_id":1,"eos_token_id":2,"torch_dtype":"float32","sliding_window":4096}`,
 			want: with(func(c *Config) { c.Architecture, c.ModelType, c.SlidingWindow = ArchMistral, "mistral", 4096 }),
 		},
+		{
+			name: "transformers v5 rope_parameters and dtype",
+			json: `{"architectures":["LlamaForCausalLM"],"vocab_size":512,"hidden_size":64,"intermediate_size":172,"num_hidden_layers":5,"num_attention_heads":8,"num_key_value_heads":4,"rms_norm_eps":1e-5,"bos_token_id":1,"eos_token_id":2,"dtype":"float32",
+			"rope_parameters":{"rope_theta":500000.0,"factor":8.0,"low_freq_factor":1.0,"high_freq_factor":4.0,"original_max_position_embeddings":8192,"rope_type":"llama3"}}`,
+			want: with(func(c *Config) {
+				c.RopeTheta = 500000
+				c.RopeScaling = &RopeScaling{Type: "llama3", Factor: 8, LowFreqFactor: 1, HighFreqFactor: 4, OriginalMaxPositionEmbeddings: 8192}
+			}),
+		},
+		{
+			name: "rope_parameters default type",
+			json: `{"architectures":["LlamaForCausalLM"],"vocab_size":512,"hidden_size":64,"intermediate_size":172,"num_hidden_layers":5,"num_attention_heads":8,"num_key_value_heads":4,"rms_norm_eps":1e-5,"bos_token_id":1,"eos_token_id":2,"torch_dtype":"float32","rope_parameters":{"rope_theta":1000000.0,"rope_type":"default"}}`,
+			want: with(func(c *Config) { c.RopeTheta = 1e6 }),
+		},
 		{name: "unknown architecture", json: `{"architectures":["GPT2LMHeadModel"],"vocab_size":5}`, wantErr: ErrUnknownArchitecture},
 		{name: "no architectures", json: `{"vocab_size":5}`, wantErr: ErrUnknownArchitecture},
 		{name: "missing hidden size", json: `{"architectures":["LlamaForCausalLM"],"vocab_size":512,"intermediate_size":172,"num_hidden_layers":5,"num_attention_heads":8}`, wantErr: ErrInvalidConfig},

@@ -42,7 +42,11 @@ func ExampleInit() {
 // Convert a llama.cpp GGUF file into a Hugging Face checkpoint directory.
 func ExampleImportGGUF() {
 	if err := checkpoint.ImportGGUF("stories260K.gguf", "stories260K-hf"); err != nil {
-		fmt.Println("import failed:", err != nil)
+		log.Fatal(err)
 	}
-	// Output: import failed: true
+	ck, err := checkpoint.Load("stories260K-hf")
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(ck.Config.NumLayers, "layers")
 }

@@ -200,21 +200,21 @@ func readTensorData(r io.ReaderAt, off int64, dtype string, shape []int, file, t
 			}
 		}
 	case "F16", "BF16":
-		conv := f16ToF32
-		if dtype == "BF16" {
-			conv = bf16ToF32
+		// Read the 2-byte values into the front half of the float32 slice's
+		// memory, then widen them in place from the back: element i is read
+		// from bytes [2i, 2i+2) before bytes [4i, 4i+4) are written.
+		buf := unsafe.Slice((*byte)(unsafe.Pointer(&t.Data[0])), count*4)
+		if _, err := r.ReadAt(buf[:count*2], off); err != nil {
+			return nil, fail(err)
 		}
-		const chunk = 1 << 20
-		buf := make([]byte, min(chunk, 2*count))
-		for done := 0; done < count; {
-			m := min(len(buf)/2, count-done)
-			if _, err := r.ReadAt(buf[:2*m], off+int64(2*done)); err != nil {
-				return nil, fail(err)
+		if dtype == "BF16" {
+			for i := count - 1; i >= 0; i-- {
+				t.Data[i] = bf16ToF32(binary.LittleEndian.Uint16(buf[2*i:]))
 			}
-			for i := 0; i < m; i++ {
-				t.Data[done+i] = conv(binary.LittleEndian.Uint16(buf[2*i:]))
+		} else {
+			for i := count - 1; i >= 0; i-- {
+				t.Data[i] = f16ToF32(binary.LittleEndian.Uint16(buf[2*i:]))
 			}
-			done += m
 		}
 	default:
 		return nil, fmt.Errorf("%s: tensor %q: %w %q", file, tensor, ErrDType, dtype)

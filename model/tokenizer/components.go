@@ -519,8 +519,10 @@ func (byteLevelDec) decode(toks []string) []string {
 	return []string{string(appendLossy(nil, buf))}
 }
 
-// byteFallbackDec turns runs of <0xXX> tokens into text; a run that is not
-// valid UTF-8 becomes one U+FFFD per byte, as in the reference implementation.
+// byteFallbackDec turns runs of <0xXX> tokens into text. Each maximal invalid
+// UTF-8 subpart of a run becomes one U+FFFD (the reference implementation
+// replaces every byte of an invalid run, valid characters included; this keeps
+// them, so that incremental decoding agrees with Decode).
 type byteFallbackDec struct{}
 
 func byteToken(t string) (byte, bool) {
@@ -550,13 +552,7 @@ func (byteFallbackDec) decode(toks []string) []string {
 		if len(run) == 0 {
 			return
 		}
-		if utf8.Valid(run) {
-			out = append(out, string(run))
-		} else {
-			for range run {
-				out = append(out, "\uFFFD")
-			}
-		}
+		out = append(out, string(appendLossy(nil, run)))
 		run = run[:0]
 	}
 	for _, t := range toks {

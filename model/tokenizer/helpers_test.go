@@ -1,6 +1,7 @@
 package tokenizer
 
 import (
+	"encoding/json"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -45,4 +46,14 @@ func llama2(t testing.TB) *Tokenizer {
 func stories(t testing.TB) *Tokenizer {
 	t.Helper()
 	return storiesTok.get(t, "models/stories260K/tokenizer.json")
+}
+
+func quoteJSON(s string) string {
+	b, _ := json.Marshal(s)
+	return string(b)
+}
+
+func qwen3Path(t testing.TB) string {
+	t.Helper()
+	return testenv.SharedFile(t, "tokenizers/qwen3/tokenizer.json")
 }

@@ -1,0 +1,73 @@
+package tokenizer
+
+import (
+	"strings"
+	"unicode/utf8"
+)
+
+// StreamDecoder turns a stream of generated token ids into text incrementally.
+// Add returns only text that is complete: a token that ends inside a UTF-8
+// sequence (byte fallback, byte-level pieces of a character) is held back until
+// the sequence is complete. The concatenation of everything Add and Flush
+// return equals Decode of all the ids, leading-space stripping included.
+//
+// A StreamDecoder is not safe for concurrent use; use one per stream.
+type StreamDecoder struct {
+	t           *Tokenizer
+	skipSpecial bool
+	ids         []int  // the window: context tokens, then tokens not yet emitted
+	prefix      string // Decode of the window's context tokens
+	prefixLen   int    // how many window tokens prefix covers
+}
+
+// NewStreamDecoder starts incremental decoding; skipSpecial as for Decode.
+func (t *Tokenizer) NewStreamDecoder(skipSpecial bool) *StreamDecoder {
+	return &StreamDecoder{t: t, skipSpecial: skipSpecial}
+}
+
+// Add appends one token and returns the text it completes ("" if none yet).
+func (d *StreamDecoder) Add(id int) string {
+	d.ids = append(d.ids, id)
+	s := d.t.Decode(d.ids, d.skipSpecial)
+	if len(s) <= len(d.prefix) || strings.HasSuffix(s, "\uFFFD") {
+		return ""
+	}
+	newText := d.emitted(s)
+	// Keep the tokens just emitted as the context of the next step: the
+	// decoders see the same leading token both times.
+	d.ids = append(d.ids[:0], d.ids[d.prefixLen:]...)
+	d.prefix = d.t.Decode(d.ids, d.skipSpecial)
+	d.prefixLen = len(d.ids)
+	return newText
+}
+
+// emitted returns the part of s after the context text.
+func (d *StreamDecoder) emitted(s string) string {
+	if strings.HasPrefix(s, d.prefix) {
+		return s[len(d.prefix):]
+	}
+	// Only possible for id sequences that do not decode locally (invalid byte
+	// runs): emit what follows the common prefix, on a rune boundary.
+	n := 0
+	for n < len(s) && n < len(d.prefix) && s[n] == d.prefix[n] {
+		n++
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[n:]
+}
+
+// Flush returns the text still held back (an incomplete UTF-8 sequence
+// decodes to U+FFFD) and resets the decoder for a new stream.
+func (d *StreamDecoder) Flush() string {
+	var out string
+	if len(d.ids) > d.prefixLen {
+		s := d.t.Decode(d.ids, d.skipSpecial)
+		if len(s) > len(d.prefix) {
+			out = d.emitted(s)
+		}
+	}
+	d.ids, d.prefix, d.prefixLen = d.ids[:0], "", 0
+	return out
+}

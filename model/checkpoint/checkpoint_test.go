@@ -28,7 +28,11 @@ func smallCheckpoint(t testing.TB, c Config) *Checkpoint {
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	return &Checkpoint{Config: c, Generation: GenerationConfig{BOSTokenID: 1, EOSTokenIDs: []int{2}, Temperature: 0.8, TopK: 40}, Tensors: InitTensors(c, 7)}
+	ts, err := InitTensors(c, 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &Checkpoint{Config: c, Generation: GenerationConfig{BOSTokenID: 1, EOSTokenIDs: []int{2}, Temperature: 0.8, TopK: 40}, Tensors: ts}
 }
 
 func TestSaveLoadRoundTrip(t *testing.T) {

@@ -101,15 +101,16 @@ func ggufConfig(f *ggufFile, vocabFromTokens int) (Config, error) {
 			*it.dst = v
 		}
 	}
+	if c.NumHeads <= 0 || c.HiddenSize <= 0 {
+		return Config{}, fmt.Errorf("%w: num_attention_heads (llama.attention.head_count) %d and hidden_size (llama.embedding_length) %d must be positive", ErrInvalidConfig, c.NumHeads, c.HiddenSize)
+	}
 	if c.NumKVHeads == 0 {
 		c.NumKVHeads = c.NumHeads
 	}
 	if c.VocabSize == 0 {
 		c.VocabSize = vocabFromTokens
 	}
-	if c.NumHeads > 0 {
-		c.HeadDim = c.HiddenSize / c.NumHeads
-	}
+	c.HeadDim = c.HiddenSize / c.NumHeads
 	if v, ok, err := metaUint(m, "llama.attention.key_length"); err != nil {
 		return Config{}, err
 	} else if ok {
@@ -229,6 +230,9 @@ func ImportGGUF(ggufPath, outDir string) error {
 	if err != nil {
 		return fmt.Errorf("gguf %s: %w", ggufPath, err)
 	}
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("gguf %s: %w", ggufPath, err)
+	}
 	if err := checkGGUFLayout(f, size, ggufPath); err != nil {
 		return err
 	}
@@ -258,9 +262,6 @@ func ImportGGUF(ggufPath, outDir string) error {
 	}
 	if _, ok := tensors["lm_head.weight"]; !ok {
 		cfg.TieWordEmbeddings = true
-	}
-	if err := cfg.Validate(); err != nil {
-		return fmt.Errorf("gguf %s: %w", ggufPath, err)
 	}
 	if err := CheckTensors(cfg, tensors, ggufPath); err != nil {
 		return err

@@ -166,7 +166,10 @@ func synthVocab(n int) ([]string, []float32, []int32) {
 // Hugging Face tensors it must import to.
 func synthGGUF(t testing.TB, cfg Config, mutate func(kvs *[]ggufKV, ts *[]ggufT)) ([]byte, map[string]*Tensor) {
 	t.Helper()
-	hf := InitTensors(cfg, 3)
+	hf, err := InitTensors(cfg, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for name, ts := range hf {
 		if len(ts.Shape) == 2 { // make every value exact in F16
 			for i, v := range ts.Data {
@@ -371,6 +374,8 @@ func TestImportGGUFErrors(t *testing.T) {
 				}
 			}
 		}, wantErr: ErrShape, naming: "model.norm.weight"},
+		{name: "zero heads", mutate: setKV("llama.attention.head_count", uint32(0)), wantErr: ErrInvalidConfig, naming: "num_attention_heads"},
+		{name: "partial rope", mutate: setKV("llama.rope.dimension_count", uint32(2)), wantErr: ErrUnsupported, naming: "rope.dimension_count"},
 		{name: "gpt2 tokenizer", mutate: setKV("tokenizer.ggml.model", "gpt2"), wantErr: ErrUnsupported, naming: "gpt2"},
 		{name: "truncated", cut: 100, wantErr: ErrTruncated, naming: "blk.1.attn_v.weight"},
 		{name: "overlapping tensors", mutate: func(_ *[]ggufKV, ts *[]ggufT) {

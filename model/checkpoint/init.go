@@ -68,8 +68,11 @@ func PresetConfig(preset string) (Config, error) {
 // InitTensors returns randomly initialised weights for c the way Hugging
 // Face initialises a Llama: linear and embedding weights normal with
 // standard deviation InitStd, biases zero, RMSNorm weights one. The same
-// seed gives the same weights.
-func InitTensors(c Config, seed int64) map[string]*Tensor {
+// seed gives the same weights. c is validated first.
+func InitTensors(c Config, seed int64) (map[string]*Tensor, error) {
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("init tensors: %w", err)
+	}
 	exp := ExpectedTensors(c)
 	names := make([]string, 0, len(exp))
 	for n := range exp {
@@ -96,7 +99,7 @@ func InitTensors(c Config, seed int64) map[string]*Tensor {
 		}
 		out[n] = t
 	}
-	return out
+	return out, nil
 }
 
 // Init writes a randomly initialised Llama of a named preset ("tiny",
@@ -108,10 +111,14 @@ func Init(preset string, seed int64, outDir string) error {
 	if err != nil {
 		return fmt.Errorf("init %s: %w", outDir, err)
 	}
+	tensors, err := InitTensors(cfg, seed)
+	if err != nil {
+		return fmt.Errorf("init %s: %w", preset, err)
+	}
 	ck := &Checkpoint{
 		Config:     cfg,
 		Generation: GenerationConfig{BOSTokenID: cfg.BOSTokenID, EOSTokenIDs: cfg.EOSTokenIDs, MaxLength: cfg.MaxPositionEmbeddings},
-		Tensors:    InitTensors(cfg, seed),
+		Tensors:    tensors,
 	}
 	pad := BytePadID
 	ck.Generation.PadTokenID = &pad

@@ -108,6 +108,11 @@ func TestInitUnknownPreset(t *testing.T) {
 	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("directory created for an unknown preset")
 	}
+	bad, _ := PresetConfig("tiny")
+	bad.NumKVHeads = 3
+	if _, err := InitTensors(bad, 1); !errors.Is(err, ErrInvalidConfig) {
+		t.Errorf("InitTensors with 8 heads over 3 KV heads: err = %v, want ErrInvalidConfig", err)
+	}
 	if got := Presets(); !reflect.DeepEqual(got, []string{"15m", "tiny"}) {
 		t.Errorf("Presets() = %v", got)
 	}

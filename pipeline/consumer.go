@@ -1,0 +1,481 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+)
+
+// Handler processes a batch of messages and returns one outcome per message,
+// in order:
+//   - nil: the handler has durably published or written its output; the
+//     message is acked.
+//   - an error wrapping ErrInvalid (see Invalid): the message can never be
+//     processed; a DLQRecord is written and the message is terminated.
+//   - any other error: transient; the message is nakked with a delay and
+//     redelivered, until MaxDeliver deliveries have failed, then it goes to the
+//     DLQ as well.
+//
+// Handle must not ack, nak or term the messages itself. A panic in Handle
+// counts as a transient failure of every message of the batch.
+type Handler interface {
+	Handle(ctx context.Context, msgs []jetstream.Msg) []error
+}
+
+// HandlerFunc handles one message; see Handler for what its error means.
+type HandlerFunc func(ctx context.Context, msg jetstream.Msg) error
+
+// PerMessage makes a Handler that calls f for each message of a batch in turn.
+func PerMessage(f HandlerFunc) Handler { return perMessage(f) }
+
+type perMessage HandlerFunc
+
+func (f perMessage) Handle(ctx context.Context, msgs []jetstream.Msg) []error {
+	errs := make([]error, len(msgs))
+	for i, m := range msgs {
+		errs[i] = f(ctx, m)
+	}
+	return errs
+}
+
+// Consumer defaults.
+const (
+	DefaultBatch      = 64
+	DefaultMaxWait    = time.Second
+	DefaultAckWait    = 30 * time.Second
+	DefaultMaxDeliver = 5
+	DefaultNakDelay   = time.Second
+)
+
+// ConsumerConfig configures a durable pull consumer and its consume loop.
+type ConsumerConfig struct {
+	Stream         string   // required
+	Durable        string   // required; no spaces, '.', '*' or '>'
+	FilterSubjects []string // empty: the whole stream
+	Stage          string   // required; names the DLQ subject lf.dlq.<stage>.<token>
+
+	Batch           int           // fetch batch size (default 64)
+	MaxWait         time.Duration // how long one fetch waits for a first message (default 1s)
+	MaxAckPending   int           // default 4*Batch; never unlimited, at least Batch
+	AckWait         time.Duration // default 30s
+	MaxDeliver      int           // default 5: the delivery that fails transiently for the 5th time goes to the DLQ
+	NakDelay        time.Duration // redelivery delay after a transient failure (default 1s)
+	InProgressEvery time.Duration // default AckWait/3; must be below AckWait
+	// DrainTimeout bounds how long the in-flight batch may still run after
+	// Run's ctx ends (default AckWait); then the handler's ctx is cancelled.
+	DrainTimeout time.Duration
+	// DLQToken maps a message subject to the last DLQ subject token. Default:
+	// the 3rd token (lf.data.<ds>.raw → ds, lf.req.<job>.<model> → job);
+	// "unknown" when that is missing or not a valid token.
+	DLQToken func(subject string) string
+}
+
+// Validate checks cfg; zero values mean the defaults. Errors wrap ErrInvalidOption.
+func (c ConsumerConfig) Validate() error {
+	if c.Stream == "" {
+		return fmt.Errorf("%w: consumer stream is required", ErrInvalidOption)
+	}
+	if err := ValidToken(c.Stream); err != nil {
+		return fmt.Errorf("consumer stream: %w", err)
+	}
+	if c.Durable == "" {
+		return fmt.Errorf("%w: consumer durable name is required", ErrInvalidOption)
+	}
+	if err := ValidToken(c.Durable); err != nil {
+		return fmt.Errorf("consumer durable name: %w", err)
+	}
+	if err := ValidToken(c.Stage); err != nil {
+		return fmt.Errorf("consumer stage: %w", err)
+	}
+	for _, f := range c.FilterSubjects {
+		if strings.TrimSpace(f) == "" || strings.ContainsAny(f, " \t\r\n") {
+			return fmt.Errorf("%w: filter subject %q", ErrInvalidOption, f)
+		}
+	}
+	for name, v := range map[string]int{"batch": c.Batch, "max ack pending": c.MaxAckPending, "max deliver": c.MaxDeliver} {
+		if v < 0 {
+			return fmt.Errorf("%w: %s %d is negative (0 means the default)", ErrInvalidOption, name, v)
+		}
+	}
+	for name, v := range map[string]time.Duration{"max wait": c.MaxWait, "ack wait": c.AckWait, "nak delay": c.NakDelay, "in progress every": c.InProgressEvery, "drain timeout": c.DrainTimeout} {
+		if v < 0 {
+			return fmt.Errorf("%w: %s %v is negative (0 means the default)", ErrInvalidOption, name, v)
+		}
+	}
+	d := c.withDefaults()
+	if d.MaxAckPending < d.Batch {
+		return fmt.Errorf("%w: max ack pending %d is below the batch size %d", ErrInvalidOption, d.MaxAckPending, d.Batch)
+	}
+	if d.InProgressEvery >= d.AckWait {
+		return fmt.Errorf("%w: in progress every %v must be below ack wait %v", ErrInvalidOption, d.InProgressEvery, d.AckWait)
+	}
+	if d.AckWait < time.Millisecond || d.MaxWait < time.Millisecond || d.InProgressEvery < time.Millisecond {
+		return fmt.Errorf("%w: ack wait, max wait and in progress every must be at least 1ms", ErrInvalidOption)
+	}
+	return nil
+}
+
+func (c ConsumerConfig) withDefaults() ConsumerConfig {
+	if c.Batch == 0 {
+		c.Batch = DefaultBatch
+	}
+	if c.MaxWait == 0 {
+		c.MaxWait = DefaultMaxWait
+	}
+	if c.MaxAckPending == 0 {
+		c.MaxAckPending = 4 * c.Batch
+	}
+	if c.AckWait == 0 {
+		c.AckWait = DefaultAckWait
+	}
+	if c.MaxDeliver == 0 {
+		c.MaxDeliver = DefaultMaxDeliver
+	}
+	if c.NakDelay == 0 {
+		c.NakDelay = DefaultNakDelay
+	}
+	if c.InProgressEvery == 0 {
+		c.InProgressEvery = c.AckWait / 3
+	}
+	if c.DrainTimeout == 0 {
+		c.DrainTimeout = c.AckWait
+	}
+	if c.DLQToken == nil {
+		c.DLQToken = ThirdToken
+	}
+	return c
+}
+
+// ThirdToken returns the 3rd token of subject (lf.req.<job>.<model> → job), or
+// "unknown" when there is none or it is not a valid token.
+func ThirdToken(subject string) string {
+	parts := strings.SplitN(subject, ".", 4)
+	if len(parts) < 3 || ValidToken(parts[2]) != nil {
+		return "unknown"
+	}
+	return parts[2]
+}
+
+func (c ConsumerConfig) jsConfig() jetstream.ConsumerConfig {
+	jc := jetstream.ConsumerConfig{
+		Durable:       c.Durable,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		AckWait:       c.AckWait,
+		// One delivery more than ours: a message whose last attempt never
+		// finished (crash) comes back once more and goes straight to the DLQ.
+		MaxDeliver:    c.MaxDeliver + 1,
+		MaxAckPending: c.MaxAckPending,
+	}
+	switch len(c.FilterSubjects) {
+	case 0:
+	case 1:
+		jc.FilterSubject = c.FilterSubjects[0]
+	default:
+		jc.FilterSubjects = c.FilterSubjects
+	}
+	return jc
+}
+
+// ConsumerStats counts a Consumer's outcomes since NewConsumer.
+type ConsumerStats struct {
+	Fetched    uint64 // messages received
+	Batches    uint64 // Handle calls
+	Acked      uint64
+	Nakked     uint64 // transient failures retried
+	DeadLetter uint64 // DLQ records written and messages terminated
+	DLQFailed  uint64 // DLQ publishes that failed (the message was nakked instead)
+}
+
+// Consumer runs the consume loop of one durable pull consumer.
+type Consumer struct {
+	bus  *Bus
+	cfg  ConsumerConfig
+	h    Handler
+	log  zerolog.Logger
+	cons atomic.Pointer[jetstream.Consumer]
+
+	fetched, batches, acked, nakked, dead, dlqFailed atomic.Uint64
+}
+
+// NewConsumer validates cfg and creates or updates the durable pull consumer.
+func NewConsumer(ctx context.Context, bus *Bus, cfg ConsumerConfig, h Handler, log zerolog.Logger) (*Consumer, error) {
+	if bus == nil || h == nil {
+		return nil, fmt.Errorf("%w: consumer needs a bus and a handler", ErrInvalidOption)
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	c := &Consumer{
+		bus: bus,
+		cfg: cfg.withDefaults(),
+		h:   h,
+		log: log.With().Str("logger", "pipeline.consumer").Str("stream", cfg.Stream).Str("durable", cfg.Durable).Str("stage", cfg.Stage).Logger(),
+	}
+	if err := c.ensure(ctx); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func (c *Consumer) ensure(ctx context.Context) error {
+	cons, err := c.bus.js.CreateOrUpdateConsumer(ctx, c.cfg.Stream, c.cfg.jsConfig())
+	if err != nil {
+		return fmt.Errorf("consumer %s on %s: %w", c.cfg.Durable, c.cfg.Stream, err)
+	}
+	c.cons.Store(&cons)
+	return nil
+}
+
+// Config returns the configuration with its defaults filled in.
+func (c *Consumer) Config() ConsumerConfig { return c.cfg }
+
+// Stats returns the counts so far.
+func (c *Consumer) Stats() ConsumerStats {
+	return ConsumerStats{
+		Fetched: c.fetched.Load(), Batches: c.batches.Load(), Acked: c.acked.Load(),
+		Nakked: c.nakked.Load(), DeadLetter: c.dead.Load(), DLQFailed: c.dlqFailed.Load(),
+	}
+}
+
+// Run fetches batches and hands them to the Handler until ctx ends. Then it
+// stops fetching, lets the in-flight batch finish (see DrainTimeout), settles
+// it and returns nil. Several goroutines may call Run on one Consumer.
+func (c *Consumer) Run(ctx context.Context) error {
+	c.log.Debug().Msg("consume loop started")
+	for ctx.Err() == nil {
+		msgs, err := c.fetch(ctx)
+		if len(msgs) > 0 {
+			c.process(ctx, msgs)
+		}
+		if err != nil && ctx.Err() == nil {
+			c.log.Warn().Err(err).Msg("fetch failed; retrying")
+			if errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrConsumerDeleted) {
+				if err := c.ensure(ctx); err != nil {
+					c.log.Error().Err(err).Msg("recreate consumer")
+				}
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(c.cfg.NakDelay):
+			}
+		}
+	}
+	if err := c.bus.nc.FlushTimeout(5 * time.Second); err != nil && !c.bus.nc.IsClosed() {
+		c.log.Warn().Err(err).Msg("flush acks at drain")
+	}
+	c.log.Debug().Msg("consume loop drained")
+	return nil
+}
+
+// fetch takes what is available now; when nothing is, it waits up to MaxWait
+// for one message and then takes what else is available, so that a lone
+// message is handled at once and a busy stream gives full batches.
+func (c *Consumer) fetch(ctx context.Context) ([]jetstream.Msg, error) {
+	cons := *c.cons.Load()
+	msgs, err := collect(cons.FetchNoWait(c.cfg.Batch))
+	if len(msgs) > 0 || err != nil {
+		return msgs, err
+	}
+	fctx, cancel := context.WithTimeout(ctx, c.cfg.MaxWait)
+	msgs, err = collect(cons.Fetch(1, jetstream.FetchContext(fctx)))
+	cancel()
+	if err != nil && ctx.Err() != nil {
+		err = nil // cancelled: whatever arrived is still handled
+	}
+	if len(msgs) == 0 || err != nil || c.cfg.Batch == 1 || ctx.Err() != nil {
+		return msgs, err
+	}
+	more, err := collect(cons.FetchNoWait(c.cfg.Batch - 1))
+	return append(msgs, more...), err
+}
+
+func collect(b jetstream.MessageBatch, err error) ([]jetstream.Msg, error) {
+	if err != nil {
+		return nil, err
+	}
+	var msgs []jetstream.Msg
+	for m := range b.Messages() {
+		msgs = append(msgs, m)
+	}
+	if err := b.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) &&
+		!errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, nats.ErrTimeout) {
+		return msgs, err
+	}
+	return msgs, nil
+}
+
+type delivery struct {
+	msg  jetstream.Msg
+	meta *jetstream.MsgMetadata // nil when the message has no JetStream metadata
+}
+
+func (d delivery) deliveries() uint64 {
+	if d.meta == nil {
+		return 1
+	}
+	return d.meta.NumDelivered
+}
+
+func (c *Consumer) process(ctx context.Context, msgs []jetstream.Msg) {
+	c.fetched.Add(uint64(len(msgs)))
+	// The handler's ctx survives Run's ctx for DrainTimeout.
+	hctx, hcancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer hcancel()
+
+	var todo []delivery
+	for _, m := range msgs {
+		meta, _ := m.Metadata()
+		d := delivery{msg: m, meta: meta}
+		if d.deliveries() > uint64(c.cfg.MaxDeliver) {
+			c.deadLetter(hctx, d, Invalid("max deliveries exceeded", fmt.Errorf("delivery %d of %d: the previous attempt did not finish", d.deliveries(), c.cfg.MaxDeliver)))
+			continue
+		}
+		todo = append(todo, d)
+	}
+	if len(todo) == 0 {
+		return
+	}
+	batch := make([]jetstream.Msg, len(todo))
+	for i, d := range todo {
+		batch[i] = d.msg
+	}
+
+	done := make(chan struct{})
+	keeper := make(chan struct{})
+	go func() {
+		defer close(keeper)
+		tick := time.NewTicker(c.cfg.InProgressEvery)
+		defer tick.Stop()
+		ctxDone := ctx.Done()
+		var drain <-chan time.Time
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+				for _, m := range batch {
+					if err := m.InProgress(); err != nil {
+						c.log.Debug().Err(err).Msg("in progress")
+					}
+				}
+			case <-ctxDone:
+				ctxDone = nil
+				drain = time.After(c.cfg.DrainTimeout)
+			case <-drain:
+				c.log.Warn().Dur("drain_timeout", c.cfg.DrainTimeout).Msg("in-flight batch still running at drain timeout; cancelling it")
+				hcancel()
+			}
+		}
+	}()
+	errs := c.handle(hctx, batch)
+	close(done)
+	<-keeper
+	c.batches.Add(1)
+
+	for i, d := range todo {
+		err := errs[i]
+		switch {
+		case err == nil:
+			if aerr := d.msg.Ack(); aerr != nil {
+				c.log.Warn().Err(aerr).Str("subject", d.msg.Subject()).Msg("ack")
+			}
+			c.acked.Add(1)
+		case errors.Is(err, ErrInvalid):
+			c.deadLetter(hctx, d, err)
+		case d.deliveries() >= uint64(c.cfg.MaxDeliver):
+			c.deadLetter(hctx, d, Invalid("max deliveries exceeded", err))
+		default:
+			c.msgLog(c.log.Warn(), d).Err(err).Msg("transient failure; nak with delay")
+			c.nak(d)
+		}
+	}
+}
+
+func (c *Consumer) handle(ctx context.Context, msgs []jetstream.Msg) (errs []error) {
+	defer func() {
+		if r := recover(); r != nil {
+			c.log.Error().Interface("panic", r).Msg("handler panicked; the batch counts as a transient failure")
+			errs = fill(len(msgs), fmt.Errorf("handler panic: %v", r))
+		}
+	}()
+	errs = c.h.Handle(ctx, msgs)
+	if len(errs) != len(msgs) {
+		c.log.Error().Int("outcomes", len(errs)).Int("msgs", len(msgs)).Msg("handler returned the wrong number of outcomes")
+		errs = fill(len(msgs), fmt.Errorf("handler returned %d outcomes for %d messages", len(errs), len(msgs)))
+	}
+	return errs
+}
+
+func fill(n int, err error) []error {
+	errs := make([]error, n)
+	for i := range errs {
+		errs[i] = err
+	}
+	return errs
+}
+
+func (c *Consumer) nak(d delivery) {
+	if err := d.msg.NakWithDelay(c.cfg.NakDelay); err != nil {
+		c.log.Warn().Err(err).Str("subject", d.msg.Subject()).Msg("nak")
+	}
+	c.nakked.Add(1)
+}
+
+func (c *Consumer) msgLog(ev *zerolog.Event, d delivery) *zerolog.Event {
+	ev = ev.Str("subject", d.msg.Subject()).Uint64("deliveries", d.deliveries())
+	if d.meta != nil {
+		ev = ev.Uint64("seq", d.meta.Sequence.Stream)
+	}
+	if id := d.msg.Headers().Get(jetstream.MsgIDHeader); id != "" {
+		ev = ev.Str("request_id", id)
+	}
+	return ev
+}
+
+// deadLetter writes the DLQ record, then terminates the message. When the DLQ
+// publish fails the message is nakked, to be tried again.
+func (c *Consumer) deadLetter(ctx context.Context, d delivery, err error) {
+	reason := InvalidReason(err)
+	rec := DLQRecord{
+		Reason:     reason,
+		Stage:      c.cfg.Stage,
+		Subject:    d.msg.Subject(),
+		Deliveries: d.deliveries(),
+		Headers:    d.msg.Headers(),
+		Data:       d.msg.Data(),
+		Time:       time.Now().UTC(),
+	}
+	if full := err.Error(); full != reason {
+		rec.Error = full
+	}
+	msgID := ""
+	if d.meta != nil {
+		rec.Stream, rec.Sequence = d.meta.Stream, d.meta.Sequence.Stream
+		msgID = fmt.Sprintf("dlq/%s/%s/%d", c.cfg.Stage, d.meta.Stream, d.meta.Sequence.Stream)
+	}
+	token := c.cfg.DLQToken(d.msg.Subject())
+	if ValidToken(token) != nil {
+		token = "unknown"
+	}
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if perr := c.bus.PublishDLQ(pctx, c.cfg.Stage, token, rec, msgID); perr != nil {
+		c.msgLog(c.log.Error(), d).Err(perr).Str("reason", reason).Msg("dead-letter publish failed; nak instead")
+		c.dlqFailed.Add(1)
+		c.nak(d)
+		return
+	}
+	if terr := d.msg.TermWithReason(reason); terr != nil {
+		c.log.Warn().Err(terr).Str("subject", d.msg.Subject()).Msg("term")
+	}
+	c.dead.Add(1)
+	c.msgLog(c.log.Warn(), d).Str("reason", reason).AnErr("cause", err).Msg("message dead-lettered")
+}

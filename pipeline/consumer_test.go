@@ -1,0 +1,573 @@
+package pipeline_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/largeforge/largeforge/pipeline"
+	"github.com/largeforge/largeforge/pipeline/pipelinetest"
+)
+
+// fastConfig is a consumer on LF_REQUESTS with short timings for tests.
+func fastConfig() pipeline.ConsumerConfig {
+	return pipeline.ConsumerConfig{
+		Stream:   pipeline.StreamRequests,
+		Durable:  "infer",
+		Stage:    "infer",
+		Batch:    8,
+		MaxWait:  100 * time.Millisecond,
+		NakDelay: 20 * time.Millisecond,
+	}
+}
+
+// runConsumer starts c.Run in a goroutine; the returned stop cancels it and
+// returns Run's error.
+func runConsumer(t *testing.T, c *pipeline.Consumer) (stop func() error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- c.Run(ctx) }()
+	var once sync.Once
+	var err error
+	stop = func() error {
+		once.Do(func() {
+			cancel()
+			select {
+			case err = <-errc:
+			case <-time.After(10 * time.Second):
+				err = errors.New("Run did not return within 10s of cancel")
+			}
+		})
+		return err
+	}
+	t.Cleanup(func() { _ = stop() })
+	return stop
+}
+
+func newConsumer(t *testing.T, b *pipeline.Bus, cfg pipeline.ConsumerConfig, h pipeline.Handler) *pipeline.Consumer {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := pipeline.NewConsumer(ctx, b, cfg, h, pipelinetest.Logger(t))
+	if err != nil {
+		t.Fatalf("NewConsumer: %v", err)
+	}
+	return c
+}
+
+func publishRequests(t *testing.T, b *pipeline.Bus, job string, n int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	subj, err := pipeline.RequestSubject(job, "m")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range n {
+		hdr := nats.Header{"Lf-Trace": []string{fmt.Sprintf("trace-%d", i)}}
+		if _, err := b.Publish(ctx, subj, []byte(fmt.Sprintf(`{"n":%d}`, i)), fmt.Sprintf("%s/%d", job, i), hdr); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func consumerInfo(t *testing.T, b *pipeline.Bus, stream, durable string) *jetstream.ConsumerInfo {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := b.JetStream().Consumer(ctx, stream, durable)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := c.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info
+}
+
+// dlqRecords reads every record on lf.dlq.<stage>.<token>.
+func dlqRecords(t *testing.T, b *pipeline.Bus, stage, token string) []pipeline.DLQRecord {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	subj, _ := pipeline.DLQSubject(stage, token)
+	cons, err := b.JetStream().OrderedConsumer(ctx, pipeline.StreamDLQ, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subj}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch, err := cons.FetchNoWait(1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var recs []pipeline.DLQRecord
+	for m := range batch.Messages() {
+		var r pipeline.DLQRecord
+		if err := json.Unmarshal(m.Data(), &r); err != nil {
+			t.Fatalf("dlq record: %v", err)
+		}
+		recs = append(recs, r)
+	}
+	return recs
+}
+
+func TestConsumerConfigValidate(t *testing.T) {
+	base := fastConfig
+	tests := []struct {
+		name    string
+		mod     func(*pipeline.ConsumerConfig)
+		wantErr bool
+	}{
+		{name: "valid", mod: func(*pipeline.ConsumerConfig) {}},
+		{name: "all defaults", mod: func(c *pipeline.ConsumerConfig) { *c = pipeline.ConsumerConfig{Stream: "S", Durable: "d", Stage: "s"} }},
+		{name: "filters", mod: func(c *pipeline.ConsumerConfig) { c.FilterSubjects = []string{"lf.req.a.>", "lf.req.b.*"} }},
+		{name: "no stream", mod: func(c *pipeline.ConsumerConfig) { c.Stream = "" }, wantErr: true},
+		{name: "no durable", mod: func(c *pipeline.ConsumerConfig) { c.Durable = "" }, wantErr: true},
+		{name: "durable with dot", mod: func(c *pipeline.ConsumerConfig) { c.Durable = "a.b" }, wantErr: true},
+		{name: "no stage", mod: func(c *pipeline.ConsumerConfig) { c.Stage = "" }, wantErr: true},
+		{name: "stage with space", mod: func(c *pipeline.ConsumerConfig) { c.Stage = "in fer" }, wantErr: true},
+		{name: "blank filter", mod: func(c *pipeline.ConsumerConfig) { c.FilterSubjects = []string{" "} }, wantErr: true},
+		{name: "negative batch", mod: func(c *pipeline.ConsumerConfig) { c.Batch = -1 }, wantErr: true},
+		{name: "negative max deliver", mod: func(c *pipeline.ConsumerConfig) { c.MaxDeliver = -1 }, wantErr: true},
+		{name: "negative max ack pending", mod: func(c *pipeline.ConsumerConfig) { c.MaxAckPending = -1 }, wantErr: true},
+		{name: "max ack pending below batch", mod: func(c *pipeline.ConsumerConfig) { c.Batch, c.MaxAckPending = 10, 5 }, wantErr: true},
+		{name: "negative ack wait", mod: func(c *pipeline.ConsumerConfig) { c.AckWait = -time.Second }, wantErr: true},
+		{name: "negative nak delay", mod: func(c *pipeline.ConsumerConfig) { c.NakDelay = -time.Second }, wantErr: true},
+		{name: "in progress not below ack wait", mod: func(c *pipeline.ConsumerConfig) { c.AckWait, c.InProgressEvery = time.Second, time.Second }, wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := base()
+			tt.mod(&cfg)
+			err := cfg.Validate()
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("Validate() = %v, wantErr %v", err, tt.wantErr)
+			}
+			if err != nil && !errors.Is(err, pipeline.ErrInvalidOption) {
+				t.Errorf("error %v does not wrap ErrInvalidOption", err)
+			}
+		})
+	}
+}
+
+func TestConsumerDefaultsAndIdempotentCreate(t *testing.T) {
+	_, b := pipelinetest.StartBus(t)
+	cfg := pipeline.ConsumerConfig{Stream: pipeline.StreamRequests, Durable: "infer", Stage: "infer", FilterSubjects: []string{"lf.req.>"}}
+	h := pipeline.PerMessage(func(context.Context, jetstream.Msg) error { return nil })
+	c := newConsumer(t, b, cfg, h)
+	got := c.Config()
+	if got.Batch != 64 || got.MaxWait != time.Second || got.MaxAckPending != 256 || got.AckWait != 30*time.Second ||
+		got.MaxDeliver != 5 || got.NakDelay != time.Second || got.InProgressEvery != 10*time.Second {
+		t.Errorf("defaults = %+v", got)
+	}
+	newConsumer(t, b, cfg, h) // a second start with the same config
+	info := consumerInfo(t, b, pipeline.StreamRequests, "infer")
+	if info.Config.MaxAckPending != 256 || info.Config.AckWait != 30*time.Second || info.Config.AckPolicy != jetstream.AckExplicitPolicy {
+		t.Errorf("server consumer config = %+v", info.Config)
+	}
+	if _, err := pipeline.NewConsumer(context.Background(), b, cfg, nil, pipelinetest.Logger(t)); !errors.Is(err, pipeline.ErrInvalidOption) {
+		t.Errorf("NewConsumer without a handler = %v", err)
+	}
+	if got := pipeline.ThirdToken("lf.data.ds1.raw"); got != "ds1" {
+		t.Errorf("ThirdToken = %q", got)
+	}
+	if got := pipeline.ThirdToken("lf.res"); got != "unknown" {
+		t.Errorf("ThirdToken of a short subject = %q", got)
+	}
+}
+
+func TestConsumerAcksSuccess(t *testing.T) {
+	_, b := pipelinetest.StartBus(t)
+	var mu sync.Mutex
+	seen := map[string]int{}
+	var maxBatch atomic.Int64
+	h := handlerFunc(func(ctx context.Context, msgs []jetstream.Msg) []error {
+		maxBatch.Store(max(maxBatch.Load(), int64(len(msgs))))
+		mu.Lock()
+		defer mu.Unlock()
+		for _, m := range msgs {
+			seen[m.Headers().Get(jetstream.MsgIDHeader)]++
+		}
+		return make([]error, len(msgs))
+	})
+	publishRequests(t, b, "job1", 50) // before the consumer runs: full batches
+	c := newConsumer(t, b, fastConfig(), h)
+	stop := runConsumer(t, c)
+	pipelinetest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if s := c.Stats(); s.Acked != 50 {
+			return fmt.Errorf("acked %d of 50", s.Acked)
+		}
+		return nil
+	})
+	publishRequests(t, b, "job2", 1) // a lone message while idle
+	pipelinetest.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		if s := c.Stats(); s.Acked != 51 {
+			return fmt.Errorf("acked %d of 51", s.Acked)
+		}
+		return nil
+	})
+	if err := stop(); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	mu.Lock()
+	if len(seen) != 51 {
+		t.Errorf("%d distinct messages handled, want 51", len(seen))
+	}
+	for k, n := range seen {
+		if n != 1 {
+			t.Errorf("%s handled %d times", k, n)
+		}
+	}
+	mu.Unlock()
+	if mb := maxBatch.Load(); mb != 8 {
+		t.Errorf("largest batch = %d, want the batch size 8", mb)
+	}
+	// Work queue: acked messages are gone.
+	pipelinetest.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		if n := streamMsgs(t, b, pipeline.StreamRequests); n != 0 {
+			return fmt.Errorf("%d msgs left in the work queue", n)
+		}
+		return nil
+	})
+	if s := c.Stats(); s.Nakked != 0 || s.DeadLetter != 0 || s.Fetched != 51 {
+		t.Errorf("stats = %+v", s)
+	}
+}
+
+type handlerFunc func(ctx context.Context, msgs []jetstream.Msg) []error
+
+func (f handlerFunc) Handle(ctx context.Context, msgs []jetstream.Msg) []error { return f(ctx, msgs) }
+
+func TestConsumerNakRedelivers(t *testing.T) {
+	_, b := pipelinetest.StartBus(t)
+	var calls atomic.Int64
+	h := pipeline.PerMessage(func(ctx context.Context, m jetstream.Msg) error {
+		meta, err := m.Metadata()
+		if err != nil {
+			return err
+		}
+		calls.Add(1)
+		if meta.NumDelivered < 3 {
+			return fmt.Errorf("model busy (delivery %d)", meta.NumDelivered)
+		}
+		return nil
+	})
+	c := newConsumer(t, b, fastConfig(), h)
+	runConsumer(t, c)
+	publishRequests(t, b, "job1", 1)
+	pipelinetest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if s := c.Stats(); s.Acked != 1 {
+			return fmt.Errorf("stats %+v", s)
+		}
+		return nil
+	})
+	if n := calls.Load(); n != 3 {
+		t.Errorf("handler called %d times, want 3", n)
+	}
+	if s := c.Stats(); s.Nakked != 2 || s.DeadLetter != 0 {
+		t.Errorf("stats = %+v, want 2 naks and no dead letter", s)
+	}
+}
+
+func TestConsumerInvalidGoesToDLQ(t *testing.T) {
+	_, b := pipelinetest.StartBus(t)
+	var calls atomic.Int64
+	h := pipeline.PerMessage(func(ctx context.Context, m jetstream.Msg) error {
+		calls.Add(1)
+		var v struct{ Prompt string }
+		if err := json.Unmarshal(m.Data(), &v); err != nil {
+			return pipeline.Invalid("request is not JSON", err)
+		}
+		return nil
+	})
+	c := newConsumer(t, b, fastConfig(), h)
+	runConsumer(t, c)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	subj, _ := pipeline.RequestSubject("job7", "m")
+	bad := []byte(`{"prompt": "unterminated`)
+	ack, err := b.Publish(ctx, subj, bad, "job7/r1", nats.Header{"Lf-Trace": []string{"t-1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pipelinetest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if s := c.Stats(); s.DeadLetter != 1 {
+			return fmt.Errorf("stats %+v", s)
+		}
+		return nil
+	})
+	recs := dlqRecords(t, b, "infer", "job7")
+	if len(recs) != 1 {
+		t.Fatalf("%d dlq records, want 1", len(recs))
+	}
+	r := recs[0]
+	if r.Reason != "request is not JSON" || r.Stage != "infer" || r.Stream != pipeline.StreamRequests || r.Subject != subj ||
+		r.Sequence != ack.Sequence || r.Deliveries != 1 || string(r.Data) != string(bad) || r.Error == "" {
+		t.Errorf("dlq record = %+v", r)
+	}
+	if r.Headers["Lf-Trace"][0] != "t-1" || r.Headers[jetstream.MsgIDHeader][0] != "job7/r1" {
+		t.Errorf("dlq headers = %v", r.Headers)
+	}
+	// Terminated: never redelivered, and gone from the work queue.
+	time.Sleep(200 * time.Millisecond) // longer than NakDelay: a redelivery would have come
+	if n := calls.Load(); n != 1 {
+		t.Errorf("handler called %d times, want 1", n)
+	}
+	if info := consumerInfo(t, b, pipeline.StreamRequests, "infer"); info.NumAckPending != 0 || info.NumRedelivered != 0 {
+		t.Errorf("consumer ack pending %d redelivered %d", info.NumAckPending, info.NumRedelivered)
+	}
+}
+
+func TestConsumerMaxDeliverGoesToDLQ(t *testing.T) {
+	_, b := pipelinetest.StartBus(t)
+	var calls atomic.Int64
+	h := pipeline.PerMessage(func(ctx context.Context, m jetstream.Msg) error {
+		calls.Add(1)
+		return io.ErrUnexpectedEOF
+	})
+	cfg := fastConfig()
+	cfg.MaxDeliver = 3
+	c := newConsumer(t, b, cfg, h)
+	runConsumer(t, c)
+	publishRequests(t, b, "job3", 1)
+	pipelinetest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if s := c.Stats(); s.DeadLetter != 1 {
+			return fmt.Errorf("stats %+v", s)
+		}
+		return nil
+	})
+	if n := calls.Load(); n != 3 {
+		t.Errorf("handler called %d times, want MaxDeliver=3", n)
+	}
+	recs := dlqRecords(t, b, "infer", "job3")
+	if len(recs) != 1 {
+		t.Fatalf("%d dlq records, want 1", len(recs))
+	}
+	if r := recs[0]; r.Reason != "max deliveries exceeded" || r.Deliveries != 3 || r.Error == "" || string(r.Data) != `{"n":0}` {
+		t.Errorf("dlq record = %+v", r)
+	}
+	if s := c.Stats(); s.Nakked != 2 {
+		t.Errorf("stats = %+v, want 2 naks", s)
+	}
+}
+
+// A message whose last allowed delivery never finished (a crashed worker)
+// comes back once more and goes to the DLQ without reaching the handler.
+func TestConsumerUnfinishedLastDeliveryGoesToDLQ(t *testing.T) {
+	_, b := pipelinetest.StartBus(t)
+	cfg := fastConfig()
+	cfg.MaxDeliver = 2
+	var calls atomic.Int64
+	c := newConsumer(t, b, cfg, pipeline.PerMessage(func(context.Context, jetstream.Msg) error { calls.Add(1); return nil }))
+	publishRequests(t, b, "job4", 1)
+	// Two deliveries that "crash": taken and given back without an outcome.
+	raw, err := b.JetStream().Consumer(context.Background(), pipeline.StreamRequests, "infer")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		batch, err := raw.Fetch(1, jetstream.FetchMaxWait(2*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for m := range batch.Messages() {
+			if err := m.Nak(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	runConsumer(t, c)
+	pipelinetest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if s := c.Stats(); s.DeadLetter != 1 {
+			return fmt.Errorf("stats %+v", s)
+		}
+		return nil
+	})
+	if n := calls.Load(); n != 0 {
+		t.Errorf("handler called %d times, want 0", n)
+	}
+	if recs := dlqRecords(t, b, "infer", "job4"); len(recs) != 1 || recs[0].Deliveries != 3 || recs[0].Reason != "max deliveries exceeded" {
+		t.Errorf("dlq records = %+v", recs)
+	}
+}
+
+func TestConsumerInProgressPreventsRedelivery(t *testing.T) {
+	_, b := pipelinetest.StartBus(t)
+	var calls atomic.Int64
+	h := pipeline.PerMessage(func(ctx context.Context, m jetstream.Msg) error {
+		calls.Add(1)
+		select { // three times the ack wait
+		case <-time.After(900 * time.Millisecond):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		return nil
+	})
+	cfg := fastConfig()
+	cfg.AckWait = 300 * time.Millisecond
+	cfg.InProgressEvery = 100 * time.Millisecond
+	c := newConsumer(t, b, cfg, h)
+	// A second loop on the same durable would take a redelivered message at once.
+	runConsumer(t, c)
+	runConsumer(t, c)
+	publishRequests(t, b, "job5", 1)
+	pipelinetest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if s := c.Stats(); s.Acked != 1 {
+			return fmt.Errorf("stats %+v", s)
+		}
+		return nil
+	})
+	if n := calls.Load(); n != 1 {
+		t.Errorf("handler called %d times, want 1 (redelivered while in progress)", n)
+	}
+	if info := consumerInfo(t, b, pipeline.StreamRequests, "infer"); info.NumRedelivered != 0 {
+		t.Errorf("consumer redelivered %d msgs", info.NumRedelivered)
+	}
+}
+
+func TestConsumerDrainOnCancel(t *testing.T) {
+	_, b := pipelinetest.StartBus(t)
+	entered := make(chan struct{})
+	release := make(chan struct{})
+	var handlerCtxErr atomic.Value
+	var once sync.Once
+	h := handlerFunc(func(ctx context.Context, msgs []jetstream.Msg) []error {
+		once.Do(func() { close(entered) })
+		<-release
+		handlerCtxErr.Store(fmt.Sprint(ctx.Err()))
+		return make([]error, len(msgs))
+	})
+	publishRequests(t, b, "job6", 5)
+	c := newConsumer(t, b, fastConfig(), h)
+	stop := runConsumer(t, c)
+	select {
+	case <-entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("handler never called")
+	}
+	stopped := make(chan error, 1)
+	go func() { stopped <- stop() }()
+	select {
+	case err := <-stopped:
+		t.Fatalf("Run returned (%v) while the batch was in flight", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	close(release)
+	if err := <-stopped; err != nil {
+		t.Fatalf("Run = %v, want nil", err)
+	}
+	if got := handlerCtxErr.Load(); got != "<nil>" {
+		t.Errorf("handler ctx was cancelled during drain: %v", got)
+	}
+	if s := c.Stats(); s.Acked != 5 || s.Batches != 1 {
+		t.Errorf("stats = %+v, want the in-flight batch of 5 acked", s)
+	}
+	pipelinetest.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		if info := consumerInfo(t, b, pipeline.StreamRequests, "infer"); info.NumAckPending != 0 {
+			return fmt.Errorf("%d acks pending", info.NumAckPending)
+		}
+		if n := streamMsgs(t, b, pipeline.StreamRequests); n != 0 {
+			return fmt.Errorf("%d msgs left", n)
+		}
+		return nil
+	})
+}
+
+func TestConsumerDrainTimeoutCancelsHandler(t *testing.T) {
+	_, b := pipelinetest.StartBus(t)
+	entered := make(chan struct{})
+	var once sync.Once
+	h := pipeline.PerMessage(func(ctx context.Context, m jetstream.Msg) error {
+		once.Do(func() { close(entered) })
+		<-ctx.Done()
+		return ctx.Err()
+	})
+	cfg := fastConfig()
+	cfg.DrainTimeout = 100 * time.Millisecond
+	c := newConsumer(t, b, cfg, h)
+	stop := runConsumer(t, c)
+	publishRequests(t, b, "job8", 1)
+	<-entered
+	start := time.Now()
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("drain took %v with a 100ms drain timeout", d)
+	}
+	if s := c.Stats(); s.Nakked != 1 {
+		t.Errorf("stats = %+v, want the cancelled message nakked", s)
+	}
+}
+
+func TestConsumerIdleCancelIsPrompt(t *testing.T) {
+	_, b := pipelinetest.StartBus(t)
+	cfg := fastConfig()
+	cfg.MaxWait = 5 * time.Second
+	c := newConsumer(t, b, cfg, pipeline.PerMessage(func(context.Context, jetstream.Msg) error { return nil }))
+	stop := runConsumer(t, c)
+	time.Sleep(50 * time.Millisecond) // let it block in a fetch
+	start := time.Now()
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("Run took %v to return on an idle stream", d)
+	}
+}
+
+func TestConsumerHandlerPanicAndBadOutcomes(t *testing.T) {
+	_, b := pipelinetest.StartBus(t)
+	var calls atomic.Int64
+	h := handlerFunc(func(ctx context.Context, msgs []jetstream.Msg) []error {
+		switch calls.Add(1) {
+		case 1:
+			panic("boom")
+		case 2:
+			return nil // wrong count
+		}
+		return make([]error, len(msgs))
+	})
+	cfg := fastConfig()
+	cfg.Batch = 1
+	cfg.MaxAckPending = 1
+	c := newConsumer(t, b, cfg, h)
+	runConsumer(t, c)
+	publishRequests(t, b, "job9", 1)
+	pipelinetest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if s := c.Stats(); s.Acked != 1 {
+			return fmt.Errorf("stats %+v", s)
+		}
+		return nil
+	})
+	if s := c.Stats(); s.Nakked != 2 || calls.Load() != 3 {
+		t.Errorf("stats = %+v calls %d, want 2 naks then success on call 3", s, calls.Load())
+	}
+}
+
+func TestInvalid(t *testing.T) {
+	cause := io.ErrUnexpectedEOF
+	err := fmt.Errorf("decode: %w", pipeline.Invalid("bad json", cause))
+	if !errors.Is(err, pipeline.ErrInvalid) || !errors.Is(err, cause) {
+		t.Errorf("Invalid does not wrap ErrInvalid and the cause: %v", err)
+	}
+	if got := pipeline.InvalidReason(err); got != "bad json" {
+		t.Errorf("InvalidReason = %q", got)
+	}
+	if got := pipeline.InvalidReason(cause); got != cause.Error() {
+		t.Errorf("InvalidReason of a plain error = %q", got)
+	}
+	if got := pipeline.Invalid("empty", nil).Error(); got != "empty" {
+		t.Errorf("Invalid without cause = %q", got)
+	}
+}

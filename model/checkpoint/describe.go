@@ -11,15 +11,15 @@ import (
 // Info summarises a checkpoint directory without loading its weights (only
 // the safetensors headers are read). It backs `largeforge model info`.
 type Info struct {
-	Dir               string
-	Config            Config
-	Parameters        int64    // elements over all stored tensors
-	DTypes            []string // distinct stored dtypes, sorted
-	WeightBytes       int64    // bytes of tensor data in the weight files
-	Files             []string // files of the Hugging Face layout present in Dir, sorted
-	Sharded           bool     // weights come from model.safetensors.index.json
-	HasTokenizer      bool     // tokenizer.json is present
-	HasGenerationConf bool     // generation_config.json is present
+	Dir                 string
+	Config              Config
+	Parameters          int64    // elements over all stored tensors
+	DTypes              []string // distinct stored dtypes, sorted
+	WeightBytes         int64    // bytes of tensor data in the weight files
+	Files               []string // files of the Hugging Face layout present in Dir, sorted
+	Sharded             bool     // weights come from model.safetensors.index.json
+	HasTokenizer        bool     // tokenizer.json is present
+	HasGenerationConfig bool     // generation_config.json is present
 }
 
 // Describe reads dir's config and the headers of its weight files, checks
@@ -106,7 +106,7 @@ func Describe(dir string) (Info, error) {
 		case TokenizerFile:
 			info.HasTokenizer = true
 		case GenerationConfigFile:
-			info.HasGenerationConf = true
+			info.HasGenerationConfig = true
 		}
 	}
 	sort.Strings(info.Files)

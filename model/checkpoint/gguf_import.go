@@ -291,6 +291,7 @@ type spmVocab struct {
 	bos, eos, unk          int
 	hasBOS, hasEOS, hasUnk bool
 	addBOS, addEOS         bool
+	chatTemplate           string
 }
 
 func ggufVocab(f *ggufFile) (*spmVocab, error) {
@@ -367,6 +368,7 @@ func ggufVocab(f *ggufFile) (*spmVocab, error) {
 	if b, ok := m["tokenizer.ggml.add_eos_token"].(bool); ok {
 		v.addEOS = b
 	}
+	v.chatTemplate, _ = m["tokenizer.chat_template"].(string)
 	return v, nil
 }
 
@@ -574,6 +576,9 @@ func (v *spmVocab) write(dir string, maxLen int) error {
 			special[s.key] = v.tokens[s.id]
 			tc[s.key] = v.tokens[s.id]
 		}
+	}
+	if v.chatTemplate != "" {
+		tc["chat_template"] = v.chatTemplate
 	}
 	if err := writeJSONAtomic(filepath.Join(dir, TokenizerConfigFile), tc); err != nil {
 		return err

@@ -203,6 +203,7 @@ func synthGGUF(t testing.TB, cfg Config, mutate func(kvs *[]ggufKV, ts *[]ggufT)
 		{"tokenizer.ggml.bos_token_id", uint32(1)},
 		{"tokenizer.ggml.eos_token_id", uint32(2)},
 		{"tokenizer.ggml.unknown_token_id", uint32(0)},
+		{"tokenizer.chat_template", "{% for m in messages %}{{ m['content'] }}{% endfor %}"},
 	}
 	ggufNames := map[string]string{}
 	for g := range map[string]bool{"token_embd.weight": true, "output_norm.weight": true, "output.weight": true} {
@@ -309,6 +310,13 @@ func TestImportGGUFSynthetic(t *testing.T) {
     ]`
 			if !strings.Contains(string(tok), wantMerges) {
 				t.Errorf("tokenizer.json merges, want %s in\n%s", wantMerges, tok)
+			}
+			tc, err := os.ReadFile(filepath.Join(out, TokenizerConfigFile))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(string(tc), `"chat_template": "{% for m in messages %}{{ m['content'] }}{% endfor %}"`) {
+				t.Errorf("tokenizer_config.json lacks the GGUF chat template:\n%s", tc)
 			}
 		})
 	}

@@ -152,7 +152,8 @@ type piece struct {
 }
 
 type preTokenizer interface {
-	apply(in []piece) []piece
+	// apply appends the pieces of in to out, using sc's buffers.
+	apply(in, out []piece, sc *scratch) []piece
 }
 
 // preTokenizers returns the pre-tokenizer chain and whether it ends with
@@ -301,12 +302,10 @@ type splitPre struct {
 	invert bool
 }
 
-func (p splitPre) apply(in []piece) []piece {
-	out := make([]piece, 0, len(in)*2)
-	var buf []string
+func (p splitPre) apply(in, out []piece, sc *scratch) []piece {
 	for _, pc := range in {
-		buf = splitBy(pc.text, p.m, p.beh, p.invert, buf[:0])
-		for k, s := range buf {
+		sc.strs = splitBy(pc.text, p.m, p.beh, p.invert, sc.strs[:0], sc)
+		for k, s := range sc.strs {
 			out = append(out, piece{text: s, first: pc.first && k == 0 && strings.HasPrefix(pc.text, s)})
 		}
 	}
@@ -318,9 +317,7 @@ type byteLevelPre struct {
 	useRegex       bool
 }
 
-func (p byteLevelPre) apply(in []piece) []piece {
-	out := make([]piece, 0, len(in)*2)
-	var buf []string
+func (p byteLevelPre) apply(in, out []piece, sc *scratch) []piece {
 	for _, pc := range in {
 		s := pc.text
 		if p.addPrefixSpace && !strings.HasPrefix(s, " ") {
@@ -330,8 +327,8 @@ func (p byteLevelPre) apply(in []piece) []piece {
 			out = append(out, piece{text: s, first: pc.first})
 			continue
 		}
-		buf = splitBy(s, wordScanner{}, behIsolated, false, buf[:0])
-		for k, w := range buf {
+		sc.strs = splitBy(s, wordScanner{}, behIsolated, false, sc.strs[:0], sc)
+		for k, w := range sc.strs {
 			out = append(out, piece{text: w, first: pc.first && k == 0})
 		}
 	}
@@ -344,9 +341,7 @@ type metaspacePre struct {
 	split  bool
 }
 
-func (p metaspacePre) apply(in []piece) []piece {
-	out := make([]piece, 0, len(in)*2)
-	var buf []string
+func (p metaspacePre) apply(in, out []piece, sc *scratch) []piece {
 	for _, pc := range in {
 		s := strings.ReplaceAll(pc.text, " ", p.repl)
 		if !strings.HasPrefix(s, p.repl) && (p.scheme == prependAlways || (p.scheme == prependFirst && pc.first)) {
@@ -356,8 +351,8 @@ func (p metaspacePre) apply(in []piece) []piece {
 			out = append(out, piece{text: s, first: pc.first})
 			continue
 		}
-		buf = splitBy(s, literalMatcher{p.repl}, behMergedWithNext, false, buf[:0])
-		for k, w := range buf {
+		sc.strs = splitBy(s, literalMatcher{p.repl}, behMergedWithNext, false, sc.strs[:0], sc)
+		for k, w := range sc.strs {
 			out = append(out, piece{text: w, first: pc.first && k == 0})
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"sync"
 	"unicode"
 	"unicode/utf8"
 )
@@ -81,7 +82,42 @@ type wordScanner struct {
 	maxDigits int
 }
 
-func isOther(r rune) bool { return !unicode.IsSpace(r) && !unicode.IsLetter(r) && !unicode.IsNumber(r) }
+// Character classes of the split patterns.
+const (
+	clsOther  uint8 = iota // [^\s\p{L}\p{N}]
+	clsLetter              // \p{L}
+	clsNumber              // \p{N}
+	clsSpace               // \s
+)
+
+var asciiClass [utf8.RuneSelf]uint8
+
+func init() {
+	for r := rune(0); r < utf8.RuneSelf; r++ {
+		asciiClass[r] = classOfSlow(r)
+	}
+}
+
+func classOfSlow(r rune) uint8 {
+	switch {
+	case unicode.IsSpace(r):
+		return clsSpace
+	case unicode.IsLetter(r):
+		return clsLetter
+	case unicode.IsNumber(r):
+		return clsNumber
+	}
+	return clsOther
+}
+
+func classOf(r rune) uint8 {
+	if r < utf8.RuneSelf {
+		return asciiClass[r]
+	}
+	return classOfSlow(r)
+}
+
+func isOther(r rune) bool { return classOf(r) == clsOther }
 
 // runeAt decodes the rune at byte offset i (utf8.RuneError, 0 at the end).
 func runeAt(s string, i int) (rune, int) {
@@ -99,6 +135,25 @@ func spanWhile(s string, i int, f func(rune) bool) int {
 	for i < len(s) {
 		r, n := runeAt(s, i)
 		if !f(r) {
+			break
+		}
+		i += n
+	}
+	return i
+}
+
+// spanClass returns the end of the run of runes from i of class c.
+func spanClass(s string, i int, c uint8) int {
+	for i < len(s) {
+		if b := s[i]; b < utf8.RuneSelf {
+			if asciiClass[b] != c {
+				break
+			}
+			i++
+			continue
+		}
+		r, n := utf8.DecodeRuneInString(s[i:])
+		if classOfSlow(r) != c {
 			break
 		}
 		i += n
@@ -144,25 +199,29 @@ func contraction(s string, i int, fold bool) int {
 // matchAt returns the end of the match that starts at i; the patterns cover
 // every rune, so there always is one.
 func (sc wordScanner) matchAt(s string, i int) int {
-	if n := contraction(s, i, sc.llama3); n > 0 {
-		return i + n
+	if s[i] == '\'' {
+		if n := contraction(s, i, sc.llama3); n > 0 {
+			return i + n
+		}
 	}
 	r, n := runeAt(s, i)
+	c := classOf(r)
 	r2, n2 := runeAt(s, i+n)
+	c2 := clsOther
+	if n2 > 0 {
+		c2 = classOf(r2)
+	}
 	if sc.llama3 {
-		// [^\r\n\p{L}\p{N}]?\p{L}+
-		if unicode.IsLetter(r) {
-			return spanWhile(s, i+n, unicode.IsLetter)
-		}
-		if n2 > 0 && r != '\r' && r != '\n' && !unicode.IsNumber(r) && unicode.IsLetter(r2) {
-			return spanWhile(s, i+n+n2, unicode.IsLetter)
-		}
-		// \p{N}{1,k}
-		if unicode.IsNumber(r) {
+		switch {
+		case c == clsLetter: // [^\r\n\p{L}\p{N}]?\p{L}+
+			return spanClass(s, i+n, clsLetter)
+		case c2 == clsLetter && r != '\r' && r != '\n' && c != clsNumber:
+			return spanClass(s, i+n+n2, clsLetter)
+		case c == clsNumber: // \p{N}{1,k}
 			j := i + n
 			for k := 1; (sc.maxDigits == 0 || k < sc.maxDigits) && j < len(s); k++ {
 				r3, n3 := runeAt(s, j)
-				if !unicode.IsNumber(r3) {
+				if classOf(r3) != clsNumber {
 					break
 				}
 				j += n3
@@ -171,32 +230,33 @@ func (sc wordScanner) matchAt(s string, i int) int {
 		}
 		//  ?[^\s\p{L}\p{N}]+[\r\n]*
 		start := -1
-		if r == ' ' && n2 > 0 && isOther(r2) {
+		if r == ' ' && n2 > 0 && c2 == clsOther {
 			start = i + n
-		} else if isOther(r) {
+		} else if c == clsOther {
 			start = i
 		}
 		if start >= 0 {
-			j := spanWhile(s, start, isOther)
-			return spanWhile(s, j, func(c rune) bool { return c == '\r' || c == '\n' })
+			j := spanClass(s, start, clsOther)
+			for j < len(s) && (s[j] == '\r' || s[j] == '\n') {
+				j++
+			}
+			return j
 		}
 		// \s*[\r\n]+
-		j := spanWhile(s, i, unicode.IsSpace)
+		j := spanClass(s, i, clsSpace)
 		if last := strings.LastIndexAny(s[i:j], "\r\n"); last >= 0 {
 			return i + last + 1
 		}
 		return sc.spaces(s, i, j)
 	}
 	//  ?\p{L}+ |  ?\p{N}+ |  ?[^\s\p{L}\p{N}]+
-	for _, class := range [...]func(rune) bool{unicode.IsLetter, unicode.IsNumber, isOther} {
-		if class(r) {
-			return spanWhile(s, i+n, class)
-		}
-		if r == ' ' && n2 > 0 && class(r2) {
-			return spanWhile(s, i+n+n2, class)
-		}
+	if c != clsSpace {
+		return spanClass(s, i+n, c)
 	}
-	return sc.spaces(s, i, spanWhile(s, i, unicode.IsSpace))
+	if r == ' ' && n2 > 0 && c2 != clsSpace {
+		return spanClass(s, i+n+n2, c2)
+	}
+	return sc.spaces(s, i, spanClass(s, i, clsSpace))
 }
 
 // spaces implements \s+(?!\S)|\s+ for the whitespace run s[i:j].
@@ -240,19 +300,43 @@ func parseBehavior(s string) (splitBehavior, error) {
 	return 0, fmt.Errorf("%w: Split behavior %q", ErrUnsupported, s)
 }
 
+// scratch holds the buffers one Encode call reuses.
+type scratch struct {
+	spans  [][2]int
+	segs   []seg
+	pieces [][2]int
+	strs   []string
+	a, b   []piece
+}
+
+var scratchPool = sync.Pool{New: func() any { return new(scratch) }}
+
+type seg struct {
+	start, end int
+	match      bool
+}
+
 // splitBy cuts s at the matches of m and combines the parts per behavior,
 // appending the non-empty pieces to dst.
-func splitBy(s string, m matcher, beh splitBehavior, invert bool, dst []string) []string {
-	var buf [64][2]int
-	spans := m.find(s, buf[:0])
-	type seg struct {
-		start, end int
-		match      bool
+func splitBy(s string, m matcher, beh splitBehavior, invert bool, dst []string, sc *scratch) []string {
+	sc.spans = m.find(s, sc.spans[:0])
+	if beh == behIsolated {
+		prev := 0
+		for _, sp := range sc.spans {
+			if sp[0] > prev {
+				dst = append(dst, s[prev:sp[0]])
+			}
+			dst = append(dst, s[sp[0]:sp[1]])
+			prev = sp[1]
+		}
+		if prev < len(s) {
+			dst = append(dst, s[prev:])
+		}
+		return dst
 	}
-	var sb [64]seg
-	segs := sb[:0]
+	segs := sc.segs[:0]
 	prev := 0
-	for _, sp := range spans {
+	for _, sp := range sc.spans {
 		if sp[0] > prev {
 			segs = append(segs, seg{prev, sp[0], invert})
 		}
@@ -262,6 +346,7 @@ func splitBy(s string, m matcher, beh splitBehavior, invert bool, dst []string) 
 	if prev < len(s) {
 		segs = append(segs, seg{prev, len(s), invert})
 	}
+	sc.segs = segs
 	switch beh {
 	case behRemoved:
 		for _, g := range segs {
@@ -269,14 +354,9 @@ func splitBy(s string, m matcher, beh splitBehavior, invert bool, dst []string) 
 				dst = append(dst, s[g.start:g.end])
 			}
 		}
-	case behIsolated:
-		for _, g := range segs {
-			dst = append(dst, s[g.start:g.end])
-		}
 	case behMergedWithPrevious:
 		// A match joins the piece before it unless that piece ended in a match.
-		var out [64][2]int
-		pieces := out[:0]
+		pieces := sc.pieces[:0]
 		prevMatch := false
 		for _, g := range segs {
 			if g.match && !prevMatch && len(pieces) > 0 {
@@ -289,10 +369,10 @@ func splitBy(s string, m matcher, beh splitBehavior, invert bool, dst []string) 
 		for _, p := range pieces {
 			dst = append(dst, s[p[0]:p[1]])
 		}
+		sc.pieces = pieces
 	case behMergedWithNext:
 		// A match joins the piece after it unless that piece is a match.
-		var out [64][2]int
-		pieces := out[:0]
+		pieces := sc.pieces[:0]
 		nextMatch := false
 		for k := len(segs) - 1; k >= 0; k-- {
 			g := segs[k]
@@ -306,6 +386,7 @@ func splitBy(s string, m matcher, beh splitBehavior, invert bool, dst []string) 
 		for k := len(pieces) - 1; k >= 0; k-- {
 			dst = append(dst, s[pieces[k][0]:pieces[k][1]])
 		}
+		sc.pieces = pieces
 	case behContiguous:
 		start := -1
 		for k, g := range segs {

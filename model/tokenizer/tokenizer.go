@@ -427,6 +427,7 @@ func (t *Tokenizer) Encode(text string, addSpecial bool) []int {
 	if addSpecial {
 		ids = append(ids, t.prefix...)
 	}
+	sc := scratchPool.Get().(*scratch)
 	var segBuf [8]segment
 	for _, seg := range t.splitAdded(text, segBuf[:0]) {
 		if seg.id >= 0 {
@@ -440,14 +441,19 @@ func (t *Tokenizer) Encode(text string, addSpecial bool) []int {
 		if s == "" {
 			continue
 		}
-		pieces := []piece{{text: s, first: seg.first}}
+		sc.a = append(sc.a[:0], piece{text: s, first: seg.first})
 		for _, p := range t.pre {
-			pieces = p.apply(pieces)
+			sc.b = p.apply(sc.a, sc.b[:0], sc)
+			sc.a, sc.b = sc.b, sc.a
 		}
-		for _, pc := range pieces {
+		for _, pc := range sc.a {
 			ids = t.model.encodePiece(pc.text, ids)
 		}
 	}
+	clear(sc.a)
+	clear(sc.b)
+	clear(sc.strs)
+	scratchPool.Put(sc)
 	if addSpecial {
 		ids = append(ids, t.suffix...)
 	}

@@ -2,6 +2,7 @@ package tokenizer
 
 import (
 	"fmt"
+	"strings"
 	"sync"
 )
 
@@ -25,17 +26,45 @@ type bpe struct {
 	byteLevel    bool       // symbols are the bytes of the piece (byte-level BPE)
 	byteSym      [256]int32 // byte-level: the token of each byte's character, -1 if absent
 
+	// chunkAtMeta: no token holds "▁" after another character, so a word can
+	// be cut where a run of "▁" starts without changing the result (merges
+	// never cross such a cut); the pieces are then cached like words.
+	chunkAtMeta bool
+
 	mu    sync.RWMutex
 	cache map[string][]int32
 }
 
 const maxCacheEntries = 1 << 16
 
+const meta = "▁"
+
 // encodePiece appends the tokens of one pre-tokenized piece to dst.
 func (m *bpe) encodePiece(piece string, dst []int) []int {
 	if piece == "" {
 		return dst
 	}
+	if m.chunkAtMeta && len(piece) > 16 {
+		start := 0
+		for i := 1; i < len(piece); {
+			k := strings.Index(piece[i:], meta)
+			if k < 0 {
+				break
+			}
+			p := i + k
+			if !strings.HasSuffix(piece[:p], meta) {
+				dst = m.encodeChunk(piece[start:p], dst)
+				start = p
+			}
+			i = p + len(meta)
+		}
+		return m.encodeChunk(piece[start:], dst)
+	}
+	return m.encodeChunk(piece, dst)
+}
+
+// encodeChunk appends the tokens of a piece, through the cache when short.
+func (m *bpe) encodeChunk(piece string, dst []int) []int {
 	useCache := len(piece) < 64
 	if useCache {
 		m.mu.RLock()
@@ -52,7 +81,7 @@ func (m *bpe) encodePiece(piece string, dst []int) []int {
 	if useCache {
 		m.mu.Lock()
 		if len(m.cache) < maxCacheEntries {
-			m.cache[piece] = ids
+			m.cache[strings.Clone(piece)] = ids // the piece shares the input's memory
 		}
 		m.mu.Unlock()
 	}
@@ -286,6 +315,19 @@ func newBPE(j *bpeJSON, byteLevel bool) (*bpe, error) {
 		}
 		if id, ok := m.vocab[byteToStr[b]]; ok {
 			m.byteSym[b] = int32(id)
+		}
+	}
+	if _, ok := m.vocab[meta]; ok && !byteLevel {
+		m.chunkAtMeta = true
+		for tok := range m.vocab {
+			if k := strings.Index(tok, meta); k >= 0 && strings.Trim(tok[:k+len(meta)], meta) != "" {
+				m.chunkAtMeta = false
+				break
+			}
+			if strings.Contains(strings.TrimLeft(tok, meta), meta) {
+				m.chunkAtMeta = false
+				break
+			}
 		}
 	}
 	for rank, mg := range j.Merges {

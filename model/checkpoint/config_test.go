@@ -200,3 +200,92 @@ func TestGenerationConfig(t *testing.T) {
 		t.Fatalf("absent generation_config.json: %+v, %v; want zero value, nil", g, err)
 	}
 }
+
+// TestParseConfigPublished parses config.json files as published on the
+// Hugging Face hub.
+func TestParseConfigPublished(t *testing.T) {
+	tests := []struct {
+		name    string
+		json    string
+		check   func(c Config) bool
+		wantErr error
+	}{
+		{
+			name: "Qwen2.5-0.5B",
+			json: `{"architectures":["Qwen2ForCausalLM"],"attention_dropout":0.0,"bos_token_id":151643,"eos_token_id":151643,"hidden_act":"silu","hidden_size":896,"initializer_range":0.02,"intermediate_size":4864,"max_position_embeddings":32768,"max_window_layers":24,"model_type":"qwen2","num_attention_heads":14,"num_hidden_layers":24,"num_key_value_heads":2,"rms_norm_eps":1e-06,"rope_theta":1000000.0,"sliding_window":32768,"tie_word_embeddings":true,"torch_dtype":"bfloat16","transformers_version":"4.43.1","use_cache":true,"use_sliding_window":false,"vocab_size":151936}`,
+			check: func(c Config) bool {
+				return c.HeadDim == 64 && c.NumKVHeads == 2 && c.AttentionBias && c.TieWordEmbeddings && c.SlidingWindow == 0 && c.RopeTheta == 1e6 && c.EOSTokenIDs[0] == 151643
+			},
+		},
+		{
+			name: "Llama-3.2-1B",
+			json: `{"architectures":["LlamaForCausalLM"],"attention_bias":false,"attention_dropout":0.0,"bos_token_id":128000,"eos_token_id":[128001,128008,128009],"head_dim":64,"hidden_act":"silu","hidden_size":2048,"initializer_range":0.02,"intermediate_size":8192,"max_position_embeddings":131072,"mlp_bias":false,"model_type":"llama","num_attention_heads":32,"num_hidden_layers":16,"num_key_value_heads":8,"pretraining_tp":1,"rms_norm_eps":1e-05,"rope_scaling":{"factor":32.0,"high_freq_factor":4.0,"low_freq_factor":1.0,"original_max_position_embeddings":8192,"rope_type":"llama3"},"rope_theta":500000.0,"tie_word_embeddings":true,"torch_dtype":"bfloat16","transformers_version":"4.45.0.dev0","use_cache":true,"vocab_size":128256}`,
+			check: func(c Config) bool {
+				return c.RopeScaling != nil && c.RopeScaling.Factor == 32 && len(c.EOSTokenIDs) == 3 && c.HeadDim == 64 && !c.AttentionBias
+			},
+		},
+		{
+			name:  "Mistral-7B-v0.1",
+			json:  `{"architectures":["MistralForCausalLM"],"bos_token_id":1,"eos_token_id":2,"hidden_act":"silu","hidden_size":4096,"initializer_range":0.02,"intermediate_size":14336,"max_position_embeddings":32768,"model_type":"mistral","num_attention_heads":32,"num_hidden_layers":32,"num_key_value_heads":8,"rms_norm_eps":1e-05,"rope_theta":10000.0,"sliding_window":4096,"tie_word_embeddings":false,"torch_dtype":"bfloat16","transformers_version":"4.34.0.dev0","use_cache":true,"vocab_size":32000}`,
+			check: func(c Config) bool { return c.SlidingWindow == 4096 && c.HeadDim == 128 && c.NumKVHeads == 8 },
+		},
+		{
+			name:  "TinyLlama-1.1B-Chat",
+			json:  `{"architectures":["LlamaForCausalLM"],"bos_token_id":1,"eos_token_id":2,"hidden_act":"silu","hidden_size":2048,"initializer_range":0.02,"intermediate_size":5632,"max_position_embeddings":2048,"model_type":"llama","num_attention_heads":32,"num_hidden_layers":22,"num_key_value_heads":4,"pretraining_tp":1,"rms_norm_eps":1e-05,"rope_scaling":null,"rope_theta":10000.0,"tie_word_embeddings":false,"torch_dtype":"bfloat16","transformers_version":"4.35.0","use_cache":true,"vocab_size":32000}`,
+			check: func(c Config) bool { return c.HeadDim == 64 && c.RopeScaling == nil && c.NumKVHeads == 4 },
+		},
+		{
+			name:    "Phi-3",
+			json:    `{"architectures":["Phi3ForCausalLM"],"hidden_size":3072,"vocab_size":32064}`,
+			wantErr: ErrUnknownArchitecture,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := ParseConfig([]byte(tt.json))
+			if tt.wantErr != nil {
+				if !errors.Is(err, tt.wantErr) {
+					t.Fatalf("err = %v, want %v", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !tt.check(c) {
+				t.Errorf("parsed %+v", c)
+			}
+		})
+	}
+}
+
+func FuzzParseConfig(f *testing.F) {
+	f.Add([]byte(llamaJSON))
+	f.Add([]byte(`{"architectures":["Qwen2ForCausalLM"],"vocab_size":8,"hidden_size":4,"intermediate_size":4,"num_hidden_layers":1,"num_attention_heads":2,"eos_token_id":[1,2]}`))
+	f.Add([]byte(`{"architectures":["LlamaForCausalLM"],"vocab_size":8,"hidden_size":4,"intermediate_size":4,"num_hidden_layers":1,"num_attention_heads":2,"rope_scaling":{"type":"llama3","factor":2,"low_freq_factor":1,"high_freq_factor":2,"original_max_position_embeddings":4}}`))
+	f.Add([]byte(`{"architectures":["MistralForCausalLM"],"head_dim":null,"eos_token_id":null}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, err := ParseConfig(data)
+		if err != nil {
+			return
+		}
+		if err := c.Validate(); err != nil {
+			t.Fatalf("ParseConfig accepted an invalid config: %v", err)
+		}
+		b, err := c.MarshalJSON()
+		if err != nil {
+			t.Fatal(err)
+		}
+		again, err := ParseConfig(b)
+		if err != nil {
+			t.Fatalf("re-parse of %s: %v", b, err)
+		}
+		if c.TorchDtype == "" {
+			again.TorchDtype = ""
+		}
+		if !reflect.DeepEqual(again, c) {
+			t.Fatalf("round trip:\n got %+v\nwant %+v", again, c)
+		}
+		_, _ = ParseGenerationConfig(data)
+	})
+}

@@ -1,7 +1,6 @@
 package tokenizer
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,6 +11,7 @@ import (
 	"strings"
 	"unicode"
 	"unicode/utf8"
+	"unsafe"
 
 	"github.com/ardanlabs/jinja"
 )
@@ -32,9 +32,10 @@ type Tokenizer struct {
 	norm         []normalizer
 	pre          []preTokenizer
 	dec          []decoder
-	prefix       []int // ids added before the text by Encode(addSpecial)
-	suffix       []int // ids added after it
-	bos, eos     int   // -1 when unknown
+	decBytes     []string // with the ByteLevel decoder alone: the raw bytes of each token
+	prefix       []int    // ids added before the text by Encode(addSpecial)
+	suffix       []int    // ids added after it
+	bos, eos     int      // -1 when unknown
 	chatTmpl     string
 	chatCompiled *jinja.Template
 	chatErr      error
@@ -167,6 +168,19 @@ func Parse(data []byte) (*Tokenizer, error) {
 	for k, a := range t.added {
 		c := a.Content[0]
 		t.addedIdx[c] = append(t.addedIdx[c], k)
+	}
+	if len(t.dec) == 1 {
+		if _, ok := t.dec[0].(byteLevelDec); ok {
+			t.decBytes = make([]string, len(t.tokens))
+			var buf []byte
+			for id, tok := range t.tokens {
+				var ok bool
+				if buf, ok = byteLevelBytes(buf[:0], tok); !ok {
+					buf = append(buf[:0], tok...)
+				}
+				t.decBytes[id] = string(buf)
+			}
+		}
 	}
 	if t.prefix, t.suffix, err = buildPostProcessor(f.PostProcessor, t.vocab); err != nil {
 		return nil, err
@@ -463,6 +477,25 @@ func (t *Tokenizer) Encode(text string, addSpecial bool) []int {
 // Decode returns the text of ids. Ids outside the vocabulary are skipped; with
 // skipSpecial so are special tokens. The result is always valid UTF-8.
 func (t *Tokenizer) Decode(ids []int, skipSpecial bool) string {
+	if t.decBytes != nil {
+		n := 0
+		for _, id := range ids {
+			if id >= 0 && id < len(t.decBytes) {
+				n += len(t.decBytes[id])
+			}
+		}
+		buf := make([]byte, 0, n)
+		for _, id := range ids {
+			if id < 0 || id >= len(t.decBytes) || (skipSpecial && t.special[id]) {
+				continue
+			}
+			buf = append(buf, t.decBytes[id]...)
+		}
+		if utf8.Valid(buf) {
+			return unsafeString(buf)
+		}
+		return unsafeString(appendLossy(make([]byte, 0, len(buf)+8), buf))
+	}
 	toks := make([]string, 0, len(ids))
 	for _, id := range ids {
 		if id < 0 || id >= len(t.tokens) || (t.tokens[id] == "" && !t.inVocab(id)) {
@@ -476,15 +509,22 @@ func (t *Tokenizer) Decode(ids []int, skipSpecial bool) string {
 	for _, d := range t.dec {
 		toks = d.decode(toks)
 	}
-	var buf bytes.Buffer
+	n := 0
 	for _, s := range toks {
-		buf.WriteString(s)
+		n += len(s)
 	}
-	if utf8.Valid(buf.Bytes()) {
-		return buf.String()
+	buf := make([]byte, 0, n)
+	for _, s := range toks {
+		buf = append(buf, s...)
 	}
-	return string(appendLossy(nil, buf.Bytes()))
+	if utf8.Valid(buf) {
+		return unsafeString(buf)
+	}
+	return unsafeString(appendLossy(make([]byte, 0, len(buf)+8), buf))
 }
+
+// unsafeString returns b as a string without copying; b must not change after.
+func unsafeString(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
 
 // inVocab reports whether id is a token whose spelling is the empty string.
 func (t *Tokenizer) inVocab(id int) bool {

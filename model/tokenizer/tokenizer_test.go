@@ -211,3 +211,29 @@ func TestLoadErrors(t *testing.T) {
 		t.Error("Load of a missing file succeeded")
 	}
 }
+
+// Cutting a SentencePiece-style word at metaspace runs gives the same tokens
+// as merging the whole word at once.
+func TestChunkAtMetaMatchesWholeWord(t *testing.T) {
+	for name, get := range map[string]func(testing.TB) *Tokenizer{"llama2": llama2, "stories260K": stories} {
+		t.Run(name, func(t *testing.T) {
+			tok := get(t)
+			if !tok.model.chunkAtMeta {
+				t.Fatal("chunkAtMeta should be on for this vocabulary")
+			}
+			for _, text := range append(streamTexts, benchText[:4000], "a  b   c    d\n\n e", "▁▁x▁ y") {
+				s := text
+				for _, n := range tok.norm {
+					s = n(s)
+				}
+				var whole []int
+				for _, id := range tok.model.encodeWord(s) {
+					whole = append(whole, int(id))
+				}
+				if got := tok.model.encodePiece(s, nil); !slices.Equal(got, whole) {
+					t.Errorf("%q: chunked %v, whole %v", text, got, whole)
+				}
+			}
+		})
+	}
+}

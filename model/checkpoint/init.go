@@ -13,8 +13,8 @@ import (
 // linear and embedding weight (Hugging Face initializer_range).
 const InitStd = 0.02
 
-// Byte-level tokenizer ids written by Init: ids 0-255 are the bytes, then
-// the three special tokens.
+// Byte-level tokenizer ids written by Init: ids 0-255 are the bytes (in
+// GPT-2 vocabulary order), then the three special tokens.
 const (
 	ByteBOSID       = 256
 	ByteEOSID       = 257
@@ -128,43 +128,39 @@ func Init(preset string, seed int64, outDir string) error {
 	return writeByteTokenizer(outDir, cfg.MaxPositionEmbeddings)
 }
 
-// byteToUnicode is GPT-2's reversible map from bytes to printable runes.
-func byteToUnicode() [256]rune {
-	var m [256]rune
-	var direct [256]bool
-	for b := '!'; b <= '~'; b++ {
-		direct[b] = true
+// byteLevelAlphabet returns GPT-2's byte-to-unicode map in GPT-2 vocabulary
+// order: first the printable bytes that stand for themselves ('!'..'~',
+// '¡'..'¬', '®'..'ÿ'), then the others, which stand for U+0100 onward.
+func byteLevelAlphabet() []string {
+	var printable [256]bool
+	for _, r := range [][2]int{{'!', '~'}, {'¡', '¬'}, {'®', 'ÿ'}} {
+		for b := r[0]; b <= r[1]; b++ {
+			printable[b] = true
+		}
 	}
-	for b := '¡'; b <= '¬'; b++ {
-		direct[b] = true
-	}
-	for b := '®'; b <= 'ÿ'; b++ {
-		direct[b] = true
+	out := make([]string, 0, 256)
+	for b := 0; b < 256; b++ {
+		if printable[b] {
+			out = append(out, string(rune(b)))
+		}
 	}
 	n := 0
 	for b := 0; b < 256; b++ {
-		if direct[b] {
-			m[b] = rune(b)
-		} else {
-			m[b] = rune(256 + n)
+		if !printable[b] {
+			out = append(out, string(rune(256+n)))
 			n++
 		}
 	}
-	return m
+	return out
 }
 
 // ByteLevelTokenizerJSON returns a minimal Hugging Face tokenizer.json: a
-// BPE model whose vocabulary is GPT-2's 256 byte symbols (id = byte value)
-// with no merges, <s>, </s> and <pad> as special added tokens (ids 256-258),
-// ByteLevel pre-tokenizer and decoder, and a post-processor that prepends
-// <s>.
+// BPE model whose vocabulary is GPT-2's 256 byte symbols in GPT-2 order
+// (ids 0-255) with no merges, <s>, </s> and <pad> as special added tokens
+// (ids 256-258), ByteLevel pre-tokenizer and decoder, and a post-processor
+// that prepends <s>. It is the layout model/tokenizer's ByteLevelJSON writes.
 func ByteLevelTokenizerJSON() map[string]any {
-	b2u := byteToUnicode()
-	vocab := make(orderedVocab, 0, ByteVocabSize)
-	for b := 0; b < 256; b++ {
-		vocab = append(vocab, string(b2u[b]))
-	}
-	vocab = append(vocab, byteBOS, byteEOS, bytePad)
+	vocab := orderedVocab(byteLevelAlphabet())
 	added := []addedToken{
 		{ID: ByteBOSID, Content: byteBOS, Special: true},
 		{ID: ByteEOSID, Content: byteEOS, Special: true},
@@ -192,7 +188,7 @@ func ByteLevelTokenizerJSON() map[string]any {
 				byteBOS: map[string]any{"id": byteBOS, "ids": []int{ByteBOSID}, "tokens": []string{byteBOS}},
 			},
 		},
-		"decoder": byteLevel,
+		"decoder": map[string]any{"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
 		"model": map[string]any{
 			"type":                      "BPE",
 			"dropout":                   nil,

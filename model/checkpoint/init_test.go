@@ -147,24 +147,29 @@ func TestByteLevelTokenizerJSON(t *testing.T) {
 	if tok.Model.Type != "BPE" || tok.PreTok.Type != "ByteLevel" || tok.Decoder.Type != "ByteLevel" || tok.Model.Merges == nil || len(tok.Model.Merges) != 0 {
 		t.Errorf("tokenizer structure: %+v", tok)
 	}
-	if len(tok.Model.Vocab) != ByteVocabSize {
-		t.Fatalf("vocab has %d entries, want %d", len(tok.Model.Vocab), ByteVocabSize)
+	if len(tok.Model.Vocab) != 256 {
+		t.Fatalf("vocab has %d entries, want 256", len(tok.Model.Vocab))
 	}
-	// GPT-2's map: printable ASCII maps to itself, space to Ġ, newline to Ċ.
-	for s, id := range map[string]int{"A": 'A', "!": '!', "Ġ": ' ', "Ċ": '\n', "Ā": 0, "ÿ": 255, "<s>": ByteBOSID, "</s>": ByteEOSID, "<pad>": BytePadID} {
-		if tok.Model.Vocab[s] != id {
-			t.Errorf("vocab[%q] = %d, want %d", s, tok.Model.Vocab[s], id)
+	// GPT-2's vocabulary: "!" is 0, "A" 32, space "Ġ" 220, newline "Ċ" 198.
+	for s, id := range map[string]int{"!": 0, "A": 32, "Ġ": 220, "Ċ": 198, "Ā": 188, "ÿ": 187} {
+		if got, ok := tok.Model.Vocab[s]; !ok || got != id {
+			t.Errorf("vocab[%q] = %d, want %d", s, got, id)
 		}
 	}
 	ids := map[int]bool{}
 	for s, id := range tok.Model.Vocab {
-		if id < 256 && utf8.RuneCountInString(s) != 1 {
+		if utf8.RuneCountInString(s) != 1 {
 			t.Errorf("byte token %q is not one rune", s)
 		}
 		ids[id] = true
 	}
-	if len(ids) != ByteVocabSize {
+	if len(ids) != 256 {
 		t.Errorf("vocab ids are not distinct")
+	}
+	for i, want := range []string{"<s>", "</s>", "<pad>"} {
+		if a := tok.AddedTokens[i]; a.ID != 256+i || a.Content != want || !a.Special {
+			t.Errorf("added token %d = %+v", i, a)
+		}
 	}
 	if len(tok.AddedTokens) != 3 || !tok.AddedTokens[0].Special || tok.AddedTokens[2].Content != "<pad>" {
 		t.Errorf("added tokens %+v", tok.AddedTokens)

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -219,4 +220,38 @@ func Save(dir string, ck *Checkpoint) error {
 		return err
 	}
 	return writeJSONAtomic(filepath.Join(dir, ConfigFile), cfg)
+}
+
+// TokenizerFiles are the tokenizer files of the Hugging Face layout.
+var TokenizerFiles = []string{TokenizerFile, TokenizerConfigFile, SpecialTokensMapFile}
+
+// CopyTokenizer copies the tokenizer files present in src into dst (each
+// atomically), so that a checkpoint saved elsewhere (a fine-tune, an
+// import) keeps its tokenizer. It returns the names copied; a src without
+// tokenizer.json is an error.
+func CopyTokenizer(src, dst string) ([]string, error) {
+	if _, err := os.Stat(filepath.Join(src, TokenizerFile)); err != nil {
+		return nil, fmt.Errorf("copy tokenizer: %w", err)
+	}
+	if err := os.MkdirAll(dst, 0o755); err != nil {
+		return nil, fmt.Errorf("copy tokenizer: %w", err)
+	}
+	var copied []string
+	for _, name := range TokenizerFiles {
+		data, err := os.ReadFile(filepath.Join(src, name))
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return copied, fmt.Errorf("copy tokenizer: %w", err)
+		}
+		if err := writeAtomic(filepath.Join(dst, name), func(w io.Writer) error {
+			_, err := w.Write(data)
+			return err
+		}); err != nil {
+			return copied, err
+		}
+		copied = append(copied, name)
+	}
+	return copied, nil
 }

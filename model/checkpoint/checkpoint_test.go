@@ -394,3 +394,27 @@ func contains(list []string, s string) bool {
 	}
 	return false
 }
+
+func TestCopyTokenizer(t *testing.T) {
+	src, dst := t.TempDir(), filepath.Join(t.TempDir(), "ft")
+	if err := Init("tiny", 1, src); err != nil {
+		t.Fatal(err)
+	}
+	got, err := CopyTokenizer(src, dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, TokenizerFiles) {
+		t.Errorf("copied %v, want %v", got, TokenizerFiles)
+	}
+	for _, f := range TokenizerFiles {
+		a, _ := os.ReadFile(filepath.Join(src, f))
+		b, err := os.ReadFile(filepath.Join(dst, f))
+		if err != nil || string(a) != string(b) {
+			t.Errorf("%s not copied intact: %v", f, err)
+		}
+	}
+	if _, err := CopyTokenizer(t.TempDir(), dst); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("copy from a directory without tokenizer.json: err = %v, want os.ErrNotExist", err)
+	}
+}

@@ -62,7 +62,7 @@ type ConsumerConfig struct {
 	Stage          string   // required; names the DLQ subject lf.dlq.<stage>.<token>
 
 	Batch           int           // fetch batch size (default 64)
-	MaxWait         time.Duration // how long one fetch waits for a first message (default 1s)
+	MaxWait         time.Duration // how long one fetch waits for a first message (default 1s); Run returns within MaxWait of its ctx ending
 	MaxAckPending   int           // default 4*Batch; never unlimited, at least Batch
 	AckWait         time.Duration // default 30s
 	MaxDeliver      int           // default 5: the delivery that fails transiently for the 5th time goes to the DLQ
@@ -284,12 +284,11 @@ func (c *Consumer) fetch(ctx context.Context) ([]jetstream.Msg, error) {
 	if len(msgs) > 0 || err != nil {
 		return msgs, err
 	}
-	fctx, cancel := context.WithTimeout(ctx, c.cfg.MaxWait)
-	msgs, err = collect(cons.Fetch(1, jetstream.FetchContext(fctx)))
-	cancel()
-	if err != nil && ctx.Err() != nil {
-		err = nil // cancelled: whatever arrived is still handled
-	}
+	// No FetchContext here: a client that gives up on its own clock can miss a
+	// message the server delivers just before the request expires, and that
+	// message then waits AckWait. The fetch ends on the server's expiry, so Run
+	// notices a cancelled ctx within MaxWait.
+	msgs, err = collect(cons.Fetch(1, jetstream.FetchMaxWait(c.cfg.MaxWait)))
 	if len(msgs) == 0 || err != nil || c.cfg.Batch == 1 || ctx.Err() != nil {
 		return msgs, err
 	}

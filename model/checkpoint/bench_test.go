@@ -3,6 +3,8 @@ package checkpoint
 import (
 	"path/filepath"
 	"testing"
+
+	"github.com/largeforge/largeforge/internal/testenv"
 )
 
 // benchTensors is 16 MiB of float32 weights in 8 tensors.
@@ -60,6 +62,25 @@ func BenchmarkInitTiny(b *testing.B) {
 	dir := b.TempDir()
 	for b.Loop() {
 		if err := Init("tiny", 1, dir); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkLoadStories260K(b *testing.B) {
+	dir := filepath.Dir(testenv.SharedFile(b, "models/stories260K/model.safetensors"))
+	for b.Loop() {
+		if _, err := Load(dir); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkImportGGUFStories260K(b *testing.B) {
+	path := testenv.SharedFile(b, "models/gguf/stories260K.gguf")
+	out := b.TempDir()
+	for b.Loop() {
+		if err := ImportGGUF(path, out); err != nil {
 			b.Fatal(err)
 		}
 	}

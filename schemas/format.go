@@ -1,9 +1,6 @@
 package schemas
 
-import (
-	"bytes"
-	"fmt"
-)
+import "fmt"
 
 // Format names a training data format of DATA_DICTIONARY §1.
 type Format string
@@ -71,9 +68,4 @@ func DetectFormat(data []byte) (Format, bool) {
 		return FormatAlpaca, true
 	}
 	return "", false
-}
-
-// trimSpace is bytes.TrimSpace limited to JSON whitespace.
-func trimJSONSpace(b []byte) []byte {
-	return bytes.Trim(b, " \t\r\n")
 }

@@ -3,6 +3,7 @@ package model
 import (
 	"context"
 	"fmt"
+	"math"
 
 	"github.com/gomlx/gomlx/pkg/core/dtypes"
 	. "github.com/gomlx/gomlx/pkg/core/graph" //nolint:revive,staticcheck // the GoMLX convention for graph code
@@ -11,7 +12,10 @@ import (
 )
 
 // kvState is a batch of B rows (slots) with a KV cache of T positions per
-// layer: keys and values [B, T, kvHeads, headDim]. Rows are independent:
+// layer: keys [B, kvHeads, T, headDim] and values [B, kvHeads, headDim, T]
+// (the layouts the pure Go backend multiplies without transposing). A
+// row's cache is zero past its last written position, so a decode step
+// adds its new key and value in place of a scatter. Rows are independent:
 // each has its own position, so requests can join and leave (continuous
 // batching). The compiled graphs are keyed by (B, T) buckets.
 type kvState struct {
@@ -26,14 +30,19 @@ func (m *Model) newKVState(b, t int) *kvState {
 	return s
 }
 
-func (s *kvState) cacheDims(t int) []int {
-	return []int{s.b, t, s.m.cfg.NumKVHeads, s.m.cfg.HeadDim}
+// cacheDims are the dimensions of cache i (even: keys, odd: values).
+func (s *kvState) cacheDims(i, t int) []int {
+	kv, d := s.m.cfg.NumKVHeads, s.m.cfg.HeadDim
+	if i%2 == 0 {
+		return []int{s.b, kv, t, d}
+	}
+	return []int{s.b, kv, d, t}
 }
 
 func (s *kvState) zeros(t int) []*tensors.Tensor {
 	c := make([]*tensors.Tensor, 2*s.m.cfg.NumLayers)
 	for i := range c {
-		c[i] = tensors.FromShape(shapes.Make(dtypes.Float32, s.cacheDims(t)...))
+		c[i] = tensors.FromShape(shapes.Make(dtypes.Float32, s.cacheDims(i, t)...))
 	}
 	return c
 }
@@ -70,7 +79,6 @@ func (s *kvState) grow(ctx context.Context, t int) error {
 		return nil
 	}
 	b, old, nl := s.b, s.t, len(s.caches)
-	kv, d := s.m.cfg.NumKVHeads, s.m.cfg.HeadDim
 	in, err := s.donated()
 	if err != nil {
 		return err
@@ -78,8 +86,10 @@ func (s *kvState) grow(ctx context.Context, t int) error {
 	out, err := s.m.run(ctx, graphKey{kind: "grow", a: b, b: old, c: t}, false, func(g *Graph, _ *Weights) []*Node {
 		res := make([]*Node, nl)
 		for i := range res {
-			c := param(g, fmt.Sprintf("cache%d", i), dtypes.Float32, b, old, kv, d)
-			res[i] = Concatenate([]*Node{c, Zeros(g, shapes.Make(dtypes.Float32, b, t-old, kv, d))}, 1)
+			c := param(g, fmt.Sprintf("cache%d", i), dtypes.Float32, s.cacheDims(i, old)...)
+			axis := 2 + i%2
+			dims := s.cacheDims(i, t-old)
+			res[i] = Concatenate([]*Node{c, Zeros(g, shapes.Make(dtypes.Float32, dims...))}, axis)
 		}
 		return res
 	}, in...)
@@ -122,10 +132,10 @@ func (s *kvState) prefill(ctx context.Context, slots []int, prompts [][]int) ([]
 		li := param(g, "last", dtypes.Int32, n, 2)
 		positions := Iota(g, shapes.Make(dtypes.Int32, n, c), 1)
 		kvs := make([]*Node, nl)
-		h := decoderStack(cfg, w, t, positions, causalMask(g, cfg, n, c), func(l int, k, v *Node) (*Node, *Node) {
-			kvs[2*l], kvs[2*l+1] = k, v
-			return k, v
-		})
+		h := decoderStack(cfg, w, t, positions, causalAttention(cfg, func(l int, k, v *Node) {
+			kvs[2*l] = TransposeAllAxes(k, 0, 2, 1, 3)   // [n, kv, c, d]
+			kvs[2*l+1] = TransposeAllAxes(v, 0, 2, 3, 1) // [n, kv, d, c]
+		}))
 		h = Gather(h, li) // [n, hidden]
 		return append([]*Node{linear(h, w.LMHead, nil)}, kvs...)
 	}, int32Tensor(toks, n, c), int32Tensor(last, n, 2))
@@ -136,39 +146,46 @@ func (s *kvState) prefill(ctx context.Context, slots []int, prompts [][]int) ([]
 	if err != nil {
 		return nil, err
 	}
-	// Insert rows: slot b takes prefill row src[b] when sel[b] is 1.
+	// Insert rows: slot b takes prefill row src[b] (its first lens[b]
+	// positions, zeros after them) when lens[b] > 0.
 	src := make([]int32, s.b)
-	sel := make([]int32, s.b)
+	lens := make([]int32, s.b)
 	for i, slot := range slots {
-		src[slot], sel[slot] = int32(i), 1
+		src[slot], lens[slot] = int32(i), int32(len(prompts[i]))
 	}
-	b, tt, kv, d := s.b, s.t, cfg.NumKVHeads, cfg.HeadDim
+	b, tt := s.b, s.t
 	in, err := s.donated()
 	if err != nil {
 		return nil, err
 	}
 	args := append(in, tensorsAsAny(res[1:])...)
-	args = append(args, int32Tensor(src, b), int32Tensor(sel, b))
+	args = append(args, int32Tensor(src, b, 1), int32Tensor(lens, b, 1, 1, 1))
 	out, err := m.run(ctx, graphKey{kind: "insert", a: b, b: tt, c: n, d: c}, false, func(g *Graph, _ *Weights) []*Node {
 		caches := make([]*Node, nl)
 		news := make([]*Node, nl)
 		for i := range caches {
-			caches[i] = param(g, fmt.Sprintf("cache%d", i), dtypes.Float32, b, tt, kv, d)
+			caches[i] = param(g, fmt.Sprintf("cache%d", i), dtypes.Float32, s.cacheDims(i, tt)...)
 		}
 		for i := range news {
-			news[i] = param(g, fmt.Sprintf("new%d", i), dtypes.Float32, n, c, kv, d)
+			dims := s.cacheDims(i, c)
+			dims[0] = n
+			news[i] = param(g, fmt.Sprintf("new%d", i), dtypes.Float32, dims...)
 		}
-		srcN := param(g, "src", dtypes.Int32, b)
-		selN := param(g, "sel", dtypes.Int32, b)
-		cols := Iota(g, shapes.Make(dtypes.Int32, b, tt, kv, d), 1)
-		rows := BroadcastToDims(Reshape(selN, b, 1, 1, 1), b, tt, kv, d)
-		mask := And(Equal(rows, OnesLike(rows)), LessThan(cols, Scalar(g, dtypes.Int32, c)))
+		srcN := param(g, "src", dtypes.Int32, b, 1)
+		lensN := param(g, "lens", dtypes.Int32, b, 1, 1, 1)
 		for i := range caches {
-			placed := Gather(news[i], InsertAxes(srcN, -1)) // [b, c, kv, d]
+			dims := s.cacheDims(i, tt)
+			axis := 2 + i%2
+			placed := Gather(news[i], srcN) // [b, ...c...]
 			if tt > c {
-				placed = Concatenate([]*Node{placed, Zeros(g, shapes.Make(dtypes.Float32, b, tt-c, kv, d))}, 1)
+				zd := s.cacheDims(i, tt-c)
+				placed = Concatenate([]*Node{placed, Zeros(g, shapes.Make(dtypes.Float32, zd...))}, axis)
 			}
-			caches[i] = Where(mask, placed, caches[i])
+			full := shapes.Make(dtypes.Int32, dims...)
+			lensFull := BroadcastToDims(lensN, dims...)
+			keep := LessThan(Iota(g, full, axis), lensFull)
+			placed = Where(keep, placed, ZerosLike(placed))
+			caches[i] = Where(GreaterThan(lensFull, ZerosLike(lensFull)), placed, caches[i])
 		}
 		return caches
 	}, args...)
@@ -212,24 +229,40 @@ func (s *kvState) step(ctx context.Context, tokens, pos []int) ([][]float32, err
 	res, err := m.run(ctx, graphKey{kind: "decode", a: b, b: tt}, true, func(g *Graph, w *Weights) []*Node {
 		caches := make([]*Node, nl)
 		for i := range caches {
-			caches[i] = param(g, fmt.Sprintf("cache%d", i), dtypes.Float32, b, tt, kv, d)
+			caches[i] = param(g, fmt.Sprintf("cache%d", i), dtypes.Float32, s.cacheDims(i, tt)...)
 		}
 		t := param(g, "tokens", dtypes.Int32, b, 1)
 		p := param(g, "pos", dtypes.Int32, b, 1)
+		grp := cfg.NumHeads / kv
+		// Per step, shared by the layers: the one-hot of each row's position
+		// [B, kv, T] and the additive mask [B, kv, grp, T] (full shapes, so
+		// the layers' ops need no broadcasting).
 		cols := Iota(g, shapes.Make(dtypes.Int32, b, tt), 1)
 		pb := BroadcastToDims(p, b, tt)
-		mask := LessOrEqual(cols, pb)
+		oneHot := ConvertDType(Equal(cols, pb), dtypes.Float32)
+		oneHot = BroadcastToDims(Reshape(oneHot, b, 1, tt), b, kv, tt)
+		visible := LessOrEqual(cols, pb)
 		if cfg.SlidingWindow > 0 {
-			mask = And(mask, GreaterThan(cols, SubScalar(pb, cfg.SlidingWindow)))
+			visible = And(visible, GreaterThan(cols, SubScalar(pb, cfg.SlidingWindow)))
 		}
-		write := BroadcastToDims(Reshape(Equal(cols, pb), b, tt, 1, 1), b, tt, kv, d)
+		bias := Where(visible, Zeros(g, shapes.Make(dtypes.Float32, b, tt)), Scalar(g, dtypes.Float32, -1e30))
+		bias = BroadcastToDims(Reshape(bias, b, 1, 1, tt), b, kv, grp, tt)
+		scale := 1 / math.Sqrt(float64(d))
 		outs := make([]*Node, 1, 1+nl)
-		h := decoderStack(cfg, w, t, p, Reshape(mask, b, 1, tt), func(l int, k, v *Node) (*Node, *Node) {
-			kc := Where(write, BroadcastToDims(k, b, tt, kv, d), caches[2*l])
-			vc := Where(write, BroadcastToDims(v, b, tt, kv, d), caches[2*l+1])
+		attend := func(l int, q, k, v *Node) *Node {
+			// C = 1: [B, 1, H, D] is [B, kv, grp, D] as laid out.
+			q = MulScalar(Reshape(q, b, kv, grp, d), scale)
+			k = Reshape(k, b, kv, 1, d)
+			v = Reshape(v, b, kv, d, 1)
+			kc := Add(caches[2*l], DotGeneral(Reshape(oneHot, b, kv, tt, 1), []int{3}, []int{0, 1}, k, []int{2}, []int{0, 1}))
+			vc := Add(caches[2*l+1], DotGeneral(v, []int{3}, []int{0, 1}, Reshape(oneHot, b, kv, 1, tt), []int{2}, []int{0, 1}))
 			outs = append(outs, kc, vc)
-			return kc, vc
-		})
+			scores := Add(DotGeneral(q, []int{3}, []int{0, 1}, kc, []int{3}, []int{0, 1}), bias) // [B, kv, grp, T]
+			probs := Softmax(scores, -1)
+			out := DotGeneral(probs, []int{3}, []int{0, 1}, vc, []int{3}, []int{0, 1}) // [B, kv, grp, D]
+			return Reshape(out, b, 1, cfg.NumHeads*d)
+		}
+		h := decoderStack(cfg, w, t, p, attend)
 		outs[0] = linear(Reshape(h, b, cfg.HiddenSize), w.LMHead, nil)
 		return outs
 	}, args...)

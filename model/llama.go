@@ -81,8 +81,7 @@ func Forward(cfg checkpoint.Config, w *Weights, tokens *Node) *Node {
 	g := tokens.Graph()
 	b, s := tokens.Shape().Dim(0), tokens.Shape().Dim(1)
 	positions := Iota(g, shapes.Make(dtypes.Int32, b, s), 1)
-	mask := causalMask(g, cfg, b, s)
-	h := decoderStack(cfg, w, tokens, positions, mask, nil)
+	h := decoderStack(cfg, w, tokens, positions, causalAttention(cfg, nil))
 	return linear(h, w.LMHead, nil)
 }
 
@@ -98,54 +97,57 @@ func causalMask(g *Graph, cfg checkpoint.Config, b, s int) *Node {
 	return m
 }
 
-// kvHook receives a layer's new keys and values [B, C, kvHeads, headDim] and
-// returns the keys and values to attend over [B, Tk, kvHeads, headDim]
-// (a KV cache updated with them). nil attends over the new ones only.
-type kvHook func(layer int, k, v *Node) (*Node, *Node)
+// attendFn computes a layer's attention output [B, C, heads*headDim] from
+// its rotated queries [B, C, heads, headDim] and the new keys and values
+// [B, C, kvHeads, headDim].
+type attendFn func(layer int, q, k, v *Node) *Node
+
+// causalAttention attends each query over the chunk's keys up to its own
+// position. record, when set, receives every layer's keys and values.
+func causalAttention(cfg checkpoint.Config, record func(layer int, k, v *Node)) attendFn {
+	return func(layer int, q, k, v *Node) *Node {
+		if record != nil {
+			record(layer, k, v)
+		}
+		b, c := q.Shape().Dim(0), q.Shape().Dim(1)
+		nh, nkv, d := cfg.NumHeads, cfg.NumKVHeads, cfg.HeadDim
+		grp := nh / nkv
+		// Head h uses KV head h/grp (Hugging Face repeat_kv).
+		q = Reshape(q, b, c, nkv, grp, d)
+		q = MulScalar(q, 1/math.Sqrt(float64(d)))
+		// scores [B, kv, C, grp, C]
+		scores := DotGeneral(q, []int{4}, []int{0, 2}, k, []int{3}, []int{0, 2})
+		mask := causalMask(q.Graph(), cfg, b, c)
+		m := BroadcastToDims(Reshape(mask, b, 1, c, 1, c), b, nkv, c, grp, c)
+		scores = Where(m, scores, Scalar(q.Graph(), scores.DType(), -1e30))
+		probs := Softmax(scores, -1)
+		// out [B, kv, C, grp, D]
+		out := DotGeneral(probs, []int{4}, []int{0, 1}, v, []int{1}, []int{0, 2})
+		return Reshape(Transpose(out, 1, 2), b, c, nh*d)
+	}
+}
 
 // decoderStack runs the embedding and every layer, and returns the final
-// normalised hidden states [B, C, hidden]. mask is [B, C, Tk] Bool.
-func decoderStack(cfg checkpoint.Config, w *Weights, tokens, positions, mask *Node, hook kvHook) *Node {
+// normalised hidden states [B, C, hidden].
+func decoderStack(cfg checkpoint.Config, w *Weights, tokens, positions *Node, attend attendFn) *Node {
 	x := Gather(w.Embed, InsertAxes(tokens, -1)) // [B, C, hidden]
 	cos := Gather(w.RopeCos, InsertAxes(positions, -1))
 	sin := Gather(w.RopeSin, InsertAxes(positions, -1))
 	cos, sin = InsertAxes(cos, 2), InsertAxes(sin, 2) // [B, C, 1, D/2]
 	eps := cfg.RMSNormEps
+	b, c := tokens.Shape().Dim(0), tokens.Shape().Dim(1)
+	nh, nkv, d := cfg.NumHeads, cfg.NumKVHeads, cfg.HeadDim
 	for l := range w.Layers {
 		lw := &w.Layers[l]
 		h := rmsNorm(x, lw.AttnNorm, eps)
-		x = Add(x, attention(cfg, lw, l, h, cos, sin, mask, hook))
+		q := rope(Reshape(linear(h, lw.Q, lw.QBias), b, c, nh, d), cos, sin)
+		k := rope(Reshape(linear(h, lw.K, lw.KBias), b, c, nkv, d), cos, sin)
+		v := Reshape(linear(h, lw.V, lw.VBias), b, c, nkv, d)
+		x = Add(x, linear(attend(l, q, k, v), lw.O, lw.OBias))
 		h = rmsNorm(x, lw.MLPNorm, eps)
 		x = Add(x, mlp(lw, h))
 	}
 	return rmsNorm(x, w.FinalNorm, eps)
-}
-
-func attention(cfg checkpoint.Config, lw *LayerWeights, layer int, h, cos, sin, mask *Node, hook kvHook) *Node {
-	b, c := h.Shape().Dim(0), h.Shape().Dim(1)
-	nh, nkv, d := cfg.NumHeads, cfg.NumKVHeads, cfg.HeadDim
-	grp := nh / nkv
-	q := Reshape(linear(h, lw.Q, lw.QBias), b, c, nh, d)
-	k := Reshape(linear(h, lw.K, lw.KBias), b, c, nkv, d)
-	v := Reshape(linear(h, lw.V, lw.VBias), b, c, nkv, d)
-	q = rope(q, cos, sin)
-	k = rope(k, cos, sin)
-	if hook != nil {
-		k, v = hook(layer, k, v)
-	}
-	// Head h uses KV head h/grp (Hugging Face repeat_kv).
-	q = Reshape(q, b, c, nkv, grp, d)
-	q = MulScalar(q, 1/math.Sqrt(float64(d)))
-	// scores [B, kv, C, grp, Tk]
-	scores := DotGeneral(q, []int{4}, []int{0, 2}, k, []int{3}, []int{0, 2})
-	tk := k.Shape().Dim(1)
-	m := BroadcastToDims(Reshape(mask, b, 1, c, 1, tk), b, nkv, c, grp, tk)
-	scores = Where(m, scores, Scalar(h.Graph(), scores.DType(), -1e30))
-	probs := Softmax(scores, -1)
-	// out [B, kv, C, grp, D]
-	out := DotGeneral(probs, []int{4}, []int{0, 1}, v, []int{1}, []int{0, 2})
-	out = Reshape(Transpose(out, 1, 2), b, c, nh*d)
-	return linear(out, lw.O, lw.OBias)
 }
 
 // rope rotates x [B, C, H, D] in the rotate-half layout; cos and sin are [B, C, 1, D/2].

@@ -1,0 +1,238 @@
+package model
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gomlx/gomlx/pkg/core/dtypes"
+	. "github.com/gomlx/gomlx/pkg/core/graph" //nolint:revive,staticcheck // the GoMLX convention for graph code
+	"github.com/gomlx/gomlx/pkg/core/tensors"
+
+	"github.com/largeforge/largeforge/internal/testenv"
+	"github.com/largeforge/largeforge/model/checkpoint"
+)
+
+// Benchmarks print tokens/s, the GFLOP/s they achieve, and beside them the
+// backend's own large-matmul GFLOP/s measured in the same run. Run with
+// `make bench` (-benchtime 1x: each benchmark times a fixed workload).
+
+var benchBatches = []int{1, 8, 32, 64}
+
+const (
+	benchPrompt = 16 // prompt tokens per row
+	benchSteps  = 32 // decode steps timed
+)
+
+var (
+	matmulOnce  sync.Once
+	matmulRate  float64
+	benchModels = map[string]*Model{}
+	benchMu     sync.Mutex
+)
+
+// backendMatmulGFLOPs measures the backend's float32 matmul rate on a large
+// square product, once per run.
+func backendMatmulGFLOPs(b *testing.B, m *Model) float64 {
+	b.Helper()
+	matmulOnce.Do(func() {
+		const n = 1024
+		x := make([]float32, n*n)
+		for i := range x {
+			x[i] = float32(i%7) * 0.01
+		}
+		lhs := tensors.FromFlatDataAndDimensions(x, n, n)
+		rhs := tensors.FromFlatDataAndDimensions(x, n, n)
+		g := NewGraph(m.backend, "matmul")
+		l := param(g, "lhs", dtypes.Float32, n, n)
+		r := param(g, "rhs", dtypes.Float32, n, n)
+		g.Compile(DotGeneral(l, []int{1}, nil, r, []int{0}, nil))
+		defer g.Finalize()
+		g.Run(lhs, rhs)[0].FinalizeAll() // warm up
+		reps := 4
+		start := time.Now()
+		for range reps {
+			g.Run(lhs, rhs)[0].FinalizeAll()
+		}
+		matmulRate = 2 * n * n * n * float64(reps) / time.Since(start).Seconds() / 1e9
+		b.Logf("backend %s: large matmul [%d,%d]x[%d,%d] %.2f GFLOP/s", m.Backend(), n, n, n, n, matmulRate)
+	})
+	return matmulRate
+}
+
+// benchModel returns stories260K (from ../shared) or the 15m preset with random weights.
+func benchModel(b *testing.B, name string) *Model {
+	b.Helper()
+	benchMu.Lock()
+	defer benchMu.Unlock()
+	if m, ok := benchModels[name]; ok {
+		return m
+	}
+	var (
+		m   *Model
+		err error
+	)
+	switch name {
+	case "stories260K":
+		p := testenv.SharedFile(b, "models/stories260K/model.safetensors")
+		m, err = Load(strings.TrimSuffix(p, "/model.safetensors"))
+	default:
+		cfg, cerr := checkpoint.PresetConfig(name)
+		if cerr != nil {
+			b.Fatal(cerr)
+		}
+		m, err = New(&checkpoint.Checkpoint{Config: cfg, Tensors: randomTensors(cfg, 1)})
+	}
+	if err != nil {
+		b.Fatal(err)
+	}
+	benchModels[name] = m
+	return m
+}
+
+// flopsPerToken counts the multiply-adds (x2) of one token's forward pass
+// at context length ctxLen: the projections, the MLP, the LM head and attention.
+func flopsPerToken(cfg checkpoint.Config, ctxLen int) float64 {
+	e, q, kv := cfg.HiddenSize, cfg.NumHeads*cfg.HeadDim, cfg.NumKVHeads*cfg.HeadDim
+	perLayer := e*q*2 + e*kv*2 + 3*e*cfg.IntermediateSize + 2*cfg.NumHeads*cfg.HeadDim*ctxLen
+	return 2 * float64(cfg.NumLayers*perLayer+e*cfg.VocabSize)
+}
+
+// peakRSS returns the process's peak resident set (VmHWM) in MiB, and resets it.
+func peakRSS() float64 {
+	defer func() { _ = os.WriteFile("/proc/self/clear_refs", []byte("5"), 0) }()
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "VmHWM:") {
+			f := strings.Fields(line)
+			kb, _ := strconv.ParseFloat(f[1], 64)
+			return kb / 1024
+		}
+	}
+	return 0
+}
+
+func benchPrompts(m *Model, n int) [][]int {
+	ps := make([][]int, n)
+	for i := range ps {
+		p := make([]int, benchPrompt)
+		for j := range p {
+			p[j] = (i*31 + j*7 + 3) % m.cfg.VocabSize
+		}
+		ps[i] = p
+	}
+	return ps
+}
+
+func benchDecode(b *testing.B, name string, prefillOnly bool) {
+	for _, batch := range benchBatches {
+		b.Run(fmt.Sprintf("%s/batch=%d", name, batch), func(b *testing.B) {
+			m := benchModel(b, name)
+			rate := backendMatmulGFLOPs(b, m)
+			ctx := context.Background()
+			prompts := benchPrompts(m, batch)
+			slots := make([]int, batch)
+			for i := range slots {
+				slots[i] = i
+			}
+			cacheLen := bucketLen(benchPrompt+benchSteps+1, m.maxSeq)
+			run := func() (prefill, decode time.Duration) {
+				st := m.newKVState(batch, cacheLen)
+				defer st.release()
+				t0 := time.Now()
+				logits, err := st.prefill(ctx, slots, prompts)
+				if err != nil {
+					b.Fatal(err)
+				}
+				prefill = time.Since(t0)
+				if prefillOnly {
+					return prefill, 0
+				}
+				tokens := make([]int, batch)
+				pos := make([]int, batch)
+				for i := range tokens {
+					tokens[i], pos[i] = argmax(logits[i]), benchPrompt
+				}
+				t0 = time.Now()
+				for range benchSteps {
+					rows, err := st.step(ctx, tokens, pos)
+					if err != nil {
+						b.Fatal(err)
+					}
+					for i := range tokens {
+						tokens[i] = argmax(rows[i])
+						pos[i]++
+					}
+				}
+				return prefill, time.Since(t0)
+			}
+			run() // compile
+			peakRSS()
+			b.ResetTimer()
+			var pre, dec time.Duration
+			for range b.N {
+				p, d := run()
+				pre += p
+				dec += d
+			}
+			b.StopTimer()
+			n := float64(b.N)
+			if prefillOnly {
+				toks := float64(batch*benchPrompt) * n
+				tps := toks / pre.Seconds()
+				gf := tps * flopsPerToken(m.cfg, benchPrompt/2) / 1e9
+				b.ReportMetric(tps, "tokens/s")
+				b.ReportMetric(gf, "GFLOP/s")
+				b.ReportMetric(rate, "matmul-GFLOP/s")
+				b.Logf("%s prefill batch %d: %.0f tokens/s, %.2f GFLOP/s (backend matmul %.2f GFLOP/s, %.0f%%), peak RSS %.0f MiB",
+					name, batch, tps, gf, rate, 100*gf/rate, peakRSS())
+				return
+			}
+			toks := float64(batch*benchSteps) * n
+			tps := toks / dec.Seconds()
+			gf := tps * flopsPerToken(m.cfg, benchPrompt+benchSteps/2) / 1e9
+			b.ReportMetric(tps, "tokens/s")
+			b.ReportMetric(gf, "GFLOP/s")
+			b.ReportMetric(rate, "matmul-GFLOP/s")
+			b.Logf("%s decode batch %d: %.0f tokens/s, %.2f GFLOP/s (backend matmul %.2f GFLOP/s, %.0f%%), %.2f ms/step, peak RSS %.0f MiB",
+				name, batch, tps, gf, rate, 100*gf/rate, dec.Seconds()*1000/float64(benchSteps)/n, peakRSS())
+		})
+	}
+}
+
+func BenchmarkDecode(b *testing.B) {
+	benchDecode(b, "stories260K", false)
+	benchDecode(b, "15m", false)
+}
+
+func BenchmarkPrefill(b *testing.B) {
+	benchDecode(b, "stories260K", true)
+	benchDecode(b, "15m", true)
+}
+
+// randomTensors makes normal(0, 0.02) weights (norms one) for cfg.
+func randomTensors(cfg checkpoint.Config, seed uint64) map[string]*checkpoint.Tensor {
+	rng := rand.New(rand.NewPCG(seed, 1))
+	out := map[string]*checkpoint.Tensor{}
+	for _, s := range weightSpecs(cfg) {
+		t := &checkpoint.Tensor{Shape: s.shape, Data: make([]float32, product(s.shape))}
+		for i := range t.Data {
+			if strings.HasSuffix(s.name, "norm.weight") {
+				t.Data[i] = 1
+			} else {
+				t.Data[i] = float32(rng.NormFloat64() * 0.02)
+			}
+		}
+		out[s.name] = t
+	}
+	return out
+}

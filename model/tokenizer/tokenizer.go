@@ -18,7 +18,7 @@ import (
 
 // maxTokenID bounds the ids a tokenizer.json may use, so that a corrupt file
 // cannot make Load allocate without limit.
-const maxTokenID = 1 << 21
+const maxTokenID = 1 << 20
 
 // Tokenizer encodes text to token ids and decodes ids to text. It is immutable
 // after Load and safe for concurrent use.

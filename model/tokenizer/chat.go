@@ -42,13 +42,19 @@ func (t *Tokenizer) ChatTemplate() string { return t.chatTmpl }
 // this package cannot run gets ErrTemplate. The result may hold the BOS token
 // as text: encode it with addSpecial false.
 func (t *Tokenizer) ApplyChatTemplate(msgs []Message, addGenerationPrompt bool) (string, error) {
+	return t.ApplyChatTemplateWith(msgs, addGenerationPrompt, nil)
+}
+
+// ApplyChatTemplateWith is ApplyChatTemplate with extra template variables,
+// such as Qwen3's enable_thinking.
+func (t *Tokenizer) ApplyChatTemplateWith(msgs []Message, addGenerationPrompt bool, vars map[string]any) (string, error) {
 	if t.chatTmpl == "" {
 		return "", ErrNoChatTemplate
 	}
 	if t.chatErr != nil {
 		return "", t.chatErr
 	}
-	return renderJinja(t.chatCompiled, msgs, addGenerationPrompt, t.bosToken, t.eosToken)
+	return renderJinja(t.chatCompiled, msgs, addGenerationPrompt, t.bosToken, t.eosToken, vars)
 }
 
 // RenderJinjaTemplate renders msgs with a Jinja chat template given as text,
@@ -58,10 +64,10 @@ func RenderJinjaTemplate(src string, msgs []Message, addGenerationPrompt bool, b
 	if err != nil {
 		return "", err
 	}
-	return renderJinja(tmpl, msgs, addGenerationPrompt, bosToken, eosToken)
+	return renderJinja(tmpl, msgs, addGenerationPrompt, bosToken, eosToken, nil)
 }
 
-func renderJinja(tmpl *jinja.Template, msgs []Message, addGenerationPrompt bool, bos, eos string) (out string, err error) {
+func renderJinja(tmpl *jinja.Template, msgs []Message, addGenerationPrompt bool, bos, eos string, vars map[string]any) (out string, err error) {
 	if len(msgs) == 0 {
 		return "", fmt.Errorf("%w: no messages", ErrInvalidMessage)
 	}
@@ -74,12 +80,15 @@ func renderJinja(tmpl *jinja.Template, msgs []Message, addGenerationPrompt bool,
 			out, err = "", fmt.Errorf("%w: render: %v", ErrTemplate, r)
 		}
 	}()
-	out, err = tmpl.Render(map[string]any{
-		"messages":              list,
-		"add_generation_prompt": addGenerationPrompt,
-		"bos_token":             bos,
-		"eos_token":             eos,
-	})
+	data := map[string]any{}
+	for k, v := range vars {
+		data[k] = v
+	}
+	data["messages"] = list
+	data["add_generation_prompt"] = addGenerationPrompt
+	data["bos_token"] = bos
+	data["eos_token"] = eos
+	out, err = tmpl.Render(data)
 	if err != nil {
 		return "", fmt.Errorf("%w: render: %v", ErrTemplate, err)
 	}

@@ -67,6 +67,16 @@ func TestApplyChatTemplateQwen3(t *testing.T) {
 	}
 }
 
+func TestApplyChatTemplateEnableThinking(t *testing.T) {
+	got, err := qwen3(t).ApplyChatTemplateWith([]Message{{Role: "user", Content: "Hi"}}, true, map[string]any{"enable_thinking": false})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+}
+
 func TestApplyChatTemplateErrors(t *testing.T) {
 	tok := stories(t) // stories260K ships no chat_template
 	if tok.HasChatTemplate() {

@@ -20,6 +20,10 @@ type StreamDecoder struct {
 	prefixLen   int    // how many window tokens prefix covers
 }
 
+// maxHeldTokens bounds how many tokens Add holds back waiting for the end of
+// a UTF-8 sequence.
+const maxHeldTokens = 16
+
 // NewStreamDecoder starts incremental decoding; skipSpecial as for Decode.
 func (t *Tokenizer) NewStreamDecoder(skipSpecial bool) *StreamDecoder {
 	return &StreamDecoder{t: t, skipSpecial: skipSpecial}
@@ -29,7 +33,13 @@ func (t *Tokenizer) NewStreamDecoder(skipSpecial bool) *StreamDecoder {
 func (d *StreamDecoder) Add(id int) string {
 	d.ids = append(d.ids, id)
 	s := d.t.Decode(d.ids, d.skipSpecial)
-	if len(s) <= len(d.prefix) || strings.HasSuffix(s, "\uFFFD") {
+	if len(s) <= len(d.prefix) {
+		return ""
+	}
+	// A UTF-8 sequence spans at most 4 tokens; a longer run still ending in
+	// U+FFFD is invalid bytes (or a real U+FFFD) and is let through so the
+	// window stays small.
+	if strings.HasSuffix(s, "\uFFFD") && len(d.ids)-d.prefixLen < maxHeldTokens {
 		return ""
 	}
 	newText := d.emitted(s)

@@ -237,3 +237,30 @@ func TestChunkAtMetaMatchesWholeWord(t *testing.T) {
 		})
 	}
 }
+
+// A Tokenizer is shared by concurrent requests; the BPE cache must hold up.
+func TestConcurrentEncode(t *testing.T) {
+	tok := qwen3(t)
+	texts := append([]string{benchText[:3000]}, streamTexts...)
+	want := make([][]int, len(texts))
+	for k, s := range texts {
+		want[k] = tok.Encode(s, false)
+	}
+	done := make(chan error, 4)
+	for g := 0; g < 4; g++ {
+		go func() {
+			for k, s := range texts {
+				if got := tok.Encode(s, false); !slices.Equal(got, want[k]) {
+					done <- errors.New("concurrent Encode differs for " + s)
+					return
+				}
+			}
+			done <- nil
+		}()
+	}
+	for g := 0; g < 4; g++ {
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}
+}

@@ -22,6 +22,7 @@ type refPrompt struct {
 	GreedyIDs    []int     `json:"greedy_ids"`
 	FirstSteps   []refStep `json:"first_steps"`
 	SumLogprob64 float64   `json:"sum_logprob_greedy64"`
+	GreedyText   string    `json:"greedy_text"`
 }
 
 type reference struct {

@@ -1,0 +1,178 @@
+package model
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/largeforge/largeforge/model/tokenizer"
+)
+
+// TextRequest is a prompt as text. Stop strings end the completion, which
+// is cut before the stop text. The prompt is encoded with the tokenizer's
+// special tokens (BOS) added.
+type TextRequest struct {
+	Prompt string
+	Stop   []string
+	Params SamplingParams
+}
+
+// TextResult is a completion as text (special tokens skipped) and its ids.
+type TextResult struct {
+	Text             string
+	IDs              []int
+	FinishReason     string
+	PromptTokens     int
+	CompletionTokens int
+}
+
+// TextGenerator runs text requests on a Model with its tokenizer.
+type TextGenerator struct {
+	m   *Model
+	tok *tokenizer.Tokenizer
+}
+
+// NewTextGenerator pairs a model with its tokenizer.
+func NewTextGenerator(m *Model, tok *tokenizer.Tokenizer) (*TextGenerator, error) {
+	if m == nil || tok == nil {
+		return nil, fmt.Errorf("%w: nil model or tokenizer", ErrInvalidOption)
+	}
+	if tok.VocabSize() > m.cfg.VocabSize {
+		return nil, fmt.Errorf("%w: tokenizer has %d tokens, the model %d", ErrInvalidOption, tok.VocabSize(), m.cfg.VocabSize)
+	}
+	return &TextGenerator{m: m, tok: tok}, nil
+}
+
+// textStop finds stop strings in the decoded completion.
+type textStop struct {
+	tok   *tokenizer.Tokenizer
+	stops []string
+	cut   string // the completion text up to the stop, once found
+	found bool
+}
+
+func (s *textStop) hook(ids []int) (int, bool) {
+	text := s.tok.Decode(ids, true)
+	at := -1
+	for _, st := range s.stops {
+		if i := strings.Index(text, st); i >= 0 && (at < 0 || i < at) {
+			at = i
+		}
+	}
+	if at < 0 {
+		return 0, false
+	}
+	s.cut, s.found = text[:at], true
+	keep := 0
+	for keep < len(ids) && len(s.tok.Decode(ids[:keep+1], true)) <= at {
+		keep++
+	}
+	return keep, true
+}
+
+// holdback is how many trailing bytes of text could begin a stop string.
+func (s *textStop) holdback(text string) int {
+	h := 0
+	for _, st := range s.stops {
+		for n := min(len(st)-1, len(text)); n > h; n-- {
+			if strings.HasSuffix(text, st[:n]) {
+				h = n
+				break
+			}
+		}
+	}
+	return h
+}
+
+func (g *TextGenerator) prepare(r TextRequest) (GenerateRequest, *textStop, error) {
+	for _, st := range r.Stop {
+		if st == "" {
+			return GenerateRequest{}, nil, fmt.Errorf("%w: empty stop string", ErrInvalidRequest)
+		}
+	}
+	req := GenerateRequest{PromptIDs: g.tok.Encode(r.Prompt, true), Params: r.Params}
+	var ts *textStop
+	if len(r.Stop) > 0 {
+		ts = &textStop{tok: g.tok, stops: r.Stop}
+		inner := r.Params.Stop
+		req.Params.Stop = func(ids []int) (int, bool) {
+			if inner != nil {
+				if keep, stop := inner(ids); stop {
+					return keep, stop
+				}
+			}
+			return ts.hook(ids)
+		}
+	}
+	return req, ts, nil
+}
+
+func (g *TextGenerator) result(res GenerateResult, ts *textStop) TextResult {
+	text := ""
+	if ts != nil && ts.found {
+		text = ts.cut
+	} else {
+		text = g.tok.Decode(res.IDs, true)
+	}
+	return TextResult{Text: text, IDs: res.IDs, FinishReason: res.FinishReason,
+		PromptTokens: res.PromptTokens, CompletionTokens: res.CompletionTokens}
+}
+
+// Generate completes text requests as one batch (see Model.Generate).
+func (g *TextGenerator) Generate(ctx context.Context, reqs []TextRequest) ([]TextResult, error) {
+	greqs := make([]GenerateRequest, len(reqs))
+	stops := make([]*textStop, len(reqs))
+	for i, r := range reqs {
+		var err error
+		if greqs[i], stops[i], err = g.prepare(r); err != nil {
+			return nil, fmt.Errorf("request %d: %w", i, err)
+		}
+	}
+	res, err := g.m.Generate(ctx, greqs)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]TextResult, len(res))
+	for i, r := range res {
+		out[i] = g.result(r, stops[i])
+	}
+	return out, nil
+}
+
+// Submit runs a text request on a Batcher. onText, when not nil, receives
+// the completion's text in pieces as it is produced; their concatenation is
+// the result's Text (text that may begin a stop string is held back).
+func (g *TextGenerator) Submit(ctx context.Context, b *Batcher, r TextRequest, onText func(string)) (TextResult, error) {
+	req, ts, err := g.prepare(r)
+	if err != nil {
+		return TextResult{}, err
+	}
+	var (
+		onToken func(int)
+		dec     = g.tok.NewStreamDecoder(true)
+		all     strings.Builder // the text decoded so far
+		sent    int             // bytes of it given to onText
+	)
+	if onText != nil {
+		onToken = func(id int) {
+			all.WriteString(dec.Add(id))
+			end := all.Len()
+			if ts != nil {
+				end -= ts.holdback(all.String())
+			}
+			if end > sent {
+				onText(all.String()[sent:end])
+				sent = end
+			}
+		}
+	}
+	res, err := b.Submit(ctx, req, onToken)
+	if err != nil {
+		return TextResult{}, err
+	}
+	out := g.result(res, ts)
+	if onText != nil && len(out.Text) > sent && strings.HasPrefix(out.Text, all.String()[:sent]) {
+		onText(out.Text[sent:])
+	}
+	return out, nil
+}

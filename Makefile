@@ -1,0 +1,36 @@
+# LargeForge developer entry points. CI runs `make test` (through .ci/run).
+GO      ?= go
+BIN     := bin/largeforge
+RUN_DIR ?= .run
+
+.PHONY: all build run test test-short bench lint tidy clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/largeforge
+
+# The main job end to end on the embedded default, in a fresh data directory.
+run: build
+	RUN_DIR=$(RUN_DIR) BIN=$(BIN) bash scripts/run.sh
+
+test:
+	$(GO) test -count=1 -timeout 20m ./...
+
+test-short:
+	$(GO) test -short -count=1 ./...
+
+# Benchmarks print their comparisons (floor vs. through the bus, backend matmul rate).
+bench:
+	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./producers/ingest/ ./model/...
+
+lint:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)
+	$(GO) vet ./...
+	@if command -v staticcheck >/dev/null 2>&1; then staticcheck ./...; else echo "staticcheck not installed: skipped"; fi
+
+tidy:
+	$(GO) mod tidy
+
+clean:
+	rm -rf bin $(RUN_DIR)

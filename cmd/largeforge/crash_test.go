@@ -1,0 +1,164 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/largeforge/largeforge/dataset"
+	"github.com/largeforge/largeforge/internal/samples"
+)
+
+// buildBinary builds largeforge into a temporary directory.
+func buildBinary(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "largeforge")
+	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+type proc struct {
+	cmd *exec.Cmd
+	out *bytes.Buffer
+}
+
+func start(t *testing.T, bin string, env []string, args ...string) *proc {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), env...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _, _ = cmd.Process.Wait() })
+	return &proc{cmd: cmd, out: &out}
+}
+
+func waitUp(t *testing.T, bin string, env []string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		cmd := exec.Command(bin, "datasets", "list")
+		cmd.Env = append(os.Environ(), env...)
+		if cmd.Run() == nil {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatal("largeforge up did not become ready")
+}
+
+// TestCrashSafety kills the embedded process and the ingest process with SIGKILL in
+// the middle of a large file, starts again, reruns the same command, and checks that
+// every valid record is in the Parquet parts exactly once.
+func TestCrashSafety(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary and ingests a large file")
+	}
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	const n = 150_000
+	src := filepath.Join(dir, "big.jsonl")
+	f, err := os.Create(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := samples.WriteLargeAlpaca(f, n, 400, 7); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+
+	port := freePort(t)
+	env := []string{"LARGEFORGE_NATS=nats://127.0.0.1:" + strconv.Itoa(port)}
+	dataDir := filepath.Join(dir, "lf-data")
+	upArgs := []string{"up", "--data-dir", dataDir, "--listen", "127.0.0.1:" + strconv.Itoa(port), "--metrics-addr", "127.0.0.1:0", "--log-format", "json", "--log-level", "warning"}
+	ingestArgs := []string{"ingest", "--dataset", "big", "--format", "alpaca", "--log-level", "error", "--wait", "2m", src}
+	partsDir := filepath.Join(dataDir, "datasets", "big")
+
+	up := start(t, bin, env, upArgs...)
+	waitUp(t, bin, env)
+	in := start(t, bin, env, ingestArgs...)
+	// Kill both once the sink has written a part, mid-file.
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		parts, _ := dataset.ListParts(partsDir)
+		if len(parts) >= 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no part written in time; up:\n%s\ningest:\n%s", up.out, in.out)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := in.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if err := up.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	in.cmd.Wait()
+	up.cmd.Wait()
+	partsBefore, _ := dataset.ListParts(partsDir)
+	t.Logf("killed with %d parts written", len(partsBefore))
+
+	up = start(t, bin, env, upArgs...)
+	waitUp(t, bin, env)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, ingestArgs...)
+	cmd.Env = append(os.Environ(), env...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("rerun: %v\n%s\nup:\n%s", err, out, up.out)
+	}
+	t.Logf("rerun:\n%s", out)
+
+	parts, err := dataset.ListParts(partsDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	total := 0
+	for _, p := range parts {
+		meta, err := dataset.ReadPartMeta(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, id := range meta.IDs {
+			if seen[id] {
+				t.Fatalf("record %s is in the parts twice", id)
+			}
+			seen[id] = true
+			total++
+		}
+	}
+	if total != n {
+		t.Fatalf("parts hold %d records, want every one of %d exactly once", total, n)
+	}
+	// No temporary file is left visible as a part.
+	leftovers, _ := filepath.Glob(filepath.Join(partsDir, "part-*.tmp*"))
+	if len(leftovers) > 0 {
+		t.Errorf("temporary files named like parts: %v", leftovers)
+	}
+}

@@ -1,0 +1,140 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/spf13/cobra"
+
+	"github.com/largeforge/largeforge/dataset"
+	"github.com/largeforge/largeforge/pipeline"
+)
+
+func newDatasetsCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "datasets", Short: "List and describe datasets"}
+	var asJSON bool
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List datasets with their format and counts",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			mans, err := loadManifests(cmd.Context(), "")
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return json.NewEncoder(os.Stdout).Encode(mans)
+			}
+			tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "NAME\tFORMAT\tROWS\tDUPLICATES\tREJECTED\tPARTS\tUPDATED")
+			for _, m := range mans {
+				fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%s\n", m.Name, m.Format, m.Counts.Rows, m.Counts.Duplicates, m.Counts.Rejected, len(m.Parts), m.UpdatedAt.Format("2006-01-02 15:04:05Z"))
+			}
+			return tw.Flush()
+		},
+	}
+	show := &cobra.Command{
+		Use:   "show NAME",
+		Short: "Show a dataset's counts, format, schema, parts, sources and rejects",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			mans, err := loadManifests(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			m := mans[0]
+			if asJSON {
+				enc := json.NewEncoder(os.Stdout)
+				enc.SetIndent("", "  ")
+				return enc.Encode(m)
+			}
+			printManifest(m)
+			return nil
+		},
+	}
+	for _, c := range []*cobra.Command{list, show} {
+		c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	}
+	cmd.AddCommand(list, show)
+	return cmd
+}
+
+// loadManifests reads manifests from the lf_datasets bucket: all, or the one named.
+func loadManifests(ctx context.Context, name string) ([]dataset.Manifest, error) {
+	log := newLogger()
+	bus, err := connect(ctx, log)
+	if err != nil {
+		return nil, err
+	}
+	defer bus.Close()
+	kv, err := bus.KV(ctx, pipeline.BucketDatasets)
+	if err != nil {
+		return nil, err
+	}
+	var keys []string
+	if name != "" {
+		keys = []string{name}
+	} else {
+		keys, err = kv.Keys(ctx)
+		if errors.Is(err, jetstream.ErrNoKeysFound) {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		sort.Strings(keys)
+	}
+	var out []dataset.Manifest
+	for _, k := range keys {
+		e, err := kv.Get(ctx, k)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			return nil, fmt.Errorf("no dataset %q (see `largeforge datasets list`)", k)
+		}
+		if err != nil {
+			return nil, err
+		}
+		var m dataset.Manifest
+		if err := json.Unmarshal(e.Value(), &m); err != nil {
+			return nil, fmt.Errorf("dataset %s: %w", k, err)
+		}
+		out = append(out, m)
+	}
+	return out, nil
+}
+
+func printManifest(m dataset.Manifest) {
+	fmt.Printf("dataset   %s\nformat    %s\nrows      %d\nduplicates %d (records already in the dataset, skipped)\nrejected  %d", m.Name, m.Format, m.Counts.Rows, m.Counts.Duplicates, m.Counts.Rejected)
+	if len(m.Counts.RejectedByRule) > 0 {
+		var parts []string
+		for r, n := range m.Counts.RejectedByRule {
+			parts = append(parts, fmt.Sprintf("%s: %d", r, n))
+		}
+		sort.Strings(parts)
+		fmt.Printf(" (%s)", strings.Join(parts, ", "))
+	}
+	fmt.Printf("\ncreated   %s\nupdated   %s\n", m.CreatedAt.Format("2006-01-02 15:04:05Z"), m.UpdatedAt.Format("2006-01-02 15:04:05Z"))
+	fmt.Println("schema")
+	for _, f := range m.Schema {
+		fmt.Printf("  %-14s %s\n", f.Name, f.Type)
+	}
+	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "parts\tROWS\tBYTES\tSHA256")
+	for _, p := range m.Parts {
+		fmt.Fprintf(tw, "  %s\t%d\t%d\t%s\n", p.File, p.Rows, p.Bytes, p.SHA256)
+	}
+	fmt.Fprintln(tw, "sources\tRUN\tSHARDS\tROWS\tDUPLICATES\tREJECTED")
+	for _, s := range m.Sources {
+		fmt.Fprintf(tw, "  %s\t%s\t%d\t%d\t%d\t%d\n", s.Source, s.Run, s.Shards, s.Rows, s.Duplicates, s.Rejected)
+	}
+	tw.Flush()
+	if m.Counts.Rejected > 0 {
+		fmt.Printf("rejects   <data-dir>/datasets/%s/%s\n", m.Name, dataset.RejectsFile)
+	}
+}

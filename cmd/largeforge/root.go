@@ -1,0 +1,147 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/rs/zerolog"
+	"github.com/spf13/cobra"
+
+	"github.com/largeforge/largeforge"
+	"github.com/largeforge/largeforge/logging"
+	"github.com/largeforge/largeforge/pipeline"
+)
+
+// defaultNATSURL is where `largeforge up` listens unless nats.conf says otherwise.
+const defaultNATSURL = "nats://127.0.0.1:4222"
+
+// Config holds the flags every command shares.
+type Config struct {
+	NATS        pipeline.ConnConfig
+	LogFormat   string
+	LogLevel    string
+	MetricsAddr string
+}
+
+// Validate checks the shared flags.
+func (c Config) Validate() error {
+	if _, err := logging.ParseLevel(c.LogLevel); err != nil {
+		return err
+	}
+	switch c.LogFormat {
+	case logging.FormatAuto, logging.FormatJSON, logging.FormatConsole:
+	default:
+		return fmt.Errorf("--log-format %q: want auto, json or console", c.LogFormat)
+	}
+	if c.MetricsAddr != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsAddr); err != nil {
+			return fmt.Errorf("--metrics-addr %q: %v", c.MetricsAddr, err)
+		}
+	}
+	return c.NATS.Validate()
+}
+
+var cfg = Config{}
+
+func newRootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "largeforge",
+		Short:         "Run LLM work (ingestion, batch inference, scoring, routing, fine-tuning) through NATS JetStream",
+		Version:       largeforge.Version,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
+			return cfg.Validate()
+		},
+	}
+	f := root.PersistentFlags()
+	natsDefault := os.Getenv("LARGEFORGE_NATS")
+	if natsDefault == "" {
+		natsDefault = defaultNATSURL
+	}
+	f.StringVar(&cfg.NATS.URL, "nats", natsDefault, "NATS server URL(s), comma separated (env LARGEFORGE_NATS)")
+	f.StringVar(&cfg.NATS.User, "nats-user", "", "NATS user name")
+	f.StringVar(&cfg.NATS.Password, "nats-password", os.Getenv("LARGEFORGE_NATS_PASSWORD"), "NATS password (env LARGEFORGE_NATS_PASSWORD)")
+	f.StringVar(&cfg.NATS.Token, "nats-token", os.Getenv("LARGEFORGE_NATS_TOKEN"), "NATS token (env LARGEFORGE_NATS_TOKEN)")
+	f.StringVar(&cfg.NATS.NKeySeedFile, "nats-nkey", "", "NATS nkey seed file")
+	f.StringVar(&cfg.NATS.CredsFile, "nats-creds", "", "NATS credentials file (JWT + nkey)")
+	f.StringVar(&cfg.NATS.TLSCertFile, "tls-cert", "", "client TLS certificate")
+	f.StringVar(&cfg.NATS.TLSKeyFile, "tls-key", "", "client TLS key")
+	f.StringVar(&cfg.NATS.TLSCAFile, "tls-ca", "", "CA certificate to verify the server")
+	f.BoolVar(&cfg.NATS.TLSInsecureSkipVerify, "tls-insecure", false, "do not verify the server's certificate")
+	f.StringVar(&cfg.LogFormat, "log-format", "auto", "log format: json (DATA_DICTIONARY §6.1), console, or auto (console on a terminal)")
+	f.StringVar(&cfg.LogLevel, "log-level", "info", "log level: debug, info, warning, error, critical")
+	f.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "serve Prometheus /metrics on this address (host:port)")
+
+	root.AddCommand(newUpCmd(), newIngestCmd(), newDatasetsCmd(), newSamplesCmd())
+	return root
+}
+
+// newLogger builds the root logger on stderr.
+func newLogger() zerolog.Logger {
+	log, err := logging.New(os.Stderr, cfg.LogFormat, cfg.LogLevel)
+	if err != nil {
+		return zerolog.New(os.Stderr)
+	}
+	return log
+}
+
+// newRegistry returns the process's metrics registry with the Go and process collectors.
+func newRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}
+
+// serveMetrics serves /metrics on addr until ctx ends; "" serves nothing.
+func serveMetrics(ctx context.Context, addr string, reg *prometheus.Registry, log zerolog.Logger) error {
+	if addr == "" {
+		return nil
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("metrics: %w", err)
+	}
+	mlog := logging.Named(log, "largeforge.metrics")
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+	}()
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			mlog.Error().Err(err).Msg("metrics server")
+		}
+	}()
+	mlog.Info().Dict("context", logging.Ctx().Str("addr", ln.Addr().String())).Msg("serving /metrics")
+	return nil
+}
+
+// connect opens the bus for a client command and makes sure the topology exists.
+func connect(ctx context.Context, log zerolog.Logger) (*pipeline.Bus, error) {
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	c := cfg.NATS
+	c.Name = "largeforge-cli"
+	bus, err := pipeline.Connect(cctx, c, log)
+	if err != nil {
+		return nil, fmt.Errorf("connect to NATS at %s (start one with `largeforge up`, or set --nats / LARGEFORGE_NATS): %w", cfg.NATS.URL, err)
+	}
+	if err := bus.EnsureTopology(cctx); err != nil {
+		bus.Close()
+		return nil, err
+	}
+	return bus, nil
+}

@@ -1,0 +1,32 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/largeforge/largeforge/internal/samples"
+)
+
+func newSamplesCmd() *cobra.Command {
+	var out string
+	var seed uint64
+	cmd := &cobra.Command{
+		Use:   "samples --output DIR",
+		Short: "Write small alpaca, sharegpt and dpo sample files (with a few bad rows) for trying LargeForge",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			paths, err := samples.WriteAll(out, seed)
+			if err != nil {
+				return err
+			}
+			for _, p := range paths {
+				fmt.Println(p)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&out, "output", "samples", "directory to write into")
+	cmd.Flags().Uint64Var(&seed, "seed", 1, "random seed")
+	return cmd
+}

@@ -1,0 +1,466 @@
+// Package datasetsink persists the shards of lf.data.<dataset>.shard as Parquet
+// parts under <data-dir>/datasets/<name>/, with a manifest, and the ingestion
+// rejects of lf.dlq.ingest.<dataset> as rejects.jsonl beside them.
+//
+// A fetched batch of shards becomes one part per dataset, written to a temporary
+// name and renamed before the batch is acked. Records are deduplicated on their id
+// across shards, batches and runs: the ids of every part are loaded when a dataset
+// is first touched, and each part records the shard message ids it holds, so a
+// shard redelivered after a crash is recognised and not counted twice.
+package datasetsink
+
+import (
+	"bufio"
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/largeforge/largeforge/dataset"
+	"github.com/largeforge/largeforge/pipeline"
+	"github.com/largeforge/largeforge/producers/ingest"
+	"github.com/largeforge/largeforge/schemas"
+)
+
+// ErrInvalidOption is returned for a bad constructor argument.
+var ErrInvalidOption = errors.New("invalid dataset sink option")
+
+// Sink owns the dataset directories under Dir.
+type Sink struct {
+	dir     string
+	kv      jetstream.KeyValue
+	log     zerolog.Logger
+	metrics *dataset.Metrics
+	now     func() time.Time
+
+	mu   sync.Mutex
+	sets map[string]*state
+}
+
+type state struct {
+	dir      string
+	man      dataset.Manifest
+	ids      map[[32]byte]struct{}
+	shards   map[string]struct{}
+	rejects  map[string]struct{}
+	nextPart int
+	counted  map[string]struct{} // run+shard counted by this process
+}
+
+// New returns a sink writing under dir (<data-dir>/datasets). kv, when not nil,
+// receives each dataset's manifest under its name (the lf_datasets bucket), which
+// is how `largeforge datasets` and waiting ingest runs read them over the bus.
+func New(dir string, kv jetstream.KeyValue, log zerolog.Logger, m *dataset.Metrics) (*Sink, error) {
+	if dir == "" {
+		return nil, fmt.Errorf("%w: empty directory", ErrInvalidOption)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("dataset sink: %w", err)
+	}
+	if m == nil {
+		m, _ = dataset.NewMetrics(nil)
+	}
+	return &Sink{dir: dir, kv: kv, log: log, metrics: m, now: time.Now, sets: map[string]*state{}}, nil
+}
+
+// load returns a dataset's state, reading its parts and rejects the first time.
+func (s *Sink) load(name string) (*state, error) {
+	if st, ok := s.sets[name]; ok {
+		return st, nil
+	}
+	if err := dataset.ValidateName(name); err != nil {
+		return nil, err
+	}
+	dir := filepath.Join(s.dir, name)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	st := &state{dir: dir, ids: map[[32]byte]struct{}{}, shards: map[string]struct{}{}, rejects: map[string]struct{}{}, counted: map[string]struct{}{}}
+	man, err := dataset.ReadManifest(dir)
+	switch {
+	case err == nil:
+		st.man = man
+	case dataset.IsNotExist(err):
+		st.man = dataset.Manifest{Name: name, CreatedAt: s.now().UTC()}
+	default:
+		return nil, err
+	}
+	// The parts on disk are the truth: a crash may have come between a part's
+	// rename and the manifest's.
+	parts, err := dataset.ListParts(dir)
+	if err != nil {
+		return nil, err
+	}
+	st.man.Parts = st.man.Parts[:0]
+	st.man.Counts.Rows = 0
+	for _, p := range parts {
+		meta, err := dataset.ReadPartMeta(p)
+		if err != nil {
+			return nil, err
+		}
+		for _, id := range meta.IDs {
+			if k, ok := idKey(id); ok {
+				st.ids[k] = struct{}{}
+			}
+		}
+		for _, sh := range meta.Shards {
+			st.shards[sh] = struct{}{}
+		}
+		if st.man.Format == "" {
+			st.man.Format = meta.Format
+		}
+		st.man.Parts = append(st.man.Parts, dataset.PartInfo{File: filepath.Base(p), Rows: meta.Rows, Bytes: meta.Bytes, SHA256: meta.SHA256})
+		st.man.Counts.Rows += meta.Rows
+		if n, err := strconv.Atoi(strings.TrimSuffix(strings.TrimPrefix(filepath.Base(p), "part-"), ".parquet")); err == nil && n >= st.nextPart {
+			st.nextPart = n + 1
+		}
+	}
+	if err := loadRejectIDs(filepath.Join(dir, dataset.RejectsFile), st.rejects); err != nil {
+		return nil, err
+	}
+	s.sets[name] = st
+	return st, nil
+}
+
+func idKey(id string) ([32]byte, bool) {
+	var k [32]byte
+	if len(id) != 64 {
+		return k, false
+	}
+	_, err := hex.Decode(k[:], []byte(id))
+	return k, err == nil
+}
+
+// Shards is the consume-loop handler of lf.data.*.shard.
+func (s *Sink) Shards() pipeline.Handler { return shardHandler{s} }
+
+// Rejects is the consume-loop handler of lf.dlq.ingest.*.
+func (s *Sink) Rejects() pipeline.Handler { return rejectHandler{s} }
+
+type shardHandler struct{ s *Sink }
+
+func (h shardHandler) Handle(ctx context.Context, msgs []jetstream.Msg) []error {
+	return h.s.handleShards(ctx, msgs)
+}
+
+type rejectHandler struct{ s *Sink }
+
+func (h rejectHandler) Handle(ctx context.Context, msgs []jetstream.Msg) []error {
+	return h.s.handleRejects(ctx, msgs)
+}
+
+// token returns the n-th dot-separated token of a subject.
+func token(subject string, n int) string {
+	parts := strings.Split(subject, ".")
+	if n < len(parts) {
+		return parts[n]
+	}
+	return ""
+}
+
+type pendingShard struct {
+	idx     int
+	msgID   string
+	source  string
+	run     string
+	records []schemas.Record
+	ids     []string
+}
+
+func (s *Sink) handleShards(ctx context.Context, msgs []jetstream.Msg) []error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	errs := make([]error, len(msgs))
+	groups := map[string][]int{}
+	var order []string
+	for i, m := range msgs {
+		ds := token(m.Subject(), 2)
+		if _, ok := groups[ds]; !ok {
+			order = append(order, ds)
+		}
+		groups[ds] = append(groups[ds], i)
+	}
+	for _, ds := range order {
+		s.writeGroup(ds, msgs, groups[ds], errs)
+	}
+	return errs
+}
+
+// writeGroup turns one dataset's shards of a batch into (at most) one part.
+func (s *Sink) writeGroup(ds string, msgs []jetstream.Msg, idx []int, errs []error) {
+	st, err := s.load(ds)
+	if err != nil {
+		for _, i := range idx {
+			errs[i] = pipeline.Invalid("dataset "+ds, err)
+		}
+		return
+	}
+	now := s.now()
+	var shards []pendingShard
+	for _, i := range idx {
+		m := msgs[i]
+		h := m.Headers()
+		f, err := schemas.ParseFormat(h.Get(dataset.HeaderFormat))
+		if err != nil {
+			errs[i] = pipeline.Invalid("shard format", err)
+			continue
+		}
+		if st.man.Format != "" && st.man.Format != f {
+			errs[i] = pipeline.Invalid("format mismatch", fmt.Errorf("dataset %s holds %s records; this shard is %s", ds, st.man.Format, f))
+			continue
+		}
+		msgID := h.Get(jetstream.MsgIDHeader)
+		p := pendingShard{idx: i, msgID: msgID, source: h.Get(dataset.HeaderSource), run: h.Get(dataset.HeaderRun)}
+		if _, done := st.shards[msgID]; msgID != "" && done {
+			s.countShard(st, p, 0, 0, now) // persisted before a crash or by an earlier run
+			continue
+		}
+		recs, ids, err := dataset.DecodeShard(f, m.Data())
+		if err != nil {
+			errs[i] = pipeline.Invalid("undecodable shard", err)
+			continue
+		}
+		if st.man.Format == "" {
+			st.man = mergeManifest(dataset.NewManifest(ds, f, now), st.man)
+		}
+		p.records, p.ids = recs, ids
+		shards = append(shards, p)
+	}
+	if len(shards) == 0 {
+		s.publishManifest(st)
+		return
+	}
+	// Deduplicate against the dataset and within the batch.
+	var recs []schemas.Record
+	var ids, shardIDs []string
+	batchIDs := map[[32]byte]struct{}{}
+	rows := make([]int64, len(shards))
+	dups := make([]int64, len(shards))
+	for k, p := range shards {
+		for j, id := range p.ids {
+			key, ok := idKey(id)
+			if !ok {
+				continue
+			}
+			if _, seen := st.ids[key]; seen {
+				dups[k]++
+				continue
+			}
+			if _, seen := batchIDs[key]; seen {
+				dups[k]++
+				continue
+			}
+			batchIDs[key] = struct{}{}
+			recs = append(recs, p.records[j])
+			ids = append(ids, id)
+			rows[k]++
+		}
+		if p.msgID != "" {
+			shardIDs = append(shardIDs, p.msgID)
+		}
+	}
+	if len(recs) > 0 || len(shardIDs) > 0 {
+		name := dataset.PartName(st.nextPart)
+		info, err := dataset.WritePart(filepath.Join(st.dir, name), st.man.Format, recs, ids, shardIDs)
+		if err != nil {
+			s.log.Error().Err(err).Dict("context", zerolog.Dict().Str("dataset", ds)).Msg("write part")
+			for _, p := range shards {
+				errs[p.idx] = err // transient: the batch is redelivered
+			}
+			return
+		}
+		st.nextPart++
+		for k := range batchIDs {
+			st.ids[k] = struct{}{}
+		}
+		for _, id := range shardIDs {
+			st.shards[id] = struct{}{}
+		}
+		st.man.Parts = append(st.man.Parts, info)
+		st.man.Counts.Rows += info.Rows
+		s.metrics.Parts.WithLabelValues(ds).Inc()
+		s.metrics.Rows.WithLabelValues(ds).Add(float64(info.Rows))
+		s.log.Info().Dict("context", zerolog.Dict().Str("dataset", ds).Str("part", name).Int64("rows", info.Rows).Int("shards", len(shards))).Msg("part written")
+	}
+	for k, p := range shards {
+		st.man.Counts.Duplicates += dups[k]
+		s.metrics.Duplicates.WithLabelValues(ds).Add(float64(dups[k]))
+		s.countShard(st, p, rows[k], dups[k], now)
+	}
+	s.publishManifest(st)
+}
+
+func mergeManifest(fresh, old dataset.Manifest) dataset.Manifest {
+	fresh.Parts, fresh.Counts, fresh.Sources = old.Parts, old.Counts, old.Sources
+	if !old.CreatedAt.IsZero() {
+		fresh.CreatedAt = old.CreatedAt
+	}
+	return fresh
+}
+
+// countShard adds one shard to its run's entry, once per process and run.
+func (s *Sink) countShard(st *state, p pendingShard, rows, dups int64, now time.Time) {
+	key := p.run + "\x00" + p.msgID
+	if _, ok := st.counted[key]; ok && p.msgID != "" {
+		return
+	}
+	st.counted[key] = struct{}{}
+	src := st.man.Source(p.source, p.run, now)
+	src.Shards++
+	src.Rows += rows
+	src.Duplicates += dups
+}
+
+// publishManifest writes the manifest file and, when a bucket is set, its KV copy.
+func (s *Sink) publishManifest(st *state) {
+	st.man.UpdatedAt = s.now().UTC()
+	if err := dataset.WriteManifest(st.dir, st.man); err != nil {
+		s.log.Error().Err(err).Dict("context", zerolog.Dict().Str("dataset", st.man.Name)).Msg("write manifest")
+	}
+	if s.kv == nil {
+		return
+	}
+	data, err := json.Marshal(st.man)
+	if err != nil {
+		return
+	}
+	if _, err := s.kv.Put(context.Background(), st.man.Name, data); err != nil {
+		s.log.Warn().Err(err).Dict("context", zerolog.Dict().Str("dataset", st.man.Name)).Msg("publish manifest")
+	}
+}
+
+// RejectLine is one line of rejects.jsonl.
+type RejectLine struct {
+	ID             string    `json:"id"`
+	Source         string    `json:"source"`
+	Line           int64     `json:"line"`
+	Field          string    `json:"field"`
+	Rule           string    `json:"rule"`
+	Error          string    `json:"error"`
+	Original       *string   `json:"original,omitempty"`        // the original bytes, when they are valid UTF-8
+	OriginalBase64 []byte    `json:"original_base64,omitempty"` // otherwise, base64
+	Truncated      bool      `json:"truncated,omitempty"`
+	Time           time.Time `json:"time"`
+}
+
+func loadRejectIDs(path string, into map[string]struct{}) error {
+	f, err := os.Open(path)
+	if dataset.IsNotExist(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<16), 4<<20)
+	for sc.Scan() {
+		var l struct {
+			ID string `json:"id"`
+		}
+		if json.Unmarshal(sc.Bytes(), &l) == nil && l.ID != "" {
+			into[l.ID] = struct{}{}
+		}
+	}
+	return nil // a torn last line (crash mid-write) is ignored; its record is redelivered
+}
+
+func (s *Sink) handleRejects(ctx context.Context, msgs []jetstream.Msg) []error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	errs := make([]error, len(msgs))
+	touched := map[*state]*os.File{}
+	defer func() {
+		for st, f := range touched {
+			f.Close()
+			s.publishManifest(st)
+		}
+	}()
+	now := s.now()
+	for i, m := range msgs {
+		ds := token(m.Subject(), 3)
+		st, err := s.load(ds)
+		if err != nil {
+			errs[i] = pipeline.Invalid("dataset "+ds, err)
+			continue
+		}
+		var rec pipeline.DLQRecord
+		if err := json.Unmarshal(m.Data(), &rec); err != nil {
+			errs[i] = pipeline.Invalid("undecodable reject record", err)
+			continue
+		}
+		id := m.Headers().Get(jetstream.MsgIDHeader)
+		if id == "" {
+			id = fmt.Sprintf("%s/seq/%s", ds, seqOf(m))
+		}
+		if _, done := st.rejects[id]; done {
+			continue
+		}
+		first := func(k string) string {
+			if v := rec.Headers[k]; len(v) > 0 {
+				return v[0]
+			}
+			return ""
+		}
+		line, _ := strconv.ParseInt(first(ingest.HeaderLine), 10, 64)
+		rl := RejectLine{ID: id, Source: first(dataset.HeaderSource), Line: line, Field: first(ingest.HeaderField),
+			Rule: first(ingest.HeaderRule), Error: rec.Reason, Truncated: rec.Truncated, Time: rec.Time}
+		if rl.Rule == "" {
+			rl.Rule = "invalid"
+		}
+		if utf8.Valid(rec.Data) {
+			o := string(rec.Data)
+			rl.Original = &o
+		} else {
+			rl.OriginalBase64 = rec.Data
+		}
+		f := touched[st]
+		if f == nil {
+			f, err = os.OpenFile(filepath.Join(st.dir, dataset.RejectsFile), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+			if err != nil {
+				errs[i] = err
+				continue
+			}
+			touched[st] = f
+		}
+		line2, _ := json.Marshal(rl)
+		if _, err := f.Write(append(line2, '\n')); err != nil {
+			errs[i] = err
+			continue
+		}
+		st.rejects[id] = struct{}{}
+		st.man.Name = ds
+		st.man.AddReject(rl.Rule)
+		run := first(dataset.HeaderRun)
+		st.man.Source(rl.Source, run, now).Rejected++
+	}
+	for _, f := range touched {
+		if err := f.Sync(); err != nil {
+			for i := range errs {
+				if errs[i] == nil {
+					errs[i] = err
+				}
+			}
+		}
+	}
+	return errs
+}
+
+func seqOf(m jetstream.Msg) string {
+	md, err := m.Metadata()
+	if err != nil {
+		return "0"
+	}
+	return strconv.FormatUint(md.Sequence.Stream, 10)
+}

@@ -1,0 +1,86 @@
+package datasetsink
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/largeforge/largeforge/dataset"
+	"github.com/largeforge/largeforge/logging"
+	"github.com/largeforge/largeforge/pipeline"
+	"github.com/largeforge/largeforge/producers/ingest"
+)
+
+// Workers are the running dataset consumers: the sink of shards, the validator of
+// raw records and the writer of rejects.
+type Workers struct {
+	Sink *Sink
+	wg   sync.WaitGroup
+	mu   sync.Mutex
+	errs []error
+}
+
+// Durable consumer names.
+const (
+	DurableSink    = "dataset-sink"
+	DurableRaw     = "dataset-raw"
+	DurableRejects = "dataset-rejects"
+)
+
+// Start starts the three dataset consumers on bus, writing under datasetsDir
+// (<data-dir>/datasets). They run until ctx ends, then drain; Wait returns then.
+func Start(ctx context.Context, bus *pipeline.Bus, datasetsDir string, log zerolog.Logger, m *dataset.Metrics) (*Workers, error) {
+	kv, err := bus.KV(ctx, pipeline.BucketDatasets)
+	if err != nil {
+		return nil, err
+	}
+	sink, err := New(datasetsDir, kv, logging.Named(log, "largeforge.dataset-sink"), m)
+	if err != nil {
+		return nil, err
+	}
+	raw, err := ingest.NewRawHandler(bus, logging.Named(log, "largeforge.ingest.raw"), sink.metrics)
+	if err != nil {
+		return nil, err
+	}
+	specs := []struct {
+		cfg pipeline.ConsumerConfig
+		h   pipeline.Handler
+	}{
+		{pipeline.ConsumerConfig{Stream: pipeline.StreamDatasets, Durable: DurableSink, FilterSubjects: []string{"lf.data.*.shard"},
+			Stage: "sink", Batch: 32, MaxWait: 300 * time.Millisecond, AckWait: 2 * time.Minute}, sink.Shards()},
+		{pipeline.ConsumerConfig{Stream: pipeline.StreamDatasets, Durable: DurableRaw, FilterSubjects: []string{"lf.data.*.raw"},
+			Stage: ingest.Stage, Batch: 256, MaxWait: 200 * time.Millisecond}, raw},
+		{pipeline.ConsumerConfig{Stream: pipeline.StreamDLQ, Durable: DurableRejects, FilterSubjects: []string{"lf.dlq.ingest.>"},
+			Stage: "rejects", Batch: 256, MaxWait: 300 * time.Millisecond}, sink.Rejects()},
+	}
+	w := &Workers{Sink: sink}
+	for _, s := range specs {
+		c, err := pipeline.NewConsumer(ctx, bus, s.cfg, s.h, logging.Named(log, "largeforge.consumer."+s.cfg.Durable))
+		if err != nil {
+			return nil, err
+		}
+		w.wg.Add(1)
+		go func() {
+			defer w.wg.Done()
+			if err := c.Run(ctx); err != nil {
+				w.mu.Lock()
+				w.errs = append(w.errs, err)
+				w.mu.Unlock()
+			}
+		}()
+	}
+	return w, nil
+}
+
+// Wait blocks until every consumer has drained and returns the first error.
+func (w *Workers) Wait() error {
+	w.wg.Wait()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.errs) > 0 {
+		return w.errs[0]
+	}
+	return nil
+}

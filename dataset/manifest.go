@@ -1,0 +1,157 @@
+package dataset
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"time"
+
+	"github.com/largeforge/largeforge/schemas"
+)
+
+// ManifestFile is the manifest's file name inside a dataset directory.
+const ManifestFile = "manifest.json"
+
+// RejectsFile is the file of rejected records inside a dataset directory.
+const RejectsFile = "rejects.jsonl"
+
+// Manifest describes a dataset: its format and schema, counts, parts and sources.
+type Manifest struct {
+	Name      string         `json:"name"`
+	Format    schemas.Format `json:"format"`
+	Schema    []Field        `json:"schema"`
+	Counts    Counts         `json:"counts"`
+	Parts     []PartInfo     `json:"parts"`
+	Sources   []Source       `json:"sources"`
+	CreatedAt time.Time      `json:"created_at"`
+	UpdatedAt time.Time      `json:"updated_at"`
+}
+
+// Field is one column of the dataset's schema.
+type Field struct {
+	Name string `json:"name"`
+	Type string `json:"type"`
+}
+
+// Counts are the dataset's totals.
+type Counts struct {
+	Rows           int64            `json:"rows"`       // records persisted in parts
+	Duplicates     int64            `json:"duplicates"` // records dropped because their id was already persisted
+	Rejected       int64            `json:"rejected"`   // records that failed validation
+	RejectedByRule map[string]int64 `json:"rejected_by_rule,omitempty"`
+}
+
+// Source is what one ingestion run (a file, stdin, or raw records from the bus) contributed.
+type Source struct {
+	Source     string    `json:"source"`
+	Run        string    `json:"run"`
+	Shards     int64     `json:"shards"`
+	Rows       int64     `json:"rows"`
+	Duplicates int64     `json:"duplicates"`
+	Rejected   int64     `json:"rejected"`
+	FirstSeen  time.Time `json:"first_seen"`
+	LastSeen   time.Time `json:"last_seen"`
+}
+
+// NewManifest returns an empty manifest of a dataset of format f.
+func NewManifest(name string, f schemas.Format, now time.Time) Manifest {
+	m := Manifest{Name: name, Format: f, CreatedAt: now.UTC(), UpdatedAt: now.UTC()}
+	for _, fl := range schemas.ArrowSchema(f).Fields() {
+		m.Schema = append(m.Schema, Field{Name: fl.Name, Type: fl.Type.String()})
+	}
+	return m
+}
+
+// Source returns the entry of a run, adding it when new.
+func (m *Manifest) Source(source, run string, now time.Time) *Source {
+	for i := range m.Sources {
+		if m.Sources[i].Run == run && m.Sources[i].Source == source {
+			m.Sources[i].LastSeen = now.UTC()
+			return &m.Sources[i]
+		}
+	}
+	m.Sources = append(m.Sources, Source{Source: source, Run: run, FirstSeen: now.UTC(), LastSeen: now.UTC()})
+	return &m.Sources[len(m.Sources)-1]
+}
+
+// FindRun returns the source entry of a run id, or nil.
+func (m *Manifest) FindRun(run string) *Source {
+	for i := range m.Sources {
+		if m.Sources[i].Run == run {
+			return &m.Sources[i]
+		}
+	}
+	return nil
+}
+
+// AddReject counts one rejected record under its rule.
+func (m *Manifest) AddReject(rule string) {
+	m.Counts.Rejected++
+	if m.Counts.RejectedByRule == nil {
+		m.Counts.RejectedByRule = map[string]int64{}
+	}
+	m.Counts.RejectedByRule[rule]++
+}
+
+// ReadManifest reads dir's manifest; a missing one gives an error wrapping os.ErrNotExist.
+func ReadManifest(dir string) (Manifest, error) {
+	var m Manifest
+	data, err := os.ReadFile(filepath.Join(dir, ManifestFile))
+	if err != nil {
+		return m, err
+	}
+	if err := json.Unmarshal(data, &m); err != nil {
+		return m, fmt.Errorf("read manifest %s: %w", dir, err)
+	}
+	return m, nil
+}
+
+// WriteManifest writes m into dir through a temporary file and a rename.
+func WriteManifest(dir string, m Manifest) error {
+	data, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return err
+	}
+	return WriteFileAtomic(filepath.Join(dir, ManifestFile), append(data, '\n'))
+}
+
+// WriteFileAtomic writes data to path through a synced temporary file and a rename.
+func WriteFileAtomic(path string, data []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path)+"-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(0o644); err != nil {
+		tmp.Close()
+		return err
+	}
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}
+
+// ListParts returns the part files present in dir, sorted by number.
+func ListParts(dir string) ([]string, error) {
+	matches, err := filepath.Glob(filepath.Join(dir, "part-*.parquet"))
+	if err != nil {
+		return nil, err
+	}
+	sort.Strings(matches)
+	return matches, nil
+}
+
+// IsNotExist reports whether err says a file is missing.
+func IsNotExist(err error) bool { return errors.Is(err, os.ErrNotExist) }

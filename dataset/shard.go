@@ -1,0 +1,131 @@
+package dataset
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/ipc"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	"github.com/largeforge/largeforge/schemas"
+)
+
+// Headers carried by shard messages.
+const (
+	HeaderFormat = "Lf-Format"
+	HeaderSource = "Lf-Source"
+	HeaderRun    = "Lf-Run"
+	HeaderRows   = "Lf-Rows"
+)
+
+// DefaultShardBytes keeps an encoded shard well under NATS's 1 MiB max_payload:
+// it bounds the uncompressed size of the records, and zstd only shrinks them.
+const DefaultShardBytes = 768 << 10
+
+// ShardBuilder gathers validated records of one format into a shard.
+type ShardBuilder struct {
+	format   schemas.Format
+	maxBytes int
+	records  []schemas.Record
+	ids      []string
+	size     int
+}
+
+// NewShardBuilder returns a builder that reports Full once maxBytes of canonical
+// record bytes are gathered (DefaultShardBytes when maxBytes <= 0).
+func NewShardBuilder(f schemas.Format, maxBytes int) *ShardBuilder {
+	if maxBytes <= 0 {
+		maxBytes = DefaultShardBytes
+	}
+	return &ShardBuilder{format: f, maxBytes: maxBytes}
+}
+
+// Add appends one record; size is its canonical size in bytes.
+func (b *ShardBuilder) Add(r schemas.Record, id string, size int) {
+	b.records = append(b.records, r)
+	b.ids = append(b.ids, id)
+	b.size += size
+}
+
+// Full reports whether the shard should be sent before the next record of size next.
+func (b *ShardBuilder) Full(next int) bool { return len(b.records) > 0 && b.size+next > b.maxBytes }
+
+// Len is the number of records gathered.
+func (b *ShardBuilder) Len() int { return len(b.records) }
+
+// IDs returns the record ids gathered so far.
+func (b *ShardBuilder) IDs() []string { return b.ids }
+
+// Encode returns the shard's bytes and its message id, then empties the builder.
+func (b *ShardBuilder) Encode(datasetName string) (data []byte, msgID string, err error) {
+	data, err = EncodeShard(b.format, b.records, b.ids)
+	if err != nil {
+		return nil, "", err
+	}
+	msgID = ShardID(datasetName, b.ids)
+	b.records = b.records[:0]
+	b.ids = b.ids[:0]
+	b.size = 0
+	return data, msgID, nil
+}
+
+// ShardID is the Nats-Msg-Id of a shard: the dataset and the sha256 of its record ids.
+func ShardID(datasetName string, ids []string) string {
+	h := sha256.New()
+	for _, id := range ids {
+		h.Write([]byte(id))
+		h.Write([]byte{'\n'})
+	}
+	return datasetName + "/" + hex.EncodeToString(h.Sum(nil))
+}
+
+// EncodeShard writes records as one Arrow IPC stream with zstd-compressed buffers.
+func EncodeShard(f schemas.Format, records []schemas.Record, ids []string) ([]byte, error) {
+	if len(records) != len(ids) {
+		return nil, fmt.Errorf("encode shard: %d records but %d ids", len(records), len(ids))
+	}
+	schema := schemas.ArrowSchema(f)
+	b := array.NewRecordBuilder(memory.DefaultAllocator, schema)
+	defer b.Release()
+	for i, r := range records {
+		if err := schemas.AppendRecordWithID(b, r, ids[i]); err != nil {
+			return nil, fmt.Errorf("encode shard: %w", err)
+		}
+	}
+	rec := b.NewRecordBatch()
+	defer rec.Release()
+
+	var buf bytes.Buffer
+	w := ipc.NewWriter(&buf, ipc.WithSchema(schema), ipc.WithZstd())
+	if err := w.Write(rec); err != nil {
+		return nil, fmt.Errorf("encode shard: %w", err)
+	}
+	if err := w.Close(); err != nil {
+		return nil, fmt.Errorf("encode shard: %w", err)
+	}
+	return buf.Bytes(), nil
+}
+
+// DecodeShard reads the records and ids of a shard of format f.
+func DecodeShard(f schemas.Format, data []byte) (records []schemas.Record, ids []string, err error) {
+	r, err := ipc.NewReader(bytes.NewReader(data), ipc.WithAllocator(memory.DefaultAllocator))
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: %v", ErrBadShard, err)
+	}
+	defer r.Release()
+	for r.Next() {
+		recs, rids, err := schemas.RecordsFromArrow(f, r.RecordBatch())
+		if err != nil {
+			return nil, nil, fmt.Errorf("%w: %v", ErrBadShard, err)
+		}
+		records = append(records, recs...)
+		ids = append(ids, rids...)
+	}
+	if err := r.Err(); err != nil {
+		return nil, nil, fmt.Errorf("%w: %v", ErrBadShard, err)
+	}
+	return records, ids, nil
+}

@@ -1,0 +1,345 @@
+package ingest
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/rs/zerolog"
+
+	"github.com/largeforge/largeforge/dataset"
+	"github.com/largeforge/largeforge/pipeline"
+	"github.com/largeforge/largeforge/schemas"
+)
+
+// Stage names the dead-letter subjects of ingestion: lf.dlq.ingest.<dataset>.
+const Stage = "ingest"
+
+// Headers of reject records on the dead-letter stream.
+const (
+	HeaderLine  = "Lf-Line"
+	HeaderField = "Lf-Field"
+	HeaderRule  = "Lf-Rule"
+)
+
+// Config is one ingestion run's settings.
+type Config struct {
+	Dataset      string
+	Format       string        // auto, alpaca, sharegpt or dpo
+	MaxRejects   int64         // < 0: unlimited
+	MaxLineBytes int           // longest accepted JSONL line
+	ShardBytes   int           // canonical bytes per shard
+	Window       int           // shards in flight before waiting for acks
+	Workers      int           // decoding goroutines (0: GOMAXPROCS)
+	Wait         time.Duration // how long to wait for the sink to confirm the shards (0: don't wait)
+}
+
+// DefaultConfig returns the defaults of the CLI.
+func DefaultConfig() Config {
+	return Config{Format: "auto", MaxRejects: -1, MaxLineBytes: 8 << 20, ShardBytes: dataset.DefaultShardBytes, Window: 64, Wait: 5 * time.Minute}
+}
+
+// Validate checks the config.
+func (c Config) Validate() error {
+	if err := dataset.ValidateName(c.Dataset); err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalidOption, err)
+	}
+	if c.Format != "auto" {
+		if _, err := schemas.ParseFormat(c.Format); err != nil {
+			return fmt.Errorf("%w: --format %q: want auto, alpaca, sharegpt or dpo", ErrInvalidOption, c.Format)
+		}
+	}
+	if c.MaxLineBytes < 1024 {
+		return fmt.Errorf("%w: max line bytes %d is below 1024", ErrInvalidOption, c.MaxLineBytes)
+	}
+	if c.ShardBytes < 1024 || c.ShardBytes > 900<<10 {
+		return fmt.Errorf("%w: shard bytes %d: want 1 KiB to 900 KiB (under max_payload)", ErrInvalidOption, c.ShardBytes)
+	}
+	if c.Window < 1 {
+		return fmt.Errorf("%w: publish window %d is below 1", ErrInvalidOption, c.Window)
+	}
+	return nil
+}
+
+// Progress is reported while a run goes on.
+type Progress struct {
+	Rows, Accepted, Rejected, Bytes int64
+}
+
+// Summary is the outcome of one run.
+type Summary struct {
+	Dataset        string           `json:"dataset"`
+	Source         string           `json:"source"`
+	Run            string           `json:"run"`
+	Format         schemas.Format   `json:"format"`
+	FormatDetected bool             `json:"format_detected"`
+	Rows           int64            `json:"rows"`
+	Accepted       int64            `json:"accepted"`
+	Rejected       int64            `json:"rejected"`
+	RejectedByRule map[string]int64 `json:"rejected_by_rule,omitempty"`
+	Shards         int64            `json:"shards"`
+	Bytes          int64            `json:"bytes"`
+	Confirmed      bool             `json:"confirmed"`  // the dataset sink persisted every shard
+	Persisted      int64            `json:"persisted"`  // records written to parts by this run (when confirmed)
+	Duplicates     int64            `json:"duplicates"` // records the dataset already held (when confirmed)
+	AlreadyOnBus   int64            `json:"already_on_bus_shards,omitempty"`
+	Seconds        float64          `json:"seconds"`
+}
+
+// RowsPerSecond is the run's throughput.
+func (s Summary) RowsPerSecond() float64 {
+	if s.Seconds == 0 {
+		return 0
+	}
+	return float64(s.Rows) / s.Seconds
+}
+
+// Ingester publishes files of training records to the bus.
+type Ingester struct {
+	bus      *pipeline.Bus
+	cfg      Config
+	log      zerolog.Logger
+	metrics  *dataset.Metrics
+	progress func(Progress)
+}
+
+// Option configures an Ingester.
+type Option func(*Ingester) error
+
+// WithProgress sets a callback called as rows are processed (from the run's goroutine).
+func WithProgress(f func(Progress)) Option {
+	return func(in *Ingester) error { in.progress = f; return nil }
+}
+
+// WithMetrics counts into m.
+func WithMetrics(m *dataset.Metrics) Option {
+	return func(in *Ingester) error {
+		if m == nil {
+			return fmt.Errorf("%w: nil metrics", ErrInvalidOption)
+		}
+		in.metrics = m
+		return nil
+	}
+}
+
+// New returns an Ingester for one dataset.
+func New(bus *pipeline.Bus, cfg Config, log zerolog.Logger, opts ...Option) (*Ingester, error) {
+	if bus == nil {
+		return nil, fmt.Errorf("%w: nil bus", ErrInvalidOption)
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	in := &Ingester{bus: bus, cfg: cfg, log: log}
+	for _, o := range opts {
+		if err := o(in); err != nil {
+			return nil, err
+		}
+	}
+	if in.metrics == nil {
+		m, _ := dataset.NewMetrics(nil)
+		in.metrics = m
+	}
+	return in, nil
+}
+
+// newRunID returns a fresh id for one run.
+func newRunID() string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return time.Now().UTC().Format("20060102T150405") + "-" + hex.EncodeToString(b[:])
+}
+
+// Ingest reads source (a path, or "-" for stdin) and publishes its records.
+// The error is non-nil when the run failed or rejects exceeded MaxRejects; the
+// summary is filled in as far as the run got either way.
+func (in *Ingester) Ingest(ctx context.Context, source string, stdin io.Reader) (Summary, error) {
+	start := time.Now()
+	sum := Summary{Dataset: in.cfg.Dataset, Source: source, Run: newRunID(), RejectedByRule: map[string]int64{}}
+	var format schemas.Format
+	if in.cfg.Format != "auto" {
+		format = schemas.Format(in.cfg.Format)
+	}
+	rr, err := openSource(source, stdin, in.cfg.MaxLineBytes, format)
+	if err != nil {
+		return sum, err
+	}
+	defer rr.Close()
+
+	ds := in.cfg.Dataset
+	shardSubject, err := pipeline.DatasetShardSubject(ds)
+	if err != nil {
+		return sum, err
+	}
+	shards := in.bus.NewPublisher(in.cfg.Window)
+	var builder *dataset.ShardBuilder
+
+	flush := func() error {
+		if builder == nil || builder.Len() == 0 {
+			return nil
+		}
+		rows := builder.Len()
+		data, msgID, err := builder.Encode(ds)
+		if err != nil {
+			return err
+		}
+		hdr := nats.Header{}
+		hdr.Set(dataset.HeaderFormat, string(sum.Format))
+		hdr.Set(dataset.HeaderSource, source)
+		hdr.Set(dataset.HeaderRun, sum.Run)
+		hdr.Set(dataset.HeaderRows, strconv.Itoa(rows))
+		if err := shards.Publish(ctx, shardSubject, data, msgID, hdr); err != nil {
+			return fmt.Errorf("publish shard: %w", err)
+		}
+		sum.Shards++
+		in.metrics.Shards.WithLabelValues(ds).Inc()
+		return nil
+	}
+	report := func() {
+		if in.progress != nil {
+			in.progress(Progress{Rows: sum.Accepted + sum.Rejected, Accepted: sum.Accepted, Rejected: sum.Rejected, Bytes: rr.BytesRead()})
+		}
+	}
+	emit := func(a Accepted) error {
+		if builder == nil {
+			builder = dataset.NewShardBuilder(a.Record.Format, in.cfg.ShardBytes)
+		}
+		if builder.Full(a.Size) {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+		builder.Add(a.Record, a.ID, a.Size)
+		sum.Accepted++
+		in.metrics.Accepted.WithLabelValues(ds).Inc()
+		if sum.Accepted%4096 == 0 {
+			report()
+		}
+		return nil
+	}
+	reject := func(r Reject) error {
+		sum.Rejected++
+		sum.RejectedByRule[r.Rule]++
+		in.metrics.Rejected.WithLabelValues(ds, r.Rule).Inc()
+		if sum.Rejected <= 20 {
+			in.log.Warn().Dict("context", zerolog.Dict().Str("dataset", ds).Str("source", source).
+				Int64("line", r.Line).Str("field", r.Field).Str("rule", r.Rule)).Msg(r.Error)
+		}
+		rec, msgID := RejectRecord(ds, sum.Run, r)
+		if err := in.bus.PublishDLQ(ctx, Stage, ds, rec, msgID); err != nil {
+			return fmt.Errorf("publish reject: %w", err)
+		}
+		report()
+		return nil
+	}
+
+	res, scanErr := scan(ctx, rr, scanOptions{source: source, format: format, workers: in.cfg.Workers}, emit, reject)
+	sum.Format, sum.FormatDetected, sum.Rows, sum.Bytes = res.Format, res.Detected, res.Rows, res.Bytes
+	in.metrics.Bytes.WithLabelValues(ds).Add(float64(res.Bytes))
+	if scanErr == nil {
+		scanErr = flush()
+	}
+	if res.Detected && in.cfg.Format == "auto" {
+		in.log.Info().Dict("context", zerolog.Dict().Str("dataset", ds).Str("source", source).Str("format", string(res.Format))).Msg("format detected")
+	}
+	// Whatever happened, wait for what was published.
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
+	defer cancel()
+	if err := shards.Flush(fctx); err != nil && scanErr == nil {
+		scanErr = fmt.Errorf("publish shards: %w", err)
+	}
+	sum.AlreadyOnBus = int64(shards.Stats().Duplicates)
+	report()
+	if scanErr == nil && in.cfg.Wait > 0 {
+		scanErr = in.waitConfirmed(ctx, &sum)
+	}
+	sum.Seconds = time.Since(start).Seconds()
+	if scanErr != nil {
+		return sum, scanErr
+	}
+	if in.cfg.MaxRejects >= 0 && sum.Rejected > in.cfg.MaxRejects {
+		return sum, fmt.Errorf("%w: %d rejected, --max-rejects is %d", ErrTooManyRejects, sum.Rejected, in.cfg.MaxRejects)
+	}
+	return sum, nil
+}
+
+// waitConfirmed watches the dataset's manifest until the sink has persisted every
+// shard this run published (shards the bus already held are not redelivered).
+func (in *Ingester) waitConfirmed(ctx context.Context, sum *Summary) error {
+	want := sum.Shards - sum.AlreadyOnBus
+	if want <= 0 && sum.Rejected == 0 {
+		sum.Confirmed = true
+		return nil
+	}
+	kv, err := in.bus.KV(ctx, pipeline.BucketDatasets)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, in.cfg.Wait)
+	defer cancel()
+	check := func() bool {
+		e, err := kv.Get(ctx, sum.Dataset)
+		if err != nil {
+			return false
+		}
+		var m dataset.Manifest
+		if json.Unmarshal(e.Value(), &m) != nil {
+			return false
+		}
+		src := m.FindRun(sum.Run)
+		if want > 0 && (src == nil || src.Shards < want) {
+			return false
+		}
+		if src != nil {
+			sum.Persisted, sum.Duplicates = src.Rows, src.Duplicates
+		}
+		return true
+	}
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if check() {
+			sum.Confirmed = true
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				return fmt.Errorf("%w: %d shards of run %s are on the bus, but no dataset sink (largeforge up) confirmed them within %s", ErrNotConfirmed, want, sum.Run, in.cfg.Wait)
+			}
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
+// RejectRecord builds the dead-letter record of a reject and its message id.
+func RejectRecord(ds, run string, r Reject) (pipeline.DLQRecord, string) {
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\x00%d\x00", r.Source, r.Line)
+	h.Write(r.Original)
+	msgID := ds + "/reject/" + hex.EncodeToString(h.Sum(nil))
+	rec := pipeline.DLQRecord{
+		Reason: r.Error,
+		Stage:  Stage,
+		Headers: map[string][]string{
+			dataset.HeaderSource: {r.Source},
+			HeaderLine:           {strconv.FormatInt(r.Line, 10)},
+			HeaderField:          {r.Field},
+			HeaderRule:           {r.Rule},
+			dataset.HeaderRun:    {run},
+		},
+		Data:     r.Original,
+		DataSize: len(r.Original),
+		Time:     time.Now().UTC(),
+	}
+	return rec, msgID
+}

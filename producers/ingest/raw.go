@@ -1,0 +1,142 @@
+package ingest
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/largeforge/largeforge/dataset"
+	"github.com/largeforge/largeforge/pipeline"
+	"github.com/largeforge/largeforge/schemas"
+)
+
+// RawRun is the run id under which records published to lf.data.<dataset>.raw are counted.
+const RawRun = "raw"
+
+// RawHandler validates single records that any NATS client publishes to
+// lf.data.<dataset>.raw, exactly as a file's records are: accepted ones are
+// gathered into one shard per dataset and fetched batch, rejected ones become
+// reject records on the dead-letter stream. A message's format is its Lf-Format
+// header when set, otherwise it is told from its keys.
+type RawHandler struct {
+	bus     *pipeline.Bus
+	log     zerolog.Logger
+	metrics *dataset.Metrics
+}
+
+// NewRawHandler returns the handler; run it with a pipeline consumer on lf.data.*.raw.
+func NewRawHandler(bus *pipeline.Bus, log zerolog.Logger, m *dataset.Metrics) (*RawHandler, error) {
+	if bus == nil {
+		return nil, fmt.Errorf("%w: nil bus", ErrInvalidOption)
+	}
+	if m == nil {
+		m, _ = dataset.NewMetrics(nil)
+	}
+	return &RawHandler{bus: bus, log: log, metrics: m}, nil
+}
+
+// Handle implements pipeline.Handler.
+func (h *RawHandler) Handle(ctx context.Context, msgs []jetstream.Msg) []error {
+	errs := make([]error, len(msgs))
+	type group struct {
+		ds, subject string
+		format      schemas.Format
+		builder     *dataset.ShardBuilder
+		idx         []int
+	}
+	groups := map[string]*group{}
+	var order []string
+	for i, m := range msgs {
+		ds := strings.Split(m.Subject(), ".")[2]
+		seq := uint64(0)
+		if md, err := m.Metadata(); err == nil {
+			seq = md.Sequence.Stream
+		}
+		row := Row{Line: int64(seq), Data: m.Data()}
+		source := m.Subject()
+		f, err := schemas.ParseFormat(m.Headers().Get(dataset.HeaderFormat))
+		if err != nil {
+			var ok bool
+			if f, ok = schemas.DetectFormat(m.Data()); !ok {
+				errs[i] = h.reject(ctx, ds, Reject{Source: source, Line: row.Line, Rule: "format", Original: row.Data,
+					Error: "cannot tell the record's format from its keys (alpaca, sharegpt or dpo); set the Lf-Format header"})
+				continue
+			}
+		}
+		items := decodeRows(source, f, []Row{row})
+		if it := items[0]; it.rej != nil {
+			errs[i] = h.reject(ctx, ds, *it.rej)
+			continue
+		}
+		h.metrics.Accepted.WithLabelValues(ds).Inc()
+		key := ds + "/" + string(f)
+		g := groups[key]
+		if g == nil {
+			g = &group{ds: ds, subject: source, format: f, builder: dataset.NewShardBuilder(f, dataset.DefaultShardBytes)}
+			groups[key] = g
+			order = append(order, key)
+		}
+		a := items[0].acc
+		if g.builder.Full(a.Size) {
+			if err := h.publish(ctx, g.ds, g.format, g.builder); err != nil {
+				for _, j := range g.idx {
+					errs[j] = err
+				}
+			}
+			g.idx = g.idx[:0]
+		}
+		g.builder.Add(a.Record, a.ID, a.Size)
+		g.idx = append(g.idx, i)
+	}
+	for _, key := range order {
+		g := groups[key]
+		if g.builder.Len() == 0 {
+			continue
+		}
+		if err := h.publish(ctx, g.ds, g.format, g.builder); err != nil {
+			for _, j := range g.idx {
+				errs[j] = err
+			}
+		}
+	}
+	return errs
+}
+
+func (h *RawHandler) publish(ctx context.Context, ds string, f schemas.Format, b *dataset.ShardBuilder) error {
+	subj, err := pipeline.DatasetShardSubject(ds)
+	if err != nil {
+		return pipeline.Invalid("dataset name", err)
+	}
+	rows := b.Len()
+	data, msgID, err := b.Encode(ds)
+	if err != nil {
+		return err
+	}
+	hdr := nats.Header{}
+	hdr.Set(dataset.HeaderFormat, string(f))
+	hdr.Set(dataset.HeaderSource, "nats:"+pipeline.StreamDatasets)
+	hdr.Set(dataset.HeaderRun, RawRun)
+	hdr.Set(dataset.HeaderRows, strconv.Itoa(rows))
+	if _, err := h.bus.Publish(ctx, subj, data, msgID, hdr); err != nil {
+		return fmt.Errorf("publish shard: %w", err) // transient: the raw records are redelivered
+	}
+	h.metrics.Shards.WithLabelValues(ds).Inc()
+	return nil
+}
+
+// reject publishes the reject record; the raw message is then acked, since its
+// reject record is its durable outcome.
+func (h *RawHandler) reject(ctx context.Context, ds string, r Reject) error {
+	h.metrics.Rejected.WithLabelValues(ds, r.Rule).Inc()
+	r.Source = "nats:" + pipeline.StreamDatasets
+	rec, msgID := RejectRecord(ds, RawRun, r)
+	if err := h.bus.PublishDLQ(ctx, Stage, ds, rec, msgID); err != nil {
+		return fmt.Errorf("publish reject: %w", err)
+	}
+	return nil
+}

@@ -103,22 +103,22 @@ func TestIngestBadInput(t *testing.T) {
 	long := strings.Repeat("x", 10001)
 	huge := strings.Repeat("y", 50001)
 	lines := []string{
-		"\ufeff" + `{"instruction":"good 1","output":"one"}`,               // 1 BOM, good
-		`{"instruction":"good 2","input":"ctx","output":"two"}` + "\r",     // 2 CRLF, good
-		``,                                                                 // 3 blank: skipped
-		`{"instruction":"bad json","output":`,                              // 4 malformed
-		`[1,2,3]`,                                                          // 5 not an object
-		`{"instruction":5,"output":"x"}`,                                   // 6 wrong type
-		`{"output":"x"}`,                                                   // 7 missing field
-		`{"instruction":"","output":"x"}`,                                  // 8 empty string
-		`{"instruction":"` + long + `","output":"x"}`,                      // 9 over 10,000 code points
-		`{"instruction":"i","output":"` + huge + `"}`,                      // 10 over 50,000
+		"\ufeff" + `{"instruction":"good 1","output":"one"}`,           // 1 BOM, good
+		`{"instruction":"good 2","input":"ctx","output":"two"}` + "\r", // 2 CRLF, good
+		``,                                    // 3 blank: skipped
+		`{"instruction":"bad json","output":`, // 4 malformed
+		`[1,2,3]`,                             // 5 not an object
+		`{"instruction":5,"output":"x"}`,      // 6 wrong type
+		`{"output":"x"}`,                      // 7 missing field
+		`{"instruction":"","output":"x"}`,     // 8 empty string
+		`{"instruction":"` + long + `","output":"x"}`,                       // 9 over 10,000 code points
+		`{"instruction":"i","output":"` + huge + `"}`,                       // 10 over 50,000
 		`{"instruction":"` + strings.Repeat("é", 10000) + `","output":"x"}`, // 11 exactly 10,000 code points (20,000 bytes): good
-		"{\"instruction\":\"bad \xff utf8\",\"output\":\"x\"}",             // 12 invalid UTF-8
+		"{\"instruction\":\"bad \xff utf8\",\"output\":\"x\"}",              // 12 invalid UTF-8
 		`{"instruction":"` + strings.Repeat("z", 70000) + `","output":"x"}`, // 13 longer than the line bound
-		`{"instruction":"good 3","output":"three","extra":{"kept":true}}`,  // 14 additional properties: good
-		`{"instruction":null,"output":"x"}`,                                // 15 null
-		`{"instruction":"good 4","output":"four"}`,                         // 16 truncated last line (no newline) but whole
+		`{"instruction":"good 3","output":"three","extra":{"kept":true}}`,   // 14 additional properties: good
+		`{"instruction":null,"output":"x"}`,                                 // 15 null
+		`{"instruction":"good 4","output":"four"}`,                          // 16 truncated last line (no newline) but whole
 	}
 	path := filepath.Join(t.TempDir(), "bad.jsonl")
 	if err := os.WriteFile(path, []byte(strings.Join(lines, "\n")), 0o644); err != nil {
@@ -243,7 +243,7 @@ func TestRawRecordsFromAnyClient(t *testing.T) {
 	msgs := []string{
 		`{"prompt":"p","chosen":"c","rejected":"r"}`,
 		`{"chosen":"c","rejected":"r","prompt":"p"}`, // same record, keys reordered
-		`{"prompt":"p2","chosen":"c2"}`,                // dpo without rejected: no format fits all keys → detected dpo, rejected
+		`{"prompt":"p2","chosen":"c2"}`,              // dpo without rejected: no format fits all keys → detected dpo, rejected
 		`{"prompt":"p3","chosen":"c3","rejected":"r3"}`,
 	}
 	for i, m := range msgs {

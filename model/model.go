@@ -37,6 +37,7 @@ type Model struct {
 	opts    options
 	log     zerolog.Logger
 	backend backends.Backend
+	bname   string // the backend's configuration name ("go", "xla:cpu", ...)
 	maxSeq  int
 
 	names   []string          // weight parameter names, in graph parameter order
@@ -107,7 +108,7 @@ func New(ck *checkpoint.Checkpoint, opts ...Option) (m *Model, err error) {
 		tensors.FromFlatDataAndDimensions(sin, maxSeq, cfg.HeadDim/2))
 	names = append(names, "rope.cos", "rope.sin")
 
-	be, err := newBackend(o.backend)
+	be, bname, err := newBackend(o.backend)
 	if err != nil {
 		return nil, err
 	}
@@ -121,17 +122,17 @@ func New(ck *checkpoint.Checkpoint, opts ...Option) (m *Model, err error) {
 		t.MustMaterializeOnDevice(be, false, 0)
 		t.FinalizeLocal()
 	}
-	o.logger.Info().Str("backend", be.Name()).Str("backend_description", be.Description()).
+	o.logger.Info().Str("backend", bname).Str("backend_description", be.Description()).
 		Str("architecture", cfg.Architecture).Int("layers", cfg.NumLayers).Int("hidden", cfg.HiddenSize).
 		Int("vocab", cfg.VocabSize).Int("max_seq_len", maxSeq).Msg("model loaded")
 	return &Model{
-		cfg: cfg, gen: ck.Generation, opts: o, log: o.logger, backend: be, maxSeq: maxSeq,
+		cfg: cfg, gen: ck.Generation, opts: o, log: o.logger, backend: be, bname: bname, maxSeq: maxSeq,
 		names: names, weights: host, graphs: map[graphKey]*compiledGraph{},
 	}, nil
 }
 
 // newBackend creates the backend named by name, GOMLX_BACKEND, or the pure Go default.
-func newBackend(name string) (b backends.Backend, err error) {
+func newBackend(name string) (b backends.Backend, _ string, err error) {
 	if name == "" {
 		name = os.Getenv(BackendEnv)
 	}
@@ -140,7 +141,7 @@ func newBackend(name string) (b backends.Backend, err error) {
 	}
 	kind, _, _ := strings.Cut(name, ":")
 	if !slices.Contains(backends.List(), kind) {
-		return nil, fmt.Errorf("%w: backend %q is not compiled in (have %v; XLA needs the build tag xla)", ErrBackend, kind, backends.List())
+		return nil, "", fmt.Errorf("%w: backend %q is not compiled in (have %v; XLA needs the build tag xla)", ErrBackend, kind, backends.List())
 	}
 	defer func() {
 		if r := recover(); r != nil {
@@ -149,9 +150,9 @@ func newBackend(name string) (b backends.Backend, err error) {
 	}()
 	b, err = backends.NewWithConfig(name)
 	if err != nil {
-		return nil, fmt.Errorf("%w: backend %q: %w", ErrBackend, name, err)
+		return nil, "", fmt.Errorf("%w: backend %q: %w", ErrBackend, name, err)
 	}
-	return b, nil
+	return b, name, nil
 }
 
 // Config returns the model's configuration.
@@ -163,8 +164,9 @@ func (m *Model) GenerationConfig() checkpoint.GenerationConfig { return m.gen }
 // MaxSeqLen is the longest context (prompt plus completion) the model runs.
 func (m *Model) MaxSeqLen() int { return m.maxSeq }
 
-// Backend returns the name of the GoMLX backend in use.
-func (m *Model) Backend() string { return m.backend.Name() }
+// Backend returns the configuration name of the GoMLX backend in use
+// ("go" for the pure Go backend).
+func (m *Model) Backend() string { return m.bname }
 
 // Close releases the compiled graphs, the weights and the backend. It waits
 // for running calls to end.

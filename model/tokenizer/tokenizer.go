@@ -1,6 +1,7 @@
 package tokenizer
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -68,6 +69,9 @@ type fileJSON struct {
 type mergeJSONItem struct{ left, right string }
 
 func (m *mergeJSONItem) UnmarshalJSON(b []byte) error {
+	if m.fastParse(b) {
+		return nil
+	}
 	if len(b) > 0 && b[0] == '"' {
 		var s string
 		if err := json.Unmarshal(b, &s); err != nil {
@@ -89,6 +93,40 @@ func (m *mergeJSONItem) UnmarshalJSON(b []byte) error {
 	}
 	m.left, m.right = pair[0], pair[1]
 	return nil
+}
+
+// fastParse handles the common merge spellings without escapes.
+func (m *mergeJSONItem) fastParse(b []byte) bool {
+	if bytes.IndexByte(b, '\\') >= 0 {
+		return false
+	}
+	if len(b) >= 2 && b[0] == '"' && b[len(b)-1] == '"' {
+		l, r, ok := strings.Cut(string(b[1:len(b)-1]), " ")
+		if !ok || strings.IndexByte(r, '"') >= 0 {
+			return false
+		}
+		m.left, m.right = l, r
+		return true
+	}
+	// ["a","b"] with optional spaces.
+	s := strings.TrimSpace(string(b))
+	if len(s) < 2 || s[0] != '[' || s[len(s)-1] != ']' {
+		return false
+	}
+	l, r, ok := strings.Cut(s[1:len(s)-1], ",")
+	if !ok {
+		return false
+	}
+	l, r = strings.TrimSpace(l), strings.TrimSpace(r)
+	if len(l) < 2 || len(r) < 2 || l[0] != '"' || l[len(l)-1] != '"' || r[0] != '"' || r[len(r)-1] != '"' {
+		return false
+	}
+	l, r = l[1:len(l)-1], r[1:len(r)-1]
+	if strings.IndexByte(l, '"') >= 0 || strings.IndexByte(r, '"') >= 0 {
+		return false
+	}
+	m.left, m.right = l, r
+	return true
 }
 
 // Load reads a Hugging Face tokenizer.json file.

@@ -29,6 +29,22 @@ func (t *Tokenizer) NewStreamDecoder(skipSpecial bool) *StreamDecoder {
 	return &StreamDecoder{t: t, skipSpecial: skipSpecial}
 }
 
+// NewStreamDecoderAfter starts incremental decoding of tokens that follow
+// context (typically the prompt): the context is not emitted, but the first
+// generated token is decoded after it, so a SentencePiece-style "▁word" keeps
+// its leading space instead of being stripped as the start of a text. Only
+// the last few context tokens are kept.
+func (t *Tokenizer) NewStreamDecoderAfter(skipSpecial bool, context []int) *StreamDecoder {
+	d := &StreamDecoder{t: t, skipSpecial: skipSpecial}
+	if len(context) > maxHeldTokens {
+		context = context[len(context)-maxHeldTokens:]
+	}
+	d.ids = append(d.ids, context...)
+	d.prefix = t.Decode(d.ids, skipSpecial)
+	d.prefixLen = len(d.ids)
+	return d
+}
+
 // Add appends one token and returns the text it completes ("" if none yet).
 func (d *StreamDecoder) Add(id int) string {
 	d.ids = append(d.ids, id)

@@ -264,3 +264,34 @@ func TestConcurrentEncode(t *testing.T) {
 		}
 	}
 }
+
+func TestStreamDecoderAfter(t *testing.T) {
+	tests := []struct {
+		name   string
+		tok    func(testing.TB) *Tokenizer
+		prompt string
+		gen    string
+	}{
+		{name: "llama2 keeps the space", tok: llama2, prompt: "Hello", gen: " world 😀"},
+		{name: "qwen3", tok: qwen3, prompt: "Hello", gen: " world 😀"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			tok := tc.tok(t)
+			prompt := tok.Encode(tc.prompt, true)
+			all := tok.Encode(tc.prompt+tc.gen, true)
+			if !slices.Equal(all[:len(prompt)], prompt) {
+				t.Fatalf("prompt ids %v are not a prefix of %v", prompt, all)
+			}
+			d := tok.NewStreamDecoderAfter(true, prompt)
+			var b strings.Builder
+			for _, id := range all[len(prompt):] {
+				b.WriteString(d.Add(id))
+			}
+			b.WriteString(d.Flush())
+			if b.String() != tc.gen {
+				t.Errorf("stream after prompt = %q, want %q", b.String(), tc.gen)
+			}
+		})
+	}
+}

@@ -21,6 +21,9 @@ var (
 	// ErrConnect is wrapped when a connection to NATS cannot be made.
 	ErrConnect = errors.New("connect to nats")
 
+	// ErrBadDLQRecord is wrapped by DecodeDLQRecord for bytes that are not a DLQ record.
+	ErrBadDLQRecord = errors.New("bad dlq record")
+
 	// ErrPublisherFailed is wrapped by Publisher.Publish and Publisher.Flush after
 	// an asynchronous publish has failed; the Publisher stays failed.
 	ErrPublisherFailed = errors.New("async publish failed")

@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -153,6 +154,18 @@ func (p *Publisher) Flush(ctx context.Context) error {
 	return p.Err()
 }
 
+// Close flushes (see Flush) and then releases the Publisher's reply
+// subscription; publishes still pending when ctx ends fail. The Publisher must
+// not be used afterwards.
+func (p *Publisher) Close(ctx context.Context) error {
+	err := p.Flush(ctx)
+	p.js.CleanupPublisher()
+	if err == nil {
+		err = p.Err()
+	}
+	return err
+}
+
 // Err returns the first asynchronous failure, or nil.
 func (p *Publisher) Err() error {
 	p.mu.Lock()
@@ -197,6 +210,34 @@ type DLQRecord struct {
 	DataSize   int                 `json:"data_size"`           // length of the original bytes
 	Truncated  bool                `json:"truncated,omitempty"` // Data was cut to fit max_payload
 	Time       time.Time           `json:"time"`
+}
+
+// DecodeDLQRecord parses a record read from LF_DLQ. It rejects unknown fields
+// and records without a reason, stage, subject or time; errors wrap
+// ErrBadDLQRecord.
+func DecodeDLQRecord(data []byte) (DLQRecord, error) {
+	var rec DLQRecord
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&rec); err != nil {
+		return DLQRecord{}, fmt.Errorf("%w: %w", ErrBadDLQRecord, err)
+	}
+	if dec.More() {
+		return DLQRecord{}, fmt.Errorf("%w: trailing data after the record", ErrBadDLQRecord)
+	}
+	switch {
+	case rec.Reason == "":
+		return DLQRecord{}, fmt.Errorf("%w: no reason", ErrBadDLQRecord)
+	case rec.Stage == "":
+		return DLQRecord{}, fmt.Errorf("%w: no stage", ErrBadDLQRecord)
+	case rec.Subject == "":
+		return DLQRecord{}, fmt.Errorf("%w: no subject", ErrBadDLQRecord)
+	case rec.Time.IsZero():
+		return DLQRecord{}, fmt.Errorf("%w: no time", ErrBadDLQRecord)
+	case rec.DataSize < len(rec.Data):
+		return DLQRecord{}, fmt.Errorf("%w: data_size %d is less than the %d data bytes", ErrBadDLQRecord, rec.DataSize, len(rec.Data))
+	}
+	return rec, nil
 }
 
 // DLQMsgIDHeader carries the dead-lettered message's own Nats-Msg-Id, if it had one.

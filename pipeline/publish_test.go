@@ -113,6 +113,9 @@ func TestPublisher(t *testing.T) {
 	if got := streamMsgs(t, b, pipeline.StreamDatasets); got != n {
 		t.Errorf("stream holds %d msgs, want %d", got, n)
 	}
+	if err := p.Close(ctx); err != nil {
+		t.Errorf("Close: %v", err)
+	}
 }
 
 func TestPublisherReportsFailure(t *testing.T) {

@@ -15,7 +15,8 @@ import (
 // layer: keys [B, kvHeads, T, headDim] and values [B, kvHeads, headDim, T]
 // (the layouts the pure Go backend multiplies without transposing). A
 // row's cache is zero past its last written position, so a decode step
-// adds its new key and value in place of a scatter. Rows are independent:
+// writes its new key and value with a scatter-add, in place on the donated
+// cache buffer. Rows are independent:
 // each has its own position, so requests can join and leave (continuous
 // batching). The compiled graphs are keyed by (B, T) buckets.
 type kvState struct {
@@ -225,7 +226,19 @@ func (s *kvState) step(ctx context.Context, tokens, pos []int) ([][]float32, err
 	if err != nil {
 		return nil, err
 	}
-	args := append(in, int32Tensor(toks, b, 1), int32Tensor(ps, b, 1))
+	// Scatter indices of the new keys (b, h, pos) and values (b, h, d, pos).
+	kIdx := make([]int32, 0, b*kv*3)
+	vIdx := make([]int32, 0, b*kv*d*4)
+	for i := range b {
+		for h := range kv {
+			kIdx = append(kIdx, int32(i), int32(h), ps[i])
+			for j := range d {
+				vIdx = append(vIdx, int32(i), int32(h), int32(j), ps[i])
+			}
+		}
+	}
+	args := append(in, int32Tensor(toks, b, 1), int32Tensor(ps, b, 1),
+		int32Tensor(kIdx, b, kv, 3), int32Tensor(vIdx, b, kv, d, 4))
 	res, err := m.run(ctx, graphKey{kind: "decode", a: b, b: tt}, true, func(g *Graph, w *Weights) []*Node {
 		caches := make([]*Node, nl)
 		for i := range caches {
@@ -233,14 +246,13 @@ func (s *kvState) step(ctx context.Context, tokens, pos []int) ([][]float32, err
 		}
 		t := param(g, "tokens", dtypes.Int32, b, 1)
 		p := param(g, "pos", dtypes.Int32, b, 1)
+		kIdxN := param(g, "kidx", dtypes.Int32, b, kv, 3)
+		vIdxN := param(g, "vidx", dtypes.Int32, b, kv, d, 4)
 		grp := cfg.NumHeads / kv
-		// Per step, shared by the layers: the one-hot of each row's position
-		// [B, kv, T] and the additive mask [B, kv, grp, T] (full shapes, so
-		// the layers' ops need no broadcasting).
+		// Per step, shared by the layers: the additive mask [B, kv, grp, T]
+		// (full shape, so the layers' ops need no broadcasting).
 		cols := Iota(g, shapes.Make(dtypes.Int32, b, tt), 1)
 		pb := BroadcastToDims(p, b, tt)
-		oneHot := ConvertDType(Equal(cols, pb), dtypes.Float32)
-		oneHot = BroadcastToDims(Reshape(oneHot, b, 1, tt), b, kv, tt)
 		visible := LessOrEqual(cols, pb)
 		if cfg.SlidingWindow > 0 {
 			visible = And(visible, GreaterThan(cols, SubScalar(pb, cfg.SlidingWindow)))
@@ -252,10 +264,10 @@ func (s *kvState) step(ctx context.Context, tokens, pos []int) ([][]float32, err
 		attend := func(l int, q, k, v *Node) *Node {
 			// C = 1: [B, 1, H, D] is [B, kv, grp, D] as laid out.
 			q = MulScalar(Reshape(q, b, kv, grp, d), scale)
-			k = Reshape(k, b, kv, 1, d)
-			v = Reshape(v, b, kv, d, 1)
-			kc := Add(caches[2*l], DotGeneral(Reshape(oneHot, b, kv, tt, 1), []int{3}, []int{0, 1}, k, []int{2}, []int{0, 1}))
-			vc := Add(caches[2*l+1], DotGeneral(v, []int{3}, []int{0, 1}, Reshape(oneHot, b, kv, 1, tt), []int{2}, []int{0, 1}))
+			// The cache is zero at each row's position: adding is writing,
+			// in place on the donated buffer.
+			kc := ScatterSum(caches[2*l], kIdxN, Reshape(k, b, kv, d), true, true)
+			vc := ScatterSum(caches[2*l+1], vIdxN, Reshape(v, b, kv, d), true, true)
 			outs = append(outs, kc, vc)
 			scores := Add(DotGeneral(q, []int{3}, []int{0, 1}, kc, []int{3}, []int{0, 1}), bias) // [B, kv, grp, T]
 			probs := Softmax(scores, -1)

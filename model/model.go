@@ -89,10 +89,7 @@ func New(ck *checkpoint.Checkpoint, opts ...Option) (m *Model, err error) {
 	} else if maxSeq > DefaultMaxSeqLen {
 		maxSeq = DefaultMaxSeqLen
 	}
-	specs := weightSpecs(cfg)
-	host := make([]*tensors.Tensor, 0, len(specs)+2)
-	names := make([]string, 0, len(specs)+2)
-	for _, s := range specs {
+	for _, s := range weightSpecs(cfg) {
 		t, ok := ck.Tensors[s.name]
 		if !ok {
 			return nil, fmt.Errorf("%w: tensor %s is missing", ErrWeights, s.name)
@@ -100,7 +97,17 @@ func New(ck *checkpoint.Checkpoint, opts ...Option) (m *Model, err error) {
 		if !slices.Equal(t.Shape, s.shape) || len(t.Data) != product(s.shape) {
 			return nil, fmt.Errorf("%w: tensor %s has shape %v (%d values), want %v", ErrWeights, s.name, t.Shape, len(t.Data), s.shape)
 		}
-		host = append(host, tensors.FromFlatDataAndDimensions(t.Data, s.shape...))
+	}
+	var (
+		host  []*tensors.Tensor
+		names []string
+	)
+	for _, s := range fusedSpecs(cfg) {
+		data := make([]float32, 0, product(s.shape))
+		for _, part := range s.parts {
+			data = append(data, ck.Tensors[part].Data...)
+		}
+		host = append(host, tensors.FromFlatDataAndDimensions(data, s.shape...))
 		names = append(names, s.name)
 	}
 	cos, sin := RopeTables(cfg, maxSeq)
@@ -233,9 +240,60 @@ func weightSpecs(cfg checkpoint.Config) []weightSpec {
 	return specs
 }
 
+// fusedSpec is a weight the Model holds: one checkpoint tensor, or the
+// rows of several stacked (q/k/v, gate/up).
+type fusedSpec struct {
+	name  string
+	shape []int
+	parts []string
+}
+
+// Names of the fused weights (not checkpoint names).
+const (
+	fusedQKV     = "self_attn.qkv_proj.weight"
+	fusedQKVBias = "self_attn.qkv_proj.bias"
+	fusedGateUp  = "mlp.gate_up_proj.weight"
+)
+
+// fusedSpecs lists the weights the inference graphs take, in parameter order.
+func fusedSpecs(cfg checkpoint.Config) []fusedSpec {
+	var out []fusedSpec
+	specs := weightSpecs(cfg)
+	byName := map[string]weightSpec{}
+	for _, s := range specs {
+		byName[s.name] = s
+	}
+	stack := func(name string, parts ...string) fusedSpec {
+		rows := 0
+		shape := append([]int{}, byName[parts[0]].shape...)
+		for _, p := range parts {
+			rows += byName[p].shape[0]
+		}
+		shape[0] = rows
+		return fusedSpec{name: name, shape: shape, parts: parts}
+	}
+	for _, s := range specs {
+		prefix, suffix, isLayer := strings.Cut(s.name, ".self_attn.")
+		switch {
+		case isLayer && suffix == "q_proj.weight":
+			out = append(out, stack(prefix+"."+fusedQKV, s.name, prefix+".self_attn.k_proj.weight", prefix+".self_attn.v_proj.weight"))
+		case isLayer && suffix == "q_proj.bias":
+			out = append(out, stack(prefix+"."+fusedQKVBias, s.name, prefix+".self_attn.k_proj.bias", prefix+".self_attn.v_proj.bias"))
+		case isLayer && (suffix == "k_proj.weight" || suffix == "v_proj.weight" || suffix == "k_proj.bias" || suffix == "v_proj.bias"):
+		case strings.HasSuffix(s.name, ".mlp.gate_proj.weight"):
+			p := strings.TrimSuffix(s.name, "gate_proj.weight")
+			out = append(out, stack(strings.TrimSuffix(p, "mlp.")+fusedGateUp, s.name, p+"up_proj.weight"))
+		case strings.HasSuffix(s.name, ".mlp.up_proj.weight"):
+		default:
+			out = append(out, fusedSpec{name: s.name, shape: s.shape, parts: []string{s.name}})
+		}
+	}
+	return out
+}
+
 // WeightsFromNodes assembles Weights from nodes keyed by checkpoint tensor
 // name (plus "rope.cos" and "rope.sin"), as the trainer does with its own
-// parameters.
+// parameters. The Model's own fused weights are also recognised.
 func WeightsFromNodes(cfg checkpoint.Config, nodes map[string]*graph.Node) *Weights {
 	w := &Weights{
 		Embed:     nodes["model.embed_tokens.weight"],
@@ -264,6 +322,9 @@ func WeightsFromNodes(cfg checkpoint.Config, nodes map[string]*graph.Node) *Weig
 			Gate:     nodes[p+"mlp.gate_proj.weight"],
 			Up:       nodes[p+"mlp.up_proj.weight"],
 			Down:     nodes[p+"mlp.down_proj.weight"],
+			QKV:      nodes[p+fusedQKV],
+			QKVBias:  nodes[p+fusedQKVBias],
+			GateUp:   nodes[p+fusedGateUp],
 		}
 	}
 	return w

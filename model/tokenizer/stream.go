@@ -52,11 +52,16 @@ func (d *StreamDecoder) Add(id int) string {
 	if len(s) <= len(d.prefix) {
 		return ""
 	}
-	// A UTF-8 sequence spans at most 4 tokens; a longer run still ending in
-	// U+FFFD is invalid bytes (or a real U+FFFD) and is let through so the
-	// window stays small.
-	if strings.HasSuffix(s, "\uFFFD") && len(d.ids)-d.prefixLen < maxHeldTokens {
-		return ""
+	if strings.HasSuffix(s, "\uFFFD") {
+		held := len(d.ids) - d.prefixLen
+		if held < maxHeldTokens {
+			return ""
+		}
+		// A long run of invalid bytes: emit up to a cut that later tokens
+		// cannot change, so the window stays small.
+		if out, ok := d.cut(s); ok || held < 4*maxHeldTokens {
+			return out
+		}
 	}
 	newText := d.emitted(s)
 	// Keep the tokens just emitted as the context of the next step: the
@@ -65,6 +70,29 @@ func (d *StreamDecoder) Add(id int) string {
 	d.prefix = d.t.Decode(d.ids, d.skipSpecial)
 	d.prefixLen = len(d.ids)
 	return newText
+}
+
+// cut looks for a token boundary k in the held tokens where decoding the two
+// sides apart gives the same text as decoding them together: the bytes after
+// k have already settled how the text before k ends. It emits the text up to
+// k and keeps the rest held.
+func (d *StreamDecoder) cut(s string) (string, bool) {
+	for k := len(d.ids) - 1; k > d.prefixLen; k-- {
+		a := d.t.Decode(d.ids[:k], d.skipSpecial)
+		if len(a) <= len(d.prefix) || !strings.HasPrefix(a, d.prefix) || !strings.HasPrefix(s, a) {
+			continue
+		}
+		if a+d.t.Decode(d.ids[k:], d.skipSpecial) != s {
+			continue
+		}
+		out := a[len(d.prefix):]
+		emitted := k - d.prefixLen
+		d.ids = append(d.ids[:0], d.ids[d.prefixLen:]...)
+		d.prefix = d.t.Decode(d.ids[:emitted], d.skipSpecial)
+		d.prefixLen = emitted
+		return out, true
+	}
+	return "", false
 }
 
 // emitted returns the part of s after the context text.

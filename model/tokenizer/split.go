@@ -38,11 +38,75 @@ func newRegexMatcher(pattern string) (matcher, error) {
 	if sc, ok := knownPatterns[pattern]; ok {
 		return sc, nil
 	}
-	re, err := regexp.Compile(pattern)
+	re, err := compileUnicodeRegex(pattern)
 	if err != nil {
 		return nil, fmt.Errorf("%w: Split regex %q: %v", ErrUnsupported, pattern, err)
 	}
 	return regexMatcher{re}, nil
+}
+
+// Unicode meanings of \s, \d and \w, which are ASCII-only in Go's regexp but
+// Unicode-aware in the engines tokenizer.json patterns are written for.
+const (
+	uniSpace = `\t\n\v\f\r\x{85}\p{Z}`
+	uniDigit = `\p{Nd}`
+	uniWord  = `\p{L}\p{M}\p{Nd}\p{Pc}`
+)
+
+// compileUnicodeRegex compiles pattern with Go's regexp after giving \s, \d
+// and \w (and their negations) their Unicode meaning.
+func compileUnicodeRegex(pattern string) (*regexp.Regexp, error) {
+	var b strings.Builder
+	inClass := false
+	for i := 0; i < len(pattern); i++ {
+		c := pattern[i]
+		switch {
+		case c == '\\' && i+1 < len(pattern):
+			i++
+			e := pattern[i]
+			repl, neg := "", false
+			switch e {
+			case 's', 'S':
+				repl, neg = uniSpace, e == 'S'
+			case 'd', 'D':
+				repl, neg = uniDigit, e == 'D'
+			case 'w', 'W':
+				repl, neg = uniWord, e == 'W'
+			default:
+				b.WriteByte(c)
+				b.WriteByte(e)
+				continue
+			}
+			switch {
+			case inClass && neg:
+				return nil, fmt.Errorf(`\%c inside a character class`, e)
+			case inClass:
+				b.WriteString(repl)
+			case neg:
+				b.WriteString("[^" + repl + "]")
+			default:
+				b.WriteString("[" + repl + "]")
+			}
+		case c == '[' && !inClass:
+			inClass = true
+			b.WriteByte(c)
+			// A ']' right after '[' or '[^' is a literal.
+			if i+1 < len(pattern) && pattern[i+1] == '^' {
+				i++
+				b.WriteByte('^')
+			}
+			if i+1 < len(pattern) && pattern[i+1] == ']' {
+				i++
+				b.WriteByte(']')
+			}
+		case c == ']' && inClass:
+			inClass = false
+			b.WriteByte(c)
+		default:
+			b.WriteByte(c)
+		}
+	}
+	return regexp.Compile(b.String())
 }
 
 type regexMatcher struct{ re *regexp.Regexp }

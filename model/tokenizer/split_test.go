@@ -2,6 +2,7 @@ package tokenizer
 
 import (
 	"encoding/json"
+	"errors"
 	"os"
 	"slices"
 	"testing"
@@ -66,6 +67,42 @@ func TestSplitBehaviors(t *testing.T) {
 			got := splitBy("-a--b-c", literalMatcher{"-"}, tc.beh, tc.invert, nil, new(scratch))
 			if !slices.Equal(got, tc.want) {
 				t.Errorf("got %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestCompileUnicodeRegex(t *testing.T) {
+	tests := []struct {
+		name    string
+		pattern string
+		text    string
+		want    []string
+		wantErr bool
+	}{
+		{name: "unicode space", pattern: `\s+`, text: "a\u00a0\u3000b c", want: []string{"\u00a0\u3000", " "}},
+		{name: "unicode digits", pattern: `\d+`, text: "x١٢3y", want: []string{"١٢3"}},
+		{name: "unicode word in class", pattern: `[\w']+`, text: "héllo, it's", want: []string{"héllo", "it's"}},
+		{name: "negated outside class", pattern: `\S+`, text: "ab\u2003cd", want: []string{"ab", "cd"}},
+		{name: "literal bracket", pattern: `[]a]+`, text: "x]a]y", want: []string{"]a]"}},
+		{name: "negated inside class", pattern: `[\S]`, wantErr: true},
+		{name: "lookahead", pattern: `\s+(?!\S)`, wantErr: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			m, err := newRegexMatcher(tc.pattern)
+			if tc.wantErr {
+				if !errors.Is(err, ErrUnsupported) {
+					t.Fatalf("err = %v, want ErrUnsupported", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := splitBy(tc.text, m, behRemoved, true, nil, new(scratch))
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("matches %q, want %q", got, tc.want)
 			}
 		})
 	}

@@ -244,8 +244,9 @@ func buildOnePreTokenizer(c *componentJSON) (preTokenizer, error) {
 	return nil, fmt.Errorf("%w: pre-tokenizer %q", ErrUnsupported, c.Type)
 }
 
+// isPunct is Rust's is_ascii_punctuation || is_punctuation.
 func isPunct(r rune) bool {
-	return (r < 128 && unicode.IsPunct(r)) || (r < 128 && unicode.IsSymbol(r)) || unicode.IsPunct(r)
+	return (r < utf8.RuneSelf && unicode.IsSymbol(r)) || unicode.IsPunct(r)
 }
 
 func metaspaceReplacement(c *componentJSON) (rune, error) {
@@ -373,7 +374,7 @@ type templateItem struct {
 
 // buildPostProcessor returns the ids placed before and after a single sequence
 // when special tokens are added.
-func buildPostProcessor(raw json.RawMessage, vocab map[string]int) (prefix, suffix []int, err error) {
+func buildPostProcessor(raw json.RawMessage) (prefix, suffix []int, err error) {
 	if isNull(raw) {
 		return nil, nil, nil
 	}
@@ -386,7 +387,7 @@ func buildPostProcessor(raw json.RawMessage, vocab map[string]int) (prefix, suff
 		return nil, nil, nil
 	case "Sequence":
 		for k, sub := range c.Processors {
-			p, s, err := buildPostProcessor(sub, vocab)
+			p, s, err := buildPostProcessor(sub)
 			if err != nil {
 				return nil, nil, fmt.Errorf("post_processor %d: %w", k, err)
 			}
@@ -417,11 +418,11 @@ func buildPostProcessor(raw json.RawMessage, vocab map[string]int) (prefix, suff
 		}
 		return prefix, suffix, nil
 	case "RobertaProcessing", "BertProcessing":
-		cls, err := pairID(c.Cls, vocab)
+		cls, err := pairID(c.Cls)
 		if err != nil {
 			return nil, nil, err
 		}
-		sep, err := pairID(c.Sep, vocab)
+		sep, err := pairID(c.Sep)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -431,7 +432,7 @@ func buildPostProcessor(raw json.RawMessage, vocab map[string]int) (prefix, suff
 }
 
 // pairID reads a ["token", id] pair of Roberta/BertProcessing.
-func pairID(raw []json.RawMessage, vocab map[string]int) (int, error) {
+func pairID(raw []json.RawMessage) (int, error) {
 	if len(raw) != 2 {
 		return 0, fmt.Errorf("%w: post-processor token pair", ErrInvalid)
 	}

@@ -181,8 +181,6 @@ func classOf(r rune) uint8 {
 	return classOfSlow(r)
 }
 
-func isOther(r rune) bool { return classOf(r) == clsOther }
-
 // runeAt decodes the rune at byte offset i (utf8.RuneError, 0 at the end).
 func runeAt(s string, i int) (rune, int) {
 	if i >= len(s) {

@@ -129,7 +129,18 @@ func (m *mergeJSONItem) fastParse(b []byte) bool {
 	return true
 }
 
-// Load reads a Hugging Face tokenizer.json file.
+// Load reads a Hugging Face tokenizer.json file. Without tokenizer_config.json
+// (see LoadDir) the BOS token is the first one the post-processor adds, and
+// the EOS token the one it appends or else the first of </s>, <|endoftext|>,
+// <|end_of_text|>, <|eot_id|>, <|im_end|> and <eos> in the vocabulary.
+//
+// Supported: the BPE model (byte_fallback, fuse_unk, ignore_merges, dropout
+// ignored); normalizers NFC, NFD, NFKC, NFKD, Lowercase, Prepend, Replace,
+// Strip, Sequence; pre-tokenizers ByteLevel, Split, Metaspace, Digits,
+// WhitespaceSplit, Punctuation, Sequence; post-processors TemplateProcessing,
+// ByteLevel, RobertaProcessing, BertProcessing, Sequence; decoders ByteLevel,
+// ByteFallback, Fuse, Replace, Strip, Metaspace, Sequence. Anything else is an
+// ErrUnsupported error naming the component.
 func Load(path string) (*Tokenizer, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -220,7 +231,7 @@ func Parse(data []byte) (*Tokenizer, error) {
 			}
 		}
 	}
-	if t.prefix, t.suffix, err = buildPostProcessor(f.PostProcessor, t.vocab); err != nil {
+	if t.prefix, t.suffix, err = buildPostProcessor(f.PostProcessor); err != nil {
 		return nil, err
 	}
 	for _, id := range append(append([]int{}, t.prefix...), t.suffix...) {

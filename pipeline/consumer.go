@@ -52,6 +52,7 @@ const (
 	DefaultAckWait    = 30 * time.Second
 	DefaultMaxDeliver = 5
 	DefaultNakDelay   = time.Second
+	DefaultLinger     = 10 * time.Millisecond
 )
 
 // ConsumerConfig configures a durable pull consumer and its consume loop.
@@ -63,6 +64,7 @@ type ConsumerConfig struct {
 
 	Batch           int           // fetch batch size (default 64)
 	MaxWait         time.Duration // how long one fetch waits for a first message (default 1s); Run returns within MaxWait of its ctx ending
+	Linger          time.Duration // how long to wait for the rest of a batch the stream says is pending (default 10ms)
 	MaxAckPending   int           // default 4*Batch; never unlimited, at least Batch
 	AckWait         time.Duration // default 30s
 	MaxDeliver      int           // default 5: the delivery that fails transiently for the 5th time goes to the DLQ
@@ -104,7 +106,7 @@ func (c ConsumerConfig) Validate() error {
 			return fmt.Errorf("%w: %s %d is negative (0 means the default)", ErrInvalidOption, name, v)
 		}
 	}
-	for name, v := range map[string]time.Duration{"max wait": c.MaxWait, "ack wait": c.AckWait, "nak delay": c.NakDelay, "in progress every": c.InProgressEvery, "drain timeout": c.DrainTimeout} {
+	for name, v := range map[string]time.Duration{"max wait": c.MaxWait, "linger": c.Linger, "ack wait": c.AckWait, "nak delay": c.NakDelay, "in progress every": c.InProgressEvery, "drain timeout": c.DrainTimeout} {
 		if v < 0 {
 			return fmt.Errorf("%w: %s %v is negative (0 means the default)", ErrInvalidOption, name, v)
 		}
@@ -116,8 +118,8 @@ func (c ConsumerConfig) Validate() error {
 	if d.InProgressEvery >= d.AckWait {
 		return fmt.Errorf("%w: in progress every %v must be below ack wait %v", ErrInvalidOption, d.InProgressEvery, d.AckWait)
 	}
-	if d.AckWait < time.Millisecond || d.MaxWait < time.Millisecond || d.InProgressEvery < time.Millisecond {
-		return fmt.Errorf("%w: ack wait, max wait and in progress every must be at least 1ms", ErrInvalidOption)
+	if d.AckWait < time.Millisecond || d.MaxWait < time.Millisecond || d.Linger < time.Millisecond || d.InProgressEvery < time.Millisecond {
+		return fmt.Errorf("%w: ack wait, max wait, linger and in progress every must be at least 1ms", ErrInvalidOption)
 	}
 	return nil
 }
@@ -128,6 +130,9 @@ func (c ConsumerConfig) withDefaults() ConsumerConfig {
 	}
 	if c.MaxWait == 0 {
 		c.MaxWait = DefaultMaxWait
+	}
+	if c.Linger == 0 {
+		c.Linger = DefaultLinger
 	}
 	if c.MaxAckPending == 0 {
 		c.MaxAckPending = 4 * c.Batch
@@ -275,24 +280,26 @@ func (c *Consumer) Run(ctx context.Context) error {
 	return nil
 }
 
-// fetch takes what is available now; when nothing is, it waits up to MaxWait
-// for one message and then takes what else is available, so that a lone
-// message is handled at once and a busy stream gives full batches.
+// fetch waits up to MaxWait for one message, then takes up to Batch-1 more of
+// those the first message's metadata says are pending, waiting at most Linger
+// for them: a lone message is handled at once and a busy stream gives full
+// batches. Both are ordinary pull requests that end on the server's expiry
+// (no FetchNoWait: a no-wait request blocked by a full MaxAckPending window
+// outlives the client's wait, and no FetchContext: a client that gives up on
+// its own clock can miss a message delivered just before expiry, which then
+// waits AckWait). So Run notices a cancelled ctx within MaxWait.
 func (c *Consumer) fetch(ctx context.Context) ([]jetstream.Msg, error) {
 	cons := *c.cons.Load()
-	msgs, err := collect(cons.FetchNoWait(c.cfg.Batch))
-	if len(msgs) > 0 || err != nil {
-		return msgs, err
-	}
-	// No FetchContext here: a client that gives up on its own clock can miss a
-	// message the server delivers just before the request expires, and that
-	// message then waits AckWait. The fetch ends on the server's expiry, so Run
-	// notices a cancelled ctx within MaxWait.
-	msgs, err = collect(cons.Fetch(1, jetstream.FetchMaxWait(c.cfg.MaxWait)))
+	msgs, err := collect(cons.Fetch(1, jetstream.FetchMaxWait(c.cfg.MaxWait)))
 	if len(msgs) == 0 || err != nil || c.cfg.Batch == 1 || ctx.Err() != nil {
 		return msgs, err
 	}
-	more, err := collect(cons.FetchNoWait(c.cfg.Batch - 1))
+	meta, merr := msgs[0].Metadata()
+	if merr != nil || meta.NumPending == 0 {
+		return msgs, nil
+	}
+	n := int(min(uint64(c.cfg.Batch-1), meta.NumPending))
+	more, err := collect(cons.Fetch(n, jetstream.FetchMaxWait(c.cfg.Linger)))
 	return append(msgs, more...), err
 }
 

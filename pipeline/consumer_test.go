@@ -571,3 +571,43 @@ func TestInvalid(t *testing.T) {
 		t.Errorf("Invalid without cause = %q", got)
 	}
 }
+
+// Several loops on one durable share the work; a full MaxAckPending window
+// only makes them wait.
+func TestConsumerConcurrentRuns(t *testing.T) {
+	_, b := pipelinetest.StartBus(t)
+	var mu sync.Mutex
+	seen := map[string]int{}
+	h := pipeline.PerMessage(func(ctx context.Context, m jetstream.Msg) error {
+		time.Sleep(2 * time.Millisecond)
+		mu.Lock()
+		seen[m.Headers().Get(jetstream.MsgIDHeader)]++
+		mu.Unlock()
+		return nil
+	})
+	cfg := fastConfig()
+	cfg.Batch, cfg.MaxAckPending = 4, 4
+	c := newConsumer(t, b, cfg, h)
+	for range 3 {
+		runConsumer(t, c)
+	}
+	start := time.Now()
+	publishRequests(t, b, "jobc", 60)
+	// Seconds, not milliseconds, would mean fetches stall on the full window.
+	pipelinetest.CheckFor(t, 5*time.Second, 5*time.Millisecond, func() error {
+		if s := c.Stats(); s.Acked != 60 {
+			return fmt.Errorf("stats %+v after %v", s, time.Since(start))
+		}
+		return nil
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	if len(seen) != 60 {
+		t.Errorf("%d distinct messages handled, want 60", len(seen))
+	}
+	for id, n := range seen {
+		if n != 1 {
+			t.Errorf("%s handled %d times", id, n)
+		}
+	}
+}

@@ -9,7 +9,9 @@ import (
 // Add returns only text that is complete: a token that ends inside a UTF-8
 // sequence (byte fallback, byte-level pieces of a character) is held back until
 // the sequence is complete. The concatenation of everything Add and Flush
-// return equals Decode of all the ids, leading-space stripping included.
+// return equals Decode of all the ids, leading-space stripping included
+// (only after more than 64 tokens of invalid UTF-8 in a row may the
+// replacement characters differ).
 //
 // A StreamDecoder is not safe for concurrent use; use one per stream.
 type StreamDecoder struct {

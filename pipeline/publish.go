@@ -66,7 +66,7 @@ func (b *Bus) NewPublisher(window int) *Publisher {
 	}
 	p := &Publisher{slots: make(chan struct{}, window), window: window}
 	js, err := jetstream.New(b.nc,
-		jetstream.WithPublishAsyncMaxPending(window),
+		jetstream.WithPublishAsyncMaxPending(2*window), // the slots channel is the bound; this only must never stall first
 		jetstream.WithPublishAsyncTimeout(DefaultAsyncAckTimeout),
 		jetstream.WithPublishAsyncAckHandler(func(_ jetstream.JetStream, _ *nats.Msg, ack *jetstream.PubAck) {
 			p.done(nil, ack)

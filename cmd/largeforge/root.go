@@ -81,7 +81,8 @@ func newRootCmd() *cobra.Command {
 	f.StringVar(&cfg.LogLevel, "log-level", "info", "log level: debug, info, warning, error, critical")
 	f.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "serve Prometheus /metrics on this address (host:port)")
 
-	root.AddCommand(newUpCmd(), newIngestCmd(), newDatasetsCmd(), newSamplesCmd())
+	root.AddCommand(newUpCmd(), newIngestCmd(), newDatasetsCmd(), newSamplesCmd(),
+		newModelCmd(), newGenerateCmd(), newScoreCmd())
 	return root
 }
 

@@ -1,0 +1,262 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/largeforge/largeforge/logging"
+	"github.com/largeforge/largeforge/model"
+	"github.com/largeforge/largeforge/model/tokenizer"
+	"github.com/largeforge/largeforge/schemas"
+)
+
+// loadedModel is a model with its tokenizer, ready for text.
+type loadedModel struct {
+	name string
+	m    *model.Model
+	tok  *tokenizer.Tokenizer
+	gen  *model.TextGenerator
+}
+
+func loadModel(dir string, maxBatch int) (*loadedModel, error) {
+	log := newLogger()
+	opts := []model.Option{model.WithLogger(logging.Named(log, "largeforge.model"))}
+	if maxBatch > 0 {
+		opts = append(opts, model.WithMaxBatch(maxBatch))
+	}
+	m, err := model.Load(dir, opts...)
+	if err != nil {
+		return nil, err
+	}
+	tok, err := tokenizer.LoadDir(dir)
+	if err != nil {
+		m.Close()
+		return nil, err
+	}
+	gen, err := model.NewTextGenerator(m, tok)
+	if err != nil {
+		m.Close()
+		return nil, err
+	}
+	return &loadedModel{name: filepath.Base(filepath.Clean(dir)), m: m, tok: tok, gen: gen}, nil
+}
+
+// promptOf renders a request's prompt: the prompt text, or its chat messages
+// through the model's chat template.
+func (lm *loadedModel) promptOf(r schemas.CompletionRequest) (string, error) {
+	if len(r.Messages) == 0 {
+		return r.Prompt, nil
+	}
+	msgs := make([]tokenizer.Message, len(r.Messages))
+	for i, m := range r.Messages {
+		msgs[i] = tokenizer.Message{Role: m.Role, Content: m.Content}
+	}
+	return lm.tok.ApplyChatTemplate(msgs, true)
+}
+
+func textRequest(prompt string, r schemas.CompletionRequest) model.TextRequest {
+	p := model.SamplingParams{MaxTokens: r.MaxTokens, Temperature: r.Temperature, TopP: r.TopP, TopK: r.TopK}
+	if r.Seed != nil {
+		p.Seed = *r.Seed
+	}
+	return model.TextRequest{Prompt: prompt, Stop: r.Stop, Params: p}
+}
+
+func completionResponse(id, modelName string, res model.TextResult, chat bool) schemas.CompletionResponse {
+	choice := schemas.Choice{Index: 0, Text: res.Text, FinishReason: res.FinishReason}
+	object := "text_completion"
+	if chat {
+		choice.Text = ""
+		choice.Message = &schemas.ChatMessage{Role: "assistant", Content: res.Text}
+		object = "chat.completion"
+	}
+	return schemas.CompletionResponse{ID: id, Object: object, Created: time.Now().Unix(), Model: modelName,
+		Choices: []schemas.Choice{choice},
+		Usage:   schemas.Usage{PromptTokens: res.PromptTokens, CompletionTokens: res.CompletionTokens, TotalTokens: res.PromptTokens + res.CompletionTokens}}
+}
+
+func newGenerateCmd() *cobra.Command {
+	var dir, prompt, input, output string
+	var batch int
+	req := schemas.DefaultCompletionRequest()
+	var seed int64
+	cmd := &cobra.Command{
+		Use:   "generate --model DIR (--prompt TEXT | --input prompts.jsonl --output out.jsonl)",
+		Short: "Generate completions with a local model directory (no bus)",
+		Long: `Generate with a Hugging Face model directory on this machine. With --prompt, print the
+completion. With --input, read CompletionRequest lines (DATA_DICTIONARY §3.1; "messages"
+for chat) and write one CompletionResponse line (§3.2) per request to --output, in batches
+of --batch-size; a request that fails validation gets a line with an "error" object.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if dir == "" {
+				return fmt.Errorf("--model is required")
+			}
+			if cmd.Flags().Changed("seed") {
+				req.Seed = &seed
+			}
+			lm, err := loadModel(dir, batch)
+			if err != nil {
+				return err
+			}
+			defer lm.m.Close()
+			req.Model = lm.name
+			if input == "" {
+				if !cmd.Flags().Changed("prompt") {
+					return fmt.Errorf("give --prompt or --input")
+				}
+				req.Prompt = prompt
+				if err := req.Validate(); err != nil {
+					return err
+				}
+				res, err := lm.gen.Generate(cmd.Context(), []model.TextRequest{textRequest(prompt, req)})
+				if err != nil {
+					return err
+				}
+				fmt.Println(prompt + res[0].Text)
+				fmt.Fprintf(os.Stderr, "[finish_reason=%s prompt_tokens=%d completion_tokens=%d]\n", res[0].FinishReason, res[0].PromptTokens, res[0].CompletionTokens)
+				return nil
+			}
+			return generateFile(cmd.Context(), lm, input, output, batch)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&dir, "model", "", "model directory (Hugging Face layout)")
+	f.StringVar(&prompt, "prompt", "", "prompt text")
+	f.StringVar(&input, "input", "", "JSONL file of CompletionRequest lines (- for stdin)")
+	f.StringVar(&output, "output", "-", "JSONL file of CompletionResponse lines (- for stdout)")
+	f.IntVar(&batch, "batch-size", 32, "requests per batch")
+	f.IntVar(&req.MaxTokens, "max-tokens", req.MaxTokens, "most tokens to generate")
+	f.Float64Var(&req.Temperature, "temperature", req.Temperature, "sampling temperature (0: greedy)")
+	f.Float64Var(&req.TopP, "top-p", req.TopP, "nucleus sampling")
+	f.IntVar(&req.TopK, "top-k", req.TopK, "top-k sampling (0: off)")
+	f.StringSliceVar(&req.Stop, "stop", nil, "stop sequence (repeatable)")
+	f.Int64Var(&seed, "seed", 0, "random seed")
+	return cmd
+}
+
+// errorLine is the output line of a request that could not be run.
+type errorLine struct {
+	Error *apiError `json:"error"`
+}
+
+type apiError struct {
+	Message string `json:"message"`
+	Type    string `json:"type"`
+	Line    int    `json:"line"`
+}
+
+func openIn(path string) (io.ReadCloser, error) {
+	if path == "-" {
+		return io.NopCloser(os.Stdin), nil
+	}
+	return os.Open(path)
+}
+
+func generateFile(ctx context.Context, lm *loadedModel, input, output string, batch int) error {
+	in, err := openIn(input)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	var out io.Writer = os.Stdout
+	if output != "-" {
+		f, err := os.Create(output)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		out = f
+	}
+	bw := bufio.NewWriter(out)
+	defer bw.Flush()
+	enc := json.NewEncoder(bw)
+
+	type pending struct {
+		line int
+		chat bool
+		req  model.TextRequest
+		err  error
+	}
+	var queue []pending
+	n := 0
+	flush := func() error {
+		var reqs []model.TextRequest
+		for _, p := range queue {
+			if p.err == nil {
+				reqs = append(reqs, p.req)
+			}
+		}
+		var res []model.TextResult
+		if len(reqs) > 0 {
+			if res, err = lm.gen.Generate(ctx, reqs); err != nil {
+				return err
+			}
+		}
+		k := 0
+		for _, p := range queue {
+			n++
+			if p.err != nil {
+				if err := enc.Encode(errorLine{Error: &apiError{Message: p.err.Error(), Type: "invalid_request_error", Line: p.line}}); err != nil {
+					return err
+				}
+				continue
+			}
+			resp := completionResponse(fmt.Sprintf("cmpl-%d", p.line), lm.name, res[k], p.chat)
+			k++
+			if err := enc.Encode(resp); err != nil {
+				return err
+			}
+		}
+		queue = queue[:0]
+		return nil
+	}
+	sc := bufio.NewScanner(in)
+	sc.Buffer(make([]byte, 1<<16), 16<<20)
+	line := 0
+	for sc.Scan() {
+		line++
+		text := strings.TrimSpace(sc.Text())
+		if text == "" {
+			continue
+		}
+		p := pending{line: line}
+		r, err := schemas.DecodeCompletionRequest([]byte(text))
+		if err == nil {
+			if r.Model == "" {
+				r.Model = lm.name
+			}
+			err = r.Validate()
+		}
+		var prompt string
+		if err == nil {
+			prompt, err = lm.promptOf(r)
+			p.chat = len(r.Messages) > 0
+		}
+		if err != nil {
+			p.err = fmt.Errorf("line %d: %w", line, err)
+		} else {
+			p.req = textRequest(prompt, r)
+		}
+		queue = append(queue, p)
+		if len(queue) >= batch {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return errors.Join(fmt.Errorf("read %s: %w", input, err), flush())
+	}
+	return flush()
+}

@@ -192,9 +192,29 @@ func mlp(lw *LayerWeights, h *Node) *Node {
 	return linear(Mul(Mul(gate, Sigmoid(gate)), up), lw.Down, nil)
 }
 
+// Products of rows*out above smallProductLimit go to the pure Go backend's
+// blocked kernel, which pads the rows to blocks of 32 and re-blocks the
+// weight on every call: for a few rows (decode at small batch against a
+// large vocabulary) splitting the weight's rows into a batch of smaller
+// products is much faster and runs them in parallel.
+const (
+	smallProductLimit = 16 * 1024
+	fewRows           = 32
+)
+
 // linear is x [..., in] times w [out, in] transposed, plus an optional bias [out].
 func linear(x, w, bias *Node) *Node {
-	y := DotGeneral(x, []int{x.Rank() - 1}, nil, w, []int{1}, nil)
+	var y *Node
+	out, in := w.Shape().Dim(0), w.Shape().Dim(1)
+	rows := x.Shape().Size() / in
+	if k := splitFactor(rows, out); k > 1 {
+		dims := append(x.Shape().Clone().Dimensions[:x.Rank()-1], out)
+		xs := BroadcastToDims(Reshape(x, 1, rows, in), k, rows, in)
+		ys := DotGeneral(xs, []int{2}, []int{0}, Reshape(w, k, out/k, in), []int{2}, []int{0}) // [k, rows, out/k]
+		y = Reshape(TransposeAllAxes(ys, 1, 0, 2), dims...)
+	} else {
+		y = DotGeneral(x, []int{x.Rank() - 1}, nil, w, []int{1}, nil)
+	}
 	if bias != nil {
 		y = Add(y, ExpandLeftToRank(bias, y.Rank()))
 	}
@@ -205,4 +225,21 @@ func rmsNorm(x, w *Node, eps float64) *Node {
 	ms := ReduceAndKeep(Square(x), ReduceMean, -1)
 	y := Mul(x, Rsqrt(AddScalar(ms, eps)))
 	return Mul(y, ExpandLeftToRank(w, y.Rank()))
+}
+
+// splitFactor is how many row blocks of w a product of rows x [out, in]
+// is split into (1: not split).
+func splitFactor(rows, out int) int {
+	if rows >= fewRows || rows*out <= smallProductLimit {
+		return 1
+	}
+	for k := 2; k <= out; k *= 2 {
+		if out%k != 0 {
+			return 1
+		}
+		if rows*out/k <= smallProductLimit {
+			return k
+		}
+	}
+	return 1
 }

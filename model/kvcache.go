@@ -139,7 +139,7 @@ func (s *kvState) prefill(ctx context.Context, slots []int, prompts [][]int) ([]
 		}))
 		h = Gather(h, li) // [n, hidden]
 		return append([]*Node{linear(h, w.LMHead, nil)}, kvs...)
-	}, int32Tensor(toks, n, c), int32Tensor(last, n, 2))
+	}, m.ints(toks, n, c), m.ints(last, n, 2))
 	if err != nil {
 		return nil, err
 	}
@@ -160,7 +160,7 @@ func (s *kvState) prefill(ctx context.Context, slots []int, prompts [][]int) ([]
 		return nil, err
 	}
 	args := append(in, tensorsAsAny(res[1:])...)
-	args = append(args, int32Tensor(src, b, 1), int32Tensor(lens, b, 1, 1, 1))
+	args = append(args, m.ints(src, b, 1), m.ints(lens, b, 1, 1, 1))
 	out, err := m.run(ctx, graphKey{kind: "insert", a: b, b: tt, c: n, d: c}, false, func(g *Graph, _ *Weights) []*Node {
 		caches := make([]*Node, nl)
 		news := make([]*Node, nl)
@@ -237,8 +237,8 @@ func (s *kvState) step(ctx context.Context, tokens, pos []int) ([][]float32, err
 			}
 		}
 	}
-	args := append(in, int32Tensor(toks, b, 1), int32Tensor(ps, b, 1),
-		int32Tensor(kIdx, b, kv, 3), int32Tensor(vIdx, b, kv, d, 4))
+	args := append(in, m.ints(toks, b, 1), m.ints(ps, b, 1),
+		m.ints(kIdx, b, kv, 3), m.ints(vIdx, b, kv, d, 4))
 	res, err := m.run(ctx, graphKey{kind: "decode", a: b, b: tt}, true, func(g *Graph, w *Weights) []*Node {
 		caches := make([]*Node, nl)
 		for i := range caches {

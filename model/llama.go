@@ -212,6 +212,13 @@ func linear(x, w, bias *Node) *Node {
 		xs := BroadcastToDims(Reshape(x, 1, rows, in), k, rows, in)
 		ys := DotGeneral(xs, []int{2}, []int{0}, Reshape(w, k, out/k, in), []int{2}, []int{0}) // [k, rows, out/k]
 		y = Reshape(TransposeAllAxes(ys, 1, 0, 2), dims...)
+	} else if rows%2 == 0 && rows >= fewRows && rows*out <= smallProductLimit && rows*out*in >= 1<<18 {
+		// The small kernel parallelises over batch axes only: two halves of
+		// the rows against the (broadcast) weight use both cores.
+		dims := append(x.Shape().Clone().Dimensions[:x.Rank()-1], out)
+		xs := Reshape(x, 2, rows/2, in)
+		ws := BroadcastToDims(Reshape(w, 1, out, in), 2, out, in)
+		y = Reshape(DotGeneral(xs, []int{2}, []int{0}, ws, []int{2}, []int{0}), dims...)
 	} else {
 		y = DotGeneral(x, []int{x.Rank() - 1}, nil, w, []int{1}, nil)
 	}

@@ -410,9 +410,15 @@ func (m *Model) compile(key graphKey, withWeights bool, build func(g *graph.Grap
 	return g, nil
 }
 
-// int32Tensor makes a tensor of the ids with the given dimensions.
-func int32Tensor(vals []int32, dims ...int) *tensors.Tensor {
-	return tensors.FromFlatDataAndDimensions(vals, dims...)
+// ints makes a graph input of int32 values with the given dimensions,
+// donated to the run that takes it (freed as soon as it is used).
+func (m *Model) ints(vals []int32, dims ...int) any {
+	t := tensors.FromFlatDataAndDimensions(vals, dims...)
+	d, err := graph.DonateTensorBuffer(t, m.backend, 0)
+	if err != nil {
+		return t
+	}
+	return d
 }
 
 func param(g *graph.Graph, name string, dt dtypes.DType, dims ...int) *graph.Node {

@@ -70,7 +70,7 @@ func (m *Model) Logits(ctx context.Context, ids [][]int) ([][][]float32, error) 
 		res, err := m.run(ctx, graphKey{kind: "forward", a: b, b: s}, true, func(g *Graph, w *Weights) []*Node {
 			t := param(g, "tokens", dtypes.Int32, b, s)
 			return []*Node{Forward(m.cfg, w, t)}
-		}, int32Tensor(toks, b, s))
+		}, m.ints(toks, b, s))
 		if err != nil {
 			return nil, err
 		}
@@ -137,7 +137,7 @@ func (m *Model) Score(ctx context.Context, reqs []ScoreRequest) ([]ScoreResult, 
 			t := param(g, "tokens", dtypes.Int32, b, s)
 			n := param(g, "next", dtypes.Int32, b, s)
 			return []*Node{tokenLogprobs(Forward(m.cfg, w, t), n)}
-		}, int32Tensor(toks, b, s), int32Tensor(next, b, s))
+		}, m.ints(toks, b, s), m.ints(next, b, s))
 		if err != nil {
 			return nil, err
 		}

@@ -1,0 +1,18 @@
+package jobs
+
+import "errors"
+
+var (
+	// ErrInvalidOption is wrapped by constructor and configuration errors.
+	ErrInvalidOption = errors.New("invalid option")
+	// ErrNotFound: no job with that id.
+	ErrNotFound = errors.New("job not found")
+	// ErrExists: a job with that id exists already.
+	ErrExists = errors.New("job exists")
+	// ErrIllegalTransition: the state machine does not allow the change.
+	ErrIllegalTransition = errors.New("illegal job status transition")
+	// ErrConflict: a compare-and-set update kept losing to other writers.
+	ErrConflict = errors.New("job update conflict")
+	// ErrBadMessage is wrapped when a Request or Result cannot be decoded.
+	ErrBadMessage = errors.New("bad job message")
+)

@@ -1,0 +1,239 @@
+package jobs
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/largeforge/largeforge/schemas"
+)
+
+// MaxCustomIDLen bounds a custom_id in bytes.
+const MaxCustomIDLen = 512
+
+// ValidCustomID checks a custom_id: 1 to MaxCustomIDLen bytes of valid UTF-8
+// without control characters (it travels in the Nats-Msg-Id header).
+func ValidCustomID(id string) error {
+	if id == "" || len(id) > MaxCustomIDLen || !utf8.ValidString(id) {
+		return fmt.Errorf("%w: custom_id must be 1 to %d bytes of UTF-8", ErrBadMessage, MaxCustomIDLen)
+	}
+	if strings.IndexFunc(id, unicode.IsControl) >= 0 {
+		return fmt.Errorf("%w: custom_id %q has a control character", ErrBadMessage, id)
+	}
+	return nil
+}
+
+// MsgID is the Nats-Msg-Id of a job's request and of its result.
+func MsgID(job, customID string) string { return job + "/" + customID }
+
+// ScoreInput is one row of a scoring job: Text alone (every token after the
+// first is scored), Prompt and Completion, or Prompt, Chosen and Rejected (a
+// DPO row: both completions are scored and their margin reported).
+type ScoreInput struct {
+	Text       string `json:"text,omitempty"`
+	Prompt     string `json:"prompt,omitempty"`
+	Completion string `json:"completion,omitempty"`
+	Chosen     string `json:"chosen,omitempty"`
+	Rejected   string `json:"rejected,omitempty"`
+}
+
+// IsDPO reports whether the row is a preference pair.
+func (s ScoreInput) IsDPO() bool { return s.Chosen != "" || s.Rejected != "" }
+
+// Validate checks that the row has exactly one of the three shapes and
+// applies the prompt length limit of §7.1 ("Prompt too long").
+func (s ScoreInput) Validate() error {
+	n := utf8.RuneCountInString(s.Text) + utf8.RuneCountInString(s.Prompt) +
+		utf8.RuneCountInString(s.Completion) + utf8.RuneCountInString(s.Chosen) + utf8.RuneCountInString(s.Rejected)
+	if n > schemas.MaxPromptChars {
+		return schemas.ErrPromptTooLong
+	}
+	switch {
+	case s.Text != "" && s.Prompt == "" && s.Completion == "" && !s.IsDPO():
+		return nil
+	case s.Text == "" && s.Completion != "" && !s.IsDPO():
+		return nil
+	case s.Text == "" && s.Completion == "" && s.Chosen != "" && s.Rejected != "":
+		return nil
+	}
+	return fmt.Errorf("%w: a score row has text, or prompt and completion, or prompt, chosen and rejected", schemas.ErrInvalidRequest)
+}
+
+// Request is one request of a job, published on lf.req.<job>.<model> with
+// Nats-Msg-Id MsgID(job, custom_id). Completion is set for completion jobs,
+// Score for scoring jobs.
+type Request struct {
+	Job        string                     `json:"job"`
+	CustomID   string                     `json:"custom_id"`
+	Kind       string                     `json:"kind"`
+	Model      string                     `json:"model"`
+	Line       int                        `json:"line,omitempty"` // 1-based row of the input file
+	Completion *schemas.CompletionRequest `json:"completion,omitempty"`
+	Score      *ScoreInput                `json:"score,omitempty"`
+}
+
+// Validate checks a decoded request: ids, kind, and the body's own rules.
+func (r Request) Validate() error {
+	if err := ValidID(r.Job); err != nil {
+		return fmt.Errorf("%w: job: %w", ErrBadMessage, err)
+	}
+	if err := ValidCustomID(r.CustomID); err != nil {
+		return err
+	}
+	switch r.Kind {
+	case KindCompletion:
+		if r.Completion == nil || r.Score != nil {
+			return fmt.Errorf("%w: a completion request carries a completion body only", ErrBadMessage)
+		}
+		return r.Completion.Validate()
+	case KindScore:
+		if r.Score == nil || r.Completion != nil {
+			return fmt.Errorf("%w: a score request carries a score body only", ErrBadMessage)
+		}
+		return r.Score.Validate()
+	}
+	return fmt.Errorf("%w: kind %q", ErrBadMessage, r.Kind)
+}
+
+// DecodeRequest decodes a Request message and validates it. A message that is
+// not a Request at all wraps ErrBadMessage; one whose body breaks the
+// dictionary's rules returns the schemas error (for example
+// schemas.ErrInvalidMaxTokens).
+func DecodeRequest(data []byte) (Request, error) {
+	var w struct {
+		Request
+		Completion json.RawMessage `json:"completion,omitempty"`
+	}
+	if err := strictUnmarshal(data, &w); err != nil {
+		return Request{}, fmt.Errorf("%w: request: %v", ErrBadMessage, err)
+	}
+	r := w.Request
+	if len(w.Completion) > 0 && string(w.Completion) != "null" {
+		// The dictionary's decoder: absent fields get the §3.1 defaults.
+		c, err := schemas.DecodeCompletionRequest(w.Completion)
+		if err != nil {
+			return Request{}, err
+		}
+		r.Completion = &c
+	}
+	return r, r.Validate()
+}
+
+func strictUnmarshal(data []byte, v any) error {
+	data = bytes.TrimSpace(data)
+	if len(data) == 0 || data[0] != '{' {
+		return fmt.Errorf("want a JSON object")
+	}
+	return json.Unmarshal(data, v)
+}
+
+// Result error codes.
+const (
+	CodeInvalidRequest = "invalid_request"     // the row breaks §7.1 or is not a request
+	CodeDuplicateID    = "duplicate_custom_id" // the custom_id was used by an earlier row
+	CodeTooLarge       = "request_too_large"   // the row exceeds the message size limit
+	CodeModelError     = "model_error"         // the model rejected the request (too long for its context, ...)
+	CodeDeadLetter     = "dead_letter"         // the request kept failing and went to LF_DLQ
+	CodeCancelled      = "cancelled"
+)
+
+// ResultError says why a request has no response.
+type ResultError struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// ScoreOutput is the result of a score request. For a DPO row Chosen and
+// Rejected are set and DPOMargin is logp(chosen) - logp(rejected); the other
+// fields then describe the chosen completion.
+type ScoreOutput struct {
+	SumLogprob  float64      `json:"sum_logprob"`
+	MeanLogprob float64      `json:"mean_logprob"`
+	Perplexity  float64      `json:"perplexity"`
+	Tokens      int          `json:"tokens"`
+	Chosen      *ScoreOutput `json:"chosen,omitempty"`
+	Rejected    *ScoreOutput `json:"rejected,omitempty"`
+	DPOMargin   *float64     `json:"dpo_margin,omitempty"`
+}
+
+// Result controls: a Result with Control set is a marker for the sink, not a row.
+const (
+	// ControlSubmitted follows the last request of a job: its total is known.
+	ControlSubmitted = "submitted"
+	// ControlCancel asks the sink to finalise a cancelling job.
+	ControlCancel = "cancel"
+)
+
+// Result is the outcome of one request, published on lf.res.<job> with
+// Nats-Msg-Id MsgID(job, custom_id): Response (completion) or Score (scoring)
+// on success, Error otherwise.
+type Result struct {
+	Job       string                      `json:"job"`
+	CustomID  string                      `json:"custom_id,omitempty"`
+	Model     string                      `json:"model,omitempty"`
+	Kind      string                      `json:"kind,omitempty"`
+	Line      int                         `json:"line,omitempty"`
+	Response  *schemas.CompletionResponse `json:"response,omitempty"`
+	Score     *ScoreOutput                `json:"score,omitempty"`
+	Error     *ResultError                `json:"error,omitempty"`
+	LatencyMS float64                     `json:"latency_ms,omitempty"`
+	Worker    string                      `json:"worker,omitempty"`
+	Control   string                      `json:"control,omitempty"`
+}
+
+// DecodeResult decodes and checks a Result message; errors wrap ErrBadMessage.
+func DecodeResult(data []byte) (Result, error) {
+	var r Result
+	if err := strictUnmarshal(data, &r); err != nil {
+		return Result{}, fmt.Errorf("%w: result: %v", ErrBadMessage, err)
+	}
+	if err := ValidID(r.Job); err != nil {
+		return Result{}, fmt.Errorf("%w: result job: %v", ErrBadMessage, err)
+	}
+	if r.Control != "" {
+		switch r.Control {
+		case ControlSubmitted, ControlCancel:
+			return r, nil
+		}
+		return Result{}, fmt.Errorf("%w: result control %q", ErrBadMessage, r.Control)
+	}
+	if err := ValidCustomID(r.CustomID); err != nil {
+		return Result{}, err
+	}
+	n := 0
+	for _, set := range []bool{r.Response != nil, r.Score != nil, r.Error != nil} {
+		if set {
+			n++
+		}
+	}
+	if n != 1 {
+		return Result{}, fmt.Errorf("%w: result %s has %d of response, score, error (want 1)", ErrBadMessage, r.CustomID, n)
+	}
+	return r, nil
+}
+
+// ErrorResult makes the error row of a request.
+func ErrorResult(job, customID, model, kind string, line int, code, msg string) Result {
+	return Result{Job: job, CustomID: customID, Model: model, Kind: kind, Line: line,
+		Error: &ResultError{Code: code, Message: msg}}
+}
+
+// OutputLine is one line of output.jsonl and errors.jsonl: the OpenAI batch
+// output shape.
+type OutputLine struct {
+	ID       string          `json:"id"`
+	CustomID string          `json:"custom_id"`
+	Response *OutputResponse `json:"response"`
+	Error    *ResultError    `json:"error"`
+}
+
+// OutputResponse is the response of an OutputLine; Body is a §3.2
+// CompletionResponse, a ScoreOutput, or {"error": ...} for a failed row.
+type OutputResponse struct {
+	StatusCode int             `json:"status_code"`
+	RequestID  string          `json:"request_id"`
+	Body       json.RawMessage `json:"body"`
+}

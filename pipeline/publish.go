@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"sync"
@@ -42,8 +43,11 @@ func (b *Bus) Publish(ctx context.Context, subject string, data []byte, msgID st
 }
 
 // Publisher publishes asynchronously with at most window acks pending. It is
-// safe for concurrent use. After the first failed publish it stays failed:
-// Publish and Flush return that error (wrapping ErrPublisherFailed).
+// safe for concurrent use. A publish with a msg id whose ack is lost
+// (disconnect, timeout) is retried up to PublishRetries times, with backoff;
+// the duplicate window keeps it stored once. After the first publish that
+// fails for good the Publisher stays failed: Publish and Flush return that
+// error (wrapping ErrPublisherFailed).
 type Publisher struct {
 	js     jetstream.JetStream
 	slots  chan struct{}
@@ -56,6 +60,60 @@ type Publisher struct {
 	idle    chan struct{} // closed when pending drops to 0; nil while 0
 	acked   int
 	dups    int
+	retried int
+	retries map[*nats.Msg]int // attempts of messages being retried
+	closing bool
+}
+
+// Publisher retries: a publish with a msg id that failed for want of an ack
+// (disconnect, timeout, no stream response) is sent again, which the stream's
+// duplicate window makes safe.
+const (
+	PublishRetries   = 5
+	publishRetryBase = 50 * time.Millisecond
+	publishRetryMax  = 2 * time.Second
+)
+
+// noLibRetry turns off the client library's own quick retries after "no
+// responders": the Publisher's retries (with backoff) cover that case.
+var noLibRetry = jetstream.WithRetryAttempts(0)
+
+func retryable(err error) bool {
+	return errors.Is(err, nats.ErrDisconnected) || errors.Is(err, nats.ErrNoResponders) ||
+		errors.Is(err, nats.ErrReconnectBufExceeded) || errors.Is(err, nats.ErrTimeout) ||
+		errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, jetstream.ErrAsyncPublishTimeout) ||
+		errors.Is(err, jetstream.ErrTooManyStalledMsgs)
+}
+
+// retry schedules m again when err allows it; it reports whether it did.
+func (p *Publisher) retry(m *nats.Msg, err error) bool {
+	if m.Header.Get(jetstream.MsgIDHeader) == "" || !retryable(err) {
+		return false
+	}
+	p.mu.Lock()
+	n := p.retries[m]
+	if n >= PublishRetries || p.closing {
+		p.mu.Unlock()
+		return false
+	}
+	p.retries[m] = n + 1
+	p.retried++
+	p.mu.Unlock()
+	wait := min(publishRetryBase<<n, publishRetryMax)
+	time.AfterFunc(wait, func() {
+		if _, err := p.js.PublishMsgAsync(m, noLibRetry); err != nil {
+			p.fail(m, err)
+		}
+	})
+	return true
+}
+
+// fail ends m with err unless it is retried.
+func (p *Publisher) fail(m *nats.Msg, err error) {
+	if p.retry(m, err) {
+		return
+	}
+	p.done(m, fmt.Errorf("%w: %s (msg id %q): %w", ErrPublisherFailed, m.Subject, m.Header.Get(jetstream.MsgIDHeader), err), nil)
 }
 
 // NewPublisher returns a Publisher whose window of pending acks is window
@@ -64,15 +122,15 @@ func (b *Bus) NewPublisher(window int) *Publisher {
 	if window < 1 {
 		window = 1
 	}
-	p := &Publisher{slots: make(chan struct{}, window), window: window}
+	p := &Publisher{slots: make(chan struct{}, window), window: window, retries: map[*nats.Msg]int{}}
 	js, err := jetstream.New(b.nc,
 		jetstream.WithPublishAsyncMaxPending(2*window), // the slots channel is the bound; this only must never stall first
 		jetstream.WithPublishAsyncTimeout(DefaultAsyncAckTimeout),
-		jetstream.WithPublishAsyncAckHandler(func(_ jetstream.JetStream, _ *nats.Msg, ack *jetstream.PubAck) {
-			p.done(nil, ack)
+		jetstream.WithPublishAsyncAckHandler(func(_ jetstream.JetStream, m *nats.Msg, ack *jetstream.PubAck) {
+			p.done(m, nil, ack)
 		}),
 		jetstream.WithPublishAsyncErrHandler(func(_ jetstream.JetStream, m *nats.Msg, err error) {
-			p.done(fmt.Errorf("%w: %s (msg id %q): %w", ErrPublisherFailed, m.Subject, m.Header.Get(jetstream.MsgIDHeader), err), nil)
+			p.fail(m, err)
 		}),
 	)
 	if err != nil { // only invalid options fail, and ours are valid
@@ -82,8 +140,9 @@ func (b *Bus) NewPublisher(window int) *Publisher {
 	return p
 }
 
-func (p *Publisher) done(err error, ack *jetstream.PubAck) {
+func (p *Publisher) done(m *nats.Msg, err error, ack *jetstream.PubAck) {
 	p.mu.Lock()
+	delete(p.retries, m)
 	if err != nil {
 		p.failed++
 		if p.err == nil {
@@ -131,9 +190,13 @@ func (p *Publisher) Publish(ctx context.Context, subject string, data []byte, ms
 		p.idle = make(chan struct{})
 	}
 	p.mu.Unlock()
-	if _, err := p.js.PublishMsgAsync(newMsg(subject, data, msgID, hdr)); err != nil {
-		p.done(fmt.Errorf("%w: %s (msg id %q): %w", ErrPublisherFailed, subject, msgID, err), nil)
-		return p.Err()
+	m := newMsg(subject, data, msgID, hdr)
+	if _, err := p.js.PublishMsgAsync(m, noLibRetry); err != nil {
+		if !retryable(err) || msgID == "" {
+			p.done(m, fmt.Errorf("%w: %s (msg id %q): %w", ErrPublisherFailed, subject, msgID, err), nil)
+			return p.Err()
+		}
+		p.fail(m, err)
 	}
 	return nil
 }
@@ -159,6 +222,9 @@ func (p *Publisher) Flush(ctx context.Context) error {
 // not be used afterwards.
 func (p *Publisher) Close(ctx context.Context) error {
 	err := p.Flush(ctx)
+	p.mu.Lock()
+	p.closing = true
+	p.mu.Unlock()
 	p.js.CleanupPublisher()
 	if err == nil {
 		err = p.Err()
@@ -186,13 +252,14 @@ type PublisherStats struct {
 	Duplicates int // acks that reported a duplicate Nats-Msg-Id
 	Failed     int
 	Pending    int
+	Retried    int // publishes sent again after a lost ack (see PublishRetries)
 }
 
 // Stats returns the counts so far.
 func (p *Publisher) Stats() PublisherStats {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return PublisherStats{Acked: p.acked, Duplicates: p.dups, Failed: p.failed, Pending: p.pending}
+	return PublisherStats{Acked: p.acked, Duplicates: p.dups, Failed: p.failed, Pending: p.pending, Retried: p.retried}
 }
 
 // DLQRecord is what the dead-letter stream stores for a message that could not

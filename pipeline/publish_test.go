@@ -217,3 +217,49 @@ func TestPublishDLQ(t *testing.T) {
 		})
 	}
 }
+
+// A publish that gets no stream response is retried PublishRetries times, then
+// fails; a stream that appears meanwhile takes it.
+func TestPublisherRetriesNoStreamResponse(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	_, b := pipelinetest.StartBus(t)
+
+	p := b.NewPublisher(4)
+	if err := p.Publish(ctx, "nostream.a", []byte("x"), "a/1", nil); err != nil {
+		t.Fatal(err)
+	}
+	err := p.Flush(ctx)
+	if !errors.Is(err, pipeline.ErrPublisherFailed) || !errors.Is(err, jetstream.ErrNoStreamResponse) {
+		t.Fatalf("Flush = %v, want ErrPublisherFailed wrapping ErrNoStreamResponse", err)
+	}
+	if st := p.Stats(); st.Retried != pipeline.PublishRetries || st.Failed != 1 {
+		t.Errorf("stats = %+v, want %d retries and 1 failure", st, pipeline.PublishRetries)
+	}
+
+	// Without a msg id a retry could store twice: no retry.
+	p2 := b.NewPublisher(4)
+	if err := p2.Publish(ctx, "nostream.b", []byte("x"), "", nil); err != nil && !errors.Is(err, pipeline.ErrPublisherFailed) {
+		t.Fatal(err)
+	}
+	if err := p2.Flush(ctx); !errors.Is(err, pipeline.ErrPublisherFailed) {
+		t.Fatalf("Flush = %v, want ErrPublisherFailed", err)
+	}
+	if st := p2.Stats(); st.Retried != 0 {
+		t.Errorf("publish without msg id was retried: %+v", st)
+	}
+
+	p3 := b.NewPublisher(4)
+	if err := p3.Publish(ctx, "late.c", []byte("x"), "c/1", nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.JetStream().CreateStream(ctx, jetstream.StreamConfig{Name: "LATE", Subjects: []string{"late.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := p3.Flush(ctx); err != nil {
+		t.Fatalf("Flush after the stream appeared: %v", err)
+	}
+	if st := p3.Stats(); st.Acked != 1 {
+		t.Errorf("stats = %+v", st)
+	}
+}

@@ -67,6 +67,11 @@ var recordSeeds = []string{
 	`{"conversations":[{"from":"human","value":"h"},{"from":"gpt","value":"g"},]}`,
 	`{"conversations":[1,2],"conversations":[{"from":"human","value":"h"},{"from":"gpt","value":"g"}]}`,
 	`{"conversations":[{"from":"human","value":"h"},{"from":"gpt","value":"g"}],"conversations":[]}`,
+	// Long strings exercise the 8-bytes-at-a-time scan.
+	`{"instruction":"abcdefghijklmnop\"q\\rs\u00e9tuvwxyz0123456789ABCDEFGH","output":"0123456789abcdefghijklmnopqrstuvwxyz"}`,
+	"{\"instruction\":\"abcdefghijklmno\x7f\xc3\xa9pqrstuvwxyz0123456789\",\"output\":\"0123456789abcdef\x01ghijklmnop\"}",
+	"{\"instruction\":\"abcdefgh\xe2\x82\",\"output\":\"0123456789abcdefghijklmnop\xf0\x9f\x98\x80qrstuv\"}",
+	`{"prompt":"0123456789abcdefghijklmnopqrstuvwxyz","chosen":"0123456789abcdefghijklmnopqrstuvwxyz\ud83d\ude00","rejected":"0123456789abcdef`,
 }
 
 func FuzzDecodeRecord(f *testing.F) {

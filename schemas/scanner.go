@@ -1,8 +1,10 @@
 package schemas
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"strings"
 	"unicode"
 	"unicode/utf16"
 	"unicode/utf8"
@@ -118,20 +120,48 @@ func (s *scanner) peekKind() jsonKind {
 	return kindAbsent
 }
 
+// SWAR constants: a byte repeated in every lane of a uint64.
+const (
+	lanes1 = 0x0101010101010101
+	lanes8 = 0x8080808080808080
+)
+
+// plainWord reports whether none of the 8 bytes in x is a quote, a backslash
+// or a control character (the bytes a string scan must stop at).
+func plainWord(x uint64) bool {
+	q := x ^ (lanes1 * '"')
+	bs := x ^ (lanes1 * '\\')
+	return ((q-lanes1)&^q|(bs-lanes1)&^bs|(x-lanes1*0x20)&^x)&lanes8 == 0
+}
+
 // scanString scans a string whose opening quote is at pos. It returns the raw
 // bytes between the quotes and whether they contain escapes.
 func (s *scanner) scanString() (raw []byte, escaped bool, err error) {
 	s.pos++ // opening quote
 	start := s.pos
-	nonASCII := false
 	data := s.data
-	for i := s.pos; i < len(data); i++ {
+	var high uint64 // OR of all bytes skipped 8 at a time
+	nonASCII := false
+	i := s.pos
+	for {
+		for i+8 <= len(data) {
+			x := binary.LittleEndian.Uint64(data[i:])
+			if !plainWord(x) {
+				break
+			}
+			high |= x
+			i += 8
+		}
+		if i >= len(data) {
+			s.pos = len(data)
+			return nil, false, s.eof()
+		}
 		c := data[i]
 		switch {
 		case c == '"':
 			raw = data[start:i]
 			s.pos = i + 1
-			if nonASCII && !utf8.Valid(raw) {
+			if (nonASCII || high&lanes8 != 0) && !utf8.Valid(raw) {
 				return nil, false, errBadUTF8
 			}
 			return raw, escaped, nil
@@ -160,15 +190,17 @@ func (s *scanner) scanString() (raw []byte, escaped bool, err error) {
 				s.pos = i
 				return nil, false, s.syntax("invalid character in string escape code")
 			}
+			i++
 		case c < 0x20:
 			s.pos = i
 			return nil, false, s.syntax("invalid control character in string literal")
-		case c >= 0x80:
-			nonASCII = true
+		default:
+			if c >= 0x80 {
+				nonASCII = true
+			}
+			i++
 		}
 	}
-	s.pos = len(data)
-	return nil, false, s.eof()
 }
 
 func isHex(c byte) bool {
@@ -182,7 +214,8 @@ func unquote(raw []byte, escaped bool) string {
 	if !escaped {
 		return string(raw)
 	}
-	b := make([]byte, 0, len(raw))
+	var b strings.Builder
+	b.Grow(len(raw))
 	for r := 0; r < len(raw); {
 		c := raw[r]
 		if c != '\\' {
@@ -190,40 +223,40 @@ func unquote(raw []byte, escaped bool) string {
 			for r < len(raw) && raw[r] != '\\' {
 				r++
 			}
-			b = append(b, raw[start:r]...)
+			b.Write(raw[start:r])
 			continue
 		}
 		r++
 		switch e := raw[r]; e {
 		case 'b':
-			b = append(b, '\b')
+			b.WriteByte('\b')
 		case 'f':
-			b = append(b, '\f')
+			b.WriteByte('\f')
 		case 'n':
-			b = append(b, '\n')
+			b.WriteByte('\n')
 		case 'r':
-			b = append(b, '\r')
+			b.WriteByte('\r')
 		case 't':
-			b = append(b, '\t')
+			b.WriteByte('\t')
 		case 'u':
 			rr := getu4(raw[r-1:])
 			r += 5
 			if utf16.IsSurrogate(rr) {
 				if dec := utf16.DecodeRune(rr, getu4(raw[r:])); dec != unicode.ReplacementChar {
 					r += 6
-					b = utf8.AppendRune(b, dec)
+					b.WriteRune(dec)
 					continue
 				}
 				rr = unicode.ReplacementChar
 			}
-			b = utf8.AppendRune(b, rr)
+			b.WriteRune(rr)
 			continue
 		default: // '"', '\\', '/'
-			b = append(b, e)
+			b.WriteByte(e)
 		}
 		r++
 	}
-	return string(b)
+	return b.String()
 }
 
 // getu4 decodes \uXXXX at the start of s, or returns -1.

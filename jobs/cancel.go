@@ -1,0 +1,68 @@
+package jobs
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/largeforge/largeforge/pipeline"
+)
+
+// Cancel moves a job to cancelling, purges its queued requests from
+// LF_REQUESTS and tells the results sink (a ControlCancel marker on
+// lf.res.<job>) to finalise what it has; the sink then moves the job to
+// cancelled. Requests already running finish; their results are dropped once
+// the job is cancelled. It returns the number of purged requests.
+func Cancel(ctx context.Context, bus *pipeline.Bus, store *Store, id string) (Job, uint64, error) {
+	j, err := store.Transition(ctx, id, StatusCancelling, nil)
+	if err != nil {
+		return j, 0, fmt.Errorf("cancel job %s: %w", id, err)
+	}
+	purged, err := PurgeRequests(ctx, bus, id)
+	if err != nil {
+		return j, 0, err
+	}
+	if err := PublishControl(ctx, bus, id, ControlCancel); err != nil {
+		return j, purged, err
+	}
+	return j, purged, nil
+}
+
+// PurgeRequests removes the queued requests of a job (lf.req.<job>.>).
+func PurgeRequests(ctx context.Context, bus *pipeline.Bus, id string) (uint64, error) {
+	s, err := bus.JetStream().Stream(ctx, pipeline.StreamRequests)
+	if err != nil {
+		return 0, fmt.Errorf("purge job %s: %w", id, err)
+	}
+	before, err := s.Info(ctx, jetstream.WithSubjectFilter("lf.req."+id+".>"))
+	if err != nil {
+		return 0, fmt.Errorf("purge job %s: %w", id, err)
+	}
+	if err := s.Purge(ctx, jetstream.WithPurgeSubject("lf.req."+id+".>")); err != nil {
+		return 0, fmt.Errorf("purge job %s: %w", id, err)
+	}
+	var n uint64
+	for _, c := range before.State.Subjects {
+		n += c
+	}
+	return n, nil
+}
+
+// PublishControl publishes a control marker (ControlSubmitted,
+// ControlCancel) on lf.res.<job>.
+func PublishControl(ctx context.Context, bus *pipeline.Bus, id, control string) error {
+	subj, err := pipeline.ResultSubject(id)
+	if err != nil {
+		return err
+	}
+	data, err := json.Marshal(Result{Job: id, Control: control})
+	if err != nil {
+		return err
+	}
+	if _, err := bus.Publish(ctx, subj, data, id+"#"+control, nil); err != nil {
+		return fmt.Errorf("job %s: %w", id, err)
+	}
+	return nil
+}

@@ -1,0 +1,207 @@
+package submit_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/parquet-go/parquet-go"
+
+	"github.com/largeforge/largeforge/jobs"
+	"github.com/largeforge/largeforge/pipeline"
+	"github.com/largeforge/largeforge/pipeline/pipelinetest"
+	"github.com/largeforge/largeforge/producers/submit"
+)
+
+func write(t *testing.T, name, content string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// drain reads every message of a stream subject.
+func drain(t *testing.T, bus *pipeline.Bus, stream, subject string) []jetstream.Msg {
+	t.Helper()
+	ctx := context.Background()
+	c, err := bus.JetStream().CreateConsumer(ctx, stream, jetstream.ConsumerConfig{FilterSubject: subject, AckPolicy: jetstream.AckExplicitPolicy, InactiveThreshold: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []jetstream.Msg
+	for {
+		b, err := c.FetchNoWait(1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for m := range b.Messages() {
+			out = append(out, m)
+			n++
+		}
+		if n == 0 {
+			return out
+		}
+	}
+}
+
+func TestSubmitJSONL(t *testing.T) {
+	ctx := context.Background()
+	_, bus := pipelinetest.StartBus(t)
+	in := write(t, "req.jsonl", strings.Join([]string{
+		`{"custom_id":"a","prompt":"Once upon a time","max_tokens":4,"temperature":0}`,
+		`{"prompt":"no id","max_tokens":4}`,
+		``,
+		`{"custom_id":"bad","prompt":"x","max_tokens":99999}`,
+		`{"custom_id":"a","prompt":"duplicate"}`,
+		`{"custom_id":"chat","method":"POST","url":"/v1/chat/completions","body":{"model":"stories","messages":[{"role":"user","content":"hi"}]}}`,
+		`not json`,
+	}, "\n"))
+	s, err := submit.New(ctx, bus, submit.Config{Model: "stories"}, pipelinetest.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum, err := s.Submit(ctx, in, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.Rows != 6 || sum.Published != 3 || sum.Rejected != 3 {
+		t.Errorf("summary %+v", sum)
+	}
+	if sum.Job.Status != jobs.StatusInProgress || sum.Job.RequestCounts.Total != 6 {
+		t.Errorf("job %+v", sum.Job)
+	}
+	reqs := drain(t, bus, pipeline.StreamRequests, "lf.req."+sum.Job.ID+".stories")
+	var ids []string
+	for _, m := range reqs {
+		r, err := jobs.DecodeRequest(m.Data())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := m.Headers().Get(jetstream.MsgIDHeader); got != jobs.MsgID(sum.Job.ID, r.CustomID) {
+			t.Errorf("msg id %q for %s", got, r.CustomID)
+		}
+		ids = append(ids, r.CustomID)
+	}
+	if fmt.Sprint(ids) != "[a 2 chat]" {
+		t.Errorf("request ids %v", ids)
+	}
+	res := drain(t, bus, pipeline.StreamResults, "lf.res."+sum.Job.ID)
+	var rows []string
+	for _, m := range res {
+		r, err := jobs.DecodeResult(m.Data())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Control != "" {
+			rows = append(rows, "control:"+r.Control)
+			continue
+		}
+		rows = append(rows, r.CustomID+":"+r.Error.Code+":"+r.Error.Message)
+	}
+	want := []string{
+		"bad:invalid_request:Invalid max_tokens",
+		`a#row5:duplicate_custom_id:duplicate custom_id "a" (first on row 1)`,
+		"7:invalid_request:line 7 is not a JSON object",
+		"control:submitted",
+	}
+	if fmt.Sprint(rows) != fmt.Sprint(want) {
+		t.Errorf("result rows\n got %q\nwant %q", rows, want)
+	}
+}
+
+func TestSubmitUnreadable(t *testing.T) {
+	ctx := context.Background()
+	_, bus := pipelinetest.StartBus(t)
+	s, err := submit.New(ctx, bus, submit.Config{Model: "stories"}, pipelinetest.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		path string
+	}{
+		{"missing file", filepath.Join(t.TempDir(), "nope.jsonl")},
+		{"not parquet", write(t, "x.parquet", "PAR1 garbage")},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			sum, err := s.Submit(ctx, tt.path, nil)
+			if !errors.Is(err, submit.ErrUnreadable) {
+				t.Fatalf("err = %v, want ErrUnreadable", err)
+			}
+			if sum.Job.Status != jobs.StatusFailed || len(sum.Job.Errors) != 1 || sum.Job.Errors[0].Code != "unreadable_file" {
+				t.Errorf("job %+v", sum.Job)
+			}
+		})
+	}
+}
+
+func TestSubmitParquet(t *testing.T) {
+	ctx := context.Background()
+	_, bus := pipelinetest.StartBus(t)
+	type row struct {
+		CustomID string `parquet:"custom_id"`
+		Text     string `parquet:"text"`
+	}
+	p := filepath.Join(t.TempDir(), "rows.parquet")
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := parquet.Write(f, []row{{"r1", "Once upon a time"}, {"r2", "The cat sat"}, {"r3", ""}}); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	s, err := submit.New(ctx, bus, submit.Config{Model: "stories", Kind: jobs.KindScore, CompletionWindow: time.Hour}, pipelinetest.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum, err := s.Submit(ctx, p, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.Rows != 3 || sum.Published != 2 || sum.Rejected != 1 || sum.Job.Kind != jobs.KindScore {
+		t.Errorf("summary %+v", sum)
+	}
+	reqs := drain(t, bus, pipeline.StreamRequests, "lf.req."+sum.Job.ID+".>")
+	if len(reqs) != 2 {
+		t.Fatalf("%d requests", len(reqs))
+	}
+	r, err := jobs.DecodeRequest(reqs[1].Data())
+	if err != nil || r.CustomID != "r2" || r.Score.Text != "The cat sat" {
+		t.Errorf("request %+v, %v", r, err)
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	tests := []struct {
+		name    string
+		cfg     submit.Config
+		wantErr bool
+	}{
+		{"ok", submit.Config{Model: "m"}, false},
+		{"no model", submit.Config{}, true},
+		{"bad kind", submit.Config{Model: "m", Kind: "x"}, true},
+		{"negative window", submit.Config{Model: "m", Window: -1}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.cfg.Validate()
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("err = %v", err)
+			}
+			if err != nil && !errors.Is(err, submit.ErrInvalidOption) {
+				t.Errorf("err %v does not wrap ErrInvalidOption", err)
+			}
+		})
+	}
+}

@@ -566,3 +566,42 @@ func (s *scanner) readTurns(turns []turnScan) ([]turnScan, *ValidationError) {
 		turns = append(turns, t)
 	}
 }
+
+// Validate checks a Record built in code (or read back from Arrow) against
+// its format's §1 schema, with the same rules and errors as DecodeRecord.
+func (r Record) Validate() error {
+	if !r.Format.Valid() {
+		_, err := ParseFormat(string(r.Format))
+		return err
+	}
+	var bad string
+	switch r.Format {
+	case FormatAlpaca:
+		bad = firstInvalidUTF8(
+			"instruction", r.Alpaca.Instruction, "input", r.Alpaca.Input, "output", r.Alpaca.Output)
+	case FormatDPO:
+		bad = firstInvalidUTF8("prompt", r.DPO.Prompt, "chosen", r.DPO.Chosen, "rejected", r.DPO.Rejected)
+	case FormatShareGPT:
+		for i, t := range r.ShareGPT.Conversations {
+			if bad = firstInvalidUTF8(turnPath(i, "from"), t.From, turnPath(i, "value"), t.Value); bad != "" {
+				break
+			}
+		}
+	}
+	if bad != "" {
+		return newValidationError(bad, "utf8", "invalid UTF-8 in string")
+	}
+	_, err := DecodeRecord(r.Format, r.CanonicalJSON())
+	return err
+}
+
+// firstInvalidUTF8 takes name, value pairs and returns the first name whose
+// value is not valid UTF-8, or "".
+func firstInvalidUTF8(pairs ...string) string {
+	for i := 0; i+1 < len(pairs); i += 2 {
+		if !utf8.ValidString(pairs[i+1]) {
+			return pairs[i]
+		}
+	}
+	return ""
+}

@@ -268,3 +268,40 @@ func TestValidateWithSchema(t *testing.T) {
 		})
 	}
 }
+
+func TestRecordValidate(t *testing.T) {
+	tests := []struct {
+		name      string
+		rec       Record
+		wantErr   bool
+		wantField string
+		wantRule  string
+	}{
+		{name: "alpaca ok", rec: Record{Format: FormatAlpaca, Alpaca: Alpaca{Instruction: "i", Output: "o"}}},
+		{name: "alpaca empty output", rec: Record{Format: FormatAlpaca, Alpaca: Alpaca{Instruction: "i"}},
+			wantErr: true, wantField: "output", wantRule: "minLength"},
+		{name: "alpaca bad utf8", rec: Record{Format: FormatAlpaca, Alpaca: Alpaca{Instruction: "i", Input: "\xff", Output: "o"}},
+			wantErr: true, wantField: "input", wantRule: "utf8"},
+		{name: "sharegpt ok", rec: Record{Format: FormatShareGPT, ShareGPT: ShareGPT{Conversations: []Turn{{"human", "h"}, {"gpt", "g"}}}}},
+		{name: "sharegpt short", rec: Record{Format: FormatShareGPT, ShareGPT: ShareGPT{Conversations: []Turn{{"human", "h"}}}},
+			wantErr: true, wantField: "conversations", wantRule: "minItems"},
+		{name: "sharegpt bad utf8", rec: Record{Format: FormatShareGPT, ShareGPT: ShareGPT{Conversations: []Turn{{"human", "h"}, {"gpt", "\xc3"}}}},
+			wantErr: true, wantField: "conversations[1].value", wantRule: "utf8"},
+		{name: "dpo ok", rec: Record{Format: FormatDPO, DPO: DPO{"p", "c", "r"}}},
+		{name: "dpo empty rejected", rec: Record{Format: FormatDPO, DPO: DPO{"p", "c", ""}},
+			wantErr: true, wantField: "rejected", wantRule: "minLength"},
+		{name: "no format", rec: Record{}, wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.rec.Validate()
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("Validate() = %v, wantErr %v", err, tt.wantErr)
+			}
+			var ve *ValidationError
+			if tt.wantRule != "" && (!errors.As(err, &ve) || ve.Field != tt.wantField || ve.Rule != tt.wantRule) {
+				t.Fatalf("Validate() = %v, want field %q rule %q", err, tt.wantField, tt.wantRule)
+			}
+		})
+	}
+}

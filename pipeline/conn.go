@@ -137,14 +137,14 @@ func (c ConnConfig) options(log zerolog.Logger) ([]nats.Option, error) {
 	case c.CredsFile != "":
 		opts = append(opts, nats.UserCredentials(c.CredsFile))
 	}
+	if c.TLSInsecureSkipVerify { // first: Secure replaces the TLS config the others add to
+		opts = append(opts, nats.Secure(&tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: true})) //nolint:gosec // asked for explicitly
+	}
 	if c.TLSCertFile != "" {
 		opts = append(opts, nats.ClientCert(c.TLSCertFile, c.TLSKeyFile))
 	}
 	if c.TLSCAFile != "" {
 		opts = append(opts, nats.RootCAs(c.TLSCAFile))
-	}
-	if c.TLSInsecureSkipVerify {
-		opts = append(opts, nats.Secure(&tls.Config{InsecureSkipVerify: true})) //nolint:gosec // asked for explicitly
 	}
 	return opts, nil
 }

@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nkeys"
 	"github.com/rs/zerolog"
 
 	"github.com/largeforge/largeforge/pipeline"
@@ -138,4 +141,45 @@ func ExampleConnect() {
 	again, _ := bus.Publish(ctx, subj, []byte(`{"prompt":"Once upon a time"}`), "job1/req-1", nil)
 	fmt.Println(ack.Stream, ack.Sequence, again.Duplicate)
 	// Output: LF_REQUESTS 1 true
+}
+
+func TestConnectNKey(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	user, err := nkeys.CreateUser()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := user.PublicKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	seed, err := user.Seed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	seedFile := filepath.Join(t.TempDir(), "user.nk")
+	if err := os.WriteFile(seedFile, seed, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	other, _ := nkeys.CreateUser()
+	otherSeed, _ := other.Seed()
+	otherFile := filepath.Join(t.TempDir(), "other.nk")
+	if err := os.WriteFile(otherFile, otherSeed, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	conf := pipeline.DefaultNATSConf + "\nauthorization { users: [ { nkey: " + pub + " } ] }\n"
+	e := pipelinetest.StartServerWith(t, pipeline.EmbeddedConfig{DataDir: t.TempDir(), Conf: []byte(conf)})
+
+	b, err := pipeline.Connect(ctx, pipeline.ConnConfig{URL: e.ClientURL(), NKeySeedFile: seedFile}, pipelinetest.Logger(t))
+	if err != nil {
+		t.Fatalf("Connect with the nkey: %v", err)
+	}
+	defer b.Close()
+	if err := b.EnsureTopology(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pipeline.Connect(ctx, pipeline.ConnConfig{URL: e.ClientURL(), NKeySeedFile: otherFile}, pipelinetest.Logger(t)); !errors.Is(err, pipeline.ErrConnect) {
+		t.Errorf("Connect with an unknown nkey = %v, want ErrConnect", err)
+	}
 }

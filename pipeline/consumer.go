@@ -255,13 +255,23 @@ func (c *Consumer) Stats() ConsumerStats {
 // it and returns nil. Several goroutines may call Run on one Consumer.
 func (c *Consumer) Run(ctx context.Context) error {
 	c.log.Debug().Msg("consume loop started")
+	failures := 0
 	for ctx.Err() == nil {
 		msgs, err := c.fetch(ctx)
 		if len(msgs) > 0 {
 			c.process(ctx, msgs)
 		}
+		if err == nil && failures > 0 {
+			c.log.Info().Int("failures", failures).Msg("fetch works again")
+			failures = 0
+		}
 		if err != nil && ctx.Err() == nil {
-			c.log.Warn().Err(err).Msg("fetch failed; retrying")
+			failures++
+			ev := c.log.Debug()
+			if failures == 1 || failures%60 == 0 { // not one line per retry during an outage
+				ev = c.log.Warn()
+			}
+			ev.Err(err).Int("failures", failures).Msg("fetch failed; retrying")
 			if errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrConsumerDeleted) {
 				if err := c.ensure(ctx); err != nil {
 					c.log.Error().Err(err).Msg("recreate consumer")

@@ -231,8 +231,10 @@ func (b *Bus) Close() {
 	if b.nc.IsClosed() {
 		return
 	}
-	if err := b.nc.FlushTimeout(5 * time.Second); err != nil && !b.nc.IsClosed() {
-		b.log.Debug().Err(err).Msg("flush before close")
+	if b.nc.IsConnected() {
+		if err := b.nc.FlushTimeout(5 * time.Second); err != nil {
+			b.log.Debug().Err(err).Msg("flush before close")
+		}
 	}
 	b.nc.Close()
 }

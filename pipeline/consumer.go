@@ -252,7 +252,9 @@ func (c *Consumer) Stats() ConsumerStats {
 
 // Run fetches batches and hands them to the Handler until ctx ends. Then it
 // stops fetching, lets the in-flight batch finish (see DrainTimeout), settles
-// it and returns nil. Several goroutines may call Run on one Consumer.
+// it and returns nil. Fetch failures (a server restart) are retried; only a
+// closed connection ends Run with an error (wrapping nats.ErrConnectionClosed).
+// Several goroutines may call Run on one Consumer.
 func (c *Consumer) Run(ctx context.Context) error {
 	c.log.Debug().Msg("consume loop started")
 	failures := 0
@@ -266,6 +268,9 @@ func (c *Consumer) Run(ctx context.Context) error {
 			failures = 0
 		}
 		if err != nil && ctx.Err() == nil {
+			if c.bus.nc.IsClosed() {
+				return fmt.Errorf("consumer %s: %w", c.cfg.Durable, nats.ErrConnectionClosed)
+			}
 			failures++
 			ev := c.log.Debug()
 			if failures == 1 || failures%60 == 0 { // not one line per retry during an outage
@@ -283,8 +288,10 @@ func (c *Consumer) Run(ctx context.Context) error {
 			}
 		}
 	}
-	if err := c.bus.nc.FlushTimeout(5 * time.Second); err != nil && !c.bus.nc.IsClosed() {
-		c.log.Warn().Err(err).Msg("flush acks at drain")
+	if c.bus.nc.IsConnected() {
+		if err := c.bus.nc.FlushTimeout(5 * time.Second); err != nil {
+			c.log.Warn().Err(err).Msg("flush acks at drain")
+		}
 	}
 	c.log.Debug().Msg("consume loop drained")
 	return nil

@@ -611,3 +611,21 @@ func TestConsumerConcurrentRuns(t *testing.T) {
 		}
 	}
 }
+
+func TestConsumerRunEndsWhenConnectionCloses(t *testing.T) {
+	e, _ := pipelinetest.StartBus(t)
+	b := pipelinetest.Connect(t, e)
+	c := newConsumer(t, b, fastConfig(), pipeline.PerMessage(func(context.Context, jetstream.Msg) error { return nil }))
+	errc := make(chan error, 1)
+	go func() { errc <- c.Run(context.Background()) }()
+	time.Sleep(50 * time.Millisecond)
+	b.Close()
+	select {
+	case err := <-errc:
+		if !errors.Is(err, nats.ErrConnectionClosed) {
+			t.Errorf("Run = %v, want nats.ErrConnectionClosed", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run still running after the connection closed")
+	}
+}

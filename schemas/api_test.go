@@ -269,3 +269,18 @@ func normalizeReq(r CompletionRequest) CompletionRequest {
 	}
 	return r
 }
+
+func BenchmarkDecodeCompletionRequest(b *testing.B) {
+	body := []byte(`{"model":"stories260K","prompt":"Once upon a time there was a little girl who","max_tokens":64,"temperature":0.8,"stop":["\n\n"],"seed":1}`)
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		r, err := DecodeCompletionRequest(body)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := r.Validate(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "req/s")
+}

@@ -292,19 +292,24 @@ type field struct {
 }
 
 // readField reads the value at pos into f: strings are decoded, anything else
-// is scanned and only its kind kept.
-func (s *scanner) readField(name string, f *field) *ValidationError {
+// is scanned and only its kind kept. Errors are the scanner's.
+func (s *scanner) readField(f *field) error {
 	f.kind = s.peekKind()
 	if f.kind == kindString {
 		v, err := s.readString()
 		if err != nil {
-			return scanError(name, err)
+			return err
 		}
 		f.val = v
 		return nil
 	}
 	f.val = ""
-	if err := s.skipValue(); err != nil {
+	return s.skipValue()
+}
+
+// readNamedField is readField with errors reported against name.
+func (s *scanner) readNamedField(name string, f *field) *ValidationError {
+	if err := s.readField(f); err != nil {
 		return scanError(name, err)
 	}
 	return nil
@@ -335,11 +340,11 @@ func decodeAlpaca(data []byte) (Alpaca, *ValidationError) {
 		var verr *ValidationError
 		switch string(key) {
 		case "instruction":
-			verr = s.readField("instruction", &instruction)
+			verr = s.readNamedField("instruction", &instruction)
 		case "input":
-			verr = s.readField("input", &input)
+			verr = s.readNamedField("input", &input)
 		case "output":
-			verr = s.readField("output", &output)
+			verr = s.readNamedField("output", &output)
 		default:
 			verr = s.skipMember()
 		}
@@ -391,11 +396,11 @@ func decodeDPO(data []byte) (DPO, *ValidationError) {
 		var verr *ValidationError
 		switch string(key) {
 		case "prompt":
-			verr = s.readField("prompt", &prompt)
+			verr = s.readNamedField("prompt", &prompt)
 		case "chosen":
-			verr = s.readField("chosen", &chosen)
+			verr = s.readNamedField("chosen", &chosen)
 		case "rejected":
-			verr = s.readField("rejected", &rejected)
+			verr = s.readNamedField("rejected", &rejected)
 		default:
 			verr = s.skipMember()
 		}
@@ -436,7 +441,8 @@ func decodeShareGPT(data []byte) (ShareGPT, *ValidationError) {
 	}
 	var (
 		convKind jsonKind
-		turns    []turnScan
+		buf      [8]turnScan
+		turns    = buf[:0]
 	)
 	for first := true; ; first = false {
 		key, more, err := s.nextMember(first)
@@ -496,8 +502,8 @@ func decodeShareGPT(data []byte) (ShareGPT, *ValidationError) {
 		default:
 			return ShareGPT{}, newValidationError(turnPath(i, "from"), "enum", "%q is not one of %q, %q, %q", t.from.val, SpeakerHuman, SpeakerGPT, SpeakerSystem)
 		}
-		if err := checkString(turnPath(i, "value"), t.value.kind, t.value.val, 1, 0); err != nil {
-			return ShareGPT{}, err
+		if t.value.kind != kindString || t.value.val == "" {
+			return ShareGPT{}, checkString(turnPath(i, "value"), t.value.kind, t.value.val, 1, 0)
 		}
 		out[i] = Turn{From: t.from.val, Value: t.value.val}
 	}
@@ -553,9 +559,13 @@ func (s *scanner) readTurns(turns []turnScan) ([]turnScan, *ValidationError) {
 			var verr *ValidationError
 			switch string(key) {
 			case "from":
-				verr = s.readField(turnPath(i, "from"), &t.from)
+				if err := s.readField(&t.from); err != nil {
+					verr = scanError(turnPath(i, "from"), err)
+				}
 			case "value":
-				verr = s.readField(turnPath(i, "value"), &t.value)
+				if err := s.readField(&t.value); err != nil {
+					verr = scanError(turnPath(i, "value"), err)
+				}
 			default:
 				verr = s.skipMember()
 			}

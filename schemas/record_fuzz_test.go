@@ -147,3 +147,17 @@ func BenchmarkValidateWithSchemaAlpaca(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "rows/s")
 }
+
+func BenchmarkDecodeRecordShareGPT(b *testing.B) {
+	row := []byte(`{"conversations":[{"from":"system","value":"You are a helpful assistant."},` +
+		`{"from":"human","value":"What is Python?"},{"from":"gpt","value":"Python is a high-level programming language known for readability."},` +
+		`{"from":"human","value":"What are its main uses?"},{"from":"gpt","value":"Python is commonly used for web development, data science, automation and scripting."}]}`)
+	b.SetBytes(int64(len(row)))
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		if _, err := DecodeRecord(FormatShareGPT, row); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "rows/s")
+}

@@ -287,6 +287,17 @@ func (s *scanner) readString() (string, error) {
 	if err != nil {
 		return "", err
 	}
+	if !esc {
+		// Speakers repeat on every turn: share their strings.
+		switch string(raw) {
+		case SpeakerHuman:
+			return SpeakerHuman, nil
+		case SpeakerGPT:
+			return SpeakerGPT, nil
+		case SpeakerSystem:
+			return SpeakerSystem, nil
+		}
+	}
 	return unquote(raw, esc), nil
 }
 

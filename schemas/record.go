@@ -548,8 +548,8 @@ func (s *scanner) readTurns(turns []turnScan) ([]turnScan, *ValidationError) {
 		if err := s.push(); err != nil {
 			return nil, scanError("", err)
 		}
-		for first := true; ; first = false {
-			key, more, err := s.nextMember(first)
+		for firstKey := true; ; firstKey = false {
+			key, more, err := s.nextMember(firstKey)
 			if err != nil {
 				return nil, scanError("", err)
 			}

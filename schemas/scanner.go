@@ -475,12 +475,7 @@ func (s *scanner) nextElement(first bool) (bool, error) {
 		return false, s.eof()
 	}
 	c := s.data[s.pos]
-	if c == ']' {
-		if first {
-			s.pos++
-			s.depth--
-			return false, nil
-		}
+	if c == ']' { // "[1,]" fails later: after ',' an element must follow
 		s.pos++
 		s.depth--
 		return false, nil

@@ -101,7 +101,8 @@ func (r Request) Validate() error {
 // DecodeRequest decodes a Request message and validates it. A message that is
 // not a Request at all wraps ErrBadMessage; one whose body breaks the
 // dictionary's rules returns the schemas error (for example
-// schemas.ErrInvalidMaxTokens).
+// schemas.ErrInvalidMaxTokens) together with the request as far as it was
+// decoded (its Job and CustomID say where the error row goes).
 func DecodeRequest(data []byte) (Request, error) {
 	var w struct {
 		Request
@@ -115,7 +116,7 @@ func DecodeRequest(data []byte) (Request, error) {
 		// The dictionary's decoder: absent fields get the §3.1 defaults.
 		c, err := schemas.DecodeCompletionRequest(w.Completion)
 		if err != nil {
-			return Request{}, err
+			return r, err
 		}
 		r.Completion = &c
 	}

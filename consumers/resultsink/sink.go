@@ -1,0 +1,449 @@
+// Package resultsink writes the results of batch jobs: it consumes
+// lf.res.<job> and keeps, per job under <data-dir>/jobs/<job>/, Parquet parts
+// of the rows as they arrive (one part per fetched batch, written to a
+// temporary name and renamed before the batch is acked), exactly one row per
+// custom_id whatever was redelivered. When every request of a job has a row
+// (completed+failed == total) it moves the job to finalizing, merges the parts
+// into results.parquet, output.jsonl (the OpenAI batch output shape) and
+// errors.jsonl, each written to a temporary name and renamed, and completes
+// the job. It also finalises cancelled jobs with what they have, expires jobs
+// past their completion window, and turns the requests dead-lettered by the
+// infer workers into error rows.
+package resultsink
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/parquet-go/parquet-go"
+	"github.com/rs/zerolog"
+
+	"github.com/largeforge/largeforge/jobs"
+	"github.com/largeforge/largeforge/pipeline"
+)
+
+// ErrInvalidOption is wrapped by constructor errors.
+var ErrInvalidOption = errors.New("invalid results sink option")
+
+// File names under <data-dir>/jobs/<job>/.
+const (
+	FileOutput  = "output.jsonl"
+	FileErrors  = "errors.jsonl"
+	FileResults = "results.parquet"
+	DirParts    = "parts"
+)
+
+// Sink owns the job directories under Dir.
+type Sink struct {
+	dir   string
+	store *jobs.Store
+	log   zerolog.Logger
+	now   func() time.Time
+
+	mu   sync.Mutex
+	open map[string]*jobState
+}
+
+type jobState struct {
+	dir       string
+	ids       map[string]bool // custom_id → failed
+	completed int
+	failed    int
+	nextPart  int
+}
+
+// New returns a sink writing under dir (<data-dir>/jobs).
+func New(dir string, store *jobs.Store, log zerolog.Logger) (*Sink, error) {
+	if dir == "" || store == nil {
+		return nil, fmt.Errorf("%w: the sink needs a directory and a job store", ErrInvalidOption)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("results sink: %w", err)
+	}
+	return &Sink{dir: dir, store: store, log: log.With().Str("logger", "largeforge.results-sink").Logger(), now: time.Now, open: map[string]*jobState{}}, nil
+}
+
+// JobDir is where a job's files are.
+func (s *Sink) JobDir(job string) string { return filepath.Join(s.dir, job) }
+
+type idRow struct {
+	CustomID  string  `parquet:"custom_id"`
+	ErrorCode *string `parquet:"error_code,optional"`
+}
+
+// load returns a job's state, reading the ids of its parts the first time.
+func (s *Sink) load(job string) (*jobState, error) {
+	if st, ok := s.open[job]; ok {
+		return st, nil
+	}
+	st := &jobState{dir: s.JobDir(job), ids: map[string]bool{}}
+	parts, err := filepath.Glob(filepath.Join(st.dir, DirParts, "part-*.parquet"))
+	if err != nil {
+		return nil, err
+	}
+	sort.Strings(parts)
+	for _, p := range parts {
+		if err := readParquet(p, func(r idRow) {
+			if _, dup := st.ids[r.CustomID]; dup {
+				return
+			}
+			failed := r.ErrorCode != nil
+			st.ids[r.CustomID] = failed
+			if failed {
+				st.failed++
+			} else {
+				st.completed++
+			}
+		}); err != nil {
+			return nil, fmt.Errorf("job %s: read part %s: %w", job, p, err)
+		}
+		st.nextPart++
+	}
+	s.open[job] = st
+	return st, nil
+}
+
+func readParquet[T any](path string, each func(T)) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	pf, err := parquet.OpenFile(f, st.Size())
+	if err != nil {
+		return err
+	}
+	r := parquet.NewGenericReader[T](pf)
+	defer r.Close()
+	buf := make([]T, 256)
+	for {
+		n, err := r.Read(buf)
+		for _, v := range buf[:n] {
+			each(v)
+		}
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		}
+		if n == 0 {
+			return nil
+		}
+	}
+}
+
+// writeFile writes path through a temporary file renamed into place.
+func writeFile(path string, write func(w io.Writer) error) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	bw := bufio.NewWriterSize(tmp, 256<<10)
+	err = write(bw)
+	if err == nil {
+		err = bw.Flush()
+	}
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), path)
+	}
+	return err
+}
+
+var pqOpts = []parquet.WriterOption{parquet.Compression(&parquet.Zstd)}
+
+// add writes the rows new to the job as one part and counts them.
+func (s *Sink) add(job string, st *jobState, results []jobs.Result) (int, error) {
+	var rows []Row
+	fresh := map[string]bool{}
+	for _, r := range results {
+		if _, dup := st.ids[r.CustomID]; dup || fresh[r.CustomID] {
+			continue
+		}
+		fresh[r.CustomID] = r.Error != nil
+		rows = append(rows, rowOf(r))
+	}
+	if len(rows) == 0 {
+		return 0, nil
+	}
+	path := filepath.Join(st.dir, DirParts, fmt.Sprintf("part-%06d.parquet", st.nextPart))
+	if err := writeFile(path, func(w io.Writer) error {
+		pw := parquet.NewGenericWriter[Row](w, pqOpts...)
+		if _, err := pw.Write(rows); err != nil {
+			return err
+		}
+		return pw.Close()
+	}); err != nil {
+		return 0, fmt.Errorf("job %s: write part: %w", job, err)
+	}
+	st.nextPart++
+	for id, failed := range fresh {
+		st.ids[id] = failed
+		if failed {
+			st.failed++
+		} else {
+			st.completed++
+		}
+	}
+	return len(rows), nil
+}
+
+type batchJob struct {
+	idx     []int
+	results []jobs.Result
+	control bool
+}
+
+// Handle is the pipeline.Handler of lf.res.>.
+func (s *Sink) Handle(ctx context.Context, msgs []jetstream.Msg) []error {
+	errs := make([]error, len(msgs))
+	byJob := map[string]*batchJob{}
+	var order []string
+	for i, m := range msgs {
+		r, err := jobs.DecodeResult(m.Data())
+		if err != nil {
+			errs[i] = pipeline.Invalid("not a result", err)
+			continue
+		}
+		bj := byJob[r.Job]
+		if bj == nil {
+			bj = &batchJob{}
+			byJob[r.Job] = bj
+			order = append(order, r.Job)
+		}
+		bj.idx = append(bj.idx, i)
+		if r.Control != "" {
+			bj.control = true
+			continue
+		}
+		bj.results = append(bj.results, r)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, job := range order {
+		bj := byJob[job]
+		if err := s.handleJob(ctx, job, bj); err != nil {
+			s.log.Warn().Err(err).Str("job", job).Msg("results not stored; will retry")
+			for _, i := range bj.idx {
+				errs[i] = err
+			}
+		}
+	}
+	return errs
+}
+
+func (s *Sink) handleJob(ctx context.Context, job string, bj *batchJob) error {
+	j, err := s.store.Get(ctx, job)
+	if errors.Is(err, jobs.ErrNotFound) {
+		s.log.Warn().Str("job", job).Int("rows", len(bj.results)).Msg("results of an unknown job dropped")
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if j.Status.Terminal() {
+		if len(bj.results) > 0 {
+			s.log.Debug().Str("job", job).Str("status", string(j.Status)).Int("rows", len(bj.results)).Msg("results after the job ended dropped")
+		}
+		return nil
+	}
+	st, err := s.load(job)
+	if err != nil {
+		return err
+	}
+	if _, err := s.add(job, st, bj.results); err != nil {
+		return err
+	}
+	if j.RequestCounts.Completed != st.completed || j.RequestCounts.Failed != st.failed {
+		if j, err = s.store.SetCounts(ctx, job, st.completed, st.failed); err != nil {
+			return err
+		}
+	}
+	return s.settle(ctx, j, st)
+}
+
+// settle finalises a job that is complete, cancelling or finalizing.
+func (s *Sink) settle(ctx context.Context, j jobs.Job, st *jobState) error {
+	switch {
+	case j.Status == jobs.StatusCancelling:
+		return s.finalize(ctx, j, st, jobs.StatusCancelled)
+	case j.Status == jobs.StatusFinalizing:
+		return s.finalize(ctx, j, st, jobs.StatusCompleted)
+	case j.Status == jobs.StatusInProgress && st.completed+st.failed >= j.RequestCounts.Total:
+		j, err := s.store.Transition(ctx, j.ID, jobs.StatusFinalizing, nil)
+		if err != nil {
+			return err
+		}
+		return s.finalize(ctx, j, st, jobs.StatusCompleted)
+	case (j.Status == jobs.StatusInProgress || j.Status == jobs.StatusValidating) && j.ExpiresAt > 0 && s.now().Unix() > j.ExpiresAt:
+		return s.finalize(ctx, j, st, jobs.StatusExpired)
+	}
+	return nil
+}
+
+// finalize merges the parts into the final files and moves the job to status.
+func (s *Sink) finalize(ctx context.Context, j jobs.Job, st *jobState, to jobs.Status) error {
+	out, err := s.writeFinal(j.ID, st)
+	if err != nil {
+		return err
+	}
+	_, err = s.store.Transition(ctx, j.ID, to, func(jj *jobs.Job) {
+		jj.Outputs = out
+		jj.RequestCounts.Completed, jj.RequestCounts.Failed = st.completed, st.failed
+	})
+	if err != nil {
+		return err
+	}
+	delete(s.open, j.ID)
+	s.log.Info().Str("job", j.ID).Dict("context", zerolog.Dict().Str("status", string(to)).Int("completed", st.completed).
+		Int("failed", st.failed).Str("dir", out.Dir)).Msg("job finalised")
+	return nil
+}
+
+func (s *Sink) writeFinal(job string, st *jobState) (jobs.Outputs, error) {
+	parts, err := filepath.Glob(filepath.Join(st.dir, DirParts, "part-*.parquet"))
+	if err != nil {
+		return jobs.Outputs{}, err
+	}
+	sort.Strings(parts)
+	out := jobs.Outputs{Dir: st.dir, Output: filepath.Join(st.dir, FileOutput), Errors: filepath.Join(st.dir, FileErrors), Parquet: filepath.Join(st.dir, FileResults)}
+	// Each pass streams the parts: memory stays bounded by a part.
+	each := func(f func(Row) error) error {
+		seen := map[string]struct{}{}
+		for _, p := range parts {
+			var ferr error
+			if err := readParquet(p, func(r Row) {
+				if _, dup := seen[r.CustomID]; dup || ferr != nil {
+					return
+				}
+				seen[r.CustomID] = struct{}{}
+				ferr = f(r)
+			}); err != nil {
+				return fmt.Errorf("read part %s: %w", p, err)
+			}
+			if ferr != nil {
+				return ferr
+			}
+		}
+		return nil
+	}
+	if err := writeFile(out.Parquet, func(w io.Writer) error {
+		pw := parquet.NewGenericWriter[Row](w, pqOpts...)
+		if err := each(func(r Row) error { _, err := pw.Write([]Row{r}); return err }); err != nil {
+			return err
+		}
+		return pw.Close()
+	}); err != nil {
+		return out, fmt.Errorf("job %s: %s: %w", job, FileResults, err)
+	}
+	for _, f := range []struct {
+		path   string
+		failed bool
+	}{{out.Output, false}, {out.Errors, true}} {
+		if err := writeFile(f.path, func(w io.Writer) error {
+			enc := json.NewEncoder(w)
+			enc.SetEscapeHTML(false)
+			return each(func(r Row) error {
+				if f.failed && !r.Failed() {
+					return nil
+				}
+				return enc.Encode(outputLine(r))
+			})
+		}); err != nil {
+			return out, fmt.Errorf("job %s: %s: %w", job, filepath.Base(f.path), err)
+		}
+	}
+	return out, nil
+}
+
+// Sweep settles the jobs that no message will wake: those left finalizing or
+// cancelling by a crash, those complete whose last row came before their
+// total was known, and those past their completion window.
+func (s *Sink) Sweep(ctx context.Context) error {
+	list, err := s.store.List(ctx)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var first error
+	for _, j := range list {
+		if j.Status.Terminal() {
+			continue
+		}
+		if j.Status == jobs.StatusValidating && !(j.ExpiresAt > 0 && s.now().Unix() > j.ExpiresAt) {
+			continue
+		}
+		st, err := s.load(j.ID)
+		if err == nil {
+			if j.RequestCounts.Completed != st.completed || j.RequestCounts.Failed != st.failed {
+				j, err = s.store.SetCounts(ctx, j.ID, st.completed, st.failed)
+			}
+		}
+		if err == nil {
+			err = s.settle(ctx, j, st)
+		}
+		if err != nil && !errors.Is(err, jobs.ErrIllegalTransition) {
+			s.log.Warn().Err(err).Str("job", j.ID).Msg("sweep")
+			if first == nil {
+				first = err
+			}
+		}
+	}
+	return first
+}
+
+func shortHash(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(sum[:12])
+}
+
+// ReadOutput reads the lines of an output.jsonl or errors.jsonl.
+func ReadOutput(path string) ([]jobs.OutputLine, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var out []jobs.OutputLine
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 0, 64<<10), 8<<20)
+	for sc.Scan() {
+		if strings.TrimSpace(sc.Text()) == "" {
+			continue
+		}
+		var l jobs.OutputLine
+		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		out = append(out, l)
+	}
+	return out, sc.Err()
+}

@@ -1,0 +1,231 @@
+package resultsink_test
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/parquet-go/parquet-go"
+
+	"github.com/largeforge/largeforge/consumers/resultsink"
+	"github.com/largeforge/largeforge/jobs"
+	"github.com/largeforge/largeforge/pipeline"
+	"github.com/largeforge/largeforge/pipeline/pipelinetest"
+	"github.com/largeforge/largeforge/schemas"
+)
+
+type env struct {
+	bus   *pipeline.Bus
+	store *jobs.Store
+	dir   string
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	_, bus := pipelinetest.StartBus(t)
+	kv, err := bus.KV(context.Background(), pipeline.BucketJobs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := jobs.NewStore(kv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &env{bus: bus, store: store, dir: filepath.Join(t.TempDir(), "jobs")}
+}
+
+func (e *env) start(t *testing.T) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	w, err := resultsink.Start(ctx, e.bus, e.dir, resultsink.Options{SweepEvery: 200 * time.Millisecond, MaxWait: 100 * time.Millisecond}, pipelinetest.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopped := false
+	stop = func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		if err := w.Wait(); err != nil {
+			t.Errorf("sink: %v", err)
+		}
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+// publish sends a result with a message id of its own (like a redelivery after
+// the stream's duplicate window, so that only the sink can dedupe it).
+func (e *env) publish(t *testing.T, r jobs.Result, msgID string) {
+	t.Helper()
+	data, err := json.Marshal(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	subj, _ := pipeline.ResultSubject(r.Job)
+	if _, err := e.bus.Publish(context.Background(), subj, data, msgID, nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func ok(job, id, text string) jobs.Result {
+	return jobs.Result{Job: job, CustomID: id, Model: "m", Kind: jobs.KindCompletion, Response: &schemas.CompletionResponse{
+		ID: "cmpl-" + id, Object: schemas.ObjectTextCompletion, Model: "m",
+		Choices: []schemas.Choice{{Text: text, FinishReason: "length"}}, Usage: schemas.Usage{PromptTokens: 1, CompletionTokens: 2, TotalTokens: 3}}}
+}
+
+func (e *env) waitStatus(t *testing.T, job string, want jobs.Status) jobs.Job {
+	t.Helper()
+	var j jobs.Job
+	pipelinetest.CheckFor(t, 15*time.Second, 20*time.Millisecond, func() error {
+		var err error
+		if j, err = e.store.Get(context.Background(), job); err != nil {
+			return err
+		}
+		if j.Status != want {
+			return &statusErr{j.Status, want}
+		}
+		return nil
+	})
+	return j
+}
+
+type statusErr struct{ got, want jobs.Status }
+
+func (s *statusErr) Error() string { return "status " + string(s.got) + ", want " + string(s.want) }
+
+func ids(t *testing.T, lines []jobs.OutputLine) []string {
+	t.Helper()
+	var out []string
+	for _, l := range lines {
+		out = append(out, l.CustomID)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Redelivered results, across a restart of the sink, give one row per
+// custom_id; the job completes when every row is in.
+func TestSinkDedupeAcrossRestart(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t)
+	j, err := e.store.Create(ctx, jobs.Spec{ID: "job1", Model: "m"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := e.start(t)
+	e.publish(t, ok(j.ID, "a", "A"), "1")
+	e.publish(t, ok(j.ID, "b", "B"), "2")
+	e.publish(t, ok(j.ID, "a", "A again"), "3")
+	pipelinetest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		j, err := e.store.Get(ctx, j.ID)
+		if err == nil && j.RequestCounts.Completed != 2 {
+			return &statusErr{"counting", "2 completed"}
+		}
+		return err
+	})
+	stop()
+
+	e.start(t)
+	e.publish(t, ok(j.ID, "b", "B again"), "4")
+	e.publish(t, jobs.ErrorResult(j.ID, "c", "m", jobs.KindCompletion, 3, jobs.CodeInvalidRequest, "Invalid max_tokens"), "5")
+	e.publish(t, ok(j.ID, "d", "D"), "6")
+	if _, err := e.store.Transition(ctx, j.ID, jobs.StatusInProgress, func(j *jobs.Job) { j.RequestCounts.Total = 4 }); err != nil {
+		t.Fatal(err)
+	}
+	if err := jobs.PublishControl(ctx, e.bus, j.ID, jobs.ControlSubmitted); err != nil {
+		t.Fatal(err)
+	}
+	done := e.waitStatus(t, j.ID, jobs.StatusCompleted)
+	if done.RequestCounts != (jobs.Counts{Total: 4, Completed: 3, Failed: 1}) {
+		t.Errorf("counts %+v", done.RequestCounts)
+	}
+	out, err := resultsink.ReadOutput(done.Outputs.Output)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := ids(t, out); len(got) != 4 || got[0] != "a" || got[3] != "d" {
+		t.Fatalf("output ids %v", got)
+	}
+	for _, l := range out {
+		if l.CustomID == "a" {
+			var body schemas.CompletionResponse
+			if err := json.Unmarshal(l.Response.Body, &body); err != nil || body.Choices[0].Text != "A" || l.Response.StatusCode != 200 {
+				t.Errorf("row a: %+v %v (the first result wins)", body, err)
+			}
+		}
+		if l.CustomID == "c" && (l.Error == nil || l.Error.Message != "Invalid max_tokens" || l.Response.StatusCode != 400) {
+			t.Errorf("row c: %+v", l)
+		}
+	}
+	errs, err := resultsink.ReadOutput(done.Outputs.Errors)
+	if err != nil || len(errs) != 1 || errs[0].CustomID != "c" {
+		t.Errorf("errors.jsonl %v %v", errs, err)
+	}
+	f, err := os.Open(done.Outputs.Parquet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	rows, err := parquet.Read[resultsink.Row](f, mustSize(t, f))
+	if err != nil || len(rows) != 4 {
+		t.Fatalf("results.parquet: %d rows, %v", len(rows), err)
+	}
+}
+
+func mustSize(t *testing.T, f *os.File) int64 {
+	t.Helper()
+	st, err := f.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.Size()
+}
+
+// An empty job completes on its submitted marker; an unknown job's results
+// are dropped without blocking the stream.
+func TestSinkEmptyAndUnknownJobs(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t)
+	e.start(t)
+	e.publish(t, ok("ghost", "x", "X"), "g1")
+	j, err := e.store.Create(ctx, jobs.Spec{ID: "empty", Model: "m"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.store.Transition(ctx, j.ID, jobs.StatusInProgress, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := jobs.PublishControl(ctx, e.bus, j.ID, jobs.ControlSubmitted); err != nil {
+		t.Fatal(err)
+	}
+	done := e.waitStatus(t, j.ID, jobs.StatusCompleted)
+	if out, err := resultsink.ReadOutput(done.Outputs.Output); err != nil || len(out) != 0 {
+		t.Errorf("output %v %v", out, err)
+	}
+}
+
+// A job past its completion window expires with what it has.
+func TestSinkExpires(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t)
+	j, err := e.store.Create(ctx, jobs.Spec{ID: "old", Model: "m", CompletionWindow: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.store.Transition(ctx, j.ID, jobs.StatusInProgress, func(j *jobs.Job) { j.RequestCounts.Total = 2 }); err != nil {
+		t.Fatal(err)
+	}
+	e.start(t)
+	e.publish(t, ok(j.ID, "a", "A"), "1")
+	done := e.waitStatus(t, j.ID, jobs.StatusExpired)
+	if done.RequestCounts.Completed != 1 || done.Outputs.Output == "" {
+		t.Errorf("expired job %+v", done)
+	}
+}

@@ -1,0 +1,167 @@
+package resultsink
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/largeforge/largeforge/jobs"
+	"github.com/largeforge/largeforge/logging"
+	"github.com/largeforge/largeforge/pipeline"
+)
+
+// Durable consumer names.
+const (
+	DurableResults = "results-sink"
+	DurableDLQ     = "results-dlq"
+)
+
+// DefaultSweepEvery is how often the sink looks for jobs to settle that no
+// message wakes (see Sink.Sweep).
+const DefaultSweepEvery = 2 * time.Second
+
+// Options tune the sink workers; the zero value means the defaults.
+type Options struct {
+	SweepEvery time.Duration // default DefaultSweepEvery
+	AckWait    time.Duration // default: the pipeline's
+	MaxWait    time.Duration // default 300ms
+}
+
+// Workers are the running results sink and its dead-letter reader.
+type Workers struct {
+	Sink *Sink
+	wg   sync.WaitGroup
+	mu   sync.Mutex
+	errs []error
+}
+
+// Start starts the results sink on bus, writing under jobsDir
+// (<data-dir>/jobs): the consumer of lf.res.>, the reader of the infer
+// dead letters (lf.dlq.infer.>, turned into error rows), and the sweep. They
+// run until ctx ends, then drain; Wait returns then. Run one sink per bus.
+func Start(ctx context.Context, bus *pipeline.Bus, jobsDir string, opts Options, log zerolog.Logger) (*Workers, error) {
+	if bus == nil {
+		return nil, fmt.Errorf("%w: nil bus", ErrInvalidOption)
+	}
+	if opts.SweepEvery < 0 || opts.AckWait < 0 || opts.MaxWait < 0 {
+		return nil, fmt.Errorf("%w: negative duration", ErrInvalidOption)
+	}
+	if opts.SweepEvery == 0 {
+		opts.SweepEvery = DefaultSweepEvery
+	}
+	if opts.MaxWait == 0 {
+		opts.MaxWait = 300 * time.Millisecond
+	}
+	kv, err := bus.KV(ctx, pipeline.BucketJobs)
+	if err != nil {
+		return nil, err
+	}
+	store, err := jobs.NewStore(kv)
+	if err != nil {
+		return nil, err
+	}
+	sink, err := New(jobsDir, store, log)
+	if err != nil {
+		return nil, err
+	}
+	dlq := &dlqHandler{bus: bus, log: logging.Named(log, "largeforge.results-dlq")}
+	specs := []struct {
+		cfg pipeline.ConsumerConfig
+		h   pipeline.Handler
+	}{
+		{pipeline.ConsumerConfig{Stream: pipeline.StreamResults, Durable: DurableResults, FilterSubjects: []string{"lf.res.>"},
+			Stage: "results", Batch: 256, MaxWait: opts.MaxWait, AckWait: opts.AckWait}, sink},
+		{pipeline.ConsumerConfig{Stream: pipeline.StreamDLQ, Durable: DurableDLQ, FilterSubjects: []string{"lf.dlq.infer.>"},
+			Stage: "results-dlq", Batch: 64, MaxWait: opts.MaxWait, AckWait: opts.AckWait}, dlq},
+	}
+	w := &Workers{Sink: sink}
+	for _, sp := range specs {
+		c, err := pipeline.NewConsumer(ctx, bus, sp.cfg, sp.h, logging.Named(log, "largeforge.consumer."+sp.cfg.Durable))
+		if err != nil {
+			return nil, err
+		}
+		w.wg.Add(1)
+		go func() {
+			defer w.wg.Done()
+			if err := c.Run(ctx); err != nil {
+				w.fail(err)
+			}
+		}()
+	}
+	w.wg.Add(1)
+	go func() {
+		defer w.wg.Done()
+		t := time.NewTicker(opts.SweepEvery)
+		defer t.Stop()
+		for {
+			if err := sink.Sweep(ctx); err != nil && ctx.Err() == nil {
+				sink.log.Warn().Err(err).Msg("sweep")
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return w, nil
+}
+
+func (w *Workers) fail(err error) {
+	w.mu.Lock()
+	w.errs = append(w.errs, err)
+	w.mu.Unlock()
+}
+
+// Wait blocks until the consumers have drained and returns the first error.
+func (w *Workers) Wait() error {
+	w.wg.Wait()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.errs) > 0 {
+		return w.errs[0]
+	}
+	return nil
+}
+
+// dlqHandler turns a dead-lettered request into its error row on lf.res.<job>.
+type dlqHandler struct {
+	bus *pipeline.Bus
+	log zerolog.Logger
+}
+
+func (d *dlqHandler) Handle(ctx context.Context, msgs []jetstream.Msg) []error {
+	errs := make([]error, len(msgs))
+	for i, m := range msgs {
+		rec, err := pipeline.DecodeDLQRecord(m.Data())
+		if err != nil {
+			d.log.Warn().Err(err).Msg("unreadable dead letter skipped")
+			continue
+		}
+		req, _ := jobs.DecodeRequest(rec.Data)
+		if jobs.ValidID(req.Job) != nil || jobs.ValidCustomID(req.CustomID) != nil {
+			d.log.Warn().Str("reason", rec.Reason).Str("subject", rec.Subject).Msg("dead letter without a job request skipped")
+			continue
+		}
+		msg := rec.Reason
+		if rec.Error != "" && rec.Error != rec.Reason {
+			msg = rec.Error
+		}
+		res := jobs.ErrorResult(req.Job, req.CustomID, req.Model, req.Kind, req.Line, jobs.CodeDeadLetter,
+			fmt.Sprintf("%s (after %d deliveries)", msg, rec.Deliveries))
+		data, _ := json.Marshal(res)
+		subj, err := pipeline.ResultSubject(req.Job)
+		if err != nil {
+			continue
+		}
+		if _, err := d.bus.Publish(ctx, subj, data, jobs.MsgID(req.Job, req.CustomID), nil); err != nil {
+			errs[i] = err
+		}
+	}
+	return errs
+}

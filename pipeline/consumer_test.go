@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -627,5 +628,55 @@ func TestConsumerRunEndsWhenConnectionCloses(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("Run still running after the connection closed")
+	}
+}
+
+// Per-model consumers on the work queue: disjoint filters work side by side; a
+// filter overlapping one of them is refused by the server.
+func TestConsumersPerModelOnWorkQueue(t *testing.T) {
+	_, b := pipelinetest.StartBus(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	got := map[string]*atomic.Int64{"m1": {}, "m2": {}}
+	var cs []*pipeline.Consumer
+	for _, model := range []string{"m1", "m2"} {
+		f, err := pipeline.RequestFilter(pipeline.AnyToken, model)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := fastConfig()
+		cfg.Durable, cfg.FilterSubjects = "infer-"+model, []string{f}
+		c := newConsumer(t, b, cfg, pipeline.PerMessage(func(ctx context.Context, m jetstream.Msg) error {
+			if !strings.HasSuffix(m.Subject(), "."+model) {
+				return fmt.Errorf("consumer for %s got %s", model, m.Subject())
+			}
+			got[model].Add(1)
+			return nil
+		}))
+		runConsumer(t, c)
+		cs = append(cs, c)
+	}
+	for i, model := range []string{"m1", "m2", "m1"} {
+		subj, _ := pipeline.RequestSubject(fmt.Sprintf("job%d", i), model)
+		if _, err := b.Publish(ctx, subj, []byte("{}"), "", nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pipelinetest.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		if got["m1"].Load() != 2 || got["m2"].Load() != 1 {
+			return fmt.Errorf("m1 %d m2 %d", got["m1"].Load(), got["m2"].Load())
+		}
+		return nil
+	})
+	for _, c := range cs {
+		if s := c.Stats(); s.Nakked != 0 {
+			t.Errorf("stats = %+v", s)
+		}
+	}
+	all, _ := pipeline.RequestFilter(pipeline.AnyToken, pipeline.AnyToken)
+	cfg := fastConfig()
+	cfg.Durable, cfg.FilterSubjects = "router", []string{all}
+	if _, err := pipeline.NewConsumer(ctx, b, cfg, pipeline.PerMessage(func(context.Context, jetstream.Msg) error { return nil }), pipelinetest.Logger(t)); err == nil {
+		t.Error("an overlapping consumer on the work queue stream was accepted")
 	}
 }

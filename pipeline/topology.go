@@ -40,7 +40,9 @@ const (
 )
 
 // ValidToken reports whether s can be one token of a subject: not empty, no
-// whitespace, no '.', '*' or '>'. The error wraps ErrInvalidOption.
+// whitespace, no '.', '*' or '>'. The error wraps ErrInvalidOption. The subject
+// helpers (DatasetRawSubject, ...) build subjects to publish on and accept only
+// valid tokens; the filter helpers (RequestFilter, ...) also accept AnyToken.
 func ValidToken(s string) error {
 	if s == "" {
 		return fmt.Errorf("%w: empty subject token", ErrInvalidOption)
@@ -79,6 +81,40 @@ func ResultSubject(job string) (string, error) { return subject("lf", "res", job
 
 // DLQSubject is lf.dlq.<stage>.<token> (token: the job or dataset).
 func DLQSubject(stage, token string) (string, error) { return subject("lf", "dlq", stage, token) }
+
+// AnyToken stands for any one token in the filter helpers (a subject wildcard).
+const AnyToken = "*"
+
+func filter(parts ...string) (string, error) {
+	for _, p := range parts[2:] {
+		if p == AnyToken {
+			continue
+		}
+		if err := ValidToken(p); err != nil {
+			return "", err
+		}
+	}
+	return strings.Join(parts, "."), nil
+}
+
+// RequestFilter is a consumer filter on lf.req.<job>.<model>; either may be
+// AnyToken: RequestFilter(AnyToken, "stories260K") is lf.req.*.stories260K.
+func RequestFilter(job, model string) (string, error) { return filter("lf", "req", job, model) }
+
+// DatasetRawFilter is lf.data.<ds>.raw where ds may be AnyToken.
+func DatasetRawFilter(ds string) (string, error) { return filter("lf", "data", ds, "raw") }
+
+// DatasetShardFilter is lf.data.<ds>.shard where ds may be AnyToken.
+func DatasetShardFilter(ds string) (string, error) { return filter("lf", "data", ds, "shard") }
+
+// RouteFilter is lf.route.<job> where job may be AnyToken.
+func RouteFilter(job string) (string, error) { return filter("lf", "route", job) }
+
+// ResultFilter is lf.res.<job> where job may be AnyToken.
+func ResultFilter(job string) (string, error) { return filter("lf", "res", job) }
+
+// DLQFilter is lf.dlq.<stage>.<token> where either may be AnyToken.
+func DLQFilter(stage, token string) (string, error) { return filter("lf", "dlq", stage, token) }
 
 // Topology is the set of streams, KV buckets and object stores that
 // EnsureTopology applies.

@@ -68,7 +68,29 @@ func TestSubjects(t *testing.T) {
 			}
 		})
 	}
+	filters := []struct {
+		name string
+		got  string
+		want string
+	}{
+		{name: "request by model", got: must(pipeline.RequestFilter(pipeline.AnyToken, "stories260K")), want: "lf.req.*.stories260K"},
+		{name: "request by job", got: must(pipeline.RequestFilter("job1", pipeline.AnyToken)), want: "lf.req.job1.*"},
+		{name: "raw", got: must(pipeline.DatasetRawFilter(pipeline.AnyToken)), want: "lf.data.*.raw"},
+		{name: "shard", got: must(pipeline.DatasetShardFilter("ds")), want: "lf.data.ds.shard"},
+		{name: "route", got: must(pipeline.RouteFilter(pipeline.AnyToken)), want: "lf.route.*"},
+		{name: "result", got: must(pipeline.ResultFilter("job1")), want: "lf.res.job1"},
+		{name: "dlq", got: must(pipeline.DLQFilter("ingest", pipeline.AnyToken)), want: "lf.dlq.ingest.*"},
+	}
+	for _, tt := range filters {
+		if tt.got != tt.want {
+			t.Errorf("%s filter: got %q, want %q", tt.name, tt.got, tt.want)
+		}
+	}
 	bad := []func() (string, error){
+		func() (string, error) { return pipeline.RequestSubject(pipeline.AnyToken, "m") },
+		func() (string, error) { return pipeline.RequestFilter("a.b", "m") },
+		func() (string, error) { return pipeline.DLQFilter(">", "x") },
+		func() (string, error) { return pipeline.DatasetRawFilter("") },
 		func() (string, error) { return pipeline.DatasetRawSubject("a.b") },
 		func() (string, error) { return pipeline.RequestSubject("job", "") },
 		func() (string, error) { return pipeline.RequestSubject("j*", "m") },

@@ -25,8 +25,11 @@ import (
 // when WithBackend is not given.
 const BackendEnv = "GOMLX_BACKEND"
 
-// DefaultBackend is the pure Go backend, used when nothing else is asked for.
-const DefaultBackend = "go"
+// DefaultBackend is the pure Go backend, used when nothing else is asked
+// for. Its ops run one after another (each large product still uses every
+// core): as fast here as running independent ops in parallel, and free of
+// the data race the race detector reports in simplego's parallel executor.
+const DefaultBackend = "go:ops_sequential"
 
 // Model is a Llama-family decoder on a GoMLX backend. Its weights are
 // uploaded once and shared by every graph (every batch size and length

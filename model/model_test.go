@@ -85,7 +85,7 @@ func TestBucketedCompilation(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer m.Close()
-	if !strings.Contains(logs.String(), `"backend":"go"`) {
+	if !strings.Contains(logs.String(), `"backend":"`+DefaultBackend+`"`) {
 		t.Errorf("the backend is not logged: %s", logs.String())
 	}
 	ctx := context.Background()

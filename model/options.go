@@ -51,9 +51,9 @@ func WithLogger(l zerolog.Logger) Option {
 }
 
 // WithBackend selects the GoMLX backend by its configuration string, as
-// GOMLX_BACKEND would ("go" is the pure Go backend; "xla:cpu" or a PJRT
-// plugin path needs a binary built with the xla tag). Empty means
-// GOMLX_BACKEND, or the pure Go backend when that is unset.
+// GOMLX_BACKEND would ("go" is the pure Go backend, with options after a
+// colon; "xla:cpu" or a PJRT plugin path needs a binary built with the xla
+// tag). Empty means GOMLX_BACKEND, or DefaultBackend when that is unset.
 func WithBackend(name string) Option {
 	return func(o *options) error {
 		o.backend = name

@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 )
 
@@ -73,6 +74,8 @@ type ConsumerConfig struct {
 	// DrainTimeout bounds how long the in-flight batch may still run after
 	// Run's ctx ends (default AckWait); then the handler's ctx is cancelled.
 	DrainTimeout time.Duration
+	// Metrics, when not nil, receives the loop's counts (see NewMetrics).
+	Metrics *Metrics
 	// DLQToken maps a message subject to the last DLQ subject token. Default:
 	// the 3rd token (lf.data.<ds>.raw → ds, lf.req.<job>.<model> → job);
 	// "unknown" when that is missing or not a valid token.
@@ -208,6 +211,31 @@ type Consumer struct {
 	cons atomic.Pointer[jetstream.Consumer]
 
 	fetched, batches, acked, nakked, dead, dlqFailed atomic.Uint64
+
+	m consumerMetrics
+}
+
+// consumerMetrics are the Metrics children of one consumer (no-ops without Metrics).
+type consumerMetrics struct {
+	ack, nak, dead, dlqFailed, fetchErrors prometheus.Counter
+	batch, batchSize                       prometheus.Observer
+}
+
+func newConsumerMetrics(m *Metrics, stream, durable string) consumerMetrics {
+	if m == nil {
+		nop := prometheus.NewCounter(prometheus.CounterOpts{Name: "unused"})
+		obs := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "unused"})
+		return consumerMetrics{nop, nop, nop, nop, nop, obs, obs}
+	}
+	return consumerMetrics{
+		ack:         m.Messages.WithLabelValues(stream, durable, OutcomeAck),
+		nak:         m.Messages.WithLabelValues(stream, durable, OutcomeNak),
+		dead:        m.Messages.WithLabelValues(stream, durable, OutcomeDeadLetter),
+		dlqFailed:   m.Messages.WithLabelValues(stream, durable, OutcomeDLQFailed),
+		fetchErrors: m.FetchErrors.WithLabelValues(stream, durable),
+		batch:       m.Batch.WithLabelValues(stream, durable),
+		batchSize:   m.BatchSize.WithLabelValues(stream, durable),
+	}
 }
 
 // NewConsumer validates cfg and creates or updates the durable pull consumer.
@@ -224,6 +252,7 @@ func NewConsumer(ctx context.Context, bus *Bus, cfg ConsumerConfig, h Handler, l
 		h:   h,
 		log: log.With().Str("logger", "pipeline.consumer").Str("stream", cfg.Stream).Str("durable", cfg.Durable).Str("stage", cfg.Stage).Logger(),
 	}
+	c.m = newConsumerMetrics(cfg.Metrics, cfg.Stream, cfg.Durable)
 	if err := c.ensure(ctx); err != nil {
 		return nil, err
 	}
@@ -272,6 +301,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 				return fmt.Errorf("consumer %s: %w", c.cfg.Durable, nats.ErrConnectionClosed)
 			}
 			failures++
+			c.m.fetchErrors.Inc()
 			ev := c.log.Debug()
 			if failures == 1 || failures%60 == 0 { // not one line per retry during an outage
 				ev = c.log.Warn()
@@ -398,7 +428,10 @@ func (c *Consumer) process(ctx context.Context, msgs []jetstream.Msg) {
 			}
 		}
 	}()
+	start := time.Now()
 	errs := c.handle(hctx, batch)
+	c.m.batch.Observe(time.Since(start).Seconds())
+	c.m.batchSize.Observe(float64(len(batch)))
 	close(done)
 	<-keeper
 	c.batches.Add(1)
@@ -411,6 +444,7 @@ func (c *Consumer) process(ctx context.Context, msgs []jetstream.Msg) {
 				c.log.Warn().Err(aerr).Str("subject", d.msg.Subject()).Msg("ack")
 			}
 			c.acked.Add(1)
+			c.m.ack.Inc()
 		case errors.Is(err, ErrInvalid):
 			c.deadLetter(hctx, d, err)
 		case d.deliveries() >= uint64(c.cfg.MaxDeliver):
@@ -450,6 +484,7 @@ func (c *Consumer) nak(d delivery) {
 		c.log.Warn().Err(err).Str("subject", d.msg.Subject()).Msg("nak")
 	}
 	c.nakked.Add(1)
+	c.m.nak.Inc()
 }
 
 func (c *Consumer) msgLog(ev *zerolog.Event, d delivery) *zerolog.Event {
@@ -493,6 +528,7 @@ func (c *Consumer) deadLetter(ctx context.Context, d delivery, err error) {
 	if perr := c.bus.PublishDLQ(pctx, c.cfg.Stage, token, rec, msgID); perr != nil {
 		c.msgLog(c.log.Error(), d).Err(perr).Str("reason", reason).Msg("dead-letter publish failed; nak instead")
 		c.dlqFailed.Add(1)
+		c.m.dlqFailed.Inc()
 		c.nak(d)
 		return
 	}
@@ -500,5 +536,6 @@ func (c *Consumer) deadLetter(ctx context.Context, d delivery, err error) {
 		c.log.Warn().Err(terr).Str("subject", d.msg.Subject()).Msg("term")
 	}
 	c.dead.Add(1)
+	c.m.dead.Inc()
 	c.msgLog(c.log.Warn(), d).Str("reason", reason).AnErr("cause", err).Msg("message dead-lettered")
 }

@@ -58,8 +58,9 @@ func (m *Model) Logits(ctx context.Context, ids [][]int) ([][][]float32, error) 
 	}
 	out := make([][][]float32, len(ids))
 	v := m.cfg.VocabSize
-	for lo := 0; lo < len(ids); lo += m.opts.maxBatch {
-		rows := ids[lo:min(lo+m.opts.maxBatch, len(ids))]
+	step := m.chunkRows(ids)
+	for lo := 0; lo < len(ids); lo += step {
+		rows := ids[lo:min(lo+step, len(ids))]
 		b, s := m.padDims(rows)
 		toks := make([]int32, b*s)
 		for i, row := range rows {
@@ -88,6 +89,20 @@ func (m *Model) Logits(ctx context.Context, ids [][]int) ([][][]float32, error) 
 		}
 	}
 	return out, nil
+}
+
+// maxLogits bounds the logits [B, S, vocab] one full forward pass holds.
+const maxLogits = 1 << 26
+
+// chunkRows is how many rows run together in a full forward pass: at most
+// the maximum batch, and few enough that their logits stay under maxLogits.
+func (m *Model) chunkRows(rows [][]int) int {
+	_, s := m.padDims(rows)
+	n := m.opts.maxBatch
+	for n > 1 && pow2(n, 1)*s*m.cfg.VocabSize > maxLogits {
+		n /= 2
+	}
+	return n
 }
 
 // padDims buckets a batch of rows to power-of-two batch and length.
@@ -120,8 +135,9 @@ func (m *Model) Score(ctx context.Context, reqs []ScoreRequest) ([]ScoreResult, 
 		rows[i] = row
 	}
 	out := make([]ScoreResult, len(reqs))
-	for lo := 0; lo < len(rows); lo += m.opts.maxBatch {
-		batch := rows[lo:min(lo+m.opts.maxBatch, len(rows))]
+	step := m.chunkRows(rows)
+	for lo := 0; lo < len(rows); lo += step {
+		batch := rows[lo:min(lo+step, len(rows))]
 		b, s := m.padDims(batch)
 		toks := make([]int32, b*s)
 		next := make([]int32, b*s)

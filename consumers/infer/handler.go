@@ -1,0 +1,393 @@
+// Package infer is the batch inference and scoring worker: a pipeline.Handler
+// per served model that takes the requests of lf.req.<job>.<model>, runs them
+// on the model (completions through its continuous Batcher, every message of
+// a fetched batch at once so the batch fills; score rows through one batched
+// Model.Score call) and publishes one Result per request on lf.res.<job> with
+// Nats-Msg-Id <job>/<custom_id>. A message is acked only after its result is
+// acked by the stream.
+//
+// A request that breaks the dictionary's rules, or that the model rejects
+// (too long for its context), gets an error row and is acked. A failure of
+// the model or the bus is transient: the message is redelivered, and after
+// MaxDeliver it goes to LF_DLQ, which the results sink turns into an error row.
+package infer
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/largeforge/largeforge/jobs"
+	"github.com/largeforge/largeforge/model"
+	"github.com/largeforge/largeforge/model/tokenizer"
+	"github.com/largeforge/largeforge/pipeline"
+	"github.com/largeforge/largeforge/schemas"
+)
+
+// ErrInvalidOption is wrapped by constructor errors.
+var ErrInvalidOption = errors.New("invalid infer option")
+
+// Stage names the DLQ subjects of this worker: lf.dlq.infer.<job>.
+const Stage = "infer"
+
+// DefaultChatTemplate renders chat requests for a tokenizer without a
+// chat_template of its own.
+const DefaultChatTemplate = "chatml"
+
+// Served is a loaded model a worker serves under a name.
+type Served struct {
+	Name    string // the <model> of lf.req.<job>.<model>
+	Model   *model.Model
+	Tok     *tokenizer.Tokenizer
+	Batcher *model.Batcher // running (its Run loop started by the caller)
+}
+
+// Handler runs one model's requests.
+type Handler struct {
+	bus      *pipeline.Bus
+	s        Served
+	gen      *model.TextGenerator
+	store    *jobs.Store
+	met      *Metrics
+	log      zerolog.Logger
+	workerID string
+
+	mu     sync.Mutex
+	status map[string]statusEntry // job → status, cached briefly
+}
+
+type statusEntry struct {
+	status jobs.Status
+	found  bool
+	at     time.Time
+}
+
+// statusTTL is how long a job's status is cached: a cancel is seen within it.
+const statusTTL = time.Second
+
+// NewHandler returns the handler of one served model. met may be nil.
+func NewHandler(bus *pipeline.Bus, s Served, store *jobs.Store, met *Metrics, workerID string, log zerolog.Logger) (*Handler, error) {
+	if bus == nil || store == nil || s.Model == nil || s.Tok == nil || s.Batcher == nil {
+		return nil, fmt.Errorf("%w: handler needs a bus, a job store, a model, its tokenizer and a batcher", ErrInvalidOption)
+	}
+	if err := pipeline.ValidToken(s.Name); err != nil {
+		return nil, fmt.Errorf("%w: model name: %w", ErrInvalidOption, err)
+	}
+	gen, err := model.NewTextGenerator(s.Model, s.Tok)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidOption, err)
+	}
+	if met == nil {
+		met, _ = NewMetrics(nil)
+	}
+	return &Handler{bus: bus, s: s, gen: gen, store: store, met: met, workerID: workerID,
+		log: log.With().Str("logger", "largeforge.infer").Str("model", s.Name).Logger(), status: map[string]statusEntry{}}, nil
+}
+
+// jobStatus returns the job's status, cached for statusTTL.
+func (h *Handler) jobStatus(ctx context.Context, job string) (jobs.Status, bool, error) {
+	h.mu.Lock()
+	e, ok := h.status[job]
+	h.mu.Unlock()
+	if ok && time.Since(e.at) < statusTTL {
+		return e.status, e.found, nil
+	}
+	j, err := h.store.Get(ctx, job)
+	found := err == nil
+	if err != nil && !errors.Is(err, jobs.ErrNotFound) {
+		return "", false, err
+	}
+	h.mu.Lock()
+	if len(h.status) > 10000 {
+		clear(h.status)
+	}
+	h.status[job] = statusEntry{status: j.Status, found: found, at: time.Now()}
+	h.mu.Unlock()
+	return j.Status, found, nil
+}
+
+// item is one message of a batch on its way.
+type item struct {
+	msg   jetstream.Msg
+	req   jobs.Request
+	start time.Time
+	res   *jobs.Result // set when done
+	err   error        // the outcome for the consume loop when res is nil
+}
+
+// Handle runs a batch: every completion goes to the Batcher at once, the
+// score rows go to the model together; then each result is published and
+// each message's outcome returned.
+func (h *Handler) Handle(ctx context.Context, msgs []jetstream.Msg) []error {
+	start := time.Now()
+	items := make([]*item, len(msgs))
+	var scores []*item
+	var wg sync.WaitGroup
+	var tokens int64
+	var tokMu sync.Mutex
+	for i, m := range msgs {
+		it := &item{msg: m, start: start}
+		items[i] = it
+		if !h.prepare(ctx, it) {
+			continue
+		}
+		if it.req.Kind == jobs.KindScore {
+			scores = append(scores, it)
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			n := h.complete(ctx, it)
+			tokMu.Lock()
+			tokens += int64(n)
+			tokMu.Unlock()
+		}()
+	}
+	if len(scores) > 0 {
+		h.score(ctx, scores)
+	}
+	wg.Wait()
+	if el := time.Since(start).Seconds(); tokens > 0 && el > 0 {
+		h.met.TokensPerSecond.WithLabelValues(h.s.Name).Set(float64(tokens) / el)
+	}
+
+	// Publish every result concurrently and wait for the acks.
+	errs := make([]error, len(items))
+	for i, it := range items {
+		if it.res == nil {
+			errs[i] = it.err
+			if it.err != nil && !errors.Is(it.err, pipeline.ErrInvalid) {
+				h.met.Requests.WithLabelValues(h.s.Name, StatusRetry).Inc()
+			}
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = h.publish(ctx, it)
+		}()
+	}
+	wg.Wait()
+	return errs
+}
+
+// prepare decodes a message; false when it is settled already (it.err or
+// it.res set).
+func (h *Handler) prepare(ctx context.Context, it *item) bool {
+	req, err := jobs.DecodeRequest(it.msg.Data())
+	it.req = req
+	if err != nil {
+		if jobs.ValidID(req.Job) != nil || jobs.ValidCustomID(req.CustomID) != nil {
+			it.err = pipeline.Invalid("not a job request", err)
+			return false
+		}
+		it.res = h.errorRow(req, jobs.CodeInvalidRequest, errMessage(err))
+		return false
+	}
+	status, found, err := h.jobStatus(ctx, req.Job)
+	switch {
+	case err != nil:
+		it.err = err
+		return false
+	case !found:
+		it.err = pipeline.Invalid("job not found", fmt.Errorf("job %s", req.Job))
+		return false
+	case status == jobs.StatusCancelling || status.Terminal():
+		// Cancelled (or otherwise over): drop the request.
+		it.err = nil
+		return false
+	}
+	return true
+}
+
+func errMessage(err error) string {
+	for _, s := range []error{schemas.ErrModelNameRequired, schemas.ErrInvalidModelPath, schemas.ErrPromptTooLong, schemas.ErrInvalidMaxTokens, schemas.ErrTemperatureOutOfRange} {
+		if errors.Is(err, s) {
+			return s.Error()
+		}
+	}
+	return err.Error()
+}
+
+func (h *Handler) errorRow(req jobs.Request, code, msg string) *jobs.Result {
+	r := jobs.ErrorResult(req.Job, req.CustomID, h.s.Name, req.Kind, req.Line, code, msg)
+	r.Worker = h.workerID
+	return &r
+}
+
+// seed is the request's seed, or one derived from its id so that a
+// redelivered request samples the same text.
+func seed(req jobs.Request) int64 {
+	if req.Completion.Seed != nil {
+		return *req.Completion.Seed
+	}
+	sum := sha256.Sum256([]byte(jobs.MsgID(req.Job, req.CustomID)))
+	return int64(binary.LittleEndian.Uint64(sum[:8]) >> 1)
+}
+
+// TextRequest maps a completion request to the model's text request (chat
+// messages rendered with the tokenizer's chat template, or DefaultChatTemplate).
+func TextRequest(tok *tokenizer.Tokenizer, c schemas.CompletionRequest, seed int64) (model.TextRequest, error) {
+	prompt := c.Prompt
+	if c.IsChat() {
+		msgs := make([]tokenizer.Message, len(c.Messages))
+		for i, m := range c.Messages {
+			msgs[i] = tokenizer.Message{Role: m.Role, Content: m.Content}
+		}
+		var err error
+		if tok.HasChatTemplate() {
+			prompt, err = tok.ApplyChatTemplate(msgs, true)
+		} else {
+			prompt, err = tokenizer.RenderBuiltinTemplate(DefaultChatTemplate, msgs, true)
+		}
+		if err != nil {
+			return model.TextRequest{}, fmt.Errorf("%w: chat template: %w", schemas.ErrInvalidRequest, err)
+		}
+	}
+	return model.TextRequest{Prompt: prompt, Stop: c.Stop, Params: model.SamplingParams{
+		MaxTokens: c.MaxTokens, Temperature: c.Temperature, TopP: c.TopP, TopK: c.TopK, Seed: seed,
+	}}, nil
+}
+
+// complete runs one completion on the Batcher; it returns the tokens generated.
+func (h *Handler) complete(ctx context.Context, it *item) int {
+	c := *it.req.Completion
+	tr, err := TextRequest(h.s.Tok, c, seed(it.req))
+	if err != nil {
+		it.res = h.errorRow(it.req, jobs.CodeInvalidRequest, err.Error())
+		return 0
+	}
+	active := h.met.Active.WithLabelValues(h.s.Name)
+	active.Inc()
+	t0 := time.Now()
+	out, err := h.gen.Submit(ctx, h.s.Batcher, tr, nil)
+	active.Dec()
+	if err != nil {
+		if errors.Is(err, model.ErrInvalidRequest) || errors.Is(err, model.ErrTooLong) {
+			it.res = h.errorRow(it.req, jobs.CodeModelError, err.Error())
+			return 0
+		}
+		it.err = fmt.Errorf("generate %s: %w", jobs.MsgID(it.req.Job, it.req.CustomID), err)
+		return 0
+	}
+	lat := time.Since(t0)
+	h.met.Latency.WithLabelValues(h.s.Name).Observe(lat.Seconds())
+	h.met.TokensGenerated.WithLabelValues(h.s.Name).Add(float64(out.CompletionTokens))
+	resp := &schemas.CompletionResponse{
+		ID: "cmpl-" + shortHash(jobs.MsgID(it.req.Job, it.req.CustomID)), Object: schemas.ObjectTextCompletion,
+		Created: time.Now().Unix(), Model: h.s.Name,
+		Usage: schemas.Usage{PromptTokens: out.PromptTokens, CompletionTokens: out.CompletionTokens, TotalTokens: out.PromptTokens + out.CompletionTokens},
+	}
+	choice := schemas.Choice{Index: 0, Text: out.Text, FinishReason: out.FinishReason}
+	if c.IsChat() {
+		resp.Object = schemas.ObjectChatCompletion
+		choice.Text = ""
+		choice.Message = &schemas.ChatMessage{Role: schemas.RoleAssistant, Content: out.Text}
+	}
+	resp.Choices = []schemas.Choice{choice}
+	it.res = &jobs.Result{Job: it.req.Job, CustomID: it.req.CustomID, Model: h.s.Name, Kind: jobs.KindCompletion, Line: it.req.Line,
+		Response: resp, LatencyMS: float64(time.Since(it.start).Microseconds()) / 1000, Worker: h.workerID}
+	return out.CompletionTokens
+}
+
+func shortHash(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(sum[:12])
+}
+
+// ScoreRequests tokenizes a score row into the model's requests: one, or two
+// (chosen, rejected) for a DPO row.
+func ScoreRequests(tok *tokenizer.Tokenizer, s jobs.ScoreInput) []model.ScoreRequest {
+	switch {
+	case s.IsDPO():
+		p := tok.Encode(s.Prompt, true)
+		return []model.ScoreRequest{
+			{PromptIDs: p, CompletionIDs: tok.Encode(s.Chosen, false)},
+			{PromptIDs: p, CompletionIDs: tok.Encode(s.Rejected, false)},
+		}
+	case s.Text != "":
+		return []model.ScoreRequest{{CompletionIDs: tok.Encode(s.Text, true)}}
+	default:
+		return []model.ScoreRequest{{PromptIDs: tok.Encode(s.Prompt, true), CompletionIDs: tok.Encode(s.Completion, false)}}
+	}
+}
+
+func scoreOutput(r model.ScoreResult) *jobs.ScoreOutput {
+	return &jobs.ScoreOutput{SumLogprob: r.SumLogprob, MeanLogprob: r.MeanLogprob, Perplexity: r.Perplexity, Tokens: r.Tokens}
+}
+
+// score runs the batch's score rows in one Model.Score call; when that fails
+// the rows run one by one, so that one bad row cannot fail the others.
+func (h *Handler) score(ctx context.Context, items []*item) {
+	var reqs []model.ScoreRequest
+	spans := make([][2]int, len(items))
+	for i, it := range items {
+		rs := ScoreRequests(h.s.Tok, *it.req.Score)
+		spans[i] = [2]int{len(reqs), len(reqs) + len(rs)}
+		reqs = append(reqs, rs...)
+	}
+	active := h.met.Active.WithLabelValues(h.s.Name)
+	active.Add(float64(len(items)))
+	defer active.Sub(float64(len(items)))
+	t0 := time.Now()
+	res, err := h.s.Model.Score(ctx, reqs)
+	if err != nil && len(items) > 1 {
+		for _, it := range items {
+			h.score(ctx, []*item{it})
+		}
+		return
+	}
+	lat := time.Since(t0)
+	for i, it := range items {
+		if err != nil {
+			if errors.Is(err, model.ErrInvalidRequest) || errors.Is(err, model.ErrTooLong) {
+				it.res = h.errorRow(it.req, jobs.CodeModelError, err.Error())
+			} else {
+				it.err = fmt.Errorf("score %s: %w", jobs.MsgID(it.req.Job, it.req.CustomID), err)
+			}
+			continue
+		}
+		h.met.Latency.WithLabelValues(h.s.Name).Observe(lat.Seconds())
+		rs := res[spans[i][0]:spans[i][1]]
+		out := scoreOutput(rs[0])
+		if it.req.Score.IsDPO() {
+			margin := model.DPOMargin(rs[0], rs[1])
+			out = &jobs.ScoreOutput{SumLogprob: rs[0].SumLogprob, MeanLogprob: rs[0].MeanLogprob, Perplexity: rs[0].Perplexity, Tokens: rs[0].Tokens,
+				Chosen: scoreOutput(rs[0]), Rejected: scoreOutput(rs[1]), DPOMargin: &margin}
+		}
+		it.res = &jobs.Result{Job: it.req.Job, CustomID: it.req.CustomID, Model: h.s.Name, Kind: jobs.KindScore, Line: it.req.Line,
+			Score: out, LatencyMS: float64(time.Since(it.start).Microseconds()) / 1000, Worker: h.workerID}
+	}
+}
+
+// publish sends a result and waits for the stream's ack.
+func (h *Handler) publish(ctx context.Context, it *item) error {
+	subj, err := pipeline.ResultSubject(it.res.Job)
+	if err != nil {
+		return pipeline.Invalid("bad job id", err)
+	}
+	data, err := json.Marshal(it.res)
+	if err != nil {
+		return pipeline.Invalid("result not encodable", err)
+	}
+	if _, err := h.bus.Publish(ctx, subj, data, jobs.MsgID(it.res.Job, it.res.CustomID), nil); err != nil {
+		h.met.Requests.WithLabelValues(h.s.Name, StatusRetry).Inc()
+		return err
+	}
+	status := StatusSuccess
+	if it.res.Error != nil {
+		status = StatusError
+	}
+	h.met.Requests.WithLabelValues(h.s.Name, status).Inc()
+	return nil
+}

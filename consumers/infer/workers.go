@@ -1,0 +1,317 @@
+package infer
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+
+	"github.com/largeforge/largeforge/jobs"
+	"github.com/largeforge/largeforge/logging"
+	"github.com/largeforge/largeforge/model"
+	"github.com/largeforge/largeforge/model/tokenizer"
+	"github.com/largeforge/largeforge/pipeline"
+)
+
+// Worker defaults.
+const (
+	DefaultSlots          = 16
+	DefaultFetchers       = 2
+	DefaultAckWait        = time.Minute
+	DefaultMaxDeliver     = 3
+	DefaultHeartbeatEvery = 10 * time.Second
+)
+
+// Config configures the infer workers of a process.
+type Config struct {
+	Slots      int           // batcher slots per model, also its fetch batch (default 16)
+	Fetchers   int           // consume loops per model, so one batch fills while another finishes (default 2)
+	AckWait    time.Duration // default 1m; InProgress is sent every AckWait/3 while a batch runs
+	MaxDeliver int           // default 3
+	NakDelay   time.Duration // default: the pipeline's
+	MaxWait    time.Duration // default: the pipeline's
+	// HeartbeatEvery is the period of the lf_workers heartbeat (default 10s,
+	// below the bucket's 30s TTL).
+	HeartbeatEvery time.Duration
+	WorkerID       string // default: <host>-<pid>
+	Backend        string // GoMLX backend ("" : GOMLX_BACKEND or the pure Go one)
+}
+
+// Validate checks the config; errors wrap ErrInvalidOption.
+func (c Config) Validate() error {
+	for name, v := range map[string]int{"slots": c.Slots, "fetchers": c.Fetchers, "max deliver": c.MaxDeliver} {
+		if v < 0 {
+			return fmt.Errorf("%w: %s %d is negative", ErrInvalidOption, name, v)
+		}
+	}
+	for name, v := range map[string]time.Duration{"ack wait": c.AckWait, "nak delay": c.NakDelay, "max wait": c.MaxWait, "heartbeat": c.HeartbeatEvery} {
+		if v < 0 {
+			return fmt.Errorf("%w: %s %v is negative", ErrInvalidOption, name, v)
+		}
+	}
+	if c.HeartbeatEvery >= pipeline.WorkerHeartbeatTTL {
+		return fmt.Errorf("%w: heartbeat every %v must be below the lf_workers TTL %v", ErrInvalidOption, c.HeartbeatEvery, pipeline.WorkerHeartbeatTTL)
+	}
+	return nil
+}
+
+func (c Config) withDefaults() Config {
+	if c.Slots == 0 {
+		c.Slots = DefaultSlots
+	}
+	if c.Fetchers == 0 {
+		c.Fetchers = DefaultFetchers
+	}
+	if c.AckWait == 0 {
+		c.AckWait = DefaultAckWait
+	}
+	if c.MaxDeliver == 0 {
+		c.MaxDeliver = DefaultMaxDeliver
+	}
+	if c.HeartbeatEvery == 0 {
+		c.HeartbeatEvery = DefaultHeartbeatEvery
+	}
+	if c.WorkerID == "" {
+		host, _ := os.Hostname()
+		if host == "" {
+			host = "worker"
+		}
+		c.WorkerID = fmt.Sprintf("%s-%d", host, os.Getpid())
+	}
+	return c
+}
+
+// Durable is the consumer name shared by every worker of a model.
+func Durable(modelName string) string { return "infer-" + modelName }
+
+// Load loads a checkpoint directory and its tokenizer.
+func Load(name, dir string, cfg Config, log zerolog.Logger) (*model.Model, *tokenizer.Tokenizer, error) {
+	opts := []model.Option{model.WithLogger(log)}
+	if cfg.Backend != "" {
+		opts = append(opts, model.WithBackend(cfg.Backend))
+	}
+	m, err := model.Load(dir, opts...)
+	if err != nil {
+		return nil, nil, fmt.Errorf("model %s from %s: %w", name, dir, err)
+	}
+	tok, err := tokenizer.LoadDir(dir)
+	if err != nil {
+		_ = m.Close()
+		return nil, nil, fmt.Errorf("tokenizer of model %s in %s: %w", name, dir, err)
+	}
+	return m, tok, nil
+}
+
+// Workers are the running infer consumers of a process.
+type Workers struct {
+	ID     string
+	cfg    Config
+	models []string
+	owned  []*model.Model // loaded by StartDirs; closed at the end
+
+	wg       sync.WaitGroup // consume loops
+	stopB    context.CancelFunc
+	batchers sync.WaitGroup
+	done     chan struct{}
+	mu       sync.Mutex
+	errs     []error
+}
+
+// ModelInput is one model for Start: loaded already, served under Name.
+type ModelInput struct {
+	Name  string
+	Model *model.Model
+	Tok   *tokenizer.Tokenizer
+}
+
+// StartDirs loads the models (name → checkpoint directory) and starts the
+// workers serving them; see Start. The models are closed when the workers end.
+func StartDirs(ctx context.Context, bus *pipeline.Bus, models map[string]string, cfg Config, log zerolog.Logger, reg prometheus.Registerer) (*Workers, error) {
+	names := make([]string, 0, len(models))
+	for n := range models {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	var ins []ModelInput
+	var owned []*model.Model
+	for _, n := range names {
+		m, tok, err := Load(n, models[n], cfg, logging.Named(log, "largeforge.model"))
+		if err != nil {
+			for _, o := range owned {
+				_ = o.Close()
+			}
+			return nil, err
+		}
+		owned = append(owned, m)
+		ins = append(ins, ModelInput{Name: n, Model: m, Tok: tok})
+	}
+	w, err := Start(ctx, bus, ins, cfg, log, reg)
+	if err != nil {
+		for _, o := range owned {
+			_ = o.Close()
+		}
+		return nil, err
+	}
+	w.owned = owned
+	return w, nil
+}
+
+// Start starts, for each model, a continuous Batcher and Fetchers consume
+// loops of the durable consumer infer-<model> on lf.req.*.<model>, and a
+// heartbeat in lf_workers. They run until ctx ends, then drain: the consume
+// loops finish their batches, then the batchers stop; Wait returns then.
+func Start(ctx context.Context, bus *pipeline.Bus, models []ModelInput, cfg Config, log zerolog.Logger, reg prometheus.Registerer) (*Workers, error) {
+	if bus == nil || len(models) == 0 {
+		return nil, fmt.Errorf("%w: workers need a bus and at least one model", ErrInvalidOption)
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	kv, err := bus.KV(ctx, pipeline.BucketJobs)
+	if err != nil {
+		return nil, err
+	}
+	store, err := jobs.NewStore(kv)
+	if err != nil {
+		return nil, err
+	}
+	met, err := NewMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
+	bctx, stopB := context.WithCancel(context.WithoutCancel(ctx))
+	w := &Workers{ID: cfg.WorkerID, cfg: cfg, stopB: stopB, done: make(chan struct{})}
+	var consumers []*pipeline.Consumer
+	for _, mi := range models {
+		b, err := model.NewBatcher(mi.Model, cfg.Slots, model.WithLogger(logging.Named(log, "largeforge.batcher")))
+		if err != nil {
+			stopB()
+			return nil, fmt.Errorf("batcher of %s: %w", mi.Name, err)
+		}
+		w.batchers.Add(1)
+		go func() {
+			defer w.batchers.Done()
+			if err := b.Run(bctx); err != nil {
+				w.fail(fmt.Errorf("batcher of %s: %w", mi.Name, err))
+			}
+		}()
+		h, err := NewHandler(bus, Served{Name: mi.Name, Model: mi.Model, Tok: mi.Tok, Batcher: b}, store, met, cfg.WorkerID, log)
+		if err != nil {
+			stopB()
+			return nil, err
+		}
+		filter := "lf.req.*." + mi.Name // the name is a valid token: NewHandler checked it
+		c, err := pipeline.NewConsumer(ctx, bus, pipeline.ConsumerConfig{
+			Stream: pipeline.StreamRequests, Durable: Durable(mi.Name), FilterSubjects: []string{filter}, Stage: Stage,
+			Batch: cfg.Slots, MaxAckPending: cfg.Slots * cfg.Fetchers, AckWait: cfg.AckWait, MaxDeliver: cfg.MaxDeliver,
+			NakDelay: cfg.NakDelay, MaxWait: cfg.MaxWait,
+		}, h, logging.Named(log, "largeforge.consumer."+Durable(mi.Name)))
+		if err != nil {
+			stopB()
+			return nil, err
+		}
+		consumers = append(consumers, c)
+		w.models = append(w.models, mi.Name)
+	}
+	for _, c := range consumers {
+		for range cfg.Fetchers {
+			w.wg.Add(1)
+			go func() {
+				defer w.wg.Done()
+				if err := c.Run(ctx); err != nil {
+					w.fail(err)
+				}
+			}()
+		}
+	}
+	hb, err := bus.KV(ctx, pipeline.BucketWorkers)
+	if err != nil {
+		stopB()
+		return nil, err
+	}
+	go func() {
+		w.heartbeat(ctx, hb, log)
+		w.wg.Wait()
+		stopB()
+		w.batchers.Wait()
+		for _, m := range w.owned {
+			_ = m.Close()
+		}
+		close(w.done)
+	}()
+	return w, nil
+}
+
+func (w *Workers) fail(err error) {
+	w.mu.Lock()
+	w.errs = append(w.errs, err)
+	w.mu.Unlock()
+}
+
+// Heartbeat is the value of a worker's key in lf_workers.
+type Heartbeat struct {
+	ID        string   `json:"id"`
+	Role      string   `json:"role"`
+	Models    []string `json:"models"`
+	Capacity  int      `json:"capacity"` // concurrent requests: slots per model times models
+	PID       int      `json:"pid"`
+	StartedAt int64    `json:"started_at"`
+	UpdatedAt int64    `json:"updated_at"`
+}
+
+// HeartbeatKey is a worker's key in lf_workers.
+func HeartbeatKey(id string) string { return "infer." + id }
+
+func (w *Workers) heartbeat(ctx context.Context, kv interface {
+	Put(context.Context, string, []byte) (uint64, error)
+	Delete(context.Context, string, ...jetstream.KVDeleteOpt) error
+}, log zerolog.Logger) {
+	hb := Heartbeat{ID: w.ID, Role: "infer", Models: w.models, Capacity: w.cfg.Slots * len(w.models), PID: os.Getpid(), StartedAt: time.Now().Unix()}
+	put := func() {
+		hb.UpdatedAt = time.Now().Unix()
+		data, _ := json.Marshal(hb)
+		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if _, err := kv.Put(pctx, HeartbeatKey(w.ID), data); err != nil && !errors.Is(err, context.Canceled) {
+			log.Warn().Err(err).Msg("worker heartbeat")
+		}
+	}
+	put()
+	t := time.NewTicker(w.cfg.HeartbeatEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			_ = kv.Delete(dctx, HeartbeatKey(w.ID))
+			cancel()
+			return
+		case <-t.C:
+			put()
+		}
+	}
+}
+
+// Models are the names served.
+func (w *Workers) Models() []string { return w.models }
+
+// Wait blocks until the consume loops have drained and the batchers stopped,
+// and returns the first error.
+func (w *Workers) Wait() error {
+	<-w.done
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.errs) > 0 {
+		return w.errs[0]
+	}
+	return nil
+}

@@ -167,15 +167,26 @@ func decoderStack(cfg checkpoint.Config, w *Weights, tokens, positions *Node, at
 	return rmsNorm(x, w.FinalNorm, eps)
 }
 
-// rope rotates x [B, C, H, D] in the rotate-half layout; cos and sin are [B, C, 1, D/2].
+// rope rotates x [B, C, H, D] in the rotate-half layout; cos and sin are
+// [B, C, 1, D/2]. rotate_half(x) = [-x2, x1] is a product with a constant
+// signed permutation, so no Slice is involved (the pure Go backend cannot
+// differentiate Slice: its gradient needs Pad).
 func rope(x, cos, sin *Node) *Node {
 	d := x.Shape().Dim(3)
-	x1 := Slice(x, AxisRange(), AxisRange(), AxisRange(), AxisRange(0, d/2))
-	x2 := Slice(x, AxisRange(), AxisRange(), AxisRange(), AxisRange(d/2, d))
-	return Concatenate([]*Node{
-		Sub(Mul(x1, cos), Mul(x2, sin)),
-		Add(Mul(x2, cos), Mul(x1, sin)),
-	}, 3)
+	rotT := make([][]float32, d) // rotT[j][i] = d rot[j] / d x[i]
+	for j := range rotT {
+		rotT[j] = make([]float32, d)
+		if j < d/2 {
+			rotT[j][j+d/2] = -1
+		} else {
+			rotT[j][j-d/2] = 1
+		}
+	}
+	r := ConvertDType(Const(x.Graph(), rotT), x.DType())
+	rot := DotGeneral(x, []int{3}, nil, r, []int{1}, nil)
+	cosF := Concatenate([]*Node{cos, cos}, 3)
+	sinF := Concatenate([]*Node{sin, sin}, 3)
+	return Add(Mul(x, cosF), Mul(rot, sinF))
 }
 
 func mlp(lw *LayerWeights, h *Node) *Node {
@@ -230,7 +241,7 @@ func linear(x, w, bias *Node) *Node {
 
 func rmsNorm(x, w *Node, eps float64) *Node {
 	ms := ReduceAndKeep(Square(x), ReduceMean, -1)
-	y := Mul(x, Rsqrt(AddScalar(ms, eps)))
+	y := Mul(x, Reciprocal(Sqrt(AddScalar(ms, eps)))) // Rsqrt has no gradient in GoMLX
 	return Mul(y, ExpandLeftToRank(w, y.Rank()))
 }
 

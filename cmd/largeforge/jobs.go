@@ -1,0 +1,239 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"text/tabwriter"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+	"github.com/spf13/cobra"
+
+	"github.com/largeforge/largeforge/consumers/resultsink"
+	"github.com/largeforge/largeforge/jobs"
+	"github.com/largeforge/largeforge/pipeline"
+)
+
+func newJobsCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "jobs list | status JOB | wait JOB | cancel JOB | results JOB",
+		Short: "List, inspect, wait for, cancel batch jobs and read their results",
+	}
+	var asJSON bool
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List the jobs, newest first",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return withJobStore(cmd.Context(), func(_ *pipeline.Bus, s *jobs.Store) error {
+				list, err := s.List(cmd.Context())
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					return printJobJSON(os.Stdout, list)
+				}
+				printJobTable(os.Stdout, list)
+				return nil
+			})
+		},
+	}
+	list.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+
+	status := &cobra.Command{
+		Use:   "status JOB",
+		Short: "Print a job's record (status, counts, timestamps, output locations) as JSON",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return withJobStore(cmd.Context(), func(_ *pipeline.Bus, s *jobs.Store) error {
+				j, err := s.Get(cmd.Context(), args[0])
+				if err != nil {
+					return err
+				}
+				return printJobJSON(os.Stdout, j)
+			})
+		},
+	}
+
+	var timeout time.Duration
+	var progress string
+	wait := &cobra.Command{
+		Use:   "wait JOB",
+		Short: "Wait until a job ends, with a progress bar; exit non-zero unless it completed",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return withJobStore(cmd.Context(), func(_ *pipeline.Bus, s *jobs.Store) error {
+				j, err := waitJob(cmd.Context(), s, args[0], timeout, progress)
+				if err != nil {
+					return err
+				}
+				printJobSummary(os.Stdout, j)
+				return jobOutcome(j)
+			})
+		},
+	}
+	wait.Flags().DurationVar(&timeout, "timeout", 0, "give up after this long (0: never)")
+	wait.Flags().StringVar(&progress, "progress", "auto", "progress bar: auto (on a terminal), on, off")
+
+	cancel := &cobra.Command{
+		Use:   "cancel JOB",
+		Short: "Cancel a job: purge its queued requests; it ends cancelled with the results it has",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return withJobStore(cmd.Context(), func(bus *pipeline.Bus, s *jobs.Store) error {
+				j, purged, err := jobs.Cancel(cmd.Context(), bus, s, args[0])
+				if err != nil {
+					return err
+				}
+				fmt.Printf("job %s cancelling: %d queued requests purged; the results sink finalises it\n", j.ID, purged)
+				return nil
+			})
+		},
+	}
+
+	var errorsOnly bool
+	var limit int
+	results := &cobra.Command{
+		Use:   "results JOB",
+		Short: "Print a finished job's output.jsonl (or errors.jsonl with --errors) and where its files are",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return withJobStore(cmd.Context(), func(_ *pipeline.Bus, s *jobs.Store) error {
+				j, err := s.Get(cmd.Context(), args[0])
+				if err != nil {
+					return err
+				}
+				return printResults(os.Stdout, os.Stderr, j, errorsOnly, limit)
+			})
+		},
+	}
+	results.Flags().BoolVar(&errorsOnly, "errors", false, "print errors.jsonl instead")
+	results.Flags().IntVar(&limit, "limit", 0, "print at most this many lines (0: all)")
+
+	cmd.AddCommand(list, status, wait, cancel, results)
+	return cmd
+}
+
+// withJobStore connects to the bus and runs f with the job store.
+func withJobStore(ctx context.Context, f func(*pipeline.Bus, *jobs.Store) error) error {
+	log := newLogger()
+	bus, err := connect(ctx, log)
+	if err != nil {
+		return err
+	}
+	defer bus.Close()
+	kv, err := bus.KV(ctx, pipeline.BucketJobs)
+	if err != nil {
+		return err
+	}
+	s, err := jobs.NewStore(kv)
+	if err != nil {
+		return err
+	}
+	return f(bus, s)
+}
+
+func printJobJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func printJobTable(w io.Writer, list []jobs.Job) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tSTATUS\tKIND\tMODEL\tTOTAL\tCOMPLETED\tFAILED\tCREATED")
+	for _, j := range list {
+		c := j.RequestCounts
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\n", j.ID, j.Status, j.Kind, j.Model, c.Total, c.Completed, c.Failed,
+			time.Unix(j.CreatedAt, 0).UTC().Format(time.RFC3339))
+	}
+	_ = tw.Flush()
+}
+
+func printJobSummary(w io.Writer, j jobs.Job) {
+	c := j.RequestCounts
+	fmt.Fprintf(w, "job %s %s: %d requests, %d completed, %d failed\n", j.ID, j.Status, c.Total, c.Completed, c.Failed)
+	for _, e := range j.Errors {
+		fmt.Fprintf(w, "  error %s: %s\n", e.Code, e.Message)
+	}
+	if j.Outputs.Dir != "" {
+		fmt.Fprintf(w, "  output   %s\n  errors   %s\n  parquet  %s\n", j.Outputs.Output, j.Outputs.Errors, j.Outputs.Parquet)
+	}
+}
+
+// jobOutcome is nil for a completed job and an error naming the status otherwise.
+func jobOutcome(j jobs.Job) error {
+	if j.Status == jobs.StatusCompleted {
+		return nil
+	}
+	return fmt.Errorf("job %s ended %s", j.ID, j.Status)
+}
+
+// waitJob watches a job until it ends, showing a progress bar of its counts.
+func waitJob(ctx context.Context, s *jobs.Store, id string, timeout time.Duration, progress string) (jobs.Job, error) {
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	var bar *progressbar.ProgressBar
+	show := progress == "on" || (progress == "auto" && isTerminal(os.Stderr))
+	start := time.Now()
+	j, err := s.Watch(ctx, id, func(j jobs.Job) bool {
+		if !show {
+			return true
+		}
+		c := j.RequestCounts
+		if bar == nil {
+			bar = progressbar.NewOptions(-1, progressbar.OptionSetWriter(os.Stderr), progressbar.OptionShowCount(),
+				progressbar.OptionThrottle(200*time.Millisecond), progressbar.OptionClearOnFinish())
+		}
+		if c.Total > 0 && bar.GetMax() != c.Total {
+			bar.ChangeMax(c.Total)
+		}
+		rate := float64(c.Done()) / max(time.Since(start).Seconds(), 1e-9)
+		bar.Describe(fmt.Sprintf("%s %s: %d completed, %d failed (%.0f/s)", id, j.Status, c.Completed, c.Failed, rate))
+		_ = bar.Set(c.Done())
+		return true
+	})
+	if bar != nil {
+		_ = bar.Finish()
+	}
+	if err != nil && errors.Is(err, context.DeadlineExceeded) {
+		return j, fmt.Errorf("job %s still %s after %v", id, j.Status, timeout)
+	}
+	return j, err
+}
+
+func printResults(w, ew io.Writer, j jobs.Job, errorsOnly bool, limit int) error {
+	if !j.Status.Terminal() {
+		return fmt.Errorf("job %s is %s: its results are written when it ends (see `largeforge jobs wait %s`)", j.ID, j.Status, j.ID)
+	}
+	path := j.Outputs.Output
+	if errorsOnly {
+		path = j.Outputs.Errors
+	}
+	if path == "" {
+		return fmt.Errorf("job %s has no output files", j.ID)
+	}
+	lines, err := resultsink.ReadOutput(path)
+	if err != nil {
+		return fmt.Errorf("read %s (the results are on the machine that runs the results sink): %w", path, err)
+	}
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	for i, l := range lines {
+		if limit > 0 && i >= limit {
+			break
+		}
+		if err := enc.Encode(l); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(ew, "%d lines of %s (results.parquet: %s)\n", len(lines), path, j.Outputs.Parquet)
+	return nil
+}

@@ -1,0 +1,145 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/largeforge/largeforge/internal/testenv"
+	"github.com/largeforge/largeforge/jobs"
+	"github.com/largeforge/largeforge/pipeline"
+	"github.com/largeforge/largeforge/pipeline/pipelinetest"
+)
+
+// runCLI runs the root command with the job commands added and returns its
+// stdout.
+func runCLI(t *testing.T, ctx context.Context, args ...string) (string, error) {
+	t.Helper()
+	root := newRootCmd()
+	root.AddCommand(newSubmitCmd(), newJobsCmd(), newWorkerCmd())
+	root.SetArgs(args)
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := os.Stdout
+	os.Stdout = w
+	out := make(chan string)
+	go func() {
+		var b bytes.Buffer
+		_, _ = io.Copy(&b, r)
+		out <- b.String()
+	}()
+	err = root.ExecuteContext(ctx)
+	os.Stdout = old
+	w.Close()
+	return <-out, err
+}
+
+// The job commands against a bus with the job workers of `up` running:
+// submit --wait, jobs list/status/results/wait, and cancel of a finished job.
+func TestJobCommands(t *testing.T) {
+	dir := filepath.Dir(testenv.SharedFile(t, "models/stories260K/model.safetensors"))
+	e, bus := pipelinetest.StartBus(t)
+	dataDir := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	jw, err := startJobWorkers(ctx, bus, dataDir, map[string]string{"stories": dir}, pipelinetest.Logger(t), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		if err := jw.Wait(); err != nil {
+			t.Errorf("job workers: %v", err)
+		}
+	})
+	in := filepath.Join(t.TempDir(), "req.jsonl")
+	var lines []string
+	for i := range 6 {
+		lines = append(lines, fmt.Sprintf(`{"custom_id":"q%d","prompt":"Once upon a time","max_tokens":8,"temperature":0}`, i))
+	}
+	lines = append(lines, `{"custom_id":"bad","prompt":"x","temperature":9}`)
+	if err := os.WriteFile(in, []byte(strings.Join(lines, "\n")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	nats := "--nats=" + e.ClientURL()
+	tctx, tcancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer tcancel()
+
+	out, err := runCLI(t, tctx, nats, "--log-level=error", "submit", in, "--model", "stories", "--wait", "--progress", "off")
+	if err != nil {
+		t.Fatalf("submit: %v\n%s", err, out)
+	}
+	id := strings.TrimSpace(strings.Split(out, "\n")[0])
+	if jobs.ValidID(id) != nil || !strings.HasPrefix(id, "batch_") {
+		t.Fatalf("submit printed %q, want a job id", out)
+	}
+	if out, err = runCLI(t, tctx, nats, "jobs", "list"); err != nil || !strings.Contains(out, id) || !strings.Contains(out, "completed") {
+		t.Errorf("jobs list: %v\n%s", err, out)
+	}
+	if out, err = runCLI(t, tctx, nats, "jobs", "status", id); err != nil || !strings.Contains(out, `"completed": 6`) || !strings.Contains(out, `"failed": 1`) {
+		t.Errorf("jobs status: %v\n%s", err, out)
+	}
+	if out, err = runCLI(t, tctx, nats, "jobs", "wait", id, "--progress", "off"); err != nil {
+		t.Errorf("jobs wait: %v\n%s", err, out)
+	}
+	if out, err = runCLI(t, tctx, nats, "jobs", "results", id); err != nil || strings.Count(out, "\n") != 7 || !strings.Contains(out, "Temperature out of range") {
+		t.Errorf("jobs results: %v\n%s", err, out)
+	}
+	if out, err = runCLI(t, tctx, nats, "jobs", "results", id, "--errors"); err != nil || strings.Count(out, "\n") != 1 {
+		t.Errorf("jobs results --errors: %v\n%s", err, out)
+	}
+	if _, err = runCLI(t, tctx, nats, "jobs", "cancel", id); err == nil {
+		t.Errorf("cancel of a completed job succeeded")
+	}
+	if _, err = runCLI(t, tctx, nats, "submit", filepath.Join(t.TempDir(), "missing.jsonl"), "--model", "stories"); err == nil {
+		t.Errorf("submit of a missing file succeeded")
+	}
+	kv, _ := bus.KV(tctx, pipeline.BucketWorkers)
+	if keys, err := kv.ListKeys(tctx); err == nil {
+		n := 0
+		for range keys.Keys() {
+			n++
+		}
+		if n != 1 {
+			t.Errorf("%d heartbeats in lf_workers, want 1", n)
+		}
+	}
+}
+
+func TestWorkerConfigValidate(t *testing.T) {
+	dir := t.TempDir()
+	tests := []struct {
+		name    string
+		cfg     WorkerConfig
+		wantErr bool
+	}{
+		{"infer", WorkerConfig{Role: RoleInfer, Models: map[string]string{"m": dir}}, false},
+		{"results", WorkerConfig{Role: RoleResults, DataDir: dir}, false},
+		{"infer without models", WorkerConfig{Role: RoleInfer}, true},
+		{"model dir missing", WorkerConfig{Role: RoleInfer, Models: map[string]string{"m": filepath.Join(dir, "x")}}, true},
+		{"bad model name", WorkerConfig{Role: RoleInfer, Models: map[string]string{"a.b": dir}}, true},
+		{"unknown role", WorkerConfig{Role: "train"}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := tt.cfg.Validate(); (err != nil) != tt.wantErr {
+				t.Fatalf("err = %v, wantErr %v", err, tt.wantErr)
+			}
+		})
+	}
+	if _, err := parseModels([]string{"a=x", "a=y"}); err == nil {
+		t.Error("duplicate --model accepted")
+	}
+	if _, err := parseModels([]string{"nodir"}); err == nil {
+		t.Error("--model without = accepted")
+	}
+}

@@ -1,0 +1,100 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/largeforge/largeforge/jobs"
+	"github.com/largeforge/largeforge/logging"
+	"github.com/largeforge/largeforge/producers/submit"
+)
+
+// SubmitConfig is what `largeforge submit` runs with.
+type SubmitConfig struct {
+	Submit   submit.Config
+	Wait     bool
+	Timeout  time.Duration
+	Progress string
+}
+
+// Validate checks the flags of submit.
+func (c SubmitConfig) Validate() error {
+	if err := c.Submit.Validate(); err != nil {
+		return err
+	}
+	switch c.Progress {
+	case "auto", "on", "off":
+	default:
+		return fmt.Errorf("--progress %q: want auto, on or off", c.Progress)
+	}
+	return nil
+}
+
+func newSubmitCmd() *cobra.Command {
+	var sc SubmitConfig
+	cmd := &cobra.Command{
+		Use:   "submit FILE --model NAME [--kind completion|score] [--wait]",
+		Short: "Submit a batch job file (.jsonl or .parquet) and print its job id",
+		Long: `Create a batch job from FILE and publish one request per row to lf.req.<job>.<model>.
+Completion jobs take §3.1 CompletionRequest lines plus custom_id (missing: the line
+number), OpenAI Batch API lines (custom_id, method POST, url /v1/completions or
+/v1/chat/completions, body) or chat messages; score jobs (--kind score) take rows with
+text, prompt+completion, or prompt+chosen+rejected (DPO). Parquet files use the same
+column names. Bad rows and duplicate custom_ids become error rows; the job goes on.
+The job id is printed first on stdout; --wait then follows the job with a progress
+bar and exits non-zero unless it completes.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := sc.Validate(); err != nil {
+				return err
+			}
+			return runSubmit(cmd.Context(), sc, args[0])
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&sc.Submit.Model, "model", "", "model name the workers serve (required)")
+	f.StringVar(&sc.Submit.Kind, "kind", jobs.KindCompletion, "job kind: completion or score")
+	f.StringVar(&sc.Submit.JobID, "job-id", "", "job id (default: a new batch_… id)")
+	f.DurationVar(&sc.Submit.CompletionWindow, "completion-window", jobs.DefaultCompletionWindow, "the job expires if not done within this")
+	f.IntVar(&sc.Submit.Window, "publish-window", submit.DefaultWindow, "asynchronous publishes in flight")
+	f.BoolVar(&sc.Wait, "wait", false, "wait for the job to end, with a progress bar")
+	f.DurationVar(&sc.Timeout, "timeout", 0, "with --wait: give up after this long (0: never)")
+	f.StringVar(&sc.Progress, "progress", "auto", "progress bar: auto (on a terminal), on, off")
+	_ = cmd.MarkFlagRequired("model")
+	return cmd
+}
+
+func runSubmit(ctx context.Context, sc SubmitConfig, path string) error {
+	log := newLogger()
+	bus, err := connect(ctx, log)
+	if err != nil {
+		return err
+	}
+	defer bus.Close()
+	sub, err := submit.New(ctx, bus, sc.Submit, logging.Named(log, "largeforge.submit"))
+	if err != nil {
+		return err
+	}
+	sum, err := sub.Submit(ctx, path, nil)
+	if sum.Job.ID != "" {
+		fmt.Println(sum.Job.ID)
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "submitted %d rows in %.2fs (%.0f rows/s): %d requests, %d error rows\n",
+		sum.Rows, sum.Elapsed.Seconds(), float64(sum.Rows)/max(sum.Elapsed.Seconds(), 1e-9), sum.Published, sum.Rejected)
+	if !sc.Wait {
+		return nil
+	}
+	j, err := waitJob(ctx, sub.Store(), sum.Job.ID, sc.Timeout, sc.Progress)
+	if err != nil {
+		return err
+	}
+	printJobSummary(os.Stderr, j)
+	return jobOutcome(j)
+}

@@ -1,0 +1,180 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+	"github.com/spf13/cobra"
+
+	"github.com/largeforge/largeforge/consumers/infer"
+	"github.com/largeforge/largeforge/consumers/resultsink"
+	"github.com/largeforge/largeforge/logging"
+	"github.com/largeforge/largeforge/pipeline"
+)
+
+// Worker roles.
+const (
+	RoleInfer   = "infer"
+	RoleResults = "results"
+)
+
+// WorkerConfig is what `largeforge worker` runs with.
+type WorkerConfig struct {
+	Role    string
+	Models  map[string]string // name → checkpoint directory
+	DataDir string
+	Infer   infer.Config
+}
+
+// Validate checks the flags of worker.
+func (c WorkerConfig) Validate() error {
+	switch c.Role {
+	case RoleInfer:
+		if len(c.Models) == 0 {
+			return fmt.Errorf("--role infer needs at least one --model name=DIR")
+		}
+		for n, d := range c.Models {
+			if err := pipeline.ValidToken(n); err != nil {
+				return fmt.Errorf("--model %s=%s: %w", n, d, err)
+			}
+			if st, err := os.Stat(d); err != nil || !st.IsDir() {
+				return fmt.Errorf("--model %s=%s: not a directory", n, d)
+			}
+		}
+		return c.Infer.Validate()
+	case RoleResults:
+		if c.DataDir == "" {
+			return fmt.Errorf("--role results needs --data-dir")
+		}
+		return nil
+	}
+	return fmt.Errorf("--role %q: want %s or %s", c.Role, RoleInfer, RoleResults)
+}
+
+// parseModels turns name=DIR flags into a map.
+func parseModels(specs []string) (map[string]string, error) {
+	out := map[string]string{}
+	for _, s := range specs {
+		name, dir, ok := strings.Cut(s, "=")
+		if !ok || name == "" || dir == "" {
+			return nil, fmt.Errorf("--model %q: want name=DIR", s)
+		}
+		if _, dup := out[name]; dup {
+			return nil, fmt.Errorf("--model %s given twice", name)
+		}
+		out[name] = dir
+	}
+	return out, nil
+}
+
+func newWorkerCmd() *cobra.Command {
+	var wc WorkerConfig
+	var models []string
+	cmd := &cobra.Command{
+		Use:   "worker --role infer --model NAME=DIR [--model ...] | --role results --data-dir DIR",
+		Short: "Run a stateless worker against --nats: batch inference and scoring, or the results sink",
+		Long: `Run one worker role against the NATS server of --nats until interrupted.
+--role infer loads each --model name=DIR (a Hugging Face checkpoint directory), heartbeats
+into lf_workers and serves the requests of lf.req.*.<name> through the model's continuous
+batcher; start as many as you like, anywhere: they share the work queue. --role results
+runs the results sink, which writes <data-dir>/jobs/<job>/ (run one per cluster).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			m, err := parseModels(models)
+			if err != nil {
+				return err
+			}
+			wc.Models = m
+			if err := wc.Validate(); err != nil {
+				return err
+			}
+			return runWorker(cmd.Context(), wc)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&wc.Role, "role", RoleInfer, "worker role: infer or results")
+	f.StringArrayVar(&models, "model", nil, "a model to serve: name=DIR (repeatable)")
+	f.StringVar(&wc.DataDir, "data-dir", "./lf-data", "with --role results: where job results are written (<data-dir>/jobs)")
+	f.IntVar(&wc.Infer.Slots, "slots", infer.DefaultSlots, "continuous-batching slots per model (the requests generated at once)")
+	f.IntVar(&wc.Infer.Fetchers, "fetchers", infer.DefaultFetchers, "consume loops per model")
+	f.DurationVar(&wc.Infer.AckWait, "ack-wait", infer.DefaultAckWait, "redeliver a request when its worker is silent this long")
+	f.IntVar(&wc.Infer.MaxDeliver, "max-deliver", infer.DefaultMaxDeliver, "deliveries of a failing request before it goes to the DLQ as an error row")
+	f.StringVar(&wc.Infer.Backend, "backend", "", "GoMLX backend (default: GOMLX_BACKEND, else the pure Go one)")
+	f.StringVar(&wc.Infer.WorkerID, "worker-id", "", "worker id in lf_workers (default host-pid)")
+	return cmd
+}
+
+func runWorker(ctx context.Context, wc WorkerConfig) error {
+	log := newLogger()
+	reg := newRegistry()
+	if err := serveMetrics(ctx, cfg.MetricsAddr, reg, log); err != nil {
+		return err
+	}
+	bus, err := connect(ctx, log)
+	if err != nil {
+		return err
+	}
+	defer bus.Close()
+	wlog := logging.Named(log, "largeforge.worker")
+	switch wc.Role {
+	case RoleResults:
+		dir, err := filepath.Abs(wc.DataDir)
+		if err != nil {
+			return err
+		}
+		w, err := resultsink.Start(ctx, bus, filepath.Join(dir, "jobs"), resultsink.Options{}, log)
+		if err != nil {
+			return err
+		}
+		wlog.Info().Dict("context", logging.Ctx().Str("role", wc.Role).Str("data_dir", dir)).Msg("results sink running; Ctrl-C to stop")
+		return w.Wait()
+	default:
+		w, err := infer.StartDirs(ctx, bus, wc.Models, wc.Infer, log, reg)
+		if err != nil {
+			return err
+		}
+		wlog.Info().Dict("context", logging.Ctx().Str("role", wc.Role).Strs("models", w.Models()).Str("worker_id", w.ID)).Msg("infer worker running; Ctrl-C to stop")
+		return w.Wait()
+	}
+}
+
+// JobWorkers are the batch-job workers `largeforge up` runs: the results
+// sink and, when models are given, an infer worker serving them.
+type JobWorkers struct {
+	Sink  *resultsink.Workers
+	Infer *infer.Workers // nil without models
+}
+
+// startJobWorkers starts the results sink under <dataDir>/jobs and an infer
+// worker for models (name → checkpoint directory; none: no infer worker).
+// They run until ctx ends; Wait returns when they have drained.
+func startJobWorkers(ctx context.Context, bus *pipeline.Bus, dataDir string, models map[string]string, log zerolog.Logger, reg prometheus.Registerer) (*JobWorkers, error) {
+	sink, err := resultsink.Start(ctx, bus, filepath.Join(dataDir, "jobs"), resultsink.Options{}, log)
+	if err != nil {
+		return nil, err
+	}
+	jw := &JobWorkers{Sink: sink}
+	if len(models) > 0 {
+		if jw.Infer, err = infer.StartDirs(ctx, bus, models, infer.Config{}, log, reg); err != nil {
+			return nil, err
+		}
+	}
+	return jw, nil
+}
+
+// Wait blocks until the workers have drained and returns the first error.
+func (w *JobWorkers) Wait() error {
+	var first error
+	if w.Infer != nil {
+		first = w.Infer.Wait()
+	}
+	if err := w.Sink.Wait(); first == nil {
+		first = err
+	}
+	return first
+}

@@ -79,10 +79,16 @@ func newStack(t *testing.T) *stack {
 // worker starts an infer worker serving stories260K as "stories".
 func (s *stack) worker(t *testing.T, slots int) (stop func()) {
 	t.Helper()
+	return s.workerID(t, slots, "")
+}
+
+// workerID starts a worker with the given id (empty: the default).
+func (s *stack) workerID(t *testing.T, slots int, id string) (stop func()) {
+	t.Helper()
 	m, tok := stories(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	w, err := infer.Start(ctx, s.bus, []infer.ModelInput{{Name: "stories", Model: m, Tok: tok}},
-		infer.Config{Slots: slots, AckWait: 5 * time.Second, MaxWait: 100 * time.Millisecond, NakDelay: 100 * time.Millisecond, HeartbeatEvery: time.Second},
+		infer.Config{Slots: slots, WorkerID: id, AckWait: 5 * time.Second, MaxWait: 100 * time.Millisecond, NakDelay: 100 * time.Millisecond, HeartbeatEvery: time.Second},
 		pipelinetest.Logger(t), s.reg)
 	if err != nil {
 		t.Fatal(err)
@@ -163,9 +169,11 @@ func TestCompletionJobEndToEnd(t *testing.T) {
 		`{"custom_id":"bad","prompt":"x","max_tokens":0}`,
 		`{"custom_id":"r0","prompt":"dup"}`,
 		`{"custom_id":"chat","method":"POST","url":"/v1/chat/completions","body":{"model":"stories","messages":[{"role":"user","content":"Hi"}],"max_tokens":5,"temperature":0}}`,
-		`{"custom_id":"stop","prompt":"Once upon a time","max_tokens":40,"temperature":0,"stop":["."]}`)
+		`{"custom_id":"stop","prompt":"Once upon a time","max_tokens":40,"temperature":0,"stop":["."]}`,
+		// A poison request: longer than the model's context.
+		`{"custom_id":"long","prompt":"`+strings.Repeat("dog ", 5000)+`","max_tokens":4}`)
 	sum := s.submit(t, jobs.KindCompletion, strings.Join(lines, "\n")+"\n")
-	if sum.Published != 10 || sum.Rejected != 2 {
+	if sum.Published != 11 || sum.Rejected != 2 {
 		t.Fatalf("submit %+v", sum)
 	}
 	// A redelivery the stream cannot dedupe (another message id): the sink writes one row.
@@ -177,12 +185,15 @@ func TestCompletionJobEndToEnd(t *testing.T) {
 	}
 
 	j := s.wait(t, sum.Job.ID, jobs.StatusCompleted)
-	if j.RequestCounts != (jobs.Counts{Total: 12, Completed: 10, Failed: 2}) {
+	if j.RequestCounts != (jobs.Counts{Total: 13, Completed: 10, Failed: 3}) {
 		t.Errorf("counts %+v", j.RequestCounts)
 	}
 	out := outputs(t, j)
-	if len(out) != 12 {
-		t.Errorf("%d output rows, want 12", len(out))
+	if len(out) != 13 {
+		t.Errorf("%d output rows, want 13", len(out))
+	}
+	if l := out["long"]; l.Error == nil || l.Error.Code != jobs.CodeModelError {
+		t.Errorf("poison row %+v", l)
 	}
 
 	m, tok := stories(t)

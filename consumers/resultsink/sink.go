@@ -385,17 +385,43 @@ func (s *Sink) writeFinal(job string, st *jobState) (jobs.Outputs, error) {
 
 // Sweep settles the jobs that no message will wake: those left finalizing or
 // cancelling by a crash, those complete whose last row came before their
-// total was known, and those past their completion window.
-func (s *Sink) Sweep(ctx context.Context) error {
-	list, err := s.store.List(ctx)
-	if err != nil {
-		return err
+// total was known, and those past their completion window. With all false it
+// looks only at the jobs this sink has open; with all true at every job in
+// lf_jobs.
+func (s *Sink) Sweep(ctx context.Context, all bool) error {
+	var list []jobs.Job
+	if all {
+		var err error
+		if list, err = s.store.List(ctx); err != nil {
+			return err
+		}
+	} else {
+		s.mu.Lock()
+		ids := make([]string, 0, len(s.open))
+		for id := range s.open {
+			ids = append(ids, id)
+		}
+		s.mu.Unlock()
+		for _, id := range ids {
+			j, err := s.store.Get(ctx, id)
+			if err != nil {
+				if errors.Is(err, jobs.ErrNotFound) {
+					s.mu.Lock()
+					delete(s.open, id)
+					s.mu.Unlock()
+					continue
+				}
+				return err
+			}
+			list = append(list, j)
+		}
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var first error
 	for _, j := range list {
 		if j.Status.Terminal() {
+			delete(s.open, j.ID)
 			continue
 		}
 		if j.Status == jobs.StatusValidating && !(j.ExpiresAt > 0 && s.now().Unix() > j.ExpiresAt) {
@@ -410,7 +436,7 @@ func (s *Sink) Sweep(ctx context.Context) error {
 		if err == nil {
 			err = s.settle(ctx, j, st)
 		}
-		if err != nil && !errors.Is(err, jobs.ErrIllegalTransition) {
+		if err != nil && ctx.Err() == nil && !errors.Is(err, jobs.ErrIllegalTransition) {
 			s.log.Warn().Err(err).Str("job", j.ID).Msg("sweep")
 			if first == nil {
 				first = err

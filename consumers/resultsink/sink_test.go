@@ -229,3 +229,39 @@ func TestSinkExpires(t *testing.T) {
 		t.Errorf("expired job %+v", done)
 	}
 }
+
+// A request dead-lettered by the infer stage (a poison request, after
+// MaxDeliver) becomes an error row, and the job completes.
+func TestSinkDeadLetterBecomesErrorRow(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t)
+	j, err := e.store.Create(ctx, jobs.Spec{ID: "poison", Model: "m"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.store.Transition(ctx, j.ID, jobs.StatusInProgress, func(j *jobs.Job) { j.RequestCounts.Total = 2 }); err != nil {
+		t.Fatal(err)
+	}
+	e.start(t)
+	e.publish(t, ok(j.ID, "good", "G"), jobs.MsgID(j.ID, "good"))
+	req, _ := json.Marshal(jobs.Request{Job: j.ID, CustomID: "bad", Kind: jobs.KindCompletion, Model: "m", Line: 2,
+		Completion: &schemas.CompletionRequest{Model: "m", Prompt: "x", MaxTokens: 4, TopP: 1}})
+	rec := pipeline.DLQRecord{Reason: "max deliveries exceeded", Error: "max deliveries exceeded: generate: backend failure", Stage: "infer",
+		Subject: "lf.req." + j.ID + ".m", Deliveries: 3, Data: req, Time: time.Now()}
+	if err := e.bus.PublishDLQ(ctx, "infer", j.ID, rec, "dlq-1"); err != nil {
+		t.Fatal(err)
+	}
+	// Not a job request: skipped, the stream goes on.
+	if err := e.bus.PublishDLQ(ctx, "infer", j.ID, pipeline.DLQRecord{Reason: "not a job request", Stage: "infer", Subject: "lf.req.x.m", Data: []byte("garbage"), Time: time.Now()}, "dlq-2"); err != nil {
+		t.Fatal(err)
+	}
+	done := e.waitStatus(t, j.ID, jobs.StatusCompleted)
+	if done.RequestCounts != (jobs.Counts{Total: 2, Completed: 1, Failed: 1}) {
+		t.Errorf("counts %+v", done.RequestCounts)
+	}
+	errs, err := resultsink.ReadOutput(done.Outputs.Errors)
+	if err != nil || len(errs) != 1 || errs[0].CustomID != "bad" || errs[0].Error.Code != jobs.CodeDeadLetter || errs[0].Response.StatusCode != 500 ||
+		errs[0].Error.Message != "max deliveries exceeded: generate: backend failure (after 3 deliveries)" {
+		t.Errorf("errors.jsonl %+v %v", errs, err)
+	}
+}

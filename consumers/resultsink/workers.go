@@ -25,6 +25,10 @@ const (
 // message wakes (see Sink.Sweep).
 const DefaultSweepEvery = 2 * time.Second
 
+// FullSweepEvery is how many sweeps pass between two that read every job
+// (the others read only the jobs the sink has open).
+const FullSweepEvery = 15
+
 // Options tune the sink workers; the zero value means the defaults.
 type Options struct {
 	SweepEvery time.Duration // default DefaultSweepEvery
@@ -98,8 +102,9 @@ func Start(ctx context.Context, bus *pipeline.Bus, jobsDir string, opts Options,
 		defer w.wg.Done()
 		t := time.NewTicker(opts.SweepEvery)
 		defer t.Stop()
-		for {
-			if err := sink.Sweep(ctx); err != nil && ctx.Err() == nil {
+		for i := 0; ; i++ {
+			// Every job at start and every FullSweepEvery ticks; the open ones in between.
+			if err := sink.Sweep(ctx, i%FullSweepEvery == 0); err != nil && ctx.Err() == nil {
 				sink.log.Warn().Err(err).Msg("sweep")
 			}
 			select {

@@ -34,7 +34,7 @@ var (
 )
 
 // stories loads stories260K once for the test binary.
-func stories(t *testing.T) (*model.Model, *tokenizer.Tokenizer) {
+func stories(t testing.TB) (*model.Model, *tokenizer.Tokenizer) {
 	t.Helper()
 	dir := filepath.Dir(testenv.SharedFile(t, "models/stories260K/model.safetensors"))
 	storiesOnce.Do(func() {
@@ -53,7 +53,7 @@ type stack struct {
 	reg     *prometheus.Registry
 }
 
-func newStack(t *testing.T) *stack {
+func newStack(t testing.TB) *stack {
 	t.Helper()
 	_, bus := pipelinetest.StartBus(t)
 	kv, err := bus.KV(context.Background(), pipeline.BucketJobs)
@@ -77,13 +77,13 @@ func newStack(t *testing.T) *stack {
 }
 
 // worker starts an infer worker serving stories260K as "stories".
-func (s *stack) worker(t *testing.T, slots int) (stop func()) {
+func (s *stack) worker(t testing.TB, slots int) (stop func()) {
 	t.Helper()
 	return s.workerID(t, slots, "")
 }
 
 // workerID starts a worker with the given id (empty: the default).
-func (s *stack) workerID(t *testing.T, slots int, id string) (stop func()) {
+func (s *stack) workerID(t testing.TB, slots int, id string) (stop func()) {
 	t.Helper()
 	m, tok := stories(t)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -106,7 +106,7 @@ func (s *stack) workerID(t *testing.T, slots int, id string) (stop func()) {
 	return stop
 }
 
-func (s *stack) submit(t *testing.T, kind, content string) submit.Summary {
+func (s *stack) submit(t testing.TB, kind, content string) submit.Summary {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "in.jsonl")
 	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
@@ -123,7 +123,7 @@ func (s *stack) submit(t *testing.T, kind, content string) submit.Summary {
 	return sum
 }
 
-func (s *stack) wait(t *testing.T, id string, want jobs.Status) jobs.Job {
+func (s *stack) wait(t testing.TB, id string, want jobs.Status) jobs.Job {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -137,7 +137,7 @@ func (s *stack) wait(t *testing.T, id string, want jobs.Status) jobs.Job {
 	return j
 }
 
-func outputs(t *testing.T, j jobs.Job) map[string]jobs.OutputLine {
+func outputs(t testing.TB, j jobs.Job) map[string]jobs.OutputLine {
 	t.Helper()
 	lines, err := resultsink.ReadOutput(j.Outputs.Output)
 	if err != nil {
@@ -245,7 +245,7 @@ func TestCompletionJobEndToEnd(t *testing.T) {
 }
 
 // counterSum adds up every series of a counter in reg.
-func counterSum(t *testing.T, reg *prometheus.Registry, name string) float64 {
+func counterSum(t testing.TB, reg *prometheus.Registry, name string) float64 {
 	t.Helper()
 	mfs, err := reg.Gather()
 	if err != nil {

@@ -67,9 +67,8 @@ func jobLines(n, maxTokens int) string {
 	return strings.Join(lines, "\n")
 }
 
-// checkRows checks results.parquet: every custom_id k0..k<n-1> exactly once;
-// it returns the workers that wrote rows.
-func checkRows(t *testing.T, j jobs.Job, n int) map[string]int {
+// readRows reads a finished job's results.parquet.
+func readRows(t testing.TB, j jobs.Job) []resultsink.Row {
 	t.Helper()
 	f, err := os.Open(j.Outputs.Parquet)
 	if err != nil {
@@ -81,6 +80,14 @@ func checkRows(t *testing.T, j jobs.Job, n int) map[string]int {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return rows
+}
+
+// checkRows checks results.parquet: every custom_id k0..k<n-1> exactly once;
+// it returns the workers that wrote rows.
+func checkRows(t testing.TB, j jobs.Job, n int) map[string]int {
+	t.Helper()
+	rows := readRows(t, j)
 	seen := map[string]bool{}
 	workers := map[string]int{}
 	for _, r := range rows {

@@ -1,0 +1,123 @@
+package infer_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/largeforge/largeforge/consumers/infer"
+	"github.com/largeforge/largeforge/jobs"
+	"github.com/largeforge/largeforge/model"
+	"github.com/largeforge/largeforge/schemas"
+)
+
+// benchRequests is the job size of BenchmarkJobThroughput: LF_BENCH_REQUESTS
+// (make bench sets 10000), default 1000.
+func benchRequests() int {
+	if n, err := strconv.Atoi(os.Getenv("LF_BENCH_REQUESTS")); err == nil && n > 0 {
+		return n
+	}
+	return 1000
+}
+
+const (
+	benchSlots     = 32
+	benchMaxTokens = 32
+)
+
+// BenchmarkJobThroughput runs the same generations of stories260K through the
+// bus (submit → LF_REQUESTS → infer worker → LF_RESULTS → results sink →
+// completed job) and in-process on a Batcher of the same size, and reports
+// both throughputs and their ratio (bus_vs_inprocess; the target is ≥ 0.9).
+func BenchmarkJobThroughput(b *testing.B) {
+	n := benchRequests()
+	for range b.N {
+		inReq, inTok, inDur := benchInProcess(b, n)
+		busReq, busTok, busDur := benchBus(b, n)
+		if inTok != busTok {
+			b.Errorf("tokens: in-process %d, bus %d (the same greedy generations)", inTok, busTok)
+		}
+		b.ReportMetric(float64(inReq)/inDur.Seconds(), "inproc_req/s")
+		b.ReportMetric(float64(inTok)/inDur.Seconds(), "inproc_tok/s")
+		b.ReportMetric(float64(busReq)/busDur.Seconds(), "bus_req/s")
+		b.ReportMetric(float64(busTok)/busDur.Seconds(), "bus_tok/s")
+		b.ReportMetric(inDur.Seconds()/busDur.Seconds(), "bus_vs_inprocess")
+	}
+}
+
+func benchPrompt(i int) string { return prompts[i%len(prompts)] + " " + strconv.Itoa(i%97) }
+
+func benchInProcess(b *testing.B, n int) (int, int, time.Duration) {
+	b.Helper()
+	m, tok := stories(b)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	bt, err := model.NewBatcher(m, benchSlots)
+	if err != nil {
+		b.Fatal(err)
+	}
+	go func() { _ = bt.Run(ctx) }()
+	gen, err := model.NewTextGenerator(m, tok)
+	if err != nil {
+		b.Fatal(err)
+	}
+	run := func(n int) int {
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		tokens := 0
+		sem := make(chan struct{}, 2*benchSlots)
+		for i := range n {
+			sem <- struct{}{}
+			wg.Add(1)
+			go func() {
+				defer func() { <-sem; wg.Done() }()
+				c := schemas.DefaultCompletionRequest()
+				c.Prompt, c.MaxTokens, c.Temperature = benchPrompt(i), benchMaxTokens, 0
+				tr, _ := infer.TextRequest(tok, c, 0)
+				res, err := gen.Submit(ctx, bt, tr, nil)
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				mu.Lock()
+				tokens += res.CompletionTokens
+				mu.Unlock()
+			}()
+		}
+		wg.Wait()
+		return tokens
+	}
+	run(2 * benchSlots) // compile the graphs first
+	start := time.Now()
+	tokens := run(n)
+	return n, tokens, time.Since(start)
+}
+
+func benchBus(b *testing.B, n int) (int, int, time.Duration) {
+	b.Helper()
+	s := newStack(b)
+	var lines []byte
+	for i := range n {
+		lines = fmt.Appendf(lines, "{\"custom_id\":\"b%d\",\"prompt\":%q,\"max_tokens\":%d,\"temperature\":0}\n", i, benchPrompt(i), benchMaxTokens)
+	}
+	start := time.Now()
+	sum := s.submit(b, jobs.KindCompletion, string(lines))
+	s.workerID(b, benchSlots, "bench")
+	j := s.wait(b, sum.Job.ID, jobs.StatusCompleted)
+	dur := time.Since(start)
+	if j.RequestCounts.Completed != n {
+		b.Fatalf("counts %+v", j.RequestCounts)
+	}
+	// Tokens from the rows.
+	tokens := 0
+	for _, r := range readRows(b, j) {
+		if r.CompletionTokens != nil {
+			tokens += int(*r.CompletionTokens)
+		}
+	}
+	return n, tokens, dur
+}

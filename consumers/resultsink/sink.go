@@ -179,6 +179,9 @@ func writeFile(path string, write func(w io.Writer) error) error {
 
 var pqOpts = []parquet.WriterOption{parquet.Compression(&parquet.Zstd)}
 
+// rowGroupRows is the row group size of results.parquet.
+const rowGroupRows = 8192
+
 // add writes the rows new to the job as one part and counts them.
 func (s *Sink) add(job string, st *jobState, results []jobs.Result) (int, error) {
 	var rows []Row
@@ -356,7 +359,16 @@ func (s *Sink) writeFinal(job string, st *jobState) (jobs.Outputs, error) {
 	}
 	if err := writeFile(out.Parquet, func(w io.Writer) error {
 		pw := parquet.NewGenericWriter[Row](w, pqOpts...)
-		if err := each(func(r Row) error { _, err := pw.Write([]Row{r}); return err }); err != nil {
+		n := 0
+		if err := each(func(r Row) error {
+			if _, err := pw.Write([]Row{r}); err != nil {
+				return err
+			}
+			if n++; n%rowGroupRows == 0 { // bound the writer's buffers
+				return pw.Flush()
+			}
+			return nil
+		}); err != nil {
 			return err
 		}
 		return pw.Close()

@@ -58,3 +58,35 @@ func TestParseRow(t *testing.T) {
 		})
 	}
 }
+
+func FuzzParseRow(f *testing.F) {
+	for _, s := range []string{
+		`{"custom_id":"a","prompt":"Once"}`,
+		`{"custom_id":"b","method":"POST","url":"/v1/completions","body":{"prompt":"x","max_tokens":5}}`,
+		`{"custom_id":"c","method":"POST","url":"/v1/chat/completions","body":{"messages":[{"role":"user","content":"hi"}]}}`,
+		`{"text":"x"}`, `{"prompt":"p","chosen":"c","rejected":"r"}`, `{"custom_id":1e999}`, `[]`, ``,
+	} {
+		f.Add([]byte(s), true)
+		f.Add([]byte(s), false)
+	}
+	f.Fuzz(func(t *testing.T, data []byte, score bool) {
+		kind := jobs.KindCompletion
+		if score {
+			kind = jobs.KindScore
+		}
+		id, req, bad := parseRow(data, 3, "stories", kind)
+		if jobs.ValidCustomID(id) != nil {
+			t.Fatalf("invalid custom_id %q returned", id)
+		}
+		if bad != nil {
+			if bad.code == "" || bad.msg == "" {
+				t.Fatalf("error row without code or message: %+v", bad)
+			}
+			return
+		}
+		req.Job = "job1"
+		if err := req.Validate(); err != nil {
+			t.Fatalf("accepted row does not validate: %v (%s)", err, data)
+		}
+	})
+}

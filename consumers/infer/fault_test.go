@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -87,6 +88,12 @@ func readRows(t testing.TB, j jobs.Job) []resultsink.Row {
 // it returns the workers that wrote rows.
 func checkRows(t testing.TB, j jobs.Job, n int) map[string]int {
 	t.Helper()
+	return checkRowsPrefix(t, j, n, "k")
+}
+
+// checkRowsPrefix is checkRows for the custom_ids <prefix>0..<prefix><n-1>.
+func checkRowsPrefix(t testing.TB, j jobs.Job, n int, prefix string) map[string]int {
+	t.Helper()
 	rows := readRows(t, j)
 	seen := map[string]bool{}
 	workers := map[string]int{}
@@ -101,8 +108,8 @@ func checkRows(t testing.TB, j jobs.Job, n int) map[string]int {
 		}
 	}
 	for i := range n {
-		if !seen[fmt.Sprintf("k%d", i)] {
-			t.Errorf("custom_id k%d missing", i)
+		if !seen[prefix+strconv.Itoa(i)] {
+			t.Errorf("custom_id %s%d missing", prefix, i)
 		}
 	}
 	if len(rows) != n {

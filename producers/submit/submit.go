@@ -101,13 +101,24 @@ type Summary struct {
 }
 
 // Submit creates the job, streams path into requests and marks the job
-// in_progress with its total. progress, when not nil, is called with the
+// in_progress with its total. Given the JobID of a job still validating (its
+// submitter died), it resumes that job with the same file. progress, when not nil, is called with the
 // number of rows handled so far, now and then. An unreadable file fails the
 // job and returns an error wrapping ErrUnreadable (with the job in Summary).
 func (s *Submitter) Submit(ctx context.Context, path string, progress func(rows int)) (Summary, error) {
 	start := time.Now()
 	abs, _ := filepath.Abs(path)
 	job, err := s.store.Create(ctx, jobs.Spec{ID: s.cfg.JobID, Kind: s.cfg.Kind, Model: s.cfg.Model, InputFile: abs, CompletionWindow: s.cfg.CompletionWindow})
+	if errors.Is(err, jobs.ErrExists) {
+		// Resume a submission that stopped midway (the submitter died): the
+		// same file again under the same id. Requests already on the bus are
+		// deduplicated by their Nats-Msg-Id, results by the sink.
+		if job, err = s.store.Get(ctx, s.cfg.JobID); err == nil &&
+			(job.Status != jobs.StatusValidating || job.Kind != s.cfg.Kind || job.Model != s.cfg.Model) {
+			return Summary{Job: job}, fmt.Errorf("%w: job %s is %s (%s, model %s); only a job still validating with the same kind and model is resumed",
+				jobs.ErrExists, job.ID, job.Status, job.Kind, job.Model)
+		}
+	}
 	if err != nil {
 		return Summary{}, err
 	}

@@ -205,3 +205,34 @@ func TestConfigValidate(t *testing.T) {
 		})
 	}
 }
+
+// A submission that died midway is resumed under the same job id; a finished
+// job is not submitted again.
+func TestSubmitResume(t *testing.T) {
+	ctx := context.Background()
+	_, bus := pipelinetest.StartBus(t)
+	kv, _ := bus.KV(ctx, pipeline.BucketJobs)
+	store, _ := jobs.NewStore(kv)
+	// The state a dead submitter leaves: the job validating, one request published.
+	if _, err := store.Create(ctx, jobs.Spec{ID: "job-r", Model: "stories"}); err != nil {
+		t.Fatal(err)
+	}
+	in := write(t, "req.jsonl", `{"custom_id":"a","prompt":"x"}`+"\n"+`{"custom_id":"b","prompt":"y"}`)
+	s, err := submit.New(ctx, bus, submit.Config{Model: "stories", JobID: "job-r"}, pipelinetest.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum, err := s.Submit(ctx, in, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.Job.Status != jobs.StatusInProgress || sum.Job.RequestCounts.Total != 2 {
+		t.Errorf("resumed job %+v", sum.Job)
+	}
+	if _, err := s.Submit(ctx, in, nil); !errors.Is(err, jobs.ErrExists) {
+		t.Errorf("second submit of a running job: err = %v, want ErrExists", err)
+	}
+	if n := len(drain(t, bus, pipeline.StreamRequests, "lf.req.job-r.>")); n != 2 {
+		t.Errorf("%d requests queued, want 2", n)
+	}
+}

@@ -128,6 +128,8 @@ func TestWorkerConfigValidate(t *testing.T) {
 		{"model dir missing", WorkerConfig{Role: RoleInfer, Models: map[string]string{"m": filepath.Join(dir, "x")}}, true},
 		{"bad model name", WorkerConfig{Role: RoleInfer, Models: map[string]string{"a.b": dir}}, true},
 		{"unknown role", WorkerConfig{Role: "train"}, true},
+		{"from the object store", WorkerConfig{Role: RoleInfer, Models: map[string]string{"m": ""}, ModelCache: dir}, false},
+		{"object store without cache", WorkerConfig{Role: RoleInfer, Models: map[string]string{"m": ""}}, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -139,7 +141,10 @@ func TestWorkerConfigValidate(t *testing.T) {
 	if _, err := parseModels([]string{"a=x", "a=y"}); err == nil {
 		t.Error("duplicate --model accepted")
 	}
-	if _, err := parseModels([]string{"nodir"}); err == nil {
-		t.Error("--model without = accepted")
+	if m, err := parseModels([]string{"stored"}); err != nil || m["stored"] != "" {
+		t.Errorf("bare --model name: %v %v", m, err)
+	}
+	if _, err := parseModels([]string{"x="}); err == nil {
+		t.Error("--model x= accepted")
 	}
 }

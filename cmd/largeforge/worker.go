@@ -26,9 +26,11 @@ const (
 // WorkerConfig is what `largeforge worker` runs with.
 type WorkerConfig struct {
 	Role    string
-	Models  map[string]string // name → checkpoint directory
+	Models  map[string]string // name → checkpoint directory ("": fetch it from lf_models)
 	DataDir string
-	Infer   infer.Config
+	// ModelCache is where models fetched from lf_models are kept.
+	ModelCache string
+	Infer      infer.Config
 }
 
 // Validate checks the flags of worker.
@@ -41,6 +43,12 @@ func (c WorkerConfig) Validate() error {
 		for n, d := range c.Models {
 			if err := pipeline.ValidToken(n); err != nil {
 				return fmt.Errorf("--model %s=%s: %w", n, d, err)
+			}
+			if d == "" {
+				if c.ModelCache == "" {
+					return fmt.Errorf("--model %s from lf_models needs --model-cache", n)
+				}
+				continue
 			}
 			if st, err := os.Stat(d); err != nil || !st.IsDir() {
 				return fmt.Errorf("--model %s=%s: not a directory", n, d)
@@ -56,13 +64,14 @@ func (c WorkerConfig) Validate() error {
 	return fmt.Errorf("--role %q: want %s or %s", c.Role, RoleInfer, RoleResults)
 }
 
-// parseModels turns name=DIR flags into a map.
+// parseModels turns name=DIR flags into a map; a bare name maps to "" (the
+// model is fetched from lf_models).
 func parseModels(specs []string) (map[string]string, error) {
 	out := map[string]string{}
 	for _, s := range specs {
 		name, dir, ok := strings.Cut(s, "=")
-		if !ok || name == "" || dir == "" {
-			return nil, fmt.Errorf("--model %q: want name=DIR", s)
+		if name == "" || (ok && dir == "") {
+			return nil, fmt.Errorf("--model %q: want name=DIR, or a name in lf_models", s)
 		}
 		if _, dup := out[name]; dup {
 			return nil, fmt.Errorf("--model %s given twice", name)
@@ -76,10 +85,11 @@ func newWorkerCmd() *cobra.Command {
 	var wc WorkerConfig
 	var models []string
 	cmd := &cobra.Command{
-		Use:   "worker --role infer --model NAME=DIR [--model ...] | --role results --data-dir DIR",
+		Use:   "worker --role infer --model NAME[=DIR] [--model ...] | --role results --data-dir DIR",
 		Short: "Run a stateless worker against --nats: batch inference and scoring, or the results sink",
 		Long: `Run one worker role against the NATS server of --nats until interrupted.
---role infer loads each --model name=DIR (a Hugging Face checkpoint directory), heartbeats
+--role infer loads each --model name=DIR (a Hugging Face checkpoint directory; a bare name
+is fetched from the lf_models object store, objects <name>/<file>), heartbeats
 into lf_workers and serves the requests of lf.req.*.<name> through the model's continuous
 batcher; start as many as you like, anywhere: they share the work queue. --role results
 runs the results sink, which writes <data-dir>/jobs/<job>/ (run one per cluster).`,
@@ -98,7 +108,12 @@ runs the results sink, which writes <data-dir>/jobs/<job>/ (run one per cluster)
 	}
 	f := cmd.Flags()
 	f.StringVar(&wc.Role, "role", RoleInfer, "worker role: infer or results")
-	f.StringArrayVar(&models, "model", nil, "a model to serve: name=DIR (repeatable)")
+	f.StringArrayVar(&models, "model", nil, "a model to serve: name=DIR, or a name to fetch from the lf_models object store (repeatable)")
+	cacheDefault := ""
+	if d, err := os.UserCacheDir(); err == nil {
+		cacheDefault = filepath.Join(d, "largeforge", "models")
+	}
+	f.StringVar(&wc.ModelCache, "model-cache", cacheDefault, "where models fetched from lf_models are kept")
 	f.StringVar(&wc.DataDir, "data-dir", "./lf-data", "with --role results: where job results are written (<data-dir>/jobs)")
 	f.IntVar(&wc.Infer.Slots, "slots", infer.DefaultSlots, "continuous-batching slots per model (the requests generated at once)")
 	f.IntVar(&wc.Infer.Fetchers, "fetchers", infer.DefaultFetchers, "consume loops per model")
@@ -134,6 +149,14 @@ func runWorker(ctx context.Context, wc WorkerConfig) error {
 		wlog.Info().Dict("context", logging.Ctx().Str("role", wc.Role).Str("data_dir", dir)).Msg("results sink running; Ctrl-C to stop")
 		return w.Wait()
 	default:
+		for name, dir := range wc.Models {
+			if dir != "" {
+				continue
+			}
+			if wc.Models[name], err = infer.FetchModel(ctx, bus, name, wc.ModelCache); err != nil {
+				return err
+			}
+		}
 		w, err := infer.StartDirs(ctx, bus, wc.Models, wc.Infer, log, reg)
 		if err != nil {
 			return err

@@ -134,6 +134,10 @@ func (h *Handler) Handle(ctx context.Context, msgs []jetstream.Msg) []error {
 	var wg sync.WaitGroup
 	var tokens int64
 	var tokMu sync.Mutex
+	// Each job of the batch runs under a context of its own, cancelled when
+	// the job is cancelled meanwhile: its generations stop.
+	jobCtx := map[string]context.Context{}
+	jobCancel := map[string]context.CancelFunc{}
 	for i, m := range msgs {
 		it := &item{msg: m, start: start}
 		items[i] = it
@@ -144,19 +148,29 @@ func (h *Handler) Handle(ctx context.Context, msgs []jetstream.Msg) []error {
 			scores = append(scores, it)
 			continue
 		}
+		jctx, ok := jobCtx[it.req.Job]
+		if !ok {
+			jctx, jobCancel[it.req.Job] = context.WithCancel(ctx)
+			jobCtx[it.req.Job] = jctx
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			n := h.complete(ctx, it)
+			n := h.complete(ctx, jctx, it)
 			tokMu.Lock()
 			tokens += int64(n)
 			tokMu.Unlock()
 		}()
 	}
+	stopWatch := h.watchCancel(ctx, jobCancel)
 	if len(scores) > 0 {
 		h.score(ctx, scores)
 	}
 	wg.Wait()
+	stopWatch()
+	for _, cancel := range jobCancel {
+		cancel()
+	}
 	if el := time.Since(start).Seconds(); tokens > 0 && el > 0 {
 		h.met.TokensPerSecond.WithLabelValues(h.s.Name).Set(float64(tokens) / el)
 	}
@@ -179,6 +193,35 @@ func (h *Handler) Handle(ctx context.Context, msgs []jetstream.Msg) []error {
 	}
 	wg.Wait()
 	return errs
+}
+
+// watchCancel polls the status of the batch's jobs while it runs and calls a
+// job's cancel function when the job is cancelled. It returns the function
+// that stops the polling.
+func (h *Handler) watchCancel(ctx context.Context, cancels map[string]context.CancelFunc) func() {
+	if len(cancels) == 0 {
+		return func() {}
+	}
+	done := make(chan struct{})
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		t := time.NewTicker(statusTTL)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+			for job, cancel := range cancels {
+				if st, _, err := h.jobStatus(ctx, job); err == nil && (st == jobs.StatusCancelling || st.Terminal()) {
+					cancel()
+				}
+			}
+		}
+	}()
+	return func() { close(done); <-stopped }
 }
 
 // prepare decodes a message; false when it is settled already (it.err or
@@ -259,8 +302,9 @@ func TextRequest(tok *tokenizer.Tokenizer, c schemas.CompletionRequest, seed int
 	}}, nil
 }
 
-// complete runs one completion on the Batcher; it returns the tokens generated.
-func (h *Handler) complete(ctx context.Context, it *item) int {
+// complete runs one completion on the Batcher under jctx (the job's context,
+// a child of the handler's ctx); it returns the tokens generated.
+func (h *Handler) complete(ctx, jctx context.Context, it *item) int {
 	c := *it.req.Completion
 	tr, err := TextRequest(h.s.Tok, c, seed(it.req))
 	if err != nil {
@@ -270,8 +314,12 @@ func (h *Handler) complete(ctx context.Context, it *item) int {
 	active := h.met.Active.WithLabelValues(h.s.Name)
 	active.Inc()
 	t0 := time.Now()
-	out, err := h.gen.Submit(ctx, h.s.Batcher, tr, nil)
+	out, err := h.gen.Submit(jctx, h.s.Batcher, tr, nil)
 	active.Dec()
+	if err != nil && jctx.Err() != nil && ctx.Err() == nil {
+		// The job was cancelled during generation: drop the request (ack, no row).
+		return 0
+	}
 	if err != nil {
 		if errors.Is(err, model.ErrInvalidRequest) || errors.Is(err, model.ErrTooLong) {
 			it.res = h.errorRow(it.req, jobs.CodeModelError, err.Error())

@@ -53,6 +53,9 @@ func (b *ShardBuilder) Add(r schemas.Record, id string, size int) {
 // Full reports whether the shard should be sent before the next record of size next.
 func (b *ShardBuilder) Full(next int) bool { return len(b.records) > 0 && b.size+next > b.maxBytes }
 
+// Format is the format of the records gathered.
+func (b *ShardBuilder) Format() schemas.Format { return b.format }
+
 // Len is the number of records gathered.
 func (b *ShardBuilder) Len() int { return len(b.records) }
 

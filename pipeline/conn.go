@@ -101,7 +101,7 @@ func (c ConnConfig) options(log zerolog.Logger) ([]nats.Option, error) {
 		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
 			ev := log.Warn()
 			if err == nil {
-				ev = log.Info()
+				ev = log.Debug() // a deliberate close
 			}
 			ev.Err(err).Msg("nats disconnected")
 		}),
@@ -109,7 +109,7 @@ func (c ConnConfig) options(log zerolog.Logger) ([]nats.Option, error) {
 			log.Info().Str("url", nc.ConnectedUrlRedacted()).Uint64("reconnects", nc.Stats().Reconnects).Msg("nats reconnected")
 		}),
 		nats.ClosedHandler(func(nc *nats.Conn) {
-			ev := log.Info()
+			ev := log.Debug()
 			if err := nc.LastError(); err != nil {
 				ev = log.Warn().Err(err)
 			}

@@ -61,6 +61,7 @@ type Publisher struct {
 	acked   int
 	dups    int
 	retried int
+	maxSeq  uint64
 	retries map[*nats.Msg]int // attempts of messages being retried
 	closing bool
 }
@@ -152,6 +153,9 @@ func (p *Publisher) done(m *nats.Msg, err error, ack *jetstream.PubAck) {
 		p.acked++
 		if ack != nil && ack.Duplicate {
 			p.dups++
+		}
+		if ack != nil && ack.Sequence > p.maxSeq {
+			p.maxSeq = ack.Sequence
 		}
 	}
 	p.pending--
@@ -253,13 +257,16 @@ type PublisherStats struct {
 	Failed     int
 	Pending    int
 	Retried    int // publishes sent again after a lost ack (see PublishRetries)
+	// MaxSequence is the highest stream sequence acked (a duplicate's ack
+	// carries the sequence of the message stored first).
+	MaxSequence uint64
 }
 
 // Stats returns the counts so far.
 func (p *Publisher) Stats() PublisherStats {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return PublisherStats{Acked: p.acked, Duplicates: p.dups, Failed: p.failed, Pending: p.pending, Retried: p.retried}
+	return PublisherStats{Acked: p.acked, Duplicates: p.dups, Failed: p.failed, Pending: p.pending, Retried: p.retried, MaxSequence: p.maxSeq}
 }
 
 // DLQRecord is what the dead-letter stream stores for a message that could not

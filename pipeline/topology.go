@@ -292,3 +292,18 @@ func (b *Bus) ObjectStore(ctx context.Context, bucket string) (jetstream.ObjectS
 	}
 	return os, nil
 }
+
+// AckFloor returns the stream sequence up to which a durable consumer has
+// settled (acked or terminated) every message it was given: once it reaches a
+// message's sequence, the consumer is done with that message and all before it.
+func (b *Bus) AckFloor(ctx context.Context, stream, durable string) (uint64, error) {
+	c, err := b.js.Consumer(ctx, stream, durable)
+	if err != nil {
+		return 0, fmt.Errorf("consumer %s/%s: %w", stream, durable, err)
+	}
+	info, err := c.Info(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("consumer %s/%s: %w", stream, durable, err)
+	}
+	return info.AckFloor.Stream, nil
+}

@@ -24,7 +24,7 @@ type Workers struct {
 
 // Durable consumer names.
 const (
-	DurableSink    = "dataset-sink"
+	DurableSink    = ingest.SinkDurable
 	DurableRaw     = "dataset-raw"
 	DurableRejects = "dataset-rejects"
 )
@@ -49,15 +49,15 @@ func Start(ctx context.Context, bus *pipeline.Bus, datasetsDir string, log zerol
 		h   pipeline.Handler
 	}{
 		{pipeline.ConsumerConfig{Stream: pipeline.StreamDatasets, Durable: DurableSink, FilterSubjects: []string{"lf.data.*.shard"},
-			Stage: "sink", Batch: 32, MaxWait: 300 * time.Millisecond, AckWait: 2 * time.Minute}, sink.Shards()},
+			Stage: "sink", Batch: 32, MaxWait: 300 * time.Millisecond, AckWait: 15 * time.Second}, sink.Shards()},
 		{pipeline.ConsumerConfig{Stream: pipeline.StreamDatasets, Durable: DurableRaw, FilterSubjects: []string{"lf.data.*.raw"},
-			Stage: ingest.Stage, Batch: 256, MaxWait: 200 * time.Millisecond}, raw},
+			Stage: ingest.Stage, Batch: 256, MaxWait: 200 * time.Millisecond, AckWait: 15 * time.Second}, raw},
 		{pipeline.ConsumerConfig{Stream: pipeline.StreamDLQ, Durable: DurableRejects, FilterSubjects: []string{"lf.dlq.ingest.>"},
-			Stage: "rejects", Batch: 256, MaxWait: 300 * time.Millisecond}, sink.Rejects()},
+			Stage: "rejects", Batch: 256, MaxWait: 300 * time.Millisecond, AckWait: 15 * time.Second}, sink.Rejects()},
 	}
 	w := &Workers{Sink: sink}
 	for _, s := range specs {
-		c, err := pipeline.NewConsumer(ctx, bus, s.cfg, s.h, logging.Named(log, "largeforge.consumer."+s.cfg.Durable))
+		c, err := pipeline.NewConsumer(ctx, bus, s.cfg, s.h, log)
 		if err != nil {
 			return nil, err
 		}

@@ -192,7 +192,7 @@ func (in *Ingester) Ingest(ctx context.Context, source string, stdin io.Reader) 
 			return err
 		}
 		hdr := nats.Header{}
-		hdr.Set(dataset.HeaderFormat, string(sum.Format))
+		hdr.Set(dataset.HeaderFormat, string(builder.Format()))
 		hdr.Set(dataset.HeaderSource, source)
 		hdr.Set(dataset.HeaderRun, sum.Run)
 		hdr.Set(dataset.HeaderRows, strconv.Itoa(rows))
@@ -256,10 +256,11 @@ func (in *Ingester) Ingest(ctx context.Context, source string, stdin io.Reader) 
 	if err := shards.Flush(fctx); err != nil && scanErr == nil {
 		scanErr = fmt.Errorf("publish shards: %w", err)
 	}
-	sum.AlreadyOnBus = int64(shards.Stats().Duplicates)
+	stats := shards.Stats()
+	sum.AlreadyOnBus = int64(stats.Duplicates)
 	report()
 	if scanErr == nil && in.cfg.Wait > 0 {
-		scanErr = in.waitConfirmed(ctx, &sum)
+		scanErr = in.waitConfirmed(ctx, &sum, stats.MaxSequence)
 	}
 	sum.Seconds = time.Since(start).Seconds()
 	if scanErr != nil {
@@ -271,11 +272,17 @@ func (in *Ingester) Ingest(ctx context.Context, source string, stdin io.Reader) 
 	return sum, nil
 }
 
-// waitConfirmed watches the dataset's manifest until the sink has persisted every
-// shard this run published (shards the bus already held are not redelivered).
-func (in *Ingester) waitConfirmed(ctx context.Context, sum *Summary) error {
-	want := sum.Shards - sum.AlreadyOnBus
-	if want <= 0 && sum.Rejected == 0 {
+// SinkDurable is the durable consumer name of the dataset sink, whose ack floor
+// tells when a run's shards are persisted.
+const SinkDurable = "dataset-sink"
+
+// waitConfirmed waits until the dataset sink has settled every shard this run
+// published: the sink's ack floor on LF_DATASETS reaches the highest sequence
+// the run's publishes were acked with (for a shard the bus already held, the
+// sequence of the copy stored first). That holds after crashes and reruns alike.
+// The run's counts are then read from the dataset's manifest.
+func (in *Ingester) waitConfirmed(ctx context.Context, sum *Summary, maxSeq uint64) error {
+	if sum.Shards == 0 {
 		sum.Confirmed = true
 		return nil
 	}
@@ -285,35 +292,26 @@ func (in *Ingester) waitConfirmed(ctx context.Context, sum *Summary) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, in.cfg.Wait)
 	defer cancel()
-	check := func() bool {
-		e, err := kv.Get(ctx, sum.Dataset)
-		if err != nil {
-			return false
-		}
-		var m dataset.Manifest
-		if json.Unmarshal(e.Value(), &m) != nil {
-			return false
-		}
-		src := m.FindRun(sum.Run)
-		if want > 0 && (src == nil || src.Shards < want) {
-			return false
-		}
-		if src != nil {
-			sum.Persisted, sum.Duplicates = src.Rows, src.Duplicates
-		}
-		return true
-	}
-	tick := time.NewTicker(100 * time.Millisecond)
+	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		if check() {
+		floor, err := in.bus.AckFloor(ctx, pipeline.StreamDatasets, SinkDurable)
+		if err == nil && floor >= maxSeq {
 			sum.Confirmed = true
+			if e, err := kv.Get(ctx, sum.Dataset); err == nil {
+				var m dataset.Manifest
+				if json.Unmarshal(e.Value(), &m) == nil {
+					if src := m.FindRun(sum.Run); src != nil {
+						sum.Persisted, sum.Duplicates = src.Rows, src.Duplicates
+					}
+				}
+			}
 			return nil
 		}
 		select {
 		case <-ctx.Done():
 			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-				return fmt.Errorf("%w: %d shards of run %s are on the bus, but no dataset sink (largeforge up) confirmed them within %s", ErrNotConfirmed, want, sum.Run, in.cfg.Wait)
+				return fmt.Errorf("%w: %d shards of run %s are on the bus, but no dataset sink (largeforge up) settled them within %s", ErrNotConfirmed, sum.Shards, sum.Run, in.cfg.Wait)
 			}
 			return ctx.Err()
 		case <-tick.C:

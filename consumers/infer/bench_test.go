@@ -107,7 +107,7 @@ func benchBus(b *testing.B, n int) (int, int, time.Duration) {
 	start := time.Now()
 	sum := s.submit(b, jobs.KindCompletion, string(lines))
 	s.workerID(b, benchSlots, "bench")
-	j := s.wait(b, sum.Job.ID, jobs.StatusCompleted)
+	j := s.waitFor(b, sum.Job.ID, jobs.StatusCompleted, time.Hour)
 	dur := time.Since(start)
 	if j.RequestCounts.Completed != n {
 		b.Fatalf("counts %+v", j.RequestCounts)

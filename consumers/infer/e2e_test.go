@@ -125,7 +125,12 @@ func (s *stack) submit(t testing.TB, kind, content string) submit.Summary {
 
 func (s *stack) wait(t testing.TB, id string, want jobs.Status) jobs.Job {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	return s.waitFor(t, id, want, 60*time.Second)
+}
+
+func (s *stack) waitFor(t testing.TB, id string, want jobs.Status, timeout time.Duration) jobs.Job {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	j, err := s.store.Watch(ctx, id, func(jobs.Job) bool { return true })
 	if err != nil {

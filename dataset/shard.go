@@ -5,8 +5,10 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"sync"
 
 	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/klauspost/compress/zstd"
 	"github.com/apache/arrow-go/v18/arrow/ipc"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
@@ -22,7 +24,8 @@ const (
 )
 
 // DefaultShardBytes keeps an encoded shard well under NATS's 1 MiB max_payload:
-// it bounds the uncompressed size of the records, and zstd only shrinks them.
+// it bounds the canonical size of the records; the IPC framing adds little and
+// zstd shrinks text several-fold (at worst it adds a few bytes per block).
 const DefaultShardBytes = 768 << 10
 
 // ShardBuilder gathers validated records of one format into a shard.
@@ -75,6 +78,14 @@ func (b *ShardBuilder) Encode(datasetName string) (data []byte, msgID string, er
 	return data, msgID, nil
 }
 
+// Take returns the records and ids gathered and empties the builder (the
+// returned slices are the caller's), so that encoding can run elsewhere.
+func (b *ShardBuilder) Take() ([]schemas.Record, []string) {
+	recs, ids := b.records, b.ids
+	b.records, b.ids, b.size = nil, nil, 0
+	return recs, ids
+}
+
 // ShardID is the Nats-Msg-Id of a shard: the dataset and the sha256 of its record ids.
 func ShardID(datasetName string, ids []string) string {
 	h := sha256.New()
@@ -85,7 +96,22 @@ func ShardID(datasetName string, ids []string) string {
 	return datasetName + "/" + hex.EncodeToString(h.Sum(nil))
 }
 
-// EncodeShard writes records as one Arrow IPC stream with zstd-compressed buffers.
+// A shard is one Arrow IPC stream (schema + record batch) compressed as a whole
+// with zstd. Compressing the stream, rather than each IPC buffer, lets encoders
+// and decoders be pooled: a fresh zstd encoder per shard costs more than the
+// compression itself.
+var (
+	encoders = sync.Pool{New: func() any {
+		e, _ := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1), zstd.WithWindowSize(1<<20))
+		return e
+	}}
+	decoders = sync.Pool{New: func() any {
+		d, _ := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(64<<20))
+		return d
+	}}
+)
+
+// EncodeShard writes records as one Arrow IPC stream, compressed with zstd.
 func EncodeShard(f schemas.Format, records []schemas.Record, ids []string) ([]byte, error) {
 	if len(records) != len(ids) {
 		return nil, fmt.Errorf("encode shard: %d records but %d ids", len(records), len(ids))
@@ -102,19 +128,27 @@ func EncodeShard(f schemas.Format, records []schemas.Record, ids []string) ([]by
 	defer rec.Release()
 
 	var buf bytes.Buffer
-	w := ipc.NewWriter(&buf, ipc.WithSchema(schema), ipc.WithZstd())
+	w := ipc.NewWriter(&buf, ipc.WithSchema(schema))
 	if err := w.Write(rec); err != nil {
 		return nil, fmt.Errorf("encode shard: %w", err)
 	}
 	if err := w.Close(); err != nil {
 		return nil, fmt.Errorf("encode shard: %w", err)
 	}
-	return buf.Bytes(), nil
+	enc := encoders.Get().(*zstd.Encoder)
+	defer encoders.Put(enc)
+	return enc.EncodeAll(buf.Bytes(), make([]byte, 0, buf.Len()/2)), nil
 }
 
 // DecodeShard reads the records and ids of a shard of format f.
 func DecodeShard(f schemas.Format, data []byte) (records []schemas.Record, ids []string, err error) {
-	r, err := ipc.NewReader(bytes.NewReader(data), ipc.WithAllocator(memory.DefaultAllocator))
+	dec := decoders.Get().(*zstd.Decoder)
+	raw, err := dec.DecodeAll(data, nil)
+	decoders.Put(dec)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: zstd: %v", ErrBadShard, err)
+	}
+	r, err := ipc.NewReader(bytes.NewReader(raw), ipc.WithAllocator(memory.DefaultAllocator))
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: %v", ErrBadShard, err)
 	}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/largeforge/largeforge/consumers/datasetsink"
+	"github.com/largeforge/largeforge/dataset"
 	"github.com/largeforge/largeforge/internal/samples"
 	"github.com/largeforge/largeforge/pipeline/pipelinetest"
 	"github.com/largeforge/largeforge/producers/ingest"
@@ -83,7 +84,8 @@ func BenchmarkIngestAlpaca(b *testing.B) {
 		resetPeakRSS()
 		_, bus := pipelinetest.StartBus(b)
 		ctx, cancel := context.WithCancel(context.Background())
-		w, err := datasetsink.Start(ctx, bus, filepath.Join(dir, fmt.Sprintf("bus-%d", i)), pipelinetest.Logger(b), nil)
+		busDir := filepath.Join(dir, fmt.Sprintf("bus-%d", i))
+		w, err := datasetsink.Start(ctx, bus, busDir, pipelinetest.Logger(b), nil)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -107,11 +109,13 @@ func BenchmarkIngestAlpaca(b *testing.B) {
 		}
 
 		floorRate, busRate := float64(n)/floorSec, float64(n)/busSec
+		floorParts, _ := dataset.ListParts(filepath.Join(dir, fmt.Sprintf("floor-%d", i)))
+		busParts, _ := dataset.ListParts(filepath.Join(busDir, "bench"))
 		out := bufio.NewWriter(os.Stdout)
 		fmt.Fprintf(out, "\ningestion of %d alpaca records (%.0f MB JSONL) to Parquet parts, GOMAXPROCS=%d\n", n, mb, runtime.GOMAXPROCS(0))
-		fmt.Fprintf(out, "  %-34s %10s %8s %14s\n", "", "rows/s", "MB/s", "peak RSS (MB)")
-		fmt.Fprintf(out, "  %-34s %10.0f %8.1f %14.0f\n", "floor (decode+validate+parquet)", floorRate, mb/floorSec, float64(floorRSS)/1e6)
-		fmt.Fprintf(out, "  %-34s %10.0f %8.1f %14.0f\n", "through the bus (ingest+sink)", busRate, mb/busSec, float64(busRSS)/1e6)
+		fmt.Fprintf(out, "  %-34s %10s %8s %14s %6s\n", "", "rows/s", "MB/s", "peak RSS (MB)", "parts")
+		fmt.Fprintf(out, "  %-34s %10.0f %8.1f %14.0f %6d\n", "floor (decode+validate+parquet)", floorRate, mb/floorSec, float64(floorRSS)/1e6, len(floorParts))
+		fmt.Fprintf(out, "  %-34s %10.0f %8.1f %14.0f %6d\n", "through the bus (ingest+sink)", busRate, mb/busSec, float64(busRSS)/1e6, len(busParts))
 		fmt.Fprintf(out, "  bus / floor = %.0f%%  (targets: >= 50%% of the floor, >= 60000 rows/s, peak RSS < 500 MB)\n", 100*busRate/floorRate)
 		out.Flush()
 		b.ReportMetric(busRate, "rows/s")

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -182,25 +183,71 @@ func (in *Ingester) Ingest(ctx context.Context, source string, stdin io.Reader) 
 	shards := in.bus.NewPublisher(in.cfg.Window)
 	var builder *dataset.ShardBuilder
 
+	// Shards are encoded on their own goroutines and published in order by one
+	// publishing goroutine, so that encoding overlaps decoding.
+	type encoded struct {
+		data   []byte
+		msgID  string
+		rows   int
+		format schemas.Format
+		err    error
+	}
+	queue := make(chan chan encoded, 4)
+	pubDone := make(chan error, 1)
+	var pubErr atomic.Pointer[error] // the first publishing failure, seen by flush
+	go func() {
+		var first error
+		for f := range queue {
+			e := <-f
+			if first != nil {
+				continue
+			}
+			if e.err != nil {
+				first = e.err
+				pubErr.Store(&first)
+				continue
+			}
+			hdr := nats.Header{}
+			hdr.Set(dataset.HeaderFormat, string(e.format))
+			hdr.Set(dataset.HeaderSource, source)
+			hdr.Set(dataset.HeaderRun, sum.Run)
+			hdr.Set(dataset.HeaderRows, strconv.Itoa(e.rows))
+			if err := shards.Publish(ctx, shardSubject, e.data, e.msgID, hdr); err != nil {
+				first = fmt.Errorf("publish shard: %w", err)
+				pubErr.Store(&first)
+				continue
+			}
+			in.metrics.Shards.WithLabelValues(ds).Inc()
+		}
+		pubDone <- first
+	}()
+	var queueClosed bool
+	closeQueue := func() error {
+		if queueClosed {
+			return nil
+		}
+		queueClosed = true
+		close(queue)
+		return <-pubDone
+	}
+	defer closeQueue()
+
 	flush := func() error {
 		if builder == nil || builder.Len() == 0 {
 			return nil
 		}
-		rows := builder.Len()
-		data, msgID, err := builder.Encode(ds)
-		if err != nil {
-			return err
+		if e := pubErr.Load(); e != nil {
+			return *e
 		}
-		hdr := nats.Header{}
-		hdr.Set(dataset.HeaderFormat, string(builder.Format()))
-		hdr.Set(dataset.HeaderSource, source)
-		hdr.Set(dataset.HeaderRun, sum.Run)
-		hdr.Set(dataset.HeaderRows, strconv.Itoa(rows))
-		if err := shards.Publish(ctx, shardSubject, data, msgID, hdr); err != nil {
-			return fmt.Errorf("publish shard: %w", err)
-		}
+		f := builder.Format()
+		recs, ids := builder.Take()
+		out := make(chan encoded, 1)
+		queue <- out
+		go func() {
+			data, err := dataset.EncodeShard(f, recs, ids)
+			out <- encoded{data: data, msgID: dataset.ShardID(ds, ids), rows: len(recs), format: f, err: err}
+		}()
 		sum.Shards++
-		in.metrics.Shards.WithLabelValues(ds).Inc()
 		return nil
 	}
 	report := func() {
@@ -246,6 +293,9 @@ func (in *Ingester) Ingest(ctx context.Context, source string, stdin io.Reader) 
 	in.metrics.Bytes.WithLabelValues(ds).Add(float64(res.Bytes))
 	if scanErr == nil {
 		scanErr = flush()
+	}
+	if err := closeQueue(); err != nil && scanErr == nil {
+		scanErr = err
 	}
 	if res.Detected && in.cfg.Format == "auto" {
 		in.log.Info().Dict("context", zerolog.Dict().Str("dataset", ds).Str("source", source).Str("format", string(res.Format))).Msg("format detected")

@@ -1,0 +1,142 @@
+package dataset
+
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+	"reflect"
+	"testing"
+
+	"github.com/largeforge/largeforge/schemas"
+)
+
+func sampleRecords() map[schemas.Format][]schemas.Record {
+	return map[schemas.Format][]schemas.Record{
+		schemas.FormatAlpaca: {
+			{Format: schemas.FormatAlpaca, Alpaca: schemas.Alpaca{Instruction: "i1", Input: "", Output: "o1"}},
+			{Format: schemas.FormatAlpaca, Alpaca: schemas.Alpaca{Instruction: "ünïcode ✓", Input: "x", Output: "o2"}},
+		},
+		schemas.FormatShareGPT: {
+			{Format: schemas.FormatShareGPT, ShareGPT: schemas.ShareGPT{Conversations: []schemas.Turn{{From: "system", Value: "s"}, {From: "human", Value: "h"}, {From: "gpt", Value: "g"}}}},
+		},
+		schemas.FormatDPO: {
+			{Format: schemas.FormatDPO, DPO: schemas.DPO{Prompt: "p", Chosen: "c", Rejected: "r"}},
+		},
+	}
+}
+
+func idsOf(recs []schemas.Record) []string {
+	ids := make([]string, len(recs))
+	for i, r := range recs {
+		ids[i] = r.ID()
+	}
+	return ids
+}
+
+func TestShardRoundTrip(t *testing.T) {
+	for f, recs := range sampleRecords() {
+		t.Run(string(f), func(t *testing.T) {
+			ids := idsOf(recs)
+			data, err := EncodeShard(f, recs, ids)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, gotIDs, err := DecodeShard(f, data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(got, recs) || !reflect.DeepEqual(gotIDs, ids) {
+				t.Fatalf("round trip: got %+v %v, want %+v %v", got, gotIDs, recs, ids)
+			}
+		})
+	}
+}
+
+func TestShardBuilder(t *testing.T) {
+	b := NewShardBuilder(schemas.FormatAlpaca, 100)
+	r := schemas.Record{Format: schemas.FormatAlpaca, Alpaca: schemas.Alpaca{Instruction: "i", Output: "o"}}
+	if b.Full(60) {
+		t.Fatal("an empty builder is never full")
+	}
+	b.Add(r, "a", 60)
+	if !b.Full(60) {
+		t.Fatal("60+60 bytes should not fit in 100")
+	}
+	_, id1, err := b.Encode("ds")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.Len() != 0 || id1 != ShardID("ds", []string{"a"}) {
+		t.Fatalf("after Encode: len %d id %s", b.Len(), id1)
+	}
+}
+
+func TestPartRoundTrip(t *testing.T) {
+	dir := t.TempDir()
+	for f, recs := range sampleRecords() {
+		t.Run(string(f), func(t *testing.T) {
+			ids := idsOf(recs)
+			path := filepath.Join(dir, string(f)+".parquet")
+			info, err := WritePart(path, f, recs, ids, []string{"ds/shard1"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			gf, got, gotIDs, err := ReadPart(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if gf != f || !reflect.DeepEqual(got, recs) || !reflect.DeepEqual(gotIDs, ids) {
+				t.Fatalf("round trip: %s %+v %v", gf, got, gotIDs)
+			}
+			meta, err := ReadPartMeta(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if meta.SHA256 != info.SHA256 || meta.Rows != int64(len(recs)) || !reflect.DeepEqual(meta.Shards, []string{"ds/shard1"}) {
+				t.Fatalf("meta %+v, info %+v", meta, info)
+			}
+		})
+	}
+}
+
+func TestValidateName(t *testing.T) {
+	tests := []struct {
+		name    string
+		wantErr bool
+	}{
+		{"chat-v1", false}, {"a_b", false}, {"", true}, {"has.dot", true}, {"sp ace", true}, {"-lead", true}, {"x*", true},
+	}
+	for _, tt := range tests {
+		t.Run(fmt.Sprintf("%q", tt.name), func(t *testing.T) {
+			err := ValidateName(tt.name)
+			if (err != nil) != tt.wantErr || (err != nil && !errors.Is(err, ErrInvalidName)) {
+				t.Fatalf("ValidateName(%q) = %v", tt.name, err)
+			}
+		})
+	}
+}
+
+// FuzzDecodeShard: shards come from the bus, where any client may publish.
+func FuzzDecodeShard(f *testing.F) {
+	for fm, recs := range sampleRecords() {
+		data, _ := EncodeShard(fm, recs, idsOf(recs))
+		f.Add(string(fm), data)
+	}
+	f.Add("alpaca", []byte("not zstd"))
+	f.Fuzz(func(t *testing.T, format string, data []byte) {
+		fm, err := schemas.ParseFormat(format)
+		if err != nil {
+			return
+		}
+		recs, ids, err := DecodeShard(fm, data)
+		if err != nil {
+			if !errors.Is(err, ErrBadShard) {
+				t.Fatalf("error %v does not wrap ErrBadShard", err)
+			}
+			return
+		}
+		if len(recs) != len(ids) {
+			t.Fatalf("%d records, %d ids", len(recs), len(ids))
+		}
+	})
+}

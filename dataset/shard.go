@@ -8,9 +8,9 @@ import (
 	"sync"
 
 	"github.com/apache/arrow-go/v18/arrow/array"
-	"github.com/klauspost/compress/zstd"
 	"github.com/apache/arrow-go/v18/arrow/ipc"
 	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/klauspost/compress/zstd"
 
 	"github.com/largeforge/largeforge/schemas"
 )

@@ -100,6 +100,9 @@ func New(w io.Writer, format, level string) (zerolog.Logger, error) {
 	default:
 		return zerolog.Nop(), fmt.Errorf("%w: log format %q (want json, console or auto)", ErrInvalidOption, format)
 	}
+	if format == FormatJSON {
+		w = &shapeWriter{out: w}
+	}
 	if format == FormatConsole {
 		w = zerolog.ConsoleWriter{
 			Out:           w,

@@ -39,6 +39,36 @@ func TestJSONShape(t *testing.T) {
 	}
 }
 
+func TestShapeMovesExtraFieldsIntoContext(t *testing.T) {
+	var buf bytes.Buffer
+	log, err := New(&buf, FormatJSON, "info")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A component that adds top-level fields and names itself twice.
+	named := Named(Named(log, "outer"), "pipeline")
+	named.Warn().Str("stream", "LF_DLQ").Err(errors.New("boom")).
+		Dict("context", Ctx().Int("n", 1)).Msg("dead-lettered")
+	var got map[string]any
+	if err := json.Unmarshal(buf.Bytes(), &got); err != nil {
+		t.Fatalf("not JSON: %v: %s", err, buf.String())
+	}
+	for k := range got {
+		switch k {
+		case "timestamp", "level", "logger", "message", "request_id", "trace_id", "context":
+		default:
+			t.Errorf("top-level field %q outside the §6.1 shape", k)
+		}
+	}
+	ctx, _ := got["context"].(map[string]any)
+	if got["logger"] != "pipeline" || ctx["stream"] != "LF_DLQ" || ctx["error"] != "boom" || ctx["n"] != float64(1) {
+		t.Errorf("line = %s", buf.String())
+	}
+	if !bytes.HasPrefix(buf.Bytes(), []byte(`{"timestamp":`)) {
+		t.Errorf("fields out of the dictionary's order: %s", buf.String())
+	}
+}
+
 func TestLevels(t *testing.T) {
 	tests := []struct {
 		name  string

@@ -25,7 +25,7 @@ import (
 const (
 	DefaultSlots          = 16
 	DefaultFetchers       = 2
-	DefaultAckWait        = time.Minute
+	DefaultAckWait        = 15 * time.Second
 	DefaultMaxDeliver     = 3
 	DefaultHeartbeatEvery = 10 * time.Second
 )
@@ -34,7 +34,7 @@ const (
 type Config struct {
 	Slots      int           // batcher slots per model, also its fetch batch (default 16)
 	Fetchers   int           // consume loops per model, so one batch fills while another finishes (default 2)
-	AckWait    time.Duration // default 1m; InProgress is sent every AckWait/3 while a batch runs
+	AckWait    time.Duration // default 15s (the redelivery delay after a worker dies); InProgress is sent every AckWait/3 while a batch runs
 	MaxDeliver int           // default 3
 	NakDelay   time.Duration // default: the pipeline's
 	MaxWait    time.Duration // default: the pipeline's

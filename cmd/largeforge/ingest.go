@@ -85,7 +85,7 @@ func runIngest(ctx context.Context, ic ingest.Config, source string, asJSON bool
 		start := time.Now()
 		opts = append(opts, ingest.WithProgress(func(p ingest.Progress) {
 			rate := float64(p.Rows) / time.Since(start).Seconds()
-			bar.Describe(fmt.Sprintf("ingest %s: %d rows (%.0f/s) accepted %d rejected %d", ic.Dataset, p.Rows, rate, p.Accepted, p.Rejected))
+			bar.Describe(fmt.Sprintf("ingest %s: %d rows (%.0f/s) accepted %d rejected %d duplicates %d", ic.Dataset, p.Rows, rate, p.Accepted, p.Rejected, p.Duplicates))
 			_ = bar.Set64(p.Bytes)
 		}))
 	}

@@ -70,9 +70,10 @@ func (c Config) Validate() error {
 	return nil
 }
 
-// Progress is reported while a run goes on.
+// Progress is reported while a run goes on. Duplicates are those the dataset
+// sink has found so far (it reports them as it persists shards).
 type Progress struct {
-	Rows, Accepted, Rejected, Bytes int64
+	Rows, Accepted, Rejected, Duplicates, Bytes int64
 }
 
 // Summary is the outcome of one run.
@@ -250,9 +251,15 @@ func (in *Ingester) Ingest(ctx context.Context, source string, stdin io.Reader) 
 		sum.Shards++
 		return nil
 	}
+	var dups atomic.Int64
+	if in.progress != nil && in.cfg.Wait > 0 {
+		wctx, stop := context.WithCancel(ctx)
+		defer stop()
+		go in.watchDuplicates(wctx, sum.Run, &dups)
+	}
 	report := func() {
 		if in.progress != nil {
-			in.progress(Progress{Rows: sum.Accepted + sum.Rejected, Accepted: sum.Accepted, Rejected: sum.Rejected, Bytes: rr.BytesRead()})
+			in.progress(Progress{Rows: sum.Accepted + sum.Rejected, Accepted: sum.Accepted, Rejected: sum.Rejected, Duplicates: dups.Load(), Bytes: rr.BytesRead()})
 		}
 	}
 	emit := func(a Accepted) error {
@@ -320,6 +327,33 @@ func (in *Ingester) Ingest(ctx context.Context, source string, stdin io.Reader) 
 		return sum, fmt.Errorf("%w: %d rejected, --max-rejects is %d", ErrTooManyRejects, sum.Rejected, in.cfg.MaxRejects)
 	}
 	return sum, nil
+}
+
+// watchDuplicates follows the run's duplicate count in the dataset's manifest.
+func (in *Ingester) watchDuplicates(ctx context.Context, run string, dups *atomic.Int64) {
+	kv, err := in.bus.KV(ctx, pipeline.BucketDatasets)
+	if err != nil {
+		return
+	}
+	tick := time.NewTicker(500 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		e, err := kv.Get(ctx, in.cfg.Dataset)
+		if err != nil {
+			continue
+		}
+		var m dataset.Manifest
+		if json.Unmarshal(e.Value(), &m) == nil {
+			if src := m.FindRun(run); src != nil {
+				dups.Store(src.Duplicates)
+			}
+		}
+	}
 }
 
 // SinkDurable is the durable consumer name of the dataset sink, whose ack floor

@@ -271,10 +271,9 @@ type Heartbeat struct {
 // HeartbeatKey is a worker's key in lf_workers.
 func HeartbeatKey(id string) string { return "infer." + id }
 
-func (w *Workers) heartbeat(ctx context.Context, kv interface {
-	Put(context.Context, string, []byte) (uint64, error)
-	Delete(context.Context, string, ...jetstream.KVDeleteOpt) error
-}, log zerolog.Logger) {
+// heartbeat puts the worker's Heartbeat into lf_workers every HeartbeatEvery
+// until ctx ends, then deletes it.
+func (w *Workers) heartbeat(ctx context.Context, kv jetstream.KeyValue, log zerolog.Logger) {
 	hb := Heartbeat{ID: w.ID, Role: "infer", Models: w.models, Capacity: w.cfg.Slots * len(w.models), PID: os.Getpid(), StartedAt: time.Now().Unix()}
 	put := func() {
 		hb.UpdatedAt = time.Now().Unix()

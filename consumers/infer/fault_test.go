@@ -2,6 +2,7 @@ package infer_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -161,6 +162,21 @@ func TestTwoWorkers(t *testing.T) {
 	sum := s.submit(t, jobs.KindCompletion, jobLines(n, 16))
 	s.workerID(t, 4, "w1")
 	s.workerID(t, 4, "w2")
+	// Both heartbeat into lf_workers.
+	kv, err := s.bus.KV(context.Background(), pipeline.BucketWorkers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"w1", "w2"} {
+		e, err := kv.Get(context.Background(), infer.HeartbeatKey(id))
+		if err != nil {
+			t.Fatalf("heartbeat of %s: %v", id, err)
+		}
+		var hb infer.Heartbeat
+		if err := json.Unmarshal(e.Value(), &hb); err != nil || hb.Role != "infer" || hb.ID != id || hb.Capacity != 4 || len(hb.Models) != 1 || hb.Models[0] != "stories" {
+			t.Errorf("heartbeat %+v, %v", hb, err)
+		}
+	}
 	j := s.wait(t, sum.Job.ID, jobs.StatusCompleted)
 	workers := checkRows(t, j, n)
 	if workers["w1"] == 0 || workers["w2"] == 0 {

@@ -44,15 +44,32 @@ func NewTextGenerator(m *Model, tok *tokenizer.Tokenizer) (*TextGenerator, error
 }
 
 // textStop finds stop strings in the decoded completion.
+// decodeAfter decodes a completion as it reads after its prompt: a tokenizer
+// that strips the leading space of the first token (SentencePiece's
+// metaspace) keeps it when the completion starts with a word.
+func decodeAfter(tok *tokenizer.Tokenizer, prompt, ids []int) string {
+	if len(prompt) == 0 {
+		return tok.Decode(ids, true)
+	}
+	ctx := prompt[len(prompt)-1:]
+	pre := tok.Decode(ctx, true)
+	full := tok.Decode(append(append([]int(nil), ctx...), ids...), true)
+	if strings.HasPrefix(full, pre) {
+		return full[len(pre):]
+	}
+	return tok.Decode(ids, true)
+}
+
 type textStop struct {
-	tok   *tokenizer.Tokenizer
-	stops []string
+	tok    *tokenizer.Tokenizer
+	prompt []int
+	stops  []string
 	cut   string // the completion text up to the stop, once found
 	found bool
 }
 
 func (s *textStop) hook(ids []int) (int, bool) {
-	text := s.tok.Decode(ids, true)
+	text := decodeAfter(s.tok, s.prompt, ids)
 	at := -1
 	for _, st := range s.stops {
 		if i := strings.Index(text, st); i >= 0 && (at < 0 || i < at) {
@@ -64,7 +81,7 @@ func (s *textStop) hook(ids []int) (int, bool) {
 	}
 	s.cut, s.found = text[:at], true
 	keep := 0
-	for keep < len(ids) && len(s.tok.Decode(ids[:keep+1], true)) <= at {
+	for keep < len(ids) && len(decodeAfter(s.tok, s.prompt, ids[:keep+1])) <= at {
 		keep++
 	}
 	return keep, true
@@ -93,7 +110,7 @@ func (g *TextGenerator) prepare(r TextRequest) (GenerateRequest, *textStop, erro
 	req := GenerateRequest{PromptIDs: g.tok.Encode(r.Prompt, true), Params: r.Params}
 	var ts *textStop
 	if len(r.Stop) > 0 {
-		ts = &textStop{tok: g.tok, stops: r.Stop}
+		ts = &textStop{tok: g.tok, prompt: req.PromptIDs, stops: r.Stop}
 		inner := r.Params.Stop
 		req.Params.Stop = func(ids []int) (int, bool) {
 			if inner != nil {
@@ -107,12 +124,12 @@ func (g *TextGenerator) prepare(r TextRequest) (GenerateRequest, *textStop, erro
 	return req, ts, nil
 }
 
-func (g *TextGenerator) result(res GenerateResult, ts *textStop) TextResult {
+func (g *TextGenerator) result(prompt []int, res GenerateResult, ts *textStop) TextResult {
 	text := ""
 	if ts != nil && ts.found {
 		text = ts.cut
 	} else {
-		text = g.tok.Decode(res.IDs, true)
+		text = decodeAfter(g.tok, prompt, res.IDs)
 	}
 	return TextResult{Text: text, IDs: res.IDs, FinishReason: res.FinishReason,
 		PromptTokens: res.PromptTokens, CompletionTokens: res.CompletionTokens}
@@ -134,7 +151,7 @@ func (g *TextGenerator) Generate(ctx context.Context, reqs []TextRequest) ([]Tex
 	}
 	out := make([]TextResult, len(res))
 	for i, r := range res {
-		out[i] = g.result(r, stops[i])
+		out[i] = g.result(greqs[i].PromptIDs, r, stops[i])
 	}
 	return out, nil
 }
@@ -149,7 +166,7 @@ func (g *TextGenerator) Submit(ctx context.Context, b *Batcher, r TextRequest, o
 	}
 	var (
 		onToken func(int)
-		dec     = g.tok.NewStreamDecoder(true)
+		dec     = g.tok.NewStreamDecoderAfter(true, req.PromptIDs)
 		all     strings.Builder // the text decoded so far
 		sent    int             // bytes of it given to onText
 	)
@@ -170,7 +187,7 @@ func (g *TextGenerator) Submit(ctx context.Context, b *Batcher, r TextRequest, o
 	if err != nil {
 		return TextResult{}, err
 	}
-	out := g.result(res, ts)
+	out := g.result(req.PromptIDs, res, ts)
 	if onText != nil && len(out.Text) > sent && strings.HasPrefix(out.Text, all.String()[:sent]) {
 		onText(out.Text[sent:])
 	}

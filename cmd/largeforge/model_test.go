@@ -1,0 +1,128 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/parquet-go/parquet-go"
+
+	"github.com/largeforge/largeforge/internal/testenv"
+)
+
+type refPrompt struct {
+	Prompt      string  `json:"prompt"`
+	GreedyText  string  `json:"greedy_text"`
+	SumLogprob  float64 `json:"sum_logprob_greedy64"`
+	GreedyIDs   []int   `json:"greedy_ids"`
+	PromptIDsIn []int   `json:"prompt_ids"`
+}
+
+func loadRef(t *testing.T) []refPrompt {
+	t.Helper()
+	data, err := os.ReadFile(testenv.SharedFile(t, "models/stories260K.reference.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ref struct {
+		Prompts []refPrompt `json:"prompts"`
+	}
+	if err := json.Unmarshal(data, &ref); err != nil {
+		t.Fatal(err)
+	}
+	return ref.Prompts
+}
+
+// The model commands as a user runs them: import the GGUF, describe it, generate
+// greedily (the reference text), generate a JSONL batch, score rows to Parquet,
+// and init a preset.
+func TestModelCommands(t *testing.T) {
+	ctx := context.Background()
+	gguf := testenv.SharedFile(t, "models/gguf/stories260K.gguf")
+	ref := loadRef(t)
+	dir := t.TempDir()
+	model := filepath.Join(dir, "s260k")
+
+	if _, err := runCLI(t, ctx, "model", "import-gguf", gguf, "--output", model); err != nil {
+		t.Fatal(err)
+	}
+	out, err := runCLI(t, ctx, "model", "info", model)
+	if err != nil || !strings.Contains(out, "LlamaForCausalLM") {
+		t.Fatalf("info: %v\n%s", err, out)
+	}
+	out, err = runCLI(t, ctx, "--log-level", "error", "generate", "--model", model, "--prompt", ref[0].Prompt, "--max-tokens", "64", "--temperature", "0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.TrimSuffix(out, "\n"); got != ref[0].Prompt+ref[0].GreedyText {
+		t.Fatalf("generate = %q\nwant %q", got, ref[0].Prompt+ref[0].GreedyText)
+	}
+
+	in := filepath.Join(dir, "prompts.jsonl")
+	var lines []string
+	for _, p := range ref {
+		b, _ := json.Marshal(map[string]any{"prompt": p.Prompt, "max_tokens": 64, "temperature": 0})
+		lines = append(lines, string(b))
+	}
+	lines = append(lines, `{"prompt":"x","max_tokens":0}`)
+	os.WriteFile(in, []byte(strings.Join(lines, "\n")+"\n"), 0o644)
+	outFile := filepath.Join(dir, "out.jsonl")
+	if _, err := runCLI(t, ctx, "--log-level", "error", "generate", "--model", model, "--input", in, "--output", outFile, "--batch-size", "8"); err != nil {
+		t.Fatal(err)
+	}
+	data, _ := os.ReadFile(outFile)
+	got := strings.Split(strings.TrimSpace(string(data)), "\n")
+	if len(got) != len(lines) {
+		t.Fatalf("%d output lines for %d requests", len(got), len(lines))
+	}
+	for i, p := range ref {
+		var resp struct {
+			Object  string `json:"object"`
+			Choices []struct {
+				Text string `json:"text"`
+			} `json:"choices"`
+			Usage struct {
+				CompletionTokens int `json:"completion_tokens"`
+			} `json:"usage"`
+		}
+		if err := json.Unmarshal([]byte(got[i]), &resp); err != nil || resp.Object != "text_completion" || len(resp.Choices) != 1 || resp.Choices[0].Text != p.GreedyText {
+			t.Errorf("line %d = %s (err %v), want text %q", i+1, got[i], err, p.GreedyText)
+		}
+	}
+	if !strings.Contains(got[len(got)-1], "Invalid max_tokens") {
+		t.Errorf("bad request line = %s", got[len(got)-1])
+	}
+
+	rows := filepath.Join(dir, "rows.jsonl")
+	b, _ := json.Marshal(map[string]string{"prompt": ref[0].Prompt, "completion": ref[0].GreedyText})
+	os.WriteFile(rows, []byte(string(b)+"\n"+`{"prompt":"a","chosen":" the dog","rejected":" zq xj"}`+"\n"+`{"text":"Lily"}`+"\n"+`{"nothing":1}`+"\n"), 0o644)
+	scores := filepath.Join(dir, "scores.parquet")
+	if _, err := runCLI(t, ctx, "--log-level", "error", "score", "--model", model, "--input", rows, "--output", scores); err != nil {
+		t.Fatal(err)
+	}
+	res, err := parquet.ReadFile[scoreRow](scores)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res) != 4 || res[0].Kind != "completion" || res[1].Kind != "dpo" || res[2].Kind != "text" || res[3].Error == "" {
+		t.Fatalf("scores = %+v", res)
+	}
+	if res[0].Tokens == 64 && math.Abs(res[0].SumLogprob-ref[0].SumLogprob) > 1e-3 {
+		t.Errorf("sum logprob %v, reference %v", res[0].SumLogprob, ref[0].SumLogprob)
+	}
+	if math.Abs(res[1].Margin-(res[1].ChosenLogprob-res[1].RejectedLogprob)) > 1e-9 || res[1].Margin <= 0 {
+		t.Errorf("dpo row %+v", res[1])
+	}
+
+	tiny := filepath.Join(dir, "tiny")
+	if _, err := runCLI(t, ctx, "model", "init", "--preset", "tiny", "--output", tiny); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := runCLI(t, ctx, "--log-level", "error", "generate", "--model", tiny, "--prompt", "hello", "--max-tokens", "8", "--temperature", "0"); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -64,8 +64,8 @@ type textStop struct {
 	tok    *tokenizer.Tokenizer
 	prompt []int
 	stops  []string
-	cut   string // the completion text up to the stop, once found
-	found bool
+	cut    string // the completion text up to the stop, once found
+	found  bool
 }
 
 func (s *textStop) hook(ids []int) (int, bool) {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -19,6 +20,7 @@ import (
 type UpConfig struct {
 	DataDir string
 	Listen  string
+	Models  []string // name=DIR: models the embedded infer worker serves
 }
 
 // Validate checks the flags of up.
@@ -38,7 +40,8 @@ func newUpCmd() *cobra.Command {
 store under --data-dir (settings from the repository's nats.conf), the streams, buckets
 and object store, and the workers: the dataset sink (Parquet parts and manifests under
 <data-dir>/datasets), the raw-record validator of lf.data.<dataset>.raw, and the rejects
-writer. Ctrl-C drains the workers and stops cleanly.`,
+writer; the results sink of batch jobs (<data-dir>/jobs/<job>/), and, for each --model
+name=DIR, an infer and score worker. Ctrl-C drains the workers and stops cleanly.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := up.Validate(); err != nil {
@@ -52,6 +55,7 @@ writer. Ctrl-C drains the workers and stops cleanly.`,
 	}
 	cmd.Flags().StringVar(&up.DataDir, "data-dir", "./lf-data", "where JetStream, datasets and results live")
 	cmd.Flags().StringVar(&up.Listen, "listen", "", "client address host:port (default: nats.conf's, 127.0.0.1:4222)")
+	cmd.Flags().StringArrayVar(&up.Models, "model", nil, "serve a model: name=DIR (repeatable)")
 	return cmd
 }
 
@@ -88,7 +92,15 @@ func runUp(ctx context.Context, up UpConfig) error {
 	if err != nil {
 		return err
 	}
+	models, err := parseModels(up.Models)
+	if err != nil {
+		return err
+	}
 	workers, err := datasetsink.Start(ctx, bus, filepath.Join(dataDir, "datasets"), log, metrics)
+	if err != nil {
+		return err
+	}
+	jobWorkers, err := startJobWorkers(ctx, bus, dataDir, models, log, reg)
 	if err != nil {
 		return err
 	}
@@ -96,7 +108,7 @@ func runUp(ctx context.Context, up UpConfig) error {
 	ulog.Info().Dict("context", logging.Ctx().Str("nats", srv.ClientURL()).Str("data_dir", dataDir).Str("version", largeforge.Version)).
 		Msg("largeforge is up; Ctrl-C to stop")
 
-	err = workers.Wait()
+	err = errors.Join(workers.Wait(), jobWorkers.Wait())
 	ulog.Info().Msg("workers drained; stopping")
 	return err
 }

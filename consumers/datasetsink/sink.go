@@ -223,7 +223,13 @@ func (s *Sink) writeGroup(ds string, msgs []jetstream.Msg, idx []int, errs []err
 		msgID := h.Get(jetstream.MsgIDHeader)
 		p := pendingShard{idx: i, msgID: msgID, source: h.Get(dataset.HeaderSource), run: h.Get(dataset.HeaderRun)}
 		if _, done := st.shards[msgID]; msgID != "" && done {
-			s.countShard(st, p, 0, 0, now) // persisted before a crash or by an earlier run
+			// Persisted before (by an earlier run, or before a crash): every
+			// record of it is a duplicate.
+			rows, _ := strconv.ParseInt(h.Get(dataset.HeaderRows), 10, 64)
+			if s.countShard(st, p, 0, rows, now) {
+				st.man.Counts.Duplicates += rows
+				s.metrics.Duplicates.WithLabelValues(ds).Add(float64(rows))
+			}
 			continue
 		}
 		recs, ids, err := dataset.DecodeShard(f, m.Data())
@@ -309,17 +315,19 @@ func mergeManifest(fresh, old dataset.Manifest) dataset.Manifest {
 	return fresh
 }
 
-// countShard adds one shard to its run's entry, once per process and run.
-func (s *Sink) countShard(st *state, p pendingShard, rows, dups int64, now time.Time) {
+// countShard adds one shard to its run's entry, once per process and run; it
+// reports whether it counted.
+func (s *Sink) countShard(st *state, p pendingShard, rows, dups int64, now time.Time) bool {
 	key := p.run + "\x00" + p.msgID
 	if _, ok := st.counted[key]; ok && p.msgID != "" {
-		return
+		return false
 	}
 	st.counted[key] = struct{}{}
 	src := st.man.Source(p.source, p.run, now)
 	src.Shards++
 	src.Rows += rows
 	src.Duplicates += dups
+	return true
 }
 
 // publishManifest writes the manifest file and, when a bucket is set, its KV copy.

@@ -174,9 +174,20 @@ type JobWorkers struct {
 }
 
 // startJobWorkers starts the results sink under <dataDir>/jobs and an infer
-// worker for models (name → checkpoint directory; none: no infer worker).
-// They run until ctx ends; Wait returns when they have drained.
+// worker for models (name → checkpoint directory; "" fetches the model from
+// lf_models into <dataDir>/models; no models: no infer worker). They run
+// until ctx ends; Wait returns when they have drained.
 func startJobWorkers(ctx context.Context, bus *pipeline.Bus, dataDir string, models map[string]string, log zerolog.Logger, reg prometheus.Registerer) (*JobWorkers, error) {
+	for name, dir := range models {
+		if dir != "" {
+			continue
+		}
+		d, err := infer.FetchModel(ctx, bus, name, filepath.Join(dataDir, "models"))
+		if err != nil {
+			return nil, err
+		}
+		models[name] = d
+	}
 	sink, err := resultsink.Start(ctx, bus, filepath.Join(dataDir, "jobs"), resultsink.Options{}, log)
 	if err != nil {
 		return nil, err

@@ -10,8 +10,9 @@ export LARGEFORGE_NATS="nats://127.0.0.1:${PORT}"
 rm -rf "$RUN_DIR"
 mkdir -p "$RUN_DIR"
 "$BIN" samples --output "$RUN_DIR/samples" >/dev/null
+"$BIN" model init --preset tiny --output "$RUN_DIR/models/tiny" >/dev/null
 
-"$BIN" up --data-dir "$RUN_DIR/lf-data" --listen "127.0.0.1:${PORT}" --metrics-addr 127.0.0.1:0 --log-format json >"$RUN_DIR/up.log" 2>&1 &
+"$BIN" up --data-dir "$RUN_DIR/lf-data" --model tiny="$RUN_DIR/models/tiny" --listen "127.0.0.1:${PORT}" --metrics-addr 127.0.0.1:0 --log-format json >"$RUN_DIR/up.log" 2>&1 &
 UP_PID=$!
 trap 'kill -INT $UP_PID 2>/dev/null || true; wait $UP_PID 2>/dev/null || true' EXIT
 
@@ -47,3 +48,16 @@ echo "== first rejects of instruct-v1 ($RUN_DIR/lf-data/datasets/instruct-v1/rej
 head -n 3 "$RUN_DIR/lf-data/datasets/instruct-v1/rejects.jsonl" | cut -c1-240
 echo
 ls -l "$RUN_DIR"/lf-data/datasets/*/
+echo
+echo "== largeforge submit $RUN_DIR/samples/prompts.jsonl --model tiny --wait   (a batch job on the model made by 'model init')"
+JOB=$("$BIN" submit --log-level warning "$RUN_DIR/samples/prompts.jsonl" --model tiny --wait --timeout 5m | tee /dev/stderr | grep -o 'batch_[A-Za-z0-9_-]*' | head -n 1)
+echo
+echo "== largeforge jobs status $JOB"
+"$BIN" jobs status "$JOB"
+echo
+echo "== largeforge jobs results $JOB --limit 3   (the whole output: $RUN_DIR/lf-data/jobs/$JOB/)"
+"$BIN" jobs results "$JOB" --limit 3 | cut -c1-300
+echo
+echo "== errors of $JOB"
+"$BIN" jobs results "$JOB" --errors | cut -c1-300
+ls -l "$RUN_DIR/lf-data/jobs/$JOB/"

@@ -19,12 +19,10 @@ import (
 	"github.com/largeforge/largeforge/pipeline/pipelinetest"
 )
 
-// runCLI runs the root command with the job commands added and returns its
-// stdout.
+// runCLI runs the root command and returns its stdout.
 func runCLI(t *testing.T, ctx context.Context, args ...string) (string, error) {
 	t.Helper()
 	root := newRootCmd()
-	root.AddCommand(newSubmitCmd(), newJobsCmd(), newWorkerCmd())
 	root.SetArgs(args)
 	r, w, err := os.Pipe()
 	if err != nil {

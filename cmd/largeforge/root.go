@@ -82,7 +82,8 @@ func newRootCmd() *cobra.Command {
 	f.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "serve Prometheus /metrics on this address (host:port)")
 
 	root.AddCommand(newUpCmd(), newIngestCmd(), newDatasetsCmd(), newSamplesCmd(),
-		newModelCmd(), newGenerateCmd(), newScoreCmd())
+		newModelCmd(), newGenerateCmd(), newScoreCmd(),
+		newSubmitCmd(), newJobsCmd(), newWorkerCmd())
 	return root
 }
 

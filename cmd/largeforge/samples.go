@@ -13,14 +13,18 @@ func newSamplesCmd() *cobra.Command {
 	var seed uint64
 	cmd := &cobra.Command{
 		Use:   "samples --output DIR",
-		Short: "Write small alpaca, sharegpt and dpo sample files (with a few bad rows) for trying LargeForge",
+		Short: "Write small alpaca, sharegpt and dpo sample files and a batch job file (with a few bad rows) for trying LargeForge",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			paths, err := samples.WriteAll(out, seed)
 			if err != nil {
 				return err
 			}
-			for _, p := range paths {
+			prompts, err := samples.WritePrompts(out, 24, seed)
+			if err != nil {
+				return err
+			}
+			for _, p := range append(paths, prompts) {
 				fmt.Println(p)
 			}
 			return nil

@@ -11,8 +11,10 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
 
+	"github.com/largeforge/largeforge/consumers/datasetsink"
 	"github.com/largeforge/largeforge/consumers/infer"
 	"github.com/largeforge/largeforge/consumers/resultsink"
+	"github.com/largeforge/largeforge/dataset"
 	"github.com/largeforge/largeforge/logging"
 	"github.com/largeforge/largeforge/pipeline"
 )
@@ -21,6 +23,7 @@ import (
 const (
 	RoleInfer   = "infer"
 	RoleResults = "results"
+	RoleDataset = "dataset"
 )
 
 // WorkerConfig is what `largeforge worker` runs with.
@@ -55,13 +58,13 @@ func (c WorkerConfig) Validate() error {
 			}
 		}
 		return c.Infer.Validate()
-	case RoleResults:
+	case RoleResults, RoleDataset:
 		if c.DataDir == "" {
-			return fmt.Errorf("--role results needs --data-dir")
+			return fmt.Errorf("--role %s needs --data-dir", c.Role)
 		}
 		return nil
 	}
-	return fmt.Errorf("--role %q: want %s or %s", c.Role, RoleInfer, RoleResults)
+	return fmt.Errorf("--role %q: want %s, %s or %s", c.Role, RoleInfer, RoleResults, RoleDataset)
 }
 
 // parseModels turns name=DIR flags into a map; a bare name maps to "" (the
@@ -85,14 +88,16 @@ func newWorkerCmd() *cobra.Command {
 	var wc WorkerConfig
 	var models []string
 	cmd := &cobra.Command{
-		Use:   "worker --role infer --model NAME[=DIR] [--model ...] | --role results --data-dir DIR",
-		Short: "Run a stateless worker against --nats: batch inference and scoring, or the results sink",
+		Use:   "worker --role infer --model NAME[=DIR] [--model ...] | --role results|dataset --data-dir DIR",
+		Short: "Run a worker against --nats: batch inference and scoring, the results sink, or the dataset sink",
 		Long: `Run one worker role against the NATS server of --nats until interrupted.
 --role infer loads each --model name=DIR (a Hugging Face checkpoint directory; a bare name
 is fetched from the lf_models object store, objects <name>/<file>), heartbeats
 into lf_workers and serves the requests of lf.req.*.<name> through the model's continuous
 batcher; start as many as you like, anywhere: they share the work queue. --role results
-runs the results sink, which writes <data-dir>/jobs/<job>/ (run one per cluster).`,
+runs the results sink, which writes <data-dir>/jobs/<job>/ (run one per cluster). --role
+dataset runs the dataset sink, the raw-record validator and the rejects writer, which write
+<data-dir>/datasets/<name>/ (run one per cluster).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			m, err := parseModels(models)
@@ -107,14 +112,14 @@ runs the results sink, which writes <data-dir>/jobs/<job>/ (run one per cluster)
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&wc.Role, "role", RoleInfer, "worker role: infer or results")
+	f.StringVar(&wc.Role, "role", RoleInfer, "worker role: infer, results or dataset")
 	f.StringArrayVar(&models, "model", nil, "a model to serve: name=DIR, or a name to fetch from the lf_models object store (repeatable)")
 	cacheDefault := ""
 	if d, err := os.UserCacheDir(); err == nil {
 		cacheDefault = filepath.Join(d, "largeforge", "models")
 	}
 	f.StringVar(&wc.ModelCache, "model-cache", cacheDefault, "where models fetched from lf_models are kept")
-	f.StringVar(&wc.DataDir, "data-dir", "./lf-data", "with --role results: where job results are written (<data-dir>/jobs)")
+	f.StringVar(&wc.DataDir, "data-dir", "./lf-data", "with --role results or dataset: where job results (<data-dir>/jobs) or datasets (<data-dir>/datasets) are written")
 	f.IntVar(&wc.Infer.Slots, "slots", infer.DefaultSlots, "continuous-batching slots per model (the requests generated at once)")
 	f.IntVar(&wc.Infer.Fetchers, "fetchers", infer.DefaultFetchers, "consume loops per model")
 	f.DurationVar(&wc.Infer.AckWait, "ack-wait", infer.DefaultAckWait, "redeliver a request when its worker is silent this long")
@@ -137,6 +142,21 @@ func runWorker(ctx context.Context, wc WorkerConfig) error {
 	defer bus.Close()
 	wlog := logging.Named(log, "largeforge.worker")
 	switch wc.Role {
+	case RoleDataset:
+		dir, err := filepath.Abs(wc.DataDir)
+		if err != nil {
+			return err
+		}
+		metrics, err := dataset.NewMetrics(reg)
+		if err != nil {
+			return err
+		}
+		w, err := datasetsink.Start(ctx, bus, filepath.Join(dir, "datasets"), log, metrics)
+		if err != nil {
+			return err
+		}
+		wlog.Info().Dict("context", logging.Ctx().Str("role", wc.Role).Str("data_dir", dir)).Msg("dataset sink running; Ctrl-C to stop")
+		return w.Wait()
 	case RoleResults:
 		dir, err := filepath.Abs(wc.DataDir)
 		if err != nil {

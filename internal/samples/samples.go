@@ -110,6 +110,25 @@ func WriteAll(dir string, seed uint64) ([]string, error) {
 	return paths, nil
 }
 
+// WritePrompts writes a batch job file of n completion requests (JSONL with
+// custom_id), with one bad request to show an error row, and returns its path.
+func WritePrompts(dir string, n int, seed uint64) (string, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	r := rand.New(rand.NewPCG(seed, 3))
+	var lines []string
+	for i := 0; i < n; i++ {
+		s := subjects[r.IntN(len(subjects))]
+		b, _ := json.Marshal(map[string]any{"custom_id": fmt.Sprintf("req-%03d", i), "model": "tiny",
+			"prompt": fmt.Sprintf(tasks[r.IntN(len(tasks))], s), "max_tokens": 24, "temperature": 0})
+		lines = append(lines, string(b))
+	}
+	lines = append(lines, `{"custom_id":"req-bad","model":"tiny","prompt":"Too hot.","temperature":3}`)
+	path := filepath.Join(dir, "prompts.jsonl")
+	return path, os.WriteFile(path, []byte(strings.Join(lines, "\n")+"\n"), 0o644)
+}
+
 // WriteLargeAlpaca writes n distinct alpaca records of about size bytes each to w.
 func WriteLargeAlpaca(w io.Writer, n, size int, seed uint64) error {
 	r := rand.New(rand.NewPCG(seed, 2))

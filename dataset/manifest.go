@@ -9,6 +9,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/largeforge/largeforge/internal/atomicfile"
 	"github.com/largeforge/largeforge/schemas"
 )
 
@@ -119,29 +120,7 @@ func WriteManifest(dir string, m Manifest) error {
 }
 
 // WriteFileAtomic writes data to path through a synced temporary file and a rename.
-func WriteFileAtomic(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path)+"-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(0o644); err != nil {
-		tmp.Close()
-		return err
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
-}
+func WriteFileAtomic(path string, data []byte) error { return atomicfile.WriteBytes(path, data) }
 
 // ListParts returns the part files present in dir, sorted by number.
 func ListParts(dir string) ([]string, error) {

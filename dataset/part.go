@@ -12,6 +12,7 @@ import (
 	"github.com/parquet-go/parquet-go"
 	pqzstd "github.com/parquet-go/parquet-go/compress/zstd"
 
+	"github.com/largeforge/largeforge/internal/atomicfile"
 	"github.com/largeforge/largeforge/schemas"
 )
 
@@ -77,66 +78,47 @@ func WritePart(path string, f schemas.Format, records []schemas.Record, ids []st
 	if err != nil {
 		return PartInfo{}, err
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path)+"-*")
+	h := sha256.New()
+	var size int64
+	err = atomicfile.Write(path, func(w io.Writer) error {
+		cw := &countWriter{w: io.MultiWriter(w, h)}
+		opts := []parquet.WriterOption{
+			parquet.Compression(partCodec),
+			parquet.KeyValueMetadata(metaFormat, string(f)),
+			parquet.KeyValueMetadata(metaShards, string(shardJSON)),
+		}
+		defer func() { size = cw.n }()
+		switch f {
+		case schemas.FormatAlpaca:
+			rows := make([]alpacaRow, len(records))
+			for i, r := range records {
+				rows[i] = alpacaRow{ID: ids[i], Instruction: r.Alpaca.Instruction, Input: r.Alpaca.Input, Output: r.Alpaca.Output}
+			}
+			return writeRows(cw, rows, opts)
+		case schemas.FormatShareGPT:
+			rows := make([]sharegptRow, len(records))
+			for i, r := range records {
+				turns := make([]turnRow, len(r.ShareGPT.Conversations))
+				for j, t := range r.ShareGPT.Conversations {
+					turns[j] = turnRow{From: t.From, Value: t.Value}
+				}
+				rows[i] = sharegptRow{ID: ids[i], Conversations: turns}
+			}
+			return writeRows(cw, rows, opts)
+		case schemas.FormatDPO:
+			rows := make([]dpoRow, len(records))
+			for i, r := range records {
+				rows[i] = dpoRow{ID: ids[i], Prompt: r.DPO.Prompt, Chosen: r.DPO.Chosen, Rejected: r.DPO.Rejected}
+			}
+			return writeRows(cw, rows, opts)
+		}
+		return fmt.Errorf("%w: %q", schemas.ErrUnknownFormat, f)
+	})
 	if err != nil {
 		return PartInfo{}, fmt.Errorf("write part: %w", err)
 	}
-	defer os.Remove(tmp.Name()) // no-op after the rename
-
-	h := sha256.New()
-	cw := &countWriter{w: io.MultiWriter(tmp, h)}
-	opts := []parquet.WriterOption{
-		parquet.Compression(partCodec),
-		parquet.KeyValueMetadata(metaFormat, string(f)),
-		parquet.KeyValueMetadata(metaShards, string(shardJSON)),
-	}
-	switch f {
-	case schemas.FormatAlpaca:
-		rows := make([]alpacaRow, len(records))
-		for i, r := range records {
-			rows[i] = alpacaRow{ID: ids[i], Instruction: r.Alpaca.Instruction, Input: r.Alpaca.Input, Output: r.Alpaca.Output}
-		}
-		err = writeRows(cw, rows, opts)
-	case schemas.FormatShareGPT:
-		rows := make([]sharegptRow, len(records))
-		for i, r := range records {
-			turns := make([]turnRow, len(r.ShareGPT.Conversations))
-			for j, t := range r.ShareGPT.Conversations {
-				turns[j] = turnRow{From: t.From, Value: t.Value}
-			}
-			rows[i] = sharegptRow{ID: ids[i], Conversations: turns}
-		}
-		err = writeRows(cw, rows, opts)
-	case schemas.FormatDPO:
-		rows := make([]dpoRow, len(records))
-		for i, r := range records {
-			rows[i] = dpoRow{ID: ids[i], Prompt: r.DPO.Prompt, Chosen: r.DPO.Chosen, Rejected: r.DPO.Rejected}
-		}
-		err = writeRows(cw, rows, opts)
-	default:
-		err = fmt.Errorf("%w: %q", schemas.ErrUnknownFormat, f)
-	}
-	if err == nil {
-		err = tmp.Chmod(0o644)
-	}
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), path)
-	}
-	if err != nil {
-		return PartInfo{}, fmt.Errorf("write part %s: %w", path, err)
-	}
-	if err := syncDir(filepath.Dir(path)); err != nil {
-		return PartInfo{}, err
-	}
-	return PartInfo{File: filepath.Base(path), Rows: int64(len(records)), Bytes: cw.n, SHA256: hex.EncodeToString(h.Sum(nil)), Shards: shardIDs}, nil
+	return PartInfo{File: filepath.Base(path), Rows: int64(len(records)), Bytes: size, SHA256: hex.EncodeToString(h.Sum(nil)), Shards: shardIDs}, nil
 }
-
 func writeRows[T any](w io.Writer, rows []T, opts []parquet.WriterOption) error {
 	pw := parquet.NewGenericWriter[T](w, opts...)
 	if _, err := pw.Write(rows); err != nil {
@@ -154,15 +136,6 @@ func (c *countWriter) Write(p []byte) (int, error) {
 	n, err := c.w.Write(p)
 	c.n += int64(n)
 	return n, err
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // PartMeta is what ReadPartMeta returns: the ids and shard ids a part holds.

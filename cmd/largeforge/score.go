@@ -5,13 +5,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
-	"path/filepath"
+	"io"
 	"strings"
 
 	"github.com/parquet-go/parquet-go"
 	"github.com/spf13/cobra"
 
+	"github.com/largeforge/largeforge/internal/atomicfile"
 	"github.com/largeforge/largeforge/model"
 )
 
@@ -182,26 +182,11 @@ func scoreFile(ctx context.Context, lm *loadedModel, input string, batch int) ([
 }
 
 func writeScores(path string, rows []scoreRow) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-scores-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	w := parquet.NewGenericWriter[scoreRow](tmp, parquet.Compression(&parquet.Zstd))
-	if _, err := w.Write(rows); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := w.Close(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(0o644); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
+	return atomicfile.Write(path, func(out io.Writer) error {
+		w := parquet.NewGenericWriter[scoreRow](out, parquet.Compression(&parquet.Zstd))
+		if _, err := w.Write(rows); err != nil {
+			return err
+		}
+		return w.Close()
+	})
 }

@@ -12,25 +12,13 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/rs/zerolog"
+
+	"github.com/largeforge/largeforge"
 )
 
-// DefaultNATSConf equals the repository's nats.conf (embedded in the binary as
+// DefaultNATSConf is the repository's nats.conf (embedded in the binary as
 // largeforge.NATSConf); it is used when EmbeddedConfig.Conf is nil.
-const DefaultNATSConf = `# Single-node server configuration used by ` + "`largeforge up`" + ` (the embedded default).
-# The store directory is set from --data-dir at start; everything else is read from here.
-server_name: largeforge
-listen: 127.0.0.1:4222
-max_payload: 1MB
-max_pending: 64MB
-write_deadline: "10s"
-
-jetstream {
-  # store_dir is replaced by <data-dir>/jetstream at start.
-  max_memory_store: 256MB
-  max_file_store: 20GB
-  sync_interval: "2m"
-}
-`
+var DefaultNATSConf = string(largeforge.NATSConf)
 
 // DefaultStartTimeout bounds how long StartEmbedded waits for the server when
 // ctx has no earlier deadline.

@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/rs/zerolog"
 
 	"github.com/largeforge/largeforge/internal/testenv"
@@ -63,39 +62,6 @@ func TestEmbeddedLoadsRepoConf(t *testing.T) {
 	// The listen address of the conf is replaced by the random port.
 	if strings.HasSuffix(e.ClientURL(), ":4222") {
 		t.Errorf("client url %s uses the conf's port, want a random one", e.ClientURL())
-	}
-}
-
-// DefaultNATSConf must stay equal to the repo's nats.conf.
-func TestDefaultConfMatchesRepoConf(t *testing.T) {
-	parse := func(conf string) *server.Options {
-		t.Helper()
-		o := &server.Options{}
-		if err := o.ProcessConfigString(conf); err != nil {
-			t.Fatalf("parse: %v", err)
-		}
-		return o
-	}
-	repo, def := parse(string(repoNATSConf(t))), parse(pipeline.DefaultNATSConf)
-	type key struct {
-		Name                    string
-		Host                    string
-		Port                    int
-		MaxPayload              int32
-		MaxPending              int64
-		WriteDeadline           time.Duration
-		JetStream               bool
-		JSMaxMemory, JSMaxStore int64
-		SyncInterval            time.Duration
-	}
-	k := func(o *server.Options) key {
-		return key{o.ServerName, o.Host, o.Port, o.MaxPayload, o.MaxPending, o.WriteDeadline, o.JetStream, o.JetStreamMaxMemory, o.JetStreamMaxStore, o.SyncInterval}
-	}
-	if k(repo) != k(def) {
-		t.Errorf("DefaultNATSConf differs from nats.conf:\n repo    %+v\n default %+v", k(repo), k(def))
-	}
-	if string(repoNATSConf(t)) != pipeline.DefaultNATSConf {
-		t.Errorf("DefaultNATSConf text differs from the repo's nats.conf")
 	}
 }
 

@@ -191,9 +191,16 @@ func Start(ctx context.Context, bus *pipeline.Bus, models []ModelInput, cfg Conf
 	bctx, stopB := context.WithCancel(context.WithoutCancel(ctx))
 	w := &Workers{ID: cfg.WorkerID, cfg: cfg, stopB: stopB, done: make(chan struct{})}
 	var consumers []*pipeline.Consumer
+	var rpcs []*pipeline.RPCServer
+	stopRPC := func() {
+		for _, r := range rpcs {
+			r.Stop(true)
+		}
+	}
 	for _, mi := range models {
 		b, err := model.NewBatcher(mi.Model, cfg.Slots, model.WithLogger(logging.Named(log, "largeforge.batcher")))
 		if err != nil {
+			stopRPC()
 			stopB()
 			return nil, fmt.Errorf("batcher of %s: %w", mi.Name, err)
 		}
@@ -206,9 +213,17 @@ func Start(ctx context.Context, bus *pipeline.Bus, models []ModelInput, cfg Conf
 		}()
 		h, err := NewHandler(bus, Served{Name: mi.Name, Model: mi.Model, Tok: mi.Tok, Batcher: b}, store, met, cfg.WorkerID, log)
 		if err != nil {
+			stopRPC()
 			stopB()
 			return nil, err
 		}
+		rs, err := h.ServeRPC(ctx)
+		if err != nil {
+			stopRPC()
+			stopB()
+			return nil, err
+		}
+		rpcs = append(rpcs, rs)
 		filter := "lf.req.*." + mi.Name // the name is a valid token: NewHandler checked it
 		c, err := pipeline.NewConsumer(ctx, bus, pipeline.ConsumerConfig{
 			Stream: pipeline.StreamRequests, Durable: Durable(mi.Name), FilterSubjects: []string{filter}, Stage: Stage,
@@ -216,6 +231,7 @@ func Start(ctx context.Context, bus *pipeline.Bus, models []ModelInput, cfg Conf
 			NakDelay: cfg.NakDelay, MaxWait: cfg.MaxWait,
 		}, h, logging.Named(log, "largeforge.consumer."+Durable(mi.Name)))
 		if err != nil {
+			stopRPC()
 			stopB()
 			return nil, err
 		}
@@ -235,12 +251,14 @@ func Start(ctx context.Context, bus *pipeline.Bus, models []ModelInput, cfg Conf
 	}
 	hb, err := bus.KV(ctx, pipeline.BucketWorkers)
 	if err != nil {
+		stopRPC()
 		stopB()
 		return nil, err
 	}
 	go func() {
 		w.heartbeat(ctx, hb, log)
 		w.wg.Wait()
+		stopRPC()
 		stopB()
 		w.batchers.Wait()
 		for _, m := range w.owned {

@@ -1,0 +1,126 @@
+package infer
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"math/rand/v2"
+	"net/http"
+	"time"
+
+	"github.com/largeforge/largeforge/logging"
+	"github.com/largeforge/largeforge/model"
+	"github.com/largeforge/largeforge/pipeline"
+	"github.com/largeforge/largeforge/schemas"
+)
+
+// The interactive path: each worker also answers requests on
+// lf.rpc.<model> (queue group rpc-<model>, so the workers of a model share
+// them), through the same Batcher as the batch path. A request's body is a
+// schemas.CompletionRequest (prompt or messages); when it asks to stream,
+// the text goes back in "chunk" messages as it is generated. The "final"
+// message holds the schemas.CompletionResponse; an "error" message holds an
+// RPCErrorBody. A cancel from the caller stops the generation.
+
+// StatusCancelled counts interactive requests whose caller went away.
+const StatusCancelled = "cancelled"
+
+// OpenAI error types of RPCErrorBody.
+const (
+	ErrTypeInvalidRequest = "invalid_request_error"
+	ErrTypeServer         = "server_error"
+)
+
+// RPCErrorBody is the body of an interactive "error" reply: an HTTP status
+// and an OpenAI-style error.
+type RPCErrorBody struct {
+	Status  int    `json:"status"`
+	Type    string `json:"type"`
+	Param   string `json:"param,omitempty"`
+	Code    string `json:"code,omitempty"`
+	Message string `json:"message"`
+}
+
+// ServeRPC starts answering the model's interactive requests until ctx ends
+// or the server is stopped.
+func (h *Handler) ServeRPC(ctx context.Context) (*pipeline.RPCServer, error) {
+	return h.bus.ServeRPC(ctx, pipeline.RPCSubject(h.s.Name), pipeline.RPCQueue(h.s.Name), h.handleRPC)
+}
+
+func (h *Handler) rpcError(req *pipeline.RPCRequest, status int, typ, code, msg string) {
+	data, _ := json.Marshal(RPCErrorBody{Status: status, Type: typ, Code: code, Message: msg})
+	_ = req.Send(pipeline.RPCError, data)
+	h.met.Requests.WithLabelValues(h.s.Name, StatusError).Inc()
+}
+
+func (h *Handler) handleRPC(ctx context.Context, req *pipeline.RPCRequest) {
+	log := logging.WithRequest(h.log, req.RequestID, req.TraceID)
+	c, err := schemas.DecodeCompletionRequest(req.Data)
+	if err == nil {
+		err = c.Validate()
+	}
+	if err != nil {
+		h.rpcError(req, http.StatusBadRequest, ErrTypeInvalidRequest, "invalid_request", errMessage(err))
+		return
+	}
+	sd := rand.Int64N(1 << 62)
+	if c.Seed != nil {
+		sd = *c.Seed
+	}
+	tr, err := TextRequest(h.s.Tok, c, sd)
+	if err != nil {
+		h.rpcError(req, http.StatusBadRequest, ErrTypeInvalidRequest, "invalid_request", err.Error())
+		return
+	}
+	var onText func(string)
+	if c.Stream {
+		onText = func(s string) { _ = req.Send(pipeline.RPCChunk, []byte(s)) }
+	}
+	active := h.met.Active.WithLabelValues(h.s.Name)
+	active.Inc()
+	t0 := time.Now()
+	out, err := h.gen.Submit(ctx, h.s.Batcher, tr, onText)
+	active.Dec()
+	switch {
+	case err != nil && ctx.Err() != nil:
+		h.met.Requests.WithLabelValues(h.s.Name, StatusCancelled).Inc()
+		log.Debug().Msg("interactive request cancelled")
+		return
+	case errors.Is(err, model.ErrInvalidRequest) || errors.Is(err, model.ErrTooLong):
+		h.rpcError(req, http.StatusBadRequest, ErrTypeInvalidRequest, "model_error", err.Error())
+		return
+	case err != nil:
+		log.Error().Err(err).Msg("interactive generation failed")
+		h.rpcError(req, http.StatusInternalServerError, ErrTypeServer, "model_error", err.Error())
+		return
+	}
+	lat := time.Since(t0)
+	h.met.Latency.WithLabelValues(h.s.Name).Observe(lat.Seconds())
+	h.met.TokensGenerated.WithLabelValues(h.s.Name).Add(float64(out.CompletionTokens))
+	h.met.Requests.WithLabelValues(h.s.Name, StatusSuccess).Inc()
+	id := req.RequestID
+	if id == "" {
+		id = shortHash(time.Now().String())
+	}
+	resp := schemas.CompletionResponse{
+		ID: "cmpl-" + id, Object: schemas.ObjectTextCompletion, Created: time.Now().Unix(), Model: h.s.Name,
+		Usage: schemas.Usage{PromptTokens: out.PromptTokens, CompletionTokens: out.CompletionTokens, TotalTokens: out.PromptTokens + out.CompletionTokens},
+	}
+	choice := schemas.Choice{Index: 0, Text: out.Text, FinishReason: out.FinishReason}
+	if c.IsChat() {
+		resp.ID = "chatcmpl-" + id
+		resp.Object = schemas.ObjectChatCompletion
+		choice.Text = ""
+		choice.Message = &schemas.ChatMessage{Role: schemas.RoleAssistant, Content: out.Text}
+	}
+	resp.Choices = []schemas.Choice{choice}
+	data, err := json.Marshal(resp)
+	if err != nil {
+		h.rpcError(req, http.StatusInternalServerError, ErrTypeServer, "encode", err.Error())
+		return
+	}
+	if err := req.Send(pipeline.RPCFinal, data); err != nil {
+		log.Warn().Err(err).Msg("interactive reply")
+	}
+	log.Debug().Dur("latency", lat).Int("tokens_generated", out.CompletionTokens).Msg("interactive request done")
+}

@@ -1,0 +1,624 @@
+// Package gateway is the OpenAI-compatible HTTP gateway. It holds no model:
+// each completion goes over the bus to a worker serving the model
+// (pipeline.StreamRPC on lf.rpc.<model>), and streamed tokens come back to
+// the client as server-sent events. A client that disconnects cancels its
+// generation.
+//
+// Routes:
+//
+//	POST /v1/completions        §3.1 → §3.2 (stream: SSE chunks, then data: [DONE])
+//	POST /v1/chat/completions   messages → choices[].message (stream: delta chunks)
+//	GET  /v1/models             the models live workers serve (lf_workers)
+//	GET  /health                §3.6 HealthResponse
+//	GET  /metrics               Prometheus (when New is given a Gatherer)
+//
+// Errors are OpenAI-style {"error":{"message","type","param","code"}}: 400
+// with the §7.1 messages for invalid requests, 404 for an unknown model, 413
+// for a body over MaxBodyBytes, 503 when no worker of a known model answers
+// within WorkerWait. Every response carries x-request-id (the client's, or a
+// new one); the logs carry it as request_id, and trace_id from traceparent.
+//
+// Health rules: the "bus" component is healthy while the NATS connection is
+// up, else unhealthy. Each model (served by a live worker, or stored in
+// lf_models) is a component "model:<name>" with details.live_workers; it is
+// healthy with at least one live worker, unhealthy with none. Overall:
+// unhealthy when the bus is down or no model has a live worker; degraded
+// when some model has none; else healthy. /health answers 200 unless
+// unhealthy (503).
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/rs/zerolog"
+
+	"github.com/largeforge/largeforge/consumers/infer"
+	"github.com/largeforge/largeforge/logging"
+	"github.com/largeforge/largeforge/pipeline"
+	"github.com/largeforge/largeforge/schemas"
+)
+
+// Config defaults.
+const (
+	DefaultMaxBodyBytes = 1 << 20
+	DefaultWorkerWait   = 5 * time.Second
+	DefaultRefreshEvery = time.Second
+)
+
+// Config configures a Gateway.
+type Config struct {
+	Addr         string        // listen address for Run, e.g. ":8080"
+	MaxBodyBytes int64         // request body limit (default 1 MiB)
+	WorkerWait   time.Duration // how long a request waits for a worker of a known model before 503 (default 5s)
+	Idle         time.Duration // longest silence of a worker mid-request (default pipeline.DefaultRPCIdle)
+	RefreshEvery time.Duration // how long the live-worker and model lists are cached (default 1s)
+	Version      string        // reported by /health
+}
+
+// Validate checks the config; errors wrap ErrInvalidOption.
+func (c Config) Validate() error {
+	if c.MaxBodyBytes < 0 {
+		return fmt.Errorf("%w: max body bytes %d is negative", ErrInvalidOption, c.MaxBodyBytes)
+	}
+	for name, v := range map[string]time.Duration{"worker wait": c.WorkerWait, "idle": c.Idle, "refresh": c.RefreshEvery} {
+		if v < 0 {
+			return fmt.Errorf("%w: %s %v is negative", ErrInvalidOption, name, v)
+		}
+	}
+	return nil
+}
+
+func (c Config) withDefaults() Config {
+	if c.MaxBodyBytes == 0 {
+		c.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if c.WorkerWait == 0 {
+		c.WorkerWait = DefaultWorkerWait
+	}
+	if c.Idle == 0 {
+		c.Idle = pipeline.DefaultRPCIdle
+	}
+	if c.RefreshEvery == 0 {
+		c.RefreshEvery = DefaultRefreshEvery
+	}
+	if c.Version == "" {
+		c.Version = "dev"
+	}
+	return c
+}
+
+// Gateway is the HTTP gateway.
+type Gateway struct {
+	bus     *pipeline.Bus
+	cfg     Config
+	log     zerolog.Logger
+	met     *Metrics
+	workers jetstream.KeyValue
+	models  jetstream.ObjectStore
+	mux     *http.ServeMux
+	started time.Time
+
+	mu        sync.Mutex
+	live      map[string]int // model → live workers
+	stored    map[string]bool
+	refreshed time.Time
+}
+
+// New returns a gateway over bus. reg receives its metrics; gather, when not
+// nil, is served on /metrics.
+func New(ctx context.Context, bus *pipeline.Bus, cfg Config, log zerolog.Logger, reg prometheus.Registerer, gather prometheus.Gatherer) (*Gateway, error) {
+	if bus == nil {
+		return nil, fmt.Errorf("%w: gateway needs a bus", ErrInvalidOption)
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	met, err := NewMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
+	kv, err := bus.KV(ctx, pipeline.BucketWorkers)
+	if err != nil {
+		return nil, err
+	}
+	os, err := bus.ObjectStore(ctx, pipeline.BucketModels)
+	if err != nil {
+		return nil, err
+	}
+	g := &Gateway{bus: bus, cfg: cfg.withDefaults(), log: logging.Named(log, "largeforge.gateway"), met: met,
+		workers: kv, models: os, mux: http.NewServeMux(), started: time.Now()}
+	g.handle("POST /v1/completions", "/v1/completions", func(w http.ResponseWriter, r *http.Request, l zerolog.Logger) {
+		g.complete(w, r, l, false)
+	})
+	g.handle("POST /v1/chat/completions", "/v1/chat/completions", func(w http.ResponseWriter, r *http.Request, l zerolog.Logger) {
+		g.complete(w, r, l, true)
+	})
+	g.handle("GET /v1/models", "/v1/models", g.listModels)
+	g.handle("GET /health", "/health", g.health)
+	if gather != nil {
+		g.mux.Handle("GET /metrics", promhttp.HandlerFor(gather, promhttp.HandlerOpts{}))
+	}
+	g.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "invalid_request_error", "", "not_found", fmt.Sprintf("Unknown path %s %s", r.Method, r.URL.Path))
+	})
+	return g, nil
+}
+
+// Handler is the gateway's http.Handler.
+func (g *Gateway) Handler() http.Handler { return g.mux }
+
+// Run listens on Config.Addr and serves until ctx ends, then shuts down
+// gracefully (at most 10s).
+func (g *Gateway) Run(ctx context.Context) error {
+	ln, err := net.Listen("tcp", g.cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("gateway listen %s: %w", g.cfg.Addr, err)
+	}
+	return g.Serve(ctx, ln)
+}
+
+// Serve serves on ln until ctx ends.
+func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
+	srv := &http.Server{Handler: g.mux, ReadHeaderTimeout: 10 * time.Second,
+		BaseContext: func(net.Listener) context.Context { return context.WithoutCancel(ctx) }}
+	g.log.Info().Str("addr", ln.Addr().String()).Msg("gateway listening")
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("gateway serve: %w", err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		_ = srv.Close()
+	}
+	<-errc
+	return nil
+}
+
+// statusWriter records the status and bytes of a response.
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (s *statusWriter) WriteHeader(code int) {
+	if s.code == 0 {
+		s.code = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusWriter) Write(b []byte) (int, error) {
+	if s.code == 0 {
+		s.code = http.StatusOK
+	}
+	return s.ResponseWriter.Write(b)
+}
+
+func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+// handle registers a route with request ids, logging and metrics.
+func (g *Gateway) handle(pattern, path string, h func(http.ResponseWriter, *http.Request, zerolog.Logger)) {
+	g.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		id := r.Header.Get("X-Request-Id")
+		if id == "" || len(id) > 128 {
+			id = newID()
+		}
+		w.Header().Set("X-Request-Id", id)
+		l := logging.WithRequest(g.log, id, TraceID(r.Header.Get("Traceparent")))
+		sw := &statusWriter{ResponseWriter: w}
+		g.met.Active.Inc()
+		h(sw, r.WithContext(withRequestID(r.Context(), id)), l)
+		g.met.Active.Dec()
+		if sw.code == 0 {
+			sw.code = http.StatusOK
+		}
+		el := time.Since(start)
+		g.met.Requests.WithLabelValues(path, fmt.Sprint(sw.code)).Inc()
+		g.met.Duration.WithLabelValues(path).Observe(el.Seconds())
+		ev := l.Info()
+		if sw.code >= 500 {
+			ev = l.Warn()
+		}
+		ev.Int("status", sw.code).Str("path", path).Float64("latency_ms", float64(el.Microseconds())/1000).Msg("Request completed")
+	})
+}
+
+type ctxKey struct{}
+
+func withRequestID(ctx context.Context, id string) context.Context {
+	return context.WithValue(ctx, ctxKey{}, id)
+}
+
+func requestID(ctx context.Context) string {
+	id, _ := ctx.Value(ctxKey{}).(string)
+	return id
+}
+
+func newID() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return "req-" + hex.EncodeToString(b[:])
+}
+
+// TraceID returns the trace id of a W3C traceparent header
+// ("00-<32 hex>-<16 hex>-<2 hex>"), or "" when it is absent or malformed.
+func TraceID(traceparent string) string {
+	parts := strings.Split(strings.TrimSpace(traceparent), "-")
+	if len(parts) < 4 || len(parts[0]) != 2 || len(parts[1]) != 32 || len(parts[2]) != 16 || len(parts[3]) != 2 {
+		return ""
+	}
+	if _, err := hex.DecodeString(parts[1]); err != nil || parts[1] == strings.Repeat("0", 32) {
+		return ""
+	}
+	return strings.ToLower(parts[1])
+}
+
+// apiError is the OpenAI error object.
+type apiError struct {
+	Message string  `json:"message"`
+	Type    string  `json:"type"`
+	Param   *string `json:"param"`
+	Code    *string `json:"code"`
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, status int, typ, param, code, msg string) {
+	e := apiError{Message: msg, Type: typ}
+	if param != "" {
+		e.Param = &param
+	}
+	if code != "" {
+		e.Code = &code
+	}
+	writeJSON(w, status, map[string]apiError{"error": e})
+}
+
+// validationError maps a decode or Validate error to its message and param:
+// the §7.1 sentinels give exactly their dictionary string.
+func validationError(err error) (msg, param string) {
+	for _, s := range []struct {
+		err   error
+		param string
+	}{
+		{schemas.ErrModelNameRequired, "model"}, {schemas.ErrInvalidModelPath, "model"}, {schemas.ErrPromptTooLong, "prompt"},
+		{schemas.ErrInvalidMaxTokens, "max_tokens"}, {schemas.ErrTemperatureOutOfRange, "temperature"},
+	} {
+		if errors.Is(err, s.err) {
+			return s.err.Error(), s.param
+		}
+	}
+	return err.Error(), ""
+}
+
+// complete serves /v1/completions (chat false) and /v1/chat/completions.
+func (g *Gateway) complete(w http.ResponseWriter, r *http.Request, l zerolog.Logger, chat bool) {
+	body, err := readBody(w, r, g.cfg.MaxBodyBytes)
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			writeError(w, http.StatusRequestEntityTooLarge, "invalid_request_error", "", "request_too_large", fmt.Sprintf("Request body over %d bytes", g.cfg.MaxBodyBytes))
+			return
+		}
+		writeError(w, http.StatusBadRequest, "invalid_request_error", "", "invalid_request", "Cannot read the request body: "+err.Error())
+		return
+	}
+	req, err := schemas.DecodeCompletionRequest(body)
+	if err == nil {
+		switch {
+		case chat && req.Prompt != "":
+			err = fmt.Errorf("%w: chat completions take messages, not prompt", schemas.ErrInvalidRequest)
+		case chat && len(req.Messages) == 0:
+			err = fmt.Errorf("%w: messages required", schemas.ErrInvalidRequest)
+		case !chat && len(req.Messages) > 0:
+			err = fmt.Errorf("%w: completions take prompt, not messages (use /v1/chat/completions)", schemas.ErrInvalidRequest)
+		default:
+			err = req.Validate()
+		}
+	}
+	if err != nil {
+		msg, param := validationError(err)
+		writeError(w, http.StatusBadRequest, "invalid_request_error", param, "invalid_request", msg)
+		return
+	}
+	l = logging.Context(l, map[string]any{"model": req.Model})
+	ctx := r.Context()
+	if err := g.waitForModel(ctx, req.Model); err != nil {
+		g.modelError(w, req.Model, err)
+		return
+	}
+	data, _ := json.Marshal(req)
+	call := pipeline.RPCCall{Subject: pipeline.RPCSubject(req.Model), Data: data, RequestID: requestID(ctx),
+		TraceID: TraceID(r.Header.Get("Traceparent")), Idle: g.cfg.Idle}
+	var sse *sseWriter
+	if req.Stream {
+		sse = &sseWriter{w: w, rc: http.NewResponseController(w), chat: chat, model: req.Model, created: time.Now().Unix(), id: completionID(chat, call.RequestID)}
+	}
+	var onChunk func([]byte) error
+	if sse != nil {
+		onChunk = sse.chunk
+	}
+	var final []byte
+	deadline := time.Now().Add(g.cfg.WorkerWait)
+	for {
+		final, err = g.bus.StreamRPC(ctx, call, nil, onChunk)
+		if !errors.Is(err, pipeline.ErrNoResponders) || time.Now().After(deadline) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	switch {
+	case errors.Is(err, pipeline.ErrNoResponders):
+		g.modelError(w, req.Model, ErrNoWorker)
+		return
+	case ctx.Err() != nil:
+		l.Info().Msg("client went away; generation cancelled")
+		return
+	case err != nil:
+		status, e := http.StatusBadGateway, apiError{Type: "server_error", Message: err.Error()}
+		var f *pipeline.RPCFailure
+		if errors.As(err, &f) {
+			var eb infer.RPCErrorBody
+			if json.Unmarshal(f.Body, &eb) == nil && eb.Status != 0 {
+				status, e = eb.Status, apiError{Type: eb.Type, Message: eb.Message}
+				if eb.Code != "" {
+					e.Code = &eb.Code
+				}
+			}
+		}
+		if errors.Is(err, pipeline.ErrRPCTimeout) {
+			status = http.StatusGatewayTimeout
+		}
+		if sse != nil && sse.started {
+			sse.event(map[string]apiError{"error": e})
+			return
+		}
+		writeJSON(w, status, map[string]apiError{"error": e})
+		return
+	}
+	var resp schemas.CompletionResponse
+	if err := json.Unmarshal(final, &resp); err != nil {
+		writeError(w, http.StatusBadGateway, "server_error", "", "bad_reply", "worker reply: "+err.Error())
+		return
+	}
+	if sse != nil {
+		sse.finish(resp)
+		return
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
+func completionID(chat bool, id string) string {
+	if chat {
+		return "chatcmpl-" + id
+	}
+	return "cmpl-" + id
+}
+
+func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
+	var buf bytes.Buffer
+	_, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, limit))
+	return buf.Bytes(), err
+}
+
+func (g *Gateway) modelError(w http.ResponseWriter, name string, err error) {
+	switch {
+	case errors.Is(err, ErrUnknownModel):
+		writeError(w, http.StatusNotFound, "invalid_request_error", "model", "model_not_found", fmt.Sprintf("The model `%s` does not exist", name))
+	case errors.Is(err, ErrNoWorker):
+		w.Header().Set("Retry-After", "1")
+		writeError(w, http.StatusServiceUnavailable, "server_error", "model", "no_live_worker", fmt.Sprintf("No live worker serves the model `%s`", name))
+	default:
+		writeError(w, http.StatusServiceUnavailable, "server_error", "", "bus_error", err.Error())
+	}
+}
+
+// waitForModel returns nil when a live worker serves name, ErrUnknownModel
+// when neither a live worker nor lf_models knows it, and ErrNoWorker when it
+// is known but no worker appears within WorkerWait.
+func (g *Gateway) waitForModel(ctx context.Context, name string) error {
+	deadline := time.Now().Add(g.cfg.WorkerWait)
+	forced := false
+	for {
+		live, stored, err := g.snapshot(ctx, 0)
+		if err != nil {
+			return err
+		}
+		if live[name] == 0 && !stored[name] && !forced {
+			// Maybe new since the cached lists: read them again (at most
+			// every 100ms).
+			forced = true
+			if live, stored, err = g.snapshot(ctx, 100*time.Millisecond); err != nil {
+				return err
+			}
+		}
+		if live[name] > 0 {
+			return nil
+		}
+		if !stored[name] {
+			return ErrUnknownModel
+		}
+		if time.Now().After(deadline) {
+			return ErrNoWorker
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(g.cfg.RefreshEvery):
+		}
+	}
+}
+
+// snapshot returns the live workers per model and the models in lf_models,
+// cached for RefreshEvery, or for maxAge when that is not 0.
+func (g *Gateway) snapshot(ctx context.Context, maxAge time.Duration) (map[string]int, map[string]bool, error) {
+	if maxAge == 0 {
+		maxAge = g.cfg.RefreshEvery
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.live != nil && time.Since(g.refreshed) < maxAge {
+		return g.live, g.stored, nil
+	}
+	live, err := g.liveWorkers(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	stored := map[string]bool{}
+	infos, err := g.models.List(ctx)
+	if err != nil && !errors.Is(err, jetstream.ErrNoObjectsFound) {
+		return nil, nil, fmt.Errorf("list %s: %w", pipeline.BucketModels, err)
+	}
+	for _, in := range infos {
+		if name, _, ok := strings.Cut(in.Name, "/"); ok && !in.Deleted {
+			stored[name] = true
+		}
+	}
+	g.live, g.stored, g.refreshed = live, stored, time.Now()
+	return live, stored, nil
+}
+
+// liveWorkers reads lf_workers: infer workers whose heartbeat is within the
+// bucket's TTL, counted per model.
+func (g *Gateway) liveWorkers(ctx context.Context) (map[string]int, error) {
+	out := map[string]int{}
+	lister, err := g.workers.ListKeys(ctx)
+	if err != nil {
+		if errors.Is(err, jetstream.ErrNoKeysFound) {
+			return out, nil
+		}
+		return nil, fmt.Errorf("list %s: %w", pipeline.BucketWorkers, err)
+	}
+	defer func() { _ = lister.Stop() }()
+	for key := range lister.Keys() {
+		if !strings.HasPrefix(key, "infer.") {
+			continue
+		}
+		e, err := g.workers.Get(ctx, key)
+		if err != nil {
+			continue // expired or deleted meanwhile
+		}
+		var hb infer.Heartbeat
+		if json.Unmarshal(e.Value(), &hb) != nil {
+			continue
+		}
+		if time.Since(time.Unix(hb.UpdatedAt, 0)) > pipeline.WorkerHeartbeatTTL {
+			continue
+		}
+		for _, m := range hb.Models {
+			out[m]++
+		}
+	}
+	return out, nil
+}
+
+// ModelInfo is an entry of GET /v1/models.
+type ModelInfo struct {
+	ID          string `json:"id"`
+	Object      string `json:"object"`
+	Created     int64  `json:"created"`
+	OwnedBy     string `json:"owned_by"`
+	LiveWorkers int    `json:"live_workers"`
+}
+
+func (g *Gateway) listModels(w http.ResponseWriter, r *http.Request, _ zerolog.Logger) {
+	live, _, err := g.snapshot(r.Context(), 0)
+	if err != nil {
+		writeError(w, http.StatusServiceUnavailable, "server_error", "", "bus_error", err.Error())
+		return
+	}
+	names := make([]string, 0, len(live))
+	for n := range live {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	data := make([]ModelInfo, len(names))
+	for i, n := range names {
+		data[i] = ModelInfo{ID: n, Object: "model", Created: g.started.Unix(), OwnedBy: "largeforge", LiveWorkers: live[n]}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"object": "list", "data": data})
+}
+
+// Health computes the §3.6 health report (see the package comment for the
+// rules).
+func (g *Gateway) Health(ctx context.Context) schemas.HealthResponse {
+	resp := schemas.HealthResponse{Version: g.cfg.Version, UptimeSeconds: int64(time.Since(g.started).Seconds())}
+	bus := schemas.Component{Name: "bus", Status: schemas.StatusHealthy}
+	if !g.bus.Conn().IsConnected() {
+		bus.Status, bus.Message = schemas.StatusUnhealthy, "not connected to NATS"
+	}
+	resp.Components = append(resp.Components, bus)
+	live, stored, err := g.snapshot(ctx, 0)
+	if err != nil {
+		bus.Status, bus.Message = schemas.StatusUnhealthy, err.Error()
+		resp.Components[0] = bus
+	}
+	names := map[string]bool{}
+	for n := range live {
+		names[n] = true
+	}
+	for n := range stored {
+		names[n] = true
+	}
+	sorted := make([]string, 0, len(names))
+	for n := range names {
+		sorted = append(sorted, n)
+	}
+	sort.Strings(sorted)
+	up := 0
+	for _, n := range sorted {
+		c := schemas.Component{Name: "model:" + n, Status: schemas.StatusHealthy, Details: map[string]any{"live_workers": live[n]}}
+		if live[n] == 0 {
+			c.Status, c.Message = schemas.StatusUnhealthy, "no live worker"
+		} else {
+			up++
+		}
+		resp.Components = append(resp.Components, c)
+	}
+	switch {
+	case bus.Status != schemas.StatusHealthy || up == 0:
+		resp.Status = schemas.StatusUnhealthy
+	case up < len(sorted):
+		resp.Status = schemas.StatusDegraded
+	default:
+		resp.Status = schemas.StatusHealthy
+	}
+	return resp
+}
+
+func (g *Gateway) health(w http.ResponseWriter, r *http.Request, _ zerolog.Logger) {
+	h := g.Health(r.Context())
+	status := http.StatusOK
+	if h.Status == schemas.StatusUnhealthy {
+		status = http.StatusServiceUnavailable
+	}
+	writeJSON(w, status, h)
+}

@@ -1,0 +1,403 @@
+package gateway_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/openai/openai-go/v3"
+	"github.com/openai/openai-go/v3/option"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/largeforge/largeforge/consumers/infer"
+	"github.com/largeforge/largeforge/internal/testenv"
+	"github.com/largeforge/largeforge/model"
+	"github.com/largeforge/largeforge/model/tokenizer"
+	"github.com/largeforge/largeforge/pipeline"
+	"github.com/largeforge/largeforge/pipeline/pipelinetest"
+	"github.com/largeforge/largeforge/producers/gateway"
+	"github.com/largeforge/largeforge/schemas"
+)
+
+type stack struct {
+	bus  *pipeline.Bus
+	url  string // http://127.0.0.1:port
+	reg  *prometheus.Registry
+	m    *model.Model
+	tok  *tokenizer.Tokenizer
+	gen  *model.TextGenerator
+	oai  openai.Client
+	http *http.Client
+}
+
+// newStack starts a bus, an infer worker serving stories260K as "stories" and
+// the gateway on a random port.
+func newStack(t *testing.T, cfg gateway.Config) *stack {
+	t.Helper()
+	dir := filepath.Dir(testenv.SharedFile(t, "models/stories260K/model.safetensors"))
+	_, bus := pipelinetest.StartBus(t)
+	log := pipelinetest.Logger(t)
+	m, tok, err := infer.Load("stories", dir, infer.Config{}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = m.Close() })
+	gen, err := model.NewTextGenerator(m, tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	ctx, cancel := context.WithCancel(context.Background())
+	w, err := infer.Start(ctx, bus, []infer.ModelInput{{Name: "stories", Model: m, Tok: tok}},
+		infer.Config{Slots: 4, HeartbeatEvery: time.Second, MaxWait: 100 * time.Millisecond}, log, reg)
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	g, err := gateway.New(ctx, bus, cfg, log, reg, reg)
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- g.Serve(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-served; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+		if err := w.Wait(); err != nil {
+			t.Errorf("workers: %v", err)
+		}
+	})
+	s := &stack{bus: bus, url: "http://" + ln.Addr().String(), reg: reg, m: m, tok: tok, gen: gen, http: &http.Client{Timeout: 30 * time.Second}}
+	s.oai = openai.NewClient(option.WithBaseURL(s.url+"/v1/"), option.WithAPIKey("unused"), option.WithMaxRetries(0))
+	// The worker's heartbeat makes the model live.
+	pipelinetest.CheckFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+		page, err := s.oai.Models.List(context.Background())
+		if err != nil {
+			return err
+		}
+		if len(page.Data) != 1 || page.Data[0].ID != "stories" {
+			return fmt.Errorf("models %+v", page.Data)
+		}
+		return nil
+	})
+	return s
+}
+
+// direct runs a request on the model itself.
+func (s *stack) direct(t *testing.T, c schemas.CompletionRequest) model.TextResult {
+	t.Helper()
+	tr, err := infer.TextRequest(s.tok, c, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := s.gen.Generate(context.Background(), []model.TextRequest{tr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out[0]
+}
+
+func TestOpenAIClient(t *testing.T) {
+	s := newStack(t, gateway.Config{})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	prompt := "Once upon a time"
+	want := s.direct(t, schemas.CompletionRequest{Prompt: prompt, MaxTokens: 24, Temperature: 0})
+	chatMsgs := []schemas.ChatMessage{{Role: "user", Content: "Tell me a story"}}
+	wantChat := s.direct(t, schemas.CompletionRequest{Messages: chatMsgs, MaxTokens: 16, Temperature: 0})
+	if want.Text == "" || wantChat.Text == "" {
+		t.Fatalf("direct output empty: %q %q", want.Text, wantChat.Text)
+	}
+	cparams := openai.CompletionNewParams{Model: "stories", Prompt: openai.CompletionNewParamsPromptUnion{OfString: openai.String(prompt)},
+		MaxTokens: openai.Int(24), Temperature: openai.Float(0)}
+	chparams := openai.ChatCompletionNewParams{Model: "stories", Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("Tell me a story")},
+		MaxTokens: openai.Int(16), Temperature: openai.Float(0)}
+
+	t.Run("completion", func(t *testing.T) {
+		c, err := s.oai.Completions.New(ctx, cparams)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(c.Choices) != 1 || c.Choices[0].Text != want.Text || string(c.Choices[0].FinishReason) != want.FinishReason {
+			t.Errorf("choices %+v, direct %q (%s)", c.Choices, want.Text, want.FinishReason)
+		}
+		if c.Usage.PromptTokens != int64(want.PromptTokens) || c.Usage.CompletionTokens != int64(want.CompletionTokens) || c.Object != "text_completion" {
+			t.Errorf("usage %+v object %s, direct %d+%d", c.Usage, c.Object, want.PromptTokens, want.CompletionTokens)
+		}
+	})
+	t.Run("completion stream", func(t *testing.T) {
+		st := s.oai.Completions.NewStreaming(ctx, cparams)
+		var text strings.Builder
+		n, finish := 0, ""
+		for st.Next() {
+			c := st.Current()
+			n++
+			if len(c.Choices) > 0 {
+				text.WriteString(c.Choices[0].Text)
+				if c.Choices[0].FinishReason != "" {
+					finish = string(c.Choices[0].FinishReason)
+				}
+			}
+		}
+		if err := st.Err(); err != nil {
+			t.Fatal(err)
+		}
+		if text.String() != want.Text || finish != want.FinishReason || n < 3 {
+			t.Errorf("streamed %q in %d chunks (%s), direct %q (%s)", text.String(), n, finish, want.Text, want.FinishReason)
+		}
+	})
+	t.Run("chat", func(t *testing.T) {
+		c, err := s.oai.Chat.Completions.New(ctx, chparams)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(c.Choices) != 1 || c.Choices[0].Message.Content != wantChat.Text || c.Choices[0].Message.Role != "assistant" || c.Object != "chat.completion" {
+			t.Errorf("chat %+v, direct %q", c, wantChat.Text)
+		}
+	})
+	t.Run("chat stream", func(t *testing.T) {
+		st := s.oai.Chat.Completions.NewStreaming(ctx, chparams)
+		var acc openai.ChatCompletionAccumulator
+		for st.Next() {
+			acc.AddChunk(st.Current())
+		}
+		if err := st.Err(); err != nil {
+			t.Fatal(err)
+		}
+		if len(acc.Choices) != 1 || acc.Choices[0].Message.Content != wantChat.Text {
+			t.Errorf("accumulated %+v, direct %q", acc.Choices, wantChat.Text)
+		}
+	})
+
+	errTests := []struct {
+		name       string
+		params     openai.CompletionNewParams
+		wantStatus int
+		wantMsg    string
+		wantParam  string
+	}{
+		{name: "max_tokens 0", params: openai.CompletionNewParams{Model: "stories", Prompt: cparams.Prompt, MaxTokens: openai.Int(0)}, wantStatus: 400, wantMsg: "Invalid max_tokens", wantParam: "max_tokens"},
+		{name: "max_tokens 5000", params: openai.CompletionNewParams{Model: "stories", Prompt: cparams.Prompt, MaxTokens: openai.Int(5000)}, wantStatus: 400, wantMsg: "Invalid max_tokens", wantParam: "max_tokens"},
+		{name: "temperature", params: openai.CompletionNewParams{Model: "stories", Prompt: cparams.Prompt, Temperature: openai.Float(2.5)}, wantStatus: 400, wantMsg: "Temperature out of range", wantParam: "temperature"},
+		{name: "model path", params: openai.CompletionNewParams{Model: "../x", Prompt: cparams.Prompt}, wantStatus: 400, wantMsg: "Invalid model path", wantParam: "model"},
+		{name: "unknown model", params: openai.CompletionNewParams{Model: "nope", Prompt: cparams.Prompt}, wantStatus: 404, wantMsg: "The model `nope` does not exist", wantParam: "model"},
+		{name: "too long for the model", params: openai.CompletionNewParams{Model: "stories", Prompt: openai.CompletionNewParamsPromptUnion{OfString: openai.String(strings.Repeat("dog ", 5000))}, MaxTokens: openai.Int(4)}, wantStatus: 400, wantMsg: "context"},
+	}
+	for _, tc := range errTests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := s.oai.Completions.New(ctx, tc.params)
+			var apiErr *openai.Error
+			if !errors.As(err, &apiErr) {
+				t.Fatalf("err %v, want an API error", err)
+			}
+			if apiErr.StatusCode != tc.wantStatus || !strings.Contains(apiErr.Message, tc.wantMsg) || apiErr.Param != tc.wantParam {
+				t.Errorf("got %d %q param %q, want %d %q param %q", apiErr.StatusCode, apiErr.Message, apiErr.Param, tc.wantStatus, tc.wantMsg, tc.wantParam)
+			}
+		})
+	}
+}
+
+func (s *stack) post(t *testing.T, ctx context.Context, path, body string, hdr map[string]string) *http.Response {
+	t.Helper()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.url+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	resp, err := s.http.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp
+}
+
+func TestHTTPDetails(t *testing.T) {
+	s := newStack(t, gateway.Config{WorkerWait: 300 * time.Millisecond, MaxBodyBytes: 4096})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	t.Run("request id", func(t *testing.T) {
+		resp := s.post(t, ctx, "/v1/completions", `{"model":"stories","prompt":"Hi","max_tokens":2}`,
+			map[string]string{"X-Request-Id": "req-abc", "Traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"})
+		defer resp.Body.Close()
+		var body schemas.CompletionResponse
+		if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode != 200 || resp.Header.Get("X-Request-Id") != "req-abc" || body.ID != "cmpl-req-abc" {
+			t.Errorf("status %d, x-request-id %q, id %q", resp.StatusCode, resp.Header.Get("X-Request-Id"), body.ID)
+		}
+		resp2 := s.post(t, ctx, "/v1/completions", `{"model":"stories","prompt":"Hi","max_tokens":2}`, nil)
+		resp2.Body.Close()
+		if !strings.HasPrefix(resp2.Header.Get("X-Request-Id"), "req-") {
+			t.Errorf("generated x-request-id %q", resp2.Header.Get("X-Request-Id"))
+		}
+	})
+	t.Run("body limit", func(t *testing.T) {
+		resp := s.post(t, ctx, "/v1/completions", `{"model":"stories","prompt":"`+strings.Repeat("x", 5000)+`"}`, nil)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusRequestEntityTooLarge {
+			t.Errorf("status %d, want 413", resp.StatusCode)
+		}
+	})
+	t.Run("bad json", func(t *testing.T) {
+		resp := s.post(t, ctx, "/v1/chat/completions", `{"model":`, nil)
+		defer resp.Body.Close()
+		var e struct {
+			Error struct{ Message, Type string } `json:"error"`
+		}
+		_ = json.NewDecoder(resp.Body).Decode(&e)
+		if resp.StatusCode != 400 || e.Error.Type != "invalid_request_error" || e.Error.Message == "" {
+			t.Errorf("status %d, error %+v", resp.StatusCode, e)
+		}
+	})
+	t.Run("client disconnect cancels", func(t *testing.T) {
+		cctx, ccancel := context.WithCancel(ctx)
+		resp := s.post(t, cctx, "/v1/completions", `{"model":"stories","prompt":"Once upon a time","max_tokens":4000,"temperature":0,"stream":true}`, nil)
+		r := bufio.NewReader(resp.Body)
+		line, err := r.ReadString('\n')
+		if err != nil || !strings.HasPrefix(line, "data: {") {
+			t.Fatalf("first line %q, %v", line, err)
+		}
+		ccancel()
+		resp.Body.Close()
+		pipelinetest.CheckFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+			if v := counter(t, s.reg, "inference_requests_total", "status", "cancelled"); v < 1 {
+				return fmt.Errorf("cancelled %v", v)
+			}
+			return nil
+		})
+	})
+	t.Run("no live worker", func(t *testing.T) {
+		dir := t.TempDir()
+		if err := os.WriteFile(filepath.Join(dir, "config.json"), []byte(`{}`), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := infer.PutModel(ctx, s.bus, "sleepy", dir); err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		_, err := s.oai.Completions.New(ctx, openai.CompletionNewParams{Model: "sleepy", Prompt: openai.CompletionNewParamsPromptUnion{OfString: openai.String("x")}})
+		var apiErr *openai.Error
+		if !errors.As(err, &apiErr) || apiErr.StatusCode != 503 {
+			t.Fatalf("err %v, want 503", err)
+		}
+		if el := time.Since(start); el < 300*time.Millisecond || el > 5*time.Second {
+			t.Errorf("503 after %v, want after the 300ms wait", el)
+		}
+	})
+	t.Run("health", func(t *testing.T) {
+		resp, err := s.http.Get(s.url + "/health")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var h schemas.HealthResponse
+		if err := json.NewDecoder(resp.Body).Decode(&h); err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]string{}
+		for _, c := range h.Components {
+			got[c.Name] = c.Status
+		}
+		// sleepy is stored but has no worker: degraded.
+		if resp.StatusCode != 200 || h.Status != schemas.StatusDegraded || got["bus"] != "healthy" || got["model:stories"] != "healthy" || got["model:sleepy"] != "unhealthy" {
+			t.Errorf("health %d %+v", resp.StatusCode, h)
+		}
+	})
+	t.Run("metrics", func(t *testing.T) {
+		resp, err := s.http.Get(s.url + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		for _, want := range []string{`gateway_requests_total{code="200",path="/v1/completions"}`, `gateway_requests_total{code="503",path="/v1/completions"}`, "inference_requests_total"} {
+			if !strings.Contains(string(b), want) {
+				t.Errorf("metrics lack %s", want)
+			}
+		}
+	})
+}
+
+func counter(t *testing.T, reg *prometheus.Registry, name, label, value string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := 0.0
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == label && l.GetValue() == value {
+					sum += m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return sum
+}
+
+func TestTraceID(t *testing.T) {
+	tests := []struct {
+		name, in, want string
+	}{
+		{name: "valid", in: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", want: "4bf92f3577b34da6a3ce929d0e0e4736"},
+		{name: "empty", in: ""},
+		{name: "short", in: "00-4bf92f35-00f067aa0ba902b7-01"},
+		{name: "zero", in: "00-00000000000000000000000000000000-00f067aa0ba902b7-01"},
+		{name: "not hex", in: "00-4bf92f3577b34da6a3ce929d0e0e47zz-00f067aa0ba902b7-01"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := gateway.TraceID(tc.in); got != tc.want {
+				t.Errorf("TraceID(%q) = %q, want %q", tc.in, got, tc.want)
+			}
+		})
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	tests := []struct {
+		name    string
+		cfg     gateway.Config
+		wantErr bool
+	}{
+		{name: "zero", cfg: gateway.Config{}},
+		{name: "negative body", cfg: gateway.Config{MaxBodyBytes: -1}, wantErr: true},
+		{name: "negative wait", cfg: gateway.Config{WorkerWait: -time.Second}, wantErr: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.cfg.Validate()
+			if (err != nil) != tc.wantErr || (err != nil && !errors.Is(err, gateway.ErrInvalidOption)) {
+				t.Errorf("Validate() = %v, wantErr %v", err, tc.wantErr)
+			}
+		})
+	}
+}

@@ -1,0 +1,53 @@
+package gateway
+
+import (
+	"errors"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the gateway's HTTP metrics. The inference metrics (§5.3) are
+// the workers'; these count what the gateway itself answered.
+type Metrics struct {
+	Requests *prometheus.CounterVec   // gateway_requests_total{path,code}
+	Duration *prometheus.HistogramVec // gateway_request_duration_seconds{path}: time to the last byte
+	Active   prometheus.Gauge         // gateway_active_requests
+}
+
+// NewMetrics registers the gateway metrics with reg (nil: unregistered).
+// Registering twice with one registry reuses the collectors already there.
+func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
+	m := &Metrics{
+		Requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "gateway_requests_total", Help: "HTTP requests answered by the gateway."}, []string{"path", "code"}),
+		Duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "gateway_request_duration_seconds", Help: "HTTP request duration to the last byte.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 16)}, []string{"path"}),
+		Active: prometheus.NewGauge(prometheus.GaugeOpts{Name: "gateway_active_requests", Help: "HTTP requests in progress."}),
+	}
+	if reg == nil {
+		return m, nil
+	}
+	var err error
+	if m.Requests, err = register(reg, m.Requests); err != nil {
+		return nil, err
+	}
+	if m.Duration, err = register(reg, m.Duration); err != nil {
+		return nil, err
+	}
+	if m.Active, err = register(reg, m.Active); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
+	if err := reg.Register(c); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			if existing, ok := are.ExistingCollector.(C); ok {
+				return existing, nil
+			}
+		}
+		return c, err
+	}
+	return c, nil
+}

@@ -1,0 +1,15 @@
+package train
+
+import "errors"
+
+var (
+	// ErrInvalidOption is wrapped by an Option given a bad value.
+	ErrInvalidOption = errors.New("train: invalid option")
+	// ErrNoExamples is returned when there is nothing to train on.
+	ErrNoExamples = errors.New("train: no training examples")
+	// ErrUnsupportedRecord is wrapped when a record cannot be rendered for SFT
+	// (a DPO record, a conversation without a gpt turn).
+	ErrUnsupportedRecord = errors.New("train: unsupported record for sft")
+	// ErrBackend wraps a GoMLX failure while compiling or running a step.
+	ErrBackend = errors.New("train: backend")
+)

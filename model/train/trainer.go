@@ -1,0 +1,505 @@
+package train
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/gomlx/gomlx/backends"
+	_ "github.com/gomlx/gomlx/backends/simplego" // the pure Go backend
+	"github.com/gomlx/gomlx/pkg/core/dtypes"
+	. "github.com/gomlx/gomlx/pkg/core/graph" //nolint:revive,staticcheck // the GoMLX convention for graph code
+	"github.com/gomlx/gomlx/pkg/core/shapes"
+	"github.com/gomlx/gomlx/pkg/core/tensors"
+	"github.com/rs/zerolog"
+
+	"github.com/largeforge/largeforge/model"
+	"github.com/largeforge/largeforge/model/checkpoint"
+	"github.com/largeforge/largeforge/schemas"
+)
+
+// AdamW constants (PyTorch defaults).
+const (
+	Beta1   = 0.9
+	Beta2   = 0.999
+	Epsilon = 1e-8
+)
+
+// Trainer runs full-parameter SFT of one model. Its weights and AdamW
+// moments stay backend tensors between steps; each batch shape (rows,
+// padded length) compiles its gradient graph once. A Trainer is not safe
+// for concurrent use.
+type Trainer struct {
+	cfg    schemas.TrainingConfig
+	mcfg   checkpoint.Config
+	gen    checkpoint.GenerationConfig
+	opts   options
+	log    zerolog.Logger
+	be     backends.Backend
+	maxLen int
+	padID  int32
+
+	names            []string // trainable tensors, sorted
+	decay            []bool   // weight decay applies (not norms, not biases)
+	params, mom, vel []*tensors.Tensor
+	ropeCos, ropeSin *tensors.Tensor
+
+	graphs map[graphKey]*Graph
+
+	step    int // optimizer steps taken
+	history []map[string]any
+}
+
+type graphKey struct {
+	kind       string
+	rows, cols int
+}
+
+// New builds a Trainer for cfg from a loaded base checkpoint; cfg is
+// validated first. The checkpoint's tensors are copied.
+func New(cfg schemas.TrainingConfig, ck *checkpoint.Checkpoint, opts ...Option) (t *Trainer, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("new trainer: %w", err)
+	}
+	if _, err := LearningRate(cfg.LRSchedulerType, 1, 0, 0, 1); err != nil {
+		return nil, err
+	}
+	if ck == nil {
+		return nil, fmt.Errorf("%w: nil checkpoint", ErrInvalidOption)
+	}
+	o := options{logger: zerolog.Nop(), seed: DefaultSeed, maxSeqLen: DefaultMaxSeqLen}
+	for _, opt := range opts {
+		if err := opt(&o); err != nil {
+			return nil, err
+		}
+	}
+	mcfg := ck.Config
+	if err := checkpoint.CheckTensors(mcfg, ck.Tensors, "base"); err != nil {
+		return nil, fmt.Errorf("new trainer: %w", err)
+	}
+	maxLen := min(o.maxSeqLen, mcfg.MaxPositionEmbeddings)
+	bname := o.backend
+	if bname == "" {
+		bname = model.DefaultBackend
+	}
+	be, err := newBackend(bname)
+	if err != nil {
+		return nil, err
+	}
+	t = &Trainer{cfg: cfg, mcfg: mcfg, gen: ck.Generation, opts: o, log: o.logger, be: be, maxLen: maxLen, graphs: map[graphKey]*Graph{}}
+	switch {
+	case ck.Generation.PadTokenID != nil && *ck.Generation.PadTokenID < mcfg.VocabSize:
+		t.padID = int32(*ck.Generation.PadTokenID)
+	case len(mcfg.EOSTokenIDs) > 0:
+		t.padID = int32(mcfg.EOSTokenIDs[0])
+	}
+	for n := range checkpoint.ExpectedTensors(mcfg) {
+		t.names = append(t.names, n)
+	}
+	slices.Sort(t.names)
+	for _, n := range t.names {
+		src := ck.Tensors[n]
+		t.params = append(t.params, tensors.FromFlatDataAndDimensions(slices.Clone(src.Data), src.Shape...))
+		t.mom = append(t.mom, tensors.FromShape(shapes.Make(dtypes.Float32, src.Shape...)))
+		t.vel = append(t.vel, tensors.FromShape(shapes.Make(dtypes.Float32, src.Shape...)))
+		t.decay = append(t.decay, !strings.HasSuffix(n, "norm.weight") && !strings.HasSuffix(n, ".bias"))
+	}
+	cos, sin := model.RopeTables(mcfg, maxLen)
+	t.ropeCos = tensors.FromFlatDataAndDimensions(cos, maxLen, mcfg.HeadDim/2)
+	t.ropeSin = tensors.FromFlatDataAndDimensions(sin, maxLen, mcfg.HeadDim/2)
+	t.log.Info().Str("backend", bname).Str("precision", "float32").Bool("bf16_requested", cfg.BF16).
+		Bool("fp16_requested", cfg.FP16).Int("parameters", t.NumParameters()).Int("max_seq_len", maxLen).
+		Msg("trainer ready")
+	return t, nil
+}
+
+func newBackend(name string) (b backends.Backend, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: backend %q: %v", ErrBackend, name, r)
+		}
+	}()
+	b, err = backends.NewWithConfig(name)
+	if err != nil {
+		return nil, fmt.Errorf("%w: backend %q: %w", ErrBackend, name, err)
+	}
+	return b, nil
+}
+
+// NumParameters is the count of trained values.
+func (t *Trainer) NumParameters() int {
+	n := 0
+	for _, p := range t.params {
+		n += p.Shape().Size()
+	}
+	return n
+}
+
+// MaxSeqLen is the longest sequence the trainer takes.
+func (t *Trainer) MaxSeqLen() int { return t.maxLen }
+
+// GlobalStep is the number of optimizer steps taken.
+func (t *Trainer) GlobalStep() int { return t.step }
+
+// Close releases the backend and every tensor.
+func (t *Trainer) Close() error {
+	for _, g := range t.graphs {
+		g.Finalize()
+	}
+	t.graphs = nil
+	for _, ts := range [][]*tensors.Tensor{t.params, t.mom, t.vel} {
+		for _, x := range ts {
+			_ = x.FinalizeAll()
+		}
+	}
+	t.be.Finalize()
+	return nil
+}
+
+// weightNodes creates the trainable parameters (in t.names order) and the
+// rope tables of g, and returns them keyed by checkpoint name plus the list.
+func (t *Trainer) weightNodes(g *Graph, prefix string) (map[string]*Node, []*Node) {
+	nodes := map[string]*Node{}
+	list := make([]*Node, len(t.names))
+	for i, n := range t.names {
+		list[i] = Parameter(g, prefix+n, t.params[i].Shape())
+		nodes[n] = list[i]
+	}
+	return nodes, list
+}
+
+func (t *Trainer) ropeNodes(g *Graph, nodes map[string]*Node) {
+	nodes["rope.cos"] = Parameter(g, "rope.cos", t.ropeCos.Shape())
+	nodes["rope.sin"] = Parameter(g, "rope.sin", t.ropeSin.Shape())
+}
+
+// tokenLogprobs is log softmax(logits)[next] for logits [B, S, V] and next [B, S].
+func tokenLogprobs(logits, next *Node) *Node {
+	v := logits.Shape().Dim(-1)
+	mx := StopGradient(ReduceAndKeep(logits, ReduceMax, -1))
+	shifted := Sub(logits, mx)
+	lse := Log(ReduceSum(Exp(shifted), -1))
+	picked := ReduceSum(Mul(shifted, OneHot(next, v, logits.DType())), -1)
+	return Sub(picked, lse)
+}
+
+// batchInputs declares the batch parameters.
+func batchInputs(g *Graph, rows, cols int) (tok, tgt, w *Node) {
+	tok = Parameter(g, "tokens", shapes.Make(dtypes.Int32, rows, cols))
+	tgt = Parameter(g, "targets", shapes.Make(dtypes.Int32, rows, cols))
+	w = Parameter(g, "weights", shapes.Make(dtypes.Float32, rows, cols))
+	return tok, tgt, w
+}
+
+// graph compiles (once per key) the graph build returns the outputs of.
+func (t *Trainer) graph(key graphKey, build func(g *Graph) []*Node) (g *Graph, err error) {
+	if g, ok := t.graphs[key]; ok {
+		return g, nil
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: compile %s %dx%d: %v", ErrBackend, key.kind, key.rows, key.cols, r)
+			if g != nil {
+				g.Finalize()
+				g = nil
+			}
+		}
+	}()
+	start := time.Now()
+	g = NewGraph(t.be, fmt.Sprintf("%s_%d_%d", key.kind, key.rows, key.cols))
+	g.Compile(build(g)...)
+	t.graphs[key] = g
+	t.log.Debug().Str("graph", key.kind).Ints("shape", []int{key.rows, key.cols}).Dur("took", time.Since(start)).Msg("compiled graph")
+	return g, nil
+}
+
+// run runs g, turning a GoMLX panic into an error.
+func run(g *Graph, args ...any) (out []*tensors.Tensor, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: run %s: %v", ErrBackend, g.Name(), r)
+		}
+	}()
+	return g.Run(args...), nil
+}
+
+// gradGraph is the forward and backward pass of one micro-batch: it
+// returns the gradients of the summed weighted negative log-likelihood
+// (added to the accumulators unless first), the summed loss and the summed
+// weight.
+func (t *Trainer) gradGraph(rows, cols int, first bool) (*Graph, error) {
+	kind := "grad_acc"
+	if first {
+		kind = "grad"
+	}
+	return t.graph(graphKey{kind, rows, cols}, func(g *Graph) []*Node {
+		nodes, ps := t.weightNodes(g, "")
+		var acc []*Node
+		if !first {
+			_, acc = t.weightNodes(g, "acc.")
+		}
+		t.ropeNodes(g, nodes)
+		tok, tgt, w := batchInputs(g, rows, cols)
+		lp := tokenLogprobs(model.Forward(t.mcfg, model.WeightsFromNodes(t.mcfg, nodes), tok), tgt)
+		nll := Neg(ReduceAllSum(Mul(lp, w)))
+		grads := Gradient(nll, ps...)
+		if !first {
+			for i := range grads {
+				grads[i] = Add(acc[i], grads[i])
+			}
+		}
+		return append(grads, nll, ReduceAllSum(w))
+	})
+}
+
+// lossGraph is the forward pass only: summed loss, summed weight, and the
+// count of weighted targets predicted exactly (argmax).
+func (t *Trainer) lossGraph(rows, cols int) (*Graph, error) {
+	return t.graph(graphKey{"loss", rows, cols}, func(g *Graph) []*Node {
+		nodes, _ := t.weightNodes(g, "")
+		t.ropeNodes(g, nodes)
+		tok, tgt, w := batchInputs(g, rows, cols)
+		logits := model.Forward(t.mcfg, model.WeightsFromNodes(t.mcfg, nodes), tok)
+		lp := tokenLogprobs(logits, tgt)
+		hit := ConvertDType(Equal(ConvertDType(ArgMax(logits, -1), dtypes.Int32), tgt), dtypes.Float32)
+		return []*Node{Neg(ReduceAllSum(Mul(lp, w))), ReduceAllSum(w), ReduceAllSum(Mul(hit, w))}
+	})
+}
+
+// logitsGraph is the forward pass returning logits.
+func (t *Trainer) logitsGraph(rows, cols int) (*Graph, error) {
+	return t.graph(graphKey{"logits", rows, cols}, func(g *Graph) []*Node {
+		nodes, _ := t.weightNodes(g, "")
+		t.ropeNodes(g, nodes)
+		tok := Parameter(g, "tokens", shapes.Make(dtypes.Int32, rows, cols))
+		return []*Node{model.Forward(t.mcfg, model.WeightsFromNodes(t.mcfg, nodes), tok)}
+	})
+}
+
+// applyGraph is the AdamW update: gradients are the accumulators divided by
+// the window's summed weight, clipped to max_grad_norm; it returns the new
+// parameters, moments, and the gradient norm before clipping.
+func (t *Trainer) applyGraph() (*Graph, error) {
+	return t.graph(graphKey{"adamw", 0, 0}, func(g *Graph) []*Node {
+		_, ps := t.weightNodes(g, "")
+		_, ms := t.weightNodes(g, "m.")
+		_, vs := t.weightNodes(g, "v.")
+		_, acc := t.weightNodes(g, "acc.")
+		scalar := func(name string) *Node { return Parameter(g, name, shapes.Make(dtypes.Float32)) }
+		wsum, lr, bc1, bc2 := scalar("weight_sum"), scalar("lr"), scalar("bias_correction1"), scalar("bias_correction2")
+		inv := Inverse(Max(wsum, OnePlus(ZerosLike(wsum))))
+		grads := make([]*Node, len(acc))
+		sq := ScalarZero(g, dtypes.Float32)
+		for i, a := range acc {
+			grads[i] = Mul(a, inv)
+			sq = Add(sq, ReduceAllSum(Square(grads[i])))
+		}
+		norm := Sqrt(sq)
+		coef := OnePlus(ZerosLike(norm))
+		if t.cfg.MaxGradNorm > 0 {
+			coef = Min(coef, Div(Scalar(g, dtypes.Float32, t.cfg.MaxGradNorm), AddScalar(norm, 1e-6)))
+		}
+		out := make([]*Node, 0, 3*len(ps)+1)
+		newM := make([]*Node, len(ps))
+		newV := make([]*Node, len(ps))
+		for i, p := range ps {
+			gr := Mul(grads[i], coef)
+			newM[i] = Add(MulScalar(ms[i], Beta1), MulScalar(gr, 1-Beta1))
+			newV[i] = Add(MulScalar(vs[i], Beta2), MulScalar(Square(gr), 1-Beta2))
+			upd := Div(Div(newM[i], bc1), AddScalar(Sqrt(Div(newV[i], bc2)), Epsilon))
+			if t.decay[i] && t.cfg.WeightDecay > 0 {
+				p = Sub(p, Mul(lr, MulScalar(p, t.cfg.WeightDecay)))
+			}
+			out = append(out, Sub(p, Mul(lr, upd)))
+		}
+		out = append(out, newM...)
+		out = append(out, newV...)
+		return append(out, norm)
+	})
+}
+
+// bucket is the padded length of a batch whose longest row is n.
+func (t *Trainer) bucket(n int) int {
+	p := 16
+	for p < n {
+		p *= 2
+	}
+	return min(p, t.maxLen)
+}
+
+func (t *Trainer) batchArgs(b Batch) []any {
+	return []any{
+		tensors.FromFlatDataAndDimensions(b.Tokens, b.Rows, b.Len),
+		tensors.FromFlatDataAndDimensions(b.Targets, b.Rows, b.Len),
+		tensors.FromFlatDataAndDimensions(b.Weights, b.Rows, b.Len),
+	}
+}
+
+func (t *Trainer) weightArgs() []any {
+	args := make([]any, 0, len(t.params)+2)
+	for _, p := range t.params {
+		args = append(args, p)
+	}
+	return args
+}
+
+func (t *Trainer) makeBatch(exs []Example, rows int) Batch {
+	longest := 0
+	for _, e := range exs {
+		longest = max(longest, len(e.Tokens))
+	}
+	return MakeBatch(exs, rows, t.bucket(longest), t.padID)
+}
+
+// microStep runs forward and backward on one micro-batch, adding its
+// gradients to acc (nil on the first micro-batch of a window).
+func (t *Trainer) microStep(b Batch, acc []*tensors.Tensor) (newAcc []*tensors.Tensor, lossSum, wSum float64, err error) {
+	g, err := t.gradGraph(b.Rows, b.Len, acc == nil)
+	if err != nil {
+		return nil, 0, 0, err
+	}
+	args := t.weightArgs()
+	for _, a := range acc {
+		args = append(args, a)
+	}
+	args = append(args, t.ropeCos, t.ropeSin)
+	args = append(args, t.batchArgs(b)...)
+	out, err := run(g, args...)
+	if err != nil {
+		return nil, 0, 0, err
+	}
+	for _, a := range acc {
+		_ = a.FinalizeAll()
+	}
+	n := len(t.params)
+	lossSum = scalarOf(out[n])
+	wSum = scalarOf(out[n+1])
+	return out[:n], lossSum, wSum, nil
+}
+
+// apply takes one AdamW step from the accumulated gradients.
+func (t *Trainer) apply(acc []*tensors.Tensor, wSum, lr float64) (gradNorm float64, err error) {
+	g, err := t.applyGraph()
+	if err != nil {
+		return 0, err
+	}
+	step := float64(t.step + 1)
+	args := t.weightArgs()
+	for _, ts := range [][]*tensors.Tensor{t.mom, t.vel, acc} {
+		for _, x := range ts {
+			args = append(args, x)
+		}
+	}
+	args = append(args, float32(wSum), float32(lr),
+		float32(1-math.Pow(Beta1, step)), float32(1-math.Pow(Beta2, step)))
+	out, err := run(g, args...)
+	if err != nil {
+		return 0, err
+	}
+	n := len(t.params)
+	for _, ts := range [][]*tensors.Tensor{t.params, t.mom, t.vel, acc} {
+		for _, x := range ts {
+			_ = x.FinalizeAll()
+		}
+	}
+	t.params = out[:n]
+	t.mom = out[n : 2*n]
+	t.vel = out[2*n : 3*n]
+	t.step++
+	return scalarOf(out[3*n]), nil
+}
+
+func scalarOf(x *tensors.Tensor) float64 {
+	defer func() { _ = x.FinalizeAll() }()
+	v, err := tensors.CopyFlatData[float32](x)
+	if err != nil || len(v) == 0 {
+		return math.NaN()
+	}
+	return float64(v[0])
+}
+
+// EvalResult is the §5.2 evaluation of a set of examples.
+type EvalResult struct {
+	Loss       float64 `json:"eval_loss"`
+	Perplexity float64 `json:"perplexity"`
+	Accuracy   float64 `json:"accuracy"`
+	Tokens     int     `json:"eval_tokens"`
+}
+
+// Evaluate returns the mean loss over the response tokens of exs, its
+// perplexity and the next-token accuracy.
+func (t *Trainer) Evaluate(ctx context.Context, exs []Example) (EvalResult, error) {
+	if len(exs) == 0 {
+		return EvalResult{}, ErrNoExamples
+	}
+	rows := t.cfg.PerDeviceBatchSize
+	var lossSum, wSum, hits float64
+	for lo := 0; lo < len(exs); lo += rows {
+		if err := ctx.Err(); err != nil {
+			return EvalResult{}, err
+		}
+		b := t.makeBatch(exs[lo:min(lo+rows, len(exs))], rows)
+		g, err := t.lossGraph(b.Rows, b.Len)
+		if err != nil {
+			return EvalResult{}, err
+		}
+		args := append(t.weightArgs(), t.ropeCos, t.ropeSin)
+		out, err := run(g, append(args, t.batchArgs(b)...)...)
+		if err != nil {
+			return EvalResult{}, err
+		}
+		lossSum += scalarOf(out[0])
+		wSum += scalarOf(out[1])
+		hits += scalarOf(out[2])
+	}
+	if wSum == 0 {
+		return EvalResult{}, fmt.Errorf("%w: no response tokens", ErrNoExamples)
+	}
+	r := EvalResult{Loss: lossSum / wSum, Accuracy: hits / wSum, Tokens: int(wSum)}
+	r.Perplexity = math.Exp(r.Loss)
+	return r, nil
+}
+
+// Logits returns the logits [len(tokens), vocab] of one sequence under the
+// current weights.
+func (t *Trainer) Logits(ctx context.Context, tokens []int32) ([]float32, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if len(tokens) == 0 || len(tokens) > t.maxLen {
+		return nil, fmt.Errorf("%w: %d tokens (want 1..%d)", ErrInvalidOption, len(tokens), t.maxLen)
+	}
+	g, err := t.logitsGraph(1, len(tokens))
+	if err != nil {
+		return nil, err
+	}
+	args := append(t.weightArgs(), t.ropeCos, t.ropeSin, tensors.FromFlatDataAndDimensions(tokens, 1, len(tokens)))
+	out, err := run(g, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = out[0].FinalizeAll() }()
+	v, err := tensors.CopyFlatData[float32](out[0])
+	if err != nil {
+		return nil, errors.Join(ErrBackend, err)
+	}
+	return v, nil
+}
+
+// Checkpoint returns the current weights as a checkpoint of the base
+// model's config and generation defaults.
+func (t *Trainer) Checkpoint() (*checkpoint.Checkpoint, error) {
+	ck := &checkpoint.Checkpoint{Config: t.mcfg, Generation: t.gen, Tensors: map[string]*checkpoint.Tensor{}}
+	for i, n := range t.names {
+		v, err := tensors.CopyFlatData[float32](t.params[i])
+		if err != nil {
+			return nil, errors.Join(ErrBackend, err)
+		}
+		ck.Tensors[n] = &checkpoint.Tensor{Shape: t.params[i].Shape().Dimensions, Data: v}
+	}
+	return ck, nil
+}

@@ -65,12 +65,12 @@ func (t *Trainer) Train(ctx context.Context, exs []Example) (Result, error) {
 
 	start := time.Now()
 	var (
-		res                   Result
-		lossTotal             float64
-		logLoss, logGradNorm  float64
-		logSteps, logSamples  int
-		logStart              = time.Now()
-		samplesDone           int
+		res                  Result
+		lossTotal            float64
+		logLoss, logGradNorm float64
+		logSteps, logSamples int
+		logStart             = time.Now()
+		samplesDone          int
 	)
 	for epoch := range t.cfg.NumEpochs {
 		order := EpochOrder(t.opts.seed, epoch, len(exs))

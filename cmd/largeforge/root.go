@@ -83,7 +83,7 @@ func newRootCmd() *cobra.Command {
 
 	root.AddCommand(newUpCmd(), newIngestCmd(), newDatasetsCmd(), newSamplesCmd(),
 		newModelCmd(), newGenerateCmd(), newScoreCmd(),
-		newSubmitCmd(), newJobsCmd(), newWorkerCmd())
+		newSubmitCmd(), newJobsCmd(), newWorkerCmd(), newGatewayCmd())
 	return root
 }
 

@@ -20,13 +20,17 @@ import (
 type UpConfig struct {
 	DataDir string
 	Listen  string
-	Models  []string // name=DIR: models the embedded infer worker serves
+	Models  []string     // name=DIR: models the embedded infer worker serves
+	Gateway GatewayFlags // HTTP "" : no gateway
 }
 
 // Validate checks the flags of up.
 func (c UpConfig) Validate() error {
 	if c.DataDir == "" {
 		return fmt.Errorf("--data-dir is required")
+	}
+	if c.Gateway.HTTP != "" {
+		return c.Gateway.Validate()
 	}
 	return nil
 }
@@ -41,7 +45,8 @@ store under --data-dir (settings from the repository's nats.conf), the streams, 
 and object store, and the workers: the dataset sink (Parquet parts and manifests under
 <data-dir>/datasets), the raw-record validator of lf.data.<dataset>.raw, and the rejects
 writer; the results sink of batch jobs (<data-dir>/jobs/<job>/), and, for each --model
-name=DIR, an infer and score worker. Ctrl-C drains the workers and stops cleanly.`,
+name=DIR, an infer and score worker; with --http ADDR, the OpenAI-compatible
+HTTP gateway (see largeforge gateway). Ctrl-C drains the workers and stops cleanly.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := up.Validate(); err != nil {
@@ -56,6 +61,7 @@ name=DIR, an infer and score worker. Ctrl-C drains the workers and stops cleanly
 	cmd.Flags().StringVar(&up.DataDir, "data-dir", "./lf-data", "where JetStream, datasets and results live")
 	cmd.Flags().StringVar(&up.Listen, "listen", "", "client address host:port (default: nats.conf's, 127.0.0.1:4222)")
 	cmd.Flags().StringArrayVar(&up.Models, "model", nil, "serve a model: name=DIR (repeatable)")
+	addGatewayFlags(cmd, &up.Gateway, "")
 	return cmd
 }
 
@@ -104,11 +110,20 @@ func runUp(ctx context.Context, up UpConfig) error {
 	if err != nil {
 		return err
 	}
+	var gwDone <-chan error
+	if up.Gateway.HTTP != "" {
+		if gwDone, err = startGateway(ctx, bus, up.Gateway, log, reg); err != nil {
+			return err
+		}
+	}
 	ulog := logging.Named(log, "largeforge.up")
 	ulog.Info().Dict("context", logging.Ctx().Str("nats", srv.ClientURL()).Str("data_dir", dataDir).Str("version", largeforge.Version)).
 		Msg("largeforge is up; Ctrl-C to stop")
 
 	err = errors.Join(workers.Wait(), jobWorkers.Wait())
+	if gwDone != nil {
+		err = errors.Join(err, <-gwDone)
+	}
 	ulog.Info().Msg("workers drained; stopping")
 	return err
 }

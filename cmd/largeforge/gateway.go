@@ -1,0 +1,93 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+	"github.com/spf13/cobra"
+
+	"github.com/largeforge/largeforge"
+	"github.com/largeforge/largeforge/pipeline"
+	"github.com/largeforge/largeforge/producers/gateway"
+)
+
+// GatewayFlags are the flags of `largeforge gateway` (and --http of up).
+type GatewayFlags struct {
+	HTTP       string
+	WorkerWait time.Duration
+	MaxBody    int64
+}
+
+// Validate checks the gateway flags.
+func (g GatewayFlags) Validate() error {
+	if g.HTTP == "" {
+		return fmt.Errorf("--http is required")
+	}
+	if _, _, err := net.SplitHostPort(g.HTTP); err != nil {
+		return fmt.Errorf("--http %q: want host:port: %w", g.HTTP, err)
+	}
+	return g.config().Validate()
+}
+
+func (g GatewayFlags) config() gateway.Config {
+	return gateway.Config{Addr: g.HTTP, WorkerWait: g.WorkerWait, MaxBodyBytes: g.MaxBody, Version: largeforge.Version}
+}
+
+func newGatewayCmd() *cobra.Command {
+	var gf GatewayFlags
+	cmd := &cobra.Command{
+		Use:   "gateway",
+		Short: "Serve the OpenAI-compatible HTTP API over the bus",
+		Long: `Serve the OpenAI-compatible HTTP API: POST /v1/completions, POST /v1/chat/completions
+(stream: true for server-sent events), GET /v1/models, GET /health and GET /metrics. The
+gateway holds no model: each request goes over NATS to an infer worker serving the model
+(largeforge up --model, or largeforge worker), and a client that disconnects cancels its
+generation.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := gf.Validate(); err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			log := newLogger()
+			bus, err := connect(ctx, log)
+			if err != nil {
+				return err
+			}
+			defer bus.Close()
+			done, err := startGateway(ctx, bus, gf, log, newRegistry())
+			if err != nil {
+				return err
+			}
+			return <-done
+		},
+	}
+	addGatewayFlags(cmd, &gf, ":8080")
+	return cmd
+}
+
+func addGatewayFlags(cmd *cobra.Command, gf *GatewayFlags, httpDefault string) {
+	cmd.Flags().StringVar(&gf.HTTP, "http", httpDefault, "serve the OpenAI-compatible HTTP API on this address (host:port)")
+	cmd.Flags().DurationVar(&gf.WorkerWait, "worker-wait", gateway.DefaultWorkerWait, "how long a request waits for a live worker of its model before 503")
+	cmd.Flags().Int64Var(&gf.MaxBody, "max-body", gateway.DefaultMaxBodyBytes, "request body limit in bytes")
+}
+
+// startGateway listens on gf.HTTP and serves the gateway until ctx ends; the
+// channel gets Serve's error then. Its /metrics serves reg.
+func startGateway(ctx context.Context, bus *pipeline.Bus, gf GatewayFlags, log zerolog.Logger, reg *prometheus.Registry) (<-chan error, error) {
+	g, err := gateway.New(ctx, bus, gf.config(), log, reg, reg)
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", gf.HTTP)
+	if err != nil {
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- g.Serve(ctx, ln) }()
+	return done, nil
+}

@@ -51,6 +51,26 @@ func syntheticTask(n int) []schemas.Record {
 	return recs
 }
 
+// shortTask is the synthetic task as short raw examples (question, answer
+// and EOS; loss on the answer), cheap enough to train on in seconds.
+func shortTask(t *testing.T, tok *tokenizer.Tokenizer, n int) []Example {
+	t.Helper()
+	answers := []string{"red", "blue", "green", "gold"}
+	eos, _ := tok.EOS()
+	exs := make([]Example, n)
+	for i := range exs {
+		var ex Example
+		for _, id := range tok.Encode(fmt.Sprintf("Q%d:", i%len(answers)), false) {
+			ex.Tokens, ex.Weights = append(ex.Tokens, int32(id)), append(ex.Weights, 0)
+		}
+		for _, id := range append(tok.Encode(answers[i%len(answers)], false), eos) {
+			ex.Tokens, ex.Weights = append(ex.Tokens, int32(id)), append(ex.Weights, 1)
+		}
+		exs[i] = ex
+	}
+	return exs
+}
+
 func render(t *testing.T, tok *tokenizer.Tokenizer, recs []schemas.Record, maxLen int) []Example {
 	t.Helper()
 	r, err := NewRenderer(tok, maxLen)

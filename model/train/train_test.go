@@ -224,12 +224,12 @@ func TestSFTLowersLossAndSaves(t *testing.T) {
 	cfg.LoggingSteps = 5
 	cfg.SaveSteps = 10
 	cfg.SaveTotalLimit = 2
-	tr, err := New(cfg, ck, WithMaxSeqLen(192), WithTokenizerDir(dir))
+	tr, err := New(cfg, ck, WithMaxSeqLen(64), WithTokenizerDir(dir))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer tr.Close()
-	exs := render(t, tok, syntheticTask(16), 192)
+	exs := shortTask(t, tok, 16)
 	ctx := context.Background()
 	before, err := tr.Evaluate(ctx, exs)
 	if err != nil {
@@ -283,7 +283,7 @@ func TestSFTLowersLossAndSaves(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tr2, err := New(cfg, reloaded, WithMaxSeqLen(192))
+	tr2, err := New(cfg, reloaded, WithMaxSeqLen(64))
 	if err != nil {
 		t.Fatal(err)
 	}

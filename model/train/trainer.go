@@ -77,6 +77,7 @@ func New(cfg schemas.TrainingConfig, ck *checkpoint.Checkpoint, opts ...Option) 
 			return nil, err
 		}
 	}
+	installDotGeneralVJP()
 	mcfg := ck.Config
 	if err := checkpoint.CheckTensors(mcfg, ck.Tensors, "base"); err != nil {
 		return nil, fmt.Errorf("new trainer: %w", err)

@@ -1,0 +1,58 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/largeforge/largeforge/model/train"
+)
+
+func newTrainCmd() *cobra.Command {
+	var configPath, dataDir string
+	cmd := &cobra.Command{
+		Use:   "train --config train.yaml",
+		Short: "Fine-tune a model here (SFT) from an ingested dataset or Parquet/JSONL files",
+		Long: `Fine-tune a local Hugging Face checkpoint with supervised fine-tuning on this machine.
+train.yaml holds method (sft), base_model (a model directory), the data (dataset: an ingested
+dataset's name, read under --data-dir; or data_files: Parquet parts or JSONL files, with an
+optional format), max_seq_length, seed, and the TrainingConfig fields (output_dir, num_epochs,
+per_device_batch_size, gradient_accumulation_steps, learning_rate, weight_decay, warmup_ratio,
+max_grad_norm, lr_scheduler_type, save_steps, save_total_limit, logging_steps, ...) with their
+defaults. Checkpoints go to output_dir/checkpoint-<step>/ and the final model to output_dir.
+Training runs in float32 on the CPU whatever bf16/fp16 say.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if configPath == "" {
+				return fmt.Errorf("--config is required")
+			}
+			data, err := os.ReadFile(configPath)
+			if err != nil {
+				return err
+			}
+			rc, err := train.ParseRunConfig(data)
+			if err != nil {
+				return err
+			}
+			if rc.DataDir == "" {
+				rc.DataDir = dataDir
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			res, err := train.Run(ctx, rc, newLogger())
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "trained %d steps, train_loss %.4f, %.1f samples/s; model in %s\n",
+				res.GlobalStep, res.TrainLoss, res.SamplesPerSecond, rc.Training.OutputDir)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&configPath, "config", "", "train.yaml")
+	cmd.Flags().StringVar(&dataDir, "data-dir", "./lf-data", "where ingested datasets live (for dataset:)")
+	return cmd
+}

@@ -1,0 +1,194 @@
+package train
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/rs/zerolog"
+	"sigs.k8s.io/yaml"
+
+	"github.com/largeforge/largeforge/dataset"
+	"github.com/largeforge/largeforge/model/checkpoint"
+	"github.com/largeforge/largeforge/model/tokenizer"
+	"github.com/largeforge/largeforge/schemas"
+)
+
+// RunConfig is a train.yaml: the method, the base model, the data, and the
+// §2.1 TrainingConfig fields (inline, with the table's defaults).
+type RunConfig struct {
+	Method       string                 `json:"method"`         // "sft" (the only method so far)
+	BaseModel    string                 `json:"base_model"`     // a Hugging Face checkpoint directory
+	Dataset      string                 `json:"dataset"`        // an ingested dataset's name, read from DataDir
+	DataDir      string                 `json:"data_dir"`       // where ingested datasets live
+	DataFiles    []string               `json:"data_files"`     // Parquet parts or JSONL files
+	Format       string                 `json:"format"`         // the JSONL files' format (detected when empty)
+	MaxSeqLength int                    `json:"max_seq_length"` // default DefaultMaxSeqLen
+	Seed         int64                  `json:"seed"`           // default DefaultSeed
+	Training     schemas.TrainingConfig `json:"-"`
+}
+
+var runKeys = []string{"method", "base_model", "dataset", "data_dir", "data_files", "format", "max_seq_length", "seed"}
+
+// ParseRunConfig decodes a train.yaml (YAML or JSON). The TrainingConfig
+// fields get the §2.1 defaults; model_name defaults to base_model. Unknown
+// keys are an error. The config is validated.
+func ParseRunConfig(data []byte) (RunConfig, error) {
+	var raw map[string]any
+	if err := yaml.Unmarshal(data, &raw); err != nil {
+		return RunConfig{}, fmt.Errorf("%w: train config: %w", ErrInvalidOption, err)
+	}
+	own := map[string]any{}
+	for _, k := range runKeys {
+		if v, ok := raw[k]; ok {
+			own[k] = v
+			delete(raw, k)
+		}
+	}
+	rc := RunConfig{Method: "sft", MaxSeqLength: DefaultMaxSeqLen, Seed: DefaultSeed}
+	if b, err := json.Marshal(own); err != nil {
+		return RunConfig{}, fmt.Errorf("%w: train config: %w", ErrInvalidOption, err)
+	} else if err := json.Unmarshal(b, &rc); err != nil {
+		return RunConfig{}, fmt.Errorf("%w: train config: %w", ErrInvalidOption, err)
+	}
+	if _, ok := raw["model_name"]; !ok && rc.BaseModel != "" {
+		raw["model_name"] = rc.BaseModel
+	}
+	rest, err := json.Marshal(raw)
+	if err != nil {
+		return RunConfig{}, fmt.Errorf("%w: train config: %w", ErrInvalidOption, err)
+	}
+	rc.Training, err = schemas.ParseTrainingConfig(rest)
+	if err != nil {
+		return RunConfig{}, err
+	}
+	return rc, rc.Validate()
+}
+
+// Validate checks the run config (the TrainingConfig included).
+func (rc RunConfig) Validate() error {
+	switch {
+	case rc.Method != "sft":
+		return fmt.Errorf("%w: method %q (this trainer runs sft)", ErrInvalidOption, rc.Method)
+	case rc.BaseModel == "":
+		return fmt.Errorf("%w: base_model is required", ErrInvalidOption)
+	case (rc.Dataset == "") == (len(rc.DataFiles) == 0):
+		return fmt.Errorf("%w: give either dataset or data_files", ErrInvalidOption)
+	case rc.Training.OutputDir == "":
+		return fmt.Errorf("%w: output_dir is required", ErrInvalidOption)
+	case rc.MaxSeqLength < 2:
+		return fmt.Errorf("%w: max_seq_length %d is below 2", ErrInvalidOption, rc.MaxSeqLength)
+	}
+	return rc.Training.Validate()
+}
+
+// LoadRecords reads records from Parquet parts (*.parquet) and JSONL files
+// (each line decoded with schemas.DecodeRecord in format f, or detected).
+func LoadRecords(paths []string, f string) ([]schemas.Record, error) {
+	var out []schemas.Record
+	for _, p := range paths {
+		if strings.HasSuffix(p, ".parquet") {
+			_, recs, _, err := dataset.ReadPart(p)
+			if err != nil {
+				return nil, fmt.Errorf("read %s: %w", p, err)
+			}
+			out = append(out, recs...)
+			continue
+		}
+		recs, err := readJSONL(p, f)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, recs...)
+	}
+	return out, nil
+}
+
+func readJSONL(path, f string) ([]schemas.Record, error) {
+	file, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	defer file.Close()
+	var format schemas.Format
+	if f != "" {
+		if format, err = schemas.ParseFormat(f); err != nil {
+			return nil, err
+		}
+	}
+	var out []schemas.Record
+	sc := bufio.NewScanner(file)
+	sc.Buffer(make([]byte, 0, 1<<16), 16<<20)
+	for line := 1; sc.Scan(); line++ {
+		b := bytes.TrimSpace(sc.Bytes())
+		if len(b) == 0 {
+			continue
+		}
+		ff := format
+		if f == "" {
+			var ok bool
+			if ff, ok = schemas.DetectFormat(b); !ok {
+				return nil, fmt.Errorf("%s:%d: %w: cannot detect the record format", path, line, ErrUnsupportedRecord)
+			}
+		}
+		r, err := schemas.DecodeRecord(ff, b)
+		if err != nil {
+			return nil, fmt.Errorf("%s:%d: %w", path, line, err)
+		}
+		out = append(out, r)
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	return out, nil
+}
+
+// Run trains as rc says: it loads the base model and its tokenizer, the
+// records (the dataset's parts under data_dir/datasets/<name>, or the
+// files), renders them, trains, and saves into output_dir.
+func Run(ctx context.Context, rc RunConfig, log zerolog.Logger) (Result, error) {
+	if err := rc.Validate(); err != nil {
+		return Result{}, err
+	}
+	ck, err := checkpoint.Load(rc.BaseModel)
+	if err != nil {
+		return Result{}, fmt.Errorf("load base model: %w", err)
+	}
+	tok, err := tokenizer.LoadDir(rc.BaseModel)
+	if err != nil {
+		return Result{}, fmt.Errorf("load tokenizer: %w", err)
+	}
+	files := rc.DataFiles
+	if rc.Dataset != "" {
+		if files, err = dataset.ListParts(filepath.Join(rc.DataDir, "datasets", rc.Dataset)); err != nil {
+			return Result{}, fmt.Errorf("dataset %s: %w", rc.Dataset, err)
+		}
+		if len(files) == 0 {
+			return Result{}, fmt.Errorf("%w: dataset %s has no parts under %s", ErrNoExamples, rc.Dataset, rc.DataDir)
+		}
+	}
+	recs, err := LoadRecords(files, rc.Format)
+	if err != nil {
+		return Result{}, err
+	}
+	tr, err := New(rc.Training, ck, WithLogger(log), WithMaxSeqLen(rc.MaxSeqLength), WithSeed(rc.Seed), WithTokenizerDir(rc.BaseModel))
+	if err != nil {
+		return Result{}, err
+	}
+	defer tr.Close()
+	r, err := NewRenderer(tok, tr.MaxSeqLen())
+	if err != nil {
+		return Result{}, err
+	}
+	exs, truncated, err := r.RenderAll(recs)
+	if err != nil {
+		return Result{}, err
+	}
+	log.Info().Int("records", len(recs)).Int("truncated", truncated).Int("max_seq_len", tr.MaxSeqLen()).Msg("training data rendered")
+	return tr.Train(ctx, exs)
+}

@@ -401,3 +401,18 @@ func TestConfigValidate(t *testing.T) {
 		})
 	}
 }
+
+func FuzzTraceID(f *testing.F) {
+	for _, s := range []string{"", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "00-x-y-z", "----", "ff-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01-extra"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, in string) {
+		got := gateway.TraceID(in)
+		if got == "" {
+			return
+		}
+		if len(got) != 32 || strings.Trim(got, "0123456789abcdef") != "" || got == strings.Repeat("0", 32) {
+			t.Errorf("TraceID(%q) = %q: not 32 lower hex digits", in, got)
+		}
+	})
+}

@@ -13,7 +13,10 @@ import (
 )
 
 func newTrainCmd() *cobra.Command {
-	var configPath, dataDir string
+	var (
+		configPath, dataDir string
+		resume              bool
+	)
 	cmd := &cobra.Command{
 		Use:   "train --config train.yaml",
 		Short: "Fine-tune a model here (SFT) from an ingested dataset or Parquet/JSONL files",
@@ -23,7 +26,10 @@ dataset's name, read under --data-dir; or data_files: Parquet parts or JSONL fil
 optional format), max_seq_length, seed, and the TrainingConfig fields (output_dir, num_epochs,
 per_device_batch_size, gradient_accumulation_steps, learning_rate, weight_decay, warmup_ratio,
 max_grad_norm, lr_scheduler_type, save_steps, save_total_limit, logging_steps, ...) with their
-defaults. Checkpoints go to output_dir/checkpoint-<step>/ and the final model to output_dir.
+defaults. Checkpoints go to output_dir/checkpoint-<step>/ (weights, tokenizer, trainer_state.json,
+training_args.json, optimizer.safetensors) and the final model to output_dir; a run whose
+output_dir holds checkpoints continues from the newest with the same optimizer state,
+schedule position and data order.
 Training runs in float32 on the CPU whatever bf16/fp16 say.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -38,6 +44,7 @@ Training runs in float32 on the CPU whatever bf16/fp16 say.`,
 			if err != nil {
 				return err
 			}
+			rc.Resume = rc.Resume || resume
 			if rc.DataDir == "" {
 				rc.DataDir = dataDir
 			}
@@ -53,6 +60,7 @@ Training runs in float32 on the CPU whatever bf16/fp16 say.`,
 		},
 	}
 	cmd.Flags().StringVar(&configPath, "config", "", "train.yaml")
+	cmd.Flags().BoolVar(&resume, "resume", false, "continue from the newest output_dir/checkpoint-<step>/ (an error when there is none; a run resumes from one anyway when present)")
 	cmd.Flags().StringVar(&dataDir, "data-dir", "./lf-data", "where ingested datasets live (for dataset:)")
 	return cmd
 }

@@ -63,6 +63,10 @@ func (t *Trainer) Train(ctx context.Context, exs []Example) (Result, error) {
 		Int("warmup_steps", plan.WarmupSteps).Int("per_device_batch_size", rows).
 		Int("gradient_accumulation_steps", accum).Msg("training started")
 
+	if t.step > plan.TotalSteps {
+		return Result{}, fmt.Errorf("%w: resumed at step %d but the run has %d steps", ErrInvalidOption, t.step, plan.TotalSteps)
+	}
+	startStep := t.step
 	start := time.Now()
 	var (
 		res                  Result
@@ -75,6 +79,9 @@ func (t *Trainer) Train(ctx context.Context, exs []Example) (Result, error) {
 	for epoch := range t.cfg.NumEpochs {
 		order := EpochOrder(t.opts.seed, epoch, len(exs))
 		for w := 0; w < plan.StepsPerEpoch; w++ {
+			if epoch*plan.StepsPerEpoch+w < t.step { // done before a resume
+				continue
+			}
 			if err := ctx.Err(); err != nil {
 				return res, err
 			}
@@ -147,7 +154,7 @@ func (t *Trainer) Train(ctx context.Context, exs []Example) (Result, error) {
 	}
 	res.GlobalStep = t.step
 	res.Epoch = float64(t.cfg.NumEpochs)
-	res.TrainLoss = lossTotal / float64(max(1, plan.TotalSteps))
+	res.TrainLoss = lossTotal / float64(max(1, plan.TotalSteps-startStep))
 	res.Runtime = time.Since(start)
 	res.SamplesPerSecond = float64(samplesDone) / math.Max(res.Runtime.Seconds(), 1e-9)
 	t.history = append(t.history, map[string]any{

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -22,18 +23,21 @@ import (
 // RunConfig is a train.yaml: the method, the base model, the data, and the
 // §2.1 TrainingConfig fields (inline, with the table's defaults).
 type RunConfig struct {
-	Method       string                 `json:"method"`         // "sft" (the only method so far)
-	BaseModel    string                 `json:"base_model"`     // a Hugging Face checkpoint directory
-	Dataset      string                 `json:"dataset"`        // an ingested dataset's name, read from DataDir
-	DataDir      string                 `json:"data_dir"`       // where ingested datasets live
-	DataFiles    []string               `json:"data_files"`     // Parquet parts or JSONL files
-	Format       string                 `json:"format"`         // the JSONL files' format (detected when empty)
-	MaxSeqLength int                    `json:"max_seq_length"` // default DefaultMaxSeqLen
-	Seed         int64                  `json:"seed"`           // default DefaultSeed
-	Training     schemas.TrainingConfig `json:"-"`
+	Method       string   `json:"method"`         // "sft" (the only method so far)
+	BaseModel    string   `json:"base_model"`     // a Hugging Face checkpoint directory
+	Dataset      string   `json:"dataset"`        // an ingested dataset's name, read from DataDir
+	DataDir      string   `json:"data_dir"`       // where ingested datasets live
+	DataFiles    []string `json:"data_files"`     // Parquet parts or JSONL files
+	Format       string   `json:"format"`         // the JSONL files' format (detected when empty)
+	MaxSeqLength int      `json:"max_seq_length"` // default DefaultMaxSeqLen
+	Seed         int64    `json:"seed"`           // default DefaultSeed
+	// Resume requires a checkpoint to continue from; without it the newest
+	// checkpoint in output_dir, if any, is resumed all the same.
+	Resume   bool                   `json:"resume"`
+	Training schemas.TrainingConfig `json:"-"`
 }
 
-var runKeys = []string{"method", "base_model", "dataset", "data_dir", "data_files", "format", "max_seq_length", "seed"}
+var runKeys = []string{"method", "base_model", "dataset", "data_dir", "data_files", "format", "max_seq_length", "seed", "resume"}
 
 // ParseRunConfig decodes a train.yaml (YAML or JSON). The TrainingConfig
 // fields get the §2.1 defaults; model_name defaults to base_model. Unknown
@@ -181,6 +185,18 @@ func Run(ctx context.Context, rc RunConfig, log zerolog.Logger) (Result, error) 
 		return Result{}, err
 	}
 	defer tr.Close()
+	cks, err := ListCheckpoints(rc.Training.OutputDir)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return Result{}, err
+	}
+	switch {
+	case len(cks) > 0:
+		if err := tr.Resume(cks[len(cks)-1]); err != nil {
+			return Result{}, err
+		}
+	case rc.Resume:
+		return Result{}, fmt.Errorf("%w: resume asked for but %s holds no checkpoint", ErrInvalidOption, rc.Training.OutputDir)
+	}
 	r, err := NewRenderer(tok, tr.MaxSeqLen())
 	if err != nil {
 		return Result{}, err

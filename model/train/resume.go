@@ -1,0 +1,62 @@
+package train
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+
+	"github.com/gomlx/gomlx/pkg/core/tensors"
+
+	"github.com/largeforge/largeforge/model/checkpoint"
+)
+
+// Resume loads a checkpoint-<step>/ directory written by this trainer: the
+// weights, the AdamW moments and the step and log history of
+// trainer_state.json. Train then continues at the next step with the same
+// schedule position and data order.
+func (t *Trainer) Resume(dir string) error {
+	var st trainerState
+	data, err := os.ReadFile(filepath.Join(dir, TrainerStateFile))
+	if err != nil {
+		return fmt.Errorf("resume: %w", err)
+	}
+	if err := json.Unmarshal(data, &st); err != nil {
+		return fmt.Errorf("resume: %s: %w", TrainerStateFile, err)
+	}
+	ck, err := checkpoint.Load(dir)
+	if err != nil {
+		return fmt.Errorf("resume: %w", err)
+	}
+	opt, _, err := checkpoint.ReadSafetensors(filepath.Join(dir, OptimizerFile))
+	if err != nil {
+		return fmt.Errorf("resume: %w", err)
+	}
+	params := make([]*tensors.Tensor, len(t.names))
+	mom := make([]*tensors.Tensor, len(t.names))
+	vel := make([]*tensors.Tensor, len(t.names))
+	for i, n := range t.names {
+		want := t.params[i].Shape().Dimensions
+		for _, x := range []struct {
+			dst **tensors.Tensor
+			src *checkpoint.Tensor
+			key string
+		}{{&params[i], ck.Tensors[n], n}, {&mom[i], opt["exp_avg."+n], "exp_avg." + n}, {&vel[i], opt["exp_avg_sq."+n], "exp_avg_sq." + n}} {
+			if x.src == nil || !slices.Equal(x.src.Shape, want) {
+				return fmt.Errorf("resume %s: tensor %s is missing or has the wrong shape", dir, x.key)
+			}
+			*x.dst = tensors.FromFlatDataAndDimensions(x.src.Data, want...)
+		}
+	}
+	for _, ts := range [][]*tensors.Tensor{t.params, t.mom, t.vel} {
+		for _, x := range ts {
+			_ = x.FinalizeAll()
+		}
+	}
+	t.params, t.mom, t.vel = params, mom, vel
+	t.step = st.GlobalStep
+	t.history = st.LogHistory
+	t.log.Info().Str("checkpoint", dir).Int("global_step", t.step).Msg("resumed")
+	return nil
+}

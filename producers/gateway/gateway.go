@@ -445,18 +445,19 @@ func (g *Gateway) modelError(w http.ResponseWriter, name string, err error) {
 // when neither a live worker nor lf_models knows it, and ErrNoWorker when it
 // is known but no worker appears within WorkerWait.
 func (g *Gateway) waitForModel(ctx context.Context, name string) error {
-	deadline := time.Now().Add(g.cfg.WorkerWait)
+	asked := time.Now()
+	deadline := asked.Add(g.cfg.WorkerWait)
 	forced := false
 	for {
-		live, stored, err := g.snapshot(ctx, 0)
+		live, stored, err := g.snapshot(ctx, time.Time{})
 		if err != nil {
 			return err
 		}
 		if live[name] == 0 && !stored[name] && !forced {
-			// Maybe new since the cached lists: read them again (at most
-			// every 100ms).
+			// Maybe new since the cached lists: read them again unless
+			// they were read after the request came.
 			forced = true
-			if live, stored, err = g.snapshot(ctx, 100*time.Millisecond); err != nil {
+			if live, stored, err = g.snapshot(ctx, asked); err != nil {
 				return err
 			}
 		}
@@ -478,14 +479,12 @@ func (g *Gateway) waitForModel(ctx context.Context, name string) error {
 }
 
 // snapshot returns the live workers per model and the models in lf_models,
-// cached for RefreshEvery, or for maxAge when that is not 0.
-func (g *Gateway) snapshot(ctx context.Context, maxAge time.Duration) (map[string]int, map[string]bool, error) {
-	if maxAge == 0 {
-		maxAge = g.cfg.RefreshEvery
-	}
+// cached for RefreshEvery; when since is set, only lists read after since
+// are taken from the cache.
+func (g *Gateway) snapshot(ctx context.Context, since time.Time) (map[string]int, map[string]bool, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if g.live != nil && time.Since(g.refreshed) < maxAge {
+	if g.live != nil && time.Since(g.refreshed) < g.cfg.RefreshEvery && g.refreshed.After(since) {
 		return g.live, g.stored, nil
 	}
 	live, err := g.liveWorkers(ctx)
@@ -550,7 +549,7 @@ type ModelInfo struct {
 }
 
 func (g *Gateway) listModels(w http.ResponseWriter, r *http.Request, _ zerolog.Logger) {
-	live, _, err := g.snapshot(r.Context(), 0)
+	live, _, err := g.snapshot(r.Context(), time.Time{})
 	if err != nil {
 		writeError(w, http.StatusServiceUnavailable, "server_error", "", "bus_error", err.Error())
 		return
@@ -576,7 +575,7 @@ func (g *Gateway) Health(ctx context.Context) schemas.HealthResponse {
 		bus.Status, bus.Message = schemas.StatusUnhealthy, "not connected to NATS"
 	}
 	resp.Components = append(resp.Components, bus)
-	live, stored, err := g.snapshot(ctx, 0)
+	live, stored, err := g.snapshot(ctx, time.Time{})
 	if err != nil {
 		bus.Status, bus.Message = schemas.StatusUnhealthy, err.Error()
 		resp.Components[0] = bus

@@ -4,6 +4,8 @@ import (
 	"fmt"
 
 	"github.com/rs/zerolog"
+
+	"github.com/largeforge/largeforge/schemas"
 )
 
 type options struct {
@@ -12,6 +14,7 @@ type options struct {
 	maxSeqLen    int
 	seed         int64
 	tokenizerDir string
+	lora         *schemas.LoraConfig
 }
 
 // Option configures a Trainer.
@@ -56,3 +59,19 @@ const DefaultMaxSeqLen = 512
 
 // DefaultSeed is the default shuffling seed (the Hugging Face Trainer's).
 const DefaultSeed = 42
+
+// WithLoRA trains LoRA adapters (§2.2) on the target modules instead of
+// every weight; the base stays frozen. Checkpoints hold the adapter (§4.2).
+// Only bias "none" is supported; lora_dropout is not applied.
+func WithLoRA(c schemas.LoraConfig) Option {
+	return func(o *options) error {
+		if err := c.Validate(); err != nil {
+			return fmt.Errorf("%w: %w", ErrInvalidOption, err)
+		}
+		if c.Bias != schemas.LoraBiasNone {
+			return fmt.Errorf("%w: lora bias %q (only %q is supported)", ErrInvalidOption, c.Bias, schemas.LoraBiasNone)
+		}
+		o.lora = &c
+		return nil
+	}
+}

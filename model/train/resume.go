@@ -13,7 +13,7 @@ import (
 )
 
 // Resume loads a checkpoint-<step>/ directory written by this trainer: the
-// weights, the AdamW moments and the step and log history of
+// weights (the adapter under LoRA), the AdamW moments and the step and log history of
 // trainer_state.json. Train then continues at the next step with the same
 // schedule position and data order.
 func (t *Trainer) Resume(dir string) error {
@@ -25,7 +25,15 @@ func (t *Trainer) Resume(dir string) error {
 	if err := json.Unmarshal(data, &st); err != nil {
 		return fmt.Errorf("resume: %s: %w", TrainerStateFile, err)
 	}
-	ck, err := checkpoint.Load(dir)
+	var weights map[string]*checkpoint.Tensor
+	if t.lora != nil {
+		weights, _, err = checkpoint.ReadSafetensors(filepath.Join(dir, AdapterWeightsFile))
+	} else {
+		var ck *checkpoint.Checkpoint
+		if ck, err = checkpoint.Load(dir); err == nil {
+			weights = ck.Tensors
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("resume: %w", err)
 	}
@@ -42,7 +50,7 @@ func (t *Trainer) Resume(dir string) error {
 			dst **tensors.Tensor
 			src *checkpoint.Tensor
 			key string
-		}{{&params[i], ck.Tensors[n], n}, {&mom[i], opt["exp_avg."+n], "exp_avg." + n}, {&vel[i], opt["exp_avg_sq."+n], "exp_avg_sq." + n}} {
+		}{{&params[i], weights[n], n}, {&mom[i], opt["exp_avg."+n], "exp_avg." + n}, {&vel[i], opt["exp_avg_sq."+n], "exp_avg_sq." + n}} {
 			if x.src == nil || !slices.Equal(x.src.Shape, want) {
 				return fmt.Errorf("resume %s: tensor %s is missing or has the wrong shape", dir, x.key)
 			}

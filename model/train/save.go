@@ -63,15 +63,24 @@ func writeJSON(path string, v any) error {
 	return atomicfile.WriteBytes(path, append(data, '\n'))
 }
 
-// saveModel writes the weights, tokenizer files, trainer state and
+// saveModel writes the weights (the adapter under LoRA), tokenizer files, trainer state and
 // training arguments into dir.
 func (t *Trainer) saveModel(dir string, plan Plan, epoch float64) error {
-	ck, err := t.Checkpoint()
-	if err != nil {
-		return err
-	}
-	if err := checkpoint.Save(dir, ck); err != nil {
-		return fmt.Errorf("save model: %w", err)
+	if t.lora != nil {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return fmt.Errorf("save adapter: %w", err)
+		}
+		if err := t.saveAdapter(dir); err != nil {
+			return err
+		}
+	} else {
+		ck, err := t.Checkpoint()
+		if err != nil {
+			return err
+		}
+		if err := checkpoint.Save(dir, ck); err != nil {
+			return fmt.Errorf("save model: %w", err)
+		}
 	}
 	if t.opts.tokenizerDir != "" {
 		if _, err := checkpoint.CopyTokenizer(t.opts.tokenizerDir, dir); err != nil {

@@ -44,6 +44,9 @@ type Trainer struct {
 	padID  int32
 
 	names            []string // trainable tensors, sorted
+	frozenNames      []string // frozen base tensors under LoRA, sorted
+	frozen           []*tensors.Tensor
+	lora             *loraState
 	decay            []bool   // weight decay applies (not norms, not biases)
 	params, mom, vel []*tensors.Tensor
 	ropeCos, ropeSin *tensors.Tensor
@@ -98,13 +101,34 @@ func New(cfg schemas.TrainingConfig, ck *checkpoint.Checkpoint, opts ...Option) 
 	case len(mcfg.EOSTokenIDs) > 0:
 		t.padID = int32(mcfg.EOSTokenIDs[0])
 	}
+	var base []string
 	for n := range checkpoint.ExpectedTensors(mcfg) {
-		t.names = append(t.names, n)
+		base = append(base, n)
 	}
-	slices.Sort(t.names)
+	slices.Sort(base)
+	init := map[string]*checkpoint.Tensor{}
+	if o.lora != nil {
+		if t.lora, init, err = newLoRA(mcfg, *o.lora, o.seed); err != nil {
+			be.Finalize()
+			return nil, err
+		}
+		t.frozenNames = base
+		for n := range init {
+			t.names = append(t.names, n)
+		}
+		slices.Sort(t.names)
+		for _, n := range base {
+			t.frozen = append(t.frozen, tensors.FromFlatDataAndDimensions(ck.Tensors[n].Data, ck.Tensors[n].Shape...))
+		}
+	} else {
+		t.names = base
+		for _, n := range base {
+			init[n] = &checkpoint.Tensor{Shape: ck.Tensors[n].Shape, Data: slices.Clone(ck.Tensors[n].Data)}
+		}
+	}
 	for _, n := range t.names {
-		src := ck.Tensors[n]
-		t.params = append(t.params, tensors.FromFlatDataAndDimensions(slices.Clone(src.Data), src.Shape...))
+		src := init[n]
+		t.params = append(t.params, tensors.FromFlatDataAndDimensions(src.Data, src.Shape...))
 		t.mom = append(t.mom, tensors.FromShape(shapes.Make(dtypes.Float32, src.Shape...)))
 		t.vel = append(t.vel, tensors.FromShape(shapes.Make(dtypes.Float32, src.Shape...)))
 		t.decay = append(t.decay, !strings.HasSuffix(n, "norm.weight") && !strings.HasSuffix(n, ".bias"))
@@ -152,7 +176,7 @@ func (t *Trainer) Close() error {
 		g.Finalize()
 	}
 	t.graphs = nil
-	for _, ts := range [][]*tensors.Tensor{t.params, t.mom, t.vel} {
+	for _, ts := range [][]*tensors.Tensor{t.params, t.mom, t.vel, t.frozen} {
 		for _, x := range ts {
 			_ = x.FinalizeAll()
 		}
@@ -171,6 +195,36 @@ func (t *Trainer) weightNodes(g *Graph, prefix string) (map[string]*Node, []*Nod
 		nodes[n] = list[i]
 	}
 	return nodes, list
+}
+
+// modelNodes creates the trainable parameters, then the frozen ones (under
+// LoRA) and the rope tables, and returns the model's weights by checkpoint
+// name (LoRA-adapted weights merged in the graph) and the trainable list.
+// Its parameters take modelArgs, then the rope tables.
+func (t *Trainer) modelNodes(g *Graph) (map[string]*Node, []*Node) {
+	nodes, list := t.weightNodes(g, "")
+	if t.lora != nil {
+		model := map[string]*Node{}
+		for i, n := range t.frozenNames {
+			model[n] = Parameter(g, "frozen."+n, t.frozen[i].Shape())
+		}
+		for _, a := range t.lora.adapters {
+			ba := DotGeneral(nodes[a.b], []int{1}, nil, nodes[a.a], []int{0}, nil) // [out, in]
+			model[a.base] = Add(model[a.base], MulScalar(ba, t.lora.scale))
+		}
+		nodes = model
+	}
+	t.ropeNodes(g, nodes)
+	return nodes, list
+}
+
+// modelArgs are the values of modelNodes' parameters, rope tables included.
+func (t *Trainer) modelArgs() []any {
+	args := t.weightArgs()
+	for _, f := range t.frozen {
+		args = append(args, f)
+	}
+	return append(args, t.ropeCos, t.ropeSin)
 }
 
 func (t *Trainer) ropeNodes(g *Graph, nodes map[string]*Node) {
@@ -238,12 +292,11 @@ func (t *Trainer) gradGraph(rows, cols int, first bool) (*Graph, error) {
 		kind = "grad"
 	}
 	return t.graph(graphKey{kind, rows, cols}, func(g *Graph) []*Node {
-		nodes, ps := t.weightNodes(g, "")
+		nodes, ps := t.modelNodes(g)
 		var acc []*Node
 		if !first {
 			_, acc = t.weightNodes(g, "acc.")
 		}
-		t.ropeNodes(g, nodes)
 		tok, tgt, w := batchInputs(g, rows, cols)
 		lp := tokenLogprobs(model.Forward(t.mcfg, model.WeightsFromNodes(t.mcfg, nodes), tok), tgt)
 		nll := Neg(ReduceAllSum(Mul(lp, w)))
@@ -261,8 +314,7 @@ func (t *Trainer) gradGraph(rows, cols int, first bool) (*Graph, error) {
 // count of weighted targets predicted exactly (argmax).
 func (t *Trainer) lossGraph(rows, cols int) (*Graph, error) {
 	return t.graph(graphKey{"loss", rows, cols}, func(g *Graph) []*Node {
-		nodes, _ := t.weightNodes(g, "")
-		t.ropeNodes(g, nodes)
+		nodes, _ := t.modelNodes(g)
 		tok, tgt, w := batchInputs(g, rows, cols)
 		logits := model.Forward(t.mcfg, model.WeightsFromNodes(t.mcfg, nodes), tok)
 		lp := tokenLogprobs(logits, tgt)
@@ -274,8 +326,7 @@ func (t *Trainer) lossGraph(rows, cols int) (*Graph, error) {
 // logitsGraph is the forward pass returning logits.
 func (t *Trainer) logitsGraph(rows, cols int) (*Graph, error) {
 	return t.graph(graphKey{"logits", rows, cols}, func(g *Graph) []*Node {
-		nodes, _ := t.weightNodes(g, "")
-		t.ropeNodes(g, nodes)
+		nodes, _ := t.modelNodes(g)
 		tok := Parameter(g, "tokens", shapes.Make(dtypes.Int32, rows, cols))
 		return []*Node{model.Forward(t.mcfg, model.WeightsFromNodes(t.mcfg, nodes), tok)}
 	})
@@ -363,11 +414,10 @@ func (t *Trainer) microStep(b Batch, acc []*tensors.Tensor) (newAcc []*tensors.T
 	if err != nil {
 		return nil, 0, 0, err
 	}
-	args := t.weightArgs()
+	args := t.modelArgs()
 	for _, a := range acc {
 		args = append(args, a)
 	}
-	args = append(args, t.ropeCos, t.ropeSin)
 	args = append(args, t.batchArgs(b)...)
 	out, err := run(g, args...)
 	if err != nil {
@@ -448,8 +498,7 @@ func (t *Trainer) Evaluate(ctx context.Context, exs []Example) (EvalResult, erro
 		if err != nil {
 			return EvalResult{}, err
 		}
-		args := append(t.weightArgs(), t.ropeCos, t.ropeSin)
-		out, err := run(g, append(args, t.batchArgs(b)...)...)
+		out, err := run(g, append(t.modelArgs(), t.batchArgs(b)...)...)
 		if err != nil {
 			return EvalResult{}, err
 		}
@@ -478,7 +527,7 @@ func (t *Trainer) Logits(ctx context.Context, tokens []int32) ([]float32, error)
 	if err != nil {
 		return nil, err
 	}
-	args := append(t.weightArgs(), t.ropeCos, t.ropeSin, tensors.FromFlatDataAndDimensions(tokens, 1, len(tokens)))
+	args := append(t.modelArgs(), tensors.FromFlatDataAndDimensions(tokens, 1, len(tokens)))
 	out, err := run(g, args...)
 	if err != nil {
 		return nil, err
@@ -495,6 +544,21 @@ func (t *Trainer) Logits(ctx context.Context, tokens []int32) ([]float32, error)
 // model's config and generation defaults.
 func (t *Trainer) Checkpoint() (*checkpoint.Checkpoint, error) {
 	ck := &checkpoint.Checkpoint{Config: t.mcfg, Generation: t.gen, Tensors: map[string]*checkpoint.Tensor{}}
+	if t.lora != nil {
+		ad, err := t.trainable()
+		if err != nil {
+			return nil, err
+		}
+		for i, n := range t.frozenNames {
+			v, err := tensors.CopyFlatData[float32](t.frozen[i])
+			if err != nil {
+				return nil, errors.Join(ErrBackend, err)
+			}
+			ck.Tensors[n] = &checkpoint.Tensor{Shape: slices.Clone(t.frozen[i].Shape().Dimensions), Data: v}
+		}
+		t.lora.merge(ck.Tensors, ad)
+		return ck, nil
+	}
 	for i, n := range t.names {
 		v, err := tensors.CopyFlatData[float32](t.params[i])
 		if err != nil {
@@ -503,4 +567,17 @@ func (t *Trainer) Checkpoint() (*checkpoint.Checkpoint, error) {
 		ck.Tensors[n] = &checkpoint.Tensor{Shape: t.params[i].Shape().Dimensions, Data: v}
 	}
 	return ck, nil
+}
+
+// trainable returns the trained tensors by name (the adapters under LoRA).
+func (t *Trainer) trainable() (map[string]*checkpoint.Tensor, error) {
+	out := make(map[string]*checkpoint.Tensor, len(t.names))
+	for i, n := range t.names {
+		v, err := tensors.CopyFlatData[float32](t.params[i])
+		if err != nil {
+			return nil, errors.Join(ErrBackend, err)
+		}
+		out[n] = &checkpoint.Tensor{Shape: slices.Clone(t.params[i].Shape().Dimensions), Data: v}
+	}
+	return out, nil
 }

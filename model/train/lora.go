@@ -1,0 +1,115 @@
+package train
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"path/filepath"
+	"strings"
+
+	"github.com/largeforge/largeforge/model/checkpoint"
+	"github.com/largeforge/largeforge/schemas"
+)
+
+// LoRA adapter files (§4.2).
+const (
+	AdapterConfigFile  = "adapter_config.json"
+	AdapterWeightsFile = "adapter_model.safetensors"
+)
+
+type adapter struct {
+	base string // the adapted weight's checkpoint name
+	a, b string // PEFT names of lora_A [r, in] and lora_B [out, r]
+}
+
+type loraState struct {
+	cfg      schemas.LoraConfig
+	scale    float64
+	adapters []adapter
+}
+
+// moduleGroup is the submodule holding a target module.
+var moduleGroup = map[string]string{
+	"q_proj": "self_attn", "k_proj": "self_attn", "v_proj": "self_attn", "o_proj": "self_attn",
+	"gate_proj": "mlp", "up_proj": "mlp", "down_proj": "mlp",
+}
+
+// PEFTName is the PEFT tensor name of a LoRA matrix ("A" or "B") for a
+// checkpoint weight: base_model.model.model.layers.N.self_attn.q_proj.lora_A.weight.
+func PEFTName(base, which string) string {
+	return "base_model.model." + strings.TrimSuffix(base, ".weight") + ".lora_" + which + ".weight"
+}
+
+// newLoRA lists the adapters and initialises them as PEFT does: A uniform in
+// ±1/sqrt(in) (kaiming_uniform with a=sqrt(5)), B zero.
+func newLoRA(c checkpoint.Config, lc schemas.LoraConfig, seed int64) (*loraState, map[string]*checkpoint.Tensor, error) {
+	exp := checkpoint.ExpectedTensors(c)
+	st := &loraState{cfg: lc, scale: float64(lc.LoraAlpha) / float64(lc.R)}
+	init := map[string]*checkpoint.Tensor{}
+	rng := rand.New(rand.NewPCG(uint64(seed), 0x10ca))
+	for l := range c.NumLayers {
+		for _, m := range lc.TargetModules {
+			grp, ok := moduleGroup[m]
+			if !ok {
+				return nil, nil, fmt.Errorf("%w: lora target module %q (want q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj or down_proj)", ErrInvalidOption, m)
+			}
+			base := fmt.Sprintf("model.layers.%d.%s.%s.weight", l, grp, m)
+			shape := exp[base]
+			out, in := shape[0], shape[1]
+			ad := adapter{base: base, a: PEFTName(base, "A"), b: PEFTName(base, "B")}
+			a := &checkpoint.Tensor{Shape: []int{lc.R, in}, Data: make([]float32, lc.R*in)}
+			bound := 1 / math.Sqrt(float64(in))
+			for i := range a.Data {
+				a.Data[i] = float32((rng.Float64()*2 - 1) * bound)
+			}
+			init[ad.a] = a
+			init[ad.b] = &checkpoint.Tensor{Shape: []int{out, lc.R}, Data: make([]float32, out*lc.R)}
+			st.adapters = append(st.adapters, ad)
+		}
+	}
+	return st, init, nil
+}
+
+// merge adds scale * B·A into each adapted weight of base (in place on copies).
+func (s *loraState) merge(base, ad map[string]*checkpoint.Tensor) {
+	for _, a := range s.adapters {
+		w, ma, mb := base[a.base], ad[a.a], ad[a.b]
+		out, in, r := w.Shape[0], w.Shape[1], ma.Shape[0]
+		merged := append([]float32(nil), w.Data...)
+		for o := range out {
+			for k := range r {
+				bk := float64(mb.Data[o*r+k]) * s.scale
+				if bk == 0 {
+					continue
+				}
+				row := ma.Data[k*in : (k+1)*in]
+				for i, av := range row {
+					merged[o*in+i] += float32(bk * float64(av))
+				}
+			}
+		}
+		base[a.base] = &checkpoint.Tensor{Shape: w.Shape, Data: merged}
+	}
+}
+
+// peftConfig is adapter_config.json in PEFT's shape.
+func (s *loraState) peftConfig(baseModel string) map[string]any {
+	return map[string]any{
+		"base_model_name_or_path": baseModel, "peft_type": "LORA", "task_type": s.cfg.TaskType,
+		"r": s.cfg.R, "lora_alpha": s.cfg.LoraAlpha, "lora_dropout": s.cfg.LoraDropout,
+		"target_modules": s.cfg.TargetModules, "bias": s.cfg.Bias, "inference_mode": true,
+		"fan_in_fan_out": false, "modules_to_save": nil,
+	}
+}
+
+// saveAdapter writes adapter_model.safetensors and adapter_config.json into dir.
+func (t *Trainer) saveAdapter(dir string) error {
+	ad, err := t.trainable()
+	if err != nil {
+		return err
+	}
+	if err := checkpoint.WriteSafetensors(filepath.Join(dir, AdapterWeightsFile), ad, map[string]string{"format": "pt"}); err != nil {
+		return err
+	}
+	return writeJSON(filepath.Join(dir, AdapterConfigFile), t.lora.peftConfig(t.cfg.ModelName))
+}

@@ -47,7 +47,7 @@ type Trainer struct {
 	frozenNames      []string // frozen base tensors under LoRA, sorted
 	frozen           []*tensors.Tensor
 	lora             *loraState
-	decay            []bool   // weight decay applies (not norms, not biases)
+	decay            []bool // weight decay applies (not norms, not biases)
 	params, mom, vel []*tensors.Tensor
 	ropeCos, ropeSin *tensors.Tensor
 

@@ -68,6 +68,9 @@ type Config struct {
 	Idle         time.Duration // longest silence of a worker mid-request (default pipeline.DefaultRPCIdle)
 	RefreshEvery time.Duration // how long the live-worker and model lists are cached (default 1s)
 	Version      string        // reported by /health
+	// Experts, when set, enable model "auto" and POST /v1/route through
+	// the rule-stage Router.
+	Experts []schemas.ExpertConfig
 }
 
 // Validate checks the config; errors wrap ErrInvalidOption.
@@ -112,6 +115,7 @@ type Gateway struct {
 	models  jetstream.ObjectStore
 	mux     *http.ServeMux
 	started time.Time
+	router  *Router // nil without experts
 
 	mu        sync.Mutex
 	live      map[string]int // model → live workers
@@ -149,6 +153,12 @@ func New(ctx context.Context, bus *pipeline.Bus, cfg Config, log zerolog.Logger,
 		g.complete(w, r, l, true)
 	})
 	g.handle("GET /v1/models", "/v1/models", g.listModels)
+	g.handle("POST /v1/route", "/v1/route", g.routeHandler)
+	if len(cfg.Experts) > 0 {
+		if g.router, err = NewRouter(cfg.Experts); err != nil {
+			return nil, err
+		}
+	}
 	g.handle("GET /health", "/health", g.health)
 	if gather != nil {
 		g.mux.Handle("GET /metrics", promhttp.HandlerFor(gather, promhttp.HandlerOpts{}))
@@ -196,7 +206,8 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 // statusWriter records the status and bytes of a response.
 type statusWriter struct {
 	http.ResponseWriter
-	code int
+	code  int
+	model string // logged with the request
 }
 
 func (s *statusWriter) WriteHeader(code int) {
@@ -238,6 +249,9 @@ func (g *Gateway) handle(pattern, path string, h func(http.ResponseWriter, *http
 		ev := l.Info()
 		if sw.code >= 500 {
 			ev = l.Warn()
+		}
+		if sw.model != "" {
+			ev = ev.Str("model", sw.model)
 		}
 		ev.Int("status", sw.code).Str("path", path).Float64("latency_ms", float64(el.Microseconds())/1000).Msg("Request completed")
 	})
@@ -345,7 +359,19 @@ func (g *Gateway) complete(w http.ResponseWriter, r *http.Request, l zerolog.Log
 		writeError(w, http.StatusBadRequest, "invalid_request_error", param, "invalid_request", msg)
 		return
 	}
+	if req.Model == AutoModel && g.router != nil {
+		d, err := g.route(r.Context(), routeText(req))
+		if err != nil {
+			g.modelError(w, req.Model, err)
+			return
+		}
+		req.Model = d.Expert
+		w.Header().Set("X-Largeforge-Expert", d.Expert)
+	}
 	l = logging.Context(l, map[string]any{"model": req.Model})
+	if sw, ok := w.(*statusWriter); ok {
+		sw.model = req.Model
+	}
 	ctx := r.Context()
 	if err := g.waitForModel(ctx, req.Model); err != nil {
 		g.modelError(w, req.Model, err)
@@ -414,6 +440,95 @@ func (g *Gateway) complete(w http.ResponseWriter, r *http.Request, l zerolog.Log
 		return
 	}
 	writeJSON(w, http.StatusOK, resp)
+}
+
+// routeText is what the router reads: the prompt, or the chat's user messages.
+func routeText(req schemas.CompletionRequest) string {
+	if !req.IsChat() {
+		return req.Prompt
+	}
+	var b strings.Builder
+	for _, m := range req.Messages {
+		if m.Role == schemas.RoleUser {
+			b.WriteString(m.Content)
+			b.WriteByte('\n')
+		}
+	}
+	return b.String()
+}
+
+// route runs the router over the live experts, counts the decision and
+// publishes it to LF_ROUTES (lf.route.interactive) in the background.
+func (g *Gateway) route(ctx context.Context, text string) (Decision, error) {
+	live, _, err := g.snapshot(ctx, time.Time{})
+	if err != nil {
+		return Decision{}, err
+	}
+	for _, e := range g.router.Experts() {
+		v := 0.0
+		if live[e.Name] > 0 {
+			v = 1
+		}
+		g.met.ExpertAvailability.WithLabelValues(e.Name).Set(v)
+	}
+	t0 := time.Now()
+	d, err := g.router.Route(text, func(name string) bool { return live[name] > 0 })
+	g.met.RoutingLatency.WithLabelValues(StageRules).Observe(time.Since(t0).Seconds())
+	if err != nil {
+		return Decision{}, err
+	}
+	g.met.RoutingDecisions.WithLabelValues(d.Expert).Inc()
+	rec := RouteRecord{RequestID: requestID(ctx), Decision: d, At: time.Now().UTC().Format(time.RFC3339Nano)}
+	go func() {
+		data, _ := json.Marshal(rec)
+		subj, _ := pipeline.RouteSubject(RouteJobInteractive)
+		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if _, err := g.bus.Publish(pctx, subj, data, rec.RequestID, nil); err != nil {
+			g.log.Warn().Err(err).Msg("publish routing decision")
+		}
+	}()
+	return d, nil
+}
+
+// RouteJobInteractive is the <job> token of interactive decisions in
+// LF_ROUTES: lf.route.interactive.
+const RouteJobInteractive = "interactive"
+
+// RouteRecord is a routing decision as published to LF_ROUTES.
+type RouteRecord struct {
+	RequestID string `json:"request_id"`
+	Decision
+	At string `json:"at"`
+}
+
+// routeHandler serves POST /v1/route: {"prompt": ...} or {"messages": [...]}
+// → the §3.5 RouteResponse (and the deciding stage), without generating.
+func (g *Gateway) routeHandler(w http.ResponseWriter, r *http.Request, _ zerolog.Logger) {
+	if g.router == nil {
+		writeError(w, http.StatusNotFound, "invalid_request_error", "", "no_experts", "No experts are configured")
+		return
+	}
+	body, err := readBody(w, r, g.cfg.MaxBodyBytes)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "invalid_request_error", "", "invalid_request", "Cannot read the request body: "+err.Error())
+		return
+	}
+	req, err := schemas.DecodeCompletionRequest(body)
+	if err == nil && req.Prompt == "" && !req.IsChat() {
+		err = fmt.Errorf("%w: prompt or messages required", schemas.ErrInvalidRequest)
+	}
+	if err != nil {
+		msg, param := validationError(err)
+		writeError(w, http.StatusBadRequest, "invalid_request_error", param, "invalid_request", msg)
+		return
+	}
+	d, err := g.route(r.Context(), routeText(req))
+	if err != nil {
+		g.modelError(w, AutoModel, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, d)
 }
 
 func completionID(chat bool, id string) string {

@@ -1,0 +1,156 @@
+package gateway
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+	"unicode"
+
+	"github.com/largeforge/largeforge/schemas"
+)
+
+// AutoModel is the model name that asks the gateway to route.
+const AutoModel = "auto"
+
+// Decision stages.
+const (
+	StageRules   = "rules"   // keyword and domain matches decided
+	StageDefault = "default" // nothing matched: the highest-priority live expert
+)
+
+// Rule weights: a keyword match counts more than a domain match.
+const (
+	keywordWeight = 2.0
+	domainWeight  = 1.0
+)
+
+// Router is the rule stage of expert routing (§2.3 experts). It scores each
+// expert by the keywords and domains found in the prompt (whole words, case
+// folded; a phrase matches as a run of words), breaks ties by priority then
+// name, and chooses the best expert with live workers. When no rule matches
+// it falls back to the highest-priority live expert (StageDefault); the
+// learned classifier stage is not built yet.
+type Router struct {
+	experts []schemas.ExpertConfig
+}
+
+// Decision is a routing decision and the stage that made it.
+type Decision struct {
+	schemas.RouteResponse
+	Stage string `json:"stage"`
+}
+
+// NewRouter validates the experts (unique names) and returns their router.
+func NewRouter(experts []schemas.ExpertConfig) (*Router, error) {
+	if len(experts) == 0 {
+		return nil, fmt.Errorf("%w: router needs at least one expert", ErrInvalidOption)
+	}
+	seen := map[string]bool{}
+	for _, e := range experts {
+		if err := e.Validate(); err != nil {
+			return nil, fmt.Errorf("%w: expert %q: %w", ErrInvalidOption, e.Name, err)
+		}
+		if e.Name == AutoModel {
+			return nil, fmt.Errorf("%w: expert name %q is reserved", ErrInvalidOption, AutoModel)
+		}
+		if seen[e.Name] {
+			return nil, fmt.Errorf("%w: expert %q twice", ErrInvalidOption, e.Name)
+		}
+		seen[e.Name] = true
+	}
+	return &Router{experts: append([]schemas.ExpertConfig(nil), experts...)}, nil
+}
+
+// Experts returns the router's experts.
+func (r *Router) Experts() []schemas.ExpertConfig { return r.experts }
+
+// words splits text into lower-case words.
+func words(s string) []string {
+	return strings.FieldsFunc(strings.ToLower(s), func(c rune) bool { return !unicode.IsLetter(c) && !unicode.IsDigit(c) && c != '+' && c != '#' })
+}
+
+// containsPhrase reports whether the words of phrase occur as a run in ws.
+func containsPhrase(ws []string, phrase string) bool {
+	p := words(phrase)
+	if len(p) == 0 {
+		return false
+	}
+	for i := 0; i+len(p) <= len(ws); i++ {
+		match := true
+		for j := range p {
+			if ws[i+j] != p[j] {
+				match = false
+				break
+			}
+		}
+		if match {
+			return true
+		}
+	}
+	return false
+}
+
+// Route decides which expert takes prompt. live reports whether an expert
+// has live workers (nil: all do). ErrNoWorker when none has.
+func (r *Router) Route(prompt string, live func(string) bool) (Decision, error) {
+	ws := words(prompt)
+	type cand struct {
+		e     schemas.ExpertConfig
+		score float64
+	}
+	cands := make([]cand, len(r.experts))
+	total := 0.0
+	for i, e := range r.experts {
+		c := cand{e: e}
+		for _, k := range e.Keywords {
+			if containsPhrase(ws, k) {
+				c.score += keywordWeight
+			}
+		}
+		for _, d := range e.Domains {
+			if containsPhrase(ws, d) {
+				c.score += domainWeight
+			}
+		}
+		total += c.score
+		cands[i] = c
+	}
+	sort.SliceStable(cands, func(i, j int) bool {
+		a, b := cands[i], cands[j]
+		if a.score != b.score {
+			return a.score > b.score
+		}
+		if a.e.Priority != b.e.Priority {
+			return a.e.Priority > b.e.Priority
+		}
+		return a.e.Name < b.e.Name
+	})
+	conf := func(c cand) float64 {
+		if total == 0 {
+			return 1 / float64(len(cands))
+		}
+		return c.score / total
+	}
+	chosen := -1
+	for i, c := range cands {
+		if live == nil || live(c.e.Name) {
+			chosen = i
+			break
+		}
+	}
+	if chosen < 0 {
+		return Decision{}, fmt.Errorf("%w: no expert has a live worker", ErrNoWorker)
+	}
+	d := Decision{Stage: StageRules}
+	if total == 0 {
+		d.Stage = StageDefault
+	}
+	d.Expert, d.Confidence = cands[chosen].e.Name, conf(cands[chosen])
+	d.Alternatives = []schemas.Alternative{}
+	for i, c := range cands {
+		if i != chosen {
+			d.Alternatives = append(d.Alternatives, schemas.Alternative{Expert: c.e.Name, Confidence: conf(c)})
+		}
+	}
+	return d, nil
+}

@@ -30,6 +30,8 @@ defaults. Checkpoints go to output_dir/checkpoint-<step>/ (weights, tokenizer, t
 training_args.json, optimizer.safetensors) and the final model to output_dir; a run whose
 output_dir holds checkpoints continues from the newest with the same optimizer state,
 schedule position and data order.
+A lora: section (r, lora_alpha, target_modules, bias none; the §2.2 defaults) trains LoRA
+adapters instead, saved as adapter_model.safetensors with PEFT names and adapter_config.json.
 Training runs in float32 on the CPU whatever bf16/fp16 say.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {

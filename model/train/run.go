@@ -35,9 +35,12 @@ type RunConfig struct {
 	// checkpoint in output_dir, if any, is resumed all the same.
 	Resume   bool                   `json:"resume"`
 	Training schemas.TrainingConfig `json:"-"`
+	// LoRA, when the yaml has a lora: section (§2.2 fields with their
+	// defaults), trains adapters instead of every weight.
+	LoRA *schemas.LoraConfig `json:"-"`
 }
 
-var runKeys = []string{"method", "base_model", "dataset", "data_dir", "data_files", "format", "max_seq_length", "seed", "resume"}
+var runKeys = []string{"method", "base_model", "dataset", "data_dir", "data_files", "format", "max_seq_length", "seed", "resume", "lora"}
 
 // ParseRunConfig decodes a train.yaml (YAML or JSON). The TrainingConfig
 // fields get the §2.1 defaults; model_name defaults to base_model. Unknown
@@ -59,6 +62,20 @@ func ParseRunConfig(data []byte) (RunConfig, error) {
 		return RunConfig{}, fmt.Errorf("%w: train config: %w", ErrInvalidOption, err)
 	} else if err := json.Unmarshal(b, &rc); err != nil {
 		return RunConfig{}, fmt.Errorf("%w: train config: %w", ErrInvalidOption, err)
+	}
+	if l, ok := own["lora"]; ok {
+		b, err := json.Marshal(l)
+		if err != nil {
+			return RunConfig{}, fmt.Errorf("%w: train config: %w", ErrInvalidOption, err)
+		}
+		if string(b) == "null" {
+			b = []byte("{}")
+		}
+		lc, err := schemas.ParseLoraConfig(b)
+		if err != nil {
+			return RunConfig{}, err
+		}
+		rc.LoRA = &lc
 	}
 	if _, ok := raw["model_name"]; !ok && rc.BaseModel != "" {
 		raw["model_name"] = rc.BaseModel
@@ -180,7 +197,11 @@ func Run(ctx context.Context, rc RunConfig, log zerolog.Logger) (Result, error) 
 	if err != nil {
 		return Result{}, err
 	}
-	tr, err := New(rc.Training, ck, WithLogger(log), WithMaxSeqLen(rc.MaxSeqLength), WithSeed(rc.Seed), WithTokenizerDir(rc.BaseModel))
+	opts := []Option{WithLogger(log), WithMaxSeqLen(rc.MaxSeqLength), WithSeed(rc.Seed), WithTokenizerDir(rc.BaseModel)}
+	if rc.LoRA != nil {
+		opts = append(opts, WithLoRA(*rc.LoRA))
+	}
+	tr, err := New(rc.Training, ck, opts...)
 	if err != nil {
 		return Result{}, err
 	}

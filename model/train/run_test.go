@@ -22,6 +22,8 @@ func TestParseRunConfig(t *testing.T) {
 	}{
 		{name: "dataset", yaml: "base_model: m\ndataset: d\noutput_dir: o\nlearning_rate: 0.001\n"},
 		{name: "files", yaml: "method: sft\nbase_model: m\ndata_files: [a.jsonl]\noutput_dir: o\nnum_epochs: 1\n"},
+		{name: "lora", yaml: "base_model: m\ndataset: d\noutput_dir: o\nlora:\n  r: 4\n"},
+		{name: "bad lora", yaml: "base_model: m\ndataset: d\noutput_dir: o\nlora:\n  r: 0\n", wantErr: schemas.ErrInvalidConfig},
 		{name: "dpo not yet", yaml: "method: dpo\nbase_model: m\ndataset: d\noutput_dir: o\n", wantErr: ErrInvalidOption},
 		{name: "no data", yaml: "base_model: m\noutput_dir: o\n", wantErr: ErrInvalidOption},
 		{name: "both data", yaml: "base_model: m\ndataset: d\ndata_files: [a]\noutput_dir: o\n", wantErr: ErrInvalidOption},

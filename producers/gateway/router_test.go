@@ -148,4 +148,3 @@ func TestAutoRouting(t *testing.T) {
 		t.Errorf("LF_ROUTES record %+v", rec)
 	}
 }
-

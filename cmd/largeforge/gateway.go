@@ -13,6 +13,7 @@ import (
 	"github.com/largeforge/largeforge"
 	"github.com/largeforge/largeforge/pipeline"
 	"github.com/largeforge/largeforge/producers/gateway"
+	"github.com/largeforge/largeforge/schemas"
 )
 
 // GatewayFlags are the flags of `largeforge gateway` (and --http of up).
@@ -20,6 +21,7 @@ type GatewayFlags struct {
 	HTTP       string
 	WorkerWait time.Duration
 	MaxBody    int64
+	Experts    string // §2.3 experts file (YAML or JSON): enables model "auto" and /v1/route
 }
 
 // Validate checks the gateway flags.
@@ -30,11 +32,20 @@ func (g GatewayFlags) Validate() error {
 	if _, _, err := net.SplitHostPort(g.HTTP); err != nil {
 		return fmt.Errorf("--http %q: want host:port: %w", g.HTTP, err)
 	}
-	return g.config().Validate()
+	_, err := g.config()
+	return err
 }
 
-func (g GatewayFlags) config() gateway.Config {
-	return gateway.Config{Addr: g.HTTP, WorkerWait: g.WorkerWait, MaxBodyBytes: g.MaxBody, Version: largeforge.Version}
+func (g GatewayFlags) config() (gateway.Config, error) {
+	c := gateway.Config{Addr: g.HTTP, WorkerWait: g.WorkerWait, MaxBodyBytes: g.MaxBody, Version: largeforge.Version}
+	if g.Experts != "" {
+		experts, err := schemas.LoadExperts(g.Experts)
+		if err != nil {
+			return c, fmt.Errorf("--experts %s: %w", g.Experts, err)
+		}
+		c.Experts = experts
+	}
+	return c, c.Validate()
 }
 
 func newGatewayCmd() *cobra.Command {
@@ -43,7 +54,8 @@ func newGatewayCmd() *cobra.Command {
 		Use:   "gateway",
 		Short: "Serve the OpenAI-compatible HTTP API over the bus",
 		Long: `Serve the OpenAI-compatible HTTP API: POST /v1/completions, POST /v1/chat/completions
-(stream: true for server-sent events), GET /v1/models, GET /health and GET /metrics. The
+(stream: true for server-sent events), GET /v1/models, GET /health and GET /metrics; with
+--experts FILE, model "auto" and POST /v1/route choose an expert by keyword and domain rules. The
 gateway holds no model: each request goes over NATS to an infer worker serving the model
 (largeforge up --model, or largeforge worker), and a client that disconnects cancels its
 generation.`,
@@ -74,12 +86,17 @@ func addGatewayFlags(cmd *cobra.Command, gf *GatewayFlags, httpDefault string) {
 	cmd.Flags().StringVar(&gf.HTTP, "http", httpDefault, "serve the OpenAI-compatible HTTP API on this address (host:port)")
 	cmd.Flags().DurationVar(&gf.WorkerWait, "worker-wait", gateway.DefaultWorkerWait, "how long a request waits for a live worker of its model before 503")
 	cmd.Flags().Int64Var(&gf.MaxBody, "max-body", gateway.DefaultMaxBodyBytes, "request body limit in bytes")
+	cmd.Flags().StringVar(&gf.Experts, "experts", "", "experts file (YAML or JSON, DATA_DICTIONARY §2.3): enables model \"auto\" and POST /v1/route")
 }
 
 // startGateway listens on gf.HTTP and serves the gateway until ctx ends; the
 // channel gets Serve's error then. Its /metrics serves reg.
 func startGateway(ctx context.Context, bus *pipeline.Bus, gf GatewayFlags, log zerolog.Logger, reg *prometheus.Registry) (<-chan error, error) {
-	g, err := gateway.New(ctx, bus, gf.config(), log, reg, reg)
+	c, err := gf.config()
+	if err != nil {
+		return nil, err
+	}
+	g, err := gateway.New(ctx, bus, c, log, reg, reg)
 	if err != nil {
 		return nil, err
 	}

@@ -16,7 +16,8 @@ type Result struct {
 	TrainLoss        float64       `json:"train_loss"` // mean over every optimizer step
 	Runtime          time.Duration `json:"-"`
 	SamplesPerSecond float64       `json:"train_samples_per_second"`
-	Checkpoints      []string      `json:"checkpoints"` // saved checkpoint directories still kept
+	Checkpoints      []string      `json:"checkpoints"`    // saved checkpoint directories still kept
+	Eval             *EvalResult   `json:"eval,omitempty"` // the last evaluation, when there was an eval set
 }
 
 // Plan is the shape of a run over n examples.
@@ -44,6 +45,15 @@ func (t *Trainer) PlanFor(n int) Plan {
 // every save_steps (keeping save_total_limit) and the final model into
 // output_dir. Examples longer than the maximum length are truncated.
 func (t *Trainer) Train(ctx context.Context, exs []Example) (Result, error) {
+	return t.TrainEval(ctx, exs, nil)
+}
+
+// TrainEval is Train that also evaluates eval (when not empty) every
+// eval_steps and at the last step, logging the §5.2 eval_loss, perplexity
+// and accuracy (next-token accuracy on response tokens) and adding them to
+// log_history. A Trainer resumed (or trained before) continues from its
+// GlobalStep.
+func (t *Trainer) TrainEval(ctx context.Context, exs, eval []Example) (Result, error) {
 	var kept []Example
 	for _, e := range exs {
 		if len(e.Tokens) > t.maxLen {
@@ -142,6 +152,19 @@ func (t *Trainer) Train(ctx context.Context, exs []Example) (Result, error) {
 					Float64("grad_norm", entry["grad_norm"].(float64)).
 					Float64("train_samples_per_second", entry["train_samples_per_second"].(float64)).Msg("train step")
 				logLoss, logSteps, logSamples, logStart = 0, 0, 0, time.Now()
+			}
+			if len(eval) > 0 && (t.step%t.cfg.EvalSteps == 0 || t.step == plan.TotalSteps) {
+				er, err := t.Evaluate(ctx, eval)
+				if err != nil {
+					return res, fmt.Errorf("evaluate: %w", err)
+				}
+				res.Eval = &er
+				t.history = append(t.history, map[string]any{
+					"eval_loss": round(er.Loss), "perplexity": round(er.Perplexity), "accuracy": round(er.Accuracy),
+					"epoch": round(epochF), "step": t.step,
+				})
+				t.log.Info().Float64("eval_loss", er.Loss).Float64("perplexity", er.Perplexity).
+					Float64("accuracy", er.Accuracy).Int("global_step", t.step).Msg("eval")
 			}
 			if t.cfg.OutputDir != "" && t.step%t.cfg.SaveSteps == 0 {
 				dir, err := t.saveCheckpoint(plan, epochF)

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -33,14 +34,17 @@ type RunConfig struct {
 	Seed         int64    `json:"seed"`           // default DefaultSeed
 	// Resume requires a checkpoint to continue from; without it the newest
 	// checkpoint in output_dir, if any, is resumed all the same.
-	Resume   bool                   `json:"resume"`
-	Training schemas.TrainingConfig `json:"-"`
+	Resume bool `json:"resume"`
+	// EvalSplit is the fraction of the rendered examples held out (chosen
+	// from the seed) and evaluated every eval_steps; 0 evaluates nothing.
+	EvalSplit float64                `json:"eval_split"`
+	Training  schemas.TrainingConfig `json:"-"`
 	// LoRA, when the yaml has a lora: section (§2.2 fields with their
 	// defaults), trains adapters instead of every weight.
 	LoRA *schemas.LoraConfig `json:"-"`
 }
 
-var runKeys = []string{"method", "base_model", "dataset", "data_dir", "data_files", "format", "max_seq_length", "seed", "resume", "lora"}
+var runKeys = []string{"method", "base_model", "dataset", "data_dir", "data_files", "format", "max_seq_length", "seed", "resume", "lora", "eval_split"}
 
 // ParseRunConfig decodes a train.yaml (YAML or JSON). The TrainingConfig
 // fields get the §2.1 defaults; model_name defaults to base_model. Unknown
@@ -102,6 +106,8 @@ func (rc RunConfig) Validate() error {
 		return fmt.Errorf("%w: give either dataset or data_files", ErrInvalidOption)
 	case rc.Training.OutputDir == "":
 		return fmt.Errorf("%w: output_dir is required", ErrInvalidOption)
+	case !(rc.EvalSplit >= 0 && rc.EvalSplit < 1):
+		return fmt.Errorf("%w: eval_split %v not in [0, 1)", ErrInvalidOption, rc.EvalSplit)
 	case rc.MaxSeqLength < 2:
 		return fmt.Errorf("%w: max_seq_length %d is below 2", ErrInvalidOption, rc.MaxSeqLength)
 	}
@@ -226,6 +232,33 @@ func Run(ctx context.Context, rc RunConfig, log zerolog.Logger) (Result, error) 
 	if err != nil {
 		return Result{}, err
 	}
-	log.Info().Int("records", len(recs)).Int("truncated", truncated).Int("max_seq_len", tr.MaxSeqLen()).Msg("training data rendered")
-	return tr.Train(ctx, exs)
+	trainSet, evalSet := SplitEval(exs, rc.EvalSplit, rc.Seed)
+	log.Info().Int("records", len(recs)).Int("truncated", truncated).Int("train", len(trainSet)).Int("eval", len(evalSet)).
+		Int("max_seq_len", tr.MaxSeqLen()).Msg("training data rendered")
+	return tr.TrainEval(ctx, trainSet, evalSet)
+}
+
+// SplitEval holds out round(frac*len(exs)) examples (at least one when frac
+// > 0 and there are two or more), chosen from the seed, for evaluation.
+func SplitEval(exs []Example, frac float64, seed int64) (train, eval []Example) {
+	k := int(math.Round(frac * float64(len(exs))))
+	if frac > 0 && k == 0 && len(exs) > 1 {
+		k = 1
+	}
+	if k == 0 || k >= len(exs) {
+		return exs, nil
+	}
+	order := EpochOrder(seed, -1, len(exs))
+	held := make(map[int]bool, k)
+	for _, i := range order[:k] {
+		held[i] = true
+	}
+	for i, e := range exs {
+		if held[i] {
+			eval = append(eval, e)
+		} else {
+			train = append(train, e)
+		}
+	}
+	return train, eval
 }

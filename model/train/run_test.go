@@ -24,6 +24,7 @@ func TestParseRunConfig(t *testing.T) {
 		{name: "files", yaml: "method: sft\nbase_model: m\ndata_files: [a.jsonl]\noutput_dir: o\nnum_epochs: 1\n"},
 		{name: "lora", yaml: "base_model: m\ndataset: d\noutput_dir: o\nlora:\n  r: 4\n"},
 		{name: "bad lora", yaml: "base_model: m\ndataset: d\noutput_dir: o\nlora:\n  r: 0\n", wantErr: schemas.ErrInvalidConfig},
+		{name: "bad eval split", yaml: "base_model: m\ndataset: d\noutput_dir: o\neval_split: 1\n", wantErr: ErrInvalidOption},
 		{name: "dpo not yet", yaml: "method: dpo\nbase_model: m\ndataset: d\noutput_dir: o\n", wantErr: ErrInvalidOption},
 		{name: "no data", yaml: "base_model: m\noutput_dir: o\n", wantErr: ErrInvalidOption},
 		{name: "both data", yaml: "base_model: m\ndataset: d\ndata_files: [a]\noutput_dir: o\n", wantErr: ErrInvalidOption},
@@ -66,7 +67,7 @@ func TestRunFromIngestedDataset(t *testing.T) {
 	}
 	out := filepath.Join(t.TempDir(), "out")
 	rc, err := ParseRunConfig([]byte("base_model: " + base + "\ndataset: colours\ndata_dir: " + dataDir +
-		"\noutput_dir: " + out + "\nnum_epochs: 1\ngradient_accumulation_steps: 1\nmax_seq_length: 160\nlogging_steps: 1\n"))
+		"\noutput_dir: " + out + "\nnum_epochs: 1\ngradient_accumulation_steps: 1\nmax_seq_length: 160\nlogging_steps: 1\neval_split: 0.25\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,6 +78,9 @@ func TestRunFromIngestedDataset(t *testing.T) {
 	if res.GlobalStep != 1 {
 		t.Errorf("global step %d, want 1", res.GlobalStep)
 	}
+	if res.Eval == nil || res.Eval.Tokens == 0 || res.Eval.Perplexity <= 1 {
+		t.Errorf("eval after the last step: %+v", res.Eval)
+	}
 	if _, err := checkpoint.Load(out); err != nil {
 		t.Errorf("final model: %v", err)
 	}
@@ -86,5 +90,41 @@ func TestRunFromIngestedDataset(t *testing.T) {
 	rc.Dataset = "missing"
 	if _, err := Run(context.Background(), rc, zerolog.Nop()); !errors.Is(err, ErrNoExamples) {
 		t.Errorf("missing dataset: err = %v, want ErrNoExamples", err)
+	}
+}
+
+func TestSplitEval(t *testing.T) {
+	exs := make([]Example, 10)
+	for i := range exs {
+		exs[i] = Example{Tokens: []int32{int32(i)}}
+	}
+	tests := []struct {
+		name      string
+		frac      float64
+		wantEval  int
+		wantTrain int
+	}{
+		{name: "none", frac: 0, wantEval: 0, wantTrain: 10},
+		{name: "fifth", frac: 0.2, wantEval: 2, wantTrain: 8},
+		{name: "tiny fraction holds one", frac: 0.01, wantEval: 1, wantTrain: 9},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			tr, ev := SplitEval(exs, tc.frac, 3)
+			if len(tr) != tc.wantTrain || len(ev) != tc.wantEval {
+				t.Fatalf("train %d eval %d, want %d and %d", len(tr), len(ev), tc.wantTrain, tc.wantEval)
+			}
+			seen := map[int32]bool{}
+			for _, e := range append(append([]Example{}, tr...), ev...) {
+				if seen[e.Tokens[0]] {
+					t.Fatalf("example %d in both sets", e.Tokens[0])
+				}
+				seen[e.Tokens[0]] = true
+			}
+			tr2, _ := SplitEval(exs, tc.frac, 3)
+			if len(tr2) != len(tr) || (len(tr) > 0 && tr2[0].Tokens[0] != tr[0].Tokens[0]) {
+				t.Error("split is not deterministic")
+			}
+		})
 	}
 }

@@ -27,14 +27,20 @@ const (
 	HeaderRequestID = "Lf-Request-Id"
 	HeaderTraceID   = "Lf-Trace-Id"
 
-	RPCStart = "start"
-	RPCChunk = "chunk"
-	RPCFinal = "final"
-	RPCError = "error"
+	RPCStart     = "start"
+	RPCKeepalive = "keepalive" // sent every RPCKeepaliveEvery while a handler runs
+	RPCChunk     = "chunk"
+	RPCFinal     = "final"
+	RPCError     = "error"
 )
 
-// DefaultRPCIdle is how long StreamRPC waits for the next reply message.
-const DefaultRPCIdle = 60 * time.Second
+// DefaultRPCIdle is how long StreamRPC waits for the next reply message;
+// servers send a keepalive every RPCKeepaliveEvery, so a long generation
+// without chunks is not mistaken for a dead server.
+const (
+	DefaultRPCIdle    = 60 * time.Second
+	RPCKeepaliveEvery = 10 * time.Second
+)
 
 var (
 	// ErrNoResponders is returned by StreamRPC when no server listens on the
@@ -106,6 +112,20 @@ func (b *Bus) ServeRPC(ctx context.Context, subject, queue string, h func(ctx co
 			if csub != nil {
 				defer func() { _ = csub.Unsubscribe() }()
 			}
+			done := make(chan struct{})
+			defer close(done)
+			go func() {
+				t := time.NewTicker(RPCKeepaliveEvery)
+				defer t.Stop()
+				for {
+					select {
+					case <-done:
+						return
+					case <-t.C:
+						_ = req.Send(RPCKeepalive, nil)
+					}
+				}
+			}()
 			h(rctx, req)
 		}()
 	})

@@ -1,0 +1,108 @@
+package pipeline_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/largeforge/largeforge/pipeline"
+	"github.com/largeforge/largeforge/pipeline/pipelinetest"
+)
+
+// TestStreamRPC runs an echo server that streams the request back word by
+// word, and checks chunks, the final reply, errors, cancel and no responders.
+func TestStreamRPC(t *testing.T) {
+	e := pipelinetest.StartServer(t)
+	bus := pipelinetest.Connect(t, e)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cancelled := make(chan string, 1)
+	srv, err := bus.ServeRPC(ctx, pipeline.RPCSubject("echo"), pipeline.RPCQueue("echo"), func(ctx context.Context, req *pipeline.RPCRequest) {
+		body := string(req.Data)
+		switch {
+		case body == "fail":
+			_ = req.Send(pipeline.RPCError, []byte(`{"message":"failed"}`))
+			return
+		case body == "forever":
+			for ctx.Err() == nil {
+				_ = req.Send(pipeline.RPCChunk, []byte("x"))
+				time.Sleep(5 * time.Millisecond)
+			}
+			cancelled <- req.RequestID
+			return
+		}
+		for _, w := range strings.Fields(body) {
+			_ = req.Send(pipeline.RPCChunk, []byte(w))
+		}
+		_ = req.Send(pipeline.RPCFinal, []byte("done:"+req.RequestID))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Stop(true)
+
+	tests := []struct {
+		name       string
+		subject    string
+		body       string
+		wantChunks string
+		wantFinal  string
+		wantErr    error
+	}{
+		{name: "stream", subject: "echo", body: "a b c", wantChunks: "abc", wantFinal: "done:r1"},
+		{name: "error", subject: "echo", body: "fail", wantErr: pipeline.ErrRPCFailed},
+		{name: "no responders", subject: "nobody", body: "x", wantErr: pipeline.ErrNoResponders},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var chunks strings.Builder
+			final, err := bus.StreamRPC(ctx, pipeline.RPCCall{Subject: pipeline.RPCSubject(tc.subject), Data: []byte(tc.body), RequestID: "r1"}, nil,
+				func(b []byte) error { chunks.Write(b); return nil })
+			if !errors.Is(err, tc.wantErr) {
+				t.Fatalf("err %v, want %v", err, tc.wantErr)
+			}
+			if chunks.String() != tc.wantChunks || string(final) != tc.wantFinal {
+				t.Errorf("chunks %q final %q, want %q %q", chunks.String(), final, tc.wantChunks, tc.wantFinal)
+			}
+		})
+	}
+
+	t.Run("cancel", func(t *testing.T) {
+		cctx, ccancel := context.WithCancel(ctx)
+		n := 0
+		_, err := bus.StreamRPC(cctx, pipeline.RPCCall{Subject: pipeline.RPCSubject("echo"), Data: []byte("forever"), RequestID: "r2"}, nil,
+			func([]byte) error {
+				if n++; n == 3 {
+					ccancel()
+				}
+				return nil
+			})
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("err %v", err)
+		}
+		select {
+		case id := <-cancelled:
+			if id != "r2" {
+				t.Errorf("cancelled %q", id)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("the server's handler was not cancelled")
+		}
+	})
+
+	t.Run("idle timeout", func(t *testing.T) {
+		slow, err := bus.ServeRPC(ctx, pipeline.RPCSubject("slow"), pipeline.RPCQueue("slow"), func(ctx context.Context, req *pipeline.RPCRequest) {
+			<-ctx.Done()
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer slow.Stop(true)
+		_, err = bus.StreamRPC(ctx, pipeline.RPCCall{Subject: pipeline.RPCSubject("slow"), Data: []byte("x"), Idle: 100 * time.Millisecond}, nil, nil)
+		if !errors.Is(err, pipeline.ErrRPCTimeout) {
+			t.Fatalf("err %v, want ErrRPCTimeout", err)
+		}
+	})
+}

@@ -52,7 +52,12 @@ Training runs in float32 on the CPU whatever bf16/fp16 say.`,
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			res, err := train.Run(ctx, rc, newLogger())
+			log := newLogger()
+			reg := newRegistry()
+			if err := serveMetrics(ctx, cfg.MetricsAddr, reg, log); err != nil {
+				return err
+			}
+			res, err := train.Run(ctx, rc, log, train.WithRegisterer(reg))
 			if err != nil {
 				return err
 			}

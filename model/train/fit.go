@@ -147,6 +147,7 @@ func (t *Trainer) TrainEval(ctx context.Context, exs, eval []Example) (Result, e
 					"train_samples_per_second": round(float64(logSamples) / math.Max(el, 1e-9)),
 				}
 				t.history = append(t.history, entry)
+				t.metrics.set(entry)
 				t.log.Info().Float64("loss", entry["loss"].(float64)).Float64("learning_rate", lr).
 					Float64("epoch", entry["epoch"].(float64)).Int("global_step", t.step).
 					Float64("grad_norm", entry["grad_norm"].(float64)).
@@ -159,10 +160,12 @@ func (t *Trainer) TrainEval(ctx context.Context, exs, eval []Example) (Result, e
 					return res, fmt.Errorf("evaluate: %w", err)
 				}
 				res.Eval = &er
-				t.history = append(t.history, map[string]any{
+				evalEntry := map[string]any{
 					"eval_loss": round(er.Loss), "perplexity": round(er.Perplexity), "accuracy": round(er.Accuracy),
 					"epoch": round(epochF), "step": t.step,
-				})
+				}
+				t.history = append(t.history, evalEntry)
+				t.metrics.set(map[string]any{"eval_loss": er.Loss, "perplexity": er.Perplexity, "accuracy": er.Accuracy})
 				t.log.Info().Float64("eval_loss", er.Loss).Float64("perplexity", er.Perplexity).
 					Float64("accuracy", er.Accuracy).Int("global_step", t.step).Msg("eval")
 			}

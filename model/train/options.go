@@ -3,6 +3,7 @@ package train
 import (
 	"fmt"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/largeforge/largeforge/schemas"
@@ -15,6 +16,7 @@ type options struct {
 	seed         int64
 	tokenizerDir string
 	lora         *schemas.LoraConfig
+	registerer   prometheus.Registerer
 }
 
 // Option configures a Trainer.
@@ -72,6 +74,18 @@ func WithLoRA(c schemas.LoraConfig) Option {
 			return fmt.Errorf("%w: lora bias %q (only %q is supported)", ErrInvalidOption, c.Bias, schemas.LoraBiasNone)
 		}
 		o.lora = &c
+		return nil
+	}
+}
+
+// WithRegisterer exports the §5.1 and §5.2 metrics as gauges (MetricNames)
+// on reg, updated every logging_steps and eval_steps.
+func WithRegisterer(reg prometheus.Registerer) Option {
+	return func(o *options) error {
+		if reg == nil {
+			return fmt.Errorf("%w: nil registerer", ErrInvalidOption)
+		}
+		o.registerer = reg
 		return nil
 	}
 }

@@ -177,8 +177,9 @@ func readJSONL(path, f string) ([]schemas.Record, error) {
 
 // Run trains as rc says: it loads the base model and its tokenizer, the
 // records (the dataset's parts under data_dir/datasets/<name>, or the
-// files), renders them, trains, and saves into output_dir.
-func Run(ctx context.Context, rc RunConfig, log zerolog.Logger) (Result, error) {
+// files), renders them, trains, and saves into output_dir. extra options
+// (WithRegisterer, WithBackend) are passed to New.
+func Run(ctx context.Context, rc RunConfig, log zerolog.Logger, extra ...Option) (Result, error) {
 	if err := rc.Validate(); err != nil {
 		return Result{}, err
 	}
@@ -207,7 +208,7 @@ func Run(ctx context.Context, rc RunConfig, log zerolog.Logger) (Result, error) 
 	if rc.LoRA != nil {
 		opts = append(opts, WithLoRA(*rc.LoRA))
 	}
-	tr, err := New(rc.Training, ck, opts...)
+	tr, err := New(rc.Training, ck, append(opts, extra...)...)
 	if err != nil {
 		return Result{}, err
 	}

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/gomlx/gomlx/pkg/core/tensors"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/largeforge/largeforge/model/checkpoint"
 	"github.com/largeforge/largeforge/schemas"
@@ -224,7 +225,8 @@ func TestSFTLowersLossAndSaves(t *testing.T) {
 	cfg.LoggingSteps = 5
 	cfg.SaveSteps = 10
 	cfg.SaveTotalLimit = 2
-	tr, err := New(cfg, ck, WithMaxSeqLen(64), WithTokenizerDir(dir))
+	reg := prometheus.NewRegistry()
+	tr, err := New(cfg, ck, WithMaxSeqLen(64), WithTokenizerDir(dir), WithRegisterer(reg))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -250,6 +252,17 @@ func TestSFTLowersLossAndSaves(t *testing.T) {
 	}
 	if after.Loss > 0.4*before.Loss {
 		t.Errorf("eval loss %.4f -> %.4f: fell by less than 60%%", before.Loss, after.Loss)
+	}
+	mfs, err := reg.Gather()
+	if err != nil || len(mfs) != len(MetricNames) {
+		t.Errorf("%d metrics gathered (err %v), want %d", len(mfs), err, len(MetricNames))
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "global_step" {
+			if got := mf.GetMetric()[0].GetGauge().GetValue(); got != 20 {
+				t.Errorf("global_step gauge %g, want 20", got)
+			}
+		}
 	}
 	// save_total_limit 2 keeps checkpoint-10 and checkpoint-20.
 	want := []string{filepath.Join(out, "checkpoint-10"), filepath.Join(out, "checkpoint-20")}

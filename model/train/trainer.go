@@ -53,6 +53,8 @@ type Trainer struct {
 
 	graphs map[graphKey]*Graph
 
+	metrics *metrics
+
 	step    int // optimizer steps taken
 	history []map[string]any
 }
@@ -80,6 +82,12 @@ func New(cfg schemas.TrainingConfig, ck *checkpoint.Checkpoint, opts ...Option) 
 			return nil, err
 		}
 	}
+	var mx *metrics
+	if o.registerer != nil {
+		if mx, err = newMetrics(o.registerer); err != nil {
+			return nil, err
+		}
+	}
 	installDotGeneralVJP()
 	mcfg := ck.Config
 	if err := checkpoint.CheckTensors(mcfg, ck.Tensors, "base"); err != nil {
@@ -94,7 +102,7 @@ func New(cfg schemas.TrainingConfig, ck *checkpoint.Checkpoint, opts ...Option) 
 	if err != nil {
 		return nil, err
 	}
-	t = &Trainer{cfg: cfg, mcfg: mcfg, gen: ck.Generation, opts: o, log: o.logger, be: be, maxLen: maxLen, graphs: map[graphKey]*Graph{}}
+	t = &Trainer{metrics: mx, cfg: cfg, mcfg: mcfg, gen: ck.Generation, opts: o, log: o.logger, be: be, maxLen: maxLen, graphs: map[graphKey]*Graph{}}
 	switch {
 	case ck.Generation.PadTokenID != nil && *ck.Generation.PadTokenID < mcfg.VocabSize:
 		t.padID = int32(*ck.Generation.PadTokenID)

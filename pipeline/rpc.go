@@ -85,8 +85,14 @@ type RPCServer struct {
 
 // ServeRPC subscribes subject in queue group queue and runs h in a goroutine
 // of its own for each request, under a context that ends when the caller
-// cancels, or when ctx ends or Stop is called.
+// cancels, or when ctx ends or Stop is called. While h runs, a keepalive
+// request goes to the caller every RPCKeepaliveEvery; when the caller's inbox
+// is gone (no responders) h's context is cancelled too.
 func (b *Bus) ServeRPC(ctx context.Context, subject, queue string, h func(ctx context.Context, req *RPCRequest)) (*RPCServer, error) {
+	return b.serveRPC(ctx, subject, queue, RPCKeepaliveEvery, h)
+}
+
+func (b *Bus) serveRPC(ctx context.Context, subject, queue string, every time.Duration, h func(ctx context.Context, req *RPCRequest)) (*RPCServer, error) {
 	if h == nil {
 		return nil, fmt.Errorf("%w: rpc handler required", ErrInvalidOption)
 	}
@@ -115,14 +121,21 @@ func (b *Bus) ServeRPC(ctx context.Context, subject, queue string, h func(ctx co
 			done := make(chan struct{})
 			defer close(done)
 			go func() {
-				t := time.NewTicker(RPCKeepaliveEvery)
+				t := time.NewTicker(every)
 				defer t.Stop()
 				for {
 					select {
 					case <-done:
 						return
 					case <-t.C:
-						_ = req.Send(RPCKeepalive, nil)
+						// A request: with nobody on the inbox (the caller
+						// is gone without cancelling) the server answers
+						// no responders, and the handler is cancelled.
+						m := &nats.Msg{Subject: req.reply, Header: nats.Header{HeaderRPCKind: []string{RPCKeepalive}}}
+						if _, err := nc.RequestMsg(m, every/2); errors.Is(err, nats.ErrNoResponders) {
+							rcancel()
+							return
+						}
 					}
 				}
 			}()
@@ -217,6 +230,10 @@ func (b *Bus) StreamRPC(ctx context.Context, call RPCCall, onStart func(), onChu
 				return nil, fmt.Errorf("%w: %s", ErrNoResponders, call.Subject)
 			}
 			switch m.Header.Get(HeaderRPCKind) {
+			case RPCKeepalive:
+				if m.Reply != "" {
+					_ = m.Respond(nil)
+				}
 			case RPCStart:
 				if onStart != nil {
 					onStart()

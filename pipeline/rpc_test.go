@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/largeforge/largeforge/pipeline"
 	"github.com/largeforge/largeforge/pipeline/pipelinetest"
 )
@@ -19,7 +21,7 @@ func TestStreamRPC(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	cancelled := make(chan string, 1)
-	srv, err := bus.ServeRPC(ctx, pipeline.RPCSubject("echo"), pipeline.RPCQueue("echo"), func(ctx context.Context, req *pipeline.RPCRequest) {
+	srv, err := pipeline.ServeRPCEvery(bus, ctx, pipeline.RPCSubject("echo"), pipeline.RPCQueue("echo"), 50*time.Millisecond, func(ctx context.Context, req *pipeline.RPCRequest) {
 		body := string(req.Data)
 		switch {
 		case body == "fail":
@@ -89,6 +91,44 @@ func TestStreamRPC(t *testing.T) {
 			}
 		case <-time.After(5 * time.Second):
 			t.Fatal("the server's handler was not cancelled")
+		}
+	})
+
+	t.Run("caller gone without cancel", func(t *testing.T) {
+		// A request whose reply inbox nobody listens on: the keepalive
+		// finds no responders and the handler is cancelled.
+		err := bus.Conn().PublishMsg(&nats.Msg{Subject: pipeline.RPCSubject("echo"), Reply: bus.Conn().NewInbox(), Data: []byte("forever"),
+			Header: nats.Header{pipeline.HeaderRequestID: []string{"r3"}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case id := <-cancelled:
+			if id != "r3" {
+				t.Errorf("cancelled %q", id)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("the handler of a vanished caller was not cancelled")
+		}
+	})
+
+	t.Run("keepalive answered", func(t *testing.T) {
+		// A 300ms non-streamed call sees keepalives every 50ms and completes.
+		slow, err := pipeline.ServeRPCEvery(bus, ctx, pipeline.RPCSubject("late"), pipeline.RPCQueue("late"), 50*time.Millisecond, func(ctx context.Context, req *pipeline.RPCRequest) {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(300 * time.Millisecond):
+			}
+			_ = req.Send(pipeline.RPCFinal, []byte("ok"))
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer slow.Stop(true)
+		final, err := bus.StreamRPC(ctx, pipeline.RPCCall{Subject: pipeline.RPCSubject("late"), Data: []byte("x"), Idle: 150 * time.Millisecond}, nil, nil)
+		if err != nil || string(final) != "ok" {
+			t.Fatalf("final %q, err %v", final, err)
 		}
 	})
 

@@ -71,3 +71,31 @@ Training runs in float32 on the CPU whatever bf16/fp16 say.`,
 	cmd.Flags().StringVar(&dataDir, "data-dir", "./lf-data", "where ingested datasets live (for dataset:)")
 	return cmd
 }
+
+func newAdaptersCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "adapters",
+		Short: "Work with LoRA adapters",
+	}
+	var base, adapter, output string
+	merge := &cobra.Command{
+		Use:   "merge --base DIR --adapter DIR --output DIR",
+		Short: "Merge a LoRA adapter into its base model and write a full checkpoint",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if base == "" || adapter == "" || output == "" {
+				return fmt.Errorf("--base, --adapter and --output are required")
+			}
+			if err := train.MergeAdapter(base, adapter, output); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "merged %s into %s: %s\n", adapter, base, output)
+			return nil
+		},
+	}
+	merge.Flags().StringVar(&base, "base", "", "base model directory")
+	merge.Flags().StringVar(&adapter, "adapter", "", "adapter directory (adapter_config.json, adapter_model.safetensors)")
+	merge.Flags().StringVar(&output, "output", "", "where to write the merged checkpoint")
+	cmd.AddCommand(merge)
+	return cmd
+}

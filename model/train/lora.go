@@ -1,9 +1,12 @@
 package train
 
 import (
+	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"strings"
 
@@ -112,4 +115,61 @@ func (t *Trainer) saveAdapter(dir string) error {
 		return err
 	}
 	return writeJSON(filepath.Join(dir, AdapterConfigFile), t.lora.peftConfig(t.cfg.ModelName))
+}
+
+// MergeAdapter writes baseDir's model with the LoRA adapter in adapterDir
+// (adapter_config.json and adapter_model.safetensors, PEFT names) merged
+// in, W + lora_alpha/r * B·A, as a full checkpoint in outDir, tokenizer
+// files included.
+func MergeAdapter(baseDir, adapterDir, outDir string) error {
+	data, err := os.ReadFile(filepath.Join(adapterDir, AdapterConfigFile))
+	if err != nil {
+		return fmt.Errorf("merge adapter: %w", err)
+	}
+	var pc struct {
+		R         int     `json:"r"`
+		LoraAlpha float64 `json:"lora_alpha"`
+		PEFTType  string  `json:"peft_type"`
+	}
+	if err := json.Unmarshal(data, &pc); err != nil {
+		return fmt.Errorf("merge adapter: %s: %w", AdapterConfigFile, err)
+	}
+	if pc.R < 1 || (pc.PEFTType != "" && pc.PEFTType != "LORA") {
+		return fmt.Errorf("%w: merge adapter: r %d, peft_type %q", ErrInvalidOption, pc.R, pc.PEFTType)
+	}
+	ad, _, err := checkpoint.ReadSafetensors(filepath.Join(adapterDir, AdapterWeightsFile))
+	if err != nil {
+		return fmt.Errorf("merge adapter: %w", err)
+	}
+	ck, err := checkpoint.Load(baseDir)
+	if err != nil {
+		return fmt.Errorf("merge adapter: %w", err)
+	}
+	st := &loraState{scale: pc.LoraAlpha / float64(pc.R)}
+	for name := range ad {
+		rest, ok := strings.CutPrefix(name, "base_model.model.")
+		if !ok || !strings.HasSuffix(rest, ".lora_A.weight") {
+			continue
+		}
+		base := strings.TrimSuffix(rest, ".lora_A.weight") + ".weight"
+		a := adapter{base: base, a: name, b: PEFTName(base, "B")}
+		w, mb := ck.Tensors[base], ad[a.b]
+		ma := ad[name]
+		if w == nil || mb == nil || len(w.Shape) != 2 || len(ma.Shape) != 2 || len(mb.Shape) != 2 ||
+			ma.Shape[1] != w.Shape[1] || mb.Shape[0] != w.Shape[0] || ma.Shape[0] != mb.Shape[1] {
+			return fmt.Errorf("%w: merge adapter: %s does not fit the base model", ErrInvalidOption, name)
+		}
+		st.adapters = append(st.adapters, a)
+	}
+	if len(st.adapters) == 0 {
+		return fmt.Errorf("%w: merge adapter: no lora_A tensors in %s", ErrInvalidOption, adapterDir)
+	}
+	st.merge(ck.Tensors, ad)
+	if err := checkpoint.Save(outDir, ck); err != nil {
+		return fmt.Errorf("merge adapter: %w", err)
+	}
+	if _, err := checkpoint.CopyTokenizer(baseDir, outDir); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("merge adapter: %w", err)
+	}
+	return nil
 }

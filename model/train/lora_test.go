@@ -18,7 +18,7 @@ import (
 // differs from the base only in the target modules, and the checkpoint
 // holds PEFT-named adapter tensors and adapter_config.json.
 func TestLoRATrainsOnlyAdapters(t *testing.T) {
-	_, ck, tok := tinyBase(t)
+	baseDir, ck, tok := tinyBase(t)
 	out := filepath.Join(t.TempDir(), "out")
 	cfg := testConfig(out)
 	cfg.NumEpochs = 12
@@ -83,6 +83,23 @@ func TestLoRATrainsOnlyAdapters(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, checkpoint.WeightsFile)); err == nil {
 		t.Error("a LoRA checkpoint holds full weights")
+	}
+	// adapters merge writes the same merged weights as a full checkpoint.
+	mergedDir := filepath.Join(t.TempDir(), "merged")
+	if err := MergeAdapter(baseDir, dir, mergedDir); err != nil {
+		t.Fatal(err)
+	}
+	full, err := checkpoint.Load(mergedDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for n, w := range merged.Tensors {
+		if !slices.Equal(w.Data, full.Tensors[n].Data) {
+			t.Errorf("merged checkpoint: %s differs from the trainer's merge", n)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(mergedDir, "tokenizer.json")); err != nil {
+		t.Error(err)
 	}
 	// Resuming the adapter checkpoint restores the same merged model.
 	tr2, err := New(cfg, ck, WithMaxSeqLen(32), WithLoRA(lc))

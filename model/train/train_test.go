@@ -13,6 +13,7 @@ import (
 	"github.com/gomlx/gomlx/pkg/core/tensors"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/largeforge/largeforge/model"
 	"github.com/largeforge/largeforge/model/checkpoint"
 	"github.com/largeforge/largeforge/schemas"
 )
@@ -311,5 +312,28 @@ func TestSFTLowersLossAndSaves(t *testing.T) {
 	}
 	if !slices.Equal(a, b) {
 		t.Error("reloaded final model gives different logits")
+	}
+	// The inference Model (fused weights) agrees with the trainer's graph.
+	lm, err := model.Load(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lm.Close()
+	ids := make([]int, len(exs[0].Tokens))
+	for i, id := range exs[0].Tokens {
+		ids[i] = int(id)
+	}
+	inf, err := lm.Logits(ctx, [][]int{ids})
+	if err != nil {
+		t.Fatal(err)
+	}
+	worst := 0.0
+	for i, row := range inf[0] {
+		for j, v := range row {
+			worst = math.Max(worst, math.Abs(float64(v-a[i*len(row)+j])))
+		}
+	}
+	if worst > 1e-3 {
+		t.Errorf("inference logits differ from the trainer's by up to %g", worst)
 	}
 }

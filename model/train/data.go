@@ -30,6 +30,9 @@ type Example struct {
 // ResponseTokens counts the tokens that carry loss.
 func (e Example) ResponseTokens() int {
 	n := 0
+	if len(e.Weights) < 2 {
+		return 0
+	}
 	for _, w := range e.Weights[1:] {
 		if w > 0 {
 			n++
@@ -200,8 +203,8 @@ type Batch struct {
 	Samples   int       // real (non-padding) rows
 }
 
-// MakeBatch pads exs to rows rows and length seqLen (at least every
-// example's length) with padID.
+// MakeBatch pads exs to rows rows and length seqLen with padID; an
+// example longer than seqLen is cut to it.
 func MakeBatch(exs []Example, rows, seqLen int, padID int32) Batch {
 	b := Batch{Rows: rows, Len: seqLen, Samples: len(exs),
 		Tokens: make([]int32, rows*seqLen), Targets: make([]int32, rows*seqLen), Weights: make([]float32, rows*seqLen)}
@@ -210,8 +213,9 @@ func MakeBatch(exs []Example, rows, seqLen int, padID int32) Batch {
 	}
 	for r, ex := range exs {
 		o := r * seqLen
-		copy(b.Tokens[o:], ex.Tokens)
-		for i := 0; i+1 < len(ex.Tokens); i++ {
+		toks := ex.Tokens[:min(len(ex.Tokens), seqLen)] // longer rows are cut
+		copy(b.Tokens[o:], toks)
+		for i := 0; i+1 < len(toks); i++ {
 			b.Targets[o+i] = ex.Tokens[i+1]
 			b.Weights[o+i] = ex.Weights[i+1]
 		}

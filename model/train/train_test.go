@@ -130,6 +130,16 @@ func TestMakeBatchMasksPadding(t *testing.T) {
 	if !slices.Equal(b.Tokens, wantTok) || !slices.Equal(b.Targets, wantTgt) || !slices.Equal(b.Weights, wantW) {
 		t.Errorf("batch %+v", b)
 	}
+	// A row longer than the batch is cut, never spilling into the next row.
+	long := []Example{{Tokens: []int32{1, 2, 3, 4, 5, 6}, Weights: []float32{0, 1, 1, 1, 1, 1}}, {Tokens: []int32{7}, Weights: []float32{0}}}
+	b = MakeBatch(long, 2, 4, 9)
+	if !slices.Equal(b.Tokens, []int32{1, 2, 3, 4, 7, 9, 9, 9}) || !slices.Equal(b.Targets, []int32{2, 3, 4, 9, 9, 9, 9, 9}) ||
+		!slices.Equal(b.Weights, []float32{1, 1, 1, 0, 0, 0, 0, 0}) {
+		t.Errorf("cut batch %+v", b)
+	}
+	if (Example{}).ResponseTokens() != 0 {
+		t.Error("empty example has response tokens")
+	}
 }
 
 func TestEpochOrderDeterministic(t *testing.T) {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -22,6 +24,29 @@ type GatewayFlags struct {
 	WorkerWait time.Duration
 	MaxBody    int64
 	Experts    string // §2.3 experts file (YAML or JSON): enables model "auto" and /v1/route
+	KeysFile   string // API keys, one a line (# comments); also LARGEFORGE_API_KEYS, comma separated
+}
+
+// apiKeys reads the keys of --api-keys-file and LARGEFORGE_API_KEYS.
+func (g GatewayFlags) apiKeys() ([]string, error) {
+	var keys []string
+	for _, k := range strings.Split(os.Getenv("LARGEFORGE_API_KEYS"), ",") {
+		if k = strings.TrimSpace(k); k != "" {
+			keys = append(keys, k)
+		}
+	}
+	if g.KeysFile != "" {
+		data, err := os.ReadFile(g.KeysFile)
+		if err != nil {
+			return nil, fmt.Errorf("--api-keys-file: %w", err)
+		}
+		for _, line := range strings.Split(string(data), "\n") {
+			if line = strings.TrimSpace(line); line != "" && !strings.HasPrefix(line, "#") {
+				keys = append(keys, line)
+			}
+		}
+	}
+	return keys, nil
 }
 
 // Validate checks the gateway flags.
@@ -38,6 +63,11 @@ func (g GatewayFlags) Validate() error {
 
 func (g GatewayFlags) config() (gateway.Config, error) {
 	c := gateway.Config{Addr: g.HTTP, WorkerWait: g.WorkerWait, MaxBodyBytes: g.MaxBody, Version: largeforge.Version}
+	keys, err := g.apiKeys()
+	if err != nil {
+		return c, err
+	}
+	c.APIKeys = keys
 	if g.Experts != "" {
 		experts, err := schemas.LoadExperts(g.Experts)
 		if err != nil {
@@ -86,6 +116,7 @@ func addGatewayFlags(cmd *cobra.Command, gf *GatewayFlags, httpDefault string) {
 	cmd.Flags().StringVar(&gf.HTTP, "http", httpDefault, "serve the OpenAI-compatible HTTP API on this address (host:port)")
 	cmd.Flags().DurationVar(&gf.WorkerWait, "worker-wait", gateway.DefaultWorkerWait, "how long a request waits for a live worker of its model before 503")
 	cmd.Flags().Int64Var(&gf.MaxBody, "max-body", gateway.DefaultMaxBodyBytes, "request body limit in bytes")
+	cmd.Flags().StringVar(&gf.KeysFile, "api-keys-file", "", "require one of these API keys (one a line) as a bearer token on /v1 (also env LARGEFORGE_API_KEYS, comma separated)")
 	cmd.Flags().StringVar(&gf.Experts, "experts", "", "experts file (YAML or JSON, DATA_DICTIONARY §2.3): enables model \"auto\" and POST /v1/route")
 }
 

@@ -15,7 +15,8 @@
 // Errors are OpenAI-style {"error":{"message","type","param","code"}}: 400
 // with the §7.1 messages for invalid requests, 404 for an unknown model, 413
 // for a body over MaxBodyBytes, 503 when no worker of a known model answers
-// within WorkerWait. Every response carries x-request-id (the client's, or a
+// within WorkerWait, 401 without a valid API key when keys are configured
+// (Authorization: Bearer <key>; /health and /metrics need none). Every response carries x-request-id (the client's, or a
 // new one); the logs carry it as request_id, and trace_id from traceparent.
 //
 // Health rules: the "bus" component is healthy while the NATS connection is
@@ -31,6 +32,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -71,12 +74,21 @@ type Config struct {
 	// Experts, when set, enable model "auto" and POST /v1/route through
 	// the rule-stage Router.
 	Experts []schemas.ExpertConfig
+	// APIKeys, when set, are the bearer tokens the /v1 routes accept
+	// (compared in constant time; 401 otherwise). /health and /metrics stay
+	// open.
+	APIKeys []string
 }
 
 // Validate checks the config; errors wrap ErrInvalidOption.
 func (c Config) Validate() error {
 	if c.MaxBodyBytes < 0 {
 		return fmt.Errorf("%w: max body bytes %d is negative", ErrInvalidOption, c.MaxBodyBytes)
+	}
+	for i, k := range c.APIKeys {
+		if len(k) < 8 || strings.TrimSpace(k) != k {
+			return fmt.Errorf("%w: api key %d: want at least 8 characters and no surrounding space", ErrInvalidOption, i)
+		}
 	}
 	for name, v := range map[string]time.Duration{"worker wait": c.WorkerWait, "idle": c.Idle, "refresh": c.RefreshEvery} {
 		if v < 0 {
@@ -115,7 +127,8 @@ type Gateway struct {
 	models  jetstream.ObjectStore
 	mux     *http.ServeMux
 	started time.Time
-	router  *Router // nil without experts
+	router  *Router    // nil without experts
+	keys    [][32]byte // SHA-256 of the API keys
 
 	mu        sync.Mutex
 	live      map[string]int // model → live workers
@@ -146,6 +159,9 @@ func New(ctx context.Context, bus *pipeline.Bus, cfg Config, log zerolog.Logger,
 	}
 	g := &Gateway{bus: bus, cfg: cfg.withDefaults(), log: logging.Named(log, "largeforge.gateway"), met: met,
 		workers: kv, models: os, mux: http.NewServeMux(), started: time.Now()}
+	for _, k := range cfg.APIKeys {
+		g.keys = append(g.keys, sha256.Sum256([]byte(k)))
+	}
 	g.handle("POST /v1/completions", "/v1/completions", func(w http.ResponseWriter, r *http.Request, l zerolog.Logger) {
 		g.complete(w, r, l, false)
 	})
@@ -238,7 +254,11 @@ func (g *Gateway) handle(pattern, path string, h func(http.ResponseWriter, *http
 		l := logging.WithRequest(g.log, id, TraceID(r.Header.Get("Traceparent")))
 		sw := &statusWriter{ResponseWriter: w}
 		g.met.Active.Inc()
-		h(sw, r.WithContext(withRequestID(r.Context(), id)), l)
+		if strings.HasPrefix(path, "/v1/") && !g.authorized(r) {
+			writeError(sw, http.StatusUnauthorized, "invalid_request_error", "", "invalid_api_key", "Invalid API key")
+		} else {
+			h(sw, r.WithContext(withRequestID(r.Context(), id)), l)
+		}
 		g.met.Active.Dec()
 		if sw.code == 0 {
 			sw.code = http.StatusOK
@@ -255,6 +275,22 @@ func (g *Gateway) handle(pattern, path string, h func(http.ResponseWriter, *http
 		}
 		ev.Int("status", sw.code).Str("path", path).Float64("latency_ms", float64(el.Microseconds())/1000).Msg("Request completed")
 	})
+}
+
+// authorized reports whether r carries one of the API keys as a bearer
+// token (always true without keys). Every key is compared, in constant time
+// over fixed-length digests.
+func (g *Gateway) authorized(r *http.Request) bool {
+	if len(g.keys) == 0 {
+		return true
+	}
+	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	sum := sha256.Sum256([]byte(strings.TrimSpace(tok)))
+	match := 0
+	for _, k := range g.keys {
+		match |= subtle.ConstantTimeCompare(sum[:], k[:])
+	}
+	return ok && match == 1
 }
 
 type ctxKey struct{}

@@ -86,7 +86,11 @@ func newStack(t *testing.T, cfg gateway.Config) *stack {
 		}
 	})
 	s := &stack{bus: bus, url: "http://" + ln.Addr().String(), reg: reg, m: m, tok: tok, gen: gen, http: &http.Client{Timeout: 30 * time.Second}}
-	s.oai = openai.NewClient(option.WithBaseURL(s.url+"/v1/"), option.WithAPIKey("unused"), option.WithMaxRetries(0))
+	key := "unused"
+	if len(cfg.APIKeys) > 0 {
+		key = cfg.APIKeys[0]
+	}
+	s.oai = openai.NewClient(option.WithBaseURL(s.url+"/v1/"), option.WithAPIKey(key), option.WithMaxRetries(0))
 	// The worker's heartbeat makes the model live.
 	pipelinetest.CheckFor(t, 10*time.Second, 50*time.Millisecond, func() error {
 		page, err := s.oai.Models.List(context.Background())
@@ -415,4 +419,52 @@ func FuzzTraceID(f *testing.F) {
 			t.Errorf("TraceID(%q) = %q: not 32 lower hex digits", in, got)
 		}
 	})
+}
+
+func TestAPIKeys(t *testing.T) {
+	s := newStack(t, gateway.Config{APIKeys: []string{"sk-first-key", "sk-second-key"}})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	params := openai.CompletionNewParams{Model: "stories", Prompt: openai.CompletionNewParamsPromptUnion{OfString: openai.String("Hi")}, MaxTokens: openai.Int(2)}
+	tests := []struct {
+		name       string
+		key        string
+		wantStatus int
+	}{
+		{name: "first key", key: "sk-first-key", wantStatus: 200},
+		{name: "second key", key: "sk-second-key", wantStatus: 200},
+		{name: "wrong key", key: "sk-first-kez", wantStatus: 401},
+		{name: "prefix of a key", key: "sk-first", wantStatus: 401},
+		{name: "no key", key: "", wantStatus: 401},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := openai.NewClient(option.WithBaseURL(s.url+"/v1/"), option.WithAPIKey(tc.key), option.WithMaxRetries(0))
+			_, err := c.Completions.New(ctx, params)
+			status := 200
+			var apiErr *openai.Error
+			if errors.As(err, &apiErr) {
+				status = apiErr.StatusCode
+				if apiErr.Message != "Invalid API key" {
+					t.Errorf("message %q", apiErr.Message)
+				}
+			} else if err != nil {
+				t.Fatal(err)
+			}
+			if status != tc.wantStatus {
+				t.Errorf("status %d, want %d", status, tc.wantStatus)
+			}
+		})
+	}
+	resp, err := s.http.Get(s.url + "/health")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Errorf("/health without a key: %d", resp.StatusCode)
+	}
+	if err := (gateway.Config{APIKeys: []string{"short"}}).Validate(); !errors.Is(err, gateway.ErrInvalidOption) {
+		t.Errorf("short key: %v", err)
+	}
 }

@@ -43,6 +43,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -127,8 +128,9 @@ type Gateway struct {
 	models  jetstream.ObjectStore
 	mux     *http.ServeMux
 	started time.Time
-	router  *Router    // nil without experts
-	keys    [][32]byte // SHA-256 of the API keys
+	router  atomic.Pointer[Router] // nil without experts
+	experts jetstream.KeyValue     // lf_experts
+	keys    [][32]byte             // SHA-256 of the API keys
 
 	mu        sync.Mutex
 	live      map[string]int // model → live workers
@@ -157,8 +159,12 @@ func New(ctx context.Context, bus *pipeline.Bus, cfg Config, log zerolog.Logger,
 	if err != nil {
 		return nil, err
 	}
+	ekv, err := bus.KV(ctx, pipeline.BucketExperts)
+	if err != nil {
+		return nil, err
+	}
 	g := &Gateway{bus: bus, cfg: cfg.withDefaults(), log: logging.Named(log, "largeforge.gateway"), met: met,
-		workers: kv, models: os, mux: http.NewServeMux(), started: time.Now()}
+		workers: kv, models: os, experts: ekv, mux: http.NewServeMux(), started: time.Now()}
 	for _, k := range cfg.APIKeys {
 		g.keys = append(g.keys, sha256.Sum256([]byte(k)))
 	}
@@ -171,9 +177,11 @@ func New(ctx context.Context, bus *pipeline.Bus, cfg Config, log zerolog.Logger,
 	g.handle("GET /v1/models", "/v1/models", g.listModels)
 	g.handle("POST /v1/route", "/v1/route", g.routeHandler)
 	if len(cfg.Experts) > 0 {
-		if g.router, err = NewRouter(cfg.Experts); err != nil {
+		r, err := NewRouter(cfg.Experts)
+		if err != nil {
 			return nil, err
 		}
+		g.router.Store(r)
 	}
 	g.handle("GET /health", "/health", g.health)
 	if gather != nil {
@@ -203,6 +211,11 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 	srv := &http.Server{Handler: g.mux, ReadHeaderTimeout: 10 * time.Second,
 		BaseContext: func(net.Listener) context.Context { return context.WithoutCancel(ctx) }}
 	g.log.Info().Str("addr", ln.Addr().String()).Msg("gateway listening")
+	wctx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	if err := g.watchExperts(wctx); err != nil {
+		return err
+	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {
@@ -395,7 +408,7 @@ func (g *Gateway) complete(w http.ResponseWriter, r *http.Request, l zerolog.Log
 		writeError(w, http.StatusBadRequest, "invalid_request_error", param, "invalid_request", msg)
 		return
 	}
-	if req.Model == AutoModel && g.router != nil {
+	if req.Model == AutoModel && g.router.Load() != nil {
 		d, err := g.route(r.Context(), routeText(req))
 		if err != nil {
 			g.modelError(w, req.Model, err)
@@ -500,7 +513,11 @@ func (g *Gateway) route(ctx context.Context, text string) (Decision, error) {
 	if err != nil {
 		return Decision{}, err
 	}
-	for _, e := range g.router.Experts() {
+	router := g.router.Load()
+	if router == nil {
+		return Decision{}, ErrUnknownModel
+	}
+	for _, e := range router.Experts() {
 		v := 0.0
 		if live[e.Name] > 0 {
 			v = 1
@@ -508,7 +525,7 @@ func (g *Gateway) route(ctx context.Context, text string) (Decision, error) {
 		g.met.ExpertAvailability.WithLabelValues(e.Name).Set(v)
 	}
 	t0 := time.Now()
-	d, err := g.router.Route(text, func(name string) bool { return live[name] > 0 })
+	d, err := router.Route(text, func(name string) bool { return live[name] > 0 })
 	g.met.RoutingLatency.WithLabelValues(StageRules).Observe(time.Since(t0).Seconds())
 	if err != nil {
 		return Decision{}, err
@@ -541,7 +558,7 @@ type RouteRecord struct {
 // routeHandler serves POST /v1/route: {"prompt": ...} or {"messages": [...]}
 // → the §3.5 RouteResponse (and the deciding stage), without generating.
 func (g *Gateway) routeHandler(w http.ResponseWriter, r *http.Request, _ zerolog.Logger) {
-	if g.router == nil {
+	if g.router.Load() == nil {
 		writeError(w, http.StatusNotFound, "invalid_request_error", "", "no_experts", "No experts are configured")
 		return
 	}

@@ -4,11 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/largeforge/largeforge/pipeline"
+	"github.com/largeforge/largeforge/pipeline/pipelinetest"
 	"github.com/largeforge/largeforge/producers/gateway"
 	"github.com/largeforge/largeforge/schemas"
 )
@@ -147,4 +149,46 @@ func TestAutoRouting(t *testing.T) {
 	if rec.RequestID != "route-1" || rec.Expert != "stories" || rec.Stage != gateway.StageRules || !strings.HasPrefix(rec.At, "20") {
 		t.Errorf("LF_ROUTES record %+v", rec)
 	}
+}
+
+// TestExpertsKV applies lf_experts changes live.
+func TestExpertsKV(t *testing.T) {
+	s := newStack(t, gateway.Config{})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	route := func() (int, string) {
+		resp := s.post(t, ctx, "/v1/route", `{"prompt":"a story"}`, nil)
+		defer resp.Body.Close()
+		var d gateway.Decision
+		_ = json.NewDecoder(resp.Body).Decode(&d)
+		return resp.StatusCode, d.Expert
+	}
+	if code, _ := route(); code != 404 {
+		t.Fatalf("route without experts: %d, want 404", code)
+	}
+	kv, err := s.bus.KV(ctx, pipeline.BucketExperts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(ctx, "stories", []byte(`{"name":"stories","model_path":"models/stories","keywords":["story"]}`)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(ctx, "bad", []byte(`{"name":"other"}`)); err != nil {
+		t.Fatal(err)
+	}
+	pipelinetest.CheckFor(t, 5*time.Second, 20*time.Millisecond, func() error {
+		if code, e := route(); code != 200 || e != "stories" {
+			return fmt.Errorf("route %d %q", code, e)
+		}
+		return nil
+	})
+	if err := kv.Delete(ctx, "stories"); err != nil {
+		t.Fatal(err)
+	}
+	pipelinetest.CheckFor(t, 5*time.Second, 20*time.Millisecond, func() error {
+		if code, _ := route(); code != 404 {
+			return fmt.Errorf("route after delete: %d", code)
+		}
+		return nil
+	})
 }

@@ -1,0 +1,90 @@
+package gateway
+
+import (
+	"context"
+	"fmt"
+	"sort"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/largeforge/largeforge/schemas"
+)
+
+// watchExperts applies the lf_experts bucket live: each key holds one §2.3
+// ExpertConfig as a JSON object, which adds to or replaces the Config.Experts
+// entry of its name; a deleted key drops its expert. The router is rebuilt
+// on each change; an invalid entry is logged and skipped. It returns once
+// the initial values are applied and watches until ctx ends.
+func (g *Gateway) watchExperts(ctx context.Context) error {
+	w, err := g.experts.WatchAll(ctx)
+	if err != nil {
+		return fmt.Errorf("watch lf_experts: %w", err)
+	}
+	fromKV := map[string]schemas.ExpertConfig{}
+	apply := func() {
+		byName := map[string]schemas.ExpertConfig{}
+		for _, e := range g.cfg.Experts {
+			byName[e.Name] = e
+		}
+		for k, e := range fromKV {
+			byName[k] = e
+		}
+		names := make([]string, 0, len(byName))
+		for n := range byName {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		experts := make([]schemas.ExpertConfig, len(names))
+		for i, n := range names {
+			experts[i] = byName[n]
+		}
+		if len(experts) == 0 {
+			g.router.Store(nil)
+			return
+		}
+		r, err := NewRouter(experts)
+		if err != nil {
+			g.log.Warn().Err(err).Msg("experts not applied")
+			return
+		}
+		g.router.Store(r)
+	}
+	handle := func(e jetstream.KeyValueEntry) {
+		if e.Operation() != jetstream.KeyValuePut {
+			delete(fromKV, e.Key())
+			return
+		}
+		list, err := schemas.ParseExperts(append(append([]byte("["), e.Value()...), ']'))
+		if err != nil || len(list) != 1 || list[0].Name != e.Key() {
+			g.log.Warn().Err(err).Str("key", e.Key()).Msg("lf_experts entry skipped: want one expert named as its key")
+			return
+		}
+		fromKV[e.Key()] = list[0]
+	}
+	// The initial values end with a nil entry.
+	for e := range w.Updates() {
+		if e == nil {
+			break
+		}
+		handle(e)
+	}
+	apply()
+	go func() {
+		defer func() { _ = w.Stop() }()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case e, ok := <-w.Updates():
+				if !ok {
+					return
+				}
+				if e != nil {
+					handle(e)
+					apply()
+				}
+			}
+		}
+	}()
+	return nil
+}

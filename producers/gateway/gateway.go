@@ -9,6 +9,7 @@
 //	POST /v1/completions        §3.1 → §3.2 (stream: SSE chunks, then data: [DONE])
 //	POST /v1/chat/completions   messages → choices[].message (stream: delta chunks)
 //	GET  /v1/models             the models live workers serve (lf_workers)
+//	POST /v1/route              {"prompt"} or {"messages"} → §3.5 RouteResponse and the deciding stage
 //	GET  /health                §3.6 HealthResponse
 //	GET  /metrics               Prometheus (when New is given a Gatherer)
 //
@@ -16,12 +17,18 @@
 // with the §7.1 messages for invalid requests, 404 for an unknown model, 413
 // for a body over MaxBodyBytes, 503 when no worker of a known model answers
 // within WorkerWait, 401 without a valid API key when keys are configured
-// (Authorization: Bearer <key>; /health and /metrics need none). Every response carries x-request-id (the client's, or a
-// new one); the logs carry it as request_id, and trace_id from traceparent.
+// (Authorization: Bearer <key>; /health and /metrics need none). Every
+// response carries x-request-id (the client's, or a new one); the logs carry
+// it as request_id, and trace_id from traceparent.
+//
+// Model "auto" goes through the rule-stage Router over the experts of
+// Config.Experts and the lf_experts bucket (changes apply live); an expert is
+// served by the workers of the model with its name. Decisions are counted in
+// the §5.4 metrics and published to LF_ROUTES on lf.route.interactive.
 //
 // Health rules: the "bus" component is healthy while the NATS connection is
-// up, else unhealthy. Each model (served by a live worker, or stored in
-// lf_models) is a component "model:<name>" with details.live_workers; it is
+// up, else unhealthy. Each model (served by a live worker, stored in
+// lf_models, or an expert) is a component "model:<name>" with details.live_workers; it is
 // healthy with at least one live worker, unhealthy with none. Overall:
 // unhealthy when the bus is down or no model has a live worker; degraded
 // when some model has none; else healthy. /health answers 200 unless
@@ -754,6 +761,16 @@ func (g *Gateway) Health(ctx context.Context) schemas.HealthResponse {
 	}
 	for n := range stored {
 		names[n] = true
+	}
+	if r := g.router.Load(); r != nil {
+		for _, e := range r.Experts() {
+			names[e.Name] = true
+			v := 0.0
+			if live[e.Name] > 0 {
+				v = 1
+			}
+			g.met.ExpertAvailability.WithLabelValues(e.Name).Set(v)
+		}
 	}
 	sorted := make([]string, 0, len(names))
 	for n := range names {

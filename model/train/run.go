@@ -21,7 +21,7 @@ import (
 	"github.com/largeforge/largeforge/schemas"
 )
 
-// RunConfig is a train.yaml: the method, the base model, the data, and the
+// RunConfig is a train.yaml: the method (sft or dpo), the base model, the data, and the
 // §2.1 TrainingConfig fields (inline, with the table's defaults).
 type RunConfig struct {
 	Method       string   `json:"method"`         // "sft" (the only method so far)
@@ -37,14 +37,16 @@ type RunConfig struct {
 	Resume bool `json:"resume"`
 	// EvalSplit is the fraction of the rendered examples held out (chosen
 	// from the seed) and evaluated every eval_steps; 0 evaluates nothing.
-	EvalSplit float64                `json:"eval_split"`
-	Training  schemas.TrainingConfig `json:"-"`
+	EvalSplit float64 `json:"eval_split"`
+	// Beta is the DPO loss's beta (default DefaultDPOBeta).
+	Beta     float64                `json:"beta"`
+	Training schemas.TrainingConfig `json:"-"`
 	// LoRA, when the yaml has a lora: section (§2.2 fields with their
 	// defaults), trains adapters instead of every weight.
 	LoRA *schemas.LoraConfig `json:"-"`
 }
 
-var runKeys = []string{"method", "base_model", "dataset", "data_dir", "data_files", "format", "max_seq_length", "seed", "resume", "lora", "eval_split"}
+var runKeys = []string{"method", "base_model", "dataset", "data_dir", "data_files", "format", "max_seq_length", "seed", "resume", "lora", "eval_split", "beta"}
 
 // ParseRunConfig decodes a train.yaml (YAML or JSON). The TrainingConfig
 // fields get the §2.1 defaults; model_name defaults to base_model. Unknown
@@ -61,7 +63,7 @@ func ParseRunConfig(data []byte) (RunConfig, error) {
 			delete(raw, k)
 		}
 	}
-	rc := RunConfig{Method: "sft", MaxSeqLength: DefaultMaxSeqLen, Seed: DefaultSeed}
+	rc := RunConfig{Method: "sft", MaxSeqLength: DefaultMaxSeqLen, Seed: DefaultSeed, Beta: DefaultDPOBeta}
 	if b, err := json.Marshal(own); err != nil {
 		return RunConfig{}, fmt.Errorf("%w: train config: %w", ErrInvalidOption, err)
 	} else if err := json.Unmarshal(b, &rc); err != nil {
@@ -98,8 +100,10 @@ func ParseRunConfig(data []byte) (RunConfig, error) {
 // Validate checks the run config (the TrainingConfig included).
 func (rc RunConfig) Validate() error {
 	switch {
-	case rc.Method != "sft":
-		return fmt.Errorf("%w: method %q (this trainer runs sft)", ErrInvalidOption, rc.Method)
+	case rc.Method != "sft" && rc.Method != "dpo":
+		return fmt.Errorf("%w: method %q (want sft or dpo)", ErrInvalidOption, rc.Method)
+	case !(rc.Beta > 0) || math.IsInf(rc.Beta, 0):
+		return fmt.Errorf("%w: beta %v must be a positive number", ErrInvalidOption, rc.Beta)
 	case rc.BaseModel == "":
 		return fmt.Errorf("%w: base_model is required", ErrInvalidOption)
 	case (rc.Dataset == "") == (len(rc.DataFiles) == 0):
@@ -228,6 +232,23 @@ func Run(ctx context.Context, rc RunConfig, log zerolog.Logger, extra ...Option)
 	r, err := NewRenderer(tok, tr.MaxSeqLen())
 	if err != nil {
 		return Result{}, err
+	}
+	if rc.Method == "dpo" {
+		pairs := make([]DPOPair, 0, len(recs))
+		truncated := 0
+		for i, rec := range recs {
+			p, cut, err := r.RenderDPO(rec)
+			if err != nil {
+				return Result{}, fmt.Errorf("record %d: %w", i, err)
+			}
+			if cut {
+				truncated++
+			}
+			pairs = append(pairs, p)
+		}
+		log.Info().Int("records", len(recs)).Int("truncated", truncated).Int("max_seq_len", tr.MaxSeqLen()).Msg("preference pairs rendered")
+		res, _, err := tr.TrainDPO(ctx, pairs, rc.Beta)
+		return res, err
 	}
 	exs, truncated, err := r.RenderAll(recs)
 	if err != nil {

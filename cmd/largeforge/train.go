@@ -19,11 +19,11 @@ func newTrainCmd() *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "train --config train.yaml",
-		Short: "Fine-tune a model here (SFT) from an ingested dataset or Parquet/JSONL files",
-		Long: `Fine-tune a local Hugging Face checkpoint with supervised fine-tuning on this machine.
-train.yaml holds method (sft), base_model (a model directory), the data (dataset: an ingested
+		Short: "Fine-tune a model here (SFT or DPO, full or LoRA) from an ingested dataset or Parquet/JSONL files",
+		Long: `Fine-tune a local Hugging Face checkpoint on this machine. train.yaml holds method (sft, or
+dpo with beta, default 0.1, against the base as frozen reference), base_model (a model directory), the data (dataset: an ingested
 dataset's name, read under --data-dir; or data_files: Parquet parts or JSONL files, with an
-optional format), max_seq_length, seed, and the TrainingConfig fields (output_dir, num_epochs,
+optional format), eval_split, max_seq_length, seed, and the TrainingConfig fields (output_dir, num_epochs,
 per_device_batch_size, gradient_accumulation_steps, learning_rate, weight_decay, warmup_ratio,
 max_grad_norm, lr_scheduler_type, save_steps, save_total_limit, logging_steps, ...) with their
 defaults. Checkpoints go to output_dir/checkpoint-<step>/ (weights, tokenizer, trainer_state.json,

@@ -132,9 +132,17 @@ func (t *Trainer) saveCheckpoint(plan Plan, epoch float64) (string, error) {
 	return dir, nil
 }
 
-// saveFinal writes the final model into output_dir.
+// saveFinal writes the final model and the loss curve into output_dir.
 func (t *Trainer) saveFinal(plan Plan) error {
-	return t.saveModel(t.cfg.OutputDir, plan, float64(t.cfg.NumEpochs))
+	if err := t.saveModel(t.cfg.OutputDir, plan, float64(t.cfg.NumEpochs)); err != nil {
+		return err
+	}
+	path := filepath.Join(t.cfg.OutputDir, LossCurveFile)
+	if err := WriteLossCurve(path, t.history); err != nil {
+		return err
+	}
+	t.log.Info().Str("loss_curve", path).Msg("loss curve written")
+	return nil
 }
 
 // ListCheckpoints returns the checkpoint-<step> directories under dir,

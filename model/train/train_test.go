@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"image/color"
+	"image/png"
 	"math"
 	"os"
 	"path/filepath"
@@ -284,6 +286,29 @@ func TestSFTLowersLossAndSaves(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(out, "checkpoint-20", f)); err != nil {
 			t.Error(err)
 		}
+	}
+	f, err := os.Open(filepath.Join(out, LossCurveFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := png.Decode(f)
+	f.Close()
+	if err != nil {
+		t.Fatalf("loss curve: %v", err)
+	}
+	if img.Bounds().Dx() != plotW || img.Bounds().Dy() != plotH {
+		t.Errorf("loss curve %v", img.Bounds())
+	}
+	drawn := 0
+	for x := plotPad + 1; x < plotW-plotPad; x++ {
+		for y := 0; y < plotH-plotPad; y++ {
+			if c := color.RGBAModel.Convert(img.At(x, y)).(color.RGBA); c == plotTrain {
+				drawn++
+			}
+		}
+	}
+	if drawn < 50 {
+		t.Errorf("loss curve has %d training-loss pixels", drawn)
 	}
 	var st trainerState
 	data, err := os.ReadFile(filepath.Join(out, TrainerStateFile))

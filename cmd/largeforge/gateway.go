@@ -1,9 +1,13 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"strings"
 	"time"
@@ -138,4 +142,47 @@ func startGateway(ctx context.Context, bus *pipeline.Bus, gf GatewayFlags, log z
 	done := make(chan error, 1)
 	go func() { done <- g.Serve(ctx, ln) }()
 	return done, nil
+}
+
+func newRouteCmd() *cobra.Command {
+	gatewayURL := os.Getenv("LARGEFORGE_GATEWAY")
+	if gatewayURL == "" {
+		gatewayURL = "http://127.0.0.1:8080"
+	}
+	apiKey := os.Getenv("LARGEFORGE_API_KEY")
+	cmd := &cobra.Command{
+		Use:   "route TEXT",
+		Short: "Ask the gateway which expert would take a prompt (POST /v1/route), without generating",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			body, _ := json.Marshal(map[string]string{"prompt": args[0]})
+			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
+			defer cancel()
+			req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(gatewayURL, "/")+"/v1/route", bytes.NewReader(body))
+			if err != nil {
+				return err
+			}
+			req.Header.Set("Content-Type", "application/json")
+			if apiKey != "" {
+				req.Header.Set("Authorization", "Bearer "+apiKey)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				return fmt.Errorf("route (is a gateway at %s? set --gateway or LARGEFORGE_GATEWAY): %w", gatewayURL, err)
+			}
+			defer resp.Body.Close()
+			out, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+			if err != nil {
+				return err
+			}
+			if resp.StatusCode != http.StatusOK {
+				return fmt.Errorf("route: %s: %s", resp.Status, bytes.TrimSpace(out))
+			}
+			_, err = cmd.OutOrStdout().Write(out)
+			return err
+		},
+	}
+	cmd.Flags().StringVar(&gatewayURL, "gateway", gatewayURL, "gateway base URL (env LARGEFORGE_GATEWAY)")
+	cmd.Flags().StringVar(&apiKey, "api-key", apiKey, "API key of the gateway (env LARGEFORGE_API_KEY)")
+	return cmd
 }

@@ -45,7 +45,7 @@ type Config struct {
 
 // DefaultConfig returns the defaults of the CLI.
 func DefaultConfig() Config {
-	return Config{Format: "auto", MaxRejects: -1, MaxLineBytes: 8 << 20, ShardBytes: dataset.DefaultShardBytes, Window: 64, Wait: 5 * time.Minute}
+	return Config{Format: "auto", MaxRejects: -1, MaxLineBytes: 8 << 20, ShardBytes: dataset.DefaultShardBytes, Window: 32, Wait: 5 * time.Minute}
 }
 
 // Validate checks the config.

@@ -50,13 +50,16 @@ echo
 ls -l "$RUN_DIR"/lf-data/datasets/*/
 echo
 echo "== largeforge submit $RUN_DIR/samples/prompts.jsonl --model tiny --wait   (a batch job on the model made by 'model init')"
-JOB=$("$BIN" submit --log-level warning "$RUN_DIR/samples/prompts.jsonl" --model tiny --wait --timeout 5m | tee /dev/stderr | grep -o 'batch_[A-Za-z0-9_-]*' | head -n 1)
+SUBMIT_OUT=$("$BIN" submit --log-level warning "$RUN_DIR/samples/prompts.jsonl" --model tiny --wait --timeout 5m)
+echo "$SUBMIT_OUT"
+JOB=$(echo "$SUBMIT_OUT" | grep -o 'batch_[A-Za-z0-9_-]*' | head -n 1)
 echo
 echo "== largeforge jobs status $JOB"
 "$BIN" jobs status "$JOB"
 echo
 echo "== largeforge jobs results $JOB --limit 3   (the whole output: $RUN_DIR/lf-data/jobs/$JOB/)"
 "$BIN" jobs results "$JOB" --limit 3 | cut -c1-300
+echo "(the model made by 'model init' has random weights: its text is noise until it is trained)"
 echo
 echo "== errors of $JOB"
 "$BIN" jobs results "$JOB" --errors | cut -c1-300

@@ -1,6 +1,10 @@
 package dataset
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/largeforge/largeforge/internal/promreg"
+)
 
 // Metrics are the ingestion counters, shared by the ingest producer, the raw-record
 // consumer and the dataset sink. Each process registers them once on its registry.
@@ -14,7 +18,8 @@ type Metrics struct {
 	Parts      *prometheus.CounterVec // Parquet parts written {dataset}
 }
 
-// NewMetrics creates the counters and registers them on reg (nil: not registered).
+// NewMetrics creates the counters and registers them on reg (nil: not
+// registered); counters already on reg are shared.
 func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	m := &Metrics{
 		Accepted:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ingest_records_accepted_total", Help: "Records that passed validation."}, []string{"dataset"}),
@@ -25,11 +30,13 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		Rows:       prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ingest_rows_persisted_total", Help: "Records written to Parquet parts."}, []string{"dataset"}),
 		Parts:      prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ingest_parts_written_total", Help: "Parquet parts written."}, []string{"dataset"}),
 	}
-	if reg != nil {
-		for _, c := range []prometheus.Collector{m.Accepted, m.Rejected, m.Duplicates, m.Bytes, m.Shards, m.Rows, m.Parts} {
-			if err := reg.Register(c); err != nil {
-				return nil, err
-			}
+	if reg == nil {
+		return m, nil
+	}
+	for _, c := range []**prometheus.CounterVec{&m.Accepted, &m.Rejected, &m.Duplicates, &m.Bytes, &m.Shards, &m.Rows, &m.Parts} {
+		var err error
+		if *c, err = promreg.Register(reg, *c); err != nil {
+			return nil, err
 		}
 	}
 	return m, nil

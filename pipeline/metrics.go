@@ -1,10 +1,9 @@
 package pipeline
 
 import (
-	"errors"
-	"fmt"
-
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/largeforge/largeforge/internal/promreg"
 )
 
 // Outcome label values of pipeline_messages_total.
@@ -43,30 +42,17 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		return m, nil
 	}
 	var err error
-	if m.Messages, err = register(reg, m.Messages); err != nil {
+	if m.Messages, err = promreg.Register(reg, m.Messages); err != nil {
 		return nil, err
 	}
-	if m.Batch, err = register(reg, m.Batch); err != nil {
+	if m.Batch, err = promreg.Register(reg, m.Batch); err != nil {
 		return nil, err
 	}
-	if m.BatchSize, err = register(reg, m.BatchSize); err != nil {
+	if m.BatchSize, err = promreg.Register(reg, m.BatchSize); err != nil {
 		return nil, err
 	}
-	if m.FetchErrors, err = register(reg, m.FetchErrors); err != nil {
+	if m.FetchErrors, err = promreg.Register(reg, m.FetchErrors); err != nil {
 		return nil, err
 	}
 	return m, nil
-}
-
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing, nil
-			}
-		}
-		return c, fmt.Errorf("register metrics: %w", err)
-	}
-	return c, nil
 }

@@ -1,9 +1,9 @@
 package infer
 
 import (
-	"errors"
-
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/largeforge/largeforge/internal/promreg"
 )
 
 // Metrics are the §5.3 inference metrics.
@@ -38,34 +38,21 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		return m, nil
 	}
 	var err error
-	m.Requests, err = register(reg, m.Requests)
+	m.Requests, err = promreg.Register(reg, m.Requests)
 	if err != nil {
 		return nil, err
 	}
-	if m.Latency, err = register(reg, m.Latency); err != nil {
+	if m.Latency, err = promreg.Register(reg, m.Latency); err != nil {
 		return nil, err
 	}
-	if m.TokensGenerated, err = register(reg, m.TokensGenerated); err != nil {
+	if m.TokensGenerated, err = promreg.Register(reg, m.TokensGenerated); err != nil {
 		return nil, err
 	}
-	if m.TokensPerSecond, err = register(reg, m.TokensPerSecond); err != nil {
+	if m.TokensPerSecond, err = promreg.Register(reg, m.TokensPerSecond); err != nil {
 		return nil, err
 	}
-	if m.Active, err = register(reg, m.Active); err != nil {
+	if m.Active, err = promreg.Register(reg, m.Active); err != nil {
 		return nil, err
 	}
 	return m, nil
-}
-
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing, nil
-			}
-		}
-		return c, err
-	}
-	return c, nil
 }

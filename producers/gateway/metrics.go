@@ -1,10 +1,9 @@
 package gateway
 
 import (
-	"errors"
-
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/largeforge/largeforge/internal/promreg"
 	"github.com/largeforge/largeforge/schemas"
 )
 
@@ -37,36 +36,23 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		return m, nil
 	}
 	var err error
-	if m.Requests, err = register(reg, m.Requests); err != nil {
+	if m.Requests, err = promreg.Register(reg, m.Requests); err != nil {
 		return nil, err
 	}
-	if m.Duration, err = register(reg, m.Duration); err != nil {
+	if m.Duration, err = promreg.Register(reg, m.Duration); err != nil {
 		return nil, err
 	}
-	if m.Active, err = register(reg, m.Active); err != nil {
+	if m.Active, err = promreg.Register(reg, m.Active); err != nil {
 		return nil, err
 	}
-	if m.RoutingDecisions, err = register(reg, m.RoutingDecisions); err != nil {
+	if m.RoutingDecisions, err = promreg.Register(reg, m.RoutingDecisions); err != nil {
 		return nil, err
 	}
-	if m.RoutingLatency, err = register(reg, m.RoutingLatency); err != nil {
+	if m.RoutingLatency, err = promreg.Register(reg, m.RoutingLatency); err != nil {
 		return nil, err
 	}
-	if m.ExpertAvailability, err = register(reg, m.ExpertAvailability); err != nil {
+	if m.ExpertAvailability, err = promreg.Register(reg, m.ExpertAvailability); err != nil {
 		return nil, err
 	}
 	return m, nil
-}
-
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing, nil
-			}
-		}
-		return c, err
-	}
-	return c, nil
 }

@@ -3,6 +3,7 @@ package model
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/largeforge/largeforge/model/tokenizer"
@@ -192,4 +193,18 @@ func (g *TextGenerator) Submit(ctx context.Context, b *Batcher, r TextRequest, o
 		onText(out.Text[sent:])
 	}
 	return out, nil
+}
+
+// ScorePair tokenizes a prompt and its completion for scoring: the prompt with
+// the tokenizer's special tokens, and the completion as the tokens that follow
+// the prompt when the two are encoded together, so that a word spanning the
+// boundary is tokenized as in the whole text. When the joint encoding does
+// not start with the prompt's, the completion is encoded on its own.
+func ScorePair(tok *tokenizer.Tokenizer, prompt, completion string) ScoreRequest {
+	p := tok.Encode(prompt, true)
+	full := tok.Encode(prompt+completion, true)
+	if len(full) >= len(p) && slices.Equal(full[:len(p)], p) {
+		return ScoreRequest{PromptIDs: p, CompletionIDs: full[len(p):]}
+	}
+	return ScoreRequest{PromptIDs: p, CompletionIDs: tok.Encode(completion, false)}
 }

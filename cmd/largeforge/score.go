@@ -78,26 +78,6 @@ per input line, in order; a row that cannot be scored carries an error.`,
 	return cmd
 }
 
-// split encodes prompt and completion so that the completion's ids follow the
-// prompt's exactly as in the whole text.
-func (lm *loadedModel) split(prompt, completion string) (p, c []int) {
-	p = lm.tok.Encode(prompt, true)
-	full := lm.tok.Encode(prompt+completion, true)
-	if len(full) >= len(p) && equalIDs(full[:len(p)], p) {
-		return p, full[len(p):]
-	}
-	return p, lm.tok.Encode(completion, false)
-}
-
-func equalIDs(a, b []int) bool {
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return len(a) == len(b)
-}
-
 func scoreFile(ctx context.Context, lm *loadedModel, input string, batch int) ([]scoreRow, error) {
 	in, err := openIn(input)
 	if err != nil {
@@ -156,14 +136,11 @@ func scoreFile(ctx context.Context, lm *loadedModel, input string, batch int) ([
 			refs = append(refs, ref{idx, 0})
 		case in.Prompt != nil && in.Completion != nil:
 			row.Kind = "completion"
-			p, c := lm.split(*in.Prompt, *in.Completion)
-			reqs = append(reqs, model.ScoreRequest{PromptIDs: p, CompletionIDs: c})
+			reqs = append(reqs, model.ScorePair(lm.tok, *in.Prompt, *in.Completion))
 			refs = append(refs, ref{idx, 0})
 		case in.Prompt != nil && in.Chosen != nil && in.Rejected != nil:
 			row.Kind = "dpo"
-			p, c := lm.split(*in.Prompt, *in.Chosen)
-			_, r := lm.split(*in.Prompt, *in.Rejected)
-			reqs = append(reqs, model.ScoreRequest{PromptIDs: p, CompletionIDs: c}, model.ScoreRequest{PromptIDs: p, CompletionIDs: r})
+			reqs = append(reqs, model.ScorePair(lm.tok, *in.Prompt, *in.Chosen), model.ScorePair(lm.tok, *in.Prompt, *in.Rejected))
 			refs = append(refs, ref{idx, 0}, ref{idx, 1})
 		default:
 			row.Error = `a row needs "text", "prompt"+"completion", or "prompt"+"chosen"+"rejected"`

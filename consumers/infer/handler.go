@@ -358,15 +358,11 @@ func shortHash(s string) string {
 func ScoreRequests(tok *tokenizer.Tokenizer, s jobs.ScoreInput) []model.ScoreRequest {
 	switch {
 	case s.IsDPO():
-		p := tok.Encode(s.Prompt, true)
-		return []model.ScoreRequest{
-			{PromptIDs: p, CompletionIDs: tok.Encode(s.Chosen, false)},
-			{PromptIDs: p, CompletionIDs: tok.Encode(s.Rejected, false)},
-		}
+		return []model.ScoreRequest{model.ScorePair(tok, s.Prompt, s.Chosen), model.ScorePair(tok, s.Prompt, s.Rejected)}
 	case s.Text != "":
 		return []model.ScoreRequest{{CompletionIDs: tok.Encode(s.Text, true)}}
 	default:
-		return []model.ScoreRequest{{PromptIDs: tok.Encode(s.Prompt, true), CompletionIDs: tok.Encode(s.Completion, false)}}
+		return []model.ScoreRequest{model.ScorePair(tok, s.Prompt, s.Completion)}
 	}
 }
 

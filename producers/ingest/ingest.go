@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
 	"github.com/largeforge/largeforge/dataset"
@@ -343,17 +344,24 @@ func (in *Ingester) watchDuplicates(ctx context.Context, run string, dups *atomi
 			return
 		case <-tick.C:
 		}
-		e, err := kv.Get(ctx, in.cfg.Dataset)
-		if err != nil {
-			continue
-		}
-		var m dataset.Manifest
-		if json.Unmarshal(e.Value(), &m) == nil {
-			if src := m.FindRun(run); src != nil {
-				dups.Store(src.Duplicates)
-			}
+		if src := runEntry(ctx, kv, in.cfg.Dataset, run); src != nil {
+			dups.Store(src.Duplicates)
 		}
 	}
+}
+
+// runEntry reads a run's entry from the dataset's manifest in the lf_datasets
+// bucket; nil when the manifest or the run is not there yet.
+func runEntry(ctx context.Context, kv jetstream.KeyValue, ds, run string) *dataset.Source {
+	e, err := kv.Get(ctx, ds)
+	if err != nil {
+		return nil
+	}
+	var m dataset.Manifest
+	if json.Unmarshal(e.Value(), &m) != nil {
+		return nil
+	}
+	return m.FindRun(run)
 }
 
 // SinkDurable is the durable consumer name of the dataset sink, whose ack floor
@@ -382,13 +390,8 @@ func (in *Ingester) waitConfirmed(ctx context.Context, sum *Summary, maxSeq uint
 		floor, err := in.bus.AckFloor(ctx, pipeline.StreamDatasets, SinkDurable)
 		if err == nil && floor >= maxSeq {
 			sum.Confirmed = true
-			if e, err := kv.Get(ctx, sum.Dataset); err == nil {
-				var m dataset.Manifest
-				if json.Unmarshal(e.Value(), &m) == nil {
-					if src := m.FindRun(sum.Run); src != nil {
-						sum.Persisted, sum.Duplicates = src.Rows, src.Duplicates
-					}
-				}
+			if src := runEntry(ctx, kv, sum.Dataset, sum.Run); src != nil {
+				sum.Persisted, sum.Duplicates = src.Rows, src.Duplicates
 			}
 			return nil
 		}

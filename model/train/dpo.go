@@ -243,6 +243,9 @@ func (t *Trainer) TrainDPO(ctx context.Context, pairs []DPOPair, beta float64) (
 					Int("global_step", t.step).Float64("grad_norm", gn).Msg("dpo step")
 				win = [5]float64{}
 			}
+			if err := t.afterStep(ctx, plan, stepLoss/n, lr, epochF, gn); err != nil {
+				return res, st, err
+			}
 			if t.cfg.OutputDir != "" && t.step%t.cfg.SaveSteps == 0 {
 				if _, err := t.saveCheckpoint(plan, epochF); err != nil {
 					return res, st, err

@@ -169,6 +169,9 @@ func (t *Trainer) TrainEval(ctx context.Context, exs, eval []Example) (Result, e
 				t.log.Info().Float64("eval_loss", er.Loss).Float64("perplexity", er.Perplexity).
 					Float64("accuracy", er.Accuracy).Int("global_step", t.step).Msg("eval")
 			}
+			if err := t.afterStep(ctx, plan, stepLoss, lr, epochF, gn); err != nil {
+				return res, err
+			}
 			if t.cfg.OutputDir != "" && t.step%t.cfg.SaveSteps == 0 {
 				dir, err := t.saveCheckpoint(plan, epochF)
 				if err != nil {

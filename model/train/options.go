@@ -17,6 +17,7 @@ type options struct {
 	tokenizerDir string
 	lora         *schemas.LoraConfig
 	registerer   prometheus.Registerer
+	progress     *progressHook // WithProgress (hooks.go)
 }
 
 // Option configures a Trainer.

@@ -217,7 +217,7 @@ func Run(ctx context.Context, rc RunConfig, log zerolog.Logger, extra ...Option)
 		return Result{}, err
 	}
 	defer tr.Close()
-	cks, err := ListCheckpoints(rc.Training.OutputDir)
+	cks, err := CompleteCheckpoints(rc.Training.OutputDir)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return Result{}, err
 	}

@@ -1,0 +1,79 @@
+package train
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// Progress is what a WithProgress callback receives after each optimizer
+// step of Train, TrainEval or TrainDPO.
+type Progress struct {
+	Step         int     // global step just taken (1-based)
+	MaxSteps     int     // steps of the whole run
+	Loss         float64 // this step's training loss
+	LearningRate float64 // the learning rate the step used
+	Epoch        float64 // fractional epoch reached
+	GradNorm     float64 // gradient norm before clipping
+	// ETA is the estimated time left, from the mean step time of this run
+	// so far; 0 until two steps have been timed.
+	ETA time.Duration
+}
+
+// progressHook holds a WithProgress callback and its timing baseline.
+type progressHook struct {
+	f         func(Progress)
+	t0        time.Time
+	step0     int
+	baselined bool
+}
+
+// WithProgress calls f after every optimizer step, before that step's
+// checkpoint (if any) is saved; f runs on the training goroutine and should
+// return quickly. Whether or not f is given, training stops before the next
+// step, and saves nothing more, once its ctx is done.
+func WithProgress(f func(Progress)) Option {
+	return func(o *options) error {
+		if f == nil {
+			return fmt.Errorf("%w: nil progress callback", ErrInvalidOption)
+		}
+		o.progress = &progressHook{f: f}
+		return nil
+	}
+}
+
+// afterStep reports the step just taken to the progress callback and
+// returns ctx's error, so that a cancelled run ends before saving.
+func (t *Trainer) afterStep(ctx context.Context, plan Plan, loss, lr, epoch, gradNorm float64) error {
+	if h := t.opts.progress; h != nil {
+		now := time.Now()
+		p := Progress{Step: t.step, MaxSteps: plan.TotalSteps, Loss: loss, LearningRate: lr, Epoch: epoch, GradNorm: gradNorm}
+		if !h.baselined {
+			h.t0, h.step0, h.baselined = now, t.step, true
+		} else if done := t.step - h.step0; done > 0 {
+			per := now.Sub(h.t0) / time.Duration(done)
+			p.ETA = per * time.Duration(max(0, plan.TotalSteps-t.step))
+		}
+		h.f(p)
+	}
+	return ctx.Err()
+}
+
+// CompleteCheckpoints is ListCheckpoints without the checkpoints whose
+// writing was cut short (a process killed mid-save): a checkpoint is
+// complete once its optimizer state, the last file written, is there.
+func CompleteCheckpoints(dir string) ([]string, error) {
+	cks, err := ListCheckpoints(dir)
+	if err != nil {
+		return nil, err
+	}
+	out := cks[:0]
+	for _, c := range cks {
+		if _, err := os.Stat(filepath.Join(c, OptimizerFile)); err == nil {
+			out = append(out, c)
+		}
+	}
+	return out, nil
+}

@@ -13,7 +13,7 @@ func newSamplesCmd() *cobra.Command {
 	var seed uint64
 	cmd := &cobra.Command{
 		Use:   "samples --output DIR",
-		Short: "Write small alpaca, sharegpt and dpo sample files and a batch job file (with a few bad rows) for trying LargeForge",
+		Short: "Write small alpaca, sharegpt and dpo sample files a batch job file (with a few bad rows) and labeled routing rows (router.jsonl) for trying LargeForge",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			paths, err := samples.WriteAll(out, seed)
@@ -24,7 +24,11 @@ func newSamplesCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			for _, p := range append(paths, prompts) {
+			router, err := samples.WriteRouter(out, 300, seed)
+			if err != nil {
+				return err
+			}
+			for _, p := range append(paths, prompts, router) {
 				fmt.Println(p)
 			}
 			return nil

@@ -12,7 +12,8 @@
 //
 // EnsureTopology applies DefaultTopology(1): the streams LF_DATASETS
 // (lf.data.>), LF_REQUESTS (lf.req.>, work queue), LF_ROUTES (lf.route.>),
-// LF_RESULTS (lf.res.>) and LF_DLQ (lf.dlq.>), all on file storage with 1 MiB
+// LF_RESULTS (lf.res.>), LF_TRAIN (lf.train.>, work queue: training jobs) and
+// LF_DLQ (lf.dlq.>), all on file storage with 1 MiB
 // messages and a 2 minute duplicate window; the KV buckets lf_jobs, lf_workers
 // (30s TTL), lf_experts and lf_datasets; the object store lf_models. It creates
 // what is missing, updates what may change and never deletes: an incompatible

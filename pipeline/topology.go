@@ -159,6 +159,7 @@ func DefaultTopology(replicas int) Topology {
 			stream(StreamRequests, "lf.req.>", "completion, chat and scoring requests (work queue)", jetstream.WorkQueuePolicy),
 			stream(StreamRoutes, "lf.route.>", "routing decisions", jetstream.LimitsPolicy),
 			stream(StreamResults, "lf.res.>", "one result or error row per request", jetstream.LimitsPolicy),
+			stream(StreamTrain, "lf.train.>", "training jobs, one message per job (work queue)", jetstream.WorkQueuePolicy),
 			stream(StreamDLQ, "lf.dlq.>", "dead letters: what could not be processed, with the reason and original bytes", jetstream.LimitsPolicy),
 		},
 		KeyValues: []jetstream.KeyValueConfig{

@@ -14,11 +14,15 @@ import (
 // LF_REQUESTS and tells the results sink (a ControlCancel marker on
 // lf.res.<job>) to finalise what it has; the sink then moves the job to
 // cancelled. Requests already running finish; their results are dropped once
-// the job is cancelled. It returns the number of purged requests.
+// the job is cancelled. It returns the number of purged requests. A training
+// job is only moved to cancelling: its worker stops and ends it cancelled.
 func Cancel(ctx context.Context, bus *pipeline.Bus, store *Store, id string) (Job, uint64, error) {
 	j, err := store.Transition(ctx, id, StatusCancelling, nil)
 	if err != nil {
 		return j, 0, fmt.Errorf("cancel job %s: %w", id, err)
+	}
+	if j.Kind == KindTraining { // the train worker stops at its next step and ends it cancelled
+		return j, 0, nil
 	}
 	purged, err := PurgeRequests(ctx, bus, id)
 	if err != nil {

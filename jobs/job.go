@@ -58,10 +58,10 @@ const (
 // ValidKind checks a job kind.
 func ValidKind(kind string) error {
 	switch kind {
-	case KindCompletion, KindScore:
+	case KindCompletion, KindScore, KindTraining:
 		return nil
 	}
-	return fmt.Errorf("%w: kind %q: want %s or %s", ErrInvalidOption, kind, KindCompletion, KindScore)
+	return fmt.Errorf("%w: kind %q: want %s, %s or %s", ErrInvalidOption, kind, KindCompletion, KindScore, KindTraining)
 }
 
 // DefaultCompletionWindow is how long a job may run before it expires.
@@ -115,6 +115,9 @@ type Job struct {
 	ExpiresAt        int64         `json:"expires_at"`
 	// Revision is the KV revision the record was read at (not stored).
 	Revision uint64 `json:"-"`
+
+	// Training is a training job's progress (nil for other kinds).
+	Training *TrainingProgress `json:"training,omitempty"`
 }
 
 // MaxErrorReports bounds Job.Errors; further problems are only counted.

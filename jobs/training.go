@@ -1,0 +1,41 @@
+package jobs
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+)
+
+// KindTraining is a fine-tuning job: one message on lf.train.<job> that a
+// worker with --role train runs. Its record moves validating → in_progress
+// → finalizing → completed (the last two in one write), or ends failed, or
+// cancelled through cancelling (the train worker, not the results sink,
+// finishes a cancel).
+const KindTraining = "training"
+
+// TrainingProgress is a training job's progress in its record (Job.Training),
+// written by the train worker as it goes.
+type TrainingProgress struct {
+	OutputDir    string  `json:"output_dir"`
+	Step         int     `json:"step"`
+	MaxSteps     int     `json:"max_steps"`
+	Loss         float64 `json:"loss"`
+	LearningRate float64 `json:"learning_rate"`
+	Epoch        float64 `json:"epoch"`
+	// ETASeconds is the estimated time left (0 until it can be estimated,
+	// and at the end).
+	ETASeconds float64 `json:"eta_seconds"`
+	// Worker is the id of the worker that runs (or last ran) the job;
+	// Attempt the delivery of its message that worker took (2 and up after
+	// a takeover).
+	Worker      string `json:"worker,omitempty"`
+	Attempt     int    `json:"attempt,omitempty"`
+	ResumedFrom string `json:"resumed_from,omitempty"` // the checkpoint the attempt resumed from
+	UpdatedAt   int64  `json:"updated_at,omitempty"`
+}
+
+// NewTrainingID returns a fresh training job id: "train_" and 24 hex digits.
+func NewTrainingID() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return "train_" + hex.EncodeToString(b[:])
+}

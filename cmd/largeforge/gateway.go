@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -19,16 +20,18 @@ import (
 	"github.com/largeforge/largeforge"
 	"github.com/largeforge/largeforge/pipeline"
 	"github.com/largeforge/largeforge/producers/gateway"
+	"github.com/largeforge/largeforge/producers/gateway/classifier"
 	"github.com/largeforge/largeforge/schemas"
 )
 
 // GatewayFlags are the flags of `largeforge gateway` (and --http of up).
 type GatewayFlags struct {
-	HTTP       string
-	WorkerWait time.Duration
-	MaxBody    int64
-	Experts    string // §2.3 experts file (YAML or JSON): enables model "auto" and /v1/route
-	KeysFile   string // API keys, one a line (# comments); also LARGEFORGE_API_KEYS, comma separated
+	HTTP        string
+	WorkerWait  time.Duration
+	MaxBody     int64
+	Experts     string // §2.3 experts file (YAML or JSON): enables model "auto" and /v1/route
+	RouterModel string // directory of `largeforge router train`: the router's learned stage
+	KeysFile    string // API keys, one a line (# comments); also LARGEFORGE_API_KEYS, comma separated
 }
 
 // apiKeys reads the keys of --api-keys-file and LARGEFORGE_API_KEYS.
@@ -62,6 +65,11 @@ func (g GatewayFlags) Validate() error {
 		return fmt.Errorf("--http %q: want host:port: %w", g.HTTP, err)
 	}
 	_, err := g.config()
+	if err == nil && g.RouterModel != "" {
+		if _, serr := os.Stat(filepath.Join(g.RouterModel, classifier.MetaFile)); serr != nil {
+			err = fmt.Errorf("--router-model %s: not a router model directory (largeforge router train): %w", g.RouterModel, serr)
+		}
+	}
 	return err
 }
 
@@ -122,6 +130,7 @@ func addGatewayFlags(cmd *cobra.Command, gf *GatewayFlags, httpDefault string) {
 	cmd.Flags().Int64Var(&gf.MaxBody, "max-body", gateway.DefaultMaxBodyBytes, "request body limit in bytes")
 	cmd.Flags().StringVar(&gf.KeysFile, "api-keys-file", "", "require one of these API keys (one a line) as a bearer token on /v1 (also env LARGEFORGE_API_KEYS, comma separated)")
 	cmd.Flags().StringVar(&gf.Experts, "experts", "", "experts file (YAML or JSON, DATA_DICTIONARY §2.3): enables model \"auto\" and POST /v1/route")
+	cmd.Flags().StringVar(&gf.RouterModel, "router-model", "", "router model directory (largeforge router train): the learned stage for prompts no rule decides")
 }
 
 // startGateway listens on gf.HTTP and serves the gateway until ctx ends; the
@@ -131,16 +140,32 @@ func startGateway(ctx context.Context, bus *pipeline.Bus, gf GatewayFlags, log z
 	if err != nil {
 		return nil, err
 	}
+	if gf.RouterModel != "" {
+		if c.Classifier, err = classifier.Load(gf.RouterModel, ""); err != nil {
+			return nil, fmt.Errorf("--router-model: %w", err)
+		}
+	}
+	closeClf := func() {
+		if c.Classifier != nil {
+			_ = c.Classifier.Close()
+		}
+	}
 	g, err := gateway.New(ctx, bus, c, log, reg, reg)
 	if err != nil {
+		closeClf()
 		return nil, err
 	}
 	ln, err := net.Listen("tcp", gf.HTTP)
 	if err != nil {
+		closeClf()
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
 	done := make(chan error, 1)
-	go func() { done <- g.Serve(ctx, ln) }()
+	go func() {
+		err := g.Serve(ctx, ln)
+		closeClf()
+		done <- err
+	}()
 	return done, nil
 }
 
@@ -150,11 +175,22 @@ func newRouteCmd() *cobra.Command {
 		gatewayURL = "http://127.0.0.1:8080"
 	}
 	apiKey := os.Getenv("LARGEFORGE_API_KEY")
+	var experts, routerModel string
 	cmd := &cobra.Command{
 		Use:   "route TEXT",
 		Short: "Ask the gateway which expert would take a prompt (POST /v1/route), without generating",
-		Args:  cobra.ExactArgs(1),
+		Long: `Print the routing decision for TEXT (§3.5 RouteResponse and the deciding stage: rules,
+classifier or default). By default the running gateway answers (POST /v1/route). With
+--experts FILE the decision is made here instead, with the same router (and --router-model
+DIR as its learned stage), counting every expert as live.`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if experts != "" {
+				return routeLocal(cmd.OutOrStdout(), experts, routerModel, args[0])
+			}
+			if routerModel != "" {
+				return fmt.Errorf("--router-model needs --experts (the gateway uses its own --router-model)")
+			}
 			body, _ := json.Marshal(map[string]string{"prompt": args[0]})
 			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
 			defer cancel()
@@ -184,5 +220,34 @@ func newRouteCmd() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&gatewayURL, "gateway", gatewayURL, "gateway base URL (env LARGEFORGE_GATEWAY)")
 	cmd.Flags().StringVar(&apiKey, "api-key", apiKey, "API key of the gateway (env LARGEFORGE_API_KEY)")
+	cmd.Flags().StringVar(&experts, "experts", "", "route here with this experts file instead of asking the gateway")
+	cmd.Flags().StringVar(&routerModel, "router-model", "", "with --experts: the router's learned stage (largeforge router train)")
 	return cmd
+}
+
+// routeLocal routes text with the experts of expertsFile (and the
+// classifier of modelDir when set) and prints the decision as JSON.
+func routeLocal(w io.Writer, expertsFile, modelDir, text string) error {
+	experts, err := schemas.LoadExperts(expertsFile)
+	if err != nil {
+		return fmt.Errorf("--experts %s: %w", expertsFile, err)
+	}
+	var opts []gateway.RouterOption
+	if modelDir != "" {
+		c, err := classifier.Load(modelDir, "")
+		if err != nil {
+			return fmt.Errorf("--router-model: %w", err)
+		}
+		defer c.Close()
+		opts = append(opts, gateway.WithClassifier(c))
+	}
+	r, err := gateway.NewRouter(experts, opts...)
+	if err != nil {
+		return err
+	}
+	d, err := r.Route(text, nil)
+	if err != nil {
+		return err
+	}
+	return json.NewEncoder(w).Encode(d)
 }

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 
@@ -22,27 +23,16 @@ func (g *Gateway) watchExperts(ctx context.Context) error {
 	}
 	fromKV := map[string]schemas.ExpertConfig{}
 	apply := func() {
-		byName := map[string]schemas.ExpertConfig{}
-		for _, e := range g.cfg.Experts {
-			byName[e.Name] = e
+		kvList := make([]schemas.ExpertConfig, 0, len(fromKV))
+		for _, e := range fromKV {
+			kvList = append(kvList, e)
 		}
-		for k, e := range fromKV {
-			byName[k] = e
-		}
-		names := make([]string, 0, len(byName))
-		for n := range byName {
-			names = append(names, n)
-		}
-		sort.Strings(names)
-		experts := make([]schemas.ExpertConfig, len(names))
-		for i, n := range names {
-			experts[i] = byName[n]
-		}
+		experts := MergeExperts(g.cfg.Experts, kvList)
 		if len(experts) == 0 {
 			g.router.Store(nil)
 			return
 		}
-		r, err := NewRouter(experts)
+		r, err := NewRouter(experts, g.routerOptions()...)
 		if err != nil {
 			g.log.Warn().Err(err).Msg("experts not applied")
 			return
@@ -54,12 +44,12 @@ func (g *Gateway) watchExperts(ctx context.Context) error {
 			delete(fromKV, e.Key())
 			return
 		}
-		list, err := schemas.ParseExperts(append(append([]byte("["), e.Value()...), ']'))
-		if err != nil || len(list) != 1 || list[0].Name != e.Key() {
-			g.log.Warn().Err(err).Str("key", e.Key()).Msg("lf_experts entry skipped: want one expert named as its key")
+		x, err := parseExpertEntry(e.Key(), e.Value())
+		if err != nil {
+			g.log.Warn().Err(err).Str("key", e.Key()).Msg("lf_experts entry skipped")
 			return
 		}
-		fromKV[e.Key()] = list[0]
+		fromKV[e.Key()] = x
 	}
 	// The initial values end with a nil entry.
 	for e := range w.Updates() {
@@ -87,4 +77,67 @@ func (g *Gateway) watchExperts(ctx context.Context) error {
 		}
 	}()
 	return nil
+}
+
+// parseExpertEntry decodes the lf_experts value of key: one ExpertConfig
+// JSON object named as its key.
+func parseExpertEntry(key string, value []byte) (schemas.ExpertConfig, error) {
+	list, err := schemas.ParseExperts(append(append([]byte("["), value...), ']'))
+	if err != nil {
+		return schemas.ExpertConfig{}, fmt.Errorf("lf_experts %s: %w", key, err)
+	}
+	if len(list) != 1 || list[0].Name != key {
+		return schemas.ExpertConfig{}, fmt.Errorf("lf_experts %s: want one expert named as its key", key)
+	}
+	return list[0], nil
+}
+
+// ReadExperts returns the experts now in the lf_experts bucket kv, sorted
+// by name, and the keys it skipped as invalid with why.
+func ReadExperts(ctx context.Context, kv jetstream.KeyValue) ([]schemas.ExpertConfig, []error, error) {
+	lister, err := kv.ListKeys(ctx)
+	if err != nil {
+		if errors.Is(err, jetstream.ErrNoKeysFound) {
+			return nil, nil, nil
+		}
+		return nil, nil, fmt.Errorf("list lf_experts: %w", err)
+	}
+	defer func() { _ = lister.Stop() }()
+	var out []schemas.ExpertConfig
+	var skipped []error
+	for key := range lister.Keys() {
+		e, err := kv.Get(ctx, key)
+		if err != nil {
+			continue // deleted meanwhile
+		}
+		x, err := parseExpertEntry(key, e.Value())
+		if err != nil {
+			skipped = append(skipped, err)
+			continue
+		}
+		out = append(out, x)
+	}
+	return MergeExperts(nil, out), skipped, nil
+}
+
+// MergeExperts returns the experts of base with those of override added or
+// replacing the ones of the same name, sorted by name.
+func MergeExperts(base, override []schemas.ExpertConfig) []schemas.ExpertConfig {
+	byName := map[string]schemas.ExpertConfig{}
+	for _, e := range base {
+		byName[e.Name] = e
+	}
+	for _, e := range override {
+		byName[e.Name] = e
+	}
+	names := make([]string, 0, len(byName))
+	for n := range byName {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	experts := make([]schemas.ExpertConfig, len(names))
+	for i, n := range names {
+		experts[i] = byName[n]
+	}
+	return experts
 }

@@ -21,10 +21,13 @@
 // response carries x-request-id (the client's, or a new one); the logs carry
 // it as request_id, and trace_id from traceparent.
 //
-// Model "auto" goes through the rule-stage Router over the experts of
+// Model "auto" goes through the Router (rules, then the learned classifier of
+// Config.Classifier for what no rule decides) over the experts of
 // Config.Experts and the lf_experts bucket (changes apply live); an expert is
 // served by the workers of the model with its name. Decisions are counted in
-// the §5.4 metrics and published to LF_ROUTES on lf.route.interactive.
+// the §5.4 metrics (routing_latency_seconds is labelled by the deciding
+// stage: rules, classifier or default) and published to LF_ROUTES on
+// lf.route.interactive.
 //
 // Health rules: the "bus" component is healthy while the NATS connection is
 // up, else unhealthy. Each model (served by a live worker, stored in
@@ -61,6 +64,7 @@ import (
 	"github.com/largeforge/largeforge/consumers/infer"
 	"github.com/largeforge/largeforge/logging"
 	"github.com/largeforge/largeforge/pipeline"
+	"github.com/largeforge/largeforge/producers/gateway/classifier"
 	"github.com/largeforge/largeforge/schemas"
 )
 
@@ -80,8 +84,11 @@ type Config struct {
 	RefreshEvery time.Duration // how long the live-worker and model lists are cached (default 1s)
 	Version      string        // reported by /health
 	// Experts, when set, enable model "auto" and POST /v1/route through
-	// the rule-stage Router.
+	// the Router.
 	Experts []schemas.ExpertConfig
+	// Classifier, when set, is the Router's learned stage (for prompts no
+	// rule decides). The gateway does not close it.
+	Classifier *classifier.Classifier
 	// APIKeys, when set, are the bearer tokens the /v1 routes accept
 	// (compared in constant time; 401 otherwise). /health and /metrics stay
 	// open.
@@ -184,7 +191,7 @@ func New(ctx context.Context, bus *pipeline.Bus, cfg Config, log zerolog.Logger,
 	g.handle("GET /v1/models", "/v1/models", g.listModels)
 	g.handle("POST /v1/route", "/v1/route", g.routeHandler)
 	if len(cfg.Experts) > 0 {
-		r, err := NewRouter(cfg.Experts)
+		r, err := NewRouter(cfg.Experts, g.routerOptions()...)
 		if err != nil {
 			return nil, err
 		}
@@ -198,6 +205,14 @@ func New(ctx context.Context, bus *pipeline.Bus, cfg Config, log zerolog.Logger,
 		writeError(w, http.StatusNotFound, "invalid_request_error", "", "not_found", fmt.Sprintf("Unknown path %s %s", r.Method, r.URL.Path))
 	})
 	return g, nil
+}
+
+// routerOptions are the options of every router the gateway builds.
+func (g *Gateway) routerOptions() []RouterOption {
+	if g.cfg.Classifier == nil {
+		return nil
+	}
+	return []RouterOption{WithClassifier(g.cfg.Classifier)}
 }
 
 // Handler is the gateway's http.Handler.
@@ -416,7 +431,7 @@ func (g *Gateway) complete(w http.ResponseWriter, r *http.Request, l zerolog.Log
 		return
 	}
 	if req.Model == AutoModel && g.router.Load() != nil {
-		d, err := g.route(r.Context(), routeText(req))
+		d, err := g.route(r.Context(), RouteText(req))
 		if err != nil {
 			g.modelError(w, req.Model, err)
 			return
@@ -498,8 +513,8 @@ func (g *Gateway) complete(w http.ResponseWriter, r *http.Request, l zerolog.Log
 	writeJSON(w, http.StatusOK, resp)
 }
 
-// routeText is what the router reads: the prompt, or the chat's user messages.
-func routeText(req schemas.CompletionRequest) string {
+// RouteText is what the router reads: the prompt, or the chat's user messages.
+func RouteText(req schemas.CompletionRequest) string {
 	if !req.IsChat() {
 		return req.Prompt
 	}
@@ -533,10 +548,11 @@ func (g *Gateway) route(ctx context.Context, text string) (Decision, error) {
 	}
 	t0 := time.Now()
 	d, err := router.Route(text, func(name string) bool { return live[name] > 0 })
-	g.met.RoutingLatency.WithLabelValues(StageRules).Observe(time.Since(t0).Seconds())
 	if err != nil {
+		g.met.RoutingLatency.WithLabelValues(StageRules).Observe(time.Since(t0).Seconds())
 		return Decision{}, err
 	}
+	g.met.RoutingLatency.WithLabelValues(d.Stage).Observe(time.Since(t0).Seconds())
 	g.met.RoutingDecisions.WithLabelValues(d.Expert).Inc()
 	rec := RouteRecord{RequestID: requestID(ctx), Decision: d, At: time.Now().UTC().Format(time.RFC3339Nano)}
 	go func() {
@@ -583,7 +599,7 @@ func (g *Gateway) routeHandler(w http.ResponseWriter, r *http.Request, _ zerolog
 		writeError(w, http.StatusBadRequest, "invalid_request_error", param, "invalid_request", msg)
 		return
 	}
-	d, err := g.route(r.Context(), routeText(req))
+	d, err := g.route(r.Context(), RouteText(req))
 	if err != nil {
 		g.modelError(w, AutoModel, err)
 		return
@@ -662,7 +678,7 @@ func (g *Gateway) snapshot(ctx context.Context, since time.Time) (map[string]int
 	if g.live != nil && time.Since(g.refreshed) < g.cfg.RefreshEvery && g.refreshed.After(since) {
 		return g.live, g.stored, nil
 	}
-	live, err := g.liveWorkers(ctx)
+	live, err := LiveWorkers(ctx, g.workers)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -680,11 +696,11 @@ func (g *Gateway) snapshot(ctx context.Context, since time.Time) (map[string]int
 	return live, stored, nil
 }
 
-// liveWorkers reads lf_workers: infer workers whose heartbeat is within the
-// bucket's TTL, counted per model.
-func (g *Gateway) liveWorkers(ctx context.Context) (map[string]int, error) {
+// LiveWorkers reads the lf_workers bucket kv: infer workers whose heartbeat
+// is within the bucket's TTL, counted per model.
+func LiveWorkers(ctx context.Context, kv jetstream.KeyValue) (map[string]int, error) {
 	out := map[string]int{}
-	lister, err := g.workers.ListKeys(ctx)
+	lister, err := kv.ListKeys(ctx)
 	if err != nil {
 		if errors.Is(err, jetstream.ErrNoKeysFound) {
 			return out, nil
@@ -696,7 +712,7 @@ func (g *Gateway) liveWorkers(ctx context.Context) (map[string]int, error) {
 		if !strings.HasPrefix(key, "infer.") {
 			continue
 		}
-		e, err := g.workers.Get(ctx, key)
+		e, err := kv.Get(ctx, key)
 		if err != nil {
 			continue // expired or deleted meanwhile
 		}

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"unicode"
 
+	"github.com/largeforge/largeforge/producers/gateway/classifier"
 	"github.com/largeforge/largeforge/schemas"
 )
 
@@ -14,8 +15,9 @@ const AutoModel = "auto"
 
 // Decision stages.
 const (
-	StageRules   = "rules"   // keyword and domain matches decided
-	StageDefault = "default" // nothing matched: the highest-priority live expert
+	StageRules      = "rules"      // keyword and domain matches decided
+	StageClassifier = "classifier" // no rule matched: the learned classifier decided
+	StageDefault    = "default"    // nothing matched and no classifier: the highest-priority live expert
 )
 
 // Rule weights: a keyword match counts more than a domain match.
@@ -24,14 +26,36 @@ const (
 	domainWeight  = 1.0
 )
 
-// Router is the rule stage of expert routing (§2.3 experts). It scores each
-// expert by the keywords and domains found in the prompt (whole words, case
-// folded; a phrase matches as a run of words), breaks ties by priority then
-// name, and chooses the best expert with live workers. When no rule matches
-// it falls back to the highest-priority live expert (StageDefault); the
-// learned classifier stage is not built yet.
+// Router routes prompts to experts (§2.3) in stages. The rule stage scores
+// each expert by the keywords and domains found in the prompt (whole words,
+// case folded; a phrase matches as a run of words), breaks ties by priority
+// then name, and chooses the best expert with live workers (StageRules;
+// confidence is the expert's share of the scores). When no rule matches and
+// the router has a classifier (WithClassifier), the learned stage decides
+// (StageClassifier): each expert gets the classifier's probability (0 for an
+// expert it was not trained on), ties broken by priority then name, and the
+// most probable live expert is chosen with its probability as confidence.
+// Without a classifier, or when it fails, the highest-priority live expert
+// is chosen (StageDefault). Alternatives are the other experts, sorted by
+// confidence.
 type Router struct {
 	experts []schemas.ExpertConfig
+	clf     *classifier.Classifier
+}
+
+// RouterOption configures a Router.
+type RouterOption func(*Router) error
+
+// WithClassifier adds the learned stage. The router does not own c: the
+// caller closes it after the router's last use.
+func WithClassifier(c *classifier.Classifier) RouterOption {
+	return func(r *Router) error {
+		if c == nil {
+			return fmt.Errorf("%w: nil classifier", ErrInvalidOption)
+		}
+		r.clf = c
+		return nil
+	}
 }
 
 // Decision is a routing decision and the stage that made it.
@@ -41,7 +65,7 @@ type Decision struct {
 }
 
 // NewRouter validates the experts (unique names) and returns their router.
-func NewRouter(experts []schemas.ExpertConfig) (*Router, error) {
+func NewRouter(experts []schemas.ExpertConfig, opts ...RouterOption) (*Router, error) {
 	if len(experts) == 0 {
 		return nil, fmt.Errorf("%w: router needs at least one expert", ErrInvalidOption)
 	}
@@ -58,8 +82,17 @@ func NewRouter(experts []schemas.ExpertConfig) (*Router, error) {
 		}
 		seen[e.Name] = true
 	}
-	return &Router{experts: append([]schemas.ExpertConfig(nil), experts...)}, nil
+	r := &Router{experts: append([]schemas.ExpertConfig(nil), experts...)}
+	for _, o := range opts {
+		if err := o(r); err != nil {
+			return nil, err
+		}
+	}
+	return r, nil
 }
+
+// Classifier returns the learned stage's classifier, or nil.
+func (r *Router) Classifier() *classifier.Classifier { return r.clf }
 
 // Experts returns the router's experts.
 func (r *Router) Experts() []schemas.ExpertConfig { return r.experts }
@@ -115,6 +148,22 @@ func (r *Router) Route(prompt string, live func(string) bool) (Decision, error) 
 		total += c.score
 		cands[i] = c
 	}
+	stage := StageRules
+	if total == 0 {
+		stage = StageDefault
+		if r.clf != nil {
+			if preds, err := r.clf.Predict(prompt); err == nil {
+				prob := make(map[string]float64, len(preds))
+				for _, p := range preds {
+					prob[p.Expert] = p.Probability
+				}
+				for i := range cands {
+					cands[i].score = prob[cands[i].e.Name]
+				}
+				stage = StageClassifier
+			}
+		}
+	}
 	sort.SliceStable(cands, func(i, j int) bool {
 		a, b := cands[i], cands[j]
 		if a.score != b.score {
@@ -126,7 +175,10 @@ func (r *Router) Route(prompt string, live func(string) bool) (Decision, error) 
 		return a.e.Name < b.e.Name
 	})
 	conf := func(c cand) float64 {
-		if total == 0 {
+		switch stage {
+		case StageClassifier:
+			return min(max(c.score, 0), 1)
+		case StageDefault:
 			return 1 / float64(len(cands))
 		}
 		return c.score / total
@@ -141,10 +193,7 @@ func (r *Router) Route(prompt string, live func(string) bool) (Decision, error) 
 	if chosen < 0 {
 		return Decision{}, fmt.Errorf("%w: no expert has a live worker", ErrNoWorker)
 	}
-	d := Decision{Stage: StageRules}
-	if total == 0 {
-		d.Stage = StageDefault
-	}
+	d := Decision{Stage: stage}
 	d.Expert, d.Confidence = cands[chosen].e.Name, conf(cands[chosen])
 	d.Alternatives = []schemas.Alternative{}
 	for i, c := range cands {

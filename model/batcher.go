@@ -109,7 +109,7 @@ const batcherInitialLen = 64
 
 func (b *Batcher) loop(ctx context.Context) (err error) {
 	var (
-		st      *kvState
+		st      decodeState
 		active  = make([]*job, b.slots)
 		pending []*job
 		nActive int
@@ -167,7 +167,7 @@ func (b *Batcher) loop(ctx context.Context) (err error) {
 	}
 	for {
 		if nActive == 0 && len(pending) == 0 {
-			if st != nil && st.t > batcherInitialLen {
+			if st != nil && st.cacheLen() > batcherInitialLen {
 				st.release()
 				st = nil
 			}
@@ -225,12 +225,12 @@ func (b *Batcher) loop(ctx context.Context) (err error) {
 		}
 		if st == nil {
 			st = b.m.newKVState(b.slots, bucketLen(max(need, batcherInitialLen), b.m.maxSeq))
-		} else if need > st.t {
+		} else if need > st.cacheLen() {
 			t0 := time.Now()
 			if err := st.grow(ctx, bucketLen(need, b.m.maxSeq)); err != nil {
 				return err
 			}
-			b.log.Debug().Int("cache_len", st.t).Dur("took", time.Since(t0)).Msg("batcher cache grown")
+			b.log.Debug().Int("cache_len", st.cacheLen()).Dur("took", time.Since(t0)).Msg("batcher cache grown")
 		}
 		if len(joiners) > 0 {
 			slots := make([]int, len(joiners))

@@ -135,10 +135,44 @@ func benchPrompts(m *Model, n int) [][]int {
 	return ps
 }
 
+// nativeMatmulGFLOPs measures the native kernels' float32 rate on the same
+// large square product as backendMatmulGFLOPs.
+func nativeMatmulGFLOPs() float64 {
+	const n = 1024
+	x := make([]float32, n*n)
+	for i := range x {
+		x[i] = float32(i%7) * 0.01
+	}
+	p := packMatrix(x, n, n)
+	y := make([]float32, n*n)
+	p.mul(y, x, n, nil) // warm up
+	reps := 3
+	start := time.Now()
+	for range reps {
+		p.mul(y, x, n, nil)
+	}
+	return 2 * n * n * n * float64(reps) / time.Since(start).Seconds() / 1e9
+}
+
+// benchDecode times prefill or decode on both engines. Each reports its
+// GFLOP/s beside the large-matmul rate of what it computes with: the
+// backend's for the graph engine, the kernels' for the native one (both
+// measured in the same run).
 func benchDecode(b *testing.B, name string, prefillOnly bool) {
-	for _, batch := range benchBatches {
-		b.Run(fmt.Sprintf("%s/batch=%d", name, batch), func(b *testing.B) {
+	for _, engine := range []string{EngineNative, EngineGraph} {
+		for _, batch := range benchBatches {
+			benchDecodeOne(b, name, engine, batch, prefillOnly)
+		}
+	}
+}
+
+func benchDecodeOne(b *testing.B, name, engine string, batch int, prefillOnly bool) {
+	{
+		b.Run(fmt.Sprintf("%s/%s/batch=%d", name, engine, batch), func(b *testing.B) {
 			m := benchModel(b, name)
+			if m.native == nil {
+				b.Skip("no native engine on this backend")
+			}
 			backendMatmulGFLOPs(b, m) // compile it before the timing
 			ctx := context.Background()
 			prompts := benchPrompts(m, batch)
@@ -148,7 +182,7 @@ func benchDecode(b *testing.B, name string, prefillOnly bool) {
 			}
 			cacheLen := bucketLen(benchPrompt+benchSteps+1, m.maxSeq)
 			run := func() (prefill, decode time.Duration) {
-				st := m.newKVState(batch, cacheLen)
+				st := m.newStateOn(engine, batch, cacheLen)
 				defer st.release()
 				t0 := time.Now()
 				logits, err := st.prefill(ctx, slots, prompts)
@@ -187,7 +221,10 @@ func benchDecode(b *testing.B, name string, prefillOnly bool) {
 				dec += d
 			}
 			b.StopTimer()
-			rate := backendMatmulGFLOPs(b, m)
+			rate, rateName := backendMatmulGFLOPs(b, m), "backend "+m.Backend()
+			if engine == EngineNative {
+				rate, rateName = nativeMatmulGFLOPs(), "native kernels"
+			}
 			n := float64(b.N)
 			if prefillOnly {
 				toks := float64(batch*benchPrompt) * n
@@ -197,8 +234,8 @@ func benchDecode(b *testing.B, name string, prefillOnly bool) {
 				b.ReportMetric(tps, "tokens/s")
 				b.ReportMetric(gf, "GFLOP/s")
 				b.ReportMetric(rate, "matmul-GFLOP/s")
-				b.Logf("%s prefill batch %d: %.0f tokens/s, %.2f GFLOP/s (backend %s matmul 1024^3 %.2f GFLOP/s, %.0f%%), peak RSS %.0f MiB",
-					name, batch, tps, gf, m.Backend(), rate, 100*gf/rate, peakRSS())
+				b.Logf("%s %s prefill batch %d: %.0f tokens/s, %.2f GFLOP/s (%s matmul 1024^3 %.2f GFLOP/s, %.0f%%), peak RSS %.0f MiB",
+					name, engine, batch, tps, gf, rateName, rate, 100*gf/rate, peakRSS())
 				return
 			}
 			toks := float64(batch*benchSteps) * n
@@ -207,8 +244,8 @@ func benchDecode(b *testing.B, name string, prefillOnly bool) {
 			b.ReportMetric(tps, "tokens/s")
 			b.ReportMetric(gf, "GFLOP/s")
 			b.ReportMetric(rate, "matmul-GFLOP/s")
-			b.Logf("%s decode batch %d: %.0f tokens/s, %.2f GFLOP/s (backend %s matmul 1024^3 %.2f GFLOP/s, %.0f%%), %.2f ms/step, peak RSS %.0f MiB",
-				name, batch, tps, gf, m.Backend(), rate, 100*gf/rate, dec.Seconds()*1000/float64(benchSteps)/n, peakRSS())
+			b.Logf("%s %s decode batch %d: %.0f tokens/s, %.2f GFLOP/s (%s matmul 1024^3 %.2f GFLOP/s, %.0f%%), %.2f ms/step, peak RSS %.0f MiB",
+				name, engine, batch, tps, gf, rateName, rate, 100*gf/rate, dec.Seconds()*1000/float64(benchSteps)/n, peakRSS())
 		})
 	}
 }

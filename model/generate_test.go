@@ -13,7 +13,16 @@ func greedy(n int) SamplingParams {
 }
 
 func TestGenerateGreedyMatchesReference(t *testing.T) {
-	m, ref := storiesModel(t)
+	for _, engine := range engines {
+		t.Run(engine, func(t *testing.T) { testGreedyMatchesReference(t, engine) })
+	}
+}
+
+func testGreedyMatchesReference(t *testing.T, engine string) {
+	m, ref := storiesModelOn(t, engine)
+	if m.Engine() != engine {
+		t.Fatalf("engine %q, want %q", m.Engine(), engine)
+	}
 	ctx := context.Background()
 	var batch []GenerateRequest
 	for _, p := range ref.Prompts {
@@ -49,7 +58,13 @@ func TestGenerateGreedyMatchesReference(t *testing.T) {
 // TestKVCacheMatchesRecompute checks that decoding with the cache gives the
 // logits of a full recomputation of the same prefix.
 func TestKVCacheMatchesRecompute(t *testing.T) {
-	m, ref := storiesModel(t)
+	for _, engine := range engines {
+		t.Run(engine, func(t *testing.T) { testKVCacheMatchesRecompute(t, engine) })
+	}
+}
+
+func testKVCacheMatchesRecompute(t *testing.T, engine string) {
+	m, ref := storiesModelOn(t, engine)
 	ctx := context.Background()
 	p := ref.Prompts[0]
 	full := append(append([]int{}, p.PromptIDs...), p.GreedyIDs[:20]...)

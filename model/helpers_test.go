@@ -51,20 +51,32 @@ func loadReference(t testing.TB) *reference {
 }
 
 var (
-	sharedOnce  sync.Once
-	sharedModel *Model
-	sharedErr   error
+	sharedMu     sync.Mutex
+	sharedModels = map[string]*Model{}
 )
 
-// storiesModel loads stories260K once for the whole test binary.
+// engines are the generation engines every reference test runs on.
+var engines = []string{EngineNative, EngineGraph}
+
+// storiesModel loads stories260K (on the default engine) once for the whole test binary.
 func storiesModel(t testing.TB) (*Model, *reference) {
 	t.Helper()
+	return storiesModelOn(t, "")
+}
+
+// storiesModelOn loads stories260K on the given engine ("" for the default), once.
+func storiesModelOn(t testing.TB, engine string) (*Model, *reference) {
+	t.Helper()
 	ref := loadReference(t)
-	sharedOnce.Do(func() {
-		sharedModel, sharedErr = Load(ref.modelDir)
-	})
-	if sharedErr != nil {
-		t.Fatalf("load %s: %v", ref.modelDir, sharedErr)
+	sharedMu.Lock()
+	defer sharedMu.Unlock()
+	if m, ok := sharedModels[engine]; ok {
+		return m, ref
 	}
-	return sharedModel, ref
+	m, err := Load(ref.modelDir, WithEngine(engine))
+	if err != nil {
+		t.Fatalf("load %s: %v", ref.modelDir, err)
+	}
+	sharedModels[engine] = m
+	return m, ref
 }

@@ -19,13 +19,38 @@ import (
 // cache buffer. Rows are independent:
 // each has its own position, so requests can join and leave (continuous
 // batching). The compiled graphs are keyed by (B, T) buckets.
+// decodeState is a batch of rows with a KV cache, run by one engine: the
+// graph kvState or the nativeState.
+type decodeState interface {
+	cacheLen() int
+	grow(ctx context.Context, t int) error
+	prefill(ctx context.Context, slots []int, prompts [][]int) ([][]float32, error)
+	step(ctx context.Context, tokens, pos []int) ([][]float32, error)
+	release()
+}
+
+// newKVState returns a state of b rows and t cache positions on the
+// model's generation engine.
+func (m *Model) newKVState(b, t int) decodeState {
+	return m.newStateOn(m.engine, b, t)
+}
+
+func (m *Model) newStateOn(engine string, b, t int) decodeState {
+	if engine == EngineNative && m.native != nil {
+		s := m.native.newState(b, t)
+		s.m = m
+		return s
+	}
+	return m.newGraphState(b, t)
+}
+
 type kvState struct {
 	m      *Model
 	b, t   int
 	caches []*tensors.Tensor // k0, v0, k1, v1, ...
 }
 
-func (m *Model) newKVState(b, t int) *kvState {
+func (m *Model) newGraphState(b, t int) *kvState {
 	s := &kvState{m: m, b: b, t: t}
 	s.caches = s.zeros(t)
 	return s
@@ -39,6 +64,8 @@ func (s *kvState) cacheDims(i, t int) []int {
 	}
 	return []int{s.b, kv, d, t}
 }
+
+func (s *kvState) cacheLen() int { return s.t }
 
 func (s *kvState) zeros(t int) []*tensors.Tensor {
 	c := make([]*tensors.Tensor, 2*s.m.cfg.NumLayers)

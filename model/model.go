@@ -45,6 +45,8 @@ type Model struct {
 
 	names   []string          // weight parameter names, in graph parameter order
 	weights []*tensors.Tensor // on the backend, same order
+	engine  string            // the generation engine: EngineGraph or EngineNative
+	native  *nativeDecoder    // the native engine's packed weights, when it is used
 
 	mu     sync.Mutex
 	graphs map[graphKey]*compiledGraph
@@ -104,6 +106,7 @@ func New(ck *checkpoint.Checkpoint, opts ...Option) (m *Model, err error) {
 	var (
 		host  []*tensors.Tensor
 		names []string
+		flat  = map[string][]float32{}
 	)
 	for _, s := range fusedSpecs(cfg) {
 		data := make([]float32, 0, product(s.shape))
@@ -112,6 +115,7 @@ func New(ck *checkpoint.Checkpoint, opts ...Option) (m *Model, err error) {
 		}
 		host = append(host, tensors.FromFlatDataAndDimensions(data, s.shape...))
 		names = append(names, s.name)
+		flat[s.name] = data
 	}
 	cos, sin := RopeTables(cfg, maxSeq)
 	host = append(host, tensors.FromFlatDataAndDimensions(cos, maxSeq, cfg.HeadDim/2),
@@ -132,14 +136,50 @@ func New(ck *checkpoint.Checkpoint, opts ...Option) (m *Model, err error) {
 		t.MustMaterializeOnDevice(be, false, 0)
 		t.FinalizeLocal()
 	}
-	o.logger.Info().Str("backend", bname).Str("backend_description", be.Description()).
+	engine, err := chooseEngine(o.engine, bname)
+	if err != nil {
+		be.Finalize()
+		return nil, err
+	}
+	var native *nativeDecoder
+	if engine == EngineNative {
+		native = newNativeDecoder(cfg, maxSeq, flat, cos, sin)
+	}
+	o.logger.Info().Str("backend", bname).Str("backend_description", be.Description()).Str("engine", engine).
 		Str("architecture", cfg.Architecture).Int("layers", cfg.NumLayers).Int("hidden", cfg.HiddenSize).
 		Int("vocab", cfg.VocabSize).Int("max_seq_len", maxSeq).Msg("model loaded")
 	return &Model{
 		cfg: cfg, gen: ck.Generation, opts: o, log: o.logger, backend: be, bname: bname, maxSeq: maxSeq,
-		names: names, weights: host, graphs: map[graphKey]*compiledGraph{},
+		names: names, weights: host, graphs: map[graphKey]*compiledGraph{}, engine: engine, native: native,
 	}, nil
 }
+
+// chooseEngine resolves the generation engine: asked (or LARGEFORGE_ENGINE),
+// else native on the pure Go backend and graph on any other.
+func chooseEngine(asked, backend string) (string, error) {
+	if asked == "" {
+		asked = os.Getenv(EngineEnv)
+	}
+	switch asked {
+	case EngineGraph, EngineNative:
+		return asked, nil
+	case "":
+		if kind, _, _ := strings.Cut(backend, ":"); kind == "go" {
+			return EngineNative, nil
+		}
+		return EngineGraph, nil
+	}
+	return "", fmt.Errorf("%w: engine %q, want %q or %q", ErrInvalidOption, asked, EngineGraph, EngineNative)
+}
+
+func (m *Model) isClosed() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.closed
+}
+
+// Engine returns the generation engine in use: EngineGraph or EngineNative.
+func (m *Model) Engine() string { return m.engine }
 
 // newBackend creates the backend named by name, GOMLX_BACKEND, or the pure Go default.
 func newBackend(name string) (b backends.Backend, _ string, err error) {

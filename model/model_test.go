@@ -80,7 +80,7 @@ func TestBackendFromEnv(t *testing.T) {
 // are compiled per bucket only, and logged.
 func TestBucketedCompilation(t *testing.T) {
 	var logs bytes.Buffer
-	m, err := New(tinyCheckpoint(t), WithLogger(zerolog.New(&logs)), WithMaxBatch(4))
+	m, err := New(tinyCheckpoint(t), WithLogger(zerolog.New(&logs)), WithMaxBatch(4), WithEngine(EngineGraph))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,6 +23,7 @@ type options struct {
 	backend   string
 	maxBatch  int
 	maxSeqLen int
+	engine    string
 }
 
 func defaultOptions() options {
@@ -81,6 +82,17 @@ func WithMaxSeqLen(n int) Option {
 			return fmt.Errorf("%w: max sequence length %d, want at least 2", ErrInvalidOption, n)
 		}
 		o.maxSeqLen = n
+		return nil
+	}
+}
+
+// WithEngine selects how generation runs: EngineNative (hand-written CPU
+// kernels; the default on the pure Go backend) or EngineGraph (GoMLX graphs
+// on the backend; the default on any other). Empty means LARGEFORGE_ENGINE,
+// or the default. Scoring and training always use the graphs.
+func WithEngine(name string) Option {
+	return func(o *options) error {
+		o.engine = name
 		return nil
 	}
 }

@@ -1,0 +1,129 @@
+package model
+
+import (
+	"runtime"
+	"sync"
+)
+
+// The hand-written float32 kernels of the native decoder (native.go). A
+// weight [out, in] is packed once, transposed to [in, out] and padded to a
+// multiple of 16 columns, and products are computed in blocks of 4 rows by
+// 16 columns: by an AVX2/FMA assembly kernel on amd64 CPUs that have it,
+// by block4x16Go elsewhere.
+
+const (
+	blockRows = 4
+	blockCols = 16
+	// parallelMACs is the product size (multiply-adds) above which a
+	// product is split between the cores.
+	parallelMACs = 1 << 15
+)
+
+// packedMatrix is a weight [out, in] held transposed for the kernels.
+type packedMatrix struct {
+	in, out, ld int       // ld: out rounded up to blockCols
+	wt          []float32 // [in, ld]
+}
+
+// packMatrix transposes w [out, in] (row-major) into a packedMatrix.
+func packMatrix(w []float32, out, in int) *packedMatrix {
+	ld := (out + blockCols - 1) / blockCols * blockCols
+	wt := make([]float32, in*ld)
+	for o := range out {
+		row := w[o*in : (o+1)*in]
+		for i, v := range row {
+			wt[i*ld+o] = v
+		}
+	}
+	return &packedMatrix{in: in, out: out, ld: ld, wt: wt}
+}
+
+// mul sets y [rows, out] = x [rows, in] · wᵀ, plus bias [out] when not nil.
+func (p *packedMatrix) mul(y, x []float32, rows int, bias []float32) {
+	colBlocks := p.ld / blockCols
+	rowBlocks := (rows + blockRows - 1) / blockRows
+	workers := 1
+	if rows*p.in*p.out >= parallelMACs {
+		workers = min(runtime.GOMAXPROCS(0), max(colBlocks, rowBlocks))
+	}
+	if workers <= 1 {
+		p.mulBlocks(y, x, rows, 0, colBlocks, 0, rowBlocks)
+	} else {
+		var wg sync.WaitGroup
+		for w := range workers {
+			c0, c1, r0, r1 := 0, colBlocks, 0, rowBlocks
+			if colBlocks >= workers {
+				c0, c1 = colBlocks*w/workers, colBlocks*(w+1)/workers
+			} else {
+				r0, r1 = rowBlocks*w/workers, rowBlocks*(w+1)/workers
+			}
+			if w == workers-1 {
+				p.mulBlocks(y, x, rows, c0, c1, r0, r1)
+				continue
+			}
+			wg.Go(func() { p.mulBlocks(y, x, rows, c0, c1, r0, r1) })
+		}
+		wg.Wait()
+	}
+	if bias != nil {
+		for r := range rows {
+			row := y[r*p.out : (r+1)*p.out]
+			for o, b := range bias {
+				row[o] += b
+			}
+		}
+	}
+}
+
+// mulBlocks computes the column blocks [c0, c1) of the row blocks [r0, r1).
+// Edge blocks (fewer than 4 rows or 16 columns) go through scratch space.
+func (p *packedMatrix) mulBlocks(y, x []float32, rows, c0, c1, r0, r1 int) {
+	in, out := p.in, p.out
+	var (
+		xs []float32 // the last, partial row block, zero padded
+		ys [blockRows * blockCols]float32
+	)
+	if rem := rows % blockRows; rem != 0 && r1 == (rows+blockRows-1)/blockRows {
+		xs = make([]float32, blockRows*in)
+		copy(xs, x[(rows-rem)*in:rows*in])
+	}
+	for c := c0; c < c1; c++ {
+		col := c * blockCols
+		w := p.wt[col:]
+		for rb := r0; rb < r1; rb++ {
+			row := rb * blockRows
+			n := min(blockRows, rows-row)
+			xb := x[row*in:]
+			if n < blockRows {
+				xb = xs
+			}
+			if n == blockRows && col+blockCols <= out {
+				block4x16(in, xb, in, w, p.ld, y[row*out+col:], out)
+				continue
+			}
+			block4x16(in, xb, in, w, p.ld, ys[:], blockCols)
+			m := min(blockCols, out-col)
+			for r := range n {
+				copy(y[(row+r)*out+col:(row+r)*out+col+m], ys[r*blockCols:r*blockCols+m])
+			}
+		}
+	}
+}
+
+// block4x16Go is the portable form of the micro-kernel.
+func block4x16Go(k int, x []float32, ldx int, w []float32, ldw int, y []float32, ldy int) {
+	var acc [blockRows][blockCols]float32
+	for i := range k {
+		wr := w[i*ldw : i*ldw+blockCols]
+		for r := range blockRows {
+			xv := x[r*ldx+i]
+			a := &acc[r]
+			for j, wv := range wr {
+				a[j] += xv * wv
+			}
+		}
+	}
+	for r := range blockRows {
+		copy(y[r*ldy:r*ldy+blockCols], acc[r][:])
+	}
+}

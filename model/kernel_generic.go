@@ -1,0 +1,10 @@
+//go:build !amd64 || purego
+
+package model
+
+// haveSIMDKernel is false where no assembly kernel is built.
+var haveSIMDKernel = false
+
+func block4x16(k int, x []float32, ldx int, w []float32, ldw int, y []float32, ldy int) {
+	block4x16Go(k, x, ldx, w, ldw, y, ldy)
+}

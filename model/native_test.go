@@ -1,0 +1,90 @@
+package model
+
+import (
+	"context"
+	"math"
+	"testing"
+
+	"github.com/largeforge/largeforge/model/checkpoint"
+)
+
+// TestNativeMatchesGraph holds the native engine to the graph engine's
+// logits on configurations the reference model does not cover.
+func TestNativeMatchesGraph(t *testing.T) {
+	tests := []struct {
+		name string
+		edit func(c *checkpoint.Config)
+	}{
+		{name: "tiny preset"},
+		{name: "attention bias", edit: func(c *checkpoint.Config) { c.AttentionBias = true }},
+		{name: "qwen2 biases", edit: func(c *checkpoint.Config) { c.AttentionBias, c.ModelType = true, "qwen2" }},
+		{name: "sliding window", edit: func(c *checkpoint.Config) { c.SlidingWindow = 4 }},
+		{name: "separate lm_head", edit: func(c *checkpoint.Config) { c.TieWordEmbeddings = false }},
+	}
+	ctx := context.Background()
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ck := tinyCheckpoint(t)
+			if tt.edit != nil {
+				tt.edit(&ck.Config)
+				ck.Tensors = randomTensors(ck.Config, 2)
+			}
+			var logits [2][][]float32
+			for e, engine := range engines {
+				m, err := New(ck, WithEngine(engine))
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer m.Close()
+				st := m.newKVState(4, 16)
+				prompts := [][]int{{1, 5, 9}, {1, 7, 3, 3, 8, 2, 4}, {1}}
+				rows, err := st.prefill(ctx, []int{0, 2, 3}, prompts)
+				if err != nil {
+					t.Fatal(err)
+				}
+				logits[e] = append(logits[e], rows...)
+				pos := []int{3, 0, 7, 1}
+				for step := range 6 {
+					rows, err := st.step(ctx, []int{step + 2, 0, 40 - step, 11}, pos)
+					if err != nil {
+						t.Fatal(err)
+					}
+					logits[e] = append(logits[e], rows[0], rows[2], rows[3])
+					for _, i := range []int{0, 2, 3} {
+						pos[i]++
+					}
+				}
+				st.release()
+			}
+			worst := 0.0
+			for i := range logits[0] {
+				worst = max(worst, maxDiff(logits[0][i], logits[1][i]))
+			}
+			if worst > 1e-4 {
+				t.Errorf("native and graph logits differ by %g, want <= 1e-4", worst)
+			}
+		})
+	}
+}
+
+func TestExpf(t *testing.T) {
+	for x := float32(-90); x <= 90; x += 0.0137 {
+		want := math.Exp(float64(x))
+		got := float64(expf(x))
+		if want < 1e-37 {
+			if got > 1e-37 {
+				t.Fatalf("expf(%v) = %v, want ~0", x, got)
+			}
+			continue
+		}
+		if math.IsInf(want, 1) || want > math.MaxFloat32 {
+			if !math.IsInf(got, 1) && got < math.MaxFloat32/2 {
+				t.Fatalf("expf(%v) = %v, want +Inf", x, got)
+			}
+			continue
+		}
+		if rel := math.Abs(got-want) / want; rel > 2e-7 {
+			t.Fatalf("expf(%v) = %v, want %v (relative error %g)", x, got, want, rel)
+		}
+	}
+}

@@ -10,7 +10,11 @@ import (
 
 	"github.com/largeforge/largeforge/jobs"
 	"github.com/largeforge/largeforge/logging"
+	"github.com/largeforge/largeforge/pipeline"
+	"github.com/largeforge/largeforge/producers/gateway"
+	"github.com/largeforge/largeforge/producers/gateway/classifier"
 	"github.com/largeforge/largeforge/producers/submit"
+	"github.com/largeforge/largeforge/schemas"
 )
 
 // SubmitConfig is what `largeforge submit` runs with.
@@ -19,11 +23,19 @@ type SubmitConfig struct {
 	Wait     bool
 	Timeout  time.Duration
 	Progress string
+	// Experts and RouterModel build the router of model "auto" (with the
+	// experts of the lf_experts bucket).
+	Experts     string
+	RouterModel string
 }
 
 // Validate checks the flags of submit.
 func (c SubmitConfig) Validate() error {
-	if err := c.Submit.Validate(); err != nil {
+	sc := c.Submit
+	if sc.Model == submit.AutoModel && sc.Router == nil {
+		sc.Model = "x" // the router is built from --experts and lf_experts once connected
+	}
+	if err := sc.Validate(); err != nil {
 		return err
 	}
 	switch c.Progress {
@@ -45,6 +57,9 @@ number), OpenAI Batch API lines (custom_id, method POST, url /v1/completions or
 /v1/chat/completions, body) or chat messages; score jobs (--kind score) take rows with
 text, prompt+completion, or prompt+chosen+rejected (DPO). Parquet files use the same
 column names. Bad rows and duplicate custom_ids become error rows; the job goes on.
+With --model auto (or rows whose model is "auto") each row goes through the gateway's
+router over the experts of --experts and the lf_experts bucket (rules, then the
+--router-model classifier) to lf.req.<job>.<expert>, and the decision to lf.route.<job>.
 The job id is printed first on stdout; --wait then follows the job with a progress
 bar and exits non-zero unless it completes.`,
 		Args: cobra.ExactArgs(1),
@@ -64,6 +79,8 @@ bar and exits non-zero unless it completes.`,
 	f.BoolVar(&sc.Wait, "wait", false, "wait for the job to end, with a progress bar")
 	f.DurationVar(&sc.Timeout, "timeout", 0, "with --wait: give up after this long (0: never)")
 	f.StringVar(&sc.Progress, "progress", "auto", "progress bar: auto (on a terminal), on, off")
+	f.StringVar(&sc.Experts, "experts", "", "experts file (YAML or JSON, §2.3) for model auto, beside the lf_experts bucket")
+	f.StringVar(&sc.RouterModel, "router-model", "", "router model directory (largeforge router train): the learned stage for model auto")
 	_ = cmd.MarkFlagRequired("model")
 	return cmd
 }
@@ -75,6 +92,12 @@ func runSubmit(ctx context.Context, sc SubmitConfig, path string) error {
 		return err
 	}
 	defer bus.Close()
+	router, closeRouter, err := buildRouter(ctx, bus, sc.Experts, sc.RouterModel)
+	if err != nil {
+		return err
+	}
+	defer closeRouter()
+	sc.Submit.Router = router
 	sub, err := submit.New(ctx, bus, sc.Submit, logging.Named(log, "largeforge.submit"))
 	if err != nil {
 		return err
@@ -88,6 +111,9 @@ func runSubmit(ctx context.Context, sc SubmitConfig, path string) error {
 	}
 	fmt.Fprintf(os.Stderr, "submitted %d rows in %.2fs (%.0f rows/s): %d requests, %d error rows\n",
 		sum.Rows, sum.Elapsed.Seconds(), float64(sum.Rows)/max(sum.Elapsed.Seconds(), 1e-9), sum.Published, sum.Rejected)
+	if len(sum.Routed) > 0 {
+		fmt.Fprintf(os.Stderr, "routed: %v\n", sum.Routed)
+	}
 	if !sc.Wait {
 		return nil
 	}
@@ -97,4 +123,48 @@ func runSubmit(ctx context.Context, sc SubmitConfig, path string) error {
 	}
 	printJobSummary(os.Stderr, j)
 	return jobOutcome(j)
+}
+
+// buildRouter returns the router over the experts of file (may be "") and
+// the lf_experts bucket, with the classifier of modelDir when set; nil when
+// there are no experts. The returned func closes the classifier.
+func buildRouter(ctx context.Context, bus *pipeline.Bus, file, modelDir string) (*gateway.Router, func(), error) {
+	var experts []schemas.ExpertConfig
+	if file != "" {
+		var err error
+		if experts, err = schemas.LoadExperts(file); err != nil {
+			return nil, nil, fmt.Errorf("--experts %s: %w", file, err)
+		}
+	}
+	kv, err := bus.KV(ctx, pipeline.BucketExperts)
+	if err != nil {
+		return nil, nil, err
+	}
+	fromKV, _, err := gateway.ReadExperts(ctx, kv)
+	if err != nil {
+		return nil, nil, err
+	}
+	experts = gateway.MergeExperts(experts, fromKV)
+	if len(experts) == 0 {
+		if modelDir != "" {
+			return nil, nil, fmt.Errorf("--router-model: no experts (--experts or the lf_experts bucket)")
+		}
+		return nil, func() {}, nil
+	}
+	var opts []gateway.RouterOption
+	closeFn := func() {}
+	if modelDir != "" {
+		c, err := classifier.Load(modelDir, "")
+		if err != nil {
+			return nil, nil, fmt.Errorf("--router-model: %w", err)
+		}
+		closeFn = func() { _ = c.Close() }
+		opts = append(opts, gateway.WithClassifier(c))
+	}
+	r, err := gateway.NewRouter(experts, opts...)
+	if err != nil {
+		closeFn()
+		return nil, nil, err
+	}
+	return r, closeFn, nil
 }

@@ -82,10 +82,19 @@ func parseRow(data []byte, line int, model, kind string) (string, jobs.Request, 
 		if err != nil {
 			return id, jobs.Request{}, &rowError{jobs.CodeInvalidRequest, err.Error()}
 		}
+		switch {
+		case c.Model == "" || c.Model == model || c.Model == AutoModel:
+			// the job's model, or routed
+		case model == AutoModel:
+			// A row of an auto job may name its expert.
+			if err := jobs.ValidID(c.Model); err != nil {
+				return id, jobs.Request{}, &rowError{jobs.CodeInvalidRequest, fmt.Sprintf("model %q: want a name of letters, digits, '-' and '_'", c.Model)}
+			}
+		default:
+			return id, jobs.Request{}, &rowError{jobs.CodeInvalidRequest, fmt.Sprintf("model %q differs from the job's model %q", c.Model, model)}
+		}
 		if c.Model == "" {
 			c.Model = model
-		} else if c.Model != model {
-			return id, jobs.Request{}, &rowError{jobs.CodeInvalidRequest, fmt.Sprintf("model %q differs from the job's model %q", c.Model, model)}
 		}
 		if url == URLChatCompletions && !c.IsChat() {
 			return id, jobs.Request{}, &rowError{jobs.CodeInvalidRequest, "a chat completion needs messages"}

@@ -3,6 +3,12 @@
 // scoring jobs) into a job in lf_jobs and one request per row on
 // lf.req.<job>.<model>, streaming the file in constant memory.
 //
+// A completion job whose model is "auto" (or a row whose model is "auto")
+// goes through the gateway's Router (Config.Router: rules, then the learned
+// classifier): each such row is published to lf.req.<job>.<expert> and its
+// decision to LF_ROUTES on lf.route.<job>. A row of an auto job may also
+// name its expert itself.
+//
 // A row that breaks §7.1, is not a request, or repeats an earlier custom_id
 // becomes an error row published straight to lf.res.<job> (the results sink
 // counts it failed) and the job goes on. A file that cannot be opened or read
@@ -26,6 +32,7 @@ import (
 
 	"github.com/largeforge/largeforge/jobs"
 	"github.com/largeforge/largeforge/pipeline"
+	"github.com/largeforge/largeforge/producers/gateway"
 )
 
 // Defaults.
@@ -44,6 +51,11 @@ type Config struct {
 	JobID            string        // empty: a new id
 	CompletionWindow time.Duration // 0: jobs.DefaultCompletionWindow
 	Window           int           // async publish window (default DefaultWindow)
+	// Router routes completion rows whose model is "auto" (every row of a
+	// job whose model is "auto", unless the row names its expert): each
+	// goes to lf.req.<job>.<expert> and its decision to lf.route.<job>.
+	// Required when Model is "auto". The submitter does not close it.
+	Router *gateway.Router
 }
 
 // Validate checks the config; errors wrap ErrInvalidOption.
@@ -55,6 +67,14 @@ func (c Config) Validate() error {
 	if c.Window < 0 {
 		return fmt.Errorf("%w: window %d is negative", ErrInvalidOption, c.Window)
 	}
+	if c.Model == AutoModel {
+		if c.Kind != "" && c.Kind != jobs.KindCompletion {
+			return fmt.Errorf("%w: model %q routes completion jobs only", ErrInvalidOption, AutoModel)
+		}
+		if c.Router == nil {
+			return fmt.Errorf("%w: model %q needs experts to route to (an experts file or the lf_experts bucket)", ErrInvalidOption, AutoModel)
+		}
+	}
 	return nil
 }
 
@@ -64,6 +84,7 @@ type Submitter struct {
 	store *jobs.Store
 	cfg   Config
 	log   zerolog.Logger
+	auto  *autoRouter // nil without Config.Router
 }
 
 // New validates cfg and returns a Submitter.
@@ -88,7 +109,13 @@ func New(ctx context.Context, bus *pipeline.Bus, cfg Config, log zerolog.Logger)
 	if err != nil {
 		return nil, err
 	}
-	return &Submitter{bus: bus, store: store, cfg: cfg, log: log.With().Str("logger", "largeforge.submit").Logger()}, nil
+	sub := &Submitter{bus: bus, store: store, cfg: cfg, log: log.With().Str("logger", "largeforge.submit").Logger()}
+	if cfg.Router != nil {
+		if sub.auto, err = newAutoRouter(ctx, bus, cfg.Router); err != nil {
+			return nil, err
+		}
+	}
+	return sub, nil
 }
 
 // Summary is what a submission did.
@@ -97,7 +124,9 @@ type Summary struct {
 	Rows      int      // rows read (blank lines not counted)
 	Published int      // requests published to lf.req.<job>.<model>
 	Rejected  int      // error rows published to lf.res.<job>
-	Elapsed   time.Duration
+	// Routed counts the rows routed ("auto") per chosen expert.
+	Routed  map[string]int
+	Elapsed time.Duration
 }
 
 // Submit creates the job, streams path into requests and marks the job
@@ -155,6 +184,7 @@ func (s *Submitter) Submit(ctx context.Context, path string, progress func(rows 
 		return fail("invalid_job", err)
 	}
 	resSubj, _ := pipeline.ResultSubject(job.ID)
+	routeSubj, _ := pipeline.RouteSubject(job.ID)
 	pub := s.bus.NewPublisher(s.cfg.Window)
 	defer func() { _ = pub.Close(context.WithoutCancel(ctx)) }()
 
@@ -192,6 +222,41 @@ func (s *Submitter) Submit(ctx context.Context, path string, progress func(rows 
 			h = hashID(id)
 		}
 		seen[h] = line
+		subj := reqSubj
+		if bad == nil && req.Completion != nil && (req.Completion.Model != job.Model || job.Model == AutoModel) {
+			// An expert named by a row of an auto job, or a row to route.
+			target, routeRec, rerr := req.Completion.Model, []byte(nil), error(nil)
+			if target == AutoModel {
+				if s.auto == nil {
+					bad = &rowError{jobs.CodeInvalidRequest, fmt.Sprintf("model %q: no experts to route to (submit with --experts, or put experts in lf_experts)", AutoModel)}
+				} else if target, routeRec, rerr = s.auto.route(ctx, job.ID, id, gateway.RouteText(*req.Completion)); rerr != nil {
+					if ctx.Err() != nil {
+						return fail("submit_interrupted", ctx.Err())
+					}
+					bad = &rowError{jobs.CodeInvalidRequest, rerr.Error()}
+				}
+			}
+			if bad == nil {
+				if subj, err = pipeline.RequestSubject(job.ID, target); err != nil {
+					bad = &rowError{jobs.CodeInvalidRequest, err.Error()}
+				}
+			}
+			if bad == nil {
+				req.Completion.Model, req.Model = target, target
+				if routeRec != nil {
+					if sum.Routed == nil {
+						sum.Routed = map[string]int{}
+					}
+					sum.Routed[target]++
+					if err := pub.Publish(ctx, routeSubj, routeRec, "route/"+jobs.MsgID(job.ID, id), nil); err != nil {
+						if ctx.Err() != nil {
+							return fail("submit_interrupted", ctx.Err())
+						}
+						return fail("publish_failed", err)
+					}
+				}
+			}
+		}
 		var perr error
 		if bad != nil {
 			sum.Rejected++
@@ -202,7 +267,7 @@ func (s *Submitter) Submit(ctx context.Context, path string, progress func(rows 
 			req.Job = job.ID
 			data, _ := json.Marshal(req)
 			sum.Published++
-			perr = pub.Publish(ctx, reqSubj, data, jobs.MsgID(job.ID, id), nil)
+			perr = pub.Publish(ctx, subj, data, jobs.MsgID(job.ID, id), nil)
 		}
 		if perr != nil {
 			if ctx.Err() != nil {

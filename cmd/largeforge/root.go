@@ -83,7 +83,7 @@ func newRootCmd() *cobra.Command {
 
 	root.AddCommand(newUpCmd(), newIngestCmd(), newDatasetsCmd(), newSamplesCmd(),
 		newModelCmd(), newGenerateCmd(), newScoreCmd(),
-		newSubmitCmd(), newJobsCmd(), newWorkerCmd(), newGatewayCmd(), newRouteCmd(), newRouterCmd(), newTrainCmd(), newAdaptersCmd())
+		newSubmitCmd(), newJobsCmd(), newWorkerCmd(), newGatewayCmd(), newRouteCmd(), newRouterCmd(), newExpertsCmd(), newTrainCmd(), newAdaptersCmd())
 	return root
 }
 

@@ -1,0 +1,141 @@
+package train
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"path/filepath"
+	"strings"
+
+	"github.com/largeforge/largeforge/jobs"
+	"github.com/largeforge/largeforge/model/train"
+	"github.com/largeforge/largeforge/pipeline"
+	"github.com/largeforge/largeforge/schemas"
+)
+
+// Message is a training job on lf.train.<job>: the job id and its train
+// config, resolved (absolute paths, every default filled in).
+type Message struct {
+	Job string `json:"job"`
+	// Run is the config's own fields; its Training and LoRA travel beside it.
+	Run      train.RunConfig        `json:"run"`
+	Training schemas.TrainingConfig `json:"training"`
+	LoRA     *schemas.LoraConfig    `json:"lora,omitempty"`
+}
+
+// RunConfig is the message's train config, whole.
+func (m Message) RunConfig() train.RunConfig {
+	rc := m.Run
+	rc.Training = m.Training
+	rc.LoRA = m.LoRA
+	return rc
+}
+
+// Encode is the message as JSON.
+func (m Message) Encode() ([]byte, error) { return json.Marshal(m) }
+
+// DecodeMessage decodes and validates a training job message; errors wrap
+// ErrBadMessage.
+func DecodeMessage(data []byte) (Message, error) {
+	var m Message
+	if err := json.Unmarshal(data, &m); err != nil {
+		return Message{}, fmt.Errorf("%w: %w", ErrBadMessage, err)
+	}
+	if err := jobs.ValidID(m.Job); err != nil {
+		return Message{}, fmt.Errorf("%w: %w", ErrBadMessage, err)
+	}
+	if err := m.RunConfig().Validate(); err != nil {
+		return Message{}, fmt.Errorf("%w: job %s: %w", ErrBadMessage, m.Job, err)
+	}
+	return m, nil
+}
+
+// Resolve makes rc's paths (base_model, data_dir, data_files, output_dir)
+// absolute, so that a worker started anywhere on the machine finds them,
+// and validates it.
+func Resolve(rc train.RunConfig) (train.RunConfig, error) {
+	abs := func(p string) (string, error) {
+		if p == "" {
+			return "", nil
+		}
+		a, err := filepath.Abs(p)
+		if err != nil {
+			return "", fmt.Errorf("%w: path %s: %w", ErrInvalidOption, p, err)
+		}
+		return a, nil
+	}
+	var err error
+	if rc.BaseModel, err = abs(rc.BaseModel); err != nil {
+		return rc, err
+	}
+	if rc.DataDir, err = abs(rc.DataDir); err != nil {
+		return rc, err
+	}
+	if rc.Training.OutputDir, err = abs(rc.Training.OutputDir); err != nil {
+		return rc, err
+	}
+	files := make([]string, len(rc.DataFiles))
+	for i, f := range rc.DataFiles {
+		if files[i], err = abs(f); err != nil {
+			return rc, err
+		}
+	}
+	rc.DataFiles = files
+	return rc, rc.Validate()
+}
+
+// modelName is the job record's model: the output directory's name, as a
+// valid job token.
+func modelName(outputDir string) string {
+	n := strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' {
+			return r
+		}
+		return '_'
+	}, filepath.Base(outputDir))
+	if len(n) > 128 {
+		n = n[:128]
+	}
+	if strings.Trim(n, "_") == "" {
+		return "model"
+	}
+	return n
+}
+
+// Submit records a training job (kind training, status validating) in
+// lf_jobs and publishes rc, resolved, on lf.train.<job>; id "" means
+// jobs.NewTrainingID(). A job whose message cannot be published is marked
+// failed. A worker with --role train takes it from there.
+func Submit(ctx context.Context, bus *pipeline.Bus, store *jobs.Store, rc train.RunConfig, id string) (jobs.Job, error) {
+	if bus == nil || store == nil {
+		return jobs.Job{}, fmt.Errorf("%w: submit needs a bus and a job store", ErrInvalidOption)
+	}
+	rc, err := Resolve(rc)
+	if err != nil {
+		return jobs.Job{}, err
+	}
+	if id == "" {
+		id = jobs.NewTrainingID()
+	}
+	subj, err := pipeline.TrainSubject(id)
+	if err != nil {
+		return jobs.Job{}, err
+	}
+	data, err := Message{Job: id, Run: rc, Training: rc.Training, LoRA: rc.LoRA}.Encode()
+	if err != nil {
+		return jobs.Job{}, err
+	}
+	input := rc.Dataset
+	if input == "" {
+		input = strings.Join(rc.DataFiles, ",")
+	}
+	j, err := store.Create(ctx, jobs.Spec{ID: id, Kind: jobs.KindTraining, Model: modelName(rc.Training.OutputDir), InputFile: input})
+	if err != nil {
+		return jobs.Job{}, err
+	}
+	if _, err := bus.Publish(ctx, subj, data, id, nil); err != nil {
+		_, _ = store.Fail(context.WithoutCancel(ctx), id, jobs.ErrorReport{Code: "submit_failed", Message: err.Error()})
+		return j, fmt.Errorf("submit training job %s: %w", id, err)
+	}
+	return j, nil
+}

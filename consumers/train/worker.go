@@ -1,0 +1,399 @@
+package train
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+
+	"github.com/largeforge/largeforge/jobs"
+	"github.com/largeforge/largeforge/logging"
+	"github.com/largeforge/largeforge/model/train"
+	"github.com/largeforge/largeforge/pipeline"
+)
+
+// Worker defaults.
+const (
+	// Durable is the consumer every train worker shares.
+	Durable = "train"
+	// Stage names the DLQ subject of training jobs (lf.dlq.train.<job>).
+	Stage               = "train"
+	DefaultAckWait      = 30 * time.Second
+	DefaultMaxDeliver   = 5
+	DefaultProgressEach = time.Second
+	// DefaultDrainTimeout is how long a job may go on training after the
+	// worker is told to stop; then it stops and the job's message goes back
+	// to the queue for another worker, which resumes from the newest
+	// checkpoint.
+	DefaultDrainTimeout   = 2 * time.Second
+	DefaultHeartbeatEvery = 10 * time.Second
+	// MaxConcurrentJobs bounds the training jobs running at once across all
+	// the workers (the consumer's MaxAckPending); each worker runs one.
+	MaxConcurrentJobs = 64
+)
+
+// Config configures a train worker.
+type Config struct {
+	// AckWait is how long a silent (dead) worker keeps its job before the
+	// message is redelivered to another worker (default 30s); InProgress
+	// is sent every AckWait/3 while a job trains.
+	AckWait time.Duration
+	// MaxDeliver is how many deliveries a job gets (default 5): each
+	// worker that dies on it uses one.
+	MaxDeliver int
+	// ProgressEvery is the least time between progress writes to lf_jobs
+	// (default 1s); the last step is always written.
+	ProgressEvery  time.Duration
+	DrainTimeout   time.Duration // default 2s
+	HeartbeatEvery time.Duration // lf_workers heartbeat period (default 10s)
+	WorkerID       string        // default <host>-<pid>
+	Backend        string        // GoMLX backend ("": the trainer's default)
+	MaxWait        time.Duration // fetch wait (default: the pipeline's)
+}
+
+// Validate checks the config; errors wrap ErrInvalidOption.
+func (c Config) Validate() error {
+	if c.MaxDeliver < 0 {
+		return fmt.Errorf("%w: max deliver %d is negative", ErrInvalidOption, c.MaxDeliver)
+	}
+	for name, v := range map[string]time.Duration{"ack wait": c.AckWait, "progress every": c.ProgressEvery,
+		"drain timeout": c.DrainTimeout, "heartbeat": c.HeartbeatEvery, "max wait": c.MaxWait} {
+		if v < 0 {
+			return fmt.Errorf("%w: %s %v is negative", ErrInvalidOption, name, v)
+		}
+	}
+	if c.HeartbeatEvery >= pipeline.WorkerHeartbeatTTL {
+		return fmt.Errorf("%w: heartbeat every %v must be below the lf_workers TTL %v", ErrInvalidOption, c.HeartbeatEvery, pipeline.WorkerHeartbeatTTL)
+	}
+	return nil
+}
+
+func (c Config) withDefaults() Config {
+	if c.AckWait == 0 {
+		c.AckWait = DefaultAckWait
+	}
+	if c.MaxDeliver == 0 {
+		c.MaxDeliver = DefaultMaxDeliver
+	}
+	if c.ProgressEvery == 0 {
+		c.ProgressEvery = DefaultProgressEach
+	}
+	if c.DrainTimeout == 0 {
+		c.DrainTimeout = DefaultDrainTimeout
+	}
+	if c.HeartbeatEvery == 0 {
+		c.HeartbeatEvery = DefaultHeartbeatEvery
+	}
+	if c.WorkerID == "" {
+		host, _ := os.Hostname()
+		if host == "" {
+			host = "worker"
+		}
+		c.WorkerID = fmt.Sprintf("%s-%d", host, os.Getpid())
+	}
+	return c
+}
+
+// Worker is a running train worker.
+type Worker struct {
+	ID   string
+	cfg  Config
+	bus  *pipeline.Bus
+	jobs *jobs.Store
+	log  zerolog.Logger
+	reg  prometheus.Registerer
+	cons *pipeline.Consumer
+
+	current atomic.Value // string: the job being trained, "" when idle
+	done    chan struct{}
+	err     error
+}
+
+// Start starts a train worker: a consume loop of the durable consumer
+// "train" on lf.train.> taking one job at a time, and a heartbeat in
+// lf_workers (key train.<id>). It runs until ctx ends; then the job in hand
+// is stopped (after DrainTimeout) and its message nakked, so another worker
+// resumes it. reg, when not nil, gets the trainer's §5.1 gauges.
+func Start(ctx context.Context, bus *pipeline.Bus, cfg Config, log zerolog.Logger, reg prometheus.Registerer) (*Worker, error) {
+	if bus == nil {
+		return nil, fmt.Errorf("%w: a train worker needs a bus", ErrInvalidOption)
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	kv, err := bus.KV(ctx, pipeline.BucketJobs)
+	if err != nil {
+		return nil, err
+	}
+	store, err := jobs.NewStore(kv)
+	if err != nil {
+		return nil, err
+	}
+	hb, err := bus.KV(ctx, pipeline.BucketWorkers)
+	if err != nil {
+		return nil, err
+	}
+	w := &Worker{ID: cfg.WorkerID, cfg: cfg, bus: bus, jobs: store, reg: reg, done: make(chan struct{}),
+		log: logging.Named(log, "largeforge.train.worker").With().Str("worker_id", cfg.WorkerID).Logger()}
+	w.current.Store("")
+	filter, _ := pipeline.TrainFilter(pipeline.AnyToken)
+	w.cons, err = pipeline.NewConsumer(ctx, bus, pipeline.ConsumerConfig{
+		Stream: pipeline.StreamTrain, Durable: Durable, FilterSubjects: []string{filter}, Stage: Stage,
+		Batch: 1, MaxAckPending: MaxConcurrentJobs, AckWait: cfg.AckWait, MaxDeliver: cfg.MaxDeliver,
+		DrainTimeout: cfg.DrainTimeout, MaxWait: cfg.MaxWait,
+	}, pipeline.PerMessage(w.handle), logging.Named(log, "largeforge.consumer."+Durable))
+	if err != nil {
+		return nil, err
+	}
+	hctx, stopHB := context.WithCancel(context.WithoutCancel(ctx))
+	var hbDone sync.WaitGroup
+	hbDone.Add(1)
+	go func() {
+		defer hbDone.Done()
+		w.heartbeat(hctx, hb)
+	}()
+	go func() {
+		w.err = w.cons.Run(ctx)
+		stopHB()
+		hbDone.Wait()
+		close(w.done)
+	}()
+	return w, nil
+}
+
+// Wait blocks until the worker has stopped and returns its error.
+func (w *Worker) Wait() error {
+	<-w.done
+	return w.err
+}
+
+// Heartbeat is the value of a train worker's key in lf_workers.
+type Heartbeat struct {
+	ID        string `json:"id"`
+	Role      string `json:"role"` // "train"
+	Job       string `json:"job,omitempty"`
+	PID       int    `json:"pid"`
+	StartedAt int64  `json:"started_at"`
+	UpdatedAt int64  `json:"updated_at"`
+}
+
+// HeartbeatKey is a train worker's key in lf_workers.
+func HeartbeatKey(id string) string { return "train." + id }
+
+func (w *Worker) heartbeat(ctx context.Context, kv jetstream.KeyValue) {
+	hb := Heartbeat{ID: w.ID, Role: "train", PID: os.Getpid(), StartedAt: time.Now().Unix()}
+	put := func() {
+		hb.UpdatedAt = time.Now().Unix()
+		hb.Job, _ = w.current.Load().(string)
+		data, _ := json.Marshal(hb)
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		if _, err := kv.Put(pctx, HeartbeatKey(w.ID), data); err != nil && !errors.Is(err, context.Canceled) {
+			w.log.Warn().Err(err).Msg("worker heartbeat")
+		}
+	}
+	put()
+	t := time.NewTicker(w.cfg.HeartbeatEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			_ = kv.Delete(dctx, HeartbeatKey(w.ID))
+			cancel()
+			return
+		case <-t.C:
+			put()
+		}
+	}
+}
+
+// handle runs one training job. Outcomes: nil (ack) when the job completed,
+// was cancelled or had already ended; Invalid (DLQ) when its message or
+// training fails for good (the job is marked failed); a plain error (nak,
+// redelivery) when the worker is stopping mid-job.
+func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) error {
+	m, err := DecodeMessage(msg.Data())
+	if err != nil {
+		if id := pipeline.ThirdToken(msg.Subject()); id != "unknown" {
+			w.failJob(ctx, id, "invalid_config", err)
+		}
+		return pipeline.Invalid("bad training job message", err)
+	}
+	log := w.log.With().Str("request_id", m.Job).Logger()
+	j, err := w.jobs.Get(ctx, m.Job)
+	if errors.Is(err, jobs.ErrNotFound) {
+		return pipeline.Invalid("no job record", err)
+	}
+	if err != nil {
+		return err
+	}
+	switch {
+	case j.Status.Terminal():
+		log.Info().Str("status", string(j.Status)).Msg("job already ended; dropped")
+		return nil
+	case j.Status == jobs.StatusCancelling:
+		_, err := w.jobs.Transition(ctx, m.Job, jobs.StatusCancelled, nil)
+		return err
+	}
+	attempt := 1
+	if meta, err := msg.Metadata(); err == nil {
+		attempt = int(meta.NumDelivered)
+	}
+	rc := m.RunConfig()
+	resumed := ""
+	if cks, err := train.CompleteCheckpoints(rc.Training.OutputDir); err == nil && len(cks) > 0 {
+		resumed = cks[len(cks)-1]
+	}
+	if _, err := w.jobs.Update(ctx, m.Job, func(jj *jobs.Job) error {
+		if jj.Status == jobs.StatusValidating {
+			if err := jj.SetStatus(jobs.StatusInProgress, time.Now()); err != nil {
+				return err
+			}
+		}
+		p := jobs.TrainingProgress{OutputDir: rc.Training.OutputDir}
+		if jj.Training != nil {
+			p = *jj.Training
+		}
+		p.Worker, p.Attempt, p.ResumedFrom, p.UpdatedAt = w.ID, attempt, resumed, time.Now().Unix()
+		jj.Training = &p
+		return nil
+	}); err != nil {
+		return err
+	}
+	w.current.Store(m.Job)
+	defer w.current.Store("")
+	log.Info().Dict("context", logging.Ctx().Str("output_dir", rc.Training.OutputDir).Int("attempt", attempt).
+		Str("resumed_from", resumed)).Msg("training job started")
+
+	tctx, stop := context.WithCancel(ctx)
+	defer stop()
+	var cancelled atomic.Bool
+	watchDone := make(chan struct{})
+	go func() { // a cancel in lf_jobs stops the trainer before its next step
+		defer close(watchDone)
+		_, _ = w.jobs.Watch(tctx, m.Job, func(j jobs.Job) bool {
+			if j.Status == jobs.StatusCancelling || j.Status.Terminal() {
+				cancelled.Store(true)
+				stop()
+				return false
+			}
+			return true
+		})
+	}()
+	pw := newProgressWriter(w.jobs, m.Job, w.cfg.ProgressEvery, log)
+	opts := []train.Option{train.WithProgress(pw.report)}
+	if w.cfg.Backend != "" {
+		opts = append(opts, train.WithBackend(w.cfg.Backend))
+	}
+	if w.reg != nil {
+		opts = append(opts, train.WithRegisterer(w.reg))
+	}
+	res, terr := runTraining(tctx, rc, logging.Named(log, "largeforge.train"), opts...)
+	stop()
+	<-watchDone
+	last := pw.close()
+
+	// The job's outcome is written with a ctx of its own: the handler's may
+	// be ending.
+	octx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	switch {
+	case terr == nil:
+		_, err := w.jobs.Update(octx, m.Job, func(jj *jobs.Job) error {
+			setProgress(jj, last, rc.Training.OutputDir)
+			jj.Training.ETASeconds = 0
+			if jj.Status == jobs.StatusCancelling { // cancelled after the last step
+				return jj.SetStatus(jobs.StatusCancelled, time.Now())
+			}
+			if jj.Status.Terminal() {
+				return jobs.ErrSkip
+			}
+			if err := jj.SetStatus(jobs.StatusFinalizing, time.Now()); err != nil {
+				return err
+			}
+			return jj.SetStatus(jobs.StatusCompleted, time.Now())
+		})
+		if err != nil {
+			return err
+		}
+		log.Info().Dict("context", logging.Ctx().Int("global_step", res.GlobalStep).Float64("train_loss", res.TrainLoss).
+			Str("output_dir", rc.Training.OutputDir)).Msg("training job completed")
+		return nil
+	case cancelled.Load() && errors.Is(terr, context.Canceled):
+		_, err := w.jobs.Update(octx, m.Job, func(jj *jobs.Job) error {
+			setProgress(jj, last, rc.Training.OutputDir)
+			if jj.Status.Terminal() {
+				return jobs.ErrSkip
+			}
+			return jj.SetStatus(jobs.StatusCancelled, time.Now())
+		})
+		if err != nil {
+			return err
+		}
+		log.Info().Int("step", last.Step).Msg("training job cancelled")
+		return nil
+	case ctx.Err() != nil:
+		// The worker is stopping: the message goes back to the queue and
+		// another worker resumes from the newest checkpoint.
+		log.Warn().Int("step", last.Step).Msg("worker stopping mid-job; the job goes back to the queue")
+		return fmt.Errorf("job %s: worker stopped at step %d: %w", m.Job, last.Step, ctx.Err())
+	default:
+		w.failJob(octx, m.Job, "training_failed", terr)
+		return pipeline.Invalid("training failed", terr)
+	}
+}
+
+// runTraining is train.Run with a GoMLX panic turned into an error.
+func runTraining(ctx context.Context, rc train.RunConfig, log zerolog.Logger, opts ...train.Option) (res train.Result, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("training panicked: %v", r)
+		}
+	}()
+	if err := os.MkdirAll(filepath.Dir(rc.Training.OutputDir), 0o755); err != nil {
+		return res, err
+	}
+	return train.Run(ctx, rc, log, opts...)
+}
+
+func (w *Worker) failJob(ctx context.Context, id, code string, cause error) {
+	_, err := w.jobs.Update(ctx, id, func(jj *jobs.Job) error {
+		if jj.Status.Terminal() {
+			return jobs.ErrSkip
+		}
+		jj.AddError(jobs.ErrorReport{Code: code, Message: cause.Error()})
+		return jj.SetStatus(jobs.StatusFailed, time.Now())
+	})
+	if err != nil && !errors.Is(err, jobs.ErrNotFound) {
+		w.log.Warn().Err(err).Str("request_id", id).Msg("mark job failed")
+	}
+	w.log.Error().Err(cause).Str("request_id", id).Msg("training job failed")
+}
+
+// setProgress copies the last progress (when there was a step) into the
+// record.
+func setProgress(jj *jobs.Job, p train.Progress, outputDir string) {
+	if jj.Training == nil {
+		jj.Training = &jobs.TrainingProgress{OutputDir: outputDir}
+	}
+	if p.Step > 0 {
+		applyProgress(jj.Training, p)
+	}
+	jj.Training.UpdatedAt = time.Now().Unix()
+}
+
+func applyProgress(tp *jobs.TrainingProgress, p train.Progress) {
+	tp.Step, tp.MaxSteps, tp.Loss, tp.LearningRate, tp.Epoch = p.Step, p.MaxSteps, p.Loss, p.LearningRate, p.Epoch
+	tp.ETASeconds = p.ETA.Seconds()
+}

@@ -14,9 +14,9 @@ import (
 	"github.com/largeforge/largeforge/consumers/train"
 	"github.com/largeforge/largeforge/consumers/train/traintest"
 	"github.com/largeforge/largeforge/jobs"
+	mtrain "github.com/largeforge/largeforge/model/train"
 	"github.com/largeforge/largeforge/pipeline"
 	"github.com/largeforge/largeforge/pipeline/pipelinetest"
-	mtrain "github.com/largeforge/largeforge/model/train"
 )
 
 func jobStore(t *testing.T, bus *pipeline.Bus) *jobs.Store {

@@ -38,12 +38,18 @@ func packMatrix(w []float32, out, in int) *packedMatrix {
 	return &packedMatrix{in: in, out: out, ld: ld, wt: wt}
 }
 
-// mul sets y [rows, out] = x [rows, in] · wᵀ, plus bias [out] when not nil.
+// mul sets y [rows, out] = x [rows, in] · wᵀ, plus bias [out] when not nil,
+// on every core when the product is large enough.
 func (p *packedMatrix) mul(y, x []float32, rows int, bias []float32) {
+	p.mulOn(y, x, rows, bias, true)
+}
+
+// mulOn is mul, on the calling goroutine alone unless parallel is set.
+func (p *packedMatrix) mulOn(y, x []float32, rows int, bias []float32, parallel bool) {
 	colBlocks := p.ld / blockCols
 	rowBlocks := (rows + blockRows - 1) / blockRows
 	workers := 1
-	if rows*p.in*p.out >= parallelMACs {
+	if parallel && rows*p.in*p.out >= parallelMACs {
 		workers = min(runtime.GOMAXPROCS(0), max(colBlocks, rowBlocks))
 	}
 	if workers <= 1 {

@@ -84,8 +84,8 @@ type nativeState struct {
 	d       *nativeDecoder
 	b, t    int
 	k, v    [][]float32 // per layer
-	scratch []float32
-	idle    []float32 // the logits returned for idle rows: zeros
+	scratch [][]float32 // per part of a forward
+	idle    []float32   // the logits returned for idle rows: zeros
 }
 
 func (d *nativeDecoder) newState(b, t int) *nativeState {
@@ -174,7 +174,9 @@ func (s *nativeState) step(ctx context.Context, tokens, pos []int) ([][]float32,
 // forward runs the items through the decoder, writing their keys and values
 // into the cache before attending, so items of one slot at increasing
 // positions (a prompt) see each other causally. It returns the logits of
-// the items that ask for them, in order.
+// the items that ask for them, in order. The items are split by slot
+// between the cores: each part runs the whole decoder on its own rows and
+// its own slots' caches, so the parts never wait for each other.
 func (s *nativeState) forward(ctx context.Context, items []nativeItem) ([][]float32, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -182,22 +184,94 @@ func (s *nativeState) forward(ctx context.Context, items []nativeItem) ([][]floa
 	if s.m != nil && s.m.isClosed() {
 		return nil, ErrClosed
 	}
+	cfg := s.d.cfg
+	for _, it := range items {
+		if it.token < 0 || it.token >= cfg.VocabSize {
+			return nil, fmt.Errorf("%w: token id %d outside the vocabulary of %d", ErrInvalidOption, it.token, cfg.VocabSize)
+		}
+	}
+	parts := s.split(items)
+	if len(parts) <= 1 {
+		return s.run(items, 0, true), nil
+	}
+	outs := make([][][]float32, len(parts))
+	var wg sync.WaitGroup
+	for w, part := range parts {
+		wg.Go(func() { outs[w] = s.run(part, w, false) })
+	}
+	wg.Wait()
+	// Back to the items' order: each part kept its items' relative order.
+	next := make([]int, len(parts))
+	owner := make(map[int]int, len(parts)) // slot -> part
+	for w, part := range parts {
+		for _, it := range part {
+			owner[it.slot] = w
+		}
+	}
+	var out [][]float32
+	for _, it := range items {
+		if it.logits {
+			w := owner[it.slot]
+			out = append(out, outs[w][next[w]])
+			next[w]++
+		}
+	}
+	return out, nil
+}
+
+// split divides the items between the cores by slot, in balanced parts,
+// when there is enough work to pay for it.
+func (s *nativeState) split(items []nativeItem) [][]nativeItem {
+	workers := runtime.GOMAXPROCS(0)
+	perToken := s.d.lmHead.in * (s.d.lmHead.out + 12*s.d.cfg.NumLayers*s.d.lmHead.in)
+	if workers <= 1 || len(items) < 2 || len(items)*perToken < 4*parallelMACs {
+		return nil
+	}
+	count := map[int]int{}
+	var order []int
+	for _, it := range items {
+		if count[it.slot] == 0 {
+			order = append(order, it.slot)
+		}
+		count[it.slot]++
+	}
+	if len(order) < 2 {
+		return nil
+	}
+	workers = min(workers, len(order))
+	part := map[int]int{}
+	w, filled := 0, 0
+	for _, slot := range order {
+		part[slot] = w
+		filled += count[slot]
+		if w < workers-1 && filled*workers >= len(items)*(w+1) {
+			w++
+		}
+	}
+	parts := make([][]nativeItem, w+1)
+	for _, it := range items {
+		parts[part[it.slot]] = append(parts[part[it.slot]], it)
+	}
+	return parts
+}
+
+// run is forward on one part of the items, with scratch space w; parallel
+// lets its products and attention use every core.
+func (s *nativeState) run(items []nativeItem, w int, parallel bool) [][]float32 {
 	d, cfg := s.d, s.d.cfg
 	n := len(items)
 	e, inter := cfg.HiddenSize, cfg.IntermediateSize
 	nh, nkv, hd := cfg.NumHeads, cfg.NumKVHeads, cfg.HeadDim
 	qd, kvd := nh*hd, nkv*hd
 	qkvd := qd + 2*kvd
-	for _, it := range items {
-		if it.token < 0 || it.token >= cfg.VocabSize {
-			return nil, fmt.Errorf("%w: token id %d outside the vocabulary of %d", ErrInvalidOption, it.token, cfg.VocabSize)
-		}
-	}
 	need := n * (2*e + qkvd + qd + 3*inter)
-	if cap(s.scratch) < need {
-		s.scratch = make([]float32, need)
+	for len(s.scratch) <= w {
+		s.scratch = append(s.scratch, nil)
 	}
-	buf := s.scratch[:need]
+	if cap(s.scratch[w]) < need {
+		s.scratch[w] = make([]float32, need)
+	}
+	buf := s.scratch[w][:need]
 	carve := func(size int) []float32 {
 		out := buf[:size:size]
 		buf = buf[size:]
@@ -213,7 +287,7 @@ func (s *nativeState) forward(ctx context.Context, items []nativeItem) ([][]floa
 	for l := range d.layers {
 		lw := &d.layers[l]
 		rmsNormRows(h, x, lw.attnNorm, n, e, eps)
-		lw.qkv.mul(qkv, h, n, lw.qkvBias)
+		lw.qkv.mulOn(qkv, h, n, lw.qkvBias, parallel)
 		kc, vc := s.k[l], s.v[l]
 		for i, it := range items {
 			row := qkv[i*qkvd : (i+1)*qkvd]
@@ -226,21 +300,25 @@ func (s *nativeState) forward(ctx context.Context, items []nativeItem) ([][]floa
 			copy(kc[at:at+kvd], row[qd:qd+kvd])
 			copy(vc[at:at+kvd], row[qd+kvd:])
 		}
-		s.attend(l, items, qkv, att)
-		lw.o.mul(h, att, n, lw.oBias)
+		s.attend(l, items, qkv, att, parallel)
+		lw.o.mulOn(h, att, n, lw.oBias, parallel)
 		addTo(x, h)
 		rmsNormRows(h, x, lw.mlpNorm, n, e, eps)
-		lw.gateUp.mul(gu, h, n, nil)
-		parallelRows(n, n*inter, func(lo, hi int) {
+		lw.gateUp.mulOn(gu, h, n, nil, parallel)
+		parallelRows(parallel, n, n*inter, func(lo, hi int) {
 			for i := lo; i < hi; i++ {
 				g, u := gu[i*2*inter:i*2*inter+inter], gu[i*2*inter+inter:(i+1)*2*inter]
 				a := act[i*inter : (i+1)*inter]
 				for j, gv := range g {
-					a[j] = gv / (1 + expf(-gv)) * u[j]
+					a[j] = -gv
+				}
+				expRow(a, a)
+				for j, gv := range g {
+					a[j] = gv / (1 + a[j]) * u[j]
 				}
 			}
 		})
-		lw.down.mul(h, act, n, nil)
+		lw.down.mulOn(h, act, n, nil, parallel)
 		addTo(x, h)
 	}
 	// The LM head, on the items that want logits only.
@@ -257,17 +335,17 @@ func (s *nativeState) forward(ctx context.Context, items []nativeItem) ([][]floa
 	rmsNormRows(hs, hs, d.finalNorm, len(sel), e, eps)
 	v := cfg.VocabSize
 	logits := make([]float32, len(sel)*v)
-	d.lmHead.mul(logits, hs, len(sel), nil)
+	d.lmHead.mulOn(logits, hs, len(sel), nil, parallel)
 	out := make([][]float32, len(sel))
 	for j := range out {
 		out[j] = logits[j*v : (j+1)*v : (j+1)*v]
 	}
-	return out, nil
+	return out
 }
 
 // attend computes each item's attention output [heads*headDim] over its
 // slot's cache up to its own position (within the sliding window).
-func (s *nativeState) attend(l int, items []nativeItem, qkv, att []float32) {
+func (s *nativeState) attend(l int, items []nativeItem, qkv, att []float32, parallel bool) {
 	cfg := s.d.cfg
 	nh, nkv, hd := cfg.NumHeads, cfg.NumKVHeads, cfg.HeadDim
 	qd, kvd := nh*hd, nkv*hd
@@ -279,8 +357,8 @@ func (s *nativeState) attend(l int, items []nativeItem, qkv, att []float32) {
 	for _, it := range items {
 		work += (it.pos + 1) * nh * hd
 	}
-	parallelRows(len(items), work, func(lo, hi int) {
-		scores := make([]float32, grp*s.t)
+	parallelRows(parallel, len(items), work, func(lo, hi int) {
+		scores := make([]float32, s.t)
 		for i := lo; i < hi; i++ {
 			it := items[i]
 			first := 0
@@ -293,69 +371,111 @@ func (s *nativeState) attend(l int, items []nativeItem, qkv, att []float32) {
 			for kh := range nkv {
 				off := base + kh*hd
 				qs := qkv[i*qkvd+kh*grp*hd : i*qkvd+(kh+1)*grp*hd]
-				sc := scores[:grp*n]
-				for j := range n {
-					k := kc[off+j*kvd : off+j*kvd+hd]
-					for g := range grp {
-						q := qs[g*hd : (g+1)*hd]
-						var dot float32
-						for c, kv := range k {
-							dot += q[c] * kv
-						}
-						sc[g*n+j] = dot * scale
-					}
-				}
-				out := att[i*qd+kh*grp*hd : i*qd+(kh+1)*grp*hd]
-				clear(out)
 				for g := range grp {
-					row := sc[g*n : (g+1)*n]
+					q := qs[g*hd : (g+1)*hd]
+					row := scores[:n]
+					for j := range row {
+						row[j] = dotf(q, kc[off+j*kvd:off+j*kvd+hd]) * scale
+					}
 					best := row[0]
 					for _, v := range row {
-						best = max(best, v)
+						if v > best {
+							best = v
+						}
 					}
-					var sum float32
 					for j, v := range row {
-						p := expf(v - best)
-						row[j] = p
+						row[j] = v - best
+					}
+					expRow(row, row)
+					var sum float32
+					for _, p := range row {
 						sum += p
 					}
 					inv := 1 / sum
 					for j := range row {
 						row[j] *= inv
 					}
-				}
-				for j := range n {
-					v := vc[off+j*kvd : off+j*kvd+hd]
-					for g := range grp {
-						p := sc[g*n+j]
-						o := out[g*hd : (g+1)*hd]
-						for c, val := range v {
-							o[c] += p * val
-						}
-					}
+					weightedSum(att[i*qd+(kh*grp+g)*hd:i*qd+(kh*grp+g+1)*hd], row, vc[off:], kvd)
 				}
 			}
 		}
 	})
 }
 
-// expf is e^x in float32 (relative error below 1e-8 before rounding), for
-// softmax and SiLU: faster than math.Exp, which handles float64 in full.
-func expf(x float32) float32 {
-	switch {
-	case x < -87.3:
-		return 0
-	case x > 88.8: // beyond float32 (88.72...): the conversion below gives +Inf too
-		return float32(math.Inf(1))
-	case x != x: // NaN
-		return x
+// dotf is the dot product of two equally long vectors, with four
+// accumulators so the additions do not wait on each other.
+func dotf(a, b []float32) float32 {
+	b = b[:len(a)]
+	var s0, s1, s2, s3 float32
+	i := 0
+	for ; i+4 <= len(a); i += 4 {
+		s0 += a[i] * b[i]
+		s1 += a[i+1] * b[i+1]
+		s2 += a[i+2] * b[i+2]
+		s3 += a[i+3] * b[i+3]
 	}
-	const log2e, ln2 = 1.4426950408889634, 0.6931471805599453
-	xd := float64(x)
-	n := math.Floor(xd*log2e + 0.5)
-	r := xd - n*ln2 // |r| <= ln2/2
-	p := 1 + r*(1+r*(1.0/2+r*(1.0/6+r*(1.0/24+r*(1.0/120+r*(1.0/720+r*(1.0/5040)))))))
-	return float32(p * math.Float64frombits(uint64(int64(n)+1023)<<52))
+	for ; i < len(a); i++ {
+		s0 += a[i] * b[i]
+	}
+	return (s0 + s1) + (s2 + s3)
+}
+
+// weightedSum sets out = Σ_j p[j]·v[j*stride : j*stride+len(out)], eight
+// output values at a time held in locals (a store and reload per term
+// would chain every addition through memory).
+func weightedSum(out, p, v []float32, stride int) {
+	d := len(out)
+	c := 0
+	for ; c+8 <= d; c += 8 {
+		var a0, a1, a2, a3, a4, a5, a6, a7 float32
+		for j, pj := range p {
+			r := v[j*stride+c : j*stride+c+8]
+			a0 += pj * r[0]
+			a1 += pj * r[1]
+			a2 += pj * r[2]
+			a3 += pj * r[3]
+			a4 += pj * r[4]
+			a5 += pj * r[5]
+			a6 += pj * r[6]
+			a7 += pj * r[7]
+		}
+		out[c], out[c+1], out[c+2], out[c+3] = a0, a1, a2, a3
+		out[c+4], out[c+5], out[c+6], out[c+7] = a4, a5, a6, a7
+	}
+	for ; c < d; c++ {
+		var a float32
+		for j, pj := range p {
+			a += pj * v[j*stride+c]
+		}
+		out[c] = a
+	}
+}
+
+// expRow sets dst[i] = e^src[i] in float32 (relative error below 1e-7),
+// for softmax and SiLU. One loop over a row lets the CPU overlap the
+// elements, where a call per element (math.Exp, in float64 in full) costs
+// several times more.
+func expRow(dst, src []float32) {
+	const (
+		log2e, ln2 = 1.4426950408889634, 0.6931471805599453
+		// Adding 1.5·2^52 rounds to an integer (Go does not reassociate
+		// float arithmetic).
+		round = 1.5 * (1 << 52)
+	)
+	dst = dst[:len(src)]
+	for i, x := range src {
+		if x < -87.3 { // e^x is below float32's smallest normal
+			dst[i] = 0
+			continue
+		}
+		xd := float64(min(x, 88.8)) // beyond float32's range the conversion gives +Inf
+		n := (xd*log2e + round) - round
+		r := xd - n*ln2 // |r| <= ln2/2
+		r2 := r * r
+		// The Taylor series of e^r to degree 7, by Estrin's scheme.
+		p := (1 + r) + r2*((1.0/2+r*(1.0/6))+r2*((1.0/24+r*(1.0/120))+r2*(1.0/720+r*(1.0/5040))))
+		dst[i] = float32(p * math.Float64frombits(uint64(int64(n)+1023)<<52))
+	}
 }
 
 // ropeRow rotates one head's vector in place, rotate-half layout.
@@ -390,11 +510,11 @@ func addTo(x, y []float32) {
 	}
 }
 
-// parallelRows splits rows [0, n) between the cores when work (a rough
-// count of operations) is large enough to pay for it.
-func parallelRows(n, work int, f func(lo, hi int)) {
+// parallelRows splits rows [0, n) between the cores when parallel is set
+// and work (a rough count of operations) is large enough to pay for it.
+func parallelRows(parallel bool, n, work int, f func(lo, hi int)) {
 	workers := min(runtime.GOMAXPROCS(0), n)
-	if work < parallelMACs || workers <= 1 {
+	if !parallel || work < parallelMACs || workers <= 1 {
 		f(0, n)
 		return
 	}

@@ -67,24 +67,30 @@ func TestNativeMatchesGraph(t *testing.T) {
 	}
 }
 
-func TestExpf(t *testing.T) {
+func TestExpRow(t *testing.T) {
+	var xs []float32
 	for x := float32(-90); x <= 90; x += 0.0137 {
+		xs = append(xs, x)
+	}
+	got32 := make([]float32, len(xs))
+	expRow(got32, xs)
+	for i, x := range xs {
 		want := math.Exp(float64(x))
-		got := float64(expf(x))
+		got := float64(got32[i])
 		if want < 1e-37 {
 			if got > 1e-37 {
-				t.Fatalf("expf(%v) = %v, want ~0", x, got)
+				t.Fatalf("expRow(%v) = %v, want ~0", x, got)
 			}
 			continue
 		}
 		if math.IsInf(want, 1) || want > math.MaxFloat32 {
 			if !math.IsInf(got, 1) && got < math.MaxFloat32/2 {
-				t.Fatalf("expf(%v) = %v, want +Inf", x, got)
+				t.Fatalf("expRow(%v) = %v, want +Inf", x, got)
 			}
 			continue
 		}
 		if rel := math.Abs(got-want) / want; rel > 2e-7 {
-			t.Fatalf("expf(%v) = %v, want %v (relative error %g)", x, got, want, rel)
+			t.Fatalf("expRow(%v) = %v, want %v (relative error %g)", x, got, want, rel)
 		}
 	}
 }

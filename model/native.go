@@ -343,6 +343,46 @@ func (s *nativeState) run(items []nativeItem, w int, parallel bool) [][]float32 
 	return out
 }
 
+// tokenLogprobs returns for each row log p(row[j] | row[:j]) for j from
+// first[i] to the row's end, running every row once through the decoder.
+func (d *nativeDecoder) tokenLogprobs(ctx context.Context, m *Model, rows [][]int, first []int) ([][]float64, error) {
+	longest := 1
+	var items []nativeItem
+	for i, row := range rows {
+		longest = max(longest, len(row))
+		for j := range len(row) - 1 { // the last token predicts nothing we score
+			items = append(items, nativeItem{slot: i, pos: j, token: row[j], logits: j >= first[i]-1})
+		}
+	}
+	st := d.newState(len(rows), longest)
+	st.m = m
+	defer st.release()
+	logits, err := st.forward(ctx, items)
+	if err != nil {
+		return nil, err
+	}
+	out := make([][]float64, len(rows))
+	k := 0
+	for _, it := range items {
+		if !it.logits {
+			continue
+		}
+		row := logits[k]
+		k++
+		best := row[0]
+		for _, v := range row {
+			best = max(best, v)
+		}
+		var sum float64
+		for _, v := range row {
+			sum += math.Exp(float64(v - best))
+		}
+		next := rows[it.slot][it.pos+1]
+		out[it.slot] = append(out[it.slot], float64(row[next]-best)-math.Log(sum))
+	}
+	return out, nil
+}
+
 // attend computes each item's attention output [heads*headDim] over its
 // slot's cache up to its own position (within the sliding window).
 func (s *nativeState) attend(l int, items []nativeItem, qkv, att []float32, parallel bool) {

@@ -29,13 +29,23 @@ func TestNativeMatchesGraph(t *testing.T) {
 				tt.edit(&ck.Config)
 				ck.Tensors = randomTensors(ck.Config, 2)
 			}
-			var logits [2][][]float32
+			var (
+				logits [2][][]float32
+				scores [2][]ScoreResult
+			)
 			for e, engine := range engines {
 				m, err := New(ck, WithEngine(engine))
 				if err != nil {
 					t.Fatal(err)
 				}
 				defer m.Close()
+				scores[e], err = m.Score(ctx, []ScoreRequest{
+					{PromptIDs: []int{1, 4, 4}, CompletionIDs: []int{9, 2, 7}},
+					{CompletionIDs: []int{1, 3, 5, 7, 9, 11, 13, 15, 17, 19}},
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
 				st := m.newKVState(4, 16)
 				prompts := [][]int{{1, 5, 9}, {1, 7, 3, 3, 8, 2, 4}, {1}}
 				rows, err := st.prefill(ctx, []int{0, 2, 3}, prompts)
@@ -62,6 +72,12 @@ func TestNativeMatchesGraph(t *testing.T) {
 			}
 			if worst > 1e-4 {
 				t.Errorf("native and graph logits differ by %g, want <= 1e-4", worst)
+			}
+			for i := range scores[0] {
+				n, g := scores[0][i], scores[1][i]
+				if n.Tokens != g.Tokens || math.Abs(n.SumLogprob-g.SumLogprob) > 1e-4 {
+					t.Errorf("score row %d: native %d tokens sum %v, graph %d tokens sum %v", i, n.Tokens, n.SumLogprob, g.Tokens, g.SumLogprob)
+				}
 			}
 		})
 	}

@@ -138,6 +138,20 @@ func (m *Model) Score(ctx context.Context, reqs []ScoreRequest) ([]ScoreResult, 
 	step := m.chunkRows(rows)
 	for lo := 0; lo < len(rows); lo += step {
 		batch := rows[lo:min(lo+step, len(rows))]
+		if m.native != nil && m.engine == EngineNative {
+			first := make([]int, len(batch))
+			for i := range batch {
+				first[i] = max(len(reqs[lo+i].PromptIDs), 1)
+			}
+			lps, err := m.native.tokenLogprobs(ctx, m, batch, first)
+			if err != nil {
+				return nil, err
+			}
+			for i, lp := range lps {
+				out[lo+i] = scoreResult(lp)
+			}
+			continue
+		}
 		b, s := m.padDims(batch)
 		toks := make([]int32, b*s)
 		next := make([]int32, b*s)
@@ -163,19 +177,25 @@ func (m *Model) Score(ctx context.Context, reqs []ScoreRequest) ([]ScoreResult, 
 		}
 		for i, row := range batch {
 			first := max(len(reqs[lo+i].PromptIDs), 1)
-			r := ScoreResult{TokenLogprobs: make([]float64, 0, len(row)-first)}
+			lps := make([]float64, 0, len(row)-first)
 			for j := first; j < len(row); j++ {
-				x := float64(lp[i*s+j-1])
-				r.TokenLogprobs = append(r.TokenLogprobs, x)
-				r.SumLogprob += x
+				lps = append(lps, float64(lp[i*s+j-1]))
 			}
-			r.Tokens = len(r.TokenLogprobs)
-			r.MeanLogprob = r.SumLogprob / float64(r.Tokens)
-			r.Perplexity = math.Exp(-r.MeanLogprob)
-			out[lo+i] = r
+			out[lo+i] = scoreResult(lps)
 		}
 	}
 	return out, nil
+}
+
+// scoreResult sums a row's token log-probabilities.
+func scoreResult(lps []float64) ScoreResult {
+	r := ScoreResult{TokenLogprobs: lps, Tokens: len(lps)}
+	for _, x := range lps {
+		r.SumLogprob += x
+	}
+	r.MeanLogprob = r.SumLogprob / float64(r.Tokens)
+	r.Perplexity = math.Exp(-r.MeanLogprob)
+	return r
 }
 
 // tokenLogprobs is log softmax(logits)[next] for logits [B, S, V] and next [B, S].

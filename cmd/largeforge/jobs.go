@@ -46,7 +46,7 @@ func newJobsCmd() *cobra.Command {
 
 	status := &cobra.Command{
 		Use:   "status JOB",
-		Short: "Print a job's record (status, counts, timestamps, output locations) as JSON",
+		Short: "Print a job's record (status, counts, timestamps, output locations; a training job's step, loss, learning rate, epoch and ETA) as JSON",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return withJobStore(cmd.Context(), func(_ *pipeline.Bus, s *jobs.Store) error {
@@ -54,6 +54,7 @@ func newJobsCmd() *cobra.Command {
 				if err != nil {
 					return err
 				}
+				printTrainingLine(os.Stderr, j)
 				return printJobJSON(os.Stdout, j)
 			})
 		},
@@ -88,6 +89,10 @@ func newJobsCmd() *cobra.Command {
 				j, purged, err := jobs.Cancel(cmd.Context(), bus, s, args[0])
 				if err != nil {
 					return err
+				}
+				if j.Kind == jobs.KindTraining {
+					fmt.Printf("job %s cancelling: its train worker stops at the next step\n", j.ID)
+					return nil
 				}
 				fmt.Printf("job %s cancelling: %d queued requests purged; the results sink finalises it\n", j.ID, purged)
 				return nil
@@ -141,6 +146,17 @@ func printJobJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
+}
+
+// printTrainingLine prints a training job's progress in one line
+// ("step 12/40 loss 2.3100 learning_rate 5e-05 epoch 0.30 eta 42s").
+func printTrainingLine(w io.Writer, j jobs.Job) {
+	tp := j.Training
+	if tp == nil {
+		return
+	}
+	fmt.Fprintf(w, "job %s %s: step %d/%d loss %.4f learning_rate %.3g epoch %.2f eta %s (output_dir %s)\n", j.ID, j.Status,
+		tp.Step, tp.MaxSteps, tp.Loss, tp.LearningRate, tp.Epoch, time.Duration(tp.ETASeconds*float64(time.Second)).Round(time.Second), tp.OutputDir)
 }
 
 func printJobTable(w io.Writer, list []jobs.Job) {

@@ -9,16 +9,19 @@ import (
 
 	"github.com/spf13/cobra"
 
+	trainjobs "github.com/largeforge/largeforge/consumers/train"
+	"github.com/largeforge/largeforge/jobs"
 	"github.com/largeforge/largeforge/model/train"
+	"github.com/largeforge/largeforge/pipeline"
 )
 
 func newTrainCmd() *cobra.Command {
 	var (
-		configPath, dataDir string
-		resume              bool
+		configPath, dataDir, jobID string
+		resume, submit             bool
 	)
 	cmd := &cobra.Command{
-		Use:   "train --config train.yaml",
+		Use:   "train --config train.yaml [--submit]",
 		Short: "Fine-tune a model here (SFT or DPO, full or LoRA) from an ingested dataset or Parquet/JSONL files",
 		Long: `Fine-tune a local Hugging Face checkpoint on this machine. train.yaml holds method (sft, or
 dpo with beta, default 0.1, against the base as frozen reference), base_model (a model directory), the data (dataset: an ingested
@@ -32,7 +35,11 @@ output_dir holds checkpoints continues from the newest with the same optimizer s
 schedule position and data order.
 A lora: section (r, lora_alpha, target_modules, bias none; the §2.2 defaults) trains LoRA
 adapters instead, saved as adapter_model.safetensors with PEFT names and adapter_config.json.
-Training runs in float32 on the CPU whatever bf16/fp16 say.`,
+Training runs in float32 on the CPU whatever bf16/fp16 say.
+With --submit the job goes to the bus instead (LF_TRAIN, lf.train.<job>): its id is printed,
+a worker with --role train runs it, and ` + "`largeforge jobs status JOB`" + ` shows its step, loss,
+learning rate, epoch and ETA. base_model, the data and output_dir are made absolute
+and must be paths the train workers see (the same machine, or a shared filesystem).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if configPath == "" {
@@ -53,6 +60,16 @@ Training runs in float32 on the CPU whatever bf16/fp16 say.`,
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			log := newLogger()
+			if submit {
+				return withJobStore(ctx, func(bus *pipeline.Bus, s *jobs.Store) error {
+					j, err := trainjobs.Submit(ctx, bus, s, rc, jobID)
+					if err != nil {
+						return err
+					}
+					fmt.Fprintln(cmd.OutOrStdout(), j.ID)
+					return nil
+				})
+			}
 			reg := newRegistry()
 			if err := serveMetrics(ctx, cfg.MetricsAddr, reg, log); err != nil {
 				return err
@@ -69,6 +86,8 @@ Training runs in float32 on the CPU whatever bf16/fp16 say.`,
 	cmd.Flags().StringVar(&configPath, "config", "", "train.yaml")
 	cmd.Flags().BoolVar(&resume, "resume", false, "continue from the newest output_dir/checkpoint-<step>/ (an error when there is none; a run resumes from one anyway when present)")
 	cmd.Flags().StringVar(&dataDir, "data-dir", "./lf-data", "where ingested datasets live (for dataset:)")
+	cmd.Flags().BoolVar(&submit, "submit", false, "queue the job on the bus for a worker with --role train and print its id")
+	cmd.Flags().StringVar(&jobID, "job-id", "", "with --submit: the job's id (default train_<random>)")
 	return cmd
 }
 

@@ -21,6 +21,7 @@ type UpConfig struct {
 	DataDir string
 	Listen  string
 	Models  []string     // name=DIR: models the embedded infer worker serves
+	Adapter []string     // name=DIR: LoRA adapters merged into those models at load
 	Gateway GatewayFlags // HTTP "" : no gateway
 }
 
@@ -45,7 +46,8 @@ store under --data-dir (settings from the repository's nats.conf), the streams, 
 and object store, and the workers: the dataset sink (Parquet parts and manifests under
 <data-dir>/datasets), the raw-record validator of lf.data.<dataset>.raw, and the rejects
 writer; the results sink of batch jobs (<data-dir>/jobs/<job>/), and, for each --model
-name=DIR, an infer and score worker; with --http ADDR, the OpenAI-compatible
+name=DIR (with --adapter name=DIR: a LoRA adapter merged in at load), an infer and score
+worker; a train worker for training jobs (largeforge train --submit); with --http ADDR, the OpenAI-compatible
 HTTP gateway (see largeforge gateway). Ctrl-C drains the workers and stops cleanly.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -61,6 +63,7 @@ HTTP gateway (see largeforge gateway). Ctrl-C drains the workers and stops clean
 	cmd.Flags().StringVar(&up.DataDir, "data-dir", "./lf-data", "where JetStream, datasets and results live")
 	cmd.Flags().StringVar(&up.Listen, "listen", "", "client address host:port (default: nats.conf's, 127.0.0.1:4222)")
 	cmd.Flags().StringArrayVar(&up.Models, "model", nil, "serve a model: name=DIR (repeatable)")
+	cmd.Flags().StringArrayVar(&up.Adapter, "adapter", nil, "merge a LoRA adapter into a --model at load: name=ADAPTER_DIR (repeatable)")
 	addGatewayFlags(cmd, &up.Gateway, "")
 	return cmd
 }
@@ -102,11 +105,20 @@ func runUp(ctx context.Context, up UpConfig) error {
 	if err != nil {
 		return err
 	}
+	adapters, err := parseAdapters(up.Adapter)
+	if err != nil {
+		return err
+	}
+	for n := range adapters {
+		if _, ok := models[n]; !ok {
+			return fmt.Errorf("--adapter %s: no --model %s to apply it to", n, n)
+		}
+	}
 	workers, err := datasetsink.Start(ctx, bus, filepath.Join(dataDir, "datasets"), log, metrics)
 	if err != nil {
 		return err
 	}
-	jobWorkers, err := startJobWorkers(ctx, bus, dataDir, models, log, reg)
+	jobWorkers, err := startJobWorkersWith(ctx, bus, dataDir, models, adapters, log, reg)
 	if err != nil {
 		return err
 	}

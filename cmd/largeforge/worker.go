@@ -14,6 +14,7 @@ import (
 	"github.com/largeforge/largeforge/consumers/datasetsink"
 	"github.com/largeforge/largeforge/consumers/infer"
 	"github.com/largeforge/largeforge/consumers/resultsink"
+	trainjobs "github.com/largeforge/largeforge/consumers/train"
 	"github.com/largeforge/largeforge/dataset"
 	"github.com/largeforge/largeforge/logging"
 	"github.com/largeforge/largeforge/pipeline"
@@ -24,16 +25,21 @@ const (
 	RoleInfer   = "infer"
 	RoleResults = "results"
 	RoleDataset = "dataset"
+	RoleTrain   = "train"
 )
 
 // WorkerConfig is what `largeforge worker` runs with.
 type WorkerConfig struct {
-	Role    string
-	Models  map[string]string // name → checkpoint directory ("": fetch it from lf_models)
-	DataDir string
+	Role   string
+	Models map[string]string // name → checkpoint directory ("": fetch it from lf_models)
+	// Adapters are LoRA adapter directories merged into the models of
+	// those names at load (name → adapter directory).
+	Adapters map[string]string
+	DataDir  string
 	// ModelCache is where models fetched from lf_models are kept.
 	ModelCache string
 	Infer      infer.Config
+	Train      trainjobs.Config
 }
 
 // Validate checks the flags of worker.
@@ -57,14 +63,24 @@ func (c WorkerConfig) Validate() error {
 				return fmt.Errorf("--model %s=%s: not a directory", n, d)
 			}
 		}
+		for n, d := range c.Adapters {
+			if _, ok := c.Models[n]; !ok {
+				return fmt.Errorf("--adapter %s=%s: no --model %s to apply it to", n, d, n)
+			}
+			if st, err := os.Stat(d); err != nil || !st.IsDir() {
+				return fmt.Errorf("--adapter %s=%s: not a directory", n, d)
+			}
+		}
 		return c.Infer.Validate()
+	case RoleTrain:
+		return c.Train.Validate()
 	case RoleResults, RoleDataset:
 		if c.DataDir == "" {
 			return fmt.Errorf("--role %s needs --data-dir", c.Role)
 		}
 		return nil
 	}
-	return fmt.Errorf("--role %q: want %s, %s or %s", c.Role, RoleInfer, RoleResults, RoleDataset)
+	return fmt.Errorf("--role %q: want %s, %s, %s or %s", c.Role, RoleInfer, RoleTrain, RoleResults, RoleDataset)
 }
 
 // parseModels turns name=DIR flags into a map; a bare name maps to "" (the
@@ -84,17 +100,39 @@ func parseModels(specs []string) (map[string]string, error) {
 	return out, nil
 }
 
+// parseAdapters turns name=DIR flags into a map.
+func parseAdapters(specs []string) (map[string]string, error) {
+	out := map[string]string{}
+	for _, s := range specs {
+		name, dir, ok := strings.Cut(s, "=")
+		if name == "" || !ok || dir == "" {
+			return nil, fmt.Errorf("--adapter %q: want name=ADAPTER_DIR", s)
+		}
+		if _, dup := out[name]; dup {
+			return nil, fmt.Errorf("--adapter %s given twice", name)
+		}
+		out[name] = dir
+	}
+	return out, nil
+}
+
 func newWorkerCmd() *cobra.Command {
 	var wc WorkerConfig
-	var models []string
+	var models, adapters []string
 	cmd := &cobra.Command{
-		Use:   "worker --role infer --model NAME[=DIR] [--model ...] | --role results|dataset --data-dir DIR",
-		Short: "Run a worker against --nats: batch inference and scoring, the results sink, or the dataset sink",
+		Use:   "worker --role infer --model NAME[=DIR] [--adapter NAME=DIR] [--model ...] | --role train | --role results|dataset --data-dir DIR",
+		Short: "Run a worker against --nats: batch inference and scoring, training jobs, the results sink, or the dataset sink",
 		Long: `Run one worker role against the NATS server of --nats until interrupted.
 --role infer loads each --model name=DIR (a Hugging Face checkpoint directory; a bare name
 is fetched from the lf_models object store, objects <name>/<file>), heartbeats
 into lf_workers and serves the requests of lf.req.*.<name> through the model's continuous
-batcher; start as many as you like, anywhere: they share the work queue. --role results
+batcher; start as many as you like, anywhere: they share the work queue. --adapter name=DIR
+merges a PEFT LoRA adapter into the model of that name once at load (W + lora_alpha/r·B·A),
+so the tuned model is served under the name. --role train takes training jobs (largeforge
+train --submit) from LF_TRAIN one at a time, writes their progress into lf_jobs and stops a
+cancelled one at its next step; when a train worker dies its job is redelivered after
+--ack-wait to another, which resumes from the newest checkpoint in the job's output_dir
+(a path every train worker must see). --role results
 runs the results sink, which writes <data-dir>/jobs/<job>/ (run one per cluster). --role
 dataset runs the dataset sink, the raw-record validator and the rejects writer, which write
 <data-dir>/datasets/<name>/ (run one per cluster).`,
@@ -105,6 +143,15 @@ dataset runs the dataset sink, the raw-record validator and the rejects writer, 
 				return err
 			}
 			wc.Models = m
+			if wc.Adapters, err = parseAdapters(adapters); err != nil {
+				return err
+			}
+			if wc.Role == RoleTrain {
+				wc.Train.AckWait, wc.Train.Backend, wc.Train.WorkerID = wc.Infer.AckWait, wc.Infer.Backend, wc.Infer.WorkerID
+				if cmd.Flags().Changed("max-deliver") {
+					wc.Train.MaxDeliver = wc.Infer.MaxDeliver
+				}
+			}
 			if err := wc.Validate(); err != nil {
 				return err
 			}
@@ -112,8 +159,9 @@ dataset runs the dataset sink, the raw-record validator and the rejects writer, 
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&wc.Role, "role", RoleInfer, "worker role: infer, results or dataset")
+	f.StringVar(&wc.Role, "role", RoleInfer, "worker role: infer, train, results or dataset")
 	f.StringArrayVar(&models, "model", nil, "a model to serve: name=DIR, or a name to fetch from the lf_models object store (repeatable)")
+	f.StringArrayVar(&adapters, "adapter", nil, "a LoRA adapter to merge into a --model at load: name=ADAPTER_DIR (repeatable)")
 	cacheDefault := ""
 	if d, err := os.UserCacheDir(); err == nil {
 		cacheDefault = filepath.Join(d, "largeforge", "models")
@@ -122,8 +170,8 @@ dataset runs the dataset sink, the raw-record validator and the rejects writer, 
 	f.StringVar(&wc.DataDir, "data-dir", "./lf-data", "with --role results or dataset: where job results (<data-dir>/jobs) or datasets (<data-dir>/datasets) are written")
 	f.IntVar(&wc.Infer.Slots, "slots", infer.DefaultSlots, "continuous-batching slots per model (the requests generated at once)")
 	f.IntVar(&wc.Infer.Fetchers, "fetchers", infer.DefaultFetchers, "consume loops per model")
-	f.DurationVar(&wc.Infer.AckWait, "ack-wait", infer.DefaultAckWait, "redeliver a request when its worker is silent this long")
-	f.IntVar(&wc.Infer.MaxDeliver, "max-deliver", infer.DefaultMaxDeliver, "deliveries of a failing request before it goes to the DLQ as an error row")
+	f.DurationVar(&wc.Infer.AckWait, "ack-wait", infer.DefaultAckWait, "redeliver a request (or training job) when its worker is silent this long")
+	f.IntVar(&wc.Infer.MaxDeliver, "max-deliver", infer.DefaultMaxDeliver, "deliveries of a failing request before it goes to the DLQ as an error row (--role train: deliveries of a job, default 5)")
 	f.StringVar(&wc.Infer.Backend, "backend", "", "GoMLX backend (default: GOMLX_BACKEND, else the pure Go one)")
 	f.StringVar(&wc.Infer.WorkerID, "worker-id", "", "worker id in lf_workers (default host-pid)")
 	return cmd
@@ -168,6 +216,13 @@ func runWorker(ctx context.Context, wc WorkerConfig) error {
 		}
 		wlog.Info().Dict("context", logging.Ctx().Str("role", wc.Role).Str("data_dir", dir)).Msg("results sink running; Ctrl-C to stop")
 		return w.Wait()
+	case RoleTrain:
+		w, err := trainjobs.Start(ctx, bus, wc.Train, log, reg)
+		if err != nil {
+			return err
+		}
+		wlog.Info().Dict("context", logging.Ctx().Str("role", wc.Role).Str("worker_id", w.ID)).Msg("train worker running; Ctrl-C to stop")
+		return w.Wait()
 	default:
 		for name, dir := range wc.Models {
 			if dir != "" {
@@ -177,7 +232,7 @@ func runWorker(ctx context.Context, wc WorkerConfig) error {
 				return err
 			}
 		}
-		w, err := infer.StartDirs(ctx, bus, wc.Models, wc.Infer, log, reg)
+		w, err := infer.StartDirsWithAdapters(ctx, bus, wc.Models, wc.Adapters, wc.Infer, log, reg)
 		if err != nil {
 			return err
 		}
@@ -186,18 +241,25 @@ func runWorker(ctx context.Context, wc WorkerConfig) error {
 	}
 }
 
-// JobWorkers are the batch-job workers `largeforge up` runs: the results
-// sink and, when models are given, an infer worker serving them.
+// JobWorkers are the job workers `largeforge up` runs: the results sink,
+// a train worker and, when models are given, an infer worker serving them.
 type JobWorkers struct {
 	Sink  *resultsink.Workers
+	Train *trainjobs.Worker
 	Infer *infer.Workers // nil without models
 }
 
-// startJobWorkers starts the results sink under <dataDir>/jobs and an infer
-// worker for models (name → checkpoint directory; "" fetches the model from
-// lf_models into <dataDir>/models; no models: no infer worker). They run
-// until ctx ends; Wait returns when they have drained.
+// startJobWorkers is startJobWorkersWith without adapters.
 func startJobWorkers(ctx context.Context, bus *pipeline.Bus, dataDir string, models map[string]string, log zerolog.Logger, reg prometheus.Registerer) (*JobWorkers, error) {
+	return startJobWorkersWith(ctx, bus, dataDir, models, nil, log, reg)
+}
+
+// startJobWorkersWith starts the results sink under <dataDir>/jobs, a train
+// worker, and an infer worker for models (name → checkpoint directory; ""
+// fetches the model from lf_models into <dataDir>/models; no models: no
+// infer worker) with the adapters (name → LoRA adapter directory) merged
+// in. They run until ctx ends; Wait returns when they have drained.
+func startJobWorkersWith(ctx context.Context, bus *pipeline.Bus, dataDir string, models, adapters map[string]string, log zerolog.Logger, reg prometheus.Registerer) (*JobWorkers, error) {
 	for name, dir := range models {
 		if dir != "" {
 			continue
@@ -213,8 +275,11 @@ func startJobWorkers(ctx context.Context, bus *pipeline.Bus, dataDir string, mod
 		return nil, err
 	}
 	jw := &JobWorkers{Sink: sink}
+	if jw.Train, err = trainjobs.Start(ctx, bus, trainjobs.Config{}, log, reg); err != nil {
+		return nil, err
+	}
 	if len(models) > 0 {
-		if jw.Infer, err = infer.StartDirs(ctx, bus, models, infer.Config{}, log, reg); err != nil {
+		if jw.Infer, err = infer.StartDirsWithAdapters(ctx, bus, models, adapters, infer.Config{}, log, reg); err != nil {
 			return nil, err
 		}
 	}
@@ -226,6 +291,9 @@ func (w *JobWorkers) Wait() error {
 	var first error
 	if w.Infer != nil {
 		first = w.Infer.Wait()
+	}
+	if err := w.Train.Wait(); first == nil {
+		first = err
 	}
 	if err := w.Sink.Wait(); first == nil {
 		first = err

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"sort"
 	"sync"
 	"time"
 
@@ -135,33 +134,7 @@ type ModelInput struct {
 // StartDirs loads the models (name → checkpoint directory) and starts the
 // workers serving them; see Start. The models are closed when the workers end.
 func StartDirs(ctx context.Context, bus *pipeline.Bus, models map[string]string, cfg Config, log zerolog.Logger, reg prometheus.Registerer) (*Workers, error) {
-	names := make([]string, 0, len(models))
-	for n := range models {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	var ins []ModelInput
-	var owned []*model.Model
-	for _, n := range names {
-		m, tok, err := Load(n, models[n], cfg, logging.Named(log, "largeforge.model"))
-		if err != nil {
-			for _, o := range owned {
-				_ = o.Close()
-			}
-			return nil, err
-		}
-		owned = append(owned, m)
-		ins = append(ins, ModelInput{Name: n, Model: m, Tok: tok})
-	}
-	w, err := Start(ctx, bus, ins, cfg, log, reg)
-	if err != nil {
-		for _, o := range owned {
-			_ = o.Close()
-		}
-		return nil, err
-	}
-	w.owned = owned
-	return w, nil
+	return StartDirsWithAdapters(ctx, bus, models, nil, cfg, log, reg)
 }
 
 // Start starts, for each model, a continuous Batcher and Fetchers consume

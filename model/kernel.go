@@ -17,6 +17,12 @@ const (
 	// parallelMACs is the product size (multiply-adds) above which a
 	// product is split between the cores.
 	parallelMACs = 1 << 15
+	// kBlock is how many rows of a weight panel (kBlock x 16 values, 16 KiB)
+	// stay in the L1 cache while the kernel passes over the row blocks.
+	kBlock = 256
+	// chunkBlocks row blocks (64 rows x kBlock values, 64 KiB) stay in the
+	// L2 cache while the kernel passes over the column blocks.
+	chunkBlocks = 16
 )
 
 // packedMatrix is a weight [out, in] held transposed for the kernels.
@@ -82,33 +88,47 @@ func (p *packedMatrix) mulOn(y, x []float32, rows int, bias []float32, parallel 
 }
 
 // mulBlocks computes the column blocks [c0, c1) of the row blocks [r0, r1).
-// Edge blocks (fewer than 4 rows or 16 columns) go through scratch space.
+// Full blocks run in chunks that stay in the caches (kBlock rows of the
+// weight, chunkBlocks row blocks of x); edge blocks (fewer than 4 rows or 16 columns) go whole through scratch space.
 func (p *packedMatrix) mulBlocks(y, x []float32, rows, c0, c1, r0, r1 int) {
 	in, out := p.in, p.out
 	var (
 		xs []float32 // the last, partial row block, zero padded
 		ys [blockRows * blockCols]float32
 	)
-	if rem := rows % blockRows; rem != 0 && r1 == (rows+blockRows-1)/blockRows {
+	fullRows := rows / blockRows
+	if fullRows < r1 {
 		xs = make([]float32, blockRows*in)
-		copy(xs, x[(rows-rem)*in:rows*in])
+		copy(xs, x[fullRows*blockRows*in:rows*in])
+	}
+	fullCols := out / blockCols
+	rEnd := min(r1, fullRows)
+	for k0 := 0; k0 < in; k0 += kBlock {
+		k := min(kBlock, in-k0)
+		for rc := r0; rc < rEnd; rc += chunkBlocks {
+			for c := c0; c < min(c1, fullCols); c++ {
+				col := c * blockCols
+				w := p.wt[k0*p.ld+col:]
+				for rb := rc; rb < min(rc+chunkBlocks, rEnd); rb++ {
+					row := rb * blockRows
+					block4x16(k, x[row*in+k0:], in, w, p.ld, y[row*out+col:], out, k0 > 0)
+				}
+			}
+		}
 	}
 	for c := c0; c < c1; c++ {
 		col := c * blockCols
-		w := p.wt[col:]
 		for rb := r0; rb < r1; rb++ {
-			row := rb * blockRows
-			n := min(blockRows, rows-row)
-			xb := x[row*in:]
-			if n < blockRows {
-				xb = xs
-			}
-			if n == blockRows && col+blockCols <= out {
-				block4x16(in, xb, in, w, p.ld, y[row*out+col:], out)
+			if c < fullCols && rb < fullRows {
 				continue
 			}
-			block4x16(in, xb, in, w, p.ld, ys[:], blockCols)
-			m := min(blockCols, out-col)
+			row := rb * blockRows
+			xb := x[row*in:]
+			if rb >= fullRows {
+				xb = xs
+			}
+			block4x16(in, xb, in, p.wt[col:], p.ld, ys[:], blockCols, false)
+			n, m := min(blockRows, rows-row), min(blockCols, out-col)
 			for r := range n {
 				copy(y[(row+r)*out+col:(row+r)*out+col+m], ys[r*blockCols:r*blockCols+m])
 			}
@@ -117,8 +137,13 @@ func (p *packedMatrix) mulBlocks(y, x []float32, rows, c0, c1, r0, r1 int) {
 }
 
 // block4x16Go is the portable form of the micro-kernel.
-func block4x16Go(k int, x []float32, ldx int, w []float32, ldw int, y []float32, ldy int) {
+func block4x16Go(k int, x []float32, ldx int, w []float32, ldw int, y []float32, ldy int, add bool) {
 	var acc [blockRows][blockCols]float32
+	if add {
+		for r := range blockRows {
+			copy(acc[r][:], y[r*ldy:r*ldy+blockCols])
+		}
+	}
 	for i := range k {
 		wr := w[i*ldw : i*ldw+blockCols]
 		for r := range blockRows {

@@ -2,11 +2,12 @@
 
 #include "textflag.h"
 
-// func gemm4x16(k int, x *float32, ldx int, w *float32, ldw int, y *float32, ldy int)
+// func gemm4x16(k int, x *float32, ldx int, w *float32, ldw int, y *float32, ldy int, add int)
 //
-// y[r][0:16] = sum over i < k of x[r*ldx+i] * w[i*ldw+0:16], for r = 0..3.
-// Strides are in float32 elements. AVX2 + FMA.
-TEXT ·gemm4x16(SB), NOSPLIT, $0-56
+// y[r][0:16] = sum over i < k of x[r*ldx+i] * w[i*ldw+0:16], for r = 0..3,
+// plus y's own values when add is not 0. Strides are in float32 elements.
+// AVX2 + FMA.
+TEXT ·gemm4x16(SB), NOSPLIT, $0-64
 	MOVQ k+0(FP), CX
 	MOVQ x+8(FP), SI
 	MOVQ ldx+16(FP), R8
@@ -20,6 +21,9 @@ TEXT ·gemm4x16(SB), NOSPLIT, $0-56
 	LEAQ (SI)(R8*1), R11
 	LEAQ (R11)(R8*1), R12
 	LEAQ (R12)(R8*1), R13
+	MOVQ add+56(FP), AX
+	TESTQ AX, AX
+	JNE   load
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
 	VXORPS Y2, Y2, Y2
@@ -28,6 +32,23 @@ TEXT ·gemm4x16(SB), NOSPLIT, $0-56
 	VXORPS Y5, Y5, Y5
 	VXORPS Y6, Y6, Y6
 	VXORPS Y7, Y7, Y7
+	JMP   start
+
+load:
+	MOVQ    DX, AX
+	VMOVUPS (AX), Y0
+	VMOVUPS 32(AX), Y1
+	ADDQ    R10, AX
+	VMOVUPS (AX), Y2
+	VMOVUPS 32(AX), Y3
+	ADDQ    R10, AX
+	VMOVUPS (AX), Y4
+	VMOVUPS 32(AX), Y5
+	ADDQ    R10, AX
+	VMOVUPS (AX), Y6
+	VMOVUPS 32(AX), Y7
+
+start:
 	TESTQ CX, CX
 	JE    store
 

@@ -5,6 +5,6 @@ package model
 // haveSIMDKernel is false where no assembly kernel is built.
 var haveSIMDKernel = false
 
-func block4x16(k int, x []float32, ldx int, w []float32, ldw int, y []float32, ldy int) {
-	block4x16Go(k, x, ldx, w, ldw, y, ldy)
+func block4x16(k int, x []float32, ldx int, w []float32, ldw int, y []float32, ldy int, add bool) {
+	block4x16Go(k, x, ldx, w, ldw, y, ldy, add)
 }

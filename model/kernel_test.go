@@ -47,6 +47,8 @@ func TestPackedMatrixMul(t *testing.T) {
 		{name: "tiny", rows: 3, in: 5, out: 3},
 		{name: "parallel by columns", rows: 64, in: 288, out: 768},
 		{name: "parallel by rows", rows: 64, in: 64, out: 16, bias: true},
+		{name: "k blocks", rows: 9, in: 700, out: 40},
+		{name: "row chunks", rows: 101, in: 300, out: 50, bias: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -13,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
@@ -108,7 +110,7 @@ generation.`,
 			}
 			ctx := cmd.Context()
 			log := newLogger()
-			bus, err := connect(ctx, log)
+			bus, err := connectGateway(ctx, log)
 			if err != nil {
 				return err
 			}
@@ -122,6 +124,30 @@ generation.`,
 	}
 	addGatewayFlags(cmd, &gf, ":8080")
 	return cmd
+}
+
+// connectGateway connects like connect, but when the credential may not
+// change streams and buckets (the gateway role of deploy/nats-roles.conf), a
+// topology that cannot be applied is only a warning: an admin applies it.
+func connectGateway(ctx context.Context, log zerolog.Logger) (*pipeline.Bus, error) {
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	c := cfg.NATS
+	c.Name = "largeforge-gateway"
+	bus, err := pipeline.Connect(cctx, c, log)
+	if err != nil {
+		return nil, fmt.Errorf("connect to NATS at %s (start one with `largeforge up`, or set --nats / LARGEFORGE_NATS): %w", cfg.NATS.URL, err)
+	}
+	tctx, tcancel := context.WithTimeout(ctx, 3*time.Second)
+	defer tcancel()
+	if err := bus.EnsureTopology(tctx); err != nil {
+		if !errors.Is(bus.Conn().LastError(), nats.ErrPermissionViolation) {
+			bus.Close()
+			return nil, err
+		}
+		log.Warn().Err(bus.Conn().LastError()).Msg("topology not applied: this NATS user may not change streams or buckets (the admin role applies them); going on")
+	}
+	return bus, nil
 }
 
 func addGatewayFlags(cmd *cobra.Command, gf *GatewayFlags, httpDefault string) {

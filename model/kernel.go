@@ -6,9 +6,9 @@ import (
 )
 
 // The hand-written float32 kernels of the native decoder (native.go). A
-// weight [out, in] is packed once, transposed to [in, out] and padded to a
-// multiple of 16 columns, and products are computed in blocks of 4 rows by
-// 16 columns: by an AVX2/FMA assembly kernel on amd64 CPUs that have it,
+// weight [out, in] is packed once, transposed into panels of 16 columns
+// (zero padded), and products are computed in blocks of 4 rows by 16
+// columns: by an AVX2/FMA assembly kernel on amd64 CPUs that have it,
 // by block4x16Go elsewhere.
 
 const (
@@ -25,10 +25,13 @@ const (
 	chunkBlocks = 16
 )
 
-// packedMatrix is a weight [out, in] held transposed for the kernels.
+// packedMatrix is a weight [out, in] held transposed for the kernels, in
+// panels: the 16 columns of each column block lie together, [in, 16], one
+// panel after the other, so the kernel reads a panel as one contiguous run
+// (a row-major [in, out] layout would touch a new page every row).
 type packedMatrix struct {
 	in, out, ld int       // ld: out rounded up to blockCols
-	wt          []float32 // [in, ld]
+	wt          []float32 // [ld/16][in][16]
 }
 
 // packMatrix transposes w [out, in] (row-major) into a packedMatrix.
@@ -36,12 +39,18 @@ func packMatrix(w []float32, out, in int) *packedMatrix {
 	ld := (out + blockCols - 1) / blockCols * blockCols
 	wt := make([]float32, in*ld)
 	for o := range out {
+		panel := wt[(o/blockCols)*in*blockCols:]
 		row := w[o*in : (o+1)*in]
 		for i, v := range row {
-			wt[i*ld+o] = v
+			panel[i*blockCols+o%blockCols] = v
 		}
 	}
 	return &packedMatrix{in: in, out: out, ld: ld, wt: wt}
+}
+
+// panel returns column block c's panel from weight row k0 on.
+func (p *packedMatrix) panel(c, k0 int) []float32 {
+	return p.wt[(c*p.in+k0)*blockCols:]
 }
 
 // mul sets y [rows, out] = x [rows, in] · wᵀ, plus bias [out] when not nil,
@@ -108,10 +117,10 @@ func (p *packedMatrix) mulBlocks(y, x []float32, rows, c0, c1, r0, r1 int) {
 		for rc := r0; rc < rEnd; rc += chunkBlocks {
 			for c := c0; c < min(c1, fullCols); c++ {
 				col := c * blockCols
-				w := p.wt[k0*p.ld+col:]
+				w := p.panel(c, k0)
 				for rb := rc; rb < min(rc+chunkBlocks, rEnd); rb++ {
 					row := rb * blockRows
-					block4x16(k, x[row*in+k0:], in, w, p.ld, y[row*out+col:], out, k0 > 0)
+					block4x16(k, x[row*in+k0:], in, w, blockCols, y[row*out+col:], out, k0 > 0)
 				}
 			}
 		}
@@ -127,7 +136,7 @@ func (p *packedMatrix) mulBlocks(y, x []float32, rows, c0, c1, r0, r1 int) {
 			if rb >= fullRows {
 				xb = xs
 			}
-			block4x16(in, xb, in, p.wt[col:], p.ld, ys[:], blockCols, false)
+			block4x16(in, xb, in, p.panel(c, 0), blockCols, ys[:], blockCols, false)
 			n, m := min(blockRows, rows-row), min(blockCols, out-col)
 			for r := range n {
 				copy(y[(row+r)*out+col:(row+r)*out+col+m], ys[r*blockCols:r*blockCols+m])

@@ -107,8 +107,8 @@ func TestJobCommands(t *testing.T) {
 		for range keys.Keys() {
 			n++
 		}
-		if n != 1 {
-			t.Errorf("%d heartbeats in lf_workers, want 1", n)
+		if n != 2 {
+			t.Errorf("%d heartbeats in lf_workers, want 2 (the infer and the train worker)", n)
 		}
 	}
 }
@@ -125,7 +125,11 @@ func TestWorkerConfigValidate(t *testing.T) {
 		{"infer without models", WorkerConfig{Role: RoleInfer}, true},
 		{"model dir missing", WorkerConfig{Role: RoleInfer, Models: map[string]string{"m": filepath.Join(dir, "x")}}, true},
 		{"bad model name", WorkerConfig{Role: RoleInfer, Models: map[string]string{"a.b": dir}}, true},
-		{"unknown role", WorkerConfig{Role: "train"}, true},
+		{"unknown role", WorkerConfig{Role: "trainer"}, true},
+		{"train", WorkerConfig{Role: RoleTrain}, false},
+		{"adapter", WorkerConfig{Role: RoleInfer, Models: map[string]string{"m": dir}, Adapters: map[string]string{"m": dir}}, false},
+		{"adapter without its model", WorkerConfig{Role: RoleInfer, Models: map[string]string{"m": dir}, Adapters: map[string]string{"n": dir}}, true},
+		{"adapter dir missing", WorkerConfig{Role: RoleInfer, Models: map[string]string{"m": dir}, Adapters: map[string]string{"m": filepath.Join(dir, "x")}}, true},
 		{"from the object store", WorkerConfig{Role: RoleInfer, Models: map[string]string{"m": ""}, ModelCache: dir}, false},
 		{"object store without cache", WorkerConfig{Role: RoleInfer, Models: map[string]string{"m": ""}}, true},
 	}

@@ -240,3 +240,30 @@ func TestTakeoverAfterStop(t *testing.T) {
 	}
 	traintest.SameTraining(t, ref, out, 1e-5)
 }
+
+// TestCancelQueuedJob: a job cancelled before any worker took it is ended
+// cancelled by the worker that takes it, without training.
+func TestCancelQueuedJob(t *testing.T) {
+	_, bus := pipelinetest.StartBus(t)
+	store := jobStore(t, bus)
+	fx := traintest.New(t, 4)
+	out := filepath.Join(fx.Dir, "out")
+	j, err := train.Submit(context.Background(), bus, store, fx.RunConfig(t, out, 1, 1), "train_queued")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := jobs.Cancel(context.Background(), bus, store, j.ID); err != nil {
+		t.Fatal(err)
+	}
+	w := watch(t, store, j.ID, 30*time.Second)
+	startWorker(t, bus, "w1", train.Config{})
+	if end := w.wait(t); end.Status != jobs.StatusCancelled {
+		t.Fatalf("job ended %s, want cancelled", end.Status)
+	}
+	if _, err := os.Stat(out); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("output_dir exists after a cancel before training: %v", err)
+	}
+	if _, err := train.Submit(context.Background(), bus, store, fx.RunConfig(t, out, 1, 1), "train_queued"); !errors.Is(err, jobs.ErrExists) {
+		t.Errorf("second submit with the same id: %v, want ErrExists", err)
+	}
+}

@@ -135,8 +135,20 @@ func TestTrainingJob(t *testing.T) {
 	if end.InProgressAt == 0 || end.FinalizingAt == 0 || end.CompletedAt == 0 {
 		t.Errorf("timestamps %+v", end)
 	}
-	if len(w.progressed()) == 0 {
-		t.Errorf("no in-progress record with a step among %d versions", len(w.seen))
+	prog := w.progressed()
+	if len(prog) == 0 {
+		t.Fatalf("no in-progress record with a step among %d versions", len(w.seen))
+	}
+	eta := false
+	for _, p := range prog {
+		tp := p.Training
+		if !(tp.Loss > 0) || !(tp.LearningRate > 0) || tp.Epoch <= 0 || tp.MaxSteps != 8 {
+			t.Errorf("in-progress record %+v", tp)
+		}
+		eta = eta || (tp.ETASeconds > 0 && tp.Step < tp.MaxSteps)
+	}
+	if !eta {
+		t.Errorf("no in-progress record with an ETA among %d", len(prog))
 	}
 	for _, f := range []string{"model.safetensors", "config.json", "tokenizer.json", mtrain.TrainerStateFile, "checkpoint-4", "checkpoint-8"} {
 		if _, err := os.Stat(filepath.Join(out, f)); err != nil {

@@ -54,8 +54,12 @@ const (
 	DefaultLearningRate = 0.05
 	DefaultL2           = 1e-5
 	DefaultSeed         = 1
-	// BackendEnv selects the GoMLX backend (default "go", the pure Go one).
+	// BackendEnv selects the GoMLX backend (default DefaultBackend).
 	BackendEnv = "GOMLX_BACKEND"
+	// DefaultBackend is the pure Go backend running ops one after another
+	// (as the model package does): the graphs are tiny, and it keeps the
+	// race detector quiet.
+	DefaultBackend = "go:ops_sequential"
 )
 
 // Config configures training. Zero fields take the defaults.
@@ -66,7 +70,7 @@ type Config struct {
 	LearningRate float64 // Adam step size (default 0.05)
 	L2           float64 // weight penalty (default 1e-5)
 	Seed         uint64  // shuffling seed (default 1)
-	Backend      string  // GoMLX backend config; "" reads GOMLX_BACKEND, else "go"
+	Backend      string  // GoMLX backend config; "" reads GOMLX_BACKEND, else DefaultBackend
 }
 
 // Validate checks the config; errors wrap ErrInvalidOption.
@@ -109,7 +113,7 @@ func (c Config) withDefaults() Config {
 		c.Backend = os.Getenv(BackendEnv)
 	}
 	if c.Backend == "" {
-		c.Backend = "go"
+		c.Backend = DefaultBackend
 	}
 	return c
 }
@@ -475,7 +479,7 @@ func (c *Classifier) Save(dir string) error {
 }
 
 // Load reads a model directory written by Save. backend "" reads
-// GOMLX_BACKEND, else "go".
+// GOMLX_BACKEND, else DefaultBackend.
 func Load(dir, backend string) (*Classifier, error) {
 	data, err := os.ReadFile(filepath.Join(dir, MetaFile))
 	if err != nil {

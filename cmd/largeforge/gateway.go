@@ -138,16 +138,31 @@ func connectGateway(ctx context.Context, log zerolog.Logger) (*pipeline.Bus, err
 	if err != nil {
 		return nil, fmt.Errorf("connect to NATS at %s (start one with `largeforge up`, or set --nats / LARGEFORGE_NATS): %w", cfg.NATS.URL, err)
 	}
-	tctx, tcancel := context.WithTimeout(ctx, 3*time.Second)
+	// A denied JetStream request gets no answer, only an asynchronous
+	// permissions error: watch for it rather than waiting for the deadline.
+	tctx, tcancel := context.WithTimeout(ctx, 10*time.Second)
 	defer tcancel()
-	if err := bus.EnsureTopology(tctx); err != nil {
-		if !errors.Is(bus.Conn().LastError(), nats.ErrPermissionViolation) {
-			bus.Close()
-			return nil, err
+	done := make(chan error, 1)
+	go func() { done <- bus.EnsureTopology(tctx) }()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case err := <-done:
+			if err != nil {
+				bus.Close()
+				return nil, err
+			}
+			return bus, nil
+		case <-tick.C:
+			if lerr := bus.Conn().LastError(); errors.Is(lerr, nats.ErrPermissionViolation) {
+				tcancel()
+				<-done
+				log.Warn().Err(lerr).Msg("topology not applied: this NATS user may not change streams or buckets (the admin role applies them); going on")
+				return bus, nil
+			}
 		}
-		log.Warn().Err(bus.Conn().LastError()).Msg("topology not applied: this NATS user may not change streams or buckets (the admin role applies them); going on")
 	}
-	return bus, nil
 }
 
 func addGatewayFlags(cmd *cobra.Command, gf *GatewayFlags, httpDefault string) {

@@ -153,6 +153,9 @@ func printJobJSON(w io.Writer, v any) error {
 func printTrainingLine(w io.Writer, j jobs.Job) {
 	tp := j.Training
 	if tp == nil {
+		if j.Kind == jobs.KindTraining {
+			fmt.Fprintf(w, "job %s %s: not started\n", j.ID, j.Status)
+		}
 		return
 	}
 	fmt.Fprintf(w, "job %s %s: step %d/%d loss %.4f learning_rate %.3g epoch %.2f eta %s (output_dir %s)\n", j.ID, j.Status,
@@ -171,6 +174,13 @@ func printJobTable(w io.Writer, list []jobs.Job) {
 }
 
 func printJobSummary(w io.Writer, j jobs.Job) {
+	if j.Kind == jobs.KindTraining {
+		printTrainingLine(w, j)
+		for _, e := range j.Errors {
+			fmt.Fprintf(w, "  error %s: %s\n", e.Code, e.Message)
+		}
+		return
+	}
 	c := j.RequestCounts
 	fmt.Fprintf(w, "job %s %s: %d requests, %d completed, %d failed\n", j.ID, j.Status, c.Total, c.Completed, c.Failed)
 	for _, e := range j.Errors {

@@ -333,6 +333,7 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) error {
 	case cancelled.Load() && errors.Is(terr, context.Canceled):
 		_, err := w.jobs.Update(octx, m.Job, func(jj *jobs.Job) error {
 			setProgress(jj, last, rc.Training.OutputDir)
+			jj.Training.ETASeconds = 0
 			if jj.Status.Terminal() {
 				return jobs.ErrSkip
 			}

@@ -186,7 +186,7 @@ func TestCancelTrainingJob(t *testing.T) {
 	if end.Status != jobs.StatusCancelled || end.CancelledAt == 0 {
 		t.Fatalf("job ended %s, want cancelled", end.Status)
 	}
-	if end.Training == nil || end.Training.Step >= 400 {
+	if end.Training == nil || end.Training.Step >= 400 || end.Training.ETASeconds != 0 {
 		t.Fatalf("progress %+v: the run was not cut short", end.Training)
 	}
 	if _, err := os.Stat(filepath.Join(out, mtrain.TrainerStateFile)); err == nil {

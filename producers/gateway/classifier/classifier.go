@@ -18,7 +18,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -26,6 +25,7 @@ import (
 	"sort"
 	"strings"
 	"unicode"
+	"unicode/utf8"
 
 	"github.com/gomlx/gomlx/backends"
 	_ "github.com/gomlx/gomlx/backends/simplego" // the pure Go backend
@@ -142,7 +142,7 @@ type Classifier struct {
 	w, b    []float32 // [dim*labels] row-major, [labels]
 	be      backends.Backend
 	predict *Exec
-	wt, bt  *tensors.Tensor
+	wt, bt  *tensors.Tensor // on the backend: the weight transposed [labels, dim], the bias
 }
 
 // Meta returns the model's metadata.
@@ -171,28 +171,59 @@ func words(s string) []string {
 	})
 }
 
-func bucket(dim int, kind byte, s string) int {
-	h := fnv.New32a()
-	_, _ = h.Write([]byte{kind, ':'})
-	_, _ = h.Write([]byte(s))
-	return int(h.Sum32() & uint32(dim-1))
+// FNV-1a, 32 bits, written out so that hashing allocates nothing.
+const (
+	fnvOffset = 2166136261
+	fnvPrime  = 16777619
+)
+
+func fnvString(h uint32, s string) uint32 {
+	for i := 0; i < len(s); i++ {
+		h = (h ^ uint32(s[i])) * fnvPrime
+	}
+	return h
 }
 
+func fnvKind(kind byte) uint32 {
+	return fnvString(fnvOffset, string([]byte{kind, ':'}))
+}
+
+var (
+	hashWord    = fnvKind('w')
+	hashBigram  = fnvKind('b')
+	hashTrigram = fnvKind('c')
+)
+
 // Featurize writes the L2-normalized hashed features of text into dst
-// (len dim, zeroed first).
+// (len dim, a power of two; zeroed first): each word (FNV-1a of "w:"+word),
+// each pair of adjacent words ("b:"+w1+" "+w2) and, at half weight, each
+// character trigram of "^"+word+"$" ("c:"+trigram).
 func Featurize(dst []float32, text string) {
 	clear(dst)
-	dim := len(dst)
+	mask := uint32(len(dst) - 1)
 	ws := words(text)
 	for i, w := range ws {
-		dst[bucket(dim, 'w', w)]++
+		dst[fnvString(hashWord, w)&mask]++
 		if i > 0 {
-			dst[bucket(dim, 'b', ws[i-1]+" "+w)]++
+			h := fnvString(fnvString(fnvString(hashBigram, ws[i-1]), " "), w)
+			dst[h&mask]++
 		}
-		r := []rune("^" + w + "$")
-		for j := 0; j+3 <= len(r); j++ {
-			dst[bucket(dim, 'c', string(r[j:j+3]))] += 0.5
+		// Trigrams of runes over "^" + w + "$".
+		var r [3]string
+		n := 0
+		push := func(s string) {
+			r[0], r[1], r[2] = r[1], r[2], s
+			if n++; n >= 3 {
+				dst[fnvString(fnvString(fnvString(hashTrigram, r[0]), r[1]), r[2])&mask] += 0.5
+			}
 		}
+		push("^")
+		for j := 0; j < len(w); {
+			_, size := utf8.DecodeRuneInString(w[j:])
+			push(w[j : j+size])
+			j += size
+		}
+		push("$")
 	}
 	var sq float64
 	for _, v := range dst {
@@ -226,16 +257,24 @@ func newClassifier(meta Meta, w, b []float32, backend string) (*Classifier, erro
 	if err != nil {
 		return nil, err
 	}
-	ex, err := NewExec(be, func(x, w, b *Node) *Node {
-		return Softmax(Add(MatMul(x, w), InsertAxes(b, 0)), -1)
+	// wt is the weight transposed, [labels, dim]: contracting both operands
+	// on their last axis needs no layout change at each call.
+	ex, err := NewExec(be, func(x, wt, b *Node) *Node {
+		return Softmax(Add(EinsumAxes(x, wt, [][2]int{{1, 1}}, nil), InsertAxes(b, 0)), -1)
 	})
 	if err != nil {
 		be.Finalize()
 		return nil, fmt.Errorf("%w: %w", ErrBackend, err)
 	}
-	k := len(meta.Labels)
+	k, dim := len(meta.Labels), meta.Dim
+	wt := make([]float32, len(w))
+	for d := range dim {
+		for j := range k {
+			wt[j*dim+d] = w[d*k+j]
+		}
+	}
 	return &Classifier{meta: meta, w: w, b: b, be: be, predict: ex,
-		wt: tensors.FromFlatDataAndDimensions(w, meta.Dim, k), bt: tensors.FromFlatDataAndDimensions(b, k)}, nil
+		wt: tensors.FromFlatDataAndDimensions(wt, k, dim), bt: tensors.FromFlatDataAndDimensions(b, k)}, nil
 }
 
 // PredictBatch returns, for each text, the probability of each label (in

@@ -277,3 +277,23 @@ func TestPredictConcurrent(t *testing.T) {
 		}
 	}
 }
+
+func FuzzFeaturize(f *testing.F) {
+	for _, s := range []string{"", "fix this python function", "Über straße ñ", "\xff\xfe a\xc3", "x y z x y z", "日本語のテキスト"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		v := make([]float32, 256)
+		classifier.Featurize(v, s)
+		var sq float64
+		for _, x := range v {
+			if x < 0 {
+				t.Fatalf("negative feature %v", x)
+			}
+			sq += float64(x) * float64(x)
+		}
+		if sq != 0 && (sq < 0.999 || sq > 1.001) {
+			t.Fatalf("squared norm %v, want 0 or 1", sq)
+		}
+	})
+}

@@ -17,10 +17,10 @@ import (
 	"github.com/largeforge/largeforge/pipeline/pipelinetest"
 )
 
-// Training runs of the crash tests: 5 epochs of 4 steps, a checkpoint
+// Training runs of the crash tests: 3 epochs of 4 steps, a checkpoint
 // every 2 steps, so a process killed after the first checkpoint still has
 // most of its run ahead.
-const crashEpochs, crashSave = 5, 2
+const crashEpochs, crashSave = 3, 2
 
 // killAfterCheckpoint waits until output_dir holds a complete checkpoint,
 // then kills p with SIGKILL, and checks the run had not finished.
@@ -76,7 +76,7 @@ func TestTrainingCrashes(t *testing.T) {
 		if err != nil {
 			t.Fatalf("rerun: %v\n%s", err, rerun)
 		}
-		if !strings.Contains(string(rerun), "trained 20 steps") {
+		if !strings.Contains(string(rerun), "trained 12 steps") {
 			t.Errorf("rerun said:\n%s", rerun)
 		}
 		traintest.SameTraining(t, ref, out, 1e-5)
@@ -123,7 +123,7 @@ func TestTrainingCrashes(t *testing.T) {
 				t.Fatalf("jobs status: %v\n%s", err, o)
 			}
 			if j.Status.Terminal() {
-				if !strings.Contains(line, "step 20/20") {
+				if !strings.Contains(line, "step 12/12") {
 					t.Errorf("jobs status line %q", line)
 				}
 				break
@@ -136,7 +136,7 @@ func TestTrainingCrashes(t *testing.T) {
 		if j.Status != jobs.StatusCompleted {
 			t.Fatalf("job ended %s %+v; worker b:\n%s", j.Status, j.Errors, b.out)
 		}
-		if tp := j.Training; tp == nil || tp.Worker != "b" || tp.Attempt != 2 || tp.ResumedFrom == "" || tp.Step != 20 {
+		if tp := j.Training; tp == nil || tp.Worker != "b" || tp.Attempt != 2 || tp.ResumedFrom == "" || tp.Step != 12 {
 			t.Errorf("final progress %+v: want worker b resuming on attempt 2", j.Training)
 		}
 		traintest.SameTraining(t, ref, out, 1e-5)

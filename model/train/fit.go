@@ -95,37 +95,35 @@ func (t *Trainer) TrainEval(ctx context.Context, exs, eval []Example) (Result, e
 			if err := ctx.Err(); err != nil {
 				return res, err
 			}
+			lr, err := LearningRate(t.cfg.LRSchedulerType, t.cfg.LearningRate, t.step, plan.WarmupSteps, plan.TotalSteps)
+			if err != nil {
+				return res, err
+			}
 			var (
-				accT          []*tensors.Tensor
-				lossSum, wSum float64
-				samples       int
+				accT              []*tensors.Tensor
+				lossSum, wSum, gn float64
+				samples           int
 			)
-			for m := w * accum; m < min((w+1)*accum, plan.MicroBatchesPerEpoch); m++ {
+			last := min((w+1)*accum, plan.MicroBatchesPerEpoch) - 1
+			for m := w * accum; m <= last; m++ {
 				lo, hi := m*rows, min((m+1)*rows, len(exs))
 				batch := make([]Example, 0, hi-lo)
 				for _, i := range order[lo:hi] {
 					batch = append(batch, exs[i])
 				}
 				b := t.makeBatch(batch, rows)
-				var (
-					l, ws float64
-					err   error
-				)
-				accT, l, ws, err = t.microStep(b, accT)
+				var l, ws float64
+				if m == last {
+					l, ws, gn, err = t.trainStep(b, accT, wSum, lr)
+				} else {
+					accT, l, ws, err = t.microStep(b, accT)
+				}
 				if err != nil {
 					return res, err
 				}
 				lossSum += l
 				wSum += ws
 				samples += b.Samples
-			}
-			lr, err := LearningRate(t.cfg.LRSchedulerType, t.cfg.LearningRate, t.step, plan.WarmupSteps, plan.TotalSteps)
-			if err != nil {
-				return res, err
-			}
-			gn, err := t.apply(accT, wSum, lr)
-			if err != nil {
-				return res, err
 			}
 			stepLoss := lossSum / math.Max(wSum, 1)
 			lossTotal += stepLoss

@@ -349,46 +349,99 @@ func (t *Trainer) applyGraph() (*Graph, error) {
 		_, ms := t.weightNodes(g, "m.")
 		_, vs := t.weightNodes(g, "v.")
 		_, acc := t.weightNodes(g, "acc.")
-		scalar := func(name string) *Node { return Parameter(g, name, shapes.Make(dtypes.Float32)) }
-		wsum, lr, bc1, bc2 := scalar("weight_sum"), scalar("lr"), scalar("bias_correction1"), scalar("bias_correction2")
-		inv := Inverse(Max(wsum, OnePlus(ZerosLike(wsum))))
-		grads := make([]*Node, len(acc))
-		sq := ScalarZero(g, dtypes.Float32)
-		for i, a := range acc {
-			grads[i] = Mul(a, inv)
-			sq = Add(sq, ReduceAllSum(Square(grads[i])))
-		}
-		norm := Sqrt(sq)
-		coef := OnePlus(ZerosLike(norm))
-		if t.cfg.MaxGradNorm > 0 {
-			coef = Min(coef, Div(Scalar(g, dtypes.Float32, t.cfg.MaxGradNorm), AddScalar(norm, 1e-6)))
-		}
-		out := make([]*Node, 0, 3*len(ps)+1)
-		newM := make([]*Node, len(ps))
-		newV := make([]*Node, len(ps))
-		for i, p := range ps {
-			gr := Mul(grads[i], coef)
-			newM[i] = Add(MulScalar(ms[i], Beta1), MulScalar(gr, 1-Beta1))
-			newV[i] = Add(MulScalar(vs[i], Beta2), MulScalar(Square(gr), 1-Beta2))
-			upd := Div(Div(newM[i], bc1), AddScalar(Sqrt(Div(newV[i], bc2)), Epsilon))
-			if t.decay[i] && t.cfg.WeightDecay > 0 {
-				p = Sub(p, Mul(lr, MulScalar(p, t.cfg.WeightDecay)))
-			}
-			out = append(out, Sub(p, Mul(lr, upd)))
-		}
-		out = append(out, newM...)
-		out = append(out, newV...)
-		return append(out, norm)
+		return t.adamwNodes(g, ps, ms, vs, acc, Parameter(g, "weight_sum", shapes.Make(dtypes.Float32)))
 	})
 }
 
-// bucket is the padded length of a batch whose longest row is n.
-func (t *Trainer) bucket(n int) int {
-	p := 16
-	for p < n {
-		p *= 2
+// adamwNodes declares the lr and bias-correction scalars and returns the
+// AdamW update of ps from the summed gradients acc over wsum weighted
+// targets: new parameters, new moments m and v, then the gradient norm.
+func (t *Trainer) adamwNodes(g *Graph, ps, ms, vs, acc []*Node, wsum *Node) []*Node {
+	scalar := func(name string) *Node { return Parameter(g, name, shapes.Make(dtypes.Float32)) }
+	lr, bc1, bc2 := scalar("lr"), scalar("bias_correction1"), scalar("bias_correction2")
+	inv := Inverse(Max(wsum, OnePlus(ZerosLike(wsum))))
+	grads := make([]*Node, len(acc))
+	sq := ScalarZero(g, dtypes.Float32)
+	for i, a := range acc {
+		grads[i] = Mul(a, inv)
+		sq = Add(sq, ReduceAllSum(Square(grads[i])))
 	}
-	return min(p, t.maxLen)
+	norm := Sqrt(sq)
+	coef := OnePlus(ZerosLike(norm))
+	if t.cfg.MaxGradNorm > 0 {
+		coef = Min(coef, Div(Scalar(g, dtypes.Float32, t.cfg.MaxGradNorm), AddScalar(norm, 1e-6)))
+	}
+	out := make([]*Node, 0, 3*len(ps)+1)
+	newM := make([]*Node, len(ps))
+	newV := make([]*Node, len(ps))
+	for i, p := range ps {
+		gr := Mul(grads[i], coef)
+		newM[i] = Add(MulScalar(ms[i], Beta1), MulScalar(gr, 1-Beta1))
+		newV[i] = Add(MulScalar(vs[i], Beta2), MulScalar(Square(gr), 1-Beta2))
+		upd := Div(Div(newM[i], bc1), AddScalar(Sqrt(Div(newV[i], bc2)), Epsilon))
+		if t.decay[i] && t.cfg.WeightDecay > 0 {
+			p = Sub(p, Mul(lr, MulScalar(p, t.cfg.WeightDecay)))
+		}
+		out = append(out, Sub(p, Mul(lr, upd)))
+	}
+	out = append(out, newM...)
+	out = append(out, newV...)
+	return append(out, norm)
+}
+
+// stepGraph is the last micro-batch of a window and the optimizer step in
+// one graph (one execution, no gradient buffers handed back): the
+// forward and backward pass (added to the accumulators when withAcc), then
+// AdamW over the window's weight (prior_weight_sum plus this batch's). It
+// returns the new parameters, moments, the gradient norm, and the batch's
+// summed loss and weight.
+func (t *Trainer) stepGraph(rows, cols int, withAcc bool) (*Graph, error) {
+	kind := "step"
+	if withAcc {
+		kind = "step_acc"
+	}
+	return t.graph(graphKey{kind, rows, cols}, func(g *Graph) []*Node {
+		nodes, ps := t.modelNodes(g)
+		var acc []*Node
+		if withAcc {
+			_, acc = t.weightNodes(g, "acc.")
+		}
+		tok, tgt, w := batchInputs(g, rows, cols)
+		_, ms := t.weightNodes(g, "m.")
+		_, vs := t.weightNodes(g, "v.")
+		prior := Parameter(g, "prior_weight_sum", shapes.Make(dtypes.Float32))
+		lp := tokenLogprobs(model.Forward(t.mcfg, model.WeightsFromNodes(t.mcfg, nodes), tok), tgt)
+		nll := Neg(ReduceAllSum(Mul(lp, w)))
+		wsum := ReduceAllSum(w)
+		grads := Gradient(nll, ps...)
+		if withAcc {
+			for i := range grads {
+				grads[i] = Add(acc[i], grads[i])
+			}
+		}
+		out := t.adamwNodes(g, ps, ms, vs, grads, Add(prior, wsum))
+		return append(out, nll, wsum)
+	})
+}
+
+// bucket is the padded length of a batch whose longest row is n: the
+// smallest of a fixed set (16, 32, 48, 64, then four steps per doubling:
+// 80, 96, 112, 128, 160, ..., 256, 320, ...) that holds n, at most the
+// maximum length. Each length compiles its graphs once, and padding adds
+// at most a quarter to a batch.
+func (t *Trainer) bucket(n int) int {
+	return min(bucketLen(n), t.maxLen)
+}
+
+func bucketLen(n int) int {
+	if n <= 64 {
+		return max(16, (n+15)/16*16)
+	}
+	step := 16
+	for lo := 128; lo < n; lo *= 2 {
+		step *= 2
+	}
+	return (n + step - 1) / step * step
 }
 
 func (t *Trainer) batchArgs(b Batch) []any {
@@ -470,6 +523,52 @@ func (t *Trainer) apply(acc []*tensors.Tensor, wSum, lr float64) (gradNorm float
 	t.vel = out[2*n : 3*n]
 	t.step++
 	return scalarOf(out[3*n]), nil
+}
+
+// trainStep runs the last micro-batch b of a window (acc holds the earlier
+// ones' gradients, nil when b is the first) and the AdamW step at learning
+// rate lr in one execution; priorW is the earlier micro-batches' summed
+// weight. The parameters and moments are donated to the execution and
+// replaced by its outputs.
+func (t *Trainer) trainStep(b Batch, acc []*tensors.Tensor, priorW, lr float64) (lossSum, wSum, gradNorm float64, err error) {
+	g, err := t.stepGraph(b.Rows, b.Len, acc != nil)
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	n := len(t.params)
+	args := make([]any, 0, 4*n+len(t.frozen)+9)
+	for _, p := range t.params {
+		args = append(args, p)
+	}
+	for _, f := range t.frozen {
+		args = append(args, f)
+	}
+	args = append(args, t.ropeCos, t.ropeSin)
+	for _, a := range acc {
+		args = append(args, a)
+	}
+	args = append(args, t.batchArgs(b)...)
+	for _, ts := range [][]*tensors.Tensor{t.mom, t.vel} {
+		for _, x := range ts {
+			args = append(args, x)
+		}
+	}
+	step := float64(t.step + 1)
+	args = append(args, float32(priorW), float32(lr), float32(1-math.Pow(Beta1, step)), float32(1-math.Pow(Beta2, step)))
+	out, err := run(g, args...)
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	for _, ts := range [][]*tensors.Tensor{t.params, t.mom, t.vel, acc} {
+		for _, x := range ts {
+			_ = x.FinalizeAll()
+		}
+	}
+	t.params = out[:n]
+	t.mom = out[n : 2*n]
+	t.vel = out[2*n : 3*n]
+	t.step++
+	return scalarOf(out[3*n+1]), scalarOf(out[3*n+2]), scalarOf(out[3*n]), nil
 }
 
 func scalarOf(x *tensors.Tensor) float64 {

@@ -279,3 +279,32 @@ func TestCancelQueuedJob(t *testing.T) {
 		t.Errorf("second submit with the same id: %v, want ErrExists", err)
 	}
 }
+
+// TestLongJobKeptInProgress: a job that trains for many AckWaits is not
+// redelivered to the idle second worker: its worker keeps the message in
+// progress and it ends on its first delivery.
+func TestLongJobKeptInProgress(t *testing.T) {
+	_, bus := pipelinetest.StartBus(t)
+	store := jobStore(t, bus)
+	fx := traintest.New(t, 8)
+	out := filepath.Join(fx.Dir, "out")
+	const ackWait = 300 * time.Millisecond
+	startWorker(t, bus, "w1", train.Config{AckWait: ackWait})
+	startWorker(t, bus, "w2", train.Config{AckWait: ackWait})
+	start := time.Now()
+	j, err := train.Submit(context.Background(), bus, store, fx.RunConfig(t, out, 5, 100), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	end := watch(t, store, j.ID, 60*time.Second).wait(t)
+	took := time.Since(start)
+	if end.Status != jobs.StatusCompleted {
+		t.Fatalf("job ended %s: %+v", end.Status, end.Errors)
+	}
+	if took < 3*ackWait {
+		t.Skipf("the job took %v, under 3 AckWaits: nothing to show", took)
+	}
+	if end.Training.Attempt != 1 {
+		t.Errorf("the job ran %v (%.0f AckWaits) and was delivered %d times, want once", took, float64(took)/float64(ackWait), end.Training.Attempt)
+	}
+}

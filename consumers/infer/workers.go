@@ -79,11 +79,7 @@ func (c Config) withDefaults() Config {
 		c.HeartbeatEvery = DefaultHeartbeatEvery
 	}
 	if c.WorkerID == "" {
-		host, _ := os.Hostname()
-		if host == "" {
-			host = "worker"
-		}
-		c.WorkerID = fmt.Sprintf("%s-%d", host, os.Getpid())
+		c.WorkerID = pipeline.DefaultWorkerID()
 	}
 	return c
 }

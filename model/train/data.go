@@ -49,21 +49,46 @@ func AlpacaPrompt(instruction, input string) string {
 	return fmt.Sprintf(AlpacaPromptInput, instruction, input)
 }
 
+// Prompt templates of Alpaca records (train.yaml prompt_template).
+const (
+	// PromptTemplateAlpaca renders the Stanford Alpaca prompt (the default).
+	PromptTemplateAlpaca = "alpaca"
+	// PromptTemplateChat renders the instruction (and input) as a user
+	// turn and the output as the assistant's reply with the model's chat
+	// template (ChatML when it has none, as inference does for chat
+	// requests): shorter sequences, served through chat requests.
+	PromptTemplateChat = "chat"
+)
+
 // Renderer turns records into Examples with a tokenizer.
 type Renderer struct {
-	tok    *tokenizer.Tokenizer
-	maxLen int
+	tok          *tokenizer.Tokenizer
+	maxLen       int
+	alpacaAsChat bool
 }
 
-// NewRenderer returns a Renderer that truncates sequences to maxLen tokens.
-func NewRenderer(tok *tokenizer.Tokenizer, maxLen int) (*Renderer, error) {
+// NewRenderer returns a Renderer that truncates sequences to maxLen tokens
+// and renders Alpaca records with the prompt template named (default
+// PromptTemplateAlpaca).
+func NewRenderer(tok *tokenizer.Tokenizer, maxLen int, promptTemplate ...string) (*Renderer, error) {
 	if tok == nil {
 		return nil, fmt.Errorf("%w: nil tokenizer", ErrInvalidOption)
 	}
 	if maxLen < 2 {
 		return nil, fmt.Errorf("%w: max length %d is below 2", ErrInvalidOption, maxLen)
 	}
-	return &Renderer{tok: tok, maxLen: maxLen}, nil
+	r := &Renderer{tok: tok, maxLen: maxLen}
+	for _, t := range promptTemplate {
+		switch t {
+		case "", PromptTemplateAlpaca:
+			r.alpacaAsChat = false
+		case PromptTemplateChat:
+			r.alpacaAsChat = true
+		default:
+			return nil, fmt.Errorf("%w: prompt_template %q (want %s or %s)", ErrInvalidOption, t, PromptTemplateAlpaca, PromptTemplateChat)
+		}
+	}
+	return r, nil
 }
 
 type segment struct {
@@ -76,10 +101,21 @@ type segment struct {
 // turn). truncated reports that the sequence was cut to the maximum length.
 func (r *Renderer) Render(rec schemas.Record) (ex Example, truncated bool, err error) {
 	var segs []segment
-	switch rec.Format {
-	case schemas.FormatAlpaca:
+	chat := rec.Format == schemas.FormatShareGPT
+	switch {
+	case rec.Format == schemas.FormatAlpaca && r.alpacaAsChat:
+		chat = true
+		user := rec.Alpaca.Instruction
+		if strings.TrimSpace(rec.Alpaca.Input) != "" {
+			user += "\n\n" + rec.Alpaca.Input
+		}
+		segs, err = r.chatSegments([]schemas.Turn{{From: schemas.SpeakerHuman, Value: user}, {From: schemas.SpeakerGPT, Value: rec.Alpaca.Output}})
+		if err != nil {
+			return Example{}, false, err
+		}
+	case rec.Format == schemas.FormatAlpaca:
 		segs = []segment{{AlpacaPrompt(rec.Alpaca.Instruction, rec.Alpaca.Input), false}, {rec.Alpaca.Output, true}}
-	case schemas.FormatShareGPT:
+	case rec.Format == schemas.FormatShareGPT:
 		segs, err = r.chatSegments(rec.ShareGPT.Conversations)
 		if err != nil {
 			return Example{}, false, err
@@ -101,8 +137,8 @@ func (r *Renderer) Render(rec schemas.Record) (ex Example, truncated bool, err e
 			ex.Weights = append(ex.Weights, w)
 		}
 	}
-	// Alpaca rows and templates without an end-of-turn token end with EOS, a target.
-	if eos, ok := r.tok.EOS(); ok && (rec.Format == schemas.FormatAlpaca || !r.tok.HasChatTemplate()) {
+	// Alpaca prompts and chat without a template of its own end with EOS, a target.
+	if eos, ok := r.tok.EOS(); ok && (!chat || !r.tok.HasChatTemplate()) {
 		ex.Tokens = append(ex.Tokens, int32(eos))
 		ex.Weights = append(ex.Weights, 1)
 	}

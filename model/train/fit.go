@@ -55,9 +55,11 @@ func (t *Trainer) Train(ctx context.Context, exs []Example) (Result, error) {
 // GlobalStep.
 func (t *Trainer) TrainEval(ctx context.Context, exs, eval []Example) (Result, error) {
 	var kept []Example
+	truncated := 0
 	for _, e := range exs {
 		if len(e.Tokens) > t.maxLen {
 			e.Tokens, e.Weights = e.Tokens[:t.maxLen], e.Weights[:t.maxLen]
+			truncated++
 		}
 		if e.ResponseTokens() > 0 {
 			kept = append(kept, e)
@@ -67,9 +69,13 @@ func (t *Trainer) TrainEval(ctx context.Context, exs, eval []Example) (Result, e
 		return Result{}, fmt.Errorf("%w: %d examples, none with a response token", ErrNoExamples, len(exs))
 	}
 	exs = kept
+	if t.opts.packing {
+		exs = PackExamples(exs, t.maxLen)
+	}
 	plan := t.PlanFor(len(exs))
 	rows, accum := t.cfg.PerDeviceBatchSize, t.cfg.GradientAccumulationSteps
-	t.log.Info().Int("examples", len(exs)).Int("num_epochs", t.cfg.NumEpochs).Int("max_steps", plan.TotalSteps).
+	t.log.Info().Int("examples", len(kept)).Int("truncated", truncated).Bool("packing", t.opts.packing).Int("rows", len(exs)).
+		Int("num_epochs", t.cfg.NumEpochs).Int("max_steps", plan.TotalSteps).
 		Int("warmup_steps", plan.WarmupSteps).Int("per_device_batch_size", rows).
 		Int("gradient_accumulation_steps", accum).Msg("training started")
 
@@ -201,6 +207,33 @@ func (t *Trainer) TrainEval(ctx context.Context, exs, eval []Example) (Result, e
 	t.log.Info().Int("global_step", t.step).Float64("train_loss", res.TrainLoss).
 		Float64("train_samples_per_second", res.SamplesPerSecond).Dur("took", res.Runtime).Msg("training finished")
 	return res, nil
+}
+
+// PackExamples concatenates exs, in order, into rows of at most maxLen
+// tokens: an example goes into the current row when it fits and starts a
+// new row otherwise (longer examples are cut to maxLen first). The first
+// token of every example carries no loss, so no example is trained to
+// follow the one before it. See WithPacking.
+func PackExamples(exs []Example, maxLen int) []Example {
+	var out []Example
+	var cur Example
+	for _, e := range exs {
+		toks, ws := e.Tokens[:min(len(e.Tokens), maxLen)], e.Weights[:min(len(e.Weights), maxLen)]
+		if len(toks) == 0 {
+			continue
+		}
+		if len(cur.Tokens)+len(toks) > maxLen {
+			out = append(out, cur)
+			cur = Example{}
+		}
+		cur.Tokens = append(cur.Tokens, toks...)
+		cur.Weights = append(cur.Weights, 0)
+		cur.Weights = append(cur.Weights, ws[1:]...)
+	}
+	if len(cur.Tokens) > 0 {
+		out = append(out, cur)
+	}
+	return out
 }
 
 func round(x float64) float64 {

@@ -18,6 +18,7 @@ type options struct {
 	lora         *schemas.LoraConfig
 	registerer   prometheus.Registerer
 	progress     *progressHook // WithProgress (hooks.go)
+	packing      bool
 }
 
 // Option configures a Trainer.
@@ -89,4 +90,14 @@ func WithRegisterer(reg prometheus.Registerer) Option {
 		o.registerer = reg
 		return nil
 	}
+}
+
+// WithPacking packs the training examples (after truncation, in their
+// order) into rows of up to the maximum length, several examples a row,
+// before the per-epoch shuffling of rows: no padding is computed. Each
+// example keeps its loss mask, and the first token of each is never a
+// target of the one before; positions run on across a row and attention
+// crosses the examples' boundaries, as in TRL's default packing.
+func WithPacking() Option {
+	return func(o *options) error { o.packing = true; return nil }
 }

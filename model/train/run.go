@@ -39,14 +39,19 @@ type RunConfig struct {
 	// from the seed) and evaluated every eval_steps; 0 evaluates nothing.
 	EvalSplit float64 `json:"eval_split"`
 	// Beta is the DPO loss's beta (default DefaultDPOBeta).
-	Beta     float64                `json:"beta"`
-	Training schemas.TrainingConfig `json:"-"`
+	Beta float64 `json:"beta"`
+	// Packing packs SFT examples into rows of max_seq_length (WithPacking).
+	Packing bool `json:"packing"`
+	// PromptTemplate renders Alpaca records: PromptTemplateAlpaca (the
+	// default) or PromptTemplateChat (the model's chat template).
+	PromptTemplate string                 `json:"prompt_template"`
+	Training       schemas.TrainingConfig `json:"-"`
 	// LoRA, when the yaml has a lora: section (§2.2 fields with their
 	// defaults), trains adapters instead of every weight.
 	LoRA *schemas.LoraConfig `json:"-"`
 }
 
-var runKeys = []string{"method", "base_model", "dataset", "data_dir", "data_files", "format", "max_seq_length", "seed", "resume", "lora", "eval_split", "beta"}
+var runKeys = []string{"method", "base_model", "dataset", "data_dir", "data_files", "format", "max_seq_length", "seed", "resume", "lora", "eval_split", "beta", "packing", "prompt_template"}
 
 // ParseRunConfig decodes a train.yaml (YAML or JSON). The TrainingConfig
 // fields get the §2.1 defaults; model_name defaults to base_model. Unknown
@@ -114,6 +119,8 @@ func (rc RunConfig) Validate() error {
 		return fmt.Errorf("%w: eval_split %v not in [0, 1)", ErrInvalidOption, rc.EvalSplit)
 	case rc.MaxSeqLength < 2:
 		return fmt.Errorf("%w: max_seq_length %d is below 2", ErrInvalidOption, rc.MaxSeqLength)
+	case rc.PromptTemplate != "" && rc.PromptTemplate != PromptTemplateAlpaca && rc.PromptTemplate != PromptTemplateChat:
+		return fmt.Errorf("%w: prompt_template %q (want %s or %s)", ErrInvalidOption, rc.PromptTemplate, PromptTemplateAlpaca, PromptTemplateChat)
 	}
 	return rc.Training.Validate()
 }
@@ -212,6 +219,9 @@ func Run(ctx context.Context, rc RunConfig, log zerolog.Logger, extra ...Option)
 	if rc.LoRA != nil {
 		opts = append(opts, WithLoRA(*rc.LoRA))
 	}
+	if rc.Packing {
+		opts = append(opts, WithPacking())
+	}
 	tr, err := New(rc.Training, ck, append(opts, extra...)...)
 	if err != nil {
 		return Result{}, err
@@ -229,7 +239,7 @@ func Run(ctx context.Context, rc RunConfig, log zerolog.Logger, extra ...Option)
 	case rc.Resume:
 		return Result{}, fmt.Errorf("%w: resume asked for but %s holds no checkpoint", ErrInvalidOption, rc.Training.OutputDir)
 	}
-	r, err := NewRenderer(tok, tr.MaxSeqLen())
+	r, err := NewRenderer(tok, tr.MaxSeqLen(), rc.PromptTemplate)
 	if err != nil {
 		return Result{}, err
 	}

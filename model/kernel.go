@@ -17,9 +17,10 @@ const (
 	// parallelMACs is the product size (multiply-adds) above which a
 	// product is split between the cores.
 	parallelMACs = 1 << 15
-	// kBlock is how many rows of a weight panel (kBlock x 16 values, 16 KiB)
-	// stay in the L1 cache while the kernel passes over the row blocks.
-	kBlock = 256
+	// kBlock is the most rows of a weight panel (kBlock x 16 values, 24 KiB)
+	// that stay in the L1 cache while the kernel passes over the row blocks;
+	// a product's inner dimension is cut into equal blocks of at most that.
+	kBlock = 384
 	// chunkBlocks row blocks (64 rows x kBlock values, 64 KiB) stay in the
 	// L2 cache while the kernel passes over the column blocks.
 	chunkBlocks = 16
@@ -112,8 +113,13 @@ func (p *packedMatrix) mulBlocks(y, x []float32, rows, c0, c1, r0, r1 int) {
 	}
 	fullCols := out / blockCols
 	rEnd := min(r1, fullRows)
-	for k0 := 0; k0 < in; k0 += kBlock {
-		k := min(kBlock, in-k0)
+	kb := in
+	if in > kBlock {
+		nk := (in + kBlock - 1) / kBlock
+		kb = (in + nk - 1) / nk
+	}
+	for k0 := 0; k0 < in; k0 += kb {
+		k := min(kb, in-k0)
 		for rc := r0; rc < rEnd; rc += chunkBlocks {
 			for c := c0; c < min(c1, fullCols); c++ {
 				col := c * blockCols

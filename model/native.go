@@ -85,6 +85,7 @@ type nativeState struct {
 	b, t    int
 	k, v    [][]float32 // per layer
 	scratch [][]float32 // per part of a forward
+	logits  [][]float32 // per part: the last forward's logits (valid until the next)
 	idle    []float32   // the logits returned for idle rows: zeros
 }
 
@@ -111,7 +112,7 @@ func (s *nativeState) alloc(t int) {
 
 func (s *nativeState) cacheLen() int { return s.t }
 
-func (s *nativeState) release() { s.k, s.v, s.scratch = nil, nil, nil }
+func (s *nativeState) release() { s.k, s.v, s.scratch, s.logits = nil, nil, nil, nil }
 
 func (s *nativeState) grow(_ context.Context, t int) error {
 	if t > s.t {
@@ -144,6 +145,7 @@ func (s *nativeState) prefill(ctx context.Context, slots []int, prompts [][]int)
 
 // step runs one token per row. A row at position 0 is idle (every real row
 // has its prompt in the cache): it is skipped and its logits are zeros.
+// The logits returned (by prefill too) are valid until the next call.
 func (s *nativeState) step(ctx context.Context, tokens, pos []int) ([][]float32, error) {
 	items := make([]nativeItem, 0, s.b)
 	for i := range s.b {
@@ -191,6 +193,10 @@ func (s *nativeState) forward(ctx context.Context, items []nativeItem) ([][]floa
 		}
 	}
 	parts := s.split(items)
+	for len(s.scratch) < max(len(parts), 1) { // each part owns its buffers
+		s.scratch = append(s.scratch, nil)
+		s.logits = append(s.logits, nil)
+	}
 	if len(parts) <= 1 {
 		return s.run(items, 0, true), nil
 	}
@@ -265,9 +271,6 @@ func (s *nativeState) run(items []nativeItem, w int, parallel bool) [][]float32 
 	qd, kvd := nh*hd, nkv*hd
 	qkvd := qd + 2*kvd
 	need := n * (2*e + qkvd + qd + 3*inter)
-	for len(s.scratch) <= w {
-		s.scratch = append(s.scratch, nil)
-	}
 	if cap(s.scratch[w]) < need {
 		s.scratch[w] = make([]float32, need)
 	}
@@ -334,7 +337,10 @@ func (s *nativeState) run(items []nativeItem, w int, parallel bool) [][]float32 
 	}
 	rmsNormRows(hs, hs, d.finalNorm, len(sel), e, eps)
 	v := cfg.VocabSize
-	logits := make([]float32, len(sel)*v)
+	if cap(s.logits[w]) < len(sel)*v {
+		s.logits[w] = make([]float32, len(sel)*v)
+	}
+	logits := s.logits[w][:len(sel)*v]
 	d.lmHead.mulOn(logits, hs, len(sel), nil, parallel)
 	out := make([][]float32, len(sel))
 	for j := range out {

@@ -3,6 +3,7 @@ package model
 import (
 	"context"
 	"math"
+	"slices"
 	"testing"
 
 	"github.com/largeforge/largeforge/model/checkpoint"
@@ -52,14 +53,16 @@ func TestNativeMatchesGraph(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				logits[e] = append(logits[e], rows...)
+				for _, r := range rows { // valid until the next call
+					logits[e] = append(logits[e], slices.Clone(r))
+				}
 				pos := []int{3, 0, 7, 1}
 				for step := range 6 {
 					rows, err := st.step(ctx, []int{step + 2, 0, 40 - step, 11}, pos)
 					if err != nil {
 						t.Fatal(err)
 					}
-					logits[e] = append(logits[e], rows[0], rows[2], rows[3])
+					logits[e] = append(logits[e], slices.Clone(rows[0]), slices.Clone(rows[2]), slices.Clone(rows[3]))
 					for _, i := range []int{0, 2, 3} {
 						pos[i]++
 					}

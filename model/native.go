@@ -85,7 +85,7 @@ type nativeState struct {
 	b, t    int
 	k, v    [][]float32 // per layer
 	scratch [][]float32 // per part of a forward
-	logits  [][]float32 // per part: the last forward's logits (valid until the next)
+	logits  []float32   // the last forward's logits (valid until the next)
 	idle    []float32   // the logits returned for idle rows: zeros
 }
 
@@ -193,34 +193,50 @@ func (s *nativeState) forward(ctx context.Context, items []nativeItem) ([][]floa
 		}
 	}
 	parts := s.split(items)
-	for len(s.scratch) < max(len(parts), 1) { // each part owns its buffers
+	for len(s.scratch) < max(len(parts), 1) { // each part owns its scratch space
 		s.scratch = append(s.scratch, nil)
-		s.logits = append(s.logits, nil)
 	}
+	var hs []float32 // the final hidden states of the items that want logits, in order
 	if len(parts) <= 1 {
-		return s.run(items, 0, true), nil
-	}
-	outs := make([][][]float32, len(parts))
-	var wg sync.WaitGroup
-	for w, part := range parts {
-		wg.Go(func() { outs[w] = s.run(part, w, false) })
-	}
-	wg.Wait()
-	// Back to the items' order: each part kept its items' relative order.
-	next := make([]int, len(parts))
-	owner := make(map[int]int, len(parts)) // slot -> part
-	for w, part := range parts {
-		for _, it := range part {
-			owner[it.slot] = w
+		hs = s.run(items, 0, true)
+	} else {
+		outs := make([][]float32, len(parts))
+		var wg sync.WaitGroup
+		for w, part := range parts {
+			wg.Go(func() { outs[w] = s.run(part, w, false) })
+		}
+		wg.Wait()
+		// Back to the items' order: each part kept its items' relative order.
+		e := cfg.HiddenSize
+		next := make([]int, len(parts))
+		owner := make(map[int]int, len(parts)) // slot -> part
+		for w, part := range parts {
+			for _, it := range part {
+				owner[it.slot] = w
+			}
+		}
+		for _, it := range items {
+			if it.logits {
+				w := owner[it.slot]
+				hs = append(hs, outs[w][next[w]*e:(next[w]+1)*e]...)
+				next[w]++
+			}
 		}
 	}
-	var out [][]float32
-	for _, it := range items {
-		if it.logits {
-			w := owner[it.slot]
-			out = append(out, outs[w][next[w]])
-			next[w]++
-		}
+	// The LM head runs once on all the rows, its columns split between the
+	// cores: each reads half of the largest weight, where the parts would
+	// each read all of it.
+	e, v := cfg.HiddenSize, cfg.VocabSize
+	n := len(hs) / e
+	rmsNormRows(hs, hs, s.d.finalNorm, n, e, float32(cfg.RMSNormEps))
+	if cap(s.logits) < n*v {
+		s.logits = make([]float32, n*v)
+	}
+	logits := s.logits[:n*v]
+	s.d.lmHead.mul(logits, hs, n, nil)
+	out := make([][]float32, n)
+	for j := range out {
+		out[j] = logits[j*v : (j+1)*v : (j+1)*v]
 	}
 	return out, nil
 }
@@ -261,9 +277,11 @@ func (s *nativeState) split(items []nativeItem) [][]nativeItem {
 	return parts
 }
 
-// run is forward on one part of the items, with scratch space w; parallel
-// lets its products and attention use every core.
-func (s *nativeState) run(items []nativeItem, w int, parallel bool) [][]float32 {
+// run is forward on one part of the items up to the LM head, with scratch
+// space w; parallel lets its products and attention use every core. It
+// returns the final hidden states (before the norm) of the items that want
+// logits, one row of hidden size each.
+func (s *nativeState) run(items []nativeItem, w int, parallel bool) []float32 {
 	d, cfg := s.d, s.d.cfg
 	n := len(items)
 	e, inter := cfg.HiddenSize, cfg.IntermediateSize
@@ -324,29 +342,14 @@ func (s *nativeState) run(items []nativeItem, w int, parallel bool) [][]float32 
 		lw.down.mulOn(h, act, n, nil, parallel)
 		addTo(x, h)
 	}
-	// The LM head, on the items that want logits only.
-	var sel []int
+	// The final hidden states of the items that want logits.
+	var hs []float32
 	for i, it := range items {
 		if it.logits {
-			sel = append(sel, i)
+			hs = append(hs, x[i*e:(i+1)*e]...)
 		}
 	}
-	hs := make([]float32, len(sel)*e)
-	for j, i := range sel {
-		copy(hs[j*e:(j+1)*e], x[i*e:(i+1)*e])
-	}
-	rmsNormRows(hs, hs, d.finalNorm, len(sel), e, eps)
-	v := cfg.VocabSize
-	if cap(s.logits[w]) < len(sel)*v {
-		s.logits[w] = make([]float32, len(sel)*v)
-	}
-	logits := s.logits[w][:len(sel)*v]
-	d.lmHead.mulOn(logits, hs, len(sel), nil, parallel)
-	out := make([][]float32, len(sel))
-	for j := range out {
-		out[j] = logits[j*v : (j+1)*v : (j+1)*v]
-	}
-	return out
+	return hs
 }
 
 // tokenLogprobs returns for each row log p(row[j] | row[:j]) for j from

@@ -25,18 +25,37 @@ func sentence(r *rand.Rand, subject string) string {
 	return fmt.Sprintf("%s %s %s.", strings.ToUpper(subject[:1])+subject[1:], verbs[r.IntN(len(verbs))], []string{"in the morning", "under the stars", "all day long", "when no one is looking", "with quiet joy"}[r.IntN(5)])
 }
 
-// Alpaca returns n alpaca records.
+// The alpaca set is small and regular so that `make run` can fine-tune the
+// tiny model on it in seconds: short questions about a subject, each
+// answered with that subject's one fact.
+var (
+	alpacaTasks = []string{"Describe %s.", "Tell me about %s.", "What is %s like?"}
+	facts       = map[string]string{
+		"a river": "Rivers run.", "the moon": "The moon glows.", "a small robot": "Robots beep.",
+		"the old library": "Books sleep.", "a garden": "Flowers grow.", "the ocean": "The sea is blue.",
+		"a mountain village": "Snow falls.", "a lost kitten": "Kittens cry.", "the first snow": "Snow is white.",
+		"a busy market": "Bread is sold.",
+	}
+)
+
+// Alpaca returns n alpaca records: an instruction about a subject (every
+// eighth with an input), answered with the subject's fact.
 func Alpaca(r *rand.Rand, n int) []map[string]string {
 	out := make([]map[string]string, n)
 	for i := range out {
 		s := subjects[r.IntN(len(subjects))]
-		rec := map[string]string{"instruction": fmt.Sprintf(tasks[r.IntN(len(tasks))], s), "output": sentence(r, s) + " " + sentence(r, s)}
-		if i%3 == 0 {
-			rec["input"] = fmt.Sprintf("Context %d: %s", i, sentence(r, s))
+		rec := map[string]string{"instruction": fmt.Sprintf(alpacaTasks[r.IntN(len(alpacaTasks))], s), "output": facts[s]}
+		if i%8 == 0 {
+			rec["input"] = "Be brief."
 		}
 		out[i] = rec
 	}
 	return out
+}
+
+// AlpacaInstruction returns a question of the alpaca set about a random subject.
+func AlpacaInstruction(r *rand.Rand) string {
+	return fmt.Sprintf(alpacaTasks[r.IntN(len(alpacaTasks))], subjects[r.IntN(len(subjects))])
 }
 
 // WriteAll writes alpaca.jsonl, sharegpt.json and dpo.jsonl into dir, each with a
@@ -110,8 +129,11 @@ func WriteAll(dir string, seed uint64) ([]string, error) {
 	return paths, nil
 }
 
-// WritePrompts writes a batch job file of n completion requests (JSONL with
-// custom_id), with one bad request to show an error row, and returns its path.
+// WritePrompts writes a batch job file of n chat completion requests (JSONL
+// with custom_id, no model: the job's), each a question of the alpaca set
+// as one user message, with one bad request to show an error row, and
+// returns its path. A model fine-tuned on the alpaca set with
+// prompt_template chat answers them with the set's facts.
 func WritePrompts(dir string, n int, seed uint64) (string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", err
@@ -119,12 +141,12 @@ func WritePrompts(dir string, n int, seed uint64) (string, error) {
 	r := rand.New(rand.NewPCG(seed, 3))
 	var lines []string
 	for i := 0; i < n; i++ {
-		s := subjects[r.IntN(len(subjects))]
-		b, _ := json.Marshal(map[string]any{"custom_id": fmt.Sprintf("req-%03d", i), "model": "tiny",
-			"prompt": fmt.Sprintf(tasks[r.IntN(len(tasks))], s), "max_tokens": 24, "temperature": 0})
+		b, _ := json.Marshal(map[string]any{"custom_id": fmt.Sprintf("req-%03d", i),
+			"messages":   []map[string]string{{"role": "user", "content": AlpacaInstruction(r)}},
+			"max_tokens": 48, "temperature": 0, "stop": []string{"<|im_end|>"}})
 		lines = append(lines, string(b))
 	}
-	lines = append(lines, `{"custom_id":"req-bad","model":"tiny","prompt":"Too hot.","temperature":3}`)
+	lines = append(lines, `{"custom_id":"req-bad","prompt":"Too hot.","temperature":3}`)
 	path := filepath.Join(dir, "prompts.jsonl")
 	return path, os.WriteFile(path, []byte(strings.Join(lines, "\n")+"\n"), 0o644)
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/largeforge/largeforge/model/checkpoint"
@@ -65,6 +66,17 @@ func ApplyAdapter(ck *checkpoint.Checkpoint, adapterDir string) error {
 	}
 	if len(st.adapters) == 0 {
 		return fmt.Errorf("%w: apply adapter: no lora_A tensors in %s", ErrInvalidOption, adapterDir)
+	}
+	// Biases trained beside the adapters (bias all or lora_only) replace the base's.
+	for name, b := range ad {
+		rest, ok := strings.CutPrefix(name, "base_model.model.")
+		if !ok || !strings.HasSuffix(rest, ".bias") || strings.Contains(rest, ".lora_") {
+			continue
+		}
+		if w := ck.Tensors[rest]; w == nil || !slices.Equal(w.Shape, b.Shape) {
+			return fmt.Errorf("%w: apply adapter: %s does not fit the base model", ErrInvalidOption, name)
+		}
+		ck.Tensors[rest] = &checkpoint.Tensor{Shape: slices.Clone(b.Shape), Data: slices.Clone(b.Data)}
 	}
 	st.merge(ck.Tensors, ad)
 	return nil

@@ -119,7 +119,7 @@ func benchTrain(b *testing.B, name string, lora bool) {
 	}
 	batch := tr.makeBatch(exs, benchRows)
 	step := func() {
-		if _, _, _, err := tr.trainStep(batch, nil, 0, 1e-3); err != nil {
+		if _, _, _, err := tr.trainStep(batch, nil, 0, 1e-3, 0); err != nil {
 			b.Fatal(err)
 		}
 	}

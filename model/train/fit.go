@@ -120,9 +120,9 @@ func (t *Trainer) TrainEval(ctx context.Context, exs, eval []Example) (Result, e
 				b := t.makeBatch(batch, rows)
 				var l, ws float64
 				if m == last {
-					l, ws, gn, err = t.trainStep(b, accT, wSum, lr)
+					l, ws, gn, err = t.trainStep(b, accT, wSum, lr, m-w*accum)
 				} else {
-					accT, l, ws, err = t.microStep(b, accT)
+					accT, l, ws, err = t.microStep(b, accT, m-w*accum)
 				}
 				if err != nil {
 					return res, err

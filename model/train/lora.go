@@ -1,7 +1,6 @@
 package train
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -29,6 +28,37 @@ type loraState struct {
 	cfg      schemas.LoraConfig
 	scale    float64
 	adapters []adapter
+	biases   []loraBias // biases trained beside the adapters (bias all or lora_only)
+}
+
+// loraBias is a bias trained under LoRA, saved in the adapter under its PEFT
+// name (base_model.model.model.layers.N.self_attn.q_proj.bias).
+type loraBias struct {
+	base, peft string
+}
+
+// dropout reports whether lora_dropout applies in training.
+func (s *loraState) dropout() bool { return s.cfg.LoraDropout > 0 }
+
+// trainsBias reports whether the checkpoint tensor name is a bias that
+// trains: every bias with bias "all", those of adapted modules with
+// "lora_only", none with "none".
+func (s *loraState) trainsBias(name string) bool {
+	if !strings.HasSuffix(name, ".bias") {
+		return false
+	}
+	switch s.cfg.Bias {
+	case schemas.LoraBiasAll:
+		return true
+	case schemas.LoraBiasLoraOnly:
+		w := strings.TrimSuffix(name, ".bias") + ".weight"
+		for _, a := range s.adapters {
+			if a.base == w {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // moduleGroup is the submodule holding a target module.
@@ -122,49 +152,10 @@ func (t *Trainer) saveAdapter(dir string) error {
 // in, W + lora_alpha/r * B·A, as a full checkpoint in outDir, tokenizer
 // files included.
 func MergeAdapter(baseDir, adapterDir, outDir string) error {
-	data, err := os.ReadFile(filepath.Join(adapterDir, AdapterConfigFile))
+	ck, err := LoadMerged(baseDir, adapterDir)
 	if err != nil {
 		return fmt.Errorf("merge adapter: %w", err)
 	}
-	var pc struct {
-		R         int     `json:"r"`
-		LoraAlpha float64 `json:"lora_alpha"`
-		PEFTType  string  `json:"peft_type"`
-	}
-	if err := json.Unmarshal(data, &pc); err != nil {
-		return fmt.Errorf("merge adapter: %s: %w", AdapterConfigFile, err)
-	}
-	if pc.R < 1 || (pc.PEFTType != "" && pc.PEFTType != "LORA") {
-		return fmt.Errorf("%w: merge adapter: r %d, peft_type %q", ErrInvalidOption, pc.R, pc.PEFTType)
-	}
-	ad, _, err := checkpoint.ReadSafetensors(filepath.Join(adapterDir, AdapterWeightsFile))
-	if err != nil {
-		return fmt.Errorf("merge adapter: %w", err)
-	}
-	ck, err := checkpoint.Load(baseDir)
-	if err != nil {
-		return fmt.Errorf("merge adapter: %w", err)
-	}
-	st := &loraState{scale: pc.LoraAlpha / float64(pc.R)}
-	for name := range ad {
-		rest, ok := strings.CutPrefix(name, "base_model.model.")
-		if !ok || !strings.HasSuffix(rest, ".lora_A.weight") {
-			continue
-		}
-		base := strings.TrimSuffix(rest, ".lora_A.weight") + ".weight"
-		a := adapter{base: base, a: name, b: PEFTName(base, "B")}
-		w, mb := ck.Tensors[base], ad[a.b]
-		ma := ad[name]
-		if w == nil || mb == nil || len(w.Shape) != 2 || len(ma.Shape) != 2 || len(mb.Shape) != 2 ||
-			ma.Shape[1] != w.Shape[1] || mb.Shape[0] != w.Shape[0] || ma.Shape[0] != mb.Shape[1] {
-			return fmt.Errorf("%w: merge adapter: %s does not fit the base model", ErrInvalidOption, name)
-		}
-		st.adapters = append(st.adapters, a)
-	}
-	if len(st.adapters) == 0 {
-		return fmt.Errorf("%w: merge adapter: no lora_A tensors in %s", ErrInvalidOption, adapterDir)
-	}
-	st.merge(ck.Tensors, ad)
 	if err := checkpoint.Save(outDir, ck); err != nil {
 		return fmt.Errorf("merge adapter: %w", err)
 	}

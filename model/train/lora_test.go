@@ -121,7 +121,7 @@ func TestWithLoRARejects(t *testing.T) {
 		name string
 		edit func(*schemas.LoraConfig)
 	}{
-		{name: "bias all", edit: func(c *schemas.LoraConfig) { c.Bias = schemas.LoraBiasAll }},
+		{name: "unknown bias", edit: func(c *schemas.LoraConfig) { c.Bias = "some" }},
 		{name: "rank zero", edit: func(c *schemas.LoraConfig) { c.R = 0 }},
 	}
 	for _, tc := range tests {

@@ -66,14 +66,15 @@ const DefaultSeed = 42
 
 // WithLoRA trains LoRA adapters (§2.2) on the target modules instead of
 // every weight; the base stays frozen. Checkpoints hold the adapter (§4.2).
-// Only bias "none" is supported; lora_dropout is not applied.
+// bias "all" also trains every bias of the model, "lora_only" those of the
+// adapted modules (saved in the adapter under PEFT names); lora_dropout
+// drops the adapters' input features in training (a mask over the columns
+// of lora_A per micro-batch, drawn from the seed and step; none in
+// evaluation), a weight-space form of PEFT's dropout on the adapter input.
 func WithLoRA(c schemas.LoraConfig) Option {
 	return func(o *options) error {
 		if err := c.Validate(); err != nil {
 			return fmt.Errorf("%w: %w", ErrInvalidOption, err)
-		}
-		if c.Bias != schemas.LoraBiasNone {
-			return fmt.Errorf("%w: lora bias %q (only %q is supported)", ErrInvalidOption, c.Bias, schemas.LoraBiasNone)
 		}
 		o.lora = &c
 		return nil

@@ -136,22 +136,22 @@ func TestFusedStepMatchesSeparateApply(t *testing.T) {
 		var acc []*tensors.Tensor
 		prior := 0.0
 		if accum {
-			if acc, _, prior, err = a.microStep(b1, nil); err != nil {
+			if acc, _, prior, err = a.microStep(b1, nil, 0); err != nil {
 				t.Fatal(err)
 			}
 		}
-		_, ws, gnA, err := a.trainStep(b2, acc, prior, 1e-2)
+		_, ws, gnA, err := a.trainStep(b2, acc, prior, 1e-2, 1)
 		if err != nil {
 			t.Fatal(err)
 		}
 		var accB []*tensors.Tensor
 		wB := 0.0
 		if accum {
-			if accB, _, wB, err = b.microStep(b1, nil); err != nil {
+			if accB, _, wB, err = b.microStep(b1, nil, 0); err != nil {
 				t.Fatal(err)
 			}
 		}
-		accB, _, ws2, err := b.microStep(b2, accB)
+		accB, _, ws2, err := b.microStep(b2, accB, 1)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -178,7 +178,7 @@ func TestGradientMatchesFiniteDifference(t *testing.T) {
 		exs[i].Weights[10] = 1 // a prompt position with loss, too
 	}
 	b := tr.makeBatch(exs, 2)
-	acc, _, wSum, err := tr.microStep(b, nil)
+	acc, _, wSum, err := tr.microStep(b, nil, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"time"
@@ -120,12 +121,20 @@ func New(cfg schemas.TrainingConfig, ck *checkpoint.Checkpoint, opts ...Option) 
 			be.Finalize()
 			return nil, err
 		}
-		t.frozenNames = base
+		for _, n := range base {
+			if t.lora.trainsBias(n) {
+				peft := "base_model.model." + n
+				t.lora.biases = append(t.lora.biases, loraBias{base: n, peft: peft})
+				init[peft] = &checkpoint.Tensor{Shape: slices.Clone(ck.Tensors[n].Shape), Data: slices.Clone(ck.Tensors[n].Data)}
+				continue
+			}
+			t.frozenNames = append(t.frozenNames, n)
+		}
 		for n := range init {
 			t.names = append(t.names, n)
 		}
 		slices.Sort(t.names)
-		for _, n := range base {
+		for _, n := range t.frozenNames {
 			t.frozen = append(t.frozen, tensors.FromFlatDataAndDimensions(ck.Tensors[n].Data, ck.Tensors[n].Shape...))
 		}
 	} else {
@@ -210,20 +219,67 @@ func (t *Trainer) weightNodes(g *Graph, prefix string) (map[string]*Node, []*Nod
 // name (LoRA-adapted weights merged in the graph) and the trainable list.
 // Its parameters take modelArgs, then the rope tables.
 func (t *Trainer) modelNodes(g *Graph) (map[string]*Node, []*Node) {
+	return t.modelNodesDrop(g, false)
+}
+
+// modelNodesDrop is modelNodes; with dropout (under LoRA with a
+// lora_dropout) it also declares, after the rope tables, one mask per
+// adapter (dropMaskArgs) that scales the columns of lora_A: the adapter's
+// input features are dropped, one mask per micro-batch.
+func (t *Trainer) modelNodesDrop(g *Graph, dropout bool) (map[string]*Node, []*Node) {
 	nodes, list := t.weightNodes(g, "")
-	if t.lora != nil {
-		model := map[string]*Node{}
-		for i, n := range t.frozenNames {
-			model[n] = Parameter(g, "frozen."+n, t.frozen[i].Shape())
-		}
-		for _, a := range t.lora.adapters {
-			ba := DotGeneral(nodes[a.b], []int{1}, nil, nodes[a.a], []int{0}, nil) // [out, in]
-			model[a.base] = Add(model[a.base], MulScalar(ba, t.lora.scale))
-		}
-		nodes = model
+	if t.lora == nil {
+		t.ropeNodes(g, nodes)
+		return nodes, list
 	}
-	t.ropeNodes(g, nodes)
-	return nodes, list
+	model := map[string]*Node{}
+	for i, n := range t.frozenNames {
+		model[n] = Parameter(g, "frozen."+n, t.frozen[i].Shape())
+	}
+	for _, b := range t.lora.biases {
+		model[b.base] = nodes[b.peft]
+	}
+	t.ropeNodes(g, model)
+	for i, a := range t.lora.adapters {
+		la := nodes[a.a]
+		if dropout && t.lora.dropout() {
+			r, in := la.Shape().Dim(0), la.Shape().Dim(1)
+			mask := Parameter(g, fmt.Sprintf("lora_dropout.%d", i), shapes.Make(dtypes.Float32, in))
+			la = Mul(la, BroadcastToDims(Reshape(mask, 1, in), r, in))
+		}
+		ba := DotGeneral(nodes[a.b], []int{1}, nil, la, []int{0}, nil) // [out, in]
+		model[a.base] = Add(model[a.base], MulScalar(ba, t.lora.scale))
+	}
+	return model, list
+}
+
+// dropMaskArgs are the lora_dropout masks of micro-batch micro of optimizer
+// step step (nil without dropout): 0 with probability lora_dropout, else
+// 1/(1-lora_dropout), from the seed, the step and the micro-batch only (a
+// resumed run draws the same masks).
+func (t *Trainer) dropMaskArgs(step, micro int) []any {
+	if t.lora == nil || !t.lora.dropout() {
+		return nil
+	}
+	p := t.lora.cfg.LoraDropout
+	rng := rand.New(rand.NewPCG(uint64(t.opts.seed), uint64(step)<<20|uint64(micro)<<1|1))
+	out := make([]any, 0, len(t.lora.adapters))
+	for _, a := range t.lora.adapters {
+		in := t.mcfg.HiddenSize
+		for i, n := range t.names {
+			if n == a.a {
+				in = t.params[i].Shape().Dim(1)
+			}
+		}
+		m := make([]float32, in)
+		for j := range m {
+			if rng.Float64() >= p {
+				m[j] = float32(1 / (1 - p))
+			}
+		}
+		out = append(out, tensors.FromFlatDataAndDimensions(m, in))
+	}
+	return out
 }
 
 // modelArgs are the values of modelNodes' parameters, rope tables included.
@@ -300,7 +356,7 @@ func (t *Trainer) gradGraph(rows, cols int, first bool) (*Graph, error) {
 		kind = "grad"
 	}
 	return t.graph(graphKey{kind, rows, cols}, func(g *Graph) []*Node {
-		nodes, ps := t.modelNodes(g)
+		nodes, ps := t.modelNodesDrop(g, true)
 		var acc []*Node
 		if !first {
 			_, acc = t.weightNodes(g, "acc.")
@@ -401,7 +457,7 @@ func (t *Trainer) stepGraph(rows, cols int, withAcc bool) (*Graph, error) {
 		kind = "step_acc"
 	}
 	return t.graph(graphKey{kind, rows, cols}, func(g *Graph) []*Node {
-		nodes, ps := t.modelNodes(g)
+		nodes, ps := t.modelNodesDrop(g, true)
 		var acc []*Node
 		if withAcc {
 			_, acc = t.weightNodes(g, "acc.")
@@ -468,14 +524,15 @@ func (t *Trainer) makeBatch(exs []Example, rows int) Batch {
 	return MakeBatch(exs, rows, t.bucket(longest), t.padID)
 }
 
-// microStep runs forward and backward on one micro-batch, adding its
-// gradients to acc (nil on the first micro-batch of a window).
-func (t *Trainer) microStep(b Batch, acc []*tensors.Tensor) (newAcc []*tensors.Tensor, lossSum, wSum float64, err error) {
+// microStep runs forward and backward on micro-batch micro (counted within
+// the window, for the dropout masks), adding its gradients to acc (nil on
+// the first micro-batch of a window).
+func (t *Trainer) microStep(b Batch, acc []*tensors.Tensor, micro int) (newAcc []*tensors.Tensor, lossSum, wSum float64, err error) {
 	g, err := t.gradGraph(b.Rows, b.Len, acc == nil)
 	if err != nil {
 		return nil, 0, 0, err
 	}
-	args := t.modelArgs()
+	args := append(t.modelArgs(), t.dropMaskArgs(t.step, micro)...)
 	for _, a := range acc {
 		args = append(args, a)
 	}
@@ -525,12 +582,12 @@ func (t *Trainer) apply(acc []*tensors.Tensor, wSum, lr float64) (gradNorm float
 	return scalarOf(out[3*n]), nil
 }
 
-// trainStep runs the last micro-batch b of a window (acc holds the earlier
-// ones' gradients, nil when b is the first) and the AdamW step at learning
+// trainStep runs the last micro-batch b of a window (number micro within
+// it; acc holds the earlier ones' gradients, nil when b is the first) and the AdamW step at learning
 // rate lr in one execution; priorW is the earlier micro-batches' summed
 // weight. The parameters and moments are donated to the execution and
 // replaced by its outputs.
-func (t *Trainer) trainStep(b Batch, acc []*tensors.Tensor, priorW, lr float64) (lossSum, wSum, gradNorm float64, err error) {
+func (t *Trainer) trainStep(b Batch, acc []*tensors.Tensor, priorW, lr float64, micro int) (lossSum, wSum, gradNorm float64, err error) {
 	g, err := t.stepGraph(b.Rows, b.Len, acc != nil)
 	if err != nil {
 		return 0, 0, 0, err
@@ -544,6 +601,7 @@ func (t *Trainer) trainStep(b Batch, acc []*tensors.Tensor, priorW, lr float64) 
 		args = append(args, f)
 	}
 	args = append(args, t.ropeCos, t.ropeSin)
+	args = append(args, t.dropMaskArgs(t.step, micro)...)
 	for _, a := range acc {
 		args = append(args, a)
 	}
@@ -662,6 +720,9 @@ func (t *Trainer) Checkpoint() (*checkpoint.Checkpoint, error) {
 				return nil, errors.Join(ErrBackend, err)
 			}
 			ck.Tensors[n] = &checkpoint.Tensor{Shape: slices.Clone(t.frozen[i].Shape().Dimensions), Data: v}
+		}
+		for _, b := range t.lora.biases {
+			ck.Tensors[b.base] = ad[b.peft]
 		}
 		t.lora.merge(ck.Tensors, ad)
 		return ck, nil

@@ -22,6 +22,7 @@ const (
 type adapter struct {
 	base string // the adapted weight's checkpoint name
 	a, b string // PEFT names of lora_A [r, in] and lora_B [out, r]
+	in   int    // the adapted weight's input size (0 when not known)
 }
 
 type loraState struct {
@@ -89,7 +90,7 @@ func newLoRA(c checkpoint.Config, lc schemas.LoraConfig, seed int64) (*loraState
 			base := fmt.Sprintf("model.layers.%d.%s.%s.weight", l, grp, m)
 			shape := exp[base]
 			out, in := shape[0], shape[1]
-			ad := adapter{base: base, a: PEFTName(base, "A"), b: PEFTName(base, "B")}
+			ad := adapter{base: base, a: PEFTName(base, "A"), b: PEFTName(base, "B"), in: in}
 			a := &checkpoint.Tensor{Shape: []int{lc.R, in}, Data: make([]float32, lc.R*in)}
 			bound := 1 / math.Sqrt(float64(in))
 			for i := range a.Data {

@@ -265,12 +265,7 @@ func (t *Trainer) dropMaskArgs(step, micro int) []any {
 	rng := rand.New(rand.NewPCG(uint64(t.opts.seed), uint64(step)<<20|uint64(micro)<<1|1))
 	out := make([]any, 0, len(t.lora.adapters))
 	for _, a := range t.lora.adapters {
-		in := t.mcfg.HiddenSize
-		for i, n := range t.names {
-			if n == a.a {
-				in = t.params[i].Shape().Dim(1)
-			}
-		}
+		in := a.in
 		m := make([]float32, in)
 		for j := range m {
 			if rng.Float64() >= p {
@@ -595,7 +590,7 @@ func (t *Trainer) trainStep(b Batch, acc []*tensors.Tensor, priorW, lr float64, 
 	n := len(t.params)
 	args := make([]any, 0, 4*n+len(t.frozen)+9)
 	for _, p := range t.params {
-		args = append(args, p)
+		args = append(args, t.donate(p))
 	}
 	for _, f := range t.frozen {
 		args = append(args, f)
@@ -603,12 +598,12 @@ func (t *Trainer) trainStep(b Batch, acc []*tensors.Tensor, priorW, lr float64, 
 	args = append(args, t.ropeCos, t.ropeSin)
 	args = append(args, t.dropMaskArgs(t.step, micro)...)
 	for _, a := range acc {
-		args = append(args, a)
+		args = append(args, t.donate(a))
 	}
 	args = append(args, t.batchArgs(b)...)
 	for _, ts := range [][]*tensors.Tensor{t.mom, t.vel} {
 		for _, x := range ts {
-			args = append(args, x)
+			args = append(args, t.donate(x))
 		}
 	}
 	step := float64(t.step + 1)
@@ -627,6 +622,17 @@ func (t *Trainer) trainStep(b Batch, acc []*tensors.Tensor, priorW, lr float64, 
 	t.vel = out[2*n : 3*n]
 	t.step++
 	return scalarOf(out[3*n+1]), scalarOf(out[3*n+2]), scalarOf(out[3*n]), nil
+}
+
+// donate hands x's backend buffer to the next execution, which may write
+// its outputs into it instead of allocating (x is not usable after); x
+// itself when the buffer cannot be donated.
+func (t *Trainer) donate(x *tensors.Tensor) any {
+	d, err := DonateTensorBuffer(x, t.be, 0)
+	if err != nil {
+		return x
+	}
+	return d
 }
 
 func scalarOf(x *tensors.Tensor) float64 {

@@ -33,6 +33,10 @@ func TestParseRunConfig(t *testing.T) {
 		{name: "no output", yaml: "base_model: m\ndataset: d\n", wantErr: ErrInvalidOption},
 		{name: "bad lr", yaml: "base_model: m\ndataset: d\noutput_dir: o\nlearning_rate: 0\n", wantErr: schemas.ErrLearningRateNotPositive},
 		{name: "unknown key", yaml: "base_model: m\ndataset: d\noutput_dir: o\nlearnin_rate: 1\n", wantErr: schemas.ErrInvalidConfig},
+		{name: "packing and chat template", yaml: "base_model: m\ndataset: d\noutput_dir: o\npacking: true\nprompt_template: chat\n"},
+		{name: "alpaca template", yaml: "base_model: m\ndataset: d\noutput_dir: o\nprompt_template: alpaca\n"},
+		{name: "unknown template", yaml: "base_model: m\ndataset: d\noutput_dir: o\nprompt_template: vicuna\n", wantErr: ErrInvalidOption},
+		{name: "lora bias and dropout", yaml: "base_model: m\ndataset: d\noutput_dir: o\nlora:\n  bias: lora_only\n  lora_dropout: 0.1\n"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

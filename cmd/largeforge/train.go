@@ -33,8 +33,10 @@ defaults. Checkpoints go to output_dir/checkpoint-<step>/ (weights, tokenizer, t
 training_args.json, optimizer.safetensors) and the final model to output_dir; a run whose
 output_dir holds checkpoints continues from the newest with the same optimizer state,
 schedule position and data order.
-A lora: section (r, lora_alpha, target_modules, bias none; the §2.2 defaults) trains LoRA
-adapters instead, saved as adapter_model.safetensors with PEFT names and adapter_config.json.
+A lora: section (r, lora_alpha, target_modules, lora_dropout, bias none|all|lora_only; the §2.2
+defaults) trains LoRA adapters instead, saved as adapter_model.safetensors with PEFT names and
+adapter_config.json. packing: true packs examples into max_seq_length rows; prompt_template: chat
+renders alpaca rows with the model's chat template (ChatML when it has none) instead of the Alpaca prompt.
 Training runs in float32 on the CPU whatever bf16/fp16 say.
 With --submit the job goes to the bus instead (LF_TRAIN, lf.train.<job>): its id is printed,
 a worker with --role train runs it, and ` + "`largeforge jobs status JOB`" + ` shows its step, loss,

@@ -216,3 +216,36 @@ func TestPackingTrains(t *testing.T) {
 		t.Errorf("eval loss %v -> %v: packed training did not learn", before.Loss, after.Loss)
 	}
 }
+
+// Batches of many lengths compile one fused step graph per bucket length.
+func TestFewGraphsCompiled(t *testing.T) {
+	_, ck, _ := tinyBase(t)
+	cfg := testConfig("")
+	cfg.NumEpochs, cfg.PerDeviceBatchSize, cfg.GradientAccumulationSteps = 1, 1, 1
+	tr, err := New(cfg, ck, WithMaxSeqLen(64))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	var exs []Example
+	for n := 3; n <= 64; n += 3 {
+		e := Example{Tokens: make([]int32, n), Weights: make([]float32, n)}
+		for i := range e.Tokens {
+			e.Tokens[i], e.Weights[i] = int32(i%200), 1
+		}
+		exs = append(exs, e)
+	}
+	if _, err := tr.Train(context.Background(), exs); err != nil {
+		t.Fatal(err)
+	}
+	lens := map[int]bool{}
+	for k := range tr.graphs {
+		if k.kind != "step" {
+			t.Errorf("graph %s compiled: want only fused steps with accumulation 1", k.kind)
+		}
+		lens[k.cols] = true
+	}
+	if len(lens) != 4 || !lens[16] || !lens[32] || !lens[48] || !lens[64] {
+		t.Errorf("%d examples of 3..63 tokens compiled lengths %v, want 16, 32, 48, 64", len(exs), lens)
+	}
+}

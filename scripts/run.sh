@@ -12,13 +12,11 @@ export LARGEFORGE_NATS="nats://127.0.0.1:${PORT}"
 rm -rf "$RUN_DIR"
 mkdir -p "$RUN_DIR"
 "$BIN" samples --output "$RUN_DIR/samples" >/dev/null
-"$BIN" model init --preset tiny --output "$RUN_DIR/models/tiny" >/dev/null
 # A compact chat template for the byte-level tiny model ("Q: ... A: ...</s>"): training
 # renders the alpaca rows with it (prompt_template: chat) and the workers render the
 # batch job's chat requests with it, so both see the same text, in few tokens.
 TEMPLATE="{% for m in messages %}{% if m.role == 'assistant' %} A: {{ m.content }}</s>{% else %}Q: {{ m.content }}{% endif %}{% endfor %}{% if add_generation_prompt %} A: {% endif %}"
-sed -i "s|^  \"bos_token\": \"<s>\",|&\n  \"chat_template\": \"$TEMPLATE\",|" "$RUN_DIR/models/tiny/tokenizer_config.json"
-grep -q chat_template "$RUN_DIR/models/tiny/tokenizer_config.json"
+"$BIN" model init --preset tiny --output "$RUN_DIR/models/tiny" --chat-template "$TEMPLATE" >/dev/null
 
 "$BIN" up --data-dir "$RUN_DIR/lf-data" --model tiny="$RUN_DIR/models/tiny" --listen "127.0.0.1:${PORT}" --metrics-addr 127.0.0.1:0 --log-format json >"$RUN_DIR/up.log" 2>&1 &
 UP_PID=$!

@@ -4,17 +4,20 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/spf13/cobra"
 
+	"github.com/largeforge/largeforge/internal/atomicfile"
 	"github.com/largeforge/largeforge/model/checkpoint"
+	"github.com/largeforge/largeforge/model/tokenizer"
 )
 
 func newModelCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "model", Short: "Create, import and describe Hugging Face model directories"}
 
-	var preset, out string
+	var preset, out, chatTemplate string
 	var seed int64
 	initCmd := &cobra.Command{
 		Use:   "init --preset tiny|15m --output DIR",
@@ -24,8 +27,20 @@ func newModelCmd() *cobra.Command {
 			if out == "" {
 				return fmt.Errorf("--output is required")
 			}
+			if chatTemplate != "" {
+				// Check the template renders before writing anything.
+				msgs := []tokenizer.Message{{Role: "user", Content: "hi"}, {Role: "assistant", Content: "hello"}}
+				if _, err := tokenizer.RenderJinjaTemplate(chatTemplate, msgs, true, "<s>", "</s>"); err != nil {
+					return fmt.Errorf("--chat-template: %w", err)
+				}
+			}
 			if err := checkpoint.Init(preset, seed, out); err != nil {
 				return err
+			}
+			if chatTemplate != "" {
+				if err := setChatTemplate(out, chatTemplate); err != nil {
+					return err
+				}
 			}
 			return printInfo(out, false)
 		},
@@ -33,6 +48,7 @@ func newModelCmd() *cobra.Command {
 	initCmd.Flags().StringVar(&preset, "preset", "tiny", "preset: "+strings.Join(checkpoint.Presets(), ", "))
 	initCmd.Flags().StringVar(&out, "output", "", "directory to write")
 	initCmd.Flags().Int64Var(&seed, "seed", 1, "random seed (the same seed gives the same weights)")
+	initCmd.Flags().StringVar(&chatTemplate, "chat-template", "", "a Jinja chat_template to write into tokenizer_config.json (default: none)")
 
 	var gout string
 	importCmd := &cobra.Command{
@@ -85,4 +101,23 @@ func printInfo(dir string, asJSON bool) error {
 	fmt.Printf("tokenizer    %v  generation config %v\n", info.HasTokenizer, info.HasGenerationConfig)
 	fmt.Printf("files        %s\n", strings.Join(info.Files, ", "))
 	return nil
+}
+
+// setChatTemplate writes template as the chat_template of dir's tokenizer_config.json.
+func setChatTemplate(dir, template string) error {
+	path := filepath.Join(dir, "tokenizer_config.json")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	var cfg map[string]any
+	if err := json.Unmarshal(b, &cfg); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	cfg["chat_template"] = template
+	out, err := json.MarshalIndent(cfg, "", "  ")
+	if err != nil {
+		return err
+	}
+	return atomicfile.WriteBytes(path, append(out, '\n'))
 }

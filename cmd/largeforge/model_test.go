@@ -12,6 +12,7 @@ import (
 	"github.com/parquet-go/parquet-go"
 
 	"github.com/largeforge/largeforge/internal/testenv"
+	"github.com/largeforge/largeforge/model/tokenizer"
 )
 
 type refPrompt struct {
@@ -124,5 +125,23 @@ func TestModelCommands(t *testing.T) {
 	}
 	if _, err := runCLI(t, ctx, "--log-level", "error", "generate", "--model", tiny, "--prompt", "hello", "--max-tokens", "8", "--temperature", "0"); err != nil {
 		t.Fatal(err)
+	}
+
+	// --chat-template writes the template the tokenizer then renders chat with.
+	chat := filepath.Join(dir, "tiny-chat")
+	tmpl := "{% for m in messages %}Q: {{ m.content }}{% endfor %}{% if add_generation_prompt %} A:{% endif %}"
+	if _, err := runCLI(t, ctx, "model", "init", "--preset", "tiny", "--output", chat, "--chat-template", tmpl); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := tokenizer.LoadDir(chat)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rendered, err := tok.ApplyChatTemplate([]tokenizer.Message{{Role: "user", Content: "hi"}}, true)
+	if err != nil || rendered != "Q: hi A:" {
+		t.Errorf("chat template renders %q (%v), want %q", rendered, err, "Q: hi A:")
+	}
+	if _, err := runCLI(t, ctx, "model", "init", "--output", filepath.Join(dir, "bad"), "--chat-template", "{% for %}"); err == nil {
+		t.Error("a broken --chat-template was accepted")
 	}
 }

@@ -15,10 +15,10 @@ import (
 // computed on the CPU with the blocked float32 kernels of kernel.go
 // instead of GoMLX graphs. The pure Go GoMLX backend runs the small
 // products of decoding (64 rows against a 64-wide layer) at 1–3 GFLOP/s and
-// pays for every op it runs; the kernels reach 15–25 GFLOP/s on the same
-// shapes. Generation (prefill and decode with the KV cache) uses this
-// engine on the pure Go backend; scoring, training and the XLA backend use
-// the graphs. Tests hold the two engines to the same logits.
+// pays for every op it runs; the kernels reach 25–90 GFLOP/s on the same
+// shapes. Generation (prefill and decode with the KV cache) and scoring use
+// this engine on the pure Go backend; training, Logits and the XLA backend
+// use the graphs. Tests hold the two engines to the same logits.
 
 // Engine names, for WithEngine and EngineEnv.
 const (

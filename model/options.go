@@ -86,10 +86,11 @@ func WithMaxSeqLen(n int) Option {
 	}
 }
 
-// WithEngine selects how generation runs: EngineNative (hand-written CPU
-// kernels; the default on the pure Go backend) or EngineGraph (GoMLX graphs
-// on the backend; the default on any other). Empty means LARGEFORGE_ENGINE,
-// or the default. Scoring and training always use the graphs.
+// WithEngine selects how generation and scoring run: EngineNative
+// (hand-written CPU kernels; the default on the pure Go backend) or
+// EngineGraph (GoMLX graphs on the backend; the default on any other).
+// Empty means LARGEFORGE_ENGINE, or the default. Training always uses the
+// graphs.
 func WithEngine(name string) Option {
 	return func(o *options) error {
 		o.engine = name

@@ -565,6 +565,15 @@ func (t *Trainer) apply(acc []*tensors.Tensor, wSum, lr float64) (gradNorm float
 		return 0, err
 	}
 	n := len(t.params)
+	t.takeState(out, acc)
+	return scalarOf(out[3*n]), nil
+}
+
+// takeState frees the parameters, moments and accumulators an optimizer
+// execution consumed and takes its first outputs as the new parameters and
+// moments, one step on.
+func (t *Trainer) takeState(out, acc []*tensors.Tensor) {
+	n := len(t.params)
 	for _, ts := range [][]*tensors.Tensor{t.params, t.mom, t.vel, acc} {
 		for _, x := range ts {
 			_ = x.FinalizeAll()
@@ -574,7 +583,6 @@ func (t *Trainer) apply(acc []*tensors.Tensor, wSum, lr float64) (gradNorm float
 	t.mom = out[n : 2*n]
 	t.vel = out[2*n : 3*n]
 	t.step++
-	return scalarOf(out[3*n]), nil
 }
 
 // trainStep runs the last micro-batch b of a window (number micro within
@@ -612,15 +620,7 @@ func (t *Trainer) trainStep(b Batch, acc []*tensors.Tensor, priorW, lr float64, 
 	if err != nil {
 		return 0, 0, 0, err
 	}
-	for _, ts := range [][]*tensors.Tensor{t.params, t.mom, t.vel, acc} {
-		for _, x := range ts {
-			_ = x.FinalizeAll()
-		}
-	}
-	t.params = out[:n]
-	t.mom = out[n : 2*n]
-	t.vel = out[2*n : 3*n]
-	t.step++
+	t.takeState(out, acc)
 	return scalarOf(out[3*n+1]), scalarOf(out[3*n+2]), scalarOf(out[3*n]), nil
 }
 

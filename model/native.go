@@ -371,6 +371,7 @@ func (d *nativeDecoder) tokenLogprobs(ctx context.Context, m *Model, rows [][]in
 		return nil, err
 	}
 	out := make([][]float64, len(rows))
+	scratch := make([]float32, d.cfg.VocabSize)
 	k := 0
 	for _, it := range items {
 		if !it.logits {
@@ -378,14 +379,7 @@ func (d *nativeDecoder) tokenLogprobs(ctx context.Context, m *Model, rows [][]in
 		}
 		row := logits[k]
 		k++
-		best := row[0]
-		for _, v := range row {
-			best = max(best, v)
-		}
-		var sum float64
-		for _, v := range row {
-			sum += math.Exp(float64(v - best))
-		}
+		best, sum := shiftedExp(scratch, row)
 		next := rows[it.slot][it.pos+1]
 		out[it.slot] = append(out[it.slot], float64(row[next]-best)-math.Log(sum))
 	}
@@ -426,21 +420,8 @@ func (s *nativeState) attend(l int, items []nativeItem, qkv, att []float32, para
 					for j := range row {
 						row[j] = dotf(q, kc[off+j*kvd:off+j*kvd+hd]) * scale
 					}
-					best := row[0]
-					for _, v := range row {
-						if v > best {
-							best = v
-						}
-					}
-					for j, v := range row {
-						row[j] = v - best
-					}
-					expRow(row, row)
-					var sum float32
-					for _, p := range row {
-						sum += p
-					}
-					inv := 1 / sum
+					_, sum := shiftedExp(row, row)
+					inv := float32(1 / sum)
 					for j := range row {
 						row[j] *= inv
 					}
@@ -498,6 +479,26 @@ func weightedSum(out, p, v []float32, stride int) {
 		}
 		out[c] = a
 	}
+}
+
+// shiftedExp sets dst = e^(src - max(src)) and returns that max and the
+// sum of dst: the parts of a softmax and of a log-sum-exp. dst may be src.
+func shiftedExp(dst, src []float32) (best float32, sum float64) {
+	best = src[0]
+	for _, v := range src {
+		if v > best {
+			best = v
+		}
+	}
+	dst = dst[:len(src)]
+	for j, v := range src {
+		dst[j] = v - best
+	}
+	expRow(dst, dst)
+	for _, p := range dst {
+		sum += float64(p)
+	}
+	return best, sum
 }
 
 // expRow sets dst[i] = e^src[i] in float32 (relative error below 1e-7),

@@ -51,13 +51,9 @@ func (c Config) Validate() error {
 			return fmt.Errorf("%w: %s %d is negative", ErrInvalidOption, name, v)
 		}
 	}
-	for name, v := range map[string]time.Duration{"ack wait": c.AckWait, "nak delay": c.NakDelay, "max wait": c.MaxWait, "heartbeat": c.HeartbeatEvery} {
-		if v < 0 {
-			return fmt.Errorf("%w: %s %v is negative", ErrInvalidOption, name, v)
-		}
-	}
-	if c.HeartbeatEvery >= pipeline.WorkerHeartbeatTTL {
-		return fmt.Errorf("%w: heartbeat every %v must be below the lf_workers TTL %v", ErrInvalidOption, c.HeartbeatEvery, pipeline.WorkerHeartbeatTTL)
+	err := pipeline.CheckWorkerDurations(c.HeartbeatEvery, map[string]time.Duration{"ack wait": c.AckWait, "nak delay": c.NakDelay, "max wait": c.MaxWait})
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidOption, err)
 	}
 	return nil
 }

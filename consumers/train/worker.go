@@ -65,14 +65,10 @@ func (c Config) Validate() error {
 	if c.MaxDeliver < 0 {
 		return fmt.Errorf("%w: max deliver %d is negative", ErrInvalidOption, c.MaxDeliver)
 	}
-	for name, v := range map[string]time.Duration{"ack wait": c.AckWait, "progress every": c.ProgressEvery,
-		"drain timeout": c.DrainTimeout, "heartbeat": c.HeartbeatEvery, "max wait": c.MaxWait} {
-		if v < 0 {
-			return fmt.Errorf("%w: %s %v is negative", ErrInvalidOption, name, v)
-		}
-	}
-	if c.HeartbeatEvery >= pipeline.WorkerHeartbeatTTL {
-		return fmt.Errorf("%w: heartbeat every %v must be below the lf_workers TTL %v", ErrInvalidOption, c.HeartbeatEvery, pipeline.WorkerHeartbeatTTL)
+	err := pipeline.CheckWorkerDurations(c.HeartbeatEvery, map[string]time.Duration{"ack wait": c.AckWait,
+		"progress every": c.ProgressEvery, "drain timeout": c.DrainTimeout, "max wait": c.MaxWait})
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidOption, err)
 	}
 	return nil
 }

@@ -167,87 +167,85 @@ func benchDecode(b *testing.B, name string, prefillOnly bool) {
 }
 
 func benchDecodeOne(b *testing.B, name, engine string, batch int, prefillOnly bool) {
-	{
-		b.Run(fmt.Sprintf("%s/%s/batch=%d", name, engine, batch), func(b *testing.B) {
-			m := benchModel(b, name)
-			if m.native == nil {
-				b.Skip("no native engine on this backend")
+	b.Run(fmt.Sprintf("%s/%s/batch=%d", name, engine, batch), func(b *testing.B) {
+		m := benchModel(b, name)
+		if engine == EngineNative && m.native == nil {
+			b.Skip("no native engine on this backend")
+		}
+		backendMatmulGFLOPs(b, m) // compile it before the timing
+		ctx := context.Background()
+		prompts := benchPrompts(m, batch)
+		slots := make([]int, batch)
+		for i := range slots {
+			slots[i] = i
+		}
+		cacheLen := bucketLen(benchPrompt+benchSteps+1, m.maxSeq)
+		run := func() (prefill, decode time.Duration) {
+			st := m.newStateOn(engine, batch, cacheLen)
+			defer st.release()
+			t0 := time.Now()
+			logits, err := st.prefill(ctx, slots, prompts)
+			if err != nil {
+				b.Fatal(err)
 			}
-			backendMatmulGFLOPs(b, m) // compile it before the timing
-			ctx := context.Background()
-			prompts := benchPrompts(m, batch)
-			slots := make([]int, batch)
-			for i := range slots {
-				slots[i] = i
+			prefill = time.Since(t0)
+			if prefillOnly {
+				return prefill, 0
 			}
-			cacheLen := bucketLen(benchPrompt+benchSteps+1, m.maxSeq)
-			run := func() (prefill, decode time.Duration) {
-				st := m.newStateOn(engine, batch, cacheLen)
-				defer st.release()
-				t0 := time.Now()
-				logits, err := st.prefill(ctx, slots, prompts)
+			tokens := make([]int, batch)
+			pos := make([]int, batch)
+			for i := range tokens {
+				tokens[i], pos[i] = argmax(logits[i]), benchPrompt
+			}
+			t0 = time.Now()
+			for range benchSteps {
+				rows, err := st.step(ctx, tokens, pos)
 				if err != nil {
 					b.Fatal(err)
 				}
-				prefill = time.Since(t0)
-				if prefillOnly {
-					return prefill, 0
-				}
-				tokens := make([]int, batch)
-				pos := make([]int, batch)
 				for i := range tokens {
-					tokens[i], pos[i] = argmax(logits[i]), benchPrompt
+					tokens[i] = argmax(rows[i])
+					pos[i]++
 				}
-				t0 = time.Now()
-				for range benchSteps {
-					rows, err := st.step(ctx, tokens, pos)
-					if err != nil {
-						b.Fatal(err)
-					}
-					for i := range tokens {
-						tokens[i] = argmax(rows[i])
-						pos[i]++
-					}
-				}
-				return prefill, time.Since(t0)
 			}
-			run() // compile
-			peakRSS()
-			b.ResetTimer()
-			var pre, dec time.Duration
-			for range b.N {
-				p, d := run()
-				pre += p
-				dec += d
-			}
-			b.StopTimer()
-			rate, rateName := backendMatmulGFLOPs(b, m), "backend "+m.Backend()
-			if engine == EngineNative {
-				rate, rateName = nativeMatmulGFLOPs(), "native kernels"
-			}
-			n := float64(b.N)
-			if prefillOnly {
-				toks := float64(batch*benchPrompt) * n
-				tps := toks / pre.Seconds()
-				// The LM head runs on each row's last token only.
-				gf := tps * (flopsPerToken(m.cfg, benchPrompt/2, false) + flopsPerToken(m.cfg, 0, true)/benchPrompt) / 1e9
-				b.ReportMetric(tps, "tokens/s")
-				b.ReportMetric(gf, "GFLOP/s")
-				b.ReportMetric(rate, "matmul-GFLOP/s")
-				b.Logf("%s %s prefill batch %d: %.0f tokens/s, %.2f GFLOP/s (%s matmul 1024^3 %.2f GFLOP/s, %.0f%%), peak RSS %.0f MiB",
-					name, engine, batch, tps, gf, rateName, rate, 100*gf/rate, peakRSS())
-				return
-			}
-			toks := float64(batch*benchSteps) * n
-			tps := toks / dec.Seconds()
-			gf := tps * (flopsPerToken(m.cfg, benchPrompt+benchSteps/2, false) + flopsPerToken(m.cfg, 0, true)) / 1e9
+			return prefill, time.Since(t0)
+		}
+		run() // compile
+		peakRSS()
+		b.ResetTimer()
+		var pre, dec time.Duration
+		for range b.N {
+			p, d := run()
+			pre += p
+			dec += d
+		}
+		b.StopTimer()
+		rate, rateName := backendMatmulGFLOPs(b, m), "backend "+m.Backend()
+		if engine == EngineNative {
+			rate, rateName = nativeMatmulGFLOPs(), "native kernels"
+		}
+		n := float64(b.N)
+		if prefillOnly {
+			toks := float64(batch*benchPrompt) * n
+			tps := toks / pre.Seconds()
+			// The LM head runs on each row's last token only.
+			gf := tps * (flopsPerToken(m.cfg, benchPrompt/2, false) + flopsPerToken(m.cfg, 0, true)/benchPrompt) / 1e9
 			b.ReportMetric(tps, "tokens/s")
 			b.ReportMetric(gf, "GFLOP/s")
 			b.ReportMetric(rate, "matmul-GFLOP/s")
-			b.Logf("%s %s decode batch %d: %.0f tokens/s, %.2f GFLOP/s (%s matmul 1024^3 %.2f GFLOP/s, %.0f%%), %.2f ms/step, peak RSS %.0f MiB",
-				name, engine, batch, tps, gf, rateName, rate, 100*gf/rate, dec.Seconds()*1000/float64(benchSteps)/n, peakRSS())
-		})
-	}
+			b.Logf("%s %s prefill batch %d: %.0f tokens/s, %.2f GFLOP/s (%s matmul 1024^3 %.2f GFLOP/s, %.0f%%), peak RSS %.0f MiB",
+				name, engine, batch, tps, gf, rateName, rate, 100*gf/rate, peakRSS())
+			return
+		}
+		toks := float64(batch*benchSteps) * n
+		tps := toks / dec.Seconds()
+		gf := tps * (flopsPerToken(m.cfg, benchPrompt+benchSteps/2, false) + flopsPerToken(m.cfg, 0, true)) / 1e9
+		b.ReportMetric(tps, "tokens/s")
+		b.ReportMetric(gf, "GFLOP/s")
+		b.ReportMetric(rate, "matmul-GFLOP/s")
+		b.Logf("%s %s decode batch %d: %.0f tokens/s, %.2f GFLOP/s (%s matmul 1024^3 %.2f GFLOP/s, %.0f%%), %.2f ms/step, peak RSS %.0f MiB",
+			name, engine, batch, tps, gf, rateName, rate, 100*gf/rate, dec.Seconds()*1000/float64(benchSteps)/n, peakRSS())
+	})
 }
 
 func BenchmarkDecode(b *testing.B) {

@@ -8,7 +8,9 @@
 // errors.jsonl, each written to a temporary name and renamed, and completes
 // the job. It also finalises cancelled jobs with what they have, expires jobs
 // past their completion window, and turns the requests dead-lettered by the
-// infer workers into error rows.
+// infer workers into error rows. Training jobs are not its business: their
+// train worker runs their whole lifecycle, and the sink never writes their
+// records.
 package resultsink
 
 import (
@@ -253,6 +255,10 @@ func (s *Sink) handleJob(ctx context.Context, job string, bj *batchJob) error {
 	if err != nil {
 		return err
 	}
+	if j.Kind == jobs.KindTraining {
+		s.log.Warn().Str("job", job).Int("rows", len(bj.results)).Msg("results of a training job dropped: its train worker runs it")
+		return nil
+	}
 	if j.Status.Terminal() {
 		if len(bj.results) > 0 {
 			s.log.Debug().Str("job", job).Str("status", string(j.Status)).Int("rows", len(bj.results)).Msg("results after the job ended dropped")
@@ -381,7 +387,8 @@ func (s *Sink) writeFinal(job string, st *jobState) (jobs.Outputs, error) {
 // cancelling by a crash, those complete whose last row came before their
 // total was known, and those past their completion window. With all false it
 // looks only at the jobs this sink has open; with all true at every job in
-// lf_jobs.
+// lf_jobs. Training jobs are left alone: they have no requests (their
+// counts are 0 of 0) and their train worker ends them.
 func (s *Sink) Sweep(ctx context.Context, all bool) error {
 	var list []jobs.Job
 	if all {
@@ -414,7 +421,7 @@ func (s *Sink) Sweep(ctx context.Context, all bool) error {
 	defer s.mu.Unlock()
 	var first error
 	for _, j := range list {
-		if j.Status.Terminal() {
+		if j.Status.Terminal() || j.Kind == jobs.KindTraining {
 			delete(s.open, j.ID)
 			continue
 		}

@@ -265,3 +265,68 @@ func TestSinkDeadLetterBecomesErrorRow(t *testing.T) {
 		t.Errorf("errors.jsonl %+v %v", errs, err)
 	}
 }
+
+// Training jobs are their train worker's: a sweep of every job, past the
+// completion window too, and a stray result leave a running training job's
+// record as it was (issue 11: the sweep completed it, 0 of 0 requests done).
+func TestSinkLeavesTrainingJobsAlone(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t)
+	for _, id := range []string{"train_running", "train_late"} {
+		if _, err := e.store.Create(ctx, jobs.Spec{ID: id, Kind: jobs.KindTraining, Model: "out", CompletionWindow: time.Second}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.store.Transition(ctx, id, jobs.StatusInProgress, func(j *jobs.Job) {
+			j.Training = &jobs.TrainingProgress{Step: 3, MaxSteps: 40}
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before, err := e.store.Get(ctx, "train_running")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink, err := resultsink.New(e.dir, e.store, pipelinetest.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sink.Sweep(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	// Past the completion window (the record's expires_at): still not the sink's to expire.
+	if _, err := e.store.Update(ctx, "train_late", func(j *jobs.Job) error { j.ExpiresAt = 1; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if err := sink.Sweep(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	// The running sink: a result on a training job's subject is dropped.
+	// A batch job published after it completes, so the result has been handled.
+	e.start(t)
+	e.publish(t, ok("train_running", "x", "X"), "stray")
+	if _, err := e.store.Create(ctx, jobs.Spec{ID: "after", Model: "m"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.store.Transition(ctx, "after", jobs.StatusInProgress, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := jobs.PublishControl(ctx, e.bus, "after", jobs.ControlSubmitted); err != nil {
+		t.Fatal(err)
+	}
+	e.waitStatus(t, "after", jobs.StatusCompleted)
+	for _, id := range []string{"train_running", "train_late"} {
+		j, err := e.store.Get(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if j.Status != jobs.StatusInProgress || j.Outputs != (jobs.Outputs{}) || j.FinalizingAt != 0 {
+			t.Errorf("%s after the sweeps: %s, outputs %+v", id, j.Status, j.Outputs)
+		}
+	}
+	if after, _ := e.store.Get(ctx, "train_running"); after.Revision != before.Revision {
+		t.Errorf("the sweep wrote the training job's record (revision %d → %d)", before.Revision, after.Revision)
+	}
+	if _, err := os.Stat(filepath.Join(e.dir, "train_running")); !os.IsNotExist(err) {
+		t.Errorf("the sink made a directory for a training job: %v", err)
+	}
+}

@@ -19,30 +19,33 @@ import (
 )
 
 // TestJobCrashSafety kills the embedded process (`largeforge up` with an infer
-// worker) with SIGKILL in the middle of a batch job, starts it again, and
-// checks that the job resumes and completes with every custom_id exactly once.
-// It needs `up --model` and the job commands in the binary, and skips until
-// they are wired in.
+// worker) and the submitter with SIGKILL in the middle of a batch job, starts
+// them again (the submitter resumes with --job-id), and checks that the job
+// completes with every custom_id exactly once.
+//
+// The job is provably in flight at the kill whatever the machine's speed: the
+// submitter reads its input from a named pipe that the test fills only in
+// part, so the job stays validating (its total unknown, so it cannot
+// complete) until after the restart, while the results of the rows already
+// sent are persisted.
 func TestJobCrashSafety(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary and runs a job across a crash")
 	}
 	modelDir := filepath.Dir(testenv.SharedFile(t, "models/stories260K/model.safetensors"))
 	bin := buildBinary(t)
-	if out, _ := exec.Command(bin, "up", "--help").CombinedOutput(); !strings.Contains(string(out), "--model") {
-		t.Skip("largeforge up has no --model flag yet")
-	}
-	if err := exec.Command(bin, "submit", "--help").Run(); err != nil {
-		t.Skip("largeforge has no submit command yet")
-	}
 	dir := t.TempDir()
-	const n = 150
-	src := filepath.Join(dir, "requests.jsonl")
+	const n, before, persisted = 150, 100, 10
 	var lines []string
 	for i := range n {
 		lines = append(lines, fmt.Sprintf(`{"custom_id":"c%d","prompt":"Once upon a time %d","max_tokens":24,"temperature":0}`, i, i))
 	}
+	src := filepath.Join(dir, "requests.jsonl")
 	if err := os.WriteFile(src, []byte(strings.Join(lines, "\n")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	pipe := filepath.Join(dir, "pipe.jsonl")
+	if err := syscall.Mkfifo(pipe, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	port := freePort(t)
@@ -70,27 +73,47 @@ func TestJobCrashSafety(t *testing.T) {
 
 	up := start(t, bin, env, upArgs...)
 	waitUp(t, bin, env)
-	out, err := run("submit", src, "--model", "stories", "--log-level", "error")
+	const id = "batch_crash"
+	sub := start(t, bin, env, "submit", pipe, "--model", "stories", "--job-id", id, "--log-level", "error")
+	w, err := os.OpenFile(pipe, os.O_WRONLY, 0) // blocks until the submitter opens it
 	if err != nil {
-		t.Fatalf("submit: %v\n%s\nup:\n%s", err, out, up.out)
+		t.Fatal(err)
 	}
-	id := strings.TrimSpace(strings.Split(out, "\n")[0])
+	defer w.Close()
+	if _, err := w.WriteString(strings.Join(lines[:before], "\n") + "\n"); err != nil {
+		t.Fatal(err)
+	}
 	deadline := time.Now().Add(2 * time.Minute)
-	for status(id).RequestCounts.Completed < 10 {
+	for {
+		if out, err := run("jobs", "status", id); err == nil {
+			var j jobs.Job
+			if json.Unmarshal([]byte(out), &j) == nil && j.RequestCounts.Completed >= persisted {
+				if j.Status != jobs.StatusValidating {
+					t.Fatalf("job %s with its input still open: %+v", j.Status, j)
+				}
+				break
+			}
+		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no progress; up:\n%s", up.out)
+			t.Fatalf("no progress; up:\n%s\nsubmit:\n%s", up.out, sub.out)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if err := up.cmd.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
+	for _, p := range []*proc{up, sub} {
+		if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		_ = p.cmd.Wait()
 	}
-	_ = up.cmd.Wait()
 	up = start(t, bin, env, upArgs...)
 	waitUp(t, bin, env)
-	t.Logf("killed at %+v", status(id).RequestCounts)
-	if j := status(id); j.RequestCounts.Done() >= n {
-		t.Fatalf("the job finished before the kill: %+v", j.RequestCounts)
+	j := status(id)
+	t.Logf("killed at %s %+v", j.Status, j.RequestCounts)
+	if j.Status != jobs.StatusValidating || j.RequestCounts.Done() >= n {
+		t.Fatalf("the job was not in flight at the kill: %s %+v", j.Status, j.RequestCounts)
+	}
+	if out, err := run("submit", src, "--model", "stories", "--job-id", id, "--log-level", "error"); err != nil {
+		t.Fatalf("resume submit: %v\n%s\nup:\n%s", err, out, up.out)
 	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -100,7 +123,7 @@ func TestJobCrashSafety(t *testing.T) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("jobs wait: %v\n%s\nup:\n%s", err, out, up.out)
 	}
-	j := status(id)
+	j = status(id)
 	if j.RequestCounts != (jobs.Counts{Total: n, Completed: n}) {
 		t.Errorf("counts %+v", j.RequestCounts)
 	}

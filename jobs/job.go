@@ -55,6 +55,20 @@ const (
 	KindScore      = "score"
 )
 
+// Objects of job records (the OpenAI API's names).
+const (
+	ObjectBatch         = "batch"           // completion and score jobs
+	ObjectFineTuningJob = "fine_tuning.job" // training jobs
+)
+
+// ObjectOf is the object of a job record of kind.
+func ObjectOf(kind string) string {
+	if kind == KindTraining {
+		return ObjectFineTuningJob
+	}
+	return ObjectBatch
+}
+
 // ValidKind checks a job kind.
 func ValidKind(kind string) error {
 	switch kind {
@@ -92,10 +106,10 @@ type ErrorReport struct {
 	Line    int    `json:"line,omitempty"`
 }
 
-// Job is the record of one batch job, stored as JSON under its id in lf_jobs.
+// Job is the record of one job, stored as JSON under its id in lf_jobs.
 type Job struct {
 	ID               string        `json:"id"`
-	Object           string        `json:"object"` // "batch"
+	Object           string        `json:"object"` // ObjectOf(Kind): "batch" or "fine_tuning.job"
 	Kind             string        `json:"kind"`
 	Model            string        `json:"model"`
 	Status           Status        `json:"status"`
@@ -189,7 +203,7 @@ func NewJob(s Spec, now time.Time) (Job, error) {
 		s.CompletionWindow = DefaultCompletionWindow
 	}
 	return Job{
-		ID: s.ID, Object: "batch", Kind: s.Kind, Model: s.Model, Status: StatusValidating,
+		ID: s.ID, Object: ObjectOf(s.Kind), Kind: s.Kind, Model: s.Model, Status: StatusValidating,
 		InputFile: s.InputFile, CompletionWindow: s.CompletionWindow.String(),
 		CreatedAt: now.Unix(), ExpiresAt: now.Add(s.CompletionWindow).Unix(),
 	}, nil

@@ -110,3 +110,27 @@ func TestNewJobDefaults(t *testing.T) {
 		t.Errorf("defaults not applied: %+v", j)
 	}
 }
+
+// A job record's object is OpenAI's name for its kind: training jobs are
+// not batches.
+func TestNewJobObject(t *testing.T) {
+	tests := []struct {
+		name, kind, want string
+	}{
+		{"completion by default", "", "batch"},
+		{"completion", KindCompletion, "batch"},
+		{"score", KindScore, "batch"},
+		{"training", KindTraining, "fine_tuning.job"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			j, err := NewJob(Spec{Kind: tt.kind, Model: "m"}, time.Unix(1700000000, 0))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if j.Object != tt.want {
+				t.Errorf("object %q, want %q", j.Object, tt.want)
+			}
+		})
+	}
+}

@@ -120,7 +120,7 @@ func TestTrainingJob(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if j.Kind != jobs.KindTraining || j.Status != jobs.StatusValidating || j.Model != "out" {
+	if j.Kind != jobs.KindTraining || j.Object != jobs.ObjectFineTuningJob || j.Status != jobs.StatusValidating || j.Model != "out" {
 		t.Fatalf("submitted %+v", j)
 	}
 	w := watch(t, store, j.ID, 60*time.Second)

@@ -233,6 +233,23 @@ func (r CompletionRequest) Validate() error {
 	return nil
 }
 
+// CheckContext refuses a request that does not fit a model's context of
+// contextLen tokens (its max_position_embeddings, or less where the server
+// caps it): a prompt of contextLen tokens or more is "Invalid prompt", and a
+// prompt plus max_tokens over contextLen is "Invalid max_tokens" with the
+// most max_tokens the prompt leaves as the limit. Both are *LimitError.
+func CheckContext(promptTokens, maxTokens, contextLen int) error {
+	if promptTokens >= contextLen {
+		return RequestLimitError("prompt", promptTokens, contextLen-1,
+			fmt.Sprintf("tokens; the model's context is %d tokens, one of them for the completion", contextLen))
+	}
+	if promptTokens+maxTokens > contextLen {
+		return RequestLimitError("max_tokens", maxTokens, contextLen-promptTokens,
+			fmt.Sprintf("the prompt's %d tokens plus max_tokens must fit the model's context of %d tokens", promptTokens, contextLen))
+	}
+	return nil
+}
+
 // Object values of CompletionResponse.
 const (
 	ObjectTextCompletion = "text_completion"

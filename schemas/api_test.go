@@ -129,6 +129,45 @@ func TestCompletionRequestValidate(t *testing.T) {
 	}
 }
 
+// TestCheckContext: a prompt plus max_tokens must fit the model's context;
+// the refusal names the field and the most it may be.
+func TestCheckContext(t *testing.T) {
+	tests := []struct {
+		name                  string
+		prompt, max, ctx      int
+		wantParam             string
+		wantLimit             int
+		wantMaxTokensSentinel bool
+	}{
+		{name: "fits", prompt: 10, max: 2038, ctx: 2048},
+		{name: "max_tokens one over", prompt: 10, max: 2039, ctx: 2048, wantParam: "max_tokens", wantLimit: 2038, wantMaxTokensSentinel: true},
+		{name: "max_tokens 4096 on 2048", prompt: 4, max: 4096, ctx: 2048, wantParam: "max_tokens", wantLimit: 2044, wantMaxTokensSentinel: true},
+		{name: "prompt fills the context", prompt: 2048, max: 1, ctx: 2048, wantParam: "prompt", wantLimit: 2047},
+		{name: "prompt leaves one", prompt: 2047, max: 1, ctx: 2048},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := CheckContext(tt.prompt, tt.max, tt.ctx)
+			if tt.wantParam == "" {
+				if err != nil {
+					t.Fatalf("error %v, want none", err)
+				}
+				return
+			}
+			var le *LimitError
+			if !errors.As(err, &le) || !errors.Is(err, ErrInvalidRequest) || errors.Is(err, ErrInvalidConfig) {
+				t.Fatalf("error %v, want a request LimitError", err)
+			}
+			if le.Param != tt.wantParam || le.Limit != tt.wantLimit || !strings.HasPrefix(err.Error(), "Invalid "+tt.wantParam+": ") {
+				t.Fatalf("param %q limit %d text %q, want %q %d", le.Param, le.Limit, err.Error(), tt.wantParam, tt.wantLimit)
+			}
+			if errors.Is(err, ErrInvalidMaxTokens) != tt.wantMaxTokensSentinel {
+				t.Fatalf("errors.Is(ErrInvalidMaxTokens) = %v", !tt.wantMaxTokensSentinel)
+			}
+		})
+	}
+}
+
 func TestCompletionResponseJSON(t *testing.T) {
 	resp := CompletionResponse{
 		ID: "cmpl-1", Object: ObjectTextCompletion, Created: 1700000000, Model: "m",

@@ -42,6 +42,17 @@ const (
 	MaxNumEpochs = 100
 )
 
+// Upper limits of the sizes a training run takes: beyond them a run cannot
+// fit any machine it is meant for, and is refused before it allocates
+// anything (a LimitError, "Invalid <field>").
+const (
+	MaxPerDeviceBatchSize        = 4096
+	MaxGradientAccumulationSteps = 65536
+	// MaxLoraRank bounds lora.r: the trainer refuses a larger rank and the
+	// adapter loader of serving refuses an adapter_config.json with one.
+	MaxLoraRank = 256
+)
+
 // LRSchedulerTypes are the accepted lr_scheduler_type values (the Hugging
 // Face names).
 var LRSchedulerTypes = []string{
@@ -75,8 +86,10 @@ func DefaultTrainingConfig() TrainingConfig {
 // Validate checks the config. Where DATA_DICTIONARY §7 names an error the
 // sentinel itself is returned (err.Error() is exactly the dictionary's
 // string): ErrModelNameRequired, ErrInvalidModelPath,
-// ErrLearningRateNotPositive, ErrBatchSizeTooSmall. Every other problem
-// wraps ErrInvalidConfig and names the field.
+// ErrLearningRateNotPositive, ErrBatchSizeTooSmall. per_device_batch_size
+// and gradient_accumulation_steps over their limits are a *LimitError
+// ("Invalid per_device_batch_size: ..."). Every other problem wraps
+// ErrInvalidConfig and names the field.
 func (c TrainingConfig) Validate() error {
 	if err := validateModelName(c.ModelName); err != nil {
 		return err
@@ -86,6 +99,12 @@ func (c TrainingConfig) Validate() error {
 	}
 	if c.PerDeviceBatchSize < 1 {
 		return ErrBatchSizeTooSmall
+	}
+	if c.PerDeviceBatchSize > MaxPerDeviceBatchSize {
+		return ConfigLimitError("per_device_batch_size", c.PerDeviceBatchSize, MaxPerDeviceBatchSize, "")
+	}
+	if c.GradientAccumulationSteps > MaxGradientAccumulationSteps {
+		return ConfigLimitError("gradient_accumulation_steps", c.GradientAccumulationSteps, MaxGradientAccumulationSteps, "")
 	}
 	switch {
 	case c.NumEpochs < MinNumEpochs || c.NumEpochs > MaxNumEpochs:
@@ -196,11 +215,14 @@ func DefaultLoraConfig() LoraConfig {
 // Scaling returns lora_alpha / r, the factor applied to the adapter's output.
 func (c LoraConfig) Scaling() float64 { return float64(c.LoraAlpha) / float64(c.R) }
 
-// Validate checks the config; errors wrap ErrInvalidConfig.
+// Validate checks the config; errors wrap ErrInvalidConfig (r over
+// MaxLoraRank is a *LimitError for "lora.r").
 func (c LoraConfig) Validate() error {
 	switch {
 	case c.R < 1:
 		return configError("r", "%d is below 1", c.R)
+	case c.R > MaxLoraRank:
+		return ConfigLimitError("lora.r", c.R, MaxLoraRank, "")
 	case c.LoraAlpha < 1:
 		return configError("lora_alpha", "%d is below 1", c.LoraAlpha)
 	case !finiteIn(c.LoraDropout, 0, 1) || c.LoraDropout == 1:

@@ -125,6 +125,53 @@ func TestParseLoraConfig(t *testing.T) {
 	}
 }
 
+// TestTrainingLimits: each size a run takes has an upper limit, refused as
+// a LimitError worded like §7.1 with the field in Param and the limit in
+// Limit; the limit itself is accepted.
+func TestTrainingLimits(t *testing.T) {
+	tests := []struct {
+		name      string
+		parse     func([]byte) error
+		in        string
+		wantParam string
+		wantLimit int
+		wantText  string
+	}{
+		{name: "batch at the limit", parse: parseTraining, in: "model_name: m\nper_device_batch_size: 4096\n"},
+		{name: "batch over the limit", parse: parseTraining, in: "model_name: m\nper_device_batch_size: 4097\n",
+			wantParam: "per_device_batch_size", wantLimit: MaxPerDeviceBatchSize, wantText: "Invalid per_device_batch_size: 4097 is over the limit of 4096"},
+		{name: "batch 1e8", parse: parseTraining, in: "model_name: m\nper_device_batch_size: 100000000\n",
+			wantParam: "per_device_batch_size", wantLimit: MaxPerDeviceBatchSize, wantText: "Invalid per_device_batch_size: 100000000 is over the limit of 4096"},
+		{name: "accumulation at the limit", parse: parseTraining, in: "model_name: m\ngradient_accumulation_steps: 65536\n"},
+		{name: "accumulation over the limit", parse: parseTraining, in: "model_name: m\ngradient_accumulation_steps: 65537\n",
+			wantParam: "gradient_accumulation_steps", wantLimit: MaxGradientAccumulationSteps, wantText: "Invalid gradient_accumulation_steps: 65537 is over the limit of 65536"},
+		{name: "rank at the limit", parse: parseLora, in: "r: 256\n"},
+		{name: "rank over the limit", parse: parseLora, in: "r: 257\n",
+			wantParam: "lora.r", wantLimit: MaxLoraRank, wantText: "Invalid lora.r: 257 is over the limit of 256"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.parse([]byte(tt.in))
+			if tt.wantParam == "" {
+				if err != nil {
+					t.Fatalf("error %v, want none", err)
+				}
+				return
+			}
+			var le *LimitError
+			if !errors.As(err, &le) || !errors.Is(err, ErrInvalidConfig) {
+				t.Fatalf("error %v, want a LimitError matching ErrInvalidConfig", err)
+			}
+			if le.Param != tt.wantParam || le.Limit != tt.wantLimit || err.Error() != tt.wantText {
+				t.Fatalf("param %q limit %d text %q, want %q %d %q", le.Param, le.Limit, err.Error(), tt.wantParam, tt.wantLimit, tt.wantText)
+			}
+		})
+	}
+}
+
+func parseTraining(b []byte) error { _, err := ParseTrainingConfig(b); return err }
+func parseLora(b []byte) error     { _, err := ParseLoraConfig(b); return err }
+
 func TestParseExperts(t *testing.T) {
 	code := ExpertConfig{Name: "code", ModelPath: "models/code", Description: "Code expert", Domains: []string{"programming"},
 		Keywords: []string{"python", "go"}, Priority: 2, MaxTokens: 4096, Endpoint: "http://localhost:8001"}

@@ -1,6 +1,9 @@
 package schemas
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+)
 
 // Sentinel errors. Where DATA_DICTIONARY §7.1 names an error string, the
 // sentinel's message is exactly that string, and Validate methods return the
@@ -36,3 +39,44 @@ var (
 	// ArrowSchema gives for the format.
 	ErrSchemaMismatch = errors.New("arrow schema mismatch")
 )
+
+// LimitError is a value beyond one of the documented limits, refused with a
+// message in the §7.1 form: "Invalid <param>: <value> is over the limit of
+// <limit>", then what sets the limit when Reason says. Param names the field
+// (a dotted path inside a section: "lora.r"), Limit the largest value
+// accepted. It matches ErrInvalidConfig for a config field, and
+// ErrInvalidRequest for a request field (ErrInvalidMaxTokens too when Param is
+// max_tokens), so that callers matching those keep working.
+type LimitError struct {
+	Param  string
+	Value  int
+	Limit  int
+	Reason string
+	kind   error
+}
+
+// ConfigLimitError is the refusal of a config field over its limit.
+func ConfigLimitError(param string, value, limit int, reason string) *LimitError {
+	return &LimitError{Param: param, Value: value, Limit: limit, Reason: reason, kind: ErrInvalidConfig}
+}
+
+// RequestLimitError is the refusal of a request field over its limit.
+func RequestLimitError(param string, value, limit int, reason string) *LimitError {
+	return &LimitError{Param: param, Value: value, Limit: limit, Reason: reason, kind: ErrInvalidRequest}
+}
+
+// Error is "Invalid <param>: <value> is over the limit of <limit>" and the
+// reason in parentheses.
+func (e *LimitError) Error() string {
+	msg := fmt.Sprintf("Invalid %s: %d is over the limit of %d", e.Param, e.Value, e.Limit)
+	if e.Reason != "" {
+		msg += " (" + e.Reason + ")"
+	}
+	return msg
+}
+
+// Is matches the error's kind (ErrInvalidConfig or ErrInvalidRequest), and
+// ErrInvalidMaxTokens for max_tokens.
+func (e *LimitError) Is(target error) bool {
+	return target == e.kind || (e.Param == "max_tokens" && target == ErrInvalidMaxTokens)
+}

@@ -66,7 +66,8 @@ type ValidationError struct {
 	// "conversations[2].from", or "" for the whole record.
 	Field string
 	// Rule is the JSON Schema keyword or rule broken: "json", "type",
-	// "required", "minLength", "maxLength", "enum", "minItems", "utf8".
+	// "required", "minLength", "maxLength", "enum", "minItems", "utf8"
+	// (invalid UTF-8, or a lone UTF-16 surrogate escape such as \ud800).
 	Rule string
 	// Message is human readable and names the field and rule, e.g.
 	// `field "output": maxLength: 50001 characters exceeds the maximum of 50000`.
@@ -95,6 +96,9 @@ func newValidationError(field, rule, format string, args ...any) *ValidationErro
 func scanError(field string, err error) *ValidationError {
 	if errors.Is(err, errBadUTF8) {
 		return newValidationError(field, "utf8", "invalid UTF-8 in string")
+	}
+	if errors.Is(err, errLoneSurrogate) {
+		return newValidationError(field, "utf8", "%v in string (half of a UTF-16 pair stands for no character)", err)
 	}
 	return newValidationError("", "json", "invalid JSON: %v", err)
 }

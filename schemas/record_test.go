@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"strconv"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -12,10 +13,11 @@ import (
 )
 
 // schemaAccepts is the reference: the JSON Schema library's verdict on data
-// after encoding/json's decoding, plus the UTF-8 rule DecodeRecord adds.
+// after encoding/json's decoding, plus the Unicode rules DecodeRecord adds
+// (valid UTF-8, no lone UTF-16 surrogate escape).
 func schemaAccepts(t testing.TB, f Format, data []byte) (bool, any) {
 	t.Helper()
-	if !utf8.Valid(data) || !json.Valid(data) {
+	if !utf8.Valid(data) || !json.Valid(data) || hasLoneSurrogate(data) {
 		return false, nil
 	}
 	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(data))
@@ -23,6 +25,42 @@ func schemaAccepts(t testing.TB, f Format, data []byte) (bool, any) {
 		return false, nil
 	}
 	return Schema(f).Validate(doc) == nil, doc
+}
+
+// hasLoneSurrogate reports whether a string of the valid JSON document data
+// holds a \uD800-\uDFFF escape that is not a high surrogate followed by a low one.
+func hasLoneSurrogate(data []byte) bool {
+	hex4 := func(i int) int64 {
+		if i+6 > len(data) || data[i] != '\\' || data[i+1] != 'u' {
+			return -1
+		}
+		v, err := strconv.ParseUint(string(data[i+2:i+6]), 16, 16)
+		if err != nil {
+			return -1
+		}
+		return int64(v)
+	}
+	inString := false
+	for i := 0; i < len(data); i++ {
+		switch c := data[i]; {
+		case c == '"':
+			inString = !inString
+		case c == '\\' && inString:
+			v := hex4(i)
+			switch {
+			case v >= 0xD800 && v <= 0xDBFF:
+				if lo := hex4(i + 6); lo < 0xDC00 || lo > 0xDFFF {
+					return true
+				}
+				i += 11
+			case v >= 0xDC00 && v <= 0xDFFF:
+				return true
+			default:
+				i++ // skip the escaped byte (a quote, a backslash, or the u)
+			}
+		}
+	}
+	return false
 }
 
 // recordFromDoc builds the Record that a decoded, valid document stands for.
@@ -126,6 +164,20 @@ func TestDecodeRecord(t *testing.T) {
 			wantErr: true, wantField: "instruction", wantRule: "utf8"},
 		{name: "alpaca invalid utf8 in other key", format: FormatAlpaca, in: "{\"instruction\":\"i\",\"output\":\"o\",\"x\":[\"\xc3\"]}",
 			wantErr: true, wantRule: "utf8"},
+		{name: "alpaca lone high surrogate", format: FormatAlpaca, in: `{"instruction":"a\ud800","output":"o"}`,
+			wantErr: true, wantField: "instruction", wantRule: "utf8"},
+		{name: "alpaca lone low surrogate", format: FormatAlpaca, in: `{"instruction":"i","output":"\udc00b"}`,
+			wantErr: true, wantField: "output", wantRule: "utf8"},
+		{name: "alpaca high surrogate then a letter", format: FormatAlpaca, in: `{"instruction":"\ud800\u0041","output":"o"}`,
+			wantErr: true, wantField: "instruction", wantRule: "utf8"},
+		{name: "alpaca reversed pair", format: FormatAlpaca, in: `{"instruction":"\ude00\ud83d","output":"o"}`,
+			wantErr: true, wantField: "instruction", wantRule: "utf8"},
+		{name: "alpaca lone surrogate in other key", format: FormatAlpaca, in: `{"instruction":"i","output":"o","x":"\ud83d"}`,
+			wantErr: true, wantRule: "utf8"},
+		{name: "sharegpt lone surrogate", format: FormatShareGPT, in: `{"conversations":[{"from":"human","value":"h"},{"from":"gpt","value":"\udfff"}]}`,
+			wantErr: true, wantField: "conversations[1].value", wantRule: "utf8"},
+		{name: "dpo surrogate pair ok", format: FormatDPO, in: `{"prompt":"\ud83d\ude00","chosen":"c\uD83D\uDE00","rejected":"r"}`,
+			want: Record{Format: FormatDPO, DPO: DPO{Prompt: "😀", Chosen: "c😀", Rejected: "r"}}},
 		{name: "array", format: FormatAlpaca, in: `[{"instruction":"i","output":"o"}]`, wantErr: true, wantRule: "type"},
 		{name: "number", format: FormatDPO, in: `12`, wantErr: true, wantRule: "type"},
 		{name: "null", format: FormatDPO, in: `null`, wantErr: true, wantRule: "type"},
@@ -258,6 +310,7 @@ func TestValidateWithSchema(t *testing.T) {
 		{name: "valid", format: FormatDPO, in: `{"prompt":"p","chosen":"c","rejected":"r"}`},
 		{name: "invalid", format: FormatDPO, in: `{"prompt":"p","chosen":"c"}`, wantErr: true},
 		{name: "bad utf8", format: FormatDPO, in: "{\"prompt\":\"\xff\",\"chosen\":\"c\",\"rejected\":\"r\"}", wantErr: true},
+		{name: "lone surrogate", format: FormatDPO, in: `{"prompt":"\ud800","chosen":"c","rejected":"r"}`, wantErr: true},
 		{name: "unknown format", format: "x", in: `{}`, wantErr: true},
 	}
 	for _, tt := range tests {

@@ -57,6 +57,11 @@ func (e *syntaxError) Error() string { return fmt.Sprintf("%s at offset %d", e.m
 // errBadUTF8 is returned by the scanner for invalid UTF-8 inside a string.
 var errBadUTF8 = errors.New("invalid UTF-8 in string")
 
+// errLoneSurrogate is wrapped by the scanner's error for a \uD800-\uDFFF
+// escape that is not half of a surrogate pair: it stands for no Unicode
+// character, so it is rejected rather than replaced with U+FFFD.
+var errLoneSurrogate = errors.New("lone UTF-16 surrogate escape")
+
 // scanner is a small validating JSON scanner over one document. It checks
 // the full RFC 8259 grammar (as encoding/json does) and rejects invalid UTF-8
 // inside strings.
@@ -186,6 +191,15 @@ func (s *scanner) scanString() (raw []byte, escaped bool, err error) {
 						return nil, false, s.syntax("invalid character in \\u hexadecimal character escape")
 					}
 				}
+				// A UTF-16 surrogate escape must be a high one followed at
+				// once by a low one: alone it stands for no character.
+				if r := getu4(data[i-5:]); utf16.IsSurrogate(r) {
+					if r >= 0xDC00 || utf16.DecodeRune(r, getu4(data[i+1:])) == unicode.ReplacementChar {
+						s.pos = i - 5
+						return nil, false, fmt.Errorf("%w %s", errLoneSurrogate, data[i-5:i+1])
+					}
+					i += 6
+				}
 			default:
 				s.pos = i
 				return nil, false, s.syntax("invalid character in string escape code")
@@ -207,9 +221,9 @@ func isHex(c byte) bool {
 	return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F')
 }
 
-// unquote turns raw string bytes (already checked by scanString) into the
-// string encoding/json would decode: the same escapes, and a lone or
-// mismatched UTF-16 surrogate escape becomes U+FFFD exactly as there.
+// unquote turns raw string bytes (already checked by scanString, so every
+// surrogate escape is half of a pair) into the string encoding/json would
+// decode.
 func unquote(raw []byte, escaped bool) string {
 	if !escaped {
 		return string(raw)
@@ -242,12 +256,8 @@ func unquote(raw []byte, escaped bool) string {
 			rr := getu4(raw[r-1:])
 			r += 5
 			if utf16.IsSurrogate(rr) {
-				if dec := utf16.DecodeRune(rr, getu4(raw[r:])); dec != unicode.ReplacementChar {
-					r += 6
-					b.WriteRune(dec)
-					continue
-				}
-				rr = unicode.ReplacementChar
+				rr = utf16.DecodeRune(rr, getu4(raw[r:]))
+				r += 6
 			}
 			b.WriteRune(rr)
 			continue

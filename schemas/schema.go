@@ -3,6 +3,7 @@ package schemas
 import (
 	"bytes"
 	"embed"
+	"errors"
 	"fmt"
 	"sync"
 
@@ -72,8 +73,8 @@ func Schema(f Format) *jsonschema.Schema {
 
 // ValidateWithSchema validates one JSON document against f's compiled JSON
 // Schema using the JSON Schema library alone (slow; DecodeRecord is the fast
-// path and accepts the same documents). Invalid UTF-8 is rejected as
-// DecodeRecord rejects it. The error is a *ValidationError with rule "json",
+// path and accepts the same documents). Invalid UTF-8 and lone UTF-16
+// surrogate escapes are rejected as DecodeRecord rejects them. The error is a *ValidationError with rule "json",
 // "utf8" or "schema" (the library's message).
 func ValidateWithSchema(f Format, data []byte) error {
 	sch := Schema(f)
@@ -83,6 +84,10 @@ func ValidateWithSchema(f Format, data []byte) error {
 	}
 	if !validUTF8(data) {
 		return newValidationError("", "utf8", "invalid UTF-8 in string")
+	}
+	s := scanner{data: data}
+	if err := s.skipValue(); errors.Is(err, errLoneSurrogate) {
+		return scanError("", err)
 	}
 	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(data))
 	if err != nil {

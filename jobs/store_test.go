@@ -98,7 +98,7 @@ func TestStoreConcurrentCounts(t *testing.T) {
 }
 
 func TestStoreWatch(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	s := newStore(t)
 	if _, err := s.Create(ctx, jobs.Spec{ID: "job-w", Model: "m"}); err != nil {

@@ -59,7 +59,7 @@ func TestConnConfigValidate(t *testing.T) {
 }
 
 func TestConnectAuth(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	confWith := func(auth string) []byte {
 		return []byte(pipeline.DefaultNATSConf + "\n" + auth + "\n")
@@ -103,7 +103,7 @@ func TestConnectAuth(t *testing.T) {
 }
 
 func TestConnectNoServer(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	e := pipelinetest.StartServer(t)
 	url := e.ClientURL()
@@ -144,7 +144,7 @@ func ExampleConnect() {
 }
 
 func TestConnectNKey(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	user, err := nkeys.CreateUser()
 	if err != nil {

@@ -45,8 +45,8 @@ func runConsumer(t *testing.T, c *pipeline.Consumer) (stop func() error) {
 			cancel()
 			select {
 			case err = <-errc:
-			case <-time.After(10 * time.Second):
-				err = errors.New("Run did not return within 10s of cancel")
+			case <-time.After(time.Minute): // a hang, not a speed
+				err = errors.New("Run did not return within a minute of cancel")
 			}
 		})
 		return err
@@ -57,7 +57,7 @@ func runConsumer(t *testing.T, c *pipeline.Consumer) (stop func() error) {
 
 func newConsumer(t *testing.T, b *pipeline.Bus, cfg pipeline.ConsumerConfig, h pipeline.Handler) *pipeline.Consumer {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	c, err := pipeline.NewConsumer(ctx, b, cfg, h, pipelinetest.Logger(t))
 	if err != nil {
@@ -68,7 +68,7 @@ func newConsumer(t *testing.T, b *pipeline.Bus, cfg pipeline.ConsumerConfig, h p
 
 func publishRequests(t *testing.T, b *pipeline.Bus, job string, n int) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	subj, err := pipeline.RequestSubject(job, "m")
 	if err != nil {
@@ -84,7 +84,7 @@ func publishRequests(t *testing.T, b *pipeline.Bus, job string, n int) {
 
 func consumerInfo(t *testing.T, b *pipeline.Bus, stream, durable string) *jetstream.ConsumerInfo {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	c, err := b.JetStream().Consumer(ctx, stream, durable)
 	if err != nil {
@@ -97,10 +97,26 @@ func consumerInfo(t *testing.T, b *pipeline.Bus, stream, durable string) *jetstr
 	return info
 }
 
+// stopReturns calls stop and fails if it does not return within a minute (a
+// hang, not a speed: every stop the tests make returns in milliseconds).
+func stopReturns(t *testing.T, stop func() error) {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- stop() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("Run did not return after its ctx ended")
+	}
+}
+
 // dlqRecords reads every record on lf.dlq.<stage>.<token>.
 func dlqRecords(t *testing.T, b *pipeline.Bus, stage, token string) []pipeline.DLQRecord {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	subj, _ := pipeline.DLQSubject(stage, token)
 	cons, err := b.JetStream().OrderedConsumer(ctx, pipeline.StreamDLQ, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subj}})
@@ -293,7 +309,7 @@ func TestConsumerInvalidGoesToDLQ(t *testing.T) {
 	})
 	c := newConsumer(t, b, fastConfig(), h)
 	runConsumer(t, c)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	subj, _ := pipeline.RequestSubject("job7", "m")
 	bad := []byte(`{"prompt": "unterminated`)
@@ -319,13 +335,19 @@ func TestConsumerInvalidGoesToDLQ(t *testing.T) {
 	if r.Headers["Lf-Trace"][0] != "t-1" || r.Headers[jetstream.MsgIDHeader][0] != "job7/r1" {
 		t.Errorf("dlq headers = %v", r.Headers)
 	}
-	// Terminated: never redelivered, and gone from the work queue.
-	time.Sleep(200 * time.Millisecond) // longer than NakDelay: a redelivery would have come
+	// Terminated: gone from the work queue with nothing pending, so the
+	// server has nothing left to redeliver.
+	pipelinetest.CheckFor(t, time.Minute, 10*time.Millisecond, func() error {
+		if n := streamMsgs(t, b, pipeline.StreamRequests); n != 0 {
+			return fmt.Errorf("%d msgs left on the work queue", n)
+		}
+		if info := consumerInfo(t, b, pipeline.StreamRequests, "infer"); info.NumAckPending != 0 || info.NumRedelivered != 0 {
+			return fmt.Errorf("consumer ack pending %d redelivered %d", info.NumAckPending, info.NumRedelivered)
+		}
+		return nil
+	})
 	if n := calls.Load(); n != 1 {
 		t.Errorf("handler called %d times, want 1", n)
-	}
-	if info := consumerInfo(t, b, pipeline.StreamRequests, "infer"); info.NumAckPending != 0 || info.NumRedelivered != 0 {
-		t.Errorf("consumer ack pending %d redelivered %d", info.NumAckPending, info.NumRedelivered)
 	}
 }
 
@@ -408,15 +430,17 @@ func TestConsumerInProgressPreventsRedelivery(t *testing.T) {
 	h := pipeline.PerMessage(func(ctx context.Context, m jetstream.Msg) error {
 		calls.Add(1)
 		select { // three times the ack wait
-		case <-time.After(900 * time.Millisecond):
+		case <-time.After(3 * time.Second):
 		case <-ctx.Done():
 			return ctx.Err()
 		}
 		return nil
 	})
 	cfg := fastConfig()
-	cfg.AckWait = 300 * time.Millisecond
-	cfg.InProgressEvery = 100 * time.Millisecond
+	// InProgress every 50ms against a 1s ack wait: only a process stalled
+	// for most of a second could miss one.
+	cfg.AckWait = time.Second
+	cfg.InProgressEvery = 50 * time.Millisecond
 	c := newConsumer(t, b, cfg, h)
 	// A second loop on the same durable would take a redelivered message at once.
 	runConsumer(t, c)
@@ -456,16 +480,21 @@ func TestConsumerDrainOnCancel(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("handler never called")
 	}
+	// Run must not return before the handler has: whenever stop returns,
+	// the handler must already be done.
 	stopped := make(chan error, 1)
-	go func() { stopped <- stop() }()
-	select {
-	case err := <-stopped:
-		t.Fatalf("Run returned (%v) while the batch was in flight", err)
-	case <-time.After(200 * time.Millisecond):
-	}
+	var doneAtStop atomic.Bool
+	go func() {
+		err := stop()
+		doneAtStop.Store(handlerCtxErr.Load() != nil)
+		stopped <- err
+	}()
 	close(release)
 	if err := <-stopped; err != nil {
 		t.Fatalf("Run = %v, want nil", err)
+	}
+	if !doneAtStop.Load() {
+		t.Fatal("Run returned while the batch was in flight")
 	}
 	if got := handlerCtxErr.Load(); got != "<nil>" {
 		t.Errorf("handler ctx was cancelled during drain: %v", got)
@@ -499,13 +528,9 @@ func TestConsumerDrainTimeoutCancelsHandler(t *testing.T) {
 	stop := runConsumer(t, c)
 	publishRequests(t, b, "job8", 1)
 	<-entered
-	start := time.Now()
-	if err := stop(); err != nil {
-		t.Fatal(err)
-	}
-	if d := time.Since(start); d > 3*time.Second {
-		t.Errorf("drain took %v with a 100ms drain timeout", d)
-	}
+	// The handler waits for its ctx alone: stop returns only if the drain
+	// timeout cancels it.
+	stopReturns(t, stop)
 	if s := c.Stats(); s.Nakked != 1 {
 		t.Errorf("stats = %+v, want the cancelled message nakked", s)
 	}
@@ -517,14 +542,14 @@ func TestConsumerIdleCancelIsPrompt(t *testing.T) {
 	cfg.MaxWait = 500 * time.Millisecond
 	c := newConsumer(t, b, cfg, pipeline.PerMessage(func(context.Context, jetstream.Msg) error { return nil }))
 	stop := runConsumer(t, c)
-	time.Sleep(50 * time.Millisecond) // let it block in a fetch
-	start := time.Now()
-	if err := stop(); err != nil {
-		t.Fatal(err)
-	}
-	if d := time.Since(start); d > 2*time.Second {
-		t.Errorf("Run took %v to return on an idle stream", d)
-	}
+	// Let it block in a fetch: the server holds its pull request.
+	pipelinetest.CheckFor(t, time.Minute, 5*time.Millisecond, func() error {
+		if info := consumerInfo(t, b, pipeline.StreamRequests, "infer"); info.NumWaiting == 0 {
+			return errors.New("no pull request waiting")
+		}
+		return nil
+	})
+	stopReturns(t, stop)
 }
 
 func TestConsumerHandlerPanicAndBadOutcomes(t *testing.T) {
@@ -592,12 +617,10 @@ func TestConsumerConcurrentRuns(t *testing.T) {
 	for range 3 {
 		runConsumer(t, c)
 	}
-	start := time.Now()
 	publishRequests(t, b, "jobc", 60)
-	// Seconds, not milliseconds, would mean fetches stall on the full window.
-	pipelinetest.CheckFor(t, 5*time.Second, 5*time.Millisecond, func() error {
+	pipelinetest.CheckFor(t, time.Minute, 5*time.Millisecond, func() error {
 		if s := c.Stats(); s.Acked != 60 {
-			return fmt.Errorf("stats %+v after %v", s, time.Since(start))
+			return fmt.Errorf("stats %+v", s)
 		}
 		return nil
 	})
@@ -635,7 +658,7 @@ func TestConsumerRunEndsWhenConnectionCloses(t *testing.T) {
 // filter overlapping one of them is refused by the server.
 func TestConsumersPerModelOnWorkQueue(t *testing.T) {
 	_, b := pipelinetest.StartBus(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	got := map[string]*atomic.Int64{"m1": {}, "m2": {}}
 	var cs []*pipeline.Consumer

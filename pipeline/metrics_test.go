@@ -41,7 +41,7 @@ func TestConsumerMetrics(t *testing.T) {
 	cfg.Metrics = m
 	c := newConsumer(t, b, cfg, h)
 	runConsumer(t, c)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	subj, _ := pipeline.RequestSubject("jobm", "m")
 	for _, d := range []string{"ok", "bad", "flaky", "ok"} {

@@ -18,7 +18,7 @@ import (
 
 func streamMsgs(t *testing.T, b *pipeline.Bus, stream string) uint64 {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	s, err := b.JetStream().Stream(ctx, stream)
 	if err != nil {
@@ -32,7 +32,7 @@ func streamMsgs(t *testing.T, b *pipeline.Bus, stream string) uint64 {
 }
 
 func TestPublishDedupe(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	_, b := pipelinetest.StartBus(t)
 	subj, _ := pipeline.ResultSubject("job1")
@@ -81,7 +81,7 @@ func TestPublishDedupe(t *testing.T) {
 }
 
 func TestPublisher(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	_, b := pipelinetest.StartBus(t)
 	subj, _ := pipeline.DatasetRawSubject("ds")
@@ -119,7 +119,7 @@ func TestPublisher(t *testing.T) {
 }
 
 func TestPublisherReportsFailure(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	_, b := pipelinetest.StartBus(t)
 	p := b.NewPublisher(4)
@@ -162,7 +162,7 @@ func TestPublisherCancelledContext(t *testing.T) {
 }
 
 func TestPublishDLQ(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	_, b := pipelinetest.StartBus(t)
 	big := make([]byte, 900_000) // base64 makes it larger than max_payload
@@ -221,7 +221,7 @@ func TestPublishDLQ(t *testing.T) {
 // A publish that gets no stream response is retried PublishRetries times, then
 // fails; a stream that appears meanwhile takes it.
 func TestPublisherRetriesNoStreamResponse(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	_, b := pipelinetest.StartBus(t)
 

@@ -18,7 +18,7 @@ import (
 func TestStreamRPC(t *testing.T) {
 	e := pipelinetest.StartServer(t)
 	bus := pipelinetest.Connect(t, e)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	cancelled := make(chan string, 1)
 	srv, err := pipeline.ServeRPCEvery(bus, ctx, pipeline.RPCSubject("echo"), pipeline.RPCQueue("echo"), 50*time.Millisecond, func(ctx context.Context, req *pipeline.RPCRequest) {
@@ -113,12 +113,14 @@ func TestStreamRPC(t *testing.T) {
 	})
 
 	t.Run("keepalive answered", func(t *testing.T) {
-		// A 300ms non-streamed call sees keepalives every 50ms and completes.
+		// A 3s non-streamed call with a 1s idle limit sees keepalives every
+		// 50ms and completes (only a process stalled for most of a second
+		// could miss them all).
 		slow, err := pipeline.ServeRPCEvery(bus, ctx, pipeline.RPCSubject("late"), pipeline.RPCQueue("late"), 50*time.Millisecond, func(ctx context.Context, req *pipeline.RPCRequest) {
 			select {
 			case <-ctx.Done():
 				return
-			case <-time.After(300 * time.Millisecond):
+			case <-time.After(3 * time.Second):
 			}
 			_ = req.Send(pipeline.RPCFinal, []byte("ok"))
 		})
@@ -126,7 +128,7 @@ func TestStreamRPC(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer slow.Stop(true)
-		final, err := bus.StreamRPC(ctx, pipeline.RPCCall{Subject: pipeline.RPCSubject("late"), Data: []byte("x"), Idle: 150 * time.Millisecond}, nil, nil)
+		final, err := bus.StreamRPC(ctx, pipeline.RPCCall{Subject: pipeline.RPCSubject("late"), Data: []byte("x"), Idle: time.Second}, nil, nil)
 		if err != nil || string(final) != "ok" {
 			t.Fatalf("final %q, err %v", final, err)
 		}

@@ -76,7 +76,7 @@ func newPKI(t *testing.T, dir string) pki {
 }
 
 func TestConnectTLS(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	p := newPKI(t, t.TempDir())
 	conf := pipeline.DefaultNATSConf + `

@@ -69,10 +69,18 @@ func StartBus(t testing.TB) (*pipeline.Embedded, *pipeline.Bus) {
 	return e, b
 }
 
+// MinWait is the least time CheckFor waits for its condition.
+const MinWait = time.Minute
+
 // CheckFor calls f every sleep until it returns nil, and fails the test with
 // f's last error when total has passed.
+//
+// total is a guard against a hang, never a claim about speed: it is raised
+// to MinWait, so a condition that holds eventually passes on a slow or busy
+// machine.
 func CheckFor(t testing.TB, total, sleep time.Duration, f func() error) {
 	t.Helper()
+	total = max(total, MinWait)
 	deadline := time.Now().Add(total)
 	var err error
 	for time.Now().Before(deadline) {

@@ -7,8 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"math"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/parquet-go/parquet-go"
@@ -236,42 +240,30 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// Parquet input: the columns of the dictionary's formats. Optional pointers tell
-// an absent value (null) from an empty string, so validation sees what the file holds.
-type pqAlpaca struct {
-	Instruction *string `parquet:"instruction,optional"`
-	Input       *string `parquet:"input,optional"`
-	Output      *string `parquet:"output,optional"`
-}
-
-type pqTurn struct {
-	From  *string `parquet:"from,optional"`
-	Value *string `parquet:"value,optional"`
-}
-
-type pqShareGPT struct {
-	Conversations []pqTurn `parquet:"conversations,list"`
-}
-
-type pqDPO struct {
-	Prompt   *string `parquet:"prompt,optional"`
-	Chosen   *string `parquet:"chosen,optional"`
-	Rejected *string `parquet:"rejected,optional"`
-}
-
+// formatColumns are the columns a Parquet file needs for each format.
 var formatColumns = map[schemas.Format][]string{
 	schemas.FormatAlpaca:   {"instruction", "output"},
 	schemas.FormatShareGPT: {"conversations"},
 	schemas.FormatDPO:      {"prompt", "chosen", "rejected"},
 }
 
-// parquetReader turns the rows of a Parquet file into JSON records.
+// recordColumns are the columns of each format that become a record's JSON;
+// other columns are not read into it.
+var recordColumns = map[schemas.Format][]string{
+	schemas.FormatAlpaca:   {"instruction", "input", "output"},
+	schemas.FormatShareGPT: {"conversations"},
+	schemas.FormatDPO:      {"prompt", "chosen", "rejected"},
+}
+
+// parquetReader turns the rows of a Parquet file into JSON records. Each value
+// keeps the kind its column has (an INT64 column gives a JSON number), so that
+// validation rejects a column of the wrong type with rule "type" exactly as it
+// rejects the same value in JSONL, rather than converting it to a string.
 type parquetReader struct {
 	f      *os.File
 	size   int64
 	format schemas.Format
-	next   func() (any, error)
-	close  func() error
+	rows   *parquet.Reader
 	n      int64
 	total  int64
 }
@@ -291,13 +283,7 @@ func newParquetReader(f *os.File, want schemas.Format) (*parquetReader, error) {
 	}
 	has := func(names []string) bool {
 		for _, n := range names {
-			found := false
-			for _, c := range cols {
-				if c == n {
-					found = true
-				}
-			}
-			if !found {
+			if !slices.Contains(cols, n) {
 				return false
 			}
 		}
@@ -317,88 +303,148 @@ func newParquetReader(f *os.File, want schemas.Format) (*parquetReader, error) {
 	} else if !has(formatColumns[format]) {
 		return nil, fmt.Errorf("columns %v: format %s needs columns %v", cols, format, formatColumns[format])
 	}
-	r := &parquetReader{f: f, size: st.Size(), format: format, total: pf.NumRows()}
-	switch format {
-	case schemas.FormatAlpaca:
-		r.next, r.close = genericRows[pqAlpaca](pf)
-	case schemas.FormatShareGPT:
-		r.next, r.close = genericRows[pqShareGPT](pf)
-	case schemas.FormatDPO:
-		r.next, r.close = genericRows[pqDPO](pf)
-	}
-	return r, nil
-}
-
-func genericRows[T any](pf *parquet.File) (func() (any, error), func() error) {
-	gr := parquet.NewGenericReader[T](pf)
-	buf := make([]T, 256)
-	var pos, n int
-	return func() (any, error) {
-		if pos == n {
-			var err error
-			n, err = gr.Read(buf)
-			pos = 0
-			if n == 0 {
-				if err == nil || errors.Is(err, io.EOF) {
-					return nil, io.EOF
-				}
-				return nil, err
-			}
-		}
-		v := buf[pos]
-		pos++
-		return v, nil
-	}, gr.Close
+	return &parquetReader{f: f, size: st.Size(), format: format, rows: parquet.NewReader(pf, pf.Schema()), total: pf.NumRows()}, nil
 }
 
 func (p *parquetReader) Next() (Row, error) {
-	v, err := p.next()
-	if err != nil {
-		if err == io.EOF {
+	if p.n >= p.total {
+		return Row{}, io.EOF
+	}
+	row := map[string]any{}
+	if err := p.rows.Read(&row); err != nil {
+		if errors.Is(err, io.EOF) {
 			return Row{}, io.EOF
 		}
 		return Row{}, fmt.Errorf("%w: parquet row %d: %v", ErrSource, p.n+1, err)
 	}
 	p.n++
-	data, err := json.Marshal(pqJSON(v))
-	if err != nil {
-		return Row{Line: p.n, Rule: "json", Problem: err.Error()}, nil
-	}
-	return Row{Line: p.n, Data: data}, nil
+	return Row{Line: p.n, Data: pqRecordJSON(p.format, row)}, nil
 }
 
-// pqJSON maps a Parquet row to the JSON object the schemas validate (null values omitted).
-func pqJSON(v any) map[string]any {
-	m := map[string]any{}
-	put := func(k string, s *string) {
-		if s != nil {
-			m[k] = *s
+// pqRecordJSON writes the format's columns of a Parquet row as a JSON object.
+// A null value is left out, as absent (Parquet has no other way to say it), in
+// the row and in each conversation turn.
+func pqRecordJSON(f schemas.Format, row map[string]any) []byte {
+	b := []byte{'{'}
+	for _, k := range recordColumns[f] {
+		v, ok := row[k]
+		if !ok || v == nil {
+			continue
+		}
+		if len(b) > 1 {
+			b = append(b, ',')
+		}
+		b = appendJSONString(b, k)
+		b = append(b, ':')
+		if turns, isList := v.([]any); isList && f == schemas.FormatShareGPT {
+			b = appendTurns(b, turns)
+			continue
+		}
+		b = appendJSONValue(b, v)
+	}
+	return append(b, '}')
+}
+
+// appendTurns writes conversation turns with their from and value only.
+func appendTurns(b []byte, turns []any) []byte {
+	b = append(b, '[')
+	for i, t := range turns {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		m, ok := t.(map[string]any)
+		if !ok {
+			b = appendJSONValue(b, t)
+			continue
+		}
+		b = append(b, '{')
+		first := true
+		for _, k := range []string{"from", "value"} {
+			if v := m[k]; v != nil {
+				if !first {
+					b = append(b, ',')
+				}
+				first = false
+				b = appendJSONString(b, k)
+				b = append(b, ':')
+				b = appendJSONValue(b, v)
+			}
+		}
+		b = append(b, '}')
+	}
+	return append(b, ']')
+}
+
+// appendJSONValue writes a value parquet-go read as JSON of the same kind:
+// strings and byte arrays as strings, numbers as numbers (NaN and infinities,
+// which JSON lacks, as null), booleans, lists and groups.
+func appendJSONValue(b []byte, v any) []byte {
+	switch x := v.(type) {
+	case nil:
+		return append(b, "null"...)
+	case string:
+		return appendJSONString(b, x)
+	case []byte:
+		return appendJSONString(b, string(x))
+	case bool:
+		return strconv.AppendBool(b, x)
+	case float32:
+		return appendJSONFloat(b, float64(x), 32)
+	case float64:
+		return appendJSONFloat(b, x, 64)
+	case []any:
+		b = append(b, '[')
+		for i, e := range x {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendJSONValue(b, e)
+		}
+		return append(b, ']')
+	case map[string]any:
+		keys := slices.Sorted(maps.Keys(x))
+		b = append(b, '{')
+		for i, k := range keys {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendJSONString(b, k)
+			b = append(b, ':')
+			b = appendJSONValue(b, x[k])
+		}
+		return append(b, '}')
+	}
+	if data, err := json.Marshal(v); err == nil { // integers, and whatever else a column holds
+		return append(b, data...)
+	}
+	return append(b, "null"...)
+}
+
+func appendJSONFloat(b []byte, f float64, bits int) []byte {
+	if math.IsNaN(f) || math.IsInf(f, 0) {
+		return append(b, "null"...)
+	}
+	return strconv.AppendFloat(b, f, 'g', -1, bits)
+}
+
+// appendJSONString writes s as a JSON string, escaping quotes, backslashes
+// and control characters and copying every other byte as it is: invalid UTF-8
+// stays invalid, for validation to reject with rule "utf8" rather than
+// silently becoming U+FFFD as encoding/json would write it.
+func appendJSONString(b []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	b = append(b, '"')
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '"' || c == '\\':
+			b = append(b, '\\', c)
+		case c < 0x20:
+			b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xF])
+		default:
+			b = append(b, c)
 		}
 	}
-	switch r := v.(type) {
-	case pqAlpaca:
-		put("instruction", r.Instruction)
-		put("input", r.Input)
-		put("output", r.Output)
-	case pqShareGPT:
-		turns := make([]map[string]any, len(r.Conversations))
-		for i, t := range r.Conversations {
-			tm := map[string]any{}
-			if t.From != nil {
-				tm["from"] = *t.From
-			}
-			if t.Value != nil {
-				tm["value"] = *t.Value
-			}
-			turns[i] = tm
-		}
-		m["conversations"] = turns
-	case pqDPO:
-		put("prompt", r.Prompt)
-		put("chosen", r.Chosen)
-		put("rejected", r.Rejected)
-	}
-	return m
+	return append(b, '"')
 }
 
 func (p *parquetReader) Format() (schemas.Format, bool) { return p.format, true }
@@ -409,6 +455,6 @@ func (p *parquetReader) BytesRead() int64 {
 	return p.size * p.n / p.total
 }
 func (p *parquetReader) Close() error {
-	p.close()
+	p.rows.Close()
 	return p.f.Close()
 }

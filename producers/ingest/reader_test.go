@@ -6,8 +6,11 @@ import (
 	"context"
 	"errors"
 	"io"
+	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/parquet-go/parquet-go"
 
 	"github.com/largeforge/largeforge/schemas"
 )
@@ -138,4 +141,100 @@ func FuzzJSONLReader(f *testing.F) {
 			}
 		}
 	})
+}
+
+// writeParquet writes rows (a slice of one struct type) to a Parquet file and
+// returns its path.
+func writeParquet[T any](t *testing.T, rows []T) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "in.parquet")
+	if err := parquet.WriteFile(path, rows); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// Parquet columns keep their kind: a column of the wrong type is rejected with
+// rule type, as the same value in JSONL is, invalid UTF-8 with rule utf8; a
+// null is absent. Nothing is converted to a string on the way.
+func TestParquetColumnTypes(t *testing.T) {
+	type alpacaInt struct {
+		Instruction int64   `parquet:"instruction"`
+		Input       *string `parquet:"input,optional"`
+		Output      string  `parquet:"output"`
+		ID          []byte  `parquet:"id"` // not a record column: not read into the record
+	}
+	type dpoMixed struct {
+		Prompt   string  `parquet:"prompt"`
+		Chosen   bool    `parquet:"chosen"`
+		Rejected float64 `parquet:"rejected"`
+	}
+	type turn struct {
+		From  string `parquet:"from"`
+		Value int32  `parquet:"value"`
+	}
+	type chat struct {
+		Conversations []turn `parquet:"conversations,list"`
+	}
+	type alpacaBytes struct {
+		Instruction *string `parquet:"instruction,optional"`
+		Input       *string `parquet:"input,optional"`
+		Output      []byte  `parquet:"output"`
+	}
+	ctx := "ctx"
+	instr := "i"
+	tests := []struct {
+		name       string
+		path       string
+		wantFormat schemas.Format
+		wantData   []string
+		wantField  []string
+		wantRule   []string
+	}{
+		{name: "int64 instruction", path: writeParquet(t, []alpacaInt{{1, &ctx, "o", []byte("\xff")}, {2, nil, "p", nil}}),
+			wantFormat: schemas.FormatAlpaca,
+			wantData:   []string{`{"instruction":1,"input":"ctx","output":"o"}`, `{"instruction":2,"output":"p"}`},
+			wantField:  []string{"instruction", "instruction"}, wantRule: []string{"type", "type"}},
+		{name: "bool and double dpo", path: writeParquet(t, []dpoMixed{{"p", true, 1.5}}),
+			wantFormat: schemas.FormatDPO,
+			wantData:   []string{`{"prompt":"p","chosen":true,"rejected":1.5}`},
+			wantField:  []string{"chosen"}, wantRule: []string{"type"}},
+		{name: "int32 turn value", path: writeParquet(t, []chat{{[]turn{{"human", 1}, {"gpt", 2}}}}),
+			wantFormat: schemas.FormatShareGPT,
+			wantData:   []string{`{"conversations":[{"from":"human","value":1},{"from":"gpt","value":2}]}`},
+			wantField:  []string{"conversations[0].value"}, wantRule: []string{"type"}},
+		{name: "strings kept byte for byte", path: writeParquet(t, []alpacaBytes{{&instr, nil, []byte("a\"\\\n\xffz")}, {nil, nil, []byte("o")}, {&instr, nil, []byte("ok")}}),
+			wantFormat: schemas.FormatAlpaca,
+			wantData:   []string{"{\"instruction\":\"i\",\"output\":\"a\\\"\\\\\\u000a\xffz\"}", `{"output":"o"}`, `{"instruction":"i","output":"ok"}`},
+			wantField:  []string{"output", "instruction", ""}, wantRule: []string{"utf8", "required", ""}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rr, err := openSource(tt.path, nil, 1<<20, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer rr.Close()
+			if f, _ := rr.Format(); f != tt.wantFormat {
+				t.Fatalf("format %s, want %s", f, tt.wantFormat)
+			}
+			rows := readAllRows(t, rr)
+			if len(rows) != len(tt.wantData) {
+				t.Fatalf("%d rows, want %d", len(rows), len(tt.wantData))
+			}
+			items := decodeRows(tt.path, tt.wantFormat, rows)
+			for i, r := range rows {
+				if string(r.Data) != tt.wantData[i] || r.Line != int64(i+1) {
+					t.Errorf("row %d = %d %q, want %d %q", i, r.Line, r.Data, i+1, tt.wantData[i])
+				}
+				rej := items[i].rej
+				switch {
+				case tt.wantRule[i] == "" && rej != nil:
+					t.Errorf("row %d rejected: %+v", i, rej)
+				case tt.wantRule[i] != "" && (rej == nil || rej.Rule != tt.wantRule[i] || rej.Field != tt.wantField[i]):
+					t.Errorf("row %d: reject %+v, want field %q rule %q", i, rej, tt.wantField[i], tt.wantRule[i])
+				}
+			}
+		})
+	}
 }

@@ -307,7 +307,7 @@ func TestHTTPDetails(t *testing.T) {
 		if !errors.As(err, &apiErr) || apiErr.StatusCode != 503 {
 			t.Fatalf("err %v, want 503", err)
 		}
-		if el := time.Since(start); el < 300*time.Millisecond || el > 5*time.Second {
+		if el := time.Since(start); el < 300*time.Millisecond { // a lower bound holds on any machine
 			t.Errorf("503 after %v, want after the 300ms wait", el)
 		}
 	})

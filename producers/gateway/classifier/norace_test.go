@@ -1,5 +1,0 @@
-//go:build !race
-
-package classifier_test
-
-const raceEnabled = false

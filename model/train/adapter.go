@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/largeforge/largeforge/model/checkpoint"
+	"github.com/largeforge/largeforge/schemas"
 )
 
 // LoadMerged loads baseDir's checkpoint with the LoRA adapter in adapterDir
@@ -28,7 +29,9 @@ func LoadMerged(baseDir, adapterDir string) (*checkpoint.Checkpoint, error) {
 // ApplyAdapter merges the LoRA adapter in adapterDir (adapter_config.json
 // and adapter_model.safetensors, PEFT names) into ck's weights, W +
 // lora_alpha/r * B·A, computed once; the adapted tensors are replaced, not
-// written through. It is the in-memory half of MergeAdapter.
+// written through. It is the in-memory half of MergeAdapter. An r over
+// schemas.MaxLoraRank (the limit the trainer applies) is refused before the
+// weights are read.
 func ApplyAdapter(ck *checkpoint.Checkpoint, adapterDir string) error {
 	data, err := os.ReadFile(filepath.Join(adapterDir, AdapterConfigFile))
 	if err != nil {
@@ -41,6 +44,9 @@ func ApplyAdapter(ck *checkpoint.Checkpoint, adapterDir string) error {
 	}
 	if err := json.Unmarshal(data, &pc); err != nil {
 		return fmt.Errorf("apply adapter: %s: %w", AdapterConfigFile, err)
+	}
+	if pc.R > schemas.MaxLoraRank { // the trainer's limit: one constant for both
+		return fmt.Errorf("%w: apply adapter %s: %w", ErrInvalidOption, adapterDir, schemas.ConfigLimitError("lora.r", pc.R, schemas.MaxLoraRank, AdapterConfigFile))
 	}
 	if pc.R < 1 || (pc.PEFTType != "" && pc.PEFTType != "LORA") {
 		return fmt.Errorf("%w: apply adapter: r %d, peft_type %q", ErrInvalidOption, pc.R, pc.PEFTType)

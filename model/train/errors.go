@@ -10,6 +10,9 @@ var (
 	// ErrUnsupportedRecord is wrapped when a record cannot be rendered for SFT
 	// (a DPO record, a conversation without a gpt turn).
 	ErrUnsupportedRecord = errors.New("train: unsupported record for sft")
+	// ErrNotEnoughMemory: a run's estimated memory (EstimateMemory) is more
+	// than the machine has available; nothing was allocated.
+	ErrNotEnoughMemory = errors.New("train: not enough memory")
 	// ErrBackend wraps a GoMLX failure while compiling or running a step.
 	ErrBackend = errors.New("train: backend")
 )

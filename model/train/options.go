@@ -35,8 +35,10 @@ func WithBackend(name string) Option {
 	return func(o *options) error { o.backend = name; return nil }
 }
 
-// WithMaxSeqLen sets the longest sequence trained on (default 512, at most
-// the model's max_position_embeddings); longer examples are truncated.
+// WithMaxSeqLen sets the longest sequence trained on (default
+// DefaultMaxSeqLen, or the model's max_position_embeddings when that is
+// shorter); longer examples are truncated. More than the model's
+// max_position_embeddings is refused by New ("Invalid max_seq_length").
 func WithMaxSeqLen(n int) Option {
 	return func(o *options) error {
 		if n < 2 {
@@ -58,7 +60,8 @@ func WithTokenizerDir(dir string) Option {
 	return func(o *options) error { o.tokenizerDir = dir; return nil }
 }
 
-// DefaultMaxSeqLen is the default longest training sequence.
+// DefaultMaxSeqLen is the default longest training sequence (the model's
+// max_position_embeddings when that is shorter).
 const DefaultMaxSeqLen = 512
 
 // DefaultSeed is the default shuffling seed (the Hugging Face Trainer's).

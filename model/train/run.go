@@ -30,7 +30,7 @@ type RunConfig struct {
 	DataDir      string   `json:"data_dir"`       // where ingested datasets live
 	DataFiles    []string `json:"data_files"`     // Parquet parts or JSONL files
 	Format       string   `json:"format"`         // the JSONL files' format (detected when empty)
-	MaxSeqLength int      `json:"max_seq_length"` // default DefaultMaxSeqLen
+	MaxSeqLength int      `json:"max_seq_length"` // 0: DefaultMaxSeqLen, or the model's max_position_embeddings when shorter
 	Seed         int64    `json:"seed"`           // default DefaultSeed
 	// Resume requires a checkpoint to continue from; without it the newest
 	// checkpoint in output_dir, if any, is resumed all the same.
@@ -68,7 +68,7 @@ func ParseRunConfig(data []byte) (RunConfig, error) {
 			delete(raw, k)
 		}
 	}
-	rc := RunConfig{Method: "sft", MaxSeqLength: DefaultMaxSeqLen, Seed: DefaultSeed, Beta: DefaultDPOBeta}
+	rc := RunConfig{Method: "sft", Seed: DefaultSeed, Beta: DefaultDPOBeta}
 	if b, err := json.Marshal(own); err != nil {
 		return RunConfig{}, fmt.Errorf("%w: train config: %w", ErrInvalidOption, err)
 	} else if err := json.Unmarshal(b, &rc); err != nil {
@@ -102,8 +102,17 @@ func ParseRunConfig(data []byte) (RunConfig, error) {
 	return rc, rc.Validate()
 }
 
-// Validate checks the run config (the TrainingConfig included).
+// Validate checks the run config (the TrainingConfig included). A dataset
+// name follows the rule of ingested datasets (dataset.ValidateName). What
+// depends on the base model (max_seq_length against its
+// max_position_embeddings, the memory the run needs) is checked by
+// CheckRun.
 func (rc RunConfig) Validate() error {
+	if rc.Dataset != "" {
+		if err := dataset.ValidateName(rc.Dataset); err != nil {
+			return fmt.Errorf("%w: dataset: %w", ErrInvalidOption, err)
+		}
+	}
 	switch {
 	case rc.Method != "sft" && rc.Method != "dpo":
 		return fmt.Errorf("%w: method %q (want sft or dpo)", ErrInvalidOption, rc.Method)
@@ -117,7 +126,7 @@ func (rc RunConfig) Validate() error {
 		return fmt.Errorf("%w: output_dir is required", ErrInvalidOption)
 	case !(rc.EvalSplit >= 0 && rc.EvalSplit < 1):
 		return fmt.Errorf("%w: eval_split %v not in [0, 1)", ErrInvalidOption, rc.EvalSplit)
-	case rc.MaxSeqLength < 2:
+	case rc.MaxSeqLength != 0 && rc.MaxSeqLength < 2:
 		return fmt.Errorf("%w: max_seq_length %d is below 2", ErrInvalidOption, rc.MaxSeqLength)
 	case rc.PromptTemplate != "" && rc.PromptTemplate != PromptTemplateAlpaca && rc.PromptTemplate != PromptTemplateChat:
 		return fmt.Errorf("%w: prompt_template %q (want %s or %s)", ErrInvalidOption, rc.PromptTemplate, PromptTemplateAlpaca, PromptTemplateChat)
@@ -194,6 +203,13 @@ func Run(ctx context.Context, rc RunConfig, log zerolog.Logger, extra ...Option)
 	if err := rc.Validate(); err != nil {
 		return Result{}, err
 	}
+	mcfg, err := checkpoint.LoadConfig(rc.BaseModel)
+	if err != nil {
+		return Result{}, fmt.Errorf("load base model: %w", err)
+	}
+	if err := CheckRun(rc, mcfg, log); err != nil {
+		return Result{}, err
+	}
 	ck, err := checkpoint.Load(rc.BaseModel)
 	if err != nil {
 		return Result{}, fmt.Errorf("load base model: %w", err)
@@ -215,7 +231,10 @@ func Run(ctx context.Context, rc RunConfig, log zerolog.Logger, extra ...Option)
 	if err != nil {
 		return Result{}, err
 	}
-	opts := []Option{WithLogger(log), WithMaxSeqLen(rc.MaxSeqLength), WithSeed(rc.Seed), WithTokenizerDir(rc.BaseModel)}
+	opts := []Option{WithLogger(log), WithSeed(rc.Seed), WithTokenizerDir(rc.BaseModel)}
+	if rc.MaxSeqLength != 0 {
+		opts = append(opts, WithMaxSeqLen(rc.MaxSeqLength))
+	}
 	if rc.LoRA != nil {
 		opts = append(opts, WithLoRA(*rc.LoRA))
 	}
@@ -268,6 +287,44 @@ func Run(ctx context.Context, rc RunConfig, log zerolog.Logger, extra ...Option)
 	log.Info().Int("records", len(recs)).Int("truncated", truncated).Int("train", len(trainSet)).Int("eval", len(evalSet)).
 		Int("max_seq_len", tr.MaxSeqLen()).Msg("training data rendered")
 	return tr.TrainEval(ctx, trainSet, evalSet)
+}
+
+// SeqLen is the longest sequence a run trains on for a requested
+// max_seq_length n: n itself, or for 0 DefaultMaxSeqLen (the model's
+// max_position_embeddings when that is shorter). An n over the model's
+// max_position_embeddings is a *schemas.LimitError ("Invalid
+// max_seq_length").
+func SeqLen(n int, mc checkpoint.Config) (int, error) {
+	switch {
+	case n == 0:
+		return min(DefaultMaxSeqLen, mc.MaxPositionEmbeddings), nil
+	case n > mc.MaxPositionEmbeddings:
+		return 0, schemas.ConfigLimitError("max_seq_length", n, mc.MaxPositionEmbeddings, "the model's max_position_embeddings")
+	}
+	return n, nil
+}
+
+// CheckRun checks rc against the base model's config before anything of
+// the run is allocated: max_seq_length against max_position_embeddings
+// (SeqLen), then the run's estimated memory (EstimateMemory) against what
+// the machine has available (AvailableMemory). Where the available memory
+// cannot be read (no /proc) the memory check is skipped with a warning.
+func CheckRun(rc RunConfig, mc checkpoint.Config, log zerolog.Logger) error {
+	seq, err := SeqLen(rc.MaxSeqLength, mc)
+	if err != nil {
+		return err
+	}
+	est := EstimateMemory(mc, rc.Training, rc.LoRA, rc.Method, seq)
+	avail, err := AvailableMemory()
+	if err != nil {
+		log.Warn().Err(err).Int64("estimated_bytes", est.Total()).Msg("memory check skipped")
+		return nil
+	}
+	if err := CheckMemory(est, avail); err != nil {
+		return err
+	}
+	log.Info().Str("estimated", FormatBytes(est.Total())).Str("available", FormatBytes(avail)).Msg("memory check passed")
+	return nil
 }
 
 // SplitEval holds out round(frac*len(exs)) examples (at least one when frac

@@ -37,6 +37,12 @@ func TestParseRunConfig(t *testing.T) {
 		{name: "alpaca template", yaml: "base_model: m\ndataset: d\noutput_dir: o\nprompt_template: alpaca\n"},
 		{name: "unknown template", yaml: "base_model: m\ndataset: d\noutput_dir: o\nprompt_template: vicuna\n", wantErr: ErrInvalidOption},
 		{name: "lora bias and dropout", yaml: "base_model: m\ndataset: d\noutput_dir: o\nlora:\n  bias: lora_only\n  lora_dropout: 0.1\n"},
+		{name: "dataset path", yaml: "base_model: m\ndataset: ../etc\noutput_dir: o\n", wantErr: dataset.ErrInvalidName},
+		{name: "dataset with a dot", yaml: "base_model: m\ndataset: a.b\noutput_dir: o\n", wantErr: dataset.ErrInvalidName},
+		{name: "dataset with a space", yaml: "base_model: m\ndataset: a b\noutput_dir: o\n", wantErr: dataset.ErrInvalidName},
+		{name: "huge batch", yaml: "base_model: m\ndataset: d\noutput_dir: o\nper_device_batch_size: 100000000\n", wantErr: schemas.ErrInvalidConfig},
+		{name: "huge accumulation", yaml: "base_model: m\ndataset: d\noutput_dir: o\ngradient_accumulation_steps: 100000\n", wantErr: schemas.ErrInvalidConfig},
+		{name: "huge rank", yaml: "base_model: m\ndataset: d\noutput_dir: o\nlora:\n  r: 1024\n", wantErr: schemas.ErrInvalidConfig},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -50,7 +56,7 @@ func TestParseRunConfig(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if rc.Training.ModelName != "m" || rc.Training.PerDeviceBatchSize != 4 || rc.MaxSeqLength != DefaultMaxSeqLen {
+			if rc.Training.ModelName != "m" || rc.Training.PerDeviceBatchSize != 4 || rc.MaxSeqLength != 0 {
 				t.Errorf("defaults not applied: %+v", rc)
 			}
 		})

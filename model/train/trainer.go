@@ -77,7 +77,7 @@ func New(cfg schemas.TrainingConfig, ck *checkpoint.Checkpoint, opts ...Option) 
 	if ck == nil {
 		return nil, fmt.Errorf("%w: nil checkpoint", ErrInvalidOption)
 	}
-	o := options{logger: zerolog.Nop(), seed: DefaultSeed, maxSeqLen: DefaultMaxSeqLen}
+	o := options{logger: zerolog.Nop(), seed: DefaultSeed}
 	for _, opt := range opts {
 		if err := opt(&o); err != nil {
 			return nil, err
@@ -94,7 +94,10 @@ func New(cfg schemas.TrainingConfig, ck *checkpoint.Checkpoint, opts ...Option) 
 	if err := checkpoint.CheckTensors(mcfg, ck.Tensors, "base"); err != nil {
 		return nil, fmt.Errorf("new trainer: %w", err)
 	}
-	maxLen := min(o.maxSeqLen, mcfg.MaxPositionEmbeddings)
+	maxLen, err := SeqLen(o.maxSeqLen, mcfg)
+	if err != nil {
+		return nil, fmt.Errorf("new trainer: %w", err)
+	}
 	bname := o.backend
 	if bname == "" {
 		bname = model.DefaultBackend

@@ -44,7 +44,16 @@ type proc struct {
 
 func start(t *testing.T, bin string, env []string, args ...string) *proc {
 	t.Helper()
+	return startWithStdin(t, bin, env, nil, args...)
+}
+
+// startWithStdin starts bin with stdin (nil: none).
+func startWithStdin(t *testing.T, bin string, env []string, stdin *os.File, args ...string) *proc {
+	t.Helper()
 	cmd := exec.Command(bin, args...)
+	if stdin != nil {
+		cmd.Stdin = stdin
+	}
 	cmd.Env = append(os.Environ(), env...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
@@ -70,8 +79,11 @@ func waitUp(t *testing.T, bin string, env []string) {
 }
 
 // TestCrashSafety kills the embedded process and the ingest process with SIGKILL in
-// the middle of a large file, starts again, reruns the same command, and checks that
-// every valid record is in the Parquet parts exactly once.
+// the middle of a large file, starts again, reruns the command on the whole file,
+// and checks that every valid record is in the Parquet parts exactly once.
+//
+// The first run reads the file's first half from a pipe that stays open, so
+// it is provably mid-file when killed, whatever the machine's speed.
 func TestCrashSafety(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary and ingests a large file")
@@ -98,7 +110,19 @@ func TestCrashSafety(t *testing.T) {
 
 	up := start(t, bin, env, upArgs...)
 	waitUp(t, bin, env)
-	in := start(t, bin, env, ingestArgs...)
+	firstHalf, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	firstHalf = firstHalf[:nthLineEnd(firstHalf, n/2)]
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pw.Close()
+	in := startWithStdin(t, bin, env, pr, append(ingestArgs[:len(ingestArgs)-1:len(ingestArgs)-1], "-")...)
+	pr.Close()
+	go func() { _, _ = pw.Write(firstHalf) }() // ends with EPIPE at the kill
 	// Kill both once the sink has written a part, mid-file.
 	deadline := time.Now().Add(60 * time.Second)
 	for {
@@ -120,7 +144,18 @@ func TestCrashSafety(t *testing.T) {
 	in.cmd.Wait()
 	up.cmd.Wait()
 	partsBefore, _ := dataset.ListParts(partsDir)
-	t.Logf("killed with %d parts written", len(partsBefore))
+	before := 0
+	for _, p := range partsBefore {
+		meta, err := dataset.ReadPartMeta(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		before += len(meta.IDs)
+	}
+	t.Logf("killed with %d parts written (%d records)", len(partsBefore), before)
+	if before >= n/2+1 {
+		t.Fatalf("%d records persisted from a first run that read %d", before, n/2)
+	}
 
 	up = start(t, bin, env, upArgs...)
 	waitUp(t, bin, env)
@@ -161,4 +196,18 @@ func TestCrashSafety(t *testing.T) {
 	if len(leftovers) > 0 {
 		t.Errorf("temporary files named like parts: %v", leftovers)
 	}
+}
+
+// nthLineEnd returns the offset just past the n-th newline of b (len(b) if
+// it has fewer).
+func nthLineEnd(b []byte, n int) int {
+	off := 0
+	for range n {
+		i := bytes.IndexByte(b[off:], '\n')
+		if i < 0 {
+			return len(b)
+		}
+		off += i + 1
+	}
+	return off
 }

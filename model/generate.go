@@ -3,6 +3,8 @@ package model
 import (
 	"context"
 	"fmt"
+
+	"github.com/largeforge/largeforge/schemas"
 )
 
 // GenerateRequest is one prompt (token ids, BOS included if wanted) and its
@@ -23,7 +25,10 @@ type GenerateResult struct {
 	CompletionTokens int
 }
 
-// validate checks a request and returns the most tokens it may produce.
+// validateRequest checks a request and returns the most tokens it may
+// produce. A prompt plus max_tokens over the context (max_position_embeddings,
+// or the WithMaxSeqLen cap) is refused, matching ErrTooLong, with the
+// schemas.LimitError of the field over its limit.
 func (m *Model) validateRequest(r GenerateRequest) (limit int, err error) {
 	if len(r.PromptIDs) == 0 {
 		return 0, fmt.Errorf("%w: empty prompt", ErrInvalidRequest)
@@ -34,17 +39,24 @@ func (m *Model) validateRequest(r GenerateRequest) (limit int, err error) {
 	if err := r.Params.Validate(); err != nil {
 		return 0, err
 	}
-	if len(r.PromptIDs) >= m.maxSeq {
-		return 0, fmt.Errorf("%w: prompt of %d tokens, the context is %d", ErrTooLong, len(r.PromptIDs), m.maxSeq)
-	}
 	limit = r.Params.MaxTokens
 	if limit == 0 {
 		limit = DefaultMaxTokens
 	}
-	// The last token sampled is never fed back, so a row needs
-	// len(prompt)+limit-1 positions.
-	return min(limit, m.maxSeq-len(r.PromptIDs)+1), nil
+	if err := schemas.CheckContext(len(r.PromptIDs), limit, m.maxSeq); err != nil {
+		return 0, contextError{err}
+	}
+	return limit, nil
 }
+
+// contextError is a request that does not fit the context: it matches
+// ErrTooLong and unwraps to the *schemas.LimitError that names the field
+// over its limit ("Invalid max_tokens", "Invalid prompt").
+type contextError struct{ err error }
+
+func (e contextError) Error() string        { return e.err.Error() }
+func (e contextError) Is(target error) bool { return target == ErrTooLong }
+func (e contextError) Unwrap() error        { return e.err }
 
 func (m *Model) eos() []int {
 	if len(m.gen.EOSTokenIDs) > 0 {

@@ -6,6 +6,8 @@ import (
 	"math"
 	"slices"
 	"testing"
+
+	"github.com/largeforge/largeforge/schemas"
 )
 
 func greedy(n int) SamplingParams {
@@ -157,6 +159,40 @@ func TestGenerateSampling(t *testing.T) {
 			t.Errorf("got %v finish %q", res[1].IDs, res[1].FinishReason)
 		}
 	})
+}
+
+// TestGenerateContextLimit: a prompt plus max_tokens over the context is
+// refused (Generate and the Batcher alike) with the field over its limit,
+// not cut short at the end of the context.
+func TestGenerateContextLimit(t *testing.T) {
+	m, _ := storiesModel(t)
+	ctxLen := m.MaxSeqLen()
+	b, err := NewBatcher(m, 2) // Submit refuses before queuing: no Run needed
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name      string
+		req       GenerateRequest
+		wantParam string
+		wantLimit int
+	}{
+		{"max_tokens one over", GenerateRequest{PromptIDs: make([]int, 10), Params: greedy(ctxLen - 9)}, "max_tokens", ctxLen - 10},
+		{"default max_tokens over", GenerateRequest{PromptIDs: make([]int, ctxLen-100)}, "max_tokens", 100},
+		{"prompt fills the context", GenerateRequest{PromptIDs: make([]int, ctxLen), Params: greedy(1)}, "prompt", ctxLen - 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, gerr := m.Generate(context.Background(), []GenerateRequest{tt.req})
+			_, berr := b.Submit(context.Background(), tt.req, nil)
+			for _, err := range []error{gerr, berr} {
+				var le *schemas.LimitError
+				if !errors.Is(err, ErrTooLong) || !errors.As(err, &le) || le.Param != tt.wantParam || le.Limit != tt.wantLimit {
+					t.Fatalf("err = %v, want Invalid %s with limit %d", err, tt.wantParam, tt.wantLimit)
+				}
+			}
+		})
+	}
 }
 
 func TestGenerateInvalid(t *testing.T) {

@@ -28,7 +28,8 @@ const (
 // model's eos_token_id), when the output ends with one of StopTokenSeqs (the
 // output is cut before it), or when Stop reports stop (the output is cut to
 // its first keep tokens); the finish reason is then "stop", and "length"
-// at MaxTokens or the end of the context.
+// at MaxTokens. A prompt plus MaxTokens over the model's context is refused
+// (ErrTooLong, "Invalid max_tokens"), not cut short.
 type SamplingParams struct {
 	MaxTokens     int
 	Temperature   float64

@@ -3,6 +3,7 @@ package pipeline
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net/url"
 	"strings"
@@ -35,6 +36,10 @@ type ConnConfig struct {
 	// ReconnectWait is the pause between reconnect attempts (default 1s). The
 	// client retries for ever; the disconnects and reconnects are logged.
 	ReconnectWait time.Duration
+	// WaitForServer is how long Connect keeps trying while no server
+	// answers at all (one still starting, as `largeforge up &` is); 0 tries
+	// once. Connect's ctx bounds it too.
+	WaitForServer time.Duration
 }
 
 // Validate checks the URL and that credentials are given in one consistent way.
@@ -170,30 +175,49 @@ func Connect(ctx context.Context, cfg ConnConfig, log zerolog.Logger) (*Bus, err
 	if dl, ok := ctx.Deadline(); ok {
 		opts = append(opts, nats.Timeout(max(time.Until(dl), time.Millisecond)))
 	}
+	giveUp := time.Now().Add(cfg.WaitForServer)
+	for {
+		nc, err := connectOnce(ctx, cfg.URL, opts)
+		if err == nil {
+			return NewBus(nc, log)
+		}
+		if !errors.Is(err, nats.ErrNoServers) || !time.Now().Before(giveUp) || ctx.Err() != nil {
+			return nil, fmt.Errorf("%w %s: %w", ErrConnect, redactURL(cfg.URL), err)
+		}
+		select { // no server listening yet: try again
+		case <-time.After(connectRetryPause):
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w %s: %w (%w)", ErrConnect, redactURL(cfg.URL), ctx.Err(), err)
+		}
+	}
+}
+
+// connectRetryPause is the pause between connection attempts while Connect
+// waits for a server.
+const connectRetryPause = 100 * time.Millisecond
+
+// connectOnce makes one connection attempt, abandoned when ctx ends.
+func connectOnce(ctx context.Context, url string, opts []nats.Option) (*nats.Conn, error) {
 	type result struct {
 		nc  *nats.Conn
 		err error
 	}
 	done := make(chan result, 1)
 	go func() {
-		nc, err := nats.Connect(cfg.URL, opts...)
+		nc, err := nats.Connect(url, opts...)
 		done <- result{nc, err}
 	}()
-	var res result
 	select {
-	case res = <-done:
+	case res := <-done:
+		return res.nc, res.err
 	case <-ctx.Done():
 		go func() { // close the connection if it comes up after all
 			if r := <-done; r.nc != nil {
 				r.nc.Close()
 			}
 		}()
-		return nil, fmt.Errorf("%w %s: %w", ErrConnect, redactURL(cfg.URL), ctx.Err())
+		return nil, ctx.Err()
 	}
-	if res.err != nil {
-		return nil, fmt.Errorf("%w %s: %w", ErrConnect, redactURL(cfg.URL), res.err)
-	}
-	return NewBus(res.nc, log)
 }
 
 // NewBus wraps an established connection (Close closes it).

@@ -114,6 +114,32 @@ func TestConnectNoServer(t *testing.T) {
 	}
 }
 
+// With WaitForServer, Connect keeps trying while nothing listens, and
+// connects once a server starts there (as `largeforge up &` then a command).
+func TestConnectWaitsForServer(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	e := pipelinetest.StartServer(t)
+	url := e.ClientURL()
+	addr := strings.TrimPrefix(url, "nats://")
+	e.Shutdown()
+	type result struct {
+		bus *pipeline.Bus
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		bus, err := pipeline.Connect(ctx, pipeline.ConnConfig{URL: url, WaitForServer: time.Minute}, zerolog.Nop())
+		done <- result{bus, err}
+	}()
+	pipelinetest.StartServerWith(t, pipeline.EmbeddedConfig{DataDir: t.TempDir(), Listen: addr})
+	r := <-done
+	if r.err != nil {
+		t.Fatalf("Connect while the server started = %v", r.err)
+	}
+	r.bus.Close()
+}
+
 func ExampleConnect() {
 	ctx := context.Background()
 	e, err := pipeline.StartEmbedded(ctx, pipeline.EmbeddedConfig{DataDir: exampleDir(), Listen: "127.0.0.1:-1"}, zerolog.Nop())

@@ -77,9 +77,10 @@ func newRootCmd() *cobra.Command {
 	f.StringVar(&cfg.NATS.TLSKeyFile, "tls-key", "", "client TLS key")
 	f.StringVar(&cfg.NATS.TLSCAFile, "tls-ca", "", "CA certificate to verify the server")
 	f.BoolVar(&cfg.NATS.TLSInsecureSkipVerify, "tls-insecure", false, "do not verify the server's certificate")
-	f.StringVar(&cfg.LogFormat, "log-format", "auto", "log format: json (DATA_DICTIONARY §6.1), console, or auto (console on a terminal)")
+	f.DurationVar(&cfg.NATS.WaitForServer, "wait-for-nats", 5*time.Second, "keep trying this long while no NATS server answers (one still starting)")
+	f.StringVar(&cfg.LogFormat, "log-format", "auto", "log format: json (timestamp, level, logger, message, request_id, trace_id, context), console, or auto (console on a terminal)")
 	f.StringVar(&cfg.LogLevel, "log-level", "info", "log level: debug, info, warning, error, critical")
-	f.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "serve Prometheus /metrics on this address (host:port)")
+	f.StringVar(&cfg.MetricsAddr, "metrics-addr", os.Getenv("LARGEFORGE_METRICS_ADDR"), "serve Prometheus /metrics on this address (host:port; env LARGEFORGE_METRICS_ADDR; up's default 127.0.0.1:9464)")
 
 	root.AddCommand(newUpCmd(), newIngestCmd(), newDatasetsCmd(), newSamplesCmd(),
 		newModelCmd(), newGenerateCmd(), newScoreCmd(),

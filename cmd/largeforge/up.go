@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -57,11 +59,14 @@ HTTP gateway (see largeforge gateway). Ctrl-C drains the workers and stops clean
 			if !cmd.Flags().Changed("metrics-addr") && cfg.MetricsAddr == "" {
 				cfg.MetricsAddr = "127.0.0.1:9464"
 			}
+			if up.Listen == "" {
+				up.Listen = localListen(os.Getenv("LARGEFORGE_NATS"))
+			}
 			return runUp(cmd.Context(), up)
 		},
 	}
 	cmd.Flags().StringVar(&up.DataDir, "data-dir", "./lf-data", "where JetStream, datasets and results live")
-	cmd.Flags().StringVar(&up.Listen, "listen", "", "client address host:port (default: nats.conf's, 127.0.0.1:4222)")
+	cmd.Flags().StringVar(&up.Listen, "listen", "", "client address host:port (default: where LARGEFORGE_NATS points when that is one local nats:// URL, else nats.conf's 127.0.0.1:4222)")
 	cmd.Flags().StringArrayVar(&up.Models, "model", nil, "serve a model: name=DIR (repeatable)")
 	cmd.Flags().StringArrayVar(&up.Adapter, "adapter", nil, "merge a LoRA adapter into a --model at load: name=ADAPTER_DIR (repeatable)")
 	addGatewayFlags(cmd, &up.Gateway, "")
@@ -138,4 +143,19 @@ func runUp(ctx context.Context, up UpConfig) error {
 	}
 	ulog.Info().Msg("workers drained; stopping")
 	return err
+}
+
+// localListen returns the host:port of a single nats:// URL on this machine
+// (127.0.0.1, localhost, ::1), so that `up` listens where the other commands
+// connect; "" for anything else.
+func localListen(natsURL string) string {
+	u, err := url.Parse(strings.TrimSpace(natsURL))
+	if err != nil || u.Scheme != "nats" || u.Port() == "" || strings.Contains(natsURL, ",") {
+		return ""
+	}
+	switch u.Hostname() {
+	case "127.0.0.1", "localhost", "::1":
+		return u.Host
+	}
+	return ""
 }

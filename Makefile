@@ -3,12 +3,16 @@ GO      ?= go
 BIN     := bin/largeforge
 RUN_DIR ?= .run
 
-.PHONY: all build run test test-short bench lint tidy clean
+.PHONY: all build install run test test-short bench lint tidy clean
 
 all: build
 
 build:
 	$(GO) build -o $(BIN) ./cmd/largeforge
+
+# largeforge into $(go env GOBIN), else $(go env GOPATH)/bin: put that on your PATH.
+install:
+	$(GO) install ./cmd/largeforge
 
 # The main job end to end on the embedded default, in a fresh data directory.
 run: build

@@ -13,7 +13,7 @@ func newSamplesCmd() *cobra.Command {
 	var seed uint64
 	cmd := &cobra.Command{
 		Use:   "samples --output DIR",
-		Short: "Write small alpaca, sharegpt and dpo sample files a batch job file (with a few bad rows) and labeled routing rows (router.jsonl) for trying LargeForge",
+		Short: "Write sample files for trying LargeForge: alpaca, sharegpt and dpo datasets (with a few bad rows), a batch job (prompts.jsonl), labeled routing rows (router.jsonl) and an experts file (experts.yaml)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			paths, err := samples.WriteAll(out, seed)
@@ -28,7 +28,11 @@ func newSamplesCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			for _, p := range append(paths, prompts, router) {
+			experts, err := samples.WriteExperts(out)
+			if err != nil {
+				return err
+			}
+			for _, p := range append(paths, prompts, router, experts) {
 				fmt.Println(p)
 			}
 			return nil

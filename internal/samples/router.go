@@ -73,3 +73,42 @@ func WriteRouter(dir string, n int, seed uint64) (string, error) {
 	}
 	return path, f.Close()
 }
+
+// ExpertsYAML is the sample experts file: the three experts of the sample
+// router rows, with keyword and domain rules for `largeforge route`, the
+// gateway's model "auto" and `submit --model auto`. Each expert is served by
+// the infer workers of the model with its name (`up --model code=DIR`).
+const ExpertsYAML = `# Experts for model "auto": each is served by the workers of the model with its name
+# (largeforge up --model code=./models/tiny ...); model_path is that model's directory.
+experts:
+  - name: code
+    model_path: ./models/tiny
+    description: Programming questions and code review
+    domains: [programming, software]
+    keywords: [code, function, bug, python, golang, compile, regex, sql]
+    priority: 2
+    max_tokens: 2048
+  - name: math
+    model_path: ./models/tiny
+    description: Equations, derivatives, integrals and proofs
+    domains: [mathematics]
+    keywords: [solve, equation, derivative, integrate, integral, prove]
+    priority: 1
+    max_tokens: 2048
+  - name: stories
+    model_path: ./models/tiny
+    description: Short stories for children (the default)
+    domains: [fiction]
+    keywords: [story, tale, once, dragon, princess]
+    priority: 0
+    max_tokens: 2048
+`
+
+// WriteExperts writes experts.yaml (ExpertsYAML) into dir and returns its path.
+func WriteExperts(dir string) (string, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	path := filepath.Join(dir, "experts.yaml")
+	return path, os.WriteFile(path, []byte(ExpertsYAML), 0o644)
+}

@@ -103,3 +103,21 @@ func TestAlpacaSetAndPrompts(t *testing.T) {
 		t.Errorf("prompts: %d valid, %d invalid, want 12 and 1", valid, invalid)
 	}
 }
+
+func TestExpertsYAMLParses(t *testing.T) {
+	path, err := WriteExperts(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	experts, err := schemas.LoadExperts(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range experts {
+		names = append(names, e.Name)
+	}
+	if got := strings.Join(names, ","); got != "code,math,stories" {
+		t.Errorf("experts %s", got)
+	}
+}

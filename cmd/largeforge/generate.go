@@ -121,7 +121,7 @@ of --batch-size; a request that fails validation gets a line with an "error" obj
 				}
 				res, err := lm.gen.Generate(cmd.Context(), []model.TextRequest{textRequest(prompt, req)})
 				if err != nil {
-					return err
+					return refusal(err)
 				}
 				fmt.Println(prompt + res[0].Text)
 				fmt.Fprintf(os.Stderr, "[finish_reason=%s prompt_tokens=%d completion_tokens=%d]\n", res[0].FinishReason, res[0].PromptTokens, res[0].CompletionTokens)
@@ -163,6 +163,22 @@ func openIn(path string) (io.ReadCloser, error) {
 	return os.Open(path)
 }
 
+// refused reports whether the model refused a request (ErrTooLong,
+// ErrInvalidRequest) rather than failed.
+func refused(err error) bool {
+	return errors.Is(err, model.ErrTooLong) || errors.Is(err, model.ErrInvalidRequest)
+}
+
+// refusal is a refused request's error as the user should read it: a field
+// over its limit ("Invalid max_tokens: ...") without the batch position.
+func refusal(err error) error {
+	var le *schemas.LimitError
+	if errors.As(err, &le) {
+		return le
+	}
+	return err
+}
+
 func generateFile(ctx context.Context, lm *loadedModel, input, output string, batch int) error {
 	in, err := openIn(input)
 	if err != nil {
@@ -199,7 +215,27 @@ func generateFile(ctx context.Context, lm *loadedModel, input, output string, ba
 		}
 		var res []model.TextResult
 		if len(reqs) > 0 {
-			if res, err = lm.gen.Generate(ctx, reqs); err != nil {
+			res, err = lm.gen.Generate(ctx, reqs)
+			if refused(err) {
+				// A request the model refuses (over its context) fails alone:
+				// the batch runs again one request at a time.
+				res, err = nil, nil
+				for i := range queue {
+					if queue[i].err != nil {
+						continue
+					}
+					one, gerr := lm.gen.Generate(ctx, []model.TextRequest{queue[i].req})
+					switch {
+					case refused(gerr):
+						queue[i].err = fmt.Errorf("line %d: %w", queue[i].line, refusal(gerr))
+					case gerr != nil:
+						return gerr
+					default:
+						res = append(res, one[0])
+					}
+				}
+			}
+			if err != nil {
 				return err
 			}
 		}

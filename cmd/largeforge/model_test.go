@@ -69,6 +69,8 @@ func TestModelCommands(t *testing.T) {
 		b, _ := json.Marshal(map[string]any{"prompt": p.Prompt, "max_tokens": 64, "temperature": 0})
 		lines = append(lines, string(b))
 	}
+	// Beyond the model's context (2048 tokens): refused alone, the batch runs.
+	lines = append(lines, `{"prompt":"Once upon a time","max_tokens":4000}`)
 	lines = append(lines, `{"prompt":"x","max_tokens":0}`)
 	os.WriteFile(in, []byte(strings.Join(lines, "\n")+"\n"), 0o644)
 	outFile := filepath.Join(dir, "out.jsonl")
@@ -96,6 +98,9 @@ func TestModelCommands(t *testing.T) {
 	}
 	if !strings.Contains(got[len(got)-1], "Invalid max_tokens") {
 		t.Errorf("bad request line = %s", got[len(got)-1])
+	}
+	if !strings.Contains(got[len(got)-2], "Invalid max_tokens: 4000 is over the limit of ") {
+		t.Errorf("line over the context = %s", got[len(got)-2])
 	}
 
 	rows := filepath.Join(dir, "rows.jsonl")

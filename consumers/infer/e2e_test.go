@@ -176,9 +176,11 @@ func TestCompletionJobEndToEnd(t *testing.T) {
 		`{"custom_id":"chat","method":"POST","url":"/v1/chat/completions","body":{"model":"stories","messages":[{"role":"user","content":"Hi"}],"max_tokens":5,"temperature":0}}`,
 		`{"custom_id":"stop","prompt":"Once upon a time","max_tokens":40,"temperature":0,"stop":["."]}`,
 		// A poison request: longer than the model's context.
-		`{"custom_id":"long","prompt":"`+strings.Repeat("dog ", 5000)+`","max_tokens":4}`)
+		`{"custom_id":"long","prompt":"`+strings.Repeat("dog ", 5000)+`","max_tokens":4}`,
+		// A prompt plus max_tokens beyond the model's context (2048 tokens).
+		`{"custom_id":"over","prompt":"Once upon a time","max_tokens":4000}`)
 	sum := s.submit(t, jobs.KindCompletion, strings.Join(lines, "\n")+"\n")
-	if sum.Published != 11 || sum.Rejected != 2 {
+	if sum.Published != 12 || sum.Rejected != 2 {
 		t.Fatalf("submit %+v", sum)
 	}
 	// A redelivery the stream cannot dedupe (another message id): the sink writes one row.
@@ -190,15 +192,18 @@ func TestCompletionJobEndToEnd(t *testing.T) {
 	}
 
 	j := s.wait(t, sum.Job.ID, jobs.StatusCompleted)
-	if j.RequestCounts != (jobs.Counts{Total: 13, Completed: 10, Failed: 3}) {
+	if j.RequestCounts != (jobs.Counts{Total: 14, Completed: 10, Failed: 4}) {
 		t.Errorf("counts %+v", j.RequestCounts)
 	}
 	out := outputs(t, j)
-	if len(out) != 13 {
-		t.Errorf("%d output rows, want 13", len(out))
+	if len(out) != 14 {
+		t.Errorf("%d output rows, want 14", len(out))
 	}
-	if l := out["long"]; l.Error == nil || l.Error.Code != jobs.CodeModelError {
+	if l := out["long"]; l.Error == nil || l.Error.Code != jobs.CodeModelError || !strings.HasPrefix(l.Error.Message, "Invalid prompt: ") {
 		t.Errorf("poison row %+v", l)
+	}
+	if l := out["over"]; l.Error == nil || l.Error.Code != jobs.CodeModelError || !strings.HasPrefix(l.Error.Message, "Invalid max_tokens: 4000 is over the limit of ") {
+		t.Errorf("row over the context %+v", l)
 	}
 
 	m, tok := stories(t)

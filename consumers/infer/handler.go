@@ -253,7 +253,14 @@ func (h *Handler) prepare(ctx context.Context, it *item) bool {
 	return true
 }
 
+// errMessage is the message of a refused request: a field over its limit
+// says so with the limit (schemas.LimitError); a §7.1 error is exactly the
+// dictionary's string.
 func errMessage(err error) string {
+	var le *schemas.LimitError
+	if errors.As(err, &le) {
+		return le.Error()
+	}
 	for _, s := range []error{schemas.ErrModelNameRequired, schemas.ErrInvalidModelPath, schemas.ErrPromptTooLong, schemas.ErrInvalidMaxTokens, schemas.ErrTemperatureOutOfRange} {
 		if errors.Is(err, s) {
 			return s.Error()

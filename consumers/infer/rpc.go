@@ -48,7 +48,23 @@ func (h *Handler) ServeRPC(ctx context.Context) (*pipeline.RPCServer, error) {
 }
 
 func (h *Handler) rpcError(req *pipeline.RPCRequest, status int, typ, code, msg string) {
-	data, _ := json.Marshal(RPCErrorBody{Status: status, Type: typ, Code: code, Message: msg})
+	h.sendError(req, RPCErrorBody{Status: status, Type: typ, Code: code, Message: msg})
+}
+
+// requestError answers 400 for a request the worker refuses: the §7.1
+// message, and for a field over its limit (a *schemas.LimitError, such as
+// max_tokens beyond the model's context) the field in param.
+func (h *Handler) requestError(req *pipeline.RPCRequest, code string, err error) {
+	body := RPCErrorBody{Status: http.StatusBadRequest, Type: ErrTypeInvalidRequest, Code: code, Message: errMessage(err)}
+	var le *schemas.LimitError
+	if errors.As(err, &le) {
+		body.Code, body.Param = "invalid_request", le.Param
+	}
+	h.sendError(req, body)
+}
+
+func (h *Handler) sendError(req *pipeline.RPCRequest, body RPCErrorBody) {
+	data, _ := json.Marshal(body)
 	_ = req.Send(pipeline.RPCError, data)
 	h.met.Requests.WithLabelValues(h.s.Name, StatusError).Inc()
 }
@@ -60,7 +76,7 @@ func (h *Handler) handleRPC(ctx context.Context, req *pipeline.RPCRequest) {
 		err = c.Validate()
 	}
 	if err != nil {
-		h.rpcError(req, http.StatusBadRequest, ErrTypeInvalidRequest, "invalid_request", errMessage(err))
+		h.requestError(req, "invalid_request", err)
 		return
 	}
 	sd := rand.Int64N(1 << 62)
@@ -69,7 +85,7 @@ func (h *Handler) handleRPC(ctx context.Context, req *pipeline.RPCRequest) {
 	}
 	tr, err := TextRequest(h.s.Tok, c, sd)
 	if err != nil {
-		h.rpcError(req, http.StatusBadRequest, ErrTypeInvalidRequest, "invalid_request", err.Error())
+		h.requestError(req, "invalid_request", err)
 		return
 	}
 	var onText func(string)
@@ -87,7 +103,7 @@ func (h *Handler) handleRPC(ctx context.Context, req *pipeline.RPCRequest) {
 		log.Debug().Msg("interactive request cancelled")
 		return
 	case errors.Is(err, model.ErrInvalidRequest) || errors.Is(err, model.ErrTooLong):
-		h.rpcError(req, http.StatusBadRequest, ErrTypeInvalidRequest, "model_error", err.Error())
+		h.requestError(req, "model_error", err)
 		return
 	case err != nil:
 		log.Error().Err(err).Msg("interactive generation failed")

@@ -30,14 +30,17 @@ func TestRPCCompletion(t *testing.T) {
 	defer cancel()
 
 	tests := []struct {
-		name    string
-		body    string
-		wantErr string // in the error body's message
+		name      string
+		body      string
+		wantErr   string // in the error body's message
+		wantParam string
 	}{
 		{name: "stream", body: `{"model":"stories","prompt":"Once upon a time","max_tokens":20,"temperature":0,"stream":true}`},
 		{name: "whole", body: `{"model":"stories","prompt":"Once upon a time","max_tokens":20,"temperature":0}`},
 		{name: "bad max_tokens", body: `{"model":"stories","prompt":"x","max_tokens":0}`, wantErr: "Invalid max_tokens"},
-		{name: "too long", body: `{"model":"stories","prompt":"` + strings.Repeat("dog ", 5000) + `","max_tokens":4}`, wantErr: "context"},
+		{name: "too long", body: `{"model":"stories","prompt":"` + strings.Repeat("dog ", 5000) + `","max_tokens":4}`, wantErr: "context", wantParam: "prompt"},
+		{name: "max_tokens beyond the context", body: `{"model":"stories","prompt":"Once upon a time","max_tokens":4000}`,
+			wantErr: "Invalid max_tokens: 4000 is over the limit of ", wantParam: "max_tokens"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -57,8 +60,8 @@ func TestRPCCompletion(t *testing.T) {
 				if err := json.Unmarshal(f.Body, &eb); err != nil {
 					t.Fatal(err)
 				}
-				if eb.Status != 400 || !strings.Contains(eb.Message, tc.wantErr) {
-					t.Errorf("error body %+v, want 400 with %q", eb, tc.wantErr)
+				if eb.Status != 400 || !strings.Contains(eb.Message, tc.wantErr) || eb.Param != tc.wantParam {
+					t.Errorf("error body %+v, want 400 with %q and param %q", eb, tc.wantErr, tc.wantParam)
 				}
 				return
 			}
@@ -89,7 +92,7 @@ func TestRPCCompletion(t *testing.T) {
 		cctx, ccancel := context.WithCancel(ctx)
 		n := 0
 		_, err := s.bus.StreamRPC(cctx, pipeline.RPCCall{Subject: pipeline.RPCSubject("stories"),
-			Data: []byte(`{"model":"stories","prompt":"Once upon a time","max_tokens":4000,"temperature":0,"stream":true}`)},
+			Data: []byte(`{"model":"stories","prompt":"Once upon a time","max_tokens":2000,"temperature":0,"stream":true}`)},
 			nil, func([]byte) error {
 				if n++; n == 3 {
 					ccancel()

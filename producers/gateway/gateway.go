@@ -384,8 +384,13 @@ func writeError(w http.ResponseWriter, status int, typ, param, code, msg string)
 }
 
 // validationError maps a decode or Validate error to its message and param:
-// the §7.1 sentinels give exactly their dictionary string.
+// a field over its limit (schemas.LimitError) gives its message and field,
+// the §7.1 sentinels exactly their dictionary string.
 func validationError(err error) (msg, param string) {
+	var le *schemas.LimitError
+	if errors.As(err, &le) {
+		return le.Error(), le.Param
+	}
 	for _, s := range []struct {
 		err   error
 		param string
@@ -488,6 +493,9 @@ func (g *Gateway) complete(w http.ResponseWriter, r *http.Request, l zerolog.Log
 				status, e = eb.Status, apiError{Type: eb.Type, Message: eb.Message}
 				if eb.Code != "" {
 					e.Code = &eb.Code
+				}
+				if eb.Param != "" {
+					e.Param = &eb.Param
 				}
 			}
 		}

@@ -203,7 +203,8 @@ func TestOpenAIClient(t *testing.T) {
 		{name: "temperature", params: openai.CompletionNewParams{Model: "stories", Prompt: cparams.Prompt, Temperature: openai.Float(2.5)}, wantStatus: 400, wantMsg: "Temperature out of range", wantParam: "temperature"},
 		{name: "model path", params: openai.CompletionNewParams{Model: "../x", Prompt: cparams.Prompt}, wantStatus: 400, wantMsg: "Invalid model path", wantParam: "model"},
 		{name: "unknown model", params: openai.CompletionNewParams{Model: "nope", Prompt: cparams.Prompt}, wantStatus: 404, wantMsg: "The model `nope` does not exist", wantParam: "model"},
-		{name: "too long for the model", params: openai.CompletionNewParams{Model: "stories", Prompt: openai.CompletionNewParamsPromptUnion{OfString: openai.String(strings.Repeat("dog ", 5000))}, MaxTokens: openai.Int(4)}, wantStatus: 400, wantMsg: "context"},
+		{name: "too long for the model", params: openai.CompletionNewParams{Model: "stories", Prompt: openai.CompletionNewParamsPromptUnion{OfString: openai.String(strings.Repeat("dog ", 5000))}, MaxTokens: openai.Int(4)}, wantStatus: 400, wantMsg: "context", wantParam: "prompt"},
+		{name: "beyond the model's context", params: openai.CompletionNewParams{Model: "stories", Prompt: cparams.Prompt, MaxTokens: openai.Int(4000)}, wantStatus: 400, wantMsg: "Invalid max_tokens: 4000 is over the limit of ", wantParam: "max_tokens"},
 	}
 	for _, tc := range errTests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -278,7 +279,7 @@ func TestHTTPDetails(t *testing.T) {
 	})
 	t.Run("client disconnect cancels", func(t *testing.T) {
 		cctx, ccancel := context.WithCancel(ctx)
-		resp := s.post(t, cctx, "/v1/completions", `{"model":"stories","prompt":"Once upon a time","max_tokens":4000,"temperature":0,"stream":true}`, nil)
+		resp := s.post(t, cctx, "/v1/completions", `{"model":"stories","prompt":"Once upon a time","max_tokens":2000,"temperature":0,"stream":true}`, nil)
 		r := bufio.NewReader(resp.Body)
 		line, err := r.ReadString('\n')
 		if err != nil || !strings.HasPrefix(line, "data: {") {

@@ -37,7 +37,11 @@ A lora: section (r, lora_alpha, target_modules, lora_dropout, bias none|all|lora
 defaults) trains LoRA adapters instead, saved as adapter_model.safetensors with PEFT names and
 adapter_config.json. packing: true packs examples into max_seq_length rows; prompt_template: chat
 renders alpaca rows with the model's chat template (ChatML when it has none) instead of the Alpaca prompt.
-Training runs in float32 on the CPU whatever bf16/fp16 say.
+Training runs in float32 on the CPU whatever bf16/fp16 say. Limits: per_device_batch_size at most
+4096, gradient_accumulation_steps at most 65536, lora r at most 256, max_seq_length at most the
+model's max_position_embeddings (default 512, or less when the model's is); before loading the
+weights the run's memory (weights, gradients, optimizer state, activations for batch x
+max_seq_length) is estimated and a run that needs more than the machine has available is refused.
 With --submit the job goes to the bus instead (LF_TRAIN, lf.train.<job>): its id is printed,
 a worker with --role train runs it, and ` + "`largeforge jobs status JOB`" + ` shows its step, loss,
 learning rate, epoch and ETA. base_model, the data and output_dir are made absolute

@@ -80,6 +80,11 @@ type ConsumerConfig struct {
 	// the 3rd token (lf.data.<ds>.raw → ds, lf.req.<job>.<model> → job);
 	// "unknown" when that is missing or not a valid token.
 	DLQToken func(subject string) string
+	// OnDeadLetter, when not nil, is called after a message was
+	// dead-lettered (its DLQ record written, the message terminated), with
+	// that record, whatever the reason: the place for the message's owner to
+	// record the failure where its users look (a training job's record).
+	OnDeadLetter func(ctx context.Context, rec DLQRecord)
 }
 
 // Validate checks cfg; zero values mean the defaults. Errors wrap ErrInvalidOption.
@@ -538,4 +543,9 @@ func (c *Consumer) deadLetter(ctx context.Context, d delivery, err error) {
 	c.dead.Add(1)
 	c.m.dead.Inc()
 	c.msgLog(c.log.Warn(), d).Str("reason", reason).AnErr("cause", err).Msg("message dead-lettered")
+	if c.cfg.OnDeadLetter != nil {
+		octx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		c.cfg.OnDeadLetter(octx, rec)
+	}
 }

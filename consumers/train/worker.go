@@ -142,7 +142,7 @@ func Start(ctx context.Context, bus *pipeline.Bus, cfg Config, log zerolog.Logge
 	w.cons, err = pipeline.NewConsumer(ctx, bus, pipeline.ConsumerConfig{
 		Stream: pipeline.StreamTrain, Durable: Durable, FilterSubjects: []string{filter}, Stage: Stage,
 		Batch: 1, MaxAckPending: MaxConcurrentJobs, AckWait: cfg.AckWait, MaxDeliver: cfg.MaxDeliver,
-		DrainTimeout: cfg.DrainTimeout, MaxWait: cfg.MaxWait,
+		DrainTimeout: cfg.DrainTimeout, MaxWait: cfg.MaxWait, OnDeadLetter: w.deadLettered,
 	}, pipeline.PerMessage(w.handle), logging.Named(log, "largeforge.consumer."+Durable))
 	if err != nil {
 		return nil, err
@@ -360,18 +360,40 @@ func runTraining(ctx context.Context, rc train.RunConfig, log zerolog.Logger, op
 	return train.Run(ctx, rc, log, opts...)
 }
 
+// failJob ends a job failed with a report, unless it has ended already.
 func (w *Worker) failJob(ctx context.Context, id, code string, cause error) {
+	failed := false
 	_, err := w.jobs.Update(ctx, id, func(jj *jobs.Job) error {
+		failed = false
 		if jj.Status.Terminal() {
 			return jobs.ErrSkip
 		}
 		jj.AddError(jobs.ErrorReport{Code: code, Message: cause.Error()})
+		failed = true
 		return jj.SetStatus(jobs.StatusFailed, time.Now())
 	})
 	if err != nil && !errors.Is(err, jobs.ErrNotFound) {
 		w.log.Warn().Err(err).Str("request_id", id).Msg("mark job failed")
 	}
-	w.log.Error().Err(cause).Str("request_id", id).Msg("training job failed")
+	if failed && err == nil {
+		w.log.Error().Err(cause).Str("request_id", id).Str("code", code).Msg("training job failed")
+	}
+}
+
+// deadLettered is the consumer's OnDeadLetter: a training job whose message
+// went to the DLQ (out of deliveries, its last worker dead or stopped, or a
+// poison message) ends failed with the reason, never stuck in_progress. A job
+// the handler ended already keeps its outcome.
+func (w *Worker) deadLettered(ctx context.Context, rec pipeline.DLQRecord) {
+	id := pipeline.ThirdToken(rec.Subject)
+	if id == "unknown" {
+		return
+	}
+	msg := rec.Reason
+	if rec.Error != "" {
+		msg = rec.Error
+	}
+	w.failJob(ctx, id, jobs.CodeDeadLetter, fmt.Errorf("%s (after %d deliveries)", msg, rec.Deliveries))
 }
 
 // setProgress copies the last progress (when there was a step) into the

@@ -27,6 +27,9 @@ func newModelCmd() *cobra.Command {
 			if out == "" {
 				return fmt.Errorf("--output is required")
 			}
+			if src, ok := tokenizer.NamedJinja(chatTemplate); ok {
+				chatTemplate = src
+			}
 			if chatTemplate != "" {
 				// Check the template renders before writing anything.
 				msgs := []tokenizer.Message{{Role: "user", Content: "hi"}, {Role: "assistant", Content: "hello"}}
@@ -48,7 +51,7 @@ func newModelCmd() *cobra.Command {
 	initCmd.Flags().StringVar(&preset, "preset", "tiny", "preset: "+strings.Join(checkpoint.Presets(), ", "))
 	initCmd.Flags().StringVar(&out, "output", "", "directory to write")
 	initCmd.Flags().Int64Var(&seed, "seed", 1, "random seed (the same seed gives the same weights)")
-	initCmd.Flags().StringVar(&chatTemplate, "chat-template", "", "a Jinja chat_template to write into tokenizer_config.json (default: none)")
+	initCmd.Flags().StringVar(&chatTemplate, "chat-template", "", "a chat_template to write into tokenizer_config.json: chatml, or a Jinja template (default: none)")
 
 	var gout string
 	importCmd := &cobra.Command{

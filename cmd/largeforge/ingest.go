@@ -30,8 +30,12 @@ and publish the accepted records in shards to lf.data.<dataset>.shard; the datas
 of ` + "`largeforge up`" + ` writes them to Parquet parts. Records are identified by the sha256 of
 their canonical JSON, so ingesting a file twice adds nothing. Rejected records go to the
 dead-letter stream and to <data-dir>/datasets/<dataset>/rejects.jsonl with their line,
-field, rule and original bytes. The exit status is non-zero when the run failed or when
-rejects exceed --max-rejects.`,
+field, rule and original bytes: besides the schema's rules, "format" for a record of
+another format than the dataset's (a dataset holds one), and "maxRecordBytes" for one
+too large to travel in a shard under the server's max_payload. The exit status is
+non-zero when the run failed, when no row could join the dataset (an empty file, or
+every row rejected; rows the dataset already holds are not a failure), or when rejects
+exceed --max-rejects.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := ic.Validate(); err != nil {

@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -48,13 +50,7 @@ func startStack(t *testing.T) *stack {
 
 func (s *stack) ingest(t *testing.T, ds, format, path string) ingest.Summary {
 	t.Helper()
-	cfg := ingest.DefaultConfig()
-	cfg.Dataset, cfg.Format, cfg.Wait = ds, format, 30*time.Second
-	in, err := ingest.New(s.bus, cfg, pipelinetest.Logger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	sum, err := in.Ingest(context.Background(), path, nil)
+	sum, err := s.ingestErr(t, ds, format, path)
 	if err != nil {
 		t.Fatalf("ingest %s: %v", path, err)
 	}
@@ -88,12 +84,16 @@ func rejectLines(t *testing.T, path string) []datasetsink.RejectLine {
 	defer f.Close()
 	var out []datasetsink.RejectLine
 	sc := bufio.NewScanner(f)
+	sc.Buffer(nil, 8<<20) // a reject keeps up to about max_payload of its original
 	for sc.Scan() {
 		var l datasetsink.RejectLine
 		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
 			t.Fatalf("rejects.jsonl line %q: %v", sc.Text(), err)
 		}
 		out = append(out, l)
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatalf("read %s: %v", path, err)
 	}
 	return out
 }
@@ -290,5 +290,168 @@ func TestParquetInput(t *testing.T) {
 	_, err := in.Ingest(context.Background(), wrong, nil)
 	if err == nil || !strings.Contains(err.Error(), "instruction") {
 		t.Fatalf("wrong columns: err = %v", err)
+	}
+}
+
+// ingestErr runs one ingest and returns its summary and error.
+func (s *stack) ingestErr(t *testing.T, ds, format, path string) (ingest.Summary, error) {
+	t.Helper()
+	cfg := ingest.DefaultConfig()
+	cfg.Dataset, cfg.Format, cfg.Wait = ds, format, 30*time.Second
+	in, err := ingest.New(s.bus, cfg, pipelinetest.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return in.Ingest(context.Background(), path, nil)
+}
+
+func writeLines(t *testing.T, name string, lines ...string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(path, []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// waitRejects waits until rejects.jsonl of a dataset holds n lines.
+func (s *stack) waitRejects(t *testing.T, ds string, n int) []datasetsink.RejectLine {
+	t.Helper()
+	var rej []datasetsink.RejectLine
+	pipelinetest.CheckFor(t, 15*time.Second, 50*time.Millisecond, func() error {
+		rej = rejectLines(t, filepath.Join(s.dataDir, "datasets", ds, dataset.RejectsFile))
+		if len(rej) != n {
+			return fmt.Errorf("%d rejects, want %d", len(rej), n)
+		}
+		return nil
+	})
+	return rej
+}
+
+// A file of another format than its dataset's is not "accepted": every valid
+// row is a reject with rule format (a broken row keeps its own rule), the run
+// fails since nothing could join the dataset, and rejects.jsonl and the
+// manifest say so.
+func TestIngestFormatMismatch(t *testing.T) {
+	s := startStack(t)
+	alpaca := writeLines(t, "a.jsonl", `{"instruction":"x","output":"1"}`, `{"instruction":"y","output":"2"}`)
+	if sum := s.ingest(t, "fm", "auto", alpaca); sum.Persisted != 2 {
+		t.Fatalf("alpaca run: %+v", sum)
+	}
+	dpo := []string{`{"prompt":"p1","chosen":"c","rejected":"r"}`, `{"prompt":"p2","chosen":"c"`, `{"prompt":"p3","chosen":"c","rejected":"r"}`}
+	for _, format := range []string{"auto", "dpo"} {
+		t.Run(format, func(t *testing.T) {
+			path := writeLines(t, "p.jsonl", dpo...)
+			sum, err := s.ingestErr(t, "fm", format, path)
+			if !errors.Is(err, ingest.ErrNothingPersisted) || !strings.Contains(err.Error(), "format: 2") {
+				t.Fatalf("err = %v, want ErrNothingPersisted naming the format rejects", err)
+			}
+			if sum.Format != schemas.FormatDPO || sum.Accepted != 0 || sum.Rejected != 3 || sum.RejectedByRule["format"] != 2 || sum.RejectedByRule["json"] != 1 || sum.Shards != 0 {
+				t.Fatalf("summary %+v", sum)
+			}
+		})
+	}
+	rej := s.waitRejects(t, "fm", 6)
+	for _, r := range rej {
+		want := map[int64]string{1: "format", 2: "json", 3: "format"}[r.Line]
+		if r.Rule != want || r.Original == nil || *r.Original != dpo[r.Line-1] {
+			t.Errorf("reject %+v, want rule %s and the original line", r, want)
+		}
+		if want == "format" && (!strings.Contains(r.Error, "dataset fm holds alpaca records") || !strings.Contains(r.Error, "dpo")) {
+			t.Errorf("reject message %q does not name both formats", r.Error)
+		}
+	}
+	if got := rows(t, filepath.Join(s.dataDir, "datasets", "fm")); len(got) != 2 {
+		t.Fatalf("dataset holds %d records, want the 2 alpaca ones", len(got))
+	}
+	pipelinetest.CheckFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+		man, err := dataset.ReadManifest(filepath.Join(s.dataDir, "datasets", "fm"))
+		if err != nil {
+			return err
+		}
+		if man.Counts.RejectedByRule["format"] != 4 || man.Format != schemas.FormatAlpaca {
+			return fmt.Errorf("manifest counts %+v format %s", man.Counts, man.Format)
+		}
+		return nil
+	})
+	// Nothing at all is a failure too; duplicates are not.
+	if _, err := s.ingestErr(t, "fm", "auto", writeLines(t, "empty.jsonl")); !errors.Is(err, ingest.ErrNothingPersisted) {
+		t.Errorf("empty file: err = %v, want ErrNothingPersisted", err)
+	}
+	if sum, err := s.ingestErr(t, "fm", "auto", alpaca); err != nil || sum.Persisted != 0 {
+		t.Errorf("rerun of the alpaca file (all duplicates): %+v, %v", sum, err)
+	}
+}
+
+// A shard of another format that reaches the sink anyway (a raw publisher,
+// or a run that raced the first one of a new dataset) is not dead-lettered
+// in silence: each of its records is a reject with rule format.
+func TestSinkRejectsShardOfAnotherFormat(t *testing.T) {
+	s := startStack(t)
+	s.ingest(t, "race", "alpaca", writeLines(t, "a.jsonl", `{"instruction":"x","output":"1"}`))
+	subj, _ := pipeline.DatasetRawSubject("race")
+	rec := `{"prompt":"p","chosen":"c","rejected":"r"}`
+	if _, err := s.bus.Publish(context.Background(), subj, []byte(rec), "client-dpo", nil); err != nil {
+		t.Fatal(err)
+	}
+	rej := s.waitRejects(t, "race", 1)
+	if r := rej[0]; r.Rule != "format" || r.Original == nil || *r.Original != `{"chosen":"c","prompt":"p","rejected":"r"}` ||
+		!strings.Contains(r.Error, "dataset race holds alpaca records; this record is dpo") {
+		t.Fatalf("reject %+v", r)
+	}
+	pipelinetest.CheckFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+		man, err := dataset.ReadManifest(filepath.Join(s.dataDir, "datasets", "race"))
+		if err != nil {
+			return err
+		}
+		if src := man.FindRun(ingest.RawRun); src == nil || src.Rejected != 1 || man.Counts.RejectedByRule["format"] != 1 {
+			return fmt.Errorf("manifest %+v", man)
+		}
+		return nil
+	})
+	if got := rows(t, filepath.Join(s.dataDir, "datasets", "race")); len(got) != 1 {
+		t.Fatalf("dataset holds %d records, want 1", len(got))
+	}
+}
+
+// A schema-valid record too large for one shard under max_payload is a
+// reject of its own rule, and the rows after it land.
+func TestIngestOversizedRecord(t *testing.T) {
+	s := startStack(t)
+	// Letters zstd cannot shrink below max_payload.
+	rng := rand.New(rand.NewPCG(1, 2))
+	big := make([]byte, 4<<20)
+	for i := range big {
+		big[i] = byte('a' + rng.IntN(26))
+	}
+	dpo := writeLines(t, "dpo.jsonl",
+		`{"prompt":"p1","chosen":"c","rejected":"r"}`,
+		`{"prompt":"p2","chosen":"`+string(big)+`","rejected":"r"}`,
+		`{"prompt":"p3","chosen":"c","rejected":"r"}`)
+	turns := make([]string, 100000)
+	for i := range turns {
+		turns[i] = fmt.Sprintf(`{"from":"%s","value":"turn %d"}`, []string{"human", "gpt"}[i%2], i)
+	}
+	chat := writeLines(t, "chat.jsonl",
+		`{"conversations":[{"from":"human","value":"hi"},{"from":"gpt","value":"hello"}]}`,
+		`{"conversations":[`+strings.Join(turns, ",")+`]}`,
+		`{"conversations":[{"from":"human","value":"bye"},{"from":"gpt","value":"bye"}]}`)
+	for _, tt := range []struct{ ds, path, field string }{{"big-dpo", dpo, "chosen"}, {"big-chat", chat, "conversations"}} {
+		t.Run(tt.ds, func(t *testing.T) {
+			sum, err := s.ingestErr(t, tt.ds, "auto", tt.path)
+			if err != nil {
+				t.Fatalf("ingest: %v", err)
+			}
+			if sum.Accepted != 2 || sum.Persisted != 2 || sum.Rejected != 1 || sum.RejectedByRule["maxRecordBytes"] != 1 {
+				t.Fatalf("summary %+v", sum)
+			}
+			rej := s.waitRejects(t, tt.ds, 1)
+			if r := rej[0]; r.Line != 2 || r.Rule != "maxRecordBytes" || r.Field != tt.field || !strings.Contains(r.Error, "max_payload") {
+				t.Fatalf("reject %+v", r)
+			}
+			if got := rows(t, filepath.Join(s.dataDir, "datasets", tt.ds)); len(got) != 2 {
+				t.Fatalf("dataset holds %d records, want 2", len(got))
+			}
+		})
 	}
 }

@@ -216,12 +216,12 @@ func (s *Sink) writeGroup(ds string, msgs []jetstream.Msg, idx []int, errs []err
 			errs[i] = pipeline.Invalid("shard format", err)
 			continue
 		}
-		if st.man.Format != "" && st.man.Format != f {
-			errs[i] = pipeline.Invalid("format mismatch", fmt.Errorf("dataset %s holds %s records; this shard is %s", ds, st.man.Format, f))
-			continue
-		}
 		msgID := h.Get(jetstream.MsgIDHeader)
 		p := pendingShard{idx: i, msgID: msgID, source: h.Get(dataset.HeaderSource), run: h.Get(dataset.HeaderRun)}
+		if st.man.Format != "" && st.man.Format != f {
+			errs[i] = s.rejectShard(st, p, f, m.Data(), now)
+			continue
+		}
 		if _, done := st.shards[msgID]; msgID != "" && done {
 			// Persisted before (by an earlier run, or before a crash): every
 			// record of it is a duplicate.
@@ -307,6 +307,76 @@ func (s *Sink) writeGroup(ds string, msgs []jetstream.Msg, idx []int, errs []err
 	s.publishManifest(st)
 }
 
+// rejectShard records every record of a shard whose format is not the
+// dataset's as a reject with rule format, in rejects.jsonl and the manifest,
+// rather than dead-lettering the shard: a publisher that raced ingest's check
+// of the dataset's format loses no row without a trace. Shards carry no line
+// numbers; each reject holds the record's canonical JSON and id.
+func (s *Sink) rejectShard(st *state, p pendingShard, f schemas.Format, data []byte, now time.Time) error {
+	recs, ids, err := dataset.DecodeShard(f, data)
+	if err != nil {
+		return pipeline.Invalid("undecodable shard", err)
+	}
+	var lines []RejectLine
+	for j, r := range recs {
+		id := st.man.Name + "/format/" + ids[j]
+		if _, done := st.rejects[id]; done {
+			continue
+		}
+		orig := string(r.CanonicalJSON())
+		lines = append(lines, RejectLine{ID: id, Source: p.source, Rule: ingest.RuleFormat, Original: &orig, Time: now.UTC(),
+			Error: fmt.Sprintf("record %s: %s: dataset %s holds %s records; this record is %s (ingest it into a dataset of its own)",
+				ids[j], ingest.RuleFormat, st.man.Name, st.man.Format, f)})
+	}
+	if err := appendRejectLines(st.dir, lines); err != nil {
+		return err // transient: the shard is redelivered
+	}
+	for _, l := range lines {
+		s.noteReject(st, l, p.run, now)
+	}
+	s.metrics.Rejected.WithLabelValues(st.man.Name, ingest.RuleFormat).Add(float64(len(lines)))
+	s.countShard(st, p, 0, 0, now)
+	s.log.Warn().Dict("context", zerolog.Dict().Str("dataset", st.man.Name).Str("source", p.source).Int("rows", len(recs))).
+		Msgf("shard of %s records rejected: the dataset holds %s records", f, st.man.Format)
+	return nil
+}
+
+// appendRejectLines appends lines to the dataset's rejects.jsonl and syncs it.
+func appendRejectLines(dir string, lines []RejectLine) error {
+	if len(lines) == 0 {
+		return nil
+	}
+	var buf []byte
+	for _, l := range lines {
+		data, err := json.Marshal(l)
+		if err != nil {
+			return err
+		}
+		buf = append(append(buf, data...), '\n')
+	}
+	f, err := os.OpenFile(filepath.Join(dir, dataset.RejectsFile), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(buf); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// noteReject counts a reject written to rejects.jsonl in the dataset's state
+// and manifest, under its rule and its run.
+func (s *Sink) noteReject(st *state, l RejectLine, run string, now time.Time) {
+	st.rejects[l.ID] = struct{}{}
+	st.man.AddReject(l.Rule)
+	st.man.Source(l.Source, run, now).Rejected++
+}
+
 func mergeManifest(fresh, old dataset.Manifest) dataset.Manifest {
 	fresh.Parts, fresh.Counts, fresh.Sources = old.Parts, old.Counts, old.Sources
 	if !old.CreatedAt.IsZero() {
@@ -388,13 +458,15 @@ func (s *Sink) handleRejects(ctx context.Context, msgs []jetstream.Msg) []error 
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	errs := make([]error, len(msgs))
-	touched := map[*state]*os.File{}
-	defer func() {
-		for st, f := range touched {
-			f.Close()
-			s.publishManifest(st)
-		}
-	}()
+	// The lines of each dataset touched, written with one append and sync.
+	type batch struct {
+		lines []RejectLine
+		runs  []string
+		idx   []int
+		ids   map[string]struct{}
+	}
+	batches := map[*state]*batch{}
+	var order []*state
 	now := s.now()
 	for i, m := range msgs {
 		ds := token(m.Subject(), 3)
@@ -408,11 +480,19 @@ func (s *Sink) handleRejects(ctx context.Context, msgs []jetstream.Msg) []error 
 			errs[i] = pipeline.Invalid("undecodable reject record", err)
 			continue
 		}
+		b := batches[st]
+		if b == nil {
+			b = &batch{ids: map[string]struct{}{}}
+			batches[st] = b
+			order = append(order, st)
+		}
 		id := m.Headers().Get(jetstream.MsgIDHeader)
 		if id == "" {
 			id = fmt.Sprintf("%s/seq/%s", ds, seqOf(m))
 		}
-		if _, done := st.rejects[id]; done {
+		_, done := st.rejects[id]
+		_, pending := b.ids[id]
+		if done || pending {
 			continue
 		}
 		first := func(k string) string {
@@ -433,34 +513,21 @@ func (s *Sink) handleRejects(ctx context.Context, msgs []jetstream.Msg) []error 
 		} else {
 			rl.OriginalBase64 = rec.Data
 		}
-		f := touched[st]
-		if f == nil {
-			f, err = os.OpenFile(filepath.Join(st.dir, dataset.RejectsFile), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
-			if err != nil {
-				errs[i] = err
-				continue
+		b.ids[id] = struct{}{}
+		b.lines, b.runs, b.idx = append(b.lines, rl), append(b.runs, first(dataset.HeaderRun)), append(b.idx, i)
+	}
+	for _, st := range order {
+		b := batches[st]
+		if err := appendRejectLines(st.dir, b.lines); err != nil {
+			for _, i := range b.idx {
+				errs[i] = err // transient: redelivered, and not counted twice (ids)
 			}
-			touched[st] = f
-		}
-		line2, _ := json.Marshal(rl)
-		if _, err := f.Write(append(line2, '\n')); err != nil {
-			errs[i] = err
 			continue
 		}
-		st.rejects[id] = struct{}{}
-		st.man.Name = ds
-		st.man.AddReject(rl.Rule)
-		run := first(dataset.HeaderRun)
-		st.man.Source(rl.Source, run, now).Rejected++
-	}
-	for _, f := range touched {
-		if err := f.Sync(); err != nil {
-			for i := range errs {
-				if errs[i] == nil {
-					errs[i] = err
-				}
-			}
+		for k, l := range b.lines {
+			s.noteReject(st, l, b.runs[k], now)
 		}
+		s.publishManifest(st)
 	}
 	return errs
 }

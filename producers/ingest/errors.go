@@ -11,4 +11,8 @@ var (
 	ErrInvalidOption = errors.New("invalid ingest option")
 	// ErrNotConfirmed is returned when the dataset sink did not confirm the run in time.
 	ErrNotConfirmed = errors.New("dataset sink did not confirm the shards")
+	// ErrNothingPersisted is returned when no row of a source could join the
+	// dataset (an empty source, or every row rejected); rows that the dataset
+	// already held (duplicates) are not a failure.
+	ErrNothingPersisted = errors.New("nothing to add to the dataset")
 )

@@ -37,7 +37,7 @@ func Floor(ctx context.Context, source, dir string, partRows int) (int64, error)
 		recs, ids = recs[:0], ids[:0]
 		return nil
 	}
-	_, err = scan(ctx, rr, scanOptions{source: source}, func(a Accepted) error {
+	_, err = scan(ctx, rr, scanOptions{source: source, maxRecord: DefaultConfig().ShardBytes}, func(a Accepted) error {
 		format = a.Record.Format
 		recs = append(recs, a.Record)
 		ids = append(ids, a.ID)

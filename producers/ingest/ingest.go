@@ -9,7 +9,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -182,6 +185,13 @@ func (in *Ingester) Ingest(ctx context.Context, source string, stdin io.Reader) 
 	if err != nil {
 		return sum, err
 	}
+	// A dataset holds records of one format: rows of another one are
+	// rejects of this run, not shards for the sink to turn away.
+	dsFormat, err := in.datasetFormat(ctx)
+	if err != nil {
+		return sum, err
+	}
+	shardBytes := shardLimit(in.bus, in.cfg.ShardBytes)
 	shards := in.bus.NewPublisher(in.cfg.Window)
 	var builder *dataset.ShardBuilder
 
@@ -263,9 +273,15 @@ func (in *Ingester) Ingest(ctx context.Context, source string, stdin io.Reader) 
 			in.progress(Progress{Rows: sum.Accepted + sum.Rejected, Accepted: sum.Accepted, Rejected: sum.Rejected, Duplicates: dups.Load(), Bytes: rr.BytesRead()})
 		}
 	}
+	var reject func(Reject) error
 	emit := func(a Accepted) error {
+		if dsFormat != "" && a.Record.Format != dsFormat {
+			return reject(Reject{Source: source, Line: a.Line, Rule: RuleFormat, Original: a.Original,
+				Error: fmt.Sprintf("line %d: %s: dataset %s holds %s records; this record is %s (ingest it into a dataset of its own)",
+					a.Line, RuleFormat, ds, dsFormat, a.Record.Format)})
+		}
 		if builder == nil {
-			builder = dataset.NewShardBuilder(a.Record.Format, in.cfg.ShardBytes)
+			builder = dataset.NewShardBuilder(a.Record.Format, shardBytes)
 		}
 		if builder.Full(a.Size) {
 			if err := flush(); err != nil {
@@ -280,7 +296,7 @@ func (in *Ingester) Ingest(ctx context.Context, source string, stdin io.Reader) 
 		}
 		return nil
 	}
-	reject := func(r Reject) error {
+	reject = func(r Reject) error {
 		sum.Rejected++
 		sum.RejectedByRule[r.Rule]++
 		in.metrics.Rejected.WithLabelValues(ds, r.Rule).Inc()
@@ -296,7 +312,7 @@ func (in *Ingester) Ingest(ctx context.Context, source string, stdin io.Reader) 
 		return nil
 	}
 
-	res, scanErr := scan(ctx, rr, scanOptions{source: source, format: format, workers: in.cfg.Workers}, emit, reject)
+	res, scanErr := scan(ctx, rr, scanOptions{source: source, format: format, maxRecord: shardBytes, workers: in.cfg.Workers}, emit, reject)
 	sum.Format, sum.FormatDetected, sum.Rows, sum.Bytes = res.Format, res.Detected, res.Rows, res.Bytes
 	in.metrics.Bytes.WithLabelValues(ds).Add(float64(res.Bytes))
 	if scanErr == nil {
@@ -324,10 +340,61 @@ func (in *Ingester) Ingest(ctx context.Context, source string, stdin io.Reader) 
 	if scanErr != nil {
 		return sum, scanErr
 	}
+	if valid := sum.Rows - sum.Rejected; valid <= 0 {
+		if sum.Rows == 0 {
+			return sum, fmt.Errorf("%w: %s holds no records", ErrNothingPersisted, source)
+		}
+		return sum, fmt.Errorf("%w: all %d rows of %s were rejected (%s); see %s", ErrNothingPersisted, sum.Rows, source, byRule(sum.RejectedByRule), dataset.RejectsFile)
+	}
 	if in.cfg.MaxRejects >= 0 && sum.Rejected > in.cfg.MaxRejects {
 		return sum, fmt.Errorf("%w: %d rejected, --max-rejects is %d", ErrTooManyRejects, sum.Rejected, in.cfg.MaxRejects)
 	}
 	return sum, nil
+}
+
+// byRule writes reject counts as "rule: n, ..." in rule order.
+func byRule(counts map[string]int64) string {
+	parts := make([]string, 0, len(counts))
+	for _, r := range slices.Sorted(maps.Keys(counts)) {
+		parts = append(parts, fmt.Sprintf("%s: %d", r, counts[r]))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// shardOverhead is what a shard message adds to its records' canonical bytes
+// at most: the Arrow schema and framing, the record ids, headers and subject.
+const shardOverhead = 16 << 10
+
+// shardLimit is the canonical bytes one shard may gather: want, or less when
+// the server's max_payload is too small for it.
+func shardLimit(bus *pipeline.Bus, want int) int {
+	if nc := bus.Conn(); nc != nil {
+		if most := int(nc.MaxPayload()) - shardOverhead; most > 0 && most < want {
+			return most
+		}
+	}
+	return want
+}
+
+// datasetFormat returns the format of the dataset's records from its manifest
+// in the lf_datasets bucket; "" when the dataset has none yet.
+func (in *Ingester) datasetFormat(ctx context.Context) (schemas.Format, error) {
+	kv, err := in.bus.KV(ctx, pipeline.BucketDatasets)
+	if err != nil {
+		return "", err
+	}
+	e, err := kv.Get(ctx, in.cfg.Dataset)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("read the manifest of dataset %s: %w", in.cfg.Dataset, err)
+	}
+	var m dataset.Manifest
+	if err := json.Unmarshal(e.Value(), &m); err != nil {
+		return "", fmt.Errorf("read the manifest of dataset %s: %w", in.cfg.Dataset, err)
+	}
+	return m.Format, nil
 }
 
 // watchDuplicates follows the run's duplicate count in the dataset's manifest.
@@ -392,6 +459,15 @@ func (in *Ingester) waitConfirmed(ctx context.Context, sum *Summary, maxSeq uint
 			sum.Confirmed = true
 			if src := runEntry(ctx, kv, sum.Dataset, sum.Run); src != nil {
 				sum.Persisted, sum.Duplicates = src.Rows, src.Duplicates
+				// What the sink neither persisted nor found duplicate it
+				// recorded as rejects: a shard of another format than the
+				// dataset's (a run of that format set it after this run's
+				// check). Shards the bus already held are counted under
+				// the run that sent them first.
+				if lost := sum.Accepted - sum.Persisted - sum.Duplicates; lost > 0 && sum.AlreadyOnBus == 0 {
+					sum.Rejected += lost
+					sum.RejectedByRule[RuleFormat] += lost
+				}
 			}
 			return nil
 		}

@@ -24,9 +24,10 @@ const RawRun = "raw"
 // reject records on the dead-letter stream. A message's format is its Lf-Format
 // header when set, otherwise it is told from its keys.
 type RawHandler struct {
-	bus     *pipeline.Bus
-	log     zerolog.Logger
-	metrics *dataset.Metrics
+	bus        *pipeline.Bus
+	log        zerolog.Logger
+	metrics    *dataset.Metrics
+	shardBytes int // canonical bytes per shard, and so per record
 }
 
 // NewRawHandler returns the handler; run it with a pipeline consumer on lf.data.*.raw.
@@ -37,7 +38,7 @@ func NewRawHandler(bus *pipeline.Bus, log zerolog.Logger, m *dataset.Metrics) (*
 	if m == nil {
 		m, _ = dataset.NewMetrics(nil)
 	}
-	return &RawHandler{bus: bus, log: log, metrics: m}, nil
+	return &RawHandler{bus: bus, log: log, metrics: m, shardBytes: shardLimit(bus, dataset.DefaultShardBytes)}, nil
 }
 
 // Handle implements pipeline.Handler.
@@ -63,12 +64,12 @@ func (h *RawHandler) Handle(ctx context.Context, msgs []jetstream.Msg) []error {
 		if err != nil {
 			var ok bool
 			if f, ok = schemas.DetectFormat(m.Data()); !ok {
-				errs[i] = h.reject(ctx, ds, Reject{Source: source, Line: row.Line, Rule: "format", Original: row.Data,
+				errs[i] = h.reject(ctx, ds, Reject{Source: source, Line: row.Line, Rule: RuleFormat, Original: row.Data,
 					Error: "cannot tell the record's format from its keys (alpaca, sharegpt or dpo); set the Lf-Format header"})
 				continue
 			}
 		}
-		items := decodeRows(source, f, []Row{row})
+		items := decodeRows(source, f, []Row{row}, h.shardBytes)
 		if it := items[0]; it.rej != nil {
 			errs[i] = h.reject(ctx, ds, *it.rej)
 			continue
@@ -77,7 +78,7 @@ func (h *RawHandler) Handle(ctx context.Context, msgs []jetstream.Msg) []error {
 		key := ds + "/" + string(f)
 		g := groups[key]
 		if g == nil {
-			g = &group{ds: ds, subject: source, format: f, builder: dataset.NewShardBuilder(f, dataset.DefaultShardBytes)}
+			g = &group{ds: ds, subject: source, format: f, builder: dataset.NewShardBuilder(f, h.shardBytes)}
 			groups[key] = g
 			order = append(order, key)
 		}

@@ -222,7 +222,7 @@ func TestParquetColumnTypes(t *testing.T) {
 			if len(rows) != len(tt.wantData) {
 				t.Fatalf("%d rows, want %d", len(rows), len(tt.wantData))
 			}
-			items := decodeRows(tt.path, tt.wantFormat, rows)
+			items := decodeRows(tt.path, tt.wantFormat, rows, 0)
 			for i, r := range rows {
 				if string(r.Data) != tt.wantData[i] || r.Line != int64(i+1) {
 					t.Errorf("row %d = %d %q, want %d %q", i, r.Line, r.Data, i+1, tt.wantData[i])

@@ -23,13 +23,25 @@ type Reject struct {
 	Original []byte `json:"-"`
 }
 
-// Accepted is one validated record with its id and canonical size.
+// Accepted is one validated record with its id, canonical size and the bytes
+// it was read from.
 type Accepted struct {
-	Line   int64
-	Record schemas.Record
-	ID     string
-	Size   int
+	Line     int64
+	Record   schemas.Record
+	ID       string
+	Size     int
+	Original []byte
 }
+
+// Rules of rejects that are not the schema's (schemas.ValidationError has those).
+const (
+	// RuleFormat: the record is not of the dataset's format (or its format
+	// cannot be told).
+	RuleFormat = "format"
+	// RuleMaxRecordBytes: the record's canonical JSON is larger than one
+	// shard may be, so it cannot travel on the bus under max_payload.
+	RuleMaxRecordBytes = "maxRecordBytes"
+)
 
 // item is what the decoding workers return for one row, in input order.
 type item struct {
@@ -42,10 +54,11 @@ const autoSample = 16
 
 // scanOptions configure a scan.
 type scanOptions struct {
-	source  string
-	format  schemas.Format // "" = auto
-	workers int
-	chunk   int
+	source    string
+	format    schemas.Format // "" = auto
+	maxRecord int            // largest canonical record in bytes (0: no limit)
+	workers   int
+	chunk     int
 }
 
 // scanResult is what scan reports besides the records.
@@ -117,7 +130,7 @@ func scan(ctx context.Context, rr rowReader, o scanOptions, emit func(Accepted) 
 	for range workers {
 		go func() {
 			for j := range jobs {
-				j.out <- decodeRows(o.source, res.Format, j.rows)
+				j.out <- decodeRows(o.source, res.Format, j.rows, o.maxRecord)
 			}
 		}()
 	}
@@ -192,8 +205,9 @@ func scan(ctx context.Context, rr rowReader, o scanOptions, emit func(Accepted) 
 	return res, ctx.Err()
 }
 
-// decodeRows validates a chunk of rows.
-func decodeRows(source string, f schemas.Format, rows []Row) []item {
+// decodeRows validates a chunk of rows; a record whose canonical JSON is over
+// maxRecord bytes (when > 0) is rejected with RuleMaxRecordBytes.
+func decodeRows(source string, f schemas.Format, rows []Row, maxRecord int) []item {
 	items := make([]item, len(rows))
 	for i, row := range rows {
 		if row.Rule != "" {
@@ -207,9 +221,37 @@ func decodeRows(source string, f schemas.Format, rows []Row) []item {
 			continue
 		}
 		canon := rec.CanonicalJSON()
-		items[i].acc = Accepted{Line: row.Line, Record: rec, ID: recordID(canon), Size: len(canon)}
+		if maxRecord > 0 && len(canon) > maxRecord {
+			field := largestField(rec)
+			items[i].rej = &Reject{Source: source, Line: row.Line, Field: field, Rule: RuleMaxRecordBytes, Original: row.Data,
+				Error: fmt.Sprintf("line %d: field %q: %s: the record is %d bytes (canonical JSON), over the %d bytes one shard may carry under the server's max_payload",
+					row.Line, field, RuleMaxRecordBytes, len(canon), maxRecord)}
+			continue
+		}
+		items[i].acc = Accepted{Line: row.Line, Record: rec, ID: recordID(canon), Size: len(canon), Original: row.Data}
 	}
 	return items
+}
+
+// largestField names the field that makes a record large: the longest string
+// of an alpaca or dpo record, the conversation of a sharegpt one.
+func largestField(r schemas.Record) string {
+	var names, values []string
+	switch r.Format {
+	case schemas.FormatAlpaca:
+		names, values = []string{"instruction", "input", "output"}, []string{r.Alpaca.Instruction, r.Alpaca.Input, r.Alpaca.Output}
+	case schemas.FormatDPO:
+		names, values = []string{"prompt", "chosen", "rejected"}, []string{r.DPO.Prompt, r.DPO.Chosen, r.DPO.Rejected}
+	default:
+		return "conversations"
+	}
+	best := 0
+	for i := range values {
+		if len(values[i]) > len(values[best]) {
+			best = i
+		}
+	}
+	return names[best]
 }
 
 func rejectFor(source string, row Row, err error) *Reject {

@@ -57,7 +57,7 @@ without connecting to NATS.`,
 			return printExperts(cmd.OutOrStdout(), rows)
 		},
 	}
-	cmd.Flags().StringVar(&file, "experts", "", "experts file (YAML or JSON, DATA_DICTIONARY §2.3)")
+	cmd.Flags().StringVar(&file, "experts", "", "experts file (YAML or JSON; largeforge samples writes an example)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON instead of a table")
 	cmd.Flags().BoolVar(&offline, "offline", false, "do not connect to NATS: the file's experts only")
 	return cmd

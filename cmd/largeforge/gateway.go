@@ -31,7 +31,7 @@ type GatewayFlags struct {
 	HTTP        string
 	WorkerWait  time.Duration
 	MaxBody     int64
-	Experts     string // §2.3 experts file (YAML or JSON): enables model "auto" and /v1/route
+	Experts     string // experts file (YAML or JSON): enables model "auto" and /v1/route
 	RouterModel string // directory of `largeforge router train`: the router's learned stage
 	KeysFile    string // API keys, one a line (# comments); also LARGEFORGE_API_KEYS, comma separated
 }
@@ -170,7 +170,7 @@ func addGatewayFlags(cmd *cobra.Command, gf *GatewayFlags, httpDefault string) {
 	cmd.Flags().DurationVar(&gf.WorkerWait, "worker-wait", gateway.DefaultWorkerWait, "how long a request waits for a live worker of its model before 503")
 	cmd.Flags().Int64Var(&gf.MaxBody, "max-body", gateway.DefaultMaxBodyBytes, "request body limit in bytes")
 	cmd.Flags().StringVar(&gf.KeysFile, "api-keys-file", "", "require one of these API keys (one a line) as a bearer token on /v1 (also env LARGEFORGE_API_KEYS, comma separated)")
-	cmd.Flags().StringVar(&gf.Experts, "experts", "", "experts file (YAML or JSON, DATA_DICTIONARY §2.3): enables model \"auto\" and POST /v1/route")
+	cmd.Flags().StringVar(&gf.Experts, "experts", "", "experts file (YAML or JSON; largeforge samples writes an example): enables model \"auto\" and POST /v1/route")
 	cmd.Flags().StringVar(&gf.RouterModel, "router-model", "", "router model directory (largeforge router train): the learned stage for prompts no rule decides")
 }
 
@@ -220,7 +220,7 @@ func newRouteCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "route TEXT",
 		Short: "Ask the gateway which expert would take a prompt (POST /v1/route), without generating",
-		Long: `Print the routing decision for TEXT (§3.5 RouteResponse and the deciding stage: rules,
+		Long: `Print the routing decision for TEXT (the RouteResponse and the deciding stage: rules,
 classifier or default). By default the running gateway answers (POST /v1/route). With
 --experts FILE the decision is made here instead, with the same router (and --router-model
 DIR as its learned stage), counting every expert as live.`,

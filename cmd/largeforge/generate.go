@@ -94,8 +94,8 @@ func newGenerateCmd() *cobra.Command {
 		Use:   "generate --model DIR (--prompt TEXT | --input prompts.jsonl --output out.jsonl)",
 		Short: "Generate completions with a local model directory (no bus)",
 		Long: `Generate with a Hugging Face model directory on this machine. With --prompt, print the
-completion. With --input, read CompletionRequest lines (DATA_DICTIONARY §3.1; "messages"
-for chat) and write one CompletionResponse line (§3.2) per request to --output, in batches
+completion. With --input, read CompletionRequest lines (model, prompt, max_tokens, temperature, ...; "messages"
+for chat) and write one CompletionResponse line per request to --output, in batches
 of --batch-size; a request that fails validation gets a line with an "error" object.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {

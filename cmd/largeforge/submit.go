@@ -52,7 +52,7 @@ func newSubmitCmd() *cobra.Command {
 		Use:   "submit FILE --model NAME [--kind completion|score] [--wait]",
 		Short: "Submit a batch job file (.jsonl or .parquet) and print its job id",
 		Long: `Create a batch job from FILE and publish one request per row to lf.req.<job>.<model>.
-Completion jobs take §3.1 CompletionRequest lines plus custom_id (missing: the line
+Completion jobs take CompletionRequest lines plus custom_id (missing: the line
 number), OpenAI Batch API lines (custom_id, method POST, url /v1/completions or
 /v1/chat/completions, body) or chat messages; score jobs (--kind score) take rows with
 text, prompt+completion, or prompt+chosen+rejected (DPO). Parquet files use the same
@@ -79,7 +79,7 @@ bar and exits non-zero unless it completes.`,
 	f.BoolVar(&sc.Wait, "wait", false, "wait for the job to end, with a progress bar")
 	f.DurationVar(&sc.Timeout, "timeout", 0, "with --wait: give up after this long (0: never)")
 	f.StringVar(&sc.Progress, "progress", "auto", "progress bar: auto (on a terminal), on, off")
-	f.StringVar(&sc.Experts, "experts", "", "experts file (YAML or JSON, §2.3) for model auto, beside the lf_experts bucket")
+	f.StringVar(&sc.Experts, "experts", "", "experts file (YAML or JSON) for model auto, beside the lf_experts bucket")
 	f.StringVar(&sc.RouterModel, "router-model", "", "router model directory (largeforge router train): the learned stage for model auto")
 	_ = cmd.MarkFlagRequired("model")
 	return cmd

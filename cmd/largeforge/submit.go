@@ -3,7 +3,10 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
+	"io"
+	"maps"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -67,7 +70,7 @@ bar and exits non-zero unless it completes.`,
 			if err := sc.Validate(); err != nil {
 				return err
 			}
-			return runSubmit(cmd.Context(), sc, args[0])
+			return runSubmit(cmd.Context(), sc, args[0], cmd.ErrOrStderr())
 		},
 	}
 	f := cmd.Flags()
@@ -85,7 +88,7 @@ bar and exits non-zero unless it completes.`,
 	return cmd
 }
 
-func runSubmit(ctx context.Context, sc SubmitConfig, path string) error {
+func runSubmit(ctx context.Context, sc SubmitConfig, path string, stderr io.Writer) error {
 	log := newLogger()
 	bus, err := connect(ctx, log)
 	if err != nil {
@@ -109,20 +112,76 @@ func runSubmit(ctx context.Context, sc SubmitConfig, path string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(os.Stderr, "submitted %d rows in %.2fs (%.0f rows/s): %d requests, %d error rows\n",
+	fmt.Fprintf(stderr, "submitted %d rows in %.2fs (%.0f rows/s): %d requests, %d error rows\n",
 		sum.Rows, sum.Elapsed.Seconds(), float64(sum.Rows)/max(sum.Elapsed.Seconds(), 1e-9), sum.Published, sum.Rejected)
 	if len(sum.Routed) > 0 {
-		fmt.Fprintf(os.Stderr, "routed: %v\n", sum.Routed)
+		fmt.Fprintf(stderr, "routed: %v\n", sum.Routed)
 	}
 	if !sc.Wait {
 		return nil
 	}
+	models := []string{sum.Job.Model}
+	if sum.Job.Model == submit.AutoModel {
+		models = slices.Sorted(maps.Keys(sum.Routed))
+	}
+	stopWatch := watchWorkers(ctx, bus, sum.Job.ID, models, stderr)
 	j, err := waitJob(ctx, sub.Store(), sum.Job.ID, sc.Timeout, sc.Progress)
+	stopWatch()
 	if err != nil {
 		return err
 	}
-	printJobSummary(os.Stderr, j)
+	printJobSummary(stderr, j)
 	return jobOutcome(j)
+}
+
+// workerPoll is how often submit --wait looks for live workers while none serves the job.
+const workerPoll = 2 * time.Second
+
+// watchWorkers says on w, once, when no live infer worker (a heartbeat in
+// lf_workers) serves one of the job's models, and once more when one starts:
+// the job's requests wait in the work queue meanwhile, and so does submit
+// --wait (until --timeout, if given). The returned func stops the watch.
+func watchWorkers(ctx context.Context, bus *pipeline.Bus, job string, models []string, w io.Writer) func() {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		kv, err := bus.KV(ctx, pipeline.BucketWorkers)
+		if err != nil {
+			return
+		}
+		tick := time.NewTicker(workerPoll)
+		defer tick.Stop()
+		var warned []string
+		for {
+			live, err := gateway.LiveWorkers(ctx, kv)
+			if err == nil {
+				var missing []string
+				for _, m := range models {
+					if live[m] == 0 {
+						missing = append(missing, m)
+					}
+				}
+				switch {
+				case len(missing) > 0 && warned == nil:
+					warned = missing
+					fmt.Fprintf(w, "no live worker serves model %s (no heartbeat in %s): job %s waits in the queue until one starts (largeforge up --model NAME=DIR, or largeforge worker --role infer --model NAME=DIR)\n",
+						strings.Join(missing, ", "), pipeline.BucketWorkers, job)
+				case len(missing) == 0 && warned != nil:
+					fmt.Fprintf(w, "a worker for model %s is live; job %s goes on\n", strings.Join(warned, ", "), job)
+					return
+				case len(missing) == 0:
+					return
+				}
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return func() { cancel(); <-done }
 }
 
 // buildRouter returns the router over the experts of file (may be "") and

@@ -11,8 +11,8 @@
 //
 // A row that breaks §7.1, is not a request, or repeats an earlier custom_id
 // becomes an error row published straight to lf.res.<job> (the results sink
-// counts it failed) and the job goes on. A file that cannot be opened or read
-// fails the job with a report.
+// counts it failed) and the job goes on. A file that cannot be opened creates
+// no job; one that cannot be read to its end fails the job with a report.
 package submit
 
 import (
@@ -132,10 +132,17 @@ type Summary struct {
 // Submit creates the job, streams path into requests and marks the job
 // in_progress with its total. Given the JobID of a job still validating (its
 // submitter died), it resumes that job with the same file. progress, when not nil, is called with the
-// number of rows handled so far, now and then. An unreadable file fails the
-// job and returns an error wrapping ErrUnreadable (with the job in Summary).
+// number of rows handled so far, now and then. A file that cannot be opened
+// (or, for Parquet, whose footer cannot be read) returns an error wrapping
+// ErrUnreadable before any job is created; one that fails to read midway
+// fails the job with the same error (the job in Summary).
 func (s *Submitter) Submit(ctx context.Context, path string, progress func(rows int)) (Summary, error) {
 	start := time.Now()
+	rr, closeInput, err := openInput(path)
+	if err != nil {
+		return Summary{}, err
+	}
+	defer closeInput()
 	abs, _ := filepath.Abs(path)
 	job, err := s.store.Create(ctx, jobs.Spec{ID: s.cfg.JobID, Kind: s.cfg.Kind, Model: s.cfg.Model, InputFile: abs, CompletionWindow: s.cfg.CompletionWindow})
 	if errors.Is(err, jobs.ErrExists) {
@@ -161,22 +168,6 @@ func (s *Submitter) Submit(ctx context.Context, path string, progress func(rows 
 		sum.Elapsed = time.Since(start)
 		log.Error().Err(cause).Msg("job failed at submission")
 		return sum, fmt.Errorf("job %s: %w", job.ID, cause)
-	}
-
-	f, err := os.Open(path)
-	if err != nil {
-		return fail("unreadable_file", fmt.Errorf("%w: %w", ErrUnreadable, err))
-	}
-	defer f.Close()
-	var rr rowReader
-	if strings.EqualFold(filepath.Ext(path), ".parquet") {
-		pr, err := newParquetReader(f, maxRow)
-		if err != nil {
-			return fail("unreadable_file", fmt.Errorf("%w: %s: %w", ErrUnreadable, path, err))
-		}
-		rr = pr
-	} else {
-		rr = newLineReader(f, maxRow)
 	}
 
 	reqSubj, err := pipeline.RequestSubject(job.ID, job.Model)
@@ -308,6 +299,33 @@ func (s *Submitter) Submit(ctx context.Context, path string, progress func(rows 
 	log.Info().Dict("context", zerolog.Dict().Int("rows", rows).Int("published", sum.Published).Int("rejected", sum.Rejected).
 		Float64("rows_per_second", float64(rows)/sum.Elapsed.Seconds())).Msg("job submitted")
 	return sum, nil
+}
+
+// openInput opens a job file and returns the reader of its rows: a file (not
+// a directory) that opens, and for Parquet one whose footer reads.
+func openInput(path string) (rowReader, func(), error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: %w", ErrUnreadable, err)
+	}
+	st, err := f.Stat()
+	if err == nil && st.IsDir() {
+		err = fmt.Errorf("is a directory")
+	}
+	if err != nil {
+		f.Close()
+		return nil, nil, fmt.Errorf("%w: %s: %w", ErrUnreadable, path, err)
+	}
+	closeFn := func() { _ = f.Close() }
+	if !strings.EqualFold(filepath.Ext(path), ".parquet") {
+		return newLineReader(f, maxRow), closeFn, nil
+	}
+	pr, err := newParquetReader(f, maxRow)
+	if err != nil {
+		f.Close()
+		return nil, nil, fmt.Errorf("%w: %s: %w", ErrUnreadable, path, err)
+	}
+	return pr, closeFn, nil
 }
 
 func hashID(id string) [16]byte {

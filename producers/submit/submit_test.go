@@ -131,17 +131,22 @@ func TestSubmitUnreadable(t *testing.T) {
 	}{
 		{"missing file", filepath.Join(t.TempDir(), "nope.jsonl")},
 		{"not parquet", write(t, "x.parquet", "PAR1 garbage")},
+		{"a directory", t.TempDir()},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			sum, err := s.Submit(ctx, tt.path, nil)
-			if !errors.Is(err, submit.ErrUnreadable) {
-				t.Fatalf("err = %v, want ErrUnreadable", err)
+			if !errors.Is(err, submit.ErrUnreadable) || !strings.Contains(err.Error(), filepath.Base(tt.path)) {
+				t.Fatalf("err = %v, want ErrUnreadable naming the file", err)
 			}
-			if sum.Job.Status != jobs.StatusFailed || len(sum.Job.Errors) != 1 || sum.Job.Errors[0].Code != "unreadable_file" {
-				t.Errorf("job %+v", sum.Job)
+			if sum.Job.ID != "" {
+				t.Errorf("a job was created: %+v", sum.Job)
 			}
 		})
+	}
+	// The inputs were checked before anything went into lf_jobs.
+	if all, err := s.Store().List(ctx); err != nil || len(all) != 0 {
+		t.Fatalf("lf_jobs holds %d jobs (%v), want none", len(all), err)
 	}
 }
 

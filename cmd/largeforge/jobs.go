@@ -64,7 +64,7 @@ func newJobsCmd() *cobra.Command {
 	var progress string
 	wait := &cobra.Command{
 		Use:   "wait JOB",
-		Short: "Wait until a job ends, with a progress bar; exit non-zero unless it completed",
+		Short: "Wait until a job ends, with a progress bar (requests done; a training job's step, loss and ETA); exit non-zero unless it completed",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return withJobStore(cmd.Context(), func(_ *pipeline.Bus, s *jobs.Store) error {
@@ -159,7 +159,16 @@ func printTrainingLine(w io.Writer, j jobs.Job) {
 		return
 	}
 	fmt.Fprintf(w, "job %s %s: step %d/%d loss %.4f learning_rate %.3g epoch %.2f eta %s (output_dir %s)\n", j.ID, j.Status,
-		tp.Step, tp.MaxSteps, tp.Loss, tp.LearningRate, tp.Epoch, time.Duration(tp.ETASeconds*float64(time.Second)).Round(time.Second), tp.OutputDir)
+		tp.Step, tp.MaxSteps, tp.Loss, tp.LearningRate, tp.Epoch, etaText(tp.ETASeconds), tp.OutputDir)
+}
+
+// etaText is a training job's ETA in whole seconds ("-" when not known, or
+// at the end).
+func etaText(seconds float64) string {
+	if !(seconds > 0) {
+		return "-"
+	}
+	return time.Duration(seconds * float64(time.Second)).Round(time.Second).String()
 }
 
 func printJobTable(w io.Writer, list []jobs.Job) {
@@ -199,7 +208,25 @@ func jobOutcome(j jobs.Job) error {
 	return fmt.Errorf("job %s ended %s", j.ID, j.Status)
 }
 
-// waitJob watches a job until it ends, showing a progress bar of its counts.
+// waitProgress is what `jobs wait` shows of a job elapsed after it began
+// waiting: the bar's position and its total (0: not known yet), and its
+// description. A training job counts steps and says its loss and ETA; a
+// batch or score job counts requests.
+func waitProgress(j jobs.Job, elapsed time.Duration) (done, total int, desc string) {
+	if j.Kind == jobs.KindTraining {
+		tp := j.Training
+		if tp == nil || tp.Step == 0 {
+			return 0, 0, fmt.Sprintf("%s %s: no step yet", j.ID, j.Status)
+		}
+		return tp.Step, tp.MaxSteps, fmt.Sprintf("%s %s: step %d/%d loss %.4f eta %s", j.ID, j.Status, tp.Step, tp.MaxSteps, tp.Loss, etaText(tp.ETASeconds))
+	}
+	c := j.RequestCounts
+	rate := float64(c.Done()) / max(elapsed.Seconds(), 1e-9)
+	return c.Done(), c.Total, fmt.Sprintf("%s %s: %d completed, %d failed (%.0f/s)", j.ID, j.Status, c.Completed, c.Failed, rate)
+}
+
+// waitJob watches a job until it ends, showing a progress bar: a training
+// job's steps, another job's requests (see waitProgress).
 func waitJob(ctx context.Context, s *jobs.Store, id string, timeout time.Duration, progress string) (jobs.Job, error) {
 	if timeout > 0 {
 		var cancel context.CancelFunc
@@ -213,17 +240,16 @@ func waitJob(ctx context.Context, s *jobs.Store, id string, timeout time.Duratio
 		if !show {
 			return true
 		}
-		c := j.RequestCounts
+		done, total, desc := waitProgress(j, time.Since(start))
 		if bar == nil {
 			bar = progressbar.NewOptions(-1, progressbar.OptionSetWriter(os.Stderr), progressbar.OptionShowCount(),
 				progressbar.OptionThrottle(200*time.Millisecond), progressbar.OptionClearOnFinish())
 		}
-		if c.Total > 0 && bar.GetMax() != c.Total {
-			bar.ChangeMax(c.Total)
+		if total > 0 && bar.GetMax() != total {
+			bar.ChangeMax(total)
 		}
-		rate := float64(c.Done()) / max(time.Since(start).Seconds(), 1e-9)
-		bar.Describe(fmt.Sprintf("%s %s: %d completed, %d failed (%.0f/s)", id, j.Status, c.Completed, c.Failed, rate))
-		_ = bar.Set(c.Done())
+		bar.Describe(desc)
+		_ = bar.Set(done)
 		return true
 	})
 	if bar != nil {

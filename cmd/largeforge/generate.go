@@ -14,6 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/largeforge/largeforge/consumers/infer"
 	"github.com/largeforge/largeforge/logging"
 	"github.com/largeforge/largeforge/model"
 	"github.com/largeforge/largeforge/model/tokenizer"
@@ -57,11 +58,7 @@ func (lm *loadedModel) promptOf(r schemas.CompletionRequest) (string, error) {
 	if len(r.Messages) == 0 {
 		return r.Prompt, nil
 	}
-	msgs := make([]tokenizer.Message, len(r.Messages))
-	for i, m := range r.Messages {
-		msgs[i] = tokenizer.Message{Role: m.Role, Content: m.Content}
-	}
-	return lm.tok.ApplyChatTemplate(msgs, true)
+	return infer.ChatPrompt(lm.tok, r.Messages)
 }
 
 func textRequest(prompt string, r schemas.CompletionRequest) model.TextRequest {

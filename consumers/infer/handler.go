@@ -39,10 +39,6 @@ var ErrInvalidOption = errors.New("invalid infer option")
 // Stage names the DLQ subjects of this worker: lf.dlq.infer.<job>.
 const Stage = "infer"
 
-// DefaultChatTemplate renders chat requests for a tokenizer without a
-// chat_template of its own.
-const DefaultChatTemplate = "chatml"
-
 // Served is a loaded model a worker serves under a name.
 type Served struct {
 	Name    string // the <model> of lf.req.<job>.<model>
@@ -285,23 +281,27 @@ func seed(req jobs.Request) int64 {
 	return int64(binary.LittleEndian.Uint64(sum[:8]) >> 1)
 }
 
+// ChatPrompt renders chat messages with the model's chat_template, ready for
+// the assistant's reply. A model without one gets an error wrapping
+// tokenizer.ErrNoChatTemplate, never a template it was not trained with:
+// `generate` and the workers answer alike.
+func ChatPrompt(tok *tokenizer.Tokenizer, messages []schemas.ChatMessage) (string, error) {
+	msgs := make([]tokenizer.Message, len(messages))
+	for i, m := range messages {
+		msgs[i] = tokenizer.Message{Role: m.Role, Content: m.Content}
+	}
+	return tok.ApplyChatTemplate(msgs, true)
+}
+
 // TextRequest maps a completion request to the model's text request (chat
-// messages rendered with the tokenizer's chat template, or DefaultChatTemplate).
+// messages rendered with ChatPrompt; its errors wrap
+// schemas.ErrInvalidRequest).
 func TextRequest(tok *tokenizer.Tokenizer, c schemas.CompletionRequest, seed int64) (model.TextRequest, error) {
 	prompt := c.Prompt
 	if c.IsChat() {
-		msgs := make([]tokenizer.Message, len(c.Messages))
-		for i, m := range c.Messages {
-			msgs[i] = tokenizer.Message{Role: m.Role, Content: m.Content}
-		}
 		var err error
-		if tok.HasChatTemplate() {
-			prompt, err = tok.ApplyChatTemplate(msgs, true)
-		} else {
-			prompt, err = tokenizer.RenderBuiltinTemplate(DefaultChatTemplate, msgs, true)
-		}
-		if err != nil {
-			return model.TextRequest{}, fmt.Errorf("%w: chat template: %w", schemas.ErrInvalidRequest, err)
+		if prompt, err = ChatPrompt(tok, c.Messages); err != nil {
+			return model.TextRequest{}, fmt.Errorf("%w: %w", schemas.ErrInvalidRequest, err)
 		}
 	}
 	return model.TextRequest{Prompt: prompt, Stop: c.Stop, Params: model.SamplingParams{

@@ -10,6 +10,7 @@ import (
 
 	"github.com/largeforge/largeforge/consumers/infer"
 	"github.com/largeforge/largeforge/model"
+	"github.com/largeforge/largeforge/model/tokenizer"
 	"github.com/largeforge/largeforge/pipeline"
 	"github.com/largeforge/largeforge/schemas"
 )
@@ -39,6 +40,8 @@ func TestRPCCompletion(t *testing.T) {
 		{name: "whole", body: `{"model":"stories","prompt":"Once upon a time","max_tokens":20,"temperature":0}`},
 		{name: "bad max_tokens", body: `{"model":"stories","prompt":"x","max_tokens":0}`, wantErr: "Invalid max_tokens"},
 		{name: "too long", body: `{"model":"stories","prompt":"` + strings.Repeat("dog ", 5000) + `","max_tokens":4}`, wantErr: "context", wantParam: "prompt"},
+		{name: "chat without a chat_template", body: `{"model":"stories","messages":[{"role":"user","content":"Hi"}],"max_tokens":5}`,
+			wantErr: tokenizer.ErrNoChatTemplate.Error()},
 		{name: "max_tokens beyond the context", body: `{"model":"stories","prompt":"Once upon a time","max_tokens":4000}`,
 			wantErr: "Invalid max_tokens: 4000 is over the limit of ", wantParam: "max_tokens"},
 	}

@@ -40,11 +40,13 @@ type stack struct {
 	http *http.Client
 }
 
-// newStack starts a bus, an infer worker serving stories260K as "stories" and
-// the gateway on a random port.
+// newStack starts a bus, an infer worker serving stories260K (with the
+// ChatML chat_template, for chat requests) as "stories" and the gateway on
+// a random port.
 func newStack(t *testing.T, cfg gateway.Config) *stack {
 	t.Helper()
 	dir := filepath.Dir(testenv.SharedFile(t, "models/stories260K/model.safetensors"))
+	dir = testenv.WithChatTemplate(t, dir, tokenizer.ChatMLJinja)
 	_, bus := pipelinetest.StartBus(t)
 	log := pipelinetest.Logger(t)
 	m, tok, err := infer.Load("stories", dir, infer.Config{}, log)

@@ -14,6 +14,7 @@ import (
 	"github.com/largeforge/largeforge"
 	"github.com/largeforge/largeforge/consumers/datasetsink"
 	"github.com/largeforge/largeforge/dataset"
+	"github.com/largeforge/largeforge/internal/dirlock"
 	"github.com/largeforge/largeforge/logging"
 	"github.com/largeforge/largeforge/pipeline"
 )
@@ -50,7 +51,9 @@ and object store, and the workers: the dataset sink (Parquet parts and manifests
 writer; the results sink of batch jobs (<data-dir>/jobs/<job>/), and, for each --model
 name=DIR (with --adapter name=DIR: a LoRA adapter merged in at load), an infer and score
 worker; a train worker for training jobs (largeforge train --submit); with --http ADDR, the OpenAI-compatible
-HTTP gateway (see largeforge gateway). Ctrl-C drains the workers and stops cleanly.`,
+HTTP gateway (see largeforge gateway). Ctrl-C drains the workers and stops cleanly.
+One up runs per --data-dir: it holds <data-dir>/largeforge-up.lock, and a second up on
+the same directory exits at once, naming the pid of the first.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := up.Validate(); err != nil {
@@ -73,17 +76,31 @@ HTTP gateway (see largeforge gateway). Ctrl-C drains the workers and stops clean
 	return cmd
 }
 
+// upLockFile is the lock file that keeps a data directory to one `up`.
+const upLockFile = "largeforge-up.lock"
+
 func runUp(ctx context.Context, up UpConfig) error {
 	log := newLogger()
-	reg := newRegistry()
-	if err := serveMetrics(ctx, cfg.MetricsAddr, reg, log); err != nil {
-		return err
-	}
 	dataDir, err := filepath.Abs(up.DataDir)
 	if err != nil {
 		return err
 	}
 	if err := os.MkdirAll(dataDir, 0o755); err != nil {
+		return err
+	}
+	// One up per data directory: two would share one JetStream store and
+	// write the same dataset and job files.
+	lock, err := dirlock.Acquire(dataDir, upLockFile)
+	if err != nil {
+		var held *dirlock.LockedError
+		if errors.As(err, &held) {
+			return fmt.Errorf("--data-dir %w (another largeforge up); stop it, or give this one another --data-dir", err)
+		}
+		return err
+	}
+	defer lock.Release()
+	reg := newRegistry()
+	if err := serveMetrics(ctx, cfg.MetricsAddr, reg, log); err != nil {
 		return err
 	}
 	srv, err := pipeline.StartEmbedded(ctx, pipeline.EmbeddedConfig{DataDir: dataDir, Conf: largeforge.NATSConf, Listen: up.Listen}, log)

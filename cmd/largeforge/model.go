@@ -4,12 +4,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/spf13/cobra"
 
-	"github.com/largeforge/largeforge/internal/atomicfile"
 	"github.com/largeforge/largeforge/model/checkpoint"
 	"github.com/largeforge/largeforge/model/tokenizer"
 )
@@ -41,7 +39,7 @@ func newModelCmd() *cobra.Command {
 				return err
 			}
 			if chatTemplate != "" {
-				if err := setChatTemplate(out, chatTemplate); err != nil {
+				if err := checkpoint.SetChatTemplate(out, chatTemplate); err != nil {
 					return err
 				}
 			}
@@ -104,23 +102,4 @@ func printInfo(dir string, asJSON bool) error {
 	fmt.Printf("tokenizer    %v  generation config %v\n", info.HasTokenizer, info.HasGenerationConfig)
 	fmt.Printf("files        %s\n", strings.Join(info.Files, ", "))
 	return nil
-}
-
-// setChatTemplate writes template as the chat_template of dir's tokenizer_config.json.
-func setChatTemplate(dir, template string) error {
-	path := filepath.Join(dir, "tokenizer_config.json")
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return err
-	}
-	var cfg map[string]any
-	if err := json.Unmarshal(b, &cfg); err != nil {
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	cfg["chat_template"] = template
-	out, err := json.MarshalIndent(cfg, "", "  ")
-	if err != nil {
-		return err
-	}
-	return atomicfile.WriteBytes(path, append(out, '\n'))
 }

@@ -55,10 +55,28 @@ const (
 	PromptTemplateAlpaca = "alpaca"
 	// PromptTemplateChat renders the instruction (and input) as a user
 	// turn and the output as the assistant's reply with the model's chat
-	// template (ChatML when it has none, as inference does for chat
-	// requests): shorter sequences, served through chat requests.
+	// template (ChatML when it has none, then written into the trained
+	// model's tokenizer_config.json): shorter sequences, served through chat
+	// requests.
 	PromptTemplateChat = "chat"
 )
+
+// TrainedChatTemplate is the chat_template a model trained on recs with tok
+// must ship to serve chat as trained: ChatML (tokenizer.ChatMLJinja) when
+// some record is rendered as chat (ShareGPT, or Alpaca with
+// PromptTemplateChat) and tok has no template of its own, else "" (the
+// tokenizer files copied from the base say it all).
+func TrainedChatTemplate(tok *tokenizer.Tokenizer, recs []schemas.Record, promptTemplate string) string {
+	if tok.HasChatTemplate() {
+		return ""
+	}
+	for _, rec := range recs {
+		if rec.Format == schemas.FormatShareGPT || (rec.Format == schemas.FormatAlpaca && promptTemplate == PromptTemplateChat) {
+			return tokenizer.ChatMLJinja
+		}
+	}
+	return ""
+}
 
 // Renderer turns records into Examples with a tokenizer.
 type Renderer struct {
@@ -150,7 +168,7 @@ func (r *Renderer) Render(rec schemas.Record) (ex Example, truncated bool, err e
 }
 
 // chatSegments renders a ShareGPT conversation with the tokenizer's chat
-// template (ChatML when it has none) and splits it into prompt parts and
+// template (ChatML when it has none: TrainedChatTemplate) and splits it into prompt parts and
 // gpt replies by rendering each prefix of the conversation.
 func (r *Renderer) chatSegments(turns []schemas.Turn) ([]segment, error) {
 	msgs := make([]tokenizer.Message, 0, len(turns))

@@ -15,6 +15,7 @@ type options struct {
 	maxSeqLen    int
 	seed         int64
 	tokenizerDir string
+	chatTemplate string
 	lora         *schemas.LoraConfig
 	registerer   prometheus.Registerer
 	progress     *progressHook // WithProgress (hooks.go)
@@ -58,6 +59,15 @@ func WithSeed(seed int64) Option {
 // into every saved checkpoint and the final model (default: none copied).
 func WithTokenizerDir(dir string) Option {
 	return func(o *options) error { o.tokenizerDir = dir; return nil }
+}
+
+// WithChatTemplate writes src as the chat_template of the tokenizer_config.json
+// of every saved checkpoint and the final model, after the tokenizer files
+// are copied: the template the chat examples were rendered with, so that
+// the model serves chat as it was trained (Run passes ChatML when the base
+// model has none of its own; see TrainedChatTemplate).
+func WithChatTemplate(src string) Option {
+	return func(o *options) error { o.chatTemplate = src; return nil }
 }
 
 // DefaultMaxSeqLen is the default longest training sequence (the model's

@@ -241,6 +241,9 @@ func Run(ctx context.Context, rc RunConfig, log zerolog.Logger, extra ...Option)
 	if rc.Packing {
 		opts = append(opts, WithPacking())
 	}
+	if tmpl := TrainedChatTemplate(tok, recs, rc.PromptTemplate); tmpl != "" && rc.Method != "dpo" {
+		opts = append(opts, WithChatTemplate(tmpl))
+	}
 	tr, err := New(rc.Training, ck, append(opts, extra...)...)
 	if err != nil {
 		return Result{}, err

@@ -87,6 +87,11 @@ func (t *Trainer) saveModel(dir string, plan Plan, epoch float64) error {
 			return fmt.Errorf("save model: %w", err)
 		}
 	}
+	if t.opts.chatTemplate != "" {
+		if err := checkpoint.SetChatTemplate(dir, t.opts.chatTemplate); err != nil {
+			return fmt.Errorf("save model: %w", err)
+		}
+	}
 	if err := writeJSON(filepath.Join(dir, TrainerStateFile), t.state(plan, epoch)); err != nil {
 		return err
 	}

@@ -25,7 +25,7 @@ func newTrainCmd() *cobra.Command {
 		Short: "Fine-tune a model here (SFT or DPO, full or LoRA) from an ingested dataset or Parquet/JSONL files",
 		Long: `Fine-tune a local Hugging Face checkpoint on this machine. train.yaml holds method (sft, or
 dpo with beta, default 0.1, against the base as frozen reference), base_model (a model directory), the data (dataset: an ingested
-dataset's name, read under --data-dir; or data_files: Parquet parts or JSONL files, with an
+dataset's name, read under --data-dir, or with --submit under the train worker's data directory (up's --data-dir); or data_files: Parquet parts or JSONL files, with an
 optional format), eval_split, max_seq_length, seed, and the TrainingConfig fields (output_dir, num_epochs,
 per_device_batch_size, gradient_accumulation_steps, learning_rate, weight_decay, warmup_ratio,
 max_grad_norm, lr_scheduler_type, save_steps, save_total_limit, logging_steps, ...) with their
@@ -33,10 +33,11 @@ defaults. Checkpoints go to output_dir/checkpoint-<step>/ (weights, tokenizer, t
 training_args.json, optimizer.safetensors) and the final model to output_dir; a run whose
 output_dir holds checkpoints continues from the newest with the same optimizer state,
 schedule position and data order.
-A lora: section (r, lora_alpha, target_modules, lora_dropout, bias none|all|lora_only; the §2.2
+A lora: section (r, lora_alpha, target_modules, lora_dropout, bias none|all|lora_only; the
 defaults) trains LoRA adapters instead, saved as adapter_model.safetensors with PEFT names and
 adapter_config.json. packing: true packs examples into max_seq_length rows; prompt_template: chat
-renders alpaca rows with the model's chat template (ChatML when it has none) instead of the Alpaca prompt.
+renders alpaca rows with the model's chat template instead of the Alpaca prompt. Chat rows on a model without
+a chat_template are rendered with ChatML, which is then written into the output's tokenizer_config.json.
 Training runs in float32 on the CPU whatever bf16/fp16 say. Limits: per_device_batch_size at most
 4096, gradient_accumulation_steps at most 65536, lora r at most 256, max_seq_length at most the
 model's max_position_embeddings (default 512, or less when the model's is); before loading the
@@ -60,7 +61,9 @@ and must be paths the train workers see (the same machine, or a shared filesyste
 				return err
 			}
 			rc.Resume = rc.Resume || resume
-			if rc.DataDir == "" {
+			// A submitted job without a data dir of its own reads its dataset
+			// from the train worker's (up's --data-dir), wherever this runs.
+			if rc.DataDir == "" && (!submit || cmd.Flags().Changed("data-dir")) {
 				rc.DataDir = dataDir
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -91,7 +94,7 @@ and must be paths the train workers see (the same machine, or a shared filesyste
 	}
 	cmd.Flags().StringVar(&configPath, "config", "", "train.yaml")
 	cmd.Flags().BoolVar(&resume, "resume", false, "continue from the newest output_dir/checkpoint-<step>/ (an error when there is none; a run resumes from one anyway when present)")
-	cmd.Flags().StringVar(&dataDir, "data-dir", "./lf-data", "where ingested datasets live (for dataset:)")
+	cmd.Flags().StringVar(&dataDir, "data-dir", "./lf-data", "where ingested datasets live (for dataset:); with --submit only when given: the train worker's own (up's --data-dir) otherwise")
 	cmd.Flags().BoolVar(&submit, "submit", false, "queue the job on the bus for a worker with --role train and print its id")
 	cmd.Flags().StringVar(&jobID, "job-id", "", "with --submit: the job's id (default train_<random>)")
 	return cmd

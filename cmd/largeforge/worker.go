@@ -167,7 +167,7 @@ dataset runs the dataset sink, the raw-record validator and the rejects writer, 
 		cacheDefault = filepath.Join(d, "largeforge", "models")
 	}
 	f.StringVar(&wc.ModelCache, "model-cache", cacheDefault, "where models fetched from lf_models are kept")
-	f.StringVar(&wc.DataDir, "data-dir", "./lf-data", "with --role results or dataset: where job results (<data-dir>/jobs) or datasets (<data-dir>/datasets) are written")
+	f.StringVar(&wc.DataDir, "data-dir", "./lf-data", "with --role results or dataset: where job results (<data-dir>/jobs) or datasets (<data-dir>/datasets) are written; with --role train: where the datasets of jobs without a data_dir are read")
 	f.IntVar(&wc.Infer.Slots, "slots", infer.DefaultSlots, "continuous-batching slots per model (the requests generated at once)")
 	f.IntVar(&wc.Infer.Fetchers, "fetchers", infer.DefaultFetchers, "consume loops per model")
 	f.DurationVar(&wc.Infer.AckWait, "ack-wait", infer.DefaultAckWait, "redeliver a request (or training job) when its worker is silent this long")
@@ -217,6 +217,9 @@ func runWorker(ctx context.Context, wc WorkerConfig) error {
 		wlog.Info().Dict("context", logging.Ctx().Str("role", wc.Role).Str("data_dir", dir)).Msg("results sink running; Ctrl-C to stop")
 		return w.Wait()
 	case RoleTrain:
+		if wc.Train.DataDir, err = filepath.Abs(wc.DataDir); err != nil {
+			return err
+		}
 		w, err := trainjobs.Start(ctx, bus, wc.Train, log, reg)
 		if err != nil {
 			return err
@@ -255,10 +258,12 @@ func startJobWorkers(ctx context.Context, bus *pipeline.Bus, dataDir string, mod
 }
 
 // startJobWorkersWith starts the results sink under <dataDir>/jobs, a train
-// worker, and an infer worker for models (name → checkpoint directory; ""
-// fetches the model from lf_models into <dataDir>/models; no models: no
-// infer worker) with the adapters (name → LoRA adapter directory) merged
-// in. They run until ctx ends; Wait returns when they have drained.
+// worker reading the datasets of jobs without a data_dir under
+// <dataDir>/datasets (dataDir is absolute), and an infer worker for models
+// (name → checkpoint directory; "" fetches the model from lf_models into
+// <dataDir>/models; no models: no infer worker) with the adapters (name →
+// LoRA adapter directory) merged in. They run until ctx ends; Wait returns
+// when they have drained.
 func startJobWorkersWith(ctx context.Context, bus *pipeline.Bus, dataDir string, models, adapters map[string]string, log zerolog.Logger, reg prometheus.Registerer) (*JobWorkers, error) {
 	for name, dir := range models {
 		if dir != "" {
@@ -275,7 +280,7 @@ func startJobWorkersWith(ctx context.Context, bus *pipeline.Bus, dataDir string,
 		return nil, err
 	}
 	jw := &JobWorkers{Sink: sink}
-	if jw.Train, err = trainjobs.Start(ctx, bus, trainjobs.Config{}, log, reg); err != nil {
+	if jw.Train, err = trainjobs.Start(ctx, bus, trainjobs.Config{DataDir: dataDir}, log, reg); err != nil {
 		return nil, err
 	}
 	if len(models) > 0 {

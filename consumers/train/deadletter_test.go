@@ -13,6 +13,7 @@ import (
 	"github.com/largeforge/largeforge/consumers/train"
 	"github.com/largeforge/largeforge/consumers/train/traintest"
 	"github.com/largeforge/largeforge/jobs"
+	mtrain "github.com/largeforge/largeforge/model/train"
 	"github.com/largeforge/largeforge/pipeline"
 	"github.com/largeforge/largeforge/pipeline/pipelinetest"
 )
@@ -103,6 +104,22 @@ func TestDeadLetteredTrainingJobFails(t *testing.T) {
 			},
 			wantCode: "invalid_config",
 			wantMsg:  "method",
+		},
+		{
+			name: "dataset without a data dir anywhere",
+			run: func(t *testing.T, bus *pipeline.Bus, store *jobs.Store, fx traintest.Fixture, id string) {
+				yaml := strings.Replace(fx.YAML(filepath.Join(fx.Dir, "out"), 1, 100), "data_files: ["+fx.Data+"]", "dataset: chat", 1)
+				rc, err := mtrain.ParseRunConfig([]byte(yaml))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := train.Submit(context.Background(), bus, store, rc, id); err != nil {
+					t.Fatal(err)
+				}
+				startWorker(t, bus, "d", train.Config{})
+			},
+			wantCode: "invalid_config",
+			wantMsg:  "dataset chat: the job has no data_dir and worker d no data dir",
 		},
 	}
 	for _, tt := range tests {

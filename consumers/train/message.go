@@ -52,7 +52,8 @@ func DecodeMessage(data []byte) (Message, error) {
 
 // Resolve makes rc's paths (base_model, data_dir, data_files, output_dir)
 // absolute, so that a worker started anywhere on the machine finds them,
-// and validates it.
+// and validates it. An empty data_dir stays empty: the worker reads a
+// dataset from its own data directory (Config.DataDir).
 func Resolve(rc train.RunConfig) (train.RunConfig, error) {
 	abs := func(p string) (string, error) {
 		if p == "" {

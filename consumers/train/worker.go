@@ -58,12 +58,19 @@ type Config struct {
 	WorkerID       string        // default <host>-<pid>
 	Backend        string        // GoMLX backend ("": the trainer's default)
 	MaxWait        time.Duration // fetch wait (default: the pipeline's)
+	// DataDir is where ingested datasets live on this worker's machine (the
+	// data directory of `up`, or worker's --data-dir): a job that names a
+	// dataset without a data_dir of its own reads it from here.
+	DataDir string
 }
 
 // Validate checks the config; errors wrap ErrInvalidOption.
 func (c Config) Validate() error {
 	if c.MaxDeliver < 0 {
 		return fmt.Errorf("%w: max deliver %d is negative", ErrInvalidOption, c.MaxDeliver)
+	}
+	if c.DataDir != "" && !filepath.IsAbs(c.DataDir) {
+		return fmt.Errorf("%w: data dir %s is not an absolute path", ErrInvalidOption, c.DataDir)
 	}
 	err := pipeline.CheckWorkerDurations(c.HeartbeatEvery, map[string]time.Duration{"ack wait": c.AckWait,
 		"progress every": c.ProgressEvery, "drain timeout": c.DrainTimeout, "max wait": c.MaxWait})
@@ -243,6 +250,14 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) error {
 		attempt = int(meta.NumDelivered)
 	}
 	rc := m.RunConfig()
+	if rc.Dataset != "" && rc.DataDir == "" {
+		if w.cfg.DataDir == "" {
+			err := fmt.Errorf("%w: dataset %s: the job has no data_dir and worker %s no data dir", ErrInvalidOption, rc.Dataset, w.ID)
+			w.failJob(ctx, m.Job, "invalid_config", err)
+			return pipeline.Invalid("no data dir", err)
+		}
+		rc.DataDir = w.cfg.DataDir
+	}
 	resumed := ""
 	if cks, err := train.CompleteCheckpoints(rc.Training.OutputDir); err == nil && len(cks) > 0 {
 		resumed = cks[len(cks)-1]

@@ -15,6 +15,7 @@ import (
 	"github.com/largeforge/largeforge/internal/samples"
 	"github.com/largeforge/largeforge/internal/testenv"
 	"github.com/largeforge/largeforge/jobs"
+	"github.com/largeforge/largeforge/model/tokenizer"
 	"github.com/largeforge/largeforge/pipeline"
 	"github.com/largeforge/largeforge/pipeline/pipelinetest"
 	"github.com/largeforge/largeforge/producers/gateway"
@@ -68,7 +69,8 @@ func routeRecords(t *testing.T, bus *pipeline.Bus, job string) map[string]gatewa
 // row is answered by the expert the router chose, and every decision is in
 // LF_ROUTES.
 func TestSubmitAuto(t *testing.T) {
-	dir := filepath.Dir(testenv.SharedFile(t, "models/stories260K/model.safetensors"))
+	// With a ChatML chat_template: the "bed" row is a chat.
+	dir := testenv.WithChatTemplate(t, filepath.Dir(testenv.SharedFile(t, "models/stories260K/model.safetensors")), tokenizer.ChatMLJinja)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	_, bus := pipelinetest.StartBus(t)

@@ -3,6 +3,7 @@ package train_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -199,15 +200,17 @@ func TestCancelTrainingJob(t *testing.T) {
 			t.Errorf("checkpoint %s saved after the last step reported (%d)", cks[n-1], end.Training.Step)
 		}
 	}
-	// The cancelled job's message was acked: nothing is left to redeliver.
-	time.Sleep(100 * time.Millisecond)
+	// The cancelled job's message is acked: nothing is left to redeliver.
 	info, err := bus.JetStream().Stream(context.Background(), pipeline.StreamTrain)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st, _ := info.Info(context.Background()); st.State.Msgs != 0 {
-		t.Errorf("%d messages left on %s", st.State.Msgs, pipeline.StreamTrain)
-	}
+	pipelinetest.CheckFor(t, time.Minute, 10*time.Millisecond, func() error {
+		if st, err := info.Info(context.Background()); err != nil || st.State.Msgs != 0 {
+			return fmt.Errorf("messages left on %s (%v)", pipeline.StreamTrain, err)
+		}
+		return nil
+	})
 }
 
 // TestTakeoverAfterStop: worker A stops mid-job (its ctx ends, as on
@@ -282,29 +285,51 @@ func TestCancelQueuedJob(t *testing.T) {
 
 // TestLongJobKeptInProgress: a job that trains for many AckWaits is not
 // redelivered to the idle second worker: its worker keeps the message in
-// progress and it ends on its first delivery.
+// progress. The job is long enough never to end by itself in the test: it
+// is cancelled once it has been in progress on its first delivery for three
+// AckWaits, whatever the machine's speed.
 func TestLongJobKeptInProgress(t *testing.T) {
 	_, bus := pipelinetest.StartBus(t)
 	store := jobStore(t, bus)
-	fx := traintest.New(t, 8)
+	fx := traintest.New(t, 2000) // 1,000 steps an epoch
 	out := filepath.Join(fx.Dir, "out")
-	const ackWait = 300 * time.Millisecond
+	// InProgress goes every AckWait/3: only a process stalled for most of a
+	// second could let the message be redelivered.
+	const ackWait = 1500 * time.Millisecond
 	startWorker(t, bus, "w1", train.Config{AckWait: ackWait})
 	startWorker(t, bus, "w2", train.Config{AckWait: ackWait})
-	start := time.Now()
-	j, err := train.Submit(context.Background(), bus, store, fx.RunConfig(t, out, 5, 100), "")
+	j, err := train.Submit(context.Background(), bus, store, fx.RunConfig(t, out, 100, 1_000_000), "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	end := watch(t, store, j.ID, 60*time.Second).wait(t)
-	took := time.Since(start)
-	if end.Status != jobs.StatusCompleted {
-		t.Fatalf("job ended %s: %+v", end.Status, end.Errors)
+	w := watch(t, store, j.ID, 5*time.Minute)
+	var started time.Time
+	pipelinetest.CheckFor(t, time.Minute, 10*time.Millisecond, func() error {
+		if started.IsZero() && len(w.progressed()) > 0 {
+			started = time.Now()
+		}
+		if started.IsZero() || time.Since(started) < 3*ackWait {
+			return errors.New("not yet in progress for three AckWaits")
+		}
+		return nil
+	})
+	cur, err := store.Get(context.Background(), j.ID)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if took < 3*ackWait {
-		t.Skipf("the job took %v, under 3 AckWaits: nothing to show", took)
+	if cur.Status != jobs.StatusInProgress || cur.Training == nil || cur.Training.Attempt != 1 {
+		t.Fatalf("after three AckWaits of training: %s %+v, want in progress on its first delivery", cur.Status, cur.Training)
 	}
-	if end.Training.Attempt != 1 {
-		t.Errorf("the job ran %v (%.0f AckWaits) and was delivered %d times, want once", took, float64(took)/float64(ackWait), end.Training.Attempt)
+	if _, _, err := jobs.Cancel(context.Background(), bus, store, j.ID); err != nil {
+		t.Fatal(err)
+	}
+	end := w.wait(t)
+	if end.Status != jobs.StatusCancelled || end.Training.Attempt != 1 {
+		t.Errorf("job ended %s on delivery %d, want cancelled on the first", end.Status, end.Training.Attempt)
+	}
+	for _, p := range w.progressed() {
+		if p.Training.Attempt != 1 || p.Training.Worker != end.Training.Worker {
+			t.Errorf("progress from attempt %d on %s: the message was redelivered", p.Training.Attempt, p.Training.Worker)
+		}
 	}
 }

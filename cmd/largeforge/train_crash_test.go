@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,10 +18,10 @@ import (
 	"github.com/largeforge/largeforge/pipeline/pipelinetest"
 )
 
-// Training runs of the crash tests: 3 epochs of 4 steps, a checkpoint
+// Training runs of the crash tests: 6 epochs of 4 steps, a checkpoint
 // every 2 steps, so a process killed after the first checkpoint still has
-// most of its run ahead.
-const crashEpochs, crashSave = 3, 2
+// 22 of its 24 steps ahead (the test checks it had not finished).
+const crashEpochs, crashSave, crashSteps = 6, 2, 24
 
 // killAfterCheckpoint waits until output_dir holds a complete checkpoint,
 // then kills p with SIGKILL, and checks the run had not finished.
@@ -76,7 +77,7 @@ func TestTrainingCrashes(t *testing.T) {
 		if err != nil {
 			t.Fatalf("rerun: %v\n%s", err, rerun)
 		}
-		if !strings.Contains(string(rerun), "trained 12 steps") {
+		if !strings.Contains(string(rerun), fmt.Sprintf("trained %d steps", crashSteps)) {
 			t.Errorf("rerun said:\n%s", rerun)
 		}
 		traintest.SameTraining(t, ref, out, 1e-5)
@@ -123,7 +124,7 @@ func TestTrainingCrashes(t *testing.T) {
 				t.Fatalf("jobs status: %v\n%s", err, o)
 			}
 			if j.Status.Terminal() {
-				if !strings.Contains(line, "step 12/12") {
+				if !strings.Contains(line, fmt.Sprintf("step %d/%d", crashSteps, crashSteps)) {
 					t.Errorf("jobs status line %q", line)
 				}
 				break
@@ -136,7 +137,7 @@ func TestTrainingCrashes(t *testing.T) {
 		if j.Status != jobs.StatusCompleted {
 			t.Fatalf("job ended %s %+v; worker b:\n%s", j.Status, j.Errors, b.out)
 		}
-		if tp := j.Training; tp == nil || tp.Worker != "b" || tp.Attempt != 2 || tp.ResumedFrom == "" || tp.Step != 12 {
+		if tp := j.Training; tp == nil || tp.Worker != "b" || tp.Attempt != 2 || tp.ResumedFrom == "" || tp.Step != crashSteps {
 			t.Errorf("final progress %+v: want worker b resuming on attempt 2", j.Training)
 		}
 		traintest.SameTraining(t, ref, out, 1e-5)

@@ -21,6 +21,7 @@ import (
 	"github.com/largeforge/largeforge/jobs"
 	"github.com/largeforge/largeforge/pipeline"
 	"github.com/largeforge/largeforge/pipeline/pipelinetest"
+	"github.com/largeforge/largeforge/producers/submit"
 )
 
 // TestWorkerProcess is not a test: it is the worker process of
@@ -62,11 +63,87 @@ func startWorkerProcess(t *testing.T, url, id string) *exec.Cmd {
 }
 
 func jobLines(n, maxTokens int) string {
+	return strings.Join(jobLineList(n, maxTokens), "\n")
+}
+
+// jobLineList is the n request lines k0..k<n-1>.
+func jobLineList(n, maxTokens int) []string {
 	var lines []string
 	for i := range n {
 		lines = append(lines, fmt.Sprintf(`{"custom_id":"k%d","prompt":%q,"max_tokens":%d,"temperature":0}`, i, prompts[i%len(prompts)], maxTokens))
 	}
-	return strings.Join(lines, "\n")
+	return lines
+}
+
+// openSubmission is a completion job whose input stays open: the submitter
+// reads its lines from a named pipe that the test writes. Until close, the
+// job is validating (its total unknown), so it cannot complete however fast
+// the workers are: a fault injected meanwhile hits a job provably in flight.
+type openSubmission struct {
+	id   string
+	w    *os.File
+	done chan error
+}
+
+// submitOpen starts the submission of an open job and writes lines to it.
+func (s *stack) submitOpen(t *testing.T, lines []string) *openSubmission {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "in.jsonl")
+	if err := syscall.Mkfifo(path, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	o := &openSubmission{id: jobs.NewID(), done: make(chan error, 1)}
+	sub, err := submit.New(context.Background(), s.bus, submit.Config{Model: "stories", Kind: jobs.KindCompletion, JobID: o.id}, pipelinetest.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		_, err := sub.Submit(context.Background(), path, nil)
+		o.done <- err
+	}()
+	if o.w, err = os.OpenFile(path, os.O_WRONLY, 0); err != nil { // blocks until the submitter opens it
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = o.w.Close() })
+	o.write(t, lines)
+	return o
+}
+
+func (o *openSubmission) write(t *testing.T, lines []string) {
+	t.Helper()
+	if _, err := o.w.WriteString(strings.Join(lines, "\n") + "\n"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// close ends the input and waits for the submitter to mark the job in
+// progress with its total.
+func (o *openSubmission) close(t *testing.T) {
+	t.Helper()
+	if err := o.w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-o.done; err != nil {
+		t.Fatalf("submit: %v", err)
+	}
+}
+
+// waitInFlight waits until at least n results of the open job are
+// persisted and checks that it is still validating.
+func waitInFlight(t *testing.T, store *jobs.Store, id string, n int) jobs.Job {
+	t.Helper()
+	var j jobs.Job
+	pipelinetest.CheckFor(t, time.Minute, 10*time.Millisecond, func() error {
+		var err error
+		if j, err = store.Get(context.Background(), id); err == nil && j.RequestCounts.Completed < n {
+			return fmt.Errorf("%d completed", j.RequestCounts.Completed)
+		}
+		return err
+	})
+	if j.Status != jobs.StatusValidating {
+		t.Fatalf("job %s is %s with its input still open", id, j.Status)
+	}
+	return j
 }
 
 // readRows reads a finished job's results.parquet.
@@ -128,39 +205,35 @@ func TestWorkerKilled(t *testing.T) {
 	s := newStack(t)
 	e := s.bus.Conn().ConnectedUrl()
 	const n = 120
-	sum := s.submit(t, jobs.KindCompletion, jobLines(n, 24))
+	lines := jobLineList(n, 24)
+	job := s.submitOpen(t, lines[:n/2])
 	first := startWorkerProcess(t, e, "first")
-	ctx := context.Background()
-	pipelinetest.CheckFor(t, 60*time.Second, 10*time.Millisecond, func() error {
-		j, err := s.store.Get(ctx, sum.Job.ID)
-		if err == nil && j.RequestCounts.Completed < 10 {
-			return fmt.Errorf("%d completed", j.RequestCounts.Completed)
-		}
-		return err
-	})
+	j := waitInFlight(t, s.store, job.id, 10)
 	if err := first.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	_ = first.Wait()
-	j, _ := s.store.Get(ctx, sum.Job.ID)
-	t.Logf("killed the worker at %d of %d", j.RequestCounts.Done(), n)
-	if j.RequestCounts.Done() >= n {
-		t.Fatalf("the job finished before the kill; make it longer")
-	}
+	t.Logf("killed the worker at %d of the %d requests sent so far", j.RequestCounts.Done(), n/2)
 	startWorkerProcess(t, e, "second")
-	j = s.wait(t, sum.Job.ID, jobs.StatusCompleted)
+	job.write(t, lines[n/2:]) // only the second worker is alive to take these
+	job.close(t)
+	j = s.wait(t, job.id, jobs.StatusCompleted)
 	workers := checkRows(t, j, n)
 	if workers["first"] == 0 || workers["second"] == 0 {
 		t.Errorf("rows by worker %v: want both", workers)
 	}
 }
 
-// Two workers on one model: both work, no duplicates.
+// Two workers on one model take requests from one queue with no duplicates.
+// Both provably work: w2 starts once w1 has results persisted, and the last
+// part of the job is sent after w1 has drained and stopped.
 func TestTwoWorkers(t *testing.T) {
 	s := newStack(t)
 	const n = 80
-	sum := s.submit(t, jobs.KindCompletion, jobLines(n, 16))
-	s.workerID(t, 4, "w1")
+	lines := jobLineList(n, 16)
+	job := s.submitOpen(t, lines[:n/2])
+	stop1 := s.workerID(t, 4, "w1")
+	waitInFlight(t, s.store, job.id, 10)
 	s.workerID(t, 4, "w2")
 	// Both heartbeat into lf_workers.
 	kv, err := s.bus.KV(context.Background(), pipeline.BucketWorkers)
@@ -168,16 +241,22 @@ func TestTwoWorkers(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, id := range []string{"w1", "w2"} {
-		e, err := kv.Get(context.Background(), infer.HeartbeatKey(id))
-		if err != nil {
-			t.Fatalf("heartbeat of %s: %v", id, err)
-		}
 		var hb infer.Heartbeat
-		if err := json.Unmarshal(e.Value(), &hb); err != nil || hb.Role != "infer" || hb.ID != id || hb.Capacity != 4 || len(hb.Models) != 1 || hb.Models[0] != "stories" {
-			t.Errorf("heartbeat %+v, %v", hb, err)
+		pipelinetest.CheckFor(t, time.Minute, 10*time.Millisecond, func() error {
+			e, err := kv.Get(context.Background(), infer.HeartbeatKey(id))
+			if err != nil {
+				return fmt.Errorf("heartbeat of %s: %w", id, err)
+			}
+			return json.Unmarshal(e.Value(), &hb)
+		})
+		if hb.Role != "infer" || hb.ID != id || hb.Capacity != 4 || len(hb.Models) != 1 || hb.Models[0] != "stories" {
+			t.Errorf("heartbeat %+v", hb)
 		}
 	}
-	j := s.wait(t, sum.Job.ID, jobs.StatusCompleted)
+	stop1() // drains: what w1 holds is finished or handed back
+	job.write(t, lines[n/2:])
+	job.close(t)
+	j := s.wait(t, job.id, jobs.StatusCompleted)
 	workers := checkRows(t, j, n)
 	if workers["w1"] == 0 || workers["w2"] == 0 {
 		t.Errorf("rows by worker %v: want both", workers)
@@ -222,19 +301,27 @@ func TestRestartResumes(t *testing.T) {
 	bus, store, stop := startAll()
 	s := &stack{bus: bus, store: store}
 	const n = 100
-	sum := s.submit(t, jobs.KindCompletion, jobLines(n, 24))
-	ctx := context.Background()
-	pipelinetest.CheckFor(t, 60*time.Second, 10*time.Millisecond, func() error {
-		j, err := store.Get(ctx, sum.Job.ID)
-		if err == nil && j.RequestCounts.Completed < 10 {
-			return fmt.Errorf("%d completed", j.RequestCounts.Completed)
-		}
-		return err
-	})
+	lines := jobLineList(n, 24)
+	job := s.submitOpen(t, lines[:n/2])
+	waitInFlight(t, store, job.id, 10)
 	stop()
 	bus, store, stop = startAll()
 	defer stop()
-	s = &stack{bus: bus, store: store}
-	j := s.wait(t, sum.Job.ID, jobs.StatusCompleted)
+	// The first submitter lost its bus with the system; a new one resumes
+	// the job with the whole file, as `submit --job-id` does.
+	_ = job.w.Close()
+	<-job.done
+	in := filepath.Join(t.TempDir(), "in.jsonl")
+	if err := os.WriteFile(in, []byte(strings.Join(lines, "\n")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sub, err := submit.New(context.Background(), bus, submit.Config{Model: "stories", Kind: jobs.KindCompletion, JobID: job.id}, pipelinetest.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sub.Submit(context.Background(), in, nil); err != nil {
+		t.Fatalf("resume: %v", err)
+	}
+	j := (&stack{bus: bus, store: store}).wait(t, job.id, jobs.StatusCompleted)
 	checkRows(t, j, n)
 }

@@ -101,16 +101,24 @@ func TestJobCommands(t *testing.T) {
 	if _, err = runCLI(t, tctx, nats, "submit", filepath.Join(t.TempDir(), "missing.jsonl"), "--model", "stories"); err == nil {
 		t.Errorf("submit of a missing file succeeded")
 	}
-	kv, _ := bus.KV(tctx, pipeline.BucketWorkers)
-	if keys, err := kv.ListKeys(tctx); err == nil {
+	kv, err := bus.KV(tctx, pipeline.BucketWorkers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pipelinetest.CheckFor(t, time.Minute, 20*time.Millisecond, func() error { // heartbeats are written asynchronously
+		keys, err := kv.ListKeys(tctx)
+		if err != nil {
+			return err
+		}
 		n := 0
 		for range keys.Keys() {
 			n++
 		}
 		if n != 2 {
-			t.Errorf("%d heartbeats in lf_workers, want 2 (the infer and the train worker)", n)
+			return fmt.Errorf("%d heartbeats in lf_workers, want 2 (the infer and the train worker)", n)
 		}
-	}
+		return nil
+	})
 }
 
 func TestWorkerConfigValidate(t *testing.T) {

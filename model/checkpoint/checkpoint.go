@@ -20,61 +20,21 @@ type Checkpoint struct {
 }
 
 // ExpectedTensors lists every tensor a model of config c needs, with its
-// shape, under Hugging Face names.
+// shape, under Hugging Face names (Layout as a map).
 func ExpectedTensors(c Config) map[string][]int {
-	h, kv, hd, in := c.HiddenSize, c.NumKVHeads, c.HeadDim, c.IntermediateSize
-	q := c.NumHeads * hd
-	m := map[string][]int{
-		"model.embed_tokens.weight": {c.VocabSize, h},
-		"model.norm.weight":         {h},
-	}
-	if !c.TieWordEmbeddings {
-		m["lm_head.weight"] = []int{c.VocabSize, h}
-	}
-	for i := 0; i < c.NumLayers; i++ {
-		p := fmt.Sprintf("model.layers.%d.", i)
-		m[p+"self_attn.q_proj.weight"] = []int{q, h}
-		m[p+"self_attn.k_proj.weight"] = []int{kv * hd, h}
-		m[p+"self_attn.v_proj.weight"] = []int{kv * hd, h}
-		m[p+"self_attn.o_proj.weight"] = []int{h, q}
-		if c.AttentionBias || c.Architecture == ArchQwen2 {
-			m[p+"self_attn.q_proj.bias"] = []int{q}
-			m[p+"self_attn.k_proj.bias"] = []int{kv * hd}
-			m[p+"self_attn.v_proj.bias"] = []int{kv * hd}
-			if c.Architecture != ArchQwen2 {
-				m[p+"self_attn.o_proj.bias"] = []int{h}
-			}
-		}
-		m[p+"mlp.gate_proj.weight"] = []int{in, h}
-		m[p+"mlp.up_proj.weight"] = []int{in, h}
-		m[p+"mlp.down_proj.weight"] = []int{h, in}
-		m[p+"input_layernorm.weight"] = []int{h}
-		m[p+"post_attention_layernorm.weight"] = []int{h}
+	m := map[string][]int{}
+	for _, w := range Layout(c) {
+		m[w.Name] = w.Shape
 	}
 	return m
 }
 
-// CheckTensors verifies that every tensor of ExpectedTensors(c) is present
-// with its shape and that each tensor's data matches its shape. file names
-// the source in errors.
+// CheckTensors verifies that every tensor of Layout(c) is present with its
+// shape and that each tensor's data matches its shape (BindTensors). file
+// names the source in errors.
 func CheckTensors(c Config, tensors map[string]*Tensor, file string) error {
-	exp := ExpectedTensors(c)
-	names := make([]string, 0, len(exp))
-	for n := range exp {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		t, ok := tensors[n]
-		if !ok || t == nil {
-			return fmt.Errorf("%s: tensor %q: %w", file, n, ErrMissingTensor)
-		}
-		if !equalShape(t.Shape, exp[n]) {
-			return fmt.Errorf("%s: tensor %q: %w: got %v, want %v", file, n, ErrShape, t.Shape, exp[n])
-		}
-		if len(t.Data) != t.NumElements() {
-			return fmt.Errorf("%s: tensor %q: %w: shape %v but %d values", file, n, ErrShape, t.Shape, len(t.Data))
-		}
+	if _, err := BindTensors(c, tensors); err != nil {
+		return fmt.Errorf("%s: %w", file, err)
 	}
 	return nil
 }

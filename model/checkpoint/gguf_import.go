@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"regexp"
 	"sort"
 	"strconv"
 )
@@ -147,39 +146,16 @@ func ggufConfig(f *ggufFile, vocabFromTokens int) (Config, error) {
 	return c, nil
 }
 
-var ggufBlockName = regexp.MustCompile(`^blk\.(\d+)\.([a-z_]+)\.(weight|bias)$`)
-
-var ggufBlockMap = map[string]string{
-	"attn_q":      "self_attn.q_proj",
-	"attn_k":      "self_attn.k_proj",
-	"attn_v":      "self_attn.v_proj",
-	"attn_output": "self_attn.o_proj",
-	"attn_norm":   "input_layernorm",
-	"ffn_gate":    "mlp.gate_proj",
-	"ffn_up":      "mlp.up_proj",
-	"ffn_down":    "mlp.down_proj",
-	"ffn_norm":    "post_attention_layernorm",
-}
-
-// hfTensorName maps a llama.cpp tensor name to its Hugging Face name.
-func hfTensorName(name string) (string, bool) {
-	switch name {
-	case "token_embd.weight":
-		return "model.embed_tokens.weight", true
-	case "output_norm.weight":
-		return "model.norm.weight", true
-	case "output.weight":
-		return "lm_head.weight", true
+// ggufWeights maps the llama.cpp tensor names a GGUF file of config c may
+// hold to the decoder's weights (Layout), attention biases and an untied
+// head included: the file's tensors decide those.
+func ggufWeights(c Config) map[string]Weight {
+	c.AttentionBias, c.TieWordEmbeddings = true, false
+	m := map[string]Weight{}
+	for _, w := range Layout(c) {
+		m[w.GGUF] = w
 	}
-	mm := ggufBlockName.FindStringSubmatch(name)
-	if mm == nil {
-		return "", false
-	}
-	part, ok := ggufBlockMap[mm[2]]
-	if !ok {
-		return "", false
-	}
-	return "model.layers." + mm[1] + "." + part + "." + mm[3], true
+	return m
 }
 
 // unpermuteRoPE undoes llama.cpp's convert permutation of Q/K rows: within
@@ -237,8 +213,10 @@ func ImportGGUF(ggufPath, outDir string) error {
 		return err
 	}
 	tensors := make(map[string]*Tensor, len(f.Tensors))
+	byGGUF := ggufWeights(cfg)
+	cfg.TieWordEmbeddings = true // unless the file has an output (head) tensor
 	for _, ti := range f.Tensors {
-		hf, ok := hfTensorName(ti.Name)
+		w, ok := byGGUF[ti.Name]
 		if !ok {
 			return fmt.Errorf("gguf %s: tensor %q: %w: no Hugging Face equivalent (rope_freqs and other extras are not imported)", ggufPath, ti.Name, ErrUnsupported)
 		}
@@ -246,22 +224,22 @@ func ImportGGUF(ggufPath, outDir string) error {
 		if err != nil {
 			return err
 		}
-		if m := ggufBlockName.FindStringSubmatch(ti.Name); m != nil && (m[2] == "attn_q" || m[2] == "attn_k") {
+		if w.Module == "q_proj" || w.Module == "k_proj" {
 			heads := cfg.NumHeads
-			if m[2] == "attn_k" {
+			if w.Module == "k_proj" {
 				heads = cfg.NumKVHeads
 			}
 			if err := unpermuteRoPE(t, heads); err != nil {
 				return fmt.Errorf("gguf %s: tensor %q: %w", ggufPath, ti.Name, err)
 			}
 		}
-		if m := ggufBlockName.FindStringSubmatch(ti.Name); m != nil && m[3] == "bias" {
+		if w.Bias {
 			cfg.AttentionBias = true
 		}
-		tensors[hf] = t
-	}
-	if _, ok := tensors["lm_head.weight"]; !ok {
-		cfg.TieWordEmbeddings = true
+		if w.Module == "lm_head" {
+			cfg.TieWordEmbeddings = false
+		}
+		tensors[w.Name] = t
 	}
 	if err := CheckTensors(cfg, tensors, ggufPath); err != nil {
 		return err

@@ -206,15 +206,8 @@ func synthGGUF(t testing.TB, cfg Config, mutate func(kvs *[]ggufKV, ts *[]ggufT)
 		{"tokenizer.chat_template", "{% for m in messages %}{{ m['content'] }}{% endfor %}"},
 	}
 	ggufNames := map[string]string{}
-	for g := range map[string]bool{"token_embd.weight": true, "output_norm.weight": true, "output.weight": true} {
-		n, _ := hfTensorName(g)
-		ggufNames[n] = g
-	}
-	for i := 0; i < cfg.NumLayers; i++ {
-		for g := range ggufBlockMap {
-			n, _ := hfTensorName(fmt.Sprintf("blk.%d.%s.weight", i, g))
-			ggufNames[n] = fmt.Sprintf("blk.%d.%s.weight", i, g)
-		}
+	for _, w := range Layout(cfg) {
+		ggufNames[w.Name] = w.GGUF
 	}
 	var ts []ggufT
 	for _, name := range sortedKeys(hf) {

@@ -8,10 +8,11 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/largeforge/largeforge/pipeline"
+	"github.com/largeforge/largeforge/schemas"
 )
 
 // Cancel moves a job to cancelling, purges its queued requests from
-// LF_REQUESTS and tells the results sink (a ControlCancel marker on
+// LF_REQUESTS and tells the results sink (a schemas.ControlCancel marker on
 // lf.res.<job>) to finalise what it has; the sink then moves the job to
 // cancelled. Requests already running finish; their results are dropped once
 // the job is cancelled. It returns the number of purged requests. A training
@@ -28,7 +29,7 @@ func Cancel(ctx context.Context, bus *pipeline.Bus, store *Store, id string) (Jo
 	if err != nil {
 		return j, 0, err
 	}
-	if err := PublishControl(ctx, bus, id, ControlCancel); err != nil {
+	if err := PublishControl(ctx, bus, id, schemas.ControlCancel); err != nil {
 		return j, purged, err
 	}
 	return j, purged, nil
@@ -54,14 +55,14 @@ func PurgeRequests(ctx context.Context, bus *pipeline.Bus, id string) (uint64, e
 	return n, nil
 }
 
-// PublishControl publishes a control marker (ControlSubmitted,
-// ControlCancel) on lf.res.<job>.
+// PublishControl publishes a control marker (schemas.ControlSubmitted,
+// schemas.ControlCancel) on lf.res.<job>.
 func PublishControl(ctx context.Context, bus *pipeline.Bus, id, control string) error {
 	subj, err := pipeline.ResultSubject(id)
 	if err != nil {
 		return err
 	}
-	data, err := json.Marshal(Result{Job: id, Control: control})
+	data, err := json.Marshal(schemas.Result{Job: id, Control: control})
 	if err != nil {
 		return err
 	}

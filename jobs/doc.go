@@ -1,6 +1,7 @@
 // Package jobs keeps job specifications and the job lifecycle state machine in
-// the lf_jobs key-value bucket, and defines the messages a batch job puts on
-// the bus: a Request on lf.req.<job>.<model> and a Result on lf.res.<job>.
+// the lf_jobs key-value bucket. The messages a batch job puts on the bus (a
+// schemas.Request on lf.req.<job>.<model>, a schemas.Result on lf.res.<job>)
+// are defined in schemas; jobs publishes the control markers and cancels.
 //
 // A job moves validating → in_progress → finalizing → completed, or ends
 // failed, cancelled (through cancelling) or expired. Every change is a

@@ -1,6 +1,10 @@
 package jobs
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/largeforge/largeforge/schemas"
+)
 
 var (
 	// ErrInvalidOption is wrapped by constructor and configuration errors.
@@ -13,6 +17,7 @@ var (
 	ErrIllegalTransition = errors.New("illegal job status transition")
 	// ErrConflict: a compare-and-set update kept losing to other writers.
 	ErrConflict = errors.New("job update conflict")
-	// ErrBadMessage is wrapped when a Request or Result cannot be decoded.
-	ErrBadMessage = errors.New("bad job message")
+	// ErrBadMessage is wrapped when a job record cannot be decoded; it is
+	// the sentinel of the job messages too (schemas.ErrBadMessage).
+	ErrBadMessage = schemas.ErrBadMessage
 )

@@ -25,8 +25,3 @@ func ExampleJob_SetStatus() {
 	// finalizing
 	// completed
 }
-
-func ExampleMsgID() {
-	fmt.Println(jobs.MsgID("batch_1", "request-7"))
-	// Output: batch_1/request-7
-}

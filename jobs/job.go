@@ -4,8 +4,9 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"strings"
 	"time"
+
+	"github.com/largeforge/largeforge/schemas"
 )
 
 // Status is a job's lifecycle state.
@@ -49,10 +50,10 @@ func CanTransition(from, to Status) bool {
 	return false
 }
 
-// Kinds of job.
+// Kinds of job (the values of schemas.Request.Kind and Job.Kind).
 const (
-	KindCompletion = "completion"
-	KindScore      = "score"
+	KindCompletion = schemas.KindCompletion
+	KindScore      = schemas.KindScore
 )
 
 // Objects of job records (the OpenAI API's names).
@@ -147,13 +148,8 @@ func NewID() string {
 
 // ValidID checks that id can be a KV key and a subject token.
 func ValidID(id string) error {
-	if id == "" || len(id) > 128 {
-		return fmt.Errorf("%w: job id %q: want 1 to 128 characters", ErrInvalidOption, id)
-	}
-	if i := strings.IndexFunc(id, func(r rune) bool {
-		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_')
-	}); i >= 0 {
-		return fmt.Errorf("%w: job id %q: only letters, digits, '-' and '_'", ErrInvalidOption, id)
+	if err := schemas.ValidJobID(id); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidOption, err)
 	}
 	return nil
 }

@@ -3,6 +3,8 @@ package jobs
 import (
 	"crypto/rand"
 	"encoding/hex"
+
+	"github.com/largeforge/largeforge/schemas"
 )
 
 // KindTraining is a fine-tuning job: one message on lf.train.<job> that a
@@ -10,7 +12,7 @@ import (
 // → finalizing → completed (the last two in one write), or ends failed, or
 // cancelled through cancelling (the train worker, not the results sink,
 // finishes a cancel).
-const KindTraining = "training"
+const KindTraining = schemas.KindTraining
 
 // TrainingProgress is a training job's progress in its record (Job.Training),
 // written by the train worker as it goes.

@@ -19,6 +19,12 @@
 // CompletionRequest.Validate apply the §7.1 rules with the dictionary's exact
 // error strings (the sentinels in errors.go).
 //
+// The wire contract: every message that crosses the bus is a type of this
+// package. Batch jobs (job.go): Request on lf.req.<job>.<model> (a
+// completion or a ScoreInput), Result on lf.res.<job> (a response, a
+// ScoreOutput, an error row, or a control marker), and the OutputLine of
+// output.jsonl.
+//
 // Arrow (shards and Parquet parts): ArrowSchema, AppendRecord,
 // RecordsToArrow and RecordsFromArrow.
 package schemas

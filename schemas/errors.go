@@ -35,6 +35,9 @@ var (
 	// ErrInvalidRequest is wrapped by every API request error that has no
 	// dictionary string of its own (bad JSON, top_p, top_k, roles, ...).
 	ErrInvalidRequest = errors.New("invalid request")
+	// ErrBadMessage is wrapped when a job Request or Result message cannot
+	// be decoded or breaks the message's own rules (ids, kind, body).
+	ErrBadMessage = errors.New("bad job message")
 	// ErrSchemaMismatch: an Arrow schema or record does not have the columns
 	// ArrowSchema gives for the format.
 	ErrSchemaMismatch = errors.New("arrow schema mismatch")

@@ -142,13 +142,13 @@ func (s *stack) waitFor(t testing.TB, id string, want jobs.Status, timeout time.
 	return j
 }
 
-func outputs(t testing.TB, j jobs.Job) map[string]jobs.OutputLine {
+func outputs(t testing.TB, j jobs.Job) map[string]schemas.OutputLine {
 	t.Helper()
 	lines, err := resultsink.ReadOutput(j.Outputs.Output)
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := map[string]jobs.OutputLine{}
+	out := map[string]schemas.OutputLine{}
 	for _, l := range lines {
 		if _, dup := out[l.CustomID]; dup {
 			t.Errorf("custom_id %s twice in output.jsonl", l.CustomID)
@@ -184,7 +184,7 @@ func TestCompletionJobEndToEnd(t *testing.T) {
 		t.Fatalf("submit %+v", sum)
 	}
 	// A redelivery the stream cannot dedupe (another message id): the sink writes one row.
-	req, _ := json.Marshal(jobs.Request{Job: sum.Job.ID, CustomID: "r1", Kind: jobs.KindCompletion, Model: "stories",
+	req, _ := json.Marshal(schemas.Request{Job: sum.Job.ID, CustomID: "r1", Kind: jobs.KindCompletion, Model: "stories",
 		Completion: &schemas.CompletionRequest{Model: "stories", Prompt: prompts[1], MaxTokens: 12, TopP: 1}})
 	subj, _ := pipeline.RequestSubject(sum.Job.ID, "stories")
 	if _, err := s.bus.Publish(context.Background(), subj, req, "again", nil); err != nil {
@@ -199,10 +199,10 @@ func TestCompletionJobEndToEnd(t *testing.T) {
 	if len(out) != 14 {
 		t.Errorf("%d output rows, want 14", len(out))
 	}
-	if l := out["long"]; l.Error == nil || l.Error.Code != jobs.CodeModelError || !strings.HasPrefix(l.Error.Message, "Invalid prompt: ") {
+	if l := out["long"]; l.Error == nil || l.Error.Code != schemas.CodeModelError || !strings.HasPrefix(l.Error.Message, "Invalid prompt: ") {
 		t.Errorf("poison row %+v", l)
 	}
-	if l := out["over"]; l.Error == nil || l.Error.Code != jobs.CodeModelError || !strings.HasPrefix(l.Error.Message, "Invalid max_tokens: 4000 is over the limit of ") {
+	if l := out["over"]; l.Error == nil || l.Error.Code != schemas.CodeModelError || !strings.HasPrefix(l.Error.Message, "Invalid max_tokens: 4000 is over the limit of ") {
 		t.Errorf("row over the context %+v", l)
 	}
 
@@ -242,11 +242,11 @@ func TestCompletionJobEndToEnd(t *testing.T) {
 	if l := out["bad"]; l.Error == nil || l.Error.Message != "Invalid max_tokens" {
 		t.Errorf("bad row %+v", l)
 	}
-	if l := out["r0#row10"]; l.Error == nil || l.Error.Code != jobs.CodeDuplicateID {
+	if l := out["r0#row10"]; l.Error == nil || l.Error.Code != schemas.CodeDuplicateID {
 		t.Errorf("duplicate row %+v", l)
 	}
 	// stories has no chat_template: a chat request fails as in `generate`, no ChatML guessed.
-	if l := out["chat"]; l.Error == nil || l.Error.Code != jobs.CodeInvalidRequest || !strings.Contains(l.Error.Message, tokenizer.ErrNoChatTemplate.Error()) {
+	if l := out["chat"]; l.Error == nil || l.Error.Code != schemas.CodeInvalidRequest || !strings.Contains(l.Error.Message, tokenizer.ErrNoChatTemplate.Error()) {
 		t.Errorf("chat row %+v, want the error %q", l, tokenizer.ErrNoChatTemplate)
 	}
 	if got := counterSum(t, s.reg, "inference_requests_total"); got < 9 {
@@ -288,28 +288,28 @@ func TestScoreJobEndToEnd(t *testing.T) {
 	}
 	out := outputs(t, j)
 	m, tok := stories(t)
-	direct := func(in jobs.ScoreInput) []model.ScoreResult {
+	direct := func(in schemas.ScoreInput) []model.ScoreResult {
 		r, err := m.Score(context.Background(), infer.ScoreRequests(tok, in))
 		if err != nil {
 			t.Fatal(err)
 		}
 		return r
 	}
-	body := func(id string) jobs.ScoreOutput {
-		var o jobs.ScoreOutput
+	body := func(id string) schemas.ScoreOutput {
+		var o schemas.ScoreOutput
 		if l := out[id]; l.Response == nil || json.Unmarshal(l.Response.Body, &o) != nil {
 			t.Fatalf("row %s: %+v", id, l)
 		}
 		return o
 	}
 	near := func(a, b float64) bool { return math.Abs(a-b) < 1e-4*(1+math.Abs(b)) }
-	if d, o := direct(jobs.ScoreInput{Text: "Once upon a time there was a dog."})[0], body("t"); !near(o.SumLogprob, d.SumLogprob) || o.Tokens != d.Tokens {
+	if d, o := direct(schemas.ScoreInput{Text: "Once upon a time there was a dog."})[0], body("t"); !near(o.SumLogprob, d.SumLogprob) || o.Tokens != d.Tokens {
 		t.Errorf("text row %+v, direct %+v", o, d)
 	}
-	if d, o := direct(jobs.ScoreInput{Prompt: "Once upon a time", Completion: " there was a cat."})[0], body("pc"); !near(o.SumLogprob, d.SumLogprob) || !near(o.Perplexity, d.Perplexity) {
+	if d, o := direct(schemas.ScoreInput{Prompt: "Once upon a time", Completion: " there was a cat."})[0], body("pc"); !near(o.SumLogprob, d.SumLogprob) || !near(o.Perplexity, d.Perplexity) {
 		t.Errorf("prompt+completion row %+v, direct %+v", o, d)
 	}
-	d := direct(jobs.ScoreInput{Prompt: "Lily saw", Chosen: " a big dog.", Rejected: " zzz qqq."})
+	d := direct(schemas.ScoreInput{Prompt: "Lily saw", Chosen: " a big dog.", Rejected: " zzz qqq."})
 	if o := body("dpo"); o.DPOMargin == nil || !near(*o.DPOMargin, model.DPOMargin(d[0], d[1])) || *o.DPOMargin <= 0 {
 		t.Errorf("dpo row %+v, direct margin %v", o, model.DPOMargin(d[0], d[1]))
 	}

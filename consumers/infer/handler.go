@@ -114,10 +114,10 @@ func (h *Handler) jobStatus(ctx context.Context, job string) (jobs.Status, bool,
 // item is one message of a batch on its way.
 type item struct {
 	msg   jetstream.Msg
-	req   jobs.Request
+	req   schemas.Request
 	start time.Time
-	res   *jobs.Result // set when done
-	err   error        // the outcome for the consume loop when res is nil
+	res   *schemas.Result // set when done
+	err   error           // the outcome for the consume loop when res is nil
 }
 
 // Handle runs a batch: every completion goes to the Batcher at once, the
@@ -223,14 +223,14 @@ func (h *Handler) watchCancel(ctx context.Context, cancels map[string]context.Ca
 // prepare decodes a message; false when it is settled already (it.err or
 // it.res set).
 func (h *Handler) prepare(ctx context.Context, it *item) bool {
-	req, err := jobs.DecodeRequest(it.msg.Data())
+	req, err := schemas.DecodeRequest(it.msg.Data())
 	it.req = req
 	if err != nil {
-		if jobs.ValidID(req.Job) != nil || jobs.ValidCustomID(req.CustomID) != nil {
+		if jobs.ValidID(req.Job) != nil || schemas.ValidCustomID(req.CustomID) != nil {
 			it.err = pipeline.Invalid("not a job request", err)
 			return false
 		}
-		it.res = h.errorRow(req, jobs.CodeInvalidRequest, errMessage(err))
+		it.res = h.errorRow(req, schemas.CodeInvalidRequest, errMessage(err))
 		return false
 	}
 	status, found, err := h.jobStatus(ctx, req.Job)
@@ -265,19 +265,19 @@ func errMessage(err error) string {
 	return err.Error()
 }
 
-func (h *Handler) errorRow(req jobs.Request, code, msg string) *jobs.Result {
-	r := jobs.ErrorResult(req.Job, req.CustomID, h.s.Name, req.Kind, req.Line, code, msg)
+func (h *Handler) errorRow(req schemas.Request, code, msg string) *schemas.Result {
+	r := schemas.ErrorResult(req.Job, req.CustomID, h.s.Name, req.Kind, req.Line, code, msg)
 	r.Worker = h.workerID
 	return &r
 }
 
 // seed is the request's seed, or one derived from its id so that a
 // redelivered request samples the same text.
-func seed(req jobs.Request) int64 {
+func seed(req schemas.Request) int64 {
 	if req.Completion.Seed != nil {
 		return *req.Completion.Seed
 	}
-	sum := sha256.Sum256([]byte(jobs.MsgID(req.Job, req.CustomID)))
+	sum := sha256.Sum256([]byte(schemas.MsgID(req.Job, req.CustomID)))
 	return int64(binary.LittleEndian.Uint64(sum[:8]) >> 1)
 }
 
@@ -315,7 +315,7 @@ func (h *Handler) complete(ctx, jctx context.Context, it *item) int {
 	c := *it.req.Completion
 	tr, err := TextRequest(h.s.Tok, c, seed(it.req))
 	if err != nil {
-		it.res = h.errorRow(it.req, jobs.CodeInvalidRequest, err.Error())
+		it.res = h.errorRow(it.req, schemas.CodeInvalidRequest, err.Error())
 		return 0
 	}
 	active := h.met.Active.WithLabelValues(h.s.Name)
@@ -329,17 +329,17 @@ func (h *Handler) complete(ctx, jctx context.Context, it *item) int {
 	}
 	if err != nil {
 		if errors.Is(err, model.ErrInvalidRequest) || errors.Is(err, model.ErrTooLong) {
-			it.res = h.errorRow(it.req, jobs.CodeModelError, err.Error())
+			it.res = h.errorRow(it.req, schemas.CodeModelError, err.Error())
 			return 0
 		}
-		it.err = fmt.Errorf("generate %s: %w", jobs.MsgID(it.req.Job, it.req.CustomID), err)
+		it.err = fmt.Errorf("generate %s: %w", schemas.MsgID(it.req.Job, it.req.CustomID), err)
 		return 0
 	}
 	lat := time.Since(t0)
 	h.met.Latency.WithLabelValues(h.s.Name).Observe(lat.Seconds())
 	h.met.TokensGenerated.WithLabelValues(h.s.Name).Add(float64(out.CompletionTokens))
 	resp := &schemas.CompletionResponse{
-		ID: "cmpl-" + shortHash(jobs.MsgID(it.req.Job, it.req.CustomID)), Object: schemas.ObjectTextCompletion,
+		ID: "cmpl-" + shortHash(schemas.MsgID(it.req.Job, it.req.CustomID)), Object: schemas.ObjectTextCompletion,
 		Created: time.Now().Unix(), Model: h.s.Name,
 		Usage: schemas.Usage{PromptTokens: out.PromptTokens, CompletionTokens: out.CompletionTokens, TotalTokens: out.PromptTokens + out.CompletionTokens},
 	}
@@ -350,7 +350,7 @@ func (h *Handler) complete(ctx, jctx context.Context, it *item) int {
 		choice.Message = &schemas.ChatMessage{Role: schemas.RoleAssistant, Content: out.Text}
 	}
 	resp.Choices = []schemas.Choice{choice}
-	it.res = &jobs.Result{Job: it.req.Job, CustomID: it.req.CustomID, Model: h.s.Name, Kind: jobs.KindCompletion, Line: it.req.Line,
+	it.res = &schemas.Result{Job: it.req.Job, CustomID: it.req.CustomID, Model: h.s.Name, Kind: jobs.KindCompletion, Line: it.req.Line,
 		Response: resp, LatencyMS: float64(time.Since(it.start).Microseconds()) / 1000, Worker: h.workerID}
 	return out.CompletionTokens
 }
@@ -362,7 +362,7 @@ func shortHash(s string) string {
 
 // ScoreRequests tokenizes a score row into the model's requests: one, or two
 // (chosen, rejected) for a DPO row.
-func ScoreRequests(tok *tokenizer.Tokenizer, s jobs.ScoreInput) []model.ScoreRequest {
+func ScoreRequests(tok *tokenizer.Tokenizer, s schemas.ScoreInput) []model.ScoreRequest {
 	switch {
 	case s.IsDPO():
 		return []model.ScoreRequest{model.ScorePair(tok, s.Prompt, s.Chosen), model.ScorePair(tok, s.Prompt, s.Rejected)}
@@ -373,8 +373,8 @@ func ScoreRequests(tok *tokenizer.Tokenizer, s jobs.ScoreInput) []model.ScoreReq
 	}
 }
 
-func scoreOutput(r model.ScoreResult) *jobs.ScoreOutput {
-	return &jobs.ScoreOutput{SumLogprob: r.SumLogprob, MeanLogprob: r.MeanLogprob, Perplexity: r.Perplexity, Tokens: r.Tokens}
+func scoreOutput(r model.ScoreResult) *schemas.ScoreOutput {
+	return &schemas.ScoreOutput{SumLogprob: r.SumLogprob, MeanLogprob: r.MeanLogprob, Perplexity: r.Perplexity, Tokens: r.Tokens}
 }
 
 // score runs the batch's score rows in one Model.Score call; when that fails
@@ -402,9 +402,9 @@ func (h *Handler) score(ctx context.Context, items []*item) {
 	for i, it := range items {
 		if err != nil {
 			if errors.Is(err, model.ErrInvalidRequest) || errors.Is(err, model.ErrTooLong) {
-				it.res = h.errorRow(it.req, jobs.CodeModelError, err.Error())
+				it.res = h.errorRow(it.req, schemas.CodeModelError, err.Error())
 			} else {
-				it.err = fmt.Errorf("score %s: %w", jobs.MsgID(it.req.Job, it.req.CustomID), err)
+				it.err = fmt.Errorf("score %s: %w", schemas.MsgID(it.req.Job, it.req.CustomID), err)
 			}
 			continue
 		}
@@ -413,10 +413,10 @@ func (h *Handler) score(ctx context.Context, items []*item) {
 		out := scoreOutput(rs[0])
 		if it.req.Score.IsDPO() {
 			margin := model.DPOMargin(rs[0], rs[1])
-			out = &jobs.ScoreOutput{SumLogprob: rs[0].SumLogprob, MeanLogprob: rs[0].MeanLogprob, Perplexity: rs[0].Perplexity, Tokens: rs[0].Tokens,
+			out = &schemas.ScoreOutput{SumLogprob: rs[0].SumLogprob, MeanLogprob: rs[0].MeanLogprob, Perplexity: rs[0].Perplexity, Tokens: rs[0].Tokens,
 				Chosen: scoreOutput(rs[0]), Rejected: scoreOutput(rs[1]), DPOMargin: &margin}
 		}
-		it.res = &jobs.Result{Job: it.req.Job, CustomID: it.req.CustomID, Model: h.s.Name, Kind: jobs.KindScore, Line: it.req.Line,
+		it.res = &schemas.Result{Job: it.req.Job, CustomID: it.req.CustomID, Model: h.s.Name, Kind: jobs.KindScore, Line: it.req.Line,
 			Score: out, LatencyMS: float64(time.Since(it.start).Microseconds()) / 1000, Worker: h.workerID}
 	}
 }
@@ -431,7 +431,7 @@ func (h *Handler) publish(ctx context.Context, it *item) error {
 	if err != nil {
 		return pipeline.Invalid("result not encodable", err)
 	}
-	if _, err := h.bus.Publish(ctx, subj, data, jobs.MsgID(it.res.Job, it.res.CustomID), nil); err != nil {
+	if _, err := h.bus.Publish(ctx, subj, data, schemas.MsgID(it.res.Job, it.res.CustomID), nil); err != nil {
 		h.met.Requests.WithLabelValues(h.s.Name, StatusRetry).Inc()
 		return err
 	}

@@ -3,7 +3,7 @@ package resultsink
 import (
 	"encoding/json"
 
-	"github.com/largeforge/largeforge/jobs"
+	"github.com/largeforge/largeforge/schemas"
 )
 
 // Row is one row of results.parquet (and of the parts it is merged from).
@@ -41,7 +41,7 @@ func (r Row) Failed() bool { return r.ErrorCode != nil }
 func ptr[T any](v T) *T { return &v }
 
 // rowOf flattens a result.
-func rowOf(r jobs.Result) Row {
+func rowOf(r schemas.Result) Row {
 	row := Row{CustomID: r.CustomID, Job: r.Job, Model: r.Model, Kind: r.Kind, Line: int64(r.Line), LatencyMS: r.LatencyMS, Worker: r.Worker}
 	switch {
 	case r.Error != nil:
@@ -75,21 +75,21 @@ func rowOf(r jobs.Result) Row {
 }
 
 // outputLine is the row in the OpenAI batch output shape.
-func outputLine(r Row) jobs.OutputLine {
+func outputLine(r Row) schemas.OutputLine {
 	id := "batch_req_" + shortHash(r.Job+"/"+r.CustomID)
-	out := jobs.OutputLine{ID: id, CustomID: r.CustomID}
+	out := schemas.OutputLine{ID: id, CustomID: r.CustomID}
 	reqID := "req_" + shortHash("req/"+r.Job+"/"+r.CustomID)
 	if r.Failed() {
-		e := &jobs.ResultError{Code: *r.ErrorCode, Message: *r.Error}
+		e := &schemas.ResultError{Code: *r.ErrorCode, Message: *r.Error}
 		out.Error = e
 		status := 400
-		if e.Code == jobs.CodeDeadLetter {
+		if e.Code == schemas.CodeDeadLetter {
 			status = 500
 		}
 		body, _ := json.Marshal(map[string]any{"error": map[string]string{"code": e.Code, "message": e.Message}})
-		out.Response = &jobs.OutputResponse{StatusCode: status, RequestID: reqID, Body: body}
+		out.Response = &schemas.OutputResponse{StatusCode: status, RequestID: reqID, Body: body}
 		return out
 	}
-	out.Response = &jobs.OutputResponse{StatusCode: 200, RequestID: reqID, Body: json.RawMessage(r.Body)}
+	out.Response = &schemas.OutputResponse{StatusCode: 200, RequestID: reqID, Body: json.RawMessage(r.Body)}
 	return out
 }

@@ -36,6 +36,7 @@ import (
 	"github.com/largeforge/largeforge/internal/atomicfile"
 	"github.com/largeforge/largeforge/jobs"
 	"github.com/largeforge/largeforge/pipeline"
+	"github.com/largeforge/largeforge/schemas"
 )
 
 // ErrInvalidOption is wrapped by constructor errors.
@@ -167,7 +168,7 @@ var pqOpts = []parquet.WriterOption{parquet.Compression(&parquet.Zstd)}
 const rowGroupRows = 8192
 
 // add writes the rows new to the job as one part and counts them.
-func (s *Sink) add(job string, st *jobState, results []jobs.Result) (int, error) {
+func (s *Sink) add(job string, st *jobState, results []schemas.Result) (int, error) {
 	var rows []Row
 	fresh := map[string]bool{}
 	for _, r := range results {
@@ -204,7 +205,7 @@ func (s *Sink) add(job string, st *jobState, results []jobs.Result) (int, error)
 
 type batchJob struct {
 	idx     []int
-	results []jobs.Result
+	results []schemas.Result
 	control bool
 }
 
@@ -214,7 +215,7 @@ func (s *Sink) Handle(ctx context.Context, msgs []jetstream.Msg) []error {
 	byJob := map[string]*batchJob{}
 	var order []string
 	for i, m := range msgs {
-		r, err := jobs.DecodeResult(m.Data())
+		r, err := schemas.DecodeResult(m.Data())
 		if err != nil {
 			errs[i] = pipeline.Invalid("not a result", err)
 			continue
@@ -453,20 +454,20 @@ func shortHash(s string) string {
 }
 
 // ReadOutput reads the lines of an output.jsonl or errors.jsonl.
-func ReadOutput(path string) ([]jobs.OutputLine, error) {
+func ReadOutput(path string) ([]schemas.OutputLine, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	var out []jobs.OutputLine
+	var out []schemas.OutputLine
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 0, 64<<10), 8<<20)
 	for sc.Scan() {
 		if strings.TrimSpace(sc.Text()) == "" {
 			continue
 		}
-		var l jobs.OutputLine
+		var l schemas.OutputLine
 		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
 			return nil, fmt.Errorf("%s: %w", path, err)
 		}

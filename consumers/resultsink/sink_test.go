@@ -62,7 +62,7 @@ func (e *env) start(t *testing.T) (stop func()) {
 
 // publish sends a result with a message id of its own (like a redelivery after
 // the stream's duplicate window, so that only the sink can dedupe it).
-func (e *env) publish(t *testing.T, r jobs.Result, msgID string) {
+func (e *env) publish(t *testing.T, r schemas.Result, msgID string) {
 	t.Helper()
 	data, err := json.Marshal(r)
 	if err != nil {
@@ -74,8 +74,8 @@ func (e *env) publish(t *testing.T, r jobs.Result, msgID string) {
 	}
 }
 
-func ok(job, id, text string) jobs.Result {
-	return jobs.Result{Job: job, CustomID: id, Model: "m", Kind: jobs.KindCompletion, Response: &schemas.CompletionResponse{
+func ok(job, id, text string) schemas.Result {
+	return schemas.Result{Job: job, CustomID: id, Model: "m", Kind: jobs.KindCompletion, Response: &schemas.CompletionResponse{
 		ID: "cmpl-" + id, Object: schemas.ObjectTextCompletion, Model: "m",
 		Choices: []schemas.Choice{{Text: text, FinishReason: "length"}}, Usage: schemas.Usage{PromptTokens: 1, CompletionTokens: 2, TotalTokens: 3}}}
 }
@@ -100,7 +100,7 @@ type statusErr struct{ got, want jobs.Status }
 
 func (s *statusErr) Error() string { return "status " + string(s.got) + ", want " + string(s.want) }
 
-func ids(t *testing.T, lines []jobs.OutputLine) []string {
+func ids(t *testing.T, lines []schemas.OutputLine) []string {
 	t.Helper()
 	var out []string
 	for _, l := range lines {
@@ -134,12 +134,12 @@ func TestSinkDedupeAcrossRestart(t *testing.T) {
 
 	e.start(t)
 	e.publish(t, ok(j.ID, "b", "B again"), "4")
-	e.publish(t, jobs.ErrorResult(j.ID, "c", "m", jobs.KindCompletion, 3, jobs.CodeInvalidRequest, "Invalid max_tokens"), "5")
+	e.publish(t, schemas.ErrorResult(j.ID, "c", "m", jobs.KindCompletion, 3, schemas.CodeInvalidRequest, "Invalid max_tokens"), "5")
 	e.publish(t, ok(j.ID, "d", "D"), "6")
 	if _, err := e.store.Transition(ctx, j.ID, jobs.StatusInProgress, func(j *jobs.Job) { j.RequestCounts.Total = 4 }); err != nil {
 		t.Fatal(err)
 	}
-	if err := jobs.PublishControl(ctx, e.bus, j.ID, jobs.ControlSubmitted); err != nil {
+	if err := jobs.PublishControl(ctx, e.bus, j.ID, schemas.ControlSubmitted); err != nil {
 		t.Fatal(err)
 	}
 	done := e.waitStatus(t, j.ID, jobs.StatusCompleted)
@@ -202,7 +202,7 @@ func TestSinkEmptyAndUnknownJobs(t *testing.T) {
 	if _, err := e.store.Transition(ctx, j.ID, jobs.StatusInProgress, nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := jobs.PublishControl(ctx, e.bus, j.ID, jobs.ControlSubmitted); err != nil {
+	if err := jobs.PublishControl(ctx, e.bus, j.ID, schemas.ControlSubmitted); err != nil {
 		t.Fatal(err)
 	}
 	done := e.waitStatus(t, j.ID, jobs.StatusCompleted)
@@ -243,8 +243,8 @@ func TestSinkDeadLetterBecomesErrorRow(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.start(t)
-	e.publish(t, ok(j.ID, "good", "G"), jobs.MsgID(j.ID, "good"))
-	req, _ := json.Marshal(jobs.Request{Job: j.ID, CustomID: "bad", Kind: jobs.KindCompletion, Model: "m", Line: 2,
+	e.publish(t, ok(j.ID, "good", "G"), schemas.MsgID(j.ID, "good"))
+	req, _ := json.Marshal(schemas.Request{Job: j.ID, CustomID: "bad", Kind: jobs.KindCompletion, Model: "m", Line: 2,
 		Completion: &schemas.CompletionRequest{Model: "m", Prompt: "x", MaxTokens: 4, TopP: 1}})
 	rec := pipeline.DLQRecord{Reason: "max deliveries exceeded", Error: "max deliveries exceeded: generate: backend failure", Stage: "infer",
 		Subject: "lf.req." + j.ID + ".m", Deliveries: 3, Data: req, Time: time.Now()}
@@ -260,7 +260,7 @@ func TestSinkDeadLetterBecomesErrorRow(t *testing.T) {
 		t.Errorf("counts %+v", done.RequestCounts)
 	}
 	errs, err := resultsink.ReadOutput(done.Outputs.Errors)
-	if err != nil || len(errs) != 1 || errs[0].CustomID != "bad" || errs[0].Error.Code != jobs.CodeDeadLetter || errs[0].Response.StatusCode != 500 ||
+	if err != nil || len(errs) != 1 || errs[0].CustomID != "bad" || errs[0].Error.Code != schemas.CodeDeadLetter || errs[0].Response.StatusCode != 500 ||
 		errs[0].Error.Message != "max deliveries exceeded: generate: backend failure (after 3 deliveries)" {
 		t.Errorf("errors.jsonl %+v %v", errs, err)
 	}
@@ -310,7 +310,7 @@ func TestSinkLeavesTrainingJobsAlone(t *testing.T) {
 	if _, err := e.store.Transition(ctx, "after", jobs.StatusInProgress, nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := jobs.PublishControl(ctx, e.bus, "after", jobs.ControlSubmitted); err != nil {
+	if err := jobs.PublishControl(ctx, e.bus, "after", schemas.ControlSubmitted); err != nil {
 		t.Fatal(err)
 	}
 	e.waitStatus(t, "after", jobs.StatusCompleted)

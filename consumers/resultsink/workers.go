@@ -13,6 +13,7 @@ import (
 	"github.com/largeforge/largeforge/jobs"
 	"github.com/largeforge/largeforge/logging"
 	"github.com/largeforge/largeforge/pipeline"
+	"github.com/largeforge/largeforge/schemas"
 )
 
 // Durable consumer names.
@@ -148,8 +149,8 @@ func (d *dlqHandler) Handle(ctx context.Context, msgs []jetstream.Msg) []error {
 			d.log.Warn().Err(err).Msg("unreadable dead letter skipped")
 			continue
 		}
-		req, _ := jobs.DecodeRequest(rec.Data)
-		if jobs.ValidID(req.Job) != nil || jobs.ValidCustomID(req.CustomID) != nil {
+		req, _ := schemas.DecodeRequest(rec.Data)
+		if jobs.ValidID(req.Job) != nil || schemas.ValidCustomID(req.CustomID) != nil {
 			d.log.Warn().Str("reason", rec.Reason).Str("subject", rec.Subject).Msg("dead letter without a job request skipped")
 			continue
 		}
@@ -157,14 +158,14 @@ func (d *dlqHandler) Handle(ctx context.Context, msgs []jetstream.Msg) []error {
 		if rec.Error != "" && rec.Error != rec.Reason {
 			msg = rec.Error
 		}
-		res := jobs.ErrorResult(req.Job, req.CustomID, req.Model, req.Kind, req.Line, jobs.CodeDeadLetter,
+		res := schemas.ErrorResult(req.Job, req.CustomID, req.Model, req.Kind, req.Line, schemas.CodeDeadLetter,
 			fmt.Sprintf("%s (after %d deliveries)", msg, rec.Deliveries))
 		data, _ := json.Marshal(res)
 		subj, err := pipeline.ResultSubject(req.Job)
 		if err != nil {
 			continue
 		}
-		if _, err := d.bus.Publish(ctx, subj, data, jobs.MsgID(req.Job, req.CustomID), nil); err != nil {
+		if _, err := d.bus.Publish(ctx, subj, data, schemas.MsgID(req.Job, req.CustomID), nil); err != nil {
 			errs[i] = err
 		}
 	}

@@ -16,6 +16,7 @@ import (
 	mtrain "github.com/largeforge/largeforge/model/train"
 	"github.com/largeforge/largeforge/pipeline"
 	"github.com/largeforge/largeforge/pipeline/pipelinetest"
+	"github.com/largeforge/largeforge/schemas"
 )
 
 // A training job whose message is dead-lettered ends failed with the reason,
@@ -47,7 +48,7 @@ func TestDeadLetteredTrainingJobFails(t *testing.T) {
 				})
 				stop()
 			},
-			wantCode: jobs.CodeDeadLetter,
+			wantCode: schemas.CodeDeadLetter,
 			wantMsg:  "max deliveries exceeded",
 		},
 		{
@@ -86,7 +87,7 @@ func TestDeadLetteredTrainingJobFails(t *testing.T) {
 				}
 				startWorker(t, bus, "b", train.Config{MaxDeliver: 1})
 			},
-			wantCode: jobs.CodeDeadLetter,
+			wantCode: schemas.CodeDeadLetter,
 			wantMsg:  "max deliveries exceeded: delivery 2 of 1: the previous attempt did not finish (after 2 deliveries)",
 		},
 		{

@@ -19,6 +19,7 @@ import (
 	"github.com/largeforge/largeforge/logging"
 	"github.com/largeforge/largeforge/model/train"
 	"github.com/largeforge/largeforge/pipeline"
+	"github.com/largeforge/largeforge/schemas"
 )
 
 // Worker defaults.
@@ -408,7 +409,7 @@ func (w *Worker) deadLettered(ctx context.Context, rec pipeline.DLQRecord) {
 	if rec.Error != "" {
 		msg = rec.Error
 	}
-	w.failJob(ctx, id, jobs.CodeDeadLetter, fmt.Errorf("%s (after %d deliveries)", msg, rec.Deliveries))
+	w.failJob(ctx, id, schemas.CodeDeadLetter, fmt.Errorf("%s (after %d deliveries)", msg, rec.Deliveries))
 }
 
 // setProgress copies the last progress (when there was a step) into the

@@ -107,10 +107,10 @@ func TestSubmitAuto(t *testing.T) {
 	}
 	job := sum.Job.ID
 	want := map[string]string{"py": "code", "tale": "stories", "go": "code", "bed": "stories", "named": "stories"}
-	got := map[string]jobs.Result{}
+	got := map[string]schemas.Result{}
 	pipelinetest.CheckFor(t, 30*time.Second, 100*time.Millisecond, func() error {
 		for _, m := range drain(t, bus, pipeline.StreamResults, "lf.res."+job) {
-			r, err := jobs.DecodeResult(m.Data())
+			r, err := schemas.DecodeResult(m.Data())
 			if err != nil {
 				return err
 			}
@@ -129,7 +129,7 @@ func TestSubmitAuto(t *testing.T) {
 			t.Errorf("%s: result %+v (error %+v), want answered by %s", id, r, r.Error, expert)
 		}
 	}
-	if r := got["badname"]; r.Error == nil || r.Error.Code != jobs.CodeInvalidRequest {
+	if r := got["badname"]; r.Error == nil || r.Error.Code != schemas.CodeInvalidRequest {
 		t.Errorf("badname: %+v", r)
 	}
 	recs := routeRecords(t, bus, job)
@@ -181,7 +181,7 @@ func TestSubmitAutoRows(t *testing.T) {
 				t.Errorf("code %d stories %d rejected %d; summary %+v", len(code), len(stories), sum.Rejected, sum)
 			}
 			for _, m := range code {
-				var req jobs.Request
+				var req schemas.Request
 				if err := json.Unmarshal(m.Data(), &req); err != nil {
 					t.Fatal(err)
 				}

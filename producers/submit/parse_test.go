@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/largeforge/largeforge/jobs"
+	"github.com/largeforge/largeforge/schemas"
 )
 
 func TestParseRow(t *testing.T) {
@@ -20,16 +21,16 @@ func TestParseRow(t *testing.T) {
 		{"numeric id", jobs.KindCompletion, `{"custom_id":12,"prompt":"Once"}`, "12", "", ""},
 		{"batch api completion", jobs.KindCompletion, `{"custom_id":"b","method":"POST","url":"/v1/completions","body":{"model":"stories","prompt":"Once","max_tokens":5}}`, "b", "", ""},
 		{"batch api chat", jobs.KindCompletion, `{"custom_id":"c","method":"POST","url":"/v1/chat/completions","body":{"messages":[{"role":"user","content":"hi"}]}}`, "c", "", ""},
-		{"bad url", jobs.KindCompletion, `{"custom_id":"d","method":"POST","url":"/v1/embeddings","body":{"prompt":"x"}}`, "d", jobs.CodeInvalidRequest, ""},
-		{"chat url without messages", jobs.KindCompletion, `{"custom_id":"d","method":"POST","url":"/v1/chat/completions","body":{"prompt":"x"}}`, "d", jobs.CodeInvalidRequest, ""},
-		{"bad max_tokens", jobs.KindCompletion, `{"custom_id":"e","prompt":"x","max_tokens":0}`, "e", jobs.CodeInvalidRequest, "Invalid max_tokens"},
-		{"bad temperature", jobs.KindCompletion, `{"custom_id":"e","prompt":"x","temperature":2.5}`, "e", jobs.CodeInvalidRequest, "Temperature out of range"},
-		{"other model", jobs.KindCompletion, `{"custom_id":"f","model":"gpt","prompt":"x"}`, "f", jobs.CodeInvalidRequest, ""},
-		{"not json", jobs.KindCompletion, `{"prompt":`, "7", jobs.CodeInvalidRequest, ""},
-		{"bad custom id", jobs.KindCompletion, `{"custom_id":"a\u0000b","prompt":"x"}`, "7", jobs.CodeInvalidRequest, ""},
+		{"bad url", jobs.KindCompletion, `{"custom_id":"d","method":"POST","url":"/v1/embeddings","body":{"prompt":"x"}}`, "d", schemas.CodeInvalidRequest, ""},
+		{"chat url without messages", jobs.KindCompletion, `{"custom_id":"d","method":"POST","url":"/v1/chat/completions","body":{"prompt":"x"}}`, "d", schemas.CodeInvalidRequest, ""},
+		{"bad max_tokens", jobs.KindCompletion, `{"custom_id":"e","prompt":"x","max_tokens":0}`, "e", schemas.CodeInvalidRequest, "Invalid max_tokens"},
+		{"bad temperature", jobs.KindCompletion, `{"custom_id":"e","prompt":"x","temperature":2.5}`, "e", schemas.CodeInvalidRequest, "Temperature out of range"},
+		{"other model", jobs.KindCompletion, `{"custom_id":"f","model":"gpt","prompt":"x"}`, "f", schemas.CodeInvalidRequest, ""},
+		{"not json", jobs.KindCompletion, `{"prompt":`, "7", schemas.CodeInvalidRequest, ""},
+		{"bad custom id", jobs.KindCompletion, `{"custom_id":"a\u0000b","prompt":"x"}`, "7", schemas.CodeInvalidRequest, ""},
 		{"score text", jobs.KindScore, `{"custom_id":"s","text":"Once upon"}`, "s", "", ""},
 		{"score dpo", jobs.KindScore, `{"custom_id":"s","prompt":"p","chosen":"c","rejected":"r"}`, "s", "", ""},
-		{"score empty", jobs.KindScore, `{"custom_id":"s"}`, "s", jobs.CodeInvalidRequest, ""},
+		{"score empty", jobs.KindScore, `{"custom_id":"s"}`, "s", schemas.CodeInvalidRequest, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -75,7 +76,7 @@ func FuzzParseRow(f *testing.F) {
 			kind = jobs.KindScore
 		}
 		id, req, bad := parseRow(data, 3, "stories", kind)
-		if jobs.ValidCustomID(id) != nil {
+		if schemas.ValidCustomID(id) != nil {
 			t.Fatalf("invalid custom_id %q returned", id)
 		}
 		if bad != nil {

@@ -9,9 +9,9 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/largeforge/largeforge/jobs"
 	"github.com/largeforge/largeforge/pipeline"
 	"github.com/largeforge/largeforge/producers/gateway"
+	"github.com/largeforge/largeforge/schemas"
 )
 
 // AutoModel is the model name of a job (or row) routed to experts.
@@ -57,7 +57,7 @@ func (a *autoRouter) route(ctx context.Context, job, customID, text string) (str
 	if err != nil {
 		return "", nil, fmt.Errorf("route %s: %w", customID, err)
 	}
-	rec := gateway.RouteRecord{RequestID: jobs.MsgID(job, customID), Decision: d, At: time.Now().UTC().Format(time.RFC3339Nano)}
+	rec := gateway.RouteRecord{RequestID: schemas.MsgID(job, customID), Decision: d, At: time.Now().UTC().Format(time.RFC3339Nano)}
 	data, err := json.Marshal(rec)
 	return d.Expert, data, err
 }

@@ -33,6 +33,7 @@ import (
 	"github.com/largeforge/largeforge/jobs"
 	"github.com/largeforge/largeforge/pipeline"
 	"github.com/largeforge/largeforge/producers/gateway"
+	"github.com/largeforge/largeforge/schemas"
 )
 
 // Defaults.
@@ -198,17 +199,17 @@ func (s *Submitter) Submit(ctx context.Context, path string, progress func(rows 
 		rows++
 		var (
 			id  string
-			req jobs.Request
+			req schemas.Request
 			bad *rowError
 		)
 		if tooLarge {
-			id, bad = strconv.Itoa(line), &rowError{jobs.CodeTooLarge, fmt.Sprintf("row %d is larger than %d bytes", line, maxRow)}
+			id, bad = strconv.Itoa(line), &rowError{schemas.CodeTooLarge, fmt.Sprintf("row %d is larger than %d bytes", line, maxRow)}
 		} else {
 			id, req, bad = parseRow(data, line, job.Model, job.Kind)
 		}
 		h := hashID(id)
 		if first, dup := seen[h]; dup {
-			bad = &rowError{jobs.CodeDuplicateID, fmt.Sprintf("duplicate custom_id %q (first on row %d)", id, first)}
+			bad = &rowError{schemas.CodeDuplicateID, fmt.Sprintf("duplicate custom_id %q (first on row %d)", id, first)}
 			id = id + "#row" + strconv.Itoa(line)
 			h = hashID(id)
 		}
@@ -219,17 +220,17 @@ func (s *Submitter) Submit(ctx context.Context, path string, progress func(rows 
 			target, routeRec, rerr := req.Completion.Model, []byte(nil), error(nil)
 			if target == AutoModel {
 				if s.auto == nil {
-					bad = &rowError{jobs.CodeInvalidRequest, fmt.Sprintf("model %q: no experts to route to (submit with --experts, or put experts in lf_experts)", AutoModel)}
+					bad = &rowError{schemas.CodeInvalidRequest, fmt.Sprintf("model %q: no experts to route to (submit with --experts, or put experts in lf_experts)", AutoModel)}
 				} else if target, routeRec, rerr = s.auto.route(ctx, job.ID, id, gateway.RouteText(*req.Completion)); rerr != nil {
 					if ctx.Err() != nil {
 						return fail("submit_interrupted", ctx.Err())
 					}
-					bad = &rowError{jobs.CodeInvalidRequest, rerr.Error()}
+					bad = &rowError{schemas.CodeInvalidRequest, rerr.Error()}
 				}
 			}
 			if bad == nil {
 				if subj, err = pipeline.RequestSubject(job.ID, target); err != nil {
-					bad = &rowError{jobs.CodeInvalidRequest, err.Error()}
+					bad = &rowError{schemas.CodeInvalidRequest, err.Error()}
 				}
 			}
 			if bad == nil {
@@ -239,7 +240,7 @@ func (s *Submitter) Submit(ctx context.Context, path string, progress func(rows 
 						sum.Routed = map[string]int{}
 					}
 					sum.Routed[target]++
-					if err := pub.Publish(ctx, routeSubj, routeRec, "route/"+jobs.MsgID(job.ID, id), nil); err != nil {
+					if err := pub.Publish(ctx, routeSubj, routeRec, "route/"+schemas.MsgID(job.ID, id), nil); err != nil {
 						if ctx.Err() != nil {
 							return fail("submit_interrupted", ctx.Err())
 						}
@@ -251,14 +252,14 @@ func (s *Submitter) Submit(ctx context.Context, path string, progress func(rows 
 		var perr error
 		if bad != nil {
 			sum.Rejected++
-			res := jobs.ErrorResult(job.ID, id, job.Model, job.Kind, line, bad.code, bad.msg)
+			res := schemas.ErrorResult(job.ID, id, job.Model, job.Kind, line, bad.code, bad.msg)
 			data, _ := json.Marshal(res)
-			perr = pub.Publish(ctx, resSubj, data, jobs.MsgID(job.ID, id), nil)
+			perr = pub.Publish(ctx, resSubj, data, schemas.MsgID(job.ID, id), nil)
 		} else {
 			req.Job = job.ID
 			data, _ := json.Marshal(req)
 			sum.Published++
-			perr = pub.Publish(ctx, subj, data, jobs.MsgID(job.ID, id), nil)
+			perr = pub.Publish(ctx, subj, data, schemas.MsgID(job.ID, id), nil)
 		}
 		if perr != nil {
 			if ctx.Err() != nil {
@@ -292,7 +293,7 @@ func (s *Submitter) Submit(ctx context.Context, path string, progress func(rows 
 		return sum, err
 	}
 	sum.Job = j
-	if err := jobs.PublishControl(ctx, s.bus, job.ID, jobs.ControlSubmitted); err != nil {
+	if err := jobs.PublishControl(ctx, s.bus, job.ID, schemas.ControlSubmitted); err != nil {
 		return sum, err
 	}
 	sum.Elapsed = time.Since(start)

@@ -17,6 +17,7 @@ import (
 	"github.com/largeforge/largeforge/pipeline"
 	"github.com/largeforge/largeforge/pipeline/pipelinetest"
 	"github.com/largeforge/largeforge/producers/submit"
+	"github.com/largeforge/largeforge/schemas"
 )
 
 func write(t *testing.T, name, content string) string {
@@ -82,11 +83,11 @@ func TestSubmitJSONL(t *testing.T) {
 	reqs := drain(t, bus, pipeline.StreamRequests, "lf.req."+sum.Job.ID+".stories")
 	var ids []string
 	for _, m := range reqs {
-		r, err := jobs.DecodeRequest(m.Data())
+		r, err := schemas.DecodeRequest(m.Data())
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := m.Headers().Get(jetstream.MsgIDHeader); got != jobs.MsgID(sum.Job.ID, r.CustomID) {
+		if got := m.Headers().Get(jetstream.MsgIDHeader); got != schemas.MsgID(sum.Job.ID, r.CustomID) {
 			t.Errorf("msg id %q for %s", got, r.CustomID)
 		}
 		ids = append(ids, r.CustomID)
@@ -97,7 +98,7 @@ func TestSubmitJSONL(t *testing.T) {
 	res := drain(t, bus, pipeline.StreamResults, "lf.res."+sum.Job.ID)
 	var rows []string
 	for _, m := range res {
-		r, err := jobs.DecodeResult(m.Data())
+		r, err := schemas.DecodeResult(m.Data())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -181,7 +182,7 @@ func TestSubmitParquet(t *testing.T) {
 	if len(reqs) != 2 {
 		t.Fatalf("%d requests", len(reqs))
 	}
-	r, err := jobs.DecodeRequest(reqs[1].Data())
+	r, err := schemas.DecodeRequest(reqs[1].Data())
 	if err != nil || r.CustomID != "r2" || r.Score.Text != "The cat sat" {
 		t.Errorf("request %+v, %v", r, err)
 	}

@@ -1,11 +1,9 @@
-package jobs
+package schemas
 
 import (
 	"errors"
 	"strings"
 	"testing"
-
-	"github.com/largeforge/largeforge/schemas"
 )
 
 func TestDecodeRequest(t *testing.T) {
@@ -18,9 +16,9 @@ func TestDecodeRequest(t *testing.T) {
 		{"completion with defaults", `{"job":"j1","custom_id":"a","kind":"completion","model":"m","completion":{"model":"m","prompt":"hi"}}`, nil, false},
 		{"score text", `{"job":"j1","custom_id":"a","kind":"score","model":"m","score":{"text":"hi there"}}`, nil, false},
 		{"score dpo", `{"job":"j1","custom_id":"a","kind":"score","model":"m","score":{"prompt":"p","chosen":"c","rejected":"r"}}`, nil, false},
-		{"score half dpo", `{"job":"j1","custom_id":"a","kind":"score","model":"m","score":{"prompt":"p","chosen":"c"}}`, schemas.ErrInvalidRequest, true},
-		{"bad max_tokens", `{"job":"j1","custom_id":"a","kind":"completion","model":"m","completion":{"model":"m","prompt":"hi","max_tokens":0}}`, schemas.ErrInvalidMaxTokens, true},
-		{"bad temperature", `{"job":"j1","custom_id":"a","kind":"completion","model":"m","completion":{"model":"m","prompt":"hi","temperature":3}}`, schemas.ErrTemperatureOutOfRange, true},
+		{"score half dpo", `{"job":"j1","custom_id":"a","kind":"score","model":"m","score":{"prompt":"p","chosen":"c"}}`, ErrInvalidRequest, true},
+		{"bad max_tokens", `{"job":"j1","custom_id":"a","kind":"completion","model":"m","completion":{"model":"m","prompt":"hi","max_tokens":0}}`, ErrInvalidMaxTokens, true},
+		{"bad temperature", `{"job":"j1","custom_id":"a","kind":"completion","model":"m","completion":{"model":"m","prompt":"hi","temperature":3}}`, ErrTemperatureOutOfRange, true},
 		{"not json", `nope`, ErrBadMessage, true},
 		{"no custom id", `{"job":"j1","kind":"completion","completion":{"model":"m","prompt":"hi"}}`, ErrBadMessage, true},
 		{"bad job", `{"job":"j.1","custom_id":"a","kind":"completion","completion":{"model":"m","prompt":"hi"}}`, ErrBadMessage, true},
@@ -35,7 +33,7 @@ func TestDecodeRequest(t *testing.T) {
 			if tt.want != nil && !errors.Is(err, tt.want) {
 				t.Errorf("err = %v, want %v", err, tt.want)
 			}
-			if err == nil && r.Kind == KindCompletion && r.Completion.MaxTokens != schemas.DefaultMaxTokens {
+			if err == nil && r.Kind == KindCompletion && r.Completion.MaxTokens != DefaultMaxTokens {
 				t.Errorf("default max_tokens not applied: %d", r.Completion.MaxTokens)
 			}
 		})

@@ -1,4 +1,4 @@
-package jobs
+package schemas
 
 import (
 	"bytes"
@@ -7,9 +7,34 @@ import (
 	"strings"
 	"unicode"
 	"unicode/utf8"
-
-	"github.com/largeforge/largeforge/schemas"
 )
+
+// Kinds of job: a Request carries a completion or a score body; training
+// jobs travel as their own messages (lf.train.<job>).
+const (
+	KindCompletion = "completion"
+	KindScore      = "score"
+	KindTraining   = "training"
+)
+
+// MaxJobIDLen bounds a job id in bytes.
+const MaxJobIDLen = 128
+
+// ValidJobID checks that id can be a KV key and a subject token: 1 to
+// MaxJobIDLen letters, digits, '-' and '_'. Its errors carry no sentinel:
+// callers wrap them in theirs (ErrBadMessage here, the jobs package's
+// ErrInvalidOption for a job spec).
+func ValidJobID(id string) error {
+	if id == "" || len(id) > MaxJobIDLen {
+		return fmt.Errorf("job id %q: want 1 to %d characters", id, MaxJobIDLen)
+	}
+	if i := strings.IndexFunc(id, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_')
+	}); i >= 0 {
+		return fmt.Errorf("job id %q: only letters, digits, '-' and '_'", id)
+	}
+	return nil
+}
 
 // MaxCustomIDLen bounds a custom_id in bytes.
 const MaxCustomIDLen = 512
@@ -48,8 +73,8 @@ func (s ScoreInput) IsDPO() bool { return s.Chosen != "" || s.Rejected != "" }
 func (s ScoreInput) Validate() error {
 	n := utf8.RuneCountInString(s.Text) + utf8.RuneCountInString(s.Prompt) +
 		utf8.RuneCountInString(s.Completion) + utf8.RuneCountInString(s.Chosen) + utf8.RuneCountInString(s.Rejected)
-	if n > schemas.MaxPromptChars {
-		return schemas.ErrPromptTooLong
+	if n > MaxPromptChars {
+		return ErrPromptTooLong
 	}
 	switch {
 	case s.Text != "" && s.Prompt == "" && s.Completion == "" && !s.IsDPO():
@@ -59,25 +84,25 @@ func (s ScoreInput) Validate() error {
 	case s.Text == "" && s.Completion == "" && s.Chosen != "" && s.Rejected != "":
 		return nil
 	}
-	return fmt.Errorf("%w: a score row has text, or prompt and completion, or prompt, chosen and rejected", schemas.ErrInvalidRequest)
+	return fmt.Errorf("%w: a score row has text, or prompt and completion, or prompt, chosen and rejected", ErrInvalidRequest)
 }
 
 // Request is one request of a job, published on lf.req.<job>.<model> with
 // Nats-Msg-Id MsgID(job, custom_id). Completion is set for completion jobs,
 // Score for scoring jobs.
 type Request struct {
-	Job        string                     `json:"job"`
-	CustomID   string                     `json:"custom_id"`
-	Kind       string                     `json:"kind"`
-	Model      string                     `json:"model"`
-	Line       int                        `json:"line,omitempty"` // 1-based row of the input file
-	Completion *schemas.CompletionRequest `json:"completion,omitempty"`
-	Score      *ScoreInput                `json:"score,omitempty"`
+	Job        string             `json:"job"`
+	CustomID   string             `json:"custom_id"`
+	Kind       string             `json:"kind"`
+	Model      string             `json:"model"`
+	Line       int                `json:"line,omitempty"` // 1-based row of the input file
+	Completion *CompletionRequest `json:"completion,omitempty"`
+	Score      *ScoreInput        `json:"score,omitempty"`
 }
 
 // Validate checks a decoded request: ids, kind, and the body's own rules.
 func (r Request) Validate() error {
-	if err := ValidID(r.Job); err != nil {
+	if err := ValidJobID(r.Job); err != nil {
 		return fmt.Errorf("%w: job: %w", ErrBadMessage, err)
 	}
 	if err := ValidCustomID(r.CustomID); err != nil {
@@ -101,7 +126,7 @@ func (r Request) Validate() error {
 // DecodeRequest decodes a Request message and validates it. A message that is
 // not a Request at all wraps ErrBadMessage; one whose body breaks the
 // dictionary's rules returns the schemas error (for example
-// schemas.ErrInvalidMaxTokens) together with the request as far as it was
+// ErrInvalidMaxTokens) together with the request as far as it was
 // decoded (its Job and CustomID say where the error row goes).
 func DecodeRequest(data []byte) (Request, error) {
 	var w struct {
@@ -114,7 +139,7 @@ func DecodeRequest(data []byte) (Request, error) {
 	r := w.Request
 	if len(w.Completion) > 0 && string(w.Completion) != "null" {
 		// The dictionary's decoder: absent fields get the §3.1 defaults.
-		c, err := schemas.DecodeCompletionRequest(w.Completion)
+		c, err := DecodeCompletionRequest(w.Completion)
 		if err != nil {
 			return r, err
 		}
@@ -172,17 +197,17 @@ const (
 // Nats-Msg-Id MsgID(job, custom_id): Response (completion) or Score (scoring)
 // on success, Error otherwise.
 type Result struct {
-	Job       string                      `json:"job"`
-	CustomID  string                      `json:"custom_id,omitempty"`
-	Model     string                      `json:"model,omitempty"`
-	Kind      string                      `json:"kind,omitempty"`
-	Line      int                         `json:"line,omitempty"`
-	Response  *schemas.CompletionResponse `json:"response,omitempty"`
-	Score     *ScoreOutput                `json:"score,omitempty"`
-	Error     *ResultError                `json:"error,omitempty"`
-	LatencyMS float64                     `json:"latency_ms,omitempty"`
-	Worker    string                      `json:"worker,omitempty"`
-	Control   string                      `json:"control,omitempty"`
+	Job       string              `json:"job"`
+	CustomID  string              `json:"custom_id,omitempty"`
+	Model     string              `json:"model,omitempty"`
+	Kind      string              `json:"kind,omitempty"`
+	Line      int                 `json:"line,omitempty"`
+	Response  *CompletionResponse `json:"response,omitempty"`
+	Score     *ScoreOutput        `json:"score,omitempty"`
+	Error     *ResultError        `json:"error,omitempty"`
+	LatencyMS float64             `json:"latency_ms,omitempty"`
+	Worker    string              `json:"worker,omitempty"`
+	Control   string              `json:"control,omitempty"`
 }
 
 // DecodeResult decodes and checks a Result message; errors wrap ErrBadMessage.
@@ -191,7 +216,7 @@ func DecodeResult(data []byte) (Result, error) {
 	if err := strictUnmarshal(data, &r); err != nil {
 		return Result{}, fmt.Errorf("%w: result: %v", ErrBadMessage, err)
 	}
-	if err := ValidID(r.Job); err != nil {
+	if err := ValidJobID(r.Job); err != nil {
 		return Result{}, fmt.Errorf("%w: result job: %v", ErrBadMessage, err)
 	}
 	if r.Control != "" {

@@ -262,16 +262,17 @@ func BenchmarkPrefill(b *testing.B) {
 func randomTensors(cfg checkpoint.Config, seed uint64) map[string]*checkpoint.Tensor {
 	rng := rand.New(rand.NewPCG(seed, 1))
 	out := map[string]*checkpoint.Tensor{}
-	for _, s := range weightSpecs(cfg) {
-		t := &checkpoint.Tensor{Shape: s.shape, Data: make([]float32, product(s.shape))}
+	for _, w := range checkpoint.Layout(cfg) {
+		t := &checkpoint.Tensor{Shape: w.Shape}
+		t.Data = make([]float32, t.NumElements())
 		for i := range t.Data {
-			if strings.HasSuffix(s.name, "norm.weight") {
+			if strings.HasSuffix(w.Name, "norm.weight") {
 				t.Data[i] = 1
 			} else {
 				t.Data[i] = float32(rng.NormFloat64() * 0.02)
 			}
 		}
-		out[s.name] = t
+		out[w.Name] = t
 	}
 	return out
 }

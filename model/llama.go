@@ -1,7 +1,9 @@
 package model
 
 import (
+	"fmt"
 	"math"
+	"slices"
 
 	"github.com/gomlx/gomlx/pkg/core/dtypes"
 	. "github.com/gomlx/gomlx/pkg/core/graph" //nolint:revive,staticcheck // the GoMLX convention for graph code
@@ -10,32 +12,48 @@ import (
 	"github.com/largeforge/largeforge/model/checkpoint"
 )
 
-// Weights are the graph nodes of a Llama-family decoder's parameters, in the
-// Hugging Face layout (projections are [out, in]). The trainer builds one from
-// its own parameter nodes and calls Forward, so inference and training share
-// one implementation.
+// Weights are the graph nodes of a Llama-family decoder's parameters: the
+// one decoder definition (checkpoint.Decoder, in the Hugging Face layout,
+// projections [out, in]) bound to nodes, and the rotary tables. The trainer
+// binds its own parameters (BindNodes) and calls Forward, so inference and
+// training share one implementation.
 type Weights struct {
-	Embed     *Node // [vocab, hidden]
-	FinalNorm *Node // [hidden]
-	LMHead    *Node // [vocab, hidden]; the embedding itself when tied
-	Layers    []LayerWeights
+	checkpoint.Decoder[*Node]
+	// Fused, when set, holds each layer's stacked projections, used instead
+	// of Q, K, V (and their biases) and Gate, Up: the inference Model holds
+	// only these.
+	Fused []Fused[*Node]
 	// RopeCos and RopeSin are the rotary tables [maxPos, headDim/2], see RopeTables.
 	RopeCos, RopeSin *Node
 }
 
-// LayerWeights are one decoder layer's parameters. Biases are nil when absent.
-type LayerWeights struct {
-	AttnNorm                   *Node // [hidden]
-	Q, K, V, O                 *Node // [heads*headDim, hidden], [kvHeads*headDim, hidden] x2, [hidden, heads*headDim]
-	QBias, KBias, VBias, OBias *Node
-	MLPNorm                    *Node // [hidden]
-	Gate, Up, Down             *Node // [inter, hidden] x2, [hidden, inter]
+// Fused is one layer's projections stacked by rows: one large product runs
+// faster than three small ones.
+type Fused[T any] struct {
+	QKV     T // the rows of Q, K and V: [heads*headDim+2*kvHeads*headDim, hidden]
+	QKVBias T // their biases stacked, when the config has them
+	GateUp  T // the rows of Gate and Up: [2*inter, hidden]
+}
 
-	// Fused forms, used instead of Q, K, V (and their biases) and Gate, Up
-	// when set: the rows of Q, K and V stacked [heads*headDim+2*kvHeads*headDim, hidden],
-	// and of Gate and Up [2*inter, hidden]. One large product runs faster
-	// than three small ones; the inference Model holds only these.
-	QKV, QKVBias, GateUp *Node
+// BindNodes binds the decoder of cfg to graph nodes keyed by checkpoint
+// tensor name (as the trainer keys its parameters), checking each node's
+// shape against the config; cos and sin are the rotary tables. The error
+// names the tensor and wraps ErrWeights.
+func BindNodes(cfg checkpoint.Config, nodes map[string]*Node, cos, sin *Node) (*Weights, error) {
+	d, err := checkpoint.Bind(cfg, func(w checkpoint.Weight) (*Node, error) {
+		n := nodes[w.Name]
+		if n == nil {
+			return nil, checkpoint.ErrMissingTensor
+		}
+		if got := n.Shape().Dimensions; !slices.Equal(got, w.Shape) {
+			return nil, fmt.Errorf("%w: got %v, want %v", checkpoint.ErrShape, got, w.Shape)
+		}
+		return n, nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrWeights, err)
+	}
+	return &Weights{Decoder: *d, RopeCos: cos, RopeSin: sin}, nil
 }
 
 // RopeTables returns the rotary cos and sin tables [maxPos][headDim/2],
@@ -147,8 +165,9 @@ func decoderStack(cfg checkpoint.Config, w *Weights, tokens, positions *Node, at
 		lw := &w.Layers[l]
 		h := rmsNorm(x, lw.AttnNorm, eps)
 		var q, k, v *Node
-		if lw.QKV != nil {
-			qkv := linear(h, lw.QKV, lw.QKVBias)
+		if w.Fused != nil {
+			f := &w.Fused[l]
+			qkv := linear(h, f.QKV, f.QKVBias)
 			q = Slice(qkv, AxisRange(), AxisRange(), AxisRange(0, nh*d))
 			k = Slice(qkv, AxisRange(), AxisRange(), AxisRange(nh*d, (nh+nkv)*d))
 			v = Slice(qkv, AxisRange(), AxisRange(), AxisRange((nh+nkv)*d, (nh+2*nkv)*d))
@@ -162,7 +181,7 @@ func decoderStack(cfg checkpoint.Config, w *Weights, tokens, positions *Node, at
 		v = Reshape(v, b, c, nkv, d)
 		x = Add(x, linear(attend(l, q, k, v), lw.O, lw.OBias))
 		h = rmsNorm(x, lw.MLPNorm, eps)
-		x = Add(x, mlp(lw, h))
+		x = Add(x, mlp(w, l, h))
 	}
 	return rmsNorm(x, w.FinalNorm, eps)
 }
@@ -189,11 +208,14 @@ func rope(x, cos, sin *Node) *Node {
 	return Add(Mul(x, cosF), Mul(rot, sinF))
 }
 
-func mlp(lw *LayerWeights, h *Node) *Node {
+// mlp is layer l's SwiGLU on its normalised input h.
+func mlp(w *Weights, l int, h *Node) *Node {
+	lw := &w.Layers[l]
 	var gate, up *Node
-	if lw.GateUp != nil {
-		gu := linear(h, lw.GateUp, nil)
-		inter := lw.GateUp.Shape().Dim(0) / 2
+	if w.Fused != nil {
+		gateUp := w.Fused[l].GateUp
+		gu := linear(h, gateUp, nil)
+		inter := gateUp.Shape().Dim(0) / 2
 		gate = Slice(gu, AxisRange(), AxisRange(), AxisRange(0, inter))
 		up = Slice(gu, AxisRange(), AxisRange(), AxisRange(inter, 2*inter))
 	} else {

@@ -1,14 +1,18 @@
 package model
 
 import (
+	"errors"
 	"math"
 	"sort"
+	"strings"
 	"testing"
 
 	"github.com/gomlx/gomlx/backends"
 	"github.com/gomlx/gomlx/pkg/core/dtypes"
 	. "github.com/gomlx/gomlx/pkg/core/graph" //nolint:revive,staticcheck // the GoMLX convention for graph code
 	"github.com/gomlx/gomlx/pkg/core/tensors"
+
+	"github.com/largeforge/largeforge/model/checkpoint"
 )
 
 // TestForwardGradient builds the trainer's view of the decoder (Forward
@@ -51,7 +55,11 @@ func TestForwardGradient(t *testing.T) {
 		}
 		tk := param(g, "tokens", dtypes.Int32, 1, len(toks))
 		nx := param(g, "next", dtypes.Int32, 1, len(toks))
-		lp := tokenLogprobs(Forward(cfg, WeightsFromNodes(cfg, nodes), tk), nx)
+		weights, err := BindNodes(cfg, nodes, nodes["rope.cos"], nodes["rope.sin"])
+		if err != nil {
+			t.Fatal(err)
+		}
+		lp := tokenLogprobs(Forward(cfg, weights, tk), nx)
 		// The last position has no next token: weight it 0.
 		w := make([]float32, len(toks))
 		for i := range len(toks) - 1 {
@@ -119,5 +127,67 @@ func TestForwardGradient(t *testing.T) {
 	fd := (shifted(h) - shifted(-h)) / (2 * h)
 	if got := float64(grad[idx]); math.Abs(got-fd) > 1e-2*math.Abs(fd)+1e-4 {
 		t.Errorf("d loss / d %s[%d]: gradient %g, finite difference %g", target, idx, got, fd)
+	}
+}
+
+// TestBindNodes binds the decoder to graph nodes by checkpoint name: a tied
+// head is the embedding, and a missing node or one of another shape is
+// refused naming the tensor.
+func TestBindNodes(t *testing.T) {
+	be, _, err := newBackend("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer be.Finalize()
+	tied := tinyCheckpoint(t).Config
+	tied.TieWordEmbeddings = true
+	tests := []struct {
+		name    string
+		cfg     checkpoint.Config
+		mutate  func(g *Graph, nodes map[string]*Node)
+		wantErr error
+		tensor  string
+	}{
+		{name: "untied", cfg: tinyCheckpoint(t).Config},
+		{name: "tied head", cfg: tied},
+		{
+			name: "missing", cfg: tied, wantErr: checkpoint.ErrMissingTensor, tensor: "model.layers.1.self_attn.o_proj.weight",
+			mutate: func(_ *Graph, nodes map[string]*Node) { delete(nodes, "model.layers.1.self_attn.o_proj.weight") },
+		},
+		{
+			name: "wrong shape", cfg: tied, wantErr: checkpoint.ErrShape, tensor: "model.layers.0.mlp.gate_proj.weight",
+			mutate: func(g *Graph, nodes map[string]*Node) {
+				nodes["model.layers.0.mlp.gate_proj.weight"] = param(g, "odd", dtypes.Float32, 3, 3)
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			g := NewGraph(be, "bind")
+			defer g.Finalize()
+			nodes := map[string]*Node{}
+			for _, w := range checkpoint.Layout(tt.cfg) {
+				nodes[w.Name] = param(g, w.Name, dtypes.Float32, w.Shape...)
+			}
+			if tt.mutate != nil {
+				tt.mutate(g, nodes)
+			}
+			w, err := BindNodes(tt.cfg, nodes, nil, nil)
+			if tt.wantErr != nil {
+				if !errors.Is(err, tt.wantErr) || !errors.Is(err, ErrWeights) || !strings.Contains(err.Error(), tt.tensor) {
+					t.Fatalf("err %v, want %v and ErrWeights naming %s", err, tt.wantErr, tt.tensor)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if w.Embed != nodes["model.embed_tokens.weight"] || w.Layers[1].Down != nodes["model.layers.1.mlp.down_proj.weight"] {
+				t.Error("weights not bound to their nodes")
+			}
+			if tt.cfg.TieWordEmbeddings != (w.LMHead == w.Embed) {
+				t.Errorf("head tied %v, config ties %v", w.LMHead == w.Embed, tt.cfg.TieWordEmbeddings)
+			}
+		})
 	}
 }

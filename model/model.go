@@ -43,10 +43,11 @@ type Model struct {
 	bname   string // the backend's configuration name ("go", "xla:cpu", ...)
 	maxSeq  int
 
-	names   []string          // weight parameter names, in graph parameter order
-	weights []*tensors.Tensor // on the backend, same order
-	engine  string            // the generation engine: EngineGraph or EngineNative
-	native  *nativeDecoder    // the native engine's packed weights, when it is used
+	held             *held[*tensors.Tensor] // the decoder's weights on the backend
+	ropeCos, ropeSin *tensors.Tensor
+	weights          []*tensors.Tensor // the held weights, then the rope tables: graph parameter order
+	engine           string            // the generation engine: EngineGraph or EngineNative
+	native           *nativeDecoder    // the native engine's packed weights, when it is used
 
 	mu     sync.Mutex
 	graphs map[graphKey]*compiledGraph
@@ -94,33 +95,18 @@ func New(ck *checkpoint.Checkpoint, opts ...Option) (m *Model, err error) {
 	} else if maxSeq > DefaultMaxSeqLen {
 		maxSeq = DefaultMaxSeqLen
 	}
-	for _, s := range weightSpecs(cfg) {
-		t, ok := ck.Tensors[s.name]
-		if !ok {
-			return nil, fmt.Errorf("%w: tensor %s is missing", ErrWeights, s.name)
-		}
-		if !slices.Equal(t.Shape, s.shape) || len(t.Data) != product(s.shape) {
-			return nil, fmt.Errorf("%w: tensor %s has shape %v (%d values), want %v", ErrWeights, s.name, t.Shape, len(t.Data), s.shape)
-		}
+	dec, err := checkpoint.BindTensors(cfg, ck.Tensors)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrWeights, err)
 	}
-	var (
-		host  []*tensors.Tensor
-		names []string
-		flat  = map[string][]float32{}
-	)
-	for _, s := range fusedSpecs(cfg) {
-		data := make([]float32, 0, product(s.shape))
-		for _, part := range s.parts {
-			data = append(data, ck.Tensors[part].Data...)
-		}
-		host = append(host, tensors.FromFlatDataAndDimensions(data, s.shape...))
-		names = append(names, s.name)
-		flat[s.name] = data
-	}
+	host := fuse(cfg, dec)
+	held := mapHeld(cfg, host, func(t *checkpoint.Tensor) *tensors.Tensor {
+		return tensors.FromFlatDataAndDimensions(t.Data, t.Shape...)
+	})
 	cos, sin := RopeTables(cfg, maxSeq)
-	host = append(host, tensors.FromFlatDataAndDimensions(cos, maxSeq, cfg.HeadDim/2),
-		tensors.FromFlatDataAndDimensions(sin, maxSeq, cfg.HeadDim/2))
-	names = append(names, "rope.cos", "rope.sin")
+	ropeCos := tensors.FromFlatDataAndDimensions(cos, maxSeq, cfg.HeadDim/2)
+	ropeSin := tensors.FromFlatDataAndDimensions(sin, maxSeq, cfg.HeadDim/2)
+	weights := append(heldTensors(cfg, held), ropeCos, ropeSin)
 
 	be, bname, err := newBackend(o.backend)
 	if err != nil {
@@ -132,7 +118,7 @@ func New(ck *checkpoint.Checkpoint, opts ...Option) (m *Model, err error) {
 			be.Finalize()
 		}
 	}()
-	for _, t := range host {
+	for _, t := range weights {
 		t.MustMaterializeOnDevice(be, false, 0)
 		t.FinalizeLocal()
 	}
@@ -143,14 +129,14 @@ func New(ck *checkpoint.Checkpoint, opts ...Option) (m *Model, err error) {
 	}
 	var native *nativeDecoder
 	if engine == EngineNative {
-		native = newNativeDecoder(cfg, maxSeq, flat, cos, sin)
+		native = newNativeDecoder(cfg, maxSeq, host, cos, sin)
 	}
 	o.logger.Info().Str("backend", bname).Str("backend_description", be.Description()).Str("engine", engine).
 		Str("architecture", cfg.Architecture).Int("layers", cfg.NumLayers).Int("hidden", cfg.HiddenSize).
 		Int("vocab", cfg.VocabSize).Int("max_seq_len", maxSeq).Msg("model loaded")
 	return &Model{
 		cfg: cfg, gen: ck.Generation, opts: o, log: o.logger, backend: be, bname: bname, maxSeq: maxSeq,
-		names: names, weights: host, graphs: map[graphKey]*compiledGraph{}, engine: engine, native: native,
+		held: held, ropeCos: ropeCos, ropeSin: ropeSin, weights: weights, graphs: map[graphKey]*compiledGraph{}, engine: engine, native: native,
 	}, nil
 }
 
@@ -241,145 +227,18 @@ func (m *Model) Close() error {
 	return nil
 }
 
-type weightSpec struct {
-	name  string
-	shape []int
-}
-
-// weightSpecs lists the checkpoint tensors the decoder reads, in graph order.
-func weightSpecs(cfg checkpoint.Config) []weightSpec {
-	e, qd, kvd := cfg.HiddenSize, cfg.NumHeads*cfg.HeadDim, cfg.NumKVHeads*cfg.HeadDim
-	specs := []weightSpec{{"model.embed_tokens.weight", []int{cfg.VocabSize, e}}}
-	for l := range cfg.NumLayers {
-		p := fmt.Sprintf("model.layers.%d.", l)
-		specs = append(specs,
-			weightSpec{p + "input_layernorm.weight", []int{e}},
-			weightSpec{p + "self_attn.q_proj.weight", []int{qd, e}},
-			weightSpec{p + "self_attn.k_proj.weight", []int{kvd, e}},
-			weightSpec{p + "self_attn.v_proj.weight", []int{kvd, e}},
-			weightSpec{p + "self_attn.o_proj.weight", []int{e, qd}},
-		)
-		if cfg.AttentionBias {
-			specs = append(specs,
-				weightSpec{p + "self_attn.q_proj.bias", []int{qd}},
-				weightSpec{p + "self_attn.k_proj.bias", []int{kvd}},
-				weightSpec{p + "self_attn.v_proj.bias", []int{kvd}},
-			)
-			if cfg.ModelType != "qwen2" {
-				specs = append(specs, weightSpec{p + "self_attn.o_proj.bias", []int{e}})
-			}
-		}
-		specs = append(specs,
-			weightSpec{p + "post_attention_layernorm.weight", []int{e}},
-			weightSpec{p + "mlp.gate_proj.weight", []int{cfg.IntermediateSize, e}},
-			weightSpec{p + "mlp.up_proj.weight", []int{cfg.IntermediateSize, e}},
-			weightSpec{p + "mlp.down_proj.weight", []int{e, cfg.IntermediateSize}},
-		)
-	}
-	specs = append(specs, weightSpec{"model.norm.weight", []int{e}})
-	if !cfg.TieWordEmbeddings {
-		specs = append(specs, weightSpec{"lm_head.weight", []int{cfg.VocabSize, e}})
-	}
-	return specs
-}
-
-// fusedSpec is a weight the Model holds: one checkpoint tensor, or the
-// rows of several stacked (q/k/v, gate/up).
-type fusedSpec struct {
-	name  string
-	shape []int
-	parts []string
-}
-
-// Names of the fused weights (not checkpoint names).
-const (
-	fusedQKV     = "self_attn.qkv_proj.weight"
-	fusedQKVBias = "self_attn.qkv_proj.bias"
-	fusedGateUp  = "mlp.gate_up_proj.weight"
-)
-
-// fusedSpecs lists the weights the inference graphs take, in parameter order.
-func fusedSpecs(cfg checkpoint.Config) []fusedSpec {
-	var out []fusedSpec
-	specs := weightSpecs(cfg)
-	byName := map[string]weightSpec{}
-	for _, s := range specs {
-		byName[s.name] = s
-	}
-	stack := func(name string, parts ...string) fusedSpec {
-		rows := 0
-		shape := append([]int{}, byName[parts[0]].shape...)
-		for _, p := range parts {
-			rows += byName[p].shape[0]
-		}
-		shape[0] = rows
-		return fusedSpec{name: name, shape: shape, parts: parts}
-	}
-	for _, s := range specs {
-		prefix, suffix, isLayer := strings.Cut(s.name, ".self_attn.")
-		switch {
-		case isLayer && suffix == "q_proj.weight":
-			out = append(out, stack(prefix+"."+fusedQKV, s.name, prefix+".self_attn.k_proj.weight", prefix+".self_attn.v_proj.weight"))
-		case isLayer && suffix == "q_proj.bias":
-			out = append(out, stack(prefix+"."+fusedQKVBias, s.name, prefix+".self_attn.k_proj.bias", prefix+".self_attn.v_proj.bias"))
-		case isLayer && (suffix == "k_proj.weight" || suffix == "v_proj.weight" || suffix == "k_proj.bias" || suffix == "v_proj.bias"):
-		case strings.HasSuffix(s.name, ".mlp.gate_proj.weight"):
-			p := strings.TrimSuffix(s.name, "gate_proj.weight")
-			out = append(out, stack(strings.TrimSuffix(p, "mlp.")+fusedGateUp, s.name, p+"up_proj.weight"))
-		case strings.HasSuffix(s.name, ".mlp.up_proj.weight"):
-		default:
-			out = append(out, fusedSpec{name: s.name, shape: s.shape, parts: []string{s.name}})
-		}
-	}
-	return out
-}
-
-// WeightsFromNodes assembles Weights from nodes keyed by checkpoint tensor
-// name (plus "rope.cos" and "rope.sin"), as the trainer does with its own
-// parameters. The Model's own fused weights are also recognised.
-func WeightsFromNodes(cfg checkpoint.Config, nodes map[string]*graph.Node) *Weights {
-	w := &Weights{
-		Embed:     nodes["model.embed_tokens.weight"],
-		FinalNorm: nodes["model.norm.weight"],
-		LMHead:    nodes["lm_head.weight"],
-		RopeCos:   nodes["rope.cos"],
-		RopeSin:   nodes["rope.sin"],
-		Layers:    make([]LayerWeights, cfg.NumLayers),
-	}
-	if cfg.TieWordEmbeddings || w.LMHead == nil {
-		w.LMHead = w.Embed
-	}
-	for l := range cfg.NumLayers {
-		p := fmt.Sprintf("model.layers.%d.", l)
-		w.Layers[l] = LayerWeights{
-			AttnNorm: nodes[p+"input_layernorm.weight"],
-			Q:        nodes[p+"self_attn.q_proj.weight"],
-			K:        nodes[p+"self_attn.k_proj.weight"],
-			V:        nodes[p+"self_attn.v_proj.weight"],
-			O:        nodes[p+"self_attn.o_proj.weight"],
-			QBias:    nodes[p+"self_attn.q_proj.bias"],
-			KBias:    nodes[p+"self_attn.k_proj.bias"],
-			VBias:    nodes[p+"self_attn.v_proj.bias"],
-			OBias:    nodes[p+"self_attn.o_proj.bias"],
-			MLPNorm:  nodes[p+"post_attention_layernorm.weight"],
-			Gate:     nodes[p+"mlp.gate_proj.weight"],
-			Up:       nodes[p+"mlp.up_proj.weight"],
-			Down:     nodes[p+"mlp.down_proj.weight"],
-			QKV:      nodes[p+fusedQKV],
-			QKVBias:  nodes[p+fusedQKVBias],
-			GateUp:   nodes[p+fusedGateUp],
-		}
-	}
-	return w
-}
-
-// weightParams creates the weight parameters of g, in m.names order.
+// weightParams creates the weight parameters of g, in m.weights order.
 func (m *Model) weightParams(g *graph.Graph) *Weights {
-	nodes := make(map[string]*graph.Node, len(m.names))
-	for i, n := range m.names {
-		nodes[n] = graph.Parameter(g, n, m.weights[i].Shape())
+	i := 0
+	nodes := mapHeld(m.cfg, m.held, func(t *tensors.Tensor) *graph.Node {
+		i++
+		return graph.Parameter(g, fmt.Sprintf("weight%d", i), t.Shape())
+	})
+	return &Weights{
+		Decoder: *nodes.dec, Fused: nodes.fused,
+		RopeCos: graph.Parameter(g, "rope.cos", m.ropeCos.Shape()),
+		RopeSin: graph.Parameter(g, "rope.sin", m.ropeSin.Shape()),
 	}
-	return WeightsFromNodes(m.cfg, nodes)
 }
 
 // run compiles (once per key) and runs a graph. build creates the graph's
@@ -476,14 +335,6 @@ func float32s(t *tensors.Tensor) ([]float32, error) {
 		return nil, errors.Join(ErrBackend, err)
 	}
 	return v, nil
-}
-
-func product(dims []int) int {
-	n := 1
-	for _, d := range dims {
-		n *= d
-	}
-	return n
 }
 
 // pow2 is the smallest power of two >= n (at least lo).

@@ -46,34 +46,38 @@ type nativeLayer struct {
 	o, gateUp, down   *packedMatrix
 }
 
-// newNativeDecoder packs the fused weights (by their fusedSpecs names).
-func newNativeDecoder(cfg checkpoint.Config, maxSeq int, weights map[string][]float32, cos, sin []float32) *nativeDecoder {
+// newNativeDecoder packs the weights the Model holds (fused) for the kernels.
+func newNativeDecoder(cfg checkpoint.Config, maxSeq int, w *held[*checkpoint.Tensor], cos, sin []float32) *nativeDecoder {
 	e, inter := cfg.HiddenSize, cfg.IntermediateSize
 	qd, kvd := cfg.NumHeads*cfg.HeadDim, cfg.NumKVHeads*cfg.HeadDim
 	d := &nativeDecoder{
 		cfg: cfg, maxSeq: maxSeq, cos: cos, sin: sin,
-		embed:     weights["model.embed_tokens.weight"],
-		finalNorm: weights["model.norm.weight"],
+		embed:     w.dec.Embed.Data,
+		finalNorm: w.dec.FinalNorm.Data,
+		lmHead:    packMatrix(w.dec.LMHead.Data, cfg.VocabSize, e),
 	}
-	head := weights["lm_head.weight"]
-	if cfg.TieWordEmbeddings {
-		head = d.embed
-	}
-	d.lmHead = packMatrix(head, cfg.VocabSize, e)
-	for l := range cfg.NumLayers {
-		p := fmt.Sprintf("model.layers.%d.", l)
+	for l, lw := range w.dec.Layers {
+		f := w.fused[l]
 		d.layers = append(d.layers, nativeLayer{
-			attnNorm: weights[p+"input_layernorm.weight"],
-			mlpNorm:  weights[p+"post_attention_layernorm.weight"],
-			qkv:      packMatrix(weights[p+fusedQKV], qd+2*kvd, e),
-			qkvBias:  weights[p+fusedQKVBias],
-			o:        packMatrix(weights[p+"self_attn.o_proj.weight"], e, qd),
-			oBias:    weights[p+"self_attn.o_proj.bias"],
-			gateUp:   packMatrix(weights[p+fusedGateUp], 2*inter, e),
-			down:     packMatrix(weights[p+"mlp.down_proj.weight"], e, inter),
+			attnNorm: lw.AttnNorm.Data,
+			mlpNorm:  lw.MLPNorm.Data,
+			qkv:      packMatrix(f.QKV.Data, qd+2*kvd, e),
+			qkvBias:  values(f.QKVBias),
+			o:        packMatrix(lw.O.Data, e, qd),
+			oBias:    values(lw.OBias),
+			gateUp:   packMatrix(f.GateUp.Data, 2*inter, e),
+			down:     packMatrix(lw.Down.Data, e, inter),
 		})
 	}
 	return d
+}
+
+// values is t's data, nil for an absent tensor.
+func values(t *checkpoint.Tensor) []float32 {
+	if t == nil {
+		return nil
+	}
+	return t.Data
 }
 
 // nativeState is a batch of B slots with a KV cache of T positions per

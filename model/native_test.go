@@ -18,7 +18,7 @@ func TestNativeMatchesGraph(t *testing.T) {
 	}{
 		{name: "tiny preset"},
 		{name: "attention bias", edit: func(c *checkpoint.Config) { c.AttentionBias = true }},
-		{name: "qwen2 biases", edit: func(c *checkpoint.Config) { c.AttentionBias, c.ModelType = true, "qwen2" }},
+		{name: "qwen2 biases", edit: func(c *checkpoint.Config) { c.Architecture, c.ModelType = checkpoint.ArchQwen2, "qwen2" }},
 		{name: "sliding window", edit: func(c *checkpoint.Config) { c.SlidingWindow = 4 }},
 		{name: "separate lm_head", edit: func(c *checkpoint.Config) { c.TieWordEmbeddings = false }},
 	}

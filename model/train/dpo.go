@@ -69,9 +69,9 @@ type DPOStats struct {
 // seqLogpGraph returns each row's summed weighted log-probability.
 func (t *Trainer) seqLogpGraph(rows, cols int) (*Graph, error) {
 	return t.graph(graphKey{"seq_logp", rows, cols}, func(g *Graph) []*Node {
-		nodes, _ := t.modelNodes(g)
+		mw, _ := t.modelNodes(g)
 		tok, tgt, w := batchInputs(g, rows, cols)
-		lp := tokenLogprobs(model.Forward(t.mcfg, model.WeightsFromNodes(t.mcfg, nodes), tok), tgt)
+		lp := tokenLogprobs(model.Forward(t.mcfg, mw, tok), tgt)
 		return []*Node{ReduceSum(Mul(lp, w), 1)}
 	})
 }
@@ -85,7 +85,7 @@ func (t *Trainer) dpoGraph(pairs, cols int, beta float64, first bool) (*Graph, e
 		kind = "dpo"
 	}
 	return t.graph(graphKey{kind, pairs, cols}, func(g *Graph) []*Node {
-		nodes, ps := t.modelNodes(g)
+		mw, ps := t.modelNodes(g)
 		var acc []*Node
 		if !first {
 			_, acc = t.weightNodes(g, "acc.")
@@ -93,7 +93,7 @@ func (t *Trainer) dpoGraph(pairs, cols int, beta float64, first bool) (*Graph, e
 		tok, tgt, w := batchInputs(g, 2*pairs, cols)
 		ref := Parameter(g, "ref_logp", shapes.Make(dtypes.Float32, 2*pairs))
 		mask := Parameter(g, "pair_mask", shapes.Make(dtypes.Float32, pairs))
-		lp := tokenLogprobs(model.Forward(t.mcfg, model.WeightsFromNodes(t.mcfg, nodes), tok), tgt)
+		lp := tokenLogprobs(model.Forward(t.mcfg, mw, tok), tgt)
 		ratio := Reshape(Sub(ReduceSum(Mul(lp, w), 1), ref), 2, pairs) // [2, pairs]
 		pick := func(row int) *Node {
 			m := [][]float32{make([]float32, pairs), make([]float32, pairs)}

@@ -62,12 +62,6 @@ func (s *loraState) trainsBias(name string) bool {
 	return false
 }
 
-// moduleGroup is the submodule holding a target module.
-var moduleGroup = map[string]string{
-	"q_proj": "self_attn", "k_proj": "self_attn", "v_proj": "self_attn", "o_proj": "self_attn",
-	"gate_proj": "mlp", "up_proj": "mlp", "down_proj": "mlp",
-}
-
 // PEFTName is the PEFT tensor name of a LoRA matrix ("A" or "B") for a
 // checkpoint weight: base_model.model.model.layers.N.self_attn.q_proj.lora_A.weight.
 func PEFTName(base, which string) string {
@@ -77,19 +71,28 @@ func PEFTName(base, which string) string {
 // newLoRA lists the adapters and initialises them as PEFT does: A uniform in
 // ±1/sqrt(in) (kaiming_uniform with a=sqrt(5)), B zero.
 func newLoRA(c checkpoint.Config, lc schemas.LoraConfig, seed int64) (*loraState, map[string]*checkpoint.Tensor, error) {
-	exp := checkpoint.ExpectedTensors(c)
+	// The weights an adapter may target: each layer's projection matrices.
+	type target struct {
+		layer  int
+		module string
+	}
+	targets := map[target]checkpoint.Weight{}
+	for _, w := range checkpoint.Layout(c) {
+		if w.Layer >= 0 && !w.Bias && len(w.Shape) == 2 {
+			targets[target{w.Layer, w.Module}] = w
+		}
+	}
 	st := &loraState{cfg: lc, scale: float64(lc.LoraAlpha) / float64(lc.R)}
 	init := map[string]*checkpoint.Tensor{}
 	rng := rand.New(rand.NewPCG(uint64(seed), 0x10ca))
 	for l := range c.NumLayers {
 		for _, m := range lc.TargetModules {
-			grp, ok := moduleGroup[m]
+			w, ok := targets[target{l, m}]
 			if !ok {
 				return nil, nil, fmt.Errorf("%w: lora target module %q (want q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj or down_proj)", ErrInvalidOption, m)
 			}
-			base := fmt.Sprintf("model.layers.%d.%s.%s.weight", l, grp, m)
-			shape := exp[base]
-			out, in := shape[0], shape[1]
+			base := w.Name
+			out, in := w.Shape[0], w.Shape[1]
 			ad := adapter{base: base, a: PEFTName(base, "A"), b: PEFTName(base, "B"), in: in}
 			a := &checkpoint.Tensor{Shape: []int{lc.R, in}, Data: make([]float32, lc.R*in)}
 			bound := 1 / math.Sqrt(float64(in))

@@ -8,6 +8,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -58,22 +59,20 @@ func (e MemoryEstimate) Total() int64 {
 func EstimateMemory(mc checkpoint.Config, tc schemas.TrainingConfig, lora *schemas.LoraConfig, method string, seqLen int) MemoryEstimate {
 	const f32 = 4.0
 	var w, adapters, biases float64
-	for name, shape := range checkpoint.ExpectedTensors(mc) {
+	for _, wt := range checkpoint.Layout(mc) {
 		n := 1.0
-		for _, d := range shape {
+		for _, d := range wt.Shape {
 			n *= float64(d)
 		}
 		w += n
 		if lora == nil {
 			continue
 		}
-		if strings.HasSuffix(name, ".bias") && lora.Bias != schemas.LoraBiasNone {
+		if wt.Bias && lora.Bias != schemas.LoraBiasNone {
 			biases += n // an upper bound for lora_only
 		}
-		for _, m := range lora.TargetModules {
-			if len(shape) == 2 && strings.HasSuffix(name, "."+m+".weight") {
-				adapters += float64(lora.R) * float64(shape[0]+shape[1])
-			}
+		if !wt.Bias && len(wt.Shape) == 2 && slices.Contains(lora.TargetModules, wt.Module) {
+			adapters += float64(lora.R) * float64(wt.Shape[0]+wt.Shape[1])
 		}
 	}
 	trained := w

@@ -218,10 +218,10 @@ func (t *Trainer) weightNodes(g *Graph, prefix string) (map[string]*Node, []*Nod
 }
 
 // modelNodes creates the trainable parameters, then the frozen ones (under
-// LoRA) and the rope tables, and returns the model's weights by checkpoint
-// name (LoRA-adapted weights merged in the graph) and the trainable list.
-// Its parameters take modelArgs, then the rope tables.
-func (t *Trainer) modelNodes(g *Graph) (map[string]*Node, []*Node) {
+// LoRA) and the rope tables, and returns the model's weights bound to them
+// (LoRA-adapted weights merged in the graph) and the trainable list. Its
+// parameters take modelArgs, then the rope tables.
+func (t *Trainer) modelNodes(g *Graph) (*model.Weights, []*Node) {
 	return t.modelNodesDrop(g, false)
 }
 
@@ -229,20 +229,20 @@ func (t *Trainer) modelNodes(g *Graph) (map[string]*Node, []*Node) {
 // lora_dropout) it also declares, after the rope tables, one mask per
 // adapter (dropMaskArgs) that scales the columns of lora_A: the adapter's
 // input features are dropped, one mask per micro-batch.
-func (t *Trainer) modelNodesDrop(g *Graph, dropout bool) (map[string]*Node, []*Node) {
+func (t *Trainer) modelNodesDrop(g *Graph, dropout bool) (*model.Weights, []*Node) {
 	nodes, list := t.weightNodes(g, "")
 	if t.lora == nil {
-		t.ropeNodes(g, nodes)
-		return nodes, list
+		cos, sin := t.ropeNodes(g)
+		return t.bind(nodes, cos, sin), list
 	}
-	model := map[string]*Node{}
+	base := map[string]*Node{}
 	for i, n := range t.frozenNames {
-		model[n] = Parameter(g, "frozen."+n, t.frozen[i].Shape())
+		base[n] = Parameter(g, "frozen."+n, t.frozen[i].Shape())
 	}
 	for _, b := range t.lora.biases {
-		model[b.base] = nodes[b.peft]
+		base[b.base] = nodes[b.peft]
 	}
-	t.ropeNodes(g, model)
+	cos, sin := t.ropeNodes(g)
 	for i, a := range t.lora.adapters {
 		la := nodes[a.a]
 		if dropout && t.lora.dropout() {
@@ -251,9 +251,9 @@ func (t *Trainer) modelNodesDrop(g *Graph, dropout bool) (map[string]*Node, []*N
 			la = Mul(la, BroadcastToDims(Reshape(mask, 1, in), r, in))
 		}
 		ba := DotGeneral(nodes[a.b], []int{1}, nil, la, []int{0}, nil) // [out, in]
-		model[a.base] = Add(model[a.base], MulScalar(ba, t.lora.scale))
+		base[a.base] = Add(base[a.base], MulScalar(ba, t.lora.scale))
 	}
-	return model, list
+	return t.bind(base, cos, sin), list
 }
 
 // dropMaskArgs are the lora_dropout masks of micro-batch micro of optimizer
@@ -289,9 +289,20 @@ func (t *Trainer) modelArgs() []any {
 	return append(args, t.ropeCos, t.ropeSin)
 }
 
-func (t *Trainer) ropeNodes(g *Graph, nodes map[string]*Node) {
-	nodes["rope.cos"] = Parameter(g, "rope.cos", t.ropeCos.Shape())
-	nodes["rope.sin"] = Parameter(g, "rope.sin", t.ropeSin.Shape())
+// ropeNodes declares the rotary tables (their values are the last of modelArgs).
+func (t *Trainer) ropeNodes(g *Graph) (cos, sin *Node) {
+	return Parameter(g, "rope.cos", t.ropeCos.Shape()), Parameter(g, "rope.sin", t.ropeSin.Shape())
+}
+
+// bind binds the decoder to nodes keyed by checkpoint tensor name. New
+// checked the tensors, so an error here is a bug: it panics, and graph
+// turns the panic into an error.
+func (t *Trainer) bind(nodes map[string]*Node, cos, sin *Node) *model.Weights {
+	w, err := model.BindNodes(t.mcfg, nodes, cos, sin)
+	if err != nil {
+		panic(err)
+	}
+	return w
 }
 
 // tokenLogprobs is log softmax(logits)[next] for logits [B, S, V] and next [B, S].
@@ -354,13 +365,13 @@ func (t *Trainer) gradGraph(rows, cols int, first bool) (*Graph, error) {
 		kind = "grad"
 	}
 	return t.graph(graphKey{kind, rows, cols}, func(g *Graph) []*Node {
-		nodes, ps := t.modelNodesDrop(g, true)
+		mw, ps := t.modelNodesDrop(g, true)
 		var acc []*Node
 		if !first {
 			_, acc = t.weightNodes(g, "acc.")
 		}
 		tok, tgt, w := batchInputs(g, rows, cols)
-		lp := tokenLogprobs(model.Forward(t.mcfg, model.WeightsFromNodes(t.mcfg, nodes), tok), tgt)
+		lp := tokenLogprobs(model.Forward(t.mcfg, mw, tok), tgt)
 		nll := Neg(ReduceAllSum(Mul(lp, w)))
 		grads := Gradient(nll, ps...)
 		if !first {
@@ -376,9 +387,9 @@ func (t *Trainer) gradGraph(rows, cols int, first bool) (*Graph, error) {
 // count of weighted targets predicted exactly (argmax).
 func (t *Trainer) lossGraph(rows, cols int) (*Graph, error) {
 	return t.graph(graphKey{"loss", rows, cols}, func(g *Graph) []*Node {
-		nodes, _ := t.modelNodes(g)
+		mw, _ := t.modelNodes(g)
 		tok, tgt, w := batchInputs(g, rows, cols)
-		logits := model.Forward(t.mcfg, model.WeightsFromNodes(t.mcfg, nodes), tok)
+		logits := model.Forward(t.mcfg, mw, tok)
 		lp := tokenLogprobs(logits, tgt)
 		hit := ConvertDType(Equal(ConvertDType(ArgMax(logits, -1), dtypes.Int32), tgt), dtypes.Float32)
 		return []*Node{Neg(ReduceAllSum(Mul(lp, w))), ReduceAllSum(w), ReduceAllSum(Mul(hit, w))}
@@ -388,9 +399,9 @@ func (t *Trainer) lossGraph(rows, cols int) (*Graph, error) {
 // logitsGraph is the forward pass returning logits.
 func (t *Trainer) logitsGraph(rows, cols int) (*Graph, error) {
 	return t.graph(graphKey{"logits", rows, cols}, func(g *Graph) []*Node {
-		nodes, _ := t.modelNodes(g)
+		mw, _ := t.modelNodes(g)
 		tok := Parameter(g, "tokens", shapes.Make(dtypes.Int32, rows, cols))
-		return []*Node{model.Forward(t.mcfg, model.WeightsFromNodes(t.mcfg, nodes), tok)}
+		return []*Node{model.Forward(t.mcfg, mw, tok)}
 	})
 }
 
@@ -455,7 +466,7 @@ func (t *Trainer) stepGraph(rows, cols int, withAcc bool) (*Graph, error) {
 		kind = "step_acc"
 	}
 	return t.graph(graphKey{kind, rows, cols}, func(g *Graph) []*Node {
-		nodes, ps := t.modelNodesDrop(g, true)
+		mw, ps := t.modelNodesDrop(g, true)
 		var acc []*Node
 		if withAcc {
 			_, acc = t.weightNodes(g, "acc.")
@@ -464,7 +475,7 @@ func (t *Trainer) stepGraph(rows, cols int, withAcc bool) (*Graph, error) {
 		_, ms := t.weightNodes(g, "m.")
 		_, vs := t.weightNodes(g, "v.")
 		prior := Parameter(g, "prior_weight_sum", shapes.Make(dtypes.Float32))
-		lp := tokenLogprobs(model.Forward(t.mcfg, model.WeightsFromNodes(t.mcfg, nodes), tok), tgt)
+		lp := tokenLogprobs(model.Forward(t.mcfg, mw, tok), tgt)
 		nll := Neg(ReduceAllSum(Mul(lp, w)))
 		wsum := ReduceAllSum(w)
 		grads := Gradient(nll, ps...)

@@ -43,6 +43,36 @@ var (
 	ErrSchemaMismatch = errors.New("arrow schema mismatch")
 )
 
+// requestErrors are the §7.1 sentinels of a request and the field each names.
+var requestErrors = []struct {
+	err   error
+	param string
+}{
+	{ErrModelNameRequired, "model"},
+	{ErrInvalidModelPath, "model"},
+	{ErrPromptTooLong, "prompt"},
+	{ErrInvalidMaxTokens, "max_tokens"},
+	{ErrTemperatureOutOfRange, "temperature"},
+}
+
+// ValidationMessage is what every entry point (the gateway, submit, the
+// workers, generate) reports for a refused request: a *LimitError gives its
+// own message and its Param; an error matching a §7.1 sentinel exactly the
+// dictionary's string and the field it names; any other error its own text
+// and no parameter.
+func ValidationMessage(err error) (msg, param string) {
+	var le *LimitError
+	if errors.As(err, &le) {
+		return le.Error(), le.Param
+	}
+	for _, s := range requestErrors {
+		if errors.Is(err, s.err) {
+			return s.err.Error(), s.param
+		}
+	}
+	return err.Error(), ""
+}
+
 // LimitError is a value beyond one of the documented limits, refused with a
 // message in the §7.1 form: "Invalid <param>: <value> is over the limit of
 // <limit>", then what sets the limit when Reason says. Param names the field

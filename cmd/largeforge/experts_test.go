@@ -9,9 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/largeforge/largeforge/consumers/infer"
 	"github.com/largeforge/largeforge/pipeline"
 	"github.com/largeforge/largeforge/pipeline/pipelinetest"
+	"github.com/largeforge/largeforge/schemas"
 )
 
 // TestExpertsList lists the experts of a file and of lf_experts, with the
@@ -51,7 +51,7 @@ func TestExpertsList(t *testing.T) {
 	}
 	now := time.Now().Unix()
 	for id, models := range map[string][]string{"w1": {"code", "stories"}, "w2": {"code"}} {
-		hb, _ := json.Marshal(infer.Heartbeat{ID: id, Role: "infer", Models: models, StartedAt: now, UpdatedAt: now})
+		hb, _ := json.Marshal(schemas.Heartbeat{ID: id, Role: schemas.WorkerInfer, Models: models, StartedAt: now, UpdatedAt: now})
 		if _, err := wkv.Put(ctx, "infer."+id, hb); err != nil {
 			t.Fatal(err)
 		}

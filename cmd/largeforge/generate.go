@@ -166,14 +166,12 @@ func refused(err error) bool {
 	return errors.Is(err, model.ErrTooLong) || errors.Is(err, model.ErrInvalidRequest)
 }
 
-// refusal is a refused request's error as the user should read it: a field
-// over its limit ("Invalid max_tokens: ...") without the batch position.
+// refusal is a refused request's error as the user should read it, its
+// schemas.ValidationMessage: a field over its limit ("Invalid max_tokens:
+// ...") without the batch position.
 func refusal(err error) error {
-	var le *schemas.LimitError
-	if errors.As(err, &le) {
-		return le
-	}
-	return err
+	msg, _ := schemas.ValidationMessage(err)
+	return errors.New(msg)
 }
 
 func generateFile(ctx context.Context, lm *loadedModel, input, output string, batch int) error {
@@ -277,7 +275,8 @@ func generateFile(ctx context.Context, lm *loadedModel, input, output string, ba
 			p.chat = len(r.Messages) > 0
 		}
 		if err != nil {
-			p.err = fmt.Errorf("line %d: %w", line, err)
+			msg, _ := schemas.ValidationMessage(err)
+			p.err = fmt.Errorf("line %d: %s", line, msg)
 		} else {
 			p.req = textRequest(prompt, r)
 		}

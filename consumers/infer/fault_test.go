@@ -22,6 +22,7 @@ import (
 	"github.com/largeforge/largeforge/pipeline"
 	"github.com/largeforge/largeforge/pipeline/pipelinetest"
 	"github.com/largeforge/largeforge/producers/submit"
+	"github.com/largeforge/largeforge/schemas"
 )
 
 // TestWorkerProcess is not a test: it is the worker process of
@@ -241,7 +242,7 @@ func TestTwoWorkers(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, id := range []string{"w1", "w2"} {
-		var hb infer.Heartbeat
+		var hb schemas.Heartbeat
 		pipelinetest.CheckFor(t, time.Minute, 10*time.Millisecond, func() error {
 			e, err := kv.Get(context.Background(), infer.HeartbeatKey(id))
 			if err != nil {

@@ -230,7 +230,8 @@ func (h *Handler) prepare(ctx context.Context, it *item) bool {
 			it.err = pipeline.Invalid("not a job request", err)
 			return false
 		}
-		it.res = h.errorRow(req, schemas.CodeInvalidRequest, errMessage(err))
+		msg, _ := schemas.ValidationMessage(err)
+		it.res = h.errorRow(req, schemas.CodeInvalidRequest, msg)
 		return false
 	}
 	status, found, err := h.jobStatus(ctx, req.Job)
@@ -247,22 +248,6 @@ func (h *Handler) prepare(ctx context.Context, it *item) bool {
 		return false
 	}
 	return true
-}
-
-// errMessage is the message of a refused request: a field over its limit
-// says so with the limit (schemas.LimitError); a §7.1 error is exactly the
-// dictionary's string.
-func errMessage(err error) string {
-	var le *schemas.LimitError
-	if errors.As(err, &le) {
-		return le.Error()
-	}
-	for _, s := range []error{schemas.ErrModelNameRequired, schemas.ErrInvalidModelPath, schemas.ErrPromptTooLong, schemas.ErrInvalidMaxTokens, schemas.ErrTemperatureOutOfRange} {
-		if errors.Is(err, s) {
-			return s.Error()
-		}
-	}
-	return err.Error()
 }
 
 func (h *Handler) errorRow(req schemas.Request, code, msg string) *schemas.Result {

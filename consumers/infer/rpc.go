@@ -20,26 +20,10 @@ import (
 // schemas.CompletionRequest (prompt or messages); when it asks to stream,
 // the text goes back in "chunk" messages as it is generated. The "final"
 // message holds the schemas.CompletionResponse; an "error" message holds an
-// RPCErrorBody. A cancel from the caller stops the generation.
+// schemas.RPCErrorBody. A cancel from the caller stops the generation.
 
 // StatusCancelled counts interactive requests whose caller went away.
 const StatusCancelled = "cancelled"
-
-// OpenAI error types of RPCErrorBody.
-const (
-	ErrTypeInvalidRequest = "invalid_request_error"
-	ErrTypeServer         = "server_error"
-)
-
-// RPCErrorBody is the body of an interactive "error" reply: an HTTP status
-// and an OpenAI-style error.
-type RPCErrorBody struct {
-	Status  int    `json:"status"`
-	Type    string `json:"type"`
-	Param   string `json:"param,omitempty"`
-	Code    string `json:"code,omitempty"`
-	Message string `json:"message"`
-}
 
 // ServeRPC starts answering the model's interactive requests until ctx ends
 // or the server is stopped.
@@ -48,22 +32,24 @@ func (h *Handler) ServeRPC(ctx context.Context) (*pipeline.RPCServer, error) {
 }
 
 func (h *Handler) rpcError(req *pipeline.RPCRequest, status int, typ, code, msg string) {
-	h.sendError(req, RPCErrorBody{Status: status, Type: typ, Code: code, Message: msg})
+	h.sendError(req, schemas.RPCErrorBody{Status: status, Type: typ, Code: code, Message: msg})
 }
 
-// requestError answers 400 for a request the worker refuses: the §7.1
-// message, and for a field over its limit (a *schemas.LimitError, such as
-// max_tokens beyond the model's context) the field in param.
+// requestError answers 400 for a request the worker refuses with the
+// schemas.ValidationMessage of err: the §7.1 message, and for a field over
+// its limit (a *schemas.LimitError, such as max_tokens beyond the model's
+// context) the field in param and the code invalid_request.
 func (h *Handler) requestError(req *pipeline.RPCRequest, code string, err error) {
-	body := RPCErrorBody{Status: http.StatusBadRequest, Type: ErrTypeInvalidRequest, Code: code, Message: errMessage(err)}
+	msg, param := schemas.ValidationMessage(err)
+	body := schemas.RPCErrorBody{Status: http.StatusBadRequest, Type: schemas.ErrTypeInvalidRequest, Code: code, Message: msg}
 	var le *schemas.LimitError
 	if errors.As(err, &le) {
-		body.Code, body.Param = "invalid_request", le.Param
+		body.Code, body.Param = "invalid_request", param
 	}
 	h.sendError(req, body)
 }
 
-func (h *Handler) sendError(req *pipeline.RPCRequest, body RPCErrorBody) {
+func (h *Handler) sendError(req *pipeline.RPCRequest, body schemas.RPCErrorBody) {
 	data, _ := json.Marshal(body)
 	_ = req.Send(pipeline.RPCError, data)
 	h.met.Requests.WithLabelValues(h.s.Name, StatusError).Inc()
@@ -107,7 +93,7 @@ func (h *Handler) handleRPC(ctx context.Context, req *pipeline.RPCRequest) {
 		return
 	case err != nil:
 		log.Error().Err(err).Msg("interactive generation failed")
-		h.rpcError(req, http.StatusInternalServerError, ErrTypeServer, "model_error", err.Error())
+		h.rpcError(req, http.StatusInternalServerError, schemas.ErrTypeServer, "model_error", err.Error())
 		return
 	}
 	lat := time.Since(t0)
@@ -132,7 +118,7 @@ func (h *Handler) handleRPC(ctx context.Context, req *pipeline.RPCRequest) {
 	resp.Choices = []schemas.Choice{choice}
 	data, err := json.Marshal(resp)
 	if err != nil {
-		h.rpcError(req, http.StatusInternalServerError, ErrTypeServer, "encode", err.Error())
+		h.rpcError(req, http.StatusInternalServerError, schemas.ErrTypeServer, "encode", err.Error())
 		return
 	}
 	if err := req.Send(pipeline.RPCFinal, data); err != nil {

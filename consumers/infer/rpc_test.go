@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/largeforge/largeforge/consumers/infer"
 	"github.com/largeforge/largeforge/model"
 	"github.com/largeforge/largeforge/model/tokenizer"
 	"github.com/largeforge/largeforge/pipeline"
@@ -59,7 +58,7 @@ func TestRPCCompletion(t *testing.T) {
 				if !errors.As(err, &f) {
 					t.Fatalf("err %v, want an RPCFailure", err)
 				}
-				var eb infer.RPCErrorBody
+				var eb schemas.RPCErrorBody
 				if err := json.Unmarshal(f.Body, &eb); err != nil {
 					t.Fatal(err)
 				}

@@ -18,6 +18,7 @@ import (
 	"github.com/largeforge/largeforge/model"
 	"github.com/largeforge/largeforge/model/tokenizer"
 	"github.com/largeforge/largeforge/pipeline"
+	"github.com/largeforge/largeforge/schemas"
 )
 
 // Worker defaults.
@@ -240,24 +241,13 @@ func (w *Workers) fail(err error) {
 	w.mu.Unlock()
 }
 
-// Heartbeat is the value of a worker's key in lf_workers.
-type Heartbeat struct {
-	ID        string   `json:"id"`
-	Role      string   `json:"role"`
-	Models    []string `json:"models"`
-	Capacity  int      `json:"capacity"` // concurrent requests: slots per model times models
-	PID       int      `json:"pid"`
-	StartedAt int64    `json:"started_at"`
-	UpdatedAt int64    `json:"updated_at"`
-}
-
 // HeartbeatKey is a worker's key in lf_workers.
-func HeartbeatKey(id string) string { return "infer." + id }
+func HeartbeatKey(id string) string { return schemas.HeartbeatKey(schemas.WorkerInfer, id) }
 
-// heartbeat puts the worker's Heartbeat into lf_workers every HeartbeatEvery
+// heartbeat puts the worker's schemas.Heartbeat into lf_workers every HeartbeatEvery
 // until ctx ends, then deletes it.
 func (w *Workers) heartbeat(ctx context.Context, kv jetstream.KeyValue, log zerolog.Logger) {
-	hb := Heartbeat{ID: w.ID, Role: "infer", Models: w.models, Capacity: w.cfg.Slots * len(w.models), PID: os.Getpid(), StartedAt: time.Now().Unix()}
+	hb := schemas.Heartbeat{ID: w.ID, Role: schemas.WorkerInfer, Models: w.models, Capacity: w.cfg.Slots * len(w.models), PID: os.Getpid(), StartedAt: time.Now().Unix()}
 	put := func() {
 		hb.UpdatedAt = time.Now().Unix()
 		data, _ := json.Marshal(hb)

@@ -177,21 +177,12 @@ func (w *Worker) Wait() error {
 	return w.err
 }
 
-// Heartbeat is the value of a train worker's key in lf_workers.
-type Heartbeat struct {
-	ID        string `json:"id"`
-	Role      string `json:"role"` // "train"
-	Job       string `json:"job,omitempty"`
-	PID       int    `json:"pid"`
-	StartedAt int64  `json:"started_at"`
-	UpdatedAt int64  `json:"updated_at"`
-}
-
-// HeartbeatKey is a train worker's key in lf_workers.
-func HeartbeatKey(id string) string { return "train." + id }
+// HeartbeatKey is a train worker's key in lf_workers (its value a
+// schemas.Heartbeat).
+func HeartbeatKey(id string) string { return schemas.HeartbeatKey(schemas.WorkerTrain, id) }
 
 func (w *Worker) heartbeat(ctx context.Context, kv jetstream.KeyValue) {
-	hb := Heartbeat{ID: w.ID, Role: "train", PID: os.Getpid(), StartedAt: time.Now().Unix()}
+	hb := schemas.Heartbeat{ID: w.ID, Role: schemas.WorkerTrain, PID: os.Getpid(), StartedAt: time.Now().Unix()}
 	put := func() {
 		hb.UpdatedAt = time.Now().Unix()
 		hb.Job, _ = w.current.Load().(string)

@@ -61,7 +61,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
 
-	"github.com/largeforge/largeforge/consumers/infer"
 	"github.com/largeforge/largeforge/logging"
 	"github.com/largeforge/largeforge/pipeline"
 	"github.com/largeforge/largeforge/producers/gateway/classifier"
@@ -383,28 +382,6 @@ func writeError(w http.ResponseWriter, status int, typ, param, code, msg string)
 	writeJSON(w, status, map[string]apiError{"error": e})
 }
 
-// validationError maps a decode or Validate error to its message and param:
-// a field over its limit (schemas.LimitError) gives its message and field,
-// the §7.1 sentinels exactly their dictionary string.
-func validationError(err error) (msg, param string) {
-	var le *schemas.LimitError
-	if errors.As(err, &le) {
-		return le.Error(), le.Param
-	}
-	for _, s := range []struct {
-		err   error
-		param string
-	}{
-		{schemas.ErrModelNameRequired, "model"}, {schemas.ErrInvalidModelPath, "model"}, {schemas.ErrPromptTooLong, "prompt"},
-		{schemas.ErrInvalidMaxTokens, "max_tokens"}, {schemas.ErrTemperatureOutOfRange, "temperature"},
-	} {
-		if errors.Is(err, s.err) {
-			return s.err.Error(), s.param
-		}
-	}
-	return err.Error(), ""
-}
-
 // complete serves /v1/completions (chat false) and /v1/chat/completions.
 func (g *Gateway) complete(w http.ResponseWriter, r *http.Request, l zerolog.Logger, chat bool) {
 	body, err := readBody(w, r, g.cfg.MaxBodyBytes)
@@ -431,7 +408,7 @@ func (g *Gateway) complete(w http.ResponseWriter, r *http.Request, l zerolog.Log
 		}
 	}
 	if err != nil {
-		msg, param := validationError(err)
+		msg, param := schemas.ValidationMessage(err)
 		writeError(w, http.StatusBadRequest, "invalid_request_error", param, "invalid_request", msg)
 		return
 	}
@@ -488,7 +465,7 @@ func (g *Gateway) complete(w http.ResponseWriter, r *http.Request, l zerolog.Log
 		status, e := http.StatusBadGateway, apiError{Type: "server_error", Message: err.Error()}
 		var f *pipeline.RPCFailure
 		if errors.As(err, &f) {
-			var eb infer.RPCErrorBody
+			var eb schemas.RPCErrorBody
 			if json.Unmarshal(f.Body, &eb) == nil && eb.Status != 0 {
 				status, e = eb.Status, apiError{Type: eb.Type, Message: eb.Message}
 				if eb.Code != "" {
@@ -603,7 +580,7 @@ func (g *Gateway) routeHandler(w http.ResponseWriter, r *http.Request, _ zerolog
 		err = fmt.Errorf("%w: prompt or messages required", schemas.ErrInvalidRequest)
 	}
 	if err != nil {
-		msg, param := validationError(err)
+		msg, param := schemas.ValidationMessage(err)
 		writeError(w, http.StatusBadRequest, "invalid_request_error", param, "invalid_request", msg)
 		return
 	}
@@ -717,14 +694,14 @@ func LiveWorkers(ctx context.Context, kv jetstream.KeyValue) (map[string]int, er
 	}
 	defer func() { _ = lister.Stop() }()
 	for key := range lister.Keys() {
-		if !strings.HasPrefix(key, "infer.") {
+		if !strings.HasPrefix(key, schemas.HeartbeatKey(schemas.WorkerInfer, "")) {
 			continue
 		}
 		e, err := kv.Get(ctx, key)
 		if err != nil {
 			continue // expired or deleted meanwhile
 		}
-		var hb infer.Heartbeat
+		var hb schemas.Heartbeat
 		if json.Unmarshal(e.Value(), &hb) != nil {
 			continue
 		}

@@ -3,7 +3,6 @@ package submit
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -103,20 +102,11 @@ func parseRow(data []byte, line int, model, kind string) (string, schemas.Reques
 			return id, schemas.Request{}, &rowError{schemas.CodeInvalidRequest, "a completion takes a prompt, not messages"}
 		}
 		if err := c.Validate(); err != nil {
-			return id, schemas.Request{}, &rowError{schemas.CodeInvalidRequest, errMessage(err)}
+			msg, _ := schemas.ValidationMessage(err)
+			return id, schemas.Request{}, &rowError{schemas.CodeInvalidRequest, msg}
 		}
 		c.Stream = false // batch results are whole
 		req.Completion = &c
 	}
 	return id, req, nil
-}
-
-// errMessage is the dictionary's message for a §7.1 error, else the error text.
-func errMessage(err error) string {
-	for _, s := range []error{schemas.ErrModelNameRequired, schemas.ErrInvalidModelPath, schemas.ErrPromptTooLong, schemas.ErrInvalidMaxTokens, schemas.ErrTemperatureOutOfRange} {
-		if errors.Is(err, s) {
-			return s.Error()
-		}
-	}
-	return err.Error()
 }

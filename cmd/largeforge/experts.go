@@ -13,7 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/largeforge/largeforge/pipeline"
-	"github.com/largeforge/largeforge/producers/gateway"
+	"github.com/largeforge/largeforge/routing"
 	"github.com/largeforge/largeforge/schemas"
 )
 
@@ -75,7 +75,7 @@ func listExperts(ctx context.Context, file string, offline bool) ([]ExpertRow, e
 	}
 	if offline {
 		rows := make([]ExpertRow, 0, len(fromFile))
-		for _, e := range gateway.MergeExperts(fromFile, nil) {
+		for _, e := range routing.MergeExperts(fromFile, nil) {
 			rows = append(rows, ExpertRow{ExpertConfig: e, Source: "file", LiveWorkers: -1})
 		}
 		return rows, nil
@@ -96,7 +96,7 @@ func expertRows(ctx context.Context, bus *pipeline.Bus, fromFile []schemas.Exper
 	if err != nil {
 		return nil, err
 	}
-	fromKV, skipped, err := gateway.ReadExperts(ctx, ekv)
+	fromKV, skipped, err := routing.ReadExperts(ctx, ekv)
 	if err != nil {
 		return nil, err
 	}
@@ -107,7 +107,7 @@ func expertRows(ctx context.Context, bus *pipeline.Bus, fromFile []schemas.Exper
 	if err != nil {
 		return nil, err
 	}
-	live, err := gateway.LiveWorkers(ctx, wkv)
+	live, err := routing.LiveWorkers(ctx, wkv)
 	if err != nil {
 		return nil, err
 	}
@@ -123,7 +123,7 @@ func expertRows(ctx context.Context, bus *pipeline.Bus, fromFile []schemas.Exper
 		}
 	}
 	var rows []ExpertRow
-	for _, e := range gateway.MergeExperts(fromFile, fromKV) {
+	for _, e := range routing.MergeExperts(fromFile, fromKV) {
 		rows = append(rows, ExpertRow{ExpertConfig: e, Source: src[e.Name], LiveWorkers: live[e.Name]})
 	}
 	return rows, nil

@@ -22,7 +22,8 @@ import (
 	"github.com/largeforge/largeforge"
 	"github.com/largeforge/largeforge/pipeline"
 	"github.com/largeforge/largeforge/producers/gateway"
-	"github.com/largeforge/largeforge/producers/gateway/classifier"
+	"github.com/largeforge/largeforge/routing"
+	"github.com/largeforge/largeforge/routing/classifier"
 	"github.com/largeforge/largeforge/schemas"
 )
 
@@ -273,16 +274,16 @@ func routeLocal(w io.Writer, expertsFile, modelDir, text string) error {
 	if err != nil {
 		return fmt.Errorf("--experts %s: %w", expertsFile, err)
 	}
-	var opts []gateway.RouterOption
+	var opts []routing.Option
 	if modelDir != "" {
 		c, err := classifier.Load(modelDir, "")
 		if err != nil {
 			return fmt.Errorf("--router-model: %w", err)
 		}
 		defer c.Close()
-		opts = append(opts, gateway.WithClassifier(c))
+		opts = append(opts, routing.WithClassifier(c))
 	}
-	r, err := gateway.NewRouter(experts, opts...)
+	r, err := routing.New(experts, opts...)
 	if err != nil {
 		return err
 	}

@@ -7,7 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/largeforge/largeforge/producers/gateway/classifier"
+	"github.com/largeforge/largeforge/routing/classifier"
 )
 
 // RouterTrainConfig is what `largeforge router train` runs with.

@@ -14,9 +14,9 @@ import (
 	"github.com/largeforge/largeforge/jobs"
 	"github.com/largeforge/largeforge/logging"
 	"github.com/largeforge/largeforge/pipeline"
-	"github.com/largeforge/largeforge/producers/gateway"
-	"github.com/largeforge/largeforge/producers/gateway/classifier"
 	"github.com/largeforge/largeforge/producers/submit"
+	"github.com/largeforge/largeforge/routing"
+	"github.com/largeforge/largeforge/routing/classifier"
 	"github.com/largeforge/largeforge/schemas"
 )
 
@@ -154,7 +154,7 @@ func watchWorkers(ctx context.Context, bus *pipeline.Bus, job string, models []s
 		defer tick.Stop()
 		var warned []string
 		for {
-			live, err := gateway.LiveWorkers(ctx, kv)
+			live, err := routing.LiveWorkers(ctx, kv)
 			if err == nil {
 				var missing []string
 				for _, m := range models {
@@ -187,7 +187,7 @@ func watchWorkers(ctx context.Context, bus *pipeline.Bus, job string, models []s
 // buildRouter returns the router over the experts of file (may be "") and
 // the lf_experts bucket, with the classifier of modelDir when set; nil when
 // there are no experts. The returned func closes the classifier.
-func buildRouter(ctx context.Context, bus *pipeline.Bus, file, modelDir string) (*gateway.Router, func(), error) {
+func buildRouter(ctx context.Context, bus *pipeline.Bus, file, modelDir string) (*routing.Router, func(), error) {
 	var experts []schemas.ExpertConfig
 	if file != "" {
 		var err error
@@ -199,18 +199,18 @@ func buildRouter(ctx context.Context, bus *pipeline.Bus, file, modelDir string) 
 	if err != nil {
 		return nil, nil, err
 	}
-	fromKV, _, err := gateway.ReadExperts(ctx, kv)
+	fromKV, _, err := routing.ReadExperts(ctx, kv)
 	if err != nil {
 		return nil, nil, err
 	}
-	experts = gateway.MergeExperts(experts, fromKV)
+	experts = routing.MergeExperts(experts, fromKV)
 	if len(experts) == 0 {
 		if modelDir != "" {
 			return nil, nil, fmt.Errorf("--router-model: no experts (--experts or the lf_experts bucket)")
 		}
 		return nil, func() {}, nil
 	}
-	var opts []gateway.RouterOption
+	var opts []routing.Option
 	closeFn := func() {}
 	if modelDir != "" {
 		c, err := classifier.Load(modelDir, "")
@@ -218,9 +218,9 @@ func buildRouter(ctx context.Context, bus *pipeline.Bus, file, modelDir string) 
 			return nil, nil, fmt.Errorf("--router-model: %w", err)
 		}
 		closeFn = func() { _ = c.Close() }
-		opts = append(opts, gateway.WithClassifier(c))
+		opts = append(opts, routing.WithClassifier(c))
 	}
-	r, err := gateway.NewRouter(experts, opts...)
+	r, err := routing.New(experts, opts...)
 	if err != nil {
 		closeFn()
 		return nil, nil, err

@@ -1,6 +1,10 @@
 package gateway
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/largeforge/largeforge/routing"
+)
 
 var (
 	// ErrInvalidOption is wrapped by Config.Validate and New errors.
@@ -10,5 +14,5 @@ var (
 	ErrUnknownModel = errors.New("unknown model")
 	// ErrNoWorker: the model is known but no worker answered within
 	// Config.WorkerWait (HTTP 503).
-	ErrNoWorker = errors.New("no live worker for the model")
+	ErrNoWorker = routing.ErrNoWorker
 )

@@ -2,12 +2,11 @@ package gateway
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"sort"
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/largeforge/largeforge/routing"
 	"github.com/largeforge/largeforge/schemas"
 )
 
@@ -27,12 +26,12 @@ func (g *Gateway) watchExperts(ctx context.Context) error {
 		for _, e := range fromKV {
 			kvList = append(kvList, e)
 		}
-		experts := MergeExperts(g.cfg.Experts, kvList)
+		experts := routing.MergeExperts(g.cfg.Experts, kvList)
 		if len(experts) == 0 {
 			g.router.Store(nil)
 			return
 		}
-		r, err := NewRouter(experts, g.routerOptions()...)
+		r, err := routing.New(experts, g.routerOptions()...)
 		if err != nil {
 			g.log.Warn().Err(err).Msg("experts not applied")
 			return
@@ -44,7 +43,7 @@ func (g *Gateway) watchExperts(ctx context.Context) error {
 			delete(fromKV, e.Key())
 			return
 		}
-		x, err := parseExpertEntry(e.Key(), e.Value())
+		x, err := routing.ParseExpertEntry(e.Key(), e.Value())
 		if err != nil {
 			g.log.Warn().Err(err).Str("key", e.Key()).Msg("lf_experts entry skipped")
 			return
@@ -77,67 +76,4 @@ func (g *Gateway) watchExperts(ctx context.Context) error {
 		}
 	}()
 	return nil
-}
-
-// parseExpertEntry decodes the lf_experts value of key: one ExpertConfig
-// JSON object named as its key.
-func parseExpertEntry(key string, value []byte) (schemas.ExpertConfig, error) {
-	list, err := schemas.ParseExperts(append(append([]byte("["), value...), ']'))
-	if err != nil {
-		return schemas.ExpertConfig{}, fmt.Errorf("lf_experts %s: %w", key, err)
-	}
-	if len(list) != 1 || list[0].Name != key {
-		return schemas.ExpertConfig{}, fmt.Errorf("lf_experts %s: want one expert named as its key", key)
-	}
-	return list[0], nil
-}
-
-// ReadExperts returns the experts now in the lf_experts bucket kv, sorted
-// by name, and the keys it skipped as invalid with why.
-func ReadExperts(ctx context.Context, kv jetstream.KeyValue) ([]schemas.ExpertConfig, []error, error) {
-	lister, err := kv.ListKeys(ctx)
-	if err != nil {
-		if errors.Is(err, jetstream.ErrNoKeysFound) {
-			return nil, nil, nil
-		}
-		return nil, nil, fmt.Errorf("list lf_experts: %w", err)
-	}
-	defer func() { _ = lister.Stop() }()
-	var out []schemas.ExpertConfig
-	var skipped []error
-	for key := range lister.Keys() {
-		e, err := kv.Get(ctx, key)
-		if err != nil {
-			continue // deleted meanwhile
-		}
-		x, err := parseExpertEntry(key, e.Value())
-		if err != nil {
-			skipped = append(skipped, err)
-			continue
-		}
-		out = append(out, x)
-	}
-	return MergeExperts(nil, out), skipped, nil
-}
-
-// MergeExperts returns the experts of base with those of override added or
-// replacing the ones of the same name, sorted by name.
-func MergeExperts(base, override []schemas.ExpertConfig) []schemas.ExpertConfig {
-	byName := map[string]schemas.ExpertConfig{}
-	for _, e := range base {
-		byName[e.Name] = e
-	}
-	for _, e := range override {
-		byName[e.Name] = e
-	}
-	names := make([]string, 0, len(byName))
-	for n := range byName {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	experts := make([]schemas.ExpertConfig, len(names))
-	for i, n := range names {
-		experts[i] = byName[n]
-	}
-	return experts
 }

@@ -21,7 +21,7 @@
 // response carries x-request-id (the client's, or a new one); the logs carry
 // it as request_id, and trace_id from traceparent.
 //
-// Model "auto" goes through the Router (rules, then the learned classifier of
+// Model "auto" goes through the routing.Router (rules, then the learned classifier of
 // Config.Classifier for what no rule decides) over the experts of
 // Config.Experts and the lf_experts bucket (changes apply live); an expert is
 // served by the workers of the model with its name. Decisions are counted in
@@ -63,7 +63,8 @@ import (
 
 	"github.com/largeforge/largeforge/logging"
 	"github.com/largeforge/largeforge/pipeline"
-	"github.com/largeforge/largeforge/producers/gateway/classifier"
+	"github.com/largeforge/largeforge/routing"
+	"github.com/largeforge/largeforge/routing/classifier"
 	"github.com/largeforge/largeforge/schemas"
 )
 
@@ -141,9 +142,9 @@ type Gateway struct {
 	models  jetstream.ObjectStore
 	mux     *http.ServeMux
 	started time.Time
-	router  atomic.Pointer[Router] // nil without experts
-	experts jetstream.KeyValue     // lf_experts
-	keys    [][32]byte             // SHA-256 of the API keys
+	router  atomic.Pointer[routing.Router] // nil without experts
+	experts jetstream.KeyValue             // lf_experts
+	keys    [][32]byte                     // SHA-256 of the API keys
 
 	mu        sync.Mutex
 	live      map[string]int // model → live workers
@@ -190,9 +191,9 @@ func New(ctx context.Context, bus *pipeline.Bus, cfg Config, log zerolog.Logger,
 	g.handle("GET /v1/models", "/v1/models", g.listModels)
 	g.handle("POST /v1/route", "/v1/route", g.routeHandler)
 	if len(cfg.Experts) > 0 {
-		r, err := NewRouter(cfg.Experts, g.routerOptions()...)
+		r, err := routing.New(cfg.Experts, g.routerOptions()...)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("%w: %w", ErrInvalidOption, err)
 		}
 		g.router.Store(r)
 	}
@@ -207,11 +208,11 @@ func New(ctx context.Context, bus *pipeline.Bus, cfg Config, log zerolog.Logger,
 }
 
 // routerOptions are the options of every router the gateway builds.
-func (g *Gateway) routerOptions() []RouterOption {
+func (g *Gateway) routerOptions() []routing.Option {
 	if g.cfg.Classifier == nil {
 		return nil
 	}
-	return []RouterOption{WithClassifier(g.cfg.Classifier)}
+	return []routing.Option{routing.WithClassifier(g.cfg.Classifier)}
 }
 
 // Handler is the gateway's http.Handler.
@@ -412,8 +413,8 @@ func (g *Gateway) complete(w http.ResponseWriter, r *http.Request, l zerolog.Log
 		writeError(w, http.StatusBadRequest, "invalid_request_error", param, "invalid_request", msg)
 		return
 	}
-	if req.Model == AutoModel && g.router.Load() != nil {
-		d, err := g.route(r.Context(), RouteText(req))
+	if req.Model == routing.AutoModel && g.router.Load() != nil {
+		d, err := g.route(r.Context(), routing.RouteText(req))
 		if err != nil {
 			g.modelError(w, req.Model, err)
 			return
@@ -498,31 +499,16 @@ func (g *Gateway) complete(w http.ResponseWriter, r *http.Request, l zerolog.Log
 	writeJSON(w, http.StatusOK, resp)
 }
 
-// RouteText is what the router reads: the prompt, or the chat's user messages.
-func RouteText(req schemas.CompletionRequest) string {
-	if !req.IsChat() {
-		return req.Prompt
-	}
-	var b strings.Builder
-	for _, m := range req.Messages {
-		if m.Role == schemas.RoleUser {
-			b.WriteString(m.Content)
-			b.WriteByte('\n')
-		}
-	}
-	return b.String()
-}
-
 // route runs the router over the live experts, counts the decision and
 // publishes it to LF_ROUTES (lf.route.interactive) in the background.
-func (g *Gateway) route(ctx context.Context, text string) (Decision, error) {
+func (g *Gateway) route(ctx context.Context, text string) (schemas.RouteDecision, error) {
 	live, _, err := g.snapshot(ctx, time.Time{})
 	if err != nil {
-		return Decision{}, err
+		return schemas.RouteDecision{}, err
 	}
 	router := g.router.Load()
 	if router == nil {
-		return Decision{}, ErrUnknownModel
+		return schemas.RouteDecision{}, ErrUnknownModel
 	}
 	for _, e := range router.Experts() {
 		v := 0.0
@@ -534,12 +520,12 @@ func (g *Gateway) route(ctx context.Context, text string) (Decision, error) {
 	t0 := time.Now()
 	d, err := router.Route(text, func(name string) bool { return live[name] > 0 })
 	if err != nil {
-		g.met.RoutingLatency.WithLabelValues(StageRules).Observe(time.Since(t0).Seconds())
-		return Decision{}, err
+		g.met.RoutingLatency.WithLabelValues(routing.StageRules).Observe(time.Since(t0).Seconds())
+		return schemas.RouteDecision{}, err
 	}
 	g.met.RoutingLatency.WithLabelValues(d.Stage).Observe(time.Since(t0).Seconds())
 	g.met.RoutingDecisions.WithLabelValues(d.Expert).Inc()
-	rec := RouteRecord{RequestID: requestID(ctx), Decision: d, At: time.Now().UTC().Format(time.RFC3339Nano)}
+	rec := schemas.RouteRecord{RequestID: requestID(ctx), RouteDecision: d, At: time.Now().UTC().Format(time.RFC3339Nano)}
 	go func() {
 		data, _ := json.Marshal(rec)
 		subj, _ := pipeline.RouteSubject(RouteJobInteractive)
@@ -555,13 +541,6 @@ func (g *Gateway) route(ctx context.Context, text string) (Decision, error) {
 // RouteJobInteractive is the <job> token of interactive decisions in
 // LF_ROUTES: lf.route.interactive.
 const RouteJobInteractive = "interactive"
-
-// RouteRecord is a routing decision as published to LF_ROUTES.
-type RouteRecord struct {
-	RequestID string `json:"request_id"`
-	Decision
-	At string `json:"at"`
-}
 
 // routeHandler serves POST /v1/route: {"prompt": ...} or {"messages": [...]}
 // → the §3.5 RouteResponse (and the deciding stage), without generating.
@@ -584,9 +563,9 @@ func (g *Gateway) routeHandler(w http.ResponseWriter, r *http.Request, _ zerolog
 		writeError(w, http.StatusBadRequest, "invalid_request_error", param, "invalid_request", msg)
 		return
 	}
-	d, err := g.route(r.Context(), RouteText(req))
+	d, err := g.route(r.Context(), routing.RouteText(req))
 	if err != nil {
-		g.modelError(w, AutoModel, err)
+		g.modelError(w, routing.AutoModel, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, d)
@@ -663,7 +642,7 @@ func (g *Gateway) snapshot(ctx context.Context, since time.Time) (map[string]int
 	if g.live != nil && time.Since(g.refreshed) < g.cfg.RefreshEvery && g.refreshed.After(since) {
 		return g.live, g.stored, nil
 	}
-	live, err := LiveWorkers(ctx, g.workers)
+	live, err := routing.LiveWorkers(ctx, g.workers)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -679,40 +658,6 @@ func (g *Gateway) snapshot(ctx context.Context, since time.Time) (map[string]int
 	}
 	g.live, g.stored, g.refreshed = live, stored, time.Now()
 	return live, stored, nil
-}
-
-// LiveWorkers reads the lf_workers bucket kv: infer workers whose heartbeat
-// is within the bucket's TTL, counted per model.
-func LiveWorkers(ctx context.Context, kv jetstream.KeyValue) (map[string]int, error) {
-	out := map[string]int{}
-	lister, err := kv.ListKeys(ctx)
-	if err != nil {
-		if errors.Is(err, jetstream.ErrNoKeysFound) {
-			return out, nil
-		}
-		return nil, fmt.Errorf("list %s: %w", pipeline.BucketWorkers, err)
-	}
-	defer func() { _ = lister.Stop() }()
-	for key := range lister.Keys() {
-		if !strings.HasPrefix(key, schemas.HeartbeatKey(schemas.WorkerInfer, "")) {
-			continue
-		}
-		e, err := kv.Get(ctx, key)
-		if err != nil {
-			continue // expired or deleted meanwhile
-		}
-		var hb schemas.Heartbeat
-		if json.Unmarshal(e.Value(), &hb) != nil {
-			continue
-		}
-		if time.Since(time.Unix(hb.UpdatedAt, 0)) > pipeline.WorkerHeartbeatTTL {
-			continue
-		}
-		for _, m := range hb.Models {
-			out[m]++
-		}
-	}
-	return out, nil
 }
 
 // ModelInfo is an entry of GET /v1/models.

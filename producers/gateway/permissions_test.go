@@ -136,7 +136,7 @@ func TestGatewayRolePermissions(t *testing.T) {
 			return nil
 		})
 		resp := s.post(t, ctx, "/v1/route", `{"prompt":"a story please"}`, map[string]string{"X-Request-Id": "perm-route"})
-		var d gateway.Decision
+		var d schemas.RouteDecision
 		if err := json.NewDecoder(resp.Body).Decode(&d); err != nil || resp.StatusCode != 200 || d.Expert != "stories" {
 			t.Fatalf("route %s %+v %v", resp.Status, d, err)
 		}
@@ -161,7 +161,7 @@ func TestGatewayRolePermissions(t *testing.T) {
 			if err != nil {
 				return err
 			}
-			var rec gateway.RouteRecord
+			var rec schemas.RouteRecord
 			if err := json.Unmarshal(m.Data, &rec); err != nil || rec.RequestID != "perm-route" {
 				return errors.New("no LF_ROUTES record of perm-route yet")
 			}

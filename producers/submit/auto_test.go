@@ -5,22 +5,20 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/largeforge/largeforge/consumers/infer"
-	"github.com/largeforge/largeforge/internal/samples"
 	"github.com/largeforge/largeforge/internal/testenv"
 	"github.com/largeforge/largeforge/jobs"
 	"github.com/largeforge/largeforge/model/tokenizer"
 	"github.com/largeforge/largeforge/pipeline"
 	"github.com/largeforge/largeforge/pipeline/pipelinetest"
-	"github.com/largeforge/largeforge/producers/gateway"
-	"github.com/largeforge/largeforge/producers/gateway/classifier"
 	"github.com/largeforge/largeforge/producers/submit"
+	"github.com/largeforge/largeforge/routing"
+	"github.com/largeforge/largeforge/routing/routingtest"
 	"github.com/largeforge/largeforge/schemas"
 )
 
@@ -33,29 +31,21 @@ func testExpert(name string, keywords ...string) schemas.ExpertConfig {
 // testRouter routes between the experts code ("python") and stories
 // ("story"), with a classifier trained on the sample routing rows for the
 // prompts no keyword decides.
-func testRouter(t *testing.T) *gateway.Router {
+func testRouter(t *testing.T) *routing.Router {
 	t.Helper()
-	var ex []classifier.Example
-	for _, r := range samples.Router(rand.New(rand.NewPCG(5, 5)), 150) {
-		ex = append(ex, classifier.Example{Prompt: r.Prompt, Expert: r.Expert})
-	}
-	c, err := classifier.Train(context.Background(), ex, classifier.Config{Dim: 1024, Epochs: 10})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.Close() })
-	r, err := gateway.NewRouter([]schemas.ExpertConfig{testExpert("code", "python"), testExpert("stories", "story")}, gateway.WithClassifier(c))
+	c := routingtest.SampleClassifier(t)
+	r, err := routing.New([]schemas.ExpertConfig{testExpert("code", "python"), testExpert("stories", "story")}, routing.WithClassifier(c))
 	if err != nil {
 		t.Fatal(err)
 	}
 	return r
 }
 
-func routeRecords(t *testing.T, bus *pipeline.Bus, job string) map[string]gateway.RouteRecord {
+func routeRecords(t *testing.T, bus *pipeline.Bus, job string) map[string]schemas.RouteRecord {
 	t.Helper()
-	out := map[string]gateway.RouteRecord{}
+	out := map[string]schemas.RouteRecord{}
 	for _, m := range drain(t, bus, pipeline.StreamRoutes, "lf.route."+job) {
-		var rec gateway.RouteRecord
+		var rec schemas.RouteRecord
 		if err := json.Unmarshal(m.Data(), &rec); err != nil {
 			t.Fatal(err)
 		}
@@ -133,7 +123,7 @@ func TestSubmitAuto(t *testing.T) {
 		t.Errorf("badname: %+v", r)
 	}
 	recs := routeRecords(t, bus, job)
-	wantStage := map[string]string{"py": gateway.StageRules, "tale": gateway.StageRules, "go": gateway.StageClassifier, "bed": gateway.StageClassifier}
+	wantStage := map[string]string{"py": routing.StageRules, "tale": routing.StageRules, "go": routing.StageClassifier, "bed": routing.StageClassifier}
 	if len(recs) != len(wantStage) {
 		t.Errorf("%d route records %+v, want %d", len(recs), recs, len(wantStage))
 	}
@@ -157,7 +147,7 @@ func TestSubmitAutoRows(t *testing.T) {
 	}, "\n"))
 	tests := []struct {
 		name         string
-		router       *gateway.Router
+		router       *routing.Router
 		wantCode     int // requests on lf.req.<job>.code
 		wantStories  int
 		wantRejected int

@@ -10,29 +10,29 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/largeforge/largeforge/pipeline"
-	"github.com/largeforge/largeforge/producers/gateway"
+	"github.com/largeforge/largeforge/routing"
 	"github.com/largeforge/largeforge/schemas"
 )
 
 // AutoModel is the model name of a job (or row) routed to experts.
-const AutoModel = gateway.AutoModel
+const AutoModel = routing.AutoModel
 
 // liveEvery is how long the submitter trusts its read of lf_workers.
 const liveEvery = time.Second
 
-// autoRouter routes the rows of a submission through the gateway's Router:
+// autoRouter routes the rows of a submission through a routing.Router:
 // the same stages and the same LF_ROUTES records as interactive requests,
 // on lf.route.<job>. Experts with live workers are preferred; when none has
 // one, the decision is made as if all had (a batch request waits in the
 // work queue for its expert's workers).
 type autoRouter struct {
-	r       *gateway.Router
+	r       *routing.Router
 	workers jetstream.KeyValue
 	live    map[string]int
 	read    time.Time
 }
 
-func newAutoRouter(ctx context.Context, bus *pipeline.Bus, r *gateway.Router) (*autoRouter, error) {
+func newAutoRouter(ctx context.Context, bus *pipeline.Bus, r *routing.Router) (*autoRouter, error) {
 	kv, err := bus.KV(ctx, pipeline.BucketWorkers)
 	if err != nil {
 		return nil, err
@@ -44,20 +44,20 @@ func newAutoRouter(ctx context.Context, bus *pipeline.Bus, r *gateway.Router) (*
 // publish to LF_ROUTES.
 func (a *autoRouter) route(ctx context.Context, job, customID, text string) (string, []byte, error) {
 	if time.Since(a.read) > liveEvery {
-		live, err := gateway.LiveWorkers(ctx, a.workers)
+		live, err := routing.LiveWorkers(ctx, a.workers)
 		if err != nil {
 			return "", nil, err
 		}
 		a.live, a.read = live, time.Now()
 	}
 	d, err := a.r.Route(text, func(name string) bool { return a.live[name] > 0 })
-	if errors.Is(err, gateway.ErrNoWorker) {
+	if errors.Is(err, routing.ErrNoWorker) {
 		d, err = a.r.Route(text, nil)
 	}
 	if err != nil {
 		return "", nil, fmt.Errorf("route %s: %w", customID, err)
 	}
-	rec := gateway.RouteRecord{RequestID: schemas.MsgID(job, customID), Decision: d, At: time.Now().UTC().Format(time.RFC3339Nano)}
+	rec := schemas.RouteRecord{RequestID: schemas.MsgID(job, customID), RouteDecision: d, At: time.Now().UTC().Format(time.RFC3339Nano)}
 	data, err := json.Marshal(rec)
 	return d.Expert, data, err
 }

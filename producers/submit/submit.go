@@ -4,7 +4,7 @@
 // lf.req.<job>.<model>, streaming the file in constant memory.
 //
 // A completion job whose model is "auto" (or a row whose model is "auto")
-// goes through the gateway's Router (Config.Router: rules, then the learned
+// goes through a routing.Router (Config.Router: rules, then the learned
 // classifier): each such row is published to lf.req.<job>.<expert> and its
 // decision to LF_ROUTES on lf.route.<job>. A row of an auto job may also
 // name its expert itself.
@@ -32,7 +32,7 @@ import (
 
 	"github.com/largeforge/largeforge/jobs"
 	"github.com/largeforge/largeforge/pipeline"
-	"github.com/largeforge/largeforge/producers/gateway"
+	"github.com/largeforge/largeforge/routing"
 	"github.com/largeforge/largeforge/schemas"
 )
 
@@ -56,7 +56,7 @@ type Config struct {
 	// job whose model is "auto", unless the row names its expert): each
 	// goes to lf.req.<job>.<expert> and its decision to lf.route.<job>.
 	// Required when Model is "auto". The submitter does not close it.
-	Router *gateway.Router
+	Router *routing.Router
 }
 
 // Validate checks the config; errors wrap ErrInvalidOption.
@@ -221,7 +221,7 @@ func (s *Submitter) Submit(ctx context.Context, path string, progress func(rows 
 			if target == AutoModel {
 				if s.auto == nil {
 					bad = &rowError{schemas.CodeInvalidRequest, fmt.Sprintf("model %q: no experts to route to (submit with --experts, or put experts in lf_experts)", AutoModel)}
-				} else if target, routeRec, rerr = s.auto.route(ctx, job.ID, id, gateway.RouteText(*req.Completion)); rerr != nil {
+				} else if target, routeRec, rerr = s.auto.route(ctx, job.ID, id, routing.RouteText(*req.Completion)); rerr != nil {
 					if ctx.Err() != nil {
 						return fail("submit_interrupted", ctx.Err())
 					}

@@ -1,9 +1,9 @@
-package gateway_test
+package routing_test
 
 import (
 	"fmt"
 
-	"github.com/largeforge/largeforge/producers/gateway"
+	"github.com/largeforge/largeforge/routing"
 	"github.com/largeforge/largeforge/schemas"
 )
 
@@ -13,7 +13,7 @@ func ExampleRouter_Route() {
 	coder.Name, coder.ModelPath, coder.Keywords = "coder", "models/coder", []string{"python", "function"}
 	stories := schemas.DefaultExpertConfig()
 	stories.Name, stories.ModelPath, stories.Keywords = "stories", "models/stories", []string{"story"}
-	r, err := gateway.NewRouter([]schemas.ExpertConfig{coder, stories})
+	r, err := routing.New([]schemas.ExpertConfig{coder, stories})
 	if err != nil {
 		panic(err)
 	}

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/largeforge/largeforge/internal/samples"
-	"github.com/largeforge/largeforge/producers/gateway/classifier"
+	"github.com/largeforge/largeforge/routing/classifier"
 )
 
 func toySet(n int, seed uint64) []classifier.Example {

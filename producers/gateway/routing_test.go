@@ -3,7 +3,6 @@ package gateway_test
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -12,97 +11,82 @@ import (
 	"github.com/largeforge/largeforge/pipeline"
 	"github.com/largeforge/largeforge/pipeline/pipelinetest"
 	"github.com/largeforge/largeforge/producers/gateway"
+	"github.com/largeforge/largeforge/routing"
+	"github.com/largeforge/largeforge/routing/routingtest"
 	"github.com/largeforge/largeforge/schemas"
 )
 
-func expert(name string, priority int, keywords, domains []string) schemas.ExpertConfig {
-	e := schemas.DefaultExpertConfig()
-	e.Name, e.ModelPath, e.Priority, e.Keywords, e.Domains = name, "models/"+name, priority, keywords, domains
-	return e
-}
-
-func testExperts() []schemas.ExpertConfig {
-	return []schemas.ExpertConfig{
-		expert("coder", 1, []string{"python", "function", "stack trace"}, []string{"code"}),
-		expert("stories", 0, []string{"story", "once upon a time"}, []string{"fiction"}),
-		expert("general", 5, nil, nil),
+// TestAutoRoutingClassifier: with the learned stage, /v1/route reports the
+// classifier as the deciding stage, LF_ROUTES records it and
+// routing_latency_seconds counts it under classifier="classifier".
+func TestAutoRoutingClassifier(t *testing.T) {
+	clf := routingtest.SampleClassifier(t)
+	experts := []schemas.ExpertConfig{routingtest.Expert("stories", 0, nil, nil), routingtest.Expert("math", 0, nil, nil)}
+	s := newStack(t, gateway.Config{Experts: experts, Classifier: clf})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	resp := s.post(t, ctx, "/v1/route", `{"prompt":"Tell me a tale about a sleepy bear."}`, map[string]string{"X-Request-Id": "route-clf"})
+	var d schemas.RouteDecision
+	if err := json.NewDecoder(resp.Body).Decode(&d); err != nil {
+		t.Fatal(err)
 	}
-}
-
-func TestRouter(t *testing.T) {
-	r, err := gateway.NewRouter(testExperts())
+	resp.Body.Close()
+	if resp.StatusCode != 200 || d.Expert != "stories" || d.Stage != routing.StageClassifier || d.Confidence <= 0.5 {
+		t.Fatalf("route %d %+v", resp.StatusCode, d)
+	}
+	// math is more probable but has no live worker.
+	resp = s.post(t, ctx, "/v1/route", `{"prompt":"Integrate 2 to the power n from zero to one."}`, nil)
+	var d2 schemas.RouteDecision
+	if err := json.NewDecoder(resp.Body).Decode(&d2); err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if d2.Expert != "stories" || d2.Stage != routing.StageClassifier || len(d2.Alternatives) != 1 || d2.Alternatives[0].Expert != "math" || d2.Alternatives[0].Confidence <= d2.Confidence {
+		t.Errorf("route with math dead: %+v", d2)
+	}
+	mfs, err := s.reg.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
-	tests := []struct {
-		name      string
-		prompt    string
-		dead      string // an expert without live workers
-		want      string
-		wantStage string
-		wantConf  float64
-		wantErr   error
-	}{
-		{name: "keywords", prompt: "Fix this Python function, please", want: "coder", wantStage: gateway.StageRules, wantConf: 1},
-		{name: "phrase", prompt: "Once upon a time there was a dog", want: "stories", wantStage: gateway.StageRules, wantConf: 1},
-		{name: "split", prompt: "a story about python code", want: "coder", wantStage: gateway.StageRules, wantConf: 3.0 / 5},
-		{name: "no words inside words", prompt: "pythonic functional", want: "general", wantStage: gateway.StageDefault, wantConf: 1.0 / 3},
-		{name: "nothing matches: priority", prompt: "hello there", want: "general", wantStage: gateway.StageDefault, wantConf: 1.0 / 3},
-		{name: "best is dead: next alternative", prompt: "python story python function", dead: "coder", want: "stories", wantStage: gateway.StageRules, wantConf: 2.0 / 6},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			d, err := r.Route(tc.prompt, func(n string) bool { return n != tc.dead })
-			if !errors.Is(err, tc.wantErr) {
-				t.Fatalf("err %v, want %v", err, tc.wantErr)
+	for _, mf := range mfs {
+		if mf.GetName() != schemas.MetricRoutingLatencySeconds {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			if l := m.GetLabel(); len(l) != 1 || l[0].GetValue() != routing.StageClassifier || m.GetHistogram().GetSampleCount() != 2 {
+				t.Errorf("routing_latency_seconds %v: want 2 samples labelled classifier", m)
 			}
-			if d.Expert != tc.want || d.Stage != tc.wantStage || d.Confidence < tc.wantConf-1e-9 || d.Confidence > tc.wantConf+1e-9 {
-				t.Errorf("decision %+v, want %s by %s at %v", d, tc.want, tc.wantStage, tc.wantConf)
-			}
-			if err := d.RouteResponse.Validate(); err != nil {
-				t.Error(err)
-			}
-			if len(d.Alternatives) != 2 || d.Alternatives[0].Confidence < d.Alternatives[1].Confidence {
-				t.Errorf("alternatives %+v: want the 2 others, sorted", d.Alternatives)
-			}
-		})
+		}
 	}
-	if _, err := r.Route("python", func(string) bool { return false }); !errors.Is(err, gateway.ErrNoWorker) {
-		t.Errorf("no live expert: err %v", err)
+	st, err := s.bus.JetStream().Stream(ctx, pipeline.StreamRoutes)
+	if err != nil {
+		t.Fatal(err)
 	}
-}
-
-func TestNewRouter(t *testing.T) {
-	tests := []struct {
-		name    string
-		experts []schemas.ExpertConfig
-		wantErr bool
-	}{
-		{name: "ok", experts: testExperts()},
-		{name: "none", wantErr: true},
-		{name: "duplicate", experts: append(testExperts(), expert("coder", 0, nil, nil)), wantErr: true},
-		{name: "auto reserved", experts: []schemas.ExpertConfig{expert("auto", 0, nil, nil)}, wantErr: true},
-		{name: "invalid", experts: []schemas.ExpertConfig{{Name: "x"}}, wantErr: true},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			_, err := gateway.NewRouter(tc.experts)
-			if (err != nil) != tc.wantErr || (err != nil && !errors.Is(err, gateway.ErrInvalidOption)) {
-				t.Errorf("err %v, wantErr %v", err, tc.wantErr)
-			}
-		})
-	}
+	pipelinetest.CheckFor(t, 5*time.Second, 20*time.Millisecond, func() error {
+		m, err := st.GetLastMsgForSubject(ctx, "lf.route."+gateway.RouteJobInteractive)
+		if err != nil {
+			return err
+		}
+		var rec schemas.RouteRecord
+		if err := json.Unmarshal(m.Data, &rec); err != nil {
+			return err
+		}
+		if rec.Stage != routing.StageClassifier {
+			t.Errorf("LF_ROUTES record %+v", rec)
+		}
+		return nil
+	})
 }
 
 // TestAutoRouting routes "auto" requests over HTTP: stories has a live
 // worker, coder has none, so coder prompts fall back to stories.
 func TestAutoRouting(t *testing.T) {
-	s := newStack(t, gateway.Config{Experts: testExperts()[:2]})
+	s := newStack(t, gateway.Config{Experts: routingtest.Experts()[:2]})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 
 	resp := s.post(t, ctx, "/v1/route", `{"prompt":"fix this python function"}`, map[string]string{"X-Request-Id": "route-1"})
-	var d gateway.Decision
+	var d schemas.RouteDecision
 	if err := json.NewDecoder(resp.Body).Decode(&d); err != nil {
 		t.Fatal(err)
 	}
@@ -130,7 +114,7 @@ func TestAutoRouting(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var rec gateway.RouteRecord
+	var rec schemas.RouteRecord
 	deadline := time.Now().Add(time.Minute) // a hang guard
 	for seq := uint64(1); time.Now().Before(deadline); {
 		m, err := st.GetMsg(ctx, seq)
@@ -146,7 +130,7 @@ func TestAutoRouting(t *testing.T) {
 			break
 		}
 	}
-	if rec.RequestID != "route-1" || rec.Expert != "stories" || rec.Stage != gateway.StageRules || !strings.HasPrefix(rec.At, "20") {
+	if rec.RequestID != "route-1" || rec.Expert != "stories" || rec.Stage != routing.StageRules || !strings.HasPrefix(rec.At, "20") {
 		t.Errorf("LF_ROUTES record %+v", rec)
 	}
 }
@@ -159,7 +143,7 @@ func TestExpertsKV(t *testing.T) {
 	route := func() (int, string) {
 		resp := s.post(t, ctx, "/v1/route", `{"prompt":"a story"}`, nil)
 		defer resp.Body.Close()
-		var d gateway.Decision
+		var d schemas.RouteDecision
 		_ = json.NewDecoder(resp.Body).Decode(&d)
 		return resp.StatusCode, d.Expert
 	}

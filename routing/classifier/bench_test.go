@@ -3,7 +3,7 @@ package classifier_test
 import (
 	"testing"
 
-	"github.com/largeforge/largeforge/producers/gateway/classifier"
+	"github.com/largeforge/largeforge/routing/classifier"
 )
 
 // BenchmarkPredict is the learned stage's cost per routed prompt (default

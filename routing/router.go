@@ -1,4 +1,4 @@
-package gateway
+package routing
 
 import (
 	"fmt"
@@ -6,11 +6,12 @@ import (
 	"strings"
 	"unicode"
 
-	"github.com/largeforge/largeforge/producers/gateway/classifier"
+	"github.com/largeforge/largeforge/routing/classifier"
 	"github.com/largeforge/largeforge/schemas"
 )
 
-// AutoModel is the model name that asks the gateway to route.
+// AutoModel is the model name that asks for routing (a request of the
+// gateway, a batch job or one of its rows).
 const AutoModel = "auto"
 
 // Decision stages.
@@ -43,12 +44,12 @@ type Router struct {
 	clf     *classifier.Classifier
 }
 
-// RouterOption configures a Router.
-type RouterOption func(*Router) error
+// Option configures a Router.
+type Option func(*Router) error
 
 // WithClassifier adds the learned stage. The router does not own c: the
 // caller closes it after the router's last use.
-func WithClassifier(c *classifier.Classifier) RouterOption {
+func WithClassifier(c *classifier.Classifier) Option {
 	return func(r *Router) error {
 		if c == nil {
 			return fmt.Errorf("%w: nil classifier", ErrInvalidOption)
@@ -58,14 +59,8 @@ func WithClassifier(c *classifier.Classifier) RouterOption {
 	}
 }
 
-// Decision is a routing decision and the stage that made it.
-type Decision struct {
-	schemas.RouteResponse
-	Stage string `json:"stage"`
-}
-
-// NewRouter validates the experts (unique names) and returns their router.
-func NewRouter(experts []schemas.ExpertConfig, opts ...RouterOption) (*Router, error) {
+// New validates the experts (unique names) and returns their router.
+func New(experts []schemas.ExpertConfig, opts ...Option) (*Router, error) {
 	if len(experts) == 0 {
 		return nil, fmt.Errorf("%w: router needs at least one expert", ErrInvalidOption)
 	}
@@ -125,7 +120,7 @@ func containsPhrase(ws []string, phrase string) bool {
 
 // Route decides which expert takes prompt. live reports whether an expert
 // has live workers (nil: all do). ErrNoWorker when none has.
-func (r *Router) Route(prompt string, live func(string) bool) (Decision, error) {
+func (r *Router) Route(prompt string, live func(string) bool) (schemas.RouteDecision, error) {
 	ws := words(prompt)
 	type cand struct {
 		e     schemas.ExpertConfig
@@ -191,9 +186,9 @@ func (r *Router) Route(prompt string, live func(string) bool) (Decision, error) 
 		}
 	}
 	if chosen < 0 {
-		return Decision{}, fmt.Errorf("%w: no expert has a live worker", ErrNoWorker)
+		return schemas.RouteDecision{}, fmt.Errorf("%w: no expert has a live worker", ErrNoWorker)
 	}
-	d := Decision{Stage: stage}
+	d := schemas.RouteDecision{Stage: stage}
 	d.Expert, d.Confidence = cands[chosen].e.Name, conf(cands[chosen])
 	d.Alternatives = []schemas.Alternative{}
 	for i, c := range cands {
@@ -202,4 +197,20 @@ func (r *Router) Route(prompt string, live func(string) bool) (Decision, error) 
 		}
 	}
 	return d, nil
+}
+
+// RouteText is what the router reads of a request: the prompt, or the chat's
+// user messages.
+func RouteText(req schemas.CompletionRequest) string {
+	if !req.IsChat() {
+		return req.Prompt
+	}
+	var b strings.Builder
+	for _, m := range req.Messages {
+		if m.Role == schemas.RoleUser {
+			b.WriteString(m.Content)
+			b.WriteByte('\n')
+		}
+	}
+	return b.String()
 }

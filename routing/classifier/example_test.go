@@ -4,7 +4,7 @@ import (
 	"context"
 	"fmt"
 
-	"github.com/largeforge/largeforge/producers/gateway/classifier"
+	"github.com/largeforge/largeforge/routing/classifier"
 )
 
 func Example() {

@@ -404,7 +404,7 @@ func TestSinkRejectsShardOfAnotherFormat(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if src := man.FindRun(ingest.RawRun); src == nil || src.Rejected != 1 || man.Counts.RejectedByRule["format"] != 1 {
+		if src := man.FindRun(schemas.RawRun); src == nil || src.Rejected != 1 || man.Counts.RejectedByRule["format"] != 1 {
 			return fmt.Errorf("manifest %+v", man)
 		}
 		return nil

@@ -1,6 +1,9 @@
 // Package datasetsink persists the shards of lf.data.<dataset>.shard as Parquet
 // parts under <data-dir>/datasets/<name>/, with a manifest, and the ingestion
-// rejects of lf.dlq.ingest.<dataset> as rejects.jsonl beside them.
+// rejects of lf.dlq.ingest.<dataset> as rejects.jsonl beside them. Its
+// RawHandler validates the single records any NATS client publishes to
+// lf.data.<dataset>.raw (with dataset/read, as ingest validates a file's) into
+// shards and rejects.
 //
 // A fetched batch of shards becomes one part per dataset, written to a temporary
 // name and renamed before the batch is acked. Records are deduplicated on their id
@@ -29,7 +32,6 @@ import (
 
 	"github.com/largeforge/largeforge/dataset"
 	"github.com/largeforge/largeforge/pipeline"
-	"github.com/largeforge/largeforge/producers/ingest"
 	"github.com/largeforge/largeforge/schemas"
 )
 
@@ -324,9 +326,9 @@ func (s *Sink) rejectShard(st *state, p pendingShard, f schemas.Format, data []b
 			continue
 		}
 		orig := string(r.CanonicalJSON())
-		lines = append(lines, RejectLine{ID: id, Source: p.source, Rule: ingest.RuleFormat, Original: &orig, Time: now.UTC(),
+		lines = append(lines, RejectLine{ID: id, Source: p.source, Rule: schemas.RuleFormat, Original: &orig, Time: now.UTC(),
 			Error: fmt.Sprintf("record %s: %s: dataset %s holds %s records; this record is %s (ingest it into a dataset of its own)",
-				ids[j], ingest.RuleFormat, st.man.Name, st.man.Format, f)})
+				ids[j], schemas.RuleFormat, st.man.Name, st.man.Format, f)})
 	}
 	if err := appendRejectLines(st.dir, lines); err != nil {
 		return err // transient: the shard is redelivered
@@ -334,7 +336,7 @@ func (s *Sink) rejectShard(st *state, p pendingShard, f schemas.Format, data []b
 	for _, l := range lines {
 		s.noteReject(st, l, p.run, now)
 	}
-	s.metrics.Rejected.WithLabelValues(st.man.Name, ingest.RuleFormat).Add(float64(len(lines)))
+	s.metrics.Rejected.WithLabelValues(st.man.Name, schemas.RuleFormat).Add(float64(len(lines)))
 	s.countShard(st, p, 0, 0, now)
 	s.log.Warn().Dict("context", zerolog.Dict().Str("dataset", st.man.Name).Str("source", p.source).Int("rows", len(recs))).
 		Msgf("shard of %s records rejected: the dataset holds %s records", f, st.man.Format)
@@ -501,9 +503,9 @@ func (s *Sink) handleRejects(ctx context.Context, msgs []jetstream.Msg) []error 
 			}
 			return ""
 		}
-		line, _ := strconv.ParseInt(first(ingest.HeaderLine), 10, 64)
-		rl := RejectLine{ID: id, Source: first(dataset.HeaderSource), Line: line, Field: first(ingest.HeaderField),
-			Rule: first(ingest.HeaderRule), Error: rec.Reason, Truncated: rec.Truncated, Time: rec.Time}
+		line, _ := strconv.ParseInt(first(schemas.HeaderLine), 10, 64)
+		rl := RejectLine{ID: id, Source: first(dataset.HeaderSource), Line: line, Field: first(schemas.HeaderField),
+			Rule: first(schemas.HeaderRule), Error: rec.Reason, Truncated: rec.Truncated, Time: rec.Time}
 		if rl.Rule == "" {
 			rl.Rule = "invalid"
 		}

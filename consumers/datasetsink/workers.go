@@ -10,7 +10,7 @@ import (
 	"github.com/largeforge/largeforge/dataset"
 	"github.com/largeforge/largeforge/logging"
 	"github.com/largeforge/largeforge/pipeline"
-	"github.com/largeforge/largeforge/producers/ingest"
+	"github.com/largeforge/largeforge/schemas"
 )
 
 // Workers are the running dataset consumers: the sink of shards, the validator of
@@ -24,7 +24,7 @@ type Workers struct {
 
 // Durable consumer names.
 const (
-	DurableSink    = ingest.SinkDurable
+	DurableSink    = schemas.DatasetSinkDurable
 	DurableRaw     = "dataset-raw"
 	DurableRejects = "dataset-rejects"
 )
@@ -40,7 +40,7 @@ func Start(ctx context.Context, bus *pipeline.Bus, datasetsDir string, log zerol
 	if err != nil {
 		return nil, err
 	}
-	raw, err := ingest.NewRawHandler(bus, logging.Named(log, "largeforge.ingest.raw"), sink.metrics)
+	raw, err := NewRawHandler(bus, logging.Named(log, "largeforge.ingest.raw"), sink.metrics)
 	if err != nil {
 		return nil, err
 	}
@@ -51,7 +51,7 @@ func Start(ctx context.Context, bus *pipeline.Bus, datasetsDir string, log zerol
 		{pipeline.ConsumerConfig{Stream: pipeline.StreamDatasets, Durable: DurableSink, FilterSubjects: []string{"lf.data.*.shard"},
 			Stage: "sink", Batch: 32, MaxWait: 300 * time.Millisecond, AckWait: 15 * time.Second}, sink.Shards()},
 		{pipeline.ConsumerConfig{Stream: pipeline.StreamDatasets, Durable: DurableRaw, FilterSubjects: []string{"lf.data.*.raw"},
-			Stage: ingest.Stage, Batch: 256, MaxWait: 200 * time.Millisecond, AckWait: 15 * time.Second}, raw},
+			Stage: schemas.StageIngest, Batch: 256, MaxWait: 200 * time.Millisecond, AckWait: 15 * time.Second}, raw},
 		{pipeline.ConsumerConfig{Stream: pipeline.StreamDLQ, Durable: DurableRejects, FilterSubjects: []string{"lf.dlq.ingest.>"},
 			Stage: "rejects", Batch: 256, MaxWait: 300 * time.Millisecond, AckWait: 15 * time.Second}, sink.Rejects()},
 	}

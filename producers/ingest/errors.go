@@ -1,10 +1,15 @@
 package ingest
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/largeforge/largeforge/dataset/read"
+)
 
 var (
-	// ErrSource is returned when a source cannot be opened or read as a whole.
-	ErrSource = errors.New("unreadable source")
+	// ErrSource is returned when a source cannot be opened or read as a
+	// whole (read.ErrSource).
+	ErrSource = read.ErrSource
 	// ErrTooManyRejects is returned when rejects exceed Config.MaxRejects.
 	ErrTooManyRejects = errors.New("too many rejected records")
 	// ErrInvalidOption is returned for a bad Config value.

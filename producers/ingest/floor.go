@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 
 	"github.com/largeforge/largeforge/dataset"
+	"github.com/largeforge/largeforge/dataset/read"
 	"github.com/largeforge/largeforge/schemas"
 )
 
@@ -17,7 +18,7 @@ func Floor(ctx context.Context, source, dir string, partRows int) (int64, error)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return 0, err
 	}
-	rr, err := openSource(source, nil, DefaultConfig().MaxLineBytes, "")
+	rr, err := read.Open(source, nil, DefaultConfig().MaxLineBytes, "")
 	if err != nil {
 		return 0, err
 	}
@@ -37,7 +38,7 @@ func Floor(ctx context.Context, source, dir string, partRows int) (int64, error)
 		recs, ids = recs[:0], ids[:0]
 		return nil
 	}
-	_, err = scan(ctx, rr, scanOptions{source: source, maxRecord: DefaultConfig().ShardBytes}, func(a Accepted) error {
+	_, err = scan(ctx, rr, scanOptions{source: source, maxRecord: DefaultConfig().ShardBytes}, func(a read.Accepted) error {
 		format = a.Record.Format
 		recs = append(recs, a.Record)
 		ids = append(ids, a.ID)
@@ -46,7 +47,7 @@ func Floor(ctx context.Context, source, dir string, partRows int) (int64, error)
 			return write()
 		}
 		return nil
-	}, func(r Reject) error { return nil })
+	}, func(r read.Reject) error { return nil })
 	if err != nil {
 		return rows, fmt.Errorf("floor: %w", err)
 	}

@@ -3,7 +3,6 @@ package ingest
 import (
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -21,19 +20,13 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/largeforge/largeforge/dataset"
+	"github.com/largeforge/largeforge/dataset/read"
 	"github.com/largeforge/largeforge/pipeline"
 	"github.com/largeforge/largeforge/schemas"
 )
 
 // Stage names the dead-letter subjects of ingestion: lf.dlq.ingest.<dataset>.
-const Stage = "ingest"
-
-// Headers of reject records on the dead-letter stream.
-const (
-	HeaderLine  = "Lf-Line"
-	HeaderField = "Lf-Field"
-	HeaderRule  = "Lf-Rule"
-)
+const Stage = schemas.StageIngest
 
 // Config is one ingestion run's settings.
 type Config struct {
@@ -174,7 +167,7 @@ func (in *Ingester) Ingest(ctx context.Context, source string, stdin io.Reader) 
 	if in.cfg.Format != "auto" {
 		format = schemas.Format(in.cfg.Format)
 	}
-	rr, err := openSource(source, stdin, in.cfg.MaxLineBytes, format)
+	rr, err := read.Open(source, stdin, in.cfg.MaxLineBytes, format)
 	if err != nil {
 		return sum, err
 	}
@@ -191,7 +184,7 @@ func (in *Ingester) Ingest(ctx context.Context, source string, stdin io.Reader) 
 	if err != nil {
 		return sum, err
 	}
-	shardBytes := shardLimit(in.bus, in.cfg.ShardBytes)
+	shardBytes := read.ShardLimit(in.bus, in.cfg.ShardBytes)
 	shards := in.bus.NewPublisher(in.cfg.Window)
 	var builder *dataset.ShardBuilder
 
@@ -273,12 +266,12 @@ func (in *Ingester) Ingest(ctx context.Context, source string, stdin io.Reader) 
 			in.progress(Progress{Rows: sum.Accepted + sum.Rejected, Accepted: sum.Accepted, Rejected: sum.Rejected, Duplicates: dups.Load(), Bytes: rr.BytesRead()})
 		}
 	}
-	var reject func(Reject) error
-	emit := func(a Accepted) error {
+	var reject func(read.Reject) error
+	emit := func(a read.Accepted) error {
 		if dsFormat != "" && a.Record.Format != dsFormat {
-			return reject(Reject{Source: source, Line: a.Line, Rule: RuleFormat, Original: a.Original,
+			return reject(read.Reject{Source: source, Line: a.Line, Rule: schemas.RuleFormat, Original: a.Original,
 				Error: fmt.Sprintf("line %d: %s: dataset %s holds %s records; this record is %s (ingest it into a dataset of its own)",
-					a.Line, RuleFormat, ds, dsFormat, a.Record.Format)})
+					a.Line, schemas.RuleFormat, ds, dsFormat, a.Record.Format)})
 		}
 		if builder == nil {
 			builder = dataset.NewShardBuilder(a.Record.Format, shardBytes)
@@ -296,7 +289,7 @@ func (in *Ingester) Ingest(ctx context.Context, source string, stdin io.Reader) 
 		}
 		return nil
 	}
-	reject = func(r Reject) error {
+	reject = func(r read.Reject) error {
 		sum.Rejected++
 		sum.RejectedByRule[r.Rule]++
 		in.metrics.Rejected.WithLabelValues(ds, r.Rule).Inc()
@@ -304,7 +297,7 @@ func (in *Ingester) Ingest(ctx context.Context, source string, stdin io.Reader) 
 			in.log.Warn().Dict("context", zerolog.Dict().Str("dataset", ds).Str("source", source).
 				Int64("line", r.Line).Str("field", r.Field).Str("rule", r.Rule)).Msg(r.Error)
 		}
-		rec, msgID := RejectRecord(ds, sum.Run, r)
+		rec, msgID := read.RejectRecord(ds, sum.Run, r)
 		if err := in.bus.PublishDLQ(ctx, Stage, ds, rec, msgID); err != nil {
 			return fmt.Errorf("publish reject: %w", err)
 		}
@@ -359,21 +352,6 @@ func byRule(counts map[string]int64) string {
 		parts = append(parts, fmt.Sprintf("%s: %d", r, counts[r]))
 	}
 	return strings.Join(parts, ", ")
-}
-
-// shardOverhead is what a shard message adds to its records' canonical bytes
-// at most: the Arrow schema and framing, the record ids, headers and subject.
-const shardOverhead = 16 << 10
-
-// shardLimit is the canonical bytes one shard may gather: want, or less when
-// the server's max_payload is too small for it.
-func shardLimit(bus *pipeline.Bus, want int) int {
-	if nc := bus.Conn(); nc != nil {
-		if most := int(nc.MaxPayload()) - shardOverhead; most > 0 && most < want {
-			return most
-		}
-	}
-	return want
 }
 
 // datasetFormat returns the format of the dataset's records from its manifest
@@ -433,7 +411,7 @@ func runEntry(ctx context.Context, kv jetstream.KeyValue, ds, run string) *datas
 
 // SinkDurable is the durable consumer name of the dataset sink, whose ack floor
 // tells when a run's shards are persisted.
-const SinkDurable = "dataset-sink"
+const SinkDurable = schemas.DatasetSinkDurable
 
 // waitConfirmed waits until the dataset sink has settled every shard this run
 // published: the sink's ack floor on LF_DATASETS reaches the highest sequence
@@ -466,7 +444,7 @@ func (in *Ingester) waitConfirmed(ctx context.Context, sum *Summary, maxSeq uint
 				// the run that sent them first.
 				if lost := sum.Accepted - sum.Persisted - sum.Duplicates; lost > 0 && sum.AlreadyOnBus == 0 {
 					sum.Rejected += lost
-					sum.RejectedByRule[RuleFormat] += lost
+					sum.RejectedByRule[schemas.RuleFormat] += lost
 				}
 			}
 			return nil
@@ -480,27 +458,4 @@ func (in *Ingester) waitConfirmed(ctx context.Context, sum *Summary, maxSeq uint
 		case <-tick.C:
 		}
 	}
-}
-
-// RejectRecord builds the dead-letter record of a reject and its message id.
-func RejectRecord(ds, run string, r Reject) (pipeline.DLQRecord, string) {
-	h := sha256.New()
-	fmt.Fprintf(h, "%s\x00%d\x00", r.Source, r.Line)
-	h.Write(r.Original)
-	msgID := ds + "/reject/" + hex.EncodeToString(h.Sum(nil))
-	rec := pipeline.DLQRecord{
-		Reason: r.Error,
-		Stage:  Stage,
-		Headers: map[string][]string{
-			dataset.HeaderSource: {r.Source},
-			HeaderLine:           {strconv.FormatInt(r.Line, 10)},
-			HeaderField:          {r.Field},
-			HeaderRule:           {r.Rule},
-			dataset.HeaderRun:    {run},
-		},
-		Data:     r.Original,
-		DataSize: len(r.Original),
-		Time:     time.Now().UTC(),
-	}
-	return rec, msgID
 }

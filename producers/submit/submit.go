@@ -30,6 +30,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/largeforge/largeforge/dataset/read"
 	"github.com/largeforge/largeforge/jobs"
 	"github.com/largeforge/largeforge/pipeline"
 	"github.com/largeforge/largeforge/routing"
@@ -302,6 +303,14 @@ func (s *Submitter) Submit(ctx context.Context, path string, progress func(rows 
 	return sum, nil
 }
 
+// rowReader yields the rows of an input file as JSON objects, one at a time
+// (read.Lines, read.RequestParquet).
+type rowReader interface {
+	// Next returns the next row; tooLarge is set (and data nil) for a row over
+	// the size limit. io.EOF at the end.
+	Next() (data []byte, tooLarge bool, err error)
+}
+
 // openInput opens a job file and returns the reader of its rows: a file (not
 // a directory) that opens, and for Parquet one whose footer reads.
 func openInput(path string) (rowReader, func(), error) {
@@ -319,9 +328,9 @@ func openInput(path string) (rowReader, func(), error) {
 	}
 	closeFn := func() { _ = f.Close() }
 	if !strings.EqualFold(filepath.Ext(path), ".parquet") {
-		return newLineReader(f, maxRow), closeFn, nil
+		return read.NewLines(f, maxRow), closeFn, nil
 	}
-	pr, err := newParquetReader(f, maxRow)
+	pr, err := read.NewRequestParquet(f, maxRow)
 	if err != nil {
 		f.Close()
 		return nil, nil, fmt.Errorf("%w: %s: %w", ErrUnreadable, path, err)

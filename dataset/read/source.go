@@ -1,4 +1,4 @@
-package ingest
+package read
 
 import (
 	"bufio"
@@ -30,9 +30,11 @@ type Row struct {
 	Problem string
 }
 
-// rowReader yields the rows of one source in order.
-type rowReader interface {
+// Source yields the rows of one source in order: Open returns one.
+type Source interface {
 	Next() (Row, error) // io.EOF at the end
+	// Format is the format the source itself says (a Parquet file's
+	// columns), when it says one.
 	Format() (schemas.Format, bool)
 	BytesRead() int64
 	Close() error
@@ -47,8 +49,12 @@ const (
 
 var utf8BOM = []byte{0xEF, 0xBB, 0xBF}
 
-// openSource opens path ("-" is stdin) and returns a reader of its rows.
-func openSource(path string, stdin io.Reader, maxLine int, format schemas.Format) (rowReader, error) {
+// Open opens path ("-" is stdin: JSONL, or a JSON array when it starts with
+// '[') and returns the reader of its rows, chosen by the extension: .parquet
+// or .pq (the columns of format, or of the format they match when format is
+// ""), .json (one array of records), anything else JSONL with lines of at
+// most maxLine bytes. Errors wrap ErrSource.
+func Open(path string, stdin io.Reader, maxLine int, format schemas.Format) (Source, error) {
 	if path == "-" {
 		br := bufio.NewReaderSize(stdin, 1<<16)
 		peek, _ := br.Peek(64)
@@ -268,14 +274,23 @@ type parquetReader struct {
 	total  int64
 }
 
-func newParquetReader(f *os.File, want schemas.Format) (*parquetReader, error) {
+// openParquet opens the Parquet file f and returns it with its size.
+func openParquet(f *os.File) (*parquet.File, int64, error) {
 	st, err := f.Stat()
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	pf, err := parquet.OpenFile(f, st.Size())
 	if err != nil {
-		return nil, fmt.Errorf("not a readable Parquet file: %v", err)
+		return nil, 0, fmt.Errorf("not a readable Parquet file: %w", err)
+	}
+	return pf, st.Size(), nil
+}
+
+func newParquetReader(f *os.File, want schemas.Format) (*parquetReader, error) {
+	pf, size, err := openParquet(f)
+	if err != nil {
+		return nil, err
 	}
 	var cols []string
 	for _, fl := range pf.Schema().Fields() {
@@ -303,7 +318,7 @@ func newParquetReader(f *os.File, want schemas.Format) (*parquetReader, error) {
 	} else if !has(formatColumns[format]) {
 		return nil, fmt.Errorf("columns %v: format %s needs columns %v", cols, format, formatColumns[format])
 	}
-	return &parquetReader{f: f, size: st.Size(), format: format, rows: parquet.NewReader(pf, pf.Schema()), total: pf.NumRows()}, nil
+	return &parquetReader{f: f, size: size, format: format, rows: parquet.NewReader(pf, pf.Schema()), total: pf.NumRows()}, nil
 }
 
 func (p *parquetReader) Next() (Row, error) {

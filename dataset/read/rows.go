@@ -1,4 +1,4 @@
-package submit
+package read
 
 import (
 	"bufio"
@@ -12,26 +12,23 @@ import (
 	"github.com/parquet-go/parquet-go"
 )
 
-// rowReader yields the rows of an input file as JSON objects, one at a time.
-type rowReader interface {
-	// Next returns the next row; tooLarge is set (and data nil) for a row over
-	// the size limit. io.EOF at the end.
-	Next() (data []byte, tooLarge bool, err error)
-}
-
-// lineReader reads JSONL with lines of at most max bytes; a longer line is
-// skipped and reported as too large, so memory stays bounded.
-type lineReader struct {
+// Lines reads JSONL with lines of at most max bytes; a longer line is
+// skipped and reported as too large, so memory stays bounded. Blank lines
+// are rows too (the caller counts them as lines and skips them).
+type Lines struct {
 	r   *bufio.Reader
 	max int
 	buf []byte
 }
 
-func newLineReader(r io.Reader, max int) *lineReader {
-	return &lineReader{r: bufio.NewReaderSize(r, 64<<10), max: max}
+// NewLines reads the lines of r, each of at most max bytes.
+func NewLines(r io.Reader, max int) *Lines {
+	return &Lines{r: bufio.NewReaderSize(r, 64<<10), max: max}
 }
 
-func (l *lineReader) Next() ([]byte, bool, error) {
+// Next returns the next line without its line end; tooLarge is set (and
+// data nil) for a line over the limit. io.EOF at the end.
+func (l *Lines) Next() ([]byte, bool, error) {
 	l.buf = l.buf[:0]
 	tooLarge := false
 	for {
@@ -126,8 +123,10 @@ func derefF(v *float64) float64 {
 	return *v
 }
 
-// parquetReader reads a Parquet input 256 rows at a time.
-type parquetReader struct {
+// RequestParquet reads a batch job's Parquet input (the columns of a §3.1
+// request or of a score row, as named in JSONL) 256 rows at a time, each row
+// as the JSON object of its non-null columns.
+type RequestParquet struct {
 	gr   *parquet.GenericReader[pqRow]
 	buf  []pqRow
 	pos  int
@@ -144,14 +143,12 @@ func init() {
 	}
 }
 
-func newParquetReader(f *os.File, max int) (*parquetReader, error) {
-	st, err := f.Stat()
+// NewRequestParquet reads f, whose rows' JSON must be at most max bytes. It
+// fails when f is no readable Parquet file or has none of the known columns.
+func NewRequestParquet(f *os.File, max int) (*RequestParquet, error) {
+	pf, _, err := openParquet(f)
 	if err != nil {
 		return nil, err
-	}
-	pf, err := parquet.OpenFile(f, st.Size())
-	if err != nil {
-		return nil, fmt.Errorf("not a readable Parquet file: %w", err)
 	}
 	known := 0
 	for _, fl := range pf.Schema().Fields() {
@@ -162,10 +159,12 @@ func newParquetReader(f *os.File, max int) (*parquetReader, error) {
 	if known == 0 {
 		return nil, fmt.Errorf("no known column (custom_id, prompt, messages, text, completion, chosen, rejected, ...)")
 	}
-	return &parquetReader{gr: parquet.NewGenericReader[pqRow](pf), buf: make([]pqRow, 256), max: max}, nil
+	return &RequestParquet{gr: parquet.NewGenericReader[pqRow](pf), buf: make([]pqRow, 256), max: max}, nil
 }
 
-func (p *parquetReader) Next() ([]byte, bool, error) {
+// Next returns the next row as JSON; tooLarge is set (and data nil) for a
+// row over the limit. io.EOF at the end.
+func (p *RequestParquet) Next() ([]byte, bool, error) {
 	if p.pos == p.n {
 		if p.done {
 			return nil, false, io.EOF

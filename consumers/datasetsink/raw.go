@@ -1,4 +1,4 @@
-package ingest
+package datasetsink
 
 import (
 	"context"
@@ -11,12 +11,10 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/largeforge/largeforge/dataset"
+	"github.com/largeforge/largeforge/dataset/read"
 	"github.com/largeforge/largeforge/pipeline"
 	"github.com/largeforge/largeforge/schemas"
 )
-
-// RawRun is the run id under which records published to lf.data.<dataset>.raw are counted.
-const RawRun = "raw"
 
 // RawHandler validates single records that any NATS client publishes to
 // lf.data.<dataset>.raw, exactly as a file's records are: accepted ones are
@@ -38,7 +36,7 @@ func NewRawHandler(bus *pipeline.Bus, log zerolog.Logger, m *dataset.Metrics) (*
 	if m == nil {
 		m, _ = dataset.NewMetrics(nil)
 	}
-	return &RawHandler{bus: bus, log: log, metrics: m, shardBytes: shardLimit(bus, dataset.DefaultShardBytes)}, nil
+	return &RawHandler{bus: bus, log: log, metrics: m, shardBytes: read.ShardLimit(bus, dataset.DefaultShardBytes)}, nil
 }
 
 // Handle implements pipeline.Handler.
@@ -58,20 +56,20 @@ func (h *RawHandler) Handle(ctx context.Context, msgs []jetstream.Msg) []error {
 		if md, err := m.Metadata(); err == nil {
 			seq = md.Sequence.Stream
 		}
-		row := Row{Line: int64(seq), Data: m.Data()}
+		row := read.Row{Line: int64(seq), Data: m.Data()}
 		source := m.Subject()
 		f, err := schemas.ParseFormat(m.Headers().Get(dataset.HeaderFormat))
 		if err != nil {
 			var ok bool
 			if f, ok = schemas.DetectFormat(m.Data()); !ok {
-				errs[i] = h.reject(ctx, ds, Reject{Source: source, Line: row.Line, Rule: RuleFormat, Original: row.Data,
+				errs[i] = h.reject(ctx, ds, read.Reject{Source: source, Line: row.Line, Rule: schemas.RuleFormat, Original: row.Data,
 					Error: "cannot tell the record's format from its keys (alpaca, sharegpt or dpo); set the Lf-Format header"})
 				continue
 			}
 		}
-		items := decodeRows(source, f, []Row{row}, h.shardBytes)
-		if it := items[0]; it.rej != nil {
-			errs[i] = h.reject(ctx, ds, *it.rej)
+		items := read.Decode(source, f, []read.Row{row}, h.shardBytes)
+		if it := items[0]; it.Rej != nil {
+			errs[i] = h.reject(ctx, ds, *it.Rej)
 			continue
 		}
 		h.metrics.Accepted.WithLabelValues(ds).Inc()
@@ -82,7 +80,7 @@ func (h *RawHandler) Handle(ctx context.Context, msgs []jetstream.Msg) []error {
 			groups[key] = g
 			order = append(order, key)
 		}
-		a := items[0].acc
+		a := items[0].Acc
 		if g.builder.Full(a.Size) {
 			if err := h.publish(ctx, g.ds, g.format, g.builder); err != nil {
 				for _, j := range g.idx {
@@ -121,7 +119,7 @@ func (h *RawHandler) publish(ctx context.Context, ds string, f schemas.Format, b
 	hdr := nats.Header{}
 	hdr.Set(dataset.HeaderFormat, string(f))
 	hdr.Set(dataset.HeaderSource, "nats:"+pipeline.StreamDatasets)
-	hdr.Set(dataset.HeaderRun, RawRun)
+	hdr.Set(dataset.HeaderRun, schemas.RawRun)
 	hdr.Set(dataset.HeaderRows, strconv.Itoa(rows))
 	if _, err := h.bus.Publish(ctx, subj, data, msgID, hdr); err != nil {
 		return fmt.Errorf("publish shard: %w", err) // transient: the raw records are redelivered
@@ -132,11 +130,11 @@ func (h *RawHandler) publish(ctx context.Context, ds string, f schemas.Format, b
 
 // reject publishes the reject record; the raw message is then acked, since its
 // reject record is its durable outcome.
-func (h *RawHandler) reject(ctx context.Context, ds string, r Reject) error {
+func (h *RawHandler) reject(ctx context.Context, ds string, r read.Reject) error {
 	h.metrics.Rejected.WithLabelValues(ds, r.Rule).Inc()
 	r.Source = "nats:" + pipeline.StreamDatasets
-	rec, msgID := RejectRecord(ds, RawRun, r)
-	if err := h.bus.PublishDLQ(ctx, Stage, ds, rec, msgID); err != nil {
+	rec, msgID := read.RejectRecord(ds, schemas.RawRun, r)
+	if err := h.bus.PublishDLQ(ctx, schemas.StageIngest, ds, rec, msgID); err != nil {
 		return fmt.Errorf("publish reject: %w", err)
 	}
 	return nil

@@ -1,9 +1,8 @@
-package ingest
+package read
 
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"errors"
 	"io"
 	"path/filepath"
@@ -15,7 +14,7 @@ import (
 	"github.com/largeforge/largeforge/schemas"
 )
 
-func readAllRows(t *testing.T, rr rowReader) []Row {
+func readAllRows(t *testing.T, rr Source) []Row {
 	t.Helper()
 	var rows []Row
 	for {
@@ -79,37 +78,6 @@ func TestJSONArrayReader(t *testing.T) {
 	_, err := newJSONArrayReader(bufio.NewReader(strings.NewReader(`{"a":1}`)), nil).Next()
 	if !errors.Is(err, ErrSource) {
 		t.Fatalf("an object is not an array: err = %v", err)
-	}
-}
-
-func TestScanAutoAndOrder(t *testing.T) {
-	var in strings.Builder
-	for i := 0; i < 1000; i++ {
-		if i%7 == 3 {
-			in.WriteString("{\"instruction\":\"\",\"output\":\"x\"}\n")
-			continue
-		}
-		in.WriteString(`{"instruction":"n` + strings.Repeat("i", i%5) + `","output":"` + string(rune('a'+i%26)) + "\"}\n")
-	}
-	rr := newJSONLReader(bufio.NewReader(strings.NewReader(in.String())), nil, 1<<20)
-	var lines []int64
-	rejected := 0
-	res, err := scan(context.Background(), rr, scanOptions{source: "t", workers: 3, chunk: 7},
-		func(a Accepted) error { lines = append(lines, a.Line); return nil },
-		func(r Reject) error { rejected++; return nil })
-	if err != nil {
-		t.Fatal(err)
-	}
-	if res.Format != schemas.FormatAlpaca || !res.Detected || res.Rows != 1000 {
-		t.Fatalf("result %+v", res)
-	}
-	for i := 1; i < len(lines); i++ {
-		if lines[i] <= lines[i-1] {
-			t.Fatalf("records out of order at %d: %v", i, lines[i-1:i+1])
-		}
-	}
-	if rejected != 143 || len(lines) != 857 {
-		t.Fatalf("%d accepted, %d rejected", len(lines), rejected)
 	}
 }
 
@@ -210,7 +178,7 @@ func TestParquetColumnTypes(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			rr, err := openSource(tt.path, nil, 1<<20, "")
+			rr, err := Open(tt.path, nil, 1<<20, "")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -222,12 +190,12 @@ func TestParquetColumnTypes(t *testing.T) {
 			if len(rows) != len(tt.wantData) {
 				t.Fatalf("%d rows, want %d", len(rows), len(tt.wantData))
 			}
-			items := decodeRows(tt.path, tt.wantFormat, rows, 0)
+			items := Decode(tt.path, tt.wantFormat, rows, 0)
 			for i, r := range rows {
 				if string(r.Data) != tt.wantData[i] || r.Line != int64(i+1) {
 					t.Errorf("row %d = %d %q, want %d %q", i, r.Line, r.Data, i+1, tt.wantData[i])
 				}
-				rej := items[i].rej
+				rej := items[i].Rej
 				switch {
 				case tt.wantRule[i] == "" && rej != nil:
 					t.Errorf("row %d rejected: %+v", i, rej)

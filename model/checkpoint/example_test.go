@@ -50,3 +50,27 @@ func ExampleImportGGUF() {
 	}
 	fmt.Println(ck.Config.NumLayers, "layers")
 }
+
+// Bind a checkpoint's tensors to the typed decoder; a missing tensor is an
+// error naming it.
+func ExampleBindTensors() {
+	cfg, err := checkpoint.PresetConfig("tiny")
+	if err != nil {
+		log.Fatal(err)
+	}
+	tensors, err := checkpoint.InitTensors(cfg, 1)
+	if err != nil {
+		log.Fatal(err)
+	}
+	d, err := checkpoint.BindTensors(cfg, tensors)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(len(d.Layers), "layers; layer 0 k_proj", d.Layers[0].K.Shape)
+	delete(tensors, "model.norm.weight")
+	_, err = checkpoint.BindTensors(cfg, tensors)
+	fmt.Println(err)
+	// Output:
+	// 5 layers; layer 0 k_proj [32 64]
+	// tensor "model.norm.weight": missing tensor
+}

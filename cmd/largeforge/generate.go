@@ -10,15 +10,14 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"time"
 
 	"github.com/spf13/cobra"
 
-	"github.com/largeforge/largeforge/consumers/infer"
 	"github.com/largeforge/largeforge/logging"
 	"github.com/largeforge/largeforge/model"
 	"github.com/largeforge/largeforge/model/tokenizer"
 	"github.com/largeforge/largeforge/schemas"
+	"github.com/largeforge/largeforge/serve"
 )
 
 // loadedModel is a model with its tokenizer, ready for text.
@@ -50,36 +49,6 @@ func loadModel(dir string, maxBatch int) (*loadedModel, error) {
 		return nil, err
 	}
 	return &loadedModel{name: filepath.Base(filepath.Clean(dir)), m: m, tok: tok, gen: gen}, nil
-}
-
-// promptOf renders a request's prompt: the prompt text, or its chat messages
-// through the model's chat template.
-func (lm *loadedModel) promptOf(r schemas.CompletionRequest) (string, error) {
-	if len(r.Messages) == 0 {
-		return r.Prompt, nil
-	}
-	return infer.ChatPrompt(lm.tok, r.Messages)
-}
-
-func textRequest(prompt string, r schemas.CompletionRequest) model.TextRequest {
-	p := model.SamplingParams{MaxTokens: r.MaxTokens, Temperature: r.Temperature, TopP: r.TopP, TopK: r.TopK}
-	if r.Seed != nil {
-		p.Seed = *r.Seed
-	}
-	return model.TextRequest{Prompt: prompt, Stop: r.Stop, Params: p}
-}
-
-func completionResponse(id, modelName string, res model.TextResult, chat bool) schemas.CompletionResponse {
-	choice := schemas.Choice{Index: 0, Text: res.Text, FinishReason: res.FinishReason}
-	object := "text_completion"
-	if chat {
-		choice.Text = ""
-		choice.Message = &schemas.ChatMessage{Role: "assistant", Content: res.Text}
-		object = "chat.completion"
-	}
-	return schemas.CompletionResponse{ID: id, Object: object, Created: time.Now().Unix(), Model: modelName,
-		Choices: []schemas.Choice{choice},
-		Usage:   schemas.Usage{PromptTokens: res.PromptTokens, CompletionTokens: res.CompletionTokens, TotalTokens: res.PromptTokens + res.CompletionTokens}}
 }
 
 func newGenerateCmd() *cobra.Command {
@@ -116,7 +85,11 @@ of --batch-size; a request that fails validation gets a line with an "error" obj
 				if err := req.Validate(); err != nil {
 					return err
 				}
-				res, err := lm.gen.Generate(cmd.Context(), []model.TextRequest{textRequest(prompt, req)})
+				tr, err := serve.TextRequest(lm.tok, req, 0)
+				if err != nil {
+					return err
+				}
+				res, err := lm.gen.Generate(cmd.Context(), []model.TextRequest{tr})
 				if err != nil {
 					return refusal(err)
 				}
@@ -160,12 +133,6 @@ func openIn(path string) (io.ReadCloser, error) {
 	return os.Open(path)
 }
 
-// refused reports whether the model refused a request (ErrTooLong,
-// ErrInvalidRequest) rather than failed.
-func refused(err error) bool {
-	return errors.Is(err, model.ErrTooLong) || errors.Is(err, model.ErrInvalidRequest)
-}
-
 // refusal is a refused request's error as the user should read it, its
 // schemas.ValidationMessage: a field over its limit ("Invalid max_tokens:
 // ...") without the batch position.
@@ -195,7 +162,7 @@ func generateFile(ctx context.Context, lm *loadedModel, input, output string, ba
 
 	type pending struct {
 		line int
-		chat bool
+		c    schemas.CompletionRequest
 		req  model.TextRequest
 		err  error
 	}
@@ -211,7 +178,7 @@ func generateFile(ctx context.Context, lm *loadedModel, input, output string, ba
 		var res []model.TextResult
 		if len(reqs) > 0 {
 			res, err = lm.gen.Generate(ctx, reqs)
-			if refused(err) {
+			if serve.Refused(err) {
 				// A request the model refuses (over its context) fails alone:
 				// the batch runs again one request at a time.
 				res, err = nil, nil
@@ -221,7 +188,7 @@ func generateFile(ctx context.Context, lm *loadedModel, input, output string, ba
 					}
 					one, gerr := lm.gen.Generate(ctx, []model.TextRequest{queue[i].req})
 					switch {
-					case refused(gerr):
+					case serve.Refused(gerr):
 						queue[i].err = fmt.Errorf("line %d: %w", queue[i].line, refusal(gerr))
 					case gerr != nil:
 						return gerr
@@ -243,7 +210,7 @@ func generateFile(ctx context.Context, lm *loadedModel, input, output string, ba
 				}
 				continue
 			}
-			resp := completionResponse(fmt.Sprintf("cmpl-%d", p.line), lm.name, res[k], p.chat)
+			resp := serve.Response(fmt.Sprintf("cmpl-%d", p.line), lm.name, p.c, res[k])
 			k++
 			if err := enc.Encode(resp); err != nil {
 				return err
@@ -269,16 +236,13 @@ func generateFile(ctx context.Context, lm *loadedModel, input, output string, ba
 			}
 			err = r.Validate()
 		}
-		var prompt string
 		if err == nil {
-			prompt, err = lm.promptOf(r)
-			p.chat = len(r.Messages) > 0
+			p.c = r
+			p.req, err = serve.TextRequest(lm.tok, r, 0)
 		}
 		if err != nil {
 			msg, _ := schemas.ValidationMessage(err)
 			p.err = fmt.Errorf("line %d: %s", line, msg)
-		} else {
-			p.req = textRequest(prompt, r)
 		}
 		queue = append(queue, p)
 		if len(queue) >= batch {

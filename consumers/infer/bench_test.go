@@ -9,10 +9,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/largeforge/largeforge/consumers/infer"
 	"github.com/largeforge/largeforge/jobs"
 	"github.com/largeforge/largeforge/model"
 	"github.com/largeforge/largeforge/schemas"
+	"github.com/largeforge/largeforge/serve"
 )
 
 // benchRequests is the job size of BenchmarkJobThroughput: LF_BENCH_REQUESTS
@@ -77,7 +77,7 @@ func benchInProcess(b *testing.B, n int) (int, int, time.Duration) {
 				defer func() { <-sem; wg.Done() }()
 				c := schemas.DefaultCompletionRequest()
 				c.Prompt, c.MaxTokens, c.Temperature = benchPrompt(i), benchMaxTokens, 0
-				tr, _ := infer.TextRequest(tok, c, 0)
+				tr, _ := serve.TextRequest(tok, c, 0)
 				res, err := gen.Submit(ctx, bt, tr, nil)
 				if err != nil {
 					b.Error(err)

@@ -24,6 +24,7 @@ import (
 	"github.com/largeforge/largeforge/pipeline/pipelinetest"
 	"github.com/largeforge/largeforge/producers/submit"
 	"github.com/largeforge/largeforge/schemas"
+	"github.com/largeforge/largeforge/serve"
 )
 
 var (
@@ -289,7 +290,7 @@ func TestScoreJobEndToEnd(t *testing.T) {
 	out := outputs(t, j)
 	m, tok := stories(t)
 	direct := func(in schemas.ScoreInput) []model.ScoreResult {
-		r, err := m.Score(context.Background(), infer.ScoreRequests(tok, in))
+		r, err := m.Score(context.Background(), serve.ScoreRequests(tok, in))
 		if err != nil {
 			t.Fatal(err)
 		}

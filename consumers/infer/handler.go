@@ -31,6 +31,7 @@ import (
 	"github.com/largeforge/largeforge/model/tokenizer"
 	"github.com/largeforge/largeforge/pipeline"
 	"github.com/largeforge/largeforge/schemas"
+	"github.com/largeforge/largeforge/serve"
 )
 
 // ErrInvalidOption is wrapped by constructor errors.
@@ -256,49 +257,18 @@ func (h *Handler) errorRow(req schemas.Request, code, msg string) *schemas.Resul
 	return &r
 }
 
-// seed is the request's seed, or one derived from its id so that a
-// redelivered request samples the same text.
+// seed is the seed of a request that has none, derived from its id so that
+// a redelivered request samples the same text.
 func seed(req schemas.Request) int64 {
-	if req.Completion.Seed != nil {
-		return *req.Completion.Seed
-	}
 	sum := sha256.Sum256([]byte(schemas.MsgID(req.Job, req.CustomID)))
 	return int64(binary.LittleEndian.Uint64(sum[:8]) >> 1)
-}
-
-// ChatPrompt renders chat messages with the model's chat_template, ready for
-// the assistant's reply. A model without one gets an error wrapping
-// tokenizer.ErrNoChatTemplate, never a template it was not trained with:
-// `generate` and the workers answer alike.
-func ChatPrompt(tok *tokenizer.Tokenizer, messages []schemas.ChatMessage) (string, error) {
-	msgs := make([]tokenizer.Message, len(messages))
-	for i, m := range messages {
-		msgs[i] = tokenizer.Message{Role: m.Role, Content: m.Content}
-	}
-	return tok.ApplyChatTemplate(msgs, true)
-}
-
-// TextRequest maps a completion request to the model's text request (chat
-// messages rendered with ChatPrompt; its errors wrap
-// schemas.ErrInvalidRequest).
-func TextRequest(tok *tokenizer.Tokenizer, c schemas.CompletionRequest, seed int64) (model.TextRequest, error) {
-	prompt := c.Prompt
-	if c.IsChat() {
-		var err error
-		if prompt, err = ChatPrompt(tok, c.Messages); err != nil {
-			return model.TextRequest{}, fmt.Errorf("%w: %w", schemas.ErrInvalidRequest, err)
-		}
-	}
-	return model.TextRequest{Prompt: prompt, Stop: c.Stop, Params: model.SamplingParams{
-		MaxTokens: c.MaxTokens, Temperature: c.Temperature, TopP: c.TopP, TopK: c.TopK, Seed: seed,
-	}}, nil
 }
 
 // complete runs one completion on the Batcher under jctx (the job's context,
 // a child of the handler's ctx); it returns the tokens generated.
 func (h *Handler) complete(ctx, jctx context.Context, it *item) int {
 	c := *it.req.Completion
-	tr, err := TextRequest(h.s.Tok, c, seed(it.req))
+	tr, err := serve.TextRequest(h.s.Tok, c, seed(it.req))
 	if err != nil {
 		it.res = h.errorRow(it.req, schemas.CodeInvalidRequest, err.Error())
 		return 0
@@ -313,7 +283,7 @@ func (h *Handler) complete(ctx, jctx context.Context, it *item) int {
 		return 0
 	}
 	if err != nil {
-		if errors.Is(err, model.ErrInvalidRequest) || errors.Is(err, model.ErrTooLong) {
+		if serve.Refused(err) {
 			it.res = h.errorRow(it.req, schemas.CodeModelError, err.Error())
 			return 0
 		}
@@ -323,20 +293,9 @@ func (h *Handler) complete(ctx, jctx context.Context, it *item) int {
 	lat := time.Since(t0)
 	h.met.Latency.WithLabelValues(h.s.Name).Observe(lat.Seconds())
 	h.met.TokensGenerated.WithLabelValues(h.s.Name).Add(float64(out.CompletionTokens))
-	resp := &schemas.CompletionResponse{
-		ID: "cmpl-" + shortHash(schemas.MsgID(it.req.Job, it.req.CustomID)), Object: schemas.ObjectTextCompletion,
-		Created: time.Now().Unix(), Model: h.s.Name,
-		Usage: schemas.Usage{PromptTokens: out.PromptTokens, CompletionTokens: out.CompletionTokens, TotalTokens: out.PromptTokens + out.CompletionTokens},
-	}
-	choice := schemas.Choice{Index: 0, Text: out.Text, FinishReason: out.FinishReason}
-	if c.IsChat() {
-		resp.Object = schemas.ObjectChatCompletion
-		choice.Text = ""
-		choice.Message = &schemas.ChatMessage{Role: schemas.RoleAssistant, Content: out.Text}
-	}
-	resp.Choices = []schemas.Choice{choice}
+	resp := serve.Response("cmpl-"+shortHash(schemas.MsgID(it.req.Job, it.req.CustomID)), h.s.Name, c, out)
 	it.res = &schemas.Result{Job: it.req.Job, CustomID: it.req.CustomID, Model: h.s.Name, Kind: jobs.KindCompletion, Line: it.req.Line,
-		Response: resp, LatencyMS: float64(time.Since(it.start).Microseconds()) / 1000, Worker: h.workerID}
+		Response: &resp, LatencyMS: float64(time.Since(it.start).Microseconds()) / 1000, Worker: h.workerID}
 	return out.CompletionTokens
 }
 
@@ -345,64 +304,31 @@ func shortHash(s string) string {
 	return hex.EncodeToString(sum[:12])
 }
 
-// ScoreRequests tokenizes a score row into the model's requests: one, or two
-// (chosen, rejected) for a DPO row.
-func ScoreRequests(tok *tokenizer.Tokenizer, s schemas.ScoreInput) []model.ScoreRequest {
-	switch {
-	case s.IsDPO():
-		return []model.ScoreRequest{model.ScorePair(tok, s.Prompt, s.Chosen), model.ScorePair(tok, s.Prompt, s.Rejected)}
-	case s.Text != "":
-		return []model.ScoreRequest{{CompletionIDs: tok.Encode(s.Text, true)}}
-	default:
-		return []model.ScoreRequest{model.ScorePair(tok, s.Prompt, s.Completion)}
-	}
-}
-
-func scoreOutput(r model.ScoreResult) *schemas.ScoreOutput {
-	return &schemas.ScoreOutput{SumLogprob: r.SumLogprob, MeanLogprob: r.MeanLogprob, Perplexity: r.Perplexity, Tokens: r.Tokens}
-}
-
-// score runs the batch's score rows in one Model.Score call; when that fails
-// the rows run one by one, so that one bad row cannot fail the others.
+// score runs the batch's score rows together (serve.Score: a row the model
+// refuses fails alone).
 func (h *Handler) score(ctx context.Context, items []*item) {
-	var reqs []model.ScoreRequest
-	spans := make([][2]int, len(items))
+	rows := make([]schemas.ScoreInput, len(items))
 	for i, it := range items {
-		rs := ScoreRequests(h.s.Tok, *it.req.Score)
-		spans[i] = [2]int{len(reqs), len(reqs) + len(rs)}
-		reqs = append(reqs, rs...)
+		rows[i] = *it.req.Score
 	}
 	active := h.met.Active.WithLabelValues(h.s.Name)
 	active.Add(float64(len(items)))
 	defer active.Sub(float64(len(items)))
 	t0 := time.Now()
-	res, err := h.s.Model.Score(ctx, reqs)
-	if err != nil && len(items) > 1 {
-		for _, it := range items {
-			h.score(ctx, []*item{it})
-		}
-		return
-	}
+	outs, errs := serve.Score(ctx, h.s.Model, h.s.Tok, rows)
 	lat := time.Since(t0)
 	for i, it := range items {
-		if err != nil {
-			if errors.Is(err, model.ErrInvalidRequest) || errors.Is(err, model.ErrTooLong) {
-				it.res = h.errorRow(it.req, schemas.CodeModelError, err.Error())
-			} else {
-				it.err = fmt.Errorf("score %s: %w", schemas.MsgID(it.req.Job, it.req.CustomID), err)
-			}
+		switch err := errs[i]; {
+		case serve.Refused(err):
+			it.res = h.errorRow(it.req, schemas.CodeModelError, err.Error())
+			continue
+		case err != nil:
+			it.err = fmt.Errorf("score %s: %w", schemas.MsgID(it.req.Job, it.req.CustomID), err)
 			continue
 		}
 		h.met.Latency.WithLabelValues(h.s.Name).Observe(lat.Seconds())
-		rs := res[spans[i][0]:spans[i][1]]
-		out := scoreOutput(rs[0])
-		if it.req.Score.IsDPO() {
-			margin := model.DPOMargin(rs[0], rs[1])
-			out = &schemas.ScoreOutput{SumLogprob: rs[0].SumLogprob, MeanLogprob: rs[0].MeanLogprob, Perplexity: rs[0].Perplexity, Tokens: rs[0].Tokens,
-				Chosen: scoreOutput(rs[0]), Rejected: scoreOutput(rs[1]), DPOMargin: &margin}
-		}
 		it.res = &schemas.Result{Job: it.req.Job, CustomID: it.req.CustomID, Model: h.s.Name, Kind: jobs.KindScore, Line: it.req.Line,
-			Score: out, LatencyMS: float64(time.Since(it.start).Microseconds()) / 1000, Worker: h.workerID}
+			Score: &outs[i], LatencyMS: float64(time.Since(it.start).Microseconds()) / 1000, Worker: h.workerID}
 	}
 }
 

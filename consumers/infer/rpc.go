@@ -9,9 +9,9 @@ import (
 	"time"
 
 	"github.com/largeforge/largeforge/logging"
-	"github.com/largeforge/largeforge/model"
 	"github.com/largeforge/largeforge/pipeline"
 	"github.com/largeforge/largeforge/schemas"
+	"github.com/largeforge/largeforge/serve"
 )
 
 // The interactive path: each worker also answers requests on
@@ -65,11 +65,7 @@ func (h *Handler) handleRPC(ctx context.Context, req *pipeline.RPCRequest) {
 		h.requestError(req, "invalid_request", err)
 		return
 	}
-	sd := rand.Int64N(1 << 62)
-	if c.Seed != nil {
-		sd = *c.Seed
-	}
-	tr, err := TextRequest(h.s.Tok, c, sd)
+	tr, err := serve.TextRequest(h.s.Tok, c, rand.Int64N(1<<62))
 	if err != nil {
 		h.requestError(req, "invalid_request", err)
 		return
@@ -88,7 +84,7 @@ func (h *Handler) handleRPC(ctx context.Context, req *pipeline.RPCRequest) {
 		h.met.Requests.WithLabelValues(h.s.Name, StatusCancelled).Inc()
 		log.Debug().Msg("interactive request cancelled")
 		return
-	case errors.Is(err, model.ErrInvalidRequest) || errors.Is(err, model.ErrTooLong):
+	case serve.Refused(err):
 		h.requestError(req, "model_error", err)
 		return
 	case err != nil:
@@ -104,18 +100,11 @@ func (h *Handler) handleRPC(ctx context.Context, req *pipeline.RPCRequest) {
 	if id == "" {
 		id = shortHash(time.Now().String())
 	}
-	resp := schemas.CompletionResponse{
-		ID: "cmpl-" + id, Object: schemas.ObjectTextCompletion, Created: time.Now().Unix(), Model: h.s.Name,
-		Usage: schemas.Usage{PromptTokens: out.PromptTokens, CompletionTokens: out.CompletionTokens, TotalTokens: out.PromptTokens + out.CompletionTokens},
-	}
-	choice := schemas.Choice{Index: 0, Text: out.Text, FinishReason: out.FinishReason}
+	prefix := "cmpl-"
 	if c.IsChat() {
-		resp.ID = "chatcmpl-" + id
-		resp.Object = schemas.ObjectChatCompletion
-		choice.Text = ""
-		choice.Message = &schemas.ChatMessage{Role: schemas.RoleAssistant, Content: out.Text}
+		prefix = "chatcmpl-"
 	}
-	resp.Choices = []schemas.Choice{choice}
+	resp := serve.Response(prefix+id, h.s.Name, c, out)
 	data, err := json.Marshal(resp)
 	if err != nil {
 		h.rpcError(req, http.StatusInternalServerError, schemas.ErrTypeServer, "encode", err.Error())

@@ -27,6 +27,7 @@ import (
 	"github.com/largeforge/largeforge/pipeline/pipelinetest"
 	"github.com/largeforge/largeforge/producers/gateway"
 	"github.com/largeforge/largeforge/schemas"
+	"github.com/largeforge/largeforge/serve"
 )
 
 type stack struct {
@@ -110,7 +111,7 @@ func newStack(t *testing.T, cfg gateway.Config) *stack {
 // direct runs a request on the model itself.
 func (s *stack) direct(t *testing.T, c schemas.CompletionRequest) model.TextResult {
 	t.Helper()
-	tr, err := infer.TextRequest(s.tok, c, 0)
+	tr, err := serve.TextRequest(s.tok, c, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

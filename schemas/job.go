@@ -185,6 +185,37 @@ type ScoreOutput struct {
 	DPOMargin   *float64     `json:"dpo_margin,omitempty"`
 }
 
+// ScoreColumns are the score columns of a Parquet row, one set of names for
+// the `score` command's file and a score job's results.parquet. A column
+// that does not apply is null: the chosen, rejected and margin columns of a
+// text or prompt+completion row, every column of a row that failed. The row
+// types spell these fields out rather than embed them (parquet-go reads an
+// embedded struct's null pointers back as zeros); their tests hold the names
+// to this type's.
+type ScoreColumns struct {
+	SumLogprob      *float64 `parquet:"sum_logprob,optional" json:"sum_logprob,omitempty"`
+	MeanLogprob     *float64 `parquet:"mean_logprob,optional" json:"mean_logprob,omitempty"`
+	Perplexity      *float64 `parquet:"perplexity,optional" json:"perplexity,omitempty"`
+	Tokens          *int64   `parquet:"tokens,optional" json:"tokens,omitempty"`
+	ChosenLogprob   *float64 `parquet:"chosen_logprob,optional" json:"chosen_logprob,omitempty"`
+	RejectedLogprob *float64 `parquet:"rejected_logprob,optional" json:"rejected_logprob,omitempty"`
+	DPOMargin       *float64 `parquet:"dpo_margin,optional" json:"dpo_margin,omitempty"`
+}
+
+// Columns flattens the output into its Parquet columns: for a DPO row
+// sum_logprob, mean_logprob, perplexity and tokens are the chosen
+// completion's, chosen_logprob and rejected_logprob the two sums.
+func (s ScoreOutput) Columns() ScoreColumns {
+	c := ScoreColumns{SumLogprob: ptr(s.SumLogprob), MeanLogprob: ptr(s.MeanLogprob), Perplexity: ptr(s.Perplexity), Tokens: ptr(int64(s.Tokens))}
+	if s.Chosen != nil && s.Rejected != nil {
+		c.ChosenLogprob, c.RejectedLogprob = ptr(s.Chosen.SumLogprob), ptr(s.Rejected.SumLogprob)
+	}
+	if s.DPOMargin != nil {
+		c.DPOMargin = ptr(*s.DPOMargin)
+	}
+	return c
+}
+
 // Result controls: a Result with Control set is a marker for the sink, not a row.
 const (
 	// ControlSubmitted follows the last request of a job: its total is known.
@@ -263,3 +294,5 @@ type OutputResponse struct {
 	RequestID  string          `json:"request_id"`
 	Body       json.RawMessage `json:"body"`
 }
+
+func ptr[T any](v T) *T { return &v }

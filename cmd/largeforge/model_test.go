@@ -13,7 +13,17 @@ import (
 
 	"github.com/largeforge/largeforge/internal/testenv"
 	"github.com/largeforge/largeforge/model/tokenizer"
+	"github.com/largeforge/largeforge/schemas"
 )
+
+// columns are the Parquet column names of a row type, comma separated.
+func columns(row any) string {
+	var names []string
+	for _, f := range parquet.SchemaOf(row).Fields() {
+		names = append(names, f.Name())
+	}
+	return strings.Join(names, ",")
+}
 
 type refPrompt struct {
 	Prompt      string  `json:"prompt"`
@@ -114,14 +124,35 @@ func TestModelCommands(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(res) != 4 || res[0].Kind != "completion" || res[1].Kind != "dpo" || res[2].Kind != "text" || res[3].Error == "" {
+	kind := func(r scoreRow) string {
+		if r.Kind == nil {
+			return "null"
+		}
+		return *r.Kind
+	}
+	if len(res) != 4 || kind(res[0]) != "completion" || kind(res[1]) != "dpo" || kind(res[2]) != "text" || kind(res[3]) != "null" || res[3].Error == nil {
 		t.Fatalf("scores = %+v", res)
 	}
-	if res[0].Tokens == 64 && math.Abs(res[0].SumLogprob-ref[0].SumLogprob) > 1e-3 {
-		t.Errorf("sum logprob %v, reference %v", res[0].SumLogprob, ref[0].SumLogprob)
+	for i, r := range res[:3] {
+		if r.Error != nil || r.SumLogprob == nil || r.MeanLogprob == nil || r.Perplexity == nil || r.Tokens == nil {
+			t.Fatalf("row %d = %+v, want its scores", i+1, r)
+		}
+		if dpo := i == 1; (r.ChosenLogprob != nil) != dpo || (r.RejectedLogprob != nil) != dpo || (r.DPOMargin != nil) != dpo {
+			t.Errorf("row %d = %+v: chosen, rejected and dpo_margin want a value on the DPO row only (null elsewhere)", i+1, r)
+		}
 	}
-	if math.Abs(res[1].Margin-(res[1].ChosenLogprob-res[1].RejectedLogprob)) > 1e-9 || res[1].Margin <= 0 {
-		t.Errorf("dpo row %+v", res[1])
+	if *res[0].Tokens == 64 && math.Abs(*res[0].SumLogprob-ref[0].SumLogprob) > 1e-3 {
+		t.Errorf("sum logprob %v, reference %v", *res[0].SumLogprob, ref[0].SumLogprob)
+	}
+	if d := res[1]; math.Abs(*d.DPOMargin-(*d.ChosenLogprob-*d.RejectedLogprob)) > 1e-9 || *d.DPOMargin <= 0 || *d.SumLogprob != *d.ChosenLogprob {
+		t.Errorf("dpo row %+v", d)
+	}
+	if r := res[3]; r.SumLogprob != nil || r.Tokens != nil || r.DPOMargin != nil {
+		t.Errorf("row that failed %+v, want null scores", r)
+	}
+	// One set of score columns with score jobs' results.parquet.
+	if got, want := columns(scoreRow{}), "line,kind,"+columns(schemas.ScoreColumns{})+",error"; got != want {
+		t.Errorf("scores.parquet columns %s, want %s", got, want)
 	}
 
 	tiny := filepath.Join(dir, "tiny")

@@ -12,31 +12,29 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/largeforge/largeforge/internal/atomicfile"
-	"github.com/largeforge/largeforge/model"
+	"github.com/largeforge/largeforge/schemas"
+	"github.com/largeforge/largeforge/serve"
 )
 
-// scoreRow is one row of scores.parquet. Text rows count every token after the
-// first; prompt+completion rows count only the completion's tokens; DPO rows
-// score chosen and rejected as completions of the prompt.
+// scoreRow is one row of scores.parquet: the input line, the row's kind
+// (text, completion or dpo), the columns of schemas.ScoreColumns (those of a
+// score job's results.parquet), and the error of a row that could not be
+// scored. Text rows count every token after the first; prompt+completion
+// rows count only the completion's tokens; DPO rows score chosen and
+// rejected as completions of the prompt. A column that does not apply is
+// null. The score columns are spelled out, not embedded: parquet-go reads an
+// embedded struct's null pointers back as zeros.
 type scoreRow struct {
-	Line            int64   `parquet:"line"`
-	Kind            string  `parquet:"kind"` // text, completion or dpo
-	Tokens          int64   `parquet:"tokens"`
-	SumLogprob      float64 `parquet:"sum_logprob"`
-	MeanLogprob     float64 `parquet:"mean_logprob"`
-	Perplexity      float64 `parquet:"perplexity"`
-	ChosenLogprob   float64 `parquet:"chosen_logprob"`
-	RejectedLogprob float64 `parquet:"rejected_logprob"`
-	Margin          float64 `parquet:"margin"`
-	Error           string  `parquet:"error"`
-}
-
-type scoreInput struct {
-	Text       *string `json:"text"`
-	Prompt     *string `json:"prompt"`
-	Completion *string `json:"completion"`
-	Chosen     *string `json:"chosen"`
-	Rejected   *string `json:"rejected"`
+	Line            int64    `parquet:"line"`
+	Kind            *string  `parquet:"kind,optional"`
+	SumLogprob      *float64 `parquet:"sum_logprob,optional"`
+	MeanLogprob     *float64 `parquet:"mean_logprob,optional"`
+	Perplexity      *float64 `parquet:"perplexity,optional"`
+	Tokens          *int64   `parquet:"tokens,optional"`
+	ChosenLogprob   *float64 `parquet:"chosen_logprob,optional"`
+	RejectedLogprob *float64 `parquet:"rejected_logprob,optional"`
+	DPOMargin       *float64 `parquet:"dpo_margin,optional"`
+	Error           *string  `parquet:"error,optional"`
 }
 
 func newScoreCmd() *cobra.Command {
@@ -47,8 +45,9 @@ func newScoreCmd() *cobra.Command {
 		Short: "Score rows with a local model: log-probabilities, perplexity, DPO margins",
 		Long: `Score JSONL rows with a model directory on this machine. A row is {"text"},
 {"prompt","completion"} (only completion tokens count) or {"prompt","chosen","rejected"}
-(logp(chosen), logp(rejected) and the margin). Scores go to a Parquet file (zstd), one row
-per input line, in order; a row that cannot be scored carries an error.`,
+(logp(chosen), logp(rejected) and dpo_margin). Scores go to a Parquet file (zstd), one row
+per input line, in order, with the score columns of a score job's results.parquet (null
+where a value does not apply); a row that cannot be scored carries an error.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if dir == "" || input == "" || output == "" {
@@ -85,33 +84,24 @@ func scoreFile(ctx context.Context, lm *loadedModel, input string, batch int) ([
 	}
 	defer in.Close()
 	var rows []scoreRow
-	type ref struct{ row, slot int } // slot: 0 main/chosen, 1 rejected
-	var reqs []model.ScoreRequest
-	var refs []ref
+	var pending []schemas.ScoreInput
+	var at []int // the index in rows of each pending input
 	flush := func() error {
-		if len(reqs) == 0 {
-			return nil
-		}
-		res, err := lm.m.Score(ctx, reqs)
-		if err != nil {
-			return err
-		}
-		for i, r := range res {
-			row := &rows[refs[i].row]
-			if row.Kind == "dpo" {
-				if refs[i].slot == 0 {
-					row.ChosenLogprob = r.SumLogprob
-					row.Tokens += int64(r.Tokens)
-				} else {
-					row.RejectedLogprob = r.SumLogprob
-					row.Tokens += int64(r.Tokens)
-					row.Margin = row.ChosenLogprob - row.RejectedLogprob
-				}
-				continue
+		outs, errs := serve.Score(ctx, lm.m, lm.tok, pending)
+		for i, err := range errs {
+			row := &rows[at[i]]
+			switch {
+			case serve.Refused(err):
+				row.Error = ptr(refusal(err).Error())
+			case err != nil:
+				return fmt.Errorf("line %d: %w", row.Line, err)
+			default:
+				c := outs[i].Columns()
+				row.SumLogprob, row.MeanLogprob, row.Perplexity, row.Tokens = c.SumLogprob, c.MeanLogprob, c.Perplexity, c.Tokens
+				row.ChosenLogprob, row.RejectedLogprob, row.DPOMargin = c.ChosenLogprob, c.RejectedLogprob, c.DPOMargin
 			}
-			row.Tokens, row.SumLogprob, row.MeanLogprob, row.Perplexity = int64(r.Tokens), r.SumLogprob, r.MeanLogprob, r.Perplexity
 		}
-		reqs, refs = reqs[:0], refs[:0]
+		pending, at = pending[:0], at[:0]
 		return nil
 	}
 	sc := bufio.NewScanner(in)
@@ -123,30 +113,19 @@ func scoreFile(ctx context.Context, lm *loadedModel, input string, batch int) ([
 		if text == "" {
 			continue
 		}
-		var in scoreInput
 		row := scoreRow{Line: line}
-		idx := len(rows)
-		err := json.Unmarshal([]byte(text), &in)
-		switch {
-		case err != nil:
-			row.Error = "invalid JSON: " + err.Error()
-		case in.Text != nil:
-			row.Kind = "text"
-			reqs = append(reqs, model.ScoreRequest{CompletionIDs: lm.tok.Encode(*in.Text, true)})
-			refs = append(refs, ref{idx, 0})
-		case in.Prompt != nil && in.Completion != nil:
-			row.Kind = "completion"
-			reqs = append(reqs, model.ScorePair(lm.tok, *in.Prompt, *in.Completion))
-			refs = append(refs, ref{idx, 0})
-		case in.Prompt != nil && in.Chosen != nil && in.Rejected != nil:
-			row.Kind = "dpo"
-			reqs = append(reqs, model.ScorePair(lm.tok, *in.Prompt, *in.Chosen), model.ScorePair(lm.tok, *in.Prompt, *in.Rejected))
-			refs = append(refs, ref{idx, 0}, ref{idx, 1})
-		default:
-			row.Error = `a row needs "text", "prompt"+"completion", or "prompt"+"chosen"+"rejected"`
+		var s schemas.ScoreInput
+		if err := json.Unmarshal([]byte(text), &s); err != nil {
+			row.Error = ptr("invalid JSON: " + err.Error())
+		} else if err := s.Validate(); err != nil {
+			msg, _ := schemas.ValidationMessage(err)
+			row.Error = &msg
+		} else {
+			row.Kind = ptr(scoreKind(s))
+			pending, at = append(pending, s), append(at, len(rows))
 		}
 		rows = append(rows, row)
-		if len(reqs) >= batch {
+		if len(pending) >= batch {
 			if err := flush(); err != nil {
 				return nil, err
 			}
@@ -157,6 +136,19 @@ func scoreFile(ctx context.Context, lm *loadedModel, input string, batch int) ([
 	}
 	return rows, flush()
 }
+
+// scoreKind names a valid row's shape: text, completion or dpo.
+func scoreKind(s schemas.ScoreInput) string {
+	switch {
+	case s.IsDPO():
+		return "dpo"
+	case s.Text != "":
+		return "text"
+	}
+	return "completion"
+}
+
+func ptr[T any](v T) *T { return &v }
 
 func writeScores(path string, rows []scoreRow) error {
 	return atomicfile.Write(path, func(out io.Writer) error {

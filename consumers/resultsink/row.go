@@ -7,6 +7,8 @@ import (
 )
 
 // Row is one row of results.parquet (and of the parts it is merged from).
+// Its score columns are those of schemas.ScoreColumns, spelled out (see
+// there), null where a value does not apply.
 type Row struct {
 	CustomID         string   `parquet:"custom_id" json:"custom_id"`
 	Job              string   `parquet:"job" json:"job"`
@@ -60,15 +62,10 @@ func rowOf(r schemas.Result) Row {
 		b, _ := json.Marshal(r.Response)
 		row.Body = string(b)
 	case r.Score != nil:
-		s := r.Score
-		row.SumLogprob, row.MeanLogprob, row.Perplexity, row.Tokens = ptr(s.SumLogprob), ptr(s.MeanLogprob), ptr(s.Perplexity), ptr(int64(s.Tokens))
-		if s.Chosen != nil && s.Rejected != nil {
-			row.ChosenLogprob, row.RejectedLogprob = ptr(s.Chosen.SumLogprob), ptr(s.Rejected.SumLogprob)
-		}
-		if s.DPOMargin != nil {
-			row.DPOMargin = ptr(*s.DPOMargin)
-		}
-		b, _ := json.Marshal(s)
+		c := r.Score.Columns()
+		row.SumLogprob, row.MeanLogprob, row.Perplexity, row.Tokens = c.SumLogprob, c.MeanLogprob, c.Perplexity, c.Tokens
+		row.ChosenLogprob, row.RejectedLogprob, row.DPOMargin = c.ChosenLogprob, c.RejectedLogprob, c.DPOMargin
+		b, _ := json.Marshal(r.Score)
 		row.Body = string(b)
 	}
 	return row

@@ -138,6 +138,9 @@ type Summary struct {
 // (or, for Parquet, whose footer cannot be read) returns an error wrapping
 // ErrUnreadable before any job is created; one that fails to read midway
 // fails the job with the same error (the job in Summary).
+//
+// Each row goes through four stages: read (rowReader), parse (a request, or
+// an error row), route (the expert of an "auto" row) and publish.
 func (s *Submitter) Submit(ctx context.Context, path string, progress func(rows int)) (Summary, error) {
 	start := time.Now()
 	rr, closeInput, err := openInput(path)
@@ -145,162 +148,232 @@ func (s *Submitter) Submit(ctx context.Context, path string, progress func(rows 
 		return Summary{}, err
 	}
 	defer closeInput()
+	job, err := s.openJob(ctx, path)
+	if err != nil {
+		return Summary{Job: job}, err
+	}
+	b := &submission{s: s, job: job, start: start, sum: Summary{Job: job}, seen: map[[16]byte]int{},
+		log: s.log.With().Str("job", job.ID).Logger()}
+	if b.reqSubj, err = pipeline.RequestSubject(job.ID, job.Model); err != nil {
+		return b.sum, b.fail(ctx, "invalid_job", err)
+	}
+	b.resSubj, _ = pipeline.ResultSubject(job.ID)
+	b.routeSubj, _ = pipeline.RouteSubject(job.ID)
+	b.pub = s.bus.NewPublisher(s.cfg.Window)
+	defer func() { _ = b.pub.Close(context.WithoutCancel(ctx)) }()
+
+	rows, err := b.stream(ctx, rr, path, progress)
+	if err != nil {
+		return b.sum, err
+	}
+	return b.sum, b.finish(ctx, rows, progress)
+}
+
+// openJob creates the job, or returns the job of a submission that stopped
+// midway (the submitter died) when Config.JobID names one still validating
+// with the same kind and model: the same file again under the same id.
+// Requests already on the bus are deduplicated by their Nats-Msg-Id,
+// results by the sink.
+func (s *Submitter) openJob(ctx context.Context, path string) (jobs.Job, error) {
 	abs, _ := filepath.Abs(path)
 	job, err := s.store.Create(ctx, jobs.Spec{ID: s.cfg.JobID, Kind: s.cfg.Kind, Model: s.cfg.Model, InputFile: abs, CompletionWindow: s.cfg.CompletionWindow})
-	if errors.Is(err, jobs.ErrExists) {
-		// Resume a submission that stopped midway (the submitter died): the
-		// same file again under the same id. Requests already on the bus are
-		// deduplicated by their Nats-Msg-Id, results by the sink.
-		if job, err = s.store.Get(ctx, s.cfg.JobID); err == nil &&
-			(job.Status != jobs.StatusValidating || job.Kind != s.cfg.Kind || job.Model != s.cfg.Model) {
-			return Summary{Job: job}, fmt.Errorf("%w: job %s is %s (%s, model %s); only a job still validating with the same kind and model is resumed",
-				jobs.ErrExists, job.ID, job.Status, job.Kind, job.Model)
-		}
+	if !errors.Is(err, jobs.ErrExists) {
+		return job, err
 	}
-	if err != nil {
-		return Summary{}, err
+	if job, err = s.store.Get(ctx, s.cfg.JobID); err != nil {
+		return jobs.Job{}, err
 	}
-	log := s.log.With().Str("job", job.ID).Logger()
-	sum := Summary{Job: job}
-	fail := func(code string, cause error) (Summary, error) {
-		j, ferr := s.store.Fail(context.WithoutCancel(ctx), job.ID, jobs.ErrorReport{Code: code, Message: cause.Error()})
-		if ferr == nil {
-			sum.Job = j
-		}
-		sum.Elapsed = time.Since(start)
-		log.Error().Err(cause).Msg("job failed at submission")
-		return sum, fmt.Errorf("job %s: %w", job.ID, cause)
+	if job.Status != jobs.StatusValidating || job.Kind != s.cfg.Kind || job.Model != s.cfg.Model {
+		return job, fmt.Errorf("%w: job %s is %s (%s, model %s); only a job still validating with the same kind and model is resumed",
+			jobs.ErrExists, job.ID, job.Status, job.Kind, job.Model)
 	}
+	return job, nil
+}
 
-	reqSubj, err := pipeline.RequestSubject(job.ID, job.Model)
-	if err != nil {
-		return fail("invalid_job", err)
-	}
-	resSubj, _ := pipeline.ResultSubject(job.ID)
-	routeSubj, _ := pipeline.RouteSubject(job.ID)
-	pub := s.bus.NewPublisher(s.cfg.Window)
-	defer func() { _ = pub.Close(context.WithoutCancel(ctx)) }()
+// submission is the state of one Submit: the job, its subjects, the
+// publisher and the custom_ids seen so far.
+type submission struct {
+	s     *Submitter
+	job   jobs.Job
+	log   zerolog.Logger
+	start time.Time
+	sum   Summary
 
-	seen := map[[16]byte]int{} // custom_id hash → line; 24 bytes a row
-	line := 0
-	rows := 0
+	reqSubj, resSubj, routeSubj string
+	pub                         *pipeline.Publisher
+	seen                        map[[16]byte]int // custom_id hash → line; 24 bytes a row
+}
+
+// fail fails the job with a report and returns the error to give the caller.
+func (b *submission) fail(ctx context.Context, code string, cause error) error {
+	j, ferr := b.s.store.Fail(context.WithoutCancel(ctx), b.job.ID, jobs.ErrorReport{Code: code, Message: cause.Error()})
+	if ferr == nil {
+		b.sum.Job = j
+	}
+	b.sum.Elapsed = time.Since(b.start)
+	b.log.Error().Err(cause).Msg("job failed at submission")
+	return fmt.Errorf("job %s: %w", b.job.ID, cause)
+}
+
+// publishFailed fails the job after a publish error: interrupted when ctx
+// ended, else publish_failed.
+func (b *submission) publishFailed(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return b.fail(ctx, "submit_interrupted", ctx.Err())
+	}
+	return b.fail(ctx, "publish_failed", err)
+}
+
+// stream reads every row of rr, parses, routes and publishes it, and
+// returns the number of rows (blank lines not counted).
+func (b *submission) stream(ctx context.Context, rr rowReader, path string, progress func(rows int)) (int, error) {
+	line, rows := 0, 0
 	for {
-		data, tooLarge, rerr := rr.Next()
-		if rerr == io.EOF {
-			break
+		data, tooLarge, err := rr.Next()
+		if err == io.EOF {
+			return rows, nil
 		}
-		if rerr != nil {
-			_ = pub.Flush(ctx)
-			return fail("unreadable_file", fmt.Errorf("%w: %s after row %d: %w", ErrUnreadable, path, line, rerr))
+		if err != nil {
+			_ = b.pub.Flush(ctx)
+			return rows, b.fail(ctx, "unreadable_file", fmt.Errorf("%w: %s after row %d: %w", ErrUnreadable, path, line, err))
 		}
 		line++
 		if !tooLarge && len(strings.TrimSpace(string(data))) == 0 {
 			continue
 		}
 		rows++
-		var (
-			id  string
-			req schemas.Request
-			bad *rowError
-		)
-		if tooLarge {
-			id, bad = strconv.Itoa(line), &rowError{schemas.CodeTooLarge, fmt.Sprintf("row %d is larger than %d bytes", line, maxRow)}
-		} else {
-			id, req, bad = parseRow(data, line, job.Model, job.Kind)
-		}
-		h := hashID(id)
-		if first, dup := seen[h]; dup {
-			bad = &rowError{schemas.CodeDuplicateID, fmt.Sprintf("duplicate custom_id %q (first on row %d)", id, first)}
-			id = id + "#row" + strconv.Itoa(line)
-			h = hashID(id)
-		}
-		seen[h] = line
-		subj := reqSubj
-		if bad == nil && req.Completion != nil && (req.Completion.Model != job.Model || job.Model == AutoModel) {
-			// An expert named by a row of an auto job, or a row to route.
-			target, routeRec, rerr := req.Completion.Model, []byte(nil), error(nil)
-			if target == AutoModel {
-				if s.auto == nil {
-					bad = &rowError{schemas.CodeInvalidRequest, fmt.Sprintf("model %q: no experts to route to (submit with --experts, or put experts in lf_experts)", AutoModel)}
-				} else if target, routeRec, rerr = s.auto.route(ctx, job.ID, id, routing.RouteText(*req.Completion)); rerr != nil {
-					if ctx.Err() != nil {
-						return fail("submit_interrupted", ctx.Err())
-					}
-					bad = &rowError{schemas.CodeInvalidRequest, rerr.Error()}
-				}
-			}
-			if bad == nil {
-				if subj, err = pipeline.RequestSubject(job.ID, target); err != nil {
-					bad = &rowError{schemas.CodeInvalidRequest, err.Error()}
-				}
-			}
-			if bad == nil {
-				req.Completion.Model, req.Model = target, target
-				if routeRec != nil {
-					if sum.Routed == nil {
-						sum.Routed = map[string]int{}
-					}
-					sum.Routed[target]++
-					if err := pub.Publish(ctx, routeSubj, routeRec, "route/"+schemas.MsgID(job.ID, id), nil); err != nil {
-						if ctx.Err() != nil {
-							return fail("submit_interrupted", ctx.Err())
-						}
-						return fail("publish_failed", err)
-					}
-				}
+		id, req, bad := b.parse(data, tooLarge, line)
+		subj, routeRec := b.reqSubj, []byte(nil)
+		if bad == nil {
+			if subj, routeRec, bad, err = b.route(ctx, id, &req); err != nil {
+				return rows, b.fail(ctx, "submit_interrupted", err)
 			}
 		}
-		var perr error
-		if bad != nil {
-			sum.Rejected++
-			res := schemas.ErrorResult(job.ID, id, job.Model, job.Kind, line, bad.code, bad.msg)
-			data, _ := json.Marshal(res)
-			perr = pub.Publish(ctx, resSubj, data, schemas.MsgID(job.ID, id), nil)
-		} else {
-			req.Job = job.ID
-			data, _ := json.Marshal(req)
-			sum.Published++
-			perr = pub.Publish(ctx, subj, data, schemas.MsgID(job.ID, id), nil)
-		}
-		if perr != nil {
-			if ctx.Err() != nil {
-				return fail("submit_interrupted", ctx.Err())
-			}
-			return fail("publish_failed", perr)
+		if err := b.publish(ctx, id, line, req, subj, routeRec, bad); err != nil {
+			return rows, err
 		}
 		if rows%checkEvery == 0 {
 			if progress != nil {
 				progress(rows)
 			}
-			if j, err := s.store.Get(ctx, job.ID); err == nil && (j.Status == jobs.StatusCancelling || j.Status.Terminal()) {
-				sum.Job, sum.Rows, sum.Elapsed = j, rows, time.Since(start)
-				return sum, fmt.Errorf("%w: %s", ErrCancelled, job.ID)
+			if j, err := b.s.store.Get(ctx, b.job.ID); err == nil && (j.Status == jobs.StatusCancelling || j.Status.Terminal()) {
+				b.sum.Job, b.sum.Rows, b.sum.Elapsed = j, rows, time.Since(b.start)
+				return rows, fmt.Errorf("%w: %s", ErrCancelled, b.job.ID)
 			}
 		}
 	}
-	if err := pub.Flush(ctx); err != nil {
-		return fail("publish_failed", err)
+}
+
+// parse turns row line into its custom_id and request, or an error row (bad
+// not nil): over the size limit, not a request, breaking a rule, or a
+// custom_id seen before (renamed <id>#row<line> so that both rows stay).
+func (b *submission) parse(data []byte, tooLarge bool, line int) (string, schemas.Request, *rowError) {
+	var (
+		id  string
+		req schemas.Request
+		bad *rowError
+	)
+	if tooLarge {
+		id, bad = strconv.Itoa(line), &rowError{schemas.CodeTooLarge, fmt.Sprintf("row %d is larger than %d bytes", line, maxRow)}
+	} else {
+		id, req, bad = parseRow(data, line, b.job.Model, b.job.Kind)
+	}
+	h := hashID(id)
+	if first, dup := b.seen[h]; dup {
+		bad = &rowError{schemas.CodeDuplicateID, fmt.Sprintf("duplicate custom_id %q (first on row %d)", id, first)}
+		id = id + "#row" + strconv.Itoa(line)
+		h = hashID(id)
+	}
+	b.seen[h] = line
+	return id, req, bad
+}
+
+// route returns the subject of a completion row that names another model
+// than the job's (an expert of an "auto" job) or that must be routed
+// ("auto"), setting its model to the target, with the routing decision to
+// publish (nil when the row named its expert). A row that cannot be routed
+// is an error row; err is set only when ctx ended.
+func (b *submission) route(ctx context.Context, id string, req *schemas.Request) (subj string, routeRec []byte, bad *rowError, err error) {
+	subj = b.reqSubj
+	if req.Completion == nil || (req.Completion.Model == b.job.Model && b.job.Model != AutoModel) {
+		return subj, nil, nil, nil
+	}
+	target := req.Completion.Model
+	if target == AutoModel {
+		if b.s.auto == nil {
+			return "", nil, &rowError{schemas.CodeInvalidRequest, fmt.Sprintf("model %q: no experts to route to (submit with --experts, or put experts in lf_experts)", AutoModel)}, nil
+		}
+		var rerr error
+		if target, routeRec, rerr = b.s.auto.route(ctx, b.job.ID, id, routing.RouteText(*req.Completion)); rerr != nil {
+			if ctx.Err() != nil {
+				return "", nil, nil, ctx.Err()
+			}
+			return "", nil, &rowError{schemas.CodeInvalidRequest, rerr.Error()}, nil
+		}
+	}
+	if subj, err = pipeline.RequestSubject(b.job.ID, target); err != nil {
+		return "", nil, &rowError{schemas.CodeInvalidRequest, err.Error()}, nil
+	}
+	req.Completion.Model, req.Model = target, target
+	return subj, routeRec, nil, nil
+}
+
+// publish puts a row on the bus: its routing decision (if any) and request,
+// or its error row on lf.res.<job>.
+func (b *submission) publish(ctx context.Context, id string, line int, req schemas.Request, subj string, routeRec []byte, bad *rowError) error {
+	msgID := schemas.MsgID(b.job.ID, id)
+	if bad != nil {
+		b.sum.Rejected++
+		data, _ := json.Marshal(schemas.ErrorResult(b.job.ID, id, b.job.Model, b.job.Kind, line, bad.code, bad.msg))
+		if err := b.pub.Publish(ctx, b.resSubj, data, msgID, nil); err != nil {
+			return b.publishFailed(ctx, err)
+		}
+		return nil
+	}
+	if routeRec != nil {
+		if b.sum.Routed == nil {
+			b.sum.Routed = map[string]int{}
+		}
+		b.sum.Routed[req.Model]++
+		if err := b.pub.Publish(ctx, b.routeSubj, routeRec, "route/"+msgID, nil); err != nil {
+			return b.publishFailed(ctx, err)
+		}
+	}
+	req.Job = b.job.ID
+	data, _ := json.Marshal(req)
+	b.sum.Published++
+	if err := b.pub.Publish(ctx, subj, data, msgID, nil); err != nil {
+		return b.publishFailed(ctx, err)
+	}
+	return nil
+}
+
+// finish flushes the publisher, marks the job in_progress with its total
+// and tells the results sink the submission is complete.
+func (b *submission) finish(ctx context.Context, rows int, progress func(rows int)) error {
+	if err := b.pub.Flush(ctx); err != nil {
+		return b.fail(ctx, "publish_failed", err)
 	}
 	if progress != nil {
 		progress(rows)
 	}
-	sum.Rows = rows
-	j, err := s.store.Transition(ctx, job.ID, jobs.StatusInProgress, func(j *jobs.Job) { j.RequestCounts.Total = rows })
+	b.sum.Rows = rows
+	j, err := b.s.store.Transition(ctx, b.job.ID, jobs.StatusInProgress, func(j *jobs.Job) { j.RequestCounts.Total = rows })
 	if err != nil {
 		if errors.Is(err, jobs.ErrIllegalTransition) { // cancelled meanwhile
-			sum.Job = j
-			return sum, fmt.Errorf("%w: %s", ErrCancelled, job.ID)
+			b.sum.Job = j
+			return fmt.Errorf("%w: %s", ErrCancelled, b.job.ID)
 		}
-		return sum, err
+		return err
 	}
-	sum.Job = j
-	if err := jobs.PublishControl(ctx, s.bus, job.ID, schemas.ControlSubmitted); err != nil {
-		return sum, err
+	b.sum.Job = j
+	if err := jobs.PublishControl(ctx, b.s.bus, b.job.ID, schemas.ControlSubmitted); err != nil {
+		return err
 	}
-	sum.Elapsed = time.Since(start)
-	log.Info().Dict("context", zerolog.Dict().Int("rows", rows).Int("published", sum.Published).Int("rejected", sum.Rejected).
-		Float64("rows_per_second", float64(rows)/sum.Elapsed.Seconds())).Msg("job submitted")
-	return sum, nil
+	b.sum.Elapsed = time.Since(b.start)
+	b.log.Info().Dict("context", zerolog.Dict().Int("rows", rows).Int("published", b.sum.Published).Int("rejected", b.sum.Rejected).
+		Float64("rows_per_second", float64(rows)/b.sum.Elapsed.Seconds())).Msg("job submitted")
+	return nil
 }
 
 // rowReader yields the rows of an input file as JSON objects, one at a time

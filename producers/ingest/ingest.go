@@ -160,189 +160,245 @@ func newRunID() string {
 // Ingest reads source (a path, or "-" for stdin) and publishes its records.
 // The error is non-nil when the run failed or rejects exceeded MaxRejects; the
 // summary is filled in as far as the run got either way.
+//
+// Records go through four stages: read and decode (scan, on several
+// goroutines), route (a record of another format than the dataset's is a
+// reject; the others fill shards), encode (a goroutine per full shard) and
+// publish (one goroutine, in order). Then the run waits for the sink.
 func (in *Ingester) Ingest(ctx context.Context, source string, stdin io.Reader) (Summary, error) {
 	start := time.Now()
-	sum := Summary{Dataset: in.cfg.Dataset, Source: source, Run: newRunID(), RejectedByRule: map[string]int64{}}
-	var format schemas.Format
+	r, err := in.openRun(ctx, source, stdin)
+	if err != nil {
+		return r.sum, err
+	}
+	defer r.rr.Close()
+	r.startPublisher(ctx)
+	defer r.closeQueue()
+	if in.progress != nil && in.cfg.Wait > 0 {
+		wctx, stop := context.WithCancel(ctx)
+		defer stop()
+		go in.watchDuplicates(wctx, r.sum.Run, &r.dups)
+	}
+
+	res, err := scan(ctx, r.rr, scanOptions{source: source, format: r.format, maxRecord: r.shardBytes, workers: in.cfg.Workers},
+		func(a read.Accepted) error { return r.emit(ctx, a) }, func(rej read.Reject) error { return r.reject(ctx, rej) })
+	r.sum.Format, r.sum.FormatDetected, r.sum.Rows, r.sum.Bytes = res.Format, res.Detected, res.Rows, res.Bytes
+	in.metrics.Bytes.WithLabelValues(r.ds).Add(float64(res.Bytes))
+	if res.Detected && in.cfg.Format == "auto" {
+		in.log.Info().Dict("context", zerolog.Dict().Str("dataset", r.ds).Str("source", source).Str("format", string(res.Format))).Msg("format detected")
+	}
+	err = r.finish(ctx, err)
+	r.sum.Seconds = time.Since(start).Seconds()
+	if err != nil {
+		return r.sum, err
+	}
+	return r.sum, in.verdict(r.sum)
+}
+
+// ingestRun is the state of one Ingest.
+type ingestRun struct {
+	in         *Ingester
+	sum        Summary
+	source, ds string
+	format     schemas.Format // the --format asked for ("": auto)
+	dsFormat   schemas.Format // the dataset's format ("": a new dataset)
+	rr         read.Source
+	subject    string
+	shardBytes int
+	shards     *pipeline.Publisher
+	builder    *dataset.ShardBuilder
+	dups       atomic.Int64 // duplicates the sink reported so far (progress only)
+
+	queue       chan chan encodedShard // shards in publishing order
+	pubDone     chan error
+	pubErr      atomic.Pointer[error] // the first publishing failure, seen by flush
+	queueClosed bool
+}
+
+// encodedShard is a shard ready to publish.
+type encodedShard struct {
+	data   []byte
+	msgID  string
+	rows   int
+	format schemas.Format
+	err    error
+}
+
+// openRun opens the source and reads what the run needs to know of the
+// dataset (its subject, its format, the largest shard the bus takes).
+func (in *Ingester) openRun(ctx context.Context, source string, stdin io.Reader) (*ingestRun, error) {
+	r := &ingestRun{in: in, source: source, ds: in.cfg.Dataset,
+		sum: Summary{Dataset: in.cfg.Dataset, Source: source, Run: newRunID(), RejectedByRule: map[string]int64{}}}
 	if in.cfg.Format != "auto" {
-		format = schemas.Format(in.cfg.Format)
+		r.format = schemas.Format(in.cfg.Format)
 	}
-	rr, err := read.Open(source, stdin, in.cfg.MaxLineBytes, format)
+	var err error
+	if r.rr, err = read.Open(source, stdin, in.cfg.MaxLineBytes, r.format); err != nil {
+		return r, err
+	}
+	if r.subject, err = pipeline.DatasetShardSubject(r.ds); err == nil {
+		// A dataset holds records of one format: rows of another one are
+		// rejects of this run, not shards for the sink to turn away.
+		r.dsFormat, err = in.datasetFormat(ctx)
+	}
 	if err != nil {
-		return sum, err
+		r.rr.Close()
+		return r, err
 	}
-	defer rr.Close()
+	r.shardBytes = read.ShardLimit(in.bus, in.cfg.ShardBytes)
+	r.shards = in.bus.NewPublisher(in.cfg.Window)
+	return r, nil
+}
 
-	ds := in.cfg.Dataset
-	shardSubject, err := pipeline.DatasetShardSubject(ds)
-	if err != nil {
-		return sum, err
-	}
-	// A dataset holds records of one format: rows of another one are
-	// rejects of this run, not shards for the sink to turn away.
-	dsFormat, err := in.datasetFormat(ctx)
-	if err != nil {
-		return sum, err
-	}
-	shardBytes := read.ShardLimit(in.bus, in.cfg.ShardBytes)
-	shards := in.bus.NewPublisher(in.cfg.Window)
-	var builder *dataset.ShardBuilder
-
-	// Shards are encoded on their own goroutines and published in order by one
-	// publishing goroutine, so that encoding overlaps decoding.
-	type encoded struct {
-		data   []byte
-		msgID  string
-		rows   int
-		format schemas.Format
-		err    error
-	}
-	queue := make(chan chan encoded, 4)
-	pubDone := make(chan error, 1)
-	var pubErr atomic.Pointer[error] // the first publishing failure, seen by flush
+// startPublisher starts the goroutine that publishes the encoded shards in
+// order; after the first failure it drops the rest.
+func (r *ingestRun) startPublisher(ctx context.Context) {
+	r.queue = make(chan chan encodedShard, 4)
+	r.pubDone = make(chan error, 1)
 	go func() {
 		var first error
-		for f := range queue {
+		for f := range r.queue {
 			e := <-f
 			if first != nil {
 				continue
 			}
 			if e.err != nil {
 				first = e.err
-				pubErr.Store(&first)
+				r.pubErr.Store(&first)
 				continue
 			}
 			hdr := nats.Header{}
 			hdr.Set(dataset.HeaderFormat, string(e.format))
-			hdr.Set(dataset.HeaderSource, source)
-			hdr.Set(dataset.HeaderRun, sum.Run)
+			hdr.Set(dataset.HeaderSource, r.source)
+			hdr.Set(dataset.HeaderRun, r.sum.Run)
 			hdr.Set(dataset.HeaderRows, strconv.Itoa(e.rows))
-			if err := shards.Publish(ctx, shardSubject, e.data, e.msgID, hdr); err != nil {
+			if err := r.shards.Publish(ctx, r.subject, e.data, e.msgID, hdr); err != nil {
 				first = fmt.Errorf("publish shard: %w", err)
-				pubErr.Store(&first)
+				r.pubErr.Store(&first)
 				continue
 			}
-			in.metrics.Shards.WithLabelValues(ds).Inc()
+			r.in.metrics.Shards.WithLabelValues(r.ds).Inc()
 		}
-		pubDone <- first
+		r.pubDone <- first
 	}()
-	var queueClosed bool
-	closeQueue := func() error {
-		if queueClosed {
-			return nil
-		}
-		queueClosed = true
-		close(queue)
-		return <-pubDone
-	}
-	defer closeQueue()
+}
 
-	flush := func() error {
-		if builder == nil || builder.Len() == 0 {
-			return nil
-		}
-		if e := pubErr.Load(); e != nil {
-			return *e
-		}
-		f := builder.Format()
-		recs, ids := builder.Take()
-		out := make(chan encoded, 1)
-		queue <- out
-		go func() {
-			data, err := dataset.EncodeShard(f, recs, ids)
-			out <- encoded{data: data, msgID: dataset.ShardID(ds, ids), rows: len(recs), format: f, err: err}
-		}()
-		sum.Shards++
+// closeQueue ends the publishing goroutine and returns its first failure.
+func (r *ingestRun) closeQueue() error {
+	if r.queueClosed {
 		return nil
 	}
-	var dups atomic.Int64
-	if in.progress != nil && in.cfg.Wait > 0 {
-		wctx, stop := context.WithCancel(ctx)
-		defer stop()
-		go in.watchDuplicates(wctx, sum.Run, &dups)
-	}
-	report := func() {
-		if in.progress != nil {
-			in.progress(Progress{Rows: sum.Accepted + sum.Rejected, Accepted: sum.Accepted, Rejected: sum.Rejected, Duplicates: dups.Load(), Bytes: rr.BytesRead()})
-		}
-	}
-	var reject func(read.Reject) error
-	emit := func(a read.Accepted) error {
-		if dsFormat != "" && a.Record.Format != dsFormat {
-			return reject(read.Reject{Source: source, Line: a.Line, Rule: schemas.RuleFormat, Original: a.Original,
-				Error: fmt.Sprintf("line %d: %s: dataset %s holds %s records; this record is %s (ingest it into a dataset of its own)",
-					a.Line, schemas.RuleFormat, ds, dsFormat, a.Record.Format)})
-		}
-		if builder == nil {
-			builder = dataset.NewShardBuilder(a.Record.Format, shardBytes)
-		}
-		if builder.Full(a.Size) {
-			if err := flush(); err != nil {
-				return err
-			}
-		}
-		builder.Add(a.Record, a.ID, a.Size)
-		sum.Accepted++
-		in.metrics.Accepted.WithLabelValues(ds).Inc()
-		if sum.Accepted%4096 == 0 {
-			report()
-		}
-		return nil
-	}
-	reject = func(r read.Reject) error {
-		sum.Rejected++
-		sum.RejectedByRule[r.Rule]++
-		in.metrics.Rejected.WithLabelValues(ds, r.Rule).Inc()
-		if sum.Rejected <= 20 {
-			in.log.Warn().Dict("context", zerolog.Dict().Str("dataset", ds).Str("source", source).
-				Int64("line", r.Line).Str("field", r.Field).Str("rule", r.Rule)).Msg(r.Error)
-		}
-		rec, msgID := read.RejectRecord(ds, sum.Run, r)
-		if err := in.bus.PublishDLQ(ctx, Stage, ds, rec, msgID); err != nil {
-			return fmt.Errorf("publish reject: %w", err)
-		}
-		report()
-		return nil
-	}
+	r.queueClosed = true
+	close(r.queue)
+	return <-r.pubDone
+}
 
-	res, scanErr := scan(ctx, rr, scanOptions{source: source, format: format, maxRecord: shardBytes, workers: in.cfg.Workers}, emit, reject)
-	sum.Format, sum.FormatDetected, sum.Rows, sum.Bytes = res.Format, res.Detected, res.Rows, res.Bytes
-	in.metrics.Bytes.WithLabelValues(ds).Add(float64(res.Bytes))
+// flush encodes the shard being built on its own goroutine and queues it.
+func (r *ingestRun) flush() error {
+	if r.builder == nil || r.builder.Len() == 0 {
+		return nil
+	}
+	if e := r.pubErr.Load(); e != nil {
+		return *e
+	}
+	f := r.builder.Format()
+	recs, ids := r.builder.Take()
+	out := make(chan encodedShard, 1)
+	r.queue <- out
+	go func() {
+		data, err := dataset.EncodeShard(f, recs, ids)
+		out <- encodedShard{data: data, msgID: dataset.ShardID(r.ds, ids), rows: len(recs), format: f, err: err}
+	}()
+	r.sum.Shards++
+	return nil
+}
+
+// report calls the progress callback, if any.
+func (r *ingestRun) report() {
+	if r.in.progress != nil {
+		r.in.progress(Progress{Rows: r.sum.Accepted + r.sum.Rejected, Accepted: r.sum.Accepted, Rejected: r.sum.Rejected, Duplicates: r.dups.Load(), Bytes: r.rr.BytesRead()})
+	}
+}
+
+// emit adds an accepted record to the shard being built (flushing a full
+// one), or rejects it when the dataset holds another format.
+func (r *ingestRun) emit(ctx context.Context, a read.Accepted) error {
+	if r.dsFormat != "" && a.Record.Format != r.dsFormat {
+		return r.reject(ctx, read.Reject{Source: r.source, Line: a.Line, Rule: schemas.RuleFormat, Original: a.Original,
+			Error: fmt.Sprintf("line %d: %s: dataset %s holds %s records; this record is %s (ingest it into a dataset of its own)",
+				a.Line, schemas.RuleFormat, r.ds, r.dsFormat, a.Record.Format)})
+	}
+	if r.builder == nil {
+		r.builder = dataset.NewShardBuilder(a.Record.Format, r.shardBytes)
+	}
+	if r.builder.Full(a.Size) {
+		if err := r.flush(); err != nil {
+			return err
+		}
+	}
+	r.builder.Add(a.Record, a.ID, a.Size)
+	r.sum.Accepted++
+	r.in.metrics.Accepted.WithLabelValues(r.ds).Inc()
+	if r.sum.Accepted%4096 == 0 {
+		r.report()
+	}
+	return nil
+}
+
+// reject counts a rejected record and dead-letters it with its rule and
+// original bytes (the sink writes it to rejects.jsonl).
+func (r *ingestRun) reject(ctx context.Context, rej read.Reject) error {
+	r.sum.Rejected++
+	r.sum.RejectedByRule[rej.Rule]++
+	r.in.metrics.Rejected.WithLabelValues(r.ds, rej.Rule).Inc()
+	if r.sum.Rejected <= 20 {
+		r.in.log.Warn().Dict("context", zerolog.Dict().Str("dataset", r.ds).Str("source", r.source).
+			Int64("line", rej.Line).Str("field", rej.Field).Str("rule", rej.Rule)).Msg(rej.Error)
+	}
+	rec, msgID := read.RejectRecord(r.ds, r.sum.Run, rej)
+	if err := r.in.bus.PublishDLQ(ctx, Stage, r.ds, rec, msgID); err != nil {
+		return fmt.Errorf("publish reject: %w", err)
+	}
+	r.report()
+	return nil
+}
+
+// finish publishes the last shard, waits for every publish (whatever
+// happened), then, when the scan succeeded, for the sink to confirm.
+func (r *ingestRun) finish(ctx context.Context, scanErr error) error {
 	if scanErr == nil {
-		scanErr = flush()
+		scanErr = r.flush()
 	}
-	if err := closeQueue(); err != nil && scanErr == nil {
+	if err := r.closeQueue(); err != nil && scanErr == nil {
 		scanErr = err
 	}
-	if res.Detected && in.cfg.Format == "auto" {
-		in.log.Info().Dict("context", zerolog.Dict().Str("dataset", ds).Str("source", source).Str("format", string(res.Format))).Msg("format detected")
-	}
-	// Whatever happened, wait for what was published.
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
 	defer cancel()
-	if err := shards.Flush(fctx); err != nil && scanErr == nil {
+	if err := r.shards.Flush(fctx); err != nil && scanErr == nil {
 		scanErr = fmt.Errorf("publish shards: %w", err)
 	}
-	stats := shards.Stats()
-	sum.AlreadyOnBus = int64(stats.Duplicates)
-	report()
-	if scanErr == nil && in.cfg.Wait > 0 {
-		scanErr = in.waitConfirmed(ctx, &sum, stats.MaxSequence)
+	stats := r.shards.Stats()
+	r.sum.AlreadyOnBus = int64(stats.Duplicates)
+	r.report()
+	if scanErr == nil && r.in.cfg.Wait > 0 {
+		scanErr = r.in.waitConfirmed(ctx, &r.sum, stats.MaxSequence)
 	}
-	sum.Seconds = time.Since(start).Seconds()
-	if scanErr != nil {
-		return sum, scanErr
-	}
+	return scanErr
+}
+
+// verdict is the error of a run that went through: nothing valid to
+// persist, or more rejects than MaxRejects.
+func (in *Ingester) verdict(sum Summary) error {
 	if valid := sum.Rows - sum.Rejected; valid <= 0 {
 		if sum.Rows == 0 {
-			return sum, fmt.Errorf("%w: %s holds no records", ErrNothingPersisted, source)
+			return fmt.Errorf("%w: %s holds no records", ErrNothingPersisted, sum.Source)
 		}
-		return sum, fmt.Errorf("%w: all %d rows of %s were rejected (%s); see %s", ErrNothingPersisted, sum.Rows, source, byRule(sum.RejectedByRule), dataset.RejectsFile)
+		return fmt.Errorf("%w: all %d rows of %s were rejected (%s); see %s", ErrNothingPersisted, sum.Rows, sum.Source, byRule(sum.RejectedByRule), dataset.RejectsFile)
 	}
 	if in.cfg.MaxRejects >= 0 && sum.Rejected > in.cfg.MaxRejects {
-		return sum, fmt.Errorf("%w: %d rejected, --max-rejects is %d", ErrTooManyRejects, sum.Rejected, in.cfg.MaxRejects)
+		return fmt.Errorf("%w: %d rejected, --max-rejects is %d", ErrTooManyRejects, sum.Rejected, in.cfg.MaxRejects)
 	}
-	return sum, nil
+	return nil
 }
 
 // byRule writes reject counts as "rule: n, ..." in rule order.

@@ -227,18 +227,61 @@ const (
 // Result is the outcome of one request, published on lf.res.<job> with
 // Nats-Msg-Id MsgID(job, custom_id): Response (completion) or Score (scoring)
 // on success, Error otherwise.
+//
+// Response and Score hold the body as the worker encoded it (a
+// CompletionResponse, a ScoreOutput: see NewResult), a JSON object that
+// travels as it is into results.parquet and output.jsonl, never decoded and
+// encoded again; DecodeResponse and DecodeScore read it.
 type Result struct {
-	Job       string              `json:"job"`
-	CustomID  string              `json:"custom_id,omitempty"`
-	Model     string              `json:"model,omitempty"`
-	Kind      string              `json:"kind,omitempty"`
-	Line      int                 `json:"line,omitempty"`
-	Response  *CompletionResponse `json:"response,omitempty"`
-	Score     *ScoreOutput        `json:"score,omitempty"`
-	Error     *ResultError        `json:"error,omitempty"`
-	LatencyMS float64             `json:"latency_ms,omitempty"`
-	Worker    string              `json:"worker,omitempty"`
-	Control   string              `json:"control,omitempty"`
+	Job       string          `json:"job"`
+	CustomID  string          `json:"custom_id,omitempty"`
+	Model     string          `json:"model,omitempty"`
+	Kind      string          `json:"kind,omitempty"`
+	Line      int             `json:"line,omitempty"`
+	Response  json.RawMessage `json:"response,omitempty"`
+	Score     json.RawMessage `json:"score,omitempty"`
+	Error     *ResultError    `json:"error,omitempty"`
+	LatencyMS float64         `json:"latency_ms,omitempty"`
+	Worker    string          `json:"worker,omitempty"`
+	Control   string          `json:"control,omitempty"`
+}
+
+// NewResult is the successful row of a request of kind KindCompletion (body
+// a CompletionResponse) or KindScore (a ScoreOutput), its body encoded once,
+// here.
+func NewResult(job, customID, model, kind string, line int, body any) (Result, error) {
+	data, err := json.Marshal(body)
+	if err != nil {
+		return Result{}, fmt.Errorf("%w: result %s: %v", ErrBadMessage, MsgID(job, customID), err)
+	}
+	r := Result{Job: job, CustomID: customID, Model: model, Kind: kind, Line: line}
+	switch kind {
+	case KindCompletion:
+		r.Response = data
+	case KindScore:
+		r.Score = data
+	default:
+		return Result{}, fmt.Errorf("%w: result %s of kind %q", ErrBadMessage, MsgID(job, customID), kind)
+	}
+	return r, nil
+}
+
+// DecodeResponse decodes the CompletionResponse of a completion row.
+func (r Result) DecodeResponse() (CompletionResponse, error) {
+	return decodeBody[CompletionResponse](r, "response", r.Response)
+}
+
+// DecodeScore decodes the ScoreOutput of a score row.
+func (r Result) DecodeScore() (ScoreOutput, error) {
+	return decodeBody[ScoreOutput](r, "score", r.Score)
+}
+
+func decodeBody[T any](r Result, what string, body json.RawMessage) (T, error) {
+	var v T
+	if err := json.Unmarshal(body, &v); err != nil {
+		return v, fmt.Errorf("%w: %s of %s: %v", ErrBadMessage, what, MsgID(r.Job, r.CustomID), err)
+	}
+	return v, nil
 }
 
 // DecodeResult decodes and checks a Result message; errors wrap ErrBadMessage.
@@ -261,6 +304,14 @@ func DecodeResult(data []byte) (Result, error) {
 		return Result{}, err
 	}
 	n := 0
+	for _, body := range []*json.RawMessage{&r.Response, &r.Score} {
+		if string(*body) == "null" {
+			*body = nil
+		}
+		if len(*body) > 0 && (*body)[0] != '{' {
+			return Result{}, fmt.Errorf("%w: result %s: a body that is not a JSON object", ErrBadMessage, r.CustomID)
+		}
+	}
 	for _, set := range []bool{r.Response != nil, r.Score != nil, r.Error != nil} {
 		if set {
 			n++

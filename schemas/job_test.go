@@ -1,7 +1,9 @@
 package schemas
 
 import (
+	"encoding/json"
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -54,6 +56,8 @@ func TestDecodeResult(t *testing.T) {
 		{"no outcome", `{"job":"j1","custom_id":"a"}`, true},
 		{"control char id", `{"job":"j1","custom_id":"a\nb","score":{}}`, true},
 		{"array", `[1]`, true},
+		{"null body beside an error", `{"job":"j1","custom_id":"a","response":null,"error":{"code":"x"}}`, false},
+		{"body not an object", `{"job":"j1","custom_id":"a","response":"hi"}`, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -65,6 +69,66 @@ func TestDecodeResult(t *testing.T) {
 				t.Errorf("err %v does not wrap ErrBadMessage", err)
 			}
 		})
+	}
+}
+
+// TestResultBody: the body is encoded once by NewResult and travels as
+// those bytes through DecodeResult; DecodeResponse and DecodeScore read it.
+func TestResultBody(t *testing.T) {
+	resp := CompletionResponse{ID: "cmpl-1", Object: ObjectTextCompletion, Model: "m", Choices: []Choice{{Text: "a <b> & c", FinishReason: "stop", Logprobs: json.RawMessage("null")}}}
+	margin := 0.5
+	score := ScoreOutput{SumLogprob: -1, Tokens: 2, DPOMargin: &margin}
+	tests := []struct {
+		name    string
+		kind    string
+		body    any
+		wantErr bool
+	}{
+		{"completion", KindCompletion, resp, false},
+		{"score", KindScore, score, false},
+		{"training", KindTraining, resp, true},
+		{"not encodable", KindScore, func() {}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r, err := NewResult("j1", "a", "m", tt.kind, 3, tt.body)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("err = %v, wantErr %v", err, tt.wantErr)
+			}
+			if err != nil {
+				if !errors.Is(err, ErrBadMessage) {
+					t.Errorf("err %v does not wrap ErrBadMessage", err)
+				}
+				return
+			}
+			want, _ := json.Marshal(tt.body)
+			msg, err := json.Marshal(r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			back, err := DecodeResult(msg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got any
+			if tt.kind == KindCompletion {
+				if string(back.Response) != string(want) || back.Score != nil {
+					t.Errorf("response %s score %s, want the body %s as encoded", back.Response, back.Score, want)
+				}
+				got, err = back.DecodeResponse()
+			} else {
+				if string(back.Score) != string(want) || back.Response != nil {
+					t.Errorf("score %s response %s, want the body %s as encoded", back.Score, back.Response, want)
+				}
+				got, err = back.DecodeScore()
+			}
+			if err != nil || !reflect.DeepEqual(got, tt.body) {
+				t.Errorf("decoded %+v (%v), want %+v", got, err, tt.body)
+			}
+		})
+	}
+	if _, err := (Result{Job: "j1", CustomID: "a", Response: json.RawMessage(`{"choices":1}`)}).DecodeResponse(); !errors.Is(err, ErrBadMessage) {
+		t.Errorf("a response that is no CompletionResponse: err %v, want ErrBadMessage", err)
 	}
 }
 

@@ -294,8 +294,7 @@ func (h *Handler) complete(ctx, jctx context.Context, it *item) int {
 	h.met.Latency.WithLabelValues(h.s.Name).Observe(lat.Seconds())
 	h.met.TokensGenerated.WithLabelValues(h.s.Name).Add(float64(out.CompletionTokens))
 	resp := serve.Response("cmpl-"+shortHash(schemas.MsgID(it.req.Job, it.req.CustomID)), h.s.Name, c, out)
-	it.res = &schemas.Result{Job: it.req.Job, CustomID: it.req.CustomID, Model: h.s.Name, Kind: jobs.KindCompletion, Line: it.req.Line,
-		Response: &resp, LatencyMS: float64(time.Since(it.start).Microseconds()) / 1000, Worker: h.workerID}
+	h.done(it, resp)
 	return out.CompletionTokens
 }
 
@@ -327,9 +326,20 @@ func (h *Handler) score(ctx context.Context, items []*item) {
 			continue
 		}
 		h.met.Latency.WithLabelValues(h.s.Name).Observe(lat.Seconds())
-		it.res = &schemas.Result{Job: it.req.Job, CustomID: it.req.CustomID, Model: h.s.Name, Kind: jobs.KindScore, Line: it.req.Line,
-			Score: &outs[i], LatencyMS: float64(time.Since(it.start).Microseconds()) / 1000, Worker: h.workerID}
+		h.done(it, outs[i])
 	}
+}
+
+// done sets the item's result: body (its CompletionResponse or ScoreOutput)
+// encoded once, here; the sink carries those bytes to output.jsonl.
+func (h *Handler) done(it *item, body any) {
+	r, err := schemas.NewResult(it.req.Job, it.req.CustomID, h.s.Name, it.req.Kind, it.req.Line, body)
+	if err != nil {
+		it.err = pipeline.Invalid("result not encodable", err)
+		return
+	}
+	r.LatencyMS, r.Worker = float64(time.Since(it.start).Microseconds())/1000, h.workerID
+	it.res = &r
 }
 
 // publish sends a result and waits for the stream's ack.

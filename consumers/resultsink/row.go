@@ -31,7 +31,7 @@ type Row struct {
 	ErrorCode        *string  `parquet:"error_code,optional" json:"error_code,omitempty"`
 	Error            *string  `parquet:"error,optional" json:"error,omitempty"`
 	// Body is the JSON response body of output.jsonl (a CompletionResponse or
-	// a ScoreOutput); empty for an error row.
+	// a ScoreOutput) as the worker encoded it; empty for an error row.
 	Body string `parquet:"body" json:"-"`
 	// Worker is the worker that produced the row.
 	Worker string `parquet:"worker" json:"worker,omitempty"`
@@ -42,33 +42,41 @@ func (r Row) Failed() bool { return r.ErrorCode != nil }
 
 func ptr[T any](v T) *T { return &v }
 
-// rowOf flattens a result.
-func rowOf(r schemas.Result) Row {
+// rowOf flattens a result. The columns of a response or a score are
+// decoded from its body; the body itself goes into the row as the worker
+// encoded it. A body that does not decode is an error.
+func rowOf(r schemas.Result) (Row, error) {
 	row := Row{CustomID: r.CustomID, Job: r.Job, Model: r.Model, Kind: r.Kind, Line: int64(r.Line), LatencyMS: r.LatencyMS, Worker: r.Worker}
 	switch {
 	case r.Error != nil:
 		row.ErrorCode, row.Error = ptr(r.Error.Code), ptr(r.Error.Message)
 	case r.Response != nil:
-		if len(r.Response.Choices) > 0 {
-			c := r.Response.Choices[0]
+		resp, err := r.DecodeResponse()
+		if err != nil {
+			return Row{}, err
+		}
+		if len(resp.Choices) > 0 {
+			c := resp.Choices[0]
 			text := c.Text
 			if c.Message != nil {
 				text = c.Message.Content
 			}
 			row.Text, row.FinishReason = ptr(text), ptr(c.FinishReason)
 		}
-		u := r.Response.Usage
+		u := resp.Usage
 		row.PromptTokens, row.CompletionTokens, row.TotalTokens = ptr(int64(u.PromptTokens)), ptr(int64(u.CompletionTokens)), ptr(int64(u.TotalTokens))
-		b, _ := json.Marshal(r.Response)
-		row.Body = string(b)
+		row.Body = string(r.Response)
 	case r.Score != nil:
-		c := r.Score.Columns()
+		out, err := r.DecodeScore()
+		if err != nil {
+			return Row{}, err
+		}
+		c := out.Columns()
 		row.SumLogprob, row.MeanLogprob, row.Perplexity, row.Tokens = c.SumLogprob, c.MeanLogprob, c.Perplexity, c.Tokens
 		row.ChosenLogprob, row.RejectedLogprob, row.DPOMargin = c.ChosenLogprob, c.RejectedLogprob, c.DPOMargin
-		b, _ := json.Marshal(r.Score)
-		row.Body = string(b)
+		row.Body = string(r.Score)
 	}
-	return row
+	return row, nil
 }
 
 // outputLine is the row in the OpenAI batch output shape.

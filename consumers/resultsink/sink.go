@@ -168,15 +168,15 @@ var pqOpts = []parquet.WriterOption{parquet.Compression(&parquet.Zstd)}
 const rowGroupRows = 8192
 
 // add writes the rows new to the job as one part and counts them.
-func (s *Sink) add(job string, st *jobState, results []schemas.Result) (int, error) {
+func (s *Sink) add(job string, st *jobState, results []Row) (int, error) {
 	var rows []Row
 	fresh := map[string]bool{}
 	for _, r := range results {
 		if _, dup := st.ids[r.CustomID]; dup || fresh[r.CustomID] {
 			continue
 		}
-		fresh[r.CustomID] = r.Error != nil
-		rows = append(rows, rowOf(r))
+		fresh[r.CustomID] = r.Failed()
+		rows = append(rows, r)
 	}
 	if len(rows) == 0 {
 		return 0, nil
@@ -205,7 +205,7 @@ func (s *Sink) add(job string, st *jobState, results []schemas.Result) (int, err
 
 type batchJob struct {
 	idx     []int
-	results []schemas.Result
+	results []Row
 	control bool
 }
 
@@ -216,6 +216,10 @@ func (s *Sink) Handle(ctx context.Context, msgs []jetstream.Msg) []error {
 	var order []string
 	for i, m := range msgs {
 		r, err := schemas.DecodeResult(m.Data())
+		var row Row
+		if err == nil && r.Control == "" {
+			row, err = rowOf(r)
+		}
 		if err != nil {
 			errs[i] = pipeline.Invalid("not a result", err)
 			continue
@@ -231,7 +235,7 @@ func (s *Sink) Handle(ctx context.Context, msgs []jetstream.Msg) []error {
 			bj.control = true
 			continue
 		}
-		bj.results = append(bj.results, r)
+		bj.results = append(bj.results, row)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -74,10 +74,15 @@ func (e *env) publish(t *testing.T, r schemas.Result, msgID string) {
 	}
 }
 
-func ok(job, id, text string) schemas.Result {
-	return schemas.Result{Job: job, CustomID: id, Model: "m", Kind: jobs.KindCompletion, Response: &schemas.CompletionResponse{
+func ok(t *testing.T, job, id, text string) schemas.Result {
+	t.Helper()
+	r, err := schemas.NewResult(job, id, "m", jobs.KindCompletion, 0, schemas.CompletionResponse{
 		ID: "cmpl-" + id, Object: schemas.ObjectTextCompletion, Model: "m",
-		Choices: []schemas.Choice{{Text: text, FinishReason: "length"}}, Usage: schemas.Usage{PromptTokens: 1, CompletionTokens: 2, TotalTokens: 3}}}
+		Choices: []schemas.Choice{{Text: text, FinishReason: "length"}}, Usage: schemas.Usage{PromptTokens: 1, CompletionTokens: 2, TotalTokens: 3}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
 }
 
 func (e *env) waitStatus(t *testing.T, job string, want jobs.Status) jobs.Job {
@@ -120,9 +125,9 @@ func TestSinkDedupeAcrossRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	stop := e.start(t)
-	e.publish(t, ok(j.ID, "a", "A"), "1")
-	e.publish(t, ok(j.ID, "b", "B"), "2")
-	e.publish(t, ok(j.ID, "a", "A again"), "3")
+	e.publish(t, ok(t, j.ID, "a", "A"), "1")
+	e.publish(t, ok(t, j.ID, "b", "B"), "2")
+	e.publish(t, ok(t, j.ID, "a", "A again"), "3")
 	pipelinetest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
 		j, err := e.store.Get(ctx, j.ID)
 		if err == nil && j.RequestCounts.Completed != 2 {
@@ -133,9 +138,10 @@ func TestSinkDedupeAcrossRestart(t *testing.T) {
 	stop()
 
 	e.start(t)
-	e.publish(t, ok(j.ID, "b", "B again"), "4")
+	e.publish(t, ok(t, j.ID, "b", "B again"), "4")
 	e.publish(t, schemas.ErrorResult(j.ID, "c", "m", jobs.KindCompletion, 3, schemas.CodeInvalidRequest, "Invalid max_tokens"), "5")
-	e.publish(t, ok(j.ID, "d", "D"), "6")
+	d := ok(t, j.ID, "d", "D <&>")
+	e.publish(t, d, "6")
 	if _, err := e.store.Transition(ctx, j.ID, jobs.StatusInProgress, func(j *jobs.Job) { j.RequestCounts.Total = 4 }); err != nil {
 		t.Fatal(err)
 	}
@@ -159,6 +165,9 @@ func TestSinkDedupeAcrossRestart(t *testing.T) {
 			if err := json.Unmarshal(l.Response.Body, &body); err != nil || body.Choices[0].Text != "A" || l.Response.StatusCode != 200 {
 				t.Errorf("row a: %+v %v (the first result wins)", body, err)
 			}
+		}
+		if l.CustomID == "d" && string(l.Response.Body) != string(d.Response) {
+			t.Errorf("row d: body %s, want the bytes the worker encoded, %s", l.Response.Body, d.Response)
 		}
 		if l.CustomID == "c" && (l.Error == nil || l.Error.Message != "Invalid max_tokens" || l.Response.StatusCode != 400) {
 			t.Errorf("row c: %+v", l)
@@ -194,7 +203,7 @@ func TestSinkEmptyAndUnknownJobs(t *testing.T) {
 	ctx := context.Background()
 	e := newEnv(t)
 	e.start(t)
-	e.publish(t, ok("ghost", "x", "X"), "g1")
+	e.publish(t, ok(t, "ghost", "x", "X"), "g1")
 	j, err := e.store.Create(ctx, jobs.Spec{ID: "empty", Model: "m"})
 	if err != nil {
 		t.Fatal(err)
@@ -223,7 +232,7 @@ func TestSinkExpires(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.start(t)
-	e.publish(t, ok(j.ID, "a", "A"), "1")
+	e.publish(t, ok(t, j.ID, "a", "A"), "1")
 	done := e.waitStatus(t, j.ID, jobs.StatusExpired)
 	if done.RequestCounts.Completed != 1 || done.Outputs.Output == "" {
 		t.Errorf("expired job %+v", done)
@@ -243,7 +252,7 @@ func TestSinkDeadLetterBecomesErrorRow(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.start(t)
-	e.publish(t, ok(j.ID, "good", "G"), schemas.MsgID(j.ID, "good"))
+	e.publish(t, ok(t, j.ID, "good", "G"), schemas.MsgID(j.ID, "good"))
 	req, _ := json.Marshal(schemas.Request{Job: j.ID, CustomID: "bad", Kind: jobs.KindCompletion, Model: "m", Line: 2,
 		Completion: &schemas.CompletionRequest{Model: "m", Prompt: "x", MaxTokens: 4, TopP: 1}})
 	rec := pipeline.DLQRecord{Reason: "max deliveries exceeded", Error: "max deliveries exceeded: generate: backend failure", Stage: "infer",
@@ -303,7 +312,7 @@ func TestSinkLeavesTrainingJobsAlone(t *testing.T) {
 	// The running sink: a result on a training job's subject is dropped.
 	// A batch job published after it completes, so the result has been handled.
 	e.start(t)
-	e.publish(t, ok("train_running", "x", "X"), "stray")
+	e.publish(t, ok(t, "train_running", "x", "X"), "stray")
 	if _, err := e.store.Create(ctx, jobs.Spec{ID: "after", Model: "m"}); err != nil {
 		t.Fatal(err)
 	}

@@ -115,8 +115,9 @@ func TestSubmitAuto(t *testing.T) {
 	})
 	for id, expert := range want {
 		r := got[id]
-		if r.Error != nil || r.Model != expert || r.Response == nil || r.Response.Model != expert {
-			t.Errorf("%s: result %+v (error %+v), want answered by %s", id, r, r.Error, expert)
+		resp, err := r.DecodeResponse()
+		if r.Error != nil || r.Model != expert || err != nil || resp.Model != expert {
+			t.Errorf("%s: result %+v (error %+v, response %v), want answered by %s", id, r, r.Error, err, expert)
 		}
 	}
 	if r := got["badname"]; r.Error == nil || r.Error.Code != schemas.CodeInvalidRequest {

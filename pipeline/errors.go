@@ -24,6 +24,19 @@ var (
 	// ErrBadDLQRecord is wrapped by DecodeDLQRecord for bytes that are not a DLQ record.
 	ErrBadDLQRecord = errors.New("bad dlq record")
 
+	// ErrKeyNotFound is wrapped by KV.Get when the key has no value.
+	ErrKeyNotFound = errors.New("key not found")
+
+	// ErrKeyExists is wrapped by KV.Create when the key has a value already.
+	ErrKeyExists = errors.New("key exists")
+
+	// ErrWrongRevision is wrapped by KV.Update when the key was written
+	// since the revision it was given.
+	ErrWrongRevision = errors.New("wrong revision")
+
+	// ErrWatchClosed is wrapped by Watcher.Next once the watcher has stopped.
+	ErrWatchClosed = errors.New("watch closed")
+
 	// ErrPublisherFailed is wrapped by Publisher.Publish and Publisher.Flush after
 	// an asynchronous publish has failed; the Publisher stays failed.
 	ErrPublisherFailed = errors.New("async publish failed")

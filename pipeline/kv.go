@@ -1,0 +1,241 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+)
+
+// KV is a key-value bucket (lf_jobs, lf_workers, lf_experts, lf_datasets).
+// Its errors wrap ErrKeyNotFound, ErrKeyExists and ErrWrongRevision where
+// those apply, and the JetStream error they come from.
+type KV struct {
+	kv jetstream.KeyValue
+}
+
+// Entry is one value of a bucket.
+type Entry struct {
+	Key      string
+	Value    []byte
+	Revision uint64
+	// Deleted marks a delete or purge (only a Watcher returns those).
+	Deleted bool
+}
+
+func entryOf(e jetstream.KeyValueEntry) Entry {
+	return Entry{Key: e.Key(), Value: e.Value(), Revision: e.Revision(), Deleted: e.Operation() != jetstream.KeyValuePut}
+}
+
+// Bucket opens the key-value bucket (it must exist: see EnsureTopology).
+func (b *Bus) Bucket(ctx context.Context, bucket string) (*KV, error) {
+	kv, err := b.js.KeyValue(ctx, bucket)
+	if err != nil {
+		return nil, fmt.Errorf("kv bucket %s: %w", bucket, err)
+	}
+	return &KV{kv: kv}, nil
+}
+
+// Name is the bucket's name.
+func (k *KV) Name() string { return k.kv.Bucket() }
+
+// Get reads key; the error wraps ErrKeyNotFound when there is none.
+func (k *KV) Get(ctx context.Context, key string) (Entry, error) {
+	e, err := k.kv.Get(ctx, key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return Entry{}, fmt.Errorf("%s %s: %w: %w", k.Name(), key, ErrKeyNotFound, err)
+	}
+	if err != nil {
+		return Entry{}, fmt.Errorf("%s %s: %w", k.Name(), key, err)
+	}
+	return entryOf(e), nil
+}
+
+// Put writes key and returns its new revision.
+func (k *KV) Put(ctx context.Context, key string, value []byte) (uint64, error) {
+	rev, err := k.kv.Put(ctx, key, value)
+	if err != nil {
+		return 0, fmt.Errorf("%s %s: %w", k.Name(), key, err)
+	}
+	return rev, nil
+}
+
+// Create writes key only when it does not exist; the error wraps
+// ErrKeyExists when it does.
+func (k *KV) Create(ctx context.Context, key string, value []byte) (uint64, error) {
+	rev, err := k.kv.Create(ctx, key, value)
+	if errors.Is(err, jetstream.ErrKeyExists) {
+		return 0, fmt.Errorf("%s %s: %w: %w", k.Name(), key, ErrKeyExists, err)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("%s %s: %w", k.Name(), key, err)
+	}
+	return rev, nil
+}
+
+// Update writes key only when its revision is still rev (compare-and-set);
+// the error wraps ErrWrongRevision when somebody wrote it in between.
+func (k *KV) Update(ctx context.Context, key string, value []byte, rev uint64) (uint64, error) {
+	next, err := k.kv.Update(ctx, key, value, rev)
+	var apiErr *jetstream.APIError
+	if errors.Is(err, jetstream.ErrKeyExists) || (errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence) {
+		return 0, fmt.Errorf("%s %s: %w: %w", k.Name(), key, ErrWrongRevision, err)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("%s %s: %w", k.Name(), key, err)
+	}
+	return next, nil
+}
+
+// Delete removes key.
+func (k *KV) Delete(ctx context.Context, key string) error {
+	if err := k.kv.Delete(ctx, key); err != nil {
+		return fmt.Errorf("%s %s: %w", k.Name(), key, err)
+	}
+	return nil
+}
+
+// Keys lists the bucket's keys (none in an empty bucket, without error).
+func (k *KV) Keys(ctx context.Context) ([]string, error) {
+	lister, err := k.kv.ListKeys(ctx)
+	if err != nil {
+		if errors.Is(err, jetstream.ErrNoKeysFound) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("%s keys: %w", k.Name(), err)
+	}
+	defer func() { _ = lister.Stop() }()
+	var keys []string
+	for key := range lister.Keys() {
+		keys = append(keys, key)
+	}
+	return keys, nil
+}
+
+// Watcher follows the changes of a bucket's keys (see KV.Watch).
+type Watcher struct {
+	w jetstream.KeyWatcher
+}
+
+// Watch follows keys (one key, or a filter such as ">" for all of them):
+// Next returns their current values, then a nil entry, then each change.
+func (k *KV) Watch(ctx context.Context, keys string) (*Watcher, error) {
+	w, err := k.kv.Watch(ctx, keys)
+	if err != nil {
+		return nil, fmt.Errorf("watch %s %s: %w", k.Name(), keys, err)
+	}
+	return &Watcher{w: w}, nil
+}
+
+// Next waits for the next entry. It returns nil once, when the values there
+// were at Watch have all been returned; an error wrapping ErrWatchClosed
+// when the watcher has stopped; ctx's error when ctx ends first.
+func (w *Watcher) Next(ctx context.Context) (*Entry, error) {
+	select {
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case e, ok := <-w.w.Updates():
+		if !ok {
+			return nil, ErrWatchClosed
+		}
+		if e == nil {
+			return nil, nil
+		}
+		out := entryOf(e)
+		return &out, nil
+	}
+}
+
+// Stop ends the watch.
+func (w *Watcher) Stop() { _ = w.w.Stop() }
+
+// Heartbeat puts value() under key now and every every until ctx ends, then
+// deletes the key: a worker's entry in lf_workers, which the bucket's TTL
+// removes when the worker dies without deleting it. A failed put is logged.
+func (k *KV) Heartbeat(ctx context.Context, key string, every time.Duration, value func() []byte, log zerolog.Logger) {
+	put := func() {
+		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if _, err := k.Put(pctx, key, value()); err != nil && !errors.Is(err, context.Canceled) {
+			log.Warn().Err(err).Msg("worker heartbeat")
+		}
+	}
+	put()
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			_ = k.Delete(dctx, key)
+			cancel()
+			return
+		case <-t.C:
+			put()
+		}
+	}
+}
+
+// Objects is an object store (lf_models).
+type Objects struct {
+	os jetstream.ObjectStore
+}
+
+// ObjectInfo describes one object.
+type ObjectInfo struct {
+	Name    string
+	Size    uint64
+	Digest  string // "SHA-256=" and the unpadded base64url of the SHA-256
+	Deleted bool
+}
+
+// Objects opens the object store (it must exist: see EnsureTopology).
+func (b *Bus) Objects(ctx context.Context, bucket string) (*Objects, error) {
+	os, err := b.js.ObjectStore(ctx, bucket)
+	if err != nil {
+		return nil, fmt.Errorf("object store %s: %w", bucket, err)
+	}
+	return &Objects{os: os}, nil
+}
+
+// Put stores what r reads under name.
+func (o *Objects) Put(ctx context.Context, name string, r io.Reader) (ObjectInfo, error) {
+	info, err := o.os.Put(ctx, jetstream.ObjectMeta{Name: name}, r)
+	if err != nil {
+		return ObjectInfo{}, fmt.Errorf("put object %s: %w", name, err)
+	}
+	return objectInfoOf(info), nil
+}
+
+// List describes the objects of the store (none in an empty store, without
+// error).
+func (o *Objects) List(ctx context.Context) ([]ObjectInfo, error) {
+	infos, err := o.os.List(ctx)
+	if errors.Is(err, jetstream.ErrNoObjectsFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list objects: %w", err)
+	}
+	out := make([]ObjectInfo, len(infos))
+	for i, in := range infos {
+		out[i] = objectInfoOf(in)
+	}
+	return out, nil
+}
+
+// GetFile writes the object name into the file path.
+func (o *Objects) GetFile(ctx context.Context, name, path string) error {
+	if err := o.os.GetFile(ctx, name, path); err != nil {
+		return fmt.Errorf("get object %s: %w", name, err)
+	}
+	return nil
+}
+
+func objectInfoOf(in *jetstream.ObjectInfo) ObjectInfo {
+	return ObjectInfo{Name: in.Name, Size: in.Size, Digest: in.Digest, Deleted: in.Deleted}
+}

@@ -14,6 +14,15 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
+// Header holds a message's headers: NATS headers, whose keys are
+// case-sensitive (Set and Get use the key as given).
+type Header = nats.Header
+
+// MsgIDHeader is the header that carries a message's stable id
+// (Nats-Msg-Id): the stream stores a second message with the same id inside
+// its duplicate window once.
+const MsgIDHeader = jetstream.MsgIDHeader
+
 // DefaultAsyncAckTimeout is how long a Publisher waits for one publish ack
 // before the publish counts as failed.
 const DefaultAsyncAckTimeout = 30 * time.Second

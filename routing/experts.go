@@ -2,12 +2,10 @@ package routing
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sort"
 
-	"github.com/nats-io/nats.go/jetstream"
-
+	"github.com/largeforge/largeforge/pipeline"
 	"github.com/largeforge/largeforge/schemas"
 )
 
@@ -26,23 +24,22 @@ func ParseExpertEntry(key string, value []byte) (schemas.ExpertConfig, error) {
 
 // ReadExperts returns the experts now in the lf_experts bucket kv, sorted
 // by name, and the keys it skipped as invalid with why.
-func ReadExperts(ctx context.Context, kv jetstream.KeyValue) ([]schemas.ExpertConfig, []error, error) {
-	lister, err := kv.ListKeys(ctx)
-	if err != nil {
-		if errors.Is(err, jetstream.ErrNoKeysFound) {
-			return nil, nil, nil
+func ReadExperts(ctx context.Context, kv *pipeline.KV) ([]schemas.ExpertConfig, []error, error) {
+	keys, err := kv.Keys(ctx)
+	if err != nil || len(keys) == 0 {
+		if err != nil {
+			err = fmt.Errorf("list lf_experts: %w", err)
 		}
-		return nil, nil, fmt.Errorf("list lf_experts: %w", err)
+		return nil, nil, err
 	}
-	defer func() { _ = lister.Stop() }()
 	var out []schemas.ExpertConfig
 	var skipped []error
-	for key := range lister.Keys() {
+	for _, key := range keys {
 		e, err := kv.Get(ctx, key)
 		if err != nil {
 			continue // deleted meanwhile
 		}
-		x, err := ParseExpertEntry(key, e.Value())
+		x, err := ParseExpertEntry(key, e.Value)
 		if err != nil {
 			skipped = append(skipped, err)
 			continue

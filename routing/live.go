@@ -3,12 +3,9 @@ package routing
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
-
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/largeforge/largeforge/pipeline"
 	"github.com/largeforge/largeforge/schemas"
@@ -16,17 +13,13 @@ import (
 
 // LiveWorkers reads the lf_workers bucket kv: infer workers whose heartbeat
 // is within the bucket's TTL, counted per model.
-func LiveWorkers(ctx context.Context, kv jetstream.KeyValue) (map[string]int, error) {
+func LiveWorkers(ctx context.Context, kv *pipeline.KV) (map[string]int, error) {
 	out := map[string]int{}
-	lister, err := kv.ListKeys(ctx)
+	keys, err := kv.Keys(ctx)
 	if err != nil {
-		if errors.Is(err, jetstream.ErrNoKeysFound) {
-			return out, nil
-		}
 		return nil, fmt.Errorf("list %s: %w", pipeline.BucketWorkers, err)
 	}
-	defer func() { _ = lister.Stop() }()
-	for key := range lister.Keys() {
+	for _, key := range keys {
 		if !strings.HasPrefix(key, schemas.HeartbeatKey(schemas.WorkerInfer, "")) {
 			continue
 		}
@@ -35,7 +28,7 @@ func LiveWorkers(ctx context.Context, kv jetstream.KeyValue) (map[string]int, er
 			continue // expired or deleted meanwhile
 		}
 		var hb schemas.Heartbeat
-		if json.Unmarshal(e.Value(), &hb) != nil {
+		if json.Unmarshal(e.Value, &hb) != nil {
 			continue
 		}
 		if time.Since(time.Unix(hb.UpdatedAt, 0)) > pipeline.WorkerHeartbeatTTL {

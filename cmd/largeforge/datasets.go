@@ -10,7 +10,6 @@ import (
 	"strings"
 	"text/tabwriter"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
 	"github.com/largeforge/largeforge/dataset"
@@ -74,7 +73,7 @@ func loadManifests(ctx context.Context, name string) ([]dataset.Manifest, error)
 		return nil, err
 	}
 	defer bus.Close()
-	kv, err := bus.KV(ctx, pipeline.BucketDatasets)
+	kv, err := bus.Bucket(ctx, pipeline.BucketDatasets)
 	if err != nil {
 		return nil, err
 	}
@@ -83,10 +82,7 @@ func loadManifests(ctx context.Context, name string) ([]dataset.Manifest, error)
 		keys = []string{name}
 	} else {
 		keys, err = kv.Keys(ctx)
-		if errors.Is(err, jetstream.ErrNoKeysFound) {
-			return nil, nil
-		}
-		if err != nil {
+		if err != nil || len(keys) == 0 {
 			return nil, err
 		}
 		sort.Strings(keys)
@@ -94,14 +90,14 @@ func loadManifests(ctx context.Context, name string) ([]dataset.Manifest, error)
 	var out []dataset.Manifest
 	for _, k := range keys {
 		e, err := kv.Get(ctx, k)
-		if errors.Is(err, jetstream.ErrKeyNotFound) {
+		if errors.Is(err, pipeline.ErrKeyNotFound) {
 			return nil, fmt.Errorf("no dataset %q (see `largeforge datasets list`)", k)
 		}
 		if err != nil {
 			return nil, err
 		}
 		var m dataset.Manifest
-		if err := json.Unmarshal(e.Value(), &m); err != nil {
+		if err := json.Unmarshal(e.Value, &m); err != nil {
 			return nil, fmt.Errorf("dataset %s: %w", k, err)
 		}
 		out = append(out, m)

@@ -4,8 +4,7 @@ import (
 	"context"
 	"fmt"
 
-	"github.com/nats-io/nats.go/jetstream"
-
+	"github.com/largeforge/largeforge/pipeline"
 	"github.com/largeforge/largeforge/routing"
 	"github.com/largeforge/largeforge/schemas"
 )
@@ -16,7 +15,7 @@ import (
 // on each change; an invalid entry is logged and skipped. It returns once
 // the initial values are applied and watches until ctx ends.
 func (g *Gateway) watchExperts(ctx context.Context) error {
-	w, err := g.experts.WatchAll(ctx)
+	w, err := g.experts.Watch(ctx, ">")
 	if err != nil {
 		return fmt.Errorf("watch lf_experts: %w", err)
 	}
@@ -38,20 +37,25 @@ func (g *Gateway) watchExperts(ctx context.Context) error {
 		}
 		g.router.Store(r)
 	}
-	handle := func(e jetstream.KeyValueEntry) {
-		if e.Operation() != jetstream.KeyValuePut {
-			delete(fromKV, e.Key())
+	handle := func(e *pipeline.Entry) {
+		if e.Deleted {
+			delete(fromKV, e.Key)
 			return
 		}
-		x, err := routing.ParseExpertEntry(e.Key(), e.Value())
+		x, err := routing.ParseExpertEntry(e.Key, e.Value)
 		if err != nil {
-			g.log.Warn().Err(err).Str("key", e.Key()).Msg("lf_experts entry skipped")
+			g.log.Warn().Err(err).Str("key", e.Key).Msg("lf_experts entry skipped")
 			return
 		}
-		fromKV[e.Key()] = x
+		fromKV[e.Key] = x
 	}
 	// The initial values end with a nil entry.
-	for e := range w.Updates() {
+	for {
+		e, err := w.Next(ctx)
+		if err != nil {
+			w.Stop()
+			return fmt.Errorf("watch lf_experts: %w", err)
+		}
 		if e == nil {
 			break
 		}
@@ -59,19 +63,15 @@ func (g *Gateway) watchExperts(ctx context.Context) error {
 	}
 	apply()
 	go func() {
-		defer func() { _ = w.Stop() }()
+		defer w.Stop()
 		for {
-			select {
-			case <-ctx.Done():
+			e, err := w.Next(ctx)
+			if err != nil {
 				return
-			case e, ok := <-w.Updates():
-				if !ok {
-					return
-				}
-				if e != nil {
-					handle(e)
-					apply()
-				}
+			}
+			if e != nil {
+				handle(e)
+				apply()
 			}
 		}
 	}()

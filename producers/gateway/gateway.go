@@ -56,7 +56,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
@@ -138,12 +137,12 @@ type Gateway struct {
 	cfg     Config
 	log     zerolog.Logger
 	met     *Metrics
-	workers jetstream.KeyValue
-	models  jetstream.ObjectStore
+	workers *pipeline.KV
+	models  *pipeline.Objects
 	mux     *http.ServeMux
 	started time.Time
 	router  atomic.Pointer[routing.Router] // nil without experts
-	experts jetstream.KeyValue             // lf_experts
+	experts *pipeline.KV                   // lf_experts
 	keys    [][32]byte                     // SHA-256 of the API keys
 
 	mu        sync.Mutex
@@ -165,15 +164,15 @@ func New(ctx context.Context, bus *pipeline.Bus, cfg Config, log zerolog.Logger,
 	if err != nil {
 		return nil, err
 	}
-	kv, err := bus.KV(ctx, pipeline.BucketWorkers)
+	kv, err := bus.Bucket(ctx, pipeline.BucketWorkers)
 	if err != nil {
 		return nil, err
 	}
-	os, err := bus.ObjectStore(ctx, pipeline.BucketModels)
+	os, err := bus.Objects(ctx, pipeline.BucketModels)
 	if err != nil {
 		return nil, err
 	}
-	ekv, err := bus.KV(ctx, pipeline.BucketExperts)
+	ekv, err := bus.Bucket(ctx, pipeline.BucketExperts)
 	if err != nil {
 		return nil, err
 	}
@@ -648,7 +647,7 @@ func (g *Gateway) snapshot(ctx context.Context, since time.Time) (map[string]int
 	}
 	stored := map[string]bool{}
 	infos, err := g.models.List(ctx)
-	if err != nil && !errors.Is(err, jetstream.ErrNoObjectsFound) {
+	if err != nil {
 		return nil, nil, fmt.Errorf("list %s: %w", pipeline.BucketModels, err)
 	}
 	for _, in := range infos {

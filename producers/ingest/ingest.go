@@ -15,8 +15,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
 	"github.com/largeforge/largeforge/dataset"
@@ -267,7 +265,7 @@ func (r *ingestRun) startPublisher(ctx context.Context) {
 				r.pubErr.Store(&first)
 				continue
 			}
-			hdr := nats.Header{}
+			hdr := pipeline.Header{}
 			hdr.Set(dataset.HeaderFormat, string(e.format))
 			hdr.Set(dataset.HeaderSource, r.source)
 			hdr.Set(dataset.HeaderRun, r.sum.Run)
@@ -413,19 +411,19 @@ func byRule(counts map[string]int64) string {
 // datasetFormat returns the format of the dataset's records from its manifest
 // in the lf_datasets bucket; "" when the dataset has none yet.
 func (in *Ingester) datasetFormat(ctx context.Context) (schemas.Format, error) {
-	kv, err := in.bus.KV(ctx, pipeline.BucketDatasets)
+	kv, err := in.bus.Bucket(ctx, pipeline.BucketDatasets)
 	if err != nil {
 		return "", err
 	}
 	e, err := kv.Get(ctx, in.cfg.Dataset)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
+	if errors.Is(err, pipeline.ErrKeyNotFound) {
 		return "", nil
 	}
 	if err != nil {
 		return "", fmt.Errorf("read the manifest of dataset %s: %w", in.cfg.Dataset, err)
 	}
 	var m dataset.Manifest
-	if err := json.Unmarshal(e.Value(), &m); err != nil {
+	if err := json.Unmarshal(e.Value, &m); err != nil {
 		return "", fmt.Errorf("read the manifest of dataset %s: %w", in.cfg.Dataset, err)
 	}
 	return m.Format, nil
@@ -433,7 +431,7 @@ func (in *Ingester) datasetFormat(ctx context.Context) (schemas.Format, error) {
 
 // watchDuplicates follows the run's duplicate count in the dataset's manifest.
 func (in *Ingester) watchDuplicates(ctx context.Context, run string, dups *atomic.Int64) {
-	kv, err := in.bus.KV(ctx, pipeline.BucketDatasets)
+	kv, err := in.bus.Bucket(ctx, pipeline.BucketDatasets)
 	if err != nil {
 		return
 	}
@@ -453,13 +451,13 @@ func (in *Ingester) watchDuplicates(ctx context.Context, run string, dups *atomi
 
 // runEntry reads a run's entry from the dataset's manifest in the lf_datasets
 // bucket; nil when the manifest or the run is not there yet.
-func runEntry(ctx context.Context, kv jetstream.KeyValue, ds, run string) *dataset.Source {
+func runEntry(ctx context.Context, kv *pipeline.KV, ds, run string) *dataset.Source {
 	e, err := kv.Get(ctx, ds)
 	if err != nil {
 		return nil
 	}
 	var m dataset.Manifest
-	if json.Unmarshal(e.Value(), &m) != nil {
+	if json.Unmarshal(e.Value, &m) != nil {
 		return nil
 	}
 	return m.FindRun(run)
@@ -479,7 +477,7 @@ func (in *Ingester) waitConfirmed(ctx context.Context, sum *Summary, maxSeq uint
 		sum.Confirmed = true
 		return nil
 	}
-	kv, err := in.bus.KV(ctx, pipeline.BucketDatasets)
+	kv, err := in.bus.Bucket(ctx, pipeline.BucketDatasets)
 	if err != nil {
 		return err
 	}

@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/largeforge/largeforge/pipeline"
 	"github.com/largeforge/largeforge/routing"
 	"github.com/largeforge/largeforge/schemas"
@@ -27,13 +25,13 @@ const liveEvery = time.Second
 // work queue for its expert's workers).
 type autoRouter struct {
 	r       *routing.Router
-	workers jetstream.KeyValue
+	workers *pipeline.KV
 	live    map[string]int
 	read    time.Time
 }
 
 func newAutoRouter(ctx context.Context, bus *pipeline.Bus, r *routing.Router) (*autoRouter, error) {
-	kv, err := bus.KV(ctx, pipeline.BucketWorkers)
+	kv, err := bus.Bucket(ctx, pipeline.BucketWorkers)
 	if err != nil {
 		return nil, err
 	}

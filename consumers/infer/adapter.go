@@ -80,11 +80,10 @@ func StartDirsWithAdapters(ctx context.Context, bus *pipeline.Bus, models, adapt
 		owned = append(owned, m)
 		ins = append(ins, ModelInput{Name: n, Model: m, Tok: tok})
 	}
-	w, err := Start(ctx, bus, ins, cfg, log, reg)
+	w, err := start(ctx, bus, ins, owned, cfg, log, reg)
 	if err != nil {
 		closeAll()
 		return nil, err
 	}
-	w.owned = owned
 	return w, nil
 }

@@ -11,8 +11,6 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/largeforge/largeforge/pipeline"
 )
 
@@ -28,7 +26,7 @@ func PutModel(ctx context.Context, bus *pipeline.Bus, name, dir string) (int, er
 	if err := pipeline.ValidToken(name); err != nil {
 		return 0, fmt.Errorf("%w: model name: %w", ErrInvalidOption, err)
 	}
-	store, err := bus.ObjectStore(ctx, pipeline.BucketModels)
+	store, err := bus.Objects(ctx, pipeline.BucketModels)
 	if err != nil {
 		return 0, err
 	}
@@ -45,7 +43,7 @@ func PutModel(ctx context.Context, bus *pipeline.Bus, name, dir string) (int, er
 		if err != nil {
 			return n, err
 		}
-		_, err = store.Put(ctx, jetstream.ObjectMeta{Name: name + "/" + e.Name()}, f)
+		_, err = store.Put(ctx, name+"/"+e.Name(), f)
 		f.Close()
 		if err != nil {
 			return n, fmt.Errorf("model %s: put %s: %w", name, e.Name(), err)
@@ -62,12 +60,12 @@ func FetchModel(ctx context.Context, bus *pipeline.Bus, name, cacheDir string) (
 	if err := pipeline.ValidToken(name); err != nil {
 		return "", fmt.Errorf("%w: model name: %w", ErrInvalidOption, err)
 	}
-	store, err := bus.ObjectStore(ctx, pipeline.BucketModels)
+	store, err := bus.Objects(ctx, pipeline.BucketModels)
 	if err != nil {
 		return "", err
 	}
 	infos, err := store.List(ctx)
-	if err != nil && !errors.Is(err, jetstream.ErrNoObjectsFound) {
+	if err != nil {
 		return "", fmt.Errorf("model %s: list %s: %w", name, pipeline.BucketModels, err)
 	}
 	dir := filepath.Join(cacheDir, name)

@@ -1,15 +1,13 @@
 package infer
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
-	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
@@ -102,19 +100,12 @@ func Load(name, dir string, cfg Config, log zerolog.Logger) (*model.Model, *toke
 	return m, tok, nil
 }
 
-// Workers are the running infer consumers of a process.
+// Workers are the running infer consumers of a process: their Group's
+// Wait returns once the consume loops have drained and the batchers stopped.
 type Workers struct {
+	*pipeline.Group
 	ID     string
-	cfg    Config
 	models []string
-	owned  []*model.Model // loaded by StartDirs; closed at the end
-
-	wg       sync.WaitGroup // consume loops
-	stopB    context.CancelFunc
-	batchers sync.WaitGroup
-	done     chan struct{}
-	mu       sync.Mutex
-	errs     []error
 }
 
 // ModelInput is one model for Start: loaded already, served under Name.
@@ -132,9 +123,15 @@ func StartDirs(ctx context.Context, bus *pipeline.Bus, models map[string]string,
 
 // Start starts, for each model, a continuous Batcher and Fetchers consume
 // loops of the durable consumer infer-<model> on lf.req.*.<model>, and a
-// heartbeat in lf_workers. They run until ctx ends, then drain: the consume
-// loops finish their batches, then the batchers stop; Wait returns then.
+// heartbeat in lf_workers. They run until ctx ends or Stop is called, then
+// drain: the consume loops finish their batches, then the batchers stop;
+// Wait returns then.
 func Start(ctx context.Context, bus *pipeline.Bus, models []ModelInput, cfg Config, log zerolog.Logger, reg prometheus.Registerer) (*Workers, error) {
+	return start(ctx, bus, models, nil, cfg, log, reg)
+}
+
+// start is Start that closes owned when the workers end.
+func start(ctx context.Context, bus *pipeline.Bus, models []ModelInput, owned []*model.Model, cfg Config, log zerolog.Logger, reg prometheus.Registerer) (*Workers, error) {
 	if bus == nil || len(models) == 0 {
 		return nil, fmt.Errorf("%w: workers need a bus and at least one model", ErrInvalidOption)
 	}
@@ -150,44 +147,49 @@ func Start(ctx context.Context, bus *pipeline.Bus, models []ModelInput, cfg Conf
 	if err != nil {
 		return nil, err
 	}
+	hb, err := bus.Bucket(ctx, pipeline.BucketWorkers)
+	if err != nil {
+		return nil, err
+	}
 	met, err := NewMetrics(reg)
 	if err != nil {
 		return nil, err
 	}
-	bctx, stopB := context.WithCancel(context.WithoutCancel(ctx))
-	w := &Workers{ID: cfg.WorkerID, cfg: cfg, stopB: stopB, done: make(chan struct{})}
-	var consumers []*pipeline.Consumer
+	w := &Workers{Group: pipeline.NewGroup(ctx), ID: cfg.WorkerID}
+	loops := pipeline.NewGroup(w.Context())
+	// The batchers outlive ctx: they finish the batches the loops drain.
+	batchers := pipeline.NewGroup(context.WithoutCancel(ctx))
 	var rpcs []*pipeline.RPCServer
-	stopRPC := func() {
+	stop := func() {
 		for _, r := range rpcs {
 			r.Stop(true)
 		}
+		batchers.Stop()
 	}
+	fail := func(err error) (*Workers, error) {
+		stop()
+		w.Stop()
+		return nil, err
+	}
+	var consumers []*pipeline.Consumer
 	for _, mi := range models {
 		b, err := model.NewBatcher(mi.Model, cfg.Slots, model.WithLogger(logging.Named(log, "largeforge.batcher")))
 		if err != nil {
-			stopRPC()
-			stopB()
-			return nil, fmt.Errorf("batcher of %s: %w", mi.Name, err)
+			return fail(fmt.Errorf("batcher of %s: %w", mi.Name, err))
 		}
-		w.batchers.Add(1)
-		go func() {
-			defer w.batchers.Done()
-			if err := b.Run(bctx); err != nil {
-				w.fail(fmt.Errorf("batcher of %s: %w", mi.Name, err))
+		batchers.Go(func(ctx context.Context) error {
+			if err := b.Run(ctx); err != nil {
+				return fmt.Errorf("batcher of %s: %w", mi.Name, err)
 			}
-		}()
+			return nil
+		})
 		h, err := NewHandler(bus, Served{Name: mi.Name, Model: mi.Model, Tok: mi.Tok, Batcher: b}, store, met, cfg.WorkerID, log)
 		if err != nil {
-			stopRPC()
-			stopB()
-			return nil, err
+			return fail(err)
 		}
-		rs, err := h.ServeRPC(ctx)
+		rs, err := h.ServeRPC(w.Context())
 		if err != nil {
-			stopRPC()
-			stopB()
-			return nil, err
+			return fail(err)
 		}
 		rpcs = append(rpcs, rs)
 		filter := "lf.req.*." + mi.Name // the name is a valid token: NewHandler checked it
@@ -197,93 +199,37 @@ func Start(ctx context.Context, bus *pipeline.Bus, models []ModelInput, cfg Conf
 			NakDelay: cfg.NakDelay, MaxWait: cfg.MaxWait,
 		}, h, logging.Named(log, "largeforge.consumer."+Durable(mi.Name)))
 		if err != nil {
-			stopRPC()
-			stopB()
-			return nil, err
+			return fail(err)
 		}
 		consumers = append(consumers, c)
 		w.models = append(w.models, mi.Name)
 	}
 	for _, c := range consumers {
-		for range cfg.Fetchers {
-			w.wg.Add(1)
-			go func() {
-				defer w.wg.Done()
-				if err := c.Run(ctx); err != nil {
-					w.fail(err)
-				}
-			}()
-		}
+		loops.Consume(c, cfg.Fetchers)
 	}
-	hb, err := bus.KV(ctx, pipeline.BucketWorkers)
-	if err != nil {
-		stopRPC()
-		stopB()
-		return nil, err
-	}
-	go func() {
-		w.heartbeat(ctx, hb, log)
-		w.wg.Wait()
-		stopRPC()
-		stopB()
-		w.batchers.Wait()
-		for _, m := range w.owned {
+	beat := schemas.Heartbeat{ID: w.ID, Role: schemas.WorkerInfer, Models: w.models, Capacity: cfg.Slots * len(w.models), PID: os.Getpid(), StartedAt: time.Now().Unix()}
+	loops.Go(func(ctx context.Context) error {
+		hb.Heartbeat(ctx, HeartbeatKey(w.ID), cfg.HeartbeatEvery, func() []byte {
+			beat.UpdatedAt = time.Now().Unix()
+			data, _ := json.Marshal(beat)
+			return data
+		}, log)
+		return nil
+	})
+	w.Go(func(context.Context) error {
+		err := loops.Wait()
+		stop()
+		err = cmp.Or(err, batchers.Wait())
+		for _, m := range owned {
 			_ = m.Close()
 		}
-		close(w.done)
-	}()
+		return err
+	})
 	return w, nil
-}
-
-func (w *Workers) fail(err error) {
-	w.mu.Lock()
-	w.errs = append(w.errs, err)
-	w.mu.Unlock()
 }
 
 // HeartbeatKey is a worker's key in lf_workers.
 func HeartbeatKey(id string) string { return schemas.HeartbeatKey(schemas.WorkerInfer, id) }
 
-// heartbeat puts the worker's schemas.Heartbeat into lf_workers every HeartbeatEvery
-// until ctx ends, then deletes it.
-func (w *Workers) heartbeat(ctx context.Context, kv jetstream.KeyValue, log zerolog.Logger) {
-	hb := schemas.Heartbeat{ID: w.ID, Role: schemas.WorkerInfer, Models: w.models, Capacity: w.cfg.Slots * len(w.models), PID: os.Getpid(), StartedAt: time.Now().Unix()}
-	put := func() {
-		hb.UpdatedAt = time.Now().Unix()
-		data, _ := json.Marshal(hb)
-		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		if _, err := kv.Put(pctx, HeartbeatKey(w.ID), data); err != nil && !errors.Is(err, context.Canceled) {
-			log.Warn().Err(err).Msg("worker heartbeat")
-		}
-	}
-	put()
-	t := time.NewTicker(w.cfg.HeartbeatEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-			_ = kv.Delete(dctx, HeartbeatKey(w.ID))
-			cancel()
-			return
-		case <-t.C:
-			put()
-		}
-	}
-}
-
 // Models are the names served.
 func (w *Workers) Models() []string { return w.models }
-
-// Wait blocks until the consume loops have drained and the batchers stopped,
-// and returns the first error.
-func (w *Workers) Wait() error {
-	<-w.done
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if len(w.errs) > 0 {
-		return w.errs[0]
-	}
-	return nil
-}

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -114,8 +113,10 @@ type Worker struct {
 	cons *pipeline.Consumer
 
 	current atomic.Value // string: the job being trained, "" when idle
-	done    chan struct{}
-	err     error
+
+	// Group runs the consume loop, then the heartbeat stops; its Wait
+	// returns the loop's error.
+	*pipeline.Group
 }
 
 // Start starts a train worker: a consume loop of the durable consumer
@@ -139,11 +140,11 @@ func Start(ctx context.Context, bus *pipeline.Bus, cfg Config, log zerolog.Logge
 	if err != nil {
 		return nil, err
 	}
-	hb, err := bus.KV(ctx, pipeline.BucketWorkers)
+	hb, err := bus.Bucket(ctx, pipeline.BucketWorkers)
 	if err != nil {
 		return nil, err
 	}
-	w := &Worker{ID: cfg.WorkerID, cfg: cfg, bus: bus, jobs: store, reg: reg, done: make(chan struct{}),
+	w := &Worker{ID: cfg.WorkerID, cfg: cfg, bus: bus, jobs: store, reg: reg,
 		log: logging.Named(log, "largeforge.train.worker").With().Str("worker_id", cfg.WorkerID).Logger()}
 	w.current.Store("")
 	filter, _ := pipeline.TrainFilter(pipeline.AnyToken)
@@ -155,59 +156,31 @@ func Start(ctx context.Context, bus *pipeline.Bus, cfg Config, log zerolog.Logge
 	if err != nil {
 		return nil, err
 	}
-	hctx, stopHB := context.WithCancel(context.WithoutCancel(ctx))
-	var hbDone sync.WaitGroup
-	hbDone.Add(1)
-	go func() {
-		defer hbDone.Done()
-		w.heartbeat(hctx, hb)
-	}()
-	go func() {
-		w.err = w.cons.Run(ctx)
-		stopHB()
-		hbDone.Wait()
-		close(w.done)
-	}()
+	// The heartbeat goes on while the job in hand drains.
+	beats := pipeline.NewGroup(context.WithoutCancel(ctx))
+	beat := schemas.Heartbeat{ID: w.ID, Role: schemas.WorkerTrain, PID: os.Getpid(), StartedAt: time.Now().Unix()}
+	beats.Go(func(ctx context.Context) error {
+		hb.Heartbeat(ctx, HeartbeatKey(w.ID), cfg.HeartbeatEvery, func() []byte {
+			beat.UpdatedAt = time.Now().Unix()
+			beat.Job, _ = w.current.Load().(string)
+			data, _ := json.Marshal(beat)
+			return data
+		}, w.log)
+		return nil
+	})
+	w.Group = pipeline.NewGroup(ctx)
+	w.Go(func(ctx context.Context) error {
+		err := w.cons.Run(ctx)
+		beats.Stop()
+		_ = beats.Wait()
+		return err
+	})
 	return w, nil
-}
-
-// Wait blocks until the worker has stopped and returns its error.
-func (w *Worker) Wait() error {
-	<-w.done
-	return w.err
 }
 
 // HeartbeatKey is a train worker's key in lf_workers (its value a
 // schemas.Heartbeat).
 func HeartbeatKey(id string) string { return schemas.HeartbeatKey(schemas.WorkerTrain, id) }
-
-func (w *Worker) heartbeat(ctx context.Context, kv jetstream.KeyValue) {
-	hb := schemas.Heartbeat{ID: w.ID, Role: schemas.WorkerTrain, PID: os.Getpid(), StartedAt: time.Now().Unix()}
-	put := func() {
-		hb.UpdatedAt = time.Now().Unix()
-		hb.Job, _ = w.current.Load().(string)
-		data, _ := json.Marshal(hb)
-		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		defer cancel()
-		if _, err := kv.Put(pctx, HeartbeatKey(w.ID), data); err != nil && !errors.Is(err, context.Canceled) {
-			w.log.Warn().Err(err).Msg("worker heartbeat")
-		}
-	}
-	put()
-	t := time.NewTicker(w.cfg.HeartbeatEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-			_ = kv.Delete(dctx, HeartbeatKey(w.ID))
-			cancel()
-			return
-		case <-t.C:
-			put()
-		}
-	}
-}
 
 // handle runs one training job. Outcomes: nil (ack) when the job completed,
 // was cancelled or had already ended; Invalid (DLQ) when its message or

@@ -1,13 +1,16 @@
 package dataset
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"path/filepath"
 	"reflect"
 	"testing"
+	"time"
 
 	"github.com/largeforge/largeforge/schemas"
+	"github.com/largeforge/largeforge/storage"
 )
 
 func sampleRecords() map[schemas.Format][]schemas.Record {
@@ -139,4 +142,63 @@ func FuzzDecodeShard(f *testing.F) {
 			t.Fatalf("%d records, %d ids", len(recs), len(ids))
 		}
 	})
+}
+
+// TestStoredDataset: parts published to a store, the manifest, and the
+// records read back in part order.
+func TestStoredDataset(t *testing.T) {
+	ctx := context.Background()
+	store, err := storage.NewLocal(storage.DirsUnder(t.TempDir()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	parts, err := storage.DatasetParts(store, "ds")
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs := sampleRecords()[schemas.FormatAlpaca]
+	var infos []PartInfo
+	for i, r := range recs {
+		info, err := PublishPart(ctx, parts, schemas.FormatAlpaca, []schemas.Record{r}, []string{r.ID()}, []string{fmt.Sprintf("ds/shard%d", i)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		infos = append(infos, info)
+	}
+	if infos[0].File != "part-00000.parquet" || infos[1].File != "part-00001.parquet" {
+		t.Fatalf("parts %+v", infos)
+	}
+	meta, err := LoadPartMeta(ctx, store, storage.Dataset("ds")+infos[1].File)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if meta.SHA256 != infos[1].SHA256 || meta.Bytes != infos[1].Bytes || !reflect.DeepEqual(meta.IDs, []string{recs[1].ID()}) {
+		t.Errorf("meta %+v, info %+v", meta, infos[1])
+	}
+	if _, err := LoadManifest(ctx, store, "ds"); !IsNotExist(err) {
+		t.Errorf("no manifest yet: err = %v", err)
+	}
+	m := NewManifest("ds", schemas.FormatAlpaca, time.Unix(0, 0))
+	m.Parts = infos
+	if err := SaveManifest(ctx, store, m); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := LoadManifest(ctx, store, "ds"); err != nil || len(got.Parts) != 2 || got.Format != schemas.FormatAlpaca {
+		t.Errorf("manifest %+v, %v", got, err)
+	}
+	r, err := NewRecords(store, "ds")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := r.ReadRecords(ctx)
+	if err != nil || !reflect.DeepEqual(got, recs) {
+		t.Errorf("records %+v, %v", got, err)
+	}
+	if _, err := NewRecords(store, "../x"); !errors.Is(err, ErrInvalidName) {
+		t.Errorf("bad name: err = %v", err)
+	}
+	empty, _ := NewRecords(store, "none")
+	if got, err := empty.ReadRecords(ctx); err != nil || len(got) != 0 {
+		t.Errorf("missing dataset: %d records, %v", len(got), err)
+	}
 }

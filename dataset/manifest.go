@@ -1,23 +1,25 @@
 package dataset
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
 	"time"
 
-	"github.com/largeforge/largeforge/internal/atomicfile"
 	"github.com/largeforge/largeforge/schemas"
+	"github.com/largeforge/largeforge/storage"
 )
 
-// ManifestFile is the manifest's file name inside a dataset directory.
-const ManifestFile = "manifest.json"
+// ManifestFile is the manifest's file name inside a dataset.
+const ManifestFile = storage.ManifestFile
 
-// RejectsFile is the file of rejected records inside a dataset directory.
-const RejectsFile = "rejects.jsonl"
+// RejectsFile is the file of rejected records inside a dataset.
+const RejectsFile = storage.RejectsFile
 
 // Manifest describes a dataset: its format and schema, counts, parts and sources.
 type Manifest struct {
@@ -97,30 +99,51 @@ func (m *Manifest) AddReject(rule string) {
 	m.Counts.RejectedByRule[rule]++
 }
 
-// ReadManifest reads dir's manifest; a missing one gives an error wrapping os.ErrNotExist.
+// ReadManifest reads the manifest file in dir; a missing one gives an error
+// wrapping os.ErrNotExist.
 func ReadManifest(dir string) (Manifest, error) {
-	var m Manifest
 	data, err := os.ReadFile(filepath.Join(dir, ManifestFile))
 	if err != nil {
-		return m, err
+		return Manifest{}, err
 	}
+	return decodeManifest(data, dir)
+}
+
+// LoadManifest reads dataset name's manifest from store; a missing one
+// gives an error for which IsNotExist is true.
+func LoadManifest(ctx context.Context, store storage.Store, name string) (Manifest, error) {
+	r, _, err := store.Open(ctx, storage.DatasetManifest(name))
+	if err != nil {
+		return Manifest{}, err
+	}
+	defer r.Close()
+	data, err := io.ReadAll(r)
+	if err != nil {
+		return Manifest{}, fmt.Errorf("read manifest %s: %w", name, err)
+	}
+	return decodeManifest(data, name)
+}
+
+func decodeManifest(data []byte, name string) (Manifest, error) {
+	var m Manifest
 	if err := json.Unmarshal(data, &m); err != nil {
-		return m, fmt.Errorf("read manifest %s: %w", dir, err)
+		return m, fmt.Errorf("read manifest %s: %w", name, err)
 	}
 	return m, nil
 }
 
-// WriteManifest writes m into dir through a temporary file and a rename.
-func WriteManifest(dir string, m Manifest) error {
+// SaveManifest stores m as its dataset's manifest, replacing the old one.
+func SaveManifest(ctx context.Context, store storage.Store, m Manifest) error {
 	data, err := json.MarshalIndent(m, "", "  ")
 	if err != nil {
 		return err
 	}
-	return WriteFileAtomic(filepath.Join(dir, ManifestFile), append(data, '\n'))
+	_, err = store.Put(ctx, storage.DatasetManifest(m.Name), func(w io.Writer) error {
+		_, err := w.Write(append(data, '\n'))
+		return err
+	})
+	return err
 }
-
-// WriteFileAtomic writes data to path through a synced temporary file and a rename.
-func WriteFileAtomic(path string, data []byte) error { return atomicfile.WriteBytes(path, data) }
 
 // ListParts returns the part files present in dir, sorted by number.
 func ListParts(dir string) ([]string, error) {
@@ -132,5 +155,7 @@ func ListParts(dir string) ([]string, error) {
 	return matches, nil
 }
 
-// IsNotExist reports whether err says a file is missing.
-func IsNotExist(err error) bool { return errors.Is(err, os.ErrNotExist) }
+// IsNotExist reports whether err says a file or stored object is missing.
+func IsNotExist(err error) bool {
+	return errors.Is(err, os.ErrNotExist) || errors.Is(err, storage.ErrNotFound)
+}

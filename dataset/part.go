@@ -1,19 +1,21 @@
 package dataset
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
 	"os"
+	"path"
 	"path/filepath"
 
 	"github.com/parquet-go/parquet-go"
 	pqzstd "github.com/parquet-go/parquet-go/compress/zstd"
 
-	"github.com/largeforge/largeforge/internal/atomicfile"
 	"github.com/largeforge/largeforge/schemas"
+	"github.com/largeforge/largeforge/storage"
 )
 
 // Parquet key-value metadata written into every part.
@@ -54,8 +56,8 @@ type idRow struct {
 	ID string `parquet:"id"`
 }
 
-// PartName is the file name of part number n.
-func PartName(n int) string { return fmt.Sprintf("part-%05d.parquet", n) }
+// PartName is the file name of a dataset's part number n.
+func PartName(n int) string { return storage.DatasetPartName(n) }
 
 // PartInfo describes one written part, as the manifest lists it.
 type PartInfo struct {
@@ -66,76 +68,88 @@ type PartInfo struct {
 	Shards []string `json:"-"`
 }
 
-// WritePart writes records as a zstd Parquet file at path, through a temporary
-// file that is synced and renamed, so that a reader never sees a partial part.
-// shardIDs are the shard message ids the part holds, kept in its metadata so
-// that a redelivered shard is recognised after a crash.
+// PublishPart publishes records as the next of parts (see storage.Parts),
+// a zstd Parquet object that no reader sees partially. shardIDs are the
+// shard message ids the part holds, kept in its metadata so that a
+// redelivered shard is recognised after a crash.
+func PublishPart(ctx context.Context, parts *storage.Parts, f schemas.Format, records []schemas.Record, ids []string, shardIDs []string) (PartInfo, error) {
+	if len(records) != len(ids) {
+		return PartInfo{}, fmt.Errorf("publish part: %d records but %d ids", len(records), len(ids))
+	}
+	info, err := parts.Publish(ctx, func(w io.Writer) error { return EncodePart(w, f, records, ids, shardIDs) })
+	if err != nil {
+		return PartInfo{}, fmt.Errorf("publish part: %w", err)
+	}
+	return PartInfo{File: path.Base(info.Key), Rows: int64(len(records)), Bytes: info.Size, SHA256: info.SHA256, Shards: shardIDs}, nil
+}
+
+// WritePart writes a part to a file of its own at path, replacing it (the
+// ingest benchmark's floor and tests; sinks use PublishPart).
 func WritePart(path string, f schemas.Format, records []schemas.Record, ids []string, shardIDs []string) (PartInfo, error) {
 	if len(records) != len(ids) {
 		return PartInfo{}, fmt.Errorf("write part %s: %d records but %d ids", path, len(records), len(ids))
 	}
-	shardJSON, err := json.Marshal(shardIDs)
+	dir := storage.Dirs{Datasets: filepath.Dir(path)}
+	local, err := storage.NewLocal(dir)
 	if err != nil {
 		return PartInfo{}, err
 	}
-	h := sha256.New()
-	var size int64
-	err = atomicfile.Write(path, func(w io.Writer) error {
-		cw := &countWriter{w: io.MultiWriter(w, h)}
-		opts := []parquet.WriterOption{
-			parquet.Compression(partCodec),
-			parquet.KeyValueMetadata(metaFormat, string(f)),
-			parquet.KeyValueMetadata(metaShards, string(shardJSON)),
-		}
-		defer func() { size = cw.n }()
-		switch f {
-		case schemas.FormatAlpaca:
-			rows := make([]alpacaRow, len(records))
-			for i, r := range records {
-				rows[i] = alpacaRow{ID: ids[i], Instruction: r.Alpaca.Instruction, Input: r.Alpaca.Input, Output: r.Alpaca.Output}
-			}
-			return writeRows(cw, rows, opts)
-		case schemas.FormatShareGPT:
-			rows := make([]sharegptRow, len(records))
-			for i, r := range records {
-				turns := make([]turnRow, len(r.ShareGPT.Conversations))
-				for j, t := range r.ShareGPT.Conversations {
-					turns[j] = turnRow{From: t.From, Value: t.Value}
-				}
-				rows[i] = sharegptRow{ID: ids[i], Conversations: turns}
-			}
-			return writeRows(cw, rows, opts)
-		case schemas.FormatDPO:
-			rows := make([]dpoRow, len(records))
-			for i, r := range records {
-				rows[i] = dpoRow{ID: ids[i], Prompt: r.DPO.Prompt, Chosen: r.DPO.Chosen, Rejected: r.DPO.Rejected}
-			}
-			return writeRows(cw, rows, opts)
-		}
-		return fmt.Errorf("%w: %q", schemas.ErrUnknownFormat, f)
-	})
+	key := storage.KindDatasets + "/" + filepath.Base(path)
+	info, err := local.Put(context.Background(), key, func(w io.Writer) error { return EncodePart(w, f, records, ids, shardIDs) })
 	if err != nil {
 		return PartInfo{}, fmt.Errorf("write part: %w", err)
 	}
-	return PartInfo{File: filepath.Base(path), Rows: int64(len(records)), Bytes: size, SHA256: hex.EncodeToString(h.Sum(nil)), Shards: shardIDs}, nil
+	return PartInfo{File: filepath.Base(path), Rows: int64(len(records)), Bytes: info.Size, SHA256: info.SHA256, Shards: shardIDs}, nil
 }
+
+// EncodePart writes records, with their ids, as one zstd Parquet file of
+// format f, with shardIDs in its metadata.
+func EncodePart(w io.Writer, f schemas.Format, records []schemas.Record, ids []string, shardIDs []string) error {
+	if len(records) != len(ids) {
+		return fmt.Errorf("encode part: %d records but %d ids", len(records), len(ids))
+	}
+	shardJSON, err := json.Marshal(shardIDs)
+	if err != nil {
+		return err
+	}
+	opts := []parquet.WriterOption{
+		parquet.Compression(partCodec),
+		parquet.KeyValueMetadata(metaFormat, string(f)),
+		parquet.KeyValueMetadata(metaShards, string(shardJSON)),
+	}
+	switch f {
+	case schemas.FormatAlpaca:
+		rows := make([]alpacaRow, len(records))
+		for i, r := range records {
+			rows[i] = alpacaRow{ID: ids[i], Instruction: r.Alpaca.Instruction, Input: r.Alpaca.Input, Output: r.Alpaca.Output}
+		}
+		return writeRows(w, rows, opts)
+	case schemas.FormatShareGPT:
+		rows := make([]sharegptRow, len(records))
+		for i, r := range records {
+			turns := make([]turnRow, len(r.ShareGPT.Conversations))
+			for j, t := range r.ShareGPT.Conversations {
+				turns[j] = turnRow{From: t.From, Value: t.Value}
+			}
+			rows[i] = sharegptRow{ID: ids[i], Conversations: turns}
+		}
+		return writeRows(w, rows, opts)
+	case schemas.FormatDPO:
+		rows := make([]dpoRow, len(records))
+		for i, r := range records {
+			rows[i] = dpoRow{ID: ids[i], Prompt: r.DPO.Prompt, Chosen: r.DPO.Chosen, Rejected: r.DPO.Rejected}
+		}
+		return writeRows(w, rows, opts)
+	}
+	return fmt.Errorf("encode part: %w: %q", schemas.ErrUnknownFormat, f)
+}
+
 func writeRows[T any](w io.Writer, rows []T, opts []parquet.WriterOption) error {
 	pw := parquet.NewGenericWriter[T](w, opts...)
 	if _, err := pw.Write(rows); err != nil {
 		return err
 	}
 	return pw.Close()
-}
-
-type countWriter struct {
-	w io.Writer
-	n int64
-}
-
-func (c *countWriter) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	c.n += int64(n)
-	return n, err
 }
 
 // PartMeta is what ReadPartMeta returns: the ids and shard ids a part holds.
@@ -148,21 +162,41 @@ type PartMeta struct {
 	SHA256 string
 }
 
-// ReadPartMeta reads a part's id column and metadata (not its text columns).
+// ReadPartMeta reads the part file at path's id column and metadata.
 func ReadPartMeta(path string) (PartMeta, error) {
-	file, err := os.Open(path)
+	f, size, err := openFile(path)
 	if err != nil {
-		return PartMeta{}, fmt.Errorf("%w: %v", ErrBadPart, err)
+		return PartMeta{}, err
 	}
-	defer file.Close()
-	h := sha256.New()
-	size, err := io.Copy(h, file)
+	defer f.Close()
+	return decodePartMeta(f, size, path)
+}
+
+// LoadPartMeta reads a stored part's id column and metadata (not its text
+// columns), and its size and sha256.
+func LoadPartMeta(ctx context.Context, store storage.Store, key string) (PartMeta, error) {
+	r, info, err := store.Open(ctx, key)
 	if err != nil {
-		return PartMeta{}, fmt.Errorf("%w: %s: %v", ErrBadPart, path, err)
+		return PartMeta{}, fmt.Errorf("%w: %w", ErrBadPart, err)
+	}
+	defer r.Close()
+	return decodePartMeta(r, info.Size, key)
+}
+
+// partReader is a part open for reading: hashed as a stream, read by Parquet at random.
+type partReader interface {
+	io.Reader
+	io.ReaderAt
+}
+
+func decodePartMeta(file partReader, size int64, name string) (PartMeta, error) {
+	h := sha256.New()
+	if _, err := io.Copy(h, file); err != nil {
+		return PartMeta{}, fmt.Errorf("%w: %s: %v", ErrBadPart, name, err)
 	}
 	f, err := parquet.OpenFile(file, size)
 	if err != nil {
-		return PartMeta{}, fmt.Errorf("%w: %s: %v", ErrBadPart, path, err)
+		return PartMeta{}, fmt.Errorf("%w: %s: %v", ErrBadPart, name, err)
 	}
 	m := PartMeta{Rows: f.NumRows(), Bytes: size, SHA256: hex.EncodeToString(h.Sum(nil))}
 	if v, ok := f.Lookup(metaFormat); ok {
@@ -170,42 +204,53 @@ func ReadPartMeta(path string) (PartMeta, error) {
 	}
 	if v, ok := f.Lookup(metaShards); ok {
 		if err := json.Unmarshal([]byte(v), &m.Shards); err != nil {
-			return PartMeta{}, fmt.Errorf("%w: %s: shards metadata: %v", ErrBadPart, path, err)
+			return PartMeta{}, fmt.Errorf("%w: %s: shards metadata: %v", ErrBadPart, name, err)
 		}
 	}
-	r := parquet.NewGenericReader[idRow](f)
-	defer r.Close()
 	m.IDs = make([]string, 0, m.Rows)
-	buf := make([]idRow, 1024)
-	for {
-		n, err := r.Read(buf)
-		for _, row := range buf[:n] {
-			m.IDs = append(m.IDs, row.ID)
-		}
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return PartMeta{}, fmt.Errorf("%w: %s: %v", ErrBadPart, path, err)
-		}
+	if err := readAll(f, func(r idRow) { m.IDs = append(m.IDs, r.ID) }); err != nil {
+		return PartMeta{}, fmt.Errorf("%w: %s: %v", ErrBadPart, name, err)
 	}
 	return m, nil
 }
 
-// ReadPart reads every record of a part, with its ids, in file order.
+// ReadPart reads every record of the part file at path, with its ids, in file order.
 func ReadPart(path string) (schemas.Format, []schemas.Record, []string, error) {
-	f, err := os.Open(path)
+	f, size, err := openFile(path)
 	if err != nil {
-		return "", nil, nil, fmt.Errorf("%w: %v", ErrBadPart, err)
+		return "", nil, nil, err
 	}
 	defer f.Close()
+	return decodePart(f, size, path)
+}
+
+// LoadPart reads every record of a stored part, with its ids, in order.
+func LoadPart(ctx context.Context, store storage.Store, key string) (schemas.Format, []schemas.Record, []string, error) {
+	r, info, err := store.Open(ctx, key)
+	if err != nil {
+		return "", nil, nil, fmt.Errorf("%w: %w", ErrBadPart, err)
+	}
+	defer r.Close()
+	return decodePart(r, info.Size, key)
+}
+
+func openFile(path string) (*os.File, int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, 0, fmt.Errorf("%w: %v", ErrBadPart, err)
+	}
 	st, err := f.Stat()
 	if err != nil {
-		return "", nil, nil, fmt.Errorf("%w: %v", ErrBadPart, err)
+		f.Close()
+		return nil, 0, fmt.Errorf("%w: %v", ErrBadPart, err)
 	}
-	pf, err := parquet.OpenFile(f, st.Size())
+	return f, st.Size(), nil
+}
+
+func decodePart(file io.ReaderAt, size int64, name string) (schemas.Format, []schemas.Record, []string, error) {
+	pf, err := parquet.OpenFile(file, size)
 	if err != nil {
-		return "", nil, nil, fmt.Errorf("%w: %s: %v", ErrBadPart, path, err)
+		return "", nil, nil, fmt.Errorf("%w: %s: %v", ErrBadPart, name, err)
 	}
 	v, _ := pf.Lookup(metaFormat)
 	format := schemas.Format(v)
@@ -235,7 +280,7 @@ func ReadPart(path string) (schemas.Format, []schemas.Record, []string, error) {
 		err = fmt.Errorf("unknown format %q in metadata", v)
 	}
 	if err != nil {
-		return "", nil, nil, fmt.Errorf("%w: %s: %v", ErrBadPart, path, err)
+		return "", nil, nil, fmt.Errorf("%w: %s: %v", ErrBadPart, name, err)
 	}
 	return format, recs, ids, nil
 }

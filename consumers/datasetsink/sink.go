@@ -1,15 +1,17 @@
-// Package datasetsink persists the shards of lf.data.<dataset>.shard as Parquet
-// parts under <data-dir>/datasets/<name>/, with a manifest, and the ingestion
-// rejects of lf.dlq.ingest.<dataset> as rejects.jsonl beside them. Its
+// Package datasetsink persists the shards of lf.data.<dataset>.shard as the
+// Parquet parts of the dataset in storage (storage.DatasetParts; locally
+// <data-dir>/datasets/<name>/), with a manifest, and the ingestion rejects of
+// lf.dlq.ingest.<dataset> as its rejects.jsonl. Its
 // RawHandler validates the single records any NATS client publishes to
 // lf.data.<dataset>.raw (with dataset/read, as ingest validates a file's) into
 // shards and rejects.
 //
-// A fetched batch of shards becomes one part per dataset, written to a temporary
-// name and renamed before the batch is acked. Records are deduplicated on their id
-// across shards, batches and runs: the ids of every part are loaded when a dataset
-// is first touched, and each part records the shard message ids it holds, so a
-// shard redelivered after a crash is recognised and not counted twice.
+// A fetched batch of shards becomes one part per dataset, published whole
+// (storage.Parts: a number no other sink holds) before the batch is acked.
+// Records are deduplicated on their id across shards, batches and runs (a
+// storage.Deduper seeded with the ids of every part when a dataset is first
+// touched), and each part records the shard message ids it holds, so a shard
+// redelivered after a crash is recognised and not counted twice.
 package datasetsink
 
 import (
@@ -19,8 +21,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
+	"path"
 	"strconv"
 	"strings"
 	"sync"
@@ -33,14 +34,15 @@ import (
 	"github.com/largeforge/largeforge/dataset"
 	"github.com/largeforge/largeforge/pipeline"
 	"github.com/largeforge/largeforge/schemas"
+	"github.com/largeforge/largeforge/storage"
 )
 
 // ErrInvalidOption is returned for a bad constructor argument.
 var ErrInvalidOption = errors.New("invalid dataset sink option")
 
-// Sink owns the dataset directories under Dir.
+// Sink writes the datasets of a store.
 type Sink struct {
-	dir     string
+	store   storage.Store
 	kv      jetstream.KeyValue
 	log     zerolog.Logger
 	metrics *dataset.Metrics
@@ -51,45 +53,42 @@ type Sink struct {
 }
 
 type state struct {
-	dir      string
-	man      dataset.Manifest
-	ids      map[[32]byte]struct{}
-	shards   map[string]struct{}
-	rejects  map[string]struct{}
-	nextPart int
-	counted  map[string]struct{} // run+shard counted by this process
+	man     dataset.Manifest
+	parts   *storage.Parts
+	dedupe  storage.Deduper // the record ids the parts hold
+	shards  map[string]struct{}
+	rejects map[string]struct{}
+	counted map[string]struct{} // run+shard counted by this process
 }
 
-// New returns a sink writing under dir (<data-dir>/datasets). kv, when not nil,
+// New returns a sink writing the datasets of store. kv, when not nil,
 // receives each dataset's manifest under its name (the lf_datasets bucket), which
 // is how `largeforge datasets` and waiting ingest runs read them over the bus.
-func New(dir string, kv jetstream.KeyValue, log zerolog.Logger, m *dataset.Metrics) (*Sink, error) {
-	if dir == "" {
-		return nil, fmt.Errorf("%w: empty directory", ErrInvalidOption)
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("dataset sink: %w", err)
+func New(store storage.Store, kv jetstream.KeyValue, log zerolog.Logger, m *dataset.Metrics) (*Sink, error) {
+	if store == nil {
+		return nil, fmt.Errorf("%w: nil store", ErrInvalidOption)
 	}
 	if m == nil {
 		m, _ = dataset.NewMetrics(nil)
 	}
-	return &Sink{dir: dir, kv: kv, log: log, metrics: m, now: time.Now, sets: map[string]*state{}}, nil
+	return &Sink{store: store, kv: kv, log: log, metrics: m, now: time.Now, sets: map[string]*state{}}, nil
 }
 
 // load returns a dataset's state, reading its parts and rejects the first time.
-func (s *Sink) load(name string) (*state, error) {
+func (s *Sink) load(ctx context.Context, name string) (*state, error) {
 	if st, ok := s.sets[name]; ok {
 		return st, nil
 	}
 	if err := dataset.ValidateName(name); err != nil {
 		return nil, err
 	}
-	dir := filepath.Join(s.dir, name)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	parts, err := storage.DatasetParts(s.store, name)
+	if err != nil {
 		return nil, err
 	}
-	st := &state{dir: dir, ids: map[[32]byte]struct{}{}, shards: map[string]struct{}{}, rejects: map[string]struct{}{}, counted: map[string]struct{}{}}
-	man, err := dataset.ReadManifest(dir)
+	dedupe := storage.NewMemory()
+	st := &state{parts: parts, dedupe: dedupe, shards: map[string]struct{}{}, rejects: map[string]struct{}{}, counted: map[string]struct{}{}}
+	man, err := dataset.LoadManifest(ctx, s.store, name)
 	switch {
 	case err == nil:
 		st.man = man
@@ -98,50 +97,45 @@ func (s *Sink) load(name string) (*state, error) {
 	default:
 		return nil, err
 	}
-	// The parts on disk are the truth: a crash may have come between a part's
-	// rename and the manifest's.
-	parts, err := dataset.ListParts(dir)
+	// The stored parts are the truth: a crash may have come between a
+	// part's publication and the manifest's.
+	list, err := parts.List(ctx)
 	if err != nil {
 		return nil, err
 	}
 	st.man.Parts = st.man.Parts[:0]
 	st.man.Counts.Rows = 0
-	for _, p := range parts {
-		meta, err := dataset.ReadPartMeta(p)
+	for _, p := range list {
+		meta, err := dataset.LoadPartMeta(ctx, s.store, p.Key)
 		if err != nil {
 			return nil, err
 		}
-		for _, id := range meta.IDs {
-			if k, ok := idKey(id); ok {
-				st.ids[k] = struct{}{}
-			}
-		}
+		dedupe.Add(meta.IDs...)
 		for _, sh := range meta.Shards {
 			st.shards[sh] = struct{}{}
 		}
 		if st.man.Format == "" {
 			st.man.Format = meta.Format
 		}
-		st.man.Parts = append(st.man.Parts, dataset.PartInfo{File: filepath.Base(p), Rows: meta.Rows, Bytes: meta.Bytes, SHA256: meta.SHA256})
+		st.man.Parts = append(st.man.Parts, dataset.PartInfo{File: path.Base(p.Key), Rows: meta.Rows, Bytes: meta.Bytes, SHA256: meta.SHA256})
 		st.man.Counts.Rows += meta.Rows
-		if n, err := strconv.Atoi(strings.TrimSuffix(strings.TrimPrefix(filepath.Base(p), "part-"), ".parquet")); err == nil && n >= st.nextPart {
-			st.nextPart = n + 1
-		}
 	}
-	if err := loadRejectIDs(filepath.Join(dir, dataset.RejectsFile), st.rejects); err != nil {
+	if err := s.loadRejectIDs(ctx, name, st.rejects); err != nil {
 		return nil, err
 	}
 	s.sets[name] = st
 	return st, nil
 }
 
-func idKey(id string) ([32]byte, bool) {
+// isRecordID reports whether id is a record id (64 hex digits); records
+// without one are not persisted.
+func isRecordID(id string) bool {
 	var k [32]byte
 	if len(id) != 64 {
-		return k, false
+		return false
 	}
 	_, err := hex.Decode(k[:], []byte(id))
-	return k, err == nil
+	return err == nil
 }
 
 // Shards is the consume-loop handler of lf.data.*.shard.
@@ -194,14 +188,14 @@ func (s *Sink) handleShards(ctx context.Context, msgs []jetstream.Msg) []error {
 		groups[ds] = append(groups[ds], i)
 	}
 	for _, ds := range order {
-		s.writeGroup(ds, msgs, groups[ds], errs)
+		s.writeGroup(ctx, ds, msgs, groups[ds], errs)
 	}
 	return errs
 }
 
 // writeGroup turns one dataset's shards of a batch into (at most) one part.
-func (s *Sink) writeGroup(ds string, msgs []jetstream.Msg, idx []int, errs []error) {
-	st, err := s.load(ds)
+func (s *Sink) writeGroup(ctx context.Context, ds string, msgs []jetstream.Msg, idx []int, errs []error) {
+	st, err := s.load(ctx, ds)
 	if err != nil {
 		for _, i := range idx {
 			errs[i] = pipeline.Invalid("dataset "+ds, err)
@@ -221,7 +215,7 @@ func (s *Sink) writeGroup(ds string, msgs []jetstream.Msg, idx []int, errs []err
 		msgID := h.Get(jetstream.MsgIDHeader)
 		p := pendingShard{idx: i, msgID: msgID, source: h.Get(dataset.HeaderSource), run: h.Get(dataset.HeaderRun)}
 		if st.man.Format != "" && st.man.Format != f {
-			errs[i] = s.rejectShard(st, p, f, m.Data(), now)
+			errs[i] = s.rejectShard(ctx, st, p, f, m.Data(), now)
 			continue
 		}
 		if _, done := st.shards[msgID]; msgID != "" && done {
@@ -246,67 +240,92 @@ func (s *Sink) writeGroup(ds string, msgs []jetstream.Msg, idx []int, errs []err
 		shards = append(shards, p)
 	}
 	if len(shards) == 0 {
-		s.publishManifest(st)
+		s.publishManifest(ctx, st)
 		return
 	}
-	// Deduplicate against the dataset and within the batch.
-	var recs []schemas.Record
-	var ids, shardIDs []string
-	batchIDs := map[[32]byte]struct{}{}
-	rows := make([]int64, len(shards))
-	dups := make([]int64, len(shards))
-	for k, p := range shards {
-		for j, id := range p.ids {
-			key, ok := idKey(id)
-			if !ok {
-				continue
-			}
-			if _, seen := st.ids[key]; seen {
-				dups[k]++
-				continue
-			}
-			if _, seen := batchIDs[key]; seen {
-				dups[k]++
-				continue
-			}
-			batchIDs[key] = struct{}{}
-			recs = append(recs, p.records[j])
-			ids = append(ids, id)
-			rows[k]++
-		}
-		if p.msgID != "" {
-			shardIDs = append(shardIDs, p.msgID)
-		}
+	recs, ids, rows, dups, err := claimRecords(ctx, st.dedupe, shards)
+	if err == nil && (len(recs) > 0 || hasShardIDs(shards)) {
+		err = s.publishPart(ctx, st, shards, recs, ids)
 	}
-	if len(recs) > 0 || len(shardIDs) > 0 {
-		name := dataset.PartName(st.nextPart)
-		info, err := dataset.WritePart(filepath.Join(st.dir, name), st.man.Format, recs, ids, shardIDs)
-		if err != nil {
-			s.log.Error().Err(err).Dict("context", zerolog.Dict().Str("dataset", ds)).Msg("write part")
-			for _, p := range shards {
-				errs[p.idx] = err // transient: the batch is redelivered
-			}
-			return
+	if err != nil {
+		s.log.Error().Err(err).Dict("context", zerolog.Dict().Str("dataset", ds)).Msg("write part")
+		for _, p := range shards {
+			errs[p.idx] = err // transient: the batch is redelivered
 		}
-		st.nextPart++
-		for k := range batchIDs {
-			st.ids[k] = struct{}{}
-		}
-		for _, id := range shardIDs {
-			st.shards[id] = struct{}{}
-		}
-		st.man.Parts = append(st.man.Parts, info)
-		st.man.Counts.Rows += info.Rows
-		s.metrics.Parts.WithLabelValues(ds).Inc()
-		s.metrics.Rows.WithLabelValues(ds).Add(float64(info.Rows))
-		s.log.Info().Dict("context", zerolog.Dict().Str("dataset", ds).Str("part", name).Int64("rows", info.Rows).Int("shards", len(shards))).Msg("part written")
+		return
 	}
 	for k, p := range shards {
 		st.man.Counts.Duplicates += dups[k]
 		s.metrics.Duplicates.WithLabelValues(ds).Add(float64(dups[k]))
 		s.countShard(st, p, rows[k], dups[k], now)
 	}
-	s.publishManifest(st)
+	s.publishManifest(ctx, st)
+}
+
+// claimRecords deduplicates the records of shards against the dataset and
+// within the batch: it returns the new ones (claimed from d) with their ids,
+// and per shard how many were new and how many duplicates.
+func claimRecords(ctx context.Context, d storage.Deduper, shards []pendingShard) (recs []schemas.Record, ids []string, rows, dups []int64, err error) {
+	type ref struct{ shard, rec int }
+	var cand []string
+	var refs []ref
+	for k, p := range shards {
+		for j, id := range p.ids {
+			if isRecordID(id) {
+				cand = append(cand, id)
+				refs = append(refs, ref{k, j})
+			}
+		}
+	}
+	fresh, err := d.Claim(ctx, cand)
+	if err != nil {
+		return nil, nil, nil, nil, fmt.Errorf("deduplicate: %w", err)
+	}
+	rows, dups = make([]int64, len(shards)), make([]int64, len(shards))
+	for i, r := range refs {
+		if !fresh[i] {
+			dups[r.shard]++
+			continue
+		}
+		recs = append(recs, shards[r.shard].records[r.rec])
+		ids = append(ids, cand[i])
+		rows[r.shard]++
+	}
+	return recs, ids, rows, dups, nil
+}
+
+func hasShardIDs(shards []pendingShard) bool {
+	for _, p := range shards {
+		if p.msgID != "" {
+			return true
+		}
+	}
+	return false
+}
+
+// publishPart publishes the batch's new records as the dataset's next part,
+// or gives their ids back to the deduper when it cannot.
+func (s *Sink) publishPart(ctx context.Context, st *state, shards []pendingShard, recs []schemas.Record, ids []string) error {
+	var shardIDs []string
+	for _, p := range shards {
+		if p.msgID != "" {
+			shardIDs = append(shardIDs, p.msgID)
+		}
+	}
+	info, err := dataset.PublishPart(ctx, st.parts, st.man.Format, recs, ids, shardIDs)
+	if err != nil {
+		return errors.Join(err, st.dedupe.Release(ctx, ids))
+	}
+	for _, id := range shardIDs {
+		st.shards[id] = struct{}{}
+	}
+	st.man.Parts = append(st.man.Parts, info)
+	st.man.Counts.Rows += info.Rows
+	ds := st.man.Name
+	s.metrics.Parts.WithLabelValues(ds).Inc()
+	s.metrics.Rows.WithLabelValues(ds).Add(float64(info.Rows))
+	s.log.Info().Dict("context", zerolog.Dict().Str("dataset", ds).Str("part", info.File).Int64("rows", info.Rows).Int("shards", len(shards))).Msg("part written")
+	return nil
 }
 
 // rejectShard records every record of a shard whose format is not the
@@ -314,7 +333,7 @@ func (s *Sink) writeGroup(ds string, msgs []jetstream.Msg, idx []int, errs []err
 // rather than dead-lettering the shard: a publisher that raced ingest's check
 // of the dataset's format loses no row without a trace. Shards carry no line
 // numbers; each reject holds the record's canonical JSON and id.
-func (s *Sink) rejectShard(st *state, p pendingShard, f schemas.Format, data []byte, now time.Time) error {
+func (s *Sink) rejectShard(ctx context.Context, st *state, p pendingShard, f schemas.Format, data []byte, now time.Time) error {
 	recs, ids, err := dataset.DecodeShard(f, data)
 	if err != nil {
 		return pipeline.Invalid("undecodable shard", err)
@@ -330,7 +349,7 @@ func (s *Sink) rejectShard(st *state, p pendingShard, f schemas.Format, data []b
 			Error: fmt.Sprintf("record %s: %s: dataset %s holds %s records; this record is %s (ingest it into a dataset of its own)",
 				ids[j], schemas.RuleFormat, st.man.Name, st.man.Format, f)})
 	}
-	if err := appendRejectLines(st.dir, lines); err != nil {
+	if err := s.appendRejects(ctx, st.man.Name, lines); err != nil {
 		return err // transient: the shard is redelivered
 	}
 	for _, l := range lines {
@@ -343,8 +362,8 @@ func (s *Sink) rejectShard(st *state, p pendingShard, f schemas.Format, data []b
 	return nil
 }
 
-// appendRejectLines appends lines to the dataset's rejects.jsonl and syncs it.
-func appendRejectLines(dir string, lines []RejectLine) error {
+// appendRejects appends lines to the dataset's rejects.jsonl, durably.
+func (s *Sink) appendRejects(ctx context.Context, ds string, lines []RejectLine) error {
 	if len(lines) == 0 {
 		return nil
 	}
@@ -356,19 +375,7 @@ func appendRejectLines(dir string, lines []RejectLine) error {
 		}
 		buf = append(append(buf, data...), '\n')
 	}
-	f, err := os.OpenFile(filepath.Join(dir, dataset.RejectsFile), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(buf); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
+	return s.store.Append(ctx, storage.DatasetRejects(ds), buf)
 }
 
 // noteReject counts a reject written to rejects.jsonl in the dataset's state
@@ -402,10 +409,10 @@ func (s *Sink) countShard(st *state, p pendingShard, rows, dups int64, now time.
 	return true
 }
 
-// publishManifest writes the manifest file and, when a bucket is set, its KV copy.
-func (s *Sink) publishManifest(st *state) {
+// publishManifest stores the manifest and, when a bucket is set, its KV copy.
+func (s *Sink) publishManifest(ctx context.Context, st *state) {
 	st.man.UpdatedAt = s.now().UTC()
-	if err := dataset.WriteManifest(st.dir, st.man); err != nil {
+	if err := dataset.SaveManifest(ctx, s.store, st.man); err != nil {
 		s.log.Error().Err(err).Dict("context", zerolog.Dict().Str("dataset", st.man.Name)).Msg("write manifest")
 	}
 	if s.kv == nil {
@@ -415,7 +422,7 @@ func (s *Sink) publishManifest(st *state) {
 	if err != nil {
 		return
 	}
-	if _, err := s.kv.Put(context.Background(), st.man.Name, data); err != nil {
+	if _, err := s.kv.Put(ctx, st.man.Name, data); err != nil {
 		s.log.Warn().Err(err).Dict("context", zerolog.Dict().Str("dataset", st.man.Name)).Msg("publish manifest")
 	}
 }
@@ -434,8 +441,9 @@ type RejectLine struct {
 	Time           time.Time `json:"time"`
 }
 
-func loadRejectIDs(path string, into map[string]struct{}) error {
-	f, err := os.Open(path)
+// loadRejectIDs reads the ids of a dataset's rejects.jsonl into into.
+func (s *Sink) loadRejectIDs(ctx context.Context, ds string, into map[string]struct{}) error {
+	f, _, err := s.store.Open(ctx, storage.DatasetRejects(ds))
 	if dataset.IsNotExist(err) {
 		return nil
 	}
@@ -472,7 +480,7 @@ func (s *Sink) handleRejects(ctx context.Context, msgs []jetstream.Msg) []error 
 	now := s.now()
 	for i, m := range msgs {
 		ds := token(m.Subject(), 3)
-		st, err := s.load(ds)
+		st, err := s.load(ctx, ds)
 		if err != nil {
 			errs[i] = pipeline.Invalid("dataset "+ds, err)
 			continue
@@ -520,7 +528,7 @@ func (s *Sink) handleRejects(ctx context.Context, msgs []jetstream.Msg) []error 
 	}
 	for _, st := range order {
 		b := batches[st]
-		if err := appendRejectLines(st.dir, b.lines); err != nil {
+		if err := s.appendRejects(ctx, st.man.Name, b.lines); err != nil {
 			for _, i := range b.idx {
 				errs[i] = err // transient: redelivered, and not counted twice (ids)
 			}
@@ -529,7 +537,7 @@ func (s *Sink) handleRejects(ctx context.Context, msgs []jetstream.Msg) []error 
 		for k, l := range b.lines {
 			s.noteReject(st, l, b.runs[k], now)
 		}
-		s.publishManifest(st)
+		s.publishManifest(ctx, st)
 	}
 	return errs
 }

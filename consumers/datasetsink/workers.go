@@ -2,6 +2,7 @@ package datasetsink
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 	"github.com/largeforge/largeforge/logging"
 	"github.com/largeforge/largeforge/pipeline"
 	"github.com/largeforge/largeforge/schemas"
+	"github.com/largeforge/largeforge/storage"
 )
 
 // Workers are the running dataset consumers: the sink of shards, the validator of
@@ -29,14 +31,24 @@ const (
 	DurableRejects = "dataset-rejects"
 )
 
-// Start starts the three dataset consumers on bus, writing under datasetsDir
-// (<data-dir>/datasets). They run until ctx ends, then drain; Wait returns then.
+// Start is StartStore on a local store whose datasets are in datasetsDir
+// (<data-dir>/datasets).
 func Start(ctx context.Context, bus *pipeline.Bus, datasetsDir string, log zerolog.Logger, m *dataset.Metrics) (*Workers, error) {
+	store, err := storage.NewLocal(storage.Dirs{Datasets: datasetsDir})
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidOption, err)
+	}
+	return StartStore(ctx, bus, store, log, m)
+}
+
+// StartStore starts the three dataset consumers on bus, writing the datasets
+// of store. They run until ctx ends, then drain; Wait returns then.
+func StartStore(ctx context.Context, bus *pipeline.Bus, store storage.Store, log zerolog.Logger, m *dataset.Metrics) (*Workers, error) {
 	kv, err := bus.KV(ctx, pipeline.BucketDatasets)
 	if err != nil {
 		return nil, err
 	}
-	sink, err := New(datasetsDir, kv, logging.Named(log, "largeforge.dataset-sink"), m)
+	sink, err := New(store, kv, logging.Named(log, "largeforge.dataset-sink"), m)
 	if err != nil {
 		return nil, err
 	}

@@ -1,12 +1,12 @@
 // Package resultsink writes the results of batch jobs: it consumes
-// lf.res.<job> and keeps, per job under <data-dir>/jobs/<job>/, Parquet parts
-// of the rows as they arrive (one part per fetched batch, written to a
-// temporary name and renamed before the batch is acked), exactly one row per
-// custom_id whatever was redelivered. When every request of a job has a row
+// lf.res.<job> and keeps, per job in storage (storage.JobParts; locally
+// <data-dir>/jobs/<job>/parts/), Parquet parts of the rows as they arrive
+// (one part per fetched batch, published whole before the batch is acked),
+// exactly one row per custom_id whatever was redelivered (a
+// storage.Deduper). When every request of a job has a row
 // (completed+failed == total) it moves the job to finalizing, merges the parts
 // into results.parquet, output.jsonl (the OpenAI batch output shape) and
-// errors.jsonl, each written to a temporary name and renamed, and completes
-// the job. It also finalises cancelled jobs with what they have, expires jobs
+// errors.jsonl, each stored whole, and completes the job. It also finalises cancelled jobs with what they have, expires jobs
 // past their completion window, and turns the requests dead-lettered by the
 // infer workers into error rows. Training jobs are not its business: their
 // train worker runs their whole lifecycle, and the sink never writes their
@@ -23,8 +23,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
-	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -33,26 +31,25 @@ import (
 	"github.com/parquet-go/parquet-go"
 	"github.com/rs/zerolog"
 
-	"github.com/largeforge/largeforge/internal/atomicfile"
 	"github.com/largeforge/largeforge/jobs"
 	"github.com/largeforge/largeforge/pipeline"
 	"github.com/largeforge/largeforge/schemas"
+	"github.com/largeforge/largeforge/storage"
 )
 
 // ErrInvalidOption is wrapped by constructor errors.
 var ErrInvalidOption = errors.New("invalid results sink option")
 
-// File names under <data-dir>/jobs/<job>/.
+// The final files of a job (storage.JobFile).
 const (
 	FileOutput  = "output.jsonl"
 	FileErrors  = "errors.jsonl"
 	FileResults = "results.parquet"
-	DirParts    = "parts"
 )
 
-// Sink owns the job directories under Dir.
+// Sink writes the results of the jobs of a job store into an artifact store.
 type Sink struct {
-	dir   string
+	files storage.Store
 	store *jobs.Store
 	log   zerolog.Logger
 	now   func() time.Time
@@ -62,26 +59,19 @@ type Sink struct {
 }
 
 type jobState struct {
-	dir       string
-	ids       map[string]bool // custom_id → failed
+	parts     *storage.Parts
+	dedupe    storage.Deduper // the custom_ids the parts hold
 	completed int
 	failed    int
-	nextPart  int
 }
 
-// New returns a sink writing under dir (<data-dir>/jobs).
-func New(dir string, store *jobs.Store, log zerolog.Logger) (*Sink, error) {
-	if dir == "" || store == nil {
-		return nil, fmt.Errorf("%w: the sink needs a directory and a job store", ErrInvalidOption)
+// New returns a sink writing the results of store's jobs into files.
+func New(files storage.Store, store *jobs.Store, log zerolog.Logger) (*Sink, error) {
+	if files == nil || store == nil {
+		return nil, fmt.Errorf("%w: the sink needs an artifact store and a job store", ErrInvalidOption)
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("results sink: %w", err)
-	}
-	return &Sink{dir: dir, store: store, log: log.With().Str("logger", "largeforge.results-sink").Logger(), now: time.Now, open: map[string]*jobState{}}, nil
+	return &Sink{files: files, store: store, log: log.With().Str("logger", "largeforge.results-sink").Logger(), now: time.Now, open: map[string]*jobState{}}, nil
 }
-
-// JobDir is where a job's files are.
-func (s *Sink) JobDir(job string) string { return filepath.Join(s.dir, job) }
 
 type idRow struct {
 	CustomID  string  `parquet:"custom_id"`
@@ -89,48 +79,59 @@ type idRow struct {
 }
 
 // load returns a job's state, reading the ids of its parts the first time.
-func (s *Sink) load(job string) (*jobState, error) {
+func (s *Sink) load(ctx context.Context, job string) (*jobState, error) {
 	if st, ok := s.open[job]; ok {
 		return st, nil
 	}
-	st := &jobState{dir: s.JobDir(job), ids: map[string]bool{}}
-	parts, err := filepath.Glob(filepath.Join(st.dir, DirParts, "part-*.parquet"))
+	parts, err := storage.JobParts(s.files, job)
 	if err != nil {
 		return nil, err
 	}
-	sort.Strings(parts)
-	for _, p := range parts {
-		if err := readParquet(p, func(r idRow) {
-			if _, dup := st.ids[r.CustomID]; dup {
-				return
-			}
-			failed := r.ErrorCode != nil
-			st.ids[r.CustomID] = failed
-			if failed {
-				st.failed++
-			} else {
-				st.completed++
-			}
+	st := &jobState{parts: parts, dedupe: storage.NewMemory()}
+	list, err := parts.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range list {
+		var ids []string
+		var failed []bool
+		if err := readParquet(ctx, s.files, p.Key, func(r idRow) {
+			ids = append(ids, r.CustomID)
+			failed = append(failed, r.ErrorCode != nil)
 		}); err != nil {
-			return nil, fmt.Errorf("job %s: read part %s: %w", job, p, err)
+			return nil, fmt.Errorf("job %s: read part %s: %w", job, p.Key, err)
 		}
-		st.nextPart++
+		fresh, err := st.dedupe.Claim(ctx, ids)
+		if err != nil {
+			return nil, fmt.Errorf("job %s: %w", job, err)
+		}
+		for i := range ids {
+			if fresh[i] {
+				st.count(failed[i])
+			}
+		}
 	}
 	s.open[job] = st
 	return st, nil
 }
 
-func readParquet[T any](path string, each func(T)) error {
-	f, err := os.Open(path)
+// count counts one row.
+func (st *jobState) count(failed bool) {
+	if failed {
+		st.failed++
+	} else {
+		st.completed++
+	}
+}
+
+// readParquet streams the rows of a stored Parquet object.
+func readParquet[T any](ctx context.Context, files storage.Store, key string, each func(T)) error {
+	f, info, err := files.Open(ctx, key)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return err
-	}
-	pf, err := parquet.OpenFile(f, st.Size())
+	pf, err := parquet.OpenFile(f, info.Size)
 	if err != nil {
 		return err
 	}
@@ -154,51 +155,43 @@ func readParquet[T any](path string, each func(T)) error {
 	}
 }
 
-// writeFile writes path through a temporary file renamed into place.
-func writeFile(path string, write func(w io.Writer) error) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return err
-	}
-	return atomicfile.Write(path, write)
-}
-
 var pqOpts = []parquet.WriterOption{parquet.Compression(&parquet.Zstd)}
 
 // rowGroupRows is the row group size of results.parquet.
 const rowGroupRows = 8192
 
 // add writes the rows new to the job as one part and counts them.
-func (s *Sink) add(job string, st *jobState, results []Row) (int, error) {
+func (s *Sink) add(ctx context.Context, job string, st *jobState, results []Row) (int, error) {
+	ids := make([]string, len(results))
+	for i, r := range results {
+		ids[i] = r.CustomID
+	}
+	fresh, err := st.dedupe.Claim(ctx, ids)
+	if err != nil {
+		return 0, fmt.Errorf("job %s: %w", job, err)
+	}
 	var rows []Row
-	fresh := map[string]bool{}
-	for _, r := range results {
-		if _, dup := st.ids[r.CustomID]; dup || fresh[r.CustomID] {
-			continue
+	var claimed []string
+	for i, r := range results {
+		if fresh[i] {
+			rows = append(rows, r)
+			claimed = append(claimed, r.CustomID)
 		}
-		fresh[r.CustomID] = r.Failed()
-		rows = append(rows, r)
 	}
 	if len(rows) == 0 {
 		return 0, nil
 	}
-	path := filepath.Join(st.dir, DirParts, fmt.Sprintf("part-%06d.parquet", st.nextPart))
-	if err := writeFile(path, func(w io.Writer) error {
+	if _, err := st.parts.Publish(ctx, func(w io.Writer) error {
 		pw := parquet.NewGenericWriter[Row](w, pqOpts...)
 		if _, err := pw.Write(rows); err != nil {
 			return err
 		}
 		return pw.Close()
 	}); err != nil {
-		return 0, fmt.Errorf("job %s: write part: %w", job, err)
+		return 0, errors.Join(fmt.Errorf("job %s: write part: %w", job, err), st.dedupe.Release(ctx, claimed))
 	}
-	st.nextPart++
-	for id, failed := range fresh {
-		st.ids[id] = failed
-		if failed {
-			st.failed++
-		} else {
-			st.completed++
-		}
+	for _, r := range rows {
+		st.count(r.Failed())
 	}
 	return len(rows), nil
 }
@@ -270,11 +263,11 @@ func (s *Sink) handleJob(ctx context.Context, job string, bj *batchJob) error {
 		}
 		return nil
 	}
-	st, err := s.load(job)
+	st, err := s.load(ctx, job)
 	if err != nil {
 		return err
 	}
-	if _, err := s.add(job, st, bj.results); err != nil {
+	if _, err := s.add(ctx, job, st, bj.results); err != nil {
 		return err
 	}
 	if j.RequestCounts.Completed != st.completed || j.RequestCounts.Failed != st.failed {
@@ -306,7 +299,7 @@ func (s *Sink) settle(ctx context.Context, j jobs.Job, st *jobState) error {
 
 // finalize merges the parts into the final files and moves the job to status.
 func (s *Sink) finalize(ctx context.Context, j jobs.Job, st *jobState, to jobs.Status) error {
-	out, err := s.writeFinal(j.ID, st)
+	out, err := s.writeFinal(ctx, j.ID, st)
 	if err != nil {
 		return err
 	}
@@ -323,26 +316,49 @@ func (s *Sink) finalize(ctx context.Context, j jobs.Job, st *jobState, to jobs.S
 	return nil
 }
 
-func (s *Sink) writeFinal(job string, st *jobState) (jobs.Outputs, error) {
-	parts, err := filepath.Glob(filepath.Join(st.dir, DirParts, "part-*.parquet"))
+// outputs are where a job's final files are, on this machine (the job
+// record names them for the CLI).
+func (s *Sink) outputs(job string) (jobs.Outputs, error) {
+	var out jobs.Outputs
+	for _, f := range []struct {
+		path *string
+		key  string
+	}{
+		{&out.Dir, storage.Job(job)},
+		{&out.Output, storage.JobFile(job, FileOutput)},
+		{&out.Errors, storage.JobFile(job, FileErrors)},
+		{&out.Parquet, storage.JobFile(job, FileResults)},
+	} {
+		var err error
+		if *f.path, err = s.files.Path(f.key); err != nil {
+			return jobs.Outputs{}, fmt.Errorf("job %s: %w", job, err)
+		}
+	}
+	return out, nil
+}
+
+func (s *Sink) writeFinal(ctx context.Context, job string, st *jobState) (jobs.Outputs, error) {
+	parts, err := st.parts.List(ctx)
 	if err != nil {
 		return jobs.Outputs{}, err
 	}
-	sort.Strings(parts)
-	out := jobs.Outputs{Dir: st.dir, Output: filepath.Join(st.dir, FileOutput), Errors: filepath.Join(st.dir, FileErrors), Parquet: filepath.Join(st.dir, FileResults)}
+	out, err := s.outputs(job)
+	if err != nil {
+		return out, err
+	}
 	// Each pass streams the parts: memory stays bounded by a part.
 	each := func(f func(Row) error) error {
 		seen := map[string]struct{}{}
 		for _, p := range parts {
 			var ferr error
-			if err := readParquet(p, func(r Row) {
+			if err := readParquet(ctx, s.files, p.Key, func(r Row) {
 				if _, dup := seen[r.CustomID]; dup || ferr != nil {
 					return
 				}
 				seen[r.CustomID] = struct{}{}
 				ferr = f(r)
 			}); err != nil {
-				return fmt.Errorf("read part %s: %w", p, err)
+				return fmt.Errorf("read part %s: %w", p.Key, err)
 			}
 			if ferr != nil {
 				return ferr
@@ -350,7 +366,11 @@ func (s *Sink) writeFinal(job string, st *jobState) (jobs.Outputs, error) {
 		}
 		return nil
 	}
-	if err := writeFile(out.Parquet, func(w io.Writer) error {
+	put := func(file string, write func(io.Writer) error) error {
+		_, err := s.files.Put(ctx, storage.JobFile(job, file), write)
+		return err
+	}
+	if err := put(FileResults, func(w io.Writer) error {
 		pw := parquet.NewGenericWriter[Row](w, pqOpts...)
 		n := 0
 		if err := each(func(r Row) error {
@@ -369,10 +389,10 @@ func (s *Sink) writeFinal(job string, st *jobState) (jobs.Outputs, error) {
 		return out, fmt.Errorf("job %s: %s: %w", job, FileResults, err)
 	}
 	for _, f := range []struct {
-		path   string
+		file   string
 		failed bool
-	}{{out.Output, false}, {out.Errors, true}} {
-		if err := writeFile(f.path, func(w io.Writer) error {
+	}{{FileOutput, false}, {FileErrors, true}} {
+		if err := put(f.file, func(w io.Writer) error {
 			enc := json.NewEncoder(w)
 			enc.SetEscapeHTML(false)
 			return each(func(r Row) error {
@@ -382,7 +402,7 @@ func (s *Sink) writeFinal(job string, st *jobState) (jobs.Outputs, error) {
 				return enc.Encode(outputLine(r))
 			})
 		}); err != nil {
-			return out, fmt.Errorf("job %s: %s: %w", job, filepath.Base(f.path), err)
+			return out, fmt.Errorf("job %s: %s: %w", job, f.file, err)
 		}
 	}
 	return out, nil
@@ -433,7 +453,7 @@ func (s *Sink) Sweep(ctx context.Context, all bool) error {
 		if j.Status == jobs.StatusValidating && !(j.ExpiresAt > 0 && s.now().Unix() > j.ExpiresAt) {
 			continue
 		}
-		st, err := s.load(j.ID)
+		st, err := s.load(ctx, j.ID)
 		if err == nil {
 			if j.RequestCounts.Completed != st.completed || j.RequestCounts.Failed != st.failed {
 				j, err = s.store.SetCounts(ctx, j.ID, st.completed, st.failed)

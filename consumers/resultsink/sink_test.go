@@ -16,6 +16,7 @@ import (
 	"github.com/largeforge/largeforge/pipeline"
 	"github.com/largeforge/largeforge/pipeline/pipelinetest"
 	"github.com/largeforge/largeforge/schemas"
+	"github.com/largeforge/largeforge/storage"
 )
 
 type env struct {
@@ -295,7 +296,11 @@ func TestSinkLeavesTrainingJobsAlone(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sink, err := resultsink.New(e.dir, e.store, pipelinetest.Logger(t))
+	files, err := storage.NewLocal(storage.Dirs{Jobs: e.dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink, err := resultsink.New(files, e.store, pipelinetest.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}

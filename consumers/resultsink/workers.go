@@ -14,6 +14,7 @@ import (
 	"github.com/largeforge/largeforge/logging"
 	"github.com/largeforge/largeforge/pipeline"
 	"github.com/largeforge/largeforge/schemas"
+	"github.com/largeforge/largeforge/storage"
 )
 
 // Durable consumer names.
@@ -45,11 +46,21 @@ type Workers struct {
 	errs []error
 }
 
-// Start starts the results sink on bus, writing under jobsDir
-// (<data-dir>/jobs): the consumer of lf.res.>, the reader of the infer
-// dead letters (lf.dlq.infer.>, turned into error rows), and the sweep. They
-// run until ctx ends, then drain; Wait returns then. Run one sink per bus.
+// Start is StartStore on a local store whose jobs are in jobsDir
+// (<data-dir>/jobs).
 func Start(ctx context.Context, bus *pipeline.Bus, jobsDir string, opts Options, log zerolog.Logger) (*Workers, error) {
+	files, err := storage.NewLocal(storage.Dirs{Jobs: jobsDir})
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidOption, err)
+	}
+	return StartStore(ctx, bus, files, opts, log)
+}
+
+// StartStore starts the results sink on bus, writing the results into files:
+// the consumer of lf.res.>, the reader of the infer dead letters
+// (lf.dlq.infer.>, turned into error rows), and the sweep. They run until
+// ctx ends, then drain; Wait returns then. Run one sink per bus.
+func StartStore(ctx context.Context, bus *pipeline.Bus, files storage.Store, opts Options, log zerolog.Logger) (*Workers, error) {
 	if bus == nil {
 		return nil, fmt.Errorf("%w: nil bus", ErrInvalidOption)
 	}
@@ -70,7 +81,7 @@ func Start(ctx context.Context, bus *pipeline.Bus, jobsDir string, opts Options,
 	if err != nil {
 		return nil, err
 	}
-	sink, err := New(jobsDir, store, log)
+	sink, err := New(files, store, log)
 	if err != nil {
 		return nil, err
 	}

@@ -33,3 +33,21 @@ func TestWrite(t *testing.T) {
 		t.Errorf("mode %v", st.Mode())
 	}
 }
+
+func TestCreate(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "part")
+	if err := Create(path, func(w io.Writer) error { _, err := w.Write([]byte("first")); return err }); err != nil {
+		t.Fatal(err)
+	}
+	// A second Create of the same name fails and keeps the first's content.
+	err := Create(path, func(w io.Writer) error { _, err := w.Write([]byte("second")); return err })
+	if !errors.Is(err, os.ErrExist) {
+		t.Fatalf("second create: err = %v, want os.ErrExist", err)
+	}
+	data, _ := os.ReadFile(path)
+	entries, _ := os.ReadDir(dir)
+	if string(data) != "first" || len(entries) != 1 {
+		t.Fatalf("content %q, %d entries", data, len(entries))
+	}
+}

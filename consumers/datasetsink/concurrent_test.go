@@ -1,0 +1,88 @@
+package datasetsink_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/largeforge/largeforge/consumers/datasetsink"
+	"github.com/largeforge/largeforge/dataset"
+	"github.com/largeforge/largeforge/pipeline"
+	"github.com/largeforge/largeforge/pipeline/pipelinetest"
+	"github.com/largeforge/largeforge/schemas"
+	"github.com/largeforge/largeforge/storage"
+	"github.com/largeforge/largeforge/storage/storagetest"
+)
+
+// TestTwoSinksOneDataset: two dataset sinks on one store take the shards of
+// one dataset from the shared durable at once. Their parts have names of
+// their own (no part replaces another) and hold every record exactly once.
+func TestTwoSinksOneDataset(t *testing.T) {
+	const shards, perShard = 64, 5
+	ctx := context.Background()
+	_, bus := pipelinetest.StartBus(t)
+	store, err := storage.NewLocal(storage.DirsUnder(t.TempDir()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Every shard is on the stream before the sinks start, so both fetch at once.
+	subj, _ := pipeline.DatasetShardSubject("two")
+	want := map[string]bool{}
+	for i := range shards {
+		recs := make([]schemas.Record, perShard)
+		ids := make([]string, perShard)
+		for j := range recs {
+			recs[j] = schemas.Record{Format: schemas.FormatAlpaca, Alpaca: schemas.Alpaca{Instruction: fmt.Sprintf("q%d-%d", i, j), Output: "a"}}
+			ids[j] = recs[j].ID()
+			want[ids[j]] = true
+		}
+		data, err := dataset.EncodeShard(schemas.FormatAlpaca, recs, ids)
+		if err != nil {
+			t.Fatal(err)
+		}
+		hdr := nats.Header{}
+		hdr.Set(dataset.HeaderFormat, string(schemas.FormatAlpaca))
+		hdr.Set(dataset.HeaderSource, "test")
+		hdr.Set(dataset.HeaderRun, "run-1")
+		hdr.Set(dataset.HeaderRows, strconv.Itoa(perShard))
+		if _, err := bus.Publish(ctx, subj, data, dataset.ShardID("two", ids), hdr); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 2 {
+		wctx, cancel := context.WithCancel(ctx)
+		w, err := datasetsink.StartStore(wctx, bus, store, pipelinetest.Logger(t), nil)
+		if err != nil {
+			cancel()
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			cancel()
+			if err := w.Wait(); err != nil {
+				t.Errorf("workers: %v", err)
+			}
+		})
+	}
+	parts, err := storage.DatasetParts(store, "two")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pipelinetest.CheckFor(t, 20*time.Second, 50*time.Millisecond, func() error {
+		got, n, err := storagetest.IDsOnce(ctx, parts, func(key string) ([]string, error) {
+			_, _, ids, err := dataset.LoadPart(ctx, store, key)
+			return ids, err
+		})
+		if errors.Is(err, storagetest.ErrTwice) {
+			t.Fatal(err)
+		}
+		if err == nil && got != len(want) {
+			err = fmt.Errorf("%d of %d records in %d parts", got, len(want), n)
+		}
+		return err
+	})
+}

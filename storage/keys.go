@@ -1,0 +1,60 @@
+package storage
+
+import (
+	"fmt"
+	"strings"
+)
+
+// The kinds of artifact: the first element of every key.
+const (
+	KindDatasets = "datasets" // datasets/<name>/: parts, manifest.json, rejects.jsonl
+	KindJobs     = "jobs"     // jobs/<job>/: parts/, then output.jsonl, errors.jsonl, results.parquet
+	KindModels   = "models"   // models/<name>: models fetched from lf_models
+	KindTrain    = "train"    // train/<job>/checkpoint-<step>: training checkpoints
+)
+
+// File names inside a dataset.
+const (
+	ManifestFile = "manifest.json"
+	RejectsFile  = "rejects.jsonl"
+)
+
+// Dataset is the key prefix of a dataset's objects.
+func Dataset(name string) string { return KindDatasets + "/" + name + "/" }
+
+// DatasetManifest is the key of a dataset's manifest.
+func DatasetManifest(name string) string { return Dataset(name) + ManifestFile }
+
+// DatasetRejects is the key of a dataset's rejected records (a log).
+func DatasetRejects(name string) string { return Dataset(name) + RejectsFile }
+
+// Job is the key prefix of a batch job's results.
+func Job(job string) string { return KindJobs + "/" + job + "/" }
+
+// JobFile is the key of one of a job's final files (output.jsonl, ...).
+func JobFile(job, file string) string { return Job(job) + file }
+
+// Model is the key of a model directory.
+func Model(name string) string { return KindModels + "/" + name }
+
+// Checkpoint is the key of a training job's checkpoint directory.
+func Checkpoint(job string, step int) string {
+	return fmt.Sprintf("%s/%s/checkpoint-%d", KindTrain, job, step)
+}
+
+// elements splits a key (or, with prefix, a key prefix ending in '/') into
+// its elements and checks them: relative, slash-separated, none empty, "."
+// or "..", no backslash.
+func elements(key string, prefix bool) ([]string, error) {
+	k := key
+	if prefix {
+		k = strings.TrimSuffix(k, "/")
+	}
+	parts := strings.Split(k, "/")
+	for _, p := range parts {
+		if p == "" || p == "." || p == ".." || strings.ContainsRune(p, '\\') {
+			return nil, fmt.Errorf("%w: %q", ErrInvalidKey, key)
+		}
+	}
+	return parts, nil
+}

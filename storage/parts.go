@@ -1,0 +1,144 @@
+package storage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"path"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+)
+
+// Parts publishes the immutable parts of one collection (a dataset, a job's
+// results): objects named <prefix>part-NNNNN.parquet, numbered in the order
+// they are published. Each number is taken with Store.Create; when another
+// writer took it first the next free one is taken, so parts of several
+// writers at once never collide and every part stays readable by its name.
+// A Parts is safe for concurrent use.
+type Parts struct {
+	store  Store
+	prefix string
+	digits int
+
+	mu      sync.Mutex
+	next    int
+	scanned bool
+}
+
+// Part name widths: dataset parts are part-00000.parquet, job parts
+// part-000000.parquet (as they always were).
+const (
+	datasetPartDigits = 5
+	jobPartDigits     = 6
+	partExt           = ".parquet"
+)
+
+// maxCollisions bounds the numbers Publish tries before it gives up.
+const maxCollisions = 1000
+
+// DatasetParts are the parts of dataset name.
+func DatasetParts(s Store, name string) (*Parts, error) {
+	return newParts(s, Dataset(name), datasetPartDigits)
+}
+
+// JobParts are the results parts of batch job job.
+func JobParts(s Store, job string) (*Parts, error) {
+	return newParts(s, Job(job)+"parts/", jobPartDigits)
+}
+
+// DatasetPartName is the file name of a dataset's part number n.
+func DatasetPartName(n int) string { return partName(n, datasetPartDigits) }
+
+func partName(n, digits int) string { return fmt.Sprintf("part-%0*d%s", digits, n, partExt) }
+
+func newParts(s Store, prefix string, digits int) (*Parts, error) {
+	if s == nil {
+		return nil, fmt.Errorf("%w: nil store", ErrInvalidOption)
+	}
+	if _, err := elements(prefix, true); err != nil {
+		return nil, err
+	}
+	return &Parts{store: s, prefix: prefix, digits: digits}, nil
+}
+
+// Publish stores what write produces as the next part and returns it.
+// write may run more than once (once per number already taken), so it must
+// be repeatable.
+func (p *Parts) Publish(ctx context.Context, write func(io.Writer) error) (Info, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.scanned {
+		if err := p.skipTaken(ctx); err != nil {
+			return Info{}, err
+		}
+		p.scanned = true
+	}
+	for range maxCollisions {
+		if err := ctx.Err(); err != nil {
+			return Info{}, err
+		}
+		info, err := p.store.Create(ctx, p.prefix+partName(p.next, p.digits), write)
+		if err == nil {
+			p.next++
+			return info, nil
+		}
+		if !errors.Is(err, ErrExists) {
+			return Info{}, fmt.Errorf("publish part: %w", err)
+		}
+		// Another writer took the number: go past every number taken now.
+		p.next++
+		if err := p.skipTaken(ctx); err != nil {
+			return Info{}, err
+		}
+	}
+	return Info{}, fmt.Errorf("publish part under %s: %w: %d numbers taken meanwhile", p.prefix, ErrExists, maxCollisions)
+}
+
+// skipTaken moves next past the highest part number stored.
+func (p *Parts) skipTaken(ctx context.Context) error {
+	parts, err := p.List(ctx)
+	if err != nil {
+		return err
+	}
+	if n := len(parts); n > 0 {
+		last, _ := PartNumber(parts[n-1].Key)
+		p.next = max(p.next, last+1)
+	}
+	return nil
+}
+
+// List returns the parts stored, in number order.
+func (p *Parts) List(ctx context.Context) ([]Info, error) {
+	all, err := p.store.List(ctx, p.prefix+"part-")
+	if err != nil {
+		return nil, err
+	}
+	var parts []Info
+	for _, in := range all {
+		if _, ok := PartNumber(in.Key); ok && path.Dir(in.Key)+"/" == p.prefix {
+			parts = append(parts, in)
+		}
+	}
+	sort.SliceStable(parts, func(i, j int) bool {
+		a, _ := PartNumber(parts[i].Key)
+		b, _ := PartNumber(parts[j].Key)
+		return a < b
+	})
+	return parts, nil
+}
+
+// PartNumber is the number of a part's key (or file name).
+func PartNumber(key string) (int, bool) {
+	digits, ok := strings.CutPrefix(path.Base(key), "part-")
+	if !ok {
+		return 0, false
+	}
+	if digits, ok = strings.CutSuffix(digits, partExt); !ok || digits == "" {
+		return 0, false
+	}
+	n, err := strconv.Atoi(digits)
+	return n, err == nil && n >= 0
+}

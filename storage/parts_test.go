@@ -1,0 +1,167 @@
+package storage_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/largeforge/largeforge/storage"
+	"github.com/largeforge/largeforge/storage/storagetest"
+)
+
+func TestPartNumber(t *testing.T) {
+	tests := []struct {
+		key    string
+		want   int
+		wantOK bool
+	}{
+		{"datasets/d/part-00007.parquet", 7, true},
+		{"part-123456.parquet", 123456, true},
+		{"part-.parquet", 0, false},
+		{"part-00001.jsonl", 0, false},
+		{"rejects.jsonl", 0, false},
+		{"part-x1.parquet", 0, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.key, func(t *testing.T) {
+			n, ok := storage.PartNumber(tt.key)
+			if n != tt.want || ok != tt.wantOK {
+				t.Fatalf("PartNumber(%q) = %d, %v", tt.key, n, ok)
+			}
+		})
+	}
+}
+
+// TestPartsContinue: a new writer numbers its parts after those stored.
+func TestPartsContinue(t *testing.T) {
+	ctx := context.Background()
+	l, _ := newLocal(t)
+	if _, err := l.Put(ctx, "datasets/d/part-00004.parquet", writeString("old")); err != nil {
+		t.Fatal(err)
+	}
+	p, err := storage.DatasetParts(l, "d")
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := p.Publish(ctx, writeString("new"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Key != "datasets/d/part-00005.parquet" {
+		t.Errorf("published %s", info.Key)
+	}
+	if _, err := storage.DatasetParts(l, "../x"); !errors.Is(err, storage.ErrInvalidKey) {
+		t.Errorf("bad name: err = %v", err)
+	}
+}
+
+// TestConcurrentPartsWriters: two parts writers on one dataset (and on one
+// job), each with its own Parts and both with one Deduper, publish at once
+// batches of ids that overlap. Every part gets a name of its own and every
+// id is in exactly one part.
+func TestConcurrentPartsWriters(t *testing.T) {
+	for _, tt := range []struct {
+		name  string
+		parts func(storage.Store) (*storage.Parts, error)
+	}{
+		{"dataset", func(s storage.Store) (*storage.Parts, error) { return storage.DatasetParts(s, "shared") }},
+		{"job", func(s storage.Store) (*storage.Parts, error) { return storage.JobParts(s, "batch_shared") }},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := context.Background()
+			l, _ := newLocal(t)
+			dedupe := storage.NewMemory()
+			const writers, batches, batchSize, ids = 2, 40, 8, 200
+			var wg sync.WaitGroup
+			errs := make(chan error, writers)
+			for w := range writers {
+				parts, err := tt.parts(l)
+				if err != nil {
+					t.Fatal(err)
+				}
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for b := range batches {
+						// The writers walk the ids in opposite directions
+						// with a stride, so their batches overlap.
+						batch := make([]string, batchSize)
+						for i := range batch {
+							k := (b*batchSize + i) * 7 % ids
+							if w == 1 {
+								k = ids - 1 - k
+							}
+							batch[i] = fmt.Sprintf("id-%03d", k)
+						}
+						if err := writeBatch(ctx, parts, dedupe, batch); err != nil {
+							errs <- err
+							return
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				t.Fatal(err)
+			}
+			parts, _ := tt.parts(l)
+			got, _, err := storagetest.IDsOnce(ctx, parts, func(key string) ([]string, error) {
+				return strings.Fields(readAll(t, l, key)), nil
+			})
+			if err != nil || got != ids {
+				t.Errorf("%d of %d ids stored once: %v", got, ids, err)
+			}
+		})
+	}
+}
+
+// writeBatch is what a sink does with a batch: claim, publish the new ids
+// as one part, release the claim when the part is not published.
+func writeBatch(ctx context.Context, parts *storage.Parts, d storage.Deduper, batch []string) error {
+	fresh, err := d.Claim(ctx, batch)
+	if err != nil {
+		return err
+	}
+	var ids []string
+	for i, id := range batch {
+		if fresh[i] {
+			ids = append(ids, id)
+		}
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	if _, err := parts.Publish(ctx, writeString(strings.Join(ids, "\n"))); err != nil {
+		return errors.Join(err, d.Release(ctx, ids))
+	}
+	return nil
+}
+
+// TestPartsRewriteAfterCollision: a write that lost its number to another
+// writer runs again for the next one.
+func TestPartsRewriteAfterCollision(t *testing.T) {
+	ctx := context.Background()
+	l, _ := newLocal(t)
+	a, _ := storage.JobParts(l, "j")
+	b, _ := storage.JobParts(l, "j")
+	if _, err := a.Publish(ctx, writeString("a0")); err != nil {
+		t.Fatal(err)
+	}
+	// b numbers after part 0; a, which listed before, tries 1 next.
+	if _, err := b.Publish(ctx, writeString("b1")); err != nil {
+		t.Fatal(err)
+	}
+	calls := 0
+	info, err := a.Publish(ctx, func(w io.Writer) error { calls++; return writeString("a2")(w) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Key != "jobs/j/parts/part-000002.parquet" || calls != 2 || readAll(t, l, "jobs/j/parts/part-000001.parquet") != "b1" {
+		t.Errorf("published %s after %d writes", info.Key, calls)
+	}
+}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/largeforge/largeforge/consumers/resultsink"
 	"github.com/largeforge/largeforge/consumers/train/traintest"
 	"github.com/largeforge/largeforge/dataset"
 	"github.com/largeforge/largeforge/jobs"
@@ -103,7 +104,7 @@ func TestTrainingJobUnderUp(t *testing.T) {
 	if running.Status != jobs.StatusInProgress {
 		t.Fatalf("job %s before the sweep: %+v", running.Status, running.Errors)
 	}
-	if err := jw.Sink.Sink.Sweep(tctx, true); err != nil {
+	if err := jw.Role(RoleResults).(*resultsink.Workers).Sink.Sweep(tctx, true); err != nil {
 		t.Fatal(err)
 	}
 	if j, err := store.Get(tctx, id); err != nil || (j.Status != jobs.StatusInProgress && j.Training.Step < steps) {

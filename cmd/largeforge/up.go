@@ -12,8 +12,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/largeforge/largeforge"
-	"github.com/largeforge/largeforge/consumers/datasetsink"
-	"github.com/largeforge/largeforge/dataset"
 	"github.com/largeforge/largeforge/internal/dirlock"
 	"github.com/largeforge/largeforge/logging"
 	"github.com/largeforge/largeforge/pipeline"
@@ -119,10 +117,6 @@ func runUp(ctx context.Context, up UpConfig) error {
 	if err := bus.EnsureTopology(ctx); err != nil {
 		return err
 	}
-	metrics, err := dataset.NewMetrics(reg)
-	if err != nil {
-		return err
-	}
 	models, err := parseModels(up.Models)
 	if err != nil {
 		return err
@@ -136,11 +130,8 @@ func runUp(ctx context.Context, up UpConfig) error {
 			return fmt.Errorf("--adapter %s: no --model %s to apply it to", n, n)
 		}
 	}
-	workers, err := datasetsink.Start(ctx, bus, filepath.Join(dataDir, "datasets"), log, metrics)
-	if err != nil {
-		return err
-	}
-	jobWorkers, err := startJobWorkersWith(ctx, bus, dataDir, models, adapters, log, reg)
+	wc := upWorkerConfig(dataDir, models, adapters)
+	workers, err := startWorkers(ctx, bus, wc, upRoles(wc), log, reg)
 	if err != nil {
 		return err
 	}
@@ -154,12 +145,18 @@ func runUp(ctx context.Context, up UpConfig) error {
 	ulog.Info().Dict("context", logging.Ctx().Str("nats", srv.ClientURL()).Str("data_dir", dataDir).Str("version", largeforge.Version)).
 		Msg("largeforge is up; Ctrl-C to stop")
 
-	err = errors.Join(workers.Wait(), jobWorkers.Wait())
+	err = workers.Wait()
 	if gwDone != nil {
 		err = errors.Join(err, <-gwDone)
 	}
 	ulog.Info().Msg("workers drained; stopping")
 	return err
+}
+
+// upWorkerConfig is what up's roles run with: models fetched from lf_models
+// are kept under <dataDir>/models, the defaults otherwise.
+func upWorkerConfig(dataDir string, models, adapters map[string]string) WorkerConfig {
+	return WorkerConfig{DataDir: dataDir, Models: models, Adapters: adapters, ModelCache: filepath.Join(dataDir, "models")}
 }
 
 // localListen returns the host:port of a single nats:// URL on this machine

@@ -43,7 +43,7 @@ var ErrInvalidOption = errors.New("invalid dataset sink option")
 // Sink writes the datasets of a store.
 type Sink struct {
 	store   storage.Store
-	kv      jetstream.KeyValue
+	kv      *pipeline.KV
 	log     zerolog.Logger
 	metrics *dataset.Metrics
 	now     func() time.Time
@@ -64,7 +64,7 @@ type state struct {
 // New returns a sink writing the datasets of store. kv, when not nil,
 // receives each dataset's manifest under its name (the lf_datasets bucket), which
 // is how `largeforge datasets` and waiting ingest runs read them over the bus.
-func New(store storage.Store, kv jetstream.KeyValue, log zerolog.Logger, m *dataset.Metrics) (*Sink, error) {
+func New(store storage.Store, kv *pipeline.KV, log zerolog.Logger, m *dataset.Metrics) (*Sink, error) {
 	if store == nil {
 		return nil, fmt.Errorf("%w: nil store", ErrInvalidOption)
 	}

@@ -3,7 +3,6 @@ package datasetsink
 import (
 	"context"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -15,13 +14,11 @@ import (
 	"github.com/largeforge/largeforge/storage"
 )
 
-// Workers are the running dataset consumers: the sink of shards, the validator of
-// raw records and the writer of rejects.
+// Workers are the running dataset consumers: the sink of shards, the
+// validator of raw records and the writer of rejects.
 type Workers struct {
+	*pipeline.Group
 	Sink *Sink
-	wg   sync.WaitGroup
-	mu   sync.Mutex
-	errs []error
 }
 
 // Durable consumer names.
@@ -44,7 +41,7 @@ func Start(ctx context.Context, bus *pipeline.Bus, datasetsDir string, log zerol
 // StartStore starts the three dataset consumers on bus, writing the datasets
 // of store. They run until ctx ends, then drain; Wait returns then.
 func StartStore(ctx context.Context, bus *pipeline.Bus, store storage.Store, log zerolog.Logger, m *dataset.Metrics) (*Workers, error) {
-	kv, err := bus.KV(ctx, pipeline.BucketDatasets)
+	kv, err := bus.Bucket(ctx, pipeline.BucketDatasets)
 	if err != nil {
 		return nil, err
 	}
@@ -67,32 +64,15 @@ func StartStore(ctx context.Context, bus *pipeline.Bus, store storage.Store, log
 		{pipeline.ConsumerConfig{Stream: pipeline.StreamDLQ, Durable: DurableRejects, FilterSubjects: []string{"lf.dlq.ingest.>"},
 			Stage: "rejects", Batch: 256, MaxWait: 300 * time.Millisecond, AckWait: 15 * time.Second}, sink.Rejects()},
 	}
-	w := &Workers{Sink: sink}
-	for _, s := range specs {
-		c, err := pipeline.NewConsumer(ctx, bus, s.cfg, s.h, log)
-		if err != nil {
+	consumers := make([]*pipeline.Consumer, len(specs))
+	for i, s := range specs {
+		if consumers[i], err = pipeline.NewConsumer(ctx, bus, s.cfg, s.h, log); err != nil {
 			return nil, err
 		}
-		w.wg.Add(1)
-		go func() {
-			defer w.wg.Done()
-			if err := c.Run(ctx); err != nil {
-				w.mu.Lock()
-				w.errs = append(w.errs, err)
-				w.mu.Unlock()
-			}
-		}()
+	}
+	w := &Workers{Group: pipeline.NewGroup(ctx), Sink: sink}
+	for _, c := range consumers {
+		w.Consume(c, 1)
 	}
 	return w, nil
-}
-
-// Wait blocks until every consumer has drained and returns the first error.
-func (w *Workers) Wait() error {
-	w.wg.Wait()
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if len(w.errs) > 0 {
-		return w.errs[0]
-	}
-	return nil
 }

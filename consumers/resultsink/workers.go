@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -38,12 +37,11 @@ type Options struct {
 	MaxWait    time.Duration // default 300ms
 }
 
-// Workers are the running results sink and its dead-letter reader.
+// Workers are the running results sink, its dead-letter reader and its
+// sweep.
 type Workers struct {
+	*pipeline.Group
 	Sink *Sink
-	wg   sync.WaitGroup
-	mu   sync.Mutex
-	errs []error
 }
 
 // Start is StartStore on a local store whose jobs are in jobsDir
@@ -95,23 +93,17 @@ func StartStore(ctx context.Context, bus *pipeline.Bus, files storage.Store, opt
 		{pipeline.ConsumerConfig{Stream: pipeline.StreamDLQ, Durable: DurableDLQ, FilterSubjects: []string{"lf.dlq.infer.>"},
 			Stage: "results-dlq", Batch: 64, MaxWait: opts.MaxWait, AckWait: opts.AckWait}, dlq},
 	}
-	w := &Workers{Sink: sink}
-	for _, sp := range specs {
-		c, err := pipeline.NewConsumer(ctx, bus, sp.cfg, sp.h, logging.Named(log, "largeforge.consumer."+sp.cfg.Durable))
-		if err != nil {
+	consumers := make([]*pipeline.Consumer, len(specs))
+	for i, sp := range specs {
+		if consumers[i], err = pipeline.NewConsumer(ctx, bus, sp.cfg, sp.h, logging.Named(log, "largeforge.consumer."+sp.cfg.Durable)); err != nil {
 			return nil, err
 		}
-		w.wg.Add(1)
-		go func() {
-			defer w.wg.Done()
-			if err := c.Run(ctx); err != nil {
-				w.fail(err)
-			}
-		}()
 	}
-	w.wg.Add(1)
-	go func() {
-		defer w.wg.Done()
+	w := &Workers{Group: pipeline.NewGroup(ctx), Sink: sink}
+	for _, c := range consumers {
+		w.Consume(c, 1)
+	}
+	w.Go(func(ctx context.Context) error {
 		t := time.NewTicker(opts.SweepEvery)
 		defer t.Stop()
 		for i := 0; ; i++ {
@@ -121,29 +113,12 @@ func StartStore(ctx context.Context, bus *pipeline.Bus, files storage.Store, opt
 			}
 			select {
 			case <-ctx.Done():
-				return
+				return nil
 			case <-t.C:
 			}
 		}
-	}()
+	})
 	return w, nil
-}
-
-func (w *Workers) fail(err error) {
-	w.mu.Lock()
-	w.errs = append(w.errs, err)
-	w.mu.Unlock()
-}
-
-// Wait blocks until the consumers have drained and returns the first error.
-func (w *Workers) Wait() error {
-	w.wg.Wait()
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if len(w.errs) > 0 {
-		return w.errs[0]
-	}
-	return nil
 }
 
 // dlqHandler turns a dead-lettered request into its error row on lf.res.<job>.

@@ -102,23 +102,6 @@ func TestPartRoundTrip(t *testing.T) {
 	}
 }
 
-func TestValidateName(t *testing.T) {
-	tests := []struct {
-		name    string
-		wantErr bool
-	}{
-		{"chat-v1", false}, {"a_b", false}, {"", true}, {"has.dot", true}, {"sp ace", true}, {"-lead", true}, {"x*", true},
-	}
-	for _, tt := range tests {
-		t.Run(fmt.Sprintf("%q", tt.name), func(t *testing.T) {
-			err := ValidateName(tt.name)
-			if (err != nil) != tt.wantErr || (err != nil && !errors.Is(err, ErrInvalidName)) {
-				t.Fatalf("ValidateName(%q) = %v", tt.name, err)
-			}
-		})
-	}
-}
-
 // FuzzDecodeShard: shards come from the bus, where any client may publish.
 func FuzzDecodeShard(f *testing.F) {
 	for fm, recs := range sampleRecords() {

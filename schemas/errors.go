@@ -29,6 +29,9 @@ var (
 	// ErrUnknownFormat: a training data format name other than alpaca,
 	// sharegpt or dpo.
 	ErrUnknownFormat = errors.New("unknown format")
+	// ErrInvalidDatasetName: a dataset name that is not a safe subject
+	// token and key element (ValidateDatasetName).
+	ErrInvalidDatasetName = errors.New("invalid dataset name")
 	// ErrInvalidConfig is wrapped by every config error that has no
 	// dictionary string of its own (bad syntax, unknown keys, range checks).
 	ErrInvalidConfig = errors.New("invalid config")

@@ -14,6 +14,7 @@ import (
 
 	"github.com/largeforge/largeforge/dataset"
 	"github.com/largeforge/largeforge/pipeline"
+	"github.com/largeforge/largeforge/storage"
 )
 
 func newDatasetsCmd() *cobra.Command {
@@ -131,6 +132,6 @@ func printManifest(m dataset.Manifest) {
 	}
 	tw.Flush()
 	if m.Counts.Rejected > 0 {
-		fmt.Printf("rejects   <data-dir>/datasets/%s/%s\n", m.Name, dataset.RejectsFile)
+		fmt.Printf("rejects   <data-dir>/%s\n", storage.DatasetRejects(m.Name))
 	}
 }

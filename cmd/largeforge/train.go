@@ -83,7 +83,11 @@ and must be paths the train workers see (the same machine, or a shared filesyste
 			if err := serveMetrics(ctx, cfg.MetricsAddr, reg, log); err != nil {
 				return err
 			}
-			res, err := train.Run(ctx, rc, log, train.WithRegisterer(reg))
+			records, err := trainjobs.Records(rc)
+			if err != nil {
+				return err
+			}
+			res, err := train.Run(ctx, rc, log, train.WithRegisterer(reg), train.WithRecords(records))
 			if err != nil {
 				return err
 			}

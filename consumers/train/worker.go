@@ -223,6 +223,11 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) error {
 		}
 		rc.DataDir = w.cfg.DataDir
 	}
+	records, err := Records(rc)
+	if err != nil {
+		w.failJob(ctx, m.Job, "invalid_config", err)
+		return pipeline.Invalid("records", err)
+	}
 	resumed := ""
 	if cks, err := train.CompleteCheckpoints(rc.Training.OutputDir); err == nil && len(cks) > 0 {
 		resumed = cks[len(cks)-1]
@@ -264,7 +269,7 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) error {
 		})
 	}()
 	pw := newProgressWriter(w.jobs, m.Job, w.cfg.ProgressEvery, log)
-	opts := []train.Option{train.WithProgress(pw.report)}
+	opts := []train.Option{train.WithProgress(pw.report), train.WithRecords(records)}
 	if w.cfg.Backend != "" {
 		opts = append(opts, train.WithBackend(w.cfg.Backend))
 	}

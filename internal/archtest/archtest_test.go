@@ -136,11 +136,11 @@ var rules = []rule{
 		},
 	},
 	{
-		// Point 5 of issue 12: model/train takes its records from a reader
-		// it is handed.
-		name: "model imports no datasets", enforced: false, transitive: false,
+		// model/train takes its records from a reader it is handed; where
+		// datasets live is the storage package's business.
+		name: "model imports no datasets", enforced: true, transitive: true,
 		from:      func(pkg string) bool { return under(pkg, "model") },
-		forbidden: func(_, imp string) bool { return under(imp, "dataset") },
+		forbidden: func(_, imp string) bool { return under(imp, "dataset") || under(imp, "storage") },
 	},
 	{
 		// Point 4 of issue 12: pipeline owns JetStream.
@@ -223,6 +223,9 @@ func TestRules(t *testing.T) {
 		{"consumer imports producer", "consumers import no producer", map[string][]string{"consumers/datasetsink": {"producers/ingest"}}, true},
 		{"consumer imports shared library", "consumers import no producer", map[string][]string{"consumers/datasetsink": {"dataset/read", "schemas"}}, false},
 		{"model reaches pipeline", "model imports no bus", map[string][]string{"model/train": {"dataset"}, "dataset": {"pipeline"}}, true},
+		{"model imports a dataset", "model imports no datasets", map[string][]string{"model/train": {"dataset"}}, true},
+		{"model reaches storage", "model imports no datasets", map[string][]string{"model/train": {"schemas"}, "schemas": {"storage"}}, true},
+		{"consumer reads a dataset for model", "model imports no datasets", map[string][]string{"consumers/train": {"model/train", "dataset"}}, false},
 		{"jobs imports nats.go", "only pipeline and cmd import nats.go", map[string][]string{"jobs": {"github.com/nats-io/nats.go/jetstream"}}, true},
 		{"pipeline imports nats.go", "only pipeline and cmd import nats.go", map[string][]string{"pipeline": {"github.com/nats-io/nats.go"}}, false},
 	}

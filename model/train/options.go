@@ -20,6 +20,7 @@ type options struct {
 	registerer   prometheus.Registerer
 	progress     *progressHook // WithProgress (hooks.go)
 	packing      bool
+	records      RecordReader // WithRecords: read by Run, not by New
 }
 
 // Option configures a Trainer.
@@ -114,4 +115,16 @@ func WithRegisterer(reg prometheus.Registerer) Option {
 // crosses the examples' boundaries, as in TRL's default packing.
 func WithPacking() Option {
 	return func(o *options) error { o.packing = true; return nil }
+}
+
+// WithRecords hands Run the reader of its training records (an ingested
+// dataset's parts, data files); New ignores it.
+func WithRecords(r RecordReader) Option {
+	return func(o *options) error {
+		if r == nil {
+			return fmt.Errorf("%w: nil record reader", ErrInvalidOption)
+		}
+		o.records = r
+		return nil
+	}
 }

@@ -9,13 +9,11 @@ import (
 	"fmt"
 	"math"
 	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/rs/zerolog"
 	"sigs.k8s.io/yaml"
 
-	"github.com/largeforge/largeforge/dataset"
 	"github.com/largeforge/largeforge/model/checkpoint"
 	"github.com/largeforge/largeforge/model/tokenizer"
 	"github.com/largeforge/largeforge/schemas"
@@ -26,8 +24,8 @@ import (
 type RunConfig struct {
 	Method       string   `json:"method"`         // "sft" (the only method so far)
 	BaseModel    string   `json:"base_model"`     // a Hugging Face checkpoint directory
-	Dataset      string   `json:"dataset"`        // an ingested dataset's name, read from DataDir
-	DataDir      string   `json:"data_dir"`       // where ingested datasets live
+	Dataset      string   `json:"dataset"`        // an ingested dataset's name, read from DataDir (by the RecordReader handed to Run)
+	DataDir      string   `json:"data_dir"`       // where ingested datasets live (a --data-dir)
 	DataFiles    []string `json:"data_files"`     // Parquet parts or JSONL files
 	Format       string   `json:"format"`         // the JSONL files' format (detected when empty)
 	MaxSeqLength int      `json:"max_seq_length"` // 0: DefaultMaxSeqLen, or the model's max_position_embeddings when shorter
@@ -103,13 +101,13 @@ func ParseRunConfig(data []byte) (RunConfig, error) {
 }
 
 // Validate checks the run config (the TrainingConfig included). A dataset
-// name follows the rule of ingested datasets (dataset.ValidateName). What
+// name follows the rule of ingested datasets (schemas.ValidateDatasetName). What
 // depends on the base model (max_seq_length against its
 // max_position_embeddings, the memory the run needs) is checked by
 // CheckRun.
 func (rc RunConfig) Validate() error {
 	if rc.Dataset != "" {
-		if err := dataset.ValidateName(rc.Dataset); err != nil {
+		if err := schemas.ValidateDatasetName(rc.Dataset); err != nil {
 			return fmt.Errorf("%w: dataset: %w", ErrInvalidOption, err)
 		}
 	}
@@ -134,19 +132,34 @@ func (rc RunConfig) Validate() error {
 	return rc.Training.Validate()
 }
 
-// LoadRecords reads records from Parquet parts (*.parquet) and JSONL files
-// (each line decoded with schemas.DecodeRecord in format f, or detected).
+// RecordReader gives a run its training records. Run is handed one with
+// WithRecords: an ingested dataset's parts, or data files of any kind, are
+// read by the caller's reader (consumers/train.Records), not by this package.
+type RecordReader interface {
+	ReadRecords(ctx context.Context) ([]schemas.Record, error)
+}
+
+// JSONLFiles is the RecordReader of JSONL files, each line decoded with
+// schemas.DecodeRecord in Format (detected per line when empty). Run reads
+// a config's data_files with it when it is handed no reader.
+type JSONLFiles struct {
+	Paths  []string
+	Format string
+}
+
+// ReadRecords reads the files' records in order.
+func (j JSONLFiles) ReadRecords(context.Context) ([]schemas.Record, error) {
+	return LoadRecords(j.Paths, j.Format)
+}
+
+// String names the files, for messages about what was read.
+func (j JSONLFiles) String() string { return strings.Join(j.Paths, ", ") }
+
+// LoadRecords reads the records of JSONL files (each line decoded with
+// schemas.DecodeRecord in format f, or detected).
 func LoadRecords(paths []string, f string) ([]schemas.Record, error) {
 	var out []schemas.Record
 	for _, p := range paths {
-		if strings.HasSuffix(p, ".parquet") {
-			_, recs, _, err := dataset.ReadPart(p)
-			if err != nil {
-				return nil, fmt.Errorf("read %s: %w", p, err)
-			}
-			out = append(out, recs...)
-			continue
-		}
 		recs, err := readJSONL(p, f)
 		if err != nil {
 			return nil, err
@@ -196,12 +209,18 @@ func readJSONL(path, f string) ([]schemas.Record, error) {
 }
 
 // Run trains as rc says: it loads the base model and its tokenizer, the
-// records (the dataset's parts under data_dir/datasets/<name>, or the
-// files), renders them, trains, and saves into output_dir. extra options
-// (WithRegisterer, WithBackend) are passed to New.
+// records (from the RecordReader of WithRecords; without one, data_files as
+// JSONL), renders them, trains, and saves into output_dir. The other extra
+// options (WithRegisterer, WithBackend) are passed to New.
 func Run(ctx context.Context, rc RunConfig, log zerolog.Logger, extra ...Option) (Result, error) {
 	if err := rc.Validate(); err != nil {
 		return Result{}, err
+	}
+	var ro options
+	for _, o := range extra {
+		if err := o(&ro); err != nil {
+			return Result{}, err
+		}
 	}
 	mcfg, err := checkpoint.LoadConfig(rc.BaseModel)
 	if err != nil {
@@ -218,16 +237,7 @@ func Run(ctx context.Context, rc RunConfig, log zerolog.Logger, extra ...Option)
 	if err != nil {
 		return Result{}, fmt.Errorf("load tokenizer: %w", err)
 	}
-	files := rc.DataFiles
-	if rc.Dataset != "" {
-		if files, err = dataset.ListParts(filepath.Join(rc.DataDir, "datasets", rc.Dataset)); err != nil {
-			return Result{}, fmt.Errorf("dataset %s: %w", rc.Dataset, err)
-		}
-		if len(files) == 0 {
-			return Result{}, fmt.Errorf("%w: dataset %s has no parts under %s", ErrNoExamples, rc.Dataset, rc.DataDir)
-		}
-	}
-	recs, err := LoadRecords(files, rc.Format)
+	recs, err := readRecords(ctx, rc, ro.records)
 	if err != nil {
 		return Result{}, err
 	}
@@ -290,6 +300,30 @@ func Run(ctx context.Context, rc RunConfig, log zerolog.Logger, extra ...Option)
 	log.Info().Int("records", len(recs)).Int("truncated", truncated).Int("train", len(trainSet)).Int("eval", len(evalSet)).
 		Int("max_seq_len", tr.MaxSeqLen()).Msg("training data rendered")
 	return tr.TrainEval(ctx, trainSet, evalSet)
+}
+
+// readRecords reads a run's records with r, or without one its data_files
+// as JSONL; none is ErrNoExamples.
+func readRecords(ctx context.Context, rc RunConfig, r RecordReader) ([]schemas.Record, error) {
+	if r == nil {
+		for _, f := range rc.DataFiles {
+			if strings.HasSuffix(f, ".parquet") {
+				return nil, fmt.Errorf("%w: data file %s: Parquet needs a RecordReader (WithRecords)", ErrInvalidOption, f)
+			}
+		}
+		if rc.Dataset != "" {
+			return nil, fmt.Errorf("%w: dataset %s: no RecordReader (WithRecords)", ErrInvalidOption, rc.Dataset)
+		}
+		r = JSONLFiles{Paths: rc.DataFiles, Format: rc.Format}
+	}
+	recs, err := r.ReadRecords(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if len(recs) == 0 {
+		return nil, fmt.Errorf("%w: %v holds no records", ErrNoExamples, r)
+	}
+	return recs, nil
 }
 
 // SeqLen is the longest sequence a run trains on for a requested

@@ -12,6 +12,7 @@ import (
 	"github.com/largeforge/largeforge/dataset"
 	"github.com/largeforge/largeforge/model/checkpoint"
 	"github.com/largeforge/largeforge/schemas"
+	"github.com/largeforge/largeforge/storage"
 )
 
 func TestParseRunConfig(t *testing.T) {
@@ -64,7 +65,8 @@ func TestParseRunConfig(t *testing.T) {
 }
 
 // TestRunFromIngestedDataset trains one step from an ingested dataset's
-// Parquet part, as `largeforge train` does.
+// Parquet part, read by the dataset's RecordReader as `largeforge train`
+// hands it one.
 func TestRunFromIngestedDataset(t *testing.T) {
 	base, _, _ := tinyBase(t)
 	dataDir := t.TempDir()
@@ -83,7 +85,21 @@ func TestRunFromIngestedDataset(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := Run(context.Background(), rc, zerolog.Nop())
+	if _, err := Run(context.Background(), rc, zerolog.Nop()); !errors.Is(err, ErrInvalidOption) {
+		t.Errorf("a dataset without a reader: err = %v, want ErrInvalidOption", err)
+	}
+	store, err := storage.NewLocal(storage.DirsUnder(dataDir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	records := func(name string) Option {
+		r, err := dataset.NewRecords(store, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return WithRecords(r)
+	}
+	res, err := Run(context.Background(), rc, zerolog.Nop(), records("colours"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,7 +116,7 @@ func TestRunFromIngestedDataset(t *testing.T) {
 		t.Error(err)
 	}
 	rc.Dataset = "missing"
-	if _, err := Run(context.Background(), rc, zerolog.Nop()); !errors.Is(err, ErrNoExamples) {
+	if _, err := Run(context.Background(), rc, zerolog.Nop(), records("missing")); !errors.Is(err, ErrNoExamples) {
 		t.Errorf("missing dataset: err = %v, want ErrNoExamples", err)
 	}
 }

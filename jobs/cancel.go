@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/largeforge/largeforge/pipeline"
 	"github.com/largeforge/largeforge/schemas"
 )
@@ -37,20 +35,9 @@ func Cancel(ctx context.Context, bus *pipeline.Bus, store *Store, id string) (Jo
 
 // PurgeRequests removes the queued requests of a job (lf.req.<job>.>).
 func PurgeRequests(ctx context.Context, bus *pipeline.Bus, id string) (uint64, error) {
-	s, err := bus.JetStream().Stream(ctx, pipeline.StreamRequests)
+	n, err := bus.Purge(ctx, pipeline.StreamRequests, "lf.req."+id+".>")
 	if err != nil {
 		return 0, fmt.Errorf("purge job %s: %w", id, err)
-	}
-	before, err := s.Info(ctx, jetstream.WithSubjectFilter("lf.req."+id+".>"))
-	if err != nil {
-		return 0, fmt.Errorf("purge job %s: %w", id, err)
-	}
-	if err := s.Purge(ctx, jetstream.WithPurgeSubject("lf.req."+id+".>")); err != nil {
-		return 0, fmt.Errorf("purge job %s: %w", id, err)
-	}
-	var n uint64
-	for _, c := range before.State.Subjects {
-		n += c
 	}
 	return n, nil
 }

@@ -8,7 +8,7 @@ import (
 	"sort"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
+	"github.com/largeforge/largeforge/pipeline"
 )
 
 // maxCASAttempts bounds the retries of one Update.
@@ -16,16 +16,28 @@ const maxCASAttempts = 100
 
 // Store keeps Job records in a key-value bucket (lf_jobs).
 type Store struct {
-	kv  jetstream.KeyValue
+	kv  *pipeline.KV
 	now func() time.Time
 }
 
 // NewStore wraps the lf_jobs bucket.
-func NewStore(kv jetstream.KeyValue) (*Store, error) {
+func NewStore(kv *pipeline.KV) (*Store, error) {
 	if kv == nil {
 		return nil, fmt.Errorf("%w: nil key-value bucket", ErrInvalidOption)
 	}
 	return &Store{kv: kv, now: time.Now}, nil
+}
+
+// Open opens the job store of bus (the lf_jobs bucket).
+func Open(ctx context.Context, bus *pipeline.Bus) (*Store, error) {
+	if bus == nil {
+		return nil, fmt.Errorf("%w: nil bus", ErrInvalidOption)
+	}
+	kv, err := bus.KV(ctx, pipeline.BucketJobs)
+	if err != nil {
+		return nil, err
+	}
+	return NewStore(kv)
 }
 
 // Create stores a new job built from spec and returns it. Errors wrap
@@ -41,7 +53,7 @@ func (s *Store) Create(ctx context.Context, spec Spec) (Job, error) {
 	}
 	rev, err := s.kv.Create(ctx, j.ID, data)
 	if err != nil {
-		if errors.Is(err, jetstream.ErrKeyExists) {
+		if errors.Is(err, pipeline.ErrKeyExists) {
 			return Job{}, fmt.Errorf("%w: %s", ErrExists, j.ID)
 		}
 		return Job{}, fmt.Errorf("create job %s: %w", j.ID, err)
@@ -57,7 +69,7 @@ func (s *Store) Get(ctx context.Context, id string) (Job, error) {
 	}
 	e, err := s.kv.Get(ctx, id)
 	if err != nil {
-		if errors.Is(err, jetstream.ErrKeyNotFound) {
+		if errors.Is(err, pipeline.ErrKeyNotFound) {
 			return Job{}, fmt.Errorf("%w: %s", ErrNotFound, id)
 		}
 		return Job{}, fmt.Errorf("get job %s: %w", id, err)
@@ -65,12 +77,12 @@ func (s *Store) Get(ctx context.Context, id string) (Job, error) {
 	return decodeEntry(e)
 }
 
-func decodeEntry(e jetstream.KeyValueEntry) (Job, error) {
+func decodeEntry(e pipeline.Entry) (Job, error) {
 	var j Job
-	if err := json.Unmarshal(e.Value(), &j); err != nil {
-		return Job{}, fmt.Errorf("%w: job %s: %v", ErrBadMessage, e.Key(), err)
+	if err := json.Unmarshal(e.Value, &j); err != nil {
+		return Job{}, fmt.Errorf("%w: job %s: %v", ErrBadMessage, e.Key, err)
 	}
-	j.Revision = e.Revision()
+	j.Revision = e.Revision
 	return j, nil
 }
 
@@ -100,7 +112,7 @@ func (s *Store) Update(ctx context.Context, id string, f func(j *Job) error) (Jo
 			j.Revision = rev
 			return j, nil
 		}
-		if !isWrongSequence(err) {
+		if !errors.Is(err, pipeline.ErrWrongRevision) {
 			return Job{}, fmt.Errorf("update job %s: %w", id, err)
 		}
 		if ctx.Err() != nil {
@@ -112,14 +124,6 @@ func (s *Store) Update(ctx context.Context, id string, f func(j *Job) error) (Jo
 
 // ErrSkip, returned by an Update function, ends the update without a write.
 var ErrSkip = errors.New("skip update")
-
-func isWrongSequence(err error) bool {
-	var apiErr *jetstream.APIError
-	if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence {
-		return true
-	}
-	return errors.Is(err, jetstream.ErrKeyExists)
-}
 
 // Transition moves a job to status to (see CanTransition); edit, when not
 // nil, changes the record in the same write. Moving to the status the job
@@ -168,13 +172,12 @@ func (s *Store) AddCounts(ctx context.Context, id string, completed, failed int)
 
 // List returns every job, newest first.
 func (s *Store) List(ctx context.Context) ([]Job, error) {
-	lister, err := s.kv.ListKeys(ctx)
+	keys, err := s.kv.Keys(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("list jobs: %w", err)
 	}
-	defer func() { _ = lister.Stop() }()
 	var out []Job
-	for key := range lister.Keys() {
+	for _, key := range keys {
 		j, err := s.Get(ctx, key)
 		if errors.Is(err, ErrNotFound) {
 			continue
@@ -200,34 +203,31 @@ func (s *Store) Watch(ctx context.Context, id string, f func(Job) bool) (Job, er
 	if err != nil {
 		return Job{}, fmt.Errorf("watch job %s: %w", id, err)
 	}
-	defer func() { _ = w.Stop() }()
+	defer w.Stop()
 	var last Job
 	seen := false
 	for {
-		select {
-		case <-ctx.Done():
-			return last, ctx.Err()
-		case e, ok := <-w.Updates():
-			if !ok {
-				return last, fmt.Errorf("watch job %s: closed", id)
+		e, err := w.Next(ctx)
+		switch {
+		case errors.Is(err, pipeline.ErrWatchClosed):
+			return last, fmt.Errorf("watch job %s: closed", id)
+		case err != nil:
+			return last, err
+		case e == nil: // initial values delivered
+			if !seen {
+				return last, fmt.Errorf("%w: %s", ErrNotFound, id)
 			}
-			if e == nil { // initial values delivered
-				if !seen {
-					return last, fmt.Errorf("%w: %s", ErrNotFound, id)
-				}
-				continue
-			}
-			if e.Operation() != jetstream.KeyValuePut {
-				return last, fmt.Errorf("%w: %s (deleted)", ErrNotFound, id)
-			}
-			j, err := decodeEntry(e)
-			if err != nil {
-				return last, err
-			}
-			last, seen = j, true
-			if !f(j) || j.Status.Terminal() {
-				return last, nil
-			}
+			continue
+		case e.Deleted:
+			return last, fmt.Errorf("%w: %s (deleted)", ErrNotFound, id)
+		}
+		j, err := decodeEntry(*e)
+		if err != nil {
+			return last, err
+		}
+		last, seen = j, true
+		if !f(j) || j.Status.Terminal() {
+			return last, nil
 		}
 	}
 }

@@ -8,18 +8,13 @@ import (
 	"time"
 
 	"github.com/largeforge/largeforge/jobs"
-	"github.com/largeforge/largeforge/pipeline"
 	"github.com/largeforge/largeforge/pipeline/pipelinetest"
 )
 
 func newStore(t *testing.T) *jobs.Store {
 	t.Helper()
 	_, bus := pipelinetest.StartBus(t)
-	kv, err := bus.KV(context.Background(), pipeline.BucketJobs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := jobs.NewStore(kv)
+	s, err := jobs.Open(context.Background(), bus)
 	if err != nil {
 		t.Fatal(err)
 	}

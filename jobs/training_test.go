@@ -16,11 +16,7 @@ import (
 func TestCancelTraining(t *testing.T) {
 	ctx := context.Background()
 	_, bus := pipelinetest.StartBus(t)
-	kv, err := bus.KV(ctx, pipeline.BucketJobs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := jobs.NewStore(kv)
+	s, err := jobs.Open(ctx, bus)
 	if err != nil {
 		t.Fatal(err)
 	}

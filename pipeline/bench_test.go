@@ -6,8 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/largeforge/largeforge/pipeline"
 	"github.com/largeforge/largeforge/pipeline/pipelinetest"
 )
@@ -70,7 +68,7 @@ func BenchmarkConsume(b *testing.B) {
 	}
 	done := make(chan struct{})
 	var n int
-	h := pipeline.PerMessage(func(context.Context, jetstream.Msg) error {
+	h := pipeline.PerMessage(func(context.Context, pipeline.Msg) error {
 		n++
 		if n == b.N {
 			close(done)

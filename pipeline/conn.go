@@ -247,6 +247,13 @@ func redactURL(u string) string {
 // Conn returns the NATS connection.
 func (b *Bus) Conn() *nats.Conn { return b.nc }
 
+// Connected reports whether the connection is up now (it reconnects by
+// itself after an outage).
+func (b *Bus) Connected() bool { return b.nc.IsConnected() }
+
+// MaxPayload is the largest message the server accepts (its max_payload).
+func (b *Bus) MaxPayload() int64 { return b.nc.MaxPayload() }
+
 // JetStream returns the JetStream context.
 func (b *Bus) JetStream() jetstream.JetStream { return b.js }
 

@@ -24,21 +24,22 @@ import (
 //     redelivered, until MaxDeliver deliveries have failed, then it goes to the
 //     DLQ as well.
 //
-// Handle must not ack, nak or term the messages itself. A panic in Handle
-// counts as a transient failure of every message of the batch.
+// Handle cannot ack, nak or term the messages: a Msg carries no way to. A
+// panic in Handle counts as a transient failure of every message of the
+// batch.
 type Handler interface {
-	Handle(ctx context.Context, msgs []jetstream.Msg) []error
+	Handle(ctx context.Context, msgs []Msg) []error
 }
 
 // HandlerFunc handles one message; see Handler for what its error means.
-type HandlerFunc func(ctx context.Context, msg jetstream.Msg) error
+type HandlerFunc func(ctx context.Context, msg Msg) error
 
 // PerMessage makes a Handler that calls f for each message of a batch in turn.
 func PerMessage(f HandlerFunc) Handler { return perMessage(f) }
 
 type perMessage HandlerFunc
 
-func (f perMessage) Handle(ctx context.Context, msgs []jetstream.Msg) []error {
+func (f perMessage) Handle(ctx context.Context, msgs []Msg) []error {
 	errs := make([]error, len(msgs))
 	for i, m := range msgs {
 		errs[i] = f(ctx, m)
@@ -370,16 +371,20 @@ func collect(b jetstream.MessageBatch, err error) ([]jetstream.Msg, error) {
 	return msgs, nil
 }
 
+// delivery is a fetched message: the JetStream one, which the loop settles,
+// and what the handler sees of it.
 type delivery struct {
-	msg  jetstream.Msg
-	meta *jetstream.MsgMetadata // nil when the message has no JetStream metadata
+	raw jetstream.Msg
+	msg Msg
 }
 
-func (d delivery) deliveries() uint64 {
-	if d.meta == nil {
-		return 1
+func newDelivery(m jetstream.Msg) delivery {
+	d := delivery{raw: m, msg: Msg{Subject: m.Subject(), Data: m.Data(), Header: m.Headers(), Deliveries: 1}}
+	d.msg.ID = d.msg.Header.Get(MsgIDHeader)
+	if meta, err := m.Metadata(); err == nil {
+		d.msg.Deliveries, d.msg.Stream, d.msg.Sequence = meta.NumDelivered, meta.Stream, meta.Sequence.Stream
 	}
-	return d.meta.NumDelivered
+	return d
 }
 
 func (c *Consumer) process(ctx context.Context, msgs []jetstream.Msg) {
@@ -390,10 +395,9 @@ func (c *Consumer) process(ctx context.Context, msgs []jetstream.Msg) {
 
 	var todo []delivery
 	for _, m := range msgs {
-		meta, _ := m.Metadata()
-		d := delivery{msg: m, meta: meta}
-		if d.deliveries() > uint64(c.cfg.MaxDeliver) {
-			c.deadLetter(hctx, d, Invalid("max deliveries exceeded", fmt.Errorf("delivery %d of %d: the previous attempt did not finish", d.deliveries(), c.cfg.MaxDeliver)))
+		d := newDelivery(m)
+		if d.msg.Deliveries > uint64(c.cfg.MaxDeliver) {
+			c.deadLetter(hctx, d, Invalid("max deliveries exceeded", fmt.Errorf("delivery %d of %d: the previous attempt did not finish", d.msg.Deliveries, c.cfg.MaxDeliver)))
 			continue
 		}
 		todo = append(todo, d)
@@ -401,7 +405,7 @@ func (c *Consumer) process(ctx context.Context, msgs []jetstream.Msg) {
 	if len(todo) == 0 {
 		return
 	}
-	batch := make([]jetstream.Msg, len(todo))
+	batch := make([]Msg, len(todo))
 	for i, d := range todo {
 		batch[i] = d.msg
 	}
@@ -419,8 +423,8 @@ func (c *Consumer) process(ctx context.Context, msgs []jetstream.Msg) {
 			case <-done:
 				return
 			case <-tick.C:
-				for _, m := range batch {
-					if err := m.InProgress(); err != nil {
+				for _, d := range todo {
+					if err := d.raw.InProgress(); err != nil {
 						c.log.Debug().Err(err).Msg("in progress")
 					}
 				}
@@ -445,14 +449,14 @@ func (c *Consumer) process(ctx context.Context, msgs []jetstream.Msg) {
 		err := errs[i]
 		switch {
 		case err == nil:
-			if aerr := d.msg.Ack(); aerr != nil {
-				c.log.Warn().Err(aerr).Str("subject", d.msg.Subject()).Msg("ack")
+			if aerr := d.raw.Ack(); aerr != nil {
+				c.log.Warn().Err(aerr).Str("subject", d.msg.Subject).Msg("ack")
 			}
 			c.acked.Add(1)
 			c.m.ack.Inc()
 		case errors.Is(err, ErrInvalid):
 			c.deadLetter(hctx, d, err)
-		case d.deliveries() >= uint64(c.cfg.MaxDeliver):
+		case d.msg.Deliveries >= uint64(c.cfg.MaxDeliver):
 			c.deadLetter(hctx, d, Invalid("max deliveries exceeded", err))
 		default:
 			c.msgLog(c.log.Warn(), d).Err(err).Msg("transient failure; nak with delay")
@@ -461,7 +465,7 @@ func (c *Consumer) process(ctx context.Context, msgs []jetstream.Msg) {
 	}
 }
 
-func (c *Consumer) handle(ctx context.Context, msgs []jetstream.Msg) (errs []error) {
+func (c *Consumer) handle(ctx context.Context, msgs []Msg) (errs []error) {
 	defer func() {
 		if r := recover(); r != nil {
 			c.log.Error().Interface("panic", r).Msg("handler panicked; the batch counts as a transient failure")
@@ -485,20 +489,20 @@ func fill(n int, err error) []error {
 }
 
 func (c *Consumer) nak(d delivery) {
-	if err := d.msg.NakWithDelay(c.cfg.NakDelay); err != nil {
-		c.log.Warn().Err(err).Str("subject", d.msg.Subject()).Msg("nak")
+	if err := d.raw.NakWithDelay(c.cfg.NakDelay); err != nil {
+		c.log.Warn().Err(err).Str("subject", d.msg.Subject).Msg("nak")
 	}
 	c.nakked.Add(1)
 	c.m.nak.Inc()
 }
 
 func (c *Consumer) msgLog(ev *zerolog.Event, d delivery) *zerolog.Event {
-	ev = ev.Str("subject", d.msg.Subject()).Uint64("deliveries", d.deliveries())
-	if d.meta != nil {
-		ev = ev.Uint64("seq", d.meta.Sequence.Stream)
+	ev = ev.Str("subject", d.msg.Subject).Uint64("deliveries", d.msg.Deliveries)
+	if d.msg.Sequence != 0 {
+		ev = ev.Uint64("seq", d.msg.Sequence)
 	}
-	if id := d.msg.Headers().Get(jetstream.MsgIDHeader); id != "" {
-		ev = ev.Str("request_id", id)
+	if d.msg.ID != "" {
+		ev = ev.Str("request_id", d.msg.ID)
 	}
 	return ev
 }
@@ -510,21 +514,21 @@ func (c *Consumer) deadLetter(ctx context.Context, d delivery, err error) {
 	rec := DLQRecord{
 		Reason:     reason,
 		Stage:      c.cfg.Stage,
-		Subject:    d.msg.Subject(),
-		Deliveries: d.deliveries(),
-		Headers:    d.msg.Headers(),
-		Data:       d.msg.Data(),
+		Subject:    d.msg.Subject,
+		Deliveries: d.msg.Deliveries,
+		Headers:    d.msg.Header,
+		Data:       d.msg.Data,
 		Time:       time.Now().UTC(),
 	}
 	if full := err.Error(); full != reason {
 		rec.Error = full
 	}
 	msgID := ""
-	if d.meta != nil {
-		rec.Stream, rec.Sequence = d.meta.Stream, d.meta.Sequence.Stream
-		msgID = fmt.Sprintf("dlq/%s/%s/%d", c.cfg.Stage, d.meta.Stream, d.meta.Sequence.Stream)
+	if d.msg.Stream != "" {
+		rec.Stream, rec.Sequence = d.msg.Stream, d.msg.Sequence
+		msgID = fmt.Sprintf("dlq/%s/%s/%d", c.cfg.Stage, d.msg.Stream, d.msg.Sequence)
 	}
-	token := c.cfg.DLQToken(d.msg.Subject())
+	token := c.cfg.DLQToken(d.msg.Subject)
 	if ValidToken(token) != nil {
 		token = "unknown"
 	}
@@ -537,8 +541,8 @@ func (c *Consumer) deadLetter(ctx context.Context, d delivery, err error) {
 		c.nak(d)
 		return
 	}
-	if terr := d.msg.TermWithReason(reason); terr != nil {
-		c.log.Warn().Err(terr).Str("subject", d.msg.Subject()).Msg("term")
+	if terr := d.raw.TermWithReason(reason); terr != nil {
+		c.log.Warn().Err(terr).Str("subject", d.msg.Subject).Msg("term")
 	}
 	c.dead.Add(1)
 	c.m.dead.Inc()

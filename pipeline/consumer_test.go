@@ -180,7 +180,7 @@ func TestConsumerConfigValidate(t *testing.T) {
 func TestConsumerDefaultsAndIdempotentCreate(t *testing.T) {
 	_, b := pipelinetest.StartBus(t)
 	cfg := pipeline.ConsumerConfig{Stream: pipeline.StreamRequests, Durable: "infer", Stage: "infer", FilterSubjects: []string{"lf.req.>"}}
-	h := pipeline.PerMessage(func(context.Context, jetstream.Msg) error { return nil })
+	h := pipeline.PerMessage(func(context.Context, pipeline.Msg) error { return nil })
 	c := newConsumer(t, b, cfg, h)
 	got := c.Config()
 	if got.Batch != 64 || got.MaxWait != time.Second || got.MaxAckPending != 256 || got.AckWait != 30*time.Second ||
@@ -208,12 +208,12 @@ func TestConsumerAcksSuccess(t *testing.T) {
 	var mu sync.Mutex
 	seen := map[string]int{}
 	var maxBatch atomic.Int64
-	h := handlerFunc(func(ctx context.Context, msgs []jetstream.Msg) []error {
+	h := handlerFunc(func(ctx context.Context, msgs []pipeline.Msg) []error {
 		maxBatch.Store(max(maxBatch.Load(), int64(len(msgs))))
 		mu.Lock()
 		defer mu.Unlock()
 		for _, m := range msgs {
-			seen[m.Headers().Get(jetstream.MsgIDHeader)]++
+			seen[m.ID]++
 		}
 		return make([]error, len(msgs))
 	})
@@ -261,21 +261,17 @@ func TestConsumerAcksSuccess(t *testing.T) {
 	}
 }
 
-type handlerFunc func(ctx context.Context, msgs []jetstream.Msg) []error
+type handlerFunc func(ctx context.Context, msgs []pipeline.Msg) []error
 
-func (f handlerFunc) Handle(ctx context.Context, msgs []jetstream.Msg) []error { return f(ctx, msgs) }
+func (f handlerFunc) Handle(ctx context.Context, msgs []pipeline.Msg) []error { return f(ctx, msgs) }
 
 func TestConsumerNakRedelivers(t *testing.T) {
 	_, b := pipelinetest.StartBus(t)
 	var calls atomic.Int64
-	h := pipeline.PerMessage(func(ctx context.Context, m jetstream.Msg) error {
-		meta, err := m.Metadata()
-		if err != nil {
-			return err
-		}
+	h := pipeline.PerMessage(func(ctx context.Context, m pipeline.Msg) error {
 		calls.Add(1)
-		if meta.NumDelivered < 3 {
-			return fmt.Errorf("model busy (delivery %d)", meta.NumDelivered)
+		if m.Deliveries < 3 {
+			return fmt.Errorf("model busy (delivery %d)", m.Deliveries)
 		}
 		return nil
 	})
@@ -299,10 +295,10 @@ func TestConsumerNakRedelivers(t *testing.T) {
 func TestConsumerInvalidGoesToDLQ(t *testing.T) {
 	_, b := pipelinetest.StartBus(t)
 	var calls atomic.Int64
-	h := pipeline.PerMessage(func(ctx context.Context, m jetstream.Msg) error {
+	h := pipeline.PerMessage(func(ctx context.Context, m pipeline.Msg) error {
 		calls.Add(1)
 		var v struct{ Prompt string }
-		if err := json.Unmarshal(m.Data(), &v); err != nil {
+		if err := json.Unmarshal(m.Data, &v); err != nil {
 			return pipeline.Invalid("request is not JSON", err)
 		}
 		return nil
@@ -354,7 +350,7 @@ func TestConsumerInvalidGoesToDLQ(t *testing.T) {
 func TestConsumerMaxDeliverGoesToDLQ(t *testing.T) {
 	_, b := pipelinetest.StartBus(t)
 	var calls atomic.Int64
-	h := pipeline.PerMessage(func(ctx context.Context, m jetstream.Msg) error {
+	h := pipeline.PerMessage(func(ctx context.Context, m pipeline.Msg) error {
 		calls.Add(1)
 		return io.ErrUnexpectedEOF
 	})
@@ -391,7 +387,7 @@ func TestConsumerUnfinishedLastDeliveryGoesToDLQ(t *testing.T) {
 	cfg := fastConfig()
 	cfg.MaxDeliver = 2
 	var calls atomic.Int64
-	c := newConsumer(t, b, cfg, pipeline.PerMessage(func(context.Context, jetstream.Msg) error { calls.Add(1); return nil }))
+	c := newConsumer(t, b, cfg, pipeline.PerMessage(func(context.Context, pipeline.Msg) error { calls.Add(1); return nil }))
 	publishRequests(t, b, "job4", 1)
 	// Two deliveries that "crash": taken and given back without an outcome.
 	raw, err := b.JetStream().Consumer(context.Background(), pipeline.StreamRequests, "infer")
@@ -427,7 +423,7 @@ func TestConsumerUnfinishedLastDeliveryGoesToDLQ(t *testing.T) {
 func TestConsumerInProgressPreventsRedelivery(t *testing.T) {
 	_, b := pipelinetest.StartBus(t)
 	var calls atomic.Int64
-	h := pipeline.PerMessage(func(ctx context.Context, m jetstream.Msg) error {
+	h := pipeline.PerMessage(func(ctx context.Context, m pipeline.Msg) error {
 		calls.Add(1)
 		select { // three times the ack wait
 		case <-time.After(3 * time.Second):
@@ -466,7 +462,7 @@ func TestConsumerDrainOnCancel(t *testing.T) {
 	release := make(chan struct{})
 	var handlerCtxErr atomic.Value
 	var once sync.Once
-	h := handlerFunc(func(ctx context.Context, msgs []jetstream.Msg) []error {
+	h := handlerFunc(func(ctx context.Context, msgs []pipeline.Msg) []error {
 		once.Do(func() { close(entered) })
 		<-release
 		handlerCtxErr.Store(fmt.Sprint(ctx.Err()))
@@ -517,7 +513,7 @@ func TestConsumerDrainTimeoutCancelsHandler(t *testing.T) {
 	_, b := pipelinetest.StartBus(t)
 	entered := make(chan struct{})
 	var once sync.Once
-	h := pipeline.PerMessage(func(ctx context.Context, m jetstream.Msg) error {
+	h := pipeline.PerMessage(func(ctx context.Context, m pipeline.Msg) error {
 		once.Do(func() { close(entered) })
 		<-ctx.Done()
 		return ctx.Err()
@@ -540,7 +536,7 @@ func TestConsumerIdleCancelIsPrompt(t *testing.T) {
 	_, b := pipelinetest.StartBus(t)
 	cfg := fastConfig()
 	cfg.MaxWait = 500 * time.Millisecond
-	c := newConsumer(t, b, cfg, pipeline.PerMessage(func(context.Context, jetstream.Msg) error { return nil }))
+	c := newConsumer(t, b, cfg, pipeline.PerMessage(func(context.Context, pipeline.Msg) error { return nil }))
 	stop := runConsumer(t, c)
 	// Let it block in a fetch: the server holds its pull request.
 	pipelinetest.CheckFor(t, time.Minute, 5*time.Millisecond, func() error {
@@ -555,7 +551,7 @@ func TestConsumerIdleCancelIsPrompt(t *testing.T) {
 func TestConsumerHandlerPanicAndBadOutcomes(t *testing.T) {
 	_, b := pipelinetest.StartBus(t)
 	var calls atomic.Int64
-	h := handlerFunc(func(ctx context.Context, msgs []jetstream.Msg) []error {
+	h := handlerFunc(func(ctx context.Context, msgs []pipeline.Msg) []error {
 		switch calls.Add(1) {
 		case 1:
 			panic("boom")
@@ -604,10 +600,10 @@ func TestConsumerConcurrentRuns(t *testing.T) {
 	_, b := pipelinetest.StartBus(t)
 	var mu sync.Mutex
 	seen := map[string]int{}
-	h := pipeline.PerMessage(func(ctx context.Context, m jetstream.Msg) error {
+	h := pipeline.PerMessage(func(ctx context.Context, m pipeline.Msg) error {
 		time.Sleep(2 * time.Millisecond)
 		mu.Lock()
-		seen[m.Headers().Get(jetstream.MsgIDHeader)]++
+		seen[m.ID]++
 		mu.Unlock()
 		return nil
 	})
@@ -639,7 +635,7 @@ func TestConsumerConcurrentRuns(t *testing.T) {
 func TestConsumerRunEndsWhenConnectionCloses(t *testing.T) {
 	e, _ := pipelinetest.StartBus(t)
 	b := pipelinetest.Connect(t, e)
-	c := newConsumer(t, b, fastConfig(), pipeline.PerMessage(func(context.Context, jetstream.Msg) error { return nil }))
+	c := newConsumer(t, b, fastConfig(), pipeline.PerMessage(func(context.Context, pipeline.Msg) error { return nil }))
 	errc := make(chan error, 1)
 	go func() { errc <- c.Run(context.Background()) }()
 	time.Sleep(50 * time.Millisecond)
@@ -669,9 +665,9 @@ func TestConsumersPerModelOnWorkQueue(t *testing.T) {
 		}
 		cfg := fastConfig()
 		cfg.Durable, cfg.FilterSubjects = "infer-"+model, []string{f}
-		c := newConsumer(t, b, cfg, pipeline.PerMessage(func(ctx context.Context, m jetstream.Msg) error {
-			if !strings.HasSuffix(m.Subject(), "."+model) {
-				return fmt.Errorf("consumer for %s got %s", model, m.Subject())
+		c := newConsumer(t, b, cfg, pipeline.PerMessage(func(ctx context.Context, m pipeline.Msg) error {
+			if !strings.HasSuffix(m.Subject, "."+model) {
+				return fmt.Errorf("consumer for %s got %s", model, m.Subject)
 			}
 			got[model].Add(1)
 			return nil
@@ -699,7 +695,7 @@ func TestConsumersPerModelOnWorkQueue(t *testing.T) {
 	all, _ := pipeline.RequestFilter(pipeline.AnyToken, pipeline.AnyToken)
 	cfg := fastConfig()
 	cfg.Durable, cfg.FilterSubjects = "router", []string{all}
-	if _, err := pipeline.NewConsumer(ctx, b, cfg, pipeline.PerMessage(func(context.Context, jetstream.Msg) error { return nil }), pipelinetest.Logger(t)); err == nil {
+	if _, err := pipeline.NewConsumer(ctx, b, cfg, pipeline.PerMessage(func(context.Context, pipeline.Msg) error { return nil }), pipelinetest.Logger(t)); err == nil {
 		t.Error("an overlapping consumer on the work queue stream was accepted")
 	}
 }

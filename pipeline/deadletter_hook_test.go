@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/largeforge/largeforge/pipeline"
 	"github.com/largeforge/largeforge/pipeline/pipelinetest"
 )
@@ -30,8 +28,8 @@ func TestConsumerOnDeadLetter(t *testing.T) {
 		got[string(rec.Data)] = rec
 		mu.Unlock()
 	}
-	h := pipeline.PerMessage(func(_ context.Context, m jetstream.Msg) error {
-		if string(m.Data()) == `{"n":0}` {
+	h := pipeline.PerMessage(func(_ context.Context, m pipeline.Msg) error {
+		if string(m.Data) == `{"n":0}` {
 			return pipeline.Invalid("poison", errors.New("cannot parse"))
 		}
 		return errors.New("model busy")

@@ -6,7 +6,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
 	"github.com/largeforge/largeforge/pipeline"
@@ -34,17 +33,17 @@ func ExampleNewConsumer() {
 	}
 
 	handled := make(chan string, 2)
-	worker := pipeline.PerMessage(func(ctx context.Context, m jetstream.Msg) error {
-		defer func() { handled <- m.Headers().Get(jetstream.MsgIDHeader) }()
-		if !strings.HasPrefix(string(m.Data()), "{") {
+	worker := pipeline.PerMessage(func(ctx context.Context, m pipeline.Msg) error {
+		defer func() { handled <- m.ID }()
+		if !strings.HasPrefix(string(m.Data), "{") {
 			return pipeline.Invalid("request is not JSON", nil)
 		}
-		job := pipeline.ThirdToken(m.Subject())
+		job := pipeline.ThirdToken(m.Subject)
 		subj, err := pipeline.ResultSubject(job)
 		if err != nil {
 			return pipeline.Invalid("bad job name", err)
 		}
-		_, err = bus.Publish(ctx, subj, []byte(`{"text":"..."}`), m.Headers().Get(jetstream.MsgIDHeader), nil)
+		_, err = bus.Publish(ctx, subj, []byte(`{"text":"..."}`), m.ID, nil)
 		return err // transient: nak and retry
 	})
 	c, err := pipeline.NewConsumer(ctx, bus, pipeline.ConsumerConfig{

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"testing"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/largeforge/largeforge/pipeline"
 	"github.com/largeforge/largeforge/pipeline/pipelinetest"
 )
@@ -64,7 +62,7 @@ func TestGroupEndsWithItsParent(t *testing.T) {
 
 func TestGroupConsumes(t *testing.T) {
 	_, b := pipelinetest.StartBus(t)
-	c := newConsumer(t, b, fastConfig(), pipeline.PerMessage(func(context.Context, jetstream.Msg) error { return nil }))
+	c := newConsumer(t, b, fastConfig(), pipeline.PerMessage(func(context.Context, pipeline.Msg) error { return nil }))
 	g := pipeline.NewGroup(context.Background())
 	g.Consume(c, 2)
 	g.Stop()

@@ -31,8 +31,8 @@ func entryOf(e jetstream.KeyValueEntry) Entry {
 	return Entry{Key: e.Key(), Value: e.Value(), Revision: e.Revision(), Deleted: e.Operation() != jetstream.KeyValuePut}
 }
 
-// Bucket opens the key-value bucket (it must exist: see EnsureTopology).
-func (b *Bus) Bucket(ctx context.Context, bucket string) (*KV, error) {
+// KV opens the key-value bucket (it must exist: see EnsureTopology).
+func (b *Bus) KV(ctx context.Context, bucket string) (*KV, error) {
 	kv, err := b.js.KeyValue(ctx, bucket)
 	if err != nil {
 		return nil, fmt.Errorf("kv bucket %s: %w", bucket, err)

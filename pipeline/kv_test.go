@@ -17,7 +17,7 @@ func TestKV(t *testing.T) {
 	_, b := pipelinetest.StartBus(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	kv, err := b.Bucket(ctx, pipeline.BucketJobs)
+	kv, err := b.KV(ctx, pipeline.BucketJobs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,7 +79,7 @@ func TestHeartbeat(t *testing.T) {
 	_, b := pipelinetest.StartBus(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	kv, err := b.Bucket(ctx, pipeline.BucketWorkers)
+	kv, err := b.KV(ctx, pipeline.BucketWorkers)
 	if err != nil {
 		t.Fatal(err)
 	}

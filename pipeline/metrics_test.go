@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
@@ -26,12 +25,12 @@ func TestConsumerMetrics(t *testing.T) {
 		t.Fatalf("second NewMetrics on one registry = %v, %v; want the first metrics", again, err)
 	}
 	_, b := pipelinetest.StartBus(t)
-	h := pipeline.PerMessage(func(ctx context.Context, msg jetstream.Msg) error {
-		switch string(msg.Data()) {
+	h := pipeline.PerMessage(func(ctx context.Context, msg pipeline.Msg) error {
+		switch string(msg.Data) {
 		case "bad":
 			return pipeline.Invalid("bad", nil)
 		case "flaky":
-			if meta, _ := msg.Metadata(); meta.NumDelivered == 1 {
+			if msg.Deliveries == 1 {
 				return errors.New("flaky")
 			}
 		}

@@ -7,8 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/largeforge/largeforge/pipeline"
 	"github.com/largeforge/largeforge/pipeline/pipelinetest"
 )
@@ -31,7 +29,7 @@ func TestReconnectAfterServerRestart(t *testing.T) {
 	if err := b.EnsureTopology(ctx); err != nil {
 		t.Fatal(err)
 	}
-	c := newConsumer(t, b, fastConfig(), pipeline.PerMessage(func(context.Context, jetstream.Msg) error { return nil }))
+	c := newConsumer(t, b, fastConfig(), pipeline.PerMessage(func(context.Context, pipeline.Msg) error { return nil }))
 	runConsumer(t, c)
 	publishRequests(t, b, "before", 3)
 	pipelinetest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {

@@ -276,22 +276,25 @@ func isAPIError(err error) bool {
 	return errors.As(err, &apiErr)
 }
 
-// KV returns the key-value bucket (it must exist: see EnsureTopology).
-func (b *Bus) KV(ctx context.Context, bucket string) (jetstream.KeyValue, error) {
-	kv, err := b.js.KeyValue(ctx, bucket)
+// Purge removes the messages of stream whose subjects match subject (a
+// filter such as lf.req.<job>.>) and returns how many there were.
+func (b *Bus) Purge(ctx context.Context, stream, subject string) (uint64, error) {
+	s, err := b.js.Stream(ctx, stream)
 	if err != nil {
-		return nil, fmt.Errorf("kv bucket %s: %w", bucket, err)
+		return 0, fmt.Errorf("purge %s from %s: %w", subject, stream, err)
 	}
-	return kv, nil
-}
-
-// ObjectStore returns the object store (it must exist: see EnsureTopology).
-func (b *Bus) ObjectStore(ctx context.Context, bucket string) (jetstream.ObjectStore, error) {
-	os, err := b.js.ObjectStore(ctx, bucket)
+	before, err := s.Info(ctx, jetstream.WithSubjectFilter(subject))
 	if err != nil {
-		return nil, fmt.Errorf("object store %s: %w", bucket, err)
+		return 0, fmt.Errorf("purge %s from %s: %w", subject, stream, err)
 	}
-	return os, nil
+	if err := s.Purge(ctx, jetstream.WithPurgeSubject(subject)); err != nil {
+		return 0, fmt.Errorf("purge %s from %s: %w", subject, stream, err)
+	}
+	var n uint64
+	for _, c := range before.State.Subjects {
+		n += c
+	}
+	return n, nil
 }
 
 // AckFloor returns the stream sequence up to which a durable consumer has

@@ -162,10 +162,10 @@ func TestEnsureTopologyIdempotentAndSurvivesRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ent, err := kv2.Get(ctx, "job1"); err != nil || string(ent.Value()) != `{"state":"running"}` {
+	if ent, err := kv2.Get(ctx, "job1"); err != nil || string(ent.Value) != `{"state":"running"}` {
 		t.Errorf("kv after restart: %v %v", ent, err)
 	}
-	w, err := b2.KV(ctx, pipeline.BucketWorkers)
+	w, err := b2.JetStream().KeyValue(ctx, pipeline.BucketWorkers)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -177,7 +177,7 @@ func TestEnsureTopologyIdempotentAndSurvivesRestart(t *testing.T) {
 			t.Error(err)
 		}
 	}
-	if _, err := b2.ObjectStore(ctx, pipeline.BucketModels); err != nil {
+	if _, err := b2.Objects(ctx, pipeline.BucketModels); err != nil {
 		t.Error(err)
 	}
 }

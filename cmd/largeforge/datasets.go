@@ -74,7 +74,7 @@ func loadManifests(ctx context.Context, name string) ([]dataset.Manifest, error)
 		return nil, err
 	}
 	defer bus.Close()
-	kv, err := bus.Bucket(ctx, pipeline.BucketDatasets)
+	kv, err := bus.KV(ctx, pipeline.BucketDatasets)
 	if err != nil {
 		return nil, err
 	}

@@ -92,7 +92,7 @@ func listExperts(ctx context.Context, file string, offline bool) ([]ExpertRow, e
 // expertRows lists fromFile and the lf_experts bucket with live workers;
 // skipped bucket entries are reported on warn.
 func expertRows(ctx context.Context, bus *pipeline.Bus, fromFile []schemas.ExpertConfig, warn io.Writer) ([]ExpertRow, error) {
-	ekv, err := bus.Bucket(ctx, pipeline.BucketExperts)
+	ekv, err := bus.KV(ctx, pipeline.BucketExperts)
 	if err != nil {
 		return nil, err
 	}
@@ -103,7 +103,7 @@ func expertRows(ctx context.Context, bus *pipeline.Bus, fromFile []schemas.Exper
 	for _, e := range skipped {
 		fmt.Fprintf(warn, "skipped: %v\n", e)
 	}
-	wkv, err := bus.Bucket(ctx, pipeline.BucketWorkers)
+	wkv, err := bus.KV(ctx, pipeline.BucketWorkers)
 	if err != nil {
 		return nil, err
 	}

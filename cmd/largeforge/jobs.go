@@ -131,11 +131,7 @@ func withJobStore(ctx context.Context, f func(*pipeline.Bus, *jobs.Store) error)
 		return err
 	}
 	defer bus.Close()
-	kv, err := bus.KV(ctx, pipeline.BucketJobs)
-	if err != nil {
-		return err
-	}
-	s, err := jobs.NewStore(kv)
+	s, err := jobs.Open(ctx, bus)
 	if err != nil {
 		return err
 	}

@@ -106,15 +106,11 @@ func TestJobCommands(t *testing.T) {
 		t.Fatal(err)
 	}
 	pipelinetest.CheckFor(t, time.Minute, 20*time.Millisecond, func() error { // heartbeats are written asynchronously
-		keys, err := kv.ListKeys(tctx)
+		keys, err := kv.Keys(tctx)
 		if err != nil {
 			return err
 		}
-		n := 0
-		for range keys.Keys() {
-			n++
-		}
-		if n != 2 {
+		if n := len(keys); n != 2 {
 			return fmt.Errorf("%d heartbeats in lf_workers, want 2 (the infer and the train worker)", n)
 		}
 		return nil

@@ -146,7 +146,7 @@ func watchWorkers(ctx context.Context, bus *pipeline.Bus, job string, models []s
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		kv, err := bus.Bucket(ctx, pipeline.BucketWorkers)
+		kv, err := bus.KV(ctx, pipeline.BucketWorkers)
 		if err != nil {
 			return
 		}
@@ -195,7 +195,7 @@ func buildRouter(ctx context.Context, bus *pipeline.Bus, file, modelDir string) 
 			return nil, nil, fmt.Errorf("--experts %s: %w", file, err)
 		}
 	}
-	kv, err := bus.Bucket(ctx, pipeline.BucketExperts)
+	kv, err := bus.KV(ctx, pipeline.BucketExperts)
 	if err != nil {
 		return nil, nil, err
 	}

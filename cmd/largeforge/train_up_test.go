@@ -17,7 +17,6 @@ import (
 	"github.com/largeforge/largeforge/dataset"
 	"github.com/largeforge/largeforge/jobs"
 	mtrain "github.com/largeforge/largeforge/model/train"
-	"github.com/largeforge/largeforge/pipeline"
 	"github.com/largeforge/largeforge/pipeline/pipelinetest"
 	"github.com/largeforge/largeforge/schemas"
 )
@@ -57,11 +56,7 @@ func TestTrainingJobUnderUp(t *testing.T) {
 			t.Errorf("job workers: %v", err)
 		}
 	})
-	kv, err := bus.KV(ctx, pipeline.BucketJobs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	store, err := jobs.NewStore(kv)
+	store, err := jobs.Open(ctx, bus)
 	if err != nil {
 		t.Fatal(err)
 	}

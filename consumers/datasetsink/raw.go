@@ -6,8 +6,6 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
 	"github.com/largeforge/largeforge/dataset"
@@ -40,7 +38,7 @@ func NewRawHandler(bus *pipeline.Bus, log zerolog.Logger, m *dataset.Metrics) (*
 }
 
 // Handle implements pipeline.Handler.
-func (h *RawHandler) Handle(ctx context.Context, msgs []jetstream.Msg) []error {
+func (h *RawHandler) Handle(ctx context.Context, msgs []pipeline.Msg) []error {
 	errs := make([]error, len(msgs))
 	type group struct {
 		ds, subject string
@@ -51,17 +49,13 @@ func (h *RawHandler) Handle(ctx context.Context, msgs []jetstream.Msg) []error {
 	groups := map[string]*group{}
 	var order []string
 	for i, m := range msgs {
-		ds := strings.Split(m.Subject(), ".")[2]
-		seq := uint64(0)
-		if md, err := m.Metadata(); err == nil {
-			seq = md.Sequence.Stream
-		}
-		row := read.Row{Line: int64(seq), Data: m.Data()}
-		source := m.Subject()
-		f, err := schemas.ParseFormat(m.Headers().Get(dataset.HeaderFormat))
+		ds := strings.Split(m.Subject, ".")[2]
+		row := read.Row{Line: int64(m.Sequence), Data: m.Data}
+		source := m.Subject
+		f, err := schemas.ParseFormat(m.Header.Get(dataset.HeaderFormat))
 		if err != nil {
 			var ok bool
-			if f, ok = schemas.DetectFormat(m.Data()); !ok {
+			if f, ok = schemas.DetectFormat(m.Data); !ok {
 				errs[i] = h.reject(ctx, ds, read.Reject{Source: source, Line: row.Line, Rule: schemas.RuleFormat, Original: row.Data,
 					Error: "cannot tell the record's format from its keys (alpaca, sharegpt or dpo); set the Lf-Format header"})
 				continue
@@ -116,7 +110,7 @@ func (h *RawHandler) publish(ctx context.Context, ds string, f schemas.Format, b
 	if err != nil {
 		return err
 	}
-	hdr := nats.Header{}
+	hdr := pipeline.Header{}
 	hdr.Set(dataset.HeaderFormat, string(f))
 	hdr.Set(dataset.HeaderSource, "nats:"+pipeline.StreamDatasets)
 	hdr.Set(dataset.HeaderRun, schemas.RawRun)

@@ -28,7 +28,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
 	"github.com/largeforge/largeforge/dataset"
@@ -146,13 +145,13 @@ func (s *Sink) Rejects() pipeline.Handler { return rejectHandler{s} }
 
 type shardHandler struct{ s *Sink }
 
-func (h shardHandler) Handle(ctx context.Context, msgs []jetstream.Msg) []error {
+func (h shardHandler) Handle(ctx context.Context, msgs []pipeline.Msg) []error {
 	return h.s.handleShards(ctx, msgs)
 }
 
 type rejectHandler struct{ s *Sink }
 
-func (h rejectHandler) Handle(ctx context.Context, msgs []jetstream.Msg) []error {
+func (h rejectHandler) Handle(ctx context.Context, msgs []pipeline.Msg) []error {
 	return h.s.handleRejects(ctx, msgs)
 }
 
@@ -174,14 +173,14 @@ type pendingShard struct {
 	ids     []string
 }
 
-func (s *Sink) handleShards(ctx context.Context, msgs []jetstream.Msg) []error {
+func (s *Sink) handleShards(ctx context.Context, msgs []pipeline.Msg) []error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	errs := make([]error, len(msgs))
 	groups := map[string][]int{}
 	var order []string
 	for i, m := range msgs {
-		ds := token(m.Subject(), 2)
+		ds := token(m.Subject, 2)
 		if _, ok := groups[ds]; !ok {
 			order = append(order, ds)
 		}
@@ -194,7 +193,7 @@ func (s *Sink) handleShards(ctx context.Context, msgs []jetstream.Msg) []error {
 }
 
 // writeGroup turns one dataset's shards of a batch into (at most) one part.
-func (s *Sink) writeGroup(ctx context.Context, ds string, msgs []jetstream.Msg, idx []int, errs []error) {
+func (s *Sink) writeGroup(ctx context.Context, ds string, msgs []pipeline.Msg, idx []int, errs []error) {
 	st, err := s.load(ctx, ds)
 	if err != nil {
 		for _, i := range idx {
@@ -206,16 +205,16 @@ func (s *Sink) writeGroup(ctx context.Context, ds string, msgs []jetstream.Msg, 
 	var shards []pendingShard
 	for _, i := range idx {
 		m := msgs[i]
-		h := m.Headers()
+		h := m.Header
 		f, err := schemas.ParseFormat(h.Get(dataset.HeaderFormat))
 		if err != nil {
 			errs[i] = pipeline.Invalid("shard format", err)
 			continue
 		}
-		msgID := h.Get(jetstream.MsgIDHeader)
+		msgID := m.ID
 		p := pendingShard{idx: i, msgID: msgID, source: h.Get(dataset.HeaderSource), run: h.Get(dataset.HeaderRun)}
 		if st.man.Format != "" && st.man.Format != f {
-			errs[i] = s.rejectShard(ctx, st, p, f, m.Data(), now)
+			errs[i] = s.rejectShard(ctx, st, p, f, m.Data, now)
 			continue
 		}
 		if _, done := st.shards[msgID]; msgID != "" && done {
@@ -228,7 +227,7 @@ func (s *Sink) writeGroup(ctx context.Context, ds string, msgs []jetstream.Msg, 
 			}
 			continue
 		}
-		recs, ids, err := dataset.DecodeShard(f, m.Data())
+		recs, ids, err := dataset.DecodeShard(f, m.Data)
 		if err != nil {
 			errs[i] = pipeline.Invalid("undecodable shard", err)
 			continue
@@ -464,7 +463,7 @@ func (s *Sink) loadRejectIDs(ctx context.Context, ds string, into map[string]str
 	return nil // a torn last line (crash mid-write) is ignored; its record is redelivered
 }
 
-func (s *Sink) handleRejects(ctx context.Context, msgs []jetstream.Msg) []error {
+func (s *Sink) handleRejects(ctx context.Context, msgs []pipeline.Msg) []error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	errs := make([]error, len(msgs))
@@ -479,14 +478,14 @@ func (s *Sink) handleRejects(ctx context.Context, msgs []jetstream.Msg) []error 
 	var order []*state
 	now := s.now()
 	for i, m := range msgs {
-		ds := token(m.Subject(), 3)
+		ds := token(m.Subject, 3)
 		st, err := s.load(ctx, ds)
 		if err != nil {
 			errs[i] = pipeline.Invalid("dataset "+ds, err)
 			continue
 		}
 		var rec pipeline.DLQRecord
-		if err := json.Unmarshal(m.Data(), &rec); err != nil {
+		if err := json.Unmarshal(m.Data, &rec); err != nil {
 			errs[i] = pipeline.Invalid("undecodable reject record", err)
 			continue
 		}
@@ -496,9 +495,9 @@ func (s *Sink) handleRejects(ctx context.Context, msgs []jetstream.Msg) []error 
 			batches[st] = b
 			order = append(order, st)
 		}
-		id := m.Headers().Get(jetstream.MsgIDHeader)
+		id := m.ID
 		if id == "" {
-			id = fmt.Sprintf("%s/seq/%s", ds, seqOf(m))
+			id = fmt.Sprintf("%s/seq/%s", ds, strconv.FormatUint(m.Sequence, 10))
 		}
 		_, done := st.rejects[id]
 		_, pending := b.ids[id]
@@ -540,12 +539,4 @@ func (s *Sink) handleRejects(ctx context.Context, msgs []jetstream.Msg) []error 
 		s.publishManifest(ctx, st)
 	}
 	return errs
-}
-
-func seqOf(m jetstream.Msg) string {
-	md, err := m.Metadata()
-	if err != nil {
-		return "0"
-	}
-	return strconv.FormatUint(md.Sequence.Stream, 10)
 }

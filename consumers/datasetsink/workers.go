@@ -41,7 +41,7 @@ func Start(ctx context.Context, bus *pipeline.Bus, datasetsDir string, log zerol
 // StartStore starts the three dataset consumers on bus, writing the datasets
 // of store. They run until ctx ends, then drain; Wait returns then.
 func StartStore(ctx context.Context, bus *pipeline.Bus, store storage.Store, log zerolog.Logger, m *dataset.Metrics) (*Workers, error) {
-	kv, err := bus.Bucket(ctx, pipeline.BucketDatasets)
+	kv, err := bus.KV(ctx, pipeline.BucketDatasets)
 	if err != nil {
 		return nil, err
 	}

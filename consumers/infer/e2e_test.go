@@ -57,11 +57,7 @@ type stack struct {
 func newStack(t testing.TB) *stack {
 	t.Helper()
 	_, bus := pipelinetest.StartBus(t)
-	kv, err := bus.KV(context.Background(), pipeline.BucketJobs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	store, _ := jobs.NewStore(kv)
+	store, _ := jobs.Open(context.Background(), bus)
 	s := &stack{bus: bus, store: store, dataDir: t.TempDir(), reg: prometheus.NewRegistry()}
 	ctx, cancel := context.WithCancel(context.Background())
 	w, err := resultsink.Start(ctx, bus, filepath.Join(s.dataDir, "jobs"), resultsink.Options{SweepEvery: 200 * time.Millisecond, MaxWait: 100 * time.Millisecond}, pipelinetest.Logger(t))

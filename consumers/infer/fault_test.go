@@ -248,7 +248,7 @@ func TestTwoWorkers(t *testing.T) {
 			if err != nil {
 				return fmt.Errorf("heartbeat of %s: %w", id, err)
 			}
-			return json.Unmarshal(e.Value(), &hb)
+			return json.Unmarshal(e.Value, &hb)
 		})
 		if hb.Role != "infer" || hb.ID != id || hb.Capacity != 4 || len(hb.Models) != 1 || hb.Models[0] != "stories" {
 			t.Errorf("heartbeat %+v", hb)
@@ -289,8 +289,7 @@ func TestRestartResumes(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		kv, _ := bus.KV(ctx, pipeline.BucketJobs)
-		store, _ := jobs.NewStore(kv)
+		store, _ := jobs.Open(ctx, bus)
 		return bus, store, func() {
 			cancel()
 			_ = w.Wait()

@@ -23,7 +23,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
 	"github.com/largeforge/largeforge/jobs"
@@ -114,7 +113,7 @@ func (h *Handler) jobStatus(ctx context.Context, job string) (jobs.Status, bool,
 
 // item is one message of a batch on its way.
 type item struct {
-	msg   jetstream.Msg
+	msg   pipeline.Msg
 	req   schemas.Request
 	start time.Time
 	res   *schemas.Result // set when done
@@ -124,7 +123,7 @@ type item struct {
 // Handle runs a batch: every completion goes to the Batcher at once, the
 // score rows go to the model together; then each result is published and
 // each message's outcome returned.
-func (h *Handler) Handle(ctx context.Context, msgs []jetstream.Msg) []error {
+func (h *Handler) Handle(ctx context.Context, msgs []pipeline.Msg) []error {
 	start := time.Now()
 	items := make([]*item, len(msgs))
 	var scores []*item
@@ -224,7 +223,7 @@ func (h *Handler) watchCancel(ctx context.Context, cancels map[string]context.Ca
 // prepare decodes a message; false when it is settled already (it.err or
 // it.res set).
 func (h *Handler) prepare(ctx context.Context, it *item) bool {
-	req, err := schemas.DecodeRequest(it.msg.Data())
+	req, err := schemas.DecodeRequest(it.msg.Data)
 	it.req = req
 	if err != nil {
 		if jobs.ValidID(req.Job) != nil || schemas.ValidCustomID(req.CustomID) != nil {

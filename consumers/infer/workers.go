@@ -139,15 +139,11 @@ func start(ctx context.Context, bus *pipeline.Bus, models []ModelInput, owned []
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	kv, err := bus.KV(ctx, pipeline.BucketJobs)
+	store, err := jobs.Open(ctx, bus)
 	if err != nil {
 		return nil, err
 	}
-	store, err := jobs.NewStore(kv)
-	if err != nil {
-		return nil, err
-	}
-	hb, err := bus.Bucket(ctx, pipeline.BucketWorkers)
+	hb, err := bus.KV(ctx, pipeline.BucketWorkers)
 	if err != nil {
 		return nil, err
 	}

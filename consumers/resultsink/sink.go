@@ -27,7 +27,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/parquet-go/parquet-go"
 	"github.com/rs/zerolog"
 
@@ -203,12 +202,12 @@ type batchJob struct {
 }
 
 // Handle is the pipeline.Handler of lf.res.>.
-func (s *Sink) Handle(ctx context.Context, msgs []jetstream.Msg) []error {
+func (s *Sink) Handle(ctx context.Context, msgs []pipeline.Msg) []error {
 	errs := make([]error, len(msgs))
 	byJob := map[string]*batchJob{}
 	var order []string
 	for i, m := range msgs {
-		r, err := schemas.DecodeResult(m.Data())
+		r, err := schemas.DecodeResult(m.Data)
 		var row Row
 		if err == nil && r.Control == "" {
 			row, err = rowOf(r)

@@ -28,11 +28,7 @@ type env struct {
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	_, bus := pipelinetest.StartBus(t)
-	kv, err := bus.KV(context.Background(), pipeline.BucketJobs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	store, err := jobs.NewStore(kv)
+	store, err := jobs.Open(context.Background(), bus)
 	if err != nil {
 		t.Fatal(err)
 	}

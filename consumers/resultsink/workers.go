@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
 	"github.com/largeforge/largeforge/jobs"
@@ -71,11 +70,7 @@ func StartStore(ctx context.Context, bus *pipeline.Bus, files storage.Store, opt
 	if opts.MaxWait == 0 {
 		opts.MaxWait = 300 * time.Millisecond
 	}
-	kv, err := bus.KV(ctx, pipeline.BucketJobs)
-	if err != nil {
-		return nil, err
-	}
-	store, err := jobs.NewStore(kv)
+	store, err := jobs.Open(ctx, bus)
 	if err != nil {
 		return nil, err
 	}
@@ -127,10 +122,10 @@ type dlqHandler struct {
 	log zerolog.Logger
 }
 
-func (d *dlqHandler) Handle(ctx context.Context, msgs []jetstream.Msg) []error {
+func (d *dlqHandler) Handle(ctx context.Context, msgs []pipeline.Msg) []error {
 	errs := make([]error, len(msgs))
 	for i, m := range msgs {
-		rec, err := pipeline.DecodeDLQRecord(m.Data())
+		rec, err := pipeline.DecodeDLQRecord(m.Data)
 		if err != nil {
 			d.log.Warn().Err(err).Msg("unreadable dead letter skipped")
 			continue

@@ -59,7 +59,7 @@ func TestDeadLetteredTrainingJobFails(t *testing.T) {
 				filter, _ := pipeline.TrainFilter(pipeline.AnyToken)
 				if _, err := pipeline.NewConsumer(ctx, bus, pipeline.ConsumerConfig{Stream: pipeline.StreamTrain, Durable: train.Durable,
 					FilterSubjects: []string{filter}, Stage: train.Stage, Batch: 1, MaxAckPending: train.MaxConcurrentJobs,
-					AckWait: train.DefaultAckWait, MaxDeliver: 1}, pipeline.PerMessage(func(context.Context, jetstream.Msg) error { return nil }),
+					AckWait: train.DefaultAckWait, MaxDeliver: 1}, pipeline.PerMessage(func(context.Context, pipeline.Msg) error { return nil }),
 					pipelinetest.Logger(t)); err != nil {
 					t.Fatal(err)
 				}

@@ -72,12 +72,7 @@ func Example() {
 	}
 	defer func() { stop(); _ = w.Wait() }()
 
-	kv, err := bus.KV(ctx, pipeline.BucketJobs)
-	if err != nil {
-		fmt.Println(err)
-		return
-	}
-	store, err := jobs.NewStore(kv)
+	store, err := jobs.Open(ctx, bus)
 	if err != nil {
 		fmt.Println(err)
 		return

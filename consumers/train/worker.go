@@ -10,7 +10,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
@@ -132,15 +131,11 @@ func Start(ctx context.Context, bus *pipeline.Bus, cfg Config, log zerolog.Logge
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	kv, err := bus.KV(ctx, pipeline.BucketJobs)
+	store, err := jobs.Open(ctx, bus)
 	if err != nil {
 		return nil, err
 	}
-	store, err := jobs.NewStore(kv)
-	if err != nil {
-		return nil, err
-	}
-	hb, err := bus.Bucket(ctx, pipeline.BucketWorkers)
+	hb, err := bus.KV(ctx, pipeline.BucketWorkers)
 	if err != nil {
 		return nil, err
 	}
@@ -186,10 +181,10 @@ func HeartbeatKey(id string) string { return schemas.HeartbeatKey(schemas.Worker
 // was cancelled or had already ended; Invalid (DLQ) when its message or
 // training fails for good (the job is marked failed); a plain error (nak,
 // redelivery) when the worker is stopping mid-job.
-func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) error {
-	m, err := DecodeMessage(msg.Data())
+func (w *Worker) handle(ctx context.Context, msg pipeline.Msg) error {
+	m, err := DecodeMessage(msg.Data)
 	if err != nil {
-		if id := pipeline.ThirdToken(msg.Subject()); id != "unknown" {
+		if id := pipeline.ThirdToken(msg.Subject); id != "unknown" {
 			w.failJob(ctx, id, "invalid_config", err)
 		}
 		return pipeline.Invalid("bad training job message", err)
@@ -210,10 +205,7 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) error {
 		_, err := w.jobs.Transition(ctx, m.Job, jobs.StatusCancelled, nil)
 		return err
 	}
-	attempt := 1
-	if meta, err := msg.Metadata(); err == nil {
-		attempt = int(meta.NumDelivered)
-	}
+	attempt := int(msg.Deliveries)
 	rc := m.RunConfig()
 	if rc.Dataset != "" && rc.DataDir == "" {
 		if w.cfg.DataDir == "" {

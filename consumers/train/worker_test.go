@@ -22,11 +22,7 @@ import (
 
 func jobStore(t *testing.T, bus *pipeline.Bus) *jobs.Store {
 	t.Helper()
-	kv, err := bus.KV(context.Background(), pipeline.BucketJobs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := jobs.NewStore(kv)
+	s, err := jobs.Open(context.Background(), bus)
 	if err != nil {
 		t.Fatal(err)
 	}

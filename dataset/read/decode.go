@@ -115,10 +115,8 @@ const shardOverhead = 16 << 10
 // record Decode should accept: want, or less when the server's max_payload
 // is too small for it.
 func ShardLimit(bus *pipeline.Bus, want int) int {
-	if nc := bus.Conn(); nc != nil {
-		if most := int(nc.MaxPayload()) - shardOverhead; most > 0 && most < want {
-			return most
-		}
+	if most := int(bus.MaxPayload()) - shardOverhead; most > 0 && most < want {
+		return most
 	}
 	return want
 }

@@ -143,8 +143,9 @@ var rules = []rule{
 		forbidden: func(_, imp string) bool { return under(imp, "dataset") || under(imp, "storage") },
 	},
 	{
-		// Point 4 of issue 12: pipeline owns JetStream.
-		name: "only pipeline and cmd import nats.go", enforced: false, transitive: false,
+		// pipeline owns JetStream: the others use its types (Msg, KV,
+		// Objects, Header).
+		name: "only pipeline and cmd import nats.go", enforced: true, transitive: false,
 		from:      func(pkg string) bool { return !under(pkg, "pipeline") && !under(pkg, "cmd") },
 		forbidden: func(_, imp string) bool { return under(imp, "github.com/nats-io/nats.go") },
 	},

@@ -9,7 +9,6 @@ import (
 	_ "github.com/gomlx/gomlx/pkg/core/graph"
 	_ "github.com/klauspost/compress/zstd"
 	_ "github.com/nats-io/nats-server/v2/server"
-	_ "github.com/nats-io/nats.go/jetstream"
 	_ "github.com/parquet-go/parquet-go"
 	_ "github.com/prometheus/client_golang/prometheus"
 	_ "github.com/rs/zerolog"

@@ -164,7 +164,7 @@ func New(ctx context.Context, bus *pipeline.Bus, cfg Config, log zerolog.Logger,
 	if err != nil {
 		return nil, err
 	}
-	kv, err := bus.Bucket(ctx, pipeline.BucketWorkers)
+	kv, err := bus.KV(ctx, pipeline.BucketWorkers)
 	if err != nil {
 		return nil, err
 	}
@@ -172,7 +172,7 @@ func New(ctx context.Context, bus *pipeline.Bus, cfg Config, log zerolog.Logger,
 	if err != nil {
 		return nil, err
 	}
-	ekv, err := bus.Bucket(ctx, pipeline.BucketExperts)
+	ekv, err := bus.KV(ctx, pipeline.BucketExperts)
 	if err != nil {
 		return nil, err
 	}
@@ -691,7 +691,7 @@ func (g *Gateway) listModels(w http.ResponseWriter, r *http.Request, _ zerolog.L
 func (g *Gateway) Health(ctx context.Context) schemas.HealthResponse {
 	resp := schemas.HealthResponse{Version: g.cfg.Version, UptimeSeconds: int64(time.Since(g.started).Seconds())}
 	bus := schemas.Component{Name: "bus", Status: schemas.StatusHealthy}
-	if !g.bus.Conn().IsConnected() {
+	if !g.bus.Connected() {
 		bus.Status, bus.Message = schemas.StatusUnhealthy, "not connected to NATS"
 	}
 	resp.Components = append(resp.Components, bus)

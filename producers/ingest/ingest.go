@@ -411,7 +411,7 @@ func byRule(counts map[string]int64) string {
 // datasetFormat returns the format of the dataset's records from its manifest
 // in the lf_datasets bucket; "" when the dataset has none yet.
 func (in *Ingester) datasetFormat(ctx context.Context) (schemas.Format, error) {
-	kv, err := in.bus.Bucket(ctx, pipeline.BucketDatasets)
+	kv, err := in.bus.KV(ctx, pipeline.BucketDatasets)
 	if err != nil {
 		return "", err
 	}
@@ -431,7 +431,7 @@ func (in *Ingester) datasetFormat(ctx context.Context) (schemas.Format, error) {
 
 // watchDuplicates follows the run's duplicate count in the dataset's manifest.
 func (in *Ingester) watchDuplicates(ctx context.Context, run string, dups *atomic.Int64) {
-	kv, err := in.bus.Bucket(ctx, pipeline.BucketDatasets)
+	kv, err := in.bus.KV(ctx, pipeline.BucketDatasets)
 	if err != nil {
 		return
 	}
@@ -477,7 +477,7 @@ func (in *Ingester) waitConfirmed(ctx context.Context, sum *Summary, maxSeq uint
 		sum.Confirmed = true
 		return nil
 	}
-	kv, err := in.bus.Bucket(ctx, pipeline.BucketDatasets)
+	kv, err := in.bus.KV(ctx, pipeline.BucketDatasets)
 	if err != nil {
 		return err
 	}

@@ -31,7 +31,7 @@ type autoRouter struct {
 }
 
 func newAutoRouter(ctx context.Context, bus *pipeline.Bus, r *routing.Router) (*autoRouter, error) {
-	kv, err := bus.Bucket(ctx, pipeline.BucketWorkers)
+	kv, err := bus.KV(ctx, pipeline.BucketWorkers)
 	if err != nil {
 		return nil, err
 	}

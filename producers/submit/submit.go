@@ -103,11 +103,7 @@ func New(ctx context.Context, bus *pipeline.Bus, cfg Config, log zerolog.Logger)
 	if cfg.Window == 0 {
 		cfg.Window = DefaultWindow
 	}
-	kv, err := bus.KV(ctx, pipeline.BucketJobs)
-	if err != nil {
-		return nil, err
-	}
-	store, err := jobs.NewStore(kv)
+	store, err := jobs.Open(ctx, bus)
 	if err != nil {
 		return nil, err
 	}

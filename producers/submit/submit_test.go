@@ -217,8 +217,7 @@ func TestConfigValidate(t *testing.T) {
 func TestSubmitResume(t *testing.T) {
 	ctx := context.Background()
 	_, bus := pipelinetest.StartBus(t)
-	kv, _ := bus.KV(ctx, pipeline.BucketJobs)
-	store, _ := jobs.NewStore(kv)
+	store, _ := jobs.Open(ctx, bus)
 	// The state a dead submitter leaves: the job validating, one request published.
 	if _, err := store.Create(ctx, jobs.Spec{ID: "job-r", Model: "stories"}); err != nil {
 		t.Fatal(err)

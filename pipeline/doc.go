@@ -31,7 +31,8 @@
 // # Consuming
 //
 // NewConsumer declares a durable pull consumer (explicit acks, MaxAckPending
-// always bounded) and Consumer.Run feeds batches to a Handler, which returns
+// always bounded) and Consumer.Run feeds batches of Msg (subject, data,
+// header, id, deliveries, stream sequence: no way to ack) to a Handler, which returns
 // one outcome per message: nil → Ack; an error wrapping ErrInvalid (made with
 // Invalid) → a DLQRecord on lf.dlq.<stage>.<token> and TermWithReason; any
 // other error → NakWithDelay, until the MaxDeliver-th failed delivery, which
@@ -41,4 +42,12 @@
 // message of the batch gets InProgress every InProgressEvery. When Run's ctx
 // ends it stops fetching, lets the batch in hand finish (its ctx stays alive
 // for DrainTimeout), settles it and returns nil.
+//
+// # Workers, buckets and objects
+//
+// A Group holds a worker's goroutines (consume loops, sweeps, heartbeats):
+// Stop ends them, Wait returns the first error. Bus.KV opens a bucket as a
+// KV (Get, Put, Create, Update by revision, Keys, Watch, Heartbeat) and
+// Bus.Objects an object store; their errors wrap ErrKeyNotFound,
+// ErrKeyExists and ErrWrongRevision, so no other package needs nats.go.
 package pipeline

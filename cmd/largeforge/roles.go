@@ -16,6 +16,7 @@ import (
 	trainjobs "github.com/largeforge/largeforge/consumers/train"
 	"github.com/largeforge/largeforge/dataset"
 	"github.com/largeforge/largeforge/pipeline"
+	"github.com/largeforge/largeforge/storage"
 )
 
 // Worker roles.
@@ -126,8 +127,18 @@ func validateInfer(c WorkerConfig) error {
 	return c.Infer.Validate()
 }
 
+// dataStore is the local store of a --data-dir (made absolute).
+func dataStore(dataDir string) (string, *storage.Local, error) {
+	dir, err := filepath.Abs(dataDir)
+	if err != nil {
+		return "", nil, err
+	}
+	store, err := storage.NewLocal(storage.DirsUnder(dir))
+	return dir, store, err
+}
+
 func startDataset(ctx context.Context, bus *pipeline.Bus, wc WorkerConfig, log zerolog.Logger, reg prometheus.Registerer) (*startedRole, error) {
-	dir, err := filepath.Abs(wc.DataDir)
+	dir, store, err := dataStore(wc.DataDir)
 	if err != nil {
 		return nil, err
 	}
@@ -135,7 +146,7 @@ func startDataset(ctx context.Context, bus *pipeline.Bus, wc WorkerConfig, log z
 	if err != nil {
 		return nil, err
 	}
-	w, err := datasetsink.Start(ctx, bus, filepath.Join(dir, "datasets"), log, metrics)
+	w, err := datasetsink.StartStore(ctx, bus, store, log, metrics)
 	if err != nil {
 		return nil, err
 	}
@@ -143,11 +154,11 @@ func startDataset(ctx context.Context, bus *pipeline.Bus, wc WorkerConfig, log z
 }
 
 func startResults(ctx context.Context, bus *pipeline.Bus, wc WorkerConfig, log zerolog.Logger, _ prometheus.Registerer) (*startedRole, error) {
-	dir, err := filepath.Abs(wc.DataDir)
+	dir, store, err := dataStore(wc.DataDir)
 	if err != nil {
 		return nil, err
 	}
-	w, err := resultsink.Start(ctx, bus, filepath.Join(dir, "jobs"), resultsink.Options{}, log)
+	w, err := resultsink.StartStore(ctx, bus, store, resultsink.Options{}, log)
 	if err != nil {
 		return nil, err
 	}

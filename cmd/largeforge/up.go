@@ -15,6 +15,7 @@ import (
 	"github.com/largeforge/largeforge/internal/dirlock"
 	"github.com/largeforge/largeforge/logging"
 	"github.com/largeforge/largeforge/pipeline"
+	"github.com/largeforge/largeforge/storage"
 )
 
 // UpConfig is what `largeforge up` runs with.
@@ -156,7 +157,7 @@ func runUp(ctx context.Context, up UpConfig) error {
 // upWorkerConfig is what up's roles run with: models fetched from lf_models
 // are kept under <dataDir>/models, the defaults otherwise.
 func upWorkerConfig(dataDir string, models, adapters map[string]string) WorkerConfig {
-	return WorkerConfig{DataDir: dataDir, Models: models, Adapters: adapters, ModelCache: filepath.Join(dataDir, "models")}
+	return WorkerConfig{DataDir: dataDir, Models: models, Adapters: adapters, ModelCache: storage.DirsUnder(dataDir).Models}
 }
 
 // localListen returns the host:port of a single nats:// URL on this machine

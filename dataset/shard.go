@@ -15,14 +15,6 @@ import (
 	"github.com/largeforge/largeforge/schemas"
 )
 
-// Headers carried by shard messages.
-const (
-	HeaderFormat = "Lf-Format"
-	HeaderSource = "Lf-Source"
-	HeaderRun    = "Lf-Run"
-	HeaderRows   = "Lf-Rows"
-)
-
 // DefaultShardBytes keeps an encoded shard well under NATS's 1 MiB max_payload:
 // it bounds the canonical size of the records; the IPC framing adds little and
 // zstd shrinks text several-fold (at worst it adds a few bytes per block).

@@ -1,9 +1,9 @@
 package schemas
 
-// What ingestion puts on the bus besides the shards (whose headers are the
-// dataset package's): rejects travel on the dead-letter stream under
+// What ingestion puts on the bus: shards on lf.data.<dataset>.shard with the
+// shard headers below, and rejects on the dead-letter stream under
 // lf.dlq.<StageIngest>.<dataset>, one DLQ record each, with the reject's
-// line, field and rule in these headers.
+// source, run, line, field and rule in headers.
 const (
 	// StageIngest is the stage of ingestion's dead-letter records.
 	StageIngest = "ingest"
@@ -16,8 +16,17 @@ const (
 	DatasetSinkDurable = "dataset-sink"
 )
 
-// Headers of a reject's dead-letter record (beside dataset.HeaderSource and
-// dataset.HeaderRun).
+// Headers of a shard message (an Lf-Format header also names the format of
+// a raw record).
+const (
+	HeaderFormat = "Lf-Format"
+	HeaderSource = "Lf-Source"
+	HeaderRun    = "Lf-Run"
+	HeaderRows   = "Lf-Rows"
+)
+
+// Headers of a reject's dead-letter record (beside HeaderSource and
+// HeaderRun).
 const (
 	HeaderLine  = "Lf-Line"
 	HeaderField = "Lf-Field"

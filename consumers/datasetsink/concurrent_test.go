@@ -46,10 +46,10 @@ func TestTwoSinksOneDataset(t *testing.T) {
 			t.Fatal(err)
 		}
 		hdr := nats.Header{}
-		hdr.Set(dataset.HeaderFormat, string(schemas.FormatAlpaca))
-		hdr.Set(dataset.HeaderSource, "test")
-		hdr.Set(dataset.HeaderRun, "run-1")
-		hdr.Set(dataset.HeaderRows, strconv.Itoa(perShard))
+		hdr.Set(schemas.HeaderFormat, string(schemas.FormatAlpaca))
+		hdr.Set(schemas.HeaderSource, "test")
+		hdr.Set(schemas.HeaderRun, "run-1")
+		hdr.Set(schemas.HeaderRows, strconv.Itoa(perShard))
 		if _, err := bus.Publish(ctx, subj, data, dataset.ShardID("two", ids), hdr); err != nil {
 			t.Fatal(err)
 		}

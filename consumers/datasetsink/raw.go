@@ -52,7 +52,7 @@ func (h *RawHandler) Handle(ctx context.Context, msgs []pipeline.Msg) []error {
 		ds := strings.Split(m.Subject, ".")[2]
 		row := read.Row{Line: int64(m.Sequence), Data: m.Data}
 		source := m.Subject
-		f, err := schemas.ParseFormat(m.Header.Get(dataset.HeaderFormat))
+		f, err := schemas.ParseFormat(m.Header.Get(schemas.HeaderFormat))
 		if err != nil {
 			var ok bool
 			if f, ok = schemas.DetectFormat(m.Data); !ok {
@@ -111,10 +111,10 @@ func (h *RawHandler) publish(ctx context.Context, ds string, f schemas.Format, b
 		return err
 	}
 	hdr := pipeline.Header{}
-	hdr.Set(dataset.HeaderFormat, string(f))
-	hdr.Set(dataset.HeaderSource, "nats:"+pipeline.StreamDatasets)
-	hdr.Set(dataset.HeaderRun, schemas.RawRun)
-	hdr.Set(dataset.HeaderRows, strconv.Itoa(rows))
+	hdr.Set(schemas.HeaderFormat, string(f))
+	hdr.Set(schemas.HeaderSource, "nats:"+pipeline.StreamDatasets)
+	hdr.Set(schemas.HeaderRun, schemas.RawRun)
+	hdr.Set(schemas.HeaderRows, strconv.Itoa(rows))
 	if _, err := h.bus.Publish(ctx, subj, data, msgID, hdr); err != nil {
 		return fmt.Errorf("publish shard: %w", err) // transient: the raw records are redelivered
 	}

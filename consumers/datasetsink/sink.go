@@ -206,13 +206,13 @@ func (s *Sink) writeGroup(ctx context.Context, ds string, msgs []pipeline.Msg, i
 	for _, i := range idx {
 		m := msgs[i]
 		h := m.Header
-		f, err := schemas.ParseFormat(h.Get(dataset.HeaderFormat))
+		f, err := schemas.ParseFormat(h.Get(schemas.HeaderFormat))
 		if err != nil {
 			errs[i] = pipeline.Invalid("shard format", err)
 			continue
 		}
 		msgID := m.ID
-		p := pendingShard{idx: i, msgID: msgID, source: h.Get(dataset.HeaderSource), run: h.Get(dataset.HeaderRun)}
+		p := pendingShard{idx: i, msgID: msgID, source: h.Get(schemas.HeaderSource), run: h.Get(schemas.HeaderRun)}
 		if st.man.Format != "" && st.man.Format != f {
 			errs[i] = s.rejectShard(ctx, st, p, f, m.Data, now)
 			continue
@@ -220,7 +220,7 @@ func (s *Sink) writeGroup(ctx context.Context, ds string, msgs []pipeline.Msg, i
 		if _, done := st.shards[msgID]; msgID != "" && done {
 			// Persisted before (by an earlier run, or before a crash): every
 			// record of it is a duplicate.
-			rows, _ := strconv.ParseInt(h.Get(dataset.HeaderRows), 10, 64)
+			rows, _ := strconv.ParseInt(h.Get(schemas.HeaderRows), 10, 64)
 			if s.countShard(st, p, 0, rows, now) {
 				st.man.Counts.Duplicates += rows
 				s.metrics.Duplicates.WithLabelValues(ds).Add(float64(rows))
@@ -511,7 +511,7 @@ func (s *Sink) handleRejects(ctx context.Context, msgs []pipeline.Msg) []error {
 			return ""
 		}
 		line, _ := strconv.ParseInt(first(schemas.HeaderLine), 10, 64)
-		rl := RejectLine{ID: id, Source: first(dataset.HeaderSource), Line: line, Field: first(schemas.HeaderField),
+		rl := RejectLine{ID: id, Source: first(schemas.HeaderSource), Line: line, Field: first(schemas.HeaderField),
 			Rule: first(schemas.HeaderRule), Error: rec.Reason, Truncated: rec.Truncated, Time: rec.Time}
 		if rl.Rule == "" {
 			rl.Rule = "invalid"
@@ -523,7 +523,7 @@ func (s *Sink) handleRejects(ctx context.Context, msgs []pipeline.Msg) []error {
 			rl.OriginalBase64 = rec.Data
 		}
 		b.ids[id] = struct{}{}
-		b.lines, b.runs, b.idx = append(b.lines, rl), append(b.runs, first(dataset.HeaderRun)), append(b.idx, i)
+		b.lines, b.runs, b.idx = append(b.lines, rl), append(b.runs, first(schemas.HeaderRun)), append(b.idx, i)
 	}
 	for _, st := range order {
 		b := batches[st]

@@ -8,7 +8,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/largeforge/largeforge/dataset"
 	"github.com/largeforge/largeforge/pipeline"
 	"github.com/largeforge/largeforge/schemas"
 )
@@ -131,11 +130,11 @@ func RejectRecord(ds, run string, r Reject) (pipeline.DLQRecord, string) {
 		Reason: r.Error,
 		Stage:  schemas.StageIngest,
 		Headers: map[string][]string{
-			dataset.HeaderSource: {r.Source},
+			schemas.HeaderSource: {r.Source},
 			schemas.HeaderLine:   {strconv.FormatInt(r.Line, 10)},
 			schemas.HeaderField:  {r.Field},
 			schemas.HeaderRule:   {r.Rule},
-			dataset.HeaderRun:    {run},
+			schemas.HeaderRun:    {run},
 		},
 		Data:     r.Original,
 		DataSize: len(r.Original),

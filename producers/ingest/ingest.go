@@ -266,10 +266,10 @@ func (r *ingestRun) startPublisher(ctx context.Context) {
 				continue
 			}
 			hdr := pipeline.Header{}
-			hdr.Set(dataset.HeaderFormat, string(e.format))
-			hdr.Set(dataset.HeaderSource, r.source)
-			hdr.Set(dataset.HeaderRun, r.sum.Run)
-			hdr.Set(dataset.HeaderRows, strconv.Itoa(e.rows))
+			hdr.Set(schemas.HeaderFormat, string(e.format))
+			hdr.Set(schemas.HeaderSource, r.source)
+			hdr.Set(schemas.HeaderRun, r.sum.Run)
+			hdr.Set(schemas.HeaderRows, strconv.Itoa(e.rows))
 			if err := r.shards.Publish(ctx, r.subject, e.data, e.msgID, hdr); err != nil {
 				first = fmt.Errorf("publish shard: %w", err)
 				r.pubErr.Store(&first)

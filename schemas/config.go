@@ -34,6 +34,56 @@ type TrainingConfig struct {
 	SaveTotalLimit            int     `json:"save_total_limit"`
 	LoggingSteps              int     `json:"logging_steps"`
 	EvalSteps                 int     `json:"eval_steps"`
+	// LRSchedulerKwargs are Hugging Face's lr_scheduler_kwargs: the extra
+	// arguments of lr_scheduler_type (SchedulerKwargs lists each one's).
+	LRSchedulerKwargs map[string]any `json:"lr_scheduler_kwargs,omitempty"`
+	// OptimArgs are Hugging Face's optim_args, "key=value,key=value": the
+	// extra arguments of optim (OptimizerArgs lists each one's).
+	OptimArgs string `json:"optim_args,omitempty"`
+}
+
+// Optimizers are the accepted optim values: the Hugging Face Trainer's
+// names of the optimizers the trainer implements.
+var Optimizers = []string{"adamw_torch", "adamw_torch_fused", "adamw_hf", "sgd", "adafactor"}
+
+// OptimizerArgs are the optim_args keys each optimizer takes (PyTorch's
+// names); none is required.
+var OptimizerArgs = map[string][]string{
+	"adamw_torch":       {},
+	"adamw_torch_fused": {},
+	"adamw_hf":          {},
+	"sgd":               {"momentum", "dampening", "nesterov"},
+	"adafactor":         {},
+}
+
+// SchedulerKwargs are the lr_scheduler_kwargs keys each lr_scheduler_type
+// takes (Hugging Face's names); SchedulerRequired those that must be given
+// (for cosine_with_min_lr one of min_lr and min_lr_rate).
+var (
+	SchedulerKwargs = map[string][]string{
+		"linear":               {},
+		"cosine":               {"num_cycles"},
+		"cosine_with_restarts": {"num_cycles"},
+		"polynomial":           {"lr_end", "power"},
+		"constant":             {},
+		"constant_with_warmup": {},
+		"inverse_sqrt":         {"timescale"},
+		"reduce_lr_on_plateau": {"mode", "factor", "patience", "threshold", "threshold_mode", "cooldown", "min_lr", "eps"},
+		"cosine_with_min_lr":   {"num_cycles", "min_lr", "min_lr_rate"},
+		"warmup_stable_decay":  {"num_decay_steps", "num_stable_steps", "min_lr_ratio", "num_cycles", "warmup_type", "decay_type"},
+	}
+	SchedulerRequired = map[string][]string{
+		"warmup_stable_decay": {"num_decay_steps"},
+	}
+)
+
+// schedulerStrings are the lr_scheduler_kwargs that take a string and its
+// accepted values; every other key takes a number.
+var schedulerStrings = map[string][]string{
+	"mode":           {"min", "max"},
+	"threshold_mode": {"rel", "abs"},
+	"warmup_type":    {"linear", "cosine", "1-sqrt"},
+	"decay_type":     {"linear", "cosine", "1-sqrt"},
 }
 
 // Bounds of TrainingConfig.NumEpochs (§7.2).
@@ -86,7 +136,9 @@ func DefaultTrainingConfig() TrainingConfig {
 // Validate checks the config. Where DATA_DICTIONARY §7 names an error the
 // sentinel itself is returned (err.Error() is exactly the dictionary's
 // string): ErrModelNameRequired, ErrInvalidModelPath,
-// ErrLearningRateNotPositive, ErrBatchSizeTooSmall. per_device_batch_size
+// ErrLearningRateNotPositive, ErrBatchSizeTooSmall. optim must be one of
+// Optimizers, lr_scheduler_kwargs and optim_args hold only the keys their
+// scheduler and optimizer take (the required ones given). per_device_batch_size
 // and gradient_accumulation_steps over their limits are a *LimitError
 // ("Invalid per_device_batch_size: ..."). Every other problem wraps
 // ErrInvalidConfig and names the field.
@@ -119,8 +171,8 @@ func (c TrainingConfig) Validate() error {
 		return configError("max_grad_norm", "%v must be a finite number >= 0 (0 disables clipping)", c.MaxGradNorm)
 	case c.FP16 && c.BF16:
 		return configError("fp16", "fp16 and bf16 are mutually exclusive (bf16 defaults to true; set bf16: false)")
-	case strings.TrimSpace(c.Optim) == "":
-		return configError("optim", "must not be empty")
+	case !slices.Contains(Optimizers, c.Optim):
+		return configError("optim", "%q is not supported (supported: %s)", c.Optim, strings.Join(Optimizers, ", "))
 	case !slices.Contains(LRSchedulerTypes, c.LRSchedulerType):
 		return configError("lr_scheduler_type", "%q is not one of %s", c.LRSchedulerType, strings.Join(LRSchedulerTypes, ", "))
 	case c.SaveSteps < 1:
@@ -132,7 +184,98 @@ func (c TrainingConfig) Validate() error {
 	case c.EvalSteps < 1:
 		return configError("eval_steps", "%d is below 1", c.EvalSteps)
 	}
+	if _, err := ParseOptimArgs(c.Optim, c.OptimArgs); err != nil {
+		return err
+	}
+	return c.validateSchedulerKwargs()
+}
+
+// validateSchedulerKwargs checks lr_scheduler_kwargs against the keys
+// lr_scheduler_type takes and requires.
+func (c TrainingConfig) validateSchedulerKwargs() error {
+	allowed := SchedulerKwargs[c.LRSchedulerType]
+	for k, v := range c.LRSchedulerKwargs {
+		if !slices.Contains(allowed, k) {
+			return configError("lr_scheduler_kwargs", "%s takes no %q (takes: %s)", c.LRSchedulerType, k, orNone(allowed))
+		}
+		if vals, ok := schedulerStrings[k]; ok {
+			if s, isStr := v.(string); !isStr || !slices.Contains(vals, s) {
+				return configError("lr_scheduler_kwargs", "%s: %v is not one of %s", k, v, strings.Join(vals, ", "))
+			}
+			continue
+		}
+		if f, ok := KwargNumber(v); !ok || !finiteIn(f, 0, math.MaxFloat64) {
+			return configError("lr_scheduler_kwargs", "%s: %v must be a finite number >= 0", k, v)
+		}
+	}
+	for _, k := range SchedulerRequired[c.LRSchedulerType] {
+		if _, ok := c.LRSchedulerKwargs[k]; !ok {
+			return configError("lr_scheduler_kwargs", "%s requires %q", c.LRSchedulerType, k)
+		}
+	}
+	if c.LRSchedulerType == "cosine_with_min_lr" {
+		_, lr := c.LRSchedulerKwargs["min_lr"]
+		_, rate := c.LRSchedulerKwargs["min_lr_rate"]
+		if lr == rate {
+			return configError("lr_scheduler_kwargs", "cosine_with_min_lr requires one of \"min_lr\" and \"min_lr_rate\"")
+		}
+	}
 	return nil
+}
+
+// KwargNumber is an lr_scheduler_kwargs value as a number (JSON and YAML
+// numbers, or Go ints); ok is false for anything else.
+func KwargNumber(v any) (f float64, ok bool) {
+	switch x := v.(type) {
+	case float64:
+		return x, true
+	case int:
+		return float64(x), true
+	case int64:
+		return float64(x), true
+	}
+	return 0, false
+}
+
+func orNone(keys []string) string {
+	if len(keys) == 0 {
+		return "none"
+	}
+	return strings.Join(keys, ", ")
+}
+
+// ParseOptimArgs parses optim_args ("key=value,key=value", Hugging Face's
+// form) for optim: each key must be one OptimizerArgs lists for it, each
+// value a number (nesterov: true or false, read as 1 or 0).
+func ParseOptimArgs(optim, args string) (map[string]float64, error) {
+	out := map[string]float64{}
+	if strings.TrimSpace(args) == "" {
+		return out, nil
+	}
+	allowed := OptimizerArgs[optim]
+	for _, kv := range strings.Split(args, ",") {
+		k, v, ok := strings.Cut(strings.TrimSpace(kv), "=")
+		k, v = strings.TrimSpace(k), strings.TrimSpace(v)
+		if !ok || k == "" {
+			return nil, configError("optim_args", "%q is not key=value", kv)
+		}
+		if !slices.Contains(allowed, k) {
+			return nil, configError("optim_args", "%s takes no %q (takes: %s)", optim, k, orNone(allowed))
+		}
+		var f float64
+		switch strings.ToLower(v) {
+		case "true":
+			f = 1
+		case "false":
+			f = 0
+		default:
+			if _, err := fmt.Sscanf(v, "%g", &f); err != nil || !finiteIn(f, 0, math.MaxFloat64) {
+				return nil, configError("optim_args", "%s: %q must be a finite number >= 0", k, v)
+			}
+		}
+		out[k] = f
+	}
+	return out, nil
 }
 
 // validateModelName applies the §7 model name rules.
@@ -155,12 +298,22 @@ func configError(field, format string, args ...any) error {
 }
 
 // ParseTrainingConfig decodes a TrainingConfig from YAML or JSON, applies
-// the §2.1 defaults to absent (or null) fields, and validates it. Unknown
+// the §2.1 defaults to absent (or null) fields, and validates it. fp16: true
+// without bf16 turns the default bf16 off. Unknown
 // keys are an error. Validation errors are returned as Validate returns them.
 func ParseTrainingConfig(data []byte) (TrainingConfig, error) {
 	c := DefaultTrainingConfig()
 	if err := decodeConfig(data, &c, false); err != nil {
 		return TrainingConfig{}, fmt.Errorf("training config: %w", err)
+	}
+	var given struct {
+		BF16 *bool `json:"bf16"`
+	}
+	if j, err := yaml.YAMLToJSON(data); err == nil {
+		_ = json.Unmarshal(j, &given)
+	}
+	if c.FP16 && given.BF16 == nil {
+		c.BF16 = false // fp16 alone turns the default bf16 off
 	}
 	if err := c.Validate(); err != nil {
 		return TrainingConfig{}, err
@@ -200,6 +353,9 @@ const (
 	LoraBiasLoraOnly = "lora_only"
 )
 
+// LoraTaskCausalLM is the one task_type the trainer trains (PEFT's name).
+const LoraTaskCausalLM = "CAUSAL_LM"
+
 // DefaultLoraConfig returns the §2.2 defaults.
 func DefaultLoraConfig() LoraConfig {
 	return LoraConfig{
@@ -208,7 +364,7 @@ func DefaultLoraConfig() LoraConfig {
 		LoraDropout:   0.05,
 		TargetModules: []string{"q_proj", "k_proj", "v_proj", "o_proj"},
 		Bias:          LoraBiasNone,
-		TaskType:      "CAUSAL_LM",
+		TaskType:      LoraTaskCausalLM,
 	}
 }
 
@@ -231,8 +387,8 @@ func (c LoraConfig) Validate() error {
 		return configError("target_modules", "must list at least one module")
 	case c.Bias != LoraBiasNone && c.Bias != LoraBiasAll && c.Bias != LoraBiasLoraOnly:
 		return configError("bias", "%q is not one of none, all, lora_only", c.Bias)
-	case strings.TrimSpace(c.TaskType) == "":
-		return configError("task_type", "must not be empty")
+	case c.TaskType != LoraTaskCausalLM:
+		return configError("task_type", "%q is not supported: the trainer trains causal language models only (task_type: %s)", c.TaskType, LoraTaskCausalLM)
 	}
 	seen := make(map[string]bool, len(c.TargetModules))
 	for _, m := range c.TargetModules {

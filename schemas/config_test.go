@@ -45,7 +45,43 @@ func TestParseTrainingConfig(t *testing.T) {
 		}()},
 		{name: "warmup over 1", in: "model_name: m\nwarmup_ratio: 1.5\n", wantErr: ErrInvalidConfig},
 		{name: "negative save_total_limit", in: "model_name: m\nsave_total_limit: -1\n", wantErr: ErrInvalidConfig},
-		{name: "fp16 with default bf16", in: "model_name: m\nfp16: true\n", wantErr: ErrInvalidConfig},
+		{name: "fp16 alone turns bf16 off", in: "model_name: m\nfp16: true\n", want: func() *TrainingConfig {
+			c := def
+			c.ModelName, c.FP16, c.BF16 = "m", true, false
+			return &c
+		}()},
+		{name: "fp16 and bf16 both set", in: "model_name: m\nfp16: true\nbf16: true\n", wantErr: ErrInvalidConfig},
+		{name: "optim sgd", in: "model_name: m\noptim: sgd\noptim_args: momentum=0.9,nesterov=true\n", want: func() *TrainingConfig {
+			c := def
+			c.ModelName, c.Optim, c.OptimArgs = "m", "sgd", "momentum=0.9,nesterov=true"
+			return &c
+		}()},
+		{name: "optim adafactor", in: "model_name: m\noptim: adafactor\n", want: func() *TrainingConfig {
+			c := def
+			c.ModelName, c.Optim = "m", "adafactor"
+			return &c
+		}()},
+		{name: "unknown optim", in: "model_name: m\noptim: lion\n", wantErr: ErrInvalidConfig, wantText: `invalid config: optim: "lion" is not supported (supported: adamw_torch, adamw_torch_fused, adamw_hf, sgd, adafactor)`},
+		{name: "optim_args unknown key", in: "model_name: m\noptim: sgd\noptim_args: betas=0.9\n", wantErr: ErrInvalidConfig},
+		{name: "optim_args on adamw", in: "model_name: m\noptim_args: momentum=0.9\n", wantErr: ErrInvalidConfig},
+		{name: "optim_args not a number", in: "model_name: m\noptim: sgd\noptim_args: momentum=lots\n", wantErr: ErrInvalidConfig},
+		{name: "wsd with decay steps", in: "model_name: m\nlr_scheduler_type: warmup_stable_decay\nlr_scheduler_kwargs: {num_decay_steps: 10, decay_type: linear}\n", want: func() *TrainingConfig {
+			c := def
+			c.ModelName, c.LRSchedulerType = "m", "warmup_stable_decay"
+			c.LRSchedulerKwargs = map[string]any{"num_decay_steps": 10.0, "decay_type": "linear"}
+			return &c
+		}()},
+		{name: "wsd without decay steps", in: "model_name: m\nlr_scheduler_type: warmup_stable_decay\n", wantErr: ErrInvalidConfig},
+		{name: "min lr without min_lr", in: "model_name: m\nlr_scheduler_type: cosine_with_min_lr\n", wantErr: ErrInvalidConfig},
+		{name: "min lr with both", in: "model_name: m\nlr_scheduler_type: cosine_with_min_lr\nlr_scheduler_kwargs: {min_lr: 1e-6, min_lr_rate: 0.1}\n", wantErr: ErrInvalidConfig},
+		{name: "min lr rate", in: "model_name: m\nlr_scheduler_type: cosine_with_min_lr\nlr_scheduler_kwargs: {min_lr_rate: 0.1}\n", want: func() *TrainingConfig {
+			c := def
+			c.ModelName, c.LRSchedulerType = "m", "cosine_with_min_lr"
+			c.LRSchedulerKwargs = map[string]any{"min_lr_rate": 0.1}
+			return &c
+		}()},
+		{name: "kwarg the scheduler does not take", in: "model_name: m\nlr_scheduler_type: linear\nlr_scheduler_kwargs: {power: 2}\n", wantErr: ErrInvalidConfig},
+		{name: "plateau mode", in: "model_name: m\nlr_scheduler_type: reduce_lr_on_plateau\nlr_scheduler_kwargs: {mode: sideways}\n", wantErr: ErrInvalidConfig},
 		{name: "unknown scheduler", in: "model_name: m\nlr_scheduler_type: wavy\n", wantErr: ErrInvalidConfig},
 		{name: "grad accum zero", in: "model_name: m\ngradient_accumulation_steps: 0\n", wantErr: ErrInvalidConfig},
 		{name: "negative weight decay", in: "model_name: m\nweight_decay: -0.1\n", wantErr: ErrInvalidConfig},
@@ -108,6 +144,8 @@ func TestParseLoraConfig(t *testing.T) {
 		{name: "duplicate modules", in: "target_modules: [q_proj, q_proj]\n", wantErr: ErrInvalidConfig},
 		{name: "bad bias", in: "bias: some\n", wantErr: ErrInvalidConfig},
 		{name: "unknown key", in: "rank: 4\n", wantErr: ErrInvalidConfig},
+		{name: "sequence classification", in: "task_type: SEQ_CLS\n", wantErr: ErrInvalidConfig},
+		{name: "empty task type", in: "task_type: \"\"\n", wantErr: ErrInvalidConfig},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

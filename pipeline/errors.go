@@ -1,6 +1,10 @@
 package pipeline
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/largeforge/largeforge/schemas"
+)
 
 var (
 	// ErrInvalidOption is wrapped by every configuration error (Validate, constructors).
@@ -22,7 +26,7 @@ var (
 	ErrConnect = errors.New("connect to nats")
 
 	// ErrBadDLQRecord is wrapped by DecodeDLQRecord for bytes that are not a DLQ record.
-	ErrBadDLQRecord = errors.New("bad dlq record")
+	ErrBadDLQRecord = schemas.ErrBadDLQRecord
 
 	// ErrKeyNotFound is wrapped by KV.Get when the key has no value.
 	ErrKeyNotFound = errors.New("key not found")

@@ -1,7 +1,6 @@
 package pipeline
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -12,6 +11,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/largeforge/largeforge/schemas"
 )
 
 // Header holds a message's headers: NATS headers, whose keys are
@@ -278,50 +279,13 @@ func (p *Publisher) Stats() PublisherStats {
 	return PublisherStats{Acked: p.acked, Duplicates: p.dups, Failed: p.failed, Pending: p.pending, Retried: p.retried, MaxSequence: p.maxSeq}
 }
 
-// DLQRecord is what the dead-letter stream stores for a message that could not
-// be processed.
-type DLQRecord struct {
-	Reason     string              `json:"reason"`
-	Error      string              `json:"error,omitempty"` // the full error text, when it says more than Reason
-	Stage      string              `json:"stage"`
-	Stream     string              `json:"stream,omitempty"`
-	Subject    string              `json:"subject"`
-	Sequence   uint64              `json:"sequence,omitempty"`
-	Deliveries uint64              `json:"deliveries,omitempty"`
-	Headers    map[string][]string `json:"headers,omitempty"`
-	Data       []byte              `json:"data"`                // original bytes (base64 in JSON)
-	DataSize   int                 `json:"data_size"`           // length of the original bytes
-	Truncated  bool                `json:"truncated,omitempty"` // Data was cut to fit max_payload
-	Time       time.Time           `json:"time"`
-}
+// DLQRecord is what the dead-letter stream stores for a message that could
+// not be processed (the wire contract's schemas.DLQRecord).
+type DLQRecord = schemas.DLQRecord
 
-// DecodeDLQRecord parses a record read from LF_DLQ. It rejects unknown fields
-// and records without a reason, stage, subject or time; errors wrap
-// ErrBadDLQRecord.
-func DecodeDLQRecord(data []byte) (DLQRecord, error) {
-	var rec DLQRecord
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&rec); err != nil {
-		return DLQRecord{}, fmt.Errorf("%w: %w", ErrBadDLQRecord, err)
-	}
-	if dec.More() {
-		return DLQRecord{}, fmt.Errorf("%w: trailing data after the record", ErrBadDLQRecord)
-	}
-	switch {
-	case rec.Reason == "":
-		return DLQRecord{}, fmt.Errorf("%w: no reason", ErrBadDLQRecord)
-	case rec.Stage == "":
-		return DLQRecord{}, fmt.Errorf("%w: no stage", ErrBadDLQRecord)
-	case rec.Subject == "":
-		return DLQRecord{}, fmt.Errorf("%w: no subject", ErrBadDLQRecord)
-	case rec.Time.IsZero():
-		return DLQRecord{}, fmt.Errorf("%w: no time", ErrBadDLQRecord)
-	case rec.DataSize < len(rec.Data):
-		return DLQRecord{}, fmt.Errorf("%w: data_size %d is less than the %d data bytes", ErrBadDLQRecord, rec.DataSize, len(rec.Data))
-	}
-	return rec, nil
-}
+// DecodeDLQRecord parses a record read from LF_DLQ (schemas.DecodeDLQRecord);
+// errors wrap ErrBadDLQRecord.
+func DecodeDLQRecord(data []byte) (DLQRecord, error) { return schemas.DecodeDLQRecord(data) }
 
 // DLQMsgIDHeader carries the dead-lettered message's own Nats-Msg-Id, if it had one.
 const DLQMsgIDHeader = "Lf-Original-Msg-Id"

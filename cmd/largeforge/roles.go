@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -16,6 +17,8 @@ import (
 	trainjobs "github.com/largeforge/largeforge/consumers/train"
 	"github.com/largeforge/largeforge/dataset"
 	"github.com/largeforge/largeforge/pipeline"
+	"github.com/largeforge/largeforge/routing"
+	"github.com/largeforge/largeforge/schemas"
 	"github.com/largeforge/largeforge/storage"
 )
 
@@ -40,6 +43,15 @@ type WorkerConfig struct {
 	ModelCache string
 	Infer      infer.Config
 	Train      trainjobs.Config
+	// Experts are served by the infer role too (§2.3): each under its
+	// name, from its model_path (a checkpoint directory, or a model in
+	// lf_models) with its max_tokens as the context, or, with an endpoint,
+	// by a proxy worker that forwards to it. An expert whose name a live
+	// worker already serves is skipped.
+	Experts []schemas.ExpertConfig
+	// ExpertNames are experts to read from the lf_experts bucket and serve
+	// as Experts (worker --expert).
+	ExpertNames []string
 }
 
 // Validate checks the flags of worker for its Role.
@@ -99,8 +111,13 @@ func needDataDir(name string) func(WorkerConfig) error {
 }
 
 func validateInfer(c WorkerConfig) error {
-	if len(c.Models) == 0 {
-		return fmt.Errorf("--role infer needs at least one --model name=DIR")
+	if len(c.Models) == 0 && len(c.Experts) == 0 && len(c.ExpertNames) == 0 {
+		return fmt.Errorf("--role infer needs at least one --model name=DIR or --expert NAME")
+	}
+	for _, n := range c.ExpertNames {
+		if err := pipeline.ValidToken(n); err != nil {
+			return fmt.Errorf("--expert %s: %w", n, err)
+		}
 	}
 	for n, d := range c.Models {
 		if err := pipeline.ValidToken(n); err != nil {
@@ -194,13 +211,131 @@ func startInfer(ctx context.Context, bus *pipeline.Bus, wc WorkerConfig, log zer
 		}
 		models[name] = dir
 	}
-	w, err := infer.StartDirsWithAdapters(ctx, bus, models, wc.Adapters, wc.Infer, log, reg)
+	experts, err := expertsToServe(ctx, bus, wc)
 	if err != nil {
 		return nil, err
 	}
-	return &startedRole{Wait: w.Wait, describe: func(e *zerolog.Event) *zerolog.Event {
-		return e.Strs("models", w.Models()).Str("worker_id", w.ID)
-	}, value: w}, nil
+	icfg := wc.Infer
+	var proxies []schemas.ExpertConfig
+	for _, e := range experts {
+		if e.Endpoint != "" {
+			proxies = append(proxies, e)
+			continue
+		}
+		dir, err := expertModelDir(ctx, bus, e, wc.ModelCache)
+		if err != nil {
+			return nil, err
+		}
+		models[e.Name] = dir
+		if icfg.ContextLen == nil {
+			icfg.ContextLen = map[string]int{}
+		}
+		icfg.ContextLen[e.Name] = e.MaxTokens
+	}
+	var all []*infer.Workers
+	stopAll := func() {
+		for _, w := range all {
+			w.Stop()
+			_ = w.Wait()
+		}
+	}
+	if len(models) > 0 {
+		w, err := infer.StartDirsWithAdapters(ctx, bus, models, wc.Adapters, icfg, log, reg)
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, w)
+	}
+	for _, e := range proxies {
+		pc := icfg
+		if len(all) > 0 {
+			// One heartbeat key per worker: the proxies of a process get their own ids.
+			pc.WorkerID = cmp.Or(pc.WorkerID, pipeline.DefaultWorkerID()) + "-" + e.Name
+		}
+		w, err := infer.StartProxy(ctx, bus, e, 0, pc, log, reg)
+		if err != nil {
+			stopAll()
+			return nil, err
+		}
+		all = append(all, w)
+	}
+	if len(all) == 0 {
+		return nil, fmt.Errorf("--role infer: every expert is served already and no --model is given")
+	}
+	var served []string
+	for _, w := range all {
+		served = append(served, w.Models()...)
+	}
+	wait := func() error {
+		var errs []error
+		for _, w := range all {
+			errs = append(errs, w.Wait())
+		}
+		return errors.Join(errs...)
+	}
+	return &startedRole{Wait: wait, describe: func(e *zerolog.Event) *zerolog.Event {
+		return e.Strs("models", served).Str("worker_id", all[0].ID)
+	}, value: all[0]}, nil
+}
+
+// expertsToServe returns those of wc.ExpertNames read from lf_experts, and
+// the experts of wc less those a live worker serves already or a --model
+// names.
+func expertsToServe(ctx context.Context, bus *pipeline.Bus, wc WorkerConfig) ([]schemas.ExpertConfig, error) {
+	var named []schemas.ExpertConfig
+	if len(wc.ExpertNames) > 0 {
+		kv, err := bus.KV(ctx, pipeline.BucketExperts)
+		if err != nil {
+			return nil, err
+		}
+		for _, n := range wc.ExpertNames {
+			entry, err := kv.Get(ctx, n)
+			if err != nil {
+				return nil, fmt.Errorf("--expert %s: read lf_experts: %w", n, err)
+			}
+			e, err := routing.ParseExpertEntry(n, entry.Value)
+			if err != nil {
+				return nil, fmt.Errorf("--expert %s: %w", n, err)
+			}
+			named = append(named, e)
+		}
+	}
+	if len(wc.Experts) == 0 {
+		return named, nil // named one by one: served as asked
+	}
+	wkv, err := bus.KV(ctx, pipeline.BucketWorkers)
+	if err != nil {
+		return nil, err
+	}
+	live, err := routing.LiveWorkers(ctx, wkv)
+	if err != nil {
+		return nil, err
+	}
+	out := named
+	for _, e := range wc.Experts {
+		if _, ok := wc.Models[e.Name]; ok || live[e.Name] > 0 {
+			continue
+		}
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+// expertModelDir is the checkpoint directory of an expert's model_path: the
+// directory itself, or the model of that name fetched from lf_models into
+// cache. Anything else is "Invalid model path".
+func expertModelDir(ctx context.Context, bus *pipeline.Bus, e schemas.ExpertConfig, cache string) (string, error) {
+	if st, err := os.Stat(e.ModelPath); err == nil && st.IsDir() {
+		return e.ModelPath, nil
+	}
+	if pipeline.ValidToken(e.ModelPath) != nil || cache == "" {
+		return "", fmt.Errorf("expert %s: %w: %s is not a directory nor a model name in lf_models", e.Name, schemas.ErrInvalidModelPath, e.ModelPath)
+	}
+	dir, err := infer.FetchModel(ctx, bus, e.ModelPath, cache)
+	if err != nil {
+		return "", fmt.Errorf("expert %s: %w: %s is not a directory nor a model in lf_models: %w", e.Name, schemas.ErrInvalidModelPath, e.ModelPath, err)
+	}
+	return dir, nil
 }
 
 // Roles are the roles a process runs.
@@ -236,7 +371,7 @@ func startWorkers(ctx context.Context, bus *pipeline.Bus, wc WorkerConfig, names
 // upRoles are the roles `up` runs: all of them, infer only with models.
 func upRoles(wc WorkerConfig) []string {
 	names := []string{RoleDataset, RoleResults, RoleTrain}
-	if len(wc.Models) > 0 {
+	if len(wc.Models) > 0 || len(wc.Experts) > 0 {
 		names = append(names, RoleInfer)
 	}
 	return names

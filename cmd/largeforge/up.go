@@ -15,6 +15,7 @@ import (
 	"github.com/largeforge/largeforge/internal/dirlock"
 	"github.com/largeforge/largeforge/logging"
 	"github.com/largeforge/largeforge/pipeline"
+	"github.com/largeforge/largeforge/schemas"
 	"github.com/largeforge/largeforge/storage"
 )
 
@@ -49,7 +50,9 @@ and object store, and the workers: the dataset sink (Parquet parts and manifests
 <data-dir>/datasets), the raw-record validator of lf.data.<dataset>.raw, and the rejects
 writer; the results sink of batch jobs (<data-dir>/jobs/<job>/), and, for each --model
 name=DIR (with --adapter name=DIR: a LoRA adapter merged in at load), an infer and score
-worker; a train worker for training jobs (largeforge train --submit); with --http ADDR, the OpenAI-compatible
+worker; for each expert of --experts FILE that no worker serves yet, an infer worker
+loading its model_path (a directory, or a model name in lf_models) with its max_tokens as
+the context, or, when it has an endpoint, a proxy worker forwarding to that server; a train worker for training jobs (largeforge train --submit); with --http ADDR, the OpenAI-compatible
 HTTP gateway (see largeforge gateway). Ctrl-C drains the workers and stops cleanly.
 One up runs per --data-dir: it holds <data-dir>/largeforge-up.lock, and a second up on
 the same directory exits at once, naming the pid of the first.`,
@@ -132,6 +135,12 @@ func runUp(ctx context.Context, up UpConfig) error {
 		}
 	}
 	wc := upWorkerConfig(dataDir, models, adapters)
+	if up.Gateway.Experts != "" {
+		// Each expert not served already gets a worker (or an endpoint proxy).
+		if wc.Experts, err = schemas.LoadExperts(up.Gateway.Experts); err != nil {
+			return fmt.Errorf("--experts %s: %w", up.Gateway.Experts, err)
+		}
+	}
 	workers, err := startWorkers(ctx, bus, wc, upRoles(wc), log, reg)
 	if err != nil {
 		return err

@@ -56,7 +56,11 @@ func newWorkerCmd() *cobra.Command {
 --role infer loads each --model name=DIR (a Hugging Face checkpoint directory; a bare name
 is fetched from the lf_models object store, objects <name>/<file>), heartbeats
 into lf_workers and serves the requests of lf.req.*.<name> through the model's continuous
-batcher; start as many as you like, anywhere: they share the work queue. --adapter name=DIR
+batcher; start as many as you like, anywhere: they share the work queue. --expert NAME serves
+the expert NAME of the lf_experts bucket: its model_path (a directory, or a model in
+lf_models) under the expert's name with its max_tokens as the context, or, when it has an
+endpoint, a proxy that forwards its requests and batch rows to that OpenAI-compatible server
+and is live only while the server's health check passes. --adapter name=DIR
 merges a PEFT LoRA adapter into the model of that name once at load (W + lora_alpha/r·B·A),
 so the tuned model is served under the name. --role train takes training jobs (largeforge
 train --submit) from LF_TRAIN one at a time, writes their progress into lf_jobs and stops a
@@ -91,6 +95,7 @@ dataset runs the dataset sink, the raw-record validator and the rejects writer, 
 	f := cmd.Flags()
 	f.StringVar(&wc.Role, "role", RoleInfer, "worker role: infer, train, results or dataset")
 	f.StringArrayVar(&models, "model", nil, "a model to serve: name=DIR, or a name to fetch from the lf_models object store (repeatable)")
+	f.StringArrayVar(&wc.ExpertNames, "expert", nil, "serve an expert of the lf_experts bucket: its model_path with its max_tokens as the context, or a proxy to its endpoint (repeatable)")
 	f.StringArrayVar(&adapters, "adapter", nil, "a LoRA adapter to merge into a --model at load: name=ADAPTER_DIR (repeatable)")
 	cacheDefault := ""
 	if d, err := os.UserCacheDir(); err == nil {

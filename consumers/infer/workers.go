@@ -14,6 +14,7 @@ import (
 	"github.com/largeforge/largeforge/jobs"
 	"github.com/largeforge/largeforge/logging"
 	"github.com/largeforge/largeforge/model"
+	"github.com/largeforge/largeforge/model/checkpoint"
 	"github.com/largeforge/largeforge/model/tokenizer"
 	"github.com/largeforge/largeforge/pipeline"
 	"github.com/largeforge/largeforge/schemas"
@@ -41,6 +42,10 @@ type Config struct {
 	HeartbeatEvery time.Duration
 	WorkerID       string // default: <host>-<pid>
 	Backend        string // GoMLX backend ("" : GOMLX_BACKEND or the pure Go one)
+	// ContextLen caps the context (prompt plus completion, in tokens) of
+	// the models of those names: an expert's §2.3 max_tokens. A request
+	// over it is refused with "Invalid max_tokens" and the limit.
+	ContextLen map[string]int
 }
 
 // Validate checks the config; errors wrap ErrInvalidOption.
@@ -48,6 +53,11 @@ func (c Config) Validate() error {
 	for name, v := range map[string]int{"slots": c.Slots, "fetchers": c.Fetchers, "max deliver": c.MaxDeliver} {
 		if v < 0 {
 			return fmt.Errorf("%w: %s %d is negative", ErrInvalidOption, name, v)
+		}
+	}
+	for name, n := range c.ContextLen {
+		if n < 2 {
+			return fmt.Errorf("%w: context length %d of %s, want at least 2", ErrInvalidOption, n, name)
 		}
 	}
 	err := pipeline.CheckWorkerDurations(c.HeartbeatEvery, map[string]time.Duration{"ack wait": c.AckWait, "nak delay": c.NakDelay, "max wait": c.MaxWait})
@@ -87,6 +97,12 @@ func Load(name, dir string, cfg Config, log zerolog.Logger) (*model.Model, *toke
 	opts := []model.Option{model.WithLogger(log)}
 	if cfg.Backend != "" {
 		opts = append(opts, model.WithBackend(cfg.Backend))
+	}
+	if n := cfg.ContextLen[name]; n > 0 {
+		if mc, err := checkpoint.LoadConfig(dir); err == nil && mc.MaxPositionEmbeddings > 0 {
+			n = min(n, mc.MaxPositionEmbeddings)
+		}
+		opts = append(opts, model.WithMaxSeqLen(n))
 	}
 	m, err := model.Load(dir, opts...)
 	if err != nil {

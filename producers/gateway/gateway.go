@@ -421,6 +421,15 @@ func (g *Gateway) complete(w http.ResponseWriter, r *http.Request, l zerolog.Log
 		req.Model = d.Expert
 		w.Header().Set("X-Largeforge-Expert", d.Expert)
 	}
+	if e, ok := g.expert(req.Model); ok {
+		// The expert's max_tokens is its context: the completion alone must
+		// leave room for a prompt; its worker counts the prompt too.
+		if err := schemas.CheckContext(1, req.MaxTokens, e.MaxTokens); err != nil {
+			msg, param := schemas.ValidationMessage(err)
+			writeError(w, http.StatusBadRequest, "invalid_request_error", param, "invalid_request", msg)
+			return
+		}
+	}
 	l = logging.Context(l, map[string]any{"model": req.Model})
 	if sw, ok := w.(*statusWriter); ok {
 		sw.model = req.Model
@@ -496,6 +505,18 @@ func (g *Gateway) complete(w http.ResponseWriter, r *http.Request, l zerolog.Log
 		return
 	}
 	writeJSON(w, http.StatusOK, resp)
+}
+
+// expert returns the expert of that name, when the router has one.
+func (g *Gateway) expert(name string) (schemas.ExpertConfig, bool) {
+	if r := g.router.Load(); r != nil {
+		for _, e := range r.Experts() {
+			if e.Name == name {
+				return e, true
+			}
+		}
+	}
+	return schemas.ExpertConfig{}, false
 }
 
 // route runs the router over the live experts, counts the decision and
@@ -618,7 +639,7 @@ func (g *Gateway) waitForModel(ctx context.Context, name string) error {
 		if live[name] > 0 {
 			return nil
 		}
-		if !stored[name] {
+		if _, expert := g.expert(name); !stored[name] && !expert {
 			return ErrUnknownModel
 		}
 		if time.Now().After(deadline) {

@@ -89,13 +89,7 @@ func New(w io.Writer, format, level string) (zerolog.Logger, error) {
 	if err != nil {
 		return zerolog.Nop(), err
 	}
-	switch format {
-	case FormatAuto, "":
-		if isTerminal(w) {
-			format = FormatConsole
-		} else {
-			format = FormatJSON
-		}
+	switch format = Resolve(format, w); format {
 	case FormatJSON, FormatConsole:
 	default:
 		return zerolog.Nop(), fmt.Errorf("%w: log format %q (want json, console or auto)", ErrInvalidOption, format)
@@ -112,6 +106,18 @@ func New(w io.Writer, format, level string) (zerolog.Logger, error) {
 		}
 	}
 	return zerolog.New(w).Level(lvl).With().Timestamp().Logger(), nil
+}
+
+// Resolve returns the format New writes to w in: auto (or "") is console on a
+// terminal and json elsewhere; any other value is returned as it is.
+func Resolve(format string, w io.Writer) string {
+	if format != FormatAuto && format != "" {
+		return format
+	}
+	if isTerminal(w) {
+		return FormatConsole
+	}
+	return FormatJSON
 }
 
 // Named returns a child logger whose "logger" field is name (e.g. "largeforge.ingest").

@@ -164,11 +164,22 @@ type serverLogger struct {
 	fatal chan string
 }
 
-func (l *serverLogger) Noticef(format string, v ...any) { l.log.Info().Msgf(format, v...) }
-func (l *serverLogger) Warnf(format string, v ...any)   { l.log.Warn().Msgf(format, v...) }
-func (l *serverLogger) Errorf(format string, v ...any)  { l.log.Error().Msgf(format, v...) }
-func (l *serverLogger) Debugf(format string, v ...any)  { l.log.Debug().Msgf(format, v...) }
-func (l *serverLogger) Tracef(format string, v ...any)  { l.log.Trace().Msgf(format, v...) }
+func (l *serverLogger) Noticef(format string, v ...any) { l.line(l.log.Info(), format, v) }
+func (l *serverLogger) Warnf(format string, v ...any)   { l.line(l.log.Warn(), format, v) }
+func (l *serverLogger) Errorf(format string, v ...any)  { l.line(l.log.Error(), format, v) }
+func (l *serverLogger) Debugf(format string, v ...any)  { l.line(l.log.Debug(), format, v) }
+func (l *serverLogger) Tracef(format string, v ...any)  { l.line(l.log.Trace(), format, v) }
+
+// line logs one line of the server's, dropping the blank ones its banner
+// is spaced with.
+func (l *serverLogger) line(e *zerolog.Event, format string, v []any) {
+	msg := fmt.Sprintf(format, v...)
+	if strings.TrimSpace(msg) == "" {
+		e.Discard()
+		return
+	}
+	e.Msg(msg)
+}
 func (l *serverLogger) Fatalf(format string, v ...any) {
 	msg := fmt.Sprintf(format, v...)
 	l.log.Error().Bool("fatal", true).Msg(msg)

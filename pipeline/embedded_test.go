@@ -1,12 +1,15 @@
 package pipeline_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -115,6 +118,50 @@ func TestEmbeddedPortTaken(t *testing.T) {
 	if !strings.Contains(err.Error(), l.Addr().String()) && !strings.Contains(err.Error(), "in use") {
 		t.Errorf("error %q names neither the address nor the cause", err)
 	}
+}
+
+// The server's banner is spaced with blank lines: none reaches the log.
+func TestEmbeddedDropsBlankLines(t *testing.T) {
+	var buf syncBuffer
+	log := zerolog.New(&buf)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	e, err := pipeline.StartEmbedded(ctx, pipeline.EmbeddedConfig{DataDir: t.TempDir(), Listen: "127.0.0.1:-1"}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.Shutdown()
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	if len(lines) < 5 {
+		t.Fatalf("only %d log lines", len(lines))
+	}
+	for _, l := range lines {
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(l), &rec); err != nil {
+			t.Fatalf("%v: %s", err, l)
+		}
+		if msg, _ := rec["message"].(string); strings.TrimSpace(msg) == "" {
+			t.Errorf("blank line logged: %s", l)
+		}
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the server's goroutines.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 func TestEmbeddedShutdownTwice(t *testing.T) {

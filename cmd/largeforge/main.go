@@ -10,13 +10,28 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/rs/zerolog"
+
+	"github.com/largeforge/largeforge/logging"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := newRootCmd().ExecuteContext(ctx); err != nil {
-		fmt.Fprintln(os.Stderr, "largeforge:", err)
+		reportFatal(err)
 		os.Exit(1)
 	}
+}
+
+// reportFatal writes the error that ends the command: one CRITICAL line
+// when the logs are JSON, else "largeforge: <error>".
+func reportFatal(err error) {
+	if logging.Resolve(cfg.LogFormat, os.Stderr) == logging.FormatJSON {
+		log := newLogger()
+		log.WithLevel(zerolog.FatalLevel).Msg(err.Error())
+		return
+	}
+	fmt.Fprintln(os.Stderr, "largeforge:", err)
 }

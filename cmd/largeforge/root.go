@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -29,6 +30,9 @@ type Config struct {
 	LogFormat   string
 	LogLevel    string
 	MetricsAddr string
+	// Logger names the running command's log lines ("largeforge.train"),
+	// those no component names itself.
+	Logger string
 }
 
 // Validate checks the shared flags.
@@ -59,6 +63,7 @@ func newRootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
+			cfg.Logger = strings.ReplaceAll(cmd.CommandPath(), " ", ".")
 			return cfg.Validate()
 		},
 	}
@@ -88,13 +93,18 @@ func newRootCmd() *cobra.Command {
 	return root
 }
 
-// newLogger builds the root logger on stderr.
+// newLogger builds the root logger on stderr, named for the running command
+// (components name their own lines).
 func newLogger() zerolog.Logger {
 	log, err := logging.New(os.Stderr, cfg.LogFormat, cfg.LogLevel)
 	if err != nil {
 		return zerolog.New(os.Stderr)
 	}
-	return log
+	name := cfg.Logger
+	if name == "" {
+		name = "largeforge"
+	}
+	return logging.Named(log, name)
 }
 
 // newRegistry returns the process's metrics registry with the Go and process collectors.

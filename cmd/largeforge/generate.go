@@ -68,6 +68,9 @@ of --batch-size; a request that fails validation gets a line with an "error" obj
 			if dir == "" {
 				return fmt.Errorf("--model is required")
 			}
+			if batch < 1 {
+				return fmt.Errorf("--batch-size %d: want at least 1", batch)
+			}
 			if cmd.Flags().Changed("seed") {
 				req.Seed = &seed
 			}
@@ -120,9 +123,13 @@ type errorLine struct {
 	Error *apiError `json:"error"`
 }
 
+// apiError is an OpenAI-style error with the input line it is about: the
+// message is exactly the validation message ("Invalid max_tokens: ..."),
+// the line number in its own field.
 type apiError struct {
 	Message string `json:"message"`
 	Type    string `json:"type"`
+	Param   string `json:"param,omitempty"`
 	Line    int    `json:"line"`
 }
 
@@ -164,7 +171,7 @@ func generateFile(ctx context.Context, lm *loadedModel, input, output string, ba
 		line int
 		c    schemas.CompletionRequest
 		req  model.TextRequest
-		err  error
+		err  error // refused: its ValidationMessage is the line's error
 	}
 	var queue []pending
 	n := 0
@@ -189,7 +196,7 @@ func generateFile(ctx context.Context, lm *loadedModel, input, output string, ba
 					one, gerr := lm.gen.Generate(ctx, []model.TextRequest{queue[i].req})
 					switch {
 					case serve.Refused(gerr):
-						queue[i].err = fmt.Errorf("line %d: %w", queue[i].line, refusal(gerr))
+						queue[i].err = gerr
 					case gerr != nil:
 						return gerr
 					default:
@@ -205,7 +212,8 @@ func generateFile(ctx context.Context, lm *loadedModel, input, output string, ba
 		for _, p := range queue {
 			n++
 			if p.err != nil {
-				if err := enc.Encode(errorLine{Error: &apiError{Message: p.err.Error(), Type: "invalid_request_error", Line: p.line}}); err != nil {
+				msg, param := schemas.ValidationMessage(p.err)
+				if err := enc.Encode(errorLine{Error: &apiError{Message: msg, Type: "invalid_request_error", Param: param, Line: p.line}}); err != nil {
 					return err
 				}
 				continue
@@ -240,10 +248,7 @@ func generateFile(ctx context.Context, lm *loadedModel, input, output string, ba
 			p.c = r
 			p.req, err = serve.TextRequest(lm.tok, r, 0)
 		}
-		if err != nil {
-			msg, _ := schemas.ValidationMessage(err)
-			p.err = fmt.Errorf("line %d: %s", line, msg)
-		}
+		p.err = err
 		queue = append(queue, p)
 		if len(queue) >= batch {
 			if err := flush(); err != nil {

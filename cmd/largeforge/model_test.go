@@ -106,11 +106,29 @@ func TestModelCommands(t *testing.T) {
 			t.Errorf("line %d = %s (err %v), want text %q", i+1, got[i], err, p.GreedyText)
 		}
 	}
-	if !strings.Contains(got[len(got)-1], "Invalid max_tokens") {
-		t.Errorf("bad request line = %s", got[len(got)-1])
+	// Error lines carry the exact validation message, its param, and the
+	// input line in a field of its own.
+	type errLine struct {
+		Error struct {
+			Message, Type, Param string
+			Line                 int
+		} `json:"error"`
 	}
-	if !strings.Contains(got[len(got)-2], "Invalid max_tokens: 4000 is over the limit of ") {
-		t.Errorf("line over the context = %s", got[len(got)-2])
+	var bad, over errLine
+	if err := json.Unmarshal([]byte(got[len(got)-1]), &bad); err != nil || bad.Error.Message != "Invalid max_tokens" || bad.Error.Line != len(lines) || bad.Error.Param != "max_tokens" {
+		t.Errorf("bad request line = %s (%v)", got[len(got)-1], err)
+	}
+	if err := json.Unmarshal([]byte(got[len(got)-2]), &over); err != nil || !strings.HasPrefix(over.Error.Message, "Invalid max_tokens: 4000 is over the limit of ") || over.Error.Line != len(lines)-1 {
+		t.Errorf("line over the context = %s (%v)", got[len(got)-2], err)
+	}
+	for _, args := range [][]string{
+		{"generate", "--model", model, "--input", in, "--batch-size", "0"},
+		{"router", "train", in, "--output", filepath.Join(dir, "r"), "--batch-size", "0"},
+		{"router", "train", in, "--output", filepath.Join(dir, "r"), "--learning-rate", "0"},
+	} {
+		if _, err := runCLI(t, ctx, args...); err == nil || !strings.Contains(err.Error(), "want") {
+			t.Errorf("%v: err %v, want a refusal", args, err)
+		}
 	}
 
 	rows := filepath.Join(dir, "rows.jsonl")

@@ -25,6 +25,18 @@ func (c RouterTrainConfig) Validate() error {
 	if c.Holdout < 0 || c.Holdout >= 1 {
 		return fmt.Errorf("--holdout %v: want [0, 1)", c.Holdout)
 	}
+	// The classifier reads 0 as "the default"; on the command line a 0 is a
+	// mistake, not a request for the default.
+	switch {
+	case c.Train.BatchSize < 1:
+		return fmt.Errorf("--batch-size %d: want at least 1", c.Train.BatchSize)
+	case !(c.Train.LearningRate > 0):
+		return fmt.Errorf("--learning-rate %v: want more than 0", c.Train.LearningRate)
+	case c.Train.Epochs < 1:
+		return fmt.Errorf("--epochs %d: want at least 1", c.Train.Epochs)
+	case c.Train.Dim < 1:
+		return fmt.Errorf("--dim %d: want a power of two", c.Train.Dim)
+	}
 	return c.Train.Validate()
 }
 

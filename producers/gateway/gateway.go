@@ -256,8 +256,9 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 // statusWriter records the status and bytes of a response.
 type statusWriter struct {
 	http.ResponseWriter
-	code  int
-	model string // logged with the request
+	code   int
+	model  string // logged with the request
+	tokens int    // completion tokens generated, logged as tokens_generated
 }
 
 func (s *statusWriter) WriteHeader(code int) {
@@ -302,10 +303,10 @@ func (g *Gateway) handle(pattern, path string, h func(http.ResponseWriter, *http
 		g.met.Duration.WithLabelValues(path).Observe(el.Seconds())
 		ev := l.Info()
 		if sw.code >= 500 {
-			ev = l.Warn()
+			ev = l.Error()
 		}
 		if sw.model != "" {
-			ev = ev.Str("model", sw.model)
+			ev = ev.Str("model", sw.model).Int("tokens_generated", sw.tokens)
 		}
 		ev.Int("status", sw.code).Str("path", path).Float64("latency_ms", float64(el.Microseconds())/1000).Msg("Request completed")
 	})
@@ -499,6 +500,9 @@ func (g *Gateway) complete(w http.ResponseWriter, r *http.Request, l zerolog.Log
 	if err := json.Unmarshal(final, &resp); err != nil {
 		writeError(w, http.StatusBadGateway, "server_error", "", "bad_reply", "worker reply: "+err.Error())
 		return
+	}
+	if sw, ok := w.(*statusWriter); ok {
+		sw.tokens = resp.Usage.CompletionTokens
 	}
 	if sse != nil {
 		sse.finish(resp)

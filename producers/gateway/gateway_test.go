@@ -2,6 +2,7 @@ package gateway_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -12,15 +13,18 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
 
 	"github.com/largeforge/largeforge/consumers/infer"
 	"github.com/largeforge/largeforge/internal/testenv"
+	"github.com/largeforge/largeforge/logging"
 	"github.com/largeforge/largeforge/model"
 	"github.com/largeforge/largeforge/model/tokenizer"
 	"github.com/largeforge/largeforge/pipeline"
@@ -39,6 +43,34 @@ type stack struct {
 	gen  *model.TextGenerator
 	oai  openai.Client
 	http *http.Client
+	logs *logBuffer // the gateway's log lines, in the JSON log shape
+}
+
+// logBuffer collects log lines for the gateway's goroutines.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+// find returns the log lines whose request_id is id.
+func (b *logBuffer) find(t *testing.T, id string) []map[string]any {
+	t.Helper()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []map[string]any
+	for _, l := range strings.Split(strings.TrimSpace(b.buf.String()), "\n") {
+		var rec map[string]any
+		if json.Unmarshal([]byte(l), &rec) == nil && rec["request_id"] == id {
+			out = append(out, rec)
+		}
+	}
+	return out
 }
 
 // newStack starts a bus, an infer worker serving stories260K (with the
@@ -67,7 +99,13 @@ func newStack(t *testing.T, cfg gateway.Config) *stack {
 		cancel()
 		t.Fatal(err)
 	}
-	g, err := gateway.New(ctx, bus, cfg, log, reg, reg)
+	logs := &logBuffer{}
+	glog, err := logging.New(io.MultiWriter(logs, zerolog.NewTestWriter(t)), logging.FormatJSON, "info")
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	g, err := gateway.New(ctx, bus, cfg, glog, reg, reg)
 	if err != nil {
 		cancel()
 		t.Fatal(err)
@@ -88,7 +126,7 @@ func newStack(t *testing.T, cfg gateway.Config) *stack {
 			t.Errorf("workers: %v", err)
 		}
 	})
-	s := &stack{bus: bus, url: "http://" + ln.Addr().String(), reg: reg, m: m, tok: tok, gen: gen, http: &http.Client{Timeout: 30 * time.Second}}
+	s := &stack{bus: bus, url: "http://" + ln.Addr().String(), reg: reg, m: m, tok: tok, gen: gen, http: &http.Client{Timeout: 30 * time.Second}, logs: logs}
 	key := "unused"
 	if len(cfg.APIKeys) > 0 {
 		key = cfg.APIKeys[0]
@@ -256,6 +294,21 @@ func TestHTTPDetails(t *testing.T) {
 		if resp.StatusCode != 200 || resp.Header.Get("X-Request-Id") != "req-abc" || body.ID != "cmpl-req-abc" {
 			t.Errorf("status %d, x-request-id %q, id %q", resp.StatusCode, resp.Header.Get("X-Request-Id"), body.ID)
 		}
+		// "Request completed" in the log shape, with the tokens generated.
+		var done map[string]any
+		pipelinetest.CheckFor(t, time.Minute, 10*time.Millisecond, func() error {
+			for _, rec := range s.logs.find(t, "req-abc") {
+				if rec["message"] == "Request completed" {
+					done = rec
+					return nil
+				}
+			}
+			return errors.New("no Request completed line for req-abc")
+		})
+		c, _ := done["context"].(map[string]any)
+		if done["level"] != "INFO" || done["logger"] == nil || c["model"] != "stories" || c["tokens_generated"] != float64(body.Usage.CompletionTokens) || body.Usage.CompletionTokens == 0 {
+			t.Errorf("Request completed line %v, want tokens_generated %d", done, body.Usage.CompletionTokens)
+		}
 		resp2 := s.post(t, ctx, "/v1/completions", `{"model":"stories","prompt":"Hi","max_tokens":2}`, nil)
 		resp2.Body.Close()
 		if !strings.HasPrefix(resp2.Header.Get("X-Request-Id"), "req-") {
@@ -306,11 +359,24 @@ func TestHTTPDetails(t *testing.T) {
 			t.Fatal(err)
 		}
 		start := time.Now()
-		_, err := s.oai.Completions.New(ctx, openai.CompletionNewParams{Model: "sleepy", Prompt: openai.CompletionNewParamsPromptUnion{OfString: openai.String("x")}})
+		_, err := s.oai.Completions.New(ctx, openai.CompletionNewParams{Model: "sleepy", Prompt: openai.CompletionNewParamsPromptUnion{OfString: openai.String("x")}},
+			option.WithHeader("X-Request-Id", "req-sleepy"))
 		var apiErr *openai.Error
 		if !errors.As(err, &apiErr) || apiErr.StatusCode != 503 {
 			t.Fatalf("err %v, want 503", err)
 		}
+		// A 5xx is logged at ERROR.
+		pipelinetest.CheckFor(t, time.Minute, 10*time.Millisecond, func() error {
+			for _, rec := range s.logs.find(t, "req-sleepy") {
+				if rec["message"] == "Request completed" {
+					if rec["level"] != "ERROR" {
+						return fmt.Errorf("503 logged at %v", rec["level"])
+					}
+					return nil
+				}
+			}
+			return errors.New("no Request completed line for req-sleepy")
+		})
 		if el := time.Since(start); el < 300*time.Millisecond { // a lower bound holds on any machine
 			t.Errorf("503 after %v, want after the 300ms wait", el)
 		}

@@ -56,8 +56,8 @@ func Example() {
 		fmt.Println(err)
 		return
 	}
-	rc, err := mtrain.ParseRunConfig(fmt.Appendf(nil, "base_model: %s\ndata_files: [%s]\noutput_dir: %s\nmax_seq_length: 64\n"+
-		"num_epochs: 2\nper_device_batch_size: 1\ngradient_accumulation_steps: 1\nbf16: false\n", base, data, filepath.Join(dir, "out")))
+	rc, err := mtrain.ParseRunConfig(fmt.Appendf(nil, "model_name: %s\ndata_files: [%s]\noutput_dir: %s\nmax_seq_length: 64\n"+
+		"num_epochs: 2\nper_device_batch_size: 1\ngradient_accumulation_steps: 1\nbf16: false\neval_split: 0\n", base, data, filepath.Join(dir, "out")))
 	if err != nil {
 		fmt.Println(err)
 		return

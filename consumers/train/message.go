@@ -50,10 +50,12 @@ func DecodeMessage(data []byte) (Message, error) {
 	return m, nil
 }
 
-// Resolve makes rc's paths (base_model, data_dir, data_files, output_dir)
-// absolute, so that a worker started anywhere on the machine finds them,
-// and validates it. An empty data_dir stays empty: the worker reads a
-// dataset from its own data directory (Config.DataDir).
+// Resolve makes rc's paths (model_name and its alias base_model, data_dir,
+// data_files, output_dir) absolute, so that a worker started anywhere on
+// the machine finds them, and validates it; a model_name that is not a
+// model directory is "Invalid model path" (train.CheckModel) before the job
+// is queued. An empty data_dir stays empty: the worker reads a dataset from
+// its own data directory (Config.DataDir).
 func Resolve(rc train.RunConfig) (train.RunConfig, error) {
 	abs := func(p string) (string, error) {
 		if p == "" {
@@ -65,10 +67,14 @@ func Resolve(rc train.RunConfig) (train.RunConfig, error) {
 		}
 		return a, nil
 	}
-	var err error
-	if rc.BaseModel, err = abs(rc.BaseModel); err != nil {
+	if err := rc.Validate(); err != nil {
 		return rc, err
 	}
+	model, err := abs(rc.Model())
+	if err != nil {
+		return rc, err
+	}
+	rc = rc.WithModel(model)
 	if rc.DataDir, err = abs(rc.DataDir); err != nil {
 		return rc, err
 	}
@@ -82,7 +88,10 @@ func Resolve(rc train.RunConfig) (train.RunConfig, error) {
 		}
 	}
 	rc.DataFiles = files
-	return rc, rc.Validate()
+	if err := rc.Validate(); err != nil {
+		return rc, err
+	}
+	return rc, train.CheckModel(rc)
 }
 
 // modelName is the job record's model: the output directory's name, as a

@@ -158,6 +158,13 @@ func (t *Trainer) TrainDPO(ctx context.Context, pairs []DPOPair, beta float64) (
 		}
 	}
 	plan := t.PlanFor(len(pairs))
+	sched, err := NewSchedule(t.cfg, plan.WarmupSteps, plan.TotalSteps)
+	if err != nil {
+		return Result{}, DPOStats{}, err
+	}
+	if sched.NeedsEvaluation() {
+		return Result{}, DPOStats{}, fmt.Errorf("%w: lr_scheduler_type reduce_lr_on_plateau needs evaluation, which DPO does not run", ErrInvalidOption)
+	}
 	accum := t.cfg.GradientAccumulationSteps
 	start := time.Now()
 	var (
@@ -216,10 +223,7 @@ func (t *Trainer) TrainDPO(ctx context.Context, pairs []DPOPair, beta float64) (
 				stepLoss += l
 				n += float64(len(idx))
 			}
-			lr, err := LearningRate(t.cfg.LRSchedulerType, t.cfg.LearningRate, t.step, plan.WarmupSteps, plan.TotalSteps)
-			if err != nil {
-				return res, st, err
-			}
+			lr := sched.At(t.step)
 			gn, err := t.apply(acc, n, lr)
 			if err != nil {
 				return res, st, err

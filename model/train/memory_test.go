@@ -122,6 +122,7 @@ func TestCheckRun(t *testing.T) {
 	config := func(batch, seq int) RunConfig {
 		rc := RunConfig{Method: "sft", BaseModel: dir, DataFiles: []string{data}, MaxSeqLength: seq, Seed: DefaultSeed, Beta: DefaultDPOBeta}
 		rc.Training = testConfig(filepath.Join(t.TempDir(), "out"))
+		rc.Training.ModelName = dir
 		rc.Training.PerDeviceBatchSize = batch
 		return rc
 	}

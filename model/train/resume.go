@@ -13,7 +13,7 @@ import (
 )
 
 // Resume loads a checkpoint-<step>/ directory written by this trainer: the
-// weights (the adapter under LoRA), the AdamW moments and the step and log history of
+// weights (the adapter under LoRA), the optimizer state and the step and log history of
 // trainer_state.json. Train then continues at the next step with the same
 // schedule position and data order.
 func (t *Trainer) Resume(dir string) error {
@@ -37,24 +37,32 @@ func (t *Trainer) Resume(dir string) error {
 	if err != nil {
 		return fmt.Errorf("resume: %w", err)
 	}
-	opt, _, err := checkpoint.ReadSafetensors(filepath.Join(dir, OptimizerFile))
+	opt, meta, err := checkpoint.ReadSafetensors(filepath.Join(dir, OptimizerFile))
 	if err != nil {
 		return fmt.Errorf("resume: %w", err)
+	}
+	if got := meta["optimizer"]; got != t.optim.label {
+		return fmt.Errorf("%w: resume %s: its optimizer state is %s's, the run's optim is %s", ErrInvalidOption, dir, got, t.cfg.Optim)
 	}
 	params := make([]*tensors.Tensor, len(t.names))
 	mom := make([]*tensors.Tensor, len(t.names))
 	vel := make([]*tensors.Tensor, len(t.names))
 	for i, n := range t.names {
-		want := t.params[i].Shape().Dimensions
+		k1, k2 := t.optim.stateKey1+n, t.optim.stateKey2+n
 		for _, x := range []struct {
-			dst **tensors.Tensor
-			src *checkpoint.Tensor
-			key string
-		}{{&params[i], weights[n], n}, {&mom[i], opt["exp_avg."+n], "exp_avg." + n}, {&vel[i], opt["exp_avg_sq."+n], "exp_avg_sq." + n}} {
-			if x.src == nil || !slices.Equal(x.src.Shape, want) {
+			dst  **tensors.Tensor
+			src  *checkpoint.Tensor
+			key  string
+			want []int
+		}{
+			{&params[i], weights[n], n, t.params[i].Shape().Dimensions},
+			{&mom[i], opt[k1], k1, t.mom[i].Shape().Dimensions},
+			{&vel[i], opt[k2], k2, t.vel[i].Shape().Dimensions},
+		} {
+			if x.src == nil || !slices.Equal(x.src.Shape, x.want) {
 				return fmt.Errorf("resume %s: tensor %s is missing or has the wrong shape", dir, x.key)
 			}
-			*x.dst = tensors.FromFlatDataAndDimensions(x.src.Data, want...)
+			*x.dst = tensors.FromFlatDataAndDimensions(x.src.Data, x.want...)
 		}
 	}
 	for _, ts := range [][]*tensors.Tensor{t.params, t.mom, t.vel} {

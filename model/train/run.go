@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/rs/zerolog"
@@ -19,11 +20,14 @@ import (
 	"github.com/largeforge/largeforge/schemas"
 )
 
-// RunConfig is a train.yaml: the method (sft or dpo), the base model, the data, and the
-// §2.1 TrainingConfig fields (inline, with the table's defaults).
+// RunConfig is a train.yaml: the method (sft or dpo), the data, and the
+// §2.1 TrainingConfig fields (inline, with the table's defaults), whose
+// model_name is the base model.
 type RunConfig struct {
-	Method       string   `json:"method"`         // "sft" (the only method so far)
-	BaseModel    string   `json:"base_model"`     // a Hugging Face checkpoint directory
+	Method string `json:"method"` // "sft" or "dpo"
+	// BaseModel is an alias of model_name (the base model, a Hugging Face
+	// checkpoint directory); Model() is the one to read.
+	BaseModel    string   `json:"base_model"`
 	Dataset      string   `json:"dataset"`        // an ingested dataset's name, read from DataDir (by the RecordReader handed to Run)
 	DataDir      string   `json:"data_dir"`       // where ingested datasets live (a --data-dir)
 	DataFiles    []string `json:"data_files"`     // Parquet parts or JSONL files
@@ -35,6 +39,7 @@ type RunConfig struct {
 	Resume bool `json:"resume"`
 	// EvalSplit is the fraction of the rendered examples held out (chosen
 	// from the seed) and evaluated every eval_steps; 0 evaluates nothing.
+	// A train.yaml without it holds out DefaultEvalSplit (SFT).
 	EvalSplit float64 `json:"eval_split"`
 	// Beta is the DPO loss's beta (default DefaultDPOBeta).
 	Beta float64 `json:"beta"`
@@ -49,11 +54,18 @@ type RunConfig struct {
 	LoRA *schemas.LoraConfig `json:"-"`
 }
 
+// DefaultEvalSplit is the eval_split of an SFT train.yaml that names none:
+// a tenth of the examples (at least one) is held out and evaluated every
+// eval_steps and at the end.
+const DefaultEvalSplit = 0.1
+
 var runKeys = []string{"method", "base_model", "dataset", "data_dir", "data_files", "format", "max_seq_length", "seed", "resume", "lora", "eval_split", "beta", "packing", "prompt_template"}
 
 // ParseRunConfig decodes a train.yaml (YAML or JSON). The TrainingConfig
-// fields get the §2.1 defaults; model_name defaults to base_model. Unknown
-// keys are an error. The config is validated.
+// fields get the §2.1 defaults; base_model is an alias of model_name (both
+// given, they must agree). An SFT run without eval_split gets
+// DefaultEvalSplit. Unknown keys are an error. The config is validated;
+// that the model directory exists is checked by CheckModel.
 func ParseRunConfig(data []byte) (RunConfig, error) {
 	var raw map[string]any
 	if err := yaml.Unmarshal(data, &raw); err != nil {
@@ -86,8 +98,13 @@ func ParseRunConfig(data []byte) (RunConfig, error) {
 		}
 		rc.LoRA = &lc
 	}
-	if _, ok := raw["model_name"]; !ok && rc.BaseModel != "" {
+	if name, ok := raw["model_name"]; !ok && rc.BaseModel != "" {
 		raw["model_name"] = rc.BaseModel
+	} else if s, _ := name.(string); ok && rc.BaseModel != "" && s != rc.BaseModel {
+		return RunConfig{}, fmt.Errorf("%w: model_name %v and its alias base_model %s differ", ErrInvalidOption, name, rc.BaseModel)
+	}
+	if _, ok := own["eval_split"]; !ok && rc.Method == "sft" {
+		rc.EvalSplit = DefaultEvalSplit
 	}
 	rest, err := json.Marshal(raw)
 	if err != nil {
@@ -97,7 +114,42 @@ func ParseRunConfig(data []byte) (RunConfig, error) {
 	if err != nil {
 		return RunConfig{}, err
 	}
+	rc.BaseModel = rc.Training.ModelName
 	return rc, rc.Validate()
+}
+
+// Model is the base model: model_name, or its alias base_model when only
+// that is set.
+func (rc RunConfig) Model() string {
+	if rc.Training.ModelName != "" {
+		return rc.Training.ModelName
+	}
+	return rc.BaseModel
+}
+
+// WithModel is rc with its base model set to dir (model_name and the alias).
+func (rc RunConfig) WithModel(dir string) RunConfig {
+	rc.BaseModel, rc.Training.ModelName = dir, dir
+	return rc
+}
+
+// CheckModel checks that the base model is a model directory here (one
+// holding config.json): otherwise "Invalid model path" (it wraps
+// schemas.ErrInvalidModelPath, and an empty name is
+// schemas.ErrModelNameRequired). Run checks it before loading anything;
+// a submitter checks it before the job is queued.
+func CheckModel(rc RunConfig) error {
+	name := rc.Model()
+	if strings.TrimSpace(name) == "" {
+		return schemas.ErrModelNameRequired
+	}
+	if strings.Contains(name, "..") {
+		return schemas.ErrInvalidModelPath
+	}
+	if st, err := os.Stat(filepath.Join(name, "config.json")); err != nil || st.IsDir() {
+		return fmt.Errorf("%w: %s is not a model directory (no config.json)", schemas.ErrInvalidModelPath, name)
+	}
+	return nil
 }
 
 // Validate checks the run config (the TrainingConfig included). A dataset
@@ -116,8 +168,12 @@ func (rc RunConfig) Validate() error {
 		return fmt.Errorf("%w: method %q (want sft or dpo)", ErrInvalidOption, rc.Method)
 	case !(rc.Beta > 0) || math.IsInf(rc.Beta, 0):
 		return fmt.Errorf("%w: beta %v must be a positive number", ErrInvalidOption, rc.Beta)
-	case rc.BaseModel == "":
-		return fmt.Errorf("%w: base_model is required", ErrInvalidOption)
+	case rc.BaseModel != "" && rc.Training.ModelName != "" && rc.BaseModel != rc.Training.ModelName:
+		return fmt.Errorf("%w: model_name %s and its alias base_model %s differ", ErrInvalidOption, rc.Training.ModelName, rc.BaseModel)
+	case rc.Method == "dpo" && rc.EvalSplit != 0:
+		return fmt.Errorf("%w: eval_split %v: dpo runs no evaluation (leave eval_split out or 0)", ErrInvalidOption, rc.EvalSplit)
+	case rc.Training.LRSchedulerType == "reduce_lr_on_plateau" && (rc.Method == "dpo" || rc.EvalSplit == 0):
+		return fmt.Errorf("%w: lr_scheduler_type reduce_lr_on_plateau needs evaluation: an sft run with eval_split > 0", ErrInvalidOption)
 	case (rc.Dataset == "") == (len(rc.DataFiles) == 0):
 		return fmt.Errorf("%w: give either dataset or data_files", ErrInvalidOption)
 	case rc.Training.OutputDir == "":
@@ -129,7 +185,9 @@ func (rc RunConfig) Validate() error {
 	case rc.PromptTemplate != "" && rc.PromptTemplate != PromptTemplateAlpaca && rc.PromptTemplate != PromptTemplateChat:
 		return fmt.Errorf("%w: prompt_template %q (want %s or %s)", ErrInvalidOption, rc.PromptTemplate, PromptTemplateAlpaca, PromptTemplateChat)
 	}
-	return rc.Training.Validate()
+	tc := rc.Training
+	tc.ModelName = rc.Model()
+	return tc.Validate()
 }
 
 // RecordReader gives a run its training records. Run is handed one with
@@ -216,24 +274,28 @@ func Run(ctx context.Context, rc RunConfig, log zerolog.Logger, extra ...Option)
 	if err := rc.Validate(); err != nil {
 		return Result{}, err
 	}
+	if err := CheckModel(rc); err != nil {
+		return Result{}, err
+	}
+	rc = rc.WithModel(rc.Model())
 	var ro options
 	for _, o := range extra {
 		if err := o(&ro); err != nil {
 			return Result{}, err
 		}
 	}
-	mcfg, err := checkpoint.LoadConfig(rc.BaseModel)
+	mcfg, err := checkpoint.LoadConfig(rc.Model())
 	if err != nil {
 		return Result{}, fmt.Errorf("load base model: %w", err)
 	}
 	if err := CheckRun(rc, mcfg, log); err != nil {
 		return Result{}, err
 	}
-	ck, err := checkpoint.Load(rc.BaseModel)
+	ck, err := checkpoint.Load(rc.Model())
 	if err != nil {
 		return Result{}, fmt.Errorf("load base model: %w", err)
 	}
-	tok, err := tokenizer.LoadDir(rc.BaseModel)
+	tok, err := tokenizer.LoadDir(rc.Model())
 	if err != nil {
 		return Result{}, fmt.Errorf("load tokenizer: %w", err)
 	}
@@ -241,7 +303,7 @@ func Run(ctx context.Context, rc RunConfig, log zerolog.Logger, extra ...Option)
 	if err != nil {
 		return Result{}, err
 	}
-	opts := []Option{WithLogger(log), WithSeed(rc.Seed), WithTokenizerDir(rc.BaseModel)}
+	opts := []Option{WithLogger(log), WithSeed(rc.Seed), WithTokenizerDir(rc.Model())}
 	if rc.MaxSeqLength != 0 {
 		opts = append(opts, WithMaxSeqLen(rc.MaxSeqLength))
 	}

@@ -1,12 +1,16 @@
 package train
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/largeforge/largeforge/dataset"
@@ -44,6 +48,17 @@ func TestParseRunConfig(t *testing.T) {
 		{name: "huge batch", yaml: "base_model: m\ndataset: d\noutput_dir: o\nper_device_batch_size: 100000000\n", wantErr: schemas.ErrInvalidConfig},
 		{name: "huge accumulation", yaml: "base_model: m\ndataset: d\noutput_dir: o\ngradient_accumulation_steps: 100000\n", wantErr: schemas.ErrInvalidConfig},
 		{name: "huge rank", yaml: "base_model: m\ndataset: d\noutput_dir: o\nlora:\n  r: 1024\n", wantErr: schemas.ErrInvalidConfig},
+		{name: "model_name alone", yaml: "model_name: m\ndataset: d\noutput_dir: o\n"},
+		{name: "model_name and alias agree", yaml: "model_name: m\nbase_model: m\ndataset: d\noutput_dir: o\n"},
+		{name: "model_name and alias differ", yaml: "model_name: m\nbase_model: n\ndataset: d\noutput_dir: o\n", wantErr: ErrInvalidOption},
+		{name: "no model", yaml: "dataset: d\noutput_dir: o\n", wantErr: schemas.ErrModelNameRequired},
+		{name: "unknown optim", yaml: "model_name: m\ndataset: d\noutput_dir: o\noptim: lion\n", wantErr: schemas.ErrInvalidConfig},
+		{name: "plateau without evaluation", yaml: "model_name: m\ndataset: d\noutput_dir: o\nlr_scheduler_type: reduce_lr_on_plateau\neval_split: 0\n", wantErr: ErrInvalidOption},
+		{name: "plateau with the default split", yaml: "model_name: m\ndataset: d\noutput_dir: o\nlr_scheduler_type: reduce_lr_on_plateau\n"},
+		{name: "plateau under dpo", yaml: "method: dpo\nmodel_name: m\ndataset: d\noutput_dir: o\nlr_scheduler_type: reduce_lr_on_plateau\n", wantErr: ErrInvalidOption},
+		{name: "dpo with eval_split", yaml: "method: dpo\nmodel_name: m\ndataset: d\noutput_dir: o\neval_split: 0.2\n", wantErr: ErrInvalidOption},
+		{name: "seq cls lora", yaml: "model_name: m\ndataset: d\noutput_dir: o\nlora:\n  task_type: SEQ_CLS\n", wantErr: schemas.ErrInvalidConfig},
+		{name: "fp16 alone", yaml: "model_name: m\ndataset: d\noutput_dir: o\nfp16: true\n"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -57,8 +72,11 @@ func TestParseRunConfig(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if rc.Training.ModelName != "m" || rc.Training.PerDeviceBatchSize != 4 || rc.MaxSeqLength != 0 {
+			if rc.Training.ModelName != "m" || rc.Model() != "m" || rc.Training.PerDeviceBatchSize != 4 || rc.MaxSeqLength != 0 {
 				t.Errorf("defaults not applied: %+v", rc)
+			}
+			if wantSplit := map[string]float64{"sft": DefaultEvalSplit, "dpo": 0}[rc.Method]; !strings.Contains(tc.yaml, "eval_split") && rc.EvalSplit != wantSplit {
+				t.Errorf("eval_split %v, want the default %v for %s", rc.EvalSplit, wantSplit, rc.Method)
 			}
 		})
 	}
@@ -118,6 +136,69 @@ func TestRunFromIngestedDataset(t *testing.T) {
 	rc.Dataset = "missing"
 	if _, err := Run(context.Background(), rc, zerolog.Nop(), records("missing")); !errors.Is(err, ErrNoExamples) {
 		t.Errorf("missing dataset: err = %v, want ErrNoExamples", err)
+	}
+}
+
+// TestRunEvaluatesByDefault: a train.yaml without eval_split holds out
+// DefaultEvalSplit and evaluates it every eval_steps; the §5.2 gauges are
+// set by the evaluations (TestSFTLowersLossAndSaves: absent without); fp16 alone is accepted
+// and the float32 note is logged once; optim sgd with a plateau schedule
+// trains.
+func TestRunEvaluatesByDefault(t *testing.T) {
+	base, _, _ := tinyBase(t)
+	data := filepath.Join(t.TempDir(), "data.jsonl")
+	var lines []string
+	for _, r := range syntheticTask(20) {
+		lines = append(lines, fmt.Sprintf(`{"instruction":%q,"output":%q}`, r.Alpaca.Instruction, r.Alpaca.Output))
+	}
+	if err := os.WriteFile(data, []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "out")
+	rc, err := ParseRunConfig([]byte("model_name: " + base + "\ndata_files: [" + data + "]\noutput_dir: " + out +
+		"\nnum_epochs: 1\nper_device_batch_size: 6\ngradient_accumulation_steps: 1\nmax_seq_length: 160\nlogging_steps: 1" +
+		"\neval_steps: 1\nfp16: true\noptim: sgd\nlearning_rate: 0.01\nlr_scheduler_type: reduce_lr_on_plateau\n" +
+		"lr_scheduler_kwargs: {patience: 0, factor: 0.5, threshold: 10}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rc.EvalSplit != DefaultEvalSplit || rc.Training.BF16 || !rc.Training.FP16 {
+		t.Fatalf("eval_split %v, bf16 %v, fp16 %v", rc.EvalSplit, rc.Training.BF16, rc.Training.FP16)
+	}
+	reg := prometheus.NewRegistry()
+	var logs bytes.Buffer
+	res, err := Run(context.Background(), rc, zerolog.New(&logs), WithRegisterer(reg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 20 records, 2 held out: 18 / 6 = 3 steps, each evaluated.
+	if res.GlobalStep != 3 || res.Eval == nil || res.Eval.Tokens == 0 {
+		t.Fatalf("global step %d, eval %+v", res.GlobalStep, res.Eval)
+	}
+	if n := strings.Count(logs.String(), "computes in float32"); n != 1 {
+		t.Errorf("float32 note logged %d times, want once:\n%s", n, logs.String())
+	}
+	if n := strings.Count(logs.String(), `"message":"eval"`); n != 3 {
+		t.Errorf("%d evaluations logged, want 3 (eval_steps 1)", n)
+	}
+	if !strings.Contains(logs.String(), "learning rate reduced on plateau") {
+		t.Errorf("reduce_lr_on_plateau never reduced the rate with threshold 10:\n%s", logs.String())
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		got[mf.GetName()] = mf.GetMetric()[0].GetGauge().GetValue()
+	}
+	for _, n := range []string{"eval_loss", "perplexity", "accuracy"} {
+		if _, ok := got[n]; !ok {
+			t.Errorf("gauge %s absent after evaluations", n)
+		}
+	}
+	if got["eval_loss"] != res.Eval.Loss {
+		t.Errorf("eval_loss gauge %v, last evaluation %v", got["eval_loss"], res.Eval.Loss)
 	}
 }
 

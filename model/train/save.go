@@ -110,7 +110,7 @@ func (t *Trainer) saveCheckpoint(plan Plan, epoch float64) (string, error) {
 		for _, part := range []struct {
 			key string
 			x   *tensors.Tensor
-		}{{"exp_avg.", t.mom[i]}, {"exp_avg_sq.", t.vel[i]}} {
+		}{{t.optim.stateKey1, t.mom[i]}, {t.optim.stateKey2, t.vel[i]}} {
 			v, err := tensors.CopyFlatData[float32](part.x)
 			if err != nil {
 				return "", fmt.Errorf("%w: optimizer state: %w", ErrBackend, err)
@@ -119,7 +119,7 @@ func (t *Trainer) saveCheckpoint(plan Plan, epoch float64) (string, error) {
 		}
 	}
 	if err := checkpoint.WriteSafetensors(filepath.Join(dir, OptimizerFile), opt,
-		map[string]string{"step": strconv.Itoa(t.step), "optimizer": "adamw"}); err != nil {
+		map[string]string{"step": strconv.Itoa(t.step), "optimizer": t.optim.label}); err != nil {
 		return "", err
 	}
 	if t.cfg.SaveTotalLimit > 0 {

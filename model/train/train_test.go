@@ -37,7 +37,10 @@ func TestLearningRate(t *testing.T) {
 		{name: "constant ignores warmup", kind: "constant", step: 0, want: 1},
 		{name: "constant with warmup", kind: "constant_with_warmup", step: 5, want: 0.5},
 		{name: "constant with warmup after", kind: "constant_with_warmup", step: 100, want: 1},
-		{name: "unsupported", kind: "polynomial", step: 3, wantErr: true},
+		{name: "polynomial", kind: "polynomial", step: 60, want: 0.5 + 0.5e-7},
+		{name: "unknown", kind: "wavy", step: 3, wantErr: true},
+		{name: "wsd needs num_decay_steps", kind: "warmup_stable_decay", step: 3, wantErr: true},
+		{name: "min lr needs min_lr", kind: "cosine_with_min_lr", step: 3, wantErr: true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -267,10 +270,13 @@ func TestSFTLowersLossAndSaves(t *testing.T) {
 		t.Errorf("eval loss %.4f -> %.4f: fell by less than 60%%", before.Loss, after.Loss)
 	}
 	mfs, err := reg.Gather()
-	if err != nil || len(mfs) != len(MetricNames) {
-		t.Errorf("%d metrics gathered (err %v), want %d", len(mfs), err, len(MetricNames))
+	if err != nil || len(mfs) != len(MetricNames)-3 {
+		t.Errorf("%d metrics gathered (err %v), want %d: no evaluation, no eval gauges", len(mfs), err, len(MetricNames)-3)
 	}
 	for _, mf := range mfs {
+		if evalMetrics[mf.GetName()] {
+			t.Errorf("gauge %s present before any evaluation", mf.GetName())
+		}
 		if mf.GetName() == "global_step" {
 			if got := mf.GetMetric()[0].GetGauge().GetValue(); got != 20 {
 				t.Errorf("global_step gauge %g, want 20", got)

@@ -55,6 +55,7 @@ type Trainer struct {
 	graphs map[graphKey]*Graph
 
 	metrics *metrics
+	optim   optimizer
 
 	step    int // optimizer steps taken
 	history []map[string]any
@@ -71,7 +72,11 @@ func New(cfg schemas.TrainingConfig, ck *checkpoint.Checkpoint, opts ...Option) 
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("new trainer: %w", err)
 	}
-	if _, err := LearningRate(cfg.LRSchedulerType, 1, 0, 0, 1); err != nil {
+	if _, err := NewSchedule(cfg, 0, 1); err != nil {
+		return nil, err
+	}
+	optim, err := newOptimizer(cfg)
+	if err != nil {
 		return nil, err
 	}
 	if ck == nil {
@@ -106,7 +111,7 @@ func New(cfg schemas.TrainingConfig, ck *checkpoint.Checkpoint, opts ...Option) 
 	if err != nil {
 		return nil, err
 	}
-	t = &Trainer{metrics: mx, cfg: cfg, mcfg: mcfg, gen: ck.Generation, opts: o, log: o.logger, be: be, maxLen: maxLen, graphs: map[graphKey]*Graph{}}
+	t = &Trainer{metrics: mx, optim: optim, cfg: cfg, mcfg: mcfg, gen: ck.Generation, opts: o, log: o.logger, be: be, maxLen: maxLen, graphs: map[graphKey]*Graph{}}
 	switch {
 	case ck.Generation.PadTokenID != nil && *ck.Generation.PadTokenID < mcfg.VocabSize:
 		t.padID = int32(*ck.Generation.PadTokenID)
@@ -149,16 +154,24 @@ func New(cfg schemas.TrainingConfig, ck *checkpoint.Checkpoint, opts ...Option) 
 	for _, n := range t.names {
 		src := init[n]
 		t.params = append(t.params, tensors.FromFlatDataAndDimensions(src.Data, src.Shape...))
-		t.mom = append(t.mom, tensors.FromShape(shapes.Make(dtypes.Float32, src.Shape...)))
-		t.vel = append(t.vel, tensors.FromShape(shapes.Make(dtypes.Float32, src.Shape...)))
+		ms, vs := optim.stateShapes(src.Shape)
+		t.mom = append(t.mom, tensors.FromShape(shapes.Make(dtypes.Float32, ms...)))
+		t.vel = append(t.vel, tensors.FromShape(shapes.Make(dtypes.Float32, vs...)))
 		t.decay = append(t.decay, !strings.HasSuffix(n, "norm.weight") && !strings.HasSuffix(n, ".bias"))
 	}
 	cos, sin := model.RopeTables(mcfg, maxLen)
 	t.ropeCos = tensors.FromFlatDataAndDimensions(cos, maxLen, mcfg.HeadDim/2)
 	t.ropeSin = tensors.FromFlatDataAndDimensions(sin, maxLen, mcfg.HeadDim/2)
-	t.log.Info().Str("backend", bname).Str("precision", "float32").Bool("bf16_requested", cfg.BF16).
-		Bool("fp16_requested", cfg.FP16).Int("parameters", t.NumParameters()).Int("max_seq_len", maxLen).
-		Msg("trainer ready")
+	if cfg.FP16 || cfg.BF16 {
+		half := "bf16"
+		if cfg.FP16 {
+			half = "fp16"
+		}
+		t.log.Info().Str("requested", half).Str("precision", "float32").Str("backend", bname).
+			Msg(half + " requested: this engine computes in float32")
+	}
+	t.log.Info().Str("backend", bname).Str("precision", "float32").Str("optim", cfg.Optim).
+		Int("parameters", t.NumParameters()).Int("max_seq_len", maxLen).Msg("trainer ready")
 	return t, nil
 }
 
@@ -405,53 +418,29 @@ func (t *Trainer) logitsGraph(rows, cols int) (*Graph, error) {
 	})
 }
 
-// applyGraph is the AdamW update: gradients are the accumulators divided by
+// applyGraph is the optimizer update: gradients are the accumulators divided by
 // the window's summed weight, clipped to max_grad_norm; it returns the new
 // parameters, moments, and the gradient norm before clipping.
 func (t *Trainer) applyGraph() (*Graph, error) {
-	return t.graph(graphKey{"adamw", 0, 0}, func(g *Graph) []*Node {
+	return t.graph(graphKey{"optimizer", 0, 0}, func(g *Graph) []*Node {
 		_, ps := t.weightNodes(g, "")
-		_, ms := t.weightNodes(g, "m.")
-		_, vs := t.weightNodes(g, "v.")
+		ms, vs := t.stateNodes(g)
 		_, acc := t.weightNodes(g, "acc.")
-		return t.adamwNodes(g, ps, ms, vs, acc, Parameter(g, "weight_sum", shapes.Make(dtypes.Float32)))
+		return t.optimizerNodes(g, ps, ms, vs, acc, Parameter(g, "weight_sum", shapes.Make(dtypes.Float32)))
 	})
 }
 
-// adamwNodes declares the lr and bias-correction scalars and returns the
-// AdamW update of ps from the summed gradients acc over wsum weighted
-// targets: new parameters, new moments m and v, then the gradient norm.
-func (t *Trainer) adamwNodes(g *Graph, ps, ms, vs, acc []*Node, wsum *Node) []*Node {
-	scalar := func(name string) *Node { return Parameter(g, name, shapes.Make(dtypes.Float32)) }
-	lr, bc1, bc2 := scalar("lr"), scalar("bias_correction1"), scalar("bias_correction2")
-	inv := Inverse(Max(wsum, OnePlus(ZerosLike(wsum))))
-	grads := make([]*Node, len(acc))
-	sq := ScalarZero(g, dtypes.Float32)
-	for i, a := range acc {
-		grads[i] = Mul(a, inv)
-		sq = Add(sq, ReduceAllSum(Square(grads[i])))
+// stateNodes declares the optimizer states: every m, then every v (in
+// t.names order).
+func (t *Trainer) stateNodes(g *Graph) (ms, vs []*Node) {
+	ms, vs = make([]*Node, len(t.names)), make([]*Node, len(t.names))
+	for i, n := range t.names {
+		ms[i] = Parameter(g, "m."+n, t.mom[i].Shape())
 	}
-	norm := Sqrt(sq)
-	coef := OnePlus(ZerosLike(norm))
-	if t.cfg.MaxGradNorm > 0 {
-		coef = Min(coef, Div(Scalar(g, dtypes.Float32, t.cfg.MaxGradNorm), AddScalar(norm, 1e-6)))
+	for i, n := range t.names {
+		vs[i] = Parameter(g, "v."+n, t.vel[i].Shape())
 	}
-	out := make([]*Node, 0, 3*len(ps)+1)
-	newM := make([]*Node, len(ps))
-	newV := make([]*Node, len(ps))
-	for i, p := range ps {
-		gr := Mul(grads[i], coef)
-		newM[i] = Add(MulScalar(ms[i], Beta1), MulScalar(gr, 1-Beta1))
-		newV[i] = Add(MulScalar(vs[i], Beta2), MulScalar(Square(gr), 1-Beta2))
-		upd := Div(Div(newM[i], bc1), AddScalar(Sqrt(Div(newV[i], bc2)), Epsilon))
-		if t.decay[i] && t.cfg.WeightDecay > 0 {
-			p = Sub(p, Mul(lr, MulScalar(p, t.cfg.WeightDecay)))
-		}
-		out = append(out, Sub(p, Mul(lr, upd)))
-	}
-	out = append(out, newM...)
-	out = append(out, newV...)
-	return append(out, norm)
+	return ms, vs
 }
 
 // stepGraph is the last micro-batch of a window and the optimizer step in
@@ -472,8 +461,7 @@ func (t *Trainer) stepGraph(rows, cols int, withAcc bool) (*Graph, error) {
 			_, acc = t.weightNodes(g, "acc.")
 		}
 		tok, tgt, w := batchInputs(g, rows, cols)
-		_, ms := t.weightNodes(g, "m.")
-		_, vs := t.weightNodes(g, "v.")
+		ms, vs := t.stateNodes(g)
 		prior := Parameter(g, "prior_weight_sum", shapes.Make(dtypes.Float32))
 		lp := tokenLogprobs(model.Forward(t.mcfg, mw, tok), tgt)
 		nll := Neg(ReduceAllSum(Mul(lp, w)))
@@ -484,7 +472,7 @@ func (t *Trainer) stepGraph(rows, cols int, withAcc bool) (*Graph, error) {
 				grads[i] = Add(acc[i], grads[i])
 			}
 		}
-		out := t.adamwNodes(g, ps, ms, vs, grads, Add(prior, wsum))
+		out := t.optimizerNodes(g, ps, ms, vs, grads, Add(prior, wsum))
 		return append(out, nll, wsum)
 	})
 }
@@ -559,7 +547,7 @@ func (t *Trainer) microStep(b Batch, acc []*tensors.Tensor, micro int) (newAcc [
 	return out[:n], lossSum, wSum, nil
 }
 
-// apply takes one AdamW step from the accumulated gradients.
+// apply takes one optimizer step from the accumulated gradients.
 func (t *Trainer) apply(acc []*tensors.Tensor, wSum, lr float64) (gradNorm float64, err error) {
 	g, err := t.applyGraph()
 	if err != nil {
@@ -572,8 +560,8 @@ func (t *Trainer) apply(acc []*tensors.Tensor, wSum, lr float64) (gradNorm float
 			args = append(args, x)
 		}
 	}
-	args = append(args, float32(wSum), float32(lr),
-		float32(1-math.Pow(Beta1, step)), float32(1-math.Pow(Beta2, step)))
+	s1, s2 := t.optim.stepScalars(step)
+	args = append(args, float32(wSum), float32(lr), s1, s2)
 	out, err := run(g, args...)
 	if err != nil {
 		return 0, err
@@ -628,8 +616,8 @@ func (t *Trainer) trainStep(b Batch, acc []*tensors.Tensor, priorW, lr float64, 
 			args = append(args, t.donate(x))
 		}
 	}
-	step := float64(t.step + 1)
-	args = append(args, float32(priorW), float32(lr), float32(1-math.Pow(Beta1, step)), float32(1-math.Pow(Beta2, step)))
+	s1, s2 := t.optim.stepScalars(float64(t.step + 1))
+	args = append(args, float32(priorW), float32(lr), s1, s2)
 	out, err := run(g, args...)
 	if err != nil {
 		return 0, 0, 0, err

@@ -56,10 +56,10 @@ func New(t testing.TB, rows int) Fixture {
 
 // YAML is a train.yaml for the fixture: SFT, batch 2 without accumulation
 // (so rows/2 steps per epoch), logging every step, a checkpoint every
-// saveSteps, writing to outputDir.
+// saveSteps, writing to outputDir; no evaluation (eval_split 0).
 func (f Fixture) YAML(outputDir string, epochs, saveSteps int) string {
 	return fmt.Sprintf(`method: sft
-base_model: %s
+model_name: %s
 data_files: [%s]
 max_seq_length: 64
 output_dir: %s
@@ -73,6 +73,7 @@ logging_steps: 1
 save_steps: %d
 save_total_limit: 0
 eval_steps: 100000
+eval_split: 0
 bf16: false
 `, f.Base, f.Data, outputDir, epochs, saveSteps)
 }

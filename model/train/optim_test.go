@@ -1,0 +1,269 @@
+package train
+
+import (
+	"encoding/json"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+
+	"github.com/gomlx/gomlx/pkg/core/tensors"
+)
+
+// refOptimizer is one optimizer's update written out from its published
+// formulas (PyTorch's AdamW and SGD, transformers' AdamW and Adafactor), in
+// float64 over plain slices: the golden values the graph is held to.
+type refOptimizer struct {
+	name                string
+	momentum, dampening float64
+	nesterov            bool
+	m, v, row, col, buf [][]float64
+	step                int
+}
+
+func (r *refOptimizer) update(i int, p, g []float64, dims []int, lr, wd float64) {
+	if r.m == nil {
+		r.m, r.v, r.row, r.col, r.buf = make([][]float64, 64), make([][]float64, 64), make([][]float64, 64), make([][]float64, 64), make([][]float64, 64)
+	}
+	t := float64(r.step)
+	switch r.name {
+	case "adamw_torch", "adamw_hf":
+		if r.m[i] == nil {
+			r.m[i], r.v[i] = make([]float64, len(p)), make([]float64, len(p))
+		}
+		bc1, bc2 := 1-math.Pow(0.9, t), 1-math.Pow(0.999, t)
+		for j := range p {
+			r.m[i][j] = 0.9*r.m[i][j] + 0.1*g[j]
+			r.v[i][j] = 0.999*r.v[i][j] + 0.001*g[j]*g[j]
+			if r.name == "adamw_torch" {
+				p[j] *= 1 - lr*wd
+				p[j] -= lr * (r.m[i][j] / bc1) / (math.Sqrt(r.v[i][j]/bc2) + 1e-8)
+			} else {
+				p[j] -= lr * math.Sqrt(bc2) / bc1 * r.m[i][j] / (math.Sqrt(r.v[i][j]) + 1e-8)
+				p[j] -= lr * wd * p[j]
+			}
+		}
+	case "sgd":
+		if r.buf[i] == nil {
+			r.buf[i] = make([]float64, len(p))
+		}
+		for j := range p {
+			d := g[j] + wd*p[j]
+			if r.momentum > 0 {
+				if r.step == 1 {
+					r.buf[i][j] = d
+				} else {
+					r.buf[i][j] = r.momentum*r.buf[i][j] + (1-r.dampening)*d
+				}
+				if r.nesterov {
+					d += r.momentum * r.buf[i][j]
+				} else {
+					d = r.buf[i][j]
+				}
+			}
+			p[j] -= lr * d
+		}
+	case "adafactor":
+		beta2t := 1 - math.Pow(t, -0.8)
+		u := make([]float64, len(p))
+		if len(dims) == 2 {
+			rows, cols := dims[0], dims[1]
+			if r.row[i] == nil {
+				r.row[i], r.col[i] = make([]float64, rows), make([]float64, cols)
+			}
+			rowMean, colMean := make([]float64, rows), make([]float64, cols)
+			for a := range rows {
+				for b := range cols {
+					sq := g[a*cols+b]*g[a*cols+b] + 1e-30
+					rowMean[a] += sq / float64(cols)
+					colMean[b] += sq / float64(rows)
+				}
+			}
+			mean := 0.0
+			for a := range rows {
+				r.row[i][a] = beta2t*r.row[i][a] + (1-beta2t)*rowMean[a]
+				mean += r.row[i][a] / float64(rows)
+			}
+			for b := range cols {
+				r.col[i][b] = beta2t*r.col[i][b] + (1-beta2t)*colMean[b]
+			}
+			for a := range rows {
+				for b := range cols {
+					u[a*cols+b] = g[a*cols+b] / math.Sqrt(r.row[i][a]/mean) / math.Sqrt(r.col[i][b])
+				}
+			}
+		} else {
+			if r.v[i] == nil {
+				r.v[i] = make([]float64, len(p))
+			}
+			for j := range p {
+				r.v[i][j] = beta2t*r.v[i][j] + (1-beta2t)*(g[j]*g[j]+1e-30)
+				u[j] = g[j] / math.Sqrt(r.v[i][j])
+			}
+		}
+		rms := 0.0
+		for _, x := range u {
+			rms += x * x / float64(len(u))
+		}
+		div := math.Max(math.Sqrt(rms)/1.0, 1)
+		for j := range p {
+			p[j] -= wd * lr * p[j]
+			p[j] -= lr * u[j] / div
+		}
+	}
+}
+
+func floats(t *testing.T, x *tensors.Tensor) []float64 {
+	t.Helper()
+	v, err := tensors.CopyFlatData[float32](x)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make([]float64, len(v))
+	for i, f := range v {
+		out[i] = float64(f)
+	}
+	return out
+}
+
+// TestOptimizersMatchFormulas takes three optimizer steps with each optim
+// on the tiny model and holds two tensors (a matrix and a norm vector, with
+// and without weight decay) to the reference updates.
+func TestOptimizersMatchFormulas(t *testing.T) {
+	_, ck, tok := tinyBase(t)
+	exs := shortTask(t, tok, 4)
+	tests := []struct {
+		optim, args string
+		ref         refOptimizer
+	}{
+		{optim: "adamw_torch", ref: refOptimizer{name: "adamw_torch"}},
+		{optim: "adamw_torch_fused", ref: refOptimizer{name: "adamw_torch"}},
+		{optim: "adamw_hf", ref: refOptimizer{name: "adamw_hf"}},
+		{optim: "sgd", ref: refOptimizer{name: "sgd"}},
+		{optim: "sgd", args: "momentum=0.9,dampening=0.1", ref: refOptimizer{name: "sgd", momentum: 0.9, dampening: 0.1}},
+		{optim: "sgd", args: "momentum=0.9,nesterov=true", ref: refOptimizer{name: "sgd", momentum: 0.9, nesterov: true}},
+		{optim: "adafactor", ref: refOptimizer{name: "adafactor"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.optim+" "+tc.args, func(t *testing.T) {
+			cfg := testConfig("")
+			cfg.Optim, cfg.OptimArgs, cfg.WeightDecay, cfg.MaxGradNorm = tc.optim, tc.args, 0.1, 0
+			tr, err := New(cfg, ck, WithMaxSeqLen(32))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tr.Close()
+			ref := tc.ref
+			watch := map[int][]float64{}
+			for i, n := range tr.names {
+				if n == "model.layers.0.self_attn.q_proj.weight" || n == "model.layers.0.input_layernorm.weight" {
+					watch[i] = floats(t, tr.params[i])
+				}
+			}
+			if len(watch) != 2 {
+				t.Fatalf("watched tensors not found in %v", tr.names)
+			}
+			lr := 1e-2
+			for step := 1; step <= 3; step++ {
+				acc, _, wSum, err := tr.microStep(tr.makeBatch(exs, len(exs)), nil, 0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				grads := map[int][]float64{}
+				for i := range watch {
+					grads[i] = floats(t, acc[i])
+					for j := range grads[i] {
+						grads[i][j] /= math.Max(wSum, 1)
+					}
+				}
+				if _, err := tr.apply(acc, wSum, lr); err != nil {
+					t.Fatal(err)
+				}
+				ref.step = step
+				for i, p := range watch {
+					wd := 0.0
+					if tr.decay[i] {
+						wd = cfg.WeightDecay
+					}
+					ref.update(i, p, grads[i], tr.params[i].Shape().Dimensions, lr, wd)
+					got := floats(t, tr.params[i])
+					for j := range p {
+						if math.Abs(got[j]-p[j]) > 2e-5+1e-4*math.Abs(p[j]) {
+							t.Fatalf("step %d %s[%d] = %.8g, formula %.8g", step, tr.names[i], j, got[j], p[j])
+						}
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestOptimizersMatchPyTorch runs the same steps through PyTorch's AdamW
+// and SGD where python3 with torch is installed (Debian's python3-torch).
+func TestOptimizersMatchPyTorch(t *testing.T) {
+	if exec.Command("python3", "-c", "import torch").Run() != nil {
+		t.Skip("python3 with torch (python3-torch) is not installed: the PyTorch comparison is skipped")
+	}
+	_, ck, tok := tinyBase(t)
+	exs := shortTask(t, tok, 4)
+	for _, tc := range []struct{ optim, args, torch string }{
+		{"adamw_torch", "", "torch.optim.AdamW([p], lr=lr, weight_decay=wd, eps=1e-8)"},
+		{"sgd", "momentum=0.9", "torch.optim.SGD([p], lr=lr, weight_decay=wd, momentum=0.9)"},
+	} {
+		t.Run(tc.optim, func(t *testing.T) {
+			cfg := testConfig("")
+			cfg.Optim, cfg.OptimArgs, cfg.WeightDecay, cfg.MaxGradNorm = tc.optim, tc.args, 0.1, 0
+			tr, err := New(cfg, ck, WithMaxSeqLen(32))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tr.Close()
+			i := 0
+			for k, n := range tr.names {
+				if n == "model.layers.0.self_attn.q_proj.weight" {
+					i = k
+				}
+			}
+			rec := map[string]any{"p0": floats(t, tr.params[i]), "lr": 1e-2, "wd": 0.1}
+			var grads [][]float64
+			for range 3 {
+				acc, _, wSum, err := tr.microStep(tr.makeBatch(exs, len(exs)), nil, 0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				g := floats(t, acc[i])
+				for j := range g {
+					g[j] /= math.Max(wSum, 1)
+				}
+				grads = append(grads, g)
+				if _, err := tr.apply(acc, wSum, 1e-2); err != nil {
+					t.Fatal(err)
+				}
+			}
+			rec["grads"] = grads
+			data, _ := json.Marshal(rec)
+			in := filepath.Join(t.TempDir(), "steps.json")
+			if err := os.WriteFile(in, data, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			script := "import json,sys,torch\nd=json.load(open(sys.argv[1]))\nlr,wd=d['lr'],d['wd']\n" +
+				"p=torch.nn.Parameter(torch.tensor(d['p0'],dtype=torch.float64))\nopt=" + tc.torch + "\n" +
+				"for g in d['grads']:\n  p.grad=torch.tensor(g,dtype=torch.float64)\n  opt.step()\nprint(json.dumps(p.detach().tolist()))\n"
+			out, err := exec.Command("python3", "-c", script, in).Output()
+			if err != nil {
+				t.Fatalf("python3: %v", err)
+			}
+			var want []float64
+			if err := json.Unmarshal(out, &want); err != nil {
+				t.Fatal(err)
+			}
+			got := floats(t, tr.params[i])
+			for j := range want {
+				if math.Abs(got[j]-want[j]) > 2e-5+1e-4*math.Abs(want[j]) {
+					t.Fatalf("%s[%d] = %.8g, PyTorch %.8g", tr.names[i], j, got[j], want[j])
+				}
+			}
+		})
+	}
+}

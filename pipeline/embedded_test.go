@@ -1,7 +1,6 @@
 package pipeline_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -122,7 +120,7 @@ func TestEmbeddedPortTaken(t *testing.T) {
 
 // The server's banner is spaced with blank lines: none reaches the log.
 func TestEmbeddedDropsBlankLines(t *testing.T) {
-	var buf syncBuffer
+	var buf pipelinetest.Buffer
 	log := zerolog.New(&buf)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -144,24 +142,6 @@ func TestEmbeddedDropsBlankLines(t *testing.T) {
 			t.Errorf("blank line logged: %s", l)
 		}
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for the server's goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 func TestEmbeddedShutdownTwice(t *testing.T) {

@@ -1,13 +1,11 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,24 +14,6 @@ import (
 	"github.com/largeforge/largeforge/internal/testenv"
 	"github.com/largeforge/largeforge/pipeline/pipelinetest"
 )
-
-// lockedBuffer is a bytes.Buffer that a command writes while a test reads it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // submit --wait with no worker serving the model says so once on stderr and
 // keeps waiting; a worker started later serves the job and the wait ends well.
@@ -46,7 +26,7 @@ func TestSubmitWaitWithoutWorker(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	var stderr lockedBuffer
+	var stderr pipelinetest.Buffer
 	root := newRootCmd()
 	root.SetErr(&stderr)
 	root.SetArgs([]string{"--nats=" + e.ClientURL(), "--log-level=error", "submit", in, "--model", "stories", "--wait", "--progress", "off"})

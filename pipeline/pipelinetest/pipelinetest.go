@@ -3,7 +3,9 @@
 package pipelinetest
 
 import (
+	"bytes"
 	"context"
+	"sync"
 	"testing"
 	"time"
 
@@ -90,4 +92,24 @@ func CheckFor(t testing.TB, total, sleep time.Duration, f func() error) {
 		time.Sleep(sleep)
 	}
 	t.Fatalf("condition not met after %v: %v", total, err)
+}
+
+// Buffer is a bytes.Buffer that goroutines (a server's, a command's) write
+// while a test reads it.
+type Buffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *Buffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+// String returns what was written so far.
+func (b *Buffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }

@@ -2,7 +2,6 @@ package gateway_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -13,7 +12,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -46,25 +44,14 @@ type stack struct {
 	logs *logBuffer // the gateway's log lines, in the JSON log shape
 }
 
-// logBuffer collects log lines for the gateway's goroutines.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
+// logBuffer collects the gateway's log lines.
+type logBuffer struct{ pipelinetest.Buffer }
 
 // find returns the log lines whose request_id is id.
 func (b *logBuffer) find(t *testing.T, id string) []map[string]any {
 	t.Helper()
-	b.mu.Lock()
-	defer b.mu.Unlock()
 	var out []map[string]any
-	for _, l := range strings.Split(strings.TrimSpace(b.buf.String()), "\n") {
+	for _, l := range strings.Split(strings.TrimSpace(b.String()), "\n") {
 		var rec map[string]any
 		if json.Unmarshal([]byte(l), &rec) == nil && rec["request_id"] == id {
 			out = append(out, rec)

@@ -17,12 +17,16 @@ const KindTraining = schemas.KindTraining
 // TrainingProgress is a training job's progress in its record (Job.Training),
 // written by the train worker as it goes.
 type TrainingProgress struct {
-	OutputDir    string  `json:"output_dir"`
-	Step         int     `json:"step"`
-	MaxSteps     int     `json:"max_steps"`
-	Loss         float64 `json:"loss"`
-	LearningRate float64 `json:"learning_rate"`
-	Epoch        float64 `json:"epoch"`
+	OutputDir string `json:"output_dir"`
+	// The training log's names: global_step, loss, learning_rate, epoch,
+	// grad_norm, train_samples_per_second.
+	Step             int     `json:"global_step"`
+	MaxSteps         int     `json:"max_steps"`
+	Loss             float64 `json:"loss"`
+	LearningRate     float64 `json:"learning_rate"`
+	Epoch            float64 `json:"epoch"`
+	GradNorm         float64 `json:"grad_norm"`
+	SamplesPerSecond float64 `json:"train_samples_per_second"`
 	// ETASeconds is the estimated time left (0 until it can be estimated,
 	// and at the end).
 	ETASeconds float64 `json:"eta_seconds"`

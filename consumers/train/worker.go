@@ -387,5 +387,6 @@ func setProgress(jj *jobs.Job, p train.Progress, outputDir string) {
 
 func applyProgress(tp *jobs.TrainingProgress, p train.Progress) {
 	tp.Step, tp.MaxSteps, tp.Loss, tp.LearningRate, tp.Epoch = p.Step, p.MaxSteps, p.Loss, p.LearningRate, p.Epoch
+	tp.GradNorm, tp.SamplesPerSecond = p.GradNorm, p.SamplesPerSecond
 	tp.ETASeconds = p.ETA.Seconds()
 }

@@ -2,6 +2,7 @@ package train_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -139,13 +140,23 @@ func TestTrainingJob(t *testing.T) {
 	eta := false
 	for _, p := range prog {
 		tp := p.Training
-		if !(tp.Loss > 0) || !(tp.LearningRate > 0) || tp.Epoch <= 0 || tp.MaxSteps != 8 {
+		if !(tp.Loss > 0) || !(tp.LearningRate > 0) || tp.Epoch <= 0 || tp.MaxSteps != 8 || !(tp.GradNorm > 0) {
 			t.Errorf("in-progress record %+v", tp)
 		}
-		eta = eta || (tp.ETASeconds > 0 && tp.Step < tp.MaxSteps)
+		eta = eta || (tp.ETASeconds > 0 && tp.Step < tp.MaxSteps && tp.SamplesPerSecond > 0)
 	}
 	if !eta {
-		t.Errorf("no in-progress record with an ETA among %d", len(prog))
+		t.Errorf("no in-progress record with an ETA and a throughput among %d", len(prog))
+	}
+	// The record uses the training log's names.
+	raw, err := json.Marshal(prog[len(prog)-1].Training)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{`"global_step":`, `"grad_norm":`, `"train_samples_per_second":`, `"learning_rate":`, `"epoch":`} {
+		if !strings.Contains(string(raw), k) {
+			t.Errorf("progress record %s has no %s", raw, k)
+		}
 	}
 	for _, f := range []string{"model.safetensors", "config.json", "tokenizer.json", mtrain.TrainerStateFile, "checkpoint-4", "checkpoint-8"} {
 		if _, err := os.Stat(filepath.Join(out, f)); err != nil {

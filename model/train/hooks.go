@@ -17,6 +17,10 @@ type Progress struct {
 	LearningRate float64 // the learning rate the step used
 	Epoch        float64 // fractional epoch reached
 	GradNorm     float64 // gradient norm before clipping
+	// SamplesPerSecond is the training throughput of this run so far
+	// (per_device_batch_size × gradient_accumulation_steps a step); 0
+	// until two steps have been timed.
+	SamplesPerSecond float64
 	// ETA is the estimated time left, from the mean step time of this run
 	// so far; 0 until two steps have been timed.
 	ETA time.Duration
@@ -55,6 +59,8 @@ func (t *Trainer) afterStep(ctx context.Context, plan Plan, loss, lr, epoch, gra
 		} else if done := t.step - h.step0; done > 0 {
 			per := now.Sub(h.t0) / time.Duration(done)
 			p.ETA = per * time.Duration(max(0, plan.TotalSteps-t.step))
+			samples := done * t.cfg.PerDeviceBatchSize * max(1, t.cfg.GradientAccumulationSteps)
+			p.SamplesPerSecond = float64(samples) / max(now.Sub(h.t0).Seconds(), 1e-9)
 		}
 		h.f(p)
 	}

@@ -2,7 +2,9 @@ package train
 
 import (
 	"fmt"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/largeforge/largeforge/model/checkpoint"
@@ -82,4 +84,19 @@ func render(t *testing.T, tok *tokenizer.Tokenizer, recs []schemas.Record, maxLe
 		t.Fatal(err)
 	}
 	return exs
+}
+
+// alpacaJSONL writes syntheticTask(n) as an Alpaca JSONL file and returns
+// its path.
+func alpacaJSONL(t *testing.T, n int) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "colours.jsonl")
+	var lines []string
+	for _, r := range syntheticTask(n) {
+		lines = append(lines, fmt.Sprintf(`{"instruction":%q,"output":%q}`, r.Alpaca.Instruction, r.Alpaca.Output))
+	}
+	if err := os.WriteFile(path, []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }

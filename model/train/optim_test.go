@@ -9,6 +9,9 @@ import (
 	"testing"
 
 	"github.com/gomlx/gomlx/pkg/core/tensors"
+
+	"github.com/largeforge/largeforge/model/checkpoint"
+	"github.com/largeforge/largeforge/schemas"
 )
 
 // refOptimizer is one optimizer's update written out from its published
@@ -114,6 +117,20 @@ func (r *refOptimizer) update(i int, p, g []float64, dims []int, lr, wd float64)
 	}
 }
 
+// optimTrainer is a Trainer with optim and optim_args, weight decay 0.1
+// and no clipping; it is closed when the test ends.
+func optimTrainer(t *testing.T, ck *checkpoint.Checkpoint, optim, args string) (*Trainer, schemas.TrainingConfig) {
+	t.Helper()
+	cfg := testConfig("")
+	cfg.Optim, cfg.OptimArgs, cfg.WeightDecay, cfg.MaxGradNorm = optim, args, 0.1, 0
+	tr, err := New(cfg, ck, WithMaxSeqLen(32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tr.Close() })
+	return tr, cfg
+}
+
 func floats(t *testing.T, x *tensors.Tensor) []float64 {
 	t.Helper()
 	v, err := tensors.CopyFlatData[float32](x)
@@ -147,13 +164,7 @@ func TestOptimizersMatchFormulas(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.optim+" "+tc.args, func(t *testing.T) {
-			cfg := testConfig("")
-			cfg.Optim, cfg.OptimArgs, cfg.WeightDecay, cfg.MaxGradNorm = tc.optim, tc.args, 0.1, 0
-			tr, err := New(cfg, ck, WithMaxSeqLen(32))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer tr.Close()
+			tr, cfg := optimTrainer(t, ck, tc.optim, tc.args)
 			ref := tc.ref
 			watch := map[int][]float64{}
 			for i, n := range tr.names {
@@ -212,13 +223,7 @@ func TestOptimizersMatchPyTorch(t *testing.T) {
 		{"sgd", "momentum=0.9", "torch.optim.SGD([p], lr=lr, weight_decay=wd, momentum=0.9)"},
 	} {
 		t.Run(tc.optim, func(t *testing.T) {
-			cfg := testConfig("")
-			cfg.Optim, cfg.OptimArgs, cfg.WeightDecay, cfg.MaxGradNorm = tc.optim, tc.args, 0.1, 0
-			tr, err := New(cfg, ck, WithMaxSeqLen(32))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer tr.Close()
+			tr, _ := optimTrainer(t, ck, tc.optim, tc.args)
 			i := 0
 			for k, n := range tr.names {
 				if n == "model.layers.0.self_attn.q_proj.weight" {

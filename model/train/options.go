@@ -21,6 +21,13 @@ type options struct {
 	progress     *progressHook // WithProgress (hooks.go)
 	packing      bool
 	records      RecordReader // WithRecords: read by Run, not by New
+	dataset      string       // WithDatasetName: named in an adapter's model card
+}
+
+// WithDatasetName names the training data in an adapter's README.md model
+// card (Run passes the dataset's name, or the data files).
+func WithDatasetName(name string) Option {
+	return func(o *options) error { o.dataset = name; return nil }
 }
 
 // Option configures a Trainer.

@@ -303,7 +303,11 @@ func Run(ctx context.Context, rc RunConfig, log zerolog.Logger, extra ...Option)
 	if err != nil {
 		return Result{}, err
 	}
-	opts := []Option{WithLogger(log), WithSeed(rc.Seed), WithTokenizerDir(rc.Model())}
+	data := rc.Dataset
+	if data == "" {
+		data = strings.Join(rc.DataFiles, ", ")
+	}
+	opts := []Option{WithLogger(log), WithSeed(rc.Seed), WithTokenizerDir(rc.Model()), WithDatasetName(data)}
 	if rc.MaxSeqLength != 0 {
 		opts = append(opts, WithMaxSeqLen(rc.MaxSeqLength))
 	}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -146,14 +145,7 @@ func TestRunFromIngestedDataset(t *testing.T) {
 // trains.
 func TestRunEvaluatesByDefault(t *testing.T) {
 	base, _, _ := tinyBase(t)
-	data := filepath.Join(t.TempDir(), "data.jsonl")
-	var lines []string
-	for _, r := range syntheticTask(20) {
-		lines = append(lines, fmt.Sprintf(`{"instruction":%q,"output":%q}`, r.Alpaca.Instruction, r.Alpaca.Output))
-	}
-	if err := os.WriteFile(data, []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	data := alpacaJSONL(t, 20)
 	out := filepath.Join(t.TempDir(), "out")
 	rc, err := ParseRunConfig([]byte("model_name: " + base + "\ndata_files: [" + data + "]\noutput_dir: " + out +
 		"\nnum_epochs: 1\nper_device_batch_size: 6\ngradient_accumulation_steps: 1\nmax_seq_length: 160\nlogging_steps: 1" +

@@ -63,14 +63,18 @@ func writeJSON(path string, v any) error {
 	return atomicfile.WriteBytes(path, append(data, '\n'))
 }
 
-// saveModel writes the weights (the adapter under LoRA), tokenizer files, trainer state and
-// training arguments into dir.
+// saveModel writes the weights (the adapter under LoRA, with its README.md
+// model card), tokenizer files, trainer state and training arguments
+// (training_args.json, and training_args.bin as a pickled dict) into dir.
 func (t *Trainer) saveModel(dir string, plan Plan, epoch float64) error {
 	if t.lora != nil {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return fmt.Errorf("save adapter: %w", err)
 		}
 		if err := t.saveAdapter(dir); err != nil {
+			return err
+		}
+		if err := t.writeModelCard(dir); err != nil {
 			return err
 		}
 	} else {
@@ -95,7 +99,14 @@ func (t *Trainer) saveModel(dir string, plan Plan, epoch float64) error {
 	if err := writeJSON(filepath.Join(dir, TrainerStateFile), t.state(plan, epoch)); err != nil {
 		return err
 	}
-	return writeJSON(filepath.Join(dir, TrainingArgsFile), t.cfg)
+	if err := writeJSON(filepath.Join(dir, TrainingArgsFile), t.cfg); err != nil {
+		return err
+	}
+	bin, err := PickleDict(t.trainingArgs())
+	if err != nil {
+		return err
+	}
+	return atomicfile.WriteBytes(filepath.Join(dir, TrainingArgsBinFile), bin)
 }
 
 // saveCheckpoint writes checkpoint-<step>/ (with the AdamW state) and

@@ -288,7 +288,7 @@ func TestSFTLowersLossAndSaves(t *testing.T) {
 	if !slices.Equal(res.Checkpoints, want) {
 		t.Errorf("checkpoints %v, want %v", res.Checkpoints, want)
 	}
-	for _, f := range []string{"config.json", "generation_config.json", "model.safetensors", "tokenizer.json", TrainerStateFile, TrainingArgsFile, OptimizerFile} {
+	for _, f := range []string{"config.json", "generation_config.json", "model.safetensors", "tokenizer.json", TrainerStateFile, TrainingArgsFile, TrainingArgsBinFile, OptimizerFile} {
 		if _, err := os.Stat(filepath.Join(out, "checkpoint-20", f)); err != nil {
 			t.Error(err)
 		}

@@ -111,7 +111,7 @@ generation.`,
 			}
 			ctx := cmd.Context()
 			log := newLogger()
-			bus, err := connectGateway(ctx, log)
+			bus, err := connectRole(ctx, "largeforge-gateway", log)
 			if err != nil {
 				return err
 			}
@@ -127,14 +127,15 @@ generation.`,
 	return cmd
 }
 
-// connectGateway connects like connect, but when the credential may not
-// change streams and buckets (the gateway role of deploy/nats-roles.conf), a
-// topology that cannot be applied is only a warning: an admin applies it.
-func connectGateway(ctx context.Context, log zerolog.Logger) (*pipeline.Bus, error) {
+// connectRole connects like connect (as the client name), but when the
+// credential may not change streams and buckets (the gateway and worker
+// roles of deploy/nats-roles.conf), a topology that cannot be applied is
+// only a warning: an admin applies it.
+func connectRole(ctx context.Context, name string, log zerolog.Logger) (*pipeline.Bus, error) {
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	c := cfg.NATS
-	c.Name = "largeforge-gateway"
+	c.Name = name
 	bus, err := pipeline.Connect(cctx, c, log)
 	if err != nil {
 		return nil, fmt.Errorf("connect to NATS at %s (start one with `largeforge up`, or set --nats / LARGEFORGE_NATS): %w", cfg.NATS.URL, err)

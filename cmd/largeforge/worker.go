@@ -118,7 +118,8 @@ func runWorker(ctx context.Context, wc WorkerConfig) error {
 	if err := serveMetrics(ctx, cfg.MetricsAddr, reg, log); err != nil {
 		return err
 	}
-	bus, err := connect(ctx, log)
+	// A worker runs on its role's credential, which may not apply the topology.
+	bus, err := connectRole(ctx, "largeforge-worker-"+wc.Role, log)
 	if err != nil {
 		return err
 	}

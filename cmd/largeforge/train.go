@@ -24,28 +24,39 @@ func newTrainCmd() *cobra.Command {
 		Use:   "train --config train.yaml [--submit]",
 		Short: "Fine-tune a model here (SFT or DPO, full or LoRA) from an ingested dataset or Parquet/JSONL files",
 		Long: `Fine-tune a local Hugging Face checkpoint on this machine. train.yaml holds method (sft, or
-dpo with beta, default 0.1, against the base as frozen reference), base_model (a model directory), the data (dataset: an ingested
-dataset's name, read under --data-dir, or with --submit under the train worker's data directory (up's --data-dir); or data_files: Parquet parts or JSONL files, with an
-optional format), eval_split, max_seq_length, seed, and the TrainingConfig fields (output_dir, num_epochs,
-per_device_batch_size, gradient_accumulation_steps, learning_rate, weight_decay, warmup_ratio,
-max_grad_norm, lr_scheduler_type, save_steps, save_total_limit, logging_steps, ...) with their
-defaults. Checkpoints go to output_dir/checkpoint-<step>/ (weights, tokenizer, trainer_state.json,
-training_args.json, optimizer.safetensors) and the final model to output_dir; a run whose
-output_dir holds checkpoints continues from the newest with the same optimizer state,
-schedule position and data order.
-A lora: section (r, lora_alpha, target_modules, lora_dropout, bias none|all|lora_only; the
-defaults) trains LoRA adapters instead, saved as adapter_model.safetensors with PEFT names and
-adapter_config.json. packing: true packs examples into max_seq_length rows; prompt_template: chat
-renders alpaca rows with the model's chat template instead of the Alpaca prompt. Chat rows on a model without
-a chat_template are rendered with ChatML, which is then written into the output's tokenizer_config.json.
-Training runs in float32 on the CPU whatever bf16/fp16 say. Limits: per_device_batch_size at most
+dpo with beta, default 0.1, against the base as frozen reference), model_name (the base model, a
+model directory; base_model is an alias), the data (dataset: an ingested dataset's name, read under
+--data-dir, or with --submit under the train worker's data directory (up's --data-dir); or
+data_files: Parquet parts or JSONL files, with an optional format), eval_split (sft default 0.1:
+held out and evaluated every eval_steps; 0 turns it off), max_seq_length, seed, and the
+TrainingConfig fields (output_dir, num_epochs, per_device_batch_size, gradient_accumulation_steps,
+learning_rate, weight_decay, warmup_ratio, max_grad_norm, optim, optim_args, lr_scheduler_type,
+lr_scheduler_kwargs, save_steps, save_total_limit, logging_steps, eval_steps, ...) with their
+defaults. An empty model_name is "Model name required"; one with .. or that is no model directory
+"Invalid model path". optim: adamw_torch (default), adamw_torch_fused, adamw_hf, sgd (optim_args
+"momentum=0.9,dampening=0,nesterov=true"), adafactor. lr_scheduler_type: linear, cosine,
+cosine_with_restarts, polynomial, constant, constant_with_warmup, inverse_sqrt,
+reduce_lr_on_plateau (needs eval_split > 0), cosine_with_min_lr (lr_scheduler_kwargs min_lr or
+min_lr_rate), warmup_stable_decay (lr_scheduler_kwargs num_decay_steps), with Hugging Face's
+lr_scheduler_kwargs. Checkpoints go to output_dir/checkpoint-<step>/ (weights, tokenizer,
+trainer_state.json, training_args.json and training_args.bin, optimizer.safetensors) and the final
+model to output_dir; a run whose output_dir holds checkpoints continues from the newest with the
+same optimizer state, schedule position and data order.
+A lora: section (r, lora_alpha, target_modules, lora_dropout, bias none|all|lora_only, task_type
+CAUSAL_LM only; the defaults) trains LoRA adapters instead, saved as adapter_model.safetensors with
+PEFT names, adapter_config.json and a README.md model card. packing: true packs examples into
+max_seq_length rows; prompt_template: chat renders alpaca rows with the model's chat template
+instead of the Alpaca prompt. Chat rows on a model without a chat_template are rendered with
+ChatML, which is then written into the output's tokenizer_config.json.
+Training runs in float32 on the CPU whatever bf16/fp16 say (fp16: true alone turns the default
+bf16 off; the log says so once). Limits: per_device_batch_size at most
 4096, gradient_accumulation_steps at most 65536, lora r at most 256, max_seq_length at most the
 model's max_position_embeddings (default 512, or less when the model's is); before loading the
 weights the run's memory (weights, gradients, optimizer state, activations for batch x
 max_seq_length) is estimated and a run that needs more than the machine has available is refused.
 With --submit the job goes to the bus instead (LF_TRAIN, lf.train.<job>): its id is printed,
 a worker with --role train runs it, and ` + "`largeforge jobs status JOB`" + ` shows its step, loss,
-learning rate, epoch and ETA. base_model, the data and output_dir are made absolute
+learning rate, epoch and ETA. model_name, the data and output_dir are made absolute
 and must be paths the train workers see (the same machine, or a shared filesystem).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {

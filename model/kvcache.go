@@ -39,21 +39,30 @@ func (m *Model) newStateOn(engine string, b, t int) decodeState {
 	if engine == EngineNative && m.native != nil {
 		s := m.native.newState(b, t)
 		s.m = m
+		s.recount()
 		return s
 	}
 	return m.newGraphState(b, t)
 }
 
 type kvState struct {
-	m      *Model
-	b, t   int
-	caches []*tensors.Tensor // k0, v0, k1, v1, ...
+	m       *Model
+	b, t    int
+	caches  []*tensors.Tensor // k0, v0, k1, v1, ...
+	counted int64             // bytes counted in m.cacheBytes
 }
 
 func (m *Model) newGraphState(b, t int) *kvState {
 	s := &kvState{m: m, b: b, t: t}
 	s.caches = s.zeros(t)
+	s.counted = s.bytes(t)
+	m.cacheBytes.Add(s.counted)
 	return s
+}
+
+// bytes is the size of the caches at t positions.
+func (s *kvState) bytes(t int) int64 {
+	return 4 * int64(2*s.m.cfg.NumLayers*s.b*s.m.cfg.NumKVHeads*s.m.cfg.HeadDim*t)
 }
 
 // cacheDims are the dimensions of cache i (even: keys, odd: values).
@@ -82,6 +91,8 @@ func (s *kvState) release() {
 		}
 	}
 	s.caches = nil
+	s.m.cacheBytes.Add(-s.counted)
+	s.counted = 0
 }
 
 // donated hands the caches to the next graph run, which replaces them.
@@ -126,6 +137,9 @@ func (s *kvState) grow(ctx context.Context, t int) error {
 		return err
 	}
 	s.caches, s.t = out, t
+	now := s.bytes(t)
+	s.m.cacheBytes.Add(now - s.counted)
+	s.counted = now
 	return nil
 }
 

@@ -48,6 +48,7 @@ type Model struct {
 	weights          []*tensors.Tensor // the held weights, then the rope tables: graph parameter order
 	engine           string            // the generation engine: EngineGraph or EngineNative
 	native           *nativeDecoder    // the native engine's packed weights, when it is used
+	cacheBytes       cacheCounter      // bytes of the live KV caches (MemoryBytes)
 
 	mu     sync.Mutex
 	graphs map[graphKey]*compiledGraph

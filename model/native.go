@@ -91,6 +91,7 @@ type nativeState struct {
 	scratch [][]float32 // per part of a forward
 	logits  []float32   // the last forward's logits (valid until the next)
 	idle    []float32   // the logits returned for idle rows: zeros
+	counted int64       // bytes of k and v counted in m.cacheBytes
 }
 
 func (d *nativeDecoder) newState(b, t int) *nativeState {
@@ -112,11 +113,31 @@ func (s *nativeState) alloc(t int) {
 		}
 	}
 	s.k, s.v, s.t = k, v, t
+	s.recount()
+}
+
+// recount brings the model's count of cache bytes up to this state's k and v.
+func (s *nativeState) recount() {
+	if s.m == nil {
+		return
+	}
+	var now int64
+	for l := range s.k {
+		now += 4 * int64(len(s.k[l])+len(s.v[l]))
+	}
+	s.m.cacheBytes.Add(now - s.counted)
+	s.counted = now
 }
 
 func (s *nativeState) cacheLen() int { return s.t }
 
-func (s *nativeState) release() { s.k, s.v, s.scratch, s.logits = nil, nil, nil, nil }
+func (s *nativeState) release() {
+	s.k, s.v, s.scratch, s.logits = nil, nil, nil, nil
+	if s.m != nil {
+		s.m.cacheBytes.Add(-s.counted)
+		s.counted = 0
+	}
+}
 
 func (s *nativeState) grow(_ context.Context, t int) error {
 	if t > s.t {

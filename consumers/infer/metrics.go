@@ -1,9 +1,13 @@
 package infer
 
 import (
+	"sync"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/largeforge/largeforge/internal/promreg"
+	"github.com/largeforge/largeforge/model"
+	"github.com/largeforge/largeforge/schemas"
 )
 
 // Metrics are the §5.3 inference metrics.
@@ -13,6 +17,64 @@ type Metrics struct {
 	TokensGenerated *prometheus.CounterVec   // tokens_generated_total{model}
 	TokensPerSecond *prometheus.GaugeVec     // tokens_per_second{model}
 	Active          *prometheus.GaugeVec     // active_requests{model}
+	// Memory is gpu_memory_used_bytes{device}: the bytes the models of this
+	// process's workers hold (see model.Model.MemoryBytes), read at scrape
+	// time. The engines here compute on the CPU, so device is "cpu".
+	Memory *MemoryCollector
+}
+
+// MemoryDevice is the device label of gpu_memory_used_bytes for the CPU
+// engines.
+const MemoryDevice = "cpu"
+
+// MemoryCollector exports gpu_memory_used_bytes{device} for the models
+// added to it.
+type MemoryCollector struct {
+	desc   *prometheus.Desc
+	mu     sync.Mutex
+	models map[*model.Model]int // a model served by several workers counts once
+}
+
+func newMemoryCollector() *MemoryCollector {
+	return &MemoryCollector{
+		desc:   prometheus.NewDesc(schemas.MetricGPUMemoryUsedBytes, "Memory the models hold on their device (weights and KV caches).", []string{schemas.LabelDevice}, nil),
+		models: map[*model.Model]int{},
+	}
+}
+
+// Add counts m until the matching Remove.
+func (c *MemoryCollector) Add(m *model.Model) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.models[m]++
+}
+
+// Remove stops counting m (once per Add).
+func (c *MemoryCollector) Remove(m *model.Model) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.models[m]--; c.models[m] <= 0 {
+		delete(c.models, m)
+	}
+}
+
+// Bytes is the memory of the models counted now.
+func (c *MemoryCollector) Bytes() int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var n int64
+	for m := range c.models {
+		n += m.MemoryBytes()
+	}
+	return n
+}
+
+// Describe implements prometheus.Collector.
+func (c *MemoryCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+// Collect implements prometheus.Collector.
+func (c *MemoryCollector) Collect(ch chan<- prometheus.Metric) {
+	ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(c.Bytes()), MemoryDevice)
 }
 
 // Request statuses of inference_requests_total.
@@ -33,6 +95,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		TokensGenerated: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tokens_generated_total", Help: "Total tokens generated."}, []string{"model"}),
 		TokensPerSecond: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "tokens_per_second", Help: "Generation speed."}, []string{"model"}),
 		Active:          prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "active_requests", Help: "Concurrent requests."}, []string{"model"}),
+		Memory:          newMemoryCollector(),
 	}
 	if reg == nil {
 		return m, nil
@@ -52,6 +115,9 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		return nil, err
 	}
 	if m.Active, err = promreg.Register(reg, m.Active); err != nil {
+		return nil, err
+	}
+	if m.Memory, err = promreg.Register(reg, m.Memory); err != nil {
 		return nil, err
 	}
 	return m, nil

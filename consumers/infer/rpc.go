@@ -95,6 +95,9 @@ func (h *Handler) handleRPC(ctx context.Context, req *pipeline.RPCRequest) {
 	lat := time.Since(t0)
 	h.met.Latency.WithLabelValues(h.s.Name).Observe(lat.Seconds())
 	h.met.TokensGenerated.WithLabelValues(h.s.Name).Add(float64(out.CompletionTokens))
+	if s := lat.Seconds(); s > 0 && out.CompletionTokens > 0 {
+		h.met.TokensPerSecond.WithLabelValues(h.s.Name).Set(float64(out.CompletionTokens) / s)
+	}
 	h.met.Requests.WithLabelValues(h.s.Name, StatusSuccess).Inc()
 	id := req.RequestID
 	if id == "" {

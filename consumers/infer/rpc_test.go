@@ -8,6 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/largeforge/largeforge/consumers/infer"
 	"github.com/largeforge/largeforge/model"
 	"github.com/largeforge/largeforge/model/tokenizer"
 	"github.com/largeforge/largeforge/pipeline"
@@ -114,6 +117,39 @@ func TestRPCCompletion(t *testing.T) {
 			t.Fatalf("err %v, want ErrNoResponders", err)
 		}
 	})
+	t.Run("metrics", func(t *testing.T) {
+		// Only interactive requests ran here: they set tokens_per_second.
+		if v := gaugeValue(t, s.reg, "tokens_per_second", "model", "stories"); !(v > 0) {
+			t.Errorf("tokens_per_second{model=stories} = %v after interactive requests", v)
+		}
+		// The model's weights (stories260K: 260k float32 parameters) and its
+		// batcher's KV cache.
+		if v := gaugeValue(t, s.reg, schemas.MetricGPUMemoryUsedBytes, schemas.LabelDevice, infer.MemoryDevice); v < 4*260_000 {
+			t.Errorf("gpu_memory_used_bytes{device=cpu} = %v", v)
+		}
+	})
+}
+
+// gaugeValue is the value of the gauge series name{label=value} in reg.
+func gaugeValue(t testing.TB, reg *prometheus.Registry, name, label, value string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == label && l.GetValue() == value {
+					return m.GetGauge().GetValue()
+				}
+			}
+		}
+	}
+	return -1
 }
 
 func checkCounter(t *testing.T, s *stack, status string) {

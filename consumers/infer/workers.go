@@ -216,6 +216,9 @@ func start(ctx context.Context, bus *pipeline.Bus, models []ModelInput, owned []
 		consumers = append(consumers, c)
 		w.models = append(w.models, mi.Name)
 	}
+	for _, mi := range models {
+		met.Memory.Add(mi.Model)
+	}
 	for _, c := range consumers {
 		loops.Consume(c, cfg.Fetchers)
 	}
@@ -232,6 +235,9 @@ func start(ctx context.Context, bus *pipeline.Bus, models []ModelInput, owned []
 		err := loops.Wait()
 		stop()
 		err = cmp.Or(err, batchers.Wait())
+		for _, mi := range models {
+			met.Memory.Remove(mi.Model)
+		}
 		for _, m := range owned {
 			_ = m.Close()
 		}

@@ -1,0 +1,41 @@
+package model
+
+import "sync/atomic"
+
+// MemoryBytes is the memory the model holds on its device (the CPU for the
+// native engine and the pure Go backend): its weights on the backend, the
+// native engine's packed copy of them, and the KV caches of the decode
+// states alive now (batchers, generations). It is what the workers export
+// as gpu_memory_used_bytes{device="cpu"}.
+func (m *Model) MemoryBytes() int64 {
+	var n int64
+	for _, t := range m.weights {
+		if t != nil {
+			n += int64(t.Shape().Memory())
+		}
+	}
+	if m.native != nil {
+		n += m.native.bytes()
+	}
+	return n + m.cacheBytes.Load()
+}
+
+// cacheCounter counts the bytes of live KV caches; see MemoryBytes.
+type cacheCounter struct{ atomic.Int64 }
+
+// bytes is the size of the native engine's packed weights and tables.
+func (d *nativeDecoder) bytes() int64 {
+	n := len(d.embed) + len(d.finalNorm) + len(d.cos) + len(d.sin) + packedLen(d.lmHead)
+	for _, l := range d.layers {
+		n += len(l.attnNorm) + len(l.mlpNorm) + len(l.qkvBias) + len(l.oBias)
+		n += packedLen(l.qkv) + packedLen(l.o) + packedLen(l.gateUp) + packedLen(l.down)
+	}
+	return 4 * int64(n)
+}
+
+func packedLen(p *packedMatrix) int {
+	if p == nil {
+		return 0
+	}
+	return len(p.wt)
+}

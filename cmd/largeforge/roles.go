@@ -3,10 +3,12 @@ package main
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
@@ -52,6 +54,10 @@ type WorkerConfig struct {
 	// ExpertNames are experts to read from the lf_experts bucket and serve
 	// as Experts (worker --expert).
 	ExpertNames []string
+	// LiveSince, when set, is when the server started (up): a heartbeat
+	// older than that, left by an earlier run within its TTL, is not a live
+	// worker serving an expert.
+	LiveSince time.Time
 }
 
 // Validate checks the flags of worker for its Role.
@@ -311,12 +317,39 @@ func expertsToServe(ctx context.Context, bus *pipeline.Bus, wc WorkerConfig) ([]
 	if err != nil {
 		return nil, err
 	}
+	if !wc.LiveSince.IsZero() {
+		if live, err = liveSince(ctx, wkv, wc.LiveSince); err != nil {
+			return nil, err
+		}
+	}
 	out := named
 	for _, e := range wc.Experts {
 		if _, ok := wc.Models[e.Name]; ok || live[e.Name] > 0 {
 			continue
 		}
 		out = append(out, e)
+	}
+	return out, nil
+}
+
+// liveSince counts, per model, the infer workers of lf_workers whose
+// heartbeat was written after since (a heartbeat of the same second as
+// since may be older: not counted).
+func liveSince(ctx context.Context, wkv *pipeline.KV, since time.Time) (map[string]int, error) {
+	keys, err := wkv.Keys(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list %s: %w", pipeline.BucketWorkers, err)
+	}
+	out := map[string]int{}
+	for _, key := range keys {
+		e, err := wkv.Get(ctx, key)
+		var hb schemas.Heartbeat
+		if err != nil || json.Unmarshal(e.Value, &hb) != nil || hb.Role != schemas.WorkerInfer || hb.UpdatedAt <= since.Unix() {
+			continue
+		}
+		for _, m := range hb.Models {
+			out[m]++
+		}
 	}
 	return out, nil
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -105,6 +106,7 @@ func runUp(ctx context.Context, up UpConfig) error {
 	if err := serveMetrics(ctx, cfg.MetricsAddr, reg, log); err != nil {
 		return err
 	}
+	started := time.Now()
 	srv, err := pipeline.StartEmbedded(ctx, pipeline.EmbeddedConfig{DataDir: dataDir, Conf: largeforge.NATSConf, Listen: up.Listen}, log)
 	if err != nil {
 		return err
@@ -135,6 +137,7 @@ func runUp(ctx context.Context, up UpConfig) error {
 		}
 	}
 	wc := upWorkerConfig(dataDir, models, adapters)
+	wc.LiveSince = started
 	if up.Gateway.Experts != "" {
 		// Each expert not served already gets a worker (or an endpoint proxy).
 		if wc.Experts, err = schemas.LoadExperts(up.Gateway.Experts); err != nil {

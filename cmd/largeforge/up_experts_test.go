@@ -3,11 +3,13 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -69,4 +71,46 @@ func TestUpServesExperts(t *testing.T) {
 	if status != http.StatusOK || resp.Model != "stories" {
 		t.Fatalf("stories, served by --model: %d %+v %+v", status, resp, bad)
 	}
+}
+
+// TestUpRestartServesExperts: up --experts (no --model) killed and started
+// again at once on the same data directory serves its expert again; the
+// heartbeat its first run left in lf_workers (within the TTL) is not taken
+// for a live worker.
+func TestUpRestartServesExperts(t *testing.T) {
+	modelDir := filepath.Dir(testenv.SharedFile(t, "models/stories260K/model.safetensors"))
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	data, _ := json.Marshal([]schemas.ExpertConfig{{Name: "tiny", ModelPath: modelDir, MaxTokens: 64}})
+	file := filepath.Join(dir, "experts.json")
+	if err := os.WriteFile(file, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	port, hport := freePort(t), freePort(t)
+	env := []string{"LARGEFORGE_NATS=nats://127.0.0.1:" + strconv.Itoa(port)}
+	args := []string{"up", "--data-dir", filepath.Join(dir, "lf-data"), "--listen", "127.0.0.1:" + strconv.Itoa(port), "--experts", file,
+		"--http", "127.0.0.1:" + strconv.Itoa(hport), "--metrics-addr", "127.0.0.1:0", "--log-format", "json", "--log-level", "warning"}
+	url := "http://127.0.0.1:" + strconv.Itoa(hport)
+	answers := func(p *proc) {
+		t.Helper()
+		pipelinetest.CheckFor(t, 30*time.Second, 100*time.Millisecond, func() error {
+			resp, err := http.Get(url + "/health")
+			if err != nil {
+				return fmt.Errorf("%w; up says:\n%s", err, p.out)
+			}
+			resp.Body.Close()
+			status, _, bad := completion(t, url, map[string]any{"model": "tiny", "prompt": "Once upon a time", "max_tokens": 4})
+			if status != http.StatusOK {
+				return fmt.Errorf("tiny: %d %+v", status, bad)
+			}
+			return nil
+		})
+	}
+	first := start(t, bin, env, args...)
+	answers(first)
+	if err := first.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = first.cmd.Wait()
+	answers(start(t, bin, env, args...))
 }

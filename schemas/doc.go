@@ -23,7 +23,9 @@
 // package. Batch jobs (job.go): Request on lf.req.<job>.<model> (a
 // completion or a ScoreInput), Result on lf.res.<job> (a response, a
 // ScoreOutput, an error row, or a control marker), and the OutputLine of
-// output.jsonl.
+// output.jsonl. Training jobs (train.go): TrainJob on lf.train.<job>, a
+// job id and its RunConfig (a train.yaml, ParseRunConfig), with
+// DecodeTrainJob.
 //
 // Arrow (shards and Parquet parts): ArrowSchema, AppendRecord,
 // RecordsToArrow and RecordsFromArrow.

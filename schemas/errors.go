@@ -41,6 +41,9 @@ var (
 	// ErrBadMessage is wrapped when a job Request or Result message cannot
 	// be decoded or breaks the message's own rules (ids, kind, body).
 	ErrBadMessage = errors.New("bad job message")
+	// ErrBadTrainJob is wrapped when a training job message (TrainJob)
+	// cannot be decoded or holds an invalid run config.
+	ErrBadTrainJob = errors.New("bad training job message")
 	// ErrSchemaMismatch: an Arrow schema or record does not have the columns
 	// ArrowSchema gives for the format.
 	ErrSchemaMismatch = errors.New("arrow schema mismatch")

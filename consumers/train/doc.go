@@ -1,6 +1,6 @@
 // Package train runs fine-tuning jobs over the bus: Submit records a
 // training job in lf_jobs and puts its resolved train config on
-// lf.train.<job> (the LF_TRAIN work queue); Start runs a train worker that
+// lf.train.<job> (the LF_TRAIN work queue) as a schemas.TrainJob; Start runs a train worker that
 // takes those jobs one at a time, runs model/train with a progress callback
 // that writes step, loss, learning rate, epoch and ETA into the job's
 // record, stops at the next step when the job is cancelled, keeps the

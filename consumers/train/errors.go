@@ -1,10 +1,15 @@
 package train
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/largeforge/largeforge/schemas"
+)
 
 var (
 	// ErrInvalidOption is wrapped by constructor and configuration errors.
 	ErrInvalidOption = errors.New("invalid train worker option")
-	// ErrBadMessage is wrapped when a training job message cannot be decoded.
-	ErrBadMessage = errors.New("bad training job message")
+	// ErrBadMessage is wrapped when a training job message cannot be
+	// decoded (schemas.DecodeTrainJob).
+	ErrBadMessage = schemas.ErrBadTrainJob
 )

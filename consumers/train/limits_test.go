@@ -48,7 +48,7 @@ func TestOversizedTrainingJobsFail(t *testing.T) {
 				if _, err := store.Create(ctx, jobs.Spec{ID: id, Kind: jobs.KindTraining, Model: "huge", InputFile: fx.Data}); err != nil {
 					t.Fatal(err)
 				}
-				data, err := train.Message{Job: id, Run: huge, Training: huge.Training}.Encode()
+				data, err := schemas.TrainJob{Job: id, Run: huge}.Encode()
 				if err != nil {
 					t.Fatal(err)
 				}

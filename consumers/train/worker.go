@@ -182,7 +182,7 @@ func HeartbeatKey(id string) string { return schemas.HeartbeatKey(schemas.Worker
 // training fails for good (the job is marked failed); a plain error (nak,
 // redelivery) when the worker is stopping mid-job.
 func (w *Worker) handle(ctx context.Context, msg pipeline.Msg) error {
-	m, err := DecodeMessage(msg.Data)
+	m, err := schemas.DecodeTrainJob(msg.Data)
 	if err != nil {
 		if id := pipeline.ThirdToken(msg.Subject); id != "unknown" {
 			w.failJob(ctx, id, "invalid_config", err)
@@ -206,7 +206,7 @@ func (w *Worker) handle(ctx context.Context, msg pipeline.Msg) error {
 		return err
 	}
 	attempt := int(msg.Deliveries)
-	rc := m.RunConfig()
+	rc := m.Run
 	if rc.Dataset != "" && rc.DataDir == "" {
 		if w.cfg.DataDir == "" {
 			err := fmt.Errorf("%w: dataset %s: the job has no data_dir and worker %s no data dir", ErrInvalidOption, rc.Dataset, w.ID)

@@ -52,13 +52,13 @@ func AlpacaPrompt(instruction, input string) string {
 // Prompt templates of Alpaca records (train.yaml prompt_template).
 const (
 	// PromptTemplateAlpaca renders the Stanford Alpaca prompt (the default).
-	PromptTemplateAlpaca = "alpaca"
+	PromptTemplateAlpaca = schemas.PromptTemplateAlpaca
 	// PromptTemplateChat renders the instruction (and input) as a user
 	// turn and the output as the assistant's reply with the model's chat
 	// template (ChatML when it has none, then written into the trained
 	// model's tokenizer_config.json): shorter sequences, served through chat
 	// requests.
-	PromptTemplateChat = "chat"
+	PromptTemplateChat = schemas.PromptTemplateChat
 )
 
 // TrainedChatTemplate is the chat_template a model trained on recs with tok

@@ -15,8 +15,8 @@ import (
 	"github.com/largeforge/largeforge/schemas"
 )
 
-// DefaultDPOBeta is the DPO sigmoid loss's beta.
-const DefaultDPOBeta = 0.1
+// DefaultDPOBeta is the DPO sigmoid loss's beta (schemas.DefaultDPOBeta).
+const DefaultDPOBeta = schemas.DefaultDPOBeta
 
 // DPOPair is a preference pair: the prompt followed by the chosen and by
 // the rejected response (loss weight 1 on the response tokens).

@@ -82,8 +82,9 @@ func WithChatTemplate(src string) Option {
 // max_position_embeddings when that is shorter).
 const DefaultMaxSeqLen = 512
 
-// DefaultSeed is the default shuffling seed (the Hugging Face Trainer's).
-const DefaultSeed = 42
+// DefaultSeed is the default shuffling seed (the Hugging Face Trainer's;
+// a train.yaml's default, schemas.DefaultTrainSeed).
+const DefaultSeed = schemas.DefaultTrainSeed
 
 // WithLoRA trains LoRA adapters (§2.2) on the target modules instead of
 // every weight; the base stays frozen. Checkpoints hold the adapter (§4.2).

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -13,7 +12,6 @@ import (
 	"strings"
 
 	"github.com/rs/zerolog"
-	"sigs.k8s.io/yaml"
 
 	"github.com/largeforge/largeforge/model/checkpoint"
 	"github.com/largeforge/largeforge/model/tokenizer"
@@ -21,117 +19,17 @@ import (
 )
 
 // RunConfig is a train.yaml: the method (sft or dpo), the data, and the
-// §2.1 TrainingConfig fields (inline, with the table's defaults), whose
-// model_name is the base model.
-type RunConfig struct {
-	Method string `json:"method"` // "sft" or "dpo"
-	// BaseModel is an alias of model_name (the base model, a Hugging Face
-	// checkpoint directory); Model() is the one to read.
-	BaseModel    string   `json:"base_model"`
-	Dataset      string   `json:"dataset"`        // an ingested dataset's name, read from DataDir (by the RecordReader handed to Run)
-	DataDir      string   `json:"data_dir"`       // where ingested datasets live (a --data-dir)
-	DataFiles    []string `json:"data_files"`     // Parquet parts or JSONL files
-	Format       string   `json:"format"`         // the JSONL files' format (detected when empty)
-	MaxSeqLength int      `json:"max_seq_length"` // 0: DefaultMaxSeqLen, or the model's max_position_embeddings when shorter
-	Seed         int64    `json:"seed"`           // default DefaultSeed
-	// Resume requires a checkpoint to continue from; without it the newest
-	// checkpoint in output_dir, if any, is resumed all the same.
-	Resume bool `json:"resume"`
-	// EvalSplit is the fraction of the rendered examples held out (chosen
-	// from the seed) and evaluated every eval_steps; 0 evaluates nothing.
-	// A train.yaml without it holds out DefaultEvalSplit (SFT).
-	EvalSplit float64 `json:"eval_split"`
-	// Beta is the DPO loss's beta (default DefaultDPOBeta).
-	Beta float64 `json:"beta"`
-	// Packing packs SFT examples into rows of max_seq_length (WithPacking).
-	Packing bool `json:"packing"`
-	// PromptTemplate renders Alpaca records: PromptTemplateAlpaca (the
-	// default) or PromptTemplateChat (the model's chat template).
-	PromptTemplate string                 `json:"prompt_template"`
-	Training       schemas.TrainingConfig `json:"-"`
-	// LoRA, when the yaml has a lora: section (§2.2 fields with their
-	// defaults), trains adapters instead of every weight.
-	LoRA *schemas.LoraConfig `json:"-"`
-}
+// §2.1 TrainingConfig fields. It is the wire contract's schemas.RunConfig,
+// which a training job carries on lf.train.<job>.
+type RunConfig = schemas.RunConfig
 
-// DefaultEvalSplit is the eval_split of an SFT train.yaml that names none:
-// a tenth of the examples (at least one) is held out and evaluated every
-// eval_steps and at the end.
-const DefaultEvalSplit = 0.1
+// DefaultEvalSplit is the eval_split of an SFT train.yaml that names none
+// (schemas.DefaultEvalSplit).
+const DefaultEvalSplit = schemas.DefaultEvalSplit
 
-var runKeys = []string{"method", "base_model", "dataset", "data_dir", "data_files", "format", "max_seq_length", "seed", "resume", "lora", "eval_split", "beta", "packing", "prompt_template"}
-
-// ParseRunConfig decodes a train.yaml (YAML or JSON). The TrainingConfig
-// fields get the §2.1 defaults; base_model is an alias of model_name (both
-// given, they must agree). An SFT run without eval_split gets
-// DefaultEvalSplit. Unknown keys are an error. The config is validated;
-// that the model directory exists is checked by CheckModel.
-func ParseRunConfig(data []byte) (RunConfig, error) {
-	var raw map[string]any
-	if err := yaml.Unmarshal(data, &raw); err != nil {
-		return RunConfig{}, fmt.Errorf("%w: train config: %w", ErrInvalidOption, err)
-	}
-	own := map[string]any{}
-	for _, k := range runKeys {
-		if v, ok := raw[k]; ok {
-			own[k] = v
-			delete(raw, k)
-		}
-	}
-	rc := RunConfig{Method: "sft", Seed: DefaultSeed, Beta: DefaultDPOBeta}
-	if b, err := json.Marshal(own); err != nil {
-		return RunConfig{}, fmt.Errorf("%w: train config: %w", ErrInvalidOption, err)
-	} else if err := json.Unmarshal(b, &rc); err != nil {
-		return RunConfig{}, fmt.Errorf("%w: train config: %w", ErrInvalidOption, err)
-	}
-	if l, ok := own["lora"]; ok {
-		b, err := json.Marshal(l)
-		if err != nil {
-			return RunConfig{}, fmt.Errorf("%w: train config: %w", ErrInvalidOption, err)
-		}
-		if string(b) == "null" {
-			b = []byte("{}")
-		}
-		lc, err := schemas.ParseLoraConfig(b)
-		if err != nil {
-			return RunConfig{}, err
-		}
-		rc.LoRA = &lc
-	}
-	if name, ok := raw["model_name"]; !ok && rc.BaseModel != "" {
-		raw["model_name"] = rc.BaseModel
-	} else if s, _ := name.(string); ok && rc.BaseModel != "" && s != rc.BaseModel {
-		return RunConfig{}, fmt.Errorf("%w: model_name %v and its alias base_model %s differ", ErrInvalidOption, name, rc.BaseModel)
-	}
-	if _, ok := own["eval_split"]; !ok && rc.Method == "sft" {
-		rc.EvalSplit = DefaultEvalSplit
-	}
-	rest, err := json.Marshal(raw)
-	if err != nil {
-		return RunConfig{}, fmt.Errorf("%w: train config: %w", ErrInvalidOption, err)
-	}
-	rc.Training, err = schemas.ParseTrainingConfig(rest)
-	if err != nil {
-		return RunConfig{}, err
-	}
-	rc.BaseModel = rc.Training.ModelName
-	return rc, rc.Validate()
-}
-
-// Model is the base model: model_name, or its alias base_model when only
-// that is set.
-func (rc RunConfig) Model() string {
-	if rc.Training.ModelName != "" {
-		return rc.Training.ModelName
-	}
-	return rc.BaseModel
-}
-
-// WithModel is rc with its base model set to dir (model_name and the alias).
-func (rc RunConfig) WithModel(dir string) RunConfig {
-	rc.BaseModel, rc.Training.ModelName = dir, dir
-	return rc
-}
+// ParseRunConfig decodes and validates a train.yaml (schemas.ParseRunConfig):
+// its errors wrap schemas.ErrInvalidConfig or the §7 sentinels.
+func ParseRunConfig(data []byte) (RunConfig, error) { return schemas.ParseRunConfig(data) }
 
 // CheckModel checks that the base model is a model directory here (one
 // holding config.json): otherwise "Invalid model path" (it wraps
@@ -150,44 +48,6 @@ func CheckModel(rc RunConfig) error {
 		return fmt.Errorf("%w: %s is not a model directory (no config.json)", schemas.ErrInvalidModelPath, name)
 	}
 	return nil
-}
-
-// Validate checks the run config (the TrainingConfig included). A dataset
-// name follows the rule of ingested datasets (schemas.ValidateDatasetName). What
-// depends on the base model (max_seq_length against its
-// max_position_embeddings, the memory the run needs) is checked by
-// CheckRun.
-func (rc RunConfig) Validate() error {
-	if rc.Dataset != "" {
-		if err := schemas.ValidateDatasetName(rc.Dataset); err != nil {
-			return fmt.Errorf("%w: dataset: %w", ErrInvalidOption, err)
-		}
-	}
-	switch {
-	case rc.Method != "sft" && rc.Method != "dpo":
-		return fmt.Errorf("%w: method %q (want sft or dpo)", ErrInvalidOption, rc.Method)
-	case !(rc.Beta > 0) || math.IsInf(rc.Beta, 0):
-		return fmt.Errorf("%w: beta %v must be a positive number", ErrInvalidOption, rc.Beta)
-	case rc.BaseModel != "" && rc.Training.ModelName != "" && rc.BaseModel != rc.Training.ModelName:
-		return fmt.Errorf("%w: model_name %s and its alias base_model %s differ", ErrInvalidOption, rc.Training.ModelName, rc.BaseModel)
-	case rc.Method == "dpo" && rc.EvalSplit != 0:
-		return fmt.Errorf("%w: eval_split %v: dpo runs no evaluation (leave eval_split out or 0)", ErrInvalidOption, rc.EvalSplit)
-	case rc.Training.LRSchedulerType == "reduce_lr_on_plateau" && (rc.Method == "dpo" || rc.EvalSplit == 0):
-		return fmt.Errorf("%w: lr_scheduler_type reduce_lr_on_plateau needs evaluation: an sft run with eval_split > 0", ErrInvalidOption)
-	case (rc.Dataset == "") == (len(rc.DataFiles) == 0):
-		return fmt.Errorf("%w: give either dataset or data_files", ErrInvalidOption)
-	case rc.Training.OutputDir == "":
-		return fmt.Errorf("%w: output_dir is required", ErrInvalidOption)
-	case !(rc.EvalSplit >= 0 && rc.EvalSplit < 1):
-		return fmt.Errorf("%w: eval_split %v not in [0, 1)", ErrInvalidOption, rc.EvalSplit)
-	case rc.MaxSeqLength != 0 && rc.MaxSeqLength < 2:
-		return fmt.Errorf("%w: max_seq_length %d is below 2", ErrInvalidOption, rc.MaxSeqLength)
-	case rc.PromptTemplate != "" && rc.PromptTemplate != PromptTemplateAlpaca && rc.PromptTemplate != PromptTemplateChat:
-		return fmt.Errorf("%w: prompt_template %q (want %s or %s)", ErrInvalidOption, rc.PromptTemplate, PromptTemplateAlpaca, PromptTemplateChat)
-	}
-	tc := rc.Training
-	tc.ModelName = rc.Model()
-	return tc.Validate()
 }
 
 // RecordReader gives a run its training records. Run is handed one with

@@ -18,69 +18,6 @@ import (
 	"github.com/largeforge/largeforge/storage"
 )
 
-func TestParseRunConfig(t *testing.T) {
-	tests := []struct {
-		name    string
-		yaml    string
-		wantErr error
-	}{
-		{name: "dataset", yaml: "base_model: m\ndataset: d\noutput_dir: o\nlearning_rate: 0.001\n"},
-		{name: "files", yaml: "method: sft\nbase_model: m\ndata_files: [a.jsonl]\noutput_dir: o\nnum_epochs: 1\n"},
-		{name: "lora", yaml: "base_model: m\ndataset: d\noutput_dir: o\nlora:\n  r: 4\n"},
-		{name: "bad lora", yaml: "base_model: m\ndataset: d\noutput_dir: o\nlora:\n  r: 0\n", wantErr: schemas.ErrInvalidConfig},
-		{name: "bad eval split", yaml: "base_model: m\ndataset: d\noutput_dir: o\neval_split: 1\n", wantErr: ErrInvalidOption},
-		{name: "dpo", yaml: "method: dpo\nbase_model: m\ndataset: d\noutput_dir: o\nbeta: 0.2\n"},
-		{name: "bad beta", yaml: "method: dpo\nbase_model: m\ndataset: d\noutput_dir: o\nbeta: -1\n", wantErr: ErrInvalidOption},
-		{name: "unknown method", yaml: "method: ppo\nbase_model: m\ndataset: d\noutput_dir: o\n", wantErr: ErrInvalidOption},
-		{name: "no data", yaml: "base_model: m\noutput_dir: o\n", wantErr: ErrInvalidOption},
-		{name: "both data", yaml: "base_model: m\ndataset: d\ndata_files: [a]\noutput_dir: o\n", wantErr: ErrInvalidOption},
-		{name: "no output", yaml: "base_model: m\ndataset: d\n", wantErr: ErrInvalidOption},
-		{name: "bad lr", yaml: "base_model: m\ndataset: d\noutput_dir: o\nlearning_rate: 0\n", wantErr: schemas.ErrLearningRateNotPositive},
-		{name: "unknown key", yaml: "base_model: m\ndataset: d\noutput_dir: o\nlearnin_rate: 1\n", wantErr: schemas.ErrInvalidConfig},
-		{name: "packing and chat template", yaml: "base_model: m\ndataset: d\noutput_dir: o\npacking: true\nprompt_template: chat\n"},
-		{name: "alpaca template", yaml: "base_model: m\ndataset: d\noutput_dir: o\nprompt_template: alpaca\n"},
-		{name: "unknown template", yaml: "base_model: m\ndataset: d\noutput_dir: o\nprompt_template: vicuna\n", wantErr: ErrInvalidOption},
-		{name: "lora bias and dropout", yaml: "base_model: m\ndataset: d\noutput_dir: o\nlora:\n  bias: lora_only\n  lora_dropout: 0.1\n"},
-		{name: "dataset path", yaml: "base_model: m\ndataset: ../etc\noutput_dir: o\n", wantErr: dataset.ErrInvalidName},
-		{name: "dataset with a dot", yaml: "base_model: m\ndataset: a.b\noutput_dir: o\n", wantErr: dataset.ErrInvalidName},
-		{name: "dataset with a space", yaml: "base_model: m\ndataset: a b\noutput_dir: o\n", wantErr: dataset.ErrInvalidName},
-		{name: "huge batch", yaml: "base_model: m\ndataset: d\noutput_dir: o\nper_device_batch_size: 100000000\n", wantErr: schemas.ErrInvalidConfig},
-		{name: "huge accumulation", yaml: "base_model: m\ndataset: d\noutput_dir: o\ngradient_accumulation_steps: 100000\n", wantErr: schemas.ErrInvalidConfig},
-		{name: "huge rank", yaml: "base_model: m\ndataset: d\noutput_dir: o\nlora:\n  r: 1024\n", wantErr: schemas.ErrInvalidConfig},
-		{name: "model_name alone", yaml: "model_name: m\ndataset: d\noutput_dir: o\n"},
-		{name: "model_name and alias agree", yaml: "model_name: m\nbase_model: m\ndataset: d\noutput_dir: o\n"},
-		{name: "model_name and alias differ", yaml: "model_name: m\nbase_model: n\ndataset: d\noutput_dir: o\n", wantErr: ErrInvalidOption},
-		{name: "no model", yaml: "dataset: d\noutput_dir: o\n", wantErr: schemas.ErrModelNameRequired},
-		{name: "unknown optim", yaml: "model_name: m\ndataset: d\noutput_dir: o\noptim: lion\n", wantErr: schemas.ErrInvalidConfig},
-		{name: "plateau without evaluation", yaml: "model_name: m\ndataset: d\noutput_dir: o\nlr_scheduler_type: reduce_lr_on_plateau\neval_split: 0\n", wantErr: ErrInvalidOption},
-		{name: "plateau with the default split", yaml: "model_name: m\ndataset: d\noutput_dir: o\nlr_scheduler_type: reduce_lr_on_plateau\n"},
-		{name: "plateau under dpo", yaml: "method: dpo\nmodel_name: m\ndataset: d\noutput_dir: o\nlr_scheduler_type: reduce_lr_on_plateau\n", wantErr: ErrInvalidOption},
-		{name: "dpo with eval_split", yaml: "method: dpo\nmodel_name: m\ndataset: d\noutput_dir: o\neval_split: 0.2\n", wantErr: ErrInvalidOption},
-		{name: "seq cls lora", yaml: "model_name: m\ndataset: d\noutput_dir: o\nlora:\n  task_type: SEQ_CLS\n", wantErr: schemas.ErrInvalidConfig},
-		{name: "fp16 alone", yaml: "model_name: m\ndataset: d\noutput_dir: o\nfp16: true\n"},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			rc, err := ParseRunConfig([]byte(tc.yaml))
-			if tc.wantErr != nil {
-				if !errors.Is(err, tc.wantErr) {
-					t.Fatalf("err = %v, want %v", err, tc.wantErr)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			if rc.Training.ModelName != "m" || rc.Model() != "m" || rc.Training.PerDeviceBatchSize != 4 || rc.MaxSeqLength != 0 {
-				t.Errorf("defaults not applied: %+v", rc)
-			}
-			if wantSplit := map[string]float64{"sft": DefaultEvalSplit, "dpo": 0}[rc.Method]; !strings.Contains(tc.yaml, "eval_split") && rc.EvalSplit != wantSplit {
-				t.Errorf("eval_split %v, want the default %v for %s", rc.EvalSplit, wantSplit, rc.Method)
-			}
-		})
-	}
-}
-
 // TestRunFromIngestedDataset trains one step from an ingested dataset's
 // Parquet part, read by the dataset's RecordReader as `largeforge train`
 // hands it one.

@@ -2,7 +2,6 @@ package train
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -12,43 +11,6 @@ import (
 	"github.com/largeforge/largeforge/pipeline"
 	"github.com/largeforge/largeforge/schemas"
 )
-
-// Message is a training job on lf.train.<job>: the job id and its train
-// config, resolved (absolute paths, every default filled in).
-type Message struct {
-	Job string `json:"job"`
-	// Run is the config's own fields; its Training and LoRA travel beside it.
-	Run      train.RunConfig        `json:"run"`
-	Training schemas.TrainingConfig `json:"training"`
-	LoRA     *schemas.LoraConfig    `json:"lora,omitempty"`
-}
-
-// RunConfig is the message's train config, whole.
-func (m Message) RunConfig() train.RunConfig {
-	rc := m.Run
-	rc.Training = m.Training
-	rc.LoRA = m.LoRA
-	return rc
-}
-
-// Encode is the message as JSON.
-func (m Message) Encode() ([]byte, error) { return json.Marshal(m) }
-
-// DecodeMessage decodes and validates a training job message; errors wrap
-// ErrBadMessage.
-func DecodeMessage(data []byte) (Message, error) {
-	var m Message
-	if err := json.Unmarshal(data, &m); err != nil {
-		return Message{}, fmt.Errorf("%w: %w", ErrBadMessage, err)
-	}
-	if err := jobs.ValidID(m.Job); err != nil {
-		return Message{}, fmt.Errorf("%w: %w", ErrBadMessage, err)
-	}
-	if err := m.RunConfig().Validate(); err != nil {
-		return Message{}, fmt.Errorf("%w: job %s: %w", ErrBadMessage, m.Job, err)
-	}
-	return m, nil
-}
 
 // Resolve makes rc's paths (model_name and its alias base_model, data_dir,
 // data_files, output_dir) absolute, so that a worker started anywhere on
@@ -131,7 +93,7 @@ func Submit(ctx context.Context, bus *pipeline.Bus, store *jobs.Store, rc train.
 	if err != nil {
 		return jobs.Job{}, err
 	}
-	data, err := Message{Job: id, Run: rc, Training: rc.Training, LoRA: rc.LoRA}.Encode()
+	data, err := schemas.TrainJob{Job: id, Run: rc}.Encode()
 	if err != nil {
 		return jobs.Job{}, err
 	}

@@ -68,7 +68,7 @@ func newDatasetsCmd() *cobra.Command {
 
 // loadManifests reads manifests from the lf_datasets bucket: all, or the one named.
 func loadManifests(ctx context.Context, name string) ([]dataset.Manifest, error) {
-	log := newLogger()
+	log := newLogger(ctx)
 	bus, err := connect(ctx, log)
 	if err != nil {
 		return nil, err

@@ -80,7 +80,7 @@ func listExperts(ctx context.Context, file string, offline bool) ([]ExpertRow, e
 		}
 		return rows, nil
 	}
-	log := newLogger()
+	log := newLogger(ctx)
 	bus, err := connect(ctx, log)
 	if err != nil {
 		return nil, err

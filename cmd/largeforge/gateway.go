@@ -110,7 +110,7 @@ generation.`,
 				return err
 			}
 			ctx := cmd.Context()
-			log := newLogger()
+			log := newLogger(ctx)
 			bus, err := connectRole(ctx, "largeforge-gateway", log)
 			if err != nil {
 				return err
@@ -134,11 +134,11 @@ generation.`,
 func connectRole(ctx context.Context, name string, log zerolog.Logger) (*pipeline.Bus, error) {
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	c := cfg.NATS
+	c := configFrom(ctx).NATS
 	c.Name = name
 	bus, err := pipeline.Connect(cctx, c, log)
 	if err != nil {
-		return nil, fmt.Errorf("connect to NATS at %s (start one with `largeforge up`, or set --nats / LARGEFORGE_NATS): %w", cfg.NATS.URL, err)
+		return nil, fmt.Errorf("connect to NATS at %s (start one with `largeforge up`, or set --nats / LARGEFORGE_NATS): %w", c.URL, err)
 	}
 	// A denied JetStream request gets no answer, only an asynchronous
 	// permissions error: watch for it rather than waiting for the deadline.

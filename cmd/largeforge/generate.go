@@ -28,8 +28,8 @@ type loadedModel struct {
 	gen  *model.TextGenerator
 }
 
-func loadModel(dir string, maxBatch int) (*loadedModel, error) {
-	log := newLogger()
+func loadModel(ctx context.Context, dir string, maxBatch int) (*loadedModel, error) {
+	log := newLogger(ctx)
 	opts := []model.Option{model.WithLogger(logging.Named(log, "largeforge.model"))}
 	if maxBatch > 0 {
 		opts = append(opts, model.WithMaxBatch(maxBatch))
@@ -74,7 +74,7 @@ of --batch-size; a request that fails validation gets a line with an "error" obj
 			if cmd.Flags().Changed("seed") {
 				req.Seed = &seed
 			}
-			lm, err := loadModel(dir, batch)
+			lm, err := loadModel(cmd.Context(), dir, batch)
 			if err != nil {
 				return err
 			}

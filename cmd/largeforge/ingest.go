@@ -57,9 +57,9 @@ exceed --max-rejects.`,
 }
 
 func runIngest(ctx context.Context, ic ingest.Config, source string, asJSON bool, progress string) error {
-	log := newLogger()
+	log := newLogger(ctx)
 	reg := newRegistry()
-	if err := serveMetrics(ctx, cfg.MetricsAddr, reg, log); err != nil {
+	if err := serveMetrics(ctx, configFrom(ctx).MetricsAddr, reg, log); err != nil {
 		return err
 	}
 	metrics, err := dataset.NewMetrics(reg)

@@ -125,7 +125,7 @@ func newJobsCmd() *cobra.Command {
 
 // withJobStore connects to the bus and runs f with the job store.
 func withJobStore(ctx context.Context, f func(*pipeline.Bus, *jobs.Store) error) error {
-	log := newLogger()
+	log := newLogger(ctx)
 	bus, err := connect(ctx, log)
 	if err != nil {
 		return err

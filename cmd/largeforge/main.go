@@ -19,17 +19,18 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := newRootCmd().ExecuteContext(ctx); err != nil {
-		reportFatal(err)
+	root, cfg := newRoot()
+	if err := root.ExecuteContext(ctx); err != nil {
+		reportFatal(cfg, err)
 		os.Exit(1)
 	}
 }
 
 // reportFatal writes the error that ends the command: one CRITICAL line
 // when the logs are JSON, else "largeforge: <error>".
-func reportFatal(err error) {
+func reportFatal(cfg *Config, err error) {
 	if logging.Resolve(cfg.LogFormat, os.Stderr) == logging.FormatJSON {
-		log := newLogger()
+		log := loggerFor(cfg)
 		log.WithLevel(zerolog.FatalLevel).Msg(err.Error())
 		return
 	}

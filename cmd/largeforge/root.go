@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -53,9 +54,38 @@ func (c Config) Validate() error {
 	return c.NATS.Validate()
 }
 
-var cfg = Config{}
+// configKey is the context key of the running command's Config.
+type configKey struct{}
+
+// configFrom returns the Config the root command put in ctx before running
+// a command: the shared flags of that invocation. Outside a command run
+// (a function called on its own) it is the flags' defaults.
+func configFrom(ctx context.Context) *Config {
+	if c, ok := ctx.Value(configKey{}).(*Config); ok {
+		return c
+	}
+	d := defaultConfig()
+	return &d
+}
+
+// defaultConfig is the shared flags' defaults (some from the environment).
+func defaultConfig() Config {
+	c := Config{LogFormat: logging.FormatAuto, LogLevel: "info", MetricsAddr: os.Getenv("LARGEFORGE_METRICS_ADDR")}
+	c.NATS.URL = cmp.Or(os.Getenv("LARGEFORGE_NATS"), defaultNATSURL)
+	c.NATS.Password, c.NATS.Token = os.Getenv("LARGEFORGE_NATS_PASSWORD"), os.Getenv("LARGEFORGE_NATS_TOKEN")
+	c.NATS.WaitForServer = 5 * time.Second
+	return c
+}
 
 func newRootCmd() *cobra.Command {
+	root, _ := newRoot()
+	return root
+}
+
+// newRoot returns the root command and the Config its shared flags fill; a
+// command reads it with configFrom(cmd.Context()).
+func newRoot() (*cobra.Command, *Config) {
+	cfg := &Config{}
 	root := &cobra.Command{
 		Use:           "largeforge",
 		Short:         "Run LLM work (ingestion, batch inference, scoring, routing, fine-tuning) through NATS JetStream",
@@ -64,38 +94,44 @@ func newRootCmd() *cobra.Command {
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
 			cfg.Logger = strings.ReplaceAll(cmd.CommandPath(), " ", ".")
-			return cfg.Validate()
+			if err := cfg.Validate(); err != nil {
+				return err
+			}
+			cmd.SetContext(context.WithValue(cmd.Context(), configKey{}, cfg))
+			return nil
 		},
 	}
 	f := root.PersistentFlags()
-	natsDefault := os.Getenv("LARGEFORGE_NATS")
-	if natsDefault == "" {
-		natsDefault = defaultNATSURL
-	}
-	f.StringVar(&cfg.NATS.URL, "nats", natsDefault, "NATS server URL(s), comma separated (env LARGEFORGE_NATS)")
+	d := defaultConfig()
+	f.StringVar(&cfg.NATS.URL, "nats", d.NATS.URL, "NATS server URL(s), comma separated (env LARGEFORGE_NATS)")
 	f.StringVar(&cfg.NATS.User, "nats-user", "", "NATS user name")
-	f.StringVar(&cfg.NATS.Password, "nats-password", os.Getenv("LARGEFORGE_NATS_PASSWORD"), "NATS password (env LARGEFORGE_NATS_PASSWORD)")
-	f.StringVar(&cfg.NATS.Token, "nats-token", os.Getenv("LARGEFORGE_NATS_TOKEN"), "NATS token (env LARGEFORGE_NATS_TOKEN)")
+	f.StringVar(&cfg.NATS.Password, "nats-password", d.NATS.Password, "NATS password (env LARGEFORGE_NATS_PASSWORD)")
+	f.StringVar(&cfg.NATS.Token, "nats-token", d.NATS.Token, "NATS token (env LARGEFORGE_NATS_TOKEN)")
 	f.StringVar(&cfg.NATS.NKeySeedFile, "nats-nkey", "", "NATS nkey seed file")
 	f.StringVar(&cfg.NATS.CredsFile, "nats-creds", "", "NATS credentials file (JWT + nkey)")
 	f.StringVar(&cfg.NATS.TLSCertFile, "tls-cert", "", "client TLS certificate")
 	f.StringVar(&cfg.NATS.TLSKeyFile, "tls-key", "", "client TLS key")
 	f.StringVar(&cfg.NATS.TLSCAFile, "tls-ca", "", "CA certificate to verify the server")
 	f.BoolVar(&cfg.NATS.TLSInsecureSkipVerify, "tls-insecure", false, "do not verify the server's certificate")
-	f.DurationVar(&cfg.NATS.WaitForServer, "wait-for-nats", 5*time.Second, "keep trying this long while no NATS server answers (one still starting)")
-	f.StringVar(&cfg.LogFormat, "log-format", "auto", "log format: json (timestamp, level, logger, message, request_id, trace_id, context), console, or auto (console on a terminal)")
-	f.StringVar(&cfg.LogLevel, "log-level", "info", "log level: debug, info, warning, error, critical")
-	f.StringVar(&cfg.MetricsAddr, "metrics-addr", os.Getenv("LARGEFORGE_METRICS_ADDR"), "serve Prometheus /metrics on this address (host:port; env LARGEFORGE_METRICS_ADDR; up's default 127.0.0.1:9464)")
+	f.DurationVar(&cfg.NATS.WaitForServer, "wait-for-nats", d.NATS.WaitForServer, "keep trying this long while no NATS server answers (one still starting)")
+	f.StringVar(&cfg.LogFormat, "log-format", d.LogFormat, "log format: json (timestamp, level, logger, message, request_id, trace_id, context), console, or auto (console on a terminal)")
+	f.StringVar(&cfg.LogLevel, "log-level", d.LogLevel, "log level: debug, info, warning, error, critical")
+	f.StringVar(&cfg.MetricsAddr, "metrics-addr", d.MetricsAddr, "serve Prometheus /metrics on this address (host:port; env LARGEFORGE_METRICS_ADDR; up's default 127.0.0.1:9464)")
 
 	root.AddCommand(newUpCmd(), newIngestCmd(), newDatasetsCmd(), newSamplesCmd(),
 		newModelCmd(), newGenerateCmd(), newScoreCmd(),
 		newSubmitCmd(), newJobsCmd(), newWorkerCmd(), newGatewayCmd(), newRouteCmd(), newRouterCmd(), newExpertsCmd(), newTrainCmd(), newAdaptersCmd())
-	return root
+	return root, cfg
 }
 
 // newLogger builds the root logger on stderr, named for the running command
 // (components name their own lines).
-func newLogger() zerolog.Logger {
+func newLogger(ctx context.Context) zerolog.Logger {
+	return loggerFor(configFrom(ctx))
+}
+
+// loggerFor builds the root logger of cfg on stderr.
+func loggerFor(cfg *Config) zerolog.Logger {
 	log, err := logging.New(os.Stderr, cfg.LogFormat, cfg.LogLevel)
 	if err != nil {
 		return zerolog.New(os.Stderr)
@@ -146,11 +182,11 @@ func serveMetrics(ctx context.Context, addr string, reg *prometheus.Registry, lo
 func connect(ctx context.Context, log zerolog.Logger) (*pipeline.Bus, error) {
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	c := cfg.NATS
+	c := configFrom(ctx).NATS
 	c.Name = "largeforge-cli"
 	bus, err := pipeline.Connect(cctx, c, log)
 	if err != nil {
-		return nil, fmt.Errorf("connect to NATS at %s (start one with `largeforge up`, or set --nats / LARGEFORGE_NATS): %w", cfg.NATS.URL, err)
+		return nil, fmt.Errorf("connect to NATS at %s (start one with `largeforge up`, or set --nats / LARGEFORGE_NATS): %w", c.URL, err)
 	}
 	if err := bus.EnsureTopology(cctx); err != nil {
 		bus.Close()

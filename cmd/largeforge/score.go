@@ -53,7 +53,7 @@ where a value does not apply); a row that cannot be scored carries an error.`,
 			if dir == "" || input == "" || output == "" {
 				return fmt.Errorf("--model, --input and --output are required")
 			}
-			lm, err := loadModel(dir, batch)
+			lm, err := loadModel(cmd.Context(), dir, batch)
 			if err != nil {
 				return err
 			}

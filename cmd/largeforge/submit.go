@@ -89,7 +89,7 @@ bar and exits non-zero unless it completes.`,
 }
 
 func runSubmit(ctx context.Context, sc SubmitConfig, path string, stderr io.Writer) error {
-	log := newLogger()
+	log := newLogger(ctx)
 	bus, err := connect(ctx, log)
 	if err != nil {
 		return err

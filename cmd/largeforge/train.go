@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"os/signal"
@@ -77,9 +76,9 @@ and must be paths the train workers see (the same machine, or a shared filesyste
 			if rc.DataDir == "" && (!submit || cmd.Flags().Changed("data-dir")) {
 				rc.DataDir = dataDir
 			}
-			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			log := newLogger()
+			log := newLogger(ctx)
 			if submit {
 				return withJobStore(ctx, func(bus *pipeline.Bus, s *jobs.Store) error {
 					j, err := trainjobs.Submit(ctx, bus, s, rc, jobID)
@@ -91,7 +90,7 @@ and must be paths the train workers see (the same machine, or a shared filesyste
 				})
 			}
 			reg := newRegistry()
-			if err := serveMetrics(ctx, cfg.MetricsAddr, reg, log); err != nil {
+			if err := serveMetrics(ctx, configFrom(ctx).MetricsAddr, reg, log); err != nil {
 				return err
 			}
 			records, err := trainjobs.Records(rc)

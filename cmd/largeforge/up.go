@@ -62,8 +62,8 @@ the same directory exits at once, naming the pid of the first.`,
 			if err := up.Validate(); err != nil {
 				return err
 			}
-			if !cmd.Flags().Changed("metrics-addr") && cfg.MetricsAddr == "" {
-				cfg.MetricsAddr = "127.0.0.1:9464"
+			if c := configFrom(cmd.Context()); !cmd.Flags().Changed("metrics-addr") && c.MetricsAddr == "" {
+				c.MetricsAddr = "127.0.0.1:9464"
 			}
 			if up.Listen == "" {
 				up.Listen = localListen(os.Getenv("LARGEFORGE_NATS"))
@@ -83,7 +83,7 @@ the same directory exits at once, naming the pid of the first.`,
 const upLockFile = "largeforge-up.lock"
 
 func runUp(ctx context.Context, up UpConfig) error {
-	log := newLogger()
+	log := newLogger(ctx)
 	dataDir, err := filepath.Abs(up.DataDir)
 	if err != nil {
 		return err
@@ -103,7 +103,7 @@ func runUp(ctx context.Context, up UpConfig) error {
 	}
 	defer lock.Release()
 	reg := newRegistry()
-	if err := serveMetrics(ctx, cfg.MetricsAddr, reg, log); err != nil {
+	if err := serveMetrics(ctx, configFrom(ctx).MetricsAddr, reg, log); err != nil {
 		return err
 	}
 	started := time.Now()
@@ -113,7 +113,7 @@ func runUp(ctx context.Context, up UpConfig) error {
 	}
 	defer srv.Shutdown()
 
-	c := cfg.NATS
+	c := configFrom(ctx).NATS
 	c.URL, c.Name = srv.ClientURL(), "largeforge-up"
 	bus, err := pipeline.Connect(ctx, c, log)
 	if err != nil {

@@ -113,9 +113,9 @@ dataset runs the dataset sink, the raw-record validator and the rejects writer, 
 }
 
 func runWorker(ctx context.Context, wc WorkerConfig) error {
-	log := newLogger()
+	log := newLogger(ctx)
 	reg := newRegistry()
-	if err := serveMetrics(ctx, cfg.MetricsAddr, reg, log); err != nil {
+	if err := serveMetrics(ctx, configFrom(ctx).MetricsAddr, reg, log); err != nil {
 		return err
 	}
 	// A worker runs on its role's credential, which may not apply the topology.

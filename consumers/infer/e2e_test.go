@@ -16,6 +16,7 @@ import (
 
 	"github.com/largeforge/largeforge/consumers/infer"
 	"github.com/largeforge/largeforge/consumers/resultsink"
+	"github.com/largeforge/largeforge/internal/promreg/promregtest"
 	"github.com/largeforge/largeforge/internal/testenv"
 	"github.com/largeforge/largeforge/jobs"
 	"github.com/largeforge/largeforge/model"
@@ -246,27 +247,9 @@ func TestCompletionJobEndToEnd(t *testing.T) {
 	if l := out["chat"]; l.Error == nil || l.Error.Code != schemas.CodeInvalidRequest || !strings.Contains(l.Error.Message, tokenizer.ErrNoChatTemplate.Error()) {
 		t.Errorf("chat row %+v, want the error %q", l, tokenizer.ErrNoChatTemplate)
 	}
-	if got := counterSum(t, s.reg, "inference_requests_total"); got < 9 {
+	if got := promregtest.Value(t, s.reg, "inference_requests_total", "", ""); got < 9 {
 		t.Errorf("inference_requests_total = %v", got)
 	}
-}
-
-// counterSum adds up every series of a counter in reg.
-func counterSum(t testing.TB, reg *prometheus.Registry, name string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	sum := 0.0
-	for _, mf := range mfs {
-		if mf.GetName() == name {
-			for _, m := range mf.GetMetric() {
-				sum += m.GetCounter().GetValue()
-			}
-		}
-	}
-	return sum
 }
 
 // A score job: text, prompt+completion and DPO rows equal Model.Score.

@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/largeforge/largeforge/consumers/infer"
+	"github.com/largeforge/largeforge/internal/promreg/promregtest"
 	"github.com/largeforge/largeforge/jobs"
 	"github.com/largeforge/largeforge/model"
 	"github.com/largeforge/largeforge/pipeline/pipelinetest"
@@ -138,7 +139,7 @@ func TestProxyBatchJob(t *testing.T) {
 
 	// Unreachable: every row is tried, then tried again; none is settled.
 	pipelinetest.CheckFor(t, 30*time.Second, 50*time.Millisecond, func() error {
-		if got := counterValue(t, s.reg, "inference_requests_total", "status", infer.StatusRetry); got < 8 {
+		if got := promregtest.Value(t, s.reg, "inference_requests_total", "status", infer.StatusRetry); got < 8 {
 			return fmt.Errorf("%v retries", got)
 		}
 		return nil
@@ -183,27 +184,4 @@ func TestProxyBatchJob(t *testing.T) {
 	if l := out["over"]; l.Error == nil || l.Error.Code != schemas.CodeModelError || !strings.HasPrefix(l.Error.Message, "Invalid max_tokens: 3000 is over the limit of ") {
 		t.Errorf("row refused by the endpoint: %+v", l)
 	}
-}
-
-// counterValue is the value of the series of a counter whose label has value.
-func counterValue(t testing.TB, reg *prometheus.Registry, name, label, value string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	sum := 0.0
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			for _, lp := range m.GetLabel() {
-				if lp.GetName() == label && lp.GetValue() == value {
-					sum += m.GetCounter().GetValue()
-				}
-			}
-		}
-	}
-	return sum
 }

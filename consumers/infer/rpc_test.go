@@ -4,16 +4,17 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/largeforge/largeforge/consumers/infer"
+	"github.com/largeforge/largeforge/internal/promreg/promregtest"
 	"github.com/largeforge/largeforge/model"
 	"github.com/largeforge/largeforge/model/tokenizer"
 	"github.com/largeforge/largeforge/pipeline"
+	"github.com/largeforge/largeforge/pipeline/pipelinetest"
 	"github.com/largeforge/largeforge/schemas"
 )
 
@@ -119,57 +120,23 @@ func TestRPCCompletion(t *testing.T) {
 	})
 	t.Run("metrics", func(t *testing.T) {
 		// Only interactive requests ran here: they set tokens_per_second.
-		if v := gaugeValue(t, s.reg, "tokens_per_second", "model", "stories"); !(v > 0) {
+		if v := promregtest.Value(t, s.reg, "tokens_per_second", "model", "stories"); !(v > 0) {
 			t.Errorf("tokens_per_second{model=stories} = %v after interactive requests", v)
 		}
 		// The model's weights (stories260K: 260k float32 parameters) and its
 		// batcher's KV cache.
-		if v := gaugeValue(t, s.reg, schemas.MetricGPUMemoryUsedBytes, schemas.LabelDevice, infer.MemoryDevice); v < 4*260_000 {
+		if v := promregtest.Value(t, s.reg, schemas.MetricGPUMemoryUsedBytes, schemas.LabelDevice, infer.MemoryDevice); v < 4*260_000 {
 			t.Errorf("gpu_memory_used_bytes{device=cpu} = %v", v)
 		}
 	})
 }
 
-// gaugeValue is the value of the gauge series name{label=value} in reg.
-func gaugeValue(t testing.TB, reg *prometheus.Registry, name, label, value string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == label && l.GetValue() == value {
-					return m.GetGauge().GetValue()
-				}
-			}
-		}
-	}
-	return -1
-}
-
 func checkCounter(t *testing.T, s *stack, status string) {
 	t.Helper()
-	deadline := time.Now().Add(time.Minute) // a hang guard
-	for time.Now().Before(deadline) {
-		mfs, _ := s.reg.Gather()
-		for _, mf := range mfs {
-			if mf.GetName() != "inference_requests_total" {
-				continue
-			}
-			for _, m := range mf.GetMetric() {
-				for _, l := range m.GetLabel() {
-					if l.GetName() == "status" && l.GetValue() == status && m.GetCounter().GetValue() > 0 {
-						return
-					}
-				}
-			}
+	pipelinetest.CheckFor(t, time.Minute, 50*time.Millisecond, func() error {
+		if promregtest.Value(t, s.reg, "inference_requests_total", "status", status) == 0 {
+			return fmt.Errorf("no inference_requests_total{status=%q}", status)
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Errorf("no inference_requests_total{status=%q}", status)
+		return nil
+	})
 }

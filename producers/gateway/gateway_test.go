@@ -21,6 +21,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/largeforge/largeforge/consumers/infer"
+	"github.com/largeforge/largeforge/internal/promreg/promregtest"
 	"github.com/largeforge/largeforge/internal/testenv"
 	"github.com/largeforge/largeforge/logging"
 	"github.com/largeforge/largeforge/model"
@@ -331,7 +332,7 @@ func TestHTTPDetails(t *testing.T) {
 		ccancel()
 		resp.Body.Close()
 		pipelinetest.CheckFor(t, 10*time.Second, 50*time.Millisecond, func() error {
-			if v := counter(t, s.reg, "inference_requests_total", "status", "cancelled"); v < 1 {
+			if v := promregtest.Value(t, s.reg, "inference_requests_total", "status", "cancelled"); v < 1 {
 				return fmt.Errorf("cancelled %v", v)
 			}
 			return nil
@@ -400,28 +401,6 @@ func TestHTTPDetails(t *testing.T) {
 			}
 		}
 	})
-}
-
-func counter(t *testing.T, reg *prometheus.Registry, name, label, value string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	sum := 0.0
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == label && l.GetValue() == value {
-					sum += m.GetCounter().GetValue()
-				}
-			}
-		}
-	}
-	return sum
 }
 
 func TestTraceID(t *testing.T) {

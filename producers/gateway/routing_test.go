@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/largeforge/largeforge/internal/promreg/promregtest"
 	"github.com/largeforge/largeforge/pipeline"
 	"github.com/largeforge/largeforge/pipeline/pipelinetest"
 	"github.com/largeforge/largeforge/producers/gateway"
@@ -105,7 +106,7 @@ func TestAutoRouting(t *testing.T) {
 	if resp.StatusCode != 200 || resp.Header.Get("X-Largeforge-Expert") != "stories" || c.Model != "stories" || c.Choices[0].Text != want.Text {
 		t.Errorf("auto completion %d %q: %+v, direct %q", resp.StatusCode, resp.Header.Get("X-Largeforge-Expert"), c, want.Text)
 	}
-	if v := counter(t, s.reg, schemas.MetricRoutingDecisionsTotal, "expert", "stories"); v != 2 {
+	if v := promregtest.Value(t, s.reg, schemas.MetricRoutingDecisionsTotal, "expert", "stories"); v != 2 {
 		t.Errorf("routing_decisions_total{expert=stories} = %v, want 2", v)
 	}
 

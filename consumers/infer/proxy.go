@@ -46,22 +46,11 @@ func StartProxy(ctx context.Context, bus *pipeline.Bus, e schemas.ExpertConfig, 
 	if err != nil {
 		return nil, err
 	}
-	if err := cfg.Validate(); err != nil {
-		return nil, err
-	}
-	cfg = cfg.withDefaults()
-	store, err := jobs.Open(ctx, bus)
+	env, err := openWorker(ctx, bus, cfg, reg)
 	if err != nil {
 		return nil, err
 	}
-	hb, err := bus.KV(ctx, pipeline.BucketWorkers)
-	if err != nil {
-		return nil, err
-	}
-	met, err := NewMetrics(reg)
-	if err != nil {
-		return nil, err
-	}
+	cfg, store, hb, met := env.cfg, env.store, env.hb, env.met
 	p := &proxy{bus: bus, e: e, ep: ep, store: store, met: met, workerID: cfg.WorkerID,
 		log: log.With().Str("logger", "largeforge.infer.proxy").Str("model", e.Name).Str("endpoint", ep.URL()).Logger()}
 	w := &Workers{Group: pipeline.NewGroup(ctx), ID: cfg.WorkerID, models: []string{e.Name}}
@@ -70,11 +59,7 @@ func StartProxy(ctx context.Context, bus *pipeline.Bus, e schemas.ExpertConfig, 
 		w.Stop()
 		return nil, err
 	}
-	c, err := pipeline.NewConsumer(ctx, bus, pipeline.ConsumerConfig{
-		Stream: pipeline.StreamRequests, Durable: Durable(e.Name), FilterSubjects: []string{"lf.req.*." + e.Name}, Stage: Stage,
-		Batch: cfg.Slots, MaxAckPending: cfg.Slots * cfg.Fetchers, AckWait: cfg.AckWait, MaxDeliver: cfg.MaxDeliver,
-		NakDelay: cfg.NakDelay, MaxWait: cfg.MaxWait,
-	}, p, logging.Named(log, "largeforge.consumer."+Durable(e.Name)))
+	c, err := requestConsumer(ctx, bus, cfg, e.Name, p, log)
 	if err != nil {
 		rs.Stop(false)
 		w.Stop()

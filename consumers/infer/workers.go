@@ -151,22 +151,11 @@ func start(ctx context.Context, bus *pipeline.Bus, models []ModelInput, owned []
 	if bus == nil || len(models) == 0 {
 		return nil, fmt.Errorf("%w: workers need a bus and at least one model", ErrInvalidOption)
 	}
-	if err := cfg.Validate(); err != nil {
-		return nil, err
-	}
-	cfg = cfg.withDefaults()
-	store, err := jobs.Open(ctx, bus)
+	env, err := openWorker(ctx, bus, cfg, reg)
 	if err != nil {
 		return nil, err
 	}
-	hb, err := bus.KV(ctx, pipeline.BucketWorkers)
-	if err != nil {
-		return nil, err
-	}
-	met, err := NewMetrics(reg)
-	if err != nil {
-		return nil, err
-	}
+	cfg, store, hb, met := env.cfg, env.store, env.hb, env.met
 	w := &Workers{Group: pipeline.NewGroup(ctx), ID: cfg.WorkerID}
 	loops := pipeline.NewGroup(w.Context())
 	// The batchers outlive ctx: they finish the batches the loops drain.
@@ -204,12 +193,7 @@ func start(ctx context.Context, bus *pipeline.Bus, models []ModelInput, owned []
 			return fail(err)
 		}
 		rpcs = append(rpcs, rs)
-		filter := "lf.req.*." + mi.Name // the name is a valid token: NewHandler checked it
-		c, err := pipeline.NewConsumer(ctx, bus, pipeline.ConsumerConfig{
-			Stream: pipeline.StreamRequests, Durable: Durable(mi.Name), FilterSubjects: []string{filter}, Stage: Stage,
-			Batch: cfg.Slots, MaxAckPending: cfg.Slots * cfg.Fetchers, AckWait: cfg.AckWait, MaxDeliver: cfg.MaxDeliver,
-			NakDelay: cfg.NakDelay, MaxWait: cfg.MaxWait,
-		}, h, logging.Named(log, "largeforge.consumer."+Durable(mi.Name)))
+		c, err := requestConsumer(ctx, bus, cfg, mi.Name, h, log) // the name is a valid token: NewHandler checked it
 		if err != nil {
 			return fail(err)
 		}
@@ -251,3 +235,41 @@ func HeartbeatKey(id string) string { return schemas.HeartbeatKey(schemas.Worker
 
 // Models are the names served.
 func (w *Workers) Models() []string { return w.models }
+
+// workerEnv is what every infer worker, serving models or proxying an
+// endpoint, opens before it starts: its config with the defaults, the job
+// store, the lf_workers bucket for its heartbeat, and the metrics.
+type workerEnv struct {
+	cfg   Config
+	store *jobs.Store
+	hb    *pipeline.KV
+	met   *Metrics
+}
+
+func openWorker(ctx context.Context, bus *pipeline.Bus, cfg Config, reg prometheus.Registerer) (workerEnv, error) {
+	if err := cfg.Validate(); err != nil {
+		return workerEnv{}, err
+	}
+	env := workerEnv{cfg: cfg.withDefaults()}
+	var err error
+	if env.store, err = jobs.Open(ctx, bus); err != nil {
+		return workerEnv{}, err
+	}
+	if env.hb, err = bus.KV(ctx, pipeline.BucketWorkers); err != nil {
+		return workerEnv{}, err
+	}
+	if env.met, err = NewMetrics(reg); err != nil {
+		return workerEnv{}, err
+	}
+	return env, nil
+}
+
+// requestConsumer is the consumer of the requests of model name
+// (lf.req.*.<name>, the durable Durable(name)) that h handles.
+func requestConsumer(ctx context.Context, bus *pipeline.Bus, cfg Config, name string, h pipeline.Handler, log zerolog.Logger) (*pipeline.Consumer, error) {
+	return pipeline.NewConsumer(ctx, bus, pipeline.ConsumerConfig{
+		Stream: pipeline.StreamRequests, Durable: Durable(name), FilterSubjects: []string{"lf.req.*." + name}, Stage: Stage,
+		Batch: cfg.Slots, MaxAckPending: cfg.Slots * cfg.Fetchers, AckWait: cfg.AckWait, MaxDeliver: cfg.MaxDeliver,
+		NakDelay: cfg.NakDelay, MaxWait: cfg.MaxWait,
+	}, h, logging.Named(log, "largeforge.consumer."+Durable(name)))
+}

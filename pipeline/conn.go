@@ -184,6 +184,7 @@ func Connect(ctx context.Context, cfg ConnConfig, log zerolog.Logger) (*Bus, err
 		if !errors.Is(err, nats.ErrNoServers) || !time.Now().Before(giveUp) || ctx.Err() != nil {
 			return nil, fmt.Errorf("%w %s: %w", ErrConnect, redactURL(cfg.URL), err)
 		}
+		log.Debug().Str("url", redactURL(cfg.URL)).Msg("no NATS server answers yet; trying again")
 		select { // no server listening yet: try again
 		case <-time.After(connectRetryPause):
 		case <-ctx.Done():

@@ -128,10 +128,19 @@ func TestConnectWaitsForServer(t *testing.T) {
 		err error
 	}
 	done := make(chan result, 1)
+	var logs pipelinetest.Buffer
 	go func() {
-		bus, err := pipeline.Connect(ctx, pipeline.ConnConfig{URL: url, WaitForServer: time.Minute}, zerolog.Nop())
+		bus, err := pipeline.Connect(ctx, pipeline.ConnConfig{URL: url, WaitForServer: time.Minute}, zerolog.New(&logs).Level(zerolog.DebugLevel))
 		done <- result{bus, err}
 	}()
+	// Start the server only once an attempt has found none: the retry is
+	// what connects.
+	pipelinetest.CheckFor(t, time.Minute, 5*time.Millisecond, func() error {
+		if !strings.Contains(logs.String(), "no NATS server answers yet") {
+			return errors.New("no failed attempt yet")
+		}
+		return nil
+	})
 	pipelinetest.StartServerWith(t, pipeline.EmbeddedConfig{DataDir: t.TempDir(), Listen: addr})
 	r := <-done
 	if r.err != nil {

@@ -136,6 +136,17 @@ func (g *TextGenerator) result(prompt []int, res GenerateResult, ts *textStop) T
 		PromptTokens: res.PromptTokens, CompletionTokens: res.CompletionTokens}
 }
 
+// Check reports whether the model would refuse r (an invalid request, or a
+// prompt plus max_tokens over its context: ErrTooLong) without running it,
+// so that a caller batches only requests that run.
+func (g *TextGenerator) Check(r TextRequest) error {
+	req, _, err := g.prepare(r)
+	if err == nil {
+		_, err = g.m.validateRequest(req)
+	}
+	return err
+}
+
 // Generate completes text requests as one batch (see Model.Generate).
 func (g *TextGenerator) Generate(ctx context.Context, reqs []TextRequest) ([]TextResult, error) {
 	greqs := make([]GenerateRequest, len(reqs))

@@ -2,6 +2,7 @@ package model
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 
@@ -75,5 +76,29 @@ func TestTextSubmitStreams(t *testing.T) {
 	}
 	if streamed.String() != res.Text {
 		t.Errorf("streamed %q, result %q", streamed.String(), res.Text)
+	}
+}
+
+// Check tells the requests Generate would refuse, without running them.
+func TestTextCheck(t *testing.T) {
+	g, _ := storiesText(t)
+	for _, tc := range []struct {
+		name    string
+		req     TextRequest
+		tooLong bool
+		wantErr bool
+	}{
+		{"fits", TextRequest{Prompt: "Once upon a time", Params: SamplingParams{MaxTokens: 8}}, false, false},
+		{"over the context", TextRequest{Prompt: "Once upon a time", Params: SamplingParams{MaxTokens: 4000}}, true, true},
+		{"empty stop", TextRequest{Prompt: "x", Stop: []string{""}, Params: SamplingParams{MaxTokens: 8}}, false, true},
+	} {
+		err := g.Check(tc.req)
+		if (err != nil) != tc.wantErr || errors.Is(err, ErrTooLong) != tc.tooLong {
+			t.Errorf("%s: Check = %v", tc.name, err)
+		}
+		_, gerr := g.Generate(context.Background(), []TextRequest{tc.req})
+		if (gerr != nil) != (err != nil) {
+			t.Errorf("%s: Check says %v, Generate %v", tc.name, err, gerr)
+		}
 	}
 }

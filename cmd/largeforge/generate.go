@@ -184,27 +184,8 @@ func generateFile(ctx context.Context, lm *loadedModel, input, output string, ba
 		}
 		var res []model.TextResult
 		if len(reqs) > 0 {
-			res, err = lm.gen.Generate(ctx, reqs)
-			if serve.Refused(err) {
-				// A request the model refuses (over its context) fails alone:
-				// the batch runs again one request at a time.
-				res, err = nil, nil
-				for i := range queue {
-					if queue[i].err != nil {
-						continue
-					}
-					one, gerr := lm.gen.Generate(ctx, []model.TextRequest{queue[i].req})
-					switch {
-					case serve.Refused(gerr):
-						queue[i].err = gerr
-					case gerr != nil:
-						return gerr
-					default:
-						res = append(res, one[0])
-					}
-				}
-			}
-			if err != nil {
+			// Every request here passed Check: the batch runs whole.
+			if res, err = lm.gen.Generate(ctx, reqs); err != nil {
 				return err
 			}
 		}
@@ -247,6 +228,9 @@ func generateFile(ctx context.Context, lm *loadedModel, input, output string, ba
 		if err == nil {
 			p.c = r
 			p.req, err = serve.TextRequest(lm.tok, r, 0)
+		}
+		if err == nil {
+			err = lm.gen.Check(p.req) // a request the model refuses fails alone
 		}
 		p.err = err
 		queue = append(queue, p)

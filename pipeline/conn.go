@@ -40,6 +40,13 @@ type ConnConfig struct {
 	// answers at all (one still starting, as `largeforge up &` is); 0 tries
 	// once. Connect's ctx bounds it too.
 	WaitForServer time.Duration
+
+	// InboxPrefix replaces _INBOX as the prefix of the connection's reply
+	// subjects: RPC replies, JetStream API answers, pull fetches, KV and
+	// object-store reads all arrive under <InboxPrefix>.>, so a role's user
+	// may subscribe that alone (deploy/nats-roles.conf: _INBOX_<role>).
+	// "" keeps nats.go's _INBOX. One token or more, no wildcards.
+	InboxPrefix string
 }
 
 // Validate checks the URL and that credentials are given in one consistent way.
@@ -84,6 +91,13 @@ func (c ConnConfig) Validate() error {
 	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
 		return fmt.Errorf("%w: tls cert file and tls key file go together", ErrInvalidOption)
 	}
+	if c.InboxPrefix != "" {
+		for _, tok := range strings.Split(c.InboxPrefix, ".") {
+			if err := ValidToken(tok); err != nil {
+				return fmt.Errorf("%w: inbox prefix %q: %w", ErrInvalidOption, c.InboxPrefix, err)
+			}
+		}
+	}
 	if c.ReconnectWait < 0 {
 		return fmt.Errorf("%w: reconnect wait %v is negative", ErrInvalidOption, c.ReconnectWait)
 	}
@@ -127,6 +141,9 @@ func (c ConnConfig) options(log zerolog.Logger) ([]nats.Option, error) {
 			}
 			ev.Msg("nats async error")
 		}),
+	}
+	if c.InboxPrefix != "" {
+		opts = append(opts, nats.CustomInboxPrefix(c.InboxPrefix))
 	}
 	switch {
 	case c.User != "":

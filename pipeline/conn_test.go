@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
 	"github.com/rs/zerolog"
 
@@ -44,6 +46,11 @@ func TestConnConfigValidate(t *testing.T) {
 		{name: "key without cert", cfg: pipeline.ConnConfig{URL: u, TLSKeyFile: "k"}, wantErr: true},
 		{name: "url user and token", cfg: pipeline.ConnConfig{URL: "nats://a:b@h:4222", Token: "t"}, wantErr: true},
 		{name: "negative reconnect wait", cfg: pipeline.ConnConfig{URL: u, ReconnectWait: -time.Second}, wantErr: true},
+		{name: "inbox prefix", cfg: pipeline.ConnConfig{URL: u, InboxPrefix: "_INBOX_api"}},
+		{name: "inbox prefix of two tokens", cfg: pipeline.ConnConfig{URL: u, InboxPrefix: "_INBOX.api"}},
+		{name: "inbox prefix with a wildcard", cfg: pipeline.ConnConfig{URL: u, InboxPrefix: "_INBOX_*"}, wantErr: true},
+		{name: "inbox prefix ending in a dot", cfg: pipeline.ConnConfig{URL: u, InboxPrefix: "_INBOX_api."}, wantErr: true},
+		{name: "inbox prefix with a space", cfg: pipeline.ConnConfig{URL: u, InboxPrefix: "_INBOX api"}, wantErr: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -217,4 +224,109 @@ func TestConnectNKey(t *testing.T) {
 	if _, err := pipeline.Connect(ctx, pipeline.ConnConfig{URL: e.ClientURL(), NKeySeedFile: otherFile}, pipelinetest.Logger(t)); !errors.Is(err, pipeline.ErrConnect) {
 		t.Errorf("Connect with an unknown nkey = %v, want ErrConnect", err)
 	}
+}
+
+// TestInboxPrefixCarriesEveryReply: a user that may subscribe only
+// _INBOX_r.> gets, with InboxPrefix _INBOX_r, every kind of reply the
+// pipeline reads: JetStream API answers and publish acks, KV reads and
+// watches, object-store writes and reads, pull fetches and streamed RPC
+// replies; with nats.go's default _INBOX the same KV read is denied.
+func TestInboxPrefixCarriesEveryReply(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	e := pipelinetest.StartServerConf(t, pipeline.DefaultNATSConf+`
+authorization { users: [
+  { user: admin, password: a, permissions: { publish: [">"], subscribe: [">"] } }
+  { user: r, password: r, permissions: { publish: [">"], subscribe: ["_INBOX_r.>"] } }
+] }`)
+	log := pipelinetest.Logger(t)
+	admin := pipelinetest.ConnectAs(t, e, "admin", "a", log)
+	if err := admin.EnsureTopology(ctx); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := admin.ServeRPC(ctx, pipeline.RPCSubject("m"), pipeline.RPCQueue("m"), func(_ context.Context, req *pipeline.RPCRequest) {
+		_ = req.Send(pipeline.RPCChunk, []byte("chunk"))
+		_ = req.Send(pipeline.RPCFinal, []byte("final"))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Stop(true)
+
+	r, err := pipeline.Connect(ctx, pipeline.ConnConfig{URL: e.ClientURL(), User: "r", Password: "r", InboxPrefix: "_INBOX_r"}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if got := r.Conn().NewInbox(); !strings.HasPrefix(got, "_INBOX_r.") {
+		t.Fatalf("NewInbox() = %s, want _INBOX_r.*", got)
+	}
+	kv, err := r.KV(ctx, pipeline.BucketJobs)
+	if err != nil {
+		t.Fatalf("kv over _INBOX_r: %v", err)
+	}
+	if _, err := kv.Put(ctx, "j1", []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := kv.Get(ctx, "j1"); err != nil || string(got.Value) != "v" {
+		t.Fatalf("kv get: %q %v", got.Value, err)
+	}
+	if keys, err := kv.Keys(ctx); err != nil || len(keys) != 1 {
+		t.Fatalf("kv keys (a watch): %v %v", keys, err)
+	}
+	obj, err := r.Objects(ctx, pipeline.BucketModels)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := obj.Put(ctx, "m/file", strings.NewReader("weights")); err != nil {
+		t.Fatal(err)
+	}
+	dst := filepath.Join(t.TempDir(), "file")
+	if err := obj.GetFile(ctx, "m/file", dst); err != nil {
+		t.Fatalf("object get: %v", err)
+	}
+	if _, err := r.Publish(ctx, "lf.res.j1", []byte("row"), "j1/a", nil); err != nil {
+		t.Fatal(err)
+	}
+	c, err := r.JetStream().CreateOrUpdateConsumer(ctx, pipeline.StreamResults, jetstream.ConsumerConfig{Durable: "inbox-test", FilterSubject: "lf.res.>"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch, err := c.Fetch(1, jetstream.FetchMaxWait(10*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for m := range batch.Messages() {
+		n++
+		_ = m.Ack()
+	}
+	if n != 1 || batch.Error() != nil {
+		t.Fatalf("fetched %d messages, %v", n, batch.Error())
+	}
+	var chunks []string
+	final, err := r.StreamRPC(ctx, pipeline.RPCCall{Subject: pipeline.RPCSubject("m")}, nil, func(b []byte) error {
+		chunks = append(chunks, string(b))
+		return nil
+	})
+	if err != nil || string(final) != "final" || len(chunks) != 1 {
+		t.Fatalf("rpc: %q %v %v", final, chunks, err)
+	}
+	if err := r.Conn().LastError(); err != nil {
+		t.Fatalf("a reply was denied: %v", err)
+	}
+
+	// The default prefix is outside what r may subscribe.
+	d := pipelinetest.ConnectAs(t, e, "r", "r", log)
+	dctx, dcancel := context.WithTimeout(ctx, 2*time.Second)
+	defer dcancel()
+	if _, err := d.KV(dctx, pipeline.BucketJobs); err == nil {
+		t.Fatal("kv over _INBOX: allowed, want denied")
+	}
+	pipelinetest.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		if err := d.Conn().LastError(); !errors.Is(err, nats.ErrPermissionViolation) {
+			return fmt.Errorf("last error %v, want a permissions violation", err)
+		}
+		return nil
+	})
 }

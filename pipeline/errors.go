@@ -41,6 +41,10 @@ var (
 	// ErrWatchClosed is wrapped by Watcher.Next once the watcher has stopped.
 	ErrWatchClosed = errors.New("watch closed")
 
+	// ErrTopologyMissing is wrapped by CheckTopology when a stream, bucket
+	// or object store is absent: the admin role applies the topology.
+	ErrTopologyMissing = errors.New("topology missing")
+
 	// ErrPublisherFailed is wrapped by Publisher.Publish and Publisher.Flush after
 	// an asynchronous publish has failed; the Publisher stays failed.
 	ErrPublisherFailed = errors.New("async publish failed")

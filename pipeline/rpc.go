@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -13,7 +14,8 @@ import (
 // Interactive request/reply with a streamed reply, over core NATS.
 //
 // A caller publishes a request on lf.rpc.<model> with a reply inbox and a
-// cancel subject (header Lf-Cancel). One server of the queue group rpc-<model>
+// cancel subject (header Lf-Cancel: lf.rpc.cancel.<id>, on the servers' side
+// of the bus, so that a server needs no access to the caller's inbox). One server of the queue group rpc-<model>
 // takes it and publishes to the inbox, in order: a "start" message at once,
 // any number of "chunk" messages, then one "final" or "error" message (header
 // Lf-Rpc names the kind). The caller publishes an empty message on the
@@ -22,6 +24,7 @@ import (
 // RPC subjects, headers and message kinds.
 const (
 	RPCPrefix       = "lf.rpc."
+	RPCCancelPrefix = "lf.rpc.cancel." // + a unique id: the subject a caller cancels on
 	HeaderRPCKind   = "Lf-Rpc"
 	HeaderCancel    = "Lf-Cancel"
 	HeaderRequestID = "Lf-Request-Id"
@@ -107,7 +110,9 @@ func (b *Bus) serveRPC(ctx context.Context, subject, queue string, every time.Du
 			RequestID: m.Header.Get(HeaderRequestID), TraceID: m.Header.Get(HeaderTraceID)}
 		rctx, rcancel := context.WithCancel(sctx)
 		var csub *nats.Subscription
-		if c := m.Header.Get(HeaderCancel); c != "" {
+		// Only a cancel subject of the form StreamRPC makes: a caller
+		// cannot make the server subscribe anything else.
+		if c := m.Header.Get(HeaderCancel); strings.HasPrefix(c, RPCCancelPrefix) && ValidToken(c[len(RPCCancelPrefix):]) == nil {
 			csub, _ = nc.Subscribe(c, func(*nats.Msg) { rcancel() })
 		}
 		_ = req.Send(RPCStart, nil)
@@ -189,7 +194,7 @@ func (b *Bus) StreamRPC(ctx context.Context, call RPCCall, onStart func(), onChu
 	}
 	nc := b.nc
 	inbox := nc.NewInbox()
-	cancelSubj := nc.NewInbox()
+	cancelSubj := RPCCancelPrefix + inbox[strings.LastIndexByte(inbox, '.')+1:]
 	ch := make(chan *nats.Msg, 256)
 	sub, err := nc.ChanSubscribe(inbox, ch)
 	if err != nil {

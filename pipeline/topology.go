@@ -174,6 +174,70 @@ func DefaultTopology(replicas int) Topology {
 	}
 }
 
+// Only returns the part of t named: the streams, KV buckets and object
+// stores whose names are among names (what one role uses).
+func (t Topology) Only(names ...string) Topology {
+	var out Topology
+	for _, s := range t.Streams {
+		if slices.Contains(names, s.Name) {
+			out.Streams = append(out.Streams, s)
+		}
+	}
+	for _, kv := range t.KeyValues {
+		if slices.Contains(names, kv.Bucket) {
+			out.KeyValues = append(out.KeyValues, kv)
+		}
+	}
+	for _, o := range t.ObjectStores {
+		if slices.Contains(names, o.Bucket) {
+			out.ObjectStores = append(out.ObjectStores, o)
+		}
+	}
+	return out
+}
+
+// CheckTopology reports whether every stream, KV bucket and object store of
+// topo exists, changing nothing: a role that may not create them checks
+// instead of applying. The error wraps ErrTopologyMissing and names each
+// one missing; any other failure (no answer, a denied lookup) is returned
+// as it is.
+func (b *Bus) CheckTopology(ctx context.Context, topo Topology) error {
+	var missing []string
+	check := func(kind, name string, err error) error {
+		switch {
+		case err == nil:
+			return nil
+		case errors.Is(err, jetstream.ErrStreamNotFound), errors.Is(err, jetstream.ErrBucketNotFound):
+			missing = append(missing, kind+" "+name)
+			return nil
+		default:
+			return fmt.Errorf("check %s %s: %w", kind, name, err)
+		}
+	}
+	for _, s := range topo.Streams {
+		_, err := b.js.Stream(ctx, s.Name)
+		if err := check("stream", s.Name, err); err != nil {
+			return err
+		}
+	}
+	for _, kv := range topo.KeyValues {
+		_, err := b.js.KeyValue(ctx, kv.Bucket)
+		if err := check("kv bucket", kv.Bucket, err); err != nil {
+			return err
+		}
+	}
+	for _, o := range topo.ObjectStores {
+		_, err := b.js.ObjectStore(ctx, o.Bucket)
+		if err := check("object store", o.Bucket, err); err != nil {
+			return err
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("%w: %s", ErrTopologyMissing, strings.Join(missing, ", "))
+	}
+	return nil
+}
+
 // EnsureTopology applies DefaultTopology(1) idempotently: see ApplyTopology.
 func (b *Bus) EnsureTopology(ctx context.Context) error {
 	return b.ApplyTopology(ctx, DefaultTopology(1))

@@ -3,6 +3,7 @@ package pipeline_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -223,4 +224,53 @@ func TestEnsureTopologyLeavesIncompatibleStream(t *testing.T) {
 	if d := rs.CachedInfo().Config.Duplicates; d != pipeline.DuplicateWindow {
 		t.Errorf("duplicate window = %v, want %v", d, pipeline.DuplicateWindow)
 	}
+}
+
+// TestCheckTopology: CheckTopology changes nothing and names each stream,
+// bucket and object store missing; Only picks a role's part.
+func TestCheckTopology(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	e := pipelinetest.StartServer(t)
+	b := pipelinetest.Connect(t, e)
+	full := pipeline.DefaultTopology(1)
+	part := full.Only(pipeline.StreamResults, pipeline.BucketJobs, pipeline.BucketModels)
+	if len(part.Streams) != 1 || len(part.KeyValues) != 1 || len(part.ObjectStores) != 1 {
+		t.Fatalf("Only = %+v", part)
+	}
+	err := b.CheckTopology(ctx, part)
+	if !errors.Is(err, pipeline.ErrTopologyMissing) {
+		t.Fatalf("CheckTopology on an empty server = %v, want ErrTopologyMissing", err)
+	}
+	for _, name := range []string{"stream LF_RESULTS", "kv bucket lf_jobs", "object store lf_models"} {
+		if !strings.Contains(err.Error(), name) {
+			t.Errorf("%v does not name %s", err, name)
+		}
+	}
+	if n := len(streamNames(ctx, t, b)); n != 0 {
+		t.Fatalf("CheckTopology created %d streams", n)
+	}
+	if err := b.ApplyTopology(ctx, part); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.CheckTopology(ctx, part); err != nil {
+		t.Errorf("CheckTopology after applying the part: %v", err)
+	}
+	err = b.CheckTopology(ctx, full)
+	if !errors.Is(err, pipeline.ErrTopologyMissing) || !strings.Contains(err.Error(), "stream LF_REQUESTS") || strings.Contains(err.Error(), "LF_RESULTS") {
+		t.Errorf("CheckTopology of the whole = %v, want LF_REQUESTS and not LF_RESULTS missing", err)
+	}
+}
+
+func streamNames(ctx context.Context, t *testing.T, b *pipeline.Bus) []string {
+	t.Helper()
+	var out []string
+	l := b.JetStream().StreamNames(ctx)
+	for n := range l.Name() {
+		out = append(out, n)
+	}
+	if err := l.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
 }

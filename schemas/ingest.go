@@ -41,4 +41,7 @@ const (
 	// RuleMaxRecordBytes: the record's canonical JSON is larger than one
 	// shard may be, so it cannot travel on the bus under max_payload.
 	RuleMaxRecordBytes = "maxRecordBytes"
+	// RuleRecordID: a shard row's id is not RecordID of its canonical JSON
+	// (a forged or corrupted shard); the dataset sink rejects it.
+	RuleRecordID = "recordId"
 )

@@ -161,8 +161,13 @@ func (r Record) CanonicalJSON() []byte {
 
 // ID returns the lower-case hex SHA-256 of CanonicalJSON(): the record's
 // stable identity (message ids are "<dataset>/<ID>").
-func (r Record) ID() string {
-	sum := sha256.Sum256(r.CanonicalJSON())
+func (r Record) ID() string { return RecordID(r.CanonicalJSON()) }
+
+// RecordID is the id of the record whose canonical JSON is canon (Record.ID
+// from canonical bytes already at hand): ingest gives it to each record it
+// accepts, and the dataset sink recomputes it for each row it is sent.
+func RecordID(canon []byte) string {
+	sum := sha256.Sum256(canon)
 	return hex.EncodeToString(sum[:])
 }
 

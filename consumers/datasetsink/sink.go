@@ -235,7 +235,10 @@ func (s *Sink) writeGroup(ctx context.Context, ds string, msgs []pipeline.Msg, i
 		if st.man.Format == "" {
 			st.man = mergeManifest(dataset.NewManifest(ds, f, now), st.man)
 		}
-		p.records, p.ids = recs, ids
+		if p.records, p.ids, err = s.verify(ctx, st, p, recs, ids, now); err != nil {
+			errs[i] = err // transient: the shard is redelivered
+			continue
+		}
 		shards = append(shards, p)
 	}
 	if len(shards) == 0 {
@@ -325,6 +328,66 @@ func (s *Sink) publishPart(ctx context.Context, st *state, shards []pendingShard
 	s.metrics.Rows.WithLabelValues(ds).Add(float64(info.Rows))
 	s.log.Info().Dict("context", zerolog.Dict().Str("dataset", ds).Str("part", info.File).Int64("rows", info.Rows).Int("shards", len(shards))).Msg("part written")
 	return nil
+}
+
+// verify checks each row of a shard as ingest checks a record (the
+// dictionary's schema, schemas.Record.Validate) and that its id is the
+// schemas.RecordID of its canonical JSON: whoever may publish on
+// lf.data.<ds>.shard cannot store an invalid row, nor put a row in place of
+// the record whose id it claims. Each bad row becomes a reject (rejects.jsonl,
+// the manifest's counts) with its rule; the good ones are returned.
+func (s *Sink) verify(ctx context.Context, st *state, p pendingShard, recs []schemas.Record, ids []string, now time.Time) ([]schemas.Record, []string, error) {
+	ds := st.man.Name
+	var lines []RejectLine
+	keep := 0
+	for j, r := range recs {
+		canon := r.CanonicalJSON()
+		id := schemas.RecordID(canon)
+		var field, rule, msg string
+		if err := r.Validate(); err != nil {
+			field, rule, msg = "", "invalid", err.Error()
+			var ve *schemas.ValidationError
+			if errors.As(err, &ve) {
+				field, rule = ve.Field, ve.Rule
+			}
+		} else if ids[j] != id {
+			field, rule = "id", schemas.RuleRecordID
+			msg = fmt.Sprintf("%s: the row's id %q is not the SHA-256 of its canonical JSON (%s)", rule, clip(ids[j], 80), id)
+		}
+		if rule == "" {
+			recs[keep], ids[keep] = r, id
+			keep++
+			continue
+		}
+		// Stable across redeliveries: the claimed id and the content.
+		rid := ds + "/shard/" + schemas.RecordID(append([]byte(ids[j]+"\x00"), canon...))
+		if _, done := st.rejects[rid]; done {
+			continue
+		}
+		orig := string(canon)
+		lines = append(lines, RejectLine{ID: rid, Source: p.source, Field: field, Rule: rule, Original: &orig, Time: now.UTC(),
+			Error: fmt.Sprintf("shard %s row %d: %s", p.msgID, j+1, msg)})
+	}
+	if err := s.appendRejects(ctx, ds, lines); err != nil {
+		return nil, nil, err
+	}
+	for _, l := range lines {
+		s.noteReject(st, l, p.run, now)
+		s.metrics.Rejected.WithLabelValues(ds, l.Rule).Inc()
+	}
+	if len(lines) > 0 {
+		s.log.Warn().Dict("context", zerolog.Dict().Str("dataset", ds).Str("source", p.source).Str("shard", p.msgID).Int("rows", len(lines))).
+			Msg("shard rows rejected: invalid or not matching their ids")
+	}
+	return recs[:keep], ids[:keep], nil
+}
+
+// clip cuts s to at most n bytes, for messages that quote what a client sent.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return strings.ToValidUTF8(s[:n], "") + "…"
 }
 
 // rejectShard records every record of a shard whose format is not the

@@ -65,7 +65,7 @@ func Decode(source string, f schemas.Format, rows []Row, maxRecord int) []Item {
 					row.Line, field, schemas.RuleMaxRecordBytes, len(canon), maxRecord)}
 			continue
 		}
-		items[i].Acc = Accepted{Line: row.Line, Record: rec, ID: recordID(canon), Size: len(canon), Original: row.Data}
+		items[i].Acc = Accepted{Line: row.Line, Record: rec, ID: schemas.RecordID(canon), Size: len(canon), Original: row.Data}
 	}
 	return items
 }
@@ -98,12 +98,6 @@ func rejectFor(source string, row Row, err error) *Reject {
 		r.Field, r.Rule, r.Error = ve.Field, ve.Rule, ve.Message
 	}
 	return r
-}
-
-// recordID is Record.ID computed from canonical bytes already at hand.
-func recordID(canon []byte) string {
-	sum := sha256.Sum256(canon)
-	return hex.EncodeToString(sum[:])
 }
 
 // shardOverhead is what a shard message adds to its records' canonical bytes

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -14,7 +13,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
@@ -111,7 +109,7 @@ generation.`,
 			}
 			ctx := cmd.Context()
 			log := newLogger(ctx)
-			bus, err := connectRole(ctx, "largeforge-gateway", log)
+			bus, err := connectAs(ctx, "largeforge-gateway", log)
 			if err != nil {
 				return err
 			}
@@ -125,46 +123,6 @@ generation.`,
 	}
 	addGatewayFlags(cmd, &gf, ":8080")
 	return cmd
-}
-
-// connectRole connects like connect (as the client name), but when the
-// credential may not change streams and buckets (the gateway and worker
-// roles of deploy/nats-roles.conf), a topology that cannot be applied is
-// only a warning: an admin applies it.
-func connectRole(ctx context.Context, name string, log zerolog.Logger) (*pipeline.Bus, error) {
-	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	c := configFrom(ctx).NATS
-	c.Name = name
-	bus, err := pipeline.Connect(cctx, c, log)
-	if err != nil {
-		return nil, fmt.Errorf("connect to NATS at %s (start one with `largeforge up`, or set --nats / LARGEFORGE_NATS): %w", c.URL, err)
-	}
-	// A denied JetStream request gets no answer, only an asynchronous
-	// permissions error: watch for it rather than waiting for the deadline.
-	tctx, tcancel := context.WithTimeout(ctx, 10*time.Second)
-	defer tcancel()
-	done := make(chan error, 1)
-	go func() { done <- bus.EnsureTopology(tctx) }()
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		select {
-		case err := <-done:
-			if err != nil {
-				bus.Close()
-				return nil, err
-			}
-			return bus, nil
-		case <-tick.C:
-			if lerr := bus.Conn().LastError(); errors.Is(lerr, nats.ErrPermissionViolation) {
-				tcancel()
-				<-done
-				log.Warn().Err(lerr).Msg("topology not applied: this NATS user may not change streams or buckets (the admin role applies them); going on")
-				return bus, nil
-			}
-		}
-	}
 }
 
 func addGatewayFlags(cmd *cobra.Command, gf *GatewayFlags, httpDefault string) {

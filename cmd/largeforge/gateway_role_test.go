@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -28,37 +27,23 @@ import (
 // applies the topology as admin.
 func startRoles(t *testing.T) (*pipeline.Embedded, *pipeline.Bus) {
 	t.Helper()
-	roles, err := os.ReadFile(filepath.Join("..", "..", "deploy", "nats-roles.conf"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, role := range []string{"ADMIN", "GATEWAY", "INFER", "RESULTS", "DATASETS", "INGEST"} {
-		t.Setenv("LF_"+role+"_PASSWORD", strings.ToLower(role)+"-secret")
-	}
-	e := pipelinetest.StartServerConf(t, pipeline.DefaultNATSConf+"\n"+string(roles))
-	admin := pipelinetest.ConnectAs(t, e, "admin", "admin-secret", pipelinetest.Logger(t))
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := admin.EnsureTopology(ctx); err != nil {
-		t.Fatal(err)
-	}
-	return e, admin
+	return pipelinetest.StartRoles(t, nil)
 }
 
 // TestRolesRunPipeline runs ingestion and a batch job with each worker on
 // its own role's credential (deploy/nats-roles.conf): ingest as ingest, the
 // dataset sink as datasets, the infer worker as infer, the results sink as
-// results (the submitter is admin). Everything completes and no restricted
+// results, the submitter as submit, each on its own inbox prefix. Everything completes and no restricted
 // connection hits a permissions violation.
 func TestRolesRunPipeline(t *testing.T) {
 	dir := filepath.Dir(testenv.SharedFile(t, "models/stories260K/model.safetensors"))
-	e, admin := startRoles(t)
+	e, _ := startRoles(t)
 	log := pipelinetest.Logger(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	conns := map[string]*pipeline.Bus{}
-	for _, role := range []string{"ingest", "datasets", "infer", "results"} {
-		conns[role] = pipelinetest.ConnectAs(t, e, role, role+"-secret", log)
+	for _, role := range []string{"ingest", "datasets", "infer", "results", "submit"} {
+		conns[role] = pipelinetest.ConnectRole(t, e, role, log)
 	}
 	wctx, stop := context.WithCancel(ctx)
 	var waits []func() error
@@ -113,7 +98,7 @@ func TestRolesRunPipeline(t *testing.T) {
 `), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	sub, err := submit.New(ctx, admin, submit.Config{Model: "stories"}, log)
+	sub, err := submit.New(ctx, conns["submit"], submit.Config{Model: "stories"}, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,10 +123,10 @@ func TestRolesRunPipeline(t *testing.T) {
 	}
 }
 
-// TestGatewayCommandAsGatewayRole runs `largeforge gateway` with the
-// gateway credential of deploy/nats-roles.conf: it cannot apply the
-// topology, warns, and serves.
-func TestGatewayCommandAsGatewayRole(t *testing.T) {
+// TestGatewayCommandAsAPIRole runs `largeforge gateway` with the api
+// credential of deploy/nats-roles.conf: it checks the topology (an admin
+// applied it) and serves.
+func TestGatewayCommandAsAPIRole(t *testing.T) {
 	e, _ := startRoles(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -154,7 +139,7 @@ func TestGatewayCommandAsGatewayRole(t *testing.T) {
 	gctx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() {
-		_, err := runCLI(t, gctx, "--nats="+e.ClientURL(), "--nats-user=gateway", "--nats-password=gateway-secret", "--log-level=error", "gateway", "--http", addr)
+		_, err := runCLI(t, gctx, "--nats="+e.ClientURL(), "--nats-user=api", "--nats-password="+pipelinetest.RolePassword("api"), "--log-level=error", "gateway", "--http", addr)
 		done <- err
 	}()
 	pipelinetest.CheckFor(t, 20*time.Second, 100*time.Millisecond, func() error {

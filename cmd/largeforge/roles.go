@@ -10,8 +10,10 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
+	"github.com/spf13/cobra"
 
 	"github.com/largeforge/largeforge/consumers/datasetsink"
 	"github.com/largeforge/largeforge/consumers/infer"
@@ -426,4 +428,145 @@ func (rs *Roles) Wait() error {
 		errs = append(errs, rs.started[n].Wait())
 	}
 	return errors.Join(errs...)
+}
+
+// NATS roles: the users of deploy/nats-roles.conf (ARCHITECTURE.md "Roles").
+// Each replies on its own inbox prefix, _INBOX_<role> by default.
+const (
+	NATSAdmin    = "admin"
+	NATSIngest   = "ingest"
+	NATSSubmit   = "submit"
+	NATSAPI      = "api"
+	NATSInfer    = "infer"
+	NATSTrain    = "train"
+	NATSResults  = "results"
+	NATSDatasets = "datasets"
+)
+
+// natsRoleUses is what each role uses of the topology: it checks at start
+// that these exist (only admin applies the topology).
+var natsRoleUses = map[string][]string{
+	NATSIngest:   {pipeline.StreamDatasets, pipeline.StreamDLQ, pipeline.BucketDatasets},
+	NATSSubmit:   {pipeline.StreamRequests, pipeline.StreamTrain, pipeline.StreamResults, pipeline.StreamRoutes, pipeline.BucketJobs, pipeline.BucketWorkers},
+	NATSAPI:      {pipeline.StreamRoutes, pipeline.BucketWorkers, pipeline.BucketExperts, pipeline.BucketModels},
+	NATSInfer:    {pipeline.StreamRequests, pipeline.StreamResults, pipeline.StreamDLQ, pipeline.BucketJobs, pipeline.BucketWorkers, pipeline.BucketExperts, pipeline.BucketModels},
+	NATSTrain:    {pipeline.StreamTrain, pipeline.StreamDLQ, pipeline.BucketJobs, pipeline.BucketWorkers},
+	NATSResults:  {pipeline.StreamResults, pipeline.StreamDLQ, pipeline.BucketJobs},
+	NATSDatasets: {pipeline.StreamDatasets, pipeline.StreamDLQ, pipeline.BucketDatasets},
+}
+
+// workerNATSRole is the NATS role of each worker role.
+var workerNATSRole = map[string]string{RoleInfer: NATSInfer, RoleTrain: NATSTrain, RoleResults: NATSResults, RoleDataset: NATSDatasets}
+
+// commandRole is the NATS role a command runs as. What the command runs
+// fixes it: worker --role (infer, train, results, datasets), gateway (api),
+// ingest, submit and train --submit (submit). Any other command runs as the
+// role its --nats-user names when that is one of the table's, else as admin
+// (up, topology apply, model push, jobs, ...).
+func commandRole(cmd *cobra.Command, natsUser string) string {
+	flag := func(name string) string {
+		if f := cmd.Flags().Lookup(name); f != nil {
+			return f.Value.String()
+		}
+		return ""
+	}
+	switch cmd.CommandPath() {
+	case "largeforge worker":
+		if r, ok := workerNATSRole[flag("role")]; ok {
+			return r
+		}
+	case "largeforge gateway":
+		return NATSAPI
+	case "largeforge ingest":
+		return NATSIngest
+	case "largeforge submit":
+		return NATSSubmit
+	case "largeforge topology apply":
+		return NATSAdmin
+	case "largeforge train":
+		if flag("submit") == "true" {
+			return NATSSubmit
+		}
+	}
+	if _, ok := natsRoleUses[natsUser]; ok {
+		return natsUser
+	}
+	return NATSAdmin
+}
+
+// setRole fills cfg.Role from the command and, unless --inbox-prefix (or
+// LARGEFORGE_INBOX_PREFIX) gives one, the inbox prefix _INBOX_<role>.
+func setRole(cmd *cobra.Command, cfg *Config) {
+	cfg.Role = commandRole(cmd, cfg.NATS.User)
+	if cfg.NATS.InboxPrefix == "" {
+		cfg.NATS.InboxPrefix = "_INBOX_" + cfg.Role
+	}
+}
+
+// connectAs connects as the command's role (configFrom(ctx).Role) under
+// the connection name name. Admin applies the topology; any other role
+// only checks that what it uses exists, and fails naming what is missing:
+// it never tries to change streams or buckets.
+func connectAs(ctx context.Context, name string, log zerolog.Logger) (*pipeline.Bus, error) {
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	cfg := configFrom(ctx)
+	c := cfg.NATS
+	c.Name = name
+	bus, err := pipeline.Connect(cctx, c, log)
+	if err != nil {
+		return nil, fmt.Errorf("connect to NATS at %s (start one with `largeforge up`, or set --nats / LARGEFORGE_NATS): %w", c.URL, err)
+	}
+	if err := prepareTopology(cctx, bus, cfg.Role); err != nil {
+		bus.Close()
+		return nil, err
+	}
+	return bus, nil
+}
+
+// prepareTopology applies the topology as admin and checks the role's part
+// of it as any other role.
+func prepareTopology(ctx context.Context, bus *pipeline.Bus, role string) error {
+	var err error
+	if role == NATSAdmin || role == "" {
+		if err = watchDenied(ctx, bus, bus.EnsureTopology); err != nil {
+			return fmt.Errorf("apply the topology as admin: %w (run as the admin user, or pass --nats-user with this user's role)", err)
+		}
+		return nil
+	}
+	err = watchDenied(ctx, bus, func(ctx context.Context) error {
+		return bus.CheckTopology(ctx, pipeline.DefaultTopology(1).Only(natsRoleUses[role]...))
+	})
+	if errors.Is(err, pipeline.ErrTopologyMissing) {
+		return fmt.Errorf("%w: the %s role may not create it; an admin must apply the topology first (`largeforge topology apply` as admin, or `largeforge up`)", err, role)
+	}
+	if err != nil {
+		return fmt.Errorf("check the topology as the %s role: %w (does this NATS user hold the %s role of deploy/nats-roles.conf?)", role, err, role)
+	}
+	return nil
+}
+
+// watchDenied runs f and returns its error, or, as soon as the connection
+// reports a permissions violation, that violation: a denied JetStream
+// request gets no answer, only that asynchronous error, and waiting for the
+// deadline would hide it.
+func watchDenied(ctx context.Context, bus *pipeline.Bus, f func(context.Context) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- f(ctx) }()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case err := <-done:
+			return err
+		case <-tick.C:
+			if lerr := bus.Conn().LastError(); errors.Is(lerr, nats.ErrPermissionViolation) {
+				cancel()
+				<-done
+				return lerr
+			}
+		}
+	}
 }

@@ -34,6 +34,8 @@ type Config struct {
 	// Logger names the running command's log lines ("largeforge.train"),
 	// those no component names itself.
 	Logger string
+	// Role is the NATS role the command runs as (commandRole).
+	Role string
 }
 
 // Validate checks the shared flags.
@@ -94,6 +96,7 @@ func newRoot() (*cobra.Command, *Config) {
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
 			cfg.Logger = strings.ReplaceAll(cmd.CommandPath(), " ", ".")
+			setRole(cmd, cfg)
 			if err := cfg.Validate(); err != nil {
 				return err
 			}
@@ -113,6 +116,7 @@ func newRoot() (*cobra.Command, *Config) {
 	f.StringVar(&cfg.NATS.TLSKeyFile, "tls-key", "", "client TLS key")
 	f.StringVar(&cfg.NATS.TLSCAFile, "tls-ca", "", "CA certificate to verify the server")
 	f.BoolVar(&cfg.NATS.TLSInsecureSkipVerify, "tls-insecure", false, "do not verify the server's certificate")
+	f.StringVar(&cfg.NATS.InboxPrefix, "inbox-prefix", os.Getenv("LARGEFORGE_INBOX_PREFIX"), "prefix of this process's reply subjects (env LARGEFORGE_INBOX_PREFIX; default _INBOX_<role>: the command's role, see deploy/README.md)")
 	f.DurationVar(&cfg.NATS.WaitForServer, "wait-for-nats", d.NATS.WaitForServer, "keep trying this long while no NATS server answers (one still starting)")
 	f.StringVar(&cfg.LogFormat, "log-format", d.LogFormat, "log format: json (timestamp, level, logger, message, request_id, trace_id, context), console, or auto (console on a terminal)")
 	f.StringVar(&cfg.LogLevel, "log-level", d.LogLevel, "log level: debug, info, warning, error, critical")
@@ -120,7 +124,7 @@ func newRoot() (*cobra.Command, *Config) {
 
 	root.AddCommand(newUpCmd(), newIngestCmd(), newDatasetsCmd(), newSamplesCmd(),
 		newModelCmd(), newGenerateCmd(), newScoreCmd(),
-		newSubmitCmd(), newJobsCmd(), newWorkerCmd(), newGatewayCmd(), newRouteCmd(), newRouterCmd(), newExpertsCmd(), newTrainCmd(), newAdaptersCmd())
+		newSubmitCmd(), newJobsCmd(), newWorkerCmd(), newGatewayCmd(), newRouteCmd(), newRouterCmd(), newExpertsCmd(), newTrainCmd(), newAdaptersCmd(), newTopologyCmd(), newPasswdCmd())
 	return root, cfg
 }
 
@@ -178,19 +182,8 @@ func serveMetrics(ctx context.Context, addr string, reg *prometheus.Registry, lo
 	return nil
 }
 
-// connect opens the bus for a client command and makes sure the topology exists.
+// connect opens the bus for a client command: as admin it applies the
+// topology, as any other role it checks that its part exists (connectAs).
 func connect(ctx context.Context, log zerolog.Logger) (*pipeline.Bus, error) {
-	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	c := configFrom(ctx).NATS
-	c.Name = "largeforge-cli"
-	bus, err := pipeline.Connect(cctx, c, log)
-	if err != nil {
-		return nil, fmt.Errorf("connect to NATS at %s (start one with `largeforge up`, or set --nats / LARGEFORGE_NATS): %w", c.URL, err)
-	}
-	if err := bus.EnsureTopology(cctx); err != nil {
-		bus.Close()
-		return nil, err
-	}
-	return bus, nil
+	return connectAs(ctx, "largeforge-cli", log)
 }

@@ -118,8 +118,9 @@ func runWorker(ctx context.Context, wc WorkerConfig) error {
 	if err := serveMetrics(ctx, configFrom(ctx).MetricsAddr, reg, log); err != nil {
 		return err
 	}
-	// A worker runs on its role's credential, which may not apply the topology.
-	bus, err := connectRole(ctx, "largeforge-worker-"+wc.Role, log)
+	// A worker runs on its role's credential: it checks the topology, an
+	// admin applies it.
+	bus, err := connectAs(ctx, "largeforge-worker-"+wc.Role, log)
 	if err != nil {
 		return err
 	}

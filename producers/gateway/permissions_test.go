@@ -6,7 +6,6 @@ import (
 	"errors"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -25,16 +24,6 @@ import (
 	"github.com/largeforge/largeforge/producers/gateway"
 	"github.com/largeforge/largeforge/schemas"
 )
-
-// rolesConf is deploy/nats-roles.conf, the per-role users.
-func rolesConf(t *testing.T) string {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join("..", "..", "deploy", "nats-roles.conf"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
-}
 
 // TestNATSConfShowsRoles: the commented example in nats.conf is
 // deploy/nats-roles.conf, line for line.
@@ -56,7 +45,7 @@ func TestNATSConfShowsRoles(t *testing.T) {
 			break
 		}
 	}
-	roles := rolesConf(t)
+	roles := pipelinetest.RolesConf(t)
 	block := roles[strings.Index(roles, "authorization {"):]
 	if got, want := strings.Join(example, "\n"), strings.TrimSpace(block); got != want {
 		t.Errorf("nats.conf's commented authorization block differs from deploy/nats-roles.conf's:\n%s\n---\n%s", got, want)
@@ -65,25 +54,18 @@ func TestNATSConfShowsRoles(t *testing.T) {
 
 // TestGatewayRolePermissions starts a server with the role users of
 // deploy/nats-roles.conf, a real infer worker as the infer user and the real gateway
-// as the gateway user: the gateway serves completions (lf.rpc.<model>),
+// as the api user (each on its own inbox prefix): the gateway serves completions (lf.rpc.<model>),
 // lists live workers (lf_workers) and models (lf_models), applies experts
 // from lf_experts and publishes routing decisions to LF_ROUTES; the same
 // credential cannot consume LF_RESULTS, subscribe to results, or publish
 // work requests.
 func TestGatewayRolePermissions(t *testing.T) {
 	dir := filepath.Dir(testenv.SharedFile(t, "models/stories260K/model.safetensors"))
-	for _, role := range []string{"ADMIN", "GATEWAY", "INFER", "RESULTS", "DATASETS", "INGEST"} {
-		t.Setenv("LF_"+role+"_PASSWORD", strings.ToLower(role)+"-secret")
-	}
-	e := pipelinetest.StartServerConf(t, pipeline.DefaultNATSConf+"\n"+rolesConf(t))
+	e, admin := pipelinetest.StartRoles(t, nil)
 	log := pipelinetest.Logger(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 
-	admin := pipelinetest.ConnectAs(t, e, "admin", "admin-secret", log)
-	if err := admin.EnsureTopology(ctx); err != nil {
-		t.Fatal(err)
-	}
 	ekv, err := admin.KV(ctx, pipeline.BucketExperts)
 	if err != nil {
 		t.Fatal(err)
@@ -92,7 +74,7 @@ func TestGatewayRolePermissions(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The infer worker runs with the infer role's credential.
-	worker := pipelinetest.ConnectAs(t, e, "infer", "infer-secret", log)
+	worker := pipelinetest.ConnectRole(t, e, "infer", log)
 	wctx, stopWorkers := context.WithCancel(ctx)
 	w, err := infer.StartDirs(wctx, worker, map[string]string{"stories": dir},
 		infer.Config{Slots: 2, HeartbeatEvery: time.Second, MaxWait: 50 * time.Millisecond}, log, nil)
@@ -104,11 +86,11 @@ func TestGatewayRolePermissions(t *testing.T) {
 		_ = w.Wait()
 	})
 
-	gw := pipelinetest.ConnectAs(t, e, "gateway", "gateway-secret", log)
+	gw := pipelinetest.ConnectRole(t, e, "api", log)
 	reg := prometheus.NewRegistry()
 	g, err := gateway.New(ctx, gw, gateway.Config{}, log, reg, reg)
 	if err != nil {
-		t.Fatalf("gateway with the gateway credential: %v", err)
+		t.Fatalf("gateway with the api credential: %v", err)
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -167,7 +149,7 @@ func TestGatewayRolePermissions(t *testing.T) {
 			}
 			return nil
 		})
-		for name, b := range map[string]*pipeline.Bus{"gateway": gw, "infer": worker} {
+		for name, b := range map[string]*pipeline.Bus{"api": gw, "infer": worker} {
 			if err := b.Conn().LastError(); err != nil {
 				t.Errorf("the %s role's own work raised %v", name, err)
 			}
@@ -175,7 +157,7 @@ func TestGatewayRolePermissions(t *testing.T) {
 	})
 
 	// denied runs f with a short deadline and wants it to fail with a
-	// permissions violation of the gateway's connection on subject.
+	// permissions violation of the api connection on subject.
 	denied := func(t *testing.T, subject string, f func(ctx context.Context) error) {
 		t.Helper()
 		dctx, cancel := context.WithTimeout(ctx, time.Second)
@@ -238,12 +220,10 @@ func errString(err error) string {
 }
 
 // TestClusterConfRoles: deploy/nats-cluster.conf parses and includes every
-// role user of nats-roles.conf.
+// role user of nats-roles.conf, each with a bcrypt hash.
 func TestClusterConfRoles(t *testing.T) {
 	t.Setenv("SERVER_NAME", "lf-1")
-	for _, role := range []string{"ADMIN", "GATEWAY", "INFER", "RESULTS", "DATASETS", "INGEST"} {
-		t.Setenv("LF_"+role+"_PASSWORD", strings.ToLower(role)+"-secret")
-	}
+	pipelinetest.SetRoleHashes(t, 0)
 	opts := &server.Options{}
 	if err := opts.ProcessConfigFile(filepath.Join("..", "..", "deploy", "nats-cluster.conf")); err != nil {
 		t.Fatal(err)
@@ -251,11 +231,14 @@ func TestClusterConfRoles(t *testing.T) {
 	var users []string
 	for _, u := range opts.Users {
 		users = append(users, u.Username)
-		if u.Username != "admin" && u.Username != "ingest" && (u.Permissions == nil || u.Permissions.Publish == nil || len(u.Permissions.Publish.Allow) < 5) {
+		if !strings.HasPrefix(u.Password, "$2a$") {
+			t.Errorf("user %s: the password is not a bcrypt hash", u.Username)
+		}
+		if u.Username != "admin" && (u.Permissions == nil || u.Permissions.Publish == nil || len(u.Permissions.Publish.Allow) < 5) {
 			t.Errorf("user %s: permissions %+v", u.Username, u.Permissions)
 		}
 	}
-	if got := strings.Join(users, ","); got != "admin,gateway,infer,results,datasets,ingest" {
-		t.Errorf("users %s", got)
+	if got, want := strings.Join(users, ","), strings.Join(pipelinetest.Roles, ","); got != want {
+		t.Errorf("users %s, want %s", got, want)
 	}
 }

@@ -1,0 +1,58 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/largeforge/largeforge/pipeline"
+)
+
+func newTopologyCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "topology",
+		Short: "The streams, KV buckets and object stores (apply them as admin)",
+	}
+	var replicas int
+	apply := &cobra.Command{
+		Use:   "apply [--replicas N]",
+		Short: "Create or update the streams, KV buckets and object stores, as admin",
+		Long: `Create what is missing of LargeForge's topology (the streams LF_DATASETS, LF_REQUESTS,
+LF_ROUTES, LF_RESULTS, LF_TRAIN, LF_DLQ, the KV buckets lf_jobs, lf_workers, lf_experts,
+lf_datasets and the object store lf_models) and update what differs; nothing is deleted.
+Run it once as admin before the other roles of deploy/nats-roles.conf start: they only
+check that what they use exists, and name what is missing. --replicas 3 on a cluster.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if replicas < 1 {
+				return fmt.Errorf("--replicas %d: want 1 or more", replicas)
+			}
+			return applyTopology(cmd.Context(), replicas)
+		},
+	}
+	apply.Flags().IntVar(&replicas, "replicas", 1, "replicas of each stream and bucket (3 on a three-node cluster)")
+	cmd.AddCommand(apply)
+	return cmd
+}
+
+// applyTopology connects as admin and applies DefaultTopology(replicas).
+func applyTopology(ctx context.Context, replicas int) error {
+	log := newLogger(ctx)
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	c := configFrom(ctx).NATS
+	c.Name = "largeforge-topology"
+	bus, err := pipeline.Connect(cctx, c, log)
+	if err != nil {
+		return fmt.Errorf("connect to NATS at %s: %w", c.URL, err)
+	}
+	defer bus.Close()
+	topo := pipeline.DefaultTopology(replicas)
+	if err := watchDenied(cctx, bus, func(ctx context.Context) error { return bus.ApplyTopology(ctx, topo) }); err != nil {
+		return fmt.Errorf("apply the topology (as admin): %w", err)
+	}
+	fmt.Printf("topology applied: %d streams, %d kv buckets, %d object stores\n", len(topo.Streams), len(topo.KeyValues), len(topo.ObjectStores))
+	return nil
+}

@@ -1,0 +1,177 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/largeforge/largeforge/pipeline"
+	"github.com/largeforge/largeforge/pipeline/pipelinetest"
+)
+
+// roleOp is one operation of the role table: do runs it on a fresh
+// connection of a role; allowed lists the roles that may.
+type roleOp struct {
+	name    string
+	allowed []string
+	do      func(ctx context.Context, b *pipeline.Bus) error
+}
+
+// jsAPI sends a raw JetStream API request: any answer (an API error
+// included) means the request reached the API.
+func jsAPI(subject, body string) func(context.Context, *pipeline.Bus) error {
+	return func(ctx context.Context, b *pipeline.Bus) error {
+		_, err := b.Conn().RequestWithContext(ctx, subject, []byte(body))
+		return err
+	}
+}
+
+// corePub publishes on subject and flushes: a denied publish is reported
+// (as the connection's last error) before the flush returns.
+func corePub(subject string) func(context.Context, *pipeline.Bus) error {
+	return func(ctx context.Context, b *pipeline.Bus) error {
+		if err := b.Conn().Publish(subject, []byte(`{}`)); err != nil {
+			return err
+		}
+		return b.Conn().FlushWithContext(ctx)
+	}
+}
+
+// coreSub subscribes subject and flushes.
+func coreSub(subject string) func(context.Context, *pipeline.Bus) error {
+	return func(ctx context.Context, b *pipeline.Bus) error {
+		if _, err := b.Conn().SubscribeSync(subject); err != nil {
+			return err
+		}
+		return b.Conn().FlushWithContext(ctx)
+	}
+}
+
+// kvGet reads key of bucket through the KV API.
+func kvGet(bucket, key string) func(context.Context, *pipeline.Bus) error {
+	return func(ctx context.Context, b *pipeline.Bus) error {
+		kv, err := b.KV(ctx, bucket)
+		if err != nil {
+			return err
+		}
+		_, err = kv.Get(ctx, key)
+		return err
+	}
+}
+
+// roleOps is the role table as tested: each operation, and the roles that
+// may do it (admin may do everything).
+func roleOps() []roleOp {
+	return []roleOp{
+		{"subscribe lf.res.> (read results)", nil, coreSub("lf.res.>")},
+		{"consumer on LF_RESULTS", nil, func(ctx context.Context, b *pipeline.Bus) error {
+			_, err := b.JetStream().CreateConsumer(ctx, pipeline.StreamResults, jetstream.ConsumerConfig{Name: "snoop", FilterSubject: "lf.res.>"})
+			return err
+		}},
+		{"fetch from results-sink", []string{"results"}, jsAPI("$JS.API.CONSUMER.MSG.NEXT.LF_RESULTS.results-sink", `{"batch":1,"no_wait":true}`)},
+		{"get lf_jobs key", []string{"submit", "infer", "train", "results"}, kvGet(pipeline.BucketJobs, "j1")},
+		{"write lf_jobs key", []string{"submit", "train", "results"}, corePub("$KV.lf_jobs.j1")},
+		{"get lf_datasets key", []string{"ingest", "datasets"}, kvGet(pipeline.BucketDatasets, "d1")},
+		{"purge KV_lf_jobs", nil, jsAPI("$JS.API.STREAM.PURGE.KV_lf_jobs", `{"filter":"$KV.lf_jobs.nothing"}`)},
+		{"create a stream", nil, jsAPI("$JS.API.STREAM.CREATE.LF_EVIL", `{"name":"LF_EVIL","subjects":["evil.>"]}`)},
+		{"update KV_lf_jobs", nil, jsAPI("$JS.API.STREAM.UPDATE.KV_lf_jobs", `{}`)},
+		{"delete LF_ROUTES", nil, jsAPI("$JS.API.STREAM.DELETE.LF_ROUTES", ``)},
+		{"publish lf.req.j1.m (requests)", []string{"submit"}, corePub("lf.req.j1.m")},
+		{"publish lf.train.j1", []string{"submit"}, corePub("lf.train.j1")},
+		{"publish lf.res.j1 (results)", []string{"submit", "infer", "results"}, corePub("lf.res.j1")},
+		{"publish lf.data.d1.raw", []string{"ingest"}, corePub("lf.data.d1.raw")},
+		{"publish lf.data.d1.shard (shards)", []string{"ingest", "datasets"}, corePub("lf.data.d1.shard")},
+		{"publish lf.data.a.b.raw (stray)", nil, corePub("lf.data.a.b.raw")},
+		{"publish lf.rpc.m (interactive)", []string{"api"}, corePub("lf.rpc.m")},
+		{"serve lf.rpc.m", []string{"infer"}, coreSub("lf.rpc.m")},
+		{"write lf_models", nil, corePub("$O.lf_models.M.x")},
+		{"subscribe _INBOX.>", nil, coreSub("_INBOX.>")},
+		{"subscribe _INBOX_api.>", []string{"api"}, coreSub("_INBOX_api.>")},
+		{"subscribe _INBOX_infer.>", []string{"infer"}, coreSub("_INBOX_infer.>")},
+		{"subscribe _INBOX_submit.>", []string{"submit"}, coreSub("_INBOX_submit.>")},
+	}
+}
+
+// TestRoleTableDenies runs every operation of roleOps as every role of
+// deploy/nats-roles.conf, each on a fresh connection, and wants each
+// allowed or denied (a permissions violation) as the table says. The
+// table, as tested, is printed in the log; admin runs last (it deletes
+// LF_ROUTES).
+func TestRoleTableDenies(t *testing.T) {
+	e, admin := startRoles(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	jkv, err := admin.KV(ctx, pipeline.BucketJobs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := jkv.Put(ctx, "j1", []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	dkv, err := admin.KV(ctx, pipeline.BucketDatasets)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dkv.Put(ctx, "d1", []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.JetStream().CreateOrUpdateConsumer(ctx, pipeline.StreamResults, jetstream.ConsumerConfig{Durable: "results-sink", AckPolicy: jetstream.AckExplicitPolicy}); err != nil {
+		t.Fatal(err)
+	}
+	roles := append(slices.DeleteFunc(slices.Clone(pipelinetest.Roles), func(r string) bool { return r == NATSAdmin }), NATSAdmin)
+	ops := roleOps()
+	got := map[string]map[string]string{}
+	for _, role := range roles {
+		got[role] = map[string]string{}
+		for _, op := range ops {
+			want := "denied"
+			if role == NATSAdmin || slices.Contains(op.allowed, role) {
+				want = "allowed"
+			}
+			have, err := tryAs(ctx, t, e, role, op)
+			got[role][op.name] = have
+			if have != want {
+				t.Errorf("%s: %s is %s (%v), want %s", role, op.name, have, err, want)
+			}
+		}
+	}
+	var tb strings.Builder
+	fmt.Fprintf(&tb, "| operation | %s |\n|---|%s\n", strings.Join(roles, " | "), strings.Repeat("---|", len(roles)))
+	for _, op := range ops {
+		fmt.Fprintf(&tb, "| %s |", op.name)
+		for _, role := range roles {
+			fmt.Fprintf(&tb, " %s |", got[role][op.name])
+		}
+		tb.WriteString("\n")
+	}
+	t.Logf("role table as tested (deploy/nats-roles.conf):\n%s", tb.String())
+}
+
+// tryAs runs op on a fresh connection of role: "denied" when the server
+// reports a permissions violation, "allowed" when op succeeds without one,
+// "failed" (with the error) otherwise.
+func tryAs(ctx context.Context, t *testing.T, e *pipeline.Embedded, role string, op roleOp) (string, error) {
+	t.Helper()
+	b := pipelinetest.ConnectRole(t, e, role, zerolog.Nop()) // the server logs each violation
+	defer b.Close()
+	err := watchDenied(ctx, b, func(ctx context.Context) error {
+		octx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		return op.do(octx, b)
+	})
+	if errors.Is(err, nats.ErrPermissionViolation) || errors.Is(b.Conn().LastError(), nats.ErrPermissionViolation) {
+		return "denied", err
+	}
+	if err != nil {
+		return "failed", err
+	}
+	return "allowed", nil
+}

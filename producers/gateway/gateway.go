@@ -92,6 +92,14 @@ type Config struct {
 	// (compared in constant time; 401 otherwise). /health and /metrics stay
 	// open.
 	APIKeys []string
+	// MaxConnections caps the connections served at once; more wait until
+	// one closes (default DefaultMaxConnections).
+	MaxConnections int
+	// MinBodyRate is the least average rate, in bytes per second, at which
+	// a request body must arrive once BodyGrace has passed; a slower body is
+	// cut off with 408 (defaults DefaultMinBodyRate, DefaultBodyGrace).
+	MinBodyRate int64
+	BodyGrace   time.Duration
 }
 
 // Validate checks the config; errors wrap ErrInvalidOption.
@@ -104,7 +112,10 @@ func (c Config) Validate() error {
 			return fmt.Errorf("%w: api key %d: want at least 8 characters and no surrounding space", ErrInvalidOption, i)
 		}
 	}
-	for name, v := range map[string]time.Duration{"worker wait": c.WorkerWait, "idle": c.Idle, "refresh": c.RefreshEvery} {
+	if c.MaxConnections < 0 || c.MinBodyRate < 0 {
+		return fmt.Errorf("%w: max connections %d and min body rate %d must not be negative", ErrInvalidOption, c.MaxConnections, c.MinBodyRate)
+	}
+	for name, v := range map[string]time.Duration{"worker wait": c.WorkerWait, "idle": c.Idle, "refresh": c.RefreshEvery, "body grace": c.BodyGrace} {
 		if v < 0 {
 			return fmt.Errorf("%w: %s %v is negative", ErrInvalidOption, name, v)
 		}
@@ -127,6 +138,15 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Version == "" {
 		c.Version = "dev"
+	}
+	if c.MaxConnections == 0 {
+		c.MaxConnections = DefaultMaxConnections
+	}
+	if c.MinBodyRate == 0 {
+		c.MinBodyRate = DefaultMinBodyRate
+	}
+	if c.BodyGrace == 0 {
+		c.BodyGrace = DefaultBodyGrace
 	}
 	return c
 }
@@ -227,9 +247,13 @@ func (g *Gateway) Run(ctx context.Context) error {
 	return g.Serve(ctx, ln)
 }
 
-// Serve serves on ln until ctx ends.
+// Serve serves on ln until ctx ends, at most Config.MaxConnections
+// connections at once. Headers must arrive within
+// DefaultReadHeaderTimeout and bodies at Config.MinBodyRate; responses have
+// no write timeout, so streams keep going.
 func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
-	srv := &http.Server{Handler: g.mux, ReadHeaderTimeout: 10 * time.Second,
+	ln = newLimitListener(ln, g.cfg.MaxConnections)
+	srv := &http.Server{Handler: g.mux, ReadHeaderTimeout: DefaultReadHeaderTimeout, IdleTimeout: DefaultIdleTimeout,
 		BaseContext: func(net.Listener) context.Context { return context.WithoutCancel(ctx) }}
 	g.log.Info().Str("addr", ln.Addr().String()).Msg("gateway listening")
 	wctx, stopWatch := context.WithCancel(ctx)
@@ -292,7 +316,11 @@ func (g *Gateway) handle(pattern, path string, h func(http.ResponseWriter, *http
 		if strings.HasPrefix(path, "/v1/") && !g.authorized(r) {
 			writeError(sw, http.StatusUnauthorized, "invalid_request_error", "", "invalid_api_key", "Invalid API key")
 		} else {
-			h(sw, r.WithContext(withRequestID(r.Context(), id)), l)
+			r2 := r.WithContext(withRequestID(r.Context(), id))
+			if r.Body != nil && r.Body != http.NoBody {
+				r2.Body = newRateBody(w, r.Body, g.cfg.MinBodyRate, g.cfg.BodyGrace)
+			}
+			h(sw, r2, l)
 		}
 		g.met.Active.Dec()
 		if sw.code == 0 {
@@ -313,13 +341,14 @@ func (g *Gateway) handle(pattern, path string, h func(http.ResponseWriter, *http
 }
 
 // authorized reports whether r carries one of the API keys as a bearer
-// token (always true without keys). Every key is compared, in constant time
+// token, the scheme in any case (always true without keys). Every key is compared, in constant time
 // over fixed-length digests.
 func (g *Gateway) authorized(r *http.Request) bool {
 	if len(g.keys) == 0 {
 		return true
 	}
-	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	scheme, tok, _ := strings.Cut(strings.TrimSpace(r.Header.Get("Authorization")), " ")
+	ok := strings.EqualFold(scheme, "Bearer")
 	sum := sha256.Sum256([]byte(strings.TrimSpace(tok)))
 	match := 0
 	for _, k := range g.keys {
@@ -387,12 +416,7 @@ func writeError(w http.ResponseWriter, status int, typ, param, code, msg string)
 func (g *Gateway) complete(w http.ResponseWriter, r *http.Request, l zerolog.Logger, chat bool) {
 	body, err := readBody(w, r, g.cfg.MaxBodyBytes)
 	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			writeError(w, http.StatusRequestEntityTooLarge, "invalid_request_error", "", "request_too_large", fmt.Sprintf("Request body over %d bytes", g.cfg.MaxBodyBytes))
-			return
-		}
-		writeError(w, http.StatusBadRequest, "invalid_request_error", "", "invalid_request", "Cannot read the request body: "+err.Error())
+		g.bodyError(w, err)
 		return
 	}
 	req, err := schemas.DecodeCompletionRequest(body)
@@ -575,7 +599,7 @@ func (g *Gateway) routeHandler(w http.ResponseWriter, r *http.Request, _ zerolog
 	}
 	body, err := readBody(w, r, g.cfg.MaxBodyBytes)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, "invalid_request_error", "", "invalid_request", "Cannot read the request body: "+err.Error())
+		g.bodyError(w, err)
 		return
 	}
 	req, err := schemas.DecodeCompletionRequest(body)
@@ -600,6 +624,20 @@ func completionID(chat bool, id string) string {
 		return "chatcmpl-" + id
 	}
 	return "cmpl-" + id
+}
+
+// bodyError answers a body that could not be read: 413 over the limit, 408
+// under the minimum rate, else 400.
+func (g *Gateway) bodyError(w http.ResponseWriter, err error) {
+	var mbe *http.MaxBytesError
+	switch {
+	case errors.As(err, &mbe):
+		writeError(w, http.StatusRequestEntityTooLarge, "invalid_request_error", "", "request_too_large", fmt.Sprintf("Request body over %d bytes", g.cfg.MaxBodyBytes))
+	case errors.Is(err, ErrBodyTooSlow):
+		writeError(w, http.StatusRequestTimeout, "invalid_request_error", "", "request_timeout", fmt.Sprintf("Request body arrived under %d bytes per second", g.cfg.MinBodyRate))
+	default:
+		writeError(w, http.StatusBadRequest, "invalid_request_error", "", "invalid_request", "Cannot read the request body: "+err.Error())
+	}
 }
 
 func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -98,23 +97,12 @@ func newStack(t *testing.T, cfg gateway.Config) *stack {
 		cancel()
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- g.Serve(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-served; err != nil {
-			t.Errorf("serve: %v", err)
-		}
+	addr := serveGateway(t, ctx, cancel, g, func() {
 		if err := w.Wait(); err != nil {
 			t.Errorf("workers: %v", err)
 		}
 	})
-	s := &stack{bus: bus, url: "http://" + ln.Addr().String(), reg: reg, m: m, tok: tok, gen: gen, http: &http.Client{Timeout: 30 * time.Second}, logs: logs}
+	s := &stack{bus: bus, url: "http://" + addr, reg: reg, m: m, tok: tok, gen: gen, http: &http.Client{Timeout: 30 * time.Second}, logs: logs}
 	key := "unused"
 	if len(cfg.APIKeys) > 0 {
 		key = cfg.APIKeys[0]
@@ -491,6 +479,21 @@ func TestAPIKeys(t *testing.T) {
 				t.Errorf("status %d, want %d", status, tc.wantStatus)
 			}
 		})
+	}
+	// The scheme is matched case-insensitively (RFC 9110 §11.1).
+	for _, auth := range []string{"bearer sk-first-key", "BEARER sk-second-key", "Bearer  sk-first-key"} {
+		resp := s.post(t, ctx, "/v1/completions", `{"model":"stories","prompt":"Hi","max_tokens":1}`, map[string]string{"Authorization": auth})
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Errorf("Authorization %q: status %d", auth, resp.StatusCode)
+		}
+	}
+	for _, auth := range []string{"Basic sk-first-key", "sk-first-key", "Bearersk-first-key"} {
+		resp := s.post(t, ctx, "/v1/completions", `{"model":"stories","prompt":"Hi","max_tokens":1}`, map[string]string{"Authorization": auth})
+		resp.Body.Close()
+		if resp.StatusCode != 401 {
+			t.Errorf("Authorization %q: status %d, want 401", auth, resp.StatusCode)
+		}
 	}
 	resp, err := s.http.Get(s.url + "/health")
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -33,14 +34,25 @@ type GatewayFlags struct {
 	Experts     string // experts file (YAML or JSON): enables model "auto" and /v1/route
 	RouterModel string // directory of `largeforge router train`: the router's learned stage
 	KeysFile    string // API keys, one a line (# comments); also LARGEFORGE_API_KEYS, comma separated
+	MaxConns    int    // connections served at once
 }
 
-// apiKeys reads the keys of --api-keys-file and LARGEFORGE_API_KEYS.
+// errNoAPIKeys is returned when an API-keys source is configured but yields
+// no key: that must never turn authentication off.
+var errNoAPIKeys = errors.New("no API key in it (blank lines and # comments only); authentication would be off")
+
+// apiKeys reads the keys of --api-keys-file and LARGEFORGE_API_KEYS. A
+// source that is set but holds no key is an error.
 func (g GatewayFlags) apiKeys() ([]string, error) {
 	var keys []string
-	for _, k := range strings.Split(os.Getenv("LARGEFORGE_API_KEYS"), ",") {
-		if k = strings.TrimSpace(k); k != "" {
-			keys = append(keys, k)
+	if env, set := os.LookupEnv("LARGEFORGE_API_KEYS"); set {
+		for _, k := range strings.Split(env, ",") {
+			if k = strings.TrimSpace(k); k != "" {
+				keys = append(keys, k)
+			}
+		}
+		if len(keys) == 0 {
+			return nil, fmt.Errorf("LARGEFORGE_API_KEYS is set: %w", errNoAPIKeys)
 		}
 	}
 	if g.KeysFile != "" {
@@ -48,10 +60,14 @@ func (g GatewayFlags) apiKeys() ([]string, error) {
 		if err != nil {
 			return nil, fmt.Errorf("--api-keys-file: %w", err)
 		}
+		n := len(keys)
 		for _, line := range strings.Split(string(data), "\n") {
 			if line = strings.TrimSpace(line); line != "" && !strings.HasPrefix(line, "#") {
 				keys = append(keys, line)
 			}
+		}
+		if len(keys) == n {
+			return nil, fmt.Errorf("--api-keys-file %s: %w", g.KeysFile, errNoAPIKeys)
 		}
 	}
 	return keys, nil
@@ -75,7 +91,7 @@ func (g GatewayFlags) Validate() error {
 }
 
 func (g GatewayFlags) config() (gateway.Config, error) {
-	c := gateway.Config{Addr: g.HTTP, WorkerWait: g.WorkerWait, MaxBodyBytes: g.MaxBody, Version: largeforge.Version}
+	c := gateway.Config{Addr: g.HTTP, WorkerWait: g.WorkerWait, MaxBodyBytes: g.MaxBody, MaxConnections: g.MaxConns, Version: largeforge.Version}
 	keys, err := g.apiKeys()
 	if err != nil {
 		return c, err
@@ -129,7 +145,8 @@ func addGatewayFlags(cmd *cobra.Command, gf *GatewayFlags, httpDefault string) {
 	cmd.Flags().StringVar(&gf.HTTP, "http", httpDefault, "serve the OpenAI-compatible HTTP API on this address (host:port)")
 	cmd.Flags().DurationVar(&gf.WorkerWait, "worker-wait", gateway.DefaultWorkerWait, "how long a request waits for a live worker of its model before 503")
 	cmd.Flags().Int64Var(&gf.MaxBody, "max-body", gateway.DefaultMaxBodyBytes, "request body limit in bytes")
-	cmd.Flags().StringVar(&gf.KeysFile, "api-keys-file", "", "require one of these API keys (one a line) as a bearer token on /v1 (also env LARGEFORGE_API_KEYS, comma separated)")
+	cmd.Flags().StringVar(&gf.KeysFile, "api-keys-file", "", "require one of these API keys (one a line) as a bearer token on /v1 (also env LARGEFORGE_API_KEYS, comma separated); a file or variable with no key is an error")
+	cmd.Flags().IntVar(&gf.MaxConns, "max-connections", gateway.DefaultMaxConnections, "HTTP connections served at once; more wait until one closes")
 	cmd.Flags().StringVar(&gf.Experts, "experts", "", "experts file (YAML or JSON; largeforge samples writes an example): enables model \"auto\" and POST /v1/route")
 	cmd.Flags().StringVar(&gf.RouterModel, "router-model", "", "router model directory (largeforge router train): the learned stage for prompts no rule decides")
 }
@@ -220,7 +237,7 @@ DIR as its learned stage), counting every expert as live.`,
 		},
 	}
 	cmd.Flags().StringVar(&gatewayURL, "gateway", gatewayURL, "gateway base URL (env LARGEFORGE_GATEWAY)")
-	cmd.Flags().StringVar(&apiKey, "api-key", apiKey, "API key of the gateway (env LARGEFORGE_API_KEY)")
+	cmd.Flags().StringVar(&apiKey, "api-key", apiKey, "API key of the gateway (env LARGEFORGE_API_KEY; as a flag, ps shows it: prefer the variable)")
 	cmd.Flags().StringVar(&experts, "experts", "", "route here with this experts file instead of asking the gateway")
 	cmd.Flags().StringVar(&routerModel, "router-model", "", "with --experts: the router's learned stage (largeforge router train)")
 	return cmd

@@ -36,6 +36,53 @@ type Config struct {
 	Logger string
 	// Role is the NATS role the command runs as (commandRole).
 	Role string
+	// PasswordFile and TokenFile hold the NATS password or token (read at
+	// start, one trailing newline dropped), so no secret is on the
+	// command line.
+	PasswordFile, TokenFile string
+}
+
+// secretFlags are the flags that put a secret on the command line, where
+// ps shows it to every user of the machine, and where to put it instead.
+var secretFlags = map[string]string{
+	"nats-password": "--nats-password-file or LARGEFORGE_NATS_PASSWORD",
+	"nats-token":    "--nats-token-file or LARGEFORGE_NATS_TOKEN",
+	"api-key":       "LARGEFORGE_API_KEY",
+}
+
+// readSecrets fills the NATS password and token from their files; a file
+// and a value of the same secret together are an error.
+func (c *Config) readSecrets() error {
+	for _, s := range []struct {
+		flag, file string
+		val        *string
+	}{{"--nats-password-file", c.PasswordFile, &c.NATS.Password}, {"--nats-token-file", c.TokenFile, &c.NATS.Token}} {
+		if s.file == "" {
+			continue
+		}
+		data, err := os.ReadFile(s.file)
+		if err != nil {
+			return fmt.Errorf("%s: %w", s.flag, err)
+		}
+		v := strings.TrimSuffix(strings.TrimSuffix(string(data), "\n"), "\r")
+		if v == "" {
+			return fmt.Errorf("%s %s: the file is empty", s.flag, s.file)
+		}
+		if *s.val != "" && *s.val != v {
+			return fmt.Errorf("%s: give the secret once (the file, the flag or the environment)", s.flag)
+		}
+		*s.val = v
+	}
+	return nil
+}
+
+// warnSecretFlags logs a warning for each secret given as a flag.
+func warnSecretFlags(cmd *cobra.Command, log zerolog.Logger) {
+	for name, instead := range secretFlags {
+		if f := cmd.Flags().Lookup(name); f != nil && f.Changed {
+			log.Warn().Str("flag", "--"+name).Msgf("--%s puts a secret on the command line, where ps shows it to every user of this machine; use %s", name, instead)
+		}
+	}
 }
 
 // Validate checks the shared flags.
@@ -97,9 +144,13 @@ func newRoot() (*cobra.Command, *Config) {
 		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
 			cfg.Logger = strings.ReplaceAll(cmd.CommandPath(), " ", ".")
 			setRole(cmd, cfg)
+			if err := cfg.readSecrets(); err != nil {
+				return err
+			}
 			if err := cfg.Validate(); err != nil {
 				return err
 			}
+			warnSecretFlags(cmd, loggerFor(cfg))
 			cmd.SetContext(context.WithValue(cmd.Context(), configKey{}, cfg))
 			return nil
 		},
@@ -108,8 +159,10 @@ func newRoot() (*cobra.Command, *Config) {
 	d := defaultConfig()
 	f.StringVar(&cfg.NATS.URL, "nats", d.NATS.URL, "NATS server URL(s), comma separated (env LARGEFORGE_NATS)")
 	f.StringVar(&cfg.NATS.User, "nats-user", "", "NATS user name")
-	f.StringVar(&cfg.NATS.Password, "nats-password", d.NATS.Password, "NATS password (env LARGEFORGE_NATS_PASSWORD)")
-	f.StringVar(&cfg.NATS.Token, "nats-token", d.NATS.Token, "NATS token (env LARGEFORGE_NATS_TOKEN)")
+	f.StringVar(&cfg.NATS.Password, "nats-password", d.NATS.Password, "NATS password (env LARGEFORGE_NATS_PASSWORD; as a flag, ps shows it: prefer --nats-password-file)")
+	f.StringVar(&cfg.PasswordFile, "nats-password-file", os.Getenv("LARGEFORGE_NATS_PASSWORD_FILE"), "file holding the NATS password (env LARGEFORGE_NATS_PASSWORD_FILE)")
+	f.StringVar(&cfg.NATS.Token, "nats-token", d.NATS.Token, "NATS token (env LARGEFORGE_NATS_TOKEN; as a flag, ps shows it: prefer --nats-token-file)")
+	f.StringVar(&cfg.TokenFile, "nats-token-file", os.Getenv("LARGEFORGE_NATS_TOKEN_FILE"), "file holding the NATS token (env LARGEFORGE_NATS_TOKEN_FILE)")
 	f.StringVar(&cfg.NATS.NKeySeedFile, "nats-nkey", "", "NATS nkey seed file")
 	f.StringVar(&cfg.NATS.CredsFile, "nats-creds", "", "NATS credentials file (JWT + nkey)")
 	f.StringVar(&cfg.NATS.TLSCertFile, "tls-cert", "", "client TLS certificate")

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -91,13 +90,7 @@ func TestRolesRunPipeline(t *testing.T) {
 		t.Errorf("ingest as ingest: %+v %v", sum, err)
 	}
 
-	jobFile := filepath.Join(t.TempDir(), "job.jsonl")
-	if err := os.WriteFile(jobFile, []byte(`{"custom_id":"a","prompt":"Once upon a time","max_tokens":4,"temperature":0}
-{"custom_id":"b","prompt":"The cat","max_tokens":4,"temperature":0}
-{"custom_id":"c","prompt":"x","temperature":9}
-`), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	jobFile := roleJobFile(t)
 	sub, err := submit.New(ctx, conns["submit"], submit.Config{Model: "stories"}, log)
 	if err != nil {
 		t.Fatal(err)

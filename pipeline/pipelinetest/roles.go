@@ -68,10 +68,23 @@ func SetRoleHashes(t *testing.T, cost int) {
 // admin. It returns the server and the admin connection.
 func StartRoles(t *testing.T, serverLog *Buffer) (*pipeline.Embedded, *pipeline.Bus) {
 	t.Helper()
+	e := StartRolesServer(t, serverLog)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	admin := ConnectRole(t, e, "admin", Logger(t))
+	if err := admin.EnsureTopology(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return e, admin
+}
+
+// StartRolesServer is StartRoles without the topology: nothing exists yet.
+func StartRolesServer(t *testing.T, serverLog *Buffer) *pipeline.Embedded {
+	t.Helper()
 	SetRoleHashes(t, 0)
 	log := Logger(t)
 	if serverLog != nil {
-		log = zerolog.New(zerolog.MultiLevelWriter(zerolog.NewTestWriter(t), serverLog)).Level(zerolog.InfoLevel).With().Timestamp().Logger()
+		log = zerolog.New(zerolog.MultiLevelWriter(zerolog.NewTestWriter(t), serverLog)).Level(zerolog.WarnLevel).With().Timestamp().Logger()
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -81,11 +94,7 @@ func StartRoles(t *testing.T, serverLog *Buffer) (*pipeline.Embedded, *pipeline.
 		t.Fatalf("start the server with nats-roles.conf: %v", err)
 	}
 	t.Cleanup(e.Shutdown)
-	admin := ConnectRole(t, e, "admin", Logger(t))
-	if err := admin.EnsureTopology(ctx); err != nil {
-		t.Fatal(err)
-	}
-	return e, admin
+	return e
 }
 
 // ConnectRole connects to e as role (StartRoles' password) on the role's

@@ -49,3 +49,18 @@ func TestMemoryBytes(t *testing.T) {
 		})
 	}
 }
+
+// TestDevice: the device label follows the backend's configuration.
+func TestDevice(t *testing.T) {
+	for _, tc := range []struct{ backend, want string }{
+		{"go", "cpu"}, {"xla:cpu", "cpu"}, {"xla:cuda", "cuda:0"}, {"xla:rocm", "rocm:0"}, {"xla", "cpu"},
+	} {
+		m := &Model{bname: tc.backend}
+		if got := m.Device(); got != tc.want {
+			t.Errorf("backend %q: device %q, want %q", tc.backend, got, tc.want)
+		}
+		if d := m.DeviceMemory(); len(d) != 1 || d[0].Device != tc.want {
+			t.Errorf("backend %q: DeviceMemory %+v", tc.backend, d)
+		}
+	}
+}

@@ -18,63 +18,73 @@ type Metrics struct {
 	TokensPerSecond *prometheus.GaugeVec     // tokens_per_second{model}
 	Active          *prometheus.GaugeVec     // active_requests{model}
 	// Memory is gpu_memory_used_bytes{device}: the bytes the models of this
-	// process's workers hold (see model.Model.MemoryBytes), read at scrape
-	// time. The engines here compute on the CPU, so device is "cpu".
+	// process's workers hold on their devices (see model.Model.MemoryBytes
+	// and Device), read at scrape time: device "cpu" for the native engine
+	// and the pure Go backend, the accelerator ("cuda:0") for XLA.
 	Memory *MemoryCollector
 }
 
 // MemoryDevice is the device label of gpu_memory_used_bytes for the CPU
 // engines.
-const MemoryDevice = "cpu"
+const MemoryDevice = model.DeviceCPU
 
-// MemoryCollector exports gpu_memory_used_bytes{device} for the models
-// added to it.
+// MemoryCollector exports gpu_memory_used_bytes{device}, summed per device
+// over the sources added to it (the served models, and any accelerator
+// runtime's statistics). The "cpu" line is always there, 0 when nothing is
+// counted.
 type MemoryCollector struct {
-	desc   *prometheus.Desc
-	mu     sync.Mutex
-	models map[*model.Model]int // a model served by several workers counts once
+	desc    *prometheus.Desc
+	mu      sync.Mutex
+	sources map[model.MemorySource]int // a model served by several workers counts once
 }
 
 func newMemoryCollector() *MemoryCollector {
 	return &MemoryCollector{
-		desc:   prometheus.NewDesc(schemas.MetricGPUMemoryUsedBytes, "Memory the models hold on their device (weights and KV caches).", []string{schemas.LabelDevice}, nil),
-		models: map[*model.Model]int{},
+		desc:    prometheus.NewDesc(schemas.MetricGPUMemoryUsedBytes, "Memory the models hold on their device (weights and KV caches).", []string{schemas.LabelDevice}, nil),
+		sources: map[model.MemorySource]int{},
 	}
 }
 
-// Add counts m until the matching Remove.
-func (c *MemoryCollector) Add(m *model.Model) {
+// Add counts src until the matching Remove.
+func (c *MemoryCollector) Add(src model.MemorySource) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.models[m]++
+	c.sources[src]++
 }
 
-// Remove stops counting m (once per Add).
-func (c *MemoryCollector) Remove(m *model.Model) {
+// Remove stops counting src (once per Add).
+func (c *MemoryCollector) Remove(src model.MemorySource) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.models[m]--; c.models[m] <= 0 {
-		delete(c.models, m)
+	if c.sources[src]--; c.sources[src] <= 0 {
+		delete(c.sources, src)
 	}
 }
 
-// Bytes is the memory of the models counted now.
-func (c *MemoryCollector) Bytes() int64 {
+// ByDevice is the memory counted now, per device.
+func (c *MemoryCollector) ByDevice() map[string]int64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	var n int64
-	for m := range c.models {
-		n += m.MemoryBytes()
+	out := map[string]int64{MemoryDevice: 0}
+	for src := range c.sources {
+		for _, d := range src.DeviceMemory() {
+			out[d.Device] += d.Bytes
+		}
 	}
-	return n
+	return out
 }
+
+// Bytes is the memory counted now on the CPU.
+func (c *MemoryCollector) Bytes() int64 { return c.ByDevice()[MemoryDevice] }
 
 // Describe implements prometheus.Collector.
 func (c *MemoryCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
 
 // Collect implements prometheus.Collector.
 func (c *MemoryCollector) Collect(ch chan<- prometheus.Metric) {
-	ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(c.Bytes()), MemoryDevice)
+	for device, n := range c.ByDevice() {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(n), device)
+	}
 }
 
 // Request statuses of inference_requests_total.

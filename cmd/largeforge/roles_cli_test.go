@@ -62,8 +62,8 @@ func runAs(t *testing.T, ctx context.Context, bin string, e *pipeline.Embedded, 
 // (topology apply); the dataset sink (datasets), the results sink
 // (results), an infer worker (infer), a train worker (train) and the
 // gateway (api) run; ingest ingests a file (ingest); submit submits a
-// batch job and a training job (train --submit) and waits for both
-// (submit); the gateway serves a completion. Everything completes, and the
+// batch job and a training job (train --submit), waits for both and lists
+// them (submit); the gateway serves a completion. Everything completes, and the
 // server logs no permissions violation.
 func TestPipelineOnRoleCredentials(t *testing.T) {
 	if testing.Short() {
@@ -123,6 +123,12 @@ func TestPipelineOnRoleCredentials(t *testing.T) {
 
 	runAs(t, ctx, bin, e, "submit", "jobs", "wait", job, "--progress", "off")
 	runAs(t, ctx, bin, e, "submit", "jobs", "wait", trainJob, "--progress", "off")
+	if out := runAs(t, ctx, bin, e, "submit", "jobs", "list"); !strings.Contains(out, job) || !strings.Contains(out, trainJob) {
+		t.Errorf("jobs list as submit: %q", out)
+	}
+	if out := runAs(t, ctx, bin, e, "submit", "jobs", "status", job); !strings.Contains(out, "completed") {
+		t.Errorf("jobs status as submit: %q", out)
+	}
 	admin := pipelinetest.ConnectRole(t, e, "admin", pipelinetest.Logger(t))
 	store, err := jobs.Open(ctx, admin)
 	if err != nil {
@@ -169,6 +175,97 @@ func TestWorkerNamesMissingTopology(t *testing.T) {
 	for _, want := range []string{"stream LF_RESULTS", "stream LF_DLQ", "kv bucket lf_jobs", "largeforge topology apply"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("%v does not say %q", err, want)
+		}
+	}
+}
+
+// TestCommandRole: what a command runs fixes its role; any other command
+// runs as the role its --nats-user names, else admin; the inbox prefix is
+// _INBOX_<role> unless --inbox-prefix or LARGEFORGE_INBOX_PREFIX gives one.
+func TestCommandRole(t *testing.T) {
+	tests := []struct {
+		name      string
+		env       string
+		args      []string
+		role      string
+		inbox     string
+		wantError bool
+	}{
+		{name: "worker infer", args: []string{"worker", "--role", "infer"}, role: NATSInfer},
+		{name: "worker dataset", args: []string{"worker", "--role", "dataset"}, role: NATSDatasets},
+		{name: "worker results as admin", args: []string{"--nats-user", "admin", "--nats-password", "x", "worker", "--role", "results"}, role: NATSResults},
+		{name: "worker train", args: []string{"worker", "--role", "train"}, role: NATSTrain},
+		{name: "gateway", args: []string{"gateway"}, role: NATSAPI},
+		{name: "ingest", args: []string{"ingest", "f"}, role: NATSIngest},
+		{name: "submit", args: []string{"submit", "f"}, role: NATSSubmit},
+		{name: "train --submit", args: []string{"train", "--submit"}, role: NATSSubmit},
+		{name: "up", args: []string{"up"}, role: NATSAdmin},
+		{name: "topology apply as ingest user", args: []string{"--nats-user", "ingest", "--nats-password", "x", "topology", "apply"}, role: NATSAdmin},
+		{name: "jobs list", args: []string{"jobs", "list"}, role: NATSAdmin},
+		{name: "jobs list as submit", args: []string{"--nats-user", "submit", "--nats-password", "x", "jobs", "list"}, role: NATSSubmit},
+		{name: "jobs list as an unknown user", args: []string{"--nats-user", "bob", "--nats-password", "x", "jobs", "list"}, role: NATSAdmin},
+		{name: "inbox flag", args: []string{"--inbox-prefix", "_INBOX_mine", "gateway"}, role: NATSAPI, inbox: "_INBOX_mine"},
+		{name: "inbox env", env: "_INBOX.team", args: []string{"gateway"}, role: NATSAPI, inbox: "_INBOX.team"},
+		{name: "bad inbox", args: []string{"--inbox-prefix", "_INBOX.>", "gateway"}, role: NATSAPI, inbox: "_INBOX.>", wantError: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Setenv("LARGEFORGE_INBOX_PREFIX", tt.env)
+			root, cfg := newRoot()
+			cmd, rest, err := root.Find(tt.args)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := cmd.ParseFlags(rest); err != nil {
+				t.Fatal(err)
+			}
+			setRole(cmd, cfg)
+			if cfg.Role != tt.role {
+				t.Errorf("role %s, want %s", cfg.Role, tt.role)
+			}
+			want := tt.inbox
+			if want == "" {
+				want = "_INBOX_" + tt.role
+			}
+			if cfg.NATS.InboxPrefix != want {
+				t.Errorf("inbox prefix %s, want %s", cfg.NATS.InboxPrefix, want)
+			}
+			if err := cfg.NATS.Validate(); (err != nil) != tt.wantError {
+				t.Errorf("Validate() = %v, wantError %v", err, tt.wantError)
+			}
+		})
+	}
+}
+
+// TestPasswdHashAuthenticates: the hash `largeforge passwd` prints (bcrypt,
+// cost 11), set as LF_ADMIN_PASSWORD_HASH, lets the password in and keeps
+// a wrong one out; an empty password is refused.
+func TestPasswdHashAuthenticates(t *testing.T) {
+	if _, err := hashPassword(strings.NewReader("\n")); err == nil {
+		t.Error("an empty password was hashed")
+	}
+	h, err := hashPassword(strings.NewReader("s3cret pass\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(h, "$2a$11$") {
+		t.Fatalf("hash %q: want bcrypt cost 11", h)
+	}
+	pipelinetest.SetRoleHashes(t, 0)
+	t.Setenv("LF_ADMIN_PASSWORD_HASH", h)
+	e := pipelinetest.StartServerConf(t, pipeline.DefaultNATSConf+"\n"+pipelinetest.RolesConf(t))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, tt := range []struct {
+		password string
+		wantErr  bool
+	}{{"s3cret pass", false}, {"wrong", true}, {h, true}} {
+		b, err := pipeline.Connect(ctx, pipeline.ConnConfig{URL: e.ClientURL(), User: "admin", Password: tt.password}, pipelinetest.Logger(t))
+		if (err != nil) != tt.wantErr {
+			t.Errorf("password %q: %v, wantErr %v", tt.password, err, tt.wantErr)
+		}
+		if b != nil {
+			b.Close()
 		}
 	}
 }

@@ -38,6 +38,15 @@ var (
 	// since the revision it was given.
 	ErrWrongRevision = errors.New("wrong revision")
 
+	// ErrObjectNotFound is wrapped by Objects.Get, Info and Delete for a
+	// name that holds no object.
+	ErrObjectNotFound = errors.New("object not found")
+
+	// ErrDigestMismatch is wrapped by an object read whose bytes do not
+	// match the size and SHA-256 the store recorded: a truncated or tampered
+	// object.
+	ErrDigestMismatch = errors.New("object digest mismatch")
+
 	// ErrWatchClosed is wrapped by Watcher.Next once the watcher has stopped.
 	ErrWatchClosed = errors.New("watch closed")
 

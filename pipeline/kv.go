@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -178,64 +177,4 @@ func (k *KV) Heartbeat(ctx context.Context, key string, every time.Duration, val
 			put()
 		}
 	}
-}
-
-// Objects is an object store (lf_models).
-type Objects struct {
-	os jetstream.ObjectStore
-}
-
-// ObjectInfo describes one object.
-type ObjectInfo struct {
-	Name    string
-	Size    uint64
-	Digest  string // "SHA-256=" and the unpadded base64url of the SHA-256
-	Deleted bool
-}
-
-// Objects opens the object store (it must exist: see EnsureTopology).
-func (b *Bus) Objects(ctx context.Context, bucket string) (*Objects, error) {
-	os, err := b.js.ObjectStore(ctx, bucket)
-	if err != nil {
-		return nil, fmt.Errorf("object store %s: %w", bucket, err)
-	}
-	return &Objects{os: os}, nil
-}
-
-// Put stores what r reads under name.
-func (o *Objects) Put(ctx context.Context, name string, r io.Reader) (ObjectInfo, error) {
-	info, err := o.os.Put(ctx, jetstream.ObjectMeta{Name: name}, r)
-	if err != nil {
-		return ObjectInfo{}, fmt.Errorf("put object %s: %w", name, err)
-	}
-	return objectInfoOf(info), nil
-}
-
-// List describes the objects of the store (none in an empty store, without
-// error).
-func (o *Objects) List(ctx context.Context) ([]ObjectInfo, error) {
-	infos, err := o.os.List(ctx)
-	if errors.Is(err, jetstream.ErrNoObjectsFound) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("list objects: %w", err)
-	}
-	out := make([]ObjectInfo, len(infos))
-	for i, in := range infos {
-		out[i] = objectInfoOf(in)
-	}
-	return out, nil
-}
-
-// GetFile writes the object name into the file path.
-func (o *Objects) GetFile(ctx context.Context, name, path string) error {
-	if err := o.os.GetFile(ctx, name, path); err != nil {
-		return fmt.Errorf("get object %s: %w", name, err)
-	}
-	return nil
-}
-
-func objectInfoOf(in *jetstream.ObjectInfo) ObjectInfo {
-	return ObjectInfo{Name: in.Name, Size: in.Size, Digest: in.Digest, Deleted: in.Deleted}
 }

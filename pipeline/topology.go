@@ -18,6 +18,7 @@ const (
 	StreamRoutes   = "LF_ROUTES"
 	StreamResults  = "LF_RESULTS"
 	StreamDLQ      = "LF_DLQ"
+	StreamEvents   = "LF_EVENTS"
 )
 
 // KV bucket and object store names.
@@ -27,6 +28,16 @@ const (
 	BucketExperts  = "lf_experts"
 	BucketDatasets = "lf_datasets"
 	BucketModels   = "lf_models" // object store
+	// BucketArtifacts holds dataset parts and rejects, results, training
+	// checkpoints and uploaded files, by storage key (object store).
+	BucketArtifacts = "lf_artifacts"
+	// BucketDedupe holds the record ids of every dataset
+	// (<dataset>/<record id>), shared by every dataset sink.
+	BucketDedupe = "lf_dedupe"
+	// BucketClaims holds one entry per object name of lf_artifacts created
+	// once (a part): the claim that makes create-if-absent atomic across
+	// machines, which object stores do not offer.
+	BucketClaims = "lf_claims"
 )
 
 // Topology limits.
@@ -37,6 +48,8 @@ const (
 	DuplicateWindow = 2 * time.Minute
 	// WorkerHeartbeatTTL is the TTL of the lf_workers bucket.
 	WorkerHeartbeatTTL = 30 * time.Second
+	// EventsMaxAge is how long LF_EVENTS keeps training events.
+	EventsMaxAge = 7 * 24 * time.Hour
 )
 
 // ValidToken reports whether s can be one token of a subject: not empty, no
@@ -78,6 +91,10 @@ func RouteSubject(job string) (string, error) { return subject("lf", "route", jo
 
 // ResultSubject is lf.res.<job>.
 func ResultSubject(job string) (string, error) { return subject("lf", "res", job) }
+
+// TrainEventSubject is lf.events.train.<job>: a training job's step and
+// evaluation events.
+func TrainEventSubject(job string) (string, error) { return subject("lf", "events", "train", job) }
 
 // DLQSubject is lf.dlq.<stage>.<token> (token: the job or dataset).
 func DLQSubject(stage, token string) (string, error) { return subject("lf", "dlq", stage, token) }
@@ -153,6 +170,8 @@ func DefaultTopology(replicas int) Topology {
 			Replicas:    replicas,
 		}
 	}
+	events := stream(StreamEvents, "lf.events.train.>", "training step and evaluation events", jetstream.LimitsPolicy)
+	events.MaxAge = EventsMaxAge
 	return Topology{
 		Streams: []jetstream.StreamConfig{
 			stream(StreamDatasets, "lf.data.>", "raw records and validated shards per dataset", jetstream.LimitsPolicy),
@@ -161,15 +180,19 @@ func DefaultTopology(replicas int) Topology {
 			stream(StreamResults, "lf.res.>", "one result or error row per request", jetstream.LimitsPolicy),
 			stream(StreamTrain, "lf.train.>", "training jobs, one message per job (work queue)", jetstream.WorkQueuePolicy),
 			stream(StreamDLQ, "lf.dlq.>", "dead letters: what could not be processed, with the reason and original bytes", jetstream.LimitsPolicy),
+			events,
 		},
 		KeyValues: []jetstream.KeyValueConfig{
 			kv(BucketJobs, "job state", 1, 0),
 			kv(BucketWorkers, "worker heartbeats", 1, WorkerHeartbeatTTL),
 			kv(BucketExperts, "expert configs", 1, 0),
 			kv(BucketDatasets, "dataset manifests", 1, 0),
+			kv(BucketDedupe, "record ids of every dataset, shared by the dataset sinks", 1, 0),
+			kv(BucketClaims, "claims of the immutable object names of lf_artifacts", 1, 0),
 		},
 		ObjectStores: []jetstream.ObjectStoreConfig{
 			{Bucket: BucketModels, Description: "model directories", Storage: jetstream.FileStorage, Replicas: replicas},
+			{Bucket: BucketArtifacts, Description: "dataset parts and rejects, results, checkpoints, files", Storage: jetstream.FileStorage, Replicas: replicas},
 		},
 	}
 }

@@ -274,3 +274,48 @@ func streamNames(ctx context.Context, t *testing.T, b *pipeline.Bus) []string {
 	}
 	return out
 }
+
+// The artifacts of issue 15: lf_artifacts, LF_EVENTS (limits, max age),
+// lf_dedupe and lf_claims, each with the topology's replicas, applied and
+// checked like the rest.
+func TestDefaultTopologyArtifacts(t *testing.T) {
+	topo := pipeline.DefaultTopology(3)
+	art := topo.Only(pipeline.BucketArtifacts, pipeline.StreamEvents, pipeline.BucketDedupe, pipeline.BucketClaims)
+	if len(art.Streams) != 1 || len(art.KeyValues) != 2 || len(art.ObjectStores) != 1 {
+		t.Fatalf("Only(artifacts) = %+v", art)
+	}
+	ev := art.Streams[0]
+	if ev.Retention != jetstream.LimitsPolicy || ev.MaxAge != pipeline.EventsMaxAge || ev.MaxAge == 0 || ev.Replicas != 3 ||
+		len(ev.Subjects) != 1 || ev.Subjects[0] != "lf.events.train.>" {
+		t.Errorf("LF_EVENTS = %+v", ev)
+	}
+	for _, kv := range art.KeyValues {
+		if kv.Replicas != 3 || kv.Storage != jetstream.FileStorage {
+			t.Errorf("%s: replicas %d storage %v", kv.Bucket, kv.Replicas, kv.Storage)
+		}
+	}
+	if o := art.ObjectStores[0]; o.Replicas != 3 || o.Storage != jetstream.FileStorage {
+		t.Errorf("%s: replicas %d storage %v", o.Bucket, o.Replicas, o.Storage)
+	}
+	if s, err := pipeline.TrainEventSubject("job-1"); err != nil || s != "lf.events.train.job-1" {
+		t.Errorf("TrainEventSubject = %q, %v", s, err)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	b := pipelinetest.Connect(t, pipelinetest.StartServer(t))
+	one := pipeline.DefaultTopology(1).Only(pipeline.BucketArtifacts, pipeline.StreamEvents, pipeline.BucketDedupe, pipeline.BucketClaims)
+	if err := b.CheckTopology(ctx, one); !errors.Is(err, pipeline.ErrTopologyMissing) {
+		t.Fatalf("CheckTopology before = %v", err)
+	}
+	if err := b.EnsureTopology(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.CheckTopology(ctx, one); err != nil {
+		t.Errorf("CheckTopology after EnsureTopology: %v", err)
+	}
+	subj, _ := pipeline.TrainEventSubject("job-1")
+	if _, err := b.Publish(ctx, subj, []byte(`{"step":1}`), "job-1/1", nil); err != nil {
+		t.Errorf("publish a training event: %v", err)
+	}
+}

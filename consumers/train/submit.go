@@ -16,44 +16,56 @@ import (
 // data_files, output_dir) absolute, so that a worker started anywhere on
 // the machine finds them, and validates it; a model_name that is not a
 // model directory is "Invalid model path" (train.CheckModel) before the job
-// is queued. An empty data_dir stays empty: the worker reads a dataset from
-// its own data directory (Config.DataDir).
+// is queued (ResolveOn also takes the name of a model in lf_models). An
+// empty data_dir stays empty: the worker reads a dataset from its own data
+// directory (Config.DataDir).
 func Resolve(rc train.RunConfig) (train.RunConfig, error) {
-	abs := func(p string) (string, error) {
-		if p == "" {
-			return "", nil
-		}
-		a, err := filepath.Abs(p)
-		if err != nil {
-			return "", fmt.Errorf("%w: path %s: %w", ErrInvalidOption, p, err)
-		}
-		return a, nil
-	}
-	if err := rc.Validate(); err != nil {
+	rc, err := resolvePaths(rc)
+	if err != nil {
 		return rc, err
 	}
-	model, err := abs(rc.Model())
+	model, err := absPath(rc.Model())
 	if err != nil {
 		return rc, err
 	}
 	rc = rc.WithModel(model)
-	if rc.DataDir, err = abs(rc.DataDir); err != nil {
-		return rc, err
-	}
-	if rc.Training.OutputDir, err = abs(rc.Training.OutputDir); err != nil {
-		return rc, err
-	}
-	files := make([]string, len(rc.DataFiles))
-	for i, f := range rc.DataFiles {
-		if files[i], err = abs(f); err != nil {
-			return rc, err
-		}
-	}
-	rc.DataFiles = files
 	if err := rc.Validate(); err != nil {
 		return rc, err
 	}
 	return rc, train.CheckModel(rc)
+}
+
+func absPath(p string) (string, error) {
+	if p == "" {
+		return "", nil
+	}
+	a, err := filepath.Abs(p)
+	if err != nil {
+		return "", fmt.Errorf("%w: path %s: %w", ErrInvalidOption, p, err)
+	}
+	return a, nil
+}
+
+// resolvePaths validates rc and makes its paths but the model absolute.
+func resolvePaths(rc train.RunConfig) (train.RunConfig, error) {
+	if err := rc.Validate(); err != nil {
+		return rc, err
+	}
+	var err error
+	if rc.DataDir, err = absPath(rc.DataDir); err != nil {
+		return rc, err
+	}
+	if rc.Training.OutputDir, err = absPath(rc.Training.OutputDir); err != nil {
+		return rc, err
+	}
+	files := make([]string, len(rc.DataFiles))
+	for i, f := range rc.DataFiles {
+		if files[i], err = absPath(f); err != nil {
+			return rc, err
+		}
+	}
+	rc.DataFiles = files
+	return rc, nil
 }
 
 // modelName is the job record's model: the output directory's name, as a
@@ -82,7 +94,7 @@ func Submit(ctx context.Context, bus *pipeline.Bus, store *jobs.Store, rc train.
 	if bus == nil || store == nil {
 		return jobs.Job{}, fmt.Errorf("%w: submit needs a bus and a job store", ErrInvalidOption)
 	}
-	rc, err := Resolve(rc)
+	rc, err := ResolveOn(ctx, bus, rc)
 	if err != nil {
 		return jobs.Job{}, err
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/largeforge/largeforge/model/train"
 	"github.com/largeforge/largeforge/pipeline"
 	"github.com/largeforge/largeforge/schemas"
+	"github.com/largeforge/largeforge/storage"
 )
 
 // Worker defaults.
@@ -61,6 +62,10 @@ type Config struct {
 	// data directory of `up`, or worker's --data-dir): a job that names a
 	// dataset without a data_dir of its own reads it from here.
 	DataDir string
+	// ModelCache is where a job's model_name that names a model of
+	// lf_models is fetched (<cache>/<name>/<digest>); default
+	// <DataDir>/models.
+	ModelCache string
 }
 
 // Validate checks the config; errors wrap ErrInvalidOption.
@@ -70,6 +75,9 @@ func (c Config) Validate() error {
 	}
 	if c.DataDir != "" && !filepath.IsAbs(c.DataDir) {
 		return fmt.Errorf("%w: data dir %s is not an absolute path", ErrInvalidOption, c.DataDir)
+	}
+	if c.ModelCache != "" && !filepath.IsAbs(c.ModelCache) {
+		return fmt.Errorf("%w: model cache %s is not an absolute path", ErrInvalidOption, c.ModelCache)
 	}
 	err := pipeline.CheckWorkerDurations(c.HeartbeatEvery, map[string]time.Duration{"ack wait": c.AckWait,
 		"progress every": c.ProgressEvery, "drain timeout": c.DrainTimeout, "max wait": c.MaxWait})
@@ -97,6 +105,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.WorkerID == "" {
 		c.WorkerID = pipeline.DefaultWorkerID()
+	}
+	if c.ModelCache == "" && c.DataDir != "" {
+		c.ModelCache = storage.DirsUnder(c.DataDir).Models
 	}
 	return c
 }
@@ -214,6 +225,13 @@ func (w *Worker) handle(ctx context.Context, msg pipeline.Msg) error {
 			return pipeline.Invalid("no data dir", err)
 		}
 		rc.DataDir = w.cfg.DataDir
+	}
+	if rc, err = w.fetchModel(ctx, rc, log); err != nil {
+		if ctx.Err() != nil || !errors.Is(err, schemas.ErrInvalidModelPath) {
+			return err // stopping, or the bus failed: the job is redelivered
+		}
+		w.failJob(ctx, m.Job, "invalid_config", err)
+		return pipeline.Invalid("model", err)
 	}
 	records, err := Records(rc)
 	if err != nil {

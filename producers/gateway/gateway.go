@@ -61,6 +61,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/largeforge/largeforge/logging"
+	"github.com/largeforge/largeforge/modelstore"
 	"github.com/largeforge/largeforge/pipeline"
 	"github.com/largeforge/largeforge/routing"
 	"github.com/largeforge/largeforge/routing/classifier"
@@ -714,8 +715,8 @@ func (g *Gateway) snapshot(ctx context.Context, since time.Time) (map[string]int
 		return nil, nil, fmt.Errorf("list %s: %w", pipeline.BucketModels, err)
 	}
 	for _, in := range infos {
-		if name, _, ok := strings.Cut(in.Name, "/"); ok && !in.Deleted {
-			stored[name] = true
+		if name, ok := modelstore.NameOf(in.Name); ok && !in.Deleted {
+			stored[name] = true // a name with a current version, not a file
 		}
 	}
 	g.live, g.stored, g.refreshed = live, stored, time.Now()

@@ -25,6 +25,7 @@ import (
 	"github.com/largeforge/largeforge/logging"
 	"github.com/largeforge/largeforge/model"
 	"github.com/largeforge/largeforge/model/tokenizer"
+	"github.com/largeforge/largeforge/modelstore"
 	"github.com/largeforge/largeforge/pipeline"
 	"github.com/largeforge/largeforge/pipeline/pipelinetest"
 	"github.com/largeforge/largeforge/producers/gateway"
@@ -331,11 +332,15 @@ func TestHTTPDetails(t *testing.T) {
 		if err := os.WriteFile(filepath.Join(dir, "config.json"), []byte(`{}`), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := infer.PutModel(ctx, s.bus, "sleepy", dir); err != nil {
+		ms, err := modelstore.New(ctx, s.bus)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := ms.Push(ctx, "sleepy", dir); err != nil {
 			t.Fatal(err)
 		}
 		start := time.Now()
-		_, err := s.oai.Completions.New(ctx, openai.CompletionNewParams{Model: "sleepy", Prompt: openai.CompletionNewParamsPromptUnion{OfString: openai.String("x")}},
+		_, err = s.oai.Completions.New(ctx, openai.CompletionNewParams{Model: "sleepy", Prompt: openai.CompletionNewParamsPromptUnion{OfString: openai.String("x")}},
 			option.WithHeader("X-Request-Id", "req-sleepy"))
 		var apiErr *openai.Error
 		if !errors.As(err, &apiErr) || apiErr.StatusCode != 503 {

@@ -10,6 +10,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
+// objectPutWindow is how many chunks of a put may await their ack.
+const objectPutWindow = 64
+
 // Objects is an object store (lf_models, lf_artifacts). Objects are
 // streamed both ways in chunks, never held whole, and every read checks the
 // SHA-256 digest the store recorded at the put.
@@ -30,7 +33,15 @@ type ObjectInfo struct {
 
 // Objects opens the object store (it must exist: see EnsureTopology).
 func (b *Bus) Objects(ctx context.Context, bucket string) (*Objects, error) {
-	os, err := b.js.ObjectStore(ctx, bucket)
+	// A put publishes its chunks asynchronously: at most objectPutWindow
+	// of them (128 KiB each) are in flight, which bounds a put's memory
+	// and keeps a large object from outrunning the server's ingest queue
+	// (the default window of 4000 stalls a 1 GiB put).
+	js, err := jetstream.New(b.nc, jetstream.WithPublishAsyncMaxPending(objectPutWindow))
+	if err != nil {
+		return nil, fmt.Errorf("object store %s: %w", bucket, err)
+	}
+	os, err := js.ObjectStore(ctx, bucket)
 	if err != nil {
 		return nil, fmt.Errorf("object store %s: %w", bucket, err)
 	}

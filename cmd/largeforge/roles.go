@@ -20,6 +20,8 @@ import (
 	"github.com/largeforge/largeforge/consumers/resultsink"
 	trainjobs "github.com/largeforge/largeforge/consumers/train"
 	"github.com/largeforge/largeforge/dataset"
+	"github.com/largeforge/largeforge/logging"
+	"github.com/largeforge/largeforge/modelstore"
 	"github.com/largeforge/largeforge/pipeline"
 	"github.com/largeforge/largeforge/routing"
 	"github.com/largeforge/largeforge/schemas"
@@ -131,14 +133,14 @@ func validateInfer(c WorkerConfig) error {
 		if err := pipeline.ValidToken(n); err != nil {
 			return fmt.Errorf("--model %s=%s: %w", n, d, err)
 		}
-		if d == "" {
-			if c.ModelCache == "" {
-				return fmt.Errorf("--model %s from lf_models needs --model-cache", n)
-			}
+		if st, err := os.Stat(d); d != "" && err == nil && st.IsDir() {
 			continue
 		}
-		if st, err := os.Stat(d); err != nil || !st.IsDir() {
-			return fmt.Errorf("--model %s=%s: not a directory", n, d)
+		if d != "" && modelstore.ValidName(d) != nil {
+			return fmt.Errorf("--model %s=%s: not a directory nor a model name in lf_models", n, d)
+		}
+		if c.ModelCache == "" {
+			return fmt.Errorf("--model %s from lf_models needs --model-cache", n)
 		}
 	}
 	for n, d := range c.Adapters {
@@ -211,10 +213,13 @@ func startTrain(ctx context.Context, bus *pipeline.Bus, wc WorkerConfig, log zer
 func startInfer(ctx context.Context, bus *pipeline.Bus, wc WorkerConfig, log zerolog.Logger, reg prometheus.Registerer) (*startedRole, error) {
 	models := make(map[string]string, len(wc.Models))
 	for name, dir := range wc.Models {
-		if dir == "" {
-			var err error
-			if dir, err = infer.FetchModel(ctx, bus, name, wc.ModelCache); err != nil {
-				return nil, err
+		if st, err := os.Stat(dir); dir == "" || err != nil || !st.IsDir() {
+			stored := dir // --model NAME=STORED serves the stored model STORED as NAME
+			if stored == "" {
+				stored = name
+			}
+			if dir, err = fetchModel(ctx, bus, stored, wc.ModelCache, log); err != nil {
+				return nil, fmt.Errorf("--model %s: %w", name, err)
 			}
 		}
 		models[name] = dir
@@ -366,10 +371,26 @@ func expertModelDir(ctx context.Context, bus *pipeline.Bus, e schemas.ExpertConf
 	if pipeline.ValidToken(e.ModelPath) != nil || cache == "" {
 		return "", fmt.Errorf("expert %s: %w: %s is not a directory nor a model name in lf_models", e.Name, schemas.ErrInvalidModelPath, e.ModelPath)
 	}
-	dir, err := infer.FetchModel(ctx, bus, e.ModelPath, cache)
+	dir, err := fetchModel(ctx, bus, e.ModelPath, cache, zerolog.Nop())
 	if err != nil {
 		return "", fmt.Errorf("expert %s: %w: %s is not a directory nor a model in lf_models: %w", e.Name, schemas.ErrInvalidModelPath, e.ModelPath, err)
 	}
+	return dir, nil
+}
+
+// fetchModel is the directory of the current version of the model name
+// of lf_models, fetched (and verified) into cache/<name>/<digest>: a new
+// push never changes the files of a version a worker has loaded.
+func fetchModel(ctx context.Context, bus *pipeline.Bus, name, cache string, log zerolog.Logger) (string, error) {
+	ms, err := modelstore.New(ctx, bus)
+	if err != nil {
+		return "", err
+	}
+	dir, digest, err := ms.Fetch(ctx, name, cache)
+	if err != nil {
+		return "", err
+	}
+	log.Info().Dict("context", logging.Ctx().Str("model", name).Str("digest", digest).Str("dir", dir)).Msg("model fetched from lf_models")
 	return dir, nil
 }
 

@@ -538,7 +538,7 @@ func connectAs(ctx context.Context, name string, log zerolog.Logger) (*pipeline.
 	if err != nil {
 		return nil, fmt.Errorf("connect to NATS at %s (start one with `largeforge up`, or set --nats / LARGEFORGE_NATS): %w", c.URL, err)
 	}
-	if err := prepareTopology(cctx, bus, cfg.Role); err != nil {
+	if err := prepareTopology(cctx, bus, cfg.Role, cfg.NATS.WaitForServer, log); err != nil {
 		bus.Close()
 		return nil, err
 	}
@@ -546,8 +546,10 @@ func connectAs(ctx context.Context, name string, log zerolog.Logger) (*pipeline.
 }
 
 // prepareTopology applies the topology as admin and checks the role's part
-// of it as any other role.
-func prepareTopology(ctx context.Context, bus *pipeline.Bus, role string) error {
+// of it as any other role. A part still missing is waited for up to wait
+// (--wait-for-nats): an `up` that has just started applies it moments after
+// its server answers.
+func prepareTopology(ctx context.Context, bus *pipeline.Bus, role string, wait time.Duration, log zerolog.Logger) error {
 	var err error
 	if role == NATSAdmin || role == "" {
 		if err = watchDenied(ctx, bus, bus.EnsureTopology); err != nil {
@@ -555,9 +557,22 @@ func prepareTopology(ctx context.Context, bus *pipeline.Bus, role string) error 
 		}
 		return nil
 	}
-	err = watchDenied(ctx, bus, func(ctx context.Context) error {
+	check := func(ctx context.Context) error {
 		return bus.CheckTopology(ctx, pipeline.DefaultTopology(1).Only(natsRoleUses[role]...))
-	})
+	}
+	deadline := time.Now().Add(wait)
+	for {
+		err = watchDenied(ctx, bus, check)
+		if !errors.Is(err, pipeline.ErrTopologyMissing) || !time.Now().Before(deadline) {
+			break
+		}
+		log.Debug().Err(err).Msg("topology not applied yet; waiting for an admin (--wait-for-nats)")
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 	if errors.Is(err, pipeline.ErrTopologyMissing) {
 		return fmt.Errorf("%w: the %s role may not create it; an admin must apply the topology first (`largeforge topology apply` as admin, or `largeforge up`)", err, role)
 	}

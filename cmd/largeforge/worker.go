@@ -54,7 +54,8 @@ func newWorkerCmd() *cobra.Command {
 		Short: "Run a worker against --nats: batch inference and scoring, training jobs, the results sink, or the dataset sink",
 		Long: `Run one worker role against the NATS server of --nats until interrupted.
 --role infer loads each --model name=DIR (a Hugging Face checkpoint directory; a bare name
-is fetched from the lf_models object store, objects <name>/<file>), heartbeats
+is fetched, verified, from the lf_models object store into --model-cache/<name>/<digest>; see
+largeforge model push), heartbeats
 into lf_workers and serves the requests of lf.req.*.<name> through the model's continuous
 batcher; start as many as you like, anywhere: they share the work queue. --expert NAME serves
 the expert NAME of the lf_experts bucket: its model_path (a directory, or a model in

@@ -21,3 +21,10 @@ var (
 	// the sentinel of the job messages too (schemas.ErrBadMessage).
 	ErrBadMessage = schemas.ErrBadMessage
 )
+
+var (
+	// ErrUnknownID: a result names a custom_id its job never submitted.
+	ErrUnknownID = errors.New("custom_id not submitted by the job")
+	// ErrDuplicateResult: a result names a custom_id that already has one.
+	ErrDuplicateResult = errors.New("custom_id already has a result")
+)

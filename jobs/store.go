@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/largeforge/largeforge/pipeline"
@@ -178,6 +179,9 @@ func (s *Store) List(ctx context.Context) ([]Job, error) {
 	}
 	var out []Job
 	for _, key := range keys {
+		if strings.Contains(key, ".") { // a job's custom_ids (IDsKey), not a job
+			continue
+		}
 		j, err := s.Get(ctx, key)
 		if errors.Is(err, ErrNotFound) {
 			continue

@@ -24,9 +24,11 @@ func TestTwoSinksOneJob(t *testing.T) {
 	ctx := context.Background()
 	e := newEnv(t)
 	// A total beyond the rows sent: the job stays in progress, its parts as written.
-	if _, err := e.store.Create(ctx, jobs.Spec{ID: "shared", Model: "m"}); err != nil {
-		t.Fatal(err)
+	sent := make([]string, rows)
+	for i := range sent {
+		sent[i] = fmt.Sprintf("r%04d", i)
 	}
+	e.create(t, jobs.Spec{ID: "shared", Model: "m"}, sent...)
 	if _, err := e.store.Transition(ctx, "shared", jobs.StatusInProgress, func(j *jobs.Job) { j.RequestCounts.Total = 10 * rows }); err != nil {
 		t.Fatal(err)
 	}

@@ -36,8 +36,13 @@ import (
 	"github.com/largeforge/largeforge/storage"
 )
 
-// ErrInvalidOption is wrapped by constructor errors.
-var ErrInvalidOption = errors.New("invalid results sink option")
+var (
+	// ErrInvalidOption is wrapped by constructor errors.
+	ErrInvalidOption = errors.New("invalid results sink option")
+	// ErrStraySubject: a message on LF_RESULTS whose subject is not
+	// lf.res.<job> of the job it names.
+	ErrStraySubject = errors.New("stray subject")
+)
 
 // The final files of a job (storage.JobFile).
 const (
@@ -60,6 +65,7 @@ type Sink struct {
 type jobState struct {
 	parts     *storage.Parts
 	dedupe    storage.Deduper // the custom_ids the parts hold
+	submitted jobs.IDSet      // the custom_ids the job submitted, loaded as results need them
 	completed int
 	failed    int
 }
@@ -159,8 +165,10 @@ var pqOpts = []parquet.WriterOption{parquet.Compression(&parquet.Zstd)}
 // rowGroupRows is the row group size of results.parquet.
 const rowGroupRows = 8192
 
-// add writes the rows new to the job as one part and counts them.
-func (s *Sink) add(ctx context.Context, job string, st *jobState, results []Row) (int, error) {
+// add writes the rows new to the job as one part and counts them. A row
+// whose custom_id has a row already, or that would take the job's counts
+// past room (when room >= 0), is refused: its rejected entry is set.
+func (s *Sink) add(ctx context.Context, job string, st *jobState, results []Row, room int, rejected []error) (int, error) {
 	ids := make([]string, len(results))
 	for i, r := range results {
 		ids[i] = r.CustomID
@@ -170,12 +178,21 @@ func (s *Sink) add(ctx context.Context, job string, st *jobState, results []Row)
 		return 0, fmt.Errorf("job %s: %w", job, err)
 	}
 	var rows []Row
-	var claimed []string
+	var claimed, over []string
 	for i, r := range results {
-		if fresh[i] {
+		switch {
+		case !fresh[i]:
+			rejected[i] = pipeline.Invalid("duplicate result", fmt.Errorf("%w: job %s custom_id %q", jobs.ErrDuplicateResult, job, r.CustomID))
+		case room >= 0 && len(rows) >= room:
+			over = append(over, r.CustomID)
+			rejected[i] = pipeline.Invalid("results past the job's total", fmt.Errorf("%w: job %s custom_id %q: the job has all its results", jobs.ErrDuplicateResult, job, r.CustomID))
+		default:
 			rows = append(rows, r)
 			claimed = append(claimed, r.CustomID)
 		}
+	}
+	if err := st.dedupe.Release(ctx, over); err != nil {
+		return 0, fmt.Errorf("job %s: %w", job, err)
 	}
 	if len(rows) == 0 {
 		return 0, nil
@@ -198,6 +215,7 @@ func (s *Sink) add(ctx context.Context, job string, st *jobState, results []Row)
 type batchJob struct {
 	idx     []int
 	results []Row
+	ridx    []int // the message of each result
 	control bool
 }
 
@@ -216,6 +234,10 @@ func (s *Sink) Handle(ctx context.Context, msgs []pipeline.Msg) []error {
 			errs[i] = pipeline.Invalid("not a result", err)
 			continue
 		}
+		if want, _ := pipeline.ResultSubject(r.Job); m.Subject != want {
+			errs[i] = pipeline.Invalid("stray subject", fmt.Errorf("%w: a result of job %q on %s (want %s)", ErrStraySubject, r.Job, m.Subject, want))
+			continue
+		}
 		bj := byJob[r.Job]
 		if bj == nil {
 			bj = &batchJob{}
@@ -228,12 +250,13 @@ func (s *Sink) Handle(ctx context.Context, msgs []pipeline.Msg) []error {
 			continue
 		}
 		bj.results = append(bj.results, row)
+		bj.ridx = append(bj.ridx, i)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, job := range order {
 		bj := byJob[job]
-		if err := s.handleJob(ctx, job, bj); err != nil {
+		if err := s.handleJob(ctx, job, bj, errs); err != nil {
 			s.log.Warn().Err(err).Str("job", job).Msg("results not stored; will retry")
 			for _, i := range bj.idx {
 				errs[i] = err
@@ -243,10 +266,14 @@ func (s *Sink) Handle(ctx context.Context, msgs []pipeline.Msg) []error {
 	return errs
 }
 
-func (s *Sink) handleJob(ctx context.Context, job string, bj *batchJob) error {
+// handleJob stores the results of one job of a batch; a result it refuses
+// (see screen) gets its Invalid error in errs and is dead-lettered.
+func (s *Sink) handleJob(ctx context.Context, job string, bj *batchJob, errs []error) error {
 	j, err := s.store.Get(ctx, job)
 	if errors.Is(err, jobs.ErrNotFound) {
-		s.log.Warn().Str("job", job).Int("rows", len(bj.results)).Msg("results of an unknown job dropped")
+		for _, i := range bj.ridx {
+			errs[i] = pipeline.Invalid("unknown job", err)
+		}
 		return nil
 	}
 	if err != nil {
@@ -266,8 +293,22 @@ func (s *Sink) handleJob(ctx context.Context, job string, bj *batchJob) error {
 	if err != nil {
 		return err
 	}
-	if _, err := s.add(ctx, job, st, bj.results); err != nil {
+	results, idx, err := s.screen(ctx, job, st, bj, errs)
+	if err != nil {
 		return err
+	}
+	room := -1
+	if j.Status == jobs.StatusInProgress {
+		room = max(j.RequestCounts.Total-st.completed-st.failed, 0)
+	}
+	rejected := make([]error, len(results))
+	if _, err := s.add(ctx, job, st, results, room, rejected); err != nil {
+		return err
+	}
+	for k, e := range rejected {
+		if e != nil {
+			errs[idx[k]] = e
+		}
 	}
 	if j.RequestCounts.Completed != st.completed || j.RequestCounts.Failed != st.failed {
 		if j, err = s.store.SetCounts(ctx, job, st.completed, st.failed); err != nil {
@@ -275,6 +316,31 @@ func (s *Sink) handleJob(ctx context.Context, job string, bj *batchJob) error {
 		}
 	}
 	return s.settle(ctx, j, st)
+}
+
+// screen returns the results of bj whose custom_id the job submitted (with
+// their message indices), reading the job's recorded custom_ids again when
+// one is not known yet (its chunk may be newer than what was loaded); each
+// other result gets an Invalid error wrapping jobs.ErrUnknownID in errs.
+func (s *Sink) screen(ctx context.Context, job string, st *jobState, bj *batchJob, errs []error) ([]Row, []int, error) {
+	for _, r := range bj.results {
+		if !st.submitted.Has(r.CustomID) {
+			if err := s.store.LoadIDs(ctx, job, &st.submitted); err != nil {
+				return nil, nil, err
+			}
+			break
+		}
+	}
+	var rows []Row
+	var idx []int
+	for k, r := range bj.results {
+		if !st.submitted.Has(r.CustomID) {
+			errs[bj.ridx[k]] = pipeline.Invalid("unknown custom_id", fmt.Errorf("%w: job %s custom_id %q", jobs.ErrUnknownID, job, r.CustomID))
+			continue
+		}
+		rows, idx = append(rows, r), append(idx, bj.ridx[k])
+	}
+	return rows, idx, nil
 }
 
 // settle finalises a job that is complete, cancelling or finalizing.

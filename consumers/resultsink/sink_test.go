@@ -57,6 +57,21 @@ func (e *env) start(t *testing.T) (stop func()) {
 	return stop
 }
 
+// create creates a job and records the custom_ids it submitted, as the
+// submitter does before it publishes their requests.
+func (e *env) create(t *testing.T, spec jobs.Spec, ids ...string) jobs.Job {
+	t.Helper()
+	ctx := context.Background()
+	j, err := e.store.Create(ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.store.PutIDs(ctx, j.ID, 0, ids); err != nil {
+		t.Fatal(err)
+	}
+	return j
+}
+
 // publish sends a result with a message id of its own (like a redelivery after
 // the stream's duplicate window, so that only the sink can dedupe it).
 func (e *env) publish(t *testing.T, r schemas.Result, msgID string) {
@@ -117,10 +132,7 @@ func ids(t *testing.T, lines []schemas.OutputLine) []string {
 func TestSinkDedupeAcrossRestart(t *testing.T) {
 	ctx := context.Background()
 	e := newEnv(t)
-	j, err := e.store.Create(ctx, jobs.Spec{ID: "job1", Model: "m"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	j := e.create(t, jobs.Spec{ID: "job1", Model: "m"}, "a", "b")
 	stop := e.start(t)
 	e.publish(t, ok(t, j.ID, "a", "A"), "1")
 	e.publish(t, ok(t, j.ID, "b", "B"), "2")
@@ -135,6 +147,10 @@ func TestSinkDedupeAcrossRestart(t *testing.T) {
 	stop()
 
 	e.start(t)
+	// The submitter goes on: the chunk grows, and the sink reads it again.
+	if err := e.store.PutIDs(ctx, j.ID, 0, []string{"a", "b", "c", "d"}); err != nil {
+		t.Fatal(err)
+	}
 	e.publish(t, ok(t, j.ID, "b", "B again"), "4")
 	e.publish(t, schemas.ErrorResult(j.ID, "c", "m", jobs.KindCompletion, 3, schemas.CodeInvalidRequest, "Invalid max_tokens"), "5")
 	d := ok(t, j.ID, "d", "D <&>")
@@ -195,7 +211,7 @@ func mustSize(t *testing.T, f *os.File) int64 {
 }
 
 // An empty job completes on its submitted marker; an unknown job's results
-// are dropped without blocking the stream.
+// are dead-lettered without blocking the stream.
 func TestSinkEmptyAndUnknownJobs(t *testing.T) {
 	ctx := context.Background()
 	e := newEnv(t)
@@ -221,10 +237,7 @@ func TestSinkEmptyAndUnknownJobs(t *testing.T) {
 func TestSinkExpires(t *testing.T) {
 	ctx := context.Background()
 	e := newEnv(t)
-	j, err := e.store.Create(ctx, jobs.Spec{ID: "old", Model: "m", CompletionWindow: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
+	j := e.create(t, jobs.Spec{ID: "old", Model: "m", CompletionWindow: time.Second}, "a", "b")
 	if _, err := e.store.Transition(ctx, j.ID, jobs.StatusInProgress, func(j *jobs.Job) { j.RequestCounts.Total = 2 }); err != nil {
 		t.Fatal(err)
 	}
@@ -241,10 +254,7 @@ func TestSinkExpires(t *testing.T) {
 func TestSinkDeadLetterBecomesErrorRow(t *testing.T) {
 	ctx := context.Background()
 	e := newEnv(t)
-	j, err := e.store.Create(ctx, jobs.Spec{ID: "poison", Model: "m"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	j := e.create(t, jobs.Spec{ID: "poison", Model: "m"}, "good", "bad")
 	if _, err := e.store.Transition(ctx, j.ID, jobs.StatusInProgress, func(j *jobs.Job) { j.RequestCounts.Total = 2 }); err != nil {
 		t.Fatal(err)
 	}

@@ -17,7 +17,6 @@ package submit
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -198,7 +197,26 @@ type submission struct {
 	reqSubj, resSubj, routeSubj string
 	pub                         *pipeline.Publisher
 	seen                        map[[16]byte]int // custom_id hash → line; 24 bytes a row
+
+	// The custom_ids of the current chunk (jobs.IDsKey) and the messages
+	// held until it is recorded: no request goes out before its id is in
+	// lf_jobs, where the results sink checks each result's custom_id.
+	chunk   int
+	ids     []string
+	idBytes int
+	held    []heldMsg
+	heldLen int
 }
+
+// heldMsg is a message waiting for its custom_id to be recorded.
+type heldMsg struct {
+	subj, msgID string
+	data        []byte
+}
+
+// maxHeld bounds the bytes of messages held for one chunk: past it the chunk
+// is recorded as far as it goes (a prefix, extended later) and they go out.
+const maxHeld = 8 << 20
 
 // fail fails the job with a report and returns the error to give the caller.
 func (b *submission) fail(ctx context.Context, code string, cause error) error {
@@ -230,7 +248,9 @@ func (b *submission) stream(ctx context.Context, rr rowReader, path string, prog
 			return rows, nil
 		}
 		if err != nil {
-			_ = b.pub.Flush(ctx)
+			if err := b.release(ctx, false); err == nil {
+				_ = b.pub.Flush(ctx)
+			}
 			return rows, b.fail(ctx, "unreadable_file", fmt.Errorf("%w: %s after row %d: %w", ErrUnreadable, path, line, err))
 		}
 		line++
@@ -274,11 +294,11 @@ func (b *submission) parse(data []byte, tooLarge bool, line int) (string, schema
 	} else {
 		id, req, bad = parseRow(data, line, b.job.Model, b.job.Kind)
 	}
-	h := hashID(id)
+	h := jobs.IDHash(id)
 	if first, dup := b.seen[h]; dup {
 		bad = &rowError{schemas.CodeDuplicateID, fmt.Sprintf("duplicate custom_id %q (first on row %d)", id, first)}
 		id = id + "#row" + strconv.Itoa(line)
-		h = hashID(id)
+		h = jobs.IDHash(id)
 	}
 	b.seen[h] = line
 	return id, req, bad
@@ -315,31 +335,71 @@ func (b *submission) route(ctx context.Context, id string, req *schemas.Request)
 }
 
 // publish puts a row on the bus: its routing decision (if any) and request,
-// or its error row on lf.res.<job>.
+// or its error row on lf.res.<job>; each goes out once its custom_id is
+// recorded (hold).
 func (b *submission) publish(ctx context.Context, id string, line int, req schemas.Request, subj string, routeRec []byte, bad *rowError) error {
 	msgID := schemas.MsgID(b.job.ID, id)
+	var msgs []heldMsg
 	if bad != nil {
 		b.sum.Rejected++
 		data, _ := json.Marshal(schemas.ErrorResult(b.job.ID, id, b.job.Model, b.job.Kind, line, bad.code, bad.msg))
-		if err := b.pub.Publish(ctx, b.resSubj, data, msgID, nil); err != nil {
+		msgs = append(msgs, heldMsg{b.resSubj, msgID, data})
+	} else {
+		if routeRec != nil {
+			if b.sum.Routed == nil {
+				b.sum.Routed = map[string]int{}
+			}
+			b.sum.Routed[req.Model]++
+			msgs = append(msgs, heldMsg{b.routeSubj, "route/" + msgID, routeRec})
+		}
+		req.Job = b.job.ID
+		data, _ := json.Marshal(req)
+		b.sum.Published++
+		msgs = append(msgs, heldMsg{subj, msgID, data})
+	}
+	return b.hold(ctx, id, msgs)
+}
+
+// hold adds a row's custom_id to the current chunk and holds its messages
+// until the chunk is recorded. A chunk ends after jobs.IDsChunkRows ids or
+// before jobs.IDsChunkBytes, so a resumed submission of the same file cuts
+// the same chunks; past maxHeld bytes of messages the chunk is recorded as
+// far as it goes and they are released.
+func (b *submission) hold(ctx context.Context, id string, msgs []heldMsg) error {
+	if len(b.ids) == jobs.IDsChunkRows || b.idBytes+len(id)+1 > jobs.IDsChunkBytes {
+		if err := b.release(ctx, true); err != nil {
+			return err
+		}
+	}
+	b.ids = append(b.ids, id)
+	b.idBytes += len(id) + 1
+	for _, m := range msgs {
+		b.held = append(b.held, m)
+		b.heldLen += len(m.data)
+	}
+	if b.heldLen >= maxHeld {
+		return b.release(ctx, false)
+	}
+	return nil
+}
+
+// release records the current chunk of custom_ids, then publishes the
+// messages held for it; next starts a new chunk.
+func (b *submission) release(ctx context.Context, next bool) error {
+	if len(b.ids) > 0 {
+		if err := b.s.store.PutIDs(ctx, b.job.ID, b.chunk, b.ids); err != nil {
 			return b.publishFailed(ctx, err)
 		}
-		return nil
 	}
-	if routeRec != nil {
-		if b.sum.Routed == nil {
-			b.sum.Routed = map[string]int{}
-		}
-		b.sum.Routed[req.Model]++
-		if err := b.pub.Publish(ctx, b.routeSubj, routeRec, "route/"+msgID, nil); err != nil {
+	for _, m := range b.held {
+		if err := b.pub.Publish(ctx, m.subj, m.data, m.msgID, nil); err != nil {
 			return b.publishFailed(ctx, err)
 		}
 	}
-	req.Job = b.job.ID
-	data, _ := json.Marshal(req)
-	b.sum.Published++
-	if err := b.pub.Publish(ctx, subj, data, msgID, nil); err != nil {
-		return b.publishFailed(ctx, err)
+	b.held, b.heldLen = b.held[:0], 0
+	if next && len(b.ids) > 0 {
+		b.chunk++
+		b.ids, b.idBytes = b.ids[:0], 0
 	}
 	return nil
 }
@@ -347,6 +407,9 @@ func (b *submission) publish(ctx context.Context, id string, line int, req schem
 // finish flushes the publisher, marks the job in_progress with its total
 // and tells the results sink the submission is complete.
 func (b *submission) finish(ctx context.Context, rows int, progress func(rows int)) error {
+	if err := b.release(ctx, true); err != nil {
+		return err
+	}
 	if err := b.pub.Flush(ctx); err != nil {
 		return b.fail(ctx, "publish_failed", err)
 	}
@@ -405,11 +468,6 @@ func openInput(path string) (rowReader, func(), error) {
 		return nil, nil, fmt.Errorf("%w: %s: %w", ErrUnreadable, path, err)
 	}
 	return pr, closeFn, nil
-}
-
-func hashID(id string) [16]byte {
-	h := sha256.Sum256([]byte(id))
-	return [16]byte(h[:16])
 }
 
 // Store returns the job store the submitter writes.

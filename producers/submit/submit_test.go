@@ -2,6 +2,7 @@ package submit_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/parquet-go/parquet-go"
 
@@ -239,5 +241,81 @@ func TestSubmitResume(t *testing.T) {
 	}
 	if n := len(drain(t, bus, pipeline.StreamRequests, "lf.req.job-r.>")); n != 2 {
 		t.Errorf("%d requests queued, want 2", n)
+	}
+}
+
+// Each request and error row goes out only after its custom_id is recorded
+// in lf_jobs (jobs.IDsKey chunks), where the results sink checks results
+// against them; a resumed submission cut at other points takes no id away.
+func TestSubmitRecordsIDsBeforePublishing(t *testing.T) {
+	const rows = 2500 // three chunks
+	ctx := context.Background()
+	_, bus := pipelinetest.StartBus(t)
+	var in strings.Builder
+	for i := range rows {
+		fmt.Fprintf(&in, `{"custom_id":"row-%d","prompt":"p","max_tokens":4}`+"\n", i)
+	}
+	in.WriteString(`{"custom_id":"row-0","prompt":"duplicate"}` + "\n")
+	path := write(t, "req.jsonl", in.String())
+
+	// One channel for both subjects keeps the order in which the server sent them.
+	ch := make(chan *nats.Msg, 4*rows)
+	for _, subj := range []string{"$KV.lf_jobs.job-ids.ids.>", "lf.req.job-ids.>", "lf.res.job-ids"} {
+		sub, err := bus.Conn().ChanSubscribe(subj, ch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sub.Unsubscribe()
+	}
+	if err := bus.Conn().Flush(); err != nil {
+		t.Fatal(err)
+	}
+	s, err := submit.New(ctx, bus, submit.Config{Model: "stories", JobID: "job-ids", Window: 16}, pipelinetest.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Submit(ctx, path, nil); err != nil {
+		t.Fatal(err)
+	}
+	recorded := map[string]bool{}
+	published := 0
+	for published < rows+1 {
+		select {
+		case m := <-ch:
+			if strings.HasPrefix(m.Subject, "$KV.") {
+				for _, id := range strings.Split(string(m.Data), "\n") {
+					recorded[id] = true
+				}
+				continue
+			}
+			published++
+			var r struct {
+				CustomID string `json:"custom_id"`
+			}
+			if err := json.Unmarshal(m.Data, &r); err != nil || !recorded[r.CustomID] {
+				t.Fatalf("%s %q published before its custom_id was recorded (%v)", m.Subject, r.CustomID, err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("%d of %d messages seen", published, rows+1)
+		}
+	}
+	var set jobs.IDSet
+	store := s.Store()
+	if err := store.LoadIDs(ctx, "job-ids", &set); err != nil {
+		t.Fatal(err)
+	}
+	if set.Len() != rows+1 || !set.Has("row-2499") || !set.Has("row-0#row2501") || set.Has("row-2500") {
+		t.Errorf("%d ids recorded, want %d", set.Len(), rows+1)
+	}
+	// A resumed submission writing a prefix of chunk 0 again leaves it whole.
+	if err := store.PutIDs(ctx, "job-ids", 0, []string{"row-0", "row-1"}); err != nil {
+		t.Fatal(err)
+	}
+	var again jobs.IDSet
+	if err := store.LoadIDs(ctx, "job-ids", &again); err != nil || again.Len() != rows+1 {
+		t.Errorf("after a rewrite of a prefix: %d ids, %v", again.Len(), err)
+	}
+	if list, err := store.List(ctx); err != nil || len(list) != 1 {
+		t.Errorf("List = %d jobs, %v; want the one job, not its id chunks", len(list), err)
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"strconv"
-	"strings"
 
 	"github.com/rs/zerolog"
 
@@ -49,7 +48,10 @@ func (h *RawHandler) Handle(ctx context.Context, msgs []pipeline.Msg) []error {
 	groups := map[string]*group{}
 	var order []string
 	for i, m := range msgs {
-		ds := strings.Split(m.Subject, ".")[2]
+		ds, err := datasetOf(m.Subject)
+		if err != nil {
+			continue // a stray subject: dead-lettered by the strays consumer, never a dataset
+		}
 		row := read.Row{Line: int64(m.Sequence), Data: m.Data}
 		source := m.Subject
 		f, err := schemas.ParseFormat(m.Header.Get(schemas.HeaderFormat))

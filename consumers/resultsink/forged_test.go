@@ -155,3 +155,35 @@ func TestSinkRefusesForgedResults(t *testing.T) {
 		return nil
 	})
 }
+
+// A result on a subject that is not lf.res.<its job> (lf.res.<job>.x,
+// lf.res.*, another job's subject) is dead-lettered with its bytes, never
+// stored for any job.
+func TestSinkDeadLettersStraySubjects(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t)
+	e.create(t, jobs.Spec{ID: "real", Model: "m"}, "a")
+	e.start(t)
+	data, _ := json.Marshal(ok(t, "real", "a", "stray"))
+	strays := []string{"lf.res.real.x", "lf.res.*", "lf.res.other"}
+	for i, subj := range strays {
+		if _, err := e.bus.Publish(ctx, subj, data, fmt.Sprintf("s%d", i), nil); err != nil {
+			t.Fatalf("publish %s: %v", subj, err)
+		}
+	}
+	pipelinetest.CheckFor(t, 15*time.Second, 50*time.Millisecond, func() error {
+		recs := pipelinetest.DLQRecords(t, e.bus, "lf.dlq.results.>")
+		if len(recs) != len(strays) {
+			return fmt.Errorf("%d dead letters, want %d", len(recs), len(strays))
+		}
+		for i, r := range recs {
+			if r.Subject != strays[i] || r.Reason != "stray subject" || string(r.Data) != string(data) {
+				t.Fatalf("dead letter %d: %s %q", i, r.Subject, r.Reason)
+			}
+		}
+		return nil
+	})
+	if _, err := os.Stat(filepath.Join(e.dir, "real")); !os.IsNotExist(err) {
+		t.Errorf("a stray result was stored for job real: %v", err)
+	}
+}

@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"time"
 
@@ -158,4 +160,77 @@ func ListParts(dir string) ([]string, error) {
 // IsNotExist reports whether err says a file or stored object is missing.
 func IsNotExist(err error) bool {
 	return errors.Is(err, os.ErrNotExist) || errors.Is(err, storage.ErrNotFound)
+}
+
+// MergeManifest applies to cur (the manifest as stored now, written by any
+// number of sinks) the changes one sink made since it read base: mine is
+// base with its changes. Counts and source entries add their differences,
+// parts not in cur are added (rows are the sum of the parts), and cur's
+// creation time, format and schema win when set.
+func MergeManifest(cur, base, mine Manifest) Manifest {
+	out := copyOf(cur)
+	if out.Name == "" {
+		out.Name = mine.Name
+	}
+	if out.Format == "" {
+		out.Format, out.Schema = mine.Format, mine.Schema
+	}
+	if out.CreatedAt.IsZero() || (!mine.CreatedAt.IsZero() && mine.CreatedAt.Before(out.CreatedAt)) {
+		out.CreatedAt = mine.CreatedAt
+	}
+	if mine.UpdatedAt.After(out.UpdatedAt) {
+		out.UpdatedAt = mine.UpdatedAt
+	}
+	out.Counts.Duplicates += mine.Counts.Duplicates - base.Counts.Duplicates
+	out.Counts.Rejected += mine.Counts.Rejected - base.Counts.Rejected
+	for rule, n := range mine.Counts.RejectedByRule {
+		if d := n - base.Counts.RejectedByRule[rule]; d != 0 {
+			if out.Counts.RejectedByRule == nil {
+				out.Counts.RejectedByRule = map[string]int64{}
+			}
+			out.Counts.RejectedByRule[rule] += d
+		}
+	}
+	have := map[string]bool{}
+	for _, p := range out.Parts {
+		have[p.File] = true
+	}
+	for _, p := range mine.Parts {
+		if !have[p.File] {
+			out.Parts = append(out.Parts, p)
+			have[p.File] = true
+		}
+	}
+	sort.SliceStable(out.Parts, func(i, j int) bool { return out.Parts[i].File < out.Parts[j].File })
+	out.Counts.Rows = 0
+	for _, p := range out.Parts {
+		out.Counts.Rows += p.Rows
+	}
+	for _, m := range mine.Sources {
+		var b Source
+		for _, x := range base.Sources {
+			if x.Source == m.Source && x.Run == m.Run {
+				b = x
+				break
+			}
+		}
+		o := out.Source(m.Source, m.Run, m.LastSeen)
+		o.Shards += m.Shards - b.Shards
+		o.Rows += m.Rows - b.Rows
+		o.Duplicates += m.Duplicates - b.Duplicates
+		o.Rejected += m.Rejected - b.Rejected
+		if o.FirstSeen.IsZero() || m.FirstSeen.Before(o.FirstSeen) {
+			o.FirstSeen = m.FirstSeen
+		}
+	}
+	return out
+}
+
+// copyOf is m with slices and maps of its own.
+func copyOf(m Manifest) Manifest {
+	m.Schema = slices.Clone(m.Schema)
+	m.Parts = slices.Clone(m.Parts)
+	m.Sources = slices.Clone(m.Sources)
+	m.Counts.RejectedByRule = maps.Clone(m.Counts.RejectedByRule)
+	return m
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 )
@@ -15,6 +16,7 @@ import (
 // those apply, and the JetStream error they come from.
 type KV struct {
 	kv jetstream.KeyValue
+	js jetstream.JetStream
 }
 
 // Entry is one value of a bucket.
@@ -24,10 +26,12 @@ type Entry struct {
 	Revision uint64
 	// Deleted marks a delete or purge (only a Watcher returns those).
 	Deleted bool
+	// Created is when the server stored this revision (its clock).
+	Created time.Time
 }
 
 func entryOf(e jetstream.KeyValueEntry) Entry {
-	return Entry{Key: e.Key(), Value: e.Value(), Revision: e.Revision(), Deleted: e.Operation() != jetstream.KeyValuePut}
+	return Entry{Key: e.Key(), Value: e.Value(), Revision: e.Revision(), Deleted: e.Operation() != jetstream.KeyValuePut, Created: e.Created()}
 }
 
 // KV opens the key-value bucket (it must exist: see EnsureTopology).
@@ -36,7 +40,7 @@ func (b *Bus) KV(ctx context.Context, bucket string) (*KV, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kv bucket %s: %w", bucket, err)
 	}
-	return &KV{kv: kv}, nil
+	return &KV{kv: kv, js: b.js}, nil
 }
 
 // Name is the bucket's name.
@@ -74,6 +78,55 @@ func (k *KV) Create(ctx context.Context, key string, value []byte) (uint64, erro
 		return 0, fmt.Errorf("%s %s: %w", k.Name(), key, err)
 	}
 	return rev, nil
+}
+
+// createWindow is how many creates CreateMany has in flight at once.
+const createWindow = 512
+
+// CreateMany is Create of many keys with one value, pipelined: the creates
+// are published without waiting for each answer (a window at a time), so
+// a batch of keys costs about one round trip per window, not one per key.
+// created[i] reports whether keys[i] was created by this call; false means
+// it existed. A key whose last revision is a delete is created through
+// Create (which takes the revision of the delete).
+func (k *KV) CreateMany(ctx context.Context, keys []string, value []byte) ([]bool, error) {
+	created := make([]bool, len(keys))
+	for start := 0; start < len(keys); start += createWindow {
+		end := min(start+createWindow, len(keys))
+		futs := make([]jetstream.PubAckFuture, end-start)
+		for i, key := range keys[start:end] {
+			m := nats.NewMsg("$KV." + k.Name() + "." + key)
+			m.Data = value
+			m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, "0")
+			f, err := k.js.PublishMsgAsync(m)
+			if err != nil {
+				return nil, fmt.Errorf("%s %s: %w", k.Name(), key, err)
+			}
+			futs[i] = f
+		}
+		for i, f := range futs {
+			key := keys[start+i]
+			select {
+			case <-f.Ok():
+				created[start+i] = true
+			case err := <-f.Err():
+				var apiErr *jetstream.APIError
+				if !errors.As(err, &apiErr) || apiErr.ErrorCode != jetstream.JSErrCodeStreamWrongLastSequence {
+					return nil, fmt.Errorf("%s %s: %w", k.Name(), key, err)
+				}
+				_, err = k.Create(ctx, key, value) // the key exists, or was deleted
+				switch {
+				case err == nil:
+					created[start+i] = true
+				case !errors.Is(err, ErrKeyExists):
+					return nil, err
+				}
+			case <-ctx.Done():
+				return nil, fmt.Errorf("%s: create: %w", k.Name(), ctx.Err())
+			}
+		}
+	}
+	return created, nil
 }
 
 // Update writes key only when its revision is still rev (compare-and-set);

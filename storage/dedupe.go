@@ -10,14 +10,17 @@ import (
 // Deduper knows which record ids a collection (a dataset, a job) holds, so
 // that each is written once however many writers see it. A writer claims
 // the ids of a part before publishing it and releases the claim when the
-// part could not be published. Memory is the in-process Deduper; the
-// artifacts issue adds one in a KV bucket shared by every sink.
+// part could not be published, and commits it when the part is. Memory is
+// the in-process Deduper; Shared is in a KV bucket (lf_dedupe) shared by
+// every sink.
 type Deduper interface {
 	// Claim reports for each id whether it is new (not held, not claimed,
 	// not earlier in ids) and claims the new ones.
 	Claim(ctx context.Context, ids []string) ([]bool, error)
 	// Release gives back claimed ids whose part was not published.
 	Release(ctx context.Context, ids []string) error
+	// Commit makes the claims of ids final once their part is published.
+	Commit(ctx context.Context, ids []string) error
 }
 
 // Memory is a Deduper in this process's memory, seeded with Add from the
@@ -87,6 +90,21 @@ func (m *Memory) Claim(_ context.Context, ids []string) ([]bool, error) {
 	}
 	return fresh, nil
 }
+
+// Has reports whether id is held or claimed.
+func (m *Memory) Has(id string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if k, ok := hexKey(id); ok {
+		_, held := m.hex[k]
+		return held
+	}
+	_, held := m.other[id]
+	return held
+}
+
+// Commit implements Deduper: Memory's claims are final when made.
+func (m *Memory) Commit(context.Context, []string) error { return nil }
 
 // Release implements Deduper.
 func (m *Memory) Release(_ context.Context, ids []string) error {

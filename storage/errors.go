@@ -12,6 +12,9 @@ var (
 	// ErrNotFound is returned for a key that holds no object; a Local
 	// store's error also matches os.ErrNotExist.
 	ErrNotFound = errors.New("storage: object not found")
+	// ErrNoPath is returned by Path of a store whose objects are not files
+	// of this machine.
+	ErrNoPath = errors.New("storage: object has no local file")
 	// ErrInvalidOption is wrapped by constructor errors.
 	ErrInvalidOption = errors.New("storage: invalid option")
 )

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/largeforge/largeforge/storage"
+	"github.com/largeforge/largeforge/storage/storagetest"
 )
 
 func newLocal(t *testing.T) (*storage.Local, string) {
@@ -28,16 +29,7 @@ func writeString(s string) func(io.Writer) error {
 
 func readAll(t *testing.T, s storage.Store, key string) string {
 	t.Helper()
-	r, _, err := s.Open(context.Background(), key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	data, err := io.ReadAll(r)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(data)
+	return storagetest.ReadString(t, s, key)
 }
 
 func TestNewLocal(t *testing.T) {

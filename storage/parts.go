@@ -22,6 +22,8 @@ type Parts struct {
 	store  Store
 	prefix string
 	digits int
+	base   string // "part-"
+	ext    string // ".parquet"
 
 	mu      sync.Mutex
 	next    int
@@ -33,7 +35,10 @@ type Parts struct {
 const (
 	datasetPartDigits = 5
 	jobPartDigits     = 6
+	partBase          = "part-"
 	partExt           = ".parquet"
+	rejectsBase       = "rejects-"
+	rejectsExt        = ".jsonl"
 )
 
 // maxCollisions bounds the numbers Publish tries before it gives up.
@@ -41,27 +46,35 @@ const maxCollisions = 1000
 
 // DatasetParts are the parts of dataset name.
 func DatasetParts(s Store, name string) (*Parts, error) {
-	return newParts(s, Dataset(name), datasetPartDigits)
+	return newParts(s, Dataset(name), datasetPartDigits, partBase, partExt)
+}
+
+// DatasetRejectParts are the rejects of dataset name: immutable JSONL
+// objects rejects-NNNNN.jsonl, one per batch of rejected records.
+func DatasetRejectParts(s Store, name string) (*Parts, error) {
+	return newParts(s, Dataset(name), datasetPartDigits, rejectsBase, rejectsExt)
 }
 
 // JobParts are the results parts of batch job job.
 func JobParts(s Store, job string) (*Parts, error) {
-	return newParts(s, Job(job)+"parts/", jobPartDigits)
+	return newParts(s, Job(job)+"parts/", jobPartDigits, partBase, partExt)
 }
 
 // DatasetPartName is the file name of a dataset's part number n.
-func DatasetPartName(n int) string { return partName(n, datasetPartDigits) }
+func DatasetPartName(n int) string {
+	return fmt.Sprintf("%s%0*d%s", partBase, datasetPartDigits, n, partExt)
+}
 
-func partName(n, digits int) string { return fmt.Sprintf("part-%0*d%s", digits, n, partExt) }
+func (p *Parts) name(n int) string { return fmt.Sprintf("%s%0*d%s", p.base, p.digits, n, p.ext) }
 
-func newParts(s Store, prefix string, digits int) (*Parts, error) {
+func newParts(s Store, prefix string, digits int, base, ext string) (*Parts, error) {
 	if s == nil {
 		return nil, fmt.Errorf("%w: nil store", ErrInvalidOption)
 	}
 	if _, err := elements(prefix, true); err != nil {
 		return nil, err
 	}
-	return &Parts{store: s, prefix: prefix, digits: digits}, nil
+	return &Parts{store: s, prefix: prefix, digits: digits, base: base, ext: ext}, nil
 }
 
 // Publish stores what write produces as the next part and returns it.
@@ -80,7 +93,7 @@ func (p *Parts) Publish(ctx context.Context, write func(io.Writer) error) (Info,
 		if err := ctx.Err(); err != nil {
 			return Info{}, err
 		}
-		info, err := p.store.Create(ctx, p.prefix+partName(p.next, p.digits), write)
+		info, err := p.store.Create(ctx, p.prefix+p.name(p.next), write)
 		if err == nil {
 			p.next++
 			return info, nil
@@ -104,7 +117,7 @@ func (p *Parts) skipTaken(ctx context.Context) error {
 		return err
 	}
 	if n := len(parts); n > 0 {
-		last, _ := PartNumber(parts[n-1].Key)
+		last, _ := numbered(parts[n-1].Key, p.base, p.ext)
 		p.next = max(p.next, last+1)
 	}
 	return nil
@@ -112,31 +125,34 @@ func (p *Parts) skipTaken(ctx context.Context) error {
 
 // List returns the parts stored, in number order.
 func (p *Parts) List(ctx context.Context) ([]Info, error) {
-	all, err := p.store.List(ctx, p.prefix+"part-")
+	all, err := p.store.List(ctx, p.prefix+p.base)
 	if err != nil {
 		return nil, err
 	}
 	var parts []Info
 	for _, in := range all {
-		if _, ok := PartNumber(in.Key); ok && path.Dir(in.Key)+"/" == p.prefix {
+		if _, ok := numbered(in.Key, p.base, p.ext); ok && path.Dir(in.Key)+"/" == p.prefix {
 			parts = append(parts, in)
 		}
 	}
 	sort.SliceStable(parts, func(i, j int) bool {
-		a, _ := PartNumber(parts[i].Key)
-		b, _ := PartNumber(parts[j].Key)
+		a, _ := numbered(parts[i].Key, p.base, p.ext)
+		b, _ := numbered(parts[j].Key, p.base, p.ext)
 		return a < b
 	})
 	return parts, nil
 }
 
 // PartNumber is the number of a part's key (or file name).
-func PartNumber(key string) (int, bool) {
-	digits, ok := strings.CutPrefix(path.Base(key), "part-")
+func PartNumber(key string) (int, bool) { return numbered(key, partBase, partExt) }
+
+// numbered is the number of key named base, digits, ext.
+func numbered(key, base, ext string) (int, bool) {
+	digits, ok := strings.CutPrefix(path.Base(key), base)
 	if !ok {
 		return 0, false
 	}
-	if digits, ok = strings.CutSuffix(digits, partExt); !ok || digits == "" {
+	if digits, ok = strings.CutSuffix(digits, ext); !ok || digits == "" {
 		return 0, false
 	}
 	n, err := strconv.Atoi(digits)

@@ -6,8 +6,10 @@ import (
 )
 
 // Store holds objects by key. Every write is atomic: a reader sees an
-// object whole or not at all. Local is the implementation today; the
-// JetStream object store is the next.
+// object whole or not at all. Local keeps them in directories of this
+// machine, Objects in the JetStream object store lf_artifacts, Mirror in
+// both. Objects are immutable once created; a log is a series of created
+// objects (rejects-NNNNN.jsonl), so no Store appends.
 type Store interface {
 	// Put stores what write produces under key, replacing what was there.
 	Put(ctx context.Context, key string, write func(io.Writer) error) (Info, error)
@@ -15,17 +17,15 @@ type Store interface {
 	// key is taken, whoever took it. write may be called again for another
 	// key after ErrExists, so it must be repeatable.
 	Create(ctx context.Context, key string, write func(io.Writer) error) (Info, error)
-	// Append adds data at the end of key's object (a log such as
-	// rejects.jsonl), creating it, and makes it durable before returning.
-	Append(ctx context.Context, key string, data []byte) error
 	// Open reads key's object; a missing one is ErrNotFound.
 	Open(ctx context.Context, key string) (Reader, Info, error)
 	// List returns the objects whose keys start with prefix, sorted by key.
 	// Their Info has no SHA256.
 	List(ctx context.Context, prefix string) ([]Info, error)
 	// Path is the file of this machine that holds key, for the objects a
-	// person opens (output.jsonl, rejects.jsonl, a model directory); reads
-	// and writes go through the other methods.
+	// person opens (output.jsonl, a model directory); reads and writes go
+	// through the other methods. A store without local files (Objects)
+	// fails with ErrNoPath.
 	Path(key string) (string, error)
 }
 

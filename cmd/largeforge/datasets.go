@@ -18,7 +18,7 @@ import (
 )
 
 func newDatasetsCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "datasets", Short: "List and describe datasets"}
+	cmd := &cobra.Command{Use: "datasets", Short: "List, describe and export datasets"}
 	var asJSON bool
 	list := &cobra.Command{
 		Use:   "list",
@@ -62,8 +62,45 @@ func newDatasetsCmd() *cobra.Command {
 	for _, c := range []*cobra.Command{list, show} {
 		c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	}
-	cmd.AddCommand(list, show)
+	export := &cobra.Command{
+		Use:   "export NAME DIR",
+		Short: "Write a dataset's Parquet parts, rejects and manifest.json from the bus into DIR",
+		Long: `Export reads dataset NAME from the bus, on any machine: its manifest from
+lf_datasets and its parts and rejects from the object store lf_artifacts, and
+writes them into DIR as the dataset sink's local copy holds them
+(part-NNNNN.parquet, rejects-NNNNN.jsonl, manifest.json). Each part is
+checked against the manifest's size and SHA-256; manifest.json is written
+last, so a directory holding one is complete.`,
+		Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return exportDataset(cmd.Context(), args[0], args[1])
+		},
+	}
+	cmd.AddCommand(list, show, export)
 	return cmd
+}
+
+// exportDataset writes dataset name from the bus into dir.
+func exportDataset(ctx context.Context, name, dir string) error {
+	log := newLogger(ctx)
+	bus, err := connect(ctx, log)
+	if err != nil {
+		return err
+	}
+	defer bus.Close()
+	m, err := manifestOf(ctx, bus, name)
+	if err != nil {
+		return err
+	}
+	store, err := storage.OpenObjects(ctx, bus, "")
+	if err != nil {
+		return err
+	}
+	if err := dataset.Export(ctx, store, m, dir); err != nil {
+		return err
+	}
+	fmt.Printf("exported %s: %d parts, %d rows to %s\n", name, len(m.Parts), m.Counts.Rows, dir)
+	return nil
 }
 
 // loadManifests reads manifests from the lf_datasets bucket: all, or the one named.
@@ -90,20 +127,37 @@ func loadManifests(ctx context.Context, name string) ([]dataset.Manifest, error)
 	}
 	var out []dataset.Manifest
 	for _, k := range keys {
-		e, err := kv.Get(ctx, k)
-		if errors.Is(err, pipeline.ErrKeyNotFound) {
-			return nil, fmt.Errorf("no dataset %q (see `largeforge datasets list`)", k)
-		}
+		m, err := readManifest(ctx, kv, k)
 		if err != nil {
 			return nil, err
-		}
-		var m dataset.Manifest
-		if err := json.Unmarshal(e.Value, &m); err != nil {
-			return nil, fmt.Errorf("dataset %s: %w", k, err)
 		}
 		out = append(out, m)
 	}
 	return out, nil
+}
+
+// manifestOf reads dataset name's manifest from lf_datasets.
+func manifestOf(ctx context.Context, bus *pipeline.Bus, name string) (dataset.Manifest, error) {
+	kv, err := bus.KV(ctx, pipeline.BucketDatasets)
+	if err != nil {
+		return dataset.Manifest{}, err
+	}
+	return readManifest(ctx, kv, name)
+}
+
+func readManifest(ctx context.Context, kv *pipeline.KV, name string) (dataset.Manifest, error) {
+	e, err := kv.Get(ctx, name)
+	if errors.Is(err, pipeline.ErrKeyNotFound) {
+		return dataset.Manifest{}, fmt.Errorf("no dataset %q (see `largeforge datasets list`)", name)
+	}
+	if err != nil {
+		return dataset.Manifest{}, err
+	}
+	var m dataset.Manifest
+	if err := json.Unmarshal(e.Value, &m); err != nil {
+		return dataset.Manifest{}, fmt.Errorf("dataset %s: %w", name, err)
+	}
+	return m, nil
 }
 
 func printManifest(m dataset.Manifest) {
@@ -132,6 +186,6 @@ func printManifest(m dataset.Manifest) {
 	}
 	tw.Flush()
 	if m.Counts.Rejected > 0 {
-		fmt.Printf("rejects   <data-dir>/%s\n", storage.DatasetRejects(m.Name))
+		fmt.Printf("rejects   %srejects-*.jsonl in lf_artifacts (largeforge datasets export %s DIR)\n", storage.Dataset(m.Name), m.Name)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"strings"
 	"testing"
@@ -67,6 +68,23 @@ func kvGet(bucket, key string) func(context.Context, *pipeline.Bus) error {
 	}
 }
 
+// objectRead reads the object name of bucket whole.
+func objectRead(bucket, name string) func(context.Context, *pipeline.Bus) error {
+	return func(ctx context.Context, b *pipeline.Bus) error {
+		o, err := b.Objects(ctx, bucket)
+		if err != nil {
+			return err
+		}
+		r, err := o.Get(ctx, name)
+		if err != nil {
+			return err
+		}
+		defer r.Close()
+		_, err = io.Copy(io.Discard, r)
+		return err
+	}
+}
+
 // roleOps is the role table as tested: each operation, and the roles that
 // may do it (admin may do everything).
 func roleOps() []roleOp {
@@ -93,6 +111,22 @@ func roleOps() []roleOp {
 		{"publish lf.rpc.m (interactive)", []string{"api"}, corePub("lf.rpc.m")},
 		{"serve lf.rpc.m", []string{"infer"}, coreSub("lf.rpc.m")},
 		{"write lf_models", nil, corePub("$O.lf_models.M.x")},
+		{"read lf_artifacts (parts, results, files)", []string{"datasets", "train", "results", "api", "submit"}, objectRead(pipeline.BucketArtifacts, "probe")},
+		{"write lf_artifacts", []string{"datasets", "train", "results"}, corePub("$O.lf_artifacts.M.x")},
+		{"claim in lf_claims", []string{"datasets", "train", "results"}, corePub("$KV.lf_claims.x")},
+		{"write lf_dedupe", []string{"datasets"}, corePub("$KV.lf_dedupe.d1/x")},
+		{"publish lf.events.train.j1", []string{"train"}, corePub("lf.events.train.j1")},
+		{"read LF_EVENTS", []string{"api"}, func(ctx context.Context, b *pipeline.Bus) error {
+			c, err := b.JetStream().OrderedConsumer(ctx, pipeline.StreamEvents, jetstream.OrderedConsumerConfig{})
+			if err != nil {
+				return err
+			}
+			m, err := c.Next(jetstream.FetchMaxWait(5 * time.Second))
+			if err == nil && string(m.Data()) != `{"step":1}` {
+				err = fmt.Errorf("event %q", m.Data())
+			}
+			return err
+		}},
 		{"subscribe _INBOX.>", nil, coreSub("_INBOX.>")},
 		{"subscribe _INBOX_api.>", []string{"api"}, coreSub("_INBOX_api.>")},
 		{"subscribe _INBOX_infer.>", []string{"infer"}, coreSub("_INBOX_infer.>")},
@@ -121,6 +155,16 @@ func TestRoleTableDenies(t *testing.T) {
 		t.Fatal(err)
 	}
 	if _, err := dkv.Put(ctx, "d1", []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	art, err := admin.Objects(ctx, pipeline.BucketArtifacts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := art.Put(ctx, "probe", strings.NewReader("probe")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.Publish(ctx, "lf.events.train.j1", []byte(`{"step":1}`), "j1/1", nil); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := admin.JetStream().CreateOrUpdateConsumer(ctx, pipeline.StreamResults, jetstream.ConsumerConfig{Durable: "results-sink", AckPolicy: jetstream.AckExplicitPolicy}); err != nil {

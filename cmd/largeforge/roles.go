@@ -164,8 +164,18 @@ func dataStore(dataDir string) (string, *storage.Local, error) {
 	return dir, store, err
 }
 
+// startDataset starts a dataset sink storing parts and rejects in
+// lf_artifacts, mirrored to <data-dir>/datasets.
 func startDataset(ctx context.Context, bus *pipeline.Bus, wc WorkerConfig, log zerolog.Logger, reg prometheus.Registerer) (*startedRole, error) {
-	dir, store, err := dataStore(wc.DataDir)
+	dir, local, err := dataStore(wc.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	objects, err := storage.OpenObjects(ctx, bus, "")
+	if err != nil {
+		return nil, err
+	}
+	store, err := storage.NewMirror(objects, local)
 	if err != nil {
 		return nil, err
 	}
@@ -468,12 +478,12 @@ const (
 // that these exist (only admin applies the topology).
 var natsRoleUses = map[string][]string{
 	NATSIngest:   {pipeline.StreamDatasets, pipeline.StreamDLQ, pipeline.BucketDatasets},
-	NATSSubmit:   {pipeline.StreamRequests, pipeline.StreamTrain, pipeline.StreamResults, pipeline.StreamRoutes, pipeline.BucketJobs, pipeline.BucketWorkers, pipeline.BucketExperts},
-	NATSAPI:      {pipeline.StreamRoutes, pipeline.BucketWorkers, pipeline.BucketExperts, pipeline.BucketModels},
+	NATSSubmit:   {pipeline.StreamRequests, pipeline.StreamTrain, pipeline.StreamResults, pipeline.StreamRoutes, pipeline.BucketJobs, pipeline.BucketWorkers, pipeline.BucketExperts, pipeline.BucketArtifacts},
+	NATSAPI:      {pipeline.StreamRoutes, pipeline.BucketWorkers, pipeline.BucketExperts, pipeline.BucketModels, pipeline.BucketArtifacts, pipeline.StreamEvents},
 	NATSInfer:    {pipeline.StreamRequests, pipeline.StreamResults, pipeline.StreamDLQ, pipeline.BucketJobs, pipeline.BucketWorkers, pipeline.BucketExperts, pipeline.BucketModels},
-	NATSTrain:    {pipeline.StreamTrain, pipeline.StreamDLQ, pipeline.BucketJobs, pipeline.BucketWorkers},
-	NATSResults:  {pipeline.StreamResults, pipeline.StreamDLQ, pipeline.BucketJobs},
-	NATSDatasets: {pipeline.StreamDatasets, pipeline.StreamDLQ, pipeline.BucketDatasets},
+	NATSTrain:    {pipeline.StreamTrain, pipeline.StreamDLQ, pipeline.BucketJobs, pipeline.BucketWorkers, pipeline.BucketArtifacts, pipeline.BucketClaims, pipeline.StreamEvents},
+	NATSResults:  {pipeline.StreamResults, pipeline.StreamDLQ, pipeline.BucketJobs, pipeline.BucketArtifacts, pipeline.BucketClaims},
+	NATSDatasets: {pipeline.StreamDatasets, pipeline.StreamDLQ, pipeline.BucketDatasets, pipeline.BucketArtifacts, pipeline.BucketClaims, pipeline.BucketDedupe},
 }
 
 // workerNATSRole is the NATS role of each worker role.

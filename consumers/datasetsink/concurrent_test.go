@@ -68,7 +68,14 @@ func TestTwoSinksOneDataset(t *testing.T) {
 			}
 		})
 	}
-	parts, err := storage.DatasetParts(store, "two")
+	waitRecordsOnce(ctx, t, store, "two", len(want))
+}
+
+// waitRecordsOnce waits until the parts of dataset ds in store hold want
+// distinct records, and fails at once when a record is in two parts.
+func waitRecordsOnce(ctx context.Context, t *testing.T, store storage.Store, ds string, want int) {
+	t.Helper()
+	parts, err := storage.DatasetParts(store, ds)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,8 +87,8 @@ func TestTwoSinksOneDataset(t *testing.T) {
 		if errors.Is(err, storagetest.ErrTwice) {
 			t.Fatal(err)
 		}
-		if err == nil && got != len(want) {
-			err = fmt.Errorf("%d of %d records in %d parts", got, len(want), n)
+		if err == nil && got != want {
+			err = fmt.Errorf("%d of %d records in %d parts", got, want, n)
 		}
 		return err
 	})

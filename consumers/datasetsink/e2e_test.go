@@ -75,11 +75,23 @@ func rows(t *testing.T, dir string) []schemas.Record {
 	return all
 }
 
-func rejectLines(t *testing.T, path string) []datasetsink.RejectLine {
+// rejectLines reads the rejects of the dataset directory dir: every
+// rejects-NNNNN.jsonl in it.
+func rejectLines(t *testing.T, dir string) []datasetsink.RejectLine {
+	t.Helper()
+	files, _ := filepath.Glob(filepath.Join(dir, "rejects-*.jsonl"))
+	var out []datasetsink.RejectLine
+	for _, path := range files {
+		out = append(out, rejectFile(t, path)...)
+	}
+	return out
+}
+
+func rejectFile(t *testing.T, path string) []datasetsink.RejectLine {
 	t.Helper()
 	f, err := os.Open(path)
 	if err != nil {
-		return nil
+		t.Fatal(err)
 	}
 	defer f.Close()
 	var out []datasetsink.RejectLine
@@ -148,7 +160,7 @@ func TestIngestBadInput(t *testing.T) {
 	}
 
 	wantRejects := map[int64]string{4: "json", 5: "type", 6: "type", 7: "required", 8: "minLength", 9: "maxLength", 10: "maxLength", 12: "utf8", 13: "maxLineBytes", 15: "type"}
-	rejPath := filepath.Join(s.dataDir, "datasets", "bad", dataset.RejectsFile)
+	rejPath := filepath.Join(s.dataDir, "datasets", "bad")
 	var rej []datasetsink.RejectLine
 	pipelinetest.CheckFor(t, 10*time.Second, 50*time.Millisecond, func() error {
 		rej = rejectLines(t, rejPath)
@@ -256,7 +268,7 @@ func TestRawRecordsFromAnyClient(t *testing.T) {
 		if n := len(rows(t, dir)); n != 2 {
 			return fmt.Errorf("%d rows persisted, want 2", n)
 		}
-		if n := len(rejectLines(t, filepath.Join(dir, dataset.RejectsFile))); n != 1 {
+		if n := len(rejectLines(t, dir)); n != 1 {
 			return fmt.Errorf("%d rejects, want 1", n)
 		}
 		return nil
@@ -319,7 +331,7 @@ func (s *stack) waitRejects(t *testing.T, ds string, n int) []datasetsink.Reject
 	t.Helper()
 	var rej []datasetsink.RejectLine
 	pipelinetest.CheckFor(t, 15*time.Second, 50*time.Millisecond, func() error {
-		rej = rejectLines(t, filepath.Join(s.dataDir, "datasets", ds, dataset.RejectsFile))
+		rej = rejectLines(t, filepath.Join(s.dataDir, "datasets", ds))
 		if len(rej) != n {
 			return fmt.Errorf("%d rejects, want %d", len(rej), n)
 		}

@@ -21,6 +21,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"path"
 	"strconv"
 	"strings"
@@ -43,6 +44,7 @@ var ErrInvalidOption = errors.New("invalid dataset sink option")
 type Sink struct {
 	store   storage.Store
 	kv      *pipeline.KV
+	shared  *pipeline.KV // lf_dedupe: record ids shared by every sink; nil: this process's memory
 	log     zerolog.Logger
 	metrics *dataset.Metrics
 	now     func() time.Time
@@ -52,25 +54,41 @@ type Sink struct {
 }
 
 type state struct {
-	man     dataset.Manifest
-	parts   *storage.Parts
-	dedupe  storage.Deduper // the record ids the parts hold
-	shards  map[string]struct{}
-	rejects map[string]struct{}
-	counted map[string]struct{} // run+shard counted by this process
+	man         dataset.Manifest
+	base        dataset.Manifest // the manifest as last read from or merged into lf_datasets
+	baseRev     uint64           // its revision there (0: none yet)
+	parts       *storage.Parts
+	rejectParts *storage.Parts
+	dedupe      dedupe // the record ids the parts hold
+	shards      map[string]struct{}
+	rejects     map[string]struct{}
+	counted     map[string]struct{} // run+shard counted by this process
 }
 
-// New returns a sink writing the datasets of store. kv, when not nil,
-// receives each dataset's manifest under its name (the lf_datasets bucket), which
-// is how `largeforge datasets` and waiting ingest runs read them over the bus.
-func New(store storage.Store, kv *pipeline.KV, log zerolog.Logger, m *dataset.Metrics) (*Sink, error) {
+// dedupe is a storage.Deduper seeded with the ids of the parts read.
+type dedupe interface {
+	storage.Deduper
+	Add(ids ...string)
+}
+
+// New returns a sink writing the datasets of store. kv, when not nil, is
+// the home of each dataset's manifest, under its name (the lf_datasets
+// bucket): every sink merges its changes into it (compare and set), and it
+// is how `largeforge datasets`, export and waiting ingest runs read them over
+// the bus. shared, when not nil, is the lf_dedupe bucket: record ids are
+// claimed there, so any number of sinks may write one dataset and each
+// record lands once; nil keeps them in this process (one sink only).
+func New(store storage.Store, kv, shared *pipeline.KV, log zerolog.Logger, m *dataset.Metrics) (*Sink, error) {
 	if store == nil {
 		return nil, fmt.Errorf("%w: nil store", ErrInvalidOption)
+	}
+	if shared != nil && kv == nil {
+		return nil, fmt.Errorf("%w: a shared dedupe bucket needs the manifests bucket (several sinks merge their manifests there)", ErrInvalidOption)
 	}
 	if m == nil {
 		m, _ = dataset.NewMetrics(nil)
 	}
-	return &Sink{store: store, kv: kv, log: log, metrics: m, now: time.Now, sets: map[string]*state{}}, nil
+	return &Sink{store: store, kv: kv, shared: shared, log: log, metrics: m, now: time.Now, sets: map[string]*state{}}, nil
 }
 
 // load returns a dataset's state, reading its parts and rejects the first time.
@@ -85,12 +103,21 @@ func (s *Sink) load(ctx context.Context, name string) (*state, error) {
 	if err != nil {
 		return nil, err
 	}
-	dedupe := storage.NewMemory()
-	st := &state{parts: parts, dedupe: dedupe, shards: map[string]struct{}{}, rejects: map[string]struct{}{}, counted: map[string]struct{}{}}
-	man, err := dataset.LoadManifest(ctx, s.store, name)
+	rejectParts, err := storage.DatasetRejectParts(s.store, name)
+	if err != nil {
+		return nil, err
+	}
+	var dedupe dedupe = storage.NewMemory()
+	if s.shared != nil {
+		if dedupe, err = storage.NewShared(s.shared, name, 0); err != nil {
+			return nil, err
+		}
+	}
+	st := &state{parts: parts, rejectParts: rejectParts, dedupe: dedupe, shards: map[string]struct{}{}, rejects: map[string]struct{}{}, counted: map[string]struct{}{}}
+	man, rev, err := s.loadManifest(ctx, name)
 	switch {
 	case err == nil:
-		st.man = man
+		st.man, st.base, st.baseRev = man, copyManifest(man), rev
 	case dataset.IsNotExist(err):
 		st.man = dataset.Manifest{Name: name, CreatedAt: s.now().UTC()}
 	default:
@@ -119,7 +146,7 @@ func (s *Sink) load(ctx context.Context, name string) (*state, error) {
 		st.man.Parts = append(st.man.Parts, dataset.PartInfo{File: path.Base(p.Key), Rows: meta.Rows, Bytes: meta.Bytes, SHA256: meta.SHA256})
 		st.man.Counts.Rows += meta.Rows
 	}
-	if err := s.loadRejectIDs(ctx, name, st.rejects); err != nil {
+	if err := s.loadRejectIDs(ctx, st, st.rejects); err != nil {
 		return nil, err
 	}
 	s.sets[name] = st
@@ -318,6 +345,11 @@ func (s *Sink) publishPart(ctx context.Context, st *state, shards []pendingShard
 	if err != nil {
 		return errors.Join(err, st.dedupe.Release(ctx, ids))
 	}
+	if err := commit(ctx, st.dedupe, ids); err != nil {
+		// The part is published: its records are stored. Their claims stay
+		// uncommitted, which holds them until the lease ends.
+		s.log.Error().Err(err).Dict("context", zerolog.Dict().Str("dataset", st.man.Name).Str("part", info.File)).Msg("commit record claims")
+	}
 	for _, id := range shardIDs {
 		st.shards[id] = struct{}{}
 	}
@@ -368,7 +400,7 @@ func (s *Sink) verify(ctx context.Context, st *state, p pendingShard, recs []sch
 		lines = append(lines, RejectLine{ID: rid, Source: p.source, Field: field, Rule: rule, Original: &orig, Time: now.UTC(),
 			Error: fmt.Sprintf("shard %s row %d: %s", p.msgID, j+1, msg)})
 	}
-	if err := s.appendRejects(ctx, ds, lines); err != nil {
+	if err := s.appendRejects(ctx, st, lines); err != nil {
 		return nil, nil, err
 	}
 	for _, l := range lines {
@@ -411,7 +443,7 @@ func (s *Sink) rejectShard(ctx context.Context, st *state, p pendingShard, f sch
 			Error: fmt.Sprintf("record %s: %s: dataset %s holds %s records; this record is %s (ingest it into a dataset of its own)",
 				ids[j], schemas.RuleFormat, st.man.Name, st.man.Format, f)})
 	}
-	if err := s.appendRejects(ctx, st.man.Name, lines); err != nil {
+	if err := s.appendRejects(ctx, st, lines); err != nil {
 		return err // transient: the shard is redelivered
 	}
 	for _, l := range lines {
@@ -424,8 +456,9 @@ func (s *Sink) rejectShard(ctx context.Context, st *state, p pendingShard, f sch
 	return nil
 }
 
-// appendRejects appends lines to the dataset's rejects.jsonl, durably.
-func (s *Sink) appendRejects(ctx context.Context, ds string, lines []RejectLine) error {
+// appendRejects stores lines as the dataset's next rejects-NNNNN.jsonl
+// (immutable, like its parts: every machine reads them).
+func (s *Sink) appendRejects(ctx context.Context, st *state, lines []RejectLine) error {
 	if len(lines) == 0 {
 		return nil
 	}
@@ -437,7 +470,11 @@ func (s *Sink) appendRejects(ctx context.Context, ds string, lines []RejectLine)
 		}
 		buf = append(append(buf, data...), '\n')
 	}
-	return s.store.Append(ctx, storage.DatasetRejects(ds), buf)
+	_, err := st.rejectParts.Publish(ctx, func(w io.Writer) error { _, err := w.Write(buf); return err })
+	if err != nil {
+		return fmt.Errorf("store rejects of %s: %w", st.man.Name, err)
+	}
+	return nil
 }
 
 // noteReject counts a reject written to rejects.jsonl in the dataset's state
@@ -471,22 +508,117 @@ func (s *Sink) countShard(st *state, p pendingShard, rows, dups int64, now time.
 	return true
 }
 
-// publishManifest stores the manifest and, when a bucket is set, its KV copy.
+// manifestRetries bounds the compare-and-set rounds of a manifest merge.
+const manifestRetries = 20
+
+// publishManifest merges this sink's changes to the manifest since it last
+// read it into the one in lf_datasets (compare and set: other sinks merge
+// theirs) and, where the store has files, writes the merged manifest.json.
+// Without a bucket the manifest is only stored.
 func (s *Sink) publishManifest(ctx context.Context, st *state) {
 	st.man.UpdatedAt = s.now().UTC()
-	if err := dataset.SaveManifest(ctx, s.store, st.man); err != nil {
-		s.log.Error().Err(err).Dict("context", zerolog.Dict().Str("dataset", st.man.Name)).Msg("write manifest")
+	logErr := func(err error, msg string) {
+		s.log.Error().Err(err).Dict("context", zerolog.Dict().Str("dataset", st.man.Name)).Msg(msg)
 	}
-	if s.kv == nil {
-		return
+	store := s.store
+	if s.kv != nil {
+		if err := s.mergeManifest(ctx, st); err != nil {
+			logErr(err, "publish manifest")
+			return
+		}
+		store = localCopy(s.store)
+		if store == nil {
+			return // no files: the manifest lives in lf_datasets only
+		}
 	}
-	data, err := json.Marshal(st.man)
+	if err := dataset.SaveManifest(ctx, store, st.man); err != nil {
+		logErr(err, "write manifest")
+	}
+}
+
+// localCopy is the store's files on this machine: a Local, a Mirror's
+// copy, or nil.
+func localCopy(s storage.Store) storage.Store {
+	switch s := s.(type) {
+	case *storage.Local:
+		return s
+	case *storage.Mirror:
+		return s.Local()
+	}
+	return nil
+}
+
+// mergeManifest applies st.man's changes since st.base to the manifest in
+// the bucket, retrying when another sink wrote in between.
+func (s *Sink) mergeManifest(ctx context.Context, st *state) error {
+	for range manifestRetries {
+		cur, rev, err := s.loadManifestKV(ctx, st.man.Name)
+		if err != nil && !dataset.IsNotExist(err) {
+			return err
+		}
+		merged := dataset.MergeManifest(cur, st.base, st.man)
+		data, err := json.Marshal(merged)
+		if err != nil {
+			return err
+		}
+		if rev == 0 {
+			rev, err = s.kv.Create(ctx, merged.Name, data)
+		} else {
+			rev, err = s.kv.Update(ctx, merged.Name, data, rev)
+		}
+		if errors.Is(err, pipeline.ErrKeyExists) || errors.Is(err, pipeline.ErrWrongRevision) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		st.man, st.base, st.baseRev = merged, copyManifest(merged), rev
+		return nil
+	}
+	return fmt.Errorf("manifest %s: %w: %d sinks' writes in a row", st.man.Name, pipeline.ErrWrongRevision, manifestRetries)
+}
+
+// loadManifest reads a dataset's manifest: from the bucket when there is
+// one (with its revision), else from the store.
+func (s *Sink) loadManifest(ctx context.Context, name string) (dataset.Manifest, uint64, error) {
+	if s.kv != nil {
+		return s.loadManifestKV(ctx, name)
+	}
+	m, err := dataset.LoadManifest(ctx, s.store, name)
+	return m, 0, err
+}
+
+// loadManifestKV reads name's manifest from the bucket; a missing one is
+// an error for which dataset.IsNotExist holds, with revision 0.
+func (s *Sink) loadManifestKV(ctx context.Context, name string) (dataset.Manifest, uint64, error) {
+	e, err := s.kv.Get(ctx, name)
+	if errors.Is(err, pipeline.ErrKeyNotFound) {
+		return dataset.Manifest{}, 0, fmt.Errorf("%w: manifest %s", storage.ErrNotFound, name)
+	}
 	if err != nil {
-		return
+		return dataset.Manifest{}, 0, err
 	}
-	if _, err := s.kv.Put(ctx, st.man.Name, data); err != nil {
-		s.log.Warn().Err(err).Dict("context", zerolog.Dict().Str("dataset", st.man.Name)).Msg("publish manifest")
+	var m dataset.Manifest
+	if err := json.Unmarshal(e.Value, &m); err != nil {
+		return dataset.Manifest{}, 0, fmt.Errorf("manifest %s in %s: %w", name, s.kv.Name(), err)
 	}
+	return m, e.Revision, nil
+}
+
+func copyManifest(m dataset.Manifest) dataset.Manifest {
+	return dataset.MergeManifest(dataset.Manifest{}, dataset.Manifest{}, m)
+}
+
+// commit makes the claims of a published part's ids final, retrying a few
+// times: a claim left uncommitted holds its ids until its lease ends.
+func commit(ctx context.Context, d storage.Deduper, ids []string) error {
+	var err error
+	for range 3 {
+		if err = d.Commit(ctx, ids); err == nil {
+			return nil
+		}
+	}
+	return err
 }
 
 // RejectLine is one line of rejects.jsonl.
@@ -503,12 +635,23 @@ type RejectLine struct {
 	Time           time.Time `json:"time"`
 }
 
-// loadRejectIDs reads the ids of a dataset's rejects.jsonl into into.
-func (s *Sink) loadRejectIDs(ctx context.Context, ds string, into map[string]struct{}) error {
-	f, _, err := s.store.Open(ctx, storage.DatasetRejects(ds))
-	if dataset.IsNotExist(err) {
-		return nil
+// loadRejectIDs reads the ids of a dataset's rejects (its rejects-NNNNN.jsonl
+// objects) into into.
+func (s *Sink) loadRejectIDs(ctx context.Context, st *state, into map[string]struct{}) error {
+	list, err := st.rejectParts.List(ctx)
+	if err != nil {
+		return err
 	}
+	for _, in := range list {
+		if err := readRejectIDs(ctx, s.store, in.Key, into); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func readRejectIDs(ctx context.Context, store storage.Store, key string, into map[string]struct{}) error {
+	f, _, err := store.Open(ctx, key)
 	if err != nil {
 		return err
 	}
@@ -523,7 +666,10 @@ func (s *Sink) loadRejectIDs(ctx context.Context, ds string, into map[string]str
 			into[l.ID] = struct{}{}
 		}
 	}
-	return nil // a torn last line (crash mid-write) is ignored; its record is redelivered
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("read rejects %s: %w", key, err)
+	}
+	return nil
 }
 
 func (s *Sink) handleRejects(ctx context.Context, msgs []pipeline.Msg) []error {
@@ -590,7 +736,7 @@ func (s *Sink) handleRejects(ctx context.Context, msgs []pipeline.Msg) []error {
 	}
 	for _, st := range order {
 		b := batches[st]
-		if err := s.appendRejects(ctx, st.man.Name, b.lines); err != nil {
+		if err := s.appendRejects(ctx, st, b.lines); err != nil {
 			for _, i := range b.idx {
 				errs[i] = err // transient: redelivered, and not counted twice (ids)
 			}

@@ -183,7 +183,7 @@ func TestSinkVerifiesShardRows(t *testing.T) {
 		}
 		return nil
 	})
-	if n := len(rejectLines(t, filepath.Join(dir, dataset.RejectsFile))); n != len(bad) {
+	if n := len(rejectLines(t, dir)); n != len(bad) {
 		t.Errorf("%d rejects after the replay, want %d", n, len(bad))
 	}
 }

@@ -39,13 +39,19 @@ func Start(ctx context.Context, bus *pipeline.Bus, datasetsDir string, log zerol
 }
 
 // StartStore starts the three dataset consumers on bus, writing the datasets
-// of store. They run until ctx ends, then drain; Wait returns then.
+// of store, with manifests in lf_datasets and record ids in lf_dedupe, so
+// that any number of sinks may run. They run until ctx ends, then drain;
+// Wait returns then.
 func StartStore(ctx context.Context, bus *pipeline.Bus, store storage.Store, log zerolog.Logger, m *dataset.Metrics) (*Workers, error) {
 	kv, err := bus.KV(ctx, pipeline.BucketDatasets)
 	if err != nil {
 		return nil, err
 	}
-	sink, err := New(store, kv, logging.Named(log, "largeforge.dataset-sink"), m)
+	shared, err := bus.KV(ctx, pipeline.BucketDedupe)
+	if err != nil {
+		return nil, err
+	}
+	sink, err := New(store, kv, shared, logging.Named(log, "largeforge.dataset-sink"), m)
 	if err != nil {
 		return nil, err
 	}

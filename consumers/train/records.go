@@ -25,6 +25,15 @@ func Records(rc train.RunConfig) (train.RecordReader, error) {
 	return dataset.NewRecords(store, rc.Dataset)
 }
 
+// RecordsFrom is Records where a dataset without a data_dir is read from
+// store (the bus's lf_artifacts: storage.OpenObjects), on any machine.
+func RecordsFrom(rc train.RunConfig, store storage.Store) (train.RecordReader, error) {
+	if rc.Dataset == "" || rc.DataDir != "" {
+		return Records(rc)
+	}
+	return dataset.NewRecords(store, rc.Dataset)
+}
+
 // dataFiles reads Parquet parts (*.parquet) and JSONL files, in order.
 type dataFiles struct {
 	paths  []string

@@ -218,13 +218,22 @@ func (w *Worker) handle(ctx context.Context, msg pipeline.Msg) error {
 	}
 	attempt := int(msg.Deliveries)
 	rc := m.Run
+	var objects *storage.Objects
 	if rc.Dataset != "" && rc.DataDir == "" {
-		if w.cfg.DataDir == "" {
-			err := fmt.Errorf("%w: dataset %s: the job has no data_dir and worker %s no data dir", ErrInvalidOption, rc.Dataset, w.ID)
-			w.failJob(ctx, m.Job, "invalid_config", err)
-			return pipeline.Invalid("no data dir", err)
+		// The dataset's parts are read from lf_artifacts, on any machine; a
+		// dataset stored only in the worker's data dir (before the parts
+		// went to the bus) is read there.
+		if objects, err = w.datasetObjects(ctx, rc.Dataset); err != nil {
+			return err // the bus failed: the job is redelivered
 		}
-		rc.DataDir = w.cfg.DataDir
+		if objects == nil {
+			if w.cfg.DataDir == "" {
+				err := fmt.Errorf("%w: dataset %s: no parts in %s, and the job has no data_dir and worker %s no data dir", ErrInvalidOption, rc.Dataset, pipeline.BucketArtifacts, w.ID)
+				w.failJob(ctx, m.Job, "invalid_config", err)
+				return pipeline.Invalid("no dataset", err)
+			}
+			rc.DataDir = w.cfg.DataDir
+		}
 	}
 	if rc, err = w.fetchModel(ctx, rc, log); err != nil {
 		if ctx.Err() != nil || !errors.Is(err, schemas.ErrInvalidModelPath) {
@@ -233,7 +242,12 @@ func (w *Worker) handle(ctx context.Context, msg pipeline.Msg) error {
 		w.failJob(ctx, m.Job, "invalid_config", err)
 		return pipeline.Invalid("model", err)
 	}
-	records, err := Records(rc)
+	var records train.RecordReader
+	if objects != nil {
+		records, err = RecordsFrom(rc, objects)
+	} else {
+		records, err = Records(rc)
+	}
 	if err != nil {
 		w.failJob(ctx, m.Job, "invalid_config", err)
 		return pipeline.Invalid("records", err)
@@ -407,4 +421,22 @@ func applyProgress(tp *jobs.TrainingProgress, p train.Progress) {
 	tp.Step, tp.MaxSteps, tp.Loss, tp.LearningRate, tp.Epoch = p.Step, p.MaxSteps, p.Loss, p.LearningRate, p.Epoch
 	tp.GradNorm, tp.SamplesPerSecond = p.GradNorm, p.SamplesPerSecond
 	tp.ETASeconds = p.ETA.Seconds()
+}
+
+// datasetObjects is the bus's artifacts store when it holds parts of
+// dataset name, else nil.
+func (w *Worker) datasetObjects(ctx context.Context, name string) (*storage.Objects, error) {
+	objects, err := storage.OpenObjects(ctx, w.bus, "")
+	if err != nil {
+		return nil, err
+	}
+	parts, err := storage.DatasetParts(objects, name)
+	if err != nil {
+		return nil, err
+	}
+	list, err := parts.List(ctx)
+	if err != nil || len(list) == 0 {
+		return nil, err
+	}
+	return objects, nil
 }

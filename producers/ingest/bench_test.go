@@ -18,6 +18,7 @@ import (
 	"github.com/largeforge/largeforge/internal/samples"
 	"github.com/largeforge/largeforge/pipeline/pipelinetest"
 	"github.com/largeforge/largeforge/producers/ingest"
+	"github.com/largeforge/largeforge/storage"
 )
 
 // benchRows is the size of the ingestion benchmark (LF_BENCH_ROWS, default 1,000,000).
@@ -85,7 +86,21 @@ func BenchmarkIngestAlpaca(b *testing.B) {
 		_, bus := pipelinetest.StartBus(b)
 		ctx, cancel := context.WithCancel(context.Background())
 		busDir := filepath.Join(dir, fmt.Sprintf("bus-%d", i))
-		w, err := datasetsink.Start(ctx, bus, busDir, pipelinetest.Logger(b), nil)
+		// As `up` runs the sink: parts in lf_artifacts, mirrored to busDir,
+		// record ids in lf_dedupe.
+		objects, err := storage.OpenObjects(ctx, bus, "")
+		if err != nil {
+			b.Fatal(err)
+		}
+		local, err := storage.NewLocal(storage.Dirs{Datasets: busDir})
+		if err != nil {
+			b.Fatal(err)
+		}
+		mirror, err := storage.NewMirror(objects, local)
+		if err != nil {
+			b.Fatal(err)
+		}
+		w, err := datasetsink.StartStore(ctx, bus, mirror, pipelinetest.Logger(b), nil)
 		if err != nil {
 			b.Fatal(err)
 		}

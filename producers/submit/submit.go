@@ -16,6 +16,7 @@
 package submit
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -242,10 +243,16 @@ func (b *submission) publishFailed(ctx context.Context, err error) error {
 // returns the number of rows (blank lines not counted).
 func (b *submission) stream(ctx context.Context, rr rowReader, path string, progress func(rows int)) (int, error) {
 	line, rows := 0, 0
+	next, stop := b.rowsOf(rr)
+	defer stop()
 	for {
-		data, tooLarge, err := rr.Next()
+		data, tooLarge, err := next(ctx)
 		if err == io.EOF {
 			return rows, nil
+		}
+		var rf releaseFailed
+		if errors.As(err, &rf) {
+			return rows, rf.err
 		}
 		if err != nil {
 			if err := b.release(ctx, false); err == nil {
@@ -278,6 +285,76 @@ func (b *submission) stream(ctx context.Context, rr rowReader, path string, prog
 			}
 		}
 	}
+}
+
+// releaseFailed carries the error of a release (or an interruption) that
+// happened while waiting for the input: the job is failed already.
+type releaseFailed struct{ err error }
+
+func (r releaseFailed) Error() string { return r.err.Error() }
+
+// idleFlush is how long the input may be silent before the messages held
+// for the current chunk are released (its ids recorded as far as they go):
+// a submission read from a pipe that stalls (tail -f | submit) still has
+// its rows published.
+const idleFlush = 100 * time.Millisecond
+
+// rowsOf reads rr's rows in a goroutine, so that next can release the held
+// messages whenever the input is silent for idleFlush. stop ends the reader
+// (it returns once its current Next does).
+func (b *submission) rowsOf(rr rowReader) (next func(context.Context) ([]byte, bool, error), stop func()) {
+	type row struct {
+		data     []byte
+		tooLarge bool
+		err      error
+	}
+	rows := make(chan row, 64)
+	done := make(chan struct{})
+	go func() {
+		defer close(rows)
+		for {
+			data, tooLarge, err := rr.Next()
+			r := row{data: bytes.Clone(data), tooLarge: tooLarge, err: err}
+			select {
+			case rows <- r:
+			case <-done:
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	idle := time.NewTimer(idleFlush)
+	next = func(ctx context.Context) ([]byte, bool, error) {
+		for {
+			select {
+			case r, ok := <-rows:
+				if !ok {
+					return nil, false, io.EOF
+				}
+				return r.data, r.tooLarge, r.err
+			default:
+			}
+			idle.Reset(idleFlush)
+			select {
+			case r, ok := <-rows:
+				if !ok {
+					return nil, false, io.EOF
+				}
+				return r.data, r.tooLarge, r.err
+			case <-idle.C:
+				if len(b.held) > 0 {
+					if err := b.release(ctx, false); err != nil {
+						return nil, false, releaseFailed{err}
+					}
+				}
+			case <-ctx.Done():
+				return nil, false, releaseFailed{b.publishFailed(ctx, ctx.Err())}
+			}
+		}
+	}
+	return next, func() { close(done); idle.Stop() }
 }
 
 // parse turns row line into its custom_id and request, or an error row (bad

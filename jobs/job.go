@@ -36,7 +36,9 @@ func (s Status) Terminal() bool {
 var transitions = map[Status][]Status{
 	StatusValidating: {StatusInProgress, StatusFailed, StatusCancelling, StatusExpired},
 	StatusInProgress: {StatusFinalizing, StatusFailed, StatusCancelling, StatusExpired},
-	StatusFinalizing: {StatusCompleted, StatusFailed},
+	// Back to in_progress: a finalizer that finds rows missing (the counts
+	// went past the rows stored, see resultsink) hands the job back.
+	StatusFinalizing: {StatusCompleted, StatusFailed, StatusInProgress},
 	StatusCancelling: {StatusCancelled, StatusFailed},
 }
 
@@ -92,12 +94,16 @@ type Counts struct {
 // Done is the number of requests with a result.
 func (c Counts) Done() int { return c.Completed + c.Failed }
 
-// Outputs are where a job's results are written.
+// Outputs name a job's final results: keys of objects in the artifacts
+// store (lf_artifacts; jobs/<job>/output.jsonl, ...), readable from any
+// machine. LocalDir is a copy on the machine of the sink that finalised the
+// job, when that sink mirrors to a data directory (the embedded default);
+// it is never the only copy.
 type Outputs struct {
-	Dir     string `json:"dir,omitempty"`
-	Output  string `json:"output_file,omitempty"`  // output.jsonl
-	Errors  string `json:"error_file,omitempty"`   // errors.jsonl
-	Parquet string `json:"results_file,omitempty"` // results.parquet
+	Output   string `json:"output_file,omitempty"`  // key of output.jsonl
+	Errors   string `json:"error_file,omitempty"`   // key of errors.jsonl
+	Parquet  string `json:"results_file,omitempty"` // key of results.parquet
+	LocalDir string `json:"local_dir,omitempty"`    // a local mirror of the three files
 }
 
 // ErrorReport says why a job failed, or lists the first problems met.
@@ -128,6 +134,11 @@ type Job struct {
 	CancelledAt      int64         `json:"cancelled_at,omitempty"`
 	ExpiredAt        int64         `json:"expired_at,omitempty"`
 	ExpiresAt        int64         `json:"expires_at"`
+	// Finalizer is the results sink that writes the job's final files, until
+	// FinalizerUntil (unix milliseconds); another sink may take the job over
+	// once that lease has run out.
+	Finalizer      string `json:"finalizer,omitempty"`
+	FinalizerUntil int64  `json:"finalizer_until,omitempty"`
 	// Revision is the KV revision the record was read at (not stored).
 	Revision uint64 `json:"-"`
 

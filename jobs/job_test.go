@@ -19,6 +19,7 @@ func TestSetStatus(t *testing.T) {
 		{"in_progress to finalizing", StatusInProgress, StatusFinalizing, false},
 		{"in_progress to expired", StatusInProgress, StatusExpired, false},
 		{"finalizing to completed", StatusFinalizing, StatusCompleted, false},
+		{"finalizing back to in_progress (rows missing)", StatusFinalizing, StatusInProgress, false},
 		{"cancelling to cancelled", StatusCancelling, StatusCancelled, false},
 		{"validating to completed skips", StatusValidating, StatusCompleted, true},
 		{"in_progress to completed skips finalizing", StatusInProgress, StatusCompleted, true},

@@ -142,7 +142,7 @@ func (s *stack) waitFor(t testing.TB, id string, want jobs.Status, timeout time.
 
 func outputs(t testing.TB, j jobs.Job) map[string]schemas.OutputLine {
 	t.Helper()
-	lines, err := resultsink.ReadOutput(j.Outputs.Output)
+	lines, err := resultsink.ReadOutput(filepath.Join(j.Outputs.LocalDir, resultsink.FileOutput))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -150,7 +150,7 @@ func waitInFlight(t *testing.T, store *jobs.Store, id string, n int) jobs.Job {
 // readRows reads a finished job's results.parquet.
 func readRows(t testing.TB, j jobs.Job) []resultsink.Row {
 	t.Helper()
-	f, err := os.Open(j.Outputs.Parquet)
+	f, err := os.Open(filepath.Join(j.Outputs.LocalDir, resultsink.FileResults))
 	if err != nil {
 		t.Fatal(err)
 	}

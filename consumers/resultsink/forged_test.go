@@ -126,7 +126,7 @@ func TestSinkRefusesForgedResults(t *testing.T) {
 	if done.RequestCounts != (jobs.Counts{Total: rows, Completed: rows}) {
 		t.Errorf("counts %+v, want %d of %d completed", done.RequestCounts, rows, rows)
 	}
-	out, err := resultsink.ReadOutput(done.Outputs.Output)
+	out, err := resultsink.ReadOutput(filepath.Join(done.Outputs.LocalDir, resultsink.FileOutput))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,12 +1,55 @@
 // Package resultsink writes the results of batch jobs: it consumes
-// lf.res.<job> and keeps, per job in storage (storage.JobParts; locally
-// <data-dir>/jobs/<job>/parts/), Parquet parts of the rows as they arrive
-// (one part per fetched batch, published whole before the batch is acked),
-// exactly one row per custom_id whatever was redelivered (a
-// storage.Deduper). When every request of a job has a row
-// (completed+failed == total) it moves the job to finalizing, merges the parts
-// into results.parquet, output.jsonl (the OpenAI batch output shape) and
-// errors.jsonl, each stored whole, and completes the job. It also finalises cancelled jobs with what they have, expires jobs
+// lf.res.<job> and keeps, per job in an artifact store (storage.JobParts:
+// jobs/<job>/parts/part-NNNNNN.parquet in lf_artifacts, or a directory in
+// tests), immutable Parquet parts of the rows as they arrive (one part per
+// fetched batch, stored whole before the batch is acked). Any number of
+// sinks may run on one bus: they share the durable consumer, each stores
+// the batches it gets, and nothing lives only in a sink's memory.
+//
+// Counting. After a part is stored its sink adds its rows to the job's
+// counts (a compare-and-set on the record in lf_jobs), so the counts never
+// fall short of the rows stored: a sink that dies between storing and
+// counting leaves messages unacked, and whichever sink gets them again
+// either has not seen the ids (it stores and counts them) or reads the
+// parts when it first meets the job and raises the counts to the distinct
+// rows they hold (plus what was counted meanwhile). A sink dedupes the rows
+// it has seen itself (a storage.Deduper seeded from the parts it found),
+// not across sinks: a per-row claim through the bus would cost a round trip
+// per result, and a result two sinks both store (redelivered after a sink
+// died) costs only a row the merge drops. The counts may so run past the
+// distinct rows; the finalizer below makes them exact.
+//
+// Finalizing: one finalizer per job, chosen through the job record. When a
+// job's counts reach its total (or it is cancelling or past its window), a
+// sink claims it with one compare-and-set that moves it to finalizing and
+// sets Job.Finalizer to the sink's id and Job.FinalizerUntil to a lease
+// (Options.FinalizeLease, default DefaultFinalizeLease) that it renews as it
+// works; the job's record is the lock. A sink that finds a job finalizing
+// (or cancelling) whose lease has run out takes it over the same way, so a
+// finalizer that dies delays the job by at most the lease. The finalizer
+// merges the parts, in number order, once, streaming, into
+// jobs/<job>/results.parquet, output.jsonl (the OpenAI batch output shape)
+// and errors.jsonl at the same time: each row read from a part is written
+// to the three objects' uploads as it comes, and the objects (immutable;
+// object stores cannot append) appear whole when the last part is read. A
+// row whose custom_id came before is dropped. The output order is the
+// parts' order, then the rows' (deterministic for a given set of parts). If
+// the merge finds fewer distinct rows than the total, the job goes back to
+// in_progress with exact counts; otherwise it completes and its record
+// names the three objects (jobs.Outputs), plus a local copy when the sink
+// mirrors to a data directory (WithMirror; the embedded default).
+//
+// Memory is bounded by the batch, not the job: storing a batch holds its
+// rows (the consumer's fetch, 256); the merge holds one batch of a part
+// (mergeBatch rows), the Parquet writer's row group (rowGroupRows rows, then
+// flushed), 256 KiB of buffer per output, and 16 bytes of hash per distinct
+// custom_id for the duplicate check (a map: about 40 bytes a row, some 40 MB
+// for 1M rows, whatever the rows' size); the custom_ids a job submitted
+// (jobs.IDSet, checked as results arrive) cost as much again. Parts are read
+// one at a time (an object store's part is downloaded to a temporary file).
+// BenchmarkAssembly reports the merge's rows/s and peak heap.
+//
+// The sink also finalises cancelled jobs with what they have, expires jobs
 // past their completion window, and turns the requests dead-lettered by the
 // infer workers into error rows. Training jobs are not its business: their
 // train worker runs their whole lifecycle, and the sink never writes their
@@ -15,7 +58,9 @@ package resultsink
 
 import (
 	"bufio"
+	"cmp"
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -51,15 +96,63 @@ const (
 	FileResults = "results.parquet"
 )
 
+// DefaultFinalizeLease is how long a finalizer holds a job without renewing
+// its claim before another sink may take the job over.
+const DefaultFinalizeLease = 30 * time.Second
+
 // Sink writes the results of the jobs of a job store into an artifact store.
 type Sink struct {
-	files storage.Store
-	store *jobs.Store
-	log   zerolog.Logger
-	now   func() time.Time
+	files  storage.Store
+	mirror *storage.Local // optional local copy of the final files
+	store  *jobs.Store
+	log    zerolog.Logger
+	now    func() time.Time
+	id     string        // this sink, as a job's finalizer
+	lease  time.Duration // a finalizer's claim
+	wake   chan string   // jobs that may be ready to finalise
 
 	mu   sync.Mutex
 	open map[string]*jobState
+}
+
+// Option configures a Sink.
+type Option func(*Sink) error
+
+// WithMirror also writes each job's final files into local (the embedded
+// default's <data-dir>/jobs); the job record names the directory as
+// Outputs.LocalDir.
+func WithMirror(local *storage.Local) Option {
+	return func(s *Sink) error {
+		if local == nil {
+			return fmt.Errorf("%w: nil mirror", ErrInvalidOption)
+		}
+		s.mirror = local
+		return nil
+	}
+}
+
+// WithFinalizeLease sets how long a claim to finalise a job holds without
+// renewal (default DefaultFinalizeLease).
+func WithFinalizeLease(d time.Duration) Option {
+	return func(s *Sink) error {
+		if d <= 0 {
+			return fmt.Errorf("%w: finalize lease %v", ErrInvalidOption, d)
+		}
+		s.lease = d
+		return nil
+	}
+}
+
+// WithID names the sink in the job records it finalises (default: host name
+// and a random suffix).
+func WithID(id string) Option {
+	return func(s *Sink) error {
+		if id == "" {
+			return fmt.Errorf("%w: empty sink id", ErrInvalidOption)
+		}
+		s.id = id
+		return nil
+	}
 }
 
 type jobState struct {
@@ -71,20 +164,43 @@ type jobState struct {
 }
 
 // New returns a sink writing the results of store's jobs into files.
-func New(files storage.Store, store *jobs.Store, log zerolog.Logger) (*Sink, error) {
+func New(files storage.Store, store *jobs.Store, log zerolog.Logger, opts ...Option) (*Sink, error) {
 	if files == nil || store == nil {
 		return nil, fmt.Errorf("%w: the sink needs an artifact store and a job store", ErrInvalidOption)
 	}
-	return &Sink{files: files, store: store, log: log.With().Str("logger", "largeforge.results-sink").Logger(), now: time.Now, open: map[string]*jobState{}}, nil
+	s := &Sink{files: files, store: store, log: log.With().Str("logger", "largeforge.results-sink").Logger(), now: time.Now,
+		id: defaultID(), lease: DefaultFinalizeLease, wake: make(chan string, 64), open: map[string]*jobState{}}
+	for _, o := range opts {
+		if err := o(s); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
 }
+
+// defaultID is the host name and 8 random hex digits.
+func defaultID() string {
+	host, _ := os.Hostname()
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return fmt.Sprintf("%s-%x", cmp.Or(host, "sink"), b)
+}
+
+// ID is the sink's name as a finalizer.
+func (s *Sink) ID() string { return s.id }
 
 type idRow struct {
 	CustomID  string  `parquet:"custom_id"`
 	ErrorCode *string `parquet:"error_code,optional"`
 }
 
-// load returns a job's state, reading the ids of its parts the first time.
-func (s *Sink) load(ctx context.Context, job string) (*jobState, error) {
+// load returns a job's state, reading the ids of its parts the first time
+// (j is the record read before): the parts seed the sink's duplicate check,
+// and the job's counts are raised to the distinct rows they hold plus what
+// other sinks counted since j was read, so that rows stored by a sink that
+// died before counting them are counted.
+func (s *Sink) load(ctx context.Context, j jobs.Job) (*jobState, error) {
+	job := j.ID
 	if st, ok := s.open[job]; ok {
 		return st, nil
 	}
@@ -116,6 +232,21 @@ func (s *Sink) load(ctx context.Context, job string) (*jobState, error) {
 			}
 		}
 	}
+	if len(list) > 0 {
+		read := j.RequestCounts
+		if _, err := s.store.Update(ctx, job, func(jj *jobs.Job) error {
+			c := &jj.RequestCounts
+			completed := max(c.Completed, st.completed+c.Completed-read.Completed)
+			failed := max(c.Failed, st.failed+c.Failed-read.Failed)
+			if completed == c.Completed && failed == c.Failed {
+				return jobs.ErrSkip
+			}
+			c.Completed, c.Failed = completed, failed
+			return nil
+		}); err != nil {
+			return nil, err
+		}
+	}
 	s.open[job] = st
 	return st, nil
 }
@@ -131,33 +262,12 @@ func (st *jobState) count(failed bool) {
 
 // readParquet streams the rows of a stored Parquet object.
 func readParquet[T any](ctx context.Context, files storage.Store, key string, each func(T)) error {
-	f, info, err := files.Open(ctx, key)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	pf, err := parquet.OpenFile(f, info.Size)
-	if err != nil {
-		return err
-	}
-	r := parquet.NewGenericReader[T](pf)
-	defer r.Close()
-	buf := make([]T, 256)
-	for {
-		n, err := r.Read(buf)
-		for _, v := range buf[:n] {
+	return readParquetBatches(ctx, files, key, func(rows []T) error {
+		for _, v := range rows {
 			each(v)
 		}
-		if err != nil {
-			if errors.Is(err, io.EOF) {
-				return nil
-			}
-			return err
-		}
-		if n == 0 {
-			return nil
-		}
-	}
+		return nil
+	})
 }
 
 var pqOpts = []parquet.WriterOption{parquet.Compression(&parquet.Zstd)}
@@ -165,17 +275,18 @@ var pqOpts = []parquet.WriterOption{parquet.Compression(&parquet.Zstd)}
 // rowGroupRows is the row group size of results.parquet.
 const rowGroupRows = 8192
 
-// add writes the rows new to the job as one part and counts them. A row
+// add writes the rows new to the job as one part and counts them (in st;
+// it returns the rows stored, completed and failed). A row
 // whose custom_id has a row already, or that would take the job's counts
 // past room (when room >= 0), is refused: its rejected entry is set.
-func (s *Sink) add(ctx context.Context, job string, st *jobState, results []Row, room int, rejected []error) (int, error) {
+func (s *Sink) add(ctx context.Context, job string, st *jobState, results []Row, room int, rejected []error) (completed, failed int, err error) {
 	ids := make([]string, len(results))
 	for i, r := range results {
 		ids[i] = r.CustomID
 	}
 	fresh, err := st.dedupe.Claim(ctx, ids)
 	if err != nil {
-		return 0, fmt.Errorf("job %s: %w", job, err)
+		return 0, 0, fmt.Errorf("job %s: %w", job, err)
 	}
 	var rows []Row
 	var claimed, over []string
@@ -192,10 +303,10 @@ func (s *Sink) add(ctx context.Context, job string, st *jobState, results []Row,
 		}
 	}
 	if err := st.dedupe.Release(ctx, over); err != nil {
-		return 0, fmt.Errorf("job %s: %w", job, err)
+		return 0, 0, fmt.Errorf("job %s: %w", job, err)
 	}
 	if len(rows) == 0 {
-		return 0, nil
+		return 0, 0, nil
 	}
 	if _, err := st.parts.Publish(ctx, func(w io.Writer) error {
 		pw := parquet.NewGenericWriter[Row](w, pqOpts...)
@@ -204,12 +315,17 @@ func (s *Sink) add(ctx context.Context, job string, st *jobState, results []Row,
 		}
 		return pw.Close()
 	}); err != nil {
-		return 0, errors.Join(fmt.Errorf("job %s: write part: %w", job, err), st.dedupe.Release(ctx, claimed))
+		return 0, 0, errors.Join(fmt.Errorf("job %s: write part: %w", job, err), st.dedupe.Release(ctx, claimed))
 	}
 	for _, r := range rows {
 		st.count(r.Failed())
+		if r.Failed() {
+			failed++
+		} else {
+			completed++
+		}
 	}
-	return len(rows), nil
+	return completed, failed, nil
 }
 
 type batchJob struct {
@@ -289,7 +405,7 @@ func (s *Sink) handleJob(ctx context.Context, job string, bj *batchJob, errs []e
 		}
 		return nil
 	}
-	st, err := s.load(ctx, job)
+	st, err := s.load(ctx, j)
 	if err != nil {
 		return err
 	}
@@ -302,7 +418,8 @@ func (s *Sink) handleJob(ctx context.Context, job string, bj *batchJob, errs []e
 		room = max(j.RequestCounts.Total-st.completed-st.failed, 0)
 	}
 	rejected := make([]error, len(results))
-	if _, err := s.add(ctx, job, st, results, room, rejected); err != nil {
+	completed, failed, err := s.add(ctx, job, st, results, room, rejected)
+	if err != nil {
 		return err
 	}
 	for k, e := range rejected {
@@ -310,12 +427,19 @@ func (s *Sink) handleJob(ctx context.Context, job string, bj *batchJob, errs []e
 			errs[idx[k]] = e
 		}
 	}
-	if j.RequestCounts.Completed != st.completed || j.RequestCounts.Failed != st.failed {
-		if j, err = s.store.SetCounts(ctx, job, st.completed, st.failed); err != nil {
+	if completed+failed > 0 {
+		// Counted after the part is stored: counts never fall short of the rows stored.
+		if j, err = s.store.AddCounts(ctx, job, completed, failed); err != nil {
 			return err
 		}
 	}
-	return s.settle(ctx, j, st)
+	if s.ready(j) {
+		select {
+		case s.wake <- job:
+		default: // the sweep will find it
+		}
+	}
+	return nil
 }
 
 // screen returns the results of bj whose custom_id the job submitted (with
@@ -343,139 +467,60 @@ func (s *Sink) screen(ctx context.Context, job string, st *jobState, bj *batchJo
 	return rows, idx, nil
 }
 
-// settle finalises a job that is complete, cancelling or finalizing.
-func (s *Sink) settle(ctx context.Context, j jobs.Job, st *jobState) error {
-	switch {
-	case j.Status == jobs.StatusCancelling:
-		return s.finalize(ctx, j, st, jobs.StatusCancelled)
-	case j.Status == jobs.StatusFinalizing:
-		return s.finalize(ctx, j, st, jobs.StatusCompleted)
-	case j.Status == jobs.StatusInProgress && st.completed+st.failed >= j.RequestCounts.Total:
-		j, err := s.store.Transition(ctx, j.ID, jobs.StatusFinalizing, nil)
-		if err != nil {
-			return err
-		}
-		return s.finalize(ctx, j, st, jobs.StatusCompleted)
-	case (j.Status == jobs.StatusInProgress || j.Status == jobs.StatusValidating) && j.ExpiresAt > 0 && s.now().Unix() > j.ExpiresAt:
-		return s.finalize(ctx, j, st, jobs.StatusExpired)
+// ready reports whether a job may need a finalizer now: it is complete,
+// cancelling or finalizing (its finalizer's lease may have run out), or past
+// its completion window.
+func (s *Sink) ready(j jobs.Job) bool {
+	switch j.Status {
+	case jobs.StatusCancelling, jobs.StatusFinalizing:
+		return j.Finalizer == "" || j.Finalizer == s.id || s.now().UnixMilli() >= j.FinalizerUntil
+	case jobs.StatusInProgress:
+		return j.RequestCounts.Done() >= j.RequestCounts.Total || s.expired(j)
+	case jobs.StatusValidating:
+		return s.expired(j)
 	}
-	return nil
+	return false
 }
 
-// finalize merges the parts into the final files and moves the job to status.
-func (s *Sink) finalize(ctx context.Context, j jobs.Job, st *jobState, to jobs.Status) error {
-	out, err := s.writeFinal(ctx, j.ID, st)
-	if err != nil {
-		return err
-	}
-	_, err = s.store.Transition(ctx, j.ID, to, func(jj *jobs.Job) {
-		jj.Outputs = out
-		jj.RequestCounts.Completed, jj.RequestCounts.Failed = st.completed, st.failed
-	})
-	if err != nil {
-		return err
-	}
-	delete(s.open, j.ID)
-	s.log.Info().Str("job", j.ID).Dict("context", zerolog.Dict().Str("status", string(to)).Int("completed", st.completed).
-		Int("failed", st.failed).Str("dir", out.Dir)).Msg("job finalised")
-	return nil
-}
-
-// outputs are where a job's final files are, on this machine (the job
-// record names them for the CLI).
-func (s *Sink) outputs(job string) (jobs.Outputs, error) {
-	var out jobs.Outputs
-	for _, f := range []struct {
-		path *string
-		key  string
-	}{
-		{&out.Dir, storage.Job(job)},
-		{&out.Output, storage.JobFile(job, FileOutput)},
-		{&out.Errors, storage.JobFile(job, FileErrors)},
-		{&out.Parquet, storage.JobFile(job, FileResults)},
-	} {
-		var err error
-		if *f.path, err = s.files.Path(f.key); err != nil {
-			return jobs.Outputs{}, fmt.Errorf("job %s: %w", job, err)
-		}
-	}
-	return out, nil
-}
-
-func (s *Sink) writeFinal(ctx context.Context, job string, st *jobState) (jobs.Outputs, error) {
-	parts, err := st.parts.List(ctx)
-	if err != nil {
-		return jobs.Outputs{}, err
-	}
-	out, err := s.outputs(job)
-	if err != nil {
-		return out, err
-	}
-	// Each pass streams the parts: memory stays bounded by a part.
-	each := func(f func(Row) error) error {
-		seen := map[string]struct{}{}
-		for _, p := range parts {
-			var ferr error
-			if err := readParquet(ctx, s.files, p.Key, func(r Row) {
-				if _, dup := seen[r.CustomID]; dup || ferr != nil {
-					return
-				}
-				seen[r.CustomID] = struct{}{}
-				ferr = f(r)
-			}); err != nil {
-				return fmt.Errorf("read part %s: %w", p.Key, err)
-			}
-			if ferr != nil {
-				return ferr
-			}
-		}
+// settle finalises a job that is ready, when this sink wins its claim.
+func (s *Sink) settle(ctx context.Context, j jobs.Job) error {
+	if !s.ready(j) || j.Kind == jobs.KindTraining {
 		return nil
 	}
-	put := func(file string, write func(io.Writer) error) error {
-		_, err := s.files.Put(ctx, storage.JobFile(job, file), write)
+	j, err := s.claim(ctx, j.ID, true)
+	if errors.Is(err, errNotFinalizer) {
+		return nil
+	}
+	if err != nil {
 		return err
 	}
-	if err := put(FileResults, func(w io.Writer) error {
-		pw := parquet.NewGenericWriter[Row](w, pqOpts...)
-		n := 0
-		if err := each(func(r Row) error {
-			if _, err := pw.Write([]Row{r}); err != nil {
-				return err
-			}
-			if n++; n%rowGroupRows == 0 { // bound the writer's buffers
-				return pw.Flush()
-			}
-			return nil
-		}); err != nil {
-			return err
-		}
-		return pw.Close()
-	}); err != nil {
-		return out, fmt.Errorf("job %s: %s: %w", job, FileResults, err)
+	to := jobs.StatusCompleted
+	switch {
+	case j.Status == jobs.StatusCancelling:
+		to = jobs.StatusCancelled
+	case j.Status != jobs.StatusFinalizing:
+		to = jobs.StatusExpired
 	}
-	for _, f := range []struct {
-		file   string
-		failed bool
-	}{{FileOutput, false}, {FileErrors, true}} {
-		if err := put(f.file, func(w io.Writer) error {
-			enc := json.NewEncoder(w)
-			enc.SetEscapeHTML(false)
-			return each(func(r Row) error {
-				if f.failed && !r.Failed() {
-					return nil
-				}
-				return enc.Encode(outputLine(r))
-			})
-		}); err != nil {
-			return out, fmt.Errorf("job %s: %s: %w", job, f.file, err)
-		}
-	}
-	return out, nil
+	return s.finalize(ctx, j, to)
 }
 
+// Settle finalises job if it is ready and this sink wins its claim (the
+// sink's workers call it when a batch completes a job).
+func (s *Sink) Settle(ctx context.Context, job string) error {
+	j, err := s.store.Get(ctx, job)
+	if err != nil {
+		return err
+	}
+	return s.settle(ctx, j)
+}
+
+// Ready are the jobs a batch may have made ready to finalise (see Settle).
+func (s *Sink) Ready() <-chan string { return s.wake }
+
 // Sweep settles the jobs that no message will wake: those left finalizing or
-// cancelling by a crash, those complete whose last row came before their
-// total was known, and those past their completion window. With all false it
+// cancelling by a dead finalizer (once its lease has run out), those
+// complete whose last row came before their total was known, and those past
+// their completion window. With all false it
 // looks only at the jobs this sink has open; with all true at every job in
 // lf_jobs. Training jobs are left alone: they have no requests (their
 // counts are 0 of 0) and their train worker ends them.
@@ -507,27 +552,15 @@ func (s *Sink) Sweep(ctx context.Context, all bool) error {
 			list = append(list, j)
 		}
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	var first error
 	for _, j := range list {
 		if j.Status.Terminal() || j.Kind == jobs.KindTraining {
+			s.mu.Lock()
 			delete(s.open, j.ID)
+			s.mu.Unlock()
 			continue
 		}
-		if j.Status == jobs.StatusValidating && !(j.ExpiresAt > 0 && s.now().Unix() > j.ExpiresAt) {
-			continue
-		}
-		st, err := s.load(ctx, j.ID)
-		if err == nil {
-			if j.RequestCounts.Completed != st.completed || j.RequestCounts.Failed != st.failed {
-				j, err = s.store.SetCounts(ctx, j.ID, st.completed, st.failed)
-			}
-		}
-		if err == nil {
-			err = s.settle(ctx, j, st)
-		}
-		if err != nil && ctx.Err() == nil && !errors.Is(err, jobs.ErrIllegalTransition) {
+		if err := s.settle(ctx, j); err != nil && ctx.Err() == nil && !errors.Is(err, jobs.ErrIllegalTransition) {
 			s.log.Warn().Err(err).Str("job", j.ID).Msg("sweep")
 			if first == nil {
 				first = err

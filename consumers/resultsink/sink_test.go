@@ -165,7 +165,7 @@ func TestSinkDedupeAcrossRestart(t *testing.T) {
 	if done.RequestCounts != (jobs.Counts{Total: 4, Completed: 3, Failed: 1}) {
 		t.Errorf("counts %+v", done.RequestCounts)
 	}
-	out, err := resultsink.ReadOutput(done.Outputs.Output)
+	out, err := resultsink.ReadOutput(filepath.Join(done.Outputs.LocalDir, resultsink.FileOutput))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -186,11 +186,11 @@ func TestSinkDedupeAcrossRestart(t *testing.T) {
 			t.Errorf("row c: %+v", l)
 		}
 	}
-	errs, err := resultsink.ReadOutput(done.Outputs.Errors)
+	errs, err := resultsink.ReadOutput(filepath.Join(done.Outputs.LocalDir, resultsink.FileErrors))
 	if err != nil || len(errs) != 1 || errs[0].CustomID != "c" {
 		t.Errorf("errors.jsonl %v %v", errs, err)
 	}
-	f, err := os.Open(done.Outputs.Parquet)
+	f, err := os.Open(filepath.Join(done.Outputs.LocalDir, resultsink.FileResults))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -228,7 +228,7 @@ func TestSinkEmptyAndUnknownJobs(t *testing.T) {
 		t.Fatal(err)
 	}
 	done := e.waitStatus(t, j.ID, jobs.StatusCompleted)
-	if out, err := resultsink.ReadOutput(done.Outputs.Output); err != nil || len(out) != 0 {
+	if out, err := resultsink.ReadOutput(filepath.Join(done.Outputs.LocalDir, resultsink.FileOutput)); err != nil || len(out) != 0 {
 		t.Errorf("output %v %v", out, err)
 	}
 }
@@ -275,7 +275,7 @@ func TestSinkDeadLetterBecomesErrorRow(t *testing.T) {
 	if done.RequestCounts != (jobs.Counts{Total: 2, Completed: 1, Failed: 1}) {
 		t.Errorf("counts %+v", done.RequestCounts)
 	}
-	errs, err := resultsink.ReadOutput(done.Outputs.Errors)
+	errs, err := resultsink.ReadOutput(filepath.Join(done.Outputs.LocalDir, resultsink.FileErrors))
 	if err != nil || len(errs) != 1 || errs[0].CustomID != "bad" || errs[0].Error.Code != schemas.CodeDeadLetter || errs[0].Response.StatusCode != 500 ||
 		errs[0].Error.Message != "max deliveries exceeded: generate: backend failure (after 3 deliveries)" {
 		t.Errorf("errors.jsonl %+v %v", errs, err)

@@ -34,6 +34,12 @@ type Options struct {
 	SweepEvery time.Duration // default DefaultSweepEvery
 	AckWait    time.Duration // default: the pipeline's
 	MaxWait    time.Duration // default 300ms
+	// FinalizeLease is a finalizer's claim on a job (default DefaultFinalizeLease).
+	FinalizeLease time.Duration
+	// Mirror, when set, also receives each job's final files (WithMirror).
+	Mirror *storage.Local
+	// ID names the sink as a finalizer (default: host name and a random suffix).
+	ID string
 }
 
 // Workers are the running results sink, its dead-letter reader and its
@@ -53,15 +59,17 @@ func Start(ctx context.Context, bus *pipeline.Bus, jobsDir string, opts Options,
 	return StartStore(ctx, bus, files, opts, log)
 }
 
-// StartStore starts the results sink on bus, writing the results into files:
-// the consumer of lf.res.>, the reader of the infer dead letters
-// (lf.dlq.infer.>, turned into error rows), and the sweep. They run until
-// ctx ends, then drain; Wait returns then. Run one sink per bus.
+// StartStore starts the results sink on bus, writing the results into files
+// (the artifacts object store, or a directory in tests): the consumer of
+// lf.res.>, the reader of the infer dead letters (lf.dlq.infer.>, turned
+// into error rows), and the finalizer, which settles the jobs a batch
+// completes and sweeps for the others. They run until ctx ends, then drain;
+// Wait returns then. Any number of sinks may run on one bus.
 func StartStore(ctx context.Context, bus *pipeline.Bus, files storage.Store, opts Options, log zerolog.Logger) (*Workers, error) {
 	if bus == nil {
 		return nil, fmt.Errorf("%w: nil bus", ErrInvalidOption)
 	}
-	if opts.SweepEvery < 0 || opts.AckWait < 0 || opts.MaxWait < 0 {
+	if opts.SweepEvery < 0 || opts.AckWait < 0 || opts.MaxWait < 0 || opts.FinalizeLease < 0 {
 		return nil, fmt.Errorf("%w: negative duration", ErrInvalidOption)
 	}
 	if opts.SweepEvery == 0 {
@@ -74,7 +82,17 @@ func StartStore(ctx context.Context, bus *pipeline.Bus, files storage.Store, opt
 	if err != nil {
 		return nil, err
 	}
-	sink, err := New(files, store, log)
+	var sopts []Option
+	if opts.FinalizeLease > 0 {
+		sopts = append(sopts, WithFinalizeLease(opts.FinalizeLease))
+	}
+	if opts.Mirror != nil {
+		sopts = append(sopts, WithMirror(opts.Mirror))
+	}
+	if opts.ID != "" {
+		sopts = append(sopts, WithID(opts.ID))
+	}
+	sink, err := New(files, store, log, sopts...)
 	if err != nil {
 		return nil, err
 	}
@@ -106,10 +124,17 @@ func StartStore(ctx context.Context, bus *pipeline.Bus, files storage.Store, opt
 			if err := sink.Sweep(ctx, i%FullSweepEvery == 0); err != nil && ctx.Err() == nil {
 				sink.log.Warn().Err(err).Msg("sweep")
 			}
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-t.C:
+			for waiting := true; waiting; {
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-t.C:
+					waiting = false
+				case job := <-sink.Ready():
+					if err := sink.Settle(ctx, job); err != nil && ctx.Err() == nil {
+						sink.log.Warn().Err(err).Str("job", job).Msg("finalize")
+					}
+				}
 			}
 		}
 	})

@@ -1,0 +1,335 @@
+package resultsink
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+
+	"github.com/parquet-go/parquet-go"
+	"github.com/rs/zerolog"
+
+	"github.com/largeforge/largeforge/jobs"
+	"github.com/largeforge/largeforge/storage"
+)
+
+// errNotFinalizer: the job has another finalizer (whose lease holds) or
+// no longer needs one.
+var errNotFinalizer = errors.New("not the job's finalizer")
+
+// claim makes this sink the job's finalizer with a compare-and-set on its
+// record: it takes the job when nobody holds it, when its finalizer's lease
+// has run out, or when it holds it already (renewing the lease). With
+// complete, an in_progress job whose counts reach its total moves to
+// finalizing in the same write. It returns the record as claimed, or
+// errNotFinalizer.
+func (s *Sink) claim(ctx context.Context, id string, complete bool) (jobs.Job, error) {
+	mine := false
+	j, err := s.store.Update(ctx, id, func(j *jobs.Job) error {
+		mine = false
+		now := s.now()
+		switch {
+		case j.Status.Terminal() || j.Kind == jobs.KindTraining:
+			return jobs.ErrSkip
+		case j.Finalizer != "" && j.Finalizer != s.id && now.UnixMilli() < j.FinalizerUntil:
+			return jobs.ErrSkip
+		case j.Status == jobs.StatusInProgress && complete && j.RequestCounts.Done() >= j.RequestCounts.Total:
+			if err := j.SetStatus(jobs.StatusFinalizing, now); err != nil {
+				return err
+			}
+		case j.Status == jobs.StatusInProgress || j.Status == jobs.StatusValidating:
+			if !s.expired(*j) {
+				return jobs.ErrSkip
+			}
+		}
+		j.Finalizer, j.FinalizerUntil = s.id, now.Add(s.lease).UnixMilli()
+		mine = true
+		return nil
+	})
+	if err != nil {
+		return j, err
+	}
+	if !mine {
+		return j, errNotFinalizer
+	}
+	return j, nil
+}
+
+// expired reports whether an unfinished job is past its completion window.
+func (s *Sink) expired(j jobs.Job) bool { return j.ExpiresAt > 0 && s.now().Unix() > j.ExpiresAt }
+
+// renew extends this sink's lease on a job it finalises; errNotFinalizer
+// when another sink has taken it over meanwhile.
+func (s *Sink) renew(ctx context.Context, id string) error {
+	_, err := s.store.Update(ctx, id, func(j *jobs.Job) error {
+		if j.Finalizer != s.id || j.Status.Terminal() {
+			return errNotFinalizer
+		}
+		j.FinalizerUntil = s.now().Add(s.lease).UnixMilli()
+		return nil
+	})
+	return err
+}
+
+// finalize writes the final files of a job this sink has claimed and ends
+// it in status to (completed from finalizing, cancelled, expired). A job
+// to complete whose parts hold fewer distinct rows than its total (its
+// counts went past the rows stored: a sink died between counting and
+// acking, or two sinks stored one result) goes back to in_progress with its
+// exact counts plus whatever was counted since the claim.
+func (s *Sink) finalize(ctx context.Context, j jobs.Job, to jobs.Status) error {
+	m, err := s.merge(ctx, j.ID)
+	if err != nil {
+		return err
+	}
+	claimed := j.RequestCounts
+	if to == jobs.StatusCompleted && m.completed+m.failed < j.RequestCounts.Total {
+		_, err := s.store.Update(ctx, j.ID, func(jj *jobs.Job) error {
+			if jj.Status != jobs.StatusFinalizing || jj.Finalizer != s.id {
+				return jobs.ErrSkip
+			}
+			if err := jj.SetStatus(jobs.StatusInProgress, s.now()); err != nil {
+				return err
+			}
+			c := &jj.RequestCounts
+			c.Completed = m.completed + max(c.Completed-claimed.Completed, 0)
+			c.Failed = m.failed + max(c.Failed-claimed.Failed, 0)
+			jj.Finalizer, jj.FinalizerUntil = "", 0
+			return nil
+		})
+		s.log.Info().Str("job", j.ID).Int("rows", m.completed+m.failed).Int("total", j.RequestCounts.Total).Msg("rows missing: job back in progress")
+		return err
+	}
+	if _, err = s.store.Transition(ctx, j.ID, to, func(jj *jobs.Job) {
+		jj.Outputs = m.out
+		jj.RequestCounts.Completed, jj.RequestCounts.Failed = m.completed, m.failed
+		jj.FinalizerUntil = 0
+	}); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	delete(s.open, j.ID)
+	s.mu.Unlock()
+	s.log.Info().Str("job", j.ID).Dict("context", zerolog.Dict().Str("status", string(to)).Int("completed", m.completed).
+		Int("failed", m.failed).Str("output_file", m.out.Output).Str("local_dir", m.out.LocalDir)).Msg("job finalised")
+	return nil
+}
+
+// merged is what a merge wrote.
+type merged struct {
+	out               jobs.Outputs
+	completed, failed int
+}
+
+// mergeBatch is how many rows the merge reads from a part and hands the
+// Parquet writer at once.
+const mergeBatch = 256
+
+// merge streams a job's parts, in number order, once, into its three final
+// objects (and their local mirror), keeping the first row of each
+// custom_id. Memory: one batch of rows, the Parquet writer's row group
+// (rowGroupRows rows), the writers' buffers and 16 bytes (plus map
+// overhead) per distinct custom_id.
+func (s *Sink) merge(ctx context.Context, job string) (merged, error) {
+	m := merged{out: jobs.Outputs{Output: storage.JobFile(job, FileOutput), Errors: storage.JobFile(job, FileErrors), Parquet: storage.JobFile(job, FileResults)}}
+	parts, err := storage.JobParts(s.files, job)
+	if err != nil {
+		return m, err
+	}
+	list, err := parts.List(ctx)
+	if err != nil {
+		return m, fmt.Errorf("job %s: list parts: %w", job, err)
+	}
+	keys := []string{m.out.Parquet, m.out.Output, m.out.Errors}
+	targets := make([]target, 0, 2*len(keys))
+	for _, k := range keys {
+		targets = append(targets, target{s.files, k})
+	}
+	if s.mirror == nil {
+		// A store of local files (tests, a sink on a directory) names its copy.
+		if dir, err := s.files.Path(storage.Job(job)); err == nil {
+			m.out.LocalDir = dir
+		}
+	} else {
+		if m.out.LocalDir, err = s.mirror.Path(storage.Job(job)); err != nil {
+			return m, fmt.Errorf("job %s: %w", job, err)
+		}
+		for _, k := range keys {
+			targets = append(targets, target{s.mirror, k})
+		}
+	}
+	renewed := s.now()
+	err = putTogether(ctx, targets, func(ws []io.Writer) error {
+		out := make([]*bufio.Writer, len(keys))
+		for i := range keys {
+			w := ws[i]
+			if len(ws) > len(keys) {
+				w = io.MultiWriter(ws[i], ws[len(keys)+i])
+			}
+			out[i] = bufio.NewWriterSize(w, 256<<10)
+		}
+		pw := parquet.NewGenericWriter[Row](out[0], pqOpts...)
+		outEnc, errEnc := json.NewEncoder(out[1]), json.NewEncoder(out[2])
+		outEnc.SetEscapeHTML(false)
+		errEnc.SetEscapeHTML(false)
+		seen := map[[16]byte]struct{}{}
+		inGroup := 0
+		for _, p := range list {
+			if s.now().Sub(renewed) > s.lease/3 {
+				if err := s.renew(ctx, job); err != nil {
+					return err
+				}
+				renewed = s.now()
+			}
+			if err := readParquetBatches(ctx, s.files, p.Key, func(rows []Row) error {
+				fresh := rows[:0:0]
+				for _, r := range rows {
+					h := jobs.IDHash(r.CustomID)
+					if _, dup := seen[h]; dup {
+						continue
+					}
+					seen[h] = struct{}{}
+					fresh = append(fresh, r)
+					line := outputLine(r)
+					if err := outEnc.Encode(line); err != nil {
+						return err
+					}
+					if r.Failed() {
+						m.failed++
+						if err := errEnc.Encode(line); err != nil {
+							return err
+						}
+					} else {
+						m.completed++
+					}
+				}
+				if _, err := pw.Write(fresh); err != nil {
+					return err
+				}
+				if inGroup += len(fresh); inGroup >= rowGroupRows { // bound the writer's buffers
+					inGroup = 0
+					return pw.Flush()
+				}
+				return nil
+			}); err != nil {
+				return fmt.Errorf("read part %s: %w", p.Key, err)
+			}
+		}
+		if err := pw.Close(); err != nil {
+			return err
+		}
+		for _, b := range out {
+			if err := b.Flush(); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return m, fmt.Errorf("job %s: write final files: %w", job, err)
+	}
+	return m, nil
+}
+
+// target is one object a merge writes.
+type target struct {
+	files storage.Store
+	key   string
+}
+
+// errWrittenOnce: a store called a final file's write function twice
+// (storage.Mirror does); the sink mirrors final files itself.
+var errWrittenOnce = errors.New("final files are streamed once: give the sink its mirror (WithMirror), not a storage.Mirror")
+
+// putTogether stores every target at once from one pass of fill, which
+// gets their writers in order: each Put streams (an object store's chunks
+// go out as fill writes), so nothing is held whole. When fill fails or any
+// Put does, every Put fails and none stores a partial object.
+func putTogether(ctx context.Context, targets []target, fill func([]io.Writer) error) error {
+	type ready struct {
+		i int
+		w io.Writer // nil: the Put ended without asking for its bytes
+	}
+	readyc := make(chan ready, len(targets))
+	done := make(chan struct{})
+	var fillErr error
+	errs := make([]error, len(targets))
+	var wg sync.WaitGroup
+	for i, t := range targets {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			called := false
+			_, errs[i] = t.files.Put(ctx, t.key, func(w io.Writer) error {
+				if called {
+					return errWrittenOnce
+				}
+				called = true
+				readyc <- ready{i, w}
+				<-done
+				return fillErr
+			})
+			if !called {
+				readyc <- ready{i, nil}
+			}
+		}()
+	}
+	ws := make([]io.Writer, len(targets))
+	for range targets {
+		r := <-readyc
+		if r.w == nil {
+			fillErr = fmt.Errorf("put %s: %w", targets[r.i].key, errors.Join(errs[r.i], errors.New("ended before its bytes")))
+			break
+		}
+		ws[r.i] = r.w
+	}
+	if fillErr == nil {
+		fillErr = fill(ws)
+	}
+	close(done)
+	wg.Wait()
+	if fillErr != nil {
+		return fillErr
+	}
+	return errors.Join(errs...)
+}
+
+// readParquetBatches streams the rows of a stored Parquet object in batches
+// of mergeBatch; the slice is reused between calls.
+func readParquetBatches[T any](ctx context.Context, files storage.Store, key string, each func([]T) error) error {
+	f, info, err := files.Open(ctx, key)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	pf, err := parquet.OpenFile(f, info.Size)
+	if err != nil {
+		return err
+	}
+	r := parquet.NewGenericReader[T](pf)
+	defer r.Close()
+	buf := make([]T, mergeBatch)
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		n, err := r.Read(buf)
+		if n > 0 {
+			if ferr := each(buf[:n]); ferr != nil {
+				return ferr
+			}
+		}
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		}
+		if n == 0 {
+			return nil
+		}
+	}
+}

@@ -108,6 +108,8 @@ func roleOps() []roleOp {
 		{"publish lf.data.d1.raw", []string{"ingest"}, corePub("lf.data.d1.raw")},
 		{"publish lf.data.d1.shard (shards)", []string{"ingest", "datasets"}, corePub("lf.data.d1.shard")},
 		{"publish lf.data.a.b.raw (stray)", nil, corePub("lf.data.a.b.raw")},
+		{"dead-letter a stray subject (lf.dlq.stray.data)", []string{"datasets"}, corePub("lf.dlq.stray.data")},
+		{"dead-letter a refused result (lf.dlq.results.j1)", []string{"results"}, corePub("lf.dlq.results.j1")},
 		{"publish lf.rpc.m (interactive)", []string{"api"}, corePub("lf.rpc.m")},
 		{"serve lf.rpc.m", []string{"infer"}, coreSub("lf.rpc.m")},
 		{"write lf_models", nil, corePub("$O.lf_models.M.x")},

@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/largeforge/largeforge/consumers/datasetsink"
 	"github.com/largeforge/largeforge/pipeline/pipelinetest"
 )
 
@@ -16,15 +15,7 @@ import (
 // with its reason and original bytes, and becomes no dataset (not one named
 // "unknown", nor one named after a token); a good record beside them lands.
 func TestStraySubjectsAreDeadLettered(t *testing.T) {
-	s := startStack(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	c, err := datasetsink.NewStrayConsumer(ctx, s.bus, pipelinetest.Logger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
+	s := startStack(t) // StartStore runs the stray consumer beside the sink
 
 	rec := []byte(`{"instruction":"i","output":"o"}`)
 	strays := []string{"lf.data.a.b.raw", "lf.data.x.y", "lf.data.x", "lf.data.*.raw", "lf.data.>.shard", "lf.data.unknown.raw.x"}

@@ -76,6 +76,11 @@ func StartStore(ctx context.Context, bus *pipeline.Bus, store storage.Store, log
 			return nil, err
 		}
 	}
+	stray, err := NewStrayConsumer(ctx, bus, log)
+	if err != nil {
+		return nil, err
+	}
+	consumers = append(consumers, stray)
 	w := &Workers{Group: pipeline.NewGroup(ctx), Sink: sink}
 	for _, c := range consumers {
 		w.Consume(c, 1)

@@ -1,19 +1,20 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"text/tabwriter"
 	"time"
 
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
 
-	"github.com/largeforge/largeforge/consumers/resultsink"
 	"github.com/largeforge/largeforge/jobs"
 	"github.com/largeforge/largeforge/pipeline"
 )
@@ -100,24 +101,32 @@ func newJobsCmd() *cobra.Command {
 		},
 	}
 
-	var errorsOnly bool
-	var limit int
+	var ro resultsOptions
 	results := &cobra.Command{
-		Use:   "results JOB",
-		Short: "Print a finished job's output.jsonl (or errors.jsonl with --errors) and where its files are",
-		Args:  cobra.ExactArgs(1),
+		Use:   "results JOB [-o FILE] [--errors] [--format jsonl|parquet]",
+		Short: "Stream a finished job's output.jsonl (errors.jsonl with --errors, results.parquet with --format parquet) from the bus to stdout or FILE",
+		Long: `Stream a finished job's results from the artifacts object store (lf_artifacts), on any
+machine that reaches the bus: output.jsonl (the OpenAI batch output shape), errors.jsonl
+with --errors, or results.parquet with --format parquet. With -o the file appears whole
+only once every byte has been read and checked against the object's digest.`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return withJobStore(cmd.Context(), func(_ *pipeline.Bus, s *jobs.Store) error {
+			if err := ro.validate(); err != nil {
+				return err
+			}
+			return withJobStore(cmd.Context(), func(bus *pipeline.Bus, s *jobs.Store) error {
 				j, err := s.Get(cmd.Context(), args[0])
 				if err != nil {
 					return err
 				}
-				return printResults(os.Stdout, os.Stderr, j, errorsOnly, limit)
+				return writeResults(cmd.Context(), bus, os.Stdout, os.Stderr, j, ro)
 			})
 		},
 	}
-	results.Flags().BoolVar(&errorsOnly, "errors", false, "print errors.jsonl instead")
-	results.Flags().IntVar(&limit, "limit", 0, "print at most this many lines (0: all)")
+	results.Flags().BoolVar(&ro.errorsOnly, "errors", false, "errors.jsonl instead of output.jsonl")
+	results.Flags().StringVar(&ro.format, "format", "jsonl", "jsonl (output.jsonl or errors.jsonl) or parquet (results.parquet: every row)")
+	results.Flags().StringVarP(&ro.out, "output", "o", "", "write to FILE (whole, or not at all) instead of stdout")
+	results.Flags().IntVar(&ro.limit, "limit", 0, "jsonl to stdout: at most this many lines (0: all)")
 
 	cmd.AddCommand(list, status, wait, cancel, results)
 	return cmd
@@ -191,8 +200,11 @@ func printJobSummary(w io.Writer, j jobs.Job) {
 	for _, e := range j.Errors {
 		fmt.Fprintf(w, "  error %s: %s\n", e.Code, e.Message)
 	}
-	if j.Outputs.Dir != "" {
-		fmt.Fprintf(w, "  output   %s\n  errors   %s\n  parquet  %s\n", j.Outputs.Output, j.Outputs.Errors, j.Outputs.Parquet)
+	if o := j.Outputs; o.Output != "" {
+		fmt.Fprintf(w, "  output   %s\n  errors   %s\n  parquet  %s\n  (in %s: largeforge jobs results %s)\n", o.Output, o.Errors, o.Parquet, pipeline.BucketArtifacts, j.ID)
+		if o.LocalDir != "" {
+			fmt.Fprintf(w, "  local copy %s\n", o.LocalDir)
+		}
 	}
 }
 
@@ -257,31 +269,92 @@ func waitJob(ctx context.Context, s *jobs.Store, id string, timeout time.Duratio
 	return j, err
 }
 
-func printResults(w, ew io.Writer, j jobs.Job, errorsOnly bool, limit int) error {
+// resultsOptions are the flags of jobs results.
+type resultsOptions struct {
+	errorsOnly bool
+	format     string
+	out        string
+	limit      int
+}
+
+func (o resultsOptions) validate() error {
+	switch {
+	case o.format != "jsonl" && o.format != "parquet":
+		return fmt.Errorf("--format %q: want jsonl or parquet", o.format)
+	case o.format == "parquet" && o.errorsOnly:
+		return errors.New("--errors is a jsonl file; results.parquet holds every row (error_code is set on errors)")
+	case o.limit < 0:
+		return fmt.Errorf("--limit %d is negative", o.limit)
+	case o.limit > 0 && (o.format != "jsonl" || o.out != ""):
+		return errors.New("--limit applies to jsonl printed to stdout")
+	}
+	return nil
+}
+
+// writeResults streams one of a finished job's result objects from
+// lf_artifacts to w, or to the file o.out (written whole or not at all).
+func writeResults(ctx context.Context, bus *pipeline.Bus, w, ew io.Writer, j jobs.Job, o resultsOptions) error {
 	if !j.Status.Terminal() {
 		return fmt.Errorf("job %s is %s: its results are written when it ends (see `largeforge jobs wait %s`)", j.ID, j.Status, j.ID)
 	}
-	path := j.Outputs.Output
-	if errorsOnly {
-		path = j.Outputs.Errors
+	key := j.Outputs.Output
+	switch {
+	case o.format == "parquet":
+		key = j.Outputs.Parquet
+	case o.errorsOnly:
+		key = j.Outputs.Errors
 	}
-	if path == "" {
-		return fmt.Errorf("job %s has no output files", j.ID)
+	if key == "" {
+		return fmt.Errorf("job %s has no result files", j.ID)
 	}
-	lines, err := resultsink.ReadOutput(path)
+	objects, err := bus.Objects(ctx, pipeline.BucketArtifacts)
 	if err != nil {
-		return fmt.Errorf("read %s (the results are on the machine that runs the results sink): %w", path, err)
+		return err
 	}
-	enc := json.NewEncoder(w)
-	enc.SetEscapeHTML(false)
-	for i, l := range lines {
-		if limit > 0 && i >= limit {
-			break
-		}
-		if err := enc.Encode(l); err != nil {
-			return err
-		}
+	r, err := objects.Get(ctx, key)
+	if err != nil {
+		return fmt.Errorf("job %s: %w", j.ID, err)
 	}
-	fmt.Fprintf(ew, "%d lines of %s (results.parquet: %s)\n", len(lines), path, j.Outputs.Parquet)
-	return nil
+	defer r.Close()
+	if o.out != "" {
+		n, err := writeFileWhole(o.out, r)
+		if err != nil {
+			return fmt.Errorf("job %s: %w", j.ID, err)
+		}
+		fmt.Fprintf(ew, "%s: %d bytes of %s/%s\n", o.out, n, pipeline.BucketArtifacts, key)
+		return nil
+	}
+	if o.limit > 0 {
+		sc := bufio.NewScanner(r)
+		sc.Buffer(make([]byte, 0, 64<<10), 16<<20)
+		for i := 0; i < o.limit && sc.Scan(); i++ {
+			if _, err := fmt.Fprintf(w, "%s\n", sc.Bytes()); err != nil {
+				return err
+			}
+		}
+		return sc.Err()
+	}
+	_, err = io.Copy(w, r)
+	return err
+}
+
+// writeFileWhole copies r into path through a temporary file renamed into
+// place after the last byte (an object's digest is checked at its end).
+func writeFileWhole(path string, r io.Reader) (int64, error) {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return 0, err
+	}
+	n, err := io.Copy(f, r)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), path)
+	}
+	if err != nil {
+		os.Remove(f.Name())
+		return n, err
+	}
+	return n, nil
 }

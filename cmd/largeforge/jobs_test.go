@@ -11,8 +11,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/parquet-go/parquet-go"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/largeforge/largeforge/consumers/resultsink"
 	"github.com/largeforge/largeforge/internal/testenv"
 	"github.com/largeforge/largeforge/jobs"
 	"github.com/largeforge/largeforge/pipeline"
@@ -94,6 +96,25 @@ func TestJobCommands(t *testing.T) {
 	}
 	if out, err = runCLI(t, tctx, nats, "jobs", "results", id, "--errors"); err != nil || strings.Count(out, "\n") != 1 {
 		t.Errorf("jobs results --errors: %v\n%s", err, out)
+	}
+	// From another directory: the files come from lf_artifacts, not the sink's data dir.
+	elsewhere := t.TempDir()
+	pq, jl := filepath.Join(elsewhere, "results.parquet"), filepath.Join(elsewhere, "out.jsonl")
+	if out, err = runCLI(t, tctx, nats, "jobs", "results", id, "--format", "parquet", "-o", pq); err != nil {
+		t.Errorf("jobs results --format parquet -o: %v\n%s", err, out)
+	} else if rows, err := parquet.ReadFile[resultsink.Row](pq); err != nil || len(rows) != 7 {
+		t.Errorf("results.parquet: %d rows, %v; want 7", len(rows), err)
+	}
+	if out, err = runCLI(t, tctx, nats, "jobs", "results", id, "-o", jl); err != nil {
+		t.Errorf("jobs results -o: %v\n%s", err, out)
+	} else if lines, err := resultsink.ReadOutput(jl); err != nil || len(lines) != 7 {
+		t.Errorf("%s: %d lines, %v; want 7", jl, len(lines), err)
+	}
+	if out, err = runCLI(t, tctx, nats, "jobs", "results", id, "--limit", "2"); err != nil || strings.Count(out, "\n") != 2 {
+		t.Errorf("jobs results --limit 2: %v\n%s", err, out)
+	}
+	if _, err = runCLI(t, tctx, nats, "jobs", "results", id, "--format", "csv"); err == nil {
+		t.Errorf("jobs results --format csv succeeded")
 	}
 	if _, err = runCLI(t, tctx, nats, "jobs", "cancel", id); err == nil {
 		t.Errorf("cancel of a completed job succeeded")

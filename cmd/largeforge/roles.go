@@ -190,12 +190,18 @@ func startDataset(ctx context.Context, bus *pipeline.Bus, wc WorkerConfig, log z
 	return &startedRole{Wait: w.Wait, describe: func(e *zerolog.Event) *zerolog.Event { return e.Str("data_dir", dir) }, value: w}, nil
 }
 
+// startResults starts a results sink storing parts and final files in
+// lf_artifacts, the final files mirrored to <data-dir>/jobs.
 func startResults(ctx context.Context, bus *pipeline.Bus, wc WorkerConfig, log zerolog.Logger, _ prometheus.Registerer) (*startedRole, error) {
-	dir, store, err := dataStore(wc.DataDir)
+	dir, local, err := dataStore(wc.DataDir)
 	if err != nil {
 		return nil, err
 	}
-	w, err := resultsink.StartStore(ctx, bus, store, resultsink.Options{}, log)
+	objects, err := storage.OpenObjects(ctx, bus, "")
+	if err != nil {
+		return nil, err
+	}
+	w, err := resultsink.StartStore(ctx, bus, objects, resultsink.Options{Mirror: local}, log)
 	if err != nil {
 		return nil, err
 	}

@@ -36,6 +36,16 @@ type TrainingProgress struct {
 	Worker      string `json:"worker,omitempty"`
 	Attempt     int    `json:"attempt,omitempty"`
 	ResumedFrom string `json:"resumed_from,omitempty"` // the checkpoint the attempt resumed from
+	// Artifacts is the job's prefix in lf_artifacts (train/<job>/): its
+	// stored checkpoints (checkpoint-<step>/...) and final output
+	// (final/...), which any machine can read.
+	Artifacts string `json:"artifacts,omitempty"`
+	// FineTunedModel is the name the trained model (or adapter) is pushed
+	// under in lf_models once the job completes (OpenAI's
+	// fine_tuned_model): the job id; FineTunedDigest the version pushed.
+	// Any infer worker serves it by that name (worker --model NAME).
+	FineTunedModel  string `json:"fine_tuned_model,omitempty"`
+	FineTunedDigest string `json:"fine_tuned_digest,omitempty"`
 	UpdatedAt   int64  `json:"updated_at,omitempty"`
 }
 

@@ -242,6 +242,7 @@ func (t *Trainer) evaluateStep(ctx context.Context, r *fitRun, epochF float64) e
 		return fmt.Errorf("evaluate: %w", err)
 	}
 	r.res.Eval = &er
+	t.stepEval = &er
 	t.history = append(t.history, map[string]any{
 		"eval_loss": round(er.Loss), "perplexity": round(er.Perplexity), "accuracy": round(er.Accuracy),
 		"epoch": round(epochF), "step": t.step,

@@ -24,6 +24,9 @@ type Progress struct {
 	// ETA is the estimated time left, from the mean step time of this run
 	// so far; 0 until two steps have been timed.
 	ETA time.Duration
+	// Eval is the evaluation this step ran (every eval_steps and at the
+	// last step, when there is an eval split), else nil.
+	Eval *EvalResult
 }
 
 // progressHook holds a WithProgress callback and its timing baseline.
@@ -48,12 +51,38 @@ func WithProgress(f func(Progress)) Option {
 	}
 }
 
+// WithCheckpoint calls f with the directory and step of every checkpoint
+// once it is complete (its optimizer state written, the oldest beyond
+// save_total_limit removed), on the training goroutine, before the next
+// step: a caller can copy it elsewhere before training goes on. An error
+// from f ends the run with that error.
+func WithCheckpoint(f func(dir string, step int) error) Option {
+	return func(o *options) error {
+		if f == nil {
+			return fmt.Errorf("%w: nil checkpoint callback", ErrInvalidOption)
+		}
+		o.checkpoint = f
+		return nil
+	}
+}
+
+// checkpointSaved calls the WithCheckpoint callback, if any.
+func (t *Trainer) checkpointSaved(dir string) error {
+	if t.opts.checkpoint == nil {
+		return nil
+	}
+	if err := t.opts.checkpoint(dir, t.step); err != nil {
+		return fmt.Errorf("checkpoint %s: %w", dir, err)
+	}
+	return nil
+}
+
 // afterStep reports the step just taken to the progress callback and
 // returns ctx's error, so that a cancelled run ends before saving.
 func (t *Trainer) afterStep(ctx context.Context, plan Plan, loss, lr, epoch, gradNorm float64) error {
 	if h := t.opts.progress; h != nil {
 		now := time.Now()
-		p := Progress{Step: t.step, MaxSteps: plan.TotalSteps, Loss: loss, LearningRate: lr, Epoch: epoch, GradNorm: gradNorm}
+		p := Progress{Step: t.step, MaxSteps: plan.TotalSteps, Loss: loss, LearningRate: lr, Epoch: epoch, GradNorm: gradNorm, Eval: t.stepEval}
 		if !h.baselined {
 			h.t0, h.step0, h.baselined = now, t.step, true
 		} else if done := t.step - h.step0; done > 0 {
@@ -64,6 +93,7 @@ func (t *Trainer) afterStep(ctx context.Context, plan Plan, loss, lr, epoch, gra
 		}
 		h.f(p)
 	}
+	t.stepEval = nil
 	return ctx.Err()
 }
 

@@ -18,7 +18,8 @@ type options struct {
 	chatTemplate string
 	lora         *schemas.LoraConfig
 	registerer   prometheus.Registerer
-	progress     *progressHook // WithProgress (hooks.go)
+	progress     *progressHook                    // WithProgress (hooks.go)
+	checkpoint   func(dir string, step int) error // WithCheckpoint (hooks.go)
 	packing      bool
 	records      RecordReader // WithRecords: read by Run, not by New
 	dataset      string       // WithDatasetName: named in an adapter's model card

@@ -145,7 +145,7 @@ func (t *Trainer) saveCheckpoint(plan Plan, epoch float64) (string, error) {
 			cks = cks[1:]
 		}
 	}
-	return dir, nil
+	return dir, t.checkpointSaved(dir)
 }
 
 // saveFinal writes the final model and the loss curve into output_dir.

@@ -59,6 +59,9 @@ type Trainer struct {
 
 	step    int // optimizer steps taken
 	history []map[string]any
+	// stepEval is the evaluation of the step in hand, reported with its
+	// Progress (hooks.go) and cleared after.
+	stepEval *EvalResult
 }
 
 type graphKey struct {

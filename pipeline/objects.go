@@ -1,23 +1,34 @@
 package pipeline
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
+	"os"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
 // objectPutWindow is how many chunks of a put may await their ack.
 const objectPutWindow = 64
 
+// objectChunkWait is how long a Get waits for the next chunk of an object
+// (the server sends an idle heartbeat every 5 s, so a live server is never
+// silent this long).
+const objectChunkWait = 30 * time.Second
+
 // Objects is an object store (lf_models, lf_artifacts). Objects are
 // streamed both ways in chunks, never held whole, and every read checks the
 // SHA-256 digest the store recorded at the put.
 type Objects struct {
 	os     jetstream.ObjectStore
+	push   nats.JetStreamContext // Get's ordered push consumer
 	bucket string
 }
 
@@ -45,7 +56,11 @@ func (b *Bus) Objects(ctx context.Context, bucket string) (*Objects, error) {
 	if err != nil {
 		return nil, fmt.Errorf("object store %s: %w", bucket, err)
 	}
-	return &Objects{os: os, bucket: bucket}, nil
+	push, err := b.nc.JetStream()
+	if err != nil {
+		return nil, fmt.Errorf("object store %s: %w", bucket, err)
+	}
+	return &Objects{os: os, push: push, bucket: bucket}, nil
 }
 
 // Bucket is the store's name.
@@ -84,28 +99,56 @@ func (o *Objects) Info(ctx context.Context, name string) (ObjectInfo, error) {
 // recorded size and digest fails with ErrDigestMismatch, so a reader that
 // keeps what it read only after io.EOF never keeps a damaged object. A
 // missing object wraps ErrObjectNotFound.
+//
+// jetstream's own Get gives the whole read the client's default timeout
+// (5 s) when ctx has no deadline, and uses that deadline for every read of
+// its pipe, so an object that takes longer than that to read fails with
+// "read pipe: i/o timeout". This Get reads the chunks itself from an
+// ordered consumer (the same consumer, and so the same permissions): the
+// read lasts as long as ctx, and only a wait of objectChunkWait for one
+// chunk fails it. The server's flow control bounds what is buffered.
 func (o *Objects) Get(ctx context.Context, name string) (*ObjectReader, error) {
-	res, err := o.os.Get(ctx, name)
+	in, err := o.os.GetInfo(ctx, name)
 	if errors.Is(err, jetstream.ErrObjectNotFound) {
 		return nil, fmt.Errorf("object %s/%s: %w", o.bucket, name, ErrObjectNotFound)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("get object %s/%s: %w", o.bucket, name, err)
 	}
-	info, err := res.Info()
+	if in.Opts != nil && in.Opts.Link != nil {
+		return nil, fmt.Errorf("get object %s/%s: a link: %w", o.bucket, name, ErrInvalidOption)
+	}
+	if in.NUID == "" {
+		return nil, fmt.Errorf("get object %s/%s: %w", o.bucket, name, jetstream.ErrBadObjectMeta)
+	}
+	want, err := jetstream.DecodeObjectDigest(in.Digest)
 	if err != nil {
-		res.Close()
 		return nil, fmt.Errorf("get object %s/%s: %w", o.bucket, name, err)
 	}
-	return &ObjectReader{res: res, info: objectInfoOf(info), name: o.bucket + "/" + name}, nil
+	r := &ObjectReader{ctx: ctx, info: objectInfoOf(in), name: o.bucket + "/" + name, want: want, sum: sha256.New(), done: in.Size == 0}
+	if r.done {
+		return r, nil
+	}
+	chunks := fmt.Sprintf("$O.%s.C.%s", o.bucket, in.NUID)
+	r.sub, err = o.push.SubscribeSync(chunks, nats.OrderedConsumer(), nats.BindStream("OBJ_"+o.bucket))
+	if err != nil {
+		return nil, fmt.Errorf("get object %s/%s: %w", o.bucket, name, err)
+	}
+	return r, nil
 }
 
 // ObjectReader streams one object (Objects.Get).
 type ObjectReader struct {
-	res  jetstream.ObjectResult
+	ctx  context.Context
+	sub  *nats.Subscription
 	info ObjectInfo
 	name string
+	want []byte    // the recorded SHA-256
+	sum  hash.Hash // of the bytes received
+	buf  []byte    // what is left of the current chunk
 	read uint64
+	done bool // the last chunk was received
+	err  error
 }
 
 // Info describes the object being read.
@@ -113,21 +156,76 @@ func (r *ObjectReader) Info() ObjectInfo { return r.info }
 
 // Read reads the next bytes; at the end it checks the size and digest.
 func (r *ObjectReader) Read(p []byte) (int, error) {
-	n, err := r.res.Read(p)
-	r.read += uint64(n)
-	switch {
-	case errors.Is(err, jetstream.ErrDigestMismatch):
-		return n, fmt.Errorf("object %s: %w", r.name, ErrDigestMismatch)
-	case err == io.EOF && r.read != r.info.Size:
-		return n, fmt.Errorf("object %s: %d bytes of %d: %w", r.name, r.read, r.info.Size, ErrDigestMismatch)
-	case err != nil && err != io.EOF:
-		return n, fmt.Errorf("read object %s: %w", r.name, err)
+	if r.err != nil {
+		return 0, r.err
 	}
-	return n, err
+	for len(r.buf) == 0 {
+		if r.done {
+			r.err = r.check()
+			return 0, r.err
+		}
+		if r.err = r.next(); r.err != nil {
+			return 0, r.err
+		}
+	}
+	n := copy(p, r.buf)
+	r.buf = r.buf[n:]
+	return n, nil
+}
+
+// next receives the next chunk.
+func (r *ObjectReader) next() error {
+	ctx, cancel := context.WithTimeout(r.ctx, objectChunkWait)
+	defer cancel()
+	m, err := r.sub.NextMsgWithContext(ctx)
+	if err != nil {
+		if r.ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+			err = fmt.Errorf("no chunk for %s: %w", objectChunkWait, err)
+		}
+		return fmt.Errorf("read object %s after %d bytes: %w", r.name, r.read, err)
+	}
+	meta, err := m.Metadata()
+	if err != nil {
+		return fmt.Errorf("read object %s: %w", r.name, err)
+	}
+	r.buf = m.Data
+	r.read += uint64(len(m.Data))
+	r.sum.Write(m.Data)
+	if r.read > r.info.Size {
+		return fmt.Errorf("object %s: more than its %d bytes: %w", r.name, r.info.Size, ErrDigestMismatch)
+	}
+	if meta.NumPending == 0 {
+		r.done = true
+		_ = r.sub.Unsubscribe()
+	}
+	return nil
+}
+
+// check ends a read: io.EOF if the object is whole.
+func (r *ObjectReader) check() error {
+	if r.read != r.info.Size {
+		return fmt.Errorf("object %s: %d bytes of %d: %w", r.name, r.read, r.info.Size, ErrDigestMismatch)
+	}
+	if !bytes.Equal(r.sum.Sum(nil), r.want) {
+		return fmt.Errorf("object %s: %w", r.name, ErrDigestMismatch)
+	}
+	return io.EOF
 }
 
 // Close stops the read.
-func (r *ObjectReader) Close() error { return r.res.Close() }
+func (r *ObjectReader) Close() error {
+	if r.sub == nil || r.done {
+		return nil
+	}
+	r.done = true
+	if r.err == nil {
+		r.err = fmt.Errorf("object %s: %w", r.name, io.ErrClosedPipe)
+	}
+	if err := r.sub.Unsubscribe(); err != nil && !errors.Is(err, nats.ErrBadSubscription) {
+		return fmt.Errorf("close object %s: %w", r.name, err)
+	}
+	return nil
+}
 
 // Delete removes name (its chunks are purged); a missing object wraps
 // ErrObjectNotFound.
@@ -164,17 +262,23 @@ func (o *Objects) List(ctx context.Context) ([]ObjectInfo, error) {
 	return out, nil
 }
 
-// GetFile writes the object name into the file path.
+// GetFile writes the object name into the file path (streamed; a damaged
+// object wraps ErrDigestMismatch and leaves what was read in path).
 func (o *Objects) GetFile(ctx context.Context, name, path string) error {
-	if err := o.os.GetFile(ctx, name, path); err != nil {
-		if errors.Is(err, jetstream.ErrObjectNotFound) {
-			err = ErrObjectNotFound
-		} else if errors.Is(err, jetstream.ErrDigestMismatch) {
-			err = ErrDigestMismatch
-		}
+	r, err := o.Get(ctx, name)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	f, err := os.Create(path)
+	if err != nil {
 		return fmt.Errorf("get object %s/%s: %w", o.bucket, name, err)
 	}
-	return nil
+	_, err = io.Copy(f, r)
+	if cerr := f.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("get object %s/%s: %w", o.bucket, name, cerr)
+	}
+	return err
 }
 
 func objectInfoOf(in *jetstream.ObjectInfo) ObjectInfo {

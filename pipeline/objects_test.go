@@ -13,17 +13,24 @@ import (
 	"github.com/largeforge/largeforge/pipeline/pipelinetest"
 )
 
-// TestObjectStream: a put object streams back byte-equal with its metadata; a
-// missing name is ErrObjectNotFound for Get, Info and Delete; a deleted
-// object leaves the listing.
-func TestObjectStream(t *testing.T) {
+// modelObjects is lf_models of a fresh bus, with a context for a minute.
+func modelObjects(t *testing.T) (context.Context, *pipeline.Objects) {
+	t.Helper()
 	_, bus := pipelinetest.StartBus(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+	t.Cleanup(cancel)
 	objs, err := bus.Objects(ctx, pipeline.BucketModels)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return ctx, objs
+}
+
+// TestObjectStream: a put object streams back byte-equal with its metadata; a
+// missing name is ErrObjectNotFound for Get, Info and Delete; a deleted
+// object leaves the listing.
+func TestObjectStream(t *testing.T) {
+	ctx, objs := modelObjects(t)
 	data := make([]byte, 3<<20+17) // several chunks
 	_, _ = rand.Read(data)
 	info, err := objs.PutWithMetadata(ctx, "m/v1/weights", map[string]string{"kind": "test"}, bytes.NewReader(data))
@@ -60,5 +67,65 @@ func TestObjectStream(t *testing.T) {
 	list, err := objs.List(ctx)
 	if err != nil || len(list) != 0 {
 		t.Errorf("list after delete: %+v %v", list, err)
+	}
+}
+
+// TestObjectSlowReader: a Get with no deadline on its context survives a
+// reader that stops for longer than the client's default timeout (5 s)
+// between two reads; jetstream's own Get failed it with "read pipe: i/o
+// timeout". The pause stands for a slow disk, not a speed assumed.
+func TestObjectSlowReader(t *testing.T) {
+	_, objs := modelObjects(t)
+	ctx := context.Background() // no deadline, as a CLI's
+	data := make([]byte, 1<<20)
+	_, _ = rand.Read(data)
+	if _, err := objs.Put(ctx, "slow", bytes.NewReader(data)); err != nil {
+		t.Fatal(err)
+	}
+	r, err := objs.Get(ctx, "slow")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	head := make([]byte, 1000)
+	if _, err := io.ReadFull(r, head); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(6 * time.Second)
+	rest, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatalf("read after a pause: %v", err)
+	}
+	if got := append(head, rest...); !bytes.Equal(got, data) {
+		t.Fatalf("read back %d bytes, want %d equal", len(got), len(data))
+	}
+}
+
+// TestObjectReadClosed: a read after Close fails; a read of an empty object
+// is io.EOF at once.
+func TestObjectReadClosed(t *testing.T) {
+	ctx, objs := modelObjects(t)
+	if _, err := objs.Put(ctx, "empty", bytes.NewReader(nil)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := objs.Put(ctx, "full", bytes.NewReader(make([]byte, 1<<20))); err != nil {
+		t.Fatal(err)
+	}
+	r, err := objs.Get(ctx, "empty")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := io.ReadAll(r); err != nil || len(got) != 0 {
+		t.Errorf("empty object: %d bytes, %v", len(got), err)
+	}
+	r, err = objs.Get(ctx, "full")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Read(make([]byte, 10)); err == nil {
+		t.Error("read after close: no error")
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/largeforge/largeforge/logging"
 	"github.com/largeforge/largeforge/model"
 	"github.com/largeforge/largeforge/model/tokenizer"
+	"github.com/largeforge/largeforge/modelstore"
 	"github.com/largeforge/largeforge/schemas"
 	"github.com/largeforge/largeforge/serve"
 )
@@ -51,15 +52,75 @@ func loadModel(ctx context.Context, dir string, maxBatch int) (*loadedModel, err
 	return &loadedModel{name: filepath.Base(filepath.Clean(dir)), m: m, tok: tok, gen: gen}, nil
 }
 
+// defaultModelCache is where models fetched from lf_models are kept unless
+// --model-cache says otherwise: <user cache dir>/largeforge/models.
+func defaultModelCache() string {
+	if d, err := os.UserCacheDir(); err == nil {
+		return filepath.Join(d, "largeforge", "models")
+	}
+	return ""
+}
+
+// localModelDir is the directory of a --model value: the value itself when
+// it is a directory, else the current version of the model of that name in
+// lf_models (--nats, connected as the command's role), fetched and verified
+// into cache/<name>/<digest>. It returns the name to report for the model
+// too: the directory's base name, or the pushed name.
+func localModelDir(ctx context.Context, value, cache string) (dir, name string, err error) {
+	if st, err := os.Stat(value); err == nil && st.IsDir() {
+		return value, filepath.Base(filepath.Clean(value)), nil
+	}
+	if err := modelstore.ValidName(value); err != nil {
+		return "", "", fmt.Errorf("--model %s: not a directory nor a model name in lf_models", value)
+	}
+	if cache == "" {
+		return "", "", fmt.Errorf("--model %s: not a directory; a model from lf_models needs --model-cache", value)
+	}
+	log := newLogger(ctx)
+	bus, err := connectAs(ctx, "largeforge-cli", log)
+	if err != nil {
+		return "", "", fmt.Errorf("--model %s: not a directory, and no model store to fetch it from: %w", value, err)
+	}
+	defer bus.Close()
+	dir, err = fetchModel(ctx, bus, value, cache, log)
+	if err != nil {
+		return "", "", fmt.Errorf("--model %s: not a directory, nor a model in lf_models at %s: %w", value, configFrom(ctx).NATS.URL, err)
+	}
+	return dir, value, nil
+}
+
+// modelFlags are the --model and --model-cache flags of generate and score.
+func modelFlags(cmd *cobra.Command, value, cache *string) {
+	f := cmd.Flags()
+	f.StringVar(value, "model", "", "model directory (Hugging Face layout), or the name of a model pushed to lf_models (fetched from --nats)")
+	f.StringVar(cache, "model-cache", defaultModelCache(), "where models fetched from lf_models are kept (<cache>/<name>/<digest>)")
+}
+
+// loadModelFlag loads the model of --model (see localModelDir).
+func loadModelFlag(ctx context.Context, value, cache string, maxBatch int) (*loadedModel, error) {
+	dir, name, err := localModelDir(ctx, value, cache)
+	if err != nil {
+		return nil, err
+	}
+	lm, err := loadModel(ctx, dir, maxBatch)
+	if err != nil {
+		return nil, err
+	}
+	lm.name = name
+	return lm, nil
+}
+
 func newGenerateCmd() *cobra.Command {
-	var dir, prompt, input, output string
+	var dir, cache, prompt, input, output string
 	var batch int
 	req := schemas.DefaultCompletionRequest()
 	var seed int64
 	cmd := &cobra.Command{
-		Use:   "generate --model DIR (--prompt TEXT | --input prompts.jsonl --output out.jsonl)",
-		Short: "Generate completions with a local model directory (no bus)",
-		Long: `Generate with a Hugging Face model directory on this machine. With --prompt, print the
+		Use:   "generate --model DIR|NAME (--prompt TEXT | --input prompts.jsonl --output out.jsonl)",
+		Short: "Generate completions with a model directory, or a model pushed to lf_models",
+		Long: `Generate with a Hugging Face model directory on this machine, or with the current version
+of a model pushed to lf_models (model push), fetched and verified from --nats into
+--model-cache/<name>/<digest> (kept there for the next run). With --prompt, print the
 completion. With --input, read CompletionRequest lines (model, prompt, max_tokens, temperature, ...; "messages"
 for chat) and write one CompletionResponse line per request to --output, in batches
 of --batch-size; a request that fails validation gets a line with an "error" object.`,
@@ -74,7 +135,7 @@ of --batch-size; a request that fails validation gets a line with an "error" obj
 			if cmd.Flags().Changed("seed") {
 				req.Seed = &seed
 			}
-			lm, err := loadModel(cmd.Context(), dir, batch)
+			lm, err := loadModelFlag(cmd.Context(), dir, cache, batch)
 			if err != nil {
 				return err
 			}
@@ -104,7 +165,7 @@ of --batch-size; a request that fails validation gets a line with an "error" obj
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&dir, "model", "", "model directory (Hugging Face layout)")
+	modelFlags(cmd, &dir, &cache)
 	f.StringVar(&prompt, "prompt", "", "prompt text")
 	f.StringVar(&input, "input", "", "JSONL file of CompletionRequest lines (- for stdin)")
 	f.StringVar(&output, "output", "-", "JSONL file of CompletionResponse lines (- for stdout)")

@@ -163,3 +163,59 @@ func serveGateway(t *testing.T, ctx context.Context, g *gateway.Gateway) string 
 	})
 	return "http://" + ln.Addr().String()
 }
+
+// generate and score --model NAME: a value that is not a directory is a
+// model of lf_models, fetched (as the infer role) into --model-cache/<name>/<digest>
+// and reported under its name; with no NATS answering the error names both
+// the missing directory and the URL; an unknown name is refused.
+func TestGenerateScorePushedModel(t *testing.T) {
+	tiny := filepath.Join(t.TempDir(), "tiny")
+	if err := checkpoint.Init("tiny", 3, tiny); err != nil {
+		t.Fatal(err)
+	}
+	e, _ := startRoles(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	as := func(role string, args ...string) (string, error) {
+		return runCLI(t, ctx, append([]string{"--nats=" + e.ClientURL(), "--nats-user=" + role, "--nats-password=" + pipelinetest.RolePassword(role), "--log-level=error"}, args...)...)
+	}
+	out, err := as("admin", "model", "push", "small", tiny)
+	if err != nil {
+		t.Fatalf("push: %v\n%s", err, out)
+	}
+	digest := strings.Fields(out)[2]
+	cache := t.TempDir()
+	out, err = as("infer", "generate", "--model", "small", "--model-cache", cache, "--prompt", "hello", "--max-tokens", "4", "--temperature", "0")
+	if err != nil {
+		t.Fatalf("generate --model small: %v\n%s", err, out)
+	}
+	if _, err := os.Stat(filepath.Join(cache, "small", digest, "model.safetensors")); err != nil {
+		t.Fatalf("the fetched model is not in the cache: %v", err)
+	}
+	in := filepath.Join(t.TempDir(), "prompts.jsonl")
+	if err := os.WriteFile(in, []byte(`{"prompt":"hi","max_tokens":2}`+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err = as("infer", "generate", "--model", "small", "--model-cache", cache, "--input", in)
+	if err != nil || !strings.Contains(out, `"model":"small"`) {
+		t.Fatalf("generate --input reports the model as %q (%v), want small", out, err)
+	}
+	rows := filepath.Join(t.TempDir(), "rows.jsonl")
+	if err := os.WriteFile(rows, []byte(`{"text":"hello world"}`+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	scores := filepath.Join(t.TempDir(), "scores.parquet")
+	if out, err := as("infer", "score", "--model", "small", "--model-cache", cache, "--input", rows, "--output", scores); err != nil {
+		t.Fatalf("score --model small: %v\n%s", err, out)
+	}
+	if _, err := os.Stat(scores); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := as("infer", "generate", "--model", "absent", "--model-cache", cache, "--prompt", "x"); err == nil || !strings.Contains(err.Error(), "not a directory") || !strings.Contains(err.Error(), "not in lf_models") {
+		t.Fatalf("an unknown name: %v", err)
+	}
+	_, err = runCLI(t, ctx, "--nats=nats://127.0.0.1:1", "--wait-for-nats=0s", "--log-level=error", "generate", "--model", "small", "--model-cache", t.TempDir(), "--prompt", "x")
+	if err == nil || !strings.Contains(err.Error(), "not a directory") || !strings.Contains(err.Error(), "127.0.0.1:1") {
+		t.Fatalf("no NATS: %v", err)
+	}
+}

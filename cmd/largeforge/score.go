@@ -38,12 +38,13 @@ type scoreRow struct {
 }
 
 func newScoreCmd() *cobra.Command {
-	var dir, input, output string
+	var dir, cache, input, output string
 	var batch int
 	cmd := &cobra.Command{
-		Use:   "score --model DIR --input rows.jsonl --output scores.parquet",
-		Short: "Score rows with a local model: log-probabilities, perplexity, DPO margins",
-		Long: `Score JSONL rows with a model directory on this machine. A row is {"text"},
+		Use:   "score --model DIR|NAME --input rows.jsonl --output scores.parquet",
+		Short: "Score rows with a model: log-probabilities, perplexity, DPO margins",
+		Long: `Score JSONL rows with a model directory on this machine, or with the current version of a
+model pushed to lf_models, fetched and verified from --nats into --model-cache. A row is {"text"},
 {"prompt","completion"} (only completion tokens count) or {"prompt","chosen","rejected"}
 (logp(chosen), logp(rejected) and dpo_margin). Scores go to a Parquet file (zstd), one row
 per input line, in order, with the score columns of a score job's results.parquet (null
@@ -53,7 +54,7 @@ where a value does not apply); a row that cannot be scored carries an error.`,
 			if dir == "" || input == "" || output == "" {
 				return fmt.Errorf("--model, --input and --output are required")
 			}
-			lm, err := loadModel(cmd.Context(), dir, batch)
+			lm, err := loadModelFlag(cmd.Context(), dir, cache, batch)
 			if err != nil {
 				return err
 			}
@@ -70,7 +71,7 @@ where a value does not apply); a row that cannot be scored carries an error.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&dir, "model", "", "model directory")
+	modelFlags(cmd, &dir, &cache)
 	f.StringVar(&input, "input", "", "JSONL rows (- for stdin)")
 	f.StringVar(&output, "output", "", "Parquet file to write")
 	f.IntVar(&batch, "batch-size", 32, "rows per batch")

@@ -15,6 +15,7 @@ import (
 	"github.com/largeforge/largeforge/internal/testenv"
 	"github.com/largeforge/largeforge/model/checkpoint"
 	"github.com/largeforge/largeforge/modelstore"
+	"github.com/largeforge/largeforge/pipeline"
 	"github.com/largeforge/largeforge/pipeline/pipelinetest"
 	"github.com/largeforge/largeforge/producers/gateway"
 )
@@ -22,13 +23,7 @@ import (
 // model push, ls, ls --versions, pull, rm through the CLI, as admin.
 func TestModelStoreCLI(t *testing.T) {
 	stories := filepath.Dir(testenv.SharedFile(t, "models/stories260K/model.safetensors"))
-	tiny := filepath.Join(t.TempDir(), "tiny")
-	if err := checkpoint.Init("tiny", 3, tiny); err != nil {
-		t.Fatal(err)
-	}
-	e, _ := startRoles(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
+	tiny, e, _, ctx := tinyOnRoles(t)
 	admin := []string{"--nats=" + e.ClientURL(), "--nats-user=admin", "--nats-password=" + pipelinetest.RolePassword("admin"), "--log-level=error"}
 	cli := func(args ...string) string {
 		t.Helper()
@@ -83,13 +78,7 @@ func TestModelStoreCLI(t *testing.T) {
 // is pushed; a fresh fetch gets the new one.
 func TestWorkerKeepsLoadedModelVersion(t *testing.T) {
 	stories := filepath.Dir(testenv.SharedFile(t, "models/stories260K/model.safetensors"))
-	tiny := filepath.Join(t.TempDir(), "tiny")
-	if err := checkpoint.Init("tiny", 3, tiny); err != nil {
-		t.Fatal(err)
-	}
-	e, admin := startRoles(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
+	tiny, e, admin, ctx := tinyOnRoles(t)
 	ms, err := modelstore.New(ctx, admin)
 	if err != nil {
 		t.Fatal(err)
@@ -169,13 +158,7 @@ func serveGateway(t *testing.T, ctx context.Context, g *gateway.Gateway) string 
 // and reported under its name; with no NATS answering the error names both
 // the missing directory and the URL; an unknown name is refused.
 func TestGenerateScorePushedModel(t *testing.T) {
-	tiny := filepath.Join(t.TempDir(), "tiny")
-	if err := checkpoint.Init("tiny", 3, tiny); err != nil {
-		t.Fatal(err)
-	}
-	e, _ := startRoles(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
+	tiny, e, _, ctx := tinyOnRoles(t)
 	as := func(role string, args ...string) (string, error) {
 		return runCLI(t, ctx, append([]string{"--nats=" + e.ClientURL(), "--nats-user=" + role, "--nats-password=" + pipelinetest.RolePassword(role), "--log-level=error"}, args...)...)
 	}
@@ -218,4 +201,19 @@ func TestGenerateScorePushedModel(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "not a directory") || !strings.Contains(err.Error(), "127.0.0.1:1") {
 		t.Fatalf("no NATS: %v", err)
 	}
+}
+
+// tinyOnRoles is a tiny model's directory and a bus with the roles of
+// deploy/nats-roles.conf (its server and admin connection), with a context
+// for two minutes.
+func tinyOnRoles(t *testing.T) (string, *pipeline.Embedded, *pipeline.Bus, context.Context) {
+	t.Helper()
+	tiny := filepath.Join(t.TempDir(), "tiny")
+	if err := checkpoint.Init("tiny", 3, tiny); err != nil {
+		t.Fatal(err)
+	}
+	e, admin := startRoles(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	return tiny, e, admin, ctx
 }

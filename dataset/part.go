@@ -73,10 +73,24 @@ type PartInfo struct {
 // shard message ids the part holds, kept in its metadata so that a
 // redelivered shard is recognised after a crash.
 func PublishPart(ctx context.Context, parts *storage.Parts, f schemas.Format, records []schemas.Record, ids []string, shardIDs []string) (PartInfo, error) {
+	return publishPart(func(write func(io.Writer) error) (storage.Info, error) {
+		return parts.Publish(ctx, write)
+	}, f, records, ids, shardIDs)
+}
+
+// CreatePart is PublishPart under part number n, claimed before (a
+// storage.PartIndex claim); a number taken is storage.ErrExists.
+func CreatePart(ctx context.Context, parts *storage.Parts, n int, f schemas.Format, records []schemas.Record, ids []string, shardIDs []string) (PartInfo, error) {
+	return publishPart(func(write func(io.Writer) error) (storage.Info, error) {
+		return parts.Create(ctx, n, write)
+	}, f, records, ids, shardIDs)
+}
+
+func publishPart(publish func(func(io.Writer) error) (storage.Info, error), f schemas.Format, records []schemas.Record, ids []string, shardIDs []string) (PartInfo, error) {
 	if len(records) != len(ids) {
 		return PartInfo{}, fmt.Errorf("publish part: %d records but %d ids", len(records), len(ids))
 	}
-	info, err := parts.Publish(ctx, func(w io.Writer) error { return EncodePart(w, f, records, ids, shardIDs) })
+	info, err := publish(func(w io.Writer) error { return EncodePart(w, f, records, ids, shardIDs) })
 	if err != nil {
 		return PartInfo{}, fmt.Errorf("publish part: %w", err)
 	}

@@ -17,7 +17,6 @@ package datasetsink
 import (
 	"bufio"
 	"context"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -49,6 +48,9 @@ type Sink struct {
 	metrics *dataset.Metrics
 	now     func() time.Time
 
+	claimLease   time.Duration                          // of lf_dedupe part claims (0: storage.DefaultClaimLease)
+	afterPublish func(part string) error // tests: runs between a part's publication and its commit; an error is the sink dying there
+
 	mu   sync.Mutex
 	sets map[string]*state
 }
@@ -59,7 +61,8 @@ type state struct {
 	baseRev     uint64           // its revision there (0: none yet)
 	parts       *storage.Parts
 	rejectParts *storage.Parts
-	dedupe      dedupe // the record ids the parts hold
+	dedupe      dedupe             // the record ids the parts hold (one sink: no lf_dedupe)
+	index       *storage.PartIndex // the record ids of every sink's parts, in lf_dedupe
 	shards      map[string]struct{}
 	rejects     map[string]struct{}
 	counted     map[string]struct{} // run+shard counted by this process
@@ -108,12 +111,14 @@ func (s *Sink) load(ctx context.Context, name string) (*state, error) {
 		return nil, err
 	}
 	var dedupe dedupe = storage.NewMemory()
+	var index *storage.PartIndex
 	if s.shared != nil {
-		if dedupe, err = storage.NewShared(s.shared, name, 0); err != nil {
+		if index, err = storage.NewPartIndex(s.shared, parts, name, storage.PartIndexOptions{Lease: s.claimLease}); err != nil {
 			return nil, err
 		}
+		dedupe = nil
 	}
-	st := &state{parts: parts, rejectParts: rejectParts, dedupe: dedupe, shards: map[string]struct{}{}, rejects: map[string]struct{}{}, counted: map[string]struct{}{}}
+	st := &state{parts: parts, rejectParts: rejectParts, dedupe: dedupe, index: index, shards: map[string]struct{}{}, rejects: map[string]struct{}{}, counted: map[string]struct{}{}}
 	man, rev, err := s.loadManifest(ctx, name)
 	switch {
 	case err == nil:
@@ -136,7 +141,7 @@ func (s *Sink) load(ctx context.Context, name string) (*state, error) {
 		if err != nil {
 			return nil, err
 		}
-		dedupe.Add(meta.IDs...)
+		st.add(meta.IDs)
 		for _, sh := range meta.Shards {
 			st.shards[sh] = struct{}{}
 		}
@@ -153,16 +158,26 @@ func (s *Sink) load(ctx context.Context, name string) (*state, error) {
 	return st, nil
 }
 
+// add records the ids of a part read as held.
+func (st *state) add(ids []string) {
+	if st.index != nil {
+		st.index.Add(ids...)
+	} else {
+		st.dedupe.Add(ids...)
+	}
+}
+
+// hasShard reports whether a part holds the shard message id.
+func (st *state) hasShard(id string) bool {
+	if _, ok := st.shards[id]; ok {
+		return true
+	}
+	return st.index != nil && st.index.HasShard(id)
+}
+
 // isRecordID reports whether id is a record id (64 hex digits); records
 // without one are not persisted.
-func isRecordID(id string) bool {
-	var k [32]byte
-	if len(id) != 64 {
-		return false
-	}
-	_, err := hex.Decode(k[:], []byte(id))
-	return err == nil
-}
+func isRecordID(id string) bool { return storage.IsRecordID(id) }
 
 // Shards is the consume-loop handler of lf.data.*.shard.
 func (s *Sink) Shards() pipeline.Handler { return shardHandler{s} }
@@ -244,7 +259,7 @@ func (s *Sink) writeGroup(ctx context.Context, ds string, msgs []pipeline.Msg, i
 			errs[i] = s.rejectShard(ctx, st, p, f, m.Data, now)
 			continue
 		}
-		if _, done := st.shards[msgID]; msgID != "" && done {
+		if msgID != "" && st.hasShard(msgID) {
 			// Persisted before (by an earlier run, or before a crash): every
 			// record of it is a duplicate.
 			rows, _ := strconv.ParseInt(h.Get(schemas.HeaderRows), 10, 64)
@@ -272,9 +287,16 @@ func (s *Sink) writeGroup(ctx context.Context, ds string, msgs []pipeline.Msg, i
 		s.publishManifest(ctx, st)
 		return
 	}
-	recs, ids, rows, dups, err := claimRecords(ctx, st.dedupe, shards)
-	if err == nil && (len(recs) > 0 || hasShardIDs(shards)) {
-		err = s.publishPart(ctx, st, shards, recs, ids)
+	var rows, dups []int64
+	if st.index != nil {
+		rows, dups, err = s.writeIndexed(ctx, st, shards)
+	} else {
+		var recs []schemas.Record
+		var ids []string
+		recs, ids, rows, dups, err = claimRecords(ctx, st.dedupe, shards)
+		if err == nil && (len(recs) > 0 || hasShardIDs(shards)) {
+			err = s.publishPart(ctx, st, shards, recs, ids)
+		}
 	}
 	if err != nil {
 		s.log.Error().Err(err).Dict("context", zerolog.Dict().Str("dataset", ds)).Msg("write part")
@@ -295,21 +317,36 @@ func (s *Sink) writeGroup(ctx context.Context, ds string, msgs []pipeline.Msg, i
 // within the batch: it returns the new ones (claimed from d) with their ids,
 // and per shard how many were new and how many duplicates.
 func claimRecords(ctx context.Context, d storage.Deduper, shards []pendingShard) (recs []schemas.Record, ids []string, rows, dups []int64, err error) {
-	type ref struct{ shard, rec int }
-	var cand []string
-	var refs []ref
-	for k, p := range shards {
-		for j, id := range p.ids {
-			if isRecordID(id) {
-				cand = append(cand, id)
-				refs = append(refs, ref{k, j})
-			}
-		}
-	}
+	cand, refs := candidates(shards)
 	fresh, err := d.Claim(ctx, cand)
 	if err != nil {
 		return nil, nil, nil, nil, fmt.Errorf("deduplicate: %w", err)
 	}
+	recs, ids, rows, dups = sortFresh(shards, cand, refs, fresh)
+	return recs, ids, rows, dups, nil
+}
+
+// recordRef is a record of a batch: its shard and its index there.
+type recordRef struct{ shard, rec int }
+
+// candidates are the record ids of shards to deduplicate, with their records.
+func candidates(shards []pendingShard) ([]string, []recordRef) {
+	var cand []string
+	var refs []recordRef
+	for k, p := range shards {
+		for j, id := range p.ids {
+			if isRecordID(id) {
+				cand = append(cand, id)
+				refs = append(refs, recordRef{k, j})
+			}
+		}
+	}
+	return cand, refs
+}
+
+// sortFresh returns the new records of a batch with their ids, and per
+// shard how many were new and how many duplicates.
+func sortFresh(shards []pendingShard, cand []string, refs []recordRef, fresh []bool) (recs []schemas.Record, ids []string, rows, dups []int64) {
 	rows, dups = make([]int64, len(shards)), make([]int64, len(shards))
 	for i, r := range refs {
 		if !fresh[i] {
@@ -320,7 +357,55 @@ func claimRecords(ctx context.Context, d storage.Deduper, shards []pendingShard)
 		ids = append(ids, cand[i])
 		rows[r.shard]++
 	}
-	return recs, ids, rows, dups, nil
+	return recs, ids, rows, dups
+}
+
+// writeIndexed stores a batch's new records as one part claimed in the
+// dataset's part index (lf_dedupe): the claim lists the part's ids, so
+// every other sink sees them before it claims a part of its own. The part
+// is then created under the claimed number and committed; a part that
+// could not be stored is abandoned, which frees its ids.
+func (s *Sink) writeIndexed(ctx context.Context, st *state, shards []pendingShard) (rows, dups []int64, err error) {
+	cand, refs := candidates(shards)
+	fresh, claim, err := st.index.Claim(ctx, cand, shardIDsOf(shards))
+	if err != nil {
+		return nil, nil, fmt.Errorf("deduplicate: %w", err)
+	}
+	recs, ids, rows, dups := sortFresh(shards, cand, refs, fresh)
+	if len(recs) == 0 && len(claim.Shards) == 0 {
+		return rows, dups, st.index.Abandon(ctx, claim) // nothing to store
+	}
+	info, err := dataset.CreatePart(ctx, st.parts, claim.Number, st.man.Format, recs, ids, claim.Shards)
+	if err != nil {
+		return nil, nil, errors.Join(err, st.index.Abandon(context.WithoutCancel(ctx), claim))
+	}
+	if s.afterPublish != nil {
+		if err := s.afterPublish(claim.Key); err != nil {
+			return nil, nil, err // the sink died here
+		}
+	}
+	if err := st.index.Commit(ctx, claim); err != nil {
+		if errors.Is(err, storage.ErrAbandoned) {
+			// Another sink gave this claim up for dead: the part must not count.
+			return nil, nil, err
+		}
+		// The part is stored; its claim stays open until another sink that
+		// needs its ids finds the part and commits it.
+		s.log.Error().Err(err).Dict("context", zerolog.Dict().Str("dataset", st.man.Name).Str("part", info.File)).Msg("commit part claim")
+	}
+	s.notePart(st, info, len(shards))
+	return rows, dups, nil
+}
+
+// shardIDsOf are the message ids of shards (those that have one).
+func shardIDsOf(shards []pendingShard) []string {
+	var ids []string
+	for _, p := range shards {
+		if p.msgID != "" {
+			ids = append(ids, p.msgID)
+		}
+	}
+	return ids
 }
 
 func hasShardIDs(shards []pendingShard) bool {
@@ -335,12 +420,7 @@ func hasShardIDs(shards []pendingShard) bool {
 // publishPart publishes the batch's new records as the dataset's next part,
 // or gives their ids back to the deduper when it cannot.
 func (s *Sink) publishPart(ctx context.Context, st *state, shards []pendingShard, recs []schemas.Record, ids []string) error {
-	var shardIDs []string
-	for _, p := range shards {
-		if p.msgID != "" {
-			shardIDs = append(shardIDs, p.msgID)
-		}
-	}
+	shardIDs := shardIDsOf(shards)
 	info, err := dataset.PublishPart(ctx, st.parts, st.man.Format, recs, ids, shardIDs)
 	if err != nil {
 		return errors.Join(err, st.dedupe.Release(ctx, ids))
@@ -350,7 +430,13 @@ func (s *Sink) publishPart(ctx context.Context, st *state, shards []pendingShard
 		// uncommitted, which holds them until the lease ends.
 		s.log.Error().Err(err).Dict("context", zerolog.Dict().Str("dataset", st.man.Name).Str("part", info.File)).Msg("commit record claims")
 	}
-	for _, id := range shardIDs {
+	s.notePart(st, info, len(shards))
+	return nil
+}
+
+// notePart adds a part stored to the dataset's state and manifest.
+func (s *Sink) notePart(st *state, info dataset.PartInfo, shards int) {
+	for _, id := range info.Shards {
 		st.shards[id] = struct{}{}
 	}
 	st.man.Parts = append(st.man.Parts, info)
@@ -358,8 +444,7 @@ func (s *Sink) publishPart(ctx context.Context, st *state, shards []pendingShard
 	ds := st.man.Name
 	s.metrics.Parts.WithLabelValues(ds).Inc()
 	s.metrics.Rows.WithLabelValues(ds).Add(float64(info.Rows))
-	s.log.Info().Dict("context", zerolog.Dict().Str("dataset", ds).Str("part", info.File).Int64("rows", info.Rows).Int("shards", len(shards))).Msg("part written")
-	return nil
+	s.log.Info().Dict("context", zerolog.Dict().Str("dataset", ds).Str("part", info.File).Int64("rows", info.Rows).Int("shards", shards)).Msg("part written")
 }
 
 // verify checks each row of a shard as ingest checks a record (the

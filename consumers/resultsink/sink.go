@@ -575,15 +575,24 @@ func shortHash(s string) string {
 	return hex.EncodeToString(sum[:12])
 }
 
-// ReadOutput reads the lines of an output.jsonl or errors.jsonl.
+// ReadOutput reads the lines of an output.jsonl or errors.jsonl file.
 func ReadOutput(path string) ([]schemas.OutputLine, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
+	out, err := DecodeOutput(f)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return out, nil
+}
+
+// DecodeOutput reads the lines of an output.jsonl or errors.jsonl.
+func DecodeOutput(r io.Reader) ([]schemas.OutputLine, error) {
 	var out []schemas.OutputLine
-	sc := bufio.NewScanner(f)
+	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 64<<10), 8<<20)
 	for sc.Scan() {
 		if strings.TrimSpace(sc.Text()) == "" {
@@ -591,7 +600,7 @@ func ReadOutput(path string) ([]schemas.OutputLine, error) {
 		}
 		var l schemas.OutputLine
 		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
-			return nil, fmt.Errorf("%s: %w", path, err)
+			return nil, err
 		}
 		out = append(out, l)
 	}

@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"hash"
 	"io"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -27,6 +30,7 @@ const objectChunkWait = 30 * time.Second
 // streamed both ways in chunks, never held whole, and every read checks the
 // SHA-256 digest the store recorded at the put.
 type Objects struct {
+	js     jetstream.JetStream
 	os     jetstream.ObjectStore
 	push   nats.JetStreamContext // Get's ordered push consumer
 	bucket string
@@ -44,11 +48,9 @@ type ObjectInfo struct {
 
 // Objects opens the object store (it must exist: see EnsureTopology).
 func (b *Bus) Objects(ctx context.Context, bucket string) (*Objects, error) {
-	// A put publishes its chunks asynchronously: at most objectPutWindow
-	// of them (128 KiB each) are in flight, which bounds a put's memory
-	// and keeps a large object from outrunning the server's ingest queue
-	// (the default window of 4000 stalls a 1 GiB put).
-	js, err := jetstream.New(b.nc, jetstream.WithPublishAsyncMaxPending(objectPutWindow))
+	// Each put keeps its own window of objectPutWindow chunks in flight
+	// (see PutWithMetadata); the context's window is only their sum.
+	js, err := jetstream.New(b.nc)
 	if err != nil {
 		return nil, fmt.Errorf("object store %s: %w", bucket, err)
 	}
@@ -60,7 +62,7 @@ func (b *Bus) Objects(ctx context.Context, bucket string) (*Objects, error) {
 	if err != nil {
 		return nil, fmt.Errorf("object store %s: %w", bucket, err)
 	}
-	return &Objects{os: os, push: push, bucket: bucket}, nil
+	return &Objects{js: js, os: os, push: push, bucket: bucket}, nil
 }
 
 // Bucket is the store's name.
@@ -73,12 +75,130 @@ func (o *Objects) Put(ctx context.Context, name string, r io.Reader) (ObjectInfo
 
 // PutWithMetadata is Put with metadata kept beside the object (small
 // strings: a digest, a kind).
+//
+// The chunks are published here, not by jetstream's Put: that Put makes a
+// JetStream context of its own, with the default window of 4000 unacked
+// publishes (500 MiB of 128 KiB chunks), so a large object overran the
+// server's stream ingest queue (128 MiB: "429 too many requests") and each
+// publish had the client's 5 s default timeout. Here at most
+// objectPutWindow chunks await their ack, each for objectChunkWait when
+// ctx has no deadline; the subjects, the meta message and the purge of the
+// chunks of the object replaced are jetstream's (and so are the
+// permissions needed).
 func (o *Objects) PutWithMetadata(ctx context.Context, name string, metadata map[string]string, r io.Reader) (ObjectInfo, error) {
-	info, err := o.os.Put(ctx, jetstream.ObjectMeta{Name: name, Metadata: metadata}, r)
-	if err != nil {
+	fail := func(err error) (ObjectInfo, error) {
 		return ObjectInfo{}, fmt.Errorf("put object %s/%s: %w", o.bucket, name, err)
 	}
+	if name == "" {
+		return fail(ErrInvalidOption)
+	}
+	old, err := o.os.GetInfo(ctx, name, jetstream.GetObjectInfoShowDeleted())
+	if err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
+		return fail(err)
+	}
+	info := &jetstream.ObjectInfo{
+		ObjectMeta: jetstream.ObjectMeta{Name: name, Metadata: metadata, Opts: &jetstream.ObjectMetaOptions{ChunkSize: objectChunkSize}},
+		Bucket:     o.bucket,
+		NUID:       strings.TrimPrefix(nats.NewInbox(), nats.InboxPrefix),
+	}
+	chunks := fmt.Sprintf("$O.%s.C.%s", o.bucket, info.NUID)
+	if err := o.putChunks(ctx, chunks, r, info); err != nil {
+		o.purge(chunks)
+		return fail(err)
+	}
+	m := nats.NewMsg(fmt.Sprintf("$O.%s.M.%s", o.bucket, base64.URLEncoding.EncodeToString([]byte(name))))
+	m.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
+	if m.Data, err = json.Marshal(info); err != nil {
+		o.purge(chunks)
+		return fail(err)
+	}
+	pctx, cancel := ackContext(ctx)
+	defer cancel()
+	if _, err := o.js.PublishMsg(pctx, m); err != nil {
+		o.purge(chunks)
+		return fail(err)
+	}
+	if old != nil && !old.Deleted {
+		o.purge(fmt.Sprintf("$O.%s.C.%s", o.bucket, old.NUID))
+	}
+	info.ModTime = time.Now().UTC()
 	return objectInfoOf(info), nil
+}
+
+// objectChunkSize is the size of an object's chunks (jetstream's default).
+const objectChunkSize = 128 << 10
+
+// ackContext is ctx, or ctx with objectChunkWait when it has no deadline.
+func ackContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, objectChunkWait)
+}
+
+// putChunks publishes what r reads as chunks on subject, keeping at most
+// objectPutWindow unacknowledged, and fills info's size, chunk count and
+// digest.
+func (o *Objects) putChunks(ctx context.Context, subject string, r io.Reader, info *jetstream.ObjectInfo) error {
+	var inflight []jetstream.PubAckFuture
+	wait := func(f jetstream.PubAckFuture) error {
+		actx, cancel := ackContext(ctx)
+		defer cancel()
+		select {
+		case <-f.Ok():
+			return nil
+		case err := <-f.Err():
+			return err
+		case <-actx.Done():
+			return fmt.Errorf("chunk %d not acknowledged: %w", info.Chunks-uint32(len(inflight)), actx.Err())
+		}
+	}
+	sum := sha256.New()
+	buf := make([]byte, objectChunkSize)
+	for {
+		n, rerr := io.ReadFull(r, buf)
+		if n > 0 {
+			if len(inflight) == objectPutWindow {
+				if err := wait(inflight[0]); err != nil {
+					return err
+				}
+				inflight = inflight[1:]
+			}
+			sum.Write(buf[:n])
+			// The client copies the data into its write buffer before
+			// PublishMsgAsync returns, so buf is reused.
+			f, err := o.js.PublishMsgAsync(&nats.Msg{Subject: subject, Data: buf[:n]})
+			if err != nil {
+				return err
+			}
+			inflight = append(inflight, f)
+			info.Size += uint64(n)
+			info.Chunks++
+		}
+		if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
+			break
+		}
+		if rerr != nil {
+			return rerr
+		}
+	}
+	for _, f := range inflight {
+		if err := wait(f); err != nil {
+			return err
+		}
+	}
+	info.Digest = jetstream.GetObjectDigestValue(sum)
+	return nil
+}
+
+// purge removes the chunks on subject (of a failed put, or of the object a
+// put replaced), best effort as jetstream's Put does.
+func (o *Objects) purge(subject string) {
+	ctx, cancel := context.WithTimeout(context.Background(), objectChunkWait)
+	defer cancel()
+	if st, err := o.js.Stream(ctx, "OBJ_"+o.bucket); err == nil {
+		_ = st.Purge(ctx, jetstream.WithPurgeSubject(subject))
+	}
 }
 
 // Info describes name; a missing (or deleted) object wraps

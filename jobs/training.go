@@ -46,7 +46,7 @@ type TrainingProgress struct {
 	// Any infer worker serves it by that name (worker --model NAME).
 	FineTunedModel  string `json:"fine_tuned_model,omitempty"`
 	FineTunedDigest string `json:"fine_tuned_digest,omitempty"`
-	UpdatedAt   int64  `json:"updated_at,omitempty"`
+	UpdatedAt       int64  `json:"updated_at,omitempty"`
 }
 
 // NewTrainingID returns a fresh training job id: "train_" and 24 hex digits.

@@ -112,7 +112,8 @@ func roleOps() []roleOp {
 		{"dead-letter a refused result (lf.dlq.results.j1)", []string{"results"}, corePub("lf.dlq.results.j1")},
 		{"publish lf.rpc.m (interactive)", []string{"api"}, corePub("lf.rpc.m")},
 		{"serve lf.rpc.m", []string{"infer"}, coreSub("lf.rpc.m")},
-		{"write lf_models", nil, corePub("$O.lf_models.M.x")},
+		{"write lf_models (the trained model)", []string{"train"}, corePub("$O.lf_models.M.x")},
+		{"read lf_models", []string{"api", "infer", "train"}, objectRead(pipeline.BucketModels, "probe")},
 		{"read lf_artifacts (parts, results, files)", []string{"datasets", "train", "results", "api", "submit"}, objectRead(pipeline.BucketArtifacts, "probe")},
 		{"write lf_artifacts", []string{"datasets", "train", "results"}, corePub("$O.lf_artifacts.M.x")},
 		{"claim in lf_claims", []string{"datasets", "train", "results"}, corePub("$KV.lf_claims.x")},
@@ -164,6 +165,13 @@ func TestRoleTableDenies(t *testing.T) {
 		t.Fatal(err)
 	}
 	if _, err := art.Put(ctx, "probe", strings.NewReader("probe")); err != nil {
+		t.Fatal(err)
+	}
+	models, err := admin.Objects(ctx, pipeline.BucketModels)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := models.Put(ctx, "probe", strings.NewReader("probe")); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := admin.Publish(ctx, "lf.events.train.j1", []byte(`{"step":1}`), "j1/1", nil); err != nil {

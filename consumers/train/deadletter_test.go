@@ -120,7 +120,7 @@ func TestDeadLetteredTrainingJobFails(t *testing.T) {
 				startWorker(t, bus, "d", train.Config{})
 			},
 			wantCode: "invalid_config",
-			wantMsg:  "dataset chat: the job has no data_dir and worker d no data dir",
+			wantMsg:  "dataset chat: no parts in lf_artifacts, and the job has no data_dir and worker d no data dir",
 		},
 	}
 	for _, tt := range tests {

@@ -6,9 +6,21 @@
 // record, stops at the next step when the job is cancelled, keeps the
 // message in progress while it trains and acks it at the end.
 //
+// Nothing of a job stays on one machine only. Each checkpoint (weights or
+// adapter, optimizer state, trainer_state.json), once model/train has
+// written it whole, is stored in lf_artifacts as
+// train/<job>/checkpoint-<step>/... followed by its manifest
+// train/<job>/checkpoint-<step>.json, which alone makes it count as stored;
+// the final output (model or adapter, trainer state, loss curve) goes to
+// train/<job>/final/... and final.json, and is pushed to lf_models under
+// FineTunedModel(job), the job id, which the job record reports
+// (Training.FineTunedModel) and any infer worker serves by name. Every
+// step and evaluation is a schemas.TrainEvent on lf.events.train.<job>
+// (stream LF_EVENTS). The job's output_dir (or <OutputRoot>/<job>) is a
+// local copy.
+//
 // A worker that dies leaves the message unacked: after the consumer's
-// AckWait it is redelivered to another worker, which resumes from the
-// newest complete checkpoint in the job's output_dir. That directory (and
-// the base model and data) must therefore be paths every train worker sees:
-// one machine, or a shared filesystem.
+// AckWait it is redelivered to another worker, on any machine, which
+// fetches the newest stored checkpoint into its local output directory
+// (when it has none as new) and resumes from it, as from its own.
 package train

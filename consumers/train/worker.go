@@ -36,6 +36,9 @@ const (
 	// checkpoint.
 	DefaultDrainTimeout   = 2 * time.Second
 	DefaultHeartbeatEvery = 10 * time.Second
+	// uploadTimeout bounds the storing of one checkpoint, or of the final
+	// output and its push to lf_models.
+	uploadTimeout = 30 * time.Minute
 	// MaxConcurrentJobs bounds the training jobs running at once across all
 	// the workers (the consumer's MaxAckPending); each worker runs one.
 	MaxConcurrentJobs = 64
@@ -66,6 +69,12 @@ type Config struct {
 	// lf_models is fetched (<cache>/<name>/<digest>); default
 	// <DataDir>/models.
 	ModelCache string
+	// OutputRoot, when set, is where this worker keeps its local copy of
+	// each job's output: <OutputRoot>/<job> instead of the job's
+	// output_dir (a path of the submitter's machine). Either way the
+	// checkpoints and the final output are stored in lf_artifacts, which
+	// is what another worker resumes from.
+	OutputRoot string
 }
 
 // Validate checks the config; errors wrap ErrInvalidOption.
@@ -75,6 +84,9 @@ func (c Config) Validate() error {
 	}
 	if c.DataDir != "" && !filepath.IsAbs(c.DataDir) {
 		return fmt.Errorf("%w: data dir %s is not an absolute path", ErrInvalidOption, c.DataDir)
+	}
+	if c.OutputRoot != "" && !filepath.IsAbs(c.OutputRoot) {
+		return fmt.Errorf("%w: output root %s is not an absolute path", ErrInvalidOption, c.OutputRoot)
 	}
 	if c.ModelCache != "" && !filepath.IsAbs(c.ModelCache) {
 		return fmt.Errorf("%w: model cache %s is not an absolute path", ErrInvalidOption, c.ModelCache)
@@ -252,6 +264,20 @@ func (w *Worker) handle(ctx context.Context, msg pipeline.Msg) error {
 		w.failJob(ctx, m.Job, "invalid_config", err)
 		return pipeline.Invalid("records", err)
 	}
+	if w.cfg.OutputRoot != "" {
+		rc.Training.OutputDir = filepath.Join(w.cfg.OutputRoot, m.Job)
+	}
+	art, err := w.artifacts(ctx, m.Job)
+	if err != nil {
+		return err // the bus failed: the job is redelivered
+	}
+	// A checkpoint stored by a worker elsewhere, newer than any here, is
+	// fetched into output_dir: the trainer resumes from it as from its own.
+	if fetched, err := art.restore(ctx, rc.Training.OutputDir); err != nil {
+		return fmt.Errorf("job %s: restore a stored checkpoint: %w", m.Job, err)
+	} else if fetched != "" {
+		log.Info().Str("checkpoint", fetched).Msg("stored checkpoint fetched")
+	}
 	resumed := ""
 	if cks, err := train.CompleteCheckpoints(rc.Training.OutputDir); err == nil && len(cks) > 0 {
 		resumed = cks[len(cks)-1]
@@ -266,6 +292,7 @@ func (w *Worker) handle(ctx context.Context, msg pipeline.Msg) error {
 		if jj.Training != nil {
 			p = *jj.Training
 		}
+		p.OutputDir, p.Artifacts = rc.Training.OutputDir, JobArtifacts(m.Job)
 		p.Worker, p.Attempt, p.ResumedFrom, p.UpdatedAt = w.ID, attempt, resumed, time.Now().Unix()
 		jj.Training = &p
 		return nil
@@ -293,7 +320,23 @@ func (w *Worker) handle(ctx context.Context, msg pipeline.Msg) error {
 		})
 	}()
 	pw := newProgressWriter(w.jobs, m.Job, w.cfg.ProgressEvery, log)
-	opts := []train.Option{train.WithProgress(pw.report), train.WithRecords(records)}
+	events, err := newEventPublisher(w.bus, m.Job, attempt, log)
+	if err != nil {
+		return pipeline.Invalid("job id", err)
+	}
+	// A checkpoint is stored whole even when the job is stopped meanwhile:
+	// the trainer checks its ctx before the next step.
+	upload := func(dir string, step int) error {
+		uctx, cancel := context.WithTimeout(context.WithoutCancel(tctx), uploadTimeout)
+		defer cancel()
+		if err := art.storeCheckpoint(uctx, dir, step); err != nil {
+			return err
+		}
+		log.Info().Str("checkpoint", dir).Str("stored", JobArtifacts(m.Job)+checkpointName(step)).Msg("checkpoint stored")
+		return nil
+	}
+	opts := []train.Option{train.WithRecords(records), train.WithCheckpoint(upload),
+		train.WithProgress(func(p train.Progress) { pw.report(p); events.report(p) })}
 	if w.cfg.Backend != "" {
 		opts = append(opts, train.WithBackend(w.cfg.Backend))
 	}
@@ -304,7 +347,19 @@ func (w *Worker) handle(ctx context.Context, msg pipeline.Msg) error {
 	stop()
 	<-watchDone
 	last := pw.close()
+	events.close()
 
+	var fine, digest string
+	if terr == nil && !cancelled.Load() {
+		// The final output goes to lf_artifacts and lf_models before the
+		// job completes; on failure the job goes back to the queue (the
+		// next worker resumes from the last checkpoint and saves it again).
+		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), uploadTimeout)
+		defer cancel()
+		if fine, digest, terr = w.publishFinal(uctx, art, rc.Training.OutputDir, res.GlobalStep); terr == nil {
+			log.Info().Dict("context", logging.Ctx().Str("fine_tuned_model", fine).Str("digest", digest)).Msg("trained model pushed")
+		}
+	}
 	// The job's outcome is written with a ctx of its own: the handler's may
 	// be ending.
 	octx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
@@ -314,6 +369,9 @@ func (w *Worker) handle(ctx context.Context, msg pipeline.Msg) error {
 		_, err := w.jobs.Update(octx, m.Job, func(jj *jobs.Job) error {
 			setProgress(jj, last, rc.Training.OutputDir)
 			jj.Training.ETASeconds = 0
+			if fine != "" {
+				jj.Training.FineTunedModel, jj.Training.FineTunedDigest = fine, digest
+			}
 			if jj.Status == jobs.StatusCancelling { // cancelled after the last step
 				return jj.SetStatus(jobs.StatusCancelled, time.Now())
 			}
@@ -345,9 +403,13 @@ func (w *Worker) handle(ctx context.Context, msg pipeline.Msg) error {
 		}
 		log.Info().Int("step", last.Step).Msg("training job cancelled")
 		return nil
-	case ctx.Err() != nil:
-		// The worker is stopping: the message goes back to the queue and
+	case ctx.Err() != nil || errors.Is(terr, errUpload):
+		// The worker is stopping, or the bus would not take the artifacts: the message goes back to the queue and
 		// another worker resumes from the newest checkpoint.
+		if ctx.Err() == nil {
+			log.Warn().Err(terr).Int("step", last.Step).Msg("artifacts not stored; the job goes back to the queue")
+			return fmt.Errorf("job %s: step %d: %w", m.Job, last.Step, terr)
+		}
 		log.Warn().Int("step", last.Step).Msg("worker stopping mid-job; the job goes back to the queue")
 		return fmt.Errorf("job %s: worker stopped at step %d: %w", m.Job, last.Step, ctx.Err())
 	default:

@@ -1,0 +1,342 @@
+package train
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/largeforge/largeforge/model/train"
+	"github.com/largeforge/largeforge/modelstore"
+	"github.com/largeforge/largeforge/pipeline"
+)
+
+// Where a training job's artifacts live in lf_artifacts.
+const (
+	// ArtifactsPrefix starts every key of a training job: train/<job>/.
+	ArtifactsPrefix = "train/"
+	// FinalName is the stored copy of the final output: train/<job>/final/...
+	FinalName = "final"
+	// ManifestSuffix ends the object that marks a stored directory complete
+	// (train/<job>/checkpoint-<step>.json, train/<job>/final.json): it is
+	// written after every file it lists, so a directory without one is
+	// never read back.
+	ManifestSuffix = ".json"
+)
+
+// JobArtifacts is the prefix of a job's artifacts: train/<job>/.
+func JobArtifacts(job string) string { return ArtifactsPrefix + job + "/" }
+
+// StoredFile is one file of a stored directory.
+type StoredFile struct {
+	Path   string `json:"path"`   // relative, '/'-separated
+	Size   int64  `json:"size"`   // bytes
+	Digest string `json:"digest"` // the object store's digest (SHA-256=<base64url>)
+}
+
+// StoredDir is the manifest of a directory stored under train/<job>/<name>/.
+type StoredDir struct {
+	Job   string       `json:"job"`
+	Name  string       `json:"name"` // checkpoint-<step> or final
+	Step  int          `json:"global_step"`
+	Files []StoredFile `json:"files"`
+	Time  time.Time    `json:"time"`
+}
+
+// artifacts copies one job's checkpoints and final output to lf_artifacts
+// and back.
+type artifacts struct {
+	objs *pipeline.Objects
+	job  string
+}
+
+func (w *Worker) artifacts(ctx context.Context, job string) (artifacts, error) {
+	objs, err := w.bus.Objects(ctx, pipeline.BucketArtifacts)
+	if err != nil {
+		return artifacts{}, err
+	}
+	return artifacts{objs: objs, job: job}, nil
+}
+
+func (a artifacts) key(name, file string) string { return JobArtifacts(a.job) + name + "/" + file }
+func (a artifacts) manifestKey(name string) string {
+	return JobArtifacts(a.job) + name + ManifestSuffix
+}
+
+// localFiles lists the regular files of dir to store: every one under it,
+// or only those directly in it (the final output, whose checkpoint-<step>
+// directories are stored on their own). Hidden names are left out.
+func localFiles(dir string, top bool) ([]string, error) {
+	var out []string
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if p == dir {
+			return nil
+		}
+		if strings.HasPrefix(d.Name(), ".") || (d.IsDir() && top) {
+			if d.IsDir() {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if d.Type().IsRegular() {
+			rel, err := filepath.Rel(dir, p)
+			if err != nil {
+				return err
+			}
+			out = append(out, filepath.ToSlash(rel))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list %s: %w", dir, err)
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// store uploads the files of dir as train/<job>/<name>/... and then its
+// manifest, which makes it complete.
+func (a artifacts) store(ctx context.Context, dir, name string, step int, top bool) (StoredDir, error) {
+	files, err := localFiles(dir, top)
+	if err != nil {
+		return StoredDir{}, err
+	}
+	m := StoredDir{Job: a.job, Name: name, Step: step, Time: time.Now().UTC()}
+	for _, f := range files {
+		info, err := a.putFile(ctx, filepath.Join(dir, filepath.FromSlash(f)), a.key(name, f))
+		if err != nil {
+			return StoredDir{}, err
+		}
+		m.Files = append(m.Files, StoredFile{Path: f, Size: int64(info.Size), Digest: info.Digest})
+	}
+	data, err := json.Marshal(m)
+	if err != nil {
+		return StoredDir{}, err
+	}
+	if _, err := a.objs.Put(ctx, a.manifestKey(name), bytes.NewReader(data)); err != nil {
+		return StoredDir{}, fmt.Errorf("store %s: manifest: %w", name, err)
+	}
+	return m, nil
+}
+
+func (a artifacts) putFile(ctx context.Context, file, key string) (pipeline.ObjectInfo, error) {
+	f, err := os.Open(file)
+	if err != nil {
+		return pipeline.ObjectInfo{}, fmt.Errorf("store %s: %w", key, err)
+	}
+	defer f.Close()
+	info, err := a.objs.Put(ctx, key, f)
+	if err != nil {
+		return info, fmt.Errorf("store %s: %w", key, err)
+	}
+	return info, nil
+}
+
+// checkpoints lists the steps of the job's stored (complete) checkpoints,
+// oldest first.
+func (a artifacts) checkpoints(ctx context.Context) ([]int, error) {
+	all, err := a.objs.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	prefix := JobArtifacts(a.job) + train.CheckpointPrefix
+	var steps []int
+	for _, in := range all {
+		rest, ok := strings.CutPrefix(in.Name, prefix)
+		if !ok {
+			continue
+		}
+		num, ok := strings.CutSuffix(rest, ManifestSuffix)
+		if n, err := strconv.Atoi(num); ok && err == nil && n > 0 {
+			steps = append(steps, n)
+		}
+	}
+	sort.Ints(steps)
+	return steps, nil
+}
+
+// manifest reads the manifest of train/<job>/<name>.
+func (a artifacts) manifest(ctx context.Context, name string) (StoredDir, error) {
+	r, err := a.objs.Get(ctx, a.manifestKey(name))
+	if err != nil {
+		return StoredDir{}, err
+	}
+	defer r.Close()
+	var m StoredDir
+	if err := json.NewDecoder(r).Decode(&m); err != nil {
+		return StoredDir{}, fmt.Errorf("manifest of %s%s: %w", JobArtifacts(a.job), name, err)
+	}
+	return m, r.Close()
+}
+
+// fetch downloads the stored directory name into dir/name, checking every
+// file against its manifest: it is written under a hidden name and renamed
+// into place whole, so a download cut short never looks like a checkpoint.
+func (a artifacts) fetch(ctx context.Context, name, dir string) (string, error) {
+	m, err := a.manifest(ctx, name)
+	if err != nil {
+		return "", err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	tmp, err := os.MkdirTemp(dir, "."+name+"-")
+	if err != nil {
+		return "", err
+	}
+	defer os.RemoveAll(tmp)
+	for _, f := range m.Files {
+		if !fs.ValidPath(f.Path) {
+			return "", fmt.Errorf("fetch %s: %w: file %q", name, pipeline.ErrDigestMismatch, f.Path)
+		}
+		dst := filepath.Join(tmp, filepath.FromSlash(f.Path))
+		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+			return "", err
+		}
+		key := a.key(name, f.Path)
+		info, err := a.objs.Info(ctx, key)
+		if err != nil {
+			return "", fmt.Errorf("fetch %s: %w", name, err)
+		}
+		if int64(info.Size) != f.Size || info.Digest != f.Digest {
+			return "", fmt.Errorf("fetch %s: %s: %w: not the file its manifest lists", name, key, pipeline.ErrDigestMismatch)
+		}
+		if err := a.objs.GetFile(ctx, key, dst); err != nil {
+			return "", fmt.Errorf("fetch %s: %w", name, err)
+		}
+	}
+	final := filepath.Join(dir, name)
+	if err := os.RemoveAll(final); err != nil {
+		return "", err
+	}
+	if err := os.Rename(tmp, final); err != nil {
+		return "", fmt.Errorf("fetch %s: %w", name, err)
+	}
+	return final, nil
+}
+
+// remove deletes a stored directory, its manifest first (so that it is no
+// longer complete), then its files.
+func (a artifacts) remove(ctx context.Context, name string) error {
+	m, err := a.manifest(ctx, name)
+	if err != nil {
+		return err
+	}
+	if err := a.objs.Delete(ctx, a.manifestKey(name)); err != nil {
+		return err
+	}
+	for _, f := range m.Files {
+		if err := a.objs.Delete(ctx, a.key(name, f.Path)); err != nil && !errors.Is(err, pipeline.ErrObjectNotFound) {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkpointName is checkpoint-<step>.
+func checkpointName(step int) string { return train.CheckpointPrefix + strconv.Itoa(step) }
+
+// newestLocal is the step of the newest complete checkpoint in dir (0: none).
+func newestLocal(dir string) int {
+	cks, err := train.CompleteCheckpoints(dir)
+	if err != nil || len(cks) == 0 {
+		return 0
+	}
+	n, _ := strconv.Atoi(strings.TrimPrefix(filepath.Base(cks[len(cks)-1]), train.CheckpointPrefix))
+	return n
+}
+
+// restore brings the job's newest stored checkpoint into outputDir when it
+// is newer than the newest complete one there (none, on a machine that has
+// not run the job): the trainer then resumes from it as from its own. It
+// returns the checkpoint fetched, "" when none was.
+func (a artifacts) restore(ctx context.Context, outputDir string) (string, error) {
+	steps, err := a.checkpoints(ctx)
+	if err != nil || len(steps) == 0 {
+		return "", err
+	}
+	newest := steps[len(steps)-1]
+	if newest <= newestLocal(outputDir) {
+		return "", nil
+	}
+	return a.fetch(ctx, checkpointName(newest), outputDir)
+}
+
+// storeCheckpoint is the trainer's WithCheckpoint callback: it stores the
+// checkpoint just written, then removes the stored ones that the trainer
+// removed here (save_total_limit).
+func (a artifacts) storeCheckpoint(ctx context.Context, dir string, step int) error {
+	if _, err := a.store(ctx, dir, checkpointName(step), step, false); err != nil {
+		return fmt.Errorf("%w: %w", errUpload, err)
+	}
+	steps, err := a.checkpoints(ctx)
+	if err != nil {
+		return fmt.Errorf("%w: %w", errUpload, err)
+	}
+	for _, s := range steps {
+		if s >= step {
+			continue
+		}
+		if _, err := os.Stat(filepath.Join(filepath.Dir(dir), checkpointName(s))); errors.Is(err, os.ErrNotExist) {
+			if err := a.remove(ctx, checkpointName(s)); err != nil && !errors.Is(err, pipeline.ErrObjectNotFound) {
+				return fmt.Errorf("%w: remove stored %s: %w", errUpload, checkpointName(s), err)
+			}
+		}
+	}
+	return nil
+}
+
+// errUpload marks a failure to store an artifact on the bus: the job goes
+// back to the queue rather than failing.
+var errUpload = errors.New("store training artifacts")
+
+// FineTunedModel is the lf_models name a training job's model (or adapter)
+// is pushed under: the job id.
+func FineTunedModel(job string) string { return job }
+
+// publishFinal stores the final output of outputDir (its files, not its
+// checkpoints) as train/<job>/final/... and pushes it to lf_models as
+// FineTunedModel(job), returning the name and the version's digest.
+func (w *Worker) publishFinal(ctx context.Context, a artifacts, outputDir string, step int) (string, string, error) {
+	m, err := a.store(ctx, outputDir, FinalName, step, true)
+	if err != nil {
+		return "", "", fmt.Errorf("%w: %w", errUpload, err)
+	}
+	// The push reads a directory of the final files alone: links to them.
+	stage, err := os.MkdirTemp("", "largeforge-final-")
+	if err != nil {
+		return "", "", err
+	}
+	defer os.RemoveAll(stage)
+	for _, f := range m.Files {
+		dst := filepath.Join(stage, filepath.FromSlash(f.Path))
+		src, err := filepath.Abs(filepath.Join(outputDir, filepath.FromSlash(f.Path)))
+		if err != nil {
+			return "", "", err
+		}
+		if err := os.Symlink(src, dst); err != nil {
+			return "", "", err
+		}
+	}
+	ms, err := modelstore.New(ctx, w.bus)
+	if err != nil {
+		return "", "", fmt.Errorf("%w: %w", errUpload, err)
+	}
+	name := FineTunedModel(a.job)
+	pushed, err := ms.Push(ctx, name, stage)
+	if err != nil {
+		return "", "", fmt.Errorf("%w: push %s: %w", errUpload, name, err)
+	}
+	return name, pushed.Digest, nil
+}

@@ -390,9 +390,7 @@ func (s *Store) Pull(ctx context.Context, name, dir string) (string, error) {
 }
 
 // Fetch makes cache/<name>/<digest> hold the current version of name and
-// returns that directory and the digest. A version already there is used
-// as it is (it was verified when it was renamed into place); a new push
-// makes a new directory, so the files under a running model never change.
+// returns that directory and the digest (see FetchVersion).
 func (s *Store) Fetch(ctx context.Context, name, cache string) (string, string, error) {
 	if cache == "" {
 		return "", "", fmt.Errorf("%w: fetch %s: no model cache directory", pipeline.ErrInvalidOption, name)
@@ -401,17 +399,46 @@ func (s *Store) Fetch(ctx context.Context, name, cache string) (string, string, 
 	if err != nil {
 		return "", "", err
 	}
+	dir, err := s.FetchVersion(ctx, name, digest, cache)
+	return dir, digest, err
+}
+
+// FetchVersion makes cache/<name>/<digest> hold the version digest of name,
+// whichever version is current, and returns that directory. A version
+// already there is used as it is (it was verified when it was renamed into
+// place); a new push makes a new directory, so the files under a running
+// model never change. A digest that is not one (64 hex digits) or names
+// no version of name wraps ErrNotFound (no manifest: ErrNoManifest).
+func (s *Store) FetchVersion(ctx context.Context, name, digest, cache string) (string, error) {
+	if cache == "" {
+		return "", fmt.Errorf("%w: fetch %s: no model cache directory", pipeline.ErrInvalidOption, name)
+	}
+	if err := ValidName(name); err != nil {
+		return "", err
+	}
+	if !validDigest(digest) {
+		return "", fmt.Errorf("model %s version %q: not a digest: %w", name, digest, ErrNotFound)
+	}
 	dir := filepath.Join(cache, name, digest)
 	if st, err := os.Stat(dir); err == nil && st.IsDir() {
-		return dir, digest, nil
+		return dir, nil
 	}
 	if err := s.pullVersion(ctx, name, digest, dir); err != nil {
 		if st, serr := os.Stat(dir); serr == nil && st.IsDir() {
-			return dir, digest, nil // another fetch put it there first
+			return dir, nil // another fetch put it there first
 		}
-		return "", "", err
+		return "", err
 	}
-	return dir, digest, nil
+	return dir, nil
+}
+
+// validDigest reports whether d is a version digest: a hex SHA-256.
+func validDigest(d string) bool {
+	if len(d) != 2*sha256.Size {
+		return false
+	}
+	_, err := hex.DecodeString(d)
+	return err == nil && strings.ToLower(d) == d
 }
 
 func (s *Store) pullVersion(ctx context.Context, name, digest, dir string) error {

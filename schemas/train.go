@@ -16,7 +16,12 @@ type RunConfig struct {
 	Method string `json:"method"` // "sft" or "dpo"
 	// BaseModel is an alias of model_name (the base model, a Hugging Face
 	// checkpoint directory); Model() is the one to read.
-	BaseModel    string   `json:"base_model"`
+	BaseModel string `json:"base_model"`
+	// ModelDigest pins a model_name that names a model pushed to
+	// lf_models: the version current when the job was submitted, which
+	// every run of the job (resumed ones too) fetches. Submit sets it; it
+	// is not a train.yaml key.
+	ModelDigest  string   `json:"model_digest,omitempty"`
 	Dataset      string   `json:"dataset"`        // an ingested dataset's name, read from DataDir
 	DataDir      string   `json:"data_dir"`       // where ingested datasets live (a --data-dir)
 	DataFiles    []string `json:"data_files"`     // Parquet parts or JSONL files

@@ -30,8 +30,9 @@ func storedModel(rc train.RunConfig) (string, bool) {
 }
 
 // ResolveOn is Resolve for a job queued on bus: a model_name that names a
-// model pushed to lf_models (`largeforge model push`) stays that name, and
-// the train worker fetches it; one that is neither such a model nor a model
+// model pushed to lf_models (`largeforge model push`) stays that name, its
+// current version is pinned (model_digest), and the train worker fetches
+// that version; one that is neither such a model nor a model
 // directory is "Invalid model path".
 func ResolveOn(ctx context.Context, bus *pipeline.Bus, rc train.RunConfig) (train.RunConfig, error) {
 	name, ok := storedModel(rc)
@@ -45,18 +46,26 @@ func ResolveOn(ctx context.Context, bus *pipeline.Bus, rc train.RunConfig) (trai
 	if err != nil {
 		return rc, err
 	}
-	if _, err := ms.Resolve(ctx, name); err != nil {
-		if errors.Is(err, modelstore.ErrNotFound) {
-			return rc, fmt.Errorf("%w: %s is neither a model directory nor a model in lf_models", schemas.ErrInvalidModelPath, name)
+	digest := rc.ModelDigest
+	if digest != "" { // pinned already: the version must still be there
+		_, err = ms.Manifest(ctx, name, digest)
+	} else {
+		digest, err = ms.Resolve(ctx, name)
+	}
+	if err != nil {
+		if errors.Is(err, modelstore.ErrNotFound) || errors.Is(err, modelstore.ErrNoManifest) || errors.Is(err, modelstore.ErrCorrupt) {
+			return rc, fmt.Errorf("%w: %s is neither a model directory nor a model in lf_models: %w", schemas.ErrInvalidModelPath, name, err)
 		}
 		return rc, fmt.Errorf("model_name %s: %w", name, err)
 	}
+	rc.ModelDigest = digest // a later push does not change the job
 	return resolvePaths(rc) // the name stays: each worker fetches it into its own cache
 }
 
 // fetchModel makes a job whose model_name names a model of lf_models train
-// from that model's current version, fetched (verified) into the worker's
-// model cache; a directory stays as it is.
+// from the version pinned at submit (model_digest; the current one for a
+// job without), fetched (verified) into the worker's model cache; a
+// directory stays as it is.
 func (w *Worker) fetchModel(ctx context.Context, rc train.RunConfig, log zerolog.Logger) (train.RunConfig, error) {
 	name, ok := storedModel(rc)
 	if !ok {
@@ -69,7 +78,12 @@ func (w *Worker) fetchModel(ctx context.Context, rc train.RunConfig, log zerolog
 	if err != nil {
 		return rc, err
 	}
-	dir, digest, err := ms.Fetch(ctx, name, w.cfg.ModelCache)
+	dir, digest := "", rc.ModelDigest
+	if digest != "" {
+		dir, err = ms.FetchVersion(ctx, name, digest, w.cfg.ModelCache)
+	} else { // queued before jobs were pinned
+		dir, digest, err = ms.Fetch(ctx, name, w.cfg.ModelCache)
+	}
 	switch {
 	case errors.Is(err, modelstore.ErrNotFound) || errors.Is(err, modelstore.ErrNoManifest) || errors.Is(err, modelstore.ErrCorrupt):
 		return rc, fmt.Errorf("%w: model_name %s: %w", schemas.ErrInvalidModelPath, name, err)

@@ -104,6 +104,7 @@ dataset runs the dataset sink, the raw-record validator and the rejects writer, 
 	}
 	f.StringVar(&wc.ModelCache, "model-cache", cacheDefault, "where models fetched from lf_models are kept")
 	f.StringVar(&wc.DataDir, "data-dir", "./lf-data", "with --role results or dataset: where job results (<data-dir>/jobs) or datasets (<data-dir>/datasets) are written; with --role train: where the datasets of jobs without a data_dir are read")
+	f.StringVar(&wc.Train.OutputRoot, "output-root", "", "with --role train: keep each job's local output under <output-root>/<job> rather than its output_dir (its checkpoints and final model are in lf_artifacts and lf_models either way)")
 	f.IntVar(&wc.Infer.Slots, "slots", infer.DefaultSlots, "continuous-batching slots per model (the requests generated at once)")
 	f.IntVar(&wc.Infer.Fetchers, "fetchers", infer.DefaultFetchers, "consume loops per model")
 	f.DurationVar(&wc.Infer.AckWait, "ack-wait", infer.DefaultAckWait, "redeliver a request (or training job) when its worker is silent this long")

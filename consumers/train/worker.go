@@ -73,7 +73,8 @@ type Config struct {
 	// each job's output: <OutputRoot>/<job> instead of the job's
 	// output_dir (a path of the submitter's machine). Either way the
 	// checkpoints and the final output are stored in lf_artifacts, which
-	// is what another worker resumes from.
+	// is what another worker resumes from. A relative root is the worker's
+	// working directory's.
 	OutputRoot string
 }
 
@@ -84,9 +85,6 @@ func (c Config) Validate() error {
 	}
 	if c.DataDir != "" && !filepath.IsAbs(c.DataDir) {
 		return fmt.Errorf("%w: data dir %s is not an absolute path", ErrInvalidOption, c.DataDir)
-	}
-	if c.OutputRoot != "" && !filepath.IsAbs(c.OutputRoot) {
-		return fmt.Errorf("%w: output root %s is not an absolute path", ErrInvalidOption, c.OutputRoot)
 	}
 	if c.ModelCache != "" && !filepath.IsAbs(c.ModelCache) {
 		return fmt.Errorf("%w: model cache %s is not an absolute path", ErrInvalidOption, c.ModelCache)
@@ -154,6 +152,13 @@ func Start(ctx context.Context, bus *pipeline.Bus, cfg Config, log zerolog.Logge
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
+	if cfg.OutputRoot != "" {
+		abs, err := filepath.Abs(cfg.OutputRoot)
+		if err != nil {
+			return nil, fmt.Errorf("%w: output root %s: %w", ErrInvalidOption, cfg.OutputRoot, err)
+		}
+		cfg.OutputRoot = abs
+	}
 	store, err := jobs.Open(ctx, bus)
 	if err != nil {
 		return nil, err

@@ -114,6 +114,7 @@ type PartIndex struct {
 
 	mu      sync.Mutex
 	started bool
+	base    int
 	next    int                   // the next entry to read
 	ids     map[idKey]int32       // id → its part (-1: a part stored before the index)
 	shards  map[string]struct{}   // shard ids of committed parts
@@ -197,6 +198,17 @@ func (x *PartIndex) HasShard(id string) bool {
 	return ok
 }
 
+// Base is the first part number the index lists: the parts below it were
+// stored before it, and their ids are Added from the parts themselves.
+func (x *PartIndex) Base(ctx context.Context) (int, error) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if err := x.start(ctx); err != nil {
+		return 0, err
+	}
+	return x.base, nil
+}
+
 // start reads (or sets) the first number of the index: after every part
 // stored when the first writer started it.
 func (x *PartIndex) start(ctx context.Context) error {
@@ -215,7 +227,7 @@ func (x *PartIndex) start(ctx context.Context) error {
 			base = last + 1
 		}
 		if _, err = x.kv.Create(ctx, x.prefix+"base", []byte(strconv.Itoa(base))); err == nil {
-			x.next, x.started = base, true
+			x.base, x.next, x.started = base, base, true
 			return nil
 		}
 		if errors.Is(err, pipeline.ErrKeyExists) {
@@ -225,9 +237,10 @@ func (x *PartIndex) start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("part index base: %w", err)
 	}
-	if x.next, err = strconv.Atoi(string(e.Value)); err != nil {
+	if x.base, err = strconv.Atoi(string(e.Value)); err != nil {
 		return fmt.Errorf("part index base %q: %w", e.Value, err)
 	}
+	x.next = x.base
 	x.started = true
 	return nil
 }

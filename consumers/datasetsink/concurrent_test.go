@@ -31,7 +31,29 @@ func TestTwoSinksOneDataset(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Every shard is on the stream before the sinks start, so both fetch at once.
-	subj, _ := pipeline.DatasetShardSubject("two")
+	want := publishShards(ctx, t, bus, "two", shards, perShard)
+	for range 2 {
+		wctx, cancel := context.WithCancel(ctx)
+		w, err := datasetsink.StartStore(wctx, bus, store, pipelinetest.Logger(t), nil)
+		if err != nil {
+			cancel()
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			cancel()
+			if err := w.Wait(); err != nil {
+				t.Errorf("workers: %v", err)
+			}
+		})
+	}
+	waitRecordsOnce(ctx, t, store, "two", len(want))
+}
+
+// publishShards publishes shards shards of perShard new alpaca records to
+// dataset ds, as ingest does, and returns their ids.
+func publishShards(ctx context.Context, t *testing.T, bus *pipeline.Bus, ds string, shards, perShard int) map[string]bool {
+	t.Helper()
+	subj, _ := pipeline.DatasetShardSubject(ds)
 	want := map[string]bool{}
 	for i := range shards {
 		recs := make([]schemas.Record, perShard)
@@ -50,25 +72,11 @@ func TestTwoSinksOneDataset(t *testing.T) {
 		hdr.Set(schemas.HeaderSource, "test")
 		hdr.Set(schemas.HeaderRun, "run-1")
 		hdr.Set(schemas.HeaderRows, strconv.Itoa(perShard))
-		if _, err := bus.Publish(ctx, subj, data, dataset.ShardID("two", ids), hdr); err != nil {
+		if _, err := bus.Publish(ctx, subj, data, dataset.ShardID(ds, ids), hdr); err != nil {
 			t.Fatal(err)
 		}
 	}
-	for range 2 {
-		wctx, cancel := context.WithCancel(ctx)
-		w, err := datasetsink.StartStore(wctx, bus, store, pipelinetest.Logger(t), nil)
-		if err != nil {
-			cancel()
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			cancel()
-			if err := w.Wait(); err != nil {
-				t.Errorf("workers: %v", err)
-			}
-		})
-	}
-	waitRecordsOnce(ctx, t, store, "two", len(want))
+	return want
 }
 
 // waitRecordsOnce waits until the parts of dataset ds in store hold want

@@ -134,6 +134,12 @@ func (s *Sink) load(ctx context.Context, name string) (*state, error) {
 	if err != nil {
 		return nil, err
 	}
+	indexed := -1 // parts from this number on are in the part index, with their ids and states
+	if index != nil {
+		if indexed, err = index.Base(ctx); err != nil {
+			return nil, err
+		}
+	}
 	st.man.Parts = st.man.Parts[:0]
 	st.man.Counts.Rows = 0
 	for _, p := range list {
@@ -141,9 +147,11 @@ func (s *Sink) load(ctx context.Context, name string) (*state, error) {
 		if err != nil {
 			return nil, err
 		}
-		st.add(meta.IDs)
-		for _, sh := range meta.Shards {
-			st.shards[sh] = struct{}{}
+		if n, _ := storage.PartNumber(p.Key); indexed < 0 || n < indexed {
+			st.add(meta.IDs)
+			for _, sh := range meta.Shards {
+				st.shards[sh] = struct{}{}
+			}
 		}
 		if st.man.Format == "" {
 			st.man.Format = meta.Format

@@ -1,0 +1,95 @@
+package datasetsink_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/largeforge/largeforge/consumers/datasetsink"
+	"github.com/largeforge/largeforge/dataset"
+	"github.com/largeforge/largeforge/pipeline"
+	"github.com/largeforge/largeforge/pipeline/pipelinetest"
+	"github.com/largeforge/largeforge/storage"
+)
+
+// TestSinkDiesBetweenPartAndCommit: a sink dies (cancelled hard, by a test
+// hook) after publishing a part, before committing its claim in lf_dedupe.
+// Its shards go to a second sink, which finds the claim still holding
+// their ids, waits out its lease, finds the dead sink's part and commits
+// it: every record is stored once, none twice, none lost.
+func TestSinkDiesBetweenPartAndCommit(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	_, bus := pipelinetest.StartBus(t)
+	objects, err := storage.OpenObjects(ctx, bus, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := publishShards(ctx, t, bus, "crash", 8, 5)
+
+	start := func(name string) (*datasetsink.Workers, context.CancelFunc) {
+		wctx, wcancel := context.WithCancel(ctx)
+		w, err := datasetsink.StartStore(wctx, bus, objects, pipelinetest.Logger(t).With().Str("sink", name).Logger(), nil)
+		if err != nil {
+			wcancel()
+			t.Fatal(err)
+		}
+		return w, wcancel
+	}
+	dying, kill := start("dying")
+	died := make(chan string, 1)
+	datasetsink.SetAfterPublish(dying.Sink, func(part string) error {
+		kill()
+		select {
+		case died <- part:
+		default:
+		}
+		return errors.New("killed between the part and its commit")
+	})
+	var part string
+	select {
+	case part = <-died:
+	case <-ctx.Done():
+		t.Fatal("the sink never published a part")
+	}
+	if err := dying.Wait(); err != nil {
+		t.Logf("dead sink: %v", err)
+	}
+	if _, _, err := objects.Open(ctx, part); err != nil {
+		t.Fatalf("the dead sink's part %s: %v", part, err)
+	}
+
+	survivor, stop := start("survivor")
+	datasetsink.SetClaimLease(survivor.Sink, time.Second)
+	t.Cleanup(func() {
+		stop()
+		if err := survivor.Wait(); err != nil {
+			t.Errorf("survivor: %v", err)
+		}
+	})
+	// The survivor took the shards over: its manifest counts the dead
+	// sink's part and every record of the shards as a duplicate of it.
+	kv, err := bus.KV(ctx, pipeline.BucketDatasets)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pipelinetest.CheckFor(t, time.Minute, 50*time.Millisecond, func() error {
+		e, err := kv.Get(ctx, "crash")
+		if err != nil {
+			return err
+		}
+		var man dataset.Manifest
+		if err := json.Unmarshal(e.Value, &man); err != nil {
+			return err
+		}
+		if man.Counts.Rows != int64(len(want)) || man.Counts.Duplicates != int64(len(want)) {
+			return fmt.Errorf("manifest: %d rows, %d duplicates; want %d rows (the dead sink's part), all duplicates",
+				man.Counts.Rows, man.Counts.Duplicates, len(want))
+		}
+		return nil
+	})
+	waitRecordsOnce(ctx, t, objects, "crash", len(want))
+}

@@ -208,15 +208,43 @@ func (m *Mirror) Create(ctx context.Context, key string, write func(io.Writer) e
 	return m.mirror(ctx, key, write, m.primary.Create)
 }
 
+// mirror runs write once: what it writes to the primary is copied to the
+// local store as it goes (a Parquet part is encoded once, not twice). The
+// copy is renamed into place only when the primary has stored the object;
+// a failed copy does not fail the primary.
 func (m *Mirror) mirror(ctx context.Context, key string, write func(io.Writer) error, primary func(context.Context, string, func(io.Writer) error) (Info, error)) (Info, error) {
-	info, err := primary(ctx, key, write)
+	pr, pw := io.Pipe()
+	copied := make(chan error, 1)
+	go func() {
+		_, err := m.local.Put(ctx, key, func(w io.Writer) error { _, err := io.Copy(w, pr); return err })
+		pr.CloseWithError(fmt.Errorf("local copy: %w", err)) // a write to the copy no longer blocks
+		copied <- err
+	}()
+	info, err := primary(ctx, key, func(w io.Writer) error { return write(io.MultiWriter(w, &lenient{w: pw})) })
 	if err != nil {
+		pw.CloseWithError(err)
+		<-copied
 		return Info{}, err
 	}
-	if _, err := m.local.Put(ctx, key, write); err != nil {
+	pw.Close()
+	if err := <-copied; err != nil {
 		return info, fmt.Errorf("mirror %s: %w", key, err)
 	}
 	return info, nil
+}
+
+// lenient writes to w until a write fails, then drops what follows: the
+// local copy's failure is reported apart, never to the primary's writer.
+type lenient struct {
+	w   io.Writer
+	err error
+}
+
+func (l *lenient) Write(p []byte) (int, error) {
+	if l.err == nil {
+		_, l.err = l.w.Write(p)
+	}
+	return len(p), nil
 }
 
 // Open reads the primary.

@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"io"
 	"path"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -252,8 +253,9 @@ func (s *Sink) writeGroup(ctx context.Context, ds string, msgs []pipeline.Msg, i
 		return
 	}
 	now := s.now()
+	checked := checkShards(msgs, idx, st)
 	var shards []pendingShard
-	for _, i := range idx {
+	for k, i := range idx {
 		m := msgs[i]
 		h := m.Header
 		f, err := schemas.ParseFormat(h.Get(schemas.HeaderFormat))
@@ -277,15 +279,15 @@ func (s *Sink) writeGroup(ctx context.Context, ds string, msgs []pipeline.Msg, i
 			}
 			continue
 		}
-		recs, ids, err := dataset.DecodeShard(f, m.Data)
-		if err != nil {
-			errs[i] = pipeline.Invalid("undecodable shard", err)
+		c := checked[k]
+		if c.err != nil {
+			errs[i] = pipeline.Invalid("undecodable shard", c.err)
 			continue
 		}
 		if st.man.Format == "" {
 			st.man = mergeManifest(dataset.NewManifest(ds, f, now), st.man)
 		}
-		if p.records, p.ids, err = s.verify(ctx, st, p, recs, ids, now); err != nil {
+		if p.records, p.ids, err = s.verify(ctx, st, p, c, now); err != nil {
 			errs[i] = err // transient: the shard is redelivered
 			continue
 		}
@@ -461,10 +463,87 @@ func (s *Sink) notePart(st *state, info dataset.PartInfo, shards int) {
 // lf.data.<ds>.shard cannot store an invalid row, nor put a row in place of
 // the record whose id it claims. Each bad row becomes a reject (rejects.jsonl,
 // the manifest's counts) with its rule; the good ones are returned.
-func (s *Sink) verify(ctx context.Context, st *state, p pendingShard, recs []schemas.Record, ids []string, now time.Time) ([]schemas.Record, []string, error) {
+func (s *Sink) verify(ctx context.Context, st *state, p pendingShard, c checkedShard, now time.Time) ([]schemas.Record, []string, error) {
 	ds := st.man.Name
+	recs, ids := c.recs, c.ids
 	var lines []RejectLine
 	keep := 0
+	for j, r := range recs {
+		bad := c.bad[j]
+		if bad == nil {
+			recs[keep], ids[keep] = r, ids[j]
+			keep++
+			continue
+		}
+		// Stable across redeliveries: the claimed id and the content.
+		rid := ds + "/shard/" + schemas.RecordID(append([]byte(bad.claimed+"\x00"), bad.canon...))
+		if _, done := st.rejects[rid]; done {
+			continue
+		}
+		orig := string(bad.canon)
+		lines = append(lines, RejectLine{ID: rid, Source: p.source, Field: bad.field, Rule: bad.rule, Original: &orig, Time: now.UTC(),
+			Error: fmt.Sprintf("shard %s row %d: %s", p.msgID, j+1, bad.msg)})
+	}
+	if err := s.appendRejects(ctx, st, lines); err != nil {
+		return nil, nil, err
+	}
+	for _, l := range lines {
+		s.noteReject(st, l, p.run, now)
+		s.metrics.Rejected.WithLabelValues(ds, l.Rule).Inc()
+	}
+	if len(lines) > 0 {
+		s.log.Warn().Dict("context", zerolog.Dict().Str("dataset", ds).Str("source", p.source).Str("shard", p.msgID).Int("rows", len(lines))).
+			Msg("shard rows rejected: invalid or not matching their ids")
+	}
+	return recs[:keep], ids[:keep], nil
+}
+
+// checkedShard is a shard decoded, its rows checked: bad[j] is why row j
+// is refused (nil: it is good, and ids[j] is its id).
+type checkedShard struct {
+	recs []schemas.Record
+	ids  []string
+	bad  map[int]*badRow
+	err  error // undecodable
+}
+
+type badRow struct {
+	claimed, field, rule, msg string
+	canon                     []byte
+}
+
+// checkShards decodes the shards of msgs[idx] of a dataset and checks
+// their rows (the CPU of a batch) on every core; shards the sink will not
+// decode (another format, persisted before) are left empty.
+func checkShards(msgs []pipeline.Msg, idx []int, st *state) []checkedShard {
+	out := make([]checkedShard, len(idx))
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, runtime.GOMAXPROCS(0))
+	for k, i := range idx {
+		m := msgs[i]
+		f, err := schemas.ParseFormat(m.Header.Get(schemas.HeaderFormat))
+		if err != nil || (st.man.Format != "" && st.man.Format != f) || (m.ID != "" && st.hasShard(m.ID)) {
+			continue
+		}
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			out[k] = checkShard(f, m.Data)
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
+// checkShard checks each row as ingest checks a record and that its id is
+// the schemas.RecordID of its canonical JSON.
+func checkShard(f schemas.Format, data []byte) checkedShard {
+	recs, ids, err := dataset.DecodeShard(f, data)
+	if err != nil {
+		return checkedShard{err: err}
+	}
+	c := checkedShard{recs: recs, ids: ids}
 	for j, r := range recs {
 		canon := r.CanonicalJSON()
 		id := schemas.RecordID(canon)
@@ -479,32 +558,15 @@ func (s *Sink) verify(ctx context.Context, st *state, p pendingShard, recs []sch
 			field, rule = "id", schemas.RuleRecordID
 			msg = fmt.Sprintf("%s: the row's id %q is not the SHA-256 of its canonical JSON (%s)", rule, clip(ids[j], 80), id)
 		}
-		if rule == "" {
-			recs[keep], ids[keep] = r, id
-			keep++
-			continue
+		if rule != "" {
+			if c.bad == nil {
+				c.bad = map[int]*badRow{}
+			}
+			c.bad[j] = &badRow{claimed: ids[j], field: field, rule: rule, msg: msg, canon: canon}
 		}
-		// Stable across redeliveries: the claimed id and the content.
-		rid := ds + "/shard/" + schemas.RecordID(append([]byte(ids[j]+"\x00"), canon...))
-		if _, done := st.rejects[rid]; done {
-			continue
-		}
-		orig := string(canon)
-		lines = append(lines, RejectLine{ID: rid, Source: p.source, Field: field, Rule: rule, Original: &orig, Time: now.UTC(),
-			Error: fmt.Sprintf("shard %s row %d: %s", p.msgID, j+1, msg)})
+		ids[j] = id
 	}
-	if err := s.appendRejects(ctx, st, lines); err != nil {
-		return nil, nil, err
-	}
-	for _, l := range lines {
-		s.noteReject(st, l, p.run, now)
-		s.metrics.Rejected.WithLabelValues(ds, l.Rule).Inc()
-	}
-	if len(lines) > 0 {
-		s.log.Warn().Dict("context", zerolog.Dict().Str("dataset", ds).Str("source", p.source).Str("shard", p.msgID).Int("rows", len(lines))).
-			Msg("shard rows rejected: invalid or not matching their ids")
-	}
-	return recs[:keep], ids[:keep], nil
+	return c
 }
 
 // clip cuts s to at most n bytes, for messages that quote what a client sent.

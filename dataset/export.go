@@ -1,10 +1,12 @@
 package dataset
 
 import (
+	"bufio"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -83,4 +85,55 @@ func exportFile(ctx context.Context, store storage.Store, key, dst string, check
 		}
 		return nil
 	})
+}
+
+// errEnough stops Rejects early.
+var errEnough = errors.New("enough")
+
+// Rejects calls each with every line of dataset name's rejects (its
+// rejects-NNNNN.jsonl objects in order, on any machine); limit > 0 stops
+// after that many lines.
+func Rejects(ctx context.Context, store storage.Store, name string, limit int, each func(line []byte) error) error {
+	rejects, err := storage.DatasetRejectParts(store, name)
+	if err != nil {
+		return err
+	}
+	list, err := rejects.List(ctx)
+	if err != nil {
+		return fmt.Errorf("rejects of %s: %w", name, err)
+	}
+	n := 0
+	for _, in := range list {
+		err := eachLine(ctx, store, in.Key, func(line []byte) error {
+			if limit > 0 && n >= limit {
+				return errEnough
+			}
+			n++
+			return each(line)
+		})
+		if errors.Is(err, errEnough) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("rejects of %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// eachLine calls each with the lines of object key.
+func eachLine(ctx context.Context, store storage.Store, key string, each func([]byte) error) error {
+	r, _, err := store.Open(ctx, key)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 1<<16), 64<<20)
+	for sc.Scan() {
+		if err := each(sc.Bytes()); err != nil {
+			return err
+		}
+	}
+	return sc.Err()
 }

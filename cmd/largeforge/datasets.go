@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -76,7 +77,21 @@ last, so a directory holding one is complete.`,
 			return exportDataset(cmd.Context(), args[0], args[1])
 		},
 	}
-	cmd.AddCommand(list, show, export)
+	var limit int
+	rejects := &cobra.Command{
+		Use:   "rejects NAME",
+		Short: "Print a dataset's rejected records (JSON lines) from the bus",
+		Long: `Rejects prints the records ingestion rejected for dataset NAME, one JSON
+object a line (id, source, line, field, rule, error, original bytes), from the
+rejects-NNNNN.jsonl objects of lf_artifacts, on any machine. --limit N stops
+after N lines.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return printRejects(cmd.Context(), args[0], limit)
+		},
+	}
+	rejects.Flags().IntVar(&limit, "limit", 0, "print at most this many rejects (0: all)")
+	cmd.AddCommand(list, show, export, rejects)
 	return cmd
 }
 
@@ -101,6 +116,29 @@ func exportDataset(ctx context.Context, name, dir string) error {
 	}
 	fmt.Printf("exported %s: %d parts, %d rows to %s\n", name, len(m.Parts), m.Counts.Rows, dir)
 	return nil
+}
+
+// printRejects prints dataset name's rejects from the bus.
+func printRejects(ctx context.Context, name string, limit int) error {
+	log := newLogger(ctx)
+	bus, err := connect(ctx, log)
+	if err != nil {
+		return err
+	}
+	defer bus.Close()
+	if _, err := manifestOf(ctx, bus, name); err != nil {
+		return err
+	}
+	store, err := storage.OpenObjects(ctx, bus, "")
+	if err != nil {
+		return err
+	}
+	out := bufio.NewWriter(os.Stdout)
+	err = dataset.Rejects(ctx, store, name, limit, func(line []byte) error {
+		_, err := out.Write(append(line, '\n'))
+		return err
+	})
+	return errors.Join(err, out.Flush())
 }
 
 // loadManifests reads manifests from the lf_datasets bucket: all, or the one named.

@@ -29,8 +29,9 @@ func newIngestCmd() *cobra.Command {
 and publish the accepted records in shards to lf.data.<dataset>.shard; the dataset sink
 of ` + "`largeforge up`" + ` writes them to Parquet parts. Records are identified by the sha256 of
 their canonical JSON, so ingesting a file twice adds nothing. Rejected records go to the
-dead-letter stream and to <data-dir>/datasets/<dataset>/rejects.jsonl with their line,
-field, rule and original bytes: besides the schema's rules, "format" for a record of
+dead-letter stream and are stored as the dataset's rejects-NNNNN.jsonl objects in lf_artifacts
+(mirrored by up to <data-dir>/datasets/<dataset>/; ` + "`largeforge datasets rejects NAME`" + ` prints
+them on any machine) with their line, field, rule and original bytes: besides the schema's rules, "format" for a record of
 another format than the dataset's (a dataset holds one), and "maxRecordBytes" for one
 too large to travel in a shard under the server's max_payload. The exit status is
 non-zero when the run failed, when no row could join the dataset (an empty file, or
@@ -127,6 +128,9 @@ func printIngestSummary(w io.Writer, s ingest.Summary) {
 		}
 		sort.Strings(parts)
 		fmt.Fprintf(w, " (%s)", strings.Join(parts, ", "))
+	}
+	if s.Rejected > 0 {
+		fmt.Fprintf(w, "; see largeforge datasets rejects %s", s.Dataset)
 	}
 	fmt.Fprintln(w)
 	if s.Confirmed {

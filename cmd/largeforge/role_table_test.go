@@ -113,7 +113,15 @@ func roleOps() []roleOp {
 		{"publish lf.rpc.m (interactive)", []string{"api"}, corePub("lf.rpc.m")},
 		{"serve lf.rpc.m", []string{"infer"}, coreSub("lf.rpc.m")},
 		{"write lf_models (the trained model)", []string{"train"}, corePub("$O.lf_models.M.x")},
-		{"read lf_models", []string{"api", "infer", "train"}, objectRead(pipeline.BucketModels, "probe")},
+		{"read lf_models", []string{"api", "infer", "train", "submit"}, objectRead(pipeline.BucketModels, "probe")},
+		{"list lf_models (resolve a model_name)", []string{"api", "infer", "train", "submit"}, func(ctx context.Context, b *pipeline.Bus) error {
+			o, err := b.Objects(ctx, pipeline.BucketModels)
+			if err != nil {
+				return err
+			}
+			_, err = o.List(ctx)
+			return err
+		}},
 		{"read lf_artifacts (parts, results, files)", []string{"datasets", "train", "results", "api", "submit"}, objectRead(pipeline.BucketArtifacts, "probe")},
 		{"write lf_artifacts", []string{"datasets", "train", "results"}, corePub("$O.lf_artifacts.M.x")},
 		{"claim in lf_claims", []string{"datasets", "train", "results"}, corePub("$KV.lf_claims.x")},

@@ -484,7 +484,7 @@ const (
 // that these exist (only admin applies the topology).
 var natsRoleUses = map[string][]string{
 	NATSIngest:   {pipeline.StreamDatasets, pipeline.StreamDLQ, pipeline.BucketDatasets},
-	NATSSubmit:   {pipeline.StreamRequests, pipeline.StreamTrain, pipeline.StreamResults, pipeline.StreamRoutes, pipeline.BucketJobs, pipeline.BucketWorkers, pipeline.BucketExperts, pipeline.BucketArtifacts},
+	NATSSubmit:   {pipeline.StreamRequests, pipeline.StreamTrain, pipeline.StreamResults, pipeline.StreamRoutes, pipeline.BucketJobs, pipeline.BucketWorkers, pipeline.BucketExperts, pipeline.BucketArtifacts, pipeline.BucketModels},
 	NATSAPI:      {pipeline.StreamRoutes, pipeline.BucketWorkers, pipeline.BucketExperts, pipeline.BucketModels, pipeline.BucketArtifacts, pipeline.StreamEvents},
 	NATSInfer:    {pipeline.StreamRequests, pipeline.StreamResults, pipeline.StreamDLQ, pipeline.BucketJobs, pipeline.BucketWorkers, pipeline.BucketExperts, pipeline.BucketModels},
 	NATSTrain:    {pipeline.StreamTrain, pipeline.StreamDLQ, pipeline.BucketJobs, pipeline.BucketWorkers, pipeline.BucketArtifacts, pipeline.BucketClaims, pipeline.StreamEvents},

@@ -63,7 +63,8 @@ func runAs(t *testing.T, ctx context.Context, bin string, e *pipeline.Embedded, 
 // (results), an infer worker (infer), a train worker (train) and the
 // gateway (api) run; ingest ingests a file (ingest); submit submits a
 // batch job and a training job (train --submit), waits for both and lists
-// them (submit); the gateway serves a completion. Everything completes, and the
+// them (submit), then a training job whose model_name is the first one's
+// pushed model (submit reads lf_models to pin it); the gateway serves a completion. Everything completes, and the
 // server logs no permissions violation.
 func TestPipelineOnRoleCredentials(t *testing.T) {
 	if testing.Short() {
@@ -123,6 +124,16 @@ func TestPipelineOnRoleCredentials(t *testing.T) {
 
 	runAs(t, ctx, bin, e, "submit", "jobs", "wait", job, "--progress", "off")
 	runAs(t, ctx, bin, e, "submit", "jobs", "wait", trainJob, "--progress", "off")
+	// The trained model is in lf_models under the job id: a training job
+	// submitted as submit with it as model_name (pinned through submit's
+	// read of lf_models) runs on the train role.
+	cfg2 := filepath.Join(fx.Dir, "train2.yaml")
+	if err := os.WriteFile(cfg2, []byte(strings.Replace(fx.YAML(filepath.Join(fx.Dir, "out2"), 1, 1000),
+		"model_name: "+fx.Base, "model_name: "+trainJob, 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	fromPushed := strings.TrimSpace(runAs(t, ctx, bin, e, "submit", "train", "--config", cfg2, "--submit"))
+	runAs(t, ctx, bin, e, "submit", "jobs", "wait", fromPushed, "--progress", "off")
 	if out := runAs(t, ctx, bin, e, "submit", "jobs", "list"); !strings.Contains(out, job) || !strings.Contains(out, trainJob) {
 		t.Errorf("jobs list as submit: %q", out)
 	}
@@ -139,6 +150,10 @@ func TestPipelineOnRoleCredentials(t *testing.T) {
 	}
 	if j, err := store.Get(ctx, trainJob); err != nil || j.Status != jobs.StatusCompleted {
 		t.Errorf("training job %s: %+v %v", j.Status, j.Errors, err)
+	}
+	if j, err := store.Get(ctx, fromPushed); err != nil || j.Status != jobs.StatusCompleted || j.Training == nil ||
+		j.Training.FineTunedModel != fromPushed || j.Training.FineTunedDigest == "" {
+		t.Errorf("training job %s from the pushed model %s: %+v %+v %v", fromPushed, trainJob, j.Status, j.Errors, err)
 	}
 	if _, err := os.Stat(filepath.Join(out, "model.safetensors")); err != nil {
 		t.Errorf("no trained model: %v", err)

@@ -40,13 +40,17 @@ type TrainingProgress struct {
 	// stored checkpoints (checkpoint-<step>/...) and final output
 	// (final/...), which any machine can read.
 	Artifacts string `json:"artifacts,omitempty"`
-	// FineTunedModel is the name the trained model (or adapter) is pushed
+	// FineTunedModel is the name the trained model is pushed
 	// under in lf_models once the job completes (OpenAI's
 	// fine_tuned_model): the job id; FineTunedDigest the version pushed.
 	// Any infer worker serves it by that name (worker --model NAME).
 	FineTunedModel  string `json:"fine_tuned_model,omitempty"`
 	FineTunedDigest string `json:"fine_tuned_digest,omitempty"`
-	UpdatedAt       int64  `json:"updated_at,omitempty"`
+	// FineTunedAdapter is, for a LoRA job, the name its PEFT adapter is
+	// pushed under (<job>-adapter); FineTunedModel is then the base with
+	// the adapter merged in.
+	FineTunedAdapter string `json:"fine_tuned_adapter,omitempty"`
+	UpdatedAt        int64  `json:"updated_at,omitempty"`
 }
 
 // NewTrainingID returns a fresh training job id: "train_" and 24 hex digits.

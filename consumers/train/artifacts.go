@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/largeforge/largeforge/model/checkpoint"
 	"github.com/largeforge/largeforge/model/train"
 	"github.com/largeforge/largeforge/modelstore"
 	"github.com/largeforge/largeforge/pipeline"
@@ -301,42 +302,93 @@ func (a artifacts) storeCheckpoint(ctx context.Context, dir string, step int) er
 // back to the queue rather than failing.
 var errUpload = errors.New("store training artifacts")
 
-// FineTunedModel is the lf_models name a training job's model (or adapter)
-// is pushed under: the job id.
+// FineTunedModel is the lf_models name a training job's model is pushed
+// under: the job id. For a LoRA job it is the base with the adapter merged
+// in (what `largeforge adapters merge` writes), which any infer worker
+// serves by name.
 func FineTunedModel(job string) string { return job }
 
+// AdapterSuffix ends the lf_models name of a LoRA job's adapter.
+const AdapterSuffix = "-adapter"
+
+// FineTunedAdapter is the lf_models name a LoRA job's PEFT adapter
+// (adapter_config.json, adapter_model.safetensors, its README.md model
+// card, tokenizer and trainer state) is pushed under: <job>-adapter.
+func FineTunedAdapter(job string) string { return job + AdapterSuffix }
+
+// published is what publishFinal pushed to lf_models.
+type published struct {
+	model, digest string // FineTunedModel(job) and its version
+	adapter       string // FineTunedAdapter(job) for a LoRA job, else ""
+}
+
 // publishFinal stores the final output of outputDir (its files, not its
-// checkpoints) as train/<job>/final/... and pushes it to lf_models as
-// FineTunedModel(job), returning the name and the version's digest.
-func (w *Worker) publishFinal(ctx context.Context, a artifacts, outputDir string, step int) (string, string, error) {
+// checkpoints) as train/<job>/final/... and pushes the trained model to
+// lf_models as FineTunedModel(job). For a LoRA job (rc.LoRA) the output is
+// the adapter: it is pushed as FineTunedAdapter(job), and the model pushed
+// as the job id is rc's base (a directory here) with the adapter merged in.
+func (w *Worker) publishFinal(ctx context.Context, a artifacts, rc train.RunConfig, step int) (published, error) {
+	outputDir := rc.Training.OutputDir
 	m, err := a.store(ctx, outputDir, FinalName, step, true)
 	if err != nil {
-		return "", "", fmt.Errorf("%w: %w", errUpload, err)
+		return published{}, fmt.Errorf("%w: %w", errUpload, err)
 	}
 	// The push reads a directory of the final files alone: links to them.
 	stage, err := os.MkdirTemp("", "largeforge-final-")
 	if err != nil {
-		return "", "", err
+		return published{}, err
 	}
 	defer os.RemoveAll(stage)
 	for _, f := range m.Files {
 		dst := filepath.Join(stage, filepath.FromSlash(f.Path))
 		src, err := filepath.Abs(filepath.Join(outputDir, filepath.FromSlash(f.Path)))
 		if err != nil {
-			return "", "", err
+			return published{}, err
 		}
 		if err := os.Symlink(src, dst); err != nil {
-			return "", "", err
+			return published{}, err
 		}
 	}
 	ms, err := modelstore.New(ctx, w.bus)
 	if err != nil {
-		return "", "", fmt.Errorf("%w: %w", errUpload, err)
+		return published{}, fmt.Errorf("%w: %w", errUpload, err)
 	}
-	name := FineTunedModel(a.job)
-	pushed, err := ms.Push(ctx, name, stage)
+	var out published
+	model := stage
+	if rc.LoRA != nil {
+		out.adapter = FineTunedAdapter(a.job)
+		if _, err := ms.Push(ctx, out.adapter, stage); err != nil {
+			return published{}, fmt.Errorf("%w: push %s: %w", errUpload, out.adapter, err)
+		}
+		merged, err := os.MkdirTemp("", "largeforge-merged-")
+		if err != nil {
+			return published{}, err
+		}
+		defer os.RemoveAll(merged)
+		if model, err = mergeFinal(rc.Model(), outputDir, merged); err != nil {
+			return published{}, err
+		}
+	}
+	out.model = FineTunedModel(a.job)
+	pushed, err := ms.Push(ctx, out.model, model)
 	if err != nil {
-		return "", "", fmt.Errorf("%w: push %s: %w", errUpload, name, err)
+		return published{}, fmt.Errorf("%w: push %s: %w", errUpload, out.model, err)
 	}
-	return name, pushed.Digest, nil
+	out.digest = pushed.Digest
+	return out, nil
+}
+
+// mergeFinal writes base with the adapter of outputDir merged in into
+// dir/model, as `largeforge adapters merge` does, with the tokenizer files
+// of the output (the base's, and the chat template the job set), and
+// returns that directory.
+func mergeFinal(base, outputDir, dir string) (string, error) {
+	model := filepath.Join(dir, "model")
+	if err := train.MergeAdapter(base, outputDir, model); err != nil {
+		return "", fmt.Errorf("merge the trained adapter into %s: %w", base, err)
+	}
+	if _, err := checkpoint.CopyTokenizer(outputDir, model); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("merge the trained adapter into %s: %w", base, err)
+	}
+	return model, nil
 }

@@ -14,7 +14,11 @@
 // the final output (model or adapter, trainer state, loss curve) goes to
 // train/<job>/final/... and final.json, and is pushed to lf_models under
 // FineTunedModel(job), the job id, which the job record reports
-// (Training.FineTunedModel) and any infer worker serves by name. Every
+// (Training.FineTunedModel) and any infer worker serves by name. A LoRA
+// job's output is its adapter: the model pushed as the job id is then the
+// base with the adapter merged in (as `largeforge adapters merge` does),
+// and the PEFT adapter itself is pushed as FineTunedAdapter(job),
+// <job>-adapter (Training.FineTunedAdapter). Every
 // step and evaluation is a schemas.TrainEvent on lf.events.train.<job>
 // (stream LF_EVENTS). The job's output_dir (or <OutputRoot>/<job>) is a
 // local copy.

@@ -354,15 +354,16 @@ func (w *Worker) handle(ctx context.Context, msg pipeline.Msg) error {
 	last := pw.close()
 	events.close()
 
-	var fine, digest string
+	var pub published
 	if terr == nil && !cancelled.Load() {
 		// The final output goes to lf_artifacts and lf_models before the
 		// job completes; on failure the job goes back to the queue (the
 		// next worker resumes from the last checkpoint and saves it again).
 		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), uploadTimeout)
 		defer cancel()
-		if fine, digest, terr = w.publishFinal(uctx, art, rc.Training.OutputDir, res.GlobalStep); terr == nil {
-			log.Info().Dict("context", logging.Ctx().Str("fine_tuned_model", fine).Str("digest", digest)).Msg("trained model pushed")
+		if pub, terr = w.publishFinal(uctx, art, rc, res.GlobalStep); terr == nil {
+			log.Info().Dict("context", logging.Ctx().Str("fine_tuned_model", pub.model).Str("digest", pub.digest).
+				Str("fine_tuned_adapter", pub.adapter)).Msg("trained model pushed")
 		}
 	}
 	// The job's outcome is written with a ctx of its own: the handler's may
@@ -374,8 +375,9 @@ func (w *Worker) handle(ctx context.Context, msg pipeline.Msg) error {
 		_, err := w.jobs.Update(octx, m.Job, func(jj *jobs.Job) error {
 			setProgress(jj, last, rc.Training.OutputDir)
 			jj.Training.ETASeconds = 0
-			if fine != "" {
-				jj.Training.FineTunedModel, jj.Training.FineTunedDigest = fine, digest
+			if pub.model != "" {
+				jj.Training.FineTunedModel, jj.Training.FineTunedDigest = pub.model, pub.digest
+				jj.Training.FineTunedAdapter = pub.adapter
 			}
 			if jj.Status == jobs.StatusCancelling { // cancelled after the last step
 				return jj.SetStatus(jobs.StatusCancelled, time.Now())

@@ -126,6 +126,13 @@ func SameTraining(t testing.TB, want, got string, tol float64) {
 			t.Errorf("step %d: loss %v resumed, %v uninterrupted (diff %g)", s, gl[s], l, d)
 		}
 	}
+	SameWeights(t, want, got, tol)
+}
+
+// SameWeights fails the test unless the checkpoint in got has every tensor
+// of want's, each within tol of it.
+func SameWeights(t testing.TB, want, got string, tol float64) {
+	t.Helper()
 	a, err := checkpoint.Load(want)
 	if err != nil {
 		t.Fatal(err)
@@ -133,6 +140,9 @@ func SameTraining(t testing.TB, want, got string, tol float64) {
 	b, err := checkpoint.Load(got)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if len(a.Tensors) != len(b.Tensors) {
+		t.Fatalf("%s has %d tensors, %s %d", got, len(b.Tensors), want, len(a.Tensors))
 	}
 	worst := 0.0
 	for n, x := range a.Tensors {

@@ -26,7 +26,7 @@ test-short:
 
 # Benchmarks print their comparisons (floor vs. through the bus, backend matmul rate).
 bench:
-	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./producers/ingest/ ./model/... ./consumers/infer/ ./producers/submit/ ./modelstore/
+	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./producers/ingest/ ./model/... ./consumers/infer/ ./producers/submit/ ./modelstore/ ./consumers/resultsink/
 
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)

@@ -106,9 +106,25 @@ func benchBus(b *testing.B, n int) (int, int, time.Duration) {
 	}
 	start := time.Now()
 	sum := s.submit(b, jobs.KindCompletion, string(lines))
+	submitted := time.Since(start)
 	s.workerID(b, benchSlots, "bench")
-	j := s.waitFor(b, sum.Job.ID, jobs.StatusCompleted, time.Hour)
+	// The phases: submission, results (every row counted), finalization.
+	var counted time.Duration
+	ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
+	defer cancel()
+	j, err := s.store.Watch(ctx, sum.Job.ID, func(j jobs.Job) bool {
+		if counted == 0 && j.RequestCounts.Done() >= n {
+			counted = time.Since(start)
+		}
+		return true
+	})
 	dur := time.Since(start)
+	if err != nil || j.Status != jobs.StatusCompleted {
+		b.Fatalf("job %s %s: %v", sum.Job.ID, j.Status, err)
+	}
+	b.ReportMetric(submitted.Seconds(), "bus_submit_s")
+	b.ReportMetric(counted.Seconds(), "bus_counted_s")
+	b.ReportMetric((dur - counted).Seconds(), "bus_finalize_s")
 	if j.RequestCounts.Completed != n {
 		b.Fatalf("counts %+v", j.RequestCounts)
 	}

@@ -43,11 +43,13 @@
 // rows (the consumer's fetch, 256); the merge holds one batch of a part
 // (mergeBatch rows), the Parquet writer's row group (rowGroupRows rows, then
 // flushed), 256 KiB of buffer per output, and 16 bytes of hash per distinct
-// custom_id for the duplicate check (a map: about 40 bytes a row, some 40 MB
+// custom_id for the duplicate check (a map: about 45 bytes a row, some 45 MB
 // for 1M rows, whatever the rows' size); the custom_ids a job submitted
 // (jobs.IDSet, checked as results arrive) cost as much again. Parts are read
 // one at a time (an object store's part is downloaded to a temporary file).
-// BenchmarkAssembly reports the merge's rows/s and peak heap.
+// BenchmarkAssembly reports the merge's rows/s and peak heap: some 35 MB of
+// Parquet buffers plus the map (40 MB at 100k rows, 48 MB at 300k, so about
+// 80 MB at 1M; LF_BENCH_ASSEMBLY_ROWS=1000000 measures it).
 //
 // The sink also finalises cancelled jobs with what they have, expires jobs
 // past their completion window, and turns the requests dead-lettered by the

@@ -358,6 +358,7 @@ func candidates(shards []pendingShard) ([]string, []recordRef) {
 // shard how many were new and how many duplicates.
 func sortFresh(shards []pendingShard, cand []string, refs []recordRef, fresh []bool) (recs []schemas.Record, ids []string, rows, dups []int64) {
 	rows, dups = make([]int64, len(shards)), make([]int64, len(shards))
+	recs, ids = make([]schemas.Record, 0, len(refs)), make([]string, 0, len(refs))
 	for i, r := range refs {
 		if !fresh[i] {
 			dups[r.shard]++

@@ -151,20 +151,29 @@ func (a artifacts) checkpoints(ctx context.Context) ([]int, error) {
 	if err != nil {
 		return nil, err
 	}
-	prefix := JobArtifacts(a.job) + train.CheckpointPrefix
 	var steps []int
 	for _, in := range all {
-		rest, ok := strings.CutPrefix(in.Name, prefix)
-		if !ok {
-			continue
-		}
-		num, ok := strings.CutSuffix(rest, ManifestSuffix)
-		if n, err := strconv.Atoi(num); ok && err == nil && n > 0 {
+		if n, ok := CheckpointManifest(a.job, in.Name); ok {
 			steps = append(steps, n)
 		}
 	}
 	sort.Ints(steps)
 	return steps, nil
+}
+
+// CheckpointManifest reports whether key is the manifest of one of job's
+// stored checkpoints, train/<job>/checkpoint-<step>.json (which makes that
+// checkpoint complete; a file of the checkpoint is not one), and its step.
+func CheckpointManifest(job, key string) (int, bool) {
+	rest, ok := strings.CutPrefix(key, JobArtifacts(job)+train.CheckpointPrefix)
+	if !ok {
+		return 0, false
+	}
+	num, ok := strings.CutSuffix(rest, ManifestSuffix)
+	if n, err := strconv.Atoi(num); ok && err == nil && n > 0 {
+		return n, true
+	}
+	return 0, false
 }
 
 // manifest reads the manifest of train/<job>/<name>.

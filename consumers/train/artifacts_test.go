@@ -109,7 +109,7 @@ func TestResumeOnAnotherMachine(t *testing.T) {
 	prefix := train.JobArtifacts(j.ID)
 	pipelinetest.CheckFor(t, 30*time.Second, 2*time.Millisecond, func() error {
 		for _, k := range storedObjects(t, bus, prefix) {
-			if strings.HasPrefix(k, prefix+mtrain.CheckpointPrefix) && strings.HasSuffix(k, train.ManifestSuffix) {
+			if _, ok := train.CheckpointManifest(j.ID, k); ok {
 				return nil
 			}
 		}
@@ -214,5 +214,27 @@ func sameTopFiles(t *testing.T, dir, pulled string) {
 	pents, err := os.ReadDir(pulled)
 	if err != nil || len(pents) != n {
 		t.Errorf("pulled %d entries, the output has %d files (%v)", len(pents), n, err)
+	}
+}
+
+// TestCheckpointManifest: only a checkpoint's manifest names a stored
+// checkpoint, never one of its files, the final output or another job's.
+func TestCheckpointManifest(t *testing.T) {
+	for _, tc := range []struct {
+		key  string
+		step int
+		ok   bool
+	}{
+		{"train/j1/checkpoint-8.json", 8, true},
+		{"train/j1/checkpoint-8/trainer_state.json", 0, false},
+		{"train/j1/checkpoint-8/adapter_config.json", 0, false},
+		{"train/j1/final.json", 0, false},
+		{"train/j1/checkpoint-0.json", 0, false},
+		{"train/j2/checkpoint-8.json", 0, false},
+		{"train/j1/checkpoint-x.json", 0, false},
+	} {
+		if step, ok := train.CheckpointManifest("j1", tc.key); step != tc.step || ok != tc.ok {
+			t.Errorf("%s: %d %v, want %d %v", tc.key, step, ok, tc.step, tc.ok)
+		}
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 
 	"github.com/parquet-go/parquet-go"
 
@@ -36,7 +37,7 @@ type Source interface {
 	// Format is the format the source itself says (a Parquet file's
 	// columns), when it says one.
 	Format() (schemas.Format, bool)
-	BytesRead() int64
+	BytesRead() int64 // safe to call while another goroutine calls Next
 	Close() error
 }
 
@@ -102,7 +103,7 @@ type jsonlReader struct {
 	c       io.Closer
 	maxLine int
 	line    int64
-	read    int64
+	read    atomic.Int64
 	buf     []byte
 }
 
@@ -141,7 +142,7 @@ func (j *jsonlReader) Next() (Row, error) {
 			if err != nil && err != io.EOF {
 				return Row{}, err
 			}
-			j.read += total
+			j.read.Add(total)
 			if total == 0 && err == io.EOF {
 				return Row{}, io.EOF
 			}
@@ -166,7 +167,7 @@ func (j *jsonlReader) Next() (Row, error) {
 }
 
 func (j *jsonlReader) Format() (schemas.Format, bool) { return "", false }
-func (j *jsonlReader) BytesRead() int64               { return j.read }
+func (j *jsonlReader) BytesRead() int64               { return j.read.Load() }
 func (j *jsonlReader) Close() error {
 	if j.c != nil {
 		return j.c.Close()
@@ -227,7 +228,7 @@ func (j *jsonArrayReader) Next() (Row, error) {
 }
 
 func (j *jsonArrayReader) Format() (schemas.Format, bool) { return "", false }
-func (j *jsonArrayReader) BytesRead() int64               { return j.cr.n }
+func (j *jsonArrayReader) BytesRead() int64               { return j.cr.n.Load() }
 func (j *jsonArrayReader) Close() error {
 	if j.c != nil {
 		return j.c.Close()
@@ -237,12 +238,12 @@ func (j *jsonArrayReader) Close() error {
 
 type countingReader struct {
 	r io.Reader
-	n int64
+	n atomic.Int64
 }
 
 func (c *countingReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
-	c.n += int64(n)
+	c.n.Add(int64(n))
 	return n, err
 }
 
@@ -271,6 +272,7 @@ type parquetReader struct {
 	format schemas.Format
 	rows   *parquet.Reader
 	n      int64
+	done   atomic.Int64 // n, for BytesRead
 	total  int64
 }
 
@@ -333,6 +335,7 @@ func (p *parquetReader) Next() (Row, error) {
 		return Row{}, fmt.Errorf("%w: parquet row %d: %v", ErrSource, p.n+1, err)
 	}
 	p.n++
+	p.done.Store(p.n)
 	return Row{Line: p.n, Data: pqRecordJSON(p.format, row)}, nil
 }
 
@@ -467,7 +470,7 @@ func (p *parquetReader) BytesRead() int64 {
 	if p.total == 0 {
 		return p.size
 	}
-	return p.size * p.n / p.total
+	return p.size * p.done.Load() / p.total
 }
 func (p *parquetReader) Close() error {
 	p.rows.Close()

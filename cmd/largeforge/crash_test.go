@@ -55,6 +55,13 @@ func startWithStdin(t *testing.T, bin string, env []string, stdin *os.File, args
 		cmd.Stdin = stdin
 	}
 	cmd.Env = append(os.Environ(), env...)
+	return startCmd(t, cmd)
+}
+
+// startCmd starts cmd (its output kept in the proc) and kills it when the
+// test ends.
+func startCmd(t *testing.T, cmd *exec.Cmd) *proc {
+	t.Helper()
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -64,13 +63,7 @@ func TestLoRAJobServedByName(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var j jobs.Job
-	pipelinetest.CheckFor(t, 90*time.Second, 20*time.Millisecond, func() error {
-		if j, err = store.Get(ctx, id); err == nil && !j.Status.Terminal() {
-			return fmt.Errorf("job %s still %s", id, j.Status)
-		}
-		return err
-	})
+	j := waitJobEnd(t, ctx, store, id, 90*time.Second, nil)
 	if j.Status != jobs.StatusCompleted {
 		t.Fatalf("job %s ended %s: %+v", id, j.Status, j.Errors)
 	}

@@ -65,12 +65,14 @@ and is live only while the server's health check passes. --adapter name=DIR
 merges a PEFT LoRA adapter into the model of that name once at load (W + lora_alpha/r·B·A),
 so the tuned model is served under the name. --role train takes training jobs (largeforge
 train --submit) from LF_TRAIN one at a time, writes their progress into lf_jobs and stops a
-cancelled one at its next step; when a train worker dies its job is redelivered after
---ack-wait to another, which resumes from the newest checkpoint in the job's output_dir
-(a path every train worker must see). --role results
-runs the results sink, which writes <data-dir>/jobs/<job>/ (run one per cluster). --role
-dataset runs the dataset sink, the raw-record validator and the rejects writer, which write
-<data-dir>/datasets/<name>/ (run one per cluster).`,
+cancelled one at its next step; its checkpoints and final output are stored in lf_artifacts
+(train/<job>/...) and the trained model pushed to lf_models under the job id; when a train
+worker dies its job is redelivered after --ack-wait to another, on any machine, which
+resumes from the newest stored checkpoint. --role results runs the results sink, which
+stores each job's results in lf_artifacts (jobs/<job>/..., mirrored to <data-dir>/jobs/<job>/;
+` + "`largeforge jobs results JOB`" + ` reads them anywhere). --role dataset runs the dataset sink, the
+raw-record validator and the rejects writer, which store parts and rejects in lf_artifacts
+(datasets/<name>/..., mirrored to <data-dir>/datasets/<name>/). Any number of each may run.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			m, err := parseModels(models)

@@ -1,17 +1,23 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
+	"time"
 
+	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
 
 	trainjobs "github.com/largeforge/largeforge/consumers/train"
 	"github.com/largeforge/largeforge/jobs"
 	"github.com/largeforge/largeforge/model/train"
 	"github.com/largeforge/largeforge/pipeline"
+	"github.com/largeforge/largeforge/storage"
 )
 
 func newTrainCmd() *cobra.Command {
@@ -24,8 +30,10 @@ func newTrainCmd() *cobra.Command {
 		Short: "Fine-tune a model here (SFT or DPO, full or LoRA) from an ingested dataset or Parquet/JSONL files",
 		Long: `Fine-tune a local Hugging Face checkpoint on this machine. train.yaml holds method (sft, or
 dpo with beta, default 0.1, against the base as frozen reference), model_name (the base model, a
-model directory; base_model is an alias), the data (dataset: an ingested dataset's name, read under
---data-dir, or with --submit under the train worker's data directory (up's --data-dir); or
+model directory; base_model is an alias), the data (dataset: an ingested dataset's name, read from
+the bus (its parts in lf_artifacts, on any machine) when a NATS server answers within a second and
+holds it, else under --data-dir's default ./lf-data; with data_dir or --data-dir given, only
+there; with --submit the train worker reads it from the bus or its own data directory; or
 data_files: Parquet parts or JSONL files, with an optional format), eval_split (sft default 0.1:
 held out and evaluated every eval_steps; 0 turns it off), max_seq_length, seed, and the
 TrainingConfig fields (output_dir, num_epochs, per_device_batch_size, gradient_accumulation_steps,
@@ -72,8 +80,11 @@ and must be paths the train workers see (the same machine, or a shared filesyste
 			}
 			rc.Resume = rc.Resume || resume
 			// A submitted job without a data dir of its own reads its dataset
-			// from the train worker's (up's --data-dir), wherever this runs.
-			if rc.DataDir == "" && (!submit || cmd.Flags().Changed("data-dir")) {
+			// from the bus or the train worker's (up's --data-dir), wherever
+			// this runs; a run here without one reads it from the bus when a
+			// server answers and holds it (datasetRecords).
+			fromBus := !submit && rc.Dataset != "" && rc.DataDir == "" && !cmd.Flags().Changed("data-dir")
+			if rc.DataDir == "" && !fromBus && (!submit || cmd.Flags().Changed("data-dir")) {
 				rc.DataDir = dataDir
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
@@ -93,8 +104,14 @@ and must be paths the train workers see (the same machine, or a shared filesyste
 			if err := serveMetrics(ctx, configFrom(ctx).MetricsAddr, reg, log); err != nil {
 				return err
 			}
-			records, err := trainjobs.Records(rc)
-			if err != nil {
+			var records train.RecordReader
+			if fromBus {
+				var done func()
+				if records, done, err = datasetRecords(ctx, cmd, rc, dataDir, log); err != nil {
+					return err
+				}
+				defer done()
+			} else if records, err = trainjobs.Records(rc); err != nil {
 				return err
 			}
 			res, err := train.Run(ctx, rc, log, train.WithRegisterer(reg), train.WithRecords(records))
@@ -108,10 +125,91 @@ and must be paths the train workers see (the same machine, or a shared filesyste
 	}
 	cmd.Flags().StringVar(&configPath, "config", "", "train.yaml")
 	cmd.Flags().BoolVar(&resume, "resume", false, "continue from the newest output_dir/checkpoint-<step>/ (an error when there is none; a run resumes from one anyway when present)")
-	cmd.Flags().StringVar(&dataDir, "data-dir", "./lf-data", "where ingested datasets live (for dataset:); with --submit only when given: the train worker's own (up's --data-dir) otherwise")
+	cmd.Flags().StringVar(&dataDir, "data-dir", "./lf-data", "where ingested datasets live (for dataset:); when not given, a dataset is read from the bus when a server holds it, else here; with --submit only when given: the train worker's own (up's --data-dir) otherwise")
 	cmd.Flags().BoolVar(&submit, "submit", false, "queue the job on the bus for a worker with --role train and print its id")
 	cmd.Flags().StringVar(&jobID, "job-id", "", "with --submit: the job's id (default train_<random>)")
 	return cmd
+}
+
+// errNoDataset is returned when train finds a dataset neither on the bus
+// nor in the data dir.
+var errNoDataset = errors.New("dataset not found")
+
+// busDatasetWait is how long train, given a dataset and no data dir,
+// waits for a NATS server before it reads the dataset from the local data
+// dir (unless --wait-for-nats says otherwise).
+const busDatasetWait = time.Second
+
+// datasetRecords is the reader of rc's dataset for a run here with neither
+// data_dir nor --data-dir: its parts on the bus (lf_artifacts, through a
+// connection as the command's role) when a server answers within a short
+// wait and holds them, else those of dataDir (--data-dir's default), as
+// before the parts went to the bus. done closes the connection once the
+// run has read them. Neither holding the dataset is errNoDataset, naming
+// both.
+func datasetRecords(ctx context.Context, cmd *cobra.Command, rc train.RunConfig, dataDir string, log zerolog.Logger) (train.RecordReader, func(), error) {
+	cfg := *configFrom(ctx)
+	if f := cmd.Flag("wait-for-nats"); f == nil || !f.Changed {
+		cfg.NATS.WaitForServer = busDatasetWait
+	}
+	bus, err := connectAs(context.WithValue(ctx, configKey{}, &cfg), "largeforge-train", log)
+	onBus := ""
+	if err == nil {
+		var objects *storage.Objects
+		if objects, err = datasetObjects(ctx, bus, rc.Dataset); err == nil && objects != nil {
+			log.Info().Str("dataset", rc.Dataset).Str("from", pipeline.BucketArtifacts).Msg("reading the dataset's parts from the bus")
+			records, err := trainjobs.RecordsFrom(rc, objects)
+			if err != nil {
+				bus.Close()
+				return nil, nil, err
+			}
+			return records, bus.Close, nil
+		}
+		bus.Close()
+		onBus = fmt.Sprintf("no parts in %s at %s", pipeline.BucketArtifacts, cfg.NATS.URL)
+	}
+	if err != nil {
+		onBus = err.Error()
+		log.Debug().Err(err).Str("dataset", rc.Dataset).Msg("the dataset is not read from the bus")
+	}
+	rc.DataDir = dataDir
+	local, err := storage.NewLocal(storage.DirsUnder(dataDir))
+	if err == nil {
+		var n int
+		if n, err = countParts(ctx, local, rc.Dataset); err == nil && n > 0 {
+			records, err := trainjobs.Records(rc)
+			return records, func() {}, err
+		}
+	}
+	inDir := fmt.Sprintf("no parts under %s", filepath.Join(dataDir, "datasets", rc.Dataset))
+	if err != nil {
+		inDir = err.Error()
+	}
+	return nil, nil, fmt.Errorf("%w: %s is neither on the bus (%s) nor in data dir %s (%s); ingest it (`largeforge ingest`), or name its data dir with --data-dir or data_dir",
+		errNoDataset, rc.Dataset, onBus, dataDir, inDir)
+}
+
+// datasetObjects is the bus's artifacts store when it holds parts of
+// dataset name, else nil.
+func datasetObjects(ctx context.Context, bus *pipeline.Bus, name string) (*storage.Objects, error) {
+	objects, err := storage.OpenObjects(ctx, bus, "")
+	if err != nil {
+		return nil, err
+	}
+	if n, err := countParts(ctx, objects, name); err != nil || n == 0 {
+		return nil, err
+	}
+	return objects, nil
+}
+
+// countParts is the number of dataset name's parts in store.
+func countParts(ctx context.Context, store storage.Store, name string) (int, error) {
+	parts, err := storage.DatasetParts(store, name)
+	if err != nil {
+		return 0, err
+	}
+	list, err := parts.List(ctx)
+	return len(list), err
 }
 
 func newAdaptersCmd() *cobra.Command {

@@ -97,7 +97,7 @@ func roleOps() []roleOp {
 		{"fetch from results-sink", []string{"results"}, jsAPI("$JS.API.CONSUMER.MSG.NEXT.LF_RESULTS.results-sink", `{"batch":1,"no_wait":true}`)},
 		{"get lf_jobs key", []string{"submit", "infer", "train", "results"}, kvGet(pipeline.BucketJobs, "j1")},
 		{"write lf_jobs key", []string{"submit", "train", "results"}, corePub("$KV.lf_jobs.j1")},
-		{"get lf_datasets key", []string{"ingest", "datasets"}, kvGet(pipeline.BucketDatasets, "d1")},
+		{"get lf_datasets key", []string{"ingest", "api", "datasets"}, kvGet(pipeline.BucketDatasets, "d1")},
 		{"purge KV_lf_jobs", nil, jsAPI("$JS.API.STREAM.PURGE.KV_lf_jobs", `{"filter":"$KV.lf_jobs.nothing"}`)},
 		{"create a stream", nil, jsAPI("$JS.API.STREAM.CREATE.LF_EVIL", `{"name":"LF_EVIL","subjects":["evil.>"]}`)},
 		{"update KV_lf_jobs", nil, jsAPI("$JS.API.STREAM.UPDATE.KV_lf_jobs", `{}`)},

@@ -217,8 +217,8 @@ func TestTwoMachines(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	c.must(ctx, "datasets", "datasets", "export", ds, "export")
-	c.must(ctx, "datasets", "datasets", "rejects", ds)
+	c.must(ctx, "api", "datasets", "export", ds, "export")
+	c.must(ctx, "api", "datasets", "rejects", ds)
 	for _, f := range unloaded {
 		noDir(t, c.path(filepath.Join("export", f)))
 	}
@@ -252,7 +252,7 @@ func TestTwoMachines(t *testing.T) {
 	noDir(t, c.path("truncated"))
 	part := storage.Dataset(ds) + filepath.Base(exported[0])
 	truncateObject(t, ctx, admin, pipeline.BucketArtifacts, part)
-	out, err = c.run(ctx, "datasets", "datasets", "export", ds, "export2")
+	out, err = c.run(ctx, "api", "datasets", "export", ds, "export2")
 	refused(t, "export of a truncated part", out, err, pipeline.ErrDigestMismatch.Error())
 	noDir(t, c.path(filepath.Join("export2", filepath.Base(part))))
 	noDir(t, c.path(filepath.Join("export2", "manifest.json")))

@@ -2,9 +2,11 @@ package pipeline
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -26,9 +28,18 @@ const DefaultStartTimeout = 30 * time.Second
 
 // EmbeddedConfig configures the in-process NATS server.
 type EmbeddedConfig struct {
-	DataDir string // JetStream file store goes in <DataDir>/jetstream (required)
+	// DataDir: the JetStream file store goes in <DataDir>/jetstream. Required,
+	// except with a ConfFile whose jetstream block names a store_dir, which
+	// then wins.
+	DataDir string
 	Conf    []byte // contents of a nats.conf; nil means DefaultNATSConf
-	Listen  string // "" → the conf's listen address; "127.0.0.1:-1" → random port (tests)
+	// ConfFile is a nats-server configuration file used in place of Conf (a
+	// cluster node's: its own server_name, store_dir and cluster block). It
+	// is read as nats-server -c reads it: include resolves relative to the
+	// file, $VARS from the environment, an unknown key is an error naming
+	// the file, line and key.
+	ConfFile string
+	Listen   string // "" → the conf's listen address; "127.0.0.1:-1" → random port (tests)
 }
 
 // Validate checks the fields and parses Conf. Errors wrap ErrInvalidOption.
@@ -38,16 +49,9 @@ func (c EmbeddedConfig) Validate() error {
 }
 
 func (c EmbeddedConfig) serverOptions() (*server.Options, error) {
-	if strings.TrimSpace(c.DataDir) == "" {
-		return nil, fmt.Errorf("%w: embedded server data dir is required", ErrInvalidOption)
-	}
-	conf := c.Conf
-	if conf == nil {
-		conf = []byte(DefaultNATSConf)
-	}
-	opts := &server.Options{}
-	if err := opts.ProcessConfigString(string(conf)); err != nil {
-		return nil, fmt.Errorf("%w: nats.conf: %w", ErrInvalidOption, err)
+	opts, err := c.parseConf()
+	if err != nil {
+		return nil, err
 	}
 	if c.Listen != "" {
 		host, port, err := parseListen(c.Listen)
@@ -56,15 +60,60 @@ func (c EmbeddedConfig) serverOptions() (*server.Options, error) {
 		}
 		opts.Host, opts.Port = host, port
 	}
-	abs, err := filepath.Abs(c.DataDir)
-	if err != nil {
-		return nil, fmt.Errorf("%w: data dir %q: %w", ErrInvalidOption, c.DataDir, err)
+	switch {
+	case c.ConfFile != "" && opts.StoreDir != "":
+		// The file's store_dir wins; a relative one is the working
+		// directory's, as for nats-server.
+	case strings.TrimSpace(c.DataDir) == "":
+		return nil, fmt.Errorf("%w: embedded server data dir is required (or a store_dir in the config file)", ErrInvalidOption)
+	default:
+		abs, err := filepath.Abs(c.DataDir)
+		if err != nil {
+			return nil, fmt.Errorf("%w: data dir %q: %w", ErrInvalidOption, c.DataDir, err)
+		}
+		opts.StoreDir = abs // the server adds "jetstream"
 	}
 	opts.JetStream = true
-	opts.StoreDir = abs // the server adds "jetstream"
 	// The server must never exit the process or install signal handlers.
 	opts.NoSigs = true
 	return opts, nil
+}
+
+// parseConf reads ConfFile, or else Conf (DefaultNATSConf when nil). Warnings
+// of the parser alone are no error.
+func (c EmbeddedConfig) parseConf() (*server.Options, error) {
+	opts := &server.Options{}
+	if c.ConfFile != "" {
+		if err := configErrors(opts.ProcessConfigFile(c.ConfFile)); err != nil {
+			return nil, fmt.Errorf("%w: config file %s: %w", ErrInvalidOption, c.ConfFile, err)
+		}
+		return opts, nil
+	}
+	conf := c.Conf
+	if conf == nil {
+		conf = []byte(DefaultNATSConf)
+	}
+	if err := opts.ProcessConfigString(string(conf)); err != nil {
+		return nil, fmt.Errorf("%w: nats.conf: %w", ErrInvalidOption, err)
+	}
+	return opts, nil
+}
+
+// configErrors drops a parse result that holds only warnings (such as a
+// field the server no longer uses) and trims the newline the server's
+// error ends with.
+func configErrors(err error) error {
+	var list interface {
+		Errors() []error
+		Warnings() []error
+	}
+	if errors.As(err, &list) {
+		if len(list.Errors()) == 0 {
+			return nil
+		}
+		return errors.New(strings.TrimSpace(err.Error()))
+	}
+	return err
 }
 
 func parseListen(s string) (string, int, error) {
@@ -146,6 +195,90 @@ func (e *Embedded) StoreDir() string { return e.srv.JetStreamConfig().StoreDir }
 
 // Server exposes the underlying server (monitoring, tests).
 func (e *Embedded) Server() *server.Server { return e.srv }
+
+// Clustered reports whether the server is a node of a JetStream cluster (its
+// configuration has a cluster block and a server_name).
+func (e *Embedded) Clustered() bool { return e.srv.JetStreamIsClustered() }
+
+// WaitJetStream waits until JetStream answers: at once on a single server, on
+// a cluster node once the cluster has a meta leader (a quorum of its nodes
+// connected), which is all a node waits for: the others may join later. It
+// returns how many JetStream servers are online, this one included. While it
+// waits, every warnEvery (10 s when 0) it logs a warning with the routes
+// connected so far: a route that does not answer is not an error, since
+// nodes start in any order and rejoin after a restart. It fails with ctx.
+func (e *Embedded) WaitJetStream(ctx context.Context, warnEvery time.Duration) (int, error) {
+	if !e.Clustered() {
+		return 1, nil
+	}
+	if warnEvery <= 0 {
+		warnEvery = 10 * time.Second
+	}
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	warnAt := time.Now().Add(warnEvery)
+	for {
+		if online, size, ok := e.metaState(); ok {
+			ev := e.log.Info()
+			if online < size {
+				ev = e.log.Warn()
+			}
+			ev.Int("online", online).Int("cluster_size", size).Strs("routes", e.routeNames()).
+				Msg("jetstream cluster ready (a node not online yet joins when it starts)")
+			return online, nil
+		}
+		if time.Now().After(warnAt) {
+			warnAt = time.Now().Add(warnEvery)
+			e.log.Warn().Strs("connected", e.routeNames()).Strs("configured", e.routeURLs()).
+				Msg("waiting for a jetstream quorum: routes that do not answer yet are retried")
+		}
+		select {
+		case <-ctx.Done():
+			return 0, fmt.Errorf("wait for the jetstream cluster (connected routes %v of %v): %w", e.routeNames(), e.routeURLs(), ctx.Err())
+		case <-tick.C:
+		}
+	}
+}
+
+// metaState reports the JetStream servers online and the cluster's known
+// size once the meta group has a leader.
+func (e *Embedded) metaState() (online, size int, ok bool) {
+	jsz, err := e.srv.Jsz(nil)
+	if err != nil || jsz.Meta == nil || jsz.Meta.Leader == "" {
+		return 0, 0, false
+	}
+	online = 1 // this server
+	for _, p := range jsz.Meta.Replicas {
+		if !p.Offline {
+			online++
+		}
+	}
+	return online, max(jsz.Meta.Size, online), true
+}
+
+// routeNames are the names of the servers this one has a route to.
+func (e *Embedded) routeNames() []string {
+	rz, err := e.srv.Routez(nil)
+	if err != nil {
+		return nil
+	}
+	var names []string
+	for _, r := range rz.Routes {
+		if r.RemoteName != "" && !slices.Contains(names, r.RemoteName) {
+			names = append(names, r.RemoteName)
+		}
+	}
+	slices.Sort(names)
+	return names
+}
+
+func (e *Embedded) routeURLs() []string {
+	var urls []string
+	for _, u := range e.opts.Routes {
+		urls = append(urls, u.Host)
+	}
+	return urls
+}
 
 // Shutdown stops the server and waits until it has stopped. It is safe to call
 // more than once.

@@ -149,3 +149,48 @@ func TestEmbeddedShutdownTwice(t *testing.T) {
 	e.Shutdown()
 	e.Shutdown() // and once more in Cleanup
 }
+
+// TestEmbeddedConfigFile: a configuration file is read as nats-server reads
+// it (include relative to the file, not the working directory), its
+// store_dir wins over DataDir and DataDir is the store when it names none;
+// an unknown key is an error naming the file and the key.
+func TestEmbeddedConfigFile(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		t.Helper()
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	write("limits.conf", "max_payload: 1MB\n")
+	store := filepath.Join(dir, "store")
+	withStore := write("node.conf", "server_name: n1\nlisten: 127.0.0.1:-1\ninclude limits.conf\njetstream { store_dir: \""+store+"\" }\n")
+	noStore := write("bare.conf", "server_name: n2\nlisten: 127.0.0.1:-1\ninclude limits.conf\n")
+	unknown := write("typo.conf", "server_name: n3\njetstream { store_dri: /x }\n")
+
+	t.Chdir(t.TempDir()) // include must not depend on the working directory
+	e := pipelinetest.StartServerWith(t, pipeline.EmbeddedConfig{ConfFile: withStore, DataDir: filepath.Join(dir, "mirrors")})
+	if want := filepath.Join(store, "jetstream"); e.StoreDir() != want {
+		t.Errorf("store dir %q, want the file's %q", e.StoreDir(), want)
+	}
+	if v, _ := e.Server().Varz(nil); v.MaxPayload != 1<<20 || v.Name != "n1" {
+		t.Errorf("included max_payload %d, name %q", v.MaxPayload, v.Name)
+	}
+	data := filepath.Join(dir, "data")
+	e2 := pipelinetest.StartServerWith(t, pipeline.EmbeddedConfig{ConfFile: noStore, DataDir: data})
+	if want := filepath.Join(data, "jetstream"); e2.StoreDir() != want {
+		t.Errorf("store dir %q, want --data-dir's %q", e2.StoreDir(), want)
+	}
+	if err := (pipeline.EmbeddedConfig{ConfFile: noStore}).Validate(); !errors.Is(err, pipeline.ErrInvalidOption) {
+		t.Errorf("no store_dir and no data dir: %v, want ErrInvalidOption", err)
+	}
+	err := pipeline.EmbeddedConfig{ConfFile: unknown, DataDir: data}.Validate()
+	if !errors.Is(err, pipeline.ErrInvalidOption) || !strings.Contains(err.Error(), unknown) || !strings.Contains(err.Error(), `"store_dri"`) {
+		t.Errorf("unknown key: %v, want ErrInvalidOption naming %s and store_dri", err, unknown)
+	}
+	if err := (pipeline.EmbeddedConfig{ConfFile: filepath.Join(dir, "absent.conf"), DataDir: data}).Validate(); err == nil || !strings.Contains(err.Error(), "absent.conf") {
+		t.Errorf("missing file: %v", err)
+	}
+}

@@ -141,6 +141,16 @@ type Topology struct {
 	ObjectStores []jetstream.ObjectStoreConfig
 }
 
+// ReplicasFor is the replica count of the topology on a cluster of nodes
+// JetStream servers: three on three or more, one below (a single server, or
+// two nodes, where three replicas cannot be placed).
+func ReplicasFor(nodes int) int {
+	if nodes >= 3 {
+		return 3
+	}
+	return 1
+}
+
 // DefaultTopology returns LargeForge's topology with the given replica count
 // (1 for the embedded single node, 3 for a cluster).
 func DefaultTopology(replicas int) Topology {
@@ -266,10 +276,12 @@ func (b *Bus) EnsureTopology(ctx context.Context) error {
 	return b.ApplyTopology(ctx, DefaultTopology(1))
 }
 
-// ApplyTopology creates what is missing and updates what differs. It never
-// deletes anything: an existing stream whose retention or storage differs (which
-// the server cannot change in place), or whose update the server rejects, is
-// left as it is with a warning. An existing stream keeps its replica count.
+// ApplyTopology creates what is missing and updates what differs, replica
+// counts included: a topology created with one replica is raised in place
+// (the servers copy what it holds to the new replicas). It never deletes
+// anything: an existing stream whose retention or storage differs (which the
+// server cannot change in place), or whose update the server rejects, is left
+// as it is with a warning.
 func (b *Bus) ApplyTopology(ctx context.Context, topo Topology) error {
 	for _, want := range topo.Streams {
 		if err := b.ensureStream(ctx, want); err != nil {
@@ -336,6 +348,7 @@ func (b *Bus) ensureStream(ctx context.Context, want jetstream.StreamConfig) err
 	upd.MaxAge = want.MaxAge
 	upd.MaxBytes = want.MaxBytes
 	upd.MaxMsgs = want.MaxMsgs
+	upd.Replicas = want.Replicas
 	if _, err := b.js.UpdateStream(ctx, upd); err != nil {
 		if !isAPIError(err) {
 			return fmt.Errorf("update stream %s: %w", want.Name, err)
@@ -354,6 +367,7 @@ func streamMatches(have, want jetstream.StreamConfig) bool {
 		have.MaxMsgSize == want.MaxMsgSize &&
 		have.Duplicates == want.Duplicates &&
 		have.MaxAge == want.MaxAge &&
+		max(have.Replicas, 1) == max(want.Replicas, 1) &&
 		(have.MaxBytes == want.MaxBytes || (have.MaxBytes <= 0 && want.MaxBytes <= 0)) &&
 		(have.MaxMsgs == want.MaxMsgs || (have.MaxMsgs <= 0 && want.MaxMsgs <= 0))
 }

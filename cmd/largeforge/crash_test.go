@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/largeforge/largeforge/dataset"
 	"github.com/largeforge/largeforge/internal/samples"
+	"github.com/largeforge/largeforge/pipeline/pipelinetest"
 )
 
 // buildBinary builds largeforge into a temporary directory.
@@ -27,15 +27,7 @@ func buildBinary(t *testing.T) string {
 	return bin
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
+func freePort(t *testing.T) int { return pipelinetest.FreePort(t) }
 
 type proc struct {
 	cmd *exec.Cmd

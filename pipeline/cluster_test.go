@@ -1,0 +1,238 @@
+package pipeline_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+
+	"github.com/largeforge/largeforge/pipeline"
+	"github.com/largeforge/largeforge/pipeline/pipelinetest"
+)
+
+// topologyStreams names the streams behind every part of topo: its streams,
+// KV_<bucket> and OBJ_<bucket>.
+func topologyStreams(topo pipeline.Topology) []string {
+	var names []string
+	for _, s := range topo.Streams {
+		names = append(names, s.Name)
+	}
+	for _, kv := range topo.KeyValues {
+		names = append(names, "KV_"+kv.Bucket)
+	}
+	for _, o := range topo.ObjectStores {
+		names = append(names, "OBJ_"+o.Bucket)
+	}
+	return names
+}
+
+// connectCluster connects to every node of c (the client picks one).
+func connectCluster(t *testing.T, c *pipelinetest.Cluster) *pipeline.Bus {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	b, err := pipeline.Connect(ctx, pipeline.ConnConfig{URL: c.URLs(), Name: t.Name()}, pipelinetest.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	return b
+}
+
+// checkReplicas waits until every stream of names has want replicas, all
+// of them current.
+func checkReplicas(t *testing.T, b *pipeline.Bus, names []string, want int) {
+	t.Helper()
+	for _, name := range names {
+		pipelinetest.CheckFor(t, time.Minute, 100*time.Millisecond, func() error {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			s, err := b.JetStream().Stream(ctx, name)
+			if err != nil {
+				return err
+			}
+			info := s.CachedInfo()
+			if info.Config.Replicas != want {
+				return fmt.Errorf("%s: %d replicas configured, want %d", name, info.Config.Replicas, want)
+			}
+			if info.Cluster == nil || info.Cluster.Leader == "" {
+				return fmt.Errorf("%s: no leader", name)
+			}
+			current := 1
+			for _, p := range info.Cluster.Replicas {
+				if p.Current && !p.Offline {
+					current++
+				}
+			}
+			if current != want {
+				return fmt.Errorf("%s: %d replicas current, want %d", name, current, want)
+			}
+			return nil
+		})
+	}
+}
+
+func TestClusterTopologyReplicas(t *testing.T) {
+	c := pipelinetest.StartCluster(t, 3, "")
+	b := connectCluster(t, c)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	online, err := c.Nodes[0].Server().WaitJetStream(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := pipeline.ReplicasFor(online); got != 3 {
+		t.Fatalf("ReplicasFor(%d online) = %d, want 3", online, got)
+	}
+	topo := pipeline.DefaultTopology(3)
+	if err := b.ApplyTopology(ctx, topo); err != nil {
+		t.Fatal(err)
+	}
+	checkReplicas(t, b, topologyStreams(topo), 3)
+}
+
+// TestTopologyRaisedInPlace: a topology applied with one replica on a
+// cluster is raised to three by applying it again with three, and keeps
+// what it held: the data reads back after the node that held the only
+// replica is stopped.
+func TestTopologyRaisedInPlace(t *testing.T) {
+	c := pipelinetest.StartCluster(t, 3, "")
+	b := connectCluster(t, c)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	one := pipeline.DefaultTopology(1)
+	if err := b.ApplyTopology(ctx, one); err != nil {
+		t.Fatal(err)
+	}
+	checkReplicas(t, b, topologyStreams(one), 1)
+
+	kv, err := b.JetStream().KeyValue(ctx, pipeline.BucketJobs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(ctx, "job1", []byte(`{"status":"queued"}`)); err != nil {
+		t.Fatal(err)
+	}
+	obj := bytes.Repeat([]byte("artifact "), 50_000) // several chunks
+	objs, err := b.Objects(ctx, pipeline.BucketArtifacts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := objs.Put(ctx, "datasets/d/part-00000.parquet", bytes.NewReader(obj)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Publish(ctx, "lf.res.job1", []byte(`{"custom_id":"a"}`), "job1/a", nil); err != nil {
+		t.Fatal(err)
+	}
+	// The node holding the only replica of lf_artifacts.
+	s, err := b.JetStream().Stream(ctx, "OBJ_"+pipeline.BucketArtifacts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	holder := s.CachedInfo().Cluster.Leader
+
+	if err := b.ApplyTopology(ctx, pipeline.DefaultTopology(3)); err != nil {
+		t.Fatal(err)
+	}
+	checkReplicas(t, b, topologyStreams(one), 3)
+
+	for _, n := range c.Nodes {
+		if n.Name == holder {
+			n.Shutdown()
+		}
+	}
+	pipelinetest.CheckFor(t, time.Minute, 200*time.Millisecond, func() error {
+		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		e, err := kv.Get(ctx, "job1")
+		if err != nil {
+			return fmt.Errorf("lf_jobs job1 without %s: %w", holder, err)
+		}
+		if string(e.Value()) != `{"status":"queued"}` {
+			return fmt.Errorf("lf_jobs job1 = %s", e.Value())
+		}
+		r, err := objs.Get(ctx, "datasets/d/part-00000.parquet")
+		if err != nil {
+			return fmt.Errorf("object without %s: %w", holder, err)
+		}
+		got, err := io.ReadAll(r)
+		r.Close()
+		if err != nil {
+			return fmt.Errorf("read object without %s: %w", holder, err)
+		}
+		if !bytes.Equal(got, obj) {
+			return fmt.Errorf("object: %d bytes, want %d", len(got), len(obj))
+		}
+		rs, err := b.JetStream().Stream(ctx, pipeline.StreamResults)
+		if err != nil {
+			return err
+		}
+		if m, err := rs.GetLastMsgForSubject(ctx, "lf.res.job1"); err != nil || string(m.Data) != `{"custom_id":"a"}` {
+			return fmt.Errorf("LF_RESULTS without %s: %v", holder, err)
+		}
+		return nil
+	})
+}
+
+// TestClusterNodeStartsAlone: a node whose routes do not answer serves
+// clients at once and warns while it waits. A new cluster elects its first
+// meta leader once all its nodes have started; after that a quorum is
+// enough: a node restarted alone waits, and is ready when a second one is
+// back, whatever the order.
+func TestClusterNodeStartsAlone(t *testing.T) {
+	c := &pipelinetest.Cluster{Nodes: pipelinetest.ClusterConfs(t, 3, "")}
+	var logs pipelinetest.Buffer
+	first := c.Nodes[2]
+	first.Log = &logs
+	alone := func() {
+		t.Helper()
+		first.Start(t)
+		srv := first.Server()
+		if !srv.Clustered() {
+			t.Fatal("not clustered")
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		b, err := pipeline.Connect(ctx, pipeline.ConnConfig{URL: first.URL(), Name: t.Name()}, pipelinetest.Logger(t))
+		if err != nil {
+			t.Fatalf("a node alone does not serve: %v", err)
+		}
+		b.Close()
+		short, cancelShort := context.WithTimeout(ctx, 300*time.Millisecond)
+		defer cancelShort()
+		if _, err := srv.WaitJetStream(short, 100*time.Millisecond); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("WaitJetStream alone = %v, want the deadline", err)
+		}
+		if !strings.Contains(logs.String(), "waiting for a jetstream quorum") {
+			t.Errorf("no warning while the routes do not answer; log:\n%s", logs.String())
+		}
+	}
+	alone()
+	c.Nodes[0].Start(t)
+	c.Nodes[1].Start(t)
+	c.WaitReady(t)
+
+	for _, n := range c.Nodes {
+		n.Shutdown()
+	}
+	logs = pipelinetest.Buffer{}
+	alone()
+	c.Nodes[0].Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	online, err := first.Server().WaitJetStream(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if online != 2 {
+		t.Errorf("online = %d, want 2", online)
+	}
+	if pipeline.ReplicasFor(online) != 1 {
+		t.Errorf("ReplicasFor(2) = %d, want 1", pipeline.ReplicasFor(online))
+	}
+}

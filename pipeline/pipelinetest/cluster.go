@@ -1,0 +1,192 @@
+package pipelinetest
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/largeforge/largeforge/pipeline"
+)
+
+// ClusterNode is one server of a loopback cluster. Its configuration file,
+// store directory and ports stay the same across Shutdown and Restart, so a
+// restarted node rejoins as the same peer with what it stored.
+type ClusterNode struct {
+	Name        string // server_name: lf-1, lf-2, ...
+	ConfFile    string // its nats-server configuration file
+	StoreDir    string // jetstream store_dir of the file
+	Port        int    // client port on 127.0.0.1
+	ClusterPort int    // route port on 127.0.0.1
+	// Log, when set, also receives the node's warnings and errors.
+	Log io.Writer
+
+	mu  sync.Mutex
+	srv *pipeline.Embedded
+}
+
+// URL is the node's client URL.
+func (n *ClusterNode) URL() string { return fmt.Sprintf("nats://127.0.0.1:%d", n.Port) }
+
+// Server is the running server; nil after Shutdown.
+func (n *ClusterNode) Server() *pipeline.Embedded {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.srv
+}
+
+// Start starts the node from its file; it waits for the server to accept
+// connections, not for its routes. It shuts the node down in t.Cleanup.
+func (n *ClusterNode) Start(t testing.TB) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	log := Logger(t)
+	if n.Log != nil {
+		log = zerolog.New(zerolog.MultiLevelWriter(zerolog.NewTestWriter(t), n.Log)).Level(zerolog.WarnLevel)
+	}
+	srv, err := pipeline.StartEmbedded(ctx, pipeline.EmbeddedConfig{ConfFile: n.ConfFile}, log.With().Str("node", n.Name).Logger())
+	if err != nil {
+		t.Fatalf("start %s: %v", n.Name, err)
+	}
+	n.mu.Lock()
+	n.srv = srv
+	n.mu.Unlock()
+	t.Cleanup(n.Shutdown)
+}
+
+// Shutdown stops the node (its store stays); safe when it is not running.
+func (n *ClusterNode) Shutdown() {
+	n.mu.Lock()
+	srv := n.srv
+	n.srv = nil
+	n.mu.Unlock()
+	if srv != nil {
+		srv.Shutdown()
+	}
+}
+
+// Restart stops the node if it runs and starts it again on the same store
+// and ports.
+func (n *ClusterNode) Restart(t testing.TB) {
+	t.Helper()
+	n.Shutdown()
+	n.Start(t)
+}
+
+// Cluster is a JetStream cluster of embedded servers on loopback.
+type Cluster struct {
+	Nodes []*ClusterNode
+}
+
+// URLs is every node's client URL, comma-separated (a --nats value).
+func (c *Cluster) URLs() string {
+	urls := make([]string, len(c.Nodes))
+	for i, n := range c.Nodes {
+		urls[i] = n.URL()
+	}
+	return strings.Join(urls, ",")
+}
+
+// WaitReady waits until every running node sees a JetStream meta leader and
+// all of them online.
+func (c *Cluster) WaitReady(t testing.TB) {
+	t.Helper()
+	running := 0
+	for _, n := range c.Nodes {
+		if n.Server() != nil {
+			running++
+		}
+	}
+	for _, n := range c.Nodes {
+		srv := n.Server()
+		if srv == nil {
+			continue
+		}
+		CheckFor(t, time.Minute, 50*time.Millisecond, func() error {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			online, err := srv.WaitJetStream(ctx, time.Minute)
+			if err != nil {
+				return fmt.Errorf("%s: %w", n.Name, err)
+			}
+			if online < running {
+				return fmt.Errorf("%s sees %d jetstream servers online, want %d", n.Name, online, running)
+			}
+			return nil
+		})
+	}
+}
+
+// ClusterConfs writes the configuration files of an n-node cluster on
+// loopback (free ports, each node its own store directory under
+// t.TempDir()) with extra appended to each (nats-roles.conf, say), and
+// starts nothing: for processes such as largeforge up --config.
+func ClusterConfs(t testing.TB, n int, extra string) []*ClusterNode {
+	t.Helper()
+	dir := t.TempDir()
+	nodes := make([]*ClusterNode, n)
+	var routes []string
+	for i := range nodes {
+		name := fmt.Sprintf("lf-%d", i+1)
+		nodes[i] = &ClusterNode{Name: name, StoreDir: filepath.Join(dir, name, "store"),
+			ConfFile: filepath.Join(dir, name+".conf"), Port: FreePort(t), ClusterPort: FreePort(t)}
+		routes = append(routes, fmt.Sprintf("nats-route://127.0.0.1:%d", nodes[i].ClusterPort))
+	}
+	for _, node := range nodes {
+		conf := fmt.Sprintf(`server_name: %s
+listen: 127.0.0.1:%d
+max_payload: 1MB
+max_pending: 64MB
+jetstream {
+  store_dir: %q
+  max_memory_store: 256MB
+  max_file_store: 4GB
+}
+cluster {
+  name: lf-test
+  listen: 127.0.0.1:%d
+  routes: [
+    %s
+  ]
+}
+%s
+`, node.Name, node.Port, node.StoreDir, node.ClusterPort, strings.Join(routes, "\n    "), extra)
+		if err := os.WriteFile(node.ConfFile, []byte(conf), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return nodes
+}
+
+// StartCluster starts an n-node cluster from ClusterConfs(t, n, extra) and
+// waits until every node sees all of them online. Nodes are shut down in
+// t.Cleanup; each may be shut down and restarted before.
+func StartCluster(t testing.TB, n int, extra string) *Cluster {
+	t.Helper()
+	c := &Cluster{Nodes: ClusterConfs(t, n, extra)}
+	for _, node := range c.Nodes {
+		node.Start(t)
+	}
+	c.WaitReady(t)
+	return c
+}
+
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"unicode/utf8"
 )
@@ -115,11 +116,15 @@ func typeError(field string, got jsonKind, want string) *ValidationError {
 // dictionary are not included, and an absent alpaca input is "", so
 // records that differ only in key order, whitespace, escaping, extra keys or
 // absent-versus-empty input give the same bytes.
-func (r Record) CanonicalJSON() []byte {
+func (r Record) CanonicalJSON() []byte { return r.AppendCanonicalJSON(nil) }
+
+// AppendCanonicalJSON appends CanonicalJSON() to b: a buffer reused from
+// record to record (ingest, the dataset sink) allocates nothing.
+func (r Record) AppendCanonicalJSON(b []byte) []byte {
 	switch r.Format {
 	case FormatAlpaca:
 		a := r.Alpaca
-		b := make([]byte, 0, len(a.Input)+len(a.Instruction)+len(a.Output)+48)
+		b = slices.Grow(b, len(a.Input)+len(a.Instruction)+len(a.Output)+48)
 		b = append(b, `{"input":`...)
 		b = appendJSONString(b, a.Input)
 		b = append(b, `,"instruction":`...)
@@ -132,7 +137,7 @@ func (r Record) CanonicalJSON() []byte {
 		for _, t := range r.ShareGPT.Conversations {
 			n += len(t.From) + len(t.Value) + 24
 		}
-		b := make([]byte, 0, n)
+		b = slices.Grow(b, n)
 		b = append(b, `{"conversations":[`...)
 		for i, t := range r.ShareGPT.Conversations {
 			if i > 0 {
@@ -147,7 +152,7 @@ func (r Record) CanonicalJSON() []byte {
 		return append(b, "]}"...)
 	case FormatDPO:
 		d := r.DPO
-		b := make([]byte, 0, len(d.Chosen)+len(d.Prompt)+len(d.Rejected)+40)
+		b = slices.Grow(b, len(d.Chosen)+len(d.Prompt)+len(d.Rejected)+40)
 		b = append(b, `{"chosen":`...)
 		b = appendJSONString(b, d.Chosen)
 		b = append(b, `,"prompt":`...)
@@ -156,7 +161,7 @@ func (r Record) CanonicalJSON() []byte {
 		b = appendJSONString(b, d.Rejected)
 		return append(b, '}')
 	}
-	return []byte("{}")
+	return append(b, "{}"...)
 }
 
 // ID returns the lower-case hex SHA-256 of CanonicalJSON(): the record's
@@ -588,7 +593,15 @@ func (s *scanner) readTurns(turns []turnScan) ([]turnScan, *ValidationError) {
 
 // Validate checks a Record built in code (or read back from Arrow) against
 // its format's §1 schema, with the same rules and errors as DecodeRecord.
-func (r Record) Validate() error {
+func (r Record) Validate() error { return r.validate(nil) }
+
+// ValidateCanonical is Validate for a record whose CanonicalJSON the caller
+// has at hand (canon, as the dataset sink has to check a row's id): it is
+// not built again.
+func (r Record) ValidateCanonical(canon []byte) error { return r.validate(canon) }
+
+// validate is Validate with the record's canonical JSON, built when nil.
+func (r Record) validate(canon []byte) error {
 	if !r.Format.Valid() {
 		_, err := ParseFormat(string(r.Format))
 		return err
@@ -610,7 +623,10 @@ func (r Record) Validate() error {
 	if bad != "" {
 		return newValidationError(bad, "utf8", "invalid UTF-8 in string")
 	}
-	_, err := DecodeRecord(r.Format, r.CanonicalJSON())
+	if canon == nil {
+		canon = r.CanonicalJSON()
+	}
+	_, err := DecodeRecord(r.Format, canon)
 	return err
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 	"testing"
@@ -356,5 +357,29 @@ func TestRecordValidate(t *testing.T) {
 				t.Fatalf("Validate() = %v, want field %q rule %q", err, tt.wantField, tt.wantRule)
 			}
 		})
+	}
+}
+
+// TestAppendCanonicalJSON: appending to a reused buffer gives the bytes of
+// CanonicalJSON, whatever the buffer held before; ValidateCanonical of
+// those bytes says what Validate says.
+func TestAppendCanonicalJSON(t *testing.T) {
+	recs := []Record{
+		{Format: FormatAlpaca, Alpaca: Alpaca{Instruction: "tab\there", Input: "ü", Output: "\"q\""}},
+		{Format: FormatAlpaca, Alpaca: Alpaca{Instruction: "no output"}},
+		{Format: FormatAlpaca, Alpaca: Alpaca{Instruction: "bad \xff", Output: "o"}},
+		{Format: FormatShareGPT, ShareGPT: ShareGPT{Conversations: []Turn{{From: "human", Value: "hi\n"}, {From: "gpt", Value: "yo"}}}},
+		{Format: FormatDPO, DPO: DPO{Prompt: "p", Chosen: "c\u0001", Rejected: "r"}},
+		{},
+	}
+	buf := []byte("stale bytes of another record")
+	for _, r := range recs {
+		buf = r.AppendCanonicalJSON(buf[:0])
+		if want := r.CanonicalJSON(); string(buf) != string(want) {
+			t.Errorf("%s: appended %s, want %s", r.Format, buf, want)
+		}
+		if got, want := fmt.Sprint(r.ValidateCanonical(buf)), fmt.Sprint(r.Validate()); got != want {
+			t.Errorf("%+v: ValidateCanonical %s, Validate %s", r, got, want)
+		}
 	}
 }

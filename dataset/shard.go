@@ -116,6 +116,7 @@ func EncodeShard(f schemas.Format, records []schemas.Record, ids []string) ([]by
 	schema := schemas.ArrowSchema(f)
 	b := array.NewRecordBuilder(memory.DefaultAllocator, schema)
 	defer b.Release()
+	reserveShard(b, f, records, ids)
 	for i, r := range records {
 		if err := schemas.AppendRecordWithID(b, r, ids[i]); err != nil {
 			return nil, fmt.Errorf("encode shard: %w", err)
@@ -124,16 +125,63 @@ func EncodeShard(f schemas.Format, records []schemas.Record, ids []string) ([]by
 	rec := b.NewRecordBatch()
 	defer rec.Release()
 
-	var buf bytes.Buffer
-	w := ipc.NewWriter(&buf, ipc.WithSchema(schema))
+	sb := scratch.Get().(*shardScratch)
+	defer scratch.Put(sb)
+	sb.ipc.Reset()
+	w := ipc.NewWriter(&sb.ipc, ipc.WithSchema(schema))
 	if err := w.Write(rec); err != nil {
 		return nil, fmt.Errorf("encode shard: %w", err)
 	}
 	if err := w.Close(); err != nil {
 		return nil, fmt.Errorf("encode shard: %w", err)
 	}
-	return s2.Encode(nil, buf.Bytes()), nil
+	// S2 needs room for the worst case (more than the input); the shard
+	// kept (in ingest's publish window) is a copy of its own size.
+	sb.s2 = s2.Encode(sb.s2[:cap(sb.s2)], sb.ipc.Bytes())
+	return bytes.Clone(sb.s2), nil
 }
+
+// reserveShard sizes the columns of b for records at once, rather than
+// growing them (copying and clearing) record after record.
+func reserveShard(b *array.RecordBuilder, f schemas.Format, records []schemas.Record, ids []string) {
+	b.Reserve(len(records))
+	var sizes [4]int
+	for i, r := range records {
+		sizes[0] += len(ids[i])
+		switch f {
+		case schemas.FormatAlpaca:
+			sizes[1] += len(r.Alpaca.Instruction)
+			sizes[2] += len(r.Alpaca.Input)
+			sizes[3] += len(r.Alpaca.Output)
+		case schemas.FormatDPO:
+			sizes[1] += len(r.DPO.Prompt)
+			sizes[2] += len(r.DPO.Chosen)
+			sizes[3] += len(r.DPO.Rejected)
+		}
+	}
+	for k, n := range sizes {
+		if sb, ok := fieldOf(b, k).(*array.StringBuilder); ok && n > 0 {
+			sb.ReserveData(n)
+		}
+	}
+}
+
+// fieldOf is b's k-th field builder, nil past the last.
+func fieldOf(b *array.RecordBuilder, k int) array.Builder {
+	if k >= len(b.Fields()) {
+		return nil
+	}
+	return b.Field(k)
+}
+
+// shardScratch is the reused memory of EncodeShard: the IPC stream and
+// its S2 block before the copy returned.
+type shardScratch struct {
+	ipc bytes.Buffer
+	s2  []byte
+}
+
+var scratch = sync.Pool{New: func() any { return new(shardScratch) }}
 
 // decompressShard returns the Arrow IPC stream of a shard: an S2 block, or
 // a zstd frame (shards of earlier versions).

@@ -46,6 +46,7 @@ type Item struct {
 // schemas.schemas.RuleMaxRecordBytes.
 func Decode(source string, f schemas.Format, rows []Row, maxRecord int) []Item {
 	items := make([]Item, len(rows))
+	var canon []byte // reused from row to row: only its length and hash are kept
 	for i, row := range rows {
 		if row.Rule != "" {
 			items[i].Rej = &Reject{Source: source, Line: row.Line, Rule: row.Rule,
@@ -57,7 +58,7 @@ func Decode(source string, f schemas.Format, rows []Row, maxRecord int) []Item {
 			items[i].Rej = rejectFor(source, row, err)
 			continue
 		}
-		canon := rec.CanonicalJSON()
+		canon = rec.AppendCanonicalJSON(canon[:0])
 		if maxRecord > 0 && len(canon) > maxRecord {
 			field := largestField(rec)
 			items[i].Rej = &Reject{Source: source, Line: row.Line, Field: field, Rule: schemas.RuleMaxRecordBytes, Original: row.Data,

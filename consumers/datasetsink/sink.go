@@ -16,6 +16,7 @@ package datasetsink
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -49,7 +50,7 @@ type Sink struct {
 	metrics *dataset.Metrics
 	now     func() time.Time
 
-	claimLease   time.Duration                          // of lf_dedupe part claims (0: storage.DefaultClaimLease)
+	claimLease   time.Duration           // of lf_dedupe part claims (0: storage.DefaultClaimLease)
 	afterPublish func(part string) error // tests: runs between a part's publication and its commit; an error is the sink dying there
 
 	mu   sync.Mutex
@@ -57,6 +58,7 @@ type Sink struct {
 }
 
 type state struct {
+	name        string // the dataset's (fixed: read without s.mu)
 	man         dataset.Manifest
 	base        dataset.Manifest // the manifest as last read from or merged into lf_datasets
 	baseRev     uint64           // its revision there (0: none yet)
@@ -119,7 +121,7 @@ func (s *Sink) load(ctx context.Context, name string) (*state, error) {
 		}
 		dedupe = nil
 	}
-	st := &state{parts: parts, rejectParts: rejectParts, dedupe: dedupe, index: index, shards: map[string]struct{}{}, rejects: map[string]struct{}{}, counted: map[string]struct{}{}}
+	st := &state{name: name, parts: parts, rejectParts: rejectParts, dedupe: dedupe, index: index, shards: map[string]struct{}{}, rejects: map[string]struct{}{}, counted: map[string]struct{}{}}
 	man, rev, err := s.loadManifest(ctx, name)
 	switch {
 	case err == nil:
@@ -224,9 +226,13 @@ type pendingShard struct {
 	ids     []string
 }
 
+// handleShards writes a batch's shards: each dataset's become (at most)
+// one part. The sink's state is held only around the steps that read or
+// change it; decoding and checking the shards, and encoding and storing a
+// part claimed in the part index, run outside it, so that two batches (the
+// consume loops of StartStore) overlap: one is checked, or claims its part,
+// while the other's part is encoded and uploaded.
 func (s *Sink) handleShards(ctx context.Context, msgs []pipeline.Msg) []error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	errs := make([]error, len(msgs))
 	groups := map[string][]int{}
 	var order []string
@@ -245,15 +251,27 @@ func (s *Sink) handleShards(ctx context.Context, msgs []pipeline.Msg) []error {
 
 // writeGroup turns one dataset's shards of a batch into (at most) one part.
 func (s *Sink) writeGroup(ctx context.Context, ds string, msgs []pipeline.Msg, idx []int, errs []error) {
+	s.mu.Lock()
 	st, err := s.load(ctx, ds)
+	var skip []bool
+	if err == nil {
+		skip = skipShards(msgs, idx, st)
+	}
+	s.mu.Unlock()
 	if err != nil {
 		for _, i := range idx {
 			errs[i] = pipeline.Invalid("dataset "+ds, err)
 		}
 		return
 	}
+	// The CPU of the batch, on every core, outside the sink's state: a
+	// shard skipped here is still skipped below (a dataset's format and
+	// the shards its parts hold are only ever added).
+	checked := checkShards(msgs, idx, skip)
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	now := s.now()
-	checked := checkShards(msgs, idx, st)
 	var shards []pendingShard
 	for k, i := range idx {
 		m := msgs[i]
@@ -373,9 +391,11 @@ func sortFresh(shards []pendingShard, cand []string, refs []recordRef, fresh []b
 
 // writeIndexed stores a batch's new records as one part claimed in the
 // dataset's part index (lf_dedupe): the claim lists the part's ids, so
-// every other sink sees them before it claims a part of its own. The part
-// is then created under the claimed number and committed; a part that
-// could not be stored is abandoned, which frees its ids.
+// every other sink (and this sink's other batches) sees them before it
+// claims a part of its own. The part is then created under the claimed
+// number and committed, with s.mu released (held by the caller, and held
+// again on return): encoding and uploading it overlap another batch's
+// work. A part that could not be stored is abandoned, which frees its ids.
 func (s *Sink) writeIndexed(ctx context.Context, st *state, shards []pendingShard) (rows, dups []int64, err error) {
 	cand, refs := candidates(shards)
 	fresh, claim, err := st.index.Claim(ctx, cand, shardIDsOf(shards))
@@ -386,26 +406,40 @@ func (s *Sink) writeIndexed(ctx context.Context, st *state, shards []pendingShar
 	if len(recs) == 0 && len(claim.Shards) == 0 {
 		return rows, dups, st.index.Abandon(ctx, claim) // nothing to store
 	}
-	info, err := dataset.CreatePart(ctx, st.parts, claim.Number, st.man.Format, recs, ids, claim.Shards)
+	format, afterPublish := st.man.Format, s.afterPublish
+	s.mu.Unlock()
+	info, err := s.storeClaimed(ctx, st, claim, format, recs, ids, afterPublish)
+	s.mu.Lock()
 	if err != nil {
-		return nil, nil, errors.Join(err, st.index.Abandon(context.WithoutCancel(ctx), claim))
+		return nil, nil, err
 	}
-	if s.afterPublish != nil {
-		if err := s.afterPublish(claim.Key); err != nil {
-			return nil, nil, err // the sink died here
+	s.notePart(st, info, len(shards))
+	return rows, dups, nil
+}
+
+// storeClaimed creates the claimed part and commits its claim; it touches
+// nothing of the sink's state but the part index (safe on its own).
+func (s *Sink) storeClaimed(ctx context.Context, st *state, claim *storage.PartClaim, format schemas.Format, recs []schemas.Record, ids []string,
+	afterPublish func(string) error) (dataset.PartInfo, error) {
+	info, err := dataset.CreatePart(ctx, st.parts, claim.Number, format, recs, ids, claim.Shards)
+	if err != nil {
+		return info, errors.Join(err, st.index.Abandon(context.WithoutCancel(ctx), claim))
+	}
+	if afterPublish != nil {
+		if err := afterPublish(claim.Key); err != nil {
+			return info, err // the sink died here
 		}
 	}
 	if err := st.index.Commit(ctx, claim); err != nil {
 		if errors.Is(err, storage.ErrAbandoned) {
 			// Another sink gave this claim up for dead: the part must not count.
-			return nil, nil, err
+			return info, err
 		}
 		// The part is stored; its claim stays open until another sink that
 		// needs its ids finds the part and commits it.
-		s.log.Error().Err(err).Dict("context", zerolog.Dict().Str("dataset", st.man.Name).Str("part", info.File)).Msg("commit part claim")
+		s.log.Error().Err(err).Dict("context", zerolog.Dict().Str("dataset", st.name).Str("part", info.File)).Msg("commit part claim")
 	}
-	s.notePart(st, info, len(shards))
-	return rows, dups, nil
+	return info, nil
 }
 
 // shardIDsOf are the message ids of shards (those that have one).
@@ -513,19 +547,31 @@ type badRow struct {
 	canon                     []byte
 }
 
+// skipShards marks the shards of msgs[idx] the sink will not decode:
+// another format than the dataset's, or persisted before.
+func skipShards(msgs []pipeline.Msg, idx []int, st *state) []bool {
+	skip := make([]bool, len(idx))
+	for k, i := range idx {
+		m := msgs[i]
+		f, err := schemas.ParseFormat(m.Header.Get(schemas.HeaderFormat))
+		skip[k] = err != nil || (st.man.Format != "" && st.man.Format != f) || (m.ID != "" && st.hasShard(m.ID))
+	}
+	return skip
+}
+
 // checkShards decodes the shards of msgs[idx] of a dataset and checks
-// their rows (the CPU of a batch) on every core; shards the sink will not
-// decode (another format, persisted before) are left empty.
-func checkShards(msgs []pipeline.Msg, idx []int, st *state) []checkedShard {
+// their rows (the CPU of a batch) on every core; those skip marks are left
+// empty.
+func checkShards(msgs []pipeline.Msg, idx []int, skip []bool) []checkedShard {
 	out := make([]checkedShard, len(idx))
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, runtime.GOMAXPROCS(0))
 	for k, i := range idx {
-		m := msgs[i]
-		f, err := schemas.ParseFormat(m.Header.Get(schemas.HeaderFormat))
-		if err != nil || (st.man.Format != "" && st.man.Format != f) || (m.ID != "" && st.hasShard(m.ID)) {
+		if skip[k] {
 			continue
 		}
+		m := msgs[i]
+		f, _ := schemas.ParseFormat(m.Header.Get(schemas.HeaderFormat))
 		wg.Add(1)
 		sem <- struct{}{}
 		go func() {
@@ -545,11 +591,12 @@ func checkShard(f schemas.Format, data []byte) checkedShard {
 		return checkedShard{err: err}
 	}
 	c := checkedShard{recs: recs, ids: ids}
+	var canon []byte // reused: only a bad row keeps a copy
 	for j, r := range recs {
-		canon := r.CanonicalJSON()
+		canon = r.AppendCanonicalJSON(canon[:0])
 		id := schemas.RecordID(canon)
 		var field, rule, msg string
-		if err := r.Validate(); err != nil {
+		if err := r.ValidateCanonical(canon); err != nil {
 			field, rule, msg = "", "invalid", err.Error()
 			var ve *schemas.ValidationError
 			if errors.As(err, &ve) {
@@ -563,7 +610,7 @@ func checkShard(f schemas.Format, data []byte) checkedShard {
 			if c.bad == nil {
 				c.bad = map[int]*badRow{}
 			}
-			c.bad[j] = &badRow{claimed: ids[j], field: field, rule: rule, msg: msg, canon: canon}
+			c.bad[j] = &badRow{claimed: ids[j], field: field, rule: rule, msg: msg, canon: bytes.Clone(canon)}
 		}
 		ids[j] = id
 	}

@@ -5,13 +5,16 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/largeforge/largeforge/consumers/datasetsink"
 	"github.com/largeforge/largeforge/dataset"
+	"github.com/largeforge/largeforge/dataset/read"
 	"github.com/largeforge/largeforge/pipeline"
 	"github.com/largeforge/largeforge/pipeline/pipelinetest"
+	"github.com/largeforge/largeforge/schemas"
 	"github.com/largeforge/largeforge/storage"
 )
 
@@ -92,4 +95,67 @@ func TestSinkDiesBetweenPartAndCommit(t *testing.T) {
 		return nil
 	})
 	waitRecordsOnce(ctx, t, objects, "crash", len(want))
+}
+
+// TestRejectsWhileAPartIsStored: while a batch's part is encoded, uploaded
+// and committed, the sink's state is free: a reject dead-lettered then is
+// stored (its rejects-NNNNN.jsonl readable) before the part's commit, not
+// after the whole batch.
+func TestRejectsWhileAPartIsStored(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	_, bus := pipelinetest.StartBus(t)
+	objects, err := storage.OpenObjects(ctx, bus, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, stop := context.WithCancel(ctx)
+	w, err := datasetsink.StartStore(wctx, bus, objects, pipelinetest.Logger(t), nil)
+	if err != nil {
+		stop()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		stop()
+		if err := w.Wait(); err != nil {
+			t.Errorf("sink: %v", err)
+		}
+	})
+	const ds = "overlap"
+	var once sync.Once
+	stored := make(chan error, 1)
+	datasetsink.SetAfterPublish(w.Sink, func(string) error {
+		once.Do(func() {
+			rec, id := read.RejectRecord(ds, "run-1", read.Reject{Source: "test", Line: 1, Rule: "json", Error: "line 1: json: bad", Original: []byte("{")})
+			if err := bus.PublishDLQ(ctx, schemas.StageIngest, ds, rec, id); err != nil {
+				stored <- err
+				return
+			}
+			deadline := time.Now().Add(15 * time.Second)
+			for {
+				n := 0
+				err := dataset.Rejects(ctx, objects, ds, 0, func([]byte) error { n++; return nil })
+				if err == nil && n > 0 {
+					stored <- nil
+					return
+				}
+				if time.Now().After(deadline) {
+					stored <- fmt.Errorf("the reject was not stored while the part was (%d lines, %v)", n, err)
+					return
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		})
+		return nil
+	})
+	want := publishShards(ctx, t, bus, ds, 4, 5)
+	select {
+	case err := <-stored:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-ctx.Done():
+		t.Fatal("no part was stored")
+	}
+	waitRecordsOnce(ctx, t, objects, ds, len(want))
 }

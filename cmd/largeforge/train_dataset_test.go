@@ -14,6 +14,7 @@ import (
 	"github.com/largeforge/largeforge/consumers/train/traintest"
 	"github.com/largeforge/largeforge/dataset"
 	mtrain "github.com/largeforge/largeforge/model/train"
+	"github.com/largeforge/largeforge/pipeline"
 	"github.com/largeforge/largeforge/pipeline/pipelinetest"
 	"github.com/largeforge/largeforge/schemas"
 	"github.com/largeforge/largeforge/storage"
@@ -36,17 +37,7 @@ func TestTrainDatasetFromBus(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	objects, err := storage.OpenObjects(ctx, bus, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	onBus, err := storage.DatasetParts(objects, "chat")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := dataset.CreatePart(ctx, onBus, 0, schemas.FormatShareGPT, recs, recordIDs(recs), nil); err != nil {
-		t.Fatal(err)
-	}
+	storeDataset(ctx, t, bus, "chat", recs)
 	t.Chdir(t.TempDir())
 	local := filepath.Join("lf-data", "datasets", "chat")
 	if err := os.MkdirAll(local, 0o755); err != nil {
@@ -92,6 +83,48 @@ func TestTrainDatasetFromBus(t *testing.T) {
 	out, err := trainCmd("missing", e.ClientURL())
 	if !errors.Is(err, errNoDataset) || !strings.Contains(err.Error(), "no parts in lf_artifacts") || !strings.Contains(err.Error(), filepath.Join("lf-data", "datasets", "missing")) {
 		t.Fatalf("a dataset in neither place: %v, want errNoDataset naming the bus and ./lf-data\n%s", err, out)
+	}
+}
+
+// TestTrainDatasetFromBusAsTrainRole: on a server with the role table,
+// train run on the train credential reads the dataset from lf_artifacts.
+func TestTrainDatasetFromBusAsTrainRole(t *testing.T) {
+	if testing.Short() {
+		t.Skip("trains")
+	}
+	fx := traintest.New(t, 8)
+	_, e, admin, ctx := tinyOnRoles(t)
+	recs, err := mtrain.LoadRecords([]string{fx.Data}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	storeDataset(ctx, t, admin, "chat", recs)
+	t.Chdir(t.TempDir()) // no lf-data here
+	yaml := strings.Replace(fx.YAML(filepath.Join(fx.Dir, "out"), 1, 1000), "data_files: ["+fx.Data+"]", "dataset: chat", 1)
+	cfg := filepath.Join(fx.Dir, "train.yaml")
+	if err := os.WriteFile(cfg, []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := runCLI(t, ctx, "--nats="+e.ClientURL(), "--nats-user=train", "--nats-password="+pipelinetest.RolePassword("train"),
+		"--log-level=error", "train", "--config", cfg)
+	if err != nil || !strings.Contains(out, "trained 4 steps") {
+		t.Fatalf("train as the train role: %v\n%s", err, out)
+	}
+}
+
+// storeDataset stores recs on the bus as dataset name's first part.
+func storeDataset(ctx context.Context, t *testing.T, bus *pipeline.Bus, name string, recs []schemas.Record) {
+	t.Helper()
+	objects, err := storage.OpenObjects(ctx, bus, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	parts, err := storage.DatasetParts(objects, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dataset.CreatePart(ctx, parts, 0, schemas.FormatShareGPT, recs, recordIDs(recs), nil); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -15,22 +15,6 @@ import (
 	"github.com/largeforge/largeforge/pipeline/pipelinetest"
 )
 
-// topologyStreams names the streams behind every part of topo: its streams,
-// KV_<bucket> and OBJ_<bucket>.
-func topologyStreams(topo pipeline.Topology) []string {
-	var names []string
-	for _, s := range topo.Streams {
-		names = append(names, s.Name)
-	}
-	for _, kv := range topo.KeyValues {
-		names = append(names, "KV_"+kv.Bucket)
-	}
-	for _, o := range topo.ObjectStores {
-		names = append(names, "OBJ_"+o.Bucket)
-	}
-	return names
-}
-
 // connectCluster connects to every node of c (the client picks one).
 func connectCluster(t *testing.T, c *pipelinetest.Cluster) *pipeline.Bus {
 	t.Helper()
@@ -93,7 +77,15 @@ func TestClusterTopologyReplicas(t *testing.T) {
 	if err := b.ApplyTopology(ctx, topo); err != nil {
 		t.Fatal(err)
 	}
-	checkReplicas(t, b, topologyStreams(topo), 3)
+	checkReplicas(t, b, topo.StreamNames(), 3)
+
+	// A count guessed from the servers online (one node down) never lowers.
+	guessed := pipeline.DefaultTopology(1)
+	guessed.RaiseOnly = true
+	if err := b.ApplyTopology(ctx, guessed); err != nil {
+		t.Fatal(err)
+	}
+	checkReplicas(t, b, topo.StreamNames(), 3)
 }
 
 // TestTopologyRaisedInPlace: a topology applied with one replica on a
@@ -109,7 +101,7 @@ func TestTopologyRaisedInPlace(t *testing.T) {
 	if err := b.ApplyTopology(ctx, one); err != nil {
 		t.Fatal(err)
 	}
-	checkReplicas(t, b, topologyStreams(one), 1)
+	checkReplicas(t, b, one.StreamNames(), 1)
 
 	kv, err := b.JetStream().KeyValue(ctx, pipeline.BucketJobs)
 	if err != nil {
@@ -139,7 +131,7 @@ func TestTopologyRaisedInPlace(t *testing.T) {
 	if err := b.ApplyTopology(ctx, pipeline.DefaultTopology(3)); err != nil {
 		t.Fatal(err)
 	}
-	checkReplicas(t, b, topologyStreams(one), 3)
+	checkReplicas(t, b, one.StreamNames(), 3)
 
 	for _, n := range c.Nodes {
 		if n.Name == holder {
@@ -235,4 +227,36 @@ func TestClusterNodeStartsAlone(t *testing.T) {
 	if pipeline.ReplicasFor(online) != 1 {
 		t.Errorf("ReplicasFor(2) = %d, want 1", pipeline.ReplicasFor(online))
 	}
+}
+
+// TestClusterTopologyAppliedAtOnce: every node's up applies the topology
+// at the same moment; each application succeeds (a request the server
+// leaves unanswered while a stream is being created is asked again, and no
+// bucket is updated while another node creates it).
+func TestClusterTopologyAppliedAtOnce(t *testing.T) {
+	c := pipelinetest.StartCluster(t, 3, "")
+	topo := pipeline.DefaultTopology(3)
+	errs := make(chan error, len(c.Nodes))
+	for _, n := range c.Nodes {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		b, err := pipeline.Connect(ctx, pipeline.ConnConfig{URL: n.URL(), Name: t.Name() + "-" + n.Name}, pipelinetest.Logger(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer b.Close()
+		go func() {
+			if err := b.ApplyTopology(ctx, topo); err != nil {
+				errs <- fmt.Errorf("apply through %s: %w", n.Name, err)
+				return
+			}
+			errs <- b.WaitTopology(ctx, topo)
+		}()
+	}
+	for range c.Nodes {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	checkReplicas(t, connectCluster(t, c), topo.StreamNames(), 3)
 }

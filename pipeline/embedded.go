@@ -253,6 +253,9 @@ func (e *Embedded) metaState() (online, size int, ok bool) {
 			online++
 		}
 	}
+	// Just after the first election the meta group may not list every
+	// peer yet; a routed server of a JetStream cluster is one online.
+	online = max(online, len(e.routeNames())+1)
 	return online, max(jsz.Meta.Size, online), true
 }
 

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -139,6 +140,10 @@ type Topology struct {
 	Streams      []jetstream.StreamConfig
 	KeyValues    []jetstream.KeyValueConfig
 	ObjectStores []jetstream.ObjectStoreConfig
+	// RaiseOnly: replica counts are raised, never lowered; for a count
+	// guessed from the servers online (a node restarted while another is
+	// down must not take replicas away).
+	RaiseOnly bool
 }
 
 // ReplicasFor is the replica count of the topology on a cluster of nodes
@@ -229,6 +234,22 @@ func (t Topology) Only(names ...string) Topology {
 	return out
 }
 
+// StreamNames names the streams behind every part of t: its streams,
+// KV_<bucket> of each KV bucket and OBJ_<bucket> of each object store.
+func (t Topology) StreamNames() []string {
+	var names []string
+	for _, s := range t.Streams {
+		names = append(names, s.Name)
+	}
+	for _, kv := range t.KeyValues {
+		names = append(names, "KV_"+kv.Bucket)
+	}
+	for _, o := range t.ObjectStores {
+		names = append(names, "OBJ_"+o.Bucket)
+	}
+	return names
+}
+
 // CheckTopology reports whether every stream, KV bucket and object store of
 // topo exists, changing nothing: a role that may not create them checks
 // instead of applying. The error wraps ErrTopologyMissing and names each
@@ -284,37 +305,149 @@ func (b *Bus) EnsureTopology(ctx context.Context) error {
 // as it is with a warning.
 func (b *Bus) ApplyTopology(ctx context.Context, topo Topology) error {
 	for _, want := range topo.Streams {
+		want.Replicas = b.keepReplicas(ctx, topo, want.Name, want.Replicas)
 		if err := b.ensureStream(ctx, want); err != nil {
 			return err
 		}
 	}
 	for _, want := range topo.KeyValues {
-		if _, err := b.js.CreateOrUpdateKeyValue(ctx, want); err != nil {
-			if !isAPIError(err) {
-				return fmt.Errorf("kv bucket %s: %w", want.Bucket, err)
-			}
-			if _, gerr := b.js.KeyValue(ctx, want.Bucket); gerr != nil {
-				return fmt.Errorf("kv bucket %s: %w", want.Bucket, err)
-			}
-			b.log.Warn().Err(err).Str("bucket", want.Bucket).Msg("kv bucket exists with a configuration that cannot be updated; leaving it")
+		want.Replicas = b.keepReplicas(ctx, topo, "KV_"+want.Bucket, want.Replicas)
+		matches := func(c jetstream.StreamConfig) bool {
+			return c.Description == want.Description && c.MaxMsgsPerSubject == max(int64(want.History), 1) && c.MaxAge == want.TTL
+		}
+		create := func(ctx context.Context) error { _, err := b.js.CreateKeyValue(ctx, want); return err }
+		update := func(ctx context.Context) error { _, err := b.js.CreateOrUpdateKeyValue(ctx, want); return err }
+		if err := b.ensureBucket(ctx, "kv bucket", want.Bucket, "KV_"+want.Bucket, want.Replicas, matches, create, update); err != nil {
+			return err
 		}
 	}
 	for _, want := range topo.ObjectStores {
-		if _, err := b.js.CreateOrUpdateObjectStore(ctx, want); err != nil {
-			if !isAPIError(err) {
-				return fmt.Errorf("object store %s: %w", want.Bucket, err)
-			}
-			if _, gerr := b.js.ObjectStore(ctx, want.Bucket); gerr != nil {
-				return fmt.Errorf("object store %s: %w", want.Bucket, err)
-			}
-			b.log.Warn().Err(err).Str("bucket", want.Bucket).Msg("object store exists with a configuration that cannot be updated; leaving it")
+		want.Replicas = b.keepReplicas(ctx, topo, "OBJ_"+want.Bucket, want.Replicas)
+		matches := func(c jetstream.StreamConfig) bool { return c.Description == want.Description }
+		create := func(ctx context.Context) error { _, err := b.js.CreateObjectStore(ctx, want); return err }
+		update := func(ctx context.Context) error { _, err := b.js.CreateOrUpdateObjectStore(ctx, want); return err }
+		if err := b.ensureBucket(ctx, "object store", want.Bucket, "OBJ_"+want.Bucket, want.Replicas, matches, create, update); err != nil {
+			return err
 		}
 	}
 	return nil
 }
 
+// ensureBucket creates a KV bucket or object store (kind, bucket, backed by
+// stream) when it is missing, and updates it only when its stream differs
+// from the declaration (replicas, or matches false): several nodes applying
+// the topology at once each create it (the same create is idempotent), and
+// none sends an update, which the server leaves unanswered while the
+// bucket's creation is in flight.
+func (b *Bus) ensureBucket(ctx context.Context, kind, bucket, stream string, replicas int,
+	matches func(jetstream.StreamConfig) bool, create, update func(context.Context) error) error {
+	s, err := lookupStream(ctx, b.js, stream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		err = create(ctx)
+		if err == nil {
+			b.log.Info().Str("bucket", bucket).Msg(kind + " created")
+			return nil
+		}
+		if !errors.Is(err, jetstream.ErrBucketExists) {
+			return fmt.Errorf("%s %s: %w", kind, bucket, err)
+		}
+		s, err = lookupStream(ctx, b.js, stream) // another process created it
+	}
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", kind, bucket, err)
+	}
+	have := s.CachedInfo().Config
+	if max(have.Replicas, 1) == max(replicas, 1) && matches(have) {
+		return nil
+	}
+	if err := update(ctx); err != nil {
+		if !isAPIError(err) {
+			return fmt.Errorf("%s %s: %w", kind, bucket, err)
+		}
+		b.log.Warn().Err(err).Str("bucket", bucket).Msg(kind + " exists with a configuration that cannot be updated; leaving it")
+		return nil
+	}
+	b.log.Info().Str("bucket", bucket).Int("replicas", replicas).Msg(kind + " updated")
+	return nil
+}
+
+// WaitTopology waits until every stream, KV bucket and object store of topo
+// has a leader and all its replicas current, so that consumers can be
+// created on them (a stream being created or moved to more replicas answers
+// "insufficient resources" meanwhile). On a single server it returns at once.
+func (b *Bus) WaitTopology(ctx context.Context, topo Topology) error {
+	for _, name := range topo.StreamNames() {
+		for {
+			err := streamSettled(ctx, b.js, name)
+			if err == nil {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("wait for the topology: %w (%w)", ctx.Err(), err)
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}
+	return nil
+}
+
+func streamSettled(ctx context.Context, js jetstream.JetStream, name string) error {
+	s, err := lookupStream(ctx, js, name)
+	if err != nil {
+		return fmt.Errorf("stream %s: %w", name, err)
+	}
+	info := s.CachedInfo()
+	if info.Cluster == nil {
+		return nil
+	}
+	if info.Cluster.Leader == "" {
+		return fmt.Errorf("stream %s has no leader yet", name)
+	}
+	current := 1
+	for _, p := range info.Cluster.Replicas {
+		if p.Current && !p.Offline {
+			current++
+		}
+	}
+	if current < info.Config.Replicas {
+		return fmt.Errorf("stream %s: %d of %d replicas current", name, current, info.Config.Replicas)
+	}
+	return nil
+}
+
+// keepReplicas is the replica count to declare for stream: want, or with
+// topo.RaiseOnly the stream's own count when that is higher.
+func (b *Bus) keepReplicas(ctx context.Context, topo Topology, stream string, want int) int {
+	if !topo.RaiseOnly {
+		return want
+	}
+	s, err := lookupStream(ctx, b.js, stream)
+	if err != nil { // missing (created with want) or not readable (the update says why)
+		return want
+	}
+	return max(want, s.CachedInfo().Config.Replicas)
+}
+
+// streamLookupTry bounds one lookup of a stream by lookupStream.
+const streamLookupTry = 2 * time.Second
+
+// lookupStream is js.Stream asked again, until ctx ends, when a try gets no
+// answer: on a cluster a stream being created has no leader to answer yet,
+// and a request in that moment is never answered.
+func lookupStream(ctx context.Context, js jetstream.JetStream, name string) (jetstream.Stream, error) {
+	for {
+		try, cancel := context.WithTimeout(ctx, streamLookupTry)
+		s, err := js.Stream(try, name)
+		cancel()
+		if err == nil || ctx.Err() != nil || !(errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout)) {
+			return s, err
+		}
+	}
+}
+
 func (b *Bus) ensureStream(ctx context.Context, want jetstream.StreamConfig) error {
-	s, err := b.js.Stream(ctx, want.Name)
+	s, err := lookupStream(ctx, b.js, want.Name)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		if _, err := b.js.CreateStream(ctx, want); err != nil {
 			if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) { // another process won the race

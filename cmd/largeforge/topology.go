@@ -21,23 +21,28 @@ func newTopologyCmd() *cobra.Command {
 		Short: "Create or update the streams, KV buckets and object stores, as admin",
 		Long: `Create what is missing of LargeForge's topology (the streams LF_DATASETS, LF_REQUESTS,
 LF_ROUTES, LF_RESULTS, LF_TRAIN, LF_DLQ, the KV buckets lf_jobs, lf_workers, lf_experts,
-lf_datasets and the object store lf_models) and update what differs; nothing is deleted.
-Run it once as admin before the other roles of deploy/nats-roles.conf start: they only
-check that what they use exists, and name what is missing. --replicas 3 on a cluster.`,
+lf_datasets, lf_dedupe, lf_claims and the object stores lf_models, lf_artifacts) and update
+what differs, replica counts included; nothing is deleted. Run it once as admin before the
+other roles of deploy/nats-roles.conf start: they only check that what they use exists,
+and name what is missing. Without --replicas: 3 replicas when the server is a node of a
+cluster, 1 on a single server, never lowering an existing count. --replicas N sets each
+to N exactly: --replicas 3 raises a topology created with one replica in place when a
+single server grew into a cluster of three (a two-node cluster needs --replicas 1).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if replicas < 1 {
-				return fmt.Errorf("--replicas %d: want 1 or more", replicas)
+			if replicas < 0 {
+				return fmt.Errorf("--replicas %d: want 1 or more (0: 3 on a cluster, 1 alone)", replicas)
 			}
 			return applyTopology(cmd.Context(), replicas)
 		},
 	}
-	apply.Flags().IntVar(&replicas, "replicas", 1, "replicas of each stream and bucket (3 on a three-node cluster)")
+	apply.Flags().IntVar(&replicas, "replicas", 0, "replicas of each stream and bucket (default: 3 on a cluster, 1 alone, never lowering)")
 	cmd.AddCommand(apply)
 	return cmd
 }
 
-// applyTopology connects as admin and applies DefaultTopology(replicas).
+// applyTopology connects as admin and applies DefaultTopology(replicas);
+// replicas 0 is 3 when the server is a cluster node, else 1, raise-only.
 func applyTopology(ctx context.Context, replicas int) error {
 	log := newLogger(ctx)
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -50,6 +55,13 @@ func applyTopology(ctx context.Context, replicas int) error {
 	}
 	defer bus.Close()
 	topo := pipeline.DefaultTopology(replicas)
+	if replicas == 0 {
+		topo = pipeline.DefaultTopology(1)
+		if bus.Conn().ConnectedClusterName() != "" {
+			topo = pipeline.DefaultTopology(3)
+		}
+		topo.RaiseOnly = true
+	}
 	if err := watchDenied(cctx, bus, func(ctx context.Context) error { return bus.ApplyTopology(ctx, topo) }); err != nil {
 		return fmt.Errorf("apply the topology (as admin): %w", err)
 	}

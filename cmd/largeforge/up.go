@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
 
 	"github.com/largeforge/largeforge"
@@ -22,8 +24,10 @@ import (
 
 // UpConfig is what `largeforge up` runs with.
 type UpConfig struct {
-	DataDir string
-	Listen  string
+	DataDir  string
+	Listen   string
+	Config   string // a nats-server configuration file in place of nats.conf (a cluster node's)
+	Replicas int    // replicas of the topology; 0: from the JetStream servers online
 	Models  []string     // name=DIR: models the embedded infer worker serves
 	Adapter []string     // name=DIR: LoRA adapters merged into those models at load
 	Gateway GatewayFlags // HTTP "" : no gateway
@@ -33,6 +37,9 @@ type UpConfig struct {
 func (c UpConfig) Validate() error {
 	if c.DataDir == "" {
 		return fmt.Errorf("--data-dir is required")
+	}
+	if c.Replicas < 0 {
+		return fmt.Errorf("--replicas %d: want 1 or more (0: from the servers online)", c.Replicas)
 	}
 	if c.Gateway.HTTP != "" {
 		return c.Gateway.Validate()
@@ -56,7 +63,19 @@ loading its model_path (a directory, or a model name in lf_models) with its max_
 the context, or, when it has an endpoint, a proxy worker forwarding to that server; a train worker for training jobs (largeforge train --submit); with --http ADDR, the OpenAI-compatible
 HTTP gateway (see largeforge gateway). Ctrl-C drains the workers and stops cleanly.
 One up runs per --data-dir: it holds <data-dir>/largeforge-up.lock, and a second up on
-the same directory exits at once, naming the pid of the first.`,
+the same directory exits at once, naming the pid of the first.
+
+On several machines, --config FILE replaces nats.conf with a nats-server configuration
+file (deploy/nats-cluster.conf: its own server_name, jetstream store_dir and a cluster
+block of routes; include resolves relative to the file; the official nats-server -c
+runs the same file). Its store_dir holds JetStream; --data-dir then holds only local
+copies (and JetStream too when the file names no store_dir). An unknown key in the
+file is an error naming it; routes that do not answer are retried with a warning: up
+serves at once and applies the topology once the cluster has a JetStream leader (a
+new cluster elects its first when all its nodes have started, later a majority is
+enough). The topology gets 3 replicas when 3 or more JetStream servers are online, 1
+otherwise, and is never lowered by up; an existing one is raised in place when a
+node starts on a grown cluster. --replicas N sets the count exactly.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := up.Validate(); err != nil {
@@ -65,14 +84,16 @@ the same directory exits at once, naming the pid of the first.`,
 			if c := configFrom(cmd.Context()); !cmd.Flags().Changed("metrics-addr") && c.MetricsAddr == "" {
 				c.MetricsAddr = "127.0.0.1:9464"
 			}
-			if up.Listen == "" {
+			if up.Listen == "" && up.Config == "" {
 				up.Listen = localListen(os.Getenv("LARGEFORGE_NATS"))
 			}
 			return runUp(cmd.Context(), up)
 		},
 	}
 	cmd.Flags().StringVar(&up.DataDir, "data-dir", "./lf-data", "where JetStream, datasets and results live")
-	cmd.Flags().StringVar(&up.Listen, "listen", "", "client address host:port (default: where LARGEFORGE_NATS points when that is one local nats:// URL, else nats.conf's 127.0.0.1:4222)")
+	cmd.Flags().StringVar(&up.Listen, "listen", "", "client address host:port (default: --config's listen, else where LARGEFORGE_NATS points when that is one local nats:// URL, else nats.conf's 127.0.0.1:4222)")
+	cmd.Flags().StringVar(&up.Config, "config", "", "nats-server configuration FILE in place of nats.conf (a cluster node's: server_name, store_dir, cluster routes; see deploy/)")
+	cmd.Flags().IntVar(&up.Replicas, "replicas", 0, "replicas of each stream and bucket (default: 3 when 3 or more JetStream servers are online, else 1, never lowering)")
 	cmd.Flags().StringArrayVar(&up.Models, "model", nil, "serve a model: name=DIR (repeatable)")
 	cmd.Flags().StringArrayVar(&up.Adapter, "adapter", nil, "merge a LoRA adapter into a --model at load: name=ADAPTER_DIR (repeatable)")
 	addGatewayFlags(cmd, &up.Gateway, "")
@@ -107,11 +128,19 @@ func runUp(ctx context.Context, up UpConfig) error {
 		return err
 	}
 	started := time.Now()
-	srv, err := pipeline.StartEmbedded(ctx, pipeline.EmbeddedConfig{DataDir: dataDir, Conf: largeforge.NATSConf, Listen: up.Listen}, log)
+	ec := pipeline.EmbeddedConfig{DataDir: dataDir, Conf: largeforge.NATSConf, Listen: up.Listen}
+	if up.Config != "" {
+		ec.Conf, ec.ConfFile = nil, up.Config
+	}
+	srv, err := pipeline.StartEmbedded(ctx, ec, log)
 	if err != nil {
 		return err
 	}
 	defer srv.Shutdown()
+	topo, err := upTopology(ctx, srv, up.Replicas)
+	if err != nil {
+		return err
+	}
 
 	c := configFrom(ctx).NATS
 	c.URL, c.Name = srv.ClientURL(), "largeforge-up"
@@ -120,7 +149,7 @@ func runUp(ctx context.Context, up UpConfig) error {
 		return err
 	}
 	defer bus.Close()
-	if err := bus.EnsureTopology(ctx); err != nil {
+	if err := applyUpTopology(ctx, bus, topo, log); err != nil {
 		return err
 	}
 	models, err := parseModels(up.Models)
@@ -164,6 +193,57 @@ func runUp(ctx context.Context, up UpConfig) error {
 	}
 	ulog.Info().Msg("workers drained; stopping")
 	return err
+}
+
+// upTopology waits until JetStream answers (on a cluster node, a meta
+// leader) and returns the topology to apply: with replicas 0, 3 replicas
+// when 3 or more JetStream servers are online and 1 otherwise, never
+// lowering what exists; else exactly replicas.
+func upTopology(ctx context.Context, srv *pipeline.Embedded, replicas int) (pipeline.Topology, error) {
+	online, err := srv.WaitJetStream(ctx, 0)
+	if err != nil {
+		return pipeline.Topology{}, err
+	}
+	if replicas > 0 {
+		return pipeline.DefaultTopology(replicas), nil
+	}
+	topo := pipeline.DefaultTopology(pipeline.ReplicasFor(online))
+	topo.RaiseOnly = true
+	return topo, nil
+}
+
+// upTopologyTimeout bounds how long up retries applying the topology while
+// the cluster does not answer in time (nodes applying it at once, a meta
+// leader being elected).
+const upTopologyTimeout = 2 * time.Minute
+
+// upTopologyTry bounds one try of applying the topology.
+const upTopologyTry = 15 * time.Second
+
+// applyUpTopology applies topo and waits until every stream of it has its
+// replicas current, retrying what timed out until upTopologyTimeout.
+func applyUpTopology(ctx context.Context, bus *pipeline.Bus, topo pipeline.Topology, log zerolog.Logger) error {
+	ctx, cancel := context.WithTimeout(ctx, upTopologyTimeout)
+	defer cancel()
+	for {
+		// Each try its own deadline: a request lost while several nodes
+		// create the same streams at once is asked again.
+		try, cancelTry := context.WithTimeout(ctx, upTopologyTry)
+		err := bus.ApplyTopology(try, topo)
+		if err == nil {
+			err = bus.WaitTopology(try, topo)
+		}
+		cancelTry()
+		if err == nil || ctx.Err() != nil || !(errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout)) {
+			return err
+		}
+		log.Warn().Err(err).Msg("the topology did not apply in time; retrying")
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(time.Second):
+		}
+	}
 }
 
 // upWorkerConfig is what up's roles run with: models fetched from lf_models

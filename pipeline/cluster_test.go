@@ -6,11 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-
+	"github.com/largeforge/largeforge/internal/testenv"
 	"github.com/largeforge/largeforge/pipeline"
 	"github.com/largeforge/largeforge/pipeline/pipelinetest"
 )
@@ -259,4 +261,88 @@ func TestClusterTopologyAppliedAtOnce(t *testing.T) {
 		}
 	}
 	checkReplicas(t, connectCluster(t, c), topo.StreamNames(), 3)
+}
+
+// TestDeployClusterConf: deploy/nats-cluster.conf parses for each of its
+// three nodes (with the role users of the nats-roles.conf it includes, each
+// on a bcrypt hash), and three nodes started from it on loopback (hosts,
+// ports and store directory rewritten, the include beside it) form a
+// cluster in which admin applies the topology with three replicas.
+func TestDeployClusterConf(t *testing.T) {
+	root := testenv.ModuleRoot(t)
+	conf, err := os.ReadFile(filepath.Join(root, "deploy", "nats-cluster.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	roles, err := os.ReadFile(filepath.Join(root, "deploy", "nats-roles.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pipelinetest.SetRoleHashes(t, 0)
+	names := []string{"lf-1", "lf-2", "lf-3"}
+	for _, name := range names {
+		t.Setenv("SERVER_NAME", name)
+		if err := (pipeline.EmbeddedConfig{ConfFile: filepath.Join(root, "deploy", "nats-cluster.conf")}).Validate(); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+	}
+
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "nats-roles.conf"), roles, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	nodes := make([]*pipelinetest.ClusterNode, len(names))
+	var hosts []string
+	for i, name := range names {
+		nodes[i] = &pipelinetest.ClusterNode{Name: name, ConfFile: filepath.Join(dir, name+".conf"),
+			Port: pipelinetest.FreePort(t), ClusterPort: pipelinetest.FreePort(t)}
+		hosts = append(hosts, name+":6222", fmt.Sprintf("127.0.0.1:%d", nodes[i].ClusterPort))
+	}
+	for _, n := range nodes {
+		local := strings.NewReplacer(append(hosts,
+			"0.0.0.0:4222", fmt.Sprintf("127.0.0.1:%d", n.Port),
+			"0.0.0.0:6222", fmt.Sprintf("127.0.0.1:%d", n.ClusterPort),
+			"/var/lib/largeforge", filepath.Join(dir, n.Name))...).Replace(string(conf))
+		for _, line := range strings.Split(local, "\n") {
+			if line = strings.TrimSpace(line); strings.HasPrefix(line, "#") {
+				continue
+			}
+			for _, h := range []string{"lf-1:", "lf-2:", "lf-3:", "0.0.0.0", "/var/lib"} {
+				if strings.Contains(line, h) {
+					t.Fatalf("%q left in the loopback copy: %s", h, line)
+				}
+			}
+		}
+		if err := os.WriteFile(n.ConfFile, []byte(local), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Chdir(t.TempDir()) // the include resolves beside the file
+	for _, n := range nodes {
+		t.Setenv("SERVER_NAME", n.Name) // read when the node starts
+		n.Start(t)
+	}
+	c := &pipelinetest.Cluster{Nodes: nodes}
+	c.WaitReady(t)
+	for _, n := range nodes {
+		if got := n.Server().Server().Name(); got != n.Name {
+			t.Errorf("server name %q, want %q", got, n.Name)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	admin, err := pipeline.Connect(ctx, pipeline.ConnConfig{URL: c.URLs(), Name: t.Name(), User: "admin",
+		Password: pipelinetest.RolePassword("admin"), InboxPrefix: "_INBOX_admin"}, pipelinetest.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	topo := pipeline.DefaultTopology(3)
+	if err := admin.ApplyTopology(ctx, topo); err != nil {
+		t.Fatal(err)
+	}
+	checkReplicas(t, admin, topo.StreamNames(), 3)
+	if _, err := pipeline.Connect(ctx, pipeline.ConnConfig{URL: c.URLs(), Name: t.Name(), User: "admin", Password: "wrong"}, pipelinetest.Logger(t)); err == nil {
+		t.Error("a wrong admin password connected")
+	}
 }

@@ -136,3 +136,85 @@ func TestUpOnEveryNode(t *testing.T) {
 		}
 	}
 }
+
+// replicasOf is the replica count of every stream behind the topology.
+func replicasOf(t *testing.T, ctx context.Context, bus *pipeline.Bus) map[int][]string {
+	t.Helper()
+	got := map[int][]string{}
+	for _, name := range pipeline.DefaultTopology(1).StreamNames() {
+		s, err := bus.JetStream().Stream(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := s.CachedInfo().Config.Replicas
+		got[r] = append(got[r], name)
+	}
+	return got
+}
+
+// TestTopologyApplyReplicas: on a cluster, topology apply declares three
+// replicas; --replicas 1 sets one exactly; without --replicas it raises
+// them to three again, as up on a node of the grown cluster does, and up's
+// count never lowers them.
+func TestTopologyApplyReplicas(t *testing.T) {
+	c := pipelinetest.StartCluster(t, 3, "")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	bus, err := pipeline.Connect(ctx, pipeline.ConnConfig{URL: c.URLs(), Name: t.Name()}, pipelinetest.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bus.Close()
+	want := func(replicas int) {
+		t.Helper()
+		got := replicasOf(t, ctx, bus)
+		if len(got) != 1 || len(got[replicas]) == 0 {
+			t.Fatalf("replicas %v, want %d for every stream", got, replicas)
+		}
+	}
+	apply := func(args ...string) {
+		t.Helper()
+		out, err := runCLI(t, ctx, append([]string{"--nats", c.URLs(), "--log-level", "error", "topology", "apply"}, args...)...)
+		if err != nil || !strings.Contains(out, "topology applied") {
+			t.Fatalf("topology apply %v: %v %q", args, err, out)
+		}
+	}
+	apply()
+	want(3)
+	apply("--replicas", "1")
+	want(1)
+	// up on a node that sees three servers online raises them in place.
+	topo, err := upTopology(ctx, c.Nodes[1].Server(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := applyUpTopology(ctx, bus, topo, pipelinetest.Logger(t)); err != nil {
+		t.Fatal(err)
+	}
+	want(3)
+	// A count guessed from fewer servers online keeps them.
+	guessed := pipeline.DefaultTopology(1)
+	guessed.RaiseOnly = true
+	if err := applyUpTopology(ctx, bus, guessed, pipelinetest.Logger(t)); err != nil {
+		t.Fatal(err)
+	}
+	want(3)
+	apply("--replicas", "1")
+	apply()
+	want(3)
+}
+
+// TestUpConfigUnknownKey: up --config with a key nats-server does not know
+// exits naming the file and the key.
+func TestUpConfigUnknownKey(t *testing.T) {
+	conf := filepath.Join(t.TempDir(), "node.conf")
+	if err := os.WriteFile(conf, []byte("server_name: n1\nlisten: 127.0.0.1:-1\ncluster { name: c, listne: 127.0.0.1:-1 }\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	_, err := runCLI(t, ctx, "up", "--config", conf, "--data-dir", t.TempDir(), "--metrics-addr", "127.0.0.1:0", "--log-level", "error")
+	if err == nil || !strings.Contains(err.Error(), conf) || !strings.Contains(err.Error(), `"listne"`) {
+		t.Fatalf("up --config with an unknown key: %v, want an error naming %s and listne", err, conf)
+	}
+}

@@ -302,9 +302,17 @@ type serverLogger struct {
 
 func (l *serverLogger) Noticef(format string, v ...any) { l.line(l.log.Info(), format, v) }
 func (l *serverLogger) Warnf(format string, v ...any)   { l.line(l.log.Warn(), format, v) }
-func (l *serverLogger) Errorf(format string, v ...any)  { l.line(l.log.Error(), format, v) }
-func (l *serverLogger) Debugf(format string, v ...any)  { l.line(l.log.Debug(), format, v) }
-func (l *serverLogger) Tracef(format string, v ...any)  { l.line(l.log.Trace(), format, v) }
+func (l *serverLogger) Errorf(format string, v ...any) {
+	// A route that does not answer is retried: nodes start in any order
+	// and rejoin after a restart, so it is a warning, not an error.
+	if strings.HasPrefix(format, "Error trying to connect to route") {
+		l.line(l.log.Warn(), format, v)
+		return
+	}
+	l.line(l.log.Error(), format, v)
+}
+func (l *serverLogger) Debugf(format string, v ...any) { l.line(l.log.Debug(), format, v) }
+func (l *serverLogger) Tracef(format string, v ...any) { l.line(l.log.Trace(), format, v) }
 
 // line logs one line of the server's, dropping the blank ones its banner
 // is spaced with.

@@ -26,11 +26,11 @@ import (
 type UpConfig struct {
 	DataDir  string
 	Listen   string
-	Config   string // a nats-server configuration file in place of nats.conf (a cluster node's)
-	Replicas int    // replicas of the topology; 0: from the JetStream servers online
-	Models  []string     // name=DIR: models the embedded infer worker serves
-	Adapter []string     // name=DIR: LoRA adapters merged into those models at load
-	Gateway GatewayFlags // HTTP "" : no gateway
+	Config   string       // a nats-server configuration file in place of nats.conf (a cluster node's)
+	Replicas int          // replicas of the topology; 0: from the JetStream servers online
+	Models   []string     // name=DIR: models the embedded infer worker serves
+	Adapter  []string     // name=DIR: LoRA adapters merged into those models at load
+	Gateway  GatewayFlags // HTTP "" : no gateway
 }
 
 // Validate checks the flags of up.

@@ -90,7 +90,7 @@ node starts on a grown cluster. --replicas N sets the count exactly.`,
 			return runUp(cmd.Context(), up)
 		},
 	}
-	cmd.Flags().StringVar(&up.DataDir, "data-dir", "./lf-data", "where JetStream, datasets and results live")
+	cmd.Flags().StringVar(&up.DataDir, "data-dir", "./lf-data", "where JetStream (unless --config names a store_dir) and the local copies of datasets and results live")
 	cmd.Flags().StringVar(&up.Listen, "listen", "", "client address host:port (default: --config's listen, else where LARGEFORGE_NATS points when that is one local nats:// URL, else nats.conf's 127.0.0.1:4222)")
 	cmd.Flags().StringVar(&up.Config, "config", "", "nats-server configuration FILE in place of nats.conf (a cluster node's: server_name, store_dir, cluster routes; see deploy/)")
 	cmd.Flags().IntVar(&up.Replicas, "replicas", 0, "replicas of each stream and bucket (default: 3 when 3 or more JetStream servers are online, else 1, never lowering)")

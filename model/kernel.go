@@ -62,31 +62,7 @@ func (p *packedMatrix) mul(y, x []float32, rows int, bias []float32) {
 
 // mulOn is mul, on the calling goroutine alone unless parallel is set.
 func (p *packedMatrix) mulOn(y, x []float32, rows int, bias []float32, parallel bool) {
-	colBlocks := p.ld / blockCols
-	rowBlocks := (rows + blockRows - 1) / blockRows
-	workers := 1
-	if parallel && rows*p.in*p.out >= parallelMACs {
-		workers = min(runtime.GOMAXPROCS(0), max(colBlocks, rowBlocks))
-	}
-	if workers <= 1 {
-		p.mulBlocks(y, x, rows, 0, colBlocks, 0, rowBlocks)
-	} else {
-		var wg sync.WaitGroup
-		for w := range workers {
-			c0, c1, r0, r1 := 0, colBlocks, 0, rowBlocks
-			if colBlocks >= workers {
-				c0, c1 = colBlocks*w/workers, colBlocks*(w+1)/workers
-			} else {
-				r0, r1 = rowBlocks*w/workers, rowBlocks*(w+1)/workers
-			}
-			if w == workers-1 {
-				p.mulBlocks(y, x, rows, c0, c1, r0, r1)
-				continue
-			}
-			wg.Go(func() { p.mulBlocks(y, x, rows, c0, c1, r0, r1) })
-		}
-		wg.Wait()
-	}
+	p.mulStrided(y, p.out, x, p.in, rows, false, parallel)
 	if bias != nil {
 		for r := range rows {
 			row := y[r*p.out : (r+1)*p.out]
@@ -97,10 +73,43 @@ func (p *packedMatrix) mulOn(y, x []float32, rows int, bias []float32, parallel 
 	}
 }
 
-// mulBlocks computes the column blocks [c0, c1) of the row blocks [r0, r1).
-// Full blocks run in chunks that stay in the caches (kBlock rows of the
-// weight, chunkBlocks row blocks of x); edge blocks (fewer than 4 rows or 16 columns) go whole through scratch space.
-func (p *packedMatrix) mulBlocks(y, x []float32, rows, c0, c1, r0, r1 int) {
+// mulStrided sets y [rows, out] (row stride ldy) = x [rows, in] (row
+// stride ldx) · wᵀ, added to y's values when add is set; on every core
+// when parallel is set and the product is large enough.
+func (p *packedMatrix) mulStrided(y []float32, ldy int, x []float32, ldx int, rows int, add, parallel bool) {
+	colBlocks := p.ld / blockCols
+	rowBlocks := (rows + blockRows - 1) / blockRows
+	workers := 1
+	if parallel && rows*p.in*p.out >= parallelMACs {
+		workers = min(runtime.GOMAXPROCS(0), max(colBlocks, rowBlocks))
+	}
+	if workers <= 1 {
+		p.mulBlocks(y, ldy, x, ldx, rows, 0, colBlocks, 0, rowBlocks, add)
+		return
+	}
+	var wg sync.WaitGroup
+	for w := range workers {
+		c0, c1, r0, r1 := 0, colBlocks, 0, rowBlocks
+		if colBlocks >= workers {
+			c0, c1 = colBlocks*w/workers, colBlocks*(w+1)/workers
+		} else {
+			r0, r1 = rowBlocks*w/workers, rowBlocks*(w+1)/workers
+		}
+		if w == workers-1 {
+			p.mulBlocks(y, ldy, x, ldx, rows, c0, c1, r0, r1, add)
+			continue
+		}
+		wg.Go(func() { p.mulBlocks(y, ldy, x, ldx, rows, c0, c1, r0, r1, add) })
+	}
+	wg.Wait()
+}
+
+// mulBlocks computes the column blocks [c0, c1) of the row blocks [r0, r1)
+// (added to y's values when add is set). Full blocks run in chunks that
+// stay in the caches (kBlock rows of the weight, chunkBlocks row blocks of
+// x); edge blocks (fewer than 4 rows or 16 columns) go whole through
+// scratch space.
+func (p *packedMatrix) mulBlocks(y []float32, ldy int, x []float32, ldx int, rows, c0, c1, r0, r1 int, add bool) {
 	in, out := p.in, p.out
 	var (
 		xs []float32 // the last, partial row block, zero padded
@@ -109,7 +118,9 @@ func (p *packedMatrix) mulBlocks(y, x []float32, rows, c0, c1, r0, r1 int) {
 	fullRows := rows / blockRows
 	if fullRows < r1 {
 		xs = make([]float32, blockRows*in)
-		copy(xs, x[fullRows*blockRows*in:rows*in])
+		for r := fullRows * blockRows; r < rows; r++ {
+			copy(xs[(r-fullRows*blockRows)*in:], x[r*ldx:r*ldx+in])
+		}
 	}
 	fullCols := out / blockCols
 	rEnd := min(r1, fullRows)
@@ -126,7 +137,7 @@ func (p *packedMatrix) mulBlocks(y, x []float32, rows, c0, c1, r0, r1 int) {
 				w := p.panel(c, k0)
 				for rb := rc; rb < min(rc+chunkBlocks, rEnd); rb++ {
 					row := rb * blockRows
-					block4x16(k, x[row*in+k0:], in, w, blockCols, y[row*out+col:], out, k0 > 0)
+					block4x16(k, x[row*ldx+k0:], ldx, w, blockCols, y[row*ldy+col:], ldy, add || k0 > 0)
 				}
 			}
 		}
@@ -138,14 +149,20 @@ func (p *packedMatrix) mulBlocks(y, x []float32, rows, c0, c1, r0, r1 int) {
 				continue
 			}
 			row := rb * blockRows
-			xb := x[row*in:]
+			xb, ldb := x[row*ldx:], ldx
 			if rb >= fullRows {
-				xb = xs
+				xb, ldb = xs, in
 			}
-			block4x16(in, xb, in, p.panel(c, 0), blockCols, ys[:], blockCols, false)
 			n, m := min(blockRows, rows-row), min(blockCols, out-col)
+			if add {
+				ys = [blockRows * blockCols]float32{}
+				for r := range n {
+					copy(ys[r*blockCols:r*blockCols+m], y[(row+r)*ldy+col:(row+r)*ldy+col+m])
+				}
+			}
+			block4x16(in, xb, ldb, p.panel(c, 0), blockCols, ys[:], blockCols, add)
 			for r := range n {
-				copy(y[(row+r)*out+col:(row+r)*out+col+m], ys[r*blockCols:r*blockCols+m])
+				copy(y[(row+r)*ldy+col:(row+r)*ldy+col+m], ys[r*blockCols:r*blockCols+m])
 			}
 		}
 	}

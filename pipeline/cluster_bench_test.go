@@ -1,0 +1,156 @@
+package pipeline_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/largeforge/largeforge/pipeline"
+	"github.com/largeforge/largeforge/pipeline/pipelinetest"
+)
+
+// echoRequest is a request message of the echo workload: a completion
+// request line as submit publishes it.
+var echoRequest = []byte(`{"custom_id":"b0","prompt":"Once upon a time 17","max_tokens":32,"temperature":0}`)
+
+// BenchmarkClusterEcho measures the bus alone on a three-node loopback
+// cluster: LF_BENCH_ECHO_MSGS request messages (default 20000) published to
+// LF_REQUESTS, answered by an echo handler (no model) that publishes one
+// result to LF_RESULTS per request, and the results consumed and acked, as
+// a job's results sink does. It runs once with the topology at three
+// replicas and once at one replica, each on a fresh cluster, and reports
+// messages/s end to end (first request published to last result acked) of
+// both, their ratio (r3_vs_r1; the goal on 2 shared cores is ≥ 0.6) and the
+// process CPU seconds of each (the three servers run in the process).
+func BenchmarkClusterEcho(b *testing.B) {
+	n := pipelinetest.EnvInt("LF_BENCH_ECHO_MSGS", 20000)
+	for range b.N {
+		r3 := echoRun(b, 3, n)
+		r1 := echoRun(b, 1, n)
+		b.ReportMetric(float64(n)/r3.wall.Seconds(), "r3_msgs/s")
+		b.ReportMetric(float64(n)/r1.wall.Seconds(), "r1_msgs/s")
+		b.ReportMetric(r1.wall.Seconds()/r3.wall.Seconds(), "r3_vs_r1")
+		b.ReportMetric(r3.cpu, "r3_CPU-s")
+		b.ReportMetric(r1.cpu, "r1_CPU-s")
+	}
+}
+
+// echoStall is how long the echo workload may go without a new result
+// before the benchmark fails: a guard against a hang, not a speed.
+const echoStall = 2 * time.Minute
+
+type echoResult struct {
+	wall time.Duration
+	cpu  float64
+}
+
+// echoRun runs the echo workload of n requests on a fresh three-node
+// cluster whose topology has the given replica count, and shuts the
+// cluster down.
+func echoRun(b *testing.B, replicas, n int) echoResult {
+	b.Helper()
+	c := pipelinetest.StartCluster(b, 3, "")
+	defer func() {
+		for _, node := range c.Nodes {
+			node.Shutdown()
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+	defer cancel()
+	bus, err := pipeline.Connect(ctx, pipeline.ConnConfig{URL: c.URLs(), Name: fmt.Sprintf("echo-r%d", replicas)}, pipelinetest.Logger(b))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer bus.Close()
+	topo := pipeline.DefaultTopology(replicas)
+	if err := bus.ApplyTopology(ctx, topo); err != nil {
+		b.Fatal(err)
+	}
+	if err := bus.WaitTopology(ctx, topo); err != nil {
+		b.Fatal(err)
+	}
+
+	const job = "bench"
+	reqSubj, _ := pipeline.RequestSubject(job, "echo")
+	resSubj, _ := pipeline.ResultSubject(job)
+	var echoed sync.Map // result ids seen (a redelivered result counts once)
+	results := make(chan struct{}, n)
+	echo := echoHandler{bus: bus, subject: resSubj}
+	sink := pipeline.PerMessage(func(_ context.Context, m pipeline.Msg) error {
+		if _, dup := echoed.LoadOrStore(m.ID, true); !dup {
+			results <- struct{}{}
+		}
+		return nil
+	})
+	runCtx, stop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	var consumers []*pipeline.Consumer
+	for _, cc := range []struct {
+		cfg pipeline.ConsumerConfig
+		h   pipeline.Handler
+	}{
+		{pipeline.ConsumerConfig{Stream: pipeline.StreamRequests, Durable: "bench-echo", Stage: "bench", Batch: 256}, echo},
+		{pipeline.ConsumerConfig{Stream: pipeline.StreamResults, Durable: "bench-results", Stage: "bench", Batch: 256}, sink},
+	} {
+		cons, err := pipeline.NewConsumer(ctx, bus, cc.cfg, cc.h, pipelinetest.Logger(b))
+		if err != nil {
+			b.Fatal(err)
+		}
+		consumers = append(consumers, cons)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := cons.Run(runCtx); err != nil && runCtx.Err() == nil {
+				b.Errorf("%s: %v", cc.cfg.Durable, err)
+			}
+		}()
+	}
+	defer func() {
+		stop()
+		wg.Wait()
+	}()
+
+	start, cpu0 := time.Now(), pipelinetest.CPUSeconds()
+	p := bus.NewPublisher(1024)
+	for i := range n {
+		if err := p.Publish(ctx, reqSubj, echoRequest, fmt.Sprintf("%s/%d", job, i), nil); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := p.Flush(ctx); err != nil {
+		b.Fatal(err)
+	}
+	for i := range n {
+		select {
+		case <-results:
+		case <-time.After(echoStall):
+			b.Fatalf("replicas %d: %d of %d results after %v, none for %v; publisher %+v; echo %+v; results %+v",
+				replicas, i, n, time.Since(start), echoStall, p.Stats(), consumers[0].Stats(), consumers[1].Stats())
+		}
+	}
+	return echoResult{wall: time.Since(start), cpu: pipelinetest.CPUSeconds() - cpu0}
+}
+
+// echoHandler answers each request of a batch with a result carrying its
+// data, published concurrently with a Nats-Msg-Id and acked by the stream
+// before the request is acked: an infer worker's handler without a model.
+type echoHandler struct {
+	bus     *pipeline.Bus
+	subject string
+}
+
+func (h echoHandler) Handle(ctx context.Context, msgs []pipeline.Msg) []error {
+	errs := make([]error, len(msgs))
+	var wg sync.WaitGroup
+	for i, m := range msgs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, errs[i] = h.bus.Publish(ctx, h.subject, m.Data, "res/"+m.ID, nil)
+		}()
+	}
+	wg.Wait()
+	return errs
+}

@@ -9,8 +9,9 @@ package model
 
 // packBuf packs right operands into panels, reusing its storage.
 type packBuf struct {
-	p  packedMatrix
-	tr []float32 // a transposed left operand
+	p   packedMatrix
+	tr  []float32 // a transposed left operand
+	tmp []float32 // scratch space of its user
 }
 
 // pack packs the right operand b of a product [·, k] · [k, n]: b is [k, n]

@@ -565,18 +565,7 @@ func ropeRow(x, cos, sin []float32) {
 
 // rmsNormRows sets dst[r] = src[r] / sqrt(mean(src[r]²) + eps) · w for n rows of width e.
 func rmsNormRows(dst, src, w []float32, n, e int, eps float32) {
-	for r := range n {
-		row := src[r*e : (r+1)*e]
-		var ss float32
-		for _, v := range row {
-			ss += v * v
-		}
-		inv := 1 / float32(math.Sqrt(float64(ss/float32(e)+eps)))
-		out := dst[r*e : (r+1)*e]
-		for i, v := range row {
-			out[i] = v * inv * w[i]
-		}
-	}
+	rmsNormSave(dst, nil, src, w, n, e, eps)
 }
 
 func addTo(x, y []float32) {

@@ -226,7 +226,8 @@ func linearFwd(pb *packBuf, y, x, w, bias []float32, T, in, out int) {
 	}
 }
 
-// rmsNormSave is rmsNormRows that also saves each row's 1/rms.
+// rmsNormSave is rmsNormRows that also saves each row's 1/rms in inv
+// (when not nil).
 func rmsNormSave(dst, inv, src, w []float32, n, e int, eps float32) {
 	for r := range n {
 		row := src[r*e : (r+1)*e]
@@ -235,7 +236,9 @@ func rmsNormSave(dst, inv, src, w []float32, n, e int, eps float32) {
 			ss += v * v
 		}
 		iv := 1 / float32(math.Sqrt(float64(ss/float32(e)+eps)))
-		inv[r] = iv
+		if inv != nil {
+			inv[r] = iv
+		}
 		out := dst[r*e : (r+1)*e]
 		for i, v := range row {
 			out[i] = v * iv * w[i]
@@ -289,42 +292,62 @@ func (p *TrainPass) rope(x []float32, heads int, inverse bool) {
 	}
 }
 
+// attnDims are the shapes of a pass's attention.
+type attnDims struct {
+	rows, S, nh, nkv, hd, qd, kvd, grp int
+	scale                              float32
+}
+
+func (p *TrainPass) attnDims() attnDims {
+	cfg := p.e.cfg
+	nh, nkv, hd := cfg.NumHeads, cfg.NumKVHeads, cfg.HeadDim
+	return attnDims{rows: p.b.Rows, S: p.b.Len, nh: nh, nkv: nkv, hd: hd, qd: nh * hd, kvd: nkv * hd, grp: nh / nkv,
+		scale: float32(1 / math.Sqrt(float64(hd)))}
+}
+
+// eachHead runs f for every row r and query head h (of KV head kh) on the
+// cores: the query heads of one (row, KV head) pair run in order on one
+// goroutine, with that goroutine's packBuf, so the pairs write disjoint
+// parts of the KV heads' gradients. work is the rough count of operations.
+func (p *TrainPass) eachHead(work int, f func(pb *packBuf, r, kh, h int)) {
+	d := p.attnDims()
+	parallelRows(true, d.rows*d.nkv, work, func(lo, hi int) {
+		var pb packBuf
+		for pair := lo; pair < hi; pair++ {
+			r, kh := pair/d.nkv, pair%d.nkv
+			for g := range d.grp {
+				f(&pb, r, kh, kh*d.grp+g)
+			}
+		}
+	})
+}
+
 // attendFwd computes a.att and a.probs from a.q, a.k and a.v: per row and
 // head, scores Q·Kᵀ/√d masked to each query's span, softmax, times V.
 func (p *TrainPass) attendFwd(a *layerActs) {
-	cfg := p.e.cfg
-	rows, S := p.b.Rows, p.b.Len
-	nh, nkv, hd := cfg.NumHeads, cfg.NumKVHeads, cfg.HeadDim
-	qd, kvd, grp := nh*hd, nkv*hd, nh/nkv
-	scale := float32(1 / math.Sqrt(float64(hd)))
-	parallelRows(true, rows*nkv, rows*nh*S*S*hd*2, func(lo, hi int) {
-		var pb packBuf
-		for pair := lo; pair < hi; pair++ {
-			r, kh := pair/nkv, pair%nkv
-			k, v := a.k[r*S*kvd+kh*hd:], a.v[r*S*kvd+kh*hd:]
-			for g := range grp {
-				h := kh*grp + g
-				q := a.q[r*S*qd+h*hd:]
-				pr := a.probs[(r*nh+h)*S*S : (r*nh+h+1)*S*S]
-				pb.mulNT(pr, S, q, qd, k, kvd, S, hd, S, false, false)
-				for i := range S {
-					row := pr[i*S : (i+1)*S]
-					f := int(p.first[r*S+i])
-					span := row[f : i+1]
-					for j := range span {
-						span[j] *= scale
-					}
-					_, sum := shiftedExp(span, span)
-					inv := float32(1 / sum)
-					for j := range span {
-						span[j] *= inv
-					}
-					clear(row[:f])
-					clear(row[i+1:])
-				}
-				pb.mulNN(a.att[r*S*qd+h*hd:], qd, pr, S, v, kvd, S, S, hd, false, false)
+	d := p.attnDims()
+	S := d.S
+	p.eachHead(d.rows*d.nh*S*S*d.hd*2, func(pb *packBuf, r, kh, h int) {
+		k, v := a.k[r*S*d.kvd+kh*d.hd:], a.v[r*S*d.kvd+kh*d.hd:]
+		q := a.q[r*S*d.qd+h*d.hd:]
+		pr := a.probs[(r*d.nh+h)*S*S : (r*d.nh+h+1)*S*S]
+		pb.mulNT(pr, S, q, d.qd, k, d.kvd, S, d.hd, S, false, false)
+		for i := range S {
+			row := pr[i*S : (i+1)*S]
+			f := int(p.first[r*S+i])
+			span := row[f : i+1]
+			for j := range span {
+				span[j] *= d.scale
 			}
+			_, sum := shiftedExp(span, span)
+			inv := float32(1 / sum)
+			for j := range span {
+				span[j] *= inv
+			}
+			clear(row[:f])
+			clear(row[i+1:])
 		}
+		pb.mulNN(a.att[r*S*d.qd+h*d.hd:], d.qd, pr, S, v, d.kvd, S, S, d.hd, false, false)
 	})
 }
 

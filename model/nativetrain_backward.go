@@ -123,41 +123,29 @@ func (p *TrainPass) headBack(pb *packBuf, seed, dHead []float32) []float32 {
 }
 
 // attendBack is attendFwd's backward pass: from the output's gradient datt
-// it sets dq and adds to dk and dv (zeroed by the caller). Each (row, KV
-// head) pair runs its query heads on one goroutine, so the pairs write
-// disjoint parts of dk and dv.
+// it sets dq and adds to dk and dv (zeroed by the caller).
 func (p *TrainPass) attendBack(a *layerActs, datt, dq, dk, dv []float32) {
-	cfg := p.e.cfg
-	rows, S := p.b.Rows, p.b.Len
-	nh, nkv, hd := cfg.NumHeads, cfg.NumKVHeads, cfg.HeadDim
-	qd, kvd, grp := nh*hd, nkv*hd, nh/nkv
-	scale := float32(1 / math.Sqrt(float64(hd)))
-	parallelRows(true, rows*nkv, rows*nh*S*S*hd*4, func(lo, hi int) {
-		var pb packBuf
-		ds := make([]float32, S*S)
-		for pair := lo; pair < hi; pair++ {
-			r, kh := pair/nkv, pair%nkv
-			koff := r*S*kvd + kh*hd
-			for g := range grp {
-				h := kh*grp + g
-				qoff := r*S*qd + h*hd
-				pr := a.probs[(r*nh+h)*S*S : (r*nh+h+1)*S*S]
-				do := datt[qoff:]
-				pb.mulNT(ds, S, do, qd, a.v[koff:], kvd, S, hd, S, false, false)
-				for i := range S {
-					f := int(p.first[r*S+i])
-					pi, di := pr[i*S+f:i*S+i+1], ds[i*S:(i+1)*S]
-					dot := dotf(pi, di[f:i+1])
-					clear(di[:f])
-					for j, pv := range pi {
-						di[f+j] = pv * (di[f+j] - dot) * scale
-					}
-					clear(di[i+1:])
-				}
-				pb.mulNN(dq[qoff:], qd, ds, S, a.k[koff:], kvd, S, S, hd, false, false)
-				pb.mulTN(dk[koff:], kvd, ds, S, a.q[qoff:], qd, S, S, hd, true, false)
-				pb.mulTN(dv[koff:], kvd, pr, S, do, qd, S, S, hd, true, false)
+	d := p.attnDims()
+	S := d.S
+	p.eachHead(d.rows*d.nh*S*S*d.hd*4, func(pb *packBuf, r, kh, h int) {
+		koff, qoff := r*S*d.kvd+kh*d.hd, r*S*d.qd+h*d.hd
+		pr := a.probs[(r*d.nh+h)*S*S : (r*d.nh+h+1)*S*S]
+		do := datt[qoff:]
+		pb.tmp = grow(pb.tmp, S*S)
+		ds := pb.tmp
+		pb.mulNT(ds, S, do, d.qd, a.v[koff:], d.kvd, S, d.hd, S, false, false)
+		for i := range S {
+			f := int(p.first[r*S+i])
+			pi, di := pr[i*S+f:i*S+i+1], ds[i*S:(i+1)*S]
+			dot := dotf(pi, di[f:i+1])
+			clear(di[:f])
+			for j, pv := range pi {
+				di[f+j] = pv * (di[f+j] - dot) * d.scale
 			}
+			clear(di[i+1:])
 		}
+		pb.mulNN(dq[qoff:], d.qd, ds, S, a.k[koff:], d.kvd, S, S, d.hd, false, false)
+		pb.mulTN(dk[koff:], d.kvd, ds, S, a.q[qoff:], d.qd, S, S, d.hd, true, false)
+		pb.mulTN(dv[koff:], d.kvd, pr, S, do, d.qd, S, S, d.hd, true, false)
 	})
 }

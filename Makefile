@@ -24,9 +24,12 @@ test:
 test-short:
 	$(GO) test -short -count=1 ./...
 
-# Benchmarks print their comparisons (floor vs. through the bus, backend matmul rate).
+# Benchmarks print their comparisons (floor vs. through the bus, backend matmul rate,
+# three replicas vs. one on a three-node loopback cluster: LF_BENCH_ECHO_MSGS,
+# LF_BENCH_CLUSTER_REQUESTS size the cluster runs).
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./producers/ingest/ ./model/... ./consumers/infer/ ./producers/submit/ ./modelstore/ ./consumers/resultsink/
+	$(GO) test -run '^$$' -bench 'Cluster' -benchtime 1x -timeout 30m ./pipeline/
 
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)

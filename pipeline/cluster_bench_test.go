@@ -51,26 +51,10 @@ type echoResult struct {
 // cluster down.
 func echoRun(b *testing.B, replicas, n int) echoResult {
 	b.Helper()
-	c := pipelinetest.StartCluster(b, 3, "")
-	defer func() {
-		for _, node := range c.Nodes {
-			node.Shutdown()
-		}
-	}()
+	_, bus, stopCluster := pipelinetest.StartClusterBus(b, 3, replicas)
+	defer stopCluster()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
-	bus, err := pipeline.Connect(ctx, pipeline.ConnConfig{URL: c.URLs(), Name: fmt.Sprintf("echo-r%d", replicas)}, pipelinetest.Logger(b))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer bus.Close()
-	topo := pipeline.DefaultTopology(replicas)
-	if err := bus.ApplyTopology(ctx, topo); err != nil {
-		b.Fatal(err)
-	}
-	if err := bus.WaitTopology(ctx, topo); err != nil {
-		b.Fatal(err)
-	}
 
 	const job = "bench"
 	reqSubj, _ := pipeline.RequestSubject(job, "echo")

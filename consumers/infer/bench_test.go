@@ -99,7 +99,15 @@ func benchInProcess(b *testing.B, n int) (int, int, time.Duration) {
 
 func benchBus(b *testing.B, n int) (int, int, time.Duration) {
 	b.Helper()
-	s := newStack(b)
+	return benchJob(b, newStack(b), n, "bus_")
+}
+
+// benchJob submits an n-request job to s, starts a worker and waits for the
+// job to complete; it reports the job's phases as <prefix>submit_s,
+// <prefix>counted_s and <prefix>finalize_s and returns the requests, the
+// tokens of the rows and the time from submission to completion.
+func benchJob(b *testing.B, s *stack, n int, prefix string) (int, int, time.Duration) {
+	b.Helper()
 	var lines []byte
 	for i := range n {
 		lines = fmt.Appendf(lines, "{\"custom_id\":\"b%d\",\"prompt\":%q,\"max_tokens\":%d,\"temperature\":0}\n", i, benchPrompt(i), benchMaxTokens)
@@ -107,7 +115,7 @@ func benchBus(b *testing.B, n int) (int, int, time.Duration) {
 	start := time.Now()
 	sum := s.submit(b, jobs.KindCompletion, string(lines))
 	submitted := time.Since(start)
-	s.workerID(b, benchSlots, "bench")
+	defer s.workerID(b, benchSlots, "bench")()
 	// The phases: submission, results (every row counted), finalization.
 	var counted time.Duration
 	ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
@@ -122,9 +130,9 @@ func benchBus(b *testing.B, n int) (int, int, time.Duration) {
 	if err != nil || j.Status != jobs.StatusCompleted {
 		b.Fatalf("job %s %s: %v", sum.Job.ID, j.Status, err)
 	}
-	b.ReportMetric(submitted.Seconds(), "bus_submit_s")
-	b.ReportMetric(counted.Seconds(), "bus_counted_s")
-	b.ReportMetric((dur - counted).Seconds(), "bus_finalize_s")
+	b.ReportMetric(submitted.Seconds(), prefix+"submit_s")
+	b.ReportMetric(counted.Seconds(), prefix+"counted_s")
+	b.ReportMetric((dur - counted).Seconds(), prefix+"finalize_s")
 	if j.RequestCounts.Completed != n {
 		b.Fatalf("counts %+v", j.RequestCounts)
 	}

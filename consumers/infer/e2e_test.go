@@ -53,11 +53,19 @@ type stack struct {
 	store   *jobs.Store
 	dataDir string
 	reg     *prometheus.Registry
+	// stopSink stops the results sink (also done in t.Cleanup).
+	stopSink func()
 }
 
 func newStack(t testing.TB) *stack {
 	t.Helper()
 	_, bus := pipelinetest.StartBus(t)
+	return newStackOn(t, bus)
+}
+
+// newStackOn is newStack on bus, whose topology is applied.
+func newStackOn(t testing.TB, bus *pipeline.Bus) *stack {
+	t.Helper()
 	store, _ := jobs.Open(context.Background(), bus)
 	s := &stack{bus: bus, store: store, dataDir: t.TempDir(), reg: prometheus.NewRegistry()}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -65,12 +73,16 @@ func newStack(t testing.TB) *stack {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		cancel()
-		if err := w.Wait(); err != nil {
-			t.Errorf("sink: %v", err)
-		}
-	})
+	var once sync.Once
+	s.stopSink = func() {
+		once.Do(func() {
+			cancel()
+			if err := w.Wait(); err != nil {
+				t.Errorf("sink: %v", err)
+			}
+		})
+	}
+	t.Cleanup(s.stopSink)
 	return s
 }
 

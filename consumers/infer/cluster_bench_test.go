@@ -1,0 +1,56 @@
+package infer_test
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/largeforge/largeforge/pipeline/pipelinetest"
+)
+
+// BenchmarkClusterJobThroughput runs BenchmarkJobThroughput's job through
+// the bus (submit → LF_REQUESTS → infer worker → LF_RESULTS → results sink
+// → completed job) on a three-node loopback cluster, once with the topology
+// at three replicas and once at one, each on a fresh cluster, and reports
+// both throughputs, their ratio (r3_vs_r1) and the process CPU seconds of
+// each (the three servers, the worker and the sink run in the process). The
+// job has LF_BENCH_CLUSTER_REQUESTS requests (default 10000, the issue's
+// figure).
+func BenchmarkClusterJobThroughput(b *testing.B) {
+	n := pipelinetest.EnvInt("LF_BENCH_CLUSTER_REQUESTS", 10000)
+	stories(b) // loaded once, outside the timed phases
+	for range b.N {
+		r3 := benchClusterJob(b, 3, n)
+		r1 := benchClusterJob(b, 1, n)
+		if r3.tokens != r1.tokens {
+			b.Errorf("tokens: three replicas %d, one %d (the same greedy generations)", r3.tokens, r1.tokens)
+		}
+		b.ReportMetric(float64(n)/r3.wall.Seconds(), "r3_req/s")
+		b.ReportMetric(float64(n)/r1.wall.Seconds(), "r1_req/s")
+		b.ReportMetric(float64(r3.tokens)/r3.wall.Seconds(), "r3_tok/s")
+		b.ReportMetric(float64(r1.tokens)/r1.wall.Seconds(), "r1_tok/s")
+		b.ReportMetric(r1.wall.Seconds()/r3.wall.Seconds(), "r3_vs_r1")
+		b.ReportMetric(r3.cpu, "r3_CPU-s")
+		b.ReportMetric(r1.cpu, "r1_CPU-s")
+	}
+}
+
+type clusterJobResult struct {
+	tokens int
+	wall   time.Duration
+	cpu    float64
+}
+
+// benchClusterJob runs an n-request job (benchJob) on a fresh three-node
+// cluster whose topology has the given replica count, and shuts the
+// cluster down.
+func benchClusterJob(b *testing.B, replicas, n int) clusterJobResult {
+	b.Helper()
+	_, bus, stopCluster := pipelinetest.StartClusterBus(b, 3, replicas)
+	defer stopCluster()
+	s := newStackOn(b, bus)
+	defer s.stopSink()
+	cpu0 := pipelinetest.CPUSeconds()
+	_, tokens, wall := benchJob(b, s, n, fmt.Sprintf("r%d_", replicas))
+	return clusterJobResult{tokens: tokens, wall: wall, cpu: pipelinetest.CPUSeconds() - cpu0}
+}

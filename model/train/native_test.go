@@ -1,0 +1,138 @@
+package train
+
+import (
+	"context"
+	"math"
+	"path/filepath"
+	"testing"
+
+	"github.com/gomlx/gomlx/pkg/core/tensors"
+
+	"github.com/largeforge/largeforge/internal/testenv"
+	"github.com/largeforge/largeforge/model"
+	"github.com/largeforge/largeforge/model/checkpoint"
+	"github.com/largeforge/largeforge/model/tokenizer"
+)
+
+// nativeGrads runs the native engine's forward and backward pass on b
+// with the weights of ck, and returns the summed loss, the summed weight
+// and the gradients of the summed loss by tensor name.
+func nativeGrads(t *testing.T, ck *checkpoint.Checkpoint, maxLen int, b Batch) (lossSum, wSum float64, grads map[string][]float32) {
+	t.Helper()
+	e, err := model.NewTrainEngine(ck.Config, maxLen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := checkpoint.Bind(ck.Config, func(w checkpoint.Weight) ([]float32, error) { return ck.Tensors[w.Name].Data, nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	grads = map[string][]float32{}
+	g, err := checkpoint.Bind(ck.Config, func(w checkpoint.Weight) ([]float32, error) {
+		grads[w.Name] = make([]float32, len(ck.Tensors[w.Name].Data))
+		return grads[w.Name], nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := e.Forward(context.Background(), w, model.TrainBatch{Rows: b.Rows, Len: b.Len, Tokens: b.Tokens, Targets: b.Targets, Weights: b.Weights})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lossSum, wSum, _ = p.Loss()
+	seed := make([]float32, len(b.Weights))
+	for i, v := range b.Weights {
+		seed[i] = -v
+	}
+	if err := p.Backward(context.Background(), seed, g); err != nil {
+		t.Fatal(err)
+	}
+	return lossSum, wSum, grads
+}
+
+// TestNativeEngineMatchesGraph holds the native engine's loss (1e-5
+// relative) and per-tensor gradients (‖g − g_ref‖/‖g_ref‖ ≤ 1e-4) to the
+// graph engine's on one micro-batch: padded and packed rows of the tiny
+// model, and stories260K.
+func TestNativeEngineMatchesGraph(t *testing.T) {
+	tests := []struct {
+		name   string
+		load   func(t *testing.T) (*checkpoint.Checkpoint, *tokenizer.Tokenizer)
+		packed bool
+		alpaca bool // Alpaca prompts (too long for byte tokens), else short questions
+	}{
+		{name: "tiny padded", load: loadTiny},
+		{name: "tiny packed", load: loadTiny, packed: true},
+		{name: "stories260K padded", load: loadStories, alpaca: true},
+		{name: "stories260K packed", load: loadStories, packed: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ck, tok := tt.load(t)
+			tr, err := New(testConfig(t.TempDir()), ck, WithMaxSeqLen(128))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tr.Close()
+			exs := shortTask(t, tok, 12)
+			if tt.alpaca {
+				exs = render(t, tok, syntheticTask(12), 128)
+			}
+			if tt.packed {
+				exs = PackExamples(exs, 128)
+			}
+			b := tr.makeBatch(exs[:min(4, len(exs))], 4)
+			acc, refLoss, refW, err := tr.microStep(b, nil, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			loss, wSum, grads := nativeGrads(t, ck, tr.MaxSeqLen(), b)
+			if refW == 0 || wSum != refW || math.Abs(loss-refLoss) > 1e-5*math.Abs(refLoss) {
+				t.Fatalf("loss %v over weight %v, graph engine %v over %v", loss, wSum, refLoss, refW)
+			}
+			var worst float64
+			for i, n := range tr.names {
+				ref, err := tensors.CopyFlatData[float32](acc[i])
+				if err != nil {
+					t.Fatal(err)
+				}
+				d, r := diffNorm(grads[n], ref)
+				worst = max(worst, d/r)
+				if d > 1e-4*r && d > 1e-6 {
+					t.Errorf("%s: ‖g − g_ref‖ = %.3g, ‖g_ref‖ = %.3g", n, d, r)
+				}
+			}
+			t.Logf("loss %.6g (graph %.6g), worst relative gradient difference %.2g over %d tensors", loss, refLoss, worst, len(tr.names))
+		})
+	}
+}
+
+func loadTiny(t *testing.T) (*checkpoint.Checkpoint, *tokenizer.Tokenizer) {
+	t.Helper()
+	_, ck, tok := tinyBase(t)
+	return ck, tok
+}
+
+func loadStories(t *testing.T) (*checkpoint.Checkpoint, *tokenizer.Tokenizer) {
+	t.Helper()
+	dir := filepath.Dir(testenv.SharedFile(t, "models/stories260K/model.safetensors"))
+	ck, err := checkpoint.Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := tokenizer.LoadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ck, tok
+}
+
+// diffNorm returns ‖a − b‖ and ‖b‖.
+func diffNorm(a, b []float32) (d, r float64) {
+	for i := range b {
+		x := float64(a[i]) - float64(b[i])
+		d += x * x
+		r += float64(b[i]) * float64(b[i])
+	}
+	return math.Sqrt(d), math.Sqrt(r)
+}

@@ -20,6 +20,13 @@ func tinyBase(t *testing.T) (string, *checkpoint.Checkpoint, *tokenizer.Tokenize
 	if err := checkpoint.Init("tiny", 7, dir); err != nil {
 		t.Fatal(err)
 	}
+	ck, tok := loadBase(t, dir)
+	return dir, ck, tok
+}
+
+// loadBase loads the checkpoint and tokenizer of a model directory.
+func loadBase(t *testing.T, dir string) (*checkpoint.Checkpoint, *tokenizer.Tokenizer) {
+	t.Helper()
 	ck, err := checkpoint.Load(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -28,7 +35,7 @@ func tinyBase(t *testing.T) (string, *checkpoint.Checkpoint, *tokenizer.Tokenize
 	if err != nil {
 		t.Fatal(err)
 	}
-	return dir, ck, tok
+	return ck, tok
 }
 
 func testConfig(out string) schemas.TrainingConfig {

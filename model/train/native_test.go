@@ -115,16 +115,7 @@ func loadTiny(t *testing.T) (*checkpoint.Checkpoint, *tokenizer.Tokenizer) {
 
 func loadStories(t *testing.T) (*checkpoint.Checkpoint, *tokenizer.Tokenizer) {
 	t.Helper()
-	dir := filepath.Dir(testenv.SharedFile(t, "models/stories260K/model.safetensors"))
-	ck, err := checkpoint.Load(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tok, err := tokenizer.LoadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ck, tok
+	return loadBase(t, filepath.Dir(testenv.SharedFile(t, "models/stories260K/model.safetensors")))
 }
 
 // diffNorm returns ‖a − b‖ and ‖b‖.

@@ -41,8 +41,13 @@ type RunConfig struct {
 	Packing bool `json:"packing"`
 	// PromptTemplate renders Alpaca records: PromptTemplateAlpaca (the
 	// default) or PromptTemplateChat (the model's chat template).
-	PromptTemplate string         `json:"prompt_template"`
-	Training       TrainingConfig `json:"-"`
+	PromptTemplate string `json:"prompt_template"`
+	// Engine computes the SFT forward and backward passes: TrainEngineNative
+	// (the CPU kernels; the default on the pure Go backend) or
+	// TrainEngineGraph (GoMLX graphs; the default on XLA, and for LoRA and
+	// DPO, which the native engine does not run yet).
+	Engine   string         `json:"engine,omitempty"`
+	Training TrainingConfig `json:"-"`
 	// LoRA, when the yaml has a lora: section (§2.2 fields with their
 	// defaults), trains adapters instead of every weight.
 	LoRA *LoraConfig `json:"-"`
@@ -71,8 +76,14 @@ const (
 	PromptTemplateChat = "chat"
 )
 
+// The engine values.
+const (
+	TrainEngineNative = "native"
+	TrainEngineGraph  = "graph"
+)
+
 // runKeys are a train.yaml's own keys; the rest are TrainingConfig's.
-var runKeys = []string{"method", "base_model", "dataset", "data_dir", "data_files", "format", "max_seq_length", "seed", "resume", "lora", "eval_split", "beta", "packing", "prompt_template"}
+var runKeys = []string{"method", "base_model", "dataset", "data_dir", "data_files", "format", "max_seq_length", "seed", "resume", "lora", "eval_split", "beta", "packing", "prompt_template", "engine"}
 
 // ParseRunConfig decodes a train.yaml (YAML or JSON). The TrainingConfig
 // fields get the §2.1 defaults; base_model is an alias of model_name (both
@@ -186,6 +197,8 @@ func (rc RunConfig) Validate() error {
 		return fmt.Errorf("%w: max_seq_length %d is below 2", ErrInvalidConfig, rc.MaxSeqLength)
 	case rc.PromptTemplate != "" && rc.PromptTemplate != PromptTemplateAlpaca && rc.PromptTemplate != PromptTemplateChat:
 		return fmt.Errorf("%w: prompt_template %q (want %s or %s)", ErrInvalidConfig, rc.PromptTemplate, PromptTemplateAlpaca, PromptTemplateChat)
+	case rc.Engine != "" && rc.Engine != TrainEngineNative && rc.Engine != TrainEngineGraph:
+		return fmt.Errorf("%w: engine %q (want %s or %s)", ErrInvalidConfig, rc.Engine, TrainEngineNative, TrainEngineGraph)
 	}
 	tc := rc.Training
 	tc.ModelName = rc.Model()

@@ -144,7 +144,16 @@ func (t *Trainer) runEpoch(ctx context.Context, r *fitRun, epoch int) error {
 			return err
 		}
 		lr := r.sched.At(t.step)
-		loss, gradNorm, samples, err := t.optimizerStep(r, order, w, lr)
+		var (
+			loss, gradNorm float64
+			samples        int
+			err            error
+		)
+		if t.native != nil {
+			loss, gradNorm, samples, err = t.nativeOptimizerStep(ctx, r, order, w, lr)
+		} else {
+			loss, gradNorm, samples, err = t.optimizerStep(r, order, w, lr)
+		}
 		if err != nil {
 			return err
 		}
@@ -175,24 +184,18 @@ func (t *Trainer) runEpoch(ctx context.Context, r *fitRun, epoch int) error {
 // micro-batches) and the optimizer update at rate lr, and returns the
 // step's mean loss, the gradient norm and the samples seen.
 func (t *Trainer) optimizerStep(r *fitRun, order []int, w int, lr float64) (loss, gradNorm float64, samples int, err error) {
-	rows, accum := t.cfg.PerDeviceBatchSize, t.cfg.GradientAccumulationSteps
 	var (
 		acc           []*tensors.Tensor
 		lossSum, wSum float64
 	)
-	last := min((w+1)*accum, r.plan.MicroBatchesPerEpoch) - 1
-	for m := w * accum; m <= last; m++ {
-		lo, hi := m*rows, min((m+1)*rows, len(r.exs))
-		batch := make([]Example, 0, hi-lo)
-		for _, i := range order[lo:hi] {
-			batch = append(batch, r.exs[i])
-		}
-		b := t.makeBatch(batch, rows)
+	first, last := t.window(r, w)
+	for m := first; m <= last; m++ {
+		b := t.microBatch(r, order, m)
 		var l, ws float64
 		if m == last {
-			l, ws, gradNorm, err = t.trainStep(b, acc, wSum, lr, m-w*accum)
+			l, ws, gradNorm, err = t.trainStep(b, acc, wSum, lr, m-first)
 		} else {
-			acc, l, ws, err = t.microStep(b, acc, m-w*accum)
+			acc, l, ws, err = t.microStep(b, acc, m-first)
 		}
 		if err != nil {
 			return 0, 0, 0, err
@@ -202,6 +205,23 @@ func (t *Trainer) optimizerStep(r *fitRun, order []int, w int, lr float64) (loss
 		samples += b.Samples
 	}
 	return lossSum / math.Max(wSum, 1), gradNorm, samples, nil
+}
+
+// window is the first and last micro-batch of window w.
+func (t *Trainer) window(r *fitRun, w int) (first, last int) {
+	accum := t.cfg.GradientAccumulationSteps
+	return w * accum, min((w+1)*accum, r.plan.MicroBatchesPerEpoch) - 1
+}
+
+// microBatch is micro-batch m of the epoch's order.
+func (t *Trainer) microBatch(r *fitRun, order []int, m int) Batch {
+	rows := t.cfg.PerDeviceBatchSize
+	lo, hi := m*rows, min((m+1)*rows, len(r.exs))
+	batch := make([]Example, 0, hi-lo)
+	for _, i := range order[lo:hi] {
+		batch = append(batch, r.exs[i])
+	}
+	return t.makeBatch(batch, rows)
 }
 
 // logStep adds the step to the logging window and, every logging_steps and

@@ -2,8 +2,10 @@ package train
 
 import (
 	"context"
+	"errors"
 	"math"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/gomlx/gomlx/pkg/core/tensors"
@@ -12,6 +14,7 @@ import (
 	"github.com/largeforge/largeforge/model"
 	"github.com/largeforge/largeforge/model/checkpoint"
 	"github.com/largeforge/largeforge/model/tokenizer"
+	"github.com/largeforge/largeforge/schemas"
 )
 
 // nativeGrads runs the native engine's forward and backward pass on b
@@ -126,4 +129,93 @@ func diffNorm(a, b []float32) (d, r float64) {
 		r += float64(b[i]) * float64(b[i])
 	}
 	return math.Sqrt(d), math.Sqrt(r)
+}
+
+// TestNativeSFTFollowsGraph trains the tiny model 50 optimizer steps (two
+// micro-batches a step, clipped) on each engine: the step losses agree
+// within 1e-3, and so do the evaluations.
+func TestNativeSFTFollowsGraph(t *testing.T) {
+	if testing.Short() {
+		t.Skip("trains twice")
+	}
+	_, ck, tok := tinyBase(t)
+	exs := shortTask(t, tok, 400)
+	losses := map[string][]float64{}
+	evals := map[string]EvalResult{}
+	for _, engine := range []string{schemas.TrainEngineGraph, schemas.TrainEngineNative} {
+		cfg := testConfig("")
+		cfg.PerDeviceBatchSize, cfg.GradientAccumulationSteps, cfg.NumEpochs = 4, 2, 1
+		cfg.LearningRate, cfg.MaxGradNorm, cfg.LoggingSteps = 3e-3, 0.5, 1
+		tr, err := New(cfg, ck, WithEngine(engine), WithMaxSeqLen(32))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tr.engine != engine {
+			t.Fatalf("engine %s, asked for %s", tr.engine, engine)
+		}
+		if _, err := tr.Train(context.Background(), exs); err != nil {
+			t.Fatal(err)
+		}
+		for _, h := range tr.history {
+			if l, ok := h["loss"].(float64); ok {
+				losses[engine] = append(losses[engine], l)
+			}
+		}
+		if evals[engine], err = tr.Evaluate(context.Background(), exs[:20]); err != nil {
+			t.Fatal(err)
+		}
+		tr.Close()
+	}
+	g, n := losses[schemas.TrainEngineGraph], losses[schemas.TrainEngineNative]
+	if len(g) != 50 || len(n) != 50 {
+		t.Fatalf("%d graph and %d native step losses, want 50", len(g), len(n))
+	}
+	for i := range g {
+		if math.Abs(g[i]-n[i]) > 1e-3 {
+			t.Fatalf("step %d: native loss %v, graph %v", i+1, n[i], g[i])
+		}
+	}
+	if g[49] > g[0]-0.5 {
+		t.Fatalf("loss %v -> %v: the run did not learn", g[0], g[49])
+	}
+	ge, ne := evals[schemas.TrainEngineGraph], evals[schemas.TrainEngineNative]
+	if math.Abs(ge.Loss-ne.Loss) > 1e-3 || ge.Tokens != ne.Tokens || math.Abs(ge.Accuracy-ne.Accuracy) > 0.02 {
+		t.Fatalf("evaluation native %+v, graph %+v", ne, ge)
+	}
+	t.Logf("step losses %v -> %v (native %v -> %v)", g[0], g[49], n[0], n[49])
+}
+
+func TestEngineChoice(t *testing.T) {
+	_, ck, _ := tinyBase(t)
+	lora := schemas.DefaultLoraConfig()
+	tests := []struct {
+		name    string
+		opts    []Option
+		want    string
+		wantErr error
+	}{
+		{name: "default on the pure Go backend", want: schemas.TrainEngineNative},
+		{name: "graph asked for", opts: []Option{WithEngine(schemas.TrainEngineGraph)}, want: schemas.TrainEngineGraph},
+		{name: "LoRA defaults to graph", opts: []Option{WithLoRA(lora)}, want: schemas.TrainEngineGraph},
+		{name: "native LoRA refused", opts: []Option{WithLoRA(lora), WithEngine(schemas.TrainEngineNative)}, wantErr: ErrInvalidOption},
+		{name: "unknown engine", opts: []Option{WithEngine("tpu")}, wantErr: ErrInvalidOption},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tr, err := New(testConfig(""), ck, tt.opts...)
+			if tt.wantErr != nil {
+				if !errors.Is(err, tt.wantErr) || !strings.Contains(err.Error(), "engine") {
+					t.Fatalf("New: %v, want %v naming engine", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tr.Close()
+			if tr.engine != tt.want {
+				t.Fatalf("engine %s, want %s", tr.engine, tt.want)
+			}
+		})
+	}
 }

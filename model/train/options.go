@@ -23,6 +23,7 @@ type options struct {
 	packing      bool
 	records      RecordReader // WithRecords: read by Run, not by New
 	dataset      string       // WithDatasetName: named in an adapter's model card
+	engine       string       // WithEngine
 }
 
 // WithDatasetName names the training data in an adapter's README.md model
@@ -134,6 +135,21 @@ func WithRecords(r RecordReader) Option {
 			return fmt.Errorf("%w: nil record reader", ErrInvalidOption)
 		}
 		o.records = r
+		return nil
+	}
+}
+
+// WithEngine names the engine of SFT's forward and backward passes:
+// schemas.TrainEngineNative (the CPU kernels) or schemas.TrainEngineGraph
+// (GoMLX graphs). Without it New picks native on the pure Go backend for
+// full fine-tuning and graph otherwise; New refuses native where it cannot
+// run (LoRA).
+func WithEngine(name string) Option {
+	return func(o *options) error {
+		if name != schemas.TrainEngineNative && name != schemas.TrainEngineGraph {
+			return fmt.Errorf("%w: engine %q (want %s or %s)", ErrInvalidOption, name, schemas.TrainEngineNative, schemas.TrainEngineGraph)
+		}
+		o.engine = name
 		return nil
 	}
 }

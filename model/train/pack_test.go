@@ -217,12 +217,13 @@ func TestPackingTrains(t *testing.T) {
 	}
 }
 
-// Batches of many lengths compile one fused step graph per bucket length.
+// Batches of many lengths compile one fused step graph per bucket length
+// (on the graph engine).
 func TestFewGraphsCompiled(t *testing.T) {
 	_, ck, _ := tinyBase(t)
 	cfg := testConfig("")
 	cfg.NumEpochs, cfg.PerDeviceBatchSize, cfg.GradientAccumulationSteps = 1, 1, 1
-	tr, err := New(cfg, ck, WithMaxSeqLen(64))
+	tr, err := New(cfg, ck, WithMaxSeqLen(64), WithEngine(schemas.TrainEngineGraph))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -177,6 +177,9 @@ func Run(ctx context.Context, rc RunConfig, log zerolog.Logger, extra ...Option)
 	if rc.Packing {
 		opts = append(opts, WithPacking())
 	}
+	if rc.Engine != "" {
+		opts = append(opts, WithEngine(rc.Engine))
+	}
 	if tmpl := TrainedChatTemplate(tok, recs, rc.PromptTemplate); tmpl != "" && rc.Method != "dpo" {
 		opts = append(opts, WithChatTemplate(tmpl))
 	}

@@ -56,6 +56,8 @@ type Trainer struct {
 
 	metrics *metrics
 	optim   optimizer
+	engine  string     // schemas.TrainEngineNative or TrainEngineGraph
+	native  *nativeSFT // the native engine of SFT (nil on graph)
 
 	step    int // optimizer steps taken
 	history []map[string]any
@@ -162,6 +164,16 @@ func New(cfg schemas.TrainingConfig, ck *checkpoint.Checkpoint, opts ...Option) 
 		t.vel = append(t.vel, tensors.FromShape(shapes.Make(dtypes.Float32, vs...)))
 		t.decay = append(t.decay, !strings.HasSuffix(n, "norm.weight") && !strings.HasSuffix(n, ".bias"))
 	}
+	if t.engine, err = resolveEngine(o.engine, bname, o.lora != nil); err != nil {
+		be.Finalize()
+		return nil, err
+	}
+	if t.engine == schemas.TrainEngineNative {
+		if t.native, err = newNativeSFT(mcfg, maxLen); err != nil {
+			be.Finalize()
+			return nil, err
+		}
+	}
 	cos, sin := model.RopeTables(mcfg, maxLen)
 	t.ropeCos = tensors.FromFlatDataAndDimensions(cos, maxLen, mcfg.HeadDim/2)
 	t.ropeSin = tensors.FromFlatDataAndDimensions(sin, maxLen, mcfg.HeadDim/2)
@@ -173,7 +185,7 @@ func New(cfg schemas.TrainingConfig, ck *checkpoint.Checkpoint, opts ...Option) 
 		t.log.Info().Str("requested", half).Str("precision", "float32").Str("backend", bname).
 			Msg(half + " requested: this engine computes in float32")
 	}
-	t.log.Info().Str("backend", bname).Str("precision", "float32").Str("optim", cfg.Optim).
+	t.log.Info().Str("backend", bname).Str("engine", t.engine).Str("precision", "float32").Str("optim", cfg.Optim).
 		Int("parameters", t.NumParameters()).Int("max_seq_len", maxLen).Msg("trainer ready")
 	return t, nil
 }
@@ -665,7 +677,13 @@ func (t *Trainer) Evaluate(ctx context.Context, exs []Example) (EvalResult, erro
 	}
 	rows := t.cfg.PerDeviceBatchSize
 	var lossSum, wSum, hits float64
-	for lo := 0; lo < len(exs); lo += rows {
+	if t.native != nil {
+		var err error
+		if lossSum, wSum, hits, err = t.nativeEvaluate(ctx, exs); err != nil {
+			return EvalResult{}, err
+		}
+	}
+	for lo := 0; lo < len(exs) && t.native == nil; lo += rows {
 		if err := ctx.Err(); err != nil {
 			return EvalResult{}, err
 		}

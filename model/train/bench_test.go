@@ -1,6 +1,7 @@
 package train
 
 import (
+	"context"
 	"path/filepath"
 	"testing"
 	"time"
@@ -95,12 +96,11 @@ func matmulParams(c checkpoint.Config) int {
 
 // benchTrain times optimizer steps of benchRows rows of benchSeq tokens
 // (full or LoRA) and reports tokens/s and GFLOP/s beside the matmul rate.
-func benchTrain(b *testing.B, name string, lora bool) {
+func benchTrain(b *testing.B, name string, lora bool, opts ...Option) {
 	ck := benchCheckpoint(b, name)
 	cfg := schemas.DefaultTrainingConfig()
 	cfg.ModelName, cfg.BF16 = name, false
 	cfg.GradientAccumulationSteps, cfg.NumEpochs, cfg.LearningRate = 1, 1, 1e-3
-	var opts []Option
 	if lora {
 		opts = append(opts, WithLoRA(schemas.DefaultLoraConfig()))
 	}
@@ -119,7 +119,13 @@ func benchTrain(b *testing.B, name string, lora bool) {
 	}
 	batch := tr.makeBatch(exs, benchRows)
 	step := func() {
-		if _, _, _, err := tr.trainStep(batch, nil, 0, 1e-3, 0); err != nil {
+		var err error
+		if tr.native != nil {
+			_, _, err = tr.nativeStep(context.Background(), []Batch{batch}, 1e-3)
+		} else {
+			_, _, _, err = tr.trainStep(batch, nil, 0, 1e-3, 0)
+		}
+		if err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -145,11 +151,14 @@ func benchTrain(b *testing.B, name string, lora bool) {
 	if lora {
 		kind = "LoRA"
 	}
-	b.Logf("%s %s training, %dx%d tokens/step: %.0f tokens/s, %.2f GFLOP/s (%s, N=%.0f) = %.0f%% of the backend's matmul 1024^3 %.2f GFLOP/s",
-		name, kind, benchRows, benchSeq, tokS, gf, formula, n, 100*gf/rate, rate)
+	b.Logf("%s %s training on the %s engine, %dx%d tokens/step: %.0f tokens/s, %.2f GFLOP/s (%s, N=%.0f) = %.0f%% of the backend's matmul 1024^3 %.2f GFLOP/s",
+		name, kind, tr.engine, benchRows, benchSeq, tokS, gf, formula, n, 100*gf/rate, rate)
 }
 
 func BenchmarkTrainStories260KFull(b *testing.B) { benchTrain(b, "stories260K", false) }
 func BenchmarkTrainStories260KLoRA(b *testing.B) { benchTrain(b, "stories260K", true) }
 func BenchmarkTrain15mFull(b *testing.B)         { benchTrain(b, "15m", false) }
-func BenchmarkTrain15mLoRA(b *testing.B)         { benchTrain(b, "15m", true) }
+func BenchmarkTrain15mFullGraph(b *testing.B) {
+	benchTrain(b, "15m", false, WithEngine(schemas.TrainEngineGraph))
+}
+func BenchmarkTrain15mLoRA(b *testing.B) { benchTrain(b, "15m", true) }

@@ -78,24 +78,35 @@ func trainBatch(b Batch) model.TrainBatch {
 	return model.TrainBatch{Rows: b.Rows, Len: b.Len, Tokens: b.Tokens, Targets: b.Targets, Weights: b.Weights}
 }
 
-// nativeOptimizerStep is optimizerStep on the native engine: the window's
-// micro-batches' gradients summed on the CPU, then the optimizer graph.
+// nativeOptimizerStep is optimizerStep on the native engine.
 func (t *Trainer) nativeOptimizerStep(ctx context.Context, r *fitRun, order []int, w int, lr float64) (loss, gradNorm float64, samples int, err error) {
+	first, last := t.window(r, w)
+	bs := make([]Batch, 0, last-first+1)
+	for m := first; m <= last; m++ {
+		bs = append(bs, t.microBatch(r, order, m))
+		samples += bs[len(bs)-1].Samples
+	}
+	loss, gradNorm, err = t.nativeStep(ctx, bs, lr)
+	return loss, gradNorm, samples, err
+}
+
+// nativeStep sums the gradients of the micro-batches bs on the CPU and
+// takes the optimizer step at rate lr; it returns the window's mean loss
+// and the gradient norm.
+func (t *Trainer) nativeStep(ctx context.Context, bs []Batch, lr float64) (loss, gradNorm float64, err error) {
 	weights, err := t.nativeWeights()
 	if err != nil {
-		return 0, 0, 0, err
+		return 0, 0, err
 	}
 	ns := t.native
 	for _, g := range ns.byName {
 		clear(g)
 	}
 	var lossSum, wSum float64
-	first, last := t.window(r, w)
-	for m := first; m <= last; m++ {
-		b := t.microBatch(r, order, m)
+	for _, b := range bs {
 		p, err := ns.eng.Forward(ctx, weights, trainBatch(b))
 		if err != nil {
-			return 0, 0, 0, err
+			return 0, 0, err
 		}
 		l, ws, _ := p.Loss()
 		seed := make([]float32, len(b.Weights))
@@ -103,21 +114,19 @@ func (t *Trainer) nativeOptimizerStep(ctx context.Context, r *fitRun, order []in
 			seed[i] = -v
 		}
 		if err := p.Backward(ctx, seed, ns.grads); err != nil {
-			return 0, 0, 0, err
+			return 0, 0, err
 		}
 		lossSum += l
 		wSum += ws
-		samples += b.Samples
 	}
 	acc := make([]*tensors.Tensor, len(t.names))
 	for i, n := range t.names {
 		acc[i] = tensors.FromFlatDataAndDimensions(ns.byName[n], t.params[i].Shape().Dimensions...)
 	}
-	gradNorm, err = t.apply(acc, wSum, lr)
-	if err != nil {
-		return 0, 0, 0, err
+	if gradNorm, err = t.apply(acc, wSum, lr); err != nil {
+		return 0, 0, err
 	}
-	return lossSum / max(wSum, 1), gradNorm, samples, nil
+	return lossSum / max(wSum, 1), gradNorm, nil
 }
 
 // nativeEvaluate is Evaluate's sums on the native engine.

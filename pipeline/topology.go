@@ -292,9 +292,13 @@ func (b *Bus) CheckTopology(ctx context.Context, topo Topology) error {
 	return nil
 }
 
-// EnsureTopology applies DefaultTopology(1) idempotently: see ApplyTopology.
+// EnsureTopology applies DefaultTopology(1) idempotently, raise-only: a
+// cluster's topology with more replicas keeps them (every command run as
+// admin calls it). See ApplyTopology.
 func (b *Bus) EnsureTopology(ctx context.Context) error {
-	return b.ApplyTopology(ctx, DefaultTopology(1))
+	topo := DefaultTopology(1)
+	topo.RaiseOnly = true
+	return b.ApplyTopology(ctx, topo)
 }
 
 // ApplyTopology creates what is missing and updates what differs, replica

@@ -228,6 +228,9 @@ func (t *Trainer) TrainDPO(ctx context.Context, pairs []DPOPair, beta float64) (
 			if err != nil {
 				return res, st, err
 			}
+			if err := t.checkFinite(stepLoss/n, gn); err != nil {
+				return res, st, err
+			}
 			total += stepLoss / n
 			epochF := float64(epoch) + float64(w+1)/float64(plan.StepsPerEpoch)
 			if t.step%t.cfg.LoggingSteps == 0 || t.step == plan.TotalSteps {

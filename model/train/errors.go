@@ -15,4 +15,8 @@ var (
 	ErrNotEnoughMemory = errors.New("train: not enough memory")
 	// ErrBackend wraps a GoMLX failure while compiling or running a step.
 	ErrBackend = errors.New("train: backend")
+	// ErrNonFinite: a step's loss or gradient norm, or a weight about to be
+	// saved, is NaN or infinite; the run stops at that step and the
+	// checkpoints saved before it are left as they were.
+	ErrNonFinite = errors.New("train: not finite")
 )

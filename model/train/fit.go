@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/gomlx/gomlx/pkg/core/tensors"
+
+	"github.com/largeforge/largeforge/model/checkpoint"
 )
 
 // Result summarises a training run.
@@ -157,6 +159,9 @@ func (t *Trainer) runEpoch(ctx context.Context, r *fitRun, epoch int) error {
 		if err != nil {
 			return err
 		}
+		if err := t.checkFinite(loss, gradNorm); err != nil {
+			return err
+		}
 		epochF := float64(epoch) + float64(w+1)/float64(r.plan.StepsPerEpoch)
 		r.lossTotal += loss
 		r.samplesDone += samples
@@ -205,6 +210,33 @@ func (t *Trainer) optimizerStep(r *fitRun, order []int, w int, lr float64) (loss
 		samples += b.Samples
 	}
 	return lossSum / math.Max(wSum, 1), gradNorm, samples, nil
+}
+
+// checkFinite stops the run at the step just taken when its loss or
+// gradient norm is NaN or infinite, before anything of it is logged,
+// evaluated or saved: the checkpoints saved before it stay as they were.
+func (t *Trainer) checkFinite(loss, gradNorm float64) error {
+	if finite(loss) && finite(gradNorm) {
+		return nil
+	}
+	t.log.Error().Int("global_step", t.step).Float64("loss", loss).Float64("grad_norm", gradNorm).
+		Msg("loss or gradient not finite: training stopped, no checkpoint of this step is saved")
+	return fmt.Errorf("%w: step %d: loss %v, grad_norm %v; training stopped, the checkpoints saved before it are kept as they were",
+		ErrNonFinite, t.step, loss, gradNorm)
+}
+
+func finite(x float64) bool { return !math.IsNaN(x) && !math.IsInf(x, 0) }
+
+// checkFiniteTensors refuses to save weights with a NaN or infinite value.
+func (t *Trainer) checkFiniteTensors(ts map[string]*checkpoint.Tensor) error {
+	for n, x := range ts {
+		for i, v := range x.Data {
+			if !finite(float64(v)) {
+				return fmt.Errorf("%w: step %d: %s[%d] = %v; nothing of this step is saved", ErrNonFinite, t.step, n, i, v)
+			}
+		}
+	}
+	return nil
 }
 
 // window is the first and last micro-batch of window w.

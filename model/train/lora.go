@@ -145,6 +145,12 @@ func (t *Trainer) saveAdapter(dir string) error {
 	if err != nil {
 		return err
 	}
+	if err := t.checkFiniteTensors(ad); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("save adapter: %w", err)
+	}
 	if err := checkpoint.WriteSafetensors(filepath.Join(dir, AdapterWeightsFile), ad, map[string]string{"format": "pt"}); err != nil {
 		return err
 	}

@@ -68,9 +68,6 @@ func writeJSON(path string, v any) error {
 // (training_args.json, and training_args.bin as a pickled dict) into dir.
 func (t *Trainer) saveModel(dir string, plan Plan, epoch float64) error {
 	if t.lora != nil {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return fmt.Errorf("save adapter: %w", err)
-		}
 		if err := t.saveAdapter(dir); err != nil {
 			return err
 		}
@@ -80,6 +77,9 @@ func (t *Trainer) saveModel(dir string, plan Plan, epoch float64) error {
 	} else {
 		ck, err := t.Checkpoint()
 		if err != nil {
+			return err
+		}
+		if err := t.checkFiniteTensors(ck.Tensors); err != nil {
 			return err
 		}
 		if err := checkpoint.Save(dir, ck); err != nil {

@@ -3,6 +3,7 @@ package model
 import (
 	"runtime"
 	"sync"
+	"time"
 )
 
 // The hand-written float32 kernels of the native decoder (native.go). A
@@ -189,4 +190,22 @@ func block4x16Go(k int, x []float32, ldx int, w []float32, ldw int, y []float32,
 	for r := range blockRows {
 		copy(y[r*ldy:r*ldy+blockCols], acc[r][:])
 	}
+}
+
+// KernelGFLOPs measures the kernels' float32 rate, in GFLOP/s, on reps
+// products of two n×n matrices on every core (GOMAXPROCS), after one
+// product to warm up: the rate benchmarks set their figures beside.
+func KernelGFLOPs(n, reps int) float64 {
+	x := make([]float32, n*n)
+	for i := range x {
+		x[i] = float32(i%7) * 0.01
+	}
+	p := packMatrix(x, n, n)
+	y := make([]float32, n*n)
+	p.mul(y, x, n, nil)
+	start := time.Now()
+	for range reps {
+		p.mul(y, x, n, nil)
+	}
+	return 2 * float64(n*n*n*reps) / time.Since(start).Seconds() / 1e9
 }

@@ -53,6 +53,7 @@ func TestBackwardProducts(t *testing.T) {
 		{name: "dW strided", kind: "TN", m: 21, k: 37, n: 19, pad: 3},
 		{name: "scores strided", kind: "NT", m: 33, k: 48, n: 33, pad: 7},
 		{name: "scores accumulate", kind: "NT", m: 4, k: 8, n: 16, pad: 1, add: true},
+		{name: "forward parallel partial panels", kind: "NT", m: 37, k: 300, n: 203, pad: 3},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

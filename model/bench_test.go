@@ -2,9 +2,12 @@ package model
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"os/exec"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -124,9 +127,14 @@ func peakRSS() float64 {
 }
 
 func benchPrompts(m *Model, n int) [][]int {
+	return benchRows(m, n, benchPrompt)
+}
+
+// benchRows are n rows of length tokens, deterministic.
+func benchRows(m *Model, n, length int) [][]int {
 	ps := make([][]int, n)
 	for i := range ps {
-		p := make([]int, benchPrompt)
+		p := make([]int, length)
 		for j := range p {
 			p[j] = (i*31 + j*7 + 3) % m.cfg.VocabSize
 		}
@@ -275,4 +283,157 @@ func randomTensors(cfg checkpoint.Config, seed uint64) map[string]*checkpoint.Te
 		out[w.Name] = t
 	}
 	return out
+}
+
+// Long prompts (issue 17, point 4): BenchmarkPrefillLong prefills `15m` at
+// batch 8 x 128 tokens, BenchmarkScore scores LF_BENCH_SCORE_ROWS rows
+// (default 10,000) of 128 tokens; each prints its figure beside the
+// kernels' 1024^3 rate and PyTorch's (testdata/peer_prefill.py) from the
+// same run, with the CPU model and thread count.
+const (
+	longBatch  = 8
+	longPrompt = 128
+)
+
+// benchEnvInt is the positive integer in the environment variable name, else def.
+func benchEnvInt(name string, def int) int {
+	if n, err := strconv.Atoi(os.Getenv(name)); err == nil && n > 0 {
+		return n
+	}
+	return def
+}
+
+// cpuModel is /proc/cpuinfo's model name, "" where there is none.
+func cpuModel() string {
+	b, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return ""
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
+}
+
+// peerResult is what testdata/peer_prefill.py prints.
+type peerResult struct {
+	TokensPerS float64 `json:"tokens_per_s"`
+	RowsPerS   float64 `json:"rows_per_s"`
+	Threads    int     `json:"threads"`
+	Torch      string  `json:"torch"`
+	Linear     string  `json:"linear"`
+}
+
+// peerFigure runs testdata/peer_prefill.py (PyTorch, Debian's python3-torch)
+// with the model's shape and GOMAXPROCS threads, and describes its figure;
+// without torch it says so.
+func peerFigure(b *testing.B, cfg checkpoint.Config, args ...string) (peerResult, string) {
+	b.Helper()
+	python := ""
+	for _, p := range []string{"/usr/bin/python3", "python3"} {
+		if exec.Command(p, "-c", "import torch").Run() == nil {
+			python = p
+			break
+		}
+	}
+	if python == "" {
+		return peerResult{}, "PyTorch peer: not run, no python3 with torch (Debian's python3-torch) installed"
+	}
+	args = append([]string{"testdata/peer_prefill.py"}, args...)
+	args = append(args, "--threads", strconv.Itoa(runtime.GOMAXPROCS(0)),
+		"--vocab", strconv.Itoa(cfg.VocabSize), "--hidden", strconv.Itoa(cfg.HiddenSize),
+		"--inter", strconv.Itoa(cfg.IntermediateSize), "--layers", strconv.Itoa(cfg.NumLayers),
+		"--heads", strconv.Itoa(cfg.NumHeads), "--kv-heads", strconv.Itoa(cfg.NumKVHeads),
+		"--head-dim", strconv.Itoa(cfg.HeadDim))
+	out, err := exec.Command(python, args...).Output()
+	if err != nil {
+		b.Fatalf("peer %v: %v", args, err)
+	}
+	var r peerResult
+	if err := json.Unmarshal(out, &r); err != nil {
+		b.Fatalf("peer output %q: %v", out, err)
+	}
+	return r, fmt.Sprintf("PyTorch %s (%s linear, %d threads): %.0f tokens/s, %.1f rows/s", r.Torch, r.Linear, r.Threads, r.TokensPerS, r.RowsPerS)
+}
+
+func BenchmarkPrefillLong(b *testing.B) {
+	m := benchModel(b, "15m")
+	if m.native == nil {
+		b.Skip("no native engine on this backend")
+	}
+	ctx := context.Background()
+	prompts := benchRows(m, longBatch, longPrompt)
+	slots := make([]int, longBatch)
+	for i := range slots {
+		slots[i] = i
+	}
+	cacheLen := bucketLen(longPrompt+1, m.maxSeq)
+	run := func() time.Duration {
+		st := m.newStateOn(EngineNative, longBatch, cacheLen)
+		defer st.release()
+		t0 := time.Now()
+		if _, err := st.prefill(ctx, slots, prompts); err != nil {
+			b.Fatal(err)
+		}
+		return time.Since(t0)
+	}
+	run() // warm up
+	reps := benchEnvInt("LF_BENCH_PREFILL_REPS", 5)
+	b.ResetTimer()
+	var took time.Duration
+	for range b.N * reps {
+		took += run()
+	}
+	b.StopTimer()
+	rate := nativeMatmulGFLOPs()
+	_, peer := peerFigure(b, m.cfg, "prefill", "--batch", strconv.Itoa(longBatch), "--seq", strconv.Itoa(longPrompt))
+	tps := float64(longBatch*longPrompt*b.N*reps) / took.Seconds()
+	// Every layer for every token, the LM head for each row's last token.
+	gf := tps * (flopsPerToken(m.cfg, longPrompt/2, false) + flopsPerToken(m.cfg, 0, true)/longPrompt) / 1e9
+	b.ReportMetric(tps, "tokens/s")
+	b.ReportMetric(gf, "GFLOP/s")
+	b.ReportMetric(rate, "matmul-GFLOP/s")
+	b.Logf("15m native prefill %dx%d: %.0f tokens/s, %.2f GFLOP/s (native kernels matmul 1024^3 %.2f GFLOP/s, %.0f%%); %s; CPU %s, GOMAXPROCS %d, peak RSS %.0f MiB",
+		longBatch, longPrompt, tps, gf, rate, 100*gf/rate, peer, cpuModel(), runtime.GOMAXPROCS(0), peakRSS())
+}
+
+func BenchmarkScore(b *testing.B) {
+	m := benchModel(b, "15m")
+	if m.native == nil {
+		b.Skip("no native engine on this backend")
+	}
+	ctx := context.Background()
+	n := benchEnvInt("LF_BENCH_SCORE_ROWS", 10000)
+	rows := benchRows(m, n, longPrompt)
+	reqs := make([]ScoreRequest, n)
+	for i, r := range rows {
+		reqs[i] = ScoreRequest{PromptIDs: r[:longPrompt/2], CompletionIDs: r[longPrompt/2:]}
+	}
+	if _, err := m.Score(ctx, reqs[:min(n, 8)]); err != nil { // warm up
+		b.Fatal(err)
+	}
+	peakRSS()
+	b.ResetTimer()
+	t0 := time.Now()
+	for range b.N {
+		if _, err := m.Score(ctx, reqs); err != nil {
+			b.Fatal(err)
+		}
+	}
+	took := time.Since(t0)
+	b.StopTimer()
+	rss := peakRSS()
+	rate := nativeMatmulGFLOPs()
+	_, peer := peerFigure(b, m.cfg, "score", "--rows", strconv.Itoa(min(n, 256)), "--batch", "8", "--seq", strconv.Itoa(longPrompt))
+	rps := float64(n*b.N) / took.Seconds()
+	tps := rps * longPrompt
+	// Every layer and the LM head for every token but each row's last.
+	gf := rps * float64(longPrompt-1) * (flopsPerToken(m.cfg, longPrompt/2, false) + flopsPerToken(m.cfg, 0, true)) / 1e9
+	b.ReportMetric(rps, "rows/s")
+	b.ReportMetric(tps, "tokens/s")
+	b.ReportMetric(gf, "GFLOP/s")
+	b.Logf("15m native score %d rows of %d tokens: %.1f rows/s, %.0f tokens/s, %.2f GFLOP/s (native kernels matmul 1024^3 %.2f GFLOP/s, %.0f%%); %s; CPU %s, GOMAXPROCS %d, peak RSS %.0f MiB",
+		n, longPrompt, rps, tps, gf, rate, 100*gf/rate, peer, cpuModel(), runtime.GOMAXPROCS(0), rss)
 }

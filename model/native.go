@@ -412,22 +412,25 @@ func (d *nativeDecoder) tokenLogprobs(ctx context.Context, m *Model, rows [][]in
 }
 
 // attend computes each item's attention output [heads*headDim] over its
-// slot's cache up to its own position (within the sliding window).
+// slot's cache up to its own position (within the sliding window): runs of
+// a slot's consecutive positions as matrix products (kernel_attend.go),
+// the other items (decode steps) one query at a time.
 func (s *nativeState) attend(l int, items []nativeItem, qkv, att []float32, parallel bool) {
 	cfg := s.d.cfg
-	nh, nkv, hd := cfg.NumHeads, cfg.NumKVHeads, cfg.HeadDim
-	qd, kvd := nh*hd, nkv*hd
-	qkvd := qd + 2*kvd
-	grp := nh / nkv
-	scale := float32(1 / math.Sqrt(float64(hd)))
+	a := attnShapeOf(cfg)
+	nh, nkv, hd, qd, kvd, qkvd, grp := a.nh, a.nkv, a.hd, a.qd, a.kvd, a.qkvd, a.grp
 	kc, vc := s.k[l], s.v[l]
-	work := 0
-	for _, it := range items {
-		work += (it.pos + 1) * nh * hd
+	runs, single := attnRuns(items)
+	if len(runs) > 0 {
+		s.attendRuns(l, runs, qkv, att, parallel)
 	}
-	parallelRows(parallel, len(items), work, func(lo, hi int) {
+	work := 0
+	for _, i := range single {
+		work += (items[i].pos + 1) * nh * hd
+	}
+	parallelRows(parallel, len(single), work, func(lo, hi int) {
 		scores := make([]float32, s.t)
-		for i := lo; i < hi; i++ {
+		for _, i := range single[lo:hi] {
 			it := items[i]
 			first := 0
 			if cfg.SlidingWindow > 0 {
@@ -443,18 +446,41 @@ func (s *nativeState) attend(l int, items []nativeItem, qkv, att []float32, para
 					q := qs[g*hd : (g+1)*hd]
 					row := scores[:n]
 					for j := range row {
-						row[j] = dotf(q, kc[off+j*kvd:off+j*kvd+hd]) * scale
+						row[j] = dotf(q, kc[off+j*kvd:off+j*kvd+hd]) * a.scale
 					}
-					_, sum := shiftedExp(row, row)
-					inv := float32(1 / sum)
-					for j := range row {
-						row[j] *= inv
-					}
+					softmaxRow(row)
 					weightedSum(att[i*qd+(kh*grp+g)*hd:i*qd+(kh*grp+g+1)*hd], row, vc[off:], kvd)
 				}
 			}
 		}
 	})
+}
+
+// attnShape holds the attention's dimensions.
+type attnShape struct {
+	nh, nkv, hd   int // query heads, KV heads, head size
+	qd, kvd, qkvd int // widths of the queries, of keys (or values), of a q|k|v row
+	grp           int // query heads per KV head
+	scale         float32
+}
+
+func attnShapeOf(cfg checkpoint.Config) attnShape {
+	nh, nkv, hd := cfg.NumHeads, cfg.NumKVHeads, cfg.HeadDim
+	return attnShape{
+		nh: nh, nkv: nkv, hd: hd,
+		qd: nh * hd, kvd: nkv * hd, qkvd: (nh + 2*nkv) * hd,
+		grp:   nh / nkv,
+		scale: float32(1 / math.Sqrt(float64(hd))),
+	}
+}
+
+// softmaxRow sets p to softmax(p), in place.
+func softmaxRow(p []float32) {
+	_, sum := shiftedExp(p, p)
+	inv := float32(1 / sum)
+	for j := range p {
+		p[j] *= inv
+	}
 }
 
 // dotf is the dot product of two equally long vectors, with four

@@ -113,3 +113,88 @@ func TestExpRow(t *testing.T) {
 		}
 	}
 }
+
+// TestNativeAttentionRuns holds the matrix attention of long runs
+// (kernel_attend.go) to the per-query path and to the graph engine: prompts
+// longer than a chunk of queries, several slots, grouped KV heads, sliding
+// windows, and a run that continues a slot's cache from position 23.
+func TestNativeAttentionRuns(t *testing.T) {
+	tests := []struct {
+		name   string
+		window int
+		bias   bool
+	}{
+		{name: "causal"},
+		{name: "window 5", window: 5},
+		{name: "window 40", window: 40},
+		{name: "attention bias", bias: true},
+	}
+	ctx := context.Background()
+	prompts := [][]int{make([]int, 150), make([]int, 9), make([]int, 70), {1, 2, 3}}
+	for i, p := range prompts {
+		for j := range p {
+			p[j] = (i*37 + j*11 + 1) % 250
+		}
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ck := tinyCheckpoint(t)
+			ck.Config.SlidingWindow, ck.Config.AttentionBias = tt.window, tt.bias
+			ck.Tensors = randomTensors(ck.Config, 3)
+			m, err := New(ck, WithEngine(EngineNative))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer m.Close()
+			full, err := m.Logits(ctx, prompts) // the graph engine
+			if err != nil {
+				t.Fatal(err)
+			}
+			prefill := func() [][]float32 {
+				st := m.native.newState(len(prompts), 256)
+				defer st.release()
+				rows, err := st.prefill(ctx, []int{0, 1, 2, 3}, prompts)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var out [][]float32
+				for _, r := range rows {
+					out = append(out, slices.Clone(r))
+				}
+				return out
+			}
+			matrix := prefill()
+			attnMinRun = 1 << 30
+			perQuery := prefill()
+			attnMinRun = attnMinRunDefault
+			for i, p := range prompts {
+				if d := maxDiff(matrix[i], perQuery[i]); d > 1e-5 {
+					t.Errorf("prompt %d: matrix and per-query attention differ by %g", i, d)
+				}
+				if d := maxDiff(matrix[i], full[i][len(p)-1]); d > 1e-4 {
+					t.Errorf("prompt %d: native and graph logits differ by %g", i, d)
+				}
+			}
+
+			// A run continuing slot 0's cache: positions 23..149 after 0..22.
+			st := m.native.newState(1, 256)
+			defer st.release()
+			if _, err := st.prefill(ctx, []int{0}, [][]int{prompts[0][:23]}); err != nil {
+				t.Fatal(err)
+			}
+			var items []nativeItem
+			for j := 23; j < len(prompts[0]); j++ {
+				items = append(items, nativeItem{slot: 0, pos: j, token: prompts[0][j], logits: true})
+			}
+			rows, err := st.forward(ctx, items)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for k, r := range rows {
+				if d := maxDiff(r, full[0][23+k]); d > 1e-4 {
+					t.Fatalf("continued run, position %d: native and graph logits differ by %g", 23+k, d)
+				}
+			}
+		})
+	}
+}

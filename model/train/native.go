@@ -2,11 +2,8 @@ package train
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
-
-	"github.com/gomlx/gomlx/pkg/core/tensors"
 
 	"github.com/largeforge/largeforge/model"
 	"github.com/largeforge/largeforge/model/checkpoint"
@@ -61,17 +58,19 @@ func newNativeSFT(cfg checkpoint.Config, maxLen int) (*nativeSFT, error) {
 	return n, nil
 }
 
-// weights copies the trainer's parameters out of the backend, bound to the decoder.
-func (t *Trainer) nativeWeights() (*checkpoint.Decoder[[]float32], error) {
+// nativeWeights binds the trainer's parameters, in place (hostValues), to
+// the decoder.
+func (t *Trainer) nativeWeights(mutable bool) (*checkpoint.Decoder[[]float32], [][]float32, error) {
+	vals, err := hostValues(t.params, mutable)
+	if err != nil {
+		return nil, nil, err
+	}
 	byName := make(map[string][]float32, len(t.names))
 	for i, n := range t.names {
-		v, err := tensors.CopyFlatData[float32](t.params[i])
-		if err != nil {
-			return nil, errors.Join(ErrBackend, err)
-		}
-		byName[n] = v
+		byName[n] = vals[i]
 	}
-	return checkpoint.Bind(t.mcfg, func(w checkpoint.Weight) ([]float32, error) { return byName[w.Name], nil })
+	d, err := checkpoint.Bind(t.mcfg, func(w checkpoint.Weight) ([]float32, error) { return byName[w.Name], nil })
+	return d, vals, err
 }
 
 func trainBatch(b Batch) model.TrainBatch {
@@ -91,10 +90,10 @@ func (t *Trainer) nativeOptimizerStep(ctx context.Context, r *fitRun, order []in
 }
 
 // nativeStep sums the gradients of the micro-batches bs on the CPU and
-// takes the optimizer step at rate lr; it returns the window's mean loss
-// and the gradient norm.
+// takes the optimizer step at rate lr (applyHost) on the parameters and
+// states in place; it returns the window's mean loss and the gradient norm.
 func (t *Trainer) nativeStep(ctx context.Context, bs []Batch, lr float64) (loss, gradNorm float64, err error) {
-	weights, err := t.nativeWeights()
+	weights, params, err := t.nativeWeights(true)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -119,19 +118,25 @@ func (t *Trainer) nativeStep(ctx context.Context, bs []Batch, lr float64) (loss,
 		lossSum += l
 		wSum += ws
 	}
-	acc := make([]*tensors.Tensor, len(t.names))
-	for i, n := range t.names {
-		acc[i] = tensors.FromFlatDataAndDimensions(ns.byName[n], t.params[i].Shape().Dimensions...)
-	}
-	if gradNorm, err = t.apply(acc, wSum, lr); err != nil {
+	ms, err := hostValues(t.mom, true)
+	if err != nil {
 		return 0, 0, err
 	}
+	vs, err := hostValues(t.vel, true)
+	if err != nil {
+		return 0, 0, err
+	}
+	acc := make([][]float32, len(t.names))
+	for i, n := range t.names {
+		acc[i] = ns.byName[n]
+	}
+	gradNorm = t.applyHost(params, ms, vs, acc, wSum, lr)
 	return lossSum / max(wSum, 1), gradNorm, nil
 }
 
 // nativeEvaluate is Evaluate's sums on the native engine.
 func (t *Trainer) nativeEvaluate(ctx context.Context, exs []Example) (lossSum, wSum, hits float64, err error) {
-	weights, err := t.nativeWeights()
+	weights, _, err := t.nativeWeights(false)
 	if err != nil {
 		return 0, 0, 0, err
 	}

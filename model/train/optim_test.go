@@ -118,17 +118,48 @@ func (r *refOptimizer) update(i int, p, g []float64, dims []int, lr, wd float64)
 }
 
 // optimTrainer is a Trainer with optim and optim_args, weight decay 0.1
-// and no clipping; it is closed when the test ends.
-func optimTrainer(t *testing.T, ck *checkpoint.Checkpoint, optim, args string) (*Trainer, schemas.TrainingConfig) {
+// and no clipping (on engine, the default when none); it is closed when
+// the test ends.
+func optimTrainer(t *testing.T, ck *checkpoint.Checkpoint, optim, args string, engine ...string) (*Trainer, schemas.TrainingConfig) {
 	t.Helper()
 	cfg := testConfig("")
 	cfg.Optim, cfg.OptimArgs, cfg.WeightDecay, cfg.MaxGradNorm = optim, args, 0.1, 0
-	tr, err := New(cfg, ck, WithMaxSeqLen(32))
+	opts := []Option{WithMaxSeqLen(32)}
+	for _, e := range engine {
+		opts = append(opts, WithEngine(e))
+	}
+	tr, err := New(cfg, ck, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { tr.Close() })
 	return tr, cfg
+}
+
+// applyOn takes the optimizer step from the summed gradients acc on the
+// trainer's engine: the graph (apply) or the native step (applyHost).
+func applyOn(t *testing.T, tr *Trainer, acc []*tensors.Tensor, wSum, lr float64) float64 {
+	t.Helper()
+	if tr.native == nil {
+		norm, err := tr.apply(acc, wSum, lr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return norm
+	}
+	var vals [3][][]float32
+	for k, ts := range [][]*tensors.Tensor{tr.params, tr.mom, tr.vel} {
+		v, err := hostValues(ts, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		vals[k] = v
+	}
+	grads, err := hostValues(acc, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tr.applyHost(vals[0], vals[1], vals[2], grads, wSum, lr)
 }
 
 func floats(t *testing.T, x *tensors.Tensor) []float64 {
@@ -162,52 +193,118 @@ func TestOptimizersMatchFormulas(t *testing.T) {
 		{optim: "sgd", args: "momentum=0.9,nesterov=true", ref: refOptimizer{name: "sgd", momentum: 0.9, nesterov: true}},
 		{optim: "adafactor", ref: refOptimizer{name: "adafactor"}},
 	}
-	for _, tc := range tests {
-		t.Run(tc.optim+" "+tc.args, func(t *testing.T) {
-			tr, cfg := optimTrainer(t, ck, tc.optim, tc.args)
-			ref := tc.ref
-			watch := map[int][]float64{}
-			for i, n := range tr.names {
-				if n == "model.layers.0.self_attn.q_proj.weight" || n == "model.layers.0.input_layernorm.weight" {
-					watch[i] = floats(t, tr.params[i])
+	for _, engine := range []string{schemas.TrainEngineGraph, schemas.TrainEngineNative} {
+		for _, tc := range tests {
+			t.Run(engine+" "+tc.optim+" "+tc.args, func(t *testing.T) {
+				optimFollowsFormula(t, ck, exs, engine, tc.optim, tc.args, tc.ref)
+			})
+		}
+	}
+}
+
+// optimFollowsFormula takes three steps of optim on engine and holds the
+// watched tensors to ref's updates of the same gradients.
+func optimFollowsFormula(t *testing.T, ck *checkpoint.Checkpoint, exs []Example, engine, optim, args string, ref refOptimizer) {
+	tr, cfg := optimTrainer(t, ck, optim, args, engine)
+	watch := map[int][]float64{}
+	for i, n := range tr.names {
+		if n == "model.layers.0.self_attn.q_proj.weight" || n == "model.layers.0.input_layernorm.weight" {
+			watch[i] = floats(t, tr.params[i])
+		}
+	}
+	if len(watch) != 2 {
+		t.Fatalf("watched tensors not found in %v", tr.names)
+	}
+	lr := 1e-2
+	for step := 1; step <= 3; step++ {
+		acc, _, wSum, err := tr.microStep(tr.makeBatch(exs, len(exs)), nil, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		grads := map[int][]float64{}
+		for i := range watch {
+			grads[i] = floats(t, acc[i])
+			for j := range grads[i] {
+				grads[i][j] /= math.Max(wSum, 1)
+			}
+		}
+		applyOn(t, tr, acc, wSum, lr)
+		ref.step = step
+		for i, p := range watch {
+			wd := 0.0
+			if tr.decay[i] {
+				wd = cfg.WeightDecay
+			}
+			ref.update(i, p, grads[i], tr.params[i].Shape().Dimensions, lr, wd)
+			got := floats(t, tr.params[i])
+			for j := range p {
+				if math.Abs(got[j]-p[j]) > 2e-5+1e-4*math.Abs(p[j]) {
+					t.Fatalf("step %d %s[%d] = %.8g, formula %.8g", step, tr.names[i], j, got[j], p[j])
 				}
 			}
-			if len(watch) != 2 {
-				t.Fatalf("watched tensors not found in %v", tr.names)
+		}
+	}
+}
+
+// TestNativeOptimizerMatchesGraph takes three steps of every optimizer,
+// clipped and with weight decay, from the same summed gradients on both
+// engines: the native step (applyHost) leaves every parameter and state
+// equal to the graph's (optimizerNodes) within float32 rounding, and
+// reports the same gradient norm.
+func TestNativeOptimizerMatchesGraph(t *testing.T) {
+	_, ck, tok := tinyBase(t)
+	exs := shortTask(t, tok, 4)
+	for _, tc := range []struct{ optim, args string }{
+		{"adamw_torch", ""}, {"adamw_hf", ""}, {"sgd", ""}, {"sgd", "momentum=0.9,dampening=0.1"},
+		{"sgd", "momentum=0.9,nesterov=true"}, {"adafactor", ""},
+	} {
+		t.Run(tc.optim+" "+tc.args, func(t *testing.T) {
+			var trs [2]*Trainer
+			for k, engine := range []string{schemas.TrainEngineGraph, schemas.TrainEngineNative} {
+				trs[k], _ = optimTrainer(t, ck, tc.optim, tc.args, engine)
+				trs[k].cfg.MaxGradNorm = 0.5
 			}
-			lr := 1e-2
 			for step := 1; step <= 3; step++ {
-				acc, _, wSum, err := tr.microStep(tr.makeBatch(exs, len(exs)), nil, 0)
+				acc, _, wSum, err := trs[0].microStep(trs[0].makeBatch(exs, len(exs)), nil, 0)
 				if err != nil {
 					t.Fatal(err)
 				}
-				grads := map[int][]float64{}
-				for i := range watch {
-					grads[i] = floats(t, acc[i])
-					for j := range grads[i] {
-						grads[i][j] /= math.Max(wSum, 1)
-					}
+				copies := make([]*tensors.Tensor, len(acc))
+				for i, a := range acc {
+					copies[i] = tensors.FromFlatDataAndDimensions(floats32(t, a), a.Shape().Dimensions...)
 				}
-				if _, err := tr.apply(acc, wSum, lr); err != nil {
-					t.Fatal(err)
+				gNorm, nNorm := applyOn(t, trs[0], acc, wSum, 1e-2), applyOn(t, trs[1], copies, wSum, 1e-2)
+				if math.Abs(gNorm-nNorm) > 1e-5*gNorm {
+					t.Fatalf("step %d: gradient norm native %v, graph %v", step, nNorm, gNorm)
 				}
-				ref.step = step
-				for i, p := range watch {
-					wd := 0.0
-					if tr.decay[i] {
-						wd = cfg.WeightDecay
-					}
-					ref.update(i, p, grads[i], tr.params[i].Shape().Dimensions, lr, wd)
-					got := floats(t, tr.params[i])
-					for j := range p {
-						if math.Abs(got[j]-p[j]) > 2e-5+1e-4*math.Abs(p[j]) {
-							t.Fatalf("step %d %s[%d] = %.8g, formula %.8g", step, tr.names[i], j, got[j], p[j])
+				for _, part := range []struct {
+					name string
+					g, n []*tensors.Tensor
+				}{{"parameter", trs[0].params, trs[1].params}, {"state m", trs[0].mom, trs[1].mom}, {"state v", trs[0].vel, trs[1].vel}} {
+					for i := range part.g {
+						want, got := floats32(t, part.g[i]), floats32(t, part.n[i])
+						for j := range want {
+							if d := math.Abs(float64(got[j] - want[j])); d > 1e-7+2e-6*math.Abs(float64(want[j])) {
+								t.Fatalf("step %d %s %s[%d]: native %.9g, graph %.9g", step, part.name, trs[0].names[i], j, got[j], want[j])
+							}
 						}
 					}
+				}
+				if trs[0].step != step || trs[1].step != step {
+					t.Fatalf("steps graph %d, native %d, want %d", trs[0].step, trs[1].step, step)
 				}
 			}
 		})
 	}
+}
+
+func floats32(t *testing.T, x *tensors.Tensor) []float32 {
+	t.Helper()
+	v, err := tensors.CopyFlatData[float32](x)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
 }
 
 // TestOptimizersMatchPyTorch runs the same steps through PyTorch's AdamW

@@ -205,6 +205,31 @@ func (s *nativeState) step(ctx context.Context, tokens, pos []int) ([][]float32,
 // between the cores: each part runs the whole decoder on its own rows and
 // its own slots' caches, so the parts never wait for each other.
 func (s *nativeState) forward(ctx context.Context, items []nativeItem) ([][]float32, error) {
+	hs, err := s.hidden(ctx, items)
+	if err != nil {
+		return nil, err
+	}
+	// The LM head runs once on all the rows, its columns split between the
+	// cores: each reads half of the largest weight, where the parts would
+	// each read all of it.
+	v := s.d.cfg.VocabSize
+	n := len(hs) / s.d.cfg.HiddenSize
+	if cap(s.logits) < n*v {
+		s.logits = make([]float32, n*v)
+	}
+	logits := s.logits[:n*v]
+	s.d.lmHead.mul(logits, hs, n, nil)
+	out := make([][]float32, n)
+	for j := range out {
+		out[j] = logits[j*v : (j+1)*v : (j+1)*v]
+	}
+	return out, nil
+}
+
+// hidden runs the items through the layers (forward up to the LM head) and
+// returns the final hidden states, normalized, of the items that want
+// logits, in order, one row of hidden size each.
+func (s *nativeState) hidden(ctx context.Context, items []nativeItem) ([]float32, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -248,22 +273,9 @@ func (s *nativeState) forward(ctx context.Context, items []nativeItem) ([][]floa
 			}
 		}
 	}
-	// The LM head runs once on all the rows, its columns split between the
-	// cores: each reads half of the largest weight, where the parts would
-	// each read all of it.
-	e, v := cfg.HiddenSize, cfg.VocabSize
-	n := len(hs) / e
-	rmsNormRows(hs, hs, s.d.finalNorm, n, e, float32(cfg.RMSNormEps))
-	if cap(s.logits) < n*v {
-		s.logits = make([]float32, n*v)
-	}
-	logits := s.logits[:n*v]
-	s.d.lmHead.mul(logits, hs, n, nil)
-	out := make([][]float32, n)
-	for j := range out {
-		out[j] = logits[j*v : (j+1)*v : (j+1)*v]
-	}
-	return out, nil
+	e := cfg.HiddenSize
+	rmsNormRows(hs, hs, s.d.finalNorm, len(hs)/e, e, float32(cfg.RMSNormEps))
+	return hs, nil
 }
 
 // split divides the items between the cores by slot, in balanced parts,
@@ -382,33 +394,62 @@ func (s *nativeState) run(items []nativeItem, w int, parallel bool) []float32 {
 func (d *nativeDecoder) tokenLogprobs(ctx context.Context, m *Model, rows [][]int, first []int) ([][]float64, error) {
 	longest := 1
 	var items []nativeItem
+	var next []int // the token each counted item predicts
 	for i, row := range rows {
 		longest = max(longest, len(row))
 		for j := range len(row) - 1 { // the last token predicts nothing we score
-			items = append(items, nativeItem{slot: i, pos: j, token: row[j], logits: j >= first[i]-1})
+			counted := j >= first[i]-1
+			items = append(items, nativeItem{slot: i, pos: j, token: row[j], logits: counted})
+			if counted {
+				next = append(next, row[j+1])
+			}
 		}
 	}
 	st := d.newState(len(rows), longest)
 	st.m = m
 	defer st.release()
-	logits, err := st.forward(ctx, items)
+	hs, err := st.hidden(ctx, items)
 	if err != nil {
 		return nil, err
 	}
+	lps := d.headLogprobs(hs, next)
 	out := make([][]float64, len(rows))
-	scratch := make([]float32, d.cfg.VocabSize)
 	k := 0
 	for _, it := range items {
-		if !it.logits {
-			continue
+		if it.logits {
+			out[it.slot] = append(out[it.slot], lps[k])
+			k++
 		}
-		row := logits[k]
-		k++
-		best, sum := shiftedExp(scratch, row)
-		next := rows[it.slot][it.pos+1]
-		out[it.slot] = append(out[it.slot], float64(row[next]-best)-math.Log(sum))
 	}
 	return out, nil
+}
+
+// scoreChunk rows of logits (8 MiB at a vocabulary of 32,000) are computed
+// and reduced to log-probabilities at a time: scoring never holds the
+// logits of all its tokens.
+const scoreChunk = 64
+
+// headLogprobs returns log softmax(hs[r] · lmHeadᵀ)[next[r]] for each row r
+// of the final hidden states hs, chunks of rows split between the cores.
+func (d *nativeDecoder) headLogprobs(hs []float32, next []int) []float64 {
+	e, v := d.cfg.HiddenSize, d.cfg.VocabSize
+	n := len(next)
+	out := make([]float64, n)
+	chunks := (n + scoreChunk - 1) / scoreChunk
+	parallelRows(true, chunks, n*e*v, func(lo, hi int) {
+		logits := make([]float32, scoreChunk*v)
+		for c := lo; c < hi; c++ {
+			r0, r1 := c*scoreChunk, min((c+1)*scoreChunk, n)
+			d.lmHead.mulOn(logits, hs[r0*e:r1*e], r1-r0, nil, false)
+			for r := r0; r < r1; r++ {
+				row := logits[(r-r0)*v : (r-r0+1)*v]
+				picked := row[next[r]]
+				best, sum := shiftedExp(row, row)
+				out[r] = float64(picked-best) - math.Log(sum)
+			}
+		}
+	})
+	return out
 }
 
 // attend computes each item's attention output [heads*headDim] over its

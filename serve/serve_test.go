@@ -157,7 +157,18 @@ func TestScore(t *testing.T) {
 	for i, tt := range tests {
 		rows[i] = tt.row
 	}
-	outs, errs := serve.Score(ctx, m, tok, rows)
+	outs, errs, rate := serve.ScoreRated(ctx, m, tok, rows)
+	// The rate counts the rows scored (not the refused one) and every token
+	// of their requests.
+	wantTokens := 0
+	for _, tt := range tests[:3] {
+		for _, q := range serve.ScoreRequests(tok, tt.row) {
+			wantTokens += len(q.PromptIDs) + len(q.CompletionIDs)
+		}
+	}
+	if rate.Rows != 3 || rate.Tokens != wantTokens || rate.Elapsed <= 0 || rate.RowsPerSecond() <= 0 || rate.TokensPerSecond() <= 0 {
+		t.Errorf("rate %+v (%v), want 3 rows and %d tokens in some time", rate, rate, wantTokens)
+	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			reqs := serve.ScoreRequests(tok, tt.row)

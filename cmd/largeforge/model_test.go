@@ -135,8 +135,12 @@ func TestModelCommands(t *testing.T) {
 	b, _ := json.Marshal(map[string]string{"prompt": ref[0].Prompt, "completion": ref[0].GreedyText})
 	os.WriteFile(rows, []byte(string(b)+"\n"+`{"prompt":"a","chosen":" the dog","rejected":" zq xj"}`+"\n"+`{"text":"Lily"}`+"\n"+`{"nothing":1}`+"\n"), 0o644)
 	scores := filepath.Join(dir, "scores.parquet")
-	if _, err := runCLI(t, ctx, "--log-level", "error", "score", "--model", model, "--input", rows, "--output", scores); err != nil {
+	out, err = runCLI(t, ctx, "--log-level", "error", "score", "--model", model, "--input", rows, "--output", scores)
+	if err != nil {
 		t.Fatal(err)
+	}
+	if !strings.Contains(out, "scored 4 rows into "+scores+" (model: 3 rows, ") || !strings.Contains(out, "rows/s") || !strings.Contains(out, "tokens/s") {
+		t.Errorf("score prints %q, want the rows and its rows/s and tokens/s", out)
 	}
 	res, err := parquet.ReadFile[scoreRow](scores)
 	if err != nil {

@@ -48,7 +48,9 @@ model pushed to lf_models, fetched and verified from --nats into --model-cache. 
 {"prompt","completion"} (only completion tokens count) or {"prompt","chosen","rejected"}
 (logp(chosen), logp(rejected) and dpo_margin). Scores go to a Parquet file (zstd), one row
 per input line, in order, with the score columns of a score job's results.parquet (null
-where a value does not apply); a row that cannot be scored carries an error.`,
+where a value does not apply); a row that cannot be scored carries an error. It prints the
+rows and tokens scored and their rate (rows/s, tokens/s: every prompt and completion token
+through the model).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if dir == "" || input == "" || output == "" {
@@ -59,14 +61,14 @@ where a value does not apply); a row that cannot be scored carries an error.`,
 				return err
 			}
 			defer lm.m.Close()
-			rows, err := scoreFile(cmd.Context(), lm, input, batch)
+			rows, rate, err := scoreFile(cmd.Context(), lm, input, batch)
 			if err != nil {
 				return err
 			}
 			if err := writeScores(output, rows); err != nil {
 				return err
 			}
-			fmt.Printf("scored %d rows into %s\n", len(rows), output)
+			fmt.Printf("scored %d rows into %s (model: %s)\n", len(rows), output, rate)
 			return nil
 		},
 	}
@@ -78,17 +80,21 @@ where a value does not apply); a row that cannot be scored carries an error.`,
 	return cmd
 }
 
-func scoreFile(ctx context.Context, lm *loadedModel, input string, batch int) ([]scoreRow, error) {
+// scoreFile scores input's rows, batch at a time; the rate counts the time
+// in the model alone.
+func scoreFile(ctx context.Context, lm *loadedModel, input string, batch int) ([]scoreRow, serve.ScoreRate, error) {
+	var rate serve.ScoreRate
 	in, err := openIn(input)
 	if err != nil {
-		return nil, err
+		return nil, rate, err
 	}
 	defer in.Close()
 	var rows []scoreRow
 	var pending []schemas.ScoreInput
 	var at []int // the index in rows of each pending input
 	flush := func() error {
-		outs, errs := serve.Score(ctx, lm.m, lm.tok, pending)
+		outs, errs, r := serve.ScoreRated(ctx, lm.m, lm.tok, pending)
+		rate.Add(r)
 		for i, err := range errs {
 			row := &rows[at[i]]
 			switch {
@@ -128,14 +134,15 @@ func scoreFile(ctx context.Context, lm *loadedModel, input string, batch int) ([
 		rows = append(rows, row)
 		if len(pending) >= batch {
 			if err := flush(); err != nil {
-				return nil, err
+				return nil, rate, err
 			}
 		}
 	}
 	if err := sc.Err(); err != nil {
-		return nil, err
+		return nil, rate, err
 	}
-	return rows, flush()
+	err = flush()
+	return rows, rate, err
 }
 
 // scoreKind names a valid row's shape: text, completion or dpo.

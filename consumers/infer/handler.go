@@ -303,7 +303,7 @@ func shortHash(s string) string {
 }
 
 // score runs the batch's score rows together (serve.Score: a row the model
-// refuses fails alone).
+// refuses fails alone) and logs their rate (rows/s, tokens/s).
 func (h *Handler) score(ctx context.Context, items []*item) {
 	rows := make([]schemas.ScoreInput, len(items))
 	for i, it := range items {
@@ -313,8 +313,11 @@ func (h *Handler) score(ctx context.Context, items []*item) {
 	active.Add(float64(len(items)))
 	defer active.Sub(float64(len(items)))
 	t0 := time.Now()
-	outs, errs := serve.Score(ctx, h.s.Model, h.s.Tok, rows)
+	outs, errs, rate := serve.ScoreRated(ctx, h.s.Model, h.s.Tok, rows)
 	lat := time.Since(t0)
+	h.log.Info().Int("rows", rate.Rows).Int("tokens", rate.Tokens).
+		Float64("rows_per_second", rate.RowsPerSecond()).Float64("tokens_per_second", rate.TokensPerSecond()).
+		Msg("score batch")
 	for i, it := range items {
 		switch err := errs[i]; {
 		case serve.Refused(err):

@@ -209,3 +209,24 @@ func KernelGFLOPs(n, reps int) float64 {
 	}
 	return 2 * float64(n*n*n*reps) / time.Since(start).Seconds() / 1e9
 }
+
+// logSumExpPartsGo is the portable logSumExpParts: max(x) and
+// Σ e^(x[i] - max(x)), x unchanged.
+func logSumExpPartsGo(x []float32) (best float32, sum float64) {
+	best = x[0]
+	for _, v := range x {
+		best = max(best, v)
+	}
+	var buf [256]float32
+	for lo := 0; lo < len(x); lo += len(buf) {
+		part := buf[:min(len(buf), len(x)-lo)]
+		for j := range part {
+			part[j] = x[lo+j] - best
+		}
+		expRow(part, part)
+		for _, p := range part {
+			sum += float64(p)
+		}
+	}
+	return best, sum
+}

@@ -3,6 +3,7 @@
 package model
 
 import (
+	"math"
 	"unsafe"
 
 	"golang.org/x/sys/cpu"
@@ -33,4 +34,32 @@ func block4x16(k int, x []float32, ldx int, w []float32, ldw int, y []float32, l
 		a = 1
 	}
 	gemm4x16(k, unsafe.SliceData(x), ldx, unsafe.SliceData(w), ldw, unsafe.SliceData(y), ldy, a)
+}
+
+// expSum8 and max8 are the AVX2/FMA loops of kernel_exp_amd64.s, over n
+// values (a positive multiple of 8).
+//
+//go:noescape
+func expSum8(x *float32, n int, shift float32) float64
+
+//go:noescape
+func max8(x *float32, n int) float32
+
+// logSumExpParts returns max(x) and Σ e^(x[i] - max(x)), x unchanged: the
+// parts of a log-softmax. Eight values at a time where the CPU has AVX2
+// (exp's relative error about 1e-7, summed in float64).
+func logSumExpParts(x []float32) (best float32, sum float64) {
+	n8 := len(x) &^ 7
+	if !haveSIMDKernel || n8 == 0 {
+		return logSumExpPartsGo(x)
+	}
+	best = max8(unsafe.SliceData(x), n8)
+	for _, v := range x[n8:] {
+		best = max(best, v)
+	}
+	sum = expSum8(unsafe.SliceData(x), n8, best)
+	for _, v := range x[n8:] {
+		sum += math.Exp(float64(v - best))
+	}
+	return best, sum
 }

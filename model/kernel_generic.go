@@ -8,3 +8,5 @@ var haveSIMDKernel = false
 func block4x16(k int, x []float32, ldx int, w []float32, ldw int, y []float32, ldy int, add bool) {
 	block4x16Go(k, x, ldx, w, ldw, y, ldy, add)
 }
+
+func logSumExpParts(x []float32) (float32, float64) { return logSumExpPartsGo(x) }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 	"time"
 )
@@ -104,4 +105,36 @@ func withPortableKernel(t *testing.T, f func()) {
 	haveSIMDKernel = false
 	defer func() { haveSIMDKernel = saved }()
 	f()
+}
+
+// TestLogSumExpParts holds the parts of a log-softmax (AVX2 where the CPU
+// has it, and the portable form) to float64's: rows of every length mod 8,
+// shorter than 8, with values far below their maximum.
+func TestLogSumExpParts(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	for _, n := range []int{1, 3, 7, 8, 9, 15, 16, 17, 100, 32000, 32003} {
+		x := make([]float32, n)
+		for i := range x {
+			x[i] = float32(rng.NormFloat64() * 8)
+		}
+		x[rng.IntN(n)] = -200 // e^(x-max) below float32's range
+		wantBest := x[0]
+		for _, v := range x {
+			wantBest = max(wantBest, v)
+		}
+		var wantSum float64
+		for _, v := range x {
+			wantSum += math.Exp(float64(v) - float64(wantBest))
+		}
+		for name, f := range map[string]func([]float32) (float32, float64){"logSumExpParts": logSumExpParts, "logSumExpPartsGo": logSumExpPartsGo} {
+			before := slices.Clone(x)
+			best, sum := f(x)
+			if best != wantBest || math.Abs(sum-wantSum) > 1e-6*wantSum {
+				t.Errorf("%s, %d values: %v, %v; want %v, %v", name, n, best, sum, wantBest, wantSum)
+			}
+			if !slices.Equal(x, before) {
+				t.Errorf("%s changed its input", name)
+			}
+		}
+	}
 }

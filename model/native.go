@@ -443,9 +443,8 @@ func (d *nativeDecoder) headLogprobs(hs []float32, next []int) []float64 {
 			d.lmHead.mulOn(logits, hs[r0*e:r1*e], r1-r0, nil, false)
 			for r := r0; r < r1; r++ {
 				row := logits[(r-r0)*v : (r-r0+1)*v]
-				picked := row[next[r]]
-				best, sum := shiftedExp(row, row)
-				out[r] = float64(picked-best) - math.Log(sum)
+				best, sum := logSumExpParts(row)
+				out[r] = float64(row[next[r]]-best) - math.Log(sum)
 			}
 		}
 	})

@@ -2,7 +2,14 @@ package train
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
 	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -13,15 +20,20 @@ import (
 	"github.com/gomlx/gomlx/pkg/core/tensors"
 
 	"github.com/largeforge/largeforge/internal/testenv"
+	"github.com/largeforge/largeforge/model"
 	"github.com/largeforge/largeforge/model/checkpoint"
 	"github.com/largeforge/largeforge/schemas"
 )
 
 // Training benchmarks print tokens/s, the GFLOP/s they achieve and, beside
-// them, the backend's own large-matmul GFLOP/s measured in the same run
-// (right after each timing: the machine's load varies). Run with
-// `make bench` (-benchtime 1x: one timed optimizer step after a compiling
-// one).
+// them, the large-matmul GFLOP/s of what the engine computes with (the
+// native kernels' 1024³ rate for the native engine, the backend's for the
+// graph one) measured in the same run right after each timing (the
+// machine's load varies), the process's peak RSS, the CPU and thread
+// count, and PyTorch's figure on the same shapes and threads
+// (testdata/peer_train.py, Debian's python3-torch; said so when it is not
+// installed). Run with `make bench` (-benchtime 1x: one timed optimizer
+// step after a compiling one).
 //
 // Achieved GFLOP/s counts the products with weights only (attention
 // scores and element-wise work are left out, as in the usual 6·N·T):
@@ -97,6 +109,7 @@ func matmulParams(c checkpoint.Config) int {
 // benchTrain times optimizer steps of benchRows rows of benchSeq tokens
 // (full or LoRA) and reports tokens/s and GFLOP/s beside the matmul rate.
 func benchTrain(b *testing.B, name string, lora bool, opts ...Option) {
+	_ = os.WriteFile("/proc/self/clear_refs", []byte("5"), 0) // the peak RSS from here on
 	ck := benchCheckpoint(b, name)
 	cfg := schemas.DefaultTrainingConfig()
 	cfg.ModelName, cfg.BF16 = name, false
@@ -143,16 +156,102 @@ func benchTrain(b *testing.B, name string, lora bool, opts ...Option) {
 		flopsPerToken, formula = 4*n+6*float64(tr.NumParameters()), "(4·N+6·N_adapter)·T"
 	}
 	gf := flopsPerToken * tokS / 1e9
-	rate := matmulGFLOPs(b, tr.be)
+	rate, rateOf := 0.0, "the native kernels'"
+	if tr.native != nil {
+		rate = model.KernelGFLOPs(1024, 3)
+	} else {
+		rate, rateOf = matmulGFLOPs(b, tr.be), "the backend's"
+	}
+	rss := peakRSSMiB()
 	b.ReportMetric(tokS, "tokens/s")
 	b.ReportMetric(gf, "GFLOP/s")
 	b.ReportMetric(rate, "matmul-GFLOP/s")
+	b.ReportMetric(rss, "peak-RSS-MiB")
 	kind := "full"
 	if lora {
 		kind = "LoRA"
 	}
-	b.Logf("%s %s training on the %s engine, %dx%d tokens/step: %.0f tokens/s, %.2f GFLOP/s (%s, N=%.0f) = %.0f%% of the backend's matmul 1024^3 %.2f GFLOP/s",
-		name, kind, tr.engine, benchRows, benchSeq, tokS, gf, formula, n, 100*gf/rate, rate)
+	b.Logf("%s %s training on the %s engine, %dx%d tokens/step, %s, %d threads: %.0f tokens/s, %.2f GFLOP/s (%s, N=%.0f) = %.0f%% of %s matmul 1024^3 %.2f GFLOP/s; peak RSS %.0f MiB",
+		name, kind, tr.engine, benchRows, benchSeq, cpuName(), runtime.GOMAXPROCS(0), tokS, gf, formula, n, 100*gf/rate, rateOf, rate, rss)
+	b.Log(peerTrain(b, ck.Config, lora))
+}
+
+// peakRSSMiB is the process's peak resident set (VmHWM) in MiB, since
+// benchTrain reset it.
+func peakRSSMiB() float64 {
+	data, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 64)
+			return kb / 1024
+		}
+	}
+	return 0
+}
+
+// cpuName is /proc/cpuinfo's first model name.
+func cpuName() string {
+	data, _ := os.ReadFile("/proc/cpuinfo")
+	for _, line := range strings.Split(string(data), "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "unknown CPU"
+}
+
+// peerTrain runs testdata/peer_train.py (PyTorch) on cfg's shape at
+// benchRows x benchSeq with GOMAXPROCS threads, full or LoRA as DefaultLoraConfig
+// (r, alpha 2r, on q, k, v, o), and describes its figure; without torch it
+// says so. LF_BENCH_PEER_STEPS sets its timed steps (3).
+func peerTrain(b *testing.B, cfg checkpoint.Config, lora bool) string {
+	b.Helper()
+	python := torchPython()
+	if python == "" {
+		return "PyTorch peer: not run, no python3 with torch (Debian's python3-torch) installed"
+	}
+	steps := 3
+	if v, err := strconv.Atoi(os.Getenv("LF_BENCH_PEER_STEPS")); err == nil && v > 0 {
+		steps = v
+	}
+	tied := 0
+	if cfg.TieWordEmbeddings {
+		tied = 1
+	}
+	args := []string{"testdata/peer_train.py", "--threads", strconv.Itoa(runtime.GOMAXPROCS(0)),
+		"--rows", strconv.Itoa(benchRows), "--seq", strconv.Itoa(benchSeq), "--steps", strconv.Itoa(steps),
+		"--vocab", strconv.Itoa(cfg.VocabSize), "--hidden", strconv.Itoa(cfg.HiddenSize),
+		"--inter", strconv.Itoa(cfg.IntermediateSize), "--layers", strconv.Itoa(cfg.NumLayers),
+		"--heads", strconv.Itoa(cfg.NumHeads), "--kv-heads", strconv.Itoa(cfg.NumKVHeads),
+		"--head-dim", strconv.Itoa(cfg.HeadDim), "--tied", strconv.Itoa(tied),
+		"--eps", strconv.FormatFloat(cfg.RMSNormEps, 'g', -1, 64), "--rope-theta", strconv.FormatFloat(cfg.RopeTheta, 'g', -1, 64)}
+	if lora {
+		lc := schemas.DefaultLoraConfig()
+		targets := make([]string, len(lc.TargetModules))
+		for i, m := range lc.TargetModules {
+			targets[i] = strings.TrimSuffix(m, "_proj")
+		}
+		args = append(args, "--lora-r", strconv.Itoa(lc.R), "--lora-targets", strings.Join(targets, ","))
+	}
+	out, err := exec.Command(python, args...).Output()
+	if err != nil {
+		b.Fatalf("peer %v: %v", args, err)
+	}
+	var r struct {
+		TokensPerS float64 `json:"tokens_per_s"`
+		Threads    int     `json:"threads"`
+		Torch      string  `json:"torch"`
+		Mode       string  `json:"mode"`
+		Linear     string  `json:"linear"`
+	}
+	if err := json.Unmarshal(out, &r); err != nil {
+		b.Fatalf("peer output %q: %v", out, err)
+	}
+	b.ReportMetric(r.TokensPerS, "peer-tokens/s")
+	return fmt.Sprintf("PyTorch %s peer, %s, %s linear, %d threads, same shapes: %.0f tokens/s", r.Torch, r.Mode, r.Linear, r.Threads, r.TokensPerS)
 }
 
 func BenchmarkTrainStories260KFull(b *testing.B) { benchTrain(b, "stories260K", false) }

@@ -11,6 +11,8 @@ import (
 // Backward adds to grads (NewGrads' shape) the gradient of Σ seed[t]·logp[t]
 // over the batch's positions [Rows*Len], where logp[t] is log p(target) of
 // a position with a non-zero weight (the seed of the others is ignored).
+// A nil tensor of grads is frozen: its gradient is not computed (LoRA's
+// base weights), only the gradient flowing through it.
 // The summed negative log-likelihood of SFT has seed −Weights; DPO's
 // seeds weigh each row by its preference term. A pass runs Backward once:
 // it consumes the saved probabilities.
@@ -70,6 +72,9 @@ func (p *TrainPass) Backward(ctx context.Context, seed []float32, grads *checkpo
 		linearBack(&pb, dh, gw.V, gw.VBias, dv, a.h1, lw.V, T, eDim, kvd, true)
 		rmsNormBack(dx, gw.AttnNorm, dh, a.xIn, a.inv1, lw.AttnNorm, T, eDim)
 	}
+	if grads.Embed == nil {
+		return nil
+	}
 	for t, id := range p.b.Tokens {
 		addTo(grads.Embed[int(id)*eDim:(int(id)+1)*eDim], dx[t*eDim:(t+1)*eDim])
 	}
@@ -77,11 +82,13 @@ func (p *TrainPass) Backward(ctx context.Context, seed []float32, grads *checkpo
 }
 
 // linearBack is the backward pass of y [T, out] = x [T, in] · wᵀ + bias:
-// dx = dy·w (added to dx's values when addX), dw += dyᵀ·x, dbias += Σ dy
-// (when not empty).
+// dx = dy·w (added to dx's values when addX), dw += dyᵀ·x (when not nil:
+// a frozen weight has none), dbias += Σ dy (when not empty).
 func linearBack(pb *packBuf, dx, dw, dbias, dy, x, w []float32, T, in, out int, addX bool) {
 	pb.mulNN(dx, in, dy, out, w, in, T, out, in, addX, true)
-	pb.mulTN(dw, in, dy, out, x, in, out, T, in, true, true)
+	if dw != nil {
+		pb.mulTN(dw, in, dy, out, x, in, out, T, in, true, true)
+	}
 	if len(dbias) > 0 {
 		for t := range T {
 			addTo(dbias, dy[t*out:(t+1)*out])

@@ -235,3 +235,36 @@ func TestTrainEngineRefusesBadInput(t *testing.T) {
 		t.Fatalf("NewTrainEngine(max 0): %v, want %v", err, ErrInvalidOption)
 	}
 }
+
+// TestTrainEngineFrozenTensors: tensors left nil in the gradients are
+// frozen (no gradient computed, no panic), and the gradients of the others
+// are exactly those of a pass that computes every one: LoRA's frozen base.
+func TestTrainEngineFrozenTensors(t *testing.T) {
+	for _, tied := range []bool{false, true} {
+		cfg := smallTrainConfig(t, func(c *checkpoint.Config) { c.TieWordEmbeddings, c.AttentionBias = tied, true })
+		e, err := NewTrainEngine(cfg, 16)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w := randomWeights(t, cfg, 3)
+		b := randomBatch(rand.New(rand.NewPCG(1, 2)), cfg.VocabSize, 10, []int{9, 6})
+		full, part := e.NewGrads(), e.NewGrads()
+		part.Embed, part.LMHead, part.FinalNorm = nil, nil, nil
+		for l := range part.Layers {
+			lw := &part.Layers[l]
+			lw.AttnNorm, lw.MLPNorm, lw.K, lw.Gate, lw.Up, lw.Down, lw.KBias, lw.OBias = nil, nil, nil, nil, nil, nil, nil, nil
+		}
+		trainLoss(t, e, w, b, full)
+		trainLoss(t, e, w, b, part)
+		for l := range part.Layers {
+			pw, fw := &part.Layers[l], &full.Layers[l]
+			for _, pair := range [][2][]float32{{pw.Q, fw.Q}, {pw.V, fw.V}, {pw.O, fw.O}, {pw.QBias, fw.QBias}, {pw.VBias, fw.VBias}} {
+				for i := range pair[1] {
+					if pair[0][i] != pair[1][i] {
+						t.Fatalf("tied %v layer %d: gradient [%d] %v with frozen tensors, %v without", tied, l, i, pair[0][i], pair[1][i])
+					}
+				}
+			}
+		}
+	}
+}

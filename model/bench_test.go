@@ -146,20 +146,46 @@ func benchRows(m *Model, n, length int) [][]int {
 // nativeMatmulGFLOPs measures the native kernels' float32 rate on the same
 // large square product as backendMatmulGFLOPs.
 func nativeMatmulGFLOPs() float64 {
-	const n = 1024
+	k := newKernelClock()
+	for range 3 {
+		k.tick()
+	}
+	return k.gflops()
+}
+
+// kernelClock times the native kernels' 1024^3 product, one at a time, so
+// that a benchmark can interleave it with its own timings: on a machine
+// other work loads, both then see the same load.
+type kernelClock struct {
+	p    *packedMatrix
+	x, y []float32
+	took time.Duration
+	n    int
+}
+
+const kernelClockN = 1024
+
+func newKernelClock() *kernelClock {
+	const n = kernelClockN
 	x := make([]float32, n*n)
 	for i := range x {
 		x[i] = float32(i%7) * 0.01
 	}
-	p := packMatrix(x, n, n)
-	y := make([]float32, n*n)
-	p.mul(y, x, n, nil) // warm up
-	reps := 3
-	start := time.Now()
-	for range reps {
-		p.mul(y, x, n, nil)
-	}
-	return 2 * n * n * n * float64(reps) / time.Since(start).Seconds() / 1e9
+	k := &kernelClock{p: packMatrix(x, n, n), x: x, y: make([]float32, n*n)}
+	k.p.mul(k.y, k.x, n, nil) // warm up
+	return k
+}
+
+// tick times one product.
+func (k *kernelClock) tick() {
+	t0 := time.Now()
+	k.p.mul(k.y, k.x, kernelClockN, nil)
+	k.took += time.Since(t0)
+	k.n++
+}
+
+func (k *kernelClock) gflops() float64 {
+	return 2 * kernelClockN * kernelClockN * kernelClockN * float64(k.n) / k.took.Seconds() / 1e9
 }
 
 // benchDecode times prefill or decode on both engines. Each reports its
@@ -381,13 +407,17 @@ func BenchmarkPrefillLong(b *testing.B) {
 	}
 	run() // warm up
 	reps := benchEnvInt("LF_BENCH_PREFILL_REPS", 5)
+	clock := newKernelClock()
 	b.ResetTimer()
 	var took time.Duration
 	for range b.N * reps {
 		took += run()
+		b.StopTimer()
+		clock.tick() // the kernels' rate under the same load, between the timings
+		b.StartTimer()
 	}
 	b.StopTimer()
-	rate := nativeMatmulGFLOPs()
+	rate := clock.gflops()
 	_, peer := peerFigure(b, m.cfg, "prefill", "--batch", strconv.Itoa(longBatch), "--seq", strconv.Itoa(longPrompt))
 	tps := float64(longBatch*longPrompt*b.N*reps) / took.Seconds()
 	// Every layer for every token, the LM head for each row's last token.
@@ -414,18 +444,26 @@ func BenchmarkScore(b *testing.B) {
 	if _, err := m.Score(ctx, reqs[:min(n, 8)]); err != nil { // warm up
 		b.Fatal(err)
 	}
+	clock := newKernelClock()
 	peakRSS()
 	b.ResetTimer()
-	t0 := time.Now()
+	var took time.Duration
 	for range b.N {
-		if _, err := m.Score(ctx, reqs); err != nil {
-			b.Fatal(err)
+		// Calls of 256 rows, the kernels' rate timed between them.
+		for lo := 0; lo < n; lo += 256 {
+			t0 := time.Now()
+			if _, err := m.Score(ctx, reqs[lo:min(lo+256, n)]); err != nil {
+				b.Fatal(err)
+			}
+			took += time.Since(t0)
+			b.StopTimer()
+			clock.tick()
+			b.StartTimer()
 		}
 	}
-	took := time.Since(t0)
 	b.StopTimer()
 	rss := peakRSS()
-	rate := nativeMatmulGFLOPs()
+	rate := clock.gflops()
 	_, peer := peerFigure(b, m.cfg, "score", "--rows", strconv.Itoa(min(n, 256)), "--batch", "8", "--seq", strconv.Itoa(longPrompt))
 	rps := float64(n*b.N) / took.Seconds()
 	tps := rps * longPrompt

@@ -164,12 +164,9 @@ func New(cfg schemas.TrainingConfig, ck *checkpoint.Checkpoint, opts ...Option) 
 		t.vel = append(t.vel, tensors.FromShape(shapes.Make(dtypes.Float32, vs...)))
 		t.decay = append(t.decay, !strings.HasSuffix(n, "norm.weight") && !strings.HasSuffix(n, ".bias"))
 	}
-	if t.engine, err = resolveEngine(o.engine, bname, o.lora != nil); err != nil {
-		be.Finalize()
-		return nil, err
-	}
+	t.engine = resolveEngine(o.engine, bname)
 	if t.engine == schemas.TrainEngineNative {
-		if t.native, err = newNativeSFT(mcfg, maxLen); err != nil {
+		if t.native, err = t.newNative(); err != nil {
 			be.Finalize()
 			return nil, err
 		}
@@ -284,26 +281,39 @@ func (t *Trainer) modelNodesDrop(g *Graph, dropout bool) (*model.Weights, []*Nod
 	return t.bind(base, cos, sin), list
 }
 
-// dropMaskArgs are the lora_dropout masks of micro-batch micro of optimizer
-// step step (nil without dropout): 0 with probability lora_dropout, else
-// 1/(1-lora_dropout), from the seed, the step and the micro-batch only (a
-// resumed run draws the same masks).
-func (t *Trainer) dropMaskArgs(step, micro int) []any {
+// dropMasks are the lora_dropout masks of micro-batch micro of optimizer
+// step step (nil without dropout), one per adapter over its input
+// features: 0 with probability lora_dropout, else 1/(1-lora_dropout), from
+// the seed, the step and the micro-batch only (a resumed run draws the
+// same masks).
+func (t *Trainer) dropMasks(step, micro int) [][]float32 {
 	if t.lora == nil || !t.lora.dropout() {
 		return nil
 	}
 	p := t.lora.cfg.LoraDropout
 	rng := rand.New(rand.NewPCG(uint64(t.opts.seed), uint64(step)<<20|uint64(micro)<<1|1))
-	out := make([]any, 0, len(t.lora.adapters))
+	out := make([][]float32, 0, len(t.lora.adapters))
 	for _, a := range t.lora.adapters {
-		in := a.in
-		m := make([]float32, in)
+		m := make([]float32, a.in)
 		for j := range m {
 			if rng.Float64() >= p {
 				m[j] = float32(1 / (1 - p))
 			}
 		}
-		out = append(out, tensors.FromFlatDataAndDimensions(m, in))
+		out = append(out, m)
+	}
+	return out
+}
+
+// dropMaskArgs are dropMasks as the graphs' parameters (nil without dropout).
+func (t *Trainer) dropMaskArgs(step, micro int) []any {
+	masks := t.dropMasks(step, micro)
+	if masks == nil {
+		return nil
+	}
+	out := make([]any, len(masks))
+	for i, m := range masks {
+		out[i] = tensors.FromFlatDataAndDimensions(m, len(m))
 	}
 	return out
 }

@@ -230,3 +230,14 @@ func logSumExpPartsGo(x []float32) (best float32, sum float64) {
 	}
 	return best, sum
 }
+
+// siluMulGo is the portable siluMul: a[i] = g[i] / (1 + e^-g[i]) · u[i].
+func siluMulGo(a, g, u []float32) {
+	for j, gv := range g[:len(a)] {
+		a[j] = -gv
+	}
+	expRow(a, a)
+	for j, gv := range g[:len(a)] {
+		a[j] = gv / (1 + a[j]) * u[j]
+	}
+}

@@ -45,6 +45,20 @@ func expSum8(x *float32, n int, shift float32) float64
 //go:noescape
 func max8(x *float32, n int) float32
 
+//go:noescape
+func siluMul8(a, gate, up *float32, n int)
+
+// siluMul sets a[i] = SiLU(g[i])·u[i] = g[i] / (1 + e^-g[i]) · u[i], eight
+// values at a time where the CPU has AVX2.
+func siluMul(a, g, u []float32) {
+	n8 := len(a) &^ 7
+	if haveSIMDKernel && n8 > 0 {
+		_, _ = g[len(a)-1], u[len(a)-1]
+		siluMul8(unsafe.SliceData(a), unsafe.SliceData(g), unsafe.SliceData(u), n8)
+	}
+	siluMulGo(a[n8:], g[n8:], u[n8:])
+}
+
 // logSumExpParts returns max(x) and Σ e^(x[i] - max(x)), x unchanged: the
 // parts of a log-softmax. Eight values at a time where the CPU has AVX2
 // (exp's relative error about 1e-7, summed in float64).

@@ -125,6 +125,16 @@ DATA expBias<>+24(SB)/4, $0x0000007f
 DATA expBias<>+28(SB)/4, $0x0000007f
 GLOBL expBias<>(SB), RODATA|NOPTR, $32
 
+DATA expHigh<>+0(SB)/4, $0x42b0999a
+DATA expHigh<>+4(SB)/4, $0x42b0999a
+DATA expHigh<>+8(SB)/4, $0x42b0999a
+DATA expHigh<>+12(SB)/4, $0x42b0999a
+DATA expHigh<>+16(SB)/4, $0x42b0999a
+DATA expHigh<>+20(SB)/4, $0x42b0999a
+DATA expHigh<>+24(SB)/4, $0x42b0999a
+DATA expHigh<>+28(SB)/4, $0x42b0999a
+GLOBL expHigh<>(SB), RODATA|NOPTR, $32
+
 // func expSum8(x *float32, n int, shift float32) float64
 //
 // Σ e^(x[i]-shift) for i < n (n a multiple of 8; each x[i]-shift <= 0, as
@@ -201,5 +211,51 @@ mloop:
 	VPERMILPS    $0xb1, X0, X1
 	VMAXPS       X1, X0, X0
 	MOVSS        X0, ret+16(FP)
+	VZEROUPPER
+	RET
+
+// func siluMul8(a, gate, up *float32, n int)
+//
+// a[i] = gate[i] / (1 + e^-gate[i]) * up[i] for i < n (a positive multiple of 8):
+// SwiGLU's SiLU(gate)·up, e^ as in expSum8 (clamped to float32's range).
+TEXT ·siluMul8(SB), NOSPLIT, $0-32
+	MOVQ         a+0(FP), DI
+	MOVQ         gate+8(FP), SI
+	MOVQ         up+16(FP), DX
+	MOVQ         n+24(FP), CX
+	VXORPS       Y15, Y15, Y15
+	SHRQ         $3, CX
+
+sloop:
+	VMOVUPS      (SI), Y6
+	VSUBPS       Y6, Y15, Y0
+	VMAXPS       expLow<>(SB), Y0, Y0
+	VMINPS       expHigh<>(SB), Y0, Y0
+	VMULPS       expLog2e<>(SB), Y0, Y1
+	VROUNDPS     $0, Y1, Y1
+	VFNMADD231PS expLn2Hi<>(SB), Y1, Y0
+	VFNMADD231PS expLn2Lo<>(SB), Y1, Y0
+	VMOVUPS      expP0<>(SB), Y3
+	VFMADD213PS  expP1<>(SB), Y0, Y3
+	VFMADD213PS  expP2<>(SB), Y0, Y3
+	VFMADD213PS  expP3<>(SB), Y0, Y3
+	VFMADD213PS  expP4<>(SB), Y0, Y3
+	VFMADD213PS  expP5<>(SB), Y0, Y3
+	VMULPS       Y0, Y0, Y4
+	VFMADD213PS  Y0, Y4, Y3
+	VADDPS       expOne<>(SB), Y3, Y3
+	VCVTPS2DQ    Y1, Y5
+	VPADDD       expBias<>(SB), Y5, Y5
+	VPSLLD       $23, Y5, Y5
+	VMULPS       Y5, Y3, Y3
+	VADDPS       expOne<>(SB), Y3, Y3
+	VDIVPS       Y3, Y6, Y6
+	VMULPS       (DX), Y6, Y6
+	VMOVUPS      Y6, (DI)
+	ADDQ         $32, SI
+	ADDQ         $32, DX
+	ADDQ         $32, DI
+	DECQ         CX
+	JNZ          sloop
 	VZEROUPPER
 	RET

@@ -10,3 +10,5 @@ func block4x16(k int, x []float32, ldx int, w []float32, ldw int, y []float32, l
 }
 
 func logSumExpParts(x []float32) (float32, float64) { return logSumExpPartsGo(x) }
+
+func siluMul(a, g, u []float32) { siluMulGo(a, g, u) }

@@ -138,3 +138,28 @@ func TestLogSumExpParts(t *testing.T) {
 		}
 	}
 }
+
+// TestSiluMul holds SwiGLU's SiLU(g)·u (AVX2 where the CPU has it, and the
+// portable form) to float64's, gates from -100 to 100 and lengths of every
+// remainder mod 8.
+func TestSiluMul(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	for _, n := range []int{1, 7, 8, 13, 768, 1003} {
+		g, u := make([]float32, n), make([]float32, n)
+		for i := range g {
+			g[i], u[i] = float32(rng.NormFloat64()*6), float32(rng.NormFloat64())
+		}
+		g[0], g[n-1] = -100, 100
+		for name, f := range map[string]func(a, g, u []float32){"siluMul": siluMul, "siluMulGo": siluMulGo} {
+			a := make([]float32, n)
+			f(a, g, u)
+			for i := range a {
+				x := float64(g[i])
+				want := x / (1 + math.Exp(-x)) * float64(u[i])
+				if d := math.Abs(float64(a[i]) - want); d > 1e-6*(math.Abs(want)+1e-30) && d > 1e-30 {
+					t.Fatalf("%s, %d values: a[%d] = %v, want %v (g %v, u %v)", name, n, i, a[i], want, g[i], u[i])
+				}
+			}
+		}
+	}
+}

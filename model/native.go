@@ -365,15 +365,7 @@ func (s *nativeState) run(items []nativeItem, w int, parallel bool) []float32 {
 		lw.gateUp.mulOn(gu, h, n, nil, parallel)
 		parallelRows(parallel, n, n*inter, func(lo, hi int) {
 			for i := lo; i < hi; i++ {
-				g, u := gu[i*2*inter:i*2*inter+inter], gu[i*2*inter+inter:(i+1)*2*inter]
-				a := act[i*inter : (i+1)*inter]
-				for j, gv := range g {
-					a[j] = -gv
-				}
-				expRow(a, a)
-				for j, gv := range g {
-					a[j] = gv / (1 + a[j]) * u[j]
-				}
+				siluMul(act[i*inter:(i+1)*inter], gu[i*2*inter:i*2*inter+inter], gu[i*2*inter+inter:(i+1)*2*inter])
 			}
 		})
 		lw.down.mulOn(h, act, n, nil, parallel)

@@ -135,6 +135,29 @@ DATA expHigh<>+24(SB)/4, $0x42b0999a
 DATA expHigh<>+28(SB)/4, $0x42b0999a
 GLOBL expHigh<>(SB), RODATA|NOPTR, $32
 
+// EXP8 sets Y3 = e^Y0 for Y0 within float32's range of e^ (clamped by the
+// caller): n = round(x·log2e), r = x - n·ln2 (in two parts), e^r by the
+// Cephes polynomial, times 2^n built in the exponent bits. Clobbers Y0, Y1,
+// Y4, Y5.
+#define EXP8 \
+	VMULPS expLog2e<>(SB), Y0, Y1; \
+	VROUNDPS $0, Y1, Y1; \
+	VFNMADD231PS expLn2Hi<>(SB), Y1, Y0; \
+	VFNMADD231PS expLn2Lo<>(SB), Y1, Y0; \
+	VMOVUPS expP0<>(SB), Y3; \
+	VFMADD213PS expP1<>(SB), Y0, Y3; \
+	VFMADD213PS expP2<>(SB), Y0, Y3; \
+	VFMADD213PS expP3<>(SB), Y0, Y3; \
+	VFMADD213PS expP4<>(SB), Y0, Y3; \
+	VFMADD213PS expP5<>(SB), Y0, Y3; \
+	VMULPS Y0, Y0, Y4; \
+	VFMADD213PS Y0, Y4, Y3; \
+	VADDPS expOne<>(SB), Y3, Y3; \
+	VCVTPS2DQ Y1, Y5; \
+	VPADDD expBias<>(SB), Y5, Y5; \
+	VPSLLD $23, Y5, Y5; \
+	VMULPS Y5, Y3, Y3
+
 // func expSum8(x *float32, n int, shift float32) float64
 //
 // Σ e^(x[i]-shift) for i < n (n a multiple of 8; each x[i]-shift <= 0, as
@@ -153,23 +176,7 @@ loop:
 	VMOVUPS      (SI), Y0
 	VSUBPS       Y15, Y0, Y0
 	VMAXPS       expLow<>(SB), Y0, Y0
-	VMULPS       expLog2e<>(SB), Y0, Y1
-	VROUNDPS     $0, Y1, Y1
-	VFNMADD231PS expLn2Hi<>(SB), Y1, Y0
-	VFNMADD231PS expLn2Lo<>(SB), Y1, Y0
-	VMOVUPS      expP0<>(SB), Y3
-	VFMADD213PS  expP1<>(SB), Y0, Y3
-	VFMADD213PS  expP2<>(SB), Y0, Y3
-	VFMADD213PS  expP3<>(SB), Y0, Y3
-	VFMADD213PS  expP4<>(SB), Y0, Y3
-	VFMADD213PS  expP5<>(SB), Y0, Y3
-	VMULPS       Y0, Y0, Y4
-	VFMADD213PS  Y0, Y4, Y3
-	VADDPS       expOne<>(SB), Y3, Y3
-	VCVTPS2DQ    Y1, Y5
-	VPADDD       expBias<>(SB), Y5, Y5
-	VPSLLD       $23, Y5, Y5
-	VMULPS       Y5, Y3, Y3
+	EXP8
 	VCVTPS2PD    X3, Y7
 	VEXTRACTF128 $1, Y3, X8
 	VCVTPS2PD    X8, Y8
@@ -231,23 +238,7 @@ sloop:
 	VSUBPS       Y6, Y15, Y0
 	VMAXPS       expLow<>(SB), Y0, Y0
 	VMINPS       expHigh<>(SB), Y0, Y0
-	VMULPS       expLog2e<>(SB), Y0, Y1
-	VROUNDPS     $0, Y1, Y1
-	VFNMADD231PS expLn2Hi<>(SB), Y1, Y0
-	VFNMADD231PS expLn2Lo<>(SB), Y1, Y0
-	VMOVUPS      expP0<>(SB), Y3
-	VFMADD213PS  expP1<>(SB), Y0, Y3
-	VFMADD213PS  expP2<>(SB), Y0, Y3
-	VFMADD213PS  expP3<>(SB), Y0, Y3
-	VFMADD213PS  expP4<>(SB), Y0, Y3
-	VFMADD213PS  expP5<>(SB), Y0, Y3
-	VMULPS       Y0, Y0, Y4
-	VFMADD213PS  Y0, Y4, Y3
-	VADDPS       expOne<>(SB), Y3, Y3
-	VCVTPS2DQ    Y1, Y5
-	VPADDD       expBias<>(SB), Y5, Y5
-	VPSLLD       $23, Y5, Y5
-	VMULPS       Y5, Y3, Y3
+	EXP8
 	VADDPS       expOne<>(SB), Y3, Y3
 	VDIVPS       Y3, Y6, Y6
 	VMULPS       (DX), Y6, Y6

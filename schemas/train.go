@@ -42,10 +42,10 @@ type RunConfig struct {
 	// PromptTemplate renders Alpaca records: PromptTemplateAlpaca (the
 	// default) or PromptTemplateChat (the model's chat template).
 	PromptTemplate string `json:"prompt_template"`
-	// Engine computes the SFT forward and backward passes, full or LoRA:
-	// TrainEngineNative (the CPU kernels, the optimizer step on the CPU;
-	// the default on the pure Go backend) or TrainEngineGraph (GoMLX
-	// graphs; the default on XLA, and what DPO runs on whichever is set).
+	// Engine computes the forward and backward passes of SFT and DPO, full
+	// or LoRA: TrainEngineNative (the CPU kernels, the optimizer step on
+	// the CPU; the default on the pure Go backend) or TrainEngineGraph
+	// (GoMLX graphs; the default on XLA).
 	Engine   string         `json:"engine,omitempty"`
 	Training TrainingConfig `json:"-"`
 	// LoRA, when the yaml has a lora: section (§2.2 fields with their

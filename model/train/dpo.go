@@ -2,6 +2,7 @@ package train
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"time"
@@ -139,22 +140,12 @@ func (t *Trainer) TrainDPO(ctx context.Context, pairs []DPOPair, beta float64) (
 	ref := make([][2]float32, len(pairs))
 	for lo := 0; lo < len(pairs); lo += rows {
 		hi := min(lo+rows, len(pairs))
-		b := t.pairBatch(pairs[lo:hi], rows)
-		g, err := t.seqLogpGraph(b.Rows, b.Len)
-		if err != nil {
-			return Result{}, DPOStats{}, err
-		}
-		out, err := run(g, append(t.modelArgs(), t.batchArgs(b)...)...)
-		if err != nil {
-			return Result{}, DPOStats{}, err
-		}
-		v, err := tensors.CopyFlatData[float32](out[0])
-		_ = out[0].FinalizeAll()
+		v, err := t.seqLogps(ctx, t.pairBatch(pairs[lo:hi], rows))
 		if err != nil {
 			return Result{}, DPOStats{}, err
 		}
 		for i := range hi - lo {
-			ref[lo+i] = [2]float32{v[i], v[rows+i]}
+			ref[lo+i] = [2]float32{float32(v[i]), float32(v[rows+i])}
 		}
 	}
 	plan := t.PlanFor(len(pairs))
@@ -168,10 +159,11 @@ func (t *Trainer) TrainDPO(ctx context.Context, pairs []DPOPair, beta float64) (
 	accum := t.cfg.GradientAccumulationSteps
 	start := time.Now()
 	var (
-		res   Result
-		st    DPOStats
-		win   [5]float64 // loss, chosen, rejected, correct, pairs
-		total float64
+		frozen [][]float32
+		res    Result
+		st     DPOStats
+		win    [5]float64 // loss, chosen, rejected, correct, pairs
+		total  float64
 	)
 	for epoch := range t.cfg.NumEpochs {
 		order := EpochOrder(t.opts.seed, epoch, len(pairs))
@@ -182,8 +174,16 @@ func (t *Trainer) TrainDPO(ctx context.Context, pairs []DPOPair, beta float64) (
 			if err := ctx.Err(); err != nil {
 				return res, st, err
 			}
-			var acc []*tensors.Tensor
-			var n, stepLoss float64
+			var (
+				acc         []*tensors.Tensor
+				params      [][]float32
+				n, stepLoss float64
+			)
+			if t.native != nil {
+				if params, frozen, err = t.nativeValues(); err != nil {
+					return res, st, err
+				}
+			}
 			for m := w * accum; m < min((w+1)*accum, plan.MicroBatchesPerEpoch); m++ {
 				idx := order[m*rows : min((m+1)*rows, len(pairs))]
 				batch := make([]DPOPair, len(idx))
@@ -195,36 +195,29 @@ func (t *Trainer) TrainDPO(ctx context.Context, pairs []DPOPair, beta float64) (
 					mask[i] = 1
 				}
 				b := t.pairBatch(batch, rows)
-				g, err := t.dpoGraph(rows, b.Len, beta, acc == nil)
+				var sums [4]float64 // loss, chosen, rejected, correct
+				if t.native != nil {
+					sums, err = t.nativeDPOMicro(ctx, params, frozen, b, refv, mask, beta, m-w*accum)
+				} else {
+					acc, sums, err = t.graphDPOMicro(b, refv, mask, beta, acc)
+				}
 				if err != nil {
 					return res, st, err
 				}
-				args := t.modelArgs()
-				for _, a := range acc {
-					args = append(args, a)
+				for k, v := range sums {
+					win[k] += v
 				}
-				args = append(args, t.batchArgs(b)...)
-				args = append(args, tensors.FromFlatDataAndDimensions(refv, 2*rows), tensors.FromFlatDataAndDimensions(mask, rows))
-				out, err := run(g, args...)
-				if err != nil {
-					return res, st, err
-				}
-				for _, a := range acc {
-					_ = a.FinalizeAll()
-				}
-				k := len(t.params)
-				acc = out[:k]
-				l := scalarOf(out[k])
-				win[0] += l
-				win[1] += scalarOf(out[k+1])
-				win[2] += scalarOf(out[k+2])
-				win[3] += scalarOf(out[k+3])
 				win[4] += float64(len(idx))
-				stepLoss += l
+				stepLoss += sums[0]
 				n += float64(len(idx))
 			}
 			lr := sched.At(t.step)
-			gn, err := t.apply(acc, n, lr)
+			var gn float64
+			if t.native != nil {
+				gn, err = t.nativeApply(params, n, lr)
+			} else {
+				gn, err = t.apply(acc, n, lr)
+			}
 			if err != nil {
 				return res, st, err
 			}
@@ -271,6 +264,100 @@ func (t *Trainer) TrainDPO(ctx context.Context, pairs []DPOPair, beta float64) (
 		}
 	}
 	return res, st, nil
+}
+
+// seqLogps returns each row's summed weighted log-probability of b under
+// the current weights, on the trainer's engine.
+func (t *Trainer) seqLogps(ctx context.Context, b Batch) ([]float64, error) {
+	if t.native != nil {
+		return t.nativeSeqLogps(ctx, b)
+	}
+	g, err := t.seqLogpGraph(b.Rows, b.Len)
+	if err != nil {
+		return nil, err
+	}
+	out, err := run(g, append(t.modelArgs(), t.batchArgs(b)...)...)
+	if err != nil {
+		return nil, err
+	}
+	v, err := tensors.CopyFlatData[float32](out[0])
+	_ = out[0].FinalizeAll()
+	if err != nil {
+		return nil, errors.Join(ErrBackend, err)
+	}
+	sums := make([]float64, len(v))
+	for i, x := range v {
+		sums[i] = float64(x)
+	}
+	return sums, nil
+}
+
+// graphDPOMicro runs one DPO micro-batch b (chosen rows, then rejected;
+// refv the reference log-probabilities, mask the real pairs) on the graph
+// engine, adding its gradients to acc (nil: the window's first); it
+// returns the new accumulators and the summed loss, chosen and rejected
+// rewards and pairs ranked right.
+func (t *Trainer) graphDPOMicro(b Batch, refv, mask []float32, beta float64, acc []*tensors.Tensor) ([]*tensors.Tensor, [4]float64, error) {
+	var sums [4]float64
+	g, err := t.dpoGraph(len(mask), b.Len, beta, acc == nil)
+	if err != nil {
+		return nil, sums, err
+	}
+	args := t.modelArgs()
+	for _, a := range acc {
+		args = append(args, a)
+	}
+	args = append(args, t.batchArgs(b)...)
+	args = append(args, tensors.FromFlatDataAndDimensions(refv, len(refv)), tensors.FromFlatDataAndDimensions(mask, len(mask)))
+	out, err := run(g, args...)
+	if err != nil {
+		return nil, sums, err
+	}
+	for _, a := range acc {
+		_ = a.FinalizeAll()
+	}
+	k := len(t.params)
+	for i := range sums {
+		sums[i] = scalarOf(out[k+i])
+	}
+	return out[:k], sums, nil
+}
+
+// nativeDPOMicro is graphDPOMicro on the native engine, number micro of
+// its window, adding to the native accumulators: the sigmoid loss
+// log(1+exp(-z)) of z = β(ratio_chosen − ratio_rejected), each ratio the
+// row's summed log-probability less the reference's, seeds the backward
+// pass of each row's tokens with the row's dloss/dlogp times the token's
+// weight.
+func (t *Trainer) nativeDPOMicro(ctx context.Context, params, frozen [][]float32, b Batch, refv, mask []float32, beta float64, micro int) ([4]float64, error) {
+	var sums [4]float64
+	pairs := len(mask)
+	_, err := t.nativeMicro(ctx, params, frozen, b, micro, false, func(p *model.TrainPass) []float32 {
+		lp := rowSums(p.Logprobs(), b)
+		drow := make([]float64, b.Rows) // dloss/d(row's summed log-probability)
+		for i := range pairs {
+			if mask[i] == 0 {
+				continue
+			}
+			rc := beta * (lp[i] - float64(refv[i]))
+			rr := beta * (lp[pairs+i] - float64(refv[pairs+i]))
+			z := rc - rr
+			sums[0] += math.Log1p(math.Exp(-z))
+			sums[1] += rc
+			sums[2] += rr
+			if rc > rr {
+				sums[3]++
+			}
+			dz := -1 / (1 + math.Exp(z)) // d log(1+exp(-z)) / dz
+			drow[i], drow[pairs+i] = beta*dz, -beta*dz
+		}
+		seed := make([]float32, len(b.Weights))
+		for t, w := range b.Weights {
+			seed[t] = float32(drow[t/b.Len]) * w
+		}
+		return seed
+	})
+	return sums, err
 }
 
 // pairBatch lays out pairs as one batch: chosen rows, then rejected rows,

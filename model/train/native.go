@@ -19,7 +19,9 @@ import (
 // micro-batch's lora_dropout mask of A's columns, as the graph engine
 // draws it); the engine computes the merged weights' gradients only (the
 // rest of the base is frozen: no gradient, no optimizer state), and the
-// chain rule takes them to A and B. DPO runs on graphs.
+// chain rule takes them to A and B. DPO runs its policy on the engine too,
+// seeding the backward pass with its loss's gradient by row
+// (nativeDPOMicro), its reference computed once with the same forward pass.
 
 // nativeSFT is a Trainer's native engine and its gradient accumulators.
 type nativeSFT struct {
@@ -193,67 +195,127 @@ func (t *Trainer) nativeOptimizerStep(ctx context.Context, r *fitRun, order []in
 }
 
 // nativeStep sums the gradients of the micro-batches bs (nativeAccumulate)
-// and takes the optimizer step at rate lr (applyHost) on the parameters
-// and states in place; it returns the window's mean loss and the gradient
-// norm.
+// and takes the optimizer step at rate lr on the parameters and states in
+// place; it returns the window's mean loss and the gradient norm.
 func (t *Trainer) nativeStep(ctx context.Context, bs []Batch, lr float64) (loss, gradNorm float64, err error) {
 	lossSum, wSum, params, err := t.nativeAccumulate(ctx, bs)
 	if err != nil {
 		return 0, 0, err
 	}
-	ms, err := hostValues(t.mom, true)
-	if err != nil {
+	if gradNorm, err = t.nativeApply(params, wSum, lr); err != nil {
 		return 0, 0, err
 	}
-	vs, err := hostValues(t.vel, true)
-	if err != nil {
-		return 0, 0, err
-	}
-	gradNorm = t.applyHost(params, ms, vs, t.native.acc, wSum, lr)
 	return lossSum / max(wSum, 1), gradNorm, nil
 }
 
-// nativeAccumulate sets the accumulators to the summed gradients of the
-// micro-batches bs (the window's, in order: micro-batch i draws dropout
-// mask i) and returns their summed loss and weight, and the trained
-// tensors' values (in place, ready for the step).
-func (t *Trainer) nativeAccumulate(ctx context.Context, bs []Batch) (lossSum, wSum float64, params [][]float32, err error) {
-	if params, err = hostValues(t.params, true); err != nil {
-		return 0, 0, nil, err
+// nativeApply takes the optimizer step (applyHost) from the accumulators
+// over wSum at rate lr, on params (nativeValues') and the states in place.
+func (t *Trainer) nativeApply(params [][]float32, wSum, lr float64) (gradNorm float64, err error) {
+	ms, err := hostValues(t.mom, true)
+	if err != nil {
+		return 0, err
 	}
-	frozen, err := hostValues(t.frozen, false)
+	vs, err := hostValues(t.vel, true)
+	if err != nil {
+		return 0, err
+	}
+	return t.applyHost(params, ms, vs, t.native.acc, wSum, lr), nil
+}
+
+// nativeValues are the trained tensors' values (in place, ready to change)
+// and the frozen ones'.
+func (t *Trainer) nativeValues() (params, frozen [][]float32, err error) {
+	if params, err = hostValues(t.params, true); err != nil {
+		return nil, nil, err
+	}
+	frozen, err = hostValues(t.frozen, false)
+	return params, frozen, err
+}
+
+// nativeAccumulate sets the accumulators to the summed gradients of the
+// SFT loss of the micro-batches bs (the window's, in order) and returns
+// their summed loss and weight, and the trained tensors' values.
+func (t *Trainer) nativeAccumulate(ctx context.Context, bs []Batch) (lossSum, wSum float64, params [][]float32, err error) {
+	params, frozen, err := t.nativeValues()
 	if err != nil {
 		return 0, 0, nil, err
 	}
-	ns := t.native
-	for _, g := range ns.acc {
-		clear(g)
-	}
 	for micro, b := range bs {
-		masks := t.dropMasks(t.step, micro)
-		weights, grads, err := t.nativeBind(params, frozen, masks)
-		if err != nil {
-			return 0, 0, nil, err
-		}
-		p, err := ns.eng.Forward(ctx, weights, trainBatch(b))
+		p, err := t.nativeMicro(ctx, params, frozen, b, micro, true, func(*model.TrainPass) []float32 {
+			seed := make([]float32, len(b.Weights))
+			for i, v := range b.Weights {
+				seed[i] = -v
+			}
+			return seed
+		})
 		if err != nil {
 			return 0, 0, nil, err
 		}
 		l, ws, _ := p.Loss()
-		seed := make([]float32, len(b.Weights))
-		for i, v := range b.Weights {
-			seed[i] = -v
-		}
-		if err := p.Backward(ctx, seed, grads); err != nil {
-			return 0, 0, nil, err
-		}
-		if t.lora != nil {
-			t.adapterGrads(params, masks)
-		}
 		lossSum += l
 		wSum += ws
 	}
 	return lossSum, wSum, params, nil
+}
+
+// nativeMicro runs micro-batch b, number micro of its window (the first
+// clears the accumulators; with dropout each draws its lora_dropout
+// masks), forward and then
+// backward from the seed seedOf gives for the pass (the gradient of
+// Σ seed·logp), adding to the accumulators; it returns the pass.
+func (t *Trainer) nativeMicro(ctx context.Context, params, frozen [][]float32, b Batch, micro int, dropout bool, seedOf func(*model.TrainPass) []float32) (*model.TrainPass, error) {
+	ns := t.native
+	if micro == 0 {
+		for _, g := range ns.acc {
+			clear(g)
+		}
+	}
+	var masks [][]float32
+	if dropout {
+		masks = t.dropMasks(t.step, micro)
+	}
+	weights, grads, err := t.nativeBind(params, frozen, masks)
+	if err != nil {
+		return nil, err
+	}
+	p, err := ns.eng.Forward(ctx, weights, trainBatch(b))
+	if err != nil {
+		return nil, err
+	}
+	if err := p.Backward(ctx, seedOf(p), grads); err != nil {
+		return nil, err
+	}
+	if t.lora != nil {
+		t.adapterGrads(params, masks)
+	}
+	return p, nil
+}
+
+// nativeSeqLogps returns each row's summed weighted log-probability of b
+// under the current weights (no dropout).
+func (t *Trainer) nativeSeqLogps(ctx context.Context, b Batch) ([]float64, error) {
+	params, frozen, err := t.nativeValues()
+	if err != nil {
+		return nil, err
+	}
+	weights, _, err := t.nativeBind(params, frozen, nil)
+	if err != nil {
+		return nil, err
+	}
+	p, err := t.native.eng.Forward(ctx, weights, trainBatch(b))
+	if err != nil {
+		return nil, err
+	}
+	return rowSums(p.Logprobs(), b), nil
+}
+
+// rowSums are the weighted sums of lp [Rows*Len] over each row of b.
+func rowSums(lp []float64, b Batch) []float64 {
+	out := make([]float64, b.Rows)
+	for t, v := range lp {
+		out[t/b.Len] += float64(b.Weights[t]) * v
+	}
+	return out
 }
 
 // nativeEvaluate is Evaluate's sums on the native engine.

@@ -432,6 +432,11 @@ func (s *Sink) handleJob(ctx context.Context, job string, bj *batchJob, errs []e
 	if completed+failed > 0 {
 		// Counted after the part is stored: counts never fall short of the rows stored.
 		if j, err = s.store.AddCounts(ctx, job, completed, failed); err != nil {
+			// The rows are stored but not counted: the job's state is
+			// read again from its parts at the redelivery (load counts
+			// them), where it would see them as duplicates and never
+			// count them.
+			delete(s.open, job)
 			return err
 		}
 	}

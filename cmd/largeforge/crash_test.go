@@ -171,9 +171,22 @@ func TestCrashSafety(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if total := len(partIDsOnce(t, parts)); total != n {
+		t.Fatalf("parts hold %d records, want every one of %d exactly once", total, n)
+	}
+	// No temporary file is left visible as a part.
+	leftovers, _ := filepath.Glob(filepath.Join(partsDir, "part-*.tmp*"))
+	if len(leftovers) > 0 {
+		t.Errorf("temporary files named like parts: %v", leftovers)
+	}
+}
+
+// partIDsOnce reads the record ids of the Parquet parts at paths and fails
+// the test on an id in the parts twice.
+func partIDsOnce(t *testing.T, paths []string) map[string]bool {
+	t.Helper()
 	seen := map[string]bool{}
-	total := 0
-	for _, p := range parts {
+	for _, p := range paths {
 		meta, err := dataset.ReadPartMeta(p)
 		if err != nil {
 			t.Fatal(err)
@@ -183,17 +196,9 @@ func TestCrashSafety(t *testing.T) {
 				t.Fatalf("record %s is in the parts twice", id)
 			}
 			seen[id] = true
-			total++
 		}
 	}
-	if total != n {
-		t.Fatalf("parts hold %d records, want every one of %d exactly once", total, n)
-	}
-	// No temporary file is left visible as a part.
-	leftovers, _ := filepath.Glob(filepath.Join(partsDir, "part-*.tmp*"))
-	if len(leftovers) > 0 {
-		t.Errorf("temporary files named like parts: %v", leftovers)
-	}
+	return seen
 }
 
 // nthLineEnd returns the offset just past the n-th newline of b (len(b) if

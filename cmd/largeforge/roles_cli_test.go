@@ -23,8 +23,11 @@ import (
 // roleEnv is the environment of a largeforge process on role's credential
 // of deploy/nats-roles.conf (the password from the environment, never the
 // command line).
-func roleEnv(e *pipeline.Embedded, role string) []string {
-	return []string{"LARGEFORGE_NATS=" + e.ClientURL(), "LARGEFORGE_NATS_PASSWORD=" + pipelinetest.RolePassword(role)}
+func roleEnv(e *pipeline.Embedded, role string) []string { return roleURLEnv(e.ClientURL(), role) }
+
+// roleURLEnv is roleEnv for the server(s) at url.
+func roleURLEnv(url, role string) []string {
+	return []string{"LARGEFORGE_NATS=" + url, "LARGEFORGE_NATS_PASSWORD=" + pipelinetest.RolePassword(role)}
 }
 
 // roleJobFile writes a batch job of three rows: two the model completes,

@@ -30,17 +30,17 @@ import (
 type machine struct {
 	t   *testing.T
 	bin string
-	e   *pipeline.Embedded
+	url string // its --nats: one server's URL or several
 	dir string
 }
 
-func newMachine(t *testing.T, bin string, e *pipeline.Embedded, name string) machine {
+func newMachine(t *testing.T, bin, url, name string) machine {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), name)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	return machine{t: t, bin: bin, e: e, dir: dir}
+	return machine{t: t, bin: bin, url: url, dir: dir}
 }
 
 // path is rel under the machine's directory.
@@ -48,7 +48,7 @@ func (m machine) path(rel string) string { return filepath.Join(m.dir, rel) }
 
 func (m machine) command(ctx context.Context, role string, args ...string) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, m.bin, append([]string{"--nats-user=" + role, "--log-level=warning"}, args...)...)
-	cmd.Env = append(os.Environ(), roleEnv(m.e, role)...)
+	cmd.Env = append(os.Environ(), roleURLEnv(m.url, role)...)
 	cmd.Dir = m.dir
 	return cmd
 }
@@ -100,7 +100,7 @@ func TestTwoMachines(t *testing.T) {
 	bin := buildBinary(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	a, b, c := newMachine(t, bin, e, "a"), newMachine(t, bin, e, "b"), newMachine(t, bin, e, "c")
+	a, b, c := newMachine(t, bin, e.ClientURL(), "a"), newMachine(t, bin, e.ClientURL(), "b"), newMachine(t, bin, e.ClientURL(), "c")
 	if out := a.must(ctx, "admin", "topology", "apply"); !strings.Contains(out, "topology applied") {
 		t.Fatalf("topology apply: %q", out)
 	}

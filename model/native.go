@@ -19,6 +19,12 @@ import (
 // shapes. Generation (prefill and decode with the KV cache) and scoring use
 // this engine on the pure Go backend; training, Logits and the XLA backend
 // use the graphs. Tests hold the two engines to the same logits.
+//
+// A forward runs every token given to it (all prompts of a prefill, all
+// rows of a score call) through each layer as one product per weight,
+// rows = Σ tokens; a prompt attends as matrix products over its slot's
+// cache (kernel_attend.go); scoring reduces the LM head's logits to
+// log-probabilities a chunk of rows at a time (headLogprobs).
 
 // Engine names, for WithEngine and EngineEnv.
 const (

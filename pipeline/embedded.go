@@ -259,6 +259,26 @@ func (e *Embedded) metaState() (online, size int, ok bool) {
 	return online, max(jsz.Meta.Size, online), true
 }
 
+// MetaPeers reports, on the JetStream meta leader, the size of the meta
+// group and how many of its peers, this server included, are current
+// (leader false, and nothing else, on any other server: only the leader
+// knows). A cluster whose every node is current in the meta group has
+// persisted its peer set: stopped whole, any majority of it elects a
+// leader again on restart.
+func (e *Embedded) MetaPeers() (size, current int, leader bool) {
+	jsz, err := e.srv.Jsz(nil)
+	if err != nil || jsz.Meta == nil || jsz.Meta.Leader == "" || jsz.Meta.Leader != e.srv.Name() {
+		return 0, 0, false
+	}
+	current = 1 // this server
+	for _, p := range jsz.Meta.Replicas {
+		if p.Current && !p.Offline {
+			current++
+		}
+	}
+	return jsz.Meta.Size, current, true
+}
+
 // routeNames are the names of the servers this one has a route to.
 func (e *Embedded) routeNames() []string {
 	rz, err := e.srv.Routez(nil)

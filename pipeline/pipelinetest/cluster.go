@@ -124,6 +124,22 @@ func (c *Cluster) WaitReady(t testing.TB) {
 			return nil
 		})
 	}
+	// Every running node current in the meta group (only its leader
+	// knows): the peer set is persisted, so a cluster stopped whole
+	// elects again from any majority.
+	CheckFor(t, time.Minute, 50*time.Millisecond, func() error {
+		for _, n := range c.Nodes {
+			if srv := n.Server(); srv != nil {
+				if size, current, leader := srv.MetaPeers(); leader {
+					if size < running || current < running {
+						return fmt.Errorf("meta leader %s: group of %d with %d current peers, want %d", n.Name, size, current, running)
+					}
+					return nil
+				}
+			}
+		}
+		return fmt.Errorf("no running node leads the meta group")
+	})
 }
 
 // ClusterConfs writes the configuration files of an n-node cluster on

@@ -50,6 +50,7 @@ func TestBackwardProducts(t *testing.T) {
 		{name: "dW accumulates", kind: "TN", m: 64, k: 100, n: 48, add: true},
 		{name: "dW partial", kind: "TN", m: 5, k: 3, n: 17, add: true},
 		{name: "dW parallel long", kind: "TN", m: 288, k: 1024, n: 288, add: true},
+		{name: "dW chunked partial strided", kind: "TN", m: 301, k: 67, n: 45, pad: 3, add: true},
 		{name: "dW strided", kind: "TN", m: 21, k: 37, n: 19, pad: 3},
 		{name: "scores strided", kind: "NT", m: 33, k: 48, n: 33, pad: 7},
 		{name: "scores accumulate", kind: "NT", m: 4, k: 8, n: 16, pad: 1, add: true},

@@ -7,6 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/largeforge/largeforge/pipeline"
 	"github.com/largeforge/largeforge/pipeline/pipelinetest"
 )
@@ -65,7 +68,8 @@ func echoRun(b *testing.B, replicas, n int) echoResult {
 	resSubj, _ := pipeline.ResultSubject(job)
 	var echoed sync.Map // result ids seen (a redelivered result counts once)
 	results := make(chan struct{}, n)
-	echo := echoHandler{bus: bus, subject: resSubj}
+	reqCfg := pipeline.ConsumerConfig{Stream: pipeline.StreamRequests, Durable: "bench-echo", Stage: "bench", Batch: 256, Prefetch: true}
+	echo := newEchoHandler(b, bus, resSubj, reqCfg.Batch*4) // the default MaxAckPending
 	sink := pipeline.PerMessage(func(_ context.Context, m pipeline.Msg) error {
 		if _, dup := echoed.LoadOrStore(m.ID, true); !dup {
 			results <- struct{}{}
@@ -79,8 +83,8 @@ func echoRun(b *testing.B, replicas, n int) echoResult {
 		cfg pipeline.ConsumerConfig
 		h   pipeline.Handler
 	}{
-		{pipeline.ConsumerConfig{Stream: pipeline.StreamRequests, Durable: "bench-echo", Stage: "bench", Batch: 256}, echo},
-		{pipeline.ConsumerConfig{Stream: pipeline.StreamResults, Durable: "bench-results", Stage: "bench", Batch: 256}, sink},
+		{reqCfg, echo},
+		{pipeline.ConsumerConfig{Stream: pipeline.StreamResults, Durable: "bench-results", Stage: "bench", Batch: 256, Prefetch: true}, sink},
 	} {
 		cons, err := pipeline.NewConsumer(ctx, bus, cc.cfg, cc.h, pipelinetest.Logger(b))
 		if err != nil {
@@ -133,23 +137,46 @@ func echoRun(b *testing.B, replicas, n int) echoResult {
 }
 
 // echoHandler answers each request of a batch with a result carrying its
-// data, published concurrently with a Nats-Msg-Id and acked by the stream
-// before the request is acked: an infer worker's handler without a model.
+// data, published asynchronously with a Nats-Msg-Id: an infer worker's
+// handler without a model. Each request's outcome is Deferred to its
+// result's publish ack, so the request is acked once the result is stored
+// and the consumer handles the next batch meanwhile; the asynchronous window
+// is the request consumer's MaxAckPending, which bounds the results awaiting
+// their acks.
 type echoHandler struct {
-	bus     *pipeline.Bus
+	js      jetstream.JetStream
 	subject string
+}
+
+func newEchoHandler(b testing.TB, bus *pipeline.Bus, subject string, window int) echoHandler {
+	b.Helper()
+	js, err := jetstream.New(bus.Conn(), jetstream.WithPublishAsyncMaxPending(window),
+		jetstream.WithPublishAsyncTimeout(pipeline.DefaultAsyncAckTimeout))
+	if err != nil {
+		b.Fatal(err)
+	}
+	return echoHandler{js: js, subject: subject}
 }
 
 func (h echoHandler) Handle(ctx context.Context, msgs []pipeline.Msg) []error {
 	errs := make([]error, len(msgs))
-	var wg sync.WaitGroup
 	for i, m := range msgs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_, errs[i] = h.bus.Publish(ctx, h.subject, m.Data, "res/"+m.ID, nil)
-		}()
+		res := &nats.Msg{Subject: h.subject, Data: m.Data, Header: nats.Header{jetstream.MsgIDHeader: []string{"res/" + m.ID}}}
+		f, err := h.js.PublishMsgAsync(res)
+		if err != nil {
+			errs[i] = fmt.Errorf("publish result of %s: %w", m.ID, err)
+			continue
+		}
+		errs[i] = pipeline.Deferred(func(ctx context.Context) error {
+			select {
+			case <-f.Ok():
+				return nil
+			case err := <-f.Err():
+				return fmt.Errorf("publish result of %s: %w", m.ID, err)
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		})
 	}
-	wg.Wait()
 	return errs
 }

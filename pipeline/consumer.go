@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -23,6 +24,9 @@ import (
 //   - any other error: transient; the message is nakked with a delay and
 //     redelivered, until MaxDeliver deliveries have failed, then it goes to the
 //     DLQ as well.
+//   - Deferred(wait): the output is on its way but not yet durable (an
+//     asynchronous publish awaiting its ack); the message is settled by what
+//     wait returns, as above, while the Consumer goes on with the next batch.
 //
 // Handle cannot ack, nak or term the messages: a Msg carries no way to. A
 // panic in Handle counts as a transient failure of every message of the
@@ -33,6 +37,20 @@ type Handler interface {
 
 // HandlerFunc handles one message; see Handler for what its error means.
 type HandlerFunc func(ctx context.Context, msg Msg) error
+
+// Deferred is the outcome of a message whose output was sent but is not yet
+// durable: the Consumer calls wait (from another goroutine, after Handle has
+// returned) and settles the message by its result as if Handle had returned
+// it; meanwhile it handles the next batches. wait must return once the output
+// is durable or has failed, or when its ctx ends (DrainTimeout after Run's
+// ctx). The message counts against MaxAckPending and is kept in progress until
+// it is settled, so outputs awaiting their acks are bounded by MaxAckPending.
+// A nil wait is a transient failure.
+func Deferred(wait func(ctx context.Context) error) error { return deferred{wait} }
+
+type deferred struct{ wait func(context.Context) error }
+
+func (deferred) Error() string { return "pipeline: outcome deferred (see Deferred)" }
 
 // PerMessage makes a Handler that calls f for each message of a batch in turn.
 func PerMessage(f HandlerFunc) Handler { return perMessage(f) }
@@ -72,9 +90,17 @@ type ConsumerConfig struct {
 	MaxDeliver      int           // default 5: the delivery that fails transiently for the 5th time goes to the DLQ
 	NakDelay        time.Duration // redelivery delay after a transient failure (default 1s)
 	InProgressEvery time.Duration // default AckWait/3; must be below AckWait
-	// DrainTimeout bounds how long the in-flight batch may still run after
-	// Run's ctx ends (default AckWait); then the handler's ctx is cancelled.
+	// DrainTimeout bounds how long the in-flight batch and the Deferred
+	// outcomes not yet settled may still run after Run's ctx ends (default
+	// AckWait); then the handler's ctx and the waits' are cancelled.
 	DrainTimeout time.Duration
+	// Prefetch fetches the next batch while the current one is handled, so a
+	// fast handler never waits for a fetch's round trip. The prefetched batch
+	// is held, kept in progress, until the handler is free: no other loop on
+	// the durable can take it meanwhile. Leave it off where a batch takes long
+	// and work must go to whichever worker is free (inference, training); when
+	// Run ends, a batch still held is nakked without delay (Stats.Released).
+	Prefetch bool
 	// Metrics, when not nil, receives the loop's counts (see NewMetrics).
 	Metrics *Metrics
 	// DLQToken maps a message subject to the last DLQ subject token. Default:
@@ -206,6 +232,8 @@ type ConsumerStats struct {
 	Nakked     uint64 // transient failures retried
 	DeadLetter uint64 // DLQ records written and messages terminated
 	DLQFailed  uint64 // DLQ publishes that failed (the message was nakked instead)
+	Deferred   uint64 // Deferred outcomes (each then counted by its settlement)
+	Released   uint64 // prefetched messages given back unhandled when Run ended (nakked without delay)
 }
 
 // Consumer runs the consume loop of one durable pull consumer.
@@ -216,7 +244,7 @@ type Consumer struct {
 	log  zerolog.Logger
 	cons atomic.Pointer[jetstream.Consumer]
 
-	fetched, batches, acked, nakked, dead, dlqFailed atomic.Uint64
+	fetched, batches, acked, nakked, dead, dlqFailed, deferred, released atomic.Uint64
 
 	m consumerMetrics
 }
@@ -282,47 +310,54 @@ func (c *Consumer) Stats() ConsumerStats {
 	return ConsumerStats{
 		Fetched: c.fetched.Load(), Batches: c.batches.Load(), Acked: c.acked.Load(),
 		Nakked: c.nakked.Load(), DeadLetter: c.dead.Load(), DLQFailed: c.dlqFailed.Load(),
+		Deferred: c.deferred.Load(), Released: c.released.Load(),
 	}
 }
 
 // Run fetches batches and hands them to the Handler until ctx ends. Then it
-// stops fetching, lets the in-flight batch finish (see DrainTimeout), settles
-// it and returns nil. Fetch failures (a server restart) are retried; only a
-// closed connection ends Run with an error (wrapping nats.ErrConnectionClosed).
-// Several goroutines may call Run on one Consumer.
+// stops fetching, lets the in-flight batch finish and the Deferred outcomes
+// arrive (see DrainTimeout), settles them and returns nil. Fetch failures (a
+// server restart) are retried; only a closed connection ends Run with an
+// error (wrapping nats.ErrConnectionClosed). Several goroutines may call Run
+// on one Consumer.
 func (c *Consumer) Run(ctx context.Context) error {
 	c.log.Debug().Msg("consume loop started")
-	failures := 0
-	for ctx.Err() == nil {
-		msgs, err := c.fetch(ctx)
-		if len(msgs) > 0 {
-			c.process(ctx, msgs)
+	// The handler's ctx and the deferred waits' survive Run's ctx for DrainTimeout.
+	hctx, hcancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer hcancel()
+	var busy atomic.Int64 // batches handled or awaiting Deferred outcomes
+	stopDrain := context.AfterFunc(ctx, func() {
+		t := time.AfterFunc(c.cfg.DrainTimeout, func() {
+			if busy.Load() > 0 {
+				c.log.Warn().Dur("drain_timeout", c.cfg.DrainTimeout).Msg("work still in flight at drain timeout; cancelling it")
+			}
+			hcancel()
+		})
+		context.AfterFunc(hctx, func() { t.Stop() })
+	})
+	defer stopDrain()
+	var settling sync.WaitGroup
+
+	batches, free := make(chan []jetstream.Msg), make(chan struct{})
+	fetchErr := make(chan error, 1)
+	go func() {
+		defer close(batches)
+		fetchErr <- c.fetchLoop(ctx, batches, free)
+	}()
+	for msgs := range batches {
+		busy.Add(1)
+		c.process(hctx, msgs, &busy, &settling)
+		if !c.cfg.Prefetch {
+			free <- struct{}{}
 		}
-		if err == nil && failures > 0 {
-			c.log.Info().Int("failures", failures).Msg("fetch works again")
-			failures = 0
-		}
-		if err != nil && ctx.Err() == nil {
-			if c.bus.nc.IsClosed() {
-				return fmt.Errorf("consumer %s: %w", c.cfg.Durable, nats.ErrConnectionClosed)
-			}
-			failures++
-			c.m.fetchErrors.Inc()
-			ev := c.log.Debug()
-			if failures == 1 || failures%60 == 0 { // not one line per retry during an outage
-				ev = c.log.Warn()
-			}
-			ev.Err(err).Int("failures", failures).Msg("fetch failed; retrying")
-			if errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrConsumerDeleted) {
-				if err := c.ensure(ctx); err != nil {
-					c.log.Error().Err(err).Msg("recreate consumer")
-				}
-			}
-			select {
-			case <-ctx.Done():
-			case <-time.After(c.cfg.NakDelay):
-			}
-		}
+	}
+	err := <-fetchErr
+	if err != nil {
+		hcancel() // a closed connection settles nothing
+	}
+	settling.Wait()
+	if err != nil {
+		return err
 	}
 	if c.bus.nc.IsConnected() {
 		if err := c.bus.nc.FlushTimeout(5 * time.Second); err != nil {
@@ -331,6 +366,81 @@ func (c *Consumer) Run(ctx context.Context) error {
 	}
 	c.log.Debug().Msg("consume loop drained")
 	return nil
+}
+
+// fetchLoop fetches batches and sends them on out until ctx ends. Without
+// Prefetch it fetches the next batch once the reader says on free that it
+// is done with the last one. With Prefetch it fetches the next batch at once
+// and holds it, kept in progress, until the reader takes it, or releases it
+// when ctx ends.
+func (c *Consumer) fetchLoop(ctx context.Context, out chan<- []jetstream.Msg, free <-chan struct{}) error {
+	failures := 0
+	for ctx.Err() == nil {
+		msgs, err := c.fetch(ctx)
+		if err == nil && failures > 0 {
+			c.log.Info().Int("failures", failures).Msg("fetch works again")
+			failures = 0
+		}
+		if len(msgs) > 0 {
+			if !c.cfg.Prefetch {
+				out <- msgs // taken at once: the reader is idle
+				<-free
+			} else if !c.hold(ctx, msgs, out) {
+				return nil
+			}
+		}
+		if err == nil || ctx.Err() != nil {
+			continue
+		}
+		if c.bus.nc.IsClosed() {
+			return fmt.Errorf("consumer %s: %w", c.cfg.Durable, nats.ErrConnectionClosed)
+		}
+		failures++
+		c.m.fetchErrors.Inc()
+		ev := c.log.Debug()
+		if failures == 1 || failures%60 == 0 { // not one line per retry during an outage
+			ev = c.log.Warn()
+		}
+		ev.Err(err).Int("failures", failures).Msg("fetch failed; retrying")
+		if errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrConsumerDeleted) {
+			if err := c.ensure(ctx); err != nil {
+				c.log.Error().Err(err).Msg("recreate consumer")
+			}
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(c.cfg.NakDelay):
+		}
+	}
+	return nil
+}
+
+// hold keeps a prefetched batch in progress until out's reader takes it
+// (true) or ctx ends (false): then the batch is nakked without delay, for
+// any loop on the durable to take at once.
+func (c *Consumer) hold(ctx context.Context, msgs []jetstream.Msg, out chan<- []jetstream.Msg) bool {
+	tick := time.NewTicker(c.cfg.InProgressEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case out <- msgs:
+			return true
+		case <-tick.C:
+			for _, m := range msgs {
+				if err := m.InProgress(); err != nil {
+					c.log.Debug().Err(err).Msg("in progress (prefetched)")
+				}
+			}
+		case <-ctx.Done():
+			for _, m := range msgs {
+				if err := m.Nak(); err != nil {
+					c.log.Warn().Err(err).Str("subject", m.Subject()).Msg("release prefetched")
+				}
+			}
+			c.released.Add(uint64(len(msgs)))
+			return false
+		}
+	}
 }
 
 // fetch waits up to MaxWait for one message, then takes up to Batch-1 more of
@@ -387,12 +497,11 @@ func newDelivery(m jetstream.Msg) delivery {
 	return d
 }
 
-func (c *Consumer) process(ctx context.Context, msgs []jetstream.Msg) {
+// process handles one batch and settles each message by its outcome; the
+// Deferred ones are settled by a goroutine on settling while Run goes on.
+// busy is decremented once nothing of the batch is left in flight.
+func (c *Consumer) process(hctx context.Context, msgs []jetstream.Msg, busy *atomic.Int64, settling *sync.WaitGroup) {
 	c.fetched.Add(uint64(len(msgs)))
-	// The handler's ctx survives Run's ctx for DrainTimeout.
-	hctx, hcancel := context.WithCancel(context.WithoutCancel(ctx))
-	defer hcancel()
-
 	var todo []delivery
 	for _, m := range msgs {
 		d := newDelivery(m)
@@ -403,6 +512,7 @@ func (c *Consumer) process(ctx context.Context, msgs []jetstream.Msg) {
 		todo = append(todo, d)
 	}
 	if len(todo) == 0 {
+		busy.Add(-1)
 		return
 	}
 	batch := make([]Msg, len(todo))
@@ -410,58 +520,91 @@ func (c *Consumer) process(ctx context.Context, msgs []jetstream.Msg) {
 		batch[i] = d.msg
 	}
 
+	stop := c.keepInProgress(todo)
+	start := time.Now()
+	errs := c.handle(hctx, batch)
+	c.m.batch.Observe(time.Since(start).Seconds())
+	c.m.batchSize.Observe(float64(len(batch)))
+	stop()
+	c.batches.Add(1)
+
+	var later []delivery
+	var waits []func(context.Context) error
+	for i, d := range todo {
+		if def, ok := errs[i].(deferred); ok {
+			c.deferred.Add(1)
+			later, waits = append(later, d), append(waits, def.wait)
+			continue
+		}
+		c.settle(hctx, d, errs[i])
+	}
+	if len(later) == 0 {
+		busy.Add(-1)
+		return
+	}
+	settling.Add(1)
+	go func() {
+		defer settling.Done()
+		defer busy.Add(-1)
+		// In order: outputs sent together are mostly acked in order, and
+		// each message is kept in progress until its own wait returns.
+		stop := c.keepInProgress(later)
+		defer stop()
+		for i, d := range later {
+			err := fmt.Errorf("deferred outcome without a wait")
+			if waits[i] != nil {
+				err = waits[i](hctx)
+			}
+			c.settle(hctx, d, err)
+		}
+	}()
+}
+
+// keepInProgress sends InProgress for ds every InProgressEvery until stop is
+// called; those settled meanwhile are skipped by the server (their acks went
+// first on the same connection).
+func (c *Consumer) keepInProgress(ds []delivery) (stop func()) {
 	done := make(chan struct{})
 	keeper := make(chan struct{})
 	go func() {
 		defer close(keeper)
 		tick := time.NewTicker(c.cfg.InProgressEvery)
 		defer tick.Stop()
-		ctxDone := ctx.Done()
-		var drain <-chan time.Time
 		for {
 			select {
 			case <-done:
 				return
 			case <-tick.C:
-				for _, d := range todo {
+				for _, d := range ds {
 					if err := d.raw.InProgress(); err != nil {
 						c.log.Debug().Err(err).Msg("in progress")
 					}
 				}
-			case <-ctxDone:
-				ctxDone = nil
-				drain = time.After(c.cfg.DrainTimeout)
-			case <-drain:
-				c.log.Warn().Dur("drain_timeout", c.cfg.DrainTimeout).Msg("in-flight batch still running at drain timeout; cancelling it")
-				hcancel()
 			}
 		}
 	}()
-	start := time.Now()
-	errs := c.handle(hctx, batch)
-	c.m.batch.Observe(time.Since(start).Seconds())
-	c.m.batchSize.Observe(float64(len(batch)))
-	close(done)
-	<-keeper
-	c.batches.Add(1)
+	return func() {
+		close(done)
+		<-keeper
+	}
+}
 
-	for i, d := range todo {
-		err := errs[i]
-		switch {
-		case err == nil:
-			if aerr := d.raw.Ack(); aerr != nil {
-				c.log.Warn().Err(aerr).Str("subject", d.msg.Subject).Msg("ack")
-			}
-			c.acked.Add(1)
-			c.m.ack.Inc()
-		case errors.Is(err, ErrInvalid):
-			c.deadLetter(hctx, d, err)
-		case d.msg.Deliveries >= uint64(c.cfg.MaxDeliver):
-			c.deadLetter(hctx, d, Invalid("max deliveries exceeded", err))
-		default:
-			c.msgLog(c.log.Warn(), d).Err(err).Msg("transient failure; nak with delay")
-			c.nak(d)
+// settle acks, dead-letters or nakks d by its outcome err.
+func (c *Consumer) settle(ctx context.Context, d delivery, err error) {
+	switch {
+	case err == nil:
+		if aerr := d.raw.Ack(); aerr != nil {
+			c.log.Warn().Err(aerr).Str("subject", d.msg.Subject).Msg("ack")
 		}
+		c.acked.Add(1)
+		c.m.ack.Inc()
+	case errors.Is(err, ErrInvalid):
+		c.deadLetter(ctx, d, err)
+	case d.msg.Deliveries >= uint64(c.cfg.MaxDeliver):
+		c.deadLetter(ctx, d, Invalid("max deliveries exceeded", err))
+	default:
+		c.msgLog(c.log.Warn(), d).Err(err).Msg("transient failure; nak with delay")
+		c.nak(d)
 	}
 }
 

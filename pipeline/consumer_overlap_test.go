@@ -170,27 +170,3 @@ func TestConsumerDeferredOutcomes(t *testing.T) {
 		t.Errorf("handled %d messages, want 5 (4 and one redelivery)", n)
 	}
 }
-
-// Run returns only once the Deferred outcomes are settled: a wait still open
-// at DrainTimeout is cancelled and its message nakked.
-func TestConsumerDrainSettlesDeferred(t *testing.T) {
-	_, b := pipelinetest.StartBus(t)
-	waiting := make(chan struct{}, 10)
-	h := pipeline.PerMessage(func(_ context.Context, m pipeline.Msg) error {
-		return pipeline.Deferred(func(ctx context.Context) error {
-			waiting <- struct{}{}
-			<-ctx.Done()
-			return ctx.Err()
-		})
-	})
-	cfg := fastConfig()
-	cfg.DrainTimeout = 100 * time.Millisecond
-	c := newConsumer(t, b, cfg, h)
-	stop := runConsumer(t, c)
-	publishRequests(t, b, "jobe", 1)
-	<-waiting
-	stopReturns(t, stop)
-	if s := c.Stats(); s.Deferred != 1 || s.Nakked != 1 || s.Acked != 0 {
-		t.Errorf("stats %+v, want the deferred message nakked at drain", s)
-	}
-}

@@ -509,26 +509,43 @@ func TestConsumerDrainOnCancel(t *testing.T) {
 	})
 }
 
+// A handler still running at DrainTimeout, or a Deferred outcome still
+// waiting, is cancelled and its message nakked; Run returns only then.
 func TestConsumerDrainTimeoutCancelsHandler(t *testing.T) {
-	_, b := pipelinetest.StartBus(t)
-	entered := make(chan struct{})
-	var once sync.Once
-	h := pipeline.PerMessage(func(ctx context.Context, m pipeline.Msg) error {
-		once.Do(func() { close(entered) })
-		<-ctx.Done()
-		return ctx.Err()
-	})
-	cfg := fastConfig()
-	cfg.DrainTimeout = 100 * time.Millisecond
-	c := newConsumer(t, b, cfg, h)
-	stop := runConsumer(t, c)
-	publishRequests(t, b, "job8", 1)
-	<-entered
-	// The handler waits for its ctx alone: stop returns only if the drain
-	// timeout cancels it.
-	stopReturns(t, stop)
-	if s := c.Stats(); s.Nakked != 1 {
-		t.Errorf("stats = %+v, want the cancelled message nakked", s)
+	for _, tc := range []struct {
+		name     string
+		deferred bool
+	}{
+		{name: "handler"},
+		{name: "deferred outcome", deferred: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, b := pipelinetest.StartBus(t)
+			entered := make(chan struct{}, 10)
+			wait := func(ctx context.Context) error {
+				entered <- struct{}{}
+				<-ctx.Done()
+				return ctx.Err()
+			}
+			h := pipeline.PerMessage(func(ctx context.Context, m pipeline.Msg) error {
+				if tc.deferred {
+					return pipeline.Deferred(wait)
+				}
+				return wait(ctx)
+			})
+			cfg := fastConfig()
+			cfg.DrainTimeout = 100 * time.Millisecond
+			c := newConsumer(t, b, cfg, h)
+			stop := runConsumer(t, c)
+			publishRequests(t, b, "job8", 1)
+			<-entered
+			// The wait ends with its ctx alone: stop returns only if the
+			// drain timeout cancels it.
+			stopReturns(t, stop)
+			if s := c.Stats(); s.Nakked != 1 || s.Acked != 0 {
+				t.Errorf("stats = %+v, want the cancelled message nakked", s)
+			}
+		})
 	}
 }
 

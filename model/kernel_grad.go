@@ -1,5 +1,7 @@
 package model
 
+import "sync"
+
 // The products of the native training engine's backward pass, on the
 // micro-kernel of kernel.go. The kernel multiplies 4 rows of a row-major
 // left operand by a panel of 16 columns of the right one; any right
@@ -120,7 +122,11 @@ func (pb *packBuf) mulTN(c []float32, ldc int, a []float32, lda int, b []float32
 	}
 	p := pb.pack(b, ldb, k, n, false, true)
 	parallelRows(true, (m+tnChunk-1)/tnChunk, m*k*n, func(lo, hi int) {
-		var tb packBuf
+		tb, _ := chunkBufs.Get().(*packBuf)
+		if tb == nil {
+			tb = &packBuf{}
+		}
+		defer chunkBufs.Put(tb)
 		for ch := lo; ch < hi; ch++ {
 			c0, c1 := ch*tnChunk, min((ch+1)*tnChunk, m)
 			at := tb.transpose(a[c0:], lda, k, c1-c0, false)
@@ -128,6 +134,9 @@ func (pb *packBuf) mulTN(c []float32, ldc int, a []float32, lda int, b []float32
 		}
 	})
 }
+
+// chunkBufs holds mulTN's per-goroutine transpose space between calls.
+var chunkBufs sync.Pool
 
 // grow returns s resized to n values, reallocated when too small; the
 // values are not cleared.

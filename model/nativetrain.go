@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"sync"
 
 	"github.com/largeforge/largeforge/model/checkpoint"
 )
@@ -38,6 +39,39 @@ type TrainEngine struct {
 	cfg      checkpoint.Config
 	maxLen   int
 	cos, sin []float32 // [maxLen, headDim/2]
+	bufs     bufPool   // activation buffers passes gave back, for the next
+	packs    sync.Pool // *packBuf: the products' packing space
+}
+
+// bufPool keeps float32 buffers by length for the next pass: each pass
+// takes the same sizes again, and fresh memory from the system costs a
+// page fault per 4 KiB and the zeroing the next pass does not need.
+type bufPool struct {
+	mu   sync.Mutex
+	free map[int][][]float32
+}
+
+// get returns a buffer of n values, not cleared.
+func (bp *bufPool) get(n int) []float32 {
+	bp.mu.Lock()
+	defer bp.mu.Unlock()
+	if l := bp.free[n]; len(l) > 0 {
+		b := l[len(l)-1]
+		bp.free[n] = l[:len(l)-1]
+		return b
+	}
+	return make([]float32, n)
+}
+
+func (bp *bufPool) put(bufs [][]float32) {
+	bp.mu.Lock()
+	defer bp.mu.Unlock()
+	if bp.free == nil {
+		bp.free = map[int][][]float32{}
+	}
+	for _, b := range bufs {
+		bp.free[len(b)] = append(bp.free[len(b)], b)
+	}
 }
 
 // NewTrainEngine returns the engine for batches of at most maxLen
@@ -89,6 +123,7 @@ type layerActs struct {
 // Backward.
 type TrainPass struct {
 	e      *TrainEngine
+	owned  [][]float32 // the buffers taken from e.bufs, given back by Release
 	w      *checkpoint.Decoder[[]float32]
 	b      TrainBatch
 	pos    []int32 // [T]: RoPE position
@@ -129,6 +164,37 @@ func (e *TrainEngine) checkBatch(w *checkpoint.Decoder[[]float32], b TrainBatch)
 	return nil
 }
 
+// alloc returns a buffer of n values from the engine's pool, not cleared.
+func (p *TrainPass) alloc(n int) []float32 {
+	b := p.e.bufs.get(n)
+	p.owned = append(p.owned, b)
+	return b
+}
+
+// allocZero is alloc, cleared.
+func (p *TrainPass) allocZero(n int) []float32 {
+	b := p.alloc(n)
+	clear(b)
+	return b
+}
+
+// Release gives the pass's activations back to the engine for the next
+// pass; Backward does it. Loss and Logprobs stay valid; Backward does not.
+func (p *TrainPass) Release() {
+	p.e.bufs.put(p.owned)
+	p.owned, p.probs, p.layers = nil, nil, nil
+}
+
+// packBuf takes a packing space from the engine's pool; putPackBuf gives it back.
+func (e *TrainEngine) packBuf() *packBuf {
+	if pb, ok := e.packs.Get().(*packBuf); ok {
+		return pb
+	}
+	return &packBuf{}
+}
+
+func (e *TrainEngine) putPackBuf(pb *packBuf) { e.packs.Put(pb) }
+
 func layersOf(w *checkpoint.Decoder[[]float32]) int {
 	if w == nil {
 		return 0
@@ -164,11 +230,12 @@ func (e *TrainEngine) Forward(ctx context.Context, w *checkpoint.Decoder[[]float
 			p.pos[t], p.first[t] = int32(i-start), int32(lo)
 		}
 	}
-	x := make([]float32, T*eDim)
+	x := p.alloc(T * eDim)
 	for t, id := range b.Tokens {
 		copy(x[t*eDim:(t+1)*eDim], w.Embed[int(id)*eDim:(int(id)+1)*eDim])
 	}
-	var pb packBuf
+	pb := e.packBuf()
+	defer e.putPackBuf(pb)
 	for l := range cfg.NumLayers {
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -176,25 +243,25 @@ func (e *TrainEngine) Forward(ctx context.Context, w *checkpoint.Decoder[[]float
 		lw := &w.Layers[l]
 		a := &p.layers[l]
 		a.xIn = x
-		a.h1, a.inv1 = make([]float32, T*eDim), make([]float32, T)
+		a.h1, a.inv1 = p.alloc(T*eDim), p.alloc(T)
 		rmsNormSave(a.h1, a.inv1, x, lw.AttnNorm, T, eDim, eps)
-		a.q, a.k, a.v = make([]float32, T*qd), make([]float32, T*kvd), make([]float32, T*kvd)
-		linearFwd(&pb, a.q, a.h1, lw.Q, lw.QBias, T, eDim, qd)
-		linearFwd(&pb, a.k, a.h1, lw.K, lw.KBias, T, eDim, kvd)
-		linearFwd(&pb, a.v, a.h1, lw.V, lw.VBias, T, eDim, kvd)
+		a.q, a.k, a.v = p.alloc(T*qd), p.alloc(T*kvd), p.alloc(T*kvd)
+		linearFwd(pb, a.q, a.h1, lw.Q, lw.QBias, T, eDim, qd)
+		linearFwd(pb, a.k, a.h1, lw.K, lw.KBias, T, eDim, kvd)
+		linearFwd(pb, a.v, a.h1, lw.V, lw.VBias, T, eDim, kvd)
 		p.rope(a.q, nh, false)
 		p.rope(a.k, nkv, false)
-		a.probs, a.att = make([]float32, b.Rows*nh*S*S), make([]float32, T*qd)
+		a.probs, a.att = p.alloc(b.Rows*nh*S*S), p.alloc(T*qd)
 		p.attendFwd(a)
-		xm := make([]float32, T*eDim)
-		linearFwd(&pb, xm, a.att, lw.O, lw.OBias, T, qd, eDim)
+		xm := p.alloc(T * eDim)
+		linearFwd(pb, xm, a.att, lw.O, lw.OBias, T, qd, eDim)
 		addTo(xm, x)
 		a.xMid = xm
-		a.h2, a.inv2 = make([]float32, T*eDim), make([]float32, T)
+		a.h2, a.inv2 = p.alloc(T*eDim), p.alloc(T)
 		rmsNormSave(a.h2, a.inv2, xm, lw.MLPNorm, T, eDim, eps)
-		a.gate, a.up, a.act = make([]float32, T*inter), make([]float32, T*inter), make([]float32, T*inter)
-		linearFwd(&pb, a.gate, a.h2, lw.Gate, nil, T, eDim, inter)
-		linearFwd(&pb, a.up, a.h2, lw.Up, nil, T, eDim, inter)
+		a.gate, a.up, a.act = p.alloc(T*inter), p.alloc(T*inter), p.alloc(T*inter)
+		linearFwd(pb, a.gate, a.h2, lw.Gate, nil, T, eDim, inter)
+		linearFwd(pb, a.up, a.h2, lw.Up, nil, T, eDim, inter)
 		parallelRows(true, T, T*inter*8, func(lo, hi int) {
 			g, u, act := a.gate[lo*inter:hi*inter], a.up[lo*inter:hi*inter], a.act[lo*inter:hi*inter]
 			for j, gv := range g {
@@ -205,14 +272,14 @@ func (e *TrainEngine) Forward(ctx context.Context, w *checkpoint.Decoder[[]float
 				act[j] = gv / (1 + act[j]) * u[j]
 			}
 		})
-		x = make([]float32, T*eDim)
-		linearFwd(&pb, x, a.act, lw.Down, nil, T, inter, eDim)
+		x = p.alloc(T * eDim)
+		linearFwd(pb, x, a.act, lw.Down, nil, T, inter, eDim)
 		addTo(x, xm)
 	}
 	p.xFin = x
-	p.hf, p.invF = make([]float32, T*eDim), make([]float32, T)
+	p.hf, p.invF = p.alloc(T*eDim), p.alloc(T)
 	rmsNormSave(p.hf, p.invF, x, w.FinalNorm, T, eDim, eps)
-	p.head(&pb)
+	p.head(pb)
 	return p, nil
 }
 
@@ -366,12 +433,12 @@ func (p *TrainPass) head(pb *packBuf) {
 		}
 	}
 	n := len(p.sel)
-	hs := make([]float32, n*eDim)
+	hs := p.alloc(n * eDim)
 	for i, t := range p.sel {
 		copy(hs[i*eDim:(i+1)*eDim], p.hf[t*eDim:(t+1)*eDim])
 	}
 	p.hs = hs
-	p.probs, p.logp, p.hits = make([]float32, n*V), make([]float64, n), make([]bool, n)
+	p.probs, p.logp, p.hits = p.alloc(n*V), make([]float64, n), make([]bool, n)
 	if n == 0 {
 		return
 	}

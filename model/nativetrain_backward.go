@@ -15,7 +15,8 @@ import (
 // base weights), only the gradient flowing through it.
 // The summed negative log-likelihood of SFT has seed −Weights; DPO's
 // seeds weigh each row by its preference term. A pass runs Backward once:
-// it consumes the saved probabilities.
+// it consumes the saved activations and gives them back to the engine
+// (Release).
 func (p *TrainPass) Backward(ctx context.Context, seed []float32, grads *checkpoint.Decoder[[]float32]) error {
 	cfg := p.e.cfg
 	T := p.b.Rows * p.b.Len
@@ -28,19 +29,21 @@ func (p *TrainPass) Backward(ctx context.Context, seed []float32, grads *checkpo
 	if p.probs == nil {
 		return fmt.Errorf("%w: backward ran already on this pass", ErrInvalidOption)
 	}
+	defer p.Release()
 	w := p.w
 	eDim, inter := cfg.HiddenSize, cfg.IntermediateSize
 	nh, nkv, hd := cfg.NumHeads, cfg.NumKVHeads, cfg.HeadDim
 	qd, kvd := nh*hd, nkv*hd
-	var pb packBuf
-	dhf := p.headBack(&pb, seed, grads.LMHead)
-	dx := make([]float32, T*eDim)
+	pb := p.e.packBuf()
+	defer p.e.putPackBuf(pb)
+	dhf := p.headBack(pb, seed, grads.LMHead)
+	dx := p.allocZero(T * eDim)
 	rmsNormBack(dx, grads.FinalNorm, dhf, p.xFin, p.invF, w.FinalNorm, T, eDim)
 	var (
-		dact, dgate, dup = make([]float32, T*inter), make([]float32, T*inter), make([]float32, T*inter)
-		dh               = make([]float32, T*eDim)
-		datt, dq         = make([]float32, T*qd), make([]float32, T*qd)
-		dk, dv           = make([]float32, T*kvd), make([]float32, T*kvd)
+		dact, dgate, dup = p.alloc(T * inter), p.alloc(T * inter), p.alloc(T * inter)
+		dh               = p.alloc(T * eDim)
+		datt, dq         = p.alloc(T * qd), p.alloc(T * qd)
+		dk, dv           = p.alloc(T * kvd), p.alloc(T * kvd)
 	)
 	for l := cfg.NumLayers - 1; l >= 0; l-- {
 		if err := ctx.Err(); err != nil {
@@ -48,7 +51,7 @@ func (p *TrainPass) Backward(ctx context.Context, seed []float32, grads *checkpo
 		}
 		lw, gw, a := &w.Layers[l], &grads.Layers[l], &p.layers[l]
 		// The MLP: x = xMid + down(silu(gate(h2))·up(h2)).
-		linearBack(&pb, dact, gw.Down, nil, dx, a.act, lw.Down, T, inter, eDim, false)
+		linearBack(pb, dact, gw.Down, nil, dx, a.act, lw.Down, T, inter, eDim, false)
 		parallelRows(true, T, T*inter*8, func(lo, hi int) {
 			for j := lo * inter; j < hi*inter; j++ {
 				g, u, d := a.gate[j], a.up[j], dact[j]
@@ -57,19 +60,19 @@ func (p *TrainPass) Backward(ctx context.Context, seed []float32, grads *checkpo
 				dgate[j] = d * u * s * (1 + g*(1-s))
 			}
 		})
-		linearBack(&pb, dh, gw.Gate, nil, dgate, a.h2, lw.Gate, T, eDim, inter, false)
-		linearBack(&pb, dh, gw.Up, nil, dup, a.h2, lw.Up, T, eDim, inter, true)
+		linearBack(pb, dh, gw.Gate, nil, dgate, a.h2, lw.Gate, T, eDim, inter, false)
+		linearBack(pb, dh, gw.Up, nil, dup, a.h2, lw.Up, T, eDim, inter, true)
 		rmsNormBack(dx, gw.MLPNorm, dh, a.xMid, a.inv2, lw.MLPNorm, T, eDim)
 		// Attention: xMid = xIn + o(attend(rope(q(h1)), rope(k(h1)), v(h1))).
-		linearBack(&pb, datt, gw.O, gw.OBias, dx, a.att, lw.O, T, qd, eDim, false)
+		linearBack(pb, datt, gw.O, gw.OBias, dx, a.att, lw.O, T, qd, eDim, false)
 		clear(dk)
 		clear(dv)
 		p.attendBack(a, datt, dq, dk, dv)
 		p.rope(dq, nh, true)
 		p.rope(dk, nkv, true)
-		linearBack(&pb, dh, gw.Q, gw.QBias, dq, a.h1, lw.Q, T, eDim, qd, false)
-		linearBack(&pb, dh, gw.K, gw.KBias, dk, a.h1, lw.K, T, eDim, kvd, true)
-		linearBack(&pb, dh, gw.V, gw.VBias, dv, a.h1, lw.V, T, eDim, kvd, true)
+		linearBack(pb, dh, gw.Q, gw.QBias, dq, a.h1, lw.Q, T, eDim, qd, false)
+		linearBack(pb, dh, gw.K, gw.KBias, dk, a.h1, lw.K, T, eDim, kvd, true)
+		linearBack(pb, dh, gw.V, gw.VBias, dv, a.h1, lw.V, T, eDim, kvd, true)
 		rmsNormBack(dx, gw.AttnNorm, dh, a.xIn, a.inv1, lw.AttnNorm, T, eDim)
 	}
 	if grads.Embed == nil {
@@ -104,7 +107,7 @@ func (p *TrainPass) headBack(pb *packBuf, seed, dHead []float32) []float32 {
 	cfg := p.e.cfg
 	eDim, V := cfg.HiddenSize, cfg.VocabSize
 	T, n := p.b.Rows*p.b.Len, len(p.sel)
-	dhf := make([]float32, T*eDim)
+	dhf := p.allocZero(T * eDim)
 	dl := p.probs
 	p.probs = nil
 	if n == 0 {
@@ -121,7 +124,7 @@ func (p *TrainPass) headBack(pb *packBuf, seed, dHead []float32) []float32 {
 			row[p.b.Targets[t]] += s
 		}
 	})
-	dhs := make([]float32, n*eDim)
+	dhs := p.alloc(n * eDim)
 	linearBack(pb, dhs, dHead, nil, dl, p.hs, p.w.LMHead, n, eDim, V, false)
 	for i, t := range p.sel {
 		copy(dhf[t*eDim:(t+1)*eDim], dhs[i*eDim:(i+1)*eDim])

@@ -268,3 +268,36 @@ func TestTrainEngineFrozenTensors(t *testing.T) {
 		}
 	}
 }
+
+// TestTrainEngineReusesBuffers: a pass that takes the activation buffers
+// an earlier pass gave back (dirty, of another batch) computes exactly
+// what a fresh engine does.
+func TestTrainEngineReusesBuffers(t *testing.T) {
+	cfg := smallTrainConfig(t, nil)
+	w := randomWeights(t, cfg, 4)
+	rng := rand.New(rand.NewPCG(3, 4))
+	first, second := randomBatch(rng, cfg.VocabSize, 10, []int{10, 3}), randomBatch(rng, cfg.VocabSize, 10, []int{4, 9})
+	fresh, err := NewTrainEngine(cfg, 16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := fresh.NewGrads()
+	wantLoss := trainLoss(t, fresh, w, second, want)
+	e, err := NewTrainEngine(cfg, 16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	trainLoss(t, e, w, first, e.NewGrads())
+	got := e.NewGrads()
+	if loss := trainLoss(t, e, w, second, got); loss != wantLoss {
+		t.Fatalf("loss %v after a pass gave its buffers back, fresh %v", loss, wantLoss)
+	}
+	gs := flatten(got)
+	for k, x := range flatten(want) {
+		for i := range x {
+			if gs[k][i] != x[i] {
+				t.Fatalf("tensor %d [%d]: %v after a pass gave its buffers back, fresh %v", k, i, gs[k][i], x[i])
+			}
+		}
+	}
+}

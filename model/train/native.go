@@ -306,6 +306,7 @@ func (t *Trainer) nativeSeqLogps(ctx context.Context, b Batch) ([]float64, error
 	if err != nil {
 		return nil, err
 	}
+	defer p.Release()
 	return rowSums(p.Logprobs(), b), nil
 }
 
@@ -339,6 +340,7 @@ func (t *Trainer) nativeEvaluate(ctx context.Context, exs []Example) (lossSum, w
 			return 0, 0, 0, err
 		}
 		l, w, h := p.Loss()
+		p.Release()
 		lossSum, wSum, hits = lossSum+l, wSum+w, hits+h
 	}
 	return lossSum, wSum, hits, nil

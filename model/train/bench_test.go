@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"testing"
@@ -109,6 +110,7 @@ func matmulParams(c checkpoint.Config) int {
 // benchTrain times optimizer steps of benchRows rows of benchSeq tokens
 // (full or LoRA) and reports tokens/s and GFLOP/s beside the matmul rate.
 func benchTrain(b *testing.B, name string, lora bool, opts ...Option) {
+	debug.FreeOSMemory()                                      // what earlier benchmarks left
 	_ = os.WriteFile("/proc/self/clear_refs", []byte("5"), 0) // the peak RSS from here on
 	ck := benchCheckpoint(b, name)
 	cfg := schemas.DefaultTrainingConfig()

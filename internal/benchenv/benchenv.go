@@ -1,0 +1,102 @@
+// Package benchenv is what every benchmark of `make bench` shares: the
+// machine line printed beside each figure (CPU model and GOMAXPROCS), the
+// process's peak resident set and CPU time, and the LF_BENCH_* size knobs
+// that shorten a run.
+package benchenv
+
+import (
+	"os"
+	"runtime"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Prefix starts the name of every environment variable that sizes a
+// benchmark (LF_BENCH_ROWS, LF_BENCH_SCORE_ROWS, ...).
+const Prefix = "LF_BENCH_"
+
+// Int is the positive integer in the environment variable name (one of
+// Prefix's), else def.
+func Int(name string, def int) int {
+	if n, err := strconv.Atoi(os.Getenv(name)); err == nil && n > 0 {
+		return n
+	}
+	return def
+}
+
+var cpuOnce = sync.OnceValue(func() string {
+	data, err := os.ReadFile("/proc/cpuinfo")
+	if err == nil {
+		for _, line := range strings.Split(string(data), "\n") {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+				return strings.TrimSpace(v)
+			}
+		}
+	}
+	return "unknown " + runtime.GOARCH + " CPU"
+})
+
+// CPU is the machine's CPU model (/proc/cpuinfo's first model name), or
+// "unknown <arch> CPU" where there is none.
+func CPU() string { return cpuOnce() }
+
+// Machine is the line every figure is printed with: "CPU <model>,
+// GOMAXPROCS <n>" (the threads the Go side runs on).
+func Machine() string {
+	return "CPU " + CPU() + ", GOMAXPROCS " + strconv.Itoa(runtime.GOMAXPROCS(0))
+}
+
+// Log prints Machine in b's output: for a benchmark whose figures are
+// ReportMetric's alone, the line that says where they were measured.
+func Log(b testing.TB) {
+	b.Helper()
+	b.Log(Machine())
+}
+
+// PeakRSS is the process's peak resident set (VmHWM) in bytes since it
+// started or since ResetPeakRSS; 0 where /proc is missing.
+func PeakRSS() int64 { return PeakRSSOf("self") }
+
+// PeakRSSOf is the peak resident set in bytes of process pid ("self" or a
+// number), 0 when it cannot be read.
+func PeakRSSOf(pid string) int64 {
+	data, err := os.ReadFile("/proc/" + pid + "/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
+
+// MiB is n bytes in MiB.
+func MiB(n int64) float64 { return float64(n) / (1 << 20) }
+
+// ResetPeakRSS collects garbage, returns the freed memory to the system
+// and makes VmHWM start again from the current resident set (Linux
+// clear_refs 5), so that PeakRSS measures the phase that follows.
+func ResetPeakRSS() {
+	runtime.GC()
+	debug.FreeOSMemory()
+	_ = os.WriteFile("/proc/self/clear_refs", []byte("5"), 0)
+}
+
+// CPUSeconds is the CPU time (user and system) the process has used: the
+// work of a phase, which other processes on a loaded machine change less
+// than its wall time.
+func CPUSeconds() float64 {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
+}

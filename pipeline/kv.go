@@ -129,12 +129,18 @@ func (k *KV) CreateMany(ctx context.Context, keys []string, value []byte) ([]boo
 	return created, nil
 }
 
+// errCodeWrongLastSequenceConstant is nats-server's
+// JSStreamWrongLastSequenceConstantErr (10164): newer servers answer a KV
+// update on a stale revision with it (nats.go: ErrKeyRevisionMismatch).
+const errCodeWrongLastSequenceConstant jetstream.ErrorCode = 10164
+
 // Update writes key only when its revision is still rev (compare-and-set);
 // the error wraps ErrWrongRevision when somebody wrote it in between.
 func (k *KV) Update(ctx context.Context, key string, value []byte, rev uint64) (uint64, error) {
 	next, err := k.kv.Update(ctx, key, value, rev)
 	var apiErr *jetstream.APIError
-	if errors.Is(err, jetstream.ErrKeyExists) || (errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence) {
+	if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) ||
+		(errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == errCodeWrongLastSequenceConstant)) {
 		return 0, fmt.Errorf("%s %s: %w: %w", k.Name(), key, ErrWrongRevision, err)
 	}
 	if err != nil {

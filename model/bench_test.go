@@ -18,6 +18,7 @@ import (
 	. "github.com/gomlx/gomlx/pkg/core/graph" //nolint:revive,staticcheck // the GoMLX convention for graph code
 	"github.com/gomlx/gomlx/pkg/core/tensors"
 
+	"github.com/largeforge/largeforge/internal/benchenv"
 	"github.com/largeforge/largeforge/internal/testenv"
 	"github.com/largeforge/largeforge/model/checkpoint"
 )
@@ -267,8 +268,8 @@ func benchDecodeOne(b *testing.B, name, engine string, batch int, prefillOnly bo
 			b.ReportMetric(tps, "tokens/s")
 			b.ReportMetric(gf, "GFLOP/s")
 			b.ReportMetric(rate, "matmul-GFLOP/s")
-			b.Logf("%s %s prefill batch %d: %.0f tokens/s, %.2f GFLOP/s (%s matmul 1024^3 %.2f GFLOP/s, %.0f%%), peak RSS %.0f MiB",
-				name, engine, batch, tps, gf, rateName, rate, 100*gf/rate, peakRSS())
+			b.Logf("%s %s prefill batch %d: %.0f tokens/s, %.2f GFLOP/s (%s matmul 1024^3 %.2f GFLOP/s, %.0f%%), peak RSS %.0f MiB; %s",
+				name, engine, batch, tps, gf, rateName, rate, 100*gf/rate, peakRSS(), benchenv.Machine())
 			return
 		}
 		toks := float64(batch*benchSteps) * n
@@ -277,8 +278,8 @@ func benchDecodeOne(b *testing.B, name, engine string, batch int, prefillOnly bo
 		b.ReportMetric(tps, "tokens/s")
 		b.ReportMetric(gf, "GFLOP/s")
 		b.ReportMetric(rate, "matmul-GFLOP/s")
-		b.Logf("%s %s decode batch %d: %.0f tokens/s, %.2f GFLOP/s (%s matmul 1024^3 %.2f GFLOP/s, %.0f%%), %.2f ms/step, peak RSS %.0f MiB",
-			name, engine, batch, tps, gf, rateName, rate, 100*gf/rate, dec.Seconds()*1000/float64(benchSteps)/n, peakRSS())
+		b.Logf("%s %s decode batch %d: %.0f tokens/s, %.2f GFLOP/s (%s matmul 1024^3 %.2f GFLOP/s, %.0f%%), %.2f ms/step, peak RSS %.0f MiB; %s",
+			name, engine, batch, tps, gf, rateName, rate, 100*gf/rate, dec.Seconds()*1000/float64(benchSteps)/n, peakRSS(), benchenv.Machine())
 	})
 }
 
@@ -320,28 +321,6 @@ const (
 	longBatch  = 8
 	longPrompt = 128
 )
-
-// benchEnvInt is the positive integer in the environment variable name, else def.
-func benchEnvInt(name string, def int) int {
-	if n, err := strconv.Atoi(os.Getenv(name)); err == nil && n > 0 {
-		return n
-	}
-	return def
-}
-
-// cpuModel is /proc/cpuinfo's model name, "" where there is none.
-func cpuModel() string {
-	b, err := os.ReadFile("/proc/cpuinfo")
-	if err != nil {
-		return ""
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
-			return strings.TrimSpace(v)
-		}
-	}
-	return ""
-}
 
 // peerResult is what testdata/peer_prefill.py prints.
 type peerResult struct {
@@ -406,7 +385,7 @@ func BenchmarkPrefillLong(b *testing.B) {
 		return time.Since(t0)
 	}
 	run() // warm up
-	reps := benchEnvInt("LF_BENCH_PREFILL_REPS", 5)
+	reps := benchenv.Int("LF_BENCH_PREFILL_REPS", 5)
 	clock := newKernelClock()
 	b.ResetTimer()
 	var took time.Duration
@@ -425,8 +404,8 @@ func BenchmarkPrefillLong(b *testing.B) {
 	b.ReportMetric(tps, "tokens/s")
 	b.ReportMetric(gf, "GFLOP/s")
 	b.ReportMetric(rate, "matmul-GFLOP/s")
-	b.Logf("15m native prefill %dx%d: %.0f tokens/s, %.2f GFLOP/s (native kernels matmul 1024^3 %.2f GFLOP/s, %.0f%%); %s; CPU %s, GOMAXPROCS %d, peak RSS %.0f MiB",
-		longBatch, longPrompt, tps, gf, rate, 100*gf/rate, peer, cpuModel(), runtime.GOMAXPROCS(0), peakRSS())
+	b.Logf("15m native prefill %dx%d: %.0f tokens/s, %.2f GFLOP/s (native kernels matmul 1024^3 %.2f GFLOP/s, %.0f%%); %s; %s, peak RSS %.0f MiB",
+		longBatch, longPrompt, tps, gf, rate, 100*gf/rate, peer, benchenv.Machine(), peakRSS())
 }
 
 func BenchmarkScore(b *testing.B) {
@@ -435,7 +414,7 @@ func BenchmarkScore(b *testing.B) {
 		b.Skip("no native engine on this backend")
 	}
 	ctx := context.Background()
-	n := benchEnvInt("LF_BENCH_SCORE_ROWS", 10000)
+	n := benchenv.Int("LF_BENCH_SCORE_ROWS", 10000)
 	rows := benchRows(m, n, longPrompt)
 	reqs := make([]ScoreRequest, n)
 	for i, r := range rows {
@@ -472,6 +451,6 @@ func BenchmarkScore(b *testing.B) {
 	b.ReportMetric(rps, "rows/s")
 	b.ReportMetric(tps, "tokens/s")
 	b.ReportMetric(gf, "GFLOP/s")
-	b.Logf("15m native score %d rows of %d tokens: %.1f rows/s, %.0f tokens/s, %.2f GFLOP/s (native kernels matmul 1024^3 %.2f GFLOP/s, %.0f%%); %s; CPU %s, GOMAXPROCS %d, peak RSS %.0f MiB",
-		n, longPrompt, rps, tps, gf, rate, 100*gf/rate, peer, cpuModel(), runtime.GOMAXPROCS(0), rss)
+	b.Logf("15m native score %d rows of %d tokens: %.1f rows/s, %.0f tokens/s, %.2f GFLOP/s (native kernels matmul 1024^3 %.2f GFLOP/s, %.0f%%); %s; %s, peak RSS %.0f MiB",
+		n, longPrompt, rps, tps, gf, rate, 100*gf/rate, peer, benchenv.Machine(), rss)
 }

@@ -7,6 +7,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/largeforge/largeforge/internal/benchenv"
 )
 
 // naiveMul is the reference product y = x · wᵀ (+bias) in float64.
@@ -82,6 +84,7 @@ func TestPackedMatrixMul(t *testing.T) {
 
 // BenchmarkKernel reports the native kernels' GFLOP/s on the decoder's shapes.
 func BenchmarkKernel(b *testing.B) {
+	benchenv.Log(b)
 	rng := rand.New(rand.NewPCG(1, 2))
 	for _, s := range []struct{ rows, in, out int }{{64, 64, 128}, {64, 64, 344}, {64, 172, 64}, {64, 288, 768}, {64, 288, 32000}, {32, 288, 32000}, {32, 288, 864}, {32, 768, 288}, {32, 288, 1536}, {1024, 1024, 1024}} {
 		b.Run(fmt.Sprintf("%dx%dx%d", s.rows, s.in, s.out), func(b *testing.B) {

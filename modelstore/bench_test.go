@@ -11,30 +11,22 @@ import (
 	"testing"
 	"time"
 
+	"github.com/largeforge/largeforge/internal/benchenv"
 	"github.com/largeforge/largeforge/modelstore"
 	"github.com/largeforge/largeforge/pipeline"
 	"github.com/largeforge/largeforge/pipeline/pipelinetest"
 )
 
-// benchBytes is the model size of BenchmarkPushPull: LARGEFORGE_BENCH_MODEL_MB
+// benchBytes is the model size of BenchmarkPushPull: LF_BENCH_MODEL_MB
 // (default 256).
-func benchBytes(b *testing.B) int64 {
-	mb := int64(256)
-	if v := os.Getenv("LARGEFORGE_BENCH_MODEL_MB"); v != "" {
-		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil || n <= 0 {
-			b.Fatalf("LARGEFORGE_BENCH_MODEL_MB=%q", v)
-		}
-		mb = n
-	}
-	return mb << 20
-}
+func benchBytes(*testing.B) int64 { return int64(benchenv.Int("LF_BENCH_MODEL_MB", 256)) << 20 }
 
 // BenchmarkPushPull pushes and pulls a model of one large weights file and
 // two small ones, and puts and gets the same weights as one raw object of
 // lf_models, reporting MB/s of each and push/put, pull/get ratios (the
 // target is 0.8 or more).
 func BenchmarkPushPull(b *testing.B) {
+	benchenv.Log(b)
 	size := benchBytes(b)
 	dir := b.TempDir()
 	weights := filepath.Join(dir, "model.safetensors")

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/largeforge/largeforge/internal/benchenv"
 	"github.com/largeforge/largeforge/pipeline"
 	"github.com/largeforge/largeforge/pipeline/pipelinetest"
 )
@@ -15,6 +16,7 @@ var benchRecord = []byte(`{"instruction":"Summarize the following text","input":
 // BenchmarkPublisher measures the async ingest path: one op is one record
 // published with a Nats-Msg-Id and acked by the file store.
 func BenchmarkPublisher(b *testing.B) {
+	benchenv.Log(b)
 	for _, window := range []int{256, 4096} {
 		b.Run(fmt.Sprintf("window=%d", window), func(b *testing.B) {
 			_, bus := pipelinetest.StartBus(b)
@@ -38,6 +40,7 @@ func BenchmarkPublisher(b *testing.B) {
 
 // BenchmarkPublishSync is one synchronous Publish (a round trip) per op.
 func BenchmarkPublishSync(b *testing.B) {
+	benchenv.Log(b)
 	_, bus := pipelinetest.StartBus(b)
 	ctx := context.Background()
 	subj, _ := pipeline.DatasetRawSubject("bench")
@@ -54,6 +57,7 @@ func BenchmarkPublishSync(b *testing.B) {
 // BenchmarkConsume measures the consume loop: one op is one message fetched,
 // handled by a no-op handler and acked.
 func BenchmarkConsume(b *testing.B) {
+	benchenv.Log(b)
 	_, bus := pipelinetest.StartBus(b)
 	ctx := context.Background()
 	subj, _ := pipeline.RequestSubject("bench", "m")

@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/largeforge/largeforge/internal/benchenv"
 	"github.com/largeforge/largeforge/pipeline"
 	"github.com/largeforge/largeforge/pipeline/pipelinetest"
 )
@@ -31,6 +32,7 @@ var echoRequest = []byte(`{"custom_id":"b0","prompt":"Once upon a time 17","max_
 // over its work with three, which other load on the machine moves less
 // than the wall-time ratio of two phases run at different moments).
 func BenchmarkClusterEcho(b *testing.B) {
+	benchenv.Log(b)
 	n := pipelinetest.EnvInt("LF_BENCH_ECHO_MSGS", 20000)
 	for range b.N {
 		r3 := echoRun(b, 3, n)

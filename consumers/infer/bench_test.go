@@ -3,12 +3,12 @@ package infer_test
 import (
 	"context"
 	"fmt"
-	"os"
 	"strconv"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/largeforge/largeforge/internal/benchenv"
 	"github.com/largeforge/largeforge/jobs"
 	"github.com/largeforge/largeforge/model"
 	"github.com/largeforge/largeforge/schemas"
@@ -17,12 +17,7 @@ import (
 
 // benchRequests is the job size of BenchmarkJobThroughput: LF_BENCH_REQUESTS
 // (default 10000, the figure).
-func benchRequests() int {
-	if n, err := strconv.Atoi(os.Getenv("LF_BENCH_REQUESTS")); err == nil && n > 0 {
-		return n
-	}
-	return 10000
-}
+func benchRequests() int { return benchenv.Int("LF_BENCH_REQUESTS", 10000) }
 
 const (
 	benchSlots     = 32
@@ -34,6 +29,7 @@ const (
 // completed job) and in-process on a Batcher of the same size, and reports
 // both throughputs and their ratio (bus_vs_inprocess; the target is ≥ 0.9).
 func BenchmarkJobThroughput(b *testing.B) {
+	benchenv.Log(b)
 	n := benchRequests()
 	for range b.N {
 		inReq, inTok, inDur := benchInProcess(b, n)

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/largeforge/largeforge/internal/benchenv"
 	"github.com/largeforge/largeforge/pipeline/pipelinetest"
 )
 
@@ -18,6 +19,7 @@ import (
 // job has LF_BENCH_CLUSTER_REQUESTS requests (default 10000, the issue's
 // figure).
 func BenchmarkClusterJobThroughput(b *testing.B) {
+	benchenv.Log(b)
 	n := pipelinetest.EnvInt("LF_BENCH_CLUSTER_REQUESTS", 10000)
 	stories(b) // loaded once, outside the timed phases
 	for range b.N {

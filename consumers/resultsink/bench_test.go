@@ -4,10 +4,8 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
 	"runtime"
 	"runtime/debug"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -16,6 +14,7 @@ import (
 	"github.com/parquet-go/parquet-go"
 
 	"github.com/largeforge/largeforge/consumers/resultsink"
+	"github.com/largeforge/largeforge/internal/benchenv"
 	"github.com/largeforge/largeforge/jobs"
 	"github.com/largeforge/largeforge/pipeline/pipelinetest"
 	"github.com/largeforge/largeforge/storage"
@@ -23,12 +22,7 @@ import (
 
 // assemblyRows is the job size of BenchmarkAssembly: LF_BENCH_ASSEMBLY_ROWS
 // (default 100000; 1000000 checks the memory bound of a 1M-row job).
-func assemblyRows() int {
-	if n, err := strconv.Atoi(os.Getenv("LF_BENCH_ASSEMBLY_ROWS")); err == nil && n > 0 {
-		return n
-	}
-	return 100_000
-}
+func assemblyRows() int { return benchenv.Int("LF_BENCH_ASSEMBLY_ROWS", 100_000) }
 
 // BenchmarkAssembly stores a job's results as parts of 256 rows, then times
 // one sink finalising it: the streaming merge into results.parquet,
@@ -39,6 +33,7 @@ func assemblyRows() int {
 // runs at GOGC=10 meanwhile, so the peak is close to what is live), which
 // the package comment bounds.
 func BenchmarkAssembly(b *testing.B) {
+	benchenv.Log(b)
 	for _, store := range []string{"local", "objects"} {
 		b.Run(store, func(b *testing.B) { benchAssembly(b, store) })
 	}

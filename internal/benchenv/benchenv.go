@@ -5,6 +5,7 @@
 package benchenv
 
 import (
+	"fmt"
 	"os"
 	"runtime"
 	"runtime/debug"
@@ -51,11 +52,18 @@ func Machine() string {
 	return "CPU " + CPU() + ", GOMAXPROCS " + strconv.Itoa(runtime.GOMAXPROCS(0))
 }
 
-// Log prints Machine in b's output: for a benchmark whose figures are
-// ReportMetric's alone, the line that says where they were measured.
+// logged holds the GOMAXPROCS values whose Machine line Log printed.
+var logged sync.Map
+
+// Log prints Machine to standard output, once per process and GOMAXPROCS
+// value, before the benchmark's figures: for a benchmark whose figures are
+// ReportMetric's alone (or come from sub-benchmarks, whose parent's b.Log
+// go test drops), the line that says where they were measured.
 func Log(b testing.TB) {
 	b.Helper()
-	b.Log(Machine())
+	if _, done := logged.LoadOrStore(runtime.GOMAXPROCS(0), true); !done {
+		fmt.Println("machine: " + Machine())
+	}
 }
 
 // PeakRSS is the process's peak resident set (VmHWM) in bytes since it

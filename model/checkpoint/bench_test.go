@@ -4,6 +4,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/largeforge/largeforge/internal/benchenv"
 	"github.com/largeforge/largeforge/internal/testenv"
 )
 
@@ -21,6 +22,7 @@ func benchTensors() map[string]*Tensor {
 }
 
 func BenchmarkWriteSafetensors(b *testing.B) {
+	benchenv.Log(b)
 	ts := benchTensors()
 	path := filepath.Join(b.TempDir(), "w.safetensors")
 	b.SetBytes(16 << 20)
@@ -32,6 +34,7 @@ func BenchmarkWriteSafetensors(b *testing.B) {
 }
 
 func BenchmarkReadSafetensorsF32(b *testing.B) {
+	benchenv.Log(b)
 	path := filepath.Join(b.TempDir(), "r.safetensors")
 	if err := WriteSafetensors(path, benchTensors(), nil); err != nil {
 		b.Fatal(err)
@@ -45,6 +48,7 @@ func BenchmarkReadSafetensorsF32(b *testing.B) {
 }
 
 func BenchmarkReadSafetensorsBF16(b *testing.B) {
+	benchenv.Log(b)
 	var raws []rawTensor
 	for i := 0; i < 8; i++ {
 		raws = append(raws, rawTensor{name: string(rune('a'+i)) + ".weight", dtype: "BF16", shape: []int{512, 1024}, data: make([]byte, 2*512*1024)})
@@ -59,6 +63,7 @@ func BenchmarkReadSafetensorsBF16(b *testing.B) {
 }
 
 func BenchmarkInitTiny(b *testing.B) {
+	benchenv.Log(b)
 	dir := b.TempDir()
 	for b.Loop() {
 		if err := Init("tiny", 1, dir); err != nil {
@@ -68,6 +73,7 @@ func BenchmarkInitTiny(b *testing.B) {
 }
 
 func BenchmarkLoadStories260K(b *testing.B) {
+	benchenv.Log(b)
 	dir := filepath.Dir(testenv.SharedFile(b, "models/stories260K/model.safetensors"))
 	for b.Loop() {
 		if _, err := Load(dir); err != nil {
@@ -77,6 +83,7 @@ func BenchmarkLoadStories260K(b *testing.B) {
 }
 
 func BenchmarkImportGGUFStories260K(b *testing.B) {
+	benchenv.Log(b)
 	path := testenv.SharedFile(b, "models/gguf/stories260K.gguf")
 	out := b.TempDir()
 	for b.Loop() {

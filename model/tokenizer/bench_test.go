@@ -3,6 +3,8 @@ package tokenizer
 import (
 	"strings"
 	"testing"
+
+	"github.com/largeforge/largeforge/internal/benchenv"
 )
 
 // benchText is about 64 KiB of mixed English prose, code, numbers and
@@ -21,12 +23,14 @@ func benchEncode(b *testing.B, tok *Tokenizer) {
 
 // BenchmarkEncode reports encode throughput (MB/s) per tokenizer family.
 func BenchmarkEncode(b *testing.B) {
+	benchenv.Log(b)
 	b.Run("qwen3", func(b *testing.B) { benchEncode(b, qwen3(b)) })
 	b.Run("llama2", func(b *testing.B) { benchEncode(b, llama2(b)) })
 	b.Run("stories260K", func(b *testing.B) { benchEncode(b, stories(b)) })
 }
 
 func BenchmarkDecode(b *testing.B) {
+	benchenv.Log(b)
 	for _, tc := range []struct {
 		name string
 		tok  func(testing.TB) *Tokenizer
@@ -44,6 +48,7 @@ func BenchmarkDecode(b *testing.B) {
 }
 
 func BenchmarkStreamDecode(b *testing.B) {
+	benchenv.Log(b)
 	tok := qwen3(b)
 	ids := tok.Encode(benchText, false)
 	b.SetBytes(int64(len(benchText)))
@@ -58,6 +63,7 @@ func BenchmarkStreamDecode(b *testing.B) {
 }
 
 func BenchmarkLoadQwen3(b *testing.B) {
+	benchenv.Log(b)
 	path := qwen3Path(b)
 	for b.Loop() {
 		if _, err := Load(path); err != nil {

@@ -20,6 +20,7 @@ import (
 	"github.com/gomlx/gomlx/pkg/core/shapes"
 	"github.com/gomlx/gomlx/pkg/core/tensors"
 
+	"github.com/largeforge/largeforge/internal/benchenv"
 	"github.com/largeforge/largeforge/internal/testenv"
 	"github.com/largeforge/largeforge/model"
 	"github.com/largeforge/largeforge/model/checkpoint"
@@ -173,8 +174,8 @@ func benchTrain(b *testing.B, name string, lora bool, opts ...Option) {
 	if lora {
 		kind = "LoRA"
 	}
-	b.Logf("%s %s training on the %s engine, %dx%d tokens/step, %s, %d threads: %.0f tokens/s, %.2f GFLOP/s (%s, N=%.0f) = %.0f%% of %s matmul 1024^3 %.2f GFLOP/s; peak RSS %.0f MiB",
-		name, kind, tr.engine, benchRows, benchSeq, cpuName(), runtime.GOMAXPROCS(0), tokS, gf, formula, n, 100*gf/rate, rateOf, rate, rss)
+	b.Logf("%s %s training on the %s engine, %dx%d tokens/step, %s: %.0f tokens/s, %.2f GFLOP/s (%s, N=%.0f) = %.0f%% of %s matmul 1024^3 %.2f GFLOP/s; peak RSS %.0f MiB",
+		name, kind, tr.engine, benchRows, benchSeq, benchenv.Machine(), tokS, gf, formula, n, 100*gf/rate, rateOf, rate, rss)
 	if tr.native != nil || tr.opts.engine == "" { // the graph engine run beside the native one needs no second peer
 		b.Log(peerTrain(b, ck.Config, lora))
 	}
@@ -196,17 +197,6 @@ func peakRSSMiB() float64 {
 	return 0
 }
 
-// cpuName is /proc/cpuinfo's first model name.
-func cpuName() string {
-	data, _ := os.ReadFile("/proc/cpuinfo")
-	for _, line := range strings.Split(string(data), "\n") {
-		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
-			return strings.TrimSpace(v)
-		}
-	}
-	return "unknown CPU"
-}
-
 // peerTrain runs testdata/peer_train.py (PyTorch) on cfg's shape at
 // benchRows x benchSeq with GOMAXPROCS threads, full or LoRA as DefaultLoraConfig
 // (r, alpha 2r, on q, k, v, o), and describes its figure; without torch it
@@ -217,10 +207,7 @@ func peerTrain(b *testing.B, cfg checkpoint.Config, lora bool) string {
 	if python == "" {
 		return "PyTorch peer: not run, no python3 with torch (Debian's python3-torch) installed"
 	}
-	steps := 3
-	if v, err := strconv.Atoi(os.Getenv("LF_BENCH_PEER_STEPS")); err == nil && v > 0 {
-		steps = v
-	}
+	steps := benchenv.Int("LF_BENCH_PEER_STEPS", 3)
 	tied := 0
 	if cfg.TieWordEmbeddings {
 		tied = 1

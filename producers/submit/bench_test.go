@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/largeforge/largeforge/internal/benchenv"
 	"github.com/largeforge/largeforge/pipeline/pipelinetest"
 	"github.com/largeforge/largeforge/producers/submit"
 )
@@ -14,6 +15,7 @@ import (
 // BenchmarkSubmit publishes a 20,000-row job file to an embedded JetStream
 // server and reports rows/s (the target is at least 20,000 rows/s).
 func BenchmarkSubmit(b *testing.B) {
+	benchenv.Log(b)
 	const rows = 20000
 	p := filepath.Join(b.TempDir(), "req.jsonl")
 	var data []byte

@@ -54,14 +54,18 @@ func (b *Bus) Publish(ctx context.Context, subject string, data []byte, msgID st
 
 // Publisher publishes asynchronously with at most window acks pending. It is
 // safe for concurrent use. A publish with a msg id whose ack is lost
-// (disconnect, timeout) is retried up to PublishRetries times, with backoff;
-// the duplicate window keeps it stored once. After the first publish that
-// fails for good the Publisher stays failed: Publish and Flush return that
-// error (wrapping ErrPublisherFailed).
+// (disconnect, timeout, no stream leader) is sent again with the same
+// Nats-Msg-Id, with backoff, for up to DefaultPublishRetryFor after its
+// first failure (WithRetryFor): long enough for a cluster to elect a
+// stream's new leader and for the client to reconnect to another node. The
+// duplicate window keeps it stored once. After the first publish that fails
+// for good the Publisher stays failed: Publish and Flush return that error
+// (wrapping ErrPublisherFailed).
 type Publisher struct {
-	js     jetstream.JetStream
-	slots  chan struct{}
-	window int
+	js       jetstream.JetStream
+	slots    chan struct{}
+	window   int
+	retryFor time.Duration
 
 	mu      sync.Mutex
 	err     error
@@ -72,18 +76,39 @@ type Publisher struct {
 	dups    int
 	retried int
 	maxSeq  uint64
-	retries map[*nats.Msg]int // attempts of messages being retried
+	retries map[*nats.Msg]retrying // messages being retried
 	closing bool
 }
 
 // Publisher retries: a publish with a msg id that failed for want of an ack
 // (disconnect, timeout, no stream response) is sent again, which the stream's
-// duplicate window makes safe.
+// duplicate window makes safe, for up to DefaultPublishRetryFor after its
+// first failure: a failure and its retries all fall inside DuplicateWindow
+// (the first copy may be stored up to DefaultAsyncAckTimeout before its
+// failure is known). The pause between tries doubles from 50ms to 2s.
 const (
-	PublishRetries   = 5
-	publishRetryBase = 50 * time.Millisecond
-	publishRetryMax  = 2 * time.Second
+	DefaultPublishRetryFor = time.Minute
+	publishRetryBase       = 50 * time.Millisecond
+	publishRetryMax        = 2 * time.Second
 )
+
+// retrying is a message being retried: its tries so far and when it first
+// failed.
+type retrying struct {
+	n     int
+	since time.Time
+}
+
+// PublisherOption configures a Publisher.
+type PublisherOption func(*Publisher)
+
+// WithRetryFor sets how long after its first failure a publish with a msg
+// id is retried (default DefaultPublishRetryFor; 0 or less: never). A
+// stream that does not exist answers like one without a leader, so a
+// publish to it fails only once this has passed.
+func WithRetryFor(d time.Duration) PublisherOption {
+	return func(p *Publisher) { p.retryFor = max(d, 0) }
+}
 
 // noLibRetry turns off the client library's own quick retries after "no
 // responders": the Publisher's retries (with backoff) cover that case.
@@ -102,15 +127,19 @@ func (p *Publisher) retry(m *nats.Msg, err error) bool {
 		return false
 	}
 	p.mu.Lock()
-	n := p.retries[m]
-	if n >= PublishRetries || p.closing {
+	r, ok := p.retries[m]
+	if !ok {
+		r.since = time.Now()
+	}
+	if p.closing || time.Since(r.since) >= p.retryFor {
 		p.mu.Unlock()
 		return false
 	}
-	p.retries[m] = n + 1
+	wait := min(publishRetryBase<<min(r.n, 6), publishRetryMax)
+	r.n++
+	p.retries[m] = r
 	p.retried++
 	p.mu.Unlock()
-	wait := min(publishRetryBase<<n, publishRetryMax)
 	time.AfterFunc(wait, func() {
 		if _, err := p.js.PublishMsgAsync(m, noLibRetry); err != nil {
 			p.fail(m, err)
@@ -129,11 +158,14 @@ func (p *Publisher) fail(m *nats.Msg, err error) {
 
 // NewPublisher returns a Publisher whose window of pending acks is window
 // (values below 1 mean 1).
-func (b *Bus) NewPublisher(window int) *Publisher {
+func (b *Bus) NewPublisher(window int, opts ...PublisherOption) *Publisher {
 	if window < 1 {
 		window = 1
 	}
-	p := &Publisher{slots: make(chan struct{}, window), window: window, retries: map[*nats.Msg]int{}}
+	p := &Publisher{slots: make(chan struct{}, window), window: window, retryFor: DefaultPublishRetryFor, retries: map[*nats.Msg]retrying{}}
+	for _, o := range opts {
+		o(p)
+	}
 	js, err := jetstream.New(b.nc,
 		jetstream.WithPublishAsyncMaxPending(2*window), // the slots channel is the bound; this only must never stall first
 		jetstream.WithPublishAsyncTimeout(DefaultAsyncAckTimeout),
@@ -266,7 +298,7 @@ type PublisherStats struct {
 	Duplicates int // acks that reported a duplicate Nats-Msg-Id
 	Failed     int
 	Pending    int
-	Retried    int // publishes sent again after a lost ack (see PublishRetries)
+	Retried    int // publishes sent again after a lost ack (see DefaultPublishRetryFor)
 	// MaxSequence is the highest stream sequence acked (a duplicate's ack
 	// carries the sequence of the message stored first).
 	MaxSequence uint64

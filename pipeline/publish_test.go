@@ -218,14 +218,16 @@ func TestPublishDLQ(t *testing.T) {
 	}
 }
 
-// A publish that gets no stream response is retried PublishRetries times, then
+// A publish that gets no stream response is retried for WithRetryFor, then
 // fails; a stream that appears meanwhile takes it.
 func TestPublisherRetriesNoStreamResponse(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	_, b := pipelinetest.StartBus(t)
 
-	p := b.NewPublisher(4)
+	const retryFor = 500 * time.Millisecond
+	p := b.NewPublisher(4, pipeline.WithRetryFor(retryFor))
+	start := time.Now()
 	if err := p.Publish(ctx, "nostream.a", []byte("x"), "a/1", nil); err != nil {
 		t.Fatal(err)
 	}
@@ -233,8 +235,11 @@ func TestPublisherRetriesNoStreamResponse(t *testing.T) {
 	if !errors.Is(err, pipeline.ErrPublisherFailed) || !errors.Is(err, jetstream.ErrNoStreamResponse) {
 		t.Fatalf("Flush = %v, want ErrPublisherFailed wrapping ErrNoStreamResponse", err)
 	}
-	if st := p.Stats(); st.Retried != pipeline.PublishRetries || st.Failed != 1 {
-		t.Errorf("stats = %+v, want %d retries and 1 failure", st, pipeline.PublishRetries)
+	if took := time.Since(start); took < retryFor {
+		t.Errorf("failed for good after %v, before its %v of retries", took, retryFor)
+	}
+	if st := p.Stats(); st.Retried < 3 || st.Failed != 1 {
+		t.Errorf("stats = %+v, want retries with backoff and 1 failure", st)
 	}
 
 	// Without a msg id a retry could store twice: no retry.
@@ -261,5 +266,56 @@ func TestPublisherRetriesNoStreamResponse(t *testing.T) {
 	}
 	if st := p3.Stats(); st.Acked != 1 {
 		t.Errorf("stats = %+v", st)
+	}
+}
+
+// A stream that answers nothing for longer than the old five quick retries
+// took (1.6s; a cluster electing a stream's new leader after a node died
+// took 4 to 6s) still gets the publish, stored once under its msg id; a
+// Publisher with no retry time fails at once.
+func TestPublisherRetriesThroughLeaderElection(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	_, b := pipelinetest.StartBus(t)
+
+	p := b.NewPublisher(4)
+	for i := range 3 {
+		if err := p.Publish(ctx, "leaderless.a", []byte("x"), fmt.Sprintf("a/%d", i), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The stream answers once 3s have passed and the publishes were retried.
+	pipelinetest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if st := p.Stats(); st.Retried < 3 {
+			return fmt.Errorf("stats %+v, want retries", st)
+		}
+		return nil
+	})
+	time.Sleep(3 * time.Second) // the outage's length is the point here, not a wait for a state
+	if err := p.Err(); err != nil {
+		t.Fatalf("the publisher gave up during a 3s outage: %v (stats %+v)", err, p.Stats())
+	}
+	if _, err := b.JetStream().CreateStream(ctx, jetstream.StreamConfig{Name: "LEADERLESS", Subjects: []string{"leaderless.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Flush(ctx); err != nil {
+		t.Fatalf("Flush once the stream answers: %v (stats %+v)", err, p.Stats())
+	}
+	if st := p.Stats(); st.Acked != 3 || st.Failed != 0 {
+		t.Errorf("stats = %+v, want 3 acked", st)
+	}
+	if got := streamMsgs(t, b, "LEADERLESS"); got != 3 {
+		t.Errorf("stream holds %d msgs, want 3", got)
+	}
+
+	never := b.NewPublisher(4, pipeline.WithRetryFor(0))
+	if err := never.Publish(ctx, "nostream.b", []byte("x"), "b/1", nil); err != nil && !errors.Is(err, pipeline.ErrPublisherFailed) {
+		t.Fatal(err)
+	}
+	if err := never.Flush(ctx); !errors.Is(err, jetstream.ErrNoStreamResponse) {
+		t.Fatalf("Flush = %v, want ErrNoStreamResponse at once", err)
+	}
+	if st := never.Stats(); st.Retried != 0 {
+		t.Errorf("a publisher with no retry time retried: %+v", st)
 	}
 }

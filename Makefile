@@ -24,12 +24,21 @@ test:
 test-short:
 	$(GO) test -short -count=1 ./...
 
-# Benchmarks print their comparisons (floor vs. through the bus, backend matmul rate,
-# three replicas vs. one on a three-node loopback cluster: LF_BENCH_ECHO_MSGS,
-# LF_BENCH_CLUSTER_REQUESTS size the cluster runs).
+# Benchmarks print each figure beside its same-run baseline (the floor without the bus,
+# the kernels' or backend's 1024^3 matmul rate, PyTorch's figure where python3-torch is
+# installed, the in-process run, a raw put/get, one replica against three) and the machine
+# line (CPU model, GOMAXPROCS; internal/benchenv). About 10-15 minutes on 2 cores; the
+# LF_BENCH_* variables shrink it: LF_BENCH_ROWS (ingest, 1000000), LF_BENCH_SCORE_ROWS
+# (10000), LF_BENCH_PREFILL_REPS (5), LF_BENCH_PEER_STEPS (3), LF_BENCH_REQUESTS (10000),
+# LF_BENCH_CLUSTER_REQUESTS (10000), LF_BENCH_ECHO_MSGS (20000), LF_BENCH_ASSEMBLY_ROWS
+# (100000), LF_BENCH_MODEL_MB (256). The last line is the run's total time.
+BENCH_PKGS := ./producers/ingest/ ./model/... ./consumers/infer/ ./producers/submit/ ./modelstore/ ./consumers/resultsink/
+
 bench:
-	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./producers/ingest/ ./model/... ./consumers/infer/ ./producers/submit/ ./modelstore/ ./consumers/resultsink/
-	$(GO) test -run '^$$' -bench 'Cluster' -benchtime 1x -timeout 30m ./pipeline/
+	@start=$$(date +%s); \
+	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m $(BENCH_PKGS) && \
+	$(GO) test -run '^$$' -bench 'Cluster' -benchtime 1x -timeout 30m ./pipeline/; \
+	rc=$$?; echo "make bench: $$(( $$(date +%s) - start )) s in all, exit status $$rc"; exit $$rc
 
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)

@@ -69,7 +69,8 @@ type Publisher struct {
 
 	mu      sync.Mutex
 	err     error
-	failed  int
+	failed  chan struct{} // closed with the first failure (err)
+	nFailed int
 	pending int
 	idle    chan struct{} // closed when pending drops to 0; nil while 0
 	acked   int
@@ -131,7 +132,7 @@ func (p *Publisher) retry(m *nats.Msg, err error) bool {
 	if !ok {
 		r.since = time.Now()
 	}
-	if p.closing || time.Since(r.since) >= p.retryFor {
+	if p.closing || p.err != nil || time.Since(r.since) >= p.retryFor { // a failed Publisher stays failed
 		p.mu.Unlock()
 		return false
 	}
@@ -162,7 +163,8 @@ func (b *Bus) NewPublisher(window int, opts ...PublisherOption) *Publisher {
 	if window < 1 {
 		window = 1
 	}
-	p := &Publisher{slots: make(chan struct{}, window), window: window, retryFor: DefaultPublishRetryFor, retries: map[*nats.Msg]retrying{}}
+	p := &Publisher{slots: make(chan struct{}, window), window: window, retryFor: DefaultPublishRetryFor,
+		retries: map[*nats.Msg]retrying{}, failed: make(chan struct{})}
 	for _, o := range opts {
 		o(p)
 	}
@@ -187,9 +189,10 @@ func (p *Publisher) done(m *nats.Msg, err error, ack *jetstream.PubAck) {
 	p.mu.Lock()
 	delete(p.retries, m)
 	if err != nil {
-		p.failed++
+		p.nFailed++
 		if p.err == nil {
 			p.err = err
+			close(p.failed)
 		}
 	} else {
 		p.acked++
@@ -278,6 +281,10 @@ func (p *Publisher) Close(ctx context.Context) error {
 	return err
 }
 
+// Failed is closed when the first publish fails for good (Err says how):
+// for a producer that may publish nothing more for a while, to stop at once.
+func (p *Publisher) Failed() <-chan struct{} { return p.failed }
+
 // Err returns the first asynchronous failure, or nil.
 func (p *Publisher) Err() error {
 	p.mu.Lock()
@@ -308,7 +315,7 @@ type PublisherStats struct {
 func (p *Publisher) Stats() PublisherStats {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return PublisherStats{Acked: p.acked, Duplicates: p.dups, Failed: p.failed, Pending: p.pending, Retried: p.retried, MaxSequence: p.maxSeq}
+	return PublisherStats{Acked: p.acked, Duplicates: p.dups, Failed: p.nFailed, Pending: p.pending, Retried: p.retried, MaxSequence: p.maxSeq}
 }
 
 // DLQRecord is what the dead-letter stream stores for a message that could

@@ -170,16 +170,24 @@ func (in *Ingester) Ingest(ctx context.Context, source string, stdin io.Reader) 
 		return r.sum, err
 	}
 	defer r.rr.Close()
+	// A shard that fails to publish for good ends the scan at once: the
+	// source (stdin, say) may send nothing more for a long time.
+	sctx, stopScan := context.WithCancelCause(ctx)
+	defer stopScan(nil)
 	r.startPublisher(ctx)
 	defer r.closeQueue()
+	go r.watchPublisher(sctx, stopScan)
 	if in.progress != nil && in.cfg.Wait > 0 {
 		wctx, stop := context.WithCancel(ctx)
 		defer stop()
 		go in.watchDuplicates(wctx, r.sum.Run, &r.dups)
 	}
 
-	res, err := scan(ctx, r.rr, scanOptions{source: source, format: r.format, maxRecord: r.shardBytes, workers: in.cfg.Workers},
+	res, err := scan(sctx, r.rr, scanOptions{source: source, format: r.format, maxRecord: r.shardBytes, workers: in.cfg.Workers},
 		func(a read.Accepted) error { return r.emit(ctx, a) }, func(rej read.Reject) error { return r.reject(ctx, rej) })
+	if err != nil && ctx.Err() == nil && sctx.Err() != nil {
+		err = context.Cause(sctx) // the publishing failure, not "context canceled"
+	}
 	r.sum.Format, r.sum.FormatDetected, r.sum.Rows, r.sum.Bytes = res.Format, res.Detected, res.Rows, res.Bytes
 	in.metrics.Bytes.WithLabelValues(r.ds).Add(float64(res.Bytes))
 	if res.Detected && in.cfg.Format == "auto" {
@@ -279,6 +287,20 @@ func (r *ingestRun) startPublisher(ctx context.Context) {
 		}
 		r.pubDone <- first
 	}()
+}
+
+// watchPublisher logs the first shard that fails to publish for good (its
+// retries spent) as it happens and ends the scan with it (stop), until ctx
+// ends: the publishes are asynchronous, and the next shard, which would
+// see the failure, may wait for input that comes late or never.
+func (r *ingestRun) watchPublisher(ctx context.Context, stop context.CancelCauseFunc) {
+	select {
+	case <-r.shards.Failed():
+		err := fmt.Errorf("publish shard: %w", r.shards.Err())
+		r.in.log.Error().Err(err).Dict("context", zerolog.Dict().Str("dataset", r.ds).Str("source", r.source)).Msg("the run stops")
+		stop(err)
+	case <-ctx.Done():
+	}
 }
 
 // closeQueue ends the publishing goroutine and returns its first failure.

@@ -138,7 +138,17 @@ func scan(ctx context.Context, rr read.Source, o scanOptions, emit func(read.Acc
 		readErr <- nil
 	}()
 
-	for out := range order {
+	for {
+		var out chan []read.Item
+		var ok bool
+		select { // not blocked on a source that sends nothing once ctx ends
+		case out, ok = <-order:
+		case <-ctx.Done():
+			return res, ctx.Err()
+		}
+		if !ok {
+			break
+		}
 		var items []read.Item
 		select {
 		case items = <-out:

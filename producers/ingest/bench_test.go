@@ -76,18 +76,78 @@ func ingestChild(url, source string) int {
 
 // runIngestProcess runs ingestChild in a process of its own and returns its
 // report and CPU seconds.
-func runIngestProcess(b *testing.B, url, source string) (childReport, float64) {
-	b.Helper()
+func runIngestProcess(t testing.TB, url, source string) (childReport, float64) {
+	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), childURL+"="+url, childSource+"="+source)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.Output()
 	var rep childReport
 	if jerr := json.Unmarshal(out, &rep); jerr != nil || err != nil {
-		b.Fatalf("ingest process: %v %v (%s): %s", err, jerr, rep.Error, out)
+		t.Fatalf("ingest process: %v %v (%s): %s", err, jerr, rep.Error, out)
 	}
 	ps := cmd.ProcessState
 	return rep, (ps.UserTime() + ps.SystemTime()).Seconds()
+}
+
+// startUp starts what `largeforge up` runs for ingestion, in this process: an
+// embedded server with the topology and the dataset sink (parts in
+// lf_artifacts, mirrored to dir, record ids in lf_dedupe). It returns the
+// server's URL and a stop that ends the sink.
+func startUp(t testing.TB, dir string) (url string, stop func()) {
+	t.Helper()
+	e, bus := pipelinetest.StartBus(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	objects, err := storage.OpenObjects(ctx, bus, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	local, err := storage.NewLocal(storage.Dirs{Datasets: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mirror, err := storage.NewMirror(objects, local)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := datasetsink.StartStore(ctx, bus, mirror, pipelinetest.Logger(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e.ClientURL(), func() { cancel(); w.Wait() }
+}
+
+// TestIngestProcess: the benchmark's ingest process (the test binary run
+// again with childURL set) ingests a file into the sink of this process and
+// reports its run and its own peak resident set.
+func TestIngestProcess(t *testing.T) {
+	const n = 2000
+	dir := t.TempDir()
+	src := filepath.Join(dir, "alpaca.jsonl")
+	f, err := os.Create(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := samples.WriteLargeAlpaca(f, n, 600, 1); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	url, stop := startUp(t, filepath.Join(dir, "up"))
+	defer stop()
+	rep, cpu := runIngestProcess(t, url, src)
+	if !rep.Summary.Confirmed || rep.Summary.Persisted != n {
+		t.Fatalf("ingest process: %+v, want %d rows persisted", rep.Summary, n)
+	}
+	// Its own peak, not this process's: above the Go runtime's few MiB,
+	// far below the 300 MiB target for 1M rows.
+	if rep.PeakRSS < 4<<20 || rep.PeakRSS > 300<<20 || cpu <= 0 {
+		t.Fatalf("ingest process peak RSS %d bytes, CPU %.2f s", rep.PeakRSS, cpu)
+	}
+	parts, err := dataset.ListParts(filepath.Join(dir, "up", "bench"))
+	if err != nil || len(parts) == 0 {
+		t.Fatalf("parts %v: %v", parts, err)
+	}
 }
 
 // BenchmarkIngestAlpaca ingests 1,000,000 alpaca records of about 600 bytes from a
@@ -126,31 +186,13 @@ func BenchmarkIngestAlpaca(b *testing.B) {
 		// Through the bus: server and sink here, as `up` runs them (parts in
 		// lf_artifacts, mirrored to busDir, record ids in lf_dedupe).
 		benchenv.ResetPeakRSS()
-		e, bus := pipelinetest.StartBus(b)
-		ctx, cancel := context.WithCancel(context.Background())
 		busDir := filepath.Join(dir, fmt.Sprintf("bus-%d", i))
-		objects, err := storage.OpenObjects(ctx, bus, "")
-		if err != nil {
-			b.Fatal(err)
-		}
-		local, err := storage.NewLocal(storage.Dirs{Datasets: busDir})
-		if err != nil {
-			b.Fatal(err)
-		}
-		mirror, err := storage.NewMirror(objects, local)
-		if err != nil {
-			b.Fatal(err)
-		}
-		w, err := datasetsink.StartStore(ctx, bus, mirror, pipelinetest.Logger(b), nil)
-		if err != nil {
-			b.Fatal(err)
-		}
+		url, stop := startUp(b, busDir)
 		t1, c1 := time.Now(), benchenv.CPUSeconds()
-		rep, ingestCPU := runIngestProcess(b, e.ClientURL(), src)
+		rep, ingestCPU := runIngestProcess(b, url, src)
 		busSec, upCPU := time.Since(t1).Seconds(), benchenv.CPUSeconds()-c1
 		upRSS := benchenv.PeakRSS()
-		cancel()
-		w.Wait()
+		stop()
 		if rep.Summary.Persisted != int64(n) || floorRows != int64(n) {
 			b.Fatalf("persisted %d (floor %d), want %d", rep.Summary.Persisted, floorRows, n)
 		}

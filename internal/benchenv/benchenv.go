@@ -5,6 +5,7 @@
 package benchenv
 
 import (
+	"crypto/sha256"
 	"fmt"
 	"os"
 	"runtime"
@@ -47,9 +48,27 @@ var cpuOnce = sync.OnceValue(func() string {
 func CPU() string { return cpuOnce() }
 
 // Machine is the line every figure is printed with: "CPU <model>,
-// GOMAXPROCS <n>" (the threads the Go side runs on).
+// GOMAXPROCS <n>, reference sha256 <r> MB/s", the threads the Go side runs
+// on and the machine's single-thread rate measured now (Reference): the
+// baseline of a figure that has none of its own, which tells how much
+// other work slowed the machine when the figure was taken.
 func Machine() string {
-	return "CPU " + CPU() + ", GOMAXPROCS " + strconv.Itoa(runtime.GOMAXPROCS(0))
+	return fmt.Sprintf("CPU %s, GOMAXPROCS %d, reference sha256 %.0f MB/s", CPU(), runtime.GOMAXPROCS(0), Reference())
+}
+
+// referenceBytes is what Reference hashes (about 20-40 ms on a 2020s core).
+var referenceBytes = make([]byte, 8<<20)
+
+// Reference is the machine's single-thread rate now: the best of three
+// sha256 sums of 8 MiB, in MB/s.
+func Reference() float64 {
+	best := time.Duration(1<<63 - 1)
+	for range 3 {
+		t0 := time.Now()
+		sha256.Sum256(referenceBytes)
+		best = min(best, time.Since(t0))
+	}
+	return float64(len(referenceBytes)) / 1e6 / best.Seconds()
 }
 
 // logged holds the GOMAXPROCS values whose Machine line Log printed.

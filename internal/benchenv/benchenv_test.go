@@ -29,8 +29,11 @@ func TestInt(t *testing.T) {
 
 func TestMachine(t *testing.T) {
 	m := Machine()
-	if !strings.HasPrefix(m, "CPU ") || !strings.HasSuffix(m, ", GOMAXPROCS "+strconv.Itoa(runtime.GOMAXPROCS(0))) || CPU() == "" {
+	if !strings.HasPrefix(m, "CPU "+CPU()+", GOMAXPROCS "+strconv.Itoa(runtime.GOMAXPROCS(0))+", reference sha256 ") || !strings.HasSuffix(m, " MB/s") || CPU() == "" {
 		t.Fatalf("Machine() = %q", m)
+	}
+	if r := Reference(); r <= 0 {
+		t.Fatalf("Reference() = %v", r)
 	}
 }
 

@@ -50,24 +50,8 @@ func TestClusterPublisherFailsOver(t *testing.T) {
 	}
 	defer b.Close()
 	subj, _ := pipeline.DatasetRawSubject("failover")
-	p := b.NewPublisher(32)
 	const n = 600
-	for i := range n {
-		if i == n/3 {
-			node.Shutdown()
-		}
-		if err := p.Publish(ctx, subj, []byte(fmt.Sprintf(`{"i":%d}`, i)), fmt.Sprintf("failover/%d", i), nil); err != nil {
-			t.Fatalf("publish %d: %v (stats %+v)", i, err, p.Stats())
-		}
-	}
-	if err := p.Flush(ctx); err != nil {
-		t.Fatalf("Flush: %v (stats %+v)", err, p.Stats())
-	}
-	st := p.Stats()
-	t.Logf("publisher stats across the loss of %s: %+v", leader, st)
-	if st.Failed != 0 || st.Acked != n {
-		t.Errorf("stats = %+v, want %d acked and no failure", st, n)
-	}
+	publishThrough(t, ctx, b.NewPublisher(32), subj, "failover", n, node.Shutdown)
 	if got := b.Conn().ConnectedServerName(); got == leader || got == "" {
 		t.Errorf("connected to %q after %s went", got, leader)
 	}
@@ -79,5 +63,28 @@ func TestClusterPublisherFailsOver(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("the client's log lacks %s:\n%s", want, out)
 		}
+	}
+}
+
+// publishThrough publishes n messages with msg ids prefix/i on subj,
+// calling cut before the (n/3)th, flushes and checks that every one was
+// acked and none failed.
+func publishThrough(t *testing.T, ctx context.Context, p *pipeline.Publisher, subj, prefix string, n int, cut func()) {
+	t.Helper()
+	for i := range n {
+		if i == n/3 {
+			cut()
+		}
+		if err := p.Publish(ctx, subj, []byte(fmt.Sprintf(`{"i":%d}`, i)), fmt.Sprintf("%s/%d", prefix, i), nil); err != nil {
+			t.Fatalf("publish %d: %v (stats %+v)", i, err, p.Stats())
+		}
+	}
+	if err := p.Flush(ctx); err != nil {
+		t.Fatalf("Flush: %v (stats %+v)", err, p.Stats())
+	}
+	st := p.Stats()
+	t.Logf("publisher stats across the cut: %+v", st)
+	if st.Failed != 0 || st.Acked != n {
+		t.Errorf("stats = %+v, want %d acked and no failure", st, n)
 	}
 }

@@ -81,25 +81,11 @@ func TestPublisherRetriesAcrossRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	subj, _ := pipeline.DatasetRawSubject("ds")
-	p := b.NewPublisher(32)
 	const n = 3000
-	for i := range n {
-		if i == n/3 {
-			e.Shutdown()
-			e = pipelinetest.StartServerWith(t, pipeline.EmbeddedConfig{DataDir: dir, Listen: u.Host})
-		}
-		if err := p.Publish(ctx, subj, []byte(fmt.Sprintf(`{"i":%d}`, i)), fmt.Sprintf("ds/%d", i), nil); err != nil {
-			t.Fatalf("publish %d: %v", i, err)
-		}
-	}
-	if err := p.Flush(ctx); err != nil {
-		t.Fatalf("Flush: %v (stats %+v)", err, p.Stats())
-	}
-	st := p.Stats()
-	t.Logf("publisher stats across the restart: %+v", st)
-	if st.Failed != 0 || st.Acked != n {
-		t.Errorf("stats = %+v, want %d acked and no failure", st, n)
-	}
+	publishThrough(t, ctx, b.NewPublisher(32), subj, "ds", n, func() {
+		e.Shutdown()
+		e = pipelinetest.StartServerWith(t, pipeline.EmbeddedConfig{DataDir: dir, Listen: u.Host})
+	})
 	if got := streamMsgs(t, b, pipeline.StreamDatasets); got != n {
 		t.Errorf("stream holds %d msgs, want %d", got, n)
 	}

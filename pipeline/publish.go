@@ -43,13 +43,38 @@ func newMsg(subject string, data []byte, msgID string, hdr nats.Header) *nats.Ms
 
 // Publish stores data on subject and waits for the stream's ack. msgID, when
 // not empty, is sent as Nats-Msg-Id: a second publish with the same id inside
-// the duplicate window is acked with PubAck.Duplicate set and no error.
+// the duplicate window is acked with PubAck.Duplicate set and no error. Like
+// a Publisher's, a publish that finds no stream responding (a stream without
+// a leader while its cluster elects one) is sent again, with backoff, for up
+// to DefaultPublishRetryFor or until ctx ends; one whose ack is lost
+// (disconnect, timeout) too when it has a msg id.
 func (b *Bus) Publish(ctx context.Context, subject string, data []byte, msgID string, hdr nats.Header) (*jetstream.PubAck, error) {
-	ack, err := b.js.PublishMsg(ctx, newMsg(subject, data, msgID, hdr))
-	if err != nil {
-		return nil, fmt.Errorf("publish %s (msg id %q): %w", subject, msgID, err)
+	m := newMsg(subject, data, msgID, hdr)
+	var since time.Time
+	var prev error // the failure retried
+	for n := 0; ; n++ {
+		ack, err := b.js.PublishMsg(ctx, m, noLibRetry)
+		if err == nil {
+			return ack, nil
+		}
+		if ctx.Err() != nil && prev != nil {
+			err = fmt.Errorf("%w (%w)", ctx.Err(), prev)
+		}
+		if n == 0 {
+			since = time.Now()
+		}
+		// No responders: no server took it, so sending it again stores nothing twice.
+		again := errors.Is(err, jetstream.ErrNoStreamResponse) || (msgID != "" && retryable(err))
+		if !again || ctx.Err() != nil || time.Since(since) >= DefaultPublishRetryFor {
+			return nil, fmt.Errorf("publish %s (msg id %q): %w", subject, msgID, err)
+		}
+		prev = err
+		select {
+		case <-time.After(min(publishRetryBase<<min(n, 6), publishRetryMax)):
+		case <-ctx.Done():
+			return nil, fmt.Errorf("publish %s (msg id %q): %w (%w)", subject, msgID, ctx.Err(), err)
+		}
 	}
-	return ack, nil
 }
 
 // Publisher publishes asynchronously with at most window acks pending. It is

@@ -70,9 +70,12 @@ func TestPublishDedupe(t *testing.T) {
 	if m.Header.Get("Lf-Job") != "job1" || m.Header.Get(jetstream.MsgIDHeader) != "job1/r1" || string(m.Data) != "r1" {
 		t.Errorf("stored msg = %v %q", m.Header, m.Data)
 	}
-	// No stream for the subject: an error.
-	if _, err := b.Publish(ctx, "nowhere.at.all", []byte("x"), "", nil); err == nil {
-		t.Error("publish to a subject without a stream succeeded")
+	// No stream for the subject: retried (as a stream without a leader)
+	// until ctx ends, then an error.
+	nctx, ncancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer ncancel()
+	if _, err := b.Publish(nctx, "nowhere.at.all", []byte("x"), "", nil); !errors.Is(err, jetstream.ErrNoStreamResponse) {
+		t.Errorf("publish to a subject without a stream = %v, want ErrNoStreamResponse", err)
 	}
 	// Too big for max msg size.
 	if _, err := b.Publish(ctx, subj, make([]byte, pipeline.MaxMsgSize+1), "", nil); err == nil {
@@ -270,7 +273,7 @@ func TestPublisherRetriesNoStreamResponse(t *testing.T) {
 }
 
 // A stream that answers nothing for longer than the old five quick retries
-// took (1.6s; a cluster electing a stream's new leader after a node died
+// took (1.6s; Bus.Publish's two, 0.5s; a cluster electing a stream's new leader after a node died
 // took 4 to 6s) still gets the publish, stored once under its msg id; a
 // Publisher with no retry time fails at once.
 func TestPublisherRetriesThroughLeaderElection(t *testing.T) {
@@ -284,6 +287,12 @@ func TestPublisherRetriesThroughLeaderElection(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// So does Bus.Publish.
+	sync := make(chan error, 1)
+	go func() {
+		_, err := b.Publish(ctx, "leaderless.b", []byte("x"), "", nil)
+		sync <- err
+	}()
 	// The stream answers once 3s have passed and the publishes were retried.
 	pipelinetest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
 		if st := p.Stats(); st.Retried < 3 {
@@ -304,8 +313,11 @@ func TestPublisherRetriesThroughLeaderElection(t *testing.T) {
 	if st := p.Stats(); st.Acked != 3 || st.Failed != 0 {
 		t.Errorf("stats = %+v, want 3 acked", st)
 	}
-	if got := streamMsgs(t, b, "LEADERLESS"); got != 3 {
-		t.Errorf("stream holds %d msgs, want 3", got)
+	if err := <-sync; err != nil {
+		t.Errorf("Bus.Publish during the outage: %v", err)
+	}
+	if got := streamMsgs(t, b, "LEADERLESS"); got != 4 {
+		t.Errorf("stream holds %d msgs, want 4", got)
 	}
 
 	never := b.NewPublisher(4, pipeline.WithRetryFor(0))

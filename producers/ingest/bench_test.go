@@ -78,7 +78,7 @@ func ingestChild(url, source string) int {
 // report and CPU seconds.
 func runIngestProcess(t testing.TB, url, source string) (childReport, float64) {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd := exec.CommandContext(t.Context(), os.Args[0], "-test.run=^$") // killed when t ends
 	cmd.Env = append(os.Environ(), childURL+"="+url, childSource+"="+source)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.Output()

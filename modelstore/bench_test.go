@@ -74,19 +74,27 @@ func BenchmarkPushPull(b *testing.B) {
 		out.Close()
 		or.Close()
 		t2 := time.Now()
+		// Push and put each start from an empty stream.
+		if err := objs.Delete(ctx, "raw/"+strconv.Itoa(i)); err != nil {
+			b.Fatal(err)
+		}
 		// A distinct version each time: the same files would skip the upload.
 		if err := os.WriteFile(filepath.Join(dir, "config.json"), []byte(strconv.Itoa(i)), 0o644); err != nil {
 			b.Fatal(err)
 		}
+		t3 := time.Now()
 		if _, err := ms.Push(ctx, "bench", dir); err != nil {
 			b.Fatal(err)
 		}
-		t3 := time.Now()
+		t4 := time.Now()
 		if _, err := ms.Pull(ctx, "bench", filepath.Join(b.TempDir(), "pulled")); err != nil {
 			b.Fatal(err)
 		}
-		t4 := time.Now()
-		put, get, push, pull = put+t1.Sub(t0), get+t2.Sub(t1), push+t3.Sub(t2), pull+t4.Sub(t3)
+		t5 := time.Now()
+		if _, _, err := ms.Remove(ctx, "bench"); err != nil {
+			b.Fatal(err)
+		}
+		put, get, push, pull = put+t1.Sub(t0), get+t2.Sub(t1), push+t4.Sub(t3), pull+t5.Sub(t4)
 	}
 	n := time.Duration(b.N)
 	b.ReportMetric(mbps(push/n), "push_MB/s")

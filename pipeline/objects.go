@@ -18,8 +18,11 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// objectPutWindow is how many chunks of a put may await their ack.
-const objectPutWindow = 64
+// objectPutWindow is how many bytes of a put may await their ack: 256
+// chunks, a quarter of the server's stream ingest queue (128 MiB), so a few
+// puts at once (modelstore uploads a model's files two at a time) stay
+// well under it.
+const objectPutWindow = 32 << 20
 
 // objectChunkWait is how long a Get waits for the next chunk of an object
 // (the server sends an idle heartbeat every 5 s, so a live server is never
@@ -48,7 +51,7 @@ type ObjectInfo struct {
 
 // Objects opens the object store (it must exist: see EnsureTopology).
 func (b *Bus) Objects(ctx context.Context, bucket string) (*Objects, error) {
-	// Each put keeps its own window of objectPutWindow chunks in flight
+	// Each put keeps its own window of objectPutWindow bytes in flight
 	// (see PutWithMetadata); the context's window is only their sum.
 	js, err := jetstream.New(b.nc)
 	if err != nil {
@@ -81,7 +84,7 @@ func (o *Objects) Put(ctx context.Context, name string, r io.Reader) (ObjectInfo
 // publishes (500 MiB of 128 KiB chunks), so a large object overran the
 // server's stream ingest queue (128 MiB: "429 too many requests") and each
 // publish had the client's 5 s default timeout. Here at most
-// objectPutWindow chunks await their ack, each for objectChunkWait when
+// objectPutWindow bytes of chunks await their ack, each for objectChunkWait when
 // ctx has no deadline; the subjects, the meta message and the purge of the
 // chunks of the object replaced are jetstream's (and so are the
 // permissions needed).
@@ -137,7 +140,7 @@ func ackContext(ctx context.Context) (context.Context, context.CancelFunc) {
 }
 
 // putChunks publishes what r reads as chunks on subject, keeping at most
-// objectPutWindow unacknowledged, and fills info's size, chunk count and
+// objectPutWindow bytes unacknowledged, and fills info's size, chunk count and
 // digest.
 func (o *Objects) putChunks(ctx context.Context, subject string, r io.Reader, info *jetstream.ObjectInfo) error {
 	var inflight []jetstream.PubAckFuture
@@ -158,7 +161,7 @@ func (o *Objects) putChunks(ctx context.Context, subject string, r io.Reader, in
 	for {
 		n, rerr := io.ReadFull(r, buf)
 		if n > 0 {
-			if len(inflight) == objectPutWindow {
+			if len(inflight) == objectPutWindow/objectChunkSize {
 				if err := wait(inflight[0]); err != nil {
 					return err
 				}
@@ -291,6 +294,35 @@ func (r *ObjectReader) Read(p []byte) (int, error) {
 	n := copy(p, r.buf)
 	r.buf = r.buf[n:]
 	return n, nil
+}
+
+// WriteTo writes the rest of the object to w chunk by chunk, with no copy
+// through a caller's buffer (io.Copy uses it). It returns nil when the
+// object is whole, an error wrapping ErrDigestMismatch when it is not.
+func (r *ObjectReader) WriteTo(w io.Writer) (int64, error) {
+	var n int64
+	for r.err == nil {
+		if len(r.buf) == 0 {
+			if r.done {
+				r.err = r.check()
+				break
+			}
+			if r.err = r.next(); r.err != nil {
+				break
+			}
+			continue
+		}
+		m, err := w.Write(r.buf)
+		n += int64(m)
+		r.buf = r.buf[m:]
+		if err != nil {
+			return n, err
+		}
+	}
+	if r.err == io.EOF {
+		return n, nil
+	}
+	return n, r.err
 }
 
 // next receives the next chunk.

@@ -101,6 +101,54 @@ func TestObjectSlowReader(t *testing.T) {
 	}
 }
 
+// TestObjectWriteTo: io.Copy takes the reader's WriteTo, which writes the
+// chunks left after a partial Read straight to the writer (writes larger
+// than io.Copy's 32 KiB buffer), ends without
+// error when the object is whole, and leaves the reader at io.EOF.
+func TestObjectWriteTo(t *testing.T) {
+	ctx, objs := modelObjects(t)
+	data := make([]byte, 2<<20+5)
+	_, _ = rand.Read(data)
+	if _, err := objs.Put(ctx, "w", bytes.NewReader(data)); err != nil {
+		t.Fatal(err)
+	}
+	r, err := objs.Get(ctx, "w")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	head := make([]byte, 1000)
+	if _, err := io.ReadFull(r, head); err != nil {
+		t.Fatal(err)
+	}
+	var rest onlyWriter
+	n, err := io.Copy(&rest, r)
+	if err != nil || n != int64(len(data)-len(head)) {
+		t.Fatalf("copy: %d bytes, %v", n, err)
+	}
+	if rest.largest <= 32<<10 { // io.Copy's own buffer
+		t.Errorf("largest write %d bytes: not whole chunks", rest.largest)
+	}
+	if got := append(head, rest.buf.Bytes()...); !bytes.Equal(got, data) {
+		t.Fatalf("read back %d bytes, want %d equal", len(got), len(data))
+	}
+	if _, err := r.Read(head); err != io.EOF {
+		t.Errorf("read after the end: %v", err)
+	}
+}
+
+// onlyWriter is a writer with no ReadFrom, so that io.Copy must use the
+// source's WriteTo (or a buffer).
+type onlyWriter struct {
+	buf     bytes.Buffer
+	largest int
+}
+
+func (w *onlyWriter) Write(p []byte) (int, error) {
+	w.largest = max(w.largest, len(p))
+	return w.buf.Write(p)
+}
+
 // TestObjectReadClosed: a read after Close fails; a read of an empty object
 // is io.EOF at once.
 func TestObjectReadClosed(t *testing.T) {

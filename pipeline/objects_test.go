@@ -77,20 +77,7 @@ func TestObjectStream(t *testing.T) {
 func TestObjectSlowReader(t *testing.T) {
 	_, objs := modelObjects(t)
 	ctx := context.Background() // no deadline, as a CLI's
-	data := make([]byte, 1<<20)
-	_, _ = rand.Read(data)
-	if _, err := objs.Put(ctx, "slow", bytes.NewReader(data)); err != nil {
-		t.Fatal(err)
-	}
-	r, err := objs.Get(ctx, "slow")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	head := make([]byte, 1000)
-	if _, err := io.ReadFull(r, head); err != nil {
-		t.Fatal(err)
-	}
+	data, r, head := putReadHead(ctx, t, objs, 1<<20)
 	time.Sleep(6 * time.Second)
 	rest, err := io.ReadAll(r)
 	if err != nil {
@@ -101,26 +88,34 @@ func TestObjectSlowReader(t *testing.T) {
 	}
 }
 
-// TestObjectWriteTo: io.Copy takes the reader's WriteTo, which writes the
-// chunks left after a partial Read straight to the writer (writes larger
-// than io.Copy's 32 KiB buffer), ends without
-// error when the object is whole, and leaves the reader at io.EOF.
-func TestObjectWriteTo(t *testing.T) {
-	ctx, objs := modelObjects(t)
-	data := make([]byte, 2<<20+5)
+// putReadHead puts size random bytes as "obj", opens it (closed when the
+// test ends) and reads its first 1000 bytes.
+func putReadHead(ctx context.Context, t *testing.T, objs *pipeline.Objects, size int) (data []byte, r *pipeline.ObjectReader, head []byte) {
+	t.Helper()
+	data = make([]byte, size)
 	_, _ = rand.Read(data)
-	if _, err := objs.Put(ctx, "w", bytes.NewReader(data)); err != nil {
+	if _, err := objs.Put(ctx, "obj", bytes.NewReader(data)); err != nil {
 		t.Fatal(err)
 	}
-	r, err := objs.Get(ctx, "w")
+	r, err := objs.Get(ctx, "obj")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer r.Close()
-	head := make([]byte, 1000)
+	t.Cleanup(func() { r.Close() })
+	head = make([]byte, 1000)
 	if _, err := io.ReadFull(r, head); err != nil {
 		t.Fatal(err)
 	}
+	return data, r, head
+}
+
+// TestObjectWriteTo: io.Copy takes the reader's WriteTo, which writes the
+// chunks left after a partial Read straight to the writer (writes larger
+// than io.Copy's 32 KiB buffer), ends without error when the object is
+// whole, and leaves the reader at io.EOF.
+func TestObjectWriteTo(t *testing.T) {
+	ctx, objs := modelObjects(t)
+	data, r, head := putReadHead(ctx, t, objs, 2<<20+5)
 	var rest onlyWriter
 	n, err := io.Copy(&rest, r)
 	if err != nil || n != int64(len(data)-len(head)) {

@@ -345,9 +345,10 @@ func TestClusterNodeLoss(t *testing.T) {
 		}
 	}
 	// Sinks on two nodes share the work.
-	for _, mc := range m[:2] {
+	var sinks [2]*proc
+	for i, mc := range m[:2] {
 		mc.start("results", "worker", "--role", "results", "--data-dir", mc.path("data"))
-		mc.start("datasets", "worker", "--role", "dataset", "--data-dir", mc.path("data"))
+		sinks[i] = mc.start("datasets", "worker", "--role", "dataset", "--data-dir", mc.path("data"))
 	}
 
 	t.Run("job", func(t *testing.T) {
@@ -439,13 +440,17 @@ func TestClusterNodeLoss(t *testing.T) {
 	})
 
 	t.Run("ingest", func(t *testing.T) {
-		// Open: with the LF_DATASETS leader killed (twice it was the node
-		// the ingest process was attached to, lf-3 once), no part was stored
-		// from the records sent while it was down (2 minutes, the ingest
-		// process logging nothing, not even its disconnection); not
-		// diagnosed yet. LF_TEST_CLUSTER_INGEST=1 runs it.
+		// Open, in the dataset sink: about 1 run in 5 (3 of 15, once of 2
+		// under CPU load) ends with the run confirmed (the sink's ack floor
+		// past its last shard) but one full shard's 4,321 records in no
+		// part of the manifest: "4 parts hold 19679 records", the run's
+		// entry 19,679 persisted. The publishing side holds: shards sent
+		// while the stream has no leader, or from a client whose node died,
+		// are retried until stored (pipeline's Publisher; before, no part
+		// was stored while the leader was down). LF_TEST_CLUSTER_INGEST=1
+		// runs it; on failure it prints the manifest and both sinks' logs.
 		if os.Getenv("LF_TEST_CLUSTER_INGEST") == "" {
-			t.Skip("issue 16 (b) open: no part stored while the LF_DATASETS leader is down; LF_TEST_CLUSTER_INGEST=1 runs it")
+			t.Skip("issue 16 (b) open: a shard acked by a dataset sink missing from the manifest about 1 run in 5; LF_TEST_CLUSTER_INGEST=1 runs it")
 		}
 		const ds, n = "big", 24_000
 		var src strings.Builder
@@ -515,7 +520,9 @@ func TestClusterNodeLoss(t *testing.T) {
 			t.Fatal(err)
 		}
 		if seen := partIDsOnce(t, exported); len(seen) != n {
-			t.Fatalf("%d parts hold %d records, want each of %d exactly once; ingest:\n%s", len(exported), len(seen), n, in.out)
+			show, err := m[1].run(ctx, "api", "datasets", "show", ds)
+			t.Fatalf("%d parts hold %d records, want each of %d exactly once; ingest:\n%s\ndatasets show %s (%v):\n%s\nsink 1:\n%s\nsink 2:\n%s",
+				len(exported), len(seen), n, in.out, ds, err, show, sinks[0].out, sinks[1].out)
 		}
 	})
 

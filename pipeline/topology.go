@@ -549,3 +549,27 @@ func (b *Bus) AckFloor(ctx context.Context, stream, durable string) (uint64, err
 	}
 	return info.AckFloor.Stream, nil
 }
+
+// JetStream errors a cluster that is still forming answers (its peers not
+// all online or current yet): worth retrying, not a refusal.
+const (
+	errCodeClusterNoPeers        jetstream.ErrorCode = 10005 // no suitable peers for placement
+	errCodeClusterNotAvailable   jetstream.ErrorCode = 10008 // JetStream system temporarily unavailable
+	errCodeInsufficientResources jetstream.ErrorCode = 10023 // insufficient resources
+)
+
+// ClusterForming reports whether err is one of the answers a JetStream
+// cluster gives while it is still forming (a peer offline for placement, the
+// system temporarily unavailable, resources not yet reported): a command
+// that applies the topology retries it.
+func ClusterForming(err error) bool {
+	var apiErr *jetstream.APIError
+	if !errors.As(err, &apiErr) {
+		return false
+	}
+	switch apiErr.ErrorCode {
+	case errCodeClusterNoPeers, errCodeClusterNotAvailable, errCodeInsufficientResources:
+		return true
+	}
+	return false
+}

@@ -221,7 +221,9 @@ const upTopologyTimeout = 2 * time.Minute
 const upTopologyTry = 15 * time.Second
 
 // applyUpTopology applies topo and waits until every stream of it has its
-// replicas current, retrying what timed out until upTopologyTimeout.
+// replicas current, retrying what timed out, or what a cluster still
+// forming refused ("no suitable peers for placement, peer offline"), until
+// upTopologyTimeout.
 func applyUpTopology(ctx context.Context, bus *pipeline.Bus, topo pipeline.Topology, log zerolog.Logger) error {
 	ctx, cancel := context.WithTimeout(ctx, upTopologyTimeout)
 	defer cancel()
@@ -234,7 +236,7 @@ func applyUpTopology(ctx context.Context, bus *pipeline.Bus, topo pipeline.Topol
 			err = bus.WaitTopology(try, topo)
 		}
 		cancelTry()
-		if err == nil || ctx.Err() != nil || !(errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout)) {
+		if err == nil || ctx.Err() != nil || !(errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || pipeline.ClusterForming(err)) {
 			return err
 		}
 		log.Warn().Err(err).Msg("the topology did not apply in time; retrying")

@@ -102,7 +102,7 @@ func StartStore(ctx context.Context, bus *pipeline.Bus, files storage.Store, opt
 		h   pipeline.Handler
 	}{
 		{pipeline.ConsumerConfig{Stream: pipeline.StreamResults, Durable: DurableResults, FilterSubjects: []string{"lf.res.>"},
-			Stage: "results", Batch: 256, MaxWait: opts.MaxWait, AckWait: opts.AckWait, Prefetch: true}, sink}, // a fast handler: never wait for a fetch
+			Stage: "results", Batch: 256, MaxWait: opts.MaxWait, AckWait: opts.AckWait}, sink},
 		{pipeline.ConsumerConfig{Stream: pipeline.StreamDLQ, Durable: DurableDLQ, FilterSubjects: []string{"lf.dlq.infer.>"},
 			Stage: "results-dlq", Batch: 64, MaxWait: opts.MaxWait, AckWait: opts.AckWait}, dlq},
 	}

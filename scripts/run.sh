@@ -50,8 +50,11 @@ echo "== largeforge ingest --dataset prefs-v1 --format dpo - < $RUN_DIR/samples/
 echo
 echo "== the same alpaca file again: nothing new"
 "$BIN" ingest --log-level warning --dataset instruct-v1 "$RUN_DIR/samples/alpaca.jsonl" 2>/dev/null
-# Rejects are written by the sink from the dead-letter stream; give it a moment.
-sleep 1
+# Rejects are written by the sink from the dead-letter stream: wait until they are stored.
+for _ in $(seq 100); do
+  "$BIN" datasets rejects instruct-v1 --limit 1 2>/dev/null | grep -q . && break
+  sleep 0.1
+done
 echo
 echo "== largeforge datasets list"
 "$BIN" datasets list
@@ -59,8 +62,8 @@ echo
 echo "== largeforge datasets show instruct-v1"
 "$BIN" datasets show instruct-v1
 echo
-echo "== first rejects of instruct-v1 ($RUN_DIR/lf-data/datasets/instruct-v1/rejects.jsonl)"
-head -n 3 "$RUN_DIR/lf-data/datasets/instruct-v1/rejects.jsonl" | cut -c1-240
+echo "== largeforge datasets rejects instruct-v1 --limit 3 (rejects-NNNNN.jsonl objects in lf_artifacts)"
+"$BIN" datasets rejects instruct-v1 --limit 3 | cut -c1-240
 echo
 ls -l "$RUN_DIR"/lf-data/datasets/*/
 echo

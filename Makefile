@@ -33,7 +33,7 @@ test-short:
 # (10000), LF_BENCH_PREFILL_REPS (5), LF_BENCH_PEER_STEPS (3), LF_BENCH_REQUESTS (10000),
 # LF_BENCH_CLUSTER_REQUESTS (10000), LF_BENCH_ECHO_MSGS (20000), LF_BENCH_ASSEMBLY_ROWS
 # (100000), LF_BENCH_MODEL_MB (256). The last line is the run's total time.
-BENCH_PKGS := ./producers/ingest/ ./model/... ./consumers/infer/ ./producers/submit/ ./modelstore/ ./consumers/resultsink/
+BENCH_PKGS := ./producers/ingest/ ./model/... ./consumers/infer/ ./producers/submit/ ./storage/modelstore/ ./consumers/resultsink/
 
 bench:
 	@start=$$(date +%s); \

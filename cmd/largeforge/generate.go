@@ -16,7 +16,7 @@ import (
 	"github.com/largeforge/largeforge/logging"
 	"github.com/largeforge/largeforge/model"
 	"github.com/largeforge/largeforge/model/tokenizer"
-	"github.com/largeforge/largeforge/modelstore"
+	"github.com/largeforge/largeforge/storage/modelstore"
 	"github.com/largeforge/largeforge/schemas"
 	"github.com/largeforge/largeforge/serve"
 )

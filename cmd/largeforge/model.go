@@ -13,7 +13,7 @@ import (
 
 	"github.com/largeforge/largeforge/model/checkpoint"
 	"github.com/largeforge/largeforge/model/tokenizer"
-	"github.com/largeforge/largeforge/modelstore"
+	"github.com/largeforge/largeforge/storage/modelstore"
 )
 
 func newModelCmd() *cobra.Command {

@@ -14,7 +14,7 @@ import (
 
 	"github.com/largeforge/largeforge/internal/testenv"
 	"github.com/largeforge/largeforge/model/checkpoint"
-	"github.com/largeforge/largeforge/modelstore"
+	"github.com/largeforge/largeforge/storage/modelstore"
 	"github.com/largeforge/largeforge/pipeline"
 	"github.com/largeforge/largeforge/pipeline/pipelinetest"
 	"github.com/largeforge/largeforge/producers/gateway"

@@ -21,7 +21,7 @@ import (
 	trainjobs "github.com/largeforge/largeforge/consumers/train"
 	"github.com/largeforge/largeforge/dataset"
 	"github.com/largeforge/largeforge/logging"
-	"github.com/largeforge/largeforge/modelstore"
+	"github.com/largeforge/largeforge/storage/modelstore"
 	"github.com/largeforge/largeforge/pipeline"
 	"github.com/largeforge/largeforge/routing"
 	"github.com/largeforge/largeforge/schemas"

@@ -16,7 +16,7 @@ import (
 	"github.com/largeforge/largeforge/consumers/train/traintest"
 	"github.com/largeforge/largeforge/jobs"
 	mtrain "github.com/largeforge/largeforge/model/train"
-	"github.com/largeforge/largeforge/modelstore"
+	"github.com/largeforge/largeforge/storage/modelstore"
 	"github.com/largeforge/largeforge/pipeline"
 	"github.com/largeforge/largeforge/pipeline/pipelinetest"
 )

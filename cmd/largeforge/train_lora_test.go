@@ -16,7 +16,7 @@ import (
 	"github.com/largeforge/largeforge/jobs"
 	"github.com/largeforge/largeforge/model/checkpoint"
 	mtrain "github.com/largeforge/largeforge/model/train"
-	"github.com/largeforge/largeforge/modelstore"
+	"github.com/largeforge/largeforge/storage/modelstore"
 	"github.com/largeforge/largeforge/pipeline/pipelinetest"
 	"github.com/largeforge/largeforge/producers/gateway"
 )

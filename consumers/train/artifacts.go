@@ -16,7 +16,7 @@ import (
 
 	"github.com/largeforge/largeforge/model/checkpoint"
 	"github.com/largeforge/largeforge/model/train"
-	"github.com/largeforge/largeforge/modelstore"
+	"github.com/largeforge/largeforge/storage/modelstore"
 	"github.com/largeforge/largeforge/pipeline"
 )
 

@@ -10,7 +10,7 @@ import (
 
 	"github.com/largeforge/largeforge/logging"
 	"github.com/largeforge/largeforge/model/train"
-	"github.com/largeforge/largeforge/modelstore"
+	"github.com/largeforge/largeforge/storage/modelstore"
 	"github.com/largeforge/largeforge/pipeline"
 	"github.com/largeforge/largeforge/schemas"
 )

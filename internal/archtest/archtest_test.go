@@ -112,7 +112,42 @@ type rule struct {
 	forbidden  func(from, imp string) bool
 }
 
+// layer is a package's place in ARCHITECTURE.md's import direction,
+// schemas ← pipeline ← jobs ← shared libraries ← producers, consumers ←
+// cmd: a package imports nothing of a higher layer. The base (schemas,
+// model, logging, internal helpers) comes first; storage — where datasets,
+// results, models and checkpoints live, modelstore included — is a shared
+// library over pipeline. Test helpers (pipelinetest, storagetest,
+// traintest, ...) stand beside the tests that use them and are left out
+// (-1), as are packages outside the module.
+func layer(pkg string) int {
+	switch {
+	case strings.Contains(pkg, "."): // github.com/..., golang.org/...
+		return -1
+	case strings.HasSuffix(pkg, "test") && strings.Contains(pkg, "/"):
+		return -1
+	case under(pkg, "cmd"):
+		return 5
+	case under(pkg, "producers"), under(pkg, "consumers"):
+		return 4
+	case under(pkg, "jobs"):
+		return 2
+	case under(pkg, "pipeline"):
+		return 1
+	case under(pkg, "storage"), under(pkg, "dataset"), under(pkg, "routing"), under(pkg, "serve"):
+		return 3
+	}
+	return 0 // schemas, model, logging, internal/..., the module root
+}
+
 var rules = []rule{
+	{
+		name: "imports point one way (schemas ← pipeline ← jobs ← shared libraries ← producers, consumers ← cmd)", enforced: true,
+		from: func(pkg string) bool { return layer(pkg) >= 0 },
+		forbidden: func(from, imp string) bool {
+			return layer(imp) > layer(from)
+		},
+	},
 	{
 		name: "producers import no consumer", enforced: true, transitive: true,
 		from:      func(pkg string) bool { return under(pkg, "producers") },
@@ -217,6 +252,12 @@ func TestRules(t *testing.T) {
 		wantBad bool
 	}{
 		{"producer imports consumer", "producers import no consumer", map[string][]string{"producers/gateway": {"consumers/infer"}}, true},
+		{"the model store over the bus", "imports point one way (schemas ← pipeline ← jobs ← shared libraries ← producers, consumers ← cmd)", map[string][]string{"storage/modelstore": {"pipeline", "schemas"}}, false},
+		{"pipeline reaches up to jobs", "imports point one way (schemas ← pipeline ← jobs ← shared libraries ← producers, consumers ← cmd)", map[string][]string{"pipeline": {"jobs"}}, true},
+		{"jobs reaches up to storage", "imports point one way (schemas ← pipeline ← jobs ← shared libraries ← producers, consumers ← cmd)", map[string][]string{"jobs": {"storage"}}, true},
+		{"a shared library imports a consumer", "imports point one way (schemas ← pipeline ← jobs ← shared libraries ← producers, consumers ← cmd)", map[string][]string{"storage/modelstore": {"consumers/infer"}}, true},
+		{"schemas imports the bus", "imports point one way (schemas ← pipeline ← jobs ← shared libraries ← producers, consumers ← cmd)", map[string][]string{"schemas": {"pipeline"}}, true},
+		{"a test helper beside its tests", "imports point one way (schemas ← pipeline ← jobs ← shared libraries ← producers, consumers ← cmd)", map[string][]string{"pipeline/pipelinetest": {"storage"}}, false},
 		{"producer reaches consumer through a library", "producers import no consumer",
 			map[string][]string{"producers/gateway": {"routing"}, "routing": {"consumers/infer"}}, true},
 		{"producer imports its own subpackage", "producers import no other producer", map[string][]string{"producers/gateway": {"producers/gateway/x"}}, false},

@@ -61,7 +61,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/largeforge/largeforge/logging"
-	"github.com/largeforge/largeforge/modelstore"
+	"github.com/largeforge/largeforge/storage/modelstore"
 	"github.com/largeforge/largeforge/pipeline"
 	"github.com/largeforge/largeforge/routing"
 	"github.com/largeforge/largeforge/routing/classifier"

@@ -25,7 +25,7 @@ import (
 	"github.com/largeforge/largeforge/logging"
 	"github.com/largeforge/largeforge/model"
 	"github.com/largeforge/largeforge/model/tokenizer"
-	"github.com/largeforge/largeforge/modelstore"
+	"github.com/largeforge/largeforge/storage/modelstore"
 	"github.com/largeforge/largeforge/pipeline"
 	"github.com/largeforge/largeforge/pipeline/pipelinetest"
 	"github.com/largeforge/largeforge/producers/gateway"

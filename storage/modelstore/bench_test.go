@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/largeforge/largeforge/internal/benchenv"
-	"github.com/largeforge/largeforge/modelstore"
+	"github.com/largeforge/largeforge/storage/modelstore"
 	"github.com/largeforge/largeforge/pipeline"
 	"github.com/largeforge/largeforge/pipeline/pipelinetest"
 )

@@ -13,7 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/largeforge/largeforge/internal/testenv"
-	"github.com/largeforge/largeforge/modelstore"
+	"github.com/largeforge/largeforge/storage/modelstore"
 	"github.com/largeforge/largeforge/pipeline"
 	"github.com/largeforge/largeforge/pipeline/pipelinetest"
 )

@@ -328,15 +328,7 @@ func (b *submission) rowsOf(rr rowReader) (next func(context.Context) ([]byte, b
 	idle := time.NewTimer(idleFlush)
 	next = func(ctx context.Context) ([]byte, bool, error) {
 		for {
-			select {
-			case r, ok := <-rows:
-				if !ok {
-					return nil, false, io.EOF
-				}
-				return r.data, r.tooLarge, r.err
-			default:
-			}
-			idle.Reset(idleFlush)
+			idle.Reset(idleFlush) // Go 1.23 timers: no stale tick survives a Reset
 			select {
 			case r, ok := <-rows:
 				if !ok {

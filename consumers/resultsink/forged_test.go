@@ -84,6 +84,12 @@ func TestSinkRefusesForgedResults(t *testing.T) {
 		_, err := sub.Submit(ctx, path, nil)
 		submitted <- err
 	}()
+	// Before the job record exists a result is "unknown job"; the forging
+	// starts once it does, so each ghost meets the custom_id check.
+	pipelinetest.CheckFor(t, 30*time.Second, 5*time.Millisecond, func() error {
+		_, err := store.Get(ctx, "attacked")
+		return err
+	})
 	for i := range 200 {
 		forged[string(forge(fmt.Sprintf("ghost-%d", i), "forged", i))] = "unknown custom_id"
 	}

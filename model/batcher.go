@@ -155,6 +155,7 @@ func (l *batchLoop) finish(j *job, err error) {
 		j.res <- jobResult{res: GenerateResult{
 			IDs: j.tr.ids, FinishReason: j.tr.finish,
 			PromptTokens: len(j.req.PromptIDs), CompletionTokens: j.tr.produced,
+			Logprobs: j.sm.logprobs(len(j.tr.ids)),
 		}}
 	} else {
 		j.res <- jobResult{err: err}
@@ -296,6 +297,7 @@ func (l *batchLoop) prefill(ctx context.Context, joiners []*job) error {
 	prompts := make([][]int, len(joiners))
 	for i, j := range joiners {
 		slots[i], prompts[i] = j.slot, j.req.PromptIDs
+		setAdapter(l.st, j.slot, j.req.Adapter) // a freed slot's last adapter is replaced
 	}
 	logits, err := l.st.prefill(ctx, slots, prompts)
 	if err != nil {

@@ -12,6 +12,9 @@ import (
 type GenerateRequest struct {
 	PromptIDs []int
 	Params    SamplingParams
+	// Adapter, when not nil, is the LoRA adapter (LoadAdapter, for this
+	// model) the request runs with, unmerged (lora.go).
+	Adapter *Adapter
 }
 
 // GenerateResult is a completion: its token ids (EOS and stop sequences
@@ -23,6 +26,8 @@ type GenerateResult struct {
 	FinishReason     string
 	PromptTokens     int
 	CompletionTokens int
+	// Logprobs, with SamplingParams.Logprobs, holds one entry per id of IDs.
+	Logprobs []TokenLogprob
 }
 
 // validateRequest checks a request and returns the most tokens it may
@@ -37,6 +42,9 @@ func (m *Model) validateRequest(r GenerateRequest) (limit int, err error) {
 		return 0, err
 	}
 	if err := r.Params.Validate(); err != nil {
+		return 0, err
+	}
+	if err := m.checkAdapter(r.Adapter); err != nil {
 		return 0, err
 	}
 	limit = r.Params.MaxTokens
@@ -103,6 +111,7 @@ func (m *Model) generateBatch(ctx context.Context, reqs []GenerateRequest, limit
 	samplers := make([]*sampler, n)
 	for i, r := range reqs {
 		slots[i] = i
+		setAdapter(st, i, r.Adapter)
 		trackers[i] = newTracker(r.Params, m.eos(), limits[i])
 		samplers[i] = newSampler(r.Params)
 	}
@@ -147,6 +156,7 @@ func (m *Model) generateBatch(ctx context.Context, reqs []GenerateRequest, limit
 			FinishReason:     t.finish,
 			PromptTokens:     len(prompts[i]),
 			CompletionTokens: t.produced,
+			Logprobs:         samplers[i].logprobs(len(t.ids)),
 		}
 	}
 	return nil

@@ -42,6 +42,11 @@ type SamplingParams struct {
 	// far (EOS excluded); stop=true ends the request and keeps ids[:keep].
 	// The text-level stop strings are built on it.
 	Stop func(ids []int) (keep int, stop bool)
+	// Logprobs records each generated token's log-probability (the result's
+	// Logprobs), with the TopLogprobs most likely tokens at its position
+	// (0..MaxTopLogprobs; needs Logprobs).
+	Logprobs    bool
+	TopLogprobs int
 }
 
 // Validate checks the ranges of the parameters.
@@ -61,7 +66,7 @@ func (p SamplingParams) Validate() error {
 			return fmt.Errorf("%w: empty stop token sequence", ErrInvalidRequest)
 		}
 	}
-	return nil
+	return p.validateLogprobs()
 }
 
 // sampler draws tokens for one request.
@@ -71,6 +76,7 @@ type sampler struct {
 	// scratch
 	idx   []int
 	probs []float64
+	rec   []TokenLogprob // the drawn tokens' logprobs, with Params.Logprobs
 }
 
 func newSampler(p SamplingParams) *sampler {
@@ -78,8 +84,18 @@ func newSampler(p SamplingParams) *sampler {
 	return &sampler{p: p, rng: rand.New(rand.NewPCG(s, s^0x9e3779b97f4a7c15))}
 }
 
-// next picks the next token from the logits.
+// next picks the next token from the logits, recording its logprob when
+// asked to.
 func (s *sampler) next(logits []float32) int {
+	id := s.draw(logits)
+	if s.p.Logprobs {
+		s.rec = append(s.rec, logprobOf(logits, id, s.p.TopLogprobs))
+	}
+	return id
+}
+
+// draw picks the next token from the logits.
+func (s *sampler) draw(logits []float32) int {
 	if s.p.Temperature == 0 || s.p.TopK == 1 {
 		return argmax(logits)
 	}

@@ -25,6 +25,9 @@ type TextResult struct {
 	FinishReason     string
 	PromptTokens     int
 	CompletionTokens int
+	// Logprobs, with SamplingParams.Logprobs: one per id of IDs, each
+	// token's text as it reads after the tokens before it.
+	Logprobs []TokenLogprob
 }
 
 // TextGenerator runs text requests on a Model with its tokenizer.
@@ -133,7 +136,30 @@ func (g *TextGenerator) result(prompt []int, res GenerateResult, ts *textStop) T
 		text = decodeAfter(g.tok, prompt, res.IDs)
 	}
 	return TextResult{Text: text, IDs: res.IDs, FinishReason: res.FinishReason,
-		PromptTokens: res.PromptTokens, CompletionTokens: res.CompletionTokens}
+		PromptTokens: res.PromptTokens, CompletionTokens: res.CompletionTokens,
+		Logprobs: g.tokenTexts(prompt, res.IDs, res.Logprobs)}
+}
+
+// tokenTexts names the tokens of lps (the logprobs of ids, generated after
+// prompt): each token, chosen or alternative, decoded after the one before it.
+func (g *TextGenerator) tokenTexts(prompt, ids []int, lps []TokenLogprob) []TokenLogprob {
+	if lps == nil {
+		return nil
+	}
+	out := make([]TokenLogprob, len(lps))
+	for i, lp := range lps {
+		before := prompt
+		if i > 0 {
+			before = ids[i-1 : i]
+		}
+		lp.Token = decodeAfter(g.tok, before, []int{lp.ID})
+		lp.Top = append([]TopLogprob(nil), lp.Top...)
+		for k := range lp.Top {
+			lp.Top[k].Token = decodeAfter(g.tok, before, []int{lp.Top[k].ID})
+		}
+		out[i] = lp
+	}
+	return out
 }
 
 // Check reports whether the model would refuse r (an invalid request, or a

@@ -60,7 +60,16 @@ type CompletionRequest struct {
 	Stream bool     `json:"stream"`
 	// Seed makes sampling reproducible when set.
 	Seed *int64 `json:"seed,omitempty"`
+	// Logprobs asks for each generated token's log-probability, with the
+	// TopLogprobs (0..MaxTopLogprobs) most likely tokens at its position.
+	// On the wire "logprobs" is a bool (chat), or a count (the legacy
+	// completions form: logprobs n means Logprobs with TopLogprobs n).
+	Logprobs    bool `json:"logprobs,omitempty"`
+	TopLogprobs int  `json:"top_logprobs,omitempty"`
 }
+
+// MaxTopLogprobs is the most alternatives top_logprobs may ask for.
+const MaxTopLogprobs = 20
 
 // DefaultCompletionRequest returns a request holding the §3.1 defaults.
 func DefaultCompletionRequest() CompletionRequest {
@@ -106,6 +115,7 @@ func DecodeCompletionRequest(data []byte) (CompletionRequest, error) {
 		{"top_k", &r.TopK},
 		{"stream", &r.Stream},
 		{"seed", &r.Seed},
+		{"top_logprobs", &r.TopLogprobs},
 	}
 	for _, f := range fields {
 		v, ok := raw[f.key]
@@ -122,6 +132,15 @@ func DecodeCompletionRequest(data []byte) (CompletionRequest, error) {
 			return CompletionRequest{}, err
 		}
 		r.Stop = stop
+	}
+	if v, ok := raw["logprobs"]; ok && !isNull(v) {
+		var n int
+		if err := json.Unmarshal(v, &r.Logprobs); err != nil {
+			if json.Unmarshal(v, &n) != nil {
+				return CompletionRequest{}, fmt.Errorf("%w: logprobs: want a bool or a count", ErrInvalidRequest)
+			}
+			r.Logprobs, r.TopLogprobs = true, n
+		}
 	}
 	if v, ok := raw["messages"]; ok && !isNull(v) {
 		msgs, err := decodeMessages(v)
@@ -229,6 +248,12 @@ func (r CompletionRequest) Validate() error {
 		if s == "" {
 			return fmt.Errorf("%w: stop[%d] is empty", ErrInvalidRequest, i)
 		}
+	}
+	if r.TopLogprobs < 0 || r.TopLogprobs > MaxTopLogprobs {
+		return fmt.Errorf("%w: top_logprobs %d outside [0, %d]", ErrInvalidRequest, r.TopLogprobs, MaxTopLogprobs)
+	}
+	if r.TopLogprobs > 0 && !r.Logprobs {
+		return fmt.Errorf("%w: top_logprobs needs logprobs", ErrInvalidRequest)
 	}
 	return nil
 }

@@ -54,15 +54,16 @@ func TextRequest(tok *tokenizer.Tokenizer, c schemas.CompletionRequest, seed int
 	}
 	return model.TextRequest{Prompt: prompt, Stop: c.Stop, Params: model.SamplingParams{
 		MaxTokens: c.MaxTokens, Temperature: c.Temperature, TopP: c.TopP, TopK: c.TopK, Seed: seed,
+		Logprobs: c.Logprobs, TopLogprobs: c.TopLogprobs,
 	}}, nil
 }
 
 // Response is the CompletionResponse of a generation for request c, under
 // the response id and the served model's name: the text as the choice's
 // text, or as the assistant's message for a chat request, its finish_reason
-// and the usage.
+// and the usage; the tokens' logprobs when the request asked for them.
 func Response(id, modelName string, c schemas.CompletionRequest, out model.TextResult) schemas.CompletionResponse {
-	choice := schemas.Choice{Index: 0, Text: out.Text, FinishReason: out.FinishReason}
+	choice := schemas.Choice{Index: 0, Text: out.Text, FinishReason: out.FinishReason, Logprobs: Logprobs(c.IsChat(), out.Logprobs)}
 	object := schemas.ObjectTextCompletion
 	if c.IsChat() {
 		object = schemas.ObjectChatCompletion

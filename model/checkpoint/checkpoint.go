@@ -99,6 +99,13 @@ func weightFiles(dir string) (files []string, index map[string]string, err error
 // model.safetensors.index.json. It checks that every tensor the config
 // needs is present with the right shape.
 func Load(dir string) (*Checkpoint, error) {
+	if q, err := IsQuantized(dir); err != nil || q { // §4.3, quant_files.go
+		if err != nil {
+			return nil, err
+		}
+		ck, _, err := LoadQuantized(dir)
+		return ck, err
+	}
 	cfg, err := LoadConfig(dir)
 	if err != nil {
 		return nil, err

@@ -19,6 +19,7 @@ import (
 type Tensor struct {
 	Shape []int
 	Data  []float32
+	Quant *QuantTensor // a quantized weight's quantized form, Data its dequantized values; nil for float
 }
 
 // NumElements returns the product of the shape.
@@ -35,7 +36,9 @@ func (t *Tensor) NumElements() int {
 const maxHeaderBytes = 100 << 20
 
 // dtypeSize gives the byte width of the dtypes this package reads.
-var dtypeSize = map[string]int{"F32": 4, "F16": 2, "BF16": 2}
+// I32 holds the packed values of quantized weights (quant_files.go); it is
+// not read as float.
+var dtypeSize = map[string]int{"F32": 4, "F16": 2, "BF16": 2, "I32": 4}
 
 // stEntry is one tensor of a safetensors header.
 type stEntry struct {

@@ -1,0 +1,196 @@
+package checkpoint
+
+import (
+	"errors"
+	"fmt"
+	"math"
+)
+
+// Weight-only quantization (DATA_DICTIONARY.md §4.3): every weight matrix
+// (the embedding and the LM head included) held as small integers times a
+// float scale, symmetric (no zero point): 8-bit per output channel (one
+// scale per row) or 4-bit per group of GroupSize columns of a row. Norms
+// and biases stay float. The values here are unpacked, one int8 each; the
+// files (quant_files.go) hold them packed in GPTQ's layout and the native
+// engine packs them again for its kernels.
+
+// Quantization methods and the GPTQ-compatible format they are written in.
+const (
+	// QuantMethodRTN is symmetric round-to-nearest: scale = max|w| / qmax.
+	QuantMethodRTN = "rtn"
+	// QuantMethodGPTQ names a directory made by GPTQ tools (AutoGPTQ,
+	// GPTQModel): the same packed layout, loaded as it is.
+	QuantMethodGPTQ = "gptq"
+	// QuantMethodGGUF names weights imported from llama.cpp's block formats.
+	QuantMethodGGUF = "gguf"
+	// QuantConfigFile is the quantization config of §4.3.
+	QuantConfigFile = "quant_config.json"
+)
+
+// ErrQuant: a quantization request or a quantized tensor is invalid (bits,
+// group size, method, truncated or inconsistent data).
+var ErrQuant = errors.New("invalid quantization")
+
+// QuantTensor is a weight [Rows, Cols] quantized symmetrically: element
+// (r, c) is Values[r*Cols+c] · Scales[r*Groups()+c/GroupSize].
+type QuantTensor struct {
+	Bits      int       // 8 or 4: Values lie in [-127, 127] or [-8, 7]
+	GroupSize int       // columns per scale; Cols for one scale per row
+	Rows      int       // output channels
+	Cols      int       // input features
+	Values    []int8    // [Rows, Cols]
+	Scales    []float32 // [Rows, Groups()]
+}
+
+// Groups is the number of scales per row.
+func (q *QuantTensor) Groups() int { return (q.Cols + q.GroupSize - 1) / q.GroupSize }
+
+// qmax is the largest magnitude a value of bits may take (symmetric).
+func qmax(bits int) float64 {
+	if bits == 4 {
+		return 7
+	}
+	return 127
+}
+
+// Check verifies q's fields agree: bits, group size, and the lengths of
+// values and scales.
+func (q *QuantTensor) Check() error {
+	switch {
+	case q.Bits != 4 && q.Bits != 8:
+		return fmt.Errorf("%w: %d bits (want 4 or 8)", ErrQuant, q.Bits)
+	case q.Rows <= 0 || q.Cols <= 0 || q.GroupSize <= 0 || q.GroupSize > q.Cols:
+		return fmt.Errorf("%w: shape [%d, %d] with group size %d", ErrQuant, q.Rows, q.Cols, q.GroupSize)
+	case q.Cols%q.GroupSize != 0:
+		return fmt.Errorf("%w: group size %d does not divide a row of %d", ErrQuant, q.GroupSize, q.Cols)
+	case len(q.Values) != q.Rows*q.Cols:
+		return fmt.Errorf("%w: %d values for [%d, %d]", ErrTruncated, len(q.Values), q.Rows, q.Cols)
+	case len(q.Scales) != q.Rows*q.Groups():
+		return fmt.Errorf("%w: %d scales for %d rows of %d groups", ErrTruncated, len(q.Scales), q.Rows, q.Groups())
+	}
+	hi := int8(qmax(q.Bits))
+	for i, v := range q.Values {
+		if v < -hi-1 || v > hi {
+			return fmt.Errorf("%w: value %d at %d outside %d bits", ErrQuant, v, i, q.Bits)
+		}
+	}
+	return nil
+}
+
+// CheckQuantRequest validates bits and a requested group size (0: the
+// default for the bits): 8 bits take per-channel scales only (group size
+// 0), 4 bits groups of 32, 64 or 128.
+func CheckQuantRequest(bits, groupSize int) (int, error) {
+	switch bits {
+	case 8:
+		if groupSize != 0 {
+			return 0, fmt.Errorf("%w: 8 bits use one scale per output channel; group size %d is not taken", ErrQuant, groupSize)
+		}
+		return 0, nil
+	case 4:
+		switch groupSize {
+		case 0:
+			return 32, nil
+		case 32, 64, 128:
+			return groupSize, nil
+		}
+		return 0, fmt.Errorf("%w: group size %d (want 32, 64 or 128)", ErrQuant, groupSize)
+	}
+	return 0, fmt.Errorf("%w: %d bits (want 8 or 4)", ErrQuant, bits)
+}
+
+// Quantize rounds t [rows, cols] to nearest, symmetrically: bits 8 per row,
+// bits 4 per group of groupSize columns (0: per row). A row that groupSize
+// does not divide falls back to one scale per row; fellBack says so.
+func Quantize(t *Tensor, bits, groupSize int) (q *QuantTensor, fellBack bool, err error) {
+	if len(t.Shape) != 2 || t.NumElements() != len(t.Data) {
+		return nil, false, fmt.Errorf("%w: quantize needs a matrix, got shape %v with %d values", ErrShape, t.Shape, len(t.Data))
+	}
+	rows, cols := t.Shape[0], t.Shape[1]
+	if bits != 4 && bits != 8 {
+		return nil, false, fmt.Errorf("%w: %d bits (want 8 or 4)", ErrQuant, bits)
+	}
+	g := groupSize
+	if g <= 0 || g >= cols || cols%g != 0 {
+		fellBack = g > 0 && g < cols
+		g = cols
+	}
+	q = &QuantTensor{Bits: bits, GroupSize: g, Rows: rows, Cols: cols, Values: make([]int8, rows*cols)}
+	groups := q.Groups()
+	q.Scales = make([]float32, rows*groups)
+	top := qmax(bits)
+	for r := range rows {
+		for gi := range groups {
+			vals := t.Data[r*cols+gi*g : r*cols+(gi+1)*g]
+			var amax float64
+			for _, v := range vals {
+				amax = max(amax, math.Abs(float64(v)))
+			}
+			// The files hold scales in float16 (GPTQ's layout): round
+			// here, so a checkpoint computes the same before and after saving.
+			scale := f16ToF32(f32ToF16(float32(amax / top)))
+			q.Scales[r*groups+gi] = scale
+			if scale == 0 {
+				continue
+			}
+			out := q.Values[r*cols+gi*g:]
+			for i, v := range vals {
+				out[i] = int8(max(-top-1, min(top, math.RoundToEven(float64(v)/float64(scale)))))
+			}
+		}
+	}
+	return q, fellBack, nil
+}
+
+// Dequantize returns q's values times their scales, [Rows, Cols].
+func (q *QuantTensor) Dequantize() *Tensor {
+	t := &Tensor{Shape: []int{q.Rows, q.Cols}, Data: make([]float32, q.Rows*q.Cols)}
+	groups := q.Groups()
+	for r := range q.Rows {
+		for c := range q.Cols {
+			t.Data[r*q.Cols+c] = float32(q.Values[r*q.Cols+c]) * q.Scales[r*groups+c/q.GroupSize]
+		}
+	}
+	return t
+}
+
+// PermuteRows returns q with its rows reordered: row i of the result is
+// row from(i) of q (values and scales together).
+func (q *QuantTensor) PermuteRows(from func(i int) int) *QuantTensor {
+	out := *q
+	groups := q.Groups()
+	out.Values = make([]int8, len(q.Values))
+	out.Scales = make([]float32, len(q.Scales))
+	for i := range q.Rows {
+		j := from(i)
+		copy(out.Values[i*q.Cols:(i+1)*q.Cols], q.Values[j*q.Cols:(j+1)*q.Cols])
+		copy(out.Scales[i*groups:(i+1)*groups], q.Scales[j*groups:(j+1)*groups])
+	}
+	return &out
+}
+
+// StackQuantRows stacks the parts' rows (as the native engine fuses q, k
+// and v): nil unless every part is quantized alike (bits, group size,
+// columns).
+func StackQuantRows(parts ...*QuantTensor) *QuantTensor {
+	if len(parts) == 0 || parts[0] == nil {
+		return nil
+	}
+	first := parts[0]
+	out := &QuantTensor{Bits: first.Bits, GroupSize: first.GroupSize, Cols: first.Cols}
+	for _, p := range parts {
+		if p == nil || p.Bits != first.Bits || p.GroupSize != first.GroupSize || p.Cols != first.Cols {
+			return nil
+		}
+		out.Rows += p.Rows
+		out.Values = append(out.Values, p.Values...)
+		out.Scales = append(out.Scales, p.Scales...)
+	}
+	return out
+}
+
+// Bytes is the size of q as the files pack it: the values at Bits each,
+// the scales in float16.
+func (q *QuantTensor) Bytes() int64 {
+	return int64(q.Rows*q.Cols*q.Bits/8) + 2*int64(len(q.Scales))
+}

@@ -59,8 +59,8 @@ exceed --max-rejects.`,
 
 func runIngest(ctx context.Context, ic ingest.Config, source string, asJSON bool, progress string) error {
 	log := newLogger(ctx)
-	reg := newRegistry()
-	if err := serveMetrics(ctx, configFrom(ctx).MetricsAddr, reg, log); err != nil {
+	reg, pr := newRegistry(), newProbes()
+	if err := serveMetrics(ctx, configFrom(ctx).MetricsAddr, reg, pr, log); err != nil {
 		return err
 	}
 	metrics, err := dataset.NewMetrics(reg)
@@ -72,6 +72,7 @@ func runIngest(ctx context.Context, ic ingest.Config, source string, asJSON bool
 		return err
 	}
 	defer bus.Close()
+	pr.addBus(bus)
 
 	opts := []ingest.Option{ingest.WithMetrics(metrics)}
 	var bar *progressbar.ProgressBar

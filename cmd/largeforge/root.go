@@ -207,8 +207,9 @@ func newRegistry() *prometheus.Registry {
 	return reg
 }
 
-// serveMetrics serves /metrics on addr until ctx ends; "" serves nothing.
-func serveMetrics(ctx context.Context, addr string, reg *prometheus.Registry, log zerolog.Logger) error {
+// serveMetrics serves /metrics, and pr's /health and /ready, on addr until
+// ctx ends; "" serves nothing.
+func serveMetrics(ctx context.Context, addr string, reg *prometheus.Registry, pr *probes, log zerolog.Logger) error {
 	if addr == "" {
 		return nil
 	}
@@ -217,8 +218,7 @@ func serveMetrics(ctx context.Context, addr string, reg *prometheus.Registry, lo
 		return fmt.Errorf("metrics: %w", err)
 	}
 	mlog := logging.Named(log, "largeforge.metrics")
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux := metricsMux(reg, pr)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		<-ctx.Done()
@@ -231,8 +231,16 @@ func serveMetrics(ctx context.Context, addr string, reg *prometheus.Registry, lo
 			mlog.Error().Err(err).Msg("metrics server")
 		}
 	}()
-	mlog.Info().Dict("context", logging.Ctx().Str("addr", ln.Addr().String())).Msg("serving /metrics")
+	mlog.Info().Dict("context", logging.Ctx().Str("addr", ln.Addr().String())).Msg("serving /metrics, /health, /ready")
 	return nil
+}
+
+// metricsMux serves reg on /metrics and pr's /health and /ready.
+func metricsMux(reg *prometheus.Registry, pr *probes) *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	pr.register(mux)
+	return mux
 }
 
 // connect opens the bus for a client command: as admin it applies the

@@ -100,8 +100,8 @@ and must be paths the train workers see (the same machine, or a shared filesyste
 					return nil
 				})
 			}
-			reg := newRegistry()
-			if err := serveMetrics(ctx, configFrom(ctx).MetricsAddr, reg, log); err != nil {
+			reg, pr := newRegistry(), newProbes()
+			if err := serveMetrics(ctx, configFrom(ctx).MetricsAddr, reg, pr, log); err != nil {
 				return err
 			}
 			var records train.RecordReader
@@ -114,6 +114,7 @@ and must be paths the train workers see (the same machine, or a shared filesyste
 			} else if records, err = trainjobs.Records(rc); err != nil {
 				return err
 			}
+			pr.add("train", func() error { return nil }) // a local run is ready once its records are open
 			res, err := train.Run(ctx, rc, log, train.WithRegisterer(reg), train.WithRecords(records))
 			if err != nil {
 				return err

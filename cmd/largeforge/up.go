@@ -123,8 +123,8 @@ func runUp(ctx context.Context, up UpConfig) error {
 		return err
 	}
 	defer lock.Release()
-	reg := newRegistry()
-	if err := serveMetrics(ctx, configFrom(ctx).MetricsAddr, reg, log); err != nil {
+	reg, pr := newRegistry(), newProbes()
+	if err := serveMetrics(ctx, configFrom(ctx).MetricsAddr, reg, pr, log); err != nil {
 		return err
 	}
 	started := time.Now()
@@ -187,7 +187,8 @@ func runUp(ctx context.Context, up UpConfig) error {
 	ulog.Info().Dict("context", logging.Ctx().Str("nats", srv.ClientURL()).Str("data_dir", dataDir).Str("version", largeforge.Version)).
 		Msg("largeforge is up; Ctrl-C to stop")
 
-	err = workers.Wait()
+	pr.addBus(bus)
+	err = waitReady(pr, "workers", workers.Wait)
 	if gwDone != nil {
 		err = errors.Join(err, <-gwDone)
 	}

@@ -118,8 +118,8 @@ raw-record validator and the rejects writer, which store parts and rejects in lf
 
 func runWorker(ctx context.Context, wc WorkerConfig) error {
 	log := newLogger(ctx)
-	reg := newRegistry()
-	if err := serveMetrics(ctx, configFrom(ctx).MetricsAddr, reg, log); err != nil {
+	reg, pr := newRegistry(), newProbes()
+	if err := serveMetrics(ctx, configFrom(ctx).MetricsAddr, reg, pr, log); err != nil {
 		return err
 	}
 	// A worker runs on its role's credential: it checks the topology, an
@@ -139,5 +139,6 @@ func runWorker(ctx context.Context, wc WorkerConfig) error {
 	}
 	wlog := logging.Named(log, "largeforge.worker")
 	wlog.Info().Dict("context", w.describe(logging.Ctx().Str("role", wc.Role))).Msg(r.running)
-	return w.Wait()
+	pr.addBus(bus)
+	return waitReady(pr, "worker "+wc.Role, w.Wait)
 }

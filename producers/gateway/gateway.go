@@ -11,6 +11,7 @@
 //	GET  /v1/models             the models live workers serve (lf_workers)
 //	POST /v1/route              {"prompt"} or {"messages"} → §3.5 RouteResponse and the deciding stage
 //	GET  /health                §3.6 HealthResponse
+//	GET  /ready                 200 once connected to the bus (readiness probe), else 503
 //	GET  /metrics               Prometheus (when New is given a Gatherer)
 //
 // Errors are OpenAI-style {"error":{"message","type","param","code"}}: 400
@@ -218,6 +219,7 @@ func New(ctx context.Context, bus *pipeline.Bus, cfg Config, log zerolog.Logger,
 		g.router.Store(r)
 	}
 	g.handle("GET /health", "/health", g.health)
+	g.handle("GET /ready", "/ready", g.ready)
 	if gather != nil {
 		g.mux.Handle("GET /metrics", promhttp.HandlerFor(gather, promhttp.HandlerOpts{}))
 	}

@@ -297,6 +297,7 @@ func (l *batchLoop) prefill(ctx context.Context, joiners []*job) error {
 	prompts := make([][]int, len(joiners))
 	for i, j := range joiners {
 		slots[i], prompts[i] = j.slot, j.req.PromptIDs
+		setAdapter(l.st, j.slot, j.req.Adapter) // a freed slot's last adapter is replaced
 	}
 	logits, err := l.st.prefill(ctx, slots, prompts)
 	if err != nil {

@@ -12,6 +12,9 @@ import (
 type GenerateRequest struct {
 	PromptIDs []int
 	Params    SamplingParams
+	// Adapter, when not nil, is the LoRA adapter (LoadAdapter, for this
+	// model) the request runs with, unmerged (lora.go).
+	Adapter *Adapter
 }
 
 // GenerateResult is a completion: its token ids (EOS and stop sequences
@@ -39,6 +42,9 @@ func (m *Model) validateRequest(r GenerateRequest) (limit int, err error) {
 		return 0, err
 	}
 	if err := r.Params.Validate(); err != nil {
+		return 0, err
+	}
+	if err := m.checkAdapter(r.Adapter); err != nil {
 		return 0, err
 	}
 	limit = r.Params.MaxTokens
@@ -105,6 +111,7 @@ func (m *Model) generateBatch(ctx context.Context, reqs []GenerateRequest, limit
 	samplers := make([]*sampler, n)
 	for i, r := range reqs {
 		slots[i] = i
+		setAdapter(st, i, r.Adapter)
 		trackers[i] = newTracker(r.Params, m.eos(), limits[i])
 		samplers[i] = newSampler(r.Params)
 	}

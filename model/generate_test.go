@@ -119,39 +119,39 @@ func TestGenerateSampling(t *testing.T) {
 		p := SamplingParams{MaxTokens: 24, Temperature: 1, TopP: 0.9, TopK: 40, Seed: 7, EOS: []int{}}
 		q := p
 		q.Seed = 8
-		res := run(t, GenerateRequest{prompt, p}, GenerateRequest{prompt, q}, GenerateRequest{prompt, p})
+		res := run(t, GenerateRequest{PromptIDs: prompt, Params: p}, GenerateRequest{PromptIDs: prompt, Params: q}, GenerateRequest{PromptIDs: prompt, Params: p})
 		if !slices.Equal(res[0].IDs, res[2].IDs) {
 			t.Errorf("same seed, different outputs:\n%v\n%v", res[0].IDs, res[2].IDs)
 		}
 		if slices.Equal(res[0].IDs, res[1].IDs) {
 			t.Errorf("seeds 7 and 8 gave the same 24 tokens %v", res[0].IDs)
 		}
-		again := run(t, GenerateRequest{prompt, p})
+		again := run(t, GenerateRequest{PromptIDs: prompt, Params: p})
 		if !slices.Equal(again[0].IDs, res[0].IDs) {
 			t.Errorf("same seed alone and in a batch differ:\n%v\n%v", again[0].IDs, res[0].IDs)
 		}
 	})
 	t.Run("top_k 1 is greedy", func(t *testing.T) {
-		res := run(t, GenerateRequest{prompt, SamplingParams{MaxTokens: 16, Temperature: 1.5, TopK: 1, Seed: 3, EOS: []int{}}})
+		res := run(t, GenerateRequest{PromptIDs: prompt, Params: SamplingParams{MaxTokens: 16, Temperature: 1.5, TopK: 1, Seed: 3, EOS: []int{}}})
 		if !slices.Equal(res[0].IDs, want[:16]) {
 			t.Errorf("got %v, want %v", res[0].IDs, want[:16])
 		}
 	})
 	t.Run("stop token sequence", func(t *testing.T) {
 		stop := want[5:7]
-		res := run(t, GenerateRequest{prompt, SamplingParams{MaxTokens: 30, StopTokenSeqs: [][]int{{9999}, stop}, EOS: []int{}}})
+		res := run(t, GenerateRequest{PromptIDs: prompt, Params: SamplingParams{MaxTokens: 30, StopTokenSeqs: [][]int{{9999}, stop}, EOS: []int{}}})
 		if !slices.Equal(res[0].IDs, want[:5]) || res[0].FinishReason != FinishStop || res[0].CompletionTokens != 7 {
 			t.Errorf("got %v finish %q completion %d, want %v stop 7", res[0].IDs, res[0].FinishReason, res[0].CompletionTokens, want[:5])
 		}
 	})
 	t.Run("eos", func(t *testing.T) {
-		res := run(t, GenerateRequest{prompt, SamplingParams{MaxTokens: 30, EOS: []int{want[3]}}})
+		res := run(t, GenerateRequest{PromptIDs: prompt, Params: SamplingParams{MaxTokens: 30, EOS: []int{want[3]}}})
 		if !slices.Equal(res[0].IDs, want[:3]) || res[0].FinishReason != FinishStop || res[0].CompletionTokens != 4 {
 			t.Errorf("got %v finish %q completion %d", res[0].IDs, res[0].FinishReason, res[0].CompletionTokens)
 		}
 	})
 	t.Run("max tokens", func(t *testing.T) {
-		res := run(t, GenerateRequest{prompt, SamplingParams{MaxTokens: 3, EOS: []int{}}}, GenerateRequest{prompt, SamplingParams{MaxTokens: 1, EOS: []int{}}})
+		res := run(t, GenerateRequest{PromptIDs: prompt, Params: SamplingParams{MaxTokens: 3, EOS: []int{}}}, GenerateRequest{PromptIDs: prompt, Params: SamplingParams{MaxTokens: 1, EOS: []int{}}})
 		if !slices.Equal(res[0].IDs, want[:3]) || res[0].FinishReason != FinishLength {
 			t.Errorf("got %v finish %q", res[0].IDs, res[0].FinishReason)
 		}

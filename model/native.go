@@ -98,6 +98,10 @@ type nativeState struct {
 	logits  []float32   // the last forward's logits (valid until the next)
 	idle    []float32   // the logits returned for idle rows: zeros
 	counted int64       // bytes of k and v counted in m.cacheBytes
+	// adapters are the LoRA adapters of the slots (nil, or nil for a
+	// slot: the base alone), loraScratch their scratch per part (lora.go).
+	adapters    []*Adapter
+	loraScratch [][]float32
 }
 
 func (d *nativeDecoder) newState(b, t int) *nativeState {
@@ -352,6 +356,7 @@ func (s *nativeState) run(items []nativeItem, w int, parallel bool) []float32 {
 		lw := &d.layers[l]
 		rmsNormRows(h, x, lw.attnNorm, n, e, eps)
 		lw.qkv.mulOn(qkv, h, n, lw.qkvBias, parallel)
+		s.loraAdd(w, l, loraQKV, qkv, h, items)
 		kc, vc := s.k[l], s.v[l]
 		for i, it := range items {
 			row := qkv[i*qkvd : (i+1)*qkvd]
@@ -366,15 +371,18 @@ func (s *nativeState) run(items []nativeItem, w int, parallel bool) []float32 {
 		}
 		s.attend(l, items, qkv, att, parallel)
 		lw.o.mulOn(h, att, n, lw.oBias, parallel)
+		s.loraAdd(w, l, loraO, h, att, items)
 		addTo(x, h)
 		rmsNormRows(h, x, lw.mlpNorm, n, e, eps)
 		lw.gateUp.mulOn(gu, h, n, nil, parallel)
+		s.loraAdd(w, l, loraGateUp, gu, h, items)
 		parallelRows(parallel, n, n*inter, func(lo, hi int) {
 			for i := lo; i < hi; i++ {
 				siluMul(act[i*inter:(i+1)*inter], gu[i*2*inter:i*2*inter+inter], gu[i*2*inter+inter:(i+1)*2*inter])
 			}
 		})
 		lw.down.mulOn(h, act, n, nil, parallel)
+		s.loraAdd(w, l, loraDown, h, act, items)
 		addTo(x, h)
 	}
 	// The final hidden states of the items that want logits.
@@ -388,8 +396,9 @@ func (s *nativeState) run(items []nativeItem, w int, parallel bool) []float32 {
 }
 
 // tokenLogprobs returns for each row log p(row[j] | row[:j]) for j from
-// first[i] to the row's end, running every row once through the decoder.
-func (d *nativeDecoder) tokenLogprobs(ctx context.Context, m *Model, rows [][]int, first []int) ([][]float64, error) {
+// first[i] to the row's end, running every row once through the decoder
+// (with adapter a when not nil).
+func (d *nativeDecoder) tokenLogprobs(ctx context.Context, m *Model, rows [][]int, first []int, a *Adapter) ([][]float64, error) {
 	longest := 1
 	var items []nativeItem
 	var next []int // the token each counted item predicts
@@ -406,6 +415,9 @@ func (d *nativeDecoder) tokenLogprobs(ctx context.Context, m *Model, rows [][]in
 	st := d.newState(len(rows), longest)
 	st.m = m
 	defer st.release()
+	for slot := range rows {
+		setAdapter(st, slot, a)
+	}
 	hs, err := st.hidden(ctx, items)
 	if err != nil {
 		return nil, err

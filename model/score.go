@@ -118,6 +118,15 @@ func (m *Model) padDims(rows [][]int) (b, s int) {
 // given its prompt, batched. Only completion tokens count (all tokens after
 // the first when the prompt is empty).
 func (m *Model) Score(ctx context.Context, reqs []ScoreRequest) ([]ScoreResult, error) {
+	return m.ScoreAdapted(ctx, nil, reqs)
+}
+
+// ScoreAdapted is Score with the LoRA adapter a (loaded for m by
+// LoadAdapter; nil: the base alone).
+func (m *Model) ScoreAdapted(ctx context.Context, a *Adapter, reqs []ScoreRequest) ([]ScoreResult, error) {
+	if err := m.checkAdapter(a); err != nil {
+		return nil, err
+	}
 	rows := make([][]int, len(reqs))
 	for i, r := range reqs {
 		row := append(append(make([]int, 0, len(r.PromptIDs)+len(r.CompletionIDs)), r.PromptIDs...), r.CompletionIDs...)
@@ -143,7 +152,7 @@ func (m *Model) Score(ctx context.Context, reqs []ScoreRequest) ([]ScoreResult, 
 			for i := range batch {
 				first[i] = max(len(reqs[lo+i].PromptIDs), 1)
 			}
-			lps, err := m.native.tokenLogprobs(ctx, m, batch, first)
+			lps, err := m.native.tokenLogprobs(ctx, m, batch, first, a)
 			if err != nil {
 				return nil, err
 			}

@@ -9,14 +9,15 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/largeforge/largeforge/model"
 	"github.com/largeforge/largeforge/model/checkpoint"
 	"github.com/largeforge/largeforge/schemas"
 )
 
-// LoRA adapter files (§4.2).
+// LoRA adapter files (§4.2): the names model loads unmerged adapters from.
 const (
-	AdapterConfigFile  = "adapter_config.json"
-	AdapterWeightsFile = "adapter_model.safetensors"
+	AdapterConfigFile  = model.AdapterConfigFile
+	AdapterWeightsFile = model.AdapterWeightsFile
 )
 
 type adapter struct {

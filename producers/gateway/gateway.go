@@ -13,6 +13,7 @@
 //	GET  /health                §3.6 HealthResponse
 //	GET  /ready                 200 once connected to the bus (readiness probe), else 503
 //	GET  /metrics               Prometheus (when New is given a Gatherer)
+//	/console/                   the web console (package console; its data endpoints take the API key)
 //
 // Errors are OpenAI-style {"error":{"message","type","param","code"}}: 400
 // with the §7.1 messages for invalid requests, 404 for an unknown model, 413
@@ -219,6 +220,9 @@ func New(ctx context.Context, bus *pipeline.Bus, cfg Config, log zerolog.Logger,
 		g.router.Store(r)
 	}
 	g.handle("GET /health", "/health", g.health)
+	if err := g.mountConsole(); err != nil {
+		return nil, err
+	}
 	g.handle("GET /ready", "/ready", g.ready)
 	if gather != nil {
 		g.mux.Handle("GET /metrics", promhttp.HandlerFor(gather, promhttp.HandlerOpts{}))

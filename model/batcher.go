@@ -24,6 +24,9 @@ type Batcher struct {
 	done    chan struct{}
 	started sync.Once
 	runErr  error
+	// adapter, on a view of a Batcher (WithAdapter), gives the LoRA
+	// adapter its requests run with.
+	adapter func(context.Context) (*Adapter, error)
 }
 
 type job struct {
@@ -68,6 +71,10 @@ func NewBatcher(m *Model, slots int, opts ...Option) (*Batcher, error) {
 // decided). Cancelling ctx ends the request and frees its slot; Submit then
 // returns ctx's error. After Run has returned Submit returns ErrClosed.
 func (b *Batcher) Submit(ctx context.Context, req GenerateRequest, onToken func(id int)) (GenerateResult, error) {
+	req, err := b.adapted(ctx, req)
+	if err != nil {
+		return GenerateResult{}, err
+	}
 	limit, err := b.m.validateRequest(req)
 	if err != nil {
 		return GenerateResult{}, err
@@ -94,7 +101,7 @@ func (b *Batcher) Submit(ctx context.Context, req GenerateRequest, onToken func(
 func (b *Batcher) Run(ctx context.Context) error {
 	first := false
 	b.started.Do(func() { first = true })
-	if !first {
+	if !first || b.adapter != nil { // a view runs on its Batcher's loop
 		return fmt.Errorf("%w: batcher already ran", ErrClosed)
 	}
 	defer close(b.done)

@@ -1,6 +1,7 @@
 package model
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -384,4 +385,31 @@ func (s *nativeState) loraAdd(w, l, p int, y, x []float32, items []nativeItem) {
 			}
 		}
 	}
+}
+
+// WithAdapter is a view of b whose requests run with the adapter resolve
+// returns (called for each request without one: an adapter unloaded
+// meanwhile is loaded again), in b's batch beside the requests of b and of
+// its other views. The view is not Run: b's loop serves it.
+func (b *Batcher) WithAdapter(resolve func(context.Context) (*Adapter, error)) *Batcher {
+	return &Batcher{m: b.m, slots: b.slots, log: b.log, in: b.in, done: b.done, adapter: resolve}
+}
+
+// adapted sets req's adapter on a view of a Batcher.
+func (b *Batcher) adapted(ctx context.Context, req GenerateRequest) (GenerateRequest, error) {
+	if b.adapter == nil || req.Adapter != nil {
+		return req, nil
+	}
+	a, err := b.adapter(ctx)
+	if err != nil {
+		return req, fmt.Errorf("adapter: %w", err)
+	}
+	req.Adapter = a
+	return req, nil
+}
+
+// Score scores the requests on the adapter's base with the adapter
+// (ScoreAdapted).
+func (a *Adapter) Score(ctx context.Context, reqs []ScoreRequest) ([]ScoreResult, error) {
+	return a.base.ScoreAdapted(ctx, a, reqs)
 }

@@ -84,8 +84,13 @@ func Score(ctx context.Context, m *model.Model, tok *tokenizer.Tokenizer, rows [
 	return outs, errs
 }
 
-// ScoreRated is Score, with the rate of the rows it scored.
-func ScoreRated(ctx context.Context, m *model.Model, tok *tokenizer.Tokenizer, rows []schemas.ScoreInput) (outs []schemas.ScoreOutput, errs []error, rate ScoreRate) {
+// Scorer scores token rows: a *model.Model, or a *model.Adapter on its base.
+type Scorer interface {
+	Score(ctx context.Context, reqs []model.ScoreRequest) ([]model.ScoreResult, error)
+}
+
+// ScoreRated is Score, with the rate of the rows it scored, on any Scorer.
+func ScoreRated(ctx context.Context, m Scorer, tok *tokenizer.Tokenizer, rows []schemas.ScoreInput) (outs []schemas.ScoreOutput, errs []error, rate ScoreRate) {
 	start := time.Now()
 	outs, errs = make([]schemas.ScoreOutput, len(rows)), make([]error, len(rows))
 	var reqs []model.ScoreRequest

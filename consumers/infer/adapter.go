@@ -49,6 +49,21 @@ func StartDirsWithAdapters(ctx context.Context, bus *pipeline.Bus, models, adapt
 			return nil, fmt.Errorf("%w: adapter for %s, which is not a model served", ErrInvalidOption, n)
 		}
 	}
+	ins, owned, err := loadModels(models, adapters, cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	w, err := start(ctx, bus, ins, owned, cfg, log, reg)
+	if err != nil {
+		closeModels(owned)
+		return nil, err
+	}
+	return w, nil
+}
+
+// loadModels loads the models (name → directory, in name order), each
+// with its adapter of adapters merged in (LoadAdapted) where it has one.
+func loadModels(models, adapters map[string]string, cfg Config, log zerolog.Logger) ([]ModelInput, []*model.Model, error) {
 	names := make([]string, 0, len(models))
 	for n := range models {
 		names = append(names, n)
@@ -56,11 +71,6 @@ func StartDirsWithAdapters(ctx context.Context, bus *pipeline.Bus, models, adapt
 	sort.Strings(names)
 	var ins []ModelInput
 	var owned []*model.Model
-	closeAll := func() {
-		for _, o := range owned {
-			_ = o.Close()
-		}
-	}
 	for _, n := range names {
 		mlog := logging.Named(log, "largeforge.model")
 		var (
@@ -74,16 +84,18 @@ func StartDirsWithAdapters(ctx context.Context, bus *pipeline.Bus, models, adapt
 			m, tok, err = Load(n, models[n], cfg, mlog)
 		}
 		if err != nil {
-			closeAll()
-			return nil, err
+			closeModels(owned)
+			return nil, nil, err
 		}
 		owned = append(owned, m)
 		ins = append(ins, ModelInput{Name: n, Model: m, Tok: tok})
 	}
-	w, err := start(ctx, bus, ins, owned, cfg, log, reg)
-	if err != nil {
-		closeAll()
-		return nil, err
+	return ins, owned, nil
+}
+
+// closeModels closes the models loaded.
+func closeModels(owned []*model.Model) {
+	for _, o := range owned {
+		_ = o.Close()
 	}
-	return w, nil
 }

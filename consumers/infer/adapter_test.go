@@ -77,21 +77,7 @@ func TestServeBaseWithAdapter(t *testing.T) {
 	}
 	defer func() { cancel(); _ = w.Wait() }()
 
-	complete := func(name, prompt string) string {
-		t.Helper()
-		rctx, rcancel := context.WithTimeout(ctx, 30*time.Second)
-		defer rcancel()
-		body := fmt.Sprintf(`{"model":%q,"prompt":%q,"max_tokens":12,"temperature":0}`, name, prompt)
-		final, err := bus.StreamRPC(rctx, pipeline.RPCCall{Subject: pipeline.RPCSubject(name), Data: []byte(body)}, nil, nil)
-		if err != nil {
-			t.Fatalf("%s: %v", name, err)
-		}
-		var resp schemas.CompletionResponse
-		if err := json.Unmarshal(final, &resp); err != nil {
-			t.Fatal(err)
-		}
-		return resp.Choices[0].Text
-	}
+	complete := func(name, prompt string) string { return completeRPC(ctx, t, bus, name, prompt) }
 	differs := false
 	for _, p := range []string{"<|im_start|>user\nColour 1?<|im_end|>\n<|im_start|>assistant\n", "Colour 3?", "Once upon a time"} {
 		tuned, want, plain := complete("tuned", p), complete("merged", p), complete("base", p)
@@ -107,4 +93,22 @@ func TestServeBaseWithAdapter(t *testing.T) {
 	if _, err := infer.StartDirsWithAdapters(ctx, bus, map[string]string{"a": base}, map[string]string{"b": adapter}, infer.Config{}, pipelinetest.Logger(t), nil); err == nil {
 		t.Error("an adapter for a model not served was accepted")
 	}
+}
+
+// completeRPC asks model name over the RPC for a greedy completion of
+// prompt (12 tokens) and returns its text.
+func completeRPC(ctx context.Context, t *testing.T, bus *pipeline.Bus, name, prompt string) string {
+	t.Helper()
+	rctx, rcancel := context.WithTimeout(ctx, 30*time.Second)
+	defer rcancel()
+	body := fmt.Sprintf(`{"model":%q,"prompt":%q,"max_tokens":12,"temperature":0}`, name, prompt)
+	final, err := bus.StreamRPC(rctx, pipeline.RPCCall{Subject: pipeline.RPCSubject(name), Data: []byte(body)}, nil, nil)
+	if err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	var resp schemas.CompletionResponse
+	if err := json.Unmarshal(final, &resp); err != nil {
+		t.Fatal(err)
+	}
+	return resp.Choices[0].Text
 }

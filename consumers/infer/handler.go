@@ -45,6 +45,9 @@ type Served struct {
 	Model   *model.Model
 	Tok     *tokenizer.Tokenizer
 	Batcher *model.Batcher // running (its Run loop started by the caller)
+	// Scorer scores the score rows (nil: Model; a LoRA adapter's
+	// scorer for an adapter served unmerged).
+	Scorer serve.Scorer
 }
 
 // Handler runs one model's requests.
@@ -84,6 +87,9 @@ func NewHandler(bus *pipeline.Bus, s Served, store *jobs.Store, met *Metrics, wo
 	}
 	if met == nil {
 		met, _ = NewMetrics(nil)
+	}
+	if s.Scorer == nil {
+		s.Scorer = s.Model
 	}
 	return &Handler{bus: bus, s: s, gen: gen, store: store, met: met, workerID: workerID,
 		log: log.With().Str("logger", "largeforge.infer").Str("model", s.Name).Logger(), status: map[string]statusEntry{}}, nil
@@ -313,7 +319,7 @@ func (h *Handler) score(ctx context.Context, items []*item) {
 	active.Add(float64(len(items)))
 	defer active.Sub(float64(len(items)))
 	t0 := time.Now()
-	outs, errs, rate := serve.ScoreRated(ctx, h.s.Model, h.s.Tok, rows)
+	outs, errs, rate := serve.ScoreRated(ctx, h.s.Scorer, h.s.Tok, rows)
 	lat := time.Since(t0)
 	h.log.Info().Int("rows", rate.Rows).Int("tokens", rate.Tokens).
 		Float64("rows_per_second", rate.RowsPerSecond()).Float64("tokens_per_second", rate.TokensPerSecond()).

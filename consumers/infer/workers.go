@@ -46,6 +46,10 @@ type Config struct {
 	// the models of those names: an expert's §2.3 max_tokens. A request
 	// over it is refused with "Invalid max_tokens" and the limit.
 	ContextLen map[string]int
+	// AdapterBytes bounds the memory of the LoRA adapters held unmerged
+	// (AdapterSpec): over it the least recently used are unloaded, and
+	// loaded again when asked for (0: no bound).
+	AdapterBytes int64
 }
 
 // Validate checks the config; errors wrap ErrInvalidOption.
@@ -54,6 +58,9 @@ func (c Config) Validate() error {
 		if v < 0 {
 			return fmt.Errorf("%w: %s %d is negative", ErrInvalidOption, name, v)
 		}
+	}
+	if c.AdapterBytes < 0 {
+		return fmt.Errorf("%w: adapter bytes %d is negative", ErrInvalidOption, c.AdapterBytes)
 	}
 	for name, n := range c.ContextLen {
 		if n < 2 {
@@ -122,6 +129,8 @@ type Workers struct {
 	*pipeline.Group
 	ID     string
 	models []string
+	// Adapters holds the LoRA adapters served unmerged (nil without them).
+	Adapters *AdapterCache
 }
 
 // ModelInput is one model for Start: loaded already, served under Name.
@@ -129,6 +138,12 @@ type ModelInput struct {
 	Name  string
 	Model *model.Model
 	Tok   *tokenizer.Tokenizer
+	// Adapter, when not nil, makes Name a LoRA adapter served unmerged on
+	// the model input named Base (listed before it, with the same Model):
+	// its requests run in that model's batches with the adapter Adapter
+	// returns.
+	Adapter func(context.Context) (*model.Adapter, error)
+	Base    string
 }
 
 // StartDirs loads the models (name → checkpoint directory) and starts the
@@ -173,18 +188,29 @@ func start(ctx context.Context, bus *pipeline.Bus, models []ModelInput, owned []
 		return nil, err
 	}
 	var consumers []*pipeline.Consumer
+	byName := map[string]*model.Batcher{}
 	for _, mi := range models {
-		b, err := model.NewBatcher(mi.Model, cfg.Slots, model.WithLogger(logging.Named(log, "largeforge.batcher")))
-		if err != nil {
-			return fail(fmt.Errorf("batcher of %s: %w", mi.Name, err))
-		}
-		batchers.Go(func(ctx context.Context) error {
-			if err := b.Run(ctx); err != nil {
-				return fmt.Errorf("batcher of %s: %w", mi.Name, err)
+		s := Served{Name: mi.Name, Model: mi.Model, Tok: mi.Tok}
+		if mi.Adapter != nil { // in its base's batches
+			base := byName[mi.Base]
+			if base == nil {
+				return fail(fmt.Errorf("%w: adapter %s on %s, which is not a model served before it", ErrInvalidOption, mi.Name, mi.Base))
 			}
-			return nil
-		})
-		h, err := NewHandler(bus, Served{Name: mi.Name, Model: mi.Model, Tok: mi.Tok, Batcher: b}, store, met, cfg.WorkerID, log)
+			s.Batcher, s.Scorer = base.WithAdapter(mi.Adapter), adaptedScorer(mi.Adapter)
+		} else {
+			b, err := model.NewBatcher(mi.Model, cfg.Slots, model.WithLogger(logging.Named(log, "largeforge.batcher")))
+			if err != nil {
+				return fail(fmt.Errorf("batcher of %s: %w", mi.Name, err))
+			}
+			byName[mi.Name], s.Batcher = b, b
+			batchers.Go(func(ctx context.Context) error {
+				if err := b.Run(ctx); err != nil {
+					return fmt.Errorf("batcher of %s: %w", mi.Name, err)
+				}
+				return nil
+			})
+		}
+		h, err := NewHandler(bus, s, store, met, cfg.WorkerID, log)
 		if err != nil {
 			return fail(err)
 		}
@@ -201,7 +227,9 @@ func start(ctx context.Context, bus *pipeline.Bus, models []ModelInput, owned []
 		w.models = append(w.models, mi.Name)
 	}
 	for _, mi := range models {
-		met.Memory.Add(mi.Model)
+		if mi.Adapter == nil { // an adapter's model is its base's, counted once
+			met.Memory.Add(mi.Model)
+		}
 	}
 	for _, c := range consumers {
 		loops.Consume(c, cfg.Fetchers)
@@ -220,7 +248,9 @@ func start(ctx context.Context, bus *pipeline.Bus, models []ModelInput, owned []
 		stop()
 		err = cmp.Or(err, batchers.Wait())
 		for _, mi := range models {
-			met.Memory.Remove(mi.Model)
+			if mi.Adapter == nil {
+				met.Memory.Remove(mi.Model)
+			}
 		}
 		for _, m := range owned {
 			_ = m.Close()

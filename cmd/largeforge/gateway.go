@@ -130,7 +130,12 @@ generation.`,
 				return err
 			}
 			defer bus.Close()
-			done, err := startGateway(ctx, bus, gf, log, newRegistry())
+			reg := newRegistry()
+			// The streams only the gateway's role reads (the workers report the others).
+			if err := registerBusMetrics(ctx, bus, reg, pipeline.BusMetricsConfig{Streams: []string{pipeline.StreamRoutes, pipeline.StreamEvents}}, false, log); err != nil {
+				return err
+			}
+			done, err := startGateway(ctx, bus, gf, log, reg)
 			if err != nil {
 				return err
 			}

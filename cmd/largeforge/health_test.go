@@ -44,7 +44,8 @@ func wantProbe(t *testing.T, url string, code int, want string) {
 }
 
 // TestWorkerProbes runs a real worker (the results sink) with
-// --metrics-addr: /health and /ready answer beside /metrics, /ready only
+// --metrics-addr: /health and /ready answer beside /metrics (with the bus
+// metrics of its role), /ready only
 // once it is connected and its consumers run, and 503 naming the bus when
 // the NATS server goes away (while /health stays 200).
 func TestWorkerProbes(t *testing.T) {
@@ -63,6 +64,17 @@ func TestWorkerProbes(t *testing.T) {
 	})
 	wantProbe(t, "http://"+addr+"/ready", http.StatusOK, "ready")
 	wantProbe(t, "http://"+addr+"/health", http.StatusOK, "ok")
+	// Its /metrics has the bus metrics of its role: its durables' lag, the
+	// dead letters per stage, the job ages.
+	for _, want := range []string{
+		`largeforge_consumer_lag_messages{durable="results-sink",stream="LF_RESULTS"} 0`,
+		`largeforge_consumer_lag_messages{durable="results-dlq",stream="LF_DLQ"} 0`,
+		`largeforge_dead_letters{stage="infer"} 0`,
+		`largeforge_stream_bytes{stream="LF_RESULTS"}`,
+		`largeforge_job_age_seconds{status="in_progress"} 0`,
+	} {
+		wantProbe(t, "http://"+addr+"/metrics", http.StatusOK, want)
+	}
 	e.Shutdown()
 	wantProbe(t, "http://"+addr+"/ready", http.StatusServiceUnavailable, "bus: not connected to NATS")
 	wantProbe(t, "http://"+addr+"/health", http.StatusOK, "ok")

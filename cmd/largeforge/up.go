@@ -167,6 +167,9 @@ func runUp(ctx context.Context, up UpConfig) error {
 	}
 	wc := upWorkerConfig(dataDir, models, adapters)
 	wc.LiveSince = started
+	if err := registerBusMetrics(ctx, bus, reg, allBusMetrics(wc), true, log); err != nil {
+		return err
+	}
 	if up.Gateway.Experts != "" {
 		// Each expert not served already gets a worker (or an endpoint proxy).
 		if wc.Experts, err = schemas.LoadExperts(up.Gateway.Experts); err != nil {

@@ -133,6 +133,10 @@ func runWorker(ctx context.Context, wc WorkerConfig) error {
 	if err != nil {
 		return err
 	}
+	bm, reportJobs := busMetricsFor(wc.Role, wc)
+	if err := registerBusMetrics(ctx, bus, reg, bm, reportJobs, log); err != nil {
+		return err
+	}
 	w, err := r.start(ctx, bus, wc, log, reg)
 	if err != nil {
 		return err

@@ -101,5 +101,9 @@ func stackRows(parts ...*checkpoint.Tensor) *checkpoint.Tensor {
 		shape[0] += p.Shape[0]
 		data = append(data, p.Data...)
 	}
-	return &checkpoint.Tensor{Shape: shape, Data: data}
+	qs := make([]*checkpoint.QuantTensor, len(parts))
+	for i, p := range parts {
+		qs[i] = p.Quant
+	}
+	return &checkpoint.Tensor{Shape: shape, Data: data, Quant: checkpoint.StackQuantRows(qs...)}
 }

@@ -32,8 +32,9 @@ const (
 // panel after the other, so the kernel reads a panel as one contiguous run
 // (a row-major [in, out] layout would touch a new page every row).
 type packedMatrix struct {
-	in, out, ld int       // ld: out rounded up to blockCols
-	wt          []float32 // [ld/16][in][16]
+	in, out, ld int          // ld: out rounded up to blockCols
+	wt          []float32    // [ld/16][in][16]
+	q           *quantMatrix // when set, the weight is quantized (quant.go): wt is nil and products run on q
 }
 
 // packMatrix transposes w [out, in] (row-major) into a packedMatrix.
@@ -63,6 +64,10 @@ func (p *packedMatrix) mul(y, x []float32, rows int, bias []float32) {
 
 // mulOn is mul, on the calling goroutine alone unless parallel is set.
 func (p *packedMatrix) mulOn(y, x []float32, rows int, bias []float32, parallel bool) {
+	if p.q != nil {
+		p.q.mulOn(y, x, rows, bias, parallel)
+		return
+	}
 	p.mulStrided(y, p.out, x, p.in, rows, false, parallel)
 	if bias != nil {
 		for r := range rows {

@@ -65,7 +65,7 @@ func (d *nativeDecoder) bytes() int64 {
 		n += len(l.attnNorm) + len(l.mlpNorm) + len(l.qkvBias) + len(l.oBias)
 		n += packedLen(l.qkv) + packedLen(l.o) + packedLen(l.gateUp) + packedLen(l.down)
 	}
-	return 4 * int64(n)
+	return 4*int64(n) + d.quantBytes()
 }
 
 func packedLen(p *packedMatrix) int {

@@ -131,6 +131,7 @@ func New(ck *checkpoint.Checkpoint, opts ...Option) (m *Model, err error) {
 	var native *nativeDecoder
 	if engine == EngineNative {
 		native = newNativeDecoder(cfg, maxSeq, host, cos, sin)
+		native.useQuant(host)
 	}
 	o.logger.Info().Str("backend", bname).Str("backend_description", be.Description()).Str("engine", engine).
 		Str("architecture", cfg.Architecture).Int("layers", cfg.NumLayers).Int("hidden", cfg.HiddenSize).

@@ -42,7 +42,8 @@ type nativeDecoder struct {
 	layers    []nativeLayer
 	finalNorm []float32
 	lmHead    *packedMatrix
-	cos, sin  []float32 // [maxSeq, headDim/2]
+	cos, sin  []float32    // [maxSeq, headDim/2]
+	qembed    *quantMatrix // the quantized embedding, in place of embed (quant.go)
 }
 
 type nativeLayer struct {
@@ -349,7 +350,7 @@ func (s *nativeState) run(items []nativeItem, w int, parallel bool) []float32 {
 	qkv, att := carve(n*qkvd), carve(n*qd)
 	gu, act := carve(n*2*inter), carve(n*inter)
 	for i, it := range items {
-		copy(x[i*e:(i+1)*e], d.embed[it.token*e:(it.token+1)*e])
+		d.embedRow(x[i*e:(i+1)*e], it.token)
 	}
 	eps := float32(cfg.RMSNormEps)
 	for l := range d.layers {

@@ -122,24 +122,54 @@ func Quantize(t *Tensor, bits, groupSize int) (q *QuantTensor, fellBack bool, er
 	for r := range rows {
 		for gi := range groups {
 			vals := t.Data[r*cols+gi*g : r*cols+(gi+1)*g]
-			var amax float64
-			for _, v := range vals {
-				amax = max(amax, math.Abs(float64(v)))
-			}
-			// The files hold scales in float16 (GPTQ's layout): round
-			// here, so a checkpoint computes the same before and after saving.
-			scale := f16ToF32(f32ToF16(float32(amax / top)))
+			scale := bestScale(vals, bits)
 			q.Scales[r*groups+gi] = scale
 			if scale == 0 {
 				continue
 			}
 			out := q.Values[r*cols+gi*g:]
 			for i, v := range vals {
-				out[i] = int8(max(-top-1, min(top, math.RoundToEven(float64(v)/float64(scale)))))
+				out[i] = roundQ(v, scale, top)
 			}
 		}
 	}
 	return q, fellBack, nil
+}
+
+// roundQ is v/scale rounded to nearest within [-top-1, top].
+func roundQ(v, scale float32, top float64) int8 {
+	return int8(max(-top-1, min(top, math.RoundToEven(float64(v)/float64(scale)))))
+}
+
+// bestScale returns the scale of one group of vals: max|v| / qmax for 8
+// bits; for 4 bits, whose 16 levels make the choice matter, the candidate
+// of least squared error among max|v| / (qmax + δ) for δ in [-1, 1.5]
+// (δ > 0 uses the level -8 the symmetric range leaves out, δ < 0 clips the
+// largest values). Scales are rounded to float16, as the files hold them,
+// so a checkpoint computes the same before and after saving.
+func bestScale(vals []float32, bits int) float32 {
+	top := qmax(bits)
+	var amax float64
+	for _, v := range vals {
+		amax = max(amax, math.Abs(float64(v)))
+	}
+	best := f16ToF32(f32ToF16(float32(amax / top)))
+	if bits == 8 || best == 0 {
+		return best
+	}
+	bestErr := math.Inf(1)
+	for step := -10; step <= 15; step++ {
+		s := f16ToF32(f32ToF16(float32(amax / (top + float64(step)/10))))
+		var e float64
+		for _, v := range vals {
+			d := float64(v) - float64(s)*float64(roundQ(v, s, top))
+			e += d * d
+		}
+		if e < bestErr {
+			best, bestErr = s, e
+		}
+	}
+	return best
 }
 
 // Dequantize returns q's values times their scales, [Rows, Cols].

@@ -1,0 +1,136 @@
+package model
+
+import (
+	"context"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"testing"
+
+	"github.com/largeforge/largeforge/model/checkpoint"
+)
+
+// The quantized kernels agree with their portable forms and with the
+// dequantized weights' float product.
+func TestQuantKernels(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for _, tc := range []struct{ bits, rows, cols, group int }{
+		{8, 5, 64, 0}, {8, 3, 172, 0}, {8, 4, 40, 0}, {4, 7, 64, 32}, {4, 3, 256, 64}, {4, 2, 128, 128}, {4, 3, 172, 0},
+	} {
+		w := &checkpoint.Tensor{Shape: []int{tc.rows, tc.cols}, Data: make([]float32, tc.rows*tc.cols)}
+		for i := range w.Data {
+			w.Data[i] = float32(rng.NormFloat64())
+		}
+		q, _, err := checkpoint.Quantize(w, tc.bits, tc.group)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dq := q.Dequantize()
+		const n = 3
+		x := make([]float32, n*tc.cols)
+		for i := range x {
+			x[i] = float32(rng.NormFloat64())
+		}
+		bias := make([]float32, tc.rows)
+		for i := range bias {
+			bias[i] = float32(i)
+		}
+		m := newQuantMatrix(q)
+		got := make([]float32, n*tc.rows)
+		m.mulOn(got, x, n, bias, true)
+		for r := range n {
+			for o := range tc.rows {
+				want := float64(bias[o])
+				for i := range tc.cols {
+					want += float64(x[r*tc.cols+i]) * float64(dq.Data[o*tc.cols+i])
+				}
+				if d := math.Abs(float64(got[r*tc.rows+o]) - want); d > 1e-4*(1+math.Abs(want)) {
+					t.Errorf("%+v: y[%d][%d] = %v, want %v", tc, r, o, got[r*tc.rows+o], want)
+				}
+			}
+		}
+		row := make([]float32, tc.cols)
+		m.row(row, tc.rows-1)
+		if !slices.Equal(row, dq.Data[(tc.rows-1)*tc.cols:]) {
+			t.Errorf("%+v: row differs from the dequantized weight", tc)
+		}
+	}
+}
+
+// quantizedStories is stories260K quantized in memory at bits/group on the
+// native engine.
+func quantizedStories(t *testing.T, bits, group int) *Model {
+	t.Helper()
+	ref := loadReference(t)
+	ck, err := checkpoint.Load(ref.modelDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	qck, _, err := checkpoint.QuantizeCheckpoint(ck, bits, group)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := New(qck, WithEngine(EngineNative))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	if m.native.qembed == nil || m.native.layers[0].qkv.q == nil {
+		t.Fatalf("%d bits: the native engine does not run the quantized kernels", bits)
+	}
+	return m
+}
+
+// referencePerplexity is the perplexity of every reference prompt's greedy
+// continuation given its prompt, pooled over the prompts' tokens.
+func referencePerplexity(t *testing.T, m *Model, ref *reference) float64 {
+	t.Helper()
+	var reqs []ScoreRequest
+	for _, p := range ref.Prompts {
+		reqs = append(reqs, ScoreRequest{PromptIDs: p.PromptIDs, CompletionIDs: p.GreedyIDs})
+	}
+	res, err := m.Score(context.Background(), reqs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum float64
+	var n int
+	for _, r := range res {
+		sum += r.SumLogprob
+		n += r.Tokens
+	}
+	return math.Exp(-sum / float64(n))
+}
+
+func TestQuantizedStoriesQuality(t *testing.T) {
+	base, ref := storiesModelOn(t, EngineNative)
+	float := referencePerplexity(t, base, ref)
+	for _, tc := range []struct {
+		bits, group int
+		maxRise     float64
+	}{{8, 0, 0.01}} {
+		m := quantizedStories(t, tc.bits, tc.group)
+		ppl := referencePerplexity(t, m, ref)
+		rise := ppl/float - 1
+		t.Logf("%d bits (group %d): perplexity %.4f, float %.4f: %+.2f%%", tc.bits, tc.group, ppl, float, 100*rise)
+		if rise > tc.maxRise {
+			t.Errorf("%d bits: perplexity %.4f is %.2f%% over float's %.4f (limit %.0f%%)", tc.bits, ppl, 100*rise, float, 100*tc.maxRise)
+		}
+		if tc.bits != 8 {
+			continue
+		}
+		var reqs []GenerateRequest
+		for _, p := range ref.Prompts {
+			reqs = append(reqs, GenerateRequest{PromptIDs: p.PromptIDs, Params: greedy(32)})
+		}
+		res, err := m.Generate(context.Background(), reqs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, p := range ref.Prompts {
+			if want := p.GreedyIDs[:min(32, len(p.GreedyIDs))]; !slices.Equal(res[i].IDs, want) {
+				t.Errorf("int8 greedy ids of %q:\n got %v\nwant %v", p.Prompt, res[i].IDs, want)
+			}
+		}
+	}
+}

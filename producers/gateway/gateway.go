@@ -9,6 +9,7 @@
 //	POST /v1/completions        §3.1 → §3.2 (stream: SSE chunks, then data: [DONE])
 //	POST /v1/chat/completions   messages → choices[].message (stream: delta chunks)
 //	GET  /v1/models             the models live workers serve (lf_workers)
+//	GET  /v1/models/{id}        one model (live, stored in lf_models, or an expert), else 404
 //	POST /v1/route              {"prompt"} or {"messages"} → §3.5 RouteResponse and the deciding stage
 //	GET  /health                §3.6 HealthResponse
 //	GET  /ready                 200 once connected to the bus (readiness probe), else 503
@@ -211,6 +212,7 @@ func New(ctx context.Context, bus *pipeline.Bus, cfg Config, log zerolog.Logger,
 		g.complete(w, r, l, true)
 	})
 	g.handle("GET /v1/models", "/v1/models", g.listModels)
+	g.handle("GET /v1/models/{id...}", "/v1/models/{id}", g.getModel)
 	g.handle("POST /v1/route", "/v1/route", g.routeHandler)
 	if len(cfg.Experts) > 0 {
 		r, err := routing.New(cfg.Experts, g.routerOptions()...)
@@ -426,7 +428,11 @@ func (g *Gateway) complete(w http.ResponseWriter, r *http.Request, l zerolog.Log
 		g.bodyError(w, err)
 		return
 	}
-	req, err := schemas.DecodeCompletionRequest(body)
+	body, opts, err := NormalizeRequest(body, chat)
+	var req schemas.CompletionRequest
+	if err == nil {
+		req, err = schemas.DecodeCompletionRequest(body)
+	}
 	if err == nil {
 		switch {
 		case chat && req.Prompt != "":
@@ -438,6 +444,15 @@ func (g *Gateway) complete(w http.ResponseWriter, r *http.Request, l zerolog.Log
 		default:
 			err = req.Validate()
 		}
+	}
+	var pe *ParamError
+	if errors.As(err, &pe) {
+		code := "invalid_request"
+		if pe.Unsupported {
+			code = "unsupported_parameter"
+		}
+		writeError(w, http.StatusBadRequest, "invalid_request_error", pe.Param, code, pe.Error())
+		return
 	}
 	if err != nil {
 		msg, param := schemas.ValidationMessage(err)
@@ -476,25 +491,10 @@ func (g *Gateway) complete(w http.ResponseWriter, r *http.Request, l zerolog.Log
 		TraceID: TraceID(r.Header.Get("Traceparent")), Idle: g.cfg.Idle}
 	var sse *sseWriter
 	if req.Stream {
-		sse = &sseWriter{w: w, rc: http.NewResponseController(w), chat: chat, model: req.Model, created: time.Now().Unix(), id: completionID(chat, call.RequestID)}
+		sse = &sseWriter{w: w, rc: http.NewResponseController(w), chat: chat, model: req.Model, created: time.Now().Unix(),
+			id: completionID(chat, call.RequestID), includeUsage: opts.IncludeUsage}
 	}
-	var onChunk func([]byte) error
-	if sse != nil {
-		onChunk = sse.chunk
-	}
-	var final []byte
-	deadline := time.Now().Add(g.cfg.WorkerWait)
-	for {
-		final, err = g.bus.StreamRPC(ctx, call, nil, onChunk)
-		if !errors.Is(err, pipeline.ErrNoResponders) || time.Now().After(deadline) {
-			break
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
+	finals, err := g.generate(ctx, call, req, opts.N, sse)
 	switch {
 	case errors.Is(err, pipeline.ErrNoResponders):
 		g.modelError(w, req.Model, ErrNoWorker)
@@ -521,14 +521,14 @@ func (g *Gateway) complete(w http.ResponseWriter, r *http.Request, l zerolog.Log
 			status = http.StatusGatewayTimeout
 		}
 		if sse != nil && sse.started {
-			sse.event(map[string]apiError{"error": e})
+			_ = sse.event(map[string]apiError{"error": e})
 			return
 		}
 		writeJSON(w, status, map[string]apiError{"error": e})
 		return
 	}
-	var resp schemas.CompletionResponse
-	if err := json.Unmarshal(final, &resp); err != nil {
+	resp, err := mergeChoices(finals)
+	if err != nil {
 		writeError(w, http.StatusBadGateway, "server_error", "", "bad_reply", "worker reply: "+err.Error())
 		return
 	}

@@ -3,6 +3,7 @@ package gateway
 import (
 	"encoding/json"
 	"net/http"
+	"sync"
 
 	"github.com/largeforge/largeforge/schemas"
 )
@@ -38,15 +39,23 @@ type StreamChunk struct {
 	Usage   *schemas.Usage `json:"usage,omitempty"`
 }
 
-// sseWriter writes a streamed completion as server-sent events.
+// sseWriter writes a streamed completion as server-sent events: the chunks
+// of each choice (n of them at once) as they come, then each choice's last
+// chunk (finish_reason, and its logprobs when asked for), and with
+// includeUsage a last chunk with no choices and the usage (else the usage
+// rides on the last choice chunk).
 type sseWriter struct {
-	w       http.ResponseWriter
-	rc      *http.ResponseController
-	chat    bool
-	model   string
-	id      string
-	created int64
-	started bool
+	w            http.ResponseWriter
+	rc           *http.ResponseController
+	chat         bool
+	model        string
+	id           string
+	created      int64
+	includeUsage bool
+
+	mu       sync.Mutex // chunk is called by the choices at once
+	started  bool
+	roleSent map[int]bool // choices whose first chunk (with the role) went out
 }
 
 func (s *sseWriter) start() {
@@ -75,14 +84,18 @@ func (s *sseWriter) event(v any) error {
 	return s.rc.Flush()
 }
 
-func (s *sseWriter) chunkOf(text string, finish *string) StreamChunk {
+func (s *sseWriter) chunkOf(index int, text string, finish *string) StreamChunk {
 	c := StreamChunk{ID: s.id, Object: schemas.ObjectTextCompletion, Created: s.created, Model: s.model}
-	ch := StreamChoice{Index: 0, Logprobs: json.RawMessage("null"), FinishReason: finish}
+	ch := StreamChoice{Index: index, Logprobs: json.RawMessage("null"), FinishReason: finish}
 	if s.chat {
 		c.Object = ObjectChatCompletionChunk
 		ch.Delta = &Delta{Content: text}
-		if !s.started {
+		if !s.roleSent[index] {
 			ch.Delta.Role = schemas.RoleAssistant
+			if s.roleSent == nil {
+				s.roleSent = map[int]bool{}
+			}
+			s.roleSent[index] = true
 		}
 	} else {
 		ch.Text = &text
@@ -91,22 +104,42 @@ func (s *sseWriter) chunkOf(text string, finish *string) StreamChunk {
 	return c
 }
 
-// chunk sends a piece of generated text; an error (the client is gone)
-// cancels the generation.
-func (s *sseWriter) chunk(text []byte) error {
-	return s.event(s.chunkOf(string(text), nil))
+// chunk sends a piece of choice index's generated text; an error (the
+// client is gone) cancels the generation.
+func (s *sseWriter) chunk(index int, text []byte) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.event(s.chunkOf(index, string(text), nil))
 }
 
-// finish sends the last chunk (finish_reason and usage) and data: [DONE].
+// finish sends each choice's last chunk, the usage and data: [DONE].
 func (s *sseWriter) finish(resp schemas.CompletionResponse) {
-	finish := schemas.FinishReasonStop
-	if len(resp.Choices) > 0 && resp.Choices[0].FinishReason != "" {
-		finish = resp.Choices[0].FinishReason
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, ch := range resp.Choices {
+		finish := ch.FinishReason
+		if finish == "" {
+			finish = schemas.FinishReasonStop
+		}
+		last := s.chunkOf(ch.Index, "", &finish)
+		if len(ch.Logprobs) > 0 {
+			last.Choices[0].Logprobs = ch.Logprobs
+		}
+		if !s.includeUsage && i == len(resp.Choices)-1 {
+			last.Usage = &resp.Usage
+		}
+		if err := s.event(last); err != nil {
+			return
+		}
 	}
-	last := s.chunkOf("", &finish)
-	last.Usage = &resp.Usage
-	if err := s.event(last); err != nil {
-		return
+	if s.includeUsage {
+		usage := StreamChunk{ID: s.id, Object: ObjectChatCompletionChunk, Created: s.created, Model: s.model, Choices: []StreamChoice{}, Usage: &resp.Usage}
+		if !s.chat {
+			usage.Object = schemas.ObjectTextCompletion
+		}
+		if err := s.event(usage); err != nil {
+			return
+		}
 	}
 	_, _ = s.w.Write([]byte("data: [DONE]\n\n"))
 	_ = s.rc.Flush()

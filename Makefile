@@ -2,8 +2,10 @@
 GO      ?= go
 BIN     := bin/largeforge
 RUN_DIR ?= .run
+FUZZTIME ?= 30s
+FUZZ    ?= .
 
-.PHONY: all build install run test test-short bench lint tidy clean
+.PHONY: all build install run test test-short bench lint tidy clean fuzz
 
 all: build
 
@@ -40,6 +42,11 @@ bench:
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m $(BENCH_PKGS) && \
 	$(GO) test -run '^$$' -bench 'Cluster' -benchtime 1x -timeout 30m ./pipeline/; \
 	rc=$$?; echo "make bench: $$(( $$(date +%s) - start )) s in all, exit status $$rc"; exit $$rc
+
+# Every Go fuzz target for FUZZTIME each (default 30s; FUZZ=regexp narrows
+# them); `make test` runs only their seeds (testdata/fuzz and f.Add).
+fuzz:
+	GO=$(GO) FUZZTIME=$(FUZZTIME) FUZZ='$(FUZZ)' bash scripts/fuzz.sh
 
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)

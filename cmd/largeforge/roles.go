@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -21,11 +22,11 @@ import (
 	trainjobs "github.com/largeforge/largeforge/consumers/train"
 	"github.com/largeforge/largeforge/dataset"
 	"github.com/largeforge/largeforge/logging"
-	"github.com/largeforge/largeforge/storage/modelstore"
 	"github.com/largeforge/largeforge/pipeline"
 	"github.com/largeforge/largeforge/routing"
 	"github.com/largeforge/largeforge/schemas"
 	"github.com/largeforge/largeforge/storage"
+	"github.com/largeforge/largeforge/storage/modelstore"
 )
 
 // Worker roles.
@@ -44,7 +45,11 @@ type WorkerConfig struct {
 	// Adapters are LoRA adapter directories merged into the models of
 	// those names at load (name → adapter directory).
 	Adapters map[string]string
-	DataDir  string
+	// LoRA are adapters served unmerged, each a model id of its own on a
+	// --model base (--lora ID=BASE:DIR, DIR a §4.2 directory or a name
+	// pushed to lf_models, such as <job>-adapter).
+	LoRA    []infer.AdapterSpec
+	DataDir string
 	// ModelCache is where models fetched from lf_models are kept.
 	ModelCache string
 	Infer      infer.Config
@@ -149,6 +154,17 @@ func validateInfer(c WorkerConfig) error {
 		}
 		if st, err := os.Stat(d); err != nil || !st.IsDir() {
 			return fmt.Errorf("--adapter %s=%s: not a directory", n, d)
+		}
+	}
+	for _, l := range c.LoRA {
+		if _, ok := c.Models[l.Base]; !ok {
+			return fmt.Errorf("--lora %s=%s:%s: no --model %s to serve it on", l.Name, l.Base, l.Dir, l.Base)
+		}
+		if st, err := os.Stat(l.Dir); err == nil && st.IsDir() {
+			continue
+		}
+		if modelstore.ValidName(l.Dir) != nil || c.ModelCache == "" {
+			return fmt.Errorf("--lora %s=%s:%s: not a directory nor (with --model-cache) a name in lf_models", l.Name, l.Base, l.Dir)
 		}
 	}
 	return c.Infer.Validate()
@@ -269,7 +285,15 @@ func startInfer(ctx context.Context, bus *pipeline.Bus, wc WorkerConfig, log zer
 		}
 	}
 	if len(models) > 0 {
-		w, err := infer.StartDirsWithAdapters(ctx, bus, models, wc.Adapters, icfg, log, reg)
+		lora := slices.Clone(wc.LoRA)
+		for i, l := range lora { // a pushed adapter is fetched like a model
+			if st, err := os.Stat(l.Dir); err != nil || !st.IsDir() {
+				if lora[i].Dir, err = fetchModel(ctx, bus, l.Dir, wc.ModelCache, log); err != nil {
+					return nil, fmt.Errorf("--lora %s: %w", l.Name, err)
+				}
+			}
+		}
+		w, err := infer.StartDirsServingAdapters(ctx, bus, models, wc.Adapters, lora, icfg, log, reg)
 		if err != nil {
 			return nil, err
 		}

@@ -48,7 +48,7 @@ func parseAdapters(specs []string) (map[string]string, error) {
 
 func newWorkerCmd() *cobra.Command {
 	var wc WorkerConfig
-	var models, adapters []string
+	var models, adapters, lora []string
 	cmd := &cobra.Command{
 		Use:   "worker --role infer --model NAME[=DIR] [--adapter NAME=DIR] [--model ...] | --role train | --role results|dataset --data-dir DIR",
 		Short: "Run a worker against --nats: batch inference and scoring, training jobs, the results sink, or the dataset sink",
@@ -83,6 +83,9 @@ raw-record validator and the rejects writer, which store parts and rejects in lf
 			if wc.Adapters, err = parseAdapters(adapters); err != nil {
 				return err
 			}
+			if wc.LoRA, err = parseLoRA(lora); err != nil {
+				return err
+			}
 			if wc.Role == RoleTrain {
 				wc.Train.AckWait, wc.Train.Backend, wc.Train.WorkerID = wc.Infer.AckWait, wc.Infer.Backend, wc.Infer.WorkerID
 				if cmd.Flags().Changed("max-deliver") {
@@ -100,6 +103,8 @@ raw-record validator and the rejects writer, which store parts and rejects in lf
 	f.StringArrayVar(&models, "model", nil, "a model to serve: name=DIR, or a name to fetch from the lf_models object store (repeatable)")
 	f.StringArrayVar(&wc.ExpertNames, "expert", nil, "serve an expert of the lf_experts bucket: its model_path with its max_tokens as the context, or a proxy to its endpoint (repeatable)")
 	f.StringArrayVar(&adapters, "adapter", nil, "a LoRA adapter to merge into a --model at load: name=ADAPTER_DIR (repeatable)")
+	f.StringArrayVar(&lora, "lora", nil, "a LoRA adapter served unmerged as a model id of its own in the batches of a --model: ID=BASE:ADAPTER_DIR, or ID=BASE:NAME pushed to lf_models (repeatable)")
+	f.Int64Var(&wc.Infer.AdapterBytes, "adapter-bytes", 0, "with --lora: the most bytes of adapters held; the least recently used are unloaded and loaded again when asked for (0: no limit)")
 	cacheDefault := ""
 	if d, err := os.UserCacheDir(); err == nil {
 		cacheDefault = filepath.Join(d, "largeforge", "models")
@@ -145,4 +150,18 @@ func runWorker(ctx context.Context, wc WorkerConfig) error {
 	wlog.Info().Dict("context", w.describe(logging.Ctx().Str("role", wc.Role))).Msg(r.running)
 	pr.addBus(bus)
 	return waitReady(pr, "worker "+wc.Role, w.Wait)
+}
+
+// parseLoRA turns ID=BASE:DIR flags into adapter specs.
+func parseLoRA(specs []string) ([]infer.AdapterSpec, error) {
+	var out []infer.AdapterSpec
+	for _, s := range specs {
+		id, rest, ok := strings.Cut(s, "=")
+		base, dir, ok2 := strings.Cut(rest, ":")
+		if !ok || !ok2 || id == "" || base == "" || dir == "" {
+			return nil, fmt.Errorf("--lora %q: want ID=BASE:ADAPTER_DIR", s)
+		}
+		out = append(out, infer.AdapterSpec{Name: id, Base: base, Dir: dir})
+	}
+	return out, nil
 }

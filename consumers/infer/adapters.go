@@ -118,13 +118,14 @@ func (f adaptedScorer) Score(ctx context.Context, reqs []model.ScoreRequest) ([]
 
 var _ serve.Scorer = adaptedScorer(nil)
 
-// StartDirsServingAdapters is StartDirs that also serves each adapter
-// unmerged under its own name on its base (one of models): the base is
+// StartDirsServingAdapters is StartDirsWithAdapters (merged: adapters
+// merged into the models of those names at load) that also serves each
+// of adapters unmerged under its own name on its base (one of models): the base is
 // loaded once whatever the number of adapters. Every adapter is loaded and
 // checked against its base before anything is served (a mismatch or a rank
 // over the limit is an error naming the file and the tensor); then
 // cfg.AdapterBytes bounds those held (AdapterCache).
-func StartDirsServingAdapters(ctx context.Context, bus *pipeline.Bus, models map[string]string, adapters []AdapterSpec, cfg Config, log zerolog.Logger, reg prometheus.Registerer) (*Workers, error) {
+func StartDirsServingAdapters(ctx context.Context, bus *pipeline.Bus, models, merged map[string]string, adapters []AdapterSpec, cfg Config, log zerolog.Logger, reg prometheus.Registerer) (*Workers, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -141,7 +142,7 @@ func StartDirsServingAdapters(ctx context.Context, bus *pipeline.Bus, models map
 			return nil, fmt.Errorf("%w: adapter %s on %s, which is not a model served", ErrInvalidOption, s.Name, s.Base)
 		}
 	}
-	ins, owned, err := loadModels(models, nil, cfg, log)
+	ins, owned, err := loadModels(models, merged, cfg, log)
 	if err != nil {
 		return nil, err
 	}

@@ -49,7 +49,7 @@ func TestServeAdaptersUnmerged(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	// Room for one adapter (tuned0 is the smaller: q and v only).
-	w, err := infer.StartDirsServingAdapters(ctx, bus, models, specs, infer.Config{Slots: 4, Fetchers: 1, AdapterBytes: 1}, pipelinetest.Logger(t), nil)
+	w, err := infer.StartDirsServingAdapters(ctx, bus, models, nil, specs, infer.Config{Slots: 4, Fetchers: 1, AdapterBytes: 1}, pipelinetest.Logger(t), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,11 +82,11 @@ func TestServeAdaptersUnmerged(t *testing.T) {
 	if err := loratest.Write(other, bad, loratest.Spec{R: 4, Alpha: 8, Modules: []string{"k_proj"}}); err != nil {
 		t.Fatal(err)
 	}
-	_, err = infer.StartDirsServingAdapters(ctx, bus, map[string]string{"b": base}, []infer.AdapterSpec{{Name: "x", Base: "b", Dir: bad}}, infer.Config{}, pipelinetest.Logger(t), nil)
+	_, err = infer.StartDirsServingAdapters(ctx, bus, map[string]string{"b": base}, nil, []infer.AdapterSpec{{Name: "x", Base: "b", Dir: bad}}, infer.Config{}, pipelinetest.Logger(t), nil)
 	if !errors.Is(err, model.ErrAdapter) || !strings.Contains(err.Error(), "model.layers.0.self_attn.k_proj.lora_A.weight") || !strings.Contains(err.Error(), bad) {
 		t.Errorf("mismatched adapter: %v", err)
 	}
-	if _, err := infer.StartDirsServingAdapters(ctx, bus, map[string]string{"b": base}, []infer.AdapterSpec{{Name: "x", Base: "nope", Dir: bad}}, infer.Config{}, pipelinetest.Logger(t), nil); !errors.Is(err, infer.ErrInvalidOption) {
+	if _, err := infer.StartDirsServingAdapters(ctx, bus, map[string]string{"b": base}, nil, []infer.AdapterSpec{{Name: "x", Base: "nope", Dir: bad}}, infer.Config{}, pipelinetest.Logger(t), nil); !errors.Is(err, infer.ErrInvalidOption) {
 		t.Errorf("adapter on a model not served: %v", err)
 	}
 }

@@ -82,7 +82,7 @@ func newModelCmd() *cobra.Command {
 		},
 	}
 	infoCmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
-	cmd.AddCommand(initCmd, importCmd, infoCmd)
+	cmd.AddCommand(initCmd, importCmd, infoCmd, newQuantizeCmd())
 	cmd.AddCommand(modelStoreCmds()...)
 	return cmd
 }

@@ -79,6 +79,9 @@ func Describe(dir string) (Info, error) {
 	sort.Strings(names)
 	for _, n := range names {
 		shape, ok := shapes[n]
+		if _, quantized := shapes[quantModule(n)+".qweight"]; !ok && quantized {
+			continue // packed (quant_files.go): its shapes are checked when loaded
+		}
 		if !ok {
 			return Info{}, fmt.Errorf("%s: tensor %q: %w", src, n, ErrMissingTensor)
 		}

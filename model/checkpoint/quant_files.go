@@ -502,3 +502,31 @@ func f32ToF16(f float32) uint16 {
 	}
 	return sign | uint16(r)
 }
+
+// QuantizeDir quantizes the float checkpoint in src (QuantizeCheckpoint)
+// into dst, with src's tokenizer files. A src already quantized is refused.
+func QuantizeDir(src, dst string, bits, groupSize int) (QuantConfig, error) {
+	if q, err := IsQuantized(src); err != nil || q {
+		if err == nil {
+			err = fmt.Errorf("%s: %w: already quantized", src, ErrQuant)
+		}
+		return QuantConfig{}, err
+	}
+	ck, err := Load(src)
+	if err != nil {
+		return QuantConfig{}, err
+	}
+	qck, qc, err := QuantizeCheckpoint(ck, bits, groupSize)
+	if err != nil {
+		return qc, fmt.Errorf("%s: %w", src, err)
+	}
+	if err := SaveQuantized(dst, qck, qc); err != nil {
+		return qc, err
+	}
+	if _, err := os.Stat(filepath.Join(src, TokenizerFile)); err == nil {
+		if _, err := CopyTokenizer(src, dst); err != nil {
+			return qc, err
+		}
+	}
+	return qc, nil
+}

@@ -1,0 +1,48 @@
+package main
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/largeforge/largeforge/internal/testenv"
+	"github.com/largeforge/largeforge/model/checkpoint"
+)
+
+// model quantize writes §4.3's directory, which generate serves like any
+// model: int8's greedy text begins as float's.
+func TestModelQuantizeCommand(t *testing.T) {
+	ctx := context.Background()
+	src := filepath.Dir(testenv.SharedFile(t, "models/stories260K/model.safetensors"))
+	ref := loadRef(t)
+	dir := t.TempDir()
+	q8 := filepath.Join(dir, "q8")
+	out, err := runCLI(t, ctx, "model", "quantize", "--bits", "8", src, q8)
+	if err != nil || !strings.Contains(out, "8 bits") {
+		t.Fatalf("quantize: %v\n%s", err, out)
+	}
+	for _, f := range []string{checkpoint.QuantConfigFile, checkpoint.WeightsFile, checkpoint.ConfigFile, checkpoint.TokenizerFile} {
+		if _, err := os.Stat(filepath.Join(q8, f)); err != nil {
+			t.Errorf("quantized dir: %v", err)
+		}
+	}
+	out, err = runCLI(t, ctx, "--log-level", "error", "generate", "--model", q8, "--prompt", ref[0].Prompt, "--max-tokens", "16", "--temperature", "0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := strings.TrimSuffix(out, "\n")
+	if want := ref[0].Prompt + ref[0].GreedyText; len(got) <= len(ref[0].Prompt) || !strings.HasPrefix(want, got) {
+		t.Errorf("int8 generate = %q, want a prefix of %q", got, want)
+	}
+	for _, args := range [][]string{
+		{"model", "quantize", "--bits", "3", src, filepath.Join(dir, "x")},
+		{"model", "quantize", "--bits", "4", "--group-size", "48", src, filepath.Join(dir, "x")},
+		{"model", "quantize", "--bits", "8", q8, filepath.Join(dir, "x")},
+	} {
+		if _, err := runCLI(t, ctx, args...); err == nil || !strings.Contains(err.Error(), "quantiz") {
+			t.Errorf("%v: err %v, want a refusal", args, err)
+		}
+	}
+}

@@ -101,6 +101,17 @@ func roleOps() []roleOp {
 		{"purge KV_lf_jobs", nil, jsAPI("$JS.API.STREAM.PURGE.KV_lf_jobs", `{"filter":"$KV.lf_jobs.nothing"}`)},
 		{"create a stream", nil, jsAPI("$JS.API.STREAM.CREATE.LF_EVIL", `{"name":"LF_EVIL","subjects":["evil.>"]}`)},
 		{"update KV_lf_jobs", nil, jsAPI("$JS.API.STREAM.UPDATE.KV_lf_jobs", `{}`)},
+		{"read LF_ROUTES (the console's routing decisions)", []string{"api"}, func(ctx context.Context, b *pipeline.Bus) error {
+			c, err := b.JetStream().OrderedConsumer(ctx, pipeline.StreamRoutes, jetstream.OrderedConsumerConfig{})
+			if err != nil {
+				return err
+			}
+			_, err = c.Next(jetstream.FetchMaxWait(time.Second))
+			if errors.Is(err, jetstream.ErrNoMessages) || errors.Is(err, nats.ErrTimeout) {
+				return nil // read, and empty
+			}
+			return err
+		}},
 		{"delete LF_ROUTES", nil, jsAPI("$JS.API.STREAM.DELETE.LF_ROUTES", ``)},
 		{"publish lf.req.j1.m (requests)", []string{"submit"}, corePub("lf.req.j1.m")},
 		{"publish lf.train.j1", []string{"submit"}, corePub("lf.train.j1")},

@@ -56,21 +56,27 @@ func newModelCmd() *cobra.Command {
 	initCmd.Flags().StringVar(&chatTemplate, "chat-template", "", "a chat_template to write into tokenizer_config.json: chatml, or a Jinja template (default: none)")
 
 	var gout string
+	var dequantize bool
 	importCmd := &cobra.Command{
-		Use:   "import-gguf FILE.gguf --output DIR",
-		Short: "Convert an F32/F16 llama-architecture GGUF file into a Hugging Face directory",
+		Use:   "import-gguf FILE.gguf --output DIR [--dequantize]",
+		Short: "Convert a llama-architecture GGUF file (F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K) into a Hugging Face directory, quantized tensors kept quantized (§4.3) unless --dequantize",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if gout == "" {
 				return fmt.Errorf("--output is required")
 			}
-			if err := checkpoint.ImportGGUF(args[0], gout); err != nil {
+			imp := checkpoint.ImportGGUF
+			if dequantize {
+				imp = checkpoint.ImportGGUFDequantized
+			}
+			if err := imp(args[0], gout); err != nil {
 				return err
 			}
 			return printInfo(gout, false)
 		},
 	}
 	importCmd.Flags().StringVar(&gout, "output", "", "directory to write")
+	importCmd.Flags().BoolVar(&dequantize, "dequantize", false, "write quantized tensors as F32 instead of keeping them quantized")
 
 	var asJSON bool
 	infoCmd := &cobra.Command{

@@ -36,6 +36,22 @@ func TestModelQuantizeCommand(t *testing.T) {
 	if want := ref[0].Prompt + ref[0].GreedyText; len(got) <= len(ref[0].Prompt) || !strings.HasPrefix(want, got) {
 		t.Errorf("int8 generate = %q, want a prefix of %q", got, want)
 	}
+	// import-gguf keeps Q8_0 quantized, or not with --dequantize.
+	gguf := testenv.SharedFile(t, "models/gguf/stories260K.q8_0.gguf")
+	for _, deq := range []bool{false, true} {
+		out := filepath.Join(dir, "gguf-q8")
+		args := []string{"model", "import-gguf", gguf, "--output", out}
+		if deq {
+			out += "-f32"
+			args = []string{"model", "import-gguf", gguf, "--output", out, "--dequantize"}
+		}
+		if _, err := runCLI(t, ctx, args...); err != nil {
+			t.Fatal(err)
+		}
+		if q, err := checkpoint.IsQuantized(out); err != nil || q == deq {
+			t.Errorf("import-gguf --dequantize=%v: quantized %v (%v)", deq, q, err)
+		}
+	}
 	for _, args := range [][]string{
 		{"model", "quantize", "--bits", "3", src, filepath.Join(dir, "x")},
 		{"model", "quantize", "--bits", "4", "--group-size", "48", src, filepath.Join(dir, "x")},

@@ -292,13 +292,20 @@ func ggmlTypeName(t uint32) string {
 // readGGUFTensor reads one F32/F16/BF16 tensor, returning it with its shape
 // in row-major (Hugging Face) order: the reverse of the GGML dims.
 func readGGUFTensor(r io.ReaderAt, size int64, f *ggufFile, ti ggufTensorInfo, name string) (*Tensor, error) {
-	width, dtype, ok := ggufTypeSize(ti.Type)
-	if !ok {
-		return nil, fmt.Errorf("gguf %s: tensor %q: %w %s (only F32, F16 and BF16 import)", name, ti.Name, ErrDType, ggmlTypeName(ti.Type))
-	}
 	dataLen := size - f.DataBase
 	if dataLen < 0 || ti.Offset > uint64(dataLen) {
 		return nil, fmt.Errorf("gguf %s: tensor %q: %w: offset %d beyond the data section", name, ti.Name, ErrTruncated, ti.Offset)
+	}
+	if _, _, q := ggmlBlock(ti.Type); q { // gguf_quant.go
+		n, _, err := ggufTensorBytes(ti, uint64(dataLen)-ti.Offset)
+		if err != nil {
+			return nil, fmt.Errorf("gguf %s: tensor %q: %w", name, ti.Name, err)
+		}
+		return readGGUFQuant(r, f, ti, n, name)
+	}
+	width, dtype, ok := ggufTypeSize(ti.Type)
+	if !ok {
+		return nil, fmt.Errorf("gguf %s: tensor %q: %w %s (only F32, F16, BF16, Q8_0, Q4_0, Q4_K and Q6_K import)", name, ti.Name, ErrDType, ggmlTypeName(ti.Type))
 	}
 	shape := make([]int, len(ti.Dims))
 	limit := uint64(dataLen-int64(ti.Offset)) / uint64(width)
@@ -334,25 +341,17 @@ func checkGGUFLayout(f *ggufFile, size int64, name string) error {
 	}
 	spans := make([]span, 0, len(f.Tensors))
 	for _, ti := range f.Tensors {
-		width, _, ok := ggufTypeSize(ti.Type)
-		if !ok {
-			return fmt.Errorf("gguf %s: tensor %q: %w %s (only F32, F16 and BF16 import)", name, ti.Name, ErrDType, ggmlTypeName(ti.Type))
-		}
 		if ti.Offset > uint64(dataLen) {
 			return fmt.Errorf("gguf %s: tensor %q: %w: offset %d beyond the data section", name, ti.Name, ErrTruncated, ti.Offset)
 		}
-		limit := (uint64(dataLen) - ti.Offset) / uint64(width)
-		count := uint64(1)
-		for _, d := range ti.Dims {
-			if d != 0 && count > limit/d {
-				return fmt.Errorf("gguf %s: tensor %q: %w: dims %v need more bytes than the file holds", name, ti.Name, ErrTruncated, ti.Dims)
-			}
-			count *= d
+		n, ok, err := ggufTensorBytes(ti, uint64(dataLen)-ti.Offset) // gguf_quant.go
+		if !ok {
+			return fmt.Errorf("gguf %s: tensor %q: %w %s (only F32, F16, BF16, Q8_0, Q4_0, Q4_K and Q6_K import)", name, ti.Name, ErrDType, ggmlTypeName(ti.Type))
 		}
-		if count > limit {
-			return fmt.Errorf("gguf %s: tensor %q: %w: dims %v need more bytes than the file holds", name, ti.Name, ErrTruncated, ti.Dims)
+		if err != nil {
+			return fmt.Errorf("gguf %s: tensor %q: %w", name, ti.Name, err)
 		}
-		spans = append(spans, span{ti.Offset, ti.Offset + count*uint64(width), ti.Name})
+		spans = append(spans, span{ti.Offset, ti.Offset + n, ti.Name})
 	}
 	sort.Slice(spans, func(i, j int) bool { return spans[i].begin < spans[j].begin })
 	for i := 1; i < len(spans); i++ {

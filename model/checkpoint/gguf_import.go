@@ -183,6 +183,12 @@ func unpermuteRoPE(t *Tensor, heads int) error {
 		}
 	}
 	t.Data = out
+	if t.Quant != nil { // the same rows of the quantized form (gguf_quant.go)
+		t.Quant = t.Quant.PermuteRows(func(r int) int {
+			h, k := r/hd, r%hd
+			return h*hd + 2*(k%half) + k/half
+		})
+	}
 	return nil
 }
 
@@ -192,7 +198,19 @@ func unpermuteRoPE(t *Tensor, heads int) error {
 // Hugging Face rotate-half order), and, from the llama SentencePiece vocab in
 // its metadata, tokenizer.json, tokenizer_config.json and
 // special_tokens_map.json.
-func ImportGGUF(ggufPath, outDir string) error {
+//
+// Quantized tensors (Q8_0, Q4_0, Q4_K, Q6_K; gguf_quant.go) stay quantized:
+// the directory is then §4.3's (SaveQuantized). ImportGGUFDequantized
+// writes them as F32 instead.
+func ImportGGUF(ggufPath, outDir string) error { return importGGUF(ggufPath, outDir, false) }
+
+// ImportGGUFDequantized is ImportGGUF with every quantized tensor written
+// dequantized, as F32.
+func ImportGGUFDequantized(ggufPath, outDir string) error {
+	return importGGUF(ggufPath, outDir, true)
+}
+
+func importGGUF(ggufPath, outDir string, dequantize bool) error {
 	fh, f, size, err := openGGUF(ggufPath)
 	if err != nil {
 		return err
@@ -247,11 +265,20 @@ func ImportGGUF(ggufPath, outDir string) error {
 	if err := os.MkdirAll(outDir, 0o755); err != nil {
 		return fmt.Errorf("import gguf: %w", err)
 	}
+	gen := GenerationConfig{BOSTokenID: cfg.BOSTokenID, EOSTokenIDs: cfg.EOSTokenIDs, MaxLength: cfg.MaxPositionEmbeddings}
+	if dequantize {
+		dequantizeAll(tensors)
+	}
+	if qc, ok := importQuantConfig(tensors); ok {
+		if err := vocab.write(outDir, cfg.MaxPositionEmbeddings); err != nil {
+			return err
+		}
+		return SaveQuantized(outDir, &Checkpoint{Config: cfg, Generation: gen, Tensors: tensors}, qc)
+	}
 	meta := map[string]string{"format": "pt", "source": filepath.Base(ggufPath)}
 	if err := WriteSafetensors(filepath.Join(outDir, WeightsFile), tensors, meta); err != nil {
 		return err
 	}
-	gen := GenerationConfig{BOSTokenID: cfg.BOSTokenID, EOSTokenIDs: cfg.EOSTokenIDs, MaxLength: cfg.MaxPositionEmbeddings}
 	if err := writeJSONAtomic(filepath.Join(outDir, GenerationConfigFile), gen); err != nil {
 		return err
 	}

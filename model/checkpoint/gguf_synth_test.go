@@ -356,13 +356,20 @@ func TestImportGGUFErrors(t *testing.T) {
 		naming  string
 	}{
 		{name: "unknown architecture", mutate: setKV("general.architecture", "gpt2"), wantErr: ErrUnknownArchitecture, naming: "gpt2"},
-		{name: "quantized tensor", mutate: func(_ *[]ggufKV, ts *[]ggufT) {
+		{name: "unsupported quantized type", mutate: func(_ *[]ggufKV, ts *[]ggufT) {
 			for i := range *ts {
 				if (*ts)[i].name == "blk.1.ffn_up.weight" {
-					(*ts)[i].typ = 8 // Q8_0
+					(*ts)[i].typ = 6 // Q5_0
 				}
 			}
 		}, wantErr: ErrDType, naming: "blk.1.ffn_up.weight"},
+		{name: "quantized rows not whole blocks", mutate: func(_ *[]ggufKV, ts *[]ggufT) {
+			for i := range *ts {
+				if (*ts)[i].name == "blk.1.ffn_up.weight" {
+					(*ts)[i].typ = 8 // Q8_0: rows of 16, blocks of 32
+				}
+			}
+		}, wantErr: ErrShape, naming: "blk.1.ffn_up.weight"},
 		{name: "missing tensor", mutate: drop("blk.1.ffn_down.weight"), wantErr: ErrMissingTensor, naming: "model.layers.1.mlp.down_proj.weight"},
 		{name: "extra tensor", mutate: func(_ *[]ggufKV, ts *[]ggufT) {
 			*ts = append(*ts, ggufT{name: "rope_freqs.weight", dims: []uint64{2}, typ: ggmlF32, data: f32Bytes(1, 1)})

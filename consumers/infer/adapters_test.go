@@ -2,19 +2,23 @@ package infer_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/largeforge/largeforge/consumers/infer"
 	"github.com/largeforge/largeforge/model"
 	"github.com/largeforge/largeforge/model/checkpoint"
 	"github.com/largeforge/largeforge/model/loratest"
 	"github.com/largeforge/largeforge/model/train"
+	"github.com/largeforge/largeforge/pipeline"
 	"github.com/largeforge/largeforge/pipeline/pipelinetest"
+	"github.com/largeforge/largeforge/schemas"
 )
 
 // TestServeAdaptersUnmerged: one worker loads the base once and serves two
@@ -49,13 +53,19 @@ func TestServeAdaptersUnmerged(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	// Room for one adapter (tuned0 is the smaller: q and v only).
-	w, err := infer.StartDirsServingAdapters(ctx, bus, models, nil, specs, infer.Config{Slots: 4, Fetchers: 1, AdapterBytes: 1}, pipelinetest.Logger(t), nil)
+	w, err := infer.StartDirsServingAdapters(ctx, bus, models, nil, specs, infer.Config{Slots: 4, Fetchers: 1, AdapterBytes: 1, WorkerID: "wa"}, pipelinetest.Logger(t), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer func() { cancel(); _ = w.Wait() }()
 	if got := w.Models(); !slices.Contains(got, "tuned0") || !slices.Contains(got, "tuned1") {
 		t.Errorf("served models %v, want the adapters among them", got)
+	}
+	// The heartbeat names the five ids but counts the slots of the three
+	// batchers: the adapters run in their base's.
+	hb := heartbeatOf(t, bus, "wa")
+	if len(hb.Models) != 5 || hb.Capacity != 3*4 {
+		t.Errorf("heartbeat %+v: want 5 models and the capacity of 3 batchers of 4 slots", hb)
 	}
 
 	complete := func(name, prompt string) string { return completeRPC(ctx, t, bus, name, prompt) }
@@ -89,4 +99,22 @@ func TestServeAdaptersUnmerged(t *testing.T) {
 	if _, err := infer.StartDirsServingAdapters(ctx, bus, map[string]string{"b": base}, nil, []infer.AdapterSpec{{Name: "x", Base: "nope", Dir: bad}}, infer.Config{}, pipelinetest.Logger(t), nil); !errors.Is(err, infer.ErrInvalidOption) {
 		t.Errorf("adapter on a model not served: %v", err)
 	}
+}
+
+// heartbeatOf waits for the lf_workers heartbeat of worker id and returns it.
+func heartbeatOf(t *testing.T, bus *pipeline.Bus, id string) schemas.Heartbeat {
+	t.Helper()
+	kv, err := bus.KV(context.Background(), pipeline.BucketWorkers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var hb schemas.Heartbeat
+	pipelinetest.CheckFor(t, time.Minute, 10*time.Millisecond, func() error {
+		e, err := kv.Get(context.Background(), infer.HeartbeatKey(id))
+		if err != nil {
+			return fmt.Errorf("heartbeat of %s: %w", id, err)
+		}
+		return json.Unmarshal(e.Value, &hb)
+	})
+	return hb
 }

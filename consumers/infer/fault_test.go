@@ -2,7 +2,6 @@ package infer_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -22,7 +21,6 @@ import (
 	"github.com/largeforge/largeforge/pipeline"
 	"github.com/largeforge/largeforge/pipeline/pipelinetest"
 	"github.com/largeforge/largeforge/producers/submit"
-	"github.com/largeforge/largeforge/schemas"
 )
 
 // TestWorkerProcess is not a test: it is the worker process of
@@ -237,20 +235,8 @@ func TestTwoWorkers(t *testing.T) {
 	waitInFlight(t, s.store, job.id, 10)
 	s.workerID(t, 4, "w2")
 	// Both heartbeat into lf_workers.
-	kv, err := s.bus.KV(context.Background(), pipeline.BucketWorkers)
-	if err != nil {
-		t.Fatal(err)
-	}
 	for _, id := range []string{"w1", "w2"} {
-		var hb schemas.Heartbeat
-		pipelinetest.CheckFor(t, time.Minute, 10*time.Millisecond, func() error {
-			e, err := kv.Get(context.Background(), infer.HeartbeatKey(id))
-			if err != nil {
-				return fmt.Errorf("heartbeat of %s: %w", id, err)
-			}
-			return json.Unmarshal(e.Value, &hb)
-		})
-		if hb.Role != "infer" || hb.ID != id || hb.Capacity != 4 || len(hb.Models) != 1 || hb.Models[0] != "stories" {
+		if hb := heartbeatOf(t, s.bus, id); hb.Role != "infer" || hb.ID != id || hb.Capacity != 4 || len(hb.Models) != 1 || hb.Models[0] != "stories" {
 			t.Errorf("heartbeat %+v", hb)
 		}
 	}

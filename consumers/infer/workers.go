@@ -234,7 +234,9 @@ func start(ctx context.Context, bus *pipeline.Bus, models []ModelInput, owned []
 	for _, c := range consumers {
 		loops.Consume(c, cfg.Fetchers)
 	}
-	beat := schemas.Heartbeat{ID: w.ID, Role: schemas.WorkerInfer, Models: w.models, Capacity: cfg.Slots * len(w.models), PID: os.Getpid(), StartedAt: time.Now().Unix()}
+	// Capacity counts each batcher's slots once: an adapter's requests take
+	// its base's slots.
+	beat := schemas.Heartbeat{ID: w.ID, Role: schemas.WorkerInfer, Models: w.models, Capacity: cfg.Slots * len(byName), PID: os.Getpid(), StartedAt: time.Now().Unix()}
 	loops.Go(func(ctx context.Context) error {
 		hb.Heartbeat(ctx, HeartbeatKey(w.ID), cfg.HeartbeatEvery, func() []byte {
 			beat.UpdatedAt = time.Now().Unix()

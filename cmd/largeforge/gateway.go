@@ -31,10 +31,12 @@ type GatewayFlags struct {
 	HTTP        string
 	WorkerWait  time.Duration
 	MaxBody     int64
-	Experts     string // experts file (YAML or JSON): enables model "auto" and /v1/route
-	RouterModel string // directory of `largeforge router train`: the router's learned stage
-	KeysFile    string // API keys, one a line (# comments); also LARGEFORGE_API_KEYS, comma separated
-	MaxConns    int    // connections served at once
+	Experts     string   // experts file (YAML or JSON): enables model "auto" and /v1/route
+	RouterModel string   // directory of `largeforge router train`: the router's learned stage
+	KeysFile    string   // API keys, one a line (# comments); also LARGEFORGE_API_KEYS, comma separated
+	MaxConns    int      // connections served at once
+	MaxFile     int64    // POST /v1/files limit in bytes
+	ModelMap    []string // --batch-model-map NAME=SERVED: a batch line's model → the served model
 }
 
 // errNoAPIKeys is returned when an API-keys source is configured but yields
@@ -97,6 +99,17 @@ func (g GatewayFlags) config() (gateway.Config, error) {
 		return c, err
 	}
 	c.APIKeys = keys
+	c.Files.MaxFileBytes = g.MaxFile
+	for _, m := range g.ModelMap {
+		from, to, ok := strings.Cut(m, "=")
+		if !ok {
+			return c, fmt.Errorf("--batch-model-map %q: want NAME=SERVED", m)
+		}
+		if c.Files.ModelMap == nil {
+			c.Files.ModelMap = map[string]string{}
+		}
+		c.Files.ModelMap[strings.TrimSpace(from)] = strings.TrimSpace(to)
+	}
 	if g.Experts != "" {
 		experts, err := schemas.LoadExperts(g.Experts)
 		if err != nil {
@@ -153,6 +166,8 @@ func addGatewayFlags(cmd *cobra.Command, gf *GatewayFlags, httpDefault string) {
 	cmd.Flags().StringVar(&gf.KeysFile, "api-keys-file", "", "require one of these API keys (one a line) as a bearer token on /v1 (also env LARGEFORGE_API_KEYS, comma separated); a file or variable with no key is an error")
 	cmd.Flags().IntVar(&gf.MaxConns, "max-connections", gateway.DefaultMaxConnections, "HTTP connections served at once; more wait until one closes")
 	cmd.Flags().StringVar(&gf.Experts, "experts", "", "experts file (YAML or JSON; largeforge samples writes an example): enables model \"auto\" and POST /v1/route")
+	cmd.Flags().Int64Var(&gf.MaxFile, "max-file-bytes", gateway.DefaultMaxFileBytes, "POST /v1/files upload limit in bytes")
+	cmd.Flags().StringArrayVar(&gf.ModelMap, "batch-model-map", nil, "NAME=SERVED: run the batch lines whose body names model NAME (e.g. gpt-4o-mini) on the served model SERVED (repeatable)")
 	cmd.Flags().StringVar(&gf.RouterModel, "router-model", "", "router model directory (largeforge router train): the learned stage for prompts no rule decides")
 }
 

@@ -95,8 +95,8 @@ func roleOps() []roleOp {
 			return err
 		}},
 		{"fetch from results-sink", []string{"results"}, jsAPI("$JS.API.CONSUMER.MSG.NEXT.LF_RESULTS.results-sink", `{"batch":1,"no_wait":true}`)},
-		{"get lf_jobs key", []string{"submit", "infer", "train", "results"}, kvGet(pipeline.BucketJobs, "j1")},
-		{"write lf_jobs key", []string{"submit", "train", "results"}, corePub("$KV.lf_jobs.j1")},
+		{"get lf_jobs key", []string{"submit", "infer", "train", "results", "api"}, kvGet(pipeline.BucketJobs, "j1")},
+		{"write lf_jobs key", []string{"submit", "train", "results", "api"}, corePub("$KV.lf_jobs.j1")},
 		{"get lf_datasets key", []string{"ingest", "api", "datasets"}, kvGet(pipeline.BucketDatasets, "d1")},
 		{"purge KV_lf_jobs", nil, jsAPI("$JS.API.STREAM.PURGE.KV_lf_jobs", `{"filter":"$KV.lf_jobs.nothing"}`)},
 		{"create a stream", nil, jsAPI("$JS.API.STREAM.CREATE.LF_EVIL", `{"name":"LF_EVIL","subjects":["evil.>"]}`)},
@@ -113,9 +113,9 @@ func roleOps() []roleOp {
 			return err
 		}},
 		{"delete LF_ROUTES", nil, jsAPI("$JS.API.STREAM.DELETE.LF_ROUTES", ``)},
-		{"publish lf.req.j1.m (requests)", []string{"submit"}, corePub("lf.req.j1.m")},
+		{"publish lf.req.j1.m (requests)", []string{"submit", "api"}, corePub("lf.req.j1.m")},
 		{"publish lf.train.j1", []string{"submit"}, corePub("lf.train.j1")},
-		{"publish lf.res.j1 (results)", []string{"submit", "infer", "results"}, corePub("lf.res.j1")},
+		{"publish lf.res.j1 (results)", []string{"submit", "infer", "results", "api"}, corePub("lf.res.j1")},
 		{"publish lf.data.d1.raw", []string{"ingest"}, corePub("lf.data.d1.raw")},
 		{"publish lf.data.d1.shard (shards)", []string{"ingest", "datasets"}, corePub("lf.data.d1.shard")},
 		{"publish lf.data.a.b.raw (stray)", nil, corePub("lf.data.a.b.raw")},
@@ -134,7 +134,8 @@ func roleOps() []roleOp {
 			return err
 		}},
 		{"read lf_artifacts (parts, results, files)", []string{"datasets", "train", "results", "api", "submit"}, objectRead(pipeline.BucketArtifacts, "probe")},
-		{"write lf_artifacts", []string{"datasets", "train", "results"}, corePub("$O.lf_artifacts.M.x")},
+		{"write lf_artifacts", []string{"datasets", "train", "results", "api"}, corePub("$O.lf_artifacts.M.x")},
+		{"purge OBJ_lf_artifacts (delete a file)", []string{"api"}, jsAPI("$JS.API.STREAM.PURGE.OBJ_lf_artifacts", `{"filter":"$O.lf_artifacts.C.nothing"}`)},
 		{"claim in lf_claims", []string{"datasets", "train", "results"}, corePub("$KV.lf_claims.x")},
 		{"write lf_dedupe", []string{"datasets"}, corePub("$KV.lf_dedupe.d1/x")},
 		{"publish lf.events.train.j1", []string{"train"}, corePub("lf.events.train.j1")},

@@ -11,6 +11,8 @@
 //	GET  /v1/models             the models live workers serve (lf_workers)
 //	GET  /v1/models/{id}        one model (live, stored in lf_models, or an expert), else 404
 //	POST /v1/route              {"prompt"} or {"messages"} → §3.5 RouteResponse and the deciding stage
+//	/v1/files, /v1/files/{id}[/content]   the OpenAI Files API over lf_artifacts (files.go)
+//	/v1/batches, /v1/batches/{id}[/cancel] the OpenAI Batches API over the bus jobs (batches.go)
 //	GET  /health                §3.6 HealthResponse
 //	GET  /ready                 200 once connected to the bus (readiness probe), else 503
 //	GET  /metrics               Prometheus (when New is given a Gatherer)
@@ -104,6 +106,8 @@ type Config struct {
 	// cut off with 408 (defaults DefaultMinBodyRate, DefaultBodyGrace).
 	MinBodyRate int64
 	BodyGrace   time.Duration
+	// Files configures the Files and Batches APIs (files.go, batches.go).
+	Files FilesConfig
 }
 
 // Validate checks the config; errors wrap ErrInvalidOption.
@@ -220,6 +224,9 @@ func New(ctx context.Context, bus *pipeline.Bus, cfg Config, log zerolog.Logger,
 			return nil, fmt.Errorf("%w: %w", ErrInvalidOption, err)
 		}
 		g.router.Store(r)
+	}
+	if err := g.registerFiles(ctx, cfg.Files); err != nil {
+		return nil, err
 	}
 	g.handle("GET /health", "/health", g.health)
 	if err := g.mountConsole(); err != nil {

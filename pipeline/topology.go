@@ -144,6 +144,11 @@ type Topology struct {
 	// guessed from the servers online (a node restarted while another is
 	// down must not take replicas away).
 	RaiseOnly bool
+	// KeepLimits: an existing stream or bucket keeps its max age, size and
+	// discard policy (those an operator applied with topology apply
+	// --limit); only what is created gets the declared ones. EnsureTopology
+	// (any admin command) keeps them.
+	KeepLimits bool
 }
 
 // ReplicasFor is the replica count of the topology on a cluster of nodes
@@ -157,8 +162,16 @@ func ReplicasFor(nodes int) int {
 }
 
 // DefaultTopology returns LargeForge's topology with the given replica count
-// (1 for the embedded single node, 3 for a cluster).
+// (1 for the embedded single node, 3 for a cluster) and DefaultLimits.
 func DefaultTopology(replicas int) Topology {
+	t, err := baseTopology(replicas).WithLimits(DefaultLimits())
+	if err != nil {
+		panic(err) // DefaultLimits are valid: TestDefaultLimits
+	}
+	return t
+}
+
+func baseTopology(replicas int) Topology {
 	if replicas < 1 {
 		replicas = 1
 	}
@@ -297,7 +310,7 @@ func (b *Bus) CheckTopology(ctx context.Context, topo Topology) error {
 // admin calls it). See ApplyTopology.
 func (b *Bus) EnsureTopology(ctx context.Context) error {
 	topo := DefaultTopology(1)
-	topo.RaiseOnly = true
+	topo.RaiseOnly, topo.KeepLimits = true, true
 	return b.ApplyTopology(ctx, topo)
 }
 
@@ -310,14 +323,20 @@ func (b *Bus) EnsureTopology(ctx context.Context) error {
 func (b *Bus) ApplyTopology(ctx context.Context, topo Topology) error {
 	for _, want := range topo.Streams {
 		want.Replicas = b.keepReplicas(ctx, topo, want.Name, want.Replicas)
+		if topo.KeepLimits {
+			want = b.keepStreamLimits(ctx, want)
+		}
 		if err := b.ensureStream(ctx, want); err != nil {
 			return err
 		}
 	}
 	for _, want := range topo.KeyValues {
 		want.Replicas = b.keepReplicas(ctx, topo, "KV_"+want.Bucket, want.Replicas)
+		if topo.KeepLimits {
+			want.TTL, want.MaxBytes = b.keepBucketLimits(ctx, "KV_"+want.Bucket, want.TTL, want.MaxBytes)
+		}
 		matches := func(c jetstream.StreamConfig) bool {
-			return c.Description == want.Description && c.MaxMsgsPerSubject == max(int64(want.History), 1) && c.MaxAge == want.TTL
+			return c.Description == want.Description && c.MaxMsgsPerSubject == max(int64(want.History), 1) && c.MaxAge == want.TTL && sameLimit(c.MaxBytes, want.MaxBytes)
 		}
 		create := func(ctx context.Context) error { _, err := b.js.CreateKeyValue(ctx, want); return err }
 		update := func(ctx context.Context) error { _, err := b.js.CreateOrUpdateKeyValue(ctx, want); return err }
@@ -327,7 +346,12 @@ func (b *Bus) ApplyTopology(ctx context.Context, topo Topology) error {
 	}
 	for _, want := range topo.ObjectStores {
 		want.Replicas = b.keepReplicas(ctx, topo, "OBJ_"+want.Bucket, want.Replicas)
-		matches := func(c jetstream.StreamConfig) bool { return c.Description == want.Description }
+		if topo.KeepLimits {
+			_, want.MaxBytes = b.keepBucketLimits(ctx, "OBJ_"+want.Bucket, 0, want.MaxBytes)
+		}
+		matches := func(c jetstream.StreamConfig) bool {
+			return c.Description == want.Description && sameLimit(c.MaxBytes, want.MaxBytes)
+		}
 		create := func(ctx context.Context) error { _, err := b.js.CreateObjectStore(ctx, want); return err }
 		update := func(ctx context.Context) error { _, err := b.js.CreateOrUpdateObjectStore(ctx, want); return err }
 		if err := b.ensureBucket(ctx, "object store", want.Bucket, "OBJ_"+want.Bucket, want.Replicas, matches, create, update); err != nil {
@@ -505,7 +529,7 @@ func streamMatches(have, want jetstream.StreamConfig) bool {
 		have.Duplicates == want.Duplicates &&
 		have.MaxAge == want.MaxAge &&
 		max(have.Replicas, 1) == max(want.Replicas, 1) &&
-		(have.MaxBytes == want.MaxBytes || (have.MaxBytes <= 0 && want.MaxBytes <= 0)) &&
+		sameLimit(have.MaxBytes, want.MaxBytes) &&
 		(have.MaxMsgs == want.MaxMsgs || (have.MaxMsgs <= 0 && want.MaxMsgs <= 0))
 }
 

@@ -16,6 +16,7 @@ func newTopologyCmd() *cobra.Command {
 		Short: "The streams, KV buckets and object stores (apply them as admin)",
 	}
 	var replicas int
+	var limits limitsFlag
 	apply := &cobra.Command{
 		Use:   "apply [--replicas N]",
 		Short: "Create or update the streams, KV buckets and object stores, as admin",
@@ -27,23 +28,29 @@ other roles of deploy/nats-roles.conf start: they only check that what they use 
 and name what is missing. Without --replicas: 3 replicas when the server is a node of a
 cluster, 1 on a single server, never lowering an existing count. --replicas N sets each
 to N exactly: --replicas 3 raises a topology created with one replica in place when a
-single server grew into a cluster of three (a two-node cluster needs --replicas 1).`,
+single server grew into a cluster of three (a two-node cluster needs --replicas 1).
+Each stream and bucket gets its limit (pipeline.DefaultLimits: a max age where what
+it drops is stored elsewhere or a log, a max size elsewhere, which refuses new data
+and drops nothing); --limit NAME=72h or NAME=500GiB overrides one. Other admin
+commands keep the limits applied. The size limits are reserved against the
+server's max_file_store: lower them on a smaller server.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if replicas < 0 {
 				return fmt.Errorf("--replicas %d: want 1 or more (0: 3 on a cluster, 1 alone)", replicas)
 			}
-			return applyTopology(cmd.Context(), replicas)
+			return applyTopology(cmd.Context(), replicas, &limits)
 		},
 	}
 	apply.Flags().IntVar(&replicas, "replicas", 0, "replicas of each stream and bucket (default: 3 on a cluster, 1 alone, never lowering)")
+	addLimitFlag(apply, &limits)
 	cmd.AddCommand(apply)
 	return cmd
 }
 
 // applyTopology connects as admin and applies DefaultTopology(replicas);
 // replicas 0 is 3 when the server is a cluster node, else 1, raise-only.
-func applyTopology(ctx context.Context, replicas int) error {
+func applyTopology(ctx context.Context, replicas int, limits *limitsFlag) error {
 	log := newLogger(ctx)
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
@@ -61,6 +68,9 @@ func applyTopology(ctx context.Context, replicas int) error {
 			topo = pipeline.DefaultTopology(3)
 		}
 		topo.RaiseOnly = true
+	}
+	if topo, err = limits.apply(topo); err != nil {
+		return err
 	}
 	if err := watchDenied(cctx, bus, func(ctx context.Context) error { return bus.ApplyTopology(ctx, topo) }); err != nil {
 		return fmt.Errorf("apply the topology (as admin): %w", err)

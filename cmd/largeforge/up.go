@@ -31,6 +31,7 @@ type UpConfig struct {
 	Models   []string     // name=DIR: models the embedded infer worker serves
 	Adapter  []string     // name=DIR: LoRA adapters merged into those models at load
 	Gateway  GatewayFlags // HTTP "" : no gateway
+	Limits   limitsFlag   // --limit: the topology's limits (pipeline.DefaultLimits and overrides)
 }
 
 // Validate checks the flags of up.
@@ -93,6 +94,7 @@ node starts on a grown cluster. --replicas N sets the count exactly.`,
 	cmd.Flags().StringVar(&up.DataDir, "data-dir", "./lf-data", "where JetStream (unless --config names a store_dir) and the local copies of datasets and results live")
 	cmd.Flags().StringVar(&up.Listen, "listen", "", "client address host:port (default: --config's listen, else where LARGEFORGE_NATS points when that is one local nats:// URL, else nats.conf's 127.0.0.1:4222)")
 	cmd.Flags().StringVar(&up.Config, "config", "", "nats-server configuration FILE in place of nats.conf (a cluster node's: server_name, store_dir, cluster routes; see deploy/)")
+	addLimitFlag(cmd, &up.Limits)
 	cmd.Flags().IntVar(&up.Replicas, "replicas", 0, "replicas of each stream and bucket (default: 3 when 3 or more JetStream servers are online, else 1, never lowering)")
 	cmd.Flags().StringArrayVar(&up.Models, "model", nil, "serve a model: name=DIR (repeatable)")
 	cmd.Flags().StringArrayVar(&up.Adapter, "adapter", nil, "merge a LoRA adapter into a --model at load: name=ADAPTER_DIR (repeatable)")
@@ -139,6 +141,9 @@ func runUp(ctx context.Context, up UpConfig) error {
 	defer srv.Shutdown()
 	topo, err := upTopology(ctx, srv, up.Replicas)
 	if err != nil {
+		return err
+	}
+	if topo, err = up.Limits.apply(topo); err != nil {
 		return err
 	}
 

@@ -165,7 +165,7 @@ max_pending: 64MB
 jetstream {
   store_dir: %q
   max_memory_store: 256MB
-  max_file_store: 4GB
+  max_file_store: 64GB # the topology reserves its size limits (pipeline.DefaultLimits, about 14.5 GiB) on each node
 }
 cluster {
   name: lf-test

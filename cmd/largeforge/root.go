@@ -177,7 +177,7 @@ func newRoot() (*cobra.Command, *Config) {
 
 	root.AddCommand(newUpCmd(), newIngestCmd(), newDatasetsCmd(), newSamplesCmd(),
 		newModelCmd(), newGenerateCmd(), newScoreCmd(),
-		newSubmitCmd(), newJobsCmd(), newWorkerCmd(), newGatewayCmd(), newRouteCmd(), newRouterCmd(), newExpertsCmd(), newTrainCmd(), newAdaptersCmd(), newTopologyCmd(), newPasswdCmd())
+		newSubmitCmd(), newJobsCmd(), newWorkerCmd(), newGatewayCmd(), newRouteCmd(), newRouterCmd(), newExpertsCmd(), newTrainCmd(), newAdaptersCmd(), newTopologyCmd(), newPasswdCmd(), newDoctorCmd(), newDLQCmd())
 	return root, cfg
 }
 

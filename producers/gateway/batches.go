@@ -257,7 +257,18 @@ func parseLine(data []byte, n int, endpoint string) (batchLine, *jobs.ErrorRepor
 	case len(line.Body) == 0 || line.Body[0] != '{':
 		return bad("missing_body", "Line %d has no body object", n)
 	}
-	c, err := schemas.DecodeCompletionRequest(line.Body)
+	body, opts, err := NormalizeRequest(line.Body, endpoint == URLChatCompletions)
+	var pe *ParamError
+	switch {
+	case errors.As(err, &pe) && pe.Unsupported:
+		return bad("unsupported_parameter", "Line %d: %s", n, pe.Error())
+	case err == nil && opts.N != 1:
+		return bad("unsupported_parameter", "Line %d: Unsupported parameter: 'n' must be 1 in a batch (one choice per request)", n)
+	}
+	var c schemas.CompletionRequest
+	if err == nil {
+		c, err = schemas.DecodeCompletionRequest(body)
+	}
 	if err == nil {
 		switch {
 		case endpoint == URLChatCompletions && !c.IsChat():

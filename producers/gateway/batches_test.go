@@ -120,7 +120,7 @@ func TestBatchesOpenAISDK(t *testing.T) {
 	in := s.upload(t, ctx, []string{
 		chatLine("a", "gpt-4o-mini", "Tell me a story", 12),
 		chatLine("b", "gpt-4o-mini", tooLong, 4000),
-		chatLine("c", "gpt-4o-mini", "Once upon a time", 8),
+		strings.Replace(chatLine("c", "gpt-4o-mini", "Once upon a time", 3), `"max_tokens"`, `"max_completion_tokens"`, 1),
 	}, openai.FilePurposeBatch)
 	if !strings.HasPrefix(in.ID, "file-") || in.Purpose != openai.FileObjectPurposeBatch || in.Filename != "in.jsonl" || in.Bytes == 0 || in.CreatedAt == 0 {
 		t.Fatalf("file %+v", in)
@@ -167,6 +167,9 @@ func TestBatchesOpenAISDK(t *testing.T) {
 		}
 		if id == "a" && c.Choices[0].Message.Content != want.Text {
 			t.Errorf("line a says %q, the model directly %q", c.Choices[0].Message.Content, want.Text)
+		}
+		if id == "c" && (c.Usage.CompletionTokens < 1 || c.Usage.CompletionTokens > 3) {
+			t.Errorf("line c (max_completion_tokens 3) generated %d tokens", c.Usage.CompletionTokens)
 		}
 		if id == "b" {
 			t.Errorf("the failed request b is in the output file")
@@ -379,6 +382,9 @@ func TestBatchesBadInput(t *testing.T) {
 		{"wrong method", []string{strings.Replace(chatLine("a", "stories", "hi", 4), `"POST"`, `"GET"`, 1)}, "invalid_method"},
 		{"duplicate custom_id", []string{chatLine("a", "stories", "hi", 4), chatLine("a", "stories", "ho", 4)}, "duplicate_custom_id"},
 		{"unknown model", []string{chatLine("a", "gpt-5", "hi", 4)}, "model_not_found"},
+		{"unsupported parameter", []string{strings.Replace(chatLine("a", "stories", "hi", 4), `"max_tokens"`, `"tools":[{"type":"function"}],"max_tokens"`, 1)}, "unsupported_parameter"},
+		{"n over 1", []string{strings.Replace(chatLine("a", "stories", "hi", 4), `"max_tokens"`, `"n":2,"max_tokens"`, 1)}, "unsupported_parameter"},
+		{"bad body", []string{strings.Replace(chatLine("a", "stories", "hi", 4), `"temperature":0`, `"temperature":9`, 1)}, "invalid_request"},
 	} {
 		t.Run("file "+tc.name, func(t *testing.T) {
 			f := s.upload(t, ctx, tc.lines, openai.FilePurposeBatch)
@@ -480,5 +486,42 @@ func TestCLIJobAsBatch(t *testing.T) {
 		if _, has := resp.Body.Choices[0]["message"]; has {
 			t.Errorf("a completion choice carries a message: %s", mustJSON(l))
 		}
+	}
+}
+
+// TestFileUploadLimit: an upload over --max-file-bytes is a 413 that leaves
+// nothing in lf_artifacts; one over the JSON body limit but under the file
+// limit is stored whole and reads back byte for byte.
+func TestFileUploadLimit(t *testing.T) {
+	_, bus := pipelinetest.StartBus(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	g, err := gateway.New(ctx, bus, gateway.Config{Files: gateway.FilesConfig{MaxFileBytes: 3 << 20}}, pipelinetest.Logger(t), nil, nil)
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	s := &stack{bus: bus, url: "http://" + serveGateway(t, ctx, cancel, g, nil), http: &http.Client{Timeout: 30 * time.Second}}
+	line := chatLine("x", "stories", strings.Repeat("a", 1000), 4) + "\n"
+	big := strings.Repeat(line, (4<<20)/len(line))
+	if code, body := s.rawUpload(t, ctx, big, "batch"); code != http.StatusRequestEntityTooLarge || !strings.Contains(body, `"param":"file"`) {
+		t.Fatalf("upload over the limit: %d %s", code, body)
+	}
+	obj, err := bus.Objects(ctx, pipeline.BucketArtifacts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if infos, err := obj.List(ctx); err != nil || len(infos) != 0 {
+		t.Fatalf("lf_artifacts after a refused upload: %+v %v", infos, err)
+	}
+	ok := big[:2<<20]
+	ok = ok[:strings.LastIndex(ok, "\n")+1]
+	code, body := s.rawUpload(t, ctx, ok, "fine-tune")
+	var f gateway.FileObject
+	if code != 200 || json.Unmarshal([]byte(body), &f) != nil || f.Bytes != int64(len(ok)) || f.Purpose != "fine-tune" {
+		t.Fatalf("upload of %d bytes: %d %s", len(ok), code, body)
+	}
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.url+"/v1/files/"+f.ID+"/content", nil)
+	if code, got := s.do(t, req); code != 200 || got != ok {
+		t.Fatalf("content: %d, %d bytes, want the %d uploaded", code, len(got), len(ok))
 	}
 }

@@ -36,8 +36,9 @@ type alpacaRow struct {
 }
 
 type turnRow struct {
-	From  string `parquet:"from"`
-	Value string `parquet:"value"`
+	From   string `parquet:"from"`
+	Value  string `parquet:"value"`
+	Weight *int8  `parquet:"weight,optional"` // schemas.Turn.Weight: 0 kept out of the loss
 }
 
 type sharegptRow struct {
@@ -144,6 +145,10 @@ func EncodePart(w io.Writer, f schemas.Format, records []schemas.Record, ids []s
 			turns := make([]turnRow, len(r.ShareGPT.Conversations))
 			for j, t := range r.ShareGPT.Conversations {
 				turns[j] = turnRow{From: t.From, Value: t.Value}
+				if t.Weight != nil {
+					w := int8(*t.Weight)
+					turns[j].Weight = &w
+				}
 			}
 			rows[i] = sharegptRow{ID: ids[i], Conversations: turns}
 		}
@@ -281,6 +286,10 @@ func decodePart(file io.ReaderAt, size int64, name string) (schemas.Format, []sc
 			turns := make([]schemas.Turn, len(r.Conversations))
 			for i, t := range r.Conversations {
 				turns[i] = schemas.Turn{From: t.From, Value: t.Value}
+				if t.Weight != nil {
+					w := int(*t.Weight)
+					turns[i].Weight = &w
+				}
 			}
 			ids = append(ids, r.ID)
 			recs = append(recs, schemas.Record{Format: format, ShareGPT: schemas.ShareGPT{Conversations: turns}})

@@ -15,10 +15,13 @@ const (
 	MetadataFormatKey = "largeforge.format"
 )
 
-// turnType is the Arrow type of one ShareGPT turn.
+// turnType is the Arrow type of one ShareGPT turn; weight is null but for
+// a gpt turn kept out of the loss (Turn.Weight). Batches without the
+// weight field (written before it) read as every turn trained on.
 var turnType = arrow.StructOf(
 	arrow.Field{Name: "from", Type: arrow.BinaryTypes.String},
 	arrow.Field{Name: "value", Type: arrow.BinaryTypes.String},
+	arrow.Field{Name: "weight", Type: arrow.PrimitiveTypes.Int8, Nullable: true},
 )
 
 var arrowSchemas = map[Format]*arrow.Schema{
@@ -95,10 +98,16 @@ func AppendRecordWithID(b *array.RecordBuilder, r Record, id string) error {
 		sb := lb.ValueBuilder().(*array.StructBuilder)
 		from := sb.FieldBuilder(0).(*array.StringBuilder)
 		value := sb.FieldBuilder(1).(*array.StringBuilder)
+		weight := sb.FieldBuilder(2).(*array.Int8Builder)
 		for _, t := range r.ShareGPT.Conversations {
 			sb.Append(true)
 			from.Append(t.From)
 			value.Append(t.Value)
+			if t.Weight != nil {
+				weight.Append(int8(*t.Weight))
+			} else {
+				weight.AppendNull()
+			}
 		}
 	case FormatDPO:
 		b.Field(1).(*array.StringBuilder).Append(r.DPO.Prompt)
@@ -224,11 +233,22 @@ func readConversations(rec arrow.RecordBatch, out []Record) error {
 	if !ok1 || !ok2 || from.NullN() > 0 || value.NullN() > 0 {
 		return fmt.Errorf("%w: conversations from/value must be utf8 without nulls", ErrSchemaMismatch)
 	}
+	var weight *array.Int8
+	if wi, ok := st.FieldIdx("weight"); ok {
+		if weight, ok = turns.Field(wi).(*array.Int8); !ok {
+			return fmt.Errorf("%w: conversations weight is %s, want int8", ErrSchemaMismatch, turns.Field(wi).DataType())
+		}
+	}
 	for i := range out {
 		start, end := list.ValueOffsets(i)
 		conv := make([]Turn, 0, end-start)
 		for k := int(start); k < int(end); k++ {
-			conv = append(conv, Turn{From: from.Value(k), Value: value.Value(k)})
+			t := Turn{From: from.Value(k), Value: value.Value(k)}
+			if weight != nil && weight.IsValid(k) {
+				w := int(weight.Value(k))
+				t.Weight = &w
+			}
+			conv = append(conv, t)
 		}
 		out[i] = Record{Format: FormatShareGPT, ShareGPT: ShareGPT{Conversations: conv}}
 	}

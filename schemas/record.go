@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"unicode/utf8"
 )
@@ -38,11 +39,17 @@ type ShareGPT struct {
 }
 
 // Turn is one turn of a ShareGPT conversation; From is "human", "gpt" or
-// "system".
+// "system". Weight, on a gpt turn only, is 0 for a turn kept out of the
+// loss (context the model is not trained to say: OpenAI's per-message
+// "weight": 0); nil (or "weight": 1 on the wire) is a turn trained on.
 type Turn struct {
-	From  string `json:"from"`
-	Value string `json:"value"`
+	From   string `json:"from"`
+	Value  string `json:"value"`
+	Weight *int   `json:"weight,omitempty"`
 }
+
+// Trained reports whether a gpt turn is in the loss (its Weight is not 0).
+func (t Turn) Trained() bool { return t.From == SpeakerGPT && (t.Weight == nil || *t.Weight != 0) }
 
 // DPO is a preference record (§1.3).
 type DPO struct {
@@ -147,6 +154,9 @@ func (r Record) AppendCanonicalJSON(b []byte) []byte {
 			b = appendJSONString(b, t.From)
 			b = append(b, `,"value":`...)
 			b = appendJSONString(b, t.Value)
+			if t.Weight != nil {
+				b = strconv.AppendInt(append(b, `,"weight":`...), int64(*t.Weight), 10)
+			}
 			b = append(b, '}')
 		}
 		return append(b, "]}"...)
@@ -446,6 +456,7 @@ func decodeDPO(data []byte) (DPO, *ValidationError) {
 type turnScan struct {
 	kind        jsonKind // of the element
 	from, value field
+	weight      field // val holds a number's text
 }
 
 func decodeShareGPT(data []byte) (ShareGPT, *ValidationError) {
@@ -520,6 +531,17 @@ func decodeShareGPT(data []byte) (ShareGPT, *ValidationError) {
 			return ShareGPT{}, checkString(turnPath(i, "value"), t.value.kind, t.value.val, 1, 0)
 		}
 		out[i] = Turn{From: t.from.val, Value: t.value.val}
+		if t.weight.kind != kindAbsent {
+			switch {
+			case t.from.val != SpeakerGPT:
+				return ShareGPT{}, newValidationError(turnPath(i, "weight"), "enum", "only gpt turns take a weight")
+			case t.weight.kind != kindNumber || (t.weight.val != "0" && t.weight.val != "1"):
+				return ShareGPT{}, newValidationError(turnPath(i, "weight"), "enum", "want 0 (not trained on) or 1")
+			case t.weight.val == "0":
+				zero := 0
+				out[i].Weight = &zero
+			}
+		}
 	}
 	return ShareGPT{Conversations: out}, nil
 }
@@ -579,6 +601,13 @@ func (s *scanner) readTurns(turns []turnScan) ([]turnScan, *ValidationError) {
 			case "value":
 				if err := s.readField(&t.value); err != nil {
 					verr = scanError(turnPath(i, "value"), err)
+				}
+			case "weight":
+				start := s.pos
+				if err := s.readField(&t.weight); err != nil {
+					verr = scanError(turnPath(i, "weight"), err)
+				} else if t.weight.kind == kindNumber {
+					t.weight.val = strings.TrimSpace(string(s.data[start:s.pos]))
 				}
 			default:
 				verr = s.skipMember()

@@ -53,7 +53,7 @@ func Decode(source string, f schemas.Format, rows []Row, maxRecord int) []Item {
 				Error: fmt.Sprintf("line %d: %s: %s", row.Line, row.Rule, row.Problem), Original: row.Data}
 			continue
 		}
-		rec, err := schemas.DecodeRecord(f, row.Data)
+		rec, err := decodeRecord(f, row.Data)
 		if err != nil {
 			items[i].Rej = rejectFor(source, row, err)
 			continue
@@ -136,4 +136,17 @@ func RejectRecord(ds, run string, r Reject) (pipeline.DLQRecord, string) {
 		Time:     time.Now().UTC(),
 	}
 	return rec, msgID
+}
+
+// decodeRecord decodes a row of format f, in the dictionary's form or in
+// OpenAI's form of it (FromOpenAI).
+func decodeRecord(f schemas.Format, data []byte) (schemas.Record, error) {
+	if of, ok := OpenAIFormat(data); ok && of == f {
+		conv, err := FromOpenAI(f, data)
+		if err != nil {
+			return schemas.Record{}, err
+		}
+		data = conv
+	}
+	return schemas.DecodeRecord(f, data)
 }

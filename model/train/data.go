@@ -169,7 +169,8 @@ func (r *Renderer) Render(rec schemas.Record) (ex Example, truncated bool, err e
 
 // chatSegments renders a ShareGPT conversation with the tokenizer's chat
 // template (ChatML when it has none: TrainedChatTemplate) and splits it into prompt parts and
-// gpt replies by rendering each prefix of the conversation.
+// gpt replies by rendering each prefix of the conversation. A gpt turn of
+// weight 0 stays in the text out of the loss.
 func (r *Renderer) chatSegments(turns []schemas.Turn) ([]segment, error) {
 	msgs := make([]tokenizer.Message, 0, len(turns))
 	hasGPT := false
@@ -177,14 +178,14 @@ func (r *Renderer) chatSegments(turns []schemas.Turn) ([]segment, error) {
 		role := "user"
 		switch t.From {
 		case schemas.SpeakerGPT:
-			role, hasGPT = "assistant", true
+			role, hasGPT = "assistant", hasGPT || t.Trained()
 		case schemas.SpeakerSystem:
 			role = "system"
 		}
 		msgs = append(msgs, tokenizer.Message{Role: role, Content: t.Value})
 	}
 	if !hasGPT {
-		return nil, fmt.Errorf("%w: conversation has no gpt turn", ErrUnsupportedRecord)
+		return nil, fmt.Errorf("%w: conversation has no gpt turn trained on (all weight 0, or none)", ErrUnsupportedRecord)
 	}
 	render := func(m []tokenizer.Message, gen bool) (string, error) {
 		if len(m) == 0 {
@@ -216,7 +217,7 @@ func (r *Renderer) chatSegments(turns []schemas.Turn) ([]segment, error) {
 		if !strings.HasPrefix(full, prev) {
 			return nil, fmt.Errorf("%w: chat template output is not incremental", ErrUnsupportedRecord)
 		}
-		segs = append(segs, segment{full[len(prev):], m.Role == "assistant"})
+		segs = append(segs, segment{full[len(prev):], turns[k].Trained()}) // a weight-0 gpt turn is context only
 		prev = full
 	}
 	return segs, nil

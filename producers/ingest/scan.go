@@ -53,6 +53,8 @@ func scan(ctx context.Context, rr read.Source, o scanOptions, emit func(read.Acc
 			if row.Rule == "" {
 				if f, ok := schemas.DetectFormat(row.Data); ok {
 					votes[f]++
+				} else if f, ok := read.OpenAIFormat(row.Data); ok {
+					votes[f]++ // OpenAI's chat or preference line
 				}
 			}
 		}
@@ -66,7 +68,7 @@ func scan(ctx context.Context, rr read.Source, o scanOptions, emit func(read.Acc
 			if len(head) == 0 {
 				res.Format = schemas.FormatAlpaca // empty input: nothing to decide
 			} else {
-				return res, fmt.Errorf("%w: cannot tell the format from the first %d rows (none has the keys of alpaca, sharegpt or dpo); name it with --format", read.ErrSource, len(head))
+				return res, fmt.Errorf("%w: cannot tell the format from the first %d rows (none has the keys of alpaca, sharegpt, dpo or OpenAI's chat or preference formats); name it with --format", read.ErrSource, len(head))
 			}
 		}
 		res.Detected = true

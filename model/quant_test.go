@@ -67,6 +67,9 @@ func quantizedStories(t *testing.T, bits, group int) *Model {
 		t.Fatal(err)
 	}
 	qck, _, err := checkpoint.QuantizeCheckpoint(ck, bits, group)
+	if bits == 4 {
+		qck, _, err = QuantizeGPTQ(context.Background(), ck, bits, group)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,7 +111,7 @@ func TestQuantizedStoriesQuality(t *testing.T) {
 	for _, tc := range []struct {
 		bits, group int
 		maxRise     float64
-	}{{8, 0, 0.01}} {
+	}{{8, 0, 0.01}, {4, 32, 0.10}} {
 		m := quantizedStories(t, tc.bits, tc.group)
 		ppl := referencePerplexity(t, m, ref)
 		rise := ppl/float - 1
@@ -130,6 +133,48 @@ func TestQuantizedStoriesQuality(t *testing.T) {
 		for i, p := range ref.Prompts {
 			if want := p.GreedyIDs[:min(32, len(p.GreedyIDs))]; !slices.Equal(res[i].IDs, want) {
 				t.Errorf("int8 greedy ids of %q:\n got %v\nwant %v", p.Prompt, res[i].IDs, want)
+			}
+		}
+	}
+}
+
+// upperCholeskyOfInverse gives U with UᵀU·H = I.
+func TestUpperCholeskyOfInverse(t *testing.T) {
+	const n = 5
+	rng := rand.New(rand.NewPCG(3, 4))
+	a := make([]float64, n*n)
+	for i := range a {
+		a[i] = rng.NormFloat64()
+	}
+	H := make([]float64, n*n) // aᵀa + I
+	for i := range n {
+		for j := range n {
+			for k := range n {
+				H[i*n+j] += a[k*n+i] * a[k*n+j]
+			}
+		}
+		H[i*n+i]++
+	}
+	U := upperCholeskyOfInverse(H, n)
+	for i := range n {
+		for j := range n {
+			var s float64 // (UᵀU·H)[i][j]
+			for k := range n {
+				var utu float64
+				for l := range n {
+					utu += U[l*n+i] * U[l*n+k]
+				}
+				s += utu * H[k*n+j]
+			}
+			want := 0.0
+			if i == j {
+				want = 1
+			}
+			if math.Abs(s-want) > 1e-9 {
+				t.Fatalf("(UᵀU·H)[%d][%d] = %v", i, j, s)
+			}
+			if i > j && U[i*n+j] != 0 {
+				t.Fatalf("U[%d][%d] = %v below the diagonal", i, j, U[i*n+j])
 			}
 		}
 	}

@@ -5,28 +5,30 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/largeforge/largeforge/model/checkpoint"
+	"github.com/largeforge/largeforge/model"
 )
 
 // newQuantizeCmd is `model quantize`: a float model directory to a
 // quantized one (DATA_DICTIONARY.md §4.3).
 func newQuantizeCmd() *cobra.Command {
 	var bits, group int
+	var method string
 	cmd := &cobra.Command{
-		Use:   "quantize --bits 8|4 [--group-size 32|64|128] SRC DST",
+		Use:   "quantize --bits 8|4 [--group-size 32|64|128] [--method rtn|gptq] SRC DST",
 		Short: "Quantize a float model directory (weight-only, symmetric: int8 per output channel, int4 per group) into DST in GPTQ's layout with quant_config.json",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			qc, err := checkpoint.QuantizeDir(args[0], args[1], bits, group)
+			qc, err := model.QuantizeDir(cmd.Context(), args[0], args[1], bits, group, method)
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "quantized %d matrices to %d bits (group size %d); per-channel fallback: %d; float: %d\n",
-				len(qc.Modules), qc.Bits, qc.GroupSize, len(qc.PerChannel), len(qc.Float))
+			fmt.Fprintf(cmd.OutOrStdout(), "quantized %d matrices to %d bits by %s (group size %d); per-channel fallback: %d; float: %d\n",
+				len(qc.Modules), qc.Bits, qc.Method, qc.GroupSize, len(qc.PerChannel), len(qc.Float))
 			return printInfo(args[1], false)
 		},
 	}
 	cmd.Flags().IntVar(&bits, "bits", 0, "8 (one scale per output channel) or 4 (one scale per group)")
 	cmd.Flags().IntVar(&group, "group-size", 0, "columns per scale for 4 bits: 32 (default), 64 or 128; rows it does not divide get one scale per channel")
+	cmd.Flags().StringVar(&method, "method", "", "rtn (round to nearest) or gptq (GPTQ's error compensation, calibrated on the model's own samples); default gptq for 4 bits, rtn for 8")
 	return cmd
 }

@@ -28,6 +28,10 @@ func TestModelQuantizeCommand(t *testing.T) {
 			t.Errorf("quantized dir: %v", err)
 		}
 	}
+	q4 := filepath.Join(dir, "q4")
+	if out, err := runCLI(t, ctx, "model", "quantize", "--bits", "4", src, q4); err != nil || !strings.Contains(out, "4 bits by gptq (group size 32)") {
+		t.Fatalf("quantize 4 bits: %v\n%s", err, out)
+	}
 	out, err = runCLI(t, ctx, "--log-level", "error", "generate", "--model", q8, "--prompt", ref[0].Prompt, "--max-tokens", "16", "--temperature", "0")
 	if err != nil {
 		t.Fatal(err)
@@ -56,6 +60,7 @@ func TestModelQuantizeCommand(t *testing.T) {
 		{"model", "quantize", "--bits", "3", src, filepath.Join(dir, "x")},
 		{"model", "quantize", "--bits", "4", "--group-size", "48", src, filepath.Join(dir, "x")},
 		{"model", "quantize", "--bits", "8", q8, filepath.Join(dir, "x")},
+		{"model", "quantize", "--bits", "4", "--method", "awq", src, filepath.Join(dir, "x")},
 	} {
 		if _, err := runCLI(t, ctx, args...); err == nil || !strings.Contains(err.Error(), "quantiz") {
 			t.Errorf("%v: err %v, want a refusal", args, err)

@@ -172,6 +172,9 @@ func bestScale(vals []float32, bits int) float32 {
 	return best
 }
 
+// GroupScale is the scale Quantize gives one group of values at bits.
+func GroupScale(vals []float32, bits int) float32 { return bestScale(vals, bits) }
+
 // Dequantize returns q's values times their scales, [Rows, Cols].
 func (q *QuantTensor) Dequantize() *Tensor {
 	t := &Tensor{Shape: []int{q.Rows, q.Cols}, Data: make([]float32, q.Rows*q.Cols)}

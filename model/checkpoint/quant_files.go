@@ -40,6 +40,8 @@ type QuantConfig struct {
 	PerChannel []string `json:"per_channel_fallback,omitempty"`
 	// Float lists the weights left in float (norms, biases).
 	Float []string `json:"not_quantized"`
+	// Calibration describes the data a calibrated method (GPTQ) used.
+	Calibration string `json:"calibration,omitempty"`
 }
 
 // gptqConfig is config.json's quantization_config.

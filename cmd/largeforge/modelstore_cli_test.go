@@ -14,10 +14,10 @@ import (
 
 	"github.com/largeforge/largeforge/internal/testenv"
 	"github.com/largeforge/largeforge/model/checkpoint"
-	"github.com/largeforge/largeforge/storage/modelstore"
 	"github.com/largeforge/largeforge/pipeline"
 	"github.com/largeforge/largeforge/pipeline/pipelinetest"
 	"github.com/largeforge/largeforge/producers/gateway"
+	"github.com/largeforge/largeforge/storage/modelstore"
 )
 
 // model push, ls, ls --versions, pull, rm through the CLI, as admin.
@@ -159,9 +159,7 @@ func serveGateway(t *testing.T, ctx context.Context, g *gateway.Gateway) string 
 // the missing directory and the URL; an unknown name is refused.
 func TestGenerateScorePushedModel(t *testing.T) {
 	tiny, e, _, ctx := tinyOnRoles(t)
-	as := func(role string, args ...string) (string, error) {
-		return runCLI(t, ctx, append([]string{"--nats=" + e.ClientURL(), "--nats-user=" + role, "--nats-password=" + pipelinetest.RolePassword(role), "--log-level=error"}, args...)...)
-	}
+	as := func(role string, args ...string) (string, error) { return runCLIAs(t, ctx, e, role, args...) }
 	out, err := as("admin", "model", "push", "small", tiny)
 	if err != nil {
 		t.Fatalf("push: %v\n%s", err, out)

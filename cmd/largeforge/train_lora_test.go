@@ -16,9 +16,9 @@ import (
 	"github.com/largeforge/largeforge/jobs"
 	"github.com/largeforge/largeforge/model/checkpoint"
 	mtrain "github.com/largeforge/largeforge/model/train"
-	"github.com/largeforge/largeforge/storage/modelstore"
 	"github.com/largeforge/largeforge/pipeline/pipelinetest"
 	"github.com/largeforge/largeforge/producers/gateway"
+	"github.com/largeforge/largeforge/storage/modelstore"
 )
 
 // TestLoRAJobServedByName: a LoRA training job, submitted as submit (train
@@ -42,8 +42,7 @@ func TestLoRAJobServedByName(t *testing.T) {
 		t.Fatal(err)
 	}
 	as := func(ctx context.Context, role string, args ...string) (string, error) {
-		return runCLI(t, ctx, append([]string{"--nats=" + e.ClientURL(), "--nats-user=" + role,
-			"--nats-password=" + pipelinetest.RolePassword(role), "--log-level=error"}, args...)...)
+		return runCLIAs(t, ctx, e, role, args...)
 	}
 
 	trainBus := pipelinetest.ConnectRole(t, e, "train", log)

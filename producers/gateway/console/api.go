@@ -1,6 +1,7 @@
 package console
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -342,3 +343,66 @@ func (c *Console) listModels(_ http.ResponseWriter, r *http.Request) (any, error
 	return map[string]any{"data": out}, nil
 }
 
+
+// MaxRequestErrors bounds the lines of errors.jsonl a job page shows.
+const MaxRequestErrors = 100
+
+// RequestError is a failed request of a finished batch job: a line of its
+// errors.jsonl.
+type RequestError struct {
+	CustomID string `json:"custom_id"`
+	Status   int    `json:"status_code,omitempty"`
+	Code     string `json:"code"`
+	Message  string `json:"message"`
+}
+
+// jobErrors: the failed requests of a job, from its errors.jsonl in
+// lf_artifacts once the job is final (final false before).
+func (c *Console) jobErrors(_ http.ResponseWriter, r *http.Request) (any, error) {
+	j, err := c.job(r)
+	if err != nil {
+		return nil, err
+	}
+	out := []RequestError{}
+	if j.Outputs.Errors == "" {
+		return map[string]any{"job": j.ID, "final": false, "data": out}, nil
+	}
+	store, err := c.artifactStore(r.Context())
+	if err != nil {
+		return nil, err
+	}
+	rd, _, err := store.Open(r.Context(), j.Outputs.Errors)
+	if err != nil {
+		return nil, fmt.Errorf("errors of job %s: %w", j.ID, err)
+	}
+	defer rd.Close()
+	sc := bufio.NewScanner(rd)
+	sc.Buffer(make([]byte, 1<<16), 16<<20)
+	more := false
+	for sc.Scan() {
+		if len(out) == MaxRequestErrors {
+			more = true
+			break
+		}
+		var line schemas.OutputLine
+		if json.Unmarshal(sc.Bytes(), &line) != nil {
+			continue
+		}
+		e := RequestError{CustomID: line.CustomID}
+		if line.Error != nil {
+			e.Code, e.Message = line.Error.Code, line.Error.Message
+		}
+		if line.Response != nil {
+			e.Status = line.Response.StatusCode
+			var body struct{ Error *schemas.ResultError }
+			if e.Message == "" && json.Unmarshal(line.Response.Body, &body) == nil && body.Error != nil {
+				e.Code, e.Message = body.Error.Code, body.Error.Message
+			}
+		}
+		out = append(out, e)
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("errors of job %s: %w", j.ID, err)
+	}
+	return map[string]any{"job": j.ID, "final": true, "data": out, "truncated": more}, nil
+}

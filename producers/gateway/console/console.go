@@ -129,6 +129,7 @@ func (c *Console) Handler() http.Handler {
 	api("GET /console/api/jobs/{id}", c.getJob)
 	api("POST /console/api/jobs/{id}/cancel", c.cancelJob)
 	api("GET /console/api/jobs/{id}/events", c.jobEvents)
+	api("GET /console/api/jobs/{id}/errors", c.jobErrors)
 	api("GET /console/api/datasets", c.listDatasets)
 	api("GET /console/api/datasets/{name}", c.getDataset)
 	api("GET /console/api/workers", c.listWorkers)

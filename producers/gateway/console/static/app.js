@@ -88,7 +88,7 @@ const views = {
       return `<tr data-id="${esc(j.id)}"><td><a href="/console/jobs/${enc(j.id)}" class="mono">${esc(j.id)}</a></td>
         <td class="kind">${esc(j.kind)}</td><td>${esc(j.model)}</td><td class="st">${status(j.status)}</td>
         <td class="progress">${bar(progress(j))}</td>
-        <td class="num completed">${c.completed || 0}</td><td class="num failed">${c.failed || 0}</td><td class="num total">${c.total || 0}</td>
+        <td class="num c-completed">${c.completed || 0}</td><td class="num c-failed">${c.failed || 0}</td><td class="num c-total">${c.total || 0}</td>
         <td>${fmtTime(j.created_at)}</td><td><a href="${link}">details</a></td></tr>`;
     }).join("");
     return `<h1>Jobs</h1><table id="jobs"><thead><tr><th>ID</th><th>Kind</th><th>Model</th><th>Status</th><th>Progress</th>
@@ -98,6 +98,8 @@ const views = {
 
   async job(id) {
     const j = await api("jobs/" + enc(id));
+    const re = j.kind === "training" ? { data: [], final: false } : await api("jobs/" + enc(id) + "/errors");
+    const reqErrs = re.data.map(e => `<tr><td class="mono">${esc(e.custom_id)}</td><td class="num">${e.status_code || ""}</td><td class="mono">${esc(e.code)}</td><td>${esc(e.message)}</td></tr>`).join("");
     const c = j.request_counts || {};
     const errs = (j.errors || []).map(e => `<tr><td class="mono">${esc(e.code)}</td><td>${esc(e.message)}</td><td class="num">${e.line || ""}</td></tr>`).join("");
     const o = j.outputs || {};
@@ -117,7 +119,11 @@ const views = {
       <p>${terminal ? "" : `<button class="danger" id="cancel" data-id="${esc(j.id)}">Cancel job</button>`} <span id="cancel-result">${esc(notice)}</span></p>
       <h2>Errors</h2>
       <table id="errors"><thead><tr><th>Code</th><th>Message</th><th class="num">Line</th></tr></thead>
-      <tbody>${errs || `<tr><td colspan="3" class="muted">No errors.</td></tr>`}</tbody></table>`;
+      <tbody>${errs || `<tr><td colspan="3" class="muted">No errors.</td></tr>`}</tbody></table>
+      ${j.kind === "training" ? "" : `<h2>Failed requests</h2>
+      <table id="request-errors"><thead><tr><th>custom_id</th><th class="num">Status</th><th>Code</th><th>Message</th></tr></thead>
+      <tbody>${reqErrs || `<tr><td colspan="4" class="muted">${re.final ? "No failed requests." : "Shown once the job is final (errors.jsonl)."}</td></tr>`}</tbody></table>
+      ${re.truncated ? `<p class="muted">First ${re.data.length} shown.</p>` : ""}`}`;
   },
 
   async datasets() {
@@ -183,7 +189,7 @@ const views = {
         <td class="st">${status(j.status)}</td><td class="progress">${bar(progress(j))}</td><td class="num loss">${fmtNum(t.loss)}</td>
         <td class="num">${fmtNum(t.learning_rate, 3)}</td><td>${esc(t.fine_tuned_model)}</td></tr>`;
     }).join("");
-    return `<h1>Training runs</h1><table id="runs"><thead><tr><th>Job</th><th>Base model</th><th>Status</th><th>Progress</th>
+    return `<h1>Training runs</h1><table id="runs"><thead><tr><th>Job</th><th>Model</th><th>Status</th><th>Progress</th>
       <th class="num">Loss</th><th class="num">Learning rate</th><th>Fine-tuned model</th></tr></thead>
       <tbody>${rows || `<tr><td colspan="7" class="muted">No training runs.</td></tr>`}</tbody></table>`;
   },
@@ -203,7 +209,7 @@ const views = {
     const evals = evs.filter(e => e.kind === "eval");
     const t = j.training || {};
     return `<h1>Training run <span class="mono" id="run-id">${esc(j.id)}</span></h1>
-      <dl class="kv" id="run"><dt>Status</dt><dd id="run-status">${status(j.status)}</dd><dt>Base model</dt><dd>${esc(j.model)}</dd>
+      <dl class="kv" id="run"><dt>Status</dt><dd id="run-status">${status(j.status)}</dd><dt>Model</dt><dd>${esc(j.model)}</dd>
       <dt>Progress</dt><dd id="run-progress">${bar(progress(j))}</dd><dt>Loss</dt><dd id="run-loss">${fmtNum(t.loss)}</dd>
       <dt>Events</dt><dd id="run-events">${steps.length} steps, ${evals.length} evaluations</dd>
       ${t.fine_tuned_model ? `<dt>Fine-tuned model</dt><dd>${esc(t.fine_tuned_model)}</dd>` : ""}

@@ -44,7 +44,10 @@ func (m *Model) DeviceMemory() []DeviceMemory {
 // as gpu_memory_used_bytes{device} (see Device).
 func (m *Model) MemoryBytes() int64 {
 	var n int64
-	for _, t := range m.weights {
+	m.mu.Lock()
+	weights := m.weights // made late for a quantized model (graphWeights)
+	m.mu.Unlock()
+	for _, t := range weights {
 		if t != nil {
 			n += int64(t.Shape().Memory())
 		}

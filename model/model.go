@@ -49,6 +49,11 @@ type Model struct {
 	engine           string            // the generation engine: EngineGraph or EngineNative
 	native           *nativeDecoder    // the native engine's packed weights, when it is used
 	cacheBytes       cacheCounter      // bytes of the live KV caches (MemoryBytes)
+	// lazyHost, for a quantized model, is what uploadWeights needs once a
+	// graph runs (graphWeights, quant.go).
+	lazyHost *held[*checkpoint.Tensor]
+	lazyOnce sync.Once
+	lazyErr  error
 
 	mu     sync.Mutex
 	graphs map[graphKey]*compiledGraph
@@ -101,27 +106,13 @@ func New(ck *checkpoint.Checkpoint, opts ...Option) (m *Model, err error) {
 		return nil, fmt.Errorf("%w: %w", ErrWeights, err)
 	}
 	host := fuse(cfg, dec)
-	held := mapHeld(cfg, host, func(t *checkpoint.Tensor) *tensors.Tensor {
-		return tensors.FromFlatDataAndDimensions(t.Data, t.Shape...)
-	})
 	cos, sin := RopeTables(cfg, maxSeq)
 	ropeCos := tensors.FromFlatDataAndDimensions(cos, maxSeq, cfg.HeadDim/2)
 	ropeSin := tensors.FromFlatDataAndDimensions(sin, maxSeq, cfg.HeadDim/2)
-	weights := append(heldTensors(cfg, held), ropeCos, ropeSin)
 
 	be, bname, err := newBackend(o.backend)
 	if err != nil {
 		return nil, err
-	}
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("%w: upload weights: %v", ErrBackend, r)
-			be.Finalize()
-		}
-	}()
-	for _, t := range weights {
-		t.MustMaterializeOnDevice(be, false, 0)
-		t.FinalizeLocal()
 	}
 	engine, err := chooseEngine(o.engine, bname)
 	if err != nil {
@@ -133,13 +124,44 @@ func New(ck *checkpoint.Checkpoint, opts ...Option) (m *Model, err error) {
 		native = newNativeDecoder(cfg, maxSeq, host, cos, sin)
 		native.useQuant(host)
 	}
+	m = &Model{
+		cfg: cfg, gen: ck.Generation, opts: o, log: o.logger, backend: be, bname: bname, maxSeq: maxSeq,
+		ropeCos: ropeCos, ropeSin: ropeSin, graphs: map[graphKey]*compiledGraph{}, engine: engine, native: native,
+	}
+	if native != nil && native.quantBytes() > 0 {
+		// The graphs' float weights are made when a graph first needs them
+		// (quant.go): serving a quantized model holds only its quantized form.
+		m.lazyHost = dropQuantized(cfg, host)
+	} else if err := m.uploadWeights(host); err != nil {
+		be.Finalize()
+		return nil, err
+	}
 	o.logger.Info().Str("backend", bname).Str("backend_description", be.Description()).Str("engine", engine).
 		Str("architecture", cfg.Architecture).Int("layers", cfg.NumLayers).Int("hidden", cfg.HiddenSize).
 		Int("vocab", cfg.VocabSize).Int("max_seq_len", maxSeq).Msg("model loaded")
-	return &Model{
-		cfg: cfg, gen: ck.Generation, opts: o, log: o.logger, backend: be, bname: bname, maxSeq: maxSeq,
-		held: held, ropeCos: ropeCos, ropeSin: ropeSin, weights: weights, graphs: map[graphKey]*compiledGraph{}, engine: engine, native: native,
-	}, nil
+	return m, nil
+}
+
+// uploadWeights puts the float weights of host on the backend: the graphs'
+// parameters.
+func (m *Model) uploadWeights(host *held[*checkpoint.Tensor]) (err error) {
+	held := mapHeld(m.cfg, host, func(t *checkpoint.Tensor) *tensors.Tensor {
+		return tensors.FromFlatDataAndDimensions(t.Data, t.Shape...)
+	})
+	weights := append(heldTensors(m.cfg, held), m.ropeCos, m.ropeSin)
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: upload weights: %v", ErrBackend, r)
+		}
+	}()
+	for _, t := range weights {
+		t.MustMaterializeOnDevice(m.backend, false, 0)
+		t.FinalizeLocal()
+	}
+	m.mu.Lock()
+	m.held, m.weights = held, weights
+	m.mu.Unlock()
+	return nil
 }
 
 // chooseEngine resolves the generation engine: asked (or LARGEFORGE_ENGINE),
@@ -264,6 +286,11 @@ func (m *Model) run(ctx context.Context, key graphKey, withWeights bool, build f
 	}
 	m.mu.Unlock()
 	defer m.runs.Done()
+	if withWeights {
+		if err := m.graphWeights(); err != nil {
+			return nil, err
+		}
+	}
 
 	c.once.Do(func() {
 		start := time.Now()

@@ -199,3 +199,52 @@ func (d *nativeDecoder) quantBytes() int64 {
 	}
 	return n
 }
+
+// dropQuantized releases the float values and quantized forms of h's
+// quantized weights (the native engine holds its own packed copy), keeping
+// the float ones (norms, biases, matrices left float), and returns h.
+func dropQuantized(cfg checkpoint.Config, h *held[*checkpoint.Tensor]) *held[*checkpoint.Tensor] {
+	for _, p := range h.fields(cfg) {
+		if t := *p; t != nil && t.Quant != nil {
+			*p = &checkpoint.Tensor{Shape: t.Shape} // a new one: the caller's checkpoint keeps its own
+		}
+	}
+	if cfg.TieWordEmbeddings {
+		h.dec.LMHead = h.dec.Embed
+	}
+	return h
+}
+
+// graphWeights uploads, once, the float weights the graphs take: for a
+// quantized model (lazyHost) the weights dequantized from the native
+// engine's quantized rows, made only when a graph first runs (Logits,
+// training, the graph engine).
+func (m *Model) graphWeights() error {
+	m.lazyOnce.Do(func() {
+		h := m.lazyHost
+		if h == nil {
+			return
+		}
+		d := m.native
+		fill := func(t *checkpoint.Tensor, q *quantMatrix) {
+			if t == nil || t.Data != nil || q == nil {
+				return
+			}
+			t.Data = make([]float32, q.out*q.in)
+			for o := range q.out {
+				q.row(t.Data[o*q.in:(o+1)*q.in], o)
+			}
+		}
+		fill(h.dec.Embed, d.qembed)
+		fill(h.dec.LMHead, d.lmHead.q)
+		for l := range h.fused {
+			fill(h.fused[l].QKV, d.layers[l].qkv.q)
+			fill(h.dec.Layers[l].O, d.layers[l].o.q)
+			fill(h.fused[l].GateUp, d.layers[l].gateUp.q)
+			fill(h.dec.Layers[l].Down, d.layers[l].down.q)
+		}
+		m.lazyErr = m.uploadWeights(h)
+		m.lazyHost = nil
+	})
+	return m.lazyErr
+}

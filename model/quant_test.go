@@ -179,3 +179,47 @@ func TestUpperCholeskyOfInverse(t *testing.T) {
 		}
 	}
 }
+
+// A quantized model on the native engine holds no float copy of its
+// weights until a graph needs them; then the graphs (Logits) compute with
+// the same dequantized weights as the graph engine given the checkpoint.
+func TestQuantizedGraphWeightsLate(t *testing.T) {
+	base, ref := storiesModelOn(t, EngineNative)
+	m := quantizedStories(t, 8, 0)
+	if m.weights != nil {
+		t.Fatal("float weights uploaded at load")
+	}
+	if got, float := m.MemoryBytes(), base.MemoryBytes(); got > float*3/10 {
+		t.Errorf("int8 model holds %d bytes, float %d: over 30%%", got, float)
+	}
+	ck, err := checkpoint.Load(ref.modelDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	qck, _, err := checkpoint.QuantizeCheckpoint(ck, 8, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := New(qck, WithEngine(EngineGraph))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	ids := [][]int{ref.Prompts[0].PromptIDs}
+	want, err := g.Logits(context.Background(), ids)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := m.Logits(context.Background(), ids)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for p := range want[0] {
+		if !slices.Equal(got[0][p], want[0][p]) {
+			t.Fatalf("position %d: logits differ from the graph engine's on the dequantized checkpoint", p)
+		}
+	}
+	if m.weights == nil {
+		t.Error("no float weights after a graph ran")
+	}
+}

@@ -97,13 +97,15 @@ func New(store storage.Store, kv, shared *pipeline.KV, log zerolog.Logger, m *da
 	return &Sink{store: store, kv: kv, shared: shared, log: log, metrics: m, now: time.Now, sets: map[string]*state{}}, nil
 }
 
-// load returns a dataset's state, reading its parts and rejects the first time.
+// load returns a dataset's state, reading its parts and rejects the first
+// time. A name that is not a dataset's is pipeline.Invalid; any other error
+// (the store unreachable while a cluster elects a leader) is transient.
 func (s *Sink) load(ctx context.Context, name string) (*state, error) {
 	if st, ok := s.sets[name]; ok {
 		return st, nil
 	}
 	if err := dataset.ValidateName(name); err != nil {
-		return nil, err
+		return nil, pipeline.Invalid("dataset "+name, err)
 	}
 	parts, err := storage.DatasetParts(s.store, name)
 	if err != nil {
@@ -260,7 +262,7 @@ func (s *Sink) writeGroup(ctx context.Context, ds string, msgs []pipeline.Msg, i
 	s.mu.Unlock()
 	if err != nil {
 		for _, i := range idx {
-			errs[i] = pipeline.Invalid("dataset "+ds, err)
+			errs[i] = err // invalid for a bad name; else transient (the store unreachable): redelivered
 		}
 		return
 	}
@@ -312,7 +314,7 @@ func (s *Sink) writeGroup(ctx context.Context, ds string, msgs []pipeline.Msg, i
 		shards = append(shards, p)
 	}
 	if len(shards) == 0 {
-		s.publishManifest(ctx, st)
+		s.manifestOrRedeliver(ctx, st, idx, errs)
 		return
 	}
 	var rows, dups []int64
@@ -338,7 +340,25 @@ func (s *Sink) writeGroup(ctx context.Context, ds string, msgs []pipeline.Msg, i
 		s.metrics.Duplicates.WithLabelValues(ds).Add(float64(dups[k]))
 		s.countShard(st, p, rows[k], dups[k], now)
 	}
-	s.publishManifest(ctx, st)
+	s.manifestOrRedeliver(ctx, st, idx, errs)
+}
+
+// manifestOrRedeliver publishes st's manifest; when that fails (a cluster
+// electing a leader, a timeout) the messages of idx not failed already get
+// the error, so that they are redelivered and the publication retried: a
+// redelivered shard is found stored and counted (hasShard, countShard), so
+// only the manifest is written again. Acking them instead would leave their
+// parts out of the manifest until some later batch of the dataset came.
+func (s *Sink) manifestOrRedeliver(ctx context.Context, st *state, idx []int, errs []error) {
+	err := s.publishManifest(ctx, st)
+	if err == nil {
+		return
+	}
+	for _, i := range idx {
+		if errs[i] == nil {
+			errs[i] = err
+		}
+	}
 }
 
 // claimRecords deduplicates the records of shards against the dataset and
@@ -718,25 +738,26 @@ const manifestRetries = 20
 // read it into the one in lf_datasets (compare and set: other sinks merge
 // theirs) and, where the store has files, writes the merged manifest.json.
 // Without a bucket the manifest is only stored.
-func (s *Sink) publishManifest(ctx context.Context, st *state) {
+func (s *Sink) publishManifest(ctx context.Context, st *state) error {
 	st.man.UpdatedAt = s.now().UTC()
-	logErr := func(err error, msg string) {
+	logErr := func(err error, msg string) error {
 		s.log.Error().Err(err).Dict("context", zerolog.Dict().Str("dataset", st.man.Name)).Msg(msg)
+		return fmt.Errorf("%s %s: %w", msg, st.man.Name, err)
 	}
 	store := s.store
 	if s.kv != nil {
 		if err := s.mergeManifest(ctx, st); err != nil {
-			logErr(err, "publish manifest")
-			return
+			return logErr(err, "publish manifest")
 		}
 		store = localCopy(s.store)
 		if store == nil {
-			return // no files: the manifest lives in lf_datasets only
+			return nil // no files: the manifest lives in lf_datasets only
 		}
 	}
 	if err := dataset.SaveManifest(ctx, store, st.man); err != nil {
-		logErr(err, "write manifest")
+		return logErr(err, "write manifest")
 	}
+	return nil
 }
 
 // localCopy is the store's files on this machine: a Local, a Mirror's
@@ -753,17 +774,35 @@ func localCopy(s storage.Store) storage.Store {
 
 // mergeManifest applies st.man's changes since st.base to the manifest in
 // the bucket, retrying when another sink wrote in between.
+//
+// A write whose reply was lost (a timeout while the cluster elects a
+// leader, a publish retried after it landed) may still have landed: the
+// manifest read back before merging again is compared with what was sent,
+// so that this sink's changes are never added twice.
 func (s *Sink) mergeManifest(ctx context.Context, st *state) error {
+	var sent dataset.Manifest
+	var sentData []byte
+	landed := func(raw []byte, rev uint64) bool {
+		if sentData == nil || !bytes.Equal(raw, sentData) {
+			return false
+		}
+		st.man, st.base, st.baseRev = sent, copyManifest(sent), rev
+		return true
+	}
 	for range manifestRetries {
-		cur, rev, err := s.loadManifestKV(ctx, st.man.Name)
+		cur, raw, rev, err := s.loadManifestRaw(ctx, st.man.Name)
 		if err != nil && !dataset.IsNotExist(err) {
 			return err
+		}
+		if landed(raw, rev) {
+			return nil
 		}
 		merged := dataset.MergeManifest(cur, st.base, st.man)
 		data, err := json.Marshal(merged)
 		if err != nil {
 			return err
 		}
+		sent, sentData = merged, data
 		if rev == 0 {
 			rev, err = s.kv.Create(ctx, merged.Name, data)
 		} else {
@@ -773,6 +812,9 @@ func (s *Sink) mergeManifest(ctx context.Context, st *state) error {
 			continue
 		}
 		if err != nil {
+			if _, raw, rev, rerr := s.loadManifestRaw(ctx, merged.Name); rerr == nil && landed(raw, rev) {
+				return nil
+			}
 			return err
 		}
 		st.man, st.base, st.baseRev = merged, copyManifest(merged), rev
@@ -794,18 +836,24 @@ func (s *Sink) loadManifest(ctx context.Context, name string) (dataset.Manifest,
 // loadManifestKV reads name's manifest from the bucket; a missing one is
 // an error for which dataset.IsNotExist holds, with revision 0.
 func (s *Sink) loadManifestKV(ctx context.Context, name string) (dataset.Manifest, uint64, error) {
+	m, _, rev, err := s.loadManifestRaw(ctx, name)
+	return m, rev, err
+}
+
+// loadManifestRaw is loadManifestKV with the bytes stored.
+func (s *Sink) loadManifestRaw(ctx context.Context, name string) (dataset.Manifest, []byte, uint64, error) {
 	e, err := s.kv.Get(ctx, name)
 	if errors.Is(err, pipeline.ErrKeyNotFound) {
-		return dataset.Manifest{}, 0, fmt.Errorf("%w: manifest %s", storage.ErrNotFound, name)
+		return dataset.Manifest{}, nil, 0, fmt.Errorf("%w: manifest %s", storage.ErrNotFound, name)
 	}
 	if err != nil {
-		return dataset.Manifest{}, 0, err
+		return dataset.Manifest{}, nil, 0, err
 	}
 	var m dataset.Manifest
 	if err := json.Unmarshal(e.Value, &m); err != nil {
-		return dataset.Manifest{}, 0, fmt.Errorf("manifest %s in %s: %w", name, s.kv.Name(), err)
+		return dataset.Manifest{}, nil, 0, fmt.Errorf("manifest %s in %s: %w", name, s.kv.Name(), err)
 	}
-	return m, e.Revision, nil
+	return m, e.Value, e.Revision, nil
 }
 
 func copyManifest(m dataset.Manifest) dataset.Manifest {
@@ -883,7 +931,8 @@ func (s *Sink) handleRejects(ctx context.Context, msgs []pipeline.Msg) []error {
 	type batch struct {
 		lines []RejectLine
 		runs  []string
-		idx   []int
+		idx   []int // the messages of lines
+		all   []int // every message of the dataset, for a manifest not published
 		ids   map[string]struct{}
 	}
 	batches := map[*state]*batch{}
@@ -893,7 +942,7 @@ func (s *Sink) handleRejects(ctx context.Context, msgs []pipeline.Msg) []error {
 		ds := token(m.Subject, 3)
 		st, err := s.load(ctx, ds)
 		if err != nil {
-			errs[i] = pipeline.Invalid("dataset "+ds, err)
+			errs[i] = err // invalid for a bad name; else transient: redelivered
 			continue
 		}
 		var rec pipeline.DLQRecord
@@ -907,6 +956,7 @@ func (s *Sink) handleRejects(ctx context.Context, msgs []pipeline.Msg) []error {
 			batches[st] = b
 			order = append(order, st)
 		}
+		b.all = append(b.all, i)
 		id := m.ID
 		if id == "" {
 			id = fmt.Sprintf("%s/seq/%s", ds, strconv.FormatUint(m.Sequence, 10))
@@ -948,7 +998,7 @@ func (s *Sink) handleRejects(ctx context.Context, msgs []pipeline.Msg) []error {
 		for k, l := range b.lines {
 			s.noteReject(st, l, b.runs[k], now)
 		}
-		s.publishManifest(ctx, st)
+		s.manifestOrRedeliver(ctx, st, b.all, errs)
 	}
 	return errs
 }

@@ -5,6 +5,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"slices"
+	"sync"
 	"testing"
 
 	"github.com/largeforge/largeforge/model/checkpoint"
@@ -221,5 +222,30 @@ func TestQuantizedGraphWeightsLate(t *testing.T) {
 	}
 	if m.weights == nil {
 		t.Error("no float weights after a graph ran")
+	}
+}
+
+// The continuous batcher serves a quantized model like any other: prompts
+// joining while others decode get int8's greedy ids (float's, for 32).
+func TestQuantizedBatcher(t *testing.T) {
+	_, ref := storiesModelOn(t, EngineNative)
+	m := quantizedStories(t, 8, 0)
+	b := startBatcher(t, m, 2)
+	var wg sync.WaitGroup
+	got := make([][]int, len(ref.Prompts))
+	for i, p := range ref.Prompts {
+		wg.Go(func() {
+			res, err := b.Submit(context.Background(), GenerateRequest{PromptIDs: p.PromptIDs, Params: greedy(32)}, nil)
+			if err != nil {
+				t.Error(err)
+			}
+			got[i] = res.IDs
+		})
+	}
+	wg.Wait()
+	for i, p := range ref.Prompts {
+		if want := p.GreedyIDs[:min(32, len(p.GreedyIDs))]; !slices.Equal(got[i], want) {
+			t.Errorf("%q: got %v, want %v", p.Prompt, got[i], want)
+		}
 	}
 }

@@ -10,6 +10,7 @@
 //	POST /v1/chat/completions   messages → choices[].message (stream: delta chunks)
 //	GET  /v1/models             the models live workers serve (lf_workers)
 //	GET  /v1/models/{id}        one model (live, stored in lf_models, or an expert), else 404
+//	/v1/fine_tuning/jobs/...    the Fine-tuning API over the bus training jobs (fine_tuning.go)
 //	POST /v1/route              {"prompt"} or {"messages"} → §3.5 RouteResponse and the deciding stage
 //	/v1/files, /v1/files/{id}[/content]   the OpenAI Files API over lf_artifacts (files.go)
 //	/v1/batches, /v1/batches/{id}[/cancel] the OpenAI Batches API over the bus jobs (batches.go)
@@ -217,6 +218,9 @@ func New(ctx context.Context, bus *pipeline.Bus, cfg Config, log zerolog.Logger,
 	})
 	g.handle("GET /v1/models", "/v1/models", g.listModels)
 	g.handle("GET /v1/models/{id...}", "/v1/models/{id}", g.getModel)
+	if err := g.registerFineTuning(ctx); err != nil {
+		return nil, err
+	}
 	g.handle("POST /v1/route", "/v1/route", g.routeHandler)
 	if len(cfg.Experts) > 0 {
 		r, err := routing.New(cfg.Experts, g.routerOptions()...)

@@ -1,0 +1,284 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/rs/zerolog"
+
+	"github.com/largeforge/largeforge/jobs"
+	"github.com/largeforge/largeforge/pipeline"
+	"github.com/largeforge/largeforge/schemas"
+)
+
+// The Fine-tuning API over the bus training jobs (kind training in lf_jobs,
+// run by `worker --role train`):
+//
+//	GET  /v1/fine_tuning/jobs                  list, newest first (after, limit)
+//	GET  /v1/fine_tuning/jobs/{id}             the fine_tuning.job
+//	POST /v1/fine_tuning/jobs/{id}/cancel      jobs.Cancel: cancelling, then cancelled
+//	GET  /v1/fine_tuning/jobs/{id}/events      the job's LF_EVENTS (lf.events.train.<id>), newest first
+//	GET  /v1/fine_tuning/jobs/{id}/checkpoints its stored checkpoints (lf_artifacts train/<id>/checkpoint-<step>.json)
+//
+// Statuses: validating → "queued" (submitted, no worker yet); in_progress,
+// finalizing and cancelling → "running" (a cancelled job stops before its
+// next step); completed → "succeeded"; failed and expired → "failed";
+// cancelled → "cancelled". fine_tuned_model is the name the trained model
+// is pushed under in lf_models (the job id), set once it is there.
+
+// FineTuningJob is OpenAI's fine_tuning.job.
+type FineTuningJob struct {
+	ID              string           `json:"id"`
+	Object          string           `json:"object"`
+	CreatedAt       int64            `json:"created_at"`
+	FinishedAt      *int64           `json:"finished_at"`
+	Model           string           `json:"model"`
+	FineTunedModel  *string          `json:"fine_tuned_model"`
+	OrganizationID  string           `json:"organization_id"`
+	Status          string           `json:"status"`
+	TrainingFile    string           `json:"training_file"`
+	ValidationFile  *string          `json:"validation_file"`
+	ResultFiles     []string         `json:"result_files"`
+	TrainedTokens   *int64           `json:"trained_tokens"`
+	Hyperparameters map[string]any   `json:"hyperparameters"`
+	Error           *FineTuningError `json:"error"`
+	Seed            int64            `json:"seed"`
+	EstimatedFinish *int64           `json:"estimated_finish"`
+}
+
+// FineTuningError is a failed job's error.
+type FineTuningError struct {
+	Code    string  `json:"code"`
+	Message string  `json:"message"`
+	Param   *string `json:"param"`
+}
+
+// FineTuningStatus maps a job status to OpenAI's.
+func FineTuningStatus(s jobs.Status) string {
+	switch s {
+	case jobs.StatusValidating:
+		return "queued"
+	case jobs.StatusInProgress, jobs.StatusFinalizing, jobs.StatusCancelling:
+		return "running"
+	case jobs.StatusCompleted:
+		return "succeeded"
+	case jobs.StatusCancelled:
+		return "cancelled"
+	}
+	return "failed"
+}
+
+// FineTuningJobOf is the fine_tuning.job of a training job record.
+func FineTuningJobOf(j jobs.Job) FineTuningJob {
+	ft := FineTuningJob{ID: j.ID, Object: jobs.ObjectFineTuningJob, CreatedAt: j.CreatedAt, Model: j.Model,
+		Status: FineTuningStatus(j.Status), TrainingFile: j.InputFile, ResultFiles: []string{}, Hyperparameters: map[string]any{}}
+	for _, at := range []int64{j.CompletedAt, j.FailedAt, j.CancelledAt, j.ExpiredAt} {
+		if at != 0 {
+			ft.FinishedAt = &at
+			break
+		}
+	}
+	if t := j.Training; t != nil {
+		if t.FineTunedModel != "" && j.Status == jobs.StatusCompleted {
+			name := t.FineTunedModel
+			ft.FineTunedModel = &name
+		}
+		if t.ETASeconds > 0 && t.UpdatedAt > 0 {
+			eta := t.UpdatedAt/1000 + int64(t.ETASeconds)
+			ft.EstimatedFinish = &eta
+		}
+	}
+	if ft.Status == "failed" && len(j.Errors) > 0 {
+		e := j.Errors[len(j.Errors)-1]
+		ft.Error = &FineTuningError{Code: e.Code, Message: e.Message}
+	}
+	return ft
+}
+
+// FineTuningEvent is OpenAI's fine_tuning.job.event.
+type FineTuningEvent struct {
+	ID        string             `json:"id"`
+	Object    string             `json:"object"`
+	CreatedAt int64              `json:"created_at"`
+	Level     string             `json:"level"`
+	Message   string             `json:"message"`
+	Type      string             `json:"type"`
+	Data      schemas.TrainEvent `json:"data"`
+}
+
+// FineTuningCheckpoint is OpenAI's fine_tuning.job.checkpoint.
+type FineTuningCheckpoint struct {
+	ID                       string         `json:"id"`
+	Object                   string         `json:"object"`
+	CreatedAt                int64          `json:"created_at"`
+	FineTunedModelCheckpoint string         `json:"fine_tuned_model_checkpoint"`
+	FineTuningJobID          string         `json:"fine_tuning_job_id"`
+	StepNumber               int            `json:"step_number"`
+	Metrics                  map[string]any `json:"metrics"`
+}
+
+// MaxFineTuningEvents bounds the events one GET .../events reads.
+const MaxFineTuningEvents = 1000
+
+type fineTuning struct {
+	g    *Gateway
+	jobs *jobs.Store
+	obj  *pipeline.Objects // lf_artifacts
+}
+
+// registerFineTuning adds the Fine-tuning routes.
+func (g *Gateway) registerFineTuning(ctx context.Context) error {
+	store, err := jobs.Open(ctx, g.bus)
+	if err != nil {
+		return err
+	}
+	obj, err := g.bus.Objects(ctx, pipeline.BucketArtifacts)
+	if err != nil {
+		return err
+	}
+	ft := &fineTuning{g: g, jobs: store, obj: obj}
+	g.handle("GET /v1/fine_tuning/jobs", "/v1/fine_tuning/jobs", ft.list)
+	g.handle("GET /v1/fine_tuning/jobs/{id}", "/v1/fine_tuning/jobs/{id}", ft.get)
+	g.handle("POST /v1/fine_tuning/jobs/{id}/cancel", "/v1/fine_tuning/jobs/{id}/cancel", ft.cancel)
+	g.handle("GET /v1/fine_tuning/jobs/{id}/events", "/v1/fine_tuning/jobs/{id}/events", ft.events)
+	g.handle("GET /v1/fine_tuning/jobs/{id}/checkpoints", "/v1/fine_tuning/jobs/{id}/checkpoints", ft.checkpoints)
+	return nil
+}
+
+// job reads the training job of the path's id, or answers 404.
+func (ft *fineTuning) job(w http.ResponseWriter, r *http.Request) (jobs.Job, bool) {
+	id := r.PathValue("id")
+	j, err := ft.jobs.Get(r.Context(), id)
+	switch {
+	case errors.Is(err, jobs.ErrNotFound) || errors.Is(err, jobs.ErrInvalidOption) || (err == nil && j.Kind != jobs.KindTraining):
+		errNoSuch(w, "fine-tuning job", id)
+		return j, false
+	case err != nil:
+		errServer(w, err)
+		return j, false
+	}
+	return j, true
+}
+
+func (ft *fineTuning) get(w http.ResponseWriter, r *http.Request, _ zerolog.Logger) {
+	if j, ok := ft.job(w, r); ok {
+		writeJSON(w, http.StatusOK, FineTuningJobOf(j))
+	}
+}
+
+func (ft *fineTuning) list(w http.ResponseWriter, r *http.Request, _ zerolog.Logger) {
+	limit, ok := listLimit(w, r.URL.Query().Get("limit"), 20)
+	if !ok {
+		return
+	}
+	all, err := ft.jobs.List(r.Context())
+	if err != nil {
+		errServer(w, err)
+		return
+	}
+	var out []FineTuningJob
+	for _, j := range all {
+		if j.Kind == jobs.KindTraining {
+			out = append(out, FineTuningJobOf(j))
+		}
+	}
+	sort.SliceStable(out, func(a, b int) bool { return out[a].CreatedAt > out[b].CreatedAt })
+	writeJSON(w, http.StatusOK, page(out, r.URL.Query().Get("after"), limit, func(j FineTuningJob) string { return j.ID }))
+}
+
+func (ft *fineTuning) cancel(w http.ResponseWriter, r *http.Request, l zerolog.Logger) {
+	j, ok := ft.job(w, r)
+	if !ok {
+		return
+	}
+	if j.Status.Terminal() {
+		writeError(w, http.StatusBadRequest, "invalid_request_error", "id", "invalid_state", fmt.Sprintf("Fine-tuning job %s is %s and cannot be cancelled", j.ID, FineTuningStatus(j.Status)))
+		return
+	}
+	j, _, err := jobs.Cancel(r.Context(), ft.g.bus, ft.jobs, j.ID)
+	if err != nil {
+		errServer(w, err)
+		return
+	}
+	l.Info().Str("job", j.ID).Msg("fine-tuning job cancelled")
+	writeJSON(w, http.StatusOK, FineTuningJobOf(j))
+}
+
+// eventMessage is an event's line of text, as OpenAI's "Step 3/10: training loss=1.20".
+func eventMessage(e schemas.TrainEvent) string {
+	if e.Kind == schemas.TrainEventEval && e.EvalLoss != nil {
+		return fmt.Sprintf("Step %d/%d: validation loss=%.4f", e.GlobalStep, e.MaxSteps, *e.EvalLoss)
+	}
+	return fmt.Sprintf("Step %d/%d: training loss=%.4f", e.GlobalStep, e.MaxSteps, e.Loss)
+}
+
+func (ft *fineTuning) events(w http.ResponseWriter, r *http.Request, l zerolog.Logger) {
+	j, ok := ft.job(w, r)
+	if !ok {
+		return
+	}
+	limit, ok := listLimit(w, r.URL.Query().Get("limit"), 20)
+	if !ok {
+		return
+	}
+	filter, err := pipeline.TrainEventSubject(j.ID)
+	if err != nil {
+		errServer(w, err)
+		return
+	}
+	msgs, err := ft.g.bus.Tail(r.Context(), pipeline.StreamEvents, filter, MaxFineTuningEvents)
+	if err != nil {
+		errServer(w, err)
+		return
+	}
+	evs := make([]FineTuningEvent, 0, len(msgs))
+	for i := len(msgs) - 1; i >= 0; i-- { // newest first, as OpenAI lists them
+		e, err := schemas.DecodeTrainEvent(msgs[i].Data)
+		if err != nil {
+			l.Warn().Err(err).Uint64("seq", msgs[i].Seq).Msg("training event skipped")
+			continue
+		}
+		evs = append(evs, FineTuningEvent{ID: "ftevent-" + strconv.FormatUint(msgs[i].Seq, 10), Object: "fine_tuning.job.event",
+			CreatedAt: e.Time / 1000, Level: "info", Message: eventMessage(e), Type: "metrics", Data: e})
+	}
+	writeJSON(w, http.StatusOK, page(evs, r.URL.Query().Get("after"), limit, func(e FineTuningEvent) string { return e.ID }))
+}
+
+func (ft *fineTuning) checkpoints(w http.ResponseWriter, r *http.Request, _ zerolog.Logger) {
+	j, ok := ft.job(w, r)
+	if !ok {
+		return
+	}
+	limit, ok := listLimit(w, r.URL.Query().Get("limit"), 10)
+	if !ok {
+		return
+	}
+	infos, err := ft.obj.List(r.Context())
+	if err != nil {
+		errServer(w, err)
+		return
+	}
+	prefix := "train/" + j.ID + "/checkpoint-"
+	var cps []FineTuningCheckpoint
+	for _, in := range infos {
+		num, ok := strings.CutPrefix(in.Name, prefix)
+		if !ok || in.Deleted {
+			continue
+		}
+		num, ok = strings.CutSuffix(num, ".json") // the manifest, written last: the checkpoint is complete
+		step, err := strconv.Atoi(num)
+		if !ok || err != nil || step <= 0 {
+			continue
+		}
+		cps = append(cps, FineTuningCheckpoint{ID: fmt.Sprintf("ftckpt-%s-%d", j.ID, step), Object: "fine_tuning.job.checkpoint",
+			CreatedAt: in.ModTime.Unix(), FineTunedModelCheckpoint: fmt.Sprintf("train/%s/checkpoint-%d/", j.ID, step),
+			FineTuningJobID: j.ID, StepNumber: step, Metrics: map[string]any{"step": step}})
+	}
+	sort.Slice(cps, func(a, b int) bool { return cps[a].StepNumber > cps[b].StepNumber })
+	writeJSON(w, http.StatusOK, page(cps, r.URL.Query().Get("after"), limit, func(c FineTuningCheckpoint) string { return c.ID }))
+}

@@ -1,0 +1,105 @@
+package gateway_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/openai/openai-go/v3"
+
+	"github.com/largeforge/largeforge/jobs"
+	"github.com/largeforge/largeforge/pipeline"
+	"github.com/largeforge/largeforge/producers/gateway"
+	"github.com/largeforge/largeforge/schemas"
+)
+
+// The Fine-tuning API reads the bus training jobs, driven with openai-go/v3:
+// a job's fine_tuning.job with OpenAI's statuses, the list, its events from
+// LF_EVENTS (newest first), its stored checkpoints, cancel, and
+// fine_tuned_model once it succeeded; an unknown or non-training id is 404.
+func TestFineTuningJobsAPI(t *testing.T) {
+	s := newStack(t, gateway.Config{})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	store, err := jobs.Open(ctx, s.bus)
+	if err != nil {
+		t.Fatal(err)
+	}
+	create := func() string {
+		id := jobs.NewTrainingID()
+		if _, err := store.Create(ctx, jobs.Spec{ID: id, Kind: jobs.KindTraining, Model: "out", InputFile: "file-abc"}); err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	done, running := create(), create()
+
+	j, err := s.oai.FineTuning.Jobs.Get(ctx, done)
+	if err != nil || j.Status != "queued" || j.TrainingFile != "file-abc" || j.Object != "fine_tuning.job" || j.FineTunedModel != "" {
+		t.Fatalf("queued job: %+v, %v", j, err)
+	}
+	subj, _ := pipeline.TrainEventSubject(done)
+	for step := 1; step <= 3; step++ {
+		data, _ := json.Marshal(schemas.TrainEvent{Job: done, Kind: schemas.TrainEventStep, GlobalStep: step, MaxSteps: 3, Loss: 2.0 / float64(step), Time: time.Now().UnixMilli()})
+		if _, err := s.bus.Publish(ctx, subj, data, "", nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	arts, err := s.bus.Objects(ctx, pipeline.BucketArtifacts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range []string{"train/" + done + "/checkpoint-2.json", "train/" + done + "/checkpoint-2/model.safetensors", "train/" + running + "/checkpoint-9.json"} {
+		if _, err := arts.Put(ctx, key, strings.NewReader("{}")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, st := range []jobs.Status{jobs.StatusInProgress, jobs.StatusFinalizing} {
+		if _, err := store.Transition(ctx, done, st, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := store.Transition(ctx, done, jobs.StatusCompleted, func(j *jobs.Job) {
+		j.Training = &jobs.TrainingProgress{FineTunedModel: done}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.Transition(ctx, running, jobs.StatusInProgress, nil); err != nil {
+		t.Fatal(err)
+	}
+
+	j, err = s.oai.FineTuning.Jobs.Get(ctx, done)
+	if err != nil || j.Status != "succeeded" || j.FineTunedModel != done || j.FinishedAt == 0 {
+		t.Errorf("completed job: %+v, %v", j, err)
+	}
+	evs, err := s.oai.FineTuning.Jobs.ListEvents(ctx, done, openai.FineTuningJobListEventsParams{Limit: openai.Int(2)})
+	if err != nil || len(evs.Data) != 2 || !evs.HasMore || evs.Data[0].Message != "Step 3/3: training loss=0.6667" {
+		t.Errorf("events: %+v, %v", evs, err)
+	}
+	cps, err := s.oai.FineTuning.Jobs.Checkpoints.List(ctx, done, openai.FineTuningJobCheckpointListParams{})
+	if err != nil || len(cps.Data) != 1 || cps.Data[0].StepNumber != 2 || cps.Data[0].FineTuningJobID != done {
+		t.Errorf("checkpoints: %+v, %v", cps, err)
+	}
+	list, err := s.oai.FineTuning.Jobs.List(ctx, openai.FineTuningJobListParams{})
+	if err != nil || len(list.Data) != 2 {
+		t.Errorf("list: %+v, %v", list, err)
+	}
+	c, err := s.oai.FineTuning.Jobs.Cancel(ctx, running)
+	if err != nil || c.Status != "running" {
+		t.Errorf("cancel: %+v, %v", c, err)
+	}
+	if rec, _ := store.Get(ctx, running); rec.Status != jobs.StatusCancelling {
+		t.Errorf("cancelled job's record is %s, want cancelling", rec.Status)
+	}
+	var oe *openai.Error
+	if _, err := s.oai.FineTuning.Jobs.Cancel(ctx, done); !errors.As(err, &oe) || oe.StatusCode != http.StatusBadRequest {
+		t.Errorf("cancel a succeeded job: %v, want 400", err)
+	}
+	if _, err := s.oai.FineTuning.Jobs.Get(ctx, "train_nope"); !errors.As(err, &oe) || oe.StatusCode != http.StatusNotFound {
+		t.Errorf("unknown job: %v, want 404", err)
+	}
+}

@@ -139,6 +139,13 @@ type Job struct {
 	// once that lease has run out.
 	Finalizer      string `json:"finalizer,omitempty"`
 	FinalizerUntil int64  `json:"finalizer_until,omitempty"`
+	// Replaying are the custom_ids of dead-lettered requests replayed into
+	// the reopened job (Reopen, largeforge dlq replay) whose new row has not
+	// come yet: the job is not finalised while any is listed. Replaced are
+	// those whose new row came: the merge keeps their last row, not their
+	// first (the error row it replaces).
+	Replaying []string `json:"replaying,omitempty"`
+	Replaced  []string `json:"replaced,omitempty"`
 	// Revision is the KV revision the record was read at (not stored).
 	Revision uint64 `json:"-"`
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/largeforge/largeforge/pipeline"
 )
@@ -41,6 +42,8 @@ func (s *Store) Reopen(ctx context.Context, id string, rev uint64, to Status, ed
 	j.FailedAt, j.CompletedAt = 0, 0
 	if to == StatusInProgress {
 		j.InProgressAt = now
+		// A new attempt gets a new window: the old one may be over.
+		j.ExpiresAt = max(j.ExpiresAt, now+int64(DefaultCompletionWindow/time.Second))
 	}
 	if edit != nil {
 		edit(&j)

@@ -6,13 +6,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
+	"github.com/largeforge/largeforge/consumers/resultsink"
 	"github.com/largeforge/largeforge/dataset"
 	"github.com/largeforge/largeforge/dataset/read"
 	"github.com/largeforge/largeforge/jobs"
@@ -28,6 +31,7 @@ var ErrStaysInDLQ = errors.New("stays in the dead-letter stream")
 const (
 	dlqIngest = schemas.StageIngest
 	dlqTrain  = "train"
+	dlqInfer  = "infer"
 )
 
 func newDLQCmd() *cobra.Command {
@@ -36,7 +40,7 @@ func newDLQCmd() *cobra.Command {
 		Short: "List, show, replay and purge the dead letters of LF_DLQ, per stage (as admin)",
 		Long: `The dead-letter stream LF_DLQ holds what could not be processed, on lf.dlq.<stage>.<token>
 (the token is the dataset or job), with the reason and the original bytes. Stages: ingest
-(rejected records), sink, rejects, infer (failed requests), train (training jobs), results
+(rejected records), sink, rejects, infer (failed requests of batch jobs), train (training jobs), results
 (results the sink refused). Runs as admin.`,
 	}
 	var stage, token string
@@ -84,7 +88,12 @@ func newDLQCmd() *cobra.Command {
 		Long: `Replay sends dead letters back to where they failed and removes each one replayed from LF_DLQ.
 An ingest reject is validated again (with --format, or its dataset's format) and, when it now
 passes, published to lf.data.<dataset>.raw, where the dataset sink stores it; one that still
-fails stays, with the reason. A dead-lettered training job is reopened (failed -> validating,
+fails stays, with the reason. A failed request of a batch job (a completion) is run again
+on a live infer worker of its model; its job, once ended, is reopened (completed ->
+in_progress, one compare-and-set on its record naming the request as replaying) and the
+result goes to the results sink marked as a replay, which lets it replace the request's
+error row and nothing else, updates the counts and finalises the job again (new output
+objects; the old ones readable until replaced). A dead-lettered training job is reopened (failed -> validating,
 one compare-and-set on its record) and queued again as a new attempt. A dead letter whose
 target no longer exists (the dataset or job is gone) stays in the DLQ, as does one of a
 stage replay does not handle. The exit status is non-zero when any stayed.`,
@@ -312,8 +321,10 @@ func replayOne(ctx context.Context, bus *pipeline.Bus, store *jobs.Store, seq ui
 		return replayReject(ctx, bus, seq, token, rec, fm)
 	case dlqTrain:
 		return replayTraining(ctx, bus, store, seq, token, rec)
+	case dlqInfer:
+		return replayRequest(ctx, bus, store, seq, token, rec)
 	}
-	return fmt.Errorf("stage %s: replay handles ingest and train dead letters (look at it with largeforge dlq show %d, remove it with largeforge dlq purge %d)", stage, seq, seq)
+	return fmt.Errorf("stage %s: replay handles ingest, infer and train dead letters (look at it with largeforge dlq show %d, remove it with largeforge dlq purge %d)", stage, seq, seq)
 }
 
 // replayReject validates an ingest reject again and, when it passes now,
@@ -365,10 +376,7 @@ func replayTraining(ctx context.Context, bus *pipeline.Bus, store *jobs.Store, s
 	if m.Job != id {
 		return fmt.Errorf("the message names job %s, its subject %s", m.Job, id)
 	}
-	j, err := store.Get(ctx, id)
-	if errors.Is(err, jobs.ErrNotFound) {
-		return fmt.Errorf("job %s no longer exists", id)
-	}
+	j, err := replayTarget(ctx, store, id)
 	if err != nil {
 		return err
 	}
@@ -388,4 +396,80 @@ func replayTraining(ctx context.Context, bus *pipeline.Bus, store *jobs.Store, s
 		return fmt.Errorf("publish to %s: %w", subj, err)
 	}
 	return nil
+}
+
+// replayRequest runs a dead-lettered request of a batch job again and sends
+// its result to the results sink as a replay of its error row.
+func replayRequest(ctx context.Context, bus *pipeline.Bus, store *jobs.Store, seq uint64, id string, rec pipeline.DLQRecord) error {
+	req, err := schemas.DecodeRequest(rec.Data)
+	if err != nil {
+		return fmt.Errorf("not a job request: %w", err)
+	}
+	if req.Job != id {
+		return fmt.Errorf("the request names job %s, its subject %s", req.Job, id)
+	}
+	if req.Kind != schemas.KindCompletion || req.Completion == nil {
+		return fmt.Errorf("a %s request: replay runs completion requests (through the model's infer workers)", req.Kind)
+	}
+	j, err := replayTarget(ctx, store, id)
+	if err != nil {
+		return err
+	}
+	pending := j.Status == jobs.StatusInProgress && slices.Contains(j.Replaying, req.CustomID)
+	if !pending && j.Status != jobs.StatusCompleted {
+		return fmt.Errorf("job %s is %s: a request is replayed once its job completed (largeforge jobs wait %s)", id, j.Status, id)
+	}
+	// Run it first: a replay that cannot run leaves the job as it was.
+	c := *req.Completion
+	c.Model, c.Stream = req.Model, false
+	body, err := json.Marshal(c)
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	final, err := bus.StreamRPC(ctx, pipeline.RPCCall{Subject: pipeline.RPCSubject(req.Model), Data: body,
+		RequestID: fmt.Sprintf("replay-%s-%d", id, seq), Idle: 2 * time.Minute}, nil, nil)
+	if errors.Is(err, pipeline.ErrNoResponders) {
+		return fmt.Errorf("no infer worker serves model %s: start one (largeforge worker --role infer --model %s=DIR)", req.Model, req.Model)
+	}
+	if err != nil {
+		return fmt.Errorf("run it again on model %s: %w", req.Model, err)
+	}
+	res, err := schemas.NewResult(req.Job, req.CustomID, req.Model, req.Kind, req.Line, json.RawMessage(final))
+	if err != nil {
+		return err
+	}
+	res.LatencyMS, res.Worker = float64(time.Since(start).Microseconds())/1000, "replay"
+	if !pending {
+		if _, err := store.Reopen(ctx, id, j.Revision, jobs.StatusInProgress, func(jj *jobs.Job) {
+			jj.Replaying = append(jj.Replaying, req.CustomID)
+			jj.Finalizer, jj.FinalizerUntil = "", 0
+		}); err != nil {
+			return err
+		}
+	}
+	data, err := json.Marshal(res)
+	if err != nil {
+		return err
+	}
+	subj, err := pipeline.ResultSubject(id)
+	if err != nil {
+		return err
+	}
+	hdr := pipeline.Header{}
+	hdr.Set(resultsink.HeaderReplay, strconv.FormatUint(seq, 10))
+	if _, err := bus.Publish(ctx, subj, data, fmt.Sprintf("%s/replay/%d", schemas.MsgID(id, req.CustomID), seq), hdr); err != nil {
+		return fmt.Errorf("publish the result to %s: %w", subj, err)
+	}
+	return nil
+}
+
+// replayTarget is the job a dead letter goes back to; its error says when
+// the job no longer exists.
+func replayTarget(ctx context.Context, store *jobs.Store, id string) (jobs.Job, error) {
+	j, err := store.Get(ctx, id)
+	if errors.Is(err, jobs.ErrNotFound) {
+		return j, fmt.Errorf("job %s no longer exists", id)
+	}
+	return j, err
 }

@@ -36,7 +36,7 @@ func (s *Sink) claim(ctx context.Context, id string, complete bool) (jobs.Job, e
 			return jobs.ErrSkip
 		case j.Finalizer != "" && j.Finalizer != s.id && now.UnixMilli() < j.FinalizerUntil:
 			return jobs.ErrSkip
-		case j.Status == jobs.StatusInProgress && complete && j.RequestCounts.Done() >= j.RequestCounts.Total:
+		case j.Status == jobs.StatusInProgress && complete && len(j.Replaying) == 0 && j.RequestCounts.Done() >= j.RequestCounts.Total:
 			if err := j.SetStatus(jobs.StatusFinalizing, now); err != nil {
 				return err
 			}
@@ -81,7 +81,7 @@ func (s *Sink) renew(ctx context.Context, id string) error {
 // acking, or two sinks stored one result) goes back to in_progress with its
 // exact counts plus whatever was counted since the claim.
 func (s *Sink) finalize(ctx context.Context, j jobs.Job, to jobs.Status) error {
-	m, err := s.merge(ctx, j.ID)
+	m, err := s.merge(ctx, j.ID, j.Replaced)
 	if err != nil {
 		return err
 	}
@@ -130,10 +130,10 @@ const mergeBatch = 256
 
 // merge streams a job's parts, in number order, once, into its three final
 // objects (and their local mirror), keeping the first row of each
-// custom_id. Memory: one batch of rows, the Parquet writer's row group
-// (rowGroupRows rows), the writers' buffers and 16 bytes (plus map
-// overhead) per distinct custom_id.
-func (s *Sink) merge(ctx context.Context, job string) (merged, error) {
+// custom_id (the last of a replaced one: see replace). Memory: one batch of
+// rows, the Parquet writer's row group (rowGroupRows rows), the writers'
+// buffers and 16 bytes (plus map overhead) per distinct custom_id.
+func (s *Sink) merge(ctx context.Context, job string, replaced []string) (merged, error) {
 	m := merged{out: jobs.Outputs{Output: storage.JobFile(job, FileOutput), Errors: storage.JobFile(job, FileErrors), Parquet: storage.JobFile(job, FileResults)}}
 	parts, err := storage.JobParts(s.files, job)
 	if err != nil {
@@ -142,6 +142,12 @@ func (s *Sink) merge(ctx context.Context, job string) (merged, error) {
 	list, err := parts.List(ctx)
 	if err != nil {
 		return m, fmt.Errorf("job %s: list parts: %w", job, err)
+	}
+	var last map[[16]byte]rowPos
+	if len(replaced) > 0 {
+		if last, err = s.lastRows(ctx, list, replaced); err != nil {
+			return m, fmt.Errorf("job %s: %w", job, err)
+		}
 	}
 	keys := []string{m.out.Parquet, m.out.Output, m.out.Errors}
 	targets := make([]target, 0, 2*len(keys))
@@ -177,7 +183,8 @@ func (s *Sink) merge(ctx context.Context, job string) (merged, error) {
 		errEnc.SetEscapeHTML(false)
 		seen := map[[16]byte]struct{}{}
 		inGroup := 0
-		for _, p := range list {
+		for pi, p := range list {
+			ri := 0
 			if s.now().Sub(renewed) > s.lease/3 {
 				if err := s.renew(ctx, job); err != nil {
 					return err
@@ -188,6 +195,11 @@ func (s *Sink) merge(ctx context.Context, job string) (merged, error) {
 				fresh := rows[:0:0]
 				for _, r := range rows {
 					h := jobs.IDHash(r.CustomID)
+					pos := rowPos{pi, ri}
+					ri++
+					if at, ok := last[h]; ok && at != pos {
+						continue // a replaced row
+					}
 					if _, dup := seen[h]; dup {
 						continue
 					}

@@ -70,6 +70,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -310,13 +311,7 @@ func (s *Sink) add(ctx context.Context, job string, st *jobState, results []Row,
 	if len(rows) == 0 {
 		return 0, 0, nil
 	}
-	if _, err := st.parts.Publish(ctx, func(w io.Writer) error {
-		pw := parquet.NewGenericWriter[Row](w, pqOpts...)
-		if _, err := pw.Write(rows); err != nil {
-			return err
-		}
-		return pw.Close()
-	}); err != nil {
+	if err := publishRows(ctx, st.parts, rows); err != nil {
 		return 0, 0, errors.Join(fmt.Errorf("job %s: write part: %w", job, err), st.dedupe.Release(ctx, claimed))
 	}
 	for _, r := range rows {
@@ -333,7 +328,8 @@ func (s *Sink) add(ctx context.Context, job string, st *jobState, results []Row,
 type batchJob struct {
 	idx     []int
 	results []Row
-	ridx    []int // the message of each result
+	ridx    []int  // the message of each result
+	replay  []bool // each result's HeaderReplay mark
 	control bool
 }
 
@@ -369,6 +365,7 @@ func (s *Sink) Handle(ctx context.Context, msgs []pipeline.Msg) []error {
 		}
 		bj.results = append(bj.results, row)
 		bj.ridx = append(bj.ridx, i)
+		bj.replay = append(bj.replay, m.Header.Get(HeaderReplay) != "")
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -410,6 +407,14 @@ func (s *Sink) handleJob(ctx context.Context, job string, bj *batchJob, errs []e
 	st, err := s.load(ctx, j)
 	if err != nil {
 		return err
+	}
+	if slices.Contains(bj.replay, true) {
+		if err := s.replace(ctx, j, st, bj, errs); err != nil {
+			return err
+		}
+		if j, err = s.store.Get(ctx, job); err != nil {
+			return err
+		}
 	}
 	results, idx, err := s.screen(ctx, job, st, bj, errs)
 	if err != nil {
@@ -482,7 +487,7 @@ func (s *Sink) ready(j jobs.Job) bool {
 	case jobs.StatusCancelling, jobs.StatusFinalizing:
 		return j.Finalizer == "" || j.Finalizer == s.id || s.now().UnixMilli() >= j.FinalizerUntil
 	case jobs.StatusInProgress:
-		return j.RequestCounts.Done() >= j.RequestCounts.Total || s.expired(j)
+		return (len(j.Replaying) == 0 && j.RequestCounts.Done() >= j.RequestCounts.Total) || s.expired(j)
 	case jobs.StatusValidating:
 		return s.expired(j)
 	}

@@ -59,7 +59,7 @@ func newModelCmd() *cobra.Command {
 	var dequantize bool
 	importCmd := &cobra.Command{
 		Use:   "import-gguf FILE.gguf --output DIR [--dequantize]",
-		Short: "Convert a llama-architecture GGUF file (F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K) into a Hugging Face directory, quantized tensors kept quantized (§4.3) unless --dequantize",
+		Short: "Convert a llama-architecture GGUF file (F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K) into a Hugging Face directory, quantized tensors kept quantized unless --dequantize",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if gout == "" {

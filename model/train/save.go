@@ -154,7 +154,8 @@ func (t *Trainer) saveFinal(plan Plan) error {
 		return err
 	}
 	path := filepath.Join(t.cfg.OutputDir, LossCurveFile)
-	if err := WriteLossCurve(path, t.history); err != nil {
+	run := fmt.Sprintf("%s (%s)", filepath.Base(t.cfg.OutputDir), filepath.Base(t.cfg.ModelName))
+	if err := WriteLossCurve(path, run, t.history); err != nil {
 		return err
 	}
 	t.log.Info().Str("loss_curve", path).Msg("loss curve written")

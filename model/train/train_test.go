@@ -306,8 +306,8 @@ func TestSFTLowersLossAndSaves(t *testing.T) {
 		t.Errorf("loss curve %v", img.Bounds())
 	}
 	drawn := 0
-	for x := plotPad + 1; x < plotW-plotPad; x++ {
-		for y := 0; y < plotH-plotPad; y++ {
+	for x := plotLeft + 1; x < plotW-plotRight; x++ {
+		for y := plotTop; y < plotH-plotBott; y++ {
 			if c := color.RGBAModel.Convert(img.At(x, y)).(color.RGBA); c == plotTrain {
 				drawn++
 			}

@@ -267,10 +267,23 @@ func LoadQuantized(dir string) (*Checkpoint, QuantConfig, error) {
 	if err != nil {
 		return nil, qc, err
 	}
-	path := filepath.Join(dir, WeightsFile)
-	raw, err := readRawSafetensors(path)
+	files, _, err := weightFiles(dir) // model.safetensors or the shards of its index
 	if err != nil {
 		return nil, qc, err
+	}
+	path := files[0]
+	if len(files) > 1 {
+		path = filepath.Join(dir, WeightsIndexFile)
+	}
+	raw := map[string]qRaw{}
+	for _, f := range files {
+		part, err := readRawSafetensors(f)
+		if err != nil {
+			return nil, qc, err
+		}
+		for name, t := range part {
+			raw[name] = t
+		}
 	}
 	tensors := map[string]*Tensor{}
 	for _, w := range Layout(cfg) {

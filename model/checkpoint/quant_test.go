@@ -162,3 +162,47 @@ func TestF32ToF16(t *testing.T) {
 		}
 	}
 }
+
+// A GPTQ directory in shards (model.safetensors.index.json) loads.
+func TestLoadQuantizedShards(t *testing.T) {
+	_, dir, _ := quantizedTiny(t, 8, 0)
+	want, _, err := LoadQuantized(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts, err := readRawSafetensors(filepath.Join(dir, WeightsFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	shards := map[string][]qRaw{}
+	index := map[string]string{}
+	for name, e := range ts {
+		shard := "model-00001-of-00002.safetensors"
+		if strings.Contains(name, "layers.1") || strings.Contains(name, "lm_head") {
+			shard = "model-00002-of-00002.safetensors"
+		}
+		shards[shard] = append(shards[shard], e)
+		index[name] = shard
+	}
+	for shard, entries := range shards {
+		if err := writeRawSafetensors(filepath.Join(dir, shard), entries, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	idx, _ := json.Marshal(map[string]any{"weight_map": index})
+	if err := os.WriteFile(filepath.Join(dir, WeightsIndexFile), idx, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(dir, WeightsFile)); err != nil {
+		t.Fatal(err)
+	}
+	got, err := Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, w := range want.Tensors {
+		if !slices.Equal(w.Data, got.Tensors[name].Data) {
+			t.Fatalf("%s differs", name)
+		}
+	}
+}

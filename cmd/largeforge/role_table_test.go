@@ -99,6 +99,7 @@ func roleOps() []roleOp {
 		{"write lf_jobs key", []string{"submit", "train", "results", "api"}, corePub("$KV.lf_jobs.j1")},
 		{"get lf_datasets key", []string{"ingest", "api", "datasets"}, kvGet(pipeline.BucketDatasets, "d1")},
 		{"purge KV_lf_jobs", nil, jsAPI("$JS.API.STREAM.PURGE.KV_lf_jobs", `{"filter":"$KV.lf_jobs.nothing"}`)},
+		{"purge LF_REQUESTS (cancel a job)", []string{"api"}, jsAPI("$JS.API.STREAM.PURGE.LF_REQUESTS", `{"filter":"lf.req.nothing.>"}`)},
 		{"create a stream", nil, jsAPI("$JS.API.STREAM.CREATE.LF_EVIL", `{"name":"LF_EVIL","subjects":["evil.>"]}`)},
 		{"update KV_lf_jobs", nil, jsAPI("$JS.API.STREAM.UPDATE.KV_lf_jobs", `{}`)},
 		{"read LF_ROUTES (the console's routing decisions)", []string{"api"}, func(ctx context.Context, b *pipeline.Bus) error {

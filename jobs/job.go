@@ -139,6 +139,11 @@ type Job struct {
 	// once that lease has run out.
 	Finalizer      string `json:"finalizer,omitempty"`
 	FinalizerUntil int64  `json:"finalizer_until,omitempty"`
+	// Publisher is the gateway publishing a batch's requests (validating),
+	// until PublisherUntil (unix milliseconds); another gateway resumes the
+	// publishing once that lease has run out.
+	Publisher      string `json:"publisher,omitempty"`
+	PublisherUntil int64  `json:"publisher_until,omitempty"`
 	// Replaying are the custom_ids of dead-lettered requests replayed into
 	// the reopened job (Reopen, largeforge dlq replay) whose new row has not
 	// come yet: the job is not finalised while any is listed. Replaced are

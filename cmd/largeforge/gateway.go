@@ -31,12 +31,13 @@ type GatewayFlags struct {
 	HTTP        string
 	WorkerWait  time.Duration
 	MaxBody     int64
-	Experts     string   // experts file (YAML or JSON): enables model "auto" and /v1/route
-	RouterModel string   // directory of `largeforge router train`: the router's learned stage
-	KeysFile    string   // API keys, one a line (# comments); also LARGEFORGE_API_KEYS, comma separated
-	MaxConns    int      // connections served at once
-	MaxFile     int64    // POST /v1/files limit in bytes
-	ModelMap    []string // --batch-model-map NAME=SERVED: a batch line's model → the served model
+	Experts     string        // experts file (YAML or JSON): enables model "auto" and /v1/route
+	RouterModel string        // directory of `largeforge router train`: the router's learned stage
+	KeysFile    string        // API keys, one a line (# comments); also LARGEFORGE_API_KEYS, comma separated
+	MaxConns    int           // connections served at once
+	MaxFile     int64         // POST /v1/files limit in bytes
+	ModelMap    []string      // --batch-model-map NAME=SERVED: a batch line's model → the served model
+	PubLease    time.Duration // --batch-publish-lease: a batch's publisher lease
 }
 
 // errNoAPIKeys is returned when an API-keys source is configured but yields
@@ -99,7 +100,7 @@ func (g GatewayFlags) config() (gateway.Config, error) {
 		return c, err
 	}
 	c.APIKeys = keys
-	c.Files.MaxFileBytes = g.MaxFile
+	c.Files.MaxFileBytes, c.Files.PublishLease = g.MaxFile, g.PubLease
 	for _, m := range g.ModelMap {
 		from, to, ok := strings.Cut(m, "=")
 		if !ok {
@@ -167,6 +168,7 @@ func addGatewayFlags(cmd *cobra.Command, gf *GatewayFlags, httpDefault string) {
 	cmd.Flags().IntVar(&gf.MaxConns, "max-connections", gateway.DefaultMaxConnections, "HTTP connections served at once; more wait until one closes")
 	cmd.Flags().StringVar(&gf.Experts, "experts", "", "experts file (YAML or JSON; largeforge samples writes an example): enables model \"auto\" and POST /v1/route")
 	cmd.Flags().Int64Var(&gf.MaxFile, "max-file-bytes", gateway.DefaultMaxFileBytes, "POST /v1/files upload limit in bytes")
+	cmd.Flags().DurationVar(&gf.PubLease, "batch-publish-lease", gateway.DefaultPublishLease, "how long a gateway publishing a batch's requests holds it without renewing; another gateway resumes a batch whose lease ran out (its gateway died)")
 	cmd.Flags().StringArrayVar(&gf.ModelMap, "batch-model-map", nil, "NAME=SERVED: run the batch lines whose body names model NAME (e.g. gpt-4o-mini) on the served model SERVED (repeatable)")
 	cmd.Flags().StringVar(&gf.RouterModel, "router-model", "", "router model directory (largeforge router train): the learned stage for prompts no rule decides")
 }

@@ -101,7 +101,10 @@ type batchRecord struct {
 	Metadata    map[string]string `json:"metadata,omitempty"`
 }
 
-type batches struct{ f *files }
+type batches struct {
+	f  *files
+	id string // this gateway, in the publisher leases it holds
+}
 
 // batchRequest is the body of POST /v1/batches.
 type batchRequest struct {
@@ -163,7 +166,7 @@ func (b *batches) create(w http.ResponseWriter, r *http.Request, l zerolog.Logge
 		errInvalid(w, "input_file_id", "invalid_value", "File %s has purpose %q; a batch's input file needs purpose %q.", fo.ID, fo.Purpose, PurposeBatch)
 		return
 	}
-	scan, err := b.validate(ctx, fo.ID, req.Endpoint)
+	scan, err := b.validate(ctx, fo.ID, req.Endpoint, true)
 	if err != nil {
 		errServer(w, err)
 		return
@@ -197,7 +200,15 @@ func (b *batches) create(w http.ResponseWriter, r *http.Request, l zerolog.Logge
 		}
 		l.Info().Str("job", id).Int("errors", len(scan.errs)).Msg("batch input failed validation")
 	} else {
-		go b.submit(context.WithoutCancel(ctx), j, fo.ID, scan.rows, l.With().Str("job", id).Logger())
+		go func(ctx context.Context, l zerolog.Logger) {
+			j, held, err := b.claim(ctx, j.ID, true)
+			switch {
+			case err != nil: // the lease runs out and a gateway resumes it
+				l.Error().Err(err).Msg("take the batch's publisher lease")
+			case held:
+				b.submit(ctx, j, fo.ID, scan.rows, l)
+			}
+		}(context.WithoutCancel(ctx), l.With().Str("job", id).Logger())
 	}
 	writeJSON(w, http.StatusOK, batchOf(j, &rec))
 }
@@ -323,7 +334,9 @@ func (f *files) served(name string) string {
 
 // validate reads the input file once and reports the first
 // jobs.MaxErrorReports problems; err is set only when it cannot be read.
-func (b *batches) validate(ctx context.Context, id, endpoint string) (scanResult, error) {
+// checkModel: whether the model must be served now (at creation, not when
+// a batch's publishing resumes).
+func (b *batches) validate(ctx context.Context, id, endpoint string, checkModel bool) (scanResult, error) {
 	var s scanResult
 	seen := map[[16]byte]int{}
 	add := func(e jobs.ErrorReport) {
@@ -363,7 +376,7 @@ func (b *batches) validate(ctx context.Context, id, endpoint string) (scanResult
 		if jobs.ValidID(s.served) != nil {
 			add(jobs.ErrorReport{Code: "model_not_found", Message: fmt.Sprintf("Model %q is not a served model name (map it with the gateway's --batch-model-map %s=SERVED)", s.model, s.model)})
 			s.served = ""
-		} else if err := b.known(ctx, s.served); err != nil {
+		} else if err := b.known(ctx, s.served); checkModel && err != nil {
 			add(jobs.ErrorReport{Code: "model_not_found", Message: fmt.Sprintf("Model %q (served as %q) is not served here: %v (map it with the gateway's --batch-model-map)", s.model, s.served, err)})
 		}
 	}
@@ -382,10 +395,23 @@ func (b *batches) known(ctx context.Context, name string) error {
 	return ErrUnknownModel
 }
 
+// errCancelled ends a publishing whose batch is being cancelled.
+var errCancelled = errors.New("cancelled")
+
 // submit records the custom_ids of a validated file, publishes its
-// requests and marks the job in_progress: the job's validating stage. A
-// failure fails the job; a cancel stops it.
+// requests and marks the job in_progress: the job's validating stage, run
+// while this gateway holds the job's publisher lease (claim), renewed
+// every third of the lease. A failure fails the job; a cancel, or the
+// lease taken by another gateway, stops it.
 func (b *batches) submit(ctx context.Context, j jobs.Job, fileID string, rows int, l zerolog.Logger) {
+	renewed := time.Now()
+	keep := func() error {
+		if time.Since(renewed) < b.f.cfg.PublishLease/3 {
+			return nil
+		}
+		renewed = time.Now()
+		return b.renew(ctx, j.ID)
+	}
 	fail := func(code string, err error) {
 		l.Error().Err(err).Msg("batch submission failed")
 		if _, ferr := b.f.jobs.Fail(ctx, j.ID, jobs.ErrorReport{Code: code, Message: err.Error()}); ferr != nil && !errors.Is(ferr, jobs.ErrIllegalTransition) {
@@ -416,12 +442,16 @@ func (b *batches) submit(ctx context.Context, j jobs.Job, fileID string, rows in
 			}
 		}
 		ids, size = append(ids, line.CustomID), size+len(line.CustomID)+1
-		return nil
+		return keep()
 	})
 	if err == nil {
 		err = flush()
 	}
-	if err != nil {
+	switch {
+	case errors.Is(err, errCancelled), errors.Is(err, errLostLease):
+		l.Info().Err(err).Msg("batch publishing stopped")
+		return
+	case err != nil:
 		fail("publish_failed", err)
 		return
 	}
@@ -439,7 +469,6 @@ func (b *batches) submit(ctx context.Context, j jobs.Job, fileID string, rows in
 	pub := b.f.g.bus.NewPublisher(1024)
 	defer func() { _ = pub.Close(ctx) }()
 	published := 0
-	errCancelled := errors.New("cancelled")
 	err = b.f.eachLine(ctx, fileID, func(n int, data []byte) error {
 		bl, bad := parseLine(data, n, endpoint)
 		if bad != nil { // the file changed since it was validated
@@ -452,24 +481,32 @@ func (b *batches) submit(ctx context.Context, j jobs.Job, fileID string, rows in
 			return err
 		}
 		if published++; published%1000 == 0 {
-			if cur, err := b.f.jobs.Get(ctx, j.ID); err == nil && (cur.Status == jobs.StatusCancelling || cur.Status.Terminal()) {
-				return errCancelled
-			}
+			renewed = time.Time{} // a cancel is noticed within 1000 requests
 		}
-		return nil
+		return keep()
 	})
 	if err == nil {
 		err = pub.Flush(ctx)
 	}
 	switch {
-	case errors.Is(err, errCancelled):
+	case errors.Is(err, errCancelled), errors.Is(err, errLostLease):
+		l.Info().Err(err).Msg("batch publishing stopped")
 		return
 	case err != nil:
 		fail("publish_failed", err)
 		return
 	}
-	if _, err := b.f.jobs.Transition(ctx, j.ID, jobs.StatusInProgress, func(j *jobs.Job) { j.RequestCounts.Total = rows }); err != nil {
-		if !errors.Is(err, jobs.ErrIllegalTransition) { // cancelled meanwhile
+	if _, err := b.f.jobs.Update(ctx, j.ID, func(j *jobs.Job) error {
+		if j.Publisher != b.id { // another gateway took over: it finishes
+			return errLostLease
+		}
+		if err := j.SetStatus(jobs.StatusInProgress, time.Now()); err != nil {
+			return err
+		}
+		j.RequestCounts.Total, j.Publisher, j.PublisherUntil = rows, "", 0
+		return nil
+	}); err != nil {
+		if !errors.Is(err, jobs.ErrIllegalTransition) && !errors.Is(err, errLostLease) { // cancelled meanwhile, or taken over
 			fail("publish_failed", err)
 		}
 		return

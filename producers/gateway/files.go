@@ -58,6 +58,10 @@ type FilesConfig struct {
 	// served model that runs it (e.g. stories); names not in it are used as
 	// they are.
 	ModelMap map[string]string
+	// PublishLease is how long a gateway publishing a batch's requests
+	// holds it without renewing (default DefaultPublishLease); a batch
+	// whose gateway died is resumed by another once it runs out.
+	PublishLease time.Duration
 }
 
 // FileObject is OpenAI's file object.
@@ -94,6 +98,12 @@ func (g *Gateway) registerFiles(ctx context.Context, cfg FilesConfig) error {
 	if cfg.MaxFileBytes == 0 {
 		cfg.MaxFileBytes = DefaultMaxFileBytes
 	}
+	if cfg.PublishLease < 0 {
+		return fmt.Errorf("%w: publish lease %v is negative", ErrInvalidOption, cfg.PublishLease)
+	}
+	if cfg.PublishLease == 0 {
+		cfg.PublishLease = DefaultPublishLease
+	}
 	for from, to := range cfg.ModelMap {
 		if from == "" || jobs.ValidID(to) != nil {
 			return fmt.Errorf("%w: model map %q=%q: want NAME=SERVED with a served model name of letters, digits, '-' and '_'", ErrInvalidOption, from, to)
@@ -113,7 +123,8 @@ func (g *Gateway) registerFiles(ctx context.Context, cfg FilesConfig) error {
 	g.handle("GET /v1/files/{id}", "/v1/files/{id}", f.get)
 	g.handle("DELETE /v1/files/{id}", "/v1/files/{id}", f.delete)
 	g.handle("GET /v1/files/{id}/content", "/v1/files/{id}/content", f.content)
-	b := &batches{f: f}
+	b := &batches{f: f, id: newPublisherID()}
+	g.batches = b
 	g.handle("POST /v1/batches", "/v1/batches", b.create)
 	g.handle("GET /v1/batches", "/v1/batches", b.list)
 	g.handle("GET /v1/batches/{id}", "/v1/batches/{id}", b.get)

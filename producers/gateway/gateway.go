@@ -173,6 +173,7 @@ type Gateway struct {
 	router  atomic.Pointer[routing.Router] // nil without experts
 	experts *pipeline.KV                   // lf_experts
 	keys    [][32]byte                     // SHA-256 of the API keys
+	batches *batches                       // resumes batches left validating while serving
 
 	mu        sync.Mutex
 	live      map[string]int // model → live workers
@@ -281,6 +282,7 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 	if err := g.watchExperts(wctx); err != nil {
 		return err
 	}
+	go g.batches.resumeLoop(wctx)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {

@@ -33,3 +33,17 @@ func dot4(x []float32, q []byte, scales, xsum []float32, glen int) float32 {
 	_, _, _ = x[n-1], q[n/2-1], xsum[len(scales)-1]
 	return dotQ4(unsafe.SliceData(x), unsafe.SliceData(q), unsafe.SliceData(scales), unsafe.SliceData(xsum), len(scales), glen)
 }
+
+//go:noescape
+func dotQ8Q8(q *int8, scales *float32, xq *int8, xd *float32, blocks int) float32
+
+// dotQ8Blocks is llama.cpp's vec_dot of weights (values q, one scale per
+// block of 32) with a Q8_0 row (quant_llama.go).
+func dotQ8Blocks(q []int8, scales []float32, x q8Row) float32 {
+	if !haveSIMDKernel {
+		return dotQ8BlocksGo(q, scales, x)
+	}
+	n := len(scales)
+	_, _, _ = q[32*n-1], x.q[32*n-1], x.d[n-1]
+	return dotQ8Q8(unsafe.SliceData(q), unsafe.SliceData(scales), unsafe.SliceData(x.q), unsafe.SliceData(x.d), n)
+}

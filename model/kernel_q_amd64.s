@@ -140,3 +140,50 @@ loop32:
 	HSUM_Y0
 	MOVSS        X0, ret+48(FP)
 	RET
+
+// func dotQ8Q8(q *int8, scales *float32, xq *int8, xd *float32, blocks int) float32
+//
+// llama.cpp's AVX2 vec_dot of Q8_0 blocks (quant_llama.go): per block of
+// 32, the int8 products summed four at a time into eight int32 lanes
+// (VPMADDUBSW of |q| with x signed by q, then VPMADDWD by ones), converted
+// and fused-multiply-added with scales[b]·xd[b] into eight float32 lanes;
+// the lanes added as hsum_float_8 does.
+TEXT ·dotQ8Q8(SB), NOSPLIT, $0-44
+	MOVQ         q+0(FP), SI
+	MOVQ         scales+8(FP), DX
+	MOVQ         xq+16(FP), DI
+	MOVQ         xd+24(FP), BX
+	MOVQ         blocks+32(FP), CX
+	MOVL         $1, AX
+	VMOVD        AX, X15
+	VPBROADCASTW X15, Y15
+	VXORPS       Y0, Y0, Y0
+
+block:
+	VMOVDQU      (SI), Y1
+	VMOVDQU      (DI), Y2
+	VPSIGNB      Y1, Y1, Y3
+	VPSIGNB      Y1, Y2, Y4
+	VPMADDUBSW   Y4, Y3, Y5
+	VPMADDWD     Y15, Y5, Y5
+	VCVTDQ2PS    Y5, Y5
+	VMOVSS       (DX), X6
+	VMULSS       (BX), X6, X6
+	VBROADCASTSS X6, Y6
+	VFMADD231PS  Y5, Y6, Y0
+	ADDQ         $32, SI
+	ADDQ         $32, DI
+	ADDQ         $4, DX
+	ADDQ         $4, BX
+	DECQ         CX
+	JNZ          block
+
+	VEXTRACTF128 $1, Y0, X1
+	VADDPS       X0, X1, X1
+	VMOVHLPS     X1, X1, X2
+	VADDPS       X2, X1, X1
+	VMOVSHDUP    X1, X2
+	VADDSS       X2, X1, X1
+	VZEROUPPER
+	MOVSS        X1, ret+40(FP)
+	RET

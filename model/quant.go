@@ -19,6 +19,7 @@ import (
 // quantMatrix is a weight [out, in] quantized row by row.
 type quantMatrix struct {
 	bits, in, out int
+	llamaQ8       bool      // products as llama.cpp computes its Q8_0/Q4_0 blocks (quant_llama.go)
 	glen          int       // values per scale
 	groups        int       // scales per row
 	q8            []int8    // [out, in]: 8-bit values, and 4-bit ones whose groups are not multiples of 32
@@ -29,7 +30,8 @@ type quantMatrix struct {
 // newQuantMatrix packs a checkpoint's quantized tensor for the kernels.
 func newQuantMatrix(t *checkpoint.QuantTensor) *quantMatrix {
 	m := &quantMatrix{bits: t.Bits, in: t.Cols, out: t.Rows, glen: t.GroupSize, groups: t.Groups(), scales: t.Scales}
-	if t.Bits == 8 || m.glen%32 != 0 {
+	m.llamaQ8 = t.LlamaQ8 && m.glen == 32
+	if t.Bits == 8 || m.glen%32 != 0 || m.llamaQ8 {
 		m.q8 = t.Values
 		return m
 	}
@@ -59,6 +61,10 @@ func (m *quantMatrix) bytes() int64 {
 // the product is large enough. Each weight row is read once for all rows
 // of x.
 func (m *quantMatrix) mulOn(y, x []float32, rows int, bias []float32, parallel bool) {
+	if m.llamaQ8 {
+		m.mulLlama(y, x, rows, bias, parallel)
+		return
+	}
 	var xsum []float32 // per row of x, the sum of each group (dot4)
 	if m.q4 != nil {
 		xsum = make([]float32, rows*m.groups)

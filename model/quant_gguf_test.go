@@ -2,7 +2,9 @@ package model
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -12,24 +14,35 @@ import (
 	"github.com/largeforge/largeforge/model/checkpoint"
 )
 
-// stories260K.q8_0.gguf imported with its Q8_0 tensors kept quantized (on
-// the int8 kernels) and dequantized both give llama.cpp's greedy ids.
-func TestImportQ8_0GGUFParity(t *testing.T) {
-	gguf := testenv.SharedFile(t, "models/gguf/stories260K.q8_0.gguf")
-	raw, err := os.ReadFile(testenv.SharedFile(t, "models/stories260K.q8_0.reference.json"))
+// llamaRef is what llama.cpp produced on a GGUF file: greedy ids per prompt.
+type llamaRef struct {
+	FileSHA256 string `json:"file_sha256"`
+	Prompts    []struct {
+		Prompt    string `json:"prompt"`
+		PromptIDs []int  `json:"prompt_ids"`
+		GreedyIDs []int  `json:"greedy_ids"`
+	} `json:"prompts"`
+}
+
+func loadLlamaRef(t *testing.T, path string) llamaRef {
+	t.Helper()
+	raw, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var ref struct {
-		Prompts []struct {
-			Prompt    string `json:"prompt"`
-			PromptIDs []int  `json:"prompt_ids"`
-			GreedyIDs []int  `json:"greedy_ids"`
-		} `json:"prompts"`
-	}
+	var ref llamaRef
 	if err := json.Unmarshal(raw, &ref); err != nil {
 		t.Fatal(err)
 	}
+	return ref
+}
+
+// stories260K.q8_0.gguf imported with its Q8_0 tensors kept quantized
+// (products as llama.cpp computes them) and dequantized both give
+// llama.cpp's greedy ids.
+func TestImportQ8_0GGUFParity(t *testing.T) {
+	gguf := testenv.SharedFile(t, "models/gguf/stories260K.q8_0.gguf")
+	ref := loadLlamaRef(t, testenv.SharedFile(t, "models/stories260K.q8_0.reference.json"))
 	for _, dequantize := range []bool{false, true} {
 		dir := filepath.Join(t.TempDir(), "m")
 		imp := checkpoint.ImportGGUF
@@ -66,3 +79,59 @@ func TestImportQ8_0GGUFParity(t *testing.T) {
 		}
 	}
 }
+
+// The project's Q4_0 GGUF of stories260K (ggml's reference quantizer),
+// imported kept quantized (products as llama.cpp computes them,
+// quant_llama.go), gives the greedy ids that llama.cpp (node-llama-cpp
+// 3.21.1) gave on the same file, recorded with the file's digest in
+// testdata: all 64 for two prompts, the first 58 for the third.
+func TestQ4_0GGUFMatchesLlamaCpp(t *testing.T) {
+	src := testenv.SharedFile(t, "models/gguf/stories260K.gguf")
+	ref := loadLlamaRef(t, "testdata/stories260K.q4_0.llamacpp.json")
+	dir := t.TempDir()
+	q4 := filepath.Join(dir, "q4_0.gguf")
+	if err := checkpoint.QuantizeGGUF(src, q4, 4, 32); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(q4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum := fmt.Sprintf("%x", sha256.Sum256(data)); sum != ref.FileSHA256 {
+		t.Fatalf("Q4_0 file sha256 %s, llama.cpp ran on %s", sum, ref.FileSHA256)
+	}
+	out := filepath.Join(dir, "m")
+	if err := checkpoint.ImportGGUF(q4, out); err != nil {
+		t.Fatal(err)
+	}
+	m, err := Load(out, WithEngine(EngineNative))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if q := m.native.layers[0].qkv.q; q == nil || !q.llamaQ8 {
+		t.Fatal("Q4_0 weights not on llama.cpp's products")
+	}
+	for _, p := range ref.Prompts {
+		res, err := m.Generate(context.Background(), []GenerateRequest{{PromptIDs: p.PromptIDs, Params: greedy(len(p.GreedyIDs))}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		same := 0
+		for same < min(len(res[0].IDs), len(p.GreedyIDs)) && res[0].IDs[same] == p.GreedyIDs[same] {
+			same++
+		}
+		t.Logf("%q: the first %d of %d greedy ids are llama.cpp's", p.Prompt, same, len(p.GreedyIDs))
+		// All 64 agree on two prompts; on "Lily and Ben were" the 59th
+		// differs: there, the two top logits differ by 0.06 after the
+		// activations' Q8_0 rounding has amplified float32 differences of
+		// summation order (attention, the F32 ffn_down) between the engines.
+		if same < greedyParityLlamaQ4 {
+			t.Errorf("%q: only the first %d greedy ids agree with llama.cpp's (want %d):\n got %v\nwant %v", p.Prompt, same, greedyParityLlamaQ4, res[0].IDs, p.GreedyIDs)
+		}
+	}
+}
+
+// greedyParityLlamaQ4 is how many greedy ids of each prompt must agree with
+// llama.cpp's on the Q4_0 file.
+const greedyParityLlamaQ4 = 48

@@ -249,3 +249,32 @@ func TestQuantizedBatcher(t *testing.T) {
 		}
 	}
 }
+
+// llama.cpp's Q8_0 product: the AVX2 kernel gives its portable form's
+// value bit for bit (the same lanes, the same order of additions).
+func TestDotQ8Blocks(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	const n = 7 * 32
+	q := make([]int8, n)
+	x := make([]float32, n)
+	scales := make([]float32, n/32)
+	for i := range q {
+		q[i] = int8(rng.IntN(255) - 127)
+		x[i] = float32(rng.NormFloat64())
+	}
+	for i := range scales {
+		scales[i] = checkpoint.F16Round(float32(rng.Float64() * 0.01))
+	}
+	xr := quantizeQ8Row(x)
+	got, want := dotQ8Blocks(q, scales, xr), dotQ8BlocksGo(q, scales, xr)
+	if got != want {
+		t.Errorf("dotQ8Blocks = %v, portable %v", got, want)
+	}
+	var exact float64
+	for i := range q {
+		exact += float64(q[i]) * float64(scales[i/32]) * float64(x[i])
+	}
+	if math.Abs(float64(got)-exact) > 0.02*math.Abs(exact)+1e-3 {
+		t.Errorf("dotQ8Blocks = %v, the float product %v", got, exact)
+	}
+}

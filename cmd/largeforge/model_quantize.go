@@ -2,10 +2,12 @@ package main
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/largeforge/largeforge/model"
+	"github.com/largeforge/largeforge/model/checkpoint"
 )
 
 // newQuantizeCmd is `model quantize`: a float model directory to a
@@ -14,10 +16,20 @@ func newQuantizeCmd() *cobra.Command {
 	var bits, group int
 	var method string
 	cmd := &cobra.Command{
-		Use:   "quantize --bits 8|4 [--group-size 32|64|128] [--method rtn|gptq] SRC DST",
+		Use:   "quantize --bits 8|4 [--group-size 32|64|128] [--method rtn|gptq] SRC DST  (or SRC.gguf DST.gguf: Q8_0 or Q4_0)",
 		Short: "Quantize a float model directory (weight-only, symmetric: int8 per output channel, int4 per group) into DST in GPTQ's layout with quant_config.json",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if strings.HasSuffix(args[0], ".gguf") { // a GGUF file to a GGUF file, in llama.cpp's blocks
+				if method != "" && method != model.MethodRTN {
+					return fmt.Errorf("quantize %s: --method %s: a GGUF file is quantized by ggml's reference rounding (rtn)", args[0], method)
+				}
+				if err := checkpoint.QuantizeGGUF(args[0], args[1], bits, group); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "wrote %s\n", args[1])
+				return nil
+			}
 			qc, err := model.QuantizeDir(cmd.Context(), args[0], args[1], bits, group, method)
 			if err != nil {
 				return err

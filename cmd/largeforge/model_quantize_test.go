@@ -56,7 +56,16 @@ func TestModelQuantizeCommand(t *testing.T) {
 			t.Errorf("import-gguf --dequantize=%v: quantized %v (%v)", deq, q, err)
 		}
 	}
+	// A GGUF file quantizes to a GGUF file (Q4_0), which imports.
+	q4gguf := filepath.Join(dir, "s.q4_0.gguf")
+	if _, err := runCLI(t, ctx, "model", "quantize", "--bits", "4", testenv.SharedFile(t, "models/gguf/stories260K.gguf"), q4gguf); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := runCLI(t, ctx, "model", "import-gguf", q4gguf, "--output", filepath.Join(dir, "from-q4")); err != nil {
+		t.Fatal(err)
+	}
 	for _, args := range [][]string{
+		{"model", "quantize", "--bits", "4", "--group-size", "64", gguf, filepath.Join(dir, "x.gguf")},
 		{"model", "quantize", "--bits", "3", src, filepath.Join(dir, "x")},
 		{"model", "quantize", "--bits", "4", "--group-size", "48", src, filepath.Join(dir, "x")},
 		{"model", "quantize", "--bits", "8", q8, filepath.Join(dir, "x")},

@@ -57,6 +57,7 @@ type ggufFile struct {
 	Metadata map[string]any
 	Tensors  []ggufTensorInfo
 	DataBase int64 // absolute offset of the aligned data section
+	KVEnd    int64 // offset where the metadata ends (it starts at 24): QuantizeGGUF copies it
 }
 
 // ggufReader reads little-endian GGUF fields, never allocating more than
@@ -237,6 +238,7 @@ func readGGUFHeader(r io.Reader, size int64, name string) (*ggufFile, error) {
 			f.Metadata[key] = v
 		}
 	}
+	f.KVEnd = g.pos
 	f.Tensors = make([]ggufTensorInfo, 0, nTensors)
 	for i := uint64(0); i < nTensors && g.err == nil; i++ {
 		ti := ggufTensorInfo{Name: g.str()}

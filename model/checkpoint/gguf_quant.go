@@ -148,6 +148,7 @@ func readGGUFQuant(r io.ReaderAt, f *ggufFile, ti ggufTensorInfo, size uint64, n
 	if err := q.Check(); err != nil {
 		return nil, fmt.Errorf("gguf %s: tensor %q: %w", name, ti.Name, err)
 	}
+	q.LlamaQ8 = ti.Type == ggmlQ8_0 || ti.Type == ggmlQ4_0
 	t := q.Dequantize()
 	t.Quant = q
 	return t, nil
@@ -212,6 +213,11 @@ func importQuantConfig(tensors map[string]*Tensor) (QuantConfig, bool) {
 		}
 	}
 	qc.GroupSize = best
+	for _, t := range tensors {
+		if t.Quant != nil && t.Quant.LlamaQ8 {
+			qc.Activations = ActivationsQ8_0
+		}
+	}
 	for _, t := range tensors {
 		if t.Quant != nil {
 			t.Quant.Bits = qc.Bits

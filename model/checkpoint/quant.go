@@ -40,6 +40,9 @@ type QuantTensor struct {
 	Cols      int       // input features
 	Values    []int8    // [Rows, Cols]
 	Scales    []float32 // [Rows, Groups()]
+	// LlamaQ8: products round the activations to Q8_0 blocks, as llama.cpp
+	// computes its Q8_0 and Q4_0 tensors (weights imported from GGUF).
+	LlamaQ8 bool
 }
 
 // Groups is the number of scales per row.
@@ -172,6 +175,9 @@ func bestScale(vals []float32, bits int) float32 {
 	return best
 }
 
+// F16Round is v rounded to the nearest float16.
+func F16Round(v float32) float32 { return f16ToF32(f32ToF16(v)) }
+
 // GroupScale is the scale Quantize gives one group of values at bits.
 func GroupScale(vals []float32, bits int) float32 { return bestScale(vals, bits) }
 
@@ -210,9 +216,9 @@ func StackQuantRows(parts ...*QuantTensor) *QuantTensor {
 		return nil
 	}
 	first := parts[0]
-	out := &QuantTensor{Bits: first.Bits, GroupSize: first.GroupSize, Cols: first.Cols}
+	out := &QuantTensor{Bits: first.Bits, GroupSize: first.GroupSize, Cols: first.Cols, LlamaQ8: first.LlamaQ8}
 	for _, p := range parts {
-		if p == nil || p.Bits != first.Bits || p.GroupSize != first.GroupSize || p.Cols != first.Cols {
+		if p == nil || p.Bits != first.Bits || p.GroupSize != first.GroupSize || p.Cols != first.Cols || p.LlamaQ8 != first.LlamaQ8 {
 			return nil
 		}
 		out.Rows += p.Rows

@@ -42,7 +42,15 @@ type QuantConfig struct {
 	Float []string `json:"not_quantized"`
 	// Calibration describes the data a calibrated method (GPTQ) used.
 	Calibration string `json:"calibration,omitempty"`
+	// Activations, ActivationsQ8_0 for weights imported from GGUF's Q8_0
+	// and Q4_0: products round the activations to Q8_0 blocks as llama.cpp
+	// does (the modules with groups of 32), so the model computes llama.cpp's
+	// tokens. Empty: float activations.
+	Activations string `json:"activations,omitempty"`
 }
+
+// ActivationsQ8_0 is QuantConfig.Activations for llama.cpp's products.
+const ActivationsQ8_0 = "q8_0"
 
 // gptqConfig is config.json's quantization_config.
 type gptqConfig struct {
@@ -235,6 +243,9 @@ func LoadQuantized(dir string) (*Checkpoint, QuantConfig, error) {
 		default:
 			return nil, qc, fmt.Errorf("%s: %w: method %q (want %s, %s or %s)", qcPath, ErrQuant, qc.Method, QuantMethodRTN, QuantMethodGPTQ, QuantMethodGGUF)
 		}
+		if qc.Activations != "" && qc.Activations != ActivationsQ8_0 {
+			return nil, qc, fmt.Errorf("%s: %w: activations %q (want %q or none)", qcPath, ErrQuant, qc.Activations, ActivationsQ8_0)
+		}
 		if !qc.Symmetric {
 			return nil, qc, fmt.Errorf("%s: %w: asymmetric quantization (sym false) is not supported", qcPath, ErrUnsupported)
 		}
@@ -307,6 +318,7 @@ func LoadQuantized(dir string) (*Checkpoint, QuantConfig, error) {
 		if err != nil {
 			return nil, qc, err
 		}
+		q.LlamaQ8 = qc.Activations == ActivationsQ8_0 && q.GroupSize == 32
 		t := q.Dequantize()
 		t.Quant = q
 		tensors[w.Name] = t

@@ -77,6 +77,19 @@ func Describe(dir string) (Info, error) {
 		names = append(names, n)
 	}
 	sort.Strings(names)
+	quantized := false
+	for _, n := range names {
+		if _, ok := shapes[quantModule(n)+".qweight"]; ok {
+			quantized = true
+		}
+	}
+	if quantized { // count the weights, not their packed words (quant_files.go)
+		info.Parameters = 0
+		for _, n := range names {
+			c, _ := numElements(exp[n], 1<<62)
+			info.Parameters += c
+		}
+	}
 	for _, n := range names {
 		shape, ok := shapes[n]
 		if _, quantized := shapes[quantModule(n)+".qweight"]; !ok && quantized {

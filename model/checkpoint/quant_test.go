@@ -73,6 +73,17 @@ func TestQuantizeRoundTrip(t *testing.T) {
 				}
 			}
 		}
+		info, err := Describe(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var params int64
+		for _, w := range Layout(ck.Config) {
+			params += int64(len(ck.Tensors[w.Name].Data))
+		}
+		if info.Parameters != params {
+			t.Errorf("Describe: %d parameters, want %d", info.Parameters, params)
+		}
 		// Load (what model.Load calls) reads the quantized directory too.
 		if ck2, err := Load(dir); err != nil || ck2.Tensors["model.embed_tokens.weight"].Quant == nil {
 			t.Fatalf("Load of a quantized dir: %v", err)

@@ -19,6 +19,7 @@ import (
 // The Fine-tuning API over the bus training jobs (kind training in lf_jobs,
 // run by `worker --role train`):
 //
+//	POST /v1/fine_tuning/jobs                  a job from a fine-tune file (fine_tuning_create.go)
 //	GET  /v1/fine_tuning/jobs                  list, newest first (after, limit)
 //	GET  /v1/fine_tuning/jobs/{id}             the fine_tuning.job
 //	POST /v1/fine_tuning/jobs/{id}/cancel      jobs.Cancel: cancelling, then cancelled
@@ -126,9 +127,10 @@ type FineTuningCheckpoint struct {
 const MaxFineTuningEvents = 1000
 
 type fineTuning struct {
-	g    *Gateway
-	jobs *jobs.Store
-	obj  *pipeline.Objects // lf_artifacts
+	g     *Gateway
+	jobs  *jobs.Store
+	obj   *pipeline.Objects // lf_artifacts
+	files *files            // the Files API's store (training files)
 }
 
 // registerFineTuning adds the Fine-tuning routes.
@@ -141,7 +143,8 @@ func (g *Gateway) registerFineTuning(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	ft := &fineTuning{g: g, jobs: store, obj: obj}
+	ft := &fineTuning{g: g, jobs: store, obj: obj, files: &files{g: g, obj: obj, jobs: store}}
+	g.handle("POST /v1/fine_tuning/jobs", "/v1/fine_tuning/jobs", ft.create)
 	g.handle("GET /v1/fine_tuning/jobs", "/v1/fine_tuning/jobs", ft.list)
 	g.handle("GET /v1/fine_tuning/jobs/{id}", "/v1/fine_tuning/jobs/{id}", ft.get)
 	g.handle("POST /v1/fine_tuning/jobs/{id}/cancel", "/v1/fine_tuning/jobs/{id}/cancel", ft.cancel)

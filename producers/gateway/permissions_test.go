@@ -157,6 +157,7 @@ func TestGatewayRolePermissions(t *testing.T) {
 	})
 
 	t.Run("can run batches", func(t *testing.T) { runBatchAsAPI(t, ctx, s, gw) })
+	t.Run("can run fine-tuning jobs", func(t *testing.T) { runFineTuningAsAPI(t, ctx, s, gw, admin, dir) })
 
 	// denied runs f with a short deadline and wants it to fail with a
 	// permissions violation of the api connection on subject.

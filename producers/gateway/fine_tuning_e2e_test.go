@@ -1,0 +1,179 @@
+package gateway_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/openai/openai-go/v3"
+
+	"github.com/largeforge/largeforge/consumers/infer"
+	trainjobs "github.com/largeforge/largeforge/consumers/train"
+	"github.com/largeforge/largeforge/consumers/train/traintest"
+	"github.com/largeforge/largeforge/pipeline"
+	"github.com/largeforge/largeforge/pipeline/pipelinetest"
+	"github.com/largeforge/largeforge/producers/gateway"
+	"github.com/largeforge/largeforge/storage/modelstore"
+)
+
+// From upload to a chat completion against the fine-tuned model, with
+// openai-go/v3: a chat file in OpenAI's format (one assistant message of
+// weight 0) uploaded with purpose fine-tune, a supervised job on a model
+// pushed to lf_models, trained by a train worker on the bus, succeeded with
+// fine_tuned_model (pushed to lf_models as the job id, with the suffix), its
+// step events listed; an infer worker serving that name answers a chat
+// completion through the gateway. Bad requests create nothing.
+func TestFineTuningUploadToChat(t *testing.T) {
+	s := newStack(t, gateway.Config{})
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	fx := traintest.New(t, 2)
+	ms, err := modelstore.New(ctx, s.bus)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ms.Push(ctx, "tinybase", fx.Base); err != nil {
+		t.Fatal(err)
+	}
+	var lines []string
+	for i, c := range []string{"red", "blue", "green", "gold"} {
+		lines = append(lines, fmt.Sprintf(`{"messages":[{"role":"developer","content":"Answer in one word."},{"role":"user","content":"Colour %d?"},{"role":"assistant","content":"%s"}]}`, i, c))
+	}
+	lines = append(lines, `{"messages":[{"role":"user","content":"Colour?"},{"role":"assistant","content":"no","weight":0},{"role":"user","content":"Colour 0?"},{"role":"assistant","content":"red"}]}`)
+	f, err := s.oai.Files.New(ctx, openai.FileNewParams{File: openai.File(strings.NewReader(strings.Join(lines, "\n")+"\n"), "chat.jsonl", "application/jsonl"), Purpose: openai.FilePurposeFineTune})
+	if err != nil {
+		t.Fatal(err)
+	}
+	params := openai.FineTuningJobNewParams{Model: "tinybase", TrainingFile: f.ID, Suffix: openai.String("demo"),
+		Method: openai.FineTuningJobNewParamsMethod{Type: "supervised", Supervised: openai.SupervisedMethodParam{Hyperparameters: openai.SupervisedHyperparameters{
+			NEpochs: openai.SupervisedHyperparametersNEpochsUnion{OfInt: openai.Int(1)}, BatchSize: openai.SupervisedHyperparametersBatchSizeUnion{OfInt: openai.Int(2)}}}}}
+
+	// Bad requests: an unknown model, a dpo job on chat data; nothing is created.
+	var oe *openai.Error
+	bad := params
+	bad.Model = "nope"
+	if _, err := s.oai.FineTuning.Jobs.New(ctx, bad); !errors.As(err, &oe) || oe.StatusCode != http.StatusBadRequest || oe.Param != "model" {
+		t.Errorf("unknown model: %v", err)
+	}
+	bad = params
+	bad.Method = openai.FineTuningJobNewParamsMethod{Type: "dpo"}
+	if _, err := s.oai.FineTuning.Jobs.New(ctx, bad); !errors.As(err, &oe) || oe.StatusCode != http.StatusBadRequest || oe.Param != "training_file" {
+		t.Errorf("dpo on chat data: %v", err)
+	}
+	if list, err := s.oai.FineTuning.Jobs.List(ctx, openai.FineTuningJobListParams{}); err != nil || len(list.Data) != 0 {
+		t.Fatalf("bad requests created jobs: %+v, %v", list, err)
+	}
+
+	job, err := s.oai.FineTuning.Jobs.New(ctx, params)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(job.ID, "ftjob-demo-") || job.Status != "queued" || job.TrainingFile != f.ID {
+		t.Fatalf("created %+v", job)
+	}
+	wctx, stopWorker := context.WithCancel(context.Background())
+	w, err := trainjobs.Start(wctx, s.bus, trainjobs.Config{WorkerID: "trainer", ModelCache: t.TempDir(), OutputRoot: t.TempDir(),
+		ProgressEvery: 5 * time.Millisecond, MaxWait: 200 * time.Millisecond}, pipelinetest.Logger(t), nil)
+	if err != nil {
+		stopWorker()
+		t.Fatal(err)
+	}
+	defer func() {
+		stopWorker()
+		if err := w.Wait(); err != nil {
+			t.Errorf("train worker: %v", err)
+		}
+	}()
+	pipelinetest.CheckFor(t, 90*time.Second, 100*time.Millisecond, func() error {
+		if job, err = s.oai.FineTuning.Jobs.Get(ctx, job.ID); err != nil {
+			return err
+		}
+		if job.Status == "failed" {
+			t.Fatalf("job failed: %+v", job.Error)
+		}
+		if job.Status != "succeeded" {
+			return fmt.Errorf("job %s", job.Status)
+		}
+		return nil
+	})
+	if job.FineTunedModel != job.ID {
+		t.Fatalf("fine_tuned_model %q, want the job id %s", job.FineTunedModel, job.ID)
+	}
+	evs, err := s.oai.FineTuning.Jobs.ListEvents(ctx, job.ID, openai.FineTuningJobListEventsParams{})
+	if err != nil || len(evs.Data) == 0 || !strings.HasPrefix(evs.Data[0].Message, "Step ") {
+		t.Errorf("events %+v, %v", evs, err)
+	}
+
+	// Serve the fine-tuned model from lf_models and chat with it.
+	dir := t.TempDir()
+	if _, err := ms.Pull(ctx, job.FineTunedModel, dir); err != nil {
+		t.Fatal(err)
+	}
+	m, tok, err := infer.Load(job.FineTunedModel, dir, infer.Config{}, pipelinetest.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	ictx, stopInfer := context.WithCancel(context.Background())
+	iw, err := infer.Start(ictx, s.bus, []infer.ModelInput{{Name: job.FineTunedModel, Model: m, Tok: tok}},
+		infer.Config{Slots: 1, HeartbeatEvery: time.Second, MaxWait: 100 * time.Millisecond, WorkerID: "tuned"}, pipelinetest.Logger(t), nil)
+	if err != nil {
+		stopInfer()
+		t.Fatal(err)
+	}
+	defer func() { stopInfer(); _ = iw.Wait() }()
+	resp, err := s.oai.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{Model: job.FineTunedModel, MaxCompletionTokens: openai.Int(4), Temperature: openai.Float(0),
+		Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("Colour 1?")}})
+	if err != nil || len(resp.Choices) != 1 || resp.Model != job.FineTunedModel || resp.Usage.CompletionTokens == 0 {
+		t.Fatalf("chat with the fine-tuned model: %+v, %v", resp, err)
+	}
+}
+
+// runFineTuningAsAPI creates, reads and cancels a fine-tuning job with the
+// api role's credential (admin pushes the base model): the job's message is
+// on LF_TRAIN and the api connection met no permissions violation.
+func runFineTuningAsAPI(t *testing.T, ctx context.Context, s *stack, gw, admin *pipeline.Bus, modelDir string) {
+	ms, err := modelstore.New(ctx, admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ms.Push(ctx, "base", modelDir); err != nil {
+		t.Fatal(err)
+	}
+	code, body := s.rawUpload(t, ctx, `{"messages":[{"role":"user","content":"Hi"},{"role":"assistant","content":"Hello"}]}`+"\n", "fine-tune")
+	var f gateway.FileObject
+	if code != 200 || json.Unmarshal([]byte(body), &f) != nil {
+		t.Fatalf("upload %d %s", code, body)
+	}
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, s.url+"/v1/fine_tuning/jobs", strings.NewReader(`{"training_file":"`+f.ID+`","model":"base"}`))
+	code, body = s.do(t, req)
+	var j gateway.FineTuningJob
+	if code != 200 || json.Unmarshal([]byte(body), &j) != nil {
+		t.Fatalf("create %d %s", code, body)
+	}
+	for _, path := range []string{"", "/events", "/checkpoints"} {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.url+"/v1/fine_tuning/jobs/"+j.ID+path, nil)
+		if code, body := s.do(t, req); code != 200 {
+			t.Errorf("GET %s: %d %s", path, code, body)
+		}
+	}
+	req, _ = http.NewRequestWithContext(ctx, http.MethodPost, s.url+"/v1/fine_tuning/jobs/"+j.ID+"/cancel", nil)
+	if code, body := s.do(t, req); code != 200 {
+		t.Errorf("cancel: %d %s", code, body)
+	}
+	st, err := admin.JetStream().Stream(ctx, pipeline.StreamTrain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.GetLastMsgForSubject(ctx, "lf.train."+j.ID); err != nil {
+		t.Errorf("no LF_TRAIN message for %s: %v", j.ID, err)
+	}
+	if err := gw.Conn().LastError(); err != nil {
+		t.Errorf("the api role's fine-tuning work raised %v", err)
+	}
+}

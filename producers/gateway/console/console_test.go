@@ -122,3 +122,27 @@ func TestConsoleEndpoints(t *testing.T) {
 		t.Errorf("error body %s: %v", body, err)
 	}
 }
+
+// The pages load nothing from elsewhere: no absolute URL in the embedded
+// files, and every script and stylesheet they name is served by the console.
+func TestNoExternalResources(t *testing.T) {
+	srv, _ := newServer(t)
+	_, _, page := get(t, "GET", srv.URL+"/console/", "")
+	for _, name := range []string{"index.html", "app.js", "style.css"} {
+		status, hdr, body := get(t, "GET", srv.URL+"/console/static/"+name, "")
+		if status != 200 {
+			t.Fatalf("%s: %d", name, status)
+		}
+		for _, bad := range []string{"http://", "https://", "//cdn", "@import"} {
+			if strings.Contains(body, bad) {
+				t.Errorf("%s holds %q", name, bad)
+			}
+		}
+		if name != "index.html" && !strings.Contains(page, "/console/static/"+name) {
+			t.Errorf("index.html does not load %s", name)
+		}
+		if hdr.Get("Content-Type") == "" {
+			t.Errorf("%s has no content type", name)
+		}
+	}
+}

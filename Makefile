@@ -5,7 +5,7 @@ RUN_DIR ?= .run
 FUZZTIME ?= 30s
 FUZZ    ?= .
 
-.PHONY: all build install run test test-short bench lint tidy clean fuzz
+.PHONY: all build install run test test-short bench lint tidy clean fuzz chaos
 
 all: build
 
@@ -47,6 +47,11 @@ bench:
 # them); `make test` runs only their seeds (testdata/fuzz and f.Add).
 fuzz:
 	GO=$(GO) FUZZTIME=$(FUZZTIME) FUZZ='$(FUZZ)' bash scripts/fuzz.sh
+
+# The chaos test's long form (processes SIGKILLed and restarted under a mixed
+# workload; LF_CHAOS_SEED=N replays a run); `make test` runs the short form.
+chaos:
+	LF_CHAOS=long $(GO) test -count=1 -timeout 30m -run '^TestChaos$$' -v ./cmd/largeforge/
 
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)

@@ -75,6 +75,13 @@ func (b *Bus) readRange(ctx context.Context, stream, filter string, start, last 
 	if err != nil {
 		return nil, err
 	}
+	defer func() { // at once, rather than when the server finds it inactive
+		if info := c.CachedInfo(); info != nil {
+			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			_ = b.js.DeleteConsumer(dctx, stream, info.Name)
+		}
+	}()
 	var out []StreamMsg
 	for {
 		batch, err := c.Fetch(256, jetstream.FetchMaxWait(tailFetchWait))

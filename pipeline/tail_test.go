@@ -55,6 +55,18 @@ func TestTail(t *testing.T) {
 			}
 		})
 	}
+	// Tail leaves no consumer behind.
+	st, err := b.JetStream().Stream(ctx, pipeline.StreamRoutes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Consumers != 0 {
+		t.Errorf("%d consumers left on %s", info.State.Consumers, pipeline.StreamRoutes)
+	}
 	if _, err := b.Tail(ctx, pipeline.StreamRoutes, "lf.route.>", 0); !errors.Is(err, pipeline.ErrInvalidOption) {
 		t.Errorf("limit 0: %v, want ErrInvalidOption", err)
 	}

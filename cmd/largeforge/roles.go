@@ -63,6 +63,10 @@ type WorkerConfig struct {
 	// ExpertNames are experts to read from the lf_experts bucket and serve
 	// as Experts (worker --expert).
 	ExpertNames []string
+	// ServePushed (worker --serve-pushed) serves models pushed to
+	// lf_models as they come, without a restart: ["all"], or those names
+	// (a fine-tuning job's fine_tuned_model, say); fetched into ModelCache.
+	ServePushed []string
 	// LiveSince, when set, is when the server started (up): a heartbeat
 	// older than that, left by an earlier run within its TTL, is not a live
 	// worker serving an expert.
@@ -126,8 +130,11 @@ func needDataDir(name string) func(WorkerConfig) error {
 }
 
 func validateInfer(c WorkerConfig) error {
-	if len(c.Models) == 0 && len(c.Experts) == 0 && len(c.ExpertNames) == 0 {
-		return fmt.Errorf("--role infer needs at least one --model name=DIR or --expert NAME")
+	if len(c.Models) == 0 && len(c.Experts) == 0 && len(c.ExpertNames) == 0 && len(c.ServePushed) == 0 {
+		return fmt.Errorf("--role infer needs at least one --model name=DIR, --expert NAME or --serve-pushed")
+	}
+	if err := validateServePushed(c); err != nil {
+		return err
 	}
 	for _, n := range c.ExpertNames {
 		if err := pipeline.ValidToken(n); err != nil {
@@ -312,7 +319,12 @@ func startInfer(ctx context.Context, bus *pipeline.Bus, wc WorkerConfig, log zer
 		}
 		all = append(all, w)
 	}
-	if len(all) == 0 {
+	pushed, err := startServePushed(ctx, bus, wc, icfg, log, reg)
+	if err != nil {
+		stopAll()
+		return nil, err
+	}
+	if len(all) == 0 && pushed == nil {
 		return nil, fmt.Errorf("--role infer: every expert is served already and no --model is given")
 	}
 	var served []string
@@ -324,7 +336,15 @@ func startInfer(ctx context.Context, bus *pipeline.Bus, wc WorkerConfig, log zer
 		for _, w := range all {
 			errs = append(errs, w.Wait())
 		}
+		if pushed != nil {
+			errs = append(errs, pushed.Wait())
+		}
 		return errors.Join(errs...)
+	}
+	if len(all) == 0 {
+		return &startedRole{Wait: wait, describe: func(e *zerolog.Event) *zerolog.Event {
+			return e.Strs("serve_pushed", wc.ServePushed)
+		}, value: pushed}, nil
 	}
 	return &startedRole{Wait: wait, describe: func(e *zerolog.Event) *zerolog.Event {
 		return e.Strs("models", served).Str("worker_id", all[0].ID)

@@ -110,6 +110,7 @@ raw-record validator and the rejects writer, which store parts and rejects in lf
 		cacheDefault = filepath.Join(d, "largeforge", "models")
 	}
 	f.StringVar(&wc.ModelCache, "model-cache", cacheDefault, "where models fetched from lf_models are kept")
+	f.StringArrayVar(&wc.ServePushed, "serve-pushed", nil, "serve models pushed to lf_models as they come, without a restart: all, or a name such as a fine-tuning job's fine_tuned_model (repeatable)")
 	f.StringVar(&wc.DataDir, "data-dir", "./lf-data", "with --role results or dataset: where job results (<data-dir>/jobs) or datasets (<data-dir>/datasets) are written; with --role train: where the datasets of jobs without a data_dir are read")
 	f.StringVar(&wc.Train.OutputRoot, "output-root", "", "with --role train: keep each job's local output under <output-root>/<job> rather than its output_dir (its checkpoints and final model are in lf_artifacts and lf_models either way)")
 	f.IntVar(&wc.Infer.Slots, "slots", infer.DefaultSlots, "continuous-batching slots per model (the requests generated at once)")

@@ -14,6 +14,7 @@ import (
 	"github.com/largeforge/largeforge/jobs"
 	"github.com/largeforge/largeforge/logging"
 	"github.com/largeforge/largeforge/pipeline"
+	"github.com/largeforge/largeforge/producers/gateway"
 	"github.com/largeforge/largeforge/producers/submit"
 	"github.com/largeforge/largeforge/routing"
 	"github.com/largeforge/largeforge/routing/classifier"
@@ -30,6 +31,9 @@ type SubmitConfig struct {
 	// experts of the lf_experts bucket).
 	Experts     string
 	RouterModel string
+	// FileID submits a file uploaded with the gateway's POST /v1/files
+	// (read from lf_artifacts) instead of a local FILE.
+	FileID string
 }
 
 // Validate checks the flags of submit.
@@ -52,7 +56,7 @@ func (c SubmitConfig) Validate() error {
 func newSubmitCmd() *cobra.Command {
 	var sc SubmitConfig
 	cmd := &cobra.Command{
-		Use:   "submit FILE --model NAME [--kind completion|score] [--wait]",
+		Use:   "submit FILE|--file-id ID --model NAME [--kind completion|score] [--wait]",
 		Short: "Submit a batch job file (.jsonl or .parquet) and print its job id",
 		Long: `Create a batch job from FILE and publish one request per row to lf.req.<job>.<model>.
 Completion jobs take CompletionRequest lines plus custom_id (missing: the line
@@ -63,19 +67,29 @@ column names. Bad rows and duplicate custom_ids become error rows; the job goes 
 With --model auto (or rows whose model is "auto") each row goes through the gateway's
 router over the experts of --experts and the lf_experts bucket (rules, then the
 --router-model classifier) to lf.req.<job>.<expert>, and the decision to lf.route.<job>.
+--file-id file-… takes instead a JSONL file uploaded to the gateway (POST /v1/files,
+purpose batch), read from lf_artifacts.
 The job id is printed first on stdout; --wait then follows the job with a progress
 bar and exits non-zero unless it completes.`,
-		Args: cobra.ExactArgs(1),
+		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if (len(args) == 1) == (sc.FileID != "") {
+				return fmt.Errorf("give either FILE or --file-id, not both or neither")
+			}
 			if err := sc.Validate(); err != nil {
 				return err
 			}
-			return runSubmit(cmd.Context(), sc, args[0], cmd.ErrOrStderr())
+			path := sc.FileID
+			if len(args) == 1 {
+				path = args[0]
+			}
+			return runSubmit(cmd.Context(), sc, path, cmd.ErrOrStderr())
 		},
 	}
 	f := cmd.Flags()
 	f.StringVar(&sc.Submit.Model, "model", "", "model name the workers serve (required)")
 	f.StringVar(&sc.Submit.Kind, "kind", jobs.KindCompletion, "job kind: completion or score")
+	f.StringVar(&sc.FileID, "file-id", "", "submit this file uploaded to the gateway (POST /v1/files, purpose batch) instead of FILE")
 	f.StringVar(&sc.Submit.JobID, "job-id", "", "job id (default: a new batch_… id)")
 	f.DurationVar(&sc.Submit.CompletionWindow, "completion-window", jobs.DefaultCompletionWindow, "the job expires if not done within this")
 	f.IntVar(&sc.Submit.Window, "publish-window", submit.DefaultWindow, "asynchronous publishes in flight")
@@ -105,7 +119,12 @@ func runSubmit(ctx context.Context, sc SubmitConfig, path string, stderr io.Writ
 	if err != nil {
 		return err
 	}
-	sum, err := sub.Submit(ctx, path, nil)
+	var sum submit.Summary
+	if sc.FileID != "" {
+		sum, err = submitUploaded(ctx, bus, sub, sc.FileID)
+	} else {
+		sum, err = sub.Submit(ctx, path, nil)
+	}
 	if sum.Job.ID != "" {
 		fmt.Println(sum.Job.ID)
 	}
@@ -226,4 +245,22 @@ func buildRouter(ctx context.Context, bus *pipeline.Bus, file, modelDir string) 
 		return nil, nil, err
 	}
 	return r, closeFn, nil
+}
+
+// submitUploaded submits file id of the gateway's Files API, read from
+// lf_artifacts.
+func submitUploaded(ctx context.Context, bus *pipeline.Bus, sub *submit.Submitter, id string) (submit.Summary, error) {
+	obj, err := bus.Objects(ctx, pipeline.BucketArtifacts)
+	if err != nil {
+		return submit.Summary{}, err
+	}
+	r, fo, err := gateway.OpenFile(ctx, obj, id)
+	if err != nil {
+		return submit.Summary{}, fmt.Errorf("--file-id: %w (upload it with the gateway's POST /v1/files)", err)
+	}
+	defer r.Close()
+	if fo.Purpose != gateway.PurposeBatch {
+		return submit.Summary{}, fmt.Errorf("--file-id %s: purpose %q; a job's input needs purpose %q", id, fo.Purpose, gateway.PurposeBatch)
+	}
+	return sub.SubmitReader(ctx, id, r, nil)
 }

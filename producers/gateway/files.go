@@ -594,3 +594,30 @@ func (j *jsonlReader) Read(p []byte) (int, error) {
 	}
 	return 0, j.err
 }
+
+// OpenFile opens the content of file id of the Files API in lf_artifacts
+// (obj), for a reader outside the gateway (`largeforge submit --file-id`):
+// its object, and ErrNoFile for an id never uploaded or deleted. A job's
+// result file is found once it has been rendered.
+func OpenFile(ctx context.Context, obj *pipeline.Objects, id string) (io.ReadCloser, FileObject, error) {
+	if !validFileID(id) {
+		return nil, FileObject{}, fmt.Errorf("%w: %q is not a file id", ErrNoFile, id)
+	}
+	var sf storedFile
+	switch err := readSmall(ctx, obj, storage.FileMeta(id), &sf); {
+	case errors.Is(err, storage.ErrNotFound):
+		return nil, FileObject{}, fmt.Errorf("%w: %s", ErrNoFile, id)
+	case err != nil:
+		return nil, FileObject{}, err
+	case sf.Deleted:
+		return nil, FileObject{}, fmt.Errorf("%w: %s (deleted)", ErrNoFile, id)
+	}
+	r, err := obj.Get(ctx, storage.FileContent(id))
+	if errors.Is(err, pipeline.ErrObjectNotFound) {
+		return nil, FileObject{}, fmt.Errorf("%w: %s (its content is gone)", ErrNoFile, id)
+	}
+	if err != nil {
+		return nil, FileObject{}, fmt.Errorf("read %s: %w", id, err)
+	}
+	return r, sf.FileObject, nil
+}

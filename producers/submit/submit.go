@@ -144,7 +144,21 @@ func (s *Submitter) Submit(ctx context.Context, path string, progress func(rows 
 		return Summary{}, err
 	}
 	defer closeInput()
-	job, err := s.openJob(ctx, path)
+	abs, _ := filepath.Abs(path)
+	return s.run(ctx, start, rr, abs, path, progress)
+}
+
+// SubmitReader is Submit over the JSONL rows read from r (an uploaded file
+// of the gateway's Files API): input is what the job record names as its
+// input file (the file's id), and what errors name.
+func (s *Submitter) SubmitReader(ctx context.Context, input string, r io.Reader, progress func(rows int)) (Summary, error) {
+	return s.run(ctx, time.Now(), read.NewLines(r, maxRow), input, input, progress)
+}
+
+// run submits the rows of rr as the job whose input file is input (name:
+// how errors call it).
+func (s *Submitter) run(ctx context.Context, start time.Time, rr rowReader, input, name string, progress func(rows int)) (Summary, error) {
+	job, err := s.openJob(ctx, input)
 	if err != nil {
 		return Summary{Job: job}, err
 	}
@@ -158,7 +172,7 @@ func (s *Submitter) Submit(ctx context.Context, path string, progress func(rows 
 	b.pub = s.bus.NewPublisher(s.cfg.Window)
 	defer func() { _ = b.pub.Close(context.WithoutCancel(ctx)) }()
 
-	rows, err := b.stream(ctx, rr, path, progress)
+	rows, err := b.stream(ctx, rr, name, progress)
 	if err != nil {
 		return b.sum, err
 	}
@@ -170,9 +184,8 @@ func (s *Submitter) Submit(ctx context.Context, path string, progress func(rows 
 // with the same kind and model: the same file again under the same id.
 // Requests already on the bus are deduplicated by their Nats-Msg-Id,
 // results by the sink.
-func (s *Submitter) openJob(ctx context.Context, path string) (jobs.Job, error) {
-	abs, _ := filepath.Abs(path)
-	job, err := s.store.Create(ctx, jobs.Spec{ID: s.cfg.JobID, Kind: s.cfg.Kind, Model: s.cfg.Model, InputFile: abs, CompletionWindow: s.cfg.CompletionWindow})
+func (s *Submitter) openJob(ctx context.Context, input string) (jobs.Job, error) {
+	job, err := s.store.Create(ctx, jobs.Spec{ID: s.cfg.JobID, Kind: s.cfg.Kind, Model: s.cfg.Model, InputFile: input, CompletionWindow: s.cfg.CompletionWindow})
 	if !errors.Is(err, jobs.ErrExists) {
 		return job, err
 	}

@@ -256,7 +256,7 @@ func (d *doctor) checkWorkers(ctx context.Context) {
 			d.r.bad("workers", fmt.Sprintf("remove the entry: nats kv del %s %s", pipeline.BucketWorkers, k), "heartbeat %s is not JSON: %v", k, err)
 			continue
 		}
-		age := now.Sub(time.UnixMilli(hb.UpdatedAt))
+		age := now.Sub(time.Unix(hb.UpdatedAt, 0)) // unix seconds, as routing reads it
 		if hb.UpdatedAt == 0 {
 			age = now.Sub(e.Created())
 		}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/largeforge/largeforge"
 	"github.com/largeforge/largeforge/internal/dirlock"
+	"github.com/largeforge/largeforge/internal/memlimit"
 	"github.com/largeforge/largeforge/logging"
 	"github.com/largeforge/largeforge/pipeline"
 	"github.com/largeforge/largeforge/schemas"
@@ -32,6 +33,9 @@ type UpConfig struct {
 	Adapter  []string     // name=DIR: LoRA adapters merged into those models at load
 	Gateway  GatewayFlags // HTTP "" : no gateway
 	Limits   limitsFlag   // --limit: the topology's limits (pipeline.DefaultLimits and overrides)
+	// MemoryLimit is --memory-limit: the floor of the soft memory limit
+	// (memlimit.Start); "", "0" or "off": none.
+	MemoryLimit string
 }
 
 // Validate checks the flags of up.
@@ -41,6 +45,9 @@ func (c UpConfig) Validate() error {
 	}
 	if c.Replicas < 0 {
 		return fmt.Errorf("--replicas %d: want 1 or more (0: from the servers online)", c.Replicas)
+	}
+	if _, err := memlimit.Parse(c.MemoryLimit); c.MemoryLimit != "" && err != nil {
+		return fmt.Errorf("--memory-limit: %w", err)
 	}
 	if c.Gateway.HTTP != "" {
 		return c.Gateway.Validate()
@@ -95,6 +102,7 @@ node starts on a grown cluster. --replicas N sets the count exactly.`,
 	cmd.Flags().StringVar(&up.Listen, "listen", "", "client address host:port (default: --config's listen, else where LARGEFORGE_NATS points when that is one local nats:// URL, else nats.conf's 127.0.0.1:4222)")
 	cmd.Flags().StringVar(&up.Config, "config", "", "nats-server configuration FILE in place of nats.conf (a cluster node's: server_name, store_dir, cluster routes; see deploy/)")
 	addLimitFlag(cmd, &up.Limits)
+	cmd.Flags().StringVar(&up.MemoryLimit, "memory-limit", "256MiB", "soft memory limit while the live heap is small, raised to 1.5x the live heap when it grows (KiB, MiB, GiB; 0 or off: none; GOMEMLIMIT or GOGC set: theirs)")
 	cmd.Flags().IntVar(&up.Replicas, "replicas", 0, "replicas of each stream and bucket (default: 3 when 3 or more JetStream servers are online, else 1, never lowering)")
 	cmd.Flags().StringArrayVar(&up.Models, "model", nil, "serve a model: name=DIR (repeatable)")
 	cmd.Flags().StringArrayVar(&up.Adapter, "adapter", nil, "merge a LoRA adapter into a --model at load: name=ADAPTER_DIR (repeatable)")
@@ -125,6 +133,9 @@ func runUp(ctx context.Context, up UpConfig) error {
 		return err
 	}
 	defer lock.Release()
+	floor, _ := memlimit.Parse(up.MemoryLimit) // validated
+	stopLimit, _ := memlimit.Start(floor)
+	defer stopLimit()
 	reg, pr := newRegistry(), newProbes()
 	if err := serveMetrics(ctx, configFrom(ctx).MetricsAddr, reg, pr, log); err != nil {
 		return err

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"mime/multipart"
 	"net"
 	"net/http"
 	"os"
@@ -160,25 +159,12 @@ func TestBatchPublishResumedAfterGatewayCrash(t *testing.T) {
 	}
 	gw1, base := gateway(proxy.addr())
 
-	var body bytes.Buffer
-	mw := multipart.NewWriter(&body)
-	_ = mw.WriteField("purpose", "batch")
-	fw, _ := mw.CreateFormFile("file", "batch.jsonl")
-	_, _ = fw.Write(file.Bytes())
-	mw.Close()
-	var fo struct{ ID string }
-	res, err := http.Post(base+"/v1/files", mw.FormDataContentType(), &body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if code := decodeBody(t, res, &fo); code != http.StatusOK {
-		t.Fatalf("upload: %d", code)
-	}
+	fileID := uploadFile(t, base, "batch", file.String())
 	var b struct {
 		ID     string
 		Status string
 	}
-	req := map[string]string{"input_file_id": fo.ID, "endpoint": "/v1/completions", "completion_window": "24h"}
+	req := map[string]string{"input_file_id": fileID, "endpoint": "/v1/completions", "completion_window": "24h"}
 	if code := postJSON(t, base+"/v1/batches", req, &b); code != http.StatusOK || b.Status != "validating" {
 		t.Fatalf("batch created: %d %s", code, b.Status)
 	}
@@ -211,7 +197,7 @@ func TestBatchPublishResumedAfterGatewayCrash(t *testing.T) {
 	if done.RequestCounts != (jobs.Counts{Total: n, Completed: n}) || done.OutputFileID == nil {
 		t.Fatalf("completed with %+v, output %v; gateway:\n%s\nup:\n%s", done.RequestCounts, done.OutputFileID, gw2.out, up.out)
 	}
-	res, err = http.Get(base + "/v1/files/" + *done.OutputFileID + "/content")
+	res, err := http.Get(base + "/v1/files/" + *done.OutputFileID + "/content")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -32,24 +32,7 @@ func TestSubmitFileID(t *testing.T) {
 		t.Fatal(err)
 	}
 	url := serveGateway(t, ctx, g)
-	upload := func(purpose, content string) string {
-		t.Helper()
-		var body bytes.Buffer
-		mw := multipart.NewWriter(&body)
-		_ = mw.WriteField("purpose", purpose)
-		fw, _ := mw.CreateFormFile("file", "in.jsonl")
-		_, _ = fw.Write([]byte(content))
-		mw.Close()
-		res, err := http.Post(url+"/v1/files", mw.FormDataContentType(), &body)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var fo gateway.FileObject
-		if code := decodeBody(t, res, &fo); code != http.StatusOK {
-			t.Fatalf("upload: %d", code)
-		}
-		return fo.ID
-	}
+	upload := func(purpose, content string) string { return uploadFile(t, url, purpose, content) }
 	ids := []string{"a", "b", "c"}
 	var lines []string
 	for _, id := range ids {
@@ -105,4 +88,25 @@ func TestSubmitFileID(t *testing.T) {
 			}
 		})
 	}
+}
+
+// uploadFile uploads content with the gateway's POST /v1/files and returns
+// the file's id.
+func uploadFile(t *testing.T, url, purpose, content string) string {
+	t.Helper()
+	var body bytes.Buffer
+	mw := multipart.NewWriter(&body)
+	_ = mw.WriteField("purpose", purpose)
+	fw, _ := mw.CreateFormFile("file", "in.jsonl")
+	_, _ = fw.Write([]byte(content))
+	mw.Close()
+	res, err := http.Post(url+"/v1/files", mw.FormDataContentType(), &body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fo gateway.FileObject
+	if code := decodeBody(t, res, &fo); code != http.StatusOK {
+		t.Fatalf("upload: %d", code)
+	}
+	return fo.ID
 }

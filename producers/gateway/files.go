@@ -226,9 +226,13 @@ func unwrapMsg(err error) string {
 	return s
 }
 
+// metaKey is the object metadata key holding a copy of a meta.json, so
+// that listing the store lists the files without reading each meta.
+const metaKey = "file"
+
 func (f *files) putMeta(ctx context.Context, sf storedFile) error {
 	data, _ := json.Marshal(sf)
-	_, err := f.obj.Put(ctx, storage.FileMeta(sf.ID), bytes.NewReader(data))
+	_, err := f.obj.PutWithMetadata(ctx, storage.FileMeta(sf.ID), map[string]string{metaKey: string(data)}, bytes.NewReader(data))
 	return err
 }
 
@@ -334,6 +338,15 @@ func (f *files) render(ctx context.Context, j jobs.Job, errs bool) (FileObject, 
 	if err != nil {
 		return FileObject{}, fmt.Errorf("job %s: render %s: %w", j.ID, id, err)
 	}
+	fo := resultFile(j, errs)
+	fo.Bytes = int64(in.Size)
+	return fo, f.putMeta(ctx, storedFile{FileObject: fo})
+}
+
+// resultFile is the object of a finished job's output (errs false) or
+// error file, but for its size, known once it is rendered.
+func resultFile(j jobs.Job, errs bool) FileObject {
+	id, _ := resultFileID(j, errs)
 	at := j.CompletedAt
 	for _, t := range []int64{j.CancelledAt, j.ExpiredAt, j.FailedAt, j.CreatedAt} {
 		if at == 0 {
@@ -344,8 +357,7 @@ func (f *files) render(ctx context.Context, j jobs.Job, errs bool) (FileObject, 
 	if errs {
 		name = "batch_" + strings.TrimPrefix(j.ID, "batch_") + "_error.jsonl"
 	}
-	fo := FileObject{ID: id, Object: "file", Bytes: int64(in.Size), CreatedAt: at, Filename: name, Purpose: PurposeBatchOutput, Status: "processed"}
-	return fo, f.putMeta(ctx, storedFile{FileObject: fo})
+	return FileObject{ID: id, Object: "file", CreatedAt: at, Filename: name, Purpose: PurposeBatchOutput, Status: "processed"}
 }
 
 // list serves GET /v1/files (purpose, limit, after, order).
@@ -370,10 +382,10 @@ func (f *files) list(w http.ResponseWriter, r *http.Request, _ zerolog.Logger) {
 		return
 	}
 	purpose := q.Get("purpose")
-	out := make([]FileObject, 0, len(all))
-	for _, fo := range all {
-		if purpose == "" || fo.Purpose == purpose {
-			out = append(out, fo)
+	out := make([]listedFile, 0, len(all))
+	for _, lf := range all {
+		if purpose == "" || lf.Purpose == purpose {
+			out = append(out, lf)
 		}
 	}
 	sort.Slice(out, func(i, j int) bool {
@@ -383,33 +395,55 @@ func (f *files) list(w http.ResponseWriter, r *http.Request, _ zerolog.Logger) {
 		}
 		return a.CreatedAt < b.CreatedAt || (a.CreatedAt == b.CreatedAt && a.ID < b.ID)
 	})
-	writeJSON(w, http.StatusOK, page(out, q.Get("after"), limit, func(fo FileObject) string { return fo.ID }))
+	p := page(out, q.Get("after"), limit, func(lf listedFile) string { return lf.ID })
+	res := listPage[FileObject]{Object: p.Object, FirstID: p.FirstID, LastID: p.LastID, HasMore: p.HasMore, Data: make([]FileObject, 0, len(p.Data))}
+	for _, lf := range p.Data {
+		if lf.job != nil { // only the result files on the page are rendered
+			if lf.FileObject, err = f.render(ctx, *lf.job, lf.errs); err != nil {
+				errServer(w, err)
+				return
+			}
+		}
+		res.Data = append(res.Data, lf.FileObject)
+	}
+	writeJSON(w, http.StatusOK, res)
 }
 
-// all returns every file: the stored metas (tombstones left out) and the
-// result files of finished jobs, rendered now when they are not yet.
-func (f *files) all(ctx context.Context) ([]FileObject, error) {
+// listedFile is a file in a listing: stored, or a job's result file not
+// rendered yet (job set).
+type listedFile struct {
+	FileObject
+	job  *jobs.Job
+	errs bool
+}
+
+// all returns every file: the stored metas (tombstones left out), read
+// from the store's listing, and the result files of finished jobs not
+// rendered yet (rendered when a listing's page holds them).
+func (f *files) all(ctx context.Context) ([]listedFile, error) {
 	infos, err := f.obj.List(ctx)
 	if err != nil {
 		return nil, err
 	}
 	seen := map[string]bool{}
-	var out []FileObject
+	var out []listedFile
 	for _, in := range infos {
 		id, ok := storage.FileIDOfMeta(in.Name)
 		if !ok {
 			continue
 		}
 		var sf storedFile
-		if err := readSmall(ctx, f.obj, in.Name, &sf); err != nil {
-			if errors.Is(err, storage.ErrNotFound) {
-				continue // deleted meanwhile
+		if m, ok := in.Metadata[metaKey]; !ok || json.Unmarshal([]byte(m), &sf) != nil {
+			if err := readSmall(ctx, f.obj, in.Name, &sf); err != nil { // a meta stored without its copy
+				if errors.Is(err, storage.ErrNotFound) {
+					continue // deleted meanwhile
+				}
+				return nil, err
 			}
-			return nil, err
 		}
 		seen[id] = true
 		if !sf.Deleted {
-			out = append(out, sf.FileObject)
+			out = append(out, listedFile{FileObject: sf.FileObject})
 		}
 	}
 	js, err := f.jobs.List(ctx)
@@ -419,11 +453,7 @@ func (f *files) all(ctx context.Context) ([]FileObject, error) {
 	for _, j := range js {
 		for _, errs := range []bool{false, true} {
 			if id, ok := resultFileID(j, errs); ok && !seen[id] {
-				fo, err := f.render(ctx, j, errs)
-				if err != nil {
-					return nil, err
-				}
-				out = append(out, fo)
+				out = append(out, listedFile{FileObject: resultFile(j, errs), job: &j, errs: errs})
 			}
 		}
 	}

@@ -26,8 +26,9 @@ import (
 // weight 0) uploaded with purpose fine-tune, a supervised job on a model
 // pushed to lf_models, trained by a train worker on the bus, succeeded with
 // fine_tuned_model (pushed to lf_models as the job id, with the suffix), its
-// step events listed; an infer worker serving that name answers a chat
-// completion through the gateway. Bad requests create nothing.
+// step events listed; an infer worker serving every pushed model, started
+// before the job, serves it without a restart and answers a chat completion
+// through the gateway. Bad requests create nothing.
 func TestFineTuningUploadToChat(t *testing.T) {
 	s := newStack(t, gateway.Config{})
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
@@ -76,6 +77,18 @@ func TestFineTuningUploadToChat(t *testing.T) {
 	if !strings.HasPrefix(job.ID, "ftjob-demo-") || job.Status != "queued" || job.TrainingFile != f.ID {
 		t.Fatalf("created %+v", job)
 	}
+	pctx, stopPushed := context.WithCancel(context.Background())
+	pushed, err := infer.ServePushed(pctx, s.bus, infer.PushedConfig{All: true, Cache: t.TempDir(), Every: 50 * time.Millisecond},
+		infer.Config{Slots: 1, HeartbeatEvery: time.Second, MaxWait: 100 * time.Millisecond, WorkerID: "pushed"}, pipelinetest.Logger(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		stopPushed()
+		if err := pushed.Wait(); err != nil {
+			t.Errorf("pushed models: %v", err)
+		}
+	}()
 	wctx, stopWorker := context.WithCancel(context.Background())
 	w, err := trainjobs.Start(wctx, s.bus, trainjobs.Config{WorkerID: "trainer", ModelCache: t.TempDir(), OutputRoot: t.TempDir(),
 		ProgressEvery: 5 * time.Millisecond, MaxWait: 200 * time.Millisecond}, pipelinetest.Logger(t), nil)
@@ -109,24 +122,20 @@ func TestFineTuningUploadToChat(t *testing.T) {
 		t.Errorf("events %+v, %v", evs, err)
 	}
 
-	// Serve the fine-tuned model from lf_models and chat with it.
-	dir := t.TempDir()
-	if _, err := ms.Pull(ctx, job.FineTunedModel, dir); err != nil {
-		t.Fatal(err)
-	}
-	m, tok, err := infer.Load(job.FineTunedModel, dir, infer.Config{}, pipelinetest.Logger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
-	ictx, stopInfer := context.WithCancel(context.Background())
-	iw, err := infer.Start(ictx, s.bus, []infer.ModelInput{{Name: job.FineTunedModel, Model: m, Tok: tok}},
-		infer.Config{Slots: 1, HeartbeatEvery: time.Second, MaxWait: 100 * time.Millisecond, WorkerID: "tuned"}, pipelinetest.Logger(t), nil)
-	if err != nil {
-		stopInfer()
-		t.Fatal(err)
-	}
-	defer func() { stopInfer(); _ = iw.Wait() }()
+	// The worker serving every pushed model (started before the job) serves
+	// the fine-tuned one without a restart; chat with it.
+	pipelinetest.CheckFor(t, 30*time.Second, 50*time.Millisecond, func() error {
+		page, err := s.oai.Models.List(ctx)
+		if err != nil {
+			return err
+		}
+		for _, m := range page.Data {
+			if m.ID == job.FineTunedModel {
+				return nil
+			}
+		}
+		return fmt.Errorf("%s not live yet", job.FineTunedModel)
+	})
 	resp, err := s.oai.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{Model: job.FineTunedModel, MaxCompletionTokens: openai.Int(4), Temperature: openai.Float(0),
 		Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("Colour 1?")}})
 	if err != nil || len(resp.Choices) != 1 || resp.Model != job.FineTunedModel || resp.Usage.CompletionTokens == 0 {

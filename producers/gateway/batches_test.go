@@ -221,13 +221,39 @@ func TestBatchesOpenAISDK(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		// Cancelled once its requests are queued (in_progress: all published).
+		s.waitBatch(t, ctx, nb.ID, openai.BatchStatusInProgress)
 		cb, err := s.oai.Batches.Cancel(ctx, nb.ID)
 		if err != nil || cb.Status != openai.BatchStatusCancelling || cb.CancellingAt == 0 {
 			t.Fatalf("cancel: %+v %v", cb, err)
 		}
 		cb = s.waitBatch(t, ctx, nb.ID, openai.BatchStatusCancelled)
-		if cb.CancelledAt == 0 || cb.RequestCounts.Completed >= 200 {
-			t.Errorf("cancelled batch %+v", cb)
+		if cb.CancelledAt == 0 || cb.RequestCounts.Total != 200 || cb.RequestCounts.Completed >= 200 {
+			t.Errorf("cancelled batch %+v", cb.RequestCounts)
+		}
+		// The workers skip what was queued (api cannot purge LF_REQUESTS):
+		// the work queue ends up holding none of the batch's requests.
+		st, err := s.bus.JetStream().Stream(ctx, pipeline.StreamRequests)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pipelinetest.CheckFor(t, 30*time.Second, 50*time.Millisecond, func() error {
+			info, err := st.Info(ctx, jetstream.WithSubjectFilter("lf.req."+nb.ID+".>"))
+			if err != nil || len(info.State.Subjects) != 0 {
+				return fmt.Errorf("LF_REQUESTS holds requests of the cancelled batch: %v %v", info.State.Subjects, err)
+			}
+			return nil
+		})
+		// The counts are those of the files: every finished request once.
+		cb = s.waitBatch(t, ctx, nb.ID, openai.BatchStatusCancelled)
+		done := 0
+		for _, id := range []string{cb.OutputFileID, cb.ErrorFileID} {
+			if id != "" {
+				done += len(s.contentLines(t, ctx, id))
+			}
+		}
+		if c := cb.RequestCounts; done != int(c.Completed+c.Failed) || c.Completed >= 200 {
+			t.Errorf("cancelled batch: counts %+v, %d lines in its files", c, done)
 		}
 		if _, err := s.oai.Batches.Cancel(ctx, nb.ID); err == nil || !strings.Contains(err.Error(), "400") {
 			t.Errorf("cancelling a cancelled batch: %v, want a 400", err)

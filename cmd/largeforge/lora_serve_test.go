@@ -62,14 +62,7 @@ func TestLoRAServedUnmergedEndToEnd(t *testing.T) {
 	as := func(ctx context.Context, role string, args ...string) (string, error) {
 		return runCLIAs(t, ctx, e, role, args...)
 	}
-	must := func(role string, args ...string) string {
-		t.Helper()
-		out, err := as(ctx, role, args...)
-		if err != nil {
-			t.Fatalf("largeforge %s as %s: %v\n%s", strings.Join(args, " "), role, err, out)
-		}
-		return out
-	}
+	must := mustAs(t, ctx, e)
 	digest := strings.Fields(must("admin", "model", "push", "legal-adapter", adapter))[2]
 	expert, _ := json.Marshal(schemas.ExpertConfig{Name: "legal", ModelPath: "legal-adapter", Keywords: []string{"contract"}, Priority: 1, MaxTokens: 256})
 	ekv, err := admin.KV(ctx, pipeline.BucketExperts)
@@ -80,12 +73,7 @@ func TestLoRAServedUnmergedEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	sinkCtx, sinkStop := context.WithCancel(ctx)
-	sink, err := startWorkers(sinkCtx, pipelinetest.ConnectRole(t, e, "results", log), WorkerConfig{DataDir: t.TempDir()}, []string{RoleResults}, log, prometheus.NewRegistry())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sinkStop(); _ = sink.Wait() })
+	startResultsSinkAs(t, ctx, e, log)
 	cache := t.TempDir()
 	wctx, wstop := context.WithCancel(ctx)
 	done := make(chan error, 1)

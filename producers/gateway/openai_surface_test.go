@@ -56,6 +56,7 @@ func TestOpenAIRequestSurface(t *testing.T) {
 		t.Fatal(err)
 	}
 	lp := resp.Choices[0].Logprobs.Content
+	resp0Text := resp.Choices[0].Message.Content
 	var text strings.Builder
 	for _, tl := range lp {
 		if len(tl.TopLogprobs) != 2 || tl.TopLogprobs[0].Token != tl.Token || tl.TopLogprobs[0].Logprob != tl.Logprob || tl.Logprob > 0 || string(bytesOf(tl.Bytes)) != tl.Token {
@@ -111,6 +112,21 @@ func TestOpenAIRequestSurface(t *testing.T) {
 	last := chunks[len(chunks)-1]
 	if len(last.Choices) != 0 || last.Usage.CompletionTokens == 0 || !finished[0] || !finished[1] {
 		t.Errorf("last chunk %+v; choices finished %v", last, finished)
+	}
+
+	// Streamed, a choice's logprobs come with its last chunk.
+	st = s.oai.Chat.Completions.NewStreaming(ctx, openai.ChatCompletionNewParams{Model: "stories", MaxTokens: openai.Int(6), Temperature: openai.Float(0),
+		Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("Tell me a story")}, Logprobs: openai.Bool(true)})
+	var streamed []openai.ChatCompletionTokenLogprob
+	var streamedText strings.Builder
+	for st.Next() {
+		for _, ch := range st.Current().Choices {
+			streamed = append(streamed, ch.Logprobs.Content...)
+			streamedText.WriteString(ch.Delta.Content)
+		}
+	}
+	if err := st.Err(); err != nil || len(streamed) != len(lp) || streamedText.String() != resp0Text {
+		t.Errorf("streamed logprobs: %d for %q (%v), want %d for %q", len(streamed), streamedText.String(), err, len(lp), resp0Text)
 	}
 
 	// GET /v1/models/{id}: the model object, or OpenAI's 404.

@@ -109,15 +109,7 @@ func (o *Objects) PutWithMetadata(ctx context.Context, name string, metadata map
 		o.purge(chunks)
 		return fail(err)
 	}
-	m := nats.NewMsg(fmt.Sprintf("$O.%s.M.%s", o.bucket, base64.URLEncoding.EncodeToString([]byte(name))))
-	m.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
-	if m.Data, err = json.Marshal(info); err != nil {
-		o.purge(chunks)
-		return fail(err)
-	}
-	pctx, cancel := ackContext(ctx)
-	defer cancel()
-	if _, err := o.js.PublishMsg(pctx, m); err != nil {
+	if err := o.publishMeta(ctx, info); err != nil {
 		o.purge(chunks)
 		return fail(err)
 	}
@@ -126,6 +118,21 @@ func (o *Objects) PutWithMetadata(ctx context.Context, name string, metadata map
 	}
 	info.ModTime = time.Now().UTC()
 	return objectInfoOf(info), nil
+}
+
+// publishMeta publishes info as the meta message of info.Name, replacing
+// the one before it (a rollup), as jetstream does.
+func (o *Objects) publishMeta(ctx context.Context, info *jetstream.ObjectInfo) error {
+	m := nats.NewMsg(fmt.Sprintf("$O.%s.M.%s", o.bucket, base64.URLEncoding.EncodeToString([]byte(info.Name))))
+	m.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
+	var err error
+	if m.Data, err = json.Marshal(info); err != nil {
+		return err
+	}
+	pctx, cancel := ackContext(ctx)
+	defer cancel()
+	_, err = o.js.PublishMsg(pctx, m)
+	return err
 }
 
 // objectChunkSize is the size of an object's chunks (jetstream's default).

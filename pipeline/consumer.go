@@ -101,6 +101,23 @@ type ConsumerConfig struct {
 	// and work must go to whichever worker is free (inference, training); when
 	// Run ends, a batch still held is nakked without delay (Stats.Released).
 	Prefetch bool
+	// Gather, when above 0, keeps each batch open that long after its
+	// first message, taking up to Batch messages whether or not the stream
+	// had them when it began (instead of Linger for those pending then):
+	// fewer, larger batches for a handler whose cost is mostly per batch
+	// (the results sink writes a part per batch), at up to Gather of
+	// latency each.
+	Gather time.Duration
+	// Refill, when above 0, makes the loop continuous for a handler that
+	// returns Deferred outcomes at once (it starts the work and returns):
+	// the loop counts the messages it has asked for and not yet settled
+	// against MaxAckPending, and whenever at least Refill of that window are
+	// free it asks for exactly the free count in one pull, handing each
+	// message to Handle as it arrives (with those arrived beside it, up to
+	// Batch), with no Linger. So the handler holds MaxAckPending messages
+	// while the stream has them, and a slow one's end is never a lull. Not
+	// with Prefetch. See consumer_window.go.
+	Refill int
 	// Metrics, when not nil, receives the loop's counts (see NewMetrics).
 	Metrics *Metrics
 	// DLQToken maps a message subject to the last DLQ subject token. Default:
@@ -136,12 +153,12 @@ func (c ConsumerConfig) Validate() error {
 			return fmt.Errorf("%w: filter subject %q", ErrInvalidOption, f)
 		}
 	}
-	for name, v := range map[string]int{"batch": c.Batch, "max ack pending": c.MaxAckPending, "max deliver": c.MaxDeliver} {
+	for name, v := range map[string]int{"batch": c.Batch, "max ack pending": c.MaxAckPending, "max deliver": c.MaxDeliver, "refill": c.Refill} {
 		if v < 0 {
 			return fmt.Errorf("%w: %s %d is negative (0 means the default)", ErrInvalidOption, name, v)
 		}
 	}
-	for name, v := range map[string]time.Duration{"max wait": c.MaxWait, "linger": c.Linger, "ack wait": c.AckWait, "nak delay": c.NakDelay, "in progress every": c.InProgressEvery, "drain timeout": c.DrainTimeout} {
+	for name, v := range map[string]time.Duration{"max wait": c.MaxWait, "linger": c.Linger, "gather": c.Gather, "ack wait": c.AckWait, "nak delay": c.NakDelay, "in progress every": c.InProgressEvery, "drain timeout": c.DrainTimeout} {
 		if v < 0 {
 			return fmt.Errorf("%w: %s %v is negative (0 means the default)", ErrInvalidOption, name, v)
 		}
@@ -149,6 +166,15 @@ func (c ConsumerConfig) Validate() error {
 	d := c.withDefaults()
 	if d.MaxAckPending < d.Batch {
 		return fmt.Errorf("%w: max ack pending %d is below the batch size %d", ErrInvalidOption, d.MaxAckPending, d.Batch)
+	}
+	if d.Refill > d.MaxAckPending {
+		return fmt.Errorf("%w: refill %d is above max ack pending %d", ErrInvalidOption, d.Refill, d.MaxAckPending)
+	}
+	if d.Refill > 0 && (d.Prefetch || d.Gather > 0) {
+		return fmt.Errorf("%w: refill excludes prefetch and gather (a continuous loop hands messages on as they come)", ErrInvalidOption)
+	}
+	if d.Gather > 0 && d.Gather < time.Millisecond {
+		return fmt.Errorf("%w: gather %v is below 1ms", ErrInvalidOption, d.Gather)
 	}
 	if d.InProgressEvery >= d.AckWait {
 		return fmt.Errorf("%w: in progress every %v must be below ack wait %v", ErrInvalidOption, d.InProgressEvery, d.AckWait)
@@ -243,6 +269,7 @@ type Consumer struct {
 	h    Handler
 	log  zerolog.Logger
 	cons atomic.Pointer[jetstream.Consumer]
+	win  *window // with Refill: the MaxAckPending window's free room
 
 	fetched, batches, acked, nakked, dead, dlqFailed, deferred, released atomic.Uint64
 
@@ -287,6 +314,9 @@ func NewConsumer(ctx context.Context, bus *Bus, cfg ConsumerConfig, h Handler, l
 		log: log.With().Str("logger", "pipeline.consumer").Str("stream", cfg.Stream).Str("durable", cfg.Durable).Str("stage", cfg.Stage).Logger(),
 	}
 	c.m = newConsumerMetrics(cfg.Metrics, cfg.Stream, cfg.Durable)
+	if c.cfg.Refill > 0 {
+		c.win = newWindow(c.cfg.MaxAckPending)
+	}
 	if err := c.ensure(ctx); err != nil {
 		return nil, err
 	}
@@ -342,12 +372,16 @@ func (c *Consumer) Run(ctx context.Context) error {
 	fetchErr := make(chan error, 1)
 	go func() {
 		defer close(batches)
+		if c.win != nil {
+			fetchErr <- c.windowLoop(ctx, batches)
+			return
+		}
 		fetchErr <- c.fetchLoop(ctx, batches, free)
 	}()
 	for msgs := range batches {
 		busy.Add(1)
 		c.process(hctx, msgs, &busy, &settling)
-		if !c.cfg.Prefetch {
+		if !c.cfg.Prefetch && c.win == nil {
 			free <- struct{}{}
 		}
 	}
@@ -392,25 +426,35 @@ func (c *Consumer) fetchLoop(ctx context.Context, out chan<- []jetstream.Msg, fr
 		if err == nil || ctx.Err() != nil {
 			continue
 		}
-		if c.bus.nc.IsClosed() {
-			return fmt.Errorf("consumer %s: %w", c.cfg.Durable, nats.ErrConnectionClosed)
+		if err := c.fetchFailed(ctx, err, &failures); err != nil {
+			return err
 		}
-		failures++
-		c.m.fetchErrors.Inc()
-		ev := c.log.Debug()
-		if failures == 1 || failures%60 == 0 { // not one line per retry during an outage
-			ev = c.log.Warn()
+	}
+	return nil
+}
+
+// fetchFailed logs a failed fetch, recreates a consumer found missing and
+// waits NakDelay before the next try; it returns an error only for a closed
+// connection, which ends Run.
+func (c *Consumer) fetchFailed(ctx context.Context, err error, failures *int) error {
+	if c.bus.nc.IsClosed() {
+		return fmt.Errorf("consumer %s: %w", c.cfg.Durable, nats.ErrConnectionClosed)
+	}
+	*failures++
+	c.m.fetchErrors.Inc()
+	ev := c.log.Debug()
+	if *failures == 1 || *failures%60 == 0 { // not one line per retry during an outage
+		ev = c.log.Warn()
+	}
+	ev.Err(err).Int("failures", *failures).Msg("fetch failed; retrying")
+	if errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrConsumerDeleted) {
+		if err := c.ensure(ctx); err != nil {
+			c.log.Error().Err(err).Msg("recreate consumer")
 		}
-		ev.Err(err).Int("failures", failures).Msg("fetch failed; retrying")
-		if errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrConsumerDeleted) {
-			if err := c.ensure(ctx); err != nil {
-				c.log.Error().Err(err).Msg("recreate consumer")
-			}
-		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(c.cfg.NakDelay):
-		}
+	}
+	select {
+	case <-ctx.Done():
+	case <-time.After(c.cfg.NakDelay):
 	}
 	return nil
 }
@@ -446,7 +490,8 @@ func (c *Consumer) hold(ctx context.Context, msgs []jetstream.Msg, out chan<- []
 // fetch waits up to MaxWait for one message, then takes up to Batch-1 more of
 // those the first message's metadata says are pending, waiting at most Linger
 // for them: a lone message is handled at once and a busy stream gives full
-// batches. Both are ordinary pull requests that end on the server's expiry
+// batches (with Gather: up to Batch-1 more, whatever comes within Gather).
+// Both are ordinary pull requests that end on the server's expiry
 // (no FetchNoWait: a no-wait request blocked by a full MaxAckPending window
 // outlives the client's wait, and no FetchContext: a client that gives up on
 // its own clock can miss a message delivered just before expiry, which then
@@ -457,12 +502,15 @@ func (c *Consumer) fetch(ctx context.Context) ([]jetstream.Msg, error) {
 	if len(msgs) == 0 || err != nil || c.cfg.Batch == 1 || ctx.Err() != nil {
 		return msgs, err
 	}
-	meta, merr := msgs[0].Metadata()
-	if merr != nil || meta.NumPending == 0 {
-		return msgs, nil
+	n, wait := c.cfg.Batch-1, c.cfg.Gather
+	if wait == 0 {
+		meta, merr := msgs[0].Metadata()
+		if merr != nil || meta.NumPending == 0 {
+			return msgs, nil
+		}
+		n, wait = int(min(uint64(n), meta.NumPending)), c.cfg.Linger
 	}
-	n := int(min(uint64(c.cfg.Batch-1), meta.NumPending))
-	more, err := collect(cons.Fetch(n, jetstream.FetchMaxWait(c.cfg.Linger)))
+	more, err := collect(cons.Fetch(n, jetstream.FetchMaxWait(wait)))
 	return append(msgs, more...), err
 }
 
@@ -474,11 +522,16 @@ func collect(b jetstream.MessageBatch, err error) ([]jetstream.Msg, error) {
 	for m := range b.Messages() {
 		msgs = append(msgs, m)
 	}
+	return msgs, batchErr(b)
+}
+
+// batchErr is the error that ended a pull, nil for its expiry.
+func batchErr(b jetstream.MessageBatch) error {
 	if err := b.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) &&
 		!errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, nats.ErrTimeout) {
-		return msgs, err
+		return err
 	}
-	return msgs, nil
+	return nil
 }
 
 // delivery is a fetched message: the JetStream one, which the loop settles,
@@ -507,6 +560,7 @@ func (c *Consumer) process(hctx context.Context, msgs []jetstream.Msg, busy *ato
 		d := newDelivery(m)
 		if d.msg.Deliveries > uint64(c.cfg.MaxDeliver) {
 			c.deadLetter(hctx, d, Invalid("max deliveries exceeded", fmt.Errorf("delivery %d of %d: the previous attempt did not finish", d.msg.Deliveries, c.cfg.MaxDeliver)))
+			c.win.give(1)
 			continue
 		}
 		todo = append(todo, d)
@@ -537,6 +591,7 @@ func (c *Consumer) process(hctx context.Context, msgs []jetstream.Msg, busy *ato
 			continue
 		}
 		c.settle(hctx, d, errs[i])
+		c.win.give(1)
 	}
 	if len(later) == 0 {
 		busy.Add(-1)
@@ -556,6 +611,7 @@ func (c *Consumer) process(hctx context.Context, msgs []jetstream.Msg, busy *ato
 				err = waits[i](hctx)
 			}
 			c.settle(hctx, d, err)
+			c.win.give(1)
 		}
 	}()
 }

@@ -93,22 +93,7 @@ func TestQ4_0GGUFMatchesLlamaCpp(t *testing.T) {
 	if err := checkpoint.QuantizeGGUF(src, q4, 4, 32); err != nil {
 		t.Fatal(err)
 	}
-	data, err := os.ReadFile(q4)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if sum := fmt.Sprintf("%x", sha256.Sum256(data)); sum != ref.FileSHA256 {
-		t.Fatalf("Q4_0 file sha256 %s, llama.cpp ran on %s", sum, ref.FileSHA256)
-	}
-	out := filepath.Join(dir, "m")
-	if err := checkpoint.ImportGGUF(q4, out); err != nil {
-		t.Fatal(err)
-	}
-	m, err := Load(out, WithEngine(EngineNative))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
+	m := importLlamaRan(t, q4, ref)
 	if q := m.native.layers[0].qkv.q; q == nil || !q.llamaQ8 {
 		t.Fatal("Q4_0 weights not on llama.cpp's products")
 	}
@@ -130,6 +115,29 @@ func TestQ4_0GGUFMatchesLlamaCpp(t *testing.T) {
 			t.Errorf("%q: only the first %d greedy ids agree with llama.cpp's (want %d):\n got %v\nwant %v", p.Prompt, same, greedyParityLlamaQ4, res[0].IDs, p.GreedyIDs)
 		}
 	}
+}
+
+// importLlamaRan checks that gguf is the file llama.cpp ran for ref (its
+// sha256), imports it kept quantized and loads it on the native engine.
+func importLlamaRan(t *testing.T, gguf string, ref llamaRef) *Model {
+	t.Helper()
+	data, err := os.ReadFile(gguf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum := fmt.Sprintf("%x", sha256.Sum256(data)); sum != ref.FileSHA256 {
+		t.Fatalf("%s: sha256 %s, llama.cpp ran on %s", filepath.Base(gguf), sum, ref.FileSHA256)
+	}
+	out := filepath.Join(t.TempDir(), "m")
+	if err := checkpoint.ImportGGUF(gguf, out); err != nil {
+		t.Fatal(err)
+	}
+	m, err := Load(out, WithEngine(EngineNative))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	return m
 }
 
 // greedyParityLlamaQ4 is how many greedy ids of each prompt must agree with

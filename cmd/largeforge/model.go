@@ -88,7 +88,7 @@ func newModelCmd() *cobra.Command {
 		},
 	}
 	infoCmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
-	cmd.AddCommand(initCmd, importCmd, infoCmd, newQuantizeCmd())
+	cmd.AddCommand(initCmd, importCmd, infoCmd, newQuantizeCmd(), newExportGGUFCmd())
 	cmd.AddCommand(modelStoreCmds()...)
 	return cmd
 }

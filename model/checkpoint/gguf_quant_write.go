@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"strings"
 )
 
 // QuantizeGGUF writes the GGUF file src to dst with every F32 matrix whose
@@ -12,13 +13,34 @@ import (
 // Q8_0 for bits 8, Q4_0 for bits 4 (groupSize 0 or 32); the other tensors
 // and the metadata are copied byte for byte. llama.cpp loads the result.
 func QuantizeGGUF(src, dst string, bits, groupSize int) error {
-	typ := ggmlQ8_0
 	switch {
 	case bits == 4 && (groupSize == 0 || groupSize == 32):
-		typ = ggmlQ4_0
+		return QuantizeGGUFType(src, dst, "q4_0")
 	case bits == 8 && groupSize == 0:
-	default:
-		return fmt.Errorf("quantize gguf %s: %w: %d bits, group size %d (GGUF blocks: 8 bits per channel as Q8_0, or 4 bits in groups of 32 as Q4_0)", src, ErrQuant, bits, groupSize)
+		return QuantizeGGUFType(src, dst, "q8_0")
+	}
+	return fmt.Errorf("quantize gguf %s: %w: %d bits, group size %d (GGUF blocks: 8 bits per channel as Q8_0, or 4 bits in groups of 32 as Q4_0)", src, ErrQuant, bits, groupSize)
+}
+
+// GGUFQuantTypes are the names QuantizeGGUFType takes.
+var GGUFQuantTypes = []string{"q8_0", "q4_0", "q4_k", "q6_k", "q4_k_m"}
+
+// QuantizeGGUFType is QuantizeGGUF by llama.cpp's type name: q8_0, q4_0
+// (blocks of 32), q4_k, q6_k (super-blocks of 256, ggml's reference K-quant
+// quantizers, gguf_kquant_write.go), or q4_k_m, a mix in the manner of
+// llama-quantize's Q4_K_M: Q6_K for attn_v, ffn_down and the output (the
+// embedding when the head is tied to it), Q4_K for the other matrices. A
+// matrix whose rows are not whole blocks of its type stays F32.
+func QuantizeGGUFType(src, dst, name string) error {
+	pick, ok := map[string]func(string) uint32{
+		"q8_0": func(string) uint32 { return ggmlQ8_0 },
+		"q4_0": func(string) uint32 { return ggmlQ4_0 },
+		"q4_k": func(string) uint32 { return ggmlQ4_K },
+		"q6_k": func(string) uint32 { return ggmlQ6_K },
+		"q4_k_m": nil, // set below: it depends on the file's tensors
+	}[name]
+	if !ok {
+		return fmt.Errorf("quantize gguf %s: %w: type %q (want one of %v)", src, ErrQuant, name, GGUFQuantTypes)
 	}
 	fh, f, size, err := openGGUF(src)
 	if err != nil {
@@ -36,6 +58,23 @@ func QuantizeGGUF(src, dst string, bits, groupSize int) error {
 	if a, ok := f.Metadata["general.alignment"].(uint64); ok {
 		align = a
 	}
+	if pick == nil {
+		tied := true
+		for _, ti := range f.Tensors {
+			tied = tied && ti.Name != "output.weight"
+		}
+		pick = func(tensor string) uint32 {
+			for _, suffix := range []string{"attn_v.weight", "ffn_down.weight", "output.weight"} {
+				if strings.HasSuffix(tensor, suffix) {
+					return ggmlQ6_K
+				}
+			}
+			if tied && tensor == "token_embd.weight" {
+				return ggmlQ6_K
+			}
+			return ggmlQ4_K
+		}
+	}
 	var data []byte
 	infos := make([]ggufTensorInfo, len(f.Tensors))
 	for i, ti := range f.Tensors {
@@ -47,7 +86,8 @@ func QuantizeGGUF(src, dst string, bits, groupSize int) error {
 		if _, err := fh.ReadAt(raw, f.DataBase+int64(ti.Offset)); err != nil {
 			return fmt.Errorf("gguf %s: tensor %q: %w", src, ti.Name, ErrTruncated)
 		}
-		if ti.Type == ggmlF32 && len(ti.Dims) == 2 && ti.Dims[0]%32 == 0 {
+		typ := pick(ti.Name)
+		if elems, _, _ := ggmlBlock(typ); ti.Type == ggmlF32 && len(ti.Dims) == 2 && ti.Dims[0]%uint64(elems) == 0 {
 			raw = ggmlQuantizeRows(raw, typ)
 			ti.Type = typ
 		}
@@ -83,10 +123,24 @@ func QuantizeGGUF(src, dst string, bits, groupSize int) error {
 
 // ggmlQuantizeRows quantizes little-endian float32 values, blocks of 32,
 // as ggml's quantize_row_q8_0_ref or quantize_row_q4_0_ref do (float32
-// arithmetic, the same rounding).
+// arithmetic, the same rounding), or super-blocks of 256 as Q4_K or Q6_K.
 func ggmlQuantizeRows(raw []byte, typ uint32) []byte {
 	n := len(raw) / 4
 	var out []byte
+	if typ == ggmlQ4_K || typ == ggmlQ6_K {
+		x := make([]float32, kBlock)
+		for b := 0; b < n; b += kBlock {
+			for j := range x {
+				x[j] = math.Float32frombits(binary.LittleEndian.Uint32(raw[4*(b+j):]))
+			}
+			if typ == ggmlQ4_K {
+				out = quantizeQ4KBlock(out, x)
+			} else {
+				out = quantizeQ6KBlock(out, x)
+			}
+		}
+		return out
+	}
 	var x [32]float32
 	for b := 0; b < n; b += 32 {
 		for j := range x {

@@ -35,6 +35,16 @@ var presets = map[string]Config{
 		RMSNormEps: 1e-5, RopeTheta: DefaultRopeTheta,
 		BOSTokenID: ByteBOSID, EOSTokenIDs: []int{ByteEOSID}, TorchDtype: "float32",
 	},
+	// k256: every matrix's rows are whole 256-wide super-blocks (hidden
+	// 256, intermediate 768), so llama.cpp's K-quants (Q4_K, Q6_K) take
+	// every matrix; 1.7M parameters in 2 layers, grouped-query attention.
+	"k256": {
+		Architecture: ArchLlama, ModelType: "llama",
+		VocabSize: ByteVocabSize, HiddenSize: 256, IntermediateSize: 768, NumLayers: 2,
+		NumHeads: 4, NumKVHeads: 2, HeadDim: 64, MaxPositionEmbeddings: initMaxPosition,
+		RMSNormEps: 1e-5, RopeTheta: DefaultRopeTheta,
+		BOSTokenID: ByteBOSID, EOSTokenIDs: []int{ByteEOSID}, TorchDtype: "float32",
+	},
 	// 15m: the llama2.c stories15M shape (tied embeddings, 15.2M parameters).
 	"15m": {
 		Architecture: ArchLlama, ModelType: "llama",

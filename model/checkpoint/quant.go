@@ -209,21 +209,42 @@ func (q *QuantTensor) PermuteRows(from func(i int) int) *QuantTensor {
 }
 
 // StackQuantRows stacks the parts' rows (as the native engine fuses q, k
-// and v): nil unless every part is quantized alike (bits, group size,
-// columns).
+// and v): nil unless every part is quantized alike (bits, columns, the
+// llama.cpp products), their group sizes aside: parts whose group sizes
+// differ but all divide the largest (a GGUF's Q4_K q and k, 32, with its
+// Q6_K v, 16) are stacked at the smallest, each scale of a coarser group
+// repeated for its finer ones (the same values).
 func StackQuantRows(parts ...*QuantTensor) *QuantTensor {
 	if len(parts) == 0 || parts[0] == nil {
 		return nil
 	}
 	first := parts[0]
-	out := &QuantTensor{Bits: first.Bits, GroupSize: first.GroupSize, Cols: first.Cols, LlamaQ8: first.LlamaQ8}
+	g := first.GroupSize
 	for _, p := range parts {
-		if p == nil || p.Bits != first.Bits || p.GroupSize != first.GroupSize || p.Cols != first.Cols || p.LlamaQ8 != first.LlamaQ8 {
+		if p == nil || p.Bits != first.Bits || p.Cols != first.Cols || p.LlamaQ8 != first.LlamaQ8 {
+			return nil
+		}
+		g = min(g, p.GroupSize)
+	}
+	out := &QuantTensor{Bits: first.Bits, GroupSize: g, Cols: first.Cols, LlamaQ8: first.LlamaQ8}
+	for _, p := range parts {
+		if p.GroupSize%g != 0 || p.Cols%p.GroupSize != 0 && p.GroupSize != g {
 			return nil
 		}
 		out.Rows += p.Rows
 		out.Values = append(out.Values, p.Values...)
-		out.Scales = append(out.Scales, p.Scales...)
+		if p.GroupSize == g {
+			out.Scales = append(out.Scales, p.Scales...)
+			continue
+		}
+		groups, k := p.Groups(), p.GroupSize/g
+		for r := range p.Rows {
+			for _, s := range p.Scales[r*groups : (r+1)*groups] {
+				for range k {
+					out.Scales = append(out.Scales, s)
+				}
+			}
+		}
 	}
 	return out
 }

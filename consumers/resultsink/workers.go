@@ -29,6 +29,12 @@ const DefaultSweepEvery = 2 * time.Second
 // (the others read only the jobs the sink has open).
 const FullSweepEvery = 15
 
+// ResultsGather is how long a batch of results stays open after its first
+// result (pipeline.ConsumerConfig.Gather): each batch is a part to write,
+// and at finalization to read again, so a job's results come in parts of
+// up to 256 rows rather than of the few that a worker's last step made.
+const ResultsGather = 100 * time.Millisecond
+
 // Options tune the sink workers; the zero value means the defaults.
 type Options struct {
 	SweepEvery time.Duration // default DefaultSweepEvery
@@ -102,7 +108,7 @@ func StartStore(ctx context.Context, bus *pipeline.Bus, files storage.Store, opt
 		h   pipeline.Handler
 	}{
 		{pipeline.ConsumerConfig{Stream: pipeline.StreamResults, Durable: DurableResults, FilterSubjects: []string{"lf.res.>"},
-			Stage: "results", Batch: 256, MaxWait: opts.MaxWait, AckWait: opts.AckWait}, sink},
+			Stage: "results", Batch: 256, Gather: ResultsGather, MaxWait: opts.MaxWait, AckWait: opts.AckWait}, sink},
 		{pipeline.ConsumerConfig{Stream: pipeline.StreamDLQ, Durable: DurableDLQ, FilterSubjects: []string{"lf.dlq.infer.>"},
 			Stage: "results-dlq", Batch: 64, MaxWait: opts.MaxWait, AckWait: opts.AckWait}, dlq},
 	}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -17,6 +19,7 @@ import (
 	"github.com/largeforge/largeforge/jobs"
 	"github.com/largeforge/largeforge/pipeline"
 	"github.com/largeforge/largeforge/pipeline/pipelinetest"
+	"github.com/largeforge/largeforge/producers/gateway"
 	"github.com/largeforge/largeforge/schemas"
 )
 
@@ -24,7 +27,10 @@ import (
 // reopened by compare-and-set, the request runs again on the model's infer
 // worker, and the results sink lets its row replace the error row and
 // nothing else: counts 2 completed, 0 failed, errors.jsonl empty, both
-// custom_ids once in output.jsonl, the job completed again.
+// custom_ids once in output.jsonl, the job completed again. Through the
+// gateway, the batch then names new output and error file ids (none for
+// errors: none failed) that serve the new rows, while the files rendered
+// before the replay keep their ids and content.
 func TestDLQReplayFailedRequest(t *testing.T) {
 	dir := filepath.Dir(testenv.SharedFile(t, "models/stories260K/model.safetensors"))
 	e, bus := pipelinetest.StartBus(t)
@@ -91,6 +97,18 @@ func TestDLQReplayFailedRequest(t *testing.T) {
 	if err != nil || len(errLines) != 1 || errLines[0].CustomID != "b" {
 		t.Fatalf("errors.jsonl before the replay: %+v, %v", errLines, err)
 	}
+	reg := prometheus.NewRegistry()
+	g, err := gateway.New(tctx, bus, gateway.Config{}, pipelinetest.Logger(t), reg, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := serveGateway(t, tctx, g)
+	oldOut, oldErr := batchFiles(t, url, j.ID)
+	if oldOut == "" || oldErr == "" {
+		t.Fatalf("batch before the replay: output file %q, error file %q", oldOut, oldErr)
+	}
+	wantFile(t, url, oldOut, "a")
+	wantFile(t, url, oldErr, "b")
 	out, err := runCLI(t, tctx, "dlq", "replay", "--stage", "infer", "--nats", e.ClientURL())
 	if err != nil || !strings.Contains(out, "replayed (lf.dlq.infer."+j.ID+")") {
 		t.Fatalf("replay: %v\n%s", err, out)
@@ -109,5 +127,58 @@ func TestDLQReplayFailedRequest(t *testing.T) {
 	}
 	if left := pipelinetest.DLQRecords(t, bus, "lf.dlq.infer.>"); len(left) != 0 {
 		t.Fatalf("dead letters left: %+v", left)
+	}
+	newOut, newErr := batchFiles(t, url, j.ID)
+	if newOut == "" || newOut == oldOut || newErr != "" {
+		t.Fatalf("batch after the replay: output file %q (before %q), error file %q, want a new output file and none for errors", newOut, oldOut, newErr)
+	}
+	wantFile(t, url, newOut, "a", "b")
+	wantFile(t, url, oldOut, "a")
+	wantFile(t, url, oldErr, "b")
+}
+
+// batchFiles is job id's output and error file ids as the gateway's batch
+// object names them ("" for none).
+func batchFiles(t *testing.T, url, id string) (output, errs string) {
+	t.Helper()
+	var b gateway.Batch
+	if status := getJSON(t, url+"/v1/batches/"+id, &b); status != http.StatusOK {
+		t.Fatalf("GET /v1/batches/%s: %d", id, status)
+	}
+	if b.OutputFileID != nil {
+		output = *b.OutputFileID
+	}
+	if b.ErrorFileID != nil {
+		errs = *b.ErrorFileID
+	}
+	return output, errs
+}
+
+// wantFile fails the test unless the gateway serves file id's content with
+// one line for each of customIDs, in any order.
+func wantFile(t *testing.T, url, id string, customIDs ...string) {
+	t.Helper()
+	resp, err := http.Get(url + "/v1/files/" + id + "/content")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("file %s: %d %s %v", id, resp.StatusCode, raw, err)
+	}
+	var got []string
+	for _, line := range strings.Split(strings.TrimSpace(string(raw)), "\n") {
+		var l struct {
+			CustomID string `json:"custom_id"`
+		}
+		if err := json.Unmarshal([]byte(line), &l); err != nil {
+			t.Fatalf("file %s: line %q: %v", id, line, err)
+		}
+		got = append(got, l.CustomID)
+	}
+	slices.Sort(got)
+	if !slices.Equal(got, customIDs) {
+		t.Fatalf("file %s holds %v, want %v", id, got, customIDs)
 	}
 }

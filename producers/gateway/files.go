@@ -270,21 +270,20 @@ func (f *files) lookup(ctx context.Context, id string) (FileObject, error) {
 	case !errors.Is(err, storage.ErrNotFound):
 		return FileObject{}, err
 	}
-	job, errs, ok := resultFileJob(id)
-	if !ok {
-		return FileObject{}, fmt.Errorf("%w: %s", ErrNoFile, id)
+	cands, errs := resultFileJobs(id)
+	for _, job := range cands {
+		j, err := f.jobs.Get(ctx, job)
+		if errors.Is(err, jobs.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return FileObject{}, err
+		}
+		if fid, ok := resultFileID(j, errs); ok && fid == id {
+			return f.render(ctx, j, errs)
+		}
 	}
-	j, err := f.jobs.Get(ctx, job)
-	if errors.Is(err, jobs.ErrNotFound) {
-		return FileObject{}, fmt.Errorf("%w: %s", ErrNoFile, id)
-	}
-	if err != nil {
-		return FileObject{}, err
-	}
-	if fid, ok := resultFileID(j, errs); !ok || fid != id {
-		return FileObject{}, fmt.Errorf("%w: %s (job %s has no such results)", ErrNoFile, id, job)
-	}
-	return f.render(ctx, j, errs)
+	return FileObject{}, fmt.Errorf("%w: %s (no job has such results now)", ErrNoFile, id)
 }
 
 // validFileID: file- and letters, digits, '-' and '_' (a key element).
@@ -293,28 +292,51 @@ func validFileID(id string) bool {
 	return ok && rest != "" && len(id) <= 128 && strings.Trim(rest, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_") == ""
 }
 
-// resultFileJob returns the job and kind of a result file id.
-func resultFileJob(id string) (job string, errs, ok bool) {
-	if j, ok := strings.CutPrefix(id, outputFilePrefix); ok {
-		return j, false, jobs.ValidID(j) == nil
+// resultFileJobs returns the jobs a result file id may be of (none for
+// another id) and its kind: the rest of the id after its prefix is a job
+// id, or, when it ends in -r<N>, a job id and a generation (job ids may
+// hold '-' themselves; lookup tries each).
+func resultFileJobs(id string) (cands []string, errs bool) {
+	rest, ok := strings.CutPrefix(id, outputFilePrefix)
+	if !ok {
+		if rest, ok = strings.CutPrefix(id, errorFilePrefix); !ok {
+			return nil, false
+		}
+		errs = true
 	}
-	if j, ok := strings.CutPrefix(id, errorFilePrefix); ok {
-		return j, true, jobs.ValidID(j) == nil
+	if jobs.ValidID(rest) == nil {
+		cands = append(cands, rest)
 	}
-	return "", false, false
+	if i := strings.LastIndex(rest, generationSep); i > 0 {
+		if n, err := strconv.Atoi(rest[i+len(generationSep):]); err == nil && n > 0 && jobs.ValidID(rest[:i]) == nil {
+			cands = append(cands, rest[:i])
+		}
+	}
+	return cands, errs
 }
+
+// generationSep precedes a result file id's generation.
+const generationSep = "-r"
 
 // resultFileID is the id of a finished job's output (errs false) or error
 // file, when it has one: OpenAI's output file holds the successful
 // requests and exists only when one succeeded; the error file, the failed.
+// A job finalized again after `largeforge dlq replay` replaced rows of it
+// (Job.Replaced, which only grows) has new ids, ending -r<N> with N its
+// replaced rows so far: its batch names them, and a file rendered before
+// keeps its id and content.
 func resultFileID(j jobs.Job, errs bool) (string, bool) {
 	if !j.Status.Terminal() || j.Outputs.Output == "" {
 		return "", false
 	}
+	id, ok := outputFilePrefix+j.ID, j.RequestCounts.Completed > 0
 	if errs {
-		return errorFilePrefix + j.ID, j.RequestCounts.Failed > 0
+		id, ok = errorFilePrefix+j.ID, j.RequestCounts.Failed > 0
 	}
-	return outputFilePrefix + j.ID, j.RequestCounts.Completed > 0
+	if n := len(j.Replaced); n > 0 {
+		id += generationSep + strconv.Itoa(n)
+	}
+	return id, ok
 }
 
 // render writes a job's output or error file in OpenAI's line format to

@@ -21,8 +21,13 @@ type RunConfig struct {
 	// lf_models: the version current when the job was submitted, which
 	// every run of the job (resumed ones too) fetches. Submit sets it; it
 	// is not a train.yaml key.
-	ModelDigest  string   `json:"model_digest,omitempty"`
-	Dataset      string   `json:"dataset"`        // an ingested dataset's name, read from DataDir
+	ModelDigest string `json:"model_digest,omitempty"`
+	Dataset     string `json:"dataset"` // an ingested dataset's name, read from DataDir
+	// EvalDataset is a dataset (in lf_artifacts, as Dataset) evaluated
+	// every eval_steps and at the last step instead of a held-out
+	// eval_split (which must be 0): a fine-tuning job's validation_file.
+	// The gateway sets it; it is not a train.yaml key.
+	EvalDataset  string   `json:"eval_dataset,omitempty"`
 	DataDir      string   `json:"data_dir"`       // where ingested datasets live (a --data-dir)
 	DataFiles    []string `json:"data_files"`     // Parquet parts or JSONL files
 	Format       string   `json:"format"`         // the JSONL files' format (detected when empty)
@@ -176,7 +181,14 @@ func (rc RunConfig) Validate() error {
 			return fmt.Errorf("%w: dataset: %w", ErrInvalidConfig, err)
 		}
 	}
+	if rc.EvalDataset != "" {
+		if err := ValidateDatasetName(rc.EvalDataset); err != nil {
+			return fmt.Errorf("%w: eval_dataset: %w", ErrInvalidConfig, err)
+		}
+	}
 	switch {
+	case rc.EvalDataset != "" && (rc.Dataset == "" || rc.Method == "dpo" || rc.EvalSplit != 0):
+		return fmt.Errorf("%w: eval_dataset %s: an sft run over a dataset, with eval_split 0 (the eval dataset replaces the split)", ErrInvalidConfig, rc.EvalDataset)
 	case rc.Method != "sft" && rc.Method != "dpo":
 		return fmt.Errorf("%w: method %q (want sft or dpo)", ErrInvalidConfig, rc.Method)
 	case !(rc.Beta > 0) || math.IsInf(rc.Beta, 0):
@@ -185,7 +197,7 @@ func (rc RunConfig) Validate() error {
 		return fmt.Errorf("%w: model_name %s and its alias base_model %s differ", ErrInvalidConfig, rc.Training.ModelName, rc.BaseModel)
 	case rc.Method == "dpo" && rc.EvalSplit != 0:
 		return fmt.Errorf("%w: eval_split %v: dpo runs no evaluation (leave eval_split out or 0)", ErrInvalidConfig, rc.EvalSplit)
-	case rc.Training.LRSchedulerType == "reduce_lr_on_plateau" && (rc.Method == "dpo" || rc.EvalSplit == 0):
+	case rc.Training.LRSchedulerType == "reduce_lr_on_plateau" && (rc.Method == "dpo" || (rc.EvalSplit == 0 && rc.EvalDataset == "")):
 		return fmt.Errorf("%w: lr_scheduler_type reduce_lr_on_plateau needs evaluation: an sft run with eval_split > 0", ErrInvalidConfig)
 	case (rc.Dataset == "") == (len(rc.DataFiles) == 0):
 		return fmt.Errorf("%w: give either dataset or data_files", ErrInvalidConfig)

@@ -269,6 +269,13 @@ func (w *Worker) handle(ctx context.Context, msg pipeline.Msg) error {
 		w.failJob(ctx, m.Job, "invalid_config", err)
 		return pipeline.Invalid("records", err)
 	}
+	evalRecords, busErr, err := w.evalRecords(ctx, rc)
+	if busErr {
+		return err // the bus failed: the job is redelivered
+	} else if err != nil {
+		w.failJob(ctx, m.Job, "invalid_config", err)
+		return pipeline.Invalid("eval records", err)
+	}
 	if w.cfg.OutputRoot != "" {
 		rc.Training.OutputDir = filepath.Join(w.cfg.OutputRoot, m.Job)
 	}
@@ -342,6 +349,9 @@ func (w *Worker) handle(ctx context.Context, msg pipeline.Msg) error {
 	}
 	opts := []train.Option{train.WithRecords(records), train.WithCheckpoint(upload),
 		train.WithProgress(func(p train.Progress) { pw.report(p); events.report(p) })}
+	if evalRecords != nil {
+		opts = append(opts, train.WithEvalRecords(evalRecords))
+	}
 	if w.cfg.Backend != "" {
 		opts = append(opts, train.WithBackend(w.cfg.Backend))
 	}

@@ -22,6 +22,7 @@ type options struct {
 	checkpoint   func(dir string, step int) error // WithCheckpoint (hooks.go)
 	packing      bool
 	records      RecordReader // WithRecords: read by Run, not by New
+	evalRecords  RecordReader // WithEvalRecords: read by Run, not by New
 	dataset      string       // WithDatasetName: named in an adapter's model card
 	engine       string       // WithEngine
 }

@@ -144,6 +144,9 @@ func Run(ctx context.Context, rc RunConfig, log zerolog.Logger, extra ...Option)
 			return Result{}, err
 		}
 	}
+	if err := checkEvalRecords(rc, ro.evalRecords); err != nil {
+		return Result{}, err
+	}
 	mcfg, err := checkpoint.LoadConfig(rc.Model())
 	if err != nil {
 		return Result{}, fmt.Errorf("load base model: %w", err)
@@ -226,6 +229,11 @@ func Run(ctx context.Context, rc RunConfig, log zerolog.Logger, extra ...Option)
 		return Result{}, err
 	}
 	trainSet, evalSet := SplitEval(exs, rc.EvalSplit, rc.Seed)
+	if ro.evalRecords != nil {
+		if trainSet, evalSet, err = renderEvalRecords(ctx, r, exs, ro.evalRecords); err != nil {
+			return Result{}, err
+		}
+	}
 	log.Info().Int("records", len(recs)).Int("truncated", truncated).Int("train", len(trainSet)).Int("eval", len(evalSet)).
 		Int("max_seq_len", tr.MaxSeqLen()).Msg("training data rendered")
 	return tr.TrainEval(ctx, trainSet, evalSet)

@@ -34,22 +34,49 @@ import (
 
 // FineTuningJob is OpenAI's fine_tuning.job.
 type FineTuningJob struct {
-	ID              string           `json:"id"`
-	Object          string           `json:"object"`
-	CreatedAt       int64            `json:"created_at"`
-	FinishedAt      *int64           `json:"finished_at"`
-	Model           string           `json:"model"`
-	FineTunedModel  *string          `json:"fine_tuned_model"`
-	OrganizationID  string           `json:"organization_id"`
-	Status          string           `json:"status"`
-	TrainingFile    string           `json:"training_file"`
-	ValidationFile  *string          `json:"validation_file"`
-	ResultFiles     []string         `json:"result_files"`
-	TrainedTokens   *int64           `json:"trained_tokens"`
-	Hyperparameters map[string]any   `json:"hyperparameters"`
-	Error           *FineTuningError `json:"error"`
-	Seed            int64            `json:"seed"`
-	EstimatedFinish *int64           `json:"estimated_finish"`
+	ID             string   `json:"id"`
+	Object         string   `json:"object"`
+	CreatedAt      int64    `json:"created_at"`
+	FinishedAt     *int64   `json:"finished_at"`
+	Model          string   `json:"model"`
+	FineTunedModel *string  `json:"fine_tuned_model"`
+	OrganizationID string   `json:"organization_id"`
+	Status         string   `json:"status"`
+	TrainingFile   string   `json:"training_file"`
+	ValidationFile *string  `json:"validation_file"`
+	ResultFiles    []string `json:"result_files"`
+	TrainedTokens  *int64   `json:"trained_tokens"`
+	// Hyperparameters are the method's, as the job runs them ("auto"
+	// resolved), beta included for dpo; {} for a job the CLI submitted.
+	Hyperparameters any               `json:"hyperparameters"`
+	Method          *FineTuningMethod `json:"method,omitempty"`
+	Error           *FineTuningError  `json:"error"`
+	Seed            int64             `json:"seed"`
+	EstimatedFinish *int64            `json:"estimated_finish"`
+	Metadata        map[string]string `json:"metadata,omitempty"`
+}
+
+// FineTuningMethod is the job's method as OpenAI echoes it: its type and,
+// under supervised or dpo, the hyperparameters it runs with.
+type FineTuningMethod struct {
+	Type       string                    `json:"type"`
+	Supervised *FineTuningMethodSettings `json:"supervised,omitempty"`
+	DPO        *FineTuningMethodSettings `json:"dpo,omitempty"`
+}
+
+// FineTuningMethodSettings holds a method's hyperparameters.
+type FineTuningMethodSettings struct {
+	Hyperparameters *FineTuningHyperparameters `json:"hyperparameters"`
+}
+
+// FineTuningHyperparameters are resolved hyperparameters: batch_size per
+// device (no accumulation), learning_rate_multiplier times the §2.1
+// default learning rate, beta (dpo only).
+type FineTuningHyperparameters struct {
+	NEpochs                int      `json:"n_epochs"`
+	BatchSize              int      `json:"batch_size"`
+	LearningRateMultiplier float64  `json:"learning_rate_multiplier"`
+	Beta                   *float64 `json:"beta,omitempty"`
 }
 
 // FineTuningError is a failed job's error.
@@ -74,10 +101,23 @@ func FineTuningStatus(s jobs.Status) string {
 	return "failed"
 }
 
-// FineTuningJobOf is the fine_tuning.job of a training job record.
-func FineTuningJobOf(j jobs.Job) FineTuningJob {
+// FineTuningJobOf is the fine_tuning.job of a training job record and,
+// for a job created over HTTP, what its request added (rec).
+func FineTuningJobOf(j jobs.Job, rec *fineTuningRecord) FineTuningJob {
 	ft := FineTuningJob{ID: j.ID, Object: jobs.ObjectFineTuningJob, CreatedAt: j.CreatedAt, Model: j.Model,
 		Status: FineTuningStatus(j.Status), TrainingFile: j.InputFile, ResultFiles: []string{}, Hyperparameters: map[string]any{}}
+	if rec != nil {
+		ft.Method, ft.Seed, ft.Metadata = rec.Method, rec.Seed, rec.Metadata
+		if rec.ValidationFile != "" {
+			v := rec.ValidationFile
+			ft.ValidationFile = &v
+		}
+		if m := rec.Method; m != nil && m.Supervised != nil {
+			ft.Hyperparameters = m.Supervised.Hyperparameters
+		} else if m != nil && m.DPO != nil {
+			ft.Hyperparameters = m.DPO.Hyperparameters
+		}
+	}
 	for _, at := range []int64{j.CompletedAt, j.FailedAt, j.CancelledAt, j.ExpiredAt} {
 		if at != 0 {
 			ft.FinishedAt = &at
@@ -170,7 +210,7 @@ func (ft *fineTuning) job(w http.ResponseWriter, r *http.Request) (jobs.Job, boo
 
 func (ft *fineTuning) get(w http.ResponseWriter, r *http.Request, _ zerolog.Logger) {
 	if j, ok := ft.job(w, r); ok {
-		writeJSON(w, http.StatusOK, FineTuningJobOf(j))
+		ft.writeJob(w, r, j)
 	}
 }
 
@@ -184,14 +224,24 @@ func (ft *fineTuning) list(w http.ResponseWriter, r *http.Request, _ zerolog.Log
 		errServer(w, err)
 		return
 	}
-	var out []FineTuningJob
+	var training []jobs.Job
 	for _, j := range all {
 		if j.Kind == jobs.KindTraining {
-			out = append(out, FineTuningJobOf(j))
+			training = append(training, j)
 		}
 	}
-	sort.SliceStable(out, func(a, b int) bool { return out[a].CreatedAt > out[b].CreatedAt })
-	writeJSON(w, http.StatusOK, page(out, r.URL.Query().Get("after"), limit, func(j FineTuningJob) string { return j.ID }))
+	sort.SliceStable(training, func(a, b int) bool { return training[a].CreatedAt > training[b].CreatedAt })
+	p := page(training, r.URL.Query().Get("after"), limit, func(j jobs.Job) string { return j.ID })
+	res := listPage[FineTuningJob]{Object: p.Object, FirstID: p.FirstID, LastID: p.LastID, HasMore: p.HasMore, Data: make([]FineTuningJob, 0, len(p.Data))}
+	for _, j := range p.Data { // only the page's records are read
+		fj, err := ft.jobOf(r.Context(), j)
+		if err != nil {
+			errServer(w, err)
+			return
+		}
+		res.Data = append(res.Data, fj)
+	}
+	writeJSON(w, http.StatusOK, res)
 }
 
 func (ft *fineTuning) cancel(w http.ResponseWriter, r *http.Request, l zerolog.Logger) {
@@ -209,7 +259,7 @@ func (ft *fineTuning) cancel(w http.ResponseWriter, r *http.Request, l zerolog.L
 		return
 	}
 	l.Info().Str("job", j.ID).Msg("fine-tuning job cancelled")
-	writeJSON(w, http.StatusOK, FineTuningJobOf(j))
+	ft.writeJob(w, r, j)
 }
 
 // eventMessage is an event's line of text, as OpenAI's "Step 3/10: training loss=1.20".

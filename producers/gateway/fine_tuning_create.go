@@ -42,10 +42,15 @@ import (
 //     which is the fine_tuned_model name: ftjob-<suffix>-<hex>.
 //   - seed: the run's seed.
 //
-// validation_file, integrations and any other field are refused with a 400
-// naming it (the trainer holds out eval_split of the training data instead
-// of reading a second file). The job logs every step (its events) and
-// trains in fp32.
+//   - validation_file (supervised only): a fine-tune file checked as the
+//     training file is, stored as the job's eval dataset
+//     (datasets/<job>-validation/): the trainer evaluates on it every
+//     eval_steps and at the last step (the eval events, "validation
+//     loss") and trains on every training record. Without one, the trainer
+//     holds out eval_split of the training data.
+//
+// integrations and any other field are refused with a 400 naming it. The
+// job logs every step (its events) and trains in fp32.
 
 // fineTuningRequest is OpenAI's create request.
 type fineTuningRequest struct {
@@ -111,7 +116,7 @@ func number(param string, v json.RawMessage, integer bool, dst *float64) error {
 
 // runConfig is the training job's config for the request, over dataset
 // name, with the model's pinned digest.
-func (req fineTuningRequest) runConfig(id, digest string) (schemas.RunConfig, error) {
+func (req fineTuningRequest) runConfig(id, digest string) (schemas.RunConfig, *FineTuningMethod, error) {
 	method, hp, path := "sft", fineTuningHyperOpts{}, "method.supervised.hyperparameters"
 	if req.Hyperparameters != nil {
 		hp, path = *req.Hyperparameters, "hyperparameters"
@@ -128,10 +133,10 @@ func (req fineTuningRequest) runConfig(id, digest string) (schemas.RunConfig, er
 				hp = m.DPO.Hyperparameters
 			}
 		default:
-			return schemas.RunConfig{}, bad("method.type", "invalid_value", "Invalid method: type %q with its own settings only (want supervised or dpo)", m.Type)
+			return schemas.RunConfig{}, nil, bad("method.type", "invalid_value", "Invalid method: type %q with its own settings only (want supervised or dpo)", m.Type)
 		}
 		if req.Hyperparameters != nil {
-			return schemas.RunConfig{}, bad("hyperparameters", "invalid_value", "Give hyperparameters under method, not both")
+			return schemas.RunConfig{}, nil, bad("hyperparameters", "invalid_value", "Give hyperparameters under method, not both")
 		}
 	}
 	def := schemas.DefaultTrainingConfig()
@@ -143,11 +148,11 @@ func (req fineTuningRequest) runConfig(id, digest string) (schemas.RunConfig, er
 		dst     *float64
 	}{{"n_epochs", hp.NEpochs, true, &epochs}, {"batch_size", hp.BatchSize, true, &batch}, {"learning_rate_multiplier", hp.LearningRateMultiplier, false, &mult}, {"beta", hp.Beta, false, &beta}} {
 		if err := number(path+"."+p.name, p.v, p.integer, p.dst); err != nil {
-			return schemas.RunConfig{}, err
+			return schemas.RunConfig{}, nil, err
 		}
 	}
 	if method == "sft" && len(bytes.TrimSpace(hp.Beta)) > 0 {
-		return schemas.RunConfig{}, bad(path+".beta", "invalid_value", "beta is a dpo hyperparameter")
+		return schemas.RunConfig{}, nil, bad(path+".beta", "invalid_value", "beta is a dpo hyperparameter")
 	}
 	cfg := map[string]any{"method": method, "model_name": req.Model, "dataset": id,
 		"output_dir": filepath.Join(os.TempDir(), "largeforge-fine-tuning", id), "num_epochs": int(epochs),
@@ -162,33 +167,37 @@ func (req fineTuningRequest) runConfig(id, digest string) (schemas.RunConfig, er
 	data, _ := json.Marshal(cfg)
 	rc, err := train.ParseRunConfig(data)
 	if err != nil {
-		return rc, bad(path, "invalid_value", "Invalid hyperparameters: %v", err)
+		return rc, nil, bad(path, "invalid_value", "Invalid hyperparameters: %v", err)
 	}
 	rc.ModelDigest = digest
-	return rc, nil
+	hps := &FineTuningHyperparameters{NEpochs: int(epochs), BatchSize: int(batch), LearningRateMultiplier: mult}
+	m := &FineTuningMethod{Type: "supervised", Supervised: &FineTuningMethodSettings{Hyperparameters: hps}}
+	if method == "dpo" {
+		hps.Beta = &beta
+		m = &FineTuningMethod{Type: "dpo", DPO: &FineTuningMethodSettings{Hyperparameters: hps}}
+	}
+	return rc, m, nil
 }
 
 // create serves POST /v1/fine_tuning/jobs.
 func (ft *fineTuning) create(w http.ResponseWriter, r *http.Request, l zerolog.Logger) {
-	j, err := ft.submit(r.Context(), w, r)
+	j, rec, err := ft.submit(r.Context(), w, r)
 	var br *badRequest
 	switch {
 	case errors.As(err, &br):
 		writeError(w, http.StatusBadRequest, "invalid_request_error", br.param, br.code, br.msg)
-	case errors.Is(err, ErrNoFile):
-		writeError(w, http.StatusBadRequest, "invalid_request_error", "training_file", "invalid_file", err.Error())
 	case err != nil:
 		errServer(w, err)
 	default:
 		l.Info().Str("job", j.ID).Str("model", j.Model).Msg("fine-tuning job created")
-		writeJSON(w, http.StatusOK, FineTuningJobOf(j))
+		writeJSON(w, http.StatusOK, FineTuningJobOf(j, rec))
 	}
 }
 
-func (ft *fineTuning) submit(ctx context.Context, w http.ResponseWriter, r *http.Request) (jobs.Job, error) {
+func (ft *fineTuning) submit(ctx context.Context, w http.ResponseWriter, r *http.Request) (jobs.Job, *fineTuningRecord, error) {
 	body, err := readBody(w, r, ft.g.cfg.MaxBodyBytes)
 	if err != nil {
-		return jobs.Job{}, bad("", "invalid_request", "Cannot read the request body: %v", err)
+		return jobs.Job{}, nil, bad("", "invalid_request", "Cannot read the request body: %v", err)
 	}
 	var req fineTuningRequest
 	dec := json.NewDecoder(bytes.NewReader(body))
@@ -198,54 +207,72 @@ func (ft *fineTuning) submit(ctx context.Context, w http.ResponseWriter, r *http
 		if f, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
 			param = strings.Trim(f, `"`)
 		}
-		return jobs.Job{}, bad(param, "invalid_request", "Invalid request: %v", err)
+		return jobs.Job{}, nil, bad(param, "invalid_request", "Invalid request: %v", err)
 	}
 	switch {
 	case req.TrainingFile == "":
-		return jobs.Job{}, bad("training_file", "missing_required_parameter", "Missing required parameter: 'training_file'")
+		return jobs.Job{}, nil, bad("training_file", "missing_required_parameter", "Missing required parameter: 'training_file'")
 	case req.Model == "":
-		return jobs.Job{}, bad("model", "missing_required_parameter", "Missing required parameter: 'model'")
-	case req.ValidationFile != nil && *req.ValidationFile != "":
-		return jobs.Job{}, bad("validation_file", "unsupported_parameter", "validation_file is not supported: the trainer holds out a share of the training file")
+		return jobs.Job{}, nil, bad("model", "missing_required_parameter", "Missing required parameter: 'model'")
 	case !empty(req.Integrations):
-		return jobs.Job{}, bad("integrations", "unsupported_parameter", "integrations are not supported")
+		return jobs.Job{}, nil, bad("integrations", "unsupported_parameter", "integrations are not supported")
 	}
 	id := "ftjob-" + strings.TrimPrefix(jobs.NewTrainingID(), "train_")
 	if req.Suffix != nil && *req.Suffix != "" {
 		s := *req.Suffix
 		if len(s) > MaxSuffix || schemas.ValidJobID(s) != nil {
-			return jobs.Job{}, bad("suffix", "invalid_value", "Invalid suffix %q: up to %d letters, digits, '-' and '_'", s, MaxSuffix)
+			return jobs.Job{}, nil, bad("suffix", "invalid_value", "Invalid suffix %q: up to %d letters, digits, '-' and '_'", s, MaxSuffix)
 		}
 		id = "ftjob-" + s + "-" + strings.TrimPrefix(id, "ftjob-")
 	}
 	ms, err := modelstore.New(ctx, ft.g.bus)
 	if err != nil {
-		return jobs.Job{}, err
+		return jobs.Job{}, nil, err
 	}
 	digest, err := ms.Resolve(ctx, req.Model)
 	if err != nil {
 		if errors.Is(err, modelstore.ErrNotFound) || errors.Is(err, modelstore.ErrNoManifest) {
-			return jobs.Job{}, bad("model", "model_not_found", "The model `%s` is not in the model store (largeforge model push)", req.Model)
+			return jobs.Job{}, nil, bad("model", "model_not_found", "The model `%s` is not in the model store (largeforge model push)", req.Model)
 		}
-		return jobs.Job{}, err
+		return jobs.Job{}, nil, err
 	}
-	rc, err := req.runConfig(id, digest)
+	if err := validMetadata(req.Metadata); err != nil {
+		return jobs.Job{}, nil, bad("metadata", "invalid_value", "Invalid 'metadata': %v.", err)
+	}
+	rc, method, err := req.runConfig(id, digest)
 	if err != nil {
-		return jobs.Job{}, err
+		return jobs.Job{}, nil, err
 	}
-	fo, err := ft.files.lookup(ctx, req.TrainingFile)
+	fo, err := ft.fineTuneFile(ctx, "training_file", req.TrainingFile)
 	if err != nil {
-		return jobs.Job{}, err
+		return jobs.Job{}, nil, err
 	}
-	if fo.Purpose != "fine-tune" {
-		return jobs.Job{}, bad("training_file", "invalid_file", "File %s has purpose %q, want fine-tune", fo.ID, fo.Purpose)
+	rc, evalData, err := ft.validation(ctx, req, id, rc)
+	if err != nil {
+		return jobs.Job{}, nil, err
 	}
-	if err := ft.storeDataset(ctx, fo.ID, id, rc.Method); err != nil {
-		return jobs.Job{}, err
+	data, err := ft.checkDataset(ctx, "training_file", fo.ID, rc.Method)
+	if err != nil {
+		return jobs.Job{}, nil, err
+	}
+	if err := ft.storeDataset(ctx, id, data); err != nil {
+		return jobs.Job{}, nil, err
+	}
+	if evalData != nil {
+		if err := ft.storeDataset(ctx, rc.EvalDataset, evalData); err != nil {
+			return jobs.Job{}, nil, err
+		}
+	}
+	rec := fineTuningRecord{Method: method, Seed: rc.Seed, Metadata: req.Metadata}
+	if evalData != nil {
+		rec.ValidationFile = *req.ValidationFile
+	}
+	if err := ft.putRecord(ctx, id, rec); err != nil {
+		return jobs.Job{}, nil, err
 	}
 	j, err := ft.jobs.Create(ctx, jobs.Spec{ID: id, Kind: jobs.KindTraining, Model: req.Model, InputFile: fo.ID})
 	if err != nil {
-		return jobs.Job{}, err
+		return jobs.Job{}, nil, err
 	}
 	subj, err := pipeline.TrainSubject(id)
 	if err == nil {
@@ -256,15 +283,24 @@ func (ft *fineTuning) submit(ctx context.Context, w http.ResponseWriter, r *http
 	}
 	if err != nil {
 		_, _ = ft.jobs.Fail(context.WithoutCancel(ctx), id, jobs.ErrorReport{Code: "submit_failed", Message: err.Error()})
-		return j, fmt.Errorf("submit fine-tuning job %s: %w", id, err)
+		return j, nil, fmt.Errorf("submit fine-tuning job %s: %w", id, err)
 	}
-	return j, nil
+	return j, &rec, nil
 }
 
-// storeDataset checks every line of file and stores its records as dataset
-// name (one Parquet part): a bad line, or a format the method does not
-// train on, is a 400 and stores nothing.
-func (ft *fineTuning) storeDataset(ctx context.Context, file, name, method string) error {
+// storeDataset stores a part of checkDataset as dataset name (its only
+// part).
+func (ft *fineTuning) storeDataset(ctx context.Context, name string, part *bytes.Buffer) error {
+	if _, err := ft.obj.Put(ctx, storage.Dataset(name)+storage.DatasetPartName(0), part); err != nil {
+		return fmt.Errorf("store the records of %s: %w", name, err)
+	}
+	return nil
+}
+
+// checkDataset checks every line of file and encodes its records as a
+// Parquet part: a bad line, or a format the method does not train on, is a
+// 400 naming param.
+func (ft *fineTuning) checkDataset(ctx context.Context, param, file, method string) (*bytes.Buffer, error) {
 	var rows []read.Row
 	var format schemas.Format
 	err := ft.files.eachLine(ctx, file, func(n int, data []byte) error {
@@ -274,7 +310,7 @@ func (ft *fineTuning) storeDataset(ctx context.Context, file, name, method strin
 				f, ok = read.OpenAIFormat(data)
 			}
 			if !ok {
-				return bad("training_file", "invalid_file", "Line %d of %s is in none of the formats alpaca, sharegpt, dpo or OpenAI's chat or preference format", n, file)
+				return bad(param, "invalid_file", "Line %d of %s is in none of the formats alpaca, sharegpt, dpo or OpenAI's chat or preference format", n, file)
 			}
 			format = f
 		}
@@ -282,29 +318,26 @@ func (ft *fineTuning) storeDataset(ctx context.Context, file, name, method strin
 		return nil
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	switch {
 	case len(rows) == 0:
-		return bad("training_file", "invalid_file", "File %s has no training examples", file)
+		return nil, bad(param, "invalid_file", "File %s has no examples", file)
 	case method == "dpo" && format != schemas.FormatDPO:
-		return bad("training_file", "invalid_file", "A dpo job takes preference data; file %s is %s", file, format)
+		return nil, bad(param, "invalid_file", "A dpo job takes preference data; file %s is %s", file, format)
 	case method == "sft" && format == schemas.FormatDPO:
-		return bad("training_file", "invalid_file", "A supervised job takes chat or instruction data; file %s is preference data (method dpo)", file)
+		return nil, bad(param, "invalid_file", "A supervised job takes chat or instruction data; file %s is preference data (method dpo)", file)
 	}
 	recs, ids := make([]schemas.Record, 0, len(rows)), make([]string, 0, len(rows))
 	for _, it := range read.Decode(file, format, rows, 0) {
 		if it.Rej != nil {
-			return bad("training_file", "invalid_file", "Invalid file %s: %s", file, it.Rej.Error)
+			return nil, bad(param, "invalid_file", "Invalid file %s: %s", file, it.Rej.Error)
 		}
 		recs, ids = append(recs, it.Acc.Record), append(ids, it.Acc.ID)
 	}
 	var buf bytes.Buffer
 	if err := dataset.EncodePart(&buf, format, recs, ids, nil); err != nil {
-		return err
+		return nil, err
 	}
-	if _, err := ft.obj.Put(ctx, storage.Dataset(name)+storage.DatasetPartName(0), &buf); err != nil {
-		return fmt.Errorf("store the training data of %s: %w", name, err)
-	}
-	return nil
+	return &buf, nil
 }

@@ -13,8 +13,6 @@ import (
 	"github.com/openai/openai-go/v3"
 
 	"github.com/largeforge/largeforge/consumers/infer"
-	trainjobs "github.com/largeforge/largeforge/consumers/train"
-	"github.com/largeforge/largeforge/consumers/train/traintest"
 	"github.com/largeforge/largeforge/pipeline"
 	"github.com/largeforge/largeforge/pipeline/pipelinetest"
 	"github.com/largeforge/largeforge/producers/gateway"
@@ -33,14 +31,7 @@ func TestFineTuningUploadToChat(t *testing.T) {
 	s := newStack(t, gateway.Config{})
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
-	fx := traintest.New(t, 2)
-	ms, err := modelstore.New(ctx, s.bus)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := ms.Push(ctx, "tinybase", fx.Base); err != nil {
-		t.Fatal(err)
-	}
+	pushBase(t, ctx, s, "tinybase")
 	var lines []string
 	for i, c := range []string{"red", "blue", "green", "gold"} {
 		lines = append(lines, fmt.Sprintf(`{"messages":[{"role":"developer","content":"Answer in one word."},{"role":"user","content":"Colour %d?"},{"role":"assistant","content":"%s"}]}`, i, c))
@@ -89,31 +80,8 @@ func TestFineTuningUploadToChat(t *testing.T) {
 			t.Errorf("pushed models: %v", err)
 		}
 	}()
-	wctx, stopWorker := context.WithCancel(context.Background())
-	w, err := trainjobs.Start(wctx, s.bus, trainjobs.Config{WorkerID: "trainer", ModelCache: t.TempDir(), OutputRoot: t.TempDir(),
-		ProgressEvery: 5 * time.Millisecond, MaxWait: 200 * time.Millisecond}, pipelinetest.Logger(t), nil)
-	if err != nil {
-		stopWorker()
-		t.Fatal(err)
-	}
-	defer func() {
-		stopWorker()
-		if err := w.Wait(); err != nil {
-			t.Errorf("train worker: %v", err)
-		}
-	}()
-	pipelinetest.CheckFor(t, 90*time.Second, 100*time.Millisecond, func() error {
-		if job, err = s.oai.FineTuning.Jobs.Get(ctx, job.ID); err != nil {
-			return err
-		}
-		if job.Status == "failed" {
-			t.Fatalf("job failed: %+v", job.Error)
-		}
-		if job.Status != "succeeded" {
-			return fmt.Errorf("job %s", job.Status)
-		}
-		return nil
-	})
+	startTrainWorker(t, s)
+	job = waitFineTuning(t, ctx, s, job.ID)
 	if job.FineTunedModel != job.ID {
 		t.Fatalf("fine_tuned_model %q, want the job id %s", job.FineTunedModel, job.ID)
 	}

@@ -77,7 +77,7 @@ func TestQuantizeGGUFKQuants(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct {
-		typ  string
+		typ   string
 		worst float64 // the largest error, relative to a super-block's largest magnitude
 		rms   float64 // the rms error, relative to InitStd
 	}{{"q4_k", 0.1, 0.09}, {"q6_k", 0.02, 0.025}} {

@@ -33,10 +33,10 @@ var GGUFQuantTypes = []string{"q8_0", "q4_0", "q4_k", "q6_k", "q4_k_m"}
 // matrix whose rows are not whole blocks of its type stays F32.
 func QuantizeGGUFType(src, dst, name string) error {
 	pick, ok := map[string]func(string) uint32{
-		"q8_0": func(string) uint32 { return ggmlQ8_0 },
-		"q4_0": func(string) uint32 { return ggmlQ4_0 },
-		"q4_k": func(string) uint32 { return ggmlQ4_K },
-		"q6_k": func(string) uint32 { return ggmlQ6_K },
+		"q8_0":   func(string) uint32 { return ggmlQ8_0 },
+		"q4_0":   func(string) uint32 { return ggmlQ4_0 },
+		"q4_k":   func(string) uint32 { return ggmlQ4_K },
+		"q6_k":   func(string) uint32 { return ggmlQ6_K },
 		"q4_k_m": nil, // set below: it depends on the file's tensors
 	}[name]
 	if !ok {

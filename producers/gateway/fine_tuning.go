@@ -279,30 +279,21 @@ func (ft *fineTuning) events(w http.ResponseWriter, r *http.Request, l zerolog.L
 	if !ok {
 		return
 	}
-	filter, err := pipeline.TrainEventSubject(j.ID)
+	all, err := ft.trainEvents(r.Context(), j.ID, l)
 	if err != nil {
 		errServer(w, err)
 		return
 	}
-	msgs, err := ft.g.bus.Tail(r.Context(), pipeline.StreamEvents, filter, MaxFineTuningEvents)
-	if err != nil {
-		errServer(w, err)
-		return
-	}
-	evs := make([]FineTuningEvent, 0, len(msgs))
-	for i := len(msgs) - 1; i >= 0; i-- { // newest first, as OpenAI lists them
-		e, err := schemas.DecodeTrainEvent(msgs[i].Data)
-		if err != nil {
-			l.Warn().Err(err).Uint64("seq", msgs[i].Seq).Msg("training event skipped")
-			continue
-		}
-		evs = append(evs, FineTuningEvent{ID: "ftevent-" + strconv.FormatUint(msgs[i].Seq, 10), Object: "fine_tuning.job.event",
-			CreatedAt: e.Time / 1000, Level: "info", Message: eventMessage(e), Type: "metrics", Data: e})
+	evs := make([]FineTuningEvent, 0, len(all))
+	for i := len(all) - 1; i >= 0; i-- { // newest first, as OpenAI lists them
+		e := all[i]
+		evs = append(evs, FineTuningEvent{ID: "ftevent-" + strconv.FormatUint(e.seq, 10), Object: "fine_tuning.job.event",
+			CreatedAt: e.Time / 1000, Level: "info", Message: eventMessage(e.TrainEvent), Type: "metrics", Data: e.TrainEvent})
 	}
 	writeJSON(w, http.StatusOK, page(evs, r.URL.Query().Get("after"), limit, func(e FineTuningEvent) string { return e.ID }))
 }
 
-func (ft *fineTuning) checkpoints(w http.ResponseWriter, r *http.Request, _ zerolog.Logger) {
+func (ft *fineTuning) checkpoints(w http.ResponseWriter, r *http.Request, l zerolog.Logger) {
 	j, ok := ft.job(w, r)
 	if !ok {
 		return
@@ -316,6 +307,12 @@ func (ft *fineTuning) checkpoints(w http.ResponseWriter, r *http.Request, _ zero
 		errServer(w, err)
 		return
 	}
+	evs, err := ft.trainEvents(r.Context(), j.ID, l)
+	if err != nil {
+		errServer(w, err)
+		return
+	}
+	metrics := stepMetrics(evs)
 	prefix := "train/" + j.ID + "/checkpoint-"
 	var cps []FineTuningCheckpoint
 	for _, in := range infos {
@@ -330,7 +327,10 @@ func (ft *fineTuning) checkpoints(w http.ResponseWriter, r *http.Request, _ zero
 		}
 		cps = append(cps, FineTuningCheckpoint{ID: fmt.Sprintf("ftckpt-%s-%d", j.ID, step), Object: "fine_tuning.job.checkpoint",
 			CreatedAt: in.ModTime.Unix(), FineTunedModelCheckpoint: fmt.Sprintf("train/%s/checkpoint-%d/", j.ID, step),
-			FineTuningJobID: j.ID, StepNumber: step, Metrics: map[string]any{"step": step}})
+			FineTuningJobID: j.ID, StepNumber: step, Metrics: metrics[step]})
+		if cps[len(cps)-1].Metrics == nil { // its events are gone (LF_EVENTS' limits)
+			cps[len(cps)-1].Metrics = map[string]any{"step": step}
+		}
 	}
 	sort.Slice(cps, func(a, b int) bool { return cps[a].StepNumber > cps[b].StepNumber })
 	writeJSON(w, http.StatusOK, page(cps, r.URL.Query().Get("after"), limit, func(c FineTuningCheckpoint) string { return c.ID }))

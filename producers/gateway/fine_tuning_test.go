@@ -49,6 +49,11 @@ func TestFineTuningJobsAPI(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	evalLoss, acc := 0.75, 0.5
+	data, _ := json.Marshal(schemas.TrainEvent{Job: done, Kind: schemas.TrainEventEval, GlobalStep: 2, MaxSteps: 3, EvalLoss: &evalLoss, Accuracy: &acc, Time: time.Now().UnixMilli()})
+	if _, err := s.bus.Publish(ctx, subj, data, "", nil); err != nil {
+		t.Fatal(err)
+	}
 	arts, err := s.bus.Objects(ctx, pipeline.BucketArtifacts)
 	if err != nil {
 		t.Fatal(err)
@@ -77,12 +82,17 @@ func TestFineTuningJobsAPI(t *testing.T) {
 		t.Errorf("completed job: %+v, %v", j, err)
 	}
 	evs, err := s.oai.FineTuning.Jobs.ListEvents(ctx, done, openai.FineTuningJobListEventsParams{Limit: openai.Int(2)})
-	if err != nil || len(evs.Data) != 2 || !evs.HasMore || evs.Data[0].Message != "Step 3/3: training loss=0.6667" {
+	if err != nil || len(evs.Data) != 2 || !evs.HasMore || evs.Data[0].Message != "Step 2/3: validation loss=0.7500" || evs.Data[1].Message != "Step 3/3: training loss=0.6667" {
 		t.Errorf("events: %+v, %v", evs, err)
 	}
 	cps, err := s.oai.FineTuning.Jobs.Checkpoints.List(ctx, done, openai.FineTuningJobCheckpointListParams{})
 	if err != nil || len(cps.Data) != 1 || cps.Data[0].StepNumber != 2 || cps.Data[0].FineTuningJobID != done {
-		t.Errorf("checkpoints: %+v, %v", cps, err)
+		t.Fatalf("checkpoints: %+v, %v", cps, err)
+	}
+	// A checkpoint's metrics are its step's events: the step's training
+	// loss, the validation loss and accuracy of its evaluation.
+	if m := cps.Data[0].Metrics; m.Step != 2 || m.TrainLoss != 1 || m.ValidLoss != 0.75 || m.ValidMeanTokenAccuracy != 0.5 {
+		t.Errorf("checkpoint metrics %s", m.RawJSON())
 	}
 	list, err := s.oai.FineTuning.Jobs.List(ctx, openai.FineTuningJobListParams{})
 	if err != nil || len(list.Data) != 2 {
@@ -94,6 +104,13 @@ func TestFineTuningJobsAPI(t *testing.T) {
 	}
 	if rec, _ := store.Get(ctx, running); rec.Status != jobs.StatusCancelling {
 		t.Errorf("cancelled job's record is %s, want cancelling", rec.Status)
+	}
+	failed := create()
+	if _, err := store.Fail(ctx, failed, jobs.ErrorReport{Code: "invalid_config", Message: "no records"}); err != nil {
+		t.Fatal(err)
+	}
+	if j, err := s.oai.FineTuning.Jobs.Get(ctx, failed); err != nil || j.Status != "failed" || j.Error.Code != "invalid_config" || j.Error.Message != "no records" || j.FinishedAt == 0 {
+		t.Errorf("failed job: %v %s", err, j.RawJSON())
 	}
 	var oe *openai.Error
 	if _, err := s.oai.FineTuning.Jobs.Cancel(ctx, done); !errors.As(err, &oe) || oe.StatusCode != http.StatusBadRequest {

@@ -129,18 +129,46 @@ func TestFineTuningValidationFile(t *testing.T) {
 		}
 	}
 
-	job, err := s.oai.FineTuning.Jobs.New(ctx, params(valid.ID, "supervised"))
+	p := params(valid.ID, "supervised")
+	p.Metadata = map[string]string{"team": "colours"}
+	job, err := s.oai.FineTuning.Jobs.New(ctx, p)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if job.ValidationFile != valid.ID {
-		t.Errorf("validation_file %q, want %s", job.ValidationFile, valid.ID)
+	// The job echoes what it runs with: "auto" resolved, the default seed.
+	hp := job.Method.Supervised.Hyperparameters
+	if job.ValidationFile != valid.ID || job.Method.Type != "supervised" || hp.NEpochs.OfInt != 1 || hp.BatchSize.OfInt != 1 ||
+		hp.LearningRateMultiplier.OfFloat != 1 || job.Hyperparameters.NEpochs.OfInt != 1 || job.Seed != 42 || job.Metadata["team"] != "colours" {
+		t.Errorf("created job does not echo its request: %s", job.RawJSON())
+	}
+	dpo := s.upload(t, ctx, []string{`{"prompt":"Colour?","chosen":"red","rejected":"no"}`}, openai.FilePurposeFineTune)
+	dj, err := s.oai.FineTuning.Jobs.New(ctx, openai.FineTuningJobNewParams{Model: "tinybase", TrainingFile: dpo.ID, Seed: openai.Int(7),
+		Method: openai.FineTuningJobNewParamsMethod{Type: "dpo", Dpo: openai.DpoMethodParam{Hyperparameters: openai.DpoHyperparameters{
+			Beta: openai.DpoHyperparametersBetaUnion{OfFloat: openai.Float(0.25)}, LearningRateMultiplier: openai.DpoHyperparametersLearningRateMultiplierUnion{OfFloat: openai.Float(2)}}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dhp := dj.Method.Dpo.Hyperparameters
+	if dj.Method.Type != "dpo" || dhp.Beta.OfFloat != 0.25 || dhp.LearningRateMultiplier.OfFloat != 2 || dhp.NEpochs.OfInt != 3 || dhp.BatchSize.OfInt < 1 || dj.Seed != 7 {
+		t.Errorf("dpo job does not echo its request: %s", dj.RawJSON())
+	}
+	if _, err := s.oai.FineTuning.Jobs.Cancel(ctx, dj.ID); err != nil {
+		t.Fatal(err)
 	}
 	if _, err := arts.Info(ctx, storage.Dataset(job.ID+gateway.ValidationSuffix)+storage.DatasetPartName(0)); err != nil {
 		t.Errorf("the eval dataset's part: %v", err)
 	}
 	startTrainWorker(t, s)
-	waitFineTuning(t, ctx, s, job.ID)
+	job = waitFineTuning(t, ctx, s, job.ID)
+	if job.FinishedAt == 0 || job.Error.Code != "" {
+		t.Errorf("succeeded job: %s", job.RawJSON())
+	}
+	pipelinetest.CheckFor(t, 30*time.Second, 50*time.Millisecond, func() error {
+		if dj, err = s.oai.FineTuning.Jobs.Get(ctx, dj.ID); err != nil || dj.Status != "cancelled" || dj.FinishedAt == 0 {
+			return fmt.Errorf("cancelled dpo job: %v %s", err, dj.RawJSON())
+		}
+		return nil
+	})
 	evs, err := s.oai.FineTuning.Jobs.ListEvents(ctx, job.ID, openai.FineTuningJobListEventsParams{Limit: openai.Int(100)})
 	if err != nil {
 		t.Fatal(err)

@@ -3,6 +3,8 @@ package infer_test
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"testing"
@@ -32,8 +34,8 @@ func BenchmarkJobThroughput(b *testing.B) {
 	benchenv.Log(b)
 	n := benchRequests()
 	for range b.N {
-		inReq, inTok, inDur := benchInProcess(b, n)
-		busReq, busTok, busDur := benchBus(b, n)
+		inReq, inTok, inDur, inCPU := benchInProcess(b, n)
+		busReq, busTok, busDur, busCPU := benchBus(b, n)
 		if inTok != busTok {
 			b.Errorf("tokens: in-process %d, bus %d (the same greedy generations)", inTok, busTok)
 		}
@@ -42,12 +44,16 @@ func BenchmarkJobThroughput(b *testing.B) {
 		b.ReportMetric(float64(busReq)/busDur.Seconds(), "bus_req/s")
 		b.ReportMetric(float64(busTok)/busDur.Seconds(), "bus_tok/s")
 		b.ReportMetric(inDur.Seconds()/busDur.Seconds(), "bus_vs_inprocess")
+		// CPU per request, and the ratio that bounds bus_vs_inprocess on
+		// a machine whose cores the benchmark has to itself.
+		b.ReportMetric(inCPU.Seconds()*1000/float64(inReq), "inproc_cpu_ms/req")
+		b.ReportMetric(inCPU.Seconds()/busCPU.Seconds(), "bus_vs_inprocess_cpu")
 	}
 }
 
 func benchPrompt(i int) string { return prompts[i%len(prompts)] + " " + strconv.Itoa(i%97) }
 
-func benchInProcess(b *testing.B, n int) (int, int, time.Duration) {
+func benchInProcess(b *testing.B, n int) (int, int, time.Duration, time.Duration) {
 	b.Helper()
 	m, tok := stories(b)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -88,30 +94,33 @@ func benchInProcess(b *testing.B, n int) (int, int, time.Duration) {
 		return tokens
 	}
 	run(2 * benchSlots) // compile the graphs first
-	start := time.Now()
+	start, cpu0 := time.Now(), cpuTime()
 	tokens := run(n)
-	return n, tokens, time.Since(start)
+	return n, tokens, time.Since(start), cpuTime() - cpu0
 }
 
-func benchBus(b *testing.B, n int) (int, int, time.Duration) {
+func benchBus(b *testing.B, n int) (int, int, time.Duration, time.Duration) {
 	b.Helper()
 	return benchJob(b, newStack(b), n, "bus_")
 }
 
 // benchJob submits an n-request job to s, starts a worker and waits for the
 // job to complete; it reports the job's phases as <prefix>submit_s,
-// <prefix>counted_s and <prefix>finalize_s and returns the requests, the
-// tokens of the rows and the time from submission to completion.
-func benchJob(b *testing.B, s *stack, n int, prefix string) (int, int, time.Duration) {
+// <prefix>counted_s and <prefix>finalize_s, how well the worker's Batcher
+// was fed (see fedSampler) and <prefix>cpu_ms/req, and returns the
+// requests, the tokens of the rows, the time from submission to completion
+// and the CPU time the process used meanwhile.
+func benchJob(b *testing.B, s *stack, n int, prefix string) (int, int, time.Duration, time.Duration) {
 	b.Helper()
 	var lines []byte
 	for i := range n {
 		lines = fmt.Appendf(lines, "{\"custom_id\":\"b%d\",\"prompt\":%q,\"max_tokens\":%d,\"temperature\":0}\n", i, benchPrompt(i), benchMaxTokens)
 	}
-	start := time.Now()
+	start, cpu0 := time.Now(), cpuTime()
 	sum := s.submit(b, jobs.KindCompletion, string(lines))
 	submitted := time.Since(start)
 	defer s.workerID(b, benchSlots, "bench")()
+	fed := sampleFed(b, s.reg, benchSlots)
 	// The phases: submission, results (every row counted), finalization.
 	var counted time.Duration
 	ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
@@ -119,16 +128,21 @@ func benchJob(b *testing.B, s *stack, n int, prefix string) (int, int, time.Dura
 	j, err := s.store.Watch(ctx, sum.Job.ID, func(j jobs.Job) bool {
 		if counted == 0 && j.RequestCounts.Done() >= n {
 			counted = time.Since(start)
+			fed.report(b, prefix) // while the rows were generated
 		}
 		return true
 	})
-	dur := time.Since(start)
+	dur, cpu := time.Since(start), cpuTime()-cpu0
 	if err != nil || j.Status != jobs.StatusCompleted {
 		b.Fatalf("job %s %s: %v", sum.Job.ID, j.Status, err)
 	}
 	b.ReportMetric(submitted.Seconds(), prefix+"submit_s")
 	b.ReportMetric(counted.Seconds(), prefix+"counted_s")
 	b.ReportMetric((dur - counted).Seconds(), prefix+"finalize_s")
+	b.ReportMetric(cpu.Seconds()*1000/float64(n), prefix+"cpu_ms/req")
+	if parts, err := os.ReadDir(filepath.Join(s.dataDir, "jobs", sum.Job.ID, "parts")); err == nil {
+		b.ReportMetric(float64(len(parts)), prefix+"parts") // the results sink's, each a file to write and to merge
+	}
 	if j.RequestCounts.Completed != n {
 		b.Fatalf("counts %+v", j.RequestCounts)
 	}
@@ -139,5 +153,5 @@ func benchJob(b *testing.B, s *stack, n int, prefix string) (int, int, time.Dura
 			tokens += int(*r.CompletionTokens)
 		}
 	}
-	return n, tokens, dur
+	return n, tokens, dur, cpu
 }

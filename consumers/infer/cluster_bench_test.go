@@ -55,6 +55,6 @@ func benchClusterJob(b *testing.B, replicas, n int) clusterJobResult {
 	s := newStackOn(b, bus)
 	defer s.stopSink()
 	cpu0 := pipelinetest.CPUSeconds()
-	_, tokens, wall := benchJob(b, s, n, fmt.Sprintf("r%d_", replicas))
+	_, tokens, wall, _ := benchJob(b, s, n, fmt.Sprintf("r%d_", replicas))
 	return clusterJobResult{tokens: tokens, wall: wall, cpu: pipelinetest.CPUSeconds() - cpu0}
 }

@@ -1,0 +1,100 @@
+package infer_test
+
+import (
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/largeforge/largeforge/schemas"
+)
+
+// fedSampler samples a worker's active_requests (requests handed to its
+// Batcher: generating or queued for a slot) while a benchmark job runs. The
+// fraction of samples with every slot taken says whether the bus keeps the
+// Batcher fed, a figure that, unlike req/s, does not move with the load of
+// a shared machine; in-process it is 1.
+type fedSampler struct {
+	stop func()
+	mu   sync.Mutex
+	n    int     // samples taken while the job ran (active > 0 once)
+	fed  int     // samples with active ≥ slots
+	sum  float64 // of active
+}
+
+func sampleFed(b *testing.B, reg prometheus.Gatherer, slots int) *fedSampler {
+	b.Helper()
+	s := &fedSampler{}
+	done, stopped := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(stopped)
+		t := time.NewTicker(10 * time.Millisecond)
+		defer t.Stop()
+		started := false
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+			active := gaugeValue(reg, schemas.MetricActiveRequests)
+			if started = started || active > 0; !started {
+				continue
+			}
+			s.mu.Lock()
+			s.n++
+			s.sum += active
+			if active >= float64(slots) {
+				s.fed++
+			}
+			s.mu.Unlock()
+		}
+	}()
+	s.stop = func() { close(done); <-stopped }
+	return s
+}
+
+// report stops the sampler and reports <prefix>fed (the fraction of samples
+// with every slot taken) and <prefix>active (the mean of active_requests).
+func (s *fedSampler) report(b *testing.B, prefix string) {
+	s.stop()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.n == 0 {
+		return
+	}
+	b.ReportMetric(float64(s.fed)/float64(s.n), prefix+"fed")
+	b.ReportMetric(s.sum/float64(s.n), prefix+"active")
+}
+
+// gaugeValue sums the gauge name's series in reg (0 when absent).
+func gaugeValue(reg prometheus.Gatherer, name string) float64 {
+	mfs, err := reg.Gather()
+	if err != nil {
+		return 0
+	}
+	v := 0.0
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			v += m.GetGauge().GetValue()
+		}
+	}
+	return v
+}
+
+// cpuTime is the CPU time (user and system) this process has used: every
+// part of a bus benchmark runs in it (the embedded server, the sinks, the
+// worker), so its growth over a phase is the phase's whole cost, which a
+// shared machine's load does not change as it changes wall time.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}

@@ -24,7 +24,8 @@ func benchBytes(*testing.B) int64 { return int64(benchenv.Int("LF_BENCH_MODEL_MB
 // BenchmarkPushPull pushes and pulls a model of one large weights file and
 // two small ones, and puts and gets the same weights as one raw object of
 // lf_models, reporting MB/s of each and push/put, pull/get ratios (the
-// target is 0.8 or more).
+// target is 0.8 or more), and the peak RSS of a push and of a pull (the
+// target for a 1 GiB model, LF_BENCH_MODEL_MB=1024: under 200 MiB).
 func BenchmarkPushPull(b *testing.B) {
 	benchenv.Log(b)
 	size := benchBytes(b)
@@ -55,46 +56,69 @@ func BenchmarkPushPull(b *testing.B) {
 	}
 	mbps := func(d time.Duration) float64 { return float64(size) / (1 << 20) / d.Seconds() }
 	var put, get, push, pull time.Duration
-	for i := 0; i < b.N; i++ {
+	var rss struct{ put, get, push, pull int64 } // peak RSS of each phase, MiB
+	// timed runs f and adds its time to d and its peak RSS (the whole
+	// process: the embedded server's included) to peak.
+	timed := func(d *time.Duration, peak *int64, f func() error) {
+		benchenv.ResetPeakRSS()
 		t0 := time.Now()
-		r, _ := os.Open(weights)
-		if _, err := objs.Put(ctx, "raw/"+strconv.Itoa(i), r); err != nil {
+		if err := f(); err != nil {
 			b.Fatal(err)
 		}
-		r.Close()
-		t1 := time.Now()
-		or, err := objs.Get(ctx, "raw/"+strconv.Itoa(i))
-		if err != nil {
-			b.Fatal(err)
-		}
-		out, _ := os.Create(filepath.Join(b.TempDir(), "raw"))
-		if _, err := io.Copy(out, or); err != nil {
-			b.Fatal(err)
-		}
-		out.Close()
-		or.Close()
-		t2 := time.Now()
+		*d += time.Since(t0)
+		*peak = max(*peak, benchenv.PeakRSS()>>20)
+	}
+	raw := func(i int) {
+		key := "raw/" + strconv.Itoa(i)
+		timed(&put, &rss.put, func() error {
+			r, err := os.Open(weights)
+			if err != nil {
+				return err
+			}
+			defer r.Close()
+			_, err = objs.Put(ctx, key, r)
+			return err
+		})
+		timed(&get, &rss.get, func() error {
+			or, err := objs.Get(ctx, key)
+			if err != nil {
+				return err
+			}
+			defer or.Close()
+			out, err := os.Create(filepath.Join(b.TempDir(), "raw"))
+			if err != nil {
+				return err
+			}
+			defer out.Close()
+			_, err = io.Copy(out, or)
+			return err
+		})
 		// Push and put each start from an empty stream.
-		if err := objs.Delete(ctx, "raw/"+strconv.Itoa(i)); err != nil {
+		if err := objs.Delete(ctx, key); err != nil {
 			b.Fatal(err)
 		}
+	}
+	model := func(i int) {
 		// A distinct version each time: the same files would skip the upload.
 		if err := os.WriteFile(filepath.Join(dir, "config.json"), []byte(strconv.Itoa(i)), 0o644); err != nil {
 			b.Fatal(err)
 		}
-		t3 := time.Now()
-		if _, err := ms.Push(ctx, "bench", dir); err != nil {
-			b.Fatal(err)
-		}
-		t4 := time.Now()
-		if _, err := ms.Pull(ctx, "bench", filepath.Join(b.TempDir(), "pulled")); err != nil {
-			b.Fatal(err)
-		}
-		t5 := time.Now()
+		timed(&push, &rss.push, func() error { _, err := ms.Push(ctx, "bench", dir); return err })
+		timed(&pull, &rss.pull, func() error { _, err := ms.Pull(ctx, "bench", filepath.Join(b.TempDir(), "pulled")); return err })
 		if _, _, err := ms.Remove(ctx, "bench"); err != nil {
 			b.Fatal(err)
 		}
-		put, get, push, pull = put+t1.Sub(t0), get+t2.Sub(t1), push+t4.Sub(t3), pull+t5.Sub(t4)
+	}
+	for i := 0; i < b.N; i++ {
+		// Alternate which goes first, so neither always meets the stream
+		// the other just emptied.
+		if i%2 == 0 {
+			raw(i)
+			model(i)
+		} else {
+			model(i)
+			raw(i)
+		}
 	}
 	n := time.Duration(b.N)
 	b.ReportMetric(mbps(push/n), "push_MB/s")
@@ -103,5 +127,8 @@ func BenchmarkPushPull(b *testing.B) {
 	b.ReportMetric(mbps(get/n), "get_MB/s")
 	b.ReportMetric(put.Seconds()/push.Seconds(), "push/put")
 	b.ReportMetric(get.Seconds()/pull.Seconds(), "pull/get")
-	b.Logf("%d MiB: push %.0f MB/s (raw put %.0f), pull %.0f MB/s (raw get %.0f)", size>>20, mbps(push/n), mbps(put/n), mbps(pull/n), mbps(get/n))
+	b.ReportMetric(float64(rss.push), "push_peak_RSS_MiB")
+	b.ReportMetric(float64(rss.pull), "pull_peak_RSS_MiB")
+	b.Logf("%d MiB, %d runs: push %.0f MB/s (raw put %.0f), pull %.0f MB/s (raw get %.0f); peak RSS of the process (bus included) push %d MiB (put %d), pull %d MiB (get %d)",
+		size>>20, b.N, mbps(push/n), mbps(put/n), mbps(pull/n), mbps(get/n), rss.push, rss.put, rss.pull, rss.get)
 }

@@ -8,11 +8,14 @@
 //	<name>/<digest>/<file>   the files of one version (<file> may hold '/')
 //	<name>/<digest>.json     the version's Manifest: every file's path, size and SHA-256
 //	<name>/current           the pointer: which digest <name> serves now
+//	<name>/.push-<id>/<file> a file a push uploaded before it knew the digest
 //
 // The digest is the SHA-256 of the manifest's file list (paths, sizes,
 // SHA-256s), so the same files always make the same version. Push uploads
-// the files, then the manifest, and moves the pointer last: a version whose
-// push was interrupted is never current. Pull verifies every file against
+// each file once to a staging object, hashing it as it goes, renames the
+// staged objects to the version's keys (no chunk moves), stores the
+// manifest, and moves the pointer last: a version whose push was
+// interrupted is never current. Pull verifies every file against
 // the manifest (and the object store's own digest) in a temporary directory
 // and renames it into place only when all of them match. Remove drops the
 // current version and points the name at the newest version that remains;
@@ -29,11 +32,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"path"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -164,67 +167,6 @@ func validPath(p string) error {
 	return nil
 }
 
-// scan lists the regular files under dir (symbolic links to regular files
-// included, hidden names skipped) and hashes each, streaming, two at a
-// time.
-func scan(dir string) ([]File, error) {
-	var files []File
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if p != dir && strings.HasPrefix(d.Name(), ".") {
-			if d.IsDir() {
-				return filepath.SkipDir
-			}
-			return nil
-		}
-		if d.IsDir() {
-			return nil
-		}
-		st, err := os.Stat(p) // follows a link
-		if err != nil || !st.Mode().IsRegular() {
-			return nil
-		}
-		rel, err := filepath.Rel(dir, p)
-		if err != nil {
-			return err
-		}
-		rel = filepath.ToSlash(rel)
-		if err := validPath(rel); err != nil {
-			return err
-		}
-		files = append(files, File{Path: rel})
-		return nil
-	})
-	if err == nil {
-		err = each(context.Background(), len(files), func(_ context.Context, i int) error {
-			var herr error
-			files[i].SHA256, files[i].Size, herr = hashFile(filepath.Join(dir, filepath.FromSlash(files[i].Path)))
-			return herr
-		})
-	}
-	if err != nil {
-		return nil, fmt.Errorf("read model directory %s: %w", dir, err)
-	}
-	sort.Slice(files, func(i, j int) bool { return files[i].Path < files[j].Path })
-	return files, nil
-}
-
-func hashFile(p string) (string, int64, error) {
-	f, err := os.Open(p)
-	if err != nil {
-		return "", 0, err
-	}
-	defer f.Close()
-	h := sha256.New()
-	n, err := io.CopyBuffer(h, f, make([]byte, copyBuffer))
-	if err != nil {
-		return "", 0, err
-	}
-	return hex.EncodeToString(h.Sum(nil)), n, nil
-}
-
 // parallel is how many files a push hashes or uploads, or a pull
 // downloads, at once (each upload keeps up to 32 MiB awaiting the
 // server's ack: see pipeline.Objects.PutWithMetadata).
@@ -261,73 +203,6 @@ feed:
 	wg.Wait()
 	if err := context.Cause(ctx); err != nil && ctx.Err() != nil {
 		return err
-	}
-	return nil
-}
-
-// Push stores the files of dir (every regular file, subdirectories
-// included, hidden names skipped) as a new version of name and makes it
-// current. Files are streamed, never held whole. The same files pushed
-// again make the same version: only the pointer moves. The pointer moves
-// last, so an interrupted push leaves the name as it was.
-func (s *Store) Push(ctx context.Context, name, dir string) (Manifest, error) {
-	if err := ValidName(name); err != nil {
-		return Manifest{}, err
-	}
-	files, err := scan(dir)
-	if err != nil {
-		return Manifest{}, err
-	}
-	if len(files) == 0 {
-		return Manifest{}, fmt.Errorf("push %s: %w in %s", name, ErrEmpty, dir)
-	}
-	m := Manifest{Name: name, Digest: digestOf(files), Created: time.Now().UTC(), Files: files}
-	for _, f := range files {
-		m.Size += f.Size
-	}
-	if old, err := s.Manifest(ctx, name, m.Digest); err == nil {
-		m = old // the version is stored already
-	} else if !errors.Is(err, ErrNoManifest) {
-		return Manifest{}, err
-	} else {
-		err := each(ctx, len(files), func(ctx context.Context, i int) error { return s.putFile(ctx, m, files[i], dir) })
-		if err != nil {
-			return Manifest{}, err
-		}
-		data, err := json.Marshal(m)
-		if err != nil {
-			return Manifest{}, err
-		}
-		if _, err := s.objs.Put(ctx, manifestKey(name, m.Digest), bytes.NewReader(data)); err != nil {
-			return Manifest{}, fmt.Errorf("push %s: manifest: %w", name, err)
-		}
-	}
-	if err := s.point(ctx, name, m.Digest); err != nil {
-		return Manifest{}, err
-	}
-	return m, nil
-}
-
-// putFile uploads one file of m, unless an object with its size and digest
-// is there already (a push resumed), and checks that what was stored is
-// what was hashed.
-func (s *Store) putFile(ctx context.Context, m Manifest, f File, dir string) error {
-	key, want := fileKey(m.Name, m.Digest, f.Path), objectDigest(f.SHA256)
-	if info, err := s.objs.Info(ctx, key); err == nil && info.Size == uint64(f.Size) && info.Digest == want {
-		return nil
-	}
-	r, err := os.Open(filepath.Join(dir, filepath.FromSlash(f.Path)))
-	if err != nil {
-		return fmt.Errorf("push %s: %w", m.Name, err)
-	}
-	defer r.Close()
-	info, err := s.objs.Put(ctx, key, r)
-	if err != nil {
-		return fmt.Errorf("push %s: %s: %w", m.Name, f.Path, err)
-	}
-	if info.Size != uint64(f.Size) || info.Digest != want {
-		_ = s.objs.Delete(context.WithoutCancel(ctx), key)
-		return fmt.Errorf("push %s: %s: %w", m.Name, f.Path, ErrChanged)
 	}
 	return nil
 }
@@ -554,6 +429,11 @@ func (s *Store) getFile(ctx context.Context, m Manifest, f File, root string) er
 	}
 	if n != f.Size {
 		return corrupt("read %d bytes, the manifest says %d", n, f.Size)
+	}
+	// The file gets the modification time it was pushed with, so a push
+	// of the pulled directory knows it holds this version (see Push).
+	if ns, err := strconv.ParseInt(r.Info().Metadata[mtimeKey], 10, 64); err == nil {
+		_ = os.Chtimes(p, time.Time{}, time.Unix(0, ns))
 	}
 	return nil
 }

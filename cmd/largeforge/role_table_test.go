@@ -116,6 +116,7 @@ func roleOps() []roleOp {
 		{"delete LF_ROUTES", nil, jsAPI("$JS.API.STREAM.DELETE.LF_ROUTES", ``)},
 		{"publish lf.req.j1.m (requests)", []string{"submit", "api"}, corePub("lf.req.j1.m")},
 		{"publish lf.train.j1", []string{"submit", "api"}, corePub("lf.train.j1")},
+		{"info LF_TRAIN (start-up check)", []string{"submit", "train", "api"}, jsAPI("$JS.API.STREAM.INFO.LF_TRAIN", "")},
 		{"publish lf.res.j1 (results)", []string{"submit", "infer", "results", "api"}, corePub("lf.res.j1")},
 		{"publish lf.data.d1.raw", []string{"ingest"}, corePub("lf.data.d1.raw")},
 		{"publish lf.data.d1.shard (shards)", []string{"ingest", "datasets"}, corePub("lf.data.d1.shard")},

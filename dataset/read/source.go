@@ -282,7 +282,12 @@ func openParquet(f *os.File) (*parquet.File, int64, error) {
 	if err != nil {
 		return nil, 0, err
 	}
-	pf, err := parquet.OpenFile(f, st.Size())
+	if err := checkParquet(f, st.Size()); err != nil {
+		return nil, 0, fmt.Errorf("not a readable Parquet file: %w", err)
+	}
+	// Rows are read without the page indexes and bloom filters, whose
+	// lengths checkParquet does not check.
+	pf, err := parquet.OpenFile(f, st.Size(), parquet.SkipPageIndex(true), parquet.SkipBloomFilters(true))
 	if err != nil {
 		return nil, 0, fmt.Errorf("not a readable Parquet file: %w", err)
 	}

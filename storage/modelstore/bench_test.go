@@ -4,17 +4,22 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/json"
+	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
 
+	"github.com/rs/zerolog"
+
 	"github.com/largeforge/largeforge/internal/benchenv"
-	"github.com/largeforge/largeforge/storage/modelstore"
 	"github.com/largeforge/largeforge/pipeline"
 	"github.com/largeforge/largeforge/pipeline/pipelinetest"
+	"github.com/largeforge/largeforge/storage/modelstore"
 )
 
 // benchBytes is the model size of BenchmarkPushPull: LF_BENCH_MODEL_MB
@@ -44,7 +49,8 @@ func BenchmarkPushPull(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	_, bus := pipelinetest.StartBus(b)
+	e, bus := pipelinetest.StartBus(b)
+	url := e.ClientURL()
 	ctx := context.Background()
 	ms, err := modelstore.New(ctx, bus)
 	if err != nil {
@@ -129,6 +135,84 @@ func BenchmarkPushPull(b *testing.B) {
 	b.ReportMetric(get.Seconds()/pull.Seconds(), "pull/get")
 	b.ReportMetric(float64(rss.push), "push_peak_RSS_MiB")
 	b.ReportMetric(float64(rss.pull), "pull_peak_RSS_MiB")
+	// The client alone, as `largeforge model push/pull` runs it: a
+	// process of its own beside this one's server.
+	cpush := runChild(b, "push", url, dir)
+	cpull := runChild(b, "pull", url, filepath.Join(b.TempDir(), "child"))
+	b.ReportMetric(float64(cpush.PeakRSS>>20), "client_push_peak_RSS_MiB")
+	b.ReportMetric(float64(cpull.PeakRSS>>20), "client_pull_peak_RSS_MiB")
+	b.Logf("%d MiB as a process of its own: push %.0f MB/s at peak RSS %d MiB, pull %.0f MB/s at peak RSS %d MiB",
+		size>>20, mbps(cpush.Took), cpush.PeakRSS>>20, mbps(cpull.Took), cpull.PeakRSS>>20)
 	b.Logf("%d MiB, %d runs: push %.0f MB/s (raw put %.0f), pull %.0f MB/s (raw get %.0f); peak RSS of the process (bus included) push %d MiB (put %d), pull %d MiB (get %d)",
 		size>>20, b.N, mbps(push/n), mbps(put/n), mbps(pull/n), mbps(get/n), rss.push, rss.put, rss.pull, rss.get)
+}
+
+// The benchmark runs one push and one pull more as the command line runs
+// them, in a process of its own (the test binary again, with these
+// variables set: TestMain), to measure the client's own peak RSS.
+const (
+	childURL = "LF_MODELSTORE_CHILD_URL"
+	childOp  = "LF_MODELSTORE_CHILD_OP" // push or pull
+	childDir = "LF_MODELSTORE_CHILD_DIR"
+)
+
+func TestMain(m *testing.M) {
+	if url := os.Getenv(childURL); url != "" {
+		os.Exit(child(url, os.Getenv(childOp), os.Getenv(childDir)))
+	}
+	os.Exit(m.Run())
+}
+
+// childReport is what the child process prints.
+type childReport struct {
+	Took    time.Duration `json:"took"`
+	PeakRSS int64         `json:"peak_rss"` // VmHWM, bytes
+	Error   string        `json:"error,omitempty"`
+}
+
+// child pushes dir as model bench, or pulls bench into dir, on the bus at
+// url and prints a childReport.
+func child(url, op, dir string) int {
+	ctx := context.Background()
+	var rep childReport
+	bus, err := pipeline.Connect(ctx, pipeline.ConnConfig{URL: url, Name: "bench-" + op}, zerolog.Nop())
+	if err == nil {
+		defer bus.Close()
+		var ms *modelstore.Store
+		if ms, err = modelstore.New(ctx, bus); err == nil {
+			t0 := time.Now()
+			switch op {
+			case "push":
+				_, err = ms.Push(ctx, "bench", dir)
+			case "pull":
+				_, err = ms.Pull(ctx, "bench", dir)
+			default:
+				err = fmt.Errorf("child op %q", op)
+			}
+			rep.Took = time.Since(t0)
+		}
+	}
+	if err != nil {
+		rep.Error = err.Error()
+	}
+	rep.PeakRSS = benchenv.PeakRSS()
+	_ = json.NewEncoder(os.Stdout).Encode(rep)
+	if err != nil {
+		return 1
+	}
+	return 0
+}
+
+// runChild runs child in a process of its own and returns its report.
+func runChild(b *testing.B, op, url, dir string) childReport {
+	b.Helper()
+	cmd := exec.CommandContext(b.Context(), os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), childURL+"="+url, childOp+"="+op, childDir+"="+dir)
+	cmd.Stderr = os.Stderr
+	out, err := cmd.Output()
+	var rep childReport
+	if jerr := json.Unmarshal(out, &rep); jerr != nil || err != nil {
+		b.Fatalf("%s process: %v %v (%s): %s", op, err, jerr, rep.Error, out)
+	}
+	return rep
 }

@@ -13,9 +13,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/largeforge/largeforge/internal/testenv"
-	"github.com/largeforge/largeforge/storage/modelstore"
 	"github.com/largeforge/largeforge/pipeline"
 	"github.com/largeforge/largeforge/pipeline/pipelinetest"
+	"github.com/largeforge/largeforge/storage/modelstore"
 )
 
 func newStore(t *testing.T) (*modelstore.Store, *pipeline.Bus, context.Context) {

@@ -21,6 +21,9 @@ type llamaRef struct {
 		Prompt    string `json:"prompt"`
 		PromptIDs []int  `json:"prompt_ids"`
 		GreedyIDs []int  `json:"greedy_ids"`
+		// TopLogprobs, where recorded (--top=K), holds for each greedy id
+		// the K most likely tokens at its position as [id, logprob].
+		TopLogprobs [][][2]float64 `json:"top_logprobs"`
 	} `json:"prompts"`
 }
 

@@ -125,6 +125,7 @@ func Init(preset string, seed int64, outDir string) error {
 	if err != nil {
 		return fmt.Errorf("init %s: %w", preset, err)
 	}
+	sharpen(preset, tensors, seed)
 	ck := &Checkpoint{
 		Config:     cfg,
 		Generation: GenerationConfig{BOSTokenID: cfg.BOSTokenID, EOSTokenIDs: cfg.EOSTokenIDs, MaxLength: cfg.MaxPositionEmbeddings},

@@ -113,7 +113,7 @@ func TestInitUnknownPreset(t *testing.T) {
 	if _, err := InitTensors(bad, 1); !errors.Is(err, ErrInvalidConfig) {
 		t.Errorf("InitTensors with 8 heads over 3 KV heads: err = %v, want ErrInvalidConfig", err)
 	}
-	if got := Presets(); !reflect.DeepEqual(got, []string{"15m", "k256", "tiny"}) {
+	if got := Presets(); !reflect.DeepEqual(got, []string{"15m", "k256", "k256sharp", "tiny"}) {
 		t.Errorf("Presets() = %v", got)
 	}
 }

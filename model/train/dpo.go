@@ -149,6 +149,10 @@ func (t *Trainer) TrainDPO(ctx context.Context, pairs []DPOPair, beta float64) (
 		}
 	}
 	plan := t.PlanFor(len(pairs))
+	t.epochTokens = 0
+	for _, p := range pairs {
+		t.epochTokens += len(p.Chosen.Tokens) + len(p.Rejected.Tokens)
+	}
 	sched, err := NewSchedule(t.cfg, plan.WarmupSteps, plan.TotalSteps)
 	if err != nil {
 		return Result{}, DPOStats{}, err

@@ -109,6 +109,10 @@ func (t *Trainer) prepare(exs, eval []Example) (*fitRun, error) {
 		rows = PackExamples(kept, t.maxLen)
 	}
 	plan := t.PlanFor(len(rows))
+	t.epochTokens = 0
+	for _, e := range rows {
+		t.epochTokens += len(e.Tokens)
+	}
 	t.log.Info().Int("examples", len(kept)).Int("truncated", truncated).Bool("packing", t.opts.packing).Int("rows", len(rows)).
 		Int("num_epochs", t.cfg.NumEpochs).Int("max_steps", plan.TotalSteps).
 		Int("warmup_steps", plan.WarmupSteps).Int("per_device_batch_size", t.cfg.PerDeviceBatchSize).

@@ -3,6 +3,7 @@ package train
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"sort"
@@ -52,6 +53,7 @@ func (t *Trainer) state(plan Plan, epoch float64) trainerState {
 		Epoch: epoch, EvalSteps: t.cfg.EvalSteps, GlobalStep: t.step, IsLocalProcessZero: true, IsWorldProcessZero: true,
 		LogHistory: hist, LoggingSteps: t.cfg.LoggingSteps, MaxSteps: plan.TotalSteps, NumTrainEpochs: t.cfg.NumEpochs,
 		SaveSteps: t.cfg.SaveSteps, TrainBatchSize: t.cfg.PerDeviceBatchSize,
+		NumInputTokensSeen: int(math.Round(float64(t.epochTokens) * epoch)),
 	}
 }
 

@@ -324,6 +324,13 @@ func TestSFTLowersLossAndSaves(t *testing.T) {
 	if err := json.Unmarshal(data, &st); err != nil {
 		t.Fatal(err)
 	}
+	tokens := 0
+	for _, e := range exs {
+		tokens += min(len(e.Tokens), 64)
+	}
+	if st.NumInputTokensSeen != tokens*10 {
+		t.Errorf("num_input_tokens_seen %d, want %d (the examples' tokens times 10 epochs)", st.NumInputTokensSeen, tokens*10)
+	}
 	if st.GlobalStep != 20 || len(st.LogHistory) != 5 || st.LogHistory[0]["global_step"] != float64(5) {
 		t.Errorf("trainer state: step %d, %d log entries: %v", st.GlobalStep, len(st.LogHistory), st.LogHistory)
 	}

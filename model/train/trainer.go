@@ -64,6 +64,10 @@ type Trainer struct {
 	// stepEval is the evaluation of the step in hand, reported with its
 	// Progress (hooks.go) and cleared after.
 	stepEval *EvalResult
+	// epochTokens are the tokens of one epoch's training rows (a DPO
+	// pair's both sides): trainer_state's num_input_tokens_seen is them
+	// times the epochs done.
+	epochTokens int
 }
 
 type graphKey struct {

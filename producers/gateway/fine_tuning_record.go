@@ -6,9 +6,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 
 	"github.com/largeforge/largeforge/jobs"
+	"github.com/largeforge/largeforge/model/train"
+	"github.com/largeforge/largeforge/pipeline"
 	"github.com/largeforge/largeforge/storage"
 )
 
@@ -43,13 +46,46 @@ func (ft *fineTuning) putRecord(ctx context.Context, job string, rec fineTuningR
 func (ft *fineTuning) jobOf(ctx context.Context, j jobs.Job) (FineTuningJob, error) {
 	var rec fineTuningRecord
 	err := readSmall(ctx, ft.obj, FineTuningRecordKey(j.ID), &rec)
+	rp := &rec
 	switch {
 	case errors.Is(err, storage.ErrNotFound):
-		return FineTuningJobOf(j, nil), nil
+		rp = nil
 	case err != nil:
 		return FineTuningJob{}, err
 	}
-	return FineTuningJobOf(j, &rec), nil
+	fj := FineTuningJobOf(j, rp)
+	if j.Status == jobs.StatusCompleted {
+		if fj.TrainedTokens, err = ft.trainedTokens(ctx, j.ID); err != nil {
+			return FineTuningJob{}, err
+		}
+	}
+	return fj, nil
+}
+
+// maxTrainerState bounds the final trainer_state.json read for
+// trained_tokens (its log_history grows with the steps).
+const maxTrainerState = 64 << 20
+
+// trainedTokens is a completed job's trained_tokens: the
+// num_input_tokens_seen of its final trainer_state.json in lf_artifacts
+// (the tokens of its training rows times its epochs), or nil when the job
+// stored no final output.
+func (ft *fineTuning) trainedTokens(ctx context.Context, job string) (*int64, error) {
+	r, err := ft.obj.Get(ctx, "train/"+job+"/final/"+train.TrainerStateFile)
+	if errors.Is(err, pipeline.ErrObjectNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	var st struct {
+		Tokens *int64 `json:"num_input_tokens_seen"`
+	}
+	if err := json.NewDecoder(io.LimitReader(r, maxTrainerState)).Decode(&st); err != nil {
+		return nil, fmt.Errorf("read the final trainer state of %s: %w", job, err)
+	}
+	return st.Tokens, nil
 }
 
 // writeJob answers with j's fine_tuning.job.

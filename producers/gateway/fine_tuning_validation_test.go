@@ -160,7 +160,7 @@ func TestFineTuningValidationFile(t *testing.T) {
 	}
 	startTrainWorker(t, s)
 	job = waitFineTuning(t, ctx, s, job.ID)
-	if job.FinishedAt == 0 || job.Error.Code != "" {
+	if job.FinishedAt == 0 || job.Error.Code != "" || job.TrainedTokens <= 0 {
 		t.Errorf("succeeded job: %s", job.RawJSON())
 	}
 	pipelinetest.CheckFor(t, 30*time.Second, 50*time.Millisecond, func() error {

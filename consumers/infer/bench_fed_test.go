@@ -2,7 +2,6 @@ package infer_test
 
 import (
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -87,14 +86,3 @@ func gaugeValue(reg prometheus.Gatherer, name string) float64 {
 	return v
 }
 
-// cpuTime is the CPU time (user and system) this process has used: every
-// part of a bus benchmark runs in it (the embedded server, the sinks, the
-// worker), so its growth over a phase is the phase's whole cost, which a
-// shared machine's load does not change as it changes wall time.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}

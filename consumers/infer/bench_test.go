@@ -46,14 +46,14 @@ func BenchmarkJobThroughput(b *testing.B) {
 		b.ReportMetric(inDur.Seconds()/busDur.Seconds(), "bus_vs_inprocess")
 		// CPU per request, and the ratio that bounds bus_vs_inprocess on
 		// a machine whose cores the benchmark has to itself.
-		b.ReportMetric(inCPU.Seconds()*1000/float64(inReq), "inproc_cpu_ms/req")
-		b.ReportMetric(inCPU.Seconds()/busCPU.Seconds(), "bus_vs_inprocess_cpu")
+		b.ReportMetric(inCPU*1000/float64(inReq), "inproc_cpu_ms/req")
+		b.ReportMetric(inCPU/busCPU, "bus_vs_inprocess_cpu")
 	}
 }
 
 func benchPrompt(i int) string { return prompts[i%len(prompts)] + " " + strconv.Itoa(i%97) }
 
-func benchInProcess(b *testing.B, n int) (int, int, time.Duration, time.Duration) {
+func benchInProcess(b *testing.B, n int) (int, int, time.Duration, float64) {
 	b.Helper()
 	m, tok := stories(b)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -94,12 +94,12 @@ func benchInProcess(b *testing.B, n int) (int, int, time.Duration, time.Duration
 		return tokens
 	}
 	run(2 * benchSlots) // compile the graphs first
-	start, cpu0 := time.Now(), cpuTime()
+	start, cpu0 := time.Now(), benchenv.CPUSeconds()
 	tokens := run(n)
-	return n, tokens, time.Since(start), cpuTime() - cpu0
+	return n, tokens, time.Since(start), benchenv.CPUSeconds() - cpu0
 }
 
-func benchBus(b *testing.B, n int) (int, int, time.Duration, time.Duration) {
+func benchBus(b *testing.B, n int) (int, int, time.Duration, float64) {
 	b.Helper()
 	return benchJob(b, newStack(b), n, "bus_")
 }
@@ -110,13 +110,13 @@ func benchBus(b *testing.B, n int) (int, int, time.Duration, time.Duration) {
 // was fed (see fedSampler) and <prefix>cpu_ms/req, and returns the
 // requests, the tokens of the rows, the time from submission to completion
 // and the CPU time the process used meanwhile.
-func benchJob(b *testing.B, s *stack, n int, prefix string) (int, int, time.Duration, time.Duration) {
+func benchJob(b *testing.B, s *stack, n int, prefix string) (int, int, time.Duration, float64) {
 	b.Helper()
 	var lines []byte
 	for i := range n {
 		lines = fmt.Appendf(lines, "{\"custom_id\":\"b%d\",\"prompt\":%q,\"max_tokens\":%d,\"temperature\":0}\n", i, benchPrompt(i), benchMaxTokens)
 	}
-	start, cpu0 := time.Now(), cpuTime()
+	start, cpu0 := time.Now(), benchenv.CPUSeconds()
 	sum := s.submit(b, jobs.KindCompletion, string(lines))
 	submitted := time.Since(start)
 	defer s.workerID(b, benchSlots, "bench")()
@@ -132,14 +132,14 @@ func benchJob(b *testing.B, s *stack, n int, prefix string) (int, int, time.Dura
 		}
 		return true
 	})
-	dur, cpu := time.Since(start), cpuTime()-cpu0
+	dur, cpu := time.Since(start), benchenv.CPUSeconds()-cpu0
 	if err != nil || j.Status != jobs.StatusCompleted {
 		b.Fatalf("job %s %s: %v", sum.Job.ID, j.Status, err)
 	}
 	b.ReportMetric(submitted.Seconds(), prefix+"submit_s")
 	b.ReportMetric(counted.Seconds(), prefix+"counted_s")
 	b.ReportMetric((dur - counted).Seconds(), prefix+"finalize_s")
-	b.ReportMetric(cpu.Seconds()*1000/float64(n), prefix+"cpu_ms/req")
+	b.ReportMetric(cpu*1000/float64(n), prefix+"cpu_ms/req")
 	if parts, err := os.ReadDir(filepath.Join(s.dataDir, "jobs", sum.Job.ID, "parts")); err == nil {
 		b.ReportMetric(float64(len(parts)), prefix+"parts") // the results sink's, each a file to write and to merge
 	}

@@ -552,6 +552,10 @@ func (g *Gateway) complete(w http.ResponseWriter, r *http.Request, l zerolog.Log
 		sse.finish(resp)
 		return
 	}
+	if chat {
+		writeJSON(w, http.StatusOK, chatCompletionOf(resp))
+		return
+	}
 	writeJSON(w, http.StatusOK, resp)
 }
 

@@ -66,6 +66,15 @@ var unsupported = []struct{ key, reason string }{
 // zeroOnly are parameters accepted only at their neutral value.
 var zeroOnly = []string{"presence_penalty", "frequency_penalty"}
 
+// neutralOnly are parameters accepted only at their neutral value (compact
+// JSON), or null, with the reason another value is refused.
+var neutralOnly = []struct{ key, neutral, reason string }{
+	{"echo", "false", "is not supported: the response holds the completion only"},
+	{"best_of", "1", "is not supported: each choice is a generation of its own (use n)"},
+	{"suffix", `""`, "is not supported: the workers do not insert text"},
+	{"modalities", `["text"]`, "is not supported: the workers generate text only"},
+}
+
 // NormalizeRequest rewrites an OpenAI request body (chat or not) into the
 // §3.1 form that schemas.DecodeCompletionRequest reads, and returns the
 // options the gateway carries out itself. A body that is not a JSON object
@@ -85,6 +94,12 @@ func NormalizeRequest(body []byte, chat bool) ([]byte, Options, error) {
 		var f float64
 		if v, ok := raw[k]; ok && !isNullJSON(v) && (json.Unmarshal(v, &f) != nil || f != 0) {
 			return nil, opts, &ParamError{Param: k, Reason: "is not supported by the sampler (only 0)", Unsupported: true}
+		}
+	}
+	for _, p := range neutralOnly {
+		var c bytes.Buffer
+		if v, ok := raw[p.key]; ok && !isNullJSON(v) && (json.Compact(&c, v) != nil || c.String() != p.neutral) {
+			return nil, opts, &ParamError{Param: p.key, Reason: p.reason, Unsupported: true}
 		}
 	}
 	if v, ok := raw["response_format"]; ok && !isNullJSON(v) {
@@ -127,7 +142,7 @@ func NormalizeRequest(body []byte, chat bool) ([]byte, Options, error) {
 		}
 		raw["messages"] = msgs
 	}
-	for _, k := range []string{"max_completion_tokens", "n", "stream_options", "response_format", "presence_penalty", "frequency_penalty"} {
+	for _, k := range []string{"max_completion_tokens", "n", "stream_options", "response_format", "presence_penalty", "frequency_penalty", "echo", "best_of", "suffix", "modalities"} {
 		delete(raw, k)
 	}
 	out, err := json.Marshal(raw)

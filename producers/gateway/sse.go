@@ -37,6 +37,8 @@ type StreamChunk struct {
 	Model   string         `json:"model"`
 	Choices []StreamChoice `json:"choices"`
 	Usage   *schemas.Usage `json:"usage,omitempty"`
+	// UsageNull writes a nil Usage as null (stream_options.include_usage).
+	UsageNull bool `json:"-"`
 }
 
 // sseWriter writes a streamed completion as server-sent events: the chunks
@@ -85,7 +87,7 @@ func (s *sseWriter) event(v any) error {
 }
 
 func (s *sseWriter) chunkOf(index int, text string, finish *string) StreamChunk {
-	c := StreamChunk{ID: s.id, Object: schemas.ObjectTextCompletion, Created: s.created, Model: s.model}
+	c := StreamChunk{ID: s.id, Object: schemas.ObjectTextCompletion, Created: s.created, Model: s.model, UsageNull: s.includeUsage}
 	ch := StreamChoice{Index: index, Logprobs: json.RawMessage("null"), FinishReason: finish}
 	if s.chat {
 		c.Object = ObjectChatCompletionChunk

@@ -3,6 +3,10 @@ package pipeline_test
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
+	"runtime/pprof"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -31,19 +35,50 @@ var echoRequest = []byte(`{"custom_id":"b0","prompt":"Once upon a time 17","max_
 // and their ratio (r3_vs_r1_CPU: the work of a message with one replica
 // over its work with three, which other load on the machine moves less
 // than the wall-time ratio of two phases run at different moments).
+// LF_BENCH_ECHO_ROUNDS=K (default 1) runs K rounds of both phases, their
+// order alternating (r3 then r1, r1 then r3, ...), and reports the median of
+// each figure over the rounds: on a shared machine one pair of phases moves
+// by tens of percent with the load. LF_BENCH_ECHO_PROFILE=DIR writes each
+// phase's CPU profile (the workload, not the cluster's start) to
+// DIR/echo-r3-<round>.prof and DIR/echo-r1-<round>.prof: where a message's
+// work with three replicas goes (not with -test.cpuprofile).
 func BenchmarkClusterEcho(b *testing.B) {
 	benchenv.Log(b)
 	n := pipelinetest.EnvInt("LF_BENCH_ECHO_MSGS", 20000)
+	rounds := pipelinetest.EnvInt("LF_BENCH_ECHO_ROUNDS", 1)
 	for range b.N {
-		r3 := echoRun(b, 3, n)
-		r1 := echoRun(b, 1, n)
-		b.ReportMetric(float64(n)/r3.wall.Seconds(), "r3_msgs/s")
-		b.ReportMetric(float64(n)/r1.wall.Seconds(), "r1_msgs/s")
-		b.ReportMetric(r1.wall.Seconds()/r3.wall.Seconds(), "r3_vs_r1")
-		b.ReportMetric(r1.cpu/r3.cpu, "r3_vs_r1_CPU")
-		b.ReportMetric(r3.cpu, "r3_CPU-s")
-		b.ReportMetric(r1.cpu, "r1_CPU-s")
+		figures := map[string][]float64{}
+		for round := 1; round <= rounds; round++ {
+			var r3, r1 echoResult
+			if round%2 == 1 {
+				r3, r1 = echoRun(b, 3, n, round), echoRun(b, 1, n, round)
+			} else {
+				r1, r3 = echoRun(b, 1, n, round), echoRun(b, 3, n, round)
+			}
+			for unit, v := range map[string]float64{
+				"r3_msgs/s":    float64(n) / r3.wall.Seconds(),
+				"r1_msgs/s":    float64(n) / r1.wall.Seconds(),
+				"r3_vs_r1":     r1.wall.Seconds() / r3.wall.Seconds(),
+				"r3_vs_r1_CPU": r1.cpu / r3.cpu,
+				"r3_CPU-s":     r3.cpu,
+				"r1_CPU-s":     r1.cpu,
+			} {
+				figures[unit] = append(figures[unit], v)
+			}
+		}
+		for unit, vs := range figures {
+			b.ReportMetric(median(vs), unit)
+		}
 	}
+}
+
+// median is the middle of vs (the mean of the two middle ones when even).
+func median(vs []float64) float64 {
+	s := slices.Sorted(slices.Values(vs))
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
 // echoStall is how long the echo workload may go without a new result
@@ -57,8 +92,8 @@ type echoResult struct {
 
 // echoRun runs the echo workload of n requests on a fresh three-node
 // cluster whose topology has the given replica count, and shuts the
-// cluster down.
-func echoRun(b *testing.B, replicas, n int) echoResult {
+// cluster down; round names its profile.
+func echoRun(b *testing.B, replicas, n, round int) echoResult {
 	b.Helper()
 	_, bus, stopCluster := pipelinetest.StartClusterBus(b, 3, replicas)
 	defer stopCluster()
@@ -108,6 +143,7 @@ func echoRun(b *testing.B, replicas, n int) echoResult {
 
 	// The requests are published while the results come back; a stall in
 	// either fails the run with what each side has done.
+	defer startEchoProfile(b, replicas, round)()
 	start, cpu0 := time.Now(), pipelinetest.CPUSeconds()
 	p := bus.NewPublisher(1024)
 	pubCtx, stopPub := context.WithCancel(ctx)
@@ -136,6 +172,30 @@ func echoRun(b *testing.B, replicas, n int) echoResult {
 		}
 	}
 	return echoResult{wall: time.Since(start), cpu: pipelinetest.CPUSeconds() - cpu0}
+}
+
+// startEchoProfile starts the CPU profile of a phase when
+// LF_BENCH_ECHO_PROFILE names a directory, and returns what stops it.
+func startEchoProfile(b *testing.B, replicas, round int) (stop func()) {
+	b.Helper()
+	dir := os.Getenv("LF_BENCH_ECHO_PROFILE")
+	if dir == "" {
+		return func() {}
+	}
+	f, err := os.Create(filepath.Join(dir, fmt.Sprintf("echo-r%d-%d.prof", replicas, round)))
+	if err != nil {
+		b.Fatalf("LF_BENCH_ECHO_PROFILE: %v", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		b.Fatalf("LF_BENCH_ECHO_PROFILE (not with -test.cpuprofile): %v", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		if err := f.Close(); err != nil {
+			b.Errorf("LF_BENCH_ECHO_PROFILE: %v", err)
+		}
+	}
 }
 
 // echoHandler answers each request of a batch with a result carrying its

@@ -116,14 +116,23 @@ func ShardLimit(bus *pipeline.Bus, want int) int {
 }
 
 // RejectRecord builds the dead-letter record of a reject and its message id.
+// Its subject is lf.data.<ds>.raw, where a record of the dataset enters the
+// bus and where dlq replay sends it once it validates (a record read from a
+// file never travelled on another): schemas.DecodeDLQRecord, and so dlq show
+// and replay, refuse a record without one.
 func RejectRecord(ds, run string, r Reject) (pipeline.DLQRecord, string) {
+	subj, err := pipeline.DatasetRawSubject(ds)
+	if err != nil {
+		subj = "lf.data." + ds + ".raw" // not reached: both callers validated ds
+	}
 	h := sha256.New()
 	fmt.Fprintf(h, "%s\x00%d\x00", r.Source, r.Line)
 	h.Write(r.Original)
 	msgID := ds + "/reject/" + hex.EncodeToString(h.Sum(nil))
 	rec := pipeline.DLQRecord{
-		Reason: r.Error,
-		Stage:  schemas.StageIngest,
+		Reason:  r.Error,
+		Stage:   schemas.StageIngest,
+		Subject: subj,
 		Headers: map[string][]string{
 			schemas.HeaderSource: {r.Source},
 			schemas.HeaderLine:   {strconv.FormatInt(r.Line, 10)},

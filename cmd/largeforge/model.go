@@ -22,7 +22,7 @@ func newModelCmd() *cobra.Command {
 	var preset, out, chatTemplate string
 	var seed int64
 	initCmd := &cobra.Command{
-		Use:   "init --preset tiny|15m --output DIR",
+		Use:   "init --preset tiny|15m|k256|k256sharp --output DIR",
 		Short: "Write a randomly initialised Llama of a named preset, with a byte-level tokenizer",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {

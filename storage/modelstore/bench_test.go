@@ -63,15 +63,19 @@ func BenchmarkPushPull(b *testing.B) {
 	mbps := func(d time.Duration) float64 { return float64(size) / (1 << 20) / d.Seconds() }
 	var put, get, push, pull time.Duration
 	var rss struct{ put, get, push, pull int64 } // peak RSS of each phase, MiB
-	// timed runs f and adds its time to d and its peak RSS (the whole
-	// process: the embedded server's included) to peak.
+	cpu := map[*time.Duration]float64{}          // CPU seconds of each phase
+	// timed runs f and adds its time to d, its CPU seconds to cpu[d] and
+	// its peak RSS to peak (the whole process: the embedded server's
+	// included). On a shared machine the CPU seconds vary less than the
+	// time.
 	timed := func(d *time.Duration, peak *int64, f func() error) {
 		benchenv.ResetPeakRSS()
-		t0 := time.Now()
+		c0, t0 := benchenv.CPUSeconds(), time.Now()
 		if err := f(); err != nil {
 			b.Fatal(err)
 		}
 		*d += time.Since(t0)
+		cpu[d] += benchenv.CPUSeconds() - c0
 		*peak = max(*peak, benchenv.PeakRSS()>>20)
 	}
 	raw := func(i int) {
@@ -133,6 +137,8 @@ func BenchmarkPushPull(b *testing.B) {
 	b.ReportMetric(mbps(get/n), "get_MB/s")
 	b.ReportMetric(put.Seconds()/push.Seconds(), "push/put")
 	b.ReportMetric(get.Seconds()/pull.Seconds(), "pull/get")
+	b.ReportMetric(cpu[&put]/cpu[&push], "push/put_cpu")
+	b.ReportMetric(cpu[&get]/cpu[&pull], "pull/get_cpu")
 	b.ReportMetric(float64(rss.push), "push_peak_RSS_MiB")
 	b.ReportMetric(float64(rss.pull), "pull_peak_RSS_MiB")
 	// The client alone, as `largeforge model push/pull` runs it: a
@@ -143,8 +149,9 @@ func BenchmarkPushPull(b *testing.B) {
 	b.ReportMetric(float64(cpull.PeakRSS>>20), "client_pull_peak_RSS_MiB")
 	b.Logf("%d MiB as a process of its own: push %.0f MB/s at peak RSS %d MiB, pull %.0f MB/s at peak RSS %d MiB",
 		size>>20, mbps(cpush.Took), cpush.PeakRSS>>20, mbps(cpull.Took), cpull.PeakRSS>>20)
-	b.Logf("%d MiB, %d runs: push %.0f MB/s (raw put %.0f), pull %.0f MB/s (raw get %.0f); peak RSS of the process (bus included) push %d MiB (put %d), pull %d MiB (get %d)",
-		size>>20, b.N, mbps(push/n), mbps(put/n), mbps(pull/n), mbps(get/n), rss.push, rss.put, rss.pull, rss.get)
+	b.Logf("%d MiB, %d runs: push %.0f MB/s (raw put %.0f), pull %.0f MB/s (raw get %.0f); CPU seconds (bus included) push %.2f (put %.2f), pull %.2f (get %.2f); peak RSS of the process (bus included) push %d MiB (put %d), pull %d MiB (get %d)",
+		size>>20, b.N, mbps(push/n), mbps(put/n), mbps(pull/n), mbps(get/n), cpu[&push]/float64(b.N), cpu[&put]/float64(b.N), cpu[&pull]/float64(b.N), cpu[&get]/float64(b.N),
+		rss.push, rss.put, rss.pull, rss.get)
 }
 
 // The benchmark runs one push and one pull more as the command line runs

@@ -33,6 +33,7 @@ import (
 	"fmt"
 	"io/fs"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -108,7 +109,14 @@ func New(bus *pipeline.Bus, opt Options) (*Console, error) {
 // Handler serves the paths under Prefix.
 func (c *Console) Handler() http.Handler {
 	mux := http.NewServeMux()
+	allow := map[string][]string{} // an endpoint's path: the methods it answers
+	var paths []string
 	api := func(pattern string, h func(w http.ResponseWriter, r *http.Request) (any, error)) {
+		method, path, _ := strings.Cut(pattern, " ")
+		if allow[path] == nil {
+			paths = append(paths, path)
+		}
+		allow[path] = append(allow[path], method)
 		mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 			if c.opt.Authorized != nil && !c.opt.Authorized(r) {
 				writeError(w, http.StatusUnauthorized, "invalid_api_key", "Invalid API key")
@@ -135,6 +143,19 @@ func (c *Console) Handler() http.Handler {
 	api("GET /console/api/workers", c.listWorkers)
 	api("GET /console/api/experts", c.listExperts)
 	api("GET /console/api/models", c.listModels)
+	// Another method on an endpoint's path is a 405 naming the ones it
+	// answers (not the catch-all's 404).
+	for _, path := range paths {
+		methods := allow[path]
+		if slices.Contains(methods, http.MethodGet) {
+			methods = append(methods, http.MethodHead)
+		}
+		allowed := strings.Join(methods, ", ")
+		mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Allow", allowed)
+			writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", fmt.Sprintf("%s %s: this endpoint answers %s", r.Method, r.URL.Path, allowed))
+		})
+	}
 	mux.HandleFunc("/console/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("Unknown console endpoint %s %s", r.Method, r.URL.Path))
 	})

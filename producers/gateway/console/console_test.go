@@ -87,6 +87,8 @@ func TestConsoleEndpoints(t *testing.T) {
 		{"cancel without key", "POST", "/console/api/jobs/" + queued.ID + "/cancel", "", 401, "Invalid API key"},
 		{"cancel a finished job", "POST", "/console/api/jobs/" + done.ID + "/cancel", testKey, 409, "illegal"},
 		{"cancel", "POST", "/console/api/jobs/" + queued.ID + "/cancel", testKey, 200, `"status":"cancelling"`},
+		{"GET on cancel", "GET", "/console/api/jobs/" + queued.ID + "/cancel", testKey, 405, "answers POST"},
+		{"DELETE on a job", "DELETE", "/console/api/jobs/" + queued.ID, testKey, 405, "answers GET, HEAD"},
 		{"page", "GET", "/console/jobs", "", 200, `<main id="main">`},
 		{"page with id", "GET", "/console/jobs/anything", "", 200, `<main id="main">`},
 		{"no such page", "GET", "/console/bogus", "", 404, `<main id="main">`},
@@ -101,6 +103,9 @@ func TestConsoleEndpoints(t *testing.T) {
 			status, hdr, body := get(t, tc.method, srv.URL+tc.path, tc.key)
 			if status != tc.status || !strings.Contains(body, tc.body) {
 				t.Errorf("%s %s: %d %q, want %d with %q", tc.method, tc.path, status, body, tc.status, tc.body)
+			}
+			if want := map[int]string{405: strings.TrimPrefix(tc.body, "answers ")}[status]; hdr.Get("Allow") != want {
+				t.Errorf("%s %s: Allow %q, want %q", tc.method, tc.path, hdr.Get("Allow"), want)
 			}
 			if strings.Contains(body, "goroutine") || strings.Contains(body, ".go:") {
 				t.Errorf("body looks like a stack trace: %s", body)

@@ -12,10 +12,13 @@ const MaxTopLogprobs = 20
 // TokenLogprob is the log-probability of a generated token under the model
 // (the log-softmax of its logits, before temperature, top-k and top-p), with
 // the most likely tokens at that position when asked for. Token is its text
-// (set by TextGenerator, "" from Model.Generate).
+// (set by TextGenerator, "" from Model.Generate), always valid UTF-8; Bytes
+// are its bytes as they are (set by TextGenerator): a token holding part of
+// a character has the Token "\ufffd" and that part in Bytes.
 type TokenLogprob struct {
 	ID      int
 	Token   string
+	Bytes   []byte
 	Logprob float64
 	Top     []TopLogprob
 }
@@ -24,6 +27,7 @@ type TokenLogprob struct {
 type TopLogprob struct {
 	ID      int
 	Token   string
+	Bytes   []byte
 	Logprob float64
 }
 

@@ -1,6 +1,7 @@
 package model
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"slices"
@@ -62,6 +63,21 @@ func decodeAfter(tok *tokenizer.Tokenizer, prompt, ids []int) string {
 		return full[len(pre):]
 	}
 	return tok.Decode(ids, true)
+}
+
+// bytesAfter is the raw bytes of token id after prompt (as decodeAfter,
+// without replacing a partial character with U+FFFD).
+func bytesAfter(tok *tokenizer.Tokenizer, prompt []int, id int) []byte {
+	if len(prompt) == 0 {
+		return tok.DecodeBytes([]int{id}, true)
+	}
+	ctx := prompt[len(prompt)-1:]
+	pre := tok.DecodeBytes(ctx, true)
+	full := tok.DecodeBytes([]int{ctx[0], id}, true)
+	if bytes.HasPrefix(full, pre) {
+		return full[len(pre):]
+	}
+	return tok.DecodeBytes([]int{id}, true)
 }
 
 type textStop struct {
@@ -153,9 +169,11 @@ func (g *TextGenerator) tokenTexts(prompt, ids []int, lps []TokenLogprob) []Toke
 			before = ids[i-1 : i]
 		}
 		lp.Token = decodeAfter(g.tok, before, []int{lp.ID})
+		lp.Bytes = bytesAfter(g.tok, before, lp.ID)
 		lp.Top = append([]TopLogprob(nil), lp.Top...)
 		for k := range lp.Top {
 			lp.Top[k].Token = decodeAfter(g.tok, before, []int{lp.Top[k].ID})
+			lp.Top[k].Bytes = bytesAfter(g.tok, before, lp.Top[k].ID)
 		}
 		out[i] = lp
 	}

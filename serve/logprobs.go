@@ -38,10 +38,15 @@ type CompletionLogprobs struct {
 	TextOffset    []int                `json:"text_offset"`
 }
 
-func tokenBytes(s string) []int {
-	b := make([]int, len(s))
-	for i := range len(s) {
-		b[i] = int(s[i])
+// tokenBytes is OpenAI's bytes of a token: raw (the token's own bytes,
+// which may be part of a character) when the model gave them, else its text's.
+func tokenBytes(raw []byte, text string) []int {
+	if raw == nil {
+		raw = []byte(text)
+	}
+	b := make([]int, len(raw))
+	for i, c := range raw {
+		b[i] = int(c)
 	}
 	return b
 }
@@ -56,9 +61,9 @@ func Logprobs(chat bool, lps []model.TokenLogprob) json.RawMessage {
 	if chat {
 		c := ChatLogprobs{Content: make([]ChatTokenLogprob, len(lps))}
 		for i, lp := range lps {
-			t := ChatTokenLogprob{Token: lp.Token, Logprob: lp.Logprob, Bytes: tokenBytes(lp.Token), TopLogprobs: []ChatTopLogprob{}}
+			t := ChatTokenLogprob{Token: lp.Token, Logprob: lp.Logprob, Bytes: tokenBytes(lp.Bytes, lp.Token), TopLogprobs: []ChatTopLogprob{}}
 			for _, a := range lp.Top {
-				t.TopLogprobs = append(t.TopLogprobs, ChatTopLogprob{Token: a.Token, Logprob: a.Logprob, Bytes: tokenBytes(a.Token)})
+				t.TopLogprobs = append(t.TopLogprobs, ChatTopLogprob{Token: a.Token, Logprob: a.Logprob, Bytes: tokenBytes(a.Bytes, a.Token)})
 			}
 			c.Content[i] = t
 		}

@@ -501,10 +501,10 @@ func buildDecoder(raw json.RawMessage) ([]decoder, error) {
 }
 
 // byteLevelDec maps byte-level tokens back to bytes and fuses them into one
-// valid UTF-8 string.
-type byteLevelDec struct{}
+// valid UTF-8 string (raw: the bytes as they are, for DecodeBytes).
+type byteLevelDec struct{ raw bool }
 
-func (byteLevelDec) decode(toks []string) []string {
+func (d byteLevelDec) decode(toks []string) []string {
 	var buf []byte
 	for _, t := range toks {
 		var ok bool
@@ -512,14 +512,18 @@ func (byteLevelDec) decode(toks []string) []string {
 			buf = append(buf, t...)
 		}
 	}
+	if d.raw {
+		return []string{string(buf)}
+	}
 	return []string{string(appendLossy(nil, buf))}
 }
 
 // byteFallbackDec turns runs of <0xXX> tokens into text. Each maximal invalid
 // UTF-8 subpart of a run becomes one U+FFFD (the reference implementation
 // replaces every byte of an invalid run, valid characters included; this keeps
-// them, so that incremental decoding agrees with Decode).
-type byteFallbackDec struct{}
+// them, so that incremental decoding agrees with Decode). Raw, a run stays
+// its bytes (for DecodeBytes).
+type byteFallbackDec struct{ raw bool }
 
 func byteToken(t string) (byte, bool) {
 	if len(t) != 6 || t[:3] != "<0x" || t[5] != '>' {
@@ -541,14 +545,18 @@ func byteToken(t string) (byte, bool) {
 	return v, true
 }
 
-func (byteFallbackDec) decode(toks []string) []string {
+func (d byteFallbackDec) decode(toks []string) []string {
 	out := make([]string, 0, len(toks))
 	var run []byte
 	flush := func() {
 		if len(run) == 0 {
 			return
 		}
-		out = append(out, string(appendLossy(nil, run)))
+		if d.raw {
+			out = append(out, string(run))
+		} else {
+			out = append(out, string(appendLossy(nil, run)))
+		}
 		run = run[:0]
 	}
 	for _, t := range toks {
@@ -560,6 +568,22 @@ func (byteFallbackDec) decode(toks []string) []string {
 		out = append(out, t)
 	}
 	flush()
+	return out
+}
+
+// rawDecoders is ds with the decoders that replace invalid UTF-8 made to
+// keep the bytes instead.
+func rawDecoders(ds []decoder) []decoder {
+	out := make([]decoder, len(ds))
+	for k, d := range ds {
+		switch d.(type) {
+		case byteLevelDec:
+			d = byteLevelDec{raw: true}
+		case byteFallbackDec:
+			d = byteFallbackDec{raw: true}
+		}
+		out[k] = d
+	}
 	return out
 }
 

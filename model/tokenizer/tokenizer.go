@@ -33,10 +33,11 @@ type Tokenizer struct {
 	norm         []normalizer
 	pre          []preTokenizer
 	dec          []decoder
-	decBytes     []string // with the ByteLevel decoder alone: the raw bytes of each token
-	prefix       []int    // ids added before the text by Encode(addSpecial)
-	suffix       []int    // ids added after it
-	bos, eos     int      // -1 when unknown
+	decRaw       []decoder // dec keeping invalid UTF-8 (DecodeBytes)
+	decBytes     []string  // with the ByteLevel decoder alone: the raw bytes of each token
+	prefix       []int     // ids added before the text by Encode(addSpecial)
+	suffix       []int     // ids added after it
+	bos, eos     int       // -1 when unknown
 	chatTmpl     string
 	chatCompiled *jinja.Template
 	chatErr      error
@@ -218,6 +219,7 @@ func Parse(data []byte) (*Tokenizer, error) {
 		c := a.Content[0]
 		t.addedIdx[c] = append(t.addedIdx[c], k)
 	}
+	t.decRaw = rawDecoders(t.dec)
 	if len(t.dec) == 1 {
 		if _, ok := t.dec[0].(byteLevelDec); ok {
 			t.decBytes = make([]string, len(t.tokens))
@@ -526,6 +528,22 @@ func (t *Tokenizer) Encode(text string, addSpecial bool) []int {
 // Decode returns the text of ids. Ids outside the vocabulary are skipped; with
 // skipSpecial so are special tokens. The result is always valid UTF-8.
 func (t *Tokenizer) Decode(ids []int, skipSpecial bool) string {
+	buf := t.decode(ids, skipSpecial, t.dec)
+	if utf8.Valid(buf) {
+		return unsafeString(buf)
+	}
+	return unsafeString(appendLossy(make([]byte, 0, len(buf)+8), buf))
+}
+
+// DecodeBytes returns the bytes of ids as Decode does, except that bytes
+// that are not valid UTF-8 (a token holding part of a character) stay as
+// they are instead of becoming U+FFFD: the bytes of OpenAI's logprobs.
+func (t *Tokenizer) DecodeBytes(ids []int, skipSpecial bool) []byte {
+	return t.decode(ids, skipSpecial, t.decRaw)
+}
+
+// decode is the bytes of ids through decs (t.dec, or t.decRaw).
+func (t *Tokenizer) decode(ids []int, skipSpecial bool, decs []decoder) []byte {
 	if t.decBytes != nil {
 		n := 0
 		for _, id := range ids {
@@ -540,10 +558,7 @@ func (t *Tokenizer) Decode(ids []int, skipSpecial bool) string {
 			}
 			buf = append(buf, t.decBytes[id]...)
 		}
-		if utf8.Valid(buf) {
-			return unsafeString(buf)
-		}
-		return unsafeString(appendLossy(make([]byte, 0, len(buf)+8), buf))
+		return buf
 	}
 	toks := make([]string, 0, len(ids))
 	for _, id := range ids {
@@ -555,7 +570,7 @@ func (t *Tokenizer) Decode(ids []int, skipSpecial bool) string {
 		}
 		toks = append(toks, t.tokens[id])
 	}
-	for _, d := range t.dec {
+	for _, d := range decs {
 		toks = d.decode(toks)
 	}
 	n := 0
@@ -566,10 +581,7 @@ func (t *Tokenizer) Decode(ids []int, skipSpecial bool) string {
 	for _, s := range toks {
 		buf = append(buf, s...)
 	}
-	if utf8.Valid(buf) {
-		return unsafeString(buf)
-	}
-	return unsafeString(appendLossy(make([]byte, 0, len(buf)+8), buf))
+	return buf
 }
 
 // unsafeString returns b as a string without copying; b must not change after.

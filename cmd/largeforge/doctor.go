@@ -18,6 +18,7 @@ import (
 	"github.com/largeforge/largeforge/consumers/datasetsink"
 	"github.com/largeforge/largeforge/consumers/infer"
 	"github.com/largeforge/largeforge/consumers/resultsink"
+	trainjobs "github.com/largeforge/largeforge/consumers/train"
 	"github.com/largeforge/largeforge/pipeline"
 	"github.com/largeforge/largeforge/schemas"
 )
@@ -92,14 +93,23 @@ read the stream and consumer info would do).`,
 			if o.Full <= 0 || o.Full > 1 {
 				return fmt.Errorf("--full %v: want a fraction in (0, 1]", o.Full)
 			}
+			if o.Stale < minStale() {
+				return fmt.Errorf("--stale %v: want at least %v, twice the workers' heartbeat interval (a live worker's heartbeat is up to one interval old)", o.Stale, minStale())
+			}
 			return runDoctor(cmd.Context(), cmd.OutOrStdout(), o)
 		},
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.Gateway, "gateway", "", "the gateway's base URL (http://host:8080) to check /health and /ready")
 	f.Float64Var(&o.Full, "full", o.Full, "a stream, store or account this full (a fraction of its limit) is a problem")
-	f.DurationVar(&o.Stale, "stale", o.Stale, "a worker heartbeat older than this is a problem")
+	f.DurationVar(&o.Stale, "stale", o.Stale, fmt.Sprintf("a worker heartbeat older than this is a problem (at least %v)", minStale()))
 	return cmd
+}
+
+// minStale is the least --stale: twice the heartbeat interval of the infer
+// and train workers, so that a live worker's heartbeat is never stale.
+func minStale() time.Duration {
+	return 2 * max(infer.DefaultHeartbeatEvery, trainjobs.DefaultHeartbeatEvery)
 }
 
 // runDoctor connects and runs every check, printing the report to w.

@@ -54,6 +54,10 @@ func TestDoctor(t *testing.T) {
 		!strings.Contains(out, "FAIL workers   train worker w2 (pid 2): last heartbeat 1h0m") || strings.Contains(out, "model served and") {
 		t.Fatalf("workers: %v\n%s", err, out)
 	}
+	// A --stale below the heartbeat interval would call live workers stale.
+	if _, err := runCLI(t, ctx, "doctor", "--nats", e.ClientURL(), "--stale", "5s"); err == nil || !strings.Contains(err.Error(), "--stale 5s: want at least 20s") {
+		t.Fatalf("--stale 5s: %v", err)
+	}
 	_, err = runCLI(t, ctx, "doctor", "--nats", fmt.Sprintf("nats://127.0.0.1:%d", freePort(t)), "--wait-for-nats", "100ms")
 	if err == nil || strings.Contains(err.Error(), "\n") || !strings.Contains(err.Error(), "cannot reach the bus") {
 		t.Fatalf("unreachable: %v", err)

@@ -601,19 +601,28 @@ func (c *Consumer) process(hctx context.Context, msgs []jetstream.Msg, busy *ato
 	go func() {
 		defer settling.Done()
 		defer busy.Add(-1)
-		// In order: outputs sent together are mostly acked in order, and
-		// each message is kept in progress until its own wait returns.
+		// Each message is settled as soon as its own wait returns (a long
+		// generation does not hold back the acks, and the MaxAckPending room,
+		// of the short ones handled beside it) and kept in progress until
+		// then.
 		stop := c.keepInProgress(later)
 		defer stop()
+		var each sync.WaitGroup
 		for i, d := range later {
-			err := fmt.Errorf("deferred outcome without a wait")
-			if waits[i] != nil {
-				err = waits[i](hctx)
-			}
-			c.settle(hctx, d, err)
-			c.win.give(1)
+			each.Go(func() { c.settleDeferred(hctx, d, waits[i]) })
 		}
+		each.Wait()
 	}()
+}
+
+// settleDeferred settles d by what wait returns.
+func (c *Consumer) settleDeferred(hctx context.Context, d delivery, wait func(context.Context) error) {
+	err := fmt.Errorf("deferred outcome without a wait")
+	if wait != nil {
+		err = wait(hctx)
+	}
+	c.settle(hctx, d, err)
+	c.win.give(1)
 }
 
 // keepInProgress sends InProgress for ds every InProgressEvery until stop is

@@ -104,3 +104,42 @@ func TestConsumerRefillKeepsWindowFull(t *testing.T) {
 		t.Errorf("%d messages left", n)
 	}
 }
+
+// Deferred outcomes handed back together are settled each as its own wait
+// returns: the second message of a batch is acked while the first still
+// waits.
+func TestConsumerDeferredSettleEach(t *testing.T) {
+	_, b := pipelinetest.StartBus(t)
+	g := &gatedDefer{handled: map[string]int{}}
+	cfg := fastConfig()
+	cfg.Batch = 2
+	cfg.Linger = 5 * time.Second // the batch is both messages, however slow the machine
+	c := newConsumer(t, b, cfg, g)
+	publishRequests(t, b, "jobe", 2)
+	stop := runConsumer(t, c)
+	pipelinetest.CheckFor(t, 10*time.Second, 5*time.Millisecond, func() error {
+		if s := c.Stats(); s.Batches != 1 || s.Deferred != 2 {
+			return fmt.Errorf("stats %+v, want one batch of 2 deferred", s)
+		}
+		return nil
+	})
+	g.mu.Lock()
+	close(g.gates[1]) // the second message's output is durable, the first's not yet
+	g.mu.Unlock()
+	pipelinetest.CheckFor(t, 10*time.Second, 5*time.Millisecond, func() error {
+		if s := c.Stats(); s.Acked != 1 {
+			return fmt.Errorf("stats %+v, want the second acked", s)
+		}
+		return nil
+	})
+	g.release(1)
+	pipelinetest.CheckFor(t, 10*time.Second, 5*time.Millisecond, func() error {
+		if s := c.Stats(); s.Acked != 2 {
+			return fmt.Errorf("stats %+v, want both acked", s)
+		}
+		return nil
+	})
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+}

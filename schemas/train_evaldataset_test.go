@@ -19,7 +19,9 @@ func TestRunConfigEvalDataset(t *testing.T) {
 		wantErr error
 	}{
 		{"eval dataset", func(rc *RunConfig) { rc.EvalDataset = "d-validation" }, nil},
-		{"plateau", func(rc *RunConfig) { rc.EvalDataset, rc.Training.LRSchedulerType = "d-validation", "reduce_lr_on_plateau" }, nil},
+		{"plateau", func(rc *RunConfig) {
+			rc.EvalDataset, rc.Training.LRSchedulerType = "d-validation", "reduce_lr_on_plateau"
+		}, nil},
 		{"bad name", func(rc *RunConfig) { rc.EvalDataset = "../x" }, ErrInvalidDatasetName},
 		{"with a split", func(rc *RunConfig) { rc.EvalDataset, rc.EvalSplit = "v", 0.1 }, ErrInvalidConfig},
 		{"dpo", func(rc *RunConfig) { rc.EvalDataset, rc.Method = "v", "dpo" }, ErrInvalidConfig},

@@ -16,9 +16,9 @@ import (
 	"github.com/largeforge/largeforge/logging"
 	"github.com/largeforge/largeforge/model"
 	"github.com/largeforge/largeforge/model/tokenizer"
-	"github.com/largeforge/largeforge/storage/modelstore"
 	"github.com/largeforge/largeforge/schemas"
 	"github.com/largeforge/largeforge/serve"
+	"github.com/largeforge/largeforge/storage/modelstore"
 )
 
 // loadedModel is a model with its tokenizer, ready for text.

@@ -16,9 +16,9 @@ import (
 	"github.com/largeforge/largeforge/consumers/train/traintest"
 	"github.com/largeforge/largeforge/jobs"
 	mtrain "github.com/largeforge/largeforge/model/train"
-	"github.com/largeforge/largeforge/storage/modelstore"
 	"github.com/largeforge/largeforge/pipeline"
 	"github.com/largeforge/largeforge/pipeline/pipelinetest"
+	"github.com/largeforge/largeforge/storage/modelstore"
 )
 
 // Training runs of the crash tests: 6 epochs of 4 steps, a checkpoint

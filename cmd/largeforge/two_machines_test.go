@@ -17,10 +17,10 @@ import (
 	ctrain "github.com/largeforge/largeforge/consumers/train"
 	"github.com/largeforge/largeforge/consumers/train/traintest"
 	"github.com/largeforge/largeforge/jobs"
-	"github.com/largeforge/largeforge/storage/modelstore"
 	"github.com/largeforge/largeforge/pipeline"
 	"github.com/largeforge/largeforge/pipeline/pipelinetest"
 	"github.com/largeforge/largeforge/storage"
+	"github.com/largeforge/largeforge/storage/modelstore"
 )
 
 // machine is a set of largeforge processes that share nothing with

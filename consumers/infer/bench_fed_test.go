@@ -85,4 +85,3 @@ func gaugeValue(reg prometheus.Gatherer, name string) float64 {
 	}
 	return v
 }
-

@@ -16,8 +16,8 @@ import (
 
 	"github.com/largeforge/largeforge/model/checkpoint"
 	"github.com/largeforge/largeforge/model/train"
-	"github.com/largeforge/largeforge/storage/modelstore"
 	"github.com/largeforge/largeforge/pipeline"
+	"github.com/largeforge/largeforge/storage/modelstore"
 )
 
 // Where a training job's artifacts live in lf_artifacts.

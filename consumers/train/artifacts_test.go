@@ -16,10 +16,10 @@ import (
 	"github.com/largeforge/largeforge/consumers/train/traintest"
 	"github.com/largeforge/largeforge/jobs"
 	mtrain "github.com/largeforge/largeforge/model/train"
-	"github.com/largeforge/largeforge/storage/modelstore"
 	"github.com/largeforge/largeforge/pipeline"
 	"github.com/largeforge/largeforge/pipeline/pipelinetest"
 	"github.com/largeforge/largeforge/schemas"
+	"github.com/largeforge/largeforge/storage/modelstore"
 )
 
 // storedObjects lists the keys of lf_artifacts under prefix.

@@ -10,9 +10,9 @@ import (
 
 	"github.com/largeforge/largeforge/logging"
 	"github.com/largeforge/largeforge/model/train"
-	"github.com/largeforge/largeforge/storage/modelstore"
 	"github.com/largeforge/largeforge/pipeline"
 	"github.com/largeforge/largeforge/schemas"
+	"github.com/largeforge/largeforge/storage/modelstore"
 )
 
 // storedModel reports whether rc's model_name is the name of a model in

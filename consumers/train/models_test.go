@@ -12,10 +12,10 @@ import (
 	"github.com/largeforge/largeforge/consumers/train"
 	"github.com/largeforge/largeforge/consumers/train/traintest"
 	"github.com/largeforge/largeforge/jobs"
-	"github.com/largeforge/largeforge/storage/modelstore"
 	"github.com/largeforge/largeforge/pipeline"
 	"github.com/largeforge/largeforge/pipeline/pipelinetest"
 	"github.com/largeforge/largeforge/schemas"
+	"github.com/largeforge/largeforge/storage/modelstore"
 )
 
 // A job whose model_name names a model pushed to lf_models trains from it:

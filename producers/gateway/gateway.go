@@ -67,11 +67,11 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/largeforge/largeforge/logging"
-	"github.com/largeforge/largeforge/storage/modelstore"
 	"github.com/largeforge/largeforge/pipeline"
 	"github.com/largeforge/largeforge/routing"
 	"github.com/largeforge/largeforge/routing/classifier"
 	"github.com/largeforge/largeforge/schemas"
+	"github.com/largeforge/largeforge/storage/modelstore"
 )
 
 // Config defaults.

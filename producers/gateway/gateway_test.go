@@ -25,12 +25,12 @@ import (
 	"github.com/largeforge/largeforge/logging"
 	"github.com/largeforge/largeforge/model"
 	"github.com/largeforge/largeforge/model/tokenizer"
-	"github.com/largeforge/largeforge/storage/modelstore"
 	"github.com/largeforge/largeforge/pipeline"
 	"github.com/largeforge/largeforge/pipeline/pipelinetest"
 	"github.com/largeforge/largeforge/producers/gateway"
 	"github.com/largeforge/largeforge/schemas"
 	"github.com/largeforge/largeforge/serve"
+	"github.com/largeforge/largeforge/storage/modelstore"
 )
 
 type stack struct {

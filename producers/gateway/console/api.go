@@ -343,7 +343,6 @@ func (c *Console) listModels(_ http.ResponseWriter, r *http.Request) (any, error
 	return map[string]any{"data": out}, nil
 }
 
-
 // MaxRequestErrors bounds the lines of errors.jsonl a job page shows.
 const MaxRequestErrors = 100
 

@@ -219,7 +219,8 @@ const views = {
           { name: "training loss", points: steps.map(e => [e.global_step, e.loss]) },
           { name: "evaluation loss", points: evals.map(e => [e.global_step, e.eval_loss]), dots: true }])}
         ${chart("lr-chart", "Learning rate", "step", "learning rate", [
-          { name: "learning rate", points: steps.map(e => [e.global_step, e.learning_rate]) }])}
+          // A step event leaves out a rate of 0 (warmup's first step): it is 0, not missing.
+          { name: "learning rate", points: steps.map(e => [e.global_step, e.learning_rate ?? 0]) }])}
       </div>`;
   },
 

@@ -347,7 +347,7 @@ func (w *Worker) handle(ctx context.Context, msg pipeline.Msg) error {
 		log.Info().Str("checkpoint", dir).Str("stored", JobArtifacts(m.Job)+checkpointName(step)).Msg("checkpoint stored")
 		return nil
 	}
-	opts := []train.Option{train.WithRecords(records), train.WithCheckpoint(upload),
+	opts := []train.Option{train.WithRecords(records), train.WithCheckpoint(upload), train.WithRunName(m.Job),
 		train.WithProgress(func(p train.Progress) { pw.report(p); events.report(p) })}
 	if evalRecords != nil {
 		opts = append(opts, train.WithEvalRecords(evalRecords))

@@ -1,6 +1,7 @@
 package train_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -165,6 +166,35 @@ func TestTrainingJob(t *testing.T) {
 	}
 	if l := traintest.StepLosses(t, out); len(l) != 8 {
 		t.Errorf("logged %d steps, want 8", len(l))
+	}
+	// The loss curve is titled by the job's id, not the output folder.
+	lossCurveTitled(t, out, j.ID+" ("+filepath.Base(fx.Base)+")")
+}
+
+// lossCurveTitled fails unless out's loss curve is the picture of its
+// trainer_state.json's log history titled by run.
+func lossCurveTitled(t *testing.T, out, run string) {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(out, mtrain.TrainerStateFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st struct {
+		LogHistory []map[string]any `json:"log_history"`
+	}
+	if err := json.Unmarshal(data, &st); err != nil {
+		t.Fatal(err)
+	}
+	want := filepath.Join(t.TempDir(), mtrain.LossCurveFile)
+	if err := mtrain.WriteLossCurve(want, run, st.LogHistory); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(filepath.Join(out, mtrain.LossCurveFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w, _ := os.ReadFile(want); !bytes.Equal(got, w) {
+		t.Errorf("%s is not the loss curve titled %q", mtrain.LossCurveFile, "Loss: "+run)
 	}
 }
 

@@ -25,6 +25,7 @@ type options struct {
 	evalRecords  RecordReader // WithEvalRecords: read by Run, not by New
 	dataset      string       // WithDatasetName: named in an adapter's model card
 	engine       string       // WithEngine
+	runName      string       // WithRunName (plot.go)
 }
 
 // WithDatasetName names the training data in an adapter's README.md model

@@ -8,6 +8,7 @@ import (
 	"image/draw"
 	"image/png"
 	"math"
+	"path/filepath"
 	"strconv"
 
 	"golang.org/x/image/font"
@@ -70,6 +71,21 @@ func lossPoints(history []map[string]any) (train, eval []plotPoint) {
 		}
 	}
 	return train, eval
+}
+
+// WithRunName names the run in the loss curve's title (default: the
+// output_dir's folder name): a training job's id, where the folder is
+// whatever output_dir the job was submitted with.
+func WithRunName(name string) Option {
+	return func(o *options) error { o.runName = name; return nil }
+}
+
+// runName is the run's name in the loss curve's title.
+func (t *Trainer) runName() string {
+	if t.opts.runName != "" {
+		return t.opts.runName
+	}
+	return filepath.Base(t.cfg.OutputDir)
 }
 
 // lossTitle is the picture's title.

@@ -156,7 +156,7 @@ func (t *Trainer) saveFinal(plan Plan) error {
 		return err
 	}
 	path := filepath.Join(t.cfg.OutputDir, LossCurveFile)
-	run := fmt.Sprintf("%s (%s)", filepath.Base(t.cfg.OutputDir), filepath.Base(t.cfg.ModelName))
+	run := fmt.Sprintf("%s (%s)", t.runName(), filepath.Base(t.cfg.ModelName))
 	if err := WriteLossCurve(path, run, t.history); err != nil {
 		return err
 	}

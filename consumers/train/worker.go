@@ -359,6 +359,7 @@ func (w *Worker) handle(ctx context.Context, msg pipeline.Msg) error {
 		opts = append(opts, train.WithRegisterer(w.reg))
 	}
 	res, terr := runTraining(tctx, rc, logging.Named(log, "largeforge.train"), opts...)
+	dropRunGauges(w.reg)
 	stop()
 	<-watchDone
 	last := pw.close()

@@ -64,7 +64,10 @@ func (b *Bus) Publish(ctx context.Context, subject string, data []byte, msgID st
 			since = time.Now()
 		}
 		// No responders: no server took it, so sending it again stores nothing twice.
-		again := errors.Is(err, jetstream.ErrNoStreamResponse) || (msgID != "" && retryable(err))
+		// A deadline that is not ctx's is the JetStream client's own request
+		// timeout (ctx has none): an ack lost like any other.
+		clientTimeout := errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil
+		again := errors.Is(err, jetstream.ErrNoStreamResponse) || (msgID != "" && (retryable(err) || clientTimeout))
 		if !again || ctx.Err() != nil || time.Since(since) >= DefaultPublishRetryFor {
 			return nil, fmt.Errorf("publish %s (msg id %q): %w", subject, msgID, err)
 		}

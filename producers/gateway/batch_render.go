@@ -82,7 +82,11 @@ func openAILineOf(in schemas.OutputLine) (openAILine, error) {
 			return out, nil
 		}
 		code := in.Error.Code
-		body, _ := json.Marshal(map[string]apiError{"error": {Message: in.Error.Message, Type: "invalid_request_error", Code: &code}})
+		e := apiError{Message: in.Error.Message, Type: "invalid_request_error", Code: &code}
+		if p := paramOfMessage(in.Error.Message); p != "" {
+			e.Param = &p
+		}
+		body, _ := json.Marshal(map[string]apiError{"error": e})
 		out.Response = &openAIResponse{StatusCode: in.Response.StatusCode, RequestID: reqID, Body: body}
 		return out, nil
 	}
@@ -138,4 +142,24 @@ func openAIBody(raw json.RawMessage) (json.RawMessage, error) {
 	body["object"], _ = json.Marshal(object)
 	body["choices"], _ = json.Marshal(choices)
 	return json.Marshal(body)
+}
+
+// paramOfMessage is the parameter a worker's refusal names (a line's error
+// carries its message alone): a limit's "Invalid <param>: ..." (the
+// §7.1 form of schemas.LimitError: max_tokens over the model's context),
+// or the field of a dictionary message; "" for other messages.
+func paramOfMessage(msg string) string {
+	for _, s := range []error{schemas.ErrModelNameRequired, schemas.ErrInvalidModelPath, schemas.ErrPromptTooLong,
+		schemas.ErrInvalidMaxTokens, schemas.ErrTemperatureOutOfRange} {
+		if msg == s.Error() || strings.HasPrefix(msg, s.Error()+":") {
+			_, p := schemas.ValidationMessage(s)
+			return p
+		}
+	}
+	if rest, ok := strings.CutPrefix(msg, "Invalid "); ok {
+		if p, _, ok := strings.Cut(rest, ": "); ok && p != "" && !strings.ContainsAny(p, " '\"") {
+			return p
+		}
+	}
+	return ""
 }

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"net/http"
 	"sort"
-	"strings"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -126,8 +125,8 @@ func (b *batches) create(w http.ResponseWriter, r *http.Request, l zerolog.Logge
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil {
-		if f, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
-			errInvalid(w, strings.Trim(f, `"`), "unknown_parameter", "Unrecognized request argument supplied: %s", strings.Trim(f, `"`))
+		if f, ok := unknownField(err); ok {
+			writeParamError(w, unknownParam(f))
 			return
 		}
 		errInvalid(w, "", "invalid_request", "The body is not a batch request: %v", err)
@@ -135,16 +134,16 @@ func (b *batches) create(w http.ResponseWriter, r *http.Request, l zerolog.Logge
 	}
 	switch {
 	case req.InputFileID == "":
-		errInvalid(w, "input_file_id", "", "Missing required parameter: 'input_file_id'.")
+		writeParamError(w, missingParam("input_file_id"))
 		return
 	case req.Endpoint == "":
-		errInvalid(w, "endpoint", "", "Missing required parameter: 'endpoint'.")
+		writeParamError(w, missingParam("endpoint"))
 		return
 	case req.Endpoint != URLChatCompletions && req.Endpoint != URLCompletions:
 		errInvalid(w, "endpoint", "invalid_value", "Invalid value for 'endpoint': %q; supported: %s, %s.", req.Endpoint, URLChatCompletions, URLCompletions)
 		return
 	case req.CompletionWindow == "":
-		errInvalid(w, "completion_window", "", "Missing required parameter: 'completion_window'.")
+		writeParamError(w, missingParam("completion_window"))
 		return
 	case req.CompletionWindow != CompletionWindow24h:
 		errInvalid(w, "completion_window", "invalid_value", "Invalid value for 'completion_window': %q; supported: %s.", req.CompletionWindow, CompletionWindow24h)
@@ -271,10 +270,12 @@ func parseLine(data []byte, n int, endpoint string) (batchLine, *jobs.ErrorRepor
 	body, opts, err := NormalizeRequest(line.Body, endpoint == URLChatCompletions)
 	var pe *ParamError
 	switch {
-	case errors.As(err, &pe) && pe.Unsupported:
-		return bad("unsupported_parameter", "Line %d: %s", n, pe.Error())
+	case errors.As(err, &pe):
+		return bad(pe.code(), "Line %d: %s", n, pe.Error())
 	case err == nil && opts.N != 1:
 		return bad("unsupported_parameter", "Line %d: Unsupported parameter: 'n' must be 1 in a batch (one choice per request)", n)
+	case err == nil && len(opts.Prompts) > 1:
+		return bad("unsupported_parameter", "Line %d: Unsupported parameter: 'prompt' must be one string in a batch (one choice per request)", n)
 	}
 	var c schemas.CompletionRequest
 	if err == nil {

@@ -183,13 +183,19 @@ func TestBatchesOpenAISDK(t *testing.T) {
 		StatusCode int `json:"status_code"`
 		Body       struct {
 			Error struct {
-				Message string `json:"message"`
-				Type    string `json:"type"`
+				Message string  `json:"message"`
+				Type    string  `json:"type"`
+				Param   *string `json:"param"`
 			} `json:"error"`
 		} `json:"body"`
 	}
 	if err := json.Unmarshal(errs[0]["response"], &eresp); err != nil || eresp.StatusCode != 400 || eresp.Body.Error.Message == "" || eresp.Body.Error.Type != "invalid_request_error" {
 		t.Errorf("error line %s", mustJSON(errs[0]))
+	}
+	// The line's error names the field over the model's context (OpenAI's
+	// param), as the interactive API does.
+	if p := eresp.Body.Error.Param; p == nil || (*p != "prompt" && *p != "max_tokens") || !strings.HasPrefix(eresp.Body.Error.Message, "Invalid "+*p+": ") {
+		t.Errorf("error line %s: want the param its message names", mustJSON(errs[0]))
 	}
 	of, err := s.oai.Files.Get(ctx, b.OutputFileID)
 	if err != nil || of.Purpose != openai.FileObjectPurposeBatchOutput || of.Bytes == 0 {

@@ -12,25 +12,45 @@ import (
 	"github.com/largeforge/largeforge/schemas"
 )
 
-// generate runs the n generations of one request on the workers at once,
-// each its own RPC (choice i with seed+i when the request has a seed), and
-// returns their final replies in choice order. Streamed text goes to sse
-// under each choice's index. The first failure cancels the others and is
-// returned.
-func (g *Gateway) generate(ctx context.Context, call pipeline.RPCCall, req schemas.CompletionRequest, n int, sse *sseWriter) ([][]byte, error) {
-	finals := make([][]byte, n)
-	errs := make([]error, n)
+// choiceRequests are the requests of req's choices: opts.N of each prompt
+// (req's, or each of opts.Prompts), choice i*N+j the j-th of prompt i, with
+// seed+j when the request has a seed (so that they differ, and a prompt's
+// choices are those of that prompt sent alone).
+func choiceRequests(req schemas.CompletionRequest, opts Options) []schemas.CompletionRequest {
+	prompts := opts.Prompts
+	if prompts == nil {
+		prompts = []string{req.Prompt}
+	}
+	out := make([]schemas.CompletionRequest, 0, len(prompts)*opts.N)
+	for _, p := range prompts {
+		for j := range opts.N {
+			r := req
+			if !req.IsChat() {
+				r.Prompt = p
+			}
+			if opts.N > 1 && req.Seed != nil {
+				seed := *req.Seed + int64(j)
+				r.Seed = &seed
+			}
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// generate runs the requests of the choices (choiceRequests) on the workers
+// at once, each its own RPC like call, and returns their final replies in
+// choice order. Streamed text goes to sse under each choice's index. The
+// first failure cancels the others and is returned.
+func (g *Gateway) generate(ctx context.Context, call pipeline.RPCCall, reqs []schemas.CompletionRequest, sse *sseWriter) ([][]byte, error) {
+	finals := make([][]byte, len(reqs))
+	errs := make([]error, len(reqs))
 	cctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	for i := range n {
+	for i, r := range reqs {
 		c := call
-		if n > 1 && req.Seed != nil {
-			r := req
-			seed := *req.Seed + int64(i)
-			r.Seed = &seed
-			c.Data, _ = json.Marshal(r)
-		}
+		c.Data, _ = json.Marshal(r)
 		var onChunk func([]byte) error
 		if sse != nil {
 			onChunk = func(text []byte) error { return sse.chunk(i, text) }
@@ -70,8 +90,9 @@ func (g *Gateway) callWorker(ctx context.Context, call pipeline.RPCCall, onChunk
 }
 
 // mergeChoices makes one response of the workers' replies: reply i's choice
-// is choice i; the prompt is counted once, the completions of all.
-func mergeChoices(finals [][]byte) (schemas.CompletionResponse, error) {
+// is choice i; each prompt (n replies in a row) is counted once, the
+// completions of all.
+func mergeChoices(finals [][]byte, n int) (schemas.CompletionResponse, error) {
 	var resp schemas.CompletionResponse
 	for i, f := range finals {
 		var r schemas.CompletionResponse
@@ -86,6 +107,9 @@ func mergeChoices(finals [][]byte) (schemas.CompletionResponse, error) {
 			resp.Choices = make([]schemas.Choice, 0, len(finals))
 		} else {
 			resp.Usage.CompletionTokens += r.Usage.CompletionTokens
+			if i%max(n, 1) == 0 {
+				resp.Usage.PromptTokens += r.Usage.PromptTokens
+			}
 		}
 		ch := r.Choices[0]
 		ch.Index = i

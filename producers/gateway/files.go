@@ -194,16 +194,16 @@ func (f *files) upload(w http.ResponseWriter, r *http.Request, l zerolog.Logger)
 			}
 			stored, size = true, int64(in.Size)
 		default:
-			fail(http.StatusBadRequest, part.FormName(), "unsupported_parameter", fmt.Sprintf("Unsupported parameter: '%s'", part.FormName()))
+			fail(http.StatusBadRequest, part.FormName(), CodeUnknownParameter, unknownParam(part.FormName()).Error())
 			return
 		}
 	}
 	switch {
 	case !stored:
-		fail(http.StatusBadRequest, "file", "", "Missing required parameter: 'file'.")
+		fail(http.StatusBadRequest, "file", CodeMissingParameter, missingParam("file").Error())
 		return
 	case purpose == "":
-		fail(http.StatusBadRequest, "purpose", "", "Missing required parameter: 'purpose'.")
+		fail(http.StatusBadRequest, "purpose", CodeMissingParameter, missingParam("purpose").Error())
 		return
 	case purpose != PurposeBatch && purpose != PurposeFineTune:
 		fail(http.StatusBadRequest, "purpose", "invalid_value", fmt.Sprintf("Invalid value for 'purpose': %q; want %q or %q.", purpose, PurposeBatch, PurposeFineTune))

@@ -91,6 +91,11 @@ type badRequest struct{ param, code, msg string }
 
 func (e *badRequest) Error() string { return e.msg }
 
+// badParam is the badRequest of e.
+func badParam(e *ParamError) error {
+	return &badRequest{param: e.Param, code: e.code(), msg: e.Error()}
+}
+
 func bad(param, code, format string, args ...any) error {
 	return &badRequest{param: param, code: code, msg: fmt.Sprintf(format, args...)}
 }
@@ -203,17 +208,16 @@ func (ft *fineTuning) submit(ctx context.Context, w http.ResponseWriter, r *http
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil {
-		param := ""
-		if f, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
-			param = strings.Trim(f, `"`)
+		if f, ok := unknownField(err); ok {
+			return jobs.Job{}, nil, badParam(unknownParam(f))
 		}
-		return jobs.Job{}, nil, bad(param, "invalid_request", "Invalid request: %v", err)
+		return jobs.Job{}, nil, bad("", "invalid_request", "Invalid request: %v", err)
 	}
 	switch {
 	case req.TrainingFile == "":
-		return jobs.Job{}, nil, bad("training_file", "missing_required_parameter", "Missing required parameter: 'training_file'")
+		return jobs.Job{}, nil, badParam(missingParam("training_file"))
 	case req.Model == "":
-		return jobs.Job{}, nil, bad("model", "missing_required_parameter", "Missing required parameter: 'model'")
+		return jobs.Job{}, nil, badParam(missingParam("model"))
 	case !empty(req.Integrations):
 		return jobs.Job{}, nil, bad("integrations", "unsupported_parameter", "integrations are not supported")
 	}

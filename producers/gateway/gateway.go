@@ -447,24 +447,11 @@ func (g *Gateway) complete(w http.ResponseWriter, r *http.Request, l zerolog.Log
 		req, err = schemas.DecodeCompletionRequest(body)
 	}
 	if err == nil {
-		switch {
-		case chat && req.Prompt != "":
-			err = fmt.Errorf("%w: chat completions take messages, not prompt", schemas.ErrInvalidRequest)
-		case chat && len(req.Messages) == 0:
-			err = fmt.Errorf("%w: messages required", schemas.ErrInvalidRequest)
-		case !chat && len(req.Messages) > 0:
-			err = fmt.Errorf("%w: completions take prompt, not messages (use /v1/chat/completions)", schemas.ErrInvalidRequest)
-		default:
-			err = req.Validate()
-		}
+		err = checkRequest(req, opts, chat)
 	}
 	var pe *ParamError
 	if errors.As(err, &pe) {
-		code := "invalid_request"
-		if pe.Unsupported {
-			code = "unsupported_parameter"
-		}
-		writeError(w, http.StatusBadRequest, "invalid_request_error", pe.Param, code, pe.Error())
+		writeParamError(w, pe)
 		return
 	}
 	if err != nil {
@@ -507,7 +494,7 @@ func (g *Gateway) complete(w http.ResponseWriter, r *http.Request, l zerolog.Log
 		sse = &sseWriter{w: w, rc: http.NewResponseController(w), chat: chat, model: req.Model, created: time.Now().Unix(),
 			id: completionID(chat, call.RequestID), includeUsage: opts.IncludeUsage}
 	}
-	finals, err := g.generate(ctx, call, req, opts.N, sse)
+	finals, err := g.generate(ctx, call, choiceRequests(req, opts), sse)
 	switch {
 	case errors.Is(err, pipeline.ErrNoResponders):
 		g.modelError(w, req.Model, ErrNoWorker)
@@ -540,7 +527,7 @@ func (g *Gateway) complete(w http.ResponseWriter, r *http.Request, l zerolog.Log
 		writeJSON(w, status, map[string]apiError{"error": e})
 		return
 	}
-	resp, err := mergeChoices(finals)
+	resp, err := mergeChoices(finals, opts.N)
 	if err != nil {
 		writeError(w, http.StatusBadGateway, "server_error", "", "bad_reply", "worker reply: "+err.Error())
 		return
@@ -673,7 +660,7 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, erro
 func (g *Gateway) modelError(w http.ResponseWriter, name string, err error) {
 	switch {
 	case errors.Is(err, ErrUnknownModel):
-		writeError(w, http.StatusNotFound, "invalid_request_error", "model", "model_not_found", fmt.Sprintf("The model `%s` does not exist", name))
+		writeError(w, http.StatusNotFound, "invalid_request_error", "", "model_not_found", modelNotFound(name))
 	case errors.Is(err, ErrNoWorker):
 		w.Header().Set("Retry-After", "1")
 		writeError(w, http.StatusServiceUnavailable, "server_error", "model", "no_live_worker", fmt.Sprintf("No live worker serves the model `%s`", name))

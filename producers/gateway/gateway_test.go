@@ -220,7 +220,7 @@ func TestOpenAIClient(t *testing.T) {
 		{name: "max_tokens 5000", params: openai.CompletionNewParams{Model: "stories", Prompt: cparams.Prompt, MaxTokens: openai.Int(5000)}, wantStatus: 400, wantMsg: "Invalid max_tokens", wantParam: "max_tokens"},
 		{name: "temperature", params: openai.CompletionNewParams{Model: "stories", Prompt: cparams.Prompt, Temperature: openai.Float(2.5)}, wantStatus: 400, wantMsg: "Temperature out of range", wantParam: "temperature"},
 		{name: "model path", params: openai.CompletionNewParams{Model: "../x", Prompt: cparams.Prompt}, wantStatus: 400, wantMsg: "Invalid model path", wantParam: "model"},
-		{name: "unknown model", params: openai.CompletionNewParams{Model: "nope", Prompt: cparams.Prompt}, wantStatus: 404, wantMsg: "The model `nope` does not exist", wantParam: "model"},
+		{name: "unknown model", params: openai.CompletionNewParams{Model: "nope", Prompt: cparams.Prompt}, wantStatus: 404, wantMsg: "The model `nope` does not exist or you do not have access to it.", wantParam: ""}, // OpenAI: param null
 		{name: "too long for the model", params: openai.CompletionNewParams{Model: "stories", Prompt: openai.CompletionNewParamsPromptUnion{OfString: openai.String(strings.Repeat("dog ", 5000))}, MaxTokens: openai.Int(4)}, wantStatus: 400, wantMsg: "context", wantParam: "prompt"},
 		{name: "beyond the model's context", params: openai.CompletionNewParams{Model: "stories", Prompt: cparams.Prompt, MaxTokens: openai.Int(4000)}, wantStatus: 400, wantMsg: "Invalid max_tokens: 4000 is over the limit of ", wantParam: "max_tokens"},
 	}

@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"fmt"
 	"net/http"
 	"time"
 
@@ -23,7 +22,7 @@ func (g *Gateway) getModel(w http.ResponseWriter, r *http.Request, _ zerolog.Log
 		return
 	}
 	if _, expert := g.expert(id); live[id] == 0 && !stored[id] && !expert {
-		writeError(w, http.StatusNotFound, "invalid_request_error", "model", "model_not_found", fmt.Sprintf("The model `%s` does not exist", id))
+		writeError(w, http.StatusNotFound, "invalid_request_error", "", "model_not_found", modelNotFound(id))
 		return
 	}
 	writeJSON(w, http.StatusOK, ModelInfo{ID: id, Object: "model", Created: g.started.Unix(), OwnedBy: "largeforge", LiveWorkers: live[id]})

@@ -27,13 +27,31 @@ var ErrUnsupportedParameter = errors.New("unsupported parameter")
 
 // ParamError is a request parameter at fault; it matches
 // schemas.ErrInvalidRequest, or ErrUnsupportedParameter when Unsupported.
+// Code and Msg, when set, are OpenAI's code and message for it (else
+// invalid_request or unsupported_parameter, and Reason after the name).
 type ParamError struct {
 	Param       string
 	Reason      string
 	Unsupported bool
+	Code        string
+	Msg         string
+}
+
+// code is the error code a response gives for e.
+func (e *ParamError) code() string {
+	switch {
+	case e.Code != "":
+		return e.Code
+	case e.Unsupported:
+		return codeUnsupportedParams
+	}
+	return codeInvalidRequest
 }
 
 func (e *ParamError) Error() string {
+	if e.Msg != "" {
+		return e.Msg
+	}
 	if e.Unsupported {
 		return fmt.Sprintf("Unsupported parameter: '%s' %s", e.Param, e.Reason)
 	}
@@ -48,6 +66,10 @@ func (e *ParamError) Is(target error) bool {
 type Options struct {
 	N            int  // choices (1..MaxChoices)
 	IncludeUsage bool // stream_options.include_usage
+	// Prompts are the prompts of a completion request whose prompt is a
+	// list of strings (nil for one string): N choices each, choice i*N+j
+	// the j-th of prompt i; the body holds the first.
+	Prompts []string
 }
 
 // unsupported names the parameters refused when set to anything but null
@@ -85,6 +107,9 @@ func NormalizeRequest(body []byte, chat bool) ([]byte, Options, error) {
 	if json.Unmarshal(body, &raw) != nil || raw == nil {
 		return body, opts, nil
 	}
+	if err := checkParams(raw, chat); err != nil {
+		return nil, opts, err
+	}
 	for _, u := range unsupported {
 		if v, ok := raw[u.key]; ok && !empty(v) {
 			return nil, opts, &ParamError{Param: u.key, Reason: u.reason, Unsupported: true}
@@ -121,6 +146,16 @@ func NormalizeRequest(body []byte, chat bool) ([]byte, Options, error) {
 			return nil, opts, &ParamError{Param: "n", Reason: fmt.Sprintf("must be an integer in [1, %d]", MaxChoices)}
 		}
 	}
+	if v, ok := raw["prompt"]; ok && !chat {
+		ps, err := promptList(v, opts.N)
+		if err != nil {
+			return nil, opts, err
+		}
+		if ps != nil {
+			opts.Prompts = ps
+			raw["prompt"], _ = json.Marshal(ps[0])
+		}
+	}
 	if v, ok := raw["stream_options"]; ok && !isNullJSON(v) {
 		var so struct {
 			IncludeUsage *bool `json:"include_usage"`
@@ -152,6 +187,29 @@ func NormalizeRequest(body []byte, chat bool) ([]byte, Options, error) {
 	return out, opts, nil
 }
 
+// promptList is the prompts of a prompt given as a list of strings (nil for
+// anything else, which the decoder reads or refuses): at least one, and n
+// choices of each at most MaxChoices in all.
+func promptList(v json.RawMessage, n int) ([]string, error) {
+	t := bytes.TrimSpace(v)
+	if len(t) == 0 || t[0] != '[' {
+		return nil, nil
+	}
+	var ps []string
+	if json.Unmarshal(t, &ps) != nil {
+		return nil, &ParamError{Param: "prompt", Code: CodeInvalidType,
+			Msg: "Invalid type for 'prompt': expected a string or an array of strings (token arrays are not supported), but got " + jsonTypeName(v) + " of other values instead."}
+	}
+	switch {
+	case len(ps) == 0:
+		return nil, &ParamError{Param: "prompt", Code: CodeInvalidValue, Msg: "Invalid 'prompt': empty array. Expected an array with minimum length 1."}
+	case len(ps)*n > MaxChoices:
+		return nil, &ParamError{Param: "prompt", Code: CodeInvalidValue, Msg: fmt.Sprintf(
+			"Invalid 'prompt': %d prompts with n %d are %d choices, over the limit of %d.", len(ps), n, len(ps)*n, MaxChoices)}
+	}
+	return ps, nil
+}
+
 // normalizeMessages maps the developer role to system and text content
 // parts to a string; other parts and tool calls are refused.
 func normalizeMessages(v json.RawMessage) (json.RawMessage, error) {
@@ -169,8 +227,17 @@ func normalizeMessages(v json.RawMessage) (json.RawMessage, error) {
 			}
 		}
 		var role string
-		if json.Unmarshal(m["role"], &role) == nil && role == "developer" {
-			m["role"] = json.RawMessage(`"system"`)
+		if json.Unmarshal(m["role"], &role) == nil {
+			switch role {
+			case "developer":
+				m["role"] = json.RawMessage(`"system"`)
+			case "tool", "function":
+				return nil, &ParamError{Param: fmt.Sprintf("messages[%d].role", i), Reason: fmt.Sprintf("%q is not supported: the workers do not call tools", role), Unsupported: true}
+			case "system", "user", "assistant":
+			default:
+				return nil, &ParamError{Param: fmt.Sprintf("messages[%d].role", i), Code: CodeInvalidValue, Msg: fmt.Sprintf(
+					"Invalid value: '%s'. Supported values are: 'system', 'developer', 'user' and 'assistant'.", role)}
+			}
 		}
 		c, ok := m["content"]
 		if !ok || len(bytes.TrimSpace(c)) == 0 || bytes.TrimSpace(c)[0] != '[' {

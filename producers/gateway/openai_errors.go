@@ -34,3 +34,9 @@ var (
 	// ErrNoFile: no file (or no file object) has that id.
 	ErrNoFile = errors.New("no such file")
 )
+
+// modelNotFound is OpenAI's message of a 404 model_not_found (whose param
+// is null, as OpenAI's).
+func modelNotFound(name string) string {
+	return fmt.Sprintf("The model `%s` does not exist or you do not have access to it.", name)
+}

@@ -23,10 +23,13 @@ type StreamChoice struct {
 	FinishReason *string         `json:"finish_reason"`
 }
 
-// Delta is the new text of a streamed chat chunk; Role is set on the first.
+// Delta is the new text of a streamed chat chunk. As OpenAI streams a
+// choice: a first chunk with the role alone ({"role":"assistant",
+// "content":""}), then chunks with Content alone, then the last with the
+// finish_reason and an empty delta ({}).
 type Delta struct {
-	Role    string `json:"role,omitempty"`
-	Content string `json:"content"`
+	Role    string  `json:"role,omitempty"`
+	Content *string `json:"content,omitempty"`
 }
 
 // StreamChunk is one server-sent event of a streamed completion.
@@ -91,13 +94,9 @@ func (s *sseWriter) chunkOf(index int, text string, finish *string) StreamChunk 
 	ch := StreamChoice{Index: index, Logprobs: json.RawMessage("null"), FinishReason: finish}
 	if s.chat {
 		c.Object = ObjectChatCompletionChunk
-		ch.Delta = &Delta{Content: text}
-		if !s.roleSent[index] {
-			ch.Delta.Role = schemas.RoleAssistant
-			if s.roleSent == nil {
-				s.roleSent = map[int]bool{}
-			}
-			s.roleSent[index] = true
+		ch.Delta = &Delta{}
+		if finish == nil {
+			ch.Delta.Content = &text
 		}
 	} else {
 		ch.Text = &text
@@ -111,7 +110,25 @@ func (s *sseWriter) chunkOf(index int, text string, finish *string) StreamChunk 
 func (s *sseWriter) chunk(index int, text []byte) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if err := s.sendRole(index); err != nil {
+		return err
+	}
 	return s.event(s.chunkOf(index, string(text), nil))
+}
+
+// sendRole sends choice index's role-only first chunk of a chat stream,
+// once.
+func (s *sseWriter) sendRole(index int) error {
+	if !s.chat || s.roleSent[index] {
+		return nil
+	}
+	if s.roleSent == nil {
+		s.roleSent = map[int]bool{}
+	}
+	s.roleSent[index] = true
+	c := s.chunkOf(index, "", nil)
+	c.Choices[0].Delta.Role = schemas.RoleAssistant
+	return s.event(c)
 }
 
 // finish sends each choice's last chunk, the usage and data: [DONE].
@@ -122,6 +139,9 @@ func (s *sseWriter) finish(resp schemas.CompletionResponse) {
 		finish := ch.FinishReason
 		if finish == "" {
 			finish = schemas.FinishReasonStop
+		}
+		if err := s.sendRole(ch.Index); err != nil {
+			return
 		}
 		last := s.chunkOf(ch.Index, "", &finish)
 		if len(ch.Logprobs) > 0 {

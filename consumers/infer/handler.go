@@ -1,12 +1,10 @@
 // Package infer is the batch inference and scoring worker: a pipeline.Handler
 // per served model that takes the requests of lf.req.<job>.<model>, runs them
-// on the model (completions through its continuous Batcher; score rows
-// through one batched Model.Score call) and publishes one Result per request
-// on lf.res.<job> with Nats-Msg-Id <job>/<custom_id>. Each request's outcome
-// is Deferred to its result's publish, so the consume loop fetches more
-// requests while a batch generates and the Batcher stays full across fetches
-// (up to the consumer's MaxAckPending in flight). A message is acked only
-// after its result is acked by the stream.
+// on the model (completions through its continuous Batcher, every message of
+// a fetched batch at once so the batch fills; score rows through one batched
+// Model.Score call) and publishes one Result per request on lf.res.<job> with
+// Nats-Msg-Id <job>/<custom_id>. A message is acked only after its result is
+// acked by the stream.
 //
 // A request that breaks the dictionary's rules, or that the model rejects
 // (too long for its context), gets an error row and is acked. A failure of
@@ -23,7 +21,6 @@ import (
 	"errors"
 	"fmt"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -129,31 +126,28 @@ type item struct {
 	err   error           // the outcome for the consume loop when res is nil
 }
 
-// Handle starts a batch and returns at once: every completion goes to the
-// Batcher, the score rows go to the model together, and each message whose
-// result is on its way gets a Deferred outcome that returns once its result
-// is published and acked by the stream (or has failed). So the consume loop
-// fetches the next requests while these generate and the Batcher stays full
-// across fetches; the consumer's MaxAckPending bounds what is in flight.
+// Handle runs a batch: every completion goes to the Batcher at once, the
+// score rows go to the model together; then each result is published and
+// each message's outcome returned.
 func (h *Handler) Handle(ctx context.Context, msgs []pipeline.Msg) []error {
 	start := time.Now()
-	errs := make([]error, len(msgs))
+	items := make([]*item, len(msgs))
 	var scores []*item
-	var scoreIdx []int
-	var gens sync.WaitGroup
-	var tokens atomic.Int64
+	var wg sync.WaitGroup
+	var tokens int64
+	var tokMu sync.Mutex
 	// Each job of the batch runs under a context of its own, cancelled when
 	// the job is cancelled meanwhile: its generations stop.
 	jobCtx := map[string]context.Context{}
 	jobCancel := map[string]context.CancelFunc{}
 	for i, m := range msgs {
 		it := &item{msg: m, start: start}
+		items[i] = it
 		if !h.prepare(ctx, it) {
-			errs[i] = h.settle(ctx, it, nil)
 			continue
 		}
 		if it.req.Kind == jobs.KindScore {
-			scores, scoreIdx = append(scores, it), append(scoreIdx, i)
+			scores = append(scores, it)
 			continue
 		}
 		jctx, ok := jobCtx[it.req.Job]
@@ -161,71 +155,46 @@ func (h *Handler) Handle(ctx context.Context, msgs []pipeline.Msg) []error {
 			jctx, jobCancel[it.req.Job] = context.WithCancel(ctx)
 			jobCtx[it.req.Job] = jctx
 		}
-		gens.Add(1)
-		errs[i] = h.settle(ctx, it, func() {
-			defer gens.Done()
-			tokens.Add(int64(h.complete(ctx, jctx, it)))
-		})
-	}
-	if len(jobCancel) > 0 {
-		stopWatch := h.watchCancel(ctx, jobCancel)
+		wg.Add(1)
 		go func() {
-			gens.Wait()
-			stopWatch()
-			for _, cancel := range jobCancel {
-				cancel()
-			}
-			if el := time.Since(start).Seconds(); tokens.Load() > 0 && el > 0 {
-				h.met.TokensPerSecond.WithLabelValues(h.s.Name).Set(float64(tokens.Load()) / el)
-			}
+			defer wg.Done()
+			n := h.complete(ctx, jctx, it)
+			tokMu.Lock()
+			tokens += int64(n)
+			tokMu.Unlock()
 		}()
 	}
+	stopWatch := h.watchCancel(ctx, jobCancel)
 	if len(scores) > 0 {
 		h.score(ctx, scores)
-		for k, it := range scores {
-			errs[scoreIdx[k]] = h.settle(ctx, it, nil)
-		}
 	}
-	return errs
-}
+	wg.Wait()
+	stopWatch()
+	for _, cancel := range jobCancel {
+		cancel()
+	}
+	if el := time.Since(start).Seconds(); tokens > 0 && el > 0 {
+		h.met.TokensPerSecond.WithLabelValues(h.s.Name).Set(float64(tokens) / el)
+	}
 
-// settle returns the outcome of an item: after run (nil: the item is done
-// already), its result is published, and the outcome is Deferred to the
-// publish's ack; an item without a result returns its error at once.
-func (h *Handler) settle(ctx context.Context, it *item, run func()) error {
-	if run == nil && it.res == nil {
-		return h.outcome(it)
-	}
-	done := make(chan struct{})
-	var err error
-	go func() {
-		defer close(done)
-		if run != nil {
-			run()
-		}
+	// Publish every result concurrently and wait for the acks.
+	errs := make([]error, len(items))
+	for i, it := range items {
 		if it.res == nil {
-			err = h.outcome(it)
-			return
+			errs[i] = it.err
+			if it.err != nil && !errors.Is(it.err, pipeline.ErrInvalid) {
+				h.met.Requests.WithLabelValues(h.s.Name, StatusRetry).Inc()
+			}
+			continue
 		}
-		err = h.publish(ctx, it)
-	}()
-	return pipeline.Deferred(func(ctx context.Context) error {
-		select {
-		case <-done:
-			return err
-		case <-ctx.Done():
-			return fmt.Errorf("result of %s: %w", it.msg.ID, ctx.Err())
-		}
-	})
-}
-
-// outcome is the error of an item without a result, counted as a retry when
-// it is transient.
-func (h *Handler) outcome(it *item) error {
-	if it.err != nil && !errors.Is(it.err, pipeline.ErrInvalid) {
-		h.met.Requests.WithLabelValues(h.s.Name, StatusRetry).Inc()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = h.publish(ctx, it)
+		}()
 	}
-	return it.err
+	wg.Wait()
+	return errs
 }
 
 // watchCancel polls the status of the batch's jobs while it runs and calls a

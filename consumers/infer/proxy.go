@@ -59,7 +59,7 @@ func StartProxy(ctx context.Context, bus *pipeline.Bus, e schemas.ExpertConfig, 
 		w.Stop()
 		return nil, err
 	}
-	c, err := requestConsumer(ctx, bus, cfg, e.Name, p, false, log)
+	c, err := requestConsumer(ctx, bus, cfg, e.Name, p, log)
 	if err != nil {
 		rs.Stop(false)
 		w.Stop()

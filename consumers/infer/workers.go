@@ -32,7 +32,7 @@ const (
 // Config configures the infer workers of a process.
 type Config struct {
 	Slots      int           // batcher slots per model, also its fetch batch (default 16)
-	Fetchers   int           // consume loops per model; the worker holds up to Slots*Fetchers requests, those beyond Slots queued for the Batcher (default 2)
+	Fetchers   int           // consume loops per model, so one batch fills while another finishes (default 2)
 	AckWait    time.Duration // default 15s (the redelivery delay after a worker dies); InProgress is sent every AckWait/3 while a batch runs
 	MaxDeliver int           // default 3
 	NakDelay   time.Duration // default: the pipeline's
@@ -219,7 +219,7 @@ func start(ctx context.Context, bus *pipeline.Bus, models []ModelInput, owned []
 			return fail(err)
 		}
 		rpcs = append(rpcs, rs)
-		c, err := requestConsumer(ctx, bus, cfg, mi.Name, h, true, log) // the name is a valid token: NewHandler checked it
+		c, err := requestConsumer(ctx, bus, cfg, mi.Name, h, log) // the name is a valid token: NewHandler checked it
 		if err != nil {
 			return fail(err)
 		}
@@ -297,20 +297,11 @@ func openWorker(ctx context.Context, bus *pipeline.Bus, cfg Config, reg promethe
 }
 
 // requestConsumer is the consumer of the requests of model name
-// (lf.req.*.<name>, the durable Durable(name)) that h handles. A continuous
-// one (for the Handler, whose outcomes are Deferred) keeps Slots*Fetchers
-// requests in the worker, fetching as soon as a quarter of the slots' worth
-// is free, so the Batcher's queue never runs dry while the stream has
-// requests (pipeline.ConsumerConfig.Refill); otherwise each of the Fetchers
-// loops fetches a batch of Slots and handles it to its end.
-func requestConsumer(ctx context.Context, bus *pipeline.Bus, cfg Config, name string, h pipeline.Handler, continuous bool, log zerolog.Logger) (*pipeline.Consumer, error) {
-	cc := pipeline.ConsumerConfig{
+// (lf.req.*.<name>, the durable Durable(name)) that h handles.
+func requestConsumer(ctx context.Context, bus *pipeline.Bus, cfg Config, name string, h pipeline.Handler, log zerolog.Logger) (*pipeline.Consumer, error) {
+	return pipeline.NewConsumer(ctx, bus, pipeline.ConsumerConfig{
 		Stream: pipeline.StreamRequests, Durable: Durable(name), FilterSubjects: []string{"lf.req.*." + name}, Stage: Stage,
 		Batch: cfg.Slots, MaxAckPending: cfg.Slots * cfg.Fetchers, AckWait: cfg.AckWait, MaxDeliver: cfg.MaxDeliver,
 		NakDelay: cfg.NakDelay, MaxWait: cfg.MaxWait,
-	}
-	if continuous {
-		cc.Refill = max(1, cfg.Slots/4)
-	}
-	return pipeline.NewConsumer(ctx, bus, cc, h, logging.Named(log, "largeforge.consumer."+Durable(name)))
+	}, h, logging.Named(log, "largeforge.consumer."+Durable(name)))
 }

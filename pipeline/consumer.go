@@ -108,16 +108,6 @@ type ConsumerConfig struct {
 	// (the results sink writes a part per batch), at up to Gather of
 	// latency each.
 	Gather time.Duration
-	// Refill, when above 0, makes the loop continuous for a handler that
-	// returns Deferred outcomes at once (it starts the work and returns):
-	// the loop counts the messages it has asked for and not yet settled
-	// against MaxAckPending, and whenever at least Refill of that window are
-	// free it asks for exactly the free count in one pull, handing each
-	// message to Handle as it arrives (with those arrived beside it, up to
-	// Batch), with no Linger. So the handler holds MaxAckPending messages
-	// while the stream has them, and a slow one's end is never a lull. Not
-	// with Prefetch. See consumer_window.go.
-	Refill int
 	// Metrics, when not nil, receives the loop's counts (see NewMetrics).
 	Metrics *Metrics
 	// DLQToken maps a message subject to the last DLQ subject token. Default:
@@ -153,7 +143,7 @@ func (c ConsumerConfig) Validate() error {
 			return fmt.Errorf("%w: filter subject %q", ErrInvalidOption, f)
 		}
 	}
-	for name, v := range map[string]int{"batch": c.Batch, "max ack pending": c.MaxAckPending, "max deliver": c.MaxDeliver, "refill": c.Refill} {
+	for name, v := range map[string]int{"batch": c.Batch, "max ack pending": c.MaxAckPending, "max deliver": c.MaxDeliver} {
 		if v < 0 {
 			return fmt.Errorf("%w: %s %d is negative (0 means the default)", ErrInvalidOption, name, v)
 		}
@@ -166,12 +156,6 @@ func (c ConsumerConfig) Validate() error {
 	d := c.withDefaults()
 	if d.MaxAckPending < d.Batch {
 		return fmt.Errorf("%w: max ack pending %d is below the batch size %d", ErrInvalidOption, d.MaxAckPending, d.Batch)
-	}
-	if d.Refill > d.MaxAckPending {
-		return fmt.Errorf("%w: refill %d is above max ack pending %d", ErrInvalidOption, d.Refill, d.MaxAckPending)
-	}
-	if d.Refill > 0 && (d.Prefetch || d.Gather > 0) {
-		return fmt.Errorf("%w: refill excludes prefetch and gather (a continuous loop hands messages on as they come)", ErrInvalidOption)
 	}
 	if d.Gather > 0 && d.Gather < time.Millisecond {
 		return fmt.Errorf("%w: gather %v is below 1ms", ErrInvalidOption, d.Gather)
@@ -269,7 +253,6 @@ type Consumer struct {
 	h    Handler
 	log  zerolog.Logger
 	cons atomic.Pointer[jetstream.Consumer]
-	win  *window // with Refill: the MaxAckPending window's free room
 
 	fetched, batches, acked, nakked, dead, dlqFailed, deferred, released atomic.Uint64
 
@@ -314,9 +297,6 @@ func NewConsumer(ctx context.Context, bus *Bus, cfg ConsumerConfig, h Handler, l
 		log: log.With().Str("logger", "pipeline.consumer").Str("stream", cfg.Stream).Str("durable", cfg.Durable).Str("stage", cfg.Stage).Logger(),
 	}
 	c.m = newConsumerMetrics(cfg.Metrics, cfg.Stream, cfg.Durable)
-	if c.cfg.Refill > 0 {
-		c.win = newWindow(c.cfg.MaxAckPending)
-	}
 	if err := c.ensure(ctx); err != nil {
 		return nil, err
 	}
@@ -372,16 +352,12 @@ func (c *Consumer) Run(ctx context.Context) error {
 	fetchErr := make(chan error, 1)
 	go func() {
 		defer close(batches)
-		if c.win != nil {
-			fetchErr <- c.windowLoop(ctx, batches)
-			return
-		}
 		fetchErr <- c.fetchLoop(ctx, batches, free)
 	}()
 	for msgs := range batches {
 		busy.Add(1)
 		c.process(hctx, msgs, &busy, &settling)
-		if !c.cfg.Prefetch && c.win == nil {
+		if !c.cfg.Prefetch {
 			free <- struct{}{}
 		}
 	}
@@ -560,7 +536,6 @@ func (c *Consumer) process(hctx context.Context, msgs []jetstream.Msg, busy *ato
 		d := newDelivery(m)
 		if d.msg.Deliveries > uint64(c.cfg.MaxDeliver) {
 			c.deadLetter(hctx, d, Invalid("max deliveries exceeded", fmt.Errorf("delivery %d of %d: the previous attempt did not finish", d.msg.Deliveries, c.cfg.MaxDeliver)))
-			c.win.give(1)
 			continue
 		}
 		todo = append(todo, d)
@@ -591,7 +566,6 @@ func (c *Consumer) process(hctx context.Context, msgs []jetstream.Msg, busy *ato
 			continue
 		}
 		c.settle(hctx, d, errs[i])
-		c.win.give(1)
 	}
 	if len(later) == 0 {
 		busy.Add(-1)
@@ -622,7 +596,6 @@ func (c *Consumer) settleDeferred(hctx context.Context, d delivery, wait func(co
 		err = wait(hctx)
 	}
 	c.settle(hctx, d, err)
-	c.win.give(1)
 }
 
 // keepInProgress sends InProgress for ds every InProgressEvery until stop is

@@ -52,59 +52,6 @@ func (g *gatedDefer) release(n int) {
 	}
 }
 
-// A continuous consumer (Refill) keeps its handler holding MaxAckPending
-// messages: it fetches nothing while fewer than Refill are free, then asks
-// for exactly the free room at once (no lingering single fetches), and
-// settles each message by its own outcome; nothing is handled twice.
-func TestConsumerRefillKeepsWindowFull(t *testing.T) {
-	_, b := pipelinetest.StartBus(t)
-	const n = 12
-	g := &gatedDefer{handled: map[string]int{}}
-	cfg := fastConfig()
-	cfg.Batch, cfg.MaxAckPending, cfg.Refill = 4, 6, 3
-	cfg.MaxWait = 300 * time.Millisecond
-	c := newConsumer(t, b, cfg, g)
-	publishRequests(t, b, "jobw", n)
-	stop := runConsumer(t, c)
-	wantStats := func(fetched, acked uint64) {
-		t.Helper()
-		pipelinetest.CheckFor(t, 10*time.Second, 5*time.Millisecond, func() error {
-			if s := c.Stats(); s.Fetched != fetched || s.Acked != acked {
-				return fmt.Errorf("stats %+v, want %d fetched, %d acked", s, fetched, acked)
-			}
-			return nil
-		})
-	}
-	wantStats(6, 0) // the window is full
-	g.release(2)    // 2 free, below Refill: nothing more is fetched
-	wantStats(6, 2)
-	for deadline := time.Now().Add(300 * time.Millisecond); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		if s := c.Stats(); s.Fetched != 6 {
-			t.Fatalf("fetched %d with 2 free, want 6 (Refill 3)", s.Fetched)
-		}
-	}
-	g.release(1) // 3 free: exactly 3 more
-	wantStats(9, 3)
-	g.release(6) // 6 free: the last 3
-	wantStats(12, 9)
-	g.release(3)
-	wantStats(12, 12)
-	if err := stop(); err != nil {
-		t.Fatal(err)
-	}
-	for i := range n {
-		if id := fmt.Sprintf("jobw/%d", i); g.handled[id] != 1 {
-			t.Errorf("%s handled %d times", id, g.handled[id])
-		}
-	}
-	if g.maxGroup > cfg.Batch {
-		t.Errorf("a Handle got %d messages, above Batch %d", g.maxGroup, cfg.Batch)
-	}
-	if n := streamMsgs(t, b, pipeline.StreamRequests); n != 0 {
-		t.Errorf("%d messages left", n)
-	}
-}
-
 // Deferred outcomes handed back together are settled each as its own wait
 // returns: the second message of a batch is acked while the first still
 // waits.

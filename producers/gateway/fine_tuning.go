@@ -2,6 +2,8 @@ package gateway
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/http"
@@ -53,7 +55,11 @@ type FineTuningJob struct {
 	Error           *FineTuningError  `json:"error"`
 	Seed            int64             `json:"seed"`
 	EstimatedFinish *int64            `json:"estimated_finish"`
-	Metadata        map[string]string `json:"metadata,omitempty"`
+	// Integrations is null: the gateway has none (a job asking for one is
+	// refused).
+	Integrations []any `json:"integrations"`
+	// Metadata is the job's, null when it has none (as OpenAI's).
+	Metadata map[string]string `json:"metadata"`
 }
 
 // FineTuningMethod is the job's method as OpenAI echoes it: its type and,
@@ -287,7 +293,7 @@ func (ft *fineTuning) events(w http.ResponseWriter, r *http.Request, l zerolog.L
 	evs := make([]FineTuningEvent, 0, len(all))
 	for i := len(all) - 1; i >= 0; i-- { // newest first, as OpenAI lists them
 		e := all[i]
-		evs = append(evs, FineTuningEvent{ID: "ftevent-" + strconv.FormatUint(e.seq, 10), Object: "fine_tuning.job.event",
+		evs = append(evs, FineTuningEvent{ID: eventID(j.ID, e.seq), Object: "fine_tuning.job.event",
 			CreatedAt: e.Time / 1000, Level: "info", Message: eventMessage(e.TrainEvent), Type: "metrics", Data: e.TrainEvent})
 	}
 	writeJSON(w, http.StatusOK, page(evs, r.URL.Query().Get("after"), limit, func(e FineTuningEvent) string { return e.ID }))
@@ -334,4 +340,12 @@ func (ft *fineTuning) checkpoints(w http.ResponseWriter, r *http.Request, l zero
 	}
 	sort.Slice(cps, func(a, b int) bool { return cps[a].StepNumber > cps[b].StepNumber })
 	writeJSON(w, http.StatusOK, page(cps, r.URL.Query().Get("after"), limit, func(c FineTuningCheckpoint) string { return c.ID }))
+}
+
+// eventID is a training event's id, unique across jobs and across buses
+// (the stream sequence alone repeats on another bus or a recreated
+// stream): ftevent-<the job id's hash>-<sequence>.
+func eventID(job string, seq uint64) string {
+	sum := sha256.Sum256([]byte(job))
+	return "ftevent-" + hex.EncodeToString(sum[:6]) + "-" + strconv.FormatUint(seq, 10)
 }

@@ -81,6 +81,27 @@ func TestFineTuningJobsAPI(t *testing.T) {
 	if err != nil || j.Status != "succeeded" || j.FineTunedModel != done || j.FinishedAt == 0 {
 		t.Errorf("completed job: %+v, %v", j, err)
 	}
+	// integrations and metadata are there, null, as OpenAI sends them.
+	if raw := j.RawJSON(); !strings.Contains(raw, `"integrations":null`) || !strings.Contains(raw, `"metadata":null`) {
+		t.Errorf("job %s, want integrations and metadata null", raw)
+	}
+	// Event ids are unique across jobs: ftevent-<job hash>-<n>.
+	rsubj, _ := pipeline.TrainEventSubject(running)
+	rdata, _ := json.Marshal(schemas.TrainEvent{Job: running, Kind: schemas.TrainEventStep, GlobalStep: 1, MaxSteps: 9, Loss: 1, Time: time.Now().UnixMilli()})
+	if _, err := s.bus.Publish(ctx, rsubj, rdata, "", nil); err != nil {
+		t.Fatal(err)
+	}
+	revs, err := s.oai.FineTuning.Jobs.ListEvents(ctx, running, openai.FineTuningJobListEventsParams{})
+	devs, derr := s.oai.FineTuning.Jobs.ListEvents(ctx, done, openai.FineTuningJobListEventsParams{})
+	if err != nil || derr != nil || len(revs.Data) != 1 || len(devs.Data) != 4 {
+		t.Fatalf("events %+v %+v: %v %v", revs, devs, err, derr)
+	}
+	rparts := strings.Split(revs.Data[0].ID, "-")
+	for _, e := range devs.Data {
+		if p := strings.Split(e.ID, "-"); len(p) != 3 || len(rparts) != 3 || p[0] != "ftevent" || p[1] == rparts[1] {
+			t.Errorf("event id %s of %s and %s of %s: want ftevent-<job hash>-<n>, the hashes differing", e.ID, done, revs.Data[0].ID, running)
+		}
+	}
 	evs, err := s.oai.FineTuning.Jobs.ListEvents(ctx, done, openai.FineTuningJobListEventsParams{Limit: openai.Int(2)})
 	if err != nil || len(evs.Data) != 2 || !evs.HasMore || evs.Data[0].Message != "Step 2/3: validation loss=0.7500" || evs.Data[1].Message != "Step 3/3: training loss=0.6667" {
 		t.Errorf("events: %+v, %v", evs, err)

@@ -24,10 +24,12 @@ const (
 	// MetricDeadLetters is the dead letters LF_DLQ holds, per stage.
 	MetricDeadLetters = "largeforge_dead_letters"
 	// MetricStreamBytes and MetricStreamMessages are what a stream holds;
-	// MetricStreamMaxBytes its size limit (only for a limited stream).
+	// MetricStreamMaxBytes and MetricStreamMaxAge its size and age limits
+	// (0: none), for every stream reported.
 	MetricStreamBytes    = "largeforge_stream_bytes"
 	MetricStreamMessages = "largeforge_stream_messages"
 	MetricStreamMaxBytes = "largeforge_stream_max_bytes"
+	MetricStreamMaxAge   = "largeforge_stream_max_age_seconds"
 	// MetricObjectStoreBytes is what an object store holds;
 	// MetricObjectStoreMaxBytes its size limit (only when it has one).
 	MetricObjectStoreBytes    = "largeforge_object_store_bytes"
@@ -48,6 +50,16 @@ type BusMetricsConfig struct {
 	Streams      []string      // bytes, messages, max bytes
 	ObjectStores []string      // bytes, max bytes
 	DeadLetters  bool          // LF_DLQ per stage
+	// ConsumersOf are streams each of whose durables is reported (lag and
+	// ack pending), listed at every scrape: the lag of a model whose workers
+	// are all gone (the only ones that name its durable) included. A
+	// Consumers entry on one of them is reported once.
+	ConsumersOf []string
+	// Workers reports MetricWorkers from lf_workers's heartbeats; WorkerOf
+	// (may be nil) names the workers a durable of ConsumersOf waits for,
+	// reported 0 when no heartbeat is theirs.
+	Workers  bool
+	WorkerOf WorkerOf
 	// Timeout bounds the JetStream calls of one scrape (default 5s).
 	Timeout time.Duration
 }
@@ -73,7 +85,7 @@ type BusCollector struct {
 	cfg BusMetricsConfig
 	log zerolog.Logger
 
-	lag, ackPending, dead, sBytes, sMsgs, sMax, oBytes, oMax *prometheus.Desc
+	lag, ackPending, dead, sBytes, sMsgs, sMax, sMaxAge, oBytes, oMax, workers *prometheus.Desc
 }
 
 // NewBusCollector returns the collector of cfg on bus. Register it on the
@@ -99,15 +111,17 @@ func NewBusCollector(bus *Bus, cfg BusMetricsConfig, log zerolog.Logger) (*BusCo
 		dead:       prometheus.NewDesc(MetricDeadLetters, "Dead letters held in LF_DLQ, per stage.", []string{"stage"}, nil),
 		sBytes:     prometheus.NewDesc(MetricStreamBytes, "Bytes a stream holds.", []string{"stream"}, nil),
 		sMsgs:      prometheus.NewDesc(MetricStreamMessages, "Messages a stream holds.", []string{"stream"}, nil),
-		sMax:       prometheus.NewDesc(MetricStreamMaxBytes, "A stream's size limit (max_bytes), when it has one.", []string{"stream"}, nil),
+		sMax:       prometheus.NewDesc(MetricStreamMaxBytes, "A stream's size limit (max_bytes; 0: none).", []string{"stream"}, nil),
+		sMaxAge:    prometheus.NewDesc(MetricStreamMaxAge, "A stream's age limit in seconds (max_age; 0: none).", []string{"stream"}, nil),
 		oBytes:     prometheus.NewDesc(MetricObjectStoreBytes, "Bytes an object store holds.", []string{"bucket"}, nil),
 		oMax:       prometheus.NewDesc(MetricObjectStoreMaxBytes, "An object store's size limit, when it has one.", []string{"bucket"}, nil),
+		workers:    prometheus.NewDesc(MetricWorkers, "Live workers (a heartbeat in lf_workers) per role and model; 0 for the workers a durable waits for and none serves.", []string{"role", "model"}, nil),
 	}, nil
 }
 
 // Describe implements prometheus.Collector.
 func (c *BusCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.lag, c.ackPending, c.dead, c.sBytes, c.sMsgs, c.sMax, c.oBytes, c.oMax} {
+	for _, d := range []*prometheus.Desc{c.lag, c.ackPending, c.dead, c.sBytes, c.sMsgs, c.sMax, c.sMaxAge, c.oBytes, c.oMax, c.workers} {
 		ch <- d
 	}
 }
@@ -121,6 +135,9 @@ func (c *BusCollector) Collect(ch chan<- prometheus.Metric) {
 		c.log.Debug().Err(err).Str("metric", what).Msg("bus metric left out of this scrape")
 	}
 	for _, ref := range c.cfg.Consumers {
+		if slices.Contains(c.cfg.ConsumersOf, ref.Stream) {
+			continue // listed below
+		}
 		cons, err := js.Consumer(ctx, ref.Stream, ref.Durable)
 		if err != nil {
 			skip(ref.Stream+"/"+ref.Durable, err)
@@ -139,9 +156,12 @@ func (c *BusCollector) Collect(ch chan<- prometheus.Metric) {
 		info := s.CachedInfo()
 		ch <- prometheus.MustNewConstMetric(c.sBytes, prometheus.GaugeValue, float64(info.State.Bytes), name)
 		ch <- prometheus.MustNewConstMetric(c.sMsgs, prometheus.GaugeValue, float64(info.State.Msgs), name)
-		if info.Config.MaxBytes > 0 {
-			ch <- prometheus.MustNewConstMetric(c.sMax, prometheus.GaugeValue, float64(info.Config.MaxBytes), name)
-		}
+		ch <- prometheus.MustNewConstMetric(c.sMax, prometheus.GaugeValue, float64(max(info.Config.MaxBytes, 0)), name)
+		ch <- prometheus.MustNewConstMetric(c.sMaxAge, prometheus.GaugeValue, info.Config.MaxAge.Seconds(), name)
+	}
+	waiting := c.collectListed(ctx, ch, skip)
+	if c.cfg.Workers {
+		c.collectWorkers(ctx, ch, waiting, skip)
 	}
 	for _, bucket := range c.cfg.ObjectStores {
 		s, err := js.Stream(ctx, "OBJ_"+bucket)
@@ -200,5 +220,5 @@ func (c *BusCollector) deadLetters(ctx context.Context, js jetstream.JetStream) 
 // deploy/prometheus and deploy/grafana).
 func BusMetricNames() []string {
 	return slices.Clone([]string{MetricConsumerLag, MetricConsumerAckPending, MetricDeadLetters,
-		MetricStreamBytes, MetricStreamMessages, MetricStreamMaxBytes, MetricObjectStoreBytes, MetricObjectStoreMaxBytes})
+		MetricStreamBytes, MetricStreamMessages, MetricStreamMaxBytes, MetricStreamMaxAge, MetricObjectStoreBytes, MetricObjectStoreMaxBytes, MetricWorkers})
 }

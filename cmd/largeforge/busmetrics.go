@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
@@ -14,12 +15,16 @@ import (
 	trainjobs "github.com/largeforge/largeforge/consumers/train"
 	"github.com/largeforge/largeforge/jobs"
 	"github.com/largeforge/largeforge/pipeline"
+	"github.com/largeforge/largeforge/schemas"
 )
 
 // busMetricsFor is what a worker of role reports of the bus: its own
 // durables' lag, the streams and object stores it uses, dead letters; all
 // of it readable on the role's credential (deploy/nats-roles.conf). The
-// results role reports the job ages too (reportJobs).
+// results role reports the job ages too (reportJobs), and, as the one
+// process that always runs, every durable of the work queues and the
+// workers they wait for: when a model's or the trainer's workers are all
+// gone, their own scrapes of its lag are gone with them.
 func busMetricsFor(role string, wc WorkerConfig) (cfg pipeline.BusMetricsConfig, reportJobs bool) {
 	cfg.DeadLetters = true
 	switch role {
@@ -34,7 +39,9 @@ func busMetricsFor(role string, wc WorkerConfig) (cfg pipeline.BusMetricsConfig,
 		cfg.Streams = []string{pipeline.StreamTrain}
 	case RoleResults:
 		cfg.Consumers = []pipeline.ConsumerRef{{Stream: pipeline.StreamResults, Durable: resultsink.DurableResults}, {Stream: pipeline.StreamDLQ, Durable: resultsink.DurableDLQ}}
-		cfg.Streams = []string{pipeline.StreamResults, pipeline.StreamDLQ}
+		cfg.Streams = []string{pipeline.StreamResults, pipeline.StreamDLQ, pipeline.StreamRequests, pipeline.StreamTrain}
+		cfg.ConsumersOf = []string{pipeline.StreamRequests, pipeline.StreamTrain}
+		cfg.Workers, cfg.WorkerOf = true, workerOf
 		reportJobs = true
 	case RoleDataset:
 		cfg.Consumers = []pipeline.ConsumerRef{{Stream: pipeline.StreamDatasets, Durable: datasetsink.DurableSink}, {Stream: pipeline.StreamDatasets, Durable: datasetsink.DurableRaw}, {Stream: pipeline.StreamDLQ, Durable: datasetsink.DurableRejects}}
@@ -52,7 +59,22 @@ func allBusMetrics(wc WorkerConfig) pipeline.BusMetricsConfig {
 		c, _ := busMetricsFor(r.name, wc)
 		consumers = append(consumers, c.Consumers...)
 	}
-	return pipeline.AllBusMetrics(pipeline.DefaultTopology(1), consumers)
+	cfg := pipeline.AllBusMetrics(pipeline.DefaultTopology(1), consumers)
+	cfg.ConsumersOf = []string{pipeline.StreamRequests, pipeline.StreamTrain}
+	cfg.Workers, cfg.WorkerOf = true, workerOf
+	return cfg
+}
+
+// workerOf names the heartbeating workers of a work queue's durable: an
+// infer durable's model, the train durable.
+func workerOf(stream, durable string) (role, model string, ok bool) {
+	switch {
+	case stream == pipeline.StreamRequests && strings.HasPrefix(durable, infer.Durable("")):
+		return schemas.WorkerInfer, strings.TrimPrefix(durable, infer.Durable("")), true
+	case stream == pipeline.StreamTrain && durable == trainjobs.Durable:
+		return schemas.WorkerTrain, "", true
+	}
+	return "", "", false
 }
 
 // inferModelNames are the models and experts an infer worker serves, each

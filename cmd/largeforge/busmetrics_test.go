@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -63,7 +64,17 @@ func TestBusMetricsOnRoleCredentials(t *testing.T) {
 				want = append(want, pipeline.MetricConsumerLag+"/"+c.Durable)
 			}
 			for _, s := range cfg.Streams {
-				want = append(want, pipeline.MetricStreamBytes+"/"+s)
+				want = append(want, pipeline.MetricStreamBytes+"/"+s, pipeline.MetricStreamMaxBytes+"/"+s, pipeline.MetricStreamMaxAge+"/"+s)
+			}
+			// Every durable of a listed stream, whoever runs its workers; the
+			// workers of infer-m, none running (0).
+			for _, c := range allBusMetrics(wc).Consumers {
+				if slices.Contains(cfg.ConsumersOf, c.Stream) {
+					want = append(want, pipeline.MetricConsumerLag+"/"+c.Durable)
+				}
+			}
+			if cfg.Workers {
+				want = append(want, pipeline.MetricWorkers+"/m")
 			}
 			for _, o := range cfg.ObjectStores {
 				want = append(want, pipeline.MetricObjectStoreBytes+"/"+o)

@@ -116,7 +116,21 @@ func roleOps() []roleOp {
 		{"delete LF_ROUTES", nil, jsAPI("$JS.API.STREAM.DELETE.LF_ROUTES", ``)},
 		{"publish lf.req.j1.m (requests)", []string{"submit", "api"}, corePub("lf.req.j1.m")},
 		{"publish lf.train.j1", []string{"submit", "api"}, corePub("lf.train.j1")},
-		{"info LF_TRAIN (start-up check)", []string{"submit", "train", "api"}, jsAPI("$JS.API.STREAM.INFO.LF_TRAIN", "")},
+		{"info LF_TRAIN (start-up check)", []string{"submit", "train", "results", "api"}, jsAPI("$JS.API.STREAM.INFO.LF_TRAIN", "")},
+		{"list LF_REQUESTS's consumers (every model's lag)", []string{"results"}, jsAPI("$JS.API.CONSUMER.LIST.LF_REQUESTS", `{}`)},
+		{"read lf_workers (heartbeats)", []string{"submit", "infer", "results", "api"}, func(ctx context.Context, b *pipeline.Bus) error {
+			kv, err := b.KV(ctx, pipeline.BucketWorkers)
+			if err != nil {
+				return err
+			}
+			keys, err := kv.Keys(ctx) // infer.w1, unless its TTL ran out
+			for _, k := range keys {
+				if _, err := kv.Get(ctx, k); err != nil && !errors.Is(err, pipeline.ErrKeyNotFound) {
+					return err
+				}
+			}
+			return err
+		}},
 		{"publish lf.res.j1 (results)", []string{"submit", "infer", "results", "api"}, corePub("lf.res.j1")},
 		{"publish lf.data.d1.raw", []string{"ingest"}, corePub("lf.data.d1.raw")},
 		{"publish lf.data.d1.shard (shards)", []string{"ingest", "datasets"}, corePub("lf.data.d1.shard")},
@@ -194,6 +208,13 @@ func TestRoleTableDenies(t *testing.T) {
 		t.Fatal(err)
 	}
 	if _, err := models.Put(ctx, "probe", strings.NewReader("probe")); err != nil {
+		t.Fatal(err)
+	}
+	wkv, err := admin.KV(ctx, pipeline.BucketWorkers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := wkv.Put(ctx, "infer.w1", []byte(`{}`)); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := admin.Publish(ctx, "lf.events.train.j1", []byte(`{"step":1}`), "j1/1", nil); err != nil {

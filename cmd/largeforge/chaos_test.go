@@ -35,14 +35,15 @@ import (
 // gateway requests, and processes killed.
 type chaosSize struct {
 	records, requests, gateway, kills int
+	nodeKills                         int // of the kills, how many are of a cluster node
 	epochs                            int
 }
 
 // chaosSizes: the short form runs in `make test`; LF_CHAOS=long (make
 // chaos) runs the long one.
 var chaosSizes = map[string]chaosSize{
-	"short": {records: 2000, requests: 100, gateway: 40, kills: 8, epochs: 4},
-	"long":  {records: 5000, requests: 400, gateway: 300, kills: 60, epochs: 6},
+	"short": {records: 2000, requests: 100, gateway: 40, kills: 8, nodeKills: 1, epochs: 4},
+	"long":  {records: 5000, requests: 400, gateway: 300, kills: 60, nodeKills: 6, epochs: 6},
 }
 
 // maxTrainKills bounds the kills of the train worker: each costs the
@@ -52,31 +53,68 @@ var chaosSizes = map[string]chaosSize{
 const maxTrainKills = 3
 
 // chaosProcs are the long-running processes of a chaos run, each
-// restartable by name.
+// restartable by name and supervised: one that exits by itself (a worker
+// whose start-up check timed out while a stream elected a leader) is
+// started again, as a supervisor such as Kubernetes would.
 type chaosProcs struct {
-	t     *testing.T
-	bin   string
-	e     *pipeline.Embedded
-	specs map[string][]string // role -> args
-	mu    sync.Mutex
-	procs map[string]*proc
-	kills map[string]int
+	t       *testing.T
+	bin     string
+	urls    string              // the cluster's client URLs, every process's --nats
+	specs   map[string][]string // role -> args
+	mu      sync.Mutex
+	procs   map[string]*proc
+	done    map[string]chan struct{} // closed when procs[role] has ended
+	kills   map[string]int
+	exits   map[string]int // ended by themselves and restarted
+	stopped bool           // the test is ending: nothing is restarted
 }
 
+// start starts role's process and its supervisor; c.mu is held.
 func (c *chaosProcs) start(role string) {
-	c.procs[role] = start(c.t, c.bin, roleEnv(c.e, role), append([]string{"--nats-user=" + role, "--log-level=error"}, c.specs[role]...)...)
+	p := start(c.t, c.bin, roleURLEnv(c.urls, role), append([]string{"--nats-user=" + role, "--log-level=" + cmpOr(os.Getenv("LF_CHAOS_LOG"), "error")}, c.specs[role]...)...)
+	done := make(chan struct{})
+	c.procs[role], c.done[role] = p, done
+	go func() {
+		_ = p.cmd.Wait()
+		close(done)
+		time.Sleep(200 * time.Millisecond) // a supervisor's back-off
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if c.stopped || c.procs[role] != p {
+			return // killed (and restarted) by the chaos, or the test ends
+		}
+		c.exits[role]++
+		c.t.Logf("%s exited by itself (%v), restarted:\n%s", role, p.cmd.ProcessState, lastLines(p.out.String(), 3))
+		c.start(role)
+	}()
 }
 
-// killAndRestart SIGKILLs role's process, reaps it and starts a new one.
+// stop ends the supervision: processes that end are not restarted.
+func (c *chaosProcs) stop() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.stopped = true
+}
+
+// killAndRestart SIGKILLs role's process, waits for its end and starts a
+// new one.
 func (c *chaosProcs) killAndRestart(role string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	p := c.procs[role]
-	_ = p.cmd.Process.Signal(syscall.SIGKILL)
-	_ = p.cmd.Wait()
+	if c.stopped {
+		return
+	}
+	_ = c.procs[role].cmd.Process.Signal(syscall.SIGKILL)
+	<-c.done[role]
 	c.kills[role]++
 	c.t.Logf("%s killed and restarted", role)
 	c.start(role)
+}
+
+// lastLines is the last n lines of s.
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return strings.Join(lines[max(len(lines)-n, 0):], "\n")
 }
 
 // gatewayOutcome is what the client saw of one gateway request.
@@ -87,9 +125,10 @@ type gatewayOutcome struct {
 
 // TestChaos runs a mixed workload (an ingest, a batch job, gateway
 // traffic and a training job) on the binary's processes, each on its
-// role's credential, while random ones of them (the dataset and results
-// sinks, the infer and train workers, the gateway) are SIGKILLed and
-// restarted. At the end: every valid record is in the dataset's parts
+// role's credential, attached to a three-node loopback cluster (every
+// stream with three replicas, each node a process of its own), while
+// random ones of them (the dataset and results sinks, the infer and train
+// workers, the gateway, a cluster node) are SIGKILLed and restarted. At the end: every valid record is in the dataset's parts
 // once, every custom_id once in the job's output, the training job
 // completed, and every gateway request was answered or failed with an
 // error the client saw (a connection error at a killed gateway). Loopback
@@ -114,25 +153,28 @@ func TestChaos(t *testing.T) {
 	t.Logf("chaos %s, LF_CHAOS_SEED=%d", mode, seed)
 	rng := rand.New(rand.NewPCG(seed, 21))
 
-	e := pipelinetest.StartRolesServer(t, nil)
 	bin := buildBinary(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	runAs(t, ctx, bin, e, "admin", "topology", "apply")
+	nodes, urls, admin := startChaosCluster(t, ctx, bin)
 	dataDir := t.TempDir()
 	port := freePort(t)
 	url := fmt.Sprintf("http://127.0.0.1:%d", port)
-	cp := &chaosProcs{t: t, bin: bin, e: e, procs: map[string]*proc{}, kills: map[string]int{}, specs: map[string][]string{
-		"datasets": {"worker", "--role", "dataset", "--data-dir", dataDir},
-		"results":  {"worker", "--role", "results", "--data-dir", dataDir},
-		"infer":    {"worker", "--role", "infer", "--model", "stories=" + model},
-		"train":    {"worker", "--role", "train", "--data-dir", dataDir, "--ack-wait", "2s"},
-		"api":      {"gateway", "--http", fmt.Sprintf("127.0.0.1:%d", port)},
-	}}
+	cp := &chaosProcs{t: t, bin: bin, urls: urls, procs: map[string]*proc{}, done: map[string]chan struct{}{},
+		kills: map[string]int{}, exits: map[string]int{}, specs: map[string][]string{
+			"datasets": {"worker", "--role", "dataset", "--data-dir", dataDir},
+			"results":  {"worker", "--role", "results", "--data-dir", dataDir},
+			"infer":    {"worker", "--role", "infer", "--model", "stories=" + model},
+			"train":    {"worker", "--role", "train", "--data-dir", dataDir, "--ack-wait", "2s"},
+			"api":      {"gateway", "--http", fmt.Sprintf("127.0.0.1:%d", port)},
+		}}
 	roles := slices.Sorted(maps.Keys(cp.specs))
+	cp.mu.Lock()
 	for _, r := range roles {
 		cp.start(r)
 	}
+	cp.mu.Unlock()
+	defer cp.stop()
 	t.Cleanup(func() {
 		if t.Failed() {
 			cp.mu.Lock()
@@ -175,19 +217,31 @@ func TestChaos(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	admin := pipelinetest.ConnectRole(t, e, "admin", pipelinetest.Logger(t))
 	store, err := jobs.Open(ctx, admin)
 	if err != nil {
 		t.Fatal(err)
 	}
 
 	// Chaos: kill and restart a random process until the workload is done
-	// and the kills are spent.
+	// and the kills are spent; size.nodeKills of them, at random turns,
+	// kill a random cluster node.
 	chaosCtx, stopChaos := context.WithCancel(ctx)
 	chaosDone := make(chan struct{})
+	nodeTurns := map[int]bool{}
+	for _, k := range rng.Perm(size.kills)[:size.nodeKills] {
+		nodeTurns[k] = true
+	}
+	var nodeErr error
 	go func() {
 		defer close(chaosDone)
 		for k := 0; k < size.kills; k++ {
+			if nodeTurns[k] {
+				down := time.Duration(500+rng.IntN(1500)) * time.Millisecond // pacing, not a wait for a state
+				if nodeErr = cp.killNode(chaosCtx, admin, nodes[rng.IntN(len(nodes))], down); nodeErr != nil {
+					return
+				}
+				continue
+			}
 			role := roles[rng.IntN(len(roles))]
 			if role == "train" && cp.kills[role] >= maxTrainKills {
 				continue
@@ -208,15 +262,15 @@ func TestChaos(t *testing.T) {
 	wg.Add(3)
 	go func() {
 		defer wg.Done()
-		ingestOut, ingestErr = runAsErr(ctx, bin, e, "ingest", "ingest", "--dataset", "chaos", "--format", "alpaca", "--wait", "5m", recordsFile)
+		ingestOut, ingestErr = runStarted(t, ctx, bin, urls, "ingest", "ingest", "--dataset", "chaos", "--format", "alpaca", "--wait", "5m", recordsFile)
 	}()
 	go func() {
 		defer wg.Done()
 		var out string
-		if out, submitErr = runAsErr(ctx, bin, e, "submit", "submit", batchFile, "--model", "stories"); submitErr == nil {
+		if out, submitErr = runStarted(t, ctx, bin, urls, "submit", "submit", batchFile, "--model", "stories"); submitErr == nil {
 			jobID = strings.TrimSpace(out)
 		}
-		if out, trainErr = runAsErr(ctx, bin, e, "submit", "train", "--config", trainFile, "--submit"); trainErr == nil {
+		if out, trainErr = runStarted(t, ctx, bin, urls, "submit", "train", "--config", trainFile, "--submit"); trainErr == nil {
 			trainID = strings.TrimSpace(out)
 		}
 	}()
@@ -232,7 +286,7 @@ func TestChaos(t *testing.T) {
 	}
 	ended := map[string]jobs.Job{}
 	for _, id := range []string{jobID, trainID} {
-		j := waitJobEnd(t, ctx, store, id, 8*time.Minute, &bytes.Buffer{})
+		j := jobEnded(t, ctx, store, id, 8*time.Minute)
 		if j.Status != jobs.StatusCompleted {
 			t.Errorf("job %s (%s) ended %s: %+v", id, j.Kind, j.Status, j.Errors)
 		}
@@ -240,7 +294,12 @@ func TestChaos(t *testing.T) {
 	}
 	stopChaos()
 	<-chaosDone
-	t.Logf("kills: %v", cp.kills)
+	cp.mu.Lock()
+	t.Logf("kills: %v; exited by themselves and restarted: %v", cp.kills, cp.exits)
+	cp.mu.Unlock()
+	if nodeErr != nil {
+		t.Fatal(nodeErr)
+	}
 	if len(cp.kills) == 0 {
 		t.Error("the workload ended before any process was killed")
 	}
@@ -305,17 +364,19 @@ func TestChaos(t *testing.T) {
 	}
 	// Every gateway request answered or failed visibly.
 	answered, failed := 0, 0
+	reasons := map[string]int{}
 	for i, o := range outcomes {
 		switch {
 		case o.answered:
 			answered++
 		case o.failed != "":
 			failed++
+			reasons[o.failed]++
 		default:
 			t.Errorf("gateway request %d: neither answered nor failed", i)
 		}
 	}
-	t.Logf("gateway: %d answered, %d failed with an error the client saw", answered, failed)
+	t.Logf("gateway: %d answered, %d failed with an error the client saw: %v", answered, failed, reasons)
 	if o := gatewayCompletion(ctx, url, size.gateway); !o.answered {
 		// After the chaos the gateway serves again (within the worker wait).
 		pipelinetest.CheckFor(t, time.Minute, 100*time.Millisecond, func() error {
@@ -327,10 +388,19 @@ func TestChaos(t *testing.T) {
 	}
 }
 
-// runAsErr is runAs returning the error instead of failing the test (it
-// runs on a goroutine).
-func runAsErr(ctx context.Context, bin string, e *pipeline.Embedded, role string, args ...string) (string, error) {
-	return machine{bin: bin, url: e.ClientURL()}.run(ctx, role, args...)
+// runStarted runs a command as role to its end, as a user would: again
+// when it failed before it did anything (its connection or its check of
+// the topology timed out while a killed node's streams elected leaders).
+// It returns the error instead of failing the test (it runs on a
+// goroutine).
+func runStarted(t *testing.T, ctx context.Context, bin, url, role string, args ...string) (string, error) {
+	for attempt := 1; ; attempt++ {
+		out, err := machine{bin: bin, url: url}.run(ctx, role, args...)
+		if err == nil || attempt == 5 || !(strings.Contains(err.Error(), "check the topology as") || strings.Contains(err.Error(), "connect to NATS at")) {
+			return out, err
+		}
+		t.Logf("attempt %d: %v; again", attempt, err)
+	}
 }
 
 // gatewayCompletion sends one completion and says what the client saw.

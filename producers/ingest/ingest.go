@@ -485,6 +485,9 @@ func runEntry(ctx context.Context, kv *pipeline.KV, ds, run string) *dataset.Sou
 	return m.FindRun(run)
 }
 
+// confirmAttempt bounds one look at the dataset sink's progress.
+const confirmAttempt = 5 * time.Second
+
 // SinkDurable is the durable consumer name of the dataset sink, whose ack floor
 // tells when a run's shards are persisted.
 const SinkDurable = schemas.DatasetSinkDurable
@@ -508,10 +511,17 @@ func (in *Ingester) waitConfirmed(ctx context.Context, sum *Summary, maxSeq uint
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		floor, err := in.bus.AckFloor(ctx, pipeline.StreamDatasets, SinkDurable)
+		// Each look has its own deadline: a request whose reply was lost
+		// with a cluster node that died under it would otherwise hold the
+		// whole wait (TestChaos found a run unconfirmed after 5m so).
+		actx, acancel := context.WithTimeout(ctx, confirmAttempt)
+		floor, err := in.bus.AckFloor(actx, pipeline.StreamDatasets, SinkDurable)
+		acancel()
 		if err == nil && floor >= maxSeq {
 			sum.Confirmed = true
-			if src := runEntry(ctx, kv, sum.Dataset, sum.Run); src != nil {
+			actx, acancel := context.WithTimeout(ctx, confirmAttempt)
+			defer acancel()
+			if src := runEntry(actx, kv, sum.Dataset, sum.Run); src != nil {
 				sum.Persisted, sum.Duplicates = src.Rows, src.Duplicates
 				// What the sink neither persisted nor found duplicate it
 				// recorded as rejects: a shard of another format than the

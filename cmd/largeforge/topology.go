@@ -44,7 +44,7 @@ server's max_file_store: lower them on a smaller server.`,
 	}
 	apply.Flags().IntVar(&replicas, "replicas", 0, "replicas of each stream and bucket (default: 3 on a cluster, 1 alone, never lowering)")
 	addLimitFlag(apply, &limits)
-	cmd.AddCommand(apply)
+	cmd.AddCommand(apply, newTopologyShowCmd())
 	return cmd
 }
 

@@ -255,10 +255,11 @@ func (ft *fineTuning) submit(ctx context.Context, w http.ResponseWriter, r *http
 	if err != nil {
 		return jobs.Job{}, nil, err
 	}
-	data, err := ft.checkDataset(ctx, "training_file", fo.ID, rc.Method)
+	data, records, err := ft.checkDataset(ctx, "training_file", fo.ID, rc.Method)
 	if err != nil {
 		return jobs.Job{}, nil, err
 	}
+	rc = epochCheckpoints(rc, records)
 	if err := ft.storeDataset(ctx, id, data); err != nil {
 		return jobs.Job{}, nil, err
 	}
@@ -302,9 +303,9 @@ func (ft *fineTuning) storeDataset(ctx context.Context, name string, part *bytes
 }
 
 // checkDataset checks every line of file and encodes its records as a
-// Parquet part: a bad line, or a format the method does not train on, is a
-// 400 naming param.
-func (ft *fineTuning) checkDataset(ctx context.Context, param, file, method string) (*bytes.Buffer, error) {
+// Parquet part, returned with their number: a bad line, or a format the
+// method does not train on, is a 400 naming param.
+func (ft *fineTuning) checkDataset(ctx context.Context, param, file, method string) (*bytes.Buffer, int, error) {
 	var rows []read.Row
 	var format schemas.Format
 	err := ft.files.eachLine(ctx, file, func(n int, data []byte) error {
@@ -322,26 +323,26 @@ func (ft *fineTuning) checkDataset(ctx context.Context, param, file, method stri
 		return nil
 	})
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	switch {
 	case len(rows) == 0:
-		return nil, bad(param, "invalid_file", "File %s has no examples", file)
+		return nil, 0, bad(param, "invalid_file", "File %s has no examples", file)
 	case method == "dpo" && format != schemas.FormatDPO:
-		return nil, bad(param, "invalid_file", "A dpo job takes preference data; file %s is %s", file, format)
+		return nil, 0, bad(param, "invalid_file", "A dpo job takes preference data; file %s is %s", file, format)
 	case method == "sft" && format == schemas.FormatDPO:
-		return nil, bad(param, "invalid_file", "A supervised job takes chat or instruction data; file %s is preference data (method dpo)", file)
+		return nil, 0, bad(param, "invalid_file", "A supervised job takes chat or instruction data; file %s is preference data (method dpo)", file)
 	}
 	recs, ids := make([]schemas.Record, 0, len(rows)), make([]string, 0, len(rows))
 	for _, it := range read.Decode(file, format, rows, 0) {
 		if it.Rej != nil {
-			return nil, bad(param, "invalid_file", "Invalid file %s: %s", file, it.Rej.Error)
+			return nil, 0, bad(param, "invalid_file", "Invalid file %s: %s", file, it.Rej.Error)
 		}
 		recs, ids = append(recs, it.Acc.Record), append(ids, it.Acc.ID)
 	}
 	var buf bytes.Buffer
 	if err := dataset.EncodePart(&buf, format, recs, ids, nil); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	return &buf, nil
+	return &buf, len(recs), nil
 }

@@ -43,7 +43,7 @@ func TestFineTuningUploadToChat(t *testing.T) {
 	}
 	params := openai.FineTuningJobNewParams{Model: "tinybase", TrainingFile: f.ID, Suffix: openai.String("demo"),
 		Method: openai.FineTuningJobNewParamsMethod{Type: "supervised", Supervised: openai.SupervisedMethodParam{Hyperparameters: openai.SupervisedHyperparameters{
-			NEpochs: openai.SupervisedHyperparametersNEpochsUnion{OfInt: openai.Int(1)}, BatchSize: openai.SupervisedHyperparametersBatchSizeUnion{OfInt: openai.Int(2)}}}}}
+			NEpochs: openai.SupervisedHyperparametersNEpochsUnion{OfInt: openai.Int(2)}, BatchSize: openai.SupervisedHyperparametersBatchSizeUnion{OfInt: openai.Int(2)}}}}}
 
 	// Bad requests: an unknown model, a dpo job on chat data; nothing is created.
 	var oe *openai.Error
@@ -88,6 +88,12 @@ func TestFineTuningUploadToChat(t *testing.T) {
 	evs, err := s.oai.FineTuning.Jobs.ListEvents(ctx, job.ID, openai.FineTuningJobListEventsParams{})
 	if err != nil || len(evs.Data) == 0 || !strings.HasPrefix(evs.Data[0].Message, "Step ") {
 		t.Errorf("events %+v, %v", evs, err)
+	}
+	// A checkpoint at the end of each epoch: 4 training records (one of
+	// the 5 held out), batch 2, 2 epochs: steps 4 and 2, newest first.
+	cps, err := s.oai.FineTuning.Jobs.Checkpoints.List(ctx, job.ID, openai.FineTuningJobCheckpointListParams{})
+	if err != nil || len(cps.Data) != 2 || cps.Data[0].StepNumber != 4 || cps.Data[1].StepNumber != 2 {
+		t.Fatalf("checkpoints %+v, %v; want steps 4 and 2, one per epoch", cps, err)
 	}
 
 	// The worker serving every pushed model (started before the job) serves

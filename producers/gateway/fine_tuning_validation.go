@@ -43,7 +43,7 @@ func (ft *fineTuning) validation(ctx context.Context, req fineTuningRequest, id 
 	if err != nil {
 		return rc, nil, err
 	}
-	part, err := ft.checkDataset(ctx, "validation_file", fo.ID, rc.Method)
+	part, _, err := ft.checkDataset(ctx, "validation_file", fo.ID, rc.Method)
 	if err != nil {
 		return rc, nil, err
 	}

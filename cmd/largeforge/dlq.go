@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -93,7 +92,10 @@ on a live infer worker of its model; its job, once ended, is reopened (completed
 in_progress, one compare-and-set on its record naming the request as replaying) and the
 result goes to the results sink marked as a replay, which lets it replace the request's
 error row and nothing else, updates the counts and finalises the job again (new output
-objects; the old ones readable until replaced). A dead-lettered training job is reopened (failed -> validating,
+objects; the old ones readable until replaced). A failed score request is queued again on
+lf.req.<job>.<model>, marked as a replay, for an infer worker of its model (its job reopened
+the same way). Replay one request of a job at a time: the next once the job has completed
+again. A dead-lettered training job is reopened (failed -> validating,
 one compare-and-set on its record) and queued again as a new attempt. A dead letter whose
 target no longer exists (the dataset or job is gone) stays in the DLQ, as does one of a
 stage replay does not handle. The exit status is non-zero when any stayed.`,
@@ -408,16 +410,15 @@ func replayRequest(ctx context.Context, bus *pipeline.Bus, store *jobs.Store, se
 	if req.Job != id {
 		return fmt.Errorf("the request names job %s, its subject %s", req.Job, id)
 	}
-	if req.Kind != schemas.KindCompletion || req.Completion == nil {
-		return fmt.Errorf("a %s request: replay runs completion requests (through the model's infer workers)", req.Kind)
+	if req.Kind == schemas.KindScore && req.Score != nil {
+		return replayScore(ctx, bus, store, seq, id, req, rec)
 	}
-	j, err := replayTarget(ctx, store, id)
+	if req.Kind != schemas.KindCompletion || req.Completion == nil {
+		return fmt.Errorf("a %s request: replay runs completion and score requests", req.Kind)
+	}
+	j, pending, err := replayable(ctx, store, id, req.CustomID)
 	if err != nil {
 		return err
-	}
-	pending := j.Status == jobs.StatusInProgress && slices.Contains(j.Replaying, req.CustomID)
-	if !pending && j.Status != jobs.StatusCompleted {
-		return fmt.Errorf("job %s is %s: a request is replayed once its job completed (largeforge jobs wait %s)", id, j.Status, id)
 	}
 	// Run it first: a replay that cannot run leaves the job as it was.
 	c := *req.Completion
@@ -440,13 +441,8 @@ func replayRequest(ctx context.Context, bus *pipeline.Bus, store *jobs.Store, se
 		return err
 	}
 	res.LatencyMS, res.Worker = float64(time.Since(start).Microseconds())/1000, "replay"
-	if !pending {
-		if _, err := store.Reopen(ctx, id, j.Revision, jobs.StatusInProgress, func(jj *jobs.Job) {
-			jj.Replaying = append(jj.Replaying, req.CustomID)
-			jj.Finalizer, jj.FinalizerUntil = "", 0
-		}); err != nil {
-			return err
-		}
+	if err := reopenFor(ctx, store, j, pending, req.CustomID); err != nil {
+		return err
 	}
 	data, err := json.Marshal(res)
 	if err != nil {

@@ -55,10 +55,10 @@ func TestDLQReplayFailedRequest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := store.PutIDs(tctx, j.ID, 0, []string{"a", "b"}); err != nil {
+	if err := store.PutIDs(tctx, j.ID, 0, []string{"a", "b", "c"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := store.Transition(tctx, j.ID, jobs.StatusInProgress, func(jj *jobs.Job) { jj.RequestCounts.Total = 2 }); err != nil {
+	if _, err := store.Transition(tctx, j.ID, jobs.StatusInProgress, func(jj *jobs.Job) { jj.RequestCounts.Total = 3 }); err != nil {
 		t.Fatal(err)
 	}
 	request := func(id string, line int) []byte {
@@ -78,6 +78,15 @@ func TestDLQReplayFailedRequest(t *testing.T) {
 	if err := bus.PublishDLQ(tctx, "infer", j.ID, pipeline.DLQRecord{Reason: "worker died", Subject: subj, Data: request("b", 2), Deliveries: 5}, ""); err != nil {
 		t.Fatal(err)
 	}
+	// So was c, a score row (no RPC runs scores: its replay is queued).
+	score, err := json.Marshal(schemas.Request{Job: j.ID, CustomID: "c", Kind: schemas.KindScore, Model: "stories", Line: 3,
+		Score: &schemas.ScoreInput{Text: "Once upon a time there was a cat"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bus.PublishDLQ(tctx, "infer", j.ID, pipeline.DLQRecord{Reason: "worker died", Subject: subj, Data: score, Deliveries: 5}, ""); err != nil {
+		t.Fatal(err)
+	}
 	waitJob := func(completed, failed int) jobs.Job {
 		t.Helper()
 		var got jobs.Job
@@ -92,9 +101,9 @@ func TestDLQReplayFailedRequest(t *testing.T) {
 		})
 		return got
 	}
-	first := waitJob(1, 1)
+	first := waitJob(1, 2)
 	errLines, err := resultsink.ReadOutput(filepath.Join(first.Outputs.LocalDir, resultsink.FileErrors))
-	if err != nil || len(errLines) != 1 || errLines[0].CustomID != "b" {
+	if err != nil || len(errLines) != 2 {
 		t.Fatalf("errors.jsonl before the replay: %+v, %v", errLines, err)
 	}
 	reg := prometheus.NewRegistry()
@@ -108,13 +117,19 @@ func TestDLQReplayFailedRequest(t *testing.T) {
 		t.Fatalf("batch before the replay: output file %q, error file %q", oldOut, oldErr)
 	}
 	wantFile(t, url, oldOut, "a")
-	wantFile(t, url, oldErr, "b")
-	out, err := runCLI(t, tctx, "dlq", "replay", "--stage", "infer", "--nats", e.ClientURL())
-	if err != nil || !strings.Contains(out, "replayed (lf.dlq.infer."+j.ID+")") {
-		t.Fatalf("replay: %v\n%s", err, out)
+	wantFile(t, url, oldErr, "b", "c")
+	// One replay at a time: the second waits until the job completed again.
+	for _, seq := range []string{"1", "2"} {
+		pipelinetest.CheckFor(t, 60*time.Second, 50*time.Millisecond, func() error {
+			out, err := runCLI(t, tctx, "dlq", "replay", seq, "--nats", e.ClientURL())
+			if err != nil || !strings.Contains(out, seq+" replayed (lf.dlq.infer."+j.ID+")") {
+				return fmt.Errorf("replay %s: %v\n%s", seq, err, out)
+			}
+			return nil
+		})
 	}
-	again := waitJob(2, 0)
-	if !slices.Equal(again.Replaced, []string{"b"}) || len(again.Replaying) != 0 {
+	again := waitJob(3, 0)
+	if replaced := slices.Sorted(slices.Values(again.Replaced)); !slices.Equal(replaced, []string{"b", "c"}) || len(again.Replaying) != 0 {
 		t.Fatalf("replayed job %+v", again)
 	}
 	errLines, err = resultsink.ReadOutput(filepath.Join(again.Outputs.LocalDir, resultsink.FileErrors))
@@ -122,8 +137,17 @@ func TestDLQReplayFailedRequest(t *testing.T) {
 		t.Fatalf("errors.jsonl after the replay: %+v, %v", errLines, err)
 	}
 	lines, err := resultsink.ReadOutput(filepath.Join(again.Outputs.LocalDir, resultsink.FileOutput))
-	if err != nil || len(lines) != 2 || lines[0].CustomID == lines[1].CustomID || lines[0].Error != nil || lines[1].Error != nil {
+	if err != nil || len(lines) != 3 {
 		t.Fatalf("output.jsonl after the replay: %+v, %v", lines, err)
+	}
+	for _, l := range lines {
+		var sc schemas.ScoreOutput
+		if l.Error != nil || l.Response == nil {
+			t.Fatalf("output.jsonl after the replay: %+v", lines)
+		}
+		if isScore := json.Unmarshal(l.Response.Body, &sc) == nil && sc.Tokens > 0; isScore != (l.CustomID == "c") {
+			t.Fatalf("output.jsonl after the replay: %s is a score: %t (%s)", l.CustomID, isScore, l.Response.Body)
+		}
 	}
 	if left := pipelinetest.DLQRecords(t, bus, "lf.dlq.infer.>"); len(left) != 0 {
 		t.Fatalf("dead letters left: %+v", left)
@@ -132,9 +156,9 @@ func TestDLQReplayFailedRequest(t *testing.T) {
 	if newOut == "" || newOut == oldOut || newErr != "" {
 		t.Fatalf("batch after the replay: output file %q (before %q), error file %q, want a new output file and none for errors", newOut, oldOut, newErr)
 	}
-	wantFile(t, url, newOut, "a", "b")
+	wantFile(t, url, newOut, "a", "b", "c")
 	wantFile(t, url, oldOut, "a")
-	wantFile(t, url, oldErr, "b")
+	wantFile(t, url, oldErr, "b", "c")
 }
 
 // batchFiles is job id's output and error file ids as the gateway's batch

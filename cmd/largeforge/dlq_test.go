@@ -106,16 +106,4 @@ func TestDLQCommands(t *testing.T) {
 	if left := pipelinetest.DLQRecords(t, bus, "lf.dlq.>"); len(left) != 0 {
 		t.Fatalf("after purge: %+v", left)
 	}
-	// A dead-lettered score request stays: no RPC runs scores.
-	score := `{"job":"` + j.ID + `","custom_id":"s","kind":"score","model":"m","line":1,"score":{"text":"hello"}}`
-	if err := bus.PublishDLQ(ctx, "infer", j.ID, pipeline.DLQRecord{Reason: "worker died", Subject: "lf.req." + j.ID + ".m", Data: []byte(score)}, ""); err != nil {
-		t.Fatal(err) // 5
-	}
-	out, err = runCLI(t, ctx, append([]string{"dlq", "replay", "5"}, nats...)...)
-	if !errors.Is(err, ErrStaysInDLQ) || !strings.Contains(out, "5 stays: a score request") {
-		t.Fatalf("replay of a score request: %v\n%s", err, out)
-	}
-	if left := pipelinetest.DLQRecords(t, bus, "lf.dlq.>"); len(left) != 1 {
-		t.Fatalf("the score request left %d dead letters, want it: %+v", len(left), left)
-	}
 }

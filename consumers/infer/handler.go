@@ -360,7 +360,8 @@ func (h *Handler) publish(ctx context.Context, it *item) error {
 	if err != nil {
 		return pipeline.Invalid("result not encodable", err)
 	}
-	if _, err := h.bus.Publish(ctx, subj, data, schemas.MsgID(it.res.Job, it.res.CustomID), nil); err != nil {
+	id, hdr := resultID(it)
+	if _, err := h.bus.Publish(ctx, subj, data, id, hdr); err != nil {
 		h.met.Requests.WithLabelValues(h.s.Name, StatusRetry).Inc()
 		return err
 	}

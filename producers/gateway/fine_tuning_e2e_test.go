@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -94,6 +95,19 @@ func TestFineTuningUploadToChat(t *testing.T) {
 	cps, err := s.oai.FineTuning.Jobs.Checkpoints.List(ctx, job.ID, openai.FineTuningJobCheckpointListParams{})
 	if err != nil || len(cps.Data) != 2 || cps.Data[0].StepNumber != 4 || cps.Data[1].StepNumber != 2 {
 		t.Fatalf("checkpoints %+v, %v; want steps 4 and 2, one per epoch", cps, err)
+	}
+	// result_files: the step metrics of the run, one row a step.
+	if len(job.ResultFiles) != 1 {
+		t.Fatalf("result_files %v", job.ResultFiles)
+	}
+	if body, err := s.oai.Files.Content(ctx, job.ResultFiles[0]); err != nil {
+		t.Error(err)
+	} else {
+		csv, _ := io.ReadAll(body.Body)
+		body.Body.Close()
+		if rows := strings.Split(strings.TrimSpace(string(csv)), "\n"); len(rows) != 5 || rows[0] != "step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy" || !strings.HasPrefix(rows[4], "4,") {
+			t.Errorf("result file %q: want the header and steps 1 to 4", csv)
+		}
 	}
 
 	// The worker serving every pushed model (started before the job) serves

@@ -6,12 +6,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 
 	"github.com/largeforge/largeforge/jobs"
-	"github.com/largeforge/largeforge/model/train"
-	"github.com/largeforge/largeforge/pipeline"
 	"github.com/largeforge/largeforge/storage"
 )
 
@@ -55,7 +52,15 @@ func (ft *fineTuning) jobOf(ctx context.Context, j jobs.Job) (FineTuningJob, err
 	}
 	fj := FineTuningJobOf(j, rp)
 	if j.Status == jobs.StatusCompleted {
-		if fj.TrainedTokens, err = ft.trainedTokens(ctx, j.ID); err != nil {
+		st, found, err := ft.readFinalState(ctx, j.ID)
+		switch {
+		case err != nil:
+			return FineTuningJob{}, err
+		case !found:
+			return fj, nil
+		}
+		fj.TrainedTokens = st.Tokens
+		if fj.ResultFiles, err = ft.resultFiles(ctx, j, st); err != nil {
 			return FineTuningJob{}, err
 		}
 	}
@@ -63,30 +68,9 @@ func (ft *fineTuning) jobOf(ctx context.Context, j jobs.Job) (FineTuningJob, err
 }
 
 // maxTrainerState bounds the final trainer_state.json read for
-// trained_tokens (its log_history grows with the steps).
+// trained_tokens and the result file (its log_history grows with the
+// steps).
 const maxTrainerState = 64 << 20
-
-// trainedTokens is a completed job's trained_tokens: the
-// num_input_tokens_seen of its final trainer_state.json in lf_artifacts
-// (the tokens of its training rows times its epochs), or nil when the job
-// stored no final output.
-func (ft *fineTuning) trainedTokens(ctx context.Context, job string) (*int64, error) {
-	r, err := ft.obj.Get(ctx, "train/"+job+"/final/"+train.TrainerStateFile)
-	if errors.Is(err, pipeline.ErrObjectNotFound) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	defer r.Close()
-	var st struct {
-		Tokens *int64 `json:"num_input_tokens_seen"`
-	}
-	if err := json.NewDecoder(io.LimitReader(r, maxTrainerState)).Decode(&st); err != nil {
-		return nil, fmt.Errorf("read the final trainer state of %s: %w", job, err)
-	}
-	return st.Tokens, nil
-}
 
 // writeJob answers with j's fine_tuning.job.
 func (ft *fineTuning) writeJob(w http.ResponseWriter, r *http.Request, j jobs.Job) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -63,6 +64,12 @@ func TestFineTuningJobsAPI(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// The final trainer state, whose log_history the result file renders.
+	state := `{"num_input_tokens_seen":40,"log_history":[{"step":1,"loss":2},{"step":2,"loss":1},{"step":2,"eval_loss":0.75,"accuracy":0.5},` +
+		`{"step":3,"loss":0.6667},{"step":3,"train_loss":1.2,"train_runtime":1}]}`
+	if _, err := arts.Put(ctx, "train/"+done+"/final/trainer_state.json", strings.NewReader(state)); err != nil {
+		t.Fatal(err)
+	}
 	for _, st := range []jobs.Status{jobs.StatusInProgress, jobs.StatusFinalizing} {
 		if _, err := store.Transition(ctx, done, st, nil); err != nil {
 			t.Fatal(err)
@@ -80,6 +87,26 @@ func TestFineTuningJobsAPI(t *testing.T) {
 	j, err = s.oai.FineTuning.Jobs.Get(ctx, done)
 	if err != nil || j.Status != "succeeded" || j.FineTunedModel != done || j.FinishedAt == 0 {
 		t.Errorf("completed job: %+v, %v", j, err)
+	}
+	// result_files: the step metrics CSV, a file of purpose fine-tune-results.
+	if len(j.ResultFiles) != 1 || j.TrainedTokens != 40 {
+		t.Fatalf("result_files %v, trained_tokens %d", j.ResultFiles, j.TrainedTokens)
+	}
+	rf, err := s.oai.Files.Get(ctx, j.ResultFiles[0])
+	if err != nil || rf.Purpose != "fine-tune-results" || rf.Filename != "step_metrics.csv" {
+		t.Errorf("result file %+v, %v", rf, err)
+	}
+	if body, err := s.oai.Files.Content(ctx, j.ResultFiles[0]); err != nil {
+		t.Error(err)
+	} else {
+		csv, _ := io.ReadAll(body.Body)
+		body.Body.Close()
+		if want := "step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy\n1,2,,,\n2,1,,0.75,0.5\n3,0.6667,,,\n"; string(csv) != want {
+			t.Errorf("result file content %q, want %q", csv, want)
+		}
+	}
+	if again, err := s.oai.FineTuning.Jobs.Get(ctx, done); err != nil || len(again.ResultFiles) != 1 || again.ResultFiles[0] != j.ResultFiles[0] {
+		t.Errorf("result_files read again: %+v, %v", again, err)
 	}
 	// integrations and metadata are there, null, as OpenAI sends them.
 	if raw := j.RawJSON(); !strings.Contains(raw, `"integrations":null`) || !strings.Contains(raw, `"metadata":null`) {

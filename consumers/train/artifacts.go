@@ -343,45 +343,30 @@ func (w *Worker) publishFinal(ctx context.Context, a artifacts, rc train.RunConf
 		return published{}, fmt.Errorf("%w: %w", errUpload, err)
 	}
 	// The push reads a directory of the final files alone: links to them.
-	stage, err := os.MkdirTemp("", "largeforge-final-")
+	paths := make([]string, len(m.Files))
+	for i, f := range m.Files {
+		paths[i] = f.Path
+	}
+	stage, err := stageLinks(outputDir, paths)
 	if err != nil {
 		return published{}, err
 	}
 	defer os.RemoveAll(stage)
-	for _, f := range m.Files {
-		dst := filepath.Join(stage, filepath.FromSlash(f.Path))
-		src, err := filepath.Abs(filepath.Join(outputDir, filepath.FromSlash(f.Path)))
-		if err != nil {
-			return published{}, err
-		}
-		if err := os.Symlink(src, dst); err != nil {
-			return published{}, err
-		}
-	}
 	ms, err := modelstore.New(ctx, w.bus)
 	if err != nil {
 		return published{}, fmt.Errorf("%w: %w", errUpload, err)
 	}
 	var out published
-	model := stage
 	if rc.LoRA != nil {
 		out.adapter = FineTunedAdapter(a.job)
 		if _, err := ms.Push(ctx, out.adapter, stage); err != nil {
 			return published{}, fmt.Errorf("%w: push %s: %w", errUpload, out.adapter, err)
 		}
-		merged, err := os.MkdirTemp("", "largeforge-merged-")
-		if err != nil {
-			return published{}, err
-		}
-		defer os.RemoveAll(merged)
-		if model, err = mergeFinal(rc.Model(), outputDir, merged); err != nil {
-			return published{}, err
-		}
 	}
 	out.model = FineTunedModel(a.job)
-	pushed, err := ms.Push(ctx, out.model, model)
+	pushed, err := pushTrained(ctx, ms, rc, out.model, outputDir, stage)
 	if err != nil {
-		return published{}, fmt.Errorf("%w: push %s: %w", errUpload, out.model, err)
+		return published{}, err
 	}
 	out.digest = pushed.Digest
 	return out, nil

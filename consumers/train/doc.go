@@ -10,7 +10,9 @@
 // adapter, optimizer state, trainer_state.json), once model/train has
 // written it whole, is stored in lf_artifacts as
 // train/<job>/checkpoint-<step>/... followed by its manifest
-// train/<job>/checkpoint-<step>.json, which alone makes it count as stored;
+// train/<job>/checkpoint-<step>.json, which alone makes it count as stored,
+// and pushed to lf_models as CheckpointModel(job, step),
+// <job>-ckpt-step-<step> (removed there when the stored one is removed);
 // the final output (model or adapter, trainer state, loss curve) goes to
 // train/<job>/final/... and final.json, and is pushed to lf_models under
 // FineTunedModel(job), the job id, which the job record reports

@@ -344,6 +344,9 @@ func (w *Worker) handle(ctx context.Context, msg pipeline.Msg) error {
 		if err := art.storeCheckpoint(uctx, dir, step); err != nil {
 			return err
 		}
+		if err := w.pushCheckpoint(uctx, art, rc, dir, step, log); err != nil {
+			return err
+		}
 		log.Info().Str("checkpoint", dir).Str("stored", JobArtifacts(m.Job)+checkpointName(step)).Msg("checkpoint stored")
 		return nil
 	}

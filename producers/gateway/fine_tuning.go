@@ -26,7 +26,8 @@ import (
 //	GET  /v1/fine_tuning/jobs/{id}             the fine_tuning.job
 //	POST /v1/fine_tuning/jobs/{id}/cancel      jobs.Cancel: cancelling, then cancelled
 //	GET  /v1/fine_tuning/jobs/{id}/events      the job's LF_EVENTS (lf.events.train.<id>), newest first
-//	GET  /v1/fine_tuning/jobs/{id}/checkpoints its stored checkpoints (lf_artifacts train/<id>/checkpoint-<step>.json)
+//	GET  /v1/fine_tuning/jobs/{id}/checkpoints its stored checkpoints (lf_artifacts train/<id>/checkpoint-<step>.json);
+//	                                           fine_tuned_model_checkpoint is the lf_models name each is pushed under
 //
 // Statuses: validating → "queued" (submitted, no worker yet); in_progress,
 // finalizing and cancelling → "running" (a cancelled job stops before its
@@ -332,7 +333,7 @@ func (ft *fineTuning) checkpoints(w http.ResponseWriter, r *http.Request, l zero
 			continue
 		}
 		cps = append(cps, FineTuningCheckpoint{ID: fmt.Sprintf("ftckpt-%s-%d", j.ID, step), Object: "fine_tuning.job.checkpoint",
-			CreatedAt: in.ModTime.Unix(), FineTunedModelCheckpoint: fmt.Sprintf("train/%s/checkpoint-%d/", j.ID, step),
+			CreatedAt: in.ModTime.Unix(), FineTunedModelCheckpoint: checkpointModel(j.ID, step),
 			FineTuningJobID: j.ID, StepNumber: step, Metrics: metrics[step]})
 		if cps[len(cps)-1].Metrics == nil { // its events are gone (LF_EVENTS' limits)
 			cps[len(cps)-1].Metrics = map[string]any{"step": step}

@@ -14,6 +14,7 @@ import (
 	"github.com/openai/openai-go/v3"
 
 	"github.com/largeforge/largeforge/consumers/infer"
+	trainjobs "github.com/largeforge/largeforge/consumers/train"
 	"github.com/largeforge/largeforge/pipeline"
 	"github.com/largeforge/largeforge/pipeline/pipelinetest"
 	"github.com/largeforge/largeforge/producers/gateway"
@@ -96,6 +97,11 @@ func TestFineTuningUploadToChat(t *testing.T) {
 	if err != nil || len(cps.Data) != 2 || cps.Data[0].StepNumber != 4 || cps.Data[1].StepNumber != 2 {
 		t.Fatalf("checkpoints %+v, %v; want steps 4 and 2, one per epoch", cps, err)
 	}
+	// Each checkpoint is a model pushed to lf_models: <job>-ckpt-step-<n>.
+	ckpt := cps.Data[1].FineTunedModelCheckpoint
+	if ckpt != job.ID+"-ckpt-step-2" || ckpt != trainjobs.CheckpointModel(job.ID, 2) {
+		t.Errorf("fine_tuned_model_checkpoint %q, want %s-ckpt-step-2", ckpt, job.ID)
+	}
 	// result_files: the step metrics of the run, one row a step.
 	if len(job.ResultFiles) != 1 {
 		t.Fatalf("result_files %v", job.ResultFiles)
@@ -111,23 +117,26 @@ func TestFineTuningUploadToChat(t *testing.T) {
 	}
 
 	// The worker serving every pushed model (started before the job) serves
-	// the fine-tuned one without a restart; chat with it.
-	pipelinetest.CheckFor(t, 30*time.Second, 50*time.Millisecond, func() error {
-		page, err := s.oai.Models.List(ctx)
-		if err != nil {
-			return err
-		}
-		for _, m := range page.Data {
-			if m.ID == job.FineTunedModel {
-				return nil
+	// the fine-tuned one and its first epoch's checkpoint without a
+	// restart; chat with each.
+	for _, name := range []string{job.FineTunedModel, ckpt} {
+		pipelinetest.CheckFor(t, 30*time.Second, 50*time.Millisecond, func() error {
+			page, err := s.oai.Models.List(ctx)
+			if err != nil {
+				return err
 			}
+			for _, m := range page.Data {
+				if m.ID == name {
+					return nil
+				}
+			}
+			return fmt.Errorf("%s not live yet", name)
+		})
+		resp, err := s.oai.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{Model: name, MaxCompletionTokens: openai.Int(4), Temperature: openai.Float(0),
+			Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("Colour 1?")}})
+		if err != nil || len(resp.Choices) != 1 || resp.Model != name || resp.Usage.CompletionTokens == 0 {
+			t.Fatalf("chat with %s: %+v, %v", name, resp, err)
 		}
-		return fmt.Errorf("%s not live yet", job.FineTunedModel)
-	})
-	resp, err := s.oai.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{Model: job.FineTunedModel, MaxCompletionTokens: openai.Int(4), Temperature: openai.Float(0),
-		Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("Colour 1?")}})
-	if err != nil || len(resp.Choices) != 1 || resp.Model != job.FineTunedModel || resp.Usage.CompletionTokens == 0 {
-		t.Fatalf("chat with the fine-tuned model: %+v, %v", resp, err)
 	}
 }
 

@@ -134,7 +134,7 @@ func TestFineTuningJobsAPI(t *testing.T) {
 		t.Errorf("events: %+v, %v", evs, err)
 	}
 	cps, err := s.oai.FineTuning.Jobs.Checkpoints.List(ctx, done, openai.FineTuningJobCheckpointListParams{})
-	if err != nil || len(cps.Data) != 1 || cps.Data[0].StepNumber != 2 || cps.Data[0].FineTuningJobID != done {
+	if err != nil || len(cps.Data) != 1 || cps.Data[0].StepNumber != 2 || cps.Data[0].FineTuningJobID != done || cps.Data[0].FineTunedModelCheckpoint != done+"-ckpt-step-2" {
 		t.Fatalf("checkpoints: %+v, %v", cps, err)
 	}
 	// A checkpoint's metrics are its step's events: the step's training

@@ -232,6 +232,7 @@ func LoadQuantized(dir string) (*Checkpoint, QuantConfig, error) {
 		return nil, qc, err
 	}
 	qcPath := filepath.Join(dir, QuantConfigFile)
+	declared := cfgPath // the file that states bits and group size
 	data, err := os.ReadFile(qcPath)
 	switch {
 	case err == nil:
@@ -249,6 +250,10 @@ func LoadQuantized(dir string) (*Checkpoint, QuantConfig, error) {
 		if !qc.Symmetric {
 			return nil, qc, fmt.Errorf("%s: %w: asymmetric quantization (sym false) is not supported", qcPath, ErrUnsupported)
 		}
+		if err := checkQuantConfigs(dir, qc, gq); err != nil {
+			return nil, qc, err
+		}
+		declared = qcPath
 	case errors.Is(err, os.ErrNotExist):
 		if gq == nil {
 			return nil, qc, fmt.Errorf("%s: %w: neither %s nor quantization_config", dir, ErrQuant, QuantConfigFile)
@@ -267,7 +272,7 @@ func LoadQuantized(dir string) (*Checkpoint, QuantConfig, error) {
 		return nil, qc, fmt.Errorf("read %s: %w", qcPath, err)
 	}
 	if qc.Bits != 4 && qc.Bits != 8 {
-		return nil, qc, fmt.Errorf("%s: %w: %d bits (want 8 or 4)", dir, ErrQuant, qc.Bits)
+		return nil, qc, fmt.Errorf("%s: %w: %d bits (want 8 or 4)", declared, ErrQuant, qc.Bits)
 	}
 	v2 := gq != nil && gq.CheckpointFormat == "gptq_v2"
 	cfg, err := LoadConfig(dir)
@@ -314,8 +319,15 @@ func LoadQuantized(dir string) (*Checkpoint, QuantConfig, error) {
 		if len(w.Shape) != 2 {
 			return nil, qc, fmt.Errorf("%s: tensor %q: %w: a quantized tensor where the model needs a vector", path, module+".qweight", ErrShape)
 		}
+		want, err := groupsWanted(qc, declared == qcPath, declared, path, module, w.Shape[1])
+		if err != nil {
+			return nil, qc, err
+		}
 		q, err := unpackGPTQ(raw, module, qc.Bits, w.Shape, v2, path)
 		if err != nil {
+			return nil, qc, err
+		}
+		if err := checkQuantGroups(qc, declared, path, module, q, want); err != nil {
 			return nil, qc, err
 		}
 		q.LlamaQ8 = qc.Activations == ActivationsQ8_0 && q.GroupSize == 32

@@ -79,3 +79,16 @@ func fallbackNote(qc QuantConfig, module string) string {
 	}
 	return ""
 }
+
+// checkLMHeadFlag holds quantization_config's lm_head (GPTQModel's flag:
+// lm_head is quantized) to the weights read from path: lm_head.qweight
+// present exactly when it is true. Absent, either loads.
+func checkLMHeadFlag(cfgPath, path string, gq *gptqConfig, raw map[string]qRaw) error {
+	if gq == nil || gq.LMHead == nil {
+		return nil
+	}
+	if _, has := raw["lm_head.qweight"]; has != *gq.LMHead {
+		return fmt.Errorf("%s: quantization_config: %w: lm_head %t, but %s %s tensor \"lm_head.qweight\"", cfgPath, ErrQuant, *gq.LMHead, path, map[bool]string{true: "has", false: "has no"}[has])
+	}
+	return nil
+}

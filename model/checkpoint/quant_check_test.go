@@ -62,6 +62,8 @@ func TestQuantConfigHeldToTensors(t *testing.T) {
 			[]string{cfgPath, "bits 8", qcPath + " says 4"}},
 		{"quantization_config group_size", cfgEdit(func(m map[string]any) { m["group_size"] = 128 }), ErrQuant,
 			[]string{cfgPath, "group_size 128"}},
+		{"quantization_config lm_head", cfgEdit(func(m map[string]any) { m["lm_head"] = false }), ErrQuant,
+			[]string{cfgPath, "lm_head false", WeightsFile, `has tensor "lm_head.qweight"`}},
 		{"quantization_config desc_act", cfgEdit(func(m map[string]any) { m["desc_act"] = true }), ErrUnsupported,
 			[]string{cfgPath, "desc_act"}},
 	} {
@@ -88,5 +90,12 @@ func TestQuantConfigHeldToTensors(t *testing.T) {
 	}
 	if _, _, err := LoadQuantized(dir); err != nil {
 		t.Fatalf("restored directory: %v", err)
+	}
+	// GPTQModel's lm_head flag says the LM head is quantized.
+	var cfg struct {
+		Q map[string]any `json:"quantization_config"`
+	}
+	if err := json.Unmarshal(cfgRaw, &cfg); err != nil || cfg.Q["lm_head"] != true {
+		t.Errorf("quantization_config %v (%v): want lm_head true", cfg.Q, err)
 	}
 }

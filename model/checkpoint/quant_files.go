@@ -10,6 +10,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -60,6 +61,8 @@ type gptqConfig struct {
 	Sym              *bool  `json:"sym,omitempty"`
 	DescAct          bool   `json:"desc_act"`
 	CheckpointFormat string `json:"checkpoint_format,omitempty"`
+	// LMHead is GPTQModel's flag for a quantized lm_head (lm_head.qweight).
+	LMHead *bool `json:"lm_head,omitempty"`
 }
 
 // quantModule is the prefix of a weight's GPTQ tensors: its name less ".weight".
@@ -150,7 +153,8 @@ func SaveQuantized(dir string, ck *Checkpoint, qc QuantConfig) error {
 	}
 	sym := true
 	gs := qc.GroupSize
-	m["quantization_config"] = gptqConfig{QuantMethod: "gptq", Bits: qc.Bits, GroupSize: gs, Sym: &sym, CheckpointFormat: "gptq"}
+	lmHead := slices.Contains(qc.Modules, "lm_head")
+	m["quantization_config"] = gptqConfig{QuantMethod: "gptq", Bits: qc.Bits, GroupSize: gs, Sym: &sym, CheckpointFormat: "gptq", LMHead: &lmHead}
 	return writeJSONAtomic(filepath.Join(dir, ConfigFile), m)
 }
 
@@ -300,6 +304,9 @@ func LoadQuantized(dir string) (*Checkpoint, QuantConfig, error) {
 		for name, t := range part {
 			raw[name] = t
 		}
+	}
+	if err := checkLMHeadFlag(cfgPath, path, gq, raw); err != nil {
+		return nil, qc, err
 	}
 	tensors := map[string]*Tensor{}
 	for _, w := range Layout(cfg) {

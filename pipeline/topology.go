@@ -597,3 +597,12 @@ func ClusterForming(err error) bool {
 	}
 	return false
 }
+
+// Unanswered reports whether err says a JetStream request got no answer in
+// time (no responders, a timeout) or an answer a cluster gives while it
+// elects leaders or forms (ClusterForming): what a node killed or restarted
+// moments ago causes for a few seconds, worth asking again.
+func Unanswered(err error) bool {
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
+		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) || ClusterForming(err)
+}

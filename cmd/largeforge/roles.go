@@ -593,9 +593,9 @@ func setRole(cmd *cobra.Command, cfg *Config) {
 // only checks that what it uses exists, and fails naming what is missing:
 // it never tries to change streams or buckets.
 func connectAs(ctx context.Context, name string, log zerolog.Logger) (*pipeline.Bus, error) {
-	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
 	cfg := configFrom(ctx)
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second+max(cfg.NATS.WaitForServer, clusterSettle))
+	defer cancel()
 	c := cfg.NATS
 	c.Name = name
 	bus, err := pipeline.Connect(cctx, c, log)
@@ -609,10 +609,22 @@ func connectAs(ctx context.Context, name string, log zerolog.Logger) (*pipeline.
 	return bus, nil
 }
 
+// clusterSettle is how long a command's start-up check of the topology
+// keeps asking while JetStream does not answer (at least --wait-for-nats):
+// the streams of a cluster whose node was killed or restarted moments ago
+// elect new leaders within seconds.
+const clusterSettle = 30 * time.Second
+
+// topologyAttempt bounds one check of the topology, so that a request lost
+// with a node is asked again instead of using up the whole wait.
+const topologyAttempt = 5 * time.Second
+
 // prepareTopology applies the topology as admin and checks the role's part
 // of it as any other role. A part still missing is waited for up to wait
 // (--wait-for-nats): an `up` that has just started applies it moments after
-// its server answers.
+// its server answers. A check that gets no answer, or a cluster's answer
+// while it elects leaders, is asked again for up to clusterSettle (or wait,
+// when longer).
 func prepareTopology(ctx context.Context, bus *pipeline.Bus, role string, wait time.Duration, log zerolog.Logger) error {
 	var err error
 	if role == NATSAdmin || role == "" {
@@ -622,15 +634,20 @@ func prepareTopology(ctx context.Context, bus *pipeline.Bus, role string, wait t
 		return nil
 	}
 	check := func(ctx context.Context) error {
-		return bus.CheckTopology(ctx, pipeline.DefaultTopology(1).Only(natsRoleUses[role]...))
+		actx, cancel := context.WithTimeout(ctx, topologyAttempt)
+		defer cancel()
+		return bus.CheckTopology(actx, pipeline.DefaultTopology(1).Only(natsRoleUses[role]...))
 	}
-	deadline := time.Now().Add(wait)
+	now := time.Now()
+	deadline, settle := now.Add(wait), now.Add(max(wait, clusterSettle))
 	for {
 		err = watchDenied(ctx, bus, check)
-		if !errors.Is(err, pipeline.ErrTopologyMissing) || !time.Now().Before(deadline) {
+		missing := errors.Is(err, pipeline.ErrTopologyMissing) && time.Now().Before(deadline)
+		unanswered := pipeline.Unanswered(err) && ctx.Err() == nil && time.Now().Before(settle)
+		if !missing && !unanswered {
 			break
 		}
-		log.Debug().Err(err).Msg("topology not applied yet; waiting for an admin (--wait-for-nats)")
+		log.Debug().Err(err).Msg("topology not applied yet or not answered; asking again (--wait-for-nats)")
 		select {
 		case <-ctx.Done():
 			return ctx.Err()

@@ -22,24 +22,36 @@ type quantMatrix struct {
 	llamaQ8       bool      // products as llama.cpp computes its Q8_0/Q4_0 blocks (quant_llama.go)
 	glen          int       // values per scale
 	groups        int       // scales per row
-	q8            []int8    // [out, in]: 8-bit values, and 4-bit ones whose groups are not multiples of 32
-	q4            []byte    // [out, in/2]: 4-bit values plus 8, 32 to 16 bytes (dot4's layout)
+	ld            int       // values per row held: in, padded with zeros to whole groups (a partial last group)
+	q8            []int8    // [out, ld]: 8-bit values, and 4-bit ones whose groups are not multiples of 32
+	q4            []byte    // [out, ld/2]: 4-bit values plus 8, 32 to 16 bytes (dot4's layout)
 	scales        []float32 // [out, groups]
 }
 
-// newQuantMatrix packs a checkpoint's quantized tensor for the kernels.
+// newQuantMatrix packs a checkpoint's quantized tensor for the kernels. A
+// row whose last group is partial (GPTQ tools' layout where the group size
+// does not divide it) is padded with zero values to whole groups; products
+// pad the activations alike.
 func newQuantMatrix(t *checkpoint.QuantTensor) *quantMatrix {
 	m := &quantMatrix{bits: t.Bits, in: t.Cols, out: t.Rows, glen: t.GroupSize, groups: t.Groups(), scales: t.Scales}
-	m.llamaQ8 = t.LlamaQ8 && m.glen == 32
+	m.ld = m.groups * m.glen
+	m.llamaQ8 = t.LlamaQ8 && m.glen == 32 && m.ld == m.in
+	values := t.Values
+	if m.ld != m.in {
+		values = make([]int8, t.Rows*m.ld)
+		for o := range t.Rows {
+			copy(values[o*m.ld:], t.Values[o*t.Cols:(o+1)*t.Cols])
+		}
+	}
 	if t.Bits == 8 || m.glen%32 != 0 || m.llamaQ8 {
-		m.q8 = t.Values
+		m.q8 = values
 		return m
 	}
-	m.q4 = make([]byte, t.Rows*t.Cols/2)
+	m.q4 = make([]byte, t.Rows*m.ld/2)
 	for o := range t.Rows {
-		row := t.Values[o*t.Cols : (o+1)*t.Cols]
-		dst := m.q4[o*t.Cols/2:]
-		for b := 0; b < t.Cols; b += 32 {
+		row := values[o*m.ld : (o+1)*m.ld]
+		dst := m.q4[o*m.ld/2:]
+		for b := 0; b < m.ld; b += 32 {
 			for j := range 16 {
 				dst[b/2+j] = byte(row[b+j]+8) | byte(row[b+j+16]+8)<<4
 			}
@@ -65,13 +77,20 @@ func (m *quantMatrix) mulOn(y, x []float32, rows int, bias []float32, parallel b
 		m.mulLlama(y, x, rows, bias, parallel)
 		return
 	}
+	if m.ld != m.in { // a partial last group: x padded with zeros as the values are
+		xp := make([]float32, rows*m.ld)
+		for r := range rows {
+			copy(xp[r*m.ld:], x[r*m.in:(r+1)*m.in])
+		}
+		x = xp
+	}
 	var xsum []float32 // per row of x, the sum of each group (dot4)
 	if m.q4 != nil {
 		xsum = make([]float32, rows*m.groups)
 		for r := range rows {
 			for g := range m.groups {
 				var s float32
-				for _, v := range x[r*m.in+g*m.glen : r*m.in+(g+1)*m.glen] {
+				for _, v := range x[r*m.ld+g*m.glen : r*m.ld+(g+1)*m.glen] {
 					s += v
 				}
 				xsum[r*m.groups+g] = s
@@ -86,12 +105,12 @@ func (m *quantMatrix) mulOn(y, x []float32, rows int, bias []float32, parallel b
 				b = bias[o]
 			}
 			for r := range rows {
-				xr := x[r*m.in : (r+1)*m.in]
+				xr := x[r*m.ld : (r+1)*m.ld]
 				var v float32
 				if m.q4 != nil {
-					v = dot4(xr, m.q4[o*m.in/2:(o+1)*m.in/2], sc, xsum[r*m.groups:(r+1)*m.groups], m.glen)
+					v = dot4(xr, m.q4[o*m.ld/2:(o+1)*m.ld/2], sc, xsum[r*m.groups:(r+1)*m.groups], m.glen)
 				} else {
-					v = dot8(xr, m.q8[o*m.in:(o+1)*m.in], sc, m.glen)
+					v = dot8(xr, m.q8[o*m.ld:(o+1)*m.ld], sc, m.glen)
 				}
 				y[r*m.out+o] = v + b
 			}
@@ -103,18 +122,27 @@ func (m *quantMatrix) mulOn(y, x []float32, rows int, bias []float32, parallel b
 func (m *quantMatrix) row(dst []float32, o int) {
 	sc := m.scales[o*m.groups : (o+1)*m.groups]
 	if m.q8 != nil {
-		for i, v := range m.q8[o*m.in : (o+1)*m.in] {
+		for i, v := range m.q8[o*m.ld : o*m.ld+m.in] {
 			dst[i] = float32(v) * sc[i/m.glen]
 		}
 		return
 	}
-	q := m.q4[o*m.in/2 : (o+1)*m.in/2]
+	q := m.q4[o*m.ld/2 : (o+1)*m.ld/2]
 	for b := 0; b < m.in; b += 32 {
 		s := sc[b/m.glen]
 		for j := range 16 {
 			u := q[b/2+j]
-			dst[b+j] = float32(int(u&15)-8) * s
-			dst[b+j+16] = float32(int(u>>4)-8) * s
+			if b+32 <= m.in { // a whole block
+				dst[b+j] = float32(int(u&15)-8) * s
+				dst[b+j+16] = float32(int(u>>4)-8) * s
+				continue
+			}
+			if b+j < m.in { // the partial last group's block
+				dst[b+j] = float32(int(u&15)-8) * s
+			}
+			if b+j+16 < m.in {
+				dst[b+j+16] = float32(int(u>>4)-8) * s
+			}
 		}
 	}
 }

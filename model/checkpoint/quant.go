@@ -43,6 +43,9 @@ type QuantTensor struct {
 	// LlamaQ8: products round the activations to Q8_0 blocks, as llama.cpp
 	// computes its Q8_0 and Q4_0 tensors (weights imported from GGUF).
 	LlamaQ8 bool
+	// float16 is, for a weight the files hold in float (quantized_at_load:
+	// the embedding), the float16 values it was rounded from, [Rows, Cols].
+	float16 []float32
 }
 
 // Groups is the number of scales per row.
@@ -197,6 +200,7 @@ func (q *QuantTensor) Dequantize() *Tensor {
 // row from(i) of q (values and scales together).
 func (q *QuantTensor) PermuteRows(from func(i int) int) *QuantTensor {
 	out := *q
+	out.float16 = nil
 	groups := q.Groups()
 	out.Values = make([]int8, len(q.Values))
 	out.Scales = make([]float32, len(q.Scales))

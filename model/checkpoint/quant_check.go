@@ -40,17 +40,13 @@ func checkQuantConfigs(dir string, qc QuantConfig, gq *gptqConfig) error {
 // the row with no fallback listed is refused, naming path's scales tensor.
 // Weights imported from GGUF mix block sizes by tensor type, so a "gguf"
 // directory's group_size is only the most common one: 0, not checked. A
-// directory made elsewhere (listed false: no quant_config.json) has no list
-// of fallbacks: a row its group size does not divide may hold one scale per
-// channel (a partial last group, as GPTQ tools write it, is refused by
-// unpackGPTQ's shape check).
-func groupsWanted(qc QuantConfig, listed bool, declared, path, module string, cols int) (int, error) {
+// directory made elsewhere (no quant_config.json) states its groups in
+// config.json instead (gptqConfig.dynamicGroup).
+func groupsWanted(qc QuantConfig, declared, path, module string, cols int) (int, error) {
 	gs := qc.GroupSize
 	switch {
 	case qc.Method == QuantMethodGGUF:
 		return 0, nil
-	case !listed && gs > 0 && gs < cols && cols%gs != 0:
-		return cols, nil
 	case gs <= 0 || gs >= cols:
 		return cols, nil
 	case cols%gs == 0:
@@ -69,7 +65,7 @@ func checkQuantGroups(qc QuantConfig, declared, path, module string, q *QuantTen
 		return nil
 	}
 	return fmt.Errorf("%s: tensor %q: %w: %d groups of %d per row, but %s (group size %d%s) makes %d",
-		path, module+".scales", ErrQuant, q.Groups(), q.GroupSize, declared, qc.GroupSize, fallbackNote(qc, module), q.Cols/want)
+		path, module+".scales", ErrQuant, q.Groups(), q.GroupSize, declared, qc.GroupSize, fallbackNote(qc, module), (q.Cols+want-1)/want)
 }
 
 // fallbackNote says when module is listed as a per-channel fallback.

@@ -56,7 +56,7 @@ func TestQuantConfigHeldToTensors(t *testing.T) {
 		{"no fallback listed", qcEdit(func(m map[string]any) { delete(m, "per_channel_fallback") }), ErrQuant,
 			[]string{WeightsFile, `"model.layers.0.mlp.down_proj.scales"`, "group size 32 does not divide its rows of 172", QuantConfigFile}},
 		{"group size not the tensors'", both(func(m map[string]any) { m["group_size"] = 64 }), ErrQuant,
-			[]string{WeightsFile, `"model.embed_tokens.scales"`, "2 groups of 32 per row", "group size 64", QuantConfigFile}},
+			[]string{WeightsFile, `"model.layers.0.self_attn.q_proj.scales"`, "2 groups of 32 per row", "group size 64", QuantConfigFile}},
 		{"bits 3", both(func(m map[string]any) { m["bits"] = 3 }), ErrQuant, []string{qcPath, "3 bits"}},
 		{"quantization_config bits", cfgEdit(func(m map[string]any) { m["bits"] = 8 }), ErrQuant,
 			[]string{cfgPath, "bits 8", qcPath + " says 4"}},

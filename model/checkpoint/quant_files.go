@@ -41,6 +41,10 @@ type QuantConfig struct {
 	PerChannel []string `json:"per_channel_fallback,omitempty"`
 	// Float lists the weights left in float (norms, biases).
 	Float []string `json:"not_quantized"`
+	// AtLoad lists the quantized modules the files hold in float16, as GPTQ
+	// loaders read them (the embedding): quantized when loaded, round to
+	// nearest at Bits and GroupSize (quant_loaders.go).
+	AtLoad []string `json:"quantized_at_load,omitempty"`
 	// Calibration describes the data a calibrated method (GPTQ) used.
 	Calibration string `json:"calibration,omitempty"`
 	// Activations, ActivationsQ8_0 for weights imported from GGUF's Q8_0
@@ -63,6 +67,8 @@ type gptqConfig struct {
 	CheckpointFormat string `json:"checkpoint_format,omitempty"`
 	// LMHead is GPTQModel's flag for a quantized lm_head (lm_head.qweight).
 	LMHead *bool `json:"lm_head,omitempty"`
+	// Dynamic is GPTQModel's per-module override (quant_loaders.go).
+	Dynamic gptqDynamic `json:"dynamic,omitempty"`
 }
 
 // quantModule is the prefix of a weight's GPTQ tensors: its name less ".weight".
@@ -92,9 +98,17 @@ func QuantizeCheckpoint(ck *Checkpoint, bits, groupSize int) (*Checkpoint, Quant
 			qc.Float = append(qc.Float, w.Name)
 			continue
 		}
+		atLoad := quantizedAtLoad(w)
+		if atLoad {
+			t = f16Values(t) // as the files hold it, so loading rounds the same values
+		}
 		q, fell, err := Quantize(t, bits, g)
 		if err != nil {
 			return nil, qc, fmt.Errorf("quantize: tensor %q: %w", w.Name, err)
+		}
+		if atLoad {
+			q.float16 = t.Data // what the files hold
+			qc.AtLoad = append(qc.AtLoad, quantModule(w.Name))
 		}
 		dq := q.Dequantize()
 		dq.Quant = q
@@ -127,6 +141,17 @@ func SaveQuantized(dir string, ck *Checkpoint, qc QuantConfig) error {
 		if t.Quant.Bits != qc.Bits {
 			return fmt.Errorf("save quantized %s: tensor %q: %w: %d bits in a %d-bit checkpoint", dir, name, ErrQuant, t.Quant.Bits, qc.Bits)
 		}
+		if slices.Contains(qc.AtLoad, quantModule(name)) {
+			if len(t.Quant.float16) != len(t.Data) {
+				return fmt.Errorf("save quantized %s: tensor %q: %w: %s lists it as quantized at load, but it holds no float values to write", dir, name, ErrQuant, QuantConfigFile)
+			}
+			h := make([]uint16, len(t.Data))
+			for i, v := range t.Quant.float16 {
+				h[i] = f32ToF16(v)
+			}
+			entries = append(entries, qRaw{name: name, dtype: "F16", shape: t.Shape, data: le16(h)})
+			continue
+		}
 		entries = append(entries, gptqTensors(quantModule(name), t.Quant)...)
 	}
 	if err := writeRawSafetensors(filepath.Join(dir, WeightsFile), entries, map[string]string{"format": "pt", "quant_method": qc.Method}); err != nil {
@@ -154,7 +179,8 @@ func SaveQuantized(dir string, ck *Checkpoint, qc QuantConfig) error {
 	sym := true
 	gs := qc.GroupSize
 	lmHead := slices.Contains(qc.Modules, "lm_head")
-	m["quantization_config"] = gptqConfig{QuantMethod: "gptq", Bits: qc.Bits, GroupSize: gs, Sym: &sym, CheckpointFormat: "gptq", LMHead: &lmHead}
+	m["quantization_config"] = gptqConfig{QuantMethod: "gptq", Bits: qc.Bits, GroupSize: gs, Sym: &sym, CheckpointFormat: "gptq", LMHead: &lmHead,
+		Dynamic: dynamicFor(ck, gs, qc.AtLoad)}
 	return writeJSONAtomic(filepath.Join(dir, ConfigFile), m)
 }
 
@@ -308,10 +334,30 @@ func LoadQuantized(dir string) (*Checkpoint, QuantConfig, error) {
 	if err := checkLMHeadFlag(cfgPath, path, gq, raw); err != nil {
 		return nil, qc, err
 	}
+	for _, m := range qc.AtLoad {
+		if !slices.ContainsFunc(Layout(cfg), func(w Weight) bool { return quantizedAtLoad(w) && quantModule(w.Name) == m }) {
+			return nil, qc, fmt.Errorf("%s: %w: quantized_at_load lists %q (only the embedding is)", qcPath, ErrQuant, m)
+		}
+	}
+	listed := declared == qcPath
 	tensors := map[string]*Tensor{}
 	for _, w := range Layout(cfg) {
 		module := quantModule(w.Name)
-		if _, ok := raw[module+".qweight"]; !ok {
+		_, packed := raw[module+".qweight"]
+		atLoad := slices.Contains(qc.AtLoad, module)
+		cfgGroup, cfgFloat := 0, false // config.json's view of the module (quant_loaders.go)
+		if gq != nil && len(w.Shape) == 2 {
+			if cfgGroup, cfgFloat, err = gq.dynamicGroup(cfgPath, module, w.Shape[1]); err != nil {
+				return nil, qc, err
+			}
+		}
+		switch {
+		case atLoad && packed:
+			return nil, qc, fmt.Errorf("%s: tensor %q: %w: %s lists %s as quantized at load, so the files hold it in float", path, module+".qweight", ErrQuant, qcPath, module)
+		case cfgFloat && packed:
+			return nil, qc, fmt.Errorf("%s: tensor %q: %w: %s's quantization_config dynamic leaves %s float", path, module+".qweight", ErrQuant, cfgPath, module)
+		}
+		if !packed {
 			t, ok := raw[w.Name]
 			if !ok {
 				return nil, qc, fmt.Errorf("%s: tensor %q: %w", path, w.Name, ErrMissingTensor)
@@ -320,22 +366,33 @@ func LoadQuantized(dir string) (*Checkpoint, QuantConfig, error) {
 			if err != nil {
 				return nil, qc, err
 			}
+			if atLoad {
+				if ft, err = quantizeLoaded(ft, qc); err != nil {
+					return nil, qc, fmt.Errorf("%s: tensor %q: %w", path, w.Name, err)
+				}
+			}
 			tensors[w.Name] = ft
 			continue
 		}
 		if len(w.Shape) != 2 {
 			return nil, qc, fmt.Errorf("%s: tensor %q: %w: a quantized tensor where the model needs a vector", path, module+".qweight", ErrShape)
 		}
-		want, err := groupsWanted(qc, declared == qcPath, declared, path, module, w.Shape[1])
-		if err != nil {
-			return nil, qc, err
+		want := cfgGroup // made elsewhere: config.json states each module's groups
+		if listed {
+			if want, err = groupsWanted(qc, declared, path, module, w.Shape[1]); err != nil {
+				return nil, qc, err
+			}
 		}
-		q, err := unpackGPTQ(raw, module, qc.Bits, w.Shape, v2, path)
+		q, err := unpackGPTQ(raw, module, qc.Bits, w.Shape, want, v2, path)
 		if err != nil {
 			return nil, qc, err
 		}
 		if err := checkQuantGroups(qc, declared, path, module, q, want); err != nil {
 			return nil, qc, err
+		}
+		if listed && gq != nil && gq.Dynamic != nil && cfgGroup != q.GroupSize {
+			return nil, qc, fmt.Errorf("%s: quantization_config: %w: groups of %d for %s, but %s holds groups of %d (%s)",
+				cfgPath, ErrQuant, cfgGroup, module, path, q.GroupSize, qcPath)
 		}
 		q.LlamaQ8 = qc.Activations == ActivationsQ8_0 && q.GroupSize == 32
 		t := q.Dequantize()
@@ -350,7 +407,12 @@ func LoadQuantized(dir string) (*Checkpoint, QuantConfig, error) {
 
 // unpackGPTQ reads module's qweight, qzeros, scales and g_idx (optional)
 // into a QuantTensor of shape [rows, cols].
-func unpackGPTQ(raw map[string]qRaw, module string, bits int, shape []int, v2 bool, path string) (*QuantTensor, error) {
+//
+// glen is the group length the directory states (0: not stated): scales
+// [ceil(cols/glen), rows] hold groups of glen, the last one shorter where
+// glen does not divide cols (as GPTQ tools write such a row); otherwise the
+// scales' groups must divide cols.
+func unpackGPTQ(raw map[string]qRaw, module string, bits int, shape []int, glen int, v2 bool, path string) (*QuantTensor, error) {
 	rows, cols := shape[0], shape[1]
 	pack := 32 / bits
 	inP, outP := (cols+pack-1)/pack, (rows+pack-1)/pack
@@ -375,15 +437,20 @@ func unpackGPTQ(raw map[string]qRaw, module string, bits int, shape []int, v2 bo
 	if err != nil {
 		return nil, err
 	}
-	if len(sc.shape) != 2 || sc.shape[1] != rows || sc.shape[0] < 1 || cols%sc.shape[0] != 0 {
+	partial := glen > 0 && cols%glen != 0 && len(sc.shape) == 2 && sc.shape[0] == (cols+glen-1)/glen
+	if len(sc.shape) != 2 || sc.shape[1] != rows || sc.shape[0] < 1 || cols%sc.shape[0] != 0 && !partial {
 		return nil, fmt.Errorf("%s: tensor %q: %w: %v, want [groups, %d] with groups dividing %d", path, module+".scales", ErrShape, sc.shape, rows, cols)
 	}
 	groups := sc.shape[0]
+	gsize := cols / groups
+	if partial {
+		gsize = glen
+	}
 	qz, err := get(".qzeros", "I32", groups, outP)
 	if err != nil {
 		return nil, err
 	}
-	q := &QuantTensor{Bits: bits, GroupSize: cols / groups, Rows: rows, Cols: cols, Values: make([]int8, rows*cols), Scales: make([]float32, rows*groups)}
+	q := &QuantTensor{Bits: bits, GroupSize: gsize, Rows: rows, Cols: cols, Values: make([]int8, rows*cols), Scales: make([]float32, rows*groups)}
 	if gi, ok := raw[module+".g_idx"]; ok {
 		if gi.dtype != "I32" || !equalShape(gi.shape, []int{cols}) {
 			return nil, fmt.Errorf("%s: tensor %q: %w: %s %v, want I32 [%d]", path, module+".g_idx", ErrShape, gi.dtype, gi.shape, cols)

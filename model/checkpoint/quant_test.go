@@ -3,17 +3,18 @@ package checkpoint
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
 )
 
-// quantizedTiny writes the tiny preset and its quantization at bits/group
-// size, returning the float checkpoint and the quantized directory.
-func quantizedTiny(t *testing.T, bits, group int) (*Checkpoint, string, QuantConfig) {
+// floatTiny is the tiny preset's float checkpoint (seed 3).
+func floatTiny(t *testing.T) *Checkpoint {
 	t.Helper()
 	src := t.TempDir()
 	if err := Init("tiny", 3, src); err != nil {
@@ -23,6 +24,14 @@ func quantizedTiny(t *testing.T, bits, group int) (*Checkpoint, string, QuantCon
 	if err != nil {
 		t.Fatal(err)
 	}
+	return ck
+}
+
+// quantizedTiny writes the tiny preset and its quantization at bits/group
+// size, returning the float checkpoint and the quantized directory.
+func quantizedTiny(t *testing.T, bits, group int) (*Checkpoint, string, QuantConfig) {
+	t.Helper()
+	ck := floatTiny(t)
 	qck, qc, err := QuantizeCheckpoint(ck, bits, group)
 	if err != nil {
 		t.Fatal(err)
@@ -67,8 +76,8 @@ func TestQuantizeRoundTrip(t *testing.T) {
 			for _, v := range a.Data {
 				amax = max(amax, math.Abs(float64(v)))
 			}
-			for i := range a.Data {
-				if d := math.Abs(float64(a.Data[i] - b.Data[i])); d > tc.maxErr*amax*1.01+1e-7 {
+			for i := range a.Data { // the embedding is rounded from its float16 values: their error too
+				if d := math.Abs(float64(a.Data[i] - b.Data[i])); d > tc.maxErr*amax*1.01+math.Abs(float64(a.Data[i]))/2048+1e-7 {
 					t.Fatalf("%d bits: %s[%d]: %v vs %v", tc.bits, w.Name, i, a.Data[i], b.Data[i])
 				}
 			}
@@ -94,13 +103,128 @@ func TestQuantizeRoundTrip(t *testing.T) {
 		if qcfg, ok := cfg["quantization_config"].(map[string]any); !ok || qcfg["quant_method"] != "gptq" || qcfg["bits"] != float64(tc.bits) {
 			t.Errorf("config.json quantization_config %v", cfg["quantization_config"])
 		}
+		checkGPTQLoaderView(t, dir, ck.Config)
+		// The embedding is float16 in the files, quantized at load as quantize did.
+		mem, _, err := QuantizeCheckpoint(ck, tc.bits, tc.group)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e := "model.embed_tokens.weight"
+		if !slices.Equal(gotQC.AtLoad, []string{"model.embed_tokens"}) || !slices.Equal(qc.AtLoad, gotQC.AtLoad) {
+			t.Errorf("quantized_at_load %v (saved %v)", gotQC.AtLoad, qc.AtLoad)
+		}
+		again := t.TempDir() // a loaded directory saves again as it was
+		if err := SaveQuantized(again, got, gotQC); err != nil {
+			t.Fatal(err)
+		}
+		if x, y := readEntry(t, dir, e), readEntry(t, again, e); !slices.Equal(x.data, y.data) {
+			t.Errorf("%d bits: %s saved again differs", tc.bits, e)
+		}
+		if a, b := mem.Tensors[e].Quant, got.Tensors[e].Quant; a == nil || b == nil || !slices.Equal(a.Values, b.Values) || !slices.Equal(a.Scales, b.Scales) || a.GroupSize != b.GroupSize {
+			t.Errorf("%d bits: the embedding quantized at load differs from quantize's", tc.bits)
+		}
+	}
+}
+
+// readEntry is the tensor name of dir's weights file, as stored.
+func readEntry(t *testing.T, dir, name string) qRaw {
+	t.Helper()
+	ts, err := readRawSafetensors(filepath.Join(dir, WeightsFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ts[name]
+}
+
+// checkGPTQLoaderView reads dir as a GPTQ loader (GPTQModel, transformers,
+// vLLM) does: a float model.embed_tokens.weight, and each packed module's
+// scales [ceil(in/g), out] with g quantization_config's group_size or the
+// first "dynamic" pattern matching the module from its start (-1: [1, out]).
+func checkGPTQLoaderView(t *testing.T, dir string, cfg Config) {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join(dir, ConfigFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var top struct {
+		Q struct {
+			GroupSize int                                  `json:"group_size"`
+			Dynamic   map[string]map[string]json.RawMessage `json:"dynamic"`
+		} `json:"quantization_config"`
+	}
+	if err := json.Unmarshal(raw, &top); err != nil {
+		t.Fatal(err)
+	}
+	ts, err := readRawSafetensors(filepath.Join(dir, WeightsFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e, ok := ts["model.embed_tokens.weight"]; !ok || e.dtype != "F16" || !equalShape(e.shape, []int{cfg.VocabSize, cfg.HiddenSize}) {
+		t.Errorf("model.embed_tokens.weight: %v %v (present %v), want F16 [%d, %d]", e.dtype, e.shape, ok, cfg.VocabSize, cfg.HiddenSize)
+	}
+	for _, w := range Layout(cfg) {
+		m := quantModule(w.Name)
+		sc, ok := ts[m+".scales"]
+		if !ok {
+			continue
+		}
+		g := top.Q.GroupSize
+		for pat, ov := range top.Q.Dynamic { // the writer's patterns match one module each
+			if regexp.MustCompile("^(?:" + strings.TrimPrefix(pat, "+:") + ")").MatchString(m) {
+				_ = json.Unmarshal(ov["group_size"], &g)
+			}
+		}
+		in, groups := w.Shape[1], 1
+		if g > 0 {
+			groups = (in + g - 1) / g
+		}
+		if !equalShape(sc.shape, []int{groups, w.Shape[0]}) {
+			t.Errorf("%s.scales %v: a GPTQ loader expects [%d, %d] (group size %d)", m, sc.shape, groups, w.Shape[0], g)
+		}
+	}
+}
+
+// A tied model: the files hold the embedding in float16 and no lm_head (GPTQ
+// loaders tie lm_head to it, lm_head false); this project quantizes it at
+// load and the head is that matrix.
+func TestQuantizeTiedEmbedding(t *testing.T) {
+	ck := floatTiny(t)
+	ck.Config.TieWordEmbeddings = true
+	delete(ck.Tensors, "lm_head.weight")
+	qck, qc, err := QuantizeCheckpoint(ck, 4, 32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := SaveQuantized(dir, qck, qc); err != nil {
+		t.Fatal(err)
+	}
+	checkGPTQLoaderView(t, dir, ck.Config)
+	got, err := Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if q := got.Tensors["model.embed_tokens.weight"].Quant; q == nil || q.Bits != 4 || q.GroupSize != 32 {
+		t.Errorf("tied embedding loaded as %+v, want 4 bits in groups of 32", q)
+	}
+	if _, ok := got.Tensors["lm_head.weight"]; ok {
+		t.Error("a tied model loaded an lm_head")
+	}
+	var cfg struct {
+		Q map[string]any `json:"quantization_config"`
+	}
+	raw, _ := os.ReadFile(filepath.Join(dir, ConfigFile))
+	if err := json.Unmarshal(raw, &cfg); err != nil || cfg.Q["lm_head"] != false {
+		t.Errorf("quantization_config %v: want lm_head false", cfg.Q)
 	}
 }
 
 // A directory a GPTQ tool made has config.json's quantization_config and
-// no quant_config.json; the v2 format stores the zero point as it is.
+// no quant_config.json; the v2 format stores the zero point as it is. Read
+// so, the embedding is the float weight GPTQ loaders read (only
+// quant_config.json says to quantize it at load).
 func TestLoadGPTQMadeElsewhere(t *testing.T) {
-	_, dir, _ := quantizedTiny(t, 4, 32)
+	ck, dir, _ := quantizedTiny(t, 4, 32)
 	want, _, err := LoadQuantized(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -116,10 +240,92 @@ func TestLoadGPTQMadeElsewhere(t *testing.T) {
 		t.Errorf("quant config %+v", qc)
 	}
 	for name, w := range want.Tensors {
-		if !slices.Equal(w.Data, got.Tensors[name].Data) {
+		g := got.Tensors[name]
+		if name == "model.embed_tokens.weight" {
+			if g.Quant != nil || !slices.Equal(g.Data, w.Quant.float16) {
+				t.Errorf("%s: loaded quantized %v, or not its float16 values", name, g.Quant != nil)
+			}
+			continue
+		}
+		if !slices.Equal(w.Data, g.Data) {
 			t.Fatalf("%s differs", name)
 		}
 	}
+	// Without quantization_config's dynamic, a GPTQ loader expects down_proj's
+	// 172 columns in 6 groups of 32 (the last partial), not one per row.
+	cfgPath := filepath.Join(dir, ConfigFile)
+	cfgRaw, _ := os.ReadFile(cfgPath)
+	noDynamic := func(m map[string]any) { delete(m["quantization_config"].(map[string]any), "dynamic") }
+	editJSON(t, cfgPath, noDynamic)
+	if _, _, err := LoadQuantized(dir); !errors.Is(err, ErrQuant) || !strings.Contains(err.Error(), `"model.layers.0.mlp.down_proj.scales"`) || !strings.Contains(err.Error(), cfgPath) {
+		t.Errorf("per-channel scales with no dynamic override: %v", err)
+	}
+	// An override this loader does not take is refused, naming it.
+	if err := os.WriteFile(cfgPath, cfgRaw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	editJSON(t, cfgPath, func(m map[string]any) {
+		m["quantization_config"].(map[string]any)["dynamic"] = map[string]any{`.*_proj`: map[string]any{"bits": 8}}
+	})
+	if _, _, err := LoadQuantized(dir); !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), `dynamic ".*_proj": unsupported feature: bits 8`) {
+		t.Errorf("a bits override: %v", err)
+	}
+	// The layout GPTQ tools write for those rows: scales [6, 64], the last
+	// group 12 columns (g_idx c/32), loads as it is.
+	editJSON(t, cfgPath, noDynamic)
+	path := filepath.Join(dir, WeightsFile)
+	ts, err := readRawSafetensors(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	partial := map[string]*QuantTensor{}
+	for l := range ck.Config.NumLayers {
+		m := fmt.Sprintf("model.layers.%d.mlp.down_proj", l)
+		partial[m] = partialGroups(ck.Tensors[m+".weight"], 32)
+		for _, e := range gptqTensors(m, partial[m]) {
+			ts[e.name] = e
+		}
+	}
+	entries := make([]qRaw, 0, len(ts))
+	for _, e := range ts {
+		entries = append(entries, e)
+	}
+	if err := writeRawSafetensors(path, entries, nil); err != nil {
+		t.Fatal(err)
+	}
+	got, _, err = LoadQuantized(dir)
+	if err != nil {
+		t.Fatalf("partial last group: %v", err)
+	}
+	for m, q := range partial {
+		g := got.Tensors[m+".weight"].Quant
+		if g == nil || g.GroupSize != 32 || g.Groups() != 6 || !slices.Equal(g.Values, q.Values) || !slices.Equal(g.Scales, q.Scales) {
+			t.Fatalf("%s: loaded %+v", m, g)
+		}
+		if !slices.Equal(got.Tensors[m+".weight"].Data, q.Dequantize().Data) {
+			t.Errorf("%s: dequantized values differ", m)
+		}
+	}
+}
+
+// partialGroups quantizes t to 4 bits in groups of g columns, the last group
+// of each row shorter where g does not divide it (GPTQ tools' layout).
+func partialGroups(t *Tensor, g int) *QuantTensor {
+	rows, cols := t.Shape[0], t.Shape[1]
+	q := &QuantTensor{Bits: 4, GroupSize: g, Rows: rows, Cols: cols, Values: make([]int8, rows*cols)}
+	for r := range rows {
+		for c0 := 0; c0 < cols; c0 += g {
+			vals := t.Data[r*cols+c0 : r*cols+min(c0+g, cols)]
+			s := GroupScale(vals, 4)
+			q.Scales = append(q.Scales, s)
+			for i, v := range vals {
+				if s != 0 {
+					q.Values[r*cols+c0+i] = roundQ(v, s, 7)
+				}
+			}
+		}
+	}
+	return q
 }
 
 func TestQuantizeBadInput(t *testing.T) {

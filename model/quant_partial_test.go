@@ -103,3 +103,23 @@ func TestQuantPartialLastGroup(t *testing.T) {
 		t.Errorf("partial groups score %v, dequantized float %v", a, b)
 	}
 }
+
+// A directory quantize wrote holds the embedding in float16 for GPTQ
+// loaders; loaded here, it is quantized in memory again (quantized_at_load).
+func TestQuantizedDirEmbeddingInMemory(t *testing.T) {
+	src, dst := t.TempDir(), t.TempDir()
+	if err := checkpoint.Init("tiny", 1, src); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := checkpoint.QuantizeDir(src, dst, 4, 32); err != nil {
+		t.Fatal(err)
+	}
+	m, err := Load(dst, WithEngine(EngineNative))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if m.native.qembed == nil || m.native.qembed.bits != 4 {
+		t.Fatalf("the embedding is not quantized in memory: %+v", m.native.qembed)
+	}
+}

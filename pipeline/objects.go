@@ -27,7 +27,7 @@ const objectPutWindow = 32 << 20
 // objectChunkWait is how long a Get waits for the next chunk of an object
 // (the server sends an idle heartbeat every 5 s, so a live server is never
 // silent this long).
-const objectChunkWait = 30 * time.Second
+var objectChunkWait = 30 * time.Second
 
 // Objects is an object store (lf_models, lf_artifacts). Objects are
 // streamed both ways in chunks, never held whole, and every read checks the
@@ -95,7 +95,7 @@ func (o *Objects) PutWithMetadata(ctx context.Context, name string, metadata map
 	if name == "" {
 		return fail(ErrInvalidOption)
 	}
-	old, err := o.os.GetInfo(ctx, name, jetstream.GetObjectInfoShowDeleted())
+	old, err := o.getInfo(ctx, name, jetstream.GetObjectInfoShowDeleted())
 	if err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
 		return fail(err)
 	}
@@ -138,12 +138,27 @@ func (o *Objects) publishMeta(ctx context.Context, info *jetstream.ObjectInfo) e
 // objectChunkSize is the size of an object's chunks (jetstream's default).
 const objectChunkSize = 128 << 10
 
-// ackContext is ctx, or ctx with objectChunkWait when it has no deadline.
+// ackContext bounds one wait for the server (a chunk's ack, the answer
+// to one API request) to objectChunkWait, or ctx's deadline when sooner.
+// A caller's deadline bounds the whole call, not each wait in it: an
+// answer lost with a killed cluster node fails the call after
+// objectChunkWait, never holds it for the rest of a long deadline (a
+// training checkpoint's upload has 30 minutes, and its worker kept the
+// job's message in progress all that while).
 func ackContext(ctx context.Context) (context.Context, context.CancelFunc) {
-	if _, ok := ctx.Deadline(); ok {
-		return ctx, func() {}
-	}
 	return context.WithTimeout(ctx, objectChunkWait)
+}
+
+// objectListWaits bounds a List (the creation of a watch of the store's
+// meta messages, then one message per object) to this many
+// objectChunkWait.
+const objectListWaits = 4
+
+// getInfo is the store's GetInfo bounded as one wait (ackContext).
+func (o *Objects) getInfo(ctx context.Context, name string, opts ...jetstream.GetObjectInfoOpt) (*jetstream.ObjectInfo, error) {
+	actx, cancel := ackContext(ctx)
+	defer cancel()
+	return o.os.GetInfo(actx, name, opts...)
 }
 
 // putChunks publishes what r reads as chunks on subject, keeping at most
@@ -214,7 +229,7 @@ func (o *Objects) purge(subject string) {
 // Info describes name; a missing (or deleted) object wraps
 // ErrObjectNotFound.
 func (o *Objects) Info(ctx context.Context, name string) (ObjectInfo, error) {
-	info, err := o.os.GetInfo(ctx, name)
+	info, err := o.getInfo(ctx, name)
 	if errors.Is(err, jetstream.ErrObjectNotFound) {
 		return ObjectInfo{}, fmt.Errorf("object %s/%s: %w", o.bucket, name, ErrObjectNotFound)
 	}
@@ -238,7 +253,7 @@ func (o *Objects) Info(ctx context.Context, name string) (ObjectInfo, error) {
 // read lasts as long as ctx, and only a wait of objectChunkWait for one
 // chunk fails it. The server's flow control bounds what is buffered.
 func (o *Objects) Get(ctx context.Context, name string) (*ObjectReader, error) {
-	in, err := o.os.GetInfo(ctx, name)
+	in, err := o.getInfo(ctx, name)
 	if errors.Is(err, jetstream.ErrObjectNotFound) {
 		return nil, fmt.Errorf("object %s/%s: %w", o.bucket, name, ErrObjectNotFound)
 	}
@@ -392,7 +407,9 @@ func (o *Objects) Delete(ctx context.Context, name string) error {
 	if _, err := o.Info(ctx, name); err != nil {
 		return err
 	}
-	err := o.os.Delete(ctx, name)
+	dctx, cancel := ackContext(ctx)
+	defer cancel()
+	err := o.os.Delete(dctx, name)
 	if errors.Is(err, jetstream.ErrObjectNotFound) {
 		return fmt.Errorf("object %s/%s: %w", o.bucket, name, ErrObjectNotFound)
 	}
@@ -405,7 +422,9 @@ func (o *Objects) Delete(ctx context.Context, name string) error {
 // List describes the objects of the store (none in an empty store, without
 // error). Deleted objects are left out.
 func (o *Objects) List(ctx context.Context) ([]ObjectInfo, error) {
-	infos, err := o.os.List(ctx)
+	lctx, cancel := context.WithTimeout(ctx, objectListWaits*objectChunkWait)
+	defer cancel()
+	infos, err := o.os.List(lctx)
 	if errors.Is(err, jetstream.ErrNoObjectsFound) {
 		return nil, nil
 	}

@@ -28,7 +28,7 @@ func (o *Objects) Rename(ctx context.Context, from, to string) (ObjectInfo, erro
 	if from == "" || to == "" || from == to {
 		return fail(ErrInvalidOption)
 	}
-	in, err := o.os.GetInfo(ctx, from)
+	in, err := o.getInfo(ctx, from)
 	if errors.Is(err, jetstream.ErrObjectNotFound) {
 		return fail(ErrObjectNotFound)
 	}
@@ -38,7 +38,7 @@ func (o *Objects) Rename(ctx context.Context, from, to string) (ObjectInfo, erro
 	if in.Opts != nil && in.Opts.Link != nil {
 		return fail(fmt.Errorf("a link: %w", ErrInvalidOption))
 	}
-	old, err := o.os.GetInfo(ctx, to, jetstream.GetObjectInfoShowDeleted())
+	old, err := o.getInfo(ctx, to, jetstream.GetObjectInfoShowDeleted())
 	if err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
 		return fail(err)
 	}

@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -66,12 +67,13 @@ type chaosProcs struct {
 	done    map[string]chan struct{} // closed when procs[role] has ended
 	kills   map[string]int
 	exits   map[string]int // ended by themselves and restarted
+	starts  map[string]int // processes started per role (LF_CHAOS_LOGDIR's file names)
 	stopped bool           // the test is ending: nothing is restarted
 }
 
 // start starts role's process and its supervisor; c.mu is held.
 func (c *chaosProcs) start(role string) {
-	p := start(c.t, c.bin, roleURLEnv(c.urls, role), append([]string{"--nats-user=" + role, "--log-level=" + cmpOr(os.Getenv("LF_CHAOS_LOG"), "error")}, c.specs[role]...)...)
+	p := c.startLogged(role, roleURLEnv(c.urls, role), append([]string{"--nats-user=" + role, "--log-level=" + cmpOr(os.Getenv("LF_CHAOS_LOG"), "error")}, c.specs[role]...)...)
 	done := make(chan struct{})
 	c.procs[role], c.done[role] = p, done
 	go func() {
@@ -87,6 +89,33 @@ func (c *chaosProcs) start(role string) {
 		c.t.Logf("%s exited by itself (%v), restarted:\n%s", role, p.cmd.ProcessState, lastLines(p.out.String(), 3))
 		c.start(role)
 	}()
+}
+
+// startLogged starts role's process; with LF_CHAOS_LOGDIR=DIR its
+// combined output is also appended to DIR/<role>-<n>.log (n counting the
+// role's starts), where it outlives the test (a goroutine dump asked of a
+// stuck process with SIGQUIT lands there).
+func (c *chaosProcs) startLogged(role string, env []string, args ...string) *proc {
+	dir := os.Getenv("LF_CHAOS_LOGDIR")
+	if dir == "" {
+		return start(c.t, c.bin, env, args...)
+	}
+	c.starts[role]++
+	f, err := os.OpenFile(filepath.Join(dir, fmt.Sprintf("%s-%d.log", role, c.starts[role])), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		c.t.Fatalf("LF_CHAOS_LOGDIR: %v", err)
+	}
+	c.t.Cleanup(func() { f.Close() })
+	cmd := exec.Command(c.bin, args...)
+	cmd.Env = append(os.Environ(), env...)
+	var out bytes.Buffer
+	w := io.MultiWriter(&out, f)
+	cmd.Stdout, cmd.Stderr = w, w
+	if err := cmd.Start(); err != nil {
+		c.t.Fatal(err)
+	}
+	c.t.Cleanup(func() { _ = cmd.Process.Kill(); _, _ = cmd.Process.Wait() })
+	return &proc{cmd: cmd, out: &out}
 }
 
 // stop ends the supervision: processes that end are not restarted.
@@ -167,7 +196,7 @@ func TestChaos(t *testing.T) {
 	port := freePort(t)
 	url := fmt.Sprintf("http://127.0.0.1:%d", port)
 	cp := &chaosProcs{t: t, bin: bin, urls: urls, procs: map[string]*proc{}, done: map[string]chan struct{}{},
-		kills: map[string]int{}, exits: map[string]int{}, specs: map[string][]string{
+		kills: map[string]int{}, exits: map[string]int{}, starts: map[string]int{}, specs: map[string][]string{
 			"datasets": {"worker", "--role", "dataset", "--data-dir", dataDir},
 			"results":  {"worker", "--role", "results", "--data-dir", dataDir},
 			"infer":    {"worker", "--role", "infer", "--model", "stories=" + model},

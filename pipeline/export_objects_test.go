@@ -9,3 +9,11 @@ func SetObjectWait(d time.Duration) (restore func()) {
 	objectChunkWait = d
 	return func() { objectChunkWait = old }
 }
+
+// SetKVRequestWait sets how long one KV request waits for its answer
+// (kvRequestWait) and returns the restore.
+func SetKVRequestWait(d time.Duration) (restore func()) {
+	old := kvRequestWait
+	kvRequestWait = d
+	return func() { kvRequestWait = old }
+}

@@ -43,11 +43,25 @@ func (b *Bus) KV(ctx context.Context, bucket string) (*KV, error) {
 	return &KV{kv: kv, js: b.js}, nil
 }
 
+// kvRequestWait bounds one KV request's wait for its answer, even under a
+// caller's longer deadline: an answer lost with a killed cluster node
+// fails the request after this long (a caller retries) rather than holding
+// it for the rest of the deadline. jetstream gives a request without a
+// deadline 5 s.
+var kvRequestWait = 30 * time.Second
+
+// requestContext is ctx bounded to kvRequestWait.
+func requestContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, kvRequestWait)
+}
+
 // Name is the bucket's name.
 func (k *KV) Name() string { return k.kv.Bucket() }
 
 // Get reads key; the error wraps ErrKeyNotFound when there is none.
 func (k *KV) Get(ctx context.Context, key string) (Entry, error) {
+	ctx, cancel := requestContext(ctx)
+	defer cancel()
 	e, err := k.kv.Get(ctx, key)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return Entry{}, fmt.Errorf("%s %s: %w: %w", k.Name(), key, ErrKeyNotFound, err)
@@ -60,6 +74,8 @@ func (k *KV) Get(ctx context.Context, key string) (Entry, error) {
 
 // Put writes key and returns its new revision.
 func (k *KV) Put(ctx context.Context, key string, value []byte) (uint64, error) {
+	ctx, cancel := requestContext(ctx)
+	defer cancel()
 	rev, err := k.kv.Put(ctx, key, value)
 	if err != nil {
 		return 0, fmt.Errorf("%s %s: %w", k.Name(), key, err)
@@ -70,6 +86,8 @@ func (k *KV) Put(ctx context.Context, key string, value []byte) (uint64, error) 
 // Create writes key only when it does not exist; the error wraps
 // ErrKeyExists when it does.
 func (k *KV) Create(ctx context.Context, key string, value []byte) (uint64, error) {
+	ctx, cancel := requestContext(ctx)
+	defer cancel()
 	rev, err := k.kv.Create(ctx, key, value)
 	if errors.Is(err, jetstream.ErrKeyExists) {
 		return 0, fmt.Errorf("%s %s: %w: %w", k.Name(), key, ErrKeyExists, err)
@@ -137,6 +155,8 @@ const errCodeWrongLastSequenceConstant jetstream.ErrorCode = 10164
 // Update writes key only when its revision is still rev (compare-and-set);
 // the error wraps ErrWrongRevision when somebody wrote it in between.
 func (k *KV) Update(ctx context.Context, key string, value []byte, rev uint64) (uint64, error) {
+	ctx, cancel := requestContext(ctx)
+	defer cancel()
 	next, err := k.kv.Update(ctx, key, value, rev)
 	var apiErr *jetstream.APIError
 	if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) ||
@@ -151,6 +171,8 @@ func (k *KV) Update(ctx context.Context, key string, value []byte, rev uint64) (
 
 // Delete removes key.
 func (k *KV) Delete(ctx context.Context, key string) error {
+	ctx, cancel := requestContext(ctx)
+	defer cancel()
 	if err := k.kv.Delete(ctx, key); err != nil {
 		return fmt.Errorf("%s %s: %w", k.Name(), key, err)
 	}

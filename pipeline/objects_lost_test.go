@@ -14,14 +14,15 @@ import (
 )
 
 // TestObjectCallsBoundEachWait: under a caller's long deadline (a
-// training checkpoint's upload has 30 minutes), an object store call whose
-// answer is lost (as one in flight at a cluster node that is killed) fails
-// after one wait (objectChunkWait; a List after a few), not at the
-// deadline: a train worker wedged in a checkpoint upload's List (its watch's
-// consumer create request unanswered) kept its job's message in progress
-// for minutes in TestChaos.
+// training checkpoint's upload has 30 minutes), an object store or KV call
+// whose answer is lost (as one in flight at a cluster node that is killed)
+// fails after one wait (objectChunkWait, a List after a few; KV:
+// kvRequestWait), not at the deadline: a train worker wedged in a
+// checkpoint upload's List (its watch's consumer create request
+// unanswered) kept its job's message in progress for minutes in TestChaos.
 func TestObjectCallsBoundEachWait(t *testing.T) {
 	defer pipeline.SetObjectWait(200 * time.Millisecond)()
+	defer pipeline.SetKVRequestWait(200 * time.Millisecond)()
 	e, _ := pipelinetest.StartBus(t) // the topology
 	mute := &atomic.Bool{}
 	url := muteProxy(t, e.ClientURL(), mute)
@@ -39,13 +40,25 @@ func TestObjectCallsBoundEachWait(t *testing.T) {
 	if _, err := objs.Put(ctx, "kept", bytes.NewReader([]byte("x"))); err != nil {
 		t.Fatal(err)
 	}
+	kv, err := bus.KV(ctx, pipeline.BucketJobs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(ctx, "kept", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
 	mute.Store(true) // the server's answers are lost from now on
 	for name, call := range map[string]func() error{
-		"put":    func() error { _, err := objs.Put(ctx, "lost", bytes.NewReader(make([]byte, 300<<10))); return err },
-		"info":   func() error { _, err := objs.Info(ctx, "kept"); return err },
-		"get":    func() error { _, err := objs.Get(ctx, "kept"); return err },
-		"delete": func() error { return objs.Delete(ctx, "kept") },
-		"list":   func() error { _, err := objs.List(ctx); return err },
+		"put":       func() error { _, err := objs.Put(ctx, "lost", bytes.NewReader(make([]byte, 300<<10))); return err },
+		"info":      func() error { _, err := objs.Info(ctx, "kept"); return err },
+		"get":       func() error { _, err := objs.Get(ctx, "kept"); return err },
+		"delete":    func() error { return objs.Delete(ctx, "kept") },
+		"list":      func() error { _, err := objs.List(ctx); return err },
+		"kv get":    func() error { _, err := kv.Get(ctx, "kept"); return err },
+		"kv put":    func() error { _, err := kv.Put(ctx, "kept", []byte("y")); return err },
+		"kv update": func() error { _, err := kv.Update(ctx, "kept", []byte("y"), 1); return err },
+		"kv create": func() error { _, err := kv.Create(ctx, "new", []byte("y")); return err },
+		"kv delete": func() error { return kv.Delete(ctx, "kept") },
 	} {
 		done := make(chan error, 1)
 		go func() { done <- call() }()

@@ -104,4 +104,3 @@ func countPrefix(m map[string]float64, prefix string) int {
 	}
 	return n
 }
-

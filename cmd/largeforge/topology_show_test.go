@@ -53,7 +53,7 @@ func TestTopologyShow(t *testing.T) {
 	if r := byName[pipeline.StreamRequests]; r.MaxBytes != lim[pipeline.StreamRequests].MaxBytes || r.MaxAgeS != 0 {
 		t.Errorf("LF_REQUESTS %+v, want max bytes %d, no max age", r, lim[pipeline.StreamRequests].MaxBytes)
 	}
-	if r := byName[pipeline.StreamResults]; r.MaxAgeS != (72 * time.Hour).Seconds() || r.MaxBytes != 0 {
+	if r := byName[pipeline.StreamResults]; r.MaxAgeS != (72*time.Hour).Seconds() || r.MaxBytes != 0 {
 		t.Errorf("LF_RESULTS %+v, want the applied 72h and no size limit", r)
 	}
 	if r := byName[pipeline.BucketArtifacts]; r.Kind != "object store" || r.Bytes < 4096 || r.MaxBytes != lim[pipeline.BucketArtifacts].MaxBytes {

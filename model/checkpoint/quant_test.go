@@ -148,7 +148,7 @@ func checkGPTQLoaderView(t *testing.T, dir string, cfg Config) {
 	}
 	var top struct {
 		Q struct {
-			GroupSize int                                  `json:"group_size"`
+			GroupSize int                                   `json:"group_size"`
 			Dynamic   map[string]map[string]json.RawMessage `json:"dynamic"`
 		} `json:"quantization_config"`
 	}

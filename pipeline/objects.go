@@ -57,7 +57,9 @@ func (b *Bus) Objects(ctx context.Context, bucket string) (*Objects, error) {
 	if err != nil {
 		return nil, fmt.Errorf("object store %s: %w", bucket, err)
 	}
-	os, err := js.ObjectStore(ctx, bucket)
+	octx, cancel := ackContext(ctx) // one request: the store's stream info
+	defer cancel()
+	os, err := js.ObjectStore(octx, bucket)
 	if err != nil {
 		return nil, fmt.Errorf("object store %s: %w", bucket, err)
 	}

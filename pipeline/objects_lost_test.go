@@ -19,7 +19,8 @@ import (
 // fails after one wait (objectChunkWait, a List after a few; KV:
 // kvRequestWait), not at the deadline: a train worker wedged in a
 // checkpoint upload's List (its watch's consumer create request
-// unanswered) kept its job's message in progress for minutes in TestChaos.
+// unanswered), or in opening lf_models (the stream info request), kept its
+// job's message in progress for minutes in TestChaos.
 func TestObjectCallsBoundEachWait(t *testing.T) {
 	defer pipeline.SetObjectWait(200 * time.Millisecond)()
 	defer pipeline.SetKVRequestWait(200 * time.Millisecond)()
@@ -54,6 +55,8 @@ func TestObjectCallsBoundEachWait(t *testing.T) {
 		"get":       func() error { _, err := objs.Get(ctx, "kept"); return err },
 		"delete":    func() error { return objs.Delete(ctx, "kept") },
 		"list":      func() error { _, err := objs.List(ctx); return err },
+		"open":      func() error { _, err := bus.Objects(ctx, pipeline.BucketArtifacts); return err },
+		"kv open":   func() error { _, err := bus.KV(ctx, pipeline.BucketJobs); return err },
 		"kv get":    func() error { _, err := kv.Get(ctx, "kept"); return err },
 		"kv put":    func() error { _, err := kv.Put(ctx, "kept", []byte("y")); return err },
 		"kv update": func() error { _, err := kv.Update(ctx, "kept", []byte("y"), 1); return err },

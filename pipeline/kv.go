@@ -36,8 +36,6 @@ func entryOf(e jetstream.KeyValueEntry) Entry {
 
 // KV opens the key-value bucket (it must exist: see EnsureTopology).
 func (b *Bus) KV(ctx context.Context, bucket string) (*KV, error) {
-	ctx, cancel := requestContext(ctx) // one request: the bucket's stream info
-	defer cancel()
 	kv, err := b.js.KeyValue(ctx, bucket)
 	if err != nil {
 		return nil, fmt.Errorf("kv bucket %s: %w", bucket, err)

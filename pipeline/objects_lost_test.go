@@ -56,7 +56,6 @@ func TestObjectCallsBoundEachWait(t *testing.T) {
 		"delete":    func() error { return objs.Delete(ctx, "kept") },
 		"list":      func() error { _, err := objs.List(ctx); return err },
 		"open":      func() error { _, err := bus.Objects(ctx, pipeline.BucketArtifacts); return err },
-		"kv open":   func() error { _, err := bus.KV(ctx, pipeline.BucketJobs); return err },
 		"kv get":    func() error { _, err := kv.Get(ctx, "kept"); return err },
 		"kv put":    func() error { _, err := kv.Put(ctx, "kept", []byte("y")); return err },
 		"kv update": func() error { _, err := kv.Update(ctx, "kept", []byte("y"), 1); return err },

@@ -165,10 +165,11 @@ type gatewayOutcome struct {
 func TestChaos(t *testing.T) {
 	mode := os.Getenv("LF_CHAOS")
 	if mode == "" {
-		// Open: about 1 run in 10 a training job stops after a step with
-		// its worker alive and its message kept in progress (found on the
-		// cluster; not yet explained), so the suite does not run it.
-		t.Skip("LF_CHAOS=short|long runs it (make chaos): a training job that stalls about 1 run in 10 is not yet explained")
+		// Open: about 3 runs in 10 under double load an ingest fails to
+		// open lf_datasets while a node is down (kv bucket lf_datasets:
+		// context deadline exceeded). The training stall it found (bus
+		// calls waiting under a 30-minute upload deadline) is fixed.
+		t.Skip("LF_CHAOS=short|long runs it (make chaos): an ingest that cannot open lf_datasets while a node is down, about 3 runs in 10, is open")
 	}
 	size, ok := chaosSizes[mode]
 	if !ok {

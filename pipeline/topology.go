@@ -602,7 +602,7 @@ func ClusterForming(err error) bool {
 // time (no responders, a timeout) or an answer a cluster gives while it
 // elects leaders or forms (ClusterForming): what a node killed or restarted
 // moments ago causes for a few seconds, worth asking again.
+// It is the Publisher's retryable set plus a deadline and ClusterForming.
 func Unanswered(err error) bool {
-	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
-		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) || ClusterForming(err)
+	return retryable(err) || errors.Is(err, context.DeadlineExceeded) || ClusterForming(err)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
@@ -196,13 +197,46 @@ func StartCluster(t testing.TB, n int, extra string) *Cluster {
 	return c
 }
 
-// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+// FreePort returns a loopback TCP port free now, for a server the test
+// starts later. It is picked below the kernel's ephemeral range
+// (net.ipv4.ip_local_port_range), where neither the outgoing connections nor
+// the port-0 listeners of tests running in parallel take it between the
+// pick and the server's bind (a port from the ephemeral range was taken so
+// once, failing a cluster test with "address already in use"); where that
+// range leaves no room below it, the kernel picks.
 func FreePort(t testing.TB) int {
 	t.Helper()
+	if lo := ephemeralLow(); lo > freePortFloor+1000 {
+		for range 200 {
+			p := freePortFloor + rand.IntN(lo-freePortFloor)
+			if l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p)); err == nil {
+				l.Close()
+				return p
+			}
+		}
+	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
+}
+
+// freePortFloor is the lowest port FreePort picks: above the well-known and
+// most registered services' ports.
+const freePortFloor = 20000
+
+// ephemeralLow is the first port of the kernel's ephemeral range (0 where
+// it cannot be read).
+func ephemeralLow() int {
+	data, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 0
+	}
+	var lo, hi int
+	if _, err := fmt.Sscan(string(data), &lo, &hi); err != nil {
+		return 0
+	}
+	return lo
 }

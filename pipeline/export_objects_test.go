@@ -17,3 +17,11 @@ func SetKVRequestWait(d time.Duration) (restore func()) {
 	kvRequestWait = d
 	return func() { kvRequestWait = old }
 }
+
+// SetKVOpen sets how long one attempt to open a bucket waits and how long
+// all of them wait without a caller's deadline, and returns the restore.
+func SetKVOpen(attempt, total time.Duration) (restore func()) {
+	oldAttempt, oldTotal := kvOpenAttempt, kvOpenWait
+	kvOpenAttempt, kvOpenWait = attempt, total
+	return func() { kvOpenAttempt, kvOpenWait = oldAttempt, oldTotal }
+}

@@ -35,12 +35,50 @@ func entryOf(e jetstream.KeyValueEntry) Entry {
 }
 
 // KV opens the key-value bucket (it must exist: see EnsureTopology).
+//
+// Opening is one request (the bucket's stream info), which a cluster that
+// lost a node answers late or never while it elects the stream's leader:
+// each attempt waits kvOpenAttempt and a failed one is retried, under the
+// caller's deadline or, where ctx has none, kvOpenWait in all.
 func (b *Bus) KV(ctx context.Context, bucket string) (*KV, error) {
-	kv, err := b.js.KeyValue(ctx, bucket)
-	if err != nil {
-		return nil, fmt.Errorf("kv bucket %s: %w", bucket, err)
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, kvOpenWait)
+		defer cancel()
 	}
-	return &KV{kv: kv, js: b.js}, nil
+	for {
+		actx, cancel := context.WithTimeout(ctx, kvOpenAttempt)
+		kv, err := b.js.KeyValue(actx, bucket)
+		cancel()
+		if err == nil {
+			return &KV{kv: kv, js: b.js}, nil
+		}
+		if ctx.Err() != nil || !openRetryable(err) {
+			return nil, fmt.Errorf("kv bucket %s: %w", bucket, err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("kv bucket %s: %w", bucket, err)
+		case <-time.After(kvOpenRetry):
+		}
+	}
+}
+
+// How long one attempt to open a bucket waits, how long all of them wait
+// where the caller set no deadline, and the pause between them.
+var (
+	kvOpenAttempt = 10 * time.Second
+	kvOpenWait    = 2 * time.Minute
+	kvOpenRetry   = 250 * time.Millisecond
+)
+
+// openRetryable tells the failures of opening a bucket that a retry may
+// cure: an attempt's deadline, no responders or a lost connection, a
+// JetStream that is electing a leader (503).
+func openRetryable(err error) bool {
+	var api *jetstream.APIError
+	return errors.Is(err, context.DeadlineExceeded) || retryable(err) ||
+		(errors.As(err, &api) && api.Code == 503)
 }
 
 // kvRequestWait bounds one KV request's wait for its answer, even under a

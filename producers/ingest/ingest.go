@@ -510,33 +510,55 @@ func (in *Ingester) waitConfirmed(ctx context.Context, sum *Summary, maxSeq uint
 	defer cancel()
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
+	// The sink counts every shard it settles (stored, duplicate or
+	// rejected) under the run's entry in the manifest; the shards the bus
+	// already held are counted under the run that sent them first.
+	wantShards := sum.Shards - sum.AlreadyOnBus
+	settled, counted := false, int64(0)
 	for {
 		// Each look has its own deadline: a request whose reply was lost
 		// with a cluster node that died under it would otherwise hold the
 		// whole wait (TestChaos found a run unconfirmed after 5m so).
-		actx, acancel := context.WithTimeout(ctx, confirmAttempt)
-		floor, err := in.bus.AckFloor(actx, pipeline.StreamDatasets, SinkDurable)
-		acancel()
-		if err == nil && floor >= maxSeq {
-			sum.Confirmed = true
+		if !settled {
 			actx, acancel := context.WithTimeout(ctx, confirmAttempt)
-			defer acancel()
-			if src := runEntry(actx, kv, sum.Dataset, sum.Run); src != nil {
+			floor, err := in.bus.AckFloor(actx, pipeline.StreamDatasets, SinkDurable)
+			acancel()
+			settled = err == nil && floor >= maxSeq
+		}
+		if settled {
+			// The manifest read may come from a replica that has not caught
+			// up with the sink's last write (a cluster node restarted):
+			// TestChaos once read a run's entry before its shards were
+			// counted, and took its 1,800 records for format rejects. The
+			// counts are final once every shard of the run is in them.
+			actx, acancel := context.WithTimeout(ctx, confirmAttempt)
+			src := runEntry(actx, kv, sum.Dataset, sum.Run)
+			acancel()
+			if src != nil {
+				counted = src.Shards
+			}
+			if wantShards <= 0 || src != nil && src.Shards >= wantShards {
+				sum.Confirmed = true
+				if src == nil { // every shard the bus already held: counted under the runs that sent them
+					return nil
+				}
 				sum.Persisted, sum.Duplicates = src.Rows, src.Duplicates
 				// What the sink neither persisted nor found duplicate it
 				// recorded as rejects: a shard of another format than the
 				// dataset's (a run of that format set it after this run's
-				// check). Shards the bus already held are counted under
-				// the run that sent them first.
+				// check).
 				if lost := sum.Accepted - sum.Persisted - sum.Duplicates; lost > 0 && sum.AlreadyOnBus == 0 {
 					sum.Rejected += lost
 					sum.RejectedByRule[schemas.RuleFormat] += lost
 				}
+				return nil
 			}
-			return nil
 		}
 		select {
 		case <-ctx.Done():
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) && settled {
+				return fmt.Errorf("%w: the dataset sink settled the %d shards of run %s, but dataset %s's manifest in lf_datasets counts %d of them after %s", ErrNotConfirmed, wantShards, sum.Run, sum.Dataset, counted, in.cfg.Wait)
+			}
 			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 				return fmt.Errorf("%w: %d shards of run %s are on the bus, but no dataset sink (largeforge up) settled them within %s", ErrNotConfirmed, sum.Shards, sum.Run, in.cfg.Wait)
 			}

@@ -25,3 +25,11 @@ func SetKVOpen(attempt, total time.Duration) (restore func()) {
 	kvOpenAttempt, kvOpenWait = attempt, total
 	return func() { kvOpenAttempt, kvOpenWait = oldAttempt, oldTotal }
 }
+
+// SetKVAttemptWait sets how long one attempt of a KV write waits for its
+// answer before it is sent again (kvAttemptWait) and returns the restore.
+func SetKVAttemptWait(d time.Duration) (restore func()) {
+	old := kvAttemptWait
+	kvAttemptWait = d
+	return func() { kvAttemptWait = old }
+}

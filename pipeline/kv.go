@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
 	"github.com/rs/zerolog"
 )
 
@@ -96,11 +98,15 @@ func requestContext(ctx context.Context) (context.Context, context.CancelFunc) {
 // Name is the bucket's name.
 func (k *KV) Name() string { return k.kv.Bucket() }
 
-// Get reads key; the error wraps ErrKeyNotFound when there is none.
+// Get reads key; the error wraps ErrKeyNotFound when there is none. A read
+// whose answer is lost is asked again (each attempt kvAttemptWait, all of
+// them kvRequestWait).
 func (k *KV) Get(ctx context.Context, key string) (Entry, error) {
-	ctx, cancel := requestContext(ctx)
-	defer cancel()
-	e, err := k.kv.Get(ctx, key)
+	var e jetstream.KeyValueEntry
+	err := k.read(ctx, kvAttemptWait, func(ctx context.Context) (err error) {
+		e, err = k.kv.Get(ctx, key)
+		return err
+	})
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return Entry{}, fmt.Errorf("%s %s: %w: %w", k.Name(), key, ErrKeyNotFound, err)
 	}
@@ -110,11 +116,30 @@ func (k *KV) Get(ctx context.Context, key string) (Entry, error) {
 	return entryOf(e), nil
 }
 
-// Put writes key and returns its new revision.
-func (k *KV) Put(ctx context.Context, key string, value []byte) (uint64, error) {
+// read runs one idempotent request, each attempt bounded by attempt, and
+// runs it again while an attempt times out or the connection is lost (an
+// answer lost with a killed cluster node), within kvRequestWait.
+func (k *KV) read(ctx context.Context, attempt time.Duration, f func(context.Context) error) error {
 	ctx, cancel := requestContext(ctx)
 	defer cancel()
-	rev, err := k.kv.Put(ctx, key, value)
+	for {
+		actx, acancel := context.WithTimeout(ctx, attempt)
+		err := f(actx)
+		acancel()
+		if err == nil || ctx.Err() != nil || !(errors.Is(err, context.DeadlineExceeded) || retryable(err)) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(kvOpenRetry):
+		}
+	}
+}
+
+// Put writes key and returns its new revision.
+func (k *KV) Put(ctx context.Context, key string, value []byte) (uint64, error) {
+	rev, err := k.write(ctx, key, value, nil)
 	if err != nil {
 		return 0, fmt.Errorf("%s %s: %w", k.Name(), key, err)
 	}
@@ -124,9 +149,15 @@ func (k *KV) Put(ctx context.Context, key string, value []byte) (uint64, error) 
 // Create writes key only when it does not exist; the error wraps
 // ErrKeyExists when it does.
 func (k *KV) Create(ctx context.Context, key string, value []byte) (uint64, error) {
-	ctx, cancel := requestContext(ctx)
-	defer cancel()
-	rev, err := k.kv.Create(ctx, key, value)
+	zero := uint64(0)
+	rev, err := k.write(ctx, key, value, &zero)
+	if wrongRevision(err) {
+		// The key exists, or its last revision is a delete, which
+		// jetstream's Create writes over (taking the delete's revision).
+		cctx, cancel := requestContext(ctx)
+		defer cancel()
+		rev, err = k.kv.Create(cctx, key, value)
+	}
 	if errors.Is(err, jetstream.ErrKeyExists) {
 		return 0, fmt.Errorf("%s %s: %w: %w", k.Name(), key, ErrKeyExists, err)
 	}
@@ -134,6 +165,87 @@ func (k *KV) Create(ctx context.Context, key string, value []byte) (uint64, erro
 		return 0, fmt.Errorf("%s %s: %w", k.Name(), key, err)
 	}
 	return rev, nil
+}
+
+// kvAttemptWait is how long one attempt of a KV write waits for its answer
+// before it is sent again under the same msg id (within kvRequestWait): a
+// write whose answer was lost with a killed cluster node is stored once
+// and answered by the node the client reconnected to.
+var kvAttemptWait = 5 * time.Second
+
+// write publishes value under key with a msg id of its own (and, where rev
+// is given, the revision the key must still have) and sends it again,
+// under the same id, when an attempt gets no answer or the connection is
+// lost: the bucket's stream keeps the first copy and answers a resend with
+// its revision (its duplicate window is 2 min, or the bucket's TTL). A
+// resend that finds the first copy not yet stored is refused as a
+// duplicate in flight and sent again; one that a single server refuses for
+// the revision (it checks that before the msg id) succeeds when the key's
+// last entry is the first copy. The whole is bounded by kvRequestWait.
+func (k *KV) write(ctx context.Context, key string, value []byte, rev *uint64) (uint64, error) {
+	ctx, cancel := requestContext(ctx)
+	defer cancel()
+	m := nats.NewMsg("$KV." + k.Name() + "." + key)
+	m.Data = value
+	m.Header.Set(jetstream.MsgIDHeader, nuid.Next())
+	if rev != nil {
+		m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(*rev, 10))
+	}
+	for attempt := 1; ; attempt++ {
+		actx, acancel := context.WithTimeout(ctx, kvAttemptWait)
+		ack, err := k.js.PublishMsg(actx, m, noLibRetry)
+		acancel()
+		if err == nil {
+			return ack.Sequence, nil
+		}
+		if attempt > 1 && wrongRevision(err) {
+			// A single server checks the revision before the msg id: the
+			// key's last revision may be this write's first copy.
+			if seq, ok := k.lastWrittenBy(ctx, m); ok {
+				return seq, nil
+			}
+			return 0, err
+		}
+		var api *jetstream.APIError
+		inFlight := errors.As(err, &api) && api.ErrorCode == errCodeDuplicateInFlight
+		if ctx.Err() != nil || !(inFlight || errors.Is(err, context.DeadlineExceeded) || retryable(err)) {
+			return 0, err
+		}
+		select {
+		case <-ctx.Done():
+			return 0, err
+		case <-time.After(kvOpenRetry):
+		}
+	}
+}
+
+// lastWrittenBy reports the revision of key's last entry when m (its msg
+// id) wrote it.
+func (k *KV) lastWrittenBy(ctx context.Context, m *nats.Msg) (uint64, bool) {
+	actx, cancel := context.WithTimeout(ctx, kvAttemptWait)
+	defer cancel()
+	st, err := k.js.Stream(actx, "KV_"+k.Name())
+	if err != nil {
+		return 0, false
+	}
+	last, err := st.GetLastMsgForSubject(actx, m.Subject)
+	if err != nil || last.Header.Get(jetstream.MsgIDHeader) != m.Header.Get(jetstream.MsgIDHeader) {
+		return 0, false
+	}
+	return last.Sequence, true
+}
+
+// errCodeDuplicateInFlight is nats-server's
+// JSStreamDuplicateMessageConflict (10158): a msg id whose first copy is
+// still being stored.
+const errCodeDuplicateInFlight jetstream.ErrorCode = 10158
+
+// wrongRevision tells a write refused because the key's revision was not
+// the one it expected.
+func wrongRevision(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) ||
+		(errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == errCodeWrongLastSequenceConstant))
 }
 
 // createWindow is how many creates CreateMany has in flight at once.
@@ -193,12 +305,8 @@ const errCodeWrongLastSequenceConstant jetstream.ErrorCode = 10164
 // Update writes key only when its revision is still rev (compare-and-set);
 // the error wraps ErrWrongRevision when somebody wrote it in between.
 func (k *KV) Update(ctx context.Context, key string, value []byte, rev uint64) (uint64, error) {
-	ctx, cancel := requestContext(ctx)
-	defer cancel()
-	next, err := k.kv.Update(ctx, key, value, rev)
-	var apiErr *jetstream.APIError
-	if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) ||
-		(errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == errCodeWrongLastSequenceConstant)) {
+	next, err := k.write(ctx, key, value, &rev)
+	if wrongRevision(err) {
 		return 0, fmt.Errorf("%s %s: %w: %w", k.Name(), key, ErrWrongRevision, err)
 	}
 	if err != nil {
@@ -218,21 +326,33 @@ func (k *KV) Delete(ctx context.Context, key string) error {
 }
 
 // Keys lists the bucket's keys (none in an empty bucket, without error).
+// A listing cut short by a lost answer is started again (each attempt
+// kvListWait, all of them kvRequestWait).
 func (k *KV) Keys(ctx context.Context) ([]string, error) {
-	lister, err := k.kv.ListKeys(ctx)
-	if err != nil {
-		if errors.Is(err, jetstream.ErrNoKeysFound) {
-			return nil, nil
-		}
-		return nil, fmt.Errorf("%s keys: %w", k.Name(), err)
-	}
-	defer func() { _ = lister.Stop() }()
 	var keys []string
-	for key := range lister.Keys() {
-		keys = append(keys, key)
+	err := k.read(ctx, kvListWait, func(ctx context.Context) error {
+		keys = keys[:0]
+		lister, err := k.kv.ListKeys(ctx)
+		if errors.Is(err, jetstream.ErrNoKeysFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		defer func() { _ = lister.Stop() }()
+		for key := range lister.Keys() {
+			keys = append(keys, key)
+		}
+		return ctx.Err() // a listing stopped by its deadline is incomplete
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%s keys: %w", k.Name(), err)
 	}
 	return keys, nil
 }
+
+// kvListWait bounds one attempt to list a bucket's keys.
+var kvListWait = 10 * time.Second
 
 // Watcher follows the changes of a bucket's keys (see KV.Watch).
 type Watcher struct {

@@ -3,6 +3,9 @@ package pipeline_test
 import (
 	"context"
 	"errors"
+	"io"
+	"net"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -45,4 +48,117 @@ func TestKVOpenRetries(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatalf("open retried after the answers came back: %v", err)
 	}
+}
+
+// TestKVWriteResentOnce: a KV create whose answer is lost (as one in
+// flight at a cluster node that is killed: TestChaos saw a submit fail on
+// "create job ...: context deadline exceeded") is sent again under its msg
+// id once answers come back, and the resend finds the first copy stored:
+// the create succeeds with that copy's revision instead of failing on a
+// key that exists.
+func TestKVWriteResentOnce(t *testing.T) {
+	defer pipeline.SetKVAttemptWait(100 * time.Millisecond)()
+	e, _ := pipelinetest.StartBus(t)
+	mute := &atomic.Bool{}
+	url, drop := dropProxy(t, e.ClientURL(), mute)
+	ctx, cancel := context.WithTimeout(context.Background(), pipelinetest.MinWait)
+	defer cancel()
+	bus, err := pipeline.Connect(ctx, pipeline.ConnConfig{URL: url, Name: t.Name()}, pipelinetest.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bus.Close()
+	kv, err := bus.KV(ctx, pipeline.BucketJobs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// lost runs write with its answers lost until the proxy drops the
+	// connection, then checks the revision it returned is the key's.
+	lost := func(name string, write func() (uint64, error)) {
+		t.Helper()
+		mute.Store(true) // the server's answers are lost from now on
+		done := make(chan error, 1)
+		var rev uint64
+		go func() {
+			var err error
+			rev, err = write()
+			done <- err
+		}()
+		time.Sleep(300 * time.Millisecond) // pacing: a few attempts lost (the outcome does not depend on it)
+		mute.Store(false)
+		drop() // the client reconnects, as to another node
+		if err := <-done; err != nil {
+			t.Fatalf("%s resent after its answer was lost: %v", name, err)
+		}
+		en, err := kv.Get(ctx, "once")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if en.Revision != rev {
+			t.Errorf("%s returned revision %d, the key holds %d", name, rev, en.Revision)
+		}
+	}
+	lost("create", func() (uint64, error) { return kv.Create(ctx, "once", []byte("a")) })
+	en, err := kv.Get(ctx, "once")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lost("update", func() (uint64, error) { return kv.Update(ctx, "once", []byte("b"), en.Revision) })
+	lost("put", func() (uint64, error) { return kv.Put(ctx, "once", []byte("c")) })
+}
+
+// dropProxy is muteProxy whose drop closes the connections it holds (a
+// node killed: what it had not sent is lost, and the client reconnects
+// through the proxy).
+func dropProxy(t *testing.T, url string, mute *atomic.Bool) (string, func()) {
+	t.Helper()
+	var mu sync.Mutex
+	var conns []net.Conn
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	drop := func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+		conns = nil
+	}
+	t.Cleanup(drop)
+	addr := url[len("nats://"):]
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s, err := net.Dial("tcp", addr)
+			if err != nil {
+				c.Close()
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c, s)
+			mu.Unlock()
+			go func() { _, _ = io.Copy(s, c) }()
+			go func() {
+				buf := make([]byte, 32<<10)
+				for {
+					n, err := s.Read(buf)
+					if n > 0 && !mute.Load() {
+						if _, err := c.Write(buf[:n]); err != nil {
+							return
+						}
+					}
+					if err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return "nats://" + ln.Addr().String(), drop
 }

@@ -20,8 +20,12 @@ install:
 run: build
 	RUN_DIR=$(RUN_DIR) BIN=$(BIN) bash scripts/run.sh
 
+# The packages, then the chaos test's short form on its own (it kills
+# processes of a three-node cluster under load; run beside the other
+# packages it would share the two cores with them as well).
 test:
 	$(GO) test -count=1 -timeout 20m ./...
+	LF_CHAOS=short $(GO) test -count=1 -timeout 15m -run '^TestChaos$$' ./cmd/largeforge/
 
 test-short:
 	$(GO) test -short -count=1 ./...
@@ -49,7 +53,8 @@ fuzz:
 	GO=$(GO) FUZZTIME=$(FUZZTIME) FUZZ='$(FUZZ)' bash scripts/fuzz.sh
 
 # The chaos test's long form (processes SIGKILLed and restarted under a mixed
-# workload; LF_CHAOS_SEED=N replays a run); `make test` runs the short form.
+# workload; LF_CHAOS_SEED=N replays a run); `make test` runs the short form
+# after the packages.
 chaos:
 	LF_CHAOS=long $(GO) test -count=1 -timeout 30m -run '^TestChaos$$' -v ./cmd/largeforge/
 

@@ -31,8 +31,9 @@ func startChaosCluster(t *testing.T, ctx context.Context, bin string) ([]*nodePr
 	}
 	urls := (&pipelinetest.Cluster{Nodes: cns}).URLs()
 	m := machine{bin: bin, url: urls}
-	// The cluster elects its first meta leader once all nodes run.
-	pipelinetest.CheckFor(t, time.Minute, 100*time.Millisecond, func() error {
+	// The cluster elects its first meta leader once all nodes run (more
+	// than a minute once, two chaos runs at once on two cores).
+	pipelinetest.CheckFor(t, 3*time.Minute, 100*time.Millisecond, func() error {
 		_, err := m.run(ctx, "admin", "topology", "apply", "--replicas", fmt.Sprint(chaosReplicas))
 		return err
 	})

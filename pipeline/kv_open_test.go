@@ -3,9 +3,6 @@ package pipeline_test
 import (
 	"context"
 	"errors"
-	"io"
-	"net"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -23,17 +20,13 @@ func TestKVOpenRetries(t *testing.T) {
 	defer pipeline.SetKVOpen(100*time.Millisecond, time.Second)()
 	e, _ := pipelinetest.StartBus(t) // the topology
 	mute := &atomic.Bool{}
-	url := muteProxy(t, e.ClientURL(), mute)
+	url, drop := dropProxy(t, e.ClientURL(), mute)
 	ctx, cancel := context.WithTimeout(context.Background(), pipelinetest.MinWait)
 	defer cancel()
-	bus, err := pipeline.Connect(ctx, pipeline.ConnConfig{URL: url, Name: t.Name()}, pipelinetest.Logger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer bus.Close()
+	bus := connectTo(t, ctx, url)
 
 	mute.Store(true)
-	_, err = bus.KV(context.Background(), pipeline.BucketJobs) // no deadline: kvOpenWait
+	_, err := bus.KV(context.Background(), pipeline.BucketJobs) // no deadline: kvOpenWait
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("open with every answer lost and no deadline: %v, want a deadline exceeded after kvOpenWait", err)
 	}
@@ -45,6 +38,7 @@ func TestKVOpenRetries(t *testing.T) {
 	}()
 	time.Sleep(300 * time.Millisecond) // pacing: a few attempts lost (the open succeeds however long this is)
 	mute.Store(false)
+	drop() // the client reconnects, as to another node
 	if err := <-done; err != nil {
 		t.Fatalf("open retried after the answers came back: %v", err)
 	}
@@ -63,11 +57,7 @@ func TestKVWriteResentOnce(t *testing.T) {
 	url, drop := dropProxy(t, e.ClientURL(), mute)
 	ctx, cancel := context.WithTimeout(context.Background(), pipelinetest.MinWait)
 	defer cancel()
-	bus, err := pipeline.Connect(ctx, pipeline.ConnConfig{URL: url, Name: t.Name()}, pipelinetest.Logger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer bus.Close()
+	bus := connectTo(t, ctx, url)
 	kv, err := bus.KV(ctx, pipeline.BucketJobs)
 	if err != nil {
 		t.Fatal(err)
@@ -107,58 +97,13 @@ func TestKVWriteResentOnce(t *testing.T) {
 	lost("put", func() (uint64, error) { return kv.Put(ctx, "once", []byte("c")) })
 }
 
-// dropProxy is muteProxy whose drop closes the connections it holds (a
-// node killed: what it had not sent is lost, and the client reconnects
-// through the proxy).
-func dropProxy(t *testing.T, url string, mute *atomic.Bool) (string, func()) {
+// connectTo connects to url as the test, closed at its end.
+func connectTo(t *testing.T, ctx context.Context, url string) *pipeline.Bus {
 	t.Helper()
-	var mu sync.Mutex
-	var conns []net.Conn
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	bus, err := pipeline.Connect(ctx, pipeline.ConnConfig{URL: url, Name: t.Name()}, pipelinetest.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { ln.Close() })
-	drop := func() {
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range conns {
-			c.Close()
-		}
-		conns = nil
-	}
-	t.Cleanup(drop)
-	addr := url[len("nats://"):]
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			s, err := net.Dial("tcp", addr)
-			if err != nil {
-				c.Close()
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c, s)
-			mu.Unlock()
-			go func() { _, _ = io.Copy(s, c) }()
-			go func() {
-				buf := make([]byte, 32<<10)
-				for {
-					n, err := s.Read(buf)
-					if n > 0 && !mute.Load() {
-						if _, err := c.Write(buf[:n]); err != nil {
-							return
-						}
-					}
-					if err != nil {
-						return
-					}
-				}
-			}()
-		}
-	}()
-	return "nats://" + ln.Addr().String(), drop
+	t.Cleanup(bus.Close)
+	return bus
 }

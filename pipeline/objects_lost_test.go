@@ -5,6 +5,7 @@ import (
 	"context"
 	"io"
 	"net"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -80,11 +81,31 @@ func TestObjectCallsBoundEachWait(t *testing.T) {
 // the connection kept open.
 func muteProxy(t *testing.T, url string, mute *atomic.Bool) string {
 	t.Helper()
+	proxy, _ := dropProxy(t, url, mute)
+	return proxy
+}
+
+// dropProxy is muteProxy with a drop that closes the connections it holds (a
+// node killed: what it had not sent is lost, and the client reconnects
+// through the proxy).
+func dropProxy(t *testing.T, url string, mute *atomic.Bool) (string, func()) {
+	t.Helper()
+	var mu sync.Mutex
+	var conns []net.Conn
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
+	drop := func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+		conns = nil
+	}
+	t.Cleanup(drop)
 	addr := url[len("nats://"):]
 	go func() {
 		for {
@@ -97,7 +118,9 @@ func muteProxy(t *testing.T, url string, mute *atomic.Bool) string {
 				c.Close()
 				return
 			}
-			t.Cleanup(func() { c.Close(); s.Close() })
+			mu.Lock()
+			conns = append(conns, c, s)
+			mu.Unlock()
 			go func() { _, _ = io.Copy(s, c) }()
 			go func() {
 				buf := make([]byte, 32<<10)
@@ -115,5 +138,5 @@ func muteProxy(t *testing.T, url string, mute *atomic.Bool) string {
 			}()
 		}
 	}()
-	return "nats://" + ln.Addr().String()
+	return "nats://" + ln.Addr().String(), drop
 }

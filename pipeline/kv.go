@@ -61,18 +61,21 @@ func (b *Bus) KV(ctx context.Context, bucket string) (*KV, error) {
 		select {
 		case <-ctx.Done():
 			return nil, fmt.Errorf("kv bucket %s: %w", bucket, err)
-		case <-time.After(kvOpenRetry):
+		case <-time.After(kvRetryPause):
 		}
 	}
 }
 
-// How long one attempt to open a bucket waits, how long all of them wait
-// where the caller set no deadline, and the pause between them.
+// How long one attempt to open a bucket waits, and how long all of them
+// wait where the caller set no deadline.
 var (
 	kvOpenAttempt = 10 * time.Second
 	kvOpenWait    = 2 * time.Minute
-	kvOpenRetry   = 250 * time.Millisecond
 )
+
+// kvRetryPause is the pause before a KV request is asked again (an open, a
+// read or a write whose answer was lost).
+const kvRetryPause = 250 * time.Millisecond
 
 // openRetryable tells the failures of opening a bucket that a retry may
 // cure: an attempt's deadline, no responders or a lost connection, a
@@ -132,7 +135,7 @@ func (k *KV) read(ctx context.Context, attempt time.Duration, f func(context.Con
 		select {
 		case <-ctx.Done():
 			return err
-		case <-time.After(kvOpenRetry):
+		case <-time.After(kvRetryPause):
 		}
 	}
 }
@@ -214,7 +217,7 @@ func (k *KV) write(ctx context.Context, key string, value []byte, rev *uint64) (
 		select {
 		case <-ctx.Done():
 			return 0, err
-		case <-time.After(kvOpenRetry):
+		case <-time.After(kvRetryPause):
 		}
 	}
 }

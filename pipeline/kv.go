@@ -102,8 +102,8 @@ func requestContext(ctx context.Context) (context.Context, context.CancelFunc) {
 func (k *KV) Name() string { return k.kv.Bucket() }
 
 // Get reads key; the error wraps ErrKeyNotFound when there is none. A read
-// whose answer is lost is asked again (each attempt kvAttemptWait, all of
-// them kvRequestWait).
+// whose answer is lost is asked again (see read: the first attempt waits
+// kvAttemptWait, all of them kvRequestWait).
 func (k *KV) Get(ctx context.Context, key string) (Entry, error) {
 	var e jetstream.KeyValueEntry
 	err := k.read(ctx, kvAttemptWait, func(ctx context.Context) (err error) {
@@ -119,14 +119,14 @@ func (k *KV) Get(ctx context.Context, key string) (Entry, error) {
 	return entryOf(e), nil
 }
 
-// read runs one idempotent request, each attempt bounded by attempt, and
-// runs it again while an attempt times out or the connection is lost (an
-// answer lost with a killed cluster node), within kvRequestWait.
+// read runs one idempotent request and runs it again while an attempt times
+// out or the connection is lost (an answer lost with a killed cluster
+// node), within kvRequestWait; the n-th attempt waits n times attempt.
 func (k *KV) read(ctx context.Context, attempt time.Duration, f func(context.Context) error) error {
 	ctx, cancel := requestContext(ctx)
 	defer cancel()
-	for {
-		actx, acancel := context.WithTimeout(ctx, attempt)
+	for n := 1; ; n++ {
+		actx, acancel := context.WithTimeout(ctx, time.Duration(n)*attempt) // longer each time: an answer slow under load, not lost, comes in a later one
 		err := f(actx)
 		acancel()
 		if err == nil || ctx.Err() != nil || !(errors.Is(err, context.DeadlineExceeded) || retryable(err)) {
@@ -170,8 +170,9 @@ func (k *KV) Create(ctx context.Context, key string, value []byte) (uint64, erro
 	return rev, nil
 }
 
-// kvAttemptWait is how long one attempt of a KV write waits for its answer
-// before it is sent again under the same msg id (within kvRequestWait): a
+// kvAttemptWait is how long the first attempt of a KV write or read waits
+// for its answer before it is sent again (the n-th waits n times this,
+// all within kvRequestWait); a write is sent again under the same msg id: a
 // write whose answer was lost with a killed cluster node is stored once
 // and answered by the node the client reconnected to.
 var kvAttemptWait = 5 * time.Second
@@ -195,7 +196,7 @@ func (k *KV) write(ctx context.Context, key string, value []byte, rev *uint64) (
 		m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(*rev, 10))
 	}
 	for attempt := 1; ; attempt++ {
-		actx, acancel := context.WithTimeout(ctx, kvAttemptWait)
+		actx, acancel := context.WithTimeout(ctx, time.Duration(attempt)*kvAttemptWait) // longer each time, as read's
 		ack, err := k.js.PublishMsg(actx, m, noLibRetry)
 		acancel()
 		if err == nil {
@@ -329,8 +330,8 @@ func (k *KV) Delete(ctx context.Context, key string) error {
 }
 
 // Keys lists the bucket's keys (none in an empty bucket, without error).
-// A listing cut short by a lost answer is started again (each attempt
-// kvListWait, all of them kvRequestWait).
+// A listing cut short by a lost answer is started again (see read: the
+// first attempt waits kvListWait, all of them kvRequestWait).
 func (k *KV) Keys(ctx context.Context) ([]string, error) {
 	var keys []string
 	err := k.read(ctx, kvListWait, func(ctx context.Context) error {
@@ -354,7 +355,7 @@ func (k *KV) Keys(ctx context.Context) ([]string, error) {
 	return keys, nil
 }
 
-// kvListWait bounds one attempt to list a bucket's keys.
+// kvListWait bounds the first attempt to list a bucket's keys (see read).
 var kvListWait = 10 * time.Second
 
 // Watcher follows the changes of a bucket's keys (see KV.Watch).

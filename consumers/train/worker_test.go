@@ -175,18 +175,8 @@ func TestTrainingJob(t *testing.T) {
 // trainer_state.json's log history titled by run.
 func lossCurveTitled(t *testing.T, out, run string) {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join(out, mtrain.TrainerStateFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var st struct {
-		LogHistory []map[string]any `json:"log_history"`
-	}
-	if err := json.Unmarshal(data, &st); err != nil {
-		t.Fatal(err)
-	}
 	want := filepath.Join(t.TempDir(), mtrain.LossCurveFile)
-	if err := mtrain.WriteLossCurve(want, run, st.LogHistory); err != nil {
+	if err := mtrain.WriteLossCurve(want, run, traintest.LogHistory(t, out)); err != nil {
 		t.Fatal(err)
 	}
 	got, err := os.ReadFile(filepath.Join(out, mtrain.LossCurveFile))

@@ -88,9 +88,8 @@ func (f Fixture) RunConfig(t testing.TB, outputDir string, epochs, saveSteps int
 	return rc
 }
 
-// StepLosses reads the per-step training losses of dir/trainer_state.json's
-// log_history (logging_steps 1 logs every step), keyed by step.
-func StepLosses(t testing.TB, dir string) map[int]float64 {
+// LogHistory reads the log_history of dir/trainer_state.json.
+func LogHistory(t testing.TB, dir string) []map[string]any {
 	t.Helper()
 	data, err := os.ReadFile(filepath.Join(dir, train.TrainerStateFile))
 	if err != nil {
@@ -102,8 +101,15 @@ func StepLosses(t testing.TB, dir string) map[int]float64 {
 	if err := json.Unmarshal(data, &st); err != nil {
 		t.Fatal(err)
 	}
+	return st.LogHistory
+}
+
+// StepLosses reads the per-step training losses of dir/trainer_state.json's
+// log_history (logging_steps 1 logs every step), keyed by step.
+func StepLosses(t testing.TB, dir string) map[int]float64 {
+	t.Helper()
 	out := map[int]float64{}
-	for _, e := range st.LogHistory {
+	for _, e := range LogHistory(t, dir) {
 		loss, ok := e["loss"].(float64)
 		step, ok2 := e["step"].(float64)
 		if ok && ok2 {

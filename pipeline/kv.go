@@ -40,30 +40,23 @@ func entryOf(e jetstream.KeyValueEntry) Entry {
 //
 // Opening is one request (the bucket's stream info), which a cluster that
 // lost a node answers late or never while it elects the stream's leader:
-// each attempt waits kvOpenAttempt and a failed one is retried, under the
-// caller's deadline or, where ctx has none, kvOpenWait in all.
+// it is asked again (askAgain, the first attempt waiting kvOpenAttempt),
+// under the caller's deadline or, where ctx has none, kvOpenWait in all.
 func (b *Bus) KV(ctx context.Context, bucket string) (*KV, error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, kvOpenWait)
 		defer cancel()
 	}
-	for {
-		actx, cancel := context.WithTimeout(ctx, kvOpenAttempt)
-		kv, err := b.js.KeyValue(actx, bucket)
-		cancel()
-		if err == nil {
-			return &KV{kv: kv, js: b.js}, nil
-		}
-		if ctx.Err() != nil || !openRetryable(err) {
-			return nil, fmt.Errorf("kv bucket %s: %w", bucket, err)
-		}
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("kv bucket %s: %w", bucket, err)
-		case <-time.After(kvRetryPause):
-		}
+	var kv jetstream.KeyValue
+	err := askAgain(ctx, kvOpenAttempt, func(ctx context.Context) (err error) {
+		kv, err = b.js.KeyValue(ctx, bucket)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("kv bucket %s: %w", bucket, err)
 	}
+	return &KV{kv: kv, js: b.js}, nil
 }
 
 // How long one attempt to open a bucket waits, and how long all of them
@@ -77,13 +70,33 @@ var (
 // read or a write whose answer was lost).
 const kvRetryPause = 250 * time.Millisecond
 
-// openRetryable tells the failures of opening a bucket that a retry may
-// cure: an attempt's deadline, no responders or a lost connection, a
-// JetStream that is electing a leader (503).
-func openRetryable(err error) bool {
+// askAgain runs one KV request (f, given each attempt's context) and runs
+// it again, after kvRetryPause, while an attempt fails in a way a retry may
+// cure (transient), until ctx ends; the n-th attempt waits n times attempt,
+// so an answer lost with a killed cluster node is asked for again soon and
+// one that is only slow under load still comes in a later attempt.
+func askAgain(ctx context.Context, attempt time.Duration, f func(context.Context) error) error {
+	for n := 1; ; n++ {
+		actx, cancel := context.WithTimeout(ctx, time.Duration(n)*attempt)
+		err := f(actx)
+		cancel()
+		if err == nil || ctx.Err() != nil || !transient(err) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(kvRetryPause):
+		}
+	}
+}
+
+// transient tells the failures of a KV request that a retry may cure:
+// those Unanswered reports (no answer in time, a cluster electing leaders)
+// and a write's first copy still being stored (errCodeDuplicateInFlight).
+func transient(err error) bool {
 	var api *jetstream.APIError
-	return errors.Is(err, context.DeadlineExceeded) || retryable(err) ||
-		(errors.As(err, &api) && api.Code == 503)
+	return Unanswered(err) || (errors.As(err, &api) && api.ErrorCode == errCodeDuplicateInFlight)
 }
 
 // kvRequestWait bounds one KV request's wait for its answer, even under a
@@ -119,25 +132,12 @@ func (k *KV) Get(ctx context.Context, key string) (Entry, error) {
 	return entryOf(e), nil
 }
 
-// read runs one idempotent request and runs it again while an attempt times
-// out or the connection is lost (an answer lost with a killed cluster
-// node), within kvRequestWait; the n-th attempt waits n times attempt.
+// read runs one idempotent request, asked again (askAgain) within
+// kvRequestWait, the first attempt waiting attempt.
 func (k *KV) read(ctx context.Context, attempt time.Duration, f func(context.Context) error) error {
 	ctx, cancel := requestContext(ctx)
 	defer cancel()
-	for n := 1; ; n++ {
-		actx, acancel := context.WithTimeout(ctx, time.Duration(n)*attempt) // longer each time: an answer slow under load, not lost, comes in a later one
-		err := f(actx)
-		acancel()
-		if err == nil || ctx.Err() != nil || !(errors.Is(err, context.DeadlineExceeded) || retryable(err)) {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return err
-		case <-time.After(kvRetryPause):
-		}
-	}
+	return askAgain(ctx, attempt, f)
 }
 
 // Put writes key and returns its new revision.
@@ -195,32 +195,26 @@ func (k *KV) write(ctx context.Context, key string, value []byte, rev *uint64) (
 	if rev != nil {
 		m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(*rev, 10))
 	}
-	for attempt := 1; ; attempt++ {
-		actx, acancel := context.WithTimeout(ctx, time.Duration(attempt)*kvAttemptWait) // longer each time, as read's
+	var seq uint64
+	sent := 0
+	err := askAgain(ctx, kvAttemptWait, func(actx context.Context) error {
+		sent++
 		ack, err := k.js.PublishMsg(actx, m, noLibRetry)
-		acancel()
 		if err == nil {
-			return ack.Sequence, nil
+			seq = ack.Sequence
+			return nil
 		}
-		if attempt > 1 && wrongRevision(err) {
+		if sent > 1 && wrongRevision(err) {
 			// A single server checks the revision before the msg id: the
 			// key's last revision may be this write's first copy.
-			if seq, ok := k.lastWrittenBy(ctx, m); ok {
-				return seq, nil
+			if last, ok := k.lastWrittenBy(ctx, m); ok {
+				seq = last
+				return nil
 			}
-			return 0, err
 		}
-		var api *jetstream.APIError
-		inFlight := errors.As(err, &api) && api.ErrorCode == errCodeDuplicateInFlight
-		if ctx.Err() != nil || !(inFlight || errors.Is(err, context.DeadlineExceeded) || retryable(err)) {
-			return 0, err
-		}
-		select {
-		case <-ctx.Done():
-			return 0, err
-		case <-time.After(kvRetryPause):
-		}
-	}
+		return err
+	})
+	return seq, err
 }
 
 // lastWrittenBy reports the revision of key's last entry when m (its msg

@@ -52,7 +52,7 @@ func TestKVOpenRetries(t *testing.T) {
 // key that exists.
 func TestKVWriteResentOnce(t *testing.T) {
 	defer pipeline.SetKVAttemptWait(100 * time.Millisecond)()
-	e, _ := pipelinetest.StartBus(t)
+	e, admin := pipelinetest.StartBus(t)
 	mute := &atomic.Bool{}
 	url, drop := dropProxy(t, e.ClientURL(), mute)
 	ctx, cancel := context.WithTimeout(context.Background(), pipelinetest.MinWait)
@@ -62,10 +62,23 @@ func TestKVWriteResentOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// lastSeq is the last sequence of the bucket's stream (read past the
+	// proxy).
+	lastSeq := func() uint64 {
+		t.Helper()
+		s, err := admin.JetStream().Stream(ctx, "KV_"+pipeline.BucketJobs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s.CachedInfo().State.LastSeq
+	}
 	// lost runs write with its answers lost until the proxy drops the
-	// connection, then checks the revision it returned is the key's.
+	// connection, then checks the write was stored once (a resend without
+	// the msg id would store a second copy) and returned the key's
+	// revision.
 	lost := func(name string, write func() (uint64, error)) {
 		t.Helper()
+		before := lastSeq()
 		mute.Store(true) // the server's answers are lost from now on
 		done := make(chan error, 1)
 		var rev uint64
@@ -86,6 +99,9 @@ func TestKVWriteResentOnce(t *testing.T) {
 		}
 		if en.Revision != rev {
 			t.Errorf("%s returned revision %d, the key holds %d", name, rev, en.Revision)
+		}
+		if after := lastSeq(); after != before+1 || rev != after {
+			t.Errorf("%s stored %d messages (revision %d), want one, its revision returned", name, after-before, rev)
 		}
 	}
 	lost("create", func() (uint64, error) { return kv.Create(ctx, "once", []byte("a")) })

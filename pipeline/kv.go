@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"regexp"
 	"strconv"
 	"time"
 
@@ -187,6 +188,9 @@ var kvAttemptWait = 5 * time.Second
 // the revision (it checks that before the msg id) succeeds when the key's
 // last entry is the first copy. The whole is bounded by kvRequestWait.
 func (k *KV) write(ctx context.Context, key string, value []byte, rev *uint64) (uint64, error) {
+	if !validKey(key) {
+		return 0, jetstream.ErrInvalidKey
+	}
 	ctx, cancel := requestContext(ctx)
 	defer cancel()
 	m := nats.NewMsg("$KV." + k.Name() + "." + key)
@@ -216,6 +220,14 @@ func (k *KV) write(ctx context.Context, key string, value []byte, rev *uint64) (
 	})
 	return seq, err
 }
+
+// validKey is jetstream's rule for a key, which its Put checks and write,
+// publishing on the key's subject itself, must check too.
+func validKey(key string) bool {
+	return key != "" && key[0] != '.' && key[len(key)-1] != '.' && keyChars.MatchString(key)
+}
+
+var keyChars = regexp.MustCompile(`^[-/_=\.a-zA-Z0-9]+$`)
 
 // lastWrittenBy reports the revision of key's last entry when m (its msg
 // id) wrote it.

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/largeforge/largeforge/pipeline"
 	"github.com/largeforge/largeforge/pipeline/pipelinetest"
 )
@@ -122,4 +124,24 @@ func connectTo(t *testing.T, ctx context.Context, url string) *pipeline.Bus {
 	}
 	t.Cleanup(bus.Close)
 	return bus
+}
+
+// TestKVWriteRefusesInvalidKey: a write publishes on the key's subject
+// itself, so it checks the key as jetstream's Put does.
+func TestKVWriteRefusesInvalidKey(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), pipelinetest.MinWait)
+	defer cancel()
+	_, bus := pipelinetest.StartBus(t)
+	kv, err := bus.KV(ctx, pipeline.BucketJobs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range []string{"", "a b", "a.>", "a.*", ".a", "a."} {
+		if _, err := kv.Put(ctx, key, []byte("x")); !errors.Is(err, jetstream.ErrInvalidKey) {
+			t.Errorf("put %q: %v, want ErrInvalidKey", key, err)
+		}
+	}
+	if _, err := kv.Put(ctx, "jobs/a_b-c=d.e", []byte("x")); err != nil {
+		t.Errorf("put of a valid key: %v", err)
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"strconv"
 
 	"sigs.k8s.io/yaml"
 )
@@ -254,4 +255,15 @@ func DecodeTrainJob(data []byte) (TrainJob, error) {
 		return TrainJob{}, fmt.Errorf("%w: job %s: %w", ErrBadTrainJob, w.Job, err)
 	}
 	return TrainJob{Job: w.Job, Run: rc}, nil
+}
+
+// CheckpointModelInfix joins a training job's id and a checkpoint's step in
+// the lf_models name of the checkpoint: <job>-ckpt-step-<step>.
+const CheckpointModelInfix = "-ckpt-step-"
+
+// CheckpointModel is the lf_models name a training job's checkpoint of
+// step is pushed under (the train worker pushes it; the gateway's
+// fine-tuning checkpoints name it).
+func CheckpointModel(job string, step int) string {
+	return job + CheckpointModelInfix + strconv.Itoa(step)
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/largeforge/largeforge/model/train"
+	"github.com/largeforge/largeforge/schemas"
 	"github.com/largeforge/largeforge/storage/modelstore"
 )
 
@@ -28,13 +29,11 @@ import (
 
 // CheckpointInfix joins a job id and a checkpoint's step in the lf_models
 // name of the checkpoint: <job>-ckpt-step-<step>.
-const CheckpointInfix = "-ckpt-step-"
+const CheckpointInfix = schemas.CheckpointModelInfix
 
 // CheckpointModel is the lf_models name job's checkpoint of step is pushed
-// under.
-func CheckpointModel(job string, step int) string {
-	return job + CheckpointInfix + strconv.Itoa(step)
-}
+// under (schemas.CheckpointModel, which the gateway names too).
+func CheckpointModel(job string, step int) string { return schemas.CheckpointModel(job, step) }
 
 // stageLinks makes a directory of links to files (relative,
 // '/'-separated) of dir: the directory a push reads.

@@ -333,7 +333,7 @@ func (ft *fineTuning) checkpoints(w http.ResponseWriter, r *http.Request, l zero
 			continue
 		}
 		cps = append(cps, FineTuningCheckpoint{ID: fmt.Sprintf("ftckpt-%s-%d", j.ID, step), Object: "fine_tuning.job.checkpoint",
-			CreatedAt: in.ModTime.Unix(), FineTunedModelCheckpoint: checkpointModel(j.ID, step),
+			CreatedAt: in.ModTime.Unix(), FineTunedModelCheckpoint: schemas.CheckpointModel(j.ID, step),
 			FineTuningJobID: j.ID, StepNumber: step, Metrics: metrics[step]})
 		if cps[len(cps)-1].Metrics == nil { // its events are gone (LF_EVENTS' limits)
 			cps[len(cps)-1].Metrics = map[string]any{"step": step}

@@ -1,8 +1,6 @@
 package gateway
 
 import (
-	"strconv"
-
 	"github.com/largeforge/largeforge/model/train"
 	"github.com/largeforge/largeforge/schemas"
 )
@@ -29,13 +27,4 @@ func epochCheckpoints(rc schemas.RunConfig, records int) schemas.RunConfig {
 	steps := max(1, (rows+batch-1)/batch)
 	rc.Training.SaveSteps, rc.Training.EvalSteps = steps, steps
 	return rc
-}
-
-// checkpointModel is a checkpoint's fine_tuned_model_checkpoint: the name
-// the train worker pushes it under in lf_models once it is stored
-// (consumers/train.CheckpointModel), <job>-ckpt-step-<step>, which any
-// infer worker serves as a model of its own (`--serve-pushed all`, or the
-// name in a named set).
-func checkpointModel(job string, step int) string {
-	return job + "-ckpt-step-" + strconv.Itoa(step)
 }

@@ -486,8 +486,7 @@ func (g *Gateway) complete(w http.ResponseWriter, r *http.Request, l zerolog.Log
 		g.modelError(w, req.Model, err)
 		return
 	}
-	data, _ := json.Marshal(req)
-	call := pipeline.RPCCall{Subject: pipeline.RPCSubject(req.Model), Data: data, RequestID: requestID(ctx),
+	call := pipeline.RPCCall{Subject: pipeline.RPCSubject(req.Model), RequestID: requestID(ctx), // Data: each choice's request (generate)
 		TraceID: TraceID(r.Header.Get("Traceparent")), Idle: g.cfg.Idle}
 	var sse *sseWriter
 	if req.Stream {

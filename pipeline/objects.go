@@ -11,11 +11,11 @@ import (
 	"hash"
 	"io"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
 )
 
 // objectPutWindow is how many bytes of a put may await their ack: 256
@@ -104,7 +104,7 @@ func (o *Objects) PutWithMetadata(ctx context.Context, name string, metadata map
 	info := &jetstream.ObjectInfo{
 		ObjectMeta: jetstream.ObjectMeta{Name: name, Metadata: metadata, Opts: &jetstream.ObjectMetaOptions{ChunkSize: objectChunkSize}},
 		Bucket:     o.bucket,
-		NUID:       strings.TrimPrefix(nats.NewInbox(), nats.InboxPrefix),
+		NUID:       nuid.Next(),
 	}
 	chunks := fmt.Sprintf("$O.%s.C.%s", o.bucket, info.NUID)
 	if err := o.putChunks(ctx, chunks, r, info); err != nil {

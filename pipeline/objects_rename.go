@@ -4,11 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
 )
 
 // Rename gives the object from the name to, moving no chunk: to's meta
@@ -47,7 +46,7 @@ func (o *Objects) Rename(ctx context.Context, from, to string) (ObjectInfo, erro
 	tomb := &jetstream.ObjectInfo{
 		ObjectMeta: jetstream.ObjectMeta{Name: from},
 		Bucket:     o.bucket,
-		NUID:       strings.TrimPrefix(nats.NewInbox(), nats.InboxPrefix),
+		NUID:       nuid.Next(),
 		Deleted:    true,
 	}
 	if err := o.publishMeta(ctx, tomb); err != nil {

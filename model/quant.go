@@ -1,6 +1,8 @@
 package model
 
 import (
+	"sync"
+
 	"github.com/largeforge/largeforge/model/checkpoint"
 )
 
@@ -68,6 +70,10 @@ func (m *quantMatrix) bytes() int64 {
 	return int64(len(m.q8)+len(m.q4)) + 4*int64(len(m.scales))
 }
 
+// padBufs holds mulOn's zero-padded copies of x between calls (weights
+// whose last group is partial), so a decode step allocates none.
+var padBufs sync.Pool
+
 // mulOn sets y [rows, out] = x [rows, in] · wᵀ, plus bias when not nil,
 // the output channels split between the cores when parallel is set and
 // the product is large enough. Each weight row is read once for all rows
@@ -78,9 +84,16 @@ func (m *quantMatrix) mulOn(y, x []float32, rows int, bias []float32, parallel b
 		return
 	}
 	if m.ld != m.in { // a partial last group: x padded with zeros as the values are
-		xp := make([]float32, rows*m.ld)
+		pb, _ := padBufs.Get().(*[]float32)
+		if pb == nil {
+			pb = new([]float32)
+		}
+		defer padBufs.Put(pb)
+		*pb = grow(*pb, rows*m.ld)
+		xp := *pb
 		for r := range rows {
 			copy(xp[r*m.ld:], x[r*m.in:(r+1)*m.in])
+			clear(xp[r*m.ld+m.in : (r+1)*m.ld])
 		}
 		x = xp
 	}

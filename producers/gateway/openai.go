@@ -177,8 +177,16 @@ func NormalizeRequest(body []byte, chat bool) ([]byte, Options, error) {
 		}
 		raw["messages"] = msgs
 	}
-	for _, k := range []string{"max_completion_tokens", "n", "stream_options", "response_format", "presence_penalty", "frequency_penalty", "echo", "best_of", "suffix", "modalities"} {
+	// What was checked above (the options read into opts, the parameters
+	// accepted only at their neutral value) is not passed on.
+	for _, k := range []string{"max_completion_tokens", "n", "stream_options", "response_format"} {
 		delete(raw, k)
+	}
+	for _, k := range zeroOnly {
+		delete(raw, k)
+	}
+	for _, p := range neutralOnly {
+		delete(raw, p.key)
 	}
 	out, err := json.Marshal(raw)
 	if err != nil {

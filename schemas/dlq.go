@@ -56,3 +56,14 @@ func DecodeDLQRecord(data []byte) (DLQRecord, error) {
 	}
 	return rec, nil
 }
+
+// HeaderReplay marks a message `largeforge dlq replay` published again: a
+// request re-run (its value is the dead letter's DLQ sequence), and the
+// result the infer worker publishes for it, which the results sink lets
+// replace the request's error row.
+const HeaderReplay = "Lf-Replay"
+
+// ReplayMsgID is the msg id of the replay of the message whose msg id was
+// id from the dead letter of DLQ sequence seq (HeaderReplay's value): a replay of its own to the
+// duplicate window, the same when run twice.
+func ReplayMsgID(id, seq string) string { return id + "/replay/" + seq }

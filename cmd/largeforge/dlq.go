@@ -14,7 +14,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
-	"github.com/largeforge/largeforge/consumers/resultsink"
 	"github.com/largeforge/largeforge/dataset"
 	"github.com/largeforge/largeforge/dataset/read"
 	"github.com/largeforge/largeforge/jobs"
@@ -363,7 +362,7 @@ func replayReject(ctx context.Context, bus *pipeline.Bus, seq uint64, ds string,
 	}
 	hdr := pipeline.Header{}
 	hdr.Set(schemas.HeaderFormat, string(fm))
-	if _, err := bus.Publish(ctx, subj, rec.Data, fmt.Sprintf("%s/replay/%d", ds, seq), hdr); err != nil {
+	if _, err := bus.Publish(ctx, subj, rec.Data, schemas.ReplayMsgID(ds, strconv.FormatUint(seq, 10)), hdr); err != nil {
 		return fmt.Errorf("publish to %s: %w", subj, err)
 	}
 	return nil
@@ -394,7 +393,7 @@ func replayTraining(ctx context.Context, bus *pipeline.Bus, store *jobs.Store, s
 	if err != nil {
 		return err
 	}
-	if _, err := bus.Publish(ctx, subj, rec.Data, fmt.Sprintf("%s/replay/%d", id, seq), nil); err != nil {
+	if _, err := bus.Publish(ctx, subj, rec.Data, schemas.ReplayMsgID(id, strconv.FormatUint(seq, 10)), nil); err != nil {
 		return fmt.Errorf("publish to %s: %w", subj, err)
 	}
 	return nil
@@ -453,8 +452,8 @@ func replayRequest(ctx context.Context, bus *pipeline.Bus, store *jobs.Store, se
 		return err
 	}
 	hdr := pipeline.Header{}
-	hdr.Set(resultsink.HeaderReplay, strconv.FormatUint(seq, 10))
-	if _, err := bus.Publish(ctx, subj, data, fmt.Sprintf("%s/replay/%d", schemas.MsgID(id, req.CustomID), seq), hdr); err != nil {
+	hdr.Set(schemas.HeaderReplay, strconv.FormatUint(seq, 10))
+	if _, err := bus.Publish(ctx, subj, data, schemas.ReplayMsgID(schemas.MsgID(id, req.CustomID), strconv.FormatUint(seq, 10)), hdr); err != nil {
 		return fmt.Errorf("publish the result to %s: %w", subj, err)
 	}
 	return nil

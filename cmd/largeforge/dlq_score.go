@@ -6,7 +6,6 @@ import (
 	"slices"
 	"strconv"
 
-	"github.com/largeforge/largeforge/consumers/resultsink"
 	"github.com/largeforge/largeforge/jobs"
 	"github.com/largeforge/largeforge/pipeline"
 	"github.com/largeforge/largeforge/schemas"
@@ -44,7 +43,7 @@ func reopenFor(ctx context.Context, store *jobs.Store, j jobs.Job, pending bool,
 // replayScore queues a dead-lettered score request again (no RPC runs
 // scores): its job is reopened by compare-and-set as for a completion, and
 // the request goes back on lf.req.<job>.<model> marked with
-// resultsink.HeaderReplay under a msg id of its own (the duplicate window
+// schemas.HeaderReplay under a msg id of its own (the duplicate window
 // would drop it under its first one). An infer worker of the model scores
 // it and publishes its result with the same mark, which lets the results
 // sink replace the request's error row.
@@ -61,8 +60,8 @@ func replayScore(ctx context.Context, bus *pipeline.Bus, store *jobs.Store, seq 
 		return err
 	}
 	hdr := pipeline.Header{}
-	hdr.Set(resultsink.HeaderReplay, strconv.FormatUint(seq, 10))
-	if _, err := bus.Publish(ctx, subj, rec.Data, fmt.Sprintf("%s/replay/%d", schemas.MsgID(id, req.CustomID), seq), hdr); err != nil {
+	hdr.Set(schemas.HeaderReplay, strconv.FormatUint(seq, 10))
+	if _, err := bus.Publish(ctx, subj, rec.Data, schemas.ReplayMsgID(schemas.MsgID(id, req.CustomID), strconv.FormatUint(seq, 10)), hdr); err != nil {
 		return fmt.Errorf("queue it again on %s: %w", subj, err)
 	}
 	return nil

@@ -11,6 +11,7 @@ import (
 
 	"github.com/largeforge/largeforge/jobs"
 	"github.com/largeforge/largeforge/pipeline"
+	"github.com/largeforge/largeforge/schemas"
 	"github.com/largeforge/largeforge/storage"
 )
 
@@ -29,7 +30,7 @@ import (
 
 // HeaderReplay marks a result that replays a dead-lettered request (its
 // value: the dead letter's sequence in LF_DLQ).
-const HeaderReplay = "Lf-Replay"
+const HeaderReplay = schemas.HeaderReplay
 
 // ErrUnexpectedReplay: a replay result for a custom_id its job does not
 // list as replaying.

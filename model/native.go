@@ -6,6 +6,7 @@ import (
 	"math"
 	"runtime"
 	"sync"
+	"sync/atomic"
 
 	"github.com/largeforge/largeforge/model/checkpoint"
 )
@@ -254,17 +255,31 @@ func (s *nativeState) hidden(ctx context.Context, items []nativeItem) ([]float32
 		}
 	}
 	parts := s.split(items)
-	for len(s.scratch) < max(len(parts), 1) { // each part owns its scratch space
+	workers := max(min(runtime.GOMAXPROCS(0), len(parts)), 1)
+	for len(s.scratch) < workers { // each worker owns its scratch space
 		s.scratch = append(s.scratch, nil)
+	}
+	if s.adapters != nil {
+		for len(s.loraScratch) < workers {
+			s.loraScratch = append(s.loraScratch, nil)
+		}
 	}
 	var hs []float32 // the final hidden states of the items that want logits, in order
 	if len(parts) <= 1 {
 		hs = s.run(items, 0, true)
 	} else {
+		// Each worker takes the next part when it has run one: a core
+		// slowed by other work runs fewer parts instead of holding the
+		// others at the join.
 		outs := make([][]float32, len(parts))
+		var taken atomic.Int64
 		var wg sync.WaitGroup
-		for w, part := range parts {
-			wg.Go(func() { outs[w] = s.run(part, w, false) })
+		for w := range workers {
+			wg.Go(func() {
+				for p := int(taken.Add(1)) - 1; p < len(parts); p = int(taken.Add(1)) - 1 {
+					outs[p] = s.run(parts[p], w, false)
+				}
+			})
 		}
 		wg.Wait()
 		// Back to the items' order: each part kept its items' relative order.
@@ -289,13 +304,36 @@ func (s *nativeState) hidden(ctx context.Context, items []nativeItem) ([]float32
 	return hs, nil
 }
 
-// split divides the items between the cores by slot, in balanced parts,
-// when there is enough work to pay for it.
+// finePartBytes bounds the weights of a decoder whose forward is split in
+// partsPerCore parts a core rather than one: they stay in a core's caches,
+// so a part costs no more weight reads, and the parts let a core that other
+// work slows (a worker's bus, a sink) take fewer of them. Larger weights
+// are read once a core.
+const (
+	finePartBytes = 4 << 20
+	partsPerCore  = 4
+)
+
+// layerBytes is the size of the decoder's layer weights as float32.
+func (d *nativeDecoder) layerBytes() int {
+	cfg := d.cfg
+	e, inter := cfg.HiddenSize, cfg.IntermediateSize
+	qd, kvd := cfg.NumHeads*cfg.HeadDim, cfg.NumKVHeads*cfg.HeadDim
+	return 4 * cfg.NumLayers * (e*(qd+2*kvd) + qd*e + 3*inter*e)
+}
+
+// split divides the items by slot in balanced parts, one a core (or
+// partsPerCore a core for small weights: finePartBytes), when there is
+// enough work to pay for it.
 func (s *nativeState) split(items []nativeItem) [][]nativeItem {
-	workers := runtime.GOMAXPROCS(0)
+	cores := runtime.GOMAXPROCS(0)
 	perToken := s.d.lmHead.in * (s.d.lmHead.out + 12*s.d.cfg.NumLayers*s.d.lmHead.in)
-	if workers <= 1 || len(items) < 2 || len(items)*perToken < 4*parallelMACs {
+	if cores <= 1 || len(items) < 2 || len(items)*perToken < 4*parallelMACs {
 		return nil
+	}
+	nparts := cores
+	if s.d.layerBytes() <= finePartBytes {
+		nparts = cores * partsPerCore
 	}
 	count := map[int]int{}
 	var order []int
@@ -308,13 +346,13 @@ func (s *nativeState) split(items []nativeItem) [][]nativeItem {
 	if len(order) < 2 {
 		return nil
 	}
-	workers = min(workers, len(order))
+	nparts = min(nparts, len(order))
 	part := map[int]int{}
 	w, filled := 0, 0
 	for _, slot := range order {
 		part[slot] = w
 		filled += count[slot]
-		if w < workers-1 && filled*workers >= len(items)*(w+1) {
+		if w < nparts-1 && filled*nparts >= len(items)*(w+1) {
 			w++
 		}
 	}

@@ -52,6 +52,9 @@ type deferred struct{ wait func(context.Context) error }
 
 func (deferred) Error() string { return "pipeline: outcome deferred (see Deferred)" }
 
+// errNoWait is the outcome of a Deferred without a wait function.
+var errNoWait = errors.New("deferred outcome without a wait")
+
 // PerMessage makes a Handler that calls f for each message of a batch in turn.
 func PerMessage(f HandlerFunc) Handler { return perMessage(f) }
 
@@ -591,7 +594,7 @@ func (c *Consumer) process(hctx context.Context, msgs []jetstream.Msg, busy *ato
 
 // settleDeferred settles d by what wait returns.
 func (c *Consumer) settleDeferred(hctx context.Context, d delivery, wait func(context.Context) error) {
-	err := fmt.Errorf("deferred outcome without a wait")
+	err := errNoWait
 	if wait != nil {
 		err = wait(hctx)
 	}

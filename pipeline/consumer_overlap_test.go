@@ -62,6 +62,9 @@ func TestConsumerPrefetchHoldsNextBatch(t *testing.T) {
 	cfg := fastConfig()
 	cfg.Batch, cfg.Prefetch = 2, true
 	cfg.AckWait, cfg.InProgressEvery = time.Second, 50*time.Millisecond
+	// Each batch waits for the message the stream says is pending (on a
+	// busy machine it may take longer than the default Linger to come).
+	cfg.Linger = time.Minute
 	c := newConsumer(t, b, cfg, g)
 	publishRequests(t, b, "jobp", 4)
 	stop := runConsumer(t, c)

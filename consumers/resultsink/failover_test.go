@@ -186,9 +186,9 @@ func TestFinalizerTakeover(t *testing.T) {
 }
 
 // TestFinalizerFindsRowsMissing: counts that went past the rows stored make
-// a sink finalise too early; its merge finds rows missing and hands the job
-// back to in_progress with exact counts, and the job completes when the
-// rest arrive.
+// a sink finalise too early; it finds rows missing and hands the job back to
+// in_progress with exact counts, keeping the job it assembles, and the job
+// completes when the rest arrive.
 func TestFinalizerFindsRowsMissing(t *testing.T) {
 	ctx := context.Background()
 	e := newObjectsEnv(t)
@@ -200,7 +200,7 @@ func TestFinalizerFindsRowsMissing(t *testing.T) {
 	e.publish(t, "early", ids[:2])
 	pipelinetest.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
 		j, err := e.store.Get(ctx, "early")
-		if err == nil && (j.Status != jobs.StatusInProgress || j.FinalizingAt == 0 || j.RequestCounts.Completed != 2 || j.Finalizer != "") {
+		if err == nil && (j.Status != jobs.StatusInProgress || j.FinalizingAt == 0 || j.RequestCounts.Completed != 2 || j.Finalizer != "s") {
 			err = fmt.Errorf("%s finalizing at %d, counts %+v, finalizer %q", j.Status, j.FinalizingAt, j.RequestCounts, j.Finalizer)
 		}
 		return err

@@ -35,7 +35,7 @@ var echoRequest = []byte(`{"custom_id":"b0","prompt":"Once upon a time 17","max_
 // and their ratio (r3_vs_r1_CPU: the work of a message with one replica
 // over its work with three, which other load on the machine moves less
 // than the wall-time ratio of two phases run at different moments).
-// LF_BENCH_ECHO_ROUNDS=K (default 1) runs K rounds of both phases, their
+// LF_BENCH_ECHO_ROUNDS=K (default 3) runs K rounds of both phases, their
 // order alternating (r3 then r1, r1 then r3, ...), and reports the median of
 // each figure over the rounds: on a shared machine one pair of phases moves
 // by tens of percent with the load. LF_BENCH_ECHO_PROFILE=DIR writes each
@@ -45,7 +45,7 @@ var echoRequest = []byte(`{"custom_id":"b0","prompt":"Once upon a time 17","max_
 func BenchmarkClusterEcho(b *testing.B) {
 	benchenv.Log(b)
 	n := pipelinetest.EnvInt("LF_BENCH_ECHO_MSGS", 20000)
-	rounds := pipelinetest.EnvInt("LF_BENCH_ECHO_ROUNDS", 1)
+	rounds := pipelinetest.EnvInt("LF_BENCH_ECHO_ROUNDS", 3)
 	for range b.N {
 		figures := map[string][]float64{}
 		for round := 1; round <= rounds; round++ {

@@ -53,23 +53,10 @@ func (c *countingStore) partReads(job string) map[string]int {
 // startCountingSink starts a sink (as startSink) whose store counts its reads.
 func (e *objectsEnv) startCountingSink(t *testing.T, id string) *countingStore {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	bus := pipelinetest.Connect(t, e.srv)
-	files, err := storage.OpenObjects(ctx, bus, t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	cs := newCountingStore(files)
-	w, err := resultsink.StartStore(ctx, bus, cs, resultsink.Options{SweepEvery: 100 * time.Millisecond, MaxWait: 50 * time.Millisecond,
-		AckWait: 5 * time.Second, ID: id}, pipelinetest.Logger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cancel()
-		if err := w.Wait(); err != nil {
-			t.Errorf("sink %s: %v", id, err)
-		}
+	var cs *countingStore
+	e.runSink(t, resultsink.Options{AckWait: 5 * time.Second, ID: id}, func(s storage.Store) storage.Store {
+		cs = newCountingStore(s)
+		return cs
 	})
 	return cs
 }

@@ -41,14 +41,26 @@ func newObjectsEnv(t *testing.T) *objectsEnv {
 // crash would: its connection closed at once, nothing drained or acked.
 func (e *objectsEnv) startSink(t *testing.T, id string, lease time.Duration) (kill func()) {
 	t.Helper()
+	return e.runSink(t, resultsink.Options{AckWait: time.Second, FinalizeLease: lease, ID: id}, nil)
+}
+
+// runSink starts a sink with opts (sweeping every 100 ms, waiting at most
+// 50 ms for a part) on a connection of its own, its store wrapped by wrap
+// when wrap is not nil; kill ends it as startSink's does.
+func (e *objectsEnv) runSink(t *testing.T, opts resultsink.Options, wrap func(storage.Store) storage.Store) (kill func()) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	bus := pipelinetest.Connect(t, e.srv)
+	var files storage.Store
 	files, err := storage.OpenObjects(ctx, bus, t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	w, err := resultsink.StartStore(ctx, bus, files, resultsink.Options{SweepEvery: 100 * time.Millisecond, MaxWait: 50 * time.Millisecond,
-		AckWait: time.Second, FinalizeLease: lease, ID: id}, pipelinetest.Logger(t))
+	if wrap != nil {
+		files = wrap(files)
+	}
+	opts.SweepEvery, opts.MaxWait = 100*time.Millisecond, 50*time.Millisecond
+	w, err := resultsink.StartStore(ctx, bus, files, opts, pipelinetest.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,7 +2,6 @@ package model
 
 import (
 	"runtime"
-	"sync"
 	"time"
 )
 
@@ -93,21 +92,15 @@ func (p *packedMatrix) mulStrided(y []float32, ldy int, x []float32, ldx int, ro
 		p.mulBlocks(y, ldy, x, ldx, rows, 0, colBlocks, 0, rowBlocks, add)
 		return
 	}
-	var wg sync.WaitGroup
-	for w := range workers {
+	forwardTeam.run(workers, func(w int) {
 		c0, c1, r0, r1 := 0, colBlocks, 0, rowBlocks
 		if colBlocks >= workers {
 			c0, c1 = colBlocks*w/workers, colBlocks*(w+1)/workers
 		} else {
 			r0, r1 = rowBlocks*w/workers, rowBlocks*(w+1)/workers
 		}
-		if w == workers-1 {
-			p.mulBlocks(y, ldy, x, ldx, rows, c0, c1, r0, r1, add)
-			continue
-		}
-		wg.Go(func() { p.mulBlocks(y, ldy, x, ldx, rows, c0, c1, r0, r1, add) })
-	}
-	wg.Wait()
+		p.mulBlocks(y, ldy, x, ldx, rows, c0, c1, r0, r1, add)
+	})
 }
 
 // mulBlocks computes the column blocks [c0, c1) of the row blocks [r0, r1)

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math"
 	"runtime"
-	"sync"
 	"sync/atomic"
 
 	"github.com/largeforge/largeforge/model/checkpoint"
@@ -273,15 +272,11 @@ func (s *nativeState) hidden(ctx context.Context, items []nativeItem) ([]float32
 		// others at the join.
 		outs := make([][]float32, len(parts))
 		var taken atomic.Int64
-		var wg sync.WaitGroup
-		for w := range workers {
-			wg.Go(func() {
-				for p := int(taken.Add(1)) - 1; p < len(parts); p = int(taken.Add(1)) - 1 {
-					outs[p] = s.run(parts[p], w, false)
-				}
-			})
-		}
-		wg.Wait()
+		forwardTeam.run(workers, func(w int) {
+			for p := int(taken.Add(1)) - 1; p < len(parts); p = int(taken.Add(1)) - 1 {
+				outs[p] = s.run(parts[p], w, false)
+			}
+		})
 		// Back to the items' order: each part kept its items' relative order.
 		e := cfg.HiddenSize
 		next := make([]int, len(parts))
@@ -697,10 +692,5 @@ func parallelRows(parallel bool, n, work int, f func(lo, hi int)) {
 		f(0, n)
 		return
 	}
-	var wg sync.WaitGroup
-	for w := range workers - 1 {
-		wg.Go(func() { f(n*w/workers, n*(w+1)/workers) })
-	}
-	f(n*(workers-1)/workers, n)
-	wg.Wait()
+	forwardTeam.run(workers, func(w int) { f(n*w/workers, n*(w+1)/workers) })
 }

@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -15,6 +17,7 @@ import (
 	"github.com/largeforge/largeforge/model"
 	"github.com/largeforge/largeforge/schemas"
 	"github.com/largeforge/largeforge/serve"
+	"github.com/largeforge/largeforge/storage"
 )
 
 // benchRequests is the job size of BenchmarkJobThroughput: LF_BENCH_REQUESTS
@@ -28,8 +31,11 @@ const (
 
 // BenchmarkJobThroughput runs the same generations of stories260K through the
 // bus (submit → LF_REQUESTS → infer worker → LF_RESULTS → results sink →
-// completed job) and in-process on a Batcher of the same size, and reports
-// both throughputs and their ratio (bus_vs_inprocess; the target is ≥ 0.9).
+// completed job; the sink stores in lf_artifacts as `up` runs it) and
+// in-process on a Batcher of the same size, and reports both throughputs
+// and their ratio (bus_vs_inprocess; the target is ≥ 0.9).
+// LF_BENCH_JOB_PROFILE=DIR writes each timed phase's CPU profile there
+// (job-inproc.prof, job-bus.prof).
 func BenchmarkJobThroughput(b *testing.B) {
 	benchenv.Log(b)
 	n := benchRequests()
@@ -48,6 +54,28 @@ func BenchmarkJobThroughput(b *testing.B) {
 		// a machine whose cores the benchmark has to itself.
 		b.ReportMetric(inCPU*1000/float64(inReq), "inproc_cpu_ms/req")
 		b.ReportMetric(inCPU/busCPU, "bus_vs_inprocess_cpu")
+	}
+}
+
+// profilePhase writes the CPU profile of a timed phase to
+// $LF_BENCH_JOB_PROFILE/job-<phase>.prof when that is set; the function it
+// returns stops it.
+func profilePhase(b *testing.B, phase string) (stop func()) {
+	b.Helper()
+	dir := os.Getenv("LF_BENCH_JOB_PROFILE")
+	if dir == "" {
+		return func() {}
+	}
+	f, err := os.Create(filepath.Join(dir, "job-"+phase+".prof"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		b.Fatal(err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		_ = f.Close()
 	}
 }
 
@@ -103,6 +131,7 @@ func benchInProcess(b *testing.B, n int) (int, int, time.Duration, float64) {
 		return tokens
 	}
 	run(2 * benchSlots) // compile the graphs first
+	defer profilePhase(b, "inproc")()
 	start, cpu0 := time.Now(), benchenv.CPUSeconds()
 	tokens := run(n)
 	return n, tokens, time.Since(start), benchenv.CPUSeconds() - cpu0
@@ -130,6 +159,7 @@ func benchJob(b *testing.B, s *stack, n int, prefix string) (int, int, time.Dura
 	s.waitFor(b, warm.Job.ID, jobs.StatusCompleted, 10*time.Minute)
 	lines := benchLines(n)
 	fed := sampleFed(b, s.reg, benchSlots)
+	stopProfile := profilePhase(b, strings.TrimSuffix(prefix, "_"))
 	start, cpu0 := time.Now(), benchenv.CPUSeconds()
 	sum := s.submit(b, jobs.KindCompletion, lines)
 	submitted := time.Since(start)
@@ -145,6 +175,7 @@ func benchJob(b *testing.B, s *stack, n int, prefix string) (int, int, time.Dura
 		return true
 	})
 	dur, cpu := time.Since(start), benchenv.CPUSeconds()-cpu0
+	stopProfile()
 	if err != nil || j.Status != jobs.StatusCompleted {
 		b.Fatalf("job %s %s: %v", sum.Job.ID, j.Status, err)
 	}
@@ -152,8 +183,8 @@ func benchJob(b *testing.B, s *stack, n int, prefix string) (int, int, time.Dura
 	b.ReportMetric(counted.Seconds(), prefix+"counted_s")
 	b.ReportMetric((dur - counted).Seconds(), prefix+"finalize_s")
 	b.ReportMetric(cpu*1000/float64(n), prefix+"cpu_ms/req")
-	if parts, err := os.ReadDir(filepath.Join(s.dataDir, "jobs", sum.Job.ID, "parts")); err == nil {
-		b.ReportMetric(float64(len(parts)), prefix+"parts") // the results sink's, each a file to write and to merge
+	if parts, err := s.objects.List(ctx, storage.Job(sum.Job.ID)+"parts/"); err == nil {
+		b.ReportMetric(float64(len(parts)), prefix+"parts") // the results sink's, each an object to write
 	}
 	if j.RequestCounts.Completed != n {
 		b.Fatalf("counts %+v", j.RequestCounts)

@@ -26,6 +26,7 @@ import (
 	"github.com/largeforge/largeforge/producers/submit"
 	"github.com/largeforge/largeforge/schemas"
 	"github.com/largeforge/largeforge/serve"
+	"github.com/largeforge/largeforge/storage"
 )
 
 var (
@@ -52,6 +53,7 @@ type stack struct {
 	bus     *pipeline.Bus
 	store   *jobs.Store
 	dataDir string
+	objects *storage.Objects // lf_artifacts, where the sink stores
 	reg     *prometheus.Registry
 	// stopSink stops the results sink (also done in t.Cleanup).
 	stopSink func()
@@ -69,7 +71,18 @@ func newStackOn(t testing.TB, bus *pipeline.Bus) *stack {
 	store, _ := jobs.Open(context.Background(), bus)
 	s := &stack{bus: bus, store: store, dataDir: t.TempDir(), reg: prometheus.NewRegistry()}
 	ctx, cancel := context.WithCancel(context.Background())
-	w, err := resultsink.Start(ctx, bus, filepath.Join(s.dataDir, "jobs"), resultsink.Options{SweepEvery: 200 * time.Millisecond, MaxWait: 100 * time.Millisecond}, pipelinetest.Logger(t))
+	// As `up` runs it: parts and final files in lf_artifacts, the final
+	// files mirrored to <data dir>/jobs.
+	objects, err := storage.OpenObjects(ctx, bus, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.objects = objects
+	mirror, err := storage.NewLocal(storage.Dirs{Jobs: filepath.Join(s.dataDir, "jobs")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := resultsink.StartStore(ctx, bus, objects, resultsink.Options{SweepEvery: 200 * time.Millisecond, MaxWait: 100 * time.Millisecond, Mirror: mirror}, pipelinetest.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}

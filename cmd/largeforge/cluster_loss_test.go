@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -345,9 +346,9 @@ func TestClusterNodeLoss(t *testing.T) {
 		}
 	}
 	// Sinks on two nodes share the work.
-	var sinks [2]*proc
+	var sinks, resultSinks [2]*proc
 	for i, mc := range m[:2] {
-		mc.start("results", "worker", "--role", "results", "--data-dir", mc.path("data"))
+		resultSinks[i] = mc.start("results", "worker", "--role", "results", "--data-dir", mc.path("data"))
 		sinks[i] = mc.start("datasets", "worker", "--role", "dataset", "--data-dir", mc.path("data"))
 	}
 
@@ -384,18 +385,28 @@ func TestClusterNodeLoss(t *testing.T) {
 		progress := func(atLeast int) jobs.Job {
 			t.Helper()
 			var j jobs.Job
-			pipelinetest.CheckFor(t, 2*time.Minute, 20*time.Millisecond, func() error {
+			var err error
+			for deadline := time.Now().Add(2 * time.Minute); ; time.Sleep(20 * time.Millisecond) {
 				actx, cancel := context.WithTimeout(ctx, attemptTimeout)
-				defer cancel()
-				var err error
-				if j, err = store.Get(actx, id); err != nil {
-					return err
+				j, err = store.Get(actx, id)
+				cancel()
+				if err == nil && j.RequestCounts.Completed >= atLeast {
+					break
 				}
-				if j.RequestCounts.Completed < atLeast {
-					return fmt.Errorf("job %s %+v, want %d completed; submit:\n%s\ninfer 1:\n%s\ninfer 2:\n%s", j.Status, j.RequestCounts, atLeast, sub.out, infer[0].out, infer[1].out)
+				if time.Now().After(deadline) {
+					// What each process was doing: SIGQUIT makes a Go
+					// program print its goroutines and exit.
+					live := map[string]*proc{"submit": sub, "infer 1": infer[0], "infer 2": infer[1], "results 1": resultSinks[0], "results 2": resultSinks[1]}
+					for _, p := range live {
+						_ = p.cmd.Process.Signal(syscall.SIGQUIT)
+					}
+					time.Sleep(2 * time.Second)
+					for _, name := range slices.Sorted(maps.Keys(live)) {
+						t.Logf("%s:\n%s", name, tail(live[name].out.String(), 64<<10))
+					}
+					t.Fatalf("job %s %+v (%v) after 2m, want %d completed", j.Status, j.RequestCounts, err, atLeast)
 				}
-				return nil
-			})
+			}
 			if j.Status != jobs.StatusValidating {
 				t.Fatalf("job %s with its input still open: %+v", j.Status, j.RequestCounts)
 			}
@@ -575,4 +586,12 @@ func TestClusterNodeLoss(t *testing.T) {
 			t.Fatalf("final progress %+v: want worker %s resuming (attempt 2 or more) to step %d, the model pushed as %s", tp, nodes[1-i].Name, steps, id)
 		}
 	})
+}
+
+// tail is the last n bytes of s.
+func tail(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return "..." + s[len(s)-n:]
 }

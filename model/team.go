@@ -22,16 +22,16 @@ type team struct {
 	helpers []*helper
 }
 
-// teamSpin is how long a helper waits for the next forward before it sleeps.
+// teamSpin is how long a helper waits for the next forward, and the caller
+// for the helpers' last part, before it sleeps.
 const teamSpin = 200 * time.Microsecond
 
 // forwardTeam is the process's team.
 var forwardTeam team
 
 type helper struct {
-	job    atomic.Pointer[teamJob]
-	asleep atomic.Bool
-	wake   chan struct{} // one token: a job came while it slept
+	job atomic.Pointer[teamJob]
+	w   waiter
 }
 
 type teamJob struct {
@@ -40,39 +40,48 @@ type teamJob struct {
 	left *teamLeft
 }
 
-// teamLeft counts the helpers' calls of a run still running; the caller
-// waits for none to be left as a helper waits for a job.
+// teamLeft counts the helpers' calls of a run still running.
 type teamLeft struct {
-	n      atomic.Int32
+	n atomic.Int32
+	w waiter // the caller's
+}
+
+// A waiter is one goroutine's wait for a condition that another goroutine
+// makes true: it checks for teamSpin, yielding its core between checks,
+// then sleeps until the other goroutine wakes it.
+type waiter struct {
 	asleep atomic.Bool
-	wake   chan struct{}
+	wake   chan struct{} // one token
 }
 
-// done counts a helper's call done, waking the caller after the last.
-func (l *teamLeft) done() {
-	if l.n.Add(-1) == 0 && l.asleep.Load() {
-		select {
-		case l.wake <- struct{}{}:
-		default:
-		}
-	}
-}
+func newWaiter() waiter { return waiter{wake: make(chan struct{}, 1)} }
 
-// wait returns when every helper's call is done: teamSpin yielding the
-// core, then asleep.
-func (l *teamLeft) wait() {
+// wait returns once ready has returned true.
+func (w *waiter) wait(ready func() bool) {
 	for start := time.Now(); time.Since(start) < teamSpin; {
-		if l.n.Load() == 0 {
+		if ready() {
 			return
 		}
 		runtime.Gosched()
 	}
 	for {
-		l.asleep.Store(true)
-		if l.n.Load() == 0 {
+		w.asleep.Store(true)
+		if ready() { // made true before it fell asleep
+			w.asleep.Store(false)
 			return
 		}
-		<-l.wake
+		<-w.wake
+	}
+}
+
+// wakeUp wakes the waiting goroutine if it sleeps; call it after making
+// its condition true.
+func (w *waiter) wakeUp() {
+	if w.asleep.Load() {
+		select {
+		case w.wake <- struct{}{}:
+		default: // a token is there already
+		}
 	}
 }
 
@@ -94,55 +103,32 @@ func (t *team) run(workers int, f func(w int)) {
 	}
 	defer t.mu.Unlock()
 	for len(t.helpers) < workers-1 {
-		h := &helper{wake: make(chan struct{}, 1)}
+		h := &helper{w: newWaiter()}
 		t.helpers = append(t.helpers, h)
 		go h.loop()
 	}
-	left := &teamLeft{wake: make(chan struct{}, 1)}
+	left := &teamLeft{w: newWaiter()}
 	left.n.Store(int32(workers - 1))
 	for w := 1; w < workers; w++ {
-		t.helpers[w-1].give(&teamJob{f: f, w: w, left: left})
+		h := t.helpers[w-1]
+		h.job.Store(&teamJob{f: f, w: w, left: left})
+		h.w.wakeUp()
 	}
 	f(0)
-	left.wait()
-}
-
-// give hands the helper a job, waking it if it sleeps.
-func (h *helper) give(j *teamJob) {
-	h.job.Store(j)
-	if h.asleep.Load() {
-		select {
-		case h.wake <- struct{}{}:
-		default:
-		}
-	}
+	left.w.wait(func() bool { return left.n.Load() == 0 })
 }
 
 // loop runs the helper's jobs, forever: the team is the process's.
 func (h *helper) loop() {
 	for {
-		j := h.next()
+		var j *teamJob
+		h.w.wait(func() bool {
+			j = h.job.Swap(nil)
+			return j != nil
+		})
 		j.f(j.w)
-		j.left.done()
-	}
-}
-
-// next waits for the helper's next job: teamSpin yielding its core, then
-// asleep until give wakes it.
-func (h *helper) next() *teamJob {
-	for start := time.Now(); time.Since(start) < teamSpin; {
-		if j := h.job.Swap(nil); j != nil {
-			return j
+		if j.left.n.Add(-1) == 0 {
+			j.left.w.wakeUp()
 		}
-		runtime.Gosched()
-	}
-	for {
-		h.asleep.Store(true)
-		if j := h.job.Swap(nil); j != nil { // given before it fell asleep
-			h.asleep.Store(false)
-			return j
-		}
-		<-h.wake
-		h.asleep.Store(false)
 	}
 }

@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/pprof"
-	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -67,18 +66,9 @@ func BenchmarkClusterEcho(b *testing.B) {
 			}
 		}
 		for unit, vs := range figures {
-			b.ReportMetric(median(vs), unit)
+			b.ReportMetric(benchenv.Median(vs), unit)
 		}
 	}
-}
-
-// median is the middle of vs (the mean of the two middle ones when even).
-func median(vs []float64) float64 {
-	s := slices.Sorted(slices.Values(vs))
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
 // echoStall is how long the echo workload may go without a new result

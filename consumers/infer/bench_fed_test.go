@@ -7,6 +7,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/largeforge/largeforge/internal/benchenv"
 	"github.com/largeforge/largeforge/schemas"
 )
 
@@ -55,17 +56,18 @@ func sampleFed(b *testing.B, reg prometheus.Gatherer, slots int) *fedSampler {
 	return s
 }
 
-// report stops the sampler and reports <prefix>fed (the fraction of samples
-// with every slot taken) and <prefix>active (the mean of active_requests).
-func (s *fedSampler) report(b *testing.B, prefix string) {
+// report stops the sampler and adds <prefix>fed (the fraction of samples
+// with every slot taken) and <prefix>active (the mean of active_requests)
+// to fig.
+func (s *fedSampler) report(fig benchenv.Figures, prefix string) {
 	s.stop()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.n == 0 {
 		return
 	}
-	b.ReportMetric(float64(s.fed)/float64(s.n), prefix+"fed")
-	b.ReportMetric(s.sum/float64(s.n), prefix+"active")
+	fig.Add(prefix+"fed", float64(s.fed)/float64(s.n))
+	fig.Add(prefix+"active", s.sum/float64(s.n))
 }
 
 // gaugeValue sums the gauge name's series in reg (0 when absent).

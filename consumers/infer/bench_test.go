@@ -34,27 +34,47 @@ const (
 // completed job; the sink stores in lf_artifacts as `up` runs it) and
 // in-process on a Batcher of the same size, and reports both throughputs
 // and their ratio (bus_vs_inprocess; the target is ≥ 0.9).
+// LF_BENCH_JOB_ROUNDS=K (default 3) runs K rounds of both phases, their
+// order alternating, and reports the median of each figure over the rounds.
 // LF_BENCH_JOB_PROFILE=DIR writes each timed phase's CPU profile there
-// (job-inproc.prof, job-bus.prof).
+// (job-inproc.prof, job-bus.prof; the last round's).
 func BenchmarkJobThroughput(b *testing.B) {
 	benchenv.Log(b)
 	n := benchRequests()
+	rounds := benchenv.Int("LF_BENCH_JOB_ROUNDS", 3)
 	for range b.N {
-		inReq, inTok, inDur, inCPU := benchInProcess(b, n)
-		busReq, busTok, busDur, busCPU := benchBus(b, n)
-		if inTok != busTok {
-			b.Errorf("tokens: in-process %d, bus %d (the same greedy generations)", inTok, busTok)
+		fig := benchenv.Figures{}
+		for round := range rounds {
+			var in, bus phaseResult
+			if round%2 == 0 {
+				in, bus = benchInProcess(b, n), benchBus(b, n, fig)
+			} else {
+				bus = benchBus(b, n, fig)
+				in = benchInProcess(b, n)
+			}
+			if in.tokens != bus.tokens {
+				b.Errorf("tokens: in-process %d, bus %d (the same greedy generations)", in.tokens, bus.tokens)
+			}
+			fig.Add("inproc_req/s", float64(n)/in.wall.Seconds())
+			fig.Add("inproc_tok/s", float64(in.tokens)/in.wall.Seconds())
+			fig.Add("bus_req/s", float64(n)/bus.wall.Seconds())
+			fig.Add("bus_tok/s", float64(bus.tokens)/bus.wall.Seconds())
+			fig.Add("bus_vs_inprocess", in.wall.Seconds()/bus.wall.Seconds())
+			// CPU per request, and the ratio that bounds bus_vs_inprocess on
+			// a machine whose cores the benchmark has to itself.
+			fig.Add("inproc_cpu_ms/req", in.cpu*1000/float64(n))
+			fig.Add("bus_vs_inprocess_cpu", in.cpu/bus.cpu)
 		}
-		b.ReportMetric(float64(inReq)/inDur.Seconds(), "inproc_req/s")
-		b.ReportMetric(float64(inTok)/inDur.Seconds(), "inproc_tok/s")
-		b.ReportMetric(float64(busReq)/busDur.Seconds(), "bus_req/s")
-		b.ReportMetric(float64(busTok)/busDur.Seconds(), "bus_tok/s")
-		b.ReportMetric(inDur.Seconds()/busDur.Seconds(), "bus_vs_inprocess")
-		// CPU per request, and the ratio that bounds bus_vs_inprocess on
-		// a machine whose cores the benchmark has to itself.
-		b.ReportMetric(inCPU*1000/float64(inReq), "inproc_cpu_ms/req")
-		b.ReportMetric(inCPU/busCPU, "bus_vs_inprocess_cpu")
+		fig.Report(b)
 	}
+}
+
+// phaseResult is what a timed phase of n requests measured: the tokens
+// generated, its wall time and the process's CPU seconds meanwhile.
+type phaseResult struct {
+	tokens int
+	wall   time.Duration
+	cpu    float64
 }
 
 // profilePhase writes the CPU profile of a timed phase to
@@ -90,7 +110,7 @@ func benchLines(n int) string {
 
 func benchPrompt(i int) string { return prompts[i%len(prompts)] + " " + strconv.Itoa(i%97) }
 
-func benchInProcess(b *testing.B, n int) (int, int, time.Duration, float64) {
+func benchInProcess(b *testing.B, n int) phaseResult {
 	b.Helper()
 	m, tok := stories(b)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -134,21 +154,21 @@ func benchInProcess(b *testing.B, n int) (int, int, time.Duration, float64) {
 	defer profilePhase(b, "inproc")()
 	start, cpu0 := time.Now(), benchenv.CPUSeconds()
 	tokens := run(n)
-	return n, tokens, time.Since(start), benchenv.CPUSeconds() - cpu0
+	return phaseResult{tokens: tokens, wall: time.Since(start), cpu: benchenv.CPUSeconds() - cpu0}
 }
 
-func benchBus(b *testing.B, n int) (int, int, time.Duration, float64) {
+func benchBus(b *testing.B, n int, fig benchenv.Figures) phaseResult {
 	b.Helper()
-	return benchJob(b, newStack(b), n, "bus_")
+	return benchJob(b, newStack(b), n, "bus_", fig)
 }
 
 // benchJob submits an n-request job to s, starts a worker and waits for the
-// job to complete; it reports the job's phases as <prefix>submit_s,
+// job to complete; it adds to fig the job's phases as <prefix>submit_s,
 // <prefix>counted_s and <prefix>finalize_s, how well the worker's Batcher
-// was fed (see fedSampler) and <prefix>cpu_ms/req, and returns the
-// requests, the tokens of the rows, the time from submission to completion
+// was fed (see fedSampler), <prefix>cpu_ms/req and <prefix>parts, and
+// returns the tokens of the rows, the time from submission to completion
 // and the CPU time the process used meanwhile.
-func benchJob(b *testing.B, s *stack, n int, prefix string) (int, int, time.Duration, float64) {
+func benchJob(b *testing.B, s *stack, n int, prefix string, fig benchenv.Figures) phaseResult {
 	b.Helper()
 	// The worker runs before the job comes, as in a deployment, and is
 	// warmed up as the in-process run is: a job of 2×slots requests
@@ -170,7 +190,7 @@ func benchJob(b *testing.B, s *stack, n int, prefix string) (int, int, time.Dura
 	j, err := s.store.Watch(ctx, sum.Job.ID, func(j jobs.Job) bool {
 		if counted == 0 && j.RequestCounts.Done() >= n {
 			counted = time.Since(start)
-			fed.report(b, prefix) // while the rows were generated
+			fed.report(fig, prefix) // while the rows were generated
 		}
 		return true
 	})
@@ -179,12 +199,12 @@ func benchJob(b *testing.B, s *stack, n int, prefix string) (int, int, time.Dura
 	if err != nil || j.Status != jobs.StatusCompleted {
 		b.Fatalf("job %s %s: %v", sum.Job.ID, j.Status, err)
 	}
-	b.ReportMetric(submitted.Seconds(), prefix+"submit_s")
-	b.ReportMetric(counted.Seconds(), prefix+"counted_s")
-	b.ReportMetric((dur - counted).Seconds(), prefix+"finalize_s")
-	b.ReportMetric(cpu*1000/float64(n), prefix+"cpu_ms/req")
+	fig.Add(prefix+"submit_s", submitted.Seconds())
+	fig.Add(prefix+"counted_s", counted.Seconds())
+	fig.Add(prefix+"finalize_s", (dur - counted).Seconds())
+	fig.Add(prefix+"cpu_ms/req", cpu*1000/float64(n))
 	if parts, err := s.objects.List(ctx, storage.Job(sum.Job.ID)+"parts/"); err == nil {
-		b.ReportMetric(float64(len(parts)), prefix+"parts") // the results sink's, each an object to write
+		fig.Add(prefix+"parts", float64(len(parts))) // the results sink's, each an object to write
 	}
 	if j.RequestCounts.Completed != n {
 		b.Fatalf("counts %+v", j.RequestCounts)
@@ -196,5 +216,5 @@ func benchJob(b *testing.B, s *stack, n int, prefix string) (int, int, time.Dura
 			tokens += int(*r.CompletionTokens)
 		}
 	}
-	return n, tokens, dur, cpu
+	return phaseResult{tokens: tokens, wall: dur, cpu: cpu}
 }

@@ -23,8 +23,10 @@ func BenchmarkClusterJobThroughput(b *testing.B) {
 	n := pipelinetest.EnvInt("LF_BENCH_CLUSTER_REQUESTS", 10000)
 	stories(b) // loaded once, outside the timed phases
 	for range b.N {
-		r3 := benchClusterJob(b, 3, n)
-		r1 := benchClusterJob(b, 1, n)
+		fig := benchenv.Figures{}
+		r3 := benchClusterJob(b, 3, n, fig)
+		r1 := benchClusterJob(b, 1, n, fig)
+		fig.Report(b)
 		if r3.tokens != r1.tokens {
 			b.Errorf("tokens: three replicas %d, one %d (the same greedy generations)", r3.tokens, r1.tokens)
 		}
@@ -48,13 +50,13 @@ type clusterJobResult struct {
 // benchClusterJob runs an n-request job (benchJob) on a fresh three-node
 // cluster whose topology has the given replica count, and shuts the
 // cluster down.
-func benchClusterJob(b *testing.B, replicas, n int) clusterJobResult {
+func benchClusterJob(b *testing.B, replicas, n int, fig benchenv.Figures) clusterJobResult {
 	b.Helper()
 	_, bus, stopCluster := pipelinetest.StartClusterBus(b, 3, replicas)
 	defer stopCluster()
 	s := newStackOn(b, bus)
 	defer s.stopSink()
 	cpu0 := pipelinetest.CPUSeconds()
-	_, tokens, wall, _ := benchJob(b, s, n, fmt.Sprintf("r%d_", replicas))
-	return clusterJobResult{tokens: tokens, wall: wall, cpu: pipelinetest.CPUSeconds() - cpu0}
+	r := benchJob(b, s, n, fmt.Sprintf("r%d_", replicas), fig)
+	return clusterJobResult{tokens: r.tokens, wall: r.wall, cpu: pipelinetest.CPUSeconds() - cpu0}
 }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -126,4 +127,32 @@ func CPUSeconds() float64 {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
+}
+
+// Figures are a benchmark's figures over its rounds, by unit; Report
+// prints the median of each: on a shared machine one round moves by tens
+// of percent with the load.
+type Figures map[string][]float64
+
+// Add records one round's value of unit.
+func (f Figures) Add(unit string, v float64) { f[unit] = append(f[unit], v) }
+
+// Report reports the median of each unit's values.
+func (f Figures) Report(b *testing.B) {
+	for unit, vs := range f {
+		b.ReportMetric(Median(vs), unit)
+	}
+}
+
+// Median is the middle of vs (the mean of the two middle ones when even;
+// 0 for none).
+func Median(vs []float64) float64 {
+	if len(vs) == 0 {
+		return 0
+	}
+	s := slices.Sorted(slices.Values(vs))
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }

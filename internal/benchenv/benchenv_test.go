@@ -63,3 +63,19 @@ func TestPeakRSS(t *testing.T) {
 		t.Error("no CPU time")
 	}
 }
+
+func TestMedian(t *testing.T) {
+	for _, c := range []struct {
+		vs   []float64
+		want float64
+	}{
+		{nil, 0},
+		{[]float64{3}, 3},
+		{[]float64{3, 1, 2}, 2},
+		{[]float64{4, 1, 3, 2}, 2.5},
+	} {
+		if got := Median(c.vs); got != c.want {
+			t.Errorf("Median(%v) = %v, want %v", c.vs, got, c.want)
+		}
+	}
+}

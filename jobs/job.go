@@ -134,10 +134,9 @@ type Job struct {
 	CancelledAt      int64         `json:"cancelled_at,omitempty"`
 	ExpiredAt        int64         `json:"expired_at,omitempty"`
 	ExpiresAt        int64         `json:"expires_at"`
-	// Finalizer is the results sink that writes the job's final files (from
-	// the job's first stored part on: it assembles them as the job runs),
-	// until FinalizerUntil (unix milliseconds); another sink may take the
-	// job over once that lease has run out.
+	// Finalizer is the results sink that writes the job's final files, until
+	// FinalizerUntil (unix milliseconds); another sink may take the job over
+	// once that lease has run out.
 	Finalizer      string `json:"finalizer,omitempty"`
 	FinalizerUntil int64  `json:"finalizer_until,omitempty"`
 	// Publisher is the gateway publishing a batch's requests (validating),

@@ -5,14 +5,12 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"hash"
 	"io"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -93,59 +91,6 @@ func (o *Objects) Put(ctx context.Context, name string, r io.Reader) (ObjectInfo
 // chunks of the object replaced are jetstream's (and so are the
 // permissions needed).
 func (o *Objects) PutWithMetadata(ctx context.Context, name string, metadata map[string]string, r io.Reader) (ObjectInfo, error) {
-	return o.put(ctx, name, nuid.Next(), metadata, r)
-}
-
-// PutAs is Put with its chunks on the subject of chunkID (a subject token,
-// see ChunkID) instead of a fresh one: a writer that may die mid-upload
-// names its chunks so that whoever takes its work over can drop them
-// (PurgeChunks). The id must not be one a stored object uses.
-func (o *Objects) PutAs(ctx context.Context, name, chunkID string, r io.Reader) (ObjectInfo, error) {
-	if !validChunkID(chunkID) {
-		return ObjectInfo{}, fmt.Errorf("put object %s/%s: %w: chunk id %q", o.bucket, name, ErrInvalidOption, chunkID)
-	}
-	return o.put(ctx, name, chunkID, nil, r)
-}
-
-// ChunkID is a chunk id for PutAs made of parts (a job, an object, a
-// writer): the same parts give the same id.
-func ChunkID(parts ...string) string {
-	h := sha256.Sum256([]byte(strings.Join(parts, "\x00")))
-	return "lf" + hex.EncodeToString(h[:15])
-}
-
-func validChunkID(id string) bool {
-	if id == "" || len(id) > 64 {
-		return false
-	}
-	for _, c := range id {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
-			return false
-		}
-	}
-	return true
-}
-
-// PurgeChunks drops the chunks published under chunkID (PutAs) by an
-// upload that never finished. Purging the chunks of a stored object
-// breaks it: the caller knows no object uses the id.
-func (o *Objects) PurgeChunks(ctx context.Context, chunkID string) error {
-	if !validChunkID(chunkID) {
-		return fmt.Errorf("purge chunks of %s: %w: chunk id %q", o.bucket, ErrInvalidOption, chunkID)
-	}
-	pctx, cancel := ackContext(ctx)
-	defer cancel()
-	st, err := o.js.Stream(pctx, "OBJ_"+o.bucket)
-	if err == nil {
-		err = st.Purge(pctx, jetstream.WithPurgeSubject(fmt.Sprintf("$O.%s.C.%s", o.bucket, chunkID)))
-	}
-	if err != nil {
-		return fmt.Errorf("purge chunks %s of %s: %w", chunkID, o.bucket, err)
-	}
-	return nil
-}
-
-func (o *Objects) put(ctx context.Context, name, chunkID string, metadata map[string]string, r io.Reader) (ObjectInfo, error) {
 	fail := func(err error) (ObjectInfo, error) {
 		return ObjectInfo{}, fmt.Errorf("put object %s/%s: %w", o.bucket, name, err)
 	}
@@ -156,13 +101,10 @@ func (o *Objects) put(ctx context.Context, name, chunkID string, metadata map[st
 	if err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
 		return fail(err)
 	}
-	if old != nil && !old.Deleted && old.NUID == chunkID {
-		return fail(fmt.Errorf("%w: chunk id %s is the stored object's", ErrInvalidOption, chunkID))
-	}
 	info := &jetstream.ObjectInfo{
 		ObjectMeta: jetstream.ObjectMeta{Name: name, Metadata: metadata, Opts: &jetstream.ObjectMetaOptions{ChunkSize: objectChunkSize}},
 		Bucket:     o.bucket,
-		NUID:       chunkID,
+		NUID:       nuid.Next(),
 	}
 	chunks := fmt.Sprintf("$O.%s.C.%s", o.bucket, info.NUID)
 	if err := o.putChunks(ctx, chunks, r, info); err != nil {

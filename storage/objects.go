@@ -64,27 +64,6 @@ func OpenObjects(ctx context.Context, bus *pipeline.Bus, tmpDir string) (*Object
 // Put streams what write produces into the object key, replacing it. A
 // write that fails leaves no object (the store drops the chunks it got).
 func (o *Objects) Put(ctx context.Context, key string, write func(io.Writer) error) (Info, error) {
-	return o.put(ctx, key, "", write)
-}
-
-// PutAs is Put with the object's chunks under chunkID
-// (pipeline.Objects.PutAs): a writer that may die mid-upload (a job's
-// assembly, streamed while the job runs) names them so that whoever takes
-// its work over can drop them with PurgeChunks.
-func (o *Objects) PutAs(ctx context.Context, key, chunkID string, write func(io.Writer) error) (Info, error) {
-	if chunkID == "" {
-		return Info{}, fmt.Errorf("%w: put %s: empty chunk id", ErrInvalidOption, key)
-	}
-	return o.put(ctx, key, chunkID, write)
-}
-
-// PurgeChunks drops the chunks of an upload under chunkID (PutAs) that
-// never finished.
-func (o *Objects) PurgeChunks(ctx context.Context, chunkID string) error {
-	return o.obj.PurgeChunks(ctx, chunkID)
-}
-
-func (o *Objects) put(ctx context.Context, key, chunkID string, write func(io.Writer) error) (Info, error) {
 	if _, err := elements(key, false); err != nil {
 		return Info{}, err
 	}
@@ -97,12 +76,7 @@ func (o *Objects) put(ctx context.Context, key, chunkID string, write func(io.Wr
 		pw.CloseWithError(err)
 		done <- err
 	}()
-	var err error
-	if chunkID == "" {
-		_, err = o.obj.Put(ctx, key, pr)
-	} else {
-		_, err = o.obj.PutAs(ctx, key, chunkID, pr)
-	}
+	_, err := o.obj.Put(ctx, key, pr)
 	pr.CloseWithError(errors.New("object put ended")) // unblocks a write the put stopped reading
 	werr := <-done
 	if werr != nil {

@@ -394,16 +394,7 @@ func TestClusterNodeLoss(t *testing.T) {
 					break
 				}
 				if time.Now().After(deadline) {
-					// What each process was doing: SIGQUIT makes a Go
-					// program print its goroutines and exit.
-					live := map[string]*proc{"submit": sub, "infer 1": infer[0], "infer 2": infer[1], "results 1": resultSinks[0], "results 2": resultSinks[1]}
-					for _, p := range live {
-						_ = p.cmd.Process.Signal(syscall.SIGQUIT)
-					}
-					time.Sleep(2 * time.Second)
-					for _, name := range slices.Sorted(maps.Keys(live)) {
-						t.Logf("%s:\n%s", name, tail(live[name].out.String(), 64<<10))
-					}
+					stuck(t, map[string]*proc{"submit": sub, "infer 1": infer[0], "infer 2": infer[1], "results 1": resultSinks[0], "results 2": resultSinks[1]})
 					t.Fatalf("job %s %+v (%v) after 2m, want %d completed", j.Status, j.RequestCounts, err, atLeast)
 				}
 			}
@@ -433,7 +424,18 @@ func TestClusterNodeLoss(t *testing.T) {
 		if err := exited(t, sub, 3*time.Minute); err != nil {
 			t.Fatalf("submit: %v\n%s", err, sub.out)
 		}
-		j = waitJobEnd(t, ctx, store, id, 3*time.Minute, infer[1].out)
+		for deadline := time.Now().Add(3 * time.Minute); ; time.Sleep(20 * time.Millisecond) {
+			actx, cancel := context.WithTimeout(ctx, attemptTimeout)
+			j, err = store.Get(actx, id)
+			cancel()
+			if err == nil && j.Status.Terminal() {
+				break
+			}
+			if time.Now().After(deadline) {
+				stuck(t, map[string]*proc{"infer 2": infer[1], "results 1": resultSinks[0], "results 2": resultSinks[1]})
+				t.Fatalf("job %s still %s (%v) after 3m", id, j.Status, err)
+			}
+		}
 		if j.Status != jobs.StatusCompleted || j.RequestCounts != (jobs.Counts{Total: n, Completed: n}) {
 			t.Fatalf("job ended %s %+v %+v, want completed with %d rows", j.Status, j.RequestCounts, j.Errors, n)
 		}
@@ -586,6 +588,19 @@ func TestClusterNodeLoss(t *testing.T) {
 			t.Fatalf("final progress %+v: want worker %s resuming (attempt 2 or more) to step %d, the model pushed as %s", tp, nodes[1-i].Name, steps, id)
 		}
 	})
+}
+
+// stuck logs what each process was doing: SIGQUIT makes a Go program print
+// its goroutines and exit. It is called once a test has given up on them.
+func stuck(t *testing.T, procs map[string]*proc) {
+	t.Helper()
+	for _, p := range procs {
+		_ = p.cmd.Process.Signal(syscall.SIGQUIT)
+	}
+	time.Sleep(2 * time.Second)
+	for _, name := range slices.Sorted(maps.Keys(procs)) {
+		t.Logf("%s:\n%s", name, tail(procs[name].out.String(), 256<<10))
+	}
 }
 
 // tail is the last n bytes of s.

@@ -151,7 +151,7 @@ func roleOps() []roleOp {
 		}},
 		{"read lf_artifacts (parts, results, files)", []string{"datasets", "train", "results", "api", "submit"}, objectRead(pipeline.BucketArtifacts, "probe")},
 		{"write lf_artifacts", []string{"datasets", "train", "results", "api"}, corePub("$O.lf_artifacts.M.x")},
-		{"purge OBJ_lf_artifacts (delete a file, a dropped checkpoint, an unfinished upload)", []string{"train", "results", "api"}, jsAPI("$JS.API.STREAM.PURGE.OBJ_lf_artifacts", `{"filter":"$O.lf_artifacts.C.nothing"}`)},
+		{"purge OBJ_lf_artifacts (delete a file, a dropped checkpoint)", []string{"train", "api"}, jsAPI("$JS.API.STREAM.PURGE.OBJ_lf_artifacts", `{"filter":"$O.lf_artifacts.C.nothing"}`)},
 		{"purge OBJ_lf_models (a dropped checkpoint's model)", []string{"train"}, jsAPI("$JS.API.STREAM.PURGE.OBJ_lf_models", `{"filter":"$O.lf_models.C.nothing"}`)},
 		{"claim in lf_claims", []string{"datasets", "train", "results"}, corePub("$KV.lf_claims.x")},
 		{"write lf_dedupe", []string{"datasets"}, corePub("$KV.lf_dedupe.d1/x")},

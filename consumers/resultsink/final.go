@@ -28,9 +28,8 @@ var errNotFinalizer = errors.New("not the job's finalizer")
 // errNotFinalizer.
 func (s *Sink) claim(ctx context.Context, id string, complete bool) (jobs.Job, error) {
 	mine := false
-	prev := ""
 	j, err := s.store.Update(ctx, id, func(j *jobs.Job) error {
-		mine, prev = false, j.Finalizer
+		mine = false
 		now := s.now()
 		switch {
 		case j.Status.Terminal() || j.Kind == jobs.KindTraining:
@@ -55,9 +54,6 @@ func (s *Sink) claim(ctx context.Context, id string, complete bool) (jobs.Job, e
 	}
 	if !mine {
 		return j, errNotFinalizer
-	}
-	if prev != "" && prev != s.id {
-		s.purgeAssembly(ctx, id, prev) // what a finalizer that died had uploaded
 	}
 	return j, nil
 }
@@ -85,26 +81,9 @@ func (s *Sink) renew(ctx context.Context, id string) error {
 // acking, or two sinks stored one result) goes back to in_progress with its
 // exact counts plus whatever was counted since the claim.
 func (s *Sink) finalize(ctx context.Context, j jobs.Job, to jobs.Status) error {
-	var m merged
-	a := s.takeAssembly(ctx, j.ID) // replaced rows are always merged (replace ends the assembly)
-	if a != nil {
-		completed, failed, ok := a.counts()
-		if ok {
-			m = merged{out: a.out, completed: completed, failed: failed}
-		} else {
-			s.mu.Lock()
-			if st := s.open[j.ID]; st != nil && st.asm == a {
-				s.endAssembly(st, a.err)
-			}
-			s.mu.Unlock()
-			a = nil
-		}
-	}
-	if a == nil {
-		var err error
-		if m, err = s.merge(ctx, j.ID, j.Replaced); err != nil {
-			return err
-		}
+	m, err := s.merge(ctx, j.ID, j.Replaced)
+	if err != nil {
+		return err
 	}
 	claimed := j.RequestCounts
 	if to == jobs.StatusCompleted && m.completed+m.failed < j.RequestCounts.Total {
@@ -119,32 +98,12 @@ func (s *Sink) finalize(ctx context.Context, j jobs.Job, to jobs.Status) error {
 			c.Completed = m.completed + max(c.Completed-claimed.Completed, 0)
 			c.Failed = m.failed + max(c.Failed-claimed.Failed, 0)
 			jj.Finalizer, jj.FinalizerUntil = "", 0
-			if a != nil { // it keeps the job it assembles
-				jj.Finalizer, jj.FinalizerUntil = s.id, s.now().Add(s.lease).UnixMilli()
-			}
 			return nil
 		})
 		s.log.Info().Str("job", j.ID).Int("rows", m.completed+m.failed).Int("total", j.RequestCounts.Total).Msg("rows missing: job back in progress")
 		return err
 	}
-	if a != nil {
-		var err error
-		m.completed, m.failed, err = a.finish() // with the rows fed since the check
-		s.mu.Lock()
-		if st := s.open[j.ID]; st != nil && st.asm == a {
-			st.asm, st.noAssembly = nil, true
-		}
-		s.mu.Unlock()
-		if err != nil {
-			// Nothing stored: merge the parts instead.
-			s.log.Warn().Err(err).Str("job", j.ID).Msg("assembly failed at the end: merging the parts")
-			var merr error
-			if m, merr = s.merge(ctx, j.ID, j.Replaced); merr != nil {
-				return merr
-			}
-		}
-	}
-	if _, err := s.store.Transition(ctx, j.ID, to, func(jj *jobs.Job) {
+	if _, err = s.store.Transition(ctx, j.ID, to, func(jj *jobs.Job) {
 		jj.Outputs = m.out
 		jj.RequestCounts.Completed, jj.RequestCounts.Failed = m.completed, m.failed
 		jj.FinalizerUntil = 0
@@ -152,7 +111,7 @@ func (s *Sink) finalize(ctx context.Context, j jobs.Job, to jobs.Status) error {
 		return err
 	}
 	s.mu.Lock()
-	s.closeJob(j.ID)
+	delete(s.open, j.ID)
 	s.mu.Unlock()
 	s.log.Info().Str("job", j.ID).Dict("context", zerolog.Dict().Str("status", string(to)).Int("completed", m.completed).
 		Int("failed", m.failed).Str("output_file", m.out.Output).Str("local_dir", m.out.LocalDir)).Msg("job finalised")
@@ -173,15 +132,9 @@ const mergeBatch = 256
 // objects (and their local mirror), keeping the first row of each
 // custom_id (the last of a replaced one: see replace). Memory: one batch of
 // rows, the Parquet writer's row group (rowGroupRows rows), the writers'
-// buffers and 16 bytes (plus map overhead) per distinct custom_id. A job
-// whose rows this sink assembled as they came (assembly.go) needs no merge;
-// merge is for the others (a finalizer that took a job over, replaced rows).
+// buffers and 16 bytes (plus map overhead) per distinct custom_id.
 func (s *Sink) merge(ctx context.Context, job string, replaced []string) (merged, error) {
-	targets, out, err := s.finalTargets(job)
-	m := merged{out: out}
-	if err != nil {
-		return m, err
-	}
+	m := merged{out: jobs.Outputs{Output: storage.JobFile(job, FileOutput), Errors: storage.JobFile(job, FileErrors), Parquet: storage.JobFile(job, FileResults)}}
 	parts, err := storage.JobParts(s.files, job)
 	if err != nil {
 		return m, err
@@ -196,9 +149,40 @@ func (s *Sink) merge(ctx context.Context, job string, replaced []string) (merged
 			return m, fmt.Errorf("job %s: %w", job, err)
 		}
 	}
+	keys := []string{m.out.Parquet, m.out.Output, m.out.Errors}
+	targets := make([]target, 0, 2*len(keys))
+	for _, k := range keys {
+		targets = append(targets, target{s.files, k})
+	}
+	if s.mirror == nil {
+		// A store of local files (tests, a sink on a directory) names its copy.
+		if dir, err := s.files.Path(storage.Job(job)); err == nil {
+			m.out.LocalDir = dir
+		}
+	} else {
+		if m.out.LocalDir, err = s.mirror.Path(storage.Job(job)); err != nil {
+			return m, fmt.Errorf("job %s: %w", job, err)
+		}
+		for _, k := range keys {
+			targets = append(targets, target{s.mirror, k})
+		}
+	}
 	renewed := s.now()
 	err = putTogether(ctx, targets, func(ws []io.Writer) error {
-		fw := newFinalWriter(ws)
+		out := make([]*bufio.Writer, len(keys))
+		for i := range keys {
+			w := ws[i]
+			if len(ws) > len(keys) {
+				w = io.MultiWriter(ws[i], ws[len(keys)+i])
+			}
+			out[i] = bufio.NewWriterSize(w, 256<<10)
+		}
+		pw := parquet.NewGenericWriter[Row](out[0], pqOpts...)
+		outEnc, errEnc := json.NewEncoder(out[1]), json.NewEncoder(out[2])
+		outEnc.SetEscapeHTML(false)
+		errEnc.SetEscapeHTML(false)
+		seen := map[[16]byte]struct{}{}
+		inGroup := 0
 		for pi, p := range list {
 			ri := 0
 			if s.now().Sub(renewed) > s.lease/3 {
@@ -208,22 +192,53 @@ func (s *Sink) merge(ctx context.Context, job string, replaced []string) (merged
 				renewed = s.now()
 			}
 			if err := readParquetBatches(ctx, s.files, p.Key, func(rows []Row) error {
-				kept := rows[:0:0]
+				fresh := rows[:0:0]
 				for _, r := range rows {
+					h := jobs.IDHash(r.CustomID)
 					pos := rowPos{pi, ri}
 					ri++
-					if at, ok := last[jobs.IDHash(r.CustomID)]; ok && at != pos {
+					if at, ok := last[h]; ok && at != pos {
 						continue // a replaced row
 					}
-					kept = append(kept, r)
+					if _, dup := seen[h]; dup {
+						continue
+					}
+					seen[h] = struct{}{}
+					fresh = append(fresh, r)
+					line := outputLine(r)
+					if err := outEnc.Encode(line); err != nil {
+						return err
+					}
+					if r.Failed() {
+						m.failed++
+						if err := errEnc.Encode(line); err != nil {
+							return err
+						}
+					} else {
+						m.completed++
+					}
 				}
-				return fw.write(kept)
+				if _, err := pw.Write(fresh); err != nil {
+					return err
+				}
+				if inGroup += len(fresh); inGroup >= rowGroupRows { // bound the writer's buffers
+					inGroup = 0
+					return pw.Flush()
+				}
+				return nil
 			}); err != nil {
 				return fmt.Errorf("read part %s: %w", p.Key, err)
 			}
 		}
-		m.completed, m.failed = fw.completed, fw.failed
-		return fw.close()
+		if err := pw.Close(); err != nil {
+			return err
+		}
+		for _, b := range out {
+			if err := b.Flush(); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 	if err != nil {
 		return m, fmt.Errorf("job %s: write final files: %w", job, err)
@@ -231,136 +246,10 @@ func (s *Sink) merge(ctx context.Context, job string, replaced []string) (merged
 	return m, nil
 }
 
-// finalTargets are the objects of a job's final files, in the order of
-// finalWriter's writers (results.parquet, output.jsonl, errors.jsonl, then
-// the same in the mirror when the sink has one), and the job's Outputs
-// naming them.
-func (s *Sink) finalTargets(job string) ([]target, jobs.Outputs, error) {
-	out := jobs.Outputs{Output: storage.JobFile(job, FileOutput), Errors: storage.JobFile(job, FileErrors), Parquet: storage.JobFile(job, FileResults)}
-	keys := []string{out.Parquet, out.Output, out.Errors}
-	targets := make([]target, 0, 2*len(keys))
-	for _, k := range keys {
-		targets = append(targets, target{files: s.files, key: k})
-	}
-	if s.mirror == nil {
-		// A store of local files (tests, a sink on a directory) names its copy.
-		if dir, err := s.files.Path(storage.Job(job)); err == nil {
-			out.LocalDir = dir
-		}
-		return targets, out, nil
-	}
-	dir, err := s.mirror.Path(storage.Job(job))
-	if err != nil {
-		return nil, out, fmt.Errorf("job %s: %w", job, err)
-	}
-	out.LocalDir = dir
-	for _, k := range keys {
-		targets = append(targets, target{files: s.mirror, key: k})
-	}
-	return targets, out, nil
-}
-
-// finalWriter writes rows into a job's three final files at once, dropping
-// a row whose custom_id came before, and counts the rows it kept.
-type finalWriter struct {
-	out               []*bufio.Writer // results.parquet, output.jsonl, errors.jsonl
-	pw                *parquet.GenericWriter[Row]
-	outEnc, errEnc    *json.Encoder
-	seen              map[[16]byte]struct{}
-	inGroup           int
-	completed, failed int
-}
-
-// newFinalWriter writes into ws (finalTargets' order; a mirror's writers
-// get the same bytes).
-func newFinalWriter(ws []io.Writer) *finalWriter {
-	const files = 3
-	out := make([]*bufio.Writer, files)
-	for i := range files {
-		w := ws[i]
-		if len(ws) > files {
-			w = io.MultiWriter(ws[i], ws[files+i])
-		}
-		out[i] = bufio.NewWriterSize(w, 256<<10)
-	}
-	fw := &finalWriter{out: out, pw: parquet.NewGenericWriter[Row](out[0], pqOpts...),
-		outEnc: json.NewEncoder(out[1]), errEnc: json.NewEncoder(out[2]), seen: map[[16]byte]struct{}{}}
-	fw.outEnc.SetEscapeHTML(false)
-	fw.errEnc.SetEscapeHTML(false)
-	return fw
-}
-
-// write writes the rows whose custom_id is new.
-func (fw *finalWriter) write(rows []Row) error {
-	fresh := rows[:0:0]
-	for _, r := range rows {
-		h := jobs.IDHash(r.CustomID)
-		if _, dup := fw.seen[h]; dup {
-			continue
-		}
-		fw.seen[h] = struct{}{}
-		fresh = append(fresh, r)
-		line := outputLine(r)
-		if err := fw.outEnc.Encode(line); err != nil {
-			return err
-		}
-		if r.Failed() {
-			fw.failed++
-			if err := fw.errEnc.Encode(line); err != nil {
-				return err
-			}
-		} else {
-			fw.completed++
-		}
-	}
-	if len(fresh) == 0 {
-		return nil
-	}
-	if _, err := fw.pw.Write(fresh); err != nil {
-		return err
-	}
-	if fw.inGroup += len(fresh); fw.inGroup >= rowGroupRows { // bound the writer's buffers
-		fw.inGroup = 0
-		return fw.pw.Flush()
-	}
-	return nil
-}
-
-// close ends the Parquet file and flushes every file.
-func (fw *finalWriter) close() error {
-	if err := fw.pw.Close(); err != nil {
-		return err
-	}
-	for _, b := range fw.out {
-		if err := b.Flush(); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
 // target is one object a merge writes.
 type target struct {
 	files storage.Store
 	key   string
-	// chunkID names the upload's chunks when files is a chunkStore (an
-	// assembly's: see assemblyChunkID); "" for a fresh name.
-	chunkID string
-}
-
-// chunkStore is a store whose uploads may name their chunks, so that an
-// upload that never finished can be dropped (storage.Objects).
-type chunkStore interface {
-	PutAs(ctx context.Context, key, chunkID string, write func(io.Writer) error) (storage.Info, error)
-	PurgeChunks(ctx context.Context, chunkID string) error
-}
-
-// put stores the target with write (see target.chunkID).
-func (t target) put(ctx context.Context, write func(io.Writer) error) (storage.Info, error) {
-	if cs, ok := t.files.(chunkStore); ok && t.chunkID != "" {
-		return cs.PutAs(ctx, t.key, t.chunkID, write)
-	}
-	return t.files.Put(ctx, t.key, write)
 }
 
 // errWrittenOnce: a store called a final file's write function twice
@@ -386,7 +275,7 @@ func putTogether(ctx context.Context, targets []target, fill func([]io.Writer) e
 		go func() {
 			defer wg.Done()
 			called := false
-			_, errs[i] = t.put(ctx, func(w io.Writer) error {
+			_, errs[i] = t.files.Put(ctx, t.key, func(w io.Writer) error {
 				if called {
 					return errWrittenOnce
 				}

@@ -19,45 +19,37 @@
 // died) costs only a row the merge drops. The counts may so run past the
 // distinct rows; the finalizer below makes them exact.
 //
-// Finalizing: one finalizer per job, chosen through the job record, which
-// writes jobs/<job>/results.parquet, output.jsonl (the OpenAI batch output
-// shape) and errors.jsonl at once, each row going to the three objects'
-// uploads (immutable; object stores cannot append: they appear whole when
-// they end). The sink that first stores a part of a job claims it at once
-// with a compare-and-set that sets Job.Finalizer to the sink's id and
-// Job.FinalizerUntil to a lease (Options.FinalizeLease, default
-// DefaultFinalizeLease) that it renews as it works, and assembles the
-// objects as the job runs (assembly.go): its own parts from memory as it
-// stores them, the other sinks' parts read once as its sweep finds them.
-// When the job's counts reach its total (or it is cancelling or past its
-// window), the holder moves it to finalizing, reads only the parts it has
-// not met and ends the uploads: nothing is read again at the end. A sink
-// that finds a job held by a lease that has run out takes it over the same
-// way (dropping what the holder had uploaded), so a finalizer that dies
-// delays the job by at most the lease; a job that was not assembled (taken
-// over, replaced rows of a replay, more jobs than maxAssemblies) is merged
-// at the end instead: its parts, in number order, once, streaming. A row
-// whose custom_id came before is dropped; the output order is the order in
-// which the finalizer met the parts, then the rows'. If the finalizer finds
-// fewer distinct rows than the total, the job goes back to in_progress with
-// exact counts; otherwise it completes and its record names the three
-// objects (jobs.Outputs), plus a local copy when the sink mirrors to a data
-// directory (WithMirror; the embedded default).
+// Finalizing: one finalizer per job, chosen through the job record. When a
+// job's counts reach its total (or it is cancelling or past its window), a
+// sink claims it with one compare-and-set that moves it to finalizing and
+// sets Job.Finalizer to the sink's id and Job.FinalizerUntil to a lease
+// (Options.FinalizeLease, default DefaultFinalizeLease) that it renews as it
+// works; the job's record is the lock. A sink that finds a job finalizing
+// (or cancelling) whose lease has run out takes it over the same way, so a
+// finalizer that dies delays the job by at most the lease. The finalizer
+// merges the parts, in number order, once, streaming, into
+// jobs/<job>/results.parquet, output.jsonl (the OpenAI batch output shape)
+// and errors.jsonl at the same time: each row read from a part is written
+// to the three objects' uploads as it comes, and the objects (immutable;
+// object stores cannot append) appear whole when the last part is read. A
+// row whose custom_id came before is dropped. The output order is the
+// parts' order, then the rows' (deterministic for a given set of parts). If
+// the merge finds fewer distinct rows than the total, the job goes back to
+// in_progress with exact counts; otherwise it completes and its record
+// names the three objects (jobs.Outputs), plus a local copy when the sink
+// mirrors to a data directory (WithMirror; the embedded default).
 //
 // Memory is bounded by the batch, not the job: storing a batch holds its
-// rows (the consumer's fetch, 256); an assembly or a merge holds one batch
-// of a part (mergeBatch rows; an assembly the part it has just stored), the
-// Parquet writer's row group (rowGroupRows rows, then
+// rows (the consumer's fetch, 256); the merge holds one batch of a part
+// (mergeBatch rows), the Parquet writer's row group (rowGroupRows rows, then
 // flushed), 256 KiB of buffer per output, and 16 bytes of hash per distinct
 // custom_id for the duplicate check (a map: about 45 bytes a row, some 45 MB
 // for 1M rows, whatever the rows' size); the custom_ids a job submitted
-// (jobs.IDSet, checked as results arrive) cost as much again, and so does
-// an assembly's duplicate check while its job runs. Parts are read
+// (jobs.IDSet, checked as results arrive) cost as much again. Parts are read
 // one at a time (an object store's part is downloaded to a temporary file).
 // BenchmarkAssembly reports the merge's rows/s and peak heap: some 35 MB of
 // Parquet buffers plus the map (40 MB at 100k rows, 48 MB at 300k, so about
-// 80 MB at 1M; LF_BENCH_ASSEMBLY_ROWS=1000000 measures it). A sink
-// assembles at most maxAssemblies jobs at once.
+// 80 MB at 1M; LF_BENCH_ASSEMBLY_ROWS=1000000 measures it).
 //
 // The sink also finalises cancelled jobs with what they have, expires jobs
 // past their completion window, and turns the requests dead-lettered by the
@@ -122,9 +114,8 @@ type Sink struct {
 	lease  time.Duration // a finalizer's claim
 	wake   chan string   // jobs that may be ready to finalise
 
-	mu      sync.Mutex
-	open    map[string]*jobState
-	stopped bool // no assemblies start (abortAssemblies)
+	mu   sync.Mutex
+	open map[string]*jobState
 }
 
 // Option configures a Sink.
@@ -173,19 +164,6 @@ type jobState struct {
 	submitted jobs.IDSet      // the custom_ids the job submitted, loaded as results need them
 	completed int
 	failed    int
-	// asm writes the job's final objects as its parts are stored, while
-	// this sink holds the job (assembly.go); noAssembly once it has ended.
-	asm        *assembly
-	noAssembly bool
-}
-
-// closeJob forgets a job's state, aborting its assembly. The caller holds
-// s.mu.
-func (s *Sink) closeJob(job string) {
-	if st := s.open[job]; st != nil && st.asm != nil {
-		st.asm.abort()
-	}
-	delete(s.open, job)
 }
 
 // New returns a sink writing the results of store's jobs into files.
@@ -333,11 +311,9 @@ func (s *Sink) add(ctx context.Context, job string, st *jobState, results []Row,
 	if len(rows) == 0 {
 		return 0, 0, nil
 	}
-	key, err := publishRows(ctx, st.parts, rows)
-	if err != nil {
+	if err := publishRows(ctx, st.parts, rows); err != nil {
 		return 0, 0, errors.Join(fmt.Errorf("job %s: write part: %w", job, err), st.dedupe.Release(ctx, claimed))
 	}
-	s.stored(ctx, st, key, rows)
 	for _, r := range rows {
 		st.count(r.Failed())
 		if r.Failed() {
@@ -433,7 +409,6 @@ func (s *Sink) handleJob(ctx context.Context, job string, bj *batchJob, errs []e
 		return err
 	}
 	if slices.Contains(bj.replay, true) {
-		s.endAssembly(st, errors.New("a replay replaces rows"))
 		if err := s.replace(ctx, j, st, bj, errs); err != nil {
 			return err
 		}
@@ -444,9 +419,6 @@ func (s *Sink) handleJob(ctx context.Context, job string, bj *batchJob, errs []e
 	results, idx, err := s.screen(ctx, job, st, bj, errs)
 	if err != nil {
 		return err
-	}
-	if len(results) > 0 {
-		s.assemble(ctx, j, st)
 	}
 	room := -1
 	if j.Status == jobs.StatusInProgress {
@@ -469,7 +441,7 @@ func (s *Sink) handleJob(ctx context.Context, job string, bj *batchJob, errs []e
 			// read again from its parts at the redelivery (load counts
 			// them), where it would see them as duplicates and never
 			// count them.
-			s.closeJob(job)
+			delete(s.open, job)
 			return err
 		}
 	}
@@ -583,7 +555,7 @@ func (s *Sink) Sweep(ctx context.Context, all bool) error {
 			if err != nil {
 				if errors.Is(err, jobs.ErrNotFound) {
 					s.mu.Lock()
-					s.closeJob(id)
+					delete(s.open, id)
 					s.mu.Unlock()
 					continue
 				}
@@ -596,11 +568,10 @@ func (s *Sink) Sweep(ctx context.Context, all bool) error {
 	for _, j := range list {
 		if j.Status.Terminal() || j.Kind == jobs.KindTraining {
 			s.mu.Lock()
-			s.closeJob(j.ID)
+			delete(s.open, j.ID)
 			s.mu.Unlock()
 			continue
 		}
-		s.advance(ctx, j)
 		if err := s.settle(ctx, j); err != nil && ctx.Err() == nil && !errors.Is(err, jobs.ErrIllegalTransition) {
 			s.log.Warn().Err(err).Str("job", j.ID).Msg("sweep")
 			if first == nil {

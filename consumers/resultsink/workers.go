@@ -123,7 +123,6 @@ func StartStore(ctx context.Context, bus *pipeline.Bus, files storage.Store, opt
 		w.Consume(c, 1)
 	}
 	w.Go(func(ctx context.Context) error {
-		defer sink.abortAssemblies() // their jobs are merged by whichever sink finalises them
 		t := time.NewTicker(opts.SweepEvery)
 		defer t.Stop()
 		for i := 0; ; i++ {

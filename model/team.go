@@ -20,6 +20,7 @@ import (
 type team struct {
 	mu      sync.Mutex // held by the forward using the team
 	helpers []*helper
+	left    teamLeft // the run's, reused: one run at a time
 }
 
 // teamSpin is how long a helper waits for the next forward, and the caller
@@ -30,8 +31,9 @@ const teamSpin = 200 * time.Microsecond
 var forwardTeam team
 
 type helper struct {
-	job atomic.Pointer[teamJob]
-	w   waiter
+	job  atomic.Pointer[teamJob] // set to &next when a run gives it a job
+	next teamJob
+	w    waiter
 }
 
 type teamJob struct {
@@ -107,11 +109,15 @@ func (t *team) run(workers int, f func(w int)) {
 		t.helpers = append(t.helpers, h)
 		go h.loop()
 	}
-	left := &teamLeft{w: newWaiter()}
+	if t.left.w.wake == nil {
+		t.left.w = newWaiter()
+	}
+	left := &t.left
 	left.n.Store(int32(workers - 1))
 	for w := 1; w < workers; w++ {
 		h := t.helpers[w-1]
-		h.job.Store(&teamJob{f: f, w: w, left: left})
+		h.next = teamJob{f: f, w: w, left: left}
+		h.job.Store(&h.next)
 		h.w.wakeUp()
 	}
 	f(0)
@@ -126,9 +132,10 @@ func (h *helper) loop() {
 			j = h.job.Swap(nil)
 			return j != nil
 		})
-		j.f(j.w)
-		if j.left.n.Add(-1) == 0 {
-			j.left.w.wakeUp()
+		f, w, left := j.f, j.w, j.left // j is reused by the next run
+		f(w)
+		if left.n.Add(-1) == 0 {
+			left.w.wakeUp()
 		}
 	}
 }

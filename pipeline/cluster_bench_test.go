@@ -46,7 +46,7 @@ func BenchmarkClusterEcho(b *testing.B) {
 	n := pipelinetest.EnvInt("LF_BENCH_ECHO_MSGS", 20000)
 	rounds := pipelinetest.EnvInt("LF_BENCH_ECHO_ROUNDS", 3)
 	for range b.N {
-		figures := map[string][]float64{}
+		fig := benchenv.Figures{}
 		for round := 1; round <= rounds; round++ {
 			var r3, r1 echoResult
 			if round%2 == 1 {
@@ -54,20 +54,14 @@ func BenchmarkClusterEcho(b *testing.B) {
 			} else {
 				r1, r3 = echoRun(b, 1, n, round), echoRun(b, 3, n, round)
 			}
-			for unit, v := range map[string]float64{
-				"r3_msgs/s":    float64(n) / r3.wall.Seconds(),
-				"r1_msgs/s":    float64(n) / r1.wall.Seconds(),
-				"r3_vs_r1":     r1.wall.Seconds() / r3.wall.Seconds(),
-				"r3_vs_r1_CPU": r1.cpu / r3.cpu,
-				"r3_CPU-s":     r3.cpu,
-				"r1_CPU-s":     r1.cpu,
-			} {
-				figures[unit] = append(figures[unit], v)
-			}
+			fig.Add("r3_msgs/s", float64(n)/r3.wall.Seconds())
+			fig.Add("r1_msgs/s", float64(n)/r1.wall.Seconds())
+			fig.Add("r3_vs_r1", r1.wall.Seconds()/r3.wall.Seconds())
+			fig.Add("r3_vs_r1_CPU", r1.cpu/r3.cpu)
+			fig.Add("r3_CPU-s", r3.cpu)
+			fig.Add("r1_CPU-s", r1.cpu)
 		}
-		for unit, vs := range figures {
-			b.ReportMetric(benchenv.Median(vs), unit)
-		}
+		fig.Report(b)
 	}
 }
 

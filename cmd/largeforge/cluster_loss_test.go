@@ -384,20 +384,9 @@ func TestClusterNodeLoss(t *testing.T) {
 		// validating: its total unknown, it cannot complete).
 		progress := func(atLeast int) jobs.Job {
 			t.Helper()
-			var j jobs.Job
-			var err error
-			for deadline := time.Now().Add(2 * time.Minute); ; time.Sleep(20 * time.Millisecond) {
-				actx, cancel := context.WithTimeout(ctx, attemptTimeout)
-				j, err = store.Get(actx, id)
-				cancel()
-				if err == nil && j.RequestCounts.Completed >= atLeast {
-					break
-				}
-				if time.Now().After(deadline) {
-					stuck(t, map[string]*proc{"submit": sub, "infer 1": infer[0], "infer 2": infer[1], "results 1": resultSinks[0], "results 2": resultSinks[1]})
-					t.Fatalf("job %s %+v (%v) after 2m, want %d completed", j.Status, j.RequestCounts, err, atLeast)
-				}
-			}
+			j := waitJobOr(t, ctx, store, id, 2*time.Minute, fmt.Sprintf("%d completed", atLeast),
+				func(j jobs.Job) bool { return j.RequestCounts.Completed >= atLeast },
+				map[string]*proc{"submit": sub, "infer 1": infer[0], "infer 2": infer[1], "results 1": resultSinks[0], "results 2": resultSinks[1]})
 			if j.Status != jobs.StatusValidating {
 				t.Fatalf("job %s with its input still open: %+v", j.Status, j.RequestCounts)
 			}
@@ -424,18 +413,9 @@ func TestClusterNodeLoss(t *testing.T) {
 		if err := exited(t, sub, 3*time.Minute); err != nil {
 			t.Fatalf("submit: %v\n%s", err, sub.out)
 		}
-		for deadline := time.Now().Add(3 * time.Minute); ; time.Sleep(20 * time.Millisecond) {
-			actx, cancel := context.WithTimeout(ctx, attemptTimeout)
-			j, err = store.Get(actx, id)
-			cancel()
-			if err == nil && j.Status.Terminal() {
-				break
-			}
-			if time.Now().After(deadline) {
-				stuck(t, map[string]*proc{"infer 2": infer[1], "results 1": resultSinks[0], "results 2": resultSinks[1]})
-				t.Fatalf("job %s still %s (%v) after 3m", id, j.Status, err)
-			}
-		}
+		j = waitJobOr(t, ctx, store, id, 3*time.Minute, "the job ended",
+			func(j jobs.Job) bool { return j.Status.Terminal() },
+			map[string]*proc{"infer 2": infer[1], "results 1": resultSinks[0], "results 2": resultSinks[1]})
 		if j.Status != jobs.StatusCompleted || j.RequestCounts != (jobs.Counts{Total: n, Completed: n}) {
 			t.Fatalf("job ended %s %+v %+v, want completed with %d rows", j.Status, j.RequestCounts, j.Errors, n)
 		}
@@ -588,6 +568,26 @@ func TestClusterNodeLoss(t *testing.T) {
 			t.Fatalf("final progress %+v: want worker %s resuming (attempt 2 or more) to step %d, the model pushed as %s", tp, nodes[1-i].Name, steps, id)
 		}
 	})
+}
+
+// waitJobOr waits up to timeout for job id to satisfy done (want says
+// what that is) and returns it; when it does not, the test fails with what
+// each of procs was doing (stuck).
+func waitJobOr(t *testing.T, ctx context.Context, store *jobs.Store, id string, timeout time.Duration, want string,
+	done func(jobs.Job) bool, procs map[string]*proc) jobs.Job {
+	t.Helper()
+	for deadline := time.Now().Add(timeout); ; time.Sleep(20 * time.Millisecond) {
+		actx, cancel := context.WithTimeout(ctx, attemptTimeout)
+		j, err := store.Get(actx, id)
+		cancel()
+		if err == nil && done(j) {
+			return j
+		}
+		if time.Now().After(deadline) {
+			stuck(t, procs)
+			t.Fatalf("job %s %s %+v (%v) after %v, want %s", id, j.Status, j.RequestCounts, err, timeout, want)
+		}
+	}
 }
 
 // stuck logs what each process was doing: SIGQUIT makes a Go program print

@@ -153,7 +153,10 @@ func ackContext(ctx context.Context) (context.Context, context.CancelFunc) {
 
 // objectListWaits bounds a List (the creation of a watch of the store's
 // meta messages, then one message per object) to this many
-// objectChunkWait.
+// objectChunkWait in all. One try at it that waits half an objectChunkWait
+// for the watch to start or for its next object is given up and made
+// again: a watch whose consumer was on a node killed meanwhile can stay
+// silent for minutes, where a new one answers at once.
 const objectListWaits = 4
 
 // getInfo is the store's GetInfo bounded as one wait (ackContext).
@@ -432,20 +435,75 @@ func (o *Objects) Delete(ctx context.Context, name string) error {
 func (o *Objects) List(ctx context.Context) ([]ObjectInfo, error) {
 	lctx, cancel := context.WithTimeout(ctx, objectListWaits*objectChunkWait)
 	defer cancel()
-	infos, err := o.os.List(lctx)
-	if errors.Is(err, jetstream.ErrNoObjectsFound) {
-		return nil, nil
+	for {
+		infos, err := o.listOnce(lctx, objectChunkWait/2)
+		if errors.Is(err, errListStalled) && lctx.Err() == nil {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("list objects %s: %w", o.bucket, err)
+		}
+		out := make([]ObjectInfo, 0, len(infos))
+		for _, in := range infos {
+			if !in.Deleted {
+				out = append(out, objectInfoOf(in))
+			}
+		}
+		return out, nil
+	}
+}
+
+// errListStalled: a try at a List waited too long for its next object.
+var errListStalled = errors.New("the watch of the store's objects went silent")
+
+// listOnce lists the objects through a watch of the store's meta messages,
+// giving up when the watch takes longer than stall to start or to deliver
+// its next object.
+func (o *Objects) listOnce(ctx context.Context, stall time.Duration) ([]*jetstream.ObjectInfo, error) {
+	// The watch lives as long as its ctx: cancelled here at the end, or by
+	// the timer when the watch has not started within stall.
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	started := time.AfterFunc(stall, cancel)
+	w, err := o.os.Watch(wctx, jetstream.IgnoreDeletes())
+	if !started.Stop() {
+		err = fmt.Errorf("%w: the watch took more than %v to start", errListStalled, stall)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("list objects %s: %w", o.bucket, err)
+		if w != nil {
+			_ = w.Stop()
+		}
+		return nil, err
 	}
-	out := make([]ObjectInfo, 0, len(infos))
-	for _, in := range infos {
-		if !in.Deleted {
-			out = append(out, objectInfoOf(in))
+	defer func() {
+		_ = w.Stop()
+		// A delivery under way ends in the channel, which the end of
+		// the subscription closes.
+		go func() {
+			for range w.Updates() {
+			}
+		}()
+	}()
+	t := time.NewTimer(stall)
+	defer t.Stop()
+	var infos []*jetstream.ObjectInfo
+	for {
+		select {
+		case in, ok := <-w.Updates():
+			if !ok {
+				return nil, fmt.Errorf("%w: the watch ended after %d objects", errListStalled, len(infos))
+			}
+			if in == nil { // the objects there were when the watch began
+				return infos, nil
+			}
+			infos = append(infos, in)
+			t.Reset(stall)
+		case <-t.C:
+			return nil, fmt.Errorf("%w: %d objects after %v without the next", errListStalled, len(infos), stall)
+		case <-ctx.Done():
+			return nil, ctx.Err()
 		}
 	}
-	return out, nil
 }
 
 // GetFile writes the object name into the file path (streamed; a damaged

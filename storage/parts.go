@@ -44,6 +44,10 @@ const (
 // maxCollisions bounds the numbers Publish tries before it gives up.
 const maxCollisions = 1000
 
+// skipEvery is how many numbers in a row Publish finds taken before it
+// lists the parts to go past them all.
+const skipEvery = 8
+
 // DatasetParts are the parts of dataset name.
 func DatasetParts(s Store, name string) (*Parts, error) {
 	return newParts(s, Dataset(name), datasetPartDigits, partBase, partExt)
@@ -89,7 +93,7 @@ func (p *Parts) Publish(ctx context.Context, write func(io.Writer) error) (Info,
 		}
 		p.scanned = true
 	}
-	for range maxCollisions {
+	for n := range maxCollisions {
 		if err := ctx.Err(); err != nil {
 			return Info{}, err
 		}
@@ -101,10 +105,15 @@ func (p *Parts) Publish(ctx context.Context, write func(io.Writer) error) (Info,
 		if !errors.Is(err, ErrExists) {
 			return Info{}, fmt.Errorf("publish part: %w", err)
 		}
-		// Another writer took the number: go past every number taken now.
+		// Another writer took the number: try the next, and after
+		// skipEvery of them go past every number taken now (a List
+		// reads the whole store's index; a writer beside this one is
+		// seldom far ahead).
 		p.next++
-		if err := p.skipTaken(ctx); err != nil {
-			return Info{}, err
+		if (n+1)%skipEvery == 0 {
+			if err := p.skipTaken(ctx); err != nil {
+				return Info{}, err
+			}
 		}
 	}
 	return Info{}, fmt.Errorf("publish part under %s: %w: %d numbers taken meanwhile", p.prefix, ErrExists, maxCollisions)

@@ -1,9 +1,7 @@
 package resultsink
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -75,18 +73,22 @@ func (s *Sink) renew(ctx context.Context, id string) error {
 }
 
 // finalize writes the final files of a job this sink has claimed and ends
-// it in status to (completed from finalizing, cancelled, expired). A job
-// to complete whose parts hold fewer distinct rows than its total (its
-// counts went past the rows stored: a sink died between counting and
-// acking, or two sinks stored one result) goes back to in_progress with its
-// exact counts plus whatever was counted since the claim.
+// it in status to (completed from finalizing, cancelled, expired): from its
+// assembly when it has one (see Assembly), by a merge of the parts
+// otherwise. A job to complete whose parts hold fewer distinct rows than its
+// total (its counts went past the rows stored: a sink died between counting
+// and acking, or two sinks stored one result) goes back to in_progress with
+// its exact counts plus whatever was counted since the claim.
 func (s *Sink) finalize(ctx context.Context, j jobs.Job, to jobs.Status) error {
-	m, err := s.merge(ctx, j.ID, j.Replaced)
+	m, a, err := s.finalRows(ctx, j)
 	if err != nil {
 		return err
 	}
 	claimed := j.RequestCounts
 	if to == jobs.StatusCompleted && m.completed+m.failed < j.RequestCounts.Total {
+		if a != nil {
+			s.reattach(j.ID, a)
+		}
 		_, err := s.store.Update(ctx, j.ID, func(jj *jobs.Job) error {
 			if jj.Status != jobs.StatusFinalizing || jj.Finalizer != s.id {
 				return jobs.ErrSkip
@@ -103,6 +105,23 @@ func (s *Sink) finalize(ctx context.Context, j jobs.Job, to jobs.Status) error {
 		s.log.Info().Str("job", j.ID).Int("rows", m.completed+m.failed).Int("total", j.RequestCounts.Total).Msg("rows missing: job back in progress")
 		return err
 	}
+	if a != nil {
+		stores, _, err := s.finalTargets(j.ID)
+		if err == nil {
+			renewed := s.now()
+			err = a.upload(ctx, j.ID, stores, func() error {
+				if s.now().Sub(renewed) <= s.lease/3 {
+					return nil
+				}
+				renewed = s.now()
+				return s.renew(ctx, j.ID)
+			})
+		}
+		a.drop()
+		if err != nil {
+			return fmt.Errorf("job %s: write final files: %w", j.ID, err)
+		}
+	}
 	if _, err = s.store.Transition(ctx, j.ID, to, func(jj *jobs.Job) {
 		jj.Outputs = m.out
 		jj.RequestCounts.Completed, jj.RequestCounts.Failed = m.completed, m.failed
@@ -111,17 +130,62 @@ func (s *Sink) finalize(ctx context.Context, j jobs.Job, to jobs.Status) error {
 		return err
 	}
 	s.mu.Lock()
-	delete(s.open, j.ID)
+	s.forget(j.ID)
 	s.mu.Unlock()
 	s.log.Info().Str("job", j.ID).Dict("context", zerolog.Dict().Str("status", string(to)).Int("completed", m.completed).
 		Int("failed", m.failed).Str("output_file", m.out.Output).Str("local_dir", m.out.LocalDir)).Msg("job finalised")
 	return nil
 }
 
+// finalRows brings the job's final rows together: its assembly, detached
+// and given the parts it has not met (the files then still to upload), or,
+// without one, a merge of every part (the files then stored).
+func (s *Sink) finalRows(ctx context.Context, j jobs.Job) (merged, *assembly, error) {
+	a := s.detach(j.ID)
+	if a == nil || len(j.Replaced) > 0 {
+		if a != nil {
+			a.drop()
+		}
+		m, err := s.merge(ctx, j.ID, j.Replaced)
+		return m, nil, err
+	}
+	if err := s.catchUp(ctx, j.ID, a, false); err != nil {
+		a.drop()
+		return merged{}, nil, err
+	}
+	_, out, err := s.finalTargets(j.ID)
+	if err != nil {
+		a.drop()
+		return merged{}, nil, err
+	}
+	return merged{out: out, completed: a.w.completed, failed: a.w.failed}, a, nil
+}
+
 // merged is what a merge wrote.
 type merged struct {
 	out               jobs.Outputs
 	completed, failed int
+}
+
+// finalTargets are the stores that receive a job's final files (the
+// artifact store, and the mirror when the sink has one) and the job's
+// Outputs naming them.
+func (s *Sink) finalTargets(job string) ([]storage.Store, jobs.Outputs, error) {
+	out := jobs.Outputs{Output: storage.JobFile(job, FileOutput), Errors: storage.JobFile(job, FileErrors), Parquet: storage.JobFile(job, FileResults)}
+	stores := []storage.Store{s.files}
+	if s.mirror == nil {
+		// A store of local files (tests, a sink on a directory) names its copy.
+		if dir, err := s.files.Path(storage.Job(job)); err == nil {
+			out.LocalDir = dir
+		}
+		return stores, out, nil
+	}
+	dir, err := s.mirror.Path(storage.Job(job))
+	if err != nil {
+		return nil, out, fmt.Errorf("job %s: %w", job, err)
+	}
+	out.LocalDir = dir
+	return append(stores, s.mirror), out, nil
 }
 
 // mergeBatch is how many rows the merge reads from a part and hands the
@@ -134,7 +198,11 @@ const mergeBatch = 256
 // rows, the Parquet writer's row group (rowGroupRows rows), the writers'
 // buffers and 16 bytes (plus map overhead) per distinct custom_id.
 func (s *Sink) merge(ctx context.Context, job string, replaced []string) (merged, error) {
-	m := merged{out: jobs.Outputs{Output: storage.JobFile(job, FileOutput), Errors: storage.JobFile(job, FileErrors), Parquet: storage.JobFile(job, FileResults)}}
+	stores, out, err := s.finalTargets(job)
+	m := merged{out: out}
+	if err != nil {
+		return m, err
+	}
 	parts, err := storage.JobParts(s.files, job)
 	if err != nil {
 		return m, err
@@ -149,40 +217,23 @@ func (s *Sink) merge(ctx context.Context, job string, replaced []string) (merged
 			return m, fmt.Errorf("job %s: %w", job, err)
 		}
 	}
-	keys := []string{m.out.Parquet, m.out.Output, m.out.Errors}
-	targets := make([]target, 0, 2*len(keys))
-	for _, k := range keys {
-		targets = append(targets, target{s.files, k})
-	}
-	if s.mirror == nil {
-		// A store of local files (tests, a sink on a directory) names its copy.
-		if dir, err := s.files.Path(storage.Job(job)); err == nil {
-			m.out.LocalDir = dir
-		}
-	} else {
-		if m.out.LocalDir, err = s.mirror.Path(storage.Job(job)); err != nil {
-			return m, fmt.Errorf("job %s: %w", job, err)
-		}
+	keys := finalKeys(job)
+	var targets []target
+	for _, st := range stores {
 		for _, k := range keys {
-			targets = append(targets, target{s.mirror, k})
+			targets = append(targets, target{st, k})
 		}
 	}
 	renewed := s.now()
 	err = putTogether(ctx, targets, func(ws []io.Writer) error {
-		out := make([]*bufio.Writer, len(keys))
-		for i := range keys {
-			w := ws[i]
-			if len(ws) > len(keys) {
-				w = io.MultiWriter(ws[i], ws[len(keys)+i])
+		w := ws[:len(keys)]
+		if len(ws) > len(keys) {
+			w = make([]io.Writer, len(keys))
+			for i := range keys {
+				w[i] = io.MultiWriter(ws[i], ws[len(keys)+i])
 			}
-			out[i] = bufio.NewWriterSize(w, 256<<10)
 		}
-		pw := parquet.NewGenericWriter[Row](out[0], pqOpts...)
-		outEnc, errEnc := json.NewEncoder(out[1]), json.NewEncoder(out[2])
-		outEnc.SetEscapeHTML(false)
-		errEnc.SetEscapeHTML(false)
-		seen := map[[16]byte]struct{}{}
-		inGroup := 0
+		fw := newFinalWriter(w)
 		for pi, p := range list {
 			ri := 0
 			if s.now().Sub(renewed) > s.lease/3 {
@@ -192,53 +243,22 @@ func (s *Sink) merge(ctx context.Context, job string, replaced []string) (merged
 				renewed = s.now()
 			}
 			if err := readParquetBatches(ctx, s.files, p.Key, func(rows []Row) error {
-				fresh := rows[:0:0]
+				keep := rows[:0:0]
 				for _, r := range rows {
-					h := jobs.IDHash(r.CustomID)
 					pos := rowPos{pi, ri}
 					ri++
-					if at, ok := last[h]; ok && at != pos {
+					if at, ok := last[jobs.IDHash(r.CustomID)]; ok && at != pos {
 						continue // a replaced row
 					}
-					if _, dup := seen[h]; dup {
-						continue
-					}
-					seen[h] = struct{}{}
-					fresh = append(fresh, r)
-					line := outputLine(r)
-					if err := outEnc.Encode(line); err != nil {
-						return err
-					}
-					if r.Failed() {
-						m.failed++
-						if err := errEnc.Encode(line); err != nil {
-							return err
-						}
-					} else {
-						m.completed++
-					}
+					keep = append(keep, r)
 				}
-				if _, err := pw.Write(fresh); err != nil {
-					return err
-				}
-				if inGroup += len(fresh); inGroup >= rowGroupRows { // bound the writer's buffers
-					inGroup = 0
-					return pw.Flush()
-				}
-				return nil
+				return fw.write(keep)
 			}); err != nil {
 				return fmt.Errorf("read part %s: %w", p.Key, err)
 			}
 		}
-		if err := pw.Close(); err != nil {
-			return err
-		}
-		for _, b := range out {
-			if err := b.Flush(); err != nil {
-				return err
-			}
-		}
-		return nil
+		m.completed, m.failed = fw.completed, fw.failed
+		return fw.close()
 	})
 	if err != nil {
 		return m, fmt.Errorf("job %s: write final files: %w", job, err)

@@ -37,15 +37,14 @@ const HeaderReplay = schemas.HeaderReplay
 var ErrUnexpectedReplay = errors.New("replay not expected")
 
 // publishRows stores rows as the job's next part.
-func publishRows(ctx context.Context, parts *storage.Parts, rows []Row) error {
-	_, err := parts.Publish(ctx, func(w io.Writer) error {
+func publishRows(ctx context.Context, parts *storage.Parts, rows []Row) (storage.Info, error) {
+	return parts.Publish(ctx, func(w io.Writer) error {
 		pw := parquet.NewGenericWriter[Row](w, pqOpts...)
 		if _, err := pw.Write(rows); err != nil {
 			return err
 		}
 		return pw.Close()
 	})
-	return err
 }
 
 // replace takes the replay results out of bj and stores those the job
@@ -73,7 +72,7 @@ func (s *Sink) replace(ctx context.Context, j jobs.Job, st *jobState, bj *batchJ
 	if len(rows) == 0 {
 		return nil
 	}
-	if err := publishRows(ctx, st.parts, rows); err != nil {
+	if _, err := publishRows(ctx, st.parts, rows); err != nil {
 		return fmt.Errorf("job %s: write replay part: %w", j.ID, err)
 	}
 	nj, err := s.store.Update(ctx, j.ID, func(jj *jobs.Job) error {
@@ -100,7 +99,7 @@ func (s *Sink) replace(ctx context.Context, j jobs.Job, st *jobState, bj *batchJ
 		return nil
 	})
 	if err != nil {
-		delete(s.open, j.ID) // counts read again from the parts at the redelivery
+		s.forget(j.ID) // counts read again from the parts at the redelivery
 		return err
 	}
 	for _, r := range rows {

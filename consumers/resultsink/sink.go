@@ -19,33 +19,36 @@
 // died) costs only a row the merge drops. The counts may so run past the
 // distinct rows; the finalizer below makes them exact.
 //
-// Finalizing: one finalizer per job, chosen through the job record. When a
-// job's counts reach its total (or it is cancelling or past its window), a
-// sink claims it with one compare-and-set that moves it to finalizing and
-// sets Job.Finalizer to the sink's id and Job.FinalizerUntil to a lease
-// (Options.FinalizeLease, default DefaultFinalizeLease) that it renews as it
-// works; the job's record is the lock. A sink that finds a job finalizing
-// (or cancelling) whose lease has run out takes it over the same way, so a
-// finalizer that dies delays the job by at most the lease. The finalizer
-// merges the parts, in number order, once, streaming, into
-// jobs/<job>/results.parquet, output.jsonl (the OpenAI batch output shape)
-// and errors.jsonl at the same time: each row read from a part is written
-// to the three objects' uploads as it comes, and the objects (immutable;
-// object stores cannot append) appear whole when the last part is read. A
-// row whose custom_id came before is dropped. The output order is the
-// parts' order, then the rows' (deterministic for a given set of parts). If
-// the merge finds fewer distinct rows than the total, the job goes back to
+// Finalizing: one finalizer per job, chosen through the job record
+// (Job.Finalizer, and Job.FinalizerUntil, a lease of Options.FinalizeLease,
+// default DefaultFinalizeLease, renewed as it works; the record is the
+// lock). The final files, jobs/<job>/results.parquet, output.jsonl (the
+// OpenAI batch output shape) and errors.jsonl, are assembled as the job
+// runs (see Assembly in assembly.go): the first sink to count a part while
+// nobody holds the job claims it in that compare-and-set and writes each
+// part into its local copies of the three files as it goes, so that when
+// the job's counts reach its total (or it is cancelling or past its window)
+// it moves the job to finalizing, reads only the parts it has not met and
+// stores the three files, each whole (objects are immutable; object stores
+// cannot append). A sink that finds a job whose holder's lease has run out
+// takes it over the same way, so a finalizer that dies delays the job by at
+// most the lease; a sink that takes over, like a job with replayed rows,
+// merges the parts, in number order, once, streaming, into the three
+// objects at once. A row whose custom_id came before is dropped. If the
+// rows brought together are fewer than the total, the job goes back to
 // in_progress with exact counts; otherwise it completes and its record
 // names the three objects (jobs.Outputs), plus a local copy when the sink
 // mirrors to a data directory (WithMirror; the embedded default).
 //
 // Memory is bounded by the batch, not the job: storing a batch holds its
-// rows (the consumer's fetch, 256); the merge holds one batch of a part
-// (mergeBatch rows), the Parquet writer's row group (rowGroupRows rows, then
-// flushed), 256 KiB of buffer per output, and 16 bytes of hash per distinct
-// custom_id for the duplicate check (a map: about 45 bytes a row, some 45 MB
-// for 1M rows, whatever the rows' size); the custom_ids a job submitted
-// (jobs.IDSet, checked as results arrive) cost as much again. Parts are read
+// rows (the consumer's fetch, 256); an assembly (at most maxAssemblies a
+// sink) or a merge holds one batch of rows, the Parquet writer's row group
+// (rowGroupRows rows, then flushed), 256 KiB of buffer per output, and 16
+// bytes of hash per distinct custom_id for the duplicate check (a map:
+// about 45 bytes a row, some 45 MB for 1M rows, whatever the rows' size);
+// the custom_ids a job submitted (jobs.IDSet, checked as results arrive)
+// cost as much again. An assembly's files take the disk of the final files
+// in the system's temporary directory until they are stored. Parts are read
 // one at a time (an object store's part is downloaded to a temporary file).
 // BenchmarkAssembly reports the merge's rows/s and peak heap: some 35 MB of
 // Parquet buffers plus the map (40 MB at 100k rows, 48 MB at 300k, so about
@@ -114,8 +117,9 @@ type Sink struct {
 	lease  time.Duration // a finalizer's claim
 	wake   chan string   // jobs that may be ready to finalise
 
-	mu   sync.Mutex
-	open map[string]*jobState
+	mu         sync.Mutex
+	open       map[string]*jobState
+	assembling int // the open jobs with an assembly
 }
 
 // Option configures a Sink.
@@ -164,6 +168,7 @@ type jobState struct {
 	submitted jobs.IDSet      // the custom_ids the job submitted, loaded as results need them
 	completed int
 	failed    int
+	asm       *assembly // the job's final files as they are written (see Assembly); nil when not assembled here
 }
 
 // New returns a sink writing the results of store's jobs into files.
@@ -254,6 +259,14 @@ func (s *Sink) load(ctx context.Context, j jobs.Job) (*jobState, error) {
 	return st, nil
 }
 
+// forget drops a job's state (and its assembly). The caller holds s.mu.
+func (s *Sink) forget(job string) {
+	if st := s.open[job]; st != nil {
+		s.endAssembly(st)
+		delete(s.open, job)
+	}
+}
+
 // count counts one row.
 func (st *jobState) count(failed bool) {
 	if failed {
@@ -278,18 +291,24 @@ var pqOpts = []parquet.WriterOption{parquet.Compression(&parquet.Zstd)}
 // rowGroupRows is the row group size of results.parquet.
 const rowGroupRows = 8192
 
-// add writes the rows new to the job as one part and counts them (in st;
-// it returns the rows stored, completed and failed). A row
+// stored is what add stored: a part (its key), its rows and their outcomes.
+type stored struct {
+	key               string
+	rows              []Row
+	completed, failed int
+}
+
+// add writes the rows new to the job as one part and counts them (in st). A row
 // whose custom_id has a row already, or that would take the job's counts
 // past room (when room >= 0), is refused: its rejected entry is set.
-func (s *Sink) add(ctx context.Context, job string, st *jobState, results []Row, room int, rejected []error) (completed, failed int, err error) {
+func (s *Sink) add(ctx context.Context, job string, st *jobState, results []Row, room int, rejected []error) (stored, error) {
 	ids := make([]string, len(results))
 	for i, r := range results {
 		ids[i] = r.CustomID
 	}
 	fresh, err := st.dedupe.Claim(ctx, ids)
 	if err != nil {
-		return 0, 0, fmt.Errorf("job %s: %w", job, err)
+		return stored{}, fmt.Errorf("job %s: %w", job, err)
 	}
 	var rows []Row
 	var claimed, over []string
@@ -306,23 +325,25 @@ func (s *Sink) add(ctx context.Context, job string, st *jobState, results []Row,
 		}
 	}
 	if err := st.dedupe.Release(ctx, over); err != nil {
-		return 0, 0, fmt.Errorf("job %s: %w", job, err)
+		return stored{}, fmt.Errorf("job %s: %w", job, err)
 	}
 	if len(rows) == 0 {
-		return 0, 0, nil
+		return stored{}, nil
 	}
-	if err := publishRows(ctx, st.parts, rows); err != nil {
-		return 0, 0, errors.Join(fmt.Errorf("job %s: write part: %w", job, err), st.dedupe.Release(ctx, claimed))
+	info, err := publishRows(ctx, st.parts, rows)
+	if err != nil {
+		return stored{}, errors.Join(fmt.Errorf("job %s: write part: %w", job, err), st.dedupe.Release(ctx, claimed))
 	}
+	out := stored{key: info.Key, rows: rows}
 	for _, r := range rows {
 		st.count(r.Failed())
 		if r.Failed() {
-			failed++
+			out.failed++
 		} else {
-			completed++
+			out.completed++
 		}
 	}
-	return completed, failed, nil
+	return out, nil
 }
 
 type batchJob struct {
@@ -409,6 +430,7 @@ func (s *Sink) handleJob(ctx context.Context, job string, bj *batchJob, errs []e
 		return err
 	}
 	if slices.Contains(bj.replay, true) {
+		s.endAssembly(st) // a replayed row replaces one: merged at the end
 		if err := s.replace(ctx, j, st, bj, errs); err != nil {
 			return err
 		}
@@ -425,7 +447,7 @@ func (s *Sink) handleJob(ctx context.Context, job string, bj *batchJob, errs []e
 		room = max(j.RequestCounts.Total-st.completed-st.failed, 0)
 	}
 	rejected := make([]error, len(results))
-	completed, failed, err := s.add(ctx, job, st, results, room, rejected)
+	got, err := s.add(ctx, job, st, results, room, rejected)
 	if err != nil {
 		return err
 	}
@@ -434,16 +456,21 @@ func (s *Sink) handleJob(ctx context.Context, job string, bj *batchJob, errs []e
 			errs[idx[k]] = e
 		}
 	}
-	if completed+failed > 0 {
-		// Counted after the part is stored: counts never fall short of the rows stored.
-		if j, err = s.store.AddCounts(ctx, job, completed, failed); err != nil {
+	if len(got.rows) > 0 {
+		// Counted after the part is stored: counts never fall short of
+		// the rows stored. The count claims the job for its assembly
+		// when nobody holds it.
+		var claim claimOutcome
+		j, claim, err = s.countAndClaim(ctx, job, got.completed, got.failed, st.asm != nil || s.assembling < maxAssemblies)
+		if err != nil {
 			// The rows are stored but not counted: the job's state is
 			// read again from its parts at the redelivery (load counts
 			// them), where it would see them as duplicates and never
 			// count them.
-			delete(s.open, job)
+			s.forget(job)
 			return err
 		}
+		s.assembleStored(job, st, claim, got.key, got.rows)
 	}
 	if s.ready(j) {
 		select {
@@ -555,7 +582,7 @@ func (s *Sink) Sweep(ctx context.Context, all bool) error {
 			if err != nil {
 				if errors.Is(err, jobs.ErrNotFound) {
 					s.mu.Lock()
-					delete(s.open, id)
+					s.forget(id)
 					s.mu.Unlock()
 					continue
 				}
@@ -568,10 +595,11 @@ func (s *Sink) Sweep(ctx context.Context, all bool) error {
 	for _, j := range list {
 		if j.Status.Terminal() || j.Kind == jobs.KindTraining {
 			s.mu.Lock()
-			delete(s.open, j.ID)
+			s.forget(j.ID)
 			s.mu.Unlock()
 			continue
 		}
+		s.tend(ctx, j)
 		if err := s.settle(ctx, j); err != nil && ctx.Err() == nil && !errors.Is(err, jobs.ErrIllegalTransition) {
 			s.log.Warn().Err(err).Str("job", j.ID).Msg("sweep")
 			if first == nil {

@@ -133,6 +133,10 @@ func StartStore(ctx context.Context, bus *pipeline.Bus, files storage.Store, opt
 			for waiting := true; waiting; {
 				select {
 				case <-ctx.Done():
+					// Give back the jobs this sink assembles.
+					rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+					defer cancel()
+					sink.release(rctx)
 					return nil
 				case <-t.C:
 					waiting = false

@@ -1,0 +1,189 @@
+package resultsink_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/parquet-go/parquet-go"
+
+	"github.com/largeforge/largeforge/consumers/resultsink"
+	"github.com/largeforge/largeforge/jobs"
+	"github.com/largeforge/largeforge/pipeline/pipelinetest"
+	"github.com/largeforge/largeforge/storage"
+)
+
+// countingStore counts the reads (Open) of each key of a store.
+type countingStore struct {
+	storage.Store
+	mu    sync.Mutex
+	opens map[string]int
+}
+
+func newCountingStore(s storage.Store) *countingStore {
+	return &countingStore{Store: s, opens: map[string]int{}}
+}
+
+func (c *countingStore) Open(ctx context.Context, key string) (storage.Reader, storage.Info, error) {
+	c.mu.Lock()
+	c.opens[key]++
+	c.mu.Unlock()
+	return c.Store.Open(ctx, key)
+}
+
+// partReads returns the reads of each part key of job.
+func (c *countingStore) partReads(job string) map[string]int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := map[string]int{}
+	for k, n := range c.opens {
+		if strings.HasPrefix(k, storage.Job(job)+"parts/") {
+			out[k] = n
+		}
+	}
+	return out
+}
+
+// startCountingSink starts a sink (as startSink) whose store counts its reads.
+func (e *objectsEnv) startCountingSink(t *testing.T, id string) *countingStore {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	bus := pipelinetest.Connect(t, e.srv)
+	files, err := storage.OpenObjects(ctx, bus, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs := newCountingStore(files)
+	w, err := resultsink.StartStore(ctx, bus, cs, resultsink.Options{SweepEvery: 100 * time.Millisecond, MaxWait: 50 * time.Millisecond,
+		AckWait: 5 * time.Second, ID: id}, pipelinetest.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		if err := w.Wait(); err != nil {
+			t.Errorf("sink %s: %v", id, err)
+		}
+	})
+	return cs
+}
+
+// publishWaves publishes ids in waves, each once the one before is counted,
+// so that the job's rows come in several parts.
+func (e *objectsEnv) publishWaves(t *testing.T, job string, ids []string, waves int) {
+	t.Helper()
+	for w := range waves {
+		lo, hi := len(ids)*w/waves, len(ids)*(w+1)/waves
+		e.publish(t, job, ids[lo:hi])
+		if w == waves-1 {
+			break
+		}
+		pipelinetest.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
+			j, err := e.store.Get(context.Background(), job)
+			if err == nil && j.RequestCounts.Done() < hi {
+				err = fmt.Errorf("counts %+v, want %d done", j.RequestCounts, hi)
+			}
+			return err
+		})
+	}
+}
+
+// checkParquetRows checks a finished job's results.parquet holds n rows.
+func (e *objectsEnv) checkParquetRows(t *testing.T, j jobs.Job, n int) {
+	t.Helper()
+	r, info, err := e.files.Open(context.Background(), j.Outputs.Parquet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	f, err := parquet.OpenFile(r, info.Size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := f.NumRows(); got != int64(n) {
+		t.Fatalf("%s: %d rows, want %d", j.Outputs.Parquet, got, n)
+	}
+}
+
+// The sink that stores a job's parts writes its final files as they come:
+// when the job completes, no part is read again (not one, with one sink),
+// the objects hold each row once, and the spool is gone.
+func TestAssemblyReadsNoPartAtTheEnd(t *testing.T) {
+	const total = 900
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp) // the spool's
+	e := newObjectsEnv(t)
+	ids := e.createJob(t, "asm", total)
+	cs := e.startCountingSink(t, "only")
+	e.publishWaves(t, "asm", ids, 3)
+	done := e.waitStatus(t, "asm", jobs.StatusCompleted, 60*time.Second)
+	e.checkOutput(t, done, ids)
+	e.checkParquetRows(t, done, total)
+	if done.Finalizer != "only" {
+		t.Errorf("finalizer %q", done.Finalizer)
+	}
+	parts, err := e.files.List(context.Background(), storage.Job("asm")+"parts/")
+	if err != nil || len(parts) < 3 {
+		t.Fatalf("%d parts (%v), want at least one per wave", len(parts), err)
+	}
+	if reads := cs.partReads("asm"); len(reads) > 0 {
+		t.Errorf("parts read: %v, want none", reads)
+	}
+	if left, _ := filepath.Glob(filepath.Join(tmp, "largeforge-results-*")); len(left) > 0 {
+		t.Errorf("spool left behind: %v", left)
+	}
+	if _, err := os.Stat(tmp); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// With two sinks, the job's assembler reads each part the other stores at
+// most once as it goes (and once more only if it existed when the assembler
+// first met the job, to seed its duplicate check), never all of them again
+// at the end; the objects hold each row once.
+func TestAssemblyReadsOtherSinksPartsOnce(t *testing.T) {
+	const total = 1200
+	e := newObjectsEnv(t)
+	ids := e.createJob(t, "asm2", total)
+	sinks := map[string]*countingStore{"a": e.startCountingSink(t, "a"), "b": e.startCountingSink(t, "b")}
+	e.publishWaves(t, "asm2", ids, 4)
+	done := e.waitStatus(t, "asm2", jobs.StatusCompleted, 60*time.Second)
+	e.checkOutput(t, done, ids)
+	e.checkParquetRows(t, done, total)
+	owner := sinks[done.Finalizer]
+	if owner == nil {
+		t.Fatalf("finalizer %q", done.Finalizer)
+	}
+	for key, n := range owner.partReads("asm2") {
+		if n > 2 {
+			t.Errorf("finalizer %s read %s %d times", done.Finalizer, key, n)
+		}
+	}
+}
+
+// A sink that stops gives back the jobs it assembles: another sink may
+// finalise them at once, not once the lease has run out.
+func TestStoppedSinkGivesItsJobBack(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t)
+	j := e.create(t, jobs.Spec{ID: "held", Model: "m"}, "a", "b")
+	stop := e.start(t)
+	e.publish(t, ok(t, j.ID, "a", "A"), "1")
+	pipelinetest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		j, err := e.store.Get(ctx, j.ID)
+		if err == nil && (j.RequestCounts.Completed != 1 || j.Finalizer == "") {
+			err = fmt.Errorf("counts %+v, finalizer %q", j.RequestCounts, j.Finalizer)
+		}
+		return err
+	})
+	stop()
+	got, err := e.store.Get(ctx, j.ID)
+	if err != nil || got.Finalizer != "" || got.FinalizerUntil != 0 {
+		t.Fatalf("after the stop: finalizer %q until %d (%v)", got.Finalizer, got.FinalizerUntil, err)
+	}
+}

@@ -17,7 +17,6 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
@@ -356,10 +355,7 @@ func (h *Handler) publish(ctx context.Context, it *item) error {
 	if err != nil {
 		return pipeline.Invalid("bad job id", err)
 	}
-	data, err := json.Marshal(it.res)
-	if err != nil {
-		return pipeline.Invalid("result not encodable", err)
-	}
+	data := it.res.AppendJSON(make([]byte, 0, 256+len(it.res.Response)+len(it.res.Score)))
 	id, hdr := resultID(it)
 	if _, err := h.bus.Publish(ctx, subj, data, id, hdr); err != nil {
 		h.met.Requests.WithLabelValues(h.s.Name, StatusRetry).Inc()

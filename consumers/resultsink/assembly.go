@@ -3,7 +3,6 @@ package resultsink
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -133,12 +132,12 @@ func (a *assembly) upload(ctx context.Context, job string, stores []storage.Stor
 // writers of results.parquet, output.jsonl and errors.jsonl, in that
 // order), each custom_id once: the first row written wins.
 type finalWriter struct {
-	bufs           [3]*bufio.Writer
-	pw             *parquet.GenericWriter[Row]
-	outEnc, errEnc *json.Encoder
-	seen           map[[16]byte]struct{}
-	inGroup        int
-	fresh          []Row
+	bufs    [3]*bufio.Writer
+	pw      *parquet.GenericWriter[Row]
+	line    []byte // the output line being written
+	seen    map[[16]byte]struct{}
+	inGroup int
+	fresh   []Row
 	// completed and failed count the rows written.
 	completed, failed int
 }
@@ -149,9 +148,6 @@ func newFinalWriter(ws []io.Writer) *finalWriter {
 		fw.bufs[i] = bufio.NewWriterSize(ws[i], 256<<10)
 	}
 	fw.pw = parquet.NewGenericWriter[Row](fw.bufs[0], pqOpts...)
-	fw.outEnc, fw.errEnc = json.NewEncoder(fw.bufs[1]), json.NewEncoder(fw.bufs[2])
-	fw.outEnc.SetEscapeHTML(false)
-	fw.errEnc.SetEscapeHTML(false)
 	return fw
 }
 
@@ -165,13 +161,13 @@ func (fw *finalWriter) write(rows []Row) error {
 		}
 		fw.seen[h] = struct{}{}
 		fw.fresh = append(fw.fresh, r)
-		line := outputLine(r)
-		if err := fw.outEnc.Encode(line); err != nil {
+		fw.line = outputLine(r).AppendJSON(fw.line[:0])
+		if _, err := fw.bufs[1].Write(fw.line); err != nil {
 			return err
 		}
 		if r.Failed() {
 			fw.failed++
-			if err := fw.errEnc.Encode(line); err != nil {
+			if _, err := fw.bufs[2].Write(fw.line); err != nil {
 				return err
 			}
 		} else {

@@ -34,14 +34,14 @@ const (
 // completed job; the sink stores in lf_artifacts as `up` runs it) and
 // in-process on a Batcher of the same size, and reports both throughputs
 // and their ratio (bus_vs_inprocess; the target is ≥ 0.9).
-// LF_BENCH_JOB_ROUNDS=K (default 3) runs K rounds of both phases, their
+// LF_BENCH_JOB_ROUNDS=K (default 5) runs K rounds of both phases, their
 // order alternating, and reports the median of each figure over the rounds.
 // LF_BENCH_JOB_PROFILE=DIR writes each timed phase's CPU profile there
 // (job-inproc.prof, job-bus.prof; the last round's).
 func BenchmarkJobThroughput(b *testing.B) {
 	benchenv.Log(b)
 	n := benchRequests()
-	rounds := benchenv.Int("LF_BENCH_JOB_ROUNDS", 3)
+	rounds := benchenv.Int("LF_BENCH_JOB_ROUNDS", 5)
 	for range b.N {
 		fig := benchenv.Figures{}
 		for round := range rounds {

@@ -2,6 +2,7 @@ package pipelinetest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -48,6 +49,12 @@ func (n *ClusterNode) Server() *pipeline.Embedded {
 // connections, not for its routes. It shuts the node down in t.Cleanup.
 func (n *ClusterNode) Start(t testing.TB) {
 	t.Helper()
+	if err := n.start(t); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (n *ClusterNode) start(t testing.TB) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	log := Logger(t)
@@ -56,12 +63,13 @@ func (n *ClusterNode) Start(t testing.TB) {
 	}
 	srv, err := pipeline.StartEmbedded(ctx, pipeline.EmbeddedConfig{ConfFile: n.ConfFile}, log.With().Str("node", n.Name).Logger())
 	if err != nil {
-		t.Fatalf("start %s: %v", n.Name, err)
+		return fmt.Errorf("start %s: %w", n.Name, err)
 	}
 	n.mu.Lock()
 	n.srv = srv
 	n.mu.Unlock()
 	t.Cleanup(n.Shutdown)
+	return nil
 }
 
 // Shutdown stops the node (its store stays); safe when it is not running.
@@ -187,14 +195,36 @@ cluster {
 // StartCluster starts an n-node cluster from ClusterConfs(t, n, extra) and
 // waits until every node sees all of them online. Nodes are shut down in
 // t.Cleanup; each may be shut down and restarted before.
+// A node whose port was taken meanwhile (by another test process: FreePort
+// can only pick a port free at the time) makes it start the cluster again
+// on other ports, a few times.
 func StartCluster(t testing.TB, n int, extra string) *Cluster {
 	t.Helper()
-	c := &Cluster{Nodes: ClusterConfs(t, n, extra)}
-	for _, node := range c.Nodes {
-		node.Start(t)
+	for try := 1; ; try++ {
+		c := &Cluster{Nodes: ClusterConfs(t, n, extra)}
+		err := c.startAll(t)
+		if err == nil {
+			c.WaitReady(t)
+			return c
+		}
+		if !errors.Is(err, pipeline.ErrListen) || try == 3 {
+			t.Fatal(err)
+		}
+		t.Logf("starting the cluster again on other ports: %v", err)
 	}
-	c.WaitReady(t)
-	return c
+}
+
+// startAll starts every node; on a failure it shuts down those started.
+func (c *Cluster) startAll(t testing.TB) error {
+	for i, node := range c.Nodes {
+		if err := node.start(t); err != nil {
+			for _, started := range c.Nodes[:i] {
+				started.Shutdown()
+			}
+			return err
+		}
+	}
+	return nil
 }
 
 // FreePort returns a loopback TCP port free now, for a server the test
@@ -204,23 +234,49 @@ func StartCluster(t testing.TB, n int, extra string) *Cluster {
 // pick and the server's bind (a port from the ephemeral range was taken so
 // once, failing a cluster test with "address already in use"); where that
 // range leaves no room below it, the kernel picks.
+// A port is handed out once in a process: the ports of one cluster's
+// configuration are picked before any is bound.
 func FreePort(t testing.TB) int {
 	t.Helper()
 	if lo := ephemeralLow(); lo > freePortFloor+1000 {
 		for range 200 {
 			p := freePortFloor + rand.IntN(lo-freePortFloor)
+			if !handOut(p) {
+				continue
+			}
 			if l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p)); err == nil {
 				l.Close()
 				return p
 			}
 		}
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		if handOut(p) {
+			return p
+		}
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+}
+
+var (
+	handedMu sync.Mutex
+	handed   = map[int]bool{} // the ports FreePort returned
+)
+
+// handOut records p as handed out; false when it was before.
+func handOut(p int) bool {
+	handedMu.Lock()
+	defer handedMu.Unlock()
+	if handed[p] {
+		return false
+	}
+	handed[p] = true
+	return true
 }
 
 // freePortFloor is the lowest port FreePort picks: above the well-known and

@@ -471,19 +471,11 @@ func (o *Objects) listOnce(ctx context.Context, stall time.Duration) ([]*jetstre
 	}
 	if err != nil {
 		if w != nil {
-			_ = w.Stop()
+			stopWatch(w)
 		}
 		return nil, err
 	}
-	defer func() {
-		_ = w.Stop()
-		// A delivery under way ends in the channel, which the end of
-		// the subscription closes.
-		go func() {
-			for range w.Updates() {
-			}
-		}()
-	}()
+	defer stopWatch(w)
 	t := time.NewTimer(stall)
 	defer t.Stop()
 	var infos []*jetstream.ObjectInfo
@@ -504,6 +496,29 @@ func (o *Objects) listOnce(ctx context.Context, stall time.Duration) ([]*jetstre
 			return nil, ctx.Err()
 		}
 	}
+}
+
+// stopWatch stops a watch of the store and drains its channel, so that a
+// delivery under way (nats.go sends each object into a channel of 32) ends:
+// until the end of the subscription closes the channel, or it has been quiet
+// for objectChunkWait (a watch stopped before nats.go set its closing).
+func stopWatch(w jetstream.ObjectWatcher) {
+	_ = w.Stop()
+	go func() {
+		quiet := time.NewTimer(objectChunkWait)
+		defer quiet.Stop()
+		for {
+			select {
+			case _, ok := <-w.Updates():
+				if !ok {
+					return
+				}
+				quiet.Reset(objectChunkWait)
+			case <-quiet.C:
+				return
+			}
+		}
+	}()
 }
 
 // GetFile writes the object name into the file path (streamed; a damaged

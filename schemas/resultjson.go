@@ -1,6 +1,7 @@
 package schemas
 
 import (
+	"bytes"
 	"encoding/json"
 	"strconv"
 )
@@ -58,7 +59,21 @@ func appendRawField(b []byte, name string, v json.RawMessage) []byte {
 	b = append(b, ',', '"')
 	b = append(b, name...)
 	b = append(b, '"', ':')
-	return append(b, v...)
+	return appendRaw(b, v)
+}
+
+// appendRaw appends an encoded JSON value, compacted when it holds a line
+// break (between tokens: a JSON string holds none), so that it stays on
+// one line of a JSONL file whoever encoded it.
+func appendRaw(b []byte, v json.RawMessage) []byte {
+	if bytes.IndexAny(v, "\r\n") < 0 {
+		return append(b, v...)
+	}
+	buf := bytes.NewBuffer(b)
+	if err := json.Compact(buf, v); err != nil {
+		return append(b, v...) // not JSON: the reader says so
+	}
+	return buf.Bytes()
 }
 
 // appendJSONFloat appends f as encoding/json writes a float64.
@@ -99,7 +114,7 @@ func (l OutputLine) AppendJSON(b []byte) []byte {
 		if len(r.Body) == 0 {
 			b = append(b, "null"...)
 		} else {
-			b = append(b, r.Body...)
+			b = appendRaw(b, r.Body)
 		}
 		b = append(b, '}')
 	}

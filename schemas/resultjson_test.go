@@ -70,6 +70,7 @@ func TestOutputLineAppendJSON(t *testing.T) {
 		{"empty", schemas.OutputLine{}},
 		{"ok", schemas.OutputLine{ID: "batch_req_1", CustomID: "c-1", Response: &schemas.OutputResponse{StatusCode: 200, RequestID: "req_1", Body: body}}},
 		{"no body", schemas.OutputLine{ID: "batch_req_1", CustomID: "c-1", Response: &schemas.OutputResponse{StatusCode: 200, RequestID: "req_1"}}},
+		{"body on lines", schemas.OutputLine{ID: "batch_req_3", CustomID: "c-3", Response: &schemas.OutputResponse{StatusCode: 200, RequestID: "req_3", Body: json.RawMessage("{\n  \"id\": \"x\",\r\n  \"n\": [1, 2]\n}")}}},
 		{"error", schemas.OutputLine{ID: "batch_req_2", CustomID: "c\t2", Response: &schemas.OutputResponse{StatusCode: 400, RequestID: "req_2", Body: json.RawMessage(`{"error":{"code":"x","message":"y"}}`)},
 			Error: &schemas.ResultError{Code: "invalid_request", Message: "temperature out of range\n"}}},
 	} {

@@ -56,6 +56,7 @@ type assembly struct {
 	met     map[string]bool // the part keys written
 	renewed time.Time       // the last renewal of the claim
 	caught  time.Time       // the last look for other sinks' parts (see tend)
+	counted int             // the job's counted rows at that look
 }
 
 // finalKeys are the final files of a job: the order of assembly.files and
@@ -103,8 +104,8 @@ func (a *assembly) drop() {
 }
 
 // upload ends the files and stores each, whole, in every target store
-// under the job's final keys; renew is called between two files.
-func (a *assembly) upload(ctx context.Context, job string, stores []storage.Store, renew func() error) error {
+// under the job's final keys.
+func (a *assembly) upload(ctx context.Context, job string, stores []storage.Store) error {
 	if err := a.w.close(); err != nil {
 		return fmt.Errorf("job %s: spool: %w", job, err)
 	}
@@ -120,9 +121,6 @@ func (a *assembly) upload(ctx context.Context, job string, stores []storage.Stor
 			}); err != nil {
 				return fmt.Errorf("job %s: store %s: %w", job, keys[i], err)
 			}
-		}
-		if err := renew(); err != nil {
-			return err
 		}
 	}
 	return nil
@@ -306,8 +304,9 @@ func (s *Sink) reattach(job string, a *assembly) {
 }
 
 // catchUp writes into a the parts of job it has not met (in number order).
-// With attached, a is attached to the job's state: the parts are read
-// without s.mu and written under it, if a is still attached then.
+// The parts are read without s.mu and written under it (a's writer and its
+// set of parts met are touched under s.mu only); with attached, a is
+// attached to the job's state and is written only while it still is.
 func (s *Sink) catchUp(ctx context.Context, job string, a *assembly, attached bool) error {
 	parts, err := storage.JobParts(s.files, job)
 	if err != nil {
@@ -318,14 +317,10 @@ func (s *Sink) catchUp(ctx context.Context, job string, a *assembly, attached bo
 		return fmt.Errorf("job %s: list parts: %w", job, err)
 	}
 	for _, p := range list {
-		if attached {
-			s.mu.Lock()
-			met := a.met[p.Key]
-			s.mu.Unlock()
-			if met {
-				continue
-			}
-		} else if a.met[p.Key] {
+		s.mu.Lock()
+		met := a.met[p.Key]
+		s.mu.Unlock()
+		if met {
 			continue
 		}
 		var rows []Row
@@ -335,24 +330,20 @@ func (s *Sink) catchUp(ctx context.Context, job string, a *assembly, attached bo
 		}); err != nil {
 			return fmt.Errorf("job %s: read part %s: %w", job, p.Key, err)
 		}
-		if !attached {
-			if err := a.add(p.Key, rows); err != nil {
-				return fmt.Errorf("job %s: spool: %w", job, err)
-			}
-			continue
-		}
 		s.mu.Lock()
 		st := s.open[job]
-		if st == nil || st.asm != a {
+		if attached && (st == nil || st.asm != a) {
 			s.mu.Unlock()
 			return nil // ended meanwhile
 		}
-		if err := a.add(p.Key, rows); err != nil {
+		err := a.add(p.Key, rows)
+		if err != nil && attached {
 			s.endAssembly(st)
-			s.mu.Unlock()
-			return fmt.Errorf("job %s: spool: %w", job, err)
 		}
 		s.mu.Unlock()
+		if err != nil {
+			return fmt.Errorf("job %s: spool: %w", job, err)
+		}
 	}
 	return nil
 }
@@ -371,7 +362,10 @@ func (s *Sink) tend(ctx context.Context, j jobs.Job) {
 	if st != nil && st.asm != nil {
 		a = st.asm
 		due = s.now().Sub(a.renewed) > s.lease/3
-		behind = j.RequestCounts.Done() > a.rows() && s.now().Sub(a.caught) >= catchUpEvery
+		// Rows counted that the assembly does not hold, more than at the
+		// last look (counts may stay past the distinct rows for good).
+		done := j.RequestCounts.Done()
+		behind = done > a.rows() && done > a.counted && s.now().Sub(a.caught) >= catchUpEvery
 	}
 	s.mu.Unlock()
 	if a == nil || !assemblable(&j) {
@@ -399,7 +393,7 @@ func (s *Sink) tend(ctx context.Context, j jobs.Job) {
 		s.log.Warn().Err(err).Str("job", j.ID).Msg("assembly: parts of other sinks not read yet")
 	}
 	s.mu.Lock()
-	a.caught = s.now()
+	a.caught, a.counted = s.now(), j.RequestCounts.Done()
 	s.mu.Unlock()
 }
 
@@ -407,6 +401,7 @@ func (s *Sink) tend(ctx context.Context, j jobs.Job) {
 // another sink may take them at once, not once the lease has run out.
 func (s *Sink) release(ctx context.Context) {
 	s.mu.Lock()
+	s.stopping = true // the batches still draining claim nothing
 	var held []string
 	for job, st := range s.open {
 		if st.asm != nil {

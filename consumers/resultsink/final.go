@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"time"
 
 	"github.com/parquet-go/parquet-go"
 	"github.com/rs/zerolog"
@@ -59,6 +60,42 @@ func (s *Sink) claim(ctx context.Context, id string, complete bool) (jobs.Job, e
 // expired reports whether an unfinished job is past its completion window.
 func (s *Sink) expired(j jobs.Job) bool { return j.ExpiresAt > 0 && s.now().Unix() > j.ExpiresAt }
 
+// hold renews this sink's claim on a job it finalises every third of the
+// lease until the function it returns is called, whatever the finalization
+// is doing (reading parts, uploading a large file); the ctx it returns ends
+// when the claim is lost (another sink took the job over), so that nothing
+// more is stored under a claim that is not this sink's.
+func (s *Sink) hold(ctx context.Context, job string) (context.Context, func()) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	done := make(chan struct{})
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		t := time.NewTicker(s.lease / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			if err := s.renew(ctx, job); errors.Is(err, errNotFinalizer) {
+				cancel(fmt.Errorf("job %s: %w", job, err))
+				return
+			} else if err != nil && ctx.Err() == nil {
+				s.log.Warn().Err(err).Str("job", job).Msg("renew the finalizer's claim")
+			}
+		}
+	}()
+	return ctx, func() {
+		close(done)
+		<-stopped
+		cancel(nil)
+	}
+}
+
 // renew extends this sink's lease on a job it finalises; errNotFinalizer
 // when another sink has taken it over meanwhile.
 func (s *Sink) renew(ctx context.Context, id string) error {
@@ -80,6 +117,8 @@ func (s *Sink) renew(ctx context.Context, id string) error {
 // and acking, or two sinks stored one result) goes back to in_progress with
 // its exact counts plus whatever was counted since the claim.
 func (s *Sink) finalize(ctx context.Context, j jobs.Job, to jobs.Status) error {
+	ctx, release := s.hold(ctx, j.ID)
+	defer release()
 	m, a, err := s.finalRows(ctx, j)
 	if err != nil {
 		return err
@@ -108,14 +147,7 @@ func (s *Sink) finalize(ctx context.Context, j jobs.Job, to jobs.Status) error {
 	if a != nil {
 		stores, _, err := s.finalTargets(j.ID)
 		if err == nil {
-			renewed := s.now()
-			err = a.upload(ctx, j.ID, stores, func() error {
-				if s.now().Sub(renewed) <= s.lease/3 {
-					return nil
-				}
-				renewed = s.now()
-				return s.renew(ctx, j.ID)
-			})
+			err = a.upload(ctx, j.ID, stores)
 		}
 		a.drop()
 		if err != nil {
@@ -224,7 +256,6 @@ func (s *Sink) merge(ctx context.Context, job string, replaced []string) (merged
 			targets = append(targets, target{st, k})
 		}
 	}
-	renewed := s.now()
 	err = putTogether(ctx, targets, func(ws []io.Writer) error {
 		w := ws[:len(keys)]
 		if len(ws) > len(keys) {
@@ -236,12 +267,6 @@ func (s *Sink) merge(ctx context.Context, job string, replaced []string) (merged
 		fw := newFinalWriter(w)
 		for pi, p := range list {
 			ri := 0
-			if s.now().Sub(renewed) > s.lease/3 {
-				if err := s.renew(ctx, job); err != nil {
-					return err
-				}
-				renewed = s.now()
-			}
 			if err := readParquetBatches(ctx, s.files, p.Key, func(rows []Row) error {
 				keep := rows[:0:0]
 				for _, r := range rows {

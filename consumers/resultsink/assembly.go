@@ -24,8 +24,9 @@ import (
 // every part it stores into its copies of the three files, from memory, as
 // it stores it, and the parts other sinks store once its sweep finds them;
 // the copies are local files (the spool, in the system's temporary
-// directory): nothing on the bus waits on them, and nothing is lost with
-// them, the parts being the truth. When the job is ready, its assembler
+// directory, unlinked as soon as they are open: a sink that dies leaves
+// nothing there): nothing on the bus waits on them, and nothing is lost
+// with them, the parts being the truth. When the job is ready, its assembler
 // (the finalizer: another sink leaves the job to it while its lease holds)
 // reads only the parts it has not met yet, and uploads the three files as
 // they are; it never reads the job's parts again. A sink that takes a job
@@ -80,6 +81,12 @@ func newAssembly(job string, now time.Time) (*assembly, error) {
 		}
 		ws[i] = a.files[i]
 	}
+	// The files live on through their descriptors: a sink that dies
+	// leaves nothing behind (where open files cannot be removed, drop
+	// removes them).
+	if err := os.RemoveAll(dir); err == nil {
+		a.dir = ""
+	}
 	a.w = newFinalWriter(ws)
 	return a, nil
 }
@@ -100,7 +107,9 @@ func (a *assembly) drop() {
 			_ = f.Close()
 		}
 	}
-	_ = os.RemoveAll(a.dir)
+	if a.dir != "" {
+		_ = os.RemoveAll(a.dir)
+	}
 }
 
 // upload ends the files and stores each, whole, in every target store

@@ -187,3 +187,29 @@ func TestStoppedSinkGivesItsJobBack(t *testing.T) {
 		t.Fatalf("after the stop: finalizer %q until %d (%v)", got.Finalizer, got.FinalizerUntil, err)
 	}
 }
+
+// An assembly's files have no name while the job runs (their descriptors
+// hold them): a sink killed mid-job leaves nothing in the temporary
+// directory.
+func TestAssemblySpoolHasNoNames(t *testing.T) {
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp)
+	e := newObjectsEnv(t)
+	ids := e.createJob(t, "unnamed", 200)
+	kill := e.startSink(t, "s", time.Minute)
+	e.publish(t, "unnamed", ids[:100])
+	pipelinetest.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
+		j, err := e.store.Get(context.Background(), "unnamed")
+		if err == nil && (j.RequestCounts.Done() < 100 || j.Finalizer != "s") {
+			err = fmt.Errorf("counts %+v, finalizer %q", j.RequestCounts, j.Finalizer)
+		}
+		return err
+	})
+	if left, _ := filepath.Glob(filepath.Join(tmp, "largeforge-results-*")); len(left) > 0 {
+		t.Errorf("spool files with names while assembling: %v", left)
+	}
+	kill()
+	if left, _ := filepath.Glob(filepath.Join(tmp, "largeforge-results-*")); len(left) > 0 {
+		t.Errorf("spool left by a killed sink: %v", left)
+	}
+}

@@ -3,6 +3,7 @@ package resultsink_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -211,5 +212,66 @@ func TestAssemblySpoolHasNoNames(t *testing.T) {
 	kill()
 	if left, _ := filepath.Glob(filepath.Join(tmp, "largeforge-results-*")); len(left) > 0 {
 		t.Errorf("spool left by a killed sink: %v", left)
+	}
+}
+
+// blockingStore holds every Put of a final file until its ctx ends, and
+// says so on puts and cancelled.
+type blockingStore struct {
+	storage.Store
+	puts      chan string
+	cancelled chan string
+}
+
+func (b *blockingStore) Put(ctx context.Context, key string, write func(io.Writer) error) (storage.Info, error) {
+	if !strings.Contains(key, "/parts/") {
+		b.puts <- key
+		<-ctx.Done()
+		b.cancelled <- key
+		return storage.Info{}, ctx.Err()
+	}
+	return b.Store.Put(ctx, key, write)
+}
+
+// A finalizer whose claim is taken from it while it stores the final files
+// (its lease renewed meanwhile, but another sink holds the job now) stops
+// storing them: nothing is stored under a claim that is not its own.
+func TestFinalizerStopsWhenItsClaimIsTaken(t *testing.T) {
+	ctx := context.Background()
+	e := newObjectsEnv(t)
+	ids := e.createJob(t, "taken", 50)
+	sctx, cancel := context.WithCancel(ctx)
+	bus := pipelinetest.Connect(t, e.srv)
+	files, err := storage.OpenObjects(sctx, bus, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	bs := &blockingStore{Store: files, puts: make(chan string, 16), cancelled: make(chan string, 16)}
+	w, err := resultsink.StartStore(sctx, bus, bs, resultsink.Options{SweepEvery: 100 * time.Millisecond, MaxWait: 50 * time.Millisecond,
+		AckWait: 5 * time.Second, FinalizeLease: 600 * time.Millisecond, ID: "slow"}, pipelinetest.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cancel(); _ = w.Wait() })
+	e.publish(t, "taken", ids)
+	select {
+	case <-bs.puts:
+	case <-time.After(pipelinetest.MinWait):
+		t.Fatal("no final file stored")
+	}
+	if _, err := e.store.Update(ctx, "taken", func(j *jobs.Job) error {
+		j.Finalizer, j.FinalizerUntil = "thief", time.Now().Add(time.Hour).UnixMilli()
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-bs.cancelled:
+	case <-time.After(pipelinetest.MinWait):
+		t.Fatal("the finalizer went on storing after its claim was taken")
+	}
+	j, err := e.store.Get(ctx, "taken")
+	if err != nil || j.Status != jobs.StatusFinalizing || j.Finalizer != "thief" || j.Outputs.Output != "" {
+		t.Fatalf("job %s, finalizer %q, outputs %+v (%v)", j.Status, j.Finalizer, j.Outputs, err)
 	}
 }

@@ -33,6 +33,10 @@ const FullSweepEvery = 15
 // result (pipeline.ConsumerConfig.Gather): each batch is a part to write,
 // and at finalization to read again, so a job's results come in parts of
 // up to 256 rows rather than of the few that a worker's last step made.
+// The next batch is fetched while one is stored (pipeline.ConsumerConfig.
+// Prefetch): a sink's batches are short, and storing one waits on the
+// bus more than it computes (BenchmarkAssembly/as_it_goes: 14,560 and
+// 14,823 rows/s with it, 11,226 and 11,371 without, alternated).
 const ResultsGather = 100 * time.Millisecond
 
 // Options tune the sink workers; the zero value means the defaults.
@@ -108,7 +112,7 @@ func StartStore(ctx context.Context, bus *pipeline.Bus, files storage.Store, opt
 		h   pipeline.Handler
 	}{
 		{pipeline.ConsumerConfig{Stream: pipeline.StreamResults, Durable: DurableResults, FilterSubjects: []string{"lf.res.>"},
-			Stage: "results", Batch: 256, Gather: ResultsGather, MaxWait: opts.MaxWait, AckWait: opts.AckWait}, sink},
+			Stage: "results", Batch: 256, Gather: ResultsGather, MaxWait: opts.MaxWait, AckWait: opts.AckWait, Prefetch: true}, sink},
 		{pipeline.ConsumerConfig{Stream: pipeline.StreamDLQ, Durable: DurableDLQ, FilterSubjects: []string{"lf.dlq.infer.>"},
 			Stage: "results-dlq", Batch: 64, MaxWait: opts.MaxWait, AckWait: opts.AckWait}, dlq},
 	}

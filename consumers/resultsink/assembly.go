@@ -255,7 +255,7 @@ func (s *Sink) assembleStored(job string, st *jobState, out claimOutcome, key st
 		return
 	}
 	if st.asm == nil {
-		if s.assembling >= maxAssemblies {
+		if s.assemblies() >= maxAssemblies {
 			return
 		}
 		a, err := newAssembly(job, s.now())
@@ -264,7 +264,6 @@ func (s *Sink) assembleStored(job string, st *jobState, out claimOutcome, key st
 			return
 		}
 		st.asm = a
-		s.assembling++
 	}
 	st.asm.renewed = s.now()
 	if err := st.asm.add(key, rows); err != nil {
@@ -273,14 +272,24 @@ func (s *Sink) assembleStored(job string, st *jobState, out claimOutcome, key st
 	}
 }
 
+// assemblies counts the open jobs with an assembly attached. The caller
+// holds s.mu.
+func (s *Sink) assemblies() int {
+	n := 0
+	for _, st := range s.open {
+		if st.asm != nil {
+			n++
+		}
+	}
+	return n
+}
+
 // endAssembly ends a job's assembly, if any. The caller holds s.mu.
 func (s *Sink) endAssembly(st *jobState) {
-	if st.asm == nil {
-		return
+	if st.asm != nil {
+		st.asm.drop()
+		st.asm = nil
 	}
-	st.asm.drop()
-	st.asm = nil
-	s.assembling--
 }
 
 // detach takes a job's assembly from its state, for finalize to own.
@@ -293,7 +302,6 @@ func (s *Sink) detach(job string) *assembly {
 	}
 	a := st.asm
 	st.asm = nil
-	s.assembling--
 	return a
 }
 
@@ -304,12 +312,11 @@ func (s *Sink) reattach(job string, a *assembly) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st := s.open[job]
-	if st == nil || st.asm != nil || s.assembling >= maxAssemblies {
+	if st == nil || st.asm != nil || s.assemblies() >= maxAssemblies {
 		a.drop()
 		return
 	}
 	st.asm = a
-	s.assembling++
 }
 
 // catchUp writes into a the parts of job it has not met (in number order).

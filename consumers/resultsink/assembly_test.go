@@ -19,15 +19,40 @@ import (
 	"github.com/largeforge/largeforge/storage"
 )
 
-// countingStore counts the reads (Open) of each key of a store.
+// countingStore counts the reads (Open) of each key of a store, and
+// records the objects it created (its sink's parts).
 type countingStore struct {
 	storage.Store
-	mu    sync.Mutex
-	opens map[string]int
+	mu      sync.Mutex
+	opens   map[string]int
+	created map[string]bool
 }
 
 func newCountingStore(s storage.Store) *countingStore {
-	return &countingStore{Store: s, opens: map[string]int{}}
+	return &countingStore{Store: s, opens: map[string]int{}, created: map[string]bool{}}
+}
+
+func (c *countingStore) Create(ctx context.Context, key string, write func(io.Writer) error) (storage.Info, error) {
+	info, err := c.Store.Create(ctx, key, write)
+	if err == nil {
+		c.mu.Lock()
+		c.created[key] = true
+		c.mu.Unlock()
+	}
+	return info, err
+}
+
+// ownParts returns the parts of job this store created.
+func (c *countingStore) ownParts(job string) []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []string
+	for k := range c.created {
+		if strings.HasPrefix(k, storage.Job(job)+"parts/") {
+			out = append(out, k)
+		}
+	}
+	return out
 }
 
 func (c *countingStore) Open(ctx context.Context, key string) (storage.Reader, storage.Info, error) {
@@ -143,10 +168,11 @@ func TestAssemblyReadsNoPartAtTheEnd(t *testing.T) {
 	}
 }
 
-// With two sinks, the job's assembler reads each part the other stores at
-// most once as it goes (and once more only if it existed when the assembler
-// first met the job, to seed its duplicate check), never all of them again
-// at the end; the objects hold each row once.
+// With two sinks, the job's assembler never reads a part it stored itself
+// (it wrote those from memory), and reads each part the other stores at
+// most once as it goes (and once more only if it existed when the
+// assembler first met the job, to seed its duplicate check), never all of
+// them again at the end; the objects hold each row once.
 func TestAssemblyReadsOtherSinksPartsOnce(t *testing.T) {
 	const total = 1200
 	e := newObjectsEnv(t)
@@ -160,9 +186,19 @@ func TestAssemblyReadsOtherSinksPartsOnce(t *testing.T) {
 	if owner == nil {
 		t.Fatalf("finalizer %q", done.Finalizer)
 	}
-	for key, n := range owner.partReads("asm2") {
+	reads := owner.partReads("asm2")
+	for key, n := range reads {
 		if n > 2 {
 			t.Errorf("finalizer %s read %s %d times", done.Finalizer, key, n)
+		}
+	}
+	own := owner.ownParts("asm2")
+	if len(own) == 0 {
+		t.Fatalf("finalizer %s stored no part: the test proves nothing", done.Finalizer)
+	}
+	for _, key := range own {
+		if n := reads[key]; n > 0 {
+			t.Errorf("finalizer %s read its own part %s %d times", done.Finalizer, key, n)
 		}
 	}
 }

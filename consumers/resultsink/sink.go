@@ -117,10 +117,9 @@ type Sink struct {
 	lease  time.Duration // a finalizer's claim
 	wake   chan string   // jobs that may be ready to finalise
 
-	mu         sync.Mutex
-	open       map[string]*jobState
-	assembling int  // the open jobs with an assembly
-	stopping   bool // the sink gave its jobs back (release)
+	mu       sync.Mutex
+	open     map[string]*jobState
+	stopping bool // the sink gave its jobs back (release)
 }
 
 // Option configures a Sink.
@@ -462,7 +461,7 @@ func (s *Sink) handleJob(ctx context.Context, job string, bj *batchJob, errs []e
 		// the rows stored. The count claims the job for its assembly
 		// when nobody holds it.
 		var claim claimOutcome
-		j, claim, err = s.countAndClaim(ctx, job, got.completed, got.failed, !s.stopping && (st.asm != nil || s.assembling < maxAssemblies))
+		j, claim, err = s.countAndClaim(ctx, job, got.completed, got.failed, !s.stopping && (st.asm != nil || s.assemblies() < maxAssemblies))
 		if err != nil {
 			// The rows are stored but not counted: the job's state is
 			// read again from its parts at the redelivery (load counts

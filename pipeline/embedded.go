@@ -166,8 +166,11 @@ func StartEmbedded(ctx context.Context, cfg EmbeddedConfig, log zerolog.Logger) 
 		case msg := <-sl.fatal:
 			srv.Shutdown()
 			srv.WaitForShutdown()
-			if strings.Contains(msg, "Error listening on port") {
+			switch {
+			case strings.Contains(msg, "Error listening on port"):
 				return nil, fmt.Errorf("%w on %s:%d (is another server running there?): %s", ErrListen, opts.Host, opts.Port, msg)
+			case strings.Contains(msg, "Error listening on"): // the cluster's route port, a leafnode's, a gateway's
+				return nil, fmt.Errorf("%w (is another server running there?): %s", ErrListen, msg)
 			}
 			return nil, fmt.Errorf("%w: %s", ErrEmbeddedStart, msg)
 		case <-ctx.Done():

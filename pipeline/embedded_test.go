@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -115,6 +116,35 @@ func TestEmbeddedPortTaken(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), l.Addr().String()) && !strings.Contains(err.Error(), "in use") {
 		t.Errorf("error %q names neither the address nor the cause", err)
+	}
+}
+
+// A taken route port is ErrListen too (a cluster node started on a port
+// another process took meanwhile can be started again elsewhere).
+func TestEmbeddedRoutePortTaken(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "node.conf")
+	if err := os.WriteFile(conf, []byte(fmt.Sprintf(`server_name: taken
+listen: 127.0.0.1:-1
+jetstream { store_dir: %q }
+cluster { name: c, listen: %q, routes: ["nats-route://%s"] }
+`, filepath.Join(dir, "store"), l.Addr().String(), l.Addr().String())), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	e, err := pipeline.StartEmbedded(ctx, pipeline.EmbeddedConfig{ConfFile: conf}, zerolog.Nop())
+	if err == nil {
+		e.Shutdown()
+		t.Fatal("StartEmbedded on a taken route port succeeded")
+	}
+	if !errors.Is(err, pipeline.ErrListen) {
+		t.Errorf("error %v does not wrap ErrListen", err)
 	}
 }
 

@@ -18,7 +18,8 @@ var (
 	// ErrEmbeddedStart is wrapped when the embedded server cannot start.
 	ErrEmbeddedStart = errors.New("embedded nats server did not start")
 
-	// ErrListen is wrapped when the embedded server cannot listen on its address
+	// ErrListen is wrapped when the embedded server cannot listen on one of its
+	// addresses (its clients', its cluster's route port, a leafnode's or a gateway's)
 	// (most often: the port is already taken).
 	ErrListen = errors.New("embedded nats server cannot listen")
 

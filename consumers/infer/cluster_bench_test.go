@@ -3,7 +3,6 @@ package infer_test
 import (
 	"fmt"
 	"testing"
-	"time"
 
 	"github.com/largeforge/largeforge/internal/benchenv"
 	"github.com/largeforge/largeforge/pipeline/pipelinetest"
@@ -14,8 +13,9 @@ import (
 // → completed job) on a three-node loopback cluster, once with the topology
 // at three replicas and once at one, each on a fresh cluster, and reports
 // both throughputs, their ratio (r3_vs_r1), and the process CPU seconds of
-// each (the three servers, the worker and the sink run in the process) and
-// their ratio (r3_vs_r1_CPU). The
+// each timed job (the three servers, the worker and the sink run in the
+// process; benchJob measures them, its warm-up job left out) and their ratio
+// (r3_vs_r1_CPU). The
 // job has LF_BENCH_CLUSTER_REQUESTS requests (default 10000, the issue's
 // figure).
 func BenchmarkClusterJobThroughput(b *testing.B) {
@@ -41,22 +41,14 @@ func BenchmarkClusterJobThroughput(b *testing.B) {
 	}
 }
 
-type clusterJobResult struct {
-	tokens int
-	wall   time.Duration
-	cpu    float64
-}
-
 // benchClusterJob runs an n-request job (benchJob) on a fresh three-node
 // cluster whose topology has the given replica count, and shuts the
 // cluster down.
-func benchClusterJob(b *testing.B, replicas, n int, fig benchenv.Figures) clusterJobResult {
+func benchClusterJob(b *testing.B, replicas, n int, fig benchenv.Figures) phaseResult {
 	b.Helper()
 	_, bus, stopCluster := pipelinetest.StartClusterBus(b, 3, replicas)
 	defer stopCluster()
 	s := newStackOn(b, bus)
 	defer s.stopSink()
-	cpu0 := pipelinetest.CPUSeconds()
-	r := benchJob(b, s, n, fmt.Sprintf("r%d_", replicas), fig)
-	return clusterJobResult{tokens: r.tokens, wall: r.wall, cpu: pipelinetest.CPUSeconds() - cpu0}
+	return benchJob(b, s, n, fmt.Sprintf("r%d_", replicas), fig)
 }

@@ -173,6 +173,42 @@ func (o *Objects) List(ctx context.Context, prefix string) ([]Info, error) {
 	return out, nil
 }
 
+// Stat describes key's object as the store's stream leader has it (see
+// pipeline.Objects.LeaderInfo): an object whose upload was acknowledged is
+// never missed. A missing object is ErrNotFound.
+func (o *Objects) Stat(ctx context.Context, key string) (Info, error) {
+	in, err := o.obj.LeaderInfo(ctx, key)
+	if errors.Is(err, pipeline.ErrObjectNotFound) {
+		return Info{}, fmt.Errorf("%w: %s: %w", ErrNotFound, key, err)
+	}
+	if err != nil {
+		return Info{}, fmt.Errorf("stat %s: %w", key, err)
+	}
+	return Info{Key: key, Size: int64(in.Size)}, nil
+}
+
+// Claimed reports whether Create ever claimed key (whether or not its
+// upload finished), as the claims bucket's stream leader has it.
+func (o *Objects) Claimed(ctx context.Context, key string) (bool, error) {
+	ok, err := o.claims.LeaderHas(ctx, claimKey(key))
+	if err != nil {
+		return false, fmt.Errorf("claim of %s: %w", key, err)
+	}
+	return ok, nil
+}
+
+// objectsOf is the object store that s reads (s itself, or a Mirror's
+// primary), nil for another store.
+func objectsOf(s Store) *Objects {
+	switch s := s.(type) {
+	case *Objects:
+		return s
+	case *Mirror:
+		return objectsOf(s.primary)
+	}
+	return nil
+}
+
 // Path fails with ErrNoPath: objects are not files of this machine.
 func (o *Objects) Path(key string) (string, error) {
 	return "", fmt.Errorf("%w: %s is in object store %s", ErrNoPath, key, o.obj.Bucket())

@@ -24,6 +24,9 @@ type Parts struct {
 	digits int
 	base   string // "part-"
 	ext    string // ".parquet"
+	// dense: only Publish numbers the parts, so every number up to the
+	// highest taken is claimed (see probe).
+	dense bool
 
 	mu      sync.Mutex
 	next    int
@@ -61,7 +64,11 @@ func DatasetRejectParts(s Store, name string) (*Parts, error) {
 
 // JobParts are the results parts of batch job job.
 func JobParts(s Store, job string) (*Parts, error) {
-	return newParts(s, Job(job)+"parts/", jobPartDigits, partBase, partExt)
+	p, err := newParts(s, Job(job)+"parts/", jobPartDigits, partBase, partExt)
+	if p != nil {
+		p.dense = true
+	}
+	return p, err
 }
 
 // DatasetPartName is the file name of a dataset's part number n.
@@ -107,8 +114,9 @@ func (p *Parts) Publish(ctx context.Context, write func(io.Writer) error) (Info,
 		}
 		// Another writer took the number: try the next, and after
 		// skipEvery of them go past every number taken now (a List
-		// reads the whole store's index; a writer beside this one is
-		// seldom far ahead).
+		// asks about every number of the collection, or reads the
+		// store's whole index; a writer beside this one is seldom far
+		// ahead).
 		p.next++
 		if (n+1)%skipEvery == 0 {
 			if err := p.skipTaken(ctx); err != nil {
@@ -134,6 +142,9 @@ func (p *Parts) skipTaken(ctx context.Context) error {
 
 // List returns the parts stored, in number order.
 func (p *Parts) List(ctx context.Context) ([]Info, error) {
+	if o := objectsOf(p.store); o != nil && p.dense {
+		return p.probe(ctx, o)
+	}
 	all, err := p.store.List(ctx, p.prefix+p.base)
 	if err != nil {
 		return nil, err
@@ -166,4 +177,45 @@ func numbered(key, base, ext string) (int, bool) {
 	}
 	n, err := strconv.Atoi(digits)
 	return n, err == nil && n >= 0
+}
+
+// probeWindow is how many part numbers probe asks about at once.
+const probeWindow = 32
+
+// probe lists the parts of a dense collection in an object store by their
+// numbers instead of by the store's List, which reads the metadata of every
+// object in the bucket (every job's parts, every dataset): it asks about
+// this collection's parts only. Publish takes a number only once every
+// number below it is claimed (by a writer that found it taken or stored
+// it), so the parts are the objects of numbers 0, 1, ... up to the first
+// number nobody has claimed; a claimed number without an object is a part
+// whose upload did not finish (or still runs), left out as List leaves it
+// out. Both reads go to the streams' leaders: a part acknowledged before
+// the probe is never missed.
+func (p *Parts) probe(ctx context.Context, o *Objects) ([]Info, error) {
+	var parts []Info
+	infos, errs := make([]Info, probeWindow), make([]error, probeWindow)
+	for first := 0; ; first += probeWindow {
+		var wg sync.WaitGroup
+		for i := range probeWindow {
+			wg.Go(func() { infos[i], errs[i] = o.Stat(ctx, p.Key(first+i)) })
+		}
+		wg.Wait()
+		for i := range probeWindow {
+			if errs[i] == nil {
+				parts = append(parts, infos[i])
+				continue
+			}
+			if !errors.Is(errs[i], ErrNotFound) {
+				return nil, fmt.Errorf("list parts under %s: %w", p.prefix, errs[i])
+			}
+			claimed, err := o.Claimed(ctx, p.Key(first+i))
+			if err != nil {
+				return nil, fmt.Errorf("list parts under %s: %w", p.prefix, err)
+			}
+			if !claimed {
+				return parts, nil
+			}
+		}
+	}
 }

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/largeforge/largeforge/pipeline/pipelinetest"
 	"github.com/largeforge/largeforge/storage"
 	"github.com/largeforge/largeforge/storage/storagetest"
 )
@@ -163,5 +164,78 @@ func TestPartsRewriteAfterCollision(t *testing.T) {
 	}
 	if info.Key != "jobs/j/parts/part-000002.parquet" || calls != 2 || readAll(t, l, "jobs/j/parts/part-000001.parquet") != "b1" {
 		t.Errorf("published %s after %d writes", info.Key, calls)
+	}
+}
+
+// A job's parts in an object store are listed by their numbers: past a
+// claimed number whose upload failed (a gap), up to the first number no
+// writer claimed, across more than one window of numbers, never reading
+// the other objects of the bucket. An object under the job's prefix that
+// no Publish numbered (past the first number nobody claimed) is no part.
+func TestJobPartsListedByNumber(t *testing.T) {
+	ctx := context.Background()
+	_, bus := pipelinetest.StartBus(t)
+	s := newObjects(t, bus)
+	p, err := storage.JobParts(s, "j1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	publish := func(body string) {
+		t.Helper()
+		if _, err := p.Publish(ctx, writeString(body)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 3 {
+		publish(fmt.Sprint("part ", i))
+	}
+	// Number 3 claimed, its upload failed: a gap.
+	if _, err := p.Publish(ctx, func(io.Writer) error { return errors.New("disk gone") }); err == nil {
+		t.Fatal("a failed write published a part")
+	}
+	for i := 4; i < 40; i++ {
+		publish(fmt.Sprint("part ", i))
+	}
+	// Another job's parts and an object no Publish numbered.
+	other, err := storage.JobParts(s, "j2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.Publish(ctx, writeString("other")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Put(ctx, p.Key(45), writeString("stray")); err != nil {
+		t.Fatal(err)
+	}
+	list, err := p.List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []int
+	for _, in := range list {
+		n, _ := storage.PartNumber(in.Key)
+		got = append(got, n)
+		if want := int64(len(fmt.Sprint("part ", n))); in.Size != want {
+			t.Errorf("%s: size %d, want %d", in.Key, in.Size, want)
+		}
+	}
+	var want []int
+	for i := range 40 {
+		if i != 3 {
+			want = append(want, i)
+		}
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("parts %v, want %v", got, want)
+	}
+	for n, want := range map[int]bool{0: true, 3: false, 39: true, 40: false} {
+		if ok, err := p.Exists(ctx, n); err != nil || ok != want {
+			t.Errorf("Exists(%d) = %v, %v; want %v", n, ok, err, want)
+		}
+	}
+	// The next part goes after the last one.
+	info, err := p.Publish(ctx, writeString("next"))
+	if err != nil || info.Key != p.Key(40) {
+		t.Errorf("next part %s, %v; want %s", info.Key, err, p.Key(40))
 	}
 }

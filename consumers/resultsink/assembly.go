@@ -38,8 +38,8 @@ import (
 // stored them, the others' at its sweeps.
 
 // catchUpEvery is how often at most an assembler lists a job's parts for
-// those other sinks stored (a List reads the whole artifacts store's
-// index); the parts stored since are read when the job is finalised.
+// those other sinks stored (a List asks the store about each of the job's
+// part numbers); the parts stored since are read when the job is finalised.
 const catchUpEvery = 10 * time.Second
 
 // maxAssemblies bounds the jobs a sink assembles at once: each holds a

@@ -141,9 +141,14 @@ func (p *Parts) skipTaken(ctx context.Context) error {
 }
 
 // List returns the parts stored, in number order.
-func (p *Parts) List(ctx context.Context) ([]Info, error) {
+func (p *Parts) List(ctx context.Context) ([]Info, error) { return p.ListFrom(ctx, 0) }
+
+// ListFrom returns the parts stored numbered first or above, in number
+// order: a reader that has met every part below first asks about the
+// others only.
+func (p *Parts) ListFrom(ctx context.Context, first int) ([]Info, error) {
 	if o := objectsOf(p.store); o != nil && p.dense {
-		return p.probe(ctx, o)
+		return p.probe(ctx, o, max(first, 0))
 	}
 	all, err := p.store.List(ctx, p.prefix+p.base)
 	if err != nil {
@@ -151,7 +156,7 @@ func (p *Parts) List(ctx context.Context) ([]Info, error) {
 	}
 	var parts []Info
 	for _, in := range all {
-		if _, ok := numbered(in.Key, p.base, p.ext); ok && path.Dir(in.Key)+"/" == p.prefix {
+		if n, ok := numbered(in.Key, p.base, p.ext); ok && n >= first && path.Dir(in.Key)+"/" == p.prefix {
 			parts = append(parts, in)
 		}
 	}
@@ -187,15 +192,15 @@ const probeWindow = 32
 // object in the bucket (every job's parts, every dataset): it asks about
 // this collection's parts only. Publish takes a number only once every
 // number below it is claimed (by a writer that found it taken or stored
-// it), so the parts are the objects of numbers 0, 1, ... up to the first
-// number nobody has claimed; a claimed number without an object is a part
+// it), so the parts are the objects of numbers from, from+1, ... up to the
+// first number nobody has claimed; a claimed number without an object is a part
 // whose upload did not finish (or still runs), left out as List leaves it
 // out. Both reads go to the streams' leaders: a part acknowledged before
 // the probe is never missed.
-func (p *Parts) probe(ctx context.Context, o *Objects) ([]Info, error) {
+func (p *Parts) probe(ctx context.Context, o *Objects, from int) ([]Info, error) {
 	var parts []Info
 	infos, errs := make([]Info, probeWindow), make([]error, probeWindow)
-	for first := 0; ; first += probeWindow {
+	for first := from; ; first += probeWindow {
 		var wg sync.WaitGroup
 		for i := range probeWindow {
 			wg.Go(func() { infos[i], errs[i] = o.Stat(ctx, p.Key(first+i)) })

@@ -55,6 +55,9 @@ func TestPartsContinue(t *testing.T) {
 	if info.Key != "datasets/d/part-00005.parquet" {
 		t.Errorf("published %s", info.Key)
 	}
+	if from, err := p.ListFrom(ctx, 5); err != nil || len(from) != 1 || from[0].Key != info.Key {
+		t.Errorf("ListFrom(5) = %v, %v; want the new part alone", from, err)
+	}
 	if _, err := storage.DatasetParts(l, "../x"); !errors.Is(err, storage.ErrInvalidKey) {
 		t.Errorf("bad name: err = %v", err)
 	}
@@ -227,6 +230,21 @@ func TestJobPartsListedByNumber(t *testing.T) {
 	}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("parts %v, want %v", got, want)
+	}
+	// From a number on: the parts from there (past the gap).
+	for first, want := range map[int]string{2: "2 4 5", 3: "4 5 6", 38: "38 39", 40: ""} {
+		from, err := p.ListFrom(ctx, first)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, in := range from {
+			n, _ := storage.PartNumber(in.Key)
+			got = append(got, fmt.Sprint(n))
+		}
+		if !strings.HasPrefix(strings.Join(got, " "), want) || (want == "") != (len(got) == 0) {
+			t.Errorf("ListFrom(%d) = %v, want %s ...", first, got, want)
+		}
 	}
 	for n, want := range map[int]bool{0: true, 3: false, 39: true, 40: false} {
 		if ok, err := p.Exists(ctx, n); err != nil || ok != want {

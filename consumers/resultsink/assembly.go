@@ -55,6 +55,7 @@ type assembly struct {
 	files   [3]*os.File // results.parquet, output.jsonl, errors.jsonl
 	w       *finalWriter
 	met     map[string]bool // the part keys written
+	from    int             // every part numbered below it is met
 	renewed time.Time       // the last renewal of the claim
 	caught  time.Time       // the last look for other sinks' parts (see tend)
 	counted int             // the job's counted rows at that look
@@ -328,11 +329,20 @@ func (s *Sink) catchUp(ctx context.Context, job string, a *assembly, attached bo
 	if err != nil {
 		return err
 	}
-	list, err := parts.List(ctx)
+	s.mu.Lock()
+	from := a.from
+	s.mu.Unlock()
+	list, err := parts.ListFrom(ctx, from)
 	if err != nil {
 		return fmt.Errorf("job %s: list parts: %w", job, err)
 	}
+	// The parts listed run on from from up to a gap (a part claimed and
+	// not stored yet) or the end; those before the gap are met below.
+	next := from
 	for _, p := range list {
+		if n, _ := storage.PartNumber(p.Key); n == next {
+			next++
+		}
 		s.mu.Lock()
 		met := a.met[p.Key]
 		s.mu.Unlock()
@@ -361,6 +371,9 @@ func (s *Sink) catchUp(ctx context.Context, job string, a *assembly, attached bo
 			return fmt.Errorf("job %s: spool: %w", job, err)
 		}
 	}
+	s.mu.Lock()
+	a.from = max(a.from, next)
+	s.mu.Unlock()
 	return nil
 }
 

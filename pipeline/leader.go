@@ -100,6 +100,9 @@ func (o *Objects) LeaderInfo(ctx context.Context, name string) (ObjectInfo, erro
 // purged), read from the bucket's stream leader: unlike Get, answered by
 // any replica, it sees every write that was acknowledged.
 func (k *KV) LeaderHas(ctx context.Context, key string) (bool, error) {
+	if !validKey(key) {
+		return false, fmt.Errorf("%s %q: %w", k.Name(), key, jetstream.ErrInvalidKey)
+	}
 	m, found, err := leaderLast(ctx, k.js.Conn(), "KV_"+k.Name(), "$KV."+k.Name()+"."+key)
 	if err != nil {
 		return false, fmt.Errorf("%s %s: %w", k.Name(), key, err)

@@ -89,7 +89,7 @@ func (o *Objects) Put(ctx context.Context, key string, write func(io.Writer) err
 }
 
 // Create claims key in the claims bucket, then uploads it; a key claimed
-// before, by anyone, is ErrExists.
+// before, by anyone, or holding an object, is ErrExists.
 func (o *Objects) Create(ctx context.Context, key string, write func(io.Writer) error) (Info, error) {
 	if _, err := elements(key, false); err != nil {
 		return Info{}, err
@@ -99,6 +99,14 @@ func (o *Objects) Create(ctx context.Context, key string, write func(io.Writer) 
 			return Info{}, fmt.Errorf("%w: %s", ErrExists, key)
 		}
 		return Info{}, fmt.Errorf("claim %s: %w", key, err)
+	}
+	// An object the claims do not know (put without a claim, or claims
+	// lost) is never replaced.
+	switch _, err := o.Stat(ctx, key); {
+	case err == nil:
+		return Info{}, fmt.Errorf("%w: %s (stored without a claim)", ErrExists, key)
+	case !errors.Is(err, ErrNotFound):
+		return Info{}, fmt.Errorf("create %s: %w", key, err)
 	}
 	return o.Put(ctx, key, write)
 }
@@ -197,14 +205,16 @@ func (o *Objects) Claimed(ctx context.Context, key string) (bool, error) {
 	return ok, nil
 }
 
-// objectsOf is the object store that s reads (s itself, or a Mirror's
-// primary), nil for another store.
+// objectsOf is the object store that s reads (s itself, a Mirror's
+// primary, or what a wrapper's Unwrap returns), nil for another store.
 func objectsOf(s Store) *Objects {
 	switch s := s.(type) {
 	case *Objects:
 		return s
 	case *Mirror:
 		return objectsOf(s.primary)
+	case interface{ Unwrap() Store }:
+		return objectsOf(s.Unwrap())
 	}
 	return nil
 }

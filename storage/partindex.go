@@ -550,6 +550,11 @@ func (p *Parts) Key(n int) string { return p.prefix + p.name(n) }
 // Create stores what write produces as part number n (ErrExists when the
 // number is taken).
 func (p *Parts) Create(ctx context.Context, n int, write func(io.Writer) error) (Info, error) {
+	if p.dense {
+		// A number taken out of turn would break the numbering that
+		// List relies on (see probe).
+		return Info{}, fmt.Errorf("%w: the parts under %s are numbered by Publish only", ErrInvalidOption, p.prefix)
+	}
 	return p.store.Create(ctx, p.Key(n), write)
 }
 

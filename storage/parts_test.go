@@ -251,6 +251,14 @@ func TestJobPartsListedByNumber(t *testing.T) {
 			t.Errorf("Exists(%d) = %v, %v; want %v", n, ok, err, want)
 		}
 	}
+	// An object put without a claim is never replaced by a Create, and a
+	// job's parts take no number out of turn.
+	if _, err := s.Create(ctx, p.Key(45), writeString("over")); !errors.Is(err, storage.ErrExists) {
+		t.Errorf("create over an unclaimed object: %v, want ErrExists", err)
+	}
+	if _, err := p.Create(ctx, 41, writeString("out of turn")); !errors.Is(err, storage.ErrInvalidOption) {
+		t.Errorf("job part created out of turn: %v", err)
+	}
 	// The next part goes after the last one.
 	info, err := p.Publish(ctx, writeString("next"))
 	if err != nil || info.Key != p.Key(40) {

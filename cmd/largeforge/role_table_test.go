@@ -154,6 +154,9 @@ func roleOps() []roleOp {
 		{"purge OBJ_lf_artifacts (delete a file, a dropped checkpoint)", []string{"train", "api"}, jsAPI("$JS.API.STREAM.PURGE.OBJ_lf_artifacts", `{"filter":"$O.lf_artifacts.C.nothing"}`)},
 		{"purge OBJ_lf_models (a dropped checkpoint's model)", []string{"train"}, jsAPI("$JS.API.STREAM.PURGE.OBJ_lf_models", `{"filter":"$O.lf_models.C.nothing"}`)},
 		{"claim in lf_claims", []string{"datasets", "train", "results"}, corePub("$KV.lf_claims.x")},
+		// Listing a job's parts and checking a dataset part read from the streams' leaders.
+		{"leader read of lf_artifacts (a part's metadata)", []string{"datasets", "train", "results", "api", "submit"}, jsAPI("$JS.API.STREAM.MSG.GET.OBJ_lf_artifacts", `{"last_by_subj":"$O.lf_artifacts.M.eA=="}`)},
+		{"leader read of lf_claims (a part's claim)", []string{"datasets", "train", "results"}, jsAPI("$JS.API.STREAM.MSG.GET.KV_lf_claims", `{"last_by_subj":"$KV.lf_claims.x"}`)},
 		{"write lf_dedupe", []string{"datasets"}, corePub("$KV.lf_dedupe.d1/x")},
 		{"publish lf.events.train.j1", []string{"train"}, corePub("lf.events.train.j1")},
 		{"read LF_EVENTS", []string{"api"}, func(ctx context.Context, b *pipeline.Bus) error {

@@ -37,10 +37,10 @@ import (
 // The output order is the order the assembler met the parts: its own as it
 // stored them, the others' at its sweeps.
 
-// catchUpEvery is how often at most an assembler lists a job's parts for
-// those other sinks stored (a List asks the store about each of the job's
-// part numbers); the parts stored since are read when the job is finalised.
-const catchUpEvery = 10 * time.Second
+// DefaultCatchUpEvery is how often at most an assembler lists a job's parts
+// for those other sinks stored (from the first number it has not met); the
+// parts stored since are read when the job is finalised.
+const DefaultCatchUpEvery = 10 * time.Second
 
 // maxAssemblies bounds the jobs a sink assembles at once: each holds a
 // Parquet row group (rowGroupRows rows) and the writers' buffers. The jobs
@@ -381,7 +381,7 @@ func (s *Sink) catchUp(ctx context.Context, job string, a *assembly, attached bo
 // sweep calls it with the job's record): it renews the claim once a third of
 // the lease has passed, ending the assembly when another sink holds the job
 // now, and, when the job counts rows the assembly does not hold (other
-// sinks stored them), writes the parts it has not met, every catchUpEvery
+// sinks stored them), writes the parts it has not met, every s.catchUpEvery
 // at most.
 func (s *Sink) tend(ctx context.Context, j jobs.Job) {
 	s.mu.Lock()
@@ -394,7 +394,7 @@ func (s *Sink) tend(ctx context.Context, j jobs.Job) {
 		// Rows counted that the assembly does not hold, more than at the
 		// last look (counts may stay past the distinct rows for good).
 		done := j.RequestCounts.Done()
-		behind = done > a.rows() && done > a.counted && s.now().Sub(a.caught) >= catchUpEvery
+		behind = done > a.rows() && done > a.counted && s.now().Sub(a.caught) >= s.catchUpEvery
 	}
 	s.mu.Unlock()
 	if a == nil || !assemblable(&j) {

@@ -32,6 +32,9 @@ func newCountingStore(s storage.Store) *countingStore {
 	return &countingStore{Store: s, opens: map[string]int{}, created: map[string]bool{}}
 }
 
+// Unwrap is the counted store: its parts are listed as its own are.
+func (c *countingStore) Unwrap() storage.Store { return c.Store }
+
 func (c *countingStore) Create(ctx context.Context, key string, write func(io.Writer) error) (storage.Info, error) {
 	info, err := c.Store.Create(ctx, key, write)
 	if err == nil {
@@ -78,6 +81,14 @@ func (c *countingStore) partReads(job string) map[string]int {
 // startCountingSink starts a sink (as startSink) whose store counts its reads.
 func (e *objectsEnv) startCountingSink(t *testing.T, id string) *countingStore {
 	t.Helper()
+	return e.startCountingSinkWith(t, resultsink.Options{SweepEvery: 100 * time.Millisecond, MaxWait: 50 * time.Millisecond,
+		AckWait: 5 * time.Second, ID: id})
+}
+
+// startCountingSinkWith is startCountingSink with opts.
+func (e *objectsEnv) startCountingSinkWith(t *testing.T, opts resultsink.Options) *countingStore {
+	t.Helper()
+	id := opts.ID
 	ctx, cancel := context.WithCancel(context.Background())
 	bus := pipelinetest.Connect(t, e.srv)
 	files, err := storage.OpenObjects(ctx, bus, t.TempDir())
@@ -85,8 +96,7 @@ func (e *objectsEnv) startCountingSink(t *testing.T, id string) *countingStore {
 		t.Fatal(err)
 	}
 	cs := newCountingStore(files)
-	w, err := resultsink.StartStore(ctx, bus, cs, resultsink.Options{SweepEvery: 100 * time.Millisecond, MaxWait: 50 * time.Millisecond,
-		AckWait: 5 * time.Second, ID: id}, pipelinetest.Logger(t))
+	w, err := resultsink.StartStore(ctx, bus, cs, opts, pipelinetest.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -309,5 +319,103 @@ func TestFinalizerStopsWhenItsClaimIsTaken(t *testing.T) {
 	j, err := e.store.Get(ctx, "taken")
 	if err != nil || j.Status != jobs.StatusFinalizing || j.Finalizer != "thief" || j.Outputs.Output != "" {
 		t.Fatalf("job %s, finalizer %q, outputs %+v (%v)", j.Status, j.Finalizer, j.Outputs, err)
+	}
+}
+
+// foreignPart stores rows of ids as the next part of job, the way another
+// sink would, and counts them in the job record; release, when not nil,
+// holds the upload (its number claimed, no object yet) until closed, and
+// claimed is closed once the number is claimed.
+func (e *objectsEnv) foreignPart(t *testing.T, job string, ids []string, claimed, release chan struct{}) {
+	t.Helper()
+	ctx := context.Background()
+	parts, err := storage.JobParts(e.files, job)
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	text, reason := "text", "length"
+	rows := make([]resultsink.Row, len(ids))
+	for i, id := range ids {
+		rows[i] = resultsink.Row{CustomID: id, Job: job, Model: "m", Kind: jobs.KindCompletion, Text: &text, FinishReason: &reason,
+			Body: `{"id":"cmpl-` + id + `","object":"text_completion","model":"m","choices":[{"index":0,"text":"text","finish_reason":"length"}],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}`}
+	}
+	if _, err := parts.Publish(ctx, func(w io.Writer) error {
+		if claimed != nil {
+			close(claimed)
+			<-release
+		}
+		pw := parquet.NewGenericWriter[resultsink.Row](w)
+		if _, err := pw.Write(rows); err != nil {
+			return err
+		}
+		return pw.Close()
+	}); err != nil {
+		t.Error(err)
+		return
+	}
+	if _, err := e.store.Update(ctx, job, func(j *jobs.Job) error {
+		j.RequestCounts.Completed += len(ids)
+		return nil
+	}); err != nil {
+		t.Error(err)
+	}
+}
+
+// A catch-up that meets a part still uploading (its number claimed by
+// another sink, no object yet) reads the parts after it, and the
+// finalization reads that part once it is stored: the first number the
+// assembly has not met stays at it.
+func TestAssemblyCatchUpPastAPartInFlight(t *testing.T) {
+	const total = 300
+	e := newObjectsEnv(t)
+	ids := e.createJob(t, "inflight", total)
+	cs := e.startCountingSinkWith(t, resultsink.Options{SweepEvery: 50 * time.Millisecond, MaxWait: 50 * time.Millisecond,
+		AckWait: 5 * time.Second, CatchUpEvery: 50 * time.Millisecond, ID: "s"})
+	counted := func(n int) {
+		t.Helper()
+		pipelinetest.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
+			j, err := e.store.Get(context.Background(), "inflight")
+			if err == nil && (j.RequestCounts.Done() < n || j.Finalizer != "s") {
+				err = fmt.Errorf("counts %+v, finalizer %q", j.RequestCounts, j.Finalizer)
+			}
+			return err
+		})
+	}
+	e.publish(t, "inflight", ids[:100])
+	counted(100)
+	// Another sink claims the next number and is still uploading.
+	claimed, release := make(chan struct{}), make(chan struct{})
+	inFlight := make(chan struct{})
+	go func() {
+		defer close(inFlight)
+		e.foreignPart(t, "inflight", ids[100:150], claimed, release)
+	}()
+	<-claimed
+	// It stores one more part after that one: the sink's catch-up reads it.
+	e.foreignPart(t, "inflight", ids[150:180], nil, nil)
+	after := ""
+	pipelinetest.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
+		own := map[string]bool{}
+		for _, key := range cs.ownParts("inflight") {
+			own[key] = true
+		}
+		for key, n := range cs.partReads("inflight") {
+			if n > 0 && !own[key] {
+				after = key
+				return nil
+			}
+		}
+		return fmt.Errorf("the sink read no part of the other sink's (reads %v)", cs.partReads("inflight"))
+	})
+	// The part in flight is stored; the job ends.
+	close(release)
+	<-inFlight
+	e.publish(t, "inflight", ids[180:])
+	done := e.waitStatus(t, "inflight", jobs.StatusCompleted, 60*time.Second)
+	e.checkOutput(t, done, ids)
+	reads := cs.partReads("inflight")
+	if reads[after] != 1 {
+		t.Errorf("the part after the one in flight (%s) was read %d times", after, reads[after])
 	}
 }

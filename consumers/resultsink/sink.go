@@ -115,7 +115,9 @@ type Sink struct {
 	now    func() time.Time
 	id     string        // this sink, as a job's finalizer
 	lease  time.Duration // a finalizer's claim
-	wake   chan string   // jobs that may be ready to finalise
+	// catchUpEvery: how often at most an assembly reads other sinks' parts
+	catchUpEvery time.Duration
+	wake         chan string // jobs that may be ready to finalise
 
 	mu       sync.Mutex
 	open     map[string]*jobState
@@ -150,6 +152,18 @@ func WithFinalizeLease(d time.Duration) Option {
 	}
 }
 
+// WithCatchUpEvery sets how often at most a job's assembly reads the parts
+// other sinks stored (default DefaultCatchUpEvery).
+func WithCatchUpEvery(d time.Duration) Option {
+	return func(s *Sink) error {
+		if d <= 0 {
+			return fmt.Errorf("%w: catch-up interval %v", ErrInvalidOption, d)
+		}
+		s.catchUpEvery = d
+		return nil
+	}
+}
+
 // WithID names the sink in the job records it finalises (default: host name
 // and a random suffix).
 func WithID(id string) Option {
@@ -177,7 +191,7 @@ func New(files storage.Store, store *jobs.Store, log zerolog.Logger, opts ...Opt
 		return nil, fmt.Errorf("%w: the sink needs an artifact store and a job store", ErrInvalidOption)
 	}
 	s := &Sink{files: files, store: store, log: log.With().Str("logger", "largeforge.results-sink").Logger(), now: time.Now,
-		id: defaultID(), lease: DefaultFinalizeLease, wake: make(chan string, 64), open: map[string]*jobState{}}
+		id: defaultID(), lease: DefaultFinalizeLease, catchUpEvery: DefaultCatchUpEvery, wake: make(chan string, 64), open: map[string]*jobState{}}
 	for _, o := range opts {
 		if err := o(s); err != nil {
 			return nil, err

@@ -46,6 +46,9 @@ type Options struct {
 	MaxWait    time.Duration // default 300ms
 	// FinalizeLease is a finalizer's claim on a job (default DefaultFinalizeLease).
 	FinalizeLease time.Duration
+	// CatchUpEvery is how often at most a job's assembly reads the parts
+	// other sinks stored (default DefaultCatchUpEvery).
+	CatchUpEvery time.Duration
 	// Mirror, when set, also receives each job's final files (WithMirror).
 	Mirror *storage.Local
 	// ID names the sink as a finalizer (default: host name and a random suffix).
@@ -79,7 +82,7 @@ func StartStore(ctx context.Context, bus *pipeline.Bus, files storage.Store, opt
 	if bus == nil {
 		return nil, fmt.Errorf("%w: nil bus", ErrInvalidOption)
 	}
-	if opts.SweepEvery < 0 || opts.AckWait < 0 || opts.MaxWait < 0 || opts.FinalizeLease < 0 {
+	if opts.SweepEvery < 0 || opts.AckWait < 0 || opts.MaxWait < 0 || opts.FinalizeLease < 0 || opts.CatchUpEvery < 0 {
 		return nil, fmt.Errorf("%w: negative duration", ErrInvalidOption)
 	}
 	if opts.SweepEvery == 0 {
@@ -95,6 +98,9 @@ func StartStore(ctx context.Context, bus *pipeline.Bus, files storage.Store, opt
 	var sopts []Option
 	if opts.FinalizeLease > 0 {
 		sopts = append(sopts, WithFinalizeLease(opts.FinalizeLease))
+	}
+	if opts.CatchUpEvery > 0 {
+		sopts = append(sopts, WithCatchUpEvery(opts.CatchUpEvery))
 	}
 	if opts.Mirror != nil {
 		sopts = append(sopts, WithMirror(opts.Mirror))

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"sort"
-	"strings"
 	"time"
 
 	"github.com/largeforge/largeforge/pipeline"
@@ -173,19 +172,15 @@ func (s *Store) AddCounts(ctx context.Context, id string, completed, failed int)
 
 // List returns every job, newest first.
 func (s *Store) List(ctx context.Context) ([]Job, error) {
-	keys, err := s.kv.Keys(ctx)
+	// Job ids are one token; a job's custom_ids (IDsKey) are keys of
+	// several, which the filter leaves on the server.
+	entries, err := s.kv.Values(ctx, "*")
 	if err != nil {
 		return nil, fmt.Errorf("list jobs: %w", err)
 	}
-	var out []Job
-	for _, key := range keys {
-		if strings.Contains(key, ".") { // a job's custom_ids (IDsKey), not a job
-			continue
-		}
-		j, err := s.Get(ctx, key)
-		if errors.Is(err, ErrNotFound) {
-			continue
-		}
+	out := make([]Job, 0, len(entries))
+	for _, e := range entries {
+		j, err := decodeEntry(e)
 		if err != nil {
 			return nil, err
 		}

@@ -361,6 +361,41 @@ func (k *KV) Keys(ctx context.Context) ([]string, error) {
 	return keys, nil
 }
 
+// Values returns the current entries of the keys that filter matches (a
+// key, or a subject filter: "*" is every key of one token, ">" every key),
+// in one pass over the bucket's stream rather than a request per key;
+// deleted keys are left out. A listing cut short by a lost answer is
+// started again, as Keys is.
+func (k *KV) Values(ctx context.Context, filter string) ([]Entry, error) {
+	var out []Entry
+	err := k.read(ctx, kvListWait, func(ctx context.Context) error {
+		out = out[:0]
+		w, err := k.kv.Watch(ctx, filter, jetstream.IgnoreDeletes())
+		if err != nil {
+			return err
+		}
+		defer func() { _ = w.Stop() }()
+		for {
+			select {
+			case <-ctx.Done():
+				return ctx.Err() // a listing stopped by its deadline is incomplete
+			case e, ok := <-w.Updates():
+				if !ok {
+					return ErrWatchClosed
+				}
+				if e == nil {
+					return nil // every current value delivered
+				}
+				out = append(out, entryOf(e))
+			}
+		}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%s values of %s: %w", k.Name(), filter, err)
+	}
+	return out, nil
+}
+
 // kvListWait bounds the first attempt to list a bucket's keys (see read).
 var kvListWait = 10 * time.Second
 

@@ -13,14 +13,21 @@ import (
 	"github.com/largeforge/largeforge/pipeline/pipelinetest"
 )
 
-func TestKV(t *testing.T) {
+// jobsKV is lf_jobs of a fresh bus, with a context for a minute.
+func jobsKV(t *testing.T) (context.Context, *pipeline.KV) {
+	t.Helper()
 	_, b := pipelinetest.StartBus(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+	t.Cleanup(cancel)
 	kv, err := b.KV(ctx, pipeline.BucketJobs)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return ctx, kv
+}
+
+func TestKV(t *testing.T) {
+	ctx, kv := jobsKV(t)
 	if keys, err := kv.Keys(ctx); err != nil || len(keys) != 0 {
 		t.Fatalf("Keys of an empty bucket = %v, %v", keys, err)
 	}
@@ -124,5 +131,43 @@ func TestObjects(t *testing.T) {
 	}
 	if data, err := os.ReadFile(path); err != nil || string(data) != "{}" {
 		t.Fatalf("GetFile wrote %q, %v", data, err)
+	}
+}
+
+// Values returns the current value of each key its filter matches, in one
+// pass: "*" only the keys of one token, ">" all of them; deleted keys and
+// earlier revisions are left out; an empty bucket has none.
+func TestKVValues(t *testing.T) {
+	ctx, kv := jobsKV(t)
+	if got, err := kv.Values(ctx, ">"); err != nil || len(got) != 0 {
+		t.Fatalf("Values of an empty bucket = %v, %v", got, err)
+	}
+	for _, kv2 := range [][2]string{{"a", "1"}, {"a", "2"}, {"b", "3"}, {"b.ids.0", "4"}, {"gone", "5"}} {
+		if _, err := kv.Put(ctx, kv2[0], []byte(kv2[1])); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := kv.Delete(ctx, "gone"); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct{ filter, want string }{
+		{"*", "a=2 b=3"},
+		{">", "a=2 b=3 b.ids.0=4"},
+		{"b", "b=3"},
+	} {
+		got, err := kv.Values(ctx, tt.filter)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var s []string
+		for _, e := range got {
+			s = append(s, e.Key+"="+string(e.Value))
+			if e.Revision == 0 {
+				t.Errorf("%s: no revision", e.Key)
+			}
+		}
+		if strings.Join(s, " ") != tt.want {
+			t.Errorf("Values(%q) = %v, want %s", tt.filter, s, tt.want)
+		}
 	}
 }

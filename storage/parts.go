@@ -193,9 +193,9 @@ const probeWindow = 32
 // this collection's parts only. Publish takes a number only once every
 // number below it is claimed (by a writer that found it taken or stored
 // it), so the parts are the objects of numbers from, from+1, ... up to the
-// first number nobody has claimed; a claimed number without an object is a part
-// whose upload did not finish (or still runs), left out as List leaves it
-// out. Both reads go to the streams' leaders: a part acknowledged before
+// first number nobody has claimed; a claimed number without an object is a
+// part whose upload did not finish (or still runs), left out as List leaves
+// it out. Both reads go to the streams' leaders: a part acknowledged before
 // the probe is never missed.
 func (p *Parts) probe(ctx context.Context, o *Objects, from int) ([]Info, error) {
 	var parts []Info

@@ -197,9 +197,13 @@ cluster {
 // t.Cleanup; each may be shut down and restarted before.
 // A node whose port was taken meanwhile (by another test process: FreePort
 // can only pick a port free at the time) makes it start the cluster again
-// on other ports, a few times.
+// on other ports, a few times. With -short (make test-short) the test is
+// skipped: make test runs the clusters.
 func StartCluster(t testing.TB, n int, extra string) *Cluster {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("a cluster of nodes: make test runs it, not make test-short")
+	}
 	for try := 1; ; try++ {
 		c := &Cluster{Nodes: ClusterConfs(t, n, extra)}
 		err := c.startAll(t)

@@ -370,23 +370,19 @@ func (k *KV) Values(ctx context.Context, filter string) ([]Entry, error) {
 	var out []Entry
 	err := k.read(ctx, kvListWait, func(ctx context.Context) error {
 		out = out[:0]
-		w, err := k.kv.Watch(ctx, filter, jetstream.IgnoreDeletes())
+		w, err := k.Watch(ctx, filter)
 		if err != nil {
 			return err
 		}
-		defer func() { _ = w.Stop() }()
+		defer w.Stop()
 		for {
-			select {
-			case <-ctx.Done():
-				return ctx.Err() // a listing stopped by its deadline is incomplete
-			case e, ok := <-w.Updates():
-				if !ok {
-					return ErrWatchClosed
-				}
-				if e == nil {
-					return nil // every current value delivered
-				}
-				out = append(out, entryOf(e))
+			// A listing stopped by its deadline is incomplete: Next's error.
+			e, err := w.Next(ctx)
+			if err != nil || e == nil { // nil: every current value delivered
+				return err
+			}
+			if !e.Deleted {
+				out = append(out, *e)
 			}
 		}
 	})

@@ -28,9 +28,6 @@ type storedMsg struct {
 	Time     time.Time `json:"time"`
 }
 
-// errCodeMessageNotFound is the API's error code for "no message".
-const errCodeMessageNotFound = jetstream.JSErrCodeMessageNotFound
-
 // leaderLast returns the last message of stream on subject as the stream's
 // leader has it; found is false when there is none. An answer lost (a
 // cluster electing the stream's leader) is asked again, as KV reads are.
@@ -56,7 +53,7 @@ func leaderLast(ctx context.Context, nc *nats.Conn, stream, subject string) (msg
 			return fmt.Errorf("message get answer: %w", err)
 		}
 		switch {
-		case r.Error != nil && r.Error.ErrorCode == errCodeMessageNotFound:
+		case r.Error != nil && r.Error.ErrorCode == jetstream.JSErrCodeMessageNotFound:
 			found = false
 			return nil
 		case r.Error != nil:

@@ -173,6 +173,22 @@ func (l *Local) Open(_ context.Context, key string) (Reader, Info, error) {
 	return f, Info{Key: key, Size: st.Size()}, nil
 }
 
+// Stat describes key's file; a missing one (or not a file) is ErrNotFound.
+func (l *Local) Stat(_ context.Context, key string) (Info, error) {
+	p, err := l.file(key, false)
+	if err != nil {
+		return Info{}, err
+	}
+	st, err := os.Stat(p)
+	if errors.Is(err, fs.ErrNotExist) || (err == nil && !st.Mode().IsRegular()) {
+		return Info{}, fmt.Errorf("%w: %s", ErrNotFound, key)
+	}
+	if err != nil {
+		return Info{}, fmt.Errorf("stat %s: %w", key, err)
+	}
+	return Info{Key: key, Size: st.Size()}, nil
+}
+
 // List walks the directory of prefix; a missing one holds nothing.
 func (l *Local) List(_ context.Context, prefix string) ([]Info, error) {
 	dirKey := prefix

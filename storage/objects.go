@@ -185,6 +185,9 @@ func (o *Objects) List(ctx context.Context, prefix string) ([]Info, error) {
 // pipeline.Objects.LeaderInfo): an object whose upload was acknowledged is
 // never missed. A missing object is ErrNotFound.
 func (o *Objects) Stat(ctx context.Context, key string) (Info, error) {
+	if _, err := elements(key, false); err != nil {
+		return Info{}, err
+	}
 	in, err := o.obj.LeaderInfo(ctx, key)
 	if errors.Is(err, pipeline.ErrObjectNotFound) {
 		return Info{}, fmt.Errorf("%w: %s: %w", ErrNotFound, key, err)
@@ -301,6 +304,11 @@ func (m *Mirror) Open(ctx context.Context, key string) (Reader, Info, error) {
 // List lists the primary.
 func (m *Mirror) List(ctx context.Context, prefix string) ([]Info, error) {
 	return m.primary.List(ctx, prefix)
+}
+
+// Stat reads the primary.
+func (m *Mirror) Stat(ctx context.Context, key string) (Info, error) {
+	return m.primary.Stat(ctx, key)
 }
 
 // Path is the local copy's file.

@@ -560,23 +560,11 @@ func (p *Parts) Create(ctx context.Context, n int, write func(io.Writer) error) 
 
 // Exists reports whether part number n is stored (whole).
 func (p *Parts) Exists(ctx context.Context, n int) (bool, error) {
-	if o := objectsOf(p.store); o != nil {
-		_, err := o.Stat(ctx, p.Key(n))
-		if errors.Is(err, ErrNotFound) {
-			return false, nil
-		}
-		return err == nil, err
+	_, err := p.store.Stat(ctx, p.Key(n))
+	if errors.Is(err, ErrNotFound) {
+		return false, nil
 	}
-	list, err := p.store.List(ctx, p.Key(n))
-	if err != nil {
-		return false, err
-	}
-	for _, in := range list {
-		if in.Key == p.Key(n) {
-			return true, nil
-		}
-	}
-	return false, nil
+	return err == nil, err
 }
 
 // newToken names one claim: random, so no two writers share it.

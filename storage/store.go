@@ -19,6 +19,9 @@ type Store interface {
 	Create(ctx context.Context, key string, write func(io.Writer) error) (Info, error)
 	// Open reads key's object; a missing one is ErrNotFound.
 	Open(ctx context.Context, key string) (Reader, Info, error)
+	// Stat describes key's object (no SHA256); a missing one is
+	// ErrNotFound. An object whose write returned is never missed.
+	Stat(ctx context.Context, key string) (Info, error)
 	// List returns the objects whose keys start with prefix, sorted by key.
 	// Their Info has no SHA256.
 	List(ctx context.Context, prefix string) ([]Info, error)

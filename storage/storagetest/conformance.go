@@ -55,11 +55,17 @@ func Conformance(t *testing.T, newStore func(t *testing.T) storage.Store) {
 		if got := ReadString(t, s, "datasets/d/a.bin"); got != "v2" {
 			t.Errorf("after a second Put: %q", got)
 		}
+		if in, err := s.Stat(ctx, "datasets/d/a.bin"); err != nil || in.Key != "datasets/d/a.bin" || in.Size != 2 {
+			t.Errorf("Stat = %+v, %v; want a.bin of 2 bytes", in, err)
+		}
 	})
 	t.Run("Missing", func(t *testing.T) {
 		s := newStore(t)
 		if _, _, err := s.Open(ctx, "datasets/d/none"); !errors.Is(err, storage.ErrNotFound) {
 			t.Errorf("Open of a missing key = %v, want ErrNotFound", err)
+		}
+		if _, err := s.Stat(ctx, "datasets/d/none"); !errors.Is(err, storage.ErrNotFound) {
+			t.Errorf("Stat of a missing key = %v, want ErrNotFound", err)
 		}
 		if _, err := s.Put(ctx, "datasets/../x", write(nil)); !errors.Is(err, storage.ErrInvalidKey) {
 			t.Errorf("Put of a bad key = %v, want ErrInvalidKey", err)
@@ -81,6 +87,9 @@ func Conformance(t *testing.T, newStore func(t *testing.T) storage.Store) {
 		}
 		if _, _, err := s.Open(ctx, "datasets/d/part-00000.parquet"); !errors.Is(err, storage.ErrNotFound) {
 			t.Errorf("Open after a failed write = %v, want ErrNotFound", err)
+		}
+		if _, err := s.Stat(ctx, "datasets/d/part-00000.parquet"); !errors.Is(err, storage.ErrNotFound) {
+			t.Errorf("Stat after a failed write = %v, want ErrNotFound", err)
 		}
 		if l, err := s.List(ctx, "datasets/"); err != nil || len(l) != 0 {
 			t.Errorf("List after a failed write = %v, %v", l, err)

@@ -179,6 +179,9 @@ func TestTopologyRaisedInPlace(t *testing.T) {
 // enough: a node restarted alone waits, and is ready when a second one is
 // back, whatever the order.
 func TestClusterNodeStartsAlone(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a three-node cluster (make test runs it)")
+	}
 	c := &pipelinetest.Cluster{Nodes: pipelinetest.ClusterConfs(t, 3, "")}
 	var logs pipelinetest.Buffer
 	first := c.Nodes[2]

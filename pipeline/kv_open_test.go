@@ -53,6 +53,9 @@ func TestKVOpenRetries(t *testing.T) {
 // the create succeeds with that copy's revision instead of failing on a
 // key that exists.
 func TestKVWriteResentOnce(t *testing.T) {
+	if testing.Short() {
+		t.Skip("loses writes for seconds on purpose (make test runs it)")
+	}
 	defer pipeline.SetKVAttemptWait(100 * time.Millisecond)()
 	e, admin := pipelinetest.StartBus(t)
 	mute := &atomic.Bool{}

@@ -23,6 +23,9 @@ import (
 // unanswered), or in opening lf_models (the stream info request), kept its
 // job's message in progress for minutes in TestChaos.
 func TestObjectCallsBoundEachWait(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits out each bounded call (make test runs it)")
+	}
 	defer pipeline.SetObjectWait(200 * time.Millisecond)()
 	defer pipeline.SetKVRequestWait(200 * time.Millisecond)()
 	e, _ := pipelinetest.StartBus(t) // the topology

@@ -75,6 +75,9 @@ func TestObjectStream(t *testing.T) {
 // between two reads; jetstream's own Get failed it with "read pipe: i/o
 // timeout". The pause stands for a slow disk, not a speed assumed.
 func TestObjectSlowReader(t *testing.T) {
+	if testing.Short() {
+		t.Skip("pauses a reader for 6 s (make test runs it)")
+	}
 	_, objs := modelObjects(t)
 	ctx := context.Background() // no deadline, as a CLI's
 	data, r, head := putReadHead(ctx, t, objs, 1<<20)

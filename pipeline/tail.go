@@ -17,10 +17,6 @@ type StreamMsg struct {
 	Data    []byte
 }
 
-// tailFetchWait bounds one fetch of Tail; it returns sooner once the
-// messages it asked for are there.
-const tailFetchWait = 2 * time.Second
-
 // Tail returns the newest messages (at most limit) of stream whose subjects
 // match filter (lf.events.train.<job>, lf.route.>), oldest first. It reads
 // with ordered consumers, which leave no state behind, from a start sequence
@@ -84,7 +80,9 @@ func (b *Bus) readRange(ctx context.Context, stream, filter string, start, last 
 	}()
 	var out []StreamMsg
 	for {
-		batch, err := c.Fetch(256, jetstream.FetchMaxWait(tailFetchWait))
+		// The messages are stored already: a fetch that waited for a
+		// whole batch would wait out its expiry whenever fewer match.
+		batch, err := c.FetchNoWait(256)
 		if err != nil {
 			return out, err
 		}

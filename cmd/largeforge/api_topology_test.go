@@ -20,6 +20,7 @@ func TestGatewayNamesMissingTopology(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	_, err := runCLI(t, ctx, "--nats="+e.ClientURL(), "--nats-user=api", "--nats-password="+pipelinetest.RolePassword("api"), "--log-level=error",
+		"--wait-for-nats=300ms", // asks again for that long (5 s by default) before it names what is missing
 		"gateway", "--http", "127.0.0.1:0")
 	if !errors.Is(err, pipeline.ErrTopologyMissing) {
 		t.Fatalf("gateway as api on an empty server: %v, want ErrTopologyMissing", err)

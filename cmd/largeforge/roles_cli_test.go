@@ -186,6 +186,7 @@ func TestWorkerNamesMissingTopology(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	_, err := runCLI(t, ctx, "--nats="+e.ClientURL(), "--nats-user=results", "--nats-password="+pipelinetest.RolePassword("results"), "--log-level=error",
+		"--wait-for-nats=300ms", // asks again for that long (5 s by default) before it names what is missing
 		"worker", "--role", "results", "--data-dir", t.TempDir())
 	if !errors.Is(err, pipeline.ErrTopologyMissing) {
 		t.Fatalf("worker --role results on an empty server: %v, want ErrTopologyMissing", err)

@@ -83,6 +83,9 @@ func dpoPairs(t *testing.T, tok *tokenizer.Tokenizer, n int) []DPOPair {
 // gradients (‖g − g_ref‖/‖g_ref‖ ≤ 1e-4) and loss, then 50 steps' losses
 // within 1e-3.
 func TestNativeDPOMatchesGraph(t *testing.T) {
+	if testing.Short() {
+		t.Skip("trains 50 steps twice on each engine")
+	}
 	_, ck, tok := tinyBase(t)
 	pairs := dpoPairs(t, tok, 8)
 	for _, lora := range []bool{false, true} {

@@ -67,6 +67,7 @@ func DefaultLimits() Limits {
 		BucketDatasets: {MaxBytes: 64 * mib},
 		BucketDedupe:   {MaxBytes: 1 * gib},
 		BucketClaims:   {MaxBytes: 64 * mib},
+		BucketFiles:    {MaxBytes: 64 * mib},
 
 		BucketModels:    {MaxBytes: 4 * gib},
 		BucketArtifacts: {MaxBytes: 8 * gib},

@@ -39,6 +39,10 @@ const (
 	// once (a part): the claim that makes create-if-absent atomic across
 	// machines, which object stores do not offer.
 	BucketClaims = "lf_claims"
+	// BucketFiles holds the description of every file of the Files API by
+	// file id (a copy of its files/<id>/meta.json in lf_artifacts): the
+	// listing reads these entries, not every object of lf_artifacts.
+	BucketFiles = "lf_files"
 )
 
 // Topology limits.
@@ -217,6 +221,7 @@ func baseTopology(replicas int) Topology {
 			kv(BucketDatasets, "dataset manifests", 1, 0),
 			kv(BucketDedupe, "record ids of every dataset, shared by the dataset sinks", 1, 0),
 			kv(BucketClaims, "claims of the immutable object names of lf_artifacts", 1, 0),
+			kv(BucketFiles, "the Files API's file descriptions by file id", 1, 0),
 		},
 		ObjectStores: []jetstream.ObjectStoreConfig{
 			{Bucket: BucketModels, Description: "model directories", Storage: jetstream.FileStorage, Replicas: replicas},

@@ -2,13 +2,13 @@ package storage_test
 
 import (
 	"context"
-	"fmt"
 	"testing"
 	"time"
 
 	"github.com/largeforge/largeforge/internal/benchenv"
 	"github.com/largeforge/largeforge/pipeline/pipelinetest"
 	"github.com/largeforge/largeforge/storage"
+	"github.com/largeforge/largeforge/storage/storagetest"
 )
 
 // BenchmarkJobPartsList lists one job's 64 parts in an object store that
@@ -26,17 +26,9 @@ func BenchmarkJobPartsList(b *testing.B) {
 		b.Fatal(err)
 	}
 	others := benchenv.Int("LF_BENCH_LIST_OBJECTS", 20000)
-	const perJob, jobParts = 64, 64
-	for j := 0; j*perJob < others; j++ {
-		p, err := storage.JobParts(s, fmt.Sprintf("other%d", j))
-		if err != nil {
-			b.Fatal(err)
-		}
-		for range min(perJob, others-j*perJob) {
-			if _, err := p.Publish(ctx, writeString("x")); err != nil {
-				b.Fatal(err)
-			}
-		}
+	const jobParts = 64
+	if err := storagetest.FillJobParts(ctx, s, others); err != nil {
+		b.Fatal(err)
 	}
 	p, err := storage.JobParts(s, "job")
 	if err != nil {

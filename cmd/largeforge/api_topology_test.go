@@ -26,7 +26,7 @@ func TestGatewayNamesMissingTopology(t *testing.T) {
 		t.Fatalf("gateway as api on an empty server: %v, want ErrTopologyMissing", err)
 	}
 	for _, want := range []string{"stream LF_ROUTES", "stream LF_REQUESTS", "stream LF_RESULTS", "stream LF_TRAIN", "stream LF_EVENTS",
-		"kv bucket lf_jobs", "kv bucket lf_datasets", "kv bucket lf_claims", "object store lf_artifacts", "object store lf_models"} {
+		"kv bucket lf_jobs", "kv bucket lf_datasets", "kv bucket lf_claims", "kv bucket lf_files", "object store lf_artifacts", "object store lf_models"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("%v does not say %q", err, want)
 		}

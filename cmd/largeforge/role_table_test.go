@@ -98,6 +98,17 @@ func roleOps() []roleOp {
 		{"get lf_jobs key", []string{"submit", "infer", "train", "results", "api"}, kvGet(pipeline.BucketJobs, "j1")},
 		{"write lf_jobs key", []string{"submit", "train", "results", "api"}, corePub("$KV.lf_jobs.j1")},
 		{"get lf_datasets key", []string{"ingest", "api", "datasets"}, kvGet(pipeline.BucketDatasets, "d1")},
+		// The Files API's listing: each file's description by id.
+		{"get lf_files key", []string{"api"}, kvGet(pipeline.BucketFiles, "file-1")},
+		{"write lf_files key", []string{"api"}, corePub("$KV.lf_files.file-1")},
+		{"list lf_files", []string{"api"}, func(ctx context.Context, b *pipeline.Bus) error {
+			kv, err := b.KV(ctx, pipeline.BucketFiles)
+			if err != nil {
+				return err
+			}
+			_, err = kv.Values(ctx, "*")
+			return err
+		}},
 		{"purge KV_lf_jobs", nil, jsAPI("$JS.API.STREAM.PURGE.KV_lf_jobs", `{"filter":"$KV.lf_jobs.nothing"}`)},
 		{"purge LF_REQUESTS (cancel a job)", []string{"api"}, jsAPI("$JS.API.STREAM.PURGE.LF_REQUESTS", `{"filter":"lf.req.nothing.>"}`)},
 		{"create a stream", nil, jsAPI("$JS.API.STREAM.CREATE.LF_EVIL", `{"name":"LF_EVIL","subjects":["evil.>"]}`)},
@@ -198,6 +209,13 @@ func TestRoleTableDenies(t *testing.T) {
 		t.Fatal(err)
 	}
 	if _, err := dkv.Put(ctx, "d1", []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	fkv, err := admin.KV(ctx, pipeline.BucketFiles)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fkv.Put(ctx, "file-1", []byte(`{}`)); err != nil {
 		t.Fatal(err)
 	}
 	art, err := admin.Objects(ctx, pipeline.BucketArtifacts)

@@ -528,12 +528,13 @@ const (
 // that these exist (only admin applies the topology). The api role's are
 // those of routing and interactive requests, the Files and Batches APIs
 // (LF_REQUESTS, LF_RESULTS' control markers, lf_jobs, lf_artifacts), the
-// Fine-tuning API (LF_TRAIN, LF_EVENTS, lf_models) and the console
-// (lf_datasets; lf_claims, opening the artifact store).
+// Fine-tuning API (LF_TRAIN, LF_EVENTS, lf_models), the Files API's
+// listing (lf_files) and the console (lf_datasets; lf_claims, opening the
+// artifact store).
 var natsRoleUses = map[string][]string{
 	NATSIngest:   {pipeline.StreamDatasets, pipeline.StreamDLQ, pipeline.BucketDatasets},
 	NATSSubmit:   {pipeline.StreamRequests, pipeline.StreamTrain, pipeline.StreamResults, pipeline.StreamRoutes, pipeline.BucketJobs, pipeline.BucketWorkers, pipeline.BucketExperts, pipeline.BucketArtifacts, pipeline.BucketModels},
-	NATSAPI:      {pipeline.StreamRoutes, pipeline.StreamRequests, pipeline.StreamResults, pipeline.StreamTrain, pipeline.StreamEvents, pipeline.BucketWorkers, pipeline.BucketExperts, pipeline.BucketModels, pipeline.BucketArtifacts, pipeline.BucketJobs, pipeline.BucketDatasets, pipeline.BucketClaims},
+	NATSAPI:      {pipeline.StreamRoutes, pipeline.StreamRequests, pipeline.StreamResults, pipeline.StreamTrain, pipeline.StreamEvents, pipeline.BucketWorkers, pipeline.BucketExperts, pipeline.BucketModels, pipeline.BucketArtifacts, pipeline.BucketJobs, pipeline.BucketDatasets, pipeline.BucketClaims, pipeline.BucketFiles},
 	NATSInfer:    {pipeline.StreamRequests, pipeline.StreamResults, pipeline.StreamDLQ, pipeline.BucketJobs, pipeline.BucketWorkers, pipeline.BucketExperts, pipeline.BucketModels},
 	NATSTrain:    {pipeline.StreamTrain, pipeline.StreamDLQ, pipeline.BucketJobs, pipeline.BucketWorkers, pipeline.BucketArtifacts, pipeline.BucketClaims, pipeline.StreamEvents},
 	NATSResults:  {pipeline.StreamResults, pipeline.StreamDLQ, pipeline.BucketJobs, pipeline.BucketArtifacts, pipeline.BucketClaims},

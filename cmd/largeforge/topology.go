@@ -22,7 +22,7 @@ func newTopologyCmd() *cobra.Command {
 		Short: "Create or update the streams, KV buckets and object stores, as admin",
 		Long: `Create what is missing of LargeForge's topology (the streams LF_DATASETS, LF_REQUESTS,
 LF_ROUTES, LF_RESULTS, LF_TRAIN, LF_DLQ, the KV buckets lf_jobs, lf_workers, lf_experts,
-lf_datasets, lf_dedupe, lf_claims and the object stores lf_models, lf_artifacts) and update
+lf_datasets, lf_dedupe, lf_claims, lf_files and the object stores lf_models, lf_artifacts) and update
 what differs, replica counts included; nothing is deleted. Run it once as admin before the
 other roles of deploy/nats-roles.conf start: they only check that what they use exists,
 and name what is missing. Without --replicas: 3 replicas when the server is a node of a

@@ -14,6 +14,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -26,7 +28,9 @@ import (
 // The OpenAI Files API (POST /v1/files, GET /v1/files, GET /v1/files/{id},
 // GET /v1/files/{id}/content, DELETE /v1/files/{id}) over lf_artifacts:
 // an upload streams into files/<id>/content, then its file object goes to
-// files/<id>/meta.json; a file exists once its meta does. The results of a
+// files/<id>/meta.json, and a copy to lf_files under its id (what GET
+// /v1/files lists, rather than every object of lf_artifacts); a file
+// exists once its meta does. The results of a
 // batch job (created here or by `largeforge submit`) are the files
 // file-out-<job> (its successful lines) and file-err-<job> (its failed
 // ones), purpose batch_output, rendered in OpenAI's line format from the
@@ -84,10 +88,15 @@ type storedFile struct {
 
 // files serves the Files API and holds what the Batches API shares with it.
 type files struct {
-	g    *Gateway
-	cfg  FilesConfig
-	obj  *pipeline.Objects // lf_artifacts
-	jobs *jobs.Store       // lf_jobs
+	g     *Gateway
+	cfg   FilesConfig
+	obj   *pipeline.Objects // lf_artifacts
+	index *pipeline.KV      // lf_files: each meta.json by file id
+	jobs  *jobs.Store       // lf_jobs
+
+	// indexed: lf_files holds every file (see indexAll).
+	indexed  atomic.Bool
+	indexing sync.Mutex
 }
 
 // registerFiles adds the Files and Batches routes.
@@ -113,11 +122,15 @@ func (g *Gateway) registerFiles(ctx context.Context, cfg FilesConfig) error {
 	if err != nil {
 		return err
 	}
+	index, err := g.bus.KV(ctx, pipeline.BucketFiles)
+	if err != nil {
+		return err
+	}
 	store, err := jobs.Open(ctx, g.bus)
 	if err != nil {
 		return err
 	}
-	f := &files{g: g, cfg: cfg, obj: obj, jobs: store}
+	f := &files{g: g, cfg: cfg, obj: obj, index: index, jobs: store}
 	g.handle("POST /v1/files", "/v1/files", f.upload)
 	g.handle("GET /v1/files", "/v1/files", f.list)
 	g.handle("GET /v1/files/{id}", "/v1/files/{id}", f.get)
@@ -227,13 +240,78 @@ func unwrapMsg(err error) string {
 }
 
 // metaKey is the object metadata key holding a copy of a meta.json, so
-// that listing the store lists the files without reading each meta.
+// that a listing of the store (indexAll's) has the files without reading
+// each meta.
 const metaKey = "file"
 
+// putMeta stores a file's meta.json, then its copy in lf_files: a file
+// whose copy failed is not listed, and the caller's request fails (an
+// upload is made again under a new id, a delete asked again).
 func (f *files) putMeta(ctx context.Context, sf storedFile) error {
 	data, _ := json.Marshal(sf)
-	_, err := f.obj.PutWithMetadata(ctx, storage.FileMeta(sf.ID), map[string]string{metaKey: string(data)}, bytes.NewReader(data))
-	return err
+	if _, err := f.obj.PutWithMetadata(ctx, storage.FileMeta(sf.ID), map[string]string{metaKey: string(data)}, bytes.NewReader(data)); err != nil {
+		return err
+	}
+	if _, err := f.index.Put(ctx, sf.ID, data); err != nil {
+		return fmt.Errorf("index file %s: %w", sf.ID, err)
+	}
+	return nil
+}
+
+// indexComplete is the lf_files key that says every file stored before
+// the bucket existed has its entry (not a file id: those start "file-").
+const indexComplete = "index-complete"
+
+// indexAll makes lf_files hold every file, once per bus: the files stored
+// by a gateway older than the bucket have a meta.json and no entry, so the
+// first listing after an upgrade reads lf_artifacts' metas as listings
+// did before and creates the entries missing (an entry already there was
+// written by putMeta since, and is newer), then writes indexComplete.
+func (f *files) indexAll(ctx context.Context) error {
+	if f.indexed.Load() {
+		return nil
+	}
+	f.indexing.Lock()
+	defer f.indexing.Unlock()
+	if f.indexed.Load() {
+		return nil
+	}
+	switch _, err := f.index.Get(ctx, indexComplete); {
+	case err == nil:
+		f.indexed.Store(true)
+		return nil
+	case !errors.Is(err, pipeline.ErrKeyNotFound):
+		return err
+	}
+	infos, err := f.obj.List(ctx)
+	if err != nil {
+		return err
+	}
+	for _, in := range infos {
+		id, ok := storage.FileIDOfMeta(in.Name)
+		if !ok {
+			continue
+		}
+		data := []byte(in.Metadata[metaKey])
+		var sf storedFile
+		if json.Unmarshal(data, &sf) != nil {
+			if err := readSmall(ctx, f.obj, in.Name, &sf); err != nil { // a meta stored without its copy
+				if errors.Is(err, storage.ErrNotFound) {
+					continue // deleted meanwhile
+				}
+				return err
+			}
+			data, _ = json.Marshal(sf)
+		}
+		if _, err := f.index.Create(ctx, id, data); err != nil && !errors.Is(err, pipeline.ErrKeyExists) {
+			return fmt.Errorf("index file %s: %w", id, err)
+		}
+	}
+	if _, err := f.index.Put(ctx, indexComplete, []byte(time.Now().UTC().Format(time.RFC3339))); err != nil {
+		return err
+	}
+	f.indexed.Store(true)
+	return nil
 }
 
 // readSmall reads a small object whole (a meta or a batch record).
@@ -439,31 +517,28 @@ type listedFile struct {
 	errs bool
 }
 
-// all returns every file: the stored metas (tombstones left out), read
-// from the store's listing, and the result files of finished jobs not
-// rendered yet (rendered when a listing's page holds them).
+// all returns every file: the stored ones (tombstones left out), read from
+// lf_files, and the result files of finished jobs not rendered yet
+// (rendered when a listing's page holds them).
 func (f *files) all(ctx context.Context) ([]listedFile, error) {
-	infos, err := f.obj.List(ctx)
+	if err := f.indexAll(ctx); err != nil {
+		return nil, err
+	}
+	entries, err := f.index.Values(ctx, "*")
 	if err != nil {
 		return nil, err
 	}
 	seen := map[string]bool{}
 	var out []listedFile
-	for _, in := range infos {
-		id, ok := storage.FileIDOfMeta(in.Name)
-		if !ok {
-			continue
+	for _, e := range entries {
+		if !validFileID(e.Key) {
+			continue // indexComplete
 		}
 		var sf storedFile
-		if m, ok := in.Metadata[metaKey]; !ok || json.Unmarshal([]byte(m), &sf) != nil {
-			if err := readSmall(ctx, f.obj, in.Name, &sf); err != nil { // a meta stored without its copy
-				if errors.Is(err, storage.ErrNotFound) {
-					continue // deleted meanwhile
-				}
-				return nil, err
-			}
+		if err := json.Unmarshal(e.Value, &sf); err != nil {
+			return nil, fmt.Errorf("%s %s: %w", pipeline.BucketFiles, e.Key, err)
 		}
-		seen[id] = true
+		seen[e.Key] = true
 		if !sf.Deleted {
 			out = append(out, listedFile{FileObject: sf.FileObject})
 		}

@@ -6,11 +6,15 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/openai/openai-go/v3"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/largeforge/largeforge/pipeline"
 	"github.com/largeforge/largeforge/pipeline/pipelinetest"
@@ -100,5 +104,89 @@ func TestFilesListRendersItsPageOnly(t *testing.T) {
 	}
 	if all[0] != first[0] {
 		t.Errorf("the page of one gave %+v, the full listing %+v", first[0], all[0])
+	}
+}
+
+// TestFilesListedFromIndex: GET /v1/files lists the files from lf_files,
+// without reading the objects of lf_artifacts (no consumer is created on
+// OBJ_lf_artifacts for it); a file stored by a gateway older than lf_files
+// (a meta.json and no entry) is listed once the first listing has added the
+// entries missing, a deleted file is not, and another gateway, which finds
+// the index complete, lists the same files without reading lf_artifacts
+// either.
+func TestFilesListedFromIndex(t *testing.T) {
+	s := newStack(t, gateway.Config{})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	a := s.upload(t, ctx, []string{`{"custom_id":"a"}`}, openai.FilePurposeBatch)
+	b := s.upload(t, ctx, []string{`{"custom_id":"b"}`}, openai.FilePurposeBatch)
+	// A file of an older gateway: its meta.json only.
+	obj, err := s.bus.Objects(ctx, pipeline.BucketArtifacts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := gateway.FileObject{ID: "file-old", Object: "file", Bytes: 3, CreatedAt: 1, Filename: "old.jsonl", Purpose: "batch", Status: "processed"}
+	data, _ := json.Marshal(old)
+	if _, err := obj.Put(ctx, storage.FileMeta(old.ID), strings.NewReader(string(data))); err != nil {
+		t.Fatal(err)
+	}
+	// Consumers created on lf_artifacts' stream: a listing of its objects.
+	var scans atomic.Int32
+	for _, subj := range []string{"$JS.API.CONSUMER.CREATE.OBJ_lf_artifacts", "$JS.API.CONSUMER.CREATE.OBJ_lf_artifacts.>"} {
+		sub, err := s.bus.Conn().Subscribe(subj, func(*nats.Msg) { scans.Add(1) })
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sub.Unsubscribe()
+	}
+	if err := s.bus.Conn().Flush(); err != nil {
+		t.Fatal(err)
+	}
+	list := func(url string) []string {
+		t.Helper()
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url+"/v1/files", nil)
+		code, body := s.do(t, req)
+		var p struct{ Data []gateway.FileObject }
+		if code != http.StatusOK || json.Unmarshal([]byte(body), &p) != nil {
+			t.Fatalf("GET /v1/files: %d %s", code, body)
+		}
+		var ids []string
+		for _, fo := range p.Data {
+			ids = append(ids, fo.ID)
+		}
+		slices.Sort(ids) // two uploads within a second are ordered by id
+		return ids
+	}
+	sorted := func(ids ...string) []string { slices.Sort(ids); return ids }
+	if got, want := list(s.url), sorted(old.ID, a.ID, b.ID); !slices.Equal(got, want) {
+		t.Fatalf("first listing %v, want %v", got, want)
+	}
+	if scans.Load() == 0 {
+		t.Fatal("the first listing did not read lf_artifacts for the files stored before lf_files")
+	}
+	req, _ := http.NewRequestWithContext(ctx, http.MethodDelete, s.url+"/v1/files/"+a.ID, nil)
+	if code, body := s.do(t, req); code != http.StatusOK {
+		t.Fatalf("DELETE %s: %d %s", a.ID, code, body)
+	}
+	scans.Store(0)
+	if got, want := list(s.url), sorted(old.ID, b.ID); !slices.Equal(got, want) {
+		t.Fatalf("after a delete %v, want %v", got, want)
+	}
+	// Another gateway on the same bus.
+	gctx, gcancel := context.WithCancel(context.Background())
+	g, err := gateway.New(gctx, s.bus, gateway.Config{}, pipelinetest.Logger(t), prometheus.NewRegistry(), prometheus.NewRegistry())
+	if err != nil {
+		gcancel()
+		t.Fatal(err)
+	}
+	other := "http://" + serveGateway(t, gctx, gcancel, g, nil)
+	if got, want := list(other), sorted(old.ID, b.ID); !slices.Equal(got, want) {
+		t.Fatalf("another gateway lists %v, want %v", got, want)
+	}
+	if err := s.bus.Conn().Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if n := scans.Load(); n != 0 {
+		t.Fatalf("%d consumers created on OBJ_lf_artifacts by listings of a complete index, want 0", n)
 	}
 }

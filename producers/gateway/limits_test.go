@@ -32,7 +32,7 @@ func startBare(t *testing.T, cfg gateway.Config) string {
 // serveGateway serves g on a loopback port until the test ends, when it
 // cancels ctx, checks Serve's error and runs after (when not nil). It
 // returns the address.
-func serveGateway(t *testing.T, ctx context.Context, cancel context.CancelFunc, g *gateway.Gateway, after func()) string {
+func serveGateway(t testing.TB, ctx context.Context, cancel context.CancelFunc, g *gateway.Gateway, after func()) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -1,12 +1,13 @@
 // Package storagetest checks what parts writers leave in a store, for the
 // tests of the writers that share storage.Parts (the dataset and results
-// sinks).
+// sinks), and fills stores for benchmarks.
 package storagetest
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 
 	"github.com/largeforge/largeforge/storage"
 )
@@ -36,4 +37,26 @@ func IDsOnce(ctx context.Context, parts *storage.Parts, ids func(key string) ([]
 		}
 	}
 	return len(where), len(list), nil
+}
+
+// FillJobParts stores n one-byte results parts of other jobs (other0,
+// other1, ..., 64 parts each) in s: the objects of a busy bucket, for the
+// benchmarks of what must not read them all.
+func FillJobParts(ctx context.Context, s storage.Store, n int) error {
+	const perJob = 64
+	for j := 0; j*perJob < n; j++ {
+		p, err := storage.JobParts(s, fmt.Sprintf("other%d", j))
+		if err != nil {
+			return err
+		}
+		for range min(perJob, n-j*perJob) {
+			if _, err := p.Publish(ctx, func(w io.Writer) error {
+				_, err := io.WriteString(w, "x")
+				return err
+			}); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }

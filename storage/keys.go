@@ -42,6 +42,27 @@ func Checkpoint(job string, step int) string {
 	return fmt.Sprintf("%s/%s/checkpoint-%d", KindTrain, job, step)
 }
 
+// CheckpointIndex is the key of a training job's index of its stored
+// checkpoints, train/<job>/checkpoints.json (a CheckpointSteps): its
+// trainer rewrites it after each checkpoint it stores or removes, so the
+// trainer that resumes the job and the Fine-tuning API's listing find the
+// checkpoints without listing lf_artifacts, whose listing reads every
+// object's metadata. A checkpoint is complete once its manifest,
+// train/<job>/checkpoint-<step>.json, is stored, which is before the index
+// names it; one the index names may have been removed since (a trainer
+// that died before rewriting it), so readers check the manifest.
+func CheckpointIndex(job string) string { return KindTrain + "/" + job + "/checkpoints.json" }
+
+// CheckpointManifest is the key of the manifest of a training job's stored
+// checkpoint, which makes it complete.
+func CheckpointManifest(job string, step int) string { return Checkpoint(job, step) + ".json" }
+
+// CheckpointSteps is what a CheckpointIndex holds: the steps of the stored
+// checkpoints, oldest first.
+type CheckpointSteps struct {
+	Steps []int `json:"steps"`
+}
+
 // elements splits a key (or, with prefix, a key prefix ending in '/') into
 // its elements and checks them: relative, slash-separated, none empty, "."
 // or "..", no backslash.

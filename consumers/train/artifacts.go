@@ -6,9 +6,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -17,6 +19,7 @@ import (
 	"github.com/largeforge/largeforge/model/checkpoint"
 	"github.com/largeforge/largeforge/model/train"
 	"github.com/largeforge/largeforge/pipeline"
+	"github.com/largeforge/largeforge/storage"
 	"github.com/largeforge/largeforge/storage/modelstore"
 )
 
@@ -144,9 +147,54 @@ func (a artifacts) putFile(ctx context.Context, file, key string) (pipeline.Obje
 	return info, nil
 }
 
-// checkpoints lists the steps of the job's stored (complete) checkpoints,
-// oldest first.
+// checkpoints lists the steps of the job's stored checkpoints, oldest
+// first, from the job's checkpoint index (storage.CheckpointIndex). A job
+// without one (stored by an older trainer, or new) has its checkpoints
+// found by listing lf_artifacts once, and the index written.
 func (a artifacts) checkpoints(ctx context.Context) ([]int, error) {
+	steps, err := a.readIndex(ctx)
+	if err == nil {
+		return steps, nil
+	}
+	if !errors.Is(err, pipeline.ErrObjectNotFound) {
+		return nil, err
+	}
+	if steps, err = a.listCheckpoints(ctx); err != nil {
+		return nil, err
+	}
+	return steps, a.writeIndex(ctx, steps)
+}
+
+// readIndex reads the steps of the job's checkpoint index; a job without
+// one wraps pipeline.ErrObjectNotFound.
+func (a artifacts) readIndex(ctx context.Context) ([]int, error) {
+	r, err := a.objs.Get(ctx, storage.CheckpointIndex(a.job))
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	var idx storage.CheckpointSteps
+	if err := json.NewDecoder(io.LimitReader(r, 1<<20)).Decode(&idx); err != nil {
+		return nil, fmt.Errorf("%s: %w", storage.CheckpointIndex(a.job), err)
+	}
+	if _, err := io.Copy(io.Discard, r); err != nil { // the digest, checked at the end
+		return nil, err
+	}
+	return idx.Steps, nil
+}
+
+// writeIndex stores steps as the job's checkpoint index.
+func (a artifacts) writeIndex(ctx context.Context, steps []int) error {
+	data, _ := json.Marshal(storage.CheckpointSteps{Steps: append([]int{}, steps...)})
+	if _, err := a.objs.Put(ctx, storage.CheckpointIndex(a.job), bytes.NewReader(data)); err != nil {
+		return fmt.Errorf("store the checkpoint index of %s: %w", a.job, err)
+	}
+	return nil
+}
+
+// listCheckpoints finds the steps of the job's complete checkpoints in
+// the listing of every object of lf_artifacts, oldest first.
+func (a artifacts) listCheckpoints(ctx context.Context) ([]int, error) {
 	all, err := a.objs.List(ctx)
 	if err != nil {
 		return nil, err
@@ -270,22 +318,31 @@ func newestLocal(dir string) int {
 // restore brings the job's newest stored checkpoint into outputDir when it
 // is newer than the newest complete one there (none, on a machine that has
 // not run the job): the trainer then resumes from it as from its own. It
-// returns the checkpoint fetched, "" when none was.
+// returns the checkpoint fetched, "" when none was. A checkpoint the index
+// names whose manifest is gone (removed by a trainer that died before it
+// rewrote the index) is passed over for the one before.
 func (a artifacts) restore(ctx context.Context, outputDir string) (string, error) {
 	steps, err := a.checkpoints(ctx)
-	if err != nil || len(steps) == 0 {
+	if err != nil {
 		return "", err
 	}
-	newest := steps[len(steps)-1]
-	if newest <= newestLocal(outputDir) {
-		return "", nil
+	local := newestLocal(outputDir)
+	for i := len(steps) - 1; i >= 0 && steps[i] > local; i-- {
+		dir, err := a.fetch(ctx, checkpointName(steps[i]), outputDir)
+		if errors.Is(err, pipeline.ErrObjectNotFound) {
+			if _, merr := a.objs.Info(ctx, a.manifestKey(checkpointName(steps[i]))); errors.Is(merr, pipeline.ErrObjectNotFound) {
+				continue
+			}
+		}
+		return dir, err
 	}
-	return a.fetch(ctx, checkpointName(newest), outputDir)
+	return "", nil
 }
 
 // storeCheckpoint is the trainer's WithCheckpoint callback: it stores the
-// checkpoint just written, then removes the stored ones that the trainer
-// removed here (save_total_limit).
+// checkpoint just written and names it in the job's checkpoint index, then
+// removes the stored ones that the trainer removed here (save_total_limit)
+// and rewrites the index without them.
 func (a artifacts) storeCheckpoint(ctx context.Context, dir string, step int) error {
 	if _, err := a.store(ctx, dir, checkpointName(step), step, false); err != nil {
 		return fmt.Errorf("%w: %w", errUpload, err)
@@ -294,14 +351,28 @@ func (a artifacts) storeCheckpoint(ctx context.Context, dir string, step int) er
 	if err != nil {
 		return fmt.Errorf("%w: %w", errUpload, err)
 	}
-	for _, s := range steps {
-		if s >= step {
-			continue
+	if !slices.Contains(steps, step) {
+		steps = append(steps, step)
+		sort.Ints(steps)
+		if err := a.writeIndex(ctx, steps); err != nil {
+			return fmt.Errorf("%w: %w", errUpload, err)
 		}
-		if _, err := os.Stat(filepath.Join(filepath.Dir(dir), checkpointName(s))); errors.Is(err, os.ErrNotExist) {
-			if err := a.remove(ctx, checkpointName(s)); err != nil && !errors.Is(err, pipeline.ErrObjectNotFound) {
-				return fmt.Errorf("%w: remove stored %s: %w", errUpload, checkpointName(s), err)
+	}
+	kept := make([]int, 0, len(steps))
+	for _, s := range steps {
+		if s < step {
+			if _, err := os.Stat(filepath.Join(filepath.Dir(dir), checkpointName(s))); errors.Is(err, os.ErrNotExist) {
+				if err := a.remove(ctx, checkpointName(s)); err != nil && !errors.Is(err, pipeline.ErrObjectNotFound) {
+					return fmt.Errorf("%w: remove stored %s: %w", errUpload, checkpointName(s), err)
+				}
+				continue
 			}
+		}
+		kept = append(kept, s)
+	}
+	if len(kept) < len(steps) {
+		if err := a.writeIndex(ctx, kept); err != nil {
+			return fmt.Errorf("%w: %w", errUpload, err)
 		}
 	}
 	return nil

@@ -8,7 +8,10 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
+
+	"github.com/nats-io/nats.go"
 
 	"github.com/largeforge/largeforge/model/train"
 	"github.com/largeforge/largeforge/pipeline"
@@ -117,5 +120,69 @@ func TestStoredCheckpoints(t *testing.T) {
 	steps, err := a.checkpoints(ctx)
 	if err != nil || !slices.Equal(steps, []int{6}) {
 		t.Errorf("stored checkpoints %v (%v), want [6]", steps, err)
+	}
+}
+
+// TestCheckpointIndex: the job's checkpoints are found through its index
+// (train/<job>/checkpoints.json), with no listing of lf_artifacts (no
+// consumer of its metadata subjects); a job whose checkpoints an older
+// trainer stored without an index is listed once and indexed; a checkpoint
+// the index names whose manifest is gone is passed over by restore.
+func TestCheckpointIndex(t *testing.T) {
+	_, bus := pipelinetest.StartBus(t)
+	ctx := context.Background()
+	objs, err := bus.Objects(ctx, pipeline.BucketArtifacts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var scans atomic.Int32 // consumers created on lf_artifacts' metadata: listings
+	for _, subj := range []string{"$JS.API.CONSUMER.CREATE.OBJ_lf_artifacts", "$JS.API.CONSUMER.CREATE.OBJ_lf_artifacts.>"} {
+		sub, err := bus.Conn().Subscribe(subj, func(m *nats.Msg) {
+			if strings.Contains(m.Subject+string(m.Data), "$O.lf_artifacts.M.") {
+				scans.Add(1)
+			}
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sub.Unsubscribe()
+	}
+	a := artifacts{objs: objs, job: "train_idx"}
+	src := t.TempDir()
+	// An older trainer's checkpoint-3: files and manifest, no index.
+	if _, err := a.store(ctx, fakeCheckpoint(t, src, 3), checkpointName(3), 3, false); err != nil {
+		t.Fatal(err)
+	}
+	if steps, err := a.checkpoints(ctx); err != nil || !slices.Equal(steps, []int{3}) {
+		t.Fatalf("checkpoints without an index: %v, %v; want [3]", steps, err)
+	}
+	if err := bus.Conn().Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if scans.Load() == 0 {
+		t.Fatal("no listing of lf_artifacts for a job without an index")
+	}
+	if err := a.storeCheckpoint(ctx, fakeCheckpoint(t, src, 5), 5); err != nil {
+		t.Fatal(err)
+	}
+	scans.Store(0)
+	steps, err := a.checkpoints(ctx)
+	if err != nil || !slices.Equal(steps, []int{3, 5}) {
+		t.Fatalf("checkpoints: %v, %v; want [3 5]", steps, err)
+	}
+	if err := bus.Conn().Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if n := scans.Load(); n != 0 {
+		t.Fatalf("%d listings of lf_artifacts with an index, want 0", n)
+	}
+	// checkpoint-5's manifest removed behind the index (a trainer that died
+	// before rewriting it): restore takes checkpoint-3.
+	if err := objs.Delete(ctx, a.manifestKey(checkpointName(5))); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "out")
+	if got, err := a.restore(ctx, out); err != nil || got != filepath.Join(out, checkpointName(3)) {
+		t.Fatalf("restore: %q, %v; want checkpoint-3", got, err)
 	}
 }

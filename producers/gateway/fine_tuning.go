@@ -10,12 +10,14 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/rs/zerolog"
 
 	"github.com/largeforge/largeforge/jobs"
 	"github.com/largeforge/largeforge/pipeline"
 	"github.com/largeforge/largeforge/schemas"
+	"github.com/largeforge/largeforge/storage"
 )
 
 // The Fine-tuning API over the bus training jobs (kind training in lf_jobs,
@@ -300,28 +302,49 @@ func (ft *fineTuning) events(w http.ResponseWriter, r *http.Request, l zerolog.L
 	writeJSON(w, http.StatusOK, page(evs, r.URL.Query().Get("after"), limit, func(e FineTuningEvent) string { return e.ID }))
 }
 
-func (ft *fineTuning) checkpoints(w http.ResponseWriter, r *http.Request, l zerolog.Logger) {
-	j, ok := ft.job(w, r)
-	if !ok {
-		return
+// storedCheckpoint is a job's checkpoint stored in lf_artifacts: its step
+// and when its manifest was stored (which made it complete).
+type storedCheckpoint struct {
+	step int
+	at   time.Time
+}
+
+// storedCheckpoints returns the job's stored checkpoints: those its
+// checkpoint index names whose manifest is there (its trainer may have
+// died between removing one and rewriting the index), or, for a job whose
+// trainer wrote no index, those found in the listing of lf_artifacts.
+func (ft *fineTuning) storedCheckpoints(ctx context.Context, job string) ([]storedCheckpoint, error) {
+	var idx storage.CheckpointSteps
+	err := readSmall(ctx, ft.obj, storage.CheckpointIndex(job), &idx)
+	if errors.Is(err, storage.ErrNotFound) {
+		return ft.listCheckpoints(ctx, job)
 	}
-	limit, ok := listLimit(w, r.URL.Query().Get("limit"), 10)
-	if !ok {
-		return
-	}
-	infos, err := ft.obj.List(r.Context())
 	if err != nil {
-		errServer(w, err)
-		return
+		return nil, err
 	}
-	evs, err := ft.trainEvents(r.Context(), j.ID, l)
+	var out []storedCheckpoint
+	for _, step := range idx.Steps {
+		in, err := ft.obj.Info(ctx, storage.CheckpointManifest(job, step))
+		if errors.Is(err, pipeline.ErrObjectNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, storedCheckpoint{step: step, at: in.ModTime})
+	}
+	return out, nil
+}
+
+// listCheckpoints finds a job's checkpoints by their manifests in the
+// listing of every object of lf_artifacts.
+func (ft *fineTuning) listCheckpoints(ctx context.Context, job string) ([]storedCheckpoint, error) {
+	infos, err := ft.obj.List(ctx)
 	if err != nil {
-		errServer(w, err)
-		return
+		return nil, err
 	}
-	metrics := stepMetrics(evs)
-	prefix := "train/" + j.ID + "/checkpoint-"
-	var cps []FineTuningCheckpoint
+	prefix := storage.KindTrain + "/" + job + "/checkpoint-"
+	var out []storedCheckpoint
 	for _, in := range infos {
 		num, ok := strings.CutPrefix(in.Name, prefix)
 		if !ok || in.Deleted {
@@ -332,11 +355,38 @@ func (ft *fineTuning) checkpoints(w http.ResponseWriter, r *http.Request, l zero
 		if !ok || err != nil || step <= 0 {
 			continue
 		}
-		cps = append(cps, FineTuningCheckpoint{ID: fmt.Sprintf("ftckpt-%s-%d", j.ID, step), Object: "fine_tuning.job.checkpoint",
-			CreatedAt: in.ModTime.Unix(), FineTunedModelCheckpoint: schemas.CheckpointModel(j.ID, step),
-			FineTuningJobID: j.ID, StepNumber: step, Metrics: metrics[step]})
+		out = append(out, storedCheckpoint{step: step, at: in.ModTime})
+	}
+	return out, nil
+}
+
+func (ft *fineTuning) checkpoints(w http.ResponseWriter, r *http.Request, l zerolog.Logger) {
+	j, ok := ft.job(w, r)
+	if !ok {
+		return
+	}
+	limit, ok := listLimit(w, r.URL.Query().Get("limit"), 10)
+	if !ok {
+		return
+	}
+	stored, err := ft.storedCheckpoints(r.Context(), j.ID)
+	if err != nil {
+		errServer(w, err)
+		return
+	}
+	evs, err := ft.trainEvents(r.Context(), j.ID, l)
+	if err != nil {
+		errServer(w, err)
+		return
+	}
+	metrics := stepMetrics(evs)
+	var cps []FineTuningCheckpoint
+	for _, c := range stored {
+		cps = append(cps, FineTuningCheckpoint{ID: fmt.Sprintf("ftckpt-%s-%d", j.ID, c.step), Object: "fine_tuning.job.checkpoint",
+			CreatedAt: c.at.Unix(), FineTunedModelCheckpoint: schemas.CheckpointModel(j.ID, c.step),
+			FineTuningJobID: j.ID, StepNumber: c.step, Metrics: metrics[c.step]})
 		if cps[len(cps)-1].Metrics == nil { // its events are gone (LF_EVENTS' limits)
-			cps[len(cps)-1].Metrics = map[string]any{"step": step}
+			cps[len(cps)-1].Metrics = map[string]any{"step": c.step}
 		}
 	}
 	sort.Slice(cps, func(a, b int) bool { return cps[a].StepNumber > cps[b].StepNumber })

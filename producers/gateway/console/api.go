@@ -115,26 +115,23 @@ func (c *Console) manifest(ctx context.Context, kv *pipeline.KV, name string) (d
 	return m, nil
 }
 
-// listDatasets: every manifest, by name.
+// listDatasets: every manifest, by name, read in one pass over
+// lf_datasets.
 func (c *Console) listDatasets(_ http.ResponseWriter, r *http.Request) (any, error) {
 	kv, err := c.kv(r.Context(), pipeline.BucketDatasets)
 	if err != nil {
 		return nil, err
 	}
-	keys, err := kv.Keys(r.Context())
+	entries, err := kv.Values(r.Context(), ">")
 	if err != nil {
 		return nil, err
 	}
-	sort.Strings(keys)
+	sort.Slice(entries, func(i, j int) bool { return entries[i].Key < entries[j].Key })
 	out := []dataset.Manifest{}
-	for _, k := range keys {
-		m, err := c.manifest(r.Context(), kv, k)
-		var nf notFound
-		if errors.As(err, &nf) {
-			continue // deleted meanwhile
-		}
-		if err != nil {
-			return nil, err
+	for _, e := range entries {
+		var m dataset.Manifest
+		if err := json.Unmarshal(e.Value, &m); err != nil {
+			return nil, fmt.Errorf("manifest of dataset %s: %w", e.Key, err)
 		}
 		out = append(out, m)
 	}
@@ -244,23 +241,16 @@ func (c *Console) heartbeats(ctx context.Context) ([]schemas.Heartbeat, error) {
 	if err != nil {
 		return nil, err
 	}
-	keys, err := kv.Keys(ctx)
+	entries, err := kv.Values(ctx, ">") // one pass, not a read per worker
 	if err != nil {
 		return nil, err
 	}
-	sort.Strings(keys)
+	sort.Slice(entries, func(i, j int) bool { return entries[i].Key < entries[j].Key })
 	out := []schemas.Heartbeat{}
-	for _, k := range keys {
-		e, err := kv.Get(ctx, k)
-		if errors.Is(err, pipeline.ErrKeyNotFound) {
-			continue // expired meanwhile
-		}
-		if err != nil {
-			return nil, err
-		}
+	for _, e := range entries {
 		var hb schemas.Heartbeat
 		if err := json.Unmarshal(e.Value, &hb); err != nil {
-			c.opt.Log.Warn().Err(err).Str("key", k).Msg("heartbeat skipped")
+			c.opt.Log.Warn().Err(err).Str("key", e.Key).Msg("heartbeat skipped")
 			continue
 		}
 		out = append(out, hb)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/largeforge/largeforge/pipeline"
@@ -12,21 +11,15 @@ import (
 )
 
 // LiveWorkers reads the lf_workers bucket kv: infer workers whose heartbeat
-// is within the bucket's TTL, counted per model.
+// is within the bucket's TTL, counted per model. The heartbeats are read
+// in one pass over the infer keys, not a read per worker.
 func LiveWorkers(ctx context.Context, kv *pipeline.KV) (map[string]int, error) {
 	out := map[string]int{}
-	keys, err := kv.Keys(ctx)
+	entries, err := kv.Values(ctx, schemas.HeartbeatKey(schemas.WorkerInfer, ">"))
 	if err != nil {
 		return nil, fmt.Errorf("list %s: %w", pipeline.BucketWorkers, err)
 	}
-	for _, key := range keys {
-		if !strings.HasPrefix(key, schemas.HeartbeatKey(schemas.WorkerInfer, "")) {
-			continue
-		}
-		e, err := kv.Get(ctx, key)
-		if err != nil {
-			continue // expired or deleted meanwhile
-		}
+	for _, e := range entries {
 		var hb schemas.Heartbeat
 		if json.Unmarshal(e.Value, &hb) != nil {
 			continue

@@ -43,14 +43,14 @@ func Checkpoint(job string, step int) string {
 }
 
 // CheckpointIndex is the key of a training job's index of its stored
-// checkpoints, train/<job>/checkpoints.json (a CheckpointSteps): its
-// trainer rewrites it after each checkpoint it stores or removes, so the
+// checkpoints, train/<job>/checkpoints.json (a CheckpointSteps), so the
 // trainer that resumes the job and the Fine-tuning API's listing find the
 // checkpoints without listing lf_artifacts, whose listing reads every
-// object's metadata. A checkpoint is complete once its manifest,
-// train/<job>/checkpoint-<step>.json, is stored, which is before the index
-// names it; one the index names may have been removed since (a trainer
-// that died before rewriting it), so readers check the manifest.
+// object's metadata. Its trainer names a checkpoint there before storing
+// it, and rewrites it after removing older ones: it names every complete
+// checkpoint (one whose manifest, train/<job>/checkpoint-<step>.json, is
+// stored), and may name one whose store was cut short or that was removed
+// since, which readers pass over for want of its manifest.
 func CheckpointIndex(job string) string { return KindTrain + "/" + job + "/checkpoints.json" }
 
 // CheckpointManifest is the key of the manifest of a training job's stored

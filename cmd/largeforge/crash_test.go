@@ -65,7 +65,7 @@ func startCmd(t *testing.T, cmd *exec.Cmd) *proc {
 
 func waitUp(t *testing.T, bin string, env []string) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(90 * time.Second) // up loads its models first; a busy machine takes long
 	for time.Now().Before(deadline) {
 		cmd := exec.Command(bin, "datasets", "list")
 		cmd.Env = append(os.Environ(), env...)

@@ -339,14 +339,13 @@ func (a artifacts) restore(ctx context.Context, outputDir string) (string, error
 	return "", nil
 }
 
-// storeCheckpoint is the trainer's WithCheckpoint callback: it stores the
-// checkpoint just written and names it in the job's checkpoint index, then
-// removes the stored ones that the trainer removed here (save_total_limit)
-// and rewrites the index without them.
+// storeCheckpoint is the trainer's WithCheckpoint callback: it names the
+// checkpoint just written in the job's checkpoint index, then stores it, so
+// the index names every complete checkpoint (and, until the next one, one
+// whose store was cut short, which readers pass over for want of its
+// manifest); then it removes the stored ones that the trainer removed here
+// (save_total_limit) and rewrites the index without them.
 func (a artifacts) storeCheckpoint(ctx context.Context, dir string, step int) error {
-	if _, err := a.store(ctx, dir, checkpointName(step), step, false); err != nil {
-		return fmt.Errorf("%w: %w", errUpload, err)
-	}
 	steps, err := a.checkpoints(ctx)
 	if err != nil {
 		return fmt.Errorf("%w: %w", errUpload, err)
@@ -357,6 +356,9 @@ func (a artifacts) storeCheckpoint(ctx context.Context, dir string, step int) er
 		if err := a.writeIndex(ctx, steps); err != nil {
 			return fmt.Errorf("%w: %w", errUpload, err)
 		}
+	}
+	if _, err := a.store(ctx, dir, checkpointName(step), step, false); err != nil {
+		return fmt.Errorf("%w: %w", errUpload, err)
 	}
 	kept := make([]int, 0, len(steps))
 	for _, s := range steps {

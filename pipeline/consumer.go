@@ -111,6 +111,13 @@ type ConsumerConfig struct {
 	// (the results sink writes a part per batch), at up to Gather of
 	// latency each.
 	Gather time.Duration
+	// GatherMore, when set with Gather, is asked how many more messages a
+	// gathered batch (the subjects of its messages) is still to take: 0
+	// closes it at once, n > 0 waits for n more at most (within Gather), a
+	// negative number for as many as come within Gather. The results sink
+	// knows how many results its jobs lack, so a job's last batch does not
+	// wait out Gather.
+	GatherMore func(subjects []string) int
 	// Metrics, when not nil, receives the loop's counts (see NewMetrics).
 	Metrics *Metrics
 	// DLQToken maps a message subject to the last DLQ subject token. Default:
@@ -489,8 +496,42 @@ func (c *Consumer) fetch(ctx context.Context) ([]jetstream.Msg, error) {
 		}
 		n, wait = int(min(uint64(n), meta.NumPending)), c.cfg.Linger
 	}
-	more, err := collect(cons.Fetch(n, jetstream.FetchMaxWait(wait)))
-	return append(msgs, more...), err
+	if c.cfg.Gather == 0 || c.cfg.GatherMore == nil {
+		more, err := collect(cons.Fetch(n, jetstream.FetchMaxWait(wait)))
+		return append(msgs, more...), err
+	}
+	// Pulls of as many messages as GatherMore expects, until it expects
+	// none, a pull ends short (on Gather's end) or the batch is full.
+	end := time.Now().Add(wait)
+	for n > 0 {
+		want := c.cfg.GatherMore(subjectsOf(msgs))
+		if want == 0 {
+			break
+		}
+		if want > 0 {
+			want = min(want, n)
+		} else {
+			want = n
+		}
+		left := time.Until(end)
+		if left < time.Millisecond {
+			break
+		}
+		more, err := collect(cons.Fetch(want, jetstream.FetchMaxWait(left)))
+		msgs, n = append(msgs, more...), n-len(more)
+		if err != nil || len(more) < want || ctx.Err() != nil {
+			return msgs, err
+		}
+	}
+	return msgs, nil
+}
+
+func subjectsOf(msgs []jetstream.Msg) []string {
+	out := make([]string, len(msgs))
+	for i, m := range msgs {
+		out[i] = m.Subject()
+	}
+	return out
 }
 
 func collect(b jetstream.MessageBatch, err error) ([]jetstream.Msg, error) {

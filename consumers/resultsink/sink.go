@@ -122,6 +122,12 @@ type Sink struct {
 	mu       sync.Mutex
 	open     map[string]*jobState
 	stopping bool // the sink gave its jobs back (release)
+
+	// remaining: the rows each in-progress job lacked when this sink last
+	// read its record (see ResultsLacking); its own lock, asked while a
+	// batch is handled under mu.
+	remMu     sync.Mutex
+	remaining map[string]int
 }
 
 // Option configures a Sink.
@@ -191,7 +197,7 @@ func New(files storage.Store, store *jobs.Store, log zerolog.Logger, opts ...Opt
 		return nil, fmt.Errorf("%w: the sink needs an artifact store and a job store", ErrInvalidOption)
 	}
 	s := &Sink{files: files, store: store, log: log.With().Str("logger", "largeforge.results-sink").Logger(), now: time.Now,
-		id: defaultID(), lease: DefaultFinalizeLease, catchUpEvery: DefaultCatchUpEvery, wake: make(chan string, 64), open: map[string]*jobState{}}
+		id: defaultID(), lease: DefaultFinalizeLease, catchUpEvery: DefaultCatchUpEvery, wake: make(chan string, 64), open: map[string]*jobState{}, remaining: map[string]int{}}
 	for _, o := range opts {
 		if err := o(s); err != nil {
 			return nil, err
@@ -279,7 +285,68 @@ func (s *Sink) forget(job string) {
 		s.endAssembly(st)
 		delete(s.open, job)
 	}
+	s.remMu.Lock()
+	delete(s.remaining, job)
+	s.remMu.Unlock()
 }
+
+// noteRemaining records how many rows job j lacks, as its record says
+// (an in-progress job, whose total is known), for ResultsLacking.
+func (s *Sink) noteRemaining(j jobs.Job) {
+	s.remMu.Lock()
+	defer s.remMu.Unlock()
+	if j.Status == jobs.StatusInProgress && j.RequestCounts.Total > 0 {
+		s.remaining[j.ID] = j.RequestCounts.Total - j.RequestCounts.Done()
+	} else {
+		delete(s.remaining, j.ID)
+	}
+}
+
+// ResultsLacking is how many more results a gathered batch (the subjects
+// of its messages, lf.res.<job>) is to take before it holds as many of each
+// of its jobs as the job lacked when this sink last read its record: 0 when
+// nothing more is coming for them, so the batch need not wait out its
+// gather (pipeline.ConsumerConfig.GatherMore); -1 when a job's count is not
+// known (not in progress, or its record unreadable now). A record read
+// before another sink counted rows, or a duplicate, only makes the batch
+// wait as it would have: the answer changes when a batch closes, never
+// what is stored.
+func (s *Sink) ResultsLacking(subjects []string) int {
+	n := map[string]int{}
+	for _, subj := range subjects {
+		job, ok := strings.CutPrefix(subj, "lf.res.")
+		if !ok {
+			return -1
+		}
+		n[job]++
+	}
+	lacking := 0
+	for job, got := range n {
+		s.remMu.Lock()
+		rem, ok := s.remaining[job]
+		s.remMu.Unlock()
+		if !ok {
+			ctx, cancel := context.WithTimeout(context.Background(), lackingReadWait)
+			j, err := s.store.Get(ctx, job)
+			cancel()
+			if err != nil {
+				return -1
+			}
+			s.noteRemaining(j)
+			s.remMu.Lock()
+			rem, ok = s.remaining[job]
+			s.remMu.Unlock()
+			if !ok {
+				return -1
+			}
+		}
+		lacking += max(rem-got, 0)
+	}
+	return lacking
+}
+
+// lackingReadWait bounds ResultsLacking's read of a job record.
+const lackingReadWait = time.Second
 
 // count counts one row.
 func (st *jobState) count(failed bool) {
@@ -486,6 +553,7 @@ func (s *Sink) handleJob(ctx context.Context, job string, bj *batchJob, errs []e
 		}
 		s.assembleStored(job, st, claim, got.key, got.rows)
 	}
+	s.noteRemaining(j)
 	if s.ready(j) {
 		select {
 		case s.wake <- job:

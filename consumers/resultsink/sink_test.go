@@ -6,6 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -37,8 +39,15 @@ func newEnv(t *testing.T) *env {
 
 func (e *env) start(t *testing.T) (stop func()) {
 	t.Helper()
+	return e.startWith(t, resultsink.Options{SweepEvery: 200 * time.Millisecond, MaxWait: 100 * time.Millisecond})
+}
+
+// startWith starts a sink with opts; stop (also run at the test's end)
+// stops it and checks its error.
+func (e *env) startWith(t *testing.T, opts resultsink.Options) (stop func()) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	w, err := resultsink.Start(ctx, e.bus, e.dir, resultsink.Options{SweepEvery: 200 * time.Millisecond, MaxWait: 100 * time.Millisecond}, pipelinetest.Logger(t))
+	w, err := resultsink.Start(ctx, e.bus, e.dir, opts, pipelinetest.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -349,4 +358,28 @@ func TestSinkLeavesTrainingJobsAlone(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(e.dir, "train_running")); !os.IsNotExist(err) {
 		t.Errorf("the sink made a directory for a training job: %v", err)
 	}
+}
+
+// TestLastResultsDoNotWaitOutGather: a batch closes once it holds every
+// result its job lacks, however long the gather: a job whose results all
+// came completes long before the gather (a minute) would have ended.
+func TestLastResultsDoNotWaitOutGather(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t)
+	j := e.create(t, jobs.Spec{ID: "gathered", Model: "m"}, "a", "b", "c")
+	if _, err := e.store.Transition(ctx, j.ID, jobs.StatusInProgress, func(j *jobs.Job) { j.RequestCounts.Total = 3 }); err != nil {
+		t.Fatal(err)
+	}
+	e.startWith(t, resultsink.Options{SweepEvery: time.Hour, MaxWait: 100 * time.Millisecond, Gather: time.Minute})
+	for i, id := range []string{"a", "b", "c"} {
+		e.publish(t, ok(t, j.ID, id, strings.ToUpper(id)), strconv.Itoa(i))
+	}
+	// 30 s: well within the minute the batch would otherwise have waited.
+	pipelinetest.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
+		got, err := e.store.Get(ctx, j.ID)
+		if err == nil && got.Status != jobs.StatusCompleted {
+			return &statusErr{got.Status, jobs.StatusCompleted}
+		}
+		return err
+	})
 }

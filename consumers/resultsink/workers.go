@@ -44,6 +44,10 @@ type Options struct {
 	SweepEvery time.Duration // default DefaultSweepEvery
 	AckWait    time.Duration // default: the pipeline's
 	MaxWait    time.Duration // default 300ms
+	// Gather is how long a batch of results stays open for more after its
+	// first (default ResultsGather): longer makes larger parts of busy
+	// jobs; a job's last results never wait it out.
+	Gather time.Duration
 	// FinalizeLease is a finalizer's claim on a job (default DefaultFinalizeLease).
 	FinalizeLease time.Duration
 	// CatchUpEvery is how often at most a job's assembly reads the parts
@@ -82,7 +86,7 @@ func StartStore(ctx context.Context, bus *pipeline.Bus, files storage.Store, opt
 	if bus == nil {
 		return nil, fmt.Errorf("%w: nil bus", ErrInvalidOption)
 	}
-	if opts.SweepEvery < 0 || opts.AckWait < 0 || opts.MaxWait < 0 || opts.FinalizeLease < 0 || opts.CatchUpEvery < 0 {
+	if opts.SweepEvery < 0 || opts.AckWait < 0 || opts.MaxWait < 0 || opts.FinalizeLease < 0 || opts.CatchUpEvery < 0 || opts.Gather < 0 {
 		return nil, fmt.Errorf("%w: negative duration", ErrInvalidOption)
 	}
 	if opts.SweepEvery == 0 {
@@ -90,6 +94,9 @@ func StartStore(ctx context.Context, bus *pipeline.Bus, files storage.Store, opt
 	}
 	if opts.MaxWait == 0 {
 		opts.MaxWait = 300 * time.Millisecond
+	}
+	if opts.Gather == 0 {
+		opts.Gather = ResultsGather
 	}
 	store, err := jobs.Open(ctx, bus)
 	if err != nil {
@@ -118,7 +125,7 @@ func StartStore(ctx context.Context, bus *pipeline.Bus, files storage.Store, opt
 		h   pipeline.Handler
 	}{
 		{pipeline.ConsumerConfig{Stream: pipeline.StreamResults, Durable: DurableResults, FilterSubjects: []string{"lf.res.>"},
-			Stage: "results", Batch: 256, Gather: ResultsGather, MaxWait: opts.MaxWait, AckWait: opts.AckWait, Prefetch: true}, sink},
+			Stage: "results", Batch: 256, Gather: opts.Gather, GatherMore: sink.ResultsLacking, MaxWait: opts.MaxWait, AckWait: opts.AckWait, Prefetch: true}, sink},
 		{pipeline.ConsumerConfig{Stream: pipeline.StreamDLQ, Durable: DurableDLQ, FilterSubjects: []string{"lf.dlq.infer.>"},
 			Stage: "results-dlq", Batch: 64, MaxWait: opts.MaxWait, AckWait: opts.AckWait}, dlq},
 	}

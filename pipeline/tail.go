@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
 )
 
 // StreamMsg is a message read back from a stream by Tail.
@@ -19,7 +20,7 @@ type StreamMsg struct {
 
 // Tail returns the newest messages (at most limit) of stream whose subjects
 // match filter (lf.events.train.<job>, lf.route.>), oldest first. It reads
-// with ordered consumers, which leave no state behind, from a start sequence
+// with consumers of its own, deleted once read, from a start sequence
 // moved back until limit matches are found or the stream's first message is
 // reached, so a few recent messages of a long stream cost a short read.
 // Messages stored while it reads may or may not be included.
@@ -64,19 +65,23 @@ func (b *Bus) Tail(ctx context.Context, stream, filter string, limit int) ([]Str
 }
 
 // readRange reads the messages matching filter from sequence start up to
-// last (or the end of the stream).
+// last (or the end of the stream), with a consumer of its own that it
+// deletes at once (rather than when the server finds it inactive). Not an
+// ordered consumer: each fetch of one replaces its server consumer by a
+// new one, deleting the old in the background, so a read of several
+// fetches could return before its consumers were gone.
 func (b *Bus) readRange(ctx context.Context, stream, filter string, start, last uint64) ([]StreamMsg, error) {
-	c, err := b.js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{filter}, DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: start})
+	name := "tail_" + nuid.Next()
+	c, err := b.js.CreateConsumer(ctx, stream, jetstream.ConsumerConfig{
+		Name: name, FilterSubjects: []string{filter}, DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: start,
+		AckPolicy: jetstream.AckNonePolicy, MemoryStorage: true, InactiveThreshold: tailInactive})
 	if err != nil {
 		return nil, err
 	}
-	defer func() { // at once, rather than when the server finds it inactive
-		if info := c.CachedInfo(); info != nil {
-			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-			defer cancel()
-			_ = b.js.DeleteConsumer(dctx, stream, info.Name)
-		}
+	defer func() {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = b.js.DeleteConsumer(dctx, stream, name)
 	}()
 	var out []StreamMsg
 	for {
@@ -111,3 +116,7 @@ func (b *Bus) readRange(ctx context.Context, stream, filter string, start, last 
 		}
 	}
 }
+
+// tailInactive is how long the server keeps a consumer of readRange that
+// its reader left behind (a reader that died before deleting it).
+const tailInactive = time.Minute

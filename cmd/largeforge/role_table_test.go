@@ -181,6 +181,13 @@ func roleOps() []roleOp {
 			}
 			return err
 		}},
+		{"tail LF_EVENTS (the Fine-tuning API's and the console's events)", []string{"api"}, func(ctx context.Context, b *pipeline.Bus) error {
+			msgs, err := b.Tail(ctx, pipeline.StreamEvents, "lf.events.train.j1", 100) // the first: the setup's
+			if err == nil && (len(msgs) == 0 || string(msgs[0].Data) != `{"step":1}`) {
+				err = fmt.Errorf("events %+v", msgs)
+			}
+			return err
+		}},
 		{"subscribe _INBOX.>", nil, coreSub("_INBOX.>")},
 		{"subscribe _INBOX_api.>", []string{"api"}, coreSub("_INBOX_api.>")},
 		{"subscribe _INBOX_infer.>", []string{"infer"}, coreSub("_INBOX_infer.>")},

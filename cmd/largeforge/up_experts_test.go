@@ -26,6 +26,9 @@ import (
 // already, is skipped, so the --model's worker serves it as given (its
 // model's context of 2048).
 func TestUpServesExperts(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs largeforge up with its models (make test runs it)")
+	}
 	modelDir := filepath.Dir(testenv.SharedFile(t, "models/stories260K/model.safetensors"))
 	bin := buildBinary(t)
 	dir := t.TempDir()
@@ -78,6 +81,9 @@ func TestUpServesExperts(t *testing.T) {
 // heartbeat its first run left in lf_workers (within the TTL) is not taken
 // for a live worker.
 func TestUpRestartServesExperts(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs largeforge up twice (make test runs it)")
+	}
 	modelDir := filepath.Dir(testenv.SharedFile(t, "models/stories260K/model.safetensors"))
 	bin := buildBinary(t)
 	dir := t.TempDir()

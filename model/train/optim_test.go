@@ -310,6 +310,9 @@ func floats32(t *testing.T, x *tensors.Tensor) []float32 {
 // TestOptimizersMatchPyTorch runs the same steps through PyTorch's AdamW
 // and SGD where python3 with torch is installed (Debian's python3-torch).
 func TestOptimizersMatchPyTorch(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs PyTorch (make test runs it)")
+	}
 	python := torchPython()
 	if python == "" {
 		if os.Getenv("LARGEFORGE_REQUIRE_TORCH") == "1" {

@@ -267,6 +267,9 @@ func q(s string) string { return strconv.Quote(s) }
 // job completes). It saves a screenshot of each page (LARGEFORGE_SCREENSHOTS
 // names the directory; a temporary one otherwise).
 func TestConsoleInBrowser(t *testing.T) {
+	if testing.Short() {
+		t.Skip("drives a headless browser (make test runs it)")
+	}
 	b := newBrowser(t)
 	s := startBrowserStack(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)

@@ -153,21 +153,23 @@ func loadManifests(ctx context.Context, name string) ([]dataset.Manifest, error)
 	if err != nil {
 		return nil, err
 	}
-	var keys []string
 	if name != "" {
-		keys = []string{name}
-	} else {
-		keys, err = kv.Keys(ctx)
-		if err != nil || len(keys) == 0 {
-			return nil, err
-		}
-		sort.Strings(keys)
-	}
-	var out []dataset.Manifest
-	for _, k := range keys {
-		m, err := readManifest(ctx, kv, k)
+		m, err := readManifest(ctx, kv, name)
 		if err != nil {
 			return nil, err
+		}
+		return []dataset.Manifest{m}, nil
+	}
+	entries, err := kv.Values(ctx, ">") // one pass, not a read per dataset
+	if err != nil {
+		return nil, err
+	}
+	sort.Slice(entries, func(i, j int) bool { return entries[i].Key < entries[j].Key })
+	var out []dataset.Manifest
+	for _, e := range entries {
+		var m dataset.Manifest
+		if err := json.Unmarshal(e.Value, &m); err != nil {
+			return nil, fmt.Errorf("dataset %s: %w", e.Key, err)
 		}
 		out = append(out, m)
 	}

@@ -403,15 +403,14 @@ func expertsToServe(ctx context.Context, bus *pipeline.Bus, wc WorkerConfig) ([]
 // heartbeat was written after since (a heartbeat of the same second as
 // since may be older: not counted).
 func liveSince(ctx context.Context, wkv *pipeline.KV, since time.Time) (map[string]int, error) {
-	keys, err := wkv.Keys(ctx)
+	entries, err := wkv.Values(ctx, schemas.HeartbeatKey(schemas.WorkerInfer, ">"))
 	if err != nil {
 		return nil, fmt.Errorf("list %s: %w", pipeline.BucketWorkers, err)
 	}
 	out := map[string]int{}
-	for _, key := range keys {
-		e, err := wkv.Get(ctx, key)
+	for _, e := range entries {
 		var hb schemas.Heartbeat
-		if err != nil || json.Unmarshal(e.Value, &hb) != nil || hb.Role != schemas.WorkerInfer || hb.UpdatedAt <= since.Unix() {
+		if json.Unmarshal(e.Value, &hb) != nil || hb.Role != schemas.WorkerInfer || hb.UpdatedAt <= since.Unix() {
 			continue
 		}
 		for _, m := range hb.Models {

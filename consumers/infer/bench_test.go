@@ -35,7 +35,8 @@ const (
 // in-process on a Batcher of the same size, and reports both throughputs
 // and their ratio (bus_vs_inprocess; the target is ≥ 0.9).
 // LF_BENCH_JOB_ROUNDS=K (default 5) runs K rounds of both phases, their
-// order alternating, and reports the median of each figure over the rounds.
+// order alternating, logs each round's times, and reports the median of
+// each figure over the rounds.
 // LF_BENCH_JOB_PROFILE=DIR writes each timed phase's CPU profile there
 // (job-inproc.prof, job-bus.prof; the last round's).
 func BenchmarkJobThroughput(b *testing.B) {
@@ -55,6 +56,10 @@ func BenchmarkJobThroughput(b *testing.B) {
 			if in.tokens != bus.tokens {
 				b.Errorf("tokens: in-process %d, bus %d (the same greedy generations)", in.tokens, bus.tokens)
 			}
+			// Each round's own figures: the machine's speed varies from
+			// round to round by more than the bus costs.
+			b.Logf("round %d: in-process %.2f s, %.2f CPU-s; bus %.2f s, %.2f CPU-s; bus_vs_inprocess %.3f",
+				round+1, in.wall.Seconds(), in.cpu, bus.wall.Seconds(), bus.cpu, in.wall.Seconds()/bus.wall.Seconds())
 			fig.Add("inproc_req/s", float64(n)/in.wall.Seconds())
 			fig.Add("inproc_tok/s", float64(in.tokens)/in.wall.Seconds())
 			fig.Add("bus_req/s", float64(n)/bus.wall.Seconds())

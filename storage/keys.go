@@ -2,6 +2,7 @@ package storage
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 )
 
@@ -56,6 +57,21 @@ func CheckpointIndex(job string) string { return KindTrain + "/" + job + "/check
 // CheckpointManifest is the key of the manifest of a training job's stored
 // checkpoint, which makes it complete.
 func CheckpointManifest(job string, step int) string { return Checkpoint(job, step) + ".json" }
+
+// CheckpointManifestStep reports whether key is the manifest of one of
+// job's checkpoints (CheckpointManifest; a file of the checkpoint is not
+// one), and its step.
+func CheckpointManifestStep(job, key string) (int, bool) {
+	rest, ok := strings.CutPrefix(key, KindTrain+"/"+job+"/checkpoint-")
+	if !ok {
+		return 0, false
+	}
+	num, ok := strings.CutSuffix(rest, ".json")
+	if n, err := strconv.Atoi(num); ok && err == nil && n > 0 {
+		return n, true
+	}
+	return 0, false
+}
 
 // CheckpointSteps is what a CheckpointIndex holds: the steps of the stored
 // checkpoints, oldest first.

@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/largeforge/largeforge/internal/benchenv"
-	"github.com/largeforge/largeforge/pipeline/pipelinetest"
 	"github.com/largeforge/largeforge/storage"
 	"github.com/largeforge/largeforge/storage/storagetest"
 )
@@ -20,16 +19,8 @@ import (
 func BenchmarkJobPartsList(b *testing.B) {
 	benchenv.Log(b)
 	ctx := context.Background()
-	_, bus := pipelinetest.StartBus(b)
-	s, err := storage.OpenObjects(ctx, bus, b.TempDir())
-	if err != nil {
-		b.Fatal(err)
-	}
-	others := benchenv.Int("LF_BENCH_LIST_OBJECTS", 20000)
+	_, s, others := storagetest.BusyArtifacts(b)
 	const jobParts = 64
-	if err := storagetest.FillJobParts(ctx, s, others); err != nil {
-		b.Fatal(err)
-	}
 	p, err := storage.JobParts(s, "job")
 	if err != nil {
 		b.Fatal(err)

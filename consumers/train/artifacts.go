@@ -212,17 +212,7 @@ func (a artifacts) listCheckpoints(ctx context.Context) ([]int, error) {
 // CheckpointManifest reports whether key is the manifest of one of job's
 // stored checkpoints, train/<job>/checkpoint-<step>.json (which makes that
 // checkpoint complete; a file of the checkpoint is not one), and its step.
-func CheckpointManifest(job, key string) (int, bool) {
-	rest, ok := strings.CutPrefix(key, JobArtifacts(job)+train.CheckpointPrefix)
-	if !ok {
-		return 0, false
-	}
-	num, ok := strings.CutSuffix(rest, ManifestSuffix)
-	if n, err := strconv.Atoi(num); ok && err == nil && n > 0 {
-		return n, true
-	}
-	return 0, false
-}
+func CheckpointManifest(job, key string) (int, bool) { return storage.CheckpointManifestStep(job, key) }
 
 // manifest reads the manifest of train/<job>/<name>.
 func (a artifacts) manifest(ctx context.Context, name string) (StoredDir, error) {

@@ -16,7 +16,6 @@ import (
 	"github.com/largeforge/largeforge/pipeline"
 	"github.com/largeforge/largeforge/pipeline/pipelinetest"
 	"github.com/largeforge/largeforge/producers/gateway"
-	"github.com/largeforge/largeforge/storage"
 	"github.com/largeforge/largeforge/storage/storagetest"
 )
 
@@ -27,16 +26,8 @@ import (
 func BenchmarkFilesList(b *testing.B) {
 	benchenv.Log(b)
 	ctx := context.Background()
-	_, bus := pipelinetest.StartBus(b)
-	s, err := storage.OpenObjects(ctx, bus, b.TempDir())
-	if err != nil {
-		b.Fatal(err)
-	}
-	others := benchenv.Int("LF_BENCH_LIST_OBJECTS", 20000)
+	bus, _, others := storagetest.BusyArtifacts(b)
 	const files = 100
-	if err := storagetest.FillJobParts(ctx, s, others); err != nil {
-		b.Fatal(err)
-	}
 	gctx, cancel := context.WithCancel(ctx)
 	g, err := gateway.New(gctx, bus, gateway.Config{}, pipelinetest.Logger(b), nil, nil)
 	if err != nil {

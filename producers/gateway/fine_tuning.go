@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"sort"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -343,19 +342,12 @@ func (ft *fineTuning) listCheckpoints(ctx context.Context, job string) ([]stored
 	if err != nil {
 		return nil, err
 	}
-	prefix := storage.KindTrain + "/" + job + "/checkpoint-"
 	var out []storedCheckpoint
 	for _, in := range infos {
-		num, ok := strings.CutPrefix(in.Name, prefix)
-		if !ok || in.Deleted {
-			continue
+		// The manifest, written last: the checkpoint is complete.
+		if step, ok := storage.CheckpointManifestStep(job, in.Name); ok && !in.Deleted {
+			out = append(out, storedCheckpoint{step: step, at: in.ModTime})
 		}
-		num, ok = strings.CutSuffix(num, ".json") // the manifest, written last: the checkpoint is complete
-		step, err := strconv.Atoi(num)
-		if !ok || err != nil || step <= 0 {
-			continue
-		}
-		out = append(out, storedCheckpoint{step: step, at: in.ModTime})
 	}
 	return out, nil
 }

@@ -8,7 +8,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"testing"
 
+	"github.com/largeforge/largeforge/internal/benchenv"
+	"github.com/largeforge/largeforge/pipeline"
+	"github.com/largeforge/largeforge/pipeline/pipelinetest"
 	"github.com/largeforge/largeforge/storage"
 )
 
@@ -39,24 +43,34 @@ func IDsOnce(ctx context.Context, parts *storage.Parts, ids func(key string) ([]
 	return len(where), len(list), nil
 }
 
-// FillJobParts stores n one-byte results parts of other jobs (other0,
-// other1, ..., 64 parts each) in s: the objects of a busy bucket, for the
-// benchmarks of what must not read them all.
-func FillJobParts(ctx context.Context, s storage.Store, n int) error {
+// BusyArtifacts starts a bus (pipelinetest.StartBus) whose lf_artifacts
+// holds LF_BENCH_LIST_OBJECTS (default 20000) one-byte results parts of
+// other jobs (other0, other1, ..., 64 parts each), and returns it, its
+// artifact store and that count: the busy bucket of the benchmarks of what
+// must not read every object.
+func BusyArtifacts(tb testing.TB) (*pipeline.Bus, *storage.Objects, int) {
+	tb.Helper()
+	ctx := context.Background()
+	_, bus := pipelinetest.StartBus(tb)
+	s, err := storage.OpenObjects(ctx, bus, tb.TempDir())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	n := benchenv.Int("LF_BENCH_LIST_OBJECTS", 20000)
 	const perJob = 64
 	for j := 0; j*perJob < n; j++ {
 		p, err := storage.JobParts(s, fmt.Sprintf("other%d", j))
 		if err != nil {
-			return err
+			tb.Fatal(err)
 		}
 		for range min(perJob, n-j*perJob) {
 			if _, err := p.Publish(ctx, func(w io.Writer) error {
 				_, err := io.WriteString(w, "x")
 				return err
 			}); err != nil {
-				return err
+				tb.Fatal(err)
 			}
 		}
 	}
-	return nil
+	return bus, s, n
 }

@@ -291,15 +291,27 @@ func (s *Sink) forget(job string) {
 }
 
 // noteRemaining records how many rows job j lacks, as its record says
-// (an in-progress job, whose total is known), for ResultsLacking.
+// (an in-progress job, whose total is known), for ResultsLacking: -1 for a
+// job still validating (its total not known yet), none for another.
 func (s *Sink) noteRemaining(j jobs.Job) {
 	s.remMu.Lock()
 	defer s.remMu.Unlock()
-	if j.Status == jobs.StatusInProgress && j.RequestCounts.Total > 0 {
+	switch {
+	case j.Status == jobs.StatusInProgress && j.RequestCounts.Total > 0:
 		s.remaining[j.ID] = j.RequestCounts.Total - j.RequestCounts.Done()
-	} else {
+	case j.Status == jobs.StatusValidating:
+		s.remaining[j.ID] = -1
+	default:
 		delete(s.remaining, j.ID)
 	}
+}
+
+// remainingOf is what noteRemaining recorded of job.
+func (s *Sink) remainingOf(job string) (int, bool) {
+	s.remMu.Lock()
+	defer s.remMu.Unlock()
+	rem, ok := s.remaining[job]
+	return rem, ok
 }
 
 // ResultsLacking is how many more results a gathered batch (the subjects
@@ -307,10 +319,11 @@ func (s *Sink) noteRemaining(j jobs.Job) {
 // of its jobs as the job lacked when this sink last read its record: 0 when
 // nothing more is coming for them, so the batch need not wait out its
 // gather (pipeline.ConsumerConfig.GatherMore); -1 when a job's count is not
-// known (not in progress, or its record unreadable now). A record read
-// before another sink counted rows, or a duplicate, only makes the batch
-// wait as it would have: the answer changes when a batch closes, never
-// what is stored.
+// known (still validating, ended, or its record unreadable now). The record
+// of a job the sink has not met is read here, once; handleJob keeps the
+// count up to date after. A record read before another sink counted rows,
+// or a duplicate, only makes the batch wait as it would have: the answer
+// changes when a batch closes, never what is stored.
 func (s *Sink) ResultsLacking(subjects []string) int {
 	n := map[string]int{}
 	for _, subj := range subjects {
@@ -322,9 +335,7 @@ func (s *Sink) ResultsLacking(subjects []string) int {
 	}
 	lacking := 0
 	for job, got := range n {
-		s.remMu.Lock()
-		rem, ok := s.remaining[job]
-		s.remMu.Unlock()
+		rem, ok := s.remainingOf(job)
 		if !ok {
 			ctx, cancel := context.WithTimeout(context.Background(), lackingReadWait)
 			j, err := s.store.Get(ctx, job)
@@ -333,12 +344,10 @@ func (s *Sink) ResultsLacking(subjects []string) int {
 				return -1
 			}
 			s.noteRemaining(j)
-			s.remMu.Lock()
-			rem, ok = s.remaining[job]
-			s.remMu.Unlock()
-			if !ok {
-				return -1
-			}
+			rem, ok = s.remainingOf(job)
+		}
+		if !ok || rem < 0 {
+			return -1
 		}
 		lacking += max(rem-got, 0)
 	}
@@ -496,6 +505,7 @@ func (s *Sink) handleJob(ctx context.Context, job string, bj *batchJob, errs []e
 	if err != nil {
 		return err
 	}
+	s.noteRemaining(j) // an ended job's entry goes
 	if j.Kind == jobs.KindTraining {
 		s.log.Warn().Str("job", job).Int("rows", len(bj.results)).Msg("results of a training job dropped: its train worker runs it")
 		return nil

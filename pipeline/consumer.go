@@ -508,9 +508,7 @@ func (c *Consumer) fetch(ctx context.Context) ([]jetstream.Msg, error) {
 		if want == 0 {
 			break
 		}
-		if want > 0 {
-			want = min(want, n)
-		} else {
+		if want < 0 || want > n {
 			want = n
 		}
 		left := time.Until(end)

@@ -3,7 +3,6 @@ package main
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -380,14 +379,19 @@ func expertsToServe(ctx context.Context, bus *pipeline.Bus, wc WorkerConfig) ([]
 	if err != nil {
 		return nil, err
 	}
-	live, err := routing.LiveWorkers(ctx, wkv)
+	var live map[string]int
+	if wc.LiveSince.IsZero() {
+		live, err = routing.LiveWorkers(ctx, wkv)
+	} else {
+		// A heartbeat written after LiveSince (one of the same second
+		// may be older: not counted).
+		since := wc.LiveSince.Unix()
+		live, err = routing.CountWorkers(ctx, wkv, func(hb schemas.Heartbeat) bool {
+			return hb.Role == schemas.WorkerInfer && hb.UpdatedAt > since
+		})
+	}
 	if err != nil {
 		return nil, err
-	}
-	if !wc.LiveSince.IsZero() {
-		if live, err = liveSince(ctx, wkv, wc.LiveSince); err != nil {
-			return nil, err
-		}
 	}
 	out := named
 	for _, e := range wc.Experts {
@@ -395,27 +399,6 @@ func expertsToServe(ctx context.Context, bus *pipeline.Bus, wc WorkerConfig) ([]
 			continue
 		}
 		out = append(out, e)
-	}
-	return out, nil
-}
-
-// liveSince counts, per model, the infer workers of lf_workers whose
-// heartbeat was written after since (a heartbeat of the same second as
-// since may be older: not counted).
-func liveSince(ctx context.Context, wkv *pipeline.KV, since time.Time) (map[string]int, error) {
-	entries, err := wkv.Values(ctx, schemas.HeartbeatKey(schemas.WorkerInfer, ">"))
-	if err != nil {
-		return nil, fmt.Errorf("list %s: %w", pipeline.BucketWorkers, err)
-	}
-	out := map[string]int{}
-	for _, e := range entries {
-		var hb schemas.Heartbeat
-		if json.Unmarshal(e.Value, &hb) != nil || hb.Role != schemas.WorkerInfer || hb.UpdatedAt <= since.Unix() {
-			continue
-		}
-		for _, m := range hb.Models {
-			out[m]++
-		}
 	}
 	return out, nil
 }

@@ -13,6 +13,7 @@ import (
 type Records struct {
 	store storage.Store
 	name  string
+	parts *storage.Parts // nil: storage.DatasetParts of the store
 }
 
 // NewRecords returns the reader of dataset name in store.
@@ -26,12 +27,29 @@ func NewRecords(store storage.Store, name string) (*Records, error) {
 	return &Records{store: store, name: name}, nil
 }
 
+// NewRecordsOf returns the reader of dataset name's parts as parts lists
+// them (storage.IndexedDatasetParts: by their numbers, not the whole
+// store's listing), read from store.
+func NewRecordsOf(store storage.Store, parts *storage.Parts, name string) (*Records, error) {
+	if parts == nil {
+		return nil, fmt.Errorf("dataset %s: nil parts", name)
+	}
+	r, err := NewRecords(store, name)
+	if r != nil {
+		r.parts = parts
+	}
+	return r, err
+}
+
 // ReadRecords returns every record of the dataset's parts, part after part
 // in number order; a dataset without parts has none.
 func (r *Records) ReadRecords(ctx context.Context) ([]schemas.Record, error) {
-	parts, err := storage.DatasetParts(r.store, r.name)
-	if err != nil {
-		return nil, err
+	parts := r.parts
+	if parts == nil {
+		var err error
+		if parts, err = storage.DatasetParts(r.store, r.name); err != nil {
+			return nil, err
+		}
 	}
 	list, err := parts.List(ctx)
 	if err != nil {

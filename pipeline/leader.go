@@ -97,24 +97,31 @@ func (o *Objects) LeaderInfo(ctx context.Context, name string) (ObjectInfo, erro
 // purged), read from the bucket's stream leader: unlike Get, answered by
 // any replica, it sees every write that was acknowledged.
 func (k *KV) LeaderHas(ctx context.Context, key string) (bool, error) {
+	_, found, err := k.LeaderGet(ctx, key)
+	return found, err
+}
+
+// LeaderGet is key's value as the bucket's stream leader has it (see
+// LeaderHas); found is false when the key is absent, deleted or purged.
+func (k *KV) LeaderGet(ctx context.Context, key string) (value []byte, found bool, err error) {
 	if !validKey(key) {
-		return false, fmt.Errorf("%s %q: %w", k.Name(), key, jetstream.ErrInvalidKey)
+		return nil, false, fmt.Errorf("%s %q: %w", k.Name(), key, jetstream.ErrInvalidKey)
 	}
 	m, found, err := leaderLast(ctx, k.js.Conn(), "KV_"+k.Name(), "$KV."+k.Name()+"."+key)
 	if err != nil {
-		return false, fmt.Errorf("%s %s: %w", k.Name(), key, err)
+		return nil, false, fmt.Errorf("%s %s: %w", k.Name(), key, err)
 	}
 	if !found {
-		return false, nil
+		return nil, false, nil
 	}
 	if len(m.Header) > 0 {
 		hdr, err := nats.DecodeHeadersMsg(m.Header)
 		if err != nil {
-			return false, fmt.Errorf("%s %s: headers: %w", k.Name(), key, err)
+			return nil, false, fmt.Errorf("%s %s: headers: %w", k.Name(), key, err)
 		}
 		if op := hdr.Get("KV-Operation"); op == "DEL" || op == "PURGE" {
-			return false, nil
+			return nil, false, nil
 		}
 	}
-	return true, nil
+	return m.Data, true, nil
 }

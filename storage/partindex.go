@@ -165,8 +165,13 @@ func NewPartIndex(kv *pipeline.KV, parts *Parts, collection string, o PartIndexO
 		ids: map[idKey]int32{}, shards: map[string]struct{}{}, pending: map[int]*pendingEntry{}, mine: map[int]bool{}}, nil
 }
 
-func (x *PartIndex) entryKey(n int) string { return x.prefix + "ids/" + strconv.Itoa(n) }
-func (x *PartIndex) doneKey(n int) string  { return x.prefix + "done/" + strconv.Itoa(n) }
+func (x *PartIndex) entryKey(n int) string { return indexEntryKey(x.prefix, n) }
+
+// indexEntryKey is part n's entry in the index of collection/ (its claim),
+// indexBaseKey the key of the index's first number.
+func indexEntryKey(prefix string, n int) string { return prefix + "ids/" + strconv.Itoa(n) }
+func indexBaseKey(prefix string) string         { return prefix + "base" }
+func (x *PartIndex) doneKey(n int) string       { return x.prefix + "done/" + strconv.Itoa(n) }
 func (x *PartIndex) chunkKey(token string, k int) string {
 	return x.prefix + "chunk/" + token + "/" + strconv.Itoa(k)
 }
@@ -215,7 +220,7 @@ func (x *PartIndex) start(ctx context.Context) error {
 	if x.started {
 		return nil
 	}
-	e, err := x.kv.Get(ctx, x.prefix+"base")
+	e, err := x.kv.Get(ctx, indexBaseKey(x.prefix))
 	if errors.Is(err, pipeline.ErrKeyNotFound) {
 		base := 0
 		list, lerr := x.parts.List(ctx)
@@ -226,12 +231,12 @@ func (x *PartIndex) start(ctx context.Context) error {
 			last, _ := numbered(list[n-1].Key, x.parts.base, x.parts.ext)
 			base = last + 1
 		}
-		if _, err = x.kv.Create(ctx, x.prefix+"base", []byte(strconv.Itoa(base))); err == nil {
+		if _, err = x.kv.Create(ctx, indexBaseKey(x.prefix), []byte(strconv.Itoa(base))); err == nil {
 			x.base, x.next, x.started = base, base, true
 			return nil
 		}
 		if errors.Is(err, pipeline.ErrKeyExists) {
-			e, err = x.kv.Get(ctx, x.prefix+"base")
+			e, err = x.kv.Get(ctx, indexBaseKey(x.prefix))
 		}
 	}
 	if err != nil {

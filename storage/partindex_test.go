@@ -6,9 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
 
 	"github.com/largeforge/largeforge/pipeline"
 	"github.com/largeforge/largeforge/pipeline/pipelinetest"
@@ -46,22 +50,8 @@ func countNew(fresh []bool) (n int) {
 func TestSharedDeduper(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	_, bus := pipelinetest.StartBus(t)
-	kv, err := bus.KV(ctx, pipeline.BucketDedupe)
-	if err != nil {
-		t.Fatal(err)
-	}
-	store, err := storage.OpenObjects(ctx, bus, t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, kv, store := datasetBeforeIndex(ctx, t)
 	parts, _ := storage.DatasetParts(store, "ds")
-	// Two parts stored before the index existed.
-	for range 2 {
-		if _, err := parts.Publish(ctx, write("old")); err != nil {
-			t.Fatal(err)
-		}
-	}
 	open := func(o storage.PartIndexOptions) *storage.PartIndex {
 		t.Helper()
 		x, err := storage.NewPartIndex(kv, parts, "ds", o)
@@ -182,4 +172,126 @@ func TestSharedDeduper(t *testing.T) {
 // write writes s.
 func write(s string) func(io.Writer) error {
 	return func(w io.Writer) error { _, err := io.WriteString(w, s); return err }
+}
+
+// A dataset's parts numbered by its part index are listed by their numbers
+// (IndexedDatasetParts): past a claim abandoned and one in flight (entries
+// without an object), across more than one window of numbers, up to the
+// first number without an entry, with the parts stored before the index
+// (below its base) found by the store's listing. The listing from the base
+// on creates no consumer on lf_artifacts' stream (a listing of every
+// object), and a dataset whose index has no base yet is listed whole.
+func TestIndexedDatasetPartsListedByNumber(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	bus, kv, store := datasetBeforeIndex(ctx, t)
+	parts, err := storage.IndexedDatasetParts(store, kv, "ds")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := storage.IndexedDatasetParts(store, kv, "bad name"); !errors.Is(err, storage.ErrInvalidKey) {
+		t.Errorf("IndexedDatasetParts(bad name) = %v", err)
+	}
+	numbers := func(from int) []int {
+		t.Helper()
+		list, err := parts.ListFrom(ctx, from)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return partNumbers(list)
+	}
+	if got := numbers(0); fmt.Sprint(got) != "[0 1]" {
+		t.Errorf("before the index: parts %v, want [0 1]", got)
+	}
+	x, err := storage.NewPartIndex(kv, parts, "ds", storage.PartIndexOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []int
+	for i := range 40 {
+		_, c, err := x.Claim(ctx, recordIDs(10*i, 10*i+10), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch i {
+		case 3: // abandoned
+			err = x.Abandon(ctx, c)
+		case 5: // in flight: claimed, not stored yet
+		default:
+			if _, err = parts.Create(ctx, c.Number, write(c.Key)); err == nil {
+				err = x.Commit(ctx, c)
+			}
+			want = append(want, c.Number)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if want[0] != 2 {
+		t.Fatalf("first indexed part %d, want 2 (after the two stored before)", want[0])
+	}
+	// A stray object past the last entry is no part.
+	if _, err := store.Put(ctx, parts.Key(50), write("stray")); err != nil {
+		t.Fatal(err)
+	}
+	var scans atomic.Int64
+	for _, subj := range []string{"$JS.API.CONSUMER.CREATE.OBJ_lf_artifacts", "$JS.API.CONSUMER.CREATE.OBJ_lf_artifacts.>"} {
+		sub, err := bus.Conn().Subscribe(subj, func(*nats.Msg) { scans.Add(1) })
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sub.Unsubscribe()
+	}
+	if err := bus.Conn().Flush(); err != nil {
+		t.Fatal(err)
+	}
+	for _, first := range []int{2, 5, 8, 40, 43} {
+		wantFrom := slices.DeleteFunc(slices.Clone(want), func(n int) bool { return n < first })
+		if got := numbers(first); !slices.Equal(got, wantFrom) {
+			t.Errorf("ListFrom(%d) = %v, want %v", first, got, wantFrom)
+		}
+	}
+	if err := bus.Conn().Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if n := scans.Load(); n != 0 {
+		t.Errorf("listing from the index's base created %d consumers on lf_artifacts' stream", n)
+	}
+	// From 0: the two parts before the index too.
+	if got, wantAll := numbers(0), append([]int{0, 1}, want...); !slices.Equal(got, wantAll) {
+		t.Errorf("List = %v, want %v", got, wantAll)
+	}
+}
+
+// datasetBeforeIndex starts a bus with the object store and lf_dedupe, and
+// stores two parts of dataset ds as they were before its part index
+// existed (numbered by Publish).
+func datasetBeforeIndex(ctx context.Context, t *testing.T) (*pipeline.Bus, *pipeline.KV, *storage.Objects) {
+	t.Helper()
+	_, bus := pipelinetest.StartBus(t)
+	kv, err := bus.KV(ctx, pipeline.BucketDedupe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := storage.OpenObjects(ctx, bus, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	parts, _ := storage.DatasetParts(store, "ds")
+	for range 2 {
+		if _, err := parts.Publish(ctx, write("old")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return bus, kv, store
+}
+
+// partNumbers are the numbers of listed parts, in order.
+func partNumbers(list []storage.Info) []int {
+	var got []int
+	for _, in := range list {
+		n, _ := storage.PartNumber(in.Key)
+		got = append(got, n)
+	}
+	return got
 }

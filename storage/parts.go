@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+
+	"github.com/largeforge/largeforge/pipeline"
 )
 
 // Parts publishes the immutable parts of one collection (a dataset, a job's
@@ -27,6 +29,10 @@ type Parts struct {
 	// dense: only Publish numbers the parts, so every number up to the
 	// highest taken is claimed (see probe).
 	dense bool
+	// index: the part index (lf_dedupe) that numbers a dataset's parts
+	// from its base on (see probeIndexed); nil when not known.
+	index *pipeline.KV
+	coll  string // the index's collection and "/"
 
 	mu      sync.Mutex
 	next    int
@@ -54,6 +60,24 @@ const skipEvery = 8
 // DatasetParts are the parts of dataset name.
 func DatasetParts(s Store, name string) (*Parts, error) {
 	return newParts(s, Dataset(name), datasetPartDigits, partBase, partExt)
+}
+
+// IndexedDatasetParts are the parts of dataset name numbered by its part
+// index in kv (lf_dedupe, see PartIndex): in an object store they are
+// listed by their numbers, reading this dataset's objects and index
+// entries only, instead of every object's metadata in the bucket.
+func IndexedDatasetParts(s Store, kv *pipeline.KV, name string) (*Parts, error) {
+	if kv == nil {
+		return nil, fmt.Errorf("%w: nil part index bucket", ErrInvalidOption)
+	}
+	if !kvKeyRE.MatchString(name) {
+		return nil, fmt.Errorf("%w: collection %q", ErrInvalidKey, name)
+	}
+	p, err := DatasetParts(s, name)
+	if p != nil {
+		p.index, p.coll = kv, name+"/"
+	}
+	return p, err
 }
 
 // DatasetRejectParts are the rejects of dataset name: immutable JSONL
@@ -147,9 +171,29 @@ func (p *Parts) List(ctx context.Context) ([]Info, error) { return p.ListFrom(ct
 // order: a reader that has met every part below first asks about the
 // others only.
 func (p *Parts) ListFrom(ctx context.Context, first int) ([]Info, error) {
-	if o := objectsOf(p.store); o != nil && p.dense {
+	o := objectsOf(p.store)
+	if o != nil && p.dense {
 		return p.probe(ctx, o, max(first, 0))
 	}
+	if o != nil && p.index != nil {
+		raw, found, err := p.index.LeaderGet(ctx, indexBaseKey(p.coll))
+		if err != nil {
+			return nil, fmt.Errorf("list parts under %s: %w", p.prefix, err)
+		}
+		if found { // else no part was claimed in the index yet: List
+			base, err := strconv.Atoi(string(raw))
+			if err != nil {
+				return nil, fmt.Errorf("list parts under %s: index base %q: %w", p.prefix, raw, err)
+			}
+			return p.probeIndexed(ctx, o, max(first, 0), base)
+		}
+	}
+	return p.listAll(ctx, first)
+}
+
+// listAll lists the parts numbered first or above through the store's
+// List.
+func (p *Parts) listAll(ctx context.Context, first int) ([]Info, error) {
 	all, err := p.store.List(ctx, p.prefix+p.base)
 	if err != nil {
 		return nil, err
@@ -222,5 +266,55 @@ func (p *Parts) probe(ctx context.Context, o *Objects, from int) ([]Info, error)
 				return parts, nil
 			}
 		}
+	}
+}
+
+// probeIndexed lists the parts of an indexed dataset (see PartIndex) from
+// number from on by their numbers. The index numbers the parts from base on
+// densely: a writer claims number n (creates its entry) only after reading
+// the entries of every number below n. So the parts are the objects of
+// numbers from base on up to the first number without an entry; a number
+// with an entry and no object is a part abandoned or still uploading, left
+// out as List leaves it out. The parts below base were stored before the
+// index started, and only the store's List finds them. Both reads go to the
+// streams' leaders, as probe's do.
+func (p *Parts) probeIndexed(ctx context.Context, o *Objects, from, base int) ([]Info, error) {
+	var parts []Info
+	if from < base {
+		before, err := p.listAll(ctx, from)
+		if err != nil {
+			return nil, err
+		}
+		for _, in := range before {
+			if n, _ := numbered(in.Key, p.base, p.ext); n < base {
+				parts = append(parts, in)
+			}
+		}
+		from = base
+	}
+	infos, errs := make([]Info, probeWindow), make([]error, probeWindow)
+	claimed := make([]bool, probeWindow)
+	for first := from; ; first += probeWindow {
+		var wg sync.WaitGroup
+		for i := range probeWindow {
+			wg.Go(func() {
+				infos[i], errs[i] = o.Stat(ctx, p.Key(first+i))
+				if errors.Is(errs[i], ErrNotFound) {
+					claimed[i], errs[i] = p.index.LeaderHas(ctx, indexEntryKey(p.coll, first+i))
+				}
+			})
+		}
+		wg.Wait()
+		for i := range probeWindow {
+			switch {
+			case errs[i] != nil:
+				return nil, fmt.Errorf("list parts under %s: %w", p.prefix, errs[i])
+			case infos[i].Key != "":
+				parts = append(parts, infos[i])
+			case !claimed[i]:
+				return parts, nil
+			}
+		}
+		clear(infos)
 	}
 }

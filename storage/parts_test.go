@@ -238,11 +238,7 @@ func TestJobPartsListedByNumber(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var got []int
-		for _, in := range from {
-			n, _ := storage.PartNumber(in.Key)
-			got = append(got, n)
-		}
+		got := partNumbers(from)
 		if wantFrom := slices.DeleteFunc(slices.Clone(want), func(n int) bool { return n < first }); !slices.Equal(got, wantFrom) {
 			t.Errorf("ListFrom(%d) = %v, want %v", first, got, wantFrom)
 		}

@@ -169,6 +169,8 @@ func roleOps() []roleOp {
 		{"leader read of lf_artifacts (a part's metadata)", []string{"datasets", "train", "results", "api", "submit"}, jsAPI("$JS.API.STREAM.MSG.GET.OBJ_lf_artifacts", `{"last_by_subj":"$O.lf_artifacts.M.eA=="}`)},
 		{"leader read of lf_claims (a part's claim)", []string{"datasets", "train", "results"}, jsAPI("$JS.API.STREAM.MSG.GET.KV_lf_claims", `{"last_by_subj":"$KV.lf_claims.x"}`)},
 		{"write lf_dedupe", []string{"datasets"}, corePub("$KV.lf_dedupe.d1/x")},
+		{"get lf_dedupe key (a dataset's part index)", []string{"train", "datasets"}, kvGet(pipeline.BucketDedupe, "d1/base")},
+		{"leader read of lf_dedupe (a part's index entry)", []string{"train", "datasets"}, jsAPI("$JS.API.STREAM.MSG.GET.KV_lf_dedupe", `{"last_by_subj":"$KV.lf_dedupe.d1/ids/0"}`)},
 		{"publish lf.events.train.j1", []string{"train"}, corePub("lf.events.train.j1")},
 		{"read LF_EVENTS", []string{"api"}, func(ctx context.Context, b *pipeline.Bus) error {
 			c, err := b.JetStream().OrderedConsumer(ctx, pipeline.StreamEvents, jetstream.OrderedConsumerConfig{})
@@ -244,6 +246,13 @@ func TestRoleTableDenies(t *testing.T) {
 		t.Fatal(err)
 	}
 	if _, err := wkv.Put(ctx, "infer.w1", []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	dkv, err = admin.KV(ctx, pipeline.BucketDedupe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dkv.Put(ctx, "d1/base", []byte("0")); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := admin.Publish(ctx, "lf.events.train.j1", []byte(`{"step":1}`), "j1/1", nil); err != nil {

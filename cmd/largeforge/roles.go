@@ -512,13 +512,14 @@ const (
 // (LF_REQUESTS, LF_RESULTS' control markers, lf_jobs, lf_artifacts), the
 // Fine-tuning API (LF_TRAIN, LF_EVENTS, lf_models), the Files API's
 // listing (lf_files) and the console (lf_datasets; lf_claims, opening the
-// artifact store).
+// artifact store). The train role reads a dataset's part index in
+// lf_dedupe, which numbers the dataset's parts.
 var natsRoleUses = map[string][]string{
 	NATSIngest:   {pipeline.StreamDatasets, pipeline.StreamDLQ, pipeline.BucketDatasets},
 	NATSSubmit:   {pipeline.StreamRequests, pipeline.StreamTrain, pipeline.StreamResults, pipeline.StreamRoutes, pipeline.BucketJobs, pipeline.BucketWorkers, pipeline.BucketExperts, pipeline.BucketArtifacts, pipeline.BucketModels},
 	NATSAPI:      {pipeline.StreamRoutes, pipeline.StreamRequests, pipeline.StreamResults, pipeline.StreamTrain, pipeline.StreamEvents, pipeline.BucketWorkers, pipeline.BucketExperts, pipeline.BucketModels, pipeline.BucketArtifacts, pipeline.BucketJobs, pipeline.BucketDatasets, pipeline.BucketClaims, pipeline.BucketFiles},
 	NATSInfer:    {pipeline.StreamRequests, pipeline.StreamResults, pipeline.StreamDLQ, pipeline.BucketJobs, pipeline.BucketWorkers, pipeline.BucketExperts, pipeline.BucketModels},
-	NATSTrain:    {pipeline.StreamTrain, pipeline.StreamDLQ, pipeline.BucketJobs, pipeline.BucketWorkers, pipeline.BucketArtifacts, pipeline.BucketClaims, pipeline.StreamEvents},
+	NATSTrain:    {pipeline.StreamTrain, pipeline.StreamDLQ, pipeline.BucketJobs, pipeline.BucketWorkers, pipeline.BucketArtifacts, pipeline.BucketClaims, pipeline.BucketDedupe, pipeline.StreamEvents},
 	NATSResults:  {pipeline.StreamResults, pipeline.StreamDLQ, pipeline.BucketJobs, pipeline.BucketArtifacts, pipeline.BucketClaims},
 	NATSDatasets: {pipeline.StreamDatasets, pipeline.StreamDLQ, pipeline.BucketDatasets, pipeline.BucketArtifacts, pipeline.BucketClaims, pipeline.BucketDedupe},
 }

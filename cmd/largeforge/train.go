@@ -157,9 +157,10 @@ func datasetRecords(ctx context.Context, cmd *cobra.Command, rc train.RunConfig,
 	onBus := ""
 	if err == nil {
 		var objects *storage.Objects
-		if objects, err = datasetObjects(ctx, bus, rc.Dataset); err == nil && objects != nil {
+		var parts *storage.Parts
+		if objects, parts, err = trainjobs.DatasetParts(ctx, bus, rc.Dataset, log); err == nil && objects != nil {
 			log.Info().Str("dataset", rc.Dataset).Str("from", pipeline.BucketArtifacts).Msg("reading the dataset's parts from the bus")
-			records, err := trainjobs.RecordsFrom(rc, objects)
+			records, err := trainjobs.RecordsFrom(rc, objects, parts)
 			if err != nil {
 				bus.Close()
 				return nil, nil, err
@@ -188,19 +189,6 @@ func datasetRecords(ctx context.Context, cmd *cobra.Command, rc train.RunConfig,
 	}
 	return nil, nil, fmt.Errorf("%w: %s is neither on the bus (%s) nor in data dir %s (%s); ingest it (`largeforge ingest`), or name its data dir with --data-dir or data_dir",
 		errNoDataset, rc.Dataset, onBus, dataDir, inDir)
-}
-
-// datasetObjects is the bus's artifacts store when it holds parts of
-// dataset name, else nil.
-func datasetObjects(ctx context.Context, bus *pipeline.Bus, name string) (*storage.Objects, error) {
-	objects, err := storage.OpenObjects(ctx, bus, "")
-	if err != nil {
-		return nil, err
-	}
-	if n, err := countParts(ctx, objects, name); err != nil || n == 0 {
-		return nil, err
-	}
-	return objects, nil
 }
 
 // countParts is the number of dataset name's parts in store.

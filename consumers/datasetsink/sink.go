@@ -107,7 +107,15 @@ func (s *Sink) load(ctx context.Context, name string) (*state, error) {
 	if err := dataset.ValidateName(name); err != nil {
 		return nil, pipeline.Invalid("dataset "+name, err)
 	}
-	parts, err := storage.DatasetParts(s.store, name)
+	// With the shared index (lf_dedupe) numbering the parts, they are
+	// listed by their numbers, not by every object's in the store.
+	var parts *storage.Parts
+	var err error
+	if s.shared != nil {
+		parts, err = storage.IndexedDatasetParts(s.store, s.shared, name)
+	} else {
+		parts, err = storage.DatasetParts(s.store, name)
+	}
 	if err != nil {
 		return nil, err
 	}

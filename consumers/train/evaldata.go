@@ -17,13 +17,13 @@ func (w *Worker) evalRecords(ctx context.Context, rc train.RunConfig) (r train.R
 	if rc.EvalDataset == "" {
 		return nil, false, nil
 	}
-	objects, err := w.datasetObjects(ctx, rc.EvalDataset)
+	objects, parts, err := w.datasetParts(ctx, rc.EvalDataset)
 	if err != nil {
 		return nil, true, err
 	}
 	if objects == nil {
 		return nil, false, fmt.Errorf("%w: eval_dataset %s: no parts in %s", ErrInvalidOption, rc.EvalDataset, pipeline.BucketArtifacts)
 	}
-	recs, err := dataset.NewRecords(objects, rc.EvalDataset)
+	recs, err := dataset.NewRecordsOf(objects, parts, rc.EvalDataset)
 	return recs, false, err
 }

@@ -5,8 +5,11 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/rs/zerolog"
+
 	"github.com/largeforge/largeforge/dataset"
 	"github.com/largeforge/largeforge/model/train"
+	"github.com/largeforge/largeforge/pipeline"
 	"github.com/largeforge/largeforge/schemas"
 	"github.com/largeforge/largeforge/storage"
 )
@@ -26,10 +29,14 @@ func Records(rc train.RunConfig) (train.RecordReader, error) {
 }
 
 // RecordsFrom is Records where a dataset without a data_dir is read from
-// store (the bus's lf_artifacts: storage.OpenObjects), on any machine.
-func RecordsFrom(rc train.RunConfig, store storage.Store) (train.RecordReader, error) {
+// store (the bus's lf_artifacts: storage.OpenObjects), on any machine, as
+// parts lists its parts (nil: storage.DatasetParts).
+func RecordsFrom(rc train.RunConfig, store storage.Store, parts *storage.Parts) (train.RecordReader, error) {
 	if rc.Dataset == "" || rc.DataDir != "" {
 		return Records(rc)
+	}
+	if parts != nil {
+		return dataset.NewRecordsOf(store, parts, rc.Dataset)
 	}
 	return dataset.NewRecords(store, rc.Dataset)
 }
@@ -59,3 +66,31 @@ func (d dataFiles) ReadRecords(ctx context.Context) ([]schemas.Record, error) {
 }
 
 func (d dataFiles) String() string { return strings.Join(d.paths, ", ") }
+
+// DatasetParts is the artifacts store of bus (lf_artifacts) and the parts
+// of dataset name there when it holds some, else nils. The parts are
+// listed by their numbers in the dataset's part index (lf_dedupe); where
+// the connection's role cannot read lf_dedupe (a roles file older than the
+// train role's read of it), a warning says so and they are found by the
+// store's listing of every object.
+func DatasetParts(ctx context.Context, bus *pipeline.Bus, name string, log zerolog.Logger) (*storage.Objects, *storage.Parts, error) {
+	objects, err := storage.OpenObjects(ctx, bus, "")
+	if err != nil {
+		return nil, nil, err
+	}
+	var parts *storage.Parts
+	if index, kerr := bus.KV(ctx, pipeline.BucketDedupe); kerr == nil {
+		parts, err = storage.IndexedDatasetParts(objects, index, name)
+	} else {
+		log.Warn().Err(kerr).Str("dataset", name).Msgf("%s not readable: the dataset's parts are found by listing all of %s", pipeline.BucketDedupe, pipeline.BucketArtifacts)
+		parts, err = storage.DatasetParts(objects, name)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	list, err := parts.List(ctx)
+	if err != nil || len(list) == 0 {
+		return nil, nil, err
+	}
+	return objects, parts, nil
+}

@@ -236,11 +236,12 @@ func (w *Worker) handle(ctx context.Context, msg pipeline.Msg) error {
 	attempt := int(msg.Deliveries)
 	rc := m.Run
 	var objects *storage.Objects
+	var parts *storage.Parts
 	if rc.Dataset != "" && rc.DataDir == "" {
 		// The dataset's parts are read from lf_artifacts, on any machine; a
 		// dataset stored only in the worker's data dir (before the parts
 		// went to the bus) is read there.
-		if objects, err = w.datasetObjects(ctx, rc.Dataset); err != nil {
+		if objects, parts, err = w.datasetParts(ctx, rc.Dataset); err != nil {
 			return err // the bus failed: the job is redelivered
 		}
 		if objects == nil {
@@ -261,7 +262,7 @@ func (w *Worker) handle(ctx context.Context, msg pipeline.Msg) error {
 	}
 	var records train.RecordReader
 	if objects != nil {
-		records, err = RecordsFrom(rc, objects)
+		records, err = RecordsFrom(rc, objects, parts)
 	} else {
 		records, err = Records(rc)
 	}
@@ -506,20 +507,7 @@ func applyProgress(tp *jobs.TrainingProgress, p train.Progress) {
 	tp.ETASeconds = p.ETA.Seconds()
 }
 
-// datasetObjects is the bus's artifacts store when it holds parts of
-// dataset name, else nil.
-func (w *Worker) datasetObjects(ctx context.Context, name string) (*storage.Objects, error) {
-	objects, err := storage.OpenObjects(ctx, w.bus, "")
-	if err != nil {
-		return nil, err
-	}
-	parts, err := storage.DatasetParts(objects, name)
-	if err != nil {
-		return nil, err
-	}
-	list, err := parts.List(ctx)
-	if err != nil || len(list) == 0 {
-		return nil, err
-	}
-	return objects, nil
+// datasetParts is DatasetParts on the worker's bus.
+func (w *Worker) datasetParts(ctx context.Context, name string) (*storage.Objects, *storage.Parts, error) {
+	return DatasetParts(ctx, w.bus, name, w.log)
 }

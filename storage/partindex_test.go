@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path"
 	"slices"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -286,11 +288,12 @@ func datasetBeforeIndex(ctx context.Context, t *testing.T) (*pipeline.Bus, *pipe
 	return bus, kv, store
 }
 
-// partNumbers are the numbers of listed parts, in order.
+// partNumbers are the numbers of listed parts (or rejects), in order.
 func partNumbers(list []storage.Info) []int {
 	var got []int
 	for _, in := range list {
-		n, _ := storage.PartNumber(in.Key)
+		_, digits, _ := strings.Cut(strings.TrimSuffix(path.Base(in.Key), path.Ext(in.Key)), "-")
+		n, _ := strconv.Atoi(digits)
 		got = append(got, n)
 	}
 	return got

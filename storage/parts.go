@@ -81,9 +81,14 @@ func IndexedDatasetParts(s Store, kv *pipeline.KV, name string) (*Parts, error) 
 }
 
 // DatasetRejectParts are the rejects of dataset name: immutable JSONL
-// objects rejects-NNNNN.jsonl, one per batch of rejected records.
+// objects rejects-NNNNN.jsonl, one per batch of rejected records, numbered
+// by Publish only (so listed by their numbers, see probe).
 func DatasetRejectParts(s Store, name string) (*Parts, error) {
-	return newParts(s, Dataset(name), datasetPartDigits, rejectsBase, rejectsExt)
+	p, err := newParts(s, Dataset(name), datasetPartDigits, rejectsBase, rejectsExt)
+	if p != nil {
+		p.dense = true
+	}
+	return p, err
 }
 
 // JobParts are the results parts of batch job job.

@@ -5,10 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+
+	"github.com/nats-io/nats.go"
 
 	"github.com/largeforge/largeforge/pipeline/pipelinetest"
 	"github.com/largeforge/largeforge/storage"
@@ -260,5 +264,56 @@ func TestJobPartsListedByNumber(t *testing.T) {
 	info, err := p.Publish(ctx, writeString("next"))
 	if err != nil || info.Key != p.Key(40) {
 		t.Errorf("next part %s, %v; want %s", info.Key, err, p.Key(40))
+	}
+}
+
+// A dataset's rejects (numbered by Publish only) are listed by their
+// numbers, past a claimed number whose upload failed, without a consumer on
+// lf_artifacts' stream (a listing of every object); the dataset's parts
+// and other objects are no rejects.
+func TestRejectsListedByNumber(t *testing.T) {
+	ctx := context.Background()
+	_, bus := pipelinetest.StartBus(t)
+	s := newObjects(t, bus)
+	rejects, err := storage.DatasetRejectParts(s, "ds")
+	if err != nil {
+		t.Fatal(err)
+	}
+	parts, _ := storage.DatasetParts(s, "ds")
+	if _, err := parts.Publish(ctx, writeString("a part")); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 4 {
+		write := writeString(fmt.Sprint("rejects ", i))
+		if i == 1 {
+			write = func(io.Writer) error { return errors.New("disk gone") }
+		}
+		if _, err := rejects.Publish(ctx, write); (err != nil) != (i == 1) {
+			t.Fatalf("publish rejects %d: %v", i, err)
+		}
+	}
+	var scans atomic.Int64
+	sub, err := bus.Conn().Subscribe("$JS.API.CONSUMER.CREATE.OBJ_lf_artifacts.>", func(*nats.Msg) { scans.Add(1) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	list, err := rejects.List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := partNumbers(list); fmt.Sprint(got) != "[0 2 3]" {
+		t.Errorf("rejects %v, want [0 2 3]", got)
+	}
+	for _, in := range list {
+		if !strings.HasPrefix(path.Base(in.Key), "rejects-") {
+			t.Errorf("%s listed as rejects", in.Key)
+		}
+	}
+	if err := bus.Conn().Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if n := scans.Load(); n != 0 {
+		t.Errorf("listing the rejects created %d consumers on lf_artifacts' stream", n)
 	}
 }

@@ -511,8 +511,8 @@ const (
 // those of routing and interactive requests, the Files and Batches APIs
 // (LF_REQUESTS, LF_RESULTS' control markers, lf_jobs, lf_artifacts), the
 // Fine-tuning API (LF_TRAIN, LF_EVENTS, lf_models), the Files API's
-// listing (lf_files) and the console (lf_datasets; lf_claims, opening the
-// artifact store). The train role reads a dataset's part index in
+// listing (lf_files) and the console (lf_datasets; lf_claims, which number
+// a dataset's rejects). The train role reads a dataset's part index in
 // lf_dedupe, which numbers the dataset's parts.
 var natsRoleUses = map[string][]string{
 	NATSIngest:   {pipeline.StreamDatasets, pipeline.StreamDLQ, pipeline.BucketDatasets},

@@ -171,7 +171,11 @@ func (x *PartIndex) entryKey(n int) string { return indexEntryKey(x.prefix, n) }
 // indexBaseKey the key of the index's first number.
 func indexEntryKey(prefix string, n int) string { return prefix + "ids/" + strconv.Itoa(n) }
 func indexBaseKey(prefix string) string         { return prefix + "base" }
-func (x *PartIndex) doneKey(n int) string       { return x.prefix + "done/" + strconv.Itoa(n) }
+func (x *PartIndex) doneKey(n int) string       { return indexDoneKey(x.prefix, n) }
+
+// indexDoneKey is part n's state (committed or abandoned) in the index of
+// collection/.
+func indexDoneKey(prefix string, n int) string { return prefix + "done/" + strconv.Itoa(n) }
 func (x *PartIndex) chunkKey(token string, k int) string {
 	return x.prefix + "chunk/" + token + "/" + strconv.Itoa(k)
 }

@@ -178,11 +178,14 @@ func write(s string) func(io.Writer) error {
 
 // A dataset's parts numbered by its part index are listed by their numbers
 // (IndexedDatasetParts): past a claim abandoned and one in flight (entries
-// without an object), across more than one window of numbers, up to the
+// without an object) and an object stored after its claim was given up for
+// dead (its records may be stored again), across more than one window of
+// numbers, up to the
 // first number without an entry, with the parts stored before the index
 // (below its base) found by the store's listing. The listing from the base
 // on creates no consumer on lf_artifacts' stream (a listing of every
 // object), and a dataset whose index has no base yet is listed whole.
+// Publish, which numbers parts outside the index, is refused.
 func TestIndexedDatasetPartsListedByNumber(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -219,6 +222,17 @@ func TestIndexedDatasetPartsListedByNumber(t *testing.T) {
 		case 3: // abandoned
 			err = x.Abandon(ctx, c)
 		case 5: // in flight: claimed, not stored yet
+		case 7: // stored after another writer gave the claim up for dead
+			if _, err = parts.Create(ctx, c.Number, write(c.Key)); err == nil {
+				_, err = kv.Create(ctx, "ds/done/"+strconv.Itoa(c.Number), []byte("abandoned"))
+			}
+			if err == nil {
+				if err = x.Commit(ctx, c); errors.Is(err, storage.ErrAbandoned) {
+					err = nil
+				} else {
+					err = fmt.Errorf("commit of a claim given up: %v, want ErrAbandoned", err)
+				}
+			}
 		default:
 			if _, err = parts.Create(ctx, c.Number, write(c.Key)); err == nil {
 				err = x.Commit(ctx, c)
@@ -258,6 +272,10 @@ func TestIndexedDatasetPartsListedByNumber(t *testing.T) {
 	}
 	if n := scans.Load(); n != 0 {
 		t.Errorf("listing from the index's base created %d consumers on lf_artifacts' stream", n)
+	}
+	// A number taken out of the index would be in neither it nor a listing.
+	if _, err := parts.Publish(ctx, write("out of the index")); !errors.Is(err, storage.ErrInvalidOption) {
+		t.Errorf("Publish on indexed parts = %v, want ErrInvalidOption", err)
 	}
 	// From 0: the two parts before the index too.
 	if got, wantAll := numbers(0), append([]int{0, 1}, want...); !slices.Equal(got, wantAll) {

@@ -121,6 +121,11 @@ func newParts(s Store, prefix string, digits int, base, ext string) (*Parts, err
 // write may run more than once (once per number already taken), so it must
 // be repeatable.
 func (p *Parts) Publish(ctx context.Context, write func(io.Writer) error) (Info, error) {
+	if p.index != nil {
+		// Its part index numbers an indexed dataset's parts (and holds
+		// their record ids): a number taken here would be in neither.
+		return Info{}, fmt.Errorf("%w: the parts under %s are numbered by their part index (PartIndex.Claim, then Create)", ErrInvalidOption, p.prefix)
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if !p.scanned {
@@ -274,15 +279,39 @@ func (p *Parts) probe(ctx context.Context, o *Objects, from int) ([]Info, error)
 	}
 }
 
+// probeNumber asks about number n of an indexed dataset: its part (Key
+// set), or none and whether the index holds n's entry. An object whose
+// claim was abandoned (its writer stored it after another writer gave the
+// claim up for dead, so its records may be stored again) is no part.
+func (p *Parts) probeNumber(ctx context.Context, o *Objects, n int) (Info, bool, error) {
+	in, err := o.Stat(ctx, p.Key(n))
+	switch {
+	case errors.Is(err, ErrNotFound):
+		claimed, err := p.index.LeaderHas(ctx, indexEntryKey(p.coll, n))
+		return Info{}, claimed, err
+	case err != nil:
+		return Info{}, false, err
+	}
+	state, _, err := p.index.LeaderGet(ctx, indexDoneKey(p.coll, n))
+	if err != nil {
+		return Info{}, false, err
+	}
+	if string(state) == stateAbandoned {
+		return Info{}, true, nil
+	}
+	return in, true, nil
+}
+
 // probeIndexed lists the parts of an indexed dataset (see PartIndex) from
 // number from on by their numbers. The index numbers the parts from base on
 // densely: a writer claims number n (creates its entry) only after reading
 // the entries of every number below n. So the parts are the objects of
 // numbers from base on up to the first number without an entry; a number
 // with an entry and no object is a part abandoned or still uploading, left
-// out as List leaves it out. The parts below base were stored before the
-// index started, and only the store's List finds them. Both reads go to the
-// streams' leaders, as probe's do.
+// out as List leaves it out, and so is an object whose claim was abandoned
+// (see probeNumber), which List would list. The parts below base were
+// stored before the index started, and only the store's List finds them.
+// Every read goes to the streams' leaders, as probe's do.
 func (p *Parts) probeIndexed(ctx context.Context, o *Objects, from, base int) ([]Info, error) {
 	var parts []Info
 	if from < base {
@@ -302,12 +331,7 @@ func (p *Parts) probeIndexed(ctx context.Context, o *Objects, from, base int) ([
 	for first := from; ; first += probeWindow {
 		var wg sync.WaitGroup
 		for i := range probeWindow {
-			wg.Go(func() {
-				infos[i], errs[i] = o.Stat(ctx, p.Key(first+i))
-				if errors.Is(errs[i], ErrNotFound) {
-					claimed[i], errs[i] = p.index.LeaderHas(ctx, indexEntryKey(p.coll, first+i))
-				}
-			})
+			wg.Go(func() { infos[i], claimed[i], errs[i] = p.probeNumber(ctx, o, first+i) })
 		}
 		wg.Wait()
 		for i := range probeWindow {
@@ -320,6 +344,5 @@ func (p *Parts) probeIndexed(ctx context.Context, o *Objects, from, base int) ([
 				return parts, nil
 			}
 		}
-		clear(infos)
 	}
 }

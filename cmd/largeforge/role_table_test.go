@@ -169,7 +169,7 @@ func roleOps() []roleOp {
 		{"leader read of lf_artifacts (a part's metadata)", []string{"datasets", "train", "results", "api", "submit"}, jsAPI("$JS.API.STREAM.MSG.GET.OBJ_lf_artifacts", `{"last_by_subj":"$O.lf_artifacts.M.eA=="}`)},
 		{"leader read of lf_claims (a part's claim)", []string{"datasets", "train", "results", "api"}, jsAPI("$JS.API.STREAM.MSG.GET.KV_lf_claims", `{"last_by_subj":"$KV.lf_claims.x"}`)},
 		{"write lf_dedupe", []string{"datasets"}, corePub("$KV.lf_dedupe.d1/x")},
-		{"get lf_dedupe key (a dataset's part index)", []string{"train", "datasets"}, kvGet(pipeline.BucketDedupe, "d1/base")},
+		{"get lf_dedupe key (a dataset's part index)", []string{"datasets"}, kvGet(pipeline.BucketDedupe, "d1/base")},
 		{"leader read of lf_dedupe (a part's index entry)", []string{"train", "datasets"}, jsAPI("$JS.API.STREAM.MSG.GET.KV_lf_dedupe", `{"last_by_subj":"$KV.lf_dedupe.d1/ids/0"}`)},
 		{"publish lf.events.train.j1", []string{"train"}, corePub("lf.events.train.j1")},
 		{"read LF_EVENTS", []string{"api"}, func(ctx context.Context, b *pipeline.Bus) error {

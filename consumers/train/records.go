@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/rs/zerolog"
 
@@ -67,19 +68,28 @@ func (d dataFiles) ReadRecords(ctx context.Context) ([]schemas.Record, error) {
 
 func (d dataFiles) String() string { return strings.Join(d.paths, ", ") }
 
+// indexOpenWait bounds the opening of lf_dedupe by DatasetParts: a
+// connection whose role may not read it gets no answer, only a
+// permissions violation, and waits out the deadline.
+const indexOpenWait = 10 * time.Second
+
 // DatasetParts is the artifacts store of bus (lf_artifacts) and the parts
 // of dataset name there when it holds some, else nils. The parts are
 // listed by their numbers in the dataset's part index (lf_dedupe); where
-// the connection's role cannot read lf_dedupe (a roles file older than the
-// train role's read of it), a warning says so and they are found by the
-// store's listing of every object.
+// lf_dedupe does not open within indexOpenWait (`largeforge train` run as
+// a role that may not read it; a train worker checks at its start that it
+// may), a warning says so and they are found by the store's listing of
+// every object.
 func DatasetParts(ctx context.Context, bus *pipeline.Bus, name string, log zerolog.Logger) (*storage.Objects, *storage.Parts, error) {
 	objects, err := storage.OpenObjects(ctx, bus, "")
 	if err != nil {
 		return nil, nil, err
 	}
 	var parts *storage.Parts
-	if index, kerr := bus.KV(ctx, pipeline.BucketDedupe); kerr == nil {
+	kctx, cancel := context.WithTimeout(ctx, indexOpenWait)
+	index, kerr := bus.KV(kctx, pipeline.BucketDedupe)
+	cancel()
+	if kerr == nil {
 		parts, err = storage.IndexedDatasetParts(objects, index, name)
 	} else {
 		log.Warn().Err(kerr).Str("dataset", name).Msgf("%s not readable: the dataset's parts are found by listing all of %s", pipeline.BucketDedupe, pipeline.BucketArtifacts)

@@ -37,7 +37,7 @@ func BenchmarkJobPartsList(b *testing.B) {
 // BenchmarkDatasetPartsList is BenchmarkJobPartsList for a dataset's 64
 // parts numbered by its part index in lf_dedupe (IndexedDatasetParts, as
 // the dataset sink and the train worker list them): probe_ms asks about
-// the dataset's part numbers and index entries.
+// the dataset's part numbers, index entries and found parts' states.
 func BenchmarkDatasetPartsList(b *testing.B) {
 	benchenv.Log(b)
 	ctx := context.Background()

@@ -117,7 +117,7 @@ type PartIndex struct {
 	base    int
 	next    int                   // the next entry to read
 	ids     map[idKey]int32       // id → its part (-1: a part stored before the index)
-	shards  map[string]struct{}   // shard ids of committed parts
+	shards  map[string]int        // shard ids of committed parts → their part
 	pending map[int]*pendingEntry // parts claimed, not yet committed or abandoned
 	mine    map[int]bool          // parts this process claimed
 }
@@ -162,7 +162,7 @@ func NewPartIndex(kv *pipeline.KV, parts *Parts, collection string, o PartIndexO
 		o.Wait = o.Lease + 10*time.Second
 	}
 	return &PartIndex{kv: kv, parts: parts, prefix: collection + "/", lease: o.Lease, wait: o.Wait,
-		ids: map[idKey]int32{}, shards: map[string]struct{}{}, pending: map[int]*pendingEntry{}, mine: map[int]bool{}}, nil
+		ids: map[idKey]int32{}, shards: map[string]int{}, pending: map[int]*pendingEntry{}, mine: map[int]bool{}}, nil
 }
 
 func (x *PartIndex) entryKey(n int) string { return indexEntryKey(x.prefix, n) }
@@ -205,6 +205,20 @@ func (x *PartIndex) HasShard(id string) bool {
 	defer x.mu.Unlock()
 	_, ok := x.shards[id]
 	return ok
+}
+
+// ShardPart reads the entries and states added since the last read and
+// returns the committed part that holds the shard message id: a shard
+// redelivered after a writer stored it (its ack lost, or the writer gone
+// before acking) is found there.
+func (x *PartIndex) ShardPart(ctx context.Context, id string) (n int, ok bool, err error) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if err := x.refresh(ctx); err != nil {
+		return 0, false, err
+	}
+	n, ok = x.shards[id]
+	return n, ok, nil
 }
 
 // Base is the first part number the index lists: the parts below it were
@@ -316,7 +330,7 @@ func (x *PartIndex) settle(n int, state string) {
 	delete(x.pending, n)
 	if state == stateCommitted {
 		for _, s := range p.shards {
-			x.shards[s] = struct{}{}
+			x.shards[s] = n
 		}
 		return
 	}

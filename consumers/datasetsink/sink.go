@@ -18,6 +18,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -69,6 +71,7 @@ type state struct {
 	shards      map[string]struct{}
 	rejects     map[string]struct{}
 	counted     map[string]struct{} // run+shard counted by this process
+	marks       []string            // lf_dedupe keys of the shards counted since the last manifest merge (countedKey)
 }
 
 // dedupe is a storage.Deduper seeded with the ids of the parts read.
@@ -263,9 +266,11 @@ func (s *Sink) handleShards(ctx context.Context, msgs []pipeline.Msg) []error {
 func (s *Sink) writeGroup(ctx context.Context, ds string, msgs []pipeline.Msg, idx []int, errs []error) {
 	s.mu.Lock()
 	st, err := s.load(ctx, ds)
-	var skip []bool
+	var skip, counted []bool
 	if err == nil {
-		skip = skipShards(msgs, idx, st)
+		if counted, err = s.redeliveries(ctx, st, msgs, idx); err == nil {
+			skip = skipShards(msgs, idx, st)
+		}
 	}
 	s.mu.Unlock()
 	if err != nil {
@@ -284,6 +289,9 @@ func (s *Sink) writeGroup(ctx context.Context, ds string, msgs []pipeline.Msg, i
 	now := s.now()
 	var shards []pendingShard
 	for k, i := range idx {
+		if counted[k] {
+			continue // a redelivery of a shard stored and counted before: acked, counted once
+		}
 		m := msgs[i]
 		h := m.Header
 		f, err := schemas.ParseFormat(h.Get(schemas.HeaderFormat))
@@ -575,6 +583,83 @@ type badRow struct {
 	canon                     []byte
 }
 
+// redeliveries looks at the shards of msgs[idx] redelivered (a delivery
+// after the first: an ack lost, or a sink gone before acking). A shard
+// whose counts a manifest merge already holds (its countedKey is in
+// lf_dedupe) is acked and counted no more: counted[k] is set (another sink
+// than the first, or a restarted one, would count it again). A shard that
+// a committed part holds, where the manifest in lf_datasets does not list
+// the part, was stored by a sink that died before its manifest: the part is
+// added to this sink's manifest (adoptPart), which no sink would otherwise
+// do until one read the dataset's parts afresh, and the shard is then
+// counted as persisted before. The caller holds s.mu.
+func (s *Sink) redeliveries(ctx context.Context, st *state, msgs []pipeline.Msg, idx []int) ([]bool, error) {
+	counted := make([]bool, len(idx))
+	if st.index == nil {
+		return counted, nil
+	}
+	var listed map[string]bool // the part files of the manifest in lf_datasets, read once
+	for k, i := range idx {
+		m := msgs[i]
+		if m.ID == "" || m.Deliveries <= 1 {
+			continue
+		}
+		done, err := s.shared.LeaderHas(ctx, countedKey(st.name, m.Header.Get(schemas.HeaderRun), m.ID))
+		if err != nil {
+			return nil, err
+		}
+		if done {
+			counted[k] = true
+			continue
+		}
+		n, ok, err := st.index.ShardPart(ctx, m.ID)
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			continue
+		}
+		if listed == nil {
+			cur, _, _, err := s.loadManifestRaw(ctx, st.name)
+			if err != nil && !dataset.IsNotExist(err) {
+				return nil, err
+			}
+			listed = map[string]bool{}
+			for _, p := range cur.Parts {
+				listed[p.File] = true
+			}
+		}
+		if listed[path.Base(st.parts.Key(n))] {
+			continue
+		}
+		if err := s.adoptPart(ctx, st, n); err != nil {
+			return nil, err
+		}
+	}
+	return counted, nil
+}
+
+// adoptPart adds part n, committed by a sink that died before merging its
+// manifest, to the dataset's manifest (a merge keeps each part once).
+func (s *Sink) adoptPart(ctx context.Context, st *state, n int) error {
+	key := st.parts.Key(n)
+	file := path.Base(key)
+	for _, p := range st.man.Parts {
+		if p.File == file {
+			return nil
+		}
+	}
+	meta, err := dataset.LoadPartMeta(ctx, s.store, key)
+	if err != nil {
+		return err
+	}
+	st.man.Parts = append(st.man.Parts, dataset.PartInfo{File: file, Rows: meta.Rows, Bytes: meta.Bytes, SHA256: meta.SHA256})
+	st.man.Counts.Rows += meta.Rows
+	s.log.Warn().Dict("context", zerolog.Dict().Str("dataset", st.name).Str("part", file).Int64("rows", meta.Rows)).
+		Msg("part of a sink gone before its manifest added to the manifest")
+	return nil
+}
+
 // skipShards marks the shards of msgs[idx] the sink will not decode:
 // another format than the dataset's, or persisted before.
 func skipShards(msgs []pipeline.Msg, idx []int, st *state) []bool {
@@ -732,11 +817,41 @@ func (s *Sink) countShard(st *state, p pendingShard, rows, dups int64, now time.
 		return false
 	}
 	st.counted[key] = struct{}{}
+	if st.index != nil && p.msgID != "" {
+		st.marks = append(st.marks, countedKey(st.name, p.run, p.msgID))
+	}
 	src := st.man.Source(p.source, p.run, now)
 	src.Shards++
 	src.Rows += rows
 	src.Duplicates += dups
 	return true
+}
+
+// countedKey is the lf_dedupe key that says a manifest merge holds the
+// counts of shard msgID of ingest run run of dataset ds: written after the
+// merge (writeMarks), read when the shard is redelivered (redeliveries).
+func countedKey(ds, run, msgID string) string {
+	sum := sha256.Sum256([]byte(run + "\x00" + msgID))
+	return ds + "/counted/" + hex.EncodeToString(sum[:16])
+}
+
+// writeMarks writes the countedKey of each shard counted since the last
+// merge, now that a merge holds their counts. One that fails is logged: a
+// redelivery of its shard to another sink would count it again.
+func (s *Sink) writeMarks(ctx context.Context, st *state) {
+	if len(st.marks) == 0 || s.shared == nil {
+		return
+	}
+	var wg sync.WaitGroup
+	for _, key := range st.marks {
+		wg.Go(func() {
+			if _, err := s.shared.Create(ctx, key, []byte("1")); err != nil && !errors.Is(err, pipeline.ErrKeyExists) {
+				s.log.Warn().Err(err).Dict("context", zerolog.Dict().Str("dataset", st.name)).Msg("mark a shard counted")
+			}
+		})
+	}
+	wg.Wait()
+	st.marks = st.marks[:0]
 }
 
 // manifestRetries bounds the compare-and-set rounds of a manifest merge.
@@ -757,6 +872,7 @@ func (s *Sink) publishManifest(ctx context.Context, st *state) error {
 		if err := s.mergeManifest(ctx, st); err != nil {
 			return logErr(err, "publish manifest")
 		}
+		s.writeMarks(ctx, st)
 		store = localCopy(s.store)
 		if store == nil {
 			return nil // no files: the manifest lives in lf_datasets only

@@ -1,0 +1,145 @@
+package datasetsink_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/largeforge/largeforge/consumers/datasetsink"
+	"github.com/largeforge/largeforge/dataset"
+	"github.com/largeforge/largeforge/pipeline"
+	"github.com/largeforge/largeforge/pipeline/pipelinetest"
+	"github.com/largeforge/largeforge/schemas"
+	"github.com/largeforge/largeforge/storage"
+)
+
+// TestRedeliveredShardCountedOnce: sinks (each a process of its own, on one
+// bus) handle shard messages as the consume loop hands them over. A shard
+// redelivered to another sink after the first stored and counted it (its
+// ack lost) is counted once; the same shard ingested again by a new run
+// counts as duplicates; a shard redelivered after a sink stored and
+// committed its part but died before its manifest adds that part to the
+// manifest (rows) instead of leaving it out until a sink reads the parts
+// afresh.
+func TestRedeliveredShardCountedOnce(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	const ds, perShard = "redelivered", 5
+	_, bus := pipelinetest.StartBus(t)
+	store, err := storage.OpenObjects(ctx, bus, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := bus.KV(ctx, pipeline.BucketDatasets)
+	if err != nil {
+		t.Fatal(err)
+	}
+	shared, err := bus.KV(ctx, pipeline.BucketDedupe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	newSink := func() *datasetsink.Sink {
+		t.Helper()
+		s, err := datasetsink.New(store, kv, shared, pipelinetest.Logger(t), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	// shard is shard i's records and ids.
+	shard := func(i int) ([]schemas.Record, []string) {
+		recs := make([]schemas.Record, perShard)
+		ids := make([]string, perShard)
+		for j := range recs {
+			recs[j] = schemas.Record{Format: schemas.FormatAlpaca, Alpaca: schemas.Alpaca{Instruction: fmt.Sprintf("r%d-%d", i, j), Output: "a"}}
+			ids[j] = recs[j].ID()
+		}
+		return recs, ids
+	}
+	// msg is shard i's message of run as delivery number deliveries.
+	msg := func(i int, run string, deliveries uint64) pipeline.Msg {
+		t.Helper()
+		recs, ids := shard(i)
+		data, err := dataset.EncodeShard(schemas.FormatAlpaca, recs, ids)
+		if err != nil {
+			t.Fatal(err)
+		}
+		subj, _ := pipeline.DatasetShardSubject(ds)
+		hdr := nats.Header{}
+		hdr.Set(schemas.HeaderFormat, string(schemas.FormatAlpaca))
+		hdr.Set(schemas.HeaderSource, "test")
+		hdr.Set(schemas.HeaderRun, run)
+		hdr.Set(schemas.HeaderRows, strconv.Itoa(perShard))
+		return pipeline.Msg{Subject: subj, Data: data, Header: hdr, ID: dataset.ShardID(ds, ids), Deliveries: deliveries}
+	}
+	handle := func(s *datasetsink.Sink, m pipeline.Msg) {
+		t.Helper()
+		for _, err := range s.Shards().Handle(ctx, []pipeline.Msg{m}) {
+			if err != nil {
+				t.Fatalf("handle %s: %v", m.ID, err)
+			}
+		}
+	}
+	// want checks the manifest's rows and duplicates, and the shards
+	// counted for run.
+	want := func(step string, rows, dups int64, run string, shards int64) {
+		t.Helper()
+		e, err := kv.Get(ctx, ds)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var m dataset.Manifest
+		if err := json.Unmarshal(e.Value, &m); err != nil {
+			t.Fatal(err)
+		}
+		var got int64
+		for _, src := range m.Sources {
+			if src.Run == run {
+				got += src.Shards
+			}
+		}
+		if m.Counts.Rows != rows || m.Counts.Duplicates != dups || got != shards {
+			t.Errorf("%s: manifest %d rows, %d duplicates, %d shards of %s; want %d, %d, %d", step, m.Counts.Rows, m.Counts.Duplicates, got, run, rows, dups, shards)
+		}
+	}
+
+	a, b := newSink(), newSink()
+	handle(a, msg(0, "run-1", 1))
+	want("stored", perShard, 0, "run-1", 1)
+	handle(b, msg(0, "run-1", 2)) // a's ack was lost
+	want("redelivered to another sink", perShard, 0, "run-1", 1)
+	handle(b, msg(0, "run-2", 1)) // ingested again
+	want("ingested again", perShard, perShard, "run-2", 1)
+
+	// A sink stores and commits shard 1's part, then dies before its
+	// manifest; the shard goes to b, which read the dataset before.
+	parts, err := storage.IndexedDatasetParts(store, shared, ds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	x, err := storage.NewPartIndex(shared, parts, ds, storage.PartIndexOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m1 := msg(1, "run-1", 1)
+	recs, ids := shard(1)
+	_, claim, err := x.Claim(ctx, ids, []string{m1.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dataset.CreatePart(ctx, parts, claim.Number, schemas.FormatAlpaca, recs, ids, claim.Shards); err != nil {
+		t.Fatal(err)
+	}
+	if err := x.Commit(ctx, claim); err != nil {
+		t.Fatal(err)
+	}
+	want("part stored, manifest not merged", perShard, perShard, "run-1", 1)
+	m1.Deliveries = 2
+	handle(b, m1)
+	want("redelivered after the part", 2*perShard, 2*perShard, "run-1", 2)
+}

@@ -222,6 +222,9 @@ func (p *Parts) listAll(ctx context.Context, first int) ([]Info, error) {
 	return parts, nil
 }
 
+// Number is the number of one of these parts' keys (or file names).
+func (p *Parts) Number(key string) (int, bool) { return numbered(key, p.base, p.ext) }
+
 // PartNumber is the number of a part's key (or file name).
 func PartNumber(key string) (int, bool) { return numbered(key, partBase, partExt) }
 

@@ -30,19 +30,7 @@ func TestRedeliveredShardCountedOnce(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	const ds, perShard = "redelivered", 5
-	_, bus := pipelinetest.StartBus(t)
-	store, err := storage.OpenObjects(ctx, bus, t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	kv, err := bus.KV(ctx, pipeline.BucketDatasets)
-	if err != nil {
-		t.Fatal(err)
-	}
-	shared, err := bus.KV(ctx, pipeline.BucketDedupe)
-	if err != nil {
-		t.Fatal(err)
-	}
+	store, kv, shared := sinkBuckets(ctx, t)
 	newSink := func() *datasetsink.Sink {
 		t.Helper()
 		s, err := datasetsink.New(store, kv, shared, pipelinetest.Logger(t), nil)
@@ -89,14 +77,7 @@ func TestRedeliveredShardCountedOnce(t *testing.T) {
 	// counted for run.
 	want := func(step string, rows, dups int64, run string, shards int64) {
 		t.Helper()
-		e, err := kv.Get(ctx, ds)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var m dataset.Manifest
-		if err := json.Unmarshal(e.Value, &m); err != nil {
-			t.Fatal(err)
-		}
+		m := storedManifest(ctx, t, kv, ds)
 		var got int64
 		for _, src := range m.Sources {
 			if src.Run == run {
@@ -142,4 +123,86 @@ func TestRedeliveredShardCountedOnce(t *testing.T) {
 	m1.Deliveries = 2
 	handle(b, m1)
 	want("redelivered after the part", 2*perShard, 2*perShard, "run-1", 2)
+}
+
+// TestRedeliveredRejectStoredOnce: a reject dead-lettered by ingest that
+// one sink stored is, redelivered to another sink that read the dataset's
+// rejects before, neither stored again nor counted again.
+func TestRedeliveredRejectStoredOnce(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	const ds = "rejected"
+	store, kv, shared := sinkBuckets(ctx, t)
+	reject := func(i int, deliveries uint64) pipeline.Msg {
+		t.Helper()
+		rec := schemas.DLQRecord{Reason: "required", Stage: schemas.StageIngest, Subject: "lf.data." + ds + ".raw",
+			Headers: map[string][]string{schemas.HeaderRule: {"required"}, schemas.HeaderSource: {"test"}, schemas.HeaderRun: {"run-1"}},
+			Data:    []byte(fmt.Sprintf(`{"bad":%d}`, i)), Time: time.Now()}
+		data, err := json.Marshal(rec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return pipeline.Msg{Subject: "lf.dlq.ingest." + ds, Data: data, ID: fmt.Sprintf("%s/reject/%d", ds, i), Deliveries: deliveries}
+	}
+	var sinks []*datasetsink.Sink
+	for range 2 {
+		s, err := datasetsink.New(store, kv, shared, pipelinetest.Logger(t), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sinks = append(sinks, s)
+	}
+	handle := func(s *datasetsink.Sink, m pipeline.Msg) {
+		t.Helper()
+		for _, err := range s.Rejects().Handle(ctx, []pipeline.Msg{m}) {
+			if err != nil {
+				t.Fatalf("handle %s: %v", m.ID, err)
+			}
+		}
+	}
+	handle(sinks[1], reject(0, 1)) // the second sink reads the dataset first
+	handle(sinks[0], reject(1, 1))
+	handle(sinks[1], reject(1, 2)) // the first sink's ack was lost
+	var lines []string
+	if err := dataset.Rejects(ctx, store, ds, 0, func(line []byte) error { lines = append(lines, string(line)); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	m := storedManifest(ctx, t, kv, ds)
+	if len(lines) != 2 || m.Counts.Rejected != 2 {
+		t.Errorf("%d reject lines, %d counted; want 2 and 2:\n%s", len(lines), m.Counts.Rejected, lines)
+	}
+}
+
+// sinkBuckets starts a bus and opens what a sink of StartStore writes:
+// lf_artifacts (with lf_claims), lf_datasets and lf_dedupe.
+func sinkBuckets(ctx context.Context, t *testing.T) (*storage.Objects, *pipeline.KV, *pipeline.KV) {
+	t.Helper()
+	_, bus := pipelinetest.StartBus(t)
+	store, err := storage.OpenObjects(ctx, bus, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := bus.KV(ctx, pipeline.BucketDatasets)
+	if err != nil {
+		t.Fatal(err)
+	}
+	shared, err := bus.KV(ctx, pipeline.BucketDedupe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return store, kv, shared
+}
+
+// storedManifest is dataset ds's manifest in lf_datasets.
+func storedManifest(ctx context.Context, t *testing.T, kv *pipeline.KV, ds string) dataset.Manifest {
+	t.Helper()
+	e, err := kv.Get(ctx, ds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m dataset.Manifest
+	if err := json.Unmarshal(e.Value, &m); err != nil {
+		t.Fatal(err)
+	}
+	return m
 }

@@ -69,7 +69,8 @@ type state struct {
 	dedupe      dedupe             // the record ids the parts hold (one sink: no lf_dedupe)
 	index       *storage.PartIndex // the record ids of every sink's parts, in lf_dedupe
 	shards      map[string]struct{}
-	rejects     map[string]struct{}
+	rejects     map[string]struct{} // ids of the rejects stored (read from the rejects objects, or written here)
+	rejectsRead int                 // the number of the first rejects object not read yet
 	counted     map[string]struct{} // run+shard counted by this process
 	marks       []string            // lf_dedupe keys of the shards counted since the last manifest merge (countedKey)
 }
@@ -175,7 +176,7 @@ func (s *Sink) load(ctx context.Context, name string) (*state, error) {
 		st.man.Parts = append(st.man.Parts, dataset.PartInfo{File: path.Base(p.Key), Rows: meta.Rows, Bytes: meta.Bytes, SHA256: meta.SHA256})
 		st.man.Counts.Rows += meta.Rows
 	}
-	if err := s.loadRejectIDs(ctx, st, st.rejects); err != nil {
+	if err := s.readNewRejects(ctx, st); err != nil {
 		return nil, err
 	}
 	s.sets[name] = st
@@ -555,12 +556,15 @@ func (s *Sink) verify(ctx context.Context, st *state, p pendingShard, c checkedS
 		lines = append(lines, RejectLine{ID: rid, Source: p.source, Field: bad.field, Rule: bad.rule, Original: &orig, Time: now.UTC(),
 			Error: fmt.Sprintf("shard %s row %d: %s", p.msgID, j+1, bad.msg)})
 	}
-	if err := s.appendRejects(ctx, st, lines); err != nil {
+	written, err := s.appendRejects(ctx, st, lines)
+	if err != nil {
 		return nil, nil, err
 	}
-	for _, l := range lines {
-		s.noteReject(st, l, p.run, now)
-		s.metrics.Rejected.WithLabelValues(ds, l.Rule).Inc()
+	for k, l := range lines {
+		if written[k] {
+			s.noteReject(st, l, p.run, now)
+			s.metrics.Rejected.WithLabelValues(ds, l.Rule).Inc()
+		}
 	}
 	if len(lines) > 0 {
 		s.log.Warn().Dict("context", zerolog.Dict().Str("dataset", ds).Str("source", p.source).Str("shard", p.msgID).Int("rows", len(lines))).
@@ -759,13 +763,16 @@ func (s *Sink) rejectShard(ctx context.Context, st *state, p pendingShard, f sch
 			Error: fmt.Sprintf("record %s: %s: dataset %s holds %s records; this record is %s (ingest it into a dataset of its own)",
 				ids[j], schemas.RuleFormat, st.man.Name, st.man.Format, f)})
 	}
-	if err := s.appendRejects(ctx, st, lines); err != nil {
+	written, err := s.appendRejects(ctx, st, lines)
+	if err != nil {
 		return err // transient: the shard is redelivered
 	}
-	for _, l := range lines {
-		s.noteReject(st, l, p.run, now)
+	for k, l := range lines {
+		if written[k] {
+			s.noteReject(st, l, p.run, now)
+			s.metrics.Rejected.WithLabelValues(st.man.Name, schemas.RuleFormat).Inc()
+		}
 	}
-	s.metrics.Rejected.WithLabelValues(st.man.Name, schemas.RuleFormat).Add(float64(len(lines)))
 	s.countShard(st, p, 0, 0, now)
 	s.log.Warn().Dict("context", zerolog.Dict().Str("dataset", st.man.Name).Str("source", p.source).Int("rows", len(recs))).
 		Msgf("shard of %s records rejected: the dataset holds %s records", f, st.man.Format)
@@ -773,22 +780,57 @@ func (s *Sink) rejectShard(ctx context.Context, st *state, p pendingShard, f sch
 }
 
 // appendRejects stores lines as the dataset's next rejects-NNNNN.jsonl
-// (immutable, like its parts: every machine reads them).
-func (s *Sink) appendRejects(ctx context.Context, st *state, lines []RejectLine) error {
+// object and reports which it stored: not those another sink stored since
+// this one last read the rejects (the same records, redelivered here after
+// that sink wrote them and then failed), which are neither stored nor
+// counted twice.
+func (s *Sink) appendRejects(ctx context.Context, st *state, lines []RejectLine) ([]bool, error) {
+	written := make([]bool, len(lines))
 	if len(lines) == 0 {
-		return nil
+		return written, nil
+	}
+	if err := s.readNewRejects(ctx, st); err != nil {
+		return nil, err
 	}
 	var buf []byte
-	for _, l := range lines {
+	for k, l := range lines {
+		if _, done := st.rejects[l.ID]; done {
+			continue
+		}
 		data, err := json.Marshal(l)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		buf = append(append(buf, data...), '\n')
+		written[k] = true
 	}
-	_, err := st.rejectParts.Publish(ctx, func(w io.Writer) error { _, err := w.Write(buf); return err })
+	if len(buf) == 0 {
+		return written, nil
+	}
+	info, err := st.rejectParts.Publish(ctx, func(w io.Writer) error { _, err := w.Write(buf); return err })
 	if err != nil {
-		return fmt.Errorf("store rejects of %s: %w", st.man.Name, err)
+		return nil, fmt.Errorf("store rejects of %s: %w", st.man.Name, err)
+	}
+	if n, ok := st.rejectParts.Number(info.Key); ok && n == st.rejectsRead {
+		st.rejectsRead = n + 1 // its ids are this sink's own
+	}
+	return written, nil
+}
+
+// readNewRejects reads the ids of the dataset's rejects objects stored
+// since the sink last read them (by any sink; listed by number).
+func (s *Sink) readNewRejects(ctx context.Context, st *state) error {
+	list, err := st.rejectParts.ListFrom(ctx, st.rejectsRead)
+	if err != nil {
+		return err
+	}
+	for _, in := range list {
+		if err := readRejectIDs(ctx, s.store, in.Key, st.rejects); err != nil {
+			return err
+		}
+		if n, ok := st.rejectParts.Number(in.Key); ok {
+			st.rejectsRead = n + 1
+		}
 	}
 	return nil
 }
@@ -1010,21 +1052,6 @@ type RejectLine struct {
 	Time           time.Time `json:"time"`
 }
 
-// loadRejectIDs reads the ids of a dataset's rejects (its rejects-NNNNN.jsonl
-// objects) into into.
-func (s *Sink) loadRejectIDs(ctx context.Context, st *state, into map[string]struct{}) error {
-	list, err := st.rejectParts.List(ctx)
-	if err != nil {
-		return err
-	}
-	for _, in := range list {
-		if err := readRejectIDs(ctx, s.store, in.Key, into); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
 func readRejectIDs(ctx context.Context, store storage.Store, key string, into map[string]struct{}) error {
 	f, _, err := store.Open(ctx, key)
 	if err != nil {
@@ -1113,14 +1140,17 @@ func (s *Sink) handleRejects(ctx context.Context, msgs []pipeline.Msg) []error {
 	}
 	for _, st := range order {
 		b := batches[st]
-		if err := s.appendRejects(ctx, st, b.lines); err != nil {
+		written, err := s.appendRejects(ctx, st, b.lines)
+		if err != nil {
 			for _, i := range b.idx {
 				errs[i] = err // transient: redelivered, and not counted twice (ids)
 			}
 			continue
 		}
 		for k, l := range b.lines {
-			s.noteReject(st, l, b.runs[k], now)
+			if written[k] {
+				s.noteReject(st, l, b.runs[k], now)
+			}
 		}
 		s.manifestOrRedeliver(ctx, st, b.all, errs)
 	}

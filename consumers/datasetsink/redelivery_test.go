@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"strconv"
 	"testing"
 	"time"
@@ -126,8 +127,10 @@ func TestRedeliveredShardCountedOnce(t *testing.T) {
 }
 
 // TestRedeliveredRejectStoredOnce: a reject dead-lettered by ingest that
-// one sink stored is, redelivered to another sink that read the dataset's
-// rejects before, neither stored again nor counted again.
+// one sink stored and counted is, redelivered to another sink that read
+// the dataset's rejects before, neither stored again nor counted again;
+// one whose line a sink stored before dying (its count never merged) is
+// counted once and its line not stored again.
 func TestRedeliveredRejectStoredOnce(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -163,13 +166,24 @@ func TestRedeliveredRejectStoredOnce(t *testing.T) {
 	handle(sinks[1], reject(0, 1)) // the second sink reads the dataset first
 	handle(sinks[0], reject(1, 1))
 	handle(sinks[1], reject(1, 2)) // the first sink's ack was lost
+	// A sink stored reject 2's line and died before its manifest: the
+	// redelivery stores no second line and counts the reject once.
+	rejects, err := storage.DatasetRejectParts(store, ds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	line := fmt.Sprintf(`{"id":%q,"rule":"required"}`+"\n", reject(2, 1).ID)
+	if _, err := rejects.Publish(ctx, func(w io.Writer) error { _, err := io.WriteString(w, line); return err }); err != nil {
+		t.Fatal(err)
+	}
+	handle(sinks[1], reject(2, 2))
 	var lines []string
 	if err := dataset.Rejects(ctx, store, ds, 0, func(line []byte) error { lines = append(lines, string(line)); return nil }); err != nil {
 		t.Fatal(err)
 	}
 	m := storedManifest(ctx, t, kv, ds)
-	if len(lines) != 2 || m.Counts.Rejected != 2 {
-		t.Errorf("%d reject lines, %d counted; want 2 and 2:\n%s", len(lines), m.Counts.Rejected, lines)
+	if len(lines) != 3 || m.Counts.Rejected != 3 {
+		t.Errorf("%d reject lines, %d counted; want 3 and 3:\n%s", len(lines), m.Counts.Rejected, lines)
 	}
 }
 

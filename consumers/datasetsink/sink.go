@@ -71,6 +71,7 @@ type state struct {
 	shards      map[string]struct{}
 	rejects     map[string]struct{} // ids of the rejects stored (read from the rejects objects, or written here)
 	rejectsRead int                 // the number of the first rejects object not read yet
+	rejectGaps  map[int]bool        // rejects numbers below rejectsRead claimed but not stored when read
 	counted     map[string]struct{} // run+shard counted by this process
 	marks       []string            // lf_dedupe keys of the shards counted since the last manifest merge (countedKey)
 }
@@ -135,7 +136,7 @@ func (s *Sink) load(ctx context.Context, name string) (*state, error) {
 		}
 		dedupe = nil
 	}
-	st := &state{name: name, parts: parts, rejectParts: rejectParts, dedupe: dedupe, index: index, shards: map[string]struct{}{}, rejects: map[string]struct{}{}, counted: map[string]struct{}{}}
+	st := &state{name: name, parts: parts, rejectParts: rejectParts, dedupe: dedupe, index: index, shards: map[string]struct{}{}, rejects: map[string]struct{}{}, rejectGaps: map[int]bool{}, counted: map[string]struct{}{}}
 	man, rev, err := s.loadManifest(ctx, name)
 	switch {
 	case err == nil:
@@ -269,8 +270,10 @@ func (s *Sink) writeGroup(ctx context.Context, ds string, msgs []pipeline.Msg, i
 	st, err := s.load(ctx, ds)
 	var skip, counted []bool
 	if err == nil {
-		if counted, err = s.redeliveries(ctx, st, msgs, idx); err == nil {
-			skip = skipShards(msgs, idx, st)
+		counted = s.redeliveries(ctx, st, msgs, idx, errs)
+		skip = skipShards(msgs, idx, st)
+		for k, i := range idx {
+			skip[k] = skip[k] || counted[k] || errs[i] != nil
 		}
 	}
 	s.mu.Unlock()
@@ -290,8 +293,8 @@ func (s *Sink) writeGroup(ctx context.Context, ds string, msgs []pipeline.Msg, i
 	now := s.now()
 	var shards []pendingShard
 	for k, i := range idx {
-		if counted[k] {
-			continue // a redelivery of a shard stored and counted before: acked, counted once
+		if counted[k] || errs[i] != nil {
+			continue // a redelivery of a shard stored and counted before (acked, counted once), or failed
 		}
 		m := msgs[i]
 		h := m.Header
@@ -556,15 +559,12 @@ func (s *Sink) verify(ctx context.Context, st *state, p pendingShard, c checkedS
 		lines = append(lines, RejectLine{ID: rid, Source: p.source, Field: bad.field, Rule: bad.rule, Original: &orig, Time: now.UTC(),
 			Error: fmt.Sprintf("shard %s row %d: %s", p.msgID, j+1, bad.msg)})
 	}
-	written, err := s.appendRejects(ctx, st, lines)
-	if err != nil {
+	if err := s.appendRejects(ctx, st, lines); err != nil {
 		return nil, nil, err
 	}
-	for k, l := range lines {
-		if written[k] {
-			s.noteReject(st, l, p.run, now)
-			s.metrics.Rejected.WithLabelValues(ds, l.Rule).Inc()
-		}
+	for _, l := range lines {
+		s.noteReject(st, l, p.run, now)
+		s.metrics.Rejected.WithLabelValues(ds, l.Rule).Inc()
 	}
 	if len(lines) > 0 {
 		s.log.Warn().Dict("context", zerolog.Dict().Str("dataset", ds).Str("source", p.source).Str("shard", p.msgID).Int("rows", len(lines))).
@@ -597,10 +597,10 @@ type badRow struct {
 // added to this sink's manifest (adoptPart), which no sink would otherwise
 // do until one read the dataset's parts afresh, and the shard is then
 // counted as persisted before. The caller holds s.mu.
-func (s *Sink) redeliveries(ctx context.Context, st *state, msgs []pipeline.Msg, idx []int) ([]bool, error) {
+func (s *Sink) redeliveries(ctx context.Context, st *state, msgs []pipeline.Msg, idx []int, errs []error) []bool {
 	counted := make([]bool, len(idx))
 	if st.index == nil {
-		return counted, nil
+		return counted
 	}
 	var listed map[string]bool // the part files of the manifest in lf_datasets, read once
 	for k, i := range idx {
@@ -608,39 +608,40 @@ func (s *Sink) redeliveries(ctx context.Context, st *state, msgs []pipeline.Msg,
 		if m.ID == "" || m.Deliveries <= 1 {
 			continue
 		}
-		done, err := s.shared.LeaderHas(ctx, countedKey(st.name, m.Header.Get(schemas.HeaderRun), m.ID))
+		var err error
+		counted[k], listed, err = s.redelivered(ctx, st, m, listed)
 		if err != nil {
-			return nil, err
-		}
-		if done {
-			counted[k] = true
-			continue
-		}
-		n, ok, err := st.index.ShardPart(ctx, m.ID)
-		if err != nil {
-			return nil, err
-		}
-		if !ok {
-			continue
-		}
-		if listed == nil {
-			cur, _, _, err := s.loadManifestRaw(ctx, st.name)
-			if err != nil && !dataset.IsNotExist(err) {
-				return nil, err
-			}
-			listed = map[string]bool{}
-			for _, p := range cur.Parts {
-				listed[p.File] = true
-			}
-		}
-		if listed[path.Base(st.parts.Key(n))] {
-			continue
-		}
-		if err := s.adoptPart(ctx, st, n); err != nil {
-			return nil, err
+			errs[i] = err // transient: redelivered again; the batch's other shards go on
 		}
 	}
-	return counted, nil
+	return counted
+}
+
+// redelivered is redeliveries for one shard message m: whether its counts
+// landed, and the listed parts, read when first needed.
+func (s *Sink) redelivered(ctx context.Context, st *state, m pipeline.Msg, listed map[string]bool) (bool, map[string]bool, error) {
+	done, err := s.shared.LeaderHas(ctx, countedKey(st.name, m.Header.Get(schemas.HeaderRun), m.ID))
+	if err != nil || done {
+		return done, listed, err
+	}
+	n, ok, err := st.index.ShardPart(ctx, m.ID)
+	if err != nil || !ok {
+		return false, listed, err
+	}
+	if listed == nil {
+		cur, _, _, err := s.loadManifestRaw(ctx, st.name)
+		if err != nil && !dataset.IsNotExist(err) {
+			return false, nil, err
+		}
+		listed = map[string]bool{}
+		for _, p := range cur.Parts {
+			listed[p.File] = true
+		}
+	}
+	if listed[path.Base(st.parts.Key(n))] {
+		return false, listed, nil
+	}
+	return false, listed, s.adoptPart(ctx, st, n)
 }
 
 // adoptPart adds part n, committed by a sink that died before merging its
@@ -763,16 +764,13 @@ func (s *Sink) rejectShard(ctx context.Context, st *state, p pendingShard, f sch
 			Error: fmt.Sprintf("record %s: %s: dataset %s holds %s records; this record is %s (ingest it into a dataset of its own)",
 				ids[j], schemas.RuleFormat, st.man.Name, st.man.Format, f)})
 	}
-	written, err := s.appendRejects(ctx, st, lines)
-	if err != nil {
+	if err := s.appendRejects(ctx, st, lines); err != nil {
 		return err // transient: the shard is redelivered
 	}
-	for k, l := range lines {
-		if written[k] {
-			s.noteReject(st, l, p.run, now)
-			s.metrics.Rejected.WithLabelValues(st.man.Name, schemas.RuleFormat).Inc()
-		}
+	for _, l := range lines {
+		s.noteReject(st, l, p.run, now)
 	}
+	s.metrics.Rejected.WithLabelValues(st.man.Name, schemas.RuleFormat).Add(float64(len(lines)))
 	s.countShard(st, p, 0, 0, now)
 	s.log.Warn().Dict("context", zerolog.Dict().Str("dataset", st.man.Name).Str("source", p.source).Int("rows", len(recs))).
 		Msgf("shard of %s records rejected: the dataset holds %s records", f, st.man.Format)
@@ -780,46 +778,58 @@ func (s *Sink) rejectShard(ctx context.Context, st *state, p pendingShard, f sch
 }
 
 // appendRejects stores lines as the dataset's next rejects-NNNNN.jsonl
-// object and reports which it stored: not those another sink stored since
-// this one last read the rejects (the same records, redelivered here after
-// that sink wrote them and then failed), which are neither stored nor
-// counted twice.
-func (s *Sink) appendRejects(ctx context.Context, st *state, lines []RejectLine) ([]bool, error) {
-	written := make([]bool, len(lines))
+// object, but not those another sink stored since this one last read the
+// rejects (the same records, redelivered here after that sink wrote them):
+// each line is stored once. The caller counts them all (unless a merge
+// counted them, their sink did not).
+func (s *Sink) appendRejects(ctx context.Context, st *state, lines []RejectLine) error {
 	if len(lines) == 0 {
-		return written, nil
+		return nil
 	}
 	if err := s.readNewRejects(ctx, st); err != nil {
-		return nil, err
+		return err
 	}
 	var buf []byte
-	for k, l := range lines {
+	for _, l := range lines {
 		if _, done := st.rejects[l.ID]; done {
 			continue
 		}
 		data, err := json.Marshal(l)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		buf = append(append(buf, data...), '\n')
-		written[k] = true
 	}
 	if len(buf) == 0 {
-		return written, nil
+		return nil
 	}
 	info, err := st.rejectParts.Publish(ctx, func(w io.Writer) error { _, err := w.Write(buf); return err })
 	if err != nil {
-		return nil, fmt.Errorf("store rejects of %s: %w", st.man.Name, err)
+		return fmt.Errorf("store rejects of %s: %w", st.man.Name, err)
 	}
 	if n, ok := st.rejectParts.Number(info.Key); ok && n == st.rejectsRead {
 		st.rejectsRead = n + 1 // its ids are this sink's own
 	}
-	return written, nil
+	return nil
 }
 
 // readNewRejects reads the ids of the dataset's rejects objects stored
-// since the sink last read them (by any sink; listed by number).
+// since the sink last read them (by any sink; listed by number), and of
+// those numbered below that were claimed but not stored when it last read
+// (an upload then still running).
 func (s *Sink) readNewRejects(ctx context.Context, st *state) error {
+	for n := range st.rejectGaps {
+		key := st.rejectParts.Key(n)
+		if _, err := s.store.Stat(ctx, key); errors.Is(err, storage.ErrNotFound) {
+			continue
+		} else if err != nil {
+			return err
+		}
+		if err := readRejectIDs(ctx, s.store, key, st.rejects); err != nil {
+			return err
+		}
+		delete(st.rejectGaps, n)
+	}
 	list, err := st.rejectParts.ListFrom(ctx, st.rejectsRead)
 	if err != nil {
 		return err
@@ -828,9 +838,14 @@ func (s *Sink) readNewRejects(ctx context.Context, st *state) error {
 		if err := readRejectIDs(ctx, s.store, in.Key, st.rejects); err != nil {
 			return err
 		}
-		if n, ok := st.rejectParts.Number(in.Key); ok {
-			st.rejectsRead = n + 1
+		n, ok := st.rejectParts.Number(in.Key)
+		if !ok {
+			continue
 		}
+		for gap := st.rejectsRead; gap < n; gap++ {
+			st.rejectGaps[gap] = true
+		}
+		st.rejectsRead = n + 1
 	}
 	return nil
 }
@@ -869,6 +884,10 @@ func (s *Sink) countShard(st *state, p pendingShard, rows, dups int64, now time.
 	return true
 }
 
+// deadLetterRun stands for the run in the countedKey of a dead-lettered
+// reject (no run holds a NUL).
+const deadLetterRun = "\x00dead-letter"
+
 // countedKey is the lf_dedupe key that says a manifest merge holds the
 // counts of shard msgID of ingest run run of dataset ds: written after the
 // merge (writeMarks), read when the shard is redelivered (redeliveries).
@@ -877,22 +896,24 @@ func countedKey(ds, run, msgID string) string {
 	return ds + "/counted/" + hex.EncodeToString(sum[:16])
 }
 
-// writeMarks writes the countedKey of each shard counted since the last
-// merge, now that a merge holds their counts. One that fails is logged: a
-// redelivery of its shard to another sink would count it again.
+// markWait bounds the writing of a merge's markers (writeMarks).
+const markWait = 30 * time.Second
+
+// writeMarks writes the countedKey of each shard (and dead-lettered
+// reject) counted since the last merge, now that a merge holds their
+// counts, even when the handler is stopping. When that fails the keys are
+// kept for the next merge, and logged: a redelivery meanwhile to another
+// sink would count them again.
 func (s *Sink) writeMarks(ctx context.Context, st *state) {
 	if len(st.marks) == 0 || s.shared == nil {
 		return
 	}
-	var wg sync.WaitGroup
-	for _, key := range st.marks {
-		wg.Go(func() {
-			if _, err := s.shared.Create(ctx, key, []byte("1")); err != nil && !errors.Is(err, pipeline.ErrKeyExists) {
-				s.log.Warn().Err(err).Dict("context", zerolog.Dict().Str("dataset", st.name)).Msg("mark a shard counted")
-			}
-		})
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), markWait)
+	defer cancel()
+	if _, err := s.shared.CreateMany(ctx, st.marks, []byte("1")); err != nil {
+		s.log.Warn().Err(err).Dict("context", zerolog.Dict().Str("dataset", st.name)).Int("shards", len(st.marks)).Msg("mark shards counted")
+		return
 	}
-	wg.Wait()
 	st.marks = st.marks[:0]
 }
 
@@ -1117,6 +1138,13 @@ func (s *Sink) handleRejects(ctx context.Context, msgs []pipeline.Msg) []error {
 		if done || pending {
 			continue
 		}
+		if m.Deliveries > 1 && st.index != nil {
+			// Counted by a merge already (its ack lost)?
+			if counted, err := s.shared.LeaderHas(ctx, countedKey(ds, deadLetterRun, id)); err != nil || counted {
+				errs[i] = err
+				continue
+			}
+		}
 		first := func(k string) string {
 			if v := rec.Headers[k]; len(v) > 0 {
 				return v[0]
@@ -1140,17 +1168,15 @@ func (s *Sink) handleRejects(ctx context.Context, msgs []pipeline.Msg) []error {
 	}
 	for _, st := range order {
 		b := batches[st]
-		written, err := s.appendRejects(ctx, st, b.lines)
-		if err != nil {
+		if err := s.appendRejects(ctx, st, b.lines); err != nil {
 			for _, i := range b.idx {
 				errs[i] = err // transient: redelivered, and not counted twice (ids)
 			}
 			continue
 		}
 		for k, l := range b.lines {
-			if written[k] {
-				s.noteReject(st, l, b.runs[k], now)
-			}
+			s.noteReject(st, l, b.runs[k], now)
+			st.marks = append(st.marks, countedKey(st.name, deadLetterRun, l.ID))
 		}
 		s.manifestOrRedeliver(ctx, st, b.all, errs)
 	}

@@ -233,12 +233,13 @@ func token(subject string, n int) string {
 }
 
 type pendingShard struct {
-	idx     int
-	msgID   string
-	source  string
-	run     string
-	records []schemas.Record
-	ids     []string
+	idx         int
+	msgID       string
+	source      string
+	run         string
+	redelivered bool // a delivery after the first
+	records     []schemas.Record
+	ids         []string
 }
 
 // handleShards writes a batch's shards: each dataset's become (at most)
@@ -304,7 +305,7 @@ func (s *Sink) writeGroup(ctx context.Context, ds string, msgs []pipeline.Msg, i
 			continue
 		}
 		msgID := m.ID
-		p := pendingShard{idx: i, msgID: msgID, source: h.Get(schemas.HeaderSource), run: h.Get(schemas.HeaderRun)}
+		p := pendingShard{idx: i, msgID: msgID, source: h.Get(schemas.HeaderSource), run: h.Get(schemas.HeaderRun), redelivered: m.Deliveries > 1}
 		if st.man.Format != "" && st.man.Format != f {
 			errs[i] = s.rejectShard(ctx, st, p, f, m.Data, now)
 			continue
@@ -559,7 +560,7 @@ func (s *Sink) verify(ctx context.Context, st *state, p pendingShard, c checkedS
 		lines = append(lines, RejectLine{ID: rid, Source: p.source, Field: bad.field, Rule: bad.rule, Original: &orig, Time: now.UTC(),
 			Error: fmt.Sprintf("shard %s row %d: %s", p.msgID, j+1, bad.msg)})
 	}
-	if err := s.appendRejects(ctx, st, lines); err != nil {
+	if err := s.appendRejects(ctx, st, lines, p.redelivered); err != nil {
 		return nil, nil, err
 	}
 	for _, l := range lines {
@@ -764,7 +765,7 @@ func (s *Sink) rejectShard(ctx context.Context, st *state, p pendingShard, f sch
 			Error: fmt.Sprintf("record %s: %s: dataset %s holds %s records; this record is %s (ingest it into a dataset of its own)",
 				ids[j], schemas.RuleFormat, st.man.Name, st.man.Format, f)})
 	}
-	if err := s.appendRejects(ctx, st, lines); err != nil {
+	if err := s.appendRejects(ctx, st, lines, p.redelivered); err != nil {
 		return err // transient: the shard is redelivered
 	}
 	for _, l := range lines {
@@ -778,16 +779,18 @@ func (s *Sink) rejectShard(ctx context.Context, st *state, p pendingShard, f sch
 }
 
 // appendRejects stores lines as the dataset's next rejects-NNNNN.jsonl
-// object, but not those another sink stored since this one last read the
-// rejects (the same records, redelivered here after that sink wrote them):
-// each line is stored once. The caller counts them all (unless a merge
-// counted them, their sink did not).
-func (s *Sink) appendRejects(ctx context.Context, st *state, lines []RejectLine) error {
+// object. Lines of redelivered messages (redelivered) are stored unless
+// another sink stored them since this one last read the rejects (it wrote
+// them, then failed or died before acking): each line is stored once. The
+// caller counts them all (unless a merge counted them, their sink did not).
+func (s *Sink) appendRejects(ctx context.Context, st *state, lines []RejectLine, redelivered bool) error {
 	if len(lines) == 0 {
 		return nil
 	}
-	if err := s.readNewRejects(ctx, st); err != nil {
-		return err
+	if redelivered {
+		if err := s.readNewRejects(ctx, st); err != nil {
+			return err
+		}
 	}
 	var buf []byte
 	for _, l := range lines {
@@ -1106,6 +1109,8 @@ func (s *Sink) handleRejects(ctx context.Context, msgs []pipeline.Msg) []error {
 		idx   []int // the messages of lines
 		all   []int // every message of the dataset, for a manifest not published
 		ids   map[string]struct{}
+		// redelivered: a message of lines is delivered again
+		redelivered bool
 	}
 	batches := map[*state]*batch{}
 	var order []*state
@@ -1165,10 +1170,11 @@ func (s *Sink) handleRejects(ctx context.Context, msgs []pipeline.Msg) []error {
 		}
 		b.ids[id] = struct{}{}
 		b.lines, b.runs, b.idx = append(b.lines, rl), append(b.runs, first(schemas.HeaderRun)), append(b.idx, i)
+		b.redelivered = b.redelivered || m.Deliveries > 1
 	}
 	for _, st := range order {
 		b := batches[st]
-		if err := s.appendRejects(ctx, st, b.lines); err != nil {
+		if err := s.appendRejects(ctx, st, b.lines, b.redelivered); err != nil {
 			for _, i := range b.idx {
 				errs[i] = err // transient: redelivered, and not counted twice (ids)
 			}

@@ -25,8 +25,8 @@ import (
 // ack lost) is counted once; the same shard ingested again by a new run
 // counts as duplicates; a shard redelivered after a sink stored and
 // committed its part but died before its manifest adds that part to the
-// manifest (rows) instead of leaving it out until a sink reads the parts
-// afresh.
+// manifest instead of leaving it out until a sink reads the parts afresh,
+// its records counted as rows, not duplicates.
 func TestRedeliveredShardCountedOnce(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -123,7 +123,7 @@ func TestRedeliveredShardCountedOnce(t *testing.T) {
 	want("part stored, manifest not merged", perShard, perShard, "run-1", 1)
 	m1.Deliveries = 2
 	handle(b, m1)
-	want("redelivered after the part", 2*perShard, 2*perShard, "run-1", 2)
+	want("redelivered after the part", 2*perShard, perShard, "run-1", 2)
 }
 
 // TestRedeliveredRejectStoredOnce: a reject dead-lettered by ingest that

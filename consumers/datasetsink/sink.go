@@ -270,11 +270,12 @@ func (s *Sink) writeGroup(ctx context.Context, ds string, msgs []pipeline.Msg, i
 	s.mu.Lock()
 	st, err := s.load(ctx, ds)
 	var skip, counted []bool
+	var adopted []map[string]bool
 	if err == nil {
-		counted = s.redeliveries(ctx, st, msgs, idx, errs)
+		counted, adopted = s.redeliveries(ctx, st, msgs, idx, errs)
 		skip = skipShards(msgs, idx, st)
 		for k, i := range idx {
-			skip[k] = skip[k] || counted[k] || errs[i] != nil
+			skip[k] = (skip[k] && adopted[k] == nil) || counted[k] || errs[i] != nil
 		}
 	}
 	s.mu.Unlock()
@@ -308,6 +309,25 @@ func (s *Sink) writeGroup(ctx context.Context, ds string, msgs []pipeline.Msg, i
 		p := pendingShard{idx: i, msgID: msgID, source: h.Get(schemas.HeaderSource), run: h.Get(schemas.HeaderRun), redelivered: m.Deliveries > 1}
 		if st.man.Format != "" && st.man.Format != f {
 			errs[i] = s.rejectShard(ctx, st, p, f, m.Data, now)
+			continue
+		}
+		if held := adopted[k]; held != nil && checked[k].err == nil {
+			// Stored by a sink that died before counting it: its records
+			// in that part count as rows, the others as duplicates.
+			var rows, dups int64
+			for j, id := range checked[k].ids {
+				switch {
+				case checked[k].bad[j] != nil:
+				case held[id]:
+					rows++
+				default:
+					dups++
+				}
+			}
+			if s.countShard(st, p, rows, dups, now) {
+				st.man.Counts.Duplicates += dups
+				s.metrics.Duplicates.WithLabelValues(ds).Add(float64(dups))
+			}
 			continue
 		}
 		if msgID != "" && st.hasShard(msgID) {
@@ -596,12 +616,13 @@ type badRow struct {
 // a committed part holds, where the manifest in lf_datasets does not list
 // the part, was stored by a sink that died before its manifest: the part is
 // added to this sink's manifest (adoptPart), which no sink would otherwise
-// do until one read the dataset's parts afresh, and the shard is then
-// counted as persisted before. The caller holds s.mu.
-func (s *Sink) redeliveries(ctx context.Context, st *state, msgs []pipeline.Msg, idx []int, errs []error) []bool {
-	counted := make([]bool, len(idx))
+// do until one read the dataset's parts afresh, and the shard's records
+// in it then count as rows (adopted[k] holds its record ids). The caller
+// holds s.mu.
+func (s *Sink) redeliveries(ctx context.Context, st *state, msgs []pipeline.Msg, idx []int, errs []error) (counted []bool, adopted []map[string]bool) {
+	counted, adopted = make([]bool, len(idx)), make([]map[string]bool, len(idx))
 	if st.index == nil {
-		return counted
+		return counted, adopted
 	}
 	var listed map[string]bool // the part files of the manifest in lf_datasets, read once
 	for k, i := range idx {
@@ -610,29 +631,30 @@ func (s *Sink) redeliveries(ctx context.Context, st *state, msgs []pipeline.Msg,
 			continue
 		}
 		var err error
-		counted[k], listed, err = s.redelivered(ctx, st, m, listed)
+		counted[k], adopted[k], listed, err = s.redelivered(ctx, st, m, listed)
 		if err != nil {
 			errs[i] = err // transient: redelivered again; the batch's other shards go on
 		}
 	}
-	return counted
+	return counted, adopted
 }
 
 // redelivered is redeliveries for one shard message m: whether its counts
-// landed, and the listed parts, read when first needed.
-func (s *Sink) redelivered(ctx context.Context, st *state, m pipeline.Msg, listed map[string]bool) (bool, map[string]bool, error) {
+// landed, the record ids of the part adopted for it (nil: none), and the
+// listed parts, read when first needed.
+func (s *Sink) redelivered(ctx context.Context, st *state, m pipeline.Msg, listed map[string]bool) (bool, map[string]bool, map[string]bool, error) {
 	done, err := s.shared.LeaderHas(ctx, countedKey(st.name, m.Header.Get(schemas.HeaderRun), m.ID))
 	if err != nil || done {
-		return done, listed, err
+		return done, nil, listed, err
 	}
 	n, ok, err := st.index.ShardPart(ctx, m.ID)
 	if err != nil || !ok {
-		return false, listed, err
+		return false, nil, listed, err
 	}
 	if listed == nil {
 		cur, _, _, err := s.loadManifestRaw(ctx, st.name)
 		if err != nil && !dataset.IsNotExist(err) {
-			return false, nil, err
+			return false, nil, nil, err
 		}
 		listed = map[string]bool{}
 		for _, p := range cur.Parts {
@@ -640,30 +662,36 @@ func (s *Sink) redelivered(ctx context.Context, st *state, m pipeline.Msg, liste
 		}
 	}
 	if listed[path.Base(st.parts.Key(n))] {
-		return false, listed, nil
+		return false, nil, listed, nil
 	}
-	return false, listed, s.adoptPart(ctx, st, n)
+	held, err := s.adoptPart(ctx, st, n)
+	return false, held, listed, err
 }
 
 // adoptPart adds part n, committed by a sink that died before merging its
-// manifest, to the dataset's manifest (a merge keeps each part once).
-func (s *Sink) adoptPart(ctx context.Context, st *state, n int) error {
+// manifest, to the dataset's manifest (a merge keeps each part once), and
+// returns the record ids it holds.
+func (s *Sink) adoptPart(ctx context.Context, st *state, n int) (map[string]bool, error) {
 	key := st.parts.Key(n)
 	file := path.Base(key)
-	for _, p := range st.man.Parts {
-		if p.File == file {
-			return nil
-		}
-	}
 	meta, err := dataset.LoadPartMeta(ctx, s.store, key)
 	if err != nil {
-		return err
+		return nil, err
+	}
+	held := make(map[string]bool, len(meta.IDs))
+	for _, id := range meta.IDs {
+		held[id] = true
+	}
+	for _, p := range st.man.Parts {
+		if p.File == file {
+			return held, nil
+		}
 	}
 	st.man.Parts = append(st.man.Parts, dataset.PartInfo{File: file, Rows: meta.Rows, Bytes: meta.Bytes, SHA256: meta.SHA256})
 	st.man.Counts.Rows += meta.Rows
 	s.log.Warn().Dict("context", zerolog.Dict().Str("dataset", st.name).Str("part", file).Int64("rows", meta.Rows)).
 		Msg("part of a sink gone before its manifest added to the manifest")
-	return nil
+	return held, nil
 }
 
 // skipShards marks the shards of msgs[idx] the sink will not decode:

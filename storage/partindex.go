@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -210,15 +211,33 @@ func (x *PartIndex) HasShard(id string) bool {
 // ShardPart reads the entries and states added since the last read and
 // returns the committed part that holds the shard message id: a shard
 // redelivered after a writer stored it (its ack lost, or the writer gone
-// before acking) is found there.
+// before acking) is found there. A part in flight that holds the shard is
+// waited for as Claim waits (committed when its writer died after storing
+// it, once its lease is over); ErrClaimPending after Options.Wait.
 func (x *PartIndex) ShardPart(ctx context.Context, id string) (n int, ok bool, err error) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	if err := x.refresh(ctx); err != nil {
 		return 0, false, err
 	}
-	n, ok = x.shards[id]
-	return n, ok, nil
+	deadline := time.Now().Add(x.wait)
+	for try := 0; ; try++ {
+		if n, ok := x.shards[id]; ok {
+			return n, true, nil
+		}
+		var inFlight []int
+		for n, p := range x.pending {
+			if !x.mine[n] && slices.Contains(p.shards, id) {
+				inFlight = append(inFlight, n)
+			}
+		}
+		if len(inFlight) == 0 {
+			return 0, false, nil
+		}
+		if err := x.resolve(ctx, inFlight, try, time.Now().After(deadline)); err != nil {
+			return 0, false, err
+		}
+	}
 }
 
 // Base is the first part number the index lists: the parts below it were

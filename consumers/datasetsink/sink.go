@@ -613,26 +613,25 @@ type badRow struct {
 // whose counts a manifest merge already holds (its countedKey is in
 // lf_dedupe) is acked and counted no more: counted[k] is set (another sink
 // than the first, or a restarted one, would count it again). A shard that
-// a committed part holds, where the manifest in lf_datasets does not list
-// the part, was stored by a sink that died before its manifest: the part is
-// added to this sink's manifest (adoptPart), which no sink would otherwise
-// do until one read the dataset's parts afresh, and the shard's records
-// in it then count as rows (adopted[k] holds its record ids). The caller
+// a committed part holds without such a mark was stored by a sink that died
+// before its manifest (a part in flight is waited for, and committed when
+// its sink died after storing it): the part is added to this sink's
+// manifest (adoptPart; a merge keeps each part once), which no sink would
+// otherwise do until one read the dataset's parts afresh, and the shard's
+// records in it count as rows (adopted[k] holds its record ids). The caller
 // holds s.mu.
 func (s *Sink) redeliveries(ctx context.Context, st *state, msgs []pipeline.Msg, idx []int, errs []error) (counted []bool, adopted []map[string]bool) {
 	counted, adopted = make([]bool, len(idx)), make([]map[string]bool, len(idx))
 	if st.index == nil {
 		return counted, adopted
 	}
-	var listed map[string]bool // the part files of the manifest in lf_datasets, read once
 	for k, i := range idx {
 		m := msgs[i]
 		if m.ID == "" || m.Deliveries <= 1 {
 			continue
 		}
 		var err error
-		counted[k], adopted[k], listed, err = s.redelivered(ctx, st, m, listed)
-		if err != nil {
+		if counted[k], adopted[k], err = s.redelivered(ctx, st, m); err != nil {
 			errs[i] = err // transient: redelivered again; the batch's other shards go on
 		}
 	}
@@ -640,32 +639,18 @@ func (s *Sink) redeliveries(ctx context.Context, st *state, msgs []pipeline.Msg,
 }
 
 // redelivered is redeliveries for one shard message m: whether its counts
-// landed, the record ids of the part adopted for it (nil: none), and the
-// listed parts, read when first needed.
-func (s *Sink) redelivered(ctx context.Context, st *state, m pipeline.Msg, listed map[string]bool) (bool, map[string]bool, map[string]bool, error) {
+// landed, else the record ids of the part that holds it (nil: none).
+func (s *Sink) redelivered(ctx context.Context, st *state, m pipeline.Msg) (bool, map[string]bool, error) {
 	done, err := s.shared.LeaderHas(ctx, countedKey(st.name, m.Header.Get(schemas.HeaderRun), m.ID))
 	if err != nil || done {
-		return done, nil, listed, err
+		return done, nil, err
 	}
 	n, ok, err := st.index.ShardPart(ctx, m.ID)
 	if err != nil || !ok {
-		return false, nil, listed, err
-	}
-	if listed == nil {
-		cur, _, _, err := s.loadManifestRaw(ctx, st.name)
-		if err != nil && !dataset.IsNotExist(err) {
-			return false, nil, nil, err
-		}
-		listed = map[string]bool{}
-		for _, p := range cur.Parts {
-			listed[p.File] = true
-		}
-	}
-	if listed[path.Base(st.parts.Key(n))] {
-		return false, nil, listed, nil
+		return false, nil, err
 	}
 	held, err := s.adoptPart(ctx, st, n)
-	return false, held, listed, err
+	return false, held, err
 }
 
 // adoptPart adds part n, committed by a sink that died before merging its

@@ -108,8 +108,19 @@ func TestRedeliveredShardCountedOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m1 := msg(1, "run-1", 1)
+	// Its last row's id is not its record's: a reject.
 	recs, ids := shard(1)
+	ids[perShard-1] = ids[0][:63] + "0"
+	if ids[perShard-1] == ids[0] {
+		ids[perShard-1] = ids[0][:63] + "1"
+	}
+	data, err := dataset.EncodeShard(schemas.FormatAlpaca, recs, ids)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m1 := msg(1, "run-1", 1)
+	m1.Data, m1.ID = data, dataset.ShardID(ds, ids)
+	recs, ids = recs[:perShard-1], ids[:perShard-1] // the part: the good rows
 	_, claim, err := x.Claim(ctx, ids, []string{m1.ID})
 	if err != nil {
 		t.Fatal(err)
@@ -123,7 +134,10 @@ func TestRedeliveredShardCountedOnce(t *testing.T) {
 	want("part stored, manifest not merged", perShard, perShard, "run-1", 1)
 	m1.Deliveries = 2
 	handle(b, m1)
-	want("redelivered after the part", 2*perShard, perShard, "run-1", 2)
+	want("redelivered after the part", 2*perShard-1, perShard, "run-1", 2)
+	if m := storedManifest(ctx, t, kv, ds); m.Counts.Rejected != 1 {
+		t.Errorf("redelivered after the part: %d rejected, want 1 (its bad row)", m.Counts.Rejected)
+	}
 }
 
 // TestRedeliveredRejectStoredOnce: a reject dead-lettered by ingest that

@@ -312,15 +312,19 @@ func (s *Sink) writeGroup(ctx context.Context, ds string, msgs []pipeline.Msg, i
 			continue
 		}
 		if held := adopted[k]; held != nil && checked[k].err == nil {
-			// Stored by a sink that died before counting it: its records
-			// in that part count as rows, the others as duplicates.
+			// Stored by a sink that died before counting it: its bad rows
+			// count as rejected (their lines stored once), its records in
+			// that part as rows, the others as duplicates.
+			_, ids, err := s.verify(ctx, st, p, checked[k], now)
+			if err != nil {
+				errs[i] = err // transient: the shard is redelivered
+				continue
+			}
 			var rows, dups int64
-			for j, id := range checked[k].ids {
-				switch {
-				case checked[k].bad[j] != nil:
-				case held[id]:
+			for _, id := range ids {
+				if held[id] {
 					rows++
-				default:
+				} else {
 					dups++
 				}
 			}

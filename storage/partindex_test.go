@@ -10,11 +10,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/nats-io/nats.go"
 
 	"github.com/largeforge/largeforge/pipeline"
 	"github.com/largeforge/largeforge/pipeline/pipelinetest"
@@ -250,27 +247,14 @@ func TestIndexedDatasetPartsListedByNumber(t *testing.T) {
 	if _, err := store.Put(ctx, parts.Key(50), write("stray")); err != nil {
 		t.Fatal(err)
 	}
-	var scans atomic.Int64
-	for _, subj := range []string{"$JS.API.CONSUMER.CREATE.OBJ_lf_artifacts", "$JS.API.CONSUMER.CREATE.OBJ_lf_artifacts.>"} {
-		sub, err := bus.Conn().Subscribe(subj, func(*nats.Msg) { scans.Add(1) })
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer sub.Unsubscribe()
-	}
-	if err := bus.Conn().Flush(); err != nil {
-		t.Fatal(err)
-	}
+	listings := bucketListings(t, bus)
 	for _, first := range []int{2, 5, 8, 40, 43} {
 		wantFrom := slices.DeleteFunc(slices.Clone(want), func(n int) bool { return n < first })
 		if got := numbers(first); !slices.Equal(got, wantFrom) {
 			t.Errorf("ListFrom(%d) = %v, want %v", first, got, wantFrom)
 		}
 	}
-	if err := bus.Conn().Flush(); err != nil {
-		t.Fatal(err)
-	}
-	if n := scans.Load(); n != 0 {
+	if n := listings(); n != 0 {
 		t.Errorf("listing from the index's base created %d consumers on lf_artifacts' stream", n)
 	}
 	// A number taken out of the index would be in neither it nor a listing.

@@ -14,6 +14,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/largeforge/largeforge/pipeline"
 	"github.com/largeforge/largeforge/pipeline/pipelinetest"
 	"github.com/largeforge/largeforge/storage"
 	"github.com/largeforge/largeforge/storage/storagetest"
@@ -215,9 +216,13 @@ func TestJobPartsListedByNumber(t *testing.T) {
 	if _, err := s.Put(ctx, p.Key(45), writeString("stray")); err != nil {
 		t.Fatal(err)
 	}
+	listings := bucketListings(t, bus)
 	list, err := p.List(ctx)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if n := listings(); n != 0 {
+		t.Errorf("listing the job's parts created %d consumers on the object store's stream", n)
 	}
 	var got []int
 	for _, in := range list {
@@ -292,12 +297,7 @@ func TestRejectsListedByNumber(t *testing.T) {
 			t.Fatalf("publish rejects %d: %v", i, err)
 		}
 	}
-	var scans atomic.Int64
-	sub, err := bus.Conn().Subscribe("$JS.API.CONSUMER.CREATE.OBJ_lf_artifacts.>", func(*nats.Msg) { scans.Add(1) })
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Unsubscribe()
+	listings := bucketListings(t, bus)
 	list, err := rejects.List(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -310,10 +310,33 @@ func TestRejectsListedByNumber(t *testing.T) {
 			t.Errorf("%s listed as rejects", in.Key)
 		}
 	}
+	if n := listings(); n != 0 {
+		t.Errorf("listing the rejects created %d consumers on the object store's stream", n)
+	}
+}
+
+// bucketListings counts the consumers created on an object store's stream
+// from now on, each a listing of every object in the bucket (Objects.List);
+// the function it returns gives the count so far.
+func bucketListings(t *testing.T, bus *pipeline.Bus) func() int64 {
+	t.Helper()
+	var n atomic.Int64
+	sub, err := bus.Conn().Subscribe("$JS.API.CONSUMER.CREATE.>", func(m *nats.Msg) {
+		if strings.HasPrefix(strings.Split(m.Subject, ".")[4], "OBJ_") {
+			n.Add(1)
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
 	if err := bus.Conn().Flush(); err != nil {
 		t.Fatal(err)
 	}
-	if n := scans.Load(); n != 0 {
-		t.Errorf("listing the rejects created %d consumers on lf_artifacts' stream", n)
+	return func() int64 {
+		if err := bus.Conn().Flush(); err != nil {
+			t.Fatal(err)
+		}
+		return n.Load()
 	}
 }

@@ -328,20 +328,14 @@ func (s *Sink) writeGroup(ctx context.Context, ds string, msgs []pipeline.Msg, i
 					dups++
 				}
 			}
-			if s.countShard(st, p, rows, dups, now) {
-				st.man.Counts.Duplicates += dups
-				s.metrics.Duplicates.WithLabelValues(ds).Add(float64(dups))
-			}
+			s.countStored(st, p, rows, dups, now)
 			continue
 		}
 		if msgID != "" && st.hasShard(msgID) {
 			// Persisted before (by an earlier run, or before a crash): every
 			// record of it is a duplicate.
 			rows, _ := strconv.ParseInt(h.Get(schemas.HeaderRows), 10, 64)
-			if s.countShard(st, p, 0, rows, now) {
-				st.man.Counts.Duplicates += rows
-				s.metrics.Duplicates.WithLabelValues(ds).Add(float64(rows))
-			}
+			s.countStored(st, p, 0, rows, now)
 			continue
 		}
 		c := checked[k]
@@ -629,13 +623,14 @@ func (s *Sink) redeliveries(ctx context.Context, st *state, msgs []pipeline.Msg,
 	if st.index == nil {
 		return counted, adopted
 	}
+	held := map[int]map[string]bool{} // the record ids of each part adopted: one read of a part for all its shards
 	for k, i := range idx {
 		m := msgs[i]
 		if m.ID == "" || m.Deliveries <= 1 {
 			continue
 		}
 		var err error
-		if counted[k], adopted[k], err = s.redelivered(ctx, st, m); err != nil {
+		if counted[k], adopted[k], err = s.redelivered(ctx, st, m, held); err != nil {
 			errs[i] = err // transient: redelivered again; the batch's other shards go on
 		}
 	}
@@ -643,8 +638,9 @@ func (s *Sink) redeliveries(ctx context.Context, st *state, msgs []pipeline.Msg,
 }
 
 // redelivered is redeliveries for one shard message m: whether its counts
-// landed, else the record ids of the part that holds it (nil: none).
-func (s *Sink) redelivered(ctx context.Context, st *state, m pipeline.Msg) (bool, map[string]bool, error) {
+// landed, else the record ids of the part that holds it (nil: none), from
+// held when adopted for another shard already.
+func (s *Sink) redelivered(ctx context.Context, st *state, m pipeline.Msg, held map[int]map[string]bool) (bool, map[string]bool, error) {
 	done, err := s.shared.LeaderHas(ctx, countedKey(st.name, m.Header.Get(schemas.HeaderRun), m.ID))
 	if err != nil || done {
 		return done, nil, err
@@ -653,8 +649,14 @@ func (s *Sink) redelivered(ctx context.Context, st *state, m pipeline.Msg) (bool
 	if err != nil || !ok {
 		return false, nil, err
 	}
-	held, err := s.adoptPart(ctx, st, n)
-	return false, held, err
+	if ids, ok := held[n]; ok {
+		return false, ids, nil
+	}
+	ids, err := s.adoptPart(ctx, st, n)
+	if err == nil {
+		held[n] = ids
+	}
+	return false, ids, err
 }
 
 // adoptPart adds part n, committed by a sink that died before merging its
@@ -839,13 +841,14 @@ func (s *Sink) appendRejects(ctx context.Context, st *state, lines []RejectLine,
 // (an upload then still running).
 func (s *Sink) readNewRejects(ctx context.Context, st *state) error {
 	for n := range st.rejectGaps {
-		key := st.rejectParts.Key(n)
-		if _, err := s.store.Stat(ctx, key); errors.Is(err, storage.ErrNotFound) {
-			continue
-		} else if err != nil {
+		stored, err := st.rejectParts.Exists(ctx, n)
+		if err != nil {
 			return err
 		}
-		if err := readRejectIDs(ctx, s.store, key, st.rejects); err != nil {
+		if !stored {
+			continue
+		}
+		if err := readRejectIDs(ctx, s.store, st.rejectParts.Key(n), st.rejects); err != nil {
 			return err
 		}
 		delete(st.rejectGaps, n)
@@ -902,6 +905,15 @@ func (s *Sink) countShard(st *state, p pendingShard, rows, dups int64, now time.
 	src.Rows += rows
 	src.Duplicates += dups
 	return true
+}
+
+// countStored counts a shard whose records were stored before this
+// message (rows of them now counted, dups duplicates), once per process.
+func (s *Sink) countStored(st *state, p pendingShard, rows, dups int64, now time.Time) {
+	if s.countShard(st, p, rows, dups, now) {
+		st.man.Counts.Duplicates += dups
+		s.metrics.Duplicates.WithLabelValues(st.name).Add(float64(dups))
+	}
 }
 
 // deadLetterRun stands for the run in the countedKey of a dead-lettered

@@ -255,54 +255,66 @@ const probeWindow = 32
 // it out. Both reads go to the streams' leaders: a part acknowledged before
 // the probe is never missed.
 func (p *Parts) probe(ctx context.Context, o *Objects, from int) ([]Info, error) {
+	return p.probeWindows(from,
+		func(n int) (Info, error) { return o.Stat(ctx, p.Key(n)) },
+		func(n int) (bool, error) { return o.Claimed(ctx, p.Key(n)) })
+}
+
+// errPassedOver is what a probeWindows stat returns for a number to pass
+// over: claimed, and no part.
+var errPassedOver = errors.New("storage: a claimed number without a part")
+
+// probeWindows lists the parts numbered from on, asking stat about a window
+// of numbers at once: stat(n) is part n, ErrNotFound where there is none,
+// errPassedOver for a number to pass over. A number without a part is
+// passed over when claimed(n), asked in number order; the first one not
+// claimed ends the list.
+func (p *Parts) probeWindows(from int, stat func(n int) (Info, error), claimed func(n int) (bool, error)) ([]Info, error) {
 	var parts []Info
 	infos, errs := make([]Info, probeWindow), make([]error, probeWindow)
 	for first := from; ; first += probeWindow {
 		var wg sync.WaitGroup
 		for i := range probeWindow {
-			wg.Go(func() { infos[i], errs[i] = o.Stat(ctx, p.Key(first+i)) })
+			wg.Go(func() { infos[i], errs[i] = stat(first + i) })
 		}
 		wg.Wait()
 		for i := range probeWindow {
-			if errs[i] == nil {
+			switch {
+			case errs[i] == nil:
 				parts = append(parts, infos[i])
-				continue
-			}
-			if !errors.Is(errs[i], ErrNotFound) {
+			case errors.Is(errs[i], errPassedOver):
+			case !errors.Is(errs[i], ErrNotFound):
 				return nil, fmt.Errorf("list parts under %s: %w", p.prefix, errs[i])
-			}
-			claimed, err := o.Claimed(ctx, p.Key(first+i))
-			if err != nil {
-				return nil, fmt.Errorf("list parts under %s: %w", p.prefix, err)
-			}
-			if !claimed {
-				return parts, nil
+			default:
+				ok, err := claimed(first + i)
+				if err != nil {
+					return nil, fmt.Errorf("list parts under %s: %w", p.prefix, err)
+				}
+				if !ok {
+					return parts, nil
+				}
 			}
 		}
 	}
 }
 
-// probeNumber asks about number n of an indexed dataset: its part (Key
-// set), or none and whether the index holds n's entry. An object whose
-// claim was abandoned (its writer stored it after another writer gave the
-// claim up for dead, so its records may be stored again) is no part.
-func (p *Parts) probeNumber(ctx context.Context, o *Objects, n int) (Info, bool, error) {
+// statIndexed is part n of an indexed dataset (see probeWindows's stat).
+// An object whose claim was abandoned (its writer stored it after another
+// writer gave the claim up for dead, so its records may be stored again)
+// is no part.
+func (p *Parts) statIndexed(ctx context.Context, o *Objects, n int) (Info, error) {
 	in, err := o.Stat(ctx, p.Key(n))
-	switch {
-	case errors.Is(err, ErrNotFound):
-		claimed, err := p.index.LeaderHas(ctx, indexEntryKey(p.coll, n))
-		return Info{}, claimed, err
-	case err != nil:
-		return Info{}, false, err
+	if err != nil {
+		return Info{}, err
 	}
 	state, _, err := p.index.LeaderGet(ctx, indexDoneKey(p.coll, n))
-	if err != nil {
-		return Info{}, false, err
+	switch {
+	case err != nil:
+		return Info{}, err
+	case string(state) == stateAbandoned:
+		return Info{}, errPassedOver
 	}
-	if string(state) == stateAbandoned {
-		return Info{}, true, nil
-	}
-	return in, true, nil
+	return in, nil
 }
 
 // probeIndexed lists the parts of an indexed dataset (see PartIndex) from
@@ -312,7 +324,7 @@ func (p *Parts) probeNumber(ctx context.Context, o *Objects, n int) (Info, bool,
 // numbers from base on up to the first number without an entry; a number
 // with an entry and no object is a part abandoned or still uploading, left
 // out as List leaves it out, and so is an object whose claim was abandoned
-// (see probeNumber), which List would list. The parts below base were
+// (see statIndexed), which List would list. The parts below base were
 // stored before the index started, and only the store's List finds them.
 // Every read goes to the streams' leaders, as probe's do.
 func (p *Parts) probeIndexed(ctx context.Context, o *Objects, from, base int) ([]Info, error) {
@@ -329,23 +341,11 @@ func (p *Parts) probeIndexed(ctx context.Context, o *Objects, from, base int) ([
 		}
 		from = base
 	}
-	infos, errs := make([]Info, probeWindow), make([]error, probeWindow)
-	claimed := make([]bool, probeWindow)
-	for first := from; ; first += probeWindow {
-		var wg sync.WaitGroup
-		for i := range probeWindow {
-			wg.Go(func() { infos[i], claimed[i], errs[i] = p.probeNumber(ctx, o, first+i) })
-		}
-		wg.Wait()
-		for i := range probeWindow {
-			switch {
-			case errs[i] != nil:
-				return nil, fmt.Errorf("list parts under %s: %w", p.prefix, errs[i])
-			case infos[i].Key != "":
-				parts = append(parts, infos[i])
-			case !claimed[i]:
-				return parts, nil
-			}
-		}
+	more, err := p.probeWindows(from,
+		func(n int) (Info, error) { return p.statIndexed(ctx, o, n) },
+		func(n int) (bool, error) { return p.index.LeaderHas(ctx, indexEntryKey(p.coll, n)) })
+	if err != nil {
+		return nil, err
 	}
+	return append(parts, more...), nil
 }

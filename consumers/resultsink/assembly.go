@@ -67,29 +67,59 @@ func finalKeys(job string) [3]string {
 	return [3]string{storage.JobFile(job, FileResults), storage.JobFile(job, FileOutput), storage.JobFile(job, FileErrors)}
 }
 
-// newAssembly opens the spool of job's final files.
+// newAssembly opens the spool of job's final files. They have no names:
+// a sink that dies leaves nothing behind. Where files cannot be opened
+// unnamed (openUnnamed), they are created in a directory of their own,
+// which is removed at once; the files live on through their descriptors
+// (and where open files cannot be removed, drop removes them).
 func newAssembly(job string, now time.Time) (*assembly, error) {
-	dir, err := os.MkdirTemp("", "largeforge-results-"+job+"-")
-	if err != nil {
-		return nil, fmt.Errorf("job %s: spool: %w", job, err)
-	}
-	a := &assembly{dir: dir, met: map[string]bool{}, renewed: now}
-	ws := make([]io.Writer, len(a.files))
-	for i, name := range []string{FileResults, FileOutput, FileErrors} {
-		if a.files[i], err = os.Create(filepath.Join(dir, name)); err != nil {
-			a.drop()
-			return nil, fmt.Errorf("job %s: spool: %w", job, err)
+	a := &assembly{met: map[string]bool{}, renewed: now}
+	if err := a.openUnnamed(); err != nil {
+		if err := a.openNamed(job); err != nil {
+			return nil, err
 		}
-		ws[i] = a.files[i]
 	}
-	// The files live on through their descriptors: a sink that dies
-	// leaves nothing behind (where open files cannot be removed, drop
-	// removes them).
-	if err := os.RemoveAll(dir); err == nil {
-		a.dir = ""
+	ws := make([]io.Writer, len(a.files))
+	for i, f := range a.files {
+		ws[i] = f
 	}
 	a.w = newFinalWriter(ws)
 	return a, nil
+}
+
+// openUnnamed opens the spool's files without names in the temporary
+// directory.
+func (a *assembly) openUnnamed() error {
+	for i := range a.files {
+		f, err := openUnnamed(os.TempDir())
+		if err != nil {
+			a.drop()
+			a.files = [3]*os.File{}
+			return err
+		}
+		a.files[i] = f
+	}
+	return nil
+}
+
+// openNamed creates the spool's files in a directory of their own and
+// removes the directory, where it can.
+func (a *assembly) openNamed(job string) error {
+	dir, err := os.MkdirTemp("", "largeforge-results-"+job+"-")
+	if err != nil {
+		return fmt.Errorf("job %s: spool: %w", job, err)
+	}
+	a.dir = dir
+	for i, name := range []string{FileResults, FileOutput, FileErrors} {
+		if a.files[i], err = os.Create(filepath.Join(dir, name)); err != nil {
+			a.drop()
+			return fmt.Errorf("job %s: spool: %w", job, err)
+		}
+	}
+	if err := os.RemoveAll(dir); err == nil {
+		a.dir = ""
+	}
+	return nil
 }
 
 // add writes a part's rows (those not written before); key names the part.

@@ -236,8 +236,8 @@ func TestStoppedSinkGivesItsJobBack(t *testing.T) {
 }
 
 // An assembly's files have no name while the job runs (their descriptors
-// hold them): a sink killed mid-job leaves nothing in the temporary
-// directory.
+// hold them; on Linux they never have one, see TestSpoolUnnamedOnLinux):
+// a sink killed mid-job leaves nothing in the temporary directory.
 func TestAssemblySpoolHasNoNames(t *testing.T) {
 	tmp := t.TempDir()
 	t.Setenv("TMPDIR", tmp)

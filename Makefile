@@ -33,9 +33,9 @@ test-short:
 # Benchmarks print each figure beside its same-run baseline (the floor without the bus,
 # the kernels' or backend's 1024^3 matmul rate, PyTorch's figure where python3-torch is
 # installed, the in-process run, a raw put/get, one replica against three) and the machine
-# line (CPU model, GOMAXPROCS, a reference rate; internal/benchenv). 538 s on the quiet
-# 2-core machine (BenchmarkScore 262 s of it, the model package 399 s), before the job and
-# echo benchmarks ran several rounds (about 80 s more); the LF_BENCH_* variables shrink it:
+# line (CPU model, GOMAXPROCS, a reference rate; internal/benchenv). 677 s on the quiet
+# 2-core machine (BenchmarkScore 208 s of it, the model package 379 s, the job and echo
+# benchmarks' rounds included); the LF_BENCH_* variables shrink it:
 # LF_BENCH_ROWS (ingest, 1000000), LF_BENCH_SCORE_ROWS (10000), LF_BENCH_PREFILL_REPS (5),
 # LF_BENCH_PEER_STEPS (3), LF_BENCH_REQUESTS (10000), LF_BENCH_JOB_ROUNDS (5),
 # LF_BENCH_CLUSTER_REQUESTS (10000), LF_BENCH_ECHO_MSGS (20000), LF_BENCH_ECHO_ROUNDS (3),

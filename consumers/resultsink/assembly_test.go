@@ -236,11 +236,20 @@ func TestStoppedSinkGivesItsJobBack(t *testing.T) {
 }
 
 // An assembly's files have no name while the job runs (their descriptors
-// hold them; on Linux they never have one, see TestSpoolUnnamedOnLinux):
-// a sink killed mid-job leaves nothing in the temporary directory.
+// hold them): a sink killed mid-job leaves nothing in the temporary
+// directory. Where files can be opened unnamed (Linux, most filesystems)
+// they never have a name, which is checked while the job is assembled;
+// elsewhere they are named for an instant and only the end is checked.
 func TestAssemblySpoolHasNoNames(t *testing.T) {
 	tmp := t.TempDir()
 	t.Setenv("TMPDIR", tmp)
+	unnamed := true
+	if f, err := resultsink.OpenUnnamed(tmp); err != nil {
+		unnamed = false
+		t.Logf("files are named for an instant here (%v): the check while assembling is skipped", err)
+	} else {
+		f.Close()
+	}
 	e := newObjectsEnv(t)
 	ids := e.createJob(t, "unnamed", 200)
 	kill := e.startSink(t, "s", time.Minute)
@@ -252,7 +261,7 @@ func TestAssemblySpoolHasNoNames(t *testing.T) {
 		}
 		return err
 	})
-	if left, _ := filepath.Glob(filepath.Join(tmp, "largeforge-results-*")); len(left) > 0 {
+	if left, _ := filepath.Glob(filepath.Join(tmp, "largeforge-results-*")); unnamed && len(left) > 0 {
 		t.Errorf("spool files with names while assembling: %v", left)
 	}
 	kill()

@@ -37,7 +37,7 @@ test-short:
 # 2-core machine (BenchmarkScore 208 s of it, the model package 379 s, the job and echo
 # benchmarks' rounds included); the LF_BENCH_* variables shrink it:
 # LF_BENCH_ROWS (ingest, 1000000), LF_BENCH_SCORE_ROWS (10000), LF_BENCH_PREFILL_REPS (5),
-# LF_BENCH_PEER_STEPS (3), LF_BENCH_REQUESTS (10000), LF_BENCH_JOB_ROUNDS (5),
+# LF_BENCH_PEER_STEPS (3), LF_BENCH_REQUESTS (10000), LF_BENCH_JOB_ROUNDS (5), LF_BENCH_JOB_RTT (2ms; 0: no such phase),
 # LF_BENCH_CLUSTER_REQUESTS (10000), LF_BENCH_ECHO_MSGS (20000), LF_BENCH_ECHO_ROUNDS (3),
 # LF_BENCH_ASSEMBLY_ROWS (100000), LF_BENCH_MODEL_MB (256), LF_BENCH_LIST_OBJECTS (20000), LF_BENCH_JOBS (2000). The last line is the run's total time.
 BENCH_PKGS := ./producers/ingest/ ./model/... ./jobs/ ./consumers/infer/ ./producers/submit/ ./storage/ ./storage/modelstore/ ./consumers/resultsink/ ./producers/gateway/

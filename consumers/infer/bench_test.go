@@ -15,6 +15,8 @@ import (
 	"github.com/largeforge/largeforge/internal/benchenv"
 	"github.com/largeforge/largeforge/jobs"
 	"github.com/largeforge/largeforge/model"
+	"github.com/largeforge/largeforge/pipeline"
+	"github.com/largeforge/largeforge/pipeline/pipelinetest"
 	"github.com/largeforge/largeforge/schemas"
 	"github.com/largeforge/largeforge/serve"
 	"github.com/largeforge/largeforge/storage"
@@ -38,7 +40,10 @@ const (
 // order alternating, logs each round's times, and reports the median of
 // each figure over the rounds.
 // LF_BENCH_JOB_PROFILE=DIR writes each timed phase's CPU profile there
-// (job-inproc.prof, job-bus.prof; the last round's).
+// (job-inproc.prof, job-bus.prof; the last round's). After the rounds the
+// job runs once more with the bus a round trip away (LF_BENCH_JOB_RTT,
+// default 2ms, as between machines; see benchBusRTT): its figures have the
+// prefix rtt_.
 func BenchmarkJobThroughput(b *testing.B) {
 	benchenv.Log(b)
 	n := benchRequests()
@@ -69,6 +74,15 @@ func BenchmarkJobThroughput(b *testing.B) {
 			// a machine whose cores the benchmark has to itself.
 			fig.Add("inproc_cpu_ms/req", in.cpu*1000/float64(n))
 			fig.Add("bus_vs_inprocess_cpu", in.cpu/bus.cpu)
+		}
+		if rtt := benchRTT(b); rtt > 0 {
+			// Once, after the rounds: the same job with the bus a round
+			// trip away. rtt_fed says whether the worker's consume loops
+			// still keep every slot busy; the proxy copies every byte in
+			// this process, so rtt_req/s is a floor.
+			r := benchBusRTT(b, n, rtt, fig)
+			b.Logf("bus %v away: %.2f s, %.2f CPU-s (the proxy's copying included)", rtt, r.wall.Seconds(), r.cpu)
+			fig.Add("rtt_req/s", float64(n)/r.wall.Seconds())
 		}
 		fig.Report(b)
 	}
@@ -165,6 +179,40 @@ func benchInProcess(b *testing.B, n int) phaseResult {
 func benchBus(b *testing.B, n int, fig benchenv.Figures) phaseResult {
 	b.Helper()
 	return benchJob(b, newStack(b), n, "bus_", fig)
+}
+
+// benchRTT is the round trip of the rtt_ phase: LF_BENCH_JOB_RTT (default
+// 2ms; 0 leaves the phase out).
+func benchRTT(b *testing.B) time.Duration {
+	v := os.Getenv("LF_BENCH_JOB_RTT")
+	if v == "" {
+		return 2 * time.Millisecond
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 {
+		b.Fatalf("LF_BENCH_JOB_RTT=%q: not a duration", v)
+	}
+	return d
+}
+
+// benchBusRTT is benchBus with the bus a round trip rtt away, as for a
+// worker on another machine: every connection of the stack goes through a
+// pipelinetest.LatencyProxy. Its figures have the prefix rtt_.
+func benchBusRTT(b *testing.B, n int, rtt time.Duration, fig benchenv.Figures) phaseResult {
+	b.Helper()
+	e := pipelinetest.StartServer(b)
+	addr := pipelinetest.LatencyProxy(b, strings.TrimPrefix(e.ClientURL(), "nats://"), rtt/2)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	bus, err := pipeline.Connect(ctx, pipeline.ConnConfig{URL: "nats://" + addr, Name: "bench-rtt"}, pipelinetest.Logger(b))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(bus.Close)
+	if err := bus.EnsureTopology(ctx); err != nil {
+		b.Fatal(err)
+	}
+	return benchJob(b, newStackOn(b, bus), n, "rtt_", fig)
 }
 
 // benchJob submits an n-request job to s, starts a worker and waits for the

@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-
 	"github.com/largeforge/largeforge/consumers/datasetsink"
 	"github.com/largeforge/largeforge/dataset"
 	"github.com/largeforge/largeforge/pipeline"
@@ -53,30 +51,48 @@ func TestTwoSinksOneDataset(t *testing.T) {
 // dataset ds, as ingest does, and returns their ids.
 func publishShards(ctx context.Context, t *testing.T, bus *pipeline.Bus, ds string, shards, perShard int) map[string]bool {
 	t.Helper()
-	subj, _ := pipeline.DatasetShardSubject(ds)
 	want := map[string]bool{}
 	for i := range shards {
-		recs := make([]schemas.Record, perShard)
-		ids := make([]string, perShard)
-		for j := range recs {
-			recs[j] = schemas.Record{Format: schemas.FormatAlpaca, Alpaca: schemas.Alpaca{Instruction: fmt.Sprintf("q%d-%d", i, j), Output: "a"}}
-			ids[j] = recs[j].ID()
-			want[ids[j]] = true
+		recs, ids := shardRecords(i, perShard)
+		for _, id := range ids {
+			want[id] = true
 		}
-		data, err := dataset.EncodeShard(schemas.FormatAlpaca, recs, ids)
-		if err != nil {
-			t.Fatal(err)
-		}
-		hdr := nats.Header{}
-		hdr.Set(schemas.HeaderFormat, string(schemas.FormatAlpaca))
-		hdr.Set(schemas.HeaderSource, "test")
-		hdr.Set(schemas.HeaderRun, "run-1")
-		hdr.Set(schemas.HeaderRows, strconv.Itoa(perShard))
-		if _, err := bus.Publish(ctx, subj, data, dataset.ShardID(ds, ids), hdr); err != nil {
+		m := shardMsg(t, ds, "run-1", recs, ids)
+		if _, err := bus.Publish(ctx, m.Subject, m.Data, m.ID, m.Header); err != nil {
 			t.Fatal(err)
 		}
 	}
 	return want
+}
+
+// shardRecords is shard i of a test dataset: perShard alpaca records and
+// their ids.
+func shardRecords(i, perShard int) ([]schemas.Record, []string) {
+	recs := make([]schemas.Record, perShard)
+	ids := make([]string, perShard)
+	for j := range recs {
+		recs[j] = schemas.Record{Format: schemas.FormatAlpaca, Alpaca: schemas.Alpaca{Instruction: fmt.Sprintf("q%d-%d", i, j), Output: "a"}}
+		ids[j] = recs[j].ID()
+	}
+	return recs, ids
+}
+
+// shardMsg is the shard message of run holding recs (with ids) for dataset
+// ds, as ingest publishes it and the consume loop hands it over (its first
+// delivery).
+func shardMsg(t *testing.T, ds, run string, recs []schemas.Record, ids []string) pipeline.Msg {
+	t.Helper()
+	data, err := dataset.EncodeShard(schemas.FormatAlpaca, recs, ids)
+	if err != nil {
+		t.Fatal(err)
+	}
+	subj, _ := pipeline.DatasetShardSubject(ds)
+	hdr := pipeline.Header{}
+	hdr.Set(schemas.HeaderFormat, string(schemas.FormatAlpaca))
+	hdr.Set(schemas.HeaderSource, "test")
+	hdr.Set(schemas.HeaderRun, run)
+	hdr.Set(schemas.HeaderRows, strconv.Itoa(len(recs)))
+	return pipeline.Msg{Subject: subj, Data: data, Header: hdr, ID: dataset.ShardID(ds, ids), Deliveries: 1}
 }
 
 // waitRecordsOnce waits until the parts of dataset ds in store hold want

@@ -5,11 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"strconv"
 	"testing"
 	"time"
-
-	"github.com/nats-io/nats.go"
 
 	"github.com/largeforge/largeforge/consumers/datasetsink"
 	"github.com/largeforge/largeforge/dataset"
@@ -40,31 +37,13 @@ func TestRedeliveredShardCountedOnce(t *testing.T) {
 		}
 		return s
 	}
-	// shard is shard i's records and ids.
-	shard := func(i int) ([]schemas.Record, []string) {
-		recs := make([]schemas.Record, perShard)
-		ids := make([]string, perShard)
-		for j := range recs {
-			recs[j] = schemas.Record{Format: schemas.FormatAlpaca, Alpaca: schemas.Alpaca{Instruction: fmt.Sprintf("r%d-%d", i, j), Output: "a"}}
-			ids[j] = recs[j].ID()
-		}
-		return recs, ids
-	}
 	// msg is shard i's message of run as delivery number deliveries.
 	msg := func(i int, run string, deliveries uint64) pipeline.Msg {
 		t.Helper()
-		recs, ids := shard(i)
-		data, err := dataset.EncodeShard(schemas.FormatAlpaca, recs, ids)
-		if err != nil {
-			t.Fatal(err)
-		}
-		subj, _ := pipeline.DatasetShardSubject(ds)
-		hdr := nats.Header{}
-		hdr.Set(schemas.HeaderFormat, string(schemas.FormatAlpaca))
-		hdr.Set(schemas.HeaderSource, "test")
-		hdr.Set(schemas.HeaderRun, run)
-		hdr.Set(schemas.HeaderRows, strconv.Itoa(perShard))
-		return pipeline.Msg{Subject: subj, Data: data, Header: hdr, ID: dataset.ShardID(ds, ids), Deliveries: deliveries}
+		recs, ids := shardRecords(i, perShard)
+		m := shardMsg(t, ds, run, recs, ids)
+		m.Deliveries = deliveries
+		return m
 	}
 	handle := func(s *datasetsink.Sink, m pipeline.Msg) {
 		t.Helper()
@@ -109,17 +88,12 @@ func TestRedeliveredShardCountedOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Its last row's id is not its record's: a reject.
-	recs, ids := shard(1)
+	recs, ids := shardRecords(1, perShard)
 	ids[perShard-1] = ids[0][:63] + "0"
 	if ids[perShard-1] == ids[0] {
 		ids[perShard-1] = ids[0][:63] + "1"
 	}
-	data, err := dataset.EncodeShard(schemas.FormatAlpaca, recs, ids)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m1 := msg(1, "run-1", 1)
-	m1.Data, m1.ID = data, dataset.ShardID(ds, ids)
+	m1 := shardMsg(t, ds, "run-1", recs, ids)
 	recs, ids = recs[:perShard-1], ids[:perShard-1] // the part: the good rows
 	_, claim, err := x.Claim(ctx, ids, []string{m1.ID})
 	if err != nil {

@@ -74,8 +74,8 @@ func finalKeys(job string) [3]string {
 // (and where open files cannot be removed, drop removes them).
 func newAssembly(job string, now time.Time) (*assembly, error) {
 	a := &assembly{met: map[string]bool{}, renewed: now}
-	if err := a.openUnnamed(); err != nil {
-		if err := a.openNamed(job); err != nil {
+	if err := a.openSpoolUnnamed(); err != nil {
+		if err := a.openSpoolNamed(job); err != nil {
 			return nil, err
 		}
 	}
@@ -87,9 +87,9 @@ func newAssembly(job string, now time.Time) (*assembly, error) {
 	return a, nil
 }
 
-// openUnnamed opens the spool's files without names in the temporary
-// directory.
-func (a *assembly) openUnnamed() error {
+// openSpoolUnnamed opens the spool's files without names (openUnnamed) in
+// the temporary directory.
+func (a *assembly) openSpoolUnnamed() error {
 	for i := range a.files {
 		f, err := openUnnamed(os.TempDir())
 		if err != nil {
@@ -102,9 +102,9 @@ func (a *assembly) openUnnamed() error {
 	return nil
 }
 
-// openNamed creates the spool's files in a directory of their own and
+// openSpoolNamed creates the spool's files in a directory of their own and
 // removes the directory, where it can.
-func (a *assembly) openNamed(job string) error {
+func (a *assembly) openSpoolNamed(job string) error {
 	dir, err := os.MkdirTemp("", "largeforge-results-"+job+"-")
 	if err != nil {
 		return fmt.Errorf("job %s: spool: %w", job, err)

@@ -2,7 +2,9 @@ package resultsink
 
 import (
 	"errors"
+	"fmt"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -34,5 +36,17 @@ func TestSpoolUnnamedOnLinux(t *testing.T) {
 	}
 	if left, err := os.ReadDir(dir); err != nil || len(left) > 0 {
 		t.Errorf("temporary directory holds %v (%v); want nothing", left, err)
+	}
+	// The directory is empty after the fallback too (it removes its
+	// names): the kernel's path of each descriptor tells them apart, a
+	// removed name for the fallback's files, none for unnamed ones.
+	for i, f := range a.files {
+		p, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", f.Fd()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(p, "largeforge-results-") {
+			t.Errorf("spool file %d was opened by the named fallback: %s", i, p)
+		}
 	}
 }

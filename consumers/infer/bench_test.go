@@ -15,7 +15,6 @@ import (
 	"github.com/largeforge/largeforge/internal/benchenv"
 	"github.com/largeforge/largeforge/jobs"
 	"github.com/largeforge/largeforge/model"
-	"github.com/largeforge/largeforge/pipeline"
 	"github.com/largeforge/largeforge/pipeline/pipelinetest"
 	"github.com/largeforge/largeforge/schemas"
 	"github.com/largeforge/largeforge/serve"
@@ -202,13 +201,9 @@ func benchBusRTT(b *testing.B, n int, rtt time.Duration, fig benchenv.Figures) p
 	b.Helper()
 	e := pipelinetest.StartServer(b)
 	addr := pipelinetest.LatencyProxy(b, strings.TrimPrefix(e.ClientURL(), "nats://"), rtt/2)
+	bus := pipelinetest.ConnectURL(b, "nats://"+addr)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	bus, err := pipeline.Connect(ctx, pipeline.ConnConfig{URL: "nats://" + addr, Name: "bench-rtt"}, pipelinetest.Logger(b))
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(bus.Close)
 	if err := bus.EnsureTopology(ctx); err != nil {
 		b.Fatal(err)
 	}

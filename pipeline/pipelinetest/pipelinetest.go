@@ -48,9 +48,16 @@ func StartServerWith(t testing.TB, cfg pipeline.EmbeddedConfig) *pipeline.Embedd
 // Connect connects to e, closing the connection in t.Cleanup.
 func Connect(t testing.TB, e *pipeline.Embedded) *pipeline.Bus {
 	t.Helper()
+	return ConnectURL(t, e.ClientURL())
+}
+
+// ConnectURL connects to url (a server's, or a LatencyProxy's in front of
+// one), closing the connection in t.Cleanup.
+func ConnectURL(t testing.TB, url string) *pipeline.Bus {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	b, err := pipeline.Connect(ctx, pipeline.ConnConfig{URL: e.ClientURL(), Name: t.Name()}, Logger(t))
+	b, err := pipeline.Connect(ctx, pipeline.ConnConfig{URL: url, Name: t.Name()}, Logger(t))
 	if err != nil {
 		t.Fatalf("connect: %v", err)
 	}

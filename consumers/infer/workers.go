@@ -25,7 +25,7 @@ import (
 // DefaultFetchers is 3: a consume loop holds its batch until the batch's
 // last generation ends and its results are acked, then fetches again, so
 // the loops beside it keep the Batcher fed meanwhile. Two did on loopback;
-// at a 2 ms round trip to the server they fed every slot only 82–86% of
+// at a 2 ms round trip to the server they fed every slot only 77–86% of
 // the time, three 94–98% (BenchmarkJobThroughput's rtt_ figures), with
 // the same throughput on loopback. A worker holds up to Fetchers×Slots
 // requests.
